@@ -1,0 +1,42 @@
+# Quick start:   make train   (install if needed, prepare data, run the default experiment)
+#                make test    (install if needed, run the tests)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Datasets: $SFT_DATA_DIR, else data/ in the checkout. SHARED: a local copy of the datasets
+# (this project's machines have it beside the checkout); without it CIFAR-10 is downloaded.
+export SFT_DATA_DIR ?= $(CURDIR)/data
+SHARED ?= $(CURDIR)/../shared/data
+EXPERIMENT ?= cifar10_effnet_lite0
+ARGS ?=
+
+.PHONY: install data train test lint format bench clean-venv
+
+# The stamp is rebuilt when the dependency list or the pins change.
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip -c constraints.txt
+	$(BIN)/pip install -q -c constraints.txt -e '.[vision,dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+data: install
+	$(BIN)/python -m sft.data.prepare --data-dir "$(SFT_DATA_DIR)" --shared "$(SHARED)"
+
+train: data
+	$(BIN)/sft-train experiment=$(EXPERIMENT) $(ARGS)
+
+test: data
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: install
+	$(BIN)/ruff format --check . && $(BIN)/ruff check .
+
+format: install
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: data
+	$(BIN)/python benchmarks/augmentation.py
+	$(BIN)/python benchmarks/loop_overhead.py

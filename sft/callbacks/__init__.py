@@ -1,0 +1,3 @@
+from sft.callbacks.backbone_unfreeze import BackboneUnfreeze
+
+__all__ = ["BackboneUnfreeze"]

@@ -1,0 +1,24 @@
+"""Gradual unfreezing: train the head alone first, then the whole model."""
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+
+class BackboneUnfreeze(Callback):
+    """Freezes `pl_module.backbone` (weights and norm statistics) before `unfreeze_at_epoch`.
+
+    Why not Lightning's BackboneFinetuning: it adds the backbone's parameters to the optimizer as
+    a new group when it unfreezes them, so they escape the LR schedule and the no-decay split of
+    norms and biases. Here the backbone's groups exist from step 0 and only `requires_grad`
+    changes; being stateless (it reads the epoch), it is also right after a resume.
+    """
+
+    def __init__(self, unfreeze_at_epoch: int = 1) -> None:
+        self.unfreeze_at_epoch = unfreeze_at_epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.hparams.get("freeze_backbone"):
+            return  # a pure linear probe stays frozen
+        trainable = trainer.current_epoch >= self.unfreeze_at_epoch
+        pl_module.backbone.requires_grad_(trainable)
+        pl_module.train()  # SFTClassifier.train() keeps a frozen backbone in eval mode

@@ -1,0 +1,87 @@
+"""Base datamodule and the in-memory batch dataset the datamodules share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sft.utils.errors import SFTError
+
+
+class SFTDataModule(L.LightningDataModule):
+    """Base of all sft datamodules.
+
+    After `setup(stage)`: `num_classes` and `class_names`. Loaders yield raw `(x, y)` batches
+    (y int64; images still uint8); `transform_batch` turns them into model inputs on the device,
+    which Lightning triggers through `on_after_batch_transfer`. A LightningModule that overrides
+    `on_after_batch_transfer` itself takes precedence over this hook, so it must not.
+    """
+
+    num_classes: int
+    class_names: list[str]
+
+    def probe_dataloader(self) -> DataLoader:
+        """The (few-label) training subset in fixed order, unshuffled, batches untransformed.
+
+        For frozen-backbone features (linear-probe init): the caller moves each batch to the
+        device and applies `transform_batch(batch, train=False)`.
+        """
+        raise NotImplementedError
+
+    def transform_batch(self, batch: Any, train: bool) -> Any:
+        """Batch on the device -> model inputs (augmentation only when `train`)."""
+        raise NotImplementedError
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = self.trainer
+        return self.transform_batch(batch, train=bool(trainer is not None and trainer.training))
+
+
+class TensorBatchDataset(Dataset):
+    """Samples held as whole tensors; a batch is one fancy-index instead of B `__getitem__` calls.
+
+    torch's map-style fetcher calls `dataset.__getitems__(indices)` once per batch when it exists
+    and hands the result to `collate_fn`; use `passthrough_collate` with it. Any sampler (also
+    Lightning's DistributedSampler) still works because it only produces the indices.
+    """
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        if not tensors or any(t.shape[0] != tensors[0].shape[0] for t in tensors):
+            raise ValueError("TensorBatchDataset needs tensors with the same first dimension")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return self.tensors[0].shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[index] for t in self.tensors)
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        # index_select copies whole rows (memcpy); t[idx] is ~20x slower on CPU for image rows.
+        return tuple(t.index_select(0, idx) for t in self.tensors)
+
+
+def passthrough_collate(batch: Any) -> Any:
+    """`collate_fn` for `TensorBatchDataset`: the batch is already collated."""
+    return batch
+
+
+def check_batch_size(key: str, value: Any) -> int:
+    """Raise SFTError unless `value` is an integer > 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SFTError(f"data.{key} must be an integer > 0, got {value!r}")
+    return value
+
+
+def check_train_batch(batch_size: int, train_size: int, drop_last: bool, where: str) -> None:
+    """With drop_last a batch larger than the training set would give zero training steps."""
+    if drop_last and batch_size > train_size:
+        raise SFTError(
+            f"data.batch_size={batch_size} is larger than the training subset of {where} "
+            f"({train_size} samples) and data.drop_last=true would drop every batch; "
+            "lower batch_size, set drop_last=false or use more training samples"
+        )

@@ -1,0 +1,231 @@
+"""CIFAR-10 held in memory as uint8 tensors, batched by one index per batch, augmented on device."""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import tarfile
+import urllib.error
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from sft.data.augment import CIFAR10_MEAN, CIFAR10_STD, ImageBatchTransform
+from sft.data.base import (
+    SFTDataModule,
+    TensorBatchDataset,
+    check_batch_size,
+    check_train_batch,
+    passthrough_collate,
+)
+from sft.data.subsets import check_few_label_args, few_label_indices
+from sft.utils.errors import SFTError
+
+FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILE = "test_batch"
+META_FILE = "batches.meta"
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+MD5 = "c58f30108f718f92721af3b95e74349a"
+TRAIN_SIZE = 50_000
+# Per socket operation; an unreachable host must not hang a run (or the test suite).
+DOWNLOAD_TIMEOUT_S = 60.0
+
+
+def _get(d: dict, key: str):
+    # The official pickles have bytes keys; tolerate str keys (re-pickled copies).
+    return d[key.encode()] if key.encode() in d else d[key]
+
+
+def load_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CIFAR python-format pickle -> images uint8 (N, 3, 32, 32), labels int64 (N,)."""
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        data = torch.as_tensor(_get(d, "data"))
+        labels = torch.as_tensor(list(_get(d, "labels")), dtype=torch.int64)
+    except FileNotFoundError:
+        raise SFTError(f"CIFAR-10 file {path} is missing") from None
+    except Exception as e:  # any unpickling/shape problem means a damaged file
+        raise SFTError(
+            f"CIFAR-10 file {path} is not a readable CIFAR python-format batch ({type(e).__name__}: "
+            f"{e}); delete {path.parent} and prepare it again"
+        ) from None
+    n = labels.numel()
+    if data.dtype != torch.uint8 or data.shape != (n, 3072) or n == 0:
+        raise SFTError(
+            f"CIFAR-10 file {path} holds data of shape {tuple(data.shape)} and dtype {data.dtype}, "
+            f"expected ({n}, 3072) uint8"
+        )
+    if labels.min() < 0 or labels.max() > 9:
+        raise SFTError(f"CIFAR-10 file {path} has labels outside 0..9")
+    return data.view(n, 3, 32, 32), labels
+
+
+def load_class_names(path: Path) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            names = _get(pickle.load(f, encoding="bytes"), "label_names")
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    except FileNotFoundError:
+        raise SFTError(f"CIFAR-10 file {path} is missing") from None
+    except Exception as e:
+        raise SFTError(f"CIFAR-10 file {path} is not a readable batches.meta ({e})") from None
+    if len(names) != 10:
+        raise SFTError(f"CIFAR-10 file {path} lists {len(names)} class names, expected 10")
+    return names
+
+
+def download_cifar10(data_dir: Path) -> None:
+    """Fetch and extract the official archive into `data_dir`; one-line SFTError on failure."""
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        download_and_extract_archive(URL, str(data_dir), md5=MD5, remove_finished=True)
+    except (urllib.error.URLError, OSError, RuntimeError, tarfile.TarError, EOFError) as e:
+        raise SFTError(
+            f"CIFAR-10 not found at {data_dir / FOLDER} and downloading {URL} failed "
+            f"({type(e).__name__}: {e}); put the python-format CIFAR-10 folder '{FOLDER}' under "
+            "the data dir (or set SFT_DATA_DIR to a directory holding it)"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+
+
+class CIFAR10DataModule(SFTDataModule):
+    """CIFAR-10 from `data_dir/cifar-10-batches-py` (official python layout).
+
+    Validation is `val_size` images carved from the 50k training images by a generator seeded
+    with `seed` (identical on every rank and run); the few-label subset (`train_fraction` or
+    `samples_per_class`) is drawn from the remaining training images. Each split is one uint8
+    tensor (N, 3, 32, 32) plus int64 labels; loaders run in the main process (num_workers=0)
+    because a batch is a single tensor index.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        val_size: int = 5000,
+        seed: int = 0,
+        train_fraction: float | None = None,
+        samples_per_class: int | None = None,
+        augment: bool = True,
+        crop_padding: int = 4,
+        hflip: bool = True,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+        download: bool = True,
+        drop_last: bool = True,
+    ) -> None:
+        super().__init__()
+        data_dir = str(data_dir)
+        check_batch_size("batch_size", batch_size)
+        if eval_batch_size is not None:
+            check_batch_size("eval_batch_size", eval_batch_size)
+        if isinstance(val_size, bool) or not isinstance(val_size, int):
+            raise SFTError(f"data.val_size must be an integer, got {val_size!r}")
+        if not 0 < val_size < TRAIN_SIZE:
+            raise SFTError(f"data.val_size must be in 1..{TRAIN_SIZE - 1}, got {val_size}")
+        check_few_label_args(train_fraction, samples_per_class)
+        self.transform = ImageBatchTransform(augment, crop_padding, hflip, mean, std)
+        # Plain lists (not tuples / OmegaConf nodes) so hparams round-trip through yaml.
+        mean, std = list(self.transform.mean), list(self.transform.std)
+        self.save_hyperparameters()
+
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.val_size = val_size
+        self.seed = seed
+        self.train_fraction = train_fraction
+        self.samples_per_class = samples_per_class
+        self.download = download
+        self.drop_last = drop_last
+        self.train_data: TensorBatchDataset | None = None
+        self.val_data: TensorBatchDataset | None = None
+        self.test_data: TensorBatchDataset | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.data_dir / FOLDER
+
+    def prepare_data(self) -> None:
+        # Lightning runs this on one process per node before setup(): the only place to download.
+        if self.folder.is_dir():
+            return
+        if not self.download:
+            raise SFTError(
+                f"CIFAR-10 not found: expected the folder {self.folder} (python-format batches); "
+                "set data.download=true, or point data_dir / SFT_DATA_DIR at a directory holding "
+                f"'{FOLDER}'"
+            )
+        download_cifar10(self.data_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()  # no-op once the folder exists; covers use outside a Trainer
+        self.class_names = load_class_names(self.folder / META_FILE)
+        self.num_classes = len(self.class_names)
+        if stage in (None, "fit", "validate") and self.val_data is None:
+            self._setup_train_val()
+        if stage in (None, "test", "predict") and self.test_data is None:
+            self.test_data = TensorBatchDataset(*load_batch(self.folder / TEST_FILE))
+
+    def _setup_train_val(self) -> None:
+        parts = [load_batch(self.folder / name) for name in TRAIN_FILES]
+        images = torch.cat([p[0] for p in parts])
+        labels = torch.cat([p[1] for p in parts])
+        del parts
+        if images.shape[0] != TRAIN_SIZE:
+            raise SFTError(
+                f"CIFAR-10 training batches in {self.folder} hold {images.shape[0]} "
+                f"images, expected {TRAIN_SIZE}"
+            )
+        perm = torch.randperm(TRAIN_SIZE, generator=torch.Generator().manual_seed(self.seed))
+        val_idx = perm[: self.val_size].sort().values
+        train_idx = perm[self.val_size :].sort().values
+        keep = few_label_indices(
+            labels[train_idx], self.train_fraction, self.samples_per_class, seed=self.seed
+        )
+        train_idx = train_idx[torch.as_tensor(keep, dtype=torch.int64)]
+        check_train_batch(self.batch_size, len(train_idx), self.drop_last, str(self.folder))
+        self.train_indices = train_idx  # positions in the 50k training set, for inspection
+        self.val_indices = val_idx
+        self.train_data = TensorBatchDataset(
+            *(t.index_select(0, train_idx) for t in (images, labels))
+        )
+        self.val_data = TensorBatchDataset(*(t.index_select(0, val_idx) for t in (images, labels)))
+
+    def _loader(self, data: TensorBatchDataset | None, split: str, **kwargs) -> DataLoader:
+        if data is None:
+            raise RuntimeError(f"CIFAR10DataModule: call setup() before the {split} dataloader")
+        return DataLoader(data, num_workers=0, collate_fn=passthrough_collate, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(
+            self.train_data,
+            "train",
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=self.drop_last,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_data, "val", batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_data, "test", batch_size=self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def probe_dataloader(self) -> DataLoader:
+        return self._loader(self.train_data, "probe", batch_size=self.eval_batch_size)
+
+    def transform_batch(self, batch, train: bool):
+        return self.transform(batch, train)

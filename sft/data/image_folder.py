@@ -1,0 +1,215 @@
+"""Users' image trees `root/<split>/<class>/*.jpg`: decode + resize per sample in workers,
+augment per batch on the device (the same augmentation code as CIFAR-10)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Real
+from pathlib import Path
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import v2
+
+from sft.data.augment import IMAGENET_MEAN, IMAGENET_STD, ImageBatchTransform
+from sft.data.base import SFTDataModule, check_batch_size, check_train_batch
+from sft.data.subsets import check_few_label_args, few_label_indices
+from sft.utils.errors import SFTError
+
+
+class _MappedImageFolder(ImageFolder):
+    """ImageFolder that can be told the class-to-index mapping (val/test reuse train's)."""
+
+    def __init__(
+        self, root: str, transform, class_to_idx: dict[str, int] | None, allow_empty: bool
+    ):
+        self._fixed_class_to_idx = class_to_idx
+        super().__init__(root, transform=transform, allow_empty=allow_empty)
+
+    def find_classes(self, directory):
+        if self._fixed_class_to_idx is None:
+            return super().find_classes(directory)
+        mapping = self._fixed_class_to_idx
+        return sorted(mapping, key=mapping.get), dict(mapping)
+
+
+def open_image_folder(
+    path: Path, transform, class_to_idx: dict[str, int] | None = None
+) -> _MappedImageFolder:
+    """One split folder as a dataset; user mistakes in the tree become one-line SFTErrors."""
+    if not path.is_dir():
+        raise SFTError(f"image folder {path} does not exist; expected {path}/<class>/<images>")
+    classes = sorted(e.name for e in path.iterdir() if e.is_dir())
+    if not classes:
+        raise SFTError(
+            f"image folder {path} has no class folders; expected {path}/<class>/<images>"
+        )
+    if class_to_idx is not None:
+        unknown = sorted(set(classes) - set(class_to_idx))
+        if unknown:
+            raise SFTError(
+                f"image folder {path} has class folders {unknown} that the training folder does "
+                f"not have (training classes: {sorted(class_to_idx)})"
+            )
+    try:
+        # Train must have images in every class; val/test may lack some classes.
+        ds = _MappedImageFolder(
+            str(path), transform, class_to_idx, allow_empty=class_to_idx is not None
+        )
+    except FileNotFoundError as e:
+        raise SFTError(f"image folder {path}: {e}".strip()) from None
+    if len(ds) == 0:
+        raise SFTError(
+            f"image folder {path} holds no image files (extensions: {', '.join(IMG_EXTENSIONS)})"
+        )
+    return ds
+
+
+class ImageFolderDataModule(SFTDataModule):
+    """`data_dir/{train_dir,val_dir,test_dir}/<class>/*` image trees.
+
+    Every image is decoded and resized to `image_size` x `image_size` uint8 in the DataLoader
+    workers; crop/flip/normalise run per batch on the device (`transform_batch`). Class names
+    are the training folder's class folders (sorted); val/test use the training mapping. When
+    `val_dir` is None or does not exist, a class-stratified `val_fraction` of the training
+    images (seeded) is the validation set. The few-label subset is drawn after that carve.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        image_size: int = 224,
+        train_dir: str = "train",
+        val_dir: str | None = "val",
+        test_dir: str | None = "test",
+        val_fraction: float = 0.1,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        seed: int = 0,
+        train_fraction: float | None = None,
+        samples_per_class: int | None = None,
+        augment: bool = True,
+        crop_padding: int = 4,
+        hflip: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        drop_last: bool = True,
+    ) -> None:
+        super().__init__()
+        data_dir = str(data_dir)
+        check_batch_size("image_size", image_size)
+        check_batch_size("batch_size", batch_size)
+        if eval_batch_size is not None:
+            check_batch_size("eval_batch_size", eval_batch_size)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise SFTError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
+        if (
+            isinstance(val_fraction, bool)
+            or not isinstance(val_fraction, Real)
+            or not 0 < val_fraction < 1
+        ):
+            raise SFTError(f"data.val_fraction must be a number in (0, 1), got {val_fraction!r}")
+        check_few_label_args(train_fraction, samples_per_class)
+        self.transform = ImageBatchTransform(augment, crop_padding, hflip, mean, std)
+        mean, std = list(self.transform.mean), list(self.transform.std)
+        self.save_hyperparameters()
+
+        self.root = Path(data_dir).expanduser()
+        self.image_size = image_size
+        self.train_dir, self.val_dir, self.test_dir = train_dir, val_dir, test_dir
+        self.val_fraction = float(val_fraction)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.train_fraction = train_fraction
+        self.samples_per_class = samples_per_class
+        self.drop_last = drop_last
+        # PIL decode -> resize -> uint8 CHW tensor, per sample in the workers.
+        self.sample_transform = v2.Compose(
+            [v2.Resize((image_size, image_size), antialias=True), v2.PILToTensor()]
+        )
+        self.train_data: Dataset | None = None
+        self.val_data: Dataset | None = None
+        self.test_data: Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_data is None:
+            self._setup_train_val()
+        if stage in (None, "test", "predict") and self.test_data is None:
+            if self.test_dir is None:
+                raise SFTError("data.test_dir is null: this image-folder dataset has no test split")
+            self.test_data = open_image_folder(
+                self.root / self.test_dir, self.sample_transform, self.class_to_idx
+            )
+
+    def _setup_train_val(self) -> None:
+        train_path = self.root / self.train_dir
+        full = open_image_folder(train_path, self.sample_transform)
+        self.class_names = list(full.classes)
+        self.num_classes = len(self.class_names)
+        self.class_to_idx = dict(full.class_to_idx)
+        targets = torch.as_tensor(full.targets, dtype=torch.int64)
+
+        val_path = self.root / self.val_dir if self.val_dir is not None else None
+        if val_path is not None and val_path.is_dir():
+            self.val_data = open_image_folder(val_path, self.sample_transform, self.class_to_idx)
+            pool = torch.arange(len(full))
+        else:
+            rank_zero_info(
+                f"no validation folder; using {self.val_fraction:.0%} of {train_path} for validation"
+            )
+            val_pos = few_label_indices(targets, train_fraction=self.val_fraction, seed=self.seed)
+            is_val = torch.zeros(len(full), dtype=torch.bool)
+            is_val[val_pos] = True
+            pool = (~is_val).nonzero().flatten()
+            if pool.numel() == 0:
+                raise SFTError(
+                    f"image folder {train_path} is too small to carve data.val_fraction="
+                    f"{self.val_fraction} for validation; add images or a '{self.val_dir}' folder"
+                )
+            self.val_data = Subset(full, val_pos)
+        keep = few_label_indices(
+            targets[pool], self.train_fraction, self.samples_per_class, seed=self.seed
+        )
+        self.train_indices = pool[torch.as_tensor(keep, dtype=torch.int64)].tolist()
+        check_train_batch(self.batch_size, len(self.train_indices), self.drop_last, str(train_path))
+        self.train_data = Subset(full, self.train_indices)
+
+    def _loader(self, data: Dataset | None, split: str, **kwargs) -> DataLoader:
+        if data is None:
+            raise RuntimeError(f"ImageFolderDataModule: call setup() before the {split} dataloader")
+        return DataLoader(
+            data,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(
+            self.train_data,
+            "train",
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=self.drop_last,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_data, "val", batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_data, "test", batch_size=self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def probe_dataloader(self) -> DataLoader:
+        return self._loader(self.train_data, "probe", batch_size=self.eval_batch_size)
+
+    def transform_batch(self, batch, train: bool):
+        return self.transform(batch, train)

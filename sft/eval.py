@@ -1,0 +1,90 @@
+"""Evaluation entry point: checkpoint -> test metrics, confusion matrix (PNG, logged), predictions CSV.
+
+sft-eval ckpt_path=outputs/train/cifar10_resnet18/<run>/checkpoints/last.ckpt
+"""
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import matplotlib
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from sft.models.loading import datamodule_from_checkpoint, load_classifier
+from sft.utils.config import print_and_save_config
+from sft.utils.errors import report_user_errors
+from sft.utils.instantiate import instantiate_loggers
+
+matplotlib.use("Agg")  # files only, no display needed
+log = logging.getLogger(__name__)
+
+
+def write_predictions(
+    path: Path, probs: torch.Tensor, labels: torch.Tensor, names: list[str]
+) -> None:
+    """One row per test example: index, true label, predicted label, class probabilities."""
+    preds = probs.argmax(-1)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["index", "label", "label_name", "pred", "pred_name", *[f"prob_{n}" for n in names]]
+        )
+        for i, (y, p, row) in enumerate(
+            zip(labels.tolist(), preds.tolist(), probs.tolist(), strict=True)
+        ):
+            writer.writerow([i, y, names[y], p, names[p], *(f"{v:.6f}" for v in row)])
+
+
+def save_confusion_matrix(
+    path: Path, probs: torch.Tensor, labels: torch.Tensor, names: list[str], trainer: L.Trainer
+) -> torch.Tensor:
+    """Confusion matrix as PNG, and as a figure in the run's TensorBoard."""
+    metric = MulticlassConfusionMatrix(num_classes=len(names))
+    metric.update(probs, labels)
+    fig, _ = metric.plot(labels=names)
+    fig.set_size_inches(max(6, 0.6 * len(names)), max(5, 0.5 * len(names)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    for logger in trainer.loggers:
+        if hasattr(logger.experiment, "add_figure"):
+            logger.experiment.add_figure("test/confusion_matrix", fig)
+    return metric.compute()
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    print_and_save_config(cfg, cfg.paths.output_dir)
+    model = load_classifier(cfg.ckpt_path)
+    if cfg.get("data"):
+        datamodule = instantiate(cfg.data)
+    else:
+        datamodule = datamodule_from_checkpoint(cfg.ckpt_path, data_dir=cfg.paths.data_dir)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
+
+    metrics = trainer.test(model, datamodule=datamodule)[0]
+    outputs = trainer.predict(model, datamodule=datamodule)
+    probs = torch.cat([o["probs"] for o in outputs]).float().cpu()
+    labels = torch.cat([o["labels"] for o in outputs]).cpu()
+    names = list(datamodule.class_names)
+
+    out = Path(cfg.paths.output_dir)
+    write_predictions(out / "predictions.csv", probs, labels, names)
+    save_confusion_matrix(out / "confusion_matrix.png", probs, labels, names, trainer)
+    log.info(f"test metrics: {metrics}; predictions and confusion matrix in {out}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    report_user_errors(lambda: evaluate(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Backbone factory: `create_backbone(name, ...)` over a registry of named builders."""
+
+# Importing the modules registers their backbones.
+from . import efficientnet_lite, mobilenet, small_cnn, torchvision_resnet  # noqa: F401
+from .efficientnet_lite import (
+    EFFICIENTNET_LITE0_MEAN,
+    EFFICIENTNET_LITE0_STD,
+    efficientnet_lite0_imagenet,
+)
+from .mobilenet import MOBILENETV2_MEAN, MOBILENETV2_STD
+from .registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    backbone_normalization,
+    create_backbone,
+    list_backbones,
+    register_backbone,
+)
+from .wrappers import ResizeInput, load_backbone_checkpoint
+
+__all__ = [
+    "EFFICIENTNET_LITE0_MEAN",
+    "EFFICIENTNET_LITE0_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MOBILENETV2_MEAN",
+    "MOBILENETV2_STD",
+    "ResizeInput",
+    "backbone_normalization",
+    "create_backbone",
+    "efficientnet_lite0_imagenet",
+    "list_backbones",
+    "load_backbone_checkpoint",
+    "register_backbone",
+]

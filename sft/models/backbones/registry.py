@@ -1,0 +1,126 @@
+"""Backbone registry: builders register under a name; `create_backbone` is the single factory.
+
+A backbone maps a normalised float image batch (B, 3, H, W) to features (B, D) and exposes
+`num_features = D`; the classifier head is not part of it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from sft.utils.errors import SFTError
+
+from .wrappers import ResizeInput, load_backbone_checkpoint
+
+# ImageNet statistics: what torchvision's and most ImageNet weights expect.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+BackboneBuilder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    builder: BackboneBuilder
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+_REGISTRY: dict[str, BackboneEntry] = {}
+
+
+def register_backbone(
+    name: str,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Register `builder(pretrained: bool, **options) -> nn.Module` under `name`.
+
+    `mean`/`std` record the input normalisation the pretrained weights expect, so the data
+    pipeline can ask for it with `backbone_normalization(name)`.
+    """
+
+    def decorator(builder: BackboneBuilder) -> BackboneBuilder:
+        if name in _REGISTRY:
+            # Two builders under one name is a programming error, not a user mistake.
+            raise ValueError(f"backbone {name!r} is already registered")
+        _REGISTRY[name] = BackboneEntry(builder, _triple(mean), _triple(std))
+        return builder
+
+    return decorator
+
+
+def list_backbones() -> list[str]:
+    """Names accepted by `create_backbone`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per RGB channel, on a 0..1 pixel scale, that backbone `name` expects."""
+    entry = _entry(name)
+    return entry.mean, entry.std
+
+
+def create_backbone(
+    name: str,
+    pretrained: bool = False,
+    checkpoint: str | None = None,
+    input_size: int | None = None,
+    **kwargs: object,
+) -> nn.Module:
+    """Build backbone `name`.
+
+    pretrained: load the backbone's ImageNet weights (downloaded or packaged, per backbone).
+    checkpoint: local file with the backbone's weights (a plain state_dict, or a Lightning
+        checkpoint whose "state_dict" holds "backbone.*" keys). It replaces every weight, so
+        when it is given the pretrained weights are not fetched at all (works offline).
+    input_size: resize inputs to input_size x input_size first (e.g. 32x32 CIFAR -> 224).
+    kwargs: backbone-specific options (e.g. cifar_stem=True for the ResNets).
+    """
+    entry = _entry(name)
+    _check_options(name, entry.builder, kwargs)
+    model = entry.builder(pretrained=pretrained and checkpoint is None, **kwargs)
+    if checkpoint is not None:
+        load_backbone_checkpoint(model, checkpoint)
+    if input_size is not None:
+        if int(input_size) <= 0:
+            raise SFTError(f"backbone input_size must be a positive integer, got {input_size!r}")
+        model = ResizeInput(model, int(input_size))
+    return model
+
+
+def _entry(name: str) -> BackboneEntry:
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        known = list_backbones()
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SFTError(f"unknown backbone {name!r}{hint}; known backbones: {', '.join(known)}")
+    return entry
+
+
+def _check_options(name: str, builder: BackboneBuilder, kwargs: dict[str, object]) -> None:
+    # A config typo (e.g. cifar_stem on mobilenetv2) should read as one clear line, not a
+    # TypeError from deep inside a builder.
+    params = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [p for p in params if p != "pretrained"]
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise SFTError(
+            f"backbone {name!r} does not accept option(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(accepted) or 'none'}"
+        )
+
+
+def _triple(values: Sequence[float]) -> tuple[float, float, float]:
+    if len(values) != 3:
+        raise ValueError(f"expected 3 per-channel values, got {values!r}")
+    return (float(values[0]), float(values[1]), float(values[2]))

@@ -1,0 +1,83 @@
+"""torchvision ResNets as feature extractors (fc removed)."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from collections.abc import Callable
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights
+
+from sft.utils.errors import SFTError
+
+from .registry import IMAGENET_MEAN, IMAGENET_STD, register_backbone
+
+RESNET_MEAN = IMAGENET_MEAN
+RESNET_STD = IMAGENET_STD
+
+
+def _build_resnet(
+    name: str,
+    factory: Callable[..., torchvision.models.ResNet],
+    weights: torchvision.models.WeightsEnum,
+    pretrained: bool,
+    cifar_stem: bool,
+) -> nn.Module:
+    try:
+        # The real torchvision path: downloads into the torch hub cache, or reads it from there.
+        model = factory(weights=weights if pretrained else None)
+    except (urllib.error.URLError, OSError, RuntimeError) as err:
+        if not pretrained:
+            raise
+        reason = str(getattr(err, "reason", err)).strip().splitlines()
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+        raise SFTError(
+            f"could not download the ImageNet weights of {name} from {weights.url} (no network? "
+            f"{type(err).__name__}: {reason[0] if reason else ''}); "
+            "use pretrained=false, or checkpoint=PATH to a local state_dict, "
+            f"or copy that file into {cache}"
+        ) from err
+    if cifar_stem:
+        # 32x32 inputs: a 7x7/2 conv plus max-pool would shrink them to 8x8 before layer1.
+        # The pretrained conv1 cannot be reused at this shape, so it starts from random init.
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    model.num_features = model.fc.in_features
+    model.fc = nn.Identity()
+    return model
+
+
+@register_backbone("resnet18")
+def resnet18(pretrained: bool = False, cifar_stem: bool = False) -> nn.Module:
+    return _build_resnet(
+        "resnet18",
+        torchvision.models.resnet18,
+        ResNet18_Weights.IMAGENET1K_V1,
+        pretrained,
+        cifar_stem,
+    )
+
+
+@register_backbone("resnet34")
+def resnet34(pretrained: bool = False, cifar_stem: bool = False) -> nn.Module:
+    return _build_resnet(
+        "resnet34",
+        torchvision.models.resnet34,
+        ResNet34_Weights.IMAGENET1K_V1,
+        pretrained,
+        cifar_stem,
+    )
+
+
+@register_backbone("resnet50")
+def resnet50(pretrained: bool = False, cifar_stem: bool = False) -> nn.Module:
+    return _build_resnet(
+        "resnet50",
+        torchvision.models.resnet50,
+        ResNet50_Weights.IMAGENET1K_V1,
+        pretrained,
+        cifar_stem,
+    )

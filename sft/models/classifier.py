@@ -1,0 +1,233 @@
+"""SFTClassifier: a pretrained backbone + fused supervised head, trained with CE + lambda R(theta)."""
+
+from collections.abc import Mapping
+from itertools import islice
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from sft.models.linear_probe import extract_features, fit_logistic_regression
+from sft.models.optim import param_groups
+from sft.models.regularizers import create_regularizer
+from sft.utils.errors import SFTError
+
+
+def _plain(cfg: Any) -> Any:
+    """Hydra hands `_recursive_: false` sub-configs over as DictConfig; hparams must be plain
+    containers so that checkpoints load with `torch.load(weights_only=True)`."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
+    """(inputs, labels) of an image batch `(x, y)` or a text batch `{..., "labels": y}`."""
+    if isinstance(batch, Mapping):
+        return {k: v for k, v in batch.items() if k != "labels"}, batch["labels"]
+    return batch[0], batch[1]
+
+
+class SFTClassifier(L.LightningModule):
+    """Backbone `self.backbone` (features h) and `self.head` (FusedHead: base + zero-init branch).
+
+    All sub-configs (`backbone`, `head`, `optimizer`, `scheduler`) are Hydra configs with a
+    `_target_`, instantiated here so that a checkpoint alone can rebuild the model.
+    """
+
+    def __init__(
+        self,
+        backbone: Mapping,
+        num_classes: int,
+        head: Mapping | None = None,
+        optimizer: Mapping | None = None,
+        scheduler: Mapping | None = None,
+        lr_backbone: float = 1e-4,
+        lr_head: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.0,
+        label_smoothing: float = 0.0,
+        regularizer: str = "none",
+        reg_lambda: float = 0.0,
+        freeze_backbone: bool = False,
+        linear_probe: Mapping | None = None,
+    ) -> None:
+        super().__init__()
+        # Convert before save_hyperparameters(): it reads the current values of the init args.
+        backbone, head, optimizer, scheduler, linear_probe = map(
+            _plain, (backbone, head, optimizer, scheduler, linear_probe)
+        )
+        self.save_hyperparameters()
+        self.backbone: nn.Module = instantiate(backbone)
+        head = head or {"_target_": "sft.models.heads.FusedHead"}
+        self.head: nn.Module = instantiate(
+            head, in_features=self.backbone.num_features, num_classes=num_classes
+        )
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+        self.regularizer = create_regularizer(regularizer, self.backbone)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # Persistent flag: a resumed or evaluated model must not be re-probed.
+        self.register_buffer("linear_probe_done", torch.tensor(False))
+
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_acc_best = MaxMetric()
+
+    # ---- forward -------------------------------------------------------------------------
+    def features(self, inputs: Any) -> torch.Tensor:
+        return self.backbone(**inputs) if isinstance(inputs, Mapping) else self.backbone(inputs)
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        if self.hparams.freeze_backbone:
+            with torch.no_grad():
+                h = self.features(inputs)
+        else:
+            h = self.features(inputs)
+        return self.head(h)
+
+    def train(self, mode: bool = True) -> "SFTClassifier":
+        # A frozen backbone also keeps its norm statistics frozen (eval mode), whoever calls
+        # .train(): Lightning's loops, the unfreeze callback or the user.
+        super().train(mode)
+        if mode and not any(p.requires_grad for p in self.backbone.parameters()):
+            self.backbone.eval()
+        return self
+
+    # ---- steps ---------------------------------------------------------------------------
+    def _shared_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        inputs, y = split_batch(batch)
+        logits = self(inputs)
+        return self.criterion(logits, y), logits, y
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        ce, logits, y = self._shared_step(batch)
+        loss = ce
+        if self.hparams.reg_lambda > 0:
+            reg = self.regularizer(self.backbone)
+            loss = ce + self.hparams.reg_lambda * reg
+            self.log("train/reg", reg, on_step=True, on_epoch=False)
+        self.train_metrics(logits, y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_start(self) -> None:
+        # The sanity-check validation must not count towards the best accuracy.
+        self.val_acc_best.reset()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss, logits, y = self._shared_step(batch)
+        self.val_metrics(logits, y)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_metrics["acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        loss, logits, y = self._shared_step(batch)
+        self.test_metrics(logits, y)
+        self.log("test/loss", loss, on_epoch=True, sync_dist=True)
+        self.log_dict(self.test_metrics, on_epoch=True)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        inputs, y = split_batch(batch)
+        return {"probs": self(inputs).softmax(-1), "labels": y}
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        found = getattr(datamodule, "num_classes", None)
+        if found is not None and found != self.hparams.num_classes:
+            raise SFTError(
+                f"model.num_classes={self.hparams.num_classes} but the data has {found} classes "
+                f"({type(datamodule).__name__}); set model.num_classes={found}"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning stores the datamodule's hparams; add its class so eval can rebuild it from the
+        # checkpoint alone.
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None:
+            cls = type(datamodule)
+            checkpoint["datamodule_target"] = f"{cls.__module__}.{cls.__qualname__}"
+
+    # ---- linear-probe initialisation (LP of LP-FT) ----------------------------------------
+    def on_fit_start(self) -> None:
+        if self.hparams.linear_probe is None or bool(self.linear_probe_done):
+            return
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "probe_dataloader"):
+            raise SFTError(
+                "model.linear_probe needs a datamodule with probe_dataloader() (all sft datamodules have it)"
+            )
+        self.initialise_base_head(datamodule)
+
+    @torch.no_grad()
+    def initialise_base_head(self, datamodule: Any) -> None:
+        """Fit the base head on frozen features of the training set; the branch stays at zero.
+
+        Every DDP rank computes the same deterministic solution, so no broadcast is needed.
+        """
+
+        def batches():
+            for batch in islice(datamodule.probe_dataloader(), self._probe_batch_limit()):
+                batch = self.transfer_batch_to_device(batch, self.device, 0)
+                yield split_batch(datamodule.transform_batch(batch, train=False))
+
+        feats, labels = extract_features(self.backbone, batches())
+        weight, bias = fit_logistic_regression(
+            feats, labels, self.hparams.num_classes, **self.hparams.linear_probe
+        )
+        self.head.base.weight.copy_(weight)
+        self.head.base.bias.copy_(bias)
+        self.linear_probe_done.fill_(True)
+        acc = (self.head.base(feats).argmax(-1) == labels).float().mean().item()
+        rank_zero_info(
+            f"linear probe: base head fitted on {len(labels)} examples, train acc {acc:.4f}"
+        )
+
+    def _probe_batch_limit(self) -> int | None:
+        """Probe batches allowed by the trainer's train-batch limit (fast_dev_run, limit_train_batches)."""
+        limit = self.trainer.limit_train_batches if self._trainer is not None else 1.0
+        if isinstance(limit, int):
+            return limit
+        return (
+            None
+            if limit >= 1.0
+            else max(1, int(limit * len(self.trainer.datamodule.probe_dataloader())))
+        )
+
+    # ---- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        groups = param_groups(self.head, hp.lr_head, hp.weight_decay, "head")
+        if not hp.freeze_backbone:
+            groups += param_groups(self.backbone, hp.lr_backbone, hp.weight_decay, "backbone")
+        optimizer_cfg = hp.optimizer or {"_target_": "torch.optim.AdamW"}
+        # Partial first: instantiate() would turn the groups' dicts into DictConfigs.
+        optimizer = instantiate(optimizer_cfg, _partial_=True)(groups, lr=hp.lr_head)
+        if hp.scheduler is None:
+            return {"optimizer": optimizer}
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(hp.scheduler, _partial_=True)(
+            optimizer,
+            num_warmup_steps=int(hp.warmup_ratio * total),
+            num_training_steps=total,
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

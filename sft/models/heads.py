@@ -1,0 +1,80 @@
+"""The fused supervised head: y = f(h; theta) + g(h; phi) on backbone features h."""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from sft.utils.errors import SFTError
+
+
+def _linear_branch(in_features: int, num_classes: int, hidden_dim: int | None, dropout: float):
+    return nn.Linear(in_features, num_classes)
+
+
+def _mlp_branch(in_features: int, num_classes: int, hidden_dim: int | None, dropout: float):
+    hidden = hidden_dim or in_features
+    return nn.Sequential(
+        nn.Linear(in_features, hidden),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+# Branch builders by name: (in_features, num_classes, hidden_dim, dropout) -> module or None.
+# "none" leaves a single linear head (the plain fine-tuning baseline).
+BRANCHES: dict[str, Callable[..., nn.Module | None]] = {
+    "linear": _linear_branch,
+    "mlp": _mlp_branch,
+    "none": lambda *args: None,
+}
+
+
+class FusedHead(nn.Module):
+    """`base(h) + branch(h)`; the branch's last layer starts at zero so step 0 equals `base`.
+
+    `base` is the head a linear probe can initialise; `branch` is the supervised correction
+    learned during fine-tuning. With `freeze_base` only the branch (and backbone) train.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        branch: str = "linear",
+        hidden_dim: int | None = None,
+        dropout: float = 0.0,
+        freeze_base: bool = False,
+    ) -> None:
+        super().__init__()
+        if branch not in BRANCHES:
+            raise SFTError(
+                f"model.head.branch: unknown branch {branch!r}; expected one of {sorted(BRANCHES)}"
+            )
+        self.base = nn.Linear(in_features, num_classes)
+        self.branch = BRANCHES[branch](in_features, num_classes, hidden_dim, dropout)
+        if self.branch is not None:
+            last = [m for m in self.branch.modules() if isinstance(m, nn.Linear)][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        self.base.requires_grad_(not freeze_base)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = self.base(h)
+        return out if self.branch is None else out + self.branch(h)
+
+    @torch.no_grad()
+    def fold(self) -> nn.Linear:
+        """One Linear with the fused output, `(W + V) h + (b + c)`; needs a linear (or no) branch."""
+        if self.branch is not None and not isinstance(self.branch, nn.Linear):
+            raise SFTError(
+                "FusedHead.fold() needs branch='linear' or 'none'; this head has an MLP branch"
+            )
+        folded = nn.Linear(self.base.in_features, self.base.out_features)
+        folded.weight.copy_(self.base.weight)
+        folded.bias.copy_(self.base.bias)
+        if self.branch is not None:
+            folded.weight.add_(self.branch.weight)
+            folded.bias.add_(self.branch.bias)
+        return folded.to(self.base.weight.device)

@@ -1,0 +1,59 @@
+"""Linear-probe initialisation of the base head (the LP of LP-FT, Kumar et al., 2022).
+
+Multinomial logistic regression on cached frozen-backbone features, solved full-batch with
+L-BFGS. Chosen over closed-form ridge on one-hot targets because it minimises the same
+cross-entropy that fine-tuning then continues with: the head starts calibrated, whereas ridge
+logits live on a [0, 1] regression scale and make the first fine-tuning steps re-learn the scale.
+"""
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module, batches: Iterable[tuple[object, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and labels of every batch, with the backbone in eval mode (restored after)."""
+    was_training = backbone.training
+    backbone.eval()
+    feats, labels = [], []
+    for inputs, y in batches:
+        feats.append(backbone(**inputs) if isinstance(inputs, dict) else backbone(inputs))
+        labels.append(y)
+    backbone.train(was_training)
+    return torch.cat(feats).float(), torch.cat(labels)
+
+
+def fit_logistic_regression(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    weight_decay: float = 1e-4,
+    max_iter: int = 200,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) minimising mean cross-entropy + weight_decay/2 * ||W||^2, deterministically.
+
+    Features are standardised for conditioning; the scaling is folded back into (W, b) so the
+    result applies to raw features.
+    """
+    mean = features.mean(0)
+    std = features.std(0).clamp_min(1e-6)
+    z = (features - mean) / std
+    w = torch.zeros(num_classes, z.shape[1], device=z.device, requires_grad=True)
+    b = torch.zeros(num_classes, device=z.device, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(z @ w.T + b, labels) + 0.5 * weight_decay * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    w_raw = (w / std).detach()
+    return w_raw, (b - w_raw @ mean).detach()

@@ -1,0 +1,38 @@
+"""Config helpers: the project-root resolver, printing and saving the resolved config."""
+
+from pathlib import Path
+
+import rich
+import rich.syntax
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# `${sft_root:}` in conf/paths: the checkout that holds conf/ and sft/, wherever the run starts.
+if not OmegaConf.has_resolver("sft_root"):
+    OmegaConf.register_new_resolver("sft_root", lambda: str(PROJECT_ROOT))
+
+
+@rank_zero_only
+def print_and_save_config(cfg: DictConfig, output_dir: str | Path) -> None:
+    """Print the resolved config and write it as `config_resolved.yaml` in the run directory.
+
+    Hydra's own `.hydra/config.yaml` keeps interpolations; this file records the values used.
+    """
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    rich.print(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(output_dir) / "config_resolved.yaml").write_text(text)
+
+
+def _backbone_norm(name: str, which: str) -> list[float]:
+    from sft.models.backbones import backbone_normalization
+
+    mean, std = backbone_normalization(name)
+    return list(mean if which == "mean" else std)
+
+
+# `${backbone_norm:efficientnet_lite0,mean}`: the input statistics a backbone's weights expect.
+if not OmegaConf.has_resolver("backbone_norm"):
+    OmegaConf.register_new_resolver("backbone_norm", _backbone_norm)

@@ -1,0 +1,39 @@
+"""User-facing errors: things a user can fix (paths, config values, offline hub access).
+
+Entry points print an `SFTError` as one line without a traceback (set HYDRA_FULL_ERROR=1 for the
+trace); any other exception is a bug and keeps its traceback.
+"""
+
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class SFTError(Exception):
+    """A mistake in the user's input or environment, reported as one clear line."""
+
+
+def find_user_error(exc: BaseException) -> SFTError | None:
+    """The SFTError behind `exc`, if any: Hydra's instantiate wraps errors raised in __init__."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, SFTError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def report_user_errors(fn: Callable[[], T]) -> T:
+    """Run `fn`; a user error exits with status 1 and one line on stderr, bugs raise as usual."""
+    try:
+        return fn()
+    except Exception as exc:
+        user_error = find_user_error(exc)
+        if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,59 @@
+"""Shared fixtures: the data root and Hydra configs composed for fast CPU runs in tmp dirs."""
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from sft.utils.config import PROJECT_ROOT
+
+CONF_DIR = str(PROJECT_ROOT / "conf")
+EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "experiment").glob("*.yaml"))
+
+# Small and fast: the small CNN on a 20-per-class CIFAR-10 slice, no progress bar.
+FAST = [
+    "~model.backbone",
+    "+model.backbone={_target_:sft.models.backbones.create_backbone,name:small_cnn,width:8}",
+    "data.samples_per_class=20",
+    "data.batch_size=32",
+    "data.val_size=500",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.rich_progress_bar",
+]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    root = Path(os.environ.get("SFT_DATA_DIR", PROJECT_ROOT / "data"))
+    assert (root / "cifar-10-batches-py").is_dir(), (
+        f"CIFAR-10 not found under {root}: run `make data` (or set SFT_DATA_DIR)"
+    )
+    return root
+
+
+def compose_config(name: str, overrides: list[str], run_dir: Path) -> DictConfig:
+    """The config `sft-train`/`sft-eval` would see, with all outputs under `run_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in a real run: the task sees its config without the hydra node
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.log_dir = str(run_dir)
+    return cfg
+
+
+@pytest.fixture
+def train_cfg(tmp_path, data_dir):
+    """A factory: train_cfg(*overrides) -> config of a fast CPU training run in tmp_path."""
+
+    def make(*overrides: str, run_dir: Path | None = None) -> DictConfig:
+        return compose_config("train", [*FAST, *overrides], run_dir or tmp_path / "run")
+
+    return make

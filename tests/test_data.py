@@ -1,0 +1,444 @@
+"""sft.data: CIFAR-10 / image-folder datamodules, few-label subsets, batched augmentation.
+
+Offline, CPU. Needs CIFAR-10 in the python layout under $SFT_DATA_DIR (default: <repo>/data);
+prepare it with `python ../shared/data/cifar10/prepare.py data --folder`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, DistributedSampler
+
+import sft.data.cifar10 as cifar10_mod
+from sft.data import CIFAR10DataModule, ImageFolderDataModule, few_label_indices
+from sft.data.augment import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    ImageBatchTransform,
+    crop_flip,
+    random_crop_flip,
+    to_float_normalized,
+)
+from sft.data.base import TensorBatchDataset
+from sft.utils.errors import SFTError
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("SFT_DATA_DIR") or REPO / "data")
+CIFAR_DIR = DATA_ROOT / "cifar-10-batches-py"
+IMAGES_DIR = DATA_ROOT / "cifar10-images"
+
+
+def _require_cifar() -> Path:
+    if not CIFAR_DIR.is_dir():
+        pytest.fail(
+            f"CIFAR-10 missing: expected {CIFAR_DIR}. Run "
+            f"`python ../shared/data/cifar10/prepare.py {DATA_ROOT} --folder` "
+            "(or set SFT_DATA_DIR to a directory holding cifar-10-batches-py)"
+        )
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="module")
+def cifar() -> CIFAR10DataModule:
+    dm = CIFAR10DataModule(str(_require_cifar()), download=False)
+    dm.setup()
+    return dm
+
+
+@pytest.fixture(scope="module")
+def few() -> CIFAR10DataModule:
+    """250 training images (25 per class), small batches, no dropped batch."""
+    dm = CIFAR10DataModule(
+        str(_require_cifar()), samples_per_class=25, batch_size=32, drop_last=False, download=False
+    )
+    dm.setup("fit")
+    return dm
+
+
+def _counts(labels: torch.Tensor) -> list[int]:
+    return torch.bincount(labels, minlength=10).tolist()
+
+
+# ---------------------------------------------------------------- CIFAR-10 splits
+
+
+def test_split_sizes_classes_and_storage(cifar: CIFAR10DataModule) -> None:
+    assert cifar.num_classes == 10
+    assert cifar.class_names[:3] == ["airplane", "automobile", "bird"]
+    sizes = [len(d) for d in (cifar.train_data, cifar.val_data, cifar.test_data)]
+    assert sizes == [45000, 5000, 10000]
+    for data in (cifar.train_data, cifar.val_data, cifar.test_data):
+        images, labels = data.tensors
+        assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32)
+        assert labels.dtype == torch.int64
+    train_counts = _counts(cifar.train_data.tensors[1])
+    val_counts = _counts(cifar.val_data.tensors[1])
+    assert [a + b for a, b in zip(train_counts, val_counts, strict=True)] == [5000] * 10
+    assert _counts(cifar.test_data.tensors[1]) == [1000] * 10
+
+
+def test_val_split_fixed_and_disjoint_from_train(cifar: CIFAR10DataModule) -> None:
+    again = CIFAR10DataModule(str(DATA_ROOT), download=False, samples_per_class=3, batch_size=8)
+    again.setup("fit")
+    # Same val split regardless of the few-label setting, and the same pixels.
+    assert torch.equal(again.val_indices, cifar.val_indices)
+    assert torch.equal(again.val_data.tensors[0], cifar.val_data.tensors[0])
+    train, val = set(cifar.train_indices.tolist()), set(cifar.val_indices.tolist())
+    assert not train & val and len(train | val) == 50000
+    other_seed = CIFAR10DataModule(str(DATA_ROOT), download=False, seed=1)
+    other_seed.setup("validate")
+    assert not torch.equal(other_seed.val_indices, cifar.val_indices)
+
+
+def test_few_label_datamodule_counts(few: CIFAR10DataModule, cifar: CIFAR10DataModule) -> None:
+    assert _counts(few.train_data.tensors[1]) == [25] * 10
+    assert set(few.train_indices.tolist()) <= set(cifar.train_indices.tolist())
+    assert len(few.val_data) == 5000
+
+
+def test_hparams_are_plain_and_rebuild(few: CIFAR10DataModule) -> None:
+    hp = dict(few.hparams)
+    assert hp["data_dir"] == str(DATA_ROOT) and hp["samples_per_class"] == 25
+    assert isinstance(hp["mean"], list) and all(isinstance(v, float) for v in hp["mean"])
+    rebuilt = CIFAR10DataModule(**hp)
+    assert rebuilt.hparams == few.hparams
+
+
+def test_truncated_pickle_names_file(tmp_path: Path) -> None:
+    src = _require_cifar() / "cifar-10-batches-py"
+    dst = tmp_path / "cifar-10-batches-py"
+    dst.mkdir()
+    (dst / "batches.meta").write_bytes((src / "batches.meta").read_bytes())
+    (dst / "data_batch_1").write_bytes((src / "data_batch_1").read_bytes()[:5000])
+    dm = CIFAR10DataModule(str(tmp_path), download=False)
+    with pytest.raises(SFTError, match="data_batch_1"):
+        dm.setup("fit")
+
+
+# ---------------------------------------------------------------- few-label subsets
+
+LABELS = [0] * 100 + [1] * 50 + [2] * 10 + [3] * 3  # deliberately unbalanced
+
+
+def _per_class(indices: list[int]) -> list[int]:
+    return torch.bincount(torch.tensor(LABELS)[indices], minlength=4).tolist()
+
+
+def test_samples_per_class_exact_and_short_classes_take_all() -> None:
+    idx = few_label_indices(LABELS, samples_per_class=5, seed=0)
+    assert _per_class(idx) == [5, 5, 5, 3]  # class 3 has only 3 samples: all of them
+    assert idx == sorted(idx) and len(set(idx)) == len(idx)
+
+
+def test_train_fraction_is_stratified() -> None:
+    assert _per_class(few_label_indices(LABELS, train_fraction=0.1)) == [10, 5, 1, 1]
+    # At least one sample per class even when the fraction rounds to zero.
+    assert _per_class(few_label_indices(LABELS, train_fraction=0.01)) == [1, 1, 1, 1]
+    assert few_label_indices(LABELS, train_fraction=1.0) == list(range(len(LABELS)))
+    assert few_label_indices(torch.tensor(LABELS)) == list(range(len(LABELS)))
+
+
+def test_subsets_seeded_deterministic_and_nested() -> None:
+    a = few_label_indices(torch.tensor(LABELS), samples_per_class=4, seed=7)
+    assert a == few_label_indices(LABELS, samples_per_class=4, seed=7)
+    assert a != few_label_indices(LABELS, samples_per_class=4, seed=8)
+    assert set(a) <= set(few_label_indices(LABELS, samples_per_class=8, seed=7))
+
+
+@pytest.mark.parametrize("fraction", [0, 0.0, 1.5, -0.1])
+def test_bad_train_fraction_raises(fraction: float) -> None:
+    with pytest.raises(SFTError, match="train_fraction"):
+        few_label_indices(LABELS, train_fraction=fraction)
+    with pytest.raises(SFTError, match="train_fraction"):
+        CIFAR10DataModule("unused", train_fraction=fraction)
+
+
+def test_bad_samples_per_class_and_both_set_raise() -> None:
+    with pytest.raises(SFTError, match="samples_per_class"):
+        few_label_indices(LABELS, samples_per_class=0)
+    with pytest.raises(SFTError, match="both set"):
+        few_label_indices(LABELS, train_fraction=0.5, samples_per_class=2)
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def _images(b: int = 8, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8, generator=g)
+
+
+def test_transform_batch_shape_and_dtype(few: CIFAR10DataModule) -> None:
+    x, y = next(iter(few.train_dataloader()))
+    assert x.dtype == torch.uint8 and x.shape == (32, 3, 32, 32) and y.dtype == torch.int64
+    for train in (True, False):
+        out_x, out_y = few.transform_batch((x, y), train=train)
+        assert out_x.dtype == torch.float32 and out_x.shape == x.shape
+        assert out_y is y
+
+
+def test_zero_shift_is_identity_and_shifts_move_pixels() -> None:
+    x = _images()
+    zero = torch.zeros(8, dtype=torch.int64)
+    assert torch.equal(crop_flip(x, 4, zero, zero), x)
+    assert torch.equal(crop_flip(x, 0, zero, zero), x)
+    assert torch.equal(crop_flip(x, 4, zero, zero, torch.ones(8, dtype=torch.bool)), x.flip(-1))
+    down = crop_flip(x, 4, zero + 2, zero - 3)  # window 2 rows down, 3 columns left
+    assert torch.equal(down[:, :, :-2, 3:], x[:, :, 2:, :-3])
+    assert (down[:, :, -2:, :] == 0).all() and (down[:, :, :, :3] == 0).all()
+
+
+def test_flips_and_crops_vary_per_sample() -> None:
+    torch.manual_seed(0)
+    same = _images(1).expand(64, -1, -1, -1).contiguous()
+    flipped = random_crop_flip(same, padding=0, hflip=True)
+    is_flipped = (flipped == same.flip(-1)).flatten(1).all(1)
+    is_plain = (flipped == same).flatten(1).all(1)
+    assert (is_flipped | is_plain).all() and is_flipped.any() and is_plain.any()
+
+    cropped = random_crop_flip(same, padding=4, hflip=False)
+    candidates = torch.stack(
+        [
+            crop_flip(same[:1], 4, torch.tensor([dy]), torch.tensor([dx]))[0]
+            for dy in range(-4, 5)
+            for dx in range(-4, 5)
+        ]
+    )
+    match = (cropped[:, None] == candidates[None]).flatten(2).all(2)  # (64, 81)
+    assert match.any(1).all()  # every output is a valid padded crop
+    assert len({tuple(row.nonzero().flatten().tolist()) for row in match}) > 10
+
+
+def test_augmentation_follows_global_seed() -> None:
+    x = _images(16)
+    torch.manual_seed(3)
+    a = random_crop_flip(x)
+    torch.manual_seed(3)
+    assert torch.equal(a, random_crop_flip(x))
+
+
+def test_no_augment_path_is_plain_normalisation() -> None:
+    x, y = _images(), torch.arange(8)
+    mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    expected = (x.float() / 255 - mean) / std
+    for tf, train in (
+        (ImageBatchTransform(False, 4, True, CIFAR10_MEAN, CIFAR10_STD), True),
+        (ImageBatchTransform(True, 4, True, CIFAR10_MEAN, CIFAR10_STD), False),
+    ):
+        out, _ = tf((x, y), train=train)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(to_float_normalized(x, CIFAR10_MEAN, CIFAR10_STD), expected)
+    unit = x.float() / 255  # float input in [0, 1]: same result, input left untouched
+    torch.testing.assert_close(to_float_normalized(unit, CIFAR10_MEAN, CIFAR10_STD), expected)
+    assert torch.equal(unit, x.float() / 255)
+
+
+def test_on_after_batch_transfer_uses_trainer_state(few: CIFAR10DataModule) -> None:
+    x, y = _images(), torch.arange(8)
+    plain = to_float_normalized(x, CIFAR10_MEAN, CIFAR10_STD)
+    assert few.trainer is None
+    assert torch.equal(few.on_after_batch_transfer((x, y), 0)[0], plain)
+    try:
+        few.trainer = SimpleNamespace(training=False)
+        assert torch.equal(few.on_after_batch_transfer((x, y), 0)[0], plain)
+        few.trainer = SimpleNamespace(training=True)
+        torch.manual_seed(0)
+        assert not torch.equal(few.on_after_batch_transfer((x, y), 0)[0], plain)
+    finally:
+        few.trainer = None
+
+
+# ---------------------------------------------------------------- loaders
+
+
+def _with_ids(dm: CIFAR10DataModule) -> CIFAR10DataModule:
+    """Swap the training images for their indices, so batches show which samples they hold."""
+    n = len(dm.train_data)
+    dm.train_data = TensorBatchDataset(torch.arange(n), dm.train_data.tensors[1])
+    return dm
+
+
+def test_train_loader_yields_every_index_once_per_epoch(few: CIFAR10DataModule) -> None:
+    real = few.train_data
+    try:
+        loader = _with_ids(few).train_dataloader()
+        epochs = [torch.cat([ids for ids, _ in loader]) for _ in range(2)]
+        for ids in epochs:
+            assert sorted(ids.tolist()) == list(range(250))
+        assert not torch.equal(epochs[0], epochs[1])  # reshuffled each epoch
+        assert not torch.equal(epochs[0], torch.arange(250))
+    finally:
+        few.train_data = real
+
+
+def test_one_fetch_per_batch(few: CIFAR10DataModule, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"items": 0, "item": 0}
+    real_items = TensorBatchDataset.__getitems__
+
+    def items(self, indices):
+        calls["items"] += 1
+        return real_items(self, indices)
+
+    def item(self, index):
+        calls["item"] += 1
+        raise AssertionError("per-sample __getitem__ must not be used")
+
+    monkeypatch.setattr(TensorBatchDataset, "__getitems__", items)
+    monkeypatch.setattr(TensorBatchDataset, "__getitem__", item)
+    loader = few.train_dataloader()
+    batches = list(loader)
+    assert calls == {"items": len(batches), "item": 0} and len(batches) == 8  # 250 / 32
+    images, labels = few.train_data.tensors
+    x, y = batches[0]
+    # Each sample of a batch is a stored image with its own label.
+    where = (x[:, None] == images[None]).flatten(2).all(2).float().argmax(1)
+    assert torch.equal(images[where], x) and torch.equal(labels[where], y)
+
+
+def test_distributed_sampler_splits_disjointly(few: CIFAR10DataModule) -> None:
+    real = few.train_data
+    try:
+        loader = _with_ids(few).train_dataloader()
+        per_rank = []
+        for rank in (0, 1):
+            # What Lightning's DDP strategy does: same dataset/collate, DistributedSampler in.
+            sampler = DistributedSampler(
+                loader.dataset, num_replicas=2, rank=rank, shuffle=True, seed=0
+            )
+            dist = DataLoader(
+                loader.dataset,
+                batch_size=loader.batch_size,
+                sampler=sampler,
+                drop_last=loader.drop_last,
+                collate_fn=loader.collate_fn,
+                num_workers=loader.num_workers,
+            )
+            per_rank.append(torch.cat([ids for ids, _ in dist]).tolist())
+        assert len(per_rank[0]) == len(per_rank[1]) == 125
+        assert not set(per_rank[0]) & set(per_rank[1])
+        assert sorted(per_rank[0] + per_rank[1]) == list(range(250))
+    finally:
+        few.train_data = real
+
+
+def test_drop_last_loader_and_eval_loaders(few: CIFAR10DataModule) -> None:
+    assert len(few.val_dataloader().dataset) == 5000
+    assert not isinstance(few.val_dataloader().sampler, torch.utils.data.RandomSampler)
+    probe = few.probe_dataloader()
+    ys = torch.cat([y for _, y in probe])
+    assert torch.equal(ys, few.train_data.tensors[1])  # fixed order, nothing dropped
+    assert torch.equal(torch.cat([y for _, y in probe]), ys)
+
+
+# ---------------------------------------------------------------- user mistakes
+
+
+def test_missing_dir_without_download_names_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    dm = CIFAR10DataModule(str(missing), download=False)
+    with pytest.raises(SFTError, match=re.escape(str(missing / "cifar-10-batches-py"))):
+        dm.prepare_data()
+    with pytest.raises(SFTError, match="nowhere"):
+        dm.setup("fit")
+
+
+def test_failed_download_names_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A closed local port: fails at once whether or not this machine has internet.
+    monkeypatch.setattr(cifar10_mod, "URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    dm = CIFAR10DataModule(str(tmp_path / "dl"), download=True)
+    with pytest.raises(SFTError, match=r"download.*failed.*SFT_DATA_DIR") as err:
+        dm.prepare_data()
+    assert str(tmp_path / "dl" / "cifar-10-batches-py") in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_batch_larger_than_train_subset_raises() -> None:
+    dm = CIFAR10DataModule(str(_require_cifar()), samples_per_class=5, batch_size=64)
+    with pytest.raises(SFTError, match=r"batch_size=64.*50 samples"):
+        dm.setup("fit")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [({"batch_size": 0}, "batch_size"), ({"val_size": 0}, "val_size"), ({"std": (1, 0, 1)}, "std")],
+)
+def test_bad_arguments_raise(kwargs: dict, key: str) -> None:
+    with pytest.raises(SFTError, match=key):
+        CIFAR10DataModule("unused", **kwargs)
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def _tree(root: Path, split: str, classes: dict[str, int]) -> None:
+    for i, (name, count) in enumerate(classes.items()):
+        (root / split / name).mkdir(parents=True)
+        for j in range(count):
+            color = (40 * i, 20 * j, 255 - 40 * i)
+            Image.new("RGB", (20 + j, 30), color).save(root / split / name / f"{j}.jpg")
+
+
+def test_image_folder_tiny_tree(tmp_path: Path) -> None:
+    _tree(tmp_path, "train", {"ant": 4, "bee": 4, "cat": 4})
+    _tree(tmp_path, "test", {"bee": 2, "cat": 1})
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=4, num_workers=0)
+    dm.setup()
+    assert dm.class_names == ["ant", "bee", "cat"] and dm.num_classes == 3
+    # No val/ folder: 25% of each class carved off (1 of 4), the rest trains.
+    assert len(dm.val_data) == 3 and len(dm.train_data) == 9
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 16, 16) and x.dtype == torch.uint8 and y.dtype == torch.int64
+    xf, _ = dm.transform_batch((x, y), train=True)
+    assert xf.shape == (4, 3, 16, 16) and xf.dtype == torch.float32
+    test_labels = torch.cat([y for _, y in dm.test_dataloader()])
+    assert test_labels.tolist() == [1, 1, 2]  # train's mapping, not test's own
+
+
+def test_image_folder_mistakes(tmp_path: Path) -> None:
+    with pytest.raises(SFTError, match="does not exist"):
+        ImageFolderDataModule(str(tmp_path / "none"), num_workers=0).setup("fit")
+    (tmp_path / "train").mkdir()
+    with pytest.raises(SFTError, match="no class folders"):
+        ImageFolderDataModule(str(tmp_path), num_workers=0).setup("fit")
+    (tmp_path / "train" / "a").mkdir()
+    with pytest.raises(SFTError, match=re.escape(str(tmp_path / "train"))):
+        ImageFolderDataModule(str(tmp_path), num_workers=0).setup("fit")
+    _tree(tmp_path / "x", "train", {"a": 2})
+    _tree(tmp_path / "x", "test", {"zebra": 1})
+    dm = ImageFolderDataModule(str(tmp_path / "x"), batch_size=1, num_workers=0)
+    with pytest.raises(SFTError, match="zebra"):
+        dm.setup("test")
+
+
+def test_image_folder_on_cifar_slice_matches_pickles(tmp_path: Path) -> None:
+    _require_cifar()
+    if not IMAGES_DIR.is_dir():
+        pytest.skip(f"{IMAGES_DIR} absent (prepare.py --folder writes it)")
+    with open(CIFAR_DIR / "data_batch_1", "rb") as f:
+        batch = pickle.load(f, encoding="bytes")
+    names = [n.decode() for n in batch[b"filenames"][:12]]
+    for name in names:  # "<class>_<file>.jpg": link the originals into a small tree
+        cls, fname = name.split("_", 1)
+        (tmp_path / "train" / cls).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "train" / cls / fname).symlink_to(IMAGES_DIR / "train" / cls / fname)
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=32, batch_size=2, num_workers=2, val_fraction=0.01
+    )
+    dm.setup("fit")
+    assert dm.class_names == sorted({n.split("_", 1)[0] for n in names})
+    full = dm.train_data.dataset
+    images = torch.stack([full[i][0] for i in range(len(full))])
+    pickled = torch.as_tensor(batch[b"data"][:12]).view(12, 3, 32, 32)
+    order = sorted(range(12), key=lambda i: (names[i].split("_", 1)[0], names[i]))
+    assert torch.equal(images, pickled[order])  # same decode, resize at 32 is a no-op
+    x, _ = next(iter(dm.val_dataloader()))
+    assert x.shape[1:] == (3, 32, 32) and x.dtype == torch.uint8

@@ -1,0 +1,119 @@
+"""Entry points end to end: sft-train / sft-eval on CIFAR-10 slices, on CPU."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import torch
+from conftest import EXPERIMENTS, compose_config
+
+from sft.eval import evaluate
+from sft.train import train
+
+
+def run_cli(module: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def test_fast_dev_run_every_experiment_in_one_glob_multirun(tmp_path, data_dir):
+    """`experiment=glob(*)` composes every experiment, and each runs one batch of fit and test
+    with its real backbone (small batches keep it fast)."""
+    result = run_cli(
+        "sft.train",
+        "-m",
+        "experiment=glob(*)",
+        "debug=fdr",
+        "data.batch_size=8",
+        "data.eval_batch_size=8",
+        "~callbacks.rich_progress_bar",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    ran = {
+        (job / ".hydra" / "overrides.yaml").read_text().split("experiment=")[1].split()[0]
+        for job in jobs
+    }
+    assert ran == set(EXPERIMENTS)
+    assert result.stdout.count("test/acc") == len(EXPERIMENTS)
+
+
+def test_short_training_beats_chance(train_cfg):
+    cfg = train_cfg(
+        "data.samples_per_class=100",
+        "trainer.max_epochs=4",
+        "model.lr_head=0.05",
+        "model.lr_backbone=0.05",
+    )
+    metrics = train(cfg)
+    # 10 classes: chance is 0.10
+    assert metrics["test/acc"] > 0.25, metrics
+    assert metrics["val/acc_best"] >= metrics["val/acc"] - 1e-6
+
+
+def test_seed_zero_is_honoured(train_cfg, tmp_path):
+    first = train(train_cfg("seed=0", "trainer.max_epochs=1", run_dir=tmp_path / "a"))
+    second = train(train_cfg("seed=0", "trainer.max_epochs=1", run_dir=tmp_path / "b"))
+    assert first["test/acc"] == second["test/acc"]
+    assert first["train/loss_epoch"] == second["train/loss_epoch"]
+
+
+def test_resume_from_last_checkpoint_continues_at_the_right_epoch(train_cfg, tmp_path):
+    train(train_cfg("trainer.max_epochs=2", "test=false", run_dir=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    assert state["epoch"] == 1
+    steps_per_epoch = state["global_step"] // 2
+
+    resumed = train_cfg(
+        "trainer.max_epochs=3", f"ckpt_path={last}", "test=false", run_dir=tmp_path / "second"
+    )
+    train(resumed)
+    state = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 2
+    assert state["global_step"] == 3 * steps_per_epoch
+
+
+def test_eval_reproduces_training_test_accuracy(train_cfg, tmp_path):
+    metrics = train(train_cfg("trainer.max_epochs=2", run_dir=tmp_path / "train"))
+    best = next((tmp_path / "train" / "checkpoints").glob("epoch_*.ckpt"))
+    cfg = compose_config(
+        "eval",
+        [f"ckpt_path={best}", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"],
+        tmp_path / "eval",
+    )
+    evaluated = evaluate(cfg)
+    assert abs(evaluated["test/acc"] - metrics["test/acc"]) <= 1e-4
+
+    rows = list(csv.DictReader((tmp_path / "eval" / "predictions.csv").open()))
+    assert len(rows) == 10_000
+    assert {"index", "label", "pred", "prob_cat"} <= set(rows[0])
+    accuracy = sum(r["label"] == r["pred"] for r in rows) / len(rows)
+    assert abs(accuracy - evaluated["test/acc"]) <= 1e-4
+    assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 1000
+
+
+def test_ddp_sim_runs_two_processes(train_cfg):
+    cfg = train_cfg("trainer=ddp_sim", "trainer.max_epochs=1", "trainer.enable_progress_bar=false")
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
+def test_bad_data_dir_is_one_clear_error(tmp_path):
+    missing = tmp_path / "nowhere"
+    result = run_cli(
+        "sft.train", f"paths.data_dir={missing}", "data.download=false", f"paths.log_dir={tmp_path}"
+    )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and str(missing) in lines[-1], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
