@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # (this project's machines have it beside the checkout); without it CIFAR-10 is downloaded.
 export SFT_DATA_DIR ?= $(CURDIR)/data
 SHARED ?= $(CURDIR)/../shared/data
-EXPERIMENT ?= cifar10_effnet_lite0
+EXPERIMENT ?= cifar10_effnet_lite0_quick
 ARGS ?=
 
 .PHONY: install data train test lint format bench clean-venv
@@ -17,7 +17,7 @@ ARGS ?=
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip -c constraints.txt
-	$(BIN)/pip install -q -c constraints.txt -e '.[vision,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[vision,text,dev]'
 	touch $@
 
 install: $(BIN)/.installed

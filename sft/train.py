@@ -12,7 +12,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sft.utils.config import print_and_save_config
+from sft.utils.config import CONF_DIR, print_and_save_config
 from sft.utils.errors import report_user_errors
 from sft.utils.instantiate import instantiate_callbacks, instantiate_loggers
 
@@ -29,7 +29,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model: L.LightningModule = instantiate(cfg.model)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=instantiate_callbacks(cfg.get("callbacks")),
+        callbacks=instantiate_callbacks(
+            cfg.get("callbacks"), progress_bar=cfg.trainer.get("enable_progress_bar", True)
+        ),
         logger=instantiate_loggers(cfg.get("logger")),
     )
     for logger in trainer.loggers:
@@ -39,7 +41,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     metrics = dict(trainer.callback_metrics)
 
-    if cfg.get("test"):
+    if cfg.get("test") and not getattr(datamodule, "has_labelled_test", True):
+        log.info("The data has no labelled test split: skipping test (sft-eval writes predictions).")
+    elif cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
             log.warning("No best checkpoint recorded: testing the current weights.")
@@ -50,7 +54,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = report_user_errors(lambda: train(cfg))
     name = cfg.get("optimized_metric")

@@ -23,7 +23,6 @@ FAST = [
     "data.val_size=500",
     "trainer.accelerator=cpu",
     "trainer.enable_progress_bar=false",
-    "~callbacks.rich_progress_bar",
 ]
 
 

@@ -100,7 +100,8 @@ class CIFAR10DataModule(SFTDataModule):
     """CIFAR-10 from `data_dir/cifar-10-batches-py` (official python layout).
 
     Validation is `val_size` images carved from the 50k training images by a generator seeded
-    with `seed` (identical on every rank and run); the few-label subset (`train_fraction` or
+    with `split_seed` (identical on every rank, run and `seed`, so runs with different seeds are
+    compared on the same validation set); the few-label subset (`train_fraction` or
     `samples_per_class`) is drawn from the remaining training images. Each split is one uint8
     tensor (N, 3, 32, 32) plus int64 labels; loaders run in the main process (num_workers=0)
     because a batch is a single tensor index.
@@ -113,6 +114,7 @@ class CIFAR10DataModule(SFTDataModule):
         eval_batch_size: int | None = None,
         val_size: int = 5000,
         seed: int = 0,
+        split_seed: int = 0,
         train_fraction: float | None = None,
         samples_per_class: int | None = None,
         augment: bool = True,
@@ -136,13 +138,15 @@ class CIFAR10DataModule(SFTDataModule):
         self.transform = ImageBatchTransform(augment, crop_padding, hflip, mean, std)
         # Plain lists (not tuples / OmegaConf nodes) so hparams round-trip through yaml.
         mean, std = list(self.transform.mean), list(self.transform.std)
-        self.save_hyperparameters()
+        # logger=False: train.py logs the whole run config once
+        self.save_hyperparameters(logger=False)
 
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_size = val_size
         self.seed = seed
+        self.split_seed = split_seed
         self.train_fraction = train_fraction
         self.samples_per_class = samples_per_class
         self.download = download
@@ -186,7 +190,7 @@ class CIFAR10DataModule(SFTDataModule):
                 f"CIFAR-10 training batches in {self.folder} hold {images.shape[0]} "
                 f"images, expected {TRAIN_SIZE}"
             )
-        perm = torch.randperm(TRAIN_SIZE, generator=torch.Generator().manual_seed(self.seed))
+        perm = torch.randperm(TRAIN_SIZE, generator=torch.Generator().manual_seed(self.split_seed))
         val_idx = perm[: self.val_size].sort().values
         train_idx = perm[self.val_size :].sort().values
         keep = few_label_indices(

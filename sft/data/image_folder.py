@@ -75,7 +75,7 @@ class ImageFolderDataModule(SFTDataModule):
     workers; crop/flip/normalise run per batch on the device (`transform_batch`). Class names
     are the training folder's class folders (sorted); val/test use the training mapping. When
     `val_dir` is None or does not exist, a class-stratified `val_fraction` of the training
-    images (seeded) is the validation set. The few-label subset is drawn after that carve.
+    images (seeded by `split_seed`, not the run's `seed`) is the validation set. The few-label subset is drawn after that carve.
     """
 
     def __init__(
@@ -90,6 +90,7 @@ class ImageFolderDataModule(SFTDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 2,
         seed: int = 0,
+        split_seed: int = 0,
         train_fraction: float | None = None,
         samples_per_class: int | None = None,
         augment: bool = True,
@@ -116,7 +117,8 @@ class ImageFolderDataModule(SFTDataModule):
         check_few_label_args(train_fraction, samples_per_class)
         self.transform = ImageBatchTransform(augment, crop_padding, hflip, mean, std)
         mean, std = list(self.transform.mean), list(self.transform.std)
-        self.save_hyperparameters()
+        # logger=False: train.py logs the whole run config once
+        self.save_hyperparameters(logger=False)
 
         self.root = Path(data_dir).expanduser()
         self.image_size = image_size
@@ -126,6 +128,7 @@ class ImageFolderDataModule(SFTDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.split_seed = split_seed
         self.train_fraction = train_fraction
         self.samples_per_class = samples_per_class
         self.drop_last = drop_last
@@ -163,7 +166,7 @@ class ImageFolderDataModule(SFTDataModule):
             rank_zero_info(
                 f"no validation folder; using {self.val_fraction:.0%} of {train_path} for validation"
             )
-            val_pos = few_label_indices(targets, train_fraction=self.val_fraction, seed=self.seed)
+            val_pos = few_label_indices(targets, train_fraction=self.val_fraction, seed=self.split_seed)
             is_val = torch.zeros(len(full), dtype=torch.bool)
             is_val[val_pos] = True
             pool = (~is_val).nonzero().flatten()

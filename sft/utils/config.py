@@ -8,6 +8,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# An absolute path: `sft-train` (a console script) and `python -m sft.train` find the same configs.
+CONF_DIR = str(PROJECT_ROOT / "conf")
 
 # `${sft_root:}` in conf/paths: the checkout that holds conf/ and sft/, wherever the run starts.
 if not OmegaConf.has_resolver("sft_root"):

@@ -2,6 +2,7 @@
 
 from hydra.utils import instantiate
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
@@ -13,8 +14,11 @@ def _instantiate_entries(cfg: DictConfig | None) -> list:
     return [instantiate(entry) for entry in cfg.values() if entry and "_target_" in entry]
 
 
-def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
-    return _instantiate_entries(cfg)
+def instantiate_callbacks(cfg: DictConfig | None, progress_bar: bool = True) -> list[Callback]:
+    """The configured callbacks; without progress bars when `trainer.enable_progress_bar=false`
+    (Lightning refuses a progress-bar callback then, and plain logs are what the user asked for)."""
+    callbacks = _instantiate_entries(cfg)
+    return [c for c in callbacks if progress_bar or not isinstance(c, ProgressBar)]
 
 
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:

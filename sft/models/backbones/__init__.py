@@ -1,16 +1,18 @@
 """Backbone factory: `create_backbone(name, ...)` over a registry of named builders."""
 
 # Importing the modules registers their backbones.
-from . import efficientnet_lite, mobilenet, small_cnn, torchvision_resnet  # noqa: F401
+from . import efficientnet_lite, huggingface, mobilenet, small_cnn, torchvision_resnet  # noqa: F401
 from .efficientnet_lite import (
     EFFICIENTNET_LITE0_MEAN,
     EFFICIENTNET_LITE0_STD,
     efficientnet_lite0_imagenet,
 )
+from .huggingface import HFEncoder
 from .mobilenet import MOBILENETV2_MEAN, MOBILENETV2_STD
 from .registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    backbone_modality,
     backbone_normalization,
     create_backbone,
     list_backbones,
@@ -25,7 +27,9 @@ __all__ = [
     "IMAGENET_STD",
     "MOBILENETV2_MEAN",
     "MOBILENETV2_STD",
+    "HFEncoder",
     "ResizeInput",
+    "backbone_modality",
     "backbone_normalization",
     "create_backbone",
     "efficientnet_lite0_imagenet",

@@ -1,7 +1,8 @@
 """Backbone registry: builders register under a name; `create_backbone` is the single factory.
 
-A backbone maps a normalised float image batch (B, 3, H, W) to features (B, D) and exposes
-`num_features = D`; the classifier head is not part of it.
+A backbone maps its inputs to features (B, D) and exposes `num_features = D`; the classifier head
+is not part of it. Image backbones take a normalised float batch (B, 3, H, W); text backbones
+(modality "text") take the tokenizer's tensors as keyword arguments (input_ids, attention_mask).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import difflib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 
@@ -22,13 +24,15 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 BackboneBuilder = Callable[..., nn.Module]
+Modality = Literal["image", "text"]
 
 
 @dataclass(frozen=True)
 class BackboneEntry:
     builder: BackboneBuilder
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, float, float] | None  # None for text backbones: no pixels to normalise
+    std: tuple[float, float, float] | None
+    modality: Modality = "image"
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -39,31 +43,47 @@ def register_backbone(
     *,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    modality: Modality = "image",
 ) -> Callable[[BackboneBuilder], BackboneBuilder]:
     """Register `builder(pretrained: bool, **options) -> nn.Module` under `name`.
 
     `mean`/`std` record the input normalisation the pretrained weights expect, so the data
-    pipeline can ask for it with `backbone_normalization(name)`.
+    pipeline can ask for it with `backbone_normalization(name)`; text backbones have none.
     """
+    if modality not in ("image", "text"):
+        raise ValueError(f"unknown modality {modality!r}")
 
     def decorator(builder: BackboneBuilder) -> BackboneBuilder:
         if name in _REGISTRY:
             # Two builders under one name is a programming error, not a user mistake.
             raise ValueError(f"backbone {name!r} is already registered")
-        _REGISTRY[name] = BackboneEntry(builder, _triple(mean), _triple(std))
+        if modality == "text":
+            _REGISTRY[name] = BackboneEntry(builder, None, None, modality)
+        else:
+            _REGISTRY[name] = BackboneEntry(builder, _triple(mean), _triple(std), modality)
         return builder
 
     return decorator
 
 
-def list_backbones() -> list[str]:
-    """Names accepted by `create_backbone`, sorted."""
-    return sorted(_REGISTRY)
+def list_backbones(modality: Modality | None = None) -> list[str]:
+    """Names accepted by `create_backbone`, sorted; only those of `modality` when given."""
+    return sorted(n for n, e in _REGISTRY.items() if modality in (None, e.modality))
+
+
+def backbone_modality(name: str) -> Modality:
+    """ "image" or "text": what backbone `name` takes as input."""
+    return _entry(name).modality
 
 
 def backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) per RGB channel, on a 0..1 pixel scale, that backbone `name` expects."""
     entry = _entry(name)
+    if entry.mean is None or entry.std is None:
+        raise SFTError(
+            f"backbone {name!r} takes {entry.modality}, not images: it has no pixel normalisation "
+            "(pair it with a text datamodule)"
+        )
     return entry.mean, entry.std
 
 
@@ -80,10 +100,16 @@ def create_backbone(
     checkpoint: local file with the backbone's weights (a plain state_dict, or a Lightning
         checkpoint whose "state_dict" holds "backbone.*" keys). It replaces every weight, so
         when it is given the pretrained weights are not fetched at all (works offline).
-    input_size: resize inputs to input_size x input_size first (e.g. 32x32 CIFAR -> 224).
+    input_size: resize inputs to input_size x input_size first (e.g. 32x32 CIFAR -> 224); image
+        backbones only.
     kwargs: backbone-specific options (e.g. cifar_stem=True for the ResNets).
     """
     entry = _entry(name)
+    if input_size is not None and entry.modality != "image":
+        raise SFTError(
+            f"backbone {name!r} takes {entry.modality}: input_size={input_size!r} resizes images "
+            "and does not apply; remove it"
+        )
     _check_options(name, entry.builder, kwargs)
     model = entry.builder(pretrained=pretrained and checkpoint is None, **kwargs)
     if checkpoint is not None:

@@ -19,6 +19,9 @@ from sft.utils.errors import SFTError
 # `_orig_mod`.
 _LIGHTNING_PREFIX = "backbone."
 _WRAPPER_PREFIXES = ("_orig_mod.", "body.")
+# ImageNet classifier heads (torchvision `fc`, timm `classifier`): a backbone has none, so a
+# full-model weights file (e.g. torchvision's resnet18-f37072fd.pth) loads with its head dropped.
+_HEAD_PREFIXES = ("fc.", "classifier.")
 
 VISION_EXTRA_HINT = "pip install 'sft[vision]'"
 
@@ -57,6 +60,8 @@ def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> 
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SFTError(f"cannot read backbone checkpoint {file}: {first_line}") from err
     state = _extract_state_dict(obj, file)
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(_HEAD_PREFIXES)}
     load_state_dict_checked(model, state, source=str(file))
 
 
