@@ -151,3 +151,16 @@ def test_num_classes_must_match_the_data():
     model._trainer = SimpleNamespace(datamodule=Data())
     with pytest.raises(SFTError, match=r"model.num_classes=3 but the data has 10"):
         model.setup("fit")
+
+
+def test_freeze_norm_stats_keeps_batch_norm_in_eval_mode_but_trainable():
+    model = make_model(freeze_norm_stats=True)
+    model.train()
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    assert all(p.requires_grad for m in norms for p in m.parameters())
+    convs = [m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)]
+    assert all(m.training for m in convs)
+    before = norms[0].running_mean.clone()
+    model(torch.randn(4, 3, 32, 32) + 3.0)
+    assert torch.equal(norms[0].running_mean, before)

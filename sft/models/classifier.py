@@ -14,7 +14,7 @@ from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sft.models.linear_probe import extract_features, fit_logistic_regression
-from sft.models.optim import param_groups
+from sft.models.optim import layerwise_param_groups, param_groups
 from sft.models.regularizers import create_regularizer
 from sft.utils.errors import SFTError
 
@@ -37,6 +37,10 @@ class SFTClassifier(L.LightningModule):
 
     All sub-configs (`backbone`, `head`, `optimizer`, `scheduler`) are Hydra configs with a
     `_target_`, instantiated here so that a checkpoint alone can rebuild the model.
+
+    layer_decay: layer-wise LR decay for backbones with layer ids (the huggingface text backbone):
+    layer k of L trains at lr_backbone * layer_decay ** (L + 1 - k), embeddings (k = 0) slowest;
+    None: one lr_backbone for the whole backbone.
     """
 
     def __init__(
@@ -48,12 +52,14 @@ class SFTClassifier(L.LightningModule):
         scheduler: Mapping | None = None,
         lr_backbone: float = 1e-4,
         lr_head: float = 1e-3,
+        layer_decay: float | None = None,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.0,
         label_smoothing: float = 0.0,
         regularizer: str = "none",
         reg_lambda: float = 0.0,
         freeze_backbone: bool = False,
+        freeze_norm_stats: bool = False,
         linear_probe: Mapping | None = None,
     ) -> None:
         super().__init__()
@@ -61,7 +67,8 @@ class SFTClassifier(L.LightningModule):
         backbone, head, optimizer, scheduler, linear_probe = map(
             _plain, (backbone, head, optimizer, scheduler, linear_probe)
         )
-        self.save_hyperparameters()
+        # logger=False: train.py logs the whole run config once
+        self.save_hyperparameters(logger=False)
         self.backbone: nn.Module = instantiate(backbone)
         head = head or {"_target_": "sft.models.heads.FusedHead"}
         self.head: nn.Module = instantiate(
@@ -103,6 +110,14 @@ class SFTClassifier(L.LightningModule):
         super().train(mode)
         if mode and not any(p.requires_grad for p in self.backbone.parameters()):
             self.backbone.eval()
+        elif mode and self.hparams.freeze_norm_stats:
+            # Batch-norm layers keep their pretrained running statistics (their affine weights
+            # still train): small fine-tuning batches of shifted data (e.g. upsampled CIFAR)
+            # give noisy batch statistics that move the features away from what the
+            # linear-probed head was fitted on.
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     # ---- steps ---------------------------------------------------------------------------
@@ -214,8 +229,12 @@ class SFTClassifier(L.LightningModule):
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         groups = param_groups(self.head, hp.lr_head, hp.weight_decay, "head")
-        if not hp.freeze_backbone:
+        if not hp.freeze_backbone and hp.layer_decay is None:
             groups += param_groups(self.backbone, hp.lr_backbone, hp.weight_decay, "backbone")
+        elif not hp.freeze_backbone:
+            groups += layerwise_param_groups(
+                self.backbone, hp.lr_backbone, hp.weight_decay, hp.layer_decay, "backbone"
+            )
         optimizer_cfg = hp.optimizer or {"_target_": "torch.optim.AdamW"}
         # Partial first: instantiate() would turn the groups' dicts into DictConfigs.
         optimizer = instantiate(optimizer_cfg, _partial_=True)(groups, lr=hp.lr_head)

