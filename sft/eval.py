@@ -1,5 +1,8 @@
 """Evaluation entry point: checkpoint -> test metrics, confusion matrix (PNG, logged), predictions CSV.
 
+Without a labelled test split (GLUE SST-2) the metrics are the validation split's and the CSV
+holds the test split's predictions.
+
 sft-eval ckpt_path=outputs/train/cifar10_resnet18/<run>/checkpoints/last.ckpt
 """
 
@@ -38,7 +41,9 @@ def write_predictions(
         for i, (y, p, row) in enumerate(
             zip(labels.tolist(), preds.tolist(), probs.tolist(), strict=True)
         ):
-            writer.writerow([i, y, names[y], p, names[p], *(f"{v:.6f}" for v in row)])
+            # unlabelled rows (label -1, e.g. GLUE's test split) leave the label columns empty
+            label = (y, names[y]) if y >= 0 else ("", "")
+            writer.writerow([i, *label, p, names[p], *(f"{v:.6f}" for v in row)])
 
 
 def save_confusion_matrix(
@@ -65,10 +70,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("data"):
         datamodule = instantiate(cfg.data)
     else:
-        datamodule = datamodule_from_checkpoint(cfg.ckpt_path, data_dir=cfg.paths.data_dir)
+        datamodule = datamodule_from_checkpoint(cfg.ckpt_path)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
 
-    metrics = trainer.test(model, datamodule=datamodule)[0]
+    labelled_test = getattr(datamodule, "has_labelled_test", True)
+    if labelled_test:
+        metrics = trainer.test(model, datamodule=datamodule)[0]
+    else:
+        log.info("The test split has no labels: metrics are on the validation split.")
+        metrics = trainer.validate(model, datamodule=datamodule)[0]
+    # predictions of the test split, in file order
     outputs = trainer.predict(model, datamodule=datamodule)
     probs = torch.cat([o["probs"] for o in outputs]).float().cpu()
     labels = torch.cat([o["labels"] for o in outputs]).cpu()
@@ -76,7 +87,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     out = Path(cfg.paths.output_dir)
     write_predictions(out / "predictions.csv", probs, labels, names)
-    save_confusion_matrix(out / "confusion_matrix.png", probs, labels, names, trainer)
+    if labelled_test:
+        save_confusion_matrix(out / "confusion_matrix.png", probs, labels, names, trainer)
     log.info(f"test metrics: {metrics}; predictions and confusion matrix in {out}")
     return metrics
 

@@ -42,7 +42,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = dict(trainer.callback_metrics)
 
     if cfg.get("test") and not getattr(datamodule, "has_labelled_test", True):
-        log.info("The data has no labelled test split: skipping test (sft-eval writes predictions).")
+        log.info(
+            "The data has no labelled test split: skipping test (sft-eval writes predictions)."
+        )
     elif cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:

@@ -5,8 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
-from conftest import EXPERIMENTS, compose_config
+from conftest import CONF_DIR, EXPERIMENTS, compose_config
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from sft.eval import evaluate
 from sft.train import train
@@ -24,17 +28,30 @@ def run_cli(module: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
     )
 
 
-def test_fast_dev_run_every_experiment_in_one_glob_multirun(tmp_path, data_dir):
-    """`experiment=glob(*)` composes every experiment, and each runs one batch of fit and test
-    with its real backbone (small batches keep it fast)."""
+def test_experiment_glob_composes_every_experiment(tmp_path):
+    """`experiment=glob(*)`, as a sweep over experiments expands it, composes each one."""
+    override = OverridesParser.create().parse_overrides(["experiment=glob(*)"])[0]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        options = GlobalHydra.instance().config_loader().get_group_options("experiment")
+    names = list(override.value().filter(options))
+    assert names == EXPERIMENTS
+    for name in names:
+        cfg = compose_config("train", [f"experiment={name}"], tmp_path)
+        assert cfg.name == name and cfg.model.num_classes >= 2
+
+
+def test_fast_dev_run_image_experiments_in_one_multirun(tmp_path, data_dir):
+    """Each image experiment runs one batch of fit and test with its real backbone."""
+    image_experiments = [e for e in EXPERIMENTS if e.startswith("cifar10")]
     result = run_cli(
         "sft.train",
         "-m",
-        "experiment=glob(*)",
+        "experiment=glob(cifar10*)",
         "debug=fdr",
         "data.batch_size=8",
         "data.eval_batch_size=8",
-        "~callbacks.rich_progress_bar",
+        "trainer.enable_progress_bar=false",
         f"hydra.sweep.dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -43,8 +60,31 @@ def test_fast_dev_run_every_experiment_in_one_glob_multirun(tmp_path, data_dir):
         (job / ".hydra" / "overrides.yaml").read_text().split("experiment=")[1].split()[0]
         for job in jobs
     }
-    assert ran == set(EXPERIMENTS)
-    assert result.stdout.count("test/acc") == len(EXPERIMENTS)
+    assert ran == set(image_experiments)
+    assert result.stdout.count("test/acc") == len(image_experiments)
+
+
+TINY_BERT = "{num_hidden_layers:2,hidden_size:32,num_attention_heads:2,intermediate_size:64}"
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e.startswith("sst")])
+def test_fast_dev_run_text_experiments_with_a_tiny_bert(experiment, tmp_path, data_dir):
+    """Every text experiment, its encoder swapped for a 2-layer BERT built from the packaged
+    MiniLM config (and tokenizer), runs one batch of fit (+ test where labelled)."""
+    overrides = [
+        f"experiment={experiment}",
+        "debug=fdr",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "trainer.enable_progress_bar=false",
+        "model.backbone.model_name_or_path=minilm",
+        "model.backbone.pretrained=false",
+        f"model.backbone.config_overrides={TINY_BERT}",
+        "data.batch_size=8",
+        "data.eval_batch_size=8",
+    ]
+    metrics = train(compose_config("train", overrides, tmp_path))
+    assert "val/acc" in metrics and 0.0 <= metrics["val/acc"] <= 1.0
 
 
 def test_short_training_beats_chance(train_cfg):

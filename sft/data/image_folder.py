@@ -166,7 +166,9 @@ class ImageFolderDataModule(SFTDataModule):
             rank_zero_info(
                 f"no validation folder; using {self.val_fraction:.0%} of {train_path} for validation"
             )
-            val_pos = few_label_indices(targets, train_fraction=self.val_fraction, seed=self.split_seed)
+            val_pos = few_label_indices(
+                targets, train_fraction=self.val_fraction, seed=self.split_seed
+            )
             is_val = torch.zeros(len(full), dtype=torch.bool)
             is_val[val_pos] = True
             pool = (~is_val).nonzero().flatten()

@@ -1,0 +1,478 @@
+"""Text classification data (SST-2/SST-5, users' TSV/CSV/JSONL, HF datasets) as token batches.
+
+Each split is read once, tokenised once with the backbone's fast tokenizer and cached on disk
+(`sft.data.token_cache`); batches are padded per batch by HF's `DataCollatorWithPadding`, and
+training batches are grouped by length (`sft.data.length_grouped`) so that padding stays small.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset
+
+from sft.data.base import SFTDataModule, check_batch_size, check_train_batch
+from sft.data.length_grouped import LengthGroupedSampler
+from sft.data.subsets import check_few_label_args, few_label_indices
+from sft.data.text_sources import (
+    BINARY_NAMES,
+    QUOTING,
+    SST5_NAMES,
+    LabelMap,
+    TextExamples,
+    check_file,
+    hf_label_names,
+    jsonl_keys,
+    load_hf_split,
+    read_delimited,
+    read_header,
+    read_hf_split,
+    read_jsonl,
+    read_sst_trees,
+)
+from sft.data.token_cache import TokenizedSplit, cached_tokenize, file_digest, load_tokenizer
+from sft.utils.errors import SFTError
+
+SOURCES = ("tsv", "csv", "jsonl", "sst_trees", "hf")
+ROLES = ("train", "val", "test")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "sft" / "tokens"
+
+
+class TokenDataset(Dataset):
+    """Rows `indices` (default: all) of a tokenised split, as features for the collator."""
+
+    def __init__(self, split: TokenizedSplit, indices: Sequence[int] | None = None) -> None:
+        self.split = split
+        self.indices = None if indices is None else torch.as_tensor(indices, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.split) if self.indices is None else self.indices.numel()
+
+    def _row(self, i: int) -> int:
+        return i if self.indices is None else int(self.indices[i])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.split.example(self._row(i))
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        lengths = self.split.lengths
+        return lengths if self.indices is None else lengths[self.indices]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        labels = self.split.labels
+        return labels if self.indices is None else labels[self.indices]
+
+
+class TokenBatchCollator:
+    """HF's `DataCollatorWithPadding` (pads to the longest row of the batch, adds
+    `attention_mask`), asked for numpy and turned into int64 torch tensors: transformers 5's
+    own torch conversion walks every token in Python first and costs ~2.5x the whole collation."""
+
+    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> None:
+        from transformers import DataCollatorWithPadding
+
+        self.pad = DataCollatorWithPadding(
+            tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="np"
+        )
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v).to(torch.int64) for k, v in self.pad(features).items()}
+
+
+class TextClassificationDataModule(SFTDataModule):
+    """Sentence (or sentence-pair) classification from files under `data_dir` or HF `datasets`.
+
+    `source`:
+    - `tsv` / `csv`: a header row, then one example per row; columns `text_column` (and
+      `text_pair_column`), `label_column`. `quoting="none"` (default for tsv, GLUE style)
+      keeps `"` as an ordinary character; `"minimal"` (default for csv) reads quoted fields.
+    - `jsonl`: one JSON object per line with those keys.
+    - `sst_trees`: SST PTB trees (`binary`, `phrases`: see `read_sst_trees`).
+    - `hf`: `datasets.load_dataset(dataset_name, dataset_config, split=<split>)`.
+    `train_split` / `val_split` / `test_split`: files under `data_dir`, or HF split names.
+
+    Labels are names from `label_names` or integer indices; without `label_names` they must be
+    integers and the class count is max(train label) + 1. Validation is `val_split` (required);
+    the test split may be unlabelled (no label column, or HF's -1): then `has_labelled_test` is
+    False, the rows get label -1 and only `predict_dataloader` serves them, in file order
+    (without a test split it serves the validation split). Batches are dicts `input_ids`,
+    `attention_mask`, `token_type_ids` (when the tokenizer makes them) and int64 `labels`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        source: str = "tsv",
+        train_split: str = "train.tsv",
+        val_split: str = "dev.tsv",
+        test_split: str | None = None,
+        text_column: str = "sentence",
+        text_pair_column: str | None = None,
+        label_column: str = "label",
+        label_names: Sequence[str] | None = None,
+        quoting: str | None = None,
+        test_labelled: bool | None = None,
+        binary: bool = False,
+        phrases: bool = False,
+        dataset_name: str | None = None,
+        dataset_config: str | None = None,
+        tokenizer: str = "minilm",
+        trust_remote_code: bool = False,
+        max_length: int = 128,
+        pad_to_multiple_of: int | None = None,
+        cache_dir: str | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        group_by_length: bool = True,
+        pool_batches: int | None = 50,
+        seed: int | None = 0,
+        train_fraction: float | None = None,
+        samples_per_class: int | None = None,
+        num_workers: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        data_dir = str(data_dir)
+        # Plain lists (not ListConfig) so hparams round-trip through checkpoints and yaml.
+        label_names = [str(n) for n in label_names] if label_names is not None else None
+        cache_dir = str(cache_dir) if cache_dir is not None else None
+        self._check_args(locals())
+        # logger=False: train.py logs the whole run config once
+        self.save_hyperparameters(logger=False)
+
+        self.data_dir = Path(data_dir).expanduser()
+        self.source = source
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.text_column = text_column
+        self.text_pair_column = text_pair_column
+        self.label_column = label_column
+        self.label_names = label_names
+        self.quoting = quoting or ("none" if source == "tsv" else "minimal")
+        self.test_labelled = test_labelled
+        self.binary = binary
+        self.phrases = phrases
+        self.dataset_name = dataset_name
+        self.dataset_config = dataset_config
+        self.tokenizer_name = tokenizer
+        self.trust_remote_code = trust_remote_code
+        self.max_length = max_length
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.group_by_length = group_by_length
+        self.pool_batches = pool_batches
+        # seed=null (an unseeded run) still needs one data order that every DDP rank agrees on
+        self.seed = 0 if seed is None else int(seed)
+        self.train_fraction = train_fraction
+        self.samples_per_class = samples_per_class
+        self.num_workers = num_workers
+        self.drop_last = drop_last
+
+        self._tokenizer: Any = None
+        self._collator: TokenBatchCollator | None = None
+        self._loaded: dict[str, TokenizedSplit] = {}
+        self._hf: dict[str, Any] = {}
+        self.cache_files: dict[str, Path] = {}
+        self.cache_hits: dict[str, bool] = {}
+        self.train_data: TokenDataset | None = None
+        self.val_data: TokenDataset | None = None
+        self.test_data: TokenDataset | None = None
+
+    @staticmethod
+    def _check_args(args: dict[str, Any]) -> None:
+        if args["source"] not in SOURCES:
+            raise SFTError(
+                f"data.source must be one of {', '.join(SOURCES)}, got {args['source']!r}"
+            )
+        max_length = args["max_length"]
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+            raise SFTError(
+                f"data.max_length must be an integer >= 2 (room for the special tokens), got "
+                f"{max_length!r}"
+            )
+        check_batch_size("batch_size", args["batch_size"])
+        if args["eval_batch_size"] is not None:
+            check_batch_size("eval_batch_size", args["eval_batch_size"])
+        for key in ("pool_batches", "pad_to_multiple_of"):
+            if args[key] is not None:
+                check_batch_size(key, args[key])
+        check_few_label_args(args["train_fraction"], args["samples_per_class"])
+        if args["quoting"] is not None and args["quoting"] not in QUOTING:
+            raise SFTError(f"data.quoting must be none or minimal, got {args['quoting']!r}")
+        if not args["train_split"] or not args["val_split"]:
+            raise SFTError("data.train_split and data.val_split are required (validation = val)")
+        if args["source"] == "hf" and not args["dataset_name"]:
+            raise SFTError("data.source=hf needs data.dataset_name (e.g. stanfordnlp/sst2)")
+        if args["source"] != "sst_trees" and (args["binary"] or args["phrases"]):
+            raise SFTError("data.binary and data.phrases apply to data.source=sst_trees only")
+        if args["source"] == "sst_trees" and args["text_pair_column"]:
+            raise SFTError("data.source=sst_trees has no sentence pairs (text_pair_column)")
+        names = args["label_names"]
+        if args["source"] == "sst_trees" and names is not None:
+            expected = 2 if args["binary"] else 5
+            if len(names) != expected:
+                raise SFTError(f"data.label_names: SST trees have {expected} classes, got {names}")
+        LabelMap(names)  # distinct, non-empty
+
+    # ---- tokenizer, collator ---------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            tokenizer = load_tokenizer(self.tokenizer_name, self.trust_remote_code)
+            limit = tokenizer.model_max_length
+            if limit < 1_000_000 and self.max_length > limit:  # huge = "no limit recorded"
+                raise SFTError(
+                    f"data.max_length={self.max_length} exceeds the {limit} positions of "
+                    f"tokenizer {self.tokenizer_name!r}"
+                )
+            self._tokenizer = tokenizer
+        return self._tokenizer
+
+    @property
+    def collator(self) -> TokenBatchCollator:
+        if self._collator is None:
+            self._collator = TokenBatchCollator(self.tokenizer, self.pad_to_multiple_of)
+        return self._collator
+
+    # ---- reading -----------------------------------------------------------------------------
+    def _path(self, role: str) -> Path:
+        return self.data_dir / self.splits[role]
+
+    def _where(self, role: str) -> str:
+        if self.source == "hf":
+            return f"{self.dataset_name}[{self.splits[role]}]"
+        return str(self._path(role))
+
+    def _hf_split(self, role: str) -> Any:
+        split = self.splits[role]
+        if split not in self._hf:
+            self._hf[split] = load_hf_split(
+                self.dataset_name, self.dataset_config, split, self.trust_remote_code
+            )
+        return self._hf[split]
+
+    def _label_map(self) -> LabelMap:
+        if self.source == "sst_trees":
+            return LabelMap(self.label_names or (BINARY_NAMES if self.binary else SST5_NAMES))
+        if self.label_names is None and self.source == "hf":
+            return LabelMap(hf_label_names(self._hf_split("train"), self.label_column))
+        return LabelMap(self.label_names)
+
+    def _label_mode(self, role: str) -> tuple[str | None, bool]:
+        """(label column to read, labels required) of a split."""
+        if role != "test" or self.test_labelled:
+            return self.label_column, True
+        if self.test_labelled is False:
+            return None, False
+        return self.label_column, False  # auto: labelled if the column is there
+
+    def _read(self, role: str) -> TextExamples:
+        label_column, need = self._label_mode(role)
+        text, pair, labels = self.text_column, self.text_pair_column, self._label_map()
+        if self.source in ("tsv", "csv"):
+            delimiter = "\t" if self.source == "tsv" else ","
+            return read_delimited(
+                self._path(role), delimiter, self.quoting, text, pair, label_column, labels, need
+            )
+        if self.source == "jsonl":
+            return read_jsonl(self._path(role), text, pair, label_column, labels, need)
+        if self.source == "sst_trees":
+            return read_sst_trees(self._path(role), self.binary, self.phrases and role == "train")
+        return read_hf_split(
+            self._hf_split(role), self._where(role), text, pair, label_column, labels, need
+        )
+
+    def _key_parts(self, role: str) -> dict[str, Any]:
+        """Everything besides tokenizer and max_length that changes this split's tensors."""
+        label_column, need = self._label_mode(role)
+        parts: dict[str, Any] = {"source": self.source, "labels": self._label_map().names}
+        if self.source == "sst_trees":
+            parts.update(binary=self.binary, phrases=self.phrases and role == "train")
+        else:
+            parts.update(
+                text=self.text_column, pair=self.text_pair_column, label=label_column, need=need
+            )
+        if self.source in ("tsv", "csv"):
+            parts["quoting"] = self.quoting
+        if self.source == "hf":
+            # datasets' fingerprint identifies the loaded split's content
+            parts.update(dataset=self._where(role), fingerprint=self._hf_split(role)._fingerprint)
+        else:
+            path = self._path(role)
+            check_file(path)
+            parts["sha256"] = file_digest(path)
+        return parts
+
+    def _cache_name(self, role: str) -> str:
+        stem = self.dataset_name if self.source == "hf" else self.data_dir.name
+        return f"{str(stem).replace('/', '_')}-{role}"
+
+    def load_split(self, role: str) -> TokenizedSplit:
+        """The tokenised split `role` (train/val/test): from memory, the disk cache, or built."""
+        if role not in self._loaded:
+            split, path, hit = cached_tokenize(
+                self.cache_dir,
+                self._cache_name(role),
+                self._key_parts(role),
+                lambda: self._read(role),
+                self.tokenizer,
+                self.max_length,
+            )
+            if len(split) == 0:
+                what = " after dropping neutral (label 2) trees" if self.binary else ""
+                raise SFTError(f"{self._where(role)}: the {role} split has no examples{what}")
+            self._loaded[role] = split
+            self.cache_files[role], self.cache_hits[role] = path, hit
+        return self._loaded[role]
+
+    def _check_labels(self, role: str, split: TokenizedSplit, num_classes: int) -> None:
+        labels = split.labels
+        bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
+        if role == "test":  # unlabelled rows (-1) are allowed there
+            bad = (labels >= num_classes).nonzero().flatten()
+        if bad.numel():
+            i = int(bad[0])
+            raise SFTError(
+                f"{self._where(role)}, line {int(split.lines[i])}: label {int(labels[i])} is not "
+                f"in the label set (0..{num_classes - 1}, learned from the training split; set "
+                "data.label_names to fix the classes)"
+            )
+
+    # ---- Lightning hooks ---------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        # One process per node runs this before setup(): it fills the token cache (and the HF
+        # download) so the other ranks only read it. Kept in memory, since setup() of this
+        # process wants the same tensors.
+        for role in ROLES:
+            if self.splits[role]:
+                self.load_split(role)
+
+    def setup(self, stage: str | None = None) -> None:
+        names = self._label_map().names
+        if names is None:  # integer labels: the class count comes from the training split
+            names = [str(i) for i in range(int(self.load_split("train").labels.max()) + 1)]
+        self.class_names, self.num_classes = names, len(names)
+        if stage in (None, "fit", "validate") and self.val_data is None:
+            self._setup_train_val()
+        wants_test = stage in (None, "test", "predict")
+        if wants_test and self.test_data is None and self.splits["test"]:
+            test = self.load_split("test")
+            self._check_labels("test", test, self.num_classes)
+            self.test_data = TokenDataset(test)
+        if stage == "predict" and self.val_data is None and not self.splits["test"]:
+            self.val_data = self._checked("val")
+        rank_zero_info(
+            f"text data: {self.num_classes} classes; "
+            + ", ".join(
+                f"{role} {len(data)}"
+                for role, data in (
+                    ("train", self.train_data),
+                    ("val", self.val_data),
+                    ("test", self.test_data),
+                )
+                if data is not None
+            )
+        )
+
+    def _checked(self, role: str) -> TokenDataset:
+        split = self.load_split(role)
+        self._check_labels(role, split, self.num_classes)
+        return TokenDataset(split)
+
+    def _setup_train_val(self) -> None:
+        train = self._checked("train")
+        keep = few_label_indices(
+            train.labels, self.train_fraction, self.samples_per_class, seed=self.seed
+        )
+        self.train_data = TokenDataset(train.split, keep)
+        check_train_batch(self.batch_size, len(keep), self.drop_last, self._where("train"))
+        self.val_data = self._checked("val")
+
+    @property
+    def has_labelled_test(self) -> bool:
+        """Whether `test_dataloader` has labels to score; known before setup (reads a header)."""
+        if not self.splits["test"]:
+            return False
+        if self.test_labelled is not None:
+            return bool(self.test_labelled)
+        if self.test_data is not None:
+            return bool((self.test_data.labels >= 0).any())
+        if self.source in ("tsv", "csv"):
+            delimiter = "\t" if self.source == "tsv" else ","
+            return self.label_column in read_header(self._path("test"), delimiter, self.quoting)
+        if self.source == "jsonl":
+            return self.label_column in jsonl_keys(self._path("test"))
+        if self.source == "sst_trees":
+            return True  # every tree carries labels
+        return bool((self.load_split("test").labels >= 0).any())
+
+    # ---- loaders -----------------------------------------------------------------------------
+    def _loader(self, data: TokenDataset | None, what: str, **kwargs: Any) -> DataLoader:
+        if data is None:
+            raise RuntimeError(
+                f"TextClassificationDataModule: call setup() before the {what} loader"
+            )
+        return DataLoader(
+            data,
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.train_data
+        if not self.group_by_length:
+            return self._loader(
+                data, "train", batch_size=self.batch_size, shuffle=True, drop_last=self.drop_last
+            )
+        if data is None:
+            return self._loader(None, "train")
+        trainer = self.trainer
+        shard = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
+        sampler = LengthGroupedSampler(
+            data.lengths,
+            self.batch_size,
+            num_replicas=shard.get("num_replicas", 1),
+            rank=shard.get("rank", 0),
+            seed=self.seed,
+            pool_batches=self.pool_batches,
+        )
+        return self._loader(
+            data, "train", batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_data, "val", batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.splits["test"] and not self.has_labelled_test:
+            raise SFTError(
+                f"{self._where('test')} has no labels to test on; its predictions come from "
+                "predict_dataloader (sft-eval)"
+            )
+        if not self.splits["test"]:
+            raise SFTError("this text data has no test split (data.test_split); validation is val")
+        return self._loader(self.test_data, "test", batch_size=self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split (or, without one, validation) in file order; unlabelled rows: -1."""
+        data = self.test_data if self.splits["test"] else self.val_data
+        return self._loader(data, "predict", batch_size=self.eval_batch_size)
+
+    def probe_dataloader(self) -> DataLoader:
+        return self._loader(self.train_data, "probe", batch_size=self.eval_batch_size)
+
+    def transform_batch(self, batch: Any, train: bool) -> Any:
+        return batch  # already model inputs; text has no on-device augmentation

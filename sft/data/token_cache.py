@@ -1,0 +1,224 @@
+"""Tokenise a split once with a fast tokenizer and keep the token ids on disk.
+
+A cache file `<cache_dir>/<name>-<key>.pt` holds one split: all token ids as one flat int32
+tensor plus int64 offsets (ragged rows without per-row Python objects), int64 labels, int64
+source line numbers (for error messages) and, when the tokenizer has them, int8 token type ids.
+The key hashes everything that changes the tensors: the source bytes, the tokenizer's
+serialized pipeline, `max_length` and the reader options. Files are written to a temp name and
+renamed, so a killed run leaves no half file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sft.data.text_sources import TextExamples
+from sft.utils.errors import SFTError
+from sft.utils.hf import hub_error, resolve_model_name
+
+log = logging.getLogger(__name__)
+
+# Bump when the file layout or the tokenisation call changes: old files then miss.
+CACHE_VERSION = 1
+# Rows per tokenizer call: bounds the Python lists alive at once on large user files.
+TOKENIZE_CHUNK = 8192
+
+
+@dataclass
+class TokenizedSplit:
+    """Ragged token rows: row i is `input_ids[offsets[i]:offsets[i + 1]]`."""
+
+    input_ids: torch.Tensor  # int32, all rows concatenated
+    offsets: torch.Tensor  # int64, n + 1
+    labels: torch.Tensor  # int64, n; -1 = unlabelled
+    lines: torch.Tensor  # int64, n: source line (file) or row (HF) of each example, for errors
+    token_type_ids: torch.Tensor | None = None  # int8, aligned with input_ids
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.offsets.diff()
+
+    def example(self, i: int) -> dict[str, Any]:
+        """Row i as the features `DataCollatorWithPadding` pads (lists of ints)."""
+        start, end = self.offsets[i : i + 2].tolist()
+        row = {"input_ids": self.input_ids[start:end].tolist()}
+        if self.token_type_ids is not None:
+            row["token_type_ids"] = self.token_type_ids[start:end].tolist()
+        row["labels"] = self.labels[i].item()
+        return row
+
+    def state(self) -> dict[str, Any]:
+        state = {
+            "version": CACHE_VERSION,
+            "input_ids": self.input_ids,
+            "offsets": self.offsets,
+            "labels": self.labels,
+            "lines": self.lines,
+        }
+        if self.token_type_ids is not None:
+            state["token_type_ids"] = self.token_type_ids
+        return state
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> TokenizedSplit:
+        if state.get("version") != CACHE_VERSION:
+            raise ValueError(f"cache version {state.get('version')} != {CACHE_VERSION}")
+        split = cls(
+            state["input_ids"],
+            state["offsets"],
+            state["labels"],
+            state["lines"],
+            state.get("token_type_ids"),
+        )
+        if split.offsets.numel() != len(split) + 1 or split.offsets[-1] != split.input_ids.numel():
+            raise ValueError("offsets do not match the token ids")
+        return split
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    """The fast tokenizer of `name` (an alias such as 'minilm', a hub id or a local folder)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            resolve_model_name(name), use_fast=True, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise hub_error(name, "tokenizer", e) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise SFTError(
+            f"tokenizer {name!r} has no fast (Rust `tokenizers`) version; the text datamodule "
+            "needs one (its serialized form keys the token cache)"
+        )
+    return tokenizer
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    """Identity of the tokenization pipeline (vocab, normalizer, special tokens, post-processor).
+
+    Truncation and padding are call-time state that transformers sets on the backend, so they
+    are left out: the same tokenizer must hash the same before and after a call.
+    """
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
+    spec["model_input_names"] = list(tokenizer.model_input_names)
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(parts: Mapping[str, Any]) -> str:
+    """A short hash of JSON-able `parts` (sorted keys: dict order does not matter)."""
+    text = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def tokenize(tokenizer: Any, examples: TextExamples, max_length: int) -> TokenizedSplit:
+    """Token ids of every example, truncated to `max_length` (pairs: longest first)."""
+    with_types = "token_type_ids" in tokenizer.model_input_names
+    ids: list[np.ndarray] = []
+    types: list[np.ndarray] = []
+    lengths: list[int] = []
+    for start in range(0, len(examples), TOKENIZE_CHUNK):
+        end = start + TOKENIZE_CHUNK
+        enc = tokenizer(
+            examples.texts[start:end],
+            examples.pairs[start:end] if examples.pairs is not None else None,
+            truncation=True,
+            max_length=max_length,
+            return_attention_mask=False,
+            return_token_type_ids=with_types,
+        )
+        rows = enc["input_ids"]
+        lengths.extend(map(len, rows))
+        count = sum(map(len, rows))
+        ids.append(np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=count))
+        if with_types:
+            rows = enc["token_type_ids"]
+            types.append(np.fromiter(chain.from_iterable(rows), dtype=np.int8, count=count))
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0)
+    flat = torch.from_numpy(np.concatenate(ids)) if ids else torch.zeros(0, dtype=torch.int32)
+    return TokenizedSplit(
+        input_ids=flat,
+        offsets=offsets,
+        labels=torch.tensor(examples.labels, dtype=torch.int64),
+        lines=torch.tensor(examples.lines, dtype=torch.int64),
+        token_type_ids=torch.from_numpy(np.concatenate(types)) if types else None,
+    )
+
+
+def save_split(split: TokenizedSplit, path: Path) -> None:
+    """Atomic: readers see the old file, no file, or the whole new one."""
+    # unique per writer: ranks on several hosts may share one cache folder
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        torch.save(split.state(), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_split(path: Path) -> TokenizedSplit | None:
+    """The cached split, or None when absent or unreadable (it is then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        return TokenizedSplit.from_state(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as e:
+        log.warning(f"tokens: ignoring unreadable cache file {path} ({type(e).__name__}: {e})")
+        return None
+
+
+def cached_tokenize(
+    cache_dir: Path,
+    name: str,
+    key_parts: Mapping[str, Any],
+    read: Callable[[], TextExamples],
+    tokenizer: Any,
+    max_length: int,
+) -> tuple[TokenizedSplit, Path, bool]:
+    """(split, cache file, hit): load `<cache_dir>/<name>-<key>.pt`, else read + tokenise + save.
+
+    `key_parts` must identify the source content and every reader option; the tokenizer
+    digest and `max_length` are added here.
+    """
+    key = cache_key(
+        {**key_parts, "tokenizer": tokenizer_digest(tokenizer), "max_length": max_length}
+    )
+    path = cache_dir / f"{name}-{key}.pt"
+    split = load_split(path)
+    if split is not None:
+        log.info(f"tokens: cache hit {path}")
+        return split, path, True
+    split = tokenize(tokenizer, read(), max_length)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        save_split(split, path)
+    except OSError as e:  # a read-only cache costs time, not correctness
+        log.warning(f"tokens: could not write the cache {path} ({e}); set data.cache_dir")
+    else:
+        log.info(f"tokens: cache miss, tokenised {len(split)} examples -> {path}")
+    return split, path, False

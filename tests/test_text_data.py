@@ -1,0 +1,484 @@
+"""sft.data.text: SST-2 TSV, SST trees, users' TSV/CSV/JSONL, HF datasets (offline error), the
+token cache and length-grouped batching. Offline, CPU, the packaged MiniLM tokenizer.
+
+Needs the text datasets under $SFT_DATA_DIR (default <repo>/data): `make data` links sst2/, sst/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch.utils.data import DistributedSampler
+
+from sft.data import LengthGroupedSampler, TextClassificationDataModule
+from sft.data.length_grouped import padding_fraction
+from sft.data.text_sources import detokenize, read_sst_trees
+from sft.utils.errors import SFTError
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("SFT_DATA_DIR") or REPO / "data")
+SST2, SST = DATA_ROOT / "sst2", DATA_ROOT / "sst"
+SST5_TRAIN_COUNTS = [1092, 2218, 1624, 2322, 1288]
+
+
+def _require(path: Path) -> Path:
+    if not path.is_dir():
+        pytest.fail(f"text data missing: expected {path}. Run `make data` (or set SFT_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def token_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tokens")
+
+
+def make_dm(data_dir: Path | str, cache: Path, **kwargs) -> TextClassificationDataModule:
+    return TextClassificationDataModule(
+        str(data_dir), tokenizer="minilm", cache_dir=str(cache), **kwargs
+    )
+
+
+def sst2_dm(cache: Path, **kwargs) -> TextClassificationDataModule:
+    kwargs = {"test_split": "test.tsv", "label_names": ["negative", "positive"], **kwargs}
+    return make_dm(_require(SST2), cache, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def sst2(token_cache) -> TextClassificationDataModule:
+    """SST-2 train/dev/test, tokenised once for the whole session (the cache is reused below)."""
+    dm = sst2_dm(token_cache)
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+# ---- parsing the shared files -------------------------------------------------------------------
+def test_sst2_tsv_counts(sst2):
+    assert sst2.num_classes == 2 and sst2.class_names == ["negative", "positive"]
+    assert len(sst2.train_data) == 67_349
+    assert torch.bincount(sst2.train_data.labels).tolist() == [29_780, 37_569]
+    assert torch.bincount(sst2.val_data.labels).tolist() == [428, 444]
+    assert len(sst2.test_data) == 1_821
+    assert (sst2.test_data.labels == -1).all()  # test.tsv has no label column
+    assert not sst2.has_labelled_test
+
+
+def test_has_labelled_test_before_setup(token_cache):
+    assert sst2_dm(token_cache).has_labelled_test is False  # reads test.tsv's header only
+    assert sst2_dm(token_cache, test_split="dev.tsv").has_labelled_test is True
+    sst5 = make_dm(
+        _require(SST), token_cache, source="sst_trees", train_split="train.txt", val_split="dev.txt"
+    )
+    assert sst5.has_labelled_test is False  # no test split: evaluation is on dev
+
+
+@pytest.fixture(scope="module")
+def sst5_train():
+    return read_sst_trees(_require(SST) / "train.txt", binary=False, phrases=False)
+
+
+def test_sst_trees_counts(sst5_train):
+    assert len(sst5_train) == 8_544
+    assert [Counter(sst5_train.labels)[c] for c in range(5)] == SST5_TRAIN_COUNTS
+    assert len(read_sst_trees(SST / "dev.txt", binary=False, phrases=False)) == 1_101
+    assert len(read_sst_trees(SST / "dev.txt", binary=True, phrases=False)) == 872
+    # detokenised: PTB escapes undone, clitics and punctuation glued
+    first = sst5_train.texts[0]
+    assert first.startswith('The Rock is destined to be the 21st Century\'s new "Conan"')
+    assert not any("-LRB-" in t or "``" in t for t in sst5_train.texts)
+
+
+def test_sst_phrases_many_more_examples(sst5_train):
+    phrases = read_sst_trees(SST / "train.txt", binary=True, phrases=True)
+    sentences = {
+        t for t, label in zip(sst5_train.texts, sst5_train.labels, strict=True) if label != 2
+    }
+    assert len(phrases) > 8 * len(sentences)  # 77,616 distinct non-neutral phrases
+    assert len(set(phrases.texts)) == len(phrases)  # deduplicated
+    assert set(phrases.labels) == {0, 1}
+    assert sentences <= set(phrases.texts)
+
+
+def test_detokenize():
+    words = [
+        "-LRB-",
+        "The",
+        "Rock",
+        "'s",
+        "``",
+        "Conan",
+        "''",
+        "-RRB-",
+        ",",
+        "co-writer\\/director",
+        "does",
+        "n't",
+        "3\\*",
+    ]
+    assert detokenize(words) == "(The Rock's \"Conan\"), co-writer/director doesn't 3*"
+
+
+def test_sst2_trees_datamodule(token_cache):
+    """Binary sentence-level SST: the neutral trees dropped, 0,1 -> 0 and 3,4 -> 1."""
+    dm = make_dm(
+        _require(SST),
+        token_cache,
+        source="sst_trees",
+        train_split="train.txt",
+        val_split="dev.txt",
+        binary=True,
+    )
+    dm.setup("fit")
+    assert dm.class_names == ["negative", "positive"]
+    assert len(dm.train_data) == 8_544 - SST5_TRAIN_COUNTS[2]
+    neg, pos = sum(SST5_TRAIN_COUNTS[:2]), sum(SST5_TRAIN_COUNTS[3:])
+    assert torch.bincount(dm.train_data.labels).tolist() == [neg, pos]
+    assert len(dm.val_data) == 872
+
+
+# ---- batches -------------------------------------------------------------------------------
+def test_batches_are_model_inputs(sst2):
+    batch = next(iter(sst2.train_dataloader()))
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
+    assert all(v.dtype == torch.int64 for v in batch.values())
+    assert batch["labels"].shape == (32,)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids.shape == mask.shape and (ids[mask == 0] == 0).all()  # [PAD] = 0
+    assert mask.sum(1).max() == ids.shape[1]  # padded to the longest row only
+    assert sst2.transform_batch(batch, train=True) is batch
+
+
+def test_predictions_in_file_order(sst2):
+    loader = sst2.predict_dataloader()
+    rows = [r for b in loader for r in b["input_ids"]]
+    assert len(rows) == 1_821
+    assert all(b["labels"].eq(-1).all() for b in loader)
+    first = (SST2 / "test.tsv").read_text().splitlines()[1].split("\t")[1]
+    expected = sst2.tokenizer(first)["input_ids"]
+    assert rows[0][: len(expected)].tolist() == expected
+    with pytest.raises(SFTError, match="no labels to test on"):
+        sst2.test_dataloader()
+
+
+def test_probe_loader_fixed_order(sst2):
+    dm = sst2_dm(sst2.cache_dir, samples_per_class=8)
+    dm.setup("fit")
+    labels = torch.cat([b["labels"] for b in dm.probe_dataloader()])
+    assert labels.tolist() == dm.train_data.labels.tolist()
+
+
+# ---- token cache ---------------------------------------------------------------------------
+def test_token_cache_hit_on_second_run(sst2, caplog):
+    assert sst2.cache_hits == {"train": False, "val": False, "test": False}
+    again = sst2_dm(sst2.cache_dir)
+    with caplog.at_level(logging.INFO, logger="sft.data.token_cache"):
+        again.setup()
+    assert again.cache_hits == {"train": True, "val": True, "test": True}
+    assert f"tokens: cache hit {again.cache_files['train']}" in caplog.text
+    for role in ("train", "val", "test"):
+        old, new = sst2.load_split(role), again.load_split(role)
+        assert torch.equal(old.input_ids, new.input_ids) and torch.equal(old.offsets, new.offsets)
+    assert old.input_ids.dtype == torch.int32
+    # atomic writes leave no temp files behind
+    assert not [p for p in sst2.cache_dir.iterdir() if p.name.startswith(".")]
+
+
+def _tiny_tsv(folder: Path, rows: list[tuple[str, str]]) -> None:
+    folder.mkdir(exist_ok=True)
+    for name in ("train.tsv", "dev.tsv"):
+        body = "".join(f"{t}\t{label}\n" for t, label in rows)
+        (folder / name).write_text("sentence\tlabel\n" + body)
+
+
+def test_token_cache_misses_on_changes(tmp_path):
+    rows = [("a fine film", "1"), ("a dull film", "0"), ('"quoted" words', "1")]
+    _tiny_tsv(tmp_path / "d", rows)
+    cache = tmp_path / "cache"
+
+    def hits(**kwargs) -> bool:
+        dm = make_dm(tmp_path / "d", cache, batch_size=2, **kwargs)
+        dm.setup("fit")
+        return dm.cache_hits["train"]
+
+    assert not hits()
+    assert hits()
+    assert not hits(max_length=4)  # another max_length: another key
+    assert hits(max_length=4)
+    _tiny_tsv(tmp_path / "d", [*rows, ("one more", "0")])  # new file content
+    assert not hits()
+    assert len(list(cache.glob("d-train-*.pt"))) == 3
+
+
+# ---- length-grouped batching ---------------------------------------------------------------
+def _batches(order: list[int], size: int) -> list[list[int]]:
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def test_length_grouped_once_per_epoch_and_less_padding(sst2):
+    lengths = sst2.train_data.lengths
+    n = len(lengths)
+    sampler = LengthGroupedSampler(lengths, batch_size=32, seed=0)
+    epoch0 = list(sampler)
+    assert sorted(epoch0) == list(range(n))
+    sampler.set_epoch(1)
+    epoch1 = list(sampler)
+    assert sorted(epoch1) == list(range(n)) and epoch1 != epoch0
+    random = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
+    grouped_pad = padding_fraction(lengths, _batches(epoch0, 32))
+    random_pad = padding_fraction(lengths, _batches(random, 32))
+    # measured: random 0.67, grouped 0.046 (pools of 50 batches)
+    assert grouped_pad < random_pad / 2
+
+
+@pytest.mark.parametrize("n", [67_348, 67_349])
+def test_length_grouped_ddp_ranks(sst2, n):
+    lengths = sst2.train_data.lengths[:n]
+    ranks = []
+    for rank in range(2):
+        sampler = LengthGroupedSampler(lengths, batch_size=32, num_replicas=2, rank=rank, seed=3)
+        sampler.set_epoch(5)
+        ranks.append(list(sampler))
+    assert len(ranks[0]) == len(ranks[1]) == -(-n // 2)  # equal steps on both ranks
+    both = ranks[0] + ranks[1]
+    assert set(both) == set(range(n))  # covering
+    # disjoint; an odd count repeats one example, as DistributedSampler pads
+    assert len(both) - len(set(both)) == (2 - n % 2) % 2
+    batches = [b for r in ranks for b in _batches(r, 32)]
+    assert padding_fraction(lengths, batches) < 0.1
+
+
+def test_train_loader_shards_itself_under_ddp(sst2):
+    # Lightning wraps only samplers that are not DistributedSamplers (that wrapper would
+    # re-shuffle the length groups); ours is one, sharded by trainer.distributed_sampler_kwargs.
+    sst2.trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": 1})
+    try:
+        loader = sst2.train_dataloader()
+    finally:
+        sst2.trainer = None
+    assert isinstance(loader.sampler, DistributedSampler)
+    assert (loader.sampler.num_replicas, loader.sampler.rank) == (2, 1)
+    assert len(loader.sampler) == -(-len(sst2.train_data) // 2)
+
+
+def test_group_by_length_off_is_random_batching(sst2):
+    dm = sst2_dm(sst2.cache_dir, group_by_length=False)
+    dm.setup("fit")
+    assert isinstance(dm.train_dataloader().sampler, torch.utils.data.RandomSampler)
+
+
+# ---- few-label subsets ---------------------------------------------------------------------
+def test_few_label_subsets(sst2):
+    dm = sst2_dm(sst2.cache_dir, samples_per_class=10, seed=1)
+    dm.setup("fit")
+    assert torch.bincount(dm.train_data.labels).tolist() == [10, 10]
+    dm = sst2_dm(sst2.cache_dir, train_fraction=0.01)
+    dm.setup("fit")
+    assert torch.bincount(dm.train_data.labels).tolist() == [298, 376]
+    assert len(dm.val_data) == 872  # validation stays the whole dev set
+
+
+# ---- users' files --------------------------------------------------------------------------
+NAMES = ["negative", "neutral", "positive"]
+
+
+def test_user_tsv_csv_jsonl_string_labels(tmp_path, token_cache):
+    rows = [('great, "really" great', "positive"), ("meh", "neutral"), ("awful", "negative")]
+    (tmp_path / "tsv").mkdir()
+    for split in ("train", "dev"):
+        (tmp_path / "tsv" / f"{split}.tsv").write_text(
+            "review\tsentiment\n" + "".join(f"{t}\t{s}\n" for t, s in rows)
+        )
+    (tmp_path / "csv").mkdir()
+    for split in ("train", "dev"):
+        # with the byte-order mark spreadsheet programs write
+        (tmp_path / "csv" / f"{split}.csv").write_text(
+            '\ufeffreview,sentiment\n"great, ""really"" great",positive\nmeh,1\nawful,negative\n'
+        )
+    (tmp_path / "jsonl").mkdir()
+    for split in ("train", "dev"):
+        lines = [json.dumps({"review": t, "other": t, "sentiment": s}) for t, s in rows]
+        (tmp_path / "jsonl" / f"{split}.jsonl").write_text("\n".join(lines) + "\n\n")
+    (tmp_path / "jsonl" / "test.jsonl").write_text(json.dumps({"review": "?", "other": "?"}) + "\n")
+    for source in ("tsv", "csv", "jsonl"):
+        extra = (
+            {"test_split": "test.jsonl", "text_pair_column": "other"} if source == "jsonl" else {}
+        )
+        dm = make_dm(
+            tmp_path / source,
+            token_cache,
+            source=source,
+            train_split=f"train.{source}",
+            val_split=f"dev.{source}",
+            text_column="review",
+            label_column="sentiment",
+            label_names=NAMES,
+            batch_size=3,
+            **extra,
+        )
+        if source == "jsonl":
+            assert not dm.has_labelled_test
+        dm.setup()
+        assert dm.class_names == NAMES
+        assert dm.train_data.labels.tolist() == [2, 1, 0], source
+        batch = next(iter(dm.val_dataloader()))
+        if source == "jsonl":  # sentence pairs: the second segment has token type 1
+            assert batch["token_type_ids"].max() == 1
+            assert dm.test_data.labels.tolist() == [-1]
+        else:
+            text = dm.tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True)
+            assert text == 'great, " really " great'
+
+
+def test_integer_labels_without_names(tmp_path, token_cache):
+    _tiny_tsv(tmp_path / "d", [("x", "0"), ("y", "2"), ("z", "1")])
+    dm = make_dm(tmp_path / "d", token_cache, batch_size=2)
+    dm.setup("fit")
+    assert (dm.num_classes, dm.class_names) == (3, ["0", "1", "2"])
+
+
+# ---- errors: one line, naming file and line ---------------------------------------------------
+def _error(dm: TextClassificationDataModule, match: str) -> str:
+    with pytest.raises(SFTError, match=match) as info:
+        dm.setup("fit")
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_malformed_rows_name_file_and_line(tmp_path, token_cache):
+    d = tmp_path / "bad"
+    _tiny_tsv(d, [("ok", "1"), ("ok too", "0")])
+    (d / "train.tsv").write_text("sentence\tlabel\nfine\t1\ntoo\tmany\tfields\n")
+    _error(make_dm(d, token_cache), r"bad/train\.tsv, line 3: expected 2 tab-separated fields")
+
+    (d / "train.jsonl").write_text('{"sentence": "a", "label": 1}\n{"sentence": "b", "label": \n')
+    _error(
+        make_dm(d, token_cache, source="jsonl", train_split="train.jsonl"),
+        r"bad/train\.jsonl, line 2: not valid JSON",
+    )
+    (d / "train.txt").write_text("(3 (2 fine) (3 film))\n(4 (2 broken) (3 tree)\n")
+    (d / "dev.txt").write_text("(3 (2 fine) (3 film))\n")
+    trees = {"source": "sst_trees", "train_split": "train.txt", "val_split": "dev.txt"}
+    _error(make_dm(d, token_cache, **trees), r"bad/train\.txt, line 2: not a PTB sentiment tree")
+    (d / "train.txt").write_text("(2 (2 neutral) (2 only))\n")
+    _error(
+        make_dm(d, token_cache, binary=True, **trees),
+        r"train\.txt: the train split has no examples",
+    )
+
+
+def test_label_outside_the_set(tmp_path, token_cache):
+    d = tmp_path / "labels"
+    _tiny_tsv(d, [("good", "positive"), ("bad", "negative")])
+    (d / "dev.tsv").write_text("sentence\tlabel\nfine\tpositive\nodd\tmixed\n")
+    msg = _error(
+        make_dm(d, token_cache, label_names=["negative", "positive"]),
+        r"labels/dev\.tsv, line 3: label 'mixed' is not in the label set",
+    )
+    assert "['negative', 'positive']" in msg
+    # integer labels: the set comes from the training split
+    _tiny_tsv(d, [("good", "1"), ("bad", "0")])
+    (d / "dev.tsv").write_text("sentence\tlabel\nfine\t1\nodd\t2\n")
+    _error(
+        make_dm(d, token_cache),
+        r"labels/dev\.tsv, line 3: label 2 is not in the label set \(0\.\.1",
+    )
+
+
+def test_user_mistakes(tmp_path, token_cache):
+    d = tmp_path / "cols"
+    _tiny_tsv(d, [("good", "1"), ("bad", "0")])
+    _error(
+        make_dm(d, token_cache, text_column="text"),
+        r"no column 'text'; available columns: 'sentence', 'label'",
+    )
+    _error(make_dm(tmp_path / "nowhere", token_cache), r"nowhere/train\.tsv does not exist")
+    _error(make_dm(d, token_cache, val_split="val.tsv"), r"cols/val\.tsv is missing .*dev\.tsv")
+    with pytest.raises(SFTError, match="max_length must be an integer >= 2"):
+        make_dm(d, token_cache, max_length=1)
+    with pytest.raises(SFTError, match=r"data\.source must be one of"):
+        make_dm(d, token_cache, source="xml")
+
+
+def test_hf_dataset_offline_is_one_clear_error(tmp_path, token_cache, monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    # as with HF_DATASETS_OFFLINE=1 (read at import time): fail at once instead of retrying
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
+    dm = make_dm(
+        tmp_path,
+        token_cache,
+        source="hf",
+        dataset_name="stanfordnlp/sst2",
+        train_split="train",
+        val_split="validation",
+    )
+    with pytest.raises(
+        SFTError, match=r"could not load Hugging Face dataset 'stanfordnlp/sst2' split 'train'"
+    ) as info:
+        dm.prepare_data()
+    assert "\n" not in str(info.value) and "offline" in str(info.value)
+
+
+def test_hf_dataset_code_path(tmp_path, token_cache, monkeypatch):
+    """The HF path on in-memory datasets: ClassLabel names, GLUE-style -1 test labels."""
+    import datasets
+
+    import sft.data.text as text_mod
+
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    splits = {
+        "train": {"sentence": ["good", "bad", "fine"], "label": [1, 0, 1]},
+        "validation": {"sentence": ["ok", "awful"], "label": [1, 0]},
+        "test": {"sentence": ["unknown"], "label": [-1]},
+    }
+    loaded = []
+
+    def fake_load(name, config, split, trust_remote_code):
+        loaded.append(split)
+        return datasets.Dataset.from_dict(splits[split], features=features)
+
+    monkeypatch.setattr(text_mod, "load_hf_split", fake_load)
+    kwargs = {"source": "hf", "dataset_name": "someone/tiny", "batch_size": 2}
+    kwargs.update(train_split="train", val_split="validation", test_split="test")
+    dm = make_dm(tmp_path, token_cache, **kwargs)
+    assert dm.has_labelled_test is False  # auto: every test label is -1
+    dm.setup()
+    assert dm.class_names == ["neg", "pos"]
+    assert dm.train_data.labels.tolist() == [1, 0, 1]
+    assert dm.test_data.labels.tolist() == [-1]
+    assert next(iter(dm.predict_dataloader()))["labels"].tolist() == [-1]
+    assert dm.cache_files["train"].name.startswith("someone_tiny-train-")
+
+
+# ---- Hydra configs -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["sst2", "sst5", "sst2_trees", "text_files", "hf_dataset"])
+def test_data_configs_instantiate(name, tmp_path, token_cache):
+    from conftest import compose_config
+
+    cfg = compose_config(
+        "train",
+        [f"data={name}", "data.tokenizer=minilm", f"data.cache_dir={token_cache}"],
+        tmp_path,
+    )
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, TextClassificationDataModule)
+    assert dm.hparams.seed == cfg.seed and dm.hparams.tokenizer == "minilm"
+    if name in ("sst2", "sst5", "sst2_trees"):
+        assert dm.has_labelled_test is False
+    if name == "sst2_trees":
+        assert dm.hparams.binary and dm.hparams.source == "sst_trees"
+    if name == "sst2":  # hparams are plain (checkpoints load with weights_only=True)
+        assert type(dm.hparams.label_names) is list
