@@ -164,3 +164,31 @@ def test_freeze_norm_stats_keeps_batch_norm_in_eval_mode_but_trainable():
     before = norms[0].running_mean.clone()
     model(torch.randn(4, 3, 32, 32) + 3.0)
     assert torch.equal(norms[0].running_mean, before)
+
+
+class _RecordModes(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        norms = [m for m in pl_module.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+        self.backbone_training = pl_module.backbone.training
+        self.norms_training = {m.training for m in norms}
+
+
+@pytest.mark.parametrize("freeze_norm_stats", [False, True])
+def test_fit_trains_a_backbone_built_in_eval_mode(freeze_norm_stats):
+    """HF's from_pretrained returns eval mode and Lightning keeps modes as it finds them:
+    training must still run with dropout/batch statistics on (or frozen norms if asked)."""
+    model = make_model(freeze_norm_stats=freeze_norm_stats)
+    model.backbone.eval()
+    data = torch.utils.data.TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 3, (8,)))
+    recorder = _RecordModes()
+    trainer = L.Trainer(
+        fast_dev_run=True,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+    )
+    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=4))
+    assert recorder.backbone_training
+    assert recorder.norms_training == {not freeze_norm_stats}

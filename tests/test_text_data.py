@@ -168,11 +168,18 @@ def test_predictions_in_file_order(sst2):
         sst2.test_dataloader()
 
 
-def test_probe_loader_fixed_order(sst2):
+def test_probe_loader_fixed_order_sorted_by_length(sst2):
     dm = sst2_dm(sst2.cache_dir, samples_per_class=8)
     dm.setup("fit")
-    labels = torch.cat([b["labels"] for b in dm.probe_dataloader()])
-    assert labels.tolist() == dm.train_data.labels.tolist()
+    batches = list(dm.probe_dataloader())
+    assert [b["labels"].tolist() for b in batches] == [
+        b["labels"].tolist() for b in dm.probe_dataloader()
+    ]
+    order = torch.argsort(dm.train_data.lengths, stable=True)
+    labels = torch.cat([b["labels"] for b in batches])
+    assert labels.tolist() == dm.train_data.labels[order].tolist()
+    lengths = torch.cat([b["attention_mask"].sum(1) for b in batches])
+    assert torch.equal(lengths, dm.train_data.lengths[order])
 
 
 # ---- token cache ---------------------------------------------------------------------------

@@ -472,7 +472,11 @@ class TextClassificationDataModule(SFTDataModule):
         return self._loader(data, "predict", batch_size=self.eval_batch_size)
 
     def probe_dataloader(self) -> DataLoader:
-        return self._loader(self.train_data, "probe", batch_size=self.eval_batch_size)
+        # Sorted by length: the linear probe does not care about order, and batches of similar
+        # lengths carry little padding (several times faster than file order on SST-2).
+        data = self.train_data
+        order = None if data is None else torch.argsort(data.lengths, stable=True).tolist()
+        return self._loader(data, "probe", batch_size=self.eval_batch_size, sampler=order)
 
     def transform_batch(self, batch: Any, train: bool) -> Any:
         return batch  # already model inputs; text has no on-device augmentation

@@ -181,6 +181,9 @@ class SFTClassifier(L.LightningModule):
 
     # ---- linear-probe initialisation (LP of LP-FT) ----------------------------------------
     def on_fit_start(self) -> None:
+        # Lightning keeps every module in the mode it finds it (HF's from_pretrained returns
+        # eval mode): set the training modes by the rules of train() once, here.
+        self.train()
         if self.hparams.linear_probe is None or bool(self.linear_probe_done):
             return
         datamodule = self.trainer.datamodule
