@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # (this project's machines have it beside the checkout); without it CIFAR-10 is downloaded.
 export SFT_DATA_DIR ?= $(CURDIR)/data
 SHARED ?= $(CURDIR)/../shared/data
-EXPERIMENT ?= cifar10_effnet_lite0_quick
+EXPERIMENT ?= sst2_minilm
 ARGS ?=
 
 .PHONY: install data train test lint format bench clean-venv
@@ -39,4 +39,5 @@ format: install
 
 bench: data
 	$(BIN)/python benchmarks/augmentation.py
-	$(BIN)/python benchmarks/loop_overhead.py
+	$(BIN)/python benchmarks/loop_overhead.py --backbone resnet18 --steps 30 --batch-size 32 --repeats 2
+	$(BIN)/python benchmarks/text_pipelines.py --steps 40 --warmup 3

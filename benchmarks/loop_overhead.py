@@ -48,7 +48,8 @@ def build(backbone: str, data_dir: str, batch_size: int) -> tuple[SFTClassifier,
 
 
 def raw_loop(model: SFTClassifier, datamodule: CIFAR10DataModule, steps: int) -> float:
-    """The loop a user would write by hand: train `steps` batches, then one validation pass."""
+    """The loop a user would write by hand: train `steps` batches, then one validation pass,
+    with the same work as SFTClassifier's steps (loss, accuracy/F1 metric updates)."""
     datamodule.setup("fit")
     optimizer = model.configure_optimizers()["optimizer"]
     start = time.perf_counter()
@@ -57,16 +58,19 @@ def raw_loop(model: SFTClassifier, datamodule: CIFAR10DataModule, steps: int) ->
         if step == steps:
             break
         x, y = datamodule.transform_batch(batch, train=True)
-        loss = model.criterion(model(x), y)
+        logits = model(x)
+        loss = model.criterion(logits, y)
+        model.train_metrics.update(logits, y)  # the same metric work as training_step
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    model.train_metrics.compute()
     model.eval()
-    correct = 0
     with torch.no_grad():
         for batch in datamodule.val_dataloader():
             x, y = datamodule.transform_batch(batch, train=False)
-            correct += (model(x).argmax(-1) == y).sum().item()
+            model.val_metrics.update(model(x), y)
+    model.val_metrics.compute()
     return time.perf_counter() - start
 
 

@@ -133,7 +133,9 @@ class SFTClassifier(L.LightningModule):
             reg = self.regularizer(self.backbone)
             loss = ce + self.hparams.reg_lambda * reg
             self.log("train/reg", reg, on_step=True, on_epoch=False)
-        self.train_metrics(logits, y)
+        # update(), not forward(): only epoch values are logged, per-batch values would be
+        # computed for nothing on every step
+        self.train_metrics.update(logits, y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
@@ -144,7 +146,7 @@ class SFTClassifier(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, y = self._shared_step(batch)
-        self.val_metrics(logits, y)
+        self.val_metrics.update(logits, y)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
 
@@ -154,7 +156,7 @@ class SFTClassifier(L.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, y = self._shared_step(batch)
-        self.test_metrics(logits, y)
+        self.test_metrics.update(logits, y)
         self.log("test/loss", loss, on_epoch=True, sync_dist=True)
         self.log_dict(self.test_metrics, on_epoch=True)
 

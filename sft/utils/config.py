@@ -1,4 +1,4 @@
-"""Config helpers: the project-root resolver, printing and saving the resolved config."""
+"""Config helpers: the resolvers the configs use, printing and saving the resolved config."""
 
 from pathlib import Path
 
@@ -11,9 +11,22 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # An absolute path: `sft-train` (a console script) and `python -m sft.train` find the same configs.
 CONF_DIR = str(PROJECT_ROOT / "conf")
 
+
+def _backbone_norm(name: str, which: str) -> list[float]:
+    from sft.models.backbones import backbone_normalization  # late: imports timm/torchvision
+
+    mean, std = backbone_normalization(name)
+    return list(mean if which == "mean" else std)
+
+
 # `${sft_root:}` in conf/paths: the checkout that holds conf/ and sft/, wherever the run starts.
-if not OmegaConf.has_resolver("sft_root"):
-    OmegaConf.register_new_resolver("sft_root", lambda: str(PROJECT_ROOT))
+# `${backbone_norm:efficientnet_lite0,mean}`: the input statistics a backbone's weights expect.
+for _name, _resolver in (
+    ("sft_root", lambda: str(PROJECT_ROOT)),
+    ("backbone_norm", _backbone_norm),
+):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
 
 
 @rank_zero_only
@@ -26,15 +39,3 @@ def print_and_save_config(cfg: DictConfig, output_dir: str | Path) -> None:
     rich.print(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     (Path(output_dir) / "config_resolved.yaml").write_text(text)
-
-
-def _backbone_norm(name: str, which: str) -> list[float]:
-    from sft.models.backbones import backbone_normalization
-
-    mean, std = backbone_normalization(name)
-    return list(mean if which == "mean" else std)
-
-
-# `${backbone_norm:efficientnet_lite0,mean}`: the input statistics a backbone's weights expect.
-if not OmegaConf.has_resolver("backbone_norm"):
-    OmegaConf.register_new_resolver("backbone_norm", _backbone_norm)
