@@ -40,6 +40,38 @@ class SFTDataModule(L.LightningDataModule):
         return self.transform_batch(batch, train=bool(trainer is not None and trainer.training))
 
 
+class ImageDataModule(SFTDataModule):
+    """Loaders and batch transform shared by the image datamodules.
+
+    Subclasses set `train_data`/`val_data`/`test_data`, `batch_size`, `eval_batch_size`,
+    `drop_last` and `transform` (an ImageBatchTransform), and define `_loader(data, split, **kw)`.
+    """
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(
+            self.train_data,
+            "train",
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=self.drop_last,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_data, "val", batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_data, "test", batch_size=self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def probe_dataloader(self) -> DataLoader:
+        return self._loader(self.train_data, "probe", batch_size=self.eval_batch_size)
+
+    def transform_batch(self, batch: Any, train: bool) -> Any:
+        return self.transform(batch, train)
+
+
 class TensorBatchDataset(Dataset):
     """Samples held as whole tensors; a batch is one fancy-index instead of B `__getitem__` calls.
 

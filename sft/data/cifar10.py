@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from sft.data.augment import CIFAR10_MEAN, CIFAR10_STD, ImageBatchTransform
 from sft.data.base import (
-    SFTDataModule,
+    ImageDataModule,
     TensorBatchDataset,
     check_batch_size,
     check_train_batch,
@@ -96,7 +96,7 @@ def download_cifar10(data_dir: Path) -> None:
         socket.setdefaulttimeout(old_timeout)
 
 
-class CIFAR10DataModule(SFTDataModule):
+class CIFAR10DataModule(ImageDataModule):
     """CIFAR-10 from `data_dir/cifar-10-batches-py` (official python layout).
 
     Validation is `val_size` images carved from the 50k training images by a generator seeded
@@ -209,27 +209,3 @@ class CIFAR10DataModule(SFTDataModule):
         if data is None:
             raise RuntimeError(f"CIFAR10DataModule: call setup() before the {split} dataloader")
         return DataLoader(data, num_workers=0, collate_fn=passthrough_collate, **kwargs)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(
-            self.train_data,
-            "train",
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=self.drop_last,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_data, "val", batch_size=self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_data, "test", batch_size=self.eval_batch_size)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
-
-    def probe_dataloader(self) -> DataLoader:
-        return self._loader(self.train_data, "probe", batch_size=self.eval_batch_size)
-
-    def transform_batch(self, batch, train: bool):
-        return self.transform(batch, train)

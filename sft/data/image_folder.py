@@ -15,7 +15,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from sft.data.augment import IMAGENET_MEAN, IMAGENET_STD, ImageBatchTransform
-from sft.data.base import SFTDataModule, check_batch_size, check_train_batch
+from sft.data.base import ImageDataModule, check_batch_size, check_train_batch
 from sft.data.subsets import check_few_label_args, few_label_indices
 from sft.utils.errors import SFTError
 
@@ -68,7 +68,7 @@ def open_image_folder(
     return ds
 
 
-class ImageFolderDataModule(SFTDataModule):
+class ImageFolderDataModule(ImageDataModule):
     """`data_dir/{train_dir,val_dir,test_dir}/<class>/*` image trees.
 
     Every image is decoded and resized to `image_size` x `image_size` uint8 in the DataLoader
@@ -194,27 +194,3 @@ class ImageFolderDataModule(SFTDataModule):
             persistent_workers=self.num_workers > 0,
             **kwargs,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(
-            self.train_data,
-            "train",
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=self.drop_last,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_data, "val", batch_size=self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_data, "test", batch_size=self.eval_batch_size)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
-
-    def probe_dataloader(self) -> DataLoader:
-        return self._loader(self.train_data, "probe", batch_size=self.eval_batch_size)
-
-    def transform_batch(self, batch, train: bool):
-        return self.transform(batch, train)
