@@ -192,3 +192,23 @@ def test_fit_trains_a_backbone_built_in_eval_mode(freeze_norm_stats):
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=4))
     assert recorder.backbone_training
     assert recorder.norms_training == {not freeze_norm_stats}
+
+
+def test_frozen_norm_statistics_survive_the_linear_probe():
+    """The probe runs the backbone in eval mode and restores it: fine-tuning must still start
+    with frozen batch-norm statistics."""
+    model = make_model(freeze_norm_stats=True, linear_probe={"max_iter": 5})
+
+    class Probe:
+        def probe_dataloader(self):
+            return [(torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2]))]
+
+        def transform_batch(self, batch, train):
+            return batch
+
+    model._trainer = SimpleNamespace(datamodule=Probe(), limit_train_batches=1.0)
+    model.on_fit_start()
+    assert bool(model.linear_probe_done)
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    assert model.backbone.training

@@ -183,17 +183,17 @@ class SFTClassifier(L.LightningModule):
 
     # ---- linear-probe initialisation (LP of LP-FT) ----------------------------------------
     def on_fit_start(self) -> None:
+        if self.hparams.linear_probe is not None and not bool(self.linear_probe_done):
+            datamodule = self.trainer.datamodule
+            if datamodule is None or not hasattr(datamodule, "probe_dataloader"):
+                raise SFTError(
+                    "model.linear_probe needs a datamodule with probe_dataloader() (all sft datamodules have it)"
+                )
+            self.initialise_base_head(datamodule)
         # Lightning keeps every module in the mode it finds it (HF's from_pretrained returns
-        # eval mode): set the training modes by the rules of train() once, here.
+        # eval mode): set the training modes by the rules of train() here, after the probe,
+        # which switches the backbone to eval and back.
         self.train()
-        if self.hparams.linear_probe is None or bool(self.linear_probe_done):
-            return
-        datamodule = self.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "probe_dataloader"):
-            raise SFTError(
-                "model.linear_probe needs a datamodule with probe_dataloader() (all sft datamodules have it)"
-            )
-        self.initialise_base_head(datamodule)
 
     @torch.no_grad()
     def initialise_base_head(self, datamodule: Any) -> None:
