@@ -38,6 +38,6 @@ format: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 bench: data
-	$(BIN)/python benchmarks/augmentation.py
+	$(BIN)/python benchmarks/augmentation.py --threads 0
 	$(BIN)/python benchmarks/loop_overhead.py --backbone resnet18 --steps 30 --batch-size 32 --repeats 2
 	$(BIN)/python benchmarks/text_pipelines.py --steps 40 --warmup 3
