@@ -36,6 +36,14 @@ class TextExamples:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def add(self, text: str, label: int, line: int, pair: str | None = None) -> None:
+        """Append one example to every column, so the columns stay aligned."""
+        self.texts.append(text)
+        if self.pairs is not None:
+            self.pairs.append(pair)
+        self.labels.append(label)
+        self.lines.append(line)
+
     @property
     def labelled(self) -> bool:
         return any(label != UNLABELLED for label in self.labels)
@@ -168,15 +176,12 @@ def read_delimited(
                         f"{path}, line {line}: expected {len(header)} {kind}-separated fields "
                         f"({', '.join(header)}), got {len(row)}"
                     )
-                out.texts.append(row[text_at])
-                if pair_at is not None:
-                    out.pairs.append(row[pair_at])
-                out.labels.append(
+                label = (
                     UNLABELLED
                     if label_at is None
                     else label_map(row[label_at], f"{path}, line {line}")
                 )
-                out.lines.append(line)
+                out.add(row[text_at], label, line, row[pair_at] if pair_at is not None else None)
     except csv.Error as e:
         raise SFTError(f"{path}, line {reader.line_num}: malformed row ({e})") from None
     except UnicodeDecodeError as e:
@@ -231,12 +236,9 @@ def read_jsonl(
                     f"{path}, line {line}: {column!r} must be a string, got "
                     f"{type(record[column]).__name__}"
                 )
-        out.texts.append(record[text_column])
-        if pair_column:
-            out.pairs.append(record[pair_column])
         where = f"{path}, line {line}"
-        out.labels.append(label_map(record[label_column], where) if labelled else UNLABELLED)
-        out.lines.append(line)
+        label = label_map(record[label_column], where) if labelled else UNLABELLED
+        out.add(record[text_column], label, line, record[pair_column] if pair_column else None)
     return out
 
 
@@ -346,9 +348,7 @@ def read_sst_trees(path: Path, binary: bool, phrases: bool) -> TextExamples:
                 if text in seen:
                     continue
                 seen.add(text)
-            out.texts.append(text)
-            out.labels.append(int(label >= 3) if binary else label)
-            out.lines.append(line)
+            out.add(text, int(label >= 3) if binary else label, line)
     return out
 
 
