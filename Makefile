@@ -17,7 +17,7 @@ ARGS ?=
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip -c constraints.txt
-	$(BIN)/pip install -q -c constraints.txt -e '.[vision,text,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[vision,text,dev,cluster,export]'
 	touch $@
 
 install: $(BIN)/.installed

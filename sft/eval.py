@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from sft.models.loading import datamodule_from_checkpoint, load_classifier
+from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, print_and_save_config
 from sft.utils.errors import report_user_errors
 from sft.utils.instantiate import instantiate_loggers
@@ -93,6 +94,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+@checks_overrides(config_name="eval")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     report_user_errors(lambda: evaluate(cfg))

@@ -9,21 +9,34 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sft.models.loading import check_resume_checkpoint
+from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, print_and_save_config
-from sft.utils.errors import report_user_errors
+from sft.utils.errors import find_user_error, report_user_errors
 from sft.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from sft.utils.resume import continue_tensorboard, resume_checkpoint
+from sft.utils.run_result import RunRecorder
+from sft.utils.tensorboard_hparams import TensorBoardHParams
 
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit (optionally resuming from `ckpt_path`), then test the best checkpoint; return metrics."""
+def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any]:
+    """Fit (optionally resuming from `ckpt_path`), then test the best checkpoint; return metrics.
+
+    `recorder` (from main) gets the number of epochs completed for the run's result.json.
+    """
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resume_checkpoint(cfg)  # ckpt_path=, or last.ckpt of the run resume= continues
     print_and_save_config(cfg, cfg.paths.output_dir)
+    if cfg.get("resume") and ckpt_path:
+        continue_tensorboard(cfg.get("logger"), ckpt_path)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model)
@@ -35,11 +48,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger=instantiate_loggers(cfg.get("logger")),
     )
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # hparams.yaml
+    tensorboard_hparams = TensorBoardHParams(trainer.loggers, cfg)
+    tensorboard_hparams.start()
 
     if cfg.get("train"):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        if ckpt_path:
+            check_resume_checkpoint(ckpt_path, model)  # a clear line, not a load traceback
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = dict(trainer.callback_metrics)
+    if recorder is not None:
+        recorder.set_epochs(trainer.current_epoch)
 
     if cfg.get("test") and not getattr(datamodule, "has_labelled_test", True):
         log.info(
@@ -53,13 +72,40 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if best:
             log.info(f"Best checkpoint: {best}")
         metrics.update(trainer.callback_metrics)
-    return {k: float(v) for k, v in metrics.items()}
+    metrics = {k: float(v) for k, v in metrics.items()}
+    tensorboard_hparams.end(metrics, cfg.get("optimized_metric"))
+    return metrics
 
 
+@checks_overrides(config_name="train")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = report_user_errors(lambda: train(cfg))
+    """Train and write result.json. A failing multirun job is recorded and returns None, so
+    the sweep goes on (the sweep summary reports it); a single run fails as usual."""
+    hydra_cfg = HydraConfig.get()
     name = cfg.get("optimized_metric")
+    recorder = RunRecorder(hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), name)
+
+    def run() -> dict[str, Any]:
+        try:
+            metrics = train(cfg, recorder)
+        except BaseException as exc:
+            recorder.failed(exc)
+            raise
+        recorder.completed(metrics)
+        return metrics
+
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        metrics = report_user_errors(run)
+    else:
+        try:
+            metrics = run()
+        except Exception as exc:
+            if find_user_error(exc) is None:
+                log.exception(f"Job {hydra_cfg.job.num} failed")  # the traceback, in the job's log
+            else:
+                log.error(f"error: {recorder.result.error}")
+            return None
     return metrics.get(name) if name else None
 
 

@@ -1,3 +1,6 @@
 from sft.callbacks.backbone_unfreeze import BackboneUnfreeze
+from sft.callbacks.exact_resume import ExactResume
+from sft.callbacks.graceful_interrupt import GracefulInterrupt
+from sft.callbacks.nonfinite_loss import StopOnNonFiniteLoss
 
-__all__ = ["BackboneUnfreeze"]
+__all__ = ["BackboneUnfreeze", "ExactResume", "GracefulInterrupt", "StopOnNonFiniteLoss"]

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from sft.data.resumable import ResumableRandomSampler
 from sft.utils.errors import SFTError
 
 
@@ -52,7 +53,8 @@ class ImageDataModule(SFTDataModule):
             self.train_data,
             "train",
             batch_size=self.batch_size,
-            shuffle=True,
+            # shuffles like shuffle=True, and a resumed epoch continues where it stopped
+            sampler=ResumableRandomSampler(self.train_data),
             drop_last=self.drop_last,
         )
 

@@ -20,6 +20,7 @@ from sft.data.base import (
     check_train_batch,
     passthrough_collate,
 )
+from sft.data.resumable import ResumableDataLoader
 from sft.data.subsets import check_few_label_args, few_label_indices
 from sft.utils.errors import SFTError
 
@@ -208,4 +209,5 @@ class CIFAR10DataModule(ImageDataModule):
     def _loader(self, data: TensorBatchDataset | None, split: str, **kwargs) -> DataLoader:
         if data is None:
             raise RuntimeError(f"CIFAR10DataModule: call setup() before the {split} dataloader")
-        return DataLoader(data, num_workers=0, collate_fn=passthrough_collate, **kwargs)
+        loader_cls = ResumableDataLoader if split == "train" else DataLoader
+        return loader_cls(data, num_workers=0, collate_fn=passthrough_collate, **kwargs)

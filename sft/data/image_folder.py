@@ -16,6 +16,7 @@ from torchvision.transforms import v2
 
 from sft.data.augment import IMAGENET_MEAN, IMAGENET_STD, ImageBatchTransform
 from sft.data.base import ImageDataModule, check_batch_size, check_train_batch
+from sft.data.resumable import ResumableDataLoader
 from sft.data.subsets import check_few_label_args, few_label_indices
 from sft.utils.errors import SFTError
 
@@ -188,7 +189,8 @@ class ImageFolderDataModule(ImageDataModule):
     def _loader(self, data: Dataset | None, split: str, **kwargs) -> DataLoader:
         if data is None:
             raise RuntimeError(f"ImageFolderDataModule: call setup() before the {split} dataloader")
-        return DataLoader(
+        loader_cls = ResumableDataLoader if split == "train" else DataLoader
+        return loader_cls(
             data,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

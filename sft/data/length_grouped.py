@@ -51,6 +51,7 @@ class LengthGroupedSampler(DistributedSampler):
             raise ValueError("batch_size and pool_batches must be >= 1")
         self.batch_size = batch_size
         self.pool_batches = pool_batches
+        self._skip = 0  # indices a resumed pass leaves out (see sft/data/resumable.py)
 
     def __iter__(self) -> Iterator[int]:
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -74,7 +75,16 @@ class LengthGroupedSampler(DistributedSampler):
         # the tail: total - full*step = num_replicas * (num_samples - full*batch_size) indices
         per_rank = self.num_samples - full * self.batch_size
         tail = order[full * step :][self.rank * per_rank : (self.rank + 1) * per_rank]
-        return iter(torch.cat([mine.reshape(-1), tail]).tolist())
+        skip, self._skip = self._skip, 0
+        return iter(torch.cat([mine.reshape(-1), tail])[skip:].tolist())
+
+    def pass_state(self) -> dict[str, int]:
+        return {"epoch": self.epoch}
+
+    def resume_pass(self, state: dict[str, int], skip: int) -> None:
+        """The next pass repeats the order of epoch `state["epoch"]` without its first `skip`."""
+        self.set_epoch(int(state["epoch"]))
+        self._skip = skip
 
 
 def padding_fraction(lengths: torch.Tensor, batches: Sequence[Sequence[int]]) -> float:

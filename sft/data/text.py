@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sft.data.base import SFTDataModule, check_batch_size, check_train_batch
 from sft.data.length_grouped import LengthGroupedSampler
+from sft.data.resumable import ResumableDataLoader, ResumableRandomSampler
 from sft.data.subsets import check_few_label_args, few_label_indices
 from sft.data.text_sources import (
     BINARY_NAMES,
@@ -423,7 +424,8 @@ class TextClassificationDataModule(SFTDataModule):
             raise RuntimeError(
                 f"TextClassificationDataModule: call setup() before the {what} loader"
             )
-        return DataLoader(
+        loader_cls = ResumableDataLoader if what == "train" else DataLoader
+        return loader_cls(
             data,
             collate_fn=self.collator,
             num_workers=self.num_workers,
@@ -434,8 +436,9 @@ class TextClassificationDataModule(SFTDataModule):
     def train_dataloader(self) -> DataLoader:
         data = self.train_data
         if not self.group_by_length:
+            sampler = ResumableRandomSampler(data) if data is not None else None
             return self._loader(
-                data, "train", batch_size=self.batch_size, shuffle=True, drop_last=self.drop_last
+                data, "train", batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last
             )
         if data is None:
             return self._loader(None, "train")

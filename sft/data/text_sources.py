@@ -22,6 +22,7 @@ BINARY_NAMES = ["negative", "positive"]
 QUOTING = {"none": csv.QUOTE_NONE, "minimal": csv.QUOTE_MINIMAL}
 # UTF-8 that also drops the byte-order mark spreadsheet programs put in front of a CSV header
 ENCODING = "utf-8-sig"
+COLUMN_HINT = "set data.text_column / data.label_column"
 
 
 @dataclass
@@ -32,15 +33,21 @@ class TextExamples:
     pairs: list[str] | None = None
     labels: list[int] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)  # source line of each example (errors)
+    # with `id_columns`: the row's value of the first of them it has, else None (sft-predict)
+    ids: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
-    def add(self, text: str, label: int, line: int, pair: str | None = None) -> None:
+    def add(
+        self, text: str, label: int, line: int, pair: str | None = None, ident: str | None = None
+    ) -> None:
         """Append one example to every column, so the columns stay aligned."""
         self.texts.append(text)
         if self.pairs is not None:
             self.pairs.append(pair)
+        if self.ids is not None:
+            self.ids.append(ident)
         self.labels.append(label)
         self.lines.append(line)
 
@@ -106,13 +113,16 @@ def _dir_hint(path: Path) -> str:
 
 
 def _missing_columns(
-    where: str | Path, wanted: Iterable[str | None], available: Sequence[str]
+    where: str | Path,
+    wanted: Iterable[str | None],
+    available: Sequence[str],
+    hint: str = COLUMN_HINT,
 ) -> None:
     missing = [c for c in wanted if c is not None and c not in available]
     if missing:
         raise SFTError(
             f"{where}: no column {', '.join(map(repr, missing))}; available columns: "
-            f"{', '.join(map(repr, available))} (set data.text_column / data.label_column)"
+            f"{', '.join(map(repr, available))} ({hint})"
         )
 
 
@@ -147,21 +157,25 @@ def read_delimited(
     label_column: str | None,
     label_map: LabelMap,
     need_labels: bool,
+    id_columns: Sequence[str] = (),
+    hint: str = COLUMN_HINT,
 ) -> TextExamples:
     """A TSV/CSV with a header. `quoting="none"` (GLUE style) keeps `"` as a plain character.
 
-    A file without the label column is unlabelled (labels -1) unless `need_labels`.
+    A file without the label column is unlabelled (labels -1) unless `need_labels`. With
+    `id_columns`, `ids` holds each row's value of the first of them in the header.
     """
     header = read_header(path, delimiter, quoting)
     if need_labels or label_column in header:
-        _missing_columns(path, [text_column, pair_column, label_column], header)
+        _missing_columns(path, [text_column, pair_column, label_column], header, hint)
         label_at = header.index(label_column) if label_column else None
     else:
-        _missing_columns(path, [text_column, pair_column], header)
+        _missing_columns(path, [text_column, pair_column], header, hint)
         label_at = None
     text_at = header.index(text_column)
     pair_at = header.index(pair_column) if pair_column else None
-    out = TextExamples(pairs=[] if pair_column else None)
+    id_at = next((header.index(c) for c in id_columns if c in header), None)
+    out = TextExamples(pairs=[] if pair_column else None, ids=[] if id_columns else None)
     kind = "tab" if delimiter == "\t" else repr(delimiter)
     try:
         with open(path, encoding=ENCODING, newline="") as f:
@@ -181,7 +195,8 @@ def read_delimited(
                     if label_at is None
                     else label_map(row[label_at], f"{path}, line {line}")
                 )
-                out.add(row[text_at], label, line, row[pair_at] if pair_at is not None else None)
+                pair = row[pair_at] if pair_at is not None else None
+                out.add(row[text_at], label, line, pair, row[id_at] if id_at is not None else None)
     except csv.Error as e:
         raise SFTError(f"{path}, line {reader.line_num}: malformed row ({e})") from None
     except UnicodeDecodeError as e:
@@ -216,11 +231,14 @@ def read_jsonl(
     label_column: str | None,
     label_map: LabelMap,
     need_labels: bool,
+    id_columns: Sequence[str] = (),
+    hint: str = COLUMN_HINT,
 ) -> TextExamples:
     """One JSON object per line; blank lines are skipped. Without `need_labels`, a file whose
-    first record has no label key is unlabelled."""
+    first record has no label key is unlabelled. With `id_columns`, `ids` holds each record's
+    value (as text) of the first of them it has."""
     check_file(path)
-    out = TextExamples(pairs=[] if pair_column else None)
+    out = TextExamples(pairs=[] if pair_column else None, ids=[] if id_columns else None)
     labelled: bool | None = None
     for line, raw in _lines(path):
         if not raw.strip():
@@ -229,7 +247,7 @@ def read_jsonl(
         if labelled is None:
             labelled = need_labels or label_column in record
         wanted = [text_column, pair_column, label_column if labelled else None]
-        _missing_columns(f"{path}, line {line}", wanted, list(record))
+        _missing_columns(f"{path}, line {line}", wanted, list(record), hint)
         for column in (text_column, pair_column):
             if column is not None and not isinstance(record[column], str):
                 raise SFTError(
@@ -238,7 +256,10 @@ def read_jsonl(
                 )
         where = f"{path}, line {line}"
         label = label_map(record[label_column], where) if labelled else UNLABELLED
-        out.add(record[text_column], label, line, record[pair_column] if pair_column else None)
+        pair = record[pair_column] if pair_column else None
+        id_key = next((c for c in id_columns if c in record), None)
+        ident = str(record[id_key]) if id_key is not None else None
+        out.add(record[text_column], label, line, pair, ident)
     return out
 
 

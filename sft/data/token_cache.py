@@ -26,7 +26,7 @@ import torch
 
 from sft.data.text_sources import TextExamples
 from sft.utils.errors import SFTError
-from sft.utils.hf import hub_error, resolve_model_name
+from sft.utils.hf import hub_error, load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +94,15 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     """The fast tokenizer of `name` (an alias such as 'minilm', a hub id or a local folder)."""
     from transformers import AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            resolve_model_name(name), use_fast=True, trust_remote_code=trust_remote_code
+    try:  # load_pretrained: a local copy first, then one quick hub check (no retries offline)
+        tokenizer = load_pretrained(
+            AutoTokenizer.from_pretrained,
+            name,
+            "tokenizer",
+            use_fast=True,
+            trust_remote_code=trust_remote_code,
         )
-    except (OSError, ValueError) as e:
+    except ValueError as e:
         raise hub_error(name, "tokenizer", e) from None
     if not getattr(tokenizer, "is_fast", False):
         raise SFTError(

@@ -168,9 +168,16 @@ class SFTClassifier(L.LightningModule):
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         found = getattr(datamodule, "num_classes", None)
         if found is not None and found != self.hparams.num_classes:
+            # fit: the config's num_classes is wrong; test/predict (sft-eval): the data is
+            fix = (
+                f"set model.num_classes={found}"
+                if stage == "fit"
+                else f"this model was trained for {self.hparams.num_classes} classes: evaluate it "
+                "on data with those classes"
+            )
             raise SFTError(
                 f"model.num_classes={self.hparams.num_classes} but the data has {found} classes "
-                f"({type(datamodule).__name__}); set model.num_classes={found}"
+                f"({type(datamodule).__name__}); {fix}"
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -180,6 +187,10 @@ class SFTClassifier(L.LightningModule):
         if datamodule is not None:
             cls = type(datamodule)
             checkpoint["datamodule_target"] = f"{cls.__module__}.{cls.__qualname__}"
+            # class names let sft-predict / sft-export label outputs without reading the data
+            names = getattr(datamodule, "class_names", None)
+            if names is not None:
+                checkpoint["class_names"] = [str(n) for n in names]
 
     # ---- linear-probe initialisation (LP of LP-FT) ----------------------------------------
     def on_fit_start(self) -> None:

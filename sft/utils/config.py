@@ -7,6 +7,8 @@ import rich.syntax
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from sft.utils.resume import config_subdir, run_dir
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # An absolute path: `sft-train` (a console script) and `python -m sft.train` find the same configs.
 CONF_DIR = str(PROJECT_ROOT / "conf")
@@ -21,9 +23,12 @@ def _backbone_norm(name: str, which: str) -> list[float]:
 
 # `${sft_root:}` in conf/paths: the checkout that holds conf/ and sft/, wherever the run starts.
 # `${backbone_norm:efficientnet_lite0,mean}`: the input statistics a backbone's weights expect.
+# `${sft_run_dir:...}`, `${sft_config_subdir:...}`: run directories (conf/hydra, sft/utils/resume.py).
 for _name, _resolver in (
     ("sft_root", lambda: str(PROJECT_ROOT)),
     ("backbone_norm", _backbone_norm),
+    ("sft_run_dir", run_dir),
+    ("sft_config_subdir", config_subdir),
 ):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)

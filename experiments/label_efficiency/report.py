@@ -1,0 +1,348 @@
+"""Results table, plot and README of a label-efficiency study, generated from its run outputs.
+
+    python experiments/label_efficiency/report.py sst2
+    python experiments/label_efficiency/report.py cifar10
+
+Reads every job's `result.json` (written by `sft-train`) and `.hydra/` files under the study's
+sweep directories (STUDIES below), and writes into experiments/label_efficiency_<study>/:
+`results.csv` (one row per job), `accuracy_vs_labels.png` and `README.md` (the commands as Hydra
+recorded them, the hardware, wall times, mean ± std over seeds). Nothing is typed in by hand: run
+it on the machine that ran the sweeps, right after them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import shlex
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning
+import torch
+from matplotlib.figure import Figure
+from omegaconf import OmegaConf
+
+from sft.utils.run_result import COMPLETED, RESULT_FILE, RunResult
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Study:
+    key: str
+    title: str
+    # sweep directories (relative to the checkout), one per multirun of the study
+    sweeps: tuple[str, ...]
+    # the metric every job is scored by, and what it is measured on
+    metric: str
+    evaluated_on: str
+    out_dir: str
+
+
+STUDIES = {
+    "sst2": Study(
+        key="sst2",
+        title="SST-2 label efficiency: all-MiniLM-L6-v2",
+        sweeps=("outputs/studies/label_efficiency_sst2",),
+        metric="val/acc",
+        evaluated_on="the full GLUE SST-2 dev set, once, after the last training step",
+        out_dir="experiments/label_efficiency_sst2",
+    ),
+    "cifar10": Study(
+        key="cifar10",
+        title="CIFAR-10 label efficiency: EfficientNet-Lite0 (ImageNet) vs ResNet-18 from scratch",
+        sweeps=(
+            "outputs/studies/label_efficiency_cifar10",
+            "outputs/studies/label_efficiency_cifar10_scratch",
+        ),
+        metric="val/acc",
+        evaluated_on=(
+            "images held out from the CIFAR-10 training set (data.val_size of them, the same "
+            "for every seed and subset size), once, after the last training step"
+        ),
+        out_dir="experiments/label_efficiency_cifar10",
+    ),
+}
+
+METHODS = {
+    "linear_probe": "linear probe (frozen backbone)",
+    "finetune_linear": "fine-tuning, linear head",
+    "lpft_fused": "fused LP-FT",
+}
+BACKBONES = {
+    "huggingface": "MiniLM-L6",
+    "efficientnet_lite0": "EfficientNet-Lite0",
+    "resnet18": "ResNet-18",
+}
+
+
+@dataclass
+class Job:
+    arm: str
+    samples_per_class: int
+    seed: int
+    status: str
+    score: float | None
+    wall_time_s: float
+    error: str | None
+    output_dir: Path
+    config: dict
+
+
+def arm_name(cfg: dict, method: str | None) -> str:
+    """`<backbone>: <method>`; a backbone trained from random weights says so."""
+    backbone = cfg["model"]["backbone"]
+    name = BACKBONES.get(backbone["name"], backbone["name"])
+    if not backbone.get("pretrained", False):
+        name += " from scratch"
+        if method == "finetune_linear":  # nothing to fine-tune: plain training
+            return f"{name}, linear head"
+    return f"{name}: {METHODS.get(method, method or 'model default')}"
+
+
+def arm_order(arm: str) -> tuple[bool, int, str]:
+    """Table and legend order: the methods in METHODS' order, from-scratch baselines last."""
+    ranks = [i for i, label in enumerate(METHODS.values()) if arm.endswith(label)]
+    return "from scratch" in arm, ranks[0] if ranks else len(METHODS), arm
+
+
+def load_job(job_dir: Path, metric: str) -> Job:
+    result = RunResult.read(job_dir / RESULT_FILE)
+    cfg = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "config.yaml"))
+    choices = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
+    score = result.metrics.get(metric) if result.status == COMPLETED else None
+    return Job(
+        arm=arm_name(cfg, choices.get("method")),
+        samples_per_class=cfg["data"]["samples_per_class"],
+        seed=cfg["seed"],
+        status=result.status,
+        score=score,
+        wall_time_s=result.wall_time_s,
+        error=result.error,
+        output_dir=job_dir,
+        config=cfg,
+    )
+
+
+def sweep_command(sweep_dir: Path) -> str:
+    """The multirun's command line: the task overrides Hydra saved in multirun.yaml, and the
+    sweep directory (relative to the checkout, where sft-train runs)."""
+    hydra_cfg = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
+    overrides = [*hydra_cfg.overrides.task, f"hydra.sweep.dir={os.path.relpath(sweep_dir, ROOT)}"]
+    return " ".join(["sft-train -m", *map(shlex.quote, overrides)])
+
+
+def sweep_wall_time_s(sweep_dir: Path, jobs: list[Job]) -> float:
+    """From the sweep's start (multirun.yaml is written first) to the last job's result.json."""
+    start = (sweep_dir / "multirun.yaml").stat().st_mtime
+    return max((j.output_dir / RESULT_FILE).stat().st_mtime for j in jobs) - start
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def hardware() -> str:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu_model()}, {len(os.sched_getaffinity(0))} CPU cores available, {gpu}; "
+        f"torch {torch.__version__}, lightning {lightning.__version__}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(jobs: list[Job]) -> dict[str, dict[int, list[Job]]]:
+    by_arm: dict[str, dict[int, list[Job]]] = defaultdict(lambda: defaultdict(list))
+    for job in jobs:
+        by_arm[job.arm][job.samples_per_class].append(job)
+    return by_arm
+
+
+def write_csv(jobs: list[Job], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["arm", "samples_per_class", "seed", "status", "score", "wall_time_s", "run_dir"]
+        )
+        for j in sorted(jobs, key=lambda j: (arm_order(j.arm), j.samples_per_class, j.seed)):
+            score = "" if j.score is None else f"{j.score:.4f}"
+            writer.writerow(
+                [
+                    j.arm,
+                    j.samples_per_class,
+                    j.seed,
+                    j.status,
+                    score,
+                    f"{j.wall_time_s:.1f}",
+                    os.path.relpath(j.output_dir, ROOT),
+                ]
+            )
+
+
+def plot(by_arm: dict[str, dict[int, list[Job]]], chance: float, study: Study, path: Path) -> None:
+    # the object API, not pyplot: no GUI backend or global figure state in a script
+    fig = Figure(figsize=(7.2, 4.6))
+    ax = fig.subplots()
+    for arm, sizes in sorted(by_arm.items(), key=lambda item: arm_order(item[0])):
+        xs, means, stds = [], [], []
+        for size in sorted(sizes):
+            scores = [j.score for j in sizes[size] if j.score is not None]
+            if scores:
+                m, s = mean_std(scores)
+                xs.append(size), means.append(m), stds.append(s)
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=arm)
+    ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
+    ax.set_xscale("log")
+    sizes = sorted({size for by_size in by_arm.values() for size in by_size})
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled training examples per class")
+    ax.set_ylabel(f"accuracy ({study.metric})")
+    ax.set_title(study.title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def budget_rows(by_arm: dict[str, dict[int, list[Job]]]) -> list[str]:
+    """Each arm's training budget, read from its jobs' composed configs."""
+    rows = []
+    for arm, sizes in sorted(by_arm.items(), key=lambda item: arm_order(item[0])):
+        cfg = next(iter(sizes.values()))[0].config
+        model, trainer, data = cfg["model"], cfg["trainer"], cfg["data"]
+        input_size = model["backbone"].get("input_size")
+        rows.append(
+            f"| {arm} | {trainer['max_steps']} | {data['batch_size']} | {model['lr_backbone']:g} "
+            f"| {model['lr_head']:g} | {model['regularizer']} {model['reg_lambda']:g} "
+            f"| {input_size or 'native'} |"
+        )
+    return rows
+
+
+def readme(study: Study, jobs: list[Job], sweeps: list[Path], chance: float) -> str:
+    by_arm = summarise(jobs)
+    sizes = sorted({j.samples_per_class for j in jobs})
+    seeds = sorted({j.seed for j in jobs})
+    failed = [j for j in jobs if j.score is None]
+    lines = [
+        f"# {study.title}",
+        "",
+        f"Generated by `python experiments/label_efficiency/report.py` on "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {len(jobs)} jobs' `result.json` "
+        "(per job: `results.csv`). Accuracy is measured on "
+        f"{study.evaluated_on}; mean ± std over seeds {seeds} (n = completed seeds).",
+        "",
+        "## Commands",
+        "",
+        "```bash",
+        *(sweep_command(s) for s in sweeps),
+        f"python experiments/label_efficiency/report.py {study.key}",
+        "```",
+        "",
+        f"Hardware (the machine that ran the sweeps and this report): {hardware()}.",
+        "",
+        "Wall time: "
+        + "; ".join(
+            f"`{os.path.relpath(s, ROOT)}` {sweep_wall_time_s(s, [j for j in jobs if s in j.output_dir.parents]) / 60:.1f} min"
+            for s in sweeps
+        )
+        + f" (sum of the jobs' own times: {sum(j.wall_time_s for j in jobs) / 60:.1f} min).",
+        "",
+        "## Accuracy",
+        "",
+        "| method | " + " | ".join(f"{s} / class" for s in sizes) + " | mean time per job |",
+        "| --- | " + " | ".join("---" for _ in sizes) + " | --- |",
+    ]
+    for arm, by_size in sorted(by_arm.items(), key=lambda item: arm_order(item[0])):
+        cells = []
+        for size in sizes:
+            scores = [j.score for j in by_size.get(size, []) if j.score is not None]
+            if scores:
+                m, s = mean_std(scores)
+                cells.append(f"{m:.4f} ± {s:.4f} (n={len(scores)})")
+            else:
+                cells.append("n/a")
+        times = [j.wall_time_s for size_jobs in by_size.values() for j in size_jobs]
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {statistics.fmean(times):.0f} s |")
+    lines += [
+        "",
+        f"Chance (1 / number of classes): {chance:.4f}.",
+        "",
+        "![accuracy vs labels per class](accuracy_vs_labels.png)",
+        "",
+        "## Budget per job (from the jobs' configs)",
+        "",
+        "| method | steps | batch | LR backbone | LR head | regulariser | input size |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *budget_rows(by_arm),
+        "",
+        "The linear probe's head is the logistic-regression fit on frozen features; its one step "
+        "runs at learning rate 0 (conf/method/linear_probe.yaml).",
+    ]
+    trained_steps = {
+        cfg["trainer"]["max_steps"]
+        for by_size in by_arm.values()
+        for cfg in [next(iter(by_size.values()))[0].config]
+        if cfg["model"]["lr_head"] > 0
+    }
+    if len(trained_steps) > 1:
+        lines.append(
+            "The trained arms have different step budgets (table above): an arm with fewer steps "
+            "is budget-limited, not necessarily worse given the same training."
+        )
+    if failed:
+        lines += ["", f"## Failed jobs ({len(failed)} of {len(jobs)})", ""]
+        lines += [
+            f"- `{os.path.relpath(j.output_dir, ROOT)}`: {j.error or 'no ' + study.metric}"
+            for j in failed
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("study", choices=sorted(STUDIES))
+    parser.add_argument(
+        "--sweeps", nargs="+", type=Path, help="sweep directories (default: the study's)"
+    )
+    parser.add_argument("--out", type=Path, help="output folder (default: the study's)")
+    args = parser.parse_args()
+    study = STUDIES[args.study]
+    sweeps = [(ROOT / s).resolve() for s in (args.sweeps or study.sweeps)]
+    out = ROOT / (args.out or study.out_dir)
+
+    jobs = []
+    for sweep in sweeps:
+        if not (sweep / "multirun.yaml").is_file():
+            raise SystemExit(f"error: {sweep} is not a multirun sweep directory (no multirun.yaml)")
+        jobs += [load_job(p.parent, study.metric) for p in sorted(sweep.glob(f"*/{RESULT_FILE}"))]
+    if not jobs:
+        raise SystemExit(f"error: no {RESULT_FILE} under {', '.join(map(str, sweeps))}")
+
+    chance = 1 / jobs[0].config["model"]["num_classes"]
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(jobs, out / "results.csv")
+    plot(summarise(jobs), chance, study, out / "accuracy_vs_labels.png")
+    (out / "README.md").write_text(readme(study, jobs, sweeps, chance))
+    print(f"wrote {out}/README.md, results.csv, accuracy_vs_labels.png ({len(jobs)} jobs)")
+
+
+if __name__ == "__main__":
+    main()

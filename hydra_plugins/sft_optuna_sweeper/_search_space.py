@@ -1,0 +1,178 @@
+"""The search space: sweep overrides and explicit dicts -> Optuna distributions, and back to
+override strings for each trial."""
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    RangeSweep,
+    Transformer,
+)
+from hydra.errors import HydraException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalChoiceType,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from sft.utils.errors import SFTError
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass
+class SearchSpace:
+    """What every trial gets: sampled `distributions` (parameter name -> distribution, where the
+    name is the override's key) and `fixed` overrides passed as they are."""
+
+    distributions: dict[str, BaseDistribution] = field(default_factory=dict)
+    # (key, override): in order, as deleting and re-adding a key (`~k`, `+k=...`) needs both
+    fixed: list[tuple[str, str]] = field(default_factory=list)
+
+    def trial_overrides(self, params: Mapping[str, Any]) -> list[str]:
+        """The overrides of one trial: the fixed ones, then `key=value` per sampled parameter."""
+        sampled = [f"{key}={format_value(params[key])}" for key in self.distributions]
+        return [line for _, line in self.fixed] + sampled
+
+    def set_value(self, key: str, line: str | None = None, dist: BaseDistribution | None = None):
+        """The latest value of `key` wins: a distribution, or a fixed override `line`."""
+        self.distributions.pop(key, None)
+        self.fixed = [(k, old) for k, old in self.fixed if k != key or old.startswith("~")]
+        if dist is not None:
+            self.distributions[key] = dist
+        if line is not None:
+            self.fixed.append((key, line))
+
+
+def build_search_space(params: Mapping[str, Any], arguments: Iterable[str]) -> SearchSpace:
+    """`params` from the sweeper's config, then the command line's overrides (which win)."""
+    space = SearchSpace()
+    parser = OverridesParser.create()
+    for key, value in params.items():
+        if isinstance(value, Mapping | DictConfig) and "type" in value:
+            space.set_value(key, dist=distribution_from_dict(key, value))
+        else:
+            text = value if isinstance(value, str) else format_value(_plain(value))
+            _add(space, _parse(parser, f"{key}={text}"))
+    for argument in arguments:
+        _add(space, _parse(parser, argument))
+    return space
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if isinstance(value, DictConfig | ListConfig) else value
+
+
+def _parse(parser: OverridesParser, line: str) -> Override:
+    try:
+        return parser.parse_override(line)
+    except HydraException as exc:
+        raise SFTError(f"hydra.sweeper.params: cannot parse '{line}': {exc}") from exc
+
+
+def _add(space: SearchSpace, override: Override) -> None:
+    key = override.get_key_element().lstrip("+~")
+    if override.is_sweep_override():
+        space.set_value(key, dist=distribution_from_override(override))
+    elif override.is_delete():
+        space.fixed.append((key, override.input_line or f"~{key}"))
+    else:
+        assert override.input_line is not None
+        space.set_value(key, line=override.input_line)
+
+
+def distribution_from_override(override: Override) -> BaseDistribution:
+    """`a,b` / `choice(a,b)` -> categorical; `range(start,stop[,step])` -> int (or float with
+    float bounds) over the range's values (stop excluded, as in Hydra); `interval(low,high)` ->
+    float, or int with the `int` tag, log-scaled with the `log` tag."""
+    value = override.value()
+    key = override.get_key_element()
+    if isinstance(value, ChoiceSweep):
+        choices = list(override.sweep_iterator(transformer=Transformer.identity))
+        return CategoricalDistribution(_scalar_choices(key, choices))
+    if isinstance(value, RangeSweep):
+        values = list(override.sweep_iterator(transformer=Transformer.identity))
+        if not values:
+            raise SFTError(f"{override.input_line}: the range is empty")
+        low, high, step = min(values), max(values), abs(value.step)
+        if all(isinstance(v, int) for v in values):
+            return IntDistribution(low, high, step=int(step))
+        return FloatDistribution(float(low), float(high), step=float(step))
+    if isinstance(value, IntervalSweep):
+        assert value.start is not None and value.end is not None
+        log = "log" in value.tags
+        if "int" in value.tags:
+            return IntDistribution(int(value.start), int(value.end), log=log)
+        return FloatDistribution(value.start, value.end, log=log)
+    raise SFTError(
+        f"{override.input_line}: the Optuna sweeper takes choice, range and interval sweeps"
+    )
+
+
+def distribution_from_dict(key: str, spec: Mapping[str, Any]) -> BaseDistribution:
+    """{type: float|int, low, high, step?, log?} or {type: categorical, choices: [...]}."""
+    spec = dict(_plain(spec))
+    kind = spec.pop("type")
+    known = {"float": {"low", "high", "step", "log"}, "int": {"low", "high", "step", "log"}}
+    known["categorical"] = {"choices"}
+    if kind not in known:
+        raise SFTError(f"hydra.sweeper.params.{key}: type must be float, int or categorical")
+    unknown = set(spec) - known[kind]
+    if unknown:
+        raise SFTError(f"hydra.sweeper.params.{key}: unknown keys {sorted(unknown)} for {kind}")
+    try:
+        if kind == "categorical":
+            return CategoricalDistribution(_scalar_choices(key, list(spec["choices"])))
+        if kind == "int":
+            return IntDistribution(
+                int(spec["low"]),
+                int(spec["high"]),
+                step=int(spec.get("step") or 1),
+                log=bool(spec.get("log", False)),
+            )
+        return FloatDistribution(
+            float(spec["low"]),
+            float(spec["high"]),
+            step=spec.get("step"),
+            log=bool(spec.get("log", False)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SFTError(f"hydra.sweeper.params.{key}: {type(exc).__name__}: {exc}") from exc
+
+
+def _scalar_choices(key: str, choices: list[Any]) -> list[CategoricalChoiceType]:
+    # Optuna stores categorical choices as JSON scalars
+    if not choices or not all(isinstance(c, _SCALARS) for c in choices):
+        raise SFTError(f"{key}: choices must be a non-empty list of scalars, got {choices}")
+    return choices
+
+
+def format_value(value: Any) -> str:
+    """`value` as the right-hand side of an override that parses back to the same value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        parser = OverridesParser.create()
+        quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        for text in (value, quoted):
+            try:
+                if parser.parse_override(f"k={text}").value() == value:
+                    return text
+            except HydraException:
+                continue
+    raise SFTError(f"cannot write {value!r} as an override value")

@@ -1,0 +1,310 @@
+"""One Optuna sweep: ask a batch of trials, run them as Hydra jobs, tell Optuna how each ended,
+then write `optimization_results.yaml` in the sweep directory."""
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from hydra_plugins.sft_optuna_sweeper._search_space import (
+    SearchSpace,
+    build_search_space,
+    format_value,
+)
+from sft.callbacks.optuna_pruning import PRUNED_AT_STEP, PRUNER_CONFIG
+from sft.utils.errors import SFTError
+from sft.utils.run_result import FAILED, RESULT_FILE, RunResult
+
+log = logging.getLogger(__name__)
+
+STORAGE_FILE = "optuna.db"
+RESULTS_FILE = "optimization_results.yaml"
+PRUNING_CALLBACK = "sft.callbacks.optuna_pruning.OptunaPruning"
+# trial user attributes the sweeper sets
+OUTPUT_DIR = "output_dir"
+DUPLICATE_OF = "duplicate_of"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class OptunaSweep:
+    def __init__(
+        self,
+        *,
+        hydra_context: HydraContext,
+        task_function: TaskFunction,
+        config: DictConfig,
+        direction: str,
+        study_name: str,
+        storage: str | None,
+        n_trials: int,
+        n_jobs: int,
+        seed: int | None,
+        monitor: str | None,
+        sampler: DictConfig,
+        pruner: DictConfig,
+        params: DictConfig | dict,
+        enqueue_trials: Sequence[Any],
+    ) -> None:
+        if direction not in ("maximize", "minimize"):
+            raise SFTError(
+                f"hydra.sweeper.direction must be maximize or minimize, not {direction!r}"
+            )
+        if n_trials < 0 or n_jobs < 1:
+            raise SFTError("hydra.sweeper: n_trials must be >= 0 and n_jobs >= 1")
+        self.config = config
+        self.hydra_context = hydra_context
+        self.direction = direction
+        self.study_name = study_name
+        self.storage = storage
+        self.n_trials = n_trials
+        self.n_jobs = n_jobs
+        self.seed = seed
+        self.monitor = monitor or config.get("optimized_metric")
+        self.sampler_config = sampler
+        self.pruner_config = pruner
+        self.params = params
+        self.enqueue_trials = [
+            OmegaConf.to_container(p) if isinstance(p, DictConfig) else dict(p)
+            for p in enqueue_trials
+        ]
+        self.validated = False
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def run(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        space = build_search_space(self.params, arguments)
+        if not space.distributions:
+            raise SFTError(
+                "the Optuna sweeper has nothing to search: set hydra.sweeper.params or give a "
+                "sweep such as model.lr_head=tag(log,interval(1e-4,1e-2))"
+            )
+        storage = self.storage or f"sqlite:///{sweep_dir / STORAGE_FILE}"
+        study, n_before = self.open_study(storage, space)
+        log.info(
+            f"Optuna study '{self.study_name}' ({storage}): {n_before} trials so far, "
+            f"adding {self.n_trials}; search space: {space.distributions}"
+        )
+        returns: list[Sequence[JobReturn]] = []
+        remaining = self.n_trials
+        while remaining > 0:
+            batch = [study.ask(space.distributions) for _ in range(min(self.n_jobs, remaining))]
+            remaining -= len(batch)
+            try:
+                returns.extend(self.run_batch(study, space, storage, batch))
+            except BaseException:
+                # an interrupted or broken batch must not leave trials RUNNING in the study
+                for trial in batch:
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+        write_results(study, sweep_dir / RESULTS_FILE, storage)
+        return returns
+
+    def open_study(self, storage: str, space: SearchSpace) -> tuple[optuna.Study, int]:
+        """Create the study or load it (and its number of trials); the sampler's seed moves on
+        with the study's size."""
+        pruner = instantiate(self.pruner_config)
+        try:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=self.study_name,
+                direction=self.direction,
+                pruner=pruner,
+                load_if_exists=True,
+            )
+        except (ValueError, ImportError) as exc:  # a malformed URL, a missing database driver
+            raise SFTError(f"cannot open Optuna storage {storage!r}: {exc}") from exc
+        if study.direction.name.lower() != self.direction:
+            raise SFTError(
+                f"study '{self.study_name}' in {storage} was created to "
+                f"{study.direction.name.lower()}, not {self.direction}"
+            )
+        n_before = len(study.trials)
+        seed = None if self.seed is None else self.seed + n_before
+        study.sampler = instantiate(self.sampler_config, seed=seed)
+        # the jobs' pruning callbacks build the same pruner from the study (only storage is shared)
+        study.set_user_attr(PRUNER_CONFIG, OmegaConf.to_container(self.pruner_config, resolve=True))
+        for params in self.enqueue_trials:
+            unknown = set(params) - set(space.distributions)
+            if unknown:
+                raise SFTError(f"hydra.sweeper.enqueue_trials: {sorted(unknown)} are not searched")
+            study.enqueue_trial(params, skip_if_exists=True)
+        return study, n_before
+
+    def run_batch(
+        self, study: optuna.Study, space: SearchSpace, storage: str, batch: list[Trial]
+    ) -> list[Sequence[JobReturn]]:
+        finished = {
+            params_key(t.params): t.number
+            for t in study.get_trials(deepcopy=False, states=FINISHED)
+        }
+        to_run: list[Trial] = []
+        duplicates: list[tuple[Trial, int]] = []
+        for trial in batch:
+            key = params_key(trial.params)
+            if key in finished:
+                duplicates.append((trial, finished[key]))
+            else:
+                finished[key] = trial.number
+                to_run.append(trial)
+
+        overrides = {t.number: self.trial_overrides(t, space, storage) for t in to_run}
+        if not self.validated and to_run:
+            # compose one trial's config up front (every trial has the same keys): a bad key
+            # fails the sweep once with one line; composing each job twice would cost a lot
+            self.validate(overrides[to_run[0].number])
+            self.validated = True
+        returns = []
+        # job number = trial number: a re-run's jobs get new directories
+        for chunk in consecutive_runs(to_run):
+            results = self.launcher.launch(
+                [overrides[t.number] for t in chunk], initial_job_idx=chunk[0].number
+            )
+            for trial, result in zip(chunk, results, strict=True):
+                tell(study, trial, result)
+            returns.append(results)
+        for trial, original in duplicates:
+            repeat(study, trial, original)
+        return returns
+
+    def trial_overrides(self, trial: Trial, space: SearchSpace, storage: str) -> list[str]:
+        overrides = space.trial_overrides(trial.params)
+        if self.monitor:
+            pruning = {
+                "_target_": PRUNING_CALLBACK,
+                "storage": storage,
+                "study_name": self.study_name,
+                # the job's number is its trial's (see run_batch); written as an interpolation
+                # the override is the same for every job, so sweep summaries list it once
+                "trial_number": "${hydra:job.num}",
+                "monitor": self.monitor,
+            }
+            fields = ",".join(f"{k}:{format_value(v)}" for k, v in pruning.items())
+            overrides.append(f"++callbacks.optuna_pruning={{{fields}}}")
+        return overrides
+
+    def validate(self, overrides: list[str]) -> None:
+        try:
+            self.hydra_context.config_loader.load_sweep_config(
+                master_config=self.config, sweep_overrides=list(overrides)
+            )
+        except HydraException as exc:
+            reason = " ".join(str(exc).split())
+            raise SFTError(f"the trials' overrides do not compose: {reason}") from exc
+
+
+def params_key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+
+def consecutive_runs(trials: list[Trial]) -> Iterator[list[Trial]]:
+    """Trials in runs of consecutive numbers (one launch each, so job numbers match)."""
+    run: list[Trial] = []
+    for trial in sorted(trials, key=lambda t: t.number):
+        if run and trial.number != run[-1].number + 1:
+            yield run
+            run = []
+        run.append(trial)
+    if run:
+        yield run
+
+
+def tell(study: optuna.Study, trial: Trial, result: JobReturn) -> None:
+    """Failed job -> FAIL; stopped by the pruning callback -> PRUNED (whatever it returned, a
+    diverged trial's NaN included); no value or NaN -> FAIL; else COMPLETE with the value."""
+    output_dir = result.hydra_cfg.hydra.runtime.output_dir if result.hydra_cfg else None
+    if output_dir:
+        trial.set_user_attr(OUTPUT_DIR, str(output_dir))
+    failure = None
+    if result.status == JobStatus.FAILED:
+        try:
+            result.return_value  # noqa: B018 (a failed job's return_value raises its error)
+        except Exception as exc:
+            failure = f"the job raised {type(exc).__name__}: {exc}"
+    elif output_dir and (Path(output_dir) / RESULT_FILE).exists():
+        recorded = RunResult.read(Path(output_dir) / RESULT_FILE)
+        if recorded.status == FAILED:
+            failure = f"the job failed: {recorded.error}"
+    pruned_at = stored(study, trial.number).user_attrs.get(PRUNED_AT_STEP)
+    if failure is None and pruned_at is not None:
+        study.tell(trial, state=TrialState.PRUNED)
+        log.info(f"Trial {trial.number} pruned after validation {pruned_at}")
+        return
+    value = None if failure else result.return_value
+    if failure is None and not _is_number(value):
+        failure = f"the job returned {value!r}, not a number"
+    if failure is not None:
+        study.tell(trial, state=TrialState.FAIL)
+        log.warning(f"Trial {trial.number} failed: {failure}")
+    else:
+        study.tell(trial, float(value))
+        log.info(f"Trial {trial.number}: {value} with {trial.params}")
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        return not math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def stored(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial `number` as the storage has it now (a `Trial` object caches its attributes, and
+    the job's pruning callback writes them from its own process)."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+def repeat(study: optuna.Study, trial: Trial, original_number: int) -> None:
+    """A trial that repeats finished parameters is not run again: it gets the original's result."""
+    original = stored(study, original_number)
+    trial.set_user_attr(DUPLICATE_OF, original_number)
+    if original.state == TrialState.COMPLETE:
+        study.tell(trial, original.values)
+    else:
+        study.tell(trial, state=original.state if original.state in FINISHED else TrialState.FAIL)
+    log.info(f"Trial {trial.number} repeats trial {original_number}'s parameters: not run again")
+
+
+def write_results(study: optuna.Study, path: Path, storage: str) -> None:
+    """optimization_results.yaml: the best trial, the study's storage and trial counts."""
+    trials = study.get_trials(deepcopy=False)
+    completed = [t for t in trials if t.state == TrialState.COMPLETE]
+    best: FrozenTrial | None = study.best_trial if completed else None
+    results = {
+        "name": "sft_optuna",
+        "study_name": study.study_name,
+        "storage": storage,
+        "direction": study.direction.name.lower(),
+        "best_trial": best.number if best else None,
+        "best_value": best.value if best else None,
+        "best_params": dict(best.params) if best else None,
+        "best_overrides": [f"{k}={format_value(v)}" for k, v in best.params.items()]
+        if best
+        else None,
+        "best_output_dir": best.user_attrs.get(OUTPUT_DIR) if best else None,
+        "n_trials": {
+            state.name.lower(): n
+            for state, n in sorted(
+                Counter(t.state for t in trials).items(), key=lambda s: s[0].value
+            )
+        },
+    }
+    OmegaConf.save(OmegaConf.create(results), path)
+    if best is None:
+        log.warning(f"No trial completed: {path}")
+    else:
+        log.info(f"Best trial {best.number}: {best.value} with {best.params}; see {path}")

@@ -1,0 +1,108 @@
+"""SIGTERM / SIGINT during training: finish the current batch, save last.ckpt, exit with a hint.
+
+Lightning 2.6 alone does not save on either: on SIGTERM it stops after the batch without a
+checkpoint (and exits with status 0), on Ctrl-C it raises KeyboardInterrupt wherever the program
+is, possibly half way through an optimizer step. Here both signals only set a flag; the stop
+happens at the end of a training batch or of a validation run, the points where ModelCheckpoint
+saves too, so the checkpoint resumes exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(SystemExit):
+    """Exit status 1 and the message on stderr, without a traceback."""
+
+
+def resume_command(run_dir: str) -> str:
+    """`sft-train <this run's overrides> resume=<run_dir>` (without the overrides outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    except ValueError:  # not started by hydra.main (tests, notebooks)
+        overrides = []
+    return shlex.join(["sft-train", *overrides, f"resume={run_dir}"])
+
+
+class GracefulInterrupt(Callback):
+    """Turn SIGTERM / SIGINT during `fit` into: save `last.ckpt`, log how to resume, exit 1.
+
+    A second Ctrl-C while waiting for the batch to end interrupts at once (no checkpoint).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self._received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self._received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self._received = signum
+        log.warning(f"received {signal.Signals(signum).name}: stopping after this batch")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._received = None
+        try:
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handler)
+        except ValueError:  # not the main thread: signals cannot be handled here
+            self._previous.clear()
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore_handlers()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self._stop_if_signalled(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._stop_if_signalled(trainer)
+
+    def _stop_if_signalled(self, trainer: L.Trainer) -> None:
+        # Every DDP rank must stop (and save) together, whichever of them got the signal.
+        if not trainer.strategy.reduce_boolean_decision(self._received is not None, all=False):
+            return
+        path = checkpoint_dir(trainer) / "last.ckpt"
+        trainer.save_checkpoint(path, weights_only=False)
+        name = signal.Signals(self._received).name if self._received else "a signal"
+        message = (
+            f"interrupted by {name} at epoch {trainer.current_epoch} step {trainer.global_step}: "
+            f"saved {path}; resume with: {resume_command(trainer.default_root_dir)}"
+        )
+        if trainer.is_global_zero:
+            log.warning(message)
+        raise TrainingInterrupted(message)
+
+
+def checkpoint_dir(trainer: L.Trainer) -> Path:
+    """Where this run's checkpoints (and so last.ckpt) go."""
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath:
+            return Path(cb.dirpath)
+    return Path(trainer.default_root_dir) / "checkpoints"

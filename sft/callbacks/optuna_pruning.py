@@ -1,0 +1,84 @@
+"""Optuna pruning for a trial that runs as its own job: report the monitored metric after every
+validation and stop training when the study's pruner says so.
+
+The sft_optuna sweeper (hydra_plugins/sft_optuna_sweeper) adds this callback to each trial's
+job; the job may run in another process, so everything comes through the study's storage.
+optuna-integration's PyTorchLightningPruningCallback needs the live `Trial` object and raises
+TrialPruned out of `fit`, which would make the job a failure; here a pruned trial stops like an
+early-stopped run (its metrics and checkpoints are kept) and is marked for the sweeper, which
+tells Optuna it was PRUNED.
+"""
+
+import logging
+import math
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+
+log = logging.getLogger(__name__)
+
+# study user attribute: the pruner's config (`_target_` + arguments), set by the sweeper
+PRUNER_CONFIG = "sft_pruner"
+# trial user attribute: the validation step at which the trial was pruned
+PRUNED_AT_STEP = "pruned_at_step"
+
+
+class OptunaPruning(Callback):
+    """Report `monitor` to trial `trial_number` of study `study_name` in `storage` after each
+    validation (step = validations so far: the epoch when validating once per epoch) and stop
+    training when the trial should be pruned. Rank 0 talks to the storage; all ranks stop."""
+
+    def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str) -> None:
+        self.storage = storage
+        self.study_name = study_name
+        self.trial_number = trial_number
+        self.monitor = monitor
+        self.trial: Any = None  # optuna.trial.Trial, on rank 0
+        self.validations = 0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or not trainer.is_global_zero or self.trial is not None:
+            return
+        import optuna  # late: only trials of a sweep pay for the import
+
+        storage = optuna.storages.get_storage(self.storage)
+        study_id = storage.get_study_id_from_name(self.study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number)
+        pruner_config = storage.get_study_user_attrs(study_id).get(PRUNER_CONFIG)
+        pruner = instantiate(pruner_config) if pruner_config else optuna.pruners.NopPruner()
+        study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=pruner)
+        self.trial = optuna.trial.Trial(study, trial_id)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        step = self.validations
+        self.validations += 1
+        prune = False
+        if trainer.is_global_zero:
+            prune = self._report(trainer, step)
+        prune = trainer.strategy.broadcast(prune, src=0)
+        if prune:
+            trainer.should_stop = True
+
+    def _report(self, trainer: L.Trainer, step: int) -> bool:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            log.warning(
+                f"Optuna pruning: metric {self.monitor!r} not logged "
+                f"(have {sorted(trainer.callback_metrics)}); nothing reported"
+            )
+            return False
+        value = float(value)
+        self.trial.report(value, step)
+        if not self.trial.should_prune():
+            return False
+        self.trial.set_user_attr(PRUNED_AT_STEP, step)
+        shown = value if math.isfinite(value) else str(value)
+        log.info(
+            f"Optuna trial {self.trial_number} pruned at validation {step} "
+            f"({self.monitor}={shown}): stopping training"
+        )
+        return True

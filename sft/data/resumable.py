@@ -1,0 +1,103 @@
+"""A training DataLoader whose position inside an epoch survives a checkpoint.
+
+Lightning 2.6 saves `state_dict()` of every training loader that has one (`_Stateful`) with each
+checkpoint and calls `load_state_dict()` before it creates the iterator of a resumed fit, so a
+run resumed from a mid-epoch (step) checkpoint gets exactly the batches the interrupted run had
+not trained on. Hand-written rather than torchdata's StatefulDataLoader: that one re-implements
+the whole DataLoader and draws its shuffling seed at a different point of the global RNG stream,
+which would change every seeded run; here only the sampler knows the order of a pass.
+
+The sampler must offer `pass_state() -> dict` (what reproduces the current pass's order) and
+`resume_pass(state, skip)` (the next pass repeats that order without its first `skip` indices):
+`ResumableRandomSampler` and `LengthGroupedSampler` do. Any other sampler (e.g. the
+DistributedSampler Lightning puts in under DDP) finishes the interrupted epoch with batches of a
+fresh pass, with a warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sized
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, RandomSampler
+
+
+class ResumableRandomSampler(RandomSampler):
+    """`RandomSampler` (no replacement, no generator) that can repeat a pass: the same order.
+
+    Like torch's, each pass draws its seed from the global torch RNG when iteration starts (so
+    seeded runs shuffle exactly as before); the seed is kept, so a resumed pass rebuilds the
+    same permutation.
+    """
+
+    def __init__(self, data_source: Sized) -> None:
+        super().__init__(data_source)
+        self._seed: int | None = None
+        self._resume: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.data_source)
+
+    def __iter__(self) -> Iterator[int]:
+        if self._resume is not None:
+            (seed, skip), self._resume = self._resume, None
+        else:
+            seed, skip = int(torch.empty((), dtype=torch.int64).random_().item()), 0
+        self._seed = seed
+        order = torch.randperm(len(self.data_source), generator=torch.Generator().manual_seed(seed))
+        yield from order[skip:].tolist()
+
+    def pass_state(self) -> dict[str, Any]:
+        return {"seed": self._seed}
+
+    def resume_pass(self, state: dict[str, Any], skip: int) -> None:
+        self._resume = (int(state["seed"]), skip)
+
+
+def _resumable(sampler: Any) -> bool:
+    return hasattr(sampler, "pass_state") and hasattr(sampler, "resume_pass")
+
+
+class ResumableDataLoader(DataLoader):
+    """DataLoader that counts the batches it served in the current pass and can skip them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._served = 0
+        self._pending: dict[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        pending, self._pending = self._pending, None
+        skip = 0
+        if pending is not None:
+            skip = int(pending["batches"])
+            self.sampler.resume_pass(pending["sampler"], skip * self.batch_size)
+        # The iterator is created here, not lazily: torch draws its base seed now.
+        batches = super().__iter__()
+        self._served = skip
+        return self._count(batches)
+
+    def _count(self, batches: Iterator[Any]) -> Iterator[Any]:
+        for batch in batches:
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain ints and strings only: checkpoints must load with `weights_only=True`."""
+        sampler = self.sampler.pass_state() if _resumable(self.sampler) else None
+        return {"batches": self._served, "sampler": sampler}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        batches = int(state.get("batches", 0))
+        # A finished pass (checkpoint at the end of an epoch) leaves nothing to skip.
+        if not 0 < batches < len(self):
+            return
+        if state.get("sampler") is None or not _resumable(self.sampler) or self.batch_size is None:
+            rank_zero_warn(
+                f"Cannot restore the position inside the epoch with {type(self.sampler).__name__}:"
+                " the rest of the interrupted epoch comes from a fresh pass over the data."
+            )
+            return
+        self._pending = {"batches": batches, "sampler": state["sampler"]}

@@ -1,0 +1,171 @@
+"""Export entry point: checkpoint -> self-contained TorchScript / ONNX models (+ a Hugging Face
+folder for text backbones), each checked against the checkpoint on real inputs.
+
+sft-export ckpt_path=outputs/train/<name>/<run>/checkpoints/last.ckpt
+sft-export ckpt_path=... formats=[onnx] output_dir=deploy/
+"""
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from sft.inference.bundle import InferenceBundle, load_bundle
+from sft.inference.deployable import (
+    build_deployable,
+    parity_inputs,
+    reference_logits,
+    sub_batch,
+)
+from sft.inference.exporters import (
+    Runner,
+    export_hf,
+    export_onnx,
+    export_torchscript,
+    input_names,
+)
+from sft.utils.cli import checks_overrides
+from sft.utils.config import CONF_DIR
+from sft.utils.errors import SFTError, report_user_errors
+
+log = logging.getLogger(__name__)
+FORMATS = ("torchscript", "onnx", "hf")
+
+
+def check_formats(formats: Any, modality: str) -> list[str]:
+    if formats is None:  # everything the model supports
+        return ["torchscript", "onnx", *(["hf"] if modality == "text" else [])]
+    formats = [str(f) for f in formats]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise SFTError(f"formats: expected a list of {', '.join(FORMATS)}, got {formats}")
+    if "hf" in formats and modality != "text":
+        raise SFTError("formats: hf (a save_pretrained folder) is for text backbones only")
+    return formats
+
+
+@torch.no_grad()
+def max_abs_diff(run: Runner, args: tuple[torch.Tensor, ...], reference: torch.Tensor) -> float:
+    return float((run(args).float() - reference).abs().max())
+
+
+Checks = list[tuple[tuple[torch.Tensor, ...], torch.Tensor]]
+
+
+def float32_rounding(module: torch.nn.Module, checks: Checks) -> float:
+    """Largest |float64 - float32 checkpoint logits| of the model itself: the rounding floor
+    that an export running other kernels (onnxruntime's convolutions) cannot be expected to beat."""
+    wide = copy.deepcopy(module).double()
+    with torch.no_grad():
+        return max(
+            float(
+                (wide(*(a.double() if a.is_floating_point() else a for a in args)) - ref)
+                .abs()
+                .max()
+            )
+            for args, ref in checks
+        )
+
+
+def check_parity(
+    name: str, run: Runner, checks: Checks, atol: float, module: torch.nn.Module
+) -> float:
+    """Largest |exported - checkpoint| over the parity batches; SFTError above `atol`."""
+    diff = max(max_abs_diff(run, args, ref) for args, ref in checks)
+    print(f"{name}: max abs diff vs the checkpoint {diff:.2e} (atol {atol:g})")
+    if diff <= atol:
+        return diff
+    # also NaN: not faithful. Else tell float32 rounding (deep conv nets: ~1e-5) from a bug.
+    floor = float32_rounding(module, checks) if diff == diff else float("inf")
+    hint = (
+        f"the checkpoint model itself in float64 differs from float32 by {floor:.2g}, so this "
+        f"is float32 rounding of other kernels: pass atol={4 * floor:.1g} to accept it"
+        if diff <= 4 * floor
+        else "the export is not faithful"
+    )
+    raise SFTError(
+        f"{name} export differs from the checkpoint by {diff:.3g} > atol={atol:g} on real "
+        f"inputs; {hint}"
+    )
+
+
+def metadata(bundle: InferenceBundle, files: dict[str, str], diffs: dict[str, float]) -> dict:
+    """What a user needs to feed the exported models and read their outputs."""
+    meta: dict[str, Any] = {
+        "checkpoint": str(bundle.ckpt_path.resolve()),
+        "modality": bundle.modality,
+        "class_names": bundle.class_names,
+        "inputs": input_names(bundle.modality),
+        "outputs": ["logits"],
+        "files": files,
+        "parity_max_abs_diff": diffs,
+    }
+    if bundle.modality == "text":
+        meta.update(
+            tokenizer="tokenizer/ (AutoTokenizer.from_pretrained)",
+            max_length=bundle.datamodule.max_length,
+            input_dtype="int64 (batch, sequence)",
+        )
+    else:
+        mean, std = bundle.mean_std
+        meta.update(
+            image_size=bundle.image_size,
+            input_format="float32 (batch, 3, image_size, image_size), RGB in [0, 1]",
+            normalization={"mean": list(mean), "std": list(std), "note": "inside the model"},
+        )
+    return meta
+
+
+def export(cfg: DictConfig) -> Path:
+    """Write the exports and metadata.json to the output folder; returns it."""
+    samples = cfg.parity_samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise SFTError(f"parity_samples must be an integer >= 2, got {samples!r}")
+    bundle = load_bundle(cfg.ckpt_path, "cpu")
+    formats = check_formats(cfg.formats, bundle.modality)
+    out = Path(cfg.output_dir or Path(cfg.paths.output_dir) / "export")
+    out.mkdir(parents=True, exist_ok=True)
+
+    module = build_deployable(bundle)
+    args = parity_inputs(bundle, samples)
+    smaller = sub_batch(args, bundle.modality)
+    checks = [(a, reference_logits(bundle, a)) for a in (args, smaller)]
+    what = "validation texts" if bundle.modality == "text" else "images"
+    print(
+        f"parity inputs: {args[0].shape[0]} real {what}, and a sub-batch of {smaller[0].shape[0]}"
+    )
+    diffs = {"folded": check_parity("folded model", lambda a: module(*a), checks, cfg.atol, module)}
+
+    files: dict[str, str] = {}
+    if bundle.modality == "text" and {"torchscript", "onnx"} & set(formats):
+        bundle.datamodule.tokenizer.save_pretrained(out / "tokenizer")
+        files["tokenizer"] = "tokenizer/"
+    for fmt in formats:
+        if fmt == "torchscript":
+            path, run = export_torchscript(module, args, out / "model.pt")
+        elif fmt == "onnx":
+            path, run = export_onnx(
+                module, args, out / "model.onnx", bundle.modality, cfg.onnx.dynamo, cfg.onnx.opset
+            )
+        else:
+            path, run = export_hf(bundle, module.head, out / "hf")
+        diffs[fmt] = check_parity(fmt, run, checks, cfg.atol, module)
+        files[fmt] = path.name + ("/" if path.is_dir() else "")
+    (out / "metadata.json").write_text(json.dumps(metadata(bundle, files, diffs), indent=1))
+    print(f"exported {', '.join(formats)} to {out}")
+    return out
+
+
+@checks_overrides(config_name="export")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
+def main(cfg: DictConfig) -> None:
+    report_user_errors(lambda: export(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""A checkpoint's model with what inference needs beside it: modality, class names, and the
+datamodule that knows the input pipeline (tokenizer, image size and normalisation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torchvision.transforms import v2
+
+from sft.models.backbones import backbone_modality
+from sft.models.classifier import SFTClassifier
+from sft.models.loading import datamodule_from_checkpoint, load_classifier, read_checkpoint
+from sft.utils.errors import SFTError
+
+Modality = Literal["image", "text"]
+# CIFAR-10 images are 32x32; other image datamodules record `image_size`
+CIFAR_IMAGE_SIZE = 32
+
+
+@dataclass
+class InferenceBundle:
+    model: SFTClassifier
+    datamodule: Any
+    class_names: list[str]
+    modality: Modality
+    ckpt_path: Path
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square images the model was trained on."""
+        return int(getattr(self.datamodule, "image_size", CIFAR_IMAGE_SIZE))
+
+    @property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        transform = self.datamodule.transform
+        return tuple(transform.mean), tuple(transform.std)
+
+    def decode_transform(self) -> v2.Compose:
+        """PIL image -> uint8 (3, S, S) at the training resolution, as the image folders do."""
+        size = self.image_size
+        return v2.Compose([v2.Resize((size, size), antialias=True), v2.PILToTensor()])
+
+    def image_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (or [0, 1] float) images -> the model's normalised float input (eval transform)."""
+        labels = torch.zeros(images.shape[0], dtype=torch.int64)
+        return self.datamodule.transform_batch((images, labels), train=False)[0]
+
+    def tokenize(self, texts: list[str], pairs: list[str] | None = None) -> list[dict[str, Any]]:
+        """Token ids per text, truncated as in training; `collate` pads a list of them."""
+        dm = self.datamodule
+        tokenizer = dm.tokenizer
+        encoded = tokenizer(
+            texts,
+            pairs,
+            truncation=True,
+            max_length=dm.max_length,
+            return_attention_mask=False,
+            return_token_type_ids="token_type_ids" in tokenizer.model_input_names,
+        )
+        keys = list(encoded.keys())
+        return [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return self.datamodule.collator(features)
+
+    @torch.no_grad()
+    def logits(self, inputs: Any) -> torch.Tensor:
+        """Logits of the checkpoint model (on its device) for a prepared batch."""
+        device = next(self.model.parameters()).device
+        if isinstance(inputs, dict):
+            inputs = {k: v.to(device) for k, v in inputs.items() if k != "labels"}
+        else:
+            inputs = inputs.to(device)
+        return self.model(inputs).float()
+
+
+def load_bundle(ckpt_path: str | Path, device: str = "cpu") -> InferenceBundle:
+    """Model (eval mode, on `device`), datamodule and class names of a training checkpoint."""
+    ckpt_path = Path(ckpt_path).expanduser()
+    checkpoint = read_checkpoint(ckpt_path)
+    model = load_classifier(ckpt_path).to(resolve_device(device))
+    datamodule = datamodule_from_checkpoint(ckpt_path)
+    modality = backbone_modality(model.hparams.backbone["name"])
+    names = checkpoint.get("class_names") or _class_names_from_data(datamodule)
+    if len(names) != model.hparams.num_classes:
+        raise SFTError(
+            f"checkpoint {ckpt_path}: {len(names)} class names for a "
+            f"{model.hparams.num_classes}-class model"
+        )
+    return InferenceBundle(model, datamodule, list(names), modality, ckpt_path)
+
+
+def _class_names_from_data(datamodule: Any) -> list[str]:
+    # Checkpoints written before they recorded class names: ask the data (reads the label set).
+    names = getattr(datamodule, "label_names", None)
+    if names:
+        return [str(n) for n in names]
+    datamodule.setup("validate")
+    return list(datamodule.class_names)
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto`: the GPU when there is one; else the torch device named."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise SFTError(
+            f"device={device!r} is not a torch device (cpu, cuda, cuda:1, auto)"
+        ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SFTError(f"device={device!r}: no CUDA GPU is available here; use device=cpu")
+    return resolved

@@ -1,0 +1,154 @@
+"""Writers of the export formats, each with a runner that loads the written files back the way a
+user without sft would (torch.jit.load, onnxruntime, transformers) for the parity check."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sft.inference.bundle import InferenceBundle
+from sft.utils.errors import SFTError
+
+EXPORT_EXTRA_HINT = "pip install 'sft[export]'"
+# Runs a written export on deployable-module arguments, returns logits as a CPU tensor.
+Runner = Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
+
+
+def input_names(modality: str) -> list[str]:
+    return ["input_ids", "attention_mask"] if modality == "text" else ["images"]
+
+
+def export_torchscript(
+    module: nn.Module, args: tuple[torch.Tensor, ...], path: Path
+) -> tuple[Path, Runner]:
+    """`torch.jit.trace`: the exported graph holds no Python, so no sft either."""
+    with torch.no_grad(), warnings.catch_warnings():
+        # Shape-dependent Python branches get fixed for the example's layout (e.g. "q_length
+        # > 1"); the parity check on another batch and sequence size shows they generalise.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(module, args)
+    traced.save(str(path))
+    loaded = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        with torch.no_grad():
+            return loaded(*inputs)
+
+    return path, run
+
+
+def export_onnx(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    modality: str,
+    dynamo: bool = True,
+    opset: int | None = None,
+) -> tuple[Path, Runner]:
+    """`torch.onnx.export` with a dynamic batch (and sequence) axis, checked with onnxruntime.
+
+    dynamo=True is torch's default exporter (torch.export + onnxscript); dynamo=False the
+    deprecated TorchScript-based one, several times faster to run on small models.
+    """
+    try:
+        import onnxruntime as ort
+
+        if dynamo:
+            import onnxscript  # noqa: F401  (torch's dynamo exporter needs it)
+    except ImportError as exc:
+        raise SFTError(f"ONNX export needs {exc.name}: {EXPORT_EXTRA_HINT}") from None
+    # onnxscript/onnx_ir log every optimisation pass at INFO: noise in a run's log
+    for logger in ("onnxscript", "onnx_ir"):
+        logging.getLogger(logger).setLevel(logging.WARNING)
+    names = input_names(modality)
+    dims = {0: "batch", 1: "sequence"} if modality == "text" else {0: "batch"}
+    options: dict = {"opset_version": opset} if opset is not None else {}
+    if dynamo:
+        # one Dim object per axis name: input_ids and attention_mask share batch and sequence
+        shared = {v: torch.export.Dim(v) for v in dims.values()}
+        shapes = {k: {i: shared[v] for i, v in dims.items()} for k in names}
+        # one self-contained file, unless the weights pass protobuf's 2 GB limit
+        size = sum(p.numel() * p.element_size() for p in module.parameters())
+        options.update(dynamic_shapes=shapes, external_data=size > 1_800_000_000)
+    else:
+        options.update(dynamic_axes={**{k: dims for k in names}, "logits": {0: "batch"}})
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer / deprecation chatter; parity is checked below
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=dynamo,
+            input_names=names,
+            output_names=["logits"],
+            **options,
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def run(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        feeds = {n: t.cpu().numpy() for n, t in zip(names, inputs, strict=True)}
+        return torch.from_numpy(session.run(["logits"], feeds)[0])
+
+    return path, run
+
+
+def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[Path, Runner]:
+    """A `save_pretrained` folder: the encoder, its tokenizer, and the folded head.
+
+    Our pooling (mean over real tokens, or [CLS]) and head are not a transformers class, so the
+    head goes beside the encoder as `classifier_head.safetensors` (weight, bias) with
+    `sft_head.json` saying how logits are computed; `config.json` carries the class names.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoModel
+
+    encoder = bundle.model.backbone
+    if not hasattr(encoder, "model") or not hasattr(encoder, "pooling"):
+        raise SFTError("formats=[hf] needs a Hugging Face text backbone (backbone huggingface)")
+    if not isinstance(head, nn.Linear):
+        raise SFTError("formats=[hf] needs a head that folds into one Linear (branch linear/none)")
+    names = bundle.class_names
+    hf_model = encoder.model
+    hf_model.config.id2label = dict(enumerate(names))
+    hf_model.config.label2id = {n: i for i, n in enumerate(names)}
+    folder.mkdir(parents=True, exist_ok=True)
+    hf_model.save_pretrained(folder)
+    bundle.datamodule.tokenizer.save_pretrained(folder)
+    save_file(
+        {"weight": head.weight.detach().cpu().contiguous(), "bias": head.bias.detach().cpu()},
+        str(folder / "classifier_head.safetensors"),
+    )
+    (folder / "sft_head.json").write_text(
+        json.dumps(
+            {
+                "pooling": encoder.pooling,
+                "class_names": names,
+                "logits": "pool(AutoModel(input_ids, attention_mask).last_hidden_state) @ "
+                "weight.T + bias; pool: mean over tokens where attention_mask is 1, or the "
+                "first ([CLS]) token",
+                "max_length": bundle.datamodule.max_length,
+            },
+            indent=1,
+        )
+    )
+    reloaded = AutoModel.from_pretrained(folder).eval()
+    pooling = encoder.pooling
+
+    def run(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        input_ids, mask = inputs
+        with torch.no_grad():
+            hidden = reloaded(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            if pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                m = mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return head(pooled)
+
+    return folder, run

@@ -1,0 +1,133 @@
+"""Users' inputs for sft-predict: text lines, TSV/CSV/JSONL tables, image files or folders.
+
+Every reader keeps an id per input (the `index` column when the table has one, else the line
+number; the path for images) so predictions can be joined back to their source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from sft.data.text_sources import (
+    QUOTING,
+    LabelMap,
+    TextExamples,
+    _lines,
+    read_delimited,
+    read_jsonl,
+)
+from sft.utils.errors import SFTError
+
+TEXT_SUFFIXES = (".txt", ".tsv", ".csv", ".jsonl")
+ID_COLUMNS = ("index", "id", "idx")
+COLUMN_HINT = "set text_column=... / text_pair_column=..."
+
+
+@dataclass
+class TextInputs:
+    ids: list[str]
+    texts: list[str]
+    pairs: list[str] | None = None
+    source: Path | None = None
+    # the table had an `index` column (GLUE test files do): ids are those indices
+    has_index: bool = False
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class ImageInputs:
+    ids: list[str]
+    paths: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMG_EXTENSIONS
+
+
+def input_kind(path: Path) -> str:
+    """'text' or 'image': what a file or folder holds, by its name; SFTError when neither."""
+    if path.is_dir():
+        return "image"
+    if not path.is_file():
+        raise SFTError(f"inputs={path}: no such file or folder")
+    if is_image(path):
+        return "image"
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        return "text"
+    raise SFTError(
+        f"inputs={path}: unknown kind of file; expected text ({', '.join(TEXT_SUFFIXES)}), an "
+        f"image ({', '.join(IMG_EXTENSIONS)}) or a folder of images"
+    )
+
+
+def read_images(path: Path) -> ImageInputs:
+    """One image file, or every image under a folder (recursive, sorted); ids are the paths
+    relative to that folder."""
+    if path.is_file():
+        return ImageInputs([str(path)], [path])
+    files = sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
+    if not files:
+        raise SFTError(
+            f"inputs={path}: the folder holds no image files ({', '.join(IMG_EXTENSIONS)})"
+        )
+    return ImageInputs([str(p.relative_to(path)) for p in files], files)
+
+
+def read_texts(
+    path: Path,
+    text_column: str,
+    pair_column: str | None = None,
+    quoting: str | None = None,
+) -> TextInputs:
+    """Texts of a .txt (one per non-blank line), .tsv/.csv (a header row) or .jsonl file."""
+    if path.suffix.lower() == ".txt":
+        if pair_column:
+            raise SFTError(
+                f"inputs={path}: this model classifies sentence pairs; give a TSV/CSV/JSONL file "
+                f"with columns {text_column!r} and {pair_column!r}"
+            )
+        out = TextInputs([], [], source=path)
+        for line, raw in _lines(path):
+            text = raw.rstrip("\r\n")
+            if text.strip():
+                out.ids.append(str(line))
+                out.texts.append(text)
+    else:
+        table = _read_table(path, text_column, pair_column, quoting)
+        ids = [str(n) if i is None else i for i, n in zip(table.ids, table.lines, strict=True)]
+        has_index = any(i is not None for i in table.ids)
+        out = TextInputs(ids, table.texts, table.pairs, path, has_index)
+    if not out.texts:
+        raise SFTError(f"inputs={path}: holds no texts")
+    return out
+
+
+def _read_table(
+    path: Path, text_column: str, pair_column: str | None, quoting: str | None
+) -> TextExamples:
+    """A .tsv/.csv/.jsonl file as unlabelled examples, by the datamodule's readers."""
+    columns = dict(
+        text_column=text_column,
+        pair_column=pair_column,
+        label_column=None,
+        label_map=LabelMap(None),
+        need_labels=False,
+        id_columns=ID_COLUMNS,
+        hint=COLUMN_HINT,
+    )
+    if path.suffix.lower() == ".jsonl":
+        return read_jsonl(path, **columns)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    # GLUE TSVs are unquoted (`"` is a plain character), CSVs quote fields: as the datamodule
+    quoting = quoting or ("none" if delimiter == "\t" else "minimal")
+    if quoting not in QUOTING:
+        raise SFTError(f"quoting must be none or minimal, got {quoting!r}")
+    return read_delimited(path, delimiter, quoting, **columns)

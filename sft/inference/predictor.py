@@ -1,0 +1,52 @@
+"""Class probabilities of a checkpoint model for text or image inputs, in batches."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from sft.inference.bundle import InferenceBundle
+from sft.inference.inputs import ImageInputs, TextInputs
+from sft.utils.errors import SFTError
+
+
+def load_image(path, transform) -> torch.Tensor:
+    """An image file as uint8 (3, S, S) RGB at the training resolution."""
+    try:
+        with Image.open(path) as image:
+            return transform(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise SFTError(f"image {path} cannot be read ({type(e).__name__}: {e})") from None
+
+
+def check_modality(bundle: InferenceBundle, kind: str, what: str) -> None:
+    if kind != bundle.modality:
+        raise SFTError(
+            f"inputs={what} holds {kind}s but checkpoint {bundle.ckpt_path} is a {bundle.modality} "
+            f"model; give {'a .txt/.tsv/.csv/.jsonl file' if bundle.modality == 'text' else 'an image file or a folder of images'}"
+        )
+
+
+@torch.no_grad()
+def predict_probs(
+    bundle: InferenceBundle, inputs: TextInputs | ImageInputs, batch_size: int = 64
+) -> torch.Tensor:
+    """Softmax probabilities (N, num_classes), float32 on CPU, in input order."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise SFTError(f"batch_size must be an integer > 0, got {batch_size!r}")
+    out = []
+    if isinstance(inputs, TextInputs):
+        check_modality(bundle, "text", str(inputs.source))
+        features = bundle.tokenize(inputs.texts, inputs.pairs)
+        for start in range(0, len(features), batch_size):
+            batch = bundle.collate(features[start : start + batch_size])
+            out.append(bundle.logits(batch).softmax(-1).cpu())
+    else:
+        check_modality(bundle, "image", str(inputs.paths[0]))
+        transform = bundle.decode_transform()
+        for start in range(0, len(inputs), batch_size):
+            images = torch.stack(
+                [load_image(p, transform) for p in inputs.paths[start : start + batch_size]]
+            )
+            out.append(bundle.logits(bundle.image_inputs(images)).softmax(-1).cpu())
+    return torch.cat(out)

@@ -1,0 +1,63 @@
+"""Prediction files: CSV or JSON rows with class probabilities, and GLUE submission files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import torch
+
+# GLUE's leaderboard file name per task; sft-predict writes SST-2's
+GLUE_SST2_FILE = "SST-2.tsv"
+
+
+def prediction_rows(
+    ids: list[str], probs: torch.Tensor, names: list[str], texts: list[str] | None = None
+) -> list[dict]:
+    """One dict per input: id, (text), pred (class index), pred_name, prob_<class>..."""
+    preds = probs.argmax(-1).tolist()
+    rows = []
+    for i, (pred, row) in enumerate(zip(preds, probs.tolist(), strict=True)):
+        record: dict = {"id": ids[i]}
+        if texts is not None:
+            record["text"] = texts[i]
+        record.update(pred=pred, pred_name=names[pred])
+        record.update({f"prob_{n}": round(p, 6) for n, p in zip(names, row, strict=True)})
+        rows.append(record)
+    return rows
+
+
+def _atomic_write(path: Path, write) -> None:
+    # a killed run leaves the old file or none, never half a file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def write_predictions(path: Path, rows: list[dict], fmt: str) -> None:
+    """`fmt` csv (a header row) or json (a list of objects, probabilities as numbers)."""
+    if fmt == "json":
+        _atomic_write(path, lambda f: json.dump(rows, f, indent=1, ensure_ascii=False))
+        return
+
+    def write_csv(f) -> None:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    _atomic_write(path, write_csv)
+
+
+def write_glue_submission(path: Path, indices: list[str], probs: torch.Tensor) -> None:
+    """`index<TAB>prediction` with integer labels, the format GLUE's server expects."""
+
+    def write(f) -> None:
+        f.write("index\tprediction\n")
+        for index, pred in zip(indices, probs.argmax(-1).tolist(), strict=True):
+            f.write(f"{index}\t{pred}\n")
+
+    _atomic_write(path, write)

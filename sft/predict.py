@@ -1,0 +1,87 @@
+"""Prediction entry point: checkpoint + inputs -> predicted labels and class probabilities.
+
+sft-predict ckpt_path=<run>/checkpoints/last.ckpt inputs=reviews.txt            # one text per line
+sft-predict ckpt_path=... inputs=data/sst2/test.tsv                              # + SST-2.tsv for GLUE
+sft-predict ckpt_path=... inputs=photos/ format=json                             # a folder of images
+"""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from sft.inference.bundle import load_bundle
+from sft.inference.inputs import ImageInputs, TextInputs, input_kind, read_images, read_texts
+from sft.inference.predictor import check_modality, predict_probs
+from sft.inference.writers import (
+    GLUE_SST2_FILE,
+    prediction_rows,
+    write_glue_submission,
+    write_predictions,
+)
+from sft.utils.cli import checks_overrides
+from sft.utils.config import CONF_DIR
+from sft.utils.errors import SFTError, report_user_errors
+
+log = logging.getLogger(__name__)
+FORMATS = ("csv", "json")
+
+
+def is_sst2_test_file(path: Path) -> bool:
+    """GLUE's SST-2 test file: `sst2/test.tsv` (this project's layout) or `SST-2/test.tsv`."""
+    return path.name == "test.tsv" and path.parent.name.lower().replace("-", "") == "sst2"
+
+
+def read_inputs(cfg: DictConfig, bundle: Any) -> TextInputs | ImageInputs:
+    path = Path(cfg.inputs).expanduser()
+    kind = input_kind(path)
+    check_modality(bundle, kind, str(path))
+    if kind == "image":
+        return read_images(path)
+    dm = bundle.datamodule
+    return read_texts(
+        path,
+        cfg.text_column or dm.text_column,
+        cfg.text_pair_column or dm.text_pair_column,
+        cfg.quoting,
+    )
+
+
+def predict(cfg: DictConfig) -> Path:
+    """Write the predictions file (and a GLUE submission when asked); returns its path."""
+    if cfg.format not in FORMATS:
+        raise SFTError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    bundle = load_bundle(cfg.ckpt_path, cfg.device)
+    inputs = read_inputs(cfg, bundle)
+    probs = predict_probs(bundle, inputs, cfg.batch_size)
+
+    texts = inputs.texts if isinstance(inputs, TextInputs) else None
+    rows = prediction_rows(inputs.ids, probs, bundle.class_names, texts)
+    out = Path(cfg.output or Path(cfg.paths.output_dir) / f"predictions.{cfg.format}")
+    write_predictions(out, rows, cfg.format)
+    print(f"predictions of {len(rows)} inputs: {out}")
+
+    glue = cfg.glue_submission
+    if glue is None:
+        glue = isinstance(inputs, TextInputs) and is_sst2_test_file(Path(cfg.inputs))
+    if glue:
+        if not isinstance(inputs, TextInputs):
+            raise SFTError("glue_submission=true needs text inputs (GLUE's SST-2 test.tsv)")
+        # GLUE numbers the test rows from 0: the file's index column, else the row order
+        indices = inputs.ids if inputs.has_index else [str(i) for i in range(len(inputs))]
+        submission = out.parent / GLUE_SST2_FILE
+        write_glue_submission(submission, indices, probs)
+        print(f"GLUE submission: {submission}")
+    return out
+
+
+@checks_overrides(config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
+def main(cfg: DictConfig) -> None:
+    report_user_errors(lambda: predict(cfg))
+
+
+if __name__ == "__main__":
+    main()

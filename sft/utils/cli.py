@@ -1,0 +1,204 @@
+"""Command-line overrides checked before Hydra runs: one `error:` line for a typo, with a suggestion.
+
+Hydra reports an unknown key or group option itself, but as several lines (search path, a hint
+about `+key`) from inside `hydra.main`, before any task code runs. `check_overrides` composes the
+command line's config first with Hydra's own loader and turns those mistakes into one line with the
+closest match (difflib). Anything it does not recognise, and every flag that is not a plain run or
+sweep (`--help`, `--info`, `--config-dir`...), is left to Hydra, so a valid command is never
+blocked. HYDRA_FULL_ERROR=1 skips the check: Hydra then reports with its full trace.
+"""
+
+import difflib
+import functools
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from hydra import initialize_config_dir
+from hydra._internal.utils import get_args_parser  # hydra.main's own parser: same flags
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import MissingConfigException, OverrideParseException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+from sft.utils.config import CONF_DIR
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# flags after which Hydra does not compose the primary config the usual way
+HYDRA_HANDLES = (
+    "help",
+    "hydra_help",
+    "info",
+    "shell_completion",
+    "config_path",
+    "config_name",
+    "config_dir",
+    "experimental_rerun",
+)
+# Hydra's messages for the mistakes it does not raise as typed exceptions (hydra-core 1.3)
+NOT_OVERRIDABLE = re.compile(r"Could not override '([^']+)'")
+NOT_DELETABLE = re.compile(r"Could not delete from config\. '([^']+)' does not exist")
+ALREADY_THERE = re.compile(r"Could not append to config\. An item is already at '([^']+)'")
+
+
+class OverrideMistake(Exception):
+    """A command-line override that cannot compose, described in one line."""
+
+
+def check_overrides(config_name: str, argv: Sequence[str], config_dir: str = CONF_DIR) -> None:
+    """Raise OverrideMistake for an unknown key or group option, or an unparsable override.
+
+    Sweep overrides (`a=1,2`, `choice(...)`, `range(...)`, `glob(...)`) are checked with their
+    first value (every value for a config group); other sweeps (`interval(...)`) are left out.
+    """
+    args, unknown = get_args_parser().parse_known_args(list(argv))
+    if unknown or any(getattr(args, flag, None) for flag in HYDRA_HANDLES):
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(args.overrides)
+    except OverrideParseException as exc:
+        reason = " ".join(exc.message.splitlines()[0].split())
+        raise OverrideMistake(f"cannot parse override '{exc.override}': {reason}") from exc
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for override in parsed:
+            override.config_loader = loader  # glob(...) lists the group's options through it
+        overrides = list(representative_overrides(parsed, loader))
+        try:
+            cfg = loader.load_configuration(config_name, overrides, run_mode=RunMode.RUN)
+        except MissingConfigException as exc:
+            if exc.missing_cfg_file and exc.options is not None:
+                group, _, option = exc.missing_cfg_file.rpartition("/")
+                raise OverrideMistake(unknown_option(group, option, exc.options)) from None
+        except Exception as exc:
+            mistake = describe_composition_error(exc, config_name, overrides, loader)
+            if mistake:
+                raise OverrideMistake(mistake) from None
+        else:
+            # a required value (`???`, e.g. sft-eval's ckpt_path) left unset; a sweeper may set
+            # values of its own, and --cfg only prints
+            missing = [k for k in unset_keys(cfg) if not k.startswith("hydra.")]
+            if missing and not args.multirun and not args.cfg:
+                raise OverrideMistake(
+                    f"missing value for {', '.join(sorted(missing))}: set it, e.g. "
+                    f"{sorted(missing)[0]}=..."
+                )
+
+
+def representative_overrides(parsed: list[Override], loader: Any) -> Iterator[str]:
+    """One job's overrides of a sweep; every option of a swept config group must exist."""
+    for override in parsed:
+        if not override.is_sweep_override():
+            yield override.input_line
+            continue
+        if not override.is_discrete_sweep():
+            continue  # interval(...) is for the sweeper (e.g. Optuna) to sample
+        values = list(override.sweep_string_iterator())
+        if not values:
+            continue
+        group = override.key_or_group
+        if loader.repository.group_exists(group):
+            options = loader.get_group_options(group)
+            for value in values:
+                if value not in options:
+                    raise OverrideMistake(unknown_option(group, value, options))
+        yield f"{override.get_key_element()}={values[0]}"
+
+
+def unknown_option(group: str, option: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(option, options, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown option '{option}' for group '{group}' (available: {', '.join(options)}{hint})"
+
+
+def describe_composition_error(
+    exc: Exception, config_name: str, overrides: list[str], loader: Any
+) -> str | None:
+    """One line for an unknown key (override or delete) or a `+key` that exists; else None."""
+    message = str(exc)
+    if (match := NOT_OVERRIDABLE.match(message)) and isinstance(
+        exc.__cause__, (ConfigAttributeError, ConfigKeyError)
+    ):
+        key = match.group(1)
+        hint = closest_key(key, config_name, overrides, loader)
+        return f"unknown config key '{key}' ({hint or f'to add a new key write +{key}=...'})"
+    if match := NOT_DELETABLE.search(message):
+        key = match.group(1)
+        hint = closest_key(key, config_name, overrides, loader)
+        return f"cannot delete '{key}': no such config key" + (f" ({hint})" if hint else "")
+    if match := ALREADY_THERE.search(message):
+        key = match.group(1)
+        return (
+            f"config key '{key}' already exists: set it with {key}=... "
+            f"(or ++{key}=... to add or override)"
+        )
+    return None
+
+
+def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -> str | None:
+    """'did you mean ...?' from the keys of the config composed without the bad override."""
+    others = [o for o in overrides if o.lstrip("+~").partition("=")[0] != key]
+    keys: list[str] = []
+    for attempt in (others, [o for o in others if "." not in o.partition("=")[0]], []):
+        try:
+            cfg = loader.load_configuration(config_name, attempt, run_mode=RunMode.RUN)
+        except Exception:
+            continue
+        keys = list(dotted_keys(cfg))
+        break
+    parent = key.rpartition(".")[0]
+    siblings = [k for k in keys if k.rpartition(".")[0] == parent]
+    close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6) or difflib.get_close_matches(
+        key, keys, n=1, cutoff=0.8
+    )
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def dotted_keys(node: DictConfig, prefix: str = "") -> Iterator[str]:
+    """Every key of a config as `a.b.c`, without resolving interpolations."""
+    for name in node:
+        key = f"{prefix}{name}"
+        yield key
+        child = node._get_node(name)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            yield from dotted_keys(child, f"{key}.")
+
+
+def checks_overrides(config_name: str) -> Callable[[F], F]:
+    """Decorate a `@hydra.main` entry point: check `sys.argv` first, exit 1 with one line."""
+
+    def decorate(main: F) -> F:
+        @functools.wraps(main)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            # called with a config (tests) or with HYDRA_FULL_ERROR=1: Hydra as usual
+            if not args and not kwargs and os.environ.get("HYDRA_FULL_ERROR") != "1":
+                try:
+                    check_overrides(config_name, sys.argv[1:])
+                except OverrideMistake as mistake:
+                    print(f"error: {mistake}", file=sys.stderr)
+                    raise SystemExit(1) from None
+                except Exception:
+                    pass  # nothing this check knows: Hydra reports it as usual
+            return main(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def unset_keys(node: DictConfig, prefix: str = "") -> Iterator[str]:
+    """Keys whose value is `???`, without resolving interpolations (OmegaConf.missing_keys does)."""
+    for name in node:
+        child = node._get_node(name)
+        if child._is_missing():
+            yield f"{prefix}{name}"
+        elif isinstance(child, DictConfig) and not child._is_none():
+            yield from unset_keys(child, f"{prefix}{name}.")

@@ -1,0 +1,101 @@
+"""`result.json`: how one `sft-train` run ended, written atomically in its run directory.
+
+Every run (single or multirun job, completed or failed) writes one; the sweep summary
+(`sft.utils.sweep_summary`) and sweepers read them. Fields: status ("completed" | "failed"),
+error (one line or null), overrides (the job's task overrides), metrics (final float metrics),
+optimized_metric, epochs (completed), wall_time_s, output_dir.
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.utilities import rank_zero_only
+
+from sft.utils.errors import find_user_error
+
+RESULT_FILE = "result.json"
+COMPLETED = "completed"
+FAILED = "failed"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def one_line_error(exc: BaseException) -> str:
+    """The user error's message, or `Type: message` of a bug's root cause, on one line."""
+    user_error = find_user_error(exc)
+    if user_error is not None:
+        text = str(user_error)
+    else:
+        # Hydra's InstantiationException (and others) wrap the error that says what went wrong
+        while exc.__cause__ is not None:
+            exc = exc.__cause__
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return " ".join(text.split()) or type(exc).__name__
+
+
+@dataclass
+class RunResult:
+    status: str
+    error: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    optimized_metric: str | None = None
+    epochs: int = 0
+    wall_time_s: float = 0.0
+    output_dir: str = ""
+
+    @classmethod
+    def read(cls, path: str | Path) -> "RunResult":
+        data: dict[str, Any] = json.loads(Path(path).read_text())
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @rank_zero_only
+    def write(self) -> Path:
+        path = Path(self.output_dir) / RESULT_FILE
+        atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+
+class RunRecorder:
+    """Times a run and writes its `result.json` when it completes or fails."""
+
+    def __init__(self, output_dir: str | Path, overrides: list[str], optimized_metric: str | None):
+        self.result = RunResult(
+            status=FAILED,
+            output_dir=str(Path(output_dir).resolve()),
+            overrides=list(overrides),
+            optimized_metric=optimized_metric,
+        )
+        self._start = time.monotonic()
+
+    def set_epochs(self, epochs: int) -> None:
+        self.result.epochs = int(epochs)
+
+    def completed(self, metrics: dict[str, float]) -> RunResult:
+        # JSON has no NaN/inf: a diverged metric is recorded as null
+        self.result.metrics = {
+            k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()
+        }
+        return self._finish(COMPLETED, None)
+
+    def failed(self, exc: BaseException) -> RunResult:
+        return self._finish(FAILED, one_line_error(exc))
+
+    def _finish(self, status: str, error: str | None) -> RunResult:
+        self.result.status, self.result.error = status, error
+        self.result.wall_time_s = round(time.monotonic() - self._start, 3)
+        self.result.write()
+        return self.result

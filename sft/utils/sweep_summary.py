@@ -1,0 +1,216 @@
+"""Hydra callback: `summary.csv` and `summary.md` in a multirun's sweep directory.
+
+One row per job, read from the jobs' `result.json` files (found anywhere under the sweep
+directory, so any sweeper's job layout works: basic grid, Optuna trial numbers, ...): job,
+status, overrides, the optimized metric, test metrics, epochs, wall time, error, best marker.
+Refreshed after every job (a sweep that crashes keeps a partial summary) and at the end, where
+failed jobs make the command exit 1 with one `error:` line.
+"""
+
+import csv
+import io
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from sft.utils.run_result import (
+    COMPLETED,
+    FAILED,
+    RESULT_FILE,
+    RunResult,
+    atomic_write_text,
+    one_line_error,
+)
+
+log = logging.getLogger(__name__)
+
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MD = "summary.md"
+
+
+def _job_sort_key(job: str) -> tuple[int, str]:
+    return (int(job), "") if job.isdigit() else (sys.maxsize, job)
+
+
+def read_results(sweep_dir: str | Path) -> list[tuple[str, RunResult]]:
+    """(job, result) for every `result.json` under `sweep_dir`; job = its directory there."""
+    sweep_dir = Path(sweep_dir)
+    found = [
+        (path.parent.relative_to(sweep_dir).as_posix(), RunResult.read(path))
+        for path in sweep_dir.rglob(RESULT_FILE)
+    ]
+    return sorted(found, key=lambda item: _job_sort_key(item[0]))
+
+
+def metric_mode(metric: str, mode: str | None = None) -> str:
+    """ "min" or "max": `mode` when given, else min for losses and max for everything else."""
+    if mode is not None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be min, max or null, not {mode!r}")
+        return mode
+    return "min" if "loss" in metric.lower() else "max"
+
+
+def optimized_metric(results: list[tuple[str, RunResult]]) -> str | None:
+    """The metric the sweep optimises: the jobs' `optimized_metric` (the most common one)."""
+    names = [r.optimized_metric for _, r in results if r.optimized_metric]
+    return max(sorted(set(names)), key=names.count) if names else None
+
+
+def summary_rows(results: list[tuple[str, RunResult]], mode: str | None = None) -> list[dict]:
+    """The table: one dict per job, columns in display order; the best completed job marked."""
+    optimized = optimized_metric(results)
+    test_metrics = sorted(
+        {m for _, r in results for m in r.metrics if m.startswith("test/")},
+        key=lambda m: (m != "test/acc", m),
+    )
+
+    def value(result: RunResult, metric: str | None) -> float | None:
+        v = result.metrics.get(metric) if metric else None
+        return v if isinstance(v, int | float) and math.isfinite(v) else None
+
+    best_job = None
+    if optimized is not None:
+        direction = metric_mode(optimized, mode)
+        scored = [
+            (value(r, optimized), job)
+            for job, r in results
+            if r.status == COMPLETED and value(r, optimized) is not None
+        ]
+        if scored:
+            pick = max if direction == "max" else min
+            best_job = pick(scored, key=lambda s: s[0])[1]
+
+    rows = []
+    for job, r in results:
+        row: dict[str, Any] = {"job": job, "status": r.status, "overrides": list(r.overrides)}
+        if optimized is not None:
+            row[optimized] = value(r, optimized)
+        for metric in test_metrics:
+            if metric != optimized:
+                row[metric] = value(r, metric)
+        row.update(
+            epochs=r.epochs,
+            wall_time_s=r.wall_time_s,
+            error=r.error or "",
+            best="best" if job == best_job else "",
+        )
+        rows.append(row)
+    return rows
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return " ".join(value) if isinstance(value, list) else value
+
+
+def _csv_text(rows: list[dict]) -> str:
+    out = io.StringIO()
+    columns = list(rows[0]) if rows else ["job", "status"]
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def _md_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(value).replace("|", "\\|")
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value).replace("|", "\\|")
+
+
+def _md_text(sweep_dir: Path, rows: list[dict], metric: str | None, mode: str | None) -> str:
+    failed = sum(row["status"] == FAILED for row in rows)
+    lines = [
+        "# Sweep summary",
+        "",
+        f"`{sweep_dir}`: {len(rows)} jobs, {len(rows) - failed} completed, {failed} failed.",
+    ]
+    # the table shows what differs between jobs; what they share is said once
+    first = rows[0]["overrides"] if rows else []
+    common = [o for o in first if all(o in row["overrides"] for row in rows)]
+    if len(rows) > 1 and common:
+        lines.append(f"Overrides of every job: `{' '.join(common)}`")
+        rows = [
+            {**row, "overrides": [o for o in row["overrides"] if o not in common]} for row in rows
+        ]
+    best = next((row for row in rows if row["best"]), None)
+    if best is not None and metric is not None:
+        lines.append(
+            f"Best: job {best['job']} ({metric} = {_md_cell(best[metric])}, "
+            f"{metric_mode(metric, mode)}imised)."
+        )
+    if rows:
+        columns = list(rows[0])
+        lines += [
+            "",
+            "| " + " | ".join(columns) + " |",
+            "|" + "---|" * len(columns),
+            *("| " + " | ".join(_md_cell(row[c]) for c in columns) + " |" for row in rows),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(sweep_dir: str | Path, mode: str | None = None) -> list[dict]:
+    """Write `summary.csv` and `summary.md` in `sweep_dir` (atomically); return the rows."""
+    sweep_dir = Path(sweep_dir)
+    results = read_results(sweep_dir)
+    rows = summary_rows(results, mode)
+    atomic_write_text(sweep_dir / SUMMARY_CSV, _csv_text(rows))
+    atomic_write_text(
+        sweep_dir / SUMMARY_MD, _md_text(sweep_dir, rows, optimized_metric(results), mode)
+    )
+    return rows
+
+
+class SweepSummary(Callback):
+    """Configured under `hydra.callbacks` (conf/hydra/default.yaml).
+
+    mode: how the best job is picked on the optimized metric: "max", "min", or null (min when
+    the metric's name says loss, else max).
+    """
+
+    def __init__(self, mode: str | None = None) -> None:
+        metric_mode("", mode)  # validate early
+        self.mode = mode
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        if job_return.status == JobStatus.FAILED and not (job_dir / RESULT_FILE).exists():
+            # the task failed before sft.train.main could record it (e.g. another task function)
+            RunResult(
+                status=FAILED,
+                output_dir=str(job_dir),
+                overrides=list(job_return.overrides or []),
+                # .return_value re-raises a failed job's exception; the field holds it
+                error=one_line_error(job_return._return_value),
+            ).write()
+        write_summary(config.hydra.sweep.dir, self.mode)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = write_summary(sweep_dir, self.mode)
+        failed = sum(row["status"] == FAILED for row in rows)
+        log.info(f"Sweep summary: {sweep_dir / SUMMARY_MD}")
+        if failed:
+            print(
+                f"error: {failed} of {len(rows)} jobs failed: see {sweep_dir / SUMMARY_MD}",
+                file=sys.stderr,
+            )
+            # SystemExit passes through Hydra's callback guard (it only catches Exception)
+            raise SystemExit(1)

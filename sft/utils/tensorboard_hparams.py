@@ -1,0 +1,80 @@
+"""TensorBoard HParams for a run: its resolved config as hparams, its real scalars as metrics.
+
+Lightning's `log_hyperparams(params, metrics)` writes the metric values as extra points at step 0
+(or `hp_metric = -1`). Instead the session records the hparams at the start, and at the end an
+experiment naming the metric tags the run logged as scalars (`val/acc_best`, `test/acc`, ...):
+the HParams tab reads each metric's value from the run's own scalar series.
+"""
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+HParamValue = int | float | str
+METRIC_PREFIXES = ("val/", "test/")
+
+
+def flatten_hparams(
+    cfg: DictConfig | Mapping[str, Any], prefix: str = ""
+) -> dict[str, HParamValue]:
+    """`{"model.lr_head": 0.001, ...}`: numbers and strings as they are, the rest as strings
+    (booleans as "true"/"false": torch's summary would turn them into 1.0/0.0)."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    flat: dict[str, HParamValue] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_hparams(value, f"{name}."))
+        elif isinstance(value, bool):
+            flat[name] = "true" if value else "false"
+        elif isinstance(value, int | float | str):
+            flat[name] = value
+        else:
+            flat[name] = "null" if value is None else str(value)
+    return flat
+
+
+class TensorBoardHParams:
+    """One HParams session per run in each TensorBoard logger's directory.
+
+    start() when the run begins; end(metric names) when its metrics are final. A run that
+    fails in between keeps its session (status unknown) with the scalars it logged. With a
+    sweep directory as logdir, TensorBoard takes the experiment (hparam and metric names) from
+    one of the runs: a grid's jobs share them.
+    """
+
+    def __init__(self, loggers: Iterable[Logger], cfg: DictConfig | Mapping[str, Any]):
+        self.loggers = [lg for lg in loggers if isinstance(lg, TensorBoardLogger)]
+        self.hparams = flatten_hparams(cfg)
+
+    def _write(self, summary: Any) -> None:
+        for logger in self.loggers:
+            # the SummaryWriter's own event file (torch's add_hparams writes to a new sub-run);
+            # _get_file_writer() reopens it if Lightning closed it at the end of fit
+            writer = logger.experiment._get_file_writer()
+            writer.add_summary(summary)
+            writer.flush()
+
+    @rank_zero_only
+    def start(self) -> None:
+        _, session_start, _ = hparams_summaries(self.hparams, {})
+        self._write(session_start)
+
+    @rank_zero_only
+    def end(self, metric_names: Iterable[str], optimized_metric: str | None = None) -> None:
+        """Name the final metrics (validation and test ones, the optimized metric first)."""
+        names = sorted(
+            {m for m in metric_names if m.startswith(METRIC_PREFIXES) or m == optimized_metric}
+        )
+        if optimized_metric in names:
+            names.remove(optimized_metric)
+            names.insert(0, optimized_metric)
+        # only the metric names are used: the values come from the run's scalars
+        experiment, _, session_end = hparams_summaries(self.hparams, dict.fromkeys(names, 0.0))
+        self._write(experiment)
+        self._write(session_end)

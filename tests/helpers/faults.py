@@ -1,0 +1,57 @@
+"""Faults injected into training runs by the resume / interrupt tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch import Callback
+
+
+class SignalAtStep(Callback):
+    """Send `signal` to this process when the training batch after `step` optimizer steps starts
+    (SIGKILL: dies mid-batch, as a crashed or OOM-killed job would)."""
+
+    def __init__(self, step: int, signal: str = "SIGKILL") -> None:
+        self.step = step
+        self.signum = getattr(signal_module, signal)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+signal_module = signal
+
+
+class NaNWeightsAtStep(Callback):
+    """Fill every weight with NaN before the batch after `step` optimizer steps: its loss is NaN."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
+    ) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    p.fill_(float("nan"))
+
+
+class Crash(BaseException):
+    """Not an Exception: nothing on the way up handles it, as with a kill."""
+
+
+class CrashAtStep(Callback):
+    """Raise `Crash` when the training batch after `step` optimizer steps starts (in-process)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            raise Crash

@@ -1,0 +1,44 @@
+"""Tiny trained checkpoints for the predict/export tests, built once per test session."""
+
+import functools
+from pathlib import Path
+
+from conftest import FAST, compose_config
+
+from sft.train import train
+
+TINY_BERT = "{num_hidden_layers:2,hidden_size:32,num_attention_heads:2,intermediate_size:64}"
+# one short epoch, no test pass: a checkpoint is all these tests need
+SHORT = ["trainer.max_epochs=1", "test=false", "trainer.enable_progress_bar=false"]
+
+
+@functools.cache
+def image_checkpoint(root: Path) -> Path:
+    """small_cnn (width 8) with a fused linear branch (so folding the head matters), trained one
+    epoch on a 20-per-class CIFAR-10 slice."""
+    run = root / "image_run"
+    overrides = [*FAST, *SHORT, "data.val_size=64", "model.head.branch=linear"]
+    train(compose_config("train", overrides, run))
+    return run / "checkpoints" / "last.ckpt"
+
+
+@functools.cache
+def text_checkpoint(root: Path) -> Path:
+    """A 2-layer BERT (packaged MiniLM config + tokenizer, random init) with the fused LP-FT
+    head, trained 4 steps on SST-2 sentences."""
+    run = root / "text_run"
+    overrides = [
+        "experiment=sst2_minilm",
+        *SHORT,
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "trainer.val_check_interval=1.0",
+        "+trainer.limit_val_batches=1",
+        "model.backbone.pretrained=false",
+        f"model.backbone.config_overrides={TINY_BERT}",
+        "data.samples_per_class=16",
+        "data.batch_size=8",
+        "data.eval_batch_size=16",
+    ]
+    train(compose_config("train", overrides, run))
+    return run / "checkpoints" / "last.ckpt"

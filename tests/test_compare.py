@@ -1,0 +1,111 @@
+"""sft-compare: finds the runs under a path, ranks them by a metric, writes curves and a CSV."""
+
+import csv
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from sft.compare import main
+
+
+def make_run(run_dir: Path, overrides: list[str], val_acc: list[float], test_acc: float) -> None:
+    """A run directory as sft-train leaves it: .hydra/overrides.yaml and tensorboard/ events."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    logger = TensorBoardLogger(save_dir=run_dir / "tensorboard", name=None, version="")
+    for epoch, acc in enumerate(val_acc):
+        step = 10 * (epoch + 1) - 1
+        best = max(val_acc[: epoch + 1])
+        logger.log_metrics({"epoch": epoch, "train/loss_epoch": 1.0 - acc}, step=step)
+        logger.log_metrics({"val/acc": acc, "val/acc_best": best, "val/loss": 1 - acc}, step=step)
+    logger.log_metrics({"test/acc": test_acc, "epoch": len(val_acc)}, step=10 * len(val_acc))
+    logger.finalize("success")
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """A sweep of two runs: lr 0.1 peaks at 0.6 (ends at 0.5), lr 0.01 ends best at 0.55."""
+    make_run(tmp_path / "sweep" / "0", ["seed=0", "model.lr_head=0.1"], [0.3, 0.6, 0.5], 0.58)
+    make_run(tmp_path / "sweep" / "1", ["seed=0", "model.lr_head=0.01"], [0.2, 0.4, 0.55], 0.53)
+    return tmp_path / "sweep"
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The cells of each row of the printed table."""
+    lines = [line for line in output.splitlines() if line.startswith("│")]
+    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines]
+
+
+def test_two_runs_are_ranked_by_the_metric_with_curves_and_csv(sweep, tmp_path, capsys):
+    main([str(sweep), "--csv", str(tmp_path / "runs.csv")])
+    out = capsys.readouterr().out
+
+    # one row per run, labelled by the override that differs, best val/acc first
+    rows = table_rows(out)
+    # label, best, last, val/acc_best, test/acc, steps, epochs
+    assert rows == [
+        ["model.lr_head=0.1", "0.6000", "0.5000", "0.6000", "0.5800", "29", "3"],
+        ["model.lr_head=0.01", "0.5500", "0.5500", "0.5500", "0.5300", "29", "3"],
+    ], out
+    assert "seed=0" not in out  # shared by both runs: not part of the label
+
+    png = sweep / "compare.png"
+    assert f"curves: {png}" in out
+    height, width, _ = matplotlib.image.imread(png).shape
+    assert width > 1000 and height > 300  # two panels: val/acc and val/loss
+
+    with (tmp_path / "runs.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [r["run"] for r in table] == ["model.lr_head=0.1", "model.lr_head=0.01"]
+    assert float(table[0]["val/acc best"]) == pytest.approx(0.6)
+    assert float(table[1]["test/acc"]) == pytest.approx(0.53)
+
+
+def test_mode_min_ranks_by_the_lowest_value(sweep, tmp_path, capsys):
+    png = tmp_path / "plots" / "loss.png"
+    main(
+        [
+            str(sweep / "0"),
+            str(sweep / "1"),
+            "--metric",
+            "val/loss",
+            "--mode",
+            "min",
+            "--png",
+            str(png),
+        ]
+    )
+    rows = table_rows(capsys.readouterr().out)
+    assert [row[:2] for row in rows] == [
+        ["model.lr_head=0.1", "0.4000"],
+        ["model.lr_head=0.01", "0.4500"],
+    ]
+    assert png.stat().st_size > 10_000
+    assert not (sweep / "0" / "compare.png").exists()
+
+
+def test_runs_without_overrides_are_labelled_by_their_path(tmp_path, capsys):
+    for name, acc in (("first", [0.1, 0.2]), ("second", [0.3, 0.1])):
+        make_run(tmp_path / "runs" / name, [], acc, 0.1)
+    main([str(tmp_path / "runs"), "--png", str(tmp_path / "c.png")])
+    rows = table_rows(capsys.readouterr().out)
+    assert [row[:2] for row in rows] == [["second", "0.3000"], ["first", "0.2000"]]
+
+
+def test_no_runs_is_one_clear_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(empty)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(empty) in err[0]
+
+
+def test_unknown_metric_names_the_logged_ones(sweep, capsys):
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--metric", "val/acc1"])
+    err = capsys.readouterr().err
+    assert "'val/acc1'" in err and "val/acc_best" in err and "Traceback" not in err

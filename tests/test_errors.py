@@ -1,0 +1,377 @@
+"""Bad input through the real entry points: one `error: ...` line naming the file or key, exit 1,
+no traceback (a traceback with HYDRA_FULL_ERROR=1); a bug keeps its traceback.
+
+Most cases call `sft.train.main` / `sft.eval.main` in-process with a patched `sys.argv` (the
+same code path as the console scripts, without paying a python+torch start per case); one
+subprocess checks the process-level contract (exit status, the whole of stderr).
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import FAST
+from torch.utils.data import DataLoader, TensorDataset
+
+import sft.eval
+import sft.train
+from sft.data.cifar10 import CIFAR10DataModule
+from sft.data.text import TextClassificationDataModule
+from sft.data.token_cache import load_tokenizer
+from sft.models import SFTClassifier
+from sft.models.loading import check_resume_checkpoint, read_checkpoint
+from sft.utils.cli import check_overrides
+from sft.utils.errors import SFTError, find_user_error
+
+SMALL_CNN_BACKBONE = {
+    "_target_": "sft.models.backbones.create_backbone",
+    "name": "small_cnn",
+    "width": 8,
+}
+TINY_BERT = "{num_hidden_layers:2,hidden_size:32,num_attention_heads:2,intermediate_size:64}"
+
+
+def run_main(
+    entry: str, args: list[str], tmp_path: Path, monkeypatch, capsys
+) -> tuple[int | str | None, str]:
+    """`sft-train`/`sft-eval` with `args`, run dirs under tmp_path: (exit status, stderr)."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    run_dirs = [f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}"]
+    monkeypatch.setattr(sys, "argv", [f"sft-{entry}", *args, *run_dirs])
+    main = {"train": sft.train.main, "eval": sft.eval.main}[entry]
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return exited.value.code, capsys.readouterr().err
+
+
+def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str) -> str:
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert status == 1, stderr[-2000:]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+# --- command line: unknown keys and group options (before Hydra's multi-line report) ----------
+
+
+@pytest.mark.parametrize(
+    ("entry", "args", "expected"),
+    [
+        (
+            "train",
+            ["trainer.max_epoch=3"],
+            "error: unknown config key 'trainer.max_epoch' (did you mean 'trainer.max_epochs'?)",
+        ),
+        (
+            "train",
+            ["model=resnet19"],
+            "error: unknown option 'resnet19' for group 'model' (available: bert_base_fused, "
+            "effnet_lite0_fused, minilm_fused, mobilenetv2_fused, resnet18_cifar; "
+            "did you mean 'resnet18_cifar'?)",
+        ),
+        (
+            "train",
+            ["-m", "seed=0,1", "data=cifar10,cifar100"],
+            "error: unknown option 'cifar100' for group 'data'",
+        ),
+        (
+            "train",
+            ["-m", "data.samples_per_clas=10,20"],
+            "error: unknown config key 'data.samples_per_clas' "
+            "(did you mean 'data.samples_per_class'?)",
+        ),
+        ("train", ["~trainer.max_epoch"], "error: cannot delete 'trainer.max_epoch'"),
+        ("train", ["+trainer.max_epochs=3"], "error: config key 'trainer.max_epochs' already"),
+        (
+            "train",
+            ["trainer.max_epochs=[1"],
+            "error: cannot parse override 'trainer.max_epochs=[1'",
+        ),
+        ("eval", ["ckpt_path=x.ckpt", "trainer=gpuu"], "did you mean 'gpu'?"),
+        ("eval", [], "error: missing value for ckpt_path: set it, e.g. ckpt_path=..."),
+    ],
+)
+def test_command_line_mistake_is_one_line_with_a_suggestion(
+    entry, args, expected, tmp_path, monkeypatch, capsys
+):
+    status, stderr = run_main(entry, args, tmp_path, monkeypatch, capsys)
+    assert stderr.startswith("error: ") and expected in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert status == 1
+    assert not (tmp_path / "run").exists(), "nothing may run"
+
+
+def test_valid_sweeps_and_hydra_flags_pass_the_check():
+    for argv in (
+        [
+            "-m",
+            "model.lr_head=0.1,0.01",
+            "seed=range(3)",
+            "data.samples_per_class=choice(10,20)",
+            "experiment=glob(cifar10*)",
+            "+model.extra=1",
+            "~callbacks",
+            "++trainer.max_epochs=2",
+            "hydra.sweep.dir=x",
+            "model.lr_backbone=interval(0.001,0.1)",
+        ],
+        ["--cfg", "job", "trainer.max_epochs=1,2"],  # a sweep without -m: Hydra explains that one
+        ["--info", "defaults", "model=nonexistent"],  # flags Hydra handles itself are left to it
+        ["--help"],
+    ):
+        check_overrides("train", argv)
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def text_files(directory: Path, train: str, dev: str) -> list[str]:
+    """Overrides of a tiny TSV dataset, read with the packaged MiniLM tokenizer and a 2-layer BERT."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "train.tsv").write_text(train)
+    (directory / "dev.tsv").write_text(dev)
+    return [
+        "data=text_files",
+        "model=minilm_fused",
+        f"data.data_dir={directory}",
+        f"data.cache_dir={directory / 'tokens'}",
+        "model.backbone.pretrained=false",
+        f"model.backbone.config_overrides={TINY_BERT}",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+    ]
+
+
+GOOD = "text\tlabel\ngood film\t1\nbad film\t0\n"
+
+
+def test_malformed_row_names_file_and_line(tmp_path, monkeypatch, capsys):
+    args = text_files(tmp_path / "text", GOOD + "too\tmany\tfields\n", GOOD)
+    status, stderr = run_main("train", args, tmp_path, monkeypatch, capsys)
+    line = assert_one_error_line(status, stderr, "expected 2 tab-separated fields (text, label)")
+    assert line.startswith(f"error: {tmp_path / 'text' / 'train.tsv'}, line 4:")
+
+
+@pytest.mark.parametrize(
+    ("train", "dev", "fragments"),
+    [
+        (None, GOOD, ["train.tsv is missing", "its folder holds: dev.tsv"]),
+        (
+            GOOD,
+            "text\tlabel\nfine\t1\nodd\t5\n",
+            ["dev.tsv, line 3", "label 5 is not in the label set (0..1"],
+        ),
+        (GOOD, "text\tlabel\n", ["dev.tsv", "the val split has no examples"]),
+    ],
+    ids=["missing_file", "label_outside_set", "empty_split"],
+)
+def test_text_file_mistakes(train, dev, fragments, tmp_path):
+    """The datamodule's part of the same path (sft-train reports it as one line, as above)."""
+    tmp_path.joinpath("dev.tsv").write_text(dev)
+    if train is not None:
+        tmp_path.joinpath("train.tsv").write_text(train)
+    dm = TextClassificationDataModule(
+        str(tmp_path), tokenizer="minilm", cache_dir=str(tmp_path), text_column="text"
+    )
+    with pytest.raises(SFTError) as err:
+        dm.setup("fit")
+    message = str(err.value)
+    assert "\n" not in message and all(f in message for f in fragments), message
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["data.download=false", "paths.data_dir=NOWHERE"], ["nowhere", "cifar-10-batches-py"]),
+        (["model.backbone.name=resnet19"], ["unknown backbone 'resnet19'", "small_cnn"]),
+    ],
+    ids=["missing_data_dir", "unknown_backbone"],
+)
+def test_image_data_and_model_mistakes(args, fragments, tmp_path, monkeypatch, capsys):
+    args = [a.replace("NOWHERE", str(tmp_path / "nowhere")) for a in args]
+    status, stderr = run_main("train", [*FAST, *args], tmp_path, monkeypatch, capsys)
+    assert_one_error_line(status, stderr, *fragments)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"train_fraction": 0.0}, "data.train_fraction must be a number in (0, 1], got 0.0"),
+        ({"train_fraction": 1.5}, "data.train_fraction must be a number in (0, 1], got 1.5"),
+        ({"samples_per_class": 2, "batch_size": 64}, "data.batch_size=64 is larger than"),
+    ],
+    ids=["fraction_0", "fraction_1.5", "batch_over_dataset"],
+)
+def test_subset_mistakes(kwargs, fragment, data_dir):
+    """The datamodule's part: sft-train prints these as one line like the cases above."""
+    with pytest.raises(SFTError) as err:
+        CIFAR10DataModule(str(data_dir), **kwargs).setup("fit")
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_hub_model_offline_is_one_quick_line(tmp_path, monkeypatch, capsys):
+    args = text_files(tmp_path / "text", GOOD, GOOD)
+    args.append("model.backbone.model_name_or_path=sft-tests/no-such-model")
+    status, stderr = run_main("train", args, tmp_path, monkeypatch, capsys)
+    assert_one_error_line(status, stderr, "could not load model 'sft-tests/no-such-model'")
+    # the tokenizer (data.tokenizer) too, without sitting through the hub client's retries
+    start = time.monotonic()
+    with pytest.raises(SFTError, match="could not load tokenizer 'sft-tests/no-such-model'"):
+        load_tokenizer("sft-tests/no-such-model")
+    assert time.monotonic() - start < 10
+    assert "Retrying" not in capsys.readouterr().err
+
+
+# --- checkpoints: sft-train ckpt_path= (resume) and sft-eval ckpt_path= ---------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A real Lightning checkpoint of the FAST model (small CNN, width 8, 10 classes)."""
+    model = SFTClassifier(backbone=SMALL_CNN_BACKBONE, num_classes=10)
+    data = TensorDataset(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, DataLoader(data, batch_size=4))
+    path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def bad_checkpoint(kind: str, good: Path, directory: Path) -> Path:
+    path = directory / f"{kind}.ckpt"
+    if kind == "truncated":
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif kind == "garbage":
+        path.write_bytes(os.urandom(4096))
+    elif kind == "not_ours":
+        torch.save({"weight": torch.zeros(3)}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("missing", "no such file"),
+        ("truncated", "cannot be read"),
+        ("garbage", "cannot be read"),
+        ("not_ours", "not an sft training checkpoint"),
+    ],
+)
+def test_bad_checkpoint_file(kind, reason, checkpoint, tmp_path):
+    """What sft-train (resume) and sft-eval both read a checkpoint with."""
+    path = bad_checkpoint(kind, checkpoint, tmp_path)
+    with pytest.raises(SFTError) as err:
+        read_checkpoint(path)
+    assert str(err.value).startswith(f"checkpoint {path}") and reason in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("entry", "kind"), [("train", "truncated"), ("eval", "garbage")])
+def test_bad_checkpoint_through_the_entry_points(
+    entry, kind, checkpoint, tmp_path, monkeypatch, capsys
+):
+    path = bad_checkpoint(kind, checkpoint, tmp_path)
+    args = [f"ckpt_path={path}", "trainer.accelerator=cpu"]
+    status, stderr = run_main(
+        entry, [*FAST, *args] if entry == "train" else args, tmp_path, monkeypatch, capsys
+    )
+    assert_one_error_line(status, stderr, f"checkpoint {path}: cannot be read")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (
+            [*FAST, "model.num_classes=3"],
+            "trained with model.num_classes=10, this run has model.num_classes=3",
+        ),
+        (  # the default model: resnet18 with the CIFAR stem
+            FAST[2:],
+            "trained with model.backbone.name='small_cnn', this run has model.backbone.name='resnet18'",
+        ),
+    ],
+    ids=["num_classes", "backbone"],
+)
+def test_resuming_a_checkpoint_of_another_setup(
+    args, fragment, checkpoint, tmp_path, monkeypatch, capsys
+):
+    status, stderr = run_main(
+        "train", [*args, f"ckpt_path={checkpoint}"], tmp_path, monkeypatch, capsys
+    )
+    assert_one_error_line(status, stderr, f"checkpoint {checkpoint}", fragment)
+
+
+def test_resuming_weights_of_other_shapes_names_them(checkpoint):
+    wider = SFTClassifier(backbone={**SMALL_CNN_BACKBONE, "width": 16}, num_classes=10)
+    with pytest.raises(SFTError, match=r"does not fit this run's model .* other shapes: backbone"):
+        check_resume_checkpoint(checkpoint, wider)
+    check_resume_checkpoint(checkpoint, SFTClassifier(backbone=SMALL_CNN_BACKBONE, num_classes=10))
+
+
+def test_evaluating_on_data_with_other_classes(checkpoint, tmp_path, monkeypatch, capsys):
+    data = text_files(tmp_path / "text", GOOD, GOOD)[:4]  # data=text_files, its files
+    args = [f"ckpt_path={checkpoint}", "data.tokenizer=minilm", "trainer.accelerator=cpu", *data]
+    args.remove("model=minilm_fused")
+    status, stderr = run_main("eval", args, tmp_path, monkeypatch, capsys)
+    assert_one_error_line(
+        status, stderr, "the data has 2 classes", "trained for 10 classes: evaluate it on data"
+    )
+
+
+# --- tracebacks: HYDRA_FULL_ERROR=1 for user errors, always for bugs -------------------------
+
+
+def test_full_error_env_shows_the_user_error_with_its_trace(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    monkeypatch.setattr(
+        sys, "argv", ["sft-train", *FAST, "data.train_fraction=2", f"hydra.run.dir={tmp_path}"]
+    )
+    with pytest.raises(Exception) as raised:  # Hydra's instantiate wraps it
+        sft.train.main()
+    assert "train_fraction" in str(find_user_error(raised.value))
+    monkeypatch.setattr(sys, "argv", ["sft-train", "trainer.max_epoch=3"])
+    with pytest.raises(Exception, match=r"Could not override 'trainer\.max_epoch'"):
+        sft.train.main()  # Hydra's own report, with its trace
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug in sft")
+
+    monkeypatch.setattr(sft.train, "train", broken)
+    status, stderr = run_main("train", FAST, tmp_path, monkeypatch, capsys)
+    assert status == 1
+    assert "Traceback" in stderr and "ZeroDivisionError: a bug in sft" in stderr
+    assert not any(line.startswith("error: ") for line in stderr.splitlines())
+
+
+def test_console_script_prints_only_the_error_line(tmp_path):
+    """The whole process: exit status 1 and nothing on stderr but the error line."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "sft.train", "trainer.max_epoch=3", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: unknown config key 'trainer.max_epoch' (did you mean 'trainer.max_epochs'?)\n"
+    )

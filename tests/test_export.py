@@ -1,0 +1,153 @@
+"""sft-export: TorchScript / ONNX (/ HF folder) exports equal the checkpoint and run without sft."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import compose_config
+from inference_checkpoints import image_checkpoint, text_checkpoint
+
+from sft.export import check_formats, check_parity, export
+from sft.inference.bundle import load_bundle
+from sft.utils.errors import SFTError
+
+ATOL = 1e-5
+# Runs in a fresh interpreter where `import sft` fails: only torch, onnxruntime, transformers.
+NO_SFT_PRELUDE = """
+import json, sys
+sys.modules["sft"] = None  # any import of sft now raises ImportError
+import numpy as np, onnxruntime as ort, torch
+export_dir, out_file = sys.argv[1], sys.argv[2]
+meta = json.load(open(f"{export_dir}/metadata.json"))
+"""
+IMAGE_SCRIPT = """
+images = torch.load(sys.argv[3], weights_only=True)
+scripted = torch.jit.load(f"{export_dir}/model.pt")
+session = ort.InferenceSession(f"{export_dir}/model.onnx", providers=["CPUExecutionProvider"])
+out = {
+    "torchscript": scripted(images),
+    "onnx": torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0]),
+}
+torch.save(out, out_file)
+"""
+TEXT_SCRIPT = """
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoTokenizer
+sentences = json.load(open(sys.argv[3]))
+tok = AutoTokenizer.from_pretrained(f"{export_dir}/tokenizer")
+enc = tok(sentences, padding=True, truncation=True, max_length=meta["max_length"], return_tensors="pt")
+ids, mask = enc["input_ids"], enc["attention_mask"]
+scripted = torch.jit.load(f"{export_dir}/model.pt")
+session = ort.InferenceSession(f"{export_dir}/model.onnx", providers=["CPUExecutionProvider"])
+onnx_out = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+
+hf = f"{export_dir}/hf"
+hf_tok = AutoTokenizer.from_pretrained(hf)
+enc = hf_tok(sentences, padding=True, truncation=True, max_length=meta["max_length"], return_tensors="pt")
+hidden = AutoModel.from_pretrained(hf).eval()(**enc).last_hidden_state
+m = enc["attention_mask"].unsqueeze(-1).float()
+head = load_file(f"{hf}/classifier_head.safetensors")
+assert json.load(open(f"{hf}/sft_head.json"))["pooling"] == "mean"
+out = {
+    "torchscript": scripted(ids, mask),
+    "onnx": torch.from_numpy(onnx_out),
+    "hf": ((hidden * m).sum(1) / m.sum(1)) @ head["weight"].T + head["bias"],
+}
+torch.save({k: v.detach() for k, v in out.items()}, out_file)
+"""
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory, data_dir):
+    root = tmp_path_factory.getbasetemp() / "inference_ckpts"
+    return {"image": image_checkpoint(root), "text": text_checkpoint(root)}
+
+
+def run_without_sft(script: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", NO_SFT_PRELUDE + script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/",  # not the checkout: sft must not be importable from the working directory
+    )
+
+
+def run_export(ckpt, out_dir, *overrides):
+    cfg = compose_config("export", [f"ckpt_path={ckpt}", *overrides], out_dir)
+    return export(cfg)
+
+
+def test_image_export_equals_the_checkpoint_without_sft(ckpts, tmp_path, capsys):
+    # the default formats, with torch's default (dynamo) ONNX exporter
+    out = run_export(ckpts["image"], tmp_path / "run")
+    assert out == tmp_path / "run" / "export"
+    printed = capsys.readouterr().out
+    assert "torchscript: max abs diff" in printed and "onnx: max abs diff" in printed
+    meta = json.loads((out / "metadata.json").read_text())
+    bundle = load_bundle(ckpts["image"])
+    assert meta["class_names"] == bundle.class_names and meta["image_size"] == 32
+    assert meta["files"] == {"torchscript": "model.pt", "onnx": "model.onnx"}
+    assert bundle.model.head.branch is not None  # a fused head: folding is exercised
+
+    # real test images the exporter did not see (it checks the first 8), other batch size
+    bundle.datamodule.setup("test")
+    images = torch.stack([bundle.datamodule.test_data[i][0] for i in range(20, 25)])
+    expected = bundle.logits(bundle.image_inputs(images))
+    torch.save(images.float() / 255, tmp_path / "images.pt")
+    result = run_without_sft(IMAGE_SCRIPT, out, tmp_path / "out.pt", tmp_path / "images.pt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = torch.load(tmp_path / "out.pt", weights_only=True)
+    for name, logits in got.items():
+        assert logits.shape == expected.shape, name
+        assert (logits - expected).abs().max() <= ATOL, name
+
+
+def test_text_export_equals_the_checkpoint_without_sft(ckpts, data_dir, tmp_path):
+    out = run_export(
+        ckpts["text"],
+        tmp_path / "run",
+        "formats=[torchscript,onnx,hf]",
+        "onnx.dynamo=false",  # the TorchScript-based exporter: seconds instead of ~30 s on CPU
+        f"output_dir={tmp_path / 'deploy'}",
+    )
+    assert out == tmp_path / "deploy"
+    meta = json.loads((out / "metadata.json").read_text())
+    assert set(meta["parity_max_abs_diff"]) == {"folded", "torchscript", "onnx", "hf"}
+    assert max(meta["parity_max_abs_diff"].values()) <= ATOL
+    hf_config = json.loads((out / "hf" / "config.json").read_text())
+    assert list(hf_config["id2label"].values()) == meta["class_names"] == ["negative", "positive"]
+
+    # dev sentences of other lengths than the exporter's parity batch
+    lines = (data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[30:36]
+    sentences = [line.split("\t")[0] for line in lines]
+    bundle = load_bundle(ckpts["text"])
+    expected = bundle.logits(bundle.collate(bundle.tokenize(sentences)))
+    (tmp_path / "sentences.json").write_text(json.dumps(sentences))
+    result = run_without_sft(TEXT_SCRIPT, out, tmp_path / "out.pt", tmp_path / "sentences.json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert set(got) == {"torchscript", "onnx", "hf"}
+    for name, logits in got.items():
+        assert (logits - expected).abs().max() <= ATOL, name
+
+
+def test_format_choice_errors():
+    assert check_formats(None, "text") == ["torchscript", "onnx", "hf"]
+    assert check_formats(None, "image") == ["torchscript", "onnx"]
+    with pytest.raises(SFTError, match="text backbones only"):
+        check_formats(["hf"], "image")
+    with pytest.raises(SFTError, match="expected a list of"):
+        check_formats(["tflite"], "image")
+
+
+def test_parity_failure_is_one_clear_line():
+    torch.manual_seed(0)
+    module = torch.nn.Linear(4, 3).eval()
+    args = (torch.rand(5, 4),)
+    checks = [(args, module(*args).detach())]
+    assert check_parity("exact", lambda a: module(*a), checks, ATOL, module) == 0.0
+    with pytest.raises(SFTError, match=r"by 0\.001 > atol=1e-05 .* not faithful"):
+        check_parity("off", lambda a: module(*a) + 1e-3, checks, ATOL, module)

@@ -1,0 +1,89 @@
+"""SIGTERM / SIGINT save a checkpoint and say how to resume; a NaN loss stops with a clear line."""
+
+import logging
+import signal
+
+import pytest
+import torch
+from conftest import FAST
+from test_resume import only_run_dir, run_train_cli
+
+from sft.train import train
+from sft.utils.errors import SFTError
+
+QUICK = ["trainer.max_epochs=2", "test=false", "callbacks.step_checkpoint.every_n_train_steps=2"]
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(
+    train_cfg, tmp_path, data_dir, caplog
+):
+    """Preemption: SIGTERM during step 4 -> that batch finishes, last.ckpt at step 4, exit 1 with
+    the resume command and no traceback; resuming completes the run in the same directory."""
+    result = run_train_cli(
+        *FAST,
+        *QUICK,
+        f"paths.log_dir={tmp_path}",
+        "name=preempted",
+        "+callbacks.term._target_=helpers.faults.SignalAtStep",
+        "+callbacks.term.step=3",
+        "+callbacks.term.signal=SIGTERM",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    run_dir = only_run_dir(tmp_path / "train" / "preempted")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(
+        f"interrupted by SIGTERM at epoch 0 step 4: saved {last}; resume with: sft-train "
+    ), message
+    assert "name=preempted" in message and message.endswith(f"resume={run_dir}")
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+
+    with caplog.at_level(logging.INFO, logger="sft.utils.resume"):
+        train(train_cfg(*QUICK, f"resume={run_dir}", run_dir=run_dir))
+    assert f"resuming {run_dir} from {last} (epoch 0, step 4)" in caplog.text
+    assert torch.load(last, weights_only=True)["global_step"] == 2 * 6
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits(train_cfg, tmp_path, data_dir):
+    run_dir = tmp_path / "run"
+    cfg = train_cfg(
+        *QUICK,
+        "+callbacks.int._target_=helpers.faults.SignalAtStep",
+        "+callbacks.int.step=2",
+        "+callbacks.int.signal=SIGINT",
+        run_dir=run_dir,
+    )
+    handler_before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as exit_info:
+        train(cfg)
+    message = str(exit_info.value.code)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert message.startswith(f"interrupted by SIGINT at epoch 0 step 3: saved {last}")
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    # the handler in place before fit is back once fit is over
+    assert signal.getsignal(signal.SIGINT) is handler_before
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    train_cfg, tmp_path, data_dir
+):
+    run_dir = tmp_path / "run"
+    cfg = train_cfg(
+        *QUICK,
+        "+callbacks.poison._target_=helpers.faults.NaNWeightsAtStep",
+        "+callbacks.poison.step=3",
+        run_dir=run_dir,
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with pytest.raises(SFTError) as error:
+        train(cfg)
+    assert str(error.value).startswith(
+        f"non-finite loss (nan) at epoch 0, step 3; last good checkpoint: {last}"
+    )
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == 2
+    assert all(
+        torch.isfinite(t).all() for t in state["state_dict"].values() if t.is_floating_point()
+    )

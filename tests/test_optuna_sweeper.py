@@ -1,0 +1,172 @@
+"""The sft_optuna Hydra sweeper (hydra_plugins/sft_optuna_sweeper): its search space, a study
+that a re-run resumes, and pruning, through real `sft-train -m` runs on a tiny CNN (CPU)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from hydra_plugins.sft_optuna_sweeper._search_space import build_search_space, format_value
+
+# conftest's FAST, smaller still; pretrained:false as the searched experiments ask for weights
+TINY = [
+    "~model.backbone",
+    "+model.backbone={_target_:sft.models.backbones.create_backbone,name:small_cnn,width:8,"
+    "pretrained:false}",
+    "data.samples_per_class=10",
+    "data.batch_size=32",
+    "data.val_size=200",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "test=false",
+]
+
+
+def sft_train_multirun(sweep_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sft.train",
+            "-m",
+            *TINY,
+            *overrides,
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def load_study(sweep_dir: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+
+
+def job_overrides(sweep_dir: Path) -> dict[int, str]:
+    return {
+        int(job.name): (job / ".hydra" / "overrides.yaml").read_text()
+        for job in sweep_dir.iterdir()
+        if job.name.isdigit()
+    }
+
+
+def test_search_space_from_config_params_and_command_line():
+    params = OmegaConf.create(
+        {
+            "model.lr_backbone": "tag(log, interval(1e-5, 1e-3))",
+            "model.head.hidden_dim": "tag(int, interval(16, 256))",
+            "data.batch_size": "range(16, 65, 16)",
+            "model.head.branch": "choice(linear, mlp)",
+            "model.head.dropout": {"type": "float", "low": 0.0, "high": 0.5, "step": 0.1},
+            "model.regularizer": "l2sp,l2",
+            "model.reg_lambda": 0.001,
+        }
+    )
+    space = build_search_space(
+        params, ["model.head.branch=mlp", "seed=1,2", "~model.linear_probe", "+trainer.foo=1"]
+    )
+    assert space.distributions == {
+        "model.lr_backbone": FloatDistribution(1e-5, 1e-3, log=True),
+        "model.head.hidden_dim": IntDistribution(16, 256),
+        # Hydra's range excludes its stop
+        "data.batch_size": IntDistribution(16, 64, step=16),
+        "model.head.dropout": FloatDistribution(0.0, 0.5, step=0.1),
+        "model.regularizer": CategoricalDistribution(["l2sp", "l2"]),
+        "seed": CategoricalDistribution([1, 2]),
+    }
+    # a command-line value replaces the config's search over the same key
+    trial = {"model.lr_backbone": 1.5e-4, "model.head.hidden_dim": 64, "data.batch_size": 48}
+    trial |= {"model.head.dropout": 0.2, "model.regularizer": "l2", "seed": 2}
+    assert space.trial_overrides(trial) == [
+        "model.reg_lambda=0.001",
+        "model.head.branch=mlp",
+        "~model.linear_probe",
+        "+trainer.foo=1",
+        "model.lr_backbone=0.00015",
+        "model.head.hidden_dim=64",
+        "data.batch_size=48",
+        "model.head.dropout=0.2",
+        "model.regularizer=l2",
+        "seed=2",
+    ]
+
+
+def test_trial_values_are_written_as_overrides_that_parse_back():
+    parser = OverridesParser.create()
+    for value in [1e-5, 0.1, 3, True, None, "mlp", "1", "true", "null", "a,b", "it's", "val/acc"]:
+        parsed = parser.parse_override(f"k={format_value(value)}").value()
+        assert parsed == value and type(parsed) is type(value), (value, format_value(value))
+
+
+def test_rerun_resumes_the_study_with_new_trials_in_new_job_dirs(tmp_path, data_dir):
+    search = ["hparams_search=cifar10_optuna", "trainer.max_epochs=1"]
+    sft_train_multirun(tmp_path, *search, "hydra.sweeper.n_trials=4")
+    first = job_overrides(tmp_path)
+    assert sorted(first) == [0, 1, 2, 3]
+
+    # the same command again: the seeded sampler must not replay the first run's points
+    sft_train_multirun(tmp_path, *search, "hydra.sweeper.n_trials=2")
+    jobs = job_overrides(tmp_path)
+    assert sorted(jobs) == [0, 1, 2, 3, 4, 5]
+    assert {n: jobs[n] for n in first} == first, "the re-run rewrote a first-run job"
+
+    trials = load_study(tmp_path, "cifar10_optuna").trials
+    assert [t.number for t in trials] == list(range(6))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 6, "a trial was repeated"
+    for t in trials:  # job directory N ran trial N's parameters
+        for key, value in t.params.items():
+            assert f"- {key}={format_value(value)}\n" in jobs[t.number]
+    assert trials[0].params["model.lr_backbone"] == 1e-4  # the config's enqueued trial
+
+    results = OmegaConf.load(tmp_path / "optimization_results.yaml")
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert results.best_value == best.value and results.best_params == best.params
+    assert results.storage == f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert sum(results.n_trials.values()) == 6 and "fail" not in results.n_trials
+
+
+def test_median_pruner_stops_a_diverging_trial(tmp_path, data_dir):
+    """A linear head on frozen features: trial 0 (SGD at lr 0.1) completes 2 epochs at a
+    validation loss near 2.3; trial 1 (lr 1e4) overshoots to a loss in the thousands after its
+    first epoch, above the median of completed trials, so the median pruner stops it there."""
+    sft_train_multirun(
+        tmp_path,
+        "hydra/sweeper=sft_optuna",
+        "hydra.sweeper.study_name=diverging",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.direction=minimize",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "optimized_metric=val/loss",
+        "trainer.max_epochs=2",
+        "model.freeze_backbone=true",
+        "model.lr_head=choice(0.1,1e4)",
+        "hydra.sweeper.enqueue_trials=[{model.lr_head:0.1},{model.lr_head:1e4}]",
+    )
+    good, diverged = load_study(tmp_path, "diverging").trials
+    assert good.params == {"model.lr_head": 0.1} and good.state == TrialState.COMPLETE
+    assert diverged.params == {"model.lr_head": 1e4}
+    assert diverged.state == TrialState.PRUNED
+    assert sorted(good.intermediate_values) == [0, 1]
+    assert sorted(diverged.intermediate_values) == [0]
+    assert diverged.intermediate_values[0] > 10 * good.intermediate_values[0]
+
+    def last_epoch(job: int) -> int:
+        last = tmp_path / str(job) / "checkpoints" / "last.ckpt"
+        return torch.load(last, weights_only=True)["epoch"]
+
+    assert last_epoch(1) == last_epoch(0) - 1, "the pruned trial kept training"
+    results = OmegaConf.load(tmp_path / "optimization_results.yaml")
+    assert results.n_trials == {"complete": 1, "pruned": 1}
+    assert results.best_trial == 0

@@ -1,0 +1,160 @@
+"""sft-predict: texts (txt/tsv/csv/jsonl) and images (file/folder) -> predictions, GLUE file."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import compose_config
+from inference_checkpoints import image_checkpoint, text_checkpoint
+from PIL import Image
+
+from sft.inference.bundle import load_bundle
+from sft.predict import predict
+from sft.utils.errors import SFTError
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory, data_dir):
+    root = tmp_path_factory.getbasetemp() / "inference_ckpts"
+    return {"image": image_checkpoint(root), "text": text_checkpoint(root)}
+
+
+def run_predict(ckpt, inputs, out_dir, *overrides):
+    cfg = compose_config(
+        "predict", [f"ckpt_path={ckpt}", f"inputs={inputs}", "device=cpu", *overrides], out_dir
+    )
+    return predict(cfg)
+
+
+def read_csv(path):
+    return list(csv.DictReader(path.open(newline="", encoding="utf-8")))
+
+
+def dev_rows(data_dir, n):
+    lines = (data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()
+    return [line.split("\t") for line in lines[1 : n + 1]]  # sentence, label
+
+
+def test_text_inputs_of_every_kind_match_the_training_pipeline(ckpts, data_dir, tmp_path):
+    rows = dev_rows(data_dir, 5)
+    sentences = [s for s, _ in rows]
+    (tmp_path / "in.txt").write_text("\n".join([sentences[0], "", *sentences[1:]]) + "\n")
+    with (tmp_path / "in.tsv").open("w") as f:
+        f.write("index\tsentence\n" + "".join(f"{10 + i}\t{s}\n" for i, s in enumerate(sentences)))
+    with (tmp_path / "in.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["review"], *[[s] for s in sentences]])
+    (tmp_path / "in.jsonl").write_text(
+        "".join(json.dumps({"sentence": s}) + "\n" for s in sentences)
+    )
+
+    out = {
+        "txt": run_predict(ckpts["text"], tmp_path / "in.txt", tmp_path / "txt"),
+        "tsv": run_predict(ckpts["text"], tmp_path / "in.tsv", tmp_path / "tsv"),
+        "csv": run_predict(
+            ckpts["text"], tmp_path / "in.csv", tmp_path / "csv", "text_column=review"
+        ),
+        "jsonl": run_predict(
+            ckpts["text"], tmp_path / "in.jsonl", tmp_path / "jsonl", "format=json"
+        ),
+    }
+    results = {k: read_csv(p) for k, p in out.items() if p.suffix == ".csv"}
+    results["jsonl"] = json.loads(out["jsonl"].read_text())
+    assert out["txt"] == tmp_path / "txt" / "predictions.csv"
+
+    # ids: line numbers (the blank line counts), the index column, data lines of csv/jsonl
+    assert [r["id"] for r in results["txt"]] == ["1", "3", "4", "5", "6"]
+    assert [r["id"] for r in results["tsv"]] == ["10", "11", "12", "13", "14"]
+    assert [r["id"] for r in results["jsonl"]] == ["1", "2", "3", "4", "5"]
+
+    # the probabilities the model gives the datamodule's own (cached) tokens of these sentences
+    bundle = load_bundle(ckpts["text"])
+    split = bundle.datamodule.load_split("val")
+    batch = bundle.collate(
+        [{k: v for k, v in split.example(i).items() if k != "labels"} for i in range(5)]
+    )
+    expected = bundle.logits(batch).softmax(-1)
+    names = bundle.class_names
+    for kind, got in results.items():
+        probs = torch.tensor([[float(r[f"prob_{n}"]) for n in names] for r in got])
+        assert torch.allclose(probs, expected, atol=2e-6), kind
+        assert [r["text"] for r in got] == sentences
+        assert [r["pred_name"] for r in got] == [names[i] for i in expected.argmax(-1).tolist()]
+        assert [int(r["pred"]) for r in got] == expected.argmax(-1).tolist()
+
+
+def test_sst2_test_file_gets_a_glue_submission(ckpts, data_dir, tmp_path):
+    lines = (data_dir / "sst2" / "test.tsv").read_text(encoding="utf-8").splitlines()[:13]
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = run_predict(ckpts["text"], tmp_path / "sst2" / "test.tsv", tmp_path / "run")
+
+    submission = (tmp_path / "run" / "SST-2.tsv").read_text().splitlines()
+    assert submission[0] == "index\tprediction"
+    body = [line.split("\t") for line in submission[1:]]
+    assert [i for i, _ in body] == [line.split("\t")[0] for line in lines[1:]]
+    assert [p for _, p in body] == [r["pred"] for r in read_csv(out)]
+    assert {p for _, p in body} <= {"0", "1"}
+
+    # other files get one only when asked; a txt has no index column: rows count from 0
+    (tmp_path / "few.txt").write_text("fine\nawful\n")
+    run_predict(ckpts["text"], tmp_path / "few.txt", tmp_path / "plain")
+    assert not (tmp_path / "plain" / "SST-2.tsv").exists()
+    run_predict(ckpts["text"], tmp_path / "few.txt", tmp_path / "asked", "glue_submission=true")
+    rows = (tmp_path / "asked" / "SST-2.tsv").read_text().splitlines()
+    assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1"]
+
+
+def test_image_file_and_folder_predictions(ckpts, data_dir, tmp_path):
+    bundle = load_bundle(ckpts["image"])
+    bundle.datamodule.setup("test")
+    images = torch.stack([bundle.datamodule.test_data[i][0] for i in range(5)])
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    paths = [folder / "b.png", folder / "a.png", folder / "more" / "c.png", folder / "d.jpeg"]
+    for path, image in zip(paths, images, strict=False):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+    (folder / "notes.txt").write_text("not an image")
+
+    out = run_predict(ckpts["image"], folder, tmp_path / "run", "format=json", "batch_size=3")
+    rows = json.loads(out.read_text())
+    assert [r["id"] for r in rows] == ["a.png", "b.png", "d.jpeg", "more/c.png"]
+    expected = bundle.logits(bundle.image_inputs(images[:3])).softmax(-1)
+    names = bundle.class_names
+    got = torch.tensor([[r[f"prob_{n}"] for n in names] for r in rows])
+    # rows a, b, more/c hold images 1, 0, 2 (PNG is lossless; d, a JPEG, is not)
+    assert torch.allclose(got[[0, 1, 3]], expected[[1, 0, 2]], atol=2e-6)
+    assert all(abs(sum(r[f"prob_{n}"] for n in names) - 1) < 1e-4 for r in rows)
+    assert rows[0]["pred_name"] == names[int(expected[1].argmax())]
+
+    single = read_csv(run_predict(ckpts["image"], paths[0], tmp_path / "one"))
+    assert len(single) == 1 and single[0]["id"] == str(paths[0])
+    assert single[0]["pred_name"] == rows[1]["pred_name"]
+
+
+def test_inputs_of_the_wrong_modality(ckpts, tmp_path):
+    (tmp_path / "a.txt").write_text("hello\n")
+    with pytest.raises(SFTError, match="image model"):
+        run_predict(ckpts["image"], tmp_path / "a.txt", tmp_path / "run")
+    # the command line: one `error:` line, no traceback
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sft.predict",
+            f"ckpt_path={ckpts['text']}",
+            f"inputs={tmp_path / 'x.png'}",
+            f"hydra.run.dir={tmp_path / 'cli'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "HYDRA_FULL_ERROR": "0"},
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: inputs=") and "text model" in last, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

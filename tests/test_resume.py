@@ -1,0 +1,262 @@
+"""Resume: a killed run continues in its own directory exactly where it stopped; nothing is lost."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONF_DIR, FAST
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import sft.utils.checkpoint_io as checkpoint_io
+from sft.train import train
+from sft.utils import resume as resume_mod
+from sft.utils.checkpoint_io import AtomicCheckpointIO
+from sft.utils.errors import SFTError
+
+TESTS_DIR = Path(__file__).parent
+STEPS_PER_EPOCH = 6  # 20 per class x 10 classes / batch 32, drop_last
+# Deterministic CPU run where randomness matters: augmentation (on by default), dropout in the
+# head branch, a shuffled loader, a warm-up + cosine LR schedule; last.ckpt every 2 steps.
+EXACT = [
+    "trainer.deterministic=true",
+    "trainer.max_epochs=3",
+    "callbacks.step_checkpoint.every_n_train_steps=2",
+    "model.head.branch=mlp",
+    "+model.head.hidden_dim=16",
+    "+model.head.dropout=0.5",
+    "test=false",
+]
+
+
+def run_train_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "HYDRA_FULL_ERROR": "0",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "sft.train", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def only_run_dir(experiment_dir: Path) -> Path:
+    runs = [p for p in experiment_dir.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def scalars(tensorboard_dir: Path, tag: str) -> list[tuple[int, float]]:
+    acc = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_killed_run_resumes_exactly_in_its_directory(train_cfg, tmp_path, data_dir):
+    """SIGKILL mid-epoch after a step checkpoint, then resume=<run dir>: the same final weights,
+    optimizer state and validation metrics as an uninterrupted run; TensorBoard continues in the
+    same directory with the same steps."""
+    reference = train(train_cfg(*EXACT, run_dir=tmp_path / "reference"))
+
+    # Dies at the start of step 9 of 18 (epoch 1); the last step checkpoint is from step 8.
+    killed = run_train_cli(
+        *FAST,
+        *EXACT,
+        f"paths.log_dir={tmp_path}",
+        "name=killed",
+        "+callbacks.kill._target_=helpers.faults.SignalAtStep",
+        "+callbacks.kill.step=9",
+        cwd=tmp_path,
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / "train" / "killed")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == 8 and saved["epoch"] == 1  # mid-epoch
+
+    resumed = train(train_cfg(*EXACT, f"resume={run_dir}", run_dir=run_dir))
+
+    want = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
+    got = torch.load(last, weights_only=True)
+    assert got["global_step"] == want["global_step"] == 3 * STEPS_PER_EPOCH
+    for key, tensor in want["state_dict"].items():
+        torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
+    for (k, w), g in zip(
+        want["optimizer_states"][0]["state"].items(),
+        got["optimizer_states"][0]["state"].values(),
+        strict=True,
+    ):
+        torch.testing.assert_close(
+            g["momentum_buffer"], w["momentum_buffer"], rtol=0, atol=1e-6, msg=str(k)
+        )
+    for name in ("val/acc", "val/acc_best", "val/loss", "train/loss_epoch"):
+        assert resumed[name] == pytest.approx(reference[name], abs=1e-6), name
+
+    # TensorBoard: one run directory (no version_N), the steps the killed run logged after its
+    # checkpoint purged, so every step appears once and the curves equal the reference's.
+    tb = run_dir / "tensorboard"
+    assert not [p for p in tb.iterdir() if p.is_dir()]
+    assert (
+        len(list(tb.glob("events.out.tfevents.*"))) >= 2
+    )  # the killed run's and the resumed one's
+    for tag in ("val/acc", "val/loss", "train/loss_epoch"):
+        got_curve = scalars(tb, tag)
+        want_curve = scalars(tmp_path / "reference" / "tensorboard", tag)
+        assert [s for s, _ in got_curve] == [s for s, _ in want_curve], tag
+        if tag.startswith("val/"):
+            assert [v for _, v in got_curve] == pytest.approx([v for _, v in want_curve], abs=1e-6)
+    # (epoch means of training metrics are not checkpointed: for the interrupted epoch they
+    # cover the batches after the resume only)
+
+
+def test_run_stopped_at_an_epoch_end_resumes_exactly(train_cfg, tmp_path, data_dir):
+    """The latest checkpoint is the one written after epoch 0's validation (no step checkpoint
+    since): the resumed run starts epoch 1 with the same shuffle and augmentation draws."""
+    from helpers.faults import Crash
+
+    two_epochs = [*EXACT, "trainer.max_epochs=2"]
+    train(train_cfg(*two_epochs, run_dir=tmp_path / "reference"))
+    run_dir = tmp_path / "run"
+    crash = ["+callbacks.crash._target_=helpers.faults.CrashAtStep", "+callbacks.crash.step=7"]
+    with pytest.raises(Crash):
+        train(train_cfg(*two_epochs, *crash, run_dir=run_dir))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == STEPS_PER_EPOCH
+
+    train(train_cfg(*two_epochs, f"resume={run_dir}", run_dir=run_dir))
+    want = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
+    got = torch.load(last, weights_only=True)
+    for key, tensor in want["state_dict"].items():
+        torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
+
+
+def test_fresh_run_never_reuses_an_existing_directory(tmp_path, monkeypatch):
+    """Two runs started in the same second (here: the second process's resolver finds the
+    directory the first one created) get different directories; one process always gets one."""
+    monkeypatch.setattr(resume_mod, "_resolved", {})
+    first = resume_mod.run_dir(None, str(tmp_path / "exp"), "2026-01-01_00-00-00")
+    assert resume_mod.run_dir(None, str(tmp_path / "exp"), "2026-01-01_00-00-00") == first
+    monkeypatch.setattr(resume_mod, "_resolved", {})  # as in another process
+    second = resume_mod.run_dir(None, str(tmp_path / "exp"), "2026-01-01_00-00-00")
+    assert Path(first).name == "2026-01-01_00-00-00"
+    assert Path(second).name == "2026-01-01_00-00-00_1"
+    assert Path(first).is_dir() and Path(second).is_dir()
+
+
+def make_run(experiment_dir: Path, name: str, mtime: float | None) -> Path:
+    run = experiment_dir / name
+    (run / "checkpoints").mkdir(parents=True)
+    if mtime is not None:
+        last = run / "checkpoints" / "last.ckpt"
+        torch.save({"epoch": 0, "global_step": 1}, last)
+        os.utime(last, (mtime, mtime))
+    return run
+
+
+def test_resume_auto_picks_the_run_with_the_newest_last_checkpoint(tmp_path, monkeypatch):
+    """hydra.run.dir with resume=auto: the run whose last.ckpt is newest; none: a fresh one."""
+    monkeypatch.setattr(resume_mod, "_resolved", {})
+    exp = tmp_path / "outputs" / "train" / "exp"
+    make_run(exp, "2026-01-01_00-00-00", mtime=2_000_000_000)
+    newest = make_run(exp, "2026-01-02_00-00-00", mtime=2_000_000_100)
+    make_run(exp, "2026-01-03_00-00-00", mtime=None)  # a later run without a checkpoint
+    overrides = [f"paths.log_dir={tmp_path / 'outputs'}", "name=exp", "resume=auto"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    assert cfg.hydra.run.dir == str(newest.resolve())
+
+    nothing = tmp_path / "outputs" / "train" / "other"
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[*overrides[:1], "name=other", "resume=auto"],
+            return_hydra_config=True,
+        )
+    fresh = Path(cfg.hydra.run.dir)
+    assert fresh.parent == nothing.resolve() and fresh.is_dir()  # created (reserved) at once
+    assert cfg.hydra.run.dir == str(fresh)  # and resolved the same way every time
+
+
+def test_resume_mistakes_are_one_line_errors(train_cfg, tmp_path):
+    # a resume= path that does not exist: the run dir resolver gave a fresh directory
+    with pytest.raises(SFTError, match="no such run directory"):
+        train(train_cfg(f"resume={tmp_path / 'nowhere'}", run_dir=tmp_path / "fresh"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SFTError, match="nothing to resume from"):
+        train(train_cfg(f"resume={empty}", run_dir=empty))
+    with pytest.raises(SFTError, match="not both"):
+        train(train_cfg(f"resume={empty}", f"ckpt_path={empty}/x.ckpt", run_dir=empty))
+
+
+def test_trainer_writes_checkpoints_atomically(train_cfg):
+    trainer = instantiate(train_cfg().trainer)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "w": torch.ones(3)}, path)
+
+    def dies_half_way(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # as a kill while writing
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"global_step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+
+    state = torch.load(path, weights_only=True)
+    assert state["global_step"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temp file left
+
+
+def test_samplers_repeat_a_pass_without_its_first_indices():
+    """The position of an epoch is (the pass's seed or epoch, batches done); the shuffled order
+    is torch's RandomSampler's for the same global seed, so seeded runs shuffle as before."""
+    from torch.utils.data import RandomSampler
+
+    from sft.data.length_grouped import LengthGroupedSampler
+    from sft.data.resumable import ResumableDataLoader, ResumableRandomSampler
+
+    torch.manual_seed(3)
+    expected = list(RandomSampler(range(50)))
+    torch.manual_seed(3)
+    sampler = ResumableRandomSampler(range(50))
+    assert list(sampler) == expected
+    sampler.resume_pass(sampler.pass_state(), skip=20)
+    assert list(sampler) == expected[20:]
+
+    grouped = LengthGroupedSampler(torch.randint(1, 30, (50,)), batch_size=4, pool_batches=2)
+    grouped.set_epoch(2)
+    order = list(grouped)
+    state = grouped.pass_state()
+    grouped.set_epoch(0)
+    grouped.resume_pass(state, skip=8)
+    assert list(grouped) == order[8:]
+
+    loader = ResumableDataLoader(
+        list(range(10)), batch_size=2, sampler=ResumableRandomSampler(range(10))
+    )
+    batches = iter(loader)
+    first = [next(batches), next(batches)]
+    state = loader.state_dict()
+    rest = list(batches)
+    assert state["batches"] == 2
+    loader.load_state_dict(state)
+    assert [b.tolist() for b in loader] == [b.tolist() for b in rest]
+    assert len(first + rest) == 5

@@ -1,0 +1,174 @@
+"""Multirun sweeps: every job writes result.json, the sweep dir gets summary.csv / summary.md,
+a failing job is listed (not dropped) and makes the sweep exit 1 after the other jobs ran."""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FAST
+from hydra.core.global_hydra import GlobalHydra
+
+from sft.train import main
+from sft.utils.run_result import RunResult
+from sft.utils.sweep_summary import read_results, summary_rows, write_summary
+
+# A few batches of everything: the sweep tests check bookkeeping, not learning.
+TINY = [
+    *FAST,
+    "data.samples_per_class=4",
+    "data.batch_size=16",
+    "data.eval_batch_size=64",
+    "data.val_size=64",
+    "+trainer.limit_test_batches=2",
+    "callbacks.early_stopping=null",
+]
+
+
+def run_sft_train(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """`sft-train *args` in this process (no interpreter start-up); (exit code, stderr)."""
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(sys, "argv", ["sft-train", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        GlobalHydra.instance().clear()
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory, data_dir):
+    """2x2 grid; the MLP branch with hidden_dim=-1 cannot be built: job 3 fails (a bug, so
+    its traceback goes to its log), the three others train for 2 epochs."""
+    sweep_dir = tmp_path_factory.mktemp("sweep")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        GlobalHydra.instance().clear()
+        monkeypatch.setattr(
+            sys,
+            "argv",
+            [
+                "sft-train",
+                "-m",
+                *TINY,
+                "trainer.max_epochs=2",
+                "model.head.branch=linear,mlp",
+                "+model.head.hidden_dim=8,-1",
+                f"hydra.sweep.dir={sweep_dir}",
+            ],
+        )
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        GlobalHydra.instance().clear()
+    return sweep_dir, exit_info.value.code
+
+
+def test_grid_sweep_summary_lists_every_job_and_marks_the_best(grid_sweep):
+    sweep_dir, exit_code = grid_sweep
+    assert exit_code == 1  # one job failed: the sweep reports it after running all four
+
+    rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
+    assert [r["status"] for r in rows] == ["completed"] * 3 + ["failed"]
+    assert rows[3]["overrides"].endswith("model.head.branch=mlp +model.head.hidden_dim=-1")
+    assert "negative dimension" in rows[3]["error"]
+    for row in rows[:3]:
+        assert 0.0 <= float(row["val/acc_best"]) <= 1.0
+        assert 0.0 <= float(row["test/acc"]) <= 1.0
+        assert row["epochs"] == "2" and float(row["wall_time_s"]) > 0 and row["error"] == ""
+    assert rows[3]["val/acc_best"] == "" and rows[3]["test/acc"] == ""
+
+    best = max(rows[:3], key=lambda r: float(r["val/acc_best"]))
+    assert [r["best"] for r in rows].count("best") == 1 and best["best"] == "best"
+
+    md = (sweep_dir / "summary.md").read_text()
+    assert "4 jobs, 3 completed, 1 failed" in md
+    assert f"Best: job {best['job']} (val/acc_best" in md
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 4 and "| failed |" in table[4] and "negative dimension" in table[4]
+
+
+def test_each_job_directory_is_self_contained(grid_sweep):
+    sweep_dir, _ = grid_sweep
+    for job in ("0", "1", "2"):
+        job_dir = sweep_dir / job
+        result = json.loads((job_dir / "result.json").read_text())
+        assert result["status"] == "completed" and result["error"] is None
+        assert result["output_dir"] == str(job_dir.resolve())
+        assert result["optimized_metric"] == "val/acc_best"
+        assert set(result["metrics"]) >= {"val/acc_best", "val/acc", "test/acc", "test/loss"}
+        assert "model.head.branch=" in " ".join(result["overrides"])
+        assert (job_dir / ".hydra" / "config.yaml").is_file()
+        assert (job_dir / "config_resolved.yaml").is_file()
+        assert (job_dir / "checkpoints" / "last.ckpt").is_file()
+        assert any((job_dir / "tensorboard").glob("events.out.tfevents.*"))
+        assert (job_dir / "train.log").is_file()
+
+    failed = json.loads((sweep_dir / "3" / "result.json").read_text())
+    assert failed["status"] == "failed" and failed["metrics"] == {}
+    assert failed["error"].startswith("RuntimeError: ") and "\n" not in failed["error"]
+    # a bug keeps its traceback, in the failed job's own log
+    assert "Traceback" in (sweep_dir / "3" / "train.log").read_text()
+
+
+def test_single_run_user_error_is_one_line_and_recorded(monkeypatch, capsys, tmp_path):
+    missing = tmp_path / "nowhere"
+    code, err = run_sft_train(
+        monkeypatch,
+        capsys,
+        *FAST,
+        f"paths.data_dir={missing}",
+        "data.download=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in err
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "failed" and str(missing) in result["error"]
+    assert not (tmp_path / "summary.md").exists()
+
+
+def write_result(path: Path, status: str, metric: float | None = None, **metrics: float) -> None:
+    values = dict(metrics)
+    if metric is not None:
+        values["val/loss"] = metric
+    RunResult(
+        status=status,
+        error=None if status == "completed" else "RuntimeError: boom",
+        overrides=[f"job={path.name}"],
+        metrics=values,
+        optimized_metric="val/loss",
+        epochs=1,
+        wall_time_s=1.0,
+        output_dir=str(path),
+    ).write()
+
+
+def test_summary_reads_any_job_layout_and_minimises_losses(tmp_path):
+    """Job dirs as another sweeper names them (trial numbers with gaps, nested dirs)."""
+    write_result(tmp_path / "10", "completed", 0.3, **{"test/acc": 0.7})
+    write_result(tmp_path / "2", "completed", 0.2, **{"test/acc": 0.6, "test/f1": 0.5})
+    write_result(tmp_path / "7", "failed")
+    write_result(tmp_path / "lr=0.1" / "seed=1", "completed", 0.1)
+
+    rows = write_summary(tmp_path)
+    assert [r["job"] for r in rows] == ["2", "7", "10", "lr=0.1/seed=1"]
+    assert [r["best"] for r in rows] == ["", "", "", "best"]  # val/loss: lowest wins
+    assert list(rows[0])[:6] == ["job", "status", "overrides", "val/loss", "test/acc", "test/f1"]
+    assert rows[1]["status"] == "failed" and rows[1]["error"] == "RuntimeError: boom"
+    assert rows[3]["test/acc"] is None
+
+    assert [r["best"] for r in summary_rows(read_results(tmp_path), mode="max")] == [
+        "",
+        "",
+        "best",
+        "",
+    ]
+    assert len(list(csv.DictReader((tmp_path / "summary.csv").open()))) == 4
+    assert (
+        "Best: job lr=0.1/seed=1 (val/loss = 0.1000, minimised)"
+        in (tmp_path / "summary.md").read_text()
+    )
