@@ -1,7 +1,10 @@
 """Shared fixtures: the data root and Hydra configs composed for fast CPU runs in tmp dirs."""
 
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -46,6 +49,21 @@ def compose_config(name: str, overrides: list[str], run_dir: Path) -> DictConfig
         cfg.paths.output_dir = str(run_dir)
         cfg.paths.log_dir = str(run_dir)
     return cfg
+
+
+def run_entry_point(main: Callable[[], Any], argv: list[str]) -> int:
+    """Call a Hydra entry point (e.g. `sft.train.main`) in this process as its console script
+    would with `argv` (no interpreter start-up); its exit status, 0 when it returns."""
+    GlobalHydra.instance().clear()
+    saved_argv, sys.argv = sys.argv, argv
+    try:
+        main()
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = saved_argv
+        GlobalHydra.instance().clear()
 
 
 @pytest.fixture

@@ -3,12 +3,10 @@ a failing job is listed (not dropped) and makes the sweep exit 1 after the other
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST
-from hydra.core.global_hydra import GlobalHydra
+from conftest import FAST, run_entry_point
 
 from sft.train import main
 from sft.utils.run_result import RunResult
@@ -26,18 +24,9 @@ TINY = [
 ]
 
 
-def run_sft_train(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """`sft-train *args` in this process (no interpreter start-up); (exit code, stderr)."""
-    GlobalHydra.instance().clear()
-    monkeypatch.setattr(sys, "argv", ["sft-train", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        GlobalHydra.instance().clear()
-    return code, capsys.readouterr().err
+def run_sft_train(capsys, *args: str) -> tuple[int, str]:
+    """`sft-train *args` in this process: (exit code, stderr)."""
+    return run_entry_point(main, ["sft-train", *args]), capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -45,25 +34,16 @@ def grid_sweep(tmp_path_factory, data_dir):
     """2x2 grid; the MLP branch with hidden_dim=-1 cannot be built: job 3 fails (a bug, so
     its traceback goes to its log), the three others train for 2 epochs."""
     sweep_dir = tmp_path_factory.mktemp("sweep")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        GlobalHydra.instance().clear()
-        monkeypatch.setattr(
-            sys,
-            "argv",
-            [
-                "sft-train",
-                "-m",
-                *TINY,
-                "trainer.max_epochs=2",
-                "model.head.branch=linear,mlp",
-                "+model.head.hidden_dim=8,-1",
-                f"hydra.sweep.dir={sweep_dir}",
-            ],
-        )
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-        GlobalHydra.instance().clear()
-    return sweep_dir, exit_info.value.code
+    argv = [
+        "sft-train",
+        "-m",
+        *TINY,
+        "trainer.max_epochs=2",
+        "model.head.branch=linear,mlp",
+        "+model.head.hidden_dim=8,-1",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    return sweep_dir, run_entry_point(main, argv)
 
 
 def test_grid_sweep_summary_lists_every_job_and_marks_the_best(grid_sweep):
@@ -115,9 +95,9 @@ def test_each_job_directory_is_self_contained(grid_sweep):
 
 
 def test_single_run_user_error_is_one_line_and_recorded(monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     missing = tmp_path / "nowhere"
     code, err = run_sft_train(
-        monkeypatch,
         capsys,
         *FAST,
         f"paths.data_dir={missing}",

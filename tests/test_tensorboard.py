@@ -10,8 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import FAST
-from hydra.core.global_hydra import GlobalHydra
+from conftest import FAST, run_entry_point
 
 from sft.train import main
 from sft.utils.tensorboard_hparams import flatten_hparams
@@ -23,27 +22,20 @@ LR_HEADS = (0.01, 0.1)
 def sweep_dir(tmp_path_factory, data_dir) -> Path:
     """`sft-train -m model.lr_head=0.01,0.1` (in this process), two epochs each."""
     sweep = tmp_path_factory.mktemp("tb_sweep")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        GlobalHydra.instance().clear()
-        monkeypatch.setattr(
-            sys,
-            "argv",
-            [
-                "sft-train",
-                "-m",
-                *FAST,
-                "data.samples_per_class=4",
-                "data.batch_size=16",
-                "data.eval_batch_size=64",
-                "data.val_size=64",
-                "+trainer.limit_test_batches=2",
-                "trainer.max_epochs=2",
-                f"model.lr_head={','.join(map(str, LR_HEADS))}",
-                f"hydra.sweep.dir={sweep}",
-            ],
-        )
-        main()  # no job fails: no SystemExit
-        GlobalHydra.instance().clear()
+    argv = [
+        "sft-train",
+        "-m",
+        *FAST,
+        "data.samples_per_class=4",
+        "data.batch_size=16",
+        "data.eval_batch_size=64",
+        "data.val_size=64",
+        "+trainer.limit_test_batches=2",
+        "trainer.max_epochs=2",
+        f"model.lr_head={','.join(map(str, LR_HEADS))}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    assert run_entry_point(main, argv) == 0  # no job fails
     return sweep
 
 

@@ -157,7 +157,9 @@ def cpu_model() -> str:
 def hardware() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
-        f"{cpu_model()}, {len(os.sched_getaffinity(0))} CPU cores available, {gpu}; "
+        # run the report as the sweeps ran (same taskset / OMP_NUM_THREADS): it records both
+        f"{cpu_model()}, {len(os.sched_getaffinity(0))} CPU core(s) available, "
+        f"{torch.get_num_threads()} torch thread(s), {gpu}; "
         f"torch {torch.__version__}, lightning {lightning.__version__}, "
         f"Python {platform.python_version()}"
     )
