@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from sft.models.loading import datamodule_from_checkpoint, load_classifier
+from sft.models.loading import datamodule_from_checkpoint, load_classifier, read_checkpoint
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, print_and_save_config
 from sft.utils.errors import report_user_errors
@@ -67,11 +67,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     print_and_save_config(cfg, cfg.paths.output_dir)
-    model = load_classifier(cfg.ckpt_path)
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    model = load_classifier(cfg.ckpt_path, checkpoint)
     if cfg.get("data"):
         datamodule = instantiate(cfg.data)
     else:
-        datamodule = datamodule_from_checkpoint(cfg.ckpt_path)
+        datamodule = datamodule_from_checkpoint(cfg.ckpt_path, checkpoint=checkpoint)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
 
     labelled_test = getattr(datamodule, "has_labelled_test", True)

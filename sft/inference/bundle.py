@@ -81,8 +81,8 @@ def load_bundle(ckpt_path: str | Path, device: str = "cpu") -> InferenceBundle:
     """Model (eval mode, on `device`), datamodule and class names of a training checkpoint."""
     ckpt_path = Path(ckpt_path).expanduser()
     checkpoint = read_checkpoint(ckpt_path)
-    model = load_classifier(ckpt_path).to(resolve_device(device))
-    datamodule = datamodule_from_checkpoint(ckpt_path)
+    model = load_classifier(ckpt_path, checkpoint).to(resolve_device(device))
+    datamodule = datamodule_from_checkpoint(ckpt_path, checkpoint=checkpoint)
     modality = backbone_modality(model.hparams.backbone["name"])
     names = checkpoint.get("class_names") or _class_names_from_data(datamodule)
     if len(names) != model.hparams.num_classes:

@@ -38,9 +38,10 @@ def load_failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def load_classifier(path: str | Path) -> SFTClassifier:
-    """The model of a training checkpoint, on CPU, in eval mode."""
-    checkpoint = read_checkpoint(path)
+def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) -> SFTClassifier:
+    """The model of a training checkpoint, on CPU, in eval mode (`checkpoint`: the file's
+    contents when the caller has read them already, so a large file is loaded once)."""
+    checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
     hparams = dict(checkpoint["hyper_parameters"])
     # The checkpoint holds the weights: skip downloading/reading the pretrained ones.
     backbone = dict(hparams["backbone"])
@@ -59,9 +60,12 @@ def load_classifier(path: str | Path) -> SFTClassifier:
     return model.eval()
 
 
-def datamodule_from_checkpoint(path: str | Path, **overrides: Any) -> Any:
-    """The datamodule a checkpoint was trained with, its hparams updated by `overrides`."""
-    checkpoint = read_checkpoint(path)
+def datamodule_from_checkpoint(
+    path: str | Path, *, checkpoint: dict[str, Any] | None = None, **overrides: Any
+) -> Any:
+    """The datamodule a checkpoint was trained with, its hparams updated by `overrides`
+    (`checkpoint`: the file's contents, as for `load_classifier`)."""
+    checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
     if "datamodule_target" not in checkpoint:
         raise SFTError(f"checkpoint {path}: records no datamodule; choose one with data=<name>")
     hparams = dict(checkpoint.get("datamodule_hyper_parameters", {}))
