@@ -16,14 +16,17 @@ import lightning as L
 import matplotlib
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from sft.models.backbones import backbone_speed_hints
 from sft.models.loading import datamodule_from_checkpoint, load_classifier, read_checkpoint
 from sft.utils.cli import checks_overrides
-from sft.utils.config import CONF_DIR, print_and_save_config
+from sft.utils.config import CONF_DIR, print_and_save_config, task_overrides
+from sft.utils.config_types import check_config_types
 from sft.utils.errors import report_user_errors
-from sft.utils.instantiate import instantiate_loggers
+from sft.utils.hardware import resolve_auto_precision
+from sft.utils.instantiate import build_trainer, instantiate_loggers
 
 matplotlib.use("Agg")  # files only, no display needed
 log = logging.getLogger(__name__)
@@ -63,17 +66,43 @@ def save_confusion_matrix(
     return metric.compute()
 
 
+# Data settings that belong to the trained model (its input normalisation, tokenizer and length):
+# `sft-eval data=<other data>` takes them from the checkpoint unless the command line sets them.
+MODEL_INPUT_KEYS = ("mean", "std", "tokenizer", "max_length")
+
+
+def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> DictConfig:
+    """`cfg.data` for evaluating `checkpoint`'s model: interpolations of `model.*` (e.g.
+    `data.tokenizer: ${model.backbone.model_name_or_path}`) resolve against the checkpoint's
+    model config, and the model's input settings come from the data it was trained on."""
+    with open_dict(cfg):
+        cfg.model = checkpoint.get("hyper_parameters", {})
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    trained = checkpoint.get("datamodule_hyper_parameters", {})
+    set_here = {o.lstrip("+~").partition("=")[0] for o in task_overrides()}
+    for key in MODEL_INPUT_KEYS:
+        if key in data and key in trained and f"data.{key}" not in set_here:
+            data[key] = trained[key]
+    return OmegaConf.create(data)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    print_and_save_config(cfg, cfg.paths.output_dir)
     checkpoint = read_checkpoint(cfg.ckpt_path)
+    # before the config is printed: `data=` configs may interpolate the checkpoint's model
+    data_cfg = data_config_for_checkpoint(cfg, checkpoint) if cfg.get("data") else None
+    backbone_cfg = checkpoint.get("hyper_parameters", {}).get("backbone")
+    resolve_auto_precision(cfg.trainer, backbone_speed_hints(backbone_cfg).cpu_bf16)
+    print_and_save_config(cfg, cfg.paths.output_dir)
     model = load_classifier(cfg.ckpt_path, checkpoint)
-    if cfg.get("data"):
-        datamodule = instantiate(cfg.data)
+    if data_cfg is not None:
+        check_config_types(data_cfg, "data")
+        datamodule = instantiate(data_cfg)
     else:
         datamodule = datamodule_from_checkpoint(cfg.ckpt_path, checkpoint=checkpoint)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
+    check_config_types(cfg.trainer, "trainer")
+    trainer = build_trainer(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
 
     labelled_test = getattr(datamodule, "has_labelled_test", True)
     if labelled_test:

@@ -14,11 +14,14 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sft.models.backbones import backbone_speed_hints
 from sft.models.loading import check_resume_checkpoint
 from sft.utils.cli import checks_overrides
-from sft.utils.config import CONF_DIR, print_and_save_config
+from sft.utils.config import CONF_DIR, print_and_save_config, swept_keys, task_overrides
+from sft.utils.config_types import check_config_types
 from sft.utils.errors import find_user_error, report_user_errors
-from sft.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from sft.utils.hardware import resolve_auto_precision
+from sft.utils.instantiate import build_trainer, instantiate_callbacks, instantiate_loggers
 from sft.utils.resume import continue_tensorboard, resume_checkpoint
 from sft.utils.run_result import RunRecorder
 from sft.utils.tensorboard_hparams import TensorBoardHParams
@@ -38,9 +41,12 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     if cfg.get("resume") and ckpt_path:
         continue_tensorboard(cfg.get("logger"), ckpt_path)
 
+    resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
+    for key in ("data", "model", "trainer"):  # before anything is built
+        check_config_types(cfg.get(key), key)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model)
-    trainer: L.Trainer = instantiate(
+    trainer = build_trainer(
         cfg.trainer,
         callbacks=instantiate_callbacks(
             cfg.get("callbacks"), progress_bar=cfg.trainer.get("enable_progress_bar", True)
@@ -49,7 +55,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # hparams.yaml
-    tensorboard_hparams = TensorBoardHParams(trainer.loggers, cfg)
+    tensorboard_hparams = TensorBoardHParams(trainer.loggers, cfg, swept_keys(), task_overrides())
     tensorboard_hparams.start()
 
     if cfg.get("train"):

@@ -252,11 +252,14 @@ def test_on_after_batch_transfer_uses_trainer_state(few: CIFAR10DataModule) -> N
     assert few.trainer is None
     assert torch.equal(few.on_after_batch_transfer((x, y), 0)[0], plain)
     try:
-        few.trainer = SimpleNamespace(training=False)
+        few.trainer = SimpleNamespace(training=False, overfit_batches=0)
         assert torch.equal(few.on_after_batch_transfer((x, y), 0)[0], plain)
-        few.trainer = SimpleNamespace(training=True)
+        few.trainer = SimpleNamespace(training=True, overfit_batches=0)
         torch.manual_seed(0)
         assert not torch.equal(few.on_after_batch_transfer((x, y), 0)[0], plain)
+        # debug=overfit: the same batches every epoch, so no augmentation
+        few.trainer = SimpleNamespace(training=True, overfit_batches=3)
+        assert torch.equal(few.on_after_batch_transfer((x, y), 0)[0], plain)
     finally:
         few.trainer = None
 
@@ -421,6 +424,29 @@ def test_image_folder_mistakes(tmp_path: Path) -> None:
     dm = ImageFolderDataModule(str(tmp_path / "x"), batch_size=1, num_workers=0)
     with pytest.raises(SFTError, match="zebra"):
         dm.setup("test")
+
+
+def test_image_folder_finds_undecodable_files_before_training(tmp_path: Path) -> None:
+    """A garbage file and a truncated JPEG: one error naming them, or (skip_bad_files) a
+    warning and a dataset without them; never a crash mid-epoch."""
+    _tree(tmp_path, "train", {"ant": 4, "bee": 4})
+    (tmp_path / "train" / "ant" / "garbage.jpg").write_bytes(b"not an image at all")
+    good = (tmp_path / "train" / "bee" / "0.jpg").read_bytes()
+    (tmp_path / "train" / "bee" / "cut.jpg").write_bytes(good[: len(good) // 2])
+    with pytest.raises(
+        SFTError, match=r"2 of 10 images under .* cannot be decoded: .*garbage\.jpg"
+    ):
+        ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0).setup(
+            "fit"
+        )
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=16, batch_size=2, num_workers=0, skip_bad_files=True
+    )
+    with pytest.warns(UserWarning, match="2 of 10 images"):
+        dm.setup("fit")
+    assert len(dm.train_data) + len(dm.val_data) == 8
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        assert sum(len(y) for _, y in loader) > 0  # every remaining file decodes
 
 
 def test_image_folder_on_cifar_slice_matches_pickles(tmp_path: Path) -> None:

@@ -70,6 +70,90 @@ def test_l2sp_is_zero_at_init_and_positive_after_a_step():
     assert any(k.startswith("regularizer.ref_") for k in model.state_dict())
 
 
+@pytest.mark.parametrize("regularizer", ["l2sp", "l2"])
+def test_regularizer_gradient_equals_autograd(regularizer):
+    """The gradient added before the optimizer step is autograd's of CE + lambda R(theta)."""
+    lam = 0.3
+    model = make_model(regularizer=regularizer, reg_lambda=lam)
+    with torch.no_grad():  # away from theta_0, so that the L2-SP term is not zero
+        for p in model.backbone.parameters():
+            p.add_(torch.randn_like(p), alpha=0.1)
+    model.backbone.features[0].weight.requires_grad_(False)  # frozen parameters get no penalty
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+
+    def autograd_reference() -> torch.Tensor:
+        if regularizer == "l2":
+            return sum(p.pow(2).sum() for p in model.backbone.parameters())
+        refs = [getattr(model.regularizer, f"ref_{i}") for i in range(len(model.regularizer.names))]
+        return sum(
+            (p - r).pow(2).sum() for p, r in zip(model.backbone.parameters(), refs, strict=True)
+        )
+
+    (nn.functional.cross_entropy(model(x), y) + lam * autograd_reference()).backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(model(x), y).backward()
+    model.on_before_optimizer_step(None)
+    got = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert got.keys() == expected.keys()
+    assert "backbone.features.0.weight" not in got
+    for name, grad in expected.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    assert model.regularizer(model.backbone).item() == pytest.approx(
+        autograd_reference().item(), rel=1e-5
+    )
+
+
+def test_lightning_applies_the_regularizer_gradient_every_step(tmp_path):
+    """Through Lightning's loop, L2-SP pulls the weights: a huge lambda with zero data loss
+    (lr 0 on nothing else) moves them back towards theta_0."""
+    model = make_model(regularizer="l2sp", reg_lambda=10.0, lr_backbone=0.01, lr_head=0.0)
+    model.hparams.optimizer = {"_target_": "torch.optim.SGD"}
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)
+    start = model.regularizer(model.backbone).item()
+    data = torch.utils.data.TensorDataset(
+        torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2] * 2 + [0, 1])
+    )
+    trainer = L.Trainer(
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=4))
+    # each SGD step scales (theta - theta_0) by about 1 - 2 * 0.01 * 10 = 0.8
+    assert model.regularizer(model.backbone).item() < 0.6 * start
+
+
+@pytest.mark.slow
+def test_compile_keeps_outputs_and_checkpoint_keys():
+    """model.compile=true: the same outputs and state_dict keys (checkpoints stay loadable by an
+    uncompiled model), and channels_last changes the layout only."""
+    plain = make_model(channels_last=False)
+    compiled = make_model(compile=True, channels_last=True)
+    compiled.load_state_dict(plain.state_dict())
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(compiled.eval()(x), plain.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_follows_the_backbone_family():
+    from sft.models.backbones import default_channels_last
+
+    assert default_channels_last({"name": "efficientnet_lite0"})
+    assert default_channels_last({"name": "resnet18"})
+    assert not default_channels_last({"name": "huggingface"})
+    assert not default_channels_last({"_target_": "my.own.Backbone"})  # nothing measured
+    model = make_model(channels_last=True)
+    weight = model.backbone.features[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert not make_model().channels_last  # small_cnn: no hint
+
+
 def test_l2_penalises_weights():
     model = make_model(regularizer="l2")
     expected = sum(p.pow(2).sum() for p in model.backbone.parameters())
@@ -212,3 +296,32 @@ def test_frozen_norm_statistics_survive_the_linear_probe():
     norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and not any(m.training for m in norms)
     assert model.backbone.training
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "cuda", "bf16_gpu", "cpu_bf16", "pays", "expected"),
+    [
+        ("auto", True, True, False, False, "bf16-mixed"),
+        ("gpu", True, False, False, False, "16-mixed"),
+        ("auto", False, False, True, True, "bf16-mixed"),
+        ("cpu", False, False, True, False, "32-true"),
+        ("cpu", False, False, False, True, "32-true"),
+    ],
+)
+def test_auto_precision_follows_the_hardware(
+    monkeypatch, accelerator, cuda, bf16_gpu, cpu_bf16, pays, expected
+):
+    from omegaconf import OmegaConf
+
+    from sft.utils import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_gpu)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "a GPU")
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: cpu_bf16)
+    trainer = OmegaConf.create({"accelerator": accelerator, "precision": "auto"})
+    hardware.resolve_auto_precision(trainer, cpu_bf16_pays=pays)
+    assert trainer.precision == expected
+    explicit = OmegaConf.create({"accelerator": accelerator, "precision": "32-true"})
+    hardware.resolve_auto_precision(explicit, cpu_bf16_pays=pays)
+    assert explicit.precision == "32-true"

@@ -18,6 +18,7 @@ from sft.train import train
 from sft.utils import resume as resume_mod
 from sft.utils.checkpoint_io import AtomicCheckpointIO
 from sft.utils.errors import SFTError
+from sft.utils.hardware import resolve_auto_precision
 
 TESTS_DIR = Path(__file__).parent
 STEPS_PER_EPOCH = 6  # 20 per class x 10 classes / batch 32, drop_last
@@ -202,7 +203,9 @@ def test_resume_mistakes_are_one_line_errors(train_cfg, tmp_path):
 
 
 def test_trainer_writes_checkpoints_atomically(train_cfg):
-    trainer = instantiate(train_cfg().trainer)
+    cfg = train_cfg()
+    resolve_auto_precision(cfg.trainer, cpu_bf16_pays=False)  # as sft-train does first
+    trainer = instantiate(cfg.trainer)
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 

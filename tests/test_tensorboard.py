@@ -132,8 +132,13 @@ def test_hparams_tab_lists_the_runs_with_their_real_metrics(sweep_dir, tensorboa
     assert metric_tags[0] == "val/acc_best"
     assert {"test/acc", "test/loss", "val/acc", "val/loss"} <= set(metric_tags)
     assert "hp_metric" not in metric_tags and not any(t.startswith("train/") for t in metric_tags)
-    hparam_names = {h["name"] for h in experiment["hparamInfos"]}
+    hparam_order = [h["name"] for h in experiment["hparamInfos"]]
+    hparam_names = set(hparam_order)
     assert {"model.lr_head", "model.head.branch", "data.samples_per_class", "seed"} <= hparam_names
+    # what a researcher compares: the swept key first, no plumbing
+    assert hparam_order[0] == "model.lr_head"
+    assert not [n for n in hparam_order if n.startswith(("callbacks.", "logger.", "paths."))]
+    assert not [n for n in hparam_order if n.endswith(("_target_", "_dir"))]
 
     request = {
         "experimentName": "",

@@ -414,6 +414,20 @@ def test_user_mistakes(tmp_path, token_cache):
         make_dm(d, token_cache, source="xml")
 
 
+def test_empty_texts_warn_with_lines_or_fail(tmp_path, token_cache):
+    """Empty or whitespace-only texts: a warning naming the count and lines (also from the
+    token cache), or one error line with allow_empty_text=false."""
+    d = tmp_path / "empty"
+    _tiny_tsv(d, [("good", "1"), ("", "0"), ("bad", "0"), ("   ", "1")])
+    for _ in range(2):  # tokenised, then from the cache
+        with pytest.warns(
+            UserWarning, match=r"empty/train\.tsv: 2 of 4 train examples .*lines 3, 5"
+        ):
+            make_dm(d, token_cache).setup("fit")
+    msg = _error(make_dm(d, token_cache, allow_empty_text=False), r"empty or whitespace-only")
+    assert "lines 3, 5" in msg and "allow_empty_text=true" in msg
+
+
 def test_hf_dataset_offline_is_one_clear_error(tmp_path, token_cache, monkeypatch):
     import datasets
     import huggingface_hub

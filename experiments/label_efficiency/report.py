@@ -28,6 +28,7 @@ import torch
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
+from sft.utils.hardware import cpu_model
 from sft.utils.run_result import COMPLETED, RESULT_FILE, RunResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,16 +143,6 @@ def sweep_wall_time_s(sweep_dir: Path, jobs: list[Job]) -> float:
     """From the sweep's start (multirun.yaml is written first) to the last job's result.json."""
     start = (sweep_dir / "multirun.yaml").stat().st_mtime
     return max((j.output_dir / RESULT_FILE).stat().st_mtime for j in jobs) - start
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def hardware() -> str:

@@ -38,7 +38,9 @@ class SFTDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = self.trainer
-        return self.transform_batch(batch, train=bool(trainer is not None and trainer.training))
+        # overfit_batches (debug=overfit) must see the same inputs every epoch: no augmentation
+        train = trainer is not None and trainer.training and not trainer.overfit_batches
+        return self.transform_batch(batch, train=bool(train))
 
 
 class ImageDataModule(SFTDataModule):

@@ -3,12 +3,15 @@ augment per batch on the device (the same augmentation code as CIFAR-10)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from numbers import Real
 from pathlib import Path
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -35,6 +38,40 @@ class _MappedImageFolder(ImageFolder):
             return super().find_classes(directory)
         mapping = self._fixed_class_to_idx
         return sorted(mapping, key=mapping.get), dict(mapping)
+
+
+def _decode_error(path: str, size: int) -> str | None:
+    """Why `path` cannot be decoded as an image (None: it can). JPEGs decode at a reduced scale
+    (`draft`), which reads every block of the file at a fraction of the cost of a full decode."""
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (size, size))
+            img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return f"{type(err).__name__}: {' '.join(str(err).split())[:80]}"
+    return None
+
+
+def check_images(ds: ImageFolder, size: int, skip_bad_files: bool) -> None:
+    """Decode every image of `ds` once before training, so that a bad file cannot stop a run
+    mid-epoch: one error naming the first bad files and their count, or, with `skip_bad_files`,
+    a warning with the count and the files left out of `ds`."""
+    paths = [p for p, _ in ds.samples]
+    # PIL releases the GIL while decoding: threads use every core
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        errors = list(pool.map(lambda p: _decode_error(p, size), paths, chunksize=64))
+    bad = [(p, e) for p, e in zip(paths, errors, strict=True) if e is not None]
+    if not bad:
+        return
+    first = "; ".join(f"{p} ({e})" for p, e in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+    message = f"{len(bad)} of {len(paths)} images under {ds.root} cannot be decoded: {first}"
+    if not skip_bad_files:
+        raise SFTError(f"{message}; remove them or set data.skip_bad_files=true to leave them out")
+    bad_paths = {p for p, _ in bad}
+    ds.samples = [s for s in ds.samples if s[0] not in bad_paths]
+    ds.imgs = ds.samples
+    ds.targets = [t for _, t in ds.samples]
+    rank_zero_warn(f"{message}; data.skip_bad_files=true: left out")
 
 
 def open_image_folder(
@@ -100,6 +137,7 @@ class ImageFolderDataModule(ImageDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         drop_last: bool = True,
+        skip_bad_files: bool = False,
     ) -> None:
         super().__init__()
         data_dir = str(data_dir)
@@ -133,6 +171,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.train_fraction = train_fraction
         self.samples_per_class = samples_per_class
         self.drop_last = drop_last
+        self.skip_bad_files = skip_bad_files
         # PIL decode -> resize -> uint8 CHW tensor, per sample in the workers.
         self.sample_transform = v2.Compose(
             [v2.Resize((image_size, image_size), antialias=True), v2.PILToTensor()]
@@ -150,10 +189,12 @@ class ImageFolderDataModule(ImageDataModule):
             self.test_data = open_image_folder(
                 self.root / self.test_dir, self.sample_transform, self.class_to_idx
             )
+            check_images(self.test_data, self.image_size, self.skip_bad_files)
 
     def _setup_train_val(self) -> None:
         train_path = self.root / self.train_dir
         full = open_image_folder(train_path, self.sample_transform)
+        check_images(full, self.image_size, self.skip_bad_files)
         self.class_names = list(full.classes)
         self.num_classes = len(self.class_names)
         self.class_to_idx = dict(full.class_to_idx)
@@ -162,6 +203,7 @@ class ImageFolderDataModule(ImageDataModule):
         val_path = self.root / self.val_dir if self.val_dir is not None else None
         if val_path is not None and val_path.is_dir():
             self.val_data = open_image_folder(val_path, self.sample_transform, self.class_to_idx)
+            check_images(self.val_data, self.image_size, self.skip_bad_files)
             pool = torch.arange(len(full))
         else:
             rank_zero_info(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from sft.data.base import SFTDataModule, check_batch_size, check_train_batch
@@ -141,6 +141,7 @@ class TextClassificationDataModule(SFTDataModule):
         samples_per_class: int | None = None,
         num_workers: int = 0,
         drop_last: bool = False,
+        allow_empty_text: bool = True,
     ) -> None:
         super().__init__()
         data_dir = str(data_dir)
@@ -179,6 +180,7 @@ class TextClassificationDataModule(SFTDataModule):
         self.samples_per_class = samples_per_class
         self.num_workers = num_workers
         self.drop_last = drop_last
+        self.allow_empty_text = allow_empty_text
 
         self._tokenizer: Any = None
         self._collator: TokenBatchCollator | None = None
@@ -333,9 +335,30 @@ class TextClassificationDataModule(SFTDataModule):
             if len(split) == 0:
                 what = " after dropping neutral (label 2) trees" if self.binary else ""
                 raise SFTError(f"{self._where(role)}: the {role} split has no examples{what}")
+            self._check_empty_texts(role, split)
             self._loaded[role] = split
             self.cache_files[role], self.cache_hits[role] = path, hit
         return self._loaded[role]
+
+    def _check_empty_texts(self, role: str, split: TokenizedSplit) -> None:
+        """Rows with no tokens besides the special ones: empty or whitespace-only texts. A warning
+        with their count and first lines, or an error with `allow_empty_text=false`. Checked on
+        the tokens, so that a cached split is checked too."""
+        pair = self.text_pair_column is not None
+        specials = self.tokenizer.num_special_tokens_to_add(pair=pair)
+        empty = (split.lengths <= specials).nonzero().flatten()
+        if not empty.numel():
+            return
+        where = "rows" if self.source == "hf" else "lines"
+        first = ", ".join(str(n) for n in split.lines[empty[:5]].tolist())
+        more = ", ..." if empty.numel() > 5 else ""
+        message = (
+            f"{self._where(role)}: {empty.numel()} of {len(split)} {role} examples have an empty "
+            f"or whitespace-only text ({where} {first}{more})"
+        )
+        if not self.allow_empty_text:
+            raise SFTError(f"{message}; remove them or set data.allow_empty_text=true")
+        rank_zero_warn(f"{message}: they are kept; data.allow_empty_text=false refuses them")
 
     def _check_labels(self, role: str, split: TokenizedSplit, num_classes: int) -> None:
         labels = split.labels

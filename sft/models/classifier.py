@@ -1,6 +1,7 @@
 """SFTClassifier: a pretrained backbone + fused supervised head, trained with CE + lambda R(theta)."""
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 from itertools import islice
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from sft.models.backbones import default_channels_last
 from sft.models.linear_probe import extract_features, fit_logistic_regression
 from sft.models.optim import layerwise_param_groups, param_groups
 from sft.models.regularizers import create_regularizer
@@ -41,6 +43,12 @@ class SFTClassifier(L.LightningModule):
     layer_decay: layer-wise LR decay for backbones with layer ids (the huggingface text backbone):
     layer k of L trains at lr_backbone * layer_decay ** (L + 1 - k), embeddings (k = 0) slowest;
     None: one lr_backbone for the whole backbone.
+    log_regularizer: also compute R(theta) every step and log it (`train/reg`), with `train/loss`
+    the regularised objective; off, `train/loss` is the data term and R's gradient is added
+    without computing R (sft.models.regularizers).
+    channels_last: NHWC memory layout for image backbones; None: the backbone's registered
+    default (on for convolutional networks, where it measured faster on CPU).
+    compile: `torch.compile` the backbone (dynamic shapes: text batches vary in length).
     """
 
     def __init__(
@@ -61,6 +69,9 @@ class SFTClassifier(L.LightningModule):
         freeze_backbone: bool = False,
         freeze_norm_stats: bool = False,
         linear_probe: Mapping | None = None,
+        log_regularizer: bool = False,
+        channels_last: bool | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         # Convert before save_hyperparameters(): it reads the current values of the init args.
@@ -76,6 +87,16 @@ class SFTClassifier(L.LightningModule):
         )
         if freeze_backbone:
             self.backbone.requires_grad_(False)
+        if channels_last is None:
+            channels_last = default_channels_last(backbone)
+            if channels_last:
+                rank_zero_info("model.channels_last=null -> on (the backbone family's default)")
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if compile:
+            # in place: the state_dict keys stay those of the plain backbone
+            self.backbone.compile(dynamic=True)
         self.regularizer = create_regularizer(regularizer, self.backbone)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # Persistent flag: a resumed or evaluated model must not be re-probed.
@@ -94,7 +115,15 @@ class SFTClassifier(L.LightningModule):
 
     # ---- forward -------------------------------------------------------------------------
     def features(self, inputs: Any) -> torch.Tensor:
-        return self.backbone(**inputs) if isinstance(inputs, Mapping) else self.backbone(inputs)
+        if isinstance(inputs, Mapping):
+            return self.backbone(**inputs)
+        return self.backbone(self._in_memory_format(inputs))
+
+    def _in_memory_format(self, inputs: Any) -> Any:
+        """Image batches in the backbone's layout (NHWC when channels_last)."""
+        if self.channels_last and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
+            return inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
 
     def forward(self, inputs: Any) -> torch.Tensor:
         if self.hparams.freeze_backbone:
@@ -128,17 +157,25 @@ class SFTClassifier(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         ce, logits, y = self._shared_step(batch)
-        loss = ce
-        if self.hparams.reg_lambda > 0:
+        logged = ce.detach()
+        if self.hparams.reg_lambda > 0 and self.hparams.log_regularizer:
             reg = self.regularizer(self.backbone)
-            loss = ce + self.hparams.reg_lambda * reg
+            logged = logged + self.hparams.reg_lambda * reg
             self.log("train/reg", reg, on_step=True, on_epoch=False)
         # update(), not forward(): only epoch values are logged, per-batch values would be
         # computed for nothing on every step
         self.train_metrics.update(logits, y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/loss", logged, on_step=True, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
-        return loss
+        # lambda R(theta) enters through its gradient in on_before_optimizer_step
+        return ce
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # After backward (and AMP unscaling), before clipping and the step: the gradient of
+        # lambda R(theta), once per optimizer step (Lightning divides accumulated losses by the
+        # number of accumulated batches, so autograd would add it once in total as well).
+        if self.hparams.reg_lambda > 0:
+            self.regularizer.add_gradient_(self.backbone, self.hparams.reg_lambda)
 
     def on_train_start(self) -> None:
         # The sanity-check validation must not count towards the best accuracy.
@@ -216,9 +253,14 @@ class SFTClassifier(L.LightningModule):
         def batches():
             for batch in islice(datamodule.probe_dataloader(), self._probe_batch_limit()):
                 batch = self.transfer_batch_to_device(batch, self.device, 0)
-                yield split_batch(datamodule.transform_batch(batch, train=False))
+                inputs, y = split_batch(datamodule.transform_batch(batch, train=False))
+                yield self._in_memory_format(inputs), y
 
-        feats, labels = extract_features(self.backbone, batches())
+        # the trainer's precision (bf16 autocast where it was chosen), as in the training steps;
+        # the regression itself runs on float32 features
+        precision = getattr(self._trainer, "precision_plugin", None)  # None: no trainer
+        with precision.forward_context() if precision is not None else nullcontext():
+            feats, labels = extract_features(self.backbone, batches())
         weight, bias = fit_logistic_regression(
             feats, labels, self.hparams.num_classes, **self.hparams.linear_probe
         )
@@ -251,7 +293,7 @@ class SFTClassifier(L.LightningModule):
             groups += layerwise_param_groups(
                 self.backbone, hp.lr_backbone, hp.weight_decay, hp.layer_decay, "backbone"
             )
-        optimizer_cfg = hp.optimizer or {"_target_": "torch.optim.AdamW"}
+        optimizer_cfg = hp.optimizer or {"_target_": "torch.optim.AdamW", "fused": True}
         # Partial first: instantiate() would turn the groups' dicts into DictConfigs.
         optimizer = instantiate(optimizer_cfg, _partial_=True)(groups, lr=hp.lr_head)
         if hp.scheduler is None:

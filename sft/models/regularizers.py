@@ -1,4 +1,12 @@
-"""R(theta) of the loss `sum l(y, y_hat) + lambda R(theta)`, over the backbone's parameters."""
+"""R(theta) of the loss `sum l(y, y_hat) + lambda R(theta)`, over the backbone's parameters.
+
+The penalty is not built into the autograd graph: its gradient `2 lambda (theta - theta_0)` is
+added to the parameters' gradients with fused `torch._foreach_*` ops once per optimizer step
+(`add_gradient_`, called from `SFTClassifier.on_before_optimizer_step`). Autograd through a
+Python sum of 200 per-tensor norms cost 25 % of a MiniLM step; this costs a few percent and
+gives the same gradient (tests/test_model.py compares it with autograd's). `forward` still
+returns the value R(theta), for logging the regularised objective.
+"""
 
 import torch
 from torch import nn
@@ -6,16 +14,38 @@ from torch import nn
 from sft.utils.errors import SFTError
 
 
+def _trainable_with_grads(params: list[nn.Parameter]) -> list[nn.Parameter]:
+    """The parameters that train now, each with a gradient tensor to add to (a parameter the
+    loss did not reach still gets the penalty's gradient, as with autograd)."""
+    trainable = [p for p in params if p.requires_grad]
+    for p in trainable:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    return trainable
+
+
 class NoRegularizer(nn.Module):
     def forward(self, backbone: nn.Module) -> torch.Tensor:
         return torch.zeros((), device=next(backbone.parameters()).device)
+
+    def add_gradient_(self, backbone: nn.Module, scale: float) -> None:
+        return None
 
 
 class L2(nn.Module):
     """sum ||theta||^2: plain L2 towards zero."""
 
+    @torch.no_grad()
     def forward(self, backbone: nn.Module) -> torch.Tensor:
-        return sum(p.pow(2).sum() for p in backbone.parameters())
+        params = list(backbone.parameters())
+        return torch.stack(torch._foreach_norm(params)).pow(2).sum()
+
+    @torch.no_grad()
+    def add_gradient_(self, backbone: nn.Module, scale: float) -> None:
+        """grad += scale * d/dtheta R = 2 * scale * theta, for every trainable parameter."""
+        params = _trainable_with_grads(list(backbone.parameters()))
+        if params:
+            torch._foreach_add_([p.grad for p in params], params, alpha=2.0 * scale)
 
 
 class L2SP(nn.Module):
@@ -31,9 +61,29 @@ class L2SP(nn.Module):
         for i, p in enumerate(backbone.parameters()):
             self.register_buffer(f"ref_{i}", p.detach().clone())
 
+    def _refs(self) -> list[torch.Tensor]:
+        return [getattr(self, f"ref_{i}") for i in range(len(self.names))]
+
+    @torch.no_grad()
     def forward(self, backbone: nn.Module) -> torch.Tensor:
-        refs = (getattr(self, f"ref_{i}") for i in range(len(self.names)))
-        return sum((p - r).pow(2).sum() for p, r in zip(backbone.parameters(), refs, strict=True))
+        diffs = torch._foreach_sub(list(backbone.parameters()), self._refs())
+        return torch.stack(torch._foreach_norm(diffs)).pow(2).sum()
+
+    @torch.no_grad()
+    def add_gradient_(self, backbone: nn.Module, scale: float) -> None:
+        """grad += scale * d/dtheta R = 2 * scale * (theta - theta_0), for every trainable
+        parameter: two in-place passes, no temporaries of the backbone's size."""
+        pairs = [
+            (p, r)
+            for p, r in zip(backbone.parameters(), self._refs(), strict=True)
+            if p.requires_grad
+        ]
+        if not pairs:
+            return
+        params = _trainable_with_grads([p for p, _ in pairs])
+        grads = [p.grad for p in params]
+        torch._foreach_add_(grads, params, alpha=2.0 * scale)
+        torch._foreach_add_(grads, [r for _, r in pairs], alpha=-2.0 * scale)
 
 
 def create_regularizer(name: str, backbone: nn.Module) -> nn.Module:

@@ -154,6 +154,8 @@ def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -
             continue
         keys = list(dotted_keys(cfg))
         break
+    if "trainer" in keys:  # Lightning's arguments are valid keys even where conf/trainer omits them
+        keys += [f"trainer.{name}" for name in sorted(trainer_arguments())]
     parent = key.rpartition(".")[0]
     siblings = [k for k in keys if k.rpartition(".")[0] == parent]
     close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6) or difflib.get_close_matches(
@@ -172,12 +174,48 @@ def dotted_keys(node: DictConfig, prefix: str = "") -> Iterator[str]:
             yield from dotted_keys(child, f"{key}.")
 
 
+@functools.cache
+def trainer_arguments() -> frozenset[str]:
+    """The keyword arguments of Lightning's `Trainer`."""
+    import inspect
+
+    from lightning.pytorch import Trainer
+
+    return frozenset(inspect.signature(Trainer.__init__).parameters) - {"self"}
+
+
+TRAINER_OVERRIDE = re.compile(r"^trainer\.([A-Za-z_]\w*)=")
+
+
+def accept_trainer_arguments(argv: Sequence[str]) -> list[str]:
+    """`trainer.<Trainer argument>=v` -> `++trainer.<argument>=v`: every argument of Lightning's
+    Trainer is settable as Lightning users type it (`trainer.fast_dev_run=true`), whether or not
+    conf/trainer lists it; `++` sets a key that exists and adds one that does not."""
+    return [f"++{arg}" if _is_trainer_argument(arg) else arg for arg in argv]
+
+
+def _is_trainer_argument(arg: str) -> bool:
+    match = TRAINER_OVERRIDE.match(arg)
+    if not match or match.group(1) not in trainer_arguments():
+        return False
+    try:  # one that does not parse is reported as the user typed it
+        OverridesParser.create().parse_overrides([arg])
+    except OverrideParseException:
+        return False
+    return True
+
+
 def checks_overrides(config_name: str) -> Callable[[F], F]:
-    """Decorate a `@hydra.main` entry point: check `sys.argv` first, exit 1 with one line."""
+    """Decorate a `@hydra.main` entry point: check `sys.argv` first, exit 1 with one line.
+
+    `trainer.<any Lightning Trainer argument>=...` is accepted without `+`
+    (`accept_trainer_arguments`)."""
 
     def decorate(main: F) -> F:
         @functools.wraps(main)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not args and not kwargs:
+                sys.argv[1:] = accept_trainer_arguments(sys.argv[1:])
             # called with a config (tests) or with HYDRA_FULL_ERROR=1: Hydra as usual
             if not args and not kwargs and os.environ.get("HYDRA_FULL_ERROR") != "1":
                 try:

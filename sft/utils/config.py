@@ -4,14 +4,27 @@ from pathlib import Path
 
 import rich
 import rich.syntax
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from sft.utils.resume import config_subdir, run_dir
 
+# The checkout (holding pyproject.toml, conf/, sft/, tests/) when sft runs from one.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The configs ship inside the package (sft/conf: in a checkout a link to the top-level conf/).
 # An absolute path: `sft-train` (a console script) and `python -m sft.train` find the same configs.
-CONF_DIR = str(PROJECT_ROOT / "conf")
+CONF_DIR = str(Path(__file__).parents[1] / "conf")
+
+
+def work_root() -> str:
+    """Where run directories and caches go by default: the checkout when sft runs from one
+    (make targets, tests), else the current directory (an installed package)."""
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "conf").is_dir():
+        return str(PROJECT_ROOT)
+    return str(Path.cwd())
 
 
 def _backbone_norm(name: str, which: str) -> list[float]:
@@ -21,17 +34,45 @@ def _backbone_norm(name: str, which: str) -> list[float]:
     return list(mean if which == "mean" else std)
 
 
-# `${sft_root:}` in conf/paths: the checkout that holds conf/ and sft/, wherever the run starts.
+# `${sft_root:}` in conf/paths: the checkout, or the current directory of an installed package.
 # `${backbone_norm:efficientnet_lite0,mean}`: the input statistics a backbone's weights expect.
 # `${sft_run_dir:...}`, `${sft_config_subdir:...}`: run directories (conf/hydra, sft/utils/resume.py).
 for _name, _resolver in (
-    ("sft_root", lambda: str(PROJECT_ROOT)),
+    ("sft_root", work_root),
     ("backbone_norm", _backbone_norm),
     ("sft_run_dir", run_dir),
     ("sft_config_subdir", config_subdir),
 ):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)
+
+
+def task_overrides() -> list[str]:
+    """The command line's overrides of the running Hydra job; [] outside one (a config composed
+    by hand)."""
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def swept_keys() -> list[str]:
+    """In a multirun job, the keys the sweep varies: the Optuna sweeper's `params`, and the
+    sweep overrides (`a=1,2`) of the command line that Hydra's basic sweeper saved in
+    `<sweep dir>/multirun.yaml`; [] in a single run."""
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return []
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return []
+    keys = list((hydra_cfg.sweeper.get("params") or {}).keys())
+    multirun = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
+    if multirun.is_file():
+        task = OmegaConf.load(multirun).hydra.overrides.task
+        parsed = OverridesParser.create().parse_overrides(list(task))
+        keys += [o.key_or_group for o in parsed if o.is_sweep_override()]
+    return keys
 
 
 @rank_zero_only

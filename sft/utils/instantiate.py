@@ -1,10 +1,17 @@
-"""Build the lists of callbacks and loggers from their config groups (one entry per key)."""
+"""Build the trainer, and the lists of callbacks and loggers from their config groups (one entry
+per key)."""
 
+from typing import Any
+
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch import Callback
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
+
+from sft.utils.errors import SFTError
 
 
 def _instantiate_entries(cfg: DictConfig | None) -> list:
@@ -23,3 +30,15 @@ def instantiate_callbacks(cfg: DictConfig | None, progress_bar: bool = True) -> 
 
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     return _instantiate_entries(cfg)
+
+
+def build_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
+    """`instantiate(cfg, **kwargs)`; Lightning's refusal of a setting (e.g. max_epochs=-3) is a
+    user error: its own message, as one line."""
+    try:
+        return instantiate(cfg, **kwargs)
+    except (InstantiationException, MisconfigurationException) as exc:
+        cause = exc if isinstance(exc, MisconfigurationException) else exc.__cause__
+        if not isinstance(cause, MisconfigurationException):
+            raise
+        raise SFTError(f"trainer: {' '.join(str(cause).split())}") from exc

@@ -92,12 +92,49 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
             f"resume=auto: no run under {output_dir.parent} has {LAST_CHECKPOINT}: starting fresh in {output_dir}"
         )
         return None
-    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    chosen, state = readable_checkpoint(last)
     log.info(
-        f"resuming {output_dir} from {last} (epoch {state.get('epoch')}, step "
+        f"resuming {output_dir} from {chosen} (epoch {state.get('epoch')}, step "
         f"{state.get('global_step')})"
     )
-    return str(last)
+    return str(chosen)
+
+
+def _peek(path: Path) -> dict | None:
+    """The checkpoint's contents (memory-mapped, cheap), or None when it cannot be read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # truncated, empty, not a zip archive, foreign pickle: all unreadable
+        return None
+    return state if isinstance(state, dict) and "global_step" in state else None
+
+
+def readable_checkpoint(last: Path) -> tuple[Path, dict]:
+    """`last` and its contents, or, when `last` cannot be read (a truncated copy, a full disk),
+    the newest readable checkpoint beside it, saying so; `last` is kept, renamed
+    `last.ckpt.unreadable`, so that training does not write over it. SFTError when none is."""
+    state = _peek(last)
+    if state is not None:
+        return last, state
+    others = sorted(
+        (p for p in last.parent.glob("*.ckpt") if p != last),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for candidate in others:
+        state = _peek(candidate)
+        if state is not None:
+            kept = last.with_name(last.name + ".unreadable")
+            last.rename(kept)
+            log.warning(
+                f"{last} cannot be read (kept as {kept.name}): resuming from {candidate.name}, "
+                f"the newest readable checkpoint of this run"
+            )
+            return candidate, state
+    raise SFTError(
+        f"resume: {last} cannot be read (truncated or corrupt) and the run has no other readable "
+        f"checkpoint in {last.parent}; start a new run or restore the file"
+    )
 
 
 def resumed_step(ckpt_path: str | None) -> int | None:

@@ -12,6 +12,7 @@ from typing import Any
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 HParamValue = int | float | str
@@ -39,6 +40,36 @@ def flatten_hparams(
     return flat
 
 
+# What a researcher compares lives in model / data / trainer / seed / tags; these do not.
+PLUMBING_GROUPS = ("callbacks", "logger", "paths", "hydra")
+PLUMBING_KEYS = ("trainer.plugins", "ckpt_path", "resume", "task_name", "train", "test")
+
+
+def _is_plumbing(key: str) -> bool:
+    last = key.rpartition(".")[2]
+    return (
+        last.startswith("_")  # _target_, _recursive_, _partial_
+        or last.endswith(("_dir", "_path"))  # where things are, not what was run
+        or key in PLUMBING_KEYS
+        or key.startswith(tuple(f"{k}." for k in PLUMBING_KEYS))
+    )
+
+
+def comparable_hparams(
+    cfg: DictConfig | Mapping[str, Any], swept: Iterable[str] = ()
+) -> dict[str, HParamValue]:
+    """The run's knobs for the HParams tab: the keys of the `swept` overrides first (as typed,
+    `+`/`++`/`~` dropped), then model, data, optimiser and trainer settings in config order;
+    `_target_`s, paths, callbacks and loggers left out."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    kept = {k: v for k, v in cfg.items() if k not in PLUMBING_GROUPS}
+    flat = {k: v for k, v in flatten_hparams(kept).items() if not _is_plumbing(k)}
+    first = [o.lstrip("+~").partition("=")[0] for o in swept]
+    first = [k for k in dict.fromkeys(first) if k in flat]
+    return {k: flat[k] for k in first} | {k: v for k, v in flat.items() if k not in first}
+
+
 class TensorBoardHParams:
     """One HParams session per run in each TensorBoard logger's directory.
 
@@ -48,9 +79,18 @@ class TensorBoardHParams:
     one of the runs: a grid's jobs share them.
     """
 
-    def __init__(self, loggers: Iterable[Logger], cfg: DictConfig | Mapping[str, Any]):
+    def __init__(
+        self,
+        loggers: Iterable[Logger],
+        cfg: DictConfig | Mapping[str, Any],
+        swept: Iterable[str] = (),
+        overrides: Iterable[str] = (),
+    ):
+        """`swept`: the keys a sweep varies; `overrides`: the run's command-line overrides.
+        Both come first; TensorBoard lists the swept ones first (marked as differing)."""
         self.loggers = [lg for lg in loggers if isinstance(lg, TensorBoardLogger)]
-        self.hparams = flatten_hparams(cfg)
+        self.swept = [o.lstrip("+~").partition("=")[0] for o in swept]
+        self.hparams = comparable_hparams(cfg, [*self.swept, *overrides])
 
     def _write(self, summary: Any) -> None:
         for logger in self.loggers:
@@ -76,5 +116,20 @@ class TensorBoardHParams:
             names.insert(0, optimized_metric)
         # only the metric names are used: the values come from the run's scalars
         experiment, _, session_end = hparams_summaries(self.hparams, dict.fromkeys(names, 0.0))
-        self._write(experiment)
+        self._write(mark_differing(experiment, set(self.swept)))
         self._write(session_end)
+
+
+def mark_differing(experiment: Any, names: set[str]) -> Any:
+    """The experiment summary with `names` marked as hparams that differ between runs:
+    TensorBoard's HParams tab lists those first, then the rest by name (torch's summary writer
+    leaves the mark unset, and TensorBoard only sets it when it builds the experiment itself)."""
+    if not names:
+        return experiment
+    value = experiment.value[0]
+    data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        if info.name in names:
+            info.differs = True
+    value.metadata.plugin_data.content = data.SerializeToString()
+    return experiment

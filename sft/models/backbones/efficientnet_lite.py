@@ -51,7 +51,13 @@ def efficientnet_lite0_imagenet(**kwargs: object) -> nn.Module:
     return model
 
 
-@register_backbone("efficientnet_lite0", mean=EFFICIENTNET_LITE0_MEAN, std=EFFICIENTNET_LITE0_STD)
+# channels_last: 1.8x in fp32 on CPU; bf16 autocast is slower than fp32 NHWC there
+@register_backbone(
+    "efficientnet_lite0",
+    mean=EFFICIENTNET_LITE0_MEAN,
+    std=EFFICIENTNET_LITE0_STD,
+    channels_last=True,
+)
 def efficientnet_lite0(
     pretrained: bool = False, drop_rate: float = 0.0, drop_path_rate: float = 0.0
 ) -> nn.Module:

@@ -81,7 +81,7 @@ class HFEncoder(nn.Module):
         return f"pooling={self.pooling!r}, num_layers={self.num_layers}"
 
 
-@register_backbone("huggingface", modality="text")
+@register_backbone("huggingface", modality="text", cpu_bf16=True)
 def huggingface(
     pretrained: bool = False,
     model_name_or_path: str = "minilm",

@@ -45,7 +45,8 @@ class MobileNetV2Features(nn.Module):
         return torch.flatten(self.pool(self.features(x)), 1)
 
 
-@register_backbone("mobilenetv2", mean=MOBILENETV2_MEAN, std=MOBILENETV2_STD)
+# channels_last: 1.6x in fp32 on CPU; bf16 autocast is slower than fp32 NHWC there
+@register_backbone("mobilenetv2", mean=MOBILENETV2_MEAN, std=MOBILENETV2_STD, channels_last=True)
 def mobilenetv2(pretrained: bool = False) -> nn.Module:
     model = MobileNetV2Features()
     if pretrained:

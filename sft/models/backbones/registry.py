@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from torch import nn
 
@@ -33,6 +33,10 @@ class BackboneEntry:
     mean: tuple[float, float, float] | None  # None for text backbones: no pixels to normalise
     std: tuple[float, float, float] | None
     modality: Modality = "image"
+    # Measured speed hints (benchmarks/precision_layout.py): CPU bf16 autocast is faster than
+    # fp32 on bf16-capable CPUs; NHWC (channels_last) is faster than NCHW.
+    cpu_bf16: bool = False
+    channels_last: bool = False
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -44,11 +48,15 @@ def register_backbone(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     modality: Modality = "image",
+    cpu_bf16: bool = False,
+    channels_last: bool = False,
 ) -> Callable[[BackboneBuilder], BackboneBuilder]:
     """Register `builder(pretrained: bool, **options) -> nn.Module` under `name`.
 
     `mean`/`std` record the input normalisation the pretrained weights expect, so the data
     pipeline can ask for it with `backbone_normalization(name)`; text backbones have none.
+    `cpu_bf16` / `channels_last`: the family measured faster with CPU bf16 autocast / in NHWC
+    layout; `trainer.precision=auto` and `model.channels_last=null` follow them.
     """
     if modality not in ("image", "text"):
         raise ValueError(f"unknown modality {modality!r}")
@@ -58,9 +66,11 @@ def register_backbone(
             # Two builders under one name is a programming error, not a user mistake.
             raise ValueError(f"backbone {name!r} is already registered")
         if modality == "text":
-            _REGISTRY[name] = BackboneEntry(builder, None, None, modality)
+            _REGISTRY[name] = BackboneEntry(builder, None, None, modality, cpu_bf16=cpu_bf16)
         else:
-            _REGISTRY[name] = BackboneEntry(builder, _triple(mean), _triple(std), modality)
+            _REGISTRY[name] = BackboneEntry(
+                builder, _triple(mean), _triple(std), modality, cpu_bf16, channels_last
+            )
         return builder
 
     return decorator
@@ -85,6 +95,23 @@ def backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, .
             "(pair it with a text datamodule)"
         )
     return entry.mean, entry.std
+
+
+class SpeedHints(NamedTuple):
+    cpu_bf16: bool
+    channels_last: bool
+
+
+def backbone_speed_hints(backbone_cfg: Mapping | None) -> SpeedHints:
+    """The speed hints of the registered backbone a model's `backbone` config builds; none for
+    a backbone built by another `_target_` (nothing was measured about it)."""
+    name = (backbone_cfg or {}).get("name")
+    entry = _REGISTRY.get(name) if isinstance(name, str) else None
+    return SpeedHints(entry.cpu_bf16, entry.channels_last) if entry else SpeedHints(False, False)
+
+
+def default_channels_last(backbone_cfg: Mapping | None) -> bool:
+    return backbone_speed_hints(backbone_cfg).channels_last
 
 
 def create_backbone(

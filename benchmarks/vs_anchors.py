@@ -1,0 +1,476 @@
+"""sft against the tools a user would pick instead, on the same machine, in one run: ratios.
+
+    .venv/bin/python benchmarks/vs_anchors.py [--steps 60] [--warmup 10]
+        [--parts text,images,regularizer]
+
+Text: SST-2 training phrases, the packaged all-MiniLM-L6-v2, batch 32, length-grouped batches
+with dynamic padding, max_length 64.
+  - sft: `sft-train experiment=sst2_minilm` as shipped (fused LP-FT head, L2-SP, fused AdamW,
+    linear schedule, default callbacks: checkpoints, exact-resume state, TensorBoard logger),
+    without the linear probe and validation so that only training steps are timed.
+  - anchor: `transformers.Trainer` at its best settings on the same rows:
+    `AutoModelForSequenceClassification` on the same weights, `train_sampling_strategy=
+    "group_by_length"`, `DataCollatorWithPadding`, its default fused AdamW, no reporting, no
+    saving, no evaluation.
+  Both at fp32, and both at bf16 autocast (`trainer.precision=bf16-mixed` / `bf16=True`).
+Images: CIFAR-10 training images through sft's in-memory uint8 pipeline with on-device batch
+augmentation, vs a plain PyTorch loop over torchvision's per-sample PIL pipeline
+(`RandomCrop(32, 4)`, `RandomHorizontalFlip`, `Resize`, `ToTensor`, `Normalize`; DataLoader with 2
+workers), the same backbone and head, the same optimizer. The plain loop runs twice: as
+torchvision's reference scripts run it (fp32, NCHW), and tuned with sft's hardware defaults
+(channels_last, the precision sft picks), so that the ratio's sources can be told apart.
+Regularizer: sft's MiniLM step with L2-SP and L2 (lambda 1e-5) against none.
+  - EfficientNet-Lite0 at 64 px (`experiment=cifar10_effnet_lite0_quick`), batch 64.
+  - ResNet-18 with the CIFAR stem at 32 px (`experiment=cifar10_resnet18`), batch 128.
+
+`--warmup` steps are run untimed, then `--steps` steps are timed from the start of the first
+timed step to the end of the last (each tool's own step hooks). Achieved FLOP/s: 3x the forward
+FLOPs per sample (backward ~ 2x forward; torch's FlopCounterMode counts the forward, on a batch
+of the mean timed length for text; its count of convolution_backward is wrong for depthwise
+convolutions, hence 3x forward), times samples/s. Peak: cores x clock (/proc/cpuinfo) x FLOPs per
+cycle per core: 64 for fp32 (two AVX-512 FMA units, 16 lanes, 2 FLOPs), 1024 for bf16 on AMX
+(Intel's figure for AMX-BF16 TMUL); a nominal figure, not a measured one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+from sft.data.cifar10 import FOLDER, TRAIN_FILES, load_batch
+from sft.train import train
+from sft.utils.config import CONF_DIR
+from sft.utils.hardware import cpu_description, cpu_flags, cpu_has_bf16
+
+TEXT_MODEL_LR = 1e-4  # conf/experiment/sst2_minilm.yaml's encoder LR
+TEXT_MAX_LENGTH = 64
+
+
+class StepTimer(L.Callback):
+    """Wall time from the start of step `warmup` to the end of the last step, written to `out`
+    with the padded tokens of the timed text batches (for the FLOP count)."""
+
+    def __init__(self, warmup: int, out: str) -> None:
+        self.warmup, self.out = warmup, out
+        self.start: float | None = None
+        self.lengths: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup and self.start is None:
+            self.start = time.perf_counter()
+        if self.start is not None and isinstance(batch, dict):
+            self.lengths.append(int(batch["input_ids"].shape[1]))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == trainer.max_steps:
+            steps = trainer.global_step - self.warmup
+            seconds = time.perf_counter() - self.start
+            Path(self.out).write_text(
+                json.dumps({"steps": steps, "seconds": seconds, "lengths": self.lengths})
+            )
+
+
+def compose_train(overrides: list[str], run_dir: Path) -> DictConfig:
+    """The config `sft-train <overrides>` would run, with its outputs under `run_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.log_dir = str(run_dir)
+    return cfg
+
+
+def run_sft(overrides: list[str], work: Path, tag: str, args: argparse.Namespace) -> dict:
+    out = work / f"{tag}.json"
+    cfg = compose_train(
+        [
+            *overrides,
+            f"++trainer.max_steps={args.warmup + args.steps}",
+            "++trainer.limit_val_batches=0",
+            "trainer.enable_progress_bar=false",
+            "++trainer.enable_model_summary=false",
+            "test=false",
+            "callbacks.early_stopping=null",
+            # this module's StepTimer, whether run as a script or imported (gpu_check.sh)
+            f"+callbacks.step_timer._target_={StepTimer.__module__}.StepTimer",
+            f"+callbacks.step_timer.warmup={args.warmup}",
+            f"+callbacks.step_timer.out={out}",
+        ],
+        work / tag,
+    )
+    train(cfg)
+    return json.loads(out.read_text())
+
+
+# ---- text -----------------------------------------------------------------------------------
+def sst2_subset(data_dir: Path, rows: int, work: Path) -> Path:
+    """A random `rows`-phrase sample of SST-2 train as a GLUE-style folder both tools read."""
+    lines = (data_dir / "sst2" / "train.tsv").read_text().splitlines()
+    header, body = lines[0], lines[1:]
+    sample = random.Random(0).sample(body, rows)
+    folder = work / "sst2"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.tsv").write_text("\n".join([header, *sample]) + "\n")
+    for name in ("dev.tsv", "test.tsv"):
+        shutil.copy(data_dir / "sst2" / name, folder / name)
+    return folder
+
+
+def hf_trainer_run(folder: Path, bf16: bool, work: Path, args: argparse.Namespace) -> dict:
+    import datasets
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from sft.utils.hf import resolve_model_name
+
+    path = resolve_model_name("minilm")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    with (folder / "train.tsv").open() as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    data = datasets.Dataset.from_dict(
+        {"sentence": [r["sentence"] for r in rows], "label": [int(r["label"]) for r in rows]}
+    ).map(
+        lambda b: tokenizer(b["sentence"], truncation=True, max_length=TEXT_MAX_LENGTH),
+        batched=True,
+        remove_columns=["sentence"],
+    )
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+
+    class Timer(TrainerCallback):
+        start = end = None
+        lengths: list[int] = []
+
+        def on_step_begin(self, targs, state, control, **kw):
+            if state.global_step == args.warmup:
+                Timer.start = time.perf_counter()
+
+        def on_step_end(self, targs, state, control, **kw):
+            if state.global_step == args.warmup + args.steps:
+                Timer.end = time.perf_counter()
+
+    targs = TrainingArguments(
+        output_dir=str(work / f"hf_{bf16}"),
+        per_device_train_batch_size=32,
+        max_steps=args.warmup + args.steps,
+        learning_rate=TEXT_MODEL_LR,
+        warmup_steps=0.06,  # a fraction of the steps, as sft's warmup_ratio
+        weight_decay=0.01,
+        lr_scheduler_type="linear",
+        train_sampling_strategy="group_by_length",
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=targs,
+        train_dataset=data,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=[Timer()],
+    )
+    trainer.train()
+    return {"steps": args.steps, "seconds": Timer.end - Timer.start}
+
+
+def text_flops_per_sample(length: int, bf16: bool) -> float:
+    """FLOPs of one MiniLM training step (3x forward) per sample at sequence length `length`."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForSequenceClassification
+
+    from sft.utils.hf import resolve_model_name
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model_name("minilm"), num_labels=2
+    )
+    ids = torch.randint(1000, 2000, (32, length))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), autocast:
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    return 3 * counter.get_total_flops() / 32
+
+
+def bench_text(args: argparse.Namespace, work: Path) -> list[dict]:
+    folder = sst2_subset(Path(args.data_dir), 32 * (args.warmup + args.steps), work / "text")
+    results = []
+    for bf16 in (False, True):
+        precision = "bf16-mixed" if bf16 else "32-true"
+        sft = run_sft(
+            [
+                "experiment=sst2_minilm",
+                f"data.data_dir={folder}",
+                "data.samples_per_class=null",
+                f"data.max_length={TEXT_MAX_LENGTH}",
+                "model.linear_probe=null",
+                f"trainer.precision={precision}",
+            ],
+            work / "text",
+            f"sft_{precision}",
+            args,
+        )
+        anchor = hf_trainer_run(folder, bf16, work / "text", args)
+        mean_len = round(sum(sft["lengths"]) / len(sft["lengths"]))
+        results.append(
+            {
+                "task": "SST-2 phrases, MiniLM-L6, batch 32",
+                "precision": precision,
+                "anchor": "transformers.Trainer",
+                "sft": 32 * sft["steps"] / sft["seconds"],
+                "anchor_rate": 32 * anchor["steps"] / anchor["seconds"],
+                "flops_per_sample": text_flops_per_sample(mean_len, bf16),
+                "bf16": bf16,
+            }
+        )
+        print_row(results[-1])
+    return results
+
+
+def bench_regularizer(args: argparse.Namespace, work: Path) -> None:
+    """The cost of the L2-SP / L2 term in sft's MiniLM step (bf16 where the CPU has it)."""
+    folder = sst2_subset(Path(args.data_dir), 32 * (args.warmup + args.steps), work / "reg")
+    rates: dict[str, list[float]] = {"none": [], "l2sp": [], "l2": []}
+    for repeat in range(3):  # alternating runs, the median of each: run-to-run noise is ~5 %
+        for reg in rates:
+            run = run_sft(
+                [
+                    "experiment=sst2_minilm",
+                    f"data.data_dir={folder}",
+                    f"data.max_length={TEXT_MAX_LENGTH}",
+                    "model.linear_probe=null",
+                    f"model.regularizer={reg}",
+                    f"model.reg_lambda={0.0 if reg == 'none' else 1e-5}",
+                ],
+                work / "reg",
+                f"reg_{reg}_{repeat}",
+                args,
+            )
+            rates[reg].append(32 * run["steps"] / run["seconds"])
+    median = {reg: sorted(r)[1] for reg, r in rates.items()}
+    print(
+        "\n| regularizer (sft, SST-2 MiniLM, precision auto) | samples/s (3 runs) | median | "
+        "step time vs none |"
+    )
+    print("| --- | --- | --- | --- |")
+    for reg, rate in median.items():
+        runs = ", ".join(f"{r:.1f}" for r in rates[reg])
+        print(
+            f"| {reg} | {runs} | {rate:.1f} | {100 * (median['none'] / rate - 1):+.1f} % |",
+            flush=True,
+        )
+
+
+# ---- images ---------------------------------------------------------------------------------
+class CifarPIL(torch.utils.data.Dataset):
+    """CIFAR-10 training images as PIL images through a torchvision transform, per sample."""
+
+    def __init__(self, data_dir: Path, transform: Any) -> None:
+        parts = [load_batch(data_dir / FOLDER / name) for name in TRAIN_FILES]
+        self.images = torch.cat([p[0] for p in parts]).permute(0, 2, 3, 1).contiguous().numpy()
+        self.labels = torch.cat([p[1] for p in parts]).tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+def plain_loop(cfg: DictConfig, tuned: bool, args: argparse.Namespace) -> dict:
+    """The plain PyTorch loop: same backbone, head and optimizer as `cfg`'s model."""
+    from torchvision import transforms
+
+    size = cfg.model.backbone.get("input_size") or 32
+    tf = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
+    if size != 32:
+        tf.append(transforms.Resize(size))
+    tf += [transforms.ToTensor(), transforms.Normalize(cfg.data.mean, cfg.data.std)]
+    loader = torch.utils.data.DataLoader(
+        CifarPIL(Path(args.data_dir), transforms.Compose(tf)),
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        num_workers=2,
+        drop_last=True,
+        persistent_workers=True,
+    )
+    torch.manual_seed(0)
+    backbone_cfg = {k: v for k, v in cfg.model.backbone.items() if k != "input_size"}
+    backbone = instantiate(backbone_cfg)
+    model = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.num_features, 10)).train()
+    hints_cl = tuned
+    bf16 = tuned and cfg.trainer.precision == "bf16-mixed"
+    fmt = torch.channels_last if hints_cl else torch.contiguous_format
+    model.to(memory_format=fmt)
+    optimizer = instantiate(cfg.model.optimizer, _partial_=True)(
+        model.parameters(), lr=cfg.model.lr_backbone
+    )
+    start, steps = None, 0
+    for step, (x, y) in enumerate(loader):
+        if step == args.warmup:
+            start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(x.contiguous(memory_format=fmt)), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step + 1 == args.warmup + args.steps:
+            steps = step + 1 - args.warmup
+            break
+    return {"steps": steps, "seconds": time.perf_counter() - start}
+
+
+def image_flops_per_sample(cfg: DictConfig, bf16: bool) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = instantiate(cfg.model.backbone)
+    x = torch.randn(8, 3, 32, 32)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), autocast:
+        model(x)
+    return 3 * counter.get_total_flops() / 8
+
+
+def bench_images(args: argparse.Namespace, work: Path) -> list[dict]:
+    results = []
+    for label, experiment in (
+        ("CIFAR-10 64px, EfficientNet-Lite0, batch 64", "cifar10_effnet_lite0_quick"),
+        ("CIFAR-10 32px, ResNet-18 (CIFAR stem), batch 128", "cifar10_resnet18"),
+    ):
+        overrides = [f"experiment={experiment}", "model.linear_probe=null"]
+        if experiment == "cifar10_resnet18":
+            overrides.append("data.batch_size=128")
+        else:
+            overrides.append("data.samples_per_class=null")
+        sft = run_sft(overrides, work / "images", experiment, args)
+        cfg = compose_train(overrides, work / "images" / "cfg")
+        # the precision sft's `auto` picked for this backbone, for the tuned plain loop
+        from sft.models.backbones import backbone_speed_hints
+        from sft.utils.hardware import choose_precision
+
+        precision, _ = choose_precision("cpu", backbone_speed_hints(cfg.model.backbone).cpu_bf16)
+        with open_dict(cfg):
+            cfg.trainer.precision = precision
+        batch = cfg.data.batch_size
+        plain = plain_loop(cfg, tuned=False, args=args)
+        tuned = plain_loop(cfg, tuned=True, args=args)
+        results.append(
+            {
+                "task": label,
+                "precision": f"sft auto: {precision}",
+                "anchor": "plain torchvision loop (fp32, NCHW)",
+                "sft": batch * sft["steps"] / sft["seconds"],
+                "anchor_rate": batch * plain["steps"] / plain["seconds"],
+                "flops_per_sample": image_flops_per_sample(cfg, precision == "bf16-mixed"),
+                "bf16": precision == "bf16-mixed",
+            }
+        )
+        print_row(results[-1])
+        results.append(
+            {
+                **results[-1],
+                "anchor": "plain loop + channels_last + sft's precision",
+                "anchor_rate": batch * tuned["steps"] / tuned["seconds"],
+            }
+        )
+        print_row(results[-1])
+    return results
+
+
+# ---- report ---------------------------------------------------------------------------------
+def peak_flops(bf16: bool) -> float:
+    """Nominal peak of the cores torch uses: cores x clock x FLOPs per cycle (see docstring)."""
+    mhz = 0.0
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("cpu MHz"):
+            mhz = float(line.split(":")[1])
+            break
+    per_cycle = 1024 if bf16 and "amx_bf16" in cpu_flags() else 64
+    return torch.get_num_threads() * mhz * 1e6 * per_cycle
+
+
+def print_row(r: dict) -> None:
+    achieved = r["flops_per_sample"] * r["sft"]
+    print(
+        f"| {r['task']} | {r['precision']} | {r['anchor']} | {r['anchor_rate']:.1f} | "
+        f"{r['sft']:.1f} | **{r['sft'] / r['anchor_rate']:.2f}x** | "
+        f"{achieved / 1e9:.0f} GFLOP/s = {100 * achieved / peak_flops(r['bf16']):.1f} % |",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--parts", default="text,images,regularizer")
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("SFT_DATA_DIR", str(Path(CONF_DIR).parent / "data"))
+    )
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "sft", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    mhz = next(
+        (
+            line.split(":")[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("cpu MHz")
+        ),
+        "?",
+    )
+    print(
+        f"machine: {cpu_description()}, {mhz} MHz; torch {torch.__version__}, "
+        f"python {platform.python_version()}; bf16 units: {cpu_has_bf16()}"
+    )
+    print(f"{args.warmup} warm-up steps, {args.steps} timed steps per tool\n")
+    print(
+        "| task | precision | anchor | anchor samples/s | sft samples/s | sft / anchor | "
+        "sft achieved (of nominal peak) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if "text" in args.parts:
+            bench_text(args, work)
+        if "images" in args.parts:
+            bench_images(args, work)
+        if "regularizer" in args.parts:
+            bench_regularizer(args, work)
+
+
+if __name__ == "__main__":
+    main()

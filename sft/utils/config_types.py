@@ -1,0 +1,117 @@
+"""Config values checked against the type hints of the callables they are handed to.
+
+Before anything is built, a key the `_target_` does not take is named (one line, with the
+closest parameter), and every plain value of a `_target_` config node is validated with
+pydantic against the annotation of the parameter it fills (`TypeAdapter`, lax mode: `1` is a
+valid float, `'abc'` and `1.5` are not an int), so `model.lr_backbone=abc` reads as
+"model.lr_backbone: expected a float, got 'abc'" instead of a TypeError deep inside. Values that
+are themselves configs (`_target_` dicts), interpolations the node cannot resolve, and parameters
+without an annotation pydantic understands are left to the callable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from sft.utils.errors import SFTError
+
+_NAMES = {float: "a float", int: "an integer", bool: "true or false", str: "a string"}
+
+
+def check_config_types(node: DictConfig | Mapping | None, where: str, skip: tuple = ()) -> None:
+    """SFTError naming `<where>.<key>`, the expected type and the value, for the first value of
+    `node` (a config with `_target_`) that does not fit its parameter's annotation."""
+    if not node or "_target_" not in node:
+        return
+    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    target = str(values["_target_"])
+    accepted = _parameter_names(target)
+    unknown = [k for k in values if not k.startswith("_") and accepted and k not in accepted]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], accepted, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise SFTError(
+            f"{where}.{unknown[0]}: {target.rpartition('.')[2]} takes no such setting "
+            f"({hint}it takes: {', '.join(accepted)})"
+        )
+    hints = _parameter_hints(target)
+    for key, value in values.items():
+        if key.startswith("_") or key in skip or key not in hints or _is_config(value):
+            continue
+        adapter = _adapter(hints[key])
+        if adapter is None:
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValidationError:
+            raise SFTError(
+                f"{where}.{key}: expected {describe(hints[key])}, got {value!r}"
+            ) from None
+
+
+def _is_config(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return "_target_" in value
+    if isinstance(value, list):
+        return any(_is_config(v) for v in value)
+    return False
+
+
+@functools.cache
+def _parameter_names(target: str) -> tuple[str, ...]:
+    """The keyword parameters `target` takes; () when it takes **kwargs or cannot be read."""
+    try:
+        obj = get_object(target)
+        params = inspect.signature(obj).parameters.values()
+    except Exception:
+        return ()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return ()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in params if p.kind in kinds)
+
+
+@functools.cache
+def _parameter_hints(target: str) -> dict[str, Any]:
+    try:
+        obj = get_object(target)
+        fn = obj.__init__ if inspect.isclass(obj) else obj
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an unimportable target is reported by instantiate; odd hints: no check
+        return {}
+    hints.pop("return", None)
+    return hints
+
+
+@functools.cache
+def _adapter(hint: Any) -> TypeAdapter | None:
+    try:
+        return TypeAdapter(hint, config=ConfigDict(arbitrary_types_allowed=True))
+    except Exception:  # a type pydantic cannot validate: left to the callable
+        return None
+
+
+def describe(hint: Any) -> str:
+    """'a float', 'an integer or null', 'one of 'a', 'b'', ... for error messages."""
+    if hint in _NAMES:
+        return _NAMES[hint]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        named = [describe(a) for a in args if a is not type(None)]
+        return " or ".join(named) + (" or null" if type(None) in args else "")
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple) or str(origin).endswith("Sequence'>"):
+        inner = describe(args[0]) if args else "values"
+        return f"a list of {inner.removeprefix('a ').removeprefix('an ')}s"
+    return getattr(hint, "__name__", str(hint))

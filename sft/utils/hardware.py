@@ -1,0 +1,97 @@
+"""What this machine offers for mixed precision, and the precision `trainer.precision=auto` picks.
+
+Lightning has no "follow the hardware" precision: it defaults to fp32 everywhere. The rule here:
+bf16-mixed on GPUs that support bf16 (16-mixed, with a gradient scaler, on older ones); on CPUs
+with AMX-BF16 or AVX512-BF16 units, bf16-mixed for model families where it measured faster
+(the caller says so; benchmarks/precision_layout.py and benchmarks/vs_anchors.py measure it),
+else fp32.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import platform
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+@functools.cache
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_has_bf16() -> bool:
+    """bf16 matrix units (Intel AMX) or AVX512-BF16 instructions: CPU autocast to bf16 pays."""
+    return any(flag in cpu_flags() for flag in CPU_BF16_FLAGS)
+
+
+def cpu_description() -> str:
+    """e.g. 'Intel(R) Xeon(R) Processor, 2 threads, bf16: amx_bf16 avx512_bf16'."""
+    bf16 = " ".join(f for f in CPU_BF16_FLAGS if f in cpu_flags()) or "none"
+    return f"{cpu_model()}, {torch.get_num_threads()} threads, bf16: {bf16}"
+
+
+def uses_gpu(accelerator: str) -> bool:
+    """Whether Lightning's `accelerator` setting will run on a CUDA GPU."""
+    if accelerator in ("gpu", "cuda"):
+        return True
+    return accelerator == "auto" and torch.cuda.is_available()
+
+
+def choose_precision(accelerator: str, cpu_bf16_pays: bool) -> tuple[str, str]:
+    """(Lightning precision, why) for `trainer.precision=auto`.
+
+    cpu_bf16_pays: the model family ran faster under CPU bf16 autocast on a bf16-capable CPU.
+    """
+    if uses_gpu(accelerator):
+        if not torch.cuda.is_available():  # Lightning says so when it builds the trainer
+            return "32-true", f"accelerator {accelerator!r} but no CUDA GPU is visible"
+        if torch.cuda.is_bf16_supported():
+            return "bf16-mixed", f"GPU {torch.cuda.get_device_name()} supports bf16"
+        return "16-mixed", f"GPU {torch.cuda.get_device_name()} has no bf16: fp16 with a scaler"
+    if accelerator not in ("auto", "cpu"):
+        return "32-true", f"accelerator {accelerator!r}: fp32"
+    if not cpu_has_bf16():
+        return "32-true", f"CPU {cpu_model()} has no AMX-BF16/AVX512-BF16: fp32"
+    if not cpu_bf16_pays:
+        return "32-true", "CPU has bf16 units, but this backbone family is not faster in bf16"
+    return (
+        "bf16-mixed",
+        f"CPU {cpu_model()} has bf16 units and this backbone family is faster in bf16",
+    )
+
+
+def resolve_auto_precision(trainer_cfg: DictConfig, cpu_bf16_pays: bool) -> None:
+    """Replace `precision: auto` in a trainer config by `choose_precision`'s pick, and say why
+    in the run log; an explicit precision is kept as it is."""
+    if str(trainer_cfg.get("precision")) != "auto":
+        return
+    precision, why = choose_precision(str(trainer_cfg.get("accelerator", "auto")), cpu_bf16_pays)
+    trainer_cfg.precision = precision
+    log.info(f"trainer.precision=auto -> {precision} ({why})")

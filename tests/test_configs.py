@@ -1,0 +1,140 @@
+"""Every entry point composes and instantiates its parts for every option of every config group
+it accepts (as lightning-hydra-template's tests/test_configs.py): datamodule, model, trainer,
+callbacks and loggers, before any data is read. Backbones are swapped for tiny ones of the same
+family, so the wiring (data <-> model <-> trainer) is what is checked, offline and fast."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONF_DIR, EXPERIMENTS, compose_config
+from hydra.utils import instantiate
+from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
+from omegaconf import DictConfig
+
+from sft.eval import data_config_for_checkpoint
+from sft.models.backbones import backbone_speed_hints
+from sft.utils.config_types import check_config_types
+from sft.utils.hardware import resolve_auto_precision, uses_gpu
+from sft.utils.instantiate import build_trainer, instantiate_callbacks, instantiate_loggers
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+TEXT_DATA = ["sst2", "sst5", "sst2_trees", "text_files", "hf_dataset"]
+IMAGE_DATA = ["cifar10", "image_folder"]
+assert sorted(TEXT_DATA + IMAGE_DATA) == options("data"), "a new data option: add it here"
+TEXT_BASE = ["experiment=sst2_minilm"]
+IMAGE_BASE = ["experiment=cifar10_effnet_lite0_quick"]
+# tiny backbones of the same families: no weights are read, nothing is downloaded
+TINY_TEXT = [
+    "model.backbone.model_name_or_path=minilm",
+    "model.backbone.pretrained=false",
+    f"model.backbone.config_overrides={TINY_BERT}",
+]
+TINY_IMAGE = ["model.backbone.pretrained=false"]
+
+
+def build_all(cfg: DictConfig) -> None:
+    """What sft-train builds before fit, in its order, with its checks."""
+    backbone = cfg.model.get("backbone")
+    resolve_auto_precision(cfg.trainer, backbone_speed_hints(backbone).cpu_bf16)
+    for key in ("data", "model", "trainer"):
+        check_config_types(cfg.get(key), key)
+    datamodule = instantiate(cfg.data)
+    assert hasattr(datamodule, "probe_dataloader")
+    model = instantiate(cfg.model)
+    assert isinstance(model, torch.nn.Module)
+    callbacks = instantiate_callbacks(
+        cfg.get("callbacks"), progress_bar=cfg.trainer.get("enable_progress_bar", True)
+    )
+    loggers = instantiate_loggers(cfg.get("logger"))
+    if uses_gpu(str(cfg.trainer.get("accelerator"))) and not torch.cuda.is_available():
+        return  # trainer=gpu / ddp on a machine without one: composed and checked only
+    build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+
+def compose_train(overrides: list[str], tmp_path: Path) -> DictConfig:
+    cfg = compose_config("train", overrides, tmp_path / "run")
+    if "cache_dir" in cfg.data:  # text data: a token cache of the test's own
+        cfg.data.cache_dir = str(tmp_path / "tokens")
+    return cfg
+
+
+def is_text(cfg: DictConfig) -> bool:
+    return cfg.model.backbone.get("name") == "huggingface"
+
+
+def tiny(cfg_overrides: list[str], tmp_path: Path) -> DictConfig:
+    """The config with its backbone made tiny (text or image, by what it composes to)."""
+    cfg = compose_train(cfg_overrides, tmp_path)
+    return compose_train([*cfg_overrides, *(TINY_TEXT if is_text(cfg) else TINY_IMAGE)], tmp_path)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_builds(experiment, tmp_path):
+    build_all(tiny([f"experiment={experiment}"], tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("group", "option"),
+    [
+        (group, option)
+        for group in ("data", "model", "trainer", "callbacks", "logger", "method")
+        for option in options(group)
+    ],
+)
+def test_every_group_option_builds(group, option, tmp_path):
+    if group == "data":  # a model of the data's modality, no experiment's data settings
+        base = ["model=minilm_fused" if option in TEXT_DATA else "model=effnet_lite0_fused"]
+    elif group == "model":
+        base = TEXT_BASE if option in ("minilm_fused", "bert_base_fused") else IMAGE_BASE
+    else:
+        base = IMAGE_BASE
+    prefix = "+" if group == "method" else ""  # method is not in train.yaml's defaults
+    build_all(tiny([*base, f"{prefix}{group}={option}"], tmp_path))
+
+
+@pytest.mark.parametrize("option", options("debug"))
+@pytest.mark.parametrize("base", [TEXT_BASE, IMAGE_BASE], ids=["text", "image"])
+def test_every_debug_option_builds_for_text_and_images(option, base, tmp_path):
+    build_all(tiny([*base, f"debug={option}"], tmp_path))
+
+
+@pytest.mark.parametrize("option", options("hparams_search"))
+def test_every_search_space_composes(option, tmp_path):
+    cfg = compose_train([f"hparams_search={option}"], tmp_path)
+    assert cfg.optimized_metric
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("config_ckpts")
+    return {"image": image_checkpoint(root), "text": text_checkpoint(root)}
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [("text", d) for d in TEXT_DATA] + [("image", d) for d in IMAGE_DATA] + [("text", None)],
+)
+def test_eval_builds_for_every_data_option(kind, data, checkpoints, tmp_path):
+    """`sft-eval ckpt_path=<text or image checkpoint> [data=<option>]`."""
+    overrides = [f"ckpt_path={checkpoints[kind]}", *([f"data={data}"] if data else [])]
+    cfg = compose_config("eval", overrides, tmp_path)
+    checkpoint = torch.load(checkpoints[kind], weights_only=True)
+    if data:
+        data_cfg = data_config_for_checkpoint(cfg, checkpoint)
+        check_config_types(data_cfg, "data")
+        instantiate(data_cfg)
+    resolve_auto_precision(cfg.trainer, False)
+    check_config_types(cfg.trainer, "trainer")
+    build_trainer(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
+
+
+@pytest.mark.parametrize("entry", ["predict", "export"])
+def test_predict_and_export_compose(entry, checkpoints, tmp_path):
+    extra = ["inputs=x.txt"] if entry == "predict" else []
+    cfg = compose_config(entry, [f"ckpt_path={checkpoints['image']}", *extra], tmp_path)
+    assert cfg.ckpt_path == str(checkpoints["image"])

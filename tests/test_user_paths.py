@@ -1,0 +1,157 @@
+"""Paths a new user takes that used to fail: each test failed on the code before its fix."""
+
+import shutil
+
+import pytest
+import torch
+from conftest import compose_config, run_entry_point
+from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
+
+from sft import train as train_module
+from sft.eval import evaluate
+from sft.train import train
+from sft.utils.cli import accept_trainer_arguments
+from sft.utils.errors import SFTError
+
+TINY_TEXT = [
+    "experiment=sst2_minilm",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "model.backbone.pretrained=false",
+    f"model.backbone.config_overrides={TINY_BERT}",
+    "model.linear_probe=null",
+    "data.samples_per_class=8",
+    "data.batch_size=8",
+    "data.eval_batch_size=64",
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("user_paths")
+    return {"image": image_checkpoint(root), "text": text_checkpoint(root)}
+
+
+def test_eval_a_text_checkpoint_on_named_data(checkpoints, tmp_path):
+    """`sft-eval ckpt_path=<text checkpoint> data=sst2`: `data.tokenizer` interpolates
+    `model.backbone...`, which sft-eval's config has no node for; it comes from the checkpoint
+    (was: InterpolationKeyError)."""
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoints['text']}",
+            "data=sst2",
+            "data.eval_batch_size=128",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "+trainer.limit_val_batches=1",
+            "+trainer.limit_predict_batches=1",
+        ],
+        tmp_path,
+    )
+    metrics = evaluate(cfg)
+    assert 0.0 <= metrics["val/acc"] <= 1.0
+    assert (tmp_path / "predictions.csv").is_file()
+
+
+def test_eval_on_named_image_data_keeps_the_models_normalisation(checkpoints, tmp_path):
+    """`data=cifar10` brings CIFAR statistics; the model was trained with its own, and they win
+    unless the command line sets them."""
+    from sft.eval import data_config_for_checkpoint
+
+    checkpoint = torch.load(checkpoints["image"], weights_only=True)
+    checkpoint["datamodule_hyper_parameters"]["mean"] = [0.5, 0.5, 0.5]
+    cfg = compose_config("eval", [f"ckpt_path={checkpoints['image']}", "data=cifar10"], tmp_path)
+    assert list(data_config_for_checkpoint(cfg, checkpoint).mean) == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_debug_overfit_runs_for_text_and_image_experiments(kind, train_cfg, tmp_path):
+    """`debug=overfit` used to set `data.augment`, which text datamodules do not take."""
+    overrides = ["debug=overfit", "trainer.max_epochs=2", "test=false"]
+    if kind == "text":
+        cfg = compose_config("train", [*TINY_TEXT, *overrides], tmp_path / "run")
+    else:
+        cfg = train_cfg(*overrides)
+    metrics = train(cfg)
+    assert metrics["train/loss_epoch"] >= 0.0
+
+
+def test_lightning_trainer_arguments_need_no_plus(tmp_path, data_dir, monkeypatch):
+    """`trainer.fast_dev_run=true` (any Trainer argument) works as Lightning users type it."""
+    assert accept_trainer_arguments(
+        ["trainer.fast_dev_run=true", "trainer.max_epochs=2", "trainer.foo=1", "model.x=1"]
+    ) == ["++trainer.fast_dev_run=true", "++trainer.max_epochs=2", "trainer.foo=1", "model.x=1"]
+    monkeypatch.chdir(tmp_path)
+    code = run_entry_point(
+        train_module.main,
+        [
+            "sft-train",
+            "model=resnet18_cifar",
+            "~model.backbone",
+            "+model.backbone={_target_:sft.models.backbones.create_backbone,name:small_cnn,width:8}",
+            "data.samples_per_class=4",
+            "data.batch_size=8",
+            "trainer.fast_dev_run=true",
+            "trainer.limit_val_batches=0",
+            "trainer.enable_progress_bar=false",
+            f"paths.log_dir={tmp_path}",
+        ],
+    )
+    assert code == 0
+
+
+def test_unknown_trainer_key_suggests_only_keys_that_exist(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = run_entry_point(train_module.main, ["sft-train", "trainer.fast_dev_runn=true"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "did you mean 'trainer.fast_dev_run'?" in err
+
+
+def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable(train_cfg, tmp_path, caplog):
+    """resume=<run dir> whose last.ckpt is truncated: the newest other checkpoint of the run,
+    said in the log, and the bad file is kept; with none readable, one error line."""
+    run_dir = tmp_path / "run"
+    train(train_cfg("trainer.max_epochs=1", "test=false", run_dir=run_dir))
+    ckpts = run_dir / "checkpoints"
+    last = ckpts / "last.ckpt"
+    truncated = last.read_bytes()[:1000]
+    last.write_bytes(truncated)
+
+    metrics = train(
+        train_cfg("trainer.max_epochs=2", "test=false", f"resume={run_dir}", run_dir=run_dir)
+    )
+    assert "resuming from epoch_000.ckpt" in caplog.text
+    assert (ckpts / "last.ckpt.unreadable").read_bytes() == truncated
+    assert torch.load(last, weights_only=True)["epoch"] >= 1
+    assert metrics["val/acc"] >= 0.0
+
+    last.write_bytes(truncated)
+    for other in ckpts.glob("epoch_*.ckpt"):
+        other.write_bytes(b"")
+    shutil.rmtree(run_dir / "tensorboard")
+    with pytest.raises(SFTError, match=r"cannot be read .* no other readable checkpoint"):
+        train(train_cfg("trainer.max_epochs=3", "test=false", f"resume={run_dir}", run_dir=run_dir))
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("model.lr_backbone=abc", "error: model.lr_backbone: expected a float, got 'abc'"),
+        ("data.batch_size=1.5", "error: data.batch_size: expected an integer, got 1.5"),
+        ("data.mean=[1,x,2]", "error: data.mean: expected a list of floats, got [1, 'x', 2]"),
+        (
+            "trainer.max_epochs=-3",
+            "error: trainer: `max_epochs` must be a non-negative integer or -1. You passed in -3.",
+        ),
+    ],
+)
+def test_config_values_are_type_checked_before_anything_runs(
+    override, line, tmp_path, monkeypatch, capsys
+):
+    """Was: a TypeError traceback from deep inside (lr_backbone=abc), or silent acceptance."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["sft-train", "model=resnet18_cifar", override, f"paths.log_dir={tmp_path}"]
+    assert run_entry_point(train_module.main, argv) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == line
