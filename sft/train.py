@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sft.models.backbones import backbone_speed_hints
 from sft.models.loading import check_resume_checkpoint
-from sft.utils.cli import checks_overrides
+from sft.utils.cli import as_typed, checks_overrides
 from sft.utils.config import CONF_DIR, print_and_save_config, swept_keys, task_overrides
 from sft.utils.config_types import check_config_types
 from sft.utils.errors import find_user_error, report_user_errors
@@ -90,7 +90,7 @@ def main(cfg: DictConfig) -> float | None:
     the sweep goes on (the sweep summary reports it); a single run fails as usual."""
     hydra_cfg = HydraConfig.get()
     name = cfg.get("optimized_metric")
-    recorder = RunRecorder(hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), name)
+    recorder = RunRecorder(hydra_cfg.runtime.output_dir, as_typed(hydra_cfg.overrides.task), name)
 
     def run() -> dict[str, Any]:
         try:

@@ -1,5 +1,6 @@
 """Paths a new user takes that used to fail: each test failed on the code before its fix."""
 
+import json
 import shutil
 
 import pytest
@@ -99,6 +100,9 @@ def test_lightning_trainer_arguments_need_no_plus(tmp_path, data_dir, monkeypatc
         ],
     )
     assert code == 0
+    (result,) = tmp_path.rglob("result.json")
+    overrides = json.loads(result.read_text())["overrides"]
+    assert "trainer.fast_dev_run=true" in overrides  # recorded as typed
 
 
 def test_unknown_trainer_key_suggests_only_keys_that_exist(tmp_path, monkeypatch, capsys):

@@ -194,6 +194,12 @@ def accept_trainer_arguments(argv: Sequence[str]) -> list[str]:
     return [f"++{arg}" if _is_trainer_argument(arg) else arg for arg in argv]
 
 
+def as_typed(overrides: Sequence[str]) -> list[str]:
+    """The overrides as the user typed them: without the `++` that `accept_trainer_arguments`
+    put before Trainer arguments (for result.json and sweep summaries)."""
+    return [o[2:] if o.startswith("++") and _is_trainer_argument(o[2:]) else o for o in overrides]
+
+
 def _is_trainer_argument(arg: str) -> bool:
     match = TRAINER_OVERRIDE.match(arg)
     if not match or match.group(1) not in trainer_arguments():

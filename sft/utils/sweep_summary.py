@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sft.utils.cli import as_typed
 from sft.utils.run_result import (
     COMPLETED,
     FAILED,
@@ -196,7 +197,7 @@ class SweepSummary(Callback):
             RunResult(
                 status=FAILED,
                 output_dir=str(job_dir),
-                overrides=list(job_return.overrides or []),
+                overrides=as_typed(job_return.overrides or []),
                 # .return_value re-raises a failed job's exception; the field holds it
                 error=one_line_error(job_return._return_value),
             ).write()
