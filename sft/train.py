@@ -36,14 +36,16 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     """
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    # the precision the hardware calls for, then every value checked, before anything is built
+    # and before the config is saved (config_resolved.yaml records the precision used)
+    resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
+    for key in ("data", "model", "trainer"):
+        check_config_types(cfg.get(key), key)
     ckpt_path = resume_checkpoint(cfg)  # ckpt_path=, or last.ckpt of the run resume= continues
     print_and_save_config(cfg, cfg.paths.output_dir)
     if cfg.get("resume") and ckpt_path:
         continue_tensorboard(cfg.get("logger"), ckpt_path)
 
-    resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
-    for key in ("data", "model", "trainer"):  # before anything is built
-        check_config_types(cfg.get(key), key)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model)
     trainer = build_trainer(

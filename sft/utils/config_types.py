@@ -46,6 +46,9 @@ def check_config_types(node: DictConfig | Mapping | None, where: str, skip: tupl
         )
     hints = _parameter_hints(target)
     for key, value in values.items():
+        if isinstance(value, Mapping) and _is_config(value):  # e.g. model.backbone: its own target
+            check_config_types(value, f"{where}.{key}")
+            continue
         if key.startswith("_") or key in skip or key not in hints or _is_config(value):
             continue
         adapter = _adapter(hints[key])
