@@ -263,3 +263,18 @@ def test_samplers_repeat_a_pass_without_its_first_indices():
     loader.load_state_dict(state)
     assert [b.tolist() for b in loader] == [b.tolist() for b in rest]
     assert len(first + rest) == 5
+
+
+def test_a_resumed_runs_event_file_sorts_after_the_interrupted_ones(tmp_path):
+    """TensorBoard reads event files in name order (creation second, host, pid): a run resumed
+    within the second its interrupted run started must still sort last (was: the resumed
+    run's steps shown before the interrupted run's, a flaky failure of the test above)."""
+    import time
+
+    now = int(time.time())
+    (tmp_path / f"events.out.tfevents.{now}.host.99999.0").write_bytes(b"")
+    resume_mod.wait_to_sort_after(tmp_path)
+    assert int(time.time()) > now
+    start = time.time()
+    resume_mod.wait_to_sort_after(tmp_path / "elsewhere")  # nothing there: no wait
+    assert time.time() - start < 0.1

@@ -11,6 +11,7 @@ this is the `sft_run_dir` resolver used by `hydra.run.dir` (conf/hydra/default.y
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -166,3 +167,18 @@ def continue_tensorboard(logger_cfg: DictConfig | None, ckpt_path: str) -> None:
         if entry and str(entry.get("_target_", "")).endswith("TensorBoardLogger"):
             with open_dict(entry):
                 entry.purge_step = step
+            wait_to_sort_after(Path(entry.save_dir))
+
+
+def wait_to_sort_after(tensorboard_dir: Path) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second
+    it was created in, then host and process id: a run resumed within the second its
+    interrupted run started would sort before it and show its steps first. Wait (under a
+    second) until a new file sorts last."""
+    stamps = [
+        int(parts[3])
+        for f in tensorboard_dir.rglob("events.out.tfevents.*")
+        if len(parts := f.name.split(".")) > 3 and parts[3].isdigit()
+    ]
+    if stamps:
+        time.sleep(max(0.0, max(stamps) + 1 - time.time()))
