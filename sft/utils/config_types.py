@@ -16,7 +16,7 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hydra.utils import get_object
@@ -114,7 +114,7 @@ def describe(hint: Any) -> str:
         return " or ".join(named) + (" or null" if type(None) in args else "")
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (list, tuple) or str(origin).endswith("Sequence'>"):
+    if origin in (list, tuple, Sequence):
         inner = describe(args[0]) if args else "values"
         return f"a list of {inner.removeprefix('a ').removeprefix('an ')}s"
     return getattr(hint, "__name__", str(hint))
