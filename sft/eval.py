@@ -21,7 +21,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from sft.models.backbones import backbone_speed_hints
 from sft.models.loading import datamodule_from_checkpoint, load_classifier, read_checkpoint
-from sft.utils.cli import checks_overrides
+from sft.utils.cli import checks_overrides, override_key
 from sft.utils.config import CONF_DIR, print_and_save_config, task_overrides
 from sft.utils.config_types import check_config_types
 from sft.utils.errors import report_user_errors
@@ -79,7 +79,7 @@ def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> D
         cfg.model = checkpoint.get("hyper_parameters", {})
     data = OmegaConf.to_container(cfg.data, resolve=True)
     trained = checkpoint.get("datamodule_hyper_parameters", {})
-    set_here = {o.lstrip("+~").partition("=")[0] for o in task_overrides()}
+    set_here = {override_key(o) for o in task_overrides()}
     for key in MODEL_INPUT_KEYS:
         if key in data and key in trained and f"data.{key}" not in set_here:
             data[key] = trained[key]

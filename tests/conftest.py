@@ -1,6 +1,7 @@
 """Shared fixtures: the data root and Hydra configs composed for fast CPU runs in tmp dirs."""
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,22 @@ def compose_config(name: str, overrides: list[str], run_dir: Path) -> DictConfig
         cfg.paths.output_dir = str(run_dir)
         cfg.paths.log_dir = str(run_dir)
     return cfg
+
+
+def run_module(
+    module: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` in a subprocess, as a user runs it (errors without Hydra's
+    full trace, output unbuffered); `env` replaces the environment it starts from."""
+    env = {**(os.environ if env is None else env), "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 def run_entry_point(main: Callable[[], Any], argv: list[str]) -> int:

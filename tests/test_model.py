@@ -142,7 +142,10 @@ def test_compile_keeps_outputs_and_checkpoint_keys():
 
 
 def test_channels_last_follows_the_backbone_family():
-    from sft.models.backbones import default_channels_last
+    from sft.models.backbones import backbone_speed_hints
+
+    def default_channels_last(backbone: dict) -> bool:
+        return backbone_speed_hints(backbone).channels_last
 
     assert default_channels_last({"name": "efficientnet_lite0"})
     assert default_channels_last({"name": "resnet18"})

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST
+from conftest import FAST, run_module
 from omegaconf import OmegaConf
 
 from sft.utils.config import PROJECT_ROOT
@@ -58,17 +58,6 @@ data:
 """
 
 
-def run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sft.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.mark.slow
 def test_wheel_runs_from_any_directory_with_user_configs(tmp_path, data_dir):
     wheels = tmp_path / "wheels"
@@ -95,10 +84,11 @@ def test_wheel_runs_from_any_directory_with_user_configs(tmp_path, data_dir):
         **{k: v for k, v in os.environ.items() if not k.startswith("SFT_")},
         "SFT_DATA_DIR": str(data_dir),
         "PYTHONPATH": os.pathsep.join([str(site), str(user)]),
-        "HYDRA_FULL_ERROR": "0",
     }
 
-    packaged = run(["experiment=cifar10_resnet18", "debug=fdr", *FAST], work, env)
+    packaged = run_module(
+        "sft.train", "experiment=cifar10_resnet18", "debug=fdr", *FAST, cwd=work, env=env
+    )
     assert packaged.returncode == 0, packaged.stderr[-3000:]
     (resolved,) = (work / "outputs").rglob("config_resolved.yaml")
     paths = OmegaConf.load(resolved).paths
@@ -107,10 +97,11 @@ def test_wheel_runs_from_any_directory_with_user_configs(tmp_path, data_dir):
     assert Path(paths.root_dir) == work
     assert Path(paths.cache_dir) == work / ".cache"
 
-    own = run(
-        ["--config-dir", str(user / "conf"), "experiment=my_cifar", "debug=fdr"],
-        work,
-        {**env, "SFT_OUTPUT_DIR": str(tmp_path / "runs")},
+    own = run_module(
+        "sft.train",
+        *["--config-dir", str(user / "conf"), "experiment=my_cifar", "debug=fdr"],
+        cwd=work,
+        env={**env, "SFT_OUTPUT_DIR": str(tmp_path / "runs")},
     )
     assert own.returncode == 0, own.stderr[-3000:]
     (resolved,) = (tmp_path / "runs").rglob("config_resolved.yaml")

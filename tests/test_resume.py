@@ -2,12 +2,11 @@
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, FAST
+from conftest import CONF_DIR, FAST, run_module
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
@@ -36,20 +35,9 @@ EXACT = [
 
 
 def run_train_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "HYDRA_FULL_ERROR": "0",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "sft.train", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=600,
-    )
+    """`sft-train` in a subprocess that can import the tests' helpers (fault callbacks)."""
+    path = os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])
+    return run_module("sft.train", *args, cwd=cwd, env={**os.environ, "PYTHONPATH": path})
 
 
 def only_run_dir(experiment_dir: Path) -> Path:

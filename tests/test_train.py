@@ -1,31 +1,16 @@
 """Entry points end to end: sft-train / sft-eval on CIFAR-10 slices, on CPU."""
 
 import csv
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import CONF_DIR, EXPERIMENTS, compose_config
+from conftest import CONF_DIR, EXPERIMENTS, compose_config, run_module
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from sft.eval import evaluate
 from sft.train import train
-
-
-def run_cli(module: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=600,
-    )
 
 
 def test_experiment_glob_composes_every_experiment(tmp_path):
@@ -44,7 +29,7 @@ def test_experiment_glob_composes_every_experiment(tmp_path):
 def test_fast_dev_run_image_experiments_in_one_multirun(tmp_path, data_dir):
     """Each image experiment runs one batch of fit and test with its real backbone."""
     image_experiments = [e for e in EXPERIMENTS if e.startswith("cifar10")]
-    result = run_cli(
+    result = run_module(
         "sft.train",
         "-m",
         "experiment=glob(cifar10*)",
@@ -150,7 +135,7 @@ def test_ddp_sim_runs_two_processes(train_cfg):
 
 def test_bad_data_dir_is_one_clear_error(tmp_path):
     missing = tmp_path / "nowhere"
-    result = run_cli(
+    result = run_module(
         "sft.train", f"paths.data_dir={missing}", "data.download=false", f"paths.log_dir={tmp_path}"
     )
     assert result.returncode == 1

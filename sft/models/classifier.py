@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from sft.models.backbones import default_channels_last
+from sft.models.backbones import backbone_speed_hints
 from sft.models.linear_probe import extract_features, fit_logistic_regression
 from sft.models.optim import layerwise_param_groups, param_groups
 from sft.models.regularizers import create_regularizer
@@ -88,7 +88,7 @@ class SFTClassifier(L.LightningModule):
         if freeze_backbone:
             self.backbone.requires_grad_(False)
         if channels_last is None:
-            channels_last = default_channels_last(backbone)
+            channels_last = backbone_speed_hints(backbone).channels_last
             if channels_last:
                 rank_zero_info("model.channels_last=null -> on (the backbone family's default)")
         self.channels_last = bool(channels_last)

@@ -14,14 +14,13 @@ from torch import nn
 from sft.utils.errors import SFTError
 
 
-def _trainable_with_grads(params: list[nn.Parameter]) -> list[nn.Parameter]:
-    """The parameters that train now, each with a gradient tensor to add to (a parameter the
-    loss did not reach still gets the penalty's gradient, as with autograd)."""
-    trainable = [p for p in params if p.requires_grad]
-    for p in trainable:
+def _grads(params: list[nn.Parameter]) -> list[torch.Tensor]:
+    """The gradients of trainable `params` to add to; a parameter the loss did not reach gets a
+    zero one (it still gets the penalty's gradient, as with autograd)."""
+    for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    return trainable
+    return [p.grad for p in params]
 
 
 class NoRegularizer(nn.Module):
@@ -43,9 +42,9 @@ class L2(nn.Module):
     @torch.no_grad()
     def add_gradient_(self, backbone: nn.Module, scale: float) -> None:
         """grad += scale * d/dtheta R = 2 * scale * theta, for every trainable parameter."""
-        params = _trainable_with_grads(list(backbone.parameters()))
+        params = [p for p in backbone.parameters() if p.requires_grad]
         if params:
-            torch._foreach_add_([p.grad for p in params], params, alpha=2.0 * scale)
+            torch._foreach_add_(_grads(params), params, alpha=2.0 * scale)
 
 
 class L2SP(nn.Module):
@@ -80,8 +79,8 @@ class L2SP(nn.Module):
         ]
         if not pairs:
             return
-        params = _trainable_with_grads([p for p, _ in pairs])
-        grads = [p.grad for p in params]
+        params = [p for p, _ in pairs]
+        grads = _grads(params)
         torch._foreach_add_(grads, params, alpha=2.0 * scale)
         torch._foreach_add_(grads, [r for _, r in pairs], alpha=-2.0 * scale)
 

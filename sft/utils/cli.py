@@ -143,9 +143,14 @@ def describe_composition_error(
     return None
 
 
+def override_key(override: str) -> str:
+    """The key an override sets: `++trainer.x=1`, `~model.y`, `a.b=1,2` -> `trainer.x`, ..."""
+    return override.lstrip("+~").partition("=")[0]
+
+
 def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -> str | None:
     """'did you mean ...?' from the keys of the config composed without the bad override."""
-    others = [o for o in overrides if o.lstrip("+~").partition("=")[0] != key]
+    others = [o for o in overrides if override_key(o) != key]
     keys: list[str] = []
     for attempt in (others, [o for o in others if "." not in o.partition("=")[0]], []):
         try:

@@ -28,7 +28,7 @@ from sft.utils.errors import SFTError
 _NAMES = {float: "a float", int: "an integer", bool: "true or false", str: "a string"}
 
 
-def check_config_types(node: DictConfig | Mapping | None, where: str, skip: tuple = ()) -> None:
+def check_config_types(node: DictConfig | Mapping | None, where: str) -> None:
     """SFTError naming `<where>.<key>`, the expected type and the value, for the first value of
     `node` (a config with `_target_`) that does not fit its parameter's annotation."""
     if not node or "_target_" not in node:
@@ -49,7 +49,7 @@ def check_config_types(node: DictConfig | Mapping | None, where: str, skip: tupl
         if isinstance(value, Mapping) and _is_config(value):  # e.g. model.backbone: its own target
             check_config_types(value, f"{where}.{key}")
             continue
-        if key.startswith("_") or key in skip or key not in hints or _is_config(value):
+        if key.startswith("_") or key not in hints or _is_config(value):
             continue
         adapter = _adapter(hints[key])
         if adapter is None:

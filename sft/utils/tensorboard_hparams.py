@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
+from sft.utils.cli import override_key
+
 HParamValue = int | float | str
 METRIC_PREFIXES = ("val/", "test/")
 
@@ -65,7 +67,7 @@ def comparable_hparams(
         cfg = OmegaConf.to_container(cfg, resolve=True)
     kept = {k: v for k, v in cfg.items() if k not in PLUMBING_GROUPS}
     flat = {k: v for k, v in flatten_hparams(kept).items() if not _is_plumbing(k)}
-    first = [o.lstrip("+~").partition("=")[0] for o in swept]
+    first = [override_key(o) for o in swept]
     first = [k for k in dict.fromkeys(first) if k in flat]
     return {k: flat[k] for k in first} | {k: v for k, v in flat.items() if k not in first}
 
@@ -89,7 +91,7 @@ class TensorBoardHParams:
         """`swept`: the keys a sweep varies; `overrides`: the run's command-line overrides.
         Both come first; TensorBoard lists the swept ones first (marked as differing)."""
         self.loggers = [lg for lg in loggers if isinstance(lg, TensorBoardLogger)]
-        self.swept = [o.lstrip("+~").partition("=")[0] for o in swept]
+        self.swept = [override_key(o) for o in swept]
         self.hparams = comparable_hparams(cfg, [*self.swept, *overrides])
 
     def _write(self, summary: Any) -> None:

@@ -16,7 +16,6 @@ from .registry import (
     backbone_normalization,
     backbone_speed_hints,
     create_backbone,
-    default_channels_last,
     list_backbones,
     register_backbone,
 )
@@ -35,7 +34,6 @@ __all__ = [
     "backbone_normalization",
     "backbone_speed_hints",
     "create_backbone",
-    "default_channels_last",
     "efficientnet_lite0_imagenet",
     "list_backbones",
     "load_backbone_checkpoint",

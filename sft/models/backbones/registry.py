@@ -110,10 +110,6 @@ def backbone_speed_hints(backbone_cfg: Mapping | None) -> SpeedHints:
     return SpeedHints(entry.cpu_bf16, entry.channels_last) if entry else SpeedHints(False, False)
 
 
-def default_channels_last(backbone_cfg: Mapping | None) -> bool:
-    return backbone_speed_hints(backbone_cfg).channels_last
-
-
 def create_backbone(
     name: str,
     pretrained: bool = False,
