@@ -26,8 +26,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
+from sft.contracts import CIFAR10
 from sft.data import CIFAR10DataModule
-from sft.data.augment import CIFAR10_MEAN, CIFAR10_STD
 
 
 class PILCIFAR(Dataset):
@@ -93,7 +93,7 @@ def main() -> None:
             T.RandomCrop(32, padding=4),
             T.RandomHorizontalFlip(),
             T.ToTensor(),
-            T.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+            T.Normalize(CIFAR10.mean, CIFAR10.std),
         ]
     )
     tv_loader = DataLoader(

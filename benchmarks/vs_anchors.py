@@ -149,7 +149,7 @@ def hf_trainer_run(folder: Path, bf16: bool, work: Path, args: argparse.Namespac
         TrainingArguments,
     )
 
-    from sft.utils.hf import resolve_model_name
+    from sft.hub import resolve_model_name
 
     path = resolve_model_name("minilm")
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -210,7 +210,7 @@ def text_flops_per_sample(length: int, bf16: bool) -> float:
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoModelForSequenceClassification
 
-    from sft.utils.hf import resolve_model_name
+    from sft.hub import resolve_model_name
 
     model = AutoModelForSequenceClassification.from_pretrained(
         resolve_model_name("minilm"), num_labels=2

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from sft.utils.errors import SFTError, report_user_errors
+from sft.errors import SFTError, report_user_errors
+from sft.runs.result import RESULT_FILE, RunResult
 
 # Keep every scalar and one item of anything else (images, histograms): memory stays small.
 # Reading still parses every event; without TensorFlow, tensorboard checks record CRCs in pure
@@ -47,7 +47,7 @@ class Run:
     path: Path
     overrides: list[str]
     scalars: dict[str, Series]
-    result: dict = field(default_factory=dict)
+    result: RunResult | None = None  # the run's result.json, when it wrote one
     label: str = ""
 
     def last(self, tag: str) -> float | None:
@@ -75,8 +75,8 @@ class Run:
     def epochs(self) -> int | None:
         """Epochs completed: result.json's count, else from Lightning's `epoch` scalar (0-based
         during training; logged again by the test after fit, so only points up to `steps`)."""
-        if isinstance(self.result.get("epochs"), int):
-            return self.result["epochs"]
+        if self.result is not None:
+            return self.result.epochs
         last_step = self.steps
         epochs = [
             v for s, v in self.scalars.get("epoch", []) if last_step is None or s <= last_step
@@ -128,8 +128,8 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
             run_dir = _run_dir(event_dir, root)
             overrides_file = run_dir / ".hydra" / "overrides.yaml"
             overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
-            result_file = run_dir / "result.json"
-            result = json.loads(result_file.read_text()) if result_file.is_file() else {}
+            result_file = run_dir / RESULT_FILE
+            result = RunResult.read(result_file) if result_file.is_file() else None
             runs.append(Run(event_dir, [str(o) for o in overrides], scalars, result))
     if not runs:
         raise SFTError(f"no TensorBoard runs with scalars under {', '.join(map(str, paths))}")
@@ -191,7 +191,7 @@ def summarize(runs: list[Run], metric: str, mode: str) -> list[Row]:
             test_acc=r.last("test/acc"),
             steps=r.steps,
             epochs=r.epochs,
-            status=r.result.get("status"),
+            status=r.result.status if r.result is not None else None,
             path=str(r.path),
         )
         for r in runs

@@ -19,17 +19,26 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from sft.errors import report_user_errors
 from sft.models.backbones import backbone_speed_hints
-from sft.models.loading import datamodule_from_checkpoint, load_classifier, read_checkpoint
+from sft.models.loading import datamodule_from_checkpoint, load_classifier
+from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import checks_overrides, override_key
-from sft.utils.config import CONF_DIR, print_and_save_config, task_overrides
+from sft.utils.config import (
+    CONF_DIR,
+    print_and_save_config,
+    register_resolvers,
+    task_overrides,
+)
 from sft.utils.config_types import check_config_types
-from sft.utils.errors import report_user_errors
 from sft.utils.hardware import resolve_auto_precision
 from sft.utils.instantiate import build_trainer, instantiate_loggers
 
 matplotlib.use("Agg")  # files only, no display needed
 log = logging.getLogger(__name__)
+
+# before Hydra composes (also in launcher processes that import this module): ${sft_root:}
+register_resolvers()
 
 
 def write_predictions(
@@ -101,10 +110,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         datamodule = instantiate(data_cfg)
     else:
         datamodule = datamodule_from_checkpoint(cfg.ckpt_path, checkpoint=checkpoint)
+    datamodule.configure_input(model.input_spec)
     check_config_types(cfg.trainer, "trainer")
     trainer = build_trainer(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
 
-    labelled_test = getattr(datamodule, "has_labelled_test", True)
+    labelled_test = datamodule.has_labelled_test
     if labelled_test:
         metrics = trainer.test(model, datamodule=datamodule)[0]
     else:

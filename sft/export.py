@@ -15,6 +15,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from sft.errors import SFTError, report_user_errors
 from sft.inference.bundle import InferenceBundle, load_bundle
 from sft.inference.deployable import (
     build_deployable,
@@ -30,11 +31,13 @@ from sft.inference.exporters import (
     input_names,
 )
 from sft.utils.cli import checks_overrides
-from sft.utils.config import CONF_DIR
-from sft.utils.errors import SFTError, report_user_errors
+from sft.utils.config import CONF_DIR, register_resolvers
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx", "hf")
+
+# before Hydra composes (also in launcher processes that import this module): ${sft_root:}
+register_resolvers()
 
 
 def check_formats(formats: Any, modality: str) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from sft.errors import SFTError, report_user_errors
 from sft.inference.bundle import load_bundle
 from sft.inference.inputs import ImageInputs, TextInputs, input_kind, read_images, read_texts
 from sft.inference.predictor import check_modality, predict_probs
@@ -22,11 +23,13 @@ from sft.inference.writers import (
     write_predictions,
 )
 from sft.utils.cli import checks_overrides
-from sft.utils.config import CONF_DIR
-from sft.utils.errors import SFTError, report_user_errors
+from sft.utils.config import CONF_DIR, register_resolvers
 
 log = logging.getLogger(__name__)
 FORMATS = ("csv", "json")
+
+# before Hydra composes (also in launcher processes that import this module): ${sft_root:}
+register_resolvers()
 
 
 def is_sst2_test_file(path: Path) -> bool:

@@ -14,19 +14,29 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sft.data import SFTDataModule
+from sft.errors import find_user_error, report_user_errors
+from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints
-from sft.models.loading import check_resume_checkpoint
+from sft.runs.result import RunRecorder
+from sft.runs.resume import check_resume_checkpoint, continue_tensorboard, resume_point
+from sft.runs.tensorboard_hparams import TensorBoardHParams
 from sft.utils.cli import as_typed, checks_overrides
-from sft.utils.config import CONF_DIR, print_and_save_config, swept_keys, task_overrides
+from sft.utils.config import (
+    CONF_DIR,
+    print_and_save_config,
+    register_resolvers,
+    swept_keys,
+    task_overrides,
+)
 from sft.utils.config_types import check_config_types
-from sft.utils.errors import find_user_error, report_user_errors
 from sft.utils.hardware import resolve_auto_precision
 from sft.utils.instantiate import build_trainer, instantiate_callbacks, instantiate_loggers
-from sft.utils.resume import continue_tensorboard, resume_checkpoint
-from sft.utils.run_result import RunRecorder
-from sft.utils.tensorboard_hparams import TensorBoardHParams
 
 log = logging.getLogger(__name__)
+
+# before Hydra composes (also in launcher processes that import this module): ${sft_root:}
+register_resolvers()
 
 
 def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any]:
@@ -41,13 +51,15 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
     for key in ("data", "model", "trainer"):
         check_config_types(cfg.get(key), key)
-    ckpt_path = resume_checkpoint(cfg)  # ckpt_path=, or last.ckpt of the run resume= continues
+    # ckpt_path=, or last.ckpt of the run resume= continues: read once, here
+    start = resume_point(cfg) if cfg.get("train") else None
     print_and_save_config(cfg, cfg.paths.output_dir)
-    if cfg.get("resume") and ckpt_path:
-        continue_tensorboard(cfg.get("logger"), ckpt_path)
+    if cfg.get("resume") and start:
+        continue_tensorboard(cfg.get("logger"), start.step)
 
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model)
+    datamodule: SFTDataModule = instantiate(cfg.data)
+    model: SFTClassifier = instantiate(cfg.model)
+    datamodule.configure_input(model.input_spec)  # the backbone's normalisation, modality
     trainer = build_trainer(
         cfg.trainer,
         callbacks=instantiate_callbacks(
@@ -61,14 +73,15 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     tensorboard_hparams.start()
 
     if cfg.get("train"):
-        if ckpt_path:
-            check_resume_checkpoint(ckpt_path, model)  # a clear line, not a load traceback
+        if start:
+            check_resume_checkpoint(start, model)  # a clear line, not a load traceback
+        ckpt_path = start.hand_to(trainer) if start else None
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = dict(trainer.callback_metrics)
     if recorder is not None:
         recorder.set_epochs(trainer.current_epoch)
 
-    if cfg.get("test") and not getattr(datamodule, "has_labelled_test", True):
+    if cfg.get("test") and not datamodule.has_labelled_test:
         log.info(
             "The data has no labelled test split: skipping test (sft-eval writes predictions)."
         )

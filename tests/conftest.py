@@ -13,7 +13,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from sft.utils.config import PROJECT_ROOT
+from sft.utils.config import PROJECT_ROOT, register_resolvers
+
+register_resolvers()  # as the entry points do, before any config here is composed
 
 CONF_DIR = str(PROJECT_ROOT / "conf")
 EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "experiment").glob("*.yaml"))

@@ -20,21 +20,16 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from sft.contracts import IMAGENET, SIGNED_UNIT, InputSpec
+from sft.errors import SFTError
 from sft.models.backbones import (
-    EFFICIENTNET_LITE0_MEAN,
-    EFFICIENTNET_LITE0_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MOBILENETV2_MEAN,
-    MOBILENETV2_STD,
     ResizeInput,
-    backbone_normalization,
     create_backbone,
     efficientnet_lite0_imagenet,
     list_backbones,
+    resolve_input_spec,
 )
 from sft.models.backbones.wrappers import map_state_dict_by_position, packaged_file
-from sft.utils.errors import SFTError
 
 EXPECTED = {
     "resnet18": 512,
@@ -129,15 +124,18 @@ def test_unknown_option_is_a_clear_error() -> None:
     assert "cifar_stem" in single_line(err)
 
 
-def test_normalization_constants() -> None:
-    assert backbone_normalization("resnet18") == (IMAGENET_MEAN, IMAGENET_STD)
-    assert backbone_normalization("mobilenetv2") == (MOBILENETV2_MEAN, MOBILENETV2_STD)
-    assert MOBILENETV2_MEAN == IMAGENET_MEAN
-    assert backbone_normalization("efficientnet_lite0") == (
-        EFFICIENTNET_LITE0_MEAN,
-        EFFICIENTNET_LITE0_STD,
-    )
-    assert EFFICIENTNET_LITE0_MEAN == EFFICIENTNET_LITE0_STD == (0.5, 0.5, 0.5)
+def test_input_spec_follows_the_weights() -> None:
+    for name in ("resnet18", "mobilenetv2"):
+        assert resolve_input_spec({"name": name, "pretrained": True}) == InputSpec(
+            "image", IMAGENET
+        )
+    effnet = resolve_input_spec({"name": "efficientnet_lite0", "pretrained": True})
+    assert effnet.normalization.mean == effnet.normalization.std == (0.5, 0.5, 0.5)
+    # weights from a file: the family's statistics; from scratch: none (the data's own)
+    assert resolve_input_spec({"name": "resnet18", "checkpoint": "w.pt"}).normalization == IMAGENET
+    assert resolve_input_spec({"name": "resnet18", "pretrained": False}) == InputSpec("image")
+    assert resolve_input_spec({"name": "small_cnn"}) == InputSpec("image")
+    assert resolve_input_spec({"_target_": "my.Backbone"}) == InputSpec("image")
 
 
 # --- pretrained weights that need the network ------------------------------------------------
@@ -322,8 +320,8 @@ def test_packaged_efficientnet_head_recognises_cifar_concepts() -> None:
         )
         total += len(x)
         for key, (mean, std) in {
-            "half": (EFFICIENTNET_LITE0_MEAN, EFFICIENTNET_LITE0_STD),
-            "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+            "half": (SIGNED_UNIT.mean, SIGNED_UNIT.std),
+            "imagenet": (IMAGENET.mean, IMAGENET.std),
         }.items():
             with torch.no_grad():
                 pred = model(normalize(x, mean, std)).argmax(1)
@@ -364,7 +362,8 @@ def ridge_probe_accuracy(
 def test_packaged_features_separate_airplane_from_ship(name: str) -> None:
     # Measured (100 + 100 train images, 100 + 100 test images, 96x96 inputs, ridge 1000):
     # efficientnet_lite0 0.86 pretrained vs 0.585 random init; mobilenetv2 0.885 vs 0.505.
-    mean, std = backbone_normalization(name)
+    norm = resolve_input_spec({"name": name, "pretrained": True}).normalization
+    mean, std = norm.mean, norm.std
     n = 100
     x_train = torch.cat([cifar_images("data_batch_1", c, n) for c in (AIRPLANE, SHIP)])
     x_test = torch.cat([cifar_images("test_batch", c, n) for c in (AIRPLANE, SHIP)])

@@ -18,17 +18,18 @@ from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
 import sft.data.cifar10 as cifar10_mod
+from sft.contracts import CIFAR10, IMAGENET, SIGNED_UNIT, InputSpec
 from sft.data import CIFAR10DataModule, ImageFolderDataModule, few_label_indices
 from sft.data.augment import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
     ImageBatchTransform,
     crop_flip,
     random_crop_flip,
     to_float_normalized,
 )
 from sft.data.base import TensorBatchDataset
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
+
+CIFAR10_MEAN, CIFAR10_STD = CIFAR10.mean, CIFAR10.std
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("SFT_DATA_DIR") or REPO / "data")
@@ -244,6 +245,30 @@ def test_no_augment_path_is_plain_normalisation() -> None:
     unit = x.float() / 255  # float input in [0, 1]: same result, input left untouched
     torch.testing.assert_close(to_float_normalized(unit, CIFAR10_MEAN, CIFAR10_STD), expected)
     assert torch.equal(unit, x.float() / 255)
+
+
+def test_normalisation_given_by_the_user_else_the_backbone_else_the_dataset(data_dir) -> None:
+    def used(dm):
+        return dm.transform.mean, dm.transform.std, (dm.hparams.mean, dm.hparams.std)
+
+    pretrained = InputSpec("image", SIGNED_UNIT)
+    dm = CIFAR10DataModule(data_dir=str(data_dir))
+    assert used(dm)[:2] == (CIFAR10.mean, CIFAR10.std)  # before it is configured: the dataset's
+    dm.configure_input(pretrained)
+    assert used(dm) == (SIGNED_UNIT.mean, SIGNED_UNIT.std, ([0.5] * 3, [0.5] * 3))  # recorded
+    dm = CIFAR10DataModule(data_dir=str(data_dir))
+    dm.configure_input(InputSpec("image"))  # a backbone trained from scratch
+    assert used(dm)[:2] == (CIFAR10.mean, CIFAR10.std)
+    dm = CIFAR10DataModule(data_dir=str(data_dir), mean=IMAGENET.mean, std=IMAGENET.std)
+    dm.configure_input(pretrained)  # the user's choice stands
+    assert used(dm)[:2] == (IMAGENET.mean, IMAGENET.std)
+    with pytest.raises(SFTError, match="give both or neither"):
+        CIFAR10DataModule(data_dir=str(data_dir), mean=IMAGENET.mean)
+
+
+def test_a_text_backbone_on_image_data_is_one_clear_line(data_dir) -> None:
+    with pytest.raises(SFTError, match="takes text inputs but CIFAR10DataModule gives images"):
+        CIFAR10DataModule(data_dir=str(data_dir)).configure_input(InputSpec("text"))
 
 
 def test_on_after_batch_transfer_uses_trainer_state(few: CIFAR10DataModule) -> None:

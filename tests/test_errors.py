@@ -16,6 +16,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import FAST
+from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 import sft.eval
@@ -23,10 +24,11 @@ import sft.train
 from sft.data.cifar10 import CIFAR10DataModule
 from sft.data.text import TextClassificationDataModule
 from sft.data.token_cache import load_tokenizer
+from sft.errors import SFTError, find_user_error
 from sft.models import SFTClassifier
-from sft.models.loading import check_resume_checkpoint, read_checkpoint
+from sft.runs.resume import ResumePoint, check_resume_checkpoint
+from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import check_overrides
-from sft.utils.errors import SFTError, find_user_error
 
 SMALL_CNN_BACKBONE = {
     "_target_": "sft.models.backbones.create_backbone",
@@ -319,17 +321,39 @@ def test_resuming_a_checkpoint_of_another_setup(
 def test_resuming_weights_of_other_shapes_names_them(checkpoint):
     wider = SFTClassifier(backbone={**SMALL_CNN_BACKBONE, "width": 16}, num_classes=10)
     with pytest.raises(SFTError, match=r"does not fit this run's model .* other shapes: backbone"):
-        check_resume_checkpoint(checkpoint, wider)
-    check_resume_checkpoint(checkpoint, SFTClassifier(backbone=SMALL_CNN_BACKBONE, num_classes=10))
+        check_resume_checkpoint(ResumePoint(checkpoint, read_checkpoint(checkpoint)), wider)
+    same = SFTClassifier(backbone=SMALL_CNN_BACKBONE, num_classes=10)
+    check_resume_checkpoint(ResumePoint(checkpoint, read_checkpoint(checkpoint)), same)
 
 
 def test_evaluating_on_data_with_other_classes(checkpoint, tmp_path, monkeypatch, capsys):
+    tree = tmp_path / "images"
+    for split in ("train", "val", "test"):
+        for name in ("cat", "dog"):
+            (tree / split / name).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (40 * i, 80, 120)).save(tree / split / name / f"{i}.png")
+    args = [
+        f"ckpt_path={checkpoint}",
+        "data=image_folder",
+        f"data.data_dir={tree}",
+        "data.batch_size=2",
+    ]
+    status, stderr = run_main(
+        "eval", [*args, "trainer.accelerator=cpu"], tmp_path, monkeypatch, capsys
+    )
+    assert_one_error_line(
+        status, stderr, "the data has 2 classes", "trained for 10 classes: evaluate it on data"
+    )
+
+
+def test_evaluating_an_image_model_on_text_data(checkpoint, tmp_path, monkeypatch, capsys):
     data = text_files(tmp_path / "text", GOOD, GOOD)[:4]  # data=text_files, its files
     args = [f"ckpt_path={checkpoint}", "data.tokenizer=minilm", "trainer.accelerator=cpu", *data]
     args.remove("model=minilm_fused")
     status, stderr = run_main("eval", args, tmp_path, monkeypatch, capsys)
     assert_one_error_line(
-        status, stderr, "the data has 2 classes", "trained for 10 classes: evaluate it on data"
+        status, stderr, "the model's backbone takes image inputs but TextClassificationDataModule"
     )
 
 

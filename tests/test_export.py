@@ -9,9 +9,9 @@ import torch
 from conftest import compose_config
 from inference_checkpoints import image_checkpoint, text_checkpoint
 
+from sft.errors import SFTError
 from sft.export import check_formats, check_parity, export
 from sft.inference.bundle import load_bundle
-from sft.utils.errors import SFTError
 
 ATOL = 1e-5
 # Runs in a fresh interpreter where `import sft` fails: only torch, onnxruntime, transformers.

@@ -8,8 +8,8 @@ import torch
 from conftest import FAST
 from test_resume import only_run_dir, run_train_cli
 
+from sft.errors import SFTError
 from sft.train import train
-from sft.utils.errors import SFTError
 
 QUICK = ["trainer.max_epochs=2", "test=false", "callbacks.step_checkpoint.every_n_train_steps=2"]
 
@@ -40,7 +40,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(
     assert "name=preempted" in message and message.endswith(f"resume={run_dir}")
     assert torch.load(last, weights_only=True)["global_step"] == 4
 
-    with caplog.at_level(logging.INFO, logger="sft.utils.resume"):
+    with caplog.at_level(logging.INFO, logger="sft.runs.resume"):
         train(train_cfg(*QUICK, f"resume={run_dir}", run_dir=run_dir))
     assert f"resuming {run_dir} from {last} (epoch 0, step 4)" in caplog.text
     assert torch.load(last, weights_only=True)["global_step"] == 2 * 6

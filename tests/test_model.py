@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from sft.callbacks import BackboneUnfreeze
+from sft.data.base import SFTDataModule
+from sft.errors import SFTError
 from sft.models import FusedHead, SFTClassifier
 from sft.models.linear_probe import fit_logistic_regression
-from sft.utils.errors import SFTError
 
 SMALL_CNN = {"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn", "width": 8}
 
@@ -215,7 +216,9 @@ def test_logistic_regression_probe_fits_separable_features():
 def test_linear_probe_initialises_only_the_base_head():
     model = make_model(linear_probe={"max_iter": 50})
 
-    class Probe:
+    class Probe(SFTDataModule):
+        modality, num_classes, class_names = "image", 3, ["a", "b", "c"]
+
         def probe_dataloader(self):
             g = torch.Generator().manual_seed(0)
             return [(torch.rand(8, 3, 32, 32, generator=g), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))]
@@ -231,8 +234,8 @@ def test_linear_probe_initialises_only_the_base_head():
 
 
 def test_num_classes_must_match_the_data():
-    class Data(L.LightningDataModule):
-        num_classes = 10
+    class Data(SFTDataModule):
+        modality, num_classes, class_names = "image", 10, [str(i) for i in range(10)]
 
     model = make_model()
     model._trainer = SimpleNamespace(datamodule=Data())
@@ -286,7 +289,9 @@ def test_frozen_norm_statistics_survive_the_linear_probe():
     with frozen batch-norm statistics."""
     model = make_model(freeze_norm_stats=True, linear_probe={"max_iter": 5})
 
-    class Probe:
+    class Probe(SFTDataModule):
+        modality, num_classes, class_names = "image", 3, ["a", "b", "c"]
+
         def probe_dataloader(self):
             return [(torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2]))]
 

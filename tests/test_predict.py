@@ -11,9 +11,9 @@ from conftest import compose_config
 from inference_checkpoints import image_checkpoint, text_checkpoint
 from PIL import Image
 
+from sft.errors import SFTError
 from sft.inference.bundle import load_bundle
 from sft.predict import predict
-from sft.utils.errors import SFTError
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,15 @@ from conftest import CONF_DIR, FAST, run_module
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import sft.utils.checkpoint_io as checkpoint_io
+from sft.errors import SFTError
+from sft.runs.directories import RunDirectory, choose_run_dir
+from sft.runs.resume import wait_to_sort_after
 from sft.train import train
-from sft.utils import resume as resume_mod
 from sft.utils.checkpoint_io import AtomicCheckpointIO
-from sft.utils.errors import SFTError
 from sft.utils.hardware import resolve_auto_precision
 
 TESTS_DIR = Path(__file__).parent
@@ -109,7 +111,24 @@ def test_killed_run_resumes_exactly_in_its_directory(train_cfg, tmp_path, data_d
     # cover the batches after the resume only)
 
 
-def test_run_stopped_at_an_epoch_end_resumes_exactly(train_cfg, tmp_path, data_dir):
+def count_reads(path: Path, monkeypatch) -> list[str]:
+    """Every torch.load of `path` from now on (by name, or through an open file), recorded."""
+    reads, load = [], torch.load
+
+    def counting_load(f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)):
+            name = str(f)
+        else:  # an open file: Lightning reads through fsspec
+            name = str(getattr(f, "path", None) or getattr(f, "name", ""))
+        if Path(name).resolve() == path.resolve():
+            reads.append(name)
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    return reads
+
+
+def test_run_stopped_at_an_epoch_end_resumes_exactly(train_cfg, tmp_path, data_dir, monkeypatch):
     """The latest checkpoint is the one written after epoch 0's validation (no step checkpoint
     since): the resumed run starts epoch 1 with the same shuffle and augmentation draws."""
     from helpers.faults import Crash
@@ -123,24 +142,33 @@ def test_run_stopped_at_an_epoch_end_resumes_exactly(train_cfg, tmp_path, data_d
     last = run_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == STEPS_PER_EPOCH
 
+    reads = count_reads(last, monkeypatch)
     train(train_cfg(*two_epochs, f"resume={run_dir}", run_dir=run_dir))
+    assert len(reads) == 1  # read once, handed to the checks, TensorBoard and Lightning
     want = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
     got = torch.load(last, weights_only=True)
     for key, tensor in want["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
 
 
-def test_fresh_run_never_reuses_an_existing_directory(tmp_path, monkeypatch):
-    """Two runs started in the same second (here: the second process's resolver finds the
-    directory the first one created) get different directories; one process always gets one."""
-    monkeypatch.setattr(resume_mod, "_resolved", {})
-    first = resume_mod.run_dir(None, str(tmp_path / "exp"), "2026-01-01_00-00-00")
-    assert resume_mod.run_dir(None, str(tmp_path / "exp"), "2026-01-01_00-00-00") == first
-    monkeypatch.setattr(resume_mod, "_resolved", {})  # as in another process
-    second = resume_mod.run_dir(None, str(tmp_path / "exp"), "2026-01-01_00-00-00")
-    assert Path(first).name == "2026-01-01_00-00-00"
-    assert Path(second).name == "2026-01-01_00-00-00_1"
-    assert Path(first).is_dir() and Path(second).is_dir()
+def test_fresh_run_never_reuses_an_existing_directory(tmp_path):
+    """Two runs started in the same second (here: the second one finds the directory the first
+    one created) get different directories."""
+    first = choose_run_dir(None, tmp_path / "exp" / "2026-01-01_00-00-00")
+    second = choose_run_dir(None, tmp_path / "exp" / "2026-01-01_00-00-00")
+    assert first.name == "2026-01-01_00-00-00"
+    assert second.name == "2026-01-01_00-00-00_1"
+    assert first.is_dir() and second.is_dir()
+
+
+def run_start_config(overrides: list[str]) -> DictConfig:
+    """The config Hydra hands its callbacks at the start of `sft-train <overrides>`, after the
+    run-directory callback settled it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    RunDirectory().on_run_start(config=cfg)
+    return cfg
 
 
 def make_run(experiment_dir: Path, name: str, mtime: float | None) -> Path:
@@ -153,29 +181,31 @@ def make_run(experiment_dir: Path, name: str, mtime: float | None) -> Path:
     return run
 
 
-def test_resume_auto_picks_the_run_with_the_newest_last_checkpoint(tmp_path, monkeypatch):
-    """hydra.run.dir with resume=auto: the run whose last.ckpt is newest; none: a fresh one."""
-    monkeypatch.setattr(resume_mod, "_resolved", {})
+def test_resume_auto_picks_the_run_with_the_newest_last_checkpoint(tmp_path):
+    """hydra.run.dir with resume=auto: the run whose last.ckpt is newest, its config recorded
+    beside the original's; none: a fresh one."""
     exp = tmp_path / "outputs" / "train" / "exp"
     make_run(exp, "2026-01-01_00-00-00", mtime=2_000_000_000)
     newest = make_run(exp, "2026-01-02_00-00-00", mtime=2_000_000_100)
     make_run(exp, "2026-01-03_00-00-00", mtime=None)  # a later run without a checkpoint
+    (newest / ".hydra").mkdir()
+    (newest / ".hydra" / "config.yaml").write_text("{}\n")
     overrides = [f"paths.log_dir={tmp_path / 'outputs'}", "name=exp", "resume=auto"]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    cfg = run_start_config(overrides)
     assert cfg.hydra.run.dir == str(newest.resolve())
+    assert cfg.hydra.output_subdir.startswith(".hydra/resumed_")
 
     nothing = tmp_path / "outputs" / "train" / "other"
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[*overrides[:1], "name=other", "resume=auto"],
-            return_hydra_config=True,
-        )
+    cfg = run_start_config([*overrides[:1], "name=other", "resume=auto"])
     fresh = Path(cfg.hydra.run.dir)
     assert fresh.parent == nothing.resolve() and fresh.is_dir()  # created (reserved) at once
-    assert cfg.hydra.run.dir == str(fresh)  # and resolved the same way every time
+    assert cfg.hydra.output_subdir == ".hydra"
+
+
+def test_a_run_directory_given_on_the_command_line_is_used_as_given(tmp_path):
+    given = tmp_path / "mine"
+    cfg = run_start_config([f"hydra.run.dir={given}"])
+    assert cfg.hydra.run.dir == str(given) and not given.exists()  # Hydra creates it later
 
 
 def test_resume_mistakes_are_one_line_errors(train_cfg, tmp_path):
@@ -261,8 +291,8 @@ def test_a_resumed_runs_event_file_sorts_after_the_interrupted_ones(tmp_path):
 
     now = int(time.time())
     (tmp_path / f"events.out.tfevents.{now}.host.99999.0").write_bytes(b"")
-    resume_mod.wait_to_sort_after(tmp_path)
+    wait_to_sort_after(tmp_path)
     assert int(time.time()) > now
     start = time.time()
-    resume_mod.wait_to_sort_after(tmp_path / "elsewhere")  # nothing there: no wait
+    wait_to_sort_after(tmp_path / "elsewhere")  # nothing there: no wait
     assert time.time() - start < 0.1

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import FAST, run_entry_point
 
+from sft.runs.result import RunResult
+from sft.runs.sweep_summary import read_results, summary_rows, write_summary
 from sft.train import main
-from sft.utils.run_result import RunResult
-from sft.utils.sweep_summary import read_results, summary_rows, write_summary
 
 # A few batches of everything: the sweep tests check bookkeeping, not learning.
 TINY = [

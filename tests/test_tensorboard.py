@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import FAST, run_entry_point
 
+from sft.runs.tensorboard_hparams import flatten_hparams
 from sft.train import main
-from sft.utils.tensorboard_hparams import flatten_hparams
 
 LR_HEADS = (0.01, 0.1)
 

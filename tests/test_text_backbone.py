@@ -14,17 +14,18 @@ from conftest import compose_config
 from hydra.utils import instantiate
 from transformers import AutoModel, AutoTokenizer, DistilBertConfig
 
+from sft.contracts import InputSpec
+from sft.errors import SFTError
+from sft.hub import resolve_model_name
 from sft.models import SFTClassifier, load_classifier
 from sft.models.backbones import (
     HFEncoder,
-    backbone_normalization,
     create_backbone,
     list_backbones,
+    resolve_input_spec,
 )
 from sft.models.backbones import huggingface as hf_backbone
 from sft.models.classifier import split_batch
-from sft.utils.errors import SFTError
-from sft.utils.hf import resolve_model_name
 
 TINY = {
     "num_hidden_layers": 2,
@@ -184,8 +185,9 @@ def test_input_size_and_pixel_statistics_do_not_apply() -> None:
     with pytest.raises(SFTError) as err:
         create_backbone("huggingface", input_size=224, config_overrides=TINY)
     assert "input_size" in single_line(err)
-    with pytest.raises(SFTError, match="no pixel normalisation"):
-        backbone_normalization("huggingface")
+    assert resolve_input_spec({"name": "huggingface", "model_name_or_path": "minilm"}) == (
+        InputSpec("text")
+    )
 
 
 def test_gradient_checkpointing_keeps_the_gradients(tokenizer) -> None:

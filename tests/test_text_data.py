@@ -21,7 +21,7 @@ from torch.utils.data import DistributedSampler
 from sft.data import LengthGroupedSampler, TextClassificationDataModule
 from sft.data.length_grouped import padding_fraction
 from sft.data.text_sources import detokenize, read_sst_trees
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("SFT_DATA_DIR") or REPO / "data")

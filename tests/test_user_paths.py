@@ -9,10 +9,10 @@ from conftest import compose_config, run_entry_point
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
 
 from sft import train as train_module
+from sft.errors import SFTError
 from sft.eval import evaluate
 from sft.train import train
 from sft.utils.cli import accept_trainer_arguments
-from sft.utils.errors import SFTError
 
 TINY_TEXT = [
     "experiment=sst2_minilm",
@@ -144,7 +144,10 @@ def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable(train_cfg,
     [
         ("model.lr_backbone=abc", "error: model.lr_backbone: expected a float, got 'abc'"),
         ("data.batch_size=1.5", "error: data.batch_size: expected an integer, got 1.5"),
-        ("data.mean=[1,x,2]", "error: data.mean: expected a list of floats, got [1, 'x', 2]"),
+        (
+            "data.mean=[1,x,2]",
+            "error: data.mean: expected a list of floats or null, got [1, 'x', 2]",
+        ),
         (
             "trainer.max_epochs=-3",
             "error: trainer: `max_epochs` must be a non-negative integer or -1. You passed in -3.",

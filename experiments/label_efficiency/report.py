@@ -28,8 +28,8 @@ import torch
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
+from sft.runs.result import COMPLETED, RESULT_FILE, RunResult
 from sft.utils.hardware import cpu_model
-from sft.utils.run_result import COMPLETED, RESULT_FILE, RunResult
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -24,7 +24,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 _SCALARS = (str, int, float, bool, type(None))
 

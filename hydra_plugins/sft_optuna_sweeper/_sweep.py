@@ -23,8 +23,8 @@ from hydra_plugins.sft_optuna_sweeper._search_space import (
     format_value,
 )
 from sft.callbacks.optuna_pruning import PRUNED_AT_STEP, PRUNER_CONFIG
-from sft.utils.errors import SFTError
-from sft.utils.run_result import FAILED, RESULT_FILE, RunResult
+from sft.errors import SFTError
+from sft.runs.result import FAILED, RESULT_FILE, RunResult
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ class SFTOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         from hydra_plugins.sft_optuna_sweeper._sweep import OptunaSweep
-        from sft.utils.errors import report_user_errors
+        from sft.errors import report_user_errors
 
         assert self.hydra_context is not None and self.config is not None
         assert self.task_function is not None

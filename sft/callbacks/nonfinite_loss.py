@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 
 def last_checkpoint(trainer: L.Trainer) -> Path | None:

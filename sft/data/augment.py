@@ -13,12 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from sft.utils.errors import SFTError
-
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from sft.errors import SFTError
 
 
 def crop_flip(

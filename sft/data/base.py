@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from sft.contracts import InputSpec, Modality, Normalization
+from sft.data.augment import ImageBatchTransform
 from sft.data.resumable import ResumableRandomSampler
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 
 class SFTDataModule(L.LightningDataModule):
-    """Base of all sft datamodules.
+    """Base of all sft datamodules: implements `sft.contracts.ClassificationData`.
 
     After `setup(stage)`: `num_classes` and `class_names`. Loaders yield raw `(x, y)` batches
     (y int64; images still uint8); `transform_batch` turns them into model inputs on the device,
@@ -21,8 +24,29 @@ class SFTDataModule(L.LightningDataModule):
     `on_after_batch_transfer` itself takes precedence over this hook, so it must not.
     """
 
+    modality: ClassVar[Modality]
     num_classes: int
     class_names: list[str]
+    # False when the test split has no labels (sft-train then skips testing, sft-eval reports
+    # validation metrics and writes the test predictions)
+    has_labelled_test: bool = True
+
+    def rebuild_info(self) -> dict[str, Any]:
+        cls = type(self)
+        return {
+            "datamodule_target": f"{cls.__module__}.{cls.__qualname__}",
+            "class_names": [str(n) for n in self.class_names],
+        }
+
+    def configure_input(self, spec: InputSpec) -> None:
+        """Adopt what the model's backbone expects (sft.contracts), before `setup`: the entry
+        points call it with `model.input_spec`. Here: the modalities must match."""
+        if spec.modality != self.modality:
+            raise SFTError(
+                f"the model's backbone takes {spec.modality} inputs but {type(self).__name__} "
+                f"gives {self.modality}s: pair a {spec.modality} backbone with a {spec.modality} "
+                "datamodule"
+            )
 
     def probe_dataloader(self) -> DataLoader:
         """The (few-label) training subset in fixed order, unshuffled, batches untransformed.
@@ -46,9 +70,47 @@ class SFTDataModule(L.LightningDataModule):
 class ImageDataModule(SFTDataModule):
     """Loaders and batch transform shared by the image datamodules.
 
-    Subclasses set `train_data`/`val_data`/`test_data`, `batch_size`, `eval_batch_size`,
-    `drop_last` and `transform` (an ImageBatchTransform), and define `_loader(data, split, **kw)`.
+    Subclasses set `train_data`/`val_data`/`test_data`, `batch_size`, `eval_batch_size` and
+    `drop_last`, call `_init_transform` in `__init__`, and define `_loader(data, split, **kw)`.
+    Normalisation: the user's `mean`/`std` when given, else what the backbone's weights expect
+    (`configure_input`), else the dataset's own statistics (`dataset_normalization`).
     """
+
+    modality = "image"
+    dataset_normalization: ClassVar[Normalization]
+    image_size: int  # side of the square images the loaders yield (inference decodes to it)
+
+    def _init_transform(
+        self,
+        augment: bool,
+        crop_padding: int,
+        hflip: bool,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+    ) -> tuple[list[float], list[float]]:
+        """Build `self.transform`; returns the (mean, std) it uses, as plain lists for hparams."""
+        if (mean is None) != (std is None):
+            raise SFTError(
+                "data.mean and data.std: give both or neither (null: the statistics the "
+                "backbone's weights expect)"
+            )
+        self._normalization_given = mean is not None
+        if mean is None:
+            mean, std = self.dataset_normalization.mean, self.dataset_normalization.std
+        self.transform = ImageBatchTransform(augment, crop_padding, hflip, mean, std)
+        return list(self.transform.mean), list(self.transform.std)
+
+    def configure_input(self, spec: InputSpec) -> None:
+        super().configure_input(spec)
+        if self._normalization_given or spec.normalization is None:
+            return
+        old = self.transform
+        norm = spec.normalization
+        self.transform = ImageBatchTransform(
+            old.augment, old.crop_padding, old.hflip, norm.mean, norm.std
+        )
+        # checkpoints record the statistics used: sft-eval and sft-predict rebuild them as given
+        self.hparams.mean, self.hparams.std = list(norm.mean), list(norm.std)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from sft.data.augment import CIFAR10_MEAN, CIFAR10_STD, ImageBatchTransform
+from sft.contracts import CIFAR10
 from sft.data.base import (
     ImageDataModule,
     TensorBatchDataset,
@@ -22,7 +22,7 @@ from sft.data.base import (
 )
 from sft.data.resumable import ResumableDataLoader
 from sft.data.subsets import check_few_label_args, few_label_indices
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -108,6 +108,9 @@ class CIFAR10DataModule(ImageDataModule):
     because a batch is a single tensor index.
     """
 
+    dataset_normalization = CIFAR10
+    image_size = 32
+
     def __init__(
         self,
         data_dir: str,
@@ -121,8 +124,8 @@ class CIFAR10DataModule(ImageDataModule):
         augment: bool = True,
         crop_padding: int = 4,
         hflip: bool = True,
-        mean: Sequence[float] = CIFAR10_MEAN,
-        std: Sequence[float] = CIFAR10_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         download: bool = True,
         drop_last: bool = True,
     ) -> None:
@@ -136,9 +139,8 @@ class CIFAR10DataModule(ImageDataModule):
         if not 0 < val_size < TRAIN_SIZE:
             raise SFTError(f"data.val_size must be in 1..{TRAIN_SIZE - 1}, got {val_size}")
         check_few_label_args(train_fraction, samples_per_class)
-        self.transform = ImageBatchTransform(augment, crop_padding, hflip, mean, std)
-        # Plain lists (not tuples / OmegaConf nodes) so hparams round-trip through yaml.
-        mean, std = list(self.transform.mean), list(self.transform.std)
+        # the statistics used, as plain lists, so hparams round-trip through yaml
+        mean, std = self._init_transform(augment, crop_padding, hflip, mean, std)
         # logger=False: train.py logs the whole run config once
         self.save_hyperparameters(logger=False)
 

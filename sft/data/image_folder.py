@@ -17,11 +17,11 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
-from sft.data.augment import IMAGENET_MEAN, IMAGENET_STD, ImageBatchTransform
+from sft.contracts import IMAGENET
 from sft.data.base import ImageDataModule, check_batch_size, check_train_batch
 from sft.data.resumable import ResumableDataLoader
 from sft.data.subsets import check_few_label_args, few_label_indices
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 
 class _MappedImageFolder(ImageFolder):
@@ -113,8 +113,12 @@ class ImageFolderDataModule(ImageDataModule):
     workers; crop/flip/normalise run per batch on the device (`transform_batch`). Class names
     are the training folder's class folders (sorted); val/test use the training mapping. When
     `val_dir` is None or does not exist, a class-stratified `val_fraction` of the training
-    images (seeded by `split_seed`, not the run's `seed`) is the validation set. The few-label subset is drawn after that carve.
+    images (seeded by `split_seed`, not the run's `seed`) is the validation set. The few-label
+    subset is drawn after that carve. Without statistics from the user or the backbone, images
+    are normalised with ImageNet's (photos of the same kind, for the usual folder).
     """
+
+    dataset_normalization = IMAGENET
 
     def __init__(
         self,
@@ -134,8 +138,8 @@ class ImageFolderDataModule(ImageDataModule):
         augment: bool = True,
         crop_padding: int = 4,
         hflip: bool = True,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         drop_last: bool = True,
         skip_bad_files: bool = False,
     ) -> None:
@@ -154,8 +158,7 @@ class ImageFolderDataModule(ImageDataModule):
         ):
             raise SFTError(f"data.val_fraction must be a number in (0, 1), got {val_fraction!r}")
         check_few_label_args(train_fraction, samples_per_class)
-        self.transform = ImageBatchTransform(augment, crop_padding, hflip, mean, std)
-        mean, std = list(self.transform.mean), list(self.transform.std)
+        mean, std = self._init_transform(augment, crop_padding, hflip, mean, std)
         # logger=False: train.py logs the whole run config once
         self.save_hyperparameters(logger=False)
 

@@ -7,7 +7,7 @@ from numbers import Real
 
 import torch
 
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 
 def check_few_label_args(train_fraction: float | None, samples_per_class: int | None) -> None:

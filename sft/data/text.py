@@ -37,7 +37,7 @@ from sft.data.text_sources import (
     read_sst_trees,
 )
 from sft.data.token_cache import TokenizedSplit, cached_tokenize, file_digest, load_tokenizer
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 SOURCES = ("tsv", "csv", "jsonl", "sst_trees", "hf")
 ROLES = ("train", "val", "test")
@@ -109,6 +109,8 @@ class TextClassificationDataModule(SFTDataModule):
     (without a test split it serves the validation split). Batches are dicts `input_ids`,
     `attention_mask`, `token_type_ids` (when the tokenizer makes them) and int64 `labels`.
     """
+
+    modality = "text"
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 UNLABELLED = -1
 SST5_NAMES = ["very negative", "negative", "neutral", "positive", "very positive"]

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from sft.data.text_sources import TextExamples
-from sft.utils.errors import SFTError
-from sft.utils.hf import hub_error, load_pretrained
+from sft.errors import SFTError
+from sft.hub import hub_error, load_pretrained
 
 log = logging.getLogger(__name__)
 

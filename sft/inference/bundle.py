@@ -5,25 +5,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torchvision.transforms import v2
 
-from sft.models.backbones import backbone_modality
+from sft.contracts import ClassificationData, Modality
+from sft.errors import SFTError
 from sft.models.classifier import SFTClassifier
-from sft.models.loading import datamodule_from_checkpoint, load_classifier, read_checkpoint
-from sft.utils.errors import SFTError
-
-Modality = Literal["image", "text"]
-# CIFAR-10 images are 32x32; other image datamodules record `image_size`
-CIFAR_IMAGE_SIZE = 32
+from sft.models.loading import datamodule_from_checkpoint, load_classifier
+from sft.utils.checkpoint_io import read_checkpoint
 
 
 @dataclass
 class InferenceBundle:
     model: SFTClassifier
-    datamodule: Any
+    datamodule: ClassificationData
     class_names: list[str]
     modality: Modality
     ckpt_path: Path
@@ -31,7 +28,7 @@ class InferenceBundle:
     @property
     def image_size(self) -> int:
         """Side of the square images the model was trained on."""
-        return int(getattr(self.datamodule, "image_size", CIFAR_IMAGE_SIZE))
+        return int(self.datamodule.image_size)
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -83,7 +80,8 @@ def load_bundle(ckpt_path: str | Path, device: str = "cpu") -> InferenceBundle:
     checkpoint = read_checkpoint(ckpt_path)
     model = load_classifier(ckpt_path, checkpoint).to(resolve_device(device))
     datamodule = datamodule_from_checkpoint(ckpt_path, checkpoint=checkpoint)
-    modality = backbone_modality(model.hparams.backbone["name"])
+    datamodule.configure_input(model.input_spec)
+    modality = model.input_spec.modality
     names = checkpoint.get("class_names") or _class_names_from_data(datamodule)
     if len(names) != model.hparams.num_classes:
         raise SFTError(

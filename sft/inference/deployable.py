@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sft.errors import SFTError
 from sft.inference.bundle import InferenceBundle
-from sft.utils.errors import SFTError
 
 log = logging.getLogger(__name__)
 

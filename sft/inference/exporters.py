@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sft.errors import SFTError
 from sft.inference.bundle import InferenceBundle
-from sft.utils.errors import SFTError
 
 EXPORT_EXTRA_HINT = "pip install 'sft[export]'"
 # Runs a written export on deployable-module arguments, returns logits as a CPU tensor.

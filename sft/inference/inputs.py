@@ -19,7 +19,7 @@ from sft.data.text_sources import (
     read_delimited,
     read_jsonl,
 )
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 TEXT_SUFFIXES = (".txt", ".tsv", ".csv", ".jsonl")
 ID_COLUMNS = ("index", "id", "idx")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from sft.errors import SFTError
 from sft.inference.bundle import InferenceBundle
 from sft.inference.inputs import ImageInputs, TextInputs
-from sft.utils.errors import SFTError
 
 
 def load_image(path, transform) -> torch.Tensor:

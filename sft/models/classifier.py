@@ -14,11 +14,12 @@ from torch import nn
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from sft.models.backbones import backbone_speed_hints
+from sft.contracts import ClassificationData
+from sft.errors import SFTError
+from sft.models.backbones import backbone_speed_hints, resolve_input_spec
 from sft.models.linear_probe import extract_features, fit_logistic_regression
 from sft.models.optim import layerwise_param_groups, param_groups
 from sft.models.regularizers import create_regularizer
-from sft.utils.errors import SFTError
 
 
 def _plain(cfg: Any) -> Any:
@@ -80,6 +81,8 @@ class SFTClassifier(L.LightningModule):
         )
         # logger=False: train.py logs the whole run config once
         self.save_hyperparameters(logger=False)
+        # what the backbone takes (modality, normalisation): the datamodule is configured by it
+        self.input_spec = resolve_input_spec(backbone)
         self.backbone: nn.Module = instantiate(backbone)
         head = head or {"_target_": "sft.models.heads.FusedHead"}
         self.head: nn.Module = instantiate(
@@ -201,9 +204,20 @@ class SFTClassifier(L.LightningModule):
         inputs, y = split_batch(batch)
         return {"probs": self(inputs).softmax(-1), "labels": y}
 
-    def setup(self, stage: str) -> None:
+    def _datamodule(self) -> ClassificationData | None:
+        """The trainer's datamodule (None without a trainer or with plain dataloaders); one that
+        does not implement sft's datamodule contract is a user error."""
         datamodule = self.trainer.datamodule if self._trainer is not None else None
-        found = getattr(datamodule, "num_classes", None)
+        if datamodule is not None and not isinstance(datamodule, ClassificationData):
+            raise SFTError(
+                f"{type(datamodule).__name__} is not an sft datamodule: derive it from "
+                "sft.data.base.SFTDataModule (or implement sft.contracts.ClassificationData)"
+            )
+        return datamodule
+
+    def setup(self, stage: str) -> None:
+        datamodule = self._datamodule()
+        found = datamodule.num_classes if datamodule is not None else None
         if found is not None and found != self.hparams.num_classes:
             # fit: the config's num_classes is wrong; test/predict (sft-eval): the data is
             fix = (
@@ -219,24 +233,17 @@ class SFTClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning stores the datamodule's hparams; add its class so eval can rebuild it from the
-        # checkpoint alone.
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        # checkpoint alone, and class names, so sft-predict / sft-export label outputs without it
+        datamodule = self._datamodule()
         if datamodule is not None:
-            cls = type(datamodule)
-            checkpoint["datamodule_target"] = f"{cls.__module__}.{cls.__qualname__}"
-            # class names let sft-predict / sft-export label outputs without reading the data
-            names = getattr(datamodule, "class_names", None)
-            if names is not None:
-                checkpoint["class_names"] = [str(n) for n in names]
+            checkpoint.update(datamodule.rebuild_info())
 
     # ---- linear-probe initialisation (LP of LP-FT) ----------------------------------------
     def on_fit_start(self) -> None:
         if self.hparams.linear_probe is not None and not bool(self.linear_probe_done):
-            datamodule = self.trainer.datamodule
-            if datamodule is None or not hasattr(datamodule, "probe_dataloader"):
-                raise SFTError(
-                    "model.linear_probe needs a datamodule with probe_dataloader() (all sft datamodules have it)"
-                )
+            datamodule = self._datamodule()
+            if datamodule is None:
+                raise SFTError("model.linear_probe needs a datamodule (its probe_dataloader)")
             self.initialise_base_head(datamodule)
         # Lightning keeps every module in the mode it finds it (HF's from_pretrained returns
         # eval mode): set the training modes by the rules of train() here, after the probe,
@@ -244,7 +251,7 @@ class SFTClassifier(L.LightningModule):
         self.train()
 
     @torch.no_grad()
-    def initialise_base_head(self, datamodule: Any) -> None:
+    def initialise_base_head(self, datamodule: ClassificationData) -> None:
         """Fit the base head on frozen features of the training set; the branch stays at zero.
 
         Every DDP rank computes the same deterministic solution, so no broadcast is needed.

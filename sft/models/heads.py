@@ -5,7 +5,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 
 def _linear_branch(in_features: int, num_classes: int, hidden_dim: int | None, dropout: float):

@@ -3,7 +3,7 @@ and optionally layer-wise learning-rate decay through the backbone."""
 
 from torch import nn
 
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 
 def param_groups(module: nn.Module, lr: float, weight_decay: float, name: str) -> list[dict]:

@@ -11,7 +11,7 @@ returns the value R(theta), for logging the regularised objective.
 import torch
 from torch import nn
 
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 
 def _grads(params: list[nn.Parameter]) -> list[torch.Tensor]:

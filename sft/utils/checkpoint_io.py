@@ -1,52 +1,79 @@
-"""Checkpoint writes that never leave a half-written file where a checkpoint was.
+"""Checkpoint files: atomic saves, safe loads, and one read per resume.
 
 Lightning's TorchCheckpointIO writes through an fsspec transaction, which on a local disk moves a
 temp file into place but does not fsync it: after a crash or power loss the new name can point
-at an empty or partial file. Here: temp file in the same directory (so the rename is atomic),
-fsync, `os.replace`, fsync of the directory; a failure at any point leaves the previous
-checkpoint untouched and removes the temp file.
+at an empty or partial file. `AtomicCheckpointIO` saves with `sft.utils.io.atomic_torch_save`
+instead. Loads are always `weights_only`.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from sft.errors import SFTError
+from sft.utils.io import atomic_torch_save
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save(obj, path)` that either fully replaces `path` or leaves it as it was."""
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """`torch.load(weights_only=True)` with one clear error for a missing or unreadable file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if not path.is_file():
+        raise SFTError(f"checkpoint {path}: no such file")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = load_failure(exc)
+        raise SFTError(
+            f"checkpoint {path}: cannot be read ({reason}); the file is corrupt or not a checkpoint"
+        ) from exc
+    if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint:
+        raise SFTError(f"checkpoint {path}: not an sft training checkpoint (no hyper_parameters)")
+    return checkpoint
+
+
+def load_failure(exc: Exception) -> str:
+    """The informative part of torch.load's error (its weights-only message is a page long and
+    suggests weights_only=False, which we never do)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+        return f"a weights-only load refuses it: {' '.join(detail.split())}"
+    first = " ".join(text.split(". ")[0].split())
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """TorchCheckpointIO whose local saves are atomic (remote paths keep Lightning's way)."""
+    """TorchCheckpointIO whose local saves are atomic (remote paths keep Lightning's way).
+
+    `hand_over(path, checkpoint)`: a checkpoint the caller has read already (the resume
+    checks, torchtune's "read once, hand the dict on"); Lightning's next load of that path
+    gets it instead of reading the file again.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._handed_over: tuple[str, dict[str, Any]] | None = None
+
+    def hand_over(self, path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
+        self._handed_over = (os.path.abspath(path), checkpoint)
+
+    def load_checkpoint(self, path: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+        if self._handed_over is not None and self._handed_over[0] == os.path.abspath(path):
+            checkpoint, self._handed_over = self._handed_over[1], None
+            return checkpoint
+        return super().load_checkpoint(path, **kwargs)
 
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+        self,
+        checkpoint: dict[str, Any],
+        path: str | os.PathLike,
+        storage_options: Any | None = None,
     ) -> None:
         protocol = get_filesystem(path).protocol
         local = "file" in (protocol if isinstance(protocol, tuple) else (protocol,))

@@ -1,4 +1,5 @@
-"""Config helpers: the resolvers the configs use, printing and saving the resolved config."""
+"""Config helpers: the resolver the configs use, the running job's overrides, printing and
+saving the resolved config."""
 
 from pathlib import Path
 
@@ -9,8 +10,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-
-from sft.utils.resume import config_subdir, run_dir
 
 # The checkout (holding pyproject.toml, conf/, sft/, tests/) when sft runs from one.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -27,24 +26,14 @@ def work_root() -> str:
     return str(Path.cwd())
 
 
-def _backbone_norm(name: str, which: str) -> list[float]:
-    from sft.models.backbones import backbone_normalization  # late: imports timm/torchvision
+def register_resolvers() -> None:
+    """Register the resolvers sft's configs use; the entry points call it before Hydra composes
+    (and so must code that composes sft's configs itself). Idempotent.
 
-    mean, std = backbone_normalization(name)
-    return list(mean if which == "mean" else std)
-
-
-# `${sft_root:}` in conf/paths: the checkout, or the current directory of an installed package.
-# `${backbone_norm:efficientnet_lite0,mean}`: the input statistics a backbone's weights expect.
-# `${sft_run_dir:...}`, `${sft_config_subdir:...}`: run directories (conf/hydra, sft/utils/resume.py).
-for _name, _resolver in (
-    ("sft_root", work_root),
-    ("backbone_norm", _backbone_norm),
-    ("sft_run_dir", run_dir),
-    ("sft_config_subdir", config_subdir),
-):
-    if not OmegaConf.has_resolver(_name):
-        OmegaConf.register_new_resolver(_name, _resolver)
+    `${sft_root:}` (conf/paths): the checkout, or the current directory of an installed package.
+    """
+    if not OmegaConf.has_resolver("sft_root"):
+        OmegaConf.register_new_resolver("sft_root", work_root)
 
 
 def task_overrides() -> list[str]:

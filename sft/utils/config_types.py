@@ -23,7 +23,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 _NAMES = {float: "a float", int: "an integer", bool: "true or false", str: "a string"}
 

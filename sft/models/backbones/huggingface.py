@@ -1,6 +1,6 @@
 """Any Hugging Face encoder (BERT, RoBERTa, DistilBERT, DeBERTa, MiniLM, ...) as a text backbone.
 
-Loaded through `AutoModel` from a hub id, a local folder or an alias of `sft.utils.hf` (`minilm`:
+Loaded through `AutoModel` from a hub id, a local folder or an alias of `sft.hub` (`minilm`:
 the packaged all-MiniLM-L6-v2, which works offline). The backbone pools the last hidden states
 into one vector per text; the classifier head is ours.
 """
@@ -14,8 +14,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from sft.utils.errors import SFTError
-from sft.utils.hf import load_pretrained
+from sft.errors import SFTError
+from sft.hub import load_pretrained
 
 from .registry import register_backbone
 

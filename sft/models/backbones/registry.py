@@ -9,29 +9,25 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from torch import nn
 
-from sft.utils.errors import SFTError
+from sft.contracts import IMAGENET, InputSpec, Modality, Normalization
+from sft.errors import SFTError
 
 from .wrappers import ResizeInput, load_backbone_checkpoint
 
-# ImageNet statistics: what torchvision's and most ImageNet weights expect.
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
 BackboneBuilder = Callable[..., nn.Module]
-Modality = Literal["image", "text"]
 
 
 @dataclass(frozen=True)
 class BackboneEntry:
     builder: BackboneBuilder
-    mean: tuple[float, float, float] | None  # None for text backbones: no pixels to normalise
-    std: tuple[float, float, float] | None
+    # what its weights expect; None for text backbones and those without weights
+    normalization: Normalization | None
     modality: Modality = "image"
     # Measured speed hints (benchmarks/precision_layout.py): CPU bf16 autocast is faster than
     # fp32 on bf16-capable CPUs; NHWC (channels_last) is faster than NCHW.
@@ -45,16 +41,16 @@ _REGISTRY: dict[str, BackboneEntry] = {}
 def register_backbone(
     name: str,
     *,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    normalization: Normalization | None = IMAGENET,
     modality: Modality = "image",
     cpu_bf16: bool = False,
     channels_last: bool = False,
 ) -> Callable[[BackboneBuilder], BackboneBuilder]:
     """Register `builder(pretrained: bool, **options) -> nn.Module` under `name`.
 
-    `mean`/`std` record the input normalisation the pretrained weights expect, so the data
-    pipeline can ask for it with `backbone_normalization(name)`; text backbones have none.
+    `normalization`: the pixel statistics the family's weights expect (sft.contracts; None
+    for a family without weights), which the data pipeline gets through `resolve_input_spec`;
+    text backbones have none.
     `cpu_bf16` / `channels_last`: the family measured faster with CPU bf16 autocast / in NHWC
     layout; `trainer.precision=auto` and `model.channels_last=null` follow them.
     """
@@ -65,12 +61,8 @@ def register_backbone(
         if name in _REGISTRY:
             # Two builders under one name is a programming error, not a user mistake.
             raise ValueError(f"backbone {name!r} is already registered")
-        if modality == "text":
-            _REGISTRY[name] = BackboneEntry(builder, None, None, modality, cpu_bf16=cpu_bf16)
-        else:
-            _REGISTRY[name] = BackboneEntry(
-                builder, _triple(mean), _triple(std), modality, cpu_bf16, channels_last
-            )
+        norm = normalization if modality == "image" else None
+        _REGISTRY[name] = BackboneEntry(builder, norm, modality, cpu_bf16, channels_last)
         return builder
 
     return decorator
@@ -86,15 +78,18 @@ def backbone_modality(name: str) -> Modality:
     return _entry(name).modality
 
 
-def backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) per RGB channel, on a 0..1 pixel scale, that backbone `name` expects."""
-    entry = _entry(name)
-    if entry.mean is None or entry.std is None:
-        raise SFTError(
-            f"backbone {name!r} takes {entry.modality}, not images: it has no pixel normalisation "
-            "(pair it with a text datamodule)"
-        )
-    return entry.mean, entry.std
+def resolve_input_spec(backbone_cfg: Mapping | None) -> InputSpec:
+    """The input spec of the backbone a model's `backbone` config builds: its family's
+    modality, and its weights' normalisation when it loads weights (`pretrained` or a
+    `checkpoint`); from scratch it expects none. A backbone built by another `_target_` is
+    taken as an image backbone without expectations."""
+    cfg = dict(backbone_cfg or {})
+    name = cfg.get("name")
+    entry = _REGISTRY.get(name) if isinstance(name, str) else None
+    if entry is None:
+        return InputSpec("image")
+    loads_weights = bool(cfg.get("pretrained")) or cfg.get("checkpoint") is not None
+    return InputSpec(entry.modality, entry.normalization if loads_weights else None)
 
 
 class SpeedHints(NamedTuple):
@@ -167,9 +162,3 @@ def _check_options(name: str, builder: BackboneBuilder, kwargs: dict[str, object
             f"backbone {name!r} does not accept option(s) {', '.join(unknown)}; "
             f"accepted: {', '.join(accepted) or 'none'}"
         )
-
-
-def _triple(values: Sequence[float]) -> tuple[float, float, float]:
-    if len(values) != 3:
-        raise ValueError(f"expected 3 per-channel values, got {values!r}")
-    return (float(values[0]), float(values[1]), float(values[2]))

@@ -2,12 +2,9 @@
 
 from torch import nn
 
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 from .registry import register_backbone
-
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 class SmallCNN(nn.Module):
@@ -30,7 +27,7 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
 
-@register_backbone("small_cnn", mean=CIFAR_MEAN, std=CIFAR_STD)
+@register_backbone("small_cnn", normalization=None)  # no weights: the data's own statistics
 def small_cnn(pretrained: bool = False, width: int = 16) -> nn.Module:
     if pretrained:
         raise SFTError("backbone 'small_cnn' has no pretrained weights; set pretrained=false")

@@ -11,12 +11,9 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights
 
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
-from .registry import IMAGENET_MEAN, IMAGENET_STD, register_backbone
-
-RESNET_MEAN = IMAGENET_MEAN
-RESNET_STD = IMAGENET_STD
+from .registry import register_backbone
 
 
 def _build_resnet(

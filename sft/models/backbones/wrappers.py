@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 # Prefixes a saved state_dict may carry around the backbone's own keys: our LightningModule
 # stores the backbone as `backbone`, ResizeInput stores it as `body`, torch.compile adds

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sft.utils.errors import SFTError
+from sft.errors import SFTError
 
 T = TypeVar("T")
 

@@ -1,14 +1,13 @@
 """`result.json`: how one `sft-train` run ended, written atomically in its run directory.
 
 Every run (single or multirun job, completed or failed) writes one; the sweep summary
-(`sft.utils.sweep_summary`) and sweepers read them. Fields: status ("completed" | "failed"),
+(`sft.runs.sweep_summary`), `sft-compare` and the study reports and sweepers read them. Fields: status ("completed" | "failed"),
 error (one line or null), overrides (the job's task overrides), metrics (final float metrics),
 optimized_metric, epochs (completed), wall_time_s, output_dir.
 """
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,20 +15,12 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 
-from sft.utils.errors import find_user_error
+from sft.errors import find_user_error
+from sft.utils.io import atomic_write_text
 
 RESULT_FILE = "result.json"
 COMPLETED = "completed"
 FAILED = "failed"
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def one_line_error(exc: BaseException) -> str:

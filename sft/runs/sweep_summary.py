@@ -20,15 +20,15 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sft.utils.cli import as_typed
-from sft.utils.run_result import (
+from sft.runs.result import (
     COMPLETED,
     FAILED,
     RESULT_FILE,
     RunResult,
-    atomic_write_text,
     one_line_error,
 )
+from sft.utils.cli import as_typed
+from sft.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +194,15 @@ class SweepSummary(Callback):
         job_dir = Path(config.hydra.runtime.output_dir)
         if job_return.status == JobStatus.FAILED and not (job_dir / RESULT_FILE).exists():
             # the task failed before sft.train.main could record it (e.g. another task function)
-            RunResult(
-                status=FAILED,
-                output_dir=str(job_dir),
-                overrides=as_typed(job_return.overrides or []),
-                # .return_value re-raises a failed job's exception; the field holds it
-                error=one_line_error(job_return._return_value),
-            ).write()
+            try:
+                job_return.return_value  # noqa: B018 (a failed job's return_value raises its error)
+            except Exception as exc:
+                RunResult(
+                    status=FAILED,
+                    output_dir=str(job_dir),
+                    overrides=as_typed(job_return.overrides or []),
+                    error=one_line_error(exc),
+                ).write()
         write_summary(config.hydra.sweep.dir, self.mode)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

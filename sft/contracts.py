@@ -1,0 +1,71 @@
+"""The contracts between data and model, in one place that imports neither.
+
+- `InputSpec`: what a backbone takes. The backbone owns it (timm's `resolve_model_data_config`):
+  `SFTClassifier.input_spec` gives the modality and, for image weights, the normalisation they
+  were trained with; the entry points hand it to the datamodule (`configure_input`) before
+  setup. A backbone trained from scratch expects no statistics: the datamodule then uses its
+  dataset's own.
+- The pixel statistics sft knows, each set written once.
+- `ClassificationData`: what the model and the entry points use of a datamodule
+  (`sft.data.base.SFTDataModule` implements it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from torch.utils.data import DataLoader
+
+Modality = Literal["image", "text"]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-RGB-channel mean and std on a 0..1 pixel scale: inputs are `(x - mean) / std`."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+# torchvision's and most ImageNet weights
+IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# pixels to [-1, 1]: TensorFlow-trained weights (EfficientNet-Lite)
+SIGNED_UNIT = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+# the CIFAR-10 training images
+CIFAR10 = Normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """modality: what the backbone's forward takes (images, or the tokenizer's tensors).
+    normalization: the statistics its weights expect; None when it trains from scratch.
+    """
+
+    modality: Modality
+    normalization: Normalization | None = None
+
+
+@runtime_checkable
+class ClassificationData(Protocol):
+    """A datamodule sft can train, evaluate and rebuild from a checkpoint.
+
+    `num_classes` and `class_names` are known after `setup`. Loaders yield untransformed
+    batches; `transform_batch` turns them into model inputs on the device (augmenting only when
+    `train`). `probe_dataloader` serves the training subset in fixed order for linear-probe
+    features. `rebuild_info` is what a checkpoint stores to rebuild the datamodule and label
+    outputs without it (`datamodule_target`, `class_names`).
+    """
+
+    modality: Modality
+    num_classes: int
+    class_names: list[str]
+    has_labelled_test: bool
+
+    def configure_input(self, spec: InputSpec) -> None: ...
+
+    def probe_dataloader(self) -> DataLoader: ...
+
+    def transform_batch(self, batch: Any, train: bool) -> Any: ...
+
+    def rebuild_info(self) -> dict[str, Any]: ...

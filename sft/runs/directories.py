@@ -1,0 +1,89 @@
+"""Which directory a run writes to, and where a run directory keeps its last checkpoint.
+
+`resume=null` (default): a fresh run in `<experiment dir>/<timestamp>` (the `hydra.run.dir` of
+conf/hydra/default.yaml); when that directory already exists (two runs started in the same
+second) it gets a suffix `_1`, `_2`, ...: an existing run directory is never written into.
+`resume=auto`: the newest run directory of the experiment holding `checkpoints/last.ckpt`, or a
+fresh one when there is none. `resume=<run dir>`: that directory. A resumed run keeps the
+original's `.hydra/` and records its own config in `.hydra/resumed_<timestamp>/`.
+
+Hydra creates the run directory from `hydra.run.dir` after its callbacks' `on_run_start`, so
+`RunDirectory` (a Hydra callback, conf/hydra/default.yaml) makes this choice there and writes it
+into `hydra.run.dir` and `hydra.output_subdir`. A `hydra.run.dir=` given on the command line is
+used as it is. Multirun jobs get their own numbered directories from the sweep (`hydra.sweep`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from sft.errors import SFTError
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """Where a run directory's newest full training state is saved (it may not exist yet)."""
+    return Path(run_dir) / LAST_CHECKPOINT
+
+
+def latest_resumable_run(experiment_dir: str | Path) -> Path | None:
+    """The run directory under `experiment_dir` whose last.ckpt was written most recently."""
+    candidates = list(Path(experiment_dir).glob(f"*/{LAST_CHECKPOINT.as_posix()}"))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime).parents[1]
+
+
+def reserve_fresh_dir(base: str | Path) -> Path:
+    """Create and return `base`, or `base_1`, `base_2`, ... when it exists (atomic: mkdir)."""
+    base = Path(base)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        candidate = base if n == 0 else base.with_name(f"{base.name}_{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise SFTError(f"could not find a free run directory next to {base}")
+
+
+def choose_run_dir(resume: str | None, fresh: str | Path) -> Path:
+    """The directory of a run whose fresh directory would be `fresh` (see the module docstring).
+    A `resume=` path that is not a directory is left to train(), which reports it."""
+    fresh = Path(fresh)
+    found = None
+    if resume == "auto":
+        found = latest_resumable_run(fresh.parent)
+    elif resume is not None and Path(str(resume)).is_dir():
+        found = Path(str(resume))
+    return (found if found is not None else reserve_fresh_dir(fresh)).resolve()
+
+
+def config_subdir(run_dir: Path, stamp: str) -> str:
+    """`.hydra` for a new run; `.hydra/resumed_<stamp>` when the directory has a run's config."""
+    return f".hydra/resumed_{stamp}" if (run_dir / ".hydra" / "config.yaml").is_file() else ".hydra"
+
+
+class RunDirectory(Callback):
+    """Hydra callback: settles `hydra.run.dir` and `hydra.output_subdir` of a single run."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        hydra_cfg = config.hydra
+        given = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        if any(
+            o.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in hydra_cfg.overrides.hydra
+        ):
+            chosen = given  # the user's directory, as given
+        else:
+            chosen = choose_run_dir(OmegaConf.select(config, "resume", default=None), given)
+        with read_write(hydra_cfg), open_dict(hydra_cfg):
+            hydra_cfg.run.dir = str(chosen)
+            hydra_cfg.output_subdir = config_subdir(chosen, stamp)

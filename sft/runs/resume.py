@@ -1,0 +1,190 @@
+"""Resuming: which checkpoint a run continues from, read once and handed to whoever needs it.
+
+`resume=` picks the run directory (sft/runs/directories.py); here its `last.ckpt` (or the
+`ckpt_path=` a new run starts from) is read once, checked against the model before training,
+and handed to Lightning through the checkpoint plugin, torchtune's `setup()` way. TensorBoard
+continues at the checkpoint's step. What a checkpoint restores beyond Lightning's own state
+(RNGs, the train loader's position) is `sft.callbacks.exact_resume`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+from omegaconf import DictConfig, open_dict
+
+from sft.errors import SFTError
+from sft.runs.directories import LAST_CHECKPOINT, last_checkpoint
+from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ResumePoint:
+    """The checkpoint a fit starts from, and its contents (read once, until handed over)."""
+
+    path: Path
+    checkpoint: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.checkpoint.get("global_step", 0))
+
+    def hand_to(self, trainer: Trainer) -> str:
+        """Give the contents to `trainer`'s checkpoint plugin, which `trainer.fit(ckpt_path=...)`
+        then loads instead of the file, and drop them here (a model's and optimizer's state
+        is not held twice while training); returns the path for `ckpt_path`."""
+        checkpoint_io = trainer.strategy.checkpoint_io
+        if isinstance(checkpoint_io, AtomicCheckpointIO):
+            checkpoint_io.hand_over(self.path, self.checkpoint)
+        self.checkpoint = {}
+        return str(self.path)
+
+
+def resume_point(cfg: DictConfig) -> ResumePoint | None:
+    """The checkpoint `trainer.fit` starts from (`ckpt_path`, or the run's last.ckpt with
+    `resume`), read, logging what is resumed; SFTError for a `resume=` that cannot be honoured
+    or a file that cannot be read."""
+    resume = cfg.get("resume")
+    if resume is None:
+        path = cfg.get("ckpt_path")
+        return ResumePoint(Path(path), read_checkpoint(path)) if path else None
+    if cfg.get("ckpt_path"):
+        raise SFTError(
+            "set resume= (continue a run in its directory) or ckpt_path= (start a new run from a "
+            "checkpoint), not both"
+        )
+    output_dir = Path(cfg.paths.output_dir)
+    last = last_checkpoint(output_dir)
+    if resume != "auto":
+        if not Path(resume).is_dir():
+            raise SFTError(f"resume={resume}: no such run directory")
+        if Path(resume).resolve() != output_dir.resolve():
+            raise SFTError(
+                f"resume={resume} but this run writes to {output_dir} (hydra.run.dir or "
+                "paths.output_dir overridden?): drop that override to resume"
+            )
+        if not last.is_file():
+            raise SFTError(f"resume={resume}: {last} does not exist, nothing to resume from")
+    if not last.is_file():
+        log.info(
+            f"resume=auto: no run under {output_dir.parent} has {LAST_CHECKPOINT}: starting fresh in {output_dir}"
+        )
+        return None
+    chosen, state = readable_checkpoint(last)
+    log.info(
+        f"resuming {output_dir} from {chosen} (epoch {state.get('epoch')}, step "
+        f"{state.get('global_step')})"
+    )
+    return ResumePoint(chosen, state)
+
+
+def _read_or_none(path: Path) -> dict | None:
+    """The checkpoint's contents, or None when it cannot be read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # truncated, empty, not a zip archive, foreign pickle: all unreadable
+        return None
+    return state if isinstance(state, dict) and "global_step" in state else None
+
+
+def readable_checkpoint(last: Path) -> tuple[Path, dict]:
+    """`last` and its contents, or, when `last` cannot be read (a truncated copy, a full disk),
+    the newest readable checkpoint beside it, saying so; `last` is kept, renamed
+    `last.ckpt.unreadable`, so that training does not write over it. SFTError when none is."""
+    state = _read_or_none(last)
+    if state is not None:
+        return last, state
+    others = sorted(
+        (p for p in last.parent.glob("*.ckpt") if p != last),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for candidate in others:
+        state = _read_or_none(candidate)
+        if state is not None:
+            kept = last.with_name(last.name + ".unreadable")
+            last.rename(kept)
+            log.warning(
+                f"{last} cannot be read (kept as {kept.name}): resuming from {candidate.name}, "
+                f"the newest readable checkpoint of this run"
+            )
+            return candidate, state
+    raise SFTError(
+        f"resume: {last} cannot be read (truncated or corrupt) and the run has no other readable "
+        f"checkpoint in {last.parent}; start a new run or restore the file"
+    )
+
+
+def continue_tensorboard(logger_cfg: DictConfig | None, step: int) -> None:
+    """Make the TensorBoard loggers of a resumed run drop what the interrupted run logged after
+    its checkpoint's `step` (SummaryWriter's `purge_step`), so steps continue without duplicates."""
+    for entry in (logger_cfg or {}).values():
+        if entry and str(entry.get("_target_", "")).endswith("TensorBoardLogger"):
+            with open_dict(entry):
+                entry.purge_step = step
+            wait_to_sort_after(Path(entry.save_dir))
+
+
+def wait_to_sort_after(tensorboard_dir: Path) -> None:
+    """TensorBoard reads a run's event files in name order, and a name starts with the second
+    it was created in, then host and process id: a run resumed within the second its
+    interrupted run started would sort before it and show its steps first. Wait (under a
+    second) until a new file sorts last."""
+    stamps = [
+        int(parts[3])
+        for f in tensorboard_dir.rglob("events.out.tfevents.*")
+        if len(parts := f.name.split(".")) > 3 and parts[3].isdigit()
+    ]
+    if stamps:
+        time.sleep(max(0.0, max(stamps) + 1 - time.time()))
+
+
+# model settings a resumed checkpoint must share with the run, named in the error (other
+# differences show as weights that do not fit)
+SETUP_KEYS = (
+    ("num_classes", lambda h: h.get("num_classes")),
+    ("backbone.name", lambda h: dict(h.get("backbone") or {}).get("name")),
+)
+
+
+def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
+    """Before `trainer.fit(ckpt_path=...)`: one clear line for a foreign checkpoint, or one
+    trained with another setup (which model setting differs, else which weights)."""
+    path, checkpoint = point.path, point.checkpoint
+    if "hyper_parameters" not in checkpoint:
+        raise SFTError(f"checkpoint {path}: not an sft training checkpoint (no hyper_parameters)")
+    saved = dict(checkpoint["hyper_parameters"])
+    current = dict(getattr(model, "hparams", {}))
+    for key, value_of in SETUP_KEYS:
+        if value_of(saved) != value_of(current):
+            raise SFTError(
+                f"checkpoint {path} was trained with model.{key}={value_of(saved)!r}, this run has "
+                f"model.{key}={value_of(current)!r}: resume with the same model settings"
+            )
+    state = model.state_dict()
+    weights = checkpoint.get("state_dict", {})
+    missing = [k for k in state if k not in weights]
+    unexpected = [k for k in weights if k not in state]
+    resized = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
+        for k, v in state.items()
+        if k in weights and tuple(weights[k].shape) != tuple(v.shape)
+    ]
+    for what, keys in (
+        ("lacks", missing),
+        ("has extra", unexpected),
+        ("has other shapes:", resized),
+    ):
+        if keys:
+            raise SFTError(
+                f"checkpoint {path} does not fit this run's model (another setup): it {what} "
+                f"{', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            )

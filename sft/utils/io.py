@@ -1,0 +1,57 @@
+"""Atomic file writes: a reader, a crash or a kill sees the old file or the whole new one, never a
+part. The one way sft writes results, summaries, predictions, token caches and checkpoints.
+
+A temp file in the same directory (so the rename is atomic), fsync, `os.replace`, fsync of the
+directory (so the rename itself survives a power loss); on any failure the temp file is removed
+and the previous file is untouched. mkstemp names are unique, so writers on several hosts
+sharing one folder (DDP ranks, sweep jobs) never collide on the temp file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[IO], Any], *, text: bool = False
+) -> None:
+    """Call `write(f)` on a new file that then replaces `path` (text: UTF-8, newlines as
+    written, which csv needs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, content: str) -> None:
+    atomic_write(path, lambda f: f.write(content), text=True)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save(obj, path)` that either fully replaces `path` or leaves it as it was."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _fsync_dir(directory: Path) -> None:
+    if not hasattr(os, "O_DIRECTORY"):  # POSIX only; elsewhere the rename is as durable as it gets
+        return
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
