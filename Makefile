@@ -1,5 +1,6 @@
 # Quick start:   make train   (install if needed, prepare data, run the default experiment)
-#                make test    (install if needed, run the tests)
+#                make test-all (install if needed, run all the tests: what CI runs)
+#                make test    (the fast set, -m 'not slow', for the edit-test loop)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ SHARED ?= $(CURDIR)/../shared/data
 EXPERIMENT ?= sst2_minilm
 ARGS ?=
 
-.PHONY: install data train test lint format bench clean-venv
+.PHONY: install data train test test-all lint format bench clean-venv
 
 # The stamp is rebuilt when the dependency list or the pins change.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -29,6 +30,9 @@ train: data
 	$(BIN)/sft-train experiment=$(EXPERIMENT) $(ARGS)
 
 test: data
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+test-all: data
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: install

@@ -18,7 +18,13 @@ from sft.utils.config import PROJECT_ROOT, register_resolvers
 register_resolvers()  # as the entry points do, before any config here is composed
 
 CONF_DIR = str(PROJECT_ROOT / "conf")
-EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "experiment").glob("*.yaml"))
+# conf/experiment/_*.yaml are bases the experiments build on, not experiments
+EXPERIMENTS = sorted(
+    p.stem for p in (PROJECT_ROOT / "conf" / "experiment").glob("*.yaml") if p.stem[0] != "_"
+)
+
+# A 2-layer BERT built in the test (random weights, MiniLM's tokenizer): +model.backbone.config_overrides=
+TINY_BERT = "{num_hidden_layers:2,hidden_size:32,num_attention_heads:2,intermediate_size:64}"
 
 # Small and fast: the small CNN on a 20-per-class CIFAR-10 slice, no progress bar.
 FAST = [
@@ -55,7 +61,11 @@ def compose_config(name: str, overrides: list[str], run_dir: Path) -> DictConfig
 
 
 def run_module(
-    module: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    module: str,
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
 ) -> subprocess.CompletedProcess:
     """`python -m <module> <args>` in a subprocess, as a user runs it (errors without Hydra's
     full trace, output unbuffered); `env` replaces the environment it starts from."""
@@ -66,7 +76,7 @@ def run_module(
         text=True,
         env=env,
         cwd=cwd,
-        timeout=600,
+        timeout=timeout,
     )
 
 

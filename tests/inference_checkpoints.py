@@ -3,11 +3,10 @@
 import functools
 from pathlib import Path
 
-from conftest import FAST, compose_config
+from conftest import FAST, TINY_BERT, compose_config
 
 from sft.train import train
 
-TINY_BERT = "{num_hidden_layers:2,hidden_size:32,num_attention_heads:2,intermediate_size:64}"
 # one short epoch, no test pass: a checkpoint is all these tests need
 SHORT = ["trainer.max_epochs=1", "test=false", "trainer.enable_progress_bar=false"]
 

@@ -307,6 +307,7 @@ IMAGENET_CONCEPTS = {
 }
 
 
+@pytest.mark.slow
 def test_packaged_efficientnet_head_recognises_cifar_concepts() -> None:
     # Hit rate of the concept's ImageNet classes (chance ~1%; random or misloaded weights score
     # ~0). Measured here with 32 images per class: 0.36 with mean=std=0.5, 0.22 with the
@@ -358,6 +359,7 @@ def ridge_probe_accuracy(
     return ((b @ w > 0).float() == y_test).float().mean().item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenetv2"])
 def test_packaged_features_separate_airplane_from_ship(name: str) -> None:
     # Measured (100 + 100 train images, 100 + 100 test images, 96x96 inputs, ridge 1000):

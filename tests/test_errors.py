@@ -7,7 +7,6 @@ subprocess checks the process-level contract (exit status, the whole of stderr).
 """
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import FAST
+from conftest import FAST, TINY_BERT, run_module
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -35,7 +34,6 @@ SMALL_CNN_BACKBONE = {
     "name": "small_cnn",
     "width": 8,
 }
-TINY_BERT = "{num_hidden_layers:2,hidden_size:32,num_attention_heads:2,intermediate_size:64}"
 
 
 def run_main(
@@ -386,14 +384,8 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
 
 def test_console_script_prints_only_the_error_line(tmp_path):
     """The whole process: exit status 1 and nothing on stderr but the error line."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "sft.train", "trainer.max_epoch=3", f"hydra.run.dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+    result = run_module(
+        "sft.train", "trainer.max_epoch=3", f"hydra.run.dir={tmp_path}", timeout=300
     )
     assert result.returncode == 1
     assert result.stderr == (

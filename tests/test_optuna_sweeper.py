@@ -1,13 +1,13 @@
 """The sft_optuna Hydra sweeper (hydra_plugins/sft_optuna_sweeper): its search space, a study
 that a re-run resumes, and pruning, through real `sft-train -m` runs on a tiny CNN (CPU)."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
+import pytest
 import torch
+from conftest import run_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -30,21 +30,7 @@ TINY = [
 
 
 def sft_train_multirun(sweep_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sft.train",
-            "-m",
-            *TINY,
-            *overrides,
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"},
-        timeout=600,
-    )
+    result = run_module("sft.train", "-m", *TINY, *overrides, f"hydra.sweep.dir={sweep_dir}")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
 
@@ -109,6 +95,7 @@ def test_trial_values_are_written_as_overrides_that_parse_back():
         assert parsed == value and type(parsed) is type(value), (value, format_value(value))
 
 
+@pytest.mark.slow
 def test_rerun_resumes_the_study_with_new_trials_in_new_job_dirs(tmp_path, data_dir):
     search = ["hparams_search=cifar10_optuna", "trainer.max_epochs=1"]
     sft_train_multirun(tmp_path, *search, "hydra.sweeper.n_trials=4")

@@ -2,12 +2,10 @@
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, run_module
 from inference_checkpoints import image_checkpoint, text_checkpoint
 from PIL import Image
 
@@ -140,19 +138,12 @@ def test_inputs_of_the_wrong_modality(ckpts, tmp_path):
         run_predict(ckpts["image"], tmp_path / "a.txt", tmp_path / "run")
     # the command line: one `error:` line, no traceback
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sft.predict",
-            f"ckpt_path={ckpts['text']}",
-            f"inputs={tmp_path / 'x.png'}",
-            f"hydra.run.dir={tmp_path / 'cli'}",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "sft.predict",
+        f"ckpt_path={ckpts['text']}",
+        f"inputs={tmp_path / 'x.png'}",
+        f"hydra.run.dir={tmp_path / 'cli'}",
         timeout=300,
-        env={**__import__("os").environ, "HYDRA_FULL_ERROR": "0"},
     )
     assert result.returncode == 1, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]

@@ -54,6 +54,7 @@ def scalars(tensorboard_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_exactly_in_its_directory(train_cfg, tmp_path, data_dir):
     """SIGKILL mid-epoch after a step checkpoint, then resume=<run dir>: the same final weights,
     optimizer state and validation metrics as an uninterrupted run; TensorBoard continues in the

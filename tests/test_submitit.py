@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, FAST
+from conftest import CONF_DIR, FAST, run_module
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
@@ -19,24 +19,15 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 @pytest.mark.slow
 def test_local_jobs_multirun_completes_two_jobs(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sft.train",
-            "-m",
-            "hydra/launcher=local_jobs",
-            *FAST,
-            "trainer.max_epochs=1",
-            "+trainer.limit_test_batches=2",
-            "seed=0,1",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+    result = run_module(
+        "sft.train",
+        "-m",
+        "hydra/launcher=local_jobs",
+        *FAST,
+        "trainer.max_epochs=1",
+        "+trainer.limit_test_batches=2",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 

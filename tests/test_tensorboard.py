@@ -100,6 +100,7 @@ def job_results(sweep_dir: Path) -> dict[str, dict]:
     }
 
 
+@pytest.mark.slow
 def test_runs_and_scalars_are_served_per_job(sweep_dir, tensorboard_url):
     results = job_results(sweep_dir)
     assert len(results) == 2 and all(r["status"] == "completed" for r in results.values())
@@ -122,6 +123,7 @@ def test_runs_and_scalars_are_served_per_job(sweep_dir, tensorboard_url):
         assert len(best) == 2  # one point per epoch, no extra hparams point at step 0
 
 
+@pytest.mark.slow
 def test_hparams_tab_lists_the_runs_with_their_real_metrics(sweep_dir, tensorboard_url):
     results = job_results(sweep_dir)
     experiment = poll(

@@ -20,7 +20,8 @@ from torch.utils.data import DistributedSampler
 
 from sft.data import LengthGroupedSampler, TextClassificationDataModule
 from sft.data.length_grouped import padding_fraction
-from sft.data.text_sources import detokenize, read_sst_trees
+from sft.data.readers.sst_trees import read_sst_trees
+from sft.data.sst_trees import detokenize
 from sft.errors import SFTError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -455,7 +456,7 @@ def test_hf_dataset_code_path(tmp_path, token_cache, monkeypatch):
     """The HF path on in-memory datasets: ClassLabel names, GLUE-style -1 test labels."""
     import datasets
 
-    import sft.data.text as text_mod
+    import sft.data.readers.hf as hf_reader
 
     features = datasets.Features(
         {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
@@ -471,7 +472,7 @@ def test_hf_dataset_code_path(tmp_path, token_cache, monkeypatch):
         loaded.append(split)
         return datasets.Dataset.from_dict(splits[split], features=features)
 
-    monkeypatch.setattr(text_mod, "load_hf_split", fake_load)
+    monkeypatch.setattr(hf_reader, "load_hf_split", fake_load)
     kwargs = {"source": "hf", "dataset_name": "someone/tiny", "batch_size": 2}
     kwargs.update(train_split="train", val_split="validation", test_split="test")
     dm = make_dm(tmp_path, token_cache, **kwargs)

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 import torch
-from conftest import CONF_DIR, EXPERIMENTS, compose_config, run_module
+from conftest import CONF_DIR, EXPERIMENTS, TINY_BERT, compose_config, run_module
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -14,8 +14,9 @@ from sft.train import train
 
 
 def test_experiment_glob_composes_every_experiment(tmp_path):
-    """`experiment=glob(*)`, as a sweep over experiments expands it, composes each one."""
-    override = OverridesParser.create().parse_overrides(["experiment=glob(*)"])[0]
+    """`experiment=glob(*,exclude=_*)`, a sweep over every experiment (not the `_*` bases they
+    build on), composes each one."""
+    override = OverridesParser.create().parse_overrides(["experiment=glob(*,exclude=_*)"])[0]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         options = GlobalHydra.instance().config_loader().get_group_options("experiment")
@@ -26,6 +27,7 @@ def test_experiment_glob_composes_every_experiment(tmp_path):
         assert cfg.name == name and cfg.model.num_classes >= 2
 
 
+@pytest.mark.slow
 def test_fast_dev_run_image_experiments_in_one_multirun(tmp_path, data_dir):
     """Each image experiment runs one batch of fit and test with its real backbone."""
     image_experiments = [e for e in EXPERIMENTS if e.startswith("cifar10")]
@@ -47,9 +49,6 @@ def test_fast_dev_run_image_experiments_in_one_multirun(tmp_path, data_dir):
     }
     assert ran == set(image_experiments)
     assert result.stdout.count("test/acc") == len(image_experiments)
-
-
-TINY_BERT = "{num_hidden_layers:2,hidden_size:32,num_attention_heads:2,intermediate_size:64}"
 
 
 @pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e.startswith("sst")])
@@ -108,6 +107,7 @@ def test_resume_from_last_checkpoint_continues_at_the_right_epoch(train_cfg, tmp
     assert state["global_step"] == 3 * steps_per_epoch
 
 
+@pytest.mark.slow
 def test_eval_reproduces_training_test_accuracy(train_cfg, tmp_path):
     metrics = train(train_cfg("trainer.max_epochs=2", run_dir=tmp_path / "train"))
     best = next((tmp_path / "train" / "checkpoints").glob("epoch_*.ckpt"))
@@ -127,6 +127,7 @@ def test_eval_reproduces_training_test_accuracy(train_cfg, tmp_path):
     assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_ddp_sim_runs_two_processes(train_cfg):
     cfg = train_cfg("trainer=ddp_sim", "trainer.max_epochs=1", "trainer.enable_progress_bar=false")
     metrics = train(cfg)

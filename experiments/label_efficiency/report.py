@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from sft.runs.result import COMPLETED, RESULT_FILE, RunResult
+from sft.runs.sweep_summary import read_results
 from sft.utils.hardware import cpu_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,8 +114,7 @@ def arm_order(arm: str) -> tuple[bool, int, str]:
     return "from scratch" in arm, ranks[0] if ranks else len(METHODS), arm
 
 
-def load_job(job_dir: Path, metric: str) -> Job:
-    result = RunResult.read(job_dir / RESULT_FILE)
+def load_job(job_dir: Path, result: RunResult, metric: str) -> Job:
     cfg = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "config.yaml"))
     choices = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
     score = result.metrics.get(metric) if result.status == COMPLETED else None
@@ -325,7 +325,7 @@ def main() -> None:
     for sweep in sweeps:
         if not (sweep / "multirun.yaml").is_file():
             raise SystemExit(f"error: {sweep} is not a multirun sweep directory (no multirun.yaml)")
-        jobs += [load_job(p.parent, study.metric) for p in sorted(sweep.glob(f"*/{RESULT_FILE}"))]
+        jobs += [load_job(sweep / job, result, study.metric) for job, result in read_results(sweep)]
     if not jobs:
         raise SystemExit(f"error: no {RESULT_FILE} under {', '.join(map(str, sweeps))}")
 

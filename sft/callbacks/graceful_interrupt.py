@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import shlex
 import signal
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import lightning as L
 from lightning.pytorch import Callback
-from lightning.pytorch.callbacks import ModelCheckpoint
+
+from sft.runs.directories import trainer_last_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class GracefulInterrupt(Callback):
         # Every DDP rank must stop (and save) together, whichever of them got the signal.
         if not trainer.strategy.reduce_boolean_decision(self._received is not None, all=False):
             return
-        path = checkpoint_dir(trainer) / "last.ckpt"
+        path = trainer_last_checkpoint(trainer)
         trainer.save_checkpoint(path, weights_only=False)
         name = signal.Signals(self._received).name if self._received else "a signal"
         message = (
@@ -98,11 +98,3 @@ class GracefulInterrupt(Callback):
         if trainer.is_global_zero:
             log.warning(message)
         raise TrainingInterrupted(message)
-
-
-def checkpoint_dir(trainer: L.Trainer) -> Path:
-    """Where this run's checkpoints (and so last.ckpt) go."""
-    for cb in trainer.callbacks:
-        if isinstance(cb, ModelCheckpoint) and cb.dirpath:
-            return Path(cb.dirpath)
-    return Path(trainer.default_root_dir) / "checkpoints"

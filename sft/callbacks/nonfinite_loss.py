@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import torch
 from lightning.pytorch import Callback
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from sft.errors import SFTError
-
-
-def last_checkpoint(trainer: L.Trainer) -> Path | None:
-    """The newest `last.ckpt` of the trainer's checkpoint callbacks, if one was written."""
-    found = [
-        Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
-        for cb in trainer.callbacks
-        if isinstance(cb, ModelCheckpoint) and cb.dirpath
-    ]
-    found = [p for p in found if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+from sft.runs.directories import trainer_last_checkpoint
 
 
 class StopOnNonFiniteLoss(Callback):
@@ -38,9 +25,9 @@ class StopOnNonFiniteLoss(Callback):
         if bool(torch.isfinite(loss).all()):
             return
         kind = "nan" if bool(torch.isnan(loss).any()) else "inf"
-        last = last_checkpoint(trainer)
+        last = trainer_last_checkpoint(trainer)
         raise SFTError(
             f"non-finite loss ({kind}) at epoch {trainer.current_epoch}, step "
-            f"{trainer.global_step}; last good checkpoint: {last or 'none'} (lower the learning "
+            f"{trainer.global_step}; last good checkpoint: {last if last.is_file() else 'none'} (lower the learning "
             "rate, or check the data and the model for overflows)"
         )

@@ -15,10 +15,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.transforms import v2
 
 from sft.contracts import IMAGENET
 from sft.data.base import ImageDataModule, check_batch_size, check_train_batch
+from sft.data.image_decode import ImageDecoder
 from sft.data.resumable import ResumableDataLoader
 from sft.data.subsets import check_few_label_args, few_label_indices
 from sft.errors import SFTError
@@ -28,10 +28,14 @@ class _MappedImageFolder(ImageFolder):
     """ImageFolder that can be told the class-to-index mapping (val/test reuse train's)."""
 
     def __init__(
-        self, root: str, transform, class_to_idx: dict[str, int] | None, allow_empty: bool
+        self,
+        root: str,
+        decode: ImageDecoder,
+        class_to_idx: dict[str, int] | None,
+        allow_empty: bool,
     ):
         self._fixed_class_to_idx = class_to_idx
-        super().__init__(root, transform=transform, allow_empty=allow_empty)
+        super().__init__(root, loader=decode, allow_empty=allow_empty)
 
     def find_classes(self, directory):
         if self._fixed_class_to_idx is None:
@@ -75,7 +79,7 @@ def check_images(ds: ImageFolder, size: int, skip_bad_files: bool) -> None:
 
 
 def open_image_folder(
-    path: Path, transform, class_to_idx: dict[str, int] | None = None
+    path: Path, decode: ImageDecoder, class_to_idx: dict[str, int] | None = None
 ) -> _MappedImageFolder:
     """One split folder as a dataset; user mistakes in the tree become one-line SFTErrors."""
     if not path.is_dir():
@@ -95,7 +99,7 @@ def open_image_folder(
     try:
         # Train must have images in every class; val/test may lack some classes.
         ds = _MappedImageFolder(
-            str(path), transform, class_to_idx, allow_empty=class_to_idx is not None
+            str(path), decode, class_to_idx, allow_empty=class_to_idx is not None
         )
     except FileNotFoundError as e:
         raise SFTError(f"image folder {path}: {e}".strip()) from None
@@ -176,9 +180,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.drop_last = drop_last
         self.skip_bad_files = skip_bad_files
         # PIL decode -> resize -> uint8 CHW tensor, per sample in the workers.
-        self.sample_transform = v2.Compose(
-            [v2.Resize((image_size, image_size), antialias=True), v2.PILToTensor()]
-        )
+        self.decode = ImageDecoder(image_size)
         self.train_data: Dataset | None = None
         self.val_data: Dataset | None = None
         self.test_data: Dataset | None = None
@@ -190,13 +192,13 @@ class ImageFolderDataModule(ImageDataModule):
             if self.test_dir is None:
                 raise SFTError("data.test_dir is null: this image-folder dataset has no test split")
             self.test_data = open_image_folder(
-                self.root / self.test_dir, self.sample_transform, self.class_to_idx
+                self.root / self.test_dir, self.decode, self.class_to_idx
             )
             check_images(self.test_data, self.image_size, self.skip_bad_files)
 
     def _setup_train_val(self) -> None:
         train_path = self.root / self.train_dir
-        full = open_image_folder(train_path, self.sample_transform)
+        full = open_image_folder(train_path, self.decode)
         check_images(full, self.image_size, self.skip_bad_files)
         self.class_names = list(full.classes)
         self.num_classes = len(self.class_names)
@@ -205,7 +207,7 @@ class ImageFolderDataModule(ImageDataModule):
 
         val_path = self.root / self.val_dir if self.val_dir is not None else None
         if val_path is not None and val_path.is_dir():
-            self.val_data = open_image_folder(val_path, self.sample_transform, self.class_to_idx)
+            self.val_data = open_image_folder(val_path, self.decode, self.class_to_idx)
             check_images(self.val_data, self.image_size, self.skip_bad_files)
             pool = torch.arange(len(full))
         else:

@@ -7,100 +7,38 @@ training batches are grouped by length (`sft.data.length_grouped`) so that paddi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from sft.data.base import SFTDataModule, check_batch_size, check_train_batch
 from sft.data.length_grouped import LengthGroupedSampler
+from sft.data.readers import ReaderSettings, create_reader
 from sft.data.resumable import ResumableDataLoader, ResumableRandomSampler
 from sft.data.subsets import check_few_label_args, few_label_indices
-from sft.data.text_sources import (
-    BINARY_NAMES,
-    QUOTING,
-    SST5_NAMES,
-    LabelMap,
-    TextExamples,
-    check_file,
-    hf_label_names,
-    jsonl_keys,
-    load_hf_split,
-    read_delimited,
-    read_header,
-    read_hf_split,
-    read_jsonl,
-    read_sst_trees,
-)
-from sft.data.token_cache import TokenizedSplit, cached_tokenize, file_digest, load_tokenizer
+from sft.data.token_batches import TokenBatchCollator, TokenDataset
+from sft.data.token_cache import TokenizedSplit, cached_tokenize, default_cache_dir, load_tokenizer
 from sft.errors import SFTError
 
-SOURCES = ("tsv", "csv", "jsonl", "sst_trees", "hf")
 ROLES = ("train", "val", "test")
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "sft" / "tokens"
-
-
-class TokenDataset(Dataset):
-    """Rows `indices` (default: all) of a tokenised split, as features for the collator."""
-
-    def __init__(self, split: TokenizedSplit, indices: Sequence[int] | None = None) -> None:
-        self.split = split
-        self.indices = None if indices is None else torch.as_tensor(indices, dtype=torch.int64)
-
-    def __len__(self) -> int:
-        return len(self.split) if self.indices is None else self.indices.numel()
-
-    def _row(self, i: int) -> int:
-        return i if self.indices is None else int(self.indices[i])
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.split.example(self._row(i))
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        lengths = self.split.lengths
-        return lengths if self.indices is None else lengths[self.indices]
-
-    @property
-    def labels(self) -> torch.Tensor:
-        labels = self.split.labels
-        return labels if self.indices is None else labels[self.indices]
-
-
-class TokenBatchCollator:
-    """HF's `DataCollatorWithPadding` (pads to the longest row of the batch, adds
-    `attention_mask`), asked for numpy and turned into int64 torch tensors: transformers 5's
-    own torch conversion walks every token in Python first and costs ~2.5x the whole collation."""
-
-    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> None:
-        from transformers import DataCollatorWithPadding
-
-        self.pad = DataCollatorWithPadding(
-            tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="np"
-        )
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(v).to(torch.int64) for k, v in self.pad(features).items()}
 
 
 class TextClassificationDataModule(SFTDataModule):
     """Sentence (or sentence-pair) classification from files under `data_dir` or HF `datasets`.
 
-    `source`:
+    `source` picks the reader (`sft.data.readers`), which takes its own options as well:
     - `tsv` / `csv`: a header row, then one example per row; columns `text_column` (and
       `text_pair_column`), `label_column`. `quoting="none"` (default for tsv, GLUE style)
       keeps `"` as an ordinary character; `"minimal"` (default for csv) reads quoted fields.
     - `jsonl`: one JSON object per line with those keys.
-    - `sst_trees`: SST PTB trees (`binary`, `phrases`: see `read_sst_trees`).
+    - `sst_trees`: SST PTB trees (`binary`, `phrases`: see `sft.data.readers.sst_trees`).
     - `hf`: `datasets.load_dataset(dataset_name, dataset_config, split=<split>)`.
     `train_split` / `val_split` / `test_split`: files under `data_dir`, or HF split names.
+    `cache_dir`: where token ids are cached; None: `default_cache_dir()` (the configs' default).
 
     Labels are names from `label_names` or integer indices; without `label_names` they must be
     integers and the class count is max(train label) + 1. Validation is `val_split` (required);
@@ -151,22 +89,33 @@ class TextClassificationDataModule(SFTDataModule):
         label_names = [str(n) for n in label_names] if label_names is not None else None
         cache_dir = str(cache_dir) if cache_dir is not None else None
         self._check_args(locals())
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        settings = ReaderSettings(
+            data_dir=Path(data_dir).expanduser(),
+            splits=self.splits,
+            text_column=text_column,
+            text_pair_column=text_pair_column,
+            label_column=label_column,
+            label_names=label_names,
+            test_labelled=test_labelled,
+            trust_remote_code=trust_remote_code,
+        )
+        # every source's own options, flat as the configs (and checkpoints' hparams) hold them
+        options = {
+            "quoting": quoting,
+            "binary": binary,
+            "phrases": phrases,
+            "dataset_name": dataset_name,
+            "dataset_config": dataset_config,
+        }
+        self.reader = create_reader(source, settings, options)
         # logger=False: train.py logs the whole run config once
         self.save_hyperparameters(logger=False)
 
-        self.data_dir = Path(data_dir).expanduser()
-        self.source = source
-        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        # read by sft-predict, sft-export and checkpoints without class names
         self.text_column = text_column
         self.text_pair_column = text_pair_column
-        self.label_column = label_column
         self.label_names = label_names
-        self.quoting = quoting or ("none" if source == "tsv" else "minimal")
-        self.test_labelled = test_labelled
-        self.binary = binary
-        self.phrases = phrases
-        self.dataset_name = dataset_name
-        self.dataset_config = dataset_config
         self.tokenizer_name = tokenizer
         self.trust_remote_code = trust_remote_code
         self.max_length = max_length
@@ -187,7 +136,6 @@ class TextClassificationDataModule(SFTDataModule):
         self._tokenizer: Any = None
         self._collator: TokenBatchCollator | None = None
         self._loaded: dict[str, TokenizedSplit] = {}
-        self._hf: dict[str, Any] = {}
         self.cache_files: dict[str, Path] = {}
         self.cache_hits: dict[str, bool] = {}
         self.train_data: TokenDataset | None = None
@@ -196,10 +144,7 @@ class TextClassificationDataModule(SFTDataModule):
 
     @staticmethod
     def _check_args(args: dict[str, Any]) -> None:
-        if args["source"] not in SOURCES:
-            raise SFTError(
-                f"data.source must be one of {', '.join(SOURCES)}, got {args['source']!r}"
-            )
+        """The settings of every source; the reader checks its own (create_reader)."""
         max_length = args["max_length"]
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
             raise SFTError(
@@ -213,22 +158,8 @@ class TextClassificationDataModule(SFTDataModule):
             if args[key] is not None:
                 check_batch_size(key, args[key])
         check_few_label_args(args["train_fraction"], args["samples_per_class"])
-        if args["quoting"] is not None and args["quoting"] not in QUOTING:
-            raise SFTError(f"data.quoting must be none or minimal, got {args['quoting']!r}")
         if not args["train_split"] or not args["val_split"]:
             raise SFTError("data.train_split and data.val_split are required (validation = val)")
-        if args["source"] == "hf" and not args["dataset_name"]:
-            raise SFTError("data.source=hf needs data.dataset_name (e.g. stanfordnlp/sst2)")
-        if args["source"] != "sst_trees" and (args["binary"] or args["phrases"]):
-            raise SFTError("data.binary and data.phrases apply to data.source=sst_trees only")
-        if args["source"] == "sst_trees" and args["text_pair_column"]:
-            raise SFTError("data.source=sst_trees has no sentence pairs (text_pair_column)")
-        names = args["label_names"]
-        if args["source"] == "sst_trees" and names is not None:
-            expected = 2 if args["binary"] else 5
-            if len(names) != expected:
-                raise SFTError(f"data.label_names: SST trees have {expected} classes, got {names}")
-        LabelMap(names)  # distinct, non-empty
 
     # ---- tokenizer, collator ---------------------------------------------------------------
     @property
@@ -250,93 +181,24 @@ class TextClassificationDataModule(SFTDataModule):
             self._collator = TokenBatchCollator(self.tokenizer, self.pad_to_multiple_of)
         return self._collator
 
-    # ---- reading -----------------------------------------------------------------------------
-    def _path(self, role: str) -> Path:
-        return self.data_dir / self.splits[role]
-
-    def _where(self, role: str) -> str:
-        if self.source == "hf":
-            return f"{self.dataset_name}[{self.splits[role]}]"
-        return str(self._path(role))
-
-    def _hf_split(self, role: str) -> Any:
-        split = self.splits[role]
-        if split not in self._hf:
-            self._hf[split] = load_hf_split(
-                self.dataset_name, self.dataset_config, split, self.trust_remote_code
-            )
-        return self._hf[split]
-
-    def _label_map(self) -> LabelMap:
-        if self.source == "sst_trees":
-            return LabelMap(self.label_names or (BINARY_NAMES if self.binary else SST5_NAMES))
-        if self.label_names is None and self.source == "hf":
-            return LabelMap(hf_label_names(self._hf_split("train"), self.label_column))
-        return LabelMap(self.label_names)
-
-    def _label_mode(self, role: str) -> tuple[str | None, bool]:
-        """(label column to read, labels required) of a split."""
-        if role != "test" or self.test_labelled:
-            return self.label_column, True
-        if self.test_labelled is False:
-            return None, False
-        return self.label_column, False  # auto: labelled if the column is there
-
-    def _read(self, role: str) -> TextExamples:
-        label_column, need = self._label_mode(role)
-        text, pair, labels = self.text_column, self.text_pair_column, self._label_map()
-        if self.source in ("tsv", "csv"):
-            delimiter = "\t" if self.source == "tsv" else ","
-            return read_delimited(
-                self._path(role), delimiter, self.quoting, text, pair, label_column, labels, need
-            )
-        if self.source == "jsonl":
-            return read_jsonl(self._path(role), text, pair, label_column, labels, need)
-        if self.source == "sst_trees":
-            return read_sst_trees(self._path(role), self.binary, self.phrases and role == "train")
-        return read_hf_split(
-            self._hf_split(role), self._where(role), text, pair, label_column, labels, need
-        )
-
-    def _key_parts(self, role: str) -> dict[str, Any]:
-        """Everything besides tokenizer and max_length that changes this split's tensors."""
-        label_column, need = self._label_mode(role)
-        parts: dict[str, Any] = {"source": self.source, "labels": self._label_map().names}
-        if self.source == "sst_trees":
-            parts.update(binary=self.binary, phrases=self.phrases and role == "train")
-        else:
-            parts.update(
-                text=self.text_column, pair=self.text_pair_column, label=label_column, need=need
-            )
-        if self.source in ("tsv", "csv"):
-            parts["quoting"] = self.quoting
-        if self.source == "hf":
-            # datasets' fingerprint identifies the loaded split's content
-            parts.update(dataset=self._where(role), fingerprint=self._hf_split(role)._fingerprint)
-        else:
-            path = self._path(role)
-            check_file(path)
-            parts["sha256"] = file_digest(path)
-        return parts
-
-    def _cache_name(self, role: str) -> str:
-        stem = self.dataset_name if self.source == "hf" else self.data_dir.name
-        return f"{str(stem).replace('/', '_')}-{role}"
-
+    # ---- reading (by the reader of data.source) --------------------------------------------
     def load_split(self, role: str) -> TokenizedSplit:
         """The tokenised split `role` (train/val/test): from memory, the disk cache, or built."""
         if role not in self._loaded:
+            reader = self.reader
             split, path, hit = cached_tokenize(
                 self.cache_dir,
-                self._cache_name(role),
-                self._key_parts(role),
-                lambda: self._read(role),
+                reader.cache_name(role),
+                reader.cache_key(role),
+                lambda: reader.read(role),
                 self.tokenizer,
                 self.max_length,
             )
             if len(split) == 0:
-                what = " after dropping neutral (label 2) trees" if self.binary else ""
-                raise SFTError(f"{self._where(role)}: the {role} split has no examples{what}")
+                raise SFTError(
+                    f"{reader.where(role)}: the {role} split has no examples"
+                    + reader.empty_split_note
+                )
             self._check_empty_texts(role, split)
             self._loaded[role] = split
             self.cache_files[role], self.cache_hits[role] = path, hit
@@ -351,12 +213,11 @@ class TextClassificationDataModule(SFTDataModule):
         empty = (split.lengths <= specials).nonzero().flatten()
         if not empty.numel():
             return
-        where = "rows" if self.source == "hf" else "lines"
         first = ", ".join(str(n) for n in split.lines[empty[:5]].tolist())
         more = ", ..." if empty.numel() > 5 else ""
         message = (
-            f"{self._where(role)}: {empty.numel()} of {len(split)} {role} examples have an empty "
-            f"or whitespace-only text ({where} {first}{more})"
+            f"{self.reader.where(role)}: {empty.numel()} of {len(split)} {role} examples have an "
+            f"empty or whitespace-only text ({self.reader.row_kind} {first}{more})"
         )
         if not self.allow_empty_text:
             raise SFTError(f"{message}; remove them or set data.allow_empty_text=true")
@@ -370,7 +231,7 @@ class TextClassificationDataModule(SFTDataModule):
         if bad.numel():
             i = int(bad[0])
             raise SFTError(
-                f"{self._where(role)}, line {int(split.lines[i])}: label {int(labels[i])} is not "
+                f"{self.reader.where(role)}, line {int(split.lines[i])}: label {int(labels[i])} is not "
                 f"in the label set (0..{num_classes - 1}, learned from the training split; set "
                 "data.label_names to fix the classes)"
             )
@@ -385,7 +246,7 @@ class TextClassificationDataModule(SFTDataModule):
                 self.load_split(role)
 
     def setup(self, stage: str | None = None) -> None:
-        names = self._label_map().names
+        names = self.reader.label_map().names
         if names is None:  # integer labels: the class count comes from the training split
             names = [str(i) for i in range(int(self.load_split("train").labels.max()) + 1)]
         self.class_names, self.num_classes = names, len(names)
@@ -422,26 +283,18 @@ class TextClassificationDataModule(SFTDataModule):
             train.labels, self.train_fraction, self.samples_per_class, seed=self.seed
         )
         self.train_data = TokenDataset(train.split, keep)
-        check_train_batch(self.batch_size, len(keep), self.drop_last, self._where("train"))
+        check_train_batch(self.batch_size, len(keep), self.drop_last, self.reader.where("train"))
         self.val_data = self._checked("val")
 
     @property
     def has_labelled_test(self) -> bool:
-        """Whether `test_dataloader` has labels to score; known before setup (reads a header)."""
+        """Whether `test_dataloader` has labels to score; known before setup (the reader looks at
+        a header at most, an HF split is read)."""
         if not self.splits["test"]:
             return False
-        if self.test_labelled is not None:
-            return bool(self.test_labelled)
-        if self.test_data is not None:
+        if self.test_data is not None:  # read: its labels tell (all -1 when unlabelled)
             return bool((self.test_data.labels >= 0).any())
-        if self.source in ("tsv", "csv"):
-            delimiter = "\t" if self.source == "tsv" else ","
-            return self.label_column in read_header(self._path("test"), delimiter, self.quoting)
-        if self.source == "jsonl":
-            return self.label_column in jsonl_keys(self._path("test"))
-        if self.source == "sst_trees":
-            return True  # every tree carries labels
-        return bool((self.load_split("test").labels >= 0).any())
+        return self.reader.has_labels("test")
 
     # ---- loaders -----------------------------------------------------------------------------
     def _loader(self, data: TokenDataset | None, what: str, **kwargs: Any) -> DataLoader:
@@ -487,7 +340,7 @@ class TextClassificationDataModule(SFTDataModule):
     def test_dataloader(self) -> DataLoader:
         if self.splits["test"] and not self.has_labelled_test:
             raise SFTError(
-                f"{self._where('test')} has no labels to test on; its predictions come from "
+                f"{self.reader.where('test')} has no labels to test on; its predictions come from "
                 "predict_dataloader (sft-eval)"
             )
         if not self.splits["test"]:

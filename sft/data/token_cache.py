@@ -3,9 +3,9 @@
 A cache file `<cache_dir>/<name>-<key>.pt` holds one split: all token ids as one flat int32
 tensor plus int64 offsets (ragged rows without per-row Python objects), int64 labels, int64
 source line numbers (for error messages) and, when the tokenizer has them, int8 token type ids.
-The key hashes everything that changes the tensors: the source bytes, the tokenizer's
-serialized pipeline, `max_length` and the reader options. Files are written to a temp name and
-renamed, so a killed run leaves no half file.
+The key hashes everything that changes the tensors: the source content and reader options (the
+reader's `cache_key`), the tokenizer's serialized pipeline and `max_length`. Files are written
+atomically (`sft.utils.io`), so a killed run leaves no half file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import chain
@@ -24,9 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from sft.data.text_sources import TextExamples
+from sft.data.readers.examples import TextExamples
+from sft.data.tokenize import encode_texts
 from sft.errors import SFTError
 from sft.hub import hub_error, load_pretrained
+from sft.utils.config import work_root
+from sft.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,13 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 # Rows per tokenizer call: bounds the Python lists alive at once on large user files.
 TOKENIZE_CHUNK = 8192
+
+
+def default_cache_dir() -> Path:
+    """Where token caches go without `data.cache_dir`: the configs' default,
+    `${paths.cache_dir}/tokens` (conf/paths/default.yaml: $SFT_CACHE_DIR, else .cache/ under
+    the checkout or the current directory), so code and configs share one cache."""
+    return Path(os.environ.get("SFT_CACHE_DIR") or Path(work_root()) / ".cache") / "tokens"
 
 
 @dataclass
@@ -125,14 +134,6 @@ def tokenizer_digest(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(parts: Mapping[str, Any]) -> str:
     """A short hash of JSON-able `parts` (sorted keys: dict order does not matter)."""
     text = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=str)
@@ -141,25 +142,18 @@ def cache_key(parts: Mapping[str, Any]) -> str:
 
 def tokenize(tokenizer: Any, examples: TextExamples, max_length: int) -> TokenizedSplit:
     """Token ids of every example, truncated to `max_length` (pairs: longest first)."""
-    with_types = "token_type_ids" in tokenizer.model_input_names
     ids: list[np.ndarray] = []
     types: list[np.ndarray] = []
     lengths: list[int] = []
     for start in range(0, len(examples), TOKENIZE_CHUNK):
         end = start + TOKENIZE_CHUNK
-        enc = tokenizer(
-            examples.texts[start:end],
-            examples.pairs[start:end] if examples.pairs is not None else None,
-            truncation=True,
-            max_length=max_length,
-            return_attention_mask=False,
-            return_token_type_ids=with_types,
-        )
+        pairs = examples.pairs[start:end] if examples.pairs is not None else None
+        enc = encode_texts(tokenizer, examples.texts[start:end], pairs, max_length)
         rows = enc["input_ids"]
         lengths.extend(map(len, rows))
         count = sum(map(len, rows))
         ids.append(np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=count))
-        if with_types:
+        if "token_type_ids" in enc:
             rows = enc["token_type_ids"]
             types.append(np.fromiter(chain.from_iterable(rows), dtype=np.int8, count=count))
     offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
@@ -175,14 +169,9 @@ def tokenize(tokenizer: Any, examples: TextExamples, max_length: int) -> Tokeniz
 
 
 def save_split(split: TokenizedSplit, path: Path) -> None:
-    """Atomic: readers see the old file, no file, or the whole new one."""
-    # unique per writer: ranks on several hosts may share one cache folder
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        torch.save(split.state(), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Atomic: readers see the old file, no file, or the whole new one (also when ranks on
+    several hosts share one cache folder)."""
+    atomic_torch_save(split.state(), path)
 
 
 def load_split(path: Path) -> TokenizedSplit | None:
@@ -219,7 +208,6 @@ def cached_tokenize(
         return split, path, True
     split = tokenize(tokenizer, read(), max_length)
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
         save_split(split, path)
     except OSError as e:  # a read-only cache costs time, not correctness
         log.warning(f"tokens: could not write the cache {path} ({e}); set data.cache_dir")

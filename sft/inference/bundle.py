@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.transforms import v2
 
 from sft.contracts import ClassificationData, Modality
+from sft.data.tokenize import encode_texts
 from sft.errors import SFTError
 from sft.models.classifier import SFTClassifier
 from sft.models.loading import datamodule_from_checkpoint, load_classifier
@@ -35,11 +35,6 @@ class InferenceBundle:
         transform = self.datamodule.transform
         return tuple(transform.mean), tuple(transform.std)
 
-    def decode_transform(self) -> v2.Compose:
-        """PIL image -> uint8 (3, S, S) at the training resolution, as the image folders do."""
-        size = self.image_size
-        return v2.Compose([v2.Resize((size, size), antialias=True), v2.PILToTensor()])
-
     def image_inputs(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (or [0, 1] float) images -> the model's normalised float input (eval transform)."""
         labels = torch.zeros(images.shape[0], dtype=torch.int64)
@@ -48,15 +43,7 @@ class InferenceBundle:
     def tokenize(self, texts: list[str], pairs: list[str] | None = None) -> list[dict[str, Any]]:
         """Token ids per text, truncated as in training; `collate` pads a list of them."""
         dm = self.datamodule
-        tokenizer = dm.tokenizer
-        encoded = tokenizer(
-            texts,
-            pairs,
-            truncation=True,
-            max_length=dm.max_length,
-            return_attention_mask=False,
-            return_token_type_ids="token_type_ids" in tokenizer.model_input_names,
-        )
+        encoded = encode_texts(dm.tokenizer, texts, pairs, dm.max_length)
         keys = list(encoded.keys())
         return [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
 

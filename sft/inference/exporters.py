@@ -14,6 +14,7 @@ from torch import nn
 
 from sft.errors import SFTError
 from sft.inference.bundle import InferenceBundle
+from sft.models.backbones.huggingface import HFEncoder, pool
 
 EXPORT_EXTRA_HINT = "pip install 'sft[export]'"
 # Runs a written export on deployable-module arguments, returns logits as a CPU tensor.
@@ -109,7 +110,7 @@ def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[P
     from transformers import AutoModel
 
     encoder = bundle.model.backbone
-    if not hasattr(encoder, "model") or not hasattr(encoder, "pooling"):
+    if not isinstance(encoder, HFEncoder):
         raise SFTError("formats=[hf] needs a Hugging Face text backbone (backbone huggingface)")
     if not isinstance(head, nn.Linear):
         raise SFTError("formats=[hf] needs a head that folds into one Linear (branch linear/none)")
@@ -144,11 +145,6 @@ def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[P
         input_ids, mask = inputs
         with torch.no_grad():
             hidden = reloaded(input_ids=input_ids, attention_mask=mask).last_hidden_state
-            if pooling == "cls":
-                pooled = hidden[:, 0]
-            else:
-                m = mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            return head(pooled)
+            return head(pool(hidden, mask, pooling))
 
     return folder, run

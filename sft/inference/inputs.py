@@ -11,14 +11,11 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from sft.data.text_sources import (
-    QUOTING,
-    LabelMap,
-    TextExamples,
-    _lines,
-    read_delimited,
-    read_jsonl,
-)
+from sft.data.readers.examples import TextExamples
+from sft.data.readers.files import read_lines
+from sft.data.readers.jsonl import read_jsonl
+from sft.data.readers.labels import LabelMap
+from sft.data.readers.table import QUOTING, CsvReader, TsvReader, read_delimited
 from sft.errors import SFTError
 
 TEXT_SUFFIXES = (".txt", ".tsv", ".csv", ".jsonl")
@@ -95,7 +92,7 @@ def read_texts(
                 f"with columns {text_column!r} and {pair_column!r}"
             )
         out = TextInputs([], [], source=path)
-        for line, raw in _lines(path):
+        for line, raw in read_lines(path):
             text = raw.rstrip("\r\n")
             if text.strip():
                 out.ids.append(str(line))
@@ -125,9 +122,9 @@ def _read_table(
     )
     if path.suffix.lower() == ".jsonl":
         return read_jsonl(path, **columns)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    # GLUE TSVs are unquoted (`"` is a plain character), CSVs quote fields: as the datamodule
-    quoting = quoting or ("none" if delimiter == "\t" else "minimal")
+    # the datamodule's delimiter and default quoting for the format
+    table = TsvReader if path.suffix.lower() == ".tsv" else CsvReader
+    quoting = quoting or table.default_quoting
     if quoting not in QUOTING:
         raise SFTError(f"quoting must be none or minimal, got {quoting!r}")
-    return read_delimited(path, delimiter, quoting, **columns)
+    return read_delimited(path, table.delimiter, quoting, **columns)

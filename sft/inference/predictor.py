@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
+from sft.data.image_decode import ImageDecoder
 from sft.errors import SFTError
 from sft.inference.bundle import InferenceBundle
 from sft.inference.inputs import ImageInputs, TextInputs
 
 
-def load_image(path, transform) -> torch.Tensor:
+def load_image(path, decode: ImageDecoder) -> torch.Tensor:
     """An image file as uint8 (3, S, S) RGB at the training resolution."""
     try:
-        with Image.open(path) as image:
-            return transform(image.convert("RGB"))
+        return decode(path)
     except (UnidentifiedImageError, OSError) as e:
         raise SFTError(f"image {path} cannot be read ({type(e).__name__}: {e})") from None
 
@@ -43,10 +43,10 @@ def predict_probs(
             out.append(bundle.logits(batch).softmax(-1).cpu())
     else:
         check_modality(bundle, "image", str(inputs.paths[0]))
-        transform = bundle.decode_transform()
+        decode = ImageDecoder(bundle.image_size)
         for start in range(0, len(inputs), batch_size):
             images = torch.stack(
-                [load_image(p, transform) for p in inputs.paths[start : start + batch_size]]
+                [load_image(p, decode) for p in inputs.paths[start : start + batch_size]]
             )
             out.append(bundle.logits(bundle.image_inputs(images)).softmax(-1).cpu())
     return torch.cat(out)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import torch
+
+from sft.utils.io import atomic_write
 
 # GLUE's leaderboard file name per task; sft-predict writes SST-2's
 GLUE_SST2_FILE = "SST-2.tsv"
@@ -29,19 +30,10 @@ def prediction_rows(
     return rows
 
 
-def _atomic_write(path: Path, write) -> None:
-    # a killed run leaves the old file or none, never half a file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
 def write_predictions(path: Path, rows: list[dict], fmt: str) -> None:
     """`fmt` csv (a header row) or json (a list of objects, probabilities as numbers)."""
     if fmt == "json":
-        _atomic_write(path, lambda f: json.dump(rows, f, indent=1, ensure_ascii=False))
+        atomic_write(path, lambda f: json.dump(rows, f, indent=1, ensure_ascii=False), text=True)
         return
 
     def write_csv(f) -> None:
@@ -49,7 +41,7 @@ def write_predictions(path: Path, rows: list[dict], fmt: str) -> None:
         writer.writeheader()
         writer.writerows(rows)
 
-    _atomic_write(path, write_csv)
+    atomic_write(path, write_csv, text=True)
 
 
 def write_glue_submission(path: Path, indices: list[str], probs: torch.Tensor) -> None:
@@ -60,4 +52,4 @@ def write_glue_submission(path: Path, indices: list[str], probs: torch.Tensor) -
         for index, pred in zip(indices, probs.argmax(-1).tolist(), strict=True):
             f.write(f"{index}\t{pred}\n")
 
-    _atomic_write(path, write)
+    atomic_write(path, write, text=True)

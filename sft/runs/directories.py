@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sft.errors import SFTError
@@ -30,6 +32,15 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 def last_checkpoint(run_dir: str | Path) -> Path:
     """Where a run directory's newest full training state is saved (it may not exist yet)."""
     return Path(run_dir) / LAST_CHECKPOINT
+
+
+def trainer_last_checkpoint(trainer: Trainer) -> Path:
+    """Where `trainer` saves last.ckpt: in its checkpoint callbacks' folder (conf/callbacks:
+    `<run dir>/checkpoints`), else in `<default_root_dir>/checkpoints` as Lightning does."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            return Path(callback.dirpath) / LAST_CHECKPOINT.name
+    return last_checkpoint(trainer.default_root_dir)
 
 
 def latest_resumable_run(experiment_dir: str | Path) -> Path | None:

@@ -23,7 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import MissingConfigException, OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from sft.utils.config import CONF_DIR
@@ -114,6 +114,7 @@ def representative_overrides(parsed: list[Override], loader: Any) -> Iterator[st
 
 
 def unknown_option(group: str, option: str, options: Sequence[str]) -> str:
+    options = [o for o in options if not o.startswith("_")]  # _*.yaml: bases, not choices
     close = difflib.get_close_matches(option, options, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"unknown option '{option}' for group '{group}' (available: {', '.join(options)}{hint})"
@@ -171,11 +172,12 @@ def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -
 
 def dotted_keys(node: DictConfig, prefix: str = "") -> Iterator[str]:
     """Every key of a config as `a.b.c`, without resolving interpolations."""
-    for name in node:
+    for name, child in node.items_ex(resolve=False):
         key = f"{prefix}{name}"
         yield key
-        child = node._get_node(name)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+        # a typed sub-config node may stand for None (it compares equal to None) or be missing
+        is_none = child == None  # noqa: E711 (DictConfig's own comparison)
+        if isinstance(child, DictConfig) and not is_none and not OmegaConf.is_missing(node, name):
             yield from dotted_keys(child, f"{key}.")
 
 

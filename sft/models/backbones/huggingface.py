@@ -25,6 +25,16 @@ Pooling = Literal["cls", "mean"]
 _LAYER_RE = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
 
 
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """(B, T, D) token states -> (B, D): the first ([CLS]) token, or the mean over real tokens
+    (where attention_mask is 1), which sentence-transformers models (all-MiniLM-L6-v2) use.
+    Shared by the backbone and the exported Hugging Face folder's check."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
 class HFEncoder(nn.Module):
     """Pooled features (B, hidden_size) of a transformers encoder `model`.
 
@@ -61,12 +71,7 @@ class HFEncoder(nn.Module):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._takes_token_types:
             inputs["token_type_ids"] = token_type_ids
-        hidden = self.model(**inputs).last_hidden_state
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        # Mean over real tokens only: what sentence-transformers models (all-MiniLM-L6-v2) use.
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return pool(self.model(**inputs).last_hidden_state, attention_mask, self.pooling)
 
     def layer_id(self, param_name: str) -> int:
         """Depth of parameter `param_name` (a name from this module's named_parameters())."""

@@ -1,0 +1,25 @@
+"""The one error for columns (table fields, JSON keys, HF dataset columns) that a split lacks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from sft.errors import SFTError
+
+COLUMN_HINT = "set data.text_column / data.label_column"
+
+
+def check_columns(
+    where: str | Path,
+    wanted: Iterable[str | None],
+    available: Sequence[str],
+    hint: str = COLUMN_HINT,
+) -> None:
+    """One line naming the `wanted` columns (None: not wanted) missing from `available`."""
+    missing = [c for c in wanted if c is not None and c not in available]
+    if missing:
+        raise SFTError(
+            f"{where}: no column {', '.join(map(repr, missing))}; available columns: "
+            f"{', '.join(map(repr, available))} ({hint})"
+        )

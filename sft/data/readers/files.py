@@ -1,0 +1,64 @@
+"""Text files under `data_dir`: existence checks with a hint, UTF-8 lines, content digests, and
+the base class of the readers of such files."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sft.data.readers.base import TextReader
+from sft.errors import SFTError
+
+# UTF-8 that also drops the byte-order mark spreadsheet programs put in front of a CSV header
+ENCODING = "utf-8-sig"
+
+
+def check_file(path: Path) -> None:
+    """One line naming `path` (and what its folder holds) when it is not a file."""
+    if not path.is_file():
+        where = "does not exist" if not path.parent.is_dir() else "is missing"
+        raise SFTError(f"text data file {path} {where}" + _dir_hint(path))
+
+
+def _dir_hint(path: Path) -> str:
+    if path.parent.is_dir():
+        files = sorted(p.name for p in path.parent.iterdir())[:10]
+        return f" (its folder holds: {', '.join(files) or 'nothing'})"
+    return f" (no folder {path.parent}; set data.data_dir or SFT_DATA_DIR)"
+
+
+def read_lines(path: Path) -> Iterable[tuple[int, str]]:
+    """(line number from 1, line) of a UTF-8 text file; one SFTError line when it is not UTF-8."""
+    try:
+        with open(path, encoding=ENCODING) as f:
+            yield from enumerate(f, start=1)
+    except UnicodeDecodeError as e:
+        raise SFTError(f"{path} is not UTF-8 text ({e})") from None
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FileReader(TextReader):
+    """A source whose splits are files `<data_dir>/<split>`, identified by their bytes."""
+
+    def path(self, role: str) -> Path:
+        return self.settings.data_dir / self.settings.splits[role]
+
+    def where(self, role: str) -> str:
+        return str(self.path(role))
+
+    def cache_name(self, role: str) -> str:
+        return f"{self.settings.data_dir.name}-{role}"
+
+    def content_key(self, role: str) -> dict[str, Any]:
+        path = self.path(role)
+        check_file(path)
+        return {"sha256": file_digest(path)}

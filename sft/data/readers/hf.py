@@ -1,0 +1,126 @@
+"""Hugging Face `datasets`: `datasets.load_dataset(data.dataset_name, data.dataset_config,
+split=<split>)`, its columns read like a table's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sft.data.readers.base import ReaderSettings, TextReader
+from sft.data.readers.columns import check_columns
+from sft.data.readers.examples import UNLABELLED, TextExamples
+from sft.data.readers.labels import LabelMap, as_int
+from sft.errors import SFTError
+
+
+def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: bool) -> Any:
+    """`datasets.load_dataset(name, config, split=split)`; one line when it cannot be had
+    (typically offline and not in the local datasets cache)."""
+    import datasets
+
+    kwargs = {"trust_remote_code": True} if trust_remote_code else {}
+    try:
+        return datasets.load_dataset(name, config, split=split, **kwargs)
+    except Exception as e:  # offline, unknown name/split, ...: all are the user's to fix
+        reason = " ".join(str(e).split())[:200]
+        raise SFTError(
+            f"could not load Hugging Face dataset {name!r}"
+            + (f" ({config!r})" if config else "")
+            + f" split {split!r} ({type(e).__name__}: {reason}); offline it must already be in "
+            "the local datasets cache (load it once with network access), or export it to a "
+            "TSV/CSV/JSONL file and use data=text_files"
+        ) from None
+
+
+def hf_label_names(dataset: Any, label_column: str | None) -> list[str] | None:
+    """Class names of a `ClassLabel` label column, if it is one."""
+    feature = dataset.features.get(label_column) if label_column else None
+    return list(feature.names) if getattr(feature, "names", None) else None
+
+
+def read_hf_split(
+    dataset: Any,
+    where: str,
+    text_column: str,
+    pair_column: str | None,
+    label_column: str | None,
+    label_map: LabelMap,
+    need_labels: bool,
+) -> TextExamples:
+    """Columns of a loaded HF split; `lines` are row numbers. Negative labels (GLUE test splits
+    use -1) = unlabelled, unless labels are required."""
+    columns = list(dataset.column_names)
+    labelled = need_labels or label_column in columns
+    check_columns(where, [text_column, pair_column, label_column if labelled else None], columns)
+    count = len(dataset)
+    texts = dataset[text_column]
+    pairs = dataset[pair_column] if pair_column else [None] * count
+    values = dataset[label_column] if labelled else [None] * count
+    out = TextExamples(pairs=[] if pair_column else None)
+    for row, (text, pair, value) in enumerate(zip(texts, pairs, values, strict=True)):
+        index = as_int(value)
+        if not labelled or (index is not None and index < 0 and not need_labels):
+            label = UNLABELLED
+        else:
+            label = label_map(value, f"{where}, row {row}")
+        out.add(str(text), label, row, str(pair) if pair_column else None)
+    return out
+
+
+class HFReader(TextReader):
+    """Splits of a Hugging Face dataset: `data.train_split` etc. are its split names. Options
+    `data.dataset_name` (required), `data.dataset_config`. Without `data.label_names`, the
+    classes are the names of a `ClassLabel` label column."""
+
+    source = "hf"
+    options = ("dataset_name", "dataset_config")
+    row_kind = "rows"
+
+    def __init__(
+        self,
+        settings: ReaderSettings,
+        dataset_name: str | None = None,
+        dataset_config: str | None = None,
+    ) -> None:
+        super().__init__(settings)
+        if not dataset_name:
+            raise SFTError("data.source=hf needs data.dataset_name (e.g. stanfordnlp/sst2)")
+        self.dataset_name, self.dataset_config = dataset_name, dataset_config
+        self._datasets: dict[str, Any] = {}  # split name -> loaded split
+
+    def dataset(self, role: str) -> Any:
+        """The loaded HF split of `role` (loaded once)."""
+        split = self.settings.splits[role]
+        if split not in self._datasets:
+            self._datasets[split] = load_hf_split(
+                self.dataset_name, self.dataset_config, split, self.settings.trust_remote_code
+            )
+        return self._datasets[split]
+
+    def where(self, role: str) -> str:
+        return f"{self.dataset_name}[{self.settings.splits[role]}]"
+
+    def label_map(self) -> LabelMap:
+        names = self.settings.label_names
+        if names is None:
+            names = hf_label_names(self.dataset("train"), self.settings.label_column)
+        return LabelMap(names)
+
+    def read(self, role: str) -> TextExamples:
+        label_column, need = self.label_mode(role)
+        s = self.settings
+        return read_hf_split(
+            self.dataset(role),
+            self.where(role),
+            s.text_column,
+            s.text_pair_column,
+            label_column,
+            self.label_map(),
+            need,
+        )
+
+    def cache_name(self, role: str) -> str:
+        return f"{self.dataset_name.replace('/', '_')}-{role}"
+
+    def content_key(self, role: str) -> dict[str, Any]:
+        # datasets' fingerprint identifies the loaded split's content
+        return {"dataset": self.where(role), "fingerprint": self.dataset(role)._fingerprint}

@@ -1,0 +1,94 @@
+"""JSON lines: one JSON object per line, its keys the columns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sft.data.readers.columns import COLUMN_HINT, check_columns
+from sft.data.readers.examples import UNLABELLED, TextExamples
+from sft.data.readers.files import FileReader, check_file, read_lines
+from sft.data.readers.labels import LabelMap
+from sft.errors import SFTError
+
+
+def jsonl_keys(path: Path) -> list[str]:
+    """The keys of the first record of a JSONL file (whether it has labels, before reading it)."""
+    check_file(path)
+    for line, raw in read_lines(path):
+        if raw.strip():
+            return list(_json_record(path, line, raw))
+    return []
+
+
+def _json_record(path: Path, line: int, raw: str) -> dict[str, Any]:
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise SFTError(f"{path}, line {line}: not valid JSON ({e.msg})") from None
+    if not isinstance(record, dict):
+        raise SFTError(f"{path}, line {line}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def read_jsonl(
+    path: Path,
+    text_column: str,
+    pair_column: str | None,
+    label_column: str | None,
+    label_map: LabelMap,
+    need_labels: bool,
+    id_columns: Sequence[str] = (),
+    hint: str = COLUMN_HINT,
+) -> TextExamples:
+    """One JSON object per line; blank lines are skipped. Without `need_labels`, a file whose
+    first record has no label key is unlabelled. With `id_columns`, `ids` holds each record's
+    value (as text) of the first of them it has."""
+    check_file(path)
+    out = TextExamples(pairs=[] if pair_column else None, ids=[] if id_columns else None)
+    labelled: bool | None = None
+    for line, raw in read_lines(path):
+        if not raw.strip():
+            continue
+        record = _json_record(path, line, raw)
+        if labelled is None:
+            labelled = need_labels or label_column in record
+        wanted = [text_column, pair_column, label_column if labelled else None]
+        check_columns(f"{path}, line {line}", wanted, list(record), hint)
+        for column in (text_column, pair_column):
+            if column is not None and not isinstance(record[column], str):
+                raise SFTError(
+                    f"{path}, line {line}: {column!r} must be a string, got "
+                    f"{type(record[column]).__name__}"
+                )
+        where = f"{path}, line {line}"
+        label = label_map(record[label_column], where) if labelled else UNLABELLED
+        pair = record[pair_column] if pair_column else None
+        id_key = next((c for c in id_columns if c in record), None)
+        ident = str(record[id_key]) if id_key is not None else None
+        out.add(record[text_column], label, line, pair, ident)
+    return out
+
+
+class JsonlReader(FileReader):
+    """Splits as JSONL files; keys `data.text_column` (and `data.text_pair_column`),
+    `data.label_column`."""
+
+    source = "jsonl"
+
+    def read(self, role: str) -> TextExamples:
+        label_column, need = self.label_mode(role)
+        s = self.settings
+        return read_jsonl(
+            self.path(role),
+            s.text_column,
+            s.text_pair_column,
+            label_column,
+            self.label_map(),
+            need,
+        )
+
+    def labels_present(self, role: str) -> bool:
+        return self.settings.label_column in jsonl_keys(self.path(role))

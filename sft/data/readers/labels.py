@@ -1,0 +1,52 @@
+"""Raw label values (names or integers, as files and datasets hold them) -> class indices."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from sft.errors import SFTError
+
+
+class LabelMap:
+    """Raw label values -> class indices.
+
+    With `names`, a value is a name (exact match) or an integer index into `names`; without,
+    it must be an integer >= 0 (the class count is inferred from the training split).
+    """
+
+    def __init__(self, names: Sequence[str] | None) -> None:
+        self.names = [str(n) for n in names] if names is not None else None
+        if self.names is not None and (not self.names or len(set(self.names)) != len(self.names)):
+            raise SFTError(f"data.label_names must be distinct and non-empty, got {self.names}")
+        self._index = {n: i for i, n in enumerate(self.names or [])}
+
+    def allowed(self) -> str:
+        if self.names is None:
+            return "integers >= 0"
+        return f"{self.names} or 0..{len(self.names) - 1}"
+
+    def __call__(self, value: Any, where: str) -> int:
+        if isinstance(value, str):
+            value = value.strip()
+            if value in self._index:
+                return self._index[value]
+        index = as_int(value)
+        n = len(self.names) if self.names is not None else None
+        if index is None or index < 0 or (n is not None and index >= n):
+            raise SFTError(f"{where}: label {value!r} is not in the label set ({self.allowed()})")
+        return index
+
+
+def as_int(value: Any) -> int | None:
+    """`value` as an integer when it is one (an int, an integral float, or digits), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value):
+        return int(value)
+    return None

@@ -1,0 +1,135 @@
+"""Delimited files with a header row: TSV (GLUE style, unquoted) and CSV (quoted fields)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sft.data.readers.base import ReaderSettings
+from sft.data.readers.columns import COLUMN_HINT, check_columns
+from sft.data.readers.examples import UNLABELLED, TextExamples
+from sft.data.readers.files import ENCODING, FileReader, check_file
+from sft.data.readers.labels import LabelMap
+from sft.errors import SFTError
+
+QUOTING = {"none": csv.QUOTE_NONE, "minimal": csv.QUOTE_MINIMAL}
+
+
+def read_header(path: Path, delimiter: str, quoting: str) -> list[str]:
+    """The column names of a delimited file (its first row)."""
+    check_file(path)
+    try:
+        with open(path, encoding=ENCODING, newline="") as f:
+            row = next(csv.reader(f, delimiter=delimiter, quoting=QUOTING[quoting]), None)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise SFTError(f"{path}, line 1: unreadable header ({e})") from None
+    if not row:
+        raise SFTError(f"{path} is empty: expected a header row naming the columns")
+    return [c.strip() for c in row]
+
+
+def read_delimited(
+    path: Path,
+    delimiter: str,
+    quoting: str,
+    text_column: str,
+    pair_column: str | None,
+    label_column: str | None,
+    label_map: LabelMap,
+    need_labels: bool,
+    id_columns: Sequence[str] = (),
+    hint: str = COLUMN_HINT,
+) -> TextExamples:
+    """A TSV/CSV with a header. `quoting="none"` (GLUE style) keeps `"` as a plain character.
+
+    A file without the label column is unlabelled (labels -1) unless `need_labels`. With
+    `id_columns`, `ids` holds each row's value of the first of them in the header.
+    """
+    header = read_header(path, delimiter, quoting)
+    if need_labels or label_column in header:
+        check_columns(path, [text_column, pair_column, label_column], header, hint)
+        label_at = header.index(label_column) if label_column else None
+    else:
+        check_columns(path, [text_column, pair_column], header, hint)
+        label_at = None
+    text_at = header.index(text_column)
+    pair_at = header.index(pair_column) if pair_column else None
+    id_at = next((header.index(c) for c in id_columns if c in header), None)
+    out = TextExamples(pairs=[] if pair_column else None, ids=[] if id_columns else None)
+    kind = "tab" if delimiter == "\t" else repr(delimiter)
+    try:
+        with open(path, encoding=ENCODING, newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter, quoting=QUOTING[quoting], strict=True)
+            next(reader)
+            for row in reader:
+                line = reader.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # blank line
+                if len(row) != len(header):
+                    raise SFTError(
+                        f"{path}, line {line}: expected {len(header)} {kind}-separated fields "
+                        f"({', '.join(header)}), got {len(row)}"
+                    )
+                label = (
+                    UNLABELLED
+                    if label_at is None
+                    else label_map(row[label_at], f"{path}, line {line}")
+                )
+                pair = row[pair_at] if pair_at is not None else None
+                out.add(row[text_at], label, line, pair, row[id_at] if id_at is not None else None)
+    except csv.Error as e:
+        raise SFTError(f"{path}, line {reader.line_num}: malformed row ({e})") from None
+    except UnicodeDecodeError as e:
+        raise SFTError(f"{path} is not UTF-8 text ({e})") from None
+    return out
+
+
+class TableReader(FileReader):
+    """Splits as delimited files with a header row; columns `data.text_column` (and
+    `data.text_pair_column`), `data.label_column`. Option `data.quoting`: none or minimal,
+    null for the format's own default."""
+
+    options = ("quoting",)
+    delimiter: ClassVar[str]
+    default_quoting: ClassVar[str]
+
+    def __init__(self, settings: ReaderSettings, quoting: str | None = None) -> None:
+        super().__init__(settings)
+        if quoting is not None and quoting not in QUOTING:
+            raise SFTError(f"data.quoting must be none or minimal, got {quoting!r}")
+        self.quoting = quoting or self.default_quoting
+
+    def read(self, role: str) -> TextExamples:
+        label_column, need = self.label_mode(role)
+        s = self.settings
+        return read_delimited(
+            self.path(role),
+            self.delimiter,
+            self.quoting,
+            s.text_column,
+            s.text_pair_column,
+            label_column,
+            self.label_map(),
+            need,
+        )
+
+    def options_key(self, role: str) -> dict[str, Any]:
+        return {**super().options_key(role), "quoting": self.quoting}
+
+    def labels_present(self, role: str) -> bool:
+        header = read_header(self.path(role), self.delimiter, self.quoting)
+        return self.settings.label_column in header
+
+
+class TsvReader(TableReader):
+    source = "tsv"
+    delimiter = "\t"
+    default_quoting = "none"  # GLUE TSVs: `"` is an ordinary character in a sentence
+
+
+class CsvReader(TableReader):
+    source = "csv"
+    delimiter = ","
+    default_quoting = "minimal"  # quoted fields, as spreadsheet programs write them
