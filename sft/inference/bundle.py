@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from sft.contracts import ClassificationData, Modality
+from sft.data.text import TextClassificationDataModule
 from sft.data.tokenize import encode_texts
 from sft.errors import SFTError
 from sft.models.classifier import SFTClassifier
@@ -78,11 +79,11 @@ def load_bundle(ckpt_path: str | Path, device: str = "cpu") -> InferenceBundle:
     return InferenceBundle(model, datamodule, list(names), modality, ckpt_path)
 
 
-def _class_names_from_data(datamodule: Any) -> list[str]:
-    # Checkpoints written before they recorded class names: ask the data (reads the label set).
-    names = getattr(datamodule, "label_names", None)
-    if names:
-        return [str(n) for n in names]
+def _class_names_from_data(datamodule: ClassificationData) -> list[str]:
+    # Checkpoints written before they recorded class names: ask the data (reads the label set,
+    # unless the text data names its labels).
+    if isinstance(datamodule, TextClassificationDataModule) and datamodule.label_names:
+        return [str(n) for n in datamodule.label_names]
     datamodule.setup("validate")
     return list(datamodule.class_names)
 

@@ -67,7 +67,7 @@ def build_deployable(bundle: InferenceBundle) -> nn.Module:
     backbone = copy.deepcopy(bundle.model.backbone).cpu()
     head = folded_head(bundle)
     if bundle.modality == "text":
-        if getattr(bundle.datamodule, "text_pair_column", None):
+        if bundle.datamodule.text_pair_column:  # a text model's datamodule: the text one
             raise SFTError(
                 "sft-export takes input_ids + attention_mask: sentence-pair models (which also "
                 "need token_type_ids) are not supported"
