@@ -49,7 +49,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     # the precision the hardware calls for, then every value checked, before anything is built
     # and before the config is saved (config_resolved.yaml records the precision used)
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
-    for key in ("data", "model", "trainer"):
+    for key in ("data", "model", "trainer", "adapter"):
         check_config_types(cfg.get(key), key)
     # ckpt_path=, or last.ckpt of the run resume= continues: read once, here
     start = resume_point(cfg) if cfg.get("train") else None
@@ -58,7 +58,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         continue_tensorboard(cfg.get("logger"), start.step)
 
     datamodule: SFTDataModule = instantiate(cfg.data)
-    model: SFTClassifier = instantiate(cfg.model)
+    model: SFTClassifier = instantiate(cfg.model, adapter=cfg.get("adapter"))
     datamodule.configure_input(model.input_spec)  # the backbone's normalisation, modality
     trainer = build_trainer(
         cfg.trainer,
@@ -69,7 +69,14 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # hparams.yaml
-    tensorboard_hparams = TensorBoardHParams(trainer.loggers, cfg, swept_keys(), task_overrides())
+    trainable, total = model.parameter_counts()
+    tensorboard_hparams = TensorBoardHParams(
+        trainer.loggers,
+        cfg,
+        swept_keys(),
+        task_overrides(),
+        {"model.trainable_params": trainable, "model.trainable_fraction": trainable / total},
+    )
     tensorboard_hparams.start()
 
     if cfg.get("train"):

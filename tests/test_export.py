@@ -62,7 +62,12 @@ torch.save({k: v.detach() for k, v in out.items()}, out_file)
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory, data_dir):
     root = tmp_path_factory.getbasetemp() / "inference_ckpts"
-    return {"image": image_checkpoint(root), "text": text_checkpoint(root)}
+    return {
+        "image": image_checkpoint(root),
+        "text": text_checkpoint(root),
+        "image_lora": image_checkpoint(root, lora=True),
+        "text_lora": text_checkpoint(root, lora=True),
+    }
 
 
 def run_without_sft(script: str, *args) -> subprocess.CompletedProcess:
@@ -80,14 +85,16 @@ def run_export(ckpt, out_dir, *overrides):
     return export(cfg)
 
 
-def test_image_export_equals_the_checkpoint_without_sft(ckpts, tmp_path, capsys):
+@pytest.mark.parametrize("kind", ["image", "image_lora"])
+def test_image_export_equals_the_checkpoint_without_sft(kind, ckpts, tmp_path, capsys):
+    """With LoRA the exported model is plain: the adapters merged into the weights."""
     # the default formats, with torch's default (dynamo) ONNX exporter
-    out = run_export(ckpts["image"], tmp_path / "run")
+    out = run_export(ckpts[kind], tmp_path / "run")
     assert out == tmp_path / "run" / "export"
     printed = capsys.readouterr().out
     assert "torchscript: max abs diff" in printed and "onnx: max abs diff" in printed
     meta = json.loads((out / "metadata.json").read_text())
-    bundle = load_bundle(ckpts["image"])
+    bundle = load_bundle(ckpts[kind])
     assert meta["class_names"] == bundle.class_names and meta["image_size"] == 32
     assert meta["files"] == {"torchscript": "model.pt", "onnx": "model.onnx"}
     assert bundle.model.head.branch is not None  # a fused head: folding is exercised
@@ -105,9 +112,11 @@ def test_image_export_equals_the_checkpoint_without_sft(ckpts, tmp_path, capsys)
         assert (logits - expected).abs().max() <= ATOL, name
 
 
-def test_text_export_equals_the_checkpoint_without_sft(ckpts, data_dir, tmp_path):
+@pytest.mark.parametrize("kind", ["text", "text_lora"])
+def test_text_export_equals_the_checkpoint_without_sft(kind, ckpts, data_dir, tmp_path):
+    """With LoRA the exported HF folder holds a plain transformers model (adapters merged)."""
     out = run_export(
-        ckpts["text"],
+        ckpts[kind],
         tmp_path / "run",
         "formats=[torchscript,onnx,hf]",
         "onnx.dynamo=false",  # the TorchScript-based exporter: seconds instead of ~30 s on CPU
@@ -123,7 +132,7 @@ def test_text_export_equals_the_checkpoint_without_sft(ckpts, data_dir, tmp_path
     # dev sentences of other lengths than the exporter's parity batch
     lines = (data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[30:36]
     sentences = [line.split("\t")[0] for line in lines]
-    bundle = load_bundle(ckpts["text"])
+    bundle = load_bundle(ckpts[kind])
     expected = bundle.logits(bundle.collate(bundle.tokenize(sentences)))
     (tmp_path / "sentences.json").write_text(json.dumps(sentences))
     result = run_without_sft(TEXT_SCRIPT, out, tmp_path / "out.pt", tmp_path / "sentences.json")

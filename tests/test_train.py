@@ -10,6 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from sft.eval import evaluate
+from sft.runs.sweep_summary import read_results
 from sft.train import train
 
 
@@ -29,12 +30,14 @@ def test_experiment_glob_composes_every_experiment(tmp_path):
 
 @pytest.mark.slow
 def test_fast_dev_run_image_experiments_in_one_multirun(tmp_path, data_dir):
-    """Each image experiment runs one batch of fit and test with its real backbone."""
-    image_experiments = [e for e in EXPERIMENTS if e.startswith("cifar10")]
+    """Each image experiment, with and without LoRA adapters, runs one batch of fit (and test
+    where the experiment tests) with its real backbone."""
+    image_experiments = [e for e in EXPERIMENTS if "cifar10" in e]
     result = run_module(
         "sft.train",
         "-m",
-        "experiment=glob(cifar10*)",
+        "experiment=glob(*cifar10*,exclude=_*)",
+        "adapter=none,lora",
         "debug=fdr",
         "data.batch_size=8",
         "data.eval_batch_size=8",
@@ -42,21 +45,23 @@ def test_fast_dev_run_image_experiments_in_one_multirun(tmp_path, data_dir):
         f"hydra.sweep.dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
-    ran = {
-        (job / ".hydra" / "overrides.yaml").read_text().split("experiment=")[1].split()[0]
-        for job in jobs
-    }
-    assert ran == set(image_experiments)
-    assert result.stdout.count("test/acc") == len(image_experiments)
+    ran = set()
+    for job, outcome in read_results(tmp_path):
+        assert outcome.status == "completed", (job, outcome.error)
+        overrides = dict(o.split("=", 1) for o in outcome.overrides)
+        ran.add((overrides["experiment"], overrides["adapter"]))
+    assert ran == {(e, a) for e in image_experiments for a in ("none", "lora")}
 
 
-@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e.startswith("sst")])
-def test_fast_dev_run_text_experiments_with_a_tiny_bert(experiment, tmp_path, data_dir):
-    """Every text experiment, its encoder swapped for a 2-layer BERT built from the packaged
-    MiniLM config (and tokenizer), runs one batch of fit (+ test where labelled)."""
+@pytest.mark.parametrize("adapter", ["none", "lora"])
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if "sst" in e])
+def test_fast_dev_run_text_experiments_with_a_tiny_bert(experiment, adapter, tmp_path, data_dir):
+    """Every text experiment, with and without LoRA adapters, its encoder swapped for a 2-layer
+    BERT built from the packaged MiniLM config (and tokenizer), runs one batch of fit (+ test
+    where labelled)."""
     overrides = [
         f"experiment={experiment}",
+        f"adapter={adapter}",
         "debug=fdr",
         "trainer.accelerator=cpu",
         "trainer.precision=32-true",

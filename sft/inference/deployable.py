@@ -16,6 +16,7 @@ from torch import nn
 
 from sft.errors import SFTError
 from sft.inference.bundle import InferenceBundle
+from sft.models.adapters import merge_adapters
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def folded_head(bundle: InferenceBundle) -> nn.Module:
 
 def build_deployable(bundle: InferenceBundle) -> nn.Module:
     """The checkpoint model as a deployable module on CPU, in eval mode (a copy)."""
-    backbone = copy.deepcopy(bundle.model.backbone).cpu()
+    # LoRA adapters folded into their layers: a plain backbone, outputs unchanged
+    backbone = merge_adapters(copy.deepcopy(bundle.model.backbone).cpu())
     head = folded_head(bundle)
     if bundle.modality == "text":
         if bundle.datamodule.text_pair_column:  # a text model's datamodule: the text one

@@ -3,6 +3,7 @@ user without sft would (torch.jit.load, onnxruntime, transformers) for the parit
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import warnings
@@ -14,6 +15,7 @@ from torch import nn
 
 from sft.errors import SFTError
 from sft.inference.bundle import InferenceBundle
+from sft.models.adapters import merge_adapters
 from sft.models.backbones.huggingface import HFEncoder, pool
 
 EXPORT_EXTRA_HINT = "pip install 'sft[export]'"
@@ -115,7 +117,8 @@ def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[P
     if not isinstance(head, nn.Linear):
         raise SFTError("formats=[hf] needs a head that folds into one Linear (branch linear/none)")
     names = bundle.class_names
-    hf_model = encoder.model
+    # LoRA adapters folded in: the folder holds a plain transformers model
+    hf_model = merge_adapters(copy.deepcopy(encoder.model))
     hf_model.config.id2label = dict(enumerate(names))
     hf_model.config.label2id = {n: i for i, n in enumerate(names)}
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """SFTClassifier: a pretrained backbone + fused supervised head, trained with CE + lambda R(theta)."""
 
+import logging
 from collections.abc import Mapping
 from contextlib import nullcontext
 from itertools import islice
@@ -8,7 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric, MetricCollection
@@ -16,10 +17,21 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sft.contracts import ClassificationData
 from sft.errors import SFTError
+from sft.models.adapters import (
+    BASE_WEIGHTS,
+    LoraSettings,
+    add_lora,
+    check_base_weights,
+    frozen_parameters,
+    is_adapter_parameter,
+    weights_hash,
+)
 from sft.models.backbones import backbone_speed_hints, resolve_input_spec
 from sft.models.linear_probe import extract_features, fit_logistic_regression
 from sft.models.optim import layerwise_param_groups, param_groups
 from sft.models.regularizers import create_regularizer
+
+log = logging.getLogger(__name__)
 
 
 def _plain(cfg: Any) -> Any:
@@ -50,6 +62,9 @@ class SFTClassifier(L.LightningModule):
     channels_last: NHWC memory layout for image backbones; None: the backbone's registered
     default (on for convolutional networks, where it measured faster on CPU).
     compile: `torch.compile` the backbone (dynamic shapes: text batches vary in length).
+    adapter: LoRA adapters inside the backbone (conf/adapter/lora.yaml, sft.models.adapters):
+    only they, the head (and biases / norms if asked) train; None: no adapters.
+    lr_adapter: the adapters' learning rate (layer decay scales it too); None: lr_head.
     """
 
     def __init__(
@@ -73,11 +88,13 @@ class SFTClassifier(L.LightningModule):
         log_regularizer: bool = False,
         channels_last: bool | None = None,
         compile: bool = False,
+        adapter: Mapping | None = None,
+        lr_adapter: float | None = None,
     ) -> None:
         super().__init__()
         # Convert before save_hyperparameters(): it reads the current values of the init args.
-        backbone, head, optimizer, scheduler, linear_probe = map(
-            _plain, (backbone, head, optimizer, scheduler, linear_probe)
+        backbone, head, optimizer, scheduler, linear_probe, adapter = map(
+            _plain, (backbone, head, optimizer, scheduler, linear_probe, adapter)
         )
         # logger=False: train.py logs the whole run config once
         self.save_hyperparameters(logger=False)
@@ -90,6 +107,17 @@ class SFTClassifier(L.LightningModule):
         )
         if freeze_backbone:
             self.backbone.requires_grad_(False)
+        if adapter is not None:
+            if freeze_backbone:
+                raise SFTError(
+                    "adapter=lora trains adapters inside the backbone: set "
+                    "model.freeze_backbone=false (a linear probe is method=linear_probe, no adapter)"
+                )
+            name = str(backbone.get("name", backbone.get("_target_")))
+            settings = LoraSettings.from_config(adapter)
+            add_lora(self.backbone, settings, name)
+            # small checkpoints: Lightning loads them without the frozen weights
+            self.strict_loading = not settings.save_only_trainable
         if channels_last is None:
             channels_last = backbone_speed_hints(backbone).channels_last
             if channels_last:
@@ -100,7 +128,10 @@ class SFTClassifier(L.LightningModule):
         if compile:
             # in place: the state_dict keys stay those of the plain backbone
             self.backbone.compile(dynamic=True)
-        self.regularizer = create_regularizer(regularizer, self.backbone)
+        # with adapters, R(theta) is over what trains (sft.models.regularizers)
+        self.regularizer = create_regularizer(
+            regularizer, self.backbone, trainable_only=adapter is not None
+        )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # Persistent flag: a resumed or evaluated model must not be re-probed.
         self.register_buffer("linear_probe_done", torch.tensor(False))
@@ -115,6 +146,19 @@ class SFTClassifier(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_acc_best = MaxMetric()
+        self._base_hash: str | None = None
+        trainable, total = self.parameter_counts()
+        if rank_zero_only.rank == 0:  # the run log (Lightning's rank_zero_info bypasses it)
+            log.info(
+                f"model: {trainable:,} of {total:,} parameters train "
+                f"({100 * trainable / total:.2f} %)"
+                + (f", LoRA adapters r={adapter['r']}" if adapter is not None else "")
+            )
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameters of backbone and head (adapters included)."""
+        params = [*self.backbone.parameters(), *self.head.parameters()]
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
     # ---- forward -------------------------------------------------------------------------
     def features(self, inputs: Any) -> torch.Tensor:
@@ -237,6 +281,21 @@ class SFTClassifier(L.LightningModule):
         datamodule = self._datamodule()
         if datamodule is not None:
             checkpoint.update(datamodule.rebuild_info())
+        if not self.strict_loading:  # adapter.save_only_trainable
+            frozen = frozen_parameters(self)
+            state = checkpoint["state_dict"]
+            checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in frozen}
+            if self._base_hash is None:  # frozen: hashed once per run
+                self._base_hash = weights_hash(frozen)
+            checkpoint[BASE_WEIGHTS] = {
+                "backbone": self.hparams.backbone,
+                "sha256": self._base_hash,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a small checkpoint trains on from the base weights this model loaded: the same ones?
+        if BASE_WEIGHTS in checkpoint:
+            check_base_weights(self, checkpoint[BASE_WEIGHTS], "the checkpoint")
 
     # ---- linear-probe initialisation (LP of LP-FT) ----------------------------------------
     def on_fit_start(self) -> None:
@@ -291,15 +350,38 @@ class SFTClassifier(L.LightningModule):
         )
 
     # ---- optimisation ----------------------------------------------------------------------
+    def _backbone_groups(self) -> list[dict]:
+        """The backbone's trainable parameters at lr_backbone, its adapters' at lr_adapter;
+        with layer_decay, both scaled by depth."""
+        hp = self.hparams
+        named = [(n, p) for n, p in self.backbone.named_parameters() if p.requires_grad]
+        parts = (
+            ("backbone", hp.lr_backbone, [(n, p) for n, p in named if not is_adapter_parameter(n)]),
+            (
+                "adapter",
+                hp.lr_adapter or hp.lr_head,
+                [(n, p) for n, p in named if is_adapter_parameter(n)],
+            ),
+        )
+        groups = []
+        for label, lr, params in parts:
+            if not params:
+                continue
+            if hp.layer_decay is None:
+                groups += param_groups(params, lr, hp.weight_decay, label)
+            else:
+                groups += layerwise_param_groups(
+                    self.backbone, params, lr, hp.weight_decay, hp.layer_decay, label
+                )
+        return groups
+
     def configure_optimizers(self) -> dict:
         hp = self.hparams
-        groups = param_groups(self.head, hp.lr_head, hp.weight_decay, "head")
-        if not hp.freeze_backbone and hp.layer_decay is None:
-            groups += param_groups(self.backbone, hp.lr_backbone, hp.weight_decay, "backbone")
-        elif not hp.freeze_backbone:
-            groups += layerwise_param_groups(
-                self.backbone, hp.lr_backbone, hp.weight_decay, hp.layer_decay, "backbone"
-            )
+        groups = param_groups(
+            list(self.head.named_parameters()), hp.lr_head, hp.weight_decay, "head"
+        )
+        if not hp.freeze_backbone:
+            groups += self._backbone_groups()
         optimizer_cfg = hp.optimizer or {"_target_": "torch.optim.AdamW", "fused": True}
         # Partial first: instantiate() would turn the groups' dicts into DictConfigs.
         optimizer = instantiate(optimizer_cfg, _partial_=True)(groups, lr=hp.lr_head)

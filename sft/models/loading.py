@@ -6,6 +6,7 @@ from typing import Any
 from hydra.utils import instantiate
 
 from sft.errors import SFTError
+from sft.models.adapters import BASE_WEIGHTS, check_base_weights, frozen_parameters
 from sft.models.backbones import resolve_input_spec
 from sft.models.classifier import SFTClassifier
 from sft.utils.checkpoint_io import read_checkpoint
@@ -17,21 +18,33 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
     checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
     hparams = dict(checkpoint["hyper_parameters"])
     input_spec = resolve_input_spec(hparams["backbone"])  # as trained, with its weights
-    # The checkpoint holds the weights: skip downloading/reading the pretrained ones.
-    backbone = dict(hparams["backbone"])
-    backbone.update(
-        {k: v for k, v in (("pretrained", False), ("checkpoint", None)) if k in backbone}
-    )
-    hparams["backbone"] = backbone
+    small = checkpoint.get(BASE_WEIGHTS)  # adapter.save_only_trainable: base weights not in it
+    if small is None:
+        # The checkpoint holds the weights: skip downloading/reading the pretrained ones.
+        backbone = dict(hparams["backbone"])
+        backbone.update(
+            {k: v for k, v in (("pretrained", False), ("checkpoint", None)) if k in backbone}
+        )
+        hparams["backbone"] = backbone
     model = SFTClassifier(**hparams)
     model.input_spec = input_spec
+    if small is not None:
+        check_base_weights(model, small, f"checkpoint {path}")
     try:
-        model.load_state_dict(checkpoint["state_dict"])
+        result = model.load_state_dict(checkpoint["state_dict"], strict=small is None)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
         raise SFTError(
             f"checkpoint {path}: weights do not fit the model it describes: {detail}"
         ) from exc
+    if small is not None:  # non-strict: only the frozen base weights may be absent
+        frozen = frozen_parameters(model)
+        wrong = [k for k in result.missing_keys if k not in frozen] + result.unexpected_keys
+        if wrong:
+            raise SFTError(
+                f"checkpoint {path}: weights do not fit the model it describes: "
+                f"{', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''}"
+            )
     return model.eval()
 
 

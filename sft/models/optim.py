@@ -1,27 +1,36 @@
-"""Parameter groups: separate learning rates for backbone and head, no decay on norms and biases,
-and optionally layer-wise learning-rate decay through the backbone."""
+"""Parameter groups: separate learning rates for backbone, adapters and head, no decay on norms
+and biases, and optionally layer-wise learning-rate decay through the backbone."""
+
+from collections.abc import Sequence
 
 from torch import nn
 
 from sft.errors import SFTError
 
+NamedParameters = Sequence[tuple[str, nn.Parameter]]
 
-def param_groups(module: nn.Module, lr: float, weight_decay: float, name: str) -> list[dict]:
-    """Two groups of `module`'s trainable parameters: decayed weights, and 1-D tensors without decay.
+
+def param_groups(params: NamedParameters, lr: float, weight_decay: float, name: str) -> list[dict]:
+    """Two groups of the trainable `params`: decayed weights, and 1-D tensors without decay.
 
     1-D tensors are biases and norm scales/shifts; decaying them hurts (the usual timm/HF rule).
     """
-    return _split(list(module.parameters()), lr, weight_decay, name)
+    return _split([p for _, p in params], lr, weight_decay, name)
 
 
 def layerwise_param_groups(
-    backbone: nn.Module, lr: float, weight_decay: float, layer_decay: float, name: str
+    backbone: nn.Module,
+    params: NamedParameters,
+    lr: float,
+    weight_decay: float,
+    layer_decay: float,
+    name: str,
 ) -> list[dict]:
     """Layer-wise LR decay (LLRD): parameters of layer k get lr * layer_decay ** (L + 1 - k).
 
     The backbone numbers its layers with `layer_id(param_name)`, 0 (embeddings) to
     `num_layers` + 1 (after the last layer), so the bottom layers, which hold the most general
-    features, move least. Each layer keeps the decay / no-decay split ("name/layer_03",
+    features, move least. `params`: (name, parameter) pairs of `backbone`. Each layer keeps the decay / no-decay split ("name/layer_03",
     "name/layer_03/no_decay").
     """
     if not (hasattr(backbone, "layer_id") and hasattr(backbone, "num_layers")):
@@ -33,7 +42,7 @@ def layerwise_param_groups(
         raise SFTError(f"model.layer_decay must be in (0, 1], got {layer_decay!r}")
     top = backbone.num_layers + 1
     layers: dict[int, list[nn.Parameter]] = {}
-    for param_name, p in backbone.named_parameters():
+    for param_name, p in params:
         layers.setdefault(backbone.layer_id(param_name), []).append(p)
     if len(layers) < 2:
         # e.g. an architecture whose layer names the huggingface backbone does not recognise

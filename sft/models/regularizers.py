@@ -23,6 +23,11 @@ def _grads(params: list[nn.Parameter]) -> list[torch.Tensor]:
     return [p.grad for p in params]
 
 
+def _selected(backbone: nn.Module, names: set[str] | None) -> list[nn.Parameter]:
+    """The backbone's parameters R(theta) covers: `names`, or all when None."""
+    return [p for n, p in backbone.named_parameters() if names is None or n in names]
+
+
 class NoRegularizer(nn.Module):
     def forward(self, backbone: nn.Module) -> torch.Tensor:
         return torch.zeros((), device=next(backbone.parameters()).device)
@@ -32,17 +37,21 @@ class NoRegularizer(nn.Module):
 
 
 class L2(nn.Module):
-    """sum ||theta||^2: plain L2 towards zero."""
+    """sum ||theta||^2: plain L2 towards zero (over `names`, else every backbone parameter)."""
+
+    def __init__(self, names: set[str] | None = None) -> None:
+        super().__init__()
+        self.names = names
 
     @torch.no_grad()
     def forward(self, backbone: nn.Module) -> torch.Tensor:
-        params = list(backbone.parameters())
+        params = _selected(backbone, self.names)
         return torch.stack(torch._foreach_norm(params)).pow(2).sum()
 
     @torch.no_grad()
     def add_gradient_(self, backbone: nn.Module, scale: float) -> None:
         """grad += scale * d/dtheta R = 2 * scale * theta, for every trainable parameter."""
-        params = [p for p in backbone.parameters() if p.requires_grad]
+        params = [p for p in _selected(backbone, self.names) if p.requires_grad]
         if params:
             torch._foreach_add_(_grads(params), params, alpha=2.0 * scale)
 
@@ -51,13 +60,14 @@ class L2SP(nn.Module):
     """sum ||theta - theta_0||^2 towards the starting (pretrained) weights (Li et al., 2018).
 
     theta_0 is copied at construction and kept as buffers, so checkpoints carry it and a resumed
-    run regularises towards the same point even for randomly initialised backbones.
+    run regularises towards the same point even for randomly initialised backbones. Over
+    `names`, else every backbone parameter.
     """
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, names: set[str] | None = None) -> None:
         super().__init__()
-        self.names = [name for name, _ in backbone.named_parameters()]
-        for i, p in enumerate(backbone.parameters()):
+        self.names = {n for n, _ in backbone.named_parameters()} if names is None else names
+        for i, p in enumerate(_selected(backbone, self.names)):
             self.register_buffer(f"ref_{i}", p.detach().clone())
 
     def _refs(self) -> list[torch.Tensor]:
@@ -65,7 +75,7 @@ class L2SP(nn.Module):
 
     @torch.no_grad()
     def forward(self, backbone: nn.Module) -> torch.Tensor:
-        diffs = torch._foreach_sub(list(backbone.parameters()), self._refs())
+        diffs = torch._foreach_sub(_selected(backbone, self.names), self._refs())
         return torch.stack(torch._foreach_norm(diffs)).pow(2).sum()
 
     @torch.no_grad()
@@ -74,7 +84,7 @@ class L2SP(nn.Module):
         parameter: two in-place passes, no temporaries of the backbone's size."""
         pairs = [
             (p, r)
-            for p, r in zip(backbone.parameters(), self._refs(), strict=True)
+            for p, r in zip(_selected(backbone, self.names), self._refs(), strict=True)
             if p.requires_grad
         ]
         if not pairs:
@@ -85,8 +95,19 @@ class L2SP(nn.Module):
         torch._foreach_add_(grads, [r for _, r in pairs], alpha=-2.0 * scale)
 
 
-def create_regularizer(name: str, backbone: nn.Module) -> nn.Module:
-    builders = {"none": NoRegularizer, "l2": L2, "l2sp": lambda: L2SP(backbone)}
+def create_regularizer(name: str, backbone: nn.Module, trainable_only: bool = False) -> nn.Module:
+    """R(theta) `name` over the backbone's parameters, or, with `trainable_only` (adapters),
+    over those trainable now. With LoRA that is the adapters: L2-SP pulls B to its start, 0,
+    and A to its random start, so the adapter's update B A is pulled towards 0; L2 pulls A and B
+    to 0 (also B A)."""
+    names = (
+        {n for n, p in backbone.named_parameters() if p.requires_grad} if trainable_only else None
+    )
+    builders = {
+        "none": NoRegularizer,
+        "l2": lambda: L2(names),
+        "l2sp": lambda: L2SP(backbone, names),
+    }
     if name not in builders:
         raise SFTError(f"model.regularizer: unknown {name!r}; expected one of {sorted(builders)}")
     return builders[name]()

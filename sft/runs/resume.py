@@ -171,7 +171,13 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
             )
     state = model.state_dict()
     weights = checkpoint.get("state_dict", {})
-    missing = [k for k in state if k not in weights]
+    # a small checkpoint (adapter.save_only_trainable) leaves out the frozen base weights
+    absent_by_design = (
+        {n for n, p in model.named_parameters() if not p.requires_grad}
+        if "base_weights" in checkpoint
+        else set()
+    )
+    missing = [k for k in state if k not in weights and k not in absent_by_design]
     unexpected = [k for k in weights if k not in state]
     resized = [
         f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"

@@ -87,12 +87,14 @@ class TensorBoardHParams:
         cfg: DictConfig | Mapping[str, Any],
         swept: Iterable[str] = (),
         overrides: Iterable[str] = (),
+        measured: Mapping[str, HParamValue] | None = None,
     ):
         """`swept`: the keys a sweep varies; `overrides`: the run's command-line overrides.
-        Both come first; TensorBoard lists the swept ones first (marked as differing)."""
+        Both come first; TensorBoard lists the swept ones first (marked as differing).
+        `measured`: facts about the run beside its settings (e.g. trainable parameters)."""
         self.loggers = [lg for lg in loggers if isinstance(lg, TensorBoardLogger)]
         self.swept = [override_key(o) for o in swept]
-        self.hparams = comparable_hparams(cfg, [*self.swept, *overrides])
+        self.hparams = comparable_hparams(cfg, [*self.swept, *overrides]) | dict(measured or {})
 
     def _write(self, summary: Any) -> None:
         for logger in self.loggers:

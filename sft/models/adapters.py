@@ -1,0 +1,188 @@
+"""LoRA adapters inside the backbone, built on `peft`: the fused branch idea applied per layer.
+
+A target layer computes `W x + (alpha / r) B A x` with `B` zero at the start, so the model's
+outputs at step 0 are the pretrained backbone's, exactly as the fused head's branch starts at
+zero; `merge_adapters` folds each pair back into one weight `W + (alpha / r) B A` (sft-export).
+peft's `inject_adapter_in_model` wraps the layers in place (it also freezes everything but the
+adapters; `bias` and `train_norms` choose what else trains), so the state_dict keeps the
+backbone's own names plus `<layer>.lora_A/B.default.weight`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from sft.errors import SFTError
+
+# parameters of the adapters (peft's LoRA layers): their own learning-rate group
+ADAPTER_MARKER = "lora_"
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """`adapter=lora` (conf/adapter/lora.yaml). target_modules: None for the backbone family's
+    default (every Linear and every non-grouped Conv2d: attention q/k/v/output and the FFN of
+    BERT-family encoders, the convolutions of CNNs but their depthwise ones), a list of module
+    names or name suffixes, or one regular expression over the full names (peft's rules)."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: Sequence[str] | str | None = None
+    bias: Literal["none", "all", "lora_only"] = "none"
+    train_norms: bool = False
+    save_only_trainable: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> LoraSettings:
+        cfg = dict(cfg)
+        target = cfg.pop("_target_", f"{__name__}.{cls.__name__}")
+        if target != f"{__name__}.{cls.__name__}":
+            raise SFTError(
+                f"adapter: sft's adapters are LoRA ({__name__}.{cls.__name__}), got {target}"
+            )
+        unknown = sorted(set(cfg) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise SFTError(
+                f"adapter: unknown option(s) {', '.join(unknown)}; known: "
+                f"{', '.join(cls.__dataclass_fields__)}"
+            )
+        settings = cls(**cfg)
+        if isinstance(settings.r, bool) or not isinstance(settings.r, int) or settings.r <= 0:
+            raise SFTError(
+                f"adapter.r must be an integer > 0 (the rank of B A), got {settings.r!r}"
+            )
+        if not 0.0 <= float(settings.dropout) < 1.0:
+            raise SFTError(f"adapter.dropout must be in [0, 1), got {settings.dropout!r}")
+        if settings.bias not in ("none", "all", "lora_only"):
+            raise SFTError(f"adapter.bias must be none, all or lora_only, got {settings.bias!r}")
+        return settings
+
+
+def default_targets(backbone: nn.Module) -> list[str]:
+    """Every Linear and every Conv2d without groups (peft cannot merge grouped ones)."""
+    return [
+        name
+        for name, module in backbone.named_modules()
+        if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)
+    ]
+
+
+def _matches(name: str, target: str) -> bool:
+    return name == target or name.endswith(f".{target}")
+
+
+def check_targets(backbone: nn.Module, targets: Sequence[str] | str, backbone_name: str) -> None:
+    """One line for a target that matches no module, listing the names that exist."""
+    names = [name for name, _ in backbone.named_modules() if name]
+    if isinstance(targets, str):
+        missing = [] if any(re.fullmatch(targets, n) for n in names) else [targets]
+    else:
+        missing = [t for t in targets if not any(_matches(n, t) for n in names)]
+    if missing:
+        shown = ", ".join(names[:20])
+        raise SFTError(
+            f"adapter.target_modules: {', '.join(map(repr, missing))} match(es) no module of "
+            f"backbone {backbone_name!r}; its modules ({len(names)}): {shown}"
+            + (", ..." if len(names) > 20 else "")
+        )
+
+
+def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) -> nn.Module:
+    """Inject LoRA adapters into `backbone` in place; only they (and the chosen biases and norms)
+    stay trainable. SFTError for targets that match nothing or layers peft cannot wrap."""
+    from peft import LoraConfig, inject_adapter_in_model  # late: peft imports transformers
+
+    targets = settings.target_modules
+    if targets is None:
+        targets = default_targets(backbone)
+        if not targets:
+            raise SFTError(
+                f"adapter=lora: backbone {backbone_name!r} has no Linear or Conv2d layer to adapt; "
+                "name its layers in adapter.target_modules"
+            )
+    else:
+        targets = targets if isinstance(targets, str) else list(targets)
+        check_targets(backbone, targets, backbone_name)
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=float(settings.dropout),
+        target_modules=targets,
+        bias=settings.bias,
+    )
+    try:
+        inject_adapter_in_model(config, backbone)
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise SFTError(f"adapter=lora cannot wrap backbone {backbone_name!r}: {reason}") from exc
+    if settings.train_norms:
+        for module in backbone.modules():
+            if isinstance(module, NORMS):
+                module.requires_grad_(True)
+    return backbone
+
+
+def is_adapter_parameter(name: str) -> bool:
+    return ADAPTER_MARKER in name
+
+
+def merge_adapters(module: nn.Module) -> nn.Module:
+    """Fold every LoRA layer of `module` into its base layer (`W + scale * B A`) and put the
+    base layer back in its place, in place: a plain module with the same outputs. peft's
+    `merge_and_unload` does this on a `PeftModel`; `inject_adapter_in_model` leaves none, so
+    this applies its two steps (`merge`, `get_base_layer`) to each layer."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, layer in list(module.named_modules()):
+        if not isinstance(layer, BaseTunerLayer):
+            continue
+        layer.merge()
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, child, layer.get_base_layer())
+    return module
+
+
+# Small checkpoints (adapter.save_only_trainable): the state_dict without the frozen base
+# weights, and under this key what rebuilds and checks them (the backbone config, a hash).
+BASE_WEIGHTS = "base_weights"
+
+
+def frozen_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that do not train (with adapters: the pretrained base weights), by
+    state_dict name."""
+    return {name: p for name, p in model.named_parameters() if not p.requires_grad}
+
+
+def weights_hash(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over names, shapes, dtypes and bytes: identical only for identical weights."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        # a flat copy: any memory layout (channels_last, size-1 dims) hashes by its values
+        digest.update(t.reshape(-1).clone().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_base_weights(model: nn.Module, recorded: Mapping, where: str) -> None:
+    """SFTError unless `model`'s frozen weights are those a small checkpoint was trained on."""
+    found = weights_hash(frozen_parameters(model))
+    if found != recorded.get("sha256"):
+        backbone = recorded.get("backbone", {})
+        source = backbone.get("model_name_or_path") or backbone.get("name")
+        raise SFTError(
+            f"{where} holds only the trained weights (adapter.save_only_trainable); the base "
+            f"weights of backbone {source!r} found here differ from those it was trained on "
+            f"(sha256 {found[:12]} vs {str(recorded.get('sha256'))[:12]}): load it where the "
+            "same base weights are installed"
+        )

@@ -1,0 +1,245 @@
+"""LoRA adapters (adapter=lora): start at the pretrained model, train alone with the head, merge
+back exactly, resume exactly, and save small checkpoints that check their base weights."""
+
+import copy
+
+import pytest
+import torch
+from conftest import compose_config
+from inference_checkpoints import image_checkpoint, text_checkpoint
+
+from sft.errors import SFTError
+from sft.eval import evaluate
+from sft.inference.bundle import load_bundle
+from sft.inference.deployable import folded_head
+from sft.models import SFTClassifier, load_classifier
+from sft.models.adapters import LoraSettings, add_lora, merge_adapters
+from sft.models.backbones import create_backbone
+from sft.train import train
+from sft.utils.checkpoint_io import read_checkpoint
+
+TINY = {
+    "num_hidden_layers": 2,
+    "hidden_size": 32,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+SMALL_CNN = {"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn", "width": 8}
+LORA = {"_target_": "sft.models.adapters.LoraSettings", "r": 4}
+
+
+def sentences(data_dir, n=6):
+    lines = (data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1 : n + 1]
+    return [line.split("\t")[0] for line in lines]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_inputs(data_dir):
+    from transformers import AutoTokenizer
+
+    from sft.hub import resolve_model_name
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name("minilm"))
+    return dict(tokenizer(sentences(data_dir), padding=True, return_tensors="pt"))
+
+
+def real_images(data_dir, n=8):
+    from sft.data.cifar10 import FOLDER, load_batch
+
+    images, _ = load_batch(data_dir / FOLDER / "test_batch")
+    return images[:n].float() / 255
+
+
+def test_step_zero_outputs_equal_the_pretrained_backbone(tiny_bert_inputs, data_dir):
+    torch.manual_seed(0)
+    text = create_backbone("huggingface", model_name_or_path="minilm", config_overrides=TINY)
+    image = create_backbone("efficientnet_lite0", pretrained=True, input_size=64)
+    for backbone, inputs, kwargs in (
+        (text.eval(), (), tiny_bert_inputs),
+        (image.eval(), (real_images(data_dir),), {}),
+    ):
+        reference = copy.deepcopy(backbone)
+        add_lora(backbone, LoraSettings(r=8, dropout=0.1), "test")
+        with torch.no_grad():
+            diff = (backbone(*inputs, **kwargs) - reference(*inputs, **kwargs)).abs().max()
+        assert diff <= 1e-6
+        assert any("lora_B" in n for n, _ in backbone.named_parameters())
+
+
+def test_default_targets_are_attention_ffn_and_plain_convolutions():
+    bert = create_backbone("huggingface", model_name_or_path="minilm", config_overrides=TINY)
+    add_lora(bert, LoraSettings(), "huggingface")
+    adapted = {n.rsplit(".lora_A", 1)[0] for n, _ in bert.named_parameters() if ".lora_A." in n}
+    layer0 = {n.split("layer.0.", 1)[1] for n in adapted if "layer.0." in n}
+    assert layer0 == {
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    }
+    mobilenet = create_backbone("mobilenetv2")
+    add_lora(mobilenet, LoraSettings(), "mobilenetv2")
+    for module in mobilenet.modules():
+        if hasattr(module, "lora_A"):
+            assert module.get_base_layer().groups == 1  # depthwise convolutions are left alone
+
+
+def test_only_adapters_and_head_train_at_their_own_rate():
+    model = SFTClassifier(
+        backbone=SMALL_CNN, num_classes=10, adapter=LORA, lr_adapter=0.02, lr_head=0.5
+    )
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("head.") or "lora_" in n for n in trainable)
+    assert any("lora_" in n for n in trainable)
+    trainable_count, total = model.parameter_counts()
+    assert trainable_count == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < trainable_count < total / 2
+    model.trainer = None
+    groups = {g["name"]: g["lr"] for g in model.configure_optimizers()["optimizer"].param_groups}
+    assert groups["adapter"] == 0.02 and groups["head"] == 0.5
+    assert not any(name.startswith("backbone") for name in groups)
+    # L2-SP over what trains: the adapters (B starts at 0: B A is pulled back towards 0)
+    l2sp = SFTClassifier(backbone=SMALL_CNN, num_classes=10, adapter=LORA, regularizer="l2sp")
+    assert l2sp.regularizer.names and all("lora_" in n for n in l2sp.regularizer.names)
+
+
+def test_eval_of_a_lora_checkpoint(tmp_path, data_dir):
+    ckpt = image_checkpoint(tmp_path / "ckpts", lora=True)
+    cfg = compose_config(
+        "eval", [f"ckpt_path={ckpt}", "trainer.accelerator=cpu"], tmp_path / "eval"
+    )
+    metrics = evaluate(cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert (tmp_path / "eval" / "predictions.csv").is_file()
+
+
+def test_merged_backbone_and_folded_head_equal_the_adapter_model(data_dir, tmp_path):
+    """A trained LoRA checkpoint (adapters moved away from 0): merged + folded == as trained."""
+    bundle = load_bundle(image_checkpoint(tmp_path / "ckpts", lora=True))
+    moved = [p for n, p in bundle.model.backbone.named_parameters() if "lora_B" in n]
+    assert moved and any(p.abs().max() > 0 for p in moved)
+    x = bundle.image_inputs((real_images(data_dir, 16) * 255).to(torch.uint8))
+    with torch.no_grad():
+        expected = bundle.model(x)
+        merged = merge_adapters(copy.deepcopy(bundle.model.backbone))
+        got = folded_head(bundle)(merged(x))
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    assert (got - expected).abs().max() <= 1e-5
+
+    text = load_bundle(text_checkpoint(tmp_path / "ckpts", lora=True))
+    batch = text.collate(text.tokenize(sentences(data_dir)))
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        expected = text.model(inputs)
+        merged = merge_adapters(copy.deepcopy(text.model.backbone))
+        got = folded_head(text)(merged(**inputs))
+    assert (got - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("adapter", "message"),
+    [
+        ({"r": 0}, "adapter.r must be an integer > 0"),
+        (
+            {"target_modules": ["features.0", "nothing_here"]},
+            "'nothing_here' match(es) no module of backbone 'small_cnn'; its modules (",
+        ),
+        ({"target_modules": "conv.*"}, "'conv.*' match(es) no module"),
+        ({"bias": "some"}, "adapter.bias must be none, all or lora_only"),
+    ],
+)
+def test_adapter_mistakes_are_one_line(adapter, message):
+    with pytest.raises(SFTError) as err:
+        SFTClassifier(backbone=SMALL_CNN, num_classes=10, adapter={**LORA, **adapter})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_unknown_target_lists_the_first_20_modules_and_their_count():
+    bert = create_backbone("huggingface", model_name_or_path="minilm", config_overrides=TINY)
+    names = [n for n, _ in bert.named_modules() if n]
+    with pytest.raises(SFTError) as err:
+        add_lora(bert, LoraSettings(target_modules=["querry"]), "huggingface")
+    message = str(err.value)
+    assert f"its modules ({len(names)}): {', '.join(names[:20])}, ..." in message
+    assert names[20] not in message.split(": ", 1)[1].split(", ")
+
+
+def test_adapters_need_a_trainable_backbone_and_layers_to_adapt():
+    with pytest.raises(SFTError, match=r"set model\.freeze_backbone=false"):
+        SFTClassifier(backbone=SMALL_CNN, num_classes=10, adapter=LORA, freeze_backbone=True)
+    with pytest.raises(SFTError, match="'pooling' has no Linear or Conv2d layer to adapt"):
+        add_lora(torch.nn.AdaptiveAvgPool2d(1), LoraSettings(), "pooling")
+
+
+def test_config_type_errors_name_the_adapter_key(train_cfg):
+    with pytest.raises(SFTError, match=r"adapter\.r: expected an integer, got 'eight'"):
+        train(train_cfg("adapter=lora", "adapter.r=eight"))
+
+
+LORA_RUN = ["adapter=lora", "adapter.r=4", "model.lr_adapter=0.01"]
+EXACT = [
+    "trainer.deterministic=true",
+    "trainer.max_epochs=2",
+    "callbacks.step_checkpoint.every_n_train_steps=2",
+    "test=false",
+]
+
+
+def test_lora_run_resumes_exactly_from_a_small_checkpoint(train_cfg, tmp_path, data_dir):
+    """save_only_trainable: the checkpoint holds adapters and head only (and checks the base
+    weights it resumes on); a crashed run resumed from it ends with the uninterrupted weights."""
+    from helpers.faults import Crash
+
+    small = [*LORA_RUN, "adapter.save_only_trainable=true"]
+    train(train_cfg(*EXACT, *small, run_dir=tmp_path / "reference"))
+    run_dir = tmp_path / "run"
+    crash = ["+callbacks.crash._target_=helpers.faults.CrashAtStep", "+callbacks.crash.step=7"]
+    with pytest.raises(Crash):
+        train(train_cfg(*EXACT, *small, *crash, run_dir=run_dir))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert not any(".base_layer." in k for k in saved["state_dict"])
+    assert "base_weights" in saved and any("lora_B" in k for k in saved["state_dict"])
+    train(train_cfg(*EXACT, *small, f"resume={run_dir}", run_dir=run_dir))
+    want = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
+    got = torch.load(last, weights_only=True)
+    assert want["state_dict"].keys() == got["state_dict"].keys()
+    for key, tensor in want["state_dict"].items():
+        torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.mark.slow
+def test_small_checkpoint_round_trip_and_base_weight_check(tmp_path, data_dir, capsys):
+    """Packaged EfficientNet-Lite0 + LoRA: the small checkpoint is a fraction of the full one,
+    sft-eval's loader rebuilds the same model from it, and other base weights are refused."""
+    overrides = [
+        "experiment=cifar10_effnet_lite0_quick",
+        "debug=fdr",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "data.batch_size=8",
+        "data.eval_batch_size=8",
+        "test=false",
+        *LORA_RUN,
+    ]
+    sizes, models = {}, {}
+    for small in (False, True):
+        run = tmp_path / f"small_{small}"
+        train(compose_config("train", [*overrides, f"adapter.save_only_trainable={small}"], run))
+        (path,) = (run / "checkpoints").glob("*.ckpt")
+        sizes[small], models[small] = path.stat().st_size, load_classifier(path)
+        checkpoint = read_checkpoint(path)
+    print(f"checkpoint sizes: full {sizes[False]:,} B, adapters + head {sizes[True]:,} B")
+    assert sizes[True] < 0.2 * sizes[False]
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():  # the same base weights, each model's own adapters: both load whole
+        for model in models.values():
+            assert model(x).shape == (2, 10)
+    checkpoint["base_weights"]["sha256"] = "0" * 64
+    torch.save(checkpoint, tmp_path / "other_base.ckpt")
+    with pytest.raises(
+        SFTError, match="base weights of backbone 'efficientnet_lite0' found here differ"
+    ):
+        load_classifier(tmp_path / "other_base.ckpt")
