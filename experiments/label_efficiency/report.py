@@ -50,8 +50,11 @@ class Study:
 STUDIES = {
     "sst2": Study(
         key="sst2",
-        title="SST-2 label efficiency: all-MiniLM-L6-v2",
-        sweeps=("outputs/studies/label_efficiency_sst2",),
+        title="SST-2 label efficiency: all-MiniLM-L6-v2, fine-tuning vs fused LP-FT vs LoRA",
+        sweeps=(
+            "outputs/studies/label_efficiency_sst2_r2",
+            "outputs/studies/label_efficiency_sst2_r2_full",
+        ),
         metric="val/acc",
         evaluated_on="the full GLUE SST-2 dev set, once, after the last training step",
         out_dir="experiments/label_efficiency_sst2",
@@ -76,7 +79,17 @@ METHODS = {
     "linear_probe": "linear probe (frozen backbone)",
     "finetune_linear": "fine-tuning, linear head",
     "lpft_fused": "fused LP-FT",
+    "lora": "LoRA, linear head",
+    "lp_lora": "LP-LoRA (fused head)",
 }
+# the arms that answer the question, each with the plain arm it is compared with
+FUSED_VS_PLAIN = {"lpft_fused": "finetune_linear", "lp_lora": "lora"}
+QUESTION = (
+    "Does the supervised fused branch (with and without LP) give equal or better accuracy with "
+    "fewer labels than plain fine-tuning, at equal compute?"
+)
+# data.samples_per_class=null: the whole training set
+ALL = 10**9
 BACKBONES = {
     "huggingface": "MiniLM-L6",
     "efficientnet_lite0": "EfficientNet-Lite0",
@@ -87,6 +100,7 @@ BACKBONES = {
 @dataclass
 class Job:
     arm: str
+    method: str | None
     samples_per_class: int
     seed: int
     status: str
@@ -114,13 +128,18 @@ def arm_order(arm: str) -> tuple[bool, int, str]:
     return "from scratch" in arm, ranks[0] if ranks else len(METHODS), arm
 
 
+def size_label(size: int) -> str:
+    return "all" if size == ALL else str(size)
+
+
 def load_job(job_dir: Path, result: RunResult, metric: str) -> Job:
     cfg = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "config.yaml"))
     choices = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
     score = result.metrics.get(metric) if result.status == COMPLETED else None
     return Job(
         arm=arm_name(cfg, choices.get("method")),
-        samples_per_class=cfg["data"]["samples_per_class"],
+        method=choices.get("method"),
+        samples_per_class=cfg["data"]["samples_per_class"] or ALL,
         seed=cfg["seed"],
         status=result.status,
         score=score,
@@ -178,7 +197,7 @@ def write_csv(jobs: list[Job], path: Path) -> None:
             writer.writerow(
                 [
                     j.arm,
-                    j.samples_per_class,
+                    size_label(j.samples_per_class),
                     j.seed,
                     j.status,
                     score,
@@ -192,18 +211,21 @@ def plot(by_arm: dict[str, dict[int, list[Job]]], chance: float, study: Study, p
     # the object API, not pyplot: no GUI backend or global figure state in a script
     fig = Figure(figsize=(7.2, 4.6))
     ax = fig.subplots()
-    for arm, sizes in sorted(by_arm.items(), key=lambda item: arm_order(item[0])):
+    sizes = sorted({size for by_size in by_arm.values() for size in by_size})
+    finite = [s for s in sizes if s != ALL]
+    # the whole training set: plotted one step (4x) right of the largest subset, labelled "all"
+    x_of = {s: (4 * max(finite) if s == ALL else s) for s in sizes}
+    for arm, by_size in sorted(by_arm.items(), key=lambda item: arm_order(item[0])):
         xs, means, stds = [], [], []
-        for size in sorted(sizes):
-            scores = [j.score for j in sizes[size] if j.score is not None]
+        for size in sorted(by_size):
+            scores = [j.score for j in by_size[size] if j.score is not None]
             if scores:
                 m, s = mean_std(scores)
-                xs.append(size), means.append(m), stds.append(s)
+                xs.append(x_of[size]), means.append(m), stds.append(s)
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=arm)
     ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
     ax.set_xscale("log")
-    sizes = sorted({size for by_size in by_arm.values() for size in by_size})
-    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xticks([x_of[s] for s in sizes], [size_label(s) for s in sizes])
     ax.minorticks_off()
     ax.set_xlabel("labelled training examples per class")
     ax.set_ylabel(f"accuracy ({study.metric})")
@@ -221,12 +243,50 @@ def budget_rows(by_arm: dict[str, dict[int, list[Job]]]) -> list[str]:
         cfg = next(iter(sizes.values()))[0].config
         model, trainer, data = cfg["model"], cfg["trainer"], cfg["data"]
         input_size = model["backbone"].get("input_size")
+        adapter = cfg.get("adapter")
+        lora = (
+            f"r={adapter['r']}, LR {model.get('lr_adapter') or model['lr_head']:g}"
+            if adapter
+            else "-"
+        )
         rows.append(
             f"| {arm} | {trainer['max_steps']} | {data['batch_size']} | {model['lr_backbone']:g} "
-            f"| {model['lr_head']:g} | {model['regularizer']} {model['reg_lambda']:g} "
+            f"| {model['lr_head']:g} | {lora} | {model['regularizer']} {model['reg_lambda']:g} "
             f"| {input_size or 'native'} |"
         )
     return rows
+
+
+def answer(jobs: list[Job]) -> list[str]:
+    """The question's answer as the numbers give it: per subset size, the fused arm's mean
+    accuracy minus its plain counterpart's (same steps, batch and learning rates)."""
+    means: dict[tuple[str, int], float] = {}
+    for (method, size), scores in _scores_by(jobs).items():
+        means[method, size] = statistics.fmean(scores)
+    lines = []
+    for fused, plain in FUSED_VS_PLAIN.items():
+        diffs = [
+            (size, means[fused, size] - means[plain, size])
+            for size in sorted({size for _, size in means})
+            if (fused, size) in means and (plain, size) in means
+        ]
+        if not diffs:
+            continue
+        cells = ", ".join(f"{size_label(size)}/class {d:+.4f}" for size, d in diffs)
+        wins = sum(d >= 0 for _, d in diffs)
+        lines.append(
+            f"- **{METHODS[fused]} minus {METHODS[plain]}** (mean accuracy): {cells}; "
+            f"equal or better at {wins} of {len(diffs)} sizes."
+        )
+    return lines or ["- (no pair of fused and plain arms has completed jobs yet)"]
+
+
+def _scores_by(jobs: list[Job]) -> dict[tuple[str, int], list[float]]:
+    found: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for job in jobs:
+        if job.score is not None and job.method is not None:
+            found[job.method, job.samples_per_class].append(job.score)
+    return found
 
 
 def readme(study: Study, jobs: list[Job], sweeps: list[Path], chance: float) -> str:
@@ -236,6 +296,10 @@ def readme(study: Study, jobs: list[Job], sweeps: list[Path], chance: float) -> 
     failed = [j for j in jobs if j.score is None]
     lines = [
         f"# {study.title}",
+        "",
+        f"**The question:** {QUESTION}",
+        "",
+        *answer(jobs),
         "",
         f"Generated by `python experiments/label_efficiency/report.py` on "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {len(jobs)} jobs' `result.json` "
@@ -260,7 +324,9 @@ def readme(study: Study, jobs: list[Job], sweeps: list[Path], chance: float) -> 
         "",
         "## Accuracy",
         "",
-        "| method | " + " | ".join(f"{s} / class" for s in sizes) + " | mean time per job |",
+        "| method | "
+        + " | ".join(f"{size_label(s)} / class" for s in sizes)
+        + " | mean time per job |",
         "| --- | " + " | ".join("---" for _ in sizes) + " | --- |",
     ]
     for arm, by_size in sorted(by_arm.items(), key=lambda item: arm_order(item[0])):
@@ -282,8 +348,8 @@ def readme(study: Study, jobs: list[Job], sweeps: list[Path], chance: float) -> 
         "",
         "## Budget per job (from the jobs' configs)",
         "",
-        "| method | steps | batch | LR backbone | LR head | regulariser | input size |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| method | steps | batch | LR backbone | LR head | LoRA | regulariser | input size |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *budget_rows(by_arm),
         "",
         "The linear probe's head is the logistic-regression fit on frozen features; its one step "
@@ -319,6 +385,9 @@ def main() -> None:
     args = parser.parse_args()
     study = STUDIES[args.study]
     sweeps = [(ROOT / s).resolve() for s in (args.sweeps or study.sweeps)]
+    for missing in [s for s in sweeps if not s.is_dir()]:  # a round not run yet
+        print(f"note: {missing} does not exist; the report covers the others")
+    sweeps = [s for s in sweeps if s.is_dir()]
     out = ROOT / (args.out or study.out_dir)
 
     jobs = []

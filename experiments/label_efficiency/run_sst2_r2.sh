@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Issue 13: the SST-2 label-efficiency study at 5x the first budget, then the full-data points.
+cd /work/main
+export SFT_DATA_DIR=$HOME/.cache/sft-data
+date
+.venv/bin/sft-train -m experiment=study_sst2_label_efficiency seed=0,1,2 \
+  data.samples_per_class=16,64,256,1024 method=linear_probe,finetune_linear,lpft_fused,lora,lp_lora \
+  hydra.sweep.dir=outputs/studies/label_efficiency_sst2_r2
+date
+.venv/bin/sft-train -m experiment=study_sst2_label_efficiency seed=0 \
+  data.samples_per_class=null trainer.max_steps=-1 trainer.max_epochs=1 trainer.val_check_interval=1.0 \
+  method=finetune_linear,lpft_fused,lora hydra.sweep.dir=outputs/studies/label_efficiency_sst2_r2_full
+date
