@@ -5,6 +5,7 @@ python -m sft.train experiment=cifar10_effnet_lite0 ckpt_path=outputs/.../last.c
 """
 
 import logging
+import os
 from typing import Any
 
 import hydra
@@ -46,6 +47,10 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     """
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # set by a launcher (Ray, SLURM) per job
+        log.info(
+            f"GPUs visible to this run: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r}"
+        )
     # the precision the hardware calls for, then every value checked, before anything is built
     # and before the config is saved (config_resolved.yaml records the precision used)
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
@@ -54,7 +59,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     # ckpt_path=, or last.ckpt of the run resume= continues: read once, here
     start = resume_point(cfg) if cfg.get("train") else None
     print_and_save_config(cfg, cfg.paths.output_dir)
-    if cfg.get("resume") and start:
+    if start and start.continues_run:
         continue_tensorboard(cfg.get("logger"), start.step)
 
     datamodule: SFTDataModule = instantiate(cfg.data)

@@ -41,11 +41,11 @@ def build_all(cfg: DictConfig) -> None:
     """What sft-train builds before fit, in its order, with its checks."""
     backbone = cfg.model.get("backbone")
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(backbone).cpu_bf16)
-    for key in ("data", "model", "trainer"):
+    for key in ("data", "model", "trainer", "adapter"):
         check_config_types(cfg.get(key), key)
     datamodule = instantiate(cfg.data)
     assert hasattr(datamodule, "probe_dataloader")
-    model = instantiate(cfg.model)
+    model = instantiate(cfg.model, adapter=cfg.get("adapter"))
     assert isinstance(model, torch.nn.Module)
     callbacks = instantiate_callbacks(
         cfg.get("callbacks"), progress_bar=cfg.trainer.get("enable_progress_bar", True)
@@ -82,7 +82,7 @@ def test_every_experiment_builds(experiment, tmp_path):
     ("group", "option"),
     [
         (group, option)
-        for group in ("data", "model", "trainer", "callbacks", "logger", "method")
+        for group in ("data", "model", "trainer", "callbacks", "logger", "method", "adapter")
         for option in options(group)
     ],
 )

@@ -14,6 +14,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hydra_plugins.sft_optuna_sweeper._search_space import build_search_space, format_value
+from sft.callbacks.optuna_pruning import open_storage
 
 # conftest's FAST, smaller still; pretrained:false as the searched experiments ask for weights
 TINY = [
@@ -36,7 +37,9 @@ def sft_train_multirun(sweep_dir: Path, *overrides: str) -> subprocess.Completed
 
 
 def load_study(sweep_dir: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    """The study in the sweep directory's default storage (a journal file)."""
+    storage = open_storage(f"journal://{sweep_dir / 'optuna.journal'}")
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def job_overrides(sweep_dir: Path) -> dict[int, str]:
@@ -120,7 +123,7 @@ def test_rerun_resumes_the_study_with_new_trials_in_new_job_dirs(tmp_path, data_
     results = OmegaConf.load(tmp_path / "optimization_results.yaml")
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     assert results.best_value == best.value and results.best_params == best.params
-    assert results.storage == f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert results.storage == f"journal://{tmp_path / 'optuna.journal'}"
     assert sum(results.n_trials.values()) == 6 and "fail" not in results.n_trials
 
 

@@ -61,16 +61,14 @@ STUDIES = {
     ),
     "cifar10": Study(
         key="cifar10",
-        title="CIFAR-10 label efficiency: EfficientNet-Lite0 (ImageNet) vs ResNet-18 from scratch",
-        sweeps=(
-            "outputs/studies/label_efficiency_cifar10",
-            "outputs/studies/label_efficiency_cifar10_scratch",
+        title="CIFAR-10 label efficiency: EfficientNet-Lite0 (ImageNet), fine-tuning vs fused LP-FT vs LoRA",
+        # one sweep per method (run_cifar10_r2.sh), so each fits one background run
+        sweeps=tuple(
+            f"outputs/studies/label_efficiency_cifar10_r2_{method}"
+            for method in ("linear_probe", "finetune_linear", "lpft_fused", "lora", "lp_lora")
         ),
-        metric="val/acc",
-        evaluated_on=(
-            "images held out from the CIFAR-10 training set (data.val_size of them, the same "
-            "for every seed and subset size), once, after the last training step"
-        ),
+        metric="test/acc",
+        evaluated_on="the 10,000 CIFAR-10 test images, once, with the final weights",
         out_dir="experiments/label_efficiency_cifar10",
     ),
 }

@@ -22,13 +22,16 @@ from hydra_plugins.sft_optuna_sweeper._search_space import (
     build_search_space,
     format_value,
 )
-from sft.callbacks.optuna_pruning import PRUNED_AT_STEP, PRUNER_CONFIG
+from sft.callbacks.optuna_pruning import JOURNAL_SCHEME, PRUNED_AT_STEP, PRUNER_CONFIG, open_storage
 from sft.errors import SFTError
 from sft.runs.result import FAILED, RESULT_FILE, RunResult
 
 log = logging.getLogger(__name__)
 
-STORAGE_FILE = "optuna.db"
+# the default storage: a journal file in the sweep directory (trials may run in parallel); a
+# study started before (SQLite, optuna.db) stays in its database
+JOURNAL_FILE = "optuna.journal"
+LEGACY_DB = "optuna.db"
 RESULTS_FILE = "optimization_results.yaml"
 PRUNING_CALLBACK = "sft.callbacks.optuna_pruning.OptunaPruning"
 # trial user attributes the sweeper sets
@@ -93,7 +96,13 @@ class OptunaSweep:
                 "the Optuna sweeper has nothing to search: set hydra.sweeper.params or give a "
                 "sweep such as model.lr_head=tag(log,interval(1e-4,1e-2))"
             )
-        storage = self.storage or f"sqlite:///{sweep_dir / STORAGE_FILE}"
+        storage = self.storage or default_storage(sweep_dir)
+        if storage.startswith("sqlite:") and self.n_jobs > 1:
+            log.warning(
+                f"hydra.sweeper.n_jobs={self.n_jobs} with SQLite storage {storage}: trials running "
+                "at once may fail with 'database is locked'; a journal:/// file or an RDB server "
+                "(postgresql://...) is safe for parallel trials"
+            )
         study, n_before = self.open_study(storage, space)
         log.info(
             f"Optuna study '{self.study_name}' ({storage}): {n_before} trials so far, "
@@ -120,7 +129,7 @@ class OptunaSweep:
         pruner = instantiate(self.pruner_config)
         try:
             study = optuna.create_study(
-                storage=storage,
+                storage=open_storage(storage),
                 study_name=self.study_name,
                 direction=self.direction,
                 pruner=pruner,
@@ -205,6 +214,15 @@ class OptunaSweep:
         except HydraException as exc:
             reason = " ".join(str(exc).split())
             raise SFTError(f"the trials' overrides do not compose: {reason}") from exc
+
+
+def default_storage(sweep_dir: Path) -> str:
+    """`journal:///<sweep dir>/optuna.journal`, or the SQLite database of a study this sweep
+    directory already holds (written before the journal became the default)."""
+    legacy = sweep_dir / LEGACY_DB
+    if legacy.is_file():
+        return f"sqlite:///{legacy}"
+    return f"{JOURNAL_SCHEME}{sweep_dir / JOURNAL_FILE}"
 
 
 def params_key(params: dict[str, Any]) -> tuple:

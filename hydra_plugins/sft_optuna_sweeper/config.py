@@ -21,7 +21,10 @@ class SFTOptunaSweeperConf:
     direction: str = "maximize"
     # the study in `storage`; re-running a sweep with the same study and storage resumes it
     study_name: str = "sft"
-    # an Optuna storage URL; null: sqlite:///<hydra.sweep.dir>/optuna.db
+    # null: journal:///<hydra.sweep.dir>/optuna.journal, Optuna's JournalStorage on a file, safe
+    # for trials running at once (n_jobs > 1 with a parallel launcher); or any Optuna storage
+    # URL: an RDB server (postgresql://...) for trials on several machines, sqlite:/// for serial
+    # sweeps only
     storage: str | None = None
     # trials this run adds to the study (as Optuna's study.optimize(n_trials=...))
     n_trials: int = 20

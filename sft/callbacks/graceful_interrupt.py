@@ -1,15 +1,24 @@
-"""SIGTERM / SIGINT during training: finish the current batch, save last.ckpt, exit with a hint.
+"""SIGTERM / SIGINT during training: finish the current batch, save last.ckpt, exit with a hint;
+submitit's time-limit / preemption signal: the same save, then submitit requeues the job.
 
 Lightning 2.6 alone does not save on either: on SIGTERM it stops after the batch without a
 checkpoint (and exits with status 0), on Ctrl-C it raises KeyboardInterrupt wherever the program
-is, possibly half way through an optimizer step. Here both signals only set a flag; the stop
+is, possibly half way through an optimizer step. Here the signals only set a flag; the stop
 happens at the end of a training batch or of a validation run, the points where ModelCheckpoint
 saves too, so the checkpoint resumes exactly.
+
+Under submitit (hydra/launcher=slurm_ddp, local_jobs), SLURM sends USR2 `signal_delay_s` before
+the time limit (and on preemption); submitit's own handler would requeue the job at once, mid-
+step, without a checkpoint. While training, that signal is caught here too: after the batch,
+last.ckpt is saved and the signal is handed to submitit's handler, which requeues the job
+(`max_num_timeout` times at most); the requeued job continues from last.ckpt in its directory
+(sft.runs.resume).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import signal
 from types import FrameType
@@ -38,6 +47,15 @@ def resume_command(run_dir: str) -> str:
     return shlex.join(["sft-train", *overrides, f"resume={run_dir}"])
 
 
+def requeue_signal() -> int | None:
+    """The signal submitit requeues a job on (time limit, preemption), when running under it:
+    $SUBMITIT_PREEMPT_SIGNAL, USR2 by default; None outside a submitit job."""
+    if not any(k.startswith(("SUBMITIT_", "SLURM_JOB_ID")) for k in os.environ):
+        return None
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    return getattr(signal, f"SIG{name}", None)
+
+
 class GracefulInterrupt(Callback):
     """Turn SIGTERM / SIGINT during `fit` into: save `last.ckpt`, log how to resume, exit 1.
 
@@ -58,8 +76,9 @@ class GracefulInterrupt(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._received = None
+        requeue = requeue_signal()
         try:
-            for signum in self.SIGNALS:
+            for signum in (*self.SIGNALS, *([requeue] if requeue else [])):
                 self._previous[signum] = signal.signal(signum, self._handler)
         except ValueError:  # not the main thread: signals cannot be handled here
             self._previous.clear()
@@ -90,7 +109,16 @@ class GracefulInterrupt(Callback):
             return
         path = trainer_last_checkpoint(trainer)
         trainer.save_checkpoint(path, weights_only=False)
-        name = signal.Signals(self._received).name if self._received else "a signal"
+        received = self._received
+        if received is not None and received == requeue_signal():
+            # submitit's handler requeues the job and exits (global rank 0); on other ranks it
+            # returns, and they stop below
+            handler = self._previous.get(received)
+            self._restore_handlers()
+            log.warning(f"saved {path}: handing {signal.Signals(received).name} to submitit")
+            if callable(handler):
+                handler(received, None)
+        name = signal.Signals(received).name if received else "a signal"
         message = (
             f"interrupted by {name} at epoch {trainer.current_epoch} step {trainer.global_step}: "
             f"saved {path}; resume with: {resume_command(trainer.default_root_dir)}"

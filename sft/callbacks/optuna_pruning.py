@@ -23,6 +23,22 @@ log = logging.getLogger(__name__)
 PRUNER_CONFIG = "sft_pruner"
 # trial user attribute: the validation step at which the trial was pruned
 PRUNED_AT_STEP = "pruned_at_step"
+# `journal:///<path>`: Optuna's JournalStorage on a file (safe for trials in parallel processes)
+JOURNAL_SCHEME = "journal://"
+
+
+def open_storage(spec: str) -> Any:
+    """The Optuna storage `spec` names: `journal:///<file>` (JournalStorage with a file backend:
+    file locks make it safe for trials running at once on one machine or a shared file
+    system), or any URL Optuna takes (an RDB such as `sqlite:///...` or `postgresql://...`).
+    The sweeper and every trial's job open it alike."""
+    import optuna  # late: only trials of a sweep pay for the import
+
+    if spec.startswith(JOURNAL_SCHEME):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(spec[len(JOURNAL_SCHEME) :]))
+    return optuna.storages.get_storage(spec)
 
 
 class OptunaPruning(Callback):
@@ -43,7 +59,7 @@ class OptunaPruning(Callback):
             return
         import optuna  # late: only trials of a sweep pay for the import
 
-        storage = optuna.storages.get_storage(self.storage)
+        storage = open_storage(self.storage)
         study_id = storage.get_study_id_from_name(self.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number)
         pruner_config = storage.get_study_user_attrs(study_id).get(PRUNER_CONFIG)

@@ -3,7 +3,7 @@
 Every run (single or multirun job, completed or failed) writes one; the sweep summary
 (`sft.runs.sweep_summary`), `sft-compare` and the study reports and sweepers read them. Fields: status ("completed" | "failed"),
 error (one line or null), overrides (the job's task overrides), metrics (final float metrics),
-optimized_metric, epochs (completed), wall_time_s, output_dir.
+optimized_metric, epochs (completed), wall_time_s, output_dir, started_at and ended_at.
 """
 
 import json
@@ -46,6 +46,9 @@ class RunResult:
     epochs: int = 0
     wall_time_s: float = 0.0
     output_dir: str = ""
+    # when the run started and ended (Unix time): parallel jobs of a sweep overlap
+    started_at: float = 0.0
+    ended_at: float = 0.0
 
     @classmethod
     def read(cls, path: str | Path) -> "RunResult":
@@ -71,6 +74,7 @@ class RunRecorder:
             optimized_metric=optimized_metric,
         )
         self._start = time.monotonic()
+        self.result.started_at = round(time.time(), 3)
 
     def set_epochs(self, epochs: int) -> None:
         self.result.epochs = int(epochs)
@@ -88,5 +92,6 @@ class RunRecorder:
     def _finish(self, status: str, error: str | None) -> RunResult:
         self.result.status, self.result.error = status, error
         self.result.wall_time_s = round(time.monotonic() - self._start, 3)
+        self.result.ended_at = round(time.time(), 3)
         self.result.write()
         return self.result

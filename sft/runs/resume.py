@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, open_dict
 
@@ -32,6 +34,9 @@ class ResumePoint:
 
     path: Path
     checkpoint: dict[str, Any]
+    # True when the run continues in the directory that wrote the checkpoint (resume=, or a
+    # requeued multirun job), so its TensorBoard curves continue too; False for ckpt_path=
+    continues_run: bool = True
 
     @property
     def step(self) -> int:
@@ -55,7 +60,9 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
     resume = cfg.get("resume")
     if resume is None:
         path = cfg.get("ckpt_path")
-        return ResumePoint(Path(path), read_checkpoint(path)) if path else None
+        if path:
+            return ResumePoint(Path(path), read_checkpoint(path), continues_run=False)
+        return requeued_job_point(Path(cfg.paths.output_dir))
     if cfg.get("ckpt_path"):
         raise SFTError(
             "set resume= (continue a run in its directory) or ckpt_path= (start a new run from a "
@@ -82,6 +89,25 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
     log.info(
         f"resuming {output_dir} from {chosen} (epoch {state.get('epoch')}, step "
         f"{state.get('global_step')})"
+    )
+    return ResumePoint(chosen, state)
+
+
+def requeued_job_point(output_dir: Path) -> ResumePoint | None:
+    """A multirun job whose directory already holds last.ckpt was stopped there before: requeued
+    by submitit after a time limit or preemption (sft.callbacks.graceful_interrupt), or its
+    sweep re-run into the same directory. It continues from that checkpoint."""
+    try:
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not a Hydra job
+        return None
+    last = last_checkpoint(output_dir)
+    if not multirun or not last.is_file():
+        return None
+    chosen, state = readable_checkpoint(last)
+    log.info(
+        f"{output_dir} holds {LAST_CHECKPOINT} (a requeued or re-run job): continuing from "
+        f"{chosen} (epoch {state.get('epoch')}, step {state.get('global_step')})"
     )
     return ResumePoint(chosen, state)
 

@@ -55,3 +55,29 @@ class CrashAtStep(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step == self.step:
             raise Crash
+
+
+class SignalOnceAtStep(SignalAtStep):
+    """`SignalAtStep`, the first time only: `marker` (a file) records that it fired, so the
+    requeued run of the same job, resumed at that step, is not signalled again."""
+
+    def __init__(self, step: int, signal: str, marker: str) -> None:
+        super().__init__(step, signal)
+        self.marker = marker
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), self.signum)
+
+
+class SlowSteps(Callback):
+    """Sleep `seconds` after every training batch: a run long enough to be signalled mid-way."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        import time
+
+        time.sleep(self.seconds)

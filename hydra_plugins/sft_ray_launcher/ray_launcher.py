@@ -1,0 +1,131 @@
+"""Run a multirun's jobs as Ray tasks: each job is `hydra.core.utils.run_job` in a Ray worker,
+with the resources it declares; the sweep waits for all of them.
+
+Job directories, `result.json`, the sweep summary and TensorBoard logs are those of the basic
+launcher: the job runs the same task function through Hydra's `run_job`, which calls the sweep's
+callbacks (sft.runs.sweep_summary) in the worker. A job whose worker dies (killed, out of
+memory) is recorded as failed here and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+def _run_job(
+    hydra_context: HydraContext,
+    sweep_config: DictConfig,
+    task_function: TaskFunction,
+    singleton_state: dict[Any, Any],
+) -> JobReturn:
+    """In the Ray worker: Hydra's state as the driver has it, then the job."""
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    return run_job(
+        hydra_context=hydra_context,
+        task_function=task_function,
+        config=sweep_config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+
+
+class RayLauncher(Launcher):
+    def __init__(
+        self,
+        address: str | None = None,
+        cpus_per_job: float = 1,
+        gpus_per_job: float = 0,
+        max_retries: int = 0,
+        init: dict[str, Any] | None = None,
+    ) -> None:
+        self.address = address
+        self.resources = {"num_cpus": cpus_per_job, "num_gpus": gpus_per_job}
+        self.max_retries = max_retries
+        self.init = dict(init or {})
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        import ray  # late: importing Ray takes seconds, and only this launcher needs it
+
+        assert self.config is not None and self.hydra_context is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if not ray.is_initialized():
+            init = OmegaConf.to_container(OmegaConf.create(self.init), resolve=True)
+            ray.init(address=self.address, **init)
+        log.info(
+            f"Ray launcher: {len(job_overrides)} jobs, {self.resources} each, on "
+            f"{ray.cluster_resources()}; sweep output dir: {sweep_dir}"
+        )
+        remote = ray.remote(max_retries=self.max_retries, **self.resources)(_run_job)
+        configs, refs = [], []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = f"ray_{idx}"
+                sweep_config.hydra.job.num = idx
+            configs.append((sweep_config, list(overrides)))
+            refs.append(
+                remote.remote(
+                    self.hydra_context, sweep_config, self.task_function, Singleton.get_state()
+                )
+            )
+        results = []
+        for (sweep_config, overrides), ref in zip(configs, refs, strict=True):
+            try:
+                results.append(ray.get(ref))
+            except ray.exceptions.RayError as exc:  # the worker died: no job end was recorded
+                results.append(self._lost_job(sweep_config, overrides, exc))
+        return results
+
+    def _lost_job(
+        self, sweep_config: DictConfig, overrides: list[str], exc: Exception
+    ) -> JobReturn:
+        """A failed JobReturn for a job whose worker died, passed to the sweep's callbacks (the
+        summary records it) as the worker would have."""
+        log.error(f"job {sweep_config.hydra.job.num}: its Ray worker died: {type(exc).__name__}")
+        output_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+        with open_dict(sweep_config):
+            sweep_config.hydra.runtime.output_dir = str(output_dir.resolve())
+        result = JobReturn(
+            overrides=overrides, hydra_cfg=OmegaConf.create({"hydra": sweep_config.hydra})
+        )
+        result.status = JobStatus.FAILED
+        result.return_value = exc
+        self.hydra_context.callbacks.on_job_end(config=sweep_config, job_return=result)
+        return result

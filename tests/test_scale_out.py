@@ -1,0 +1,186 @@
+"""Sweeps that scale out: Ray jobs in parallel with their own devices, Optuna trials in parallel
+against one study, jobs requeued at a time limit that resume exactly, DDP jobs in a multirun."""
+
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from conftest import FAST, run_module
+from optuna.trial import TrialState
+
+from sft.callbacks.optuna_pruning import open_storage
+from sft.runs.sweep_summary import read_results
+from sft.train import train
+
+TESTS_DIR = Path(__file__).parent
+# a local Ray instance of 2 CPUs and 2 (pretend) GPUs; small object store: CI machines are small
+RAY = [
+    "hydra/launcher=ray",
+    "+hydra.launcher.init.num_cpus=2",
+    "+hydra.launcher.init.num_gpus=2",
+    "+hydra.launcher.init.object_store_memory=80000000",
+    "hydra.launcher.cpus_per_job=1",
+]
+ONE_EPOCH = [*FAST, "trainer.max_epochs=1", "test=false"]
+
+
+def with_helpers() -> dict[str, str]:
+    """The environment of a sweep whose jobs import the tests' helpers (fault callbacks)."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+@pytest.mark.slow
+def test_ray_runs_jobs_in_parallel_each_on_its_own_gpu(tmp_path, data_dir):
+    """5 jobs, 2 at a time (1 of the 2 CPUs and 1 of the 2 GPUs each): every job has its
+    directory and row, a failing job is recorded and the others finish, jobs overlap in time,
+    and jobs running at once were given different GPUs."""
+    sweep = tmp_path / "sweep"
+    result = run_module(
+        "sft.train",
+        "-m",
+        *RAY,
+        "hydra.launcher.gpus_per_job=1",
+        *ONE_EPOCH,
+        "data.batch_size=32,16,8,4,0",  # batch size 0: a user error, that job fails
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 1, result.stderr[-3000:]  # a failed job fails the sweep
+    assert "error: 1 of 5 jobs failed" in result.stderr
+    results = dict(read_results(sweep))
+    assert sorted(results) == ["0", "1", "2", "3", "4"]
+    assert [results[j].status for j in "0123"] == ["completed"] * 4
+    assert results["4"].status == "failed" and "data.batch_size" in results["4"].error
+    summary = (sweep / "summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 5 and sum(",completed," in row for row in summary) == 4
+    for job in "0123":
+        assert list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))
+
+    spans = sorted((r.started_at, r.ended_at, job) for job, r in results.items())
+    overlapping = [(a, b) for i, a in enumerate(spans) for b in spans[i + 1 :] if b[0] < a[1]]
+    assert overlapping, f"no two jobs ran at once: {spans}"
+    devices = {job: gpus_of(sweep / job) for job in results}
+    assert set(devices.values()) <= {"0", "1"}
+    for a, b in overlapping:
+        assert devices[a[2]] != devices[b[2]], f"jobs {a[2]} and {b[2]} ran at once on one GPU"
+
+
+def gpus_of(job_dir: Path) -> str:
+    """The CUDA_VISIBLE_DEVICES a job's run log records."""
+    (log,) = job_dir.glob("*.log")
+    line = next(x for x in log.read_text().splitlines() if "CUDA_VISIBLE_DEVICES=" in x)
+    return line.split("CUDA_VISIBLE_DEVICES=")[1].strip("'")
+
+
+# an Optuna search on the small CNN: 2 trials at a time on Ray (the journal storage default)
+OPTUNA = [
+    "hydra/sweeper=sft_optuna",
+    "hydra.sweeper.study_name=parallel",
+    "hydra.sweeper.n_jobs=2",
+    "model.lr_head=tag(log,interval(1e-3,1e-1))",
+]
+
+
+@pytest.mark.slow
+def test_optuna_trials_run_two_at_a_time_against_one_study(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    args = ["sft.train", "-m", *RAY, *ONE_EPOCH, *OPTUNA, f"hydra.sweep.dir={sweep}"]
+    first = run_module(*args, "hydra.sweeper.n_trials=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    storage = f"journal://{sweep / 'optuna.journal'}"
+    study = optuna.load_study(study_name="parallel", storage=open_storage(storage))
+    assert [t.number for t in study.trials] == [0, 1]
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    results = dict(read_results(sweep))
+    assert sorted(results) == ["0", "1"]
+    assert max(r.started_at for r in results.values()) < min(
+        r.ended_at for r in results.values()
+    ), "the two trials did not run at once"
+
+    again = run_module(*args, "hydra.sweeper.n_trials=2")  # the same command: the study resumes
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = optuna.load_study(study_name="parallel", storage=open_storage(storage))
+    assert [t.number for t in study.trials] == list(range(4))
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert len({t.params["model.lr_head"] for t in study.trials}) == 4, "a trial was repeated"
+    assert sorted(dict(read_results(sweep))) == [str(n) for n in range(4)]
+
+
+EXACT = [
+    *FAST,
+    "trainer.deterministic=true",
+    "trainer.max_epochs=2",
+    "callbacks.step_checkpoint.every_n_train_steps=2",
+    "test=false",
+]
+
+
+@pytest.mark.slow
+def test_a_job_signalled_for_its_time_limit_is_requeued_and_resumes_exactly(
+    train_cfg, tmp_path, data_dir
+):
+    """A submitit job (local executor, as on SLURM) gets USR2, submitit's time-limit and
+    preemption signal, at step 7: it saves last.ckpt, submitit requeues it, the requeued job
+    continues in its directory and ends with the weights of an uninterrupted run."""
+    sweep = tmp_path / "sweep"
+    marker = tmp_path / "signalled"
+    signal = [
+        "+callbacks.signal._target_=helpers.faults.SignalOnceAtStep",
+        "+callbacks.signal.step=7",
+        "+callbacks.signal.signal=SIGUSR2",
+        f"+callbacks.signal.marker={marker}",
+    ]
+    result = run_module(
+        "sft.train",
+        "-m",
+        "hydra/launcher=local_jobs",
+        *EXACT,
+        *signal,
+        "seed=0",
+        f"hydra.sweep.dir={sweep}",
+        env=with_helpers(),
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert marker.exists()
+    job = sweep / "0"
+    (log,) = job.glob("*.log")
+    text = log.read_text()
+    assert "handing SIGUSR2 to submitit" in text
+    # signalled as the batch after step 7 began: saved when it ended, at step 8
+    assert "(a requeued or re-run job): continuing from" in text and "step 8)" in text
+    assert [r.status for _, r in read_results(sweep)] == ["completed"]
+
+    train(train_cfg(*EXACT[len(FAST) :], run_dir=tmp_path / "reference"))
+    want = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
+    got = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
+    assert got["global_step"] == want["global_step"]
+    for key, tensor in want["state_dict"].items():
+        torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.mark.slow
+def test_ddp_jobs_in_a_multirun_get_one_directory_each(tmp_path, data_dir):
+    """trainer=ddp_sim with the subprocess DDP launcher: the ranks Lightning starts join their
+    job instead of re-running the sweep."""
+    sweep = tmp_path / "sweep"
+    result = run_module(
+        "sft.train",
+        "-m",
+        *ONE_EPOCH,
+        "trainer=ddp_sim",
+        "trainer.strategy=ddp",
+        "seed=1,2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = dict(read_results(sweep))
+    assert sorted(results) == ["0", "1"] and all(r.status == "completed" for r in results.values())
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")) == [
+        "0",
+        "1",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
