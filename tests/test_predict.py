@@ -17,7 +17,11 @@ from sft.predict import predict
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory, data_dir):
     root = tmp_path_factory.getbasetemp() / "inference_ckpts"
-    return {"image": image_checkpoint(root), "text": text_checkpoint(root)}
+    return {
+        "image": image_checkpoint(root),
+        "text": text_checkpoint(root),
+        "image_lora": image_checkpoint(root, lora=True),
+    }
 
 
 def run_predict(ckpt, inputs, out_dir, *overrides):
@@ -105,8 +109,9 @@ def test_sst2_test_file_gets_a_glue_submission(ckpts, data_dir, tmp_path):
     assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1"]
 
 
-def test_image_file_and_folder_predictions(ckpts, data_dir, tmp_path):
-    bundle = load_bundle(ckpts["image"])
+@pytest.mark.parametrize("kind", ["image", "image_lora"])
+def test_image_file_and_folder_predictions(kind, ckpts, data_dir, tmp_path):
+    bundle = load_bundle(ckpts[kind])
     bundle.datamodule.setup("test")
     images = torch.stack([bundle.datamodule.test_data[i][0] for i in range(5)])
     folder = tmp_path / "photos"
@@ -116,7 +121,7 @@ def test_image_file_and_folder_predictions(ckpts, data_dir, tmp_path):
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
     (folder / "notes.txt").write_text("not an image")
 
-    out = run_predict(ckpts["image"], folder, tmp_path / "run", "format=json", "batch_size=3")
+    out = run_predict(ckpts[kind], folder, tmp_path / "run", "format=json", "batch_size=3")
     rows = json.loads(out.read_text())
     assert [r["id"] for r in rows] == ["a.png", "b.png", "d.jpeg", "more/c.png"]
     expected = bundle.logits(bundle.image_inputs(images[:3])).softmax(-1)
@@ -127,7 +132,7 @@ def test_image_file_and_folder_predictions(ckpts, data_dir, tmp_path):
     assert all(abs(sum(r[f"prob_{n}"] for n in names) - 1) < 1e-4 for r in rows)
     assert rows[0]["pred_name"] == names[int(expected[1].argmax())]
 
-    single = read_csv(run_predict(ckpts["image"], paths[0], tmp_path / "one"))
+    single = read_csv(run_predict(ckpts[kind], paths[0], tmp_path / "one"))
     assert len(single) == 1 and single[0]["id"] == str(paths[0])
     assert single[0]["pred_name"] == rows[1]["pred_name"]
 
