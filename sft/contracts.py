@@ -38,11 +38,12 @@ CIFAR10 = Normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 @dataclass(frozen=True)
 class InputSpec:
-    """modality: what the backbone's forward takes (images, or the tokenizer's tensors).
+    """modality: what the backbone's forward takes (images, or the tokenizer's tensors); None
+    when unknown (a backbone of the user's own `_target_`).
     normalization: the statistics its weights expect; None when it trains from scratch.
     """
 
-    modality: Modality
+    modality: Modality | None
     normalization: Normalization | None = None
 
 
@@ -57,7 +58,7 @@ class ClassificationData(Protocol):
     outputs without it (`datamodule_target`, `class_names`).
     """
 
-    modality: Modality
+    modality: Modality | None
     num_classes: int
     class_names: list[str]
     has_labelled_test: bool

@@ -13,7 +13,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sft.data import SFTDataModule
 from sft.errors import find_user_error, report_user_errors
@@ -58,6 +58,8 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         check_config_types(cfg.get(key), key)
     # ckpt_path=, or last.ckpt of the run resume= continues: read once, here
     start = resume_point(cfg) if cfg.get("train") else None
+    if start and start.continues_run:
+        keep_trained_normalization(cfg.data, start.checkpoint)
     print_and_save_config(cfg, cfg.paths.output_dir)
     if start and start.continues_run:
         continue_tensorboard(cfg.get("logger"), start.step)
@@ -108,6 +110,17 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     metrics = {k: float(v) for k, v in metrics.items()}
     tensorboard_hparams.end(metrics, cfg.get("optimized_metric"))
     return metrics
+
+
+def keep_trained_normalization(data_cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
+    """A continued run keeps the pixel statistics its checkpoint was trained with where the data
+    config leaves them to the backbone (a run from before the backbone chose them may have
+    used others)."""
+    trained = checkpoint.get("datamodule_hyper_parameters", {})
+    for key in ("mean", "std"):
+        if key in data_cfg and data_cfg[key] is None and trained.get(key) is not None:
+            with open_dict(data_cfg):
+                data_cfg[key] = list(trained[key])
 
 
 @checks_overrides(config_name="train")

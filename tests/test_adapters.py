@@ -8,6 +8,7 @@ import torch
 from conftest import compose_config
 from inference_checkpoints import image_checkpoint, text_checkpoint
 
+from sft.callbacks import BackboneUnfreeze
 from sft.errors import SFTError
 from sft.eval import evaluate
 from sft.inference.bundle import load_bundle
@@ -171,6 +172,19 @@ def test_adapters_need_a_trainable_backbone_and_layers_to_adapt():
         SFTClassifier(backbone=SMALL_CNN, num_classes=10, adapter=LORA, freeze_backbone=True)
     with pytest.raises(SFTError, match="'pooling' has no Linear or Conv2d layer to adapt"):
         add_lora(torch.nn.AdaptiveAvgPool2d(1), LoraSettings(), "pooling")
+
+
+def test_gradual_unfreezing_and_adapters_do_not_combine():
+    model = SFTClassifier(backbone=SMALL_CNN, num_classes=10, adapter=LORA)
+    with pytest.raises(SFTError, match="backbone_unfreeze and adapter=lora do not combine"):
+        BackboneUnfreeze().on_fit_start(None, model)
+
+
+def test_an_adapter_learning_rate_of_zero_is_kept():
+    model = SFTClassifier(backbone=SMALL_CNN, num_classes=10, adapter=LORA, lr_adapter=0.0)
+    model.trainer = None
+    groups = {g["name"]: g["lr"] for g in model.configure_optimizers()["optimizer"].param_groups}
+    assert groups["adapter"] == 0.0
 
 
 def test_config_type_errors_name_the_adapter_key(train_cfg):

@@ -135,7 +135,7 @@ def test_input_spec_follows_the_weights() -> None:
     assert resolve_input_spec({"name": "resnet18", "checkpoint": "w.pt"}).normalization == IMAGENET
     assert resolve_input_spec({"name": "resnet18", "pretrained": False}) == InputSpec("image")
     assert resolve_input_spec({"name": "small_cnn"}) == InputSpec("image")
-    assert resolve_input_spec({"_target_": "my.Backbone"}) == InputSpec("image")
+    assert resolve_input_spec({"_target_": "my.Backbone"}) == InputSpec(None)  # unknown
 
 
 # --- pretrained weights that need the network ------------------------------------------------

@@ -26,7 +26,7 @@ from sft.data.augment import (
     random_crop_flip,
     to_float_normalized,
 )
-from sft.data.base import TensorBatchDataset
+from sft.data.base import SFTDataModule, TensorBatchDataset
 from sft.errors import SFTError
 
 CIFAR10_MEAN, CIFAR10_STD = CIFAR10.mean, CIFAR10.std
@@ -264,6 +264,14 @@ def test_normalisation_given_by_the_user_else_the_backbone_else_the_dataset(data
     assert used(dm)[:2] == (IMAGENET.mean, IMAGENET.std)
     with pytest.raises(SFTError, match="give both or neither"):
         CIFAR10DataModule(data_dir=str(data_dir), mean=IMAGENET.mean)
+
+
+def test_modalities_are_checked_only_where_declared(data_dir) -> None:
+    class Mine(SFTDataModule):  # a user's datamodule that declares no modality
+        pass
+
+    Mine().configure_input(InputSpec("text"))
+    CIFAR10DataModule(data_dir=str(data_dir)).configure_input(InputSpec(None))  # own backbone
 
 
 def test_a_text_backbone_on_image_data_is_one_clear_line(data_dir) -> None:

@@ -109,23 +109,28 @@ class RayLauncher(Launcher):
         for (sweep_config, overrides), ref in zip(configs, refs, strict=True):
             try:
                 results.append(ray.get(ref))
-            except ray.exceptions.RayError as exc:  # the worker died: no job end was recorded
+            except ray.exceptions.RayError as exc:  # the job ended outside run_job
                 results.append(self._lost_job(sweep_config, overrides, exc))
         return results
 
     def _lost_job(
         self, sweep_config: DictConfig, overrides: list[str], exc: Exception
     ) -> JobReturn:
-        """A failed JobReturn for a job whose worker died, passed to the sweep's callbacks (the
-        summary records it) as the worker would have."""
-        log.error(f"job {sweep_config.hydra.job.num}: its Ray worker died: {type(exc).__name__}")
+        """A job Ray could not run to its end (its worker died, or it failed before Hydra's
+        run_job): recorded as failed by the sweep's callbacks (result.json, the summary), as the
+        worker would have; returned without a value, as sft-train returns a failed job, so the
+        sweeper goes on with the other jobs."""
+        reason = " ".join(str(exc).split())[:300]
+        log.error(
+            f"job {sweep_config.hydra.job.num} failed in Ray ({type(exc).__name__}): {reason}"
+        )
         output_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
         with open_dict(sweep_config):
             sweep_config.hydra.runtime.output_dir = str(output_dir.resolve())
-        result = JobReturn(
-            overrides=overrides, hydra_cfg=OmegaConf.create({"hydra": sweep_config.hydra})
-        )
-        result.status = JobStatus.FAILED
-        result.return_value = exc
-        self.hydra_context.callbacks.on_job_end(config=sweep_config, job_return=result)
+        hydra_cfg = OmegaConf.create({"hydra": sweep_config.hydra})
+        failed = JobReturn(overrides=overrides, hydra_cfg=hydra_cfg, status=JobStatus.FAILED)
+        failed.return_value = exc
+        self.hydra_context.callbacks.on_job_end(config=sweep_config, job_return=failed)
+        result = JobReturn(overrides=overrides, hydra_cfg=hydra_cfg, status=JobStatus.COMPLETED)
+        result.return_value = None
         return result

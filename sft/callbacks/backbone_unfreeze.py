@@ -3,6 +3,8 @@
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from sft.errors import SFTError
+
 
 class BackboneUnfreeze(Callback):
     """Freezes `pl_module.backbone` (weights and norm statistics) before `unfreeze_at_epoch`.
@@ -15,6 +17,14 @@ class BackboneUnfreeze(Callback):
 
     def __init__(self, unfreeze_at_epoch: int = 1) -> None:
         self.unfreeze_at_epoch = unfreeze_at_epoch
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.hparams.get("adapter") is not None:
+            # it would freeze the adapters first, then unfreeze base weights no optimizer holds
+            raise SFTError(
+                "callbacks=backbone_unfreeze and adapter=lora do not combine: with adapters the "
+                "base weights stay frozen and the adapters train from the start; drop one"
+            )
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if pl_module.hparams.get("freeze_backbone"):

@@ -110,14 +110,18 @@ class GracefulInterrupt(Callback):
         path = trainer_last_checkpoint(trainer)
         trainer.save_checkpoint(path, weights_only=False)
         received = self._received
-        if received is not None and received == requeue_signal():
-            # submitit's handler requeues the job and exits (global rank 0); on other ranks it
-            # returns, and they stop below
-            handler = self._previous.get(received)
+        requeue = requeue_signal()
+        # whichever rank got submitit's signal first, every rank hands it on: global rank 0's
+        # submitit handler requeues the job and exits; on the other ranks it returns, and they
+        # stop below
+        if requeue is not None and trainer.strategy.reduce_boolean_decision(
+            received == requeue, all=False
+        ):
+            handler = self._previous.get(requeue)
             self._restore_handlers()
-            log.warning(f"saved {path}: handing {signal.Signals(received).name} to submitit")
+            log.warning(f"saved {path}: handing {signal.Signals(requeue).name} to submitit")
             if callable(handler):
-                handler(received, None)
+                handler(requeue, None)
         name = signal.Signals(received).name if received else "a signal"
         message = (
             f"interrupted by {name} at epoch {trainer.current_epoch} step {trainer.global_step}: "

@@ -24,7 +24,8 @@ class SFTDataModule(L.LightningDataModule):
     `on_after_batch_transfer` itself takes precedence over this hook, so it must not.
     """
 
-    modality: ClassVar[Modality]
+    # what the loaders yield; None: not declared (a user's datamodule), not checked
+    modality: ClassVar[Modality | None] = None
     num_classes: int
     class_names: list[str]
     # False when the test split has no labels (sft-train then skips testing, sft-eval reports
@@ -40,8 +41,13 @@ class SFTDataModule(L.LightningDataModule):
 
     def configure_input(self, spec: InputSpec) -> None:
         """Adopt what the model's backbone expects (sft.contracts), before `setup`: the entry
-        points call it with `model.input_spec`. Here: the modalities must match."""
-        if spec.modality != self.modality:
+        points call it with `model.input_spec`. Here: the modalities must match, where both
+        are known."""
+        if (
+            spec.modality is not None
+            and self.modality is not None
+            and spec.modality != self.modality
+        ):
             raise SFTError(
                 f"the model's backbone takes {spec.modality} inputs but {type(self).__name__} "
                 f"gives {self.modality}s: pair a {spec.modality} backbone with a {spec.modality} "

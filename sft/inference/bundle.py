@@ -69,7 +69,7 @@ def load_bundle(ckpt_path: str | Path, device: str = "cpu") -> InferenceBundle:
     model = load_classifier(ckpt_path, checkpoint).to(resolve_device(device))
     datamodule = datamodule_from_checkpoint(ckpt_path, checkpoint=checkpoint)
     datamodule.configure_input(model.input_spec)
-    modality = model.input_spec.modality
+    modality = model.input_spec.modality or datamodule.modality
     names = checkpoint.get("class_names") or _class_names_from_data(datamodule)
     if len(names) != model.hparams.num_classes:
         raise SFTError(

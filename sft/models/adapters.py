@@ -164,11 +164,13 @@ def frozen_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def weights_hash(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over names, shapes, dtypes and bytes: identical only for identical weights."""
+    """sha256 over names, shapes and values (as float32, so a run in bf16-true precision and
+    its fp32 evaluation agree): identical only for identical weights."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu()
-        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        t = t.float() if t.is_floating_point() else t
+        digest.update(f"{name}:{tuple(t.shape)};".encode())
         # a flat copy: any memory layout (channels_last, size-1 dims) hashes by its values
         digest.update(t.reshape(-1).clone().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

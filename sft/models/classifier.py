@@ -147,6 +147,8 @@ class SFTClassifier(L.LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_acc_best = MaxMetric()
         self._base_hash: str | None = None
+        # what a small checkpoint leaves out: the weights frozen now, with the adapters added
+        self._frozen_names = set(frozen_parameters(self)) if not self.strict_loading else set()
         trainable, total = self.parameter_counts()
         if rank_zero_only.rank == 0:  # the run log (Lightning's rank_zero_info bypasses it)
             log.info(
@@ -282,11 +284,12 @@ class SFTClassifier(L.LightningModule):
         if datamodule is not None:
             checkpoint.update(datamodule.rebuild_info())
         if not self.strict_loading:  # adapter.save_only_trainable
-            frozen = frozen_parameters(self)
+            frozen = self._frozen_names
             state = checkpoint["state_dict"]
             checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in frozen}
             if self._base_hash is None:  # frozen: hashed once per run
-                self._base_hash = weights_hash(frozen)
+                params = dict(self.named_parameters())
+                self._base_hash = weights_hash({n: params[n] for n in frozen})
             checkpoint[BASE_WEIGHTS] = {
                 "backbone": self.hparams.backbone,
                 "sha256": self._base_hash,
@@ -359,7 +362,7 @@ class SFTClassifier(L.LightningModule):
             ("backbone", hp.lr_backbone, [(n, p) for n, p in named if not is_adapter_parameter(n)]),
             (
                 "adapter",
-                hp.lr_adapter or hp.lr_head,
+                hp.lr_head if hp.lr_adapter is None else hp.lr_adapter,
                 [(n, p) for n, p in named if is_adapter_parameter(n)],
             ),
         )

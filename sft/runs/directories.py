@@ -82,6 +82,11 @@ def config_subdir(run_dir: Path, stamp: str) -> str:
     return f".hydra/resumed_{stamp}" if (run_dir / ".hydra" / "config.yaml").is_file() else ".hydra"
 
 
+def _overridden(key: str, hydra_cfg: DictConfig) -> bool:
+    """Whether the command line sets `key` (a hydra.* override)."""
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in hydra_cfg.overrides.hydra)
+
+
 class RunDirectory(Callback):
     """Hydra callback: settles `hydra.run.dir` and `hydra.output_subdir` of a single run."""
 
@@ -89,12 +94,11 @@ class RunDirectory(Callback):
         hydra_cfg = config.hydra
         given = Path(str(OmegaConf.select(config, "hydra.run.dir")))
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-        if any(
-            o.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in hydra_cfg.overrides.hydra
-        ):
+        if _overridden("hydra.run.dir", hydra_cfg):
             chosen = given  # the user's directory, as given
         else:
             chosen = choose_run_dir(OmegaConf.select(config, "resume", default=None), given)
         with read_write(hydra_cfg), open_dict(hydra_cfg):
             hydra_cfg.run.dir = str(chosen)
-            hydra_cfg.output_subdir = config_subdir(chosen, stamp)
+            if not _overridden("hydra.output_subdir", hydra_cfg):  # e.g. null: DDP ranks > 0
+                hydra_cfg.output_subdir = config_subdir(chosen, stamp)

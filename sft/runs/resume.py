@@ -23,7 +23,9 @@ from omegaconf import DictConfig, open_dict
 
 from sft.errors import SFTError
 from sft.runs.directories import LAST_CHECKPOINT, last_checkpoint
+from sft.runs.result import RESULT_FILE, RunResult
 from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from sft.utils.cli import as_typed
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,14 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
     or a file that cannot be read."""
     resume = cfg.get("resume")
     if resume is None:
+        # a requeued job continues from its own last.ckpt, also when it started from ckpt_path
+        requeued = requeued_job_point(Path(cfg.paths.output_dir))
+        if requeued is not None:
+            return requeued
         path = cfg.get("ckpt_path")
         if path:
             return ResumePoint(Path(path), read_checkpoint(path), continues_run=False)
-        return requeued_job_point(Path(cfg.paths.output_dir))
+        return None
     if cfg.get("ckpt_path"):
         raise SFTError(
             "set resume= (continue a run in its directory) or ckpt_path= (start a new run from a "
@@ -96,14 +102,24 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
 def requeued_job_point(output_dir: Path) -> ResumePoint | None:
     """A multirun job whose directory already holds last.ckpt was stopped there before: requeued
     by submitit after a time limit or preemption (sft.callbacks.graceful_interrupt), or its
-    sweep re-run into the same directory. It continues from that checkpoint."""
+    sweep re-run into the same directory. It continues from that checkpoint, unless the
+    directory's result.json shows it was written by a job with other overrides (a sweep
+    directory reused for another grid): that is a user error."""
     try:
-        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        hydra_cfg = HydraConfig.get()
     except ValueError:  # not a Hydra job
         return None
     last = last_checkpoint(output_dir)
-    if not multirun or not last.is_file():
+    if hydra_cfg.mode != RunMode.MULTIRUN or not last.is_file():
         return None
+    previous = output_dir / RESULT_FILE
+    overrides = as_typed(hydra_cfg.overrides.task)
+    if previous.is_file() and RunResult.read(previous).overrides != overrides:
+        raise SFTError(
+            f"{output_dir} holds a run of another job ({previous}: overrides "
+            f"{' '.join(RunResult.read(previous).overrides)}); give this sweep a new "
+            "hydra.sweep.dir"
+        )
     chosen, state = readable_checkpoint(last)
     log.info(
         f"{output_dir} holds {LAST_CHECKPOINT} (a requeued or re-run job): continuing from "

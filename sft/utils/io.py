@@ -26,6 +26,7 @@ def atomic_write(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb") as f:
             write(f)
@@ -45,6 +46,12 @@ def atomic_write_text(path: str | os.PathLike, content: str) -> None:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """`torch.save(obj, path)` that either fully replaces `path` or leaves it as it was."""
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -81,13 +81,13 @@ def backbone_modality(name: str) -> Modality:
 def resolve_input_spec(backbone_cfg: Mapping | None) -> InputSpec:
     """The input spec of the backbone a model's `backbone` config builds: its family's
     modality, and its weights' normalisation when it loads weights (`pretrained` or a
-    `checkpoint`); from scratch it expects none. A backbone built by another `_target_` is
-    taken as an image backbone without expectations."""
+    `checkpoint`); from scratch it expects none. Of a backbone built by another `_target_`
+    nothing is known (modality None)."""
     cfg = dict(backbone_cfg or {})
     name = cfg.get("name")
     entry = _REGISTRY.get(name) if isinstance(name, str) else None
     if entry is None:
-        return InputSpec("image")
+        return InputSpec(None)
     loads_weights = bool(cfg.get("pretrained")) or cfg.get("checkpoint") is not None
     return InputSpec(entry.modality, entry.normalization if loads_weights else None)
 
