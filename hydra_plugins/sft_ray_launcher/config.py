@@ -19,7 +19,8 @@ class RayLauncherConf:
     # started); "auto": the cluster `ray start` runs here; "ray://<head>:10001": a remote cluster
     address: str | None = None
     # what each job asks Ray for; Ray runs as many jobs at once as fit, and sets each job's
-    # CUDA_VISIBLE_DEVICES to the GPUs it was given (a DDP job asks for several)
+    # CUDA_VISIBLE_DEVICES to the GPUs it was given (a DDP job asks for several, with
+    # trainer.strategy=ddp_spawn: `ddp` would re-run the Ray worker's command line)
     cpus_per_job: float = 1
     gpus_per_job: float = 0
     # Ray retries a job whose worker process died (not one that raised: sft-train records those)
