@@ -180,6 +180,24 @@ def test_gradual_unfreezing_and_adapters_do_not_combine():
         BackboneUnfreeze().on_fit_start(None, model)
 
 
+def test_layer_decay_scales_the_adapters_by_depth():
+    backbone = {
+        "_target_": "sft.models.backbones.create_backbone",
+        "name": "huggingface",
+        "model_name_or_path": "minilm",
+        "config_overrides": TINY,
+    }
+    model = SFTClassifier(
+        backbone=backbone, num_classes=2, adapter=LORA, lr_adapter=1e-3, layer_decay=0.5
+    )
+    model.trainer = None
+    groups = {g["name"]: g["lr"] for g in model.configure_optimizers()["optimizer"].param_groups}
+    # 2 layers: layer k (1, 2) of the adapters trains at 1e-3 * 0.5 ** (3 - k)
+    assert groups["adapter/layer_01"] == pytest.approx(1e-3 * 0.25)
+    assert groups["adapter/layer_02"] == pytest.approx(1e-3 * 0.5)
+    assert not any(name.startswith("backbone") for name in groups)
+
+
 def test_an_adapter_learning_rate_of_zero_is_kept():
     model = SFTClassifier(backbone=SMALL_CNN, num_classes=10, adapter=LORA, lr_adapter=0.0)
     model.trainer = None
