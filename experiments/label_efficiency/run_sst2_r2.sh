@@ -9,5 +9,6 @@ date
 date
 .venv/bin/sft-train -m experiment=study_sst2_label_efficiency seed=0 \
   data.samples_per_class=null trainer.max_steps=-1 trainer.max_epochs=1 trainer.val_check_interval=1.0 \
+  trainer.check_val_every_n_epoch=1 \
   method=finetune_linear,lpft_fused,lora hydra.sweep.dir=outputs/studies/label_efficiency_sst2_r2_full
 date
