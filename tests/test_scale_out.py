@@ -21,6 +21,7 @@ RAY = [
     "+hydra.launcher.init.num_cpus=2",
     "+hydra.launcher.init.num_gpus=2",
     "+hydra.launcher.init.object_store_memory=80000000",
+    "+hydra.launcher.init.include_dashboard=false",
     "hydra.launcher.cpus_per_job=1",
 ]
 ONE_EPOCH = [*FAST, "trainer.max_epochs=1", "test=false"]

@@ -395,6 +395,7 @@ def main() -> None:
         jobs += [load_job(sweep / job, result, study.metric) for job, result in read_results(sweep)]
     if not jobs:
         raise SystemExit(f"error: no {RESULT_FILE} under {', '.join(map(str, sweeps))}")
+    sweeps = [s for s in sweeps if any(s in j.output_dir.parents for j in jobs)]  # with results
 
     chance = 1 / jobs[0].config["model"]["num_classes"]
     out.mkdir(parents=True, exist_ok=True)
