@@ -91,12 +91,7 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
             f"resume=auto: no run under {output_dir.parent} has {LAST_CHECKPOINT}: starting fresh in {output_dir}"
         )
         return None
-    chosen, state = readable_checkpoint(last)
-    log.info(
-        f"resuming {output_dir} from {chosen} (epoch {state.get('epoch')}, step "
-        f"{state.get('global_step')})"
-    )
-    return ResumePoint(chosen, state)
+    return _continue_from(last, f"resuming {output_dir} from ")
 
 
 def requeued_job_point(output_dir: Path) -> ResumePoint | None:
@@ -113,18 +108,21 @@ def requeued_job_point(output_dir: Path) -> ResumePoint | None:
     if hydra_cfg.mode != RunMode.MULTIRUN or not last.is_file():
         return None
     previous = output_dir / RESULT_FILE
-    overrides = as_typed(hydra_cfg.overrides.task)
-    if previous.is_file() and RunResult.read(previous).overrides != overrides:
+    recorded = RunResult.read(previous).overrides if previous.is_file() else None
+    if recorded is not None and recorded != as_typed(hydra_cfg.overrides.task):
         raise SFTError(
             f"{output_dir} holds a run of another job ({previous}: overrides "
-            f"{' '.join(RunResult.read(previous).overrides)}); give this sweep a new "
-            "hydra.sweep.dir"
+            f"{' '.join(recorded)}); give this sweep a new hydra.sweep.dir"
         )
-    chosen, state = readable_checkpoint(last)
-    log.info(
-        f"{output_dir} holds {LAST_CHECKPOINT} (a requeued or re-run job): continuing from "
-        f"{chosen} (epoch {state.get('epoch')}, step {state.get('global_step')})"
+    return _continue_from(
+        last, f"{output_dir} holds {LAST_CHECKPOINT} (a requeued or re-run job): continuing from "
     )
+
+
+def _continue_from(last: Path, saying: str) -> ResumePoint:
+    """`last` (or the newest readable checkpoint beside it), read, logged after `saying`."""
+    chosen, state = readable_checkpoint(last)
+    log.info(f"{saying}{chosen} (epoch {state.get('epoch')}, step {state.get('global_step')})")
     return ResumePoint(chosen, state)
 
 
