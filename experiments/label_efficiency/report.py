@@ -54,6 +54,9 @@ STUDIES = {
         sweeps=(
             "outputs/studies/label_efficiency_sst2_r2",
             "outputs/studies/label_efficiency_sst2_r2_full",
+            # LoRA's full-data point, rerun on its own after the session running the sweep above
+            # ended during it
+            "outputs/studies/label_efficiency_sst2_r2_full_lora",
         ),
         metric="val/acc",
         evaluated_on="the full GLUE SST-2 dev set, once, after the last training step",
