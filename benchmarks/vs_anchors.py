@@ -19,7 +19,8 @@ augmentation, vs a plain PyTorch loop over torchvision's per-sample PIL pipeline
 workers), the same backbone and head, the same optimizer. The plain loop runs twice: as
 torchvision's reference scripts run it (fp32, NCHW), and tuned with sft's hardware defaults
 (channels_last, the precision sft picks), so that the ratio's sources can be told apart.
-Regularizer: sft's MiniLM step with L2-SP and L2 (lambda 1e-5) against none.
+Regularizer: sft's MiniLM step with L2-SP, decoupled L2-SP and L2 (lambda 1e-5) against
+none, and each update timed alone against the step without one.
   - EfficientNet-Lite0 at 64 px (`experiment=cifar10_effnet_lite0_quick`), batch 64.
   - ResNet-18 with the CIFAR stem at 32 px (`experiment=cifar10_resnet18`), batch 128.
 
@@ -260,9 +261,16 @@ def bench_text(args: argparse.Namespace, work: Path) -> list[dict]:
 def bench_regularizer(args: argparse.Namespace, work: Path) -> None:
     """The cost of the L2-SP / L2 term in sft's MiniLM step (bf16 where the CPU has it)."""
     folder = sst2_subset(Path(args.data_dir), 32 * (args.warmup + args.steps), work / "reg")
-    rates: dict[str, list[float]] = {"none": [], "l2sp": [], "l2": []}
+    # each arm: (regularizer, decoupled); the decoupled pull is one pass over the weights
+    arms = {
+        "none": ("none", False),
+        "l2sp": ("l2sp", False),
+        "l2sp decoupled": ("l2sp", True),
+        "l2": ("l2", False),
+    }
+    rates: dict[str, list[float]] = {arm: [] for arm in arms}
     for repeat in range(3):  # alternating runs, the median of each: run-to-run noise is ~5 %
-        for reg in rates:
+        for arm, (reg, decoupled) in arms.items():
             run = run_sft(
                 [
                     "experiment=sst2_minilm",
@@ -271,12 +279,13 @@ def bench_regularizer(args: argparse.Namespace, work: Path) -> None:
                     "model.linear_probe=null",
                     f"model.regularizer={reg}",
                     f"model.reg_lambda={0.0 if reg == 'none' else 1e-5}",
+                    f"model.reg_decoupled={str(decoupled).lower()}",
                 ],
                 work / "reg",
-                f"reg_{reg}_{repeat}",
+                f"reg_{reg}_{decoupled}_{repeat}",
                 args,
             )
-            rates[reg].append(32 * run["steps"] / run["seconds"])
+            rates[arm].append(32 * run["steps"] / run["seconds"])
     median = {reg: sorted(r)[1] for reg, r in rates.items()}
     print(
         "\n| regularizer (sft, SST-2 MiniLM, precision auto) | samples/s (3 runs) | median | "
@@ -289,6 +298,48 @@ def bench_regularizer(args: argparse.Namespace, work: Path) -> None:
             f"| {reg} | {runs} | {rate:.1f} | {100 * (median['none'] / rate - 1):+.1f} % |",
             flush=True,
         )
+    # Step-time differences of a few % are within the runs' noise, so each update is also timed
+    # alone, on the same model, and set against the median step without a regulariser.
+    step_ms = 1000 * 32 / median["none"]
+    print(f"\n| update alone (MiniLM, {step_ms:.0f} ms step) | ms (median of 20) | of a step |")
+    print("| --- | --- | --- |")
+    for arm, ms in time_regularizer_updates(work / "reg_alone").items():
+        print(f"| {arm} | {ms:.2f} | {100 * ms / step_ms:.1f} % |", flush=True)
+
+
+def time_regularizer_updates(work: Path) -> dict[str, float]:
+    """Milliseconds of each regulariser update on sft_minilm's model (fp32 weights, the groups
+    of its optimizer), median of 20 after 3 untimed."""
+    times = {}
+    for arm, reg, decoupled in [
+        ("l2sp", "l2sp", False),
+        ("l2sp decoupled", "l2sp", True),
+        ("l2", "l2", False),
+        ("l2 decoupled", "l2", True),
+    ]:
+        cfg = compose_train(
+            [
+                "experiment=sst2_minilm",
+                "model.linear_probe=null",
+                "model.scheduler=null",  # no trainer here to count the steps of a schedule
+                f"model.regularizer={reg}",
+                "model.reg_lambda=1e-5",
+                f"model.reg_decoupled={str(decoupled).lower()}",
+            ],
+            work,
+        )
+        model = instantiate(cfg.model)
+        optimizer = model.configure_optimizers()["optimizer"]
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        samples = []
+        for i in range(23):
+            start = time.perf_counter()
+            model.on_before_optimizer_step(optimizer)
+            if i >= 3:
+                samples.append(1000 * (time.perf_counter() - start))
+        times[arm] = sorted(samples)[len(samples) // 2]
+    return times
 
 
 # ---- images ---------------------------------------------------------------------------------

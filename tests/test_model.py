@@ -105,10 +105,52 @@ def test_regularizer_gradient_equals_autograd(regularizer):
     )
 
 
-def test_lightning_applies_the_regularizer_gradient_every_step(tmp_path):
+@pytest.mark.parametrize("regularizer", ["l2sp", "l2"])
+def test_decoupled_regularizer_moves_each_group_by_its_lr(regularizer):
+    """reg_decoupled: before the step the weights move by -lr * lambda * dR/dtheta, each
+    parameter group with its own lr; the gradients stay the data term's, frozen weights stay."""
+    lam = 0.3
+    model = make_model(regularizer=regularizer, reg_lambda=lam, reg_decoupled=True)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(torch.randn_like(p), alpha=0.1)
+    model.backbone.features[0].weight.requires_grad_(False)
+    params = [p for p in model.backbone.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        [{"params": params[:2], "lr": 0.1}, {"params": params[2:], "lr": 0.01}], lr=0.1
+    )
+    lr = {id(p): 0.1 if i < 2 else 0.01 for i, p in enumerate(params)}
+    named = dict(model.backbone.named_parameters())
+    refs = dict(zip(named, model.regularizer._refs(), strict=True)) if regularizer == "l2sp" else {}
+    before = {n: p.detach().clone() for n, p in named.items()}
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    nn.functional.cross_entropy(model(x), y).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.on_before_optimizer_step(optimizer)
+    for name, p in named.items():
+        if not p.requires_grad:
+            assert torch.equal(p, before[name]), name
+            continue
+        toward = refs[name] if regularizer == "l2sp" else torch.zeros_like(p)
+        expected = before[name] - lr[id(p)] * lam * 2 * (before[name] - toward)
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-7, msg=name)
+    for name, p in model.named_parameters():  # the data gradient, untouched
+        if p.grad is not None:
+            assert torch.equal(p.grad, grads[name]), name
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_lightning_applies_the_regularizer_every_step(tmp_path, decoupled):
     """Through Lightning's loop, L2-SP pulls the weights: a huge lambda with zero data loss
-    (lr 0 on nothing else) moves them back towards theta_0."""
-    model = make_model(regularizer="l2sp", reg_lambda=10.0, lr_backbone=0.01, lr_head=0.0)
+    (lr 0 on nothing else) moves them back towards theta_0. With plain SGD the decoupled pull
+    and the gradient are the same update."""
+    model = make_model(
+        regularizer="l2sp",
+        reg_lambda=10.0,
+        reg_decoupled=decoupled,
+        lr_backbone=0.01,
+        lr_head=0.0,
+    )
     model.hparams.optimizer = {"_target_": "torch.optim.SGD"}
     with torch.no_grad():
         for p in model.backbone.parameters():

@@ -56,6 +56,10 @@ class SFTClassifier(L.LightningModule):
     layer_decay: layer-wise LR decay for backbones with layer ids (the huggingface text backbone):
     layer k of L trains at lr_backbone * layer_decay ** (L + 1 - k), embeddings (k = 0) slowest;
     None: one lr_backbone for the whole backbone.
+    reg_decoupled: apply lambda R(theta) as a decoupled pull on the weights before each optimizer
+    step, `theta <- theta - lr * lambda * dR/dtheta` with the group's lr (as AdamW's weight decay
+    is to L2: lambda is on another scale than in the loss), instead of through the gradient that
+    Adam normalises. One pass over the weights: L2-SP then costs what L2 costs.
     log_regularizer: also compute R(theta) every step and log it (`train/reg`), with `train/loss`
     the regularised objective; off, `train/loss` is the data term and R's gradient is added
     without computing R (sft.models.regularizers).
@@ -82,6 +86,7 @@ class SFTClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         regularizer: str = "none",
         reg_lambda: float = 0.0,
+        reg_decoupled: bool = False,
         freeze_backbone: bool = False,
         freeze_norm_stats: bool = False,
         linear_probe: Mapping | None = None,
@@ -223,7 +228,10 @@ class SFTClassifier(L.LightningModule):
         # After backward (and AMP unscaling), before clipping and the step: the gradient of
         # lambda R(theta), once per optimizer step (Lightning divides accumulated losses by the
         # number of accumulated batches, so autograd would add it once in total as well).
-        if self.hparams.reg_lambda > 0:
+        # Decoupled: the weights move here, with the gradient left as the data term's.
+        if self.hparams.reg_lambda > 0 and self.hparams.reg_decoupled:
+            self.regularizer.decay_(self.backbone, optimizer, self.hparams.reg_lambda)
+        elif self.hparams.reg_lambda > 0:
             self.regularizer.add_gradient_(self.backbone, self.hparams.reg_lambda)
 
     def on_train_start(self) -> None:

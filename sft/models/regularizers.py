@@ -6,7 +6,14 @@ added to the parameters' gradients with fused `torch._foreach_*` ops once per op
 Python sum of 200 per-tensor norms cost 25 % of a MiniLM step; this costs a few percent and
 gives the same gradient (tests/test_model.py compares it with autograd's). `forward` still
 returns the value R(theta), for logging the regularised objective.
+
+Decoupled (`decay_`, model.reg_decoupled=true): as AdamW's weight decay is to L2, the pull
+`theta <- theta - lr * lambda * dR/dtheta` is applied to the weights before each optimizer step,
+outside Adam's normalisation, with each parameter group's current lr. It is one in-place pass
+(L2-SP: `lerp` towards theta_0) instead of two through the gradients, so it costs what L2 costs.
 """
+
+from collections import defaultdict
 
 import torch
 from torch import nn
@@ -23,6 +30,17 @@ def _grads(params: list[nn.Parameter]) -> list[torch.Tensor]:
     return [p.grad for p in params]
 
 
+def _by_lr(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> dict[float, list[int]]:
+    """Indices into `params`, grouped by the learning rate of their optimizer parameter group
+    (layer decay gives each layer its own); parameters no group holds are left out."""
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    groups: dict[float, list[int]] = defaultdict(list)
+    for i, p in enumerate(params):
+        if id(p) in lr_of:
+            groups[float(lr_of[id(p)])].append(i)
+    return groups
+
+
 def _selected(backbone: nn.Module, names: set[str] | None) -> list[nn.Parameter]:
     """The backbone's parameters R(theta) covers: `names`, or all when None."""
     return [p for n, p in backbone.named_parameters() if names is None or n in names]
@@ -33,6 +51,9 @@ class NoRegularizer(nn.Module):
         return torch.zeros((), device=next(backbone.parameters()).device)
 
     def add_gradient_(self, backbone: nn.Module, scale: float) -> None:
+        return None
+
+    def decay_(self, backbone: nn.Module, optimizer: torch.optim.Optimizer, scale: float) -> None:
         return None
 
 
@@ -54,6 +75,13 @@ class L2(nn.Module):
         params = [p for p in _selected(backbone, self.names) if p.requires_grad]
         if params:
             torch._foreach_add_(_grads(params), params, alpha=2.0 * scale)
+
+    @torch.no_grad()
+    def decay_(self, backbone: nn.Module, optimizer: torch.optim.Optimizer, scale: float) -> None:
+        """theta <- theta - lr * scale * 2 theta, per optimizer group (AdamW's weight decay)."""
+        params = [p for p in _selected(backbone, self.names) if p.requires_grad]
+        for lr, idx in _by_lr(optimizer, params).items():
+            torch._foreach_mul_([params[i] for i in idx], 1.0 - 2.0 * lr * scale)
 
 
 class L2SP(nn.Module):
@@ -78,15 +106,27 @@ class L2SP(nn.Module):
         diffs = torch._foreach_sub(_selected(backbone, self.names), self._refs())
         return torch.stack(torch._foreach_norm(diffs)).pow(2).sum()
 
-    @torch.no_grad()
-    def add_gradient_(self, backbone: nn.Module, scale: float) -> None:
-        """grad += scale * d/dtheta R = 2 * scale * (theta - theta_0), for every trainable
-        parameter: two in-place passes, no temporaries of the backbone's size."""
-        pairs = [
+    def _trainable_pairs(self, backbone: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        return [
             (p, r)
             for p, r in zip(_selected(backbone, self.names), self._refs(), strict=True)
             if p.requires_grad
         ]
+
+    @torch.no_grad()
+    def decay_(self, backbone: nn.Module, optimizer: torch.optim.Optimizer, scale: float) -> None:
+        """theta <- theta + 2 lr scale (theta_0 - theta), per optimizer group: one `lerp`."""
+        pairs = self._trainable_pairs(backbone)
+        for lr, idx in _by_lr(optimizer, [p for p, _ in pairs]).items():
+            torch._foreach_lerp_(
+                [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], 2.0 * lr * scale
+            )
+
+    @torch.no_grad()
+    def add_gradient_(self, backbone: nn.Module, scale: float) -> None:
+        """grad += scale * d/dtheta R = 2 * scale * (theta - theta_0), for every trainable
+        parameter: two in-place passes, no temporaries of the backbone's size."""
+        pairs = self._trainable_pairs(backbone)
         if not pairs:
             return
         params = [p for p, _ in pairs]
