@@ -37,7 +37,7 @@ def with_helpers() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_ray_runs_jobs_in_parallel_each_on_its_own_gpu(tmp_path, data_dir):
-    """5 jobs, 2 at a time (1 of the 2 CPUs and 1 of the 2 GPUs each): every job has its
+    """3 jobs, 2 at a time (1 of the 2 CPUs and 1 of the 2 GPUs each): every job has its
     directory and row, a failing job is recorded and the others finish, jobs overlap in time,
     and jobs running at once were given different GPUs."""
     sweep = tmp_path / "sweep"
@@ -47,18 +47,18 @@ def test_ray_runs_jobs_in_parallel_each_on_its_own_gpu(tmp_path, data_dir):
         *RAY,
         "hydra.launcher.gpus_per_job=1",
         *ONE_EPOCH,
-        "data.batch_size=32,16,8,4,0",  # batch size 0: a user error, that job fails
+        "data.batch_size=32,16,0",  # batch size 0: a user error, that job fails
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 1, result.stderr[-3000:]  # a failed job fails the sweep
-    assert "error: 1 of 5 jobs failed" in result.stderr
+    assert "error: 1 of 3 jobs failed" in result.stderr
     results = dict(read_results(sweep))
-    assert sorted(results) == ["0", "1", "2", "3", "4"]
-    assert [results[j].status for j in "0123"] == ["completed"] * 4
-    assert results["4"].status == "failed" and "data.batch_size" in results["4"].error
+    assert sorted(results) == ["0", "1", "2"]
+    assert [results[j].status for j in "01"] == ["completed"] * 2
+    assert results["2"].status == "failed" and "data.batch_size" in results["2"].error
     summary = (sweep / "summary.csv").read_text().splitlines()
-    assert len(summary) == 1 + 5 and sum(",completed," in row for row in summary) == 4
-    for job in "0123":
+    assert len(summary) == 1 + 3 and sum(",completed," in row for row in summary) == 2
+    for job in "01":
         assert list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))
 
     spans = sorted((r.started_at, r.ended_at, job) for job, r in results.items())

@@ -10,6 +10,7 @@ memory) is recorded as failed here and the others go on.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,11 @@ class RayLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if not ray.is_initialized():
+            if self.address is None:
+                # A local instance's workers inherit this. Ray nices workers to 15 so that its
+                # driver stays responsive; here the workers are the sweep's jobs and the driver
+                # only waits, so niced jobs would yield the CPU to anything else on the machine.
+                os.environ.setdefault("RAY_worker_niceness", "0")
             init = OmegaConf.to_container(OmegaConf.create(self.init), resolve=True)
             ray.init(address=self.address, **init)
         log.info(
