@@ -79,6 +79,21 @@ def test_every_experiment_builds(experiment, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("experiment", "data"),
+    [
+        (e, d)
+        for e in EXPERIMENTS
+        for d in (TEXT_DATA if "sst" in e else IMAGE_DATA)
+        if d != "hf_dataset"  # its dataset name and columns are the user's to give
+    ],
+)
+def test_every_experiment_builds_on_each_data_option_of_its_modality(experiment, data, tmp_path):
+    """A recipe runs on the user's own data of the same kind (`experiment=cifar10_* data=
+    image_folder`): the data settings an experiment sets are ones every such option takes."""
+    build_all(tiny([f"experiment={experiment}", f"data={data}"], tmp_path))
+
+
+@pytest.mark.parametrize(
     ("group", "option"),
     [
         (group, option)

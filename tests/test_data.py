@@ -443,6 +443,22 @@ def test_image_folder_tiny_tree(tmp_path: Path) -> None:
     assert test_labels.tolist() == [1, 1, 2]  # train's mapping, not test's own
 
 
+def test_image_folder_val_size_holds_out_that_many_stratified(tmp_path: Path) -> None:
+    """data.val_size (what the CIFAR-10 experiments set) carves about that many training images,
+    from every class, when there is no val/ folder; as many as the folder holds is an error."""
+    _tree(tmp_path, "train", {"ant": 8, "bee": 8, "cat": 4})
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=16, val_size=5, batch_size=4, num_workers=0
+    )
+    dm.setup("fit")
+    val_labels = sorted(dm.val_data.dataset.targets[i] for i in dm.val_data.indices)
+    assert val_labels == [0, 0, 1, 1, 2] and len(dm.train_data) == 15
+    with pytest.raises(SFTError, match=r"data\.val_size=20 is not smaller than the 20 images"):
+        ImageFolderDataModule(str(tmp_path), val_size=20, num_workers=0).setup("fit")
+    with pytest.raises(SFTError, match=r"data\.val_size must be an integer"):
+        ImageFolderDataModule(str(tmp_path), val_size=0.2, num_workers=0)
+
+
 def test_image_folder_mistakes(tmp_path: Path) -> None:
     with pytest.raises(SFTError, match="does not exist"):
         ImageFolderDataModule(str(tmp_path / "none"), num_workers=0).setup("fit")

@@ -117,7 +117,9 @@ class ImageFolderDataModule(ImageDataModule):
     workers; crop/flip/normalise run per batch on the device (`transform_batch`). Class names
     are the training folder's class folders (sorted); val/test use the training mapping. When
     `val_dir` is None or does not exist, a class-stratified `val_fraction` of the training
-    images (seeded by `split_seed`, not the run's `seed`) is the validation set. The few-label
+    images (seeded by `split_seed`, not the run's `seed`) is the validation set, or about
+    `val_size` images when that is given (the CIFAR-10 experiments set it, so they run on a
+    folder too). The few-label
     subset is drawn after that carve. Without statistics from the user or the backbone, images
     are normalised with ImageNet's (photos of the same kind, for the usual folder).
     """
@@ -132,6 +134,7 @@ class ImageFolderDataModule(ImageDataModule):
         val_dir: str | None = "val",
         test_dir: str | None = "test",
         val_fraction: float = 0.1,
+        val_size: int | None = None,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
@@ -161,6 +164,10 @@ class ImageFolderDataModule(ImageDataModule):
             or not 0 < val_fraction < 1
         ):
             raise SFTError(f"data.val_fraction must be a number in (0, 1), got {val_fraction!r}")
+        if val_size is not None and (
+            isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 1
+        ):
+            raise SFTError(f"data.val_size must be an integer >= 1 or null, got {val_size!r}")
         check_few_label_args(train_fraction, samples_per_class)
         mean, std = self._init_transform(augment, crop_padding, hflip, mean, std)
         # logger=False: train.py logs the whole run config once
@@ -170,6 +177,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.image_size = image_size
         self.train_dir, self.val_dir, self.test_dir = train_dir, val_dir, test_dir
         self.val_fraction = float(val_fraction)
+        self.val_size = val_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -211,20 +219,29 @@ class ImageFolderDataModule(ImageDataModule):
             check_images(self.val_data, self.image_size, self.skip_bad_files)
             pool = torch.arange(len(full))
         else:
-            rank_zero_info(
-                f"no validation folder; using {self.val_fraction:.0%} of {train_path} for validation"
-            )
-            val_pos = few_label_indices(
-                targets, train_fraction=self.val_fraction, seed=self.split_seed
-            )
+            # val_size as a fraction: the carve stays class-stratified (about val_size images)
+            key, fraction = "val_fraction", self.val_fraction
+            if self.val_size is not None:
+                key, fraction = "val_size", self.val_size / len(full)
+            value = getattr(self, key)
+            if fraction >= 1:
+                raise SFTError(
+                    f"data.val_size={value} is not smaller than the {len(full)} images under "
+                    f"{train_path}; lower it or add a '{self.val_dir}' folder"
+                )
+            val_pos = few_label_indices(targets, train_fraction=fraction, seed=self.split_seed)
             is_val = torch.zeros(len(full), dtype=torch.bool)
             is_val[val_pos] = True
             pool = (~is_val).nonzero().flatten()
             if pool.numel() == 0:
                 raise SFTError(
-                    f"image folder {train_path} is too small to carve data.val_fraction="
-                    f"{self.val_fraction} for validation; add images or a '{self.val_dir}' folder"
+                    f"image folder {train_path} is too small to carve data.{key}={value} for "
+                    f"validation; add images or a '{self.val_dir}' folder"
                 )
+            rank_zero_info(
+                f"no validation folder; {len(val_pos)} of the {len(full)} images of {train_path} "
+                f"validate (data.{key}={value})"
+            )
             self.val_data = Subset(full, val_pos)
         keep = few_label_indices(
             targets[pool], self.train_fraction, self.samples_per_class, seed=self.seed
