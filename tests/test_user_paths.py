@@ -144,6 +144,15 @@ def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable(train_cfg,
     [
         ("model.lr_backbone=abc", "error: model.lr_backbone: expected a float, got 'abc'"),
         ("data.batch_size=1.5", "error: data.batch_size: expected an integer, got 1.5"),
+        # was: the string 'no' reached the model, where it reads as true
+        (
+            "model.freeze_backbone=no",
+            "error: model.freeze_backbone: expected true or false, got 'no'",
+        ),
+        (
+            "model.channels_last=off",
+            "error: model.channels_last: expected true or false or null, got 'off'",
+        ),
         (
             "data.mean=[1,x,2]",
             "error: data.mean: expected a list of floats or null, got [1, 'x', 2]",

@@ -3,8 +3,9 @@
 Before anything is built, a key the `_target_` does not take is named (one line, with the
 closest parameter), and every plain value of a `_target_` config node is validated with
 pydantic against the annotation of the parameter it fills (`TypeAdapter`, lax mode: `1` is a
-valid float, `'abc'` and `1.5` are not an int), so `model.lr_backbone=abc` reads as
-"model.lr_backbone: expected a float, got 'abc'" instead of a TypeError deep inside. Values that
+valid float, `'abc'` and `1.5` are not an int; a bool takes only true or false), so
+`model.lr_backbone=abc` reads as "model.lr_backbone: expected a float, got 'abc'" instead of a
+TypeError deep inside. Values that
 are themselves configs (`_target_` dicts), interpolations the node cannot resolve, and parameters
 without an annotation pydantic understands are left to the callable.
 """
@@ -56,10 +57,21 @@ def check_config_types(node: DictConfig | Mapping | None, where: str) -> None:
             continue
         try:
             adapter.validate_python(value)
-        except ValidationError:
+            # Lax mode reads 'no', 'off' or 0 as False, but the callable gets the value itself,
+            # and a non-empty string is true: a switch takes true or false only.
+            if _is_switch(hints[key]) and value is not None and not isinstance(value, bool):
+                raise ValueError
+        except (ValidationError, ValueError):
             raise SFTError(
                 f"{where}.{key}: expected {describe(hints[key])}, got {value!r}"
             ) from None
+
+
+def _is_switch(hint: Any) -> bool:
+    """`bool` or `bool | None`."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return {a for a in typing.get_args(hint) if a is not type(None)} == {bool}
+    return hint is bool
 
 
 def _is_config(value: Any) -> bool:
