@@ -119,9 +119,9 @@ class ImageFolderDataModule(ImageDataModule):
     `val_dir` is None or does not exist, a class-stratified `val_fraction` of the training
     images (seeded by `split_seed`, not the run's `seed`) is the validation set, or about
     `val_size` images when that is given (the CIFAR-10 experiments set it, so they run on a
-    folder too). The few-label
-    subset is drawn after that carve. Without statistics from the user or the backbone, images
-    are normalised with ImageNet's (photos of the same kind, for the usual folder).
+    folder too). The few-label subset is drawn after that carve. Without statistics from the
+    user or the backbone, images are normalised with ImageNet's (photos of the same kind, for
+    the usual folder).
     """
 
     dataset_normalization = IMAGENET

@@ -59,7 +59,7 @@ class SFTClassifier(L.LightningModule):
     reg_decoupled: apply lambda R(theta) as a decoupled pull on the weights before each optimizer
     step, `theta <- theta - lr * lambda * dR/dtheta` with the group's lr (as AdamW's weight decay
     is to L2: lambda is on another scale than in the loss), instead of through the gradient that
-    Adam normalises. One pass over the weights: L2-SP then costs what L2 costs.
+    Adam normalises. One pass over the weights instead of two (sft.models.regularizers).
     log_regularizer: also compute R(theta) every step and log it (`train/reg`), with `train/loss`
     the regularised objective; off, `train/loss` is the data term and R's gradient is added
     without computing R (sft.models.regularizers).

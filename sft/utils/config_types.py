@@ -5,9 +5,9 @@ closest parameter), and every plain value of a `_target_` config node is validat
 pydantic against the annotation of the parameter it fills (`TypeAdapter`, lax mode: `1` is a
 valid float, `'abc'` and `1.5` are not an int; a bool takes only true or false), so
 `model.lr_backbone=abc` reads as "model.lr_backbone: expected a float, got 'abc'" instead of a
-TypeError deep inside. Values that
-are themselves configs (`_target_` dicts), interpolations the node cannot resolve, and parameters
-without an annotation pydantic understands are left to the callable.
+TypeError deep inside. Values that are themselves configs (`_target_` dicts), interpolations the
+node cannot resolve, and parameters without an annotation pydantic understands are left to the
+callable.
 """
 
 from __future__ import annotations
@@ -57,14 +57,15 @@ def check_config_types(node: DictConfig | Mapping | None, where: str) -> None:
             continue
         try:
             adapter.validate_python(value)
-            # Lax mode reads 'no', 'off' or 0 as False, but the callable gets the value itself,
-            # and a non-empty string is true: a switch takes true or false only.
-            if _is_switch(hints[key]) and value is not None and not isinstance(value, bool):
-                raise ValueError
-        except (ValidationError, ValueError):
-            raise SFTError(
-                f"{where}.{key}: expected {describe(hints[key])}, got {value!r}"
-            ) from None
+            fits = True
+        except ValidationError:
+            fits = False
+        # Lax mode reads 'no', 'off' or 0 as False, but the callable gets the value itself, and
+        # a non-empty string is true: a switch takes true or false only.
+        if _is_switch(hints[key]) and value is not None and not isinstance(value, bool):
+            fits = False
+        if not fits:
+            raise SFTError(f"{where}.{key}: expected {describe(hints[key])}, got {value!r}")
 
 
 def _is_switch(hint: Any) -> bool:
