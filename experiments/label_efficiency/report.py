@@ -66,9 +66,13 @@ STUDIES = {
         key="cifar10",
         title="CIFAR-10 label efficiency: EfficientNet-Lite0 (ImageNet), fine-tuning vs fused LP-FT vs LoRA",
         # one sweep per method (run_cifar10_r2.sh), so each fits one background run
-        sweeps=tuple(
-            f"outputs/studies/label_efficiency_cifar10_r2_{method}"
-            for method in ("linear_probe", "finetune_linear", "lpft_fused", "lora", "lp_lora")
+        sweeps=(
+            *(
+                f"outputs/studies/label_efficiency_cifar10_r2_{method}"
+                for method in ("linear_probe", "finetune_linear", "lpft_fused", "lora", "lp_lora")
+            ),
+            # the lora arm's seed 2, run beside its seeds 0 and 1 to fit a session
+            "outputs/studies/label_efficiency_cifar10_r2_lora_seed2",
         ),
         metric="test/acc",
         evaluated_on="the 10,000 CIFAR-10 test images, once, with the final weights",
