@@ -219,28 +219,27 @@ class ImageFolderDataModule(ImageDataModule):
             check_images(self.val_data, self.image_size, self.skip_bad_files)
             pool = torch.arange(len(full))
         else:
-            # val_size as a fraction: the carve stays class-stratified (about val_size images)
-            key, fraction = "val_fraction", self.val_fraction
+            setting, fraction = f"val_fraction={self.val_fraction}", self.val_fraction
             if self.val_size is not None:
-                key, fraction = "val_size", self.val_size / len(full)
-            value = getattr(self, key)
-            if fraction >= 1:
-                raise SFTError(
-                    f"data.val_size={value} is not smaller than the {len(full)} images under "
-                    f"{train_path}; lower it or add a '{self.val_dir}' folder"
-                )
+                # as a fraction: the carve stays class-stratified (about val_size images)
+                setting, fraction = f"val_size={self.val_size}", self.val_size / len(full)
+                if fraction >= 1:
+                    raise SFTError(
+                        f"data.{setting} is not smaller than the {len(full)} images under "
+                        f"{train_path}; lower it or add a '{self.val_dir}' folder"
+                    )
             val_pos = few_label_indices(targets, train_fraction=fraction, seed=self.split_seed)
             is_val = torch.zeros(len(full), dtype=torch.bool)
             is_val[val_pos] = True
             pool = (~is_val).nonzero().flatten()
             if pool.numel() == 0:
                 raise SFTError(
-                    f"image folder {train_path} is too small to carve data.{key}={value} for "
+                    f"image folder {train_path} is too small to carve data.{setting} for "
                     f"validation; add images or a '{self.val_dir}' folder"
                 )
             rank_zero_info(
                 f"no validation folder; {len(val_pos)} of the {len(full)} images of {train_path} "
-                f"validate (data.{key}={value})"
+                f"validate (data.{setting})"
             )
             self.val_data = Subset(full, val_pos)
         keep = few_label_indices(

@@ -70,17 +70,20 @@ class L2(nn.Module):
         params = _selected(backbone, self.names)
         return torch.stack(torch._foreach_norm(params)).pow(2).sum()
 
+    def _trainable(self, backbone: nn.Module) -> list[nn.Parameter]:
+        return [p for p in _selected(backbone, self.names) if p.requires_grad]
+
     @torch.no_grad()
     def add_gradient_(self, backbone: nn.Module, scale: float) -> None:
         """grad += scale * d/dtheta R = 2 * scale * theta, for every trainable parameter."""
-        params = [p for p in _selected(backbone, self.names) if p.requires_grad]
+        params = self._trainable(backbone)
         if params:
             torch._foreach_add_(_grads(params), params, alpha=2.0 * scale)
 
     @torch.no_grad()
     def decay_(self, backbone: nn.Module, optimizer: torch.optim.Optimizer, scale: float) -> None:
         """theta <- theta - lr * scale * 2 theta, per optimizer group (AdamW's weight decay)."""
-        params = [p for p in _selected(backbone, self.names) if p.requires_grad]
+        params = self._trainable(backbone)
         for lr, idx in _by_lr(optimizer, params).items():
             torch._foreach_mul_([params[i] for i in idx], 1.0 - 2.0 * lr * scale)
 
