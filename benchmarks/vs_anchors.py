@@ -18,11 +18,14 @@ augmentation, vs a plain PyTorch loop over torchvision's per-sample PIL pipeline
 (`RandomCrop(32, 4)`, `RandomHorizontalFlip`, `Resize`, `ToTensor`, `Normalize`; DataLoader with 2
 workers), the same backbone and head, the same optimizer. The plain loop runs twice: as
 torchvision's reference scripts run it (fp32, NCHW), and tuned with sft's hardware defaults
-(channels_last, the precision sft picks), so that the ratio's sources can be told apart.
-Regularizer: sft's MiniLM step with L2-SP, decoupled L2-SP and L2 (lambda 1e-5) against
-none, and each update timed alone against the step without one.
+(channels_last, the precision sft picks), so that the ratio's sources can be told apart. sft
+also runs with `model.compile=true` (its compilation falls in the warm-up steps, whose time is
+printed).
   - EfficientNet-Lite0 at 64 px (`experiment=cifar10_effnet_lite0_quick`), batch 64.
   - ResNet-18 with the CIFAR stem at 32 px (`experiment=cifar10_resnet18`), batch 128.
+Regularizer: sft's MiniLM step with L2-SP, decoupled L2-SP (every step and every 4th,
+`model.reg_every=4`) and L2 (lambda 1e-5) against none, and each update timed alone (per
+optimizer step) against the step without one.
 
 `--warmup` steps are run untimed, then `--steps` steps are timed from the start of the first
 timed step to the end of the last (each tool's own step hooks). Achieved FLOP/s: 3x the forward
@@ -57,7 +60,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from sft.contracts import CIFAR10
 from sft.data.cifar10 import FOLDER, TRAIN_FILES, load_batch
+from sft.models.backbones import resolve_input_spec
 from sft.train import train
 from sft.utils.config import CONF_DIR
 from sft.utils.hardware import cpu_description, cpu_flags, cpu_has_bf16
@@ -68,14 +73,18 @@ TEXT_MAX_LENGTH = 64
 
 class StepTimer(L.Callback):
     """Wall time from the start of step `warmup` to the end of the last step, written to `out`
-    with the padded tokens of the timed text batches (for the FLOP count)."""
+    with the padded tokens of the timed text batches (for the FLOP count) and the wall time of
+    the warm-up steps (which include torch.compile's compilation)."""
 
     def __init__(self, warmup: int, out: str) -> None:
         self.warmup, self.out = warmup, out
+        self.first: float | None = None
         self.start: float | None = None
         self.lengths: list[int] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
         if trainer.global_step == self.warmup and self.start is None:
             self.start = time.perf_counter()
         if self.start is not None and isinstance(batch, dict):
@@ -86,7 +95,14 @@ class StepTimer(L.Callback):
             steps = trainer.global_step - self.warmup
             seconds = time.perf_counter() - self.start
             Path(self.out).write_text(
-                json.dumps({"steps": steps, "seconds": seconds, "lengths": self.lengths})
+                json.dumps(
+                    {
+                        "steps": steps,
+                        "seconds": seconds,
+                        "warmup_seconds": self.start - self.first,
+                        "lengths": self.lengths,
+                    }
+                )
             )
 
 
@@ -261,16 +277,18 @@ def bench_text(args: argparse.Namespace, work: Path) -> list[dict]:
 def bench_regularizer(args: argparse.Namespace, work: Path) -> None:
     """The cost of the L2-SP / L2 term in sft's MiniLM step (bf16 where the CPU has it)."""
     folder = sst2_subset(Path(args.data_dir), 32 * (args.warmup + args.steps), work / "reg")
-    # each arm: (regularizer, decoupled); the decoupled pull is one pass over the weights
+    # each arm: (regularizer, decoupled, every); the decoupled pull is one pass over the
+    # weights, every k-th step with reg_every=k
     arms = {
-        "none": ("none", False),
-        "l2sp": ("l2sp", False),
-        "l2sp decoupled": ("l2sp", True),
-        "l2": ("l2", False),
+        "none": ("none", False, 1),
+        "l2sp": ("l2sp", False, 1),
+        "l2sp decoupled": ("l2sp", True, 1),
+        "l2sp decoupled, every 4": ("l2sp", True, 4),
+        "l2": ("l2", False, 1),
     }
     rates: dict[str, list[float]] = {arm: [] for arm in arms}
     for repeat in range(3):  # alternating runs, the median of each: run-to-run noise is ~5 %
-        for arm, (reg, decoupled) in arms.items():
+        for arm, (reg, decoupled, every) in arms.items():
             run = run_sft(
                 [
                     "experiment=sst2_minilm",
@@ -280,9 +298,10 @@ def bench_regularizer(args: argparse.Namespace, work: Path) -> None:
                     f"model.regularizer={reg}",
                     f"model.reg_lambda={0.0 if reg == 'none' else 1e-5}",
                     f"model.reg_decoupled={str(decoupled).lower()}",
+                    f"model.reg_every={every}",
                 ],
                 work / "reg",
-                f"reg_{reg}_{decoupled}_{repeat}",
+                f"reg_{reg}_{decoupled}_{every}_{repeat}",
                 args,
             )
             rates[arm].append(32 * run["steps"] / run["seconds"])
@@ -308,14 +327,17 @@ def bench_regularizer(args: argparse.Namespace, work: Path) -> None:
 
 
 def time_regularizer_updates(work: Path) -> dict[str, float]:
-    """Milliseconds of each regulariser update on sft_minilm's model (fp32 weights, the groups
-    of its optimizer), median of 20 after 3 untimed."""
+    """Milliseconds per optimizer step of each regulariser update on sft_minilm's model (fp32
+    weights, the groups of its optimizer): median of 20 blocks of `reg_every` steps (after 3
+    untimed), divided by `reg_every`."""
     times = {}
-    for arm, reg, decoupled in [
-        ("l2sp", "l2sp", False),
-        ("l2sp decoupled", "l2sp", True),
-        ("l2", "l2", False),
-        ("l2 decoupled", "l2", True),
+    for arm, reg, decoupled, every in [
+        ("l2sp", "l2sp", False, 1),
+        ("l2sp decoupled", "l2sp", True, 1),
+        ("l2sp decoupled, every 4", "l2sp", True, 4),
+        ("l2", "l2", False, 1),
+        ("l2 decoupled", "l2", True, 1),
+        ("l2 decoupled, every 4", "l2", True, 4),
     ]:
         cfg = compose_train(
             [
@@ -325,6 +347,7 @@ def time_regularizer_updates(work: Path) -> dict[str, float]:
                 f"model.regularizer={reg}",
                 "model.reg_lambda=1e-5",
                 f"model.reg_decoupled={str(decoupled).lower()}",
+                f"model.reg_every={every}",
             ],
             work,
         )
@@ -335,9 +358,10 @@ def time_regularizer_updates(work: Path) -> dict[str, float]:
         samples = []
         for i in range(23):
             start = time.perf_counter()
-            model.on_before_optimizer_step(optimizer)
+            for _ in range(every):
+                model.on_before_optimizer_step(optimizer)
             if i >= 3:
-                samples.append(1000 * (time.perf_counter() - start))
+                samples.append(1000 * (time.perf_counter() - start) / every)
         times[arm] = sorted(samples)[len(samples) // 2]
     return times
 
@@ -369,7 +393,12 @@ def plain_loop(cfg: DictConfig, tuned: bool, args: argparse.Namespace) -> dict:
     tf = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
     if size != 32:
         tf.append(transforms.Resize(size))
-    tf += [transforms.ToTensor(), transforms.Normalize(cfg.data.mean, cfg.data.std)]
+    # the statistics sft normalises with: the data config's, else the weights', else CIFAR-10's
+    norm = resolve_input_spec(cfg.model.backbone).normalization or CIFAR10
+    mean, std = (
+        (cfg.data.mean, cfg.data.std) if cfg.data.mean is not None else (norm.mean, norm.std)
+    )
+    tf += [transforms.ToTensor(), transforms.Normalize(mean, std)]
     loader = torch.utils.data.DataLoader(
         CifarPIL(Path(args.data_dir), transforms.Compose(tf)),
         batch_size=cfg.data.batch_size,
@@ -438,17 +467,16 @@ def bench_images(args: argparse.Namespace, work: Path) -> list[dict]:
         batch = cfg.data.batch_size
         plain = plain_loop(cfg, tuned=False, args=args)
         tuned = plain_loop(cfg, tuned=True, args=args)
-        results.append(
-            {
-                "task": label,
-                "precision": f"sft auto: {precision}",
-                "anchor": "plain torchvision loop (fp32, NCHW)",
-                "sft": batch * sft["steps"] / sft["seconds"],
-                "anchor_rate": batch * plain["steps"] / plain["seconds"],
-                "flops_per_sample": image_flops_per_sample(cfg, precision == "bf16-mixed"),
-                "bf16": precision == "bf16-mixed",
-            }
-        )
+        reference = {
+            "task": label,
+            "precision": f"sft auto: {precision}",
+            "anchor": "plain torchvision loop (fp32, NCHW)",
+            "sft": batch * sft["steps"] / sft["seconds"],
+            "anchor_rate": batch * plain["steps"] / plain["seconds"],
+            "flops_per_sample": image_flops_per_sample(cfg, precision == "bf16-mixed"),
+            "bf16": precision == "bf16-mixed",
+        }
+        results.append(reference)
         print_row(results[-1])
         results.append(
             {
@@ -458,6 +486,20 @@ def bench_images(args: argparse.Namespace, work: Path) -> list[dict]:
             }
         )
         print_row(results[-1])
+        compiled = run_sft([*overrides, "model.compile=true"], work / "images", "compiled", args)
+        results.append(
+            {
+                **reference,
+                "precision": f"sft auto: {precision}, model.compile=true",
+                "sft": batch * compiled["steps"] / compiled["seconds"],
+            }
+        )
+        print_row(results[-1])
+        print(
+            f"(compile: {args.warmup} warm-up steps took {compiled['warmup_seconds']:.0f} s "
+            f"with model.compile=true, {sft['warmup_seconds']:.0f} s without)",
+            flush=True,
+        )
     return results
 
 

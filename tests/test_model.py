@@ -139,22 +139,32 @@ def test_decoupled_regularizer_moves_each_group_by_its_lr(regularizer):
             assert torch.equal(p.grad, grads[name]), name
 
 
-@pytest.mark.parametrize("decoupled", [False, True])
-def test_lightning_applies_the_regularizer_every_step(tmp_path, decoupled):
-    """Through Lightning's loop, L2-SP pulls the weights: a huge lambda with zero data loss
-    (lr 0 on nothing else) moves them back towards theta_0. With plain SGD the decoupled pull
-    and the gradient are the same update."""
+@pytest.mark.parametrize(
+    ("decoupled", "every"),
+    [(False, 1), (True, 1), (True, 2)],
+    ids=["gradient", "decoupled", "every2"],
+)
+def test_lightning_applies_the_regularizer_every_step(tmp_path, decoupled, every):
+    """Through Lightning's loop, L2-SP pulls the weights back towards theta_0 by the same total
+    amount in every form: with plain SGD at lr 0.01 and lambda 10 each step scales theta - theta_0
+    by 1 - 2 * 0.01 * 10 = 0.8, whether as a gradient, as a decoupled pull, or held back and
+    applied two steps at once (reg_every=2; the pull of the odd last step at the end of
+    training). A zero head gives the backbone no data gradient, so the pull is all that moves."""
     model = make_model(
         regularizer="l2sp",
         reg_lambda=10.0,
         reg_decoupled=decoupled,
+        reg_every=every,
         lr_backbone=0.01,
         lr_head=0.0,
+        weight_decay=0.0,
     )
     model.hparams.optimizer = {"_target_": "torch.optim.SGD"}
     with torch.no_grad():
         for p in model.backbone.parameters():
             p.add_(1.0)
+        for p in model.head.parameters():
+            p.zero_()
     start = model.regularizer(model.backbone).item()
     data = torch.utils.data.TensorDataset(
         torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2] * 2 + [0, 1])
@@ -168,8 +178,60 @@ def test_lightning_applies_the_regularizer_every_step(tmp_path, decoupled):
         default_root_dir=tmp_path,
     )
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=4))
-    # each SGD step scales (theta - theta_0) by about 1 - 2 * 0.01 * 10 = 0.8
-    assert model.regularizer(model.backbone).item() < 0.6 * start
+    # R is squared: 0.8 ** 3 on theta - theta_0, 0.8 ** 6 on R
+    assert model.regularizer(model.backbone).item() == pytest.approx(0.8**6 * start, rel=1e-4)
+
+
+def test_reg_every_holds_the_pulls_back_and_applies_them_compounded():
+    """reg_every=3: the first two steps leave the weights as they are, the third applies the
+    three steps' pulls at once, compounded over each step's lr per optimizer group: what three
+    single pulls give. A checkpoint saved between pulls carries the held ones."""
+
+    def model_and_optimizer(every: int) -> tuple[SFTClassifier, torch.optim.Optimizer]:
+        model = make_model(regularizer="l2sp", reg_lambda=0.5, reg_decoupled=True, reg_every=every)
+        with torch.no_grad():
+            for p in model.backbone.parameters():
+                p.add_(torch.randn_like(p), alpha=0.1)
+        params = list(model.backbone.parameters())
+        optimizer = torch.optim.SGD(
+            [{"params": params[:2], "lr": 0.1}, {"params": params[2:], "lr": 0.01}], lr=0.1
+        )
+        return model, optimizer
+
+    def pull(model: SFTClassifier, optimizer: torch.optim.Optimizer, step: int) -> None:
+        for group, lr in zip(optimizer.param_groups, (0.1, 0.01), strict=True):
+            group["lr"] = lr * (1 - step / 4)  # a decaying schedule
+        model.on_before_optimizer_step(optimizer)
+
+    def weights(model: SFTClassifier) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in model.backbone.parameters()]
+
+    lazy, lazy_opt = model_and_optimizer(3)
+    every, every_opt = model_and_optimizer(1)
+    start = weights(lazy)
+    pull(lazy, lazy_opt, 0)
+    pull(lazy, lazy_opt, 1)
+    for got, before in zip(weights(lazy), start, strict=True):
+        assert torch.equal(got, before)
+    checkpoint: dict = {}
+    lazy.on_save_checkpoint(checkpoint)
+    resumed, resumed_opt = model_and_optimizer(3)
+    resumed.on_load_checkpoint(checkpoint)
+    pull(resumed, resumed_opt, 2)
+    pull(lazy, lazy_opt, 2)
+    for step in range(3):
+        pull(every, every_opt, step)
+    for a, b, c, before in zip(weights(lazy), weights(resumed), weights(every), start, strict=True):
+        assert not torch.equal(a, before)
+        torch.testing.assert_close(a, c, rtol=1e-6, atol=1e-7)
+        assert torch.equal(a, b)
+
+
+def test_reg_every_needs_the_decoupled_pull():
+    with pytest.raises(SFTError, match=r"reg_every=4 needs model\.reg_decoupled=true"):
+        make_model(regularizer="l2sp", reg_lambda=0.1, reg_every=4)
+    with pytest.raises(SFTError, match="reg_every: expected an integer >= 1"):
+        make_model(regularizer="l2sp", reg_lambda=0.1, reg_decoupled=True, reg_every=0)
 
 
 @pytest.mark.slow

@@ -54,17 +54,28 @@ def scalars(tensorboard_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
+# L2-SP as a decoupled pull every 3rd step: the step-8 checkpoint holds 2 steps' pulls back
+LAZY_L2SP = [
+    "model.regularizer=l2sp",
+    "model.reg_lambda=0.5",
+    "model.reg_decoupled=true",
+    "model.reg_every=3",
+]
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_exactly_in_its_directory(train_cfg, tmp_path, data_dir):
+@pytest.mark.parametrize("extra", [[], LAZY_L2SP], ids=["default", "lazy_l2sp"])
+def test_killed_run_resumes_exactly_in_its_directory(train_cfg, tmp_path, data_dir, extra):
     """SIGKILL mid-epoch after a step checkpoint, then resume=<run dir>: the same final weights,
     optimizer state and validation metrics as an uninterrupted run; TensorBoard continues in the
-    same directory with the same steps."""
-    reference = train(train_cfg(*EXACT, run_dir=tmp_path / "reference"))
+    same directory with the same steps. With reg_every, the checkpoint carries the held pulls."""
+    exact = [*EXACT, *extra]
+    reference = train(train_cfg(*exact, run_dir=tmp_path / "reference"))
 
     # Dies at the start of step 9 of 18 (epoch 1); the last step checkpoint is from step 8.
     killed = run_train_cli(
         *FAST,
-        *EXACT,
+        *exact,
         f"paths.log_dir={tmp_path}",
         "name=killed",
         "+callbacks.kill._target_=helpers.faults.SignalAtStep",
@@ -77,7 +88,7 @@ def test_killed_run_resumes_exactly_in_its_directory(train_cfg, tmp_path, data_d
     saved = torch.load(last, weights_only=True)
     assert saved["global_step"] == 8 and saved["epoch"] == 1  # mid-epoch
 
-    resumed = train(train_cfg(*EXACT, f"resume={run_dir}", run_dir=run_dir))
+    resumed = train(train_cfg(*exact, f"resume={run_dir}", run_dir=run_dir))
 
     want = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
     got = torch.load(last, weights_only=True)

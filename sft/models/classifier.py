@@ -32,6 +32,8 @@ from sft.models.optim import layerwise_param_groups, param_groups
 from sft.models.regularizers import create_regularizer
 
 log = logging.getLogger(__name__)
+# checkpoint key of the decoupled regulariser's pulls held back (model.reg_every)
+REG_HELD = "reg_held"
 
 
 def _plain(cfg: Any) -> Any:
@@ -60,6 +62,10 @@ class SFTClassifier(L.LightningModule):
     step, `theta <- theta - lr * lambda * dR/dtheta` with the group's lr (as AdamW's weight decay
     is to L2: lambda is on another scale than in the loss), instead of through the gradient that
     Adam normalises. One pass over the weights instead of two (sft.models.regularizers).
+    reg_every: with reg_decoupled, apply the pull every k-th optimizer step, compounded over
+    the k steps' learning rates (lazy regularisation, as StyleGAN2 does for its R1 penalty): the
+    same total pull, a k-th of the memory traffic. Weights saved between two pulls lack the held
+    ones, which the checkpoint carries.
     log_regularizer: also compute R(theta) every step and log it (`train/reg`), with `train/loss`
     the regularised objective; off, `train/loss` is the data term and R's gradient is added
     without computing R (sft.models.regularizers).
@@ -87,6 +93,7 @@ class SFTClassifier(L.LightningModule):
         regularizer: str = "none",
         reg_lambda: float = 0.0,
         reg_decoupled: bool = False,
+        reg_every: int = 1,
         freeze_backbone: bool = False,
         freeze_norm_stats: bool = False,
         linear_probe: Mapping | None = None,
@@ -137,6 +144,17 @@ class SFTClassifier(L.LightningModule):
         self.regularizer = create_regularizer(
             regularizer, self.backbone, trainable_only=adapter is not None
         )
+        if reg_every < 1:
+            raise SFTError(f"model.reg_every: expected an integer >= 1, got {reg_every}")
+        if reg_every > 1 and not reg_decoupled:
+            raise SFTError(
+                f"model.reg_every={reg_every} needs model.reg_decoupled=true: only the decoupled "
+                "pull can be held back and applied at once"
+            )
+        # the decoupled pulls held back since the last one applied (reg_every): per optimizer
+        # group, the fraction of theta - target to keep, and how many steps they cover
+        self._reg_held: list[float] | None = None
+        self._reg_held_steps = 0
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # Persistent flag: a resumed or evaluated model must not be re-probed.
         self.register_buffer("linear_probe_done", torch.tensor(False))
@@ -229,10 +247,27 @@ class SFTClassifier(L.LightningModule):
         # lambda R(theta), once per optimizer step (Lightning divides accumulated losses by the
         # number of accumulated batches, so autograd would add it once in total as well).
         # Decoupled: the weights move here, with the gradient left as the data term's.
-        if self.hparams.reg_lambda > 0 and self.hparams.reg_decoupled:
-            self.regularizer.decay_(self.backbone, optimizer, self.hparams.reg_lambda)
-        elif self.hparams.reg_lambda > 0:
-            self.regularizer.add_gradient_(self.backbone, self.hparams.reg_lambda)
+        lam = self.hparams.reg_lambda
+        if lam > 0 and self.hparams.reg_decoupled:
+            # this step's pull shrinks theta - target by 1 - 2 lr lambda in each group
+            keep = [1.0 - 2.0 * group["lr"] * lam for group in optimizer.param_groups]
+            if self._reg_held is not None:  # groups added since (BaseFinetuning) held nothing
+                held = self._reg_held + [1.0] * (len(keep) - len(self._reg_held))
+                keep = [a * b for a, b in zip(held, keep, strict=True)]
+            self._reg_held, self._reg_held_steps = keep, self._reg_held_steps + 1
+            if self._reg_held_steps == self.hparams.reg_every:
+                self._apply_held_pull(optimizer)
+        elif lam > 0:
+            self.regularizer.add_gradient_(self.backbone, lam)
+
+    def _apply_held_pull(self, optimizer: torch.optim.Optimizer) -> None:
+        self.regularizer.decay_(self.backbone, optimizer, self._reg_held)
+        self._reg_held, self._reg_held_steps = None, 0
+
+    def on_train_end(self) -> None:
+        # the trained weights get the pulls of the last steps of an unfinished reg_every cycle
+        if self._reg_held is not None:
+            self._apply_held_pull(self.trainer.optimizers[0])
 
     def on_train_start(self) -> None:
         # The sanity-check validation must not count towards the best accuracy.
@@ -286,6 +321,8 @@ class SFTClassifier(L.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._reg_held is not None:  # a resumed run applies them at the same step
+            checkpoint[REG_HELD] = {"keep": self._reg_held, "steps": self._reg_held_steps}
         # Lightning stores the datamodule's hparams; add its class so eval can rebuild it from the
         # checkpoint alone, and class names, so sft-predict / sft-export label outputs without it
         datamodule = self._datamodule()
@@ -304,6 +341,9 @@ class SFTClassifier(L.LightningModule):
             }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        held = checkpoint.get(REG_HELD)
+        if held is not None:
+            self._reg_held, self._reg_held_steps = list(held["keep"]), int(held["steps"])
         # a small checkpoint trains on from the base weights this model loaded: the same ones?
         if BASE_WEIGHTS in checkpoint:
             check_base_weights(self, checkpoint[BASE_WEIGHTS], "the checkpoint")

@@ -12,9 +12,12 @@ Decoupled (`decay_`, model.reg_decoupled=true): as AdamW's weight decay is to L2
 outside Adam's normalisation, with each parameter group's current lr. It is one in-place pass
 (L2-SP: `lerp` towards theta_0) instead of two through the gradients: each pass is bound by
 memory bandwidth, and L2-SP's takes 10 instead of 15 ms on a MiniLM (benchmarks/vs_anchors.py).
+`decay_` takes, per optimizer group, the fraction of `theta - target` to keep, so that the pulls
+of several steps can be applied at once (model.reg_every, "lazy regularisation").
 """
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -31,14 +34,14 @@ def _grads(params: list[nn.Parameter]) -> list[torch.Tensor]:
     return [p.grad for p in params]
 
 
-def _by_lr(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> dict[float, list[int]]:
-    """Indices into `params`, grouped by the learning rate of their optimizer parameter group
-    (layer decay gives each layer its own); parameters no group holds are left out."""
-    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
-    groups: dict[float, list[int]] = defaultdict(list)
+def _by_group(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> dict[int, list[int]]:
+    """Indices into `params`, grouped by the index of the optimizer parameter group holding them
+    (layer decay gives each layer its own lr); parameters no group holds are left out."""
+    group_of = {id(p): g for g, group in enumerate(optimizer.param_groups) for p in group["params"]}
+    groups: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(params):
-        if id(p) in lr_of:
-            groups[float(lr_of[id(p)])].append(i)
+        if id(p) in group_of:
+            groups[group_of[id(p)]].append(i)
     return groups
 
 
@@ -54,7 +57,9 @@ class NoRegularizer(nn.Module):
     def add_gradient_(self, backbone: nn.Module, scale: float) -> None:
         return None
 
-    def decay_(self, backbone: nn.Module, optimizer: torch.optim.Optimizer, scale: float) -> None:
+    def decay_(
+        self, backbone: nn.Module, optimizer: torch.optim.Optimizer, keep: Sequence[float]
+    ) -> None:
         return None
 
 
@@ -81,11 +86,14 @@ class L2(nn.Module):
             torch._foreach_add_(_grads(params), params, alpha=2.0 * scale)
 
     @torch.no_grad()
-    def decay_(self, backbone: nn.Module, optimizer: torch.optim.Optimizer, scale: float) -> None:
-        """theta <- theta - lr * scale * 2 theta, per optimizer group (AdamW's weight decay)."""
+    def decay_(
+        self, backbone: nn.Module, optimizer: torch.optim.Optimizer, keep: Sequence[float]
+    ) -> None:
+        """theta <- keep[g] * theta for the parameters of optimizer group g (AdamW's weight
+        decay: keep = 1 - 2 lr lambda for one step)."""
         params = self._trainable(backbone)
-        for lr, idx in _by_lr(optimizer, params).items():
-            torch._foreach_mul_([params[i] for i in idx], 1.0 - 2.0 * lr * scale)
+        for g, idx in _by_group(optimizer, params).items():
+            torch._foreach_mul_([params[i] for i in idx], keep[g])
 
 
 class L2SP(nn.Module):
@@ -118,12 +126,15 @@ class L2SP(nn.Module):
         ]
 
     @torch.no_grad()
-    def decay_(self, backbone: nn.Module, optimizer: torch.optim.Optimizer, scale: float) -> None:
-        """theta <- theta + 2 lr scale (theta_0 - theta), per optimizer group: one `lerp`."""
+    def decay_(
+        self, backbone: nn.Module, optimizer: torch.optim.Optimizer, keep: Sequence[float]
+    ) -> None:
+        """theta <- theta_0 + keep[g] * (theta - theta_0) for the parameters of optimizer group
+        g: one `lerp` (keep = 1 - 2 lr lambda for one step)."""
         pairs = self._trainable_pairs(backbone)
-        for lr, idx in _by_lr(optimizer, [p for p, _ in pairs]).items():
+        for g, idx in _by_group(optimizer, [p for p, _ in pairs]).items():
             torch._foreach_lerp_(
-                [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], 2.0 * lr * scale
+                [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], 1.0 - keep[g]
             )
 
     @torch.no_grad()
