@@ -10,7 +10,7 @@ from torch import nn
 from sft.callbacks import BackboneUnfreeze
 from sft.data.base import SFTDataModule
 from sft.errors import SFTError
-from sft.models import FusedHead, SFTClassifier
+from sft.models import FusedHead, SFTClassifier, load_classifier
 from sft.models.linear_probe import fit_logistic_regression
 
 SMALL_CNN = {"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn", "width": 8}
@@ -244,6 +244,21 @@ def test_compile_keeps_outputs_and_checkpoint_keys():
     assert list(compiled.state_dict()) == list(plain.state_dict())
     x = torch.randn(4, 3, 32, 32)
     torch.testing.assert_close(compiled.eval()(x), plain.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_trained_compiled_loads_for_inference_uncompiled(tmp_path):
+    """sft-eval / sft-predict / sft-export: a checkpoint of a model.compile=true run loads as
+    the plain model with the same outputs (no compilation for a few inference batches)."""
+    model = make_model(compile=True)
+    path = tmp_path / "model.ckpt"
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, path)
+    loaded = load_classifier(path)
+    assert loaded.backbone._compiled_call_impl is None
+    plain = make_model()
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), plain.eval()(x))
 
 
 def test_channels_last_follows_the_backbone_family():

@@ -26,6 +26,9 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
             {k: v for k, v in (("pretrained", False), ("checkpoint", None)) if k in backbone}
         )
         hparams["backbone"] = backbone
+    # compilation speeds up training; evaluating, predicting or exporting a few batches would
+    # spend longer compiling than running (and export traces the plain module)
+    hparams["compile"] = False
     model = SFTClassifier(**hparams)
     model.input_spec = input_spec
     if small is not None:
