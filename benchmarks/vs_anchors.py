@@ -486,7 +486,9 @@ def bench_images(args: argparse.Namespace, work: Path) -> list[dict]:
             }
         )
         print_row(results[-1])
-        compiled = run_sft([*overrides, "model.compile=true"], work / "images", "compiled", args)
+        compiled = run_sft(
+            [*overrides, "model.compile=true"], work / "images", f"{experiment}_compiled", args
+        )
         results.append(
             {
                 **reference,

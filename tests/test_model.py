@@ -182,6 +182,49 @@ def test_lightning_applies_the_regularizer_every_step(tmp_path, decoupled, every
     assert model.regularizer(model.backbone).item() == pytest.approx(0.8**6 * start, rel=1e-4)
 
 
+def test_validation_sees_the_held_pulls_applied(tmp_path):
+    """reg_every=3 with validation after 2 steps: validation (and the checkpoint saved after
+    it) sees both steps' pulls, not the weights of before them."""
+    model = make_model(
+        regularizer="l2sp",
+        reg_lambda=10.0,
+        reg_decoupled=True,
+        reg_every=3,
+        lr_backbone=0.01,
+        lr_head=0.0,
+        weight_decay=0.0,
+    )
+    model.hparams.optimizer = {"_target_": "torch.optim.SGD"}
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)
+        for p in model.head.parameters():
+            p.zero_()  # no data gradient reaches the backbone: only the pull moves it
+    start = model.regularizer(model.backbone).item()
+    seen = []
+
+    class RecordR(L.Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            seen.append(pl_module.regularizer(pl_module.backbone).item())
+
+    data = torch.utils.data.TensorDataset(
+        torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2] * 2 + [0, 1])
+    )
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    trainer = L.Trainer(
+        max_steps=2,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[RecordR()],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, train_dataloaders=loader, val_dataloaders=loader)
+    assert seen == [pytest.approx(0.8**4 * start, rel=1e-4)]
+
+
 def test_reg_every_holds_the_pulls_back_and_applies_them_compounded():
     """reg_every=3: the first two steps leave the weights as they are, the third applies the
     three steps' pulls at once, compounded over each step's lr per optimizer group: what three
@@ -225,6 +268,48 @@ def test_reg_every_holds_the_pulls_back_and_applies_them_compounded():
         assert not torch.equal(a, before)
         torch.testing.assert_close(a, c, rtol=1e-6, atol=1e-7)
         assert torch.equal(a, b)
+
+
+def test_held_pulls_follow_changes_between_steps():
+    """reg_every=3 against single pulls (reg_every=1) when things change inside a cycle: a
+    group frozen for the first step (BackboneUnfreeze) gets no pull for it, a group added at the
+    second step (Lightning's BaseFinetuning) only the pulls from then on, and a run resumed with
+    reg_every=1 from a checkpoint holding two steps applies them at its first step."""
+
+    def pulled(every: int, resume_every: int | None = None) -> list[torch.Tensor]:
+        model = make_model(regularizer="l2sp", reg_lambda=0.5, reg_decoupled=True, reg_every=every)
+        with torch.no_grad():
+            for p in model.backbone.parameters():
+                p.add_(torch.randn_like(p), alpha=0.1)
+        params = list(model.backbone.parameters())
+        optimizer = torch.optim.SGD([{"params": params[:2], "lr": 0.1}], lr=0.1)
+        for p in params[:2]:
+            p.requires_grad_(False)
+        model.on_before_optimizer_step(optimizer)
+        for p in params[:2]:
+            p.requires_grad_(True)
+        optimizer.add_param_group({"params": params[2:], "lr": 0.01})
+        model.on_before_optimizer_step(optimizer)
+        if resume_every is not None:
+            checkpoint: dict = {}
+            model.on_save_checkpoint(checkpoint)
+            resumed = make_model(
+                regularizer="l2sp", reg_lambda=0.5, reg_decoupled=True, reg_every=resume_every
+            )
+            resumed.load_state_dict(model.state_dict())
+            resumed.on_load_checkpoint(checkpoint)
+            model = resumed
+            params = list(model.backbone.parameters())
+            optimizer = torch.optim.SGD(
+                [{"params": params[:2], "lr": 0.1}, {"params": params[2:], "lr": 0.01}]
+            )
+        model.on_before_optimizer_step(optimizer)
+        return [p.detach().clone() for p in model.backbone.parameters()]
+
+    single = pulled(1)
+    for got in (pulled(3), pulled(3, resume_every=1)):
+        for a, b in zip(got, single, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_reg_every_needs_the_decoupled_pull():

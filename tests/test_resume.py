@@ -87,6 +87,8 @@ def test_killed_run_resumes_exactly_in_its_directory(train_cfg, tmp_path, data_d
     last = run_dir / "checkpoints" / "last.ckpt"
     saved = torch.load(last, weights_only=True)
     assert saved["global_step"] == 8 and saved["epoch"] == 1  # mid-epoch
+    if extra:  # steps 7 and 8's pulls held back
+        assert saved["reg_held"]["steps"] == 2
 
     resumed = train(train_cfg(*exact, f"resume={run_dir}", run_dir=run_dir))
 

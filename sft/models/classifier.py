@@ -63,9 +63,10 @@ class SFTClassifier(L.LightningModule):
     is to L2: lambda is on another scale than in the loss), instead of through the gradient that
     Adam normalises. One pass over the weights instead of two (sft.models.regularizers).
     reg_every: with reg_decoupled, apply the pull every k-th optimizer step, compounded over
-    the k steps' learning rates (lazy regularisation, as StyleGAN2 does for its R1 penalty): the
-    same total pull, a k-th of the memory traffic. Weights saved between two pulls lack the held
-    ones, which the checkpoint carries.
+    the k steps' learning rates (lazy regularisation): a k-th of the memory traffic, and the
+    same pull as k single ones up to first order in lr * lambda (exactly, were nothing else
+    moving the weights). Held pulls are also applied before each validation and at the end of
+    training; a step checkpoint saved between pulls carries them for resume.
     log_regularizer: also compute R(theta) every step and log it (`train/reg`), with `train/loss`
     the regularised objective; off, `train/loss` is the data term and R's gradient is added
     without computing R (sft.models.regularizers).
@@ -144,8 +145,8 @@ class SFTClassifier(L.LightningModule):
         self.regularizer = create_regularizer(
             regularizer, self.backbone, trainable_only=adapter is not None
         )
-        if reg_every < 1:
-            raise SFTError(f"model.reg_every: expected an integer >= 1, got {reg_every}")
+        if isinstance(reg_every, bool) or not isinstance(reg_every, int) or reg_every < 1:
+            raise SFTError(f"model.reg_every: expected an integer >= 1, got {reg_every!r}")
         if reg_every > 1 and not reg_decoupled:
             raise SFTError(
                 f"model.reg_every={reg_every} needs model.reg_decoupled=true: only the decoupled "
@@ -248,21 +249,44 @@ class SFTClassifier(L.LightningModule):
         # number of accumulated batches, so autograd would add it once in total as well).
         # Decoupled: the weights move here, with the gradient left as the data term's.
         lam = self.hparams.reg_lambda
-        if lam > 0 and self.hparams.reg_decoupled:
-            # this step's pull shrinks theta - target by 1 - 2 lr lambda in each group
-            keep = [1.0 - 2.0 * group["lr"] * lam for group in optimizer.param_groups]
-            if self._reg_held is not None:  # groups added since (BaseFinetuning) held nothing
-                held = self._reg_held + [1.0] * (len(keep) - len(self._reg_held))
-                keep = [a * b for a, b in zip(held, keep, strict=True)]
+        decoupled = lam > 0 and self.hparams.reg_decoupled
+        if decoupled:
+            # this step's pull shrinks theta - target by 1 - 2 lr lambda in each group whose
+            # weights train now (a frozen group, e.g. before BackboneUnfreeze, is not pulled)
+            keep = [
+                1.0 - 2.0 * group["lr"] * lam
+                if any(p.requires_grad for p in group["params"])
+                else 1.0
+                for group in optimizer.param_groups
+            ]
+            if self._reg_held is not None:
+                keep = [a * b for a, b in zip(self._held_for(optimizer), keep, strict=True)]
             self._reg_held, self._reg_held_steps = keep, self._reg_held_steps + 1
-            if self._reg_held_steps == self.hparams.reg_every:
-                self._apply_held_pull(optimizer)
         elif lam > 0:
             self.regularizer.add_gradient_(self.backbone, lam)
+        # >=: a run resumed with a smaller reg_every (or without the decoupled pull) applies
+        # what its checkpoint held at once
+        if self._reg_held is not None and (
+            not decoupled or self._reg_held_steps >= self.hparams.reg_every
+        ):
+            self._apply_held_pull(optimizer)
+
+    def _held_for(self, optimizer: torch.optim.Optimizer) -> list[float]:
+        """The held pulls per group of `optimizer`: a group added since (Lightning's
+        BaseFinetuning adds some) held nothing."""
+        held = self._reg_held or []
+        return held + [1.0] * (len(optimizer.param_groups) - len(held))
 
     def _apply_held_pull(self, optimizer: torch.optim.Optimizer) -> None:
-        self.regularizer.decay_(self.backbone, optimizer, self._reg_held)
+        self.regularizer.decay_(self.backbone, optimizer, self._held_for(optimizer))
         self._reg_held, self._reg_held_steps = None, 0
+
+    def on_validation_start(self) -> None:
+        # validation, the checkpoints saved after it and the test of the best one see weights
+        # with every pull applied; a resumed run applies them at the same steps
+        optimizers = self.trainer.optimizers
+        if self._reg_held is not None and optimizers and not self.trainer.sanity_checking:
+            self._apply_held_pull(optimizers[0])
 
     def on_train_end(self) -> None:
         # the trained weights get the pulls of the last steps of an unfinished reg_every cycle
@@ -342,8 +366,9 @@ class SFTClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         held = checkpoint.get(REG_HELD)
-        if held is not None:
-            self._reg_held, self._reg_held_steps = list(held["keep"]), int(held["steps"])
+        self._reg_held, self._reg_held_steps = (
+            (list(held["keep"]), int(held["steps"])) if held is not None else (None, 0)
+        )
         # a small checkpoint trains on from the base weights this model loaded: the same ones?
         if BASE_WEIGHTS in checkpoint:
             check_base_weights(self, checkpoint[BASE_WEIGHTS], "the checkpoint")

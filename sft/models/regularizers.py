@@ -34,14 +34,21 @@ def _grads(params: list[nn.Parameter]) -> list[torch.Tensor]:
     return [p.grad for p in params]
 
 
-def _by_group(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> dict[int, list[int]]:
-    """Indices into `params`, grouped by the index of the optimizer parameter group holding them
-    (layer decay gives each layer its own lr); parameters no group holds are left out."""
-    group_of = {id(p): g for g, group in enumerate(optimizer.param_groups) for p in group["params"]}
-    groups: dict[int, list[int]] = defaultdict(list)
+def _by_keep(
+    optimizer: torch.optim.Optimizer, params: list[nn.Parameter], keep: Sequence[float]
+) -> dict[float, list[int]]:
+    """Indices into `params`, grouped by the `keep` of the optimizer parameter group holding
+    them (one foreach call per distinct value: groups differ by weight decay, layer decay gives
+    each layer its own lr); parameters no group holds are left out."""
+    keep_of = {
+        id(p): float(keep[g])
+        for g, group in enumerate(optimizer.param_groups)
+        for p in group["params"]
+    }
+    groups: dict[float, list[int]] = defaultdict(list)
     for i, p in enumerate(params):
-        if id(p) in group_of:
-            groups[group_of[id(p)]].append(i)
+        if id(p) in keep_of:
+            groups[keep_of[id(p)]].append(i)
     return groups
 
 
@@ -92,8 +99,8 @@ class L2(nn.Module):
         """theta <- keep[g] * theta for the parameters of optimizer group g (AdamW's weight
         decay: keep = 1 - 2 lr lambda for one step)."""
         params = self._trainable(backbone)
-        for g, idx in _by_group(optimizer, params).items():
-            torch._foreach_mul_([params[i] for i in idx], keep[g])
+        for kept, idx in _by_keep(optimizer, params, keep).items():
+            torch._foreach_mul_([params[i] for i in idx], kept)
 
 
 class L2SP(nn.Module):
@@ -132,10 +139,8 @@ class L2SP(nn.Module):
         """theta <- theta_0 + keep[g] * (theta - theta_0) for the parameters of optimizer group
         g: one `lerp` (keep = 1 - 2 lr lambda for one step)."""
         pairs = self._trainable_pairs(backbone)
-        for g, idx in _by_group(optimizer, [p for p, _ in pairs]).items():
-            torch._foreach_lerp_(
-                [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], 1.0 - keep[g]
-            )
+        for kept, idx in _by_keep(optimizer, [p for p, _ in pairs], keep).items():
+            torch._foreach_lerp_([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], 1.0 - kept)
 
     @torch.no_grad()
     def add_gradient_(self, backbone: nn.Module, scale: float) -> None:
