@@ -139,17 +139,9 @@ def test_decoupled_regularizer_moves_each_group_by_its_lr(regularizer):
             assert torch.equal(p.grad, grads[name]), name
 
 
-@pytest.mark.parametrize(
-    ("decoupled", "every"),
-    [(False, 1), (True, 1), (True, 2)],
-    ids=["gradient", "decoupled", "every2"],
-)
-def test_lightning_applies_the_regularizer_every_step(tmp_path, decoupled, every):
-    """Through Lightning's loop, L2-SP pulls the weights back towards theta_0 by the same total
-    amount in every form: with plain SGD at lr 0.01 and lambda 10 each step scales theta - theta_0
-    by 1 - 2 * 0.01 * 10 = 0.8, whether as a gradient, as a decoupled pull, or held back and
-    applied two steps at once (reg_every=2; the pull of the odd last step at the end of
-    training). A zero head gives the backbone no data gradient, so the pull is all that moves."""
+def pull_only_model(decoupled: bool, every: int) -> SFTClassifier:
+    """L2-SP with lambda 10 under SGD at lr 0.01, the backbone moved off theta_0, and a zero
+    head: no data gradient reaches the backbone, so only the pull moves it."""
     model = make_model(
         regularizer="l2sp",
         reg_lambda=10.0,
@@ -165,10 +157,29 @@ def test_lightning_applies_the_regularizer_every_step(tmp_path, decoupled, every
             p.add_(1.0)
         for p in model.head.parameters():
             p.zero_()
-    start = model.regularizer(model.backbone).item()
+    return model
+
+
+def tiny_loader() -> torch.utils.data.DataLoader:
     data = torch.utils.data.TensorDataset(
         torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2] * 2 + [0, 1])
     )
+    return torch.utils.data.DataLoader(data, batch_size=4)
+
+
+@pytest.mark.parametrize(
+    ("decoupled", "every"),
+    [(False, 1), (True, 1), (True, 2)],
+    ids=["gradient", "decoupled", "every2"],
+)
+def test_lightning_applies_the_regularizer_every_step(tmp_path, decoupled, every):
+    """Through Lightning's loop, L2-SP pulls the weights back towards theta_0 by the same total
+    amount in every form: with plain SGD at lr 0.01 and lambda 10 each step scales theta - theta_0
+    by 1 - 2 * 0.01 * 10 = 0.8, whether as a gradient, as a decoupled pull, or held back and
+    applied two steps at once (reg_every=2; the pull of the odd last step at the end of
+    training). A zero head gives the backbone no data gradient, so the pull is all that moves."""
+    model = pull_only_model(decoupled, every)
+    start = model.regularizer(model.backbone).item()
     trainer = L.Trainer(
         max_steps=3,
         logger=False,
@@ -177,7 +188,7 @@ def test_lightning_applies_the_regularizer_every_step(tmp_path, decoupled, every
         enable_model_summary=False,
         default_root_dir=tmp_path,
     )
-    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=4))
+    trainer.fit(model, train_dataloaders=tiny_loader())
     # R is squared: 0.8 ** 3 on theta - theta_0, 0.8 ** 6 on R
     assert model.regularizer(model.backbone).item() == pytest.approx(0.8**6 * start, rel=1e-4)
 
@@ -185,21 +196,7 @@ def test_lightning_applies_the_regularizer_every_step(tmp_path, decoupled, every
 def test_validation_sees_the_held_pulls_applied(tmp_path):
     """reg_every=3 with validation after 2 steps: validation (and the checkpoint saved after
     it) sees both steps' pulls, not the weights of before them."""
-    model = make_model(
-        regularizer="l2sp",
-        reg_lambda=10.0,
-        reg_decoupled=True,
-        reg_every=3,
-        lr_backbone=0.01,
-        lr_head=0.0,
-        weight_decay=0.0,
-    )
-    model.hparams.optimizer = {"_target_": "torch.optim.SGD"}
-    with torch.no_grad():
-        for p in model.backbone.parameters():
-            p.add_(1.0)
-        for p in model.head.parameters():
-            p.zero_()  # no data gradient reaches the backbone: only the pull moves it
+    model = pull_only_model(decoupled=True, every=3)
     start = model.regularizer(model.backbone).item()
     seen = []
 
@@ -207,10 +204,7 @@ def test_validation_sees_the_held_pulls_applied(tmp_path):
         def on_validation_epoch_end(self, trainer, pl_module):
             seen.append(pl_module.regularizer(pl_module.backbone).item())
 
-    data = torch.utils.data.TensorDataset(
-        torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2] * 2 + [0, 1])
-    )
-    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    loader = tiny_loader()
     trainer = L.Trainer(
         max_steps=2,
         num_sanity_val_steps=0,
