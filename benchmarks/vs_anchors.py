@@ -9,6 +9,7 @@ with dynamic padding, max_length 64.
     linear schedule, default callbacks: checkpoints, exact-resume state, TensorBoard logger),
     without the linear probe and validation so that only training steps are timed; and
     once more without its L2-SP term (`model.regularizer=none`), HF's objective.
+  Both also compiled: `model.compile=true` against `torch_compile=True`.
   - anchor: `transformers.Trainer` at its best settings on the same rows:
     `AutoModelForSequenceClassification` on the same weights, `train_sampling_strategy=
     "group_by_length"`, `DataCollatorWithPadding`, its default fused AdamW, no reporting, no
@@ -156,7 +157,9 @@ def sst2_subset(data_dir: Path, rows: int, work: Path) -> Path:
     return folder
 
 
-def hf_trainer_run(folder: Path, bf16: bool, work: Path, args: argparse.Namespace) -> dict:
+def hf_trainer_run(
+    folder: Path, bf16: bool, work: Path, args: argparse.Namespace, compile: bool = False
+) -> dict:
     import datasets
     from transformers import (
         AutoModelForSequenceClassification,
@@ -196,7 +199,7 @@ def hf_trainer_run(folder: Path, bf16: bool, work: Path, args: argparse.Namespac
                 Timer.end = time.perf_counter()
 
     targs = TrainingArguments(
-        output_dir=str(work / f"hf_{bf16}"),
+        output_dir=str(work / f"hf_{bf16}_{compile}"),
         per_device_train_batch_size=32,
         max_steps=args.warmup + args.steps,
         learning_rate=TEXT_MODEL_LR,
@@ -205,6 +208,7 @@ def hf_trainer_run(folder: Path, bf16: bool, work: Path, args: argparse.Namespac
         lr_scheduler_type="linear",
         train_sampling_strategy="group_by_length",
         bf16=bf16,
+        torch_compile=compile,
         use_cpu=not torch.cuda.is_available(),
         report_to="none",
         save_strategy="no",
@@ -259,15 +263,29 @@ def bench_text(args: argparse.Namespace, work: Path) -> list[dict]:
             [*overrides, "model.regularizer=none"], work / "text", f"sft_noreg_{precision}", args
         )
         anchor = hf_trainer_run(folder, bf16, work / "text", args)
+        # both compiled (compilation falls in the warm-up steps)
+        compiled = run_sft(
+            [*overrides, "model.compile=true"], work / "text", f"sft_compiled_{precision}", args
+        )
+        anchor_compiled = hf_trainer_run(folder, bf16, work / "text", args, compile=True)
         mean_len = round(sum(sft["lengths"]) / len(sft["lengths"]))
-        for label, run in ((precision, sft), (f"{precision}, model.regularizer=none", plain)):
+        for label, run, anchor_label, anchor_run in (
+            (precision, sft, "transformers.Trainer", anchor),
+            (f"{precision}, model.regularizer=none", plain, "transformers.Trainer", anchor),
+            (
+                f"{precision}, model.compile=true",
+                compiled,
+                "transformers.Trainer, torch_compile=True",
+                anchor_compiled,
+            ),
+        ):
             results.append(
                 {
                     "task": "SST-2 phrases, MiniLM-L6, batch 32",
                     "precision": label,
-                    "anchor": "transformers.Trainer",
+                    "anchor": anchor_label,
                     "sft": 32 * run["steps"] / run["seconds"],
-                    "anchor_rate": 32 * anchor["steps"] / anchor["seconds"],
+                    "anchor_rate": 32 * anchor_run["steps"] / anchor_run["seconds"],
                     "flops_per_sample": text_flops_per_sample(mean_len, bf16),
                     "bf16": bf16,
                 }
