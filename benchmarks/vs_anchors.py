@@ -62,7 +62,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from sft.contracts import CIFAR10
 from sft.data.cifar10 import FOLDER, TRAIN_FILES, load_batch
 from sft.models.backbones import resolve_input_spec
 from sft.train import train
@@ -413,12 +412,11 @@ def plain_loop(cfg: DictConfig, tuned: bool, args: argparse.Namespace) -> dict:
     tf = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
     if size != 32:
         tf.append(transforms.Resize(size))
-    # the statistics sft normalises with: the data config's, else the weights', else CIFAR-10's
-    norm = resolve_input_spec(cfg.model.backbone).normalization or CIFAR10
-    mean, std = (
-        (cfg.data.mean, cfg.data.std) if cfg.data.mean is not None else (norm.mean, norm.std)
-    )
-    tf += [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    # the statistics sft normalises with, resolved by its datamodule as in training
+    datamodule = instantiate(cfg.data)
+    datamodule.configure_input(resolve_input_spec(cfg.model.backbone))
+    norm = datamodule.transform
+    tf += [transforms.ToTensor(), transforms.Normalize(norm.mean, norm.std)]
     loader = torch.utils.data.DataLoader(
         CifarPIL(Path(args.data_dir), transforms.Compose(tf)),
         batch_size=cfg.data.batch_size,
