@@ -153,8 +153,8 @@ class SFTClassifier(L.LightningModule):
                 "pull can be held back and applied at once"
             )
         # the decoupled pulls held back since the last one applied (reg_every): per optimizer
-        # group, the fraction of theta - target to keep, and how many steps they cover
-        self._reg_held: list[float] | None = None
+        # group, the fraction of theta - target to keep, and how many steps they cover (0: none)
+        self._reg_held: list[float] = []
         self._reg_held_steps = 0
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # Persistent flag: a resumed or evaluated model must not be re-probed.
@@ -259,14 +259,13 @@ class SFTClassifier(L.LightningModule):
                 else 1.0
                 for group in optimizer.param_groups
             ]
-            if self._reg_held is not None:
-                keep = [a * b for a, b in zip(self._held_for(optimizer), keep, strict=True)]
+            keep = [a * b for a, b in zip(self._held_for(optimizer), keep, strict=True)]
             self._reg_held, self._reg_held_steps = keep, self._reg_held_steps + 1
         elif lam > 0:
             self.regularizer.add_gradient_(self.backbone, lam)
         # >=: a run resumed with a smaller reg_every (or without the decoupled pull) applies
         # what its checkpoint held at once
-        if self._reg_held is not None and (
+        if self._reg_held_steps and (
             not decoupled or self._reg_held_steps >= self.hparams.reg_every
         ):
             self._apply_held_pull(optimizer)
@@ -274,23 +273,22 @@ class SFTClassifier(L.LightningModule):
     def _held_for(self, optimizer: torch.optim.Optimizer) -> list[float]:
         """The held pulls per group of `optimizer`: a group added since (Lightning's
         BaseFinetuning adds some) held nothing."""
-        held = self._reg_held or []
-        return held + [1.0] * (len(optimizer.param_groups) - len(held))
+        return self._reg_held + [1.0] * (len(optimizer.param_groups) - len(self._reg_held))
 
     def _apply_held_pull(self, optimizer: torch.optim.Optimizer) -> None:
         self.regularizer.decay_(self.backbone, optimizer, self._held_for(optimizer))
-        self._reg_held, self._reg_held_steps = None, 0
+        self._reg_held, self._reg_held_steps = [], 0
 
     def on_validation_start(self) -> None:
         # validation, the checkpoints saved after it and the test of the best one see weights
         # with every pull applied; a resumed run applies them at the same steps
         optimizers = self.trainer.optimizers
-        if self._reg_held is not None and optimizers and not self.trainer.sanity_checking:
+        if self._reg_held_steps and optimizers and not self.trainer.sanity_checking:
             self._apply_held_pull(optimizers[0])
 
     def on_train_end(self) -> None:
         # the trained weights get the pulls of the last steps of an unfinished reg_every cycle
-        if self._reg_held is not None:
+        if self._reg_held_steps:
             self._apply_held_pull(self.trainer.optimizers[0])
 
     def on_train_start(self) -> None:
@@ -345,7 +343,7 @@ class SFTClassifier(L.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._reg_held is not None:  # a resumed run applies them at the same step
+        if self._reg_held_steps:  # a resumed run applies them at the same step
             checkpoint[REG_HELD] = {"keep": self._reg_held, "steps": self._reg_held_steps}
         # Lightning stores the datamodule's hparams; add its class so eval can rebuild it from the
         # checkpoint alone, and class names, so sft-predict / sft-export label outputs without it
@@ -367,7 +365,7 @@ class SFTClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         held = checkpoint.get(REG_HELD)
         self._reg_held, self._reg_held_steps = (
-            (list(held["keep"]), int(held["steps"])) if held is not None else (None, 0)
+            (list(held["keep"]), int(held["steps"])) if held is not None else ([], 0)
         )
         # a small checkpoint trains on from the base weights this model loaded: the same ones?
         if BASE_WEIGHTS in checkpoint:
