@@ -25,11 +25,11 @@ IMAGE_BACKBONES = {
 }
 
 
-def images_per_second(
-    name: str, bf16: bool, channels_last: bool, args: argparse.Namespace
+def train_step_rate(
+    model: torch.nn.Module, bf16: bool, channels_last: bool, args: argparse.Namespace
 ) -> float:
-    torch.manual_seed(0)
-    model = create_backbone(name, **IMAGE_BACKBONES[name]).train()
+    """Images/s of `model` + a linear head: forward + backward + fused AdamW on random inputs,
+    `args.steps` timed after 2 warm-up steps."""
     head = torch.nn.Linear(model.num_features, 10)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
@@ -52,13 +52,27 @@ def images_per_second(
     return args.steps * args.batch_size / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def images_per_second(
+    name: str, bf16: bool, channels_last: bool, args: argparse.Namespace
+) -> float:
+    torch.manual_seed(0)
+    model = create_backbone(name, **IMAGE_BACKBONES[name]).train()
+    return train_step_rate(model, bf16, channels_last, args)
+
+
+def step_args(description: str) -> argparse.Namespace:
+    """--size, --batch-size, --steps of the timed step, parsed; the machine printed."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
     print(f"{cpu_description()}, torch {torch.__version__}, {platform.python_version()}")
+    return args
+
+
+def main() -> None:
+    args = step_args(__doc__.splitlines()[0])
     print(f"input {args.size}px, batch {args.batch_size}, train step img/s\n")
     print("| backbone | fp32 | fp32 channels_last | bf16 | bf16 channels_last |")
     print("| --- | --- | --- | --- | --- |")

@@ -15,20 +15,23 @@ with dynamic padding, max_length 64.
     "group_by_length"`, `DataCollatorWithPadding`, its default fused AdamW, no reporting, no
     saving, no evaluation.
   Both at fp32, and both at bf16 autocast (`trainer.precision=bf16-mixed` / `bf16=True`).
+  HF also runs once more with the malloc setting `sft-train` makes for its process
+  (`keep_freed_memory`, sft/utils/allocator.py), so that sft's lead from it can be told apart.
 Images: CIFAR-10 training images through sft's in-memory uint8 pipeline with on-device batch
 augmentation, vs a plain PyTorch loop over torchvision's per-sample PIL pipeline
 (`RandomCrop(32, 4)`, `RandomHorizontalFlip`, `Resize`, `ToTensor`, `Normalize`; DataLoader with 2
 workers), the same backbone and head, the same optimizer. The plain loop runs twice: as
 torchvision's reference scripts run it (fp32, NCHW), and tuned with sft's hardware defaults
-(channels_last, the precision sft picks), so that the ratio's sources can be told apart. sft
-also runs with `model.compile=true` (its compilation falls in the warm-up steps, whose time is
-printed).
+(channels_last, the precision sft picks, sft-train's malloc setting), so that the ratio's
+sources can be told apart. sft also runs with `model.compile=true` (its compilation falls in the
+warm-up steps, whose time is printed).
   - EfficientNet-Lite0 at 64 px (`experiment=cifar10_effnet_lite0_quick`), batch 64.
   - ResNet-18 with the CIFAR stem at 32 px (`experiment=cifar10_resnet18`), batch 128.
 Regularizer: sft's MiniLM step with L2-SP, decoupled L2-SP (every step and every 4th,
 `model.reg_every=4`) and L2 (lambda 1e-5) against none, and each update timed alone (per
 optimizer step) against the step without one.
 
+Every timed run starts in a fresh process, as each tool runs from its own command line.
 `--warmup` steps are run untimed, then `--steps` steps are timed from the start of the first
 timed step to the end of the last (each tool's own step hooks). Achieved FLOP/s: 3x the forward
 FLOPs per sample (backward ~ 2x forward; torch's FlopCounterMode counts the forward, on a batch
@@ -44,6 +47,7 @@ import argparse
 import csv
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import random
@@ -51,6 +55,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +70,7 @@ from omegaconf import DictConfig, open_dict
 from sft.data.cifar10 import FOLDER, TRAIN_FILES, load_batch
 from sft.models.backbones import resolve_input_spec
 from sft.train import train
+from sft.utils.allocator import keep_freed_memory
 from sft.utils.config import CONF_DIR
 from sft.utils.hardware import cpu_description, cpu_flags, cpu_has_bf16
 
@@ -120,6 +126,21 @@ def compose_train(overrides: list[str], run_dir: Path) -> DictConfig:
     return cfg
 
 
+def quiet() -> None:
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "sft", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def fresh(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)` in a new interpreter: what one tool sets for its process (sft's
+    malloc setting, compile caches, allocator state) does not reach the next one timed."""
+    # an executor's worker, not a Pool's: it may start DataLoader workers of its own
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=quiet) as executor:
+        return executor.submit(fn, *args, **kwargs).result()
+
+
 def run_sft(overrides: list[str], work: Path, tag: str, args: argparse.Namespace) -> dict:
     out = work / f"{tag}.json"
     cfg = compose_train(
@@ -157,8 +178,15 @@ def sst2_subset(data_dir: Path, rows: int, work: Path) -> Path:
 
 
 def hf_trainer_run(
-    folder: Path, bf16: bool, work: Path, args: argparse.Namespace, compile: bool = False
+    folder: Path,
+    bf16: bool,
+    work: Path,
+    args: argparse.Namespace,
+    compile: bool = False,
+    keep_memory: bool = False,
 ) -> dict:
+    if keep_memory:
+        keep_freed_memory()
     import datasets
     from transformers import (
         AutoModelForSequenceClassification,
@@ -198,7 +226,7 @@ def hf_trainer_run(
                 Timer.end = time.perf_counter()
 
     targs = TrainingArguments(
-        output_dir=str(work / f"hf_{bf16}_{compile}"),
+        output_dir=str(work / f"hf_{bf16}_{compile}_{keep_memory}"),
         per_device_train_batch_size=32,
         max_steps=args.warmup + args.steps,
         learning_rate=TEXT_MODEL_LR,
@@ -256,21 +284,37 @@ def bench_text(args: argparse.Namespace, work: Path) -> list[dict]:
             "model.linear_probe=null",
             f"trainer.precision={precision}",
         ]
-        sft = run_sft(overrides, work / "text", f"sft_{precision}", args)
+        sft = fresh(run_sft, overrides, work / "text", f"sft_{precision}", args)
         # HF's objective has no regulariser: sft without its L2-SP is the same objective
-        plain = run_sft(
-            [*overrides, "model.regularizer=none"], work / "text", f"sft_noreg_{precision}", args
+        plain = fresh(
+            run_sft,
+            [*overrides, "model.regularizer=none"],
+            work / "text",
+            f"sft_noreg_{precision}",
+            args,
         )
-        anchor = hf_trainer_run(folder, bf16, work / "text", args)
+        anchor = fresh(hf_trainer_run, folder, bf16, work / "text", args)
+        # the same, with the malloc setting sft-train makes for its process
+        anchor_kept = fresh(hf_trainer_run, folder, bf16, work / "text", args, keep_memory=True)
         # both compiled (compilation falls in the warm-up steps)
-        compiled = run_sft(
-            [*overrides, "model.compile=true"], work / "text", f"sft_compiled_{precision}", args
+        compiled = fresh(
+            run_sft,
+            [*overrides, "model.compile=true"],
+            work / "text",
+            f"sft_compiled_{precision}",
+            args,
         )
-        anchor_compiled = hf_trainer_run(folder, bf16, work / "text", args, compile=True)
+        anchor_compiled = fresh(hf_trainer_run, folder, bf16, work / "text", args, compile=True)
         mean_len = round(sum(sft["lengths"]) / len(sft["lengths"]))
         for label, run, anchor_label, anchor_run in (
             (precision, sft, "transformers.Trainer", anchor),
             (f"{precision}, model.regularizer=none", plain, "transformers.Trainer", anchor),
+            (
+                precision,
+                sft,
+                "transformers.Trainer + sft's malloc setting (keep_freed_memory)",
+                anchor_kept,
+            ),
             (
                 f"{precision}, model.compile=true",
                 compiled,
@@ -308,7 +352,8 @@ def bench_regularizer(args: argparse.Namespace, work: Path) -> None:
     rates: dict[str, list[float]] = {arm: [] for arm in arms}
     for repeat in range(3):  # alternating runs, the median of each: run-to-run noise is ~5 %
         for arm, (reg, decoupled, every) in arms.items():
-            run = run_sft(
+            run = fresh(
+                run_sft,
                 [
                     "experiment=sst2_minilm",
                     f"data.data_dir={folder}",
@@ -429,9 +474,10 @@ def plain_loop(cfg: DictConfig, tuned: bool, args: argparse.Namespace) -> dict:
     backbone_cfg = {k: v for k, v in cfg.model.backbone.items() if k != "input_size"}
     backbone = instantiate(backbone_cfg)
     model = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.num_features, 10)).train()
-    hints_cl = tuned
+    if tuned:
+        keep_freed_memory()
     bf16 = tuned and cfg.trainer.precision == "bf16-mixed"
-    fmt = torch.channels_last if hints_cl else torch.contiguous_format
+    fmt = torch.channels_last if tuned else torch.contiguous_format
     model.to(memory_format=fmt)
     optimizer = instantiate(cfg.model.optimizer, _partial_=True)(
         model.parameters(), lr=cfg.model.lr_backbone
@@ -473,7 +519,7 @@ def bench_images(args: argparse.Namespace, work: Path) -> list[dict]:
             overrides.append("data.batch_size=128")
         else:
             overrides.append("data.samples_per_class=null")
-        sft = run_sft(overrides, work / "images", experiment, args)
+        sft = fresh(run_sft, overrides, work / "images", experiment, args)
         cfg = compose_train(overrides, work / "images" / "cfg")
         # the precision sft's `auto` picked for this backbone, for the tuned plain loop
         from sft.models.backbones import backbone_speed_hints
@@ -483,8 +529,8 @@ def bench_images(args: argparse.Namespace, work: Path) -> list[dict]:
         with open_dict(cfg):
             cfg.trainer.precision = precision
         batch = cfg.data.batch_size
-        plain = plain_loop(cfg, tuned=False, args=args)
-        tuned = plain_loop(cfg, tuned=True, args=args)
+        plain = fresh(plain_loop, cfg, tuned=False, args=args)
+        tuned = fresh(plain_loop, cfg, tuned=True, args=args)
         reference = {
             "task": label,
             "precision": f"sft auto: {precision}",
@@ -499,13 +545,17 @@ def bench_images(args: argparse.Namespace, work: Path) -> list[dict]:
         results.append(
             {
                 **results[-1],
-                "anchor": "plain loop + channels_last + sft's precision",
+                "anchor": "plain loop + channels_last + sft's precision and malloc setting",
                 "anchor_rate": batch * tuned["steps"] / tuned["seconds"],
             }
         )
         print_row(results[-1])
-        compiled = run_sft(
-            [*overrides, "model.compile=true"], work / "images", f"{experiment}_compiled", args
+        compiled = fresh(
+            run_sft,
+            [*overrides, "model.compile=true"],
+            work / "images",
+            f"{experiment}_compiled",
+            args,
         )
         results.append(
             {
@@ -554,9 +604,7 @@ def main() -> None:
         "--data-dir", default=os.environ.get("SFT_DATA_DIR", str(Path(CONF_DIR).parent / "data"))
     )
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "sft", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet()
     mhz = next(
         (
             line.split(":")[1].strip()

@@ -16,12 +16,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sft.data import SFTDataModule
-from sft.errors import find_user_error, report_user_errors
+from sft.errors import SFTError, find_user_error, report_user_errors
 from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints
 from sft.runs.result import RunRecorder
 from sft.runs.resume import check_resume_checkpoint, continue_tensorboard, resume_point
 from sft.runs.tensorboard_hparams import TensorBoardHParams
+from sft.utils.allocator import keep_freed_memory
 from sft.utils.cli import as_typed, checks_overrides
 from sft.utils.config import (
     CONF_DIR,
@@ -56,6 +57,11 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
     for key in ("data", "model", "trainer", "adapter"):
         check_config_types(cfg.get(key), key)
+    keep = cfg.get("keep_freed_memory", False)
+    if not isinstance(keep, bool):
+        raise SFTError(f"keep_freed_memory={keep!r}: expected true or false")
+    if keep and keep_freed_memory():
+        log.info("malloc keeps freed memory for the next steps (keep_freed_memory=true)")
     # ckpt_path=, or last.ckpt of the run resume= continues: read once, here
     start = resume_point(cfg) if cfg.get("train") else None
     if start and start.continues_run:

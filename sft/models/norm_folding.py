@@ -1,0 +1,171 @@
+"""Batch norms with frozen statistics folded into the convolution before them.
+
+A batch norm in eval mode (its running statistics frozen: `model.freeze_norm_stats`, or
+evaluation) is a per-channel affine map, so conv -> BN is one convolution with scaled weights and
+a bias:
+
+    conv(x, W * s) + (beta - mean * s),   s = gamma / sqrt(var + eps)
+
+That is one pass over the activations instead of two, forward and backward, and one activation
+fewer kept for backward. W, gamma and beta still get their gradients, through s: the same function
+to float rounding. A batch norm in training mode (batch statistics) runs as it is; the choice is
+made per call from its `training` flag.
+
+torch's `fuse_conv_bn_eval` and timm's `FrozenBatchNorm2d` do not fit: the first returns new
+leaf weights (no gradients reach the originals), the second freezes gamma and beta as well.
+Measured: benchmarks/precision_layout.py, README "Speed".
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+ConvCall = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+NormTail = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def _conv2d(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+    return conv._conv_forward(x, weight, bias)  # padding modes included
+
+
+def _conv2d_same(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+    from timm.layers.conv2d_same import conv2d_same  # reached only with timm's layers
+
+    return conv2d_same(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _no_tail(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _act_tail(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return norm.act(norm.drop(x))  # timm's BatchNormAct2d: norm, then dropout and activation
+
+
+def _known_layers() -> tuple[dict[type, ConvCall], dict[type, NormTail]]:
+    """Exact layer types whose forward is known: a subclass may do more than its base."""
+    convs: dict[type, ConvCall] = {nn.Conv2d: _conv2d}
+    norms: dict[type, NormTail] = {nn.BatchNorm2d: _no_tail}
+    try:
+        from timm.layers import BatchNormAct2d, Conv2dSame
+    except ImportError:  # without timm (sft[vision]) its layers cannot be in the model
+        return convs, norms
+    convs[Conv2dSame] = _conv2d_same
+    norms[BatchNormAct2d] = _act_tail
+    return convs, norms
+
+
+def _folded_conv(
+    conv: nn.Conv2d, norm: nn.modules.batchnorm._BatchNorm, call: ConvCall, x: torch.Tensor
+) -> torch.Tensor:
+    if norm.training:
+        return type(conv).forward(conv, x)
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    bias = norm.bias - norm.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return call(conv, x, conv.weight * scale.reshape(-1, 1, 1, 1), bias)
+
+
+def _folded_norm(norm: nn.modules.batchnorm._BatchNorm, tail: NormTail, x: torch.Tensor):
+    if norm.training:
+        return type(norm).forward(norm, x)
+    return tail(norm, x)  # normalised by the convolution already
+
+
+def _pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Module, nn.Module]]:
+    """(conv, norm) pairs of known types where the norm takes the conv's output unchanged,
+    found by running `example` through `model` (any architecture, no tracing)."""
+    convs, norms = _known_layers()
+    # (output, its version counter then, conv): the outputs are kept alive, so that no later
+    # tensor can take the id of one
+    produced: list[tuple[torch.Tensor, int, nn.Module]] = []
+    pairs: list[tuple[nn.Module, nn.Module]] = []
+
+    def after_conv(conv: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        produced.append((output, output._version, conv))
+
+    def before_norm(norm: nn.Module, inputs: tuple) -> None:
+        for output, version, conv in produced:
+            # changed in place on the way (a += after the conv): not the conv's output any more
+            unchanged = inputs[0] is output and output._version == version
+            if unchanged and all(conv is not c for c, _ in pairs):
+                pairs.append((conv, norm))
+
+    hooks = [m.register_forward_hook(after_conv) for m in model.modules() if type(m) in convs]
+    hooks += [m.register_forward_pre_hook(before_norm) for m in model.modules() if type(m) in norms]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return pairs
+
+
+def _install(pairs: list[tuple[nn.Module, nn.Module]]) -> None:
+    convs, norms = _known_layers()
+    for conv, norm in pairs:
+        # instance attributes: partials of module functions, so that the model still copies
+        # and pickles, and its modules keep their types
+        conv.forward = functools.partial(_folded_conv, conv, norm, convs[type(conv)])
+        norm.forward = functools.partial(_folded_norm, norm, norms[type(norm)])
+
+
+def _unfold(model: nn.Module) -> None:
+    for module in model.modules():
+        if "forward" in vars(module):
+            del module.forward
+
+
+def _folding_computes_the_same(model: nn.Module, example: torch.Tensor) -> bool:
+    """The folded `model` against itself unfolded, on a copy whose norms have random statistics
+    and affine weights: fresh norms are close to the identity, which would hide a wrong pair."""
+    folded = copy.deepcopy(model).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for norm in folded.modules():
+            if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+                for tensor, low, high in (
+                    (norm.running_mean, -1.0, 1.0),
+                    (norm.running_var, 0.5, 2.0),
+                    (norm.weight, 0.5, 1.5),
+                    (norm.bias, -0.5, 0.5),
+                ):
+                    if tensor is not None:
+                        random = torch.rand(tensor.shape, generator=generator)
+                        tensor.copy_(low + (high - low) * random)
+        plain = copy.deepcopy(folded)
+        _unfold(plain)
+        want, got = plain(example), folded(example)
+    return torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def fold_frozen_norms(model: nn.Module, example: torch.Tensor) -> int:
+    """Fold every batch norm of `model` that takes a convolution's output into it, for the
+    calls where the norm is in eval mode. Checked on `example`: where the folded model would not
+    compute what the model does (an output also used past its norm), nothing is folded.
+    Returns the number of norms folded; the state_dict and module tree stay as they were."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        pairs = _pairs(model, example)
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    if not pairs:
+        return 0
+    _install(pairs)
+    if not _folding_computes_the_same(model, example):
+        _unfold(model)
+        log.warning("batch norms not folded: the folded backbone computed something else")
+        return 0
+    return len(pairs)
