@@ -44,6 +44,7 @@ format: install
 bench: data
 	$(BIN)/python benchmarks/vs_anchors.py --steps 60 --warmup 10
 	$(BIN)/python benchmarks/precision_layout.py
+	$(BIN)/python benchmarks/norm_folding.py
 	$(BIN)/python benchmarks/augmentation.py --threads 0
 	$(BIN)/python benchmarks/loop_overhead.py --backbone resnet18 --steps 30 --batch-size 32 --repeats 2
 	$(BIN)/python benchmarks/text_pipelines.py --steps 40 --warmup 3

@@ -57,11 +57,16 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
     for key in ("data", "model", "trainer", "adapter"):
         check_config_types(cfg.get(key), key)
-    keep = cfg.get("keep_freed_memory", False)
+    keep = cfg.get("keep_freed_memory", True)
     if not isinstance(keep, bool):
         raise SFTError(f"keep_freed_memory={keep!r}: expected true or false")
-    if keep and keep_freed_memory():
-        log.info("malloc keeps freed memory for the next steps (keep_freed_memory=true)")
+    if keep:
+        kept = keep_freed_memory()
+        log.info(
+            "malloc keeps freed memory for the next steps (keep_freed_memory=true)"
+            if kept
+            else "keep_freed_memory=true: not applied (the C library is not glibc, or refused it)"
+        )
     # ckpt_path=, or last.ckpt of the run resume= continues: read once, here
     start = resume_point(cfg) if cfg.get("train") else None
     if start and start.continues_run:

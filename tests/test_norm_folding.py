@@ -110,8 +110,8 @@ class BranchAddedInPlace(nn.Module):
 
 @pytest.mark.parametrize("net_type", [SkipPastTheNorm, BranchAddedInPlace])
 def test_a_convolution_whose_output_does_not_go_only_to_its_norm_is_left_as_it_is(net_type):
-    """Checked structurally, not on the fresh weights: a fresh norm is close to the identity and
-    a fresh branch is zero, so the wrong fold would compute the same until training moves them."""
+    """Not judged on the fresh weights: a fresh norm is close to the identity and a fresh branch
+    is zero, so the wrong fold would compute the same until training moves them."""
     torch.manual_seed(0)
     net = net_type().eval()
     reference = copy.deepcopy(net)
@@ -125,6 +125,50 @@ def test_a_convolution_whose_output_does_not_go_only_to_its_norm_is_left_as_it_i
             if hasattr(model, "branch"):
                 model.branch.weight.fill_(0.5)
     torch.testing.assert_close(net(x), reference(x))
+
+
+def test_norms_without_affine_weights_fold_and_without_running_statistics_do_not():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, affine=False)).eval()
+    plain[1].running_mean.uniform_(-1, 1)
+    plain[1].running_var.uniform_(0.5, 2)
+    batch_stats = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))
+    for net, folds in ((plain, 1), (batch_stats.eval(), 0)):
+        want = net(x)
+        assert fold_frozen_norms(net, x) == folds
+        torch.testing.assert_close(net(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_between_a_convolution_and_its_norm_keeps_them_apart():
+    """Dropout passes its input through unchanged in eval mode, but not while training with
+    frozen norm statistics: folding would drop out the norm's shift too."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Dropout(0.5), nn.BatchNorm2d(4))
+    net[2].running_mean.uniform_(-1, 1)
+    x = torch.randn(2, 3, 8, 8)
+    assert fold_frozen_norms(net, x) == 0
+
+
+def test_norms_converted_for_ddp_sync_run_their_own_forward():
+    """Lightning's sync_batchnorm replaces every norm by a SyncBatchNorm after the model is
+    built: the convolutions then run as they are, not folded with the replaced norms."""
+    reference, folded = conv_bn_net(), conv_bn_net()
+    x = torch.randn(4, 3, 16, 16)
+    assert fold_frozen_norms(folded, x[:2]) == 2
+    reference, folded = (
+        nn.SyncBatchNorm.convert_sync_batchnorm(n.eval()) for n in (reference, folded)
+    )
+    assert isinstance(folded[1], nn.SyncBatchNorm)
+    torch.testing.assert_close(folded(x), reference(x))
+
+
+def test_a_backbone_that_cannot_take_the_example_is_left_as_it_is():
+    """The classifier probes with 3-channel images: a backbone for other inputs still builds."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    assert fold_frozen_norms(net, torch.zeros(2, 3, 16, 16)) == 0
+    assert net.training and "forward" not in vars(net[0])
+    assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 4, 14, 14)
 
 
 def test_a_folded_model_copies_and_pickles_with_its_own_norms():

@@ -144,7 +144,8 @@ class SFTClassifier(L.LightningModule):
             # (freeze_norm_stats, evaluation); checked on a small batch of images. Not under
             # torch.compile: EfficientNet-Lite0's compiled folded step was 40 % slower (169
             # vs 280 img/s eager folded, benchmarks/vs_anchors.py)
-            folded = fold_frozen_norms(self.backbone, torch.zeros(2, 3, 64, 64))
+            example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+            folded = fold_frozen_norms(self.backbone, example)
             if folded and rank_zero_only.rank == 0:
                 log.info(f"{folded} batch norms fold into their convolutions when frozen")
         if compile:

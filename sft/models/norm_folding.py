@@ -13,7 +13,7 @@ made per call from its `training` flag.
 
 torch's `fuse_conv_bn_eval` and timm's `FrozenBatchNorm2d` do not fit: the first returns new
 leaf weights (no gradients reach the originals), the second freezes gamma and beta as well.
-Measured: benchmarks/precision_layout.py, README "Speed".
+Measured: benchmarks/norm_folding.py (experiments/benchmarks/norm_folding.md).
 """
 
 from __future__ import annotations
@@ -64,12 +64,22 @@ def _known_layers() -> tuple[dict[type, ConvCall], dict[type, NormTail]]:
 
 
 def _folded_conv(
-    conv: nn.Conv2d, norm: nn.modules.batchnorm._BatchNorm, call: ConvCall, x: torch.Tensor
+    conv: nn.Conv2d,
+    norm: nn.modules.batchnorm._BatchNorm,
+    owner: tuple[nn.Module, str],
+    call: ConvCall,
+    x: torch.Tensor,
 ) -> torch.Tensor:
-    if norm.training:
+    parent, name = owner
+    # a norm replaced since (Lightning's sync_batchnorm converts them for DDP) does its own work
+    if norm.training or parent._modules.get(name) is not norm:
         return type(conv).forward(conv, x)
-    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-    bias = norm.bias - norm.running_mean * scale
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:  # affine=False: no gamma, no beta
+        scale = norm.weight * scale
+    bias = -norm.running_mean * scale
+    if norm.bias is not None:
+        bias = bias + norm.bias
     if conv.bias is not None:
         bias = bias + conv.bias * scale
     return call(conv, x, conv.weight * scale.reshape(-1, 1, 1, 1), bias)
@@ -79,6 +89,15 @@ def _folded_norm(norm: nn.modules.batchnorm._BatchNorm, tail: NormTail, x: torch
     if norm.training:
         return type(norm).forward(norm, x)
     return tail(norm, x)  # normalised by the convolution already
+
+
+def _frozen_statistics_mode(model: nn.Module) -> None:
+    """Training mode with every batch norm in eval, as freeze_norm_stats sets it: layers that
+    act only in training (dropout, drop path) act, so what they change is not a conv output."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def _pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Module, nn.Module]]:
@@ -101,35 +120,53 @@ def _pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Module, nn.
                 pairs.append((conv, norm))
 
     hooks = [m.register_forward_hook(after_conv) for m in model.modules() if type(m) in convs]
-    hooks += [m.register_forward_pre_hook(before_norm) for m in model.modules() if type(m) in norms]
+    # without running statistics a norm uses the batch's in eval mode too: nothing to fold
+    hooks += [
+        m.register_forward_pre_hook(before_norm)
+        for m in model.modules()
+        if type(m) in norms and m.running_var is not None
+    ]
     try:
-        with torch.no_grad():
-            model(example)
+        _seeded_forward(model, example)
     finally:
         for hook in hooks:
             hook.remove()
     return pairs
 
 
-def _install(pairs: list[tuple[nn.Module, nn.Module]]) -> None:
+def _seeded_forward(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
+    """The same dropout draws on every call, and the caller's random state left as it was."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(0)
+        return model(example)
+
+
+def _install(model: nn.Module, pairs: list[tuple[nn.Module, nn.Module]]) -> None:
     convs, norms = _known_layers()
+    owners = {
+        child: (parent, name)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+    }
     for conv, norm in pairs:
         # instance attributes: partials of module functions, so that the model still copies
         # and pickles, and its modules keep their types
-        conv.forward = functools.partial(_folded_conv, conv, norm, convs[type(conv)])
+        conv.forward = functools.partial(_folded_conv, conv, norm, owners[norm], convs[type(conv)])
         norm.forward = functools.partial(_folded_norm, norm, norms[type(norm)])
 
 
 def _unfold(model: nn.Module) -> None:
     for module in model.modules():
-        if "forward" in vars(module):
+        forward = vars(module).get("forward")
+        if getattr(forward, "func", None) in (_folded_conv, _folded_norm):
             del module.forward
 
 
 def _folding_computes_the_same(model: nn.Module, example: torch.Tensor) -> bool:
-    """The folded `model` against itself unfolded, on a copy whose norms have random statistics
-    and affine weights: fresh norms are close to the identity, which would hide a wrong pair."""
-    folded = copy.deepcopy(model).eval()
+    """The folded `model` against itself unfolded, in eval mode and with frozen statistics while
+    training, on a copy whose norms have random statistics and affine weights: fresh norms are
+    close to the identity, which would hide a wrong pair."""
+    folded = copy.deepcopy(model)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for norm in folded.modules():
@@ -143,10 +180,14 @@ def _folding_computes_the_same(model: nn.Module, example: torch.Tensor) -> bool:
                     if tensor is not None:
                         random = torch.rand(tensor.shape, generator=generator)
                         tensor.copy_(low + (high - low) * random)
-        plain = copy.deepcopy(folded)
-        _unfold(plain)
-        want, got = plain(example), folded(example)
-    return torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    plain = copy.deepcopy(folded)
+    _unfold(plain)
+    for set_mode in (nn.Module.eval, _frozen_statistics_mode):
+        set_mode(plain), set_mode(folded)
+        want, got = _seeded_forward(plain, example), _seeded_forward(folded, example)
+        if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max())):
+            return False
+    return True
 
 
 def fold_frozen_norms(model: nn.Module, example: torch.Tensor) -> int:
@@ -155,17 +196,33 @@ def fold_frozen_norms(model: nn.Module, example: torch.Tensor) -> int:
     compute what the model does (an output also used past its norm), nothing is folded.
     Returns the number of norms folded; the state_dict and module tree stay as they were."""
     modes = {m: m.training for m in model.modules()}
-    model.eval()
+    _frozen_statistics_mode(model)
     try:
         pairs = _pairs(model, example)
+    except (RuntimeError, ValueError) as err:  # e.g. a backbone for other input sizes or channels
+        log.info(
+            f"batch norms not folded: the backbone did not run on {tuple(example.shape)}: {_first_line(err)}"
+        )
+        return 0
     finally:
         for module, training in modes.items():
             module.training = training
     if not pairs:
         return 0
-    _install(pairs)
-    if not _folding_computes_the_same(model, example):
+    _install(model, pairs)
+    try:
+        same = _folding_computes_the_same(model, example)
+    except (RuntimeError, ValueError, TypeError, AttributeError) as err:  # e.g. a dict output
+        log.info(
+            f"batch norms not folded: cannot compare the backbone's outputs: {_first_line(err)}"
+        )
+        same = False
+    if not same:
         _unfold(model)
-        log.warning("batch norms not folded: the folded backbone computed something else")
+        log.info("batch norms not folded: the folded backbone computed something else")
         return 0
     return len(pairs)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().split("\n")[0]
