@@ -17,7 +17,7 @@ import torch
 from precision_layout import step_args, train_step_rate  # this folder's: the same timed step
 
 from sft.models.backbones import backbone_speed_hints, create_backbone
-from sft.models.norm_folding import fold_frozen_norms
+from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
 from sft.utils.hardware import choose_precision
 
 BACKBONES = ("efficientnet_lite0", "mobilenetv2", "resnet18")
@@ -28,10 +28,7 @@ def images_per_second(name: str, folded: bool, args: argparse.Namespace) -> floa
     model = create_backbone(name, pretrained=False)
     if folded:
         fold_frozen_norms(model, torch.zeros(2, 3, args.size, args.size))
-    model.train()
-    for module in model.modules():  # frozen statistics, as freeze_norm_stats sets them
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.eval()
+    freeze_norm_statistics(model.train())
     hints = backbone_speed_hints({"name": name})
     bf16 = choose_precision("cpu", hints.cpu_bf16)[0] == "bf16-mixed"
     return train_step_rate(model, bf16, hints.channels_last, args)

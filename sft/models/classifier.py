@@ -28,7 +28,7 @@ from sft.models.adapters import (
 )
 from sft.models.backbones import backbone_speed_hints, resolve_input_spec
 from sft.models.linear_probe import extract_features, fit_logistic_regression
-from sft.models.norm_folding import fold_frozen_norms
+from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
 from sft.models.optim import layerwise_param_groups, param_groups
 from sft.models.regularizers import create_regularizer
 
@@ -227,9 +227,7 @@ class SFTClassifier(L.LightningModule):
             # still train): small fine-tuning batches of shifted data (e.g. upsampled CIFAR)
             # give noisy batch statistics that move the features away from what the
             # linear-probed head was fitted on.
-            for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+            freeze_norm_statistics(self.backbone)
         return self
 
     # ---- steps ---------------------------------------------------------------------------

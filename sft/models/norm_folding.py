@@ -91,13 +91,19 @@ def _folded_norm(norm: nn.modules.batchnorm._BatchNorm, tail: NormTail, x: torch
     return tail(norm, x)  # normalised by the convolution already
 
 
+def freeze_norm_statistics(model: nn.Module) -> None:
+    """Every batch norm of `model` in eval mode: it normalises with its running statistics and
+    keeps them, while its affine weights can still train (`model.freeze_norm_stats`)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def _frozen_statistics_mode(model: nn.Module) -> None:
     """Training mode with every batch norm in eval, as freeze_norm_stats sets it: layers that
     act only in training (dropout, drop path) act, so what they change is not a conv output."""
     model.train()
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
+    freeze_norm_statistics(model)
 
 
 def _pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Module, nn.Module]]:
