@@ -8,7 +8,8 @@ with dynamic padding, max_length 64.
   - sft: `sft-train experiment=sst2_minilm` as shipped (fused LP-FT head, L2-SP, fused AdamW,
     linear schedule, default callbacks: checkpoints, exact-resume state, TensorBoard logger),
     without the linear probe and validation so that only training steps are timed; and
-    once more without its L2-SP term (`model.regularizer=none`), HF's objective.
+    once more without its L2-SP term (`model.regularizer=none`), HF's objective, and once
+    with torch's own dropout instead of sft's FastDropout (`model.fast_dropout=false`).
   Both also compiled: `model.compile=true` against `torch_compile=True`.
   - anchor: `transformers.Trainer` at its best settings on the same rows:
     `AutoModelForSequenceClassification` on the same weights, `train_sampling_strategy=
@@ -185,8 +186,8 @@ def hf_trainer_run(
     compile: bool = False,
     keep_memory: bool = False,
 ) -> dict:
-    if keep_memory:
-        keep_freed_memory()
+    # whether the setting applied (not off glibc): the row says so
+    kept = keep_memory and keep_freed_memory()
     import datasets
     from transformers import (
         AutoModelForSequenceClassification,
@@ -251,7 +252,7 @@ def hf_trainer_run(
         callbacks=[Timer()],
     )
     trainer.train()
-    return {"steps": args.steps, "seconds": Timer.end - Timer.start}
+    return {"steps": args.steps, "seconds": Timer.end - Timer.start, "kept": kept}
 
 
 def text_flops_per_sample(length: int, bf16: bool) -> float:
@@ -293,6 +294,14 @@ def bench_text(args: argparse.Namespace, work: Path) -> list[dict]:
             f"sft_noreg_{precision}",
             args,
         )
+        # torch's own dropout: what sft's FastDropout (model.fast_dropout) is worth
+        torch_dropout = fresh(
+            run_sft,
+            [*overrides, "model.fast_dropout=false"],
+            work / "text",
+            f"sft_torch_dropout_{precision}",
+            args,
+        )
         anchor = fresh(hf_trainer_run, folder, bf16, work / "text", args)
         # the same, with the malloc setting sft-train makes for its process
         anchor_kept = fresh(hf_trainer_run, folder, bf16, work / "text", args, keep_memory=True)
@@ -310,9 +319,17 @@ def bench_text(args: argparse.Namespace, work: Path) -> list[dict]:
             (precision, sft, "transformers.Trainer", anchor),
             (f"{precision}, model.regularizer=none", plain, "transformers.Trainer", anchor),
             (
+                f"{precision}, model.fast_dropout=false",
+                torch_dropout,
+                "transformers.Trainer",
+                anchor,
+            ),
+            (
                 precision,
                 sft,
-                "transformers.Trainer + sft's malloc setting (keep_freed_memory)",
+                "transformers.Trainer + sft's malloc setting (keep_freed_memory)"
+                if anchor_kept["kept"]
+                else "transformers.Trainer (sft's malloc setting does not apply here)",
                 anchor_kept,
             ),
             (

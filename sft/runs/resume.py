@@ -209,6 +209,13 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
                 f"checkpoint {path} was trained with model.{key}={value_of(saved)!r}, this run has "
                 f"model.{key}={value_of(current)!r}: resume with the same model settings"
             )
+    # a checkpoint from before model.fast_dropout trained with torch's dropout
+    fast_before, fast_now = saved.get("fast_dropout", False), current.get("fast_dropout", False)
+    if fast_before != fast_now:
+        log.warning(
+            f"checkpoint {path} was trained with model.fast_dropout={fast_before}, this run has "
+            f"model.fast_dropout={fast_now}: its dropout masks continue from another random stream"
+        )
     state = model.state_dict()
     weights = checkpoint.get("state_dict", {})
     # a small checkpoint (adapter.save_only_trainable) leaves out the frozen base weights
