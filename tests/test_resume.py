@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import sft.utils.checkpoint_io as checkpoint_io
 from sft.errors import SFTError
+from sft.models import SFTClassifier
 from sft.runs.directories import RunDirectory, choose_run_dir
 from sft.runs.resume import wait_to_sort_after
 from sft.train import train
@@ -310,3 +311,25 @@ def test_a_resumed_runs_event_file_sorts_after_the_interrupted_ones(tmp_path):
     start = time.time()
     wait_to_sort_after(tmp_path / "elsewhere")  # nothing there: no wait
     assert time.time() - start < 0.1
+
+
+def test_the_best_validation_accuracy_survives_a_resume():
+    """val/acc_best (the run's returned metric) is the best over every validation of the run,
+    also those before the checkpoint it resumed from: torchmetrics does not checkpoint it."""
+    backbone = {"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn", "width": 8}
+    before = SFTClassifier(backbone=backbone, num_classes=3)
+    before.on_train_start()
+    before.val_acc_best(torch.tensor(0.9))
+    checkpoint: dict = {}
+    before.on_save_checkpoint(checkpoint)
+
+    resumed = SFTClassifier(backbone=backbone, num_classes=3)
+    resumed.on_load_checkpoint(checkpoint)
+    resumed.on_train_start()
+    resumed.val_acc_best(torch.tensor(0.5))
+    assert float(resumed.val_acc_best.compute()) == pytest.approx(0.9)
+    # a new run (no checkpoint) starts from nothing
+    fresh = SFTClassifier(backbone=backbone, num_classes=3)
+    fresh.on_train_start()
+    fresh.val_acc_best(torch.tensor(0.5))
+    assert float(fresh.val_acc_best.compute()) == pytest.approx(0.5)

@@ -36,6 +36,9 @@ from sft.models.regularizers import create_regularizer
 log = logging.getLogger(__name__)
 # checkpoint key of the decoupled regulariser's pulls held back (model.reg_every)
 REG_HELD = "reg_held"
+# checkpoint key of the best validation accuracy so far: torchmetrics keeps metric states out
+# of the state_dict, and a resumed run must not forget the validations before its checkpoint
+VAL_ACC_BEST = "val_acc_best"
 
 
 def _plain(cfg: Any) -> Any:
@@ -189,6 +192,8 @@ class SFTClassifier(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_acc_best = MaxMetric()
+        # from a resumed checkpoint (on_load_checkpoint), applied in on_train_start
+        self._restored_acc_best: float | None = None
         self._base_hash: str | None = None
         # what a small checkpoint leaves out: the weights frozen now, with the adapters added
         self._frozen_names = set(frozen_parameters(self)) if not self.strict_loading else set()
@@ -309,8 +314,11 @@ class SFTClassifier(L.LightningModule):
             self._apply_held_pull(self.trainer.optimizers[0])
 
     def on_train_start(self) -> None:
-        # The sanity-check validation must not count towards the best accuracy.
+        # The sanity-check validation must not count towards the best accuracy; a resumed run
+        # starts from the best of the validations before its checkpoint.
         self.val_acc_best.reset()
+        if self._restored_acc_best is not None:
+            self.val_acc_best(self._restored_acc_best)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, y = self._shared_step(batch)
@@ -360,6 +368,8 @@ class SFTClassifier(L.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.val_acc_best.update_called:
+            checkpoint[VAL_ACC_BEST] = float(self.val_acc_best.compute())
         if self._reg_held_steps:  # a resumed run applies them at the same step
             checkpoint[REG_HELD] = {"keep": self._reg_held, "steps": self._reg_held_steps}
         # Lightning stores the datamodule's hparams; add its class so eval can rebuild it from the
@@ -380,6 +390,7 @@ class SFTClassifier(L.LightningModule):
             }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored_acc_best = checkpoint.get(VAL_ACC_BEST)
         held = checkpoint.get(REG_HELD)
         self._reg_held, self._reg_held_steps = (
             (list(held["keep"]), int(held["steps"])) if held is not None else ([], 0)
