@@ -156,7 +156,7 @@ class SFTClassifier(L.LightningModule):
         if not isinstance(fast_dropout, bool):
             raise SFTError(f"model.fast_dropout: expected true or false, got {fast_dropout!r}")
         if fast_dropout:
-            # the same Bernoulli masks at a quarter of the cost on CPU (sft.models.fast_dropout)
+            # the same Bernoulli masks from a quarter of the random draws (sft.models.fast_dropout)
             swapped = use_fast_dropout(self.backbone) + use_fast_dropout(self.head)
             if swapped and rank_zero_only.rank == 0:
                 log.info(f"{swapped} dropout layers draw their masks with FastDropout")
