@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sft.contracts import ClassificationData
 from sft.errors import SFTError
+from sft.models.activations import out_of_place_activations
 from sft.models.adapters import (
     BASE_WEIGHTS,
     LoraSettings,
@@ -27,6 +28,7 @@ from sft.models.adapters import (
     weights_hash,
 )
 from sft.models.backbones import backbone_speed_hints, resolve_input_spec
+from sft.models.depthwise_conv import use_fast_depthwise_grad
 from sft.models.fast_dropout import use_fast_dropout
 from sft.models.linear_probe import extract_features, fit_logistic_regression
 from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
@@ -153,6 +155,15 @@ class SFTClassifier(L.LightningModule):
             folded = fold_frozen_norms(self.backbone, example)
             if folded and rank_zero_only.rank == 0:
                 log.info(f"{folded} batch norms fold into their convolutions when frozen")
+            # oneDNN's slow depthwise weight gradients (5x5 filters, 2x2 maps) from its fast
+            # 3x3 kernel where that is faster; after the folding, whose convolutions it routes too
+            routed = use_fast_depthwise_grad(self.backbone)
+            out_of_place = out_of_place_activations(self.backbone)
+            if (routed or out_of_place) and rank_zero_only.rank == 0:
+                log.info(
+                    f"{routed} depthwise convolutions time torch's weight gradient against 3x3 "
+                    f"blocks once per shape; {out_of_place} activations run out of place"
+                )
         if not isinstance(fast_dropout, bool):
             raise SFTError(f"model.fast_dropout: expected true or false, got {fast_dropout!r}")
         if fast_dropout:

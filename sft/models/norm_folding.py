@@ -37,9 +37,12 @@ def _conv2d(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.
 
 
 def _conv2d_same(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
-    from timm.layers.conv2d_same import conv2d_same  # reached only with timm's layers
+    from timm.layers.conv2d_same import pad_same  # reached only with timm's layers
 
-    return conv2d_same(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    # timm's conv2d_same (its Conv2dSame has no padding of its own), through _conv_forward as
+    # nn.Conv2d's forward goes: sft.models.depthwise_conv routes that
+    padded = pad_same(x, weight.shape[-2:], conv.stride, conv.dilation)
+    return conv._conv_forward(padded, weight, bias)
 
 
 def _no_tail(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -73,7 +76,7 @@ def _folded_conv(
     parent, name = owner
     # a norm replaced since (Lightning's sync_batchnorm converts them for DDP) does its own work
     if norm.training or parent._modules.get(name) is not norm:
-        return type(conv).forward(conv, x)
+        return call(conv, x, conv.weight, conv.bias)
     scale = torch.rsqrt(norm.running_var + norm.eps)
     if norm.weight is not None:  # affine=False: no gamma, no beta
         scale = norm.weight * scale

@@ -1,0 +1,172 @@
+"""torch's depthwise convolutions vs sft's routed ones (3x3-block weight gradients) and
+out-of-place activations on CPU: per layer, and in a whole EfficientNet-Lite0 / MobileNetV2 step.
+
+    .venv/bin/python benchmarks/depthwise_conv.py [--size 64] [--batch 64] [--steps 10] [--repeats 3]
+
+Per layer: forward + backward of each depthwise convolution of EfficientNet-Lite0 at `--size` px
+(channels_last, batch `--batch`, with its bias: folded batch norms give one), torch's against the
+same module routed by `use_fast_depthwise_grad`; the median of `--repeats` blocks of 20 calls.
+Step: the packaged-weight backbone + a linear head as sft trains it (channels_last, batch norms
+folded with frozen statistics, fused AdamW, sft-train's malloc setting), forward + backward +
+optimizer step on random images; three copies: torch's layers, routed depthwise convolutions,
+routed + out-of-place activations; timed alternately in blocks of `--steps` steps: the median ms
+per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import nn
+
+from sft.models.activations import out_of_place_activations
+from sft.models.backbones import create_backbone
+from sft.models.depthwise_conv import use_fast_depthwise_grad
+from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
+from sft.utils.allocator import keep_freed_memory
+from sft.utils.hardware import cpu_description
+
+
+def median_seconds(fn: Callable[[], None], calls: int, repeats: int) -> float:
+    """The median over `repeats` blocks of the time per call of `calls` calls of `fn`."""
+    fn()
+    blocks = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        blocks.append((time.perf_counter() - start) / calls)
+    return statistics.median(blocks)
+
+
+def images(args: argparse.Namespace) -> torch.Tensor:
+    shape = (args.batch, 3, args.size, args.size)
+    return torch.randn(shape).contiguous(memory_format=torch.channels_last)
+
+
+def depthwise_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[nn.Conv2d, torch.Size]]:
+    """(module, input shape) of each depthwise convolution `model` runs on `x`."""
+    seen: list[tuple[nn.Conv2d, torch.Size]] = []
+    hooks = [
+        m.register_forward_hook(lambda m, inputs, _: seen.append((m, inputs[0].shape)))
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels > 1
+    ]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+def forward_backward(conv: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> None:
+    # autograd.grad: nothing accumulates between calls
+    torch.autograd.grad(conv(x), [x, *conv.parameters()], grad)
+
+
+def per_layer(args: argparse.Namespace) -> None:
+    model = create_backbone("efficientnet_lite0", pretrained=True, input_size=args.size)
+    model.to(memory_format=torch.channels_last)
+    print(f"EfficientNet-Lite0 depthwise convolutions, {args.size} px, batch {args.batch}:\n")
+    print("| layer | input | filter, stride | torch ms | routed ms | speed-up |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    total = [0.0, 0.0]
+    for conv, shape in depthwise_layers(model, images(args)):
+        conv = copy.deepcopy(conv)
+        if conv.bias is None:  # a folded batch norm gives the convolution a bias
+            conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
+        routed = copy.deepcopy(conv)
+        use_fast_depthwise_grad(routed)
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()
+        grad = torch.randn_like(conv(x))
+        times = [
+            median_seconds(partial(forward_backward, c, x, grad), 20, args.repeats)
+            for c in (conv, routed)
+        ]
+        total = [t + s for t, s in zip(total, times, strict=True)]
+        print(
+            f"| {type(conv).__name__} | {shape[1]} x {shape[2]} x {shape[3]} | "
+            f"{conv.kernel_size[0]}x{conv.kernel_size[1]}, {conv.stride[0]} | "
+            f"{times[0] * 1e3:.2f} | {times[1] * 1e3:.2f} | {times[0] / times[1]:.2f}x |",
+            flush=True,
+        )
+    print(
+        f"| all | | | {total[0] * 1e3:.1f} | {total[1] * 1e3:.1f} | "
+        f"**{total[0] / total[1]:.2f}x** |"
+    )
+
+
+ARMS = ("torch's layers", "routed depthwise", "routed depthwise + out-of-place activations")
+
+
+def per_step(args: argparse.Namespace, name: str) -> None:
+    torch.manual_seed(0)
+    x = images(args)
+    labels = torch.randint(0, 10, (args.batch,))
+    backbone = create_backbone(name, pretrained=True, input_size=args.size)
+    backbone.to(memory_format=torch.channels_last)
+    fold_frozen_norms(backbone, x[:2])
+
+    def stepper(arm: int) -> Callable[[], None]:
+        model = nn.Sequential()
+        model.backbone = copy.deepcopy(backbone)
+        if arm >= 1:
+            use_fast_depthwise_grad(model.backbone)
+        if arm >= 2:
+            out_of_place_activations(model.backbone)
+        model.train()
+        freeze_norm_statistics(model.backbone)
+        model.head = nn.Linear(model.backbone.num_features, 10)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+        def step() -> None:
+            loss = nn.functional.cross_entropy(model.head(model.backbone(x)), labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return step
+
+    steps = [stepper(arm) for arm in range(len(ARMS))]
+    times: list[list[float]] = [[] for _ in ARMS]
+    for _ in range(args.repeats):
+        for arm, step in enumerate(steps):
+            times[arm].append(median_seconds(step, args.steps, 1))
+    medians = [statistics.median(t) for t in times]
+    print(
+        f"\n{name} training step, {args.size} px, batch {args.batch}, fp32 channels_last, "
+        f"median of {args.repeats} blocks of {args.steps} steps:\n"
+    )
+    print("| layers | ms per step | blocks (ms) | speed-up |")
+    print("| --- | --- | --- | --- |")
+    for arm, label in enumerate(ARMS):
+        blocks = ", ".join(f"{t * 1e3:.0f}" for t in times[arm])
+        print(
+            f"| {label} | {medians[arm] * 1e3:.1f} | {blocks} | "
+            f"**{medians[0] / medians[arm]:.2f}x** |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    keep_freed_memory()  # as sft-train runs
+    print(f"{cpu_description()}, torch {torch.__version__}, {platform.python_version()}\n")
+    per_layer(args)
+    for name in ("efficientnet_lite0", "mobilenetv2"):
+        per_step(args, name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Depthwise convolutions whose weight gradient can take oneDNN's fast depthwise kernel on CPU.
+
+torch's CPU convolutions (oneDNN, torch 2.14) have a fast depthwise kernel for the weight
+gradient (`jit_dw` under ONEDNN_VERBOSE=1) only for 3x3 filters on inputs at least 3 pixels
+wide. Every other depthwise shape, such as EfficientNet's 5x5 filters or a 3x3 filter on a 2x2
+map, goes to the generic grouped kernel. That kernel pads each channel's one-input,
+one-output filter to a 16x16 block. On a 2-core Xeon, EfficientNet-Lite0's 1152 5x5 filters on
+a 2x2 map took 6.5 ms for the weight gradient against 0.13 ms for the input gradient.
+
+The weight gradient of a kxk filter is made of the weight gradients of its 3x3 blocks. Each
+block's gradient is a 3x3 depthwise weight gradient of the explicitly padded input, shifted to
+the block, with no padding, which the fast kernel computes. That is not always faster (the
+copies of the shifted inputs cost too), so each shape is timed once both ways and keeps the
+faster. The forward pass and the input gradient stay torch's own. Measured:
+benchmarks/depthwise_conv.py (experiments/benchmarks/depthwise_conv.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+# oneDNN's fast kernel: 3x3 filters on inputs at least this wide (measured, torch 2.14)
+_FAST_KERNEL = (3, 3)
+_FAST_MIN_WIDTH = 3
+
+
+def _block_starts(size: int) -> list[int]:
+    """First taps of 3-wide blocks covering a filter of `size` taps (overlapping at the end)."""
+    return sorted({*range(0, size - 3, 3), size - 3})
+
+
+def depthwise_weight_grad(
+    grad_output: torch.Tensor,
+    inputs: torch.Tensor,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> torch.Tensor:
+    """d loss / d weight of `conv2d(inputs, weight, stride=stride, padding=padding,
+    groups=channels)`, from 3x3 blocks (kernel sides >= 3, dilation 1)."""
+    channels = inputs.shape[1]
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    out_h, out_w = grad_output.shape[-2:]
+    # the padded input the windows read: the far sides padded (or cut) to what they reach
+    reach_h, reach_w = (out_h - 1) * sh + kh, (out_w - 1) * sw + kw
+    height, width = inputs.shape[-2:]
+    padded = F.pad(inputs, (pw, reach_w - width - pw, ph, reach_h - height - ph))
+    block = inputs.new_empty(channels, 1, 3, 3)  # only its shape is read
+    grad = inputs.new_empty(channels, 1, kh, kw)
+    for top in _block_starts(kh):
+        for left in _block_starts(kw):
+            window = padded[
+                ..., top : top + (out_h - 1) * sh + 3, left : left + (out_w - 1) * sw + 3
+            ]
+            grad[..., top : top + 3, left : left + 3] = torch.ops.aten.convolution_backward(
+                grad_output,
+                window,
+                block,
+                None,
+                [sh, sw],
+                [0, 0],
+                [1, 1],
+                False,
+                [0, 0],
+                channels,
+                [False, True, False],
+            )[1]
+    return grad
+
+
+# (input shape and strides, filter shape, stride, padding) -> whether the 3x3 blocks were the
+# faster weight gradient for it on this machine
+_BLOCKS_FASTER: dict[tuple, bool] = {}
+_TIMED_CALLS = 3
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    fn()  # the first call also creates oneDNN's primitive
+    best = math.inf
+    for _ in range(_TIMED_CALLS):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _blocks_are_faster(
+    grad_output: torch.Tensor,
+    inputs: torch.Tensor,
+    weight: torch.Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> bool:
+    """Timed once per shape, as cudnn.benchmark does: which weight gradient is faster depends on
+    the channels and map size in ways that differ between CPUs (EfficientNet-Lite0 on a 2-core
+    Xeon: 1.3-2x for 480-1152 channels on 2x2 and 4x4 maps, slower for 240 channels)."""
+    key = (tuple(inputs.shape), inputs.stride(), tuple(weight.shape), stride, padding)
+    if key not in _BLOCKS_FASTER:
+        channels = weight.shape[0]
+        torchs = _seconds(
+            lambda: torch.ops.aten.convolution_backward(
+                grad_output,
+                inputs,
+                weight,
+                None,
+                list(stride),
+                list(padding),
+                [1, 1],
+                False,
+                [0, 0],
+                channels,
+                [False, True, False],
+            )
+        )
+        blocks = _seconds(
+            lambda: depthwise_weight_grad(
+                grad_output, inputs, tuple(weight.shape[-2:]), stride, padding
+            )
+        )
+        _BLOCKS_FASTER[key] = blocks < torchs
+        log.debug(
+            f"depthwise {tuple(inputs.shape)}, filter {tuple(weight.shape[-2:])}, stride "
+            f"{stride}: weight gradient {torchs * 1e3:.2f} ms torch, {blocks * 1e3:.2f} ms blocks"
+        )
+    return _BLOCKS_FASTER[key]
+
+
+class _DepthwiseConv2d(torch.autograd.Function):
+    """torch's depthwise conv2d (dilation 1), with the weight gradient from 3x3 blocks where
+    they are faster."""
+
+    @staticmethod
+    def forward(ctx, inputs, weight, bias, stride, padding):
+        ctx.save_for_backward(inputs, weight)
+        ctx.stride, ctx.padding = stride, padding
+        return F.conv2d(inputs, weight, bias, stride, padding, 1, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        inputs, weight = ctx.saved_tensors
+        channels = weight.shape[0]
+        layout = (
+            torch.channels_last
+            if inputs.is_contiguous(memory_format=torch.channels_last)
+            else torch.contiguous_format
+        )
+        grad_output = grad_output.contiguous(memory_format=layout)
+        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+        blocks = need_weight and _blocks_are_faster(
+            grad_output, inputs, weight, ctx.stride, ctx.padding
+        )
+        grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad_output,
+            inputs,
+            weight,
+            [channels],
+            list(ctx.stride),
+            list(ctx.padding),
+            [1, 1],
+            False,
+            [0, 0],
+            channels,
+            # oneDNN's bias gradient comes out of its weight-gradient kernel: not with blocks
+            [need_input, need_weight and not blocks, need_bias and not blocks],
+        )
+        if blocks:
+            grad_weight = depthwise_weight_grad(
+                grad_output, inputs, tuple(weight.shape[-2:]), ctx.stride, ctx.padding
+            )
+            if need_bias:
+                grad_bias = grad_output.sum((0, 2, 3))
+        return grad_input, grad_weight, grad_bias, None, None
+
+
+def _takes_blocks(inputs: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether this call's weight gradient may go to oneDNN's slow kernel and could be made of
+    3x3 blocks instead."""
+    if not (weight.requires_grad and torch.is_grad_enabled()):
+        return False
+    if inputs.device.type != "cpu" or torch.compiler.is_compiling():
+        return False
+    # float32 only: under autocast or in bf16 the blocks would need their own casts
+    if inputs.dtype != torch.float32 or weight.dtype != torch.float32:
+        return False
+    if torch.is_autocast_enabled("cpu"):
+        return False
+    # the choice is timed: deterministic runs (trainer.deterministic) keep torch's
+    if torch.are_deterministic_algorithms_enabled():
+        return False
+    kernel = tuple(weight.shape[-2:])
+    if min(kernel) < 3:
+        return False
+    return kernel != _FAST_KERNEL or min(inputs.shape[-2:]) < _FAST_MIN_WIDTH
+
+
+def _conv_forward(
+    conv: nn.Conv2d, inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    if _takes_blocks(inputs, weight):
+        return _DepthwiseConv2d.apply(inputs, weight, bias, conv.stride, conv.padding)
+    return type(conv)._conv_forward(conv, inputs, weight, bias)
+
+
+def _same_forward(conv: nn.Conv2d, inputs: torch.Tensor) -> torch.Tensor:
+    from timm.layers.conv2d_same import pad_same  # reached only with timm's layers
+
+    # timm's conv2d_same: TF "SAME" padding, then the convolution without padding
+    padded = pad_same(inputs, conv.weight.shape[-2:], conv.stride, conv.dilation)
+    return conv._conv_forward(padded, conv.weight, conv.bias)
+
+
+def _is_depthwise(conv: nn.Module) -> bool:
+    return (
+        isinstance(conv, nn.Conv2d)
+        and conv.groups == conv.in_channels == conv.out_channels
+        and conv.dilation == (1, 1)
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)  # "same"/"valid": torch's own handling
+    )
+
+
+def _is_conv2d_same(conv: nn.Module) -> bool:
+    try:
+        from timm.layers import Conv2dSame
+    except ImportError:  # without timm (sft[vision]) its layers cannot be in the model
+        return False
+    return type(conv) is Conv2dSame
+
+
+def use_fast_depthwise_grad(model: nn.Module) -> int:
+    """Route `model`'s depthwise convolutions (nn.Conv2d, timm's Conv2dSame) through
+    `_DepthwiseConv2d` where oneDNN's weight gradient is slow; other calls stay torch's.
+    Call after `fold_frozen_norms` (its folded convolutions call `_conv_forward` as well).
+    Returns the number of convolutions routed; the state_dict and module tree are unchanged."""
+    routed = 0
+    for conv in model.modules():
+        if not _is_depthwise(conv) or "_conv_forward" in vars(conv):
+            continue
+        if type(conv) is not nn.Conv2d and not _is_conv2d_same(conv):
+            continue  # a subclass of unknown forward
+        # instance attributes: partials of module functions, so that the model still copies
+        # and pickles, and its modules keep their types
+        conv._conv_forward = functools.partial(_conv_forward, conv)
+        if _is_conv2d_same(conv) and "forward" not in vars(conv):  # folded: its forward is set
+            conv.forward = functools.partial(_same_forward, conv)
+        routed += 1
+    return routed

@@ -1,0 +1,223 @@
+"""Depthwise convolutions take their weight gradients from 3x3 blocks where oneDNN's own is
+slow: the same outputs and gradients as torch's convolution, the same modules and weights."""
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sft.models import SFTClassifier, depthwise_conv
+from sft.models.depthwise_conv import depthwise_weight_grad, use_fast_depthwise_grad
+from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
+
+
+def torch_weight_grad(grad_output, x, weight, stride, padding):
+    weight = weight.detach().requires_grad_()
+    out = F.conv2d(x, weight, None, stride, padding, 1, weight.shape[0])
+    (grad,) = torch.autograd.grad(out, weight, grad_output)
+    return grad
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "kernel, stride, padding, size",
+    [
+        ((5, 5), 1, 2, 2),  # EfficientNet's last stage at 64 px
+        ((5, 5), 1, 2, 4),
+        ((5, 5), 2, 0, 7),  # after a TF "SAME" pad: odd input, no padding
+        ((5, 5), 2, 1, 8),
+        ((3, 3), 1, 1, 2),  # a 3x3 on a 2x2 map
+        ((3, 3), 2, 0, 9),
+        ((7, 7), 1, 3, 5),  # three blocks per side, overlapping
+        ((3, 5), 1, (1, 2), 6),  # not square
+        ((5, 5), 1, 0, 5),  # one output pixel
+    ],
+)
+def test_the_weight_gradient_from_3x3_blocks_is_torchs(
+    kernel, stride, padding, size, channels_last
+):
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, size, size + 1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(6, 1, *kernel)
+    stride = (stride, stride)
+    padding = padding if isinstance(padding, tuple) else (padding, padding)
+    out = F.conv2d(x, weight, None, stride, padding, 1, 6)
+    grad_output = torch.randn_like(out)
+    got = depthwise_weight_grad(grad_output, x, kernel, stride, padding)
+    want = torch_weight_grad(grad_output, x, weight, stride, padding)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def count_block_gradients(monkeypatch, faster: bool = True) -> list[int]:
+    """Calls of the 3x3-block weight gradient, chosen as the faster one (or not) for any shape."""
+    calls, blocks = [], depthwise_conv.depthwise_weight_grad
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return blocks(*args, **kwargs)
+
+    monkeypatch.setattr(depthwise_conv, "depthwise_weight_grad", counting)
+    monkeypatch.setattr(depthwise_conv, "_blocks_are_faster", lambda *args: faster)
+    return calls
+
+
+def gradients(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    x = x.detach().requires_grad_()
+    module.zero_grad()
+    out = module(x)
+    out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape))
+    return [out.detach(), x.grad, *(p.grad for p in module.parameters())]
+
+
+def test_a_routed_depthwise_convolution_computes_what_torch_does(monkeypatch):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
+    routed = copy.deepcopy(conv)
+    assert use_fast_depthwise_grad(routed) == 1
+    calls = count_block_gradients(monkeypatch)
+    x = torch.randn(4, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    for got, want in zip(gradients(routed, x), gradients(conv, x), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert calls == [1]  # the blocks made the weight gradient
+    assert list(routed.state_dict()) == list(conv.state_dict())
+
+
+def test_timm_same_padded_depthwise_convolutions_are_routed(monkeypatch):
+    layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    conv = layers.Conv2dSame(8, 8, 5, stride=2, groups=8)  # EfficientNet's strided 5x5
+    routed = copy.deepcopy(conv)
+    assert use_fast_depthwise_grad(routed) == 1
+    calls = count_block_gradients(monkeypatch)
+    x = torch.randn(4, 8, 8, 8)
+    for got, want in zip(gradients(routed, x), gradients(conv, x), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert calls == [1]
+
+
+def test_only_plain_depthwise_convolutions_are_routed():
+    class OwnConv(nn.Conv2d):  # a subclass may do more in its forward
+        pass
+
+    net = nn.Sequential(
+        nn.Conv2d(4, 4, 5, padding=2, groups=4),  # routed
+        nn.Conv2d(4, 8, 3, padding=1),  # dense
+        nn.Conv2d(8, 16, 5, padding=2, groups=8),  # two filters per channel
+        nn.Conv2d(16, 16, 5, padding=4, dilation=2, groups=16),  # dilated
+        nn.Conv2d(16, 16, 5, padding="same", groups=16),  # string padding
+        nn.Conv2d(16, 16, 5, padding=2, groups=16, padding_mode="reflect"),
+        OwnConv(16, 16, 5, padding=2, groups=16),
+    )
+    assert use_fast_depthwise_grad(net) == 1
+    assert "_conv_forward" in vars(net[0])
+    assert all("_conv_forward" not in vars(m) for m in net[1:])
+    assert use_fast_depthwise_grad(net) == 0  # once only
+
+
+def test_torchs_own_gradient_where_it_is_fast_or_not_needed(monkeypatch):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
+    small_3x3 = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+    use_fast_depthwise_grad(conv), use_fast_depthwise_grad(small_3x3)
+    calls = count_block_gradients(monkeypatch)
+    x = torch.randn(2, 8, 8, 8, requires_grad=True)
+    small_3x3(x).sum().backward()  # a 3x3 on an 8x8 map: oneDNN's fast kernel
+    with torch.no_grad():
+        conv(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        conv(x).float().sum().backward()
+    conv.double()(x.double()).sum().backward()
+    conv.float().requires_grad_(False)
+    conv(x).sum().backward()  # only the input gradient
+    assert calls == []
+    assert x.grad is not None
+
+
+def test_torchs_weight_gradient_where_the_blocks_are_slower(monkeypatch):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
+    routed = copy.deepcopy(conv)
+    use_fast_depthwise_grad(routed)
+    calls = count_block_gradients(monkeypatch, faster=False)
+    x = torch.randn(4, 8, 4, 4)
+    for got, want in zip(gradients(routed, x), gradients(conv, x), strict=True):
+        torch.testing.assert_close(got, want)
+    assert calls == []
+
+
+def test_each_shape_is_timed_once_and_keeps_the_faster_gradient(monkeypatch):
+    monkeypatch.setattr(depthwise_conv, "_BLOCKS_FASTER", {})
+    timings = iter([2.0, 1.0, 1.0, 2.0])  # shape 1: torch 2 s, blocks 1 s; shape 2: the reverse
+    monkeypatch.setattr(depthwise_conv, "_seconds", lambda fn: next(timings))
+    conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
+    grad = depthwise_conv._blocks_are_faster
+    args = (conv.weight, (1, 1), (2, 2))
+    small, large = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 6, 6)
+    assert grad(torch.randn_like(small), small, *args)
+    assert grad(torch.randn_like(small), small, *args)  # cached: not timed again
+    assert not grad(torch.randn_like(large), large, *args)
+    assert len(depthwise_conv._BLOCKS_FASTER) == 2
+
+
+def test_the_first_backward_of_a_shape_times_both_gradients(monkeypatch):
+    monkeypatch.setattr(depthwise_conv, "_BLOCKS_FASTER", {})
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 16, 5, padding=2, groups=16)
+    routed = copy.deepcopy(conv)
+    use_fast_depthwise_grad(routed)
+    x = torch.randn(4, 16, 2, 2).contiguous(memory_format=torch.channels_last)
+    for got, want in zip(gradients(routed, x), gradients(conv, x), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert len(depthwise_conv._BLOCKS_FASTER) == 1
+
+
+def test_deterministic_runs_keep_torchs_gradient(monkeypatch):
+    conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
+    use_fast_depthwise_grad(conv)
+    calls = count_block_gradients(monkeypatch)
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    conv(torch.randn(2, 8, 4, 4)).sum().backward()
+    assert calls == []
+
+
+def test_a_routed_model_copies_and_pickles():
+    net = nn.Sequential(nn.Conv2d(4, 4, 5, padding=2, groups=4), nn.ReLU())
+    use_fast_depthwise_grad(net)
+    x = torch.randn(2, 4, 4, 4)
+    for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert clone[0]._conv_forward.args == (clone[0],)  # its own module, not the original's
+        torch.testing.assert_close(clone(x), net(x))
+
+
+def test_efficientnet_folded_and_routed_trains_as_torch_does(monkeypatch):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    reference = timm.create_model("tf_efficientnet_lite0", num_classes=0)
+    for bn in (m for m in reference.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-0.1, 0.1), bn.running_var.uniform_(0.5, 1.5)
+    fast = copy.deepcopy(reference)
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    assert fold_frozen_norms(fast, x) == 49
+    assert use_fast_depthwise_grad(fast) == 16  # every depthwise convolution, folded or not
+    for net in (reference, fast):
+        net.train(), freeze_norm_statistics(net)
+    calls = count_block_gradients(monkeypatch)
+    got, want = gradients(fast, x), gradients(reference, x)
+    assert len(calls) == 10  # the nine 5x5 filters and the 3x3 on a 2x2 map
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=2e-3, atol=2e-3 * float(w.abs().max()))
+
+
+def test_the_classifier_routes_its_image_backbones_depthwise_convolutions(monkeypatch):
+    backbone = {"_target_": "sft.models.backbones.create_backbone", "name": "mobilenetv2"}
+    model = SFTClassifier(num_classes=10, backbone=backbone, freeze_norm_stats=True).train()
+    calls = count_block_gradients(monkeypatch)
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert calls  # MobileNetV2's 3x3 filters on its last 2x2 maps
+    relu6 = [m for m in model.backbone.modules() if isinstance(m, nn.ReLU6)]
+    assert relu6 and not any(m.inplace for m in relu6)
