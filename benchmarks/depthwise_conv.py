@@ -5,27 +5,31 @@ out-of-place activations on CPU: per layer, and in a whole EfficientNet-Lite0 / 
 
 Per layer: forward + backward of each depthwise convolution of EfficientNet-Lite0 at `--size` px
 (channels_last, batch `--batch`, with its bias: folded batch norms give one), torch's against the
-same module routed by `use_fast_depthwise_grad`; the median of `--repeats` blocks of 20 calls.
+same module routed by `use_fast_depthwise_grad` (timm's Conv2dSame routed also pads with
+sft.models.padding); the median of `--repeats` blocks of 20 calls.
 Step: the packaged-weight backbone + a linear head as sft trains it (channels_last, batch norms
 folded with frozen statistics, fused AdamW, sft-train's malloc setting), forward + backward +
-optimizer step on random images; three copies: torch's layers, routed depthwise convolutions,
-routed + out-of-place activations; timed alternately in blocks of `--steps` steps: the median ms
-per step.
+optimizer step on random images; four copies, each adding one change: torch's layers with timm's
+TF "SAME" padding (F.pad), sft's padding, routed depthwise convolutions, out-of-place
+activations; timed alternately in blocks of `--steps` steps: the median ms per step.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from functools import partial
+from unittest import mock
 
 import torch
 from torch import nn
 
+from sft.models import norm_folding
 from sft.models.activations import out_of_place_activations
 from sft.models.backbones import create_backbone
 from sft.models.depthwise_conv import use_fast_depthwise_grad
@@ -103,7 +107,23 @@ def per_layer(args: argparse.Namespace) -> None:
     )
 
 
-ARMS = ("torch's layers", "routed depthwise", "routed depthwise + out-of-place activations")
+ARMS = (
+    "torch's layers and timm's padding",
+    "sft's padding (sft.models.padding)",
+    "+ routed depthwise",
+    "+ out-of-place activations",
+)
+
+
+def timm_pad_same(x: torch.Tensor, kernel_size, stride, dilation) -> torch.Tensor:
+    from timm.layers.padding import pad_same
+
+    return pad_same(x, kernel_size, stride, dilation)
+
+
+def padding_of(pad_same: Callable) -> contextlib.AbstractContextManager:
+    """The folded TF "SAME" convolutions pad with `pad_same` (sft's folding looks it up per call)."""
+    return mock.patch.object(norm_folding, "pad_same", pad_same)
 
 
 def per_step(args: argparse.Namespace, name: str) -> None:
@@ -117,9 +137,9 @@ def per_step(args: argparse.Namespace, name: str) -> None:
     def stepper(arm: int) -> Callable[[], None]:
         model = nn.Sequential()
         model.backbone = copy.deepcopy(backbone)
-        if arm >= 1:
-            use_fast_depthwise_grad(model.backbone)
         if arm >= 2:
+            use_fast_depthwise_grad(model.backbone)
+        if arm >= 3:
             out_of_place_activations(model.backbone)
         model.train()
         freeze_norm_statistics(model.backbone)
@@ -127,8 +147,10 @@ def per_step(args: argparse.Namespace, name: str) -> None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
         def step() -> None:
-            loss = nn.functional.cross_entropy(model.head(model.backbone(x)), labels)
-            loss.backward()
+            # the folded convolutions pad as before sft.models.padding (timm's F.pad)
+            with padding_of(timm_pad_same if arm == 0 else norm_folding.pad_same):
+                loss = nn.functional.cross_entropy(model.head(model.backbone(x)), labels)
+                loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 

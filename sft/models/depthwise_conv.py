@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sft.models.padding import pad_same, zero_padded
+
 log = logging.getLogger(__name__)
 
 # oneDNN's fast kernel: 3x3 filters on inputs at least this wide (measured, torch 2.14)
@@ -51,17 +53,21 @@ def depthwise_weight_grad(
     channels = inputs.shape[1]
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     out_h, out_w = grad_output.shape[-2:]
-    # the padded input the windows read: the far sides padded (or cut) to what they reach
-    reach_h, reach_w = (out_h - 1) * sh + kh, (out_w - 1) * sw + kw
+    # the part of the padded input that a 3x3 block's windows read
+    window_h, window_w = (out_h - 1) * sh + 3, (out_w - 1) * sw + 3
     height, width = inputs.shape[-2:]
-    padded = F.pad(inputs, (pw, reach_w - width - pw, ph, reach_h - height - ph))
     block = inputs.new_empty(channels, 1, 3, 3)  # only its shape is read
     grad = inputs.new_empty(channels, 1, kh, kw)
     for top in _block_starts(kh):
         for left in _block_starts(kw):
-            window = padded[
-                ..., top : top + (out_h - 1) * sh + 3, left : left + (out_w - 1) * sw + 3
-            ]
+            # cut from the input and zero-padded in one copy, as the fast kernel wants it
+            window = zero_padded(
+                inputs,
+                ph - top,
+                top - ph + window_h - height,
+                pw - left,
+                left - pw + window_w - width,
+            )
             grad[..., top : top + 3, left : left + 3] = torch.ops.aten.convolution_backward(
                 grad_output,
                 window,
@@ -212,8 +218,6 @@ def _conv_forward(
 
 
 def _same_forward(conv: nn.Conv2d, inputs: torch.Tensor) -> torch.Tensor:
-    from timm.layers.conv2d_same import pad_same  # reached only with timm's layers
-
     # timm's conv2d_same: TF "SAME" padding, then the convolution without padding
     padded = pad_same(inputs, conv.weight.shape[-2:], conv.stride, conv.dilation)
     return conv._conv_forward(padded, conv.weight, conv.bias)

@@ -26,6 +26,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from sft.models.padding import pad_same
+
 log = logging.getLogger(__name__)
 
 ConvCall = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -37,8 +39,6 @@ def _conv2d(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.
 
 
 def _conv2d_same(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
-    from timm.layers.conv2d_same import pad_same  # reached only with timm's layers
-
     # timm's conv2d_same (its Conv2dSame has no padding of its own), through _conv_forward as
     # nn.Conv2d's forward goes: sft.models.depthwise_conv routes that
     padded = pad_same(x, weight.shape[-2:], conv.stride, conv.dilation)
