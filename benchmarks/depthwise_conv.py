@@ -11,7 +11,8 @@ Step: the packaged-weight backbone + a linear head as sft trains it (channels_la
 folded with frozen statistics, fused AdamW, sft-train's malloc setting), forward + backward +
 optimizer step on random images; four copies, each adding one change: torch's layers with timm's
 TF "SAME" padding (F.pad), sft's padding, routed depthwise convolutions, out-of-place
-activations; timed alternately in blocks of `--steps` steps: the median ms per step.
+activations; timed alternately in blocks of `--steps` steps, each round starting at another arm: the
+median ms per step.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from functools import partial
 from unittest import mock
 
@@ -140,7 +142,7 @@ def per_step(args: argparse.Namespace, name: str) -> None:
         if arm >= 2:
             use_fast_depthwise_grad(model.backbone)
         if arm >= 3:
-            out_of_place_activations(model.backbone)
+            out_of_place_activations(model.backbone, x[:2])
         model.train()
         freeze_norm_statistics(model.backbone)
         model.head = nn.Linear(model.backbone.num_features, 10)
@@ -158,9 +160,10 @@ def per_step(args: argparse.Namespace, name: str) -> None:
 
     steps = [stepper(arm) for arm in range(len(ARMS))]
     times: list[list[float]] = [[] for _ in ARMS]
-    for _ in range(args.repeats):
-        for arm, step in enumerate(steps):
-            times[arm].append(median_seconds(step, args.steps, 1))
+    for block in range(args.repeats):
+        # each round in another order: no arm always runs first or after the same one
+        for arm in [*range(block % len(ARMS), len(ARMS)), *range(block % len(ARMS))]:
+            times[arm].append(median_seconds(steps[arm], args.steps, 1))
     medians = [statistics.median(t) for t in times]
     print(
         f"\n{name} training step, {args.size} px, batch {args.batch}, fp32 channels_last, "
@@ -184,7 +187,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     keep_freed_memory()  # as sft-train runs
-    print(f"{cpu_description()}, torch {torch.__version__}, {platform.python_version()}\n")
+    print(f"{cpu_description()}, torch {torch.__version__}, {platform.python_version()}")
+    print(f"started {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n")
     per_layer(args)
     for name in ("efficientnet_lite0", "mobilenetv2"):
         per_step(args, name)

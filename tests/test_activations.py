@@ -30,7 +30,7 @@ def net_with(activation: nn.Module) -> nn.Module:
 )
 def test_in_place_activations_stop_copying_their_input(activation):
     reference, net = net_with(activation), net_with(type(activation)(inplace=True))
-    assert out_of_place_activations(net) == 1
+    assert out_of_place_activations(net, torch.randn(1, 3, 8, 8)) == 1
     x = torch.randn(2, 3, 8, 8)
     with RecordOps() as before:
         reference(x).square().sum().backward()
@@ -44,5 +44,24 @@ def test_in_place_activations_stop_copying_their_input(activation):
 
 def test_activations_whose_gradient_reads_the_output_stay_in_place():
     net = nn.Sequential(nn.ReLU(inplace=True), nn.LeakyReLU(inplace=True), nn.ReLU6())
-    assert out_of_place_activations(net) == 0
+    assert out_of_place_activations(net, torch.randn(1, 2, 4, 4)) == 0
     assert net[0].inplace and net[1].inplace
+
+
+class ReturnsItsInput(nn.Module):
+    """Relies on the activation changing its input in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(3, 4, 1), nn.ReLU6(inplace=True)
+
+    def forward(self, x):
+        x = self.conv(x) * 10
+        self.act(x)
+        return x
+
+
+def test_activations_whose_side_effect_the_model_uses_stay_in_place():
+    net = ReturnsItsInput()
+    assert out_of_place_activations(net, torch.randn(2, 3, 4, 4)) == 0
+    assert net.act.inplace

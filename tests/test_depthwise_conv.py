@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sft.errors import SFTError
 from sft.models import SFTClassifier, depthwise_conv
 from sft.models.depthwise_conv import depthwise_weight_grad, use_fast_depthwise_grad
 from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
@@ -34,13 +35,14 @@ def torch_weight_grad(grad_output, x, weight, stride, padding):
         ((7, 7), 1, 3, 5),  # three blocks per side, overlapping
         ((3, 5), 1, (1, 2), 6),  # not square
         ((5, 5), 1, 0, 5),  # one output pixel
+        ((9, 9), 1, 4, 1),  # blocks whose windows are all padding
     ],
 )
 def test_the_weight_gradient_from_3x3_blocks_is_torchs(
     kernel, stride, padding, size, channels_last
 ):
     torch.manual_seed(0)
-    x = torch.randn(3, 6, size, size + 1)
+    x = torch.randn(3, 6, size, size + (size > 1))
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     weight = torch.randn(6, 1, *kernel)
@@ -156,7 +158,7 @@ def test_each_shape_is_timed_once_and_keeps_the_faster_gradient(monkeypatch):
     monkeypatch.setattr(depthwise_conv, "_seconds", lambda fn: next(timings))
     conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
     grad = depthwise_conv._blocks_are_faster
-    args = (conv.weight, (1, 1), (2, 2))
+    args = (conv.weight, (1, 1), (2, 2), (True, True, True))
     small, large = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 6, 6)
     assert grad(torch.randn_like(small), small, *args)
     assert grad(torch.randn_like(small), small, *args)  # cached: not timed again
@@ -221,3 +223,37 @@ def test_the_classifier_routes_its_image_backbones_depthwise_convolutions(monkey
     assert calls  # MobileNetV2's 3x3 filters on its last 2x2 maps
     relu6 = [m for m in model.backbone.modules() if isinstance(m, nn.ReLU6)]
     assert relu6 and not any(m.inplace for m in relu6)
+
+
+def test_timm_same_padded_convolutions_folded_with_norms_in_training_mode(monkeypatch):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    reference = timm.create_model("tf_efficientnet_lite0", num_classes=0).train()
+    fast = copy.deepcopy(reference)
+    x = torch.randn(2, 3, 64, 64)
+    fold_frozen_norms(fast, x)
+    use_fast_depthwise_grad(fast)
+    fast = pickle.loads(pickle.dumps(fast))  # the Conv2dSame forwards travel with it
+    calls = count_block_gradients(monkeypatch)
+    # batch statistics: the folded convolutions run unfolded, through the routed calls
+    for got, want in zip(gradients(fast, x), gradients(reference, x), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    assert len(calls) == 10  # the strided 5x5 Conv2dSame ones included
+
+
+def test_a_second_derivative_through_the_blocks_is_refused(monkeypatch):
+    conv = nn.Conv2d(4, 4, 5, padding=2, groups=4)
+    use_fast_depthwise_grad(conv)
+    count_block_gradients(monkeypatch)
+    x = torch.randn(2, 4, 4, 4, requires_grad=True)
+    (grad,) = torch.autograd.grad(conv(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiable"):
+        grad.sum().backward()
+
+
+def test_the_classifier_leaves_depthwise_convolutions_to_torch_when_asked():
+    backbone = {"_target_": "sft.models.backbones.create_backbone", "name": "mobilenetv2"}
+    model = SFTClassifier(num_classes=10, backbone=backbone, fast_depthwise=False)
+    assert not any("_conv_forward" in vars(m) for m in model.backbone.modules())
+    with pytest.raises(SFTError, match=r"model\.fast_depthwise"):
+        SFTClassifier(num_classes=10, backbone=backbone, fast_depthwise="yes")

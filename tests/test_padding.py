@@ -36,3 +36,10 @@ def test_same_padding_and_its_gradient_are_timms(size, kernel, stride):
     (want_grad,) = torch.autograd.grad(want, x, grad)
     (got_grad,) = torch.autograd.grad(got, x, grad)
     torch.testing.assert_close(got_grad, want_grad, rtol=0, atol=0)
+
+
+def test_zero_padding_of_an_output_that_is_all_padding():
+    x = torch.randn(1, 2, 4, 3)
+    got = zero_padded(x, -5, 3, 0, 0)  # the rows cut reach past the input
+    assert got.shape == (1, 2, 2, 3)
+    assert not got.any()

@@ -83,6 +83,12 @@ class SFTClassifier(L.LightningModule):
     adapter: LoRA adapters inside the backbone (conf/adapter/lora.yaml, sft.models.adapters):
     only they, the head (and biases / norms if asked) train; None: no adapters.
     lr_adapter: the adapters' learning rate (layer decay scales it too); None: lr_head.
+    fast_dropout: CPU dropout masks from a quarter of torch's random draws (another random
+    stream than torch's dropout; sft.models.fast_dropout).
+    fast_depthwise: image backbones' depthwise convolutions time torch's backward against one
+    with 3x3-block weight gradients once per shape on CPU and keep the faster
+    (sft.models.depthwise_conv); the same gradients to float rounding, but which one is used is
+    timed, so false (or trainer.deterministic) for seeded runs that repeat bit for bit.
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class SFTClassifier(L.LightningModule):
         adapter: Mapping | None = None,
         lr_adapter: float | None = None,
         fast_dropout: bool = True,
+        fast_depthwise: bool = True,
     ) -> None:
         super().__init__()
         # Convert before save_hyperparameters(): it reads the current values of the init args.
@@ -155,14 +162,20 @@ class SFTClassifier(L.LightningModule):
             folded = fold_frozen_norms(self.backbone, example)
             if folded and rank_zero_only.rank == 0:
                 log.info(f"{folded} batch norms fold into their convolutions when frozen")
+            out_of_place = out_of_place_activations(self.backbone, example)
+            if out_of_place and rank_zero_only.rank == 0:
+                log.info(f"{out_of_place} activations run out of place (no input copy)")
+            if not isinstance(fast_depthwise, bool):
+                raise SFTError(
+                    f"model.fast_depthwise: expected true or false, got {fast_depthwise!r}"
+                )
             # oneDNN's slow depthwise weight gradients (5x5 filters, 2x2 maps) from its fast
             # 3x3 kernel where that is faster; after the folding, whose convolutions it routes too
-            routed = use_fast_depthwise_grad(self.backbone)
-            out_of_place = out_of_place_activations(self.backbone)
-            if (routed or out_of_place) and rank_zero_only.rank == 0:
+            routed = use_fast_depthwise_grad(self.backbone) if fast_depthwise else 0
+            if routed and rank_zero_only.rank == 0:
                 log.info(
-                    f"{routed} depthwise convolutions time torch's weight gradient against 3x3 "
-                    f"blocks once per shape; {out_of_place} activations run out of place"
+                    f"{routed} depthwise convolutions time torch's backward against one with "
+                    "3x3-block weight gradients once per shape and keep the faster"
                 )
         if not isinstance(fast_dropout, bool):
             raise SFTError(f"model.fast_dropout: expected true or false, got {fast_dropout!r}")

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from sft.models.padding import pad_same, zero_padded
 
@@ -84,8 +85,49 @@ def depthwise_weight_grad(
     return grad
 
 
-# (input shape and strides, filter shape, stride, padding) -> whether the 3x3 blocks were the
-# faster weight gradient for it on this machine
+Grads = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
+Needs = tuple[bool, bool, bool]  # gradients of (input, weight, bias)
+
+
+def _torch_grads(
+    grad_output: torch.Tensor,
+    inputs: torch.Tensor,
+    weight: torch.Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    needs: Needs,
+) -> Grads:
+    channels = weight.shape[0]
+    return torch.ops.aten.convolution_backward(
+        grad_output, inputs, weight, [channels], list(stride), list(padding), [1, 1],
+        False, [0, 0], channels, list(needs),
+    )  # fmt: skip
+
+
+def _block_grads(
+    grad_output: torch.Tensor,
+    inputs: torch.Tensor,
+    weight: torch.Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    needs: Needs,
+) -> Grads:
+    need_input, _, need_bias = needs
+    grad_input = None
+    if need_input:
+        # oneDNN's bias gradient comes out of its weight-gradient kernel: not asked of it here
+        grad_input = _torch_grads(
+            grad_output, inputs, weight, stride, padding, (True, False, False)
+        )[0]
+    grad_weight = depthwise_weight_grad(
+        grad_output, inputs, tuple(weight.shape[-2:]), stride, padding
+    )
+    grad_bias = grad_output.sum((0, 2, 3)) if need_bias else None
+    return grad_input, grad_weight, grad_bias
+
+
+# (input shape and strides, filter shape, stride, padding, gradients needed, threads) -> whether
+# the 3x3 blocks were the faster backward for it on this machine
 _BLOCKS_FASTER: dict[tuple, bool] = {}
 _TIMED_CALLS = 3
 
@@ -106,37 +148,24 @@ def _blocks_are_faster(
     weight: torch.Tensor,
     stride: tuple[int, int],
     padding: tuple[int, int],
+    needs: Needs,
 ) -> bool:
-    """Timed once per shape, as cudnn.benchmark does: which weight gradient is faster depends on
-    the channels and map size in ways that differ between CPUs (EfficientNet-Lite0 on a 2-core
+    """Timed once per shape, as cudnn.benchmark does: which backward is faster depends on the
+    channels and map size in ways that differ between CPUs (EfficientNet-Lite0 on a 2-core
     Xeon: 1.3-2x for 480-1152 channels on 2x2 and 4x4 maps, slower for 240 channels)."""
-    key = (tuple(inputs.shape), inputs.stride(), tuple(weight.shape), stride, padding)
+    key = (
+        tuple(inputs.shape), inputs.stride(), tuple(weight.shape), stride, padding, needs,
+        torch.get_num_threads(),
+    )  # fmt: skip
     if key not in _BLOCKS_FASTER:
-        channels = weight.shape[0]
-        torchs = _seconds(
-            lambda: torch.ops.aten.convolution_backward(
-                grad_output,
-                inputs,
-                weight,
-                None,
-                list(stride),
-                list(padding),
-                [1, 1],
-                False,
-                [0, 0],
-                channels,
-                [False, True, False],
-            )
-        )
-        blocks = _seconds(
-            lambda: depthwise_weight_grad(
-                grad_output, inputs, tuple(weight.shape[-2:]), stride, padding
-            )
-        )
-        _BLOCKS_FASTER[key] = blocks < torchs
+        args = (grad_output, inputs, weight, stride, padding, needs)
+        torch_seconds = _seconds(lambda: _torch_grads(*args))
+        block_seconds = _seconds(lambda: _block_grads(*args))
+        _BLOCKS_FASTER[key] = block_seconds < torch_seconds
         log.debug(
             f"depthwise {tuple(inputs.shape)}, filter {tuple(weight.shape[-2:])}, stride "
-            f"{stride}: weight gradient {torchs * 1e3:.2f} ms torch, {blocks * 1e3:.2f} ms blocks"
+            f"{stride}: backward {torch_seconds * 1e3:.2f} ms torch's, "
+            f"{block_seconds * 1e3:.2f} ms with 3x3 blocks"
         )
     return _BLOCKS_FASTER[key]
 
@@ -152,40 +181,19 @@ class _DepthwiseConv2d(torch.autograd.Function):
         return F.conv2d(inputs, weight, bias, stride, padding, 1, weight.shape[0])
 
     @staticmethod
+    @once_differentiable  # the blocks' windows are not recorded by autograd
     def backward(ctx, grad_output):
         inputs, weight = ctx.saved_tensors
-        channels = weight.shape[0]
         layout = (
             torch.channels_last
             if inputs.is_contiguous(memory_format=torch.channels_last)
             else torch.contiguous_format
         )
         grad_output = grad_output.contiguous(memory_format=layout)
-        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-        blocks = need_weight and _blocks_are_faster(
-            grad_output, inputs, weight, ctx.stride, ctx.padding
-        )
-        grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            grad_output,
-            inputs,
-            weight,
-            [channels],
-            list(ctx.stride),
-            list(ctx.padding),
-            [1, 1],
-            False,
-            [0, 0],
-            channels,
-            # oneDNN's bias gradient comes out of its weight-gradient kernel: not with blocks
-            [need_input, need_weight and not blocks, need_bias and not blocks],
-        )
-        if blocks:
-            grad_weight = depthwise_weight_grad(
-                grad_output, inputs, tuple(weight.shape[-2:]), ctx.stride, ctx.padding
-            )
-            if need_bias:
-                grad_bias = grad_output.sum((0, 2, 3))
-        return grad_input, grad_weight, grad_bias, None, None
+        needs = tuple(ctx.needs_input_grad[:3])
+        args = (grad_output, inputs, weight, ctx.stride, ctx.padding, needs)
+        blocks = needs[1] and _blocks_are_faster(*args)
+        return *(_block_grads if blocks else _torch_grads)(*args), None, None
 
 
 def _takes_blocks(inputs: torch.Tensor, weight: torch.Tensor) -> bool:

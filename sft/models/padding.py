@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -31,8 +32,9 @@ def zero_padded(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -
     )
     top_in, left_in = max(-top, 0), max(-left, 0)
     top_out, left_out = max(top, 0), max(left, 0)
-    rows = min(height - top_in, out_h - top_out)
-    cols = min(width - left_in, out_w - left_out)
+    # the input pixels that land in the output: none where the output is all padding
+    rows = max(min(height - top_in, out_h - top_out), 0)
+    cols = max(min(width - left_in, out_w - left_out), 0)
     with torch.no_grad():
         out[..., top_out : top_out + rows, left_out : left_out + cols] = x[
             ..., top_in : top_in + rows, left_in : left_in + cols
@@ -49,13 +51,13 @@ class _ZeroPad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, top, bottom, left, right):
-        ctx.region = (top, top + x.shape[-2], left, left + x.shape[-1])
+        ctx.rows, ctx.cols = (top, top + x.shape[-2]), (left, left + x.shape[-1])
         return zero_padded(x, top, bottom, left, right)
 
     @staticmethod
     def backward(ctx, grad_output):
-        top, bottom, left, right = ctx.region
-        return grad_output[..., top:bottom, left:right], None, None, None, None
+        (row_start, row_end), (col_start, col_end) = ctx.rows, ctx.cols
+        return grad_output[..., row_start:row_end, col_start:col_end], None, None, None, None
 
 
 def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> int:
@@ -66,9 +68,14 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> int:
 def pad_same(
     x: torch.Tensor, kernel_size: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
 ) -> torch.Tensor:
-    """timm's `pad_same` (TF "SAME": the odd pixel at the bottom and right), with zero_padded."""
+    """timm's `pad_same` (TF "SAME": the odd pixel at the bottom and right), with zero_padded
+    on CPU (measured there only) and F.pad elsewhere."""
     pad_h = _same_padding(x.shape[-2], kernel_size[0], stride[0], dilation[0])
     pad_w = _same_padding(x.shape[-1], kernel_size[1], stride[1], dilation[1])
     if not pad_h and not pad_w:
         return x
-    return _ZeroPad.apply(x, pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2)
+    sides = (pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2)
+    if x.device.type != "cpu":
+        top, bottom, left, right = sides
+        return F.pad(x, (left, right, top, bottom))
+    return _ZeroPad.apply(x, *sides)
