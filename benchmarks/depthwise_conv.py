@@ -22,13 +22,13 @@ import contextlib
 import copy
 import platform
 import statistics
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import partial
 from unittest import mock
 
 import torch
+from timing import median_seconds
 from torch import nn
 
 from sft.models import norm_folding
@@ -38,18 +38,6 @@ from sft.models.depthwise_conv import use_fast_depthwise_grad
 from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
 from sft.utils.allocator import keep_freed_memory
 from sft.utils.hardware import cpu_description
-
-
-def median_seconds(fn: Callable[[], None], calls: int, repeats: int) -> float:
-    """The median over `repeats` blocks of the time per call of `calls` calls of `fn`."""
-    fn()
-    blocks = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        blocks.append((time.perf_counter() - start) / calls)
-    return statistics.median(blocks)
 
 
 def images(args: argparse.Namespace) -> torch.Tensor:

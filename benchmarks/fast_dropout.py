@@ -18,11 +18,11 @@ import argparse
 import copy
 import platform
 import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 
 import torch
+from timing import median_seconds
 from torch import nn
 
 from sft.hub import resolve_model_name
@@ -30,18 +30,6 @@ from sft.models.backbones import backbone_speed_hints
 from sft.models.fast_dropout import FastDropout, use_fast_dropout
 from sft.utils.allocator import keep_freed_memory
 from sft.utils.hardware import choose_precision, cpu_description
-
-
-def median_seconds(fn: Callable[[], None], calls: int, repeats: int) -> float:
-    """The median over `repeats` blocks of the time per call of `calls` calls of `fn`."""
-    fn()
-    blocks = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        blocks.append((time.perf_counter() - start) / calls)
-    return statistics.median(blocks)
 
 
 def forward_backward(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> None:

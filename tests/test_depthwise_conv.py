@@ -64,7 +64,7 @@ def count_block_gradients(monkeypatch, faster: bool = True) -> list[int]:
         return blocks(*args, **kwargs)
 
     monkeypatch.setattr(depthwise_conv, "depthwise_weight_grad", counting)
-    monkeypatch.setattr(depthwise_conv, "_blocks_are_faster", lambda *args: faster)
+    monkeypatch.setattr(depthwise_conv, "_blocks_are_faster", lambda call: faster)
     return calls
 
 
@@ -157,12 +157,15 @@ def test_each_shape_is_timed_once_and_keeps_the_faster_gradient(monkeypatch):
     timings = iter([2.0, 1.0, 1.0, 2.0])  # shape 1: torch 2 s, blocks 1 s; shape 2: the reverse
     monkeypatch.setattr(depthwise_conv, "_seconds", lambda fn: next(timings))
     conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
-    grad = depthwise_conv._blocks_are_faster
-    args = (conv.weight, (1, 1), (2, 2), (True, True, True))
+
+    def backward(x: torch.Tensor) -> depthwise_conv._Backward:
+        grad = torch.randn_like(x)
+        return depthwise_conv._Backward(grad, x, conv.weight, (1, 1), (2, 2), (True, True, True))
+
     small, large = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 6, 6)
-    assert grad(torch.randn_like(small), small, *args)
-    assert grad(torch.randn_like(small), small, *args)  # cached: not timed again
-    assert not grad(torch.randn_like(large), large, *args)
+    assert depthwise_conv._blocks_are_faster(backward(small))
+    assert depthwise_conv._blocks_are_faster(backward(small))  # cached: not timed again
+    assert not depthwise_conv._blocks_are_faster(backward(large))
     assert len(depthwise_conv._BLOCKS_FASTER) == 2
 
 

@@ -22,6 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -86,44 +87,35 @@ def depthwise_weight_grad(
 
 
 Grads = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
-Needs = tuple[bool, bool, bool]  # gradients of (input, weight, bias)
 
 
-def _torch_grads(
-    grad_output: torch.Tensor,
-    inputs: torch.Tensor,
-    weight: torch.Tensor,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    needs: Needs,
-) -> Grads:
-    channels = weight.shape[0]
-    return torch.ops.aten.convolution_backward(
-        grad_output, inputs, weight, [channels], list(stride), list(padding), [1, 1],
-        False, [0, 0], channels, list(needs),
-    )  # fmt: skip
+class _Backward(NamedTuple):
+    """One depthwise convolution's backward, computable two ways."""
 
+    grad_output: torch.Tensor
+    inputs: torch.Tensor
+    weight: torch.Tensor
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    needs: tuple[bool, bool, bool]  # gradients of (input, weight, bias)
 
-def _block_grads(
-    grad_output: torch.Tensor,
-    inputs: torch.Tensor,
-    weight: torch.Tensor,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    needs: Needs,
-) -> Grads:
-    need_input, _, need_bias = needs
-    grad_input = None
-    if need_input:
+    def by_torch(self, needs: tuple[bool, bool, bool] | None = None) -> Grads:
+        channels = self.weight.shape[0]
+        return torch.ops.aten.convolution_backward(
+            self.grad_output, self.inputs, self.weight, [channels], list(self.stride),
+            list(self.padding), [1, 1], False, [0, 0], channels, list(needs or self.needs),
+        )  # fmt: skip
+
+    def by_blocks(self) -> Grads:
+        need_input, _, need_bias = self.needs
         # oneDNN's bias gradient comes out of its weight-gradient kernel: not asked of it here
-        grad_input = _torch_grads(
-            grad_output, inputs, weight, stride, padding, (True, False, False)
-        )[0]
-    grad_weight = depthwise_weight_grad(
-        grad_output, inputs, tuple(weight.shape[-2:]), stride, padding
-    )
-    grad_bias = grad_output.sum((0, 2, 3)) if need_bias else None
-    return grad_input, grad_weight, grad_bias
+        grad_input = self.by_torch((True, False, False))[0] if need_input else None
+        kernel = tuple(self.weight.shape[-2:])
+        grad_weight = depthwise_weight_grad(
+            self.grad_output, self.inputs, kernel, self.stride, self.padding
+        )
+        grad_bias = self.grad_output.sum((0, 2, 3)) if need_bias else None
+        return grad_input, grad_weight, grad_bias
 
 
 # (input shape and strides, filter shape, stride, padding, gradients needed, threads) -> whether
@@ -142,29 +134,22 @@ def _seconds(fn: Callable[[], object]) -> float:
     return best
 
 
-def _blocks_are_faster(
-    grad_output: torch.Tensor,
-    inputs: torch.Tensor,
-    weight: torch.Tensor,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    needs: Needs,
-) -> bool:
+def _blocks_are_faster(call: _Backward) -> bool:
     """Timed once per shape, as cudnn.benchmark does: which backward is faster depends on the
     channels and map size in ways that differ between CPUs (EfficientNet-Lite0 on a 2-core
     Xeon: 1.3-2x for 480-1152 channels on 2x2 and 4x4 maps, slower for 240 channels)."""
+    inputs, weight = call.inputs, call.weight
     key = (
-        tuple(inputs.shape), inputs.stride(), tuple(weight.shape), stride, padding, needs,
-        torch.get_num_threads(),
+        tuple(inputs.shape), inputs.stride(), tuple(weight.shape), call.stride, call.padding,
+        call.needs, torch.get_num_threads(),
     )  # fmt: skip
     if key not in _BLOCKS_FASTER:
-        args = (grad_output, inputs, weight, stride, padding, needs)
-        torch_seconds = _seconds(lambda: _torch_grads(*args))
-        block_seconds = _seconds(lambda: _block_grads(*args))
+        torch_seconds = _seconds(call.by_torch)
+        block_seconds = _seconds(call.by_blocks)
         _BLOCKS_FASTER[key] = block_seconds < torch_seconds
         log.debug(
             f"depthwise {tuple(inputs.shape)}, filter {tuple(weight.shape[-2:])}, stride "
-            f"{stride}: backward {torch_seconds * 1e3:.2f} ms torch's, "
+            f"{call.stride}: backward {torch_seconds * 1e3:.2f} ms torch's, "
             f"{block_seconds * 1e3:.2f} ms with 3x3 blocks"
         )
     return _BLOCKS_FASTER[key]
@@ -191,9 +176,9 @@ class _DepthwiseConv2d(torch.autograd.Function):
         )
         grad_output = grad_output.contiguous(memory_format=layout)
         needs = tuple(ctx.needs_input_grad[:3])
-        args = (grad_output, inputs, weight, ctx.stride, ctx.padding, needs)
-        blocks = needs[1] and _blocks_are_faster(*args)
-        return *(_block_grads if blocks else _torch_grads)(*args), None, None
+        call = _Backward(grad_output, inputs, weight, ctx.stride, ctx.padding, needs)
+        grads = call.by_blocks() if needs[1] and _blocks_are_faster(call) else call.by_torch()
+        return *grads, None, None
 
 
 def _takes_blocks(inputs: torch.Tensor, weight: torch.Tensor) -> bool:
