@@ -153,6 +153,8 @@ class SFTClassifier(L.LightningModule):
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
+        if not isinstance(fast_depthwise, bool):
+            raise SFTError(f"model.fast_depthwise: expected true or false, got {fast_depthwise!r}")
         if self.input_spec.modality == "image" and not compile:
             # conv -> BN runs as one convolution while the BN's statistics are frozen
             # (freeze_norm_stats, evaluation); checked on a small batch of images. Not under
@@ -165,10 +167,6 @@ class SFTClassifier(L.LightningModule):
             out_of_place = out_of_place_activations(self.backbone, example)
             if out_of_place and rank_zero_only.rank == 0:
                 log.info(f"{out_of_place} activations run out of place (no input copy)")
-            if not isinstance(fast_depthwise, bool):
-                raise SFTError(
-                    f"model.fast_depthwise: expected true or false, got {fast_depthwise!r}"
-                )
             # oneDNN's slow depthwise weight gradients (5x5 filters, 2x2 maps) from its fast
             # 3x3 kernel where that is faster; after the folding, whose convolutions it routes too
             routed = use_fast_depthwise_grad(self.backbone) if fast_depthwise else 0
