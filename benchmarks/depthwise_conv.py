@@ -31,7 +31,7 @@ import torch
 from timing import median_seconds
 from torch import nn
 
-from sft.models import norm_folding
+from sft.models import padding
 from sft.models.activations import out_of_place_activations
 from sft.models.backbones import create_backbone
 from sft.models.depthwise_conv import use_fast_depthwise_grad
@@ -105,15 +105,14 @@ ARMS = (
 )
 
 
-def timm_pad_same(x: torch.Tensor, kernel_size, stride, dilation) -> torch.Tensor:
+def timm_padding(arm: int) -> contextlib.AbstractContextManager:
+    """Arm 0's folded TF "SAME" convolutions pad with timm's F.pad, as before sft.models.padding
+    (sft's folding looks `pad_same` up per call)."""
+    if arm:
+        return contextlib.nullcontext()
     from timm.layers.padding import pad_same
 
-    return pad_same(x, kernel_size, stride, dilation)
-
-
-def padding_of(pad_same: Callable) -> contextlib.AbstractContextManager:
-    """The folded TF "SAME" convolutions pad with `pad_same` (sft's folding looks it up per call)."""
-    return mock.patch.object(norm_folding, "pad_same", pad_same)
+    return mock.patch.object(padding, "pad_same", pad_same)
 
 
 def per_step(args: argparse.Namespace, name: str) -> None:
@@ -137,8 +136,7 @@ def per_step(args: argparse.Namespace, name: str) -> None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
         def step() -> None:
-            # the folded convolutions pad as before sft.models.padding (timm's F.pad)
-            with padding_of(timm_pad_same if arm == 0 else norm_folding.pad_same):
+            with timm_padding(arm):
                 loss = nn.functional.cross_entropy(model.head(model.backbone(x)), labels)
                 loss.backward()
             optimizer.step()

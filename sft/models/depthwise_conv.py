@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from sft.models.padding import pad_same, zero_padded
+from sft.models.padding import same_padded_conv, zero_padded
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +70,10 @@ def depthwise_weight_grad(
                 pw - left,
                 left - pw + window_w - width,
             )
-            grad[..., top : top + 3, left : left + 3] = torch.ops.aten.convolution_backward(
-                grad_output,
-                window,
-                block,
-                None,
-                [sh, sw],
-                [0, 0],
-                [1, 1],
-                False,
-                [0, 0],
-                channels,
-                [False, True, False],
-            )[1]
+            only_weight = _Backward(
+                grad_output, window, block, stride, (0, 0), (False, True, False)
+            )
+            grad[..., top : top + 3, left : left + 3] = only_weight.by_torch()[1]
     return grad
 
 
@@ -211,9 +202,7 @@ def _conv_forward(
 
 
 def _same_forward(conv: nn.Conv2d, inputs: torch.Tensor) -> torch.Tensor:
-    # timm's conv2d_same: TF "SAME" padding, then the convolution without padding
-    padded = pad_same(inputs, conv.weight.shape[-2:], conv.stride, conv.dilation)
-    return conv._conv_forward(padded, conv.weight, conv.bias)
+    return same_padded_conv(conv, inputs, conv.weight, conv.bias)
 
 
 def _is_depthwise(conv: nn.Module) -> bool:

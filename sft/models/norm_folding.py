@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from sft.models.padding import pad_same
+from sft.models.padding import same_padded_conv
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,6 @@ NormTail = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 def _conv2d(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
     return conv._conv_forward(x, weight, bias)  # padding modes included
-
-
-def _conv2d_same(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
-    # timm's conv2d_same (its Conv2dSame has no padding of its own), through _conv_forward as
-    # nn.Conv2d's forward goes: sft.models.depthwise_conv routes that
-    padded = pad_same(x, weight.shape[-2:], conv.stride, conv.dilation)
-    return conv._conv_forward(padded, weight, bias)
 
 
 def _no_tail(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +54,7 @@ def _known_layers() -> tuple[dict[type, ConvCall], dict[type, NormTail]]:
         from timm.layers import BatchNormAct2d, Conv2dSame
     except ImportError:  # without timm (sft[vision]) its layers cannot be in the model
         return convs, norms
-    convs[Conv2dSame] = _conv2d_same
+    convs[Conv2dSame] = same_padded_conv
     norms[BatchNormAct2d] = _act_tail
     return convs, norms
 

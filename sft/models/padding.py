@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -79,3 +80,13 @@ def pad_same(
         top, bottom, left, right = sides
         return F.pad(x, (left, right, top, bottom))
     return _ZeroPad.apply(x, *sides)
+
+
+def same_padded_conv(
+    conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """timm's conv2d_same for its Conv2dSame (no padding of its own): pad_same, then the
+    convolution through `conv._conv_forward`, as nn.Conv2d's forward goes (so that
+    sft.models.depthwise_conv can route it)."""
+    padded = pad_same(x, weight.shape[-2:], conv.stride, conv.dilation)
+    return conv._conv_forward(padded, weight, bias)
