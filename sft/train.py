@@ -33,7 +33,12 @@ from sft.utils.config import (
 )
 from sft.utils.config_types import check_config_types
 from sft.utils.hardware import resolve_auto_precision
-from sft.utils.instantiate import build_trainer, instantiate_callbacks, instantiate_loggers
+from sft.utils.instantiate import (
+    build_trainer,
+    instantiate_callbacks,
+    instantiate_loggers,
+    runs_validation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +86,9 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     trainer = build_trainer(
         cfg.trainer,
         callbacks=instantiate_callbacks(
-            cfg.get("callbacks"), progress_bar=cfg.trainer.get("enable_progress_bar", True)
+            cfg.get("callbacks"),
+            progress_bar=cfg.trainer.get("enable_progress_bar", True),
+            validates=runs_validation(cfg.trainer),
         ),
         logger=instantiate_loggers(cfg.get("logger")),
     )

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,3 +172,15 @@ def test_config_values_are_type_checked_before_anything_runs(
     argv = ["sft-train", "model=resnet18_cifar", override, f"paths.log_dir={tmp_path}"]
     assert run_entry_point(train_module.main, argv) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == line
+
+
+def test_training_without_validation_runs_with_the_default_callbacks(train_cfg, caplog):
+    """`+trainer.limit_val_batches=0` with the default callbacks: early stopping on val/acc is
+    switched off, said in the log (was: Lightning's RuntimeError for the missing metric at the
+    first epoch's end); the run trains, saves last.ckpt and tests the current weights."""
+    cfg = train_cfg("trainer.max_epochs=2", "+trainer.limit_val_batches=0")
+    assert cfg.callbacks.early_stopping.monitor == "val/acc"
+    metrics = train(cfg)
+    assert "early stopping on val/acc is off" in caplog.text
+    assert "test/acc" in metrics
+    assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
