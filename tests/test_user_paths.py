@@ -184,3 +184,13 @@ def test_training_without_validation_runs_with_the_default_callbacks(train_cfg, 
     assert "early stopping on val/acc is off" in caplog.text
     assert "test/acc" in metrics
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_run_cut_short_by_max_steps_ends_cleanly(train_cfg):
+    """`trainer.max_steps` inside the first epoch (also a resume to a larger max_steps): the run
+    ends with its checkpoint and test (was: EarlyStopping's RuntimeError for the missing
+    val/acc at the cut-short epoch's end, and no checkpoint)."""
+    cfg = train_cfg("++trainer.max_steps=2")
+    metrics = train(cfg)
+    assert "test/acc" in metrics
+    assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
