@@ -118,7 +118,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if labelled_test:
         metrics = trainer.test(model, datamodule=datamodule)[0]
     else:
-        log.info("The test split has no labels: metrics are on the validation split.")
+        log.info("No labelled test split: metrics are on the validation split.")
         metrics = trainer.validate(model, datamodule=datamodule)[0]
     # predictions of the test split, in file order
     outputs = trainer.predict(model, datamodule=datamodule)
@@ -128,9 +128,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     out = Path(cfg.paths.output_dir)
     write_predictions(out / "predictions.csv", probs, labels, names)
-    if labelled_test:
+    # the predicted split is labelled (a labelled test split, or validation without one)
+    written = "predictions"
+    if bool((labels >= 0).all()):
         save_confusion_matrix(out / "confusion_matrix.png", probs, labels, names, trainer)
-    log.info(f"test metrics: {metrics}; predictions and confusion matrix in {out}")
+        written += " and confusion matrix"
+    log.info(f"metrics: {metrics}; {written} in {out}")
     return metrics
 
 

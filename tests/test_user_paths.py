@@ -194,3 +194,52 @@ def test_a_run_cut_short_by_max_steps_ends_cleanly(train_cfg):
     metrics = train(cfg)
     assert "test/acc" in metrics
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog):
+    """README: `test/` is optional. sft-train skips testing with a line saying so, and sft-eval
+    scores, predicts and draws the confusion matrix of validation (was: `error: image folder
+    .../test does not exist` after training, result failed)."""
+    from PIL import Image
+
+    root = tmp_path / "tree"
+    for c, name in enumerate(["ant", "bee"]):
+        (root / "train" / name).mkdir(parents=True)
+        for j in range(10):
+            Image.new("RGB", (20, 20), (200 * c, 10 * j, 60)).save(
+                root / "train" / name / f"{j}.png"
+            )
+    data = [
+        "data=image_folder",
+        f"data.data_dir={root}",
+        "data.image_size=16",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+    ]
+    small_cnn = "{_target_:sft.models.backbones.create_backbone,name:small_cnn,width:8}"
+    run = tmp_path / "run"
+    cfg = compose_config(
+        "train",
+        [
+            *data,
+            "model.num_classes=2",
+            "~model.backbone",
+            f"+model.backbone={small_cnn}",
+            "trainer.max_epochs=1",
+        ],
+        run,
+    )
+    metrics = train(cfg)
+    assert "val/acc" in metrics and not any(k.startswith("test/") for k in metrics)
+    assert f"no test folder {root / 'test'}" in caplog.text
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+
+    out = tmp_path / "eval"
+    metrics = evaluate(compose_config("eval", [f"ckpt_path={ckpt}", *data], out))
+    assert 0.0 <= metrics["val/acc"] <= 1.0
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2  # header + the 2 validation images (val_fraction 0.1 of 20)
+    assert (out / "confusion_matrix.png").is_file()

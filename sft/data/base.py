@@ -135,7 +135,9 @@ class ImageDataModule(SFTDataModule):
         return self._loader(self.test_data, "test", batch_size=self.eval_batch_size)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        """The test split in order; validation where there is no test split."""
+        data = self.test_data if self.has_labelled_test else self.val_data
+        return self._loader(data, "predict", batch_size=self.eval_batch_size)
 
     def probe_dataloader(self) -> DataLoader:
         return self._loader(self.train_data, "probe", batch_size=self.eval_batch_size)

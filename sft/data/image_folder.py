@@ -193,10 +193,22 @@ class ImageFolderDataModule(ImageDataModule):
         self.val_data: Dataset | None = None
         self.test_data: Dataset | None = None
 
+    @property
+    def has_labelled_test(self) -> bool:
+        """Whether the test folder exists (README: `test/` is optional); its images are
+        labelled by their class folders."""
+        return self.test_dir is not None and (self.root / self.test_dir).is_dir()
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_data is None:
             self._setup_train_val()
-        if stage in (None, "test", "predict") and self.test_data is None:
+        if stage in (None, "fit"):
+            check_train_batch(
+                self.batch_size, len(self.train_indices), self.drop_last, str(self.train_path)
+            )
+        # without a test folder, only an explicit test is an error: predictions are of val
+        wants_test = stage == "test" or (stage in (None, "predict") and self.has_labelled_test)
+        if wants_test and self.test_data is None:
             if self.test_dir is None:
                 raise SFTError("data.test_dir is null: this image-folder dataset has no test split")
             self.test_data = open_image_folder(
@@ -204,8 +216,21 @@ class ImageFolderDataModule(ImageDataModule):
             )
             check_images(self.test_data, self.image_size, self.skip_bad_files)
 
+    @property
+    def train_path(self) -> Path:
+        return self.root / self.train_dir
+
     def _setup_train_val(self) -> None:
-        train_path = self.root / self.train_dir
+        train_path = self.train_path
+        if not self.has_labelled_test:
+            where = (
+                "data.test_dir is null"
+                if self.test_dir is None
+                else (f"no test folder {self.root / self.test_dir}")
+            )
+            rank_zero_info(
+                f"{where}: sft-train skips testing; sft-eval scores and predicts validation"
+            )
         full = open_image_folder(train_path, self.decode)
         check_images(full, self.image_size, self.skip_bad_files)
         self.class_names = list(full.classes)
@@ -246,7 +271,6 @@ class ImageFolderDataModule(ImageDataModule):
             targets[pool], self.train_fraction, self.samples_per_class, seed=self.seed
         )
         self.train_indices = pool[torch.as_tensor(keep, dtype=torch.int64)].tolist()
-        check_train_batch(self.batch_size, len(self.train_indices), self.drop_last, str(train_path))
         self.train_data = Subset(full, self.train_indices)
 
     def _loader(self, data: Dataset | None, split: str, **kwargs) -> DataLoader:
