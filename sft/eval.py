@@ -17,9 +17,10 @@ import matplotlib
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationResolutionError
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from sft.errors import report_user_errors
+from sft.errors import SFTError, report_user_errors
 from sft.models.backbones import backbone_speed_hints
 from sft.models.loading import datamodule_from_checkpoint, load_classifier
 from sft.utils.checkpoint_io import read_checkpoint
@@ -30,9 +31,9 @@ from sft.utils.config import (
     register_resolvers,
     task_overrides,
 )
-from sft.utils.config_types import check_config_types
+from sft.utils.config_types import check_config_types, check_value
 from sft.utils.hardware import resolve_auto_precision
-from sft.utils.instantiate import build_trainer, instantiate_loggers
+from sft.utils.instantiate import build_trainer, instantiate_loggers, lightning_refusals
 
 matplotlib.use("Agg")  # files only, no display needed
 log = logging.getLogger(__name__)
@@ -86,7 +87,14 @@ def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> D
     model config, and the model's input settings come from the data it was trained on."""
     with open_dict(cfg):
         cfg.model = checkpoint.get("hyper_parameters", {})
-    data = OmegaConf.to_container(cfg.data, resolve=True)
+    try:
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+    except InterpolationResolutionError as err:
+        raise SFTError(
+            f"{err.full_key or 'data'}: {str(err).splitlines()[0]}: this data config reads a "
+            "setting the checkpoint's model does not have; give data of the kind the model was "
+            "trained on (text or images)"
+        ) from err
     trained = checkpoint.get("datamodule_hyper_parameters", {})
     set_here = {override_key(o) for o in task_overrides()}
     for key in MODEL_INPUT_KEYS:
@@ -96,6 +104,7 @@ def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> D
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    check_value(cfg.get("seed"), int | None, "seed")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     checkpoint = read_checkpoint(cfg.ckpt_path)
@@ -114,14 +123,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_config_types(cfg.trainer, "trainer")
     trainer = build_trainer(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
 
-    labelled_test = datamodule.has_labelled_test
-    if labelled_test:
-        metrics = trainer.test(model, datamodule=datamodule)[0]
-    else:
-        log.info("No labelled test split: metrics are on the validation split.")
-        metrics = trainer.validate(model, datamodule=datamodule)[0]
-    # predictions of the test split, in file order
-    outputs = trainer.predict(model, datamodule=datamodule)
+    with lightning_refusals():
+        if datamodule.has_labelled_test:
+            metrics = trainer.test(model, datamodule=datamodule)[0]
+        else:
+            log.info("No labelled test split: metrics are on the validation split.")
+            metrics = trainer.validate(model, datamodule=datamodule)[0]
+        # predictions of the test split (validation without one), in file order
+        outputs = trainer.predict(model, datamodule=datamodule)
     probs = torch.cat([o["probs"] for o in outputs]).float().cpu()
     labels = torch.cat([o["labels"] for o in outputs]).cpu()
     names = list(datamodule.class_names)

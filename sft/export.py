@@ -35,6 +35,8 @@ from sft.utils.config import CONF_DIR, register_resolvers
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx", "hf")
+# written last: a folder holding it holds a finished export
+METADATA = "metadata.json"
 
 # before Hydra composes (also in launcher processes that import this module): ${sft_root:}
 register_resolvers()
@@ -43,7 +45,8 @@ register_resolvers()
 def check_formats(formats: Any, modality: str) -> list[str]:
     if formats is None:  # everything the model supports
         return ["torchscript", "onnx", *(["hf"] if modality == "text" else [])]
-    formats = [str(f) for f in formats]
+    # formats=onnx on the command line: one format (a string is not a list of its letters)
+    formats = [formats] if isinstance(formats, str) else [str(f) for f in formats]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise SFTError(f"formats: expected a list of {', '.join(FORMATS)}, got {formats}")
@@ -132,6 +135,11 @@ def export(cfg: DictConfig) -> Path:
     bundle = load_bundle(cfg.ckpt_path, "cpu")
     formats = check_formats(cfg.formats, bundle.modality)
     out = Path(cfg.output_dir or Path(cfg.paths.output_dir) / "export")
+    if (out / METADATA).exists():
+        raise SFTError(
+            f"output_dir {out} already holds an export ({out / METADATA}): give another "
+            "output_dir (an export is never written over)"
+        )
     out.mkdir(parents=True, exist_ok=True)
 
     module = build_deployable(bundle)
@@ -159,7 +167,7 @@ def export(cfg: DictConfig) -> Path:
             path, run = export_hf(bundle, module.head, out / "hf")
         diffs[fmt] = check_parity(fmt, run, checks, cfg.atol, module)
         files[fmt] = path.name + ("/" if path.is_dir() else "")
-    (out / "metadata.json").write_text(json.dumps(metadata(bundle, files, diffs), indent=1))
+    (out / METADATA).write_text(json.dumps(metadata(bundle, files, diffs), indent=1))
     print(f"exported {', '.join(formats)} to {out}")
     return out
 

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sft.data import SFTDataModule
-from sft.errors import SFTError, find_user_error, report_user_errors
+from sft.errors import find_user_error, report_user_errors
 from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints
 from sft.runs.result import RunRecorder
@@ -31,12 +31,13 @@ from sft.utils.config import (
     swept_keys,
     task_overrides,
 )
-from sft.utils.config_types import check_config_types
+from sft.utils.config_types import check_config_types, check_value
 from sft.utils.hardware import resolve_auto_precision
 from sft.utils.instantiate import (
     build_trainer,
     instantiate_callbacks,
     instantiate_loggers,
+    lightning_refusals,
     runs_validation,
 )
 
@@ -51,6 +52,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
 
     `recorder` (from main) gets the number of epochs completed for the run's result.json.
     """
+    check_value(cfg.get("seed"), int | None, "seed")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # set by a launcher (Ray, SLURM) per job
@@ -63,8 +65,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     for key in ("data", "model", "trainer", "adapter"):
         check_config_types(cfg.get(key), key)
     keep = cfg.get("keep_freed_memory", True)
-    if not isinstance(keep, bool):
-        raise SFTError(f"keep_freed_memory={keep!r}: expected true or false")
+    check_value(keep, bool, "keep_freed_memory")
     if keep:
         kept = keep_freed_memory()
         log.info(
@@ -108,7 +109,8 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         if start:
             check_resume_checkpoint(start, model)  # a clear line, not a load traceback
         ckpt_path = start.hand_to(trainer) if start else None
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with lightning_refusals():
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = dict(trainer.callback_metrics)
     if recorder is not None:
         recorder.set_epochs(trainer.current_epoch)
@@ -121,7 +123,8 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
             log.warning("No best checkpoint recorded: testing the current weights.")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        with lightning_refusals():
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         if best:
             log.info(f"Best checkpoint: {best}")
         metrics.update(trainer.callback_metrics)

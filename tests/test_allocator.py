@@ -58,5 +58,5 @@ def test_training_keeps_freed_memory_unless_switched_off(train_cfg, monkeypatch,
 
 
 def test_a_keep_freed_memory_that_is_not_a_bool_is_one_error(train_cfg):
-    with pytest.raises(SFTError, match=r"keep_freed_memory='often': expected true or false"):
+    with pytest.raises(SFTError, match=r"keep_freed_memory: expected true or false, got 'often'"):
         sft.train.train(train_cfg("keep_freed_memory=often", "train=false", "test=false"))

@@ -138,7 +138,10 @@ def _per_class(indices: list[int]) -> list[int]:
 
 
 def test_samples_per_class_exact_and_short_classes_take_all() -> None:
-    idx = few_label_indices(LABELS, samples_per_class=5, seed=0)
+    """A class with fewer samples than asked takes all it has, with a warning saying so (was:
+    silent, so a study's "k per class" point could quietly be smaller)."""
+    with pytest.warns(UserWarning, match=r"samples_per_class=5: 1 of 4 classes .* smallest 3"):
+        idx = few_label_indices(LABELS, samples_per_class=5, seed=0)
     assert _per_class(idx) == [5, 5, 5, 3]  # class 3 has only 3 samples: all of them
     assert idx == sorted(idx) and len(set(idx)) == len(idx)
 

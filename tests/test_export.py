@@ -160,3 +160,15 @@ def test_parity_failure_is_one_clear_line():
     assert check_parity("exact", lambda a: module(*a), checks, ATOL, module) == 0.0
     with pytest.raises(SFTError, match=r"by 0\.001 > atol=1e-05 .* not faithful"):
         check_parity("off", lambda a: module(*a) + 1e-3, checks, ATOL, module)
+
+
+def test_one_format_as_a_string_and_no_export_written_over(ckpts, tmp_path):
+    """`formats=torchscript` is that format (was: "expected a list ..., got ['t', 'o', ...]");
+    a second export into the same output_dir is refused and the first is kept (was: written
+    over)."""
+    out = run_export(ckpts["image"], tmp_path / "run", "formats=torchscript")
+    meta = (out / "metadata.json").read_text()
+    assert json.loads(meta)["files"] == {"torchscript": "model.pt"}
+    with pytest.raises(SFTError, match=r"already holds an export"):
+        run_export(ckpts["image"], tmp_path / "run", "formats=torchscript")
+    assert (out / "metadata.json").read_text() == meta

@@ -160,3 +160,22 @@ def test_median_pruner_stops_a_diverging_trial(tmp_path, data_dir):
     results = OmegaConf.load(tmp_path / "optimization_results.yaml")
     assert results.n_trials == {"complete": 1, "pruned": 1}
     assert results.best_trial == 0
+
+
+def test_a_search_on_a_validation_metric_without_validation_is_refused(tmp_path, data_dir):
+    """optimized_metric=val/... with trainer.limit_val_batches=0: every trial failed while the
+    sweep's summary said completed and the command exited 0 (was: silent)."""
+    result = run_module(
+        "sft.train",
+        "-m",
+        *TINY,
+        "hparams_search=cifar10_optuna",
+        "+trainer.limit_val_batches=0",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: optimized_metric=val/acc_best is a validation metric but "
+        "trainer.limit_val_batches=0 turns validation off: every trial would fail"
+    )
+    assert not any(p.name.isdigit() for p in tmp_path.iterdir())  # no trial ran

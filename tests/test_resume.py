@@ -31,8 +31,8 @@ EXACT = [
     "trainer.max_epochs=3",
     "callbacks.step_checkpoint.every_n_train_steps=2",
     "model.head.branch=mlp",
-    "+model.head.hidden_dim=16",
-    "+model.head.dropout=0.5",
+    "model.head.hidden_dim=16",
+    "model.head.dropout=0.5",
     "test=false",
 ]
 

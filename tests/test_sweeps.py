@@ -31,16 +31,16 @@ def run_sft_train(capsys, *args: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def grid_sweep(tmp_path_factory, data_dir):
-    """2x2 grid; the MLP branch with hidden_dim=-1 cannot be built: job 3 fails (a bug, so
-    its traceback goes to its log), the three others train for 2 epochs."""
+    """4 jobs; a backbone of width -1 cannot be built (no config check knows small_cnn's
+    width): job 3 fails (a bug, so its traceback goes to its log), the three others train for 2
+    epochs."""
     sweep_dir = tmp_path_factory.mktemp("sweep")
     argv = [
         "sft-train",
         "-m",
         *TINY,
         "trainer.max_epochs=2",
-        "model.head.branch=linear,mlp",
-        "+model.head.hidden_dim=8,-1",
+        "model.backbone.width=8,4,6,-1",
         f"hydra.sweep.dir={sweep_dir}",
     ]
     return sweep_dir, run_entry_point(main, argv)
@@ -53,7 +53,7 @@ def test_grid_sweep_summary_lists_every_job_and_marks_the_best(grid_sweep):
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
     assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
     assert [r["status"] for r in rows] == ["completed"] * 3 + ["failed"]
-    assert rows[3]["overrides"].endswith("model.head.branch=mlp +model.head.hidden_dim=-1")
+    assert rows[3]["overrides"].endswith("model.backbone.width=-1")
     assert "negative dimension" in rows[3]["error"]
     for row in rows[:3]:
         assert 0.0 <= float(row["val/acc_best"]) <= 1.0
@@ -80,7 +80,7 @@ def test_each_job_directory_is_self_contained(grid_sweep):
         assert result["output_dir"] == str(job_dir.resolve())
         assert result["optimized_metric"] == "val/acc_best"
         assert set(result["metrics"]) >= {"val/acc_best", "val/acc", "test/acc", "test/loss"}
-        assert "model.head.branch=" in " ".join(result["overrides"])
+        assert "model.backbone.width=" in " ".join(result["overrides"])
         assert (job_dir / ".hydra" / "config.yaml").is_file()
         assert (job_dir / "config_resolved.yaml").is_file()
         assert (job_dir / "checkpoints" / "last.ckpt").is_file()

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, run_entry_point
+from conftest import FAST, compose_config, run_entry_point
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
 
 from sft import train as train_module
-from sft.errors import SFTError
+from sft.errors import SFTError, find_user_error
 from sft.eval import evaluate
 from sft.train import train
 from sft.utils.cli import accept_trainer_arguments
@@ -54,6 +54,15 @@ def test_eval_a_text_checkpoint_on_named_data(checkpoints, tmp_path):
     metrics = evaluate(cfg)
     assert 0.0 <= metrics["val/acc"] <= 1.0
     assert (tmp_path / "predictions.csv").is_file()
+
+
+def test_eval_of_an_image_checkpoint_on_text_data_is_one_error(checkpoints, tmp_path):
+    """`sft-eval ckpt_path=<image checkpoint> data=text_files`: the text config's tokenizer
+    interpolates the model's backbone name, which an image model lacks (was: omegaconf's
+    InterpolationKeyError traceback)."""
+    cfg = compose_config("eval", [f"ckpt_path={checkpoints['image']}", "data=text_files"], tmp_path)
+    with pytest.raises(SFTError, match=r"^data\.tokenizer: Interpolation key .* not found: this"):
+        evaluate(cfg)
 
 
 def test_eval_on_named_image_data_keeps_the_models_normalisation(checkpoints, tmp_path):
@@ -143,7 +152,7 @@ def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable(train_cfg,
 @pytest.mark.parametrize(
     ("override", "line"),
     [
-        ("model.lr_backbone=abc", "error: model.lr_backbone: expected a float, got 'abc'"),
+        ("model.lr_backbone=abc", "error: model.lr_backbone: expected a float >= 0, got 'abc'"),
         ("data.batch_size=1.5", "error: data.batch_size: expected an integer, got 1.5"),
         # was: the string 'no' reached the model, where it reads as true
         (
@@ -161,6 +170,37 @@ def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable(train_cfg,
         (
             "trainer.max_epochs=-3",
             "error: trainer: `max_epochs` must be a non-negative integer or -1. You passed in -3.",
+        ),
+        # bounds (was: torch's or Lightning's traceback, a ZeroDivisionError mid-epoch, or
+        # silent acceptance of a negative rate)
+        ("model.lr_head=-1", "error: model.lr_head: expected a float >= 0, got -1"),
+        ("model.reg_lambda=-1", "error: model.reg_lambda: expected a float >= 0, got -1"),
+        (
+            "model.warmup_ratio=2",
+            "error: model.warmup_ratio: expected a float >= 0 and <= 1, got 2",
+        ),
+        (
+            "model.label_smoothing=1.5",
+            "error: model.label_smoothing: expected a float >= 0 and <= 1, got 1.5",
+        ),
+        ("model.num_classes=1", "error: model.num_classes: expected an integer >= 2, got 1"),
+        (
+            "model.head.dropout=2",
+            "error: model.head.dropout: expected a float >= 0 and < 1, got 2",
+        ),
+        (
+            "trainer.val_check_interval=0",
+            "error: trainer.val_check_interval: expected a float > 0 or null, got 0",
+        ),
+        (
+            "trainer.check_val_every_n_epoch=0",
+            "error: trainer.check_val_every_n_epoch: expected an integer >= 1 or null, got 0",
+        ),
+        ("seed=abc", "error: seed: expected an integer or null, got 'abc'"),
+        (
+            "model.optimizer._target_=torch.optim.Foo",
+            "error: model.optimizer._target_: cannot import 'torch.optim.Foo'; expected the "
+            "dotted path of a class or function (e.g. torch.optim.AdamW)",
         ),
     ],
 )
@@ -243,3 +283,48 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     rows = (out / "predictions.csv").read_text().splitlines()
     assert len(rows) == 1 + 2  # header + the 2 validation images (val_fraction 0.1 of 20)
     assert (out / "confusion_matrix.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (
+            ["trainer.val_check_interval=1000"],
+            "error: trainer: `val_check_interval` (1000) must be less than or equal to the number "
+            "of the training batches (6).",
+        ),
+        (
+            ["debug=limit"],
+            "error: trainer: You requested to check 0.01 of the `train_dataloader` but 0.01 * 6 < 1.",
+        ),
+    ],
+)
+def test_lightning_refusals_during_fit_are_one_error_line(
+    overrides, line, tmp_path, data_dir, monkeypatch, capsys
+):
+    """Lightning refuses these when fit sets up its loops, not when the trainer is built (was:
+    a ValueError / MisconfigurationException traceback)."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["sft-train", *FAST, *overrides, f"hydra.run.dir={tmp_path / 'run'}"]
+    assert run_entry_point(train_module.main, argv) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(line)
+
+
+def test_nothing_to_fit_is_an_error(train_cfg):
+    """method=linear_probe on a model without `model.linear_probe` froze everything and trained
+    at learning rate 0: a run that scored a random head (was: silent)."""
+    with pytest.raises(Exception) as raised:  # through Hydra's instantiate
+        train(train_cfg("method=linear_probe", "model.linear_probe=null"))
+    assert "model.linear_probe is null and no learning rate" in str(find_user_error(raised.value))
+
+
+def test_a_new_run_never_overwrites_a_runs_checkpoints(train_cfg, tmp_path):
+    """`hydra.run.dir=<dir>` given twice: the second run would replace the first's checkpoints
+    (was: silently written over); resume= continues it."""
+    run_dir = tmp_path / "run"
+    train(train_cfg("trainer.max_epochs=1", "test=false", run_dir=run_dir))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    with pytest.raises(SFTError, match=r"already holds a run's checkpoints .* resume="):
+        train(train_cfg("trainer.max_epochs=1", "test=false", run_dir=run_dir))
+    assert last.read_bytes() == before

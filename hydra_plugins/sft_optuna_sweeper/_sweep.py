@@ -25,6 +25,7 @@ from hydra_plugins.sft_optuna_sweeper._search_space import (
 from sft.callbacks.optuna_pruning import JOURNAL_SCHEME, PRUNED_AT_STEP, PRUNER_CONFIG, open_storage
 from sft.errors import SFTError
 from sft.runs.result import FAILED, RESULT_FILE, RunResult
+from sft.utils.instantiate import runs_validation
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +209,19 @@ class OptunaSweep:
 
     def validate(self, overrides: list[str]) -> None:
         try:
-            self.hydra_context.config_loader.load_sweep_config(
+            cfg = self.hydra_context.config_loader.load_sweep_config(
                 master_config=self.config, sweep_overrides=list(overrides)
             )
         except HydraException as exc:
             reason = " ".join(str(exc).split())
             raise SFTError(f"the trials' overrides do not compose: {reason}") from exc
+        metric = cfg.get("optimized_metric")
+        trainer = cfg.get("trainer")
+        if str(metric).startswith("val/") and trainer is not None and not runs_validation(trainer):
+            raise SFTError(
+                f"optimized_metric={metric} is a validation metric but trainer.limit_val_batches="
+                f"{trainer.limit_val_batches} turns validation off: every trial would fail"
+            )
 
 
 def default_storage(sweep_dir: Path) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from numbers import Real
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from sft.errors import SFTError
 
@@ -52,6 +53,15 @@ def few_label_indices(
     if train_fraction is None and samples_per_class is None:
         return list(range(n))
     gen = torch.Generator().manual_seed(int(seed))
+    if samples_per_class is not None:
+        counts = torch.bincount(labels_t[labels_t >= 0])
+        short = counts[(counts > 0) & (counts < samples_per_class)]
+        if short.numel():
+            rank_zero_warn(
+                f"data.samples_per_class={samples_per_class}: {short.numel()} of "
+                f"{int((counts > 0).sum())} classes have fewer training samples (the smallest "
+                f"{int(short.min())}); they train on all they have"
+            )
     chosen = []
     for cls in torch.unique(labels_t):  # sorted, so the draw order is fixed
         members = (labels_t == cls).nonzero().flatten()

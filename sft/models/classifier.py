@@ -4,10 +4,11 @@ import logging
 from collections.abc import Mapping
 from contextlib import nullcontext
 from itertools import islice
-from typing import Any
+from typing import Annotated, Any
 
 import lightning as L
 import torch
+from annotated_types import Ge, Interval
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -34,6 +35,7 @@ from sft.models.linear_probe import extract_features, fit_logistic_regression
 from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
 from sft.models.optim import layerwise_param_groups, param_groups
 from sft.models.regularizers import create_regularizer
+from sft.utils.config_types import Fraction, NonNegative
 
 log = logging.getLogger(__name__)
 # checkpoint key of the decoupled regulariser's pulls held back (model.reg_every)
@@ -94,20 +96,20 @@ class SFTClassifier(L.LightningModule):
     def __init__(
         self,
         backbone: Mapping,
-        num_classes: int,
+        num_classes: Annotated[int, Ge(2)],
         head: Mapping | None = None,
         optimizer: Mapping | None = None,
         scheduler: Mapping | None = None,
-        lr_backbone: float = 1e-4,
-        lr_head: float = 1e-3,
-        layer_decay: float | None = None,
-        weight_decay: float = 0.01,
-        warmup_ratio: float = 0.0,
-        label_smoothing: float = 0.0,
+        lr_backbone: NonNegative = 1e-4,
+        lr_head: NonNegative = 1e-3,
+        layer_decay: Annotated[float, Interval(gt=0, le=1)] | None = None,
+        weight_decay: NonNegative = 0.01,
+        warmup_ratio: Fraction = 0.0,
+        label_smoothing: Fraction = 0.0,
         regularizer: str = "none",
-        reg_lambda: float = 0.0,
+        reg_lambda: NonNegative = 0.0,
         reg_decoupled: bool = False,
-        reg_every: int = 1,
+        reg_every: Annotated[int, Ge(1)] = 1,
         freeze_backbone: bool = False,
         freeze_norm_stats: bool = False,
         linear_probe: Mapping | None = None,
@@ -115,7 +117,7 @@ class SFTClassifier(L.LightningModule):
         channels_last: bool | None = None,
         compile: bool = False,
         adapter: Mapping | None = None,
-        lr_adapter: float | None = None,
+        lr_adapter: NonNegative | None = None,
         fast_dropout: bool = True,
         fast_depthwise: bool = True,
     ) -> None:
@@ -135,6 +137,15 @@ class SFTClassifier(L.LightningModule):
         )
         if freeze_backbone:
             self.backbone.requires_grad_(False)
+        lrs = [lr_head, 0.0 if freeze_backbone else lr_backbone]
+        if adapter is not None:
+            lrs.append(lr_head if lr_adapter is None else lr_adapter)
+        if linear_probe is None and max(lrs) == 0:
+            raise SFTError(
+                "model.linear_probe is null and no learning rate is above 0 (method=linear_probe "
+                "freezes the backbone and sets lr_head=0): nothing would be fitted; set "
+                "model.linear_probe (e.g. '{max_iter: 200}') or a learning rate"
+            )
         if adapter is not None:
             if freeze_backbone:
                 raise SFTError(

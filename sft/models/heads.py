@@ -1,8 +1,10 @@
 """The fused supervised head: y = f(h; theta) + g(h; phi) on backbone features h."""
 
 from collections.abc import Callable
+from typing import Annotated
 
 import torch
+from annotated_types import Ge, Interval
 from torch import nn
 
 from sft.errors import SFTError
@@ -43,8 +45,8 @@ class FusedHead(nn.Module):
         in_features: int,
         num_classes: int,
         branch: str = "linear",
-        hidden_dim: int | None = None,
-        dropout: float = 0.0,
+        hidden_dim: Annotated[int, Ge(1)] | None = None,
+        dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
         freeze_base: bool = False,
     ) -> None:
         super().__init__()

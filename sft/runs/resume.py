@@ -65,6 +65,7 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         requeued = requeued_job_point(Path(cfg.paths.output_dir))
         if requeued is not None:
             return requeued
+        check_nothing_to_overwrite(Path(cfg.paths.output_dir))
         path = cfg.get("ckpt_path")
         if path:
             return ResumePoint(Path(path), read_checkpoint(path), continues_run=False)
@@ -92,6 +93,17 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         )
         return None
     return _continue_from(last, f"resuming {output_dir} from ")
+
+
+def check_nothing_to_overwrite(output_dir: Path) -> None:
+    """A new run in a directory that holds checkpoints (a `hydra.run.dir=` given twice) would
+    replace them: SFTError instead."""
+    written = sorted(last_checkpoint(output_dir).parent.glob("*.ckpt"))
+    if written:
+        raise SFTError(
+            f"{output_dir} already holds a run's checkpoints ({written[0]}): continue that run "
+            f"with resume={output_dir}, or give this run another hydra.run.dir"
+        )
 
 
 def requeued_job_point(output_dir: Path) -> ResumePoint | None:

@@ -15,18 +15,35 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import pydoc
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
+from annotated_types import Ge, Gt, Interval
 from hydra.utils import get_object
+from lightning.pytorch import Trainer
 from omegaconf import DictConfig, OmegaConf
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from sft.errors import SFTError
 
 _NAMES = {float: "a float", int: "an integer", bool: "true or false", str: "a string"}
+
+# Bounds a parameter's annotation carries: checked with its type, and said in the error
+# ("expected a float >= 0")
+NonNegative = Annotated[float, Ge(0)]
+Fraction = Annotated[float, Interval(ge=0, le=1)]
+
+# Bounds that third-party signatures do not state: Lightning builds a trainer with these values
+# and divides by them once training runs (a ZeroDivisionError mid-epoch).
+_MISSING_BOUNDS: dict[Any, dict[str, Any]] = {
+    Trainer: {
+        "val_check_interval": Annotated[float, Gt(0)] | None,
+        "check_val_every_n_epoch": Annotated[int, Ge(1)] | None,
+    },
+}
 
 
 def check_config_types(node: DictConfig | Mapping | None, where: str) -> None:
@@ -36,6 +53,13 @@ def check_config_types(node: DictConfig | Mapping | None, where: str) -> None:
         return
     values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
     target = str(values["_target_"])
+    why = "expected the dotted path of a class or function (e.g. torch.optim.AdamW)"
+    try:  # pydoc: None when not found (hydra's get_object logs a traceback-like error first)
+        found = pydoc.locate(target) is not None
+    except pydoc.ErrorDuringImport as err:  # the module exists but fails to import
+        found, why = False, f"importing it raised {err.exc.__name__}: {err.value}"
+    if not found:
+        raise SFTError(f"{where}._target_: cannot import {target!r}; {why}")
     accepted = _parameter_names(target)
     unknown = [k for k in values if not k.startswith("_") and accepted and k not in accepted]
     if unknown:
@@ -52,20 +76,26 @@ def check_config_types(node: DictConfig | Mapping | None, where: str) -> None:
             continue
         if key.startswith("_") or key not in hints or _is_config(value):
             continue
-        adapter = _adapter(hints[key])
-        if adapter is None:
-            continue
-        try:
-            adapter.validate_python(value)
-            fits = True
-        except ValidationError:
-            fits = False
-        # Lax mode reads 'no', 'off' or 0 as False, but the callable gets the value itself, and
-        # a non-empty string is true: a switch takes true or false only.
-        if _is_switch(hints[key]) and value is not None and not isinstance(value, bool):
-            fits = False
-        if not fits:
-            raise SFTError(f"{where}.{key}: expected {describe(hints[key])}, got {value!r}")
+        check_value(value, hints[key], f"{where}.{key}")
+
+
+def check_value(value: Any, hint: Any, key: str) -> None:
+    """SFTError naming `key`, what `hint` expects and `value`, when `value` does not fit the
+    annotation `hint` (left alone when pydantic cannot validate `hint`)."""
+    adapter = _adapter(hint)
+    if adapter is None:
+        return
+    try:
+        adapter.validate_python(value)
+        fits = True
+    except ValidationError:
+        fits = False
+    # Lax mode reads 'no', 'off' or 0 as False, but the callable gets the value itself, and
+    # a non-empty string is true: a switch takes true or false only.
+    if _is_switch(hint) and value is not None and not isinstance(value, bool):
+        fits = False
+    if not fits:
+        raise SFTError(f"{key}: expected {describe(hint)}, got {value!r}")
 
 
 def _is_switch(hint: Any) -> bool:
@@ -102,11 +132,11 @@ def _parameter_hints(target: str) -> dict[str, Any]:
     try:
         obj = get_object(target)
         fn = obj.__init__ if inspect.isclass(obj) else obj
-        hints = typing.get_type_hints(fn)
-    except Exception:  # an unimportable target is reported by instantiate; odd hints: no check
+        hints = typing.get_type_hints(fn, include_extras=True)  # keeps Annotated bounds
+    except Exception:  # odd hints: no check
         return {}
     hints.pop("return", None)
-    return hints
+    return hints | _MISSING_BOUNDS.get(obj, {})
 
 
 @functools.cache
@@ -117,11 +147,28 @@ def _adapter(hint: Any) -> TypeAdapter | None:
         return None
 
 
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def _bounds(metadata: Sequence[Any]) -> str:
+    """' >= 0 and <= 1' for annotated_types bounds (Ge, Interval, ...); '' for none."""
+    parts = [
+        f"{op} {getattr(m, name)}"
+        for m in metadata
+        for name, op in _BOUNDS.items()
+        if getattr(m, name, None) is not None
+    ]
+    return " " + " and ".join(parts) if parts else ""
+
+
 def describe(hint: Any) -> str:
-    """'a float', 'an integer or null', 'one of 'a', 'b'', ... for error messages."""
+    """'a float', 'an integer or null', 'one of 'a', 'b'', 'a float >= 0', ... for error
+    messages."""
     if hint in _NAMES:
         return _NAMES[hint]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        return describe(args[0]) + _bounds(hint.__metadata__)
     if origin in (typing.Union, types.UnionType):
         named = [describe(a) for a in args if a is not type(None)]
         return " or ".join(named) + (" or null" if type(None) in args else "")

@@ -2,8 +2,12 @@
 per key)."""
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import lightning.pytorch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -57,13 +61,37 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     return _instantiate_entries(cfg)
 
 
+_LIGHTNING_DIR = Path(lightning.pytorch.__file__).parent
+
+
 def build_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
     """`instantiate(cfg, **kwargs)`; Lightning's refusal of a setting (e.g. max_epochs=-3) is a
     user error: its own message, as one line."""
-    try:
+    with lightning_refusals():
         return instantiate(cfg, **kwargs)
-    except (InstantiationException, MisconfigurationException) as exc:
-        cause = exc if isinstance(exc, MisconfigurationException) else exc.__cause__
-        if not isinstance(cause, MisconfigurationException):
+
+
+@contextmanager
+def lightning_refusals() -> Iterator[None]:
+    """Lightning's refusal of a setting is a user error: its own message, as one line. It
+    refuses when the trainer is built (through instantiate) or when fit/test set up their loops
+    (an int val_check_interval above the batch count, limit_train_batches rounding to no batch),
+    with a MisconfigurationException or a ValueError raised by its own code."""
+    try:
+        yield
+    except (InstantiationException, MisconfigurationException, ValueError) as exc:
+        cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc
+        if not _refused_by_lightning(cause):
             raise
         raise SFTError(f"trainer: {' '.join(str(cause).split())}") from exc
+
+
+def _refused_by_lightning(exc: BaseException | None) -> bool:
+    if isinstance(exc, MisconfigurationException):
+        return True
+    if not isinstance(exc, ValueError) or exc.__traceback__ is None:
+        return False
+    tb = exc.__traceback__
+    while tb.tb_next is not None:  # the frame that raised it
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).is_relative_to(_LIGHTNING_DIR)
