@@ -20,6 +20,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sft.errors import SFTError, report_user_errors
@@ -108,9 +109,11 @@ def _run_dir(event_dir: Path, root: Path) -> Path:
     return event_dir.parent if event_dir.name == "tensorboard" else event_dir
 
 
-def find_runs(paths: Sequence[str | Path]) -> list[Run]:
-    """Every run under `paths` (directories searched recursively, or event files)."""
+def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path]]:
+    """Every run under `paths` (directories searched recursively, or event files), and the
+    event folders left out because they hold no scalars (a run that failed before logging)."""
     runs: list[Run] = []
+    empty: list[Path] = []
     seen: set[Path] = set()
     for raw in paths:
         root = Path(raw).resolve()
@@ -124,6 +127,7 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
             seen.add(event_dir)
             scalars = load_scalars(event_dir)
             if not scalars:
+                empty.append(event_dir)
                 continue
             run_dir = _run_dir(event_dir, root)
             overrides_file = run_dir / ".hydra" / "overrides.yaml"
@@ -134,7 +138,7 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
     if not runs:
         raise SFTError(f"no TensorBoard runs with scalars under {', '.join(map(str, paths))}")
     _label_runs(runs)
-    return runs
+    return runs, empty
 
 
 def _label_runs(runs: list[Run]) -> None:
@@ -218,7 +222,8 @@ def print_table(rows: list[Row], metric: str, mode: str, console: Console) -> No
     for row in rows:
         cells = [row.best, row.last, row.val_acc_best, row.test_acc, row.steps, row.epochs]
         status = [row.status or "-"] if with_status else []
-        table.add_row(row.label, *map(_fmt, cells), *status)
+        # escaped: rich would read an override's list value `[a,b]` as markup and drop it
+        table.add_row(escape(row.label), *map(_fmt, cells), *map(escape, status))
     console.print(table)
 
 
@@ -293,18 +298,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def compare(args: argparse.Namespace, console: Console) -> list[Row]:
-    runs = find_runs(args.paths)
+    runs, empty = find_runs(args.paths)
     rows = summarize(runs, args.metric, args.mode)
     print_table(rows, args.metric, args.mode, console)
+    if empty:
+        listed = ", ".join(map(str, empty[:3])) + (", ..." if len(empty) > 3 else "")
+        console.print(
+            escape(f"left out: {len(empty)} runs that logged no scalars (failed early?): {listed}")
+        )
     order = {row.path: i for i, row in enumerate(rows)}
     runs.sort(key=lambda run: order[str(run.path)])  # the legend in the table's order
     first = Path(args.paths[0])
     png = args.png or (first if first.is_dir() else Path.cwd()) / "compare.png"
     plot_curves(runs, args.metric, png)
-    console.print(f"curves: {png}")
+    console.print(escape(f"curves: {png}"))
     if args.csv:
         write_csv(rows, args.metric, args.csv)
-        console.print(f"table: {args.csv}")
+        console.print(escape(f"table: {args.csv}"))
     return rows
 
 

@@ -34,9 +34,11 @@ from sft.utils.config import (
 from sft.utils.config_types import check_config_types, check_value
 from sft.utils.hardware import resolve_auto_precision
 from sft.utils.instantiate import build_trainer, instantiate_loggers, lightning_refusals
+from sft.utils.io import check_not_written
 
 matplotlib.use("Agg")  # files only, no display needed
 log = logging.getLogger(__name__)
+PREDICTIONS = "predictions.csv"
 
 # before Hydra composes (also in launcher processes that import this module): ${sft_root:}
 register_resolvers()
@@ -107,6 +109,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_value(cfg.get("seed"), int | None, "seed")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.paths.output_dir)
+    check_not_written(out / PREDICTIONS, "hydra.run.dir")  # the run directory given twice
     checkpoint = read_checkpoint(cfg.ckpt_path)
     # before the config is printed: `data=` configs may interpolate the checkpoint's model
     data_cfg = data_config_for_checkpoint(cfg, checkpoint) if cfg.get("data") else None
@@ -135,8 +139,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     labels = torch.cat([o["labels"] for o in outputs]).cpu()
     names = list(datamodule.class_names)
 
-    out = Path(cfg.paths.output_dir)
-    write_predictions(out / "predictions.csv", probs, labels, names)
+    write_predictions(out / PREDICTIONS, probs, labels, names)
     # the predicted split is labelled (a labelled test split, or validation without one)
     written = "predictions"
     if bool((labels >= 0).all()):

@@ -32,6 +32,7 @@ from sft.inference.exporters import (
 )
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
+from sft.utils.io import check_not_written
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx", "hf")
@@ -135,11 +136,7 @@ def export(cfg: DictConfig) -> Path:
     bundle = load_bundle(cfg.ckpt_path, "cpu")
     formats = check_formats(cfg.formats, bundle.modality)
     out = Path(cfg.output_dir or Path(cfg.paths.output_dir) / "export")
-    if (out / METADATA).exists():
-        raise SFTError(
-            f"output_dir {out} already holds an export ({out / METADATA}): give another "
-            "output_dir (an export is never written over)"
-        )
+    check_not_written(out / METADATA, "output_dir")
     out.mkdir(parents=True, exist_ok=True)
 
     module = build_deployable(bundle)

@@ -24,6 +24,7 @@ from sft.inference.writers import (
 )
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
+from sft.utils.io import check_not_written
 
 log = logging.getLogger(__name__)
 FORMATS = ("csv", "json")
@@ -56,25 +57,27 @@ def predict(cfg: DictConfig) -> Path:
     """Write the predictions file (and a GLUE submission when asked); returns its path."""
     if cfg.format not in FORMATS:
         raise SFTError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    out = Path(cfg.output or Path(cfg.paths.output_dir) / f"predictions.{cfg.format}")
+    check_not_written(out, "output")
     bundle = load_bundle(cfg.ckpt_path, cfg.device)
     inputs = read_inputs(cfg, bundle)
+    glue = cfg.glue_submission
+    if glue is None:
+        glue = isinstance(inputs, TextInputs) and is_sst2_test_file(Path(cfg.inputs))
+    if glue and not isinstance(inputs, TextInputs):
+        raise SFTError("glue_submission=true needs text inputs (GLUE's SST-2 test.tsv)")
+    submission = out.parent / GLUE_SST2_FILE
+    if glue:
+        check_not_written(submission, "output")
     probs = predict_probs(bundle, inputs, cfg.batch_size)
 
     texts = inputs.texts if isinstance(inputs, TextInputs) else None
     rows = prediction_rows(inputs.ids, probs, bundle.class_names, texts)
-    out = Path(cfg.output or Path(cfg.paths.output_dir) / f"predictions.{cfg.format}")
     write_predictions(out, rows, cfg.format)
     print(f"predictions of {len(rows)} inputs: {out}")
-
-    glue = cfg.glue_submission
-    if glue is None:
-        glue = isinstance(inputs, TextInputs) and is_sst2_test_file(Path(cfg.inputs))
     if glue:
-        if not isinstance(inputs, TextInputs):
-            raise SFTError("glue_submission=true needs text inputs (GLUE's SST-2 test.tsv)")
         # GLUE numbers the test rows from 0: the file's index column, else the row order
         indices = inputs.ids if inputs.has_index else [str(i) for i in range(len(inputs))]
-        submission = out.parent / GLUE_SST2_FILE
         write_glue_submission(submission, indices, probs)
         print(f"GLUE submission: {submission}")
     return out

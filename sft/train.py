@@ -77,13 +77,16 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     start = resume_point(cfg) if cfg.get("train") else None
     if start and start.continues_run:
         keep_trained_normalization(cfg.data, start.checkpoint)
-    print_and_save_config(cfg, cfg.paths.output_dir)
-    if start and start.continues_run:
-        continue_tensorboard(cfg.get("logger"), start.step)
 
     datamodule: SFTDataModule = instantiate(cfg.data)
     model: SFTClassifier = instantiate(cfg.model, adapter=cfg.get("adapter"))
     datamodule.configure_input(model.input_spec)  # the backbone's normalisation, modality
+    if start:
+        # before anything is written: a resumed run's directory keeps its files when refused
+        check_resume_checkpoint(start, model)  # a clear line, not a load traceback
+    print_and_save_config(cfg, cfg.paths.output_dir)
+    if start and start.continues_run:
+        continue_tensorboard(cfg.get("logger"), start.step)
     trainer = build_trainer(
         cfg.trainer,
         callbacks=instantiate_callbacks(
@@ -106,8 +109,8 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     tensorboard_hparams.start()
 
     if cfg.get("train"):
-        if start:
-            check_resume_checkpoint(start, model)  # a clear line, not a load traceback
+        if recorder is not None:
+            recorder.fit_started()
         ckpt_path = start.hand_to(trainer) if start else None
         with lightning_refusals():
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

@@ -109,3 +109,23 @@ def test_unknown_metric_names_the_logged_ones(sweep, capsys):
         main([str(sweep), "--metric", "val/acc1"])
     err = capsys.readouterr().err
     assert "'val/acc1'" in err and "val/acc_best" in err and "Traceback" not in err
+
+
+def test_list_values_in_labels_and_runs_without_scalars_are_shown(tmp_path, capsys):
+    """An override's list value `[neg,pos]` stays in its label (was: read by rich as markup and
+    dropped, so runs that differ only there looked the same), and a run that logged nothing
+    (failed before its first log) is named as left out (was: silently absent)."""
+    make_run(tmp_path / "runs" / "a", ["data.label_names=[neg,pos]"], [0.5, 0.6], 0.5)
+    make_run(tmp_path / "runs" / "b", ["data.label_names=[pos,neg]"], [0.4, 0.5], 0.4)
+    failed = tmp_path / "runs" / "c" / "tensorboard"
+    failed.mkdir(parents=True)
+    logger = TensorBoardLogger(save_dir=failed, name=None, version="")
+    logger.experiment.flush()  # an event file without scalars
+    logger.finalize("failed")
+    main([str(tmp_path / "runs"), "--png", str(tmp_path / "c.png")])
+    out = capsys.readouterr().out
+    assert [row[0] for row in table_rows(out)] == [
+        "data.label_names=[neg,pos]",
+        "data.label_names=[pos,neg]",
+    ]
+    assert "left out: 1 runs that logged no scalars" in out and "runs/c" in out

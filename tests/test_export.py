@@ -169,6 +169,6 @@ def test_one_format_as_a_string_and_no_export_written_over(ckpts, tmp_path):
     out = run_export(ckpts["image"], tmp_path / "run", "formats=torchscript")
     meta = (out / "metadata.json").read_text()
     assert json.loads(meta)["files"] == {"torchscript": "model.pt"}
-    with pytest.raises(SFTError, match=r"already holds an export"):
+    with pytest.raises(SFTError, match=r"metadata\.json already exists: give another output_dir"):
         run_export(ckpts["image"], tmp_path / "run", "formats=torchscript")
     assert (out / "metadata.json").read_text() == meta

@@ -154,3 +154,18 @@ def test_inputs_of_the_wrong_modality(ckpts, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: inputs=") and "text model" in last, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_predictions_already_written_are_never_replaced(ckpts, tmp_path):
+    """`output=` of an existing file, or a run directory given twice (was: written over)."""
+    (tmp_path / "a.txt").write_text("a fine film\n")
+    (tmp_path / "mine.csv").write_text("precious\n")
+    with pytest.raises(SFTError, match=r"mine\.csv already exists: give another output"):
+        run_predict(
+            ckpts["text"], tmp_path / "a.txt", tmp_path / "run", f"output={tmp_path / 'mine.csv'}"
+        )
+    assert (tmp_path / "mine.csv").read_text() == "precious\n"
+    first = run_predict(ckpts["text"], tmp_path / "a.txt", tmp_path / "run")
+    with pytest.raises(SFTError, match=r"predictions\.csv already exists"):
+        run_predict(ckpts["text"], tmp_path / "a.txt", tmp_path / "run")
+    assert first.is_file()

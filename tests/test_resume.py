@@ -333,3 +333,21 @@ def test_the_best_validation_accuracy_survives_a_resume():
     fresh.on_train_start()
     fresh.val_acc_best(torch.tensor(0.5))
     assert float(fresh.val_acc_best.compute()) == pytest.approx(0.5)
+
+
+def test_last_checkpoint_is_the_newest_state_when_validation_does_not_improve(train_cfg, tmp_path):
+    """Validation twice an epoch with a model that cannot improve (lr ~ 0): Lightning 2.6's
+    save_last left last.ckpt at the first validation's step, so resume= redid steps and
+    sft-eval/-predict/-export read a stale model (was: global_step 3 of 6)."""
+    cfg = train_cfg(
+        "trainer.max_epochs=1",
+        "+trainer.val_check_interval=0.5",
+        "callbacks.step_checkpoint=null",
+        "model.lr_backbone=0",
+        "model.lr_head=1e-12",
+        "test=false",
+    )
+    train(cfg)
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert torch.load(ckpts / "epoch_000.ckpt", weights_only=True)["global_step"] == 3  # best
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == STEPS_PER_EPOCH

@@ -152,3 +152,13 @@ def test_summary_reads_any_job_layout_and_minimises_losses(tmp_path):
         "Best: job lr=0.1/seed=1 (val/loss = 0.1000, minimised)"
         in (tmp_path / "summary.md").read_text()
     )
+
+
+def test_resume_in_a_multirun_is_refused(tmp_path, capsys):
+    """`-m ... resume=auto` logged "no run ... has last.ckpt: starting fresh" in every job and
+    trained from scratch (was: silently ignored)."""
+    code, err = run_sft_train(capsys, "-m", *TINY, "resume=auto", f"hydra.sweep.dir={tmp_path}")
+    assert code == 1 and err.strip().splitlines()[-1].startswith("error: 1 of 1 jobs failed")
+    result = json.loads((tmp_path / "0" / "result.json").read_text())
+    assert result["status"] == "failed" and "continues a single run" in result["error"]
+    assert not (tmp_path / "0" / "checkpoints").exists()

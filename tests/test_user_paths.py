@@ -283,6 +283,9 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     rows = (out / "predictions.csv").read_text().splitlines()
     assert len(rows) == 1 + 2  # header + the 2 validation images (val_fraction 0.1 of 20)
     assert (out / "confusion_matrix.png").is_file()
+    # the same run directory again: its predictions are kept (was: written over)
+    with pytest.raises(SFTError, match=r"predictions\.csv already exists: give another hydra"):
+        evaluate(compose_config("eval", [f"ckpt_path={ckpt}", *data], out))
 
 
 @pytest.mark.parametrize(
@@ -328,3 +331,25 @@ def test_a_new_run_never_overwrites_a_runs_checkpoints(train_cfg, tmp_path):
     with pytest.raises(SFTError, match=r"already holds a run's checkpoints .* resume="):
         train(train_cfg("trainer.max_epochs=1", "test=false", run_dir=run_dir))
     assert last.read_bytes() == before
+
+
+def test_a_refused_resume_leaves_the_runs_files_as_they_were(train_cfg, tmp_path, monkeypatch):
+    """resume= with a model its checkpoint does not fit is refused before anything is written
+    (was: the finished run's result.json became "failed" and its config_resolved.yaml described
+    the refused model)."""
+    run_dir = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)
+    argv = ["sft-train", *FAST, "trainer.max_epochs=1", "test=false", f"paths.log_dir={tmp_path}"]
+    assert run_entry_point(train_module.main, [*argv, f"hydra.run.dir={run_dir}"]) == 0
+    before = {p: (run_dir / p).read_bytes() for p in ("result.json", "config_resolved.yaml")}
+    assert json.loads(before["result.json"])["status"] == "completed"
+    wider = [a.replace("width:8", "width:16") for a in argv]
+    assert run_entry_point(train_module.main, [*wider, f"resume={run_dir}"]) == 1
+    assert {p: (run_dir / p).read_bytes() for p in before} == before
+
+
+def test_text_data_num_workers_is_checked(tmp_path):
+    """Was: torch's ValueError traceback when the first loader was built."""
+    cfg = compose_config("train", [*TINY_TEXT, "data.num_workers=-1"], tmp_path)
+    with pytest.raises(SFTError, match=r"^data\.num_workers: expected an integer >= 0, got -1$"):
+        train(cfg)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Ge
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
@@ -79,7 +80,7 @@ class TextClassificationDataModule(SFTDataModule):
         seed: int | None = 0,
         train_fraction: float | None = None,
         samples_per_class: int | None = None,
-        num_workers: int = 0,
+        num_workers: Annotated[int, Ge(0)] = 0,
         drop_last: bool = False,
         allow_empty_text: bool = True,
     ) -> None:

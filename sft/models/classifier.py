@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from annotated_types import Ge, Interval
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric, MetricCollection
@@ -154,6 +154,17 @@ class SFTClassifier(L.LightningModule):
                 )
             name = str(backbone.get("name", backbone.get("_target_")))
             settings = LoraSettings.from_config(adapter)
+            if settings.save_only_trainable and not (
+                backbone.get("pretrained") or backbone.get("checkpoint")
+            ):
+                # a seeded run rebuilds the same random weights (resume= works), nothing else can
+                rank_zero_warn(
+                    "adapter.save_only_trainable=true keeps the base weights out of the "
+                    "checkpoints, but model.backbone.pretrained=false: only a run seeded like this "
+                    "one rebuilds its random base weights (resume=); sft-eval, sft-predict and "
+                    "sft-export will refuse these checkpoints. Set adapter.save_only_trainable="
+                    "false to keep them usable"
+                )
             add_lora(self.backbone, settings, name)
             # small checkpoints: Lightning loads them without the frozen weights
             self.strict_loading = not settings.save_only_trainable

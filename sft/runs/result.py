@@ -75,6 +75,13 @@ class RunRecorder:
         )
         self._start = time.monotonic()
         self.result.started_at = round(time.time(), 3)
+        self._fit_started = False
+
+    def fit_started(self) -> None:
+        """From here a failure is recorded over the directory's result.json. Before (a refused
+        resume, a run directory given twice) a result.json already there is an earlier run's,
+        and it is kept."""
+        self._fit_started = True
 
     def set_epochs(self, epochs: int) -> None:
         self.result.epochs = int(epochs)
@@ -93,5 +100,8 @@ class RunRecorder:
         self.result.status, self.result.error = status, error
         self.result.wall_time_s = round(time.monotonic() - self._start, 3)
         self.result.ended_at = round(time.time(), 3)
+        earlier = Path(self.result.output_dir) / RESULT_FILE
+        if status == FAILED and not self._fit_started and earlier.is_file():
+            return self.result
         self.result.write()
         return self.result

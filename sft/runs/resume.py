@@ -75,6 +75,12 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
             "set resume= (continue a run in its directory) or ckpt_path= (start a new run from a "
             "checkpoint), not both"
         )
+    if _in_multirun():
+        raise SFTError(
+            f"resume={resume} continues a single run, not the jobs of a multirun (-m): resume a "
+            "job's directory as a single run, or re-run the sweep into its hydra.sweep.dir, "
+            "whose jobs continue from their own last.ckpt"
+        )
     output_dir = Path(cfg.paths.output_dir)
     last = last_checkpoint(output_dir)
     if resume != "auto":
@@ -104,6 +110,13 @@ def check_nothing_to_overwrite(output_dir: Path) -> None:
             f"{output_dir} already holds a run's checkpoints ({written[0]}): continue that run "
             f"with resume={output_dir}, or give this run another hydra.run.dir"
         )
+
+
+def _in_multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not a Hydra job
+        return False
 
 
 def requeued_job_point(output_dir: Path) -> ResumePoint | None:

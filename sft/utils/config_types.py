@@ -4,10 +4,11 @@ Before anything is built, a key the `_target_` does not take is named (one line,
 closest parameter), and every plain value of a `_target_` config node is validated with
 pydantic against the annotation of the parameter it fills (`TypeAdapter`, lax mode: `1` is a
 valid float, `'abc'` and `1.5` are not an int; a bool takes only true or false), so
-`model.lr_backbone=abc` reads as "model.lr_backbone: expected a float, got 'abc'" instead of a
-TypeError deep inside. Values that are themselves configs (`_target_` dicts), interpolations the
-node cannot resolve, and parameters without an annotation pydantic understands are left to the
-callable.
+`model.lr_backbone=abc` reads as "model.lr_backbone: expected a float >= 0, got 'abc'" instead
+of a TypeError deep inside. Bounds travel in the annotation (`Annotated[float, Ge(0)]`, here or
+in `_MISSING_BOUNDS` for third-party callables), and a `_target_` that cannot be imported is
+named. Values that are themselves configs (`_target_` dicts), interpolations the node cannot
+resolve, and parameters without an annotation pydantic understands are left to the callable.
 """
 
 from __future__ import annotations

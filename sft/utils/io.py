@@ -4,7 +4,8 @@ part. The one way sft writes results, summaries, predictions, token caches and c
 A temp file in the same directory (so the rename is atomic), fsync, `os.replace`, fsync of the
 directory (so the rename itself survives a power loss); on any failure the temp file is removed
 and the previous file is untouched. mkstemp names are unique, so writers on several hosts
-sharing one folder (DDP ranks, sweep jobs) never collide on the temp file.
+sharing one folder (DDP ranks, sweep jobs) never collide on the temp file. `check_not_written`
+keeps a command from replacing results an earlier one wrote.
 """
 
 from __future__ import annotations
@@ -16,6 +17,18 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+from sft.errors import SFTError
+
+
+def check_not_written(path: Path, setting: str) -> None:
+    """SFTError when `path` exists: results already written are never replaced (`setting`: what
+    the user changes to write elsewhere)."""
+    if path.exists():
+        raise SFTError(
+            f"{path} already exists: give another {setting} (results already written are never "
+            "replaced)"
+        )
 
 
 def atomic_write(
