@@ -254,7 +254,11 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def bad_checkpoint(kind: str, good: Path, directory: Path) -> Path:
     path = directory / f"{kind}.ckpt"
-    if kind == "truncated":
+    if kind == "run_dir":  # a run directory given for its checkpoint
+        path = directory / "run"
+        (path / "checkpoints").mkdir(parents=True)
+        (path / "checkpoints" / "last.ckpt").write_bytes(good.read_bytes())
+    elif kind == "truncated":
         path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     elif kind == "garbage":
         path.write_bytes(os.urandom(4096))
@@ -267,6 +271,8 @@ def bad_checkpoint(kind: str, good: Path, directory: Path) -> Path:
     ("kind", "reason"),
     [
         ("missing", "no such file"),
+        # was: "no such file" for a directory that exists
+        ("run_dir", "a directory, not a checkpoint file (its run's newest: "),
         ("truncated", "cannot be read"),
         ("garbage", "cannot be read"),
         ("not_ours", "not an sft training checkpoint"),

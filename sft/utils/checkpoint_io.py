@@ -23,6 +23,12 @@ from sft.utils.io import atomic_torch_save
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """`torch.load(weights_only=True)` with one clear error for a missing or unreadable file."""
     path = Path(path)
+    if path.is_dir():
+        hint = path / "checkpoints" / "last.ckpt"
+        raise SFTError(
+            f"checkpoint {path}: a directory, not a checkpoint file"
+            + (f" (its run's newest: {hint})" if hint.is_file() else "")
+        )
     if not path.is_file():
         raise SFTError(f"checkpoint {path}: no such file")
     try:
