@@ -131,7 +131,12 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path]]:
                 continue
             run_dir = _run_dir(event_dir, root)
             overrides_file = run_dir / ".hydra" / "overrides.yaml"
-            overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
+            # unresolved: a sweeper's overrides may hold ${hydra:...}, which only Hydra resolves
+            overrides = (
+                OmegaConf.to_container(OmegaConf.load(overrides_file), resolve=False)
+                if overrides_file.is_file()
+                else []
+            )
             result_file = run_dir / RESULT_FILE
             result = RunResult.read(result_file) if result_file.is_file() else None
             runs.append(Run(event_dir, [str(o) for o in overrides], scalars, result))

@@ -32,7 +32,7 @@ from sft.utils.config import (
     task_overrides,
 )
 from sft.utils.config_types import check_config_types, check_value
-from sft.utils.hardware import resolve_auto_precision
+from sft.utils.hardware import check_sync_batchnorm, resolve_auto_precision
 from sft.utils.instantiate import (
     build_trainer,
     instantiate_callbacks,
@@ -62,6 +62,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     # the precision the hardware calls for, then every value checked, before anything is built
     # and before the config is saved (config_resolved.yaml records the precision used)
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
+    check_sync_batchnorm(cfg.trainer)
     for key in ("data", "model", "trainer", "adapter"):
         check_config_types(cfg.get(key), key)
     keep = cfg.get("keep_freed_memory", True)

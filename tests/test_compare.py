@@ -129,3 +129,14 @@ def test_list_values_in_labels_and_runs_without_scalars_are_shown(tmp_path, caps
         "data.label_names=[pos,neg]",
     ]
     assert "left out: 1 runs that logged no scalars" in out and "runs/c" in out
+
+
+def test_overrides_with_hydra_interpolations_label_runs(tmp_path, capsys):
+    """The Optuna sweeper adds `++callbacks.optuna_pruning={...trial_number:${hydra:job.num}}`
+    to each job's overrides (was: UnsupportedInterpolationType from sft-compare on any study)."""
+    pruning = "++callbacks.optuna_pruning={trial_number:${hydra:job.num}}"
+    make_run(tmp_path / "study" / "0", ["model.lr_head=0.1", pruning], [0.5], 0.5)
+    make_run(tmp_path / "study" / "1", ["model.lr_head=0.2", pruning], [0.6], 0.6)
+    main([str(tmp_path / "study"), "--png", str(tmp_path / "c.png")])
+    rows = table_rows(capsys.readouterr().out)
+    assert [row[0] for row in rows] == ["model.lr_head=0.2", "model.lr_head=0.1"]

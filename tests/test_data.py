@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import Precision
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -288,13 +289,19 @@ def test_on_after_batch_transfer_uses_trainer_state(few: CIFAR10DataModule) -> N
     assert few.trainer is None
     assert torch.equal(few.on_after_batch_transfer((x, y), 0)[0], plain)
     try:
-        few.trainer = SimpleNamespace(training=False, overfit_batches=0)
+        few.trainer = SimpleNamespace(
+            training=False, overfit_batches=0, precision_plugin=Precision()
+        )
         assert torch.equal(few.on_after_batch_transfer((x, y), 0)[0], plain)
-        few.trainer = SimpleNamespace(training=True, overfit_batches=0)
+        few.trainer = SimpleNamespace(
+            training=True, overfit_batches=0, precision_plugin=Precision()
+        )
         torch.manual_seed(0)
         assert not torch.equal(few.on_after_batch_transfer((x, y), 0)[0], plain)
         # debug=overfit: the same batches every epoch, so no augmentation
-        few.trainer = SimpleNamespace(training=True, overfit_batches=3)
+        few.trainer = SimpleNamespace(
+            training=True, overfit_batches=3, precision_plugin=Precision()
+        )
         assert torch.equal(few.on_after_batch_transfer((x, y), 0)[0], plain)
     finally:
         few.trainer = None

@@ -353,3 +353,27 @@ def test_text_data_num_workers_is_checked(tmp_path):
     cfg = compose_config("train", [*TINY_TEXT, "data.num_workers=-1"], tmp_path)
     with pytest.raises(SFTError, match=r"^data\.num_workers: expected an integer >= 0, got -1$"):
         train(cfg)
+
+
+def test_ddp_with_synced_batch_norms_on_the_cpu_is_one_error(tmp_path, monkeypatch, capsys):
+    """`trainer=ddp trainer.accelerator=cpu`: conf/trainer/ddp.yaml syncs batch norms, which
+    torch does on GPUs only (was: its ValueError traceback from every DDP rank)."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["sft-train", *FAST, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    assert run_entry_point(train_module.main, [*argv, f"hydra.run.dir={tmp_path / 'run'}"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: trainer.sync_batchnorm=true needs GPUs")
+
+
+def test_image_runs_train_in_double_precision(train_cfg):
+    """`trainer.precision=64-true`: the image batches made from uint8 after Lightning's input
+    conversion are float64 too (was: "Input type (float) and bias type (double)")."""
+    metrics = train(train_cfg("trainer.precision=64-true", "trainer.max_epochs=1", "test=false"))
+    assert 0.0 <= metrics["val/acc"] <= 1.0
+
+
+def test_debug_overfit_runs_its_epochs_without_early_stopping(tmp_path):
+    """Held-out accuracy does not rise while 3 batches are memorised: early stopping ended
+    `debug=overfit` after 8 of its 20 epochs (was: silently)."""
+    cfg = compose_config("train", ["debug=overfit"], tmp_path)
+    assert cfg.trainer.max_epochs == 20 and cfg.callbacks.get("early_stopping") is None

@@ -70,7 +70,10 @@ class SFTDataModule(L.LightningDataModule):
         trainer = self.trainer
         # overfit_batches (debug=overfit) must see the same inputs every epoch: no augmentation
         train = trainer is not None and trainer.training and not trainer.overfit_batches
-        return self.transform_batch(batch, train=bool(train))
+        batch = self.transform_batch(batch, train=bool(train))
+        # Lightning converts a batch to the run's float type (trainer.precision=64-true,
+        # bf16-true) before this hook: the floats made here (images from uint8) get it too
+        return trainer.precision_plugin.convert_input(batch) if trainer is not None else batch
 
 
 class ImageDataModule(SFTDataModule):

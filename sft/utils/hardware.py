@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from sft.errors import SFTError
+
 log = logging.getLogger(__name__)
 
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -61,6 +63,18 @@ def uses_gpu(accelerator: str) -> bool:
     if accelerator in ("gpu", "cuda"):
         return True
     return accelerator == "auto" and torch.cuda.is_available()
+
+
+def check_sync_batchnorm(trainer_cfg: DictConfig) -> None:
+    """torch syncs batch norms across processes on CUDA GPUs only: on other devices
+    `sync_batchnorm` (conf/trainer/ddp.yaml) ends in its ValueError in every DDP rank."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if trainer_cfg.get("sync_batchnorm") and not uses_gpu(accelerator):
+        raise SFTError(
+            f"trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm) but this run is on "
+            f"trainer.accelerator={accelerator} without one; set trainer.sync_batchnorm=false, or "
+            "trainer=ddp_sim for DDP on the CPU"
+        )
 
 
 def choose_precision(accelerator: str, cpu_bf16_pays: bool) -> tuple[str, str]:
