@@ -367,8 +367,10 @@ def test_ddp_with_synced_batch_norms_on_the_cpu_is_one_error(tmp_path, monkeypat
 
 def test_image_runs_train_in_double_precision(train_cfg):
     """`trainer.precision=64-true`: the image batches made from uint8 after Lightning's input
-    conversion are float64 too (was: "Input type (float) and bias type (double)")."""
-    metrics = train(train_cfg("trainer.precision=64-true", "trainer.max_epochs=1", "test=false"))
+    conversion, and the linear probe's, are float64 too (was: "Input type (float) and bias type
+    (double)")."""
+    overrides = ["trainer.precision=64-true", "trainer.max_epochs=1", "test=false"]
+    metrics = train(train_cfg(*overrides, "model.linear_probe={max_iter:5}"))
     assert 0.0 <= metrics["val/acc"] <= 1.0
 
 

@@ -226,7 +226,7 @@ class ImageFolderDataModule(ImageDataModule):
             where = (
                 "data.test_dir is null"
                 if self.test_dir is None
-                else (f"no test folder {self.root / self.test_dir}")
+                else f"no test folder {self.root / self.test_dir}"
             )
             rank_zero_info(
                 f"{where}: sft-train skips testing; sft-eval scores and predicts validation"

@@ -462,15 +462,19 @@ class SFTClassifier(L.LightningModule):
         Every DDP rank computes the same deterministic solution, so no broadcast is needed.
         """
 
-        def batches():
-            for batch in islice(datamodule.probe_dataloader(), self._probe_batch_limit()):
-                batch = self.transfer_batch_to_device(batch, self.device, 0)
-                inputs, y = split_batch(datamodule.transform_batch(batch, train=False))
-                yield self._in_memory_format(inputs), y
-
         # the trainer's precision (bf16 autocast where it was chosen), as in the training steps;
         # the regression itself runs on float32 features
         precision = getattr(self._trainer, "precision_plugin", None)  # None: no trainer
+
+        def batches():
+            for batch in islice(datamodule.probe_dataloader(), self._probe_batch_limit()):
+                batch = self.transfer_batch_to_device(batch, self.device, 0)
+                batch = datamodule.transform_batch(batch, train=False)
+                if precision is not None:  # the run's float type, as on_after_batch_transfer
+                    batch = precision.convert_input(batch)
+                inputs, y = split_batch(batch)
+                yield self._in_memory_format(inputs), y
+
         with precision.forward_context() if precision is not None else nullcontext():
             feats, labels = extract_features(self.backbone, batches())
         weight, bias = fit_logistic_regression(
@@ -479,7 +483,9 @@ class SFTClassifier(L.LightningModule):
         self.head.base.weight.copy_(weight)
         self.head.base.bias.copy_(bias)
         self.linear_probe_done.fill_(True)
-        acc = (self.head.base(feats).argmax(-1) == labels).float().mean().item()
+        # the features are float32, the head has the run's float type (64-true: float64)
+        logits = self.head.base(feats.to(self.head.base.weight.dtype))
+        acc = (logits.argmax(-1) == labels).float().mean().item()
         rank_zero_info(
             f"linear probe: base head fitted on {len(labels)} examples, train acc {acc:.4f}"
         )
