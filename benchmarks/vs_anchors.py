@@ -38,8 +38,10 @@ timed step to the end of the last (each tool's own step hooks). Achieved FLOP/s:
 FLOPs per sample (backward ~ 2x forward; torch's FlopCounterMode counts the forward, on a batch
 of the mean timed length for text; its count of convolution_backward is wrong for depthwise
 convolutions, hence 3x forward), times samples/s. Peak: cores x clock (/proc/cpuinfo) x FLOPs per
-cycle per core: 64 for fp32 (two AVX-512 FMA units, 16 lanes, 2 FLOPs), 1024 for bf16 on AMX
-(Intel's figure for AMX-BF16 TMUL); a nominal figure, not a measured one.
+cycle per core: for fp32 64 on Intel Xeons (two AVX-512 FMA units, 16 lanes, 2 FLOPs) and 32 on
+AMD (Zen 4 runs AVX-512 on two 256-bit units) and other AVX2 CPUs; for bf16 1024 on AMX (Intel's
+figure for AMX-BF16 TMUL), twice the fp32 figure with AVX512-BF16 dot products alone (AMD's
+figure for Zen 4); a nominal figure, not a measured one.
 """
 
 from __future__ import annotations
@@ -591,15 +593,32 @@ def bench_images(args: argparse.Namespace, work: Path) -> list[dict]:
 
 
 # ---- report ---------------------------------------------------------------------------------
+def cpuinfo_field(name: str) -> str:
+    """The first core's `name` field in /proc/cpuinfo ('' where there is none)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.split(":")[0].strip() == name:
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def flops_per_cycle(bf16: bool) -> int:
+    """Nominal FLOPs per cycle per core (see docstring): fp32 FMA width x units x 2; bf16 on
+    AMX 1024, with AVX512-BF16 dot products (no AMX) twice fp32."""
+    flags = cpu_flags()
+    amd = cpuinfo_field("vendor_id") == "AuthenticAMD"
+    # Intel Xeons: two 512-bit FMA units; AMD Zen 4 runs AVX-512 on two 256-bit units (as AVX2)
+    fp32 = 64 if "avx512f" in flags and not amd else 32
+    if bf16 and "amx_bf16" in flags:
+        return 1024
+    if bf16 and "avx512_bf16" in flags:
+        return 2 * fp32
+    return fp32
+
+
 def peak_flops(bf16: bool) -> float:
     """Nominal peak of the cores torch uses: cores x clock x FLOPs per cycle (see docstring)."""
-    mhz = 0.0
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("cpu MHz"):
-            mhz = float(line.split(":")[1])
-            break
-    per_cycle = 1024 if bf16 and "amx_bf16" in cpu_flags() else 64
-    return torch.get_num_threads() * mhz * 1e6 * per_cycle
+    mhz = float(cpuinfo_field("cpu MHz") or 0)
+    return torch.get_num_threads() * mhz * 1e6 * flops_per_cycle(bf16)
 
 
 def print_row(r: dict) -> None:

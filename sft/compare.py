@@ -25,6 +25,7 @@ from rich.table import Table
 
 from sft.errors import SFTError, report_user_errors
 from sft.runs.result import RESULT_FILE, RunResult
+from sft.utils.io import check_not_written
 
 # Keep every scalar and one item of anything else (images, histograms): memory stays small.
 # Reading still parses every event; without TensorFlow, tensorboard checks record CRCs in pure
@@ -303,6 +304,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def compare(args: argparse.Namespace, console: Console) -> list[Row]:
+    # files the user named are never replaced (compare.png, the default, is sft-compare's own)
+    for setting, given in (("--csv", args.csv), ("--png", args.png)):
+        if given is not None:
+            check_not_written(given, f"{setting} path")
     runs, empty = find_runs(args.paths)
     rows = summarize(runs, args.metric, args.mode)
     print_table(rows, args.metric, args.mode, console)

@@ -63,6 +63,20 @@ def test_two_runs_are_ranked_by_the_metric_with_curves_and_csv(sweep, tmp_path, 
     assert float(table[1]["test/acc"]) == pytest.approx(0.53)
 
 
+def test_files_the_user_named_are_not_replaced(sweep, tmp_path, capsys):
+    mine = tmp_path / "runs.csv"
+    mine.write_text("my own table\n")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(sweep), "--csv", str(mine)])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: {mine} already exists: give another --csv path (results already written are "
+        "never replaced)"
+    )
+    assert mine.read_text() == "my own table\n"
+    assert not (sweep / "compare.png").exists()  # refused before anything was written
+
+
 def test_mode_min_ranks_by_the_lowest_value(sweep, tmp_path, capsys):
     png = tmp_path / "plots" / "loss.png"
     main(

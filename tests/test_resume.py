@@ -223,6 +223,24 @@ def test_a_run_directory_given_on_the_command_line_is_used_as_given(tmp_path):
     assert cfg.hydra.run.dir == str(given) and not given.exists()  # Hydra creates it later
 
 
+def test_resume_of_a_missing_directory_makes_no_run_directory(tmp_path):
+    """sft-train resume=<a path that is not there>: one error line, and no fresh (failed) run
+    directory left behind under the experiment."""
+    outputs = tmp_path / "outputs"
+    missing = tmp_path / "no_such_run"
+    result = run_train_cli(
+        f"paths.log_dir={outputs}", "name=exp", f"resume={missing}", cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip().splitlines()[-1] == f"error: resume={missing}: no such run directory"
+    )
+    assert not missing.exists()
+    assert not (outputs / "train" / "exp").exists() or not any(
+        (outputs / "train" / "exp").iterdir()
+    )
+
+
 def test_resume_mistakes_are_one_line_errors(train_cfg, tmp_path):
     # a resume= path that does not exist: the run dir resolver gave a fresh directory
     with pytest.raises(SFTError, match="no such run directory"):
@@ -351,3 +369,29 @@ def test_last_checkpoint_is_the_newest_state_when_validation_does_not_improve(tr
     ckpts = tmp_path / "run" / "checkpoints"
     assert torch.load(ckpts / "epoch_000.ckpt", weights_only=True)["global_step"] == 3  # best
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == STEPS_PER_EPOCH
+
+
+def test_last_checkpoint_holds_the_final_step_and_each_state_once(train_cfg, tmp_path, monkeypatch):
+    """A run stopped by max_steps mid-epoch: last.ckpt holds its final step (was: the step of its
+    last validation, Lightning's save_last writes at the end only a run's first last.ckpt), and
+    each step's state goes to last.ckpt once (was: twice at a validation that improved)."""
+    written: list[int] = []
+    save = AtomicCheckpointIO.save_checkpoint
+
+    def recording(self, checkpoint, path, storage_options=None):
+        if Path(path).name == "last.ckpt":
+            written.append(checkpoint["global_step"])
+        save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", recording)
+    cfg = train_cfg(
+        "trainer.max_epochs=2",
+        "+trainer.max_steps=10",  # validations at steps 3, 6 and 9, then 1 more step
+        "+trainer.val_check_interval=0.5",
+        "callbacks.step_checkpoint=null",
+        "test=false",
+    )
+    train(cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 10
+    assert written == [3, 6, 9, 10]

@@ -197,6 +197,12 @@ def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable(train_cfg,
             "error: trainer.check_val_every_n_epoch: expected an integer >= 1 or null, got 0",
         ),
         ("seed=abc", "error: seed: expected an integer or null, got 'abc'"),
+        # a precision whose package is not installed (was: Hydra's multi-line report)
+        (
+            "trainer.precision=transformer-engine",
+            "error: trainer: Requirement 'transformer_engine>=0.11.0' not met. HINT: Try running "
+            "`pip install -U 'transformer_engine>=0.11.0'`",
+        ),
         (
             "model.optimizer._target_=torch.optim.Foo",
             "error: model.optimizer._target_: cannot import 'torch.optim.Foo'; expected the "

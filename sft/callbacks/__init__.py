@@ -1,6 +1,13 @@
 from sft.callbacks.backbone_unfreeze import BackboneUnfreeze
 from sft.callbacks.exact_resume import ExactResume
 from sft.callbacks.graceful_interrupt import GracefulInterrupt
+from sft.callbacks.last_checkpoint import LastCheckpoint
 from sft.callbacks.nonfinite_loss import StopOnNonFiniteLoss
 
-__all__ = ["BackboneUnfreeze", "ExactResume", "GracefulInterrupt", "StopOnNonFiniteLoss"]
+__all__ = [
+    "BackboneUnfreeze",
+    "ExactResume",
+    "GracefulInterrupt",
+    "LastCheckpoint",
+    "StopOnNonFiniteLoss",
+]

@@ -24,7 +24,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from sft.errors import SFTError
+from sft.errors import SFTError, report_user_errors
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
@@ -67,13 +67,15 @@ def reserve_fresh_dir(base: str | Path) -> Path:
 
 def choose_run_dir(resume: str | None, fresh: str | Path) -> Path:
     """The directory of a run whose fresh directory would be `fresh` (see the module docstring).
-    A `resume=` path that is not a directory is left to train(), which reports it."""
+    SFTError for a `resume=` path that is not a directory, before any directory is made."""
     fresh = Path(fresh)
     found = None
     if resume == "auto":
         found = latest_resumable_run(fresh.parent)
-    elif resume is not None and Path(str(resume)).is_dir():
+    elif resume is not None:
         found = Path(str(resume))
+        if not found.is_dir():
+            raise SFTError(f"resume={resume}: no such run directory")
     return (found if found is not None else reserve_fresh_dir(fresh)).resolve()
 
 
@@ -97,7 +99,10 @@ class RunDirectory(Callback):
         if _overridden("hydra.run.dir", hydra_cfg):
             chosen = given  # the user's directory, as given
         else:
-            chosen = choose_run_dir(OmegaConf.select(config, "resume", default=None), given)
+            resume = OmegaConf.select(config, "resume", default=None)
+            # one error line and exit 1 here: Hydra would print its own report, after making
+            # a run directory for a run that cannot start
+            chosen = report_user_errors(lambda: choose_run_dir(resume, given))
         with read_write(hydra_cfg), open_dict(hydra_cfg):
             hydra_cfg.run.dir = str(chosen)
             if not _overridden("hydra.output_subdir", hydra_cfg):  # e.g. null: DDP ranks > 0

@@ -76,10 +76,16 @@ def lightning_refusals() -> Iterator[None]:
     """Lightning's refusal of a setting is a user error: its own message, as one line. It
     refuses when the trainer is built (through instantiate) or when fit/test set up their loops
     (an int val_check_interval above the batch count, limit_train_batches rounding to no batch),
-    with a MisconfigurationException or a ValueError raised by its own code."""
+    with a MisconfigurationException or a ValueError raised by its own code, or a
+    ModuleNotFoundError for a package a setting needs (trainer.precision=transformer-engine)."""
     try:
         yield
-    except (InstantiationException, MisconfigurationException, ValueError) as exc:
+    except (
+        InstantiationException,
+        MisconfigurationException,
+        ValueError,
+        ModuleNotFoundError,
+    ) as exc:
         cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc
         if not _refused_by_lightning(cause):
             raise
@@ -89,9 +95,11 @@ def lightning_refusals() -> Iterator[None]:
 def _refused_by_lightning(exc: BaseException | None) -> bool:
     if isinstance(exc, MisconfigurationException):
         return True
-    if not isinstance(exc, ValueError) or exc.__traceback__ is None:
+    if not isinstance(exc, (ValueError, ModuleNotFoundError)) or exc.__traceback__ is None:
         return False
     tb = exc.__traceback__
     while tb.tb_next is not None:  # the frame that raised it
         tb = tb.tb_next
-    return Path(tb.tb_frame.f_code.co_filename).is_relative_to(_LIGHTNING_DIR)
+    # a missing package is named by lightning.fabric's plugins too (RequirementCache)
+    lightning_dir = _LIGHTNING_DIR if isinstance(exc, ValueError) else _LIGHTNING_DIR.parent
+    return Path(tb.tb_frame.f_code.co_filename).is_relative_to(lightning_dir)

@@ -1,0 +1,39 @@
+"""`last.ckpt`: the run's newest state, which resume= continues and sft-eval/-predict/-export read.
+
+Lightning 2.6's `ModelCheckpoint(save_last=True)` falls short of that twice: at a validation it
+writes last.ckpt only when a top-k checkpoint is saved at the same step (after a validation that
+did not improve, last.ckpt stayed behind), and when training ends it writes it only if it never
+wrote one (a run stopped by `max_steps` or `max_time` mid-epoch kept the state of its last
+validation). A ModelCheckpoint without a monitor saves every time it is triggered; this one also
+saves when training ends, once per step, and under fast_dev_run too (as save_last did).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Write `<dirpath>/last.ckpt` after every validation (at each epoch's end without one),
+    whatever it scored, and when training ends after a step not saved yet."""
+
+    def __init__(self, dirpath: str | Path, every_n_epochs: int = 1) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            save_last=False,
+            every_n_epochs=every_n_epochs,
+            # one file, shared with step_checkpoint (conf/callbacks): no last-v1.ckpt
+            enable_version_counter=False,
+        )
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # also under fast_dev_run (debug=fdr), where ModelCheckpoint saves nothing else: "one
+        # batch of everything" includes the checkpoint that sft-eval/-predict/-export read
+        if trainer.global_step != self._last_global_step_saved:
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
