@@ -105,6 +105,28 @@ def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> D
     return OmegaConf.create(data)
 
 
+def check_class_names(found: list[str], trained: list[str] | None, ckpt_path: str) -> None:
+    """The data's classes against those the checkpoint was trained with: the model scores by
+    index, so the same names in another order give wrong results (SFTError); other names, a
+    warning. Integer labels (names '0', '1', ...) name nothing to compare; a different count
+    is the model's own check (SFTClassifier.setup)."""
+    found, trained = [str(n) for n in found], [str(n) for n in trained or []]
+    if not trained or found == trained or len(found) != len(trained):
+        return
+    if any(names == [str(i) for i in range(len(names))] for names in (found, trained)):
+        return
+    if sorted(found) == sorted(trained):
+        raise SFTError(
+            f"the data's classes are {found} but {ckpt_path} was trained with {trained}: the "
+            "model scores by position, so the results would be wrong; give them in the "
+            f"checkpoint's order (data.label_names=[{','.join(trained)}])"
+        )
+    log.warning(
+        f"the data's classes {found} are not the ones {ckpt_path} was trained with {trained}: "
+        "each is scored as the model's class at the same position"
+    )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_value(cfg.get("seed"), int | None, "seed")
     if cfg.get("seed") is not None:
@@ -126,6 +148,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.configure_input(model.input_spec)
     check_config_types(cfg.trainer, "trainer")
     trainer = build_trainer(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
+    # the classes are known once the data is set up (Lightning's own setup call then finds
+    # the splits loaded)
+    datamodule.setup("test" if datamodule.has_labelled_test else "validate")
+    check_class_names(datamodule.class_names, checkpoint.get("class_names"), cfg.ckpt_path)
 
     with lightning_refusals():
         if datamodule.has_labelled_test:

@@ -8,6 +8,7 @@ sft-export ckpt_path=... formats=[onnx] output_dir=deploy/
 import copy
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,13 @@ from sft.inference.exporters import (
 )
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
+from sft.utils.config_types import NonNegative, check_value
 from sft.utils.io import check_not_written
 
 log = logging.getLogger(__name__)
-FORMATS = ("torchscript", "onnx", "hf")
+# each format's file or folder in the output folder
+EXPORT_NAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "hf": "hf"}
+FORMATS = tuple(EXPORT_NAMES)
 # written last: a folder holding it holds a finished export
 METADATA = "metadata.json"
 
@@ -128,19 +132,46 @@ def metadata(bundle: InferenceBundle, files: dict[str, str], diffs: dict[str, fl
     return meta
 
 
+def targets(out: Path, formats: list[str], modality: str) -> list[Path]:
+    """What an export of `formats` writes in `out`: each format's file or folder, the tokenizer
+    the text TorchScript and ONNX models need, and metadata.json."""
+    paths = [out / METADATA, *(out / EXPORT_NAMES[f] for f in formats)]
+    if modality == "text" and {"torchscript", "onnx"} & set(formats):
+        paths.append(out / "tokenizer")
+    return paths
+
+
 def export(cfg: DictConfig) -> Path:
-    """Write the exports and metadata.json to the output folder; returns it."""
+    """Write the exports and metadata.json to the output folder; returns it. Nothing there is
+    replaced, and a failed export (a parity check) leaves none of its files behind."""
     samples = cfg.parity_samples
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise SFTError(f"parity_samples must be an integer >= 2, got {samples!r}")
+    check_value(cfg.atol, NonNegative, "atol")
+    check_value(cfg.onnx.opset, int | None, "onnx.opset")
     bundle = load_bundle(cfg.ckpt_path, "cpu")
     formats = check_formats(cfg.formats, bundle.modality)
     out = Path(cfg.output_dir or Path(cfg.paths.output_dir) / "export")
-    check_not_written(out / METADATA, "output_dir")
+    if out.exists() and not out.is_dir():
+        raise SFTError(f"output_dir {out} is a file: expected a folder (new or existing)")
+    written = targets(out, formats, bundle.modality)
+    for path in written:
+        check_not_written(path, "output_dir")
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        write_exports(cfg, bundle, formats, out)
+    except BaseException:
+        for path in written:  # all new: checked above
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        raise
+    print(f"exported {', '.join(formats)} to {out}")
+    return out
+
+
+def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], out: Path) -> None:
 
     module = build_deployable(bundle)
-    args = parity_inputs(bundle, samples)
+    args = parity_inputs(bundle, cfg.parity_samples)
     smaller = sub_batch(args, bundle.modality)
     checks = [(a, reference_logits(bundle, a)) for a in (args, smaller)]
     what = "validation texts" if bundle.modality == "text" else "images"
@@ -154,19 +185,18 @@ def export(cfg: DictConfig) -> Path:
         bundle.datamodule.tokenizer.save_pretrained(out / "tokenizer")
         files["tokenizer"] = "tokenizer/"
     for fmt in formats:
+        path = out / EXPORT_NAMES[fmt]
         if fmt == "torchscript":
-            path, run = export_torchscript(module, args, out / "model.pt")
+            path, run = export_torchscript(module, args, path)
         elif fmt == "onnx":
             path, run = export_onnx(
-                module, args, out / "model.onnx", bundle.modality, cfg.onnx.dynamo, cfg.onnx.opset
+                module, args, path, bundle.modality, cfg.onnx.dynamo, cfg.onnx.opset
             )
         else:
-            path, run = export_hf(bundle, module.head, out / "hf")
+            path, run = export_hf(bundle, module.head, path)
         diffs[fmt] = check_parity(fmt, run, checks, cfg.atol, module)
         files[fmt] = path.name + ("/" if path.is_dir() else "")
     (out / METADATA).write_text(json.dumps(metadata(bundle, files, diffs), indent=1))
-    print(f"exported {', '.join(formats)} to {out}")
-    return out
 
 
 @checks_overrides(config_name="export")

@@ -58,6 +58,11 @@ def predict(cfg: DictConfig) -> Path:
     if cfg.format not in FORMATS:
         raise SFTError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
     out = Path(cfg.output or Path(cfg.paths.output_dir) / f"predictions.{cfg.format}")
+    if out.suffix.lstrip(".") in FORMATS and out.suffix.lstrip(".") != cfg.format:
+        raise SFTError(
+            f"output={out} names a .{out.suffix.lstrip('.')} file but format={cfg.format}: set "
+            f"format={out.suffix.lstrip('.')}, or give a .{cfg.format} output"
+        )
     check_not_written(out, "output")
     bundle = load_bundle(cfg.ckpt_path, cfg.device)
     inputs = read_inputs(cfg, bundle)
@@ -66,6 +71,12 @@ def predict(cfg: DictConfig) -> Path:
         glue = isinstance(inputs, TextInputs) and is_sst2_test_file(Path(cfg.inputs))
     if glue and not isinstance(inputs, TextInputs):
         raise SFTError("glue_submission=true needs text inputs (GLUE's SST-2 test.tsv)")
+    if glue and len(bundle.class_names) != 2:
+        raise SFTError(
+            f"glue_submission=true writes SST-2's binary labels, but {cfg.ckpt_path} predicts "
+            f"{len(bundle.class_names)} classes ({', '.join(bundle.class_names)}); set "
+            "glue_submission=false"
+        )
     submission = out.parent / GLUE_SST2_FILE
     if glue:
         check_not_written(submission, "output")

@@ -19,11 +19,11 @@ from sft.data import SFTDataModule
 from sft.errors import find_user_error, report_user_errors
 from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints
-from sft.runs.result import RunRecorder
+from sft.runs.result import RunRecorder, run_overrides
 from sft.runs.resume import check_resume_checkpoint, continue_tensorboard, resume_point
 from sft.runs.tensorboard_hparams import TensorBoardHParams
 from sft.utils.allocator import keep_freed_memory
-from sft.utils.cli import as_typed, checks_overrides
+from sft.utils.cli import checks_overrides
 from sft.utils.config import (
     CONF_DIR,
     print_and_save_config,
@@ -155,7 +155,9 @@ def main(cfg: DictConfig) -> float | None:
     the sweep goes on (the sweep summary reports it); a single run fails as usual."""
     hydra_cfg = HydraConfig.get()
     name = cfg.get("optimized_metric")
-    recorder = RunRecorder(hydra_cfg.runtime.output_dir, as_typed(hydra_cfg.overrides.task), name)
+    recorder = RunRecorder(
+        hydra_cfg.runtime.output_dir, run_overrides(hydra_cfg.overrides.task), name
+    )
 
     def run() -> dict[str, Any]:
         try:

@@ -508,6 +508,17 @@ def test_image_folder_finds_undecodable_files_before_training(tmp_path: Path) ->
         assert sum(len(y) for _, y in loader) > 0  # every remaining file decodes
 
 
+def test_image_folder_checks_the_test_folder_before_training(tmp_path: Path) -> None:
+    """sft-train tests after fitting: an undecodable test image ended a finished training run
+    (was: found only at setup("test"), after fit)."""
+    _tree(tmp_path, "train", {"ant": 4, "bee": 4})
+    _tree(tmp_path, "test", {"ant": 1, "bee": 1})
+    (tmp_path / "test" / "bee" / "bad.jpg").write_bytes(b"not an image")
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    with pytest.raises(SFTError, match=r"1 of 3 images under .*test cannot be decoded"):
+        dm.setup("fit")
+
+
 def test_image_folder_on_cifar_slice_matches_pickles(tmp_path: Path) -> None:
     _require_cifar()
     if not IMAGES_DIR.is_dir():

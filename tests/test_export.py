@@ -9,6 +9,7 @@ import torch
 from conftest import compose_config
 from inference_checkpoints import image_checkpoint, text_checkpoint
 
+import sft.export as export_module
 from sft.errors import SFTError
 from sft.export import check_formats, check_parity, export
 from sft.inference.bundle import load_bundle
@@ -172,3 +173,43 @@ def test_one_format_as_a_string_and_no_export_written_over(ckpts, tmp_path):
     with pytest.raises(SFTError, match=r"metadata\.json already exists: give another output_dir"):
         run_export(ckpts["image"], tmp_path / "run", "formats=torchscript")
     assert (out / "metadata.json").read_text() == meta
+
+
+def test_files_in_output_dir_are_never_replaced(ckpts, tmp_path):
+    """A user's model.pt in output_dir (was: silently written over: only metadata.json was
+    checked); output_dir naming a file (was: FileExistsError traceback)."""
+    out = tmp_path / "deploy"
+    out.mkdir()
+    (out / "model.pt").write_text("mine")
+    with pytest.raises(SFTError, match=r"model\.pt already exists: give another output_dir"):
+        run_export(ckpts["image"], tmp_path / "run", "formats=[torchscript]", f"output_dir={out}")
+    assert (out / "model.pt").read_text() == "mine"
+    a_file = tmp_path / "notes.csv"
+    a_file.write_text("x")
+    with pytest.raises(SFTError, match=r"^output_dir .*notes\.csv is a file: expected a folder"):
+        run_export(ckpts["image"], tmp_path / "run", f"output_dir={a_file}")
+
+
+def test_a_failed_export_leaves_none_of_its_files(ckpts, tmp_path, monkeypatch):
+    """The ONNX parity check fails after model.pt and model.onnx are written (was: both left
+    behind, without metadata.json); a negative atol is a config error (was: accepted)."""
+    real_check = export_module.check_parity
+
+    def onnx_fails(name, *args):
+        if name == "onnx":
+            raise SFTError("onnx export differs from the checkpoint")
+        return real_check(name, *args)
+
+    monkeypatch.setattr(export_module, "check_parity", onnx_fails)
+    out = tmp_path / "deploy"
+    with pytest.raises(SFTError, match="onnx export differs"):
+        run_export(
+            ckpts["image"],
+            tmp_path / "run",
+            "formats=[torchscript,onnx]",
+            "onnx.dynamo=false",
+            f"output_dir={out}",
+        )
+    assert list(out.iterdir()) == []
+    with pytest.raises(SFTError, match=r"^atol: expected a float >= 0, got -1"):
+        run_export(ckpts["image"], tmp_path / "run", "atol=-1")

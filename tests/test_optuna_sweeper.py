@@ -1,6 +1,7 @@
 """The sft_optuna Hydra sweeper (hydra_plugins/sft_optuna_sweeper): its search space, a study
 that a re-run resumes, and pruning, through real `sft-train -m` runs on a tiny CNN (CPU)."""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -160,6 +161,12 @@ def test_median_pruner_stops_a_diverging_trial(tmp_path, data_dir):
     results = OmegaConf.load(tmp_path / "optimization_results.yaml")
     assert results.n_trials == {"complete": 1, "pruned": 1}
     assert results.best_trial == 0
+    # the user's and the trial's overrides, without the sweeper's pruning callback (was: a
+    # `++callbacks.optuna_pruning={_target_:...,storage:...}` in every row)
+    recorded = json.loads((tmp_path / "1" / "result.json").read_text())["overrides"]
+    assert "model.lr_head=10000.0" in recorded
+    assert not [o for o in recorded if "optuna_pruning" in o]
+    assert "optuna_pruning" not in (tmp_path / "summary.md").read_text()
 
 
 def test_a_search_on_a_validation_metric_without_validation_is_refused(tmp_path, data_dir):

@@ -1,6 +1,7 @@
 """sft-predict: texts (txt/tsv/csv/jsonl) and images (file/folder) -> predictions, GLUE file."""
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from conftest import compose_config, run_module
 from inference_checkpoints import image_checkpoint, text_checkpoint
 from PIL import Image
 
+import sft.predict as predict_module
 from sft.errors import SFTError
 from sft.inference.bundle import load_bundle
 from sft.predict import predict
@@ -139,7 +141,7 @@ def test_image_file_and_folder_predictions(kind, ckpts, data_dir, tmp_path):
 
 def test_inputs_of_the_wrong_modality(ckpts, tmp_path):
     (tmp_path / "a.txt").write_text("hello\n")
-    with pytest.raises(SFTError, match="image model"):
+    with pytest.raises(SFTError, match="is an image model"):
         run_predict(ckpts["image"], tmp_path / "a.txt", tmp_path / "run")
     # the command line: one `error:` line, no traceback
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
@@ -169,3 +171,28 @@ def test_predictions_already_written_are_never_replaced(ckpts, tmp_path):
     with pytest.raises(SFTError, match=r"predictions\.csv already exists"):
         run_predict(ckpts["text"], tmp_path / "a.txt", tmp_path / "run")
     assert first.is_file()
+
+
+def test_outputs_that_cannot_be_what_was_asked(ckpts, tmp_path, monkeypatch):
+    """Was: a FileExistsError traceback (a folder of output= is a file), CSV written into a
+    .json file, and a GLUE submission of a model that is not binary."""
+    (tmp_path / "a.txt").write_text("a fine film\n")
+    (tmp_path / "notes.csv").write_text("x\n")
+    with pytest.raises(
+        SFTError, match=r"notes\.csv is a file, not a folder: .* give another output"
+    ):
+        run_predict(
+            ckpts["text"],
+            tmp_path / "a.txt",
+            tmp_path / "run",
+            f"output={tmp_path}/notes.csv/p.csv",
+        )
+    with pytest.raises(SFTError, match=r"names a \.json file but format=csv: set format=json"):
+        run_predict(
+            ckpts["text"], tmp_path / "a.txt", tmp_path / "run", f"output={tmp_path}/p.json"
+        )
+    assert not (tmp_path / "p.json").exists()
+    three_classes = dataclasses.replace(load_bundle(ckpts["text"]), class_names=["a", "b", "c"])
+    monkeypatch.setattr(predict_module, "load_bundle", lambda *args: three_classes)
+    with pytest.raises(SFTError, match=r"glue_submission=true writes SST-2's binary labels, but"):
+        run_predict(ckpts["text"], tmp_path / "a.txt", tmp_path / "run", "glue_submission=true")

@@ -411,8 +411,47 @@ def test_user_mistakes(tmp_path, token_cache):
     _error(make_dm(d, token_cache, val_split="val.tsv"), r"cols/val\.tsv is missing .*dev\.tsv")
     with pytest.raises(SFTError, match="max_length must be an integer >= 2"):
         make_dm(d, token_cache, max_length=1)
+    # [CLS] + [SEP] fill it: every text trained as an empty one, with a warning saying the
+    # texts were empty (was: accepted)
+    _error(
+        make_dm(d, token_cache, max_length=2),
+        r"data\.max_length=2 leaves no room for text: tokenizer .* adds 2 special tokens; give at "
+        r"least 3",
+    )
     with pytest.raises(SFTError, match=r"data\.source must be one of"):
         make_dm(d, token_cache, source="xml")
+
+
+@pytest.mark.parametrize(
+    ("source", "train", "header", "row"),
+    [
+        ("tsv", "train.tsv", "sentence\tlabel\n", "{text}\t1\n"),
+        ("csv", "train.csv", "sentence,label\n", "{text},1\n"),
+        ("jsonl", "train.jsonl", "", '{{"sentence": "{text}", "label": 1}}\n'),
+    ],
+)
+def test_a_file_that_is_not_utf8_names_its_first_bad_line(
+    source, train, header, row, tmp_path, token_cache
+):
+    """A Latin-1 'café' on line 10 (was, for CSV: `line 1: unreadable header`: the decoder had
+    read ahead; TSV and JSONL named no line)."""
+    d = tmp_path / source
+    d.mkdir()
+    rows = [row.format(text=f"film {i}") for i in range(8)] + [row.format(text="café")]
+    (d / train).write_bytes((header + "".join(rows)).encode("latin-1"))
+    (d / train.replace("train", "dev")).write_text(header + row.format(text="fine"))
+    line = 9 + bool(header)
+    _error(
+        make_dm(
+            d,
+            token_cache,
+            source=source,
+            train_split=train,
+            val_split=train.replace("train", "dev"),
+        ),
+        rf"{train}, line {line}: not UTF-8 text \(invalid continuation byte at byte .*save the "
+        "file as UTF-8",
+    )
 
 
 def test_empty_texts_warn_with_lines_or_fail(tmp_path, token_cache):

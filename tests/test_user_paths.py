@@ -56,6 +56,25 @@ def test_eval_a_text_checkpoint_on_named_data(checkpoints, tmp_path):
     assert (tmp_path / "predictions.csv").is_file()
 
 
+def test_eval_on_data_naming_the_classes_in_another_order_is_an_error(checkpoints, tmp_path):
+    """The model scores by position: `data.label_names` in another order than the checkpoint's
+    gave wrong accuracy and relabelled predictions, silently (was: exit 0)."""
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoints['text']}",
+            "data=sst2",
+            "data.label_names=[positive,negative]",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+        ],
+        tmp_path,
+    )
+    with pytest.raises(SFTError, match=r"^the data's classes are \['positive', 'negative'\] but "):
+        evaluate(cfg)
+    assert not (tmp_path / "predictions.csv").exists()
+
+
 def test_eval_of_an_image_checkpoint_on_text_data_is_one_error(checkpoints, tmp_path):
     """`sft-eval ckpt_path=<image checkpoint> data=text_files`: the text config's tokenizer
     interpolates the model's backbone name, which an image model lacks (was: omegaconf's
@@ -240,6 +259,37 @@ def test_a_run_cut_short_by_max_steps_ends_cleanly(train_cfg):
     metrics = train(cfg)
     assert "test/acc" in metrics
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_one_class_of_training_data_is_not_fixed_by_num_classes_1(tmp_path):
+    """An image folder with one class folder: the error said `set model.num_classes=1`, which
+    the type check then refuses (num_classes >= 2)."""
+    from PIL import Image
+
+    (tmp_path / "tree" / "train" / "ant").mkdir(parents=True)
+    for j in range(8):
+        Image.new("RGB", (8, 8), (10 * j, 0, 0)).save(
+            tmp_path / "tree" / "train" / "ant" / f"{j}.png"
+        )
+    cfg = compose_config(
+        "train",
+        [
+            *FAST,
+            "data=image_folder",
+            f"data.data_dir={tmp_path / 'tree'}",
+            "data.image_size=8",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            "data.val_size=2",
+            "model.num_classes=2",
+            "model.linear_probe=null",
+        ],
+        tmp_path / "run",
+    )
+    with pytest.raises(
+        SFTError, match=r"the data has 1 class \(.*\); a classifier needs at least 2"
+    ):
+        train(cfg)
 
 
 def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog):

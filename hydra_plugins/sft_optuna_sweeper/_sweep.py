@@ -22,9 +22,14 @@ from hydra_plugins.sft_optuna_sweeper._search_space import (
     build_search_space,
     format_value,
 )
-from sft.callbacks.optuna_pruning import JOURNAL_SCHEME, PRUNED_AT_STEP, PRUNER_CONFIG, open_storage
+from sft.callbacks.optuna_pruning import (
+    JOURNAL_SCHEME,
+    PRUNED_AT_STEP,
+    PRUNER_CONFIG,
+    open_storage,
+)
 from sft.errors import SFTError
-from sft.runs.result import FAILED, RESULT_FILE, RunResult
+from sft.runs.result import FAILED, PRUNING_OVERRIDE, RESULT_FILE, RunResult
 from sft.utils.instantiate import runs_validation
 
 log = logging.getLogger(__name__)
@@ -204,7 +209,7 @@ class OptunaSweep:
                 "monitor": self.monitor,
             }
             fields = ",".join(f"{k}:{format_value(v)}" for k, v in pruning.items())
-            overrides.append(f"++callbacks.optuna_pruning={{{fields}}}")
+            overrides.append(f"{PRUNING_OVERRIDE}={{{fields}}}")
         return overrides
 
     def validate(self, overrides: list[str]) -> None:

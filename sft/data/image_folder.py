@@ -206,8 +206,11 @@ class ImageFolderDataModule(ImageDataModule):
             check_train_batch(
                 self.batch_size, len(self.train_indices), self.drop_last, str(self.train_path)
             )
-        # without a test folder, only an explicit test is an error: predictions are of val
-        wants_test = stage == "test" or (stage in (None, "predict") and self.has_labelled_test)
+        # without a test folder, only an explicit test is an error: predictions are of val.
+        # Before fit too: a bad test image would otherwise end sft-train after its training
+        wants_test = stage == "test" or (
+            stage in (None, "fit", "predict") and self.has_labelled_test
+        )
         if wants_test and self.test_data is None:
             if self.test_dir is None:
                 raise SFTError("data.test_dir is null: this image-folder dataset has no test split")

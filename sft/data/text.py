@@ -173,6 +173,14 @@ class TextClassificationDataModule(SFTDataModule):
                     f"data.max_length={self.max_length} exceeds the {limit} positions of "
                     f"tokenizer {self.tokenizer_name!r}"
                 )
+            # truncated to its special tokens, every text would train as an empty one
+            specials = tokenizer.num_special_tokens_to_add(pair=self.text_pair_column is not None)
+            if self.max_length <= specials:
+                raise SFTError(
+                    f"data.max_length={self.max_length} leaves no room for text: tokenizer "
+                    f"{self.tokenizer_name!r} adds {specials} special tokens; give at least "
+                    f"{specials + 1}"
+                )
             self._tokenizer = tokenizer
         return self._tokenizer
 

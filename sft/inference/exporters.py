@@ -83,15 +83,21 @@ def export_onnx(
         options.update(dynamic_axes={**{k: dims for k in names}, "logits": {0: "batch"}})
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / deprecation chatter; parity is checked below
-        torch.onnx.export(
-            module,
-            args,
-            str(path),
-            dynamo=dynamo,
-            input_names=names,
-            output_names=["logits"],
-            **options,
-        )
+        try:
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=dynamo,
+                input_names=names,
+                output_names=["logits"],
+                **options,
+            )
+        except Exception as exc:  # e.g. RuntimeError: Unsupported onnx_opset_version: 3
+            if opset is None or "opset" not in str(exc).lower():
+                raise
+            reason = str(exc).strip().splitlines()[0]
+            raise SFTError(f"onnx.opset={opset}: the ONNX exporter refused it ({reason})") from exc
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def run(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:

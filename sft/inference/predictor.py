@@ -22,8 +22,8 @@ def load_image(path, decode: ImageDecoder) -> torch.Tensor:
 def check_modality(bundle: InferenceBundle, kind: str, what: str) -> None:
     if kind != bundle.modality:
         raise SFTError(
-            f"inputs={what} holds {kind}s but checkpoint {bundle.ckpt_path} is a {bundle.modality} "
-            f"model; give {'a .txt/.tsv/.csv/.jsonl file' if bundle.modality == 'text' else 'an image file or a folder of images'}"
+            f"inputs={what} holds {kind}s but checkpoint {bundle.ckpt_path} is "
+            f"{'an' if bundle.modality[0] in 'aeiou' else 'a'} {bundle.modality} model; give {'a .txt/.tsv/.csv/.jsonl file' if bundle.modality == 'text' else 'an image file or a folder of images'}"
         )
 
 

@@ -400,14 +400,18 @@ class SFTClassifier(L.LightningModule):
         found = datamodule.num_classes if datamodule is not None else None
         if found is not None and found != self.hparams.num_classes:
             # fit: the config's num_classes is wrong; test/predict (sft-eval): the data is
-            fix = (
-                f"set model.num_classes={found}"
-                if stage == "fit"
-                else f"this model was trained for {self.hparams.num_classes} classes: evaluate it "
-                "on data with those classes"
-            )
+            if stage == "fit" and found < 2:
+                fix = "a classifier needs at least 2 classes in its training data"
+            elif stage == "fit":
+                fix = f"set model.num_classes={found}"
+            else:
+                fix = (
+                    f"this model was trained for {self.hparams.num_classes} classes: evaluate it "
+                    "on data with those classes"
+                )
+            counted = f"{found} class" + ("" if found == 1 else "es")
             raise SFTError(
-                f"model.num_classes={self.hparams.num_classes} but the data has {found} classes "
+                f"model.num_classes={self.hparams.num_classes} but the data has {counted} "
                 f"({type(datamodule).__name__}); {fix}"
             )
 

@@ -9,6 +9,7 @@ optimized_metric, epochs (completed), wall_time_s, output_dir, started_at and en
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,21 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_only
 
 from sft.errors import find_user_error
+from sft.utils.cli import as_typed
 from sft.utils.io import atomic_write_text
 
 RESULT_FILE = "result.json"
 COMPLETED = "completed"
 FAILED = "failed"
+# how the Optuna sweeper adds its pruning callback (sft.callbacks.optuna_pruning) to each trial's
+# command line: its own bookkeeping, left out of the overrides a run reports
+PRUNING_OVERRIDE = "++callbacks.optuna_pruning"
+
+
+def run_overrides(overrides: Sequence[str]) -> list[str]:
+    """A job's overrides as result.json and sweep summaries report them: as the user typed
+    them, without what a sweeper adds for its own bookkeeping (Optuna's pruning callback)."""
+    return [o for o in as_typed(overrides) if not o.startswith(f"{PRUNING_OVERRIDE}=")]
 
 
 def one_line_error(exc: BaseException) -> str:

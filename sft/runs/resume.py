@@ -23,9 +23,8 @@ from omegaconf import DictConfig, open_dict
 
 from sft.errors import SFTError
 from sft.runs.directories import LAST_CHECKPOINT, last_checkpoint
-from sft.runs.result import RESULT_FILE, RunResult
+from sft.runs.result import RESULT_FILE, RunResult, run_overrides
 from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
-from sft.utils.cli import as_typed
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +133,7 @@ def requeued_job_point(output_dir: Path) -> ResumePoint | None:
         return None
     previous = output_dir / RESULT_FILE
     recorded = RunResult.read(previous).overrides if previous.is_file() else None
-    if recorded is not None and recorded != as_typed(hydra_cfg.overrides.task):
+    if recorded is not None and recorded != run_overrides(hydra_cfg.overrides.task):
         raise SFTError(
             f"{output_dir} holds a run of another job ({previous}: overrides "
             f"{' '.join(recorded)}); give this sweep a new hydra.sweep.dir"

@@ -26,8 +26,8 @@ from sft.runs.result import (
     RESULT_FILE,
     RunResult,
     one_line_error,
+    run_overrides,
 )
-from sft.utils.cli import as_typed
 from sft.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class SweepSummary(Callback):
                 RunResult(
                     status=FAILED,
                     output_dir=str(job_dir),
-                    overrides=as_typed(job_return.overrides or []),
+                    overrides=run_overrides(job_return.overrides or []),
                     error=one_line_error(exc),
                 ).write()
         write_summary(config.hydra.sweep.dir, self.mode)

@@ -23,7 +23,15 @@ from sft.errors import SFTError
 
 def check_not_written(path: Path, setting: str) -> None:
     """SFTError when `path` exists: results already written are never replaced (`setting`: what
-    the user changes to write elsewhere)."""
+    the user changes to write elsewhere). Also when a folder it goes in is a file."""
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise SFTError(
+                    f"{folder} is a file, not a folder: {path} cannot be written; give another "
+                    f"{setting}"
+                )
+            break
     if path.exists():
         raise SFTError(
             f"{path} already exists: give another {setting} (results already written are never "

@@ -29,13 +29,28 @@ def _dir_hint(path: Path) -> str:
     return f" (no folder {path.parent}; set data.data_dir or SFT_DATA_DIR)"
 
 
+def not_utf8(path: Path, error: UnicodeDecodeError) -> SFTError:
+    """The error for a file that does not decode, naming its first undecodable line (the
+    decoder's position is within a read-ahead block, not the file)."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return SFTError(
+                    f"{path}, line {number}: not UTF-8 text ({e.reason} at byte {e.start} of the "
+                    f"line: {raw[e.start : e.start + 4]!r}); save the file as UTF-8"
+                )
+    return SFTError(f"{path} is not UTF-8 text ({error}); save the file as UTF-8")
+
+
 def read_lines(path: Path) -> Iterable[tuple[int, str]]:
     """(line number from 1, line) of a UTF-8 text file; one SFTError line when it is not UTF-8."""
     try:
         with open(path, encoding=ENCODING) as f:
             yield from enumerate(f, start=1)
     except UnicodeDecodeError as e:
-        raise SFTError(f"{path} is not UTF-8 text ({e})") from None
+        raise not_utf8(path, e) from None
 
 
 def file_digest(path: Path) -> str:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from sft.data.readers.base import ReaderSettings
 from sft.data.readers.columns import COLUMN_HINT, check_columns
 from sft.data.readers.examples import UNLABELLED, TextExamples
-from sft.data.readers.files import ENCODING, FileReader, check_file
+from sft.data.readers.files import ENCODING, FileReader, check_file, not_utf8
 from sft.data.readers.labels import LabelMap
 from sft.errors import SFTError
 
@@ -23,7 +23,9 @@ def read_header(path: Path, delimiter: str, quoting: str) -> list[str]:
     try:
         with open(path, encoding=ENCODING, newline="") as f:
             row = next(csv.reader(f, delimiter=delimiter, quoting=QUOTING[quoting]), None)
-    except (UnicodeDecodeError, csv.Error) as e:
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
+    except csv.Error as e:
         raise SFTError(f"{path}, line 1: unreadable header ({e})") from None
     if not row:
         raise SFTError(f"{path} is empty: expected a header row naming the columns")
@@ -82,7 +84,7 @@ def read_delimited(
     except csv.Error as e:
         raise SFTError(f"{path}, line {reader.line_num}: malformed row ({e})") from None
     except UnicodeDecodeError as e:
-        raise SFTError(f"{path} is not UTF-8 text ({e})") from None
+        raise not_utf8(path, e) from None
     return out
 
 
