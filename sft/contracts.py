@@ -18,6 +18,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from torch.utils.data import DataLoader
 
 Modality = Literal["image", "text"]
+# checkpoint key: the best validation accuracy of the run so far (the model saves and restores
+# it; a new run from a checkpoint, `ckpt_path=`, starts its own)
+VAL_ACC_BEST = "val_acc_best"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,11 @@ from sft.utils.config import (
     task_overrides,
 )
 from sft.utils.config_types import check_config_types, check_value
-from sft.utils.hardware import check_sync_batchnorm, resolve_auto_precision
+from sft.utils.hardware import (
+    check_accelerator,
+    check_sync_batchnorm,
+    resolve_auto_precision,
+)
 from sft.utils.instantiate import (
     build_trainer,
     instantiate_callbacks,
@@ -61,6 +65,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         )
     # the precision the hardware calls for, then every value checked, before anything is built
     # and before the config is saved (config_resolved.yaml records the precision used)
+    check_accelerator(cfg.trainer)
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
     check_sync_batchnorm(cfg.trainer)
     for key in ("data", "model", "trainer", "adapter"):

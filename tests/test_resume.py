@@ -395,3 +395,23 @@ def test_last_checkpoint_holds_the_final_step_and_each_state_once(train_cfg, tmp
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 10
     assert written == [3, 6, 9, 10]
+
+
+def test_a_new_run_from_a_checkpoint_tests_its_own_weights(train_cfg, tmp_path, caplog):
+    """ckpt_path= starts a new run: one that ends before its first validation tested the old
+    run's best file and reported its metrics as its own (was: Lightning restores ModelCheckpoint's
+    best_model_path from the checkpoint, also when it points into another run's directory)."""
+    first = tmp_path / "first"
+    train(train_cfg("trainer.max_epochs=1", "test=false", run_dir=first))
+    new = tmp_path / "new"
+    cfg = train_cfg(
+        "trainer.max_epochs=2",
+        "+trainer.max_steps=8",  # 2 steps into epoch 2, whose validation comes at its end
+        f"ckpt_path={first}/checkpoints/last.ckpt",
+        run_dir=new,
+    )
+    with caplog.at_level("INFO"):
+        train(cfg)
+    tested = [line for line in caplog.text.splitlines() if "Best checkpoint:" in line]
+    assert not [line for line in tested if str(first) in line], tested
+    assert "No best checkpoint recorded: testing the current weights." in caplog.text

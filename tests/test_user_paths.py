@@ -389,6 +389,27 @@ def test_a_new_run_never_overwrites_a_runs_checkpoints(train_cfg, tmp_path):
     assert last.read_bytes() == before
 
 
+def test_a_run_directory_given_twice_is_refused_before_hydra_writes_in_it(
+    tmp_path, monkeypatch, capsys
+):
+    """sft-train hydra.run.dir=<a run's directory>, a second time: refused before Hydra adds its
+    config (.hydra/resumed_<time>/) and log lines to that run (was: refused in train(), after)."""
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    argv = ["sft-train", *FAST, "trainer.max_epochs=1", "test=false", f"hydra.run.dir={run_dir}"]
+    assert run_entry_point(train_module.main, argv) == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert run_entry_point(train_module.main, argv) == 1
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {run_dir} already holds a run's checkpoints")
+    )
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
 def test_a_refused_resume_leaves_the_runs_files_as_they_were(train_cfg, tmp_path, monkeypatch):
     """resume= with a model its checkpoint does not fit is refused before anything is written
     (was: the finished run's result.json became "failed" and its config_resolved.yaml described
@@ -419,6 +440,18 @@ def test_ddp_with_synced_batch_norms_on_the_cpu_is_one_error(tmp_path, monkeypat
     assert run_entry_point(train_module.main, [*argv, f"hydra.run.dir={tmp_path / 'run'}"]) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: trainer.sync_batchnorm=true needs GPUs")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_a_gpu_trainer_without_a_gpu_is_one_error_before_anything_is_built(trainer, train_cfg):
+    """Was: the model and data built, ~150 config lines printed, then `trainer: No supported
+    gpu backend found!`, which names no setting."""
+    with pytest.raises(
+        SFTError, match=r"^trainer\.accelerator=gpu but this machine .* no CUDA GPU"
+    ):
+        # FAST runs on the CPU: the GPU setting of the trainer config, as it ships
+        train(train_cfg(f"trainer={trainer}", "trainer.accelerator=gpu"))
 
 
 def test_image_runs_train_in_double_precision(train_cfg):

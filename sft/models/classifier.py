@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from sft.contracts import ClassificationData
+from sft.contracts import VAL_ACC_BEST, ClassificationData
 from sft.errors import SFTError
 from sft.models.activations import out_of_place_activations
 from sft.models.adapters import (
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 REG_HELD = "reg_held"
 # checkpoint key of the best validation accuracy so far: torchmetrics keeps metric states out
 # of the state_dict, and a resumed run must not forget the validations before its checkpoint
-VAL_ACC_BEST = "val_acc_best"
 
 
 def _plain(cfg: Any) -> Any:

@@ -89,17 +89,46 @@ def _overridden(key: str, hydra_cfg: DictConfig) -> bool:
     return any(o.split("=", 1)[0].lstrip("+~") == key for o in hydra_cfg.overrides.hydra)
 
 
+def check_nothing_to_overwrite(output_dir: Path) -> None:
+    """A new run in a directory that holds checkpoints (a `hydra.run.dir=` given twice) would
+    replace them: SFTError instead."""
+    written = sorted(last_checkpoint(output_dir).parent.glob("*.ckpt"))
+    if written:
+        raise SFTError(
+            f"{output_dir} already holds a run's checkpoints ({written[0]}): continue that run "
+            f"with resume={output_dir}, or give this run another hydra.run.dir"
+        )
+
+
+def refuse_resume_in_multirun(resume: str) -> None:
+    raise SFTError(
+        f"resume={resume} continues a single run, not the jobs of a multirun (-m): resume a "
+        "job's directory as a single run, or re-run the sweep into its hydra.sweep.dir, "
+        "whose jobs continue from their own last.ckpt"
+    )
+
+
 class RunDirectory(Callback):
-    """Hydra callback: settles `hydra.run.dir` and `hydra.output_subdir` of a single run."""
+    """Hydra callback: settles `hydra.run.dir` and `hydra.output_subdir` of a single run, and
+    refuses `resume=` in a multirun before its sweep directory is made."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        resume = OmegaConf.select(config, "resume", default=None)
+        if resume is not None:
+            report_user_errors(lambda: refuse_resume_in_multirun(resume))
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.hydra
         given = Path(str(OmegaConf.select(config, "hydra.run.dir")))
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        resume = OmegaConf.select(config, "resume", default=None)
         if _overridden("hydra.run.dir", hydra_cfg):
             chosen = given  # the user's directory, as given
+            # sft-train's (conf/train.yaml has `resume`); refused here, before Hydra writes its
+            # config and log there
+            if "resume" in config and resume is None:
+                report_user_errors(lambda: check_nothing_to_overwrite(given))
         else:
-            resume = OmegaConf.select(config, "resume", default=None)
             # one error line and exit 1 here: Hydra would print its own report, after making
             # a run directory for a run that cannot start
             chosen = report_user_errors(lambda: choose_run_dir(resume, given))

@@ -21,8 +21,14 @@ from hydra.types import RunMode
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, open_dict
 
+from sft.contracts import VAL_ACC_BEST
 from sft.errors import SFTError
-from sft.runs.directories import LAST_CHECKPOINT, last_checkpoint
+from sft.runs.directories import (
+    LAST_CHECKPOINT,
+    check_nothing_to_overwrite,
+    last_checkpoint,
+    refuse_resume_in_multirun,
+)
 from sft.runs.result import RESULT_FILE, RunResult, run_overrides
 from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 
@@ -67,19 +73,15 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         check_nothing_to_overwrite(Path(cfg.paths.output_dir))
         path = cfg.get("ckpt_path")
         if path:
-            return ResumePoint(Path(path), read_checkpoint(path), continues_run=False)
+            return ResumePoint(Path(path), as_new_run(read_checkpoint(path)), continues_run=False)
         return None
     if cfg.get("ckpt_path"):
         raise SFTError(
             "set resume= (continue a run in its directory) or ckpt_path= (start a new run from a "
             "checkpoint), not both"
         )
-    if _in_multirun():
-        raise SFTError(
-            f"resume={resume} continues a single run, not the jobs of a multirun (-m): resume a "
-            "job's directory as a single run, or re-run the sweep into its hydra.sweep.dir, "
-            "whose jobs continue from their own last.ckpt"
-        )
+    if _in_multirun():  # a launcher that skipped RunDirectory's check
+        refuse_resume_in_multirun(resume)
     output_dir = Path(cfg.paths.output_dir)
     last = last_checkpoint(output_dir)
     if resume != "auto":
@@ -100,15 +102,21 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
     return _continue_from(last, f"resuming {output_dir} from ")
 
 
-def check_nothing_to_overwrite(output_dir: Path) -> None:
-    """A new run in a directory that holds checkpoints (a `hydra.run.dir=` given twice) would
-    replace them: SFTError instead."""
-    written = sorted(last_checkpoint(output_dir).parent.glob("*.ckpt"))
-    if written:
-        raise SFTError(
-            f"{output_dir} already holds a run's checkpoints ({written[0]}): continue that run "
-            f"with resume={output_dir}, or give this run another hydra.run.dir"
-        )
+# callbacks whose state describes the run that wrote a checkpoint: its best checkpoint (a file
+# in that run's directory) and its early-stopping record
+RUN_RECORD_CALLBACKS = ("ModelCheckpoint", "LastCheckpoint", "EarlyStopping")
+
+
+def as_new_run(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's contents for a new run (`ckpt_path=`): the weights, optimizer and loop
+    state continue, the record of the best checkpoint and score starts afresh. Kept, a new run
+    that never beat the old best tested (and reported) the old run's best file."""
+    callbacks = checkpoint.get("callbacks", {})
+    checkpoint["callbacks"] = {
+        key: state for key, state in callbacks.items() if not key.startswith(RUN_RECORD_CALLBACKS)
+    }
+    checkpoint.pop(VAL_ACC_BEST, None)
+    return checkpoint
 
 
 def _in_multirun() -> bool:

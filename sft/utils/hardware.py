@@ -65,6 +65,19 @@ def uses_gpu(accelerator: str) -> bool:
     return accelerator == "auto" and torch.cuda.is_available()
 
 
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    """A GPU accelerator (trainer=gpu, trainer=ddp) where none is visible: one line naming the
+    setting before anything is built (Lightning says "No supported gpu backend found!" once the
+    model and data are)."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise SFTError(
+            f"trainer.accelerator={accelerator} but this machine ({cpu_model()}) has no CUDA GPU "
+            "that torch can see: run on a GPU machine, or on the CPU (trainer=default, or "
+            "trainer=ddp_sim for DDP)"
+        )
+
+
 def check_sync_batchnorm(trainer_cfg: DictConfig) -> None:
     """torch syncs batch norms across processes on CUDA GPUs only: on other devices
     `sync_batchnorm` (conf/trainer/ddp.yaml) ends in its ValueError in every DDP rank."""
