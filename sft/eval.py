@@ -147,6 +147,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         datamodule = datamodule_from_checkpoint(cfg.ckpt_path, checkpoint=checkpoint)
     datamodule.configure_input(model.input_spec)
     check_config_types(cfg.trainer, "trainer")
+    scored = "limit_test_batches" if datamodule.has_labelled_test else "limit_val_batches"
+    if cfg.trainer.get(scored) is not None and cfg.trainer.get("limit_predict_batches") is None:
+        # the predictions and confusion matrix cover the batches the metrics do
+        with open_dict(cfg.trainer):
+            cfg.trainer.limit_predict_batches = cfg.trainer[scored]
     trainer = build_trainer(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
     # the classes are known once the data is set up (Lightning's own setup call then finds
     # the splits loaded)

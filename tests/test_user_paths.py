@@ -75,6 +75,25 @@ def test_eval_on_data_naming_the_classes_in_another_order_is_an_error(checkpoint
     assert not (tmp_path / "predictions.csv").exists()
 
 
+def test_eval_predictions_cover_the_batches_the_metrics_do(checkpoints, tmp_path):
+    """sft-eval trainer.limit_test_batches=1: metrics of one batch, but predictions.csv and the
+    confusion matrix of the whole test split (was: 10,000 rows)."""
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoints['image']}",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "+trainer.limit_test_batches=1",
+        ],
+        tmp_path,
+    )
+    evaluate(cfg)
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    trained = torch.load(checkpoints["image"], weights_only=True)["datamodule_hyper_parameters"]
+    assert len(rows) == 1 + (trained.get("eval_batch_size") or trained["batch_size"])
+
+
 def test_eval_of_an_image_checkpoint_on_text_data_is_one_error(checkpoints, tmp_path):
     """`sft-eval ckpt_path=<image checkpoint> data=text_files`: the text config's tokenizer
     interpolates the model's backbone name, which an image model lacks (was: omegaconf's
