@@ -58,10 +58,11 @@ def predict(cfg: DictConfig) -> Path:
     if cfg.format not in FORMATS:
         raise SFTError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
     out = Path(cfg.output or Path(cfg.paths.output_dir) / f"predictions.{cfg.format}")
-    if out.suffix.lstrip(".") in FORMATS and out.suffix.lstrip(".") != cfg.format:
+    named = out.suffix.lstrip(".")
+    if named in FORMATS and named != cfg.format:
         raise SFTError(
-            f"output={out} names a .{out.suffix.lstrip('.')} file but format={cfg.format}: set "
-            f"format={out.suffix.lstrip('.')}, or give a .{cfg.format} output"
+            f"output={out} names a .{named} file but format={cfg.format}: set format={named}, or "
+            f"give a .{cfg.format} output"
         )
     check_not_written(out, "output")
     bundle = load_bundle(cfg.ckpt_path, cfg.device)

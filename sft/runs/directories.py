@@ -73,10 +73,16 @@ def choose_run_dir(resume: str | None, fresh: str | Path) -> Path:
     if resume == "auto":
         found = latest_resumable_run(fresh.parent)
     elif resume is not None:
-        found = Path(str(resume))
-        if not found.is_dir():
-            raise SFTError(f"resume={resume}: no such run directory")
+        found = resumed_run_dir(resume)
     return (found if found is not None else reserve_fresh_dir(fresh)).resolve()
+
+
+def resumed_run_dir(resume: str) -> Path:
+    """The run directory `resume=<path>` names; SFTError when it is not one."""
+    run_dir = Path(str(resume))
+    if not run_dir.is_dir():
+        raise SFTError(f"resume={resume}: no such run directory")
+    return run_dir
 
 
 def config_subdir(run_dir: Path, stamp: str) -> str:

@@ -28,6 +28,7 @@ from sft.runs.directories import (
     check_nothing_to_overwrite,
     last_checkpoint,
     refuse_resume_in_multirun,
+    resumed_run_dir,
 )
 from sft.runs.result import RESULT_FILE, RunResult, run_overrides
 from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
@@ -85,9 +86,7 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
     output_dir = Path(cfg.paths.output_dir)
     last = last_checkpoint(output_dir)
     if resume != "auto":
-        if not Path(resume).is_dir():
-            raise SFTError(f"resume={resume}: no such run directory")
-        if Path(resume).resolve() != output_dir.resolve():
+        if resumed_run_dir(resume).resolve() != output_dir.resolve():
             raise SFTError(
                 f"resume={resume} but this run writes to {output_dir} (hydra.run.dir or "
                 "paths.output_dir overridden?): drop that override to resume"
