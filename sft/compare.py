@@ -63,8 +63,8 @@ class Run:
         return max(values) if mode == "max" else min(values)
 
     @property
-    def steps(self) -> int | None:
-        """The last training step: the highest step of a train/ or val/ scalar."""
+    def last_logged_step(self) -> int | None:
+        """The highest step of a train/ or val/ scalar."""
         steps = [
             s
             for tag, series in self.scalars.items()
@@ -74,12 +74,20 @@ class Run:
         return max(steps) if steps else None
 
     @property
+    def steps(self) -> int | None:
+        """Optimizer steps trained: Lightning logs what it has after step N (its train/ values,
+        a validation, the epoch's means) at index N - 1, so the first step's loss is at 0."""
+        last = self.last_logged_step
+        return None if last is None else last + 1
+
+    @property
     def epochs(self) -> int | None:
         """Epochs completed: result.json's count, else from Lightning's `epoch` scalar (0-based
-        during training; logged again by the test after fit, so only points up to `steps`)."""
+        during training; logged again by the test after fit, so only points up to the last
+        train/ or val/ step)."""
         if self.result is not None:
             return self.result.epochs
-        last_step = self.steps
+        last_step = self.last_logged_step
         epochs = [
             v for s, v in self.scalars.get("epoch", []) if last_step is None or s <= last_step
         ]

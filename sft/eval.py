@@ -32,7 +32,7 @@ from sft.utils.config import (
     task_overrides,
 )
 from sft.utils.config_types import check_config_types, check_value
-from sft.utils.hardware import resolve_auto_precision
+from sft.utils.hardware import check_accelerator, resolve_auto_precision
 from sft.utils.instantiate import build_trainer, instantiate_loggers, lightning_refusals
 from sft.utils.io import check_not_written
 
@@ -136,22 +136,24 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = read_checkpoint(cfg.ckpt_path)
     # before the config is printed: `data=` configs may interpolate the checkpoint's model
     data_cfg = data_config_for_checkpoint(cfg, checkpoint) if cfg.get("data") else None
+    # the settings this run uses, checked and completed before config_resolved.yaml records them
+    check_accelerator(cfg.trainer)
     backbone_cfg = checkpoint.get("hyper_parameters", {}).get("backbone")
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(backbone_cfg).cpu_bf16)
-    print_and_save_config(cfg, cfg.paths.output_dir)
-    model = load_classifier(cfg.ckpt_path, checkpoint)
+    check_config_types(cfg.trainer, "trainer")
     if data_cfg is not None:
         check_config_types(data_cfg, "data")
         datamodule = instantiate(data_cfg)
     else:
         datamodule = datamodule_from_checkpoint(cfg.ckpt_path, checkpoint=checkpoint)
-    datamodule.configure_input(model.input_spec)
-    check_config_types(cfg.trainer, "trainer")
     scored = "limit_test_batches" if datamodule.has_labelled_test else "limit_val_batches"
     if cfg.trainer.get(scored) is not None and cfg.trainer.get("limit_predict_batches") is None:
         # the predictions and confusion matrix cover the batches the metrics do
         with open_dict(cfg.trainer):
             cfg.trainer.limit_predict_batches = cfg.trainer[scored]
+    print_and_save_config(cfg, cfg.paths.output_dir)
+    model = load_classifier(cfg.ckpt_path, checkpoint)
+    datamodule.configure_input(model.input_spec)
     trainer = build_trainer(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
     # the classes are known once the data is set up (Lightning's own setup call then finds
     # the splits loaded)

@@ -44,10 +44,11 @@ def test_two_runs_are_ranked_by_the_metric_with_curves_and_csv(sweep, tmp_path, 
 
     # one row per run, labelled by the override that differs, best val/acc first
     rows = table_rows(out)
-    # label, best, last, val/acc_best, test/acc, steps, epochs
+    # label, best, last, val/acc_best, test/acc, steps, epochs: 3 epochs of 10 steps, whose
+    # values Lightning logged at indices 9, 19, 29
     assert rows == [
-        ["model.lr_head=0.1", "0.6000", "0.5000", "0.6000", "0.5800", "29", "3"],
-        ["model.lr_head=0.01", "0.5500", "0.5500", "0.5500", "0.5300", "29", "3"],
+        ["model.lr_head=0.1", "0.6000", "0.5000", "0.6000", "0.5800", "30", "3"],
+        ["model.lr_head=0.01", "0.5500", "0.5500", "0.5500", "0.5300", "30", "3"],
     ], out
     assert "seed=0" not in out  # shared by both runs: not part of the label
 

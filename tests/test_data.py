@@ -6,6 +6,7 @@ prepare it with `python ../shared/data/cifar10/prepare.py data --folder`.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -517,6 +518,24 @@ def test_image_folder_checks_the_test_folder_before_training(tmp_path: Path) -> 
     dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
     with pytest.raises(SFTError, match=r"1 of 3 images under .*test cannot be decoded"):
         dm.setup("fit")
+
+
+def test_image_folder_names_the_files_it_leaves_out(tmp_path: Path, caplog) -> None:
+    """ImageFolder skips an image outside a class folder and a file without an image extension
+    without a word (was: silently); the file system's hidden files are not the user's data."""
+    _tree(tmp_path, "train", {"ant": 4, "bee": 4})
+    Image.new("RGB", (20, 20)).save(tmp_path / "train" / "stray.png")
+    (tmp_path / "train" / "ant" / "notes.txt").write_text("where these came from")
+    (tmp_path / "train" / "bee" / ".DS_Store").write_bytes(b"\0")
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    with caplog.at_level(logging.WARNING, logger="sft.data.image_files"):
+        dm.setup("fit")
+    train = tmp_path / "train"
+    assert [r.getMessage().split(" (images:")[0] for r in caplog.records] == [
+        f"2 files under {train} not used: {train / 'ant' / 'notes.txt'} (not an image file); "
+        f"{train / 'stray.png'} (not in a class folder)"
+    ]
+    assert len(dm.train_data) + len(dm.val_data) == 8
 
 
 def test_image_folder_on_cifar_slice_matches_pickles(tmp_path: Path) -> None:

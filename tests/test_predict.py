@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import logging
 
 import pytest
 import torch
@@ -112,7 +113,7 @@ def test_sst2_test_file_gets_a_glue_submission(ckpts, data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["image", "image_lora"])
-def test_image_file_and_folder_predictions(kind, ckpts, data_dir, tmp_path):
+def test_image_file_and_folder_predictions(kind, ckpts, data_dir, tmp_path, caplog):
     bundle = load_bundle(ckpts[kind])
     bundle.datamodule.setup("test")
     images = torch.stack([bundle.datamodule.test_data[i][0] for i in range(5)])
@@ -123,9 +124,14 @@ def test_image_file_and_folder_predictions(kind, ckpts, data_dir, tmp_path):
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
     (folder / "notes.txt").write_text("not an image")
 
-    out = run_predict(ckpts[kind], folder, tmp_path / "run", "format=json", "batch_size=3")
+    with caplog.at_level(logging.WARNING, logger="sft.data.image_files"):
+        out = run_predict(ckpts[kind], folder, tmp_path / "run", "format=json", "batch_size=3")
     rows = json.loads(out.read_text())
     assert [r["id"] for r in rows] == ["a.png", "b.png", "d.jpeg", "more/c.png"]
+    # the file left out is named (was: skipped without a word)
+    assert [r.getMessage().split(" (images:")[0] for r in caplog.records] == [
+        f"1 file under {folder} not used: {folder / 'notes.txt'} (not an image file)"
+    ]
     expected = bundle.logits(bundle.image_inputs(images[:3])).softmax(-1)
     names = bundle.class_names
     got = torch.tensor([[r[f"prob_{n}"] for n in names] for r in rows])

@@ -473,6 +473,19 @@ def test_a_gpu_trainer_without_a_gpu_is_one_error_before_anything_is_built(train
         train(train_cfg(f"trainer={trainer}", "trainer.accelerator=gpu"))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+def test_eval_with_a_gpu_trainer_without_a_gpu_is_one_error_before_anything_is_written(
+    checkpoints, tmp_path
+):
+    """`sft-eval trainer=gpu` (as the README's trainer=gpu examples suggest): was the model and
+    data built, the config written, then Lightning's `No supported gpu backend found!`."""
+    out = tmp_path / "eval"
+    cfg = compose_config("eval", [f"ckpt_path={checkpoints['image']}", "trainer=gpu"], out)
+    with pytest.raises(SFTError, match=r"^trainer\.accelerator=gpu but this machine .* no CUDA"):
+        evaluate(cfg)
+    assert not (out / "config_resolved.yaml").exists()
+
+
 def test_image_runs_train_in_double_precision(train_cfg):
     """`trainer.precision=64-true`: the image batches made from uint8 after Lightning's input
     conversion, and the linear probe's, are float64 too (was: "Input type (float) and bias type

@@ -19,6 +19,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from sft.contracts import IMAGENET
 from sft.data.base import ImageDataModule, check_batch_size, check_train_batch
 from sft.data.image_decode import ImageDecoder
+from sft.data.image_files import warn_left_out
 from sft.data.resumable import ResumableDataLoader
 from sft.data.subsets import check_few_label_args, few_label_indices
 from sft.errors import SFTError
@@ -107,6 +108,7 @@ def open_image_folder(
         raise SFTError(
             f"image folder {path} holds no image files (extensions: {', '.join(IMG_EXTENSIONS)})"
         )
+    warn_left_out(path, (p for p, _ in ds.samples), class_folders=True)
     return ds
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from sft.data.image_files import is_image, visible_files, warn_left_out
 from sft.data.readers.examples import TextExamples
 from sft.data.readers.files import read_lines
 from sft.data.readers.jsonl import read_jsonl
@@ -45,10 +46,6 @@ class ImageInputs:
         return len(self.paths)
 
 
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMG_EXTENSIONS
-
-
 def input_kind(path: Path) -> str:
     """'text' or 'image': what a file or folder holds, by its name; SFTError when neither."""
     if path.is_dir():
@@ -70,11 +67,12 @@ def read_images(path: Path) -> ImageInputs:
     relative to that folder."""
     if path.is_file():
         return ImageInputs([str(path)], [path])
-    files = sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
+    files = [p for p in visible_files(path) if is_image(p)]
     if not files:
         raise SFTError(
             f"inputs={path}: the folder holds no image files ({', '.join(IMG_EXTENSIONS)})"
         )
+    warn_left_out(path, files, class_folders=False)
     return ImageInputs([str(p.relative_to(path)) for p in files], files)
 
 

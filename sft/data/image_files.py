@@ -1,0 +1,50 @@
+"""Which files of a user's folder are images, and a warning naming those a folder holds but
+the data leaves out (torchvision's ImageFolder skips them without a word)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_only
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+
+def is_image(path: Path) -> bool:
+    """An image by its name, as torchvision's ImageFolder decides."""
+    return path.suffix.lower() in IMG_EXTENSIONS
+
+
+def visible_files(root: Path) -> list[Path]:
+    """Every file under `root` (following links, as ImageFolder does), sorted, without hidden
+    files and folders: .DS_Store and the like are the file system's, not the user's data."""
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(folder, f) for f in files if not f.startswith(".")]
+    return sorted(found)
+
+
+@rank_zero_only  # every DDP rank opens the folders; one warning
+def warn_left_out(root: Path, used: Iterable[str | os.PathLike], class_folders: bool) -> None:
+    """A warning naming the files under `root` that are not among `used`, and why: not an image
+    by its extension, or (`class_folders`) an image outside a class folder."""
+    used = {os.path.normpath(p) for p in used}
+    left_out = [p for p in visible_files(root) if os.path.normpath(p) not in used]
+    if not left_out:
+        return
+
+    shown = "; ".join(
+        f"{p} ({'not in a class folder' if is_image(p) else 'not an image file'})"
+        for p in left_out[:3]
+    )
+    more = f"; and {len(left_out) - 3} more" if len(left_out) > 3 else ""
+    files = "1 file" if len(left_out) == 1 else f"{len(left_out)} files"
+    log.warning(
+        f"{files} under {root} not used: {shown}{more} (images: "
+        f"{', '.join(IMG_EXTENSIONS)}" + (", each in its class folder)" if class_folders else ")")
+    )
