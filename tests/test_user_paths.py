@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import FAST, compose_config, run_entry_point
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
+from omegaconf import OmegaConf
 
 from sft import train as train_module
 from sft.errors import SFTError, find_user_error
@@ -92,6 +93,9 @@ def test_eval_predictions_cover_the_batches_the_metrics_do(checkpoints, tmp_path
     rows = (tmp_path / "predictions.csv").read_text().splitlines()
     trained = torch.load(checkpoints["image"], weights_only=True)["datamodule_hyper_parameters"]
     assert len(rows) == 1 + (trained.get("eval_batch_size") or trained["batch_size"])
+    # and the run's record says so
+    recorded = OmegaConf.load(tmp_path / "config_resolved.yaml")
+    assert recorded.trainer.limit_predict_batches == 1
 
 
 def test_eval_of_an_image_checkpoint_on_text_data_is_one_error(checkpoints, tmp_path):
