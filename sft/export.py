@@ -152,8 +152,6 @@ def export(cfg: DictConfig) -> Path:
     bundle = load_bundle(cfg.ckpt_path, "cpu")
     formats = check_formats(cfg.formats, bundle.modality)
     out = Path(cfg.output_dir or Path(cfg.paths.output_dir) / "export")
-    if out.exists() and not out.is_dir():
-        raise SFTError(f"output_dir {out} is a file: expected a folder (new or existing)")
     written = targets(out, formats, bundle.modality)
     for path in written:
         check_not_written(path, "output_dir")

@@ -186,7 +186,9 @@ def test_files_in_output_dir_are_never_replaced(ckpts, tmp_path):
     assert (out / "model.pt").read_text() == "mine"
     a_file = tmp_path / "notes.csv"
     a_file.write_text("x")
-    with pytest.raises(SFTError, match=r"^output_dir .*notes\.csv is a file: expected a folder"):
+    with pytest.raises(
+        SFTError, match=r"^\S*notes\.csv is a file, not a folder: .* give another output_dir$"
+    ):
         run_export(ckpts["image"], tmp_path / "run", f"output_dir={a_file}")
 
 
