@@ -345,6 +345,47 @@ def test_user_tsv_csv_jsonl_string_labels(tmp_path, token_cache):
             assert text == 'great, " really " great'
 
 
+def test_jsonl_numbers_are_label_names_as_csv_cells_are(tmp_path, token_cache):
+    """Star ratings 1-3 named ["1", "2", "3"]: JSON's 1 is the class "1", as a CSV cell "1"
+    is (was: position 1, the class "2", shifting every class silently; 3 was refused)."""
+    d = tmp_path / "stars"
+    d.mkdir()
+    rows = [("awful", 1), ("fine", 2), ("superb", 3.0)]
+    for split in ("train", "dev"):
+        (d / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"sentence": t, "stars": s}) + "\n" for t, s in rows)
+        )
+    dm = make_dm(
+        d,
+        token_cache,
+        source="jsonl",
+        train_split="train.jsonl",
+        val_split="dev.jsonl",
+        label_column="stars",
+        label_names=["1", "2", "3"],
+    )
+    dm.setup("fit")
+    assert dm.train_data.labels.tolist() == [0, 1, 2]
+
+
+def test_a_jsonl_test_file_is_unlabelled_only_when_no_record_has_a_label(tmp_path, token_cache):
+    """A test file whose first record lacks the label: was read as unlabelled, dropping the
+    labels of every other record without a word; now one error naming that line."""
+    d = tmp_path / "d"
+    d.mkdir()
+    record = {"sentence": "fine", "label": 1}
+    for split in ("train", "dev"):
+        (d / f"{split}.jsonl").write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n")
+    (d / "test.jsonl").write_text(
+        json.dumps({"sentence": "no label yet"}) + "\n" + json.dumps(record)
+    )
+    files = {"train_split": "train.jsonl", "val_split": "dev.jsonl", "test_split": "test.jsonl"}
+    dm = make_dm(d, token_cache, source="jsonl", **files)
+    assert dm.has_labelled_test
+    with pytest.raises(SFTError, match=r"test\.jsonl, line 1: .*'label'"):
+        dm.setup("test")
+
+
 def test_integer_labels_without_names(tmp_path, token_cache):
     _tiny_tsv(tmp_path / "d", [("x", "0"), ("y", "2"), ("z", "1")])
     dm = make_dm(tmp_path / "d", token_cache, batch_size=2)
@@ -398,6 +439,16 @@ def test_label_outside_the_set(tmp_path, token_cache):
         make_dm(d, token_cache),
         r"labels/dev\.tsv, line 3: label 2 is not in the label set \(0\.\.1",
     )
+    # text labels without names: how to name them (was: only "integers >= 0")
+    _tiny_tsv(d, [("good", "pos"), ("bad", "neg")])
+    _error(
+        make_dm(d, token_cache),
+        r"train\.tsv, line 2: label 'pos' .* text labels need the class names, in the model's "
+        r"output order: data\.label_names=\[\.\.\.\]$",
+    )
+    # an index no classifier has (was: an OverflowError traceback from the label tensor)
+    _tiny_tsv(d, [("good", "1"), ("bad", "100000000000000000000")])
+    _error(make_dm(d, token_cache), r"line 3: label '100000000000000000000' is too large for a")
 
 
 def test_user_mistakes(tmp_path, token_cache):

@@ -14,13 +14,12 @@ from sft.data.readers.labels import LabelMap
 from sft.errors import SFTError
 
 
-def jsonl_keys(path: Path) -> list[str]:
-    """The keys of the first record of a JSONL file (whether it has labels, before reading it)."""
+def any_record_has(path: Path, key: str) -> bool:
+    """Whether a record of a JSONL file has `key` (whether it has labels, before reading it)."""
     check_file(path)
-    for line, raw in read_lines(path):
-        if raw.strip():
-            return list(_json_record(path, line, raw))
-    return []
+    return any(
+        key in _json_record(path, line, raw) for line, raw in read_lines(path) if raw.strip()
+    )
 
 
 def _json_record(path: Path, line: int, raw: str) -> dict[str, Any]:
@@ -33,6 +32,14 @@ def _json_record(path: Path, line: int, raw: str) -> dict[str, Any]:
     return record
 
 
+def _as_written(value: Any) -> Any:
+    """A whole-number label as the text a CSV/TSV cell would hold, so that it is looked up in
+    data.label_names by name first, as there (names ["1", "2", "3"]: 1 is "1", not position 1)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def read_jsonl(
     path: Path,
     text_column: str,
@@ -43,18 +50,17 @@ def read_jsonl(
     id_columns: Sequence[str] = (),
     hint: str = COLUMN_HINT,
 ) -> TextExamples:
-    """One JSON object per line; blank lines are skipped. Without `need_labels`, a file whose
-    first record has no label key is unlabelled. With `id_columns`, `ids` holds each record's
-    value (as text) of the first of them it has."""
+    """One JSON object per line; blank lines are skipped. Without `need_labels`, a file in which
+    no record has the label key is unlabelled (one that some records lack is an error naming the
+    first). With `id_columns`, `ids` holds each record's value (as text) of the first of them it
+    has."""
     check_file(path)
     out = TextExamples(pairs=[] if pair_column else None, ids=[] if id_columns else None)
-    labelled: bool | None = None
-    for line, raw in read_lines(path):
-        if not raw.strip():
-            continue
-        record = _json_record(path, line, raw)
-        if labelled is None:
-            labelled = need_labels or label_column in record
+    records = [
+        (line, _json_record(path, line, raw)) for line, raw in read_lines(path) if raw.strip()
+    ]
+    labelled = need_labels or any(label_column in record for _, record in records)
+    for line, record in records:
         wanted = [text_column, pair_column, label_column if labelled else None]
         check_columns(f"{path}, line {line}", wanted, list(record), hint)
         for column in (text_column, pair_column):
@@ -64,7 +70,7 @@ def read_jsonl(
                     f"{type(record[column]).__name__}"
                 )
         where = f"{path}, line {line}"
-        label = label_map(record[label_column], where) if labelled else UNLABELLED
+        label = label_map(_as_written(record[label_column]), where) if labelled else UNLABELLED
         pair = record[pair_column] if pair_column else None
         id_key = next((c for c in id_columns if c in record), None)
         ident = str(record[id_key]) if id_key is not None else None
@@ -91,4 +97,4 @@ class JsonlReader(FileReader):
         )
 
     def labels_present(self, role: str) -> bool:
-        return self.settings.label_column in jsonl_keys(self.path(role))
+        return any_record_has(self.path(role), self.settings.label_column)

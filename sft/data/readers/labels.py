@@ -8,6 +8,8 @@ from typing import Any
 
 from sft.errors import SFTError
 
+MAX_CLASSES = 2**31 - 1
+
 
 class LabelMap:
     """Raw label values -> class indices.
@@ -35,7 +37,19 @@ class LabelMap:
         index = as_int(value)
         n = len(self.names) if self.names is not None else None
         if index is None or index < 0 or (n is not None and index >= n):
-            raise SFTError(f"{where}: label {value!r} is not in the label set ({self.allowed()})")
+            hint = (
+                "; text labels need the class names, in the model's output order: "
+                "data.label_names=[...]"
+                if n is None and index is None
+                else ""
+            )
+            raise SFTError(
+                f"{where}: label {value!r} is not in the label set ({self.allowed()}){hint}"
+            )
+        if index > MAX_CLASSES:
+            # without names the class count is the largest index + 1 (and the label tensors
+            # overflow): no classifier has that many classes
+            raise SFTError(f"{where}: label {value!r} is too large for a class index")
         return index
 
 
