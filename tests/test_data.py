@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.plugins.precision import Precision
@@ -29,6 +30,7 @@ from sft.data.augment import (
     to_float_normalized,
 )
 from sft.data.base import SFTDataModule, TensorBatchDataset
+from sft.data.image_decode import ImageDecoder
 from sft.errors import SFTError
 
 CIFAR10_MEAN, CIFAR10_STD = CIFAR10.mean, CIFAR10.std
@@ -536,6 +538,24 @@ def test_image_folder_names_the_files_it_leaves_out(tmp_path: Path, caplog) -> N
         f"{train / 'stray.png'} (not in a class folder)"
     ]
     assert len(dm.train_data) + len(dm.val_data) == 8
+
+
+def test_images_of_more_than_8_bits(tmp_path: Path) -> None:
+    """A 16-bit greyscale PNG decodes as its 8-bit version (was: clipped at 255, nearly
+    white); 32-bit pixels, whose range nothing tells, are named before training."""
+    ramp = np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    Image.fromarray((ramp // 257).astype(np.uint8)).save(tmp_path / "flat.png")
+    decode = ImageDecoder(32)
+    deep, flat = decode(tmp_path / "deep.png"), decode(tmp_path / "flat.png")
+    assert (deep.int() - flat.int()).abs().max() <= 1
+
+    _tree(tmp_path, "train", {"ant": 3, "bee": 3})
+    float_image = Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32))
+    float_image.save(tmp_path / "train" / "bee" / "depth.tiff")
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    with pytest.raises(SFTError, match=r"1 of 7 images .*depth\.tiff \(ValueError: 32-bit float"):
+        dm.setup("fit")
 
 
 def test_image_folder_on_cifar_slice_matches_pickles(tmp_path: Path) -> None:

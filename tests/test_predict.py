@@ -5,6 +5,7 @@ import dataclasses
 import json
 import logging
 
+import numpy as np
 import pytest
 import torch
 from conftest import compose_config, run_module
@@ -143,6 +144,20 @@ def test_image_file_and_folder_predictions(kind, ckpts, data_dir, tmp_path, capl
     single = read_csv(run_predict(ckpts[kind], paths[0], tmp_path / "one"))
     assert len(single) == 1 and single[0]["id"] == str(paths[0])
     assert single[0]["pred_name"] == rows[1]["pred_name"]
+
+
+def test_images_that_cannot_be_decoded_are_one_error(ckpts, tmp_path, monkeypatch):
+    """An image past PIL's decompression-bomb limit and one of 32-bit float pixels (was: PIL's
+    DecompressionBombError traceback, and a float image clipped to white)."""
+    big = tmp_path / "big.png"
+    Image.new("L", (64, 64)).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 > 2 x 1000: PIL refuses
+    with pytest.raises(SFTError, match=r"^image .*big\.png cannot be read \(DecompressionBomb"):
+        run_predict(ckpts["image"], big, tmp_path / "run")
+    depth = tmp_path / "depth.tiff"
+    Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(depth)
+    with pytest.raises(SFTError, match=r"^image .*depth\.tiff cannot be read \(ValueError: 32-bit"):
+        run_predict(ckpts["image"], depth, tmp_path / "run2")
 
 
 def test_inputs_of_the_wrong_modality(ckpts, tmp_path):

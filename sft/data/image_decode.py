@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import v2
@@ -24,4 +25,30 @@ class ImageDecoder:
 
     def __call__(self, path: str | os.PathLike) -> torch.Tensor:
         with Image.open(path) as image:
-            return self.resize(image.convert("RGB"))
+            return self.resize(to_rgb(image))
+
+
+# PIL's convert("RGB") clips pixel values at 255: a 16-bit greyscale PNG or TIFF (modes I;16*)
+# came out nearly white. Those are scaled to 8 bits; 32-bit integer and float pixels (modes I,
+# F) have no agreed range to scale from, so they are refused rather than guessed.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+UNSCALED_MODES = ("I", "F")
+
+
+def check_mode(image: Image.Image) -> None:
+    """ValueError for pixels that cannot be brought to 8 bits without guessing their range."""
+    if image.mode in UNSCALED_MODES:
+        kind = "integer" if image.mode == "I" else "float"
+        raise ValueError(
+            f"32-bit {kind} pixels (PIL mode {image.mode}) have no known 8-bit scale; save the "
+            "image with 8 or 16 bits per channel"
+        )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """`image` as 8-bit RGB; 16-bit greyscale scaled to 8 bits (65535 -> 255)."""
+    check_mode(image)
+    if image.mode in SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image).astype(np.uint32)
+        image = Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8), "L")
+    return image.convert("RGB")

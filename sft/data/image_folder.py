@@ -18,7 +18,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sft.contracts import IMAGENET
 from sft.data.base import ImageDataModule, check_batch_size, check_train_batch
-from sft.data.image_decode import ImageDecoder
+from sft.data.image_decode import ImageDecoder, check_mode
 from sft.data.image_files import warn_left_out
 from sft.data.resumable import ResumableDataLoader
 from sft.data.subsets import check_few_label_args, few_label_indices
@@ -50,6 +50,7 @@ def _decode_error(path: str, size: int) -> str | None:
     (`draft`), which reads every block of the file at a fraction of the cost of a full decode."""
     try:
         with Image.open(path) as img:
+            check_mode(img)
             img.draft("RGB", (size, size))
             img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

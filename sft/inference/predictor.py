@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from sft.data.image_decode import ImageDecoder
 from sft.errors import SFTError
@@ -15,7 +15,7 @@ def load_image(path, decode: ImageDecoder) -> torch.Tensor:
     """An image file as uint8 (3, S, S) RGB at the training resolution."""
     try:
         return decode(path)
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise SFTError(f"image {path} cannot be read ({type(e).__name__}: {e})") from None
 
 
