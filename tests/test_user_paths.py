@@ -433,6 +433,21 @@ def test_a_run_directory_given_twice_is_refused_before_hydra_writes_in_it(
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
+def test_a_finished_run_resumed_keeps_its_recorded_metrics(tmp_path, monkeypatch):
+    """resume= of a finished run (as re-running a sweep into its directory does to its finished
+    jobs) trains nothing more and tests again: its result.json kept only the test metrics (was:
+    val/acc_best and every other metric of the run dropped, so sweep summaries lost them)."""
+    run_dir = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)
+    argv = ["sft-train", *FAST, "trainer.max_epochs=1", "+trainer.limit_test_batches=1"]
+    assert run_entry_point(train_module.main, [*argv, f"hydra.run.dir={run_dir}"]) == 0
+    first = json.loads((run_dir / "result.json").read_text())["metrics"]
+    assert {"val/acc_best", "test/acc"} <= set(first)
+    assert run_entry_point(train_module.main, [*argv, f"resume={run_dir}"]) == 0
+    again = json.loads((run_dir / "result.json").read_text())
+    assert again["status"] == "completed" and again["metrics"] == first
+
+
 def test_a_refused_resume_leaves_the_runs_files_as_they_were(train_cfg, tmp_path, monkeypatch):
     """resume= with a model its checkpoint does not fit is refused before anything is written
     (was: the finished run's result.json became "failed" and its config_resolved.yaml described

@@ -99,10 +99,19 @@ class RunRecorder:
 
     def completed(self, metrics: dict[str, float]) -> RunResult:
         # JSON has no NaN/inf: a diverged metric is recorded as null
-        self.result.metrics = {
-            k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()
-        }
+        metrics = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()}
+        # A resumed run (the one way into a directory that holds a result) reports only what it
+        # logged itself: a finished run resumed validates nothing. What it did not log again
+        # stays as the earlier part of the run recorded it.
+        self.result.metrics = {**self._earlier_metrics(), **metrics}
         return self._finish(COMPLETED, None)
+
+    def _earlier_metrics(self) -> dict[str, float | None]:
+        earlier = Path(self.result.output_dir) / RESULT_FILE
+        try:
+            return dict(RunResult.read(earlier).metrics) if earlier.is_file() else {}
+        except (OSError, ValueError, TypeError):  # unreadable: nothing to keep
+            return {}
 
     def failed(self, exc: BaseException) -> RunResult:
         return self._finish(FAILED, one_line_error(exc))
