@@ -94,6 +94,12 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["trainer.max_epochs=[1"],
             "error: cannot parse override 'trainer.max_epochs=[1'",
         ),
+        # a base of the group's options (was: a traceback for the value it leaves unset)
+        (
+            "train",
+            ["experiment=_fixed_steps"],
+            "; experiment/_fixed_steps.yaml is a base that other options include, not one to choose",
+        ),
         ("eval", ["ckpt_path=x.ckpt", "trainer=gpuu"], "did you mean 'gpu'?"),
         ("eval", [], "error: missing value for ckpt_path: set it, e.g. ckpt_path=..."),
     ],

@@ -245,6 +245,13 @@ def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable(train_cfg,
             "error: trainer: Requirement 'transformer_engine>=0.11.0' not met. HINT: Try running "
             "`pip install -U 'transformer_engine>=0.11.0'`",
         ),
+        # text data with an image model (was: omegaconf's InterpolationKeyError traceback)
+        (
+            "data=sst2",
+            "error: data.tokenizer: Interpolation key 'model.backbone.model_name_or_path' not "
+            "found: this data config reads a setting of the model config, which it lacks; choose "
+            "a model for this kind of input (text data: a text model such as model=minilm_fused)",
+        ),
         (
             "model.optimizer._target_=torch.optim.Foo",
             "error: model.optimizer._target_: cannot import 'torch.optim.Foo'; expected the "

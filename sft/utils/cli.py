@@ -71,6 +71,8 @@ def check_overrides(config_name: str, argv: Sequence[str], config_dir: str = CON
         loader = GlobalHydra.instance().config_loader()
         for override in parsed:
             override.config_loader = loader  # glob(...) lists the group's options through it
+        for override in parsed:
+            check_not_a_base(override, loader)
         overrides = list(representative_overrides(parsed, loader))
         try:
             cfg = loader.load_configuration(config_name, overrides, run_mode=RunMode.RUN)
@@ -91,6 +93,21 @@ def check_overrides(config_name: str, argv: Sequence[str], config_dir: str = CON
                     f"missing value for {', '.join(sorted(missing))}: set it, e.g. "
                     f"{sorted(missing)[0]}=..."
                 )
+
+
+def check_not_a_base(override: Override, loader: Any) -> None:
+    """`experiment=_fixed_steps`: a `_*.yaml` of a group is a base other options include, and
+    alone it lacks what they add (was: a traceback for the first value it leaves unset)."""
+    group = override.key_or_group
+    if override.is_sweep_override() or not loader.repository.group_exists(group):
+        return
+    option = override.value()
+    if isinstance(option, str) and option.startswith("_"):
+        options = loader.get_group_options(group)
+        raise OverrideMistake(
+            f"{unknown_option(group, option, options)}; {group}/{option}.yaml is a base that "
+            "other options include, not one to choose"
+        )
 
 
 def representative_overrides(parsed: list[Override], loader: Any) -> Iterator[str]:

@@ -7,8 +7,9 @@ valid float, `'abc'` and `1.5` are not an int; a bool takes only true or false),
 `model.lr_backbone=abc` reads as "model.lr_backbone: expected a float >= 0, got 'abc'" instead
 of a TypeError deep inside. Bounds travel in the annotation (`Annotated[float, Ge(0)]`, here or
 in `_MISSING_BOUNDS` for third-party callables), and a `_target_` that cannot be imported is
-named. Values that are themselves configs (`_target_` dicts), interpolations the node cannot
-resolve, and parameters without an annotation pydantic understands are left to the callable.
+named, as is an interpolation of a setting the config lacks. Values that are themselves configs
+(`_target_` dicts) and parameters without an annotation pydantic understands are left to the
+callable.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import difflib
 import functools
 import inspect
 import pydoc
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -26,6 +28,7 @@ from annotated_types import Ge, Gt, Interval
 from hydra.utils import get_object
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from sft.errors import SFTError
@@ -47,12 +50,31 @@ _MISSING_BOUNDS: dict[Any, dict[str, Any]] = {
 }
 
 
+def unresolvable_message(err: InterpolationResolutionError, where: str) -> str:
+    """One line for a value that reads a setting the composed config lacks: most often config
+    groups of different kinds (text data, whose tokenizer is the model's, with an image model)."""
+    reason = str(err).splitlines()[0]
+    missing = re.search(r"Interpolation key '([^']+)' not found", reason)
+    hint = ""
+    if missing and where == "data" and missing.group(1).startswith("model."):
+        hint = (
+            ": this data config reads a setting of the model config, which it lacks; choose a "
+            "model for this kind of input (text data: a text model such as model=minilm_fused)"
+        )
+    return f"{err.full_key or where}: {reason}{hint}"
+
+
 def check_config_types(node: DictConfig | Mapping | None, where: str) -> None:
     """SFTError naming `<where>.<key>`, the expected type and the value, for the first value of
     `node` (a config with `_target_`) that does not fit its parameter's annotation."""
     if not node or "_target_" not in node:
         return
-    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    try:
+        values = (
+            OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        )
+    except InterpolationResolutionError as err:
+        raise SFTError(unresolvable_message(err, where)) from err
     target = str(values["_target_"])
     why = "expected the dotted path of a class or function (e.g. torch.optim.AdamW)"
     try:  # pydoc: None when not found (hydra's get_object logs a traceback-like error first)
