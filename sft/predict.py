@@ -45,11 +45,15 @@ def read_inputs(cfg: DictConfig, bundle: Any) -> TextInputs | ImageInputs:
     if kind == "image":
         return read_images(path)
     dm = bundle.datamodule
+    quoting = cfg.quoting
+    if quoting is None and dm.reader.source == path.suffix.lower().lstrip("."):
+        # a file of the format the model was trained on is read as its training files were
+        quoting = getattr(dm.reader, "quoting", None)
     return read_texts(
         path,
         cfg.text_column or dm.text_column,
         cfg.text_pair_column or dm.text_pair_column,
-        cfg.quoting,
+        quoting,
     )
 
 

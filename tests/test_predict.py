@@ -4,12 +4,14 @@ import csv
 import dataclasses
 import json
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from conftest import compose_config, run_module
 from inference_checkpoints import image_checkpoint, text_checkpoint
+from omegaconf import OmegaConf
 from PIL import Image
 
 import sft.predict as predict_module
@@ -158,6 +160,22 @@ def test_images_that_cannot_be_decoded_are_one_error(ckpts, tmp_path, monkeypatc
     Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(depth)
     with pytest.raises(SFTError, match=r"^image .*depth\.tiff cannot be read \(ValueError: 32-bit"):
         run_predict(ckpts["image"], depth, tmp_path / "run2")
+
+
+def test_a_file_of_the_training_format_is_read_with_the_training_quoting(tmp_path):
+    """A model trained on quoted TSV (data.quoting=minimal) predicts a quoted TSV as it was
+    trained (was: the quotes kept as text, another input than sft-eval's)."""
+    reader = SimpleNamespace(source="tsv", quoting="minimal")
+    dm = SimpleNamespace(reader=reader, text_column="text", text_pair_column=None)
+    bundle = SimpleNamespace(modality="text", datamodule=dm, ckpt_path="m.ckpt")
+    (tmp_path / "new.tsv").write_text('text\n"a ""fine"" film"\n')
+    (tmp_path / "new.csv").write_text('text\n"a ""fine"" film"\n')
+    cfg = OmegaConf.create({"text_column": None, "text_pair_column": None, "quoting": None})
+    for name in ("new.tsv", "new.csv"):
+        cfg.inputs = str(tmp_path / name)
+        assert predict_module.read_inputs(cfg, bundle).texts == ['a "fine" film']
+    cfg.inputs, cfg.quoting = str(tmp_path / "new.tsv"), "none"  # asked: as asked
+    assert predict_module.read_inputs(cfg, bundle).texts == ['"a ""fine"" film"']
 
 
 def test_inputs_of_the_wrong_modality(ckpts, tmp_path):
