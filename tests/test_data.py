@@ -472,6 +472,24 @@ def test_image_folder_val_size_holds_out_that_many_stratified(tmp_path: Path) ->
         ImageFolderDataModule(str(tmp_path), val_size=0.2, num_workers=0)
 
 
+def test_a_class_of_one_image_stays_in_training(tmp_path: Path) -> None:
+    """Without val/, the stratified carve took at least one image of every class, so a class
+    of one image went whole to validation and never trained (was: without a word)."""
+    _tree(tmp_path, "train", {"ant": 10, "bee": 10, "rare": 1})
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=4, num_workers=0)
+    dm.setup("fit")
+    targets = dm.train_data.dataset.targets
+    assert sorted(targets[i] for i in dm.train_data.indices) == [0] * 9 + [1] * 9 + [2]
+    assert sorted(targets[i] for i in dm.val_data.indices) == [0, 1]
+    # a class whose only image is left out as undecodable: a warning names it
+    (tmp_path / "train" / "rare" / "0.jpg").write_bytes(b"not an image")
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=16, batch_size=4, num_workers=0, skip_bad_files=True
+    )
+    with pytest.warns(UserWarning, match=r"no training examples of 1 of the 3 classes \(rare\)"):
+        dm.setup("fit")
+
+
 def test_image_folder_mistakes(tmp_path: Path) -> None:
     with pytest.raises(SFTError, match="does not exist"):
         ImageFolderDataModule(str(tmp_path / "none"), num_workers=0).setup("fit")

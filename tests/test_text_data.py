@@ -386,6 +386,15 @@ def test_a_jsonl_test_file_is_unlabelled_only_when_no_record_has_a_label(tmp_pat
         dm.setup("test")
 
 
+def test_a_named_class_without_training_examples_is_named(tmp_path, token_cache):
+    """data.label_names with a class the training file never uses: a model output that never
+    learns (was: without a word)."""
+    _tiny_tsv(tmp_path / "d", [("good", "positive"), ("bad", "negative")])
+    dm = make_dm(tmp_path / "d", token_cache, label_names=NAMES, batch_size=2)
+    with pytest.warns(UserWarning, match=r"no training examples of 1 of the 3 classes \(neutral\)"):
+        dm.setup("fit")
+
+
 def test_integer_labels_without_names(tmp_path, token_cache):
     _tiny_tsv(tmp_path / "d", [("x", "0"), ("y", "2"), ("z", "1")])
     dm = make_dm(tmp_path / "d", token_cache, batch_size=2)

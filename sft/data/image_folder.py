@@ -21,7 +21,12 @@ from sft.data.base import ImageDataModule, check_batch_size, check_train_batch
 from sft.data.image_decode import ImageDecoder, check_mode
 from sft.data.image_files import warn_left_out
 from sft.data.resumable import ResumableDataLoader
-from sft.data.subsets import check_few_label_args, few_label_indices
+from sft.data.subsets import (
+    check_few_label_args,
+    few_label_indices,
+    holdout_indices,
+    warn_classes_without_examples,
+)
 from sft.errors import SFTError
 
 
@@ -259,7 +264,7 @@ class ImageFolderDataModule(ImageDataModule):
                         f"data.{setting} is not smaller than the {len(full)} images under "
                         f"{train_path}; lower it or add a '{self.val_dir}' folder"
                     )
-            val_pos = few_label_indices(targets, train_fraction=fraction, seed=self.split_seed)
+            val_pos = holdout_indices(targets, fraction, seed=self.split_seed)
             is_val = torch.zeros(len(full), dtype=torch.bool)
             is_val[val_pos] = True
             pool = (~is_val).nonzero().flatten()
@@ -278,6 +283,9 @@ class ImageFolderDataModule(ImageDataModule):
         )
         self.train_indices = pool[torch.as_tensor(keep, dtype=torch.int64)].tolist()
         self.train_data = Subset(full, self.train_indices)
+        warn_classes_without_examples(
+            targets[self.train_indices], self.class_names, str(train_path)
+        )
 
     def _loader(self, data: Dataset | None, split: str, **kwargs) -> DataLoader:
         if data is None:

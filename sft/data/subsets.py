@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from numbers import Real
 
 import torch
@@ -58,17 +58,49 @@ def few_label_indices(
         short = counts[(counts > 0) & (counts < samples_per_class)]
         if short.numel():
             rank_zero_warn(
-                f"data.samples_per_class={samples_per_class}: {short.numel()} of "
-                f"{int((counts > 0).sum())} classes have fewer training samples (the smallest "
+                f"data.samples_per_class={samples_per_class}: {short.numel()} of the "
+                f"{int((counts > 0).sum())} classes in the training data have fewer samples (the smallest "
                 f"{int(short.min())}); they train on all they have"
             )
+    if samples_per_class is not None:
+        return _draw_per_class(labels_t, lambda n: samples_per_class, gen)
+    return _draw_per_class(labels_t, lambda n: max(1, round(float(train_fraction) * n)), gen)
+
+
+def holdout_indices(labels: Sequence[int] | torch.Tensor, fraction: float, seed: int) -> list[int]:
+    """Indices (sorted) of a class-stratified `fraction` of `labels` to hold out for validation:
+    round(fraction * n_c) of each class c, at least one, but never a class's last sample, which
+    stays for training (was: a class of one sample went to validation whole). The same draw as
+    `few_label_indices(labels, train_fraction=fraction, seed=seed)` otherwise."""
+    labels_t = torch.as_tensor(labels).reshape(-1).to(torch.int64)
+    gen = torch.Generator().manual_seed(int(seed))
+    return _draw_per_class(labels_t, lambda n: min(n - 1, max(1, round(fraction * n))), gen)
+
+
+def _draw_per_class(
+    labels: torch.Tensor, count: Callable[[int], int], gen: torch.Generator
+) -> list[int]:
+    """`count(n_c)` members of each class c, a prefix of a seeded permutation of its members."""
     chosen = []
-    for cls in torch.unique(labels_t):  # sorted, so the draw order is fixed
-        members = (labels_t == cls).nonzero().flatten()
-        if samples_per_class is not None:
-            k = samples_per_class
-        else:
-            k = max(1, round(float(train_fraction) * members.numel()))
+    for cls in torch.unique(labels):  # sorted, so the draw order is fixed
+        members = (labels == cls).nonzero().flatten()
         perm = torch.randperm(members.numel(), generator=gen)
-        chosen.append(members[perm[:k]])
+        chosen.append(members[perm[: count(members.numel())]])
     return sorted(torch.cat(chosen).tolist()) if chosen else []
+
+
+def warn_classes_without_examples(
+    labels: Sequence[int] | torch.Tensor, class_names: Sequence[str], where: str
+) -> None:
+    """A warning naming the classes the training examples `labels` have none of: the model
+    gets an output for each but never learns to predict it (label names the data lacks, a
+    class folder whose only images validate)."""
+    counts = torch.bincount(
+        torch.as_tensor(labels).reshape(-1).to(torch.int64), minlength=len(class_names)
+    )
+    empty = [str(name) for name, n in zip(class_names, counts.tolist(), strict=False) if n == 0]
+    if empty:
+        rank_zero_warn(
+            f"{where}: no training examples of {len(empty)} of the {len(class_names)} classes "
+            f"({', '.join(empty)}); the model cannot learn to predict them"
+        )

@@ -20,7 +20,11 @@ from sft.data.base import SFTDataModule, check_batch_size, check_train_batch
 from sft.data.length_grouped import LengthGroupedSampler
 from sft.data.readers import ReaderSettings, create_reader
 from sft.data.resumable import ResumableDataLoader, ResumableRandomSampler
-from sft.data.subsets import check_few_label_args, few_label_indices
+from sft.data.subsets import (
+    check_few_label_args,
+    few_label_indices,
+    warn_classes_without_examples,
+)
 from sft.data.token_batches import TokenBatchCollator, TokenDataset
 from sft.data.token_cache import TokenizedSplit, cached_tokenize, default_cache_dir, load_tokenizer
 from sft.errors import SFTError
@@ -292,6 +296,9 @@ class TextClassificationDataModule(SFTDataModule):
             train.labels, self.train_fraction, self.samples_per_class, seed=self.seed
         )
         self.train_data = TokenDataset(train.split, keep)
+        warn_classes_without_examples(
+            self.train_data.labels, self.class_names, self.reader.where("train")
+        )
         check_train_batch(self.batch_size, len(keep), self.drop_last, self.reader.where("train"))
         self.val_data = self._checked("val")
 
