@@ -440,6 +440,20 @@ def test_a_run_directory_given_twice_is_refused_before_hydra_writes_in_it(
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_log_dir_that_is_a_file_is_one_error(sweep, tmp_path, monkeypatch, capsys):
+    """paths.log_dir=<a file> (was: NotADirectoryError traceback from Hydra making the run
+    directory under it)."""
+    monkeypatch.chdir(tmp_path)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    argv = ["sft-train", *(["-m"] if sweep else []), *FAST, f"paths.log_dir={a_file}"]
+    assert run_entry_point(train_module.main, argv) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {a_file} is a file, not a folder: the run directory {a_file}/")
+    assert a_file.read_text() == "mine"
+
+
 def test_a_finished_run_resumed_keeps_its_recorded_metrics(tmp_path, monkeypatch):
     """resume= of a finished run (as re-running a sweep into its directory does to its finished
     jobs) trains nothing more and tests again: its result.json kept only the test metrics (was:

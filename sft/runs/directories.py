@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sft.errors import SFTError, report_user_errors
+from sft.utils.io import file_in_the_way
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
@@ -106,6 +107,17 @@ def check_nothing_to_overwrite(output_dir: Path) -> None:
         )
 
 
+def check_can_be_made(run_dir: Path, setting: str) -> None:
+    """SFTError when a file stands where the run directory or a folder above it would be (was:
+    a NotADirectoryError traceback from Hydra making it)."""
+    blocking = file_in_the_way(run_dir)
+    if blocking is not None:
+        raise SFTError(
+            f"{blocking} is a file, not a folder: the run directory {run_dir} cannot be made; "
+            f"give another paths.log_dir (or {setting})"
+        )
+
+
 def refuse_resume_in_multirun(resume: str) -> None:
     raise SFTError(
         f"resume={resume} continues a single run, not the jobs of a multirun (-m): resume a "
@@ -122,10 +134,13 @@ class RunDirectory(Callback):
         resume = OmegaConf.select(config, "resume", default=None)
         if resume is not None:
             report_user_errors(lambda: refuse_resume_in_multirun(resume))
+        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        report_user_errors(lambda: check_can_be_made(sweep_dir, "hydra.sweep.dir"))
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.hydra
         given = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+        report_user_errors(lambda: check_can_be_made(given, "hydra.run.dir"))
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
         resume = OmegaConf.select(config, "resume", default=None)
         if _overridden("hydra.run.dir", hydra_cfg):

@@ -21,17 +21,23 @@ import torch
 from sft.errors import SFTError
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The file that keeps folder `path` from being made: `path` itself or the nearest existing
+    folder above it, when that is not a folder."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return None if folder.is_dir() else folder
+    return None
+
+
 def check_not_written(path: Path, setting: str) -> None:
     """SFTError when `path` exists: results already written are never replaced (`setting`: what
     the user changes to write elsewhere). Also when a folder it goes in is a file."""
-    for folder in path.parents:
-        if folder.exists():
-            if not folder.is_dir():
-                raise SFTError(
-                    f"{folder} is a file, not a folder: {path} cannot be written; give another "
-                    f"{setting}"
-                )
-            break
+    blocking = file_in_the_way(path.parent)
+    if blocking is not None:
+        raise SFTError(
+            f"{blocking} is a file, not a folder: {path} cannot be written; give another {setting}"
+        )
     if path.exists():
         raise SFTError(
             f"{path} already exists: give another {setting} (results already written are never "
