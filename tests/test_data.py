@@ -547,9 +547,15 @@ def test_image_folder_names_the_files_it_leaves_out(tmp_path: Path, caplog) -> N
     Image.new("RGB", (20, 20)).save(tmp_path / "train" / "stray.png")
     (tmp_path / "train" / "ant" / "notes.txt").write_text("where these came from")
     (tmp_path / "train" / "bee" / ".DS_Store").write_bytes(b"\0")
+    # what Jupyter and macOS leave: no class, and no undecodable image (was: a class
+    # '.ipynb_checkpoints', and the AppleDouble file an undecodable image)
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (20, 20)).save(tmp_path / "train" / ".ipynb_checkpoints" / "copy.png")
+    (tmp_path / "train" / "ant" / "._0.jpg").write_bytes(b"\0\5\26\7 resource fork")
     dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
     with caplog.at_level(logging.WARNING, logger="sft.data.image_files"):
         dm.setup("fit")
+    assert dm.class_names == ["ant", "bee"]
     train = tmp_path / "train"
     assert [r.getMessage().split(" (images:")[0] for r in caplog.records] == [
         f"2 files under {train} not used: {train / 'ant' / 'notes.txt'} (not an image file); "

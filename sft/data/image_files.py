@@ -19,13 +19,24 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMG_EXTENSIONS
 
 
+def is_hidden(name: str) -> bool:
+    """.DS_Store, .ipynb_checkpoints/, AppleDouble ._x.jpg: the file system's, not data."""
+    return name.startswith(".")
+
+
+def visible_image(root: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """An image file under `root` with no hidden file or folder on its way there."""
+    parts = Path(path).relative_to(root).parts
+    return is_image(Path(path)) and not any(is_hidden(part) for part in parts)
+
+
 def visible_files(root: Path) -> list[Path]:
     """Every file under `root` (following links, as ImageFolder does), sorted, without hidden
     files and folders: .DS_Store and the like are the file system's, not the user's data."""
     found = []
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(folder, f) for f in files if not f.startswith(".")]
+        dirs[:] = [d for d in dirs if not is_hidden(d)]
+        found += [Path(folder, f) for f in files if not is_hidden(f)]
     return sorted(found)
 
 

@@ -3,6 +3,7 @@ augment per batch on the device (the same augmentation code as CIFAR-10)."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from sft.contracts import IMAGENET
 from sft.data.base import ImageDataModule, check_batch_size, check_train_batch
 from sft.data.image_decode import ImageDecoder, check_mode
-from sft.data.image_files import warn_left_out
+from sft.data.image_files import is_hidden, visible_image, warn_left_out
 from sft.data.resumable import ResumableDataLoader
 from sft.data.subsets import (
     check_few_label_args,
@@ -41,13 +42,25 @@ class _MappedImageFolder(ImageFolder):
         allow_empty: bool,
     ):
         self._fixed_class_to_idx = class_to_idx
-        super().__init__(root, loader=decode, allow_empty=allow_empty)
+        super().__init__(
+            root,
+            loader=decode,
+            is_valid_file=functools.partial(visible_image, root),
+            allow_empty=allow_empty,
+        )
 
     def find_classes(self, directory):
         if self._fixed_class_to_idx is None:
-            return super().find_classes(directory)
+            # hidden folders (.ipynb_checkpoints) are no class: torchvision takes every folder
+            classes = class_folders(Path(directory))
+            return classes, {name: i for i, name in enumerate(classes)}
         mapping = self._fixed_class_to_idx
         return sorted(mapping, key=mapping.get), dict(mapping)
+
+
+def class_folders(path: Path) -> list[str]:
+    """The class folders of a split folder, sorted; hidden ones are not classes."""
+    return sorted(e.name for e in path.iterdir() if e.is_dir() and not is_hidden(e.name))
 
 
 def _decode_error(path: str, size: int) -> str | None:
@@ -91,7 +104,7 @@ def open_image_folder(
     """One split folder as a dataset; user mistakes in the tree become one-line SFTErrors."""
     if not path.is_dir():
         raise SFTError(f"image folder {path} does not exist; expected {path}/<class>/<images>")
-    classes = sorted(e.name for e in path.iterdir() if e.is_dir())
+    classes = class_folders(path)
     if not classes:
         raise SFTError(
             f"image folder {path} has no class folders; expected {path}/<class>/<images>"
