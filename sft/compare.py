@@ -135,10 +135,11 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path]]:
                 continue
             seen.add(event_dir)
             scalars = load_scalars(event_dir)
-            if not scalars:
+            run_dir = _run_dir(event_dir, root)
+            result_file = run_dir / RESULT_FILE
+            if not scalars and not result_file.is_file():
                 empty.append(event_dir)
                 continue
-            run_dir = _run_dir(event_dir, root)
             overrides_file = run_dir / ".hydra" / "overrides.yaml"
             # unresolved: a sweeper's overrides may hold ${hydra:...}, which only Hydra resolves
             overrides = (
@@ -146,10 +147,11 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path]]:
                 if overrides_file.is_file()
                 else []
             )
-            result_file = run_dir / RESULT_FILE
+            # a run without scalars but with a result (a job that failed early) is listed with
+            # its status
             result = RunResult.read(result_file) if result_file.is_file() else None
             runs.append(Run(event_dir, [str(o) for o in overrides], scalars, result))
-    if not runs:
+    if not any(run.scalars for run in runs):
         raise SFTError(f"no TensorBoard runs with scalars under {', '.join(map(str, paths))}")
     _label_runs(runs)
     return runs, empty
@@ -322,7 +324,10 @@ def compare(args: argparse.Namespace, console: Console) -> list[Row]:
     if empty:
         listed = ", ".join(map(str, empty[:3])) + (", ..." if len(empty) > 3 else "")
         console.print(
-            escape(f"left out: {len(empty)} runs that logged no scalars (failed early?): {listed}")
+            escape(
+                f"left out: {len(empty)} run{'s' if len(empty) > 1 else ''} that logged no "
+                f"scalars (failed early?): {listed}"
+            )
         )
     order = {row.path: i for i, row in enumerate(rows)}
     runs.sort(key=lambda run: order[str(run.path)])  # the legend in the table's order

@@ -8,6 +8,7 @@ import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from sft.compare import main
+from sft.runs.result import RunResult
 
 
 def make_run(run_dir: Path, overrides: list[str], val_acc: list[float], test_acc: float) -> None:
@@ -143,7 +144,28 @@ def test_list_values_in_labels_and_runs_without_scalars_are_shown(tmp_path, caps
         "data.label_names=[neg,pos]",
         "data.label_names=[pos,neg]",
     ]
-    assert "left out: 1 runs that logged no scalars" in out and "runs/c" in out
+    assert "left out: 1 run that logged no scalars" in out and "runs/c" in out
+
+
+def test_a_failed_job_is_listed_with_its_status(sweep, tmp_path, capsys):
+    """A sweep job that failed before logging a scalar, as sft-train leaves it (overrides,
+    result.json, an event file without scalars): was left out as if it were not a run."""
+    job = sweep / "2"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- seed=0\n- model.lr_head=10\n")
+    logger = TensorBoardLogger(save_dir=job / "tensorboard", name=None, version="")
+    logger.experiment.flush()
+    logger.finalize("failed")
+    RunResult(status="failed", error="loss is nan", output_dir=str(job)).write()
+    main([str(sweep), "--png", str(tmp_path / "c.png")])
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert [(row[0], row[-1]) for row in rows] == [
+        ("model.lr_head=0.1", "-"),
+        ("model.lr_head=0.01", "-"),
+        ("model.lr_head=10", "failed"),
+    ]
+    assert "left out" not in out
 
 
 def test_overrides_with_hydra_interpolations_label_runs(tmp_path, capsys):
