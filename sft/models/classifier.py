@@ -159,10 +159,10 @@ class SFTClassifier(L.LightningModule):
                 # a seeded run rebuilds the same random weights (resume= works), nothing else can
                 rank_zero_warn(
                     "adapter.save_only_trainable=true keeps the base weights out of the "
-                    "checkpoints, but model.backbone.pretrained=false: only a run seeded like this "
-                    "one rebuilds its random base weights (resume=); sft-eval, sft-predict and "
-                    "sft-export will refuse these checkpoints. Set adapter.save_only_trainable="
-                    "false to keep them usable"
+                    "checkpoints, but model.backbone.pretrained=false: only a process seeded like "
+                    "this run rebuilds its random base weights (resume=, sft-eval with the same "
+                    "seed); sft-predict and sft-export will refuse these checkpoints. Set "
+                    "adapter.save_only_trainable=false to keep them usable everywhere"
                 )
             add_lora(self.backbone, settings, name)
             # small checkpoints: Lightning loads them without the frozen weights
