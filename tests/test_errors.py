@@ -100,6 +100,20 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["experiment=_fixed_steps"],
             "; experiment/_fixed_steps.yaml is a base that other options include, not one to choose",
         ),
+        # Hydra's three-line advice, and its "Multiple values for experiment" (was: both
+        # multi-line reports)
+        (
+            "train",
+            ["trainer.max_epochs=1,2"],
+            "error: trainer.max_epochs=1,2 gives several values, which only a multirun sweeps: "
+            "add -m",
+        ),
+        (
+            "train",
+            ["+experiment=sst2_minilm"],
+            "error: +experiment=... adds a second experiment to the one chosen: write "
+            "experiment=<option>",
+        ),
         ("eval", ["ckpt_path=x.ckpt", "trainer=gpuu"], "did you mean 'gpu'?"),
         ("eval", [], "error: missing value for ckpt_path: set it, e.g. ckpt_path=..."),
     ],

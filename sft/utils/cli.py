@@ -45,6 +45,7 @@ HYDRA_HANDLES = (
 NOT_OVERRIDABLE = re.compile(r"Could not override '([^']+)'")
 NOT_DELETABLE = re.compile(r"Could not delete from config\. '([^']+)' does not exist")
 ALREADY_THERE = re.compile(r"Could not append to config\. An item is already at '([^']+)'")
+GROUP_TWICE = re.compile(r"Multiple values for ([\w./]+)\. To override a value use")
 
 
 class OverrideMistake(Exception):
@@ -73,6 +74,11 @@ def check_overrides(config_name: str, argv: Sequence[str], config_dir: str = CON
             override.config_loader = loader  # glob(...) lists the group's options through it
         for override in parsed:
             check_not_a_base(override, loader)
+            if override.is_sweep_override() and not (args.multirun or args.cfg):
+                raise OverrideMistake(
+                    f"{override.input_line.lstrip('+')} gives several values, which only a multirun "
+                    "sweeps: add -m, or write a list as [a,b] (a text with commas: quote it)"
+                )
         overrides = list(representative_overrides(parsed, loader))
         try:
             cfg = loader.load_configuration(config_name, overrides, run_mode=RunMode.RUN)
@@ -152,6 +158,9 @@ def describe_composition_error(
         key = match.group(1)
         hint = closest_key(key, config_name, overrides, loader)
         return f"cannot delete '{key}': no such config key" + (f" ({hint})" if hint else "")
+    if match := GROUP_TWICE.search(message):
+        group = match.group(1)
+        return f"+{group}=... adds a second {group} to the one chosen: write {group}=<option>"
     if match := ALREADY_THERE.search(message):
         key = match.group(1)
         return (
