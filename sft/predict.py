@@ -45,6 +45,12 @@ def read_inputs(cfg: DictConfig, bundle: Any) -> TextInputs | ImageInputs:
     if kind == "image":
         return read_images(path)
     dm = bundle.datamodule
+    if path.suffix.lower() == ".txt" and (cfg.text_column or cfg.quoting):
+        key = "text_column" if cfg.text_column else "quoting"
+        raise SFTError(
+            f"{key}= is for TSV/CSV/JSONL inputs, but inputs={path} is a .txt file (one text per "
+            f"line): leave {key} out"
+        )
     quoting = cfg.quoting
     if quoting is None and dm.reader.source == path.suffix.lower().lstrip("."):
         # a file of the format the model was trained on is read as its training files were

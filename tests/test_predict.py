@@ -176,6 +176,11 @@ def test_a_file_of_the_training_format_is_read_with_the_training_quoting(tmp_pat
         assert predict_module.read_inputs(cfg, bundle).texts == ['a "fine" film']
     cfg.inputs, cfg.quoting = str(tmp_path / "new.tsv"), "none"  # asked: as asked
     assert predict_module.read_inputs(cfg, bundle).texts == ['"a ""fine"" film"']
+    # a .txt has no columns and no quoting (was: the setting ignored without a word)
+    (tmp_path / "new.txt").write_text("a fine film\n")
+    cfg.inputs, cfg.quoting, cfg.text_column = str(tmp_path / "new.txt"), None, "review"
+    with pytest.raises(SFTError, match=r"^text_column= is for TSV/CSV/JSONL inputs, but inputs="):
+        predict_module.read_inputs(cfg, bundle)
 
 
 def test_inputs_of_the_wrong_modality(ckpts, tmp_path):
