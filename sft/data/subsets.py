@@ -59,8 +59,8 @@ def few_label_indices(
         if short.numel():
             rank_zero_warn(
                 f"data.samples_per_class={samples_per_class}: {short.numel()} of the "
-                f"{int((counts > 0).sum())} classes in the training data have fewer samples (the smallest "
-                f"{int(short.min())}); they train on all they have"
+                f"{int((counts > 0).sum())} classes in the training data have fewer samples "
+                f"(the smallest {int(short.min())}); they train on all they have"
             )
     if samples_per_class is not None:
         return _draw_per_class(labels_t, lambda n: samples_per_class, gen)

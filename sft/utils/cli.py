@@ -76,8 +76,9 @@ def check_overrides(config_name: str, argv: Sequence[str], config_dir: str = CON
             check_not_a_base(override, loader)
             if override.is_sweep_override() and not (args.multirun or args.cfg):
                 raise OverrideMistake(
-                    f"{override.input_line.lstrip('+')} gives several values, which only a multirun "
-                    "sweeps: add -m, or write a list as [a,b] (a text with commas: quote it)"
+                    f"{override.input_line.lstrip('+')} gives several values, which only a "
+                    "multirun sweeps: add -m, or write a list as [a,b] (a text with commas: "
+                    "quote it)"
                 )
         overrides = list(representative_overrides(parsed, loader))
         try:
