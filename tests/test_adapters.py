@@ -226,7 +226,7 @@ def test_lora_run_resumes_exactly_from_a_small_checkpoint(train_cfg, tmp_path, d
 
     small = [*LORA_RUN, "adapter.save_only_trainable=true"]
     # small_cnn's base weights are random: said at the start (was: silent until sft-predict)
-    with pytest.warns(UserWarning, match=r"only a run seeded like this one rebuilds"):
+    with pytest.warns(UserWarning, match=r"only a process seeded like this run rebuilds"):
         train(train_cfg(*EXACT, *small, run_dir=tmp_path / "reference"))
     run_dir = tmp_path / "run"
     crash = ["+callbacks.crash._target_=helpers.faults.CrashAtStep", "+callbacks.crash.step=7"]
