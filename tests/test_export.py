@@ -13,6 +13,7 @@ import sft.export as export_module
 from sft.errors import SFTError
 from sft.export import check_formats, check_parity, export
 from sft.inference.bundle import load_bundle
+from sft.train import train
 
 ATOL = 1e-5
 # Runs in a fresh interpreter where `import sft` fails: only torch, onnxruntime, transformers.
@@ -215,3 +216,24 @@ def test_a_failed_export_leaves_none_of_its_files(ckpts, tmp_path, monkeypatch):
     assert list(out.iterdir()) == []
     with pytest.raises(SFTError, match=r"^atol: expected a float >= 0, got -1"):
         run_export(ckpts["image"], tmp_path / "run", "atol=-1")
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_exports_to_torchscript(tmp_path, data_dir):
+    """The README's CPU image recipe (timm's Conv2dSame padding): the TorchScript trace failed
+    with "RuntimeError: unordered_map::at" on every EfficientNet-Lite0 checkpoint."""
+    overrides = [
+        "experiment=cifar10_effnet_lite0_quick",
+        "debug=fdr",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "data.batch_size=8",
+        "data.eval_batch_size=8",
+        "test=false",
+    ]
+    run = tmp_path / "train"
+    train(compose_config("train", overrides, run))
+    out = run_export(
+        run / "checkpoints" / "last.ckpt", tmp_path / "export", "formats=[torchscript]"
+    )
+    assert (out / "model.pt").is_file() and (out / "metadata.json").is_file()

@@ -43,3 +43,18 @@ def test_zero_padding_of_an_output_that_is_all_padding():
     got = zero_padded(x, -5, 3, 0, 0)  # the rows cut reach past the input
     assert got.shape == (1, 2, 2, 3)
     assert not got.any()
+
+
+def test_same_padding_traces_for_torchscript():
+    """sft-export's torch.jit.trace of an EfficientNet-Lite0 (timm's Conv2dSame) failed with
+    "RuntimeError: unordered_map::at": the tracer cannot record a Python autograd Function."""
+
+    class StridedSame(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return pad_same(x, (3, 3), (2, 2), (1, 1)) * 2
+
+    module = StridedSame()
+    with torch.no_grad():
+        traced = torch.jit.trace(module, (torch.rand(1, 3, 9, 9),))
+        other = torch.rand(2, 3, 9, 9)  # another batch: the graph holds no fixed batch size
+        torch.testing.assert_close(traced(other), module(other), rtol=0, atol=0)

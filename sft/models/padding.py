@@ -70,13 +70,14 @@ def pad_same(
     x: torch.Tensor, kernel_size: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
 ) -> torch.Tensor:
     """timm's `pad_same` (TF "SAME": the odd pixel at the bottom and right), with zero_padded
-    on CPU (measured there only) and F.pad elsewhere."""
+    on CPU (measured there only) and F.pad elsewhere, and in a graph being traced or scripted
+    (sft-export's TorchScript: the tracer cannot record a Python autograd Function)."""
     pad_h = _same_padding(x.shape[-2], kernel_size[0], stride[0], dilation[0])
     pad_w = _same_padding(x.shape[-1], kernel_size[1], stride[1], dilation[1])
     if not pad_h and not pad_w:
         return x
     sides = (pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2)
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or torch.jit.is_tracing() or torch.jit.is_scripting():
         top, bottom, left, right = sides
         return F.pad(x, (left, right, top, bottom))
     return _ZeroPad.apply(x, *sides)
