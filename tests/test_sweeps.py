@@ -168,3 +168,29 @@ def test_resume_in_a_multirun_is_refused(tmp_path, capsys):
         .startswith("error: resume=auto continues a single run, not the jobs of a multirun (-m)")
     )
     assert not sweep.exists()
+
+
+def test_a_sweep_rerun_in_its_directory_keeps_each_jobs_first_record(tmp_path, capsys):
+    """The same grid re-run into its hydra.sweep.dir continues its jobs, each job's config of
+    the re-run beside the first (was: written over .hydra/ of the first run); another grid
+    there is refused before any job runs (was: each job refused alone after Hydra had written
+    its config over the other job's, and the sweep ended with status 0)."""
+    sweep = tmp_path / "sweep"
+    grid = ["-m", *TINY, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"]
+    assert run_sft_train(capsys, *grid, "seed=1,2")[0] == 0
+    first = {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")}
+    assert len(first) == 6
+
+    assert run_sft_train(capsys, *grid, "seed=1,2")[0] == 0
+    assert {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")} == first
+    assert len(list(sweep.glob("*/.hydra/resumed_*/overrides.yaml"))) == 2
+
+    code, err = run_sft_train(capsys, *grid, "seed=1,3")
+    assert code == 1
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"error: hydra.sweep.dir={sweep} holds another sweep: its job 1 ran ")
+    )
+    assert {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")} == first
+    assert len(list(sweep.glob("*/.hydra/resumed_*/overrides.yaml"))) == 2

@@ -15,16 +15,19 @@ used as it is. Multirun jobs get their own numbered directories from the sweep (
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sft.errors import SFTError, report_user_errors
+from sft.runs.result import RESULT_FILE, RunResult, run_overrides
+from sft.utils.config import config_subdir
 from sft.utils.io import file_in_the_way
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -86,11 +89,6 @@ def resumed_run_dir(resume: str) -> Path:
     return run_dir
 
 
-def config_subdir(run_dir: Path, stamp: str) -> str:
-    """`.hydra` for a new run; `.hydra/resumed_<stamp>` when the directory has a run's config."""
-    return f".hydra/resumed_{stamp}" if (run_dir / ".hydra" / "config.yaml").is_file() else ".hydra"
-
-
 def _overridden(key: str, hydra_cfg: DictConfig) -> bool:
     """Whether the command line sets `key` (a hydra.* override)."""
     return any(o.split("=", 1)[0].lstrip("+~") == key for o in hydra_cfg.overrides.hydra)
@@ -118,6 +116,39 @@ def check_can_be_made(run_dir: Path, setting: str) -> None:
         )
 
 
+def grid_jobs(config: DictConfig) -> list[list[str]] | None:
+    """The overrides of each job of a grid sweep (Hydra's basic sweeper: its `params`, then the
+    command line's), in job-number order; None for other sweepers (Optuna samples its trials)."""
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+    if sweeper != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+        return None
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    # Hydra's own split of a grid into jobs (a private module: the sweeper exposes no other)
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None)
+    return [job for batch in batches for job in batch]
+
+
+def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
+    """A grid re-run into its hydra.sweep.dir continues its jobs from their last.ckpt; a job
+    directory holding a job of other overrides (another grid in that directory) is refused
+    here, before any job runs (was: the job refused alone after Hydra had written its config
+    over the other job's, and the sweep reported success)."""
+    jobs = grid_jobs(config) if sweep_dir.is_dir() else None
+    for num, overrides in enumerate(jobs or []):
+        recorded_file = sweep_dir / str(num) / RESULT_FILE
+        if not recorded_file.is_file():
+            continue
+        recorded, planned = RunResult.read(recorded_file).overrides, run_overrides(overrides)
+        if recorded != planned:
+            raise SFTError(
+                f"hydra.sweep.dir={sweep_dir} holds another sweep: its job {num} ran "
+                f"{' '.join(recorded) or 'no overrides'}, this sweep's job {num} would run "
+                f"{' '.join(planned)}; give this sweep a new hydra.sweep.dir (a sweep re-run into "
+                "its directory continues it only with the same overrides)"
+            )
+
+
 def refuse_resume_in_multirun(resume: str) -> None:
     raise SFTError(
         f"resume={resume} continues a single run, not the jobs of a multirun (-m): resume a "
@@ -136,12 +167,13 @@ class RunDirectory(Callback):
             report_user_errors(lambda: refuse_resume_in_multirun(resume))
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
         report_user_errors(lambda: check_can_be_made(sweep_dir, "hydra.sweep.dir"))
+        if not _overridden("hydra.sweep.subdir", config.hydra):
+            report_user_errors(lambda: check_jobs_already_there(sweep_dir, config))
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.hydra
         given = Path(str(OmegaConf.select(config, "hydra.run.dir")))
         report_user_errors(lambda: check_can_be_made(given, "hydra.run.dir"))
-        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
         resume = OmegaConf.select(config, "resume", default=None)
         if _overridden("hydra.run.dir", hydra_cfg):
             chosen = given  # the user's directory, as given
@@ -156,4 +188,4 @@ class RunDirectory(Callback):
         with read_write(hydra_cfg), open_dict(hydra_cfg):
             hydra_cfg.run.dir = str(chosen)
             if not _overridden("hydra.output_subdir", hydra_cfg):  # e.g. null: DDP ranks > 0
-                hydra_cfg.output_subdir = config_subdir(chosen, stamp)
+                hydra_cfg.output_subdir = config_subdir(str(chosen))

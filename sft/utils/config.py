@@ -1,6 +1,7 @@
 """Config helpers: the resolver the configs use, the running job's overrides, printing and
 saving the resolved config."""
 
+import time
 from pathlib import Path
 
 import rich
@@ -31,9 +32,21 @@ def register_resolvers() -> None:
     (and so must code that composes sft's configs itself). Idempotent.
 
     `${sft_root:}` (conf/paths): the checkout, or the current directory of an installed package.
+    `${sft_config_subdir:<run dir>}` (conf/hydra): see `config_subdir`.
     """
     if not OmegaConf.has_resolver("sft_root"):
         OmegaConf.register_new_resolver("sft_root", work_root)
+    if not OmegaConf.has_resolver("sft_config_subdir"):
+        OmegaConf.register_new_resolver("sft_config_subdir", config_subdir)
+
+
+def config_subdir(run_dir: str) -> str:
+    """Where Hydra saves a run's config in `run_dir` (`${sft_config_subdir:...}`, conf/hydra):
+    `.hydra` for a new run; `.hydra/resumed_<time>` when the directory holds a run's config
+    already (a resumed run, a sweep's job re-run in its directory), so that record is kept."""
+    if (Path(run_dir) / ".hydra" / "config.yaml").is_file():
+        return f".hydra/resumed_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    return ".hydra"
 
 
 def task_overrides() -> list[str]:
