@@ -20,7 +20,12 @@ from sft.errors import find_user_error, report_user_errors
 from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints
 from sft.runs.result import RunRecorder, run_overrides
-from sft.runs.resume import check_resume_checkpoint, continue_tensorboard, resume_point
+from sft.runs.resume import (
+    check_resume_checkpoint,
+    continue_tensorboard,
+    recover_spawned_progress,
+    resume_point,
+)
 from sft.runs.tensorboard_hparams import TensorBoardHParams
 from sft.utils.allocator import keep_freed_memory
 from sft.utils.cli import checks_overrides
@@ -120,6 +125,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         ckpt_path = start.hand_to(trainer) if start else None
         with lightning_refusals():
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        recover_spawned_progress(trainer)
     metrics = dict(trainer.callback_metrics)
     if recorder is not None:
         recorder.set_epochs(trainer.current_epoch)

@@ -1,6 +1,7 @@
 """Entry points end to end: sft-train / sft-eval on CIFAR-10 slices, on CPU."""
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,9 +135,21 @@ def test_eval_reproduces_training_test_accuracy(train_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_sim_runs_two_processes(train_cfg):
-    cfg = train_cfg("trainer=ddp_sim", "trainer.max_epochs=1", "trainer.enable_progress_bar=false")
-    metrics = train(cfg)
+    """The ranks train in spawned processes: the run's record counts their epochs and the test
+    logs at their last step (was: 0 epochs in result.json, test/acc at step 0)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sft.runs.result import RunRecorder
+
+    cfg = train_cfg("trainer=ddp_sim", "trainer.max_epochs=2", "trainer.enable_progress_bar=false")
+    recorder = RunRecorder(cfg.paths.output_dir, [], None)
+    metrics = train(cfg, recorder)
     assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert recorder.result.epochs == 2
+    events = EventAccumulator(str(Path(cfg.paths.output_dir) / "tensorboard"))
+    events.Reload()
+    (test_step,) = [e.step for e in events.Scalars("test/acc")]
+    assert test_step == max(e.step for e in events.Scalars("val/acc")) + 1 > 1
 
 
 def test_bad_data_dir_is_one_clear_error(tmp_path):

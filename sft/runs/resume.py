@@ -29,6 +29,7 @@ from sft.runs.directories import (
     last_checkpoint,
     refuse_resume_in_multirun,
     resumed_run_dir,
+    trainer_last_checkpoint,
 )
 from sft.runs.result import RESULT_FILE, RunResult, run_overrides
 from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
@@ -272,3 +273,23 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
                 f"checkpoint {path} does not fit this run's model (another setup): it {what} "
                 f"{', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
             )
+
+
+def recover_spawned_progress(trainer: Trainer) -> None:
+    """Under `ddp_spawn` (trainer=ddp_sim) the ranks train in child processes, and Lightning
+    hands the main process their weights and metrics, not their loop progress: its trainer
+    stayed at epoch 0, step 0, so result.json recorded 0 epochs and the test that follows
+    logged at step 0. The progress is read back from the last.ckpt the ranks wrote."""
+    last = trainer_last_checkpoint(trainer)
+    if trainer.global_step > 0 or not last.is_file():
+        return
+    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    fit_loop = state.get("loops", {}).get("fit_loop")
+    if fit_loop is None or state.get("global_step", 0) == 0:
+        return
+    trainer.fit_loop.load_state_dict(fit_loop)
+    epochs = trainer.fit_loop.epoch_progress.current
+    if not trainer.interrupted and epochs.completed < epochs.processed:
+        # saved at the last epoch's final validation, before Lightning counted the epoch: the
+        # fit has finished it since
+        epochs.completed = epochs.processed
