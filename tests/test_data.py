@@ -456,6 +456,25 @@ def test_image_folder_tiny_tree(tmp_path: Path) -> None:
     assert test_labels.tolist() == [1, 1, 2]  # train's mapping, not test's own
 
 
+def test_ddp_ranks_score_each_validation_and_test_image_once(tmp_path: Path) -> None:
+    """Under DDP (trainer=ddp_sim) Lightning's DistributedSampler padded 7 images to 8 for 2
+    ranks, and the repeated one counted twice in val/acc and test/acc."""
+    _tree(tmp_path, "train", {"ant": 4, "bee": 4})
+    _tree(tmp_path, "val", {"ant": 4, "bee": 3})
+    _tree(tmp_path, "test", {"ant": 4, "bee": 3})
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    dm.setup()
+    seen = {"val": [], "test": []}
+    for rank in (0, 1):
+        dm.trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": rank})
+        for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+            assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)  # kept
+            seen[split] += list(loader.sampler)
+    assert sorted(seen["val"]) == list(range(7)) and sorted(seen["test"]) == list(range(7))
+    dm.trainer = None  # one process: no sampler of sft's
+    assert not isinstance(dm.val_dataloader().sampler, torch.utils.data.DistributedSampler)
+
+
 def test_image_folder_val_size_holds_out_that_many_stratified(tmp_path: Path) -> None:
     """data.val_size (what the CIFAR-10 experiments set) carves about that many training images,
     from every class, when there is no val/ folder; as many as the folder holds is an error."""

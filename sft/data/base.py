@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sft.contracts import InputSpec, Modality, Normalization
 from sft.data.augment import ImageBatchTransform
@@ -53,6 +54,20 @@ class SFTDataModule(L.LightningDataModule):
                 f"gives {self.modality}s: pair a {spec.modality} backbone with a {spec.modality} "
                 "datamodule"
             )
+
+    def eval_sampler(self, data: Dataset | None) -> Sampler | None:
+        """Under DDP, this rank's share of a validation/test split with every example once
+        (Lightning's own DistributedSampler pads the split to a multiple of the ranks with
+        repeats, which val/acc, test/acc and the best checkpoint's choice then counted twice);
+        None on one process. The ranks' batch counts may differ by one: the metrics' epoch-end
+        sync is their only collective."""
+        trainer = self.trainer
+        shard = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
+        if data is None or shard.get("num_replicas", 1) <= 1:
+            return None
+        return UnrepeatedDistributedSampler(
+            data, num_replicas=shard["num_replicas"], rank=shard["rank"], shuffle=False
+        )
 
     def probe_dataloader(self) -> DataLoader:
         """The (few-label) training subset in fixed order, unshuffled, batches untransformed.
@@ -132,10 +147,20 @@ class ImageDataModule(SFTDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_data, "val", batch_size=self.eval_batch_size)
+        return self._loader(
+            self.val_data,
+            "val",
+            batch_size=self.eval_batch_size,
+            sampler=self.eval_sampler(self.val_data),
+        )
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_data, "test", batch_size=self.eval_batch_size)
+        return self._loader(
+            self.test_data,
+            "test",
+            batch_size=self.eval_batch_size,
+            sampler=self.eval_sampler(self.test_data),
+        )
 
     def predict_dataloader(self) -> DataLoader:
         """The test split in order; validation where there is no test split."""

@@ -351,7 +351,12 @@ class TextClassificationDataModule(SFTDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_data, "val", batch_size=self.eval_batch_size)
+        return self._loader(
+            self.val_data,
+            "val",
+            batch_size=self.eval_batch_size,
+            sampler=self.eval_sampler(self.val_data),
+        )
 
     def test_dataloader(self) -> DataLoader:
         if self.splits["test"] and not self.has_labelled_test:
@@ -361,7 +366,12 @@ class TextClassificationDataModule(SFTDataModule):
             )
         if not self.splits["test"]:
             raise SFTError("this text data has no test split (data.test_split); validation is val")
-        return self._loader(self.test_data, "test", batch_size=self.eval_batch_size)
+        return self._loader(
+            self.test_data,
+            "test",
+            batch_size=self.eval_batch_size,
+            sampler=self.eval_sampler(self.test_data),
+        )
 
     def predict_dataloader(self) -> DataLoader:
         """The test split (or, without one, validation) in file order; unlabelled rows: -1."""
