@@ -47,9 +47,14 @@ METADATA = "metadata.json"
 register_resolvers()
 
 
-def check_formats(formats: Any, modality: str) -> list[str]:
-    if formats is None:  # everything the model supports
-        return ["torchscript", "onnx", *(["hf"] if modality == "text" else [])]
+def check_formats(formats: Any, modality: str, head_folds: bool = True) -> list[str]:
+    """The formats to write, checked before any is: `hf` needs a text model whose head folds
+    into one Linear (no MLP branch); the default (null) is every format the model supports."""
+    hf_possible = modality == "text" and head_folds
+    if formats is None:
+        if modality == "text" and not head_folds:
+            log.info("formats: no hf folder (the head's MLP branch does not fold into a Linear)")
+        return ["torchscript", "onnx", *(["hf"] if hf_possible else [])]
     # formats=onnx on the command line: one format (a string is not a list of its letters)
     formats = [formats] if isinstance(formats, str) else [str(f) for f in formats]
     unknown = [f for f in formats if f not in FORMATS]
@@ -57,6 +62,11 @@ def check_formats(formats: Any, modality: str) -> list[str]:
         raise SFTError(f"formats: expected a list of {', '.join(FORMATS)}, got {formats}")
     if "hf" in formats and modality != "text":
         raise SFTError("formats: hf (a save_pretrained folder) is for text backbones only")
+    if "hf" in formats and not hf_possible:
+        raise SFTError(
+            "formats: hf needs a head that folds into one Linear (model.head.branch linear or "
+            "none); this model's has an MLP branch: export torchscript or onnx"
+        )
     return formats
 
 
@@ -150,7 +160,7 @@ def export(cfg: DictConfig) -> Path:
     check_value(cfg.atol, NonNegative, "atol")
     check_value(cfg.onnx.opset, int | None, "onnx.opset")
     bundle = load_bundle(cfg.ckpt_path, "cpu")
-    formats = check_formats(cfg.formats, bundle.modality)
+    formats = check_formats(cfg.formats, bundle.modality, bundle.model.head.folds)
     out = Path(cfg.output_dir or Path(cfg.paths.output_dir) / "export")
     written = targets(out, formats, bundle.modality)
     for path in written:

@@ -152,6 +152,12 @@ def test_format_choice_errors():
         check_formats(["hf"], "image")
     with pytest.raises(SFTError, match="expected a list of"):
         check_formats(["tflite"], "image")
+    # a text head with an MLP branch (model.head.branch=mlp) has no hf folder: the default
+    # leaves it out, and asking for it is refused before anything is exported (was: the
+    # default failed after building and checking TorchScript and ONNX, keeping none)
+    assert check_formats(None, "text", head_folds=False) == ["torchscript", "onnx"]
+    with pytest.raises(SFTError, match=r"^formats: hf needs a head that folds into one Linear"):
+        check_formats(["onnx", "hf"], "text", head_folds=False)
 
 
 def test_parity_failure_is_one_clear_line():

@@ -66,10 +66,15 @@ class FusedHead(nn.Module):
         out = self.base(h)
         return out if self.branch is None else out + self.branch(h)
 
+    @property
+    def folds(self) -> bool:
+        """Whether `fold` can make one Linear of it (a linear branch or none)."""
+        return self.branch is None or isinstance(self.branch, nn.Linear)
+
     @torch.no_grad()
     def fold(self) -> nn.Linear:
         """One Linear with the fused output, `(W + V) h + (b + c)`; needs a linear (or no) branch."""
-        if self.branch is not None and not isinstance(self.branch, nn.Linear):
+        if not self.folds:
             raise SFTError(
                 "FusedHead.fold() needs branch='linear' or 'none'; this head has an MLP branch"
             )
