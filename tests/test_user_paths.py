@@ -462,11 +462,15 @@ def test_a_finished_run_resumed_keeps_its_recorded_metrics(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     argv = ["sft-train", *FAST, "trainer.max_epochs=1", "+trainer.limit_test_batches=1"]
     assert run_entry_point(train_module.main, [*argv, f"hydra.run.dir={run_dir}"]) == 0
-    first = json.loads((run_dir / "result.json").read_text())["metrics"]
+    before = json.loads((run_dir / "result.json").read_text())
+    first = before["metrics"]
     assert {"val/acc_best", "test/acc"} <= set(first)
     assert run_entry_point(train_module.main, [*argv, f"resume={run_dir}"]) == 0
     again = json.loads((run_dir / "result.json").read_text())
     assert again["status"] == "completed" and again["metrics"] == first
+    # the run's time is both parts' (was: the second's second of testing alone)
+    assert again["started_at"] == before["started_at"]
+    assert again["wall_time_s"] > before["wall_time_s"]
 
 
 def test_a_refused_resume_leaves_the_runs_files_as_they_were(train_cfg, tmp_path, monkeypatch):

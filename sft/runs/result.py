@@ -103,15 +103,17 @@ class RunRecorder:
         # A resumed run (the one way into a directory that holds a result) reports only what it
         # logged itself: a finished run resumed validates nothing. What it did not log again
         # stays as the earlier part of the run recorded it.
-        self.result.metrics = {**self._earlier_metrics(), **metrics}
+        earlier = self._earlier()
+        self.result.metrics = {**(earlier.metrics if earlier else {}), **metrics}
         return self._finish(COMPLETED, None)
 
-    def _earlier_metrics(self) -> dict[str, float | None]:
-        earlier = Path(self.result.output_dir) / RESULT_FILE
+    def _earlier(self) -> RunResult | None:
+        """The result.json the run's earlier part wrote (a resumed run), if readable."""
+        path = Path(self.result.output_dir) / RESULT_FILE
         try:
-            return dict(RunResult.read(earlier).metrics) if earlier.is_file() else {}
+            return RunResult.read(path) if path.is_file() else None
         except (OSError, ValueError, TypeError):  # unreadable: nothing to keep
-            return {}
+            return None
 
     def failed(self, exc: BaseException) -> RunResult:
         return self._finish(FAILED, one_line_error(exc))
@@ -120,8 +122,11 @@ class RunRecorder:
         self.result.status, self.result.error = status, error
         self.result.wall_time_s = round(time.monotonic() - self._start, 3)
         self.result.ended_at = round(time.time(), 3)
-        earlier = Path(self.result.output_dir) / RESULT_FILE
-        if status == FAILED and not self._fit_started and earlier.is_file():
+        earlier = self._earlier()
+        if status == FAILED and not self._fit_started and earlier is not None:
             return self.result
+        if earlier is not None:  # a resumed run: its time is the parts' together
+            self.result.wall_time_s = round(earlier.wall_time_s + self.result.wall_time_s, 3)
+            self.result.started_at = earlier.started_at or self.result.started_at
         self.result.write()
         return self.result

@@ -138,7 +138,8 @@ def _md_text(sweep_dir: Path, rows: list[dict], metric: str | None, mode: str | 
     lines = [
         "# Sweep summary",
         "",
-        f"`{sweep_dir}`: {len(rows)} jobs, {len(rows) - failed} completed, {failed} failed.",
+        f"`{sweep_dir}`: {len(rows)} job{'' if len(rows) == 1 else 's'}, "
+        f"{len(rows) - failed} completed, {failed} failed.",
     ]
     # the table shows what differs between jobs; what they share is said once
     first = rows[0]["overrides"] if rows else []
