@@ -143,6 +143,7 @@ def test_valid_sweeps_and_hydra_flags_pass_the_check():
             "model.lr_backbone=interval(0.001,0.1)",
         ],
         ["--cfg", "job", "trainer.max_epochs=1,2"],  # a sweep without -m: Hydra explains that one
+        ["hydra.mode=MULTIRUN", "seed=0,1"],  # a multirun without -m
         ["--info", "defaults", "model=nonexistent"],  # flags Hydra handles itself are left to it
         ["--help"],
     ):

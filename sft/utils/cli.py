@@ -74,12 +74,6 @@ def check_overrides(config_name: str, argv: Sequence[str], config_dir: str = CON
             override.config_loader = loader  # glob(...) lists the group's options through it
         for override in parsed:
             check_not_a_base(override, loader)
-            if override.is_sweep_override() and not (args.multirun or args.cfg):
-                raise OverrideMistake(
-                    f"{override.input_line.lstrip('+')} gives several values, which only a "
-                    "multirun sweeps: add -m, or write a list as [a,b] (a text with commas: "
-                    "quote it)"
-                )
         overrides = list(representative_overrides(parsed, loader))
         try:
             cfg = loader.load_configuration(config_name, overrides, run_mode=RunMode.RUN)
@@ -92,10 +86,19 @@ def check_overrides(config_name: str, argv: Sequence[str], config_dir: str = CON
             if mistake:
                 raise OverrideMistake(mistake) from None
         else:
+            # a multirun: -m, or hydra.mode=MULTIRUN in a config or an override
+            multirun = args.multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
+            sweeps = [o for o in parsed if o.is_sweep_override()]
+            if sweeps and not multirun and not args.cfg:  # Hydra's three-line advice
+                raise OverrideMistake(
+                    f"{sweeps[0].input_line.lstrip('+')} gives several values, which only a "
+                    "multirun sweeps: add -m, or write a list as [a,b] (a text with commas: "
+                    "quote it)"
+                )
             # a required value (`???`, e.g. sft-eval's ckpt_path) left unset; a sweeper may set
             # values of its own, and --cfg only prints
             missing = [k for k in unset_keys(cfg) if not k.startswith("hydra.")]
-            if missing and not args.multirun and not args.cfg:
+            if missing and not multirun and not args.cfg:
                 raise OverrideMistake(
                     f"missing value for {', '.join(sorted(missing))}: set it, e.g. "
                     f"{sorted(missing)[0]}=..."
