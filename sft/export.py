@@ -160,7 +160,8 @@ def export(cfg: DictConfig) -> Path:
     check_value(cfg.atol, NonNegative, "atol")
     check_value(cfg.onnx.opset, int | None, "onnx.opset")
     bundle = load_bundle(cfg.ckpt_path, "cpu")
-    formats = check_formats(cfg.formats, bundle.modality, bundle.model.head.folds)
+    head = bundle.model.head  # a head of the user's may not say (sft.inference.deployable)
+    formats = check_formats(cfg.formats, bundle.modality, getattr(head, "folds", False))
     out = Path(cfg.output_dir or Path(cfg.paths.output_dir) / "export")
     written = targets(out, formats, bundle.modality)
     for path in written:

@@ -98,6 +98,8 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     print_and_save_config(cfg, cfg.paths.output_dir)
     if start and start.continues_run:
         continue_tensorboard(cfg.get("logger"), start.step)
+        if recorder is not None:
+            recorder.continues_earlier_run()
     trainer = build_trainer(
         cfg.trainer,
         callbacks=instantiate_callbacks(

@@ -10,10 +10,11 @@ import torch
 from conftest import CONF_DIR, EXPERIMENTS, compose_config
 from hydra.utils import instantiate
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sft.eval import data_config_for_checkpoint
 from sft.models.backbones import backbone_speed_hints
+from sft.utils.config import register_resolvers
 from sft.utils.config_types import check_config_types
 from sft.utils.hardware import resolve_auto_precision, uses_gpu
 from sft.utils.instantiate import build_trainer, instantiate_callbacks, instantiate_loggers
@@ -152,3 +153,16 @@ def test_predict_and_export_compose(entry, checkpoints, tmp_path):
     extra = ["inputs=x.txt"] if entry == "predict" else []
     cfg = compose_config(entry, [f"ckpt_path={checkpoints['image']}", *extra], tmp_path)
     assert cfg.ckpt_path == str(checkpoints["image"])
+
+
+def test_a_jobs_config_subdir_is_decided_once(tmp_path):
+    """hydra.output_subdir of a multirun job (conf/hydra): `.hydra` for a new job directory,
+    and the same answer after Hydra has saved the job's config there."""
+    register_resolvers()
+    cfg = OmegaConf.create({"out": str(tmp_path), "subdir": "${sft_config_subdir:${out}}"})
+    assert cfg.subdir == ".hydra"
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("{}")
+    assert cfg.subdir == ".hydra"
+    again = OmegaConf.create({"out": str(tmp_path), "subdir": "${sft_config_subdir:${out}}"})
+    assert again.subdir.startswith(".hydra/resumed_")  # a re-run job keeps the first record

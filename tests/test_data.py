@@ -473,6 +473,10 @@ def test_ddp_ranks_score_each_validation_and_test_image_once(tmp_path: Path) -> 
     assert sorted(seen["val"]) == list(range(7)) and sorted(seen["test"]) == list(range(7))
     dm.trainer = None  # one process: no sampler of sft's
     assert not isinstance(dm.val_dataloader().sampler, torch.utils.data.DistributedSampler)
+    # a split smaller than the ranks: Lightning's padding, or a rank would get no example
+    dm.val_data = torch.utils.data.Subset(dm.val_data, [0])
+    dm.trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": 1})
+    assert not isinstance(dm.val_dataloader().sampler, torch.utils.data.DistributedSampler)
 
 
 def test_image_folder_val_size_holds_out_that_many_stratified(tmp_path: Path) -> None:
@@ -507,6 +511,11 @@ def test_a_class_of_one_image_stays_in_training(tmp_path: Path) -> None:
     )
     with pytest.warns(UserWarning, match=r"no training examples of 1 of the 3 classes \(rare\)"):
         dm.setup("fit")
+    # no class with two images: nothing to validate on
+    _tree(tmp_path / "few", "train", {"ant": 1, "bee": 1})
+    few = ImageFolderDataModule(str(tmp_path / "few"), image_size=16, batch_size=1, num_workers=0)
+    with pytest.raises(SFTError, match=r"too small to carve .* \(no class has 2 images\)"):
+        few.setup("fit")
 
 
 def test_image_folder_mistakes(tmp_path: Path) -> None:

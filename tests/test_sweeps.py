@@ -185,6 +185,9 @@ def test_a_sweep_rerun_in_its_directory_keeps_each_jobs_first_record(tmp_path, c
     assert {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")} == first
     assert len(list(sweep.glob("*/.hydra/resumed_*/overrides.yaml"))) == 2
 
+    # a grid with glob(...) is split as Hydra's sweeper splits it (its parser needs the loader)
+    code, err = run_sft_train(capsys, *grid, "seed=1,2", "trainer=glob(cp*)")
+    assert code == 1 and "this sweep's job 0 would run" in err.strip().splitlines()[-1]
     code, err = run_sft_train(capsys, *grid, "seed=1,3")
     assert code == 1
     assert (

@@ -59,11 +59,14 @@ class SFTDataModule(L.LightningDataModule):
         """Under DDP, this rank's share of a validation/test split with every example once
         (Lightning's own DistributedSampler pads the split to a multiple of the ranks with
         repeats, which val/acc, test/acc and the best checkpoint's choice then counted twice);
-        None on one process. The ranks' batch counts may differ by one: the metrics' epoch-end
-        sync is their only collective."""
+        None on one process, and for a split smaller than the ranks (Lightning's padding then).
+        The ranks' batch counts may differ by one. That is safe: DDP's forward syncs buffers
+        only in the first forward after a training step, which every rank makes, and the
+        metrics sync once, at the epoch's end."""
         trainer = self.trainer
         shard = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
-        if data is None or shard.get("num_replicas", 1) <= 1:
+        replicas = shard.get("num_replicas", 1)
+        if data is None or replicas <= 1 or len(data) < replicas:
             return None
         return UnrepeatedDistributedSampler(
             data, num_replicas=shard["num_replicas"], rank=shard["rank"], shuffle=False

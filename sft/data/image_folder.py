@@ -281,10 +281,10 @@ class ImageFolderDataModule(ImageDataModule):
             is_val = torch.zeros(len(full), dtype=torch.bool)
             is_val[val_pos] = True
             pool = (~is_val).nonzero().flatten()
-            if pool.numel() == 0:
+            if not val_pos:  # every class keeps its last image for training
                 raise SFTError(
                     f"image folder {train_path} is too small to carve data.{setting} for "
-                    f"validation; add images or a '{self.val_dir}' folder"
+                    f"validation (no class has 2 images); add images or a '{self.val_dir}' folder"
                 )
             rank_zero_info(
                 f"no validation folder; {len(val_pos)} of the {len(full)} images of {train_path} "

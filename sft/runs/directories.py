@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from lightning.pytorch import Trainer
@@ -125,7 +126,8 @@ def grid_jobs(config: DictConfig) -> list[list[str]] | None:
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
     lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
     # Hydra's own split of a grid into jobs (a private module: the sweeper exposes no other)
-    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None)
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    batches = BasicSweeper.split_arguments(parser.parse_overrides(lines), None)
     return [job for batch in batches for job in batch]
 
 
@@ -139,7 +141,11 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
         recorded_file = sweep_dir / str(num) / RESULT_FILE
         if not recorded_file.is_file():
             continue
-        recorded, planned = RunResult.read(recorded_file).overrides, run_overrides(overrides)
+        try:
+            recorded = RunResult.read(recorded_file).overrides
+        except (ValueError, TypeError):  # unreadable: the job's own run decides
+            continue
+        planned = run_overrides(overrides)
         if recorded != planned:
             raise SFTError(
                 f"hydra.sweep.dir={sweep_dir} holds another sweep: its job {num} ran "

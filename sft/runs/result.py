@@ -87,6 +87,12 @@ class RunRecorder:
         self._start = time.monotonic()
         self.result.started_at = round(time.time(), 3)
         self._fit_started = False
+        self._continues = False
+
+    def continues_earlier_run(self) -> None:
+        """The run continues the one that wrote its directory's result.json (resume=, a requeued
+        or re-run multirun job): that record's metrics and time carry over."""
+        self._continues = True
 
     def fit_started(self) -> None:
         """From here a failure is recorded over the directory's result.json. Before (a refused
@@ -100,10 +106,9 @@ class RunRecorder:
     def completed(self, metrics: dict[str, float]) -> RunResult:
         # JSON has no NaN/inf: a diverged metric is recorded as null
         metrics = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()}
-        # A resumed run (the one way into a directory that holds a result) reports only what it
-        # logged itself: a finished run resumed validates nothing. What it did not log again
-        # stays as the earlier part of the run recorded it.
-        earlier = self._earlier()
+        # A continued run reports only what it logged itself (a finished run resumed validates
+        # nothing): what it did not log again stays as the earlier part of the run recorded it.
+        earlier = self._earlier() if self._continues else None
         self.result.metrics = {**(earlier.metrics if earlier else {}), **metrics}
         return self._finish(COMPLETED, None)
 
@@ -125,7 +130,7 @@ class RunRecorder:
         earlier = self._earlier()
         if status == FAILED and not self._fit_started and earlier is not None:
             return self.result
-        if earlier is not None:  # a resumed run: its time is the parts' together
+        if earlier is not None and self._continues:  # its time is the parts' together
             self.result.wall_time_s = round(earlier.wall_time_s + self.result.wall_time_s, 3)
             self.result.started_at = earlier.started_at or self.result.started_at
         self.result.write()

@@ -162,7 +162,9 @@ def describe_composition_error(
         key = match.group(1)
         hint = closest_key(key, config_name, overrides, loader)
         return f"cannot delete '{key}': no such config key" + (f" ({hint})" if hint else "")
-    if match := GROUP_TWICE.search(message):
+    if (match := GROUP_TWICE.search(message)) and any(
+        o.startswith(f"+{match.group(1)}=") for o in overrides
+    ):
         group = match.group(1)
         return f"+{group}=... adds a second {group} to the one chosen: write {group}=<option>"
     if match := ALREADY_THERE.search(message):

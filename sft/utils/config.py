@@ -37,7 +37,8 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("sft_root"):
         OmegaConf.register_new_resolver("sft_root", work_root)
     if not OmegaConf.has_resolver("sft_config_subdir"):
-        OmegaConf.register_new_resolver("sft_config_subdir", config_subdir)
+        # cached: one answer per job's config (Hydra saves there, then it would say "resumed")
+        OmegaConf.register_new_resolver("sft_config_subdir", config_subdir, use_cache=True)
 
 
 def config_subdir(run_dir: str) -> str:
