@@ -26,6 +26,17 @@ EXPERIMENTS = sorted(
 # A 2-layer BERT built in the test (random weights, MiniLM's tokenizer): +model.backbone.config_overrides=
 TINY_BERT = "{num_hidden_layers:2,hidden_size:32,num_attention_heads:2,intermediate_size:64}"
 
+# The packaged EfficientNet-Lite0 recipe, one batch of each loop (debug=fdr), no test.
+EFFNET_ONE_BATCH = [
+    "experiment=cifar10_effnet_lite0_quick",
+    "debug=fdr",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "data.batch_size=8",
+    "data.eval_batch_size=8",
+    "test=false",
+]
+
 # Small and fast: the small CNN on a 20-per-class CIFAR-10 slice, no progress bar.
 FAST = [
     "~model.backbone",

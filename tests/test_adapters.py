@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import EFFNET_ONE_BATCH, compose_config
 from inference_checkpoints import image_checkpoint, text_checkpoint
 
 from sft.callbacks import BackboneUnfreeze
@@ -248,16 +248,7 @@ def test_lora_run_resumes_exactly_from_a_small_checkpoint(train_cfg, tmp_path, d
 def test_small_checkpoint_round_trip_and_base_weight_check(tmp_path, data_dir, capsys):
     """Packaged EfficientNet-Lite0 + LoRA: the small checkpoint is a fraction of the full one,
     sft-eval's loader rebuilds the same model from it, and other base weights are refused."""
-    overrides = [
-        "experiment=cifar10_effnet_lite0_quick",
-        "debug=fdr",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        "data.batch_size=8",
-        "data.eval_batch_size=8",
-        "test=false",
-        *LORA_RUN,
-    ]
+    overrides = [*EFFNET_ONE_BATCH, *LORA_RUN]
     sizes, models = {}, {}
     for small in (False, True):
         run = tmp_path / f"small_{small}"

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import EFFNET_ONE_BATCH, compose_config
 from inference_checkpoints import image_checkpoint, text_checkpoint
 
 import sft.export as export_module
@@ -228,17 +228,8 @@ def test_a_failed_export_leaves_none_of_its_files(ckpts, tmp_path, monkeypatch):
 def test_efficientnet_lite0_exports_to_torchscript(tmp_path, data_dir):
     """The README's CPU image recipe (timm's Conv2dSame padding): the TorchScript trace failed
     with "RuntimeError: unordered_map::at" on every EfficientNet-Lite0 checkpoint."""
-    overrides = [
-        "experiment=cifar10_effnet_lite0_quick",
-        "debug=fdr",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        "data.batch_size=8",
-        "data.eval_batch_size=8",
-        "test=false",
-    ]
     run = tmp_path / "train"
-    train(compose_config("train", overrides, run))
+    train(compose_config("train", EFFNET_ONE_BATCH, run))
     out = run_export(
         run / "checkpoints" / "last.ckpt", tmp_path / "export", "formats=[torchscript]"
     )
