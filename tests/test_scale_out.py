@@ -90,7 +90,16 @@ OPTUNA = [
 def test_optuna_trials_run_two_at_a_time_against_one_study(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
     args = ["sft.train", "-m", *RAY, *ONE_EPOCH, *OPTUNA, f"hydra.sweep.dir={sweep}"]
-    first = run_module(*args, "hydra.sweeper.n_trials=2")
+    # two trials running at once both reach fit whatever Ray's start-up skew (was flaky: a
+    # tiny trial could end before the other's worker had started); run one after the
+    # other, the first waits out the timeout and the overlap check below fails
+    meet = [
+        "+callbacks.meet._target_=helpers.faults.Rendezvous",
+        f"+callbacks.meet.folder={tmp_path / 'met'}",
+        "+callbacks.meet.peers=2",
+        "+callbacks.meet.timeout=60",
+    ]
+    first = run_module(*args, *meet, "hydra.sweeper.n_trials=2", env=with_helpers())
     assert first.returncode == 0, first.stderr[-3000:]
     storage = f"journal://{sweep / 'optuna.journal'}"
     study = optuna.load_study(study_name="parallel", storage=open_storage(storage))
@@ -102,7 +111,7 @@ def test_optuna_trials_run_two_at_a_time_against_one_study(tmp_path, data_dir):
         r.ended_at for r in results.values()
     ), "the two trials did not run at once"
 
-    again = run_module(*args, "hydra.sweeper.n_trials=2")  # the same command: the study resumes
+    again = run_module(*args, "hydra.sweeper.n_trials=2")  # the study resumes
     assert again.returncode == 0, again.stderr[-3000:]
     study = optuna.load_study(study_name="parallel", storage=open_storage(storage))
     assert [t.number for t in study.trials] == list(range(4))

@@ -81,3 +81,20 @@ class SlowSteps(Callback):
         import time
 
         time.sleep(self.seconds)
+
+
+class Rendezvous(Callback):
+    """Wait at the start of fit until `peers` runs (this one included) have reached it, or
+    `timeout` seconds: runs meant to go at once then overlap whatever their start-up skew."""
+
+    def __init__(self, folder: str, peers: int, timeout: float = 120.0) -> None:
+        self.folder, self.peers, self.timeout = folder, peers, timeout
+
+    def on_fit_start(self, *args: Any) -> None:
+        import time
+
+        os.makedirs(self.folder, exist_ok=True)
+        open(os.path.join(self.folder, str(os.getpid())), "w").close()
+        deadline = time.monotonic() + self.timeout
+        while len(os.listdir(self.folder)) < self.peers and time.monotonic() < deadline:
+            time.sleep(0.05)
