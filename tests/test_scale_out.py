@@ -27,6 +27,18 @@ RAY = [
 ONE_EPOCH = [*FAST, "trainer.max_epochs=1", "test=false"]
 
 
+def rendezvous(folder: Path) -> list[str]:
+    """Jobs that run at once wait for each other at fit start (helpers.faults.Rendezvous), so
+    their overlap does not hang on Ray's worker start-up skew; jobs run one after the other
+    wait out the timeout and still do not overlap."""
+    return [
+        "+callbacks.meet._target_=helpers.faults.Rendezvous",
+        f"+callbacks.meet.folder={folder}",
+        "+callbacks.meet.peers=2",
+        "+callbacks.meet.timeout=60",
+    ]
+
+
 def with_helpers() -> dict[str, str]:
     """The environment of a sweep whose jobs import the tests' helpers (fault callbacks)."""
     return {
@@ -48,7 +60,9 @@ def test_ray_runs_jobs_in_parallel_each_on_its_own_gpu(tmp_path, data_dir):
         "hydra.launcher.gpus_per_job=1",
         *ONE_EPOCH,
         "data.batch_size=32,16,0",  # batch size 0: a user error, that job fails
+        *rendezvous(tmp_path / "met"),  # the two that train meet: they overlap whatever the skew
         f"hydra.sweep.dir={sweep}",
+        env=with_helpers(),
     )
     assert result.returncode == 1, result.stderr[-3000:]  # a failed job fails the sweep
     assert "error: 1 of 3 jobs failed" in result.stderr
@@ -90,16 +104,10 @@ OPTUNA = [
 def test_optuna_trials_run_two_at_a_time_against_one_study(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
     args = ["sft.train", "-m", *RAY, *ONE_EPOCH, *OPTUNA, f"hydra.sweep.dir={sweep}"]
-    # two trials running at once both reach fit whatever Ray's start-up skew (was flaky: a
-    # tiny trial could end before the other's worker had started); run one after the
-    # other, the first waits out the timeout and the overlap check below fails
-    meet = [
-        "+callbacks.meet._target_=helpers.faults.Rendezvous",
-        f"+callbacks.meet.folder={tmp_path / 'met'}",
-        "+callbacks.meet.peers=2",
-        "+callbacks.meet.timeout=60",
-    ]
-    first = run_module(*args, *meet, "hydra.sweeper.n_trials=2", env=with_helpers())
+    # (was flaky: a tiny trial could end before the other's worker had started)
+    first = run_module(
+        *args, *rendezvous(tmp_path / "met"), "hydra.sweeper.n_trials=2", env=with_helpers()
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     storage = f"journal://{sweep / 'optuna.journal'}"
     study = optuna.load_study(study_name="parallel", storage=open_storage(storage))
