@@ -283,9 +283,9 @@ def recover_spawned_progress(trainer: Trainer) -> None:
     last = trainer_last_checkpoint(trainer)
     if trainer.global_step > 0 or not last.is_file():
         return
-    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
-    fit_loop = state.get("loops", {}).get("fit_loop")
-    if fit_loop is None or state.get("global_step", 0) == 0:
+    state = _read_or_none(last)  # unreadable: the record keeps the main process's counts
+    fit_loop = (state or {}).get("loops", {}).get("fit_loop")
+    if fit_loop is None or state["global_step"] == 0:
         return
     trainer.fit_loop.load_state_dict(fit_loop)
     epochs = trainer.fit_loop.epoch_progress.current
