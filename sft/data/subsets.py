@@ -94,7 +94,7 @@ def warn_classes_without_examples(
 ) -> None:
     """A warning naming the classes the training examples `labels` have none of: the model
     gets an output for each but never learns to predict it (label names the data lacks, a
-    class folder whose only images validate)."""
+    class folder whose images were all left out as undecodable)."""
     counts = torch.bincount(
         torch.as_tensor(labels).reshape(-1).to(torch.int64), minlength=len(class_names)
     )

@@ -105,11 +105,9 @@ class RunRecorder:
 
     def completed(self, metrics: dict[str, float]) -> RunResult:
         # JSON has no NaN/inf: a diverged metric is recorded as null
-        metrics = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()}
-        # A continued run reports only what it logged itself (a finished run resumed validates
-        # nothing): what it did not log again stays as the earlier part of the run recorded it.
-        earlier = self._earlier() if self._continues else None
-        self.result.metrics = {**(earlier.metrics if earlier else {}), **metrics}
+        self.result.metrics = {
+            k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()
+        }
         return self._finish(COMPLETED, None)
 
     def _earlier(self) -> RunResult | None:
@@ -130,7 +128,12 @@ class RunRecorder:
         earlier = self._earlier()
         if status == FAILED and not self._fit_started and earlier is not None:
             return self.result
-        if earlier is not None and self._continues:  # its time is the parts' together
+        if earlier is not None and self._continues:
+            # A continued run reports only what it logged itself (a finished run resumed
+            # validates nothing): what it did not log again stays as the earlier part recorded
+            # it, and its time is the parts' together.
+            if status == COMPLETED:
+                self.result.metrics = {**earlier.metrics, **self.result.metrics}
             self.result.wall_time_s = round(earlier.wall_time_s + self.result.wall_time_s, 3)
             self.result.started_at = earlier.started_at or self.result.started_at
         self.result.write()
