@@ -17,6 +17,7 @@ from PIL import Image
 import sft.predict as predict_module
 from sft.errors import SFTError
 from sft.inference.bundle import load_bundle
+from sft.inference.inputs import read_texts
 from sft.predict import predict
 
 
@@ -91,6 +92,27 @@ def test_text_inputs_of_every_kind_match_the_training_pipeline(ckpts, data_dir, 
         assert [r["text"] for r in got] == sentences
         assert [r["pred_name"] for r in got] == [names[i] for i in expected.argmax(-1).tolist()]
         assert [int(r["pred"]) for r in got] == expected.argmax(-1).tolist()
+
+
+def test_ids_are_the_files_own_or_line_numbers_never_a_mix(tmp_path, caplog):
+    # the record without an id sits on line 2, which the first record names as its id
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(
+        json.dumps({"id": 2, "sentence": "fine"}) + "\n" + json.dumps({"sentence": "bad"}) + "\n"
+    )
+    repeated = tmp_path / "repeated.tsv"
+    repeated.write_text("index\tsentence\n7\tfine\n7\tbad\n8\tok\n")
+    with caplog.at_level(logging.WARNING, logger="sft.inference.inputs"):
+        mixed_inputs = read_texts(mixed, "sentence")
+        repeated_inputs = read_texts(repeated, "sentence")
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sft.inference.inputs"]
+
+    assert mixed_inputs.ids == ["1", "2"] and not mixed_inputs.has_index
+    assert f"inputs={mixed}, line 2: no index/id/idx value" in warnings[0]
+    # the user's own ids stay theirs, repeated or not, with a warning
+    assert repeated_inputs.ids == ["7", "7", "8"] and repeated_inputs.has_index
+    assert "1 id(s) occur more than once (first: '7')" in warnings[1]
+    assert len(warnings) == 2
 
 
 def test_sst2_test_file_gets_a_glue_submission(ckpts, data_dir, tmp_path):

@@ -6,6 +6,8 @@ number; the path for images) so predictions can be joined back to their source.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from sft.errors import SFTError
 TEXT_SUFFIXES = (".txt", ".tsv", ".csv", ".jsonl")
 ID_COLUMNS = ("index", "id", "idx")
 COLUMN_HINT = "set text_column=... / text_pair_column=..."
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,12 +101,34 @@ def read_texts(
                 out.texts.append(text)
     else:
         table = _read_table(path, text_column, pair_column, quoting)
-        ids = [str(n) if i is None else i for i, n in zip(table.ids, table.lines, strict=True)]
-        has_index = any(i is not None for i in table.ids)
-        out = TextInputs(ids, table.texts, table.pairs, path, has_index)
+        own = _own_ids(path, table)
+        ids = own or [str(n) for n in table.lines]
+        out = TextInputs(ids, table.texts, table.pairs, path, has_index=own is not None)
     if not out.texts:
         raise SFTError(f"inputs={path}: holds no texts")
     return out
+
+
+def _own_ids(path: Path, table: TextExamples) -> list[str] | None:
+    """The table's own ids (its index/id/idx values), or None to number the inputs by line:
+    when no row has one, or some lack one (mixing the two would give ids that collide, e.g. a
+    record with id 3 and the record on line 3). A warning names the first row without."""
+    missing = [line for i, line in zip(table.ids, table.lines, strict=True) if not i]
+    if len(missing) == len(table.ids):
+        return None
+    if missing:
+        log.warning(
+            f"inputs={path}, line {missing[0]}: no {'/'.join(ID_COLUMNS)} value, which other "
+            f"rows have; the predictions' ids are the {len(table.ids)} line numbers instead"
+        )
+        return None
+    repeated = [i for i, n in Counter(table.ids).items() if n > 1]
+    if repeated:
+        log.warning(
+            f"inputs={path}: {len(repeated)} id(s) occur more than once (first: "
+            f"{repeated[0]!r}); predictions with those ids cannot be told apart by id"
+        )
+    return table.ids
 
 
 def _read_table(

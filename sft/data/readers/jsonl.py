@@ -73,7 +73,8 @@ def read_jsonl(
         label = label_map(_as_written(record[label_column]), where) if labelled else UNLABELLED
         pair = record[pair_column] if pair_column else None
         id_key = next((c for c in id_columns if c in record), None)
-        ident = str(record[id_key]) if id_key is not None else None
+        # {"id": null} has no id
+        ident = str(record[id_key]) if id_key and record[id_key] is not None else None
         out.add(record[text_column], label, line, pair, ident)
     return out
 
