@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ from rich.table import Table
 from sft.errors import SFTError, report_user_errors
 from sft.runs.result import RESULT_FILE, RunResult
 from sft.utils.io import check_not_written
+
+log = logging.getLogger(__name__)
 
 # Keep every scalar and one item of anything else (images, histograms): memory stays small.
 # Reading still parses every event; without TensorFlow, tensorboard checks record CRCs in pure
@@ -149,12 +152,22 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path]]:
             )
             # a run without scalars but with a result (a job that failed early) is listed with
             # its status
-            result = RunResult.read(result_file) if result_file.is_file() else None
+            result = _read_result(result_file) if result_file.is_file() else None
             runs.append(Run(event_dir, [str(o) for o in overrides], scalars, result))
     if not any(run.scalars for run in runs):
         raise SFTError(f"no TensorBoard runs with scalars under {', '.join(map(str, paths))}")
     _label_runs(runs)
     return runs, empty
+
+
+def _read_result(path: Path) -> RunResult | None:
+    """The run's result.json, or None with a warning when it is not readable (hand-edited):
+    the run is still compared by its TensorBoard scalars."""
+    try:
+        return RunResult.read(path)
+    except SFTError as e:
+        log.warning(f"warning: {e}: its status and epochs are left out")
+        return None
 
 
 def _label_runs(runs: list[Run]) -> None:

@@ -125,12 +125,15 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         if recorder is not None:
             recorder.fit_started()
         ckpt_path = start.hand_to(trainer) if start else None
-        with lightning_refusals():
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        recover_spawned_progress(trainer)
+        try:
+            with lightning_refusals():
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            recover_spawned_progress(trainer)
+        finally:
+            # also for an interrupted or failed fit: the epochs and metrics it reached
+            if recorder is not None:
+                recorder.set_progress(trainer.current_epoch, trainer.callback_metrics)
     metrics = dict(trainer.callback_metrics)
-    if recorder is not None:
-        recorder.set_epochs(trainer.current_epoch)
 
     if cfg.get("test") and not datamodule.has_labelled_test:
         log.info(

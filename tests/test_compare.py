@@ -9,6 +9,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from sft.compare import main
 from sft.runs.result import RunResult
+from sft.runs.sweep_summary import read_results
 
 
 def make_run(run_dir: Path, overrides: list[str], val_acc: list[float], test_acc: float) -> None:
@@ -177,3 +178,24 @@ def test_overrides_with_hydra_interpolations_label_runs(tmp_path, capsys):
     main([str(tmp_path / "study"), "--png", str(tmp_path / "c.png")])
     rows = table_rows(capsys.readouterr().out)
     assert [row[0] for row in rows] == ["model.lr_head=0.2", "model.lr_head=0.1"]
+
+
+@pytest.mark.parametrize("written", ['{"status": "compl', "[]", '{"status": "completed"}'])
+def test_a_hand_edited_result_is_named_and_its_run_still_compared(
+    sweep, tmp_path, capsys, caplog, written
+):
+    """A result.json that is not a run record (cut off, not an object, missing fields): a warning
+    naming it, and the run compared by its scalars (was: a JSONDecodeError / AttributeError
+    traceback). The sweep summary leaves it out the same way."""
+    broken = sweep / "0" / "result.json"
+    broken.write_text(written)
+    RunResult(
+        status="completed", output_dir=str(sweep / "1"), metrics={"val/acc_best": 0.55}
+    ).write()
+    main([str(sweep), "--png", str(tmp_path / "c.png")])
+    rows = table_rows(capsys.readouterr().out)
+    assert [row[0] for row in rows] == ["model.lr_head=0.1", "model.lr_head=0.01"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sft.compare"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {broken}: not a run record")
+
+    assert [job for job, _ in read_results(sweep)] == ["1"]

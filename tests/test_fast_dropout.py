@@ -165,3 +165,27 @@ def test_resuming_a_checkpoint_made_with_other_dropout_says_so(caplog):
         with caplog.at_level("WARNING", logger="sft.runs.resume"):
             check_resume_checkpoint(point, model)
         assert ("model.fast_dropout" in caplog.text) is warned
+
+
+def test_resuming_a_checkpoint_with_other_regulariser_settings_says_so(caplog):
+    """A run started with L2-SP through its gradient (the text default before the decoupled
+    pull) and resumed under the new default: a warning naming what changed (was: none)."""
+    from pathlib import Path
+
+    from sft.runs.resume import ResumePoint, check_resume_checkpoint
+
+    model = SFTClassifier(
+        backbone=TINY_BERT, num_classes=2, reg_lambda=0.01, reg_decoupled=True, reg_every=4
+    )
+    older = {k: v for k, v in model.hparams.items() if k not in ("reg_decoupled", "reg_every")} | {
+        "reg_lambda": 1e-5
+    }
+    for saved, warned in ((older, True), (dict(model.hparams), False)):
+        caplog.clear()
+        point = ResumePoint(
+            Path("run.ckpt"), {"hyper_parameters": saved, "state_dict": model.state_dict()}
+        )
+        with caplog.at_level("WARNING", logger="sft.runs.resume"):
+            check_resume_checkpoint(point, model)
+        expected = "model.reg_lambda=1e-05 -> 0.01, model.reg_decoupled=False -> True, model.reg_every=1 -> 4"
+        assert (expected in caplog.text) is warned, caplog.text

@@ -1,5 +1,6 @@
 """SIGTERM / SIGINT save a checkpoint and say how to resume; a NaN loss stops with a clear line."""
 
+import json
 import logging
 import signal
 
@@ -44,6 +45,27 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(
         train(train_cfg(*QUICK, f"resume={run_dir}", run_dir=run_dir))
     assert f"resuming {run_dir} from {last} (epoch 0, step 4)" in caplog.text
     assert torch.load(last, weights_only=True)["global_step"] == 2 * 6
+
+
+def test_an_interrupted_run_records_the_epochs_and_metrics_it_reached(tmp_path, data_dir):
+    """result.json of a run interrupted in its second epoch: failed, with the epoch it completed
+    and the metrics of its first validation (was: epochs 0 and no metrics, so sft-compare and
+    sweep summaries showed nothing of what it did)."""
+    result = run_train_cli(
+        *FAST,
+        *QUICK,
+        f"paths.log_dir={tmp_path}",
+        "name=stopped",
+        "+callbacks.term._target_=helpers.faults.SignalAtStep",
+        "+callbacks.term.step=8",
+        "+callbacks.term.signal=SIGTERM",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    record = json.loads((only_run_dir(tmp_path / "train" / "stopped") / "result.json").read_text())
+    assert record["status"] == "failed" and "interrupted by SIGTERM at epoch 1" in record["error"]
+    assert record["epochs"] == 1
+    assert {"val/acc", "val/acc_best", "val/loss"} <= set(record["metrics"])
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits(train_cfg, tmp_path, data_dir):

@@ -17,7 +17,7 @@ import sft.utils.checkpoint_io as checkpoint_io
 from sft.errors import SFTError
 from sft.models import SFTClassifier
 from sft.runs.directories import RunDirectory, choose_run_dir
-from sft.runs.resume import wait_to_sort_after
+from sft.runs.resume import follow_moved_run, wait_to_sort_after
 from sft.train import train
 from sft.utils.checkpoint_io import AtomicCheckpointIO
 from sft.utils.hardware import resolve_auto_precision
@@ -241,6 +241,24 @@ def test_resume_of_a_missing_directory_makes_no_run_directory(tmp_path):
     )
 
 
+def test_resume_of_a_folder_that_holds_no_run_writes_nothing_there(tmp_path):
+    """sft-train resume=<an existing folder without checkpoints/last.ckpt>: one error line, and
+    the folder stays as it was (was: Hydra's .hydra/, train.log and a failed result.json were
+    written into it before the refusal)."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("mine\n")
+    result = run_train_cli(
+        f"paths.log_dir={tmp_path / 'outputs'}", f"resume={folder}", cwd=tmp_path
+    )
+    assert result.returncode == 1
+    last = folder / "checkpoints" / "last.ckpt"
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: resume={folder}: {last} does not exist, nothing to resume from"
+    )
+    assert [p.name for p in folder.iterdir()] == ["todo.txt"]
+
+
 def test_resume_mistakes_are_one_line_errors(train_cfg, tmp_path):
     # a resume= path that does not exist: the run dir resolver gave a fresh directory
     with pytest.raises(SFTError, match="no such run directory"):
@@ -415,3 +433,57 @@ def test_a_new_run_from_a_checkpoint_tests_its_own_weights(train_cfg, tmp_path, 
     tested = [line for line in caplog.text.splitlines() if "Best checkpoint:" in line]
     assert not [line for line in tested if str(first) in line], tested
     assert "No best checkpoint recorded: testing the current weights." in caplog.text
+
+
+def _record(dirpath: str, best: str) -> dict:
+    return {
+        "dirpath": dirpath,
+        "best_model_path": best,
+        "best_model_score": torch.tensor(0.5),
+        "best_k_models": {best: torch.tensor(0.5)},
+        "kth_best_model_path": best,
+        "last_model_path": "",
+    }
+
+
+def test_a_checkpoint_record_is_moved_with_its_run_only(tmp_path):
+    """follow_moved_run: a run left in place keeps every record as written, also of a best
+    folder of its own or elsewhere (was: a best folder other than checkpoints/ was taken for a
+    moved run and its record dropped); a moved run's records follow it, folders outside it stay."""
+    run = tmp_path / "run"
+    for folder in ("checkpoints", "best"):
+        (run / folder).mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / "best" / "epoch_002.ckpt").write_bytes(b"")
+    elsewhere = str(tmp_path / "ssd" / "epoch_001.ckpt")
+    last_key, best_key, far_key = "LastCheckpoint{}", "ModelCheckpoint{'b'}", "ModelCheckpoint{'f'}"
+
+    def checkpoint(root: Path) -> dict:
+        root = root.resolve()
+        return {
+            "callbacks": {
+                last_key: _record(
+                    str(root / "checkpoints"), str(root / "checkpoints" / "last.ckpt")
+                ),
+                best_key: _record(str(root / "best"), str(root / "best" / "epoch_002.ckpt")),
+                far_key: _record(str(Path(elsewhere).parent), elsewhere),
+            }
+        }
+
+    in_place = checkpoint(run)
+    follow_moved_run(in_place, run / "checkpoints" / "last.ckpt")
+    assert in_place == checkpoint(run)
+
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    state = checkpoint(run)  # as written, before the move
+    follow_moved_run(state, moved / "checkpoints" / "last.ckpt")
+    assert state["callbacks"][best_key]["best_model_path"] == str(
+        moved.resolve() / "best" / "epoch_002.ckpt"
+    )
+    assert state["callbacks"][best_key]["dirpath"] == str(moved.resolve() / "best")
+    assert list(state["callbacks"][best_key]["best_k_models"]) == [
+        str(moved.resolve() / "best" / "epoch_002.ckpt")
+    ]
+    assert state["callbacks"][last_key]["dirpath"] == str(moved.resolve() / "checkpoints")
+    assert state["callbacks"][far_key] == checkpoint(run)["callbacks"][far_key]

@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FAST, compose_config, run_entry_point
+from hydra.utils import instantiate
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
 from omegaconf import OmegaConf
 
 from sft import train as train_module
 from sft.errors import SFTError, find_user_error
 from sft.eval import evaluate
+from sft.runs.resume import follow_moved_run
 from sft.train import train
 from sft.utils.cli import accept_trainer_arguments
 
@@ -454,13 +456,17 @@ def test_a_log_dir_that_is_a_file_is_one_error(sweep, tmp_path, monkeypatch, cap
     assert a_file.read_text() == "mine"
 
 
-def test_a_finished_run_resumed_keeps_its_recorded_metrics(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "length", [["trainer.max_epochs=1"], ["trainer.max_steps=3", "trainer.val_check_interval=3"]]
+)
+def test_a_finished_run_resumed_keeps_its_recorded_metrics(tmp_path, monkeypatch, length):
     """resume= of a finished run (as re-running a sweep into its directory does to its finished
     jobs) trains nothing more and tests again: its result.json kept only the test metrics (was:
-    val/acc_best and every other metric of the run dropped, so sweep summaries lost them)."""
+    val/acc_best and every other metric of the run dropped, so sweep summaries lost them), nor
+    its epochs (a run ended by max_steps inside its first epoch went from 1 to 0)."""
     run_dir = tmp_path / "run"
     monkeypatch.chdir(tmp_path)
-    argv = ["sft-train", *FAST, "trainer.max_epochs=1", "+trainer.limit_test_batches=1"]
+    argv = ["sft-train", *FAST, *length, "+trainer.limit_test_batches=1"]
     assert run_entry_point(train_module.main, [*argv, f"hydra.run.dir={run_dir}"]) == 0
     before = json.loads((run_dir / "result.json").read_text())
     first = before["metrics"]
@@ -468,9 +474,43 @@ def test_a_finished_run_resumed_keeps_its_recorded_metrics(tmp_path, monkeypatch
     assert run_entry_point(train_module.main, [*argv, f"resume={run_dir}"]) == 0
     again = json.loads((run_dir / "result.json").read_text())
     assert again["status"] == "completed" and again["metrics"] == first
+    assert again["epochs"] == before["epochs"] == 1
     # the run's time is both parts' (was: the second's second of testing alone)
     assert again["started_at"] == before["started_at"]
     assert again["wall_time_s"] > before["wall_time_s"]
+
+
+def test_a_moved_run_resumes_with_its_own_best_checkpoint(tmp_path, monkeypatch, caplog):
+    """resume= of a finished run whose directory was moved: its checkpoint record (absolute
+    paths) is read as the same files in the new place, and the test loads the best checkpoint
+    there (was: Lightning dropped the record on the changed dirpath but kept the old
+    best_model_path: FileNotFoundError for the old place, and the run's result.json, complete
+    before, became a failure without metrics)."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["sft-train", *FAST, "trainer.max_epochs=1", "+trainer.limit_test_batches=1"]
+    first = tmp_path / "first"
+    assert run_entry_point(train_module.main, [*argv, f"hydra.run.dir={first}"]) == 0
+    recorded = json.loads((first / "result.json").read_text())["metrics"]
+    moved = tmp_path / "moved"
+    shutil.move(first, moved)
+    state = torch.load(moved / "checkpoints" / "last.ckpt", weights_only=True)
+
+    follow_moved_run(state, moved / "checkpoints" / "last.ckpt")
+    warned = [r for r in caplog.records if r.name == "sft.runs.resume" and r.levelname == "WARNING"]
+    (record,) = [
+        v
+        for k, v in state["callbacks"].items()
+        if k.startswith("ModelCheckpoint{'monitor': 'val/acc'")
+    ]
+    assert record["dirpath"] == str((moved / "checkpoints").resolve())
+    assert record["best_model_path"] == str((moved / "checkpoints" / "epoch_000.ckpt").resolve())
+    assert list(record["best_k_models"]) == [record["best_model_path"]]
+    assert record["best_model_score"] is not None and not warned
+
+    # finished: the resumed run validates nothing more and tests its recorded best
+    assert run_entry_point(train_module.main, [*argv, f"resume={moved}"]) == 0
+    again = json.loads((moved / "result.json").read_text())
+    assert again["status"] == "completed" and again["metrics"] == recorded
 
 
 def test_a_refused_resume_leaves_the_runs_files_as_they_were(train_cfg, tmp_path, monkeypatch):
@@ -544,3 +584,10 @@ def test_debug_overfit_runs_its_epochs_without_early_stopping(tmp_path):
     `debug=overfit` after 8 of its 20 epochs (was: silently)."""
     cfg = compose_config("train", ["debug=overfit"], tmp_path)
     assert cfg.trainer.max_epochs == 20 and cfg.callbacks.get("early_stopping") is None
+
+
+def test_channels_last_on_a_text_backbone_says_it_changes_nothing(tmp_path):
+    """model.channels_last=true with a text model: a warning (was: accepted without a word)."""
+    cfg = compose_config("train", [*TINY_TEXT, "model.channels_last=true"], tmp_path)
+    with pytest.warns(UserWarning, match=r"model\.channels_last=true lays out image batches"):
+        instantiate(cfg.model)

@@ -172,6 +172,12 @@ class SFTClassifier(L.LightningModule):
             if channels_last:
                 rank_zero_info("model.channels_last=null -> on (the backbone family's default)")
         self.channels_last = bool(channels_last)
+        if self.channels_last and self.input_spec.modality != "image":
+            # a warning, not an error: checkpoints saved with it still load
+            rank_zero_warn(
+                "model.channels_last=true lays out image batches; this text backbone takes "
+                "token ids, so it changes nothing"
+            )
         if self.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         if not isinstance(fast_depthwise, bool):
@@ -215,7 +221,8 @@ class SFTClassifier(L.LightningModule):
         if reg_every > 1 and not reg_decoupled:
             raise SFTError(
                 f"model.reg_every={reg_every} needs model.reg_decoupled=true: only the decoupled "
-                "pull can be held back and applied at once"
+                "pull can be held back and applied at once; for the gradient form set "
+                "model.reg_every=1 (and model.reg_lambda on the loss's scale, e.g. 1e-5)"
             )
         # the decoupled pulls held back since the last one applied (reg_every): per optimizer
         # group, the fraction of theta - target to keep, and how many steps they cover (0: none)

@@ -15,6 +15,7 @@ used as it is. Multirun jobs get their own numbered directories from the sweep (
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from sft.errors import SFTError, report_user_errors
 from sft.runs.result import RESULT_FILE, RunResult, run_overrides
 from sft.utils.config import config_subdir
 from sft.utils.io import file_in_the_way
+
+log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
@@ -83,10 +86,14 @@ def choose_run_dir(resume: str | None, fresh: str | Path) -> Path:
 
 
 def resumed_run_dir(resume: str) -> Path:
-    """The run directory `resume=<path>` names; SFTError when it is not one."""
+    """The run directory `resume=<path>` names; SFTError when it is not one (refused here, before
+    Hydra writes its config and log into a folder that holds no run)."""
     run_dir = Path(str(resume))
     if not run_dir.is_dir():
         raise SFTError(f"resume={resume}: no such run directory")
+    last = last_checkpoint(run_dir)
+    if not last.is_file():
+        raise SFTError(f"resume={resume}: {last} does not exist, nothing to resume from")
     return run_dir
 
 
@@ -143,7 +150,8 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
             continue
         try:
             recorded = RunResult.read(recorded_file).overrides
-        except (ValueError, TypeError):  # unreadable: the job's own run decides
+        except SFTError as e:  # not a record (hand-edited): the job's own run decides
+            log.warning(f"{e}: job {num} is not checked against it")
             continue
         planned = run_overrides(overrides)
         if recorded != planned:

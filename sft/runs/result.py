@@ -7,18 +7,21 @@ optimized_metric, epochs (completed), wall_time_s, output_dir, started_at and en
 """
 
 import json
+import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 
-from sft.errors import find_user_error
+from sft.errors import SFTError, find_user_error
 from sft.utils.cli import as_typed
 from sft.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 COMPLETED = "completed"
@@ -63,7 +66,14 @@ class RunResult:
 
     @classmethod
     def read(cls, path: str | Path) -> "RunResult":
-        data: dict[str, Any] = json.loads(Path(path).read_text())
+        """The record in `path`; SFTError naming the file when it is not one (e.g. hand-edited)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SFTError(f"{path}: not a run record (invalid JSON: {e})") from None
+        wrong = "a JSON object" if not isinstance(data, dict) else _misshapen(data)
+        if wrong:
+            raise SFTError(f"{path}: not a run record (expected {wrong}); sft-train writes it")
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -72,6 +82,33 @@ class RunResult:
         path = Path(self.output_dir) / RESULT_FILE
         atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
         return path
+
+
+# what a record's fields must hold (JSON's names for them), beyond the dataclass's own typing
+NUMBER = (int, float)
+SHAPES = {
+    "status": (str, "a string"),
+    "overrides": (list, "an array"),
+    "metrics": (dict, "an object"),
+    "epochs": (int, "an integer"),
+    "wall_time_s": (NUMBER, "a number"),
+    "started_at": (NUMBER, "a number"),
+}
+
+
+def _misshapen(data: dict[str, Any]) -> str | None:
+    """What a record's fields should be, for the first that is not; None when all are."""
+    for key, (kind, name) in SHAPES.items():
+        value = data.get(key, 0 if kind in (int, NUMBER) else None)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{key!r} as {name}"
+    bad = [k for k, v in data["metrics"].items() if v is not None and not isinstance(v, NUMBER)]
+    return f"'metrics' of numbers or null ({bad[0]!r} is not)" if bad else None
+
+
+def _finite(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    """Metrics as JSON numbers: JSON has no NaN/inf, a diverged metric is recorded as null."""
+    return {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()}
 
 
 class RunRecorder:
@@ -100,14 +137,14 @@ class RunRecorder:
         and it is kept."""
         self._fit_started = True
 
-    def set_epochs(self, epochs: int) -> None:
+    def set_progress(self, epochs: int, metrics: Mapping[str, Any]) -> None:
+        """The epochs a fit completed and the metrics it logged; a run that fails later (in its
+        test, or interrupted) keeps them in its result.json."""
         self.result.epochs = int(epochs)
+        self.result.metrics = _finite(metrics)
 
-    def completed(self, metrics: dict[str, float]) -> RunResult:
-        # JSON has no NaN/inf: a diverged metric is recorded as null
-        self.result.metrics = {
-            k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()
-        }
+    def completed(self, metrics: Mapping[str, Any]) -> RunResult:
+        self.result.metrics = _finite(metrics)
         return self._finish(COMPLETED, None)
 
     def _earlier(self) -> RunResult | None:
@@ -115,7 +152,8 @@ class RunRecorder:
         path = Path(self.result.output_dir) / RESULT_FILE
         try:
             return RunResult.read(path) if path.is_file() else None
-        except (OSError, ValueError, TypeError):  # unreadable: nothing to keep
+        except (OSError, SFTError) as e:  # unreadable: nothing to keep, and it is replaced
+            log.warning(f"{e}: the earlier part's record is not kept")
             return None
 
     def failed(self, exc: BaseException) -> RunResult:
@@ -131,9 +169,10 @@ class RunRecorder:
         if earlier is not None and self._continues:
             # A continued run reports only what it logged itself (a finished run resumed
             # validates nothing): what it did not log again stays as the earlier part recorded
-            # it, and its time is the parts' together.
-            if status == COMPLETED:
-                self.result.metrics = {**earlier.metrics, **self.result.metrics}
+            # it, its epochs do not go back (a finished run resumed is at the epoch its
+            # checkpoint was saved in), and its time is the parts' together.
+            self.result.metrics = {**earlier.metrics, **self.result.metrics}
+            self.result.epochs = max(self.result.epochs, earlier.epochs)
             self.result.wall_time_s = round(earlier.wall_time_s + self.result.wall_time_s, 3)
             self.result.started_at = earlier.started_at or self.result.started_at
         self.result.write()

@@ -10,6 +10,7 @@ continues at the checkpoint's step. What a checkpoint restores beyond Lightning'
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,14 +87,12 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         refuse_resume_in_multirun(resume)
     output_dir = Path(cfg.paths.output_dir)
     last = last_checkpoint(output_dir)
-    if resume != "auto":
-        if resumed_run_dir(resume).resolve() != output_dir.resolve():
-            raise SFTError(
-                f"resume={resume} but this run writes to {output_dir} (hydra.run.dir or "
-                "paths.output_dir overridden?): drop that override to resume"
-            )
-        if not last.is_file():
-            raise SFTError(f"resume={resume}: {last} does not exist, nothing to resume from")
+    # resumed_run_dir: an error for a folder without last.ckpt
+    if resume != "auto" and resumed_run_dir(resume).resolve() != output_dir.resolve():
+        raise SFTError(
+            f"resume={resume} but this run writes to {output_dir} (hydra.run.dir or "
+            "paths.output_dir overridden?): drop that override to resume"
+        )
     if not last.is_file():
         log.info(
             f"resume=auto: no run under {output_dir.parent} has {LAST_CHECKPOINT}: starting fresh in {output_dir}"
@@ -102,9 +101,18 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
     return _continue_from(last, f"resuming {output_dir} from ")
 
 
+# callbacks whose state names checkpoint files of the run (ModelCheckpoint and its subclasses)
+CHECKPOINT_CALLBACKS = ("ModelCheckpoint", "LastCheckpoint")
 # callbacks whose state describes the run that wrote a checkpoint: its best checkpoint (a file
 # in that run's directory) and its early-stopping record
-RUN_RECORD_CALLBACKS = ("ModelCheckpoint", "LastCheckpoint", "EarlyStopping")
+RUN_RECORD_CALLBACKS = (*CHECKPOINT_CALLBACKS, "EarlyStopping")
+# the regulariser's settings, with their values for a checkpoint saved before they existed
+REGULARIZER_KEYS = (
+    ("regularizer", None),
+    ("reg_lambda", None),
+    ("reg_decoupled", False),
+    ("reg_every", 1),
+)
 
 
 def as_new_run(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -155,7 +163,69 @@ def _continue_from(last: Path, saying: str) -> ResumePoint:
     """`last` (or the newest readable checkpoint beside it), read, logged after `saying`."""
     chosen, state = readable_checkpoint(last)
     log.info(f"{saying}{chosen} (epoch {state.get('epoch')}, step {state.get('global_step')})")
+    follow_moved_run(state, chosen)
     return ResumePoint(chosen, state)
+
+
+FILE_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def _files_named(state: dict[str, Any]) -> list[str]:
+    """The checkpoint files a checkpoint callback's record names."""
+    named = [state.get(k) for k in FILE_KEYS] + list(state.get("best_k_models") or {})
+    return [p for p in named if isinstance(p, str) and p]
+
+
+def follow_moved_run(checkpoint: dict[str, Any], path: Path) -> None:
+    """Point the checkpoint callbacks' record at the run directory `checkpoint` (read from
+    `path`) is in now, when that directory was moved or copied since it was written.
+
+    The record names files by absolute path. Lightning, finding another `dirpath`, keeps only
+    `best_model_path` (the old run's file, or a missing one) and forgets the best score, so a
+    worse later validation became the "best" that was tested. Where `path` was written is in the
+    record of the callback that wrote it; every path under that run directory is read as the
+    same path under the new one. A record whose files are not all there starts afresh, with a
+    warning; folders outside the run directory (a dirpath set elsewhere) are left as they are."""
+    callbacks = checkpoint.get("callbacks", {})
+    records = {
+        key: state
+        for key, state in callbacks.items()
+        if key.startswith(CHECKPOINT_CALLBACKS) and isinstance(state, dict)
+    }
+    written = next(
+        (f for state in records.values() for f in _files_named(state) if Path(f).name == path.name),
+        None,
+    )
+    if written is None:
+        return
+    # the run directories: the checkpoint's folder's parent, then and now
+    before = os.path.dirname(os.path.dirname(written))
+    here = os.path.dirname(os.path.realpath(path.parent))
+    if before == here:
+        return
+    for key, state in records.items():
+        if not state.get("dirpath") or not Path(state["dirpath"]).is_relative_to(before):
+            continue
+        best_k = {_moved(f, before, here): v for f, v in (state.get("best_k_models") or {}).items()}
+        named = [*best_k, _moved(state.get("best_model_path") or "", before, here)]
+        missing = [f for f in named if f and not os.path.isfile(f)]
+        if missing:
+            log.warning(
+                f"this run was written in {before}; {missing[0]} is not there now: the best "
+                "checkpoint is chosen afresh from the validations to come"
+            )
+            del callbacks[key]
+            continue
+        callbacks[key] = {
+            **state,
+            **{
+                k: _moved(state[k], before, here)
+                for k in FILE_KEYS
+                if isinstance(state.get(k), str)
+            },
+            "best_k_models": best_k,
+            "dirpath": _moved(state["dirpath"], before, here),
+        }
 
 
 def _read_or_none(path: Path) -> dict | None:
@@ -165,6 +235,13 @@ def _read_or_none(path: Path) -> dict | None:
     except Exception:  # truncated, empty, not a zip archive, foreign pickle: all unreadable
         return None
     return state if isinstance(state, dict) and "global_step" in state else None
+
+
+def _moved(path: str, before: str, here: str) -> str:
+    """`path`, a file under folder `before`, as the same file under `here`; others as they are."""
+    if path and Path(path).is_relative_to(before):
+        return os.path.join(here, os.path.relpath(path, before))
+    return path
 
 
 def readable_checkpoint(last: Path) -> tuple[Path, dict]:
@@ -247,6 +324,18 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
         log.warning(
             f"checkpoint {path} was trained with model.fast_dropout={fast_before}, this run has "
             f"model.fast_dropout={fast_now}: its dropout masks continue from another random stream"
+        )
+    # e.g. a run started before the text configs' L2-SP default became the decoupled pull
+    changed = [
+        f"model.{key}={saved.get(key, default)!r} -> {current.get(key, default)!r}"
+        for key, default in REGULARIZER_KEYS
+        if saved.get(key, default) != current.get(key, default)
+    ]
+    if changed:
+        log.warning(
+            f"checkpoint {path} was trained with other regulariser settings "
+            f"({', '.join(changed)}): the rest of the run is regularised by this run's; set "
+            "them as the checkpoint has them to continue as it was"
         )
     state = model.state_dict()
     weights = checkpoint.get("state_dict", {})

@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sft.errors import SFTError
 from sft.runs.result import (
     COMPLETED,
     FAILED,
@@ -43,10 +44,12 @@ def _job_sort_key(job: str) -> tuple[int, str]:
 def read_results(sweep_dir: str | Path) -> list[tuple[str, RunResult]]:
     """(job, result) for every `result.json` under `sweep_dir`; job = its directory there."""
     sweep_dir = Path(sweep_dir)
-    found = [
-        (path.parent.relative_to(sweep_dir).as_posix(), RunResult.read(path))
-        for path in sweep_dir.rglob(RESULT_FILE)
-    ]
+    found = []
+    for path in sweep_dir.rglob(RESULT_FILE):
+        try:
+            found.append((path.parent.relative_to(sweep_dir).as_posix(), RunResult.read(path)))
+        except SFTError as e:  # hand-edited: the other jobs are still summarised
+            log.warning(f"{e}: left out of the summary")
     return sorted(found, key=lambda item: _job_sort_key(item[0]))
 
 
