@@ -106,12 +106,17 @@ CHECKPOINT_CALLBACKS = ("ModelCheckpoint", "LastCheckpoint")
 # callbacks whose state describes the run that wrote a checkpoint: its best checkpoint (a file
 # in that run's directory) and its early-stopping record
 RUN_RECORD_CALLBACKS = (*CHECKPOINT_CALLBACKS, "EarlyStopping")
-# the regulariser's settings, with their values for a checkpoint saved before they existed
-REGULARIZER_KEYS = (
-    ("regularizer", None),
-    ("reg_lambda", None),
-    ("reg_decoupled", False),
-    ("reg_every", 1),
+# model settings a resumed run may change, each group with what a change means: (key, its
+# value in a checkpoint saved before the key existed) pairs
+CHANGEABLE_SETTINGS = (
+    # a checkpoint from before model.fast_dropout trained with torch's dropout
+    ((("fast_dropout", False),), "its dropout masks continue from another random stream"),
+    # e.g. a run started before the text configs' L2-SP default became the decoupled pull
+    (
+        (("regularizer", None), ("reg_lambda", None), ("reg_decoupled", False), ("reg_every", 1)),
+        "the rest of the run is regularised by this run's; set them as the checkpoint has them "
+        "to continue as it was",
+    ),
 )
 
 
@@ -318,25 +323,17 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
                 f"checkpoint {path} was trained with model.{key}={value_of(saved)!r}, this run has "
                 f"model.{key}={value_of(current)!r}: resume with the same model settings"
             )
-    # a checkpoint from before model.fast_dropout trained with torch's dropout
-    fast_before, fast_now = saved.get("fast_dropout", False), current.get("fast_dropout", False)
-    if fast_before != fast_now:
-        log.warning(
-            f"checkpoint {path} was trained with model.fast_dropout={fast_before}, this run has "
-            f"model.fast_dropout={fast_now}: its dropout masks continue from another random stream"
-        )
-    # e.g. a run started before the text configs' L2-SP default became the decoupled pull
-    changed = [
-        f"model.{key}={saved.get(key, default)!r} -> {current.get(key, default)!r}"
-        for key, default in REGULARIZER_KEYS
-        if saved.get(key, default) != current.get(key, default)
-    ]
-    if changed:
-        log.warning(
-            f"checkpoint {path} was trained with other regulariser settings "
-            f"({', '.join(changed)}): the rest of the run is regularised by this run's; set "
-            "them as the checkpoint has them to continue as it was"
-        )
+    for keys, meaning in CHANGEABLE_SETTINGS:
+        changed = [
+            f"model.{key}={saved.get(key, default)!r} -> {current.get(key, default)!r}"
+            for key, default in keys
+            if saved.get(key, default) != current.get(key, default)
+        ]
+        if changed:
+            log.warning(
+                f"checkpoint {path} was trained with other settings ({', '.join(changed)}): "
+                f"{meaning}"
+            )
     state = model.state_dict()
     weights = checkpoint.get("state_dict", {})
     # a small checkpoint (adapter.save_only_trainable) leaves out the frozen base weights
