@@ -150,30 +150,32 @@ def test_gradient_checkpointing_recomputes_the_same_masks():
         torch.testing.assert_close(recomputed, plain)
 
 
-def test_resuming_a_checkpoint_made_with_other_dropout_says_so(caplog):
+def resume_warnings(saved: dict, model: SFTClassifier, caplog) -> str:
+    """What check_resume_checkpoint warns resuming `model` from a checkpoint with hyper-parameters
+    `saved` (and the model's own weights)."""
     from pathlib import Path
 
     from sft.runs.resume import ResumePoint, check_resume_checkpoint
 
+    caplog.clear()
+    point = ResumePoint(
+        Path("run.ckpt"), {"hyper_parameters": saved, "state_dict": model.state_dict()}
+    )
+    with caplog.at_level("WARNING", logger="sft.runs.resume"):
+        check_resume_checkpoint(point, model)
+    return caplog.text
+
+
+def test_resuming_a_checkpoint_made_with_other_dropout_says_so(caplog):
     model = SFTClassifier(backbone=TINY_BERT, num_classes=2)
     before = {k: v for k, v in model.hparams.items() if k != "fast_dropout"}
     for saved, warned in ((before, True), (dict(model.hparams), False)):
-        caplog.clear()
-        point = ResumePoint(
-            Path("run.ckpt"), {"hyper_parameters": saved, "state_dict": model.state_dict()}
-        )
-        with caplog.at_level("WARNING", logger="sft.runs.resume"):
-            check_resume_checkpoint(point, model)
-        assert ("model.fast_dropout" in caplog.text) is warned
+        assert ("model.fast_dropout" in resume_warnings(saved, model, caplog)) is warned
 
 
 def test_resuming_a_checkpoint_with_other_regulariser_settings_says_so(caplog):
     """A run started with L2-SP through its gradient (the text default before the decoupled
     pull) and resumed under the new default: a warning naming what changed (was: none)."""
-    from pathlib import Path
-
-    from sft.runs.resume import ResumePoint, check_resume_checkpoint
-
     model = SFTClassifier(
         backbone=TINY_BERT, num_classes=2, reg_lambda=0.01, reg_decoupled=True, reg_every=4
     )
@@ -181,11 +183,6 @@ def test_resuming_a_checkpoint_with_other_regulariser_settings_says_so(caplog):
         "reg_lambda": 1e-5
     }
     for saved, warned in ((older, True), (dict(model.hparams), False)):
-        caplog.clear()
-        point = ResumePoint(
-            Path("run.ckpt"), {"hyper_parameters": saved, "state_dict": model.state_dict()}
-        )
-        with caplog.at_level("WARNING", logger="sft.runs.resume"):
-            check_resume_checkpoint(point, model)
+        warnings = resume_warnings(saved, model, caplog)
         expected = "model.reg_lambda=1e-05 -> 0.01, model.reg_decoupled=False -> True, model.reg_every=1 -> 4"
-        assert (expected in caplog.text) is warned, caplog.text
+        assert (expected in warnings) is warned, warnings

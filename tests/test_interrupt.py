@@ -3,6 +3,8 @@
 import json
 import logging
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,21 +17,27 @@ from sft.train import train
 QUICK = ["trainer.max_epochs=2", "test=false", "callbacks.step_checkpoint.every_n_train_steps=2"]
 
 
+def run_sigterm_at(step: int, name: str, log_dir: Path) -> subprocess.CompletedProcess:
+    """sft-train of FAST + QUICK as run `name` under `log_dir`, sent SIGTERM during the batch
+    after `step` optimizer steps."""
+    return run_train_cli(
+        *FAST,
+        *QUICK,
+        f"paths.log_dir={log_dir}",
+        f"name={name}",
+        "+callbacks.term._target_=helpers.faults.SignalAtStep",
+        f"+callbacks.term.step={step}",
+        "+callbacks.term.signal=SIGTERM",
+        cwd=log_dir,
+    )
+
+
 def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(
     train_cfg, tmp_path, data_dir, caplog
 ):
     """Preemption: SIGTERM during step 4 -> that batch finishes, last.ckpt at step 4, exit 1 with
     the resume command and no traceback; resuming completes the run in the same directory."""
-    result = run_train_cli(
-        *FAST,
-        *QUICK,
-        f"paths.log_dir={tmp_path}",
-        "name=preempted",
-        "+callbacks.term._target_=helpers.faults.SignalAtStep",
-        "+callbacks.term.step=3",
-        "+callbacks.term.signal=SIGTERM",
-        cwd=tmp_path,
-    )
+    result = run_sigterm_at(3, "preempted", tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     run_dir = only_run_dir(tmp_path / "train" / "preempted")
@@ -51,16 +59,7 @@ def test_an_interrupted_run_records_the_epochs_and_metrics_it_reached(tmp_path, 
     """result.json of a run interrupted in its second epoch: failed, with the epoch it completed
     and the metrics of its first validation (was: epochs 0 and no metrics, so sft-compare and
     sweep summaries showed nothing of what it did)."""
-    result = run_train_cli(
-        *FAST,
-        *QUICK,
-        f"paths.log_dir={tmp_path}",
-        "name=stopped",
-        "+callbacks.term._target_=helpers.faults.SignalAtStep",
-        "+callbacks.term.step=8",
-        "+callbacks.term.signal=SIGTERM",
-        cwd=tmp_path,
-    )
+    result = run_sigterm_at(8, "stopped", tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     record = json.loads((only_run_dir(tmp_path / "train" / "stopped") / "result.json").read_text())
     assert record["status"] == "failed" and "interrupted by SIGTERM at epoch 1" in record["error"]
