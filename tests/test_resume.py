@@ -17,6 +17,7 @@ import sft.utils.checkpoint_io as checkpoint_io
 from sft.errors import SFTError
 from sft.models import SFTClassifier
 from sft.runs.directories import RunDirectory, choose_run_dir
+from sft.runs.result import RunRecorder, RunResult
 from sft.runs.resume import follow_moved_run, wait_to_sort_after
 from sft.train import train
 from sft.utils.checkpoint_io import AtomicCheckpointIO
@@ -487,3 +488,30 @@ def test_a_checkpoint_record_is_moved_with_its_run_only(tmp_path):
     ]
     assert state["callbacks"][last_key]["dirpath"] == str(moved.resolve() / "checkpoints")
     assert state["callbacks"][far_key] == checkpoint(run)["callbacks"][far_key]
+
+
+@pytest.mark.parametrize("trains_further", [True, False])
+def test_a_continued_run_failing_in_its_test_keeps_only_test_metrics_of_its_checkpoint(
+    tmp_path, trains_further
+):
+    """A resumed run that trains further and then fails in its test may have another best
+    checkpoint: its result.json drops the earlier part's test metrics (was: they stood beside
+    the new validation's, as if measured on the new best). A finished run resumed trains
+    nothing: its best, and so its earlier test metrics, still hold."""
+    first = RunRecorder(tmp_path, [], "val/acc_best")
+    first.fit_started()
+    first.completed({"val/acc": 0.8, "val/acc_best": 0.8, "test/acc": 0.79})
+
+    again = RunRecorder(tmp_path, [], "val/acc_best")
+    again.continues_earlier_run()
+    again.fit_started()
+    logged = {"val/acc": 0.85, "val/acc_best": 0.85} if trains_further else {}
+    again.set_progress(2 if trains_further else 1, logged)
+    again.failed(RuntimeError("the test split could not be read"))
+
+    recorded = RunResult.read(tmp_path / "result.json")
+    assert recorded.status == "failed"
+    if trains_further:
+        assert recorded.metrics == {"val/acc": 0.85, "val/acc_best": 0.85}
+    else:
+        assert recorded.metrics == {"val/acc": 0.8, "val/acc_best": 0.8, "test/acc": 0.79}

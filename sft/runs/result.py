@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
 COMPLETED = "completed"
 FAILED = "failed"
+TEST_PREFIX = "test/"
 # how the Optuna sweeper adds its pruning callback (sft.callbacks.optuna_pruning) to each trial's
 # command line: its own bookkeeping, left out of the overrides a run reports
 PRUNING_OVERRIDE = "++callbacks.optuna_pruning"
@@ -170,8 +171,16 @@ class RunRecorder:
             # A continued run reports only what it logged itself (a finished run resumed
             # validates nothing): what it did not log again stays as the earlier part recorded
             # it, its epochs do not go back (a finished run resumed is at the epoch its
-            # checkpoint was saved in), and its time is the parts' together.
-            self.result.metrics = {**earlier.metrics, **self.result.metrics}
+            # checkpoint was saved in), and its time is the parts' together. A part that trained
+            # further may test another best checkpoint: the earlier part's test metrics do not
+            # carry over (else a test failing now would leave them beside the new validation's).
+            trained = any(not k.startswith(TEST_PREFIX) for k in self.result.metrics)
+            kept = {
+                k: v
+                for k, v in earlier.metrics.items()
+                if not (trained and k.startswith(TEST_PREFIX))
+            }
+            self.result.metrics = {**kept, **self.result.metrics}
             self.result.epochs = max(self.result.epochs, earlier.epochs)
             self.result.wall_time_s = round(earlier.wall_time_s + self.result.wall_time_s, 3)
             self.result.started_at = earlier.started_at or self.result.started_at
