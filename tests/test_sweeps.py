@@ -197,3 +197,33 @@ def test_a_sweep_rerun_in_its_directory_keeps_each_jobs_first_record(tmp_path, c
     )
     assert {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")} == first
     assert len(list(sweep.glob("*/.hydra/resumed_*/overrides.yaml"))) == 2
+
+
+def test_a_job_directory_holding_another_jobs_record_is_never_written_over(tmp_path, capsys):
+    """Two jobs of a sweep without checkpoints into one directory (hydra.sweep.subdir=same): the
+    second is refused and the first's result.json stays (was: replaced by the second's, since
+    only a last.ckpt was checked against the job's overrides)."""
+    sweep = tmp_path / "sweep"
+    job = sweep / "same"
+    # as the studies run (experiment/_fixed_steps.yaml): no checkpoints, only the record
+    args = [
+        *(
+            f"callbacks.{c}=null"
+            for c in ("model_checkpoint", "last_checkpoint", "step_checkpoint")
+        ),
+        "+trainer.enable_checkpointing=false",
+        "seed=1,2",
+    ]
+    run_sft_train(
+        capsys,
+        "-m",
+        *TINY,
+        "trainer.max_epochs=1",
+        *args,
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweep.subdir=same",
+    )
+    record = RunResult.read(job / "result.json")
+    assert record.status == "completed"
+    assert "seed=1" in record.overrides and "seed=2" not in record.overrides
+    assert f"{job} holds a run of another job" in (job / "train.log").read_text()

@@ -421,14 +421,40 @@ def test_a_new_run_never_overwrites_a_runs_checkpoints(train_cfg, tmp_path):
     assert last.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "leaves, found",
+    [
+        ([], "checkpoints"),
+        # Lightning's own checkpoint callback: tensorboard/checkpoints/ (was: overwritten, and
+        # both runs' event files in one tensorboard/)
+        (["callbacks=none"], "checkpoints"),
+        # a run without checkpoints (as the studies run) leaves only its result.json (was:
+        # replaced by the second run's)
+        (
+            [
+                *(f"callbacks.{c}=null" for c in ("model_checkpoint", "last_checkpoint")),
+                "callbacks.step_checkpoint=null",
+                "+trainer.enable_checkpointing=false",
+            ],
+            "record",
+        ),
+    ],
+)
 def test_a_run_directory_given_twice_is_refused_before_hydra_writes_in_it(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, leaves, found
 ):
     """sft-train hydra.run.dir=<a run's directory>, a second time: refused before Hydra adds its
     config (.hydra/resumed_<time>/) and log lines to that run (was: refused in train(), after)."""
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
-    argv = ["sft-train", *FAST, "trainer.max_epochs=1", "test=false", f"hydra.run.dir={run_dir}"]
+    argv = [
+        "sft-train",
+        *FAST,
+        *leaves,
+        "trainer.max_epochs=1",
+        "test=false",
+        f"hydra.run.dir={run_dir}",
+    ]
     assert run_entry_point(train_module.main, argv) == 0
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     capsys.readouterr()
@@ -437,7 +463,7 @@ def test_a_run_directory_given_twice_is_refused_before_hydra_writes_in_it(
         capsys.readouterr()
         .err.strip()
         .splitlines()[-1]
-        .startswith(f"error: {run_dir} already holds a run's checkpoints")
+        .startswith(f"error: {run_dir} already holds a run's {found}")
     )
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 

@@ -102,15 +102,28 @@ def _overridden(key: str, hydra_cfg: DictConfig) -> bool:
     return any(o.split("=", 1)[0].lstrip("+~") == key for o in hydra_cfg.overrides.hydra)
 
 
-def check_nothing_to_overwrite(output_dir: Path) -> None:
-    """A new run in a directory that holds checkpoints (a `hydra.run.dir=` given twice) would
-    replace them: SFTError instead."""
-    written = sorted(last_checkpoint(output_dir).parent.glob("*.ckpt"))
-    if written:
-        raise SFTError(
-            f"{output_dir} already holds a run's checkpoints ({written[0]}): continue that run "
-            f"with resume={output_dir}, or give this run another hydra.run.dir"
-        )
+# what a run leaves in its directory that a new run there would replace: checkpoints (sft's
+# callbacks write checkpoints/; without them Lightning writes its own in the logger's folder,
+# e.g. tensorboard/checkpoints/) and its record (a run without checkpoints has only that)
+RUN_FILES = {
+    f"{LAST_CHECKPOINT.parent}/*.ckpt": "checkpoints",
+    f"*/{LAST_CHECKPOINT.parent}/*.ckpt": "checkpoints",
+    RESULT_FILE: "record",
+}
+
+
+def check_nothing_to_overwrite(output_dir: Path, record: bool = True) -> None:
+    """A new run in a directory that holds a run (a `hydra.run.dir=` given twice) would replace
+    its checkpoints and, with `record`, its result.json: SFTError instead."""
+    for pattern, what in RUN_FILES.items():
+        written = sorted(output_dir.glob(pattern)) if record or what != "record" else []
+        if written:
+            resumable = last_checkpoint(output_dir).is_file()
+            raise SFTError(
+                f"{output_dir} already holds a run's {what} ({written[0]}): "
+                + (f"continue that run with resume={output_dir}, or " if resumable else "")
+                + "give this run another hydra.run.dir"
+            )
 
 
 def check_can_be_made(run_dir: Path, setting: str) -> None:

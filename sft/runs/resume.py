@@ -73,7 +73,8 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         requeued = requeued_job_point(Path(cfg.paths.output_dir))
         if requeued is not None:
             return requeued
-        check_nothing_to_overwrite(Path(cfg.paths.output_dir))
+        # a job's own record (requeued_job_point refused another job's) goes to its retry
+        check_nothing_to_overwrite(Path(cfg.paths.output_dir), record=not _in_multirun())
         path = cfg.get("ckpt_path")
         if path:
             return ResumePoint(Path(path), as_new_run(read_checkpoint(path)), continues_run=False)
@@ -149,9 +150,10 @@ def requeued_job_point(output_dir: Path) -> ResumePoint | None:
         hydra_cfg = HydraConfig.get()
     except ValueError:  # not a Hydra job
         return None
-    last = last_checkpoint(output_dir)
-    if hydra_cfg.mode != RunMode.MULTIRUN or not last.is_file():
+    if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
+    # checked with or without last.ckpt: another job's record is never replaced (a job of a
+    # study without checkpoints, or one whose checkpoints were deleted, has only its record)
     previous = output_dir / RESULT_FILE
     recorded = RunResult.read(previous).overrides if previous.is_file() else None
     if recorded is not None and recorded != run_overrides(hydra_cfg.overrides.task):
@@ -159,6 +161,9 @@ def requeued_job_point(output_dir: Path) -> ResumePoint | None:
             f"{output_dir} holds a run of another job ({previous}: overrides "
             f"{' '.join(recorded)}); give this sweep a new hydra.sweep.dir"
         )
+    last = last_checkpoint(output_dir)
+    if not last.is_file():
+        return None
     return _continue_from(
         last, f"{output_dir} holds {LAST_CHECKPOINT} (a requeued or re-run job): continuing from "
     )
