@@ -380,7 +380,10 @@ def recover_spawned_progress(trainer: Trainer) -> None:
         return
     trainer.fit_loop.load_state_dict(fit_loop)
     epochs = trainer.fit_loop.epoch_progress.current
-    if not trainer.interrupted and epochs.completed < epochs.processed:
-        # saved at the last epoch's final validation, before Lightning counted the epoch: the
-        # fit has finished it since
-        epochs.completed = epochs.processed
+    if not trainer.interrupted and epochs.completed < epochs.started:
+        # saved at the last epoch's final validation (at its end, or within it with
+        # val_check_interval < 1), before Lightning counted the epoch: the fit has finished it
+        epochs.processed = epochs.completed = epochs.started
+        # and the loggers' step (counted after the validation too): the test logs after it
+        loop = trainer.fit_loop.epoch_loop
+        loop._batches_that_stepped = max(loop._batches_that_stepped, trainer.global_step)
