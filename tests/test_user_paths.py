@@ -617,3 +617,43 @@ def test_channels_last_on_a_text_backbone_says_it_changes_nothing(tmp_path):
     cfg = compose_config("train", [*TINY_TEXT, "model.channels_last=true"], tmp_path)
     with pytest.warns(UserWarning, match=r"model\.channels_last=true lays out image batches"):
         instantiate(cfg.model)
+
+
+def test_a_relative_data_dir_is_found_by_sft_eval_from_another_directory(tmp_path, monkeypatch):
+    """`sft-train data.data_dir=tree` (relative), then `sft-eval ckpt_path=...` run elsewhere:
+    the checkpoint keeps the folder as an absolute path (was: `tree` as typed, looked up from
+    sft-eval's directory: `error: ... tree/train does not exist`)."""
+    from PIL import Image
+
+    for c, name in enumerate(["ant", "bee"]):
+        (tmp_path / "tree" / "train" / name).mkdir(parents=True)
+        for j in range(8):
+            Image.new("RGB", (20, 20), (200 * c, 10 * j, 60)).save(
+                tmp_path / "tree" / "train" / name / f"{j}.png"
+            )
+    small_cnn = "{_target_:sft.models.backbones.create_backbone,name:small_cnn,width:8}"
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    cfg = compose_config(
+        "train",
+        [
+            "data=image_folder",
+            "data.data_dir=tree",
+            "data.image_size=16",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "model.num_classes=2",
+            "~model.backbone",
+            f"+model.backbone={small_cnn}",
+            "trainer.max_epochs=1",
+        ],
+        run,
+    )
+    train(cfg)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    metrics = evaluate(compose_config("eval", [f"ckpt_path={ckpt}"], tmp_path / "eval"))
+    assert 0.0 <= metrics["val/acc"] <= 1.0

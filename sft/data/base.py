@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
@@ -200,6 +201,12 @@ class TensorBatchDataset(Dataset):
         idx = torch.as_tensor(indices, dtype=torch.int64)
         # index_select copies whole rows (memcpy); t[idx] is ~20x slower on CPU for image rows.
         return tuple(t.index_select(0, idx) for t in self.tensors)
+
+
+def absolute_dir(data_dir: Any) -> str:
+    """`data.data_dir` as the checkpoint keeps it: absolute (a relative one, as typed, was
+    looked up from wherever sft-eval or sft-predict ran later)."""
+    return str(Path(str(data_dir)).expanduser().absolute())
 
 
 def passthrough_collate(batch: Any) -> Any:

@@ -16,6 +16,7 @@ from sft.contracts import CIFAR10
 from sft.data.base import (
     ImageDataModule,
     TensorBatchDataset,
+    absolute_dir,
     check_batch_size,
     check_train_batch,
     passthrough_collate,
@@ -130,7 +131,7 @@ class CIFAR10DataModule(ImageDataModule):
         drop_last: bool = True,
     ) -> None:
         super().__init__()
-        data_dir = str(data_dir)
+        data_dir = absolute_dir(data_dir)
         check_batch_size("batch_size", batch_size)
         if eval_batch_size is not None:
             check_batch_size("eval_batch_size", eval_batch_size)

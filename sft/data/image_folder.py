@@ -18,7 +18,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sft.contracts import IMAGENET
-from sft.data.base import ImageDataModule, check_batch_size, check_train_batch
+from sft.data.base import ImageDataModule, absolute_dir, check_batch_size, check_train_batch
 from sft.data.image_decode import ImageDecoder, check_mode
 from sft.data.image_files import is_hidden, visible_image, warn_left_out
 from sft.data.resumable import ResumableDataLoader
@@ -172,7 +172,7 @@ class ImageFolderDataModule(ImageDataModule):
         skip_bad_files: bool = False,
     ) -> None:
         super().__init__()
-        data_dir = str(data_dir)
+        data_dir = absolute_dir(data_dir)
         check_batch_size("image_size", image_size)
         check_batch_size("batch_size", batch_size)
         if eval_batch_size is not None:

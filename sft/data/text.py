@@ -16,7 +16,7 @@ from annotated_types import Ge
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
-from sft.data.base import SFTDataModule, check_batch_size, check_train_batch
+from sft.data.base import SFTDataModule, absolute_dir, check_batch_size, check_train_batch
 from sft.data.length_grouped import LengthGroupedSampler
 from sft.data.readers import ReaderSettings, create_reader
 from sft.data.resumable import ResumableDataLoader, ResumableRandomSampler
@@ -89,7 +89,7 @@ class TextClassificationDataModule(SFTDataModule):
         allow_empty_text: bool = True,
     ) -> None:
         super().__init__()
-        data_dir = str(data_dir)
+        data_dir = absolute_dir(data_dir)
         # Plain lists (not ListConfig) so hparams round-trip through checkpoints and yaml.
         label_names = [str(n) for n in label_names] if label_names is not None else None
         cache_dir = str(cache_dir) if cache_dir is not None else None
