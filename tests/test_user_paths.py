@@ -1,5 +1,6 @@
 """Paths a new user takes that used to fail: each test failed on the code before its fix."""
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -98,6 +99,32 @@ def test_eval_predictions_cover_the_batches_the_metrics_do(checkpoints, tmp_path
     # and the run's record says so
     recorded = OmegaConf.load(tmp_path / "config_resolved.yaml")
     assert recorded.trainer.limit_predict_batches == 1
+
+
+def test_eval_without_labelled_test_split_predicts_the_validation_it_scores(
+    checkpoints, data_dir, tmp_path
+):
+    """SST-2's test split has no labels: sft-eval scores validation, and predictions.csv and the
+    confusion matrix are of the same validation batches (were: the first unlabelled test rows,
+    label columns empty, no confusion matrix)."""
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoints['text']}",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "+trainer.limit_val_batches=1",
+        ],
+        tmp_path,
+    )
+    metrics = evaluate(cfg)
+    rows = list(csv.DictReader((tmp_path / "predictions.csv").open(newline="")))
+    dev = (data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    assert len(rows) == 16  # the checkpoint's eval_batch_size: one batch, as scored
+    assert [r["label"] for r in rows] == [line.split("\t")[1] for line in dev[:16]]
+    accuracy = sum(r["label"] == r["pred"] for r in rows) / len(rows)
+    assert accuracy == pytest.approx(metrics["val/acc"])
+    assert (tmp_path / "confusion_matrix.png").is_file()
 
 
 def test_eval_of_an_image_checkpoint_on_text_data_is_one_error(checkpoints, tmp_path):
