@@ -127,6 +127,28 @@ def test_eval_without_labelled_test_split_predicts_the_validation_it_scores(
     assert (tmp_path / "confusion_matrix.png").is_file()
 
 
+def test_eval_probabilities_are_float32_under_mixed_precision(checkpoints, tmp_path):
+    """sft-eval trainer.precision=bf16-mixed: predictions.csv's probabilities are the softmax
+    in float32, each row summing to 1 (were: bf16-rounded, e.g. 1.000000,0.001282)."""
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoints['image']}",
+            "trainer.accelerator=cpu",
+            "trainer.precision=bf16-mixed",
+            "trainer.enable_progress_bar=false",
+            "+trainer.limit_test_batches=2",
+        ],
+        tmp_path,
+    )
+    evaluate(cfg)
+    rows = list(csv.DictReader((tmp_path / "predictions.csv").open(newline="")))
+    probs = torch.tensor([[float(v) for k, v in r.items() if k.startswith("prob_")] for r in rows])
+    assert len(rows) > 1 and probs.shape[1] == 10
+    # 6 written decimals: each of the 10 rounds by at most 5e-7
+    assert (probs.sum(1) - 1).abs().max() <= 5e-6
+
+
 def test_eval_of_an_image_checkpoint_on_text_data_is_one_error(checkpoints, tmp_path):
     """`sft-eval ckpt_path=<image checkpoint> data=text_files`: the text config's tokenizer
     interpolates the model's backbone name, which an image model lacks (was: omegaconf's
