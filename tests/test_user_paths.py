@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, compose_config, run_entry_point
+from conftest import FAST, compose_config, run_entry_point, run_module
 from hydra.utils import instantiate
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
 from omegaconf import OmegaConf
@@ -423,6 +423,28 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     # the same run directory again: its predictions are kept (was: written over)
     with pytest.raises(SFTError, match=r"predictions\.csv already exists: give another hydra"):
         evaluate(compose_config("eval", [f"ckpt_path={ckpt}", *data], out))
+
+
+def test_debug_profiler_prints_its_report_and_lightnings_info_lines(tmp_path, data_dir):
+    """`debug=profiler`: Lightning's INFO lines and the profiler's report, once, on the console
+    and in the run's log, with Lightning's DEBUG lines (were: nowhere; the debug configs'
+    logging config removed the handler of Lightning's logger, which does not propagate)."""
+    run = tmp_path / "run"
+    result = run_module(
+        "sft.train",
+        "debug=profiler",
+        *FAST,
+        "data.val_size=64",
+        "trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "test=false",
+        f"hydra.run.dir={run}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    console, log = result.stdout + result.stderr, (run / "debug.log").read_text()
+    for line in ("GPU available: False", "`Trainer.fit` stopped", "FIT Profiler Report"):
+        assert console.count(line) == 1 and log.count(line) == 1, line
+    assert "[lightning.pytorch.trainer.trainer][DEBUG]" in log
 
 
 @pytest.mark.parametrize(
