@@ -1,7 +1,7 @@
 """Evaluation entry point: checkpoint -> test metrics, confusion matrix (PNG, logged), predictions CSV.
 
-Without a labelled test split (GLUE SST-2) the metrics are the validation split's and the CSV
-holds the test split's predictions.
+Without a labelled test split (GLUE SST-2) the metrics, confusion matrix and predictions are the
+validation split's.
 
 sft-eval ckpt_path=outputs/train/cifar10_resnet18/<run>/checkpoints/last.ckpt
 """
@@ -47,7 +47,8 @@ register_resolvers()
 def write_predictions(
     path: Path, probs: torch.Tensor, labels: torch.Tensor, names: list[str]
 ) -> None:
-    """One row per test example: index, true label, predicted label, class probabilities."""
+    """One row per example of the scored split: index, true label, predicted label, class
+    probabilities."""
     preds = probs.argmax(-1)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -57,7 +58,7 @@ def write_predictions(
         for i, (y, p, row) in enumerate(
             zip(labels.tolist(), preds.tolist(), probs.tolist(), strict=True)
         ):
-            # unlabelled rows (label -1, e.g. GLUE's test split) leave the label columns empty
+            # unlabelled rows (label -1) of a partly labelled test split leave these empty
             label = (y, names[y]) if y >= 0 else ("", "")
             writer.writerow([i, *label, p, names[p], *(f"{v:.6f}" for v in row)])
 
@@ -166,7 +167,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         else:
             log.info("No labelled test split: metrics are on the validation split.")
             metrics = trainer.validate(model, datamodule=datamodule)[0]
-        # predictions of the test split (validation without one), in file order
+        # predictions of the split just scored, in file order
         outputs = trainer.predict(model, datamodule=datamodule)
     probs = torch.cat([o["probs"] for o in outputs]).float().cpu()
     labels = torch.cat([o["labels"] for o in outputs]).cpu()

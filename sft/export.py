@@ -94,12 +94,18 @@ def float32_rounding(module: torch.nn.Module, checks: Checks) -> float:
 
 
 def check_parity(
-    name: str, run: Runner, checks: Checks, atol: float, module: torch.nn.Module
+    name: str, run: Runner, checks: Checks, atol: float, rtol: float, module: torch.nn.Module
 ) -> float:
-    """Largest |exported - checkpoint| over the parity batches; SFTError above `atol`."""
+    """Largest |exported - checkpoint| over the parity batches; SFTError above
+    `atol + rtol * max|checkpoint logits|`: float32 rounding grows with the logits' scale."""
     diff = max(max_abs_diff(run, args, ref) for args, ref in checks)
-    print(f"{name}: max abs diff vs the checkpoint {diff:.2e} (atol {atol:g})")
-    if diff <= atol:
+    scale = max(float(ref.abs().max()) for _, ref in checks)
+    tolerance = atol + rtol * scale
+    print(
+        f"{name}: max abs diff vs the checkpoint {diff:.2e} (tolerance {tolerance:.2g} = atol "
+        f"{atol:g} + rtol {rtol:g} x max|logit| {scale:.3g})"
+    )
+    if diff <= tolerance:
         return diff
     # also NaN: not faithful. Else tell float32 rounding (deep conv nets: ~1e-5) from a bug.
     floor = float32_rounding(module, checks) if diff == diff else float("inf")
@@ -110,8 +116,8 @@ def check_parity(
         else "the export is not faithful"
     )
     raise SFTError(
-        f"{name} export differs from the checkpoint by {diff:.3g} > atol={atol:g} on real "
-        f"inputs; {hint}"
+        f"{name} export differs from the checkpoint by {diff:.3g} > atol={atol:g} + rtol={rtol:g} "
+        f"x max|logit| {scale:.3g} on real inputs; {hint}"
     )
 
 
@@ -158,6 +164,7 @@ def export(cfg: DictConfig) -> Path:
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise SFTError(f"parity_samples must be an integer >= 2, got {samples!r}")
     check_value(cfg.atol, NonNegative, "atol")
+    check_value(cfg.rtol, NonNegative, "rtol")
     check_value(cfg.onnx.opset, int | None, "onnx.opset")
     bundle = load_bundle(cfg.ckpt_path, "cpu")
     head = bundle.model.head  # a head of the user's may not say (sft.inference.deployable)
@@ -187,7 +194,8 @@ def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], 
     print(
         f"parity inputs: {args[0].shape[0]} real {what}, and a sub-batch of {smaller[0].shape[0]}"
     )
-    diffs = {"folded": check_parity("folded model", lambda a: module(*a), checks, cfg.atol, module)}
+    folded = check_parity("folded model", lambda a: module(*a), checks, cfg.atol, cfg.rtol, module)
+    diffs = {"folded": folded}
 
     files: dict[str, str] = {}
     if bundle.modality == "text" and {"torchscript", "onnx"} & set(formats):
@@ -203,7 +211,7 @@ def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], 
             )
         else:
             path, run = export_hf(bundle, module.head, path)
-        diffs[fmt] = check_parity(fmt, run, checks, cfg.atol, module)
+        diffs[fmt] = check_parity(fmt, run, checks, cfg.atol, cfg.rtol, module)
         files[fmt] = path.name + ("/" if path.is_dir() else "")
     (out / METADATA).write_text(json.dumps(metadata(bundle, files, diffs), indent=1))
 

@@ -22,6 +22,7 @@ from sft.models.backbones import backbone_speed_hints
 from sft.runs.result import RunRecorder, run_overrides
 from sft.runs.resume import (
     check_resume_checkpoint,
+    continue_csv_logs,
     continue_tensorboard,
     recover_spawned_progress,
     resume_point,
@@ -98,6 +99,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     print_and_save_config(cfg, cfg.paths.output_dir)
     if start and start.continues_run:
         continue_tensorboard(cfg.get("logger"), start.step)
+        continue_csv_logs(cfg.get("logger"))
         if recorder is not None:
             recorder.continues_earlier_run()
     trainer = build_trainer(

@@ -1,5 +1,6 @@
 """Resume: a killed run continues in its own directory exactly where it stopped; nothing is lost."""
 
+import csv
 import os
 import subprocess
 from pathlib import Path
@@ -165,6 +166,24 @@ def test_run_stopped_at_an_epoch_end_resumes_exactly(train_cfg, tmp_path, data_d
     got = torch.load(last, weights_only=True)
     for key, tensor in want["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("logger", ["csv", "many_loggers"])
+def test_a_resumed_run_keeps_the_csv_log_of_its_first_part(train_cfg, tmp_path, logger):
+    """logger=csv, then resume=<run dir> training an epoch further: the first part's
+    csv/metrics.csv and hparams.yaml stay as written and the resumed part logs to its own
+    csv/version_0/ (was: Lightning deleted the first part's metrics.csv)."""
+    run_dir = tmp_path / "run"
+    once = [f"logger={logger}", "trainer.log_every_n_steps=1", "test=false"]
+    train(train_cfg(*once, "trainer.max_epochs=1", run_dir=run_dir))
+    first = {f.name: f.read_text() for f in (run_dir / "csv").iterdir()}
+    assert {"metrics.csv", "hparams.yaml"} <= set(first)
+
+    train(train_cfg(*once, "trainer.max_epochs=2", f"resume={run_dir}", run_dir=run_dir))
+    for name, text in first.items():
+        assert (run_dir / "csv" / name).read_text() == text, name
+    rows = list(csv.DictReader((run_dir / "csv" / "version_0" / "metrics.csv").open()))
+    assert {r["epoch"] for r in rows if r["epoch"]} == {"1"}
 
 
 def test_fresh_run_never_reuses_an_existing_directory(tmp_path):

@@ -158,11 +158,13 @@ def test_batches_are_model_inputs(sst2):
 
 
 def test_predictions_in_file_order(sst2):
+    """SST-2's test split has no labels: predictions are of validation, the split sft-eval
+    scores (were: the unlabelled test rows)."""
     loader = sst2.predict_dataloader()
     rows = [r for b in loader for r in b["input_ids"]]
-    assert len(rows) == 1_821
-    assert all(b["labels"].eq(-1).all() for b in loader)
-    first = (SST2 / "test.tsv").read_text().splitlines()[1].split("\t")[1]
+    assert len(rows) == 872
+    assert torch.cat([b["labels"] for b in loader]).equal(sst2.val_data.labels)
+    first = (SST2 / "dev.tsv").read_text().splitlines()[1].split("\t")[0]
     expected = sst2.tokenizer(first)["input_ids"]
     assert rows[0][: len(expected)].tolist() == expected
     with pytest.raises(SFTError, match="no labels to test on"):
@@ -580,7 +582,7 @@ def test_hf_dataset_code_path(tmp_path, token_cache, monkeypatch):
     assert dm.class_names == ["neg", "pos"]
     assert dm.train_data.labels.tolist() == [1, 0, 1]
     assert dm.test_data.labels.tolist() == [-1]
-    assert next(iter(dm.predict_dataloader()))["labels"].tolist() == [-1]
+    assert next(iter(dm.predict_dataloader()))["labels"].tolist() == [1, 0]  # validation's
     assert dm.cache_files["train"].name.startswith("someone_tiny-train-")
 
 

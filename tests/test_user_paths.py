@@ -1,12 +1,13 @@
 """Paths a new user takes that used to fail: each test failed on the code before its fix."""
 
+import csv
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, compose_config, run_entry_point
+from conftest import FAST, compose_config, run_entry_point, run_module
 from hydra.utils import instantiate
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
 from omegaconf import OmegaConf
@@ -98,6 +99,54 @@ def test_eval_predictions_cover_the_batches_the_metrics_do(checkpoints, tmp_path
     # and the run's record says so
     recorded = OmegaConf.load(tmp_path / "config_resolved.yaml")
     assert recorded.trainer.limit_predict_batches == 1
+
+
+def test_eval_without_labelled_test_split_predicts_the_validation_it_scores(
+    checkpoints, data_dir, tmp_path
+):
+    """SST-2's test split has no labels: sft-eval scores validation, and predictions.csv and the
+    confusion matrix are of the same validation batches (were: the first unlabelled test rows,
+    label columns empty, no confusion matrix)."""
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoints['text']}",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "+trainer.limit_val_batches=1",
+        ],
+        tmp_path,
+    )
+    metrics = evaluate(cfg)
+    rows = list(csv.DictReader((tmp_path / "predictions.csv").open(newline="")))
+    dev = (data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    assert len(rows) == 16  # the checkpoint's eval_batch_size: one batch, as scored
+    assert [r["label"] for r in rows] == [line.split("\t")[1] for line in dev[:16]]
+    accuracy = sum(r["label"] == r["pred"] for r in rows) / len(rows)
+    assert accuracy == pytest.approx(metrics["val/acc"])
+    assert (tmp_path / "confusion_matrix.png").is_file()
+
+
+def test_eval_probabilities_are_float32_under_mixed_precision(checkpoints, tmp_path):
+    """sft-eval trainer.precision=bf16-mixed: predictions.csv's probabilities are the softmax
+    in float32, each row summing to 1 (were: bf16-rounded, e.g. 1.000000,0.001282)."""
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoints['image']}",
+            "trainer.accelerator=cpu",
+            "trainer.precision=bf16-mixed",
+            "trainer.enable_progress_bar=false",
+            "+trainer.limit_test_batches=2",
+        ],
+        tmp_path,
+    )
+    evaluate(cfg)
+    rows = list(csv.DictReader((tmp_path / "predictions.csv").open(newline="")))
+    probs = torch.tensor([[float(v) for k, v in r.items() if k.startswith("prob_")] for r in rows])
+    assert len(rows) > 1 and probs.shape[1] == 10
+    # 6 written decimals: each of the 10 rounds by at most 5e-7
+    assert (probs.sum(1) - 1).abs().max() <= 5e-6
 
 
 def test_eval_of_an_image_checkpoint_on_text_data_is_one_error(checkpoints, tmp_path):
@@ -374,6 +423,28 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     # the same run directory again: its predictions are kept (was: written over)
     with pytest.raises(SFTError, match=r"predictions\.csv already exists: give another hydra"):
         evaluate(compose_config("eval", [f"ckpt_path={ckpt}", *data], out))
+
+
+def test_debug_profiler_prints_its_report_and_lightnings_info_lines(tmp_path, data_dir):
+    """`debug=profiler`: Lightning's INFO lines and the profiler's report, once, on the console
+    and in the run's log, with Lightning's DEBUG lines (were: nowhere; the debug configs'
+    logging config removed the handler of Lightning's logger, which does not propagate)."""
+    run = tmp_path / "run"
+    result = run_module(
+        "sft.train",
+        "debug=profiler",
+        *FAST,
+        "data.val_size=64",
+        "trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "test=false",
+        f"hydra.run.dir={run}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    console, log = result.stdout + result.stderr, (run / "debug.log").read_text()
+    for line in ("GPU available: False", "`Trainer.fit` stopped", "FIT Profiler Report"):
+        assert console.count(line) == 1 and log.count(line) == 1, line
+    assert "[lightning.pytorch.trainer.trainer][DEBUG]" in log
 
 
 @pytest.mark.parametrize(

@@ -30,8 +30,8 @@ class SFTDataModule(L.LightningDataModule):
     modality: ClassVar[Modality | None] = None
     num_classes: int
     class_names: list[str]
-    # False when the test split has no labels (sft-train then skips testing, sft-eval reports
-    # validation metrics and writes the test predictions)
+    # False when the test split has no labels (sft-train then skips testing, sft-eval scores
+    # and predicts validation)
     has_labelled_test: bool = True
 
     def rebuild_info(self) -> dict[str, Any]:
@@ -167,7 +167,7 @@ class ImageDataModule(SFTDataModule):
         )
 
     def predict_dataloader(self) -> DataLoader:
-        """The test split in order; validation where there is no test split."""
+        """The test split in order; validation where there is no labelled test split."""
         data = self.test_data if self.has_labelled_test else self.val_data
         return self._loader(data, "predict", batch_size=self.eval_batch_size)
 

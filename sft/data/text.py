@@ -48,8 +48,8 @@ class TextClassificationDataModule(SFTDataModule):
     Labels are names from `label_names` or integer indices; without `label_names` they must be
     integers and the class count is max(train label) + 1. Validation is `val_split` (required);
     the test split may be unlabelled (no label column, or HF's -1): then `has_labelled_test` is
-    False, the rows get label -1 and only `predict_dataloader` serves them, in file order
-    (without a test split it serves the validation split). Batches are dicts `input_ids`,
+    False, its rows get label -1 and no loader serves them; `predict_dataloader` serves the
+    validation split then, as without a test split (the split sft-eval scores). Batches are dicts `input_ids`,
     `attention_mask`, `token_type_ids` (when the tokenizer makes them) and int64 `labels`.
     """
 
@@ -265,12 +265,13 @@ class TextClassificationDataModule(SFTDataModule):
         self.class_names, self.num_classes = names, len(names)
         if stage in (None, "fit", "validate") and self.val_data is None:
             self._setup_train_val()
-        wants_test = stage in (None, "test", "predict")
+        # predictions are of the split that is scored: validation stands in for an unlabelled test
+        wants_test = stage in (None, "test") or (stage == "predict" and self.has_labelled_test)
         if wants_test and self.test_data is None and self.splits["test"]:
             test = self.load_split("test")
             self._check_labels("test", test, self.num_classes)
             self.test_data = TokenDataset(test)
-        if stage == "predict" and self.val_data is None and not self.splits["test"]:
+        if stage == "predict" and self.val_data is None and not self.has_labelled_test:
             self.val_data = self._checked("val")
         rank_zero_info(
             f"text data: {self.num_classes} classes; "
@@ -361,8 +362,8 @@ class TextClassificationDataModule(SFTDataModule):
     def test_dataloader(self) -> DataLoader:
         if self.splits["test"] and not self.has_labelled_test:
             raise SFTError(
-                f"{self.reader.where('test')} has no labels to test on; its predictions come from "
-                "predict_dataloader (sft-eval)"
+                f"{self.reader.where('test')} has no labels to test on; sft-eval scores "
+                "validation, and `sft-predict inputs=<its file>` predicts it"
             )
         if not self.splits["test"]:
             raise SFTError("this text data has no test split (data.test_split); validation is val")
@@ -374,8 +375,8 @@ class TextClassificationDataModule(SFTDataModule):
         )
 
     def predict_dataloader(self) -> DataLoader:
-        """The test split (or, without one, validation) in file order; unlabelled rows: -1."""
-        data = self.test_data if self.splits["test"] else self.val_data
+        """The split sft-eval scores, in file order: the labelled test split, else validation."""
+        data = self.test_data if self.has_labelled_test else self.val_data
         return self._loader(data, "predict", batch_size=self.eval_batch_size)
 
     def probe_dataloader(self) -> DataLoader:

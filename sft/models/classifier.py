@@ -388,7 +388,9 @@ class SFTClassifier(L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         inputs, y = split_batch(batch)
-        return {"probs": self(inputs).softmax(-1), "labels": y}
+        # float32: under mixed precision the logits are bf16/fp16, whose softmax rounds the
+        # probabilities to 2-3 digits (they would not sum to 1)
+        return {"probs": self(inputs).float().softmax(-1), "labels": y}
 
     def _datamodule(self) -> ClassificationData | None:
         """The trainer's datamodule (None without a trainer or with plain dataloaders); one that

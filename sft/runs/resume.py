@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.utils import instantiate
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, open_dict
 
@@ -290,6 +291,18 @@ def continue_tensorboard(logger_cfg: DictConfig | None, step: int) -> None:
             with open_dict(entry):
                 entry.purge_step = step
             wait_to_sort_after(Path(entry.save_dir))
+
+
+def continue_csv_logs(logger_cfg: DictConfig | None) -> None:
+    """Give the CSV loggers of a resumed run whose folder holds the earlier part's logs their own
+    `version_N` folder (Lightning's next version): in the same folder, Lightning's CSVLogger
+    deletes the earlier metrics.csv and writes over its hparams.yaml."""
+    for entry in (logger_cfg or {}).values():
+        if entry and str(entry.get("_target_", "")).endswith("CSVLogger"):
+            log_dir = Path(instantiate(entry).log_dir)  # no files yet: written when it logs
+            if log_dir.is_dir() and any(log_dir.iterdir()):
+                with open_dict(entry):
+                    entry.version = None
 
 
 def wait_to_sort_after(tensorboard_dir: Path) -> None:
