@@ -457,6 +457,14 @@ def test_label_outside_the_set(tmp_path, token_cache):
         r"train\.tsv, line 2: label 'pos' .* text labels need the class names, in the model's "
         r"output order: data\.label_names=\[\.\.\.\]$",
     )
+    # whole numbers as spreadsheets write them are indices, as JSON's 1.0 is (was: refused,
+    # with the hint for text labels)
+    _tiny_tsv(d, [("good", "1.0"), ("bad", "0.0")])
+    dm = make_dm(d, token_cache)
+    dm.setup("fit")
+    assert dm.train_data.labels.tolist() == [1, 0]
+    _tiny_tsv(d, [("good", "1"), ("bad", "0.5")])
+    _error(make_dm(d, token_cache), r"line 3: label '0\.5' .* class indices are whole numbers$")
     # an index no classifier has (was: an OverflowError traceback from the label tensor)
     _tiny_tsv(d, [("good", "1"), ("bad", "100000000000000000000")])
     _error(make_dm(d, token_cache), r"line 3: label '100000000000000000000' is too large for a")
@@ -469,6 +477,10 @@ def test_user_mistakes(tmp_path, token_cache):
         make_dm(d, token_cache, text_column="text"),
         r"no column 'text'; available columns: 'sentence', 'label'",
     )
+    # a header naming the text column twice (was: the first one used without a word)
+    (d / "train.tsv").write_text("sentence\tsentence\tlabel\ngood\tbad\t1\n")
+    _error(make_dm(d, token_cache), r"train\.tsv: the column 'sentence' appears 2 times")
+    _tiny_tsv(d, [("good", "1"), ("bad", "0")])
     _error(make_dm(tmp_path / "nowhere", token_cache), r"nowhere/train\.tsv does not exist")
     _error(make_dm(d, token_cache, val_split="val.tsv"), r"cols/val\.tsv is missing .*dev\.tsv")
     with pytest.raises(SFTError, match="max_length must be an integer >= 2"):

@@ -1,4 +1,5 @@
-"""The one error for columns (table fields, JSON keys, HF dataset columns) that a split lacks."""
+"""The one error for columns (table fields, JSON keys, HF dataset columns) that a split lacks
+or names twice."""
 
 from __future__ import annotations
 
@@ -17,9 +18,17 @@ def check_columns(
     hint: str = COLUMN_HINT,
 ) -> None:
     """One line naming the `wanted` columns (None: not wanted) missing from `available`."""
-    missing = [c for c in wanted if c is not None and c not in available]
+    wanted = [c for c in wanted if c is not None]
+    missing = [c for c in wanted if c not in available]
     if missing:
         raise SFTError(
             f"{where}: no column {', '.join(map(repr, missing))}; available columns: "
             f"{', '.join(map(repr, available))} ({hint})"
+        )
+    # a header naming a column twice: which of them is meant is the user's to say
+    twice = next((c for c in wanted if list(available).count(c) > 1), None)
+    if twice is not None:
+        raise SFTError(
+            f"{where}: the column {twice!r} appears {list(available).count(twice)} times; "
+            "rename all but one"
         )

@@ -37,12 +37,14 @@ class LabelMap:
         index = as_int(value)
         n = len(self.names) if self.names is not None else None
         if index is None or index < 0 or (n is not None and index >= n):
-            hint = (
-                "; text labels need the class names, in the model's output order: "
-                "data.label_names=[...]"
-                if n is None and index is None
-                else ""
-            )
+            hint = ""
+            if n is None and index is None:
+                hint = (
+                    "; class indices are whole numbers"
+                    if as_float(value) is not None
+                    else "; text labels need the class names, in the model's output order: "
+                    "data.label_names=[...]"
+                )
             raise SFTError(
                 f"{where}: label {value!r} is not in the label set ({self.allowed()}){hint}"
             )
@@ -54,13 +56,23 @@ class LabelMap:
 
 
 def as_int(value: Any) -> int | None:
-    """`value` as an integer when it is one (an int, an integral float, or digits), else None."""
+    """`value` as an integer when it is one (an int, an integral float, or its digits), else
+    None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value):
-        return int(value)
+    # "1.0": a whole number as spreadsheets and pandas write a label column (as JSON's 1.0)
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.0*)?", value):
+        return int(value.split(".")[0])
     return None
+
+
+def as_float(value: Any) -> float | None:
+    """`value` as a number when it reads as one (e.g. "1.5"), else None."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
