@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import run_module
+from conftest import run_entry_point, run_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.sft_optuna_sweeper._search_space import build_search_space, format_value
 from sft.callbacks.optuna_pruning import open_storage
+from sft.train import main
 
 # conftest's FAST, smaller still; pretrained:false as the searched experiments ask for weights
 TINY = [
@@ -186,3 +187,31 @@ def test_a_search_on_a_validation_metric_without_validation_is_refused(tmp_path,
         "trainer.limit_val_batches=0 turns validation off: every trial would fail"
     )
     assert not any(p.name.isdigit() for p in tmp_path.iterdir())  # no trial ran
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        ("hydra.sweeper.direction=max", "hydra.sweeper.direction must be maximize or minimize"),
+        ("hydra.sweeper.n_trials=-1", "hydra.sweeper.n_trials must be >= 0, not -1"),
+        ("hydra.sweeper.n_trials=abc", "hydra.sweeper.n_trials: Value 'abc' of type 'str'"),
+        (
+            "hydra.sweeper.storage=sqlite:///{tmp}/nodir/x.db",
+            "hydra.sweeper.storage=sqlite:///{tmp}/nodir/x.db: cannot open it as Optuna storage: "
+            "unable to open database file",
+        ),
+        (
+            "hydra.callbacks.sweep_summary.mode=maximum",
+            "hydra.callbacks.sweep_summary.mode must be min, max or null, not 'maximum'",
+        ),
+    ],
+)
+def test_a_sweeper_setting_mistake_is_one_error_line(tmp_path, capsys, monkeypatch, setting, error):
+    """Each was a traceback (an SFTError raised outside the error reporter, SQLAlchemy's
+    OperationalError, Hydra's report of a callback's ValueError) or Hydra's several lines."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    argv = ["sft-train", "-m", "hparams_search=cifar10_optuna", f"hydra.sweep.dir={tmp_path}/sweep"]
+    code = run_entry_point(main, [*argv, setting.format(tmp=tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {error.format(tmp=tmp_path)}")

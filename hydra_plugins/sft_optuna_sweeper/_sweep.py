@@ -16,6 +16,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from hydra_plugins.sft_optuna_sweeper._search_space import (
     SearchSpace,
@@ -69,8 +70,10 @@ class OptunaSweep:
             raise SFTError(
                 f"hydra.sweeper.direction must be maximize or minimize, not {direction!r}"
             )
-        if n_trials < 0 or n_jobs < 1:
-            raise SFTError("hydra.sweeper: n_trials must be >= 0 and n_jobs >= 1")
+        if n_trials < 0:
+            raise SFTError(f"hydra.sweeper.n_trials must be >= 0, not {n_trials}")
+        if n_jobs < 1:
+            raise SFTError(f"hydra.sweeper.n_jobs must be >= 1, not {n_jobs}")
         self.config = config
         self.hydra_context = hydra_context
         self.direction = direction
@@ -141,8 +144,14 @@ class OptunaSweep:
                 pruner=pruner,
                 load_if_exists=True,
             )
-        except (ValueError, ImportError) as exc:  # a malformed URL, a missing database driver
-            raise SFTError(f"cannot open Optuna storage {storage!r}: {exc}") from exc
+        # a malformed URL, a missing database driver, a database or journal that cannot be opened
+        except (ValueError, ImportError, OSError, SQLAlchemyError) as exc:
+            # SQLAlchemy's message runs over several lines; its driver's error says what failed
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            setting = "hydra.sweeper.storage=" if self.storage else "the study's storage "
+            raise SFTError(
+                f"{setting}{storage}: cannot open it as Optuna storage: {reason}"
+            ) from exc
         if study.direction.name.lower() != self.direction:
             raise SFTError(
                 f"study '{self.study_name}' in {storage} was created to "

@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sft.errors import SFTError
+from sft.errors import SFTError, report_user_errors
 from sft.runs.result import (
     COMPLETED,
     FAILED,
@@ -57,7 +57,9 @@ def metric_mode(metric: str, mode: str | None = None) -> str:
     """ "min" or "max": `mode` when given, else min for losses and max for everything else."""
     if mode is not None:
         if mode not in ("min", "max"):
-            raise ValueError(f"mode must be min, max or null, not {mode!r}")
+            raise SFTError(
+                f"hydra.callbacks.sweep_summary.mode must be min, max or null, not {mode!r}"
+            )
         return mode
     return "min" if "loss" in metric.lower() else "max"
 
@@ -189,7 +191,9 @@ class SweepSummary(Callback):
     """
 
     def __init__(self, mode: str | None = None) -> None:
-        metric_mode("", mode)  # validate early
+        # checked here, as Hydra makes its callbacks: one line, not Hydra's report of a failed
+        # instantiation
+        report_user_errors(lambda: metric_mode("", mode))
         self.mode = mode
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
