@@ -178,6 +178,8 @@ def main(cfg: DictConfig) -> float | None:
     def run() -> dict[str, Any]:
         try:
             metrics = train(cfg, recorder)
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                recorder.check_logged(metrics)
         except BaseException as exc:
             recorder.failed(exc)
             raise

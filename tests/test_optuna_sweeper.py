@@ -215,3 +215,52 @@ def test_a_sweeper_setting_mistake_is_one_error_line(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err.strip()
     assert code == 1
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {error.format(tmp=tmp_path)}")
+
+
+def test_a_search_on_a_test_metric_without_test_is_refused(tmp_path, capsys, monkeypatch):
+    """optimized_metric=test/acc with test=false: every trial trained, then failed (was: exit 0)."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "optimized_metric=test/acc"]
+    code = run_entry_point(main, [*argv, f"hydra.sweep.dir={tmp_path}"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: optimized_metric=test/acc is a test metric but test=false: every trial would "
+        "fail; set test=true, or optimise a val/ metric"
+    )
+    assert not any(p.name.isdigit() for p in tmp_path.iterdir())  # no trial ran
+
+
+def test_a_trial_that_does_not_log_the_optimized_metric_fails_the_sweep(
+    tmp_path, capsys, monkeypatch, data_dir
+):
+    """A typo in optimized_metric: the trial trained, Optuna failed it ("the job returned
+    None"), but its result.json and summary.md said completed and the sweep exited 0."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    code = run_entry_point(
+        main,
+        [
+            "sft-train",
+            "-m",
+            *TINY,
+            "hparams_search=cifar10_optuna",
+            "hydra.sweeper.n_trials=1",
+            "optimized_metric=val/acc_bset",
+            "+trainer.limit_train_batches=1",
+            "+trainer.limit_val_batches=1",
+            "trainer.max_epochs=1",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+    )
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: 1 of 1 jobs failed: see {tmp_path / 'summary.md'}"
+    )
+    result = json.loads((tmp_path / "0" / "result.json").read_text())
+    assert result["status"] == "failed"
+    assert result["error"].startswith(
+        "optimized_metric=val/acc_bset was not logged by this run (it logged: "
+    )
+    assert "val/acc_best" in result["error"]
+    assert "1 job, 0 completed, 1 failed" in (tmp_path / "summary.md").read_text()
+    (trial,) = load_study(tmp_path, "cifar10_optuna").trials
+    assert trial.state == TrialState.FAIL

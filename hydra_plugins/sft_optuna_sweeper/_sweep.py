@@ -236,6 +236,11 @@ class OptunaSweep:
                 f"optimized_metric={metric} is a validation metric but trainer.limit_val_batches="
                 f"{trainer.limit_val_batches} turns validation off: every trial would fail"
             )
+        if str(metric).startswith("test/") and not cfg.get("test"):
+            raise SFTError(
+                f"optimized_metric={metric} is a test metric but test=false: every trial would "
+                "fail; set test=true, or optimise a val/ metric"
+            )
 
 
 def default_storage(sweep_dir: Path) -> str:

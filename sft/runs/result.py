@@ -144,6 +144,20 @@ class RunRecorder:
         self.result.epochs = int(epochs)
         self.result.metrics = _finite(metrics)
 
+    def check_logged(self, metrics: Mapping[str, Any]) -> None:
+        """A sweep's job returns its optimized_metric for the sweeper to optimise: SFTError
+        naming the metrics the run logged when it is not one of them (a continued run's is
+        also what its earlier part logged)."""
+        name = self.result.optimized_metric
+        earlier = self._earlier() if self._continues else None
+        if not name or name in metrics or (earlier is not None and name in earlier.metrics):
+            return
+        raise SFTError(
+            f"optimized_metric={name} was not logged by this run (it logged: "
+            f"{', '.join(sorted(metrics)) or 'nothing'}): the sweep gets no value from it; set "
+            "optimized_metric to a metric the run logs"
+        )
+
     def completed(self, metrics: Mapping[str, Any]) -> RunResult:
         self.result.metrics = _finite(metrics)
         return self._finish(COMPLETED, None)
