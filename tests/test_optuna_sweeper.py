@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.sft_optuna_sweeper._search_space import build_search_space, format_value
 from sft.callbacks.optuna_pruning import open_storage
+from sft.compare import find_runs, summarize
 from sft.train import main
 
 # conftest's FAST, smaller still; pretrained:false as the searched experiments ask for weights
@@ -168,6 +169,15 @@ def test_median_pruner_stops_a_diverging_trial(tmp_path, data_dir):
     assert "model.lr_head=10000.0" in recorded
     assert not [o for o in recorded if "optuna_pruning" in o]
     assert "optuna_pruning" not in (tmp_path / "summary.md").read_text()
+    # recorded as pruned, as Optuna has it, and not a candidate for the best job (was: completed)
+    statuses = {
+        job: json.loads((tmp_path / job / "result.json").read_text())["status"] for job in "01"
+    }
+    assert statuses == {"0": "completed", "1": "pruned"}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "2 jobs, 1 completed, 1 pruned, 0 failed." in summary and "Best: job 0 " in summary
+    rows = summarize(find_runs([tmp_path])[0], "val/loss", "min")
+    assert {Path(row.path).parent.name: row.status for row in rows} == statuses
 
 
 def test_a_search_on_a_validation_metric_without_validation_is_refused(tmp_path, data_dir):
