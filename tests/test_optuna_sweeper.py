@@ -274,3 +274,36 @@ def test_a_trial_that_does_not_log_the_optimized_metric_fails_the_sweep(
     assert "1 job, 0 completed, 1 failed" in (tmp_path / "summary.md").read_text()
     (trial,) = load_study(tmp_path, "cifar10_optuna").trials
     assert trial.state == TrialState.FAIL
+
+
+def test_a_searched_key_fixed_on_the_command_line_is_left_out_of_the_enqueued_trial(
+    tmp_path, capsys, monkeypatch, data_dir
+):
+    """A plain value for a key the config searches goes to every trial, the enqueued one too
+    (was: `error: hydra.sweeper.enqueue_trials: ['model.lr_head'] are not searched`, after the
+    study had been made in the sweep directory)."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "hydra.sweeper.n_trials=1"]
+    argv += ["+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]
+    argv += ["trainer.max_epochs=1"]
+    sweep = tmp_path / "sweep"
+    code = run_entry_point(main, [*argv, "model.lr_head=0.05", f"hydra.sweep.dir={sweep}"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    (trial,) = load_study(sweep, "cifar10_optuna").trials
+    assert trial.params == {
+        "model.lr_backbone": 1e-4,
+        "model.reg_lambda": 1e-4,
+        "model.head.branch": "linear",
+    }
+    recorded = json.loads((sweep / "0" / "result.json").read_text())["overrides"]
+    assert "model.lr_head=0.05" in recorded and "model.lr_backbone=0.0001" in recorded
+
+    # a key neither searched nor set is still refused, before the study is made
+    other = tmp_path / "other"
+    enqueue = "hydra.sweeper.enqueue_trials=[{model.lr_hed:0.1}]"
+    code = run_entry_point(main, [*argv, enqueue, f"hydra.sweep.dir={other}"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: hydra.sweeper.enqueue_trials: ['model.lr_hed'] are not searched"
+    )
+    assert not other.exists()

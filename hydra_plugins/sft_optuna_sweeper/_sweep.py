@@ -90,15 +90,12 @@ class OptunaSweep:
             OmegaConf.to_container(p) if isinstance(p, DictConfig) else dict(p)
             for p in enqueue_trials
         ]
-        self.validated = False
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
     def run(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         space = build_search_space(self.params, arguments)
         if not space.distributions:
             raise SFTError(
@@ -106,13 +103,20 @@ class OptunaSweep:
                 "sweep such as model.lr_head=tag(log,interval(1e-4,1e-2))"
             )
         storage = self.storage or default_storage(sweep_dir)
+        # refusals first: nothing is written, no study made, for a sweep that cannot run
+        enqueued = self.enqueued_params(space)
+        # every trial has the same keys: one trial's config composing checks them all, once,
+        # with one line for a bad key (composing each job twice would cost a lot)
+        self.validate(self.trial_overrides(space.example_params(), space, storage))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         if storage.startswith("sqlite:") and self.n_jobs > 1:
             log.warning(
                 f"hydra.sweeper.n_jobs={self.n_jobs} with SQLite storage {storage}: trials running "
                 "at once may fail with 'database is locked'; a journal:/// file or an RDB server "
                 "(postgresql://...) is safe for parallel trials"
             )
-        study, n_before = self.open_study(storage, space)
+        study, n_before = self.open_study(storage, enqueued)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         log.info(
             f"Optuna study '{self.study_name}' ({storage}): {n_before} trials so far, "
             f"adding {self.n_trials}; search space: {space.distributions}"
@@ -132,7 +136,24 @@ class OptunaSweep:
         write_results(study, sweep_dir / RESULTS_FILE, storage)
         return returns
 
-    def open_study(self, storage: str, space: SearchSpace) -> tuple[optuna.Study, int]:
+    def enqueued_params(self, space: SearchSpace) -> list[dict[str, Any]]:
+        """`enqueue_trials` without the keys the command line (or `params`) fixes: every trial
+        gets those values, the enqueued one too; SFTError for a key neither searched nor fixed."""
+        fixed = {key for key, _ in space.fixed}
+        trials = []
+        for params in self.enqueue_trials:
+            unknown = set(params) - set(space.distributions) - fixed
+            if unknown:
+                raise SFTError(f"hydra.sweeper.enqueue_trials: {sorted(unknown)} are not searched")
+            dropped = sorted(set(params) - set(space.distributions))
+            if dropped:
+                log.info(f"Enqueued trial {params}: {dropped} fixed for every trial, left out")
+            kept = {k: v for k, v in params.items() if k in space.distributions}
+            if kept:
+                trials.append(kept)
+        return trials
+
+    def open_study(self, storage: str, enqueued: list[dict[str, Any]]) -> tuple[optuna.Study, int]:
         """Create the study or load it (and its number of trials); the sampler's seed moves on
         with the study's size."""
         pruner = instantiate(self.pruner_config)
@@ -162,10 +183,7 @@ class OptunaSweep:
         study.sampler = instantiate(self.sampler_config, seed=seed)
         # the jobs' pruning callbacks build the same pruner from the study (only storage is shared)
         study.set_user_attr(PRUNER_CONFIG, OmegaConf.to_container(self.pruner_config, resolve=True))
-        for params in self.enqueue_trials:
-            unknown = set(params) - set(space.distributions)
-            if unknown:
-                raise SFTError(f"hydra.sweeper.enqueue_trials: {sorted(unknown)} are not searched")
+        for params in enqueued:
             study.enqueue_trial(params, skip_if_exists=True)
         return study, n_before
 
@@ -186,12 +204,7 @@ class OptunaSweep:
                 finished[key] = trial.number
                 to_run.append(trial)
 
-        overrides = {t.number: self.trial_overrides(t, space, storage) for t in to_run}
-        if not self.validated and to_run:
-            # compose one trial's config up front (every trial has the same keys): a bad key
-            # fails the sweep once with one line; composing each job twice would cost a lot
-            self.validate(overrides[to_run[0].number])
-            self.validated = True
+        overrides = {t.number: self.trial_overrides(t.params, space, storage) for t in to_run}
         returns = []
         # job number = trial number: a re-run's jobs get new directories
         for chunk in consecutive_runs(to_run):
@@ -205,8 +218,10 @@ class OptunaSweep:
             repeat(study, trial, original)
         return returns
 
-    def trial_overrides(self, trial: Trial, space: SearchSpace, storage: str) -> list[str]:
-        overrides = space.trial_overrides(trial.params)
+    def trial_overrides(
+        self, params: dict[str, Any], space: SearchSpace, storage: str
+    ) -> list[str]:
+        overrides = space.trial_overrides(params)
         if self.monitor:
             pruning = {
                 "_target_": PRUNING_CALLBACK,
