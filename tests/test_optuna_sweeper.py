@@ -307,3 +307,31 @@ def test_a_searched_key_fixed_on_the_command_line_is_left_out_of_the_enqueued_tr
         "error: hydra.sweeper.enqueue_trials: ['model.lr_hed'] are not searched"
     )
     assert not other.exists()
+
+
+def test_a_study_rerun_with_other_fixed_overrides_is_refused(tmp_path, capsys, monkeypatch):
+    """The same study re-run with data.samples_per_class=20 instead of 10 added its trials to
+    the first run's without a word, as if they were alike (n_trials=0: the study alone)."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "hydra.sweeper.n_trials=0"]
+    argv.append(f"hydra.sweep.dir={tmp_path}")
+    assert run_entry_point(main, argv) == 0
+    assert run_entry_point(main, argv) == 0  # the same settings: resumed
+    written = (tmp_path / "multirun.yaml").read_text()
+
+    code = run_entry_point(main, [*argv, "data.samples_per_class=20", "model.lr_head=0.1"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: study 'cifar10_optuna' in journal://{tmp_path / 'optuna.journal'} was run with "
+        "other fixed overrides: data.samples_per_class=10 then, data.samples_per_class=20 "
+        "model.lr_head=0.1 now; start a new study with another hydra.sweep.dir or "
+        "hydra.sweeper.study_name (a re-run adds trials to a study only with the same fixed "
+        "overrides)"
+    )
+    assert (tmp_path / "multirun.yaml").read_text() == written
+
+    # a study made before the overrides were recorded is resumed as it is
+    storage = open_storage(f"journal://{tmp_path / 'earlier.journal'}")
+    optuna.create_study(storage=storage, study_name="cifar10_optuna", direction="maximize")
+    earlier = [*argv, f"hydra.sweeper.storage=journal://{tmp_path / 'earlier.journal'}"]
+    assert run_entry_point(main, earlier) == 0

@@ -30,7 +30,7 @@ from sft.callbacks.optuna_pruning import (
     open_storage,
 )
 from sft.errors import SFTError
-from sft.runs.result import FAILED, PRUNING_OVERRIDE, RESULT_FILE, RunResult
+from sft.runs.result import FAILED, PRUNING_OVERRIDE, RESULT_FILE, RunResult, run_overrides
 from sft.utils.instantiate import runs_validation
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ PRUNING_CALLBACK = "sft.callbacks.optuna_pruning.OptunaPruning"
 # trial user attributes the sweeper sets
 OUTPUT_DIR = "output_dir"
 DUPLICATE_OF = "duplicate_of"
+# study user attribute: the overrides every trial gets (the command line's plain values)
+FIXED_OVERRIDES = "sft_fixed_overrides"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -115,7 +117,8 @@ class OptunaSweep:
                 "at once may fail with 'database is locked'; a journal:/// file or an RDB server "
                 "(postgresql://...) is safe for parallel trials"
             )
-        study, n_before = self.open_study(storage, enqueued)
+        fixed = run_overrides([line for _, line in space.fixed])
+        study, n_before = self.open_study(storage, enqueued, fixed)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         log.info(
             f"Optuna study '{self.study_name}' ({storage}): {n_before} trials so far, "
@@ -153,9 +156,12 @@ class OptunaSweep:
                 trials.append(kept)
         return trials
 
-    def open_study(self, storage: str, enqueued: list[dict[str, Any]]) -> tuple[optuna.Study, int]:
+    def open_study(
+        self, storage: str, enqueued: list[dict[str, Any]], fixed: list[str]
+    ) -> tuple[optuna.Study, int]:
         """Create the study or load it (and its number of trials); the sampler's seed moves on
-        with the study's size."""
+        with the study's size. A study is resumed only with the `fixed` overrides (every trial's)
+        it was created with: trials of other settings would be compared as if they were alike."""
         pruner = instantiate(self.pruner_config)
         try:
             study = optuna.create_study(
@@ -178,6 +184,7 @@ class OptunaSweep:
                 f"study '{self.study_name}' in {storage} was created to "
                 f"{study.direction.name.lower()}, not {self.direction}"
             )
+        check_fixed_overrides(study, storage, fixed)
         n_before = len(study.trials)
         seed = None if self.seed is None else self.seed + n_before
         study.sampler = instantiate(self.sampler_config, seed=seed)
@@ -256,6 +263,24 @@ class OptunaSweep:
                 f"optimized_metric={metric} is a test metric but test=false: every trial would "
                 "fail; set test=true, or optimise a val/ metric"
             )
+
+
+def check_fixed_overrides(study: optuna.Study, storage: str, fixed: list[str]) -> None:
+    """Record the overrides every trial of the study gets; SFTError naming those that differ
+    when it was run with others (a study made before they were recorded is taken as it is)."""
+    recorded = study.user_attrs.get(FIXED_OVERRIDES)
+    if recorded is None:
+        study.set_user_attr(FIXED_OVERRIDES, sorted(fixed))
+        return
+    then = [o for o in recorded if o not in fixed]
+    now = [o for o in fixed if o not in recorded]
+    if then or now:
+        raise SFTError(
+            f"study '{study.study_name}' in {storage} was run with other fixed overrides: "
+            f"{' '.join(then) or 'none'} then, {' '.join(now) or 'none'} now; start a new study "
+            "with another hydra.sweep.dir or hydra.sweeper.study_name (a re-run adds trials to "
+            "a study only with the same fixed overrides)"
+        )
 
 
 def default_storage(sweep_dir: Path) -> str:
