@@ -5,7 +5,8 @@ sft-compare outputs/train/a outputs/train/b --metric val/loss --mode min --csv r
 
 A run is a directory of TensorBoard event files (`<run dir>/tensorboard/` for sft-train runs); its
 label is what sets it apart from the others: the Hydra overrides (`<run dir>/.hydra/overrides.yaml`)
-that not every run shares, else its path.
+that not every run shares, else its path. A run directory of sft-train without event files
+(`logger=csv`) is named as left out.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sft.errors import SFTError, report_user_errors
-from sft.runs.result import RESULT_FILE, RunResult
+from sft.runs.result import RESULT_FILE, RunResult, run_overrides
 from sft.utils.io import check_not_written
 
 log = logging.getLogger(__name__)
@@ -121,16 +122,21 @@ def _run_dir(event_dir: Path, root: Path) -> Path:
     return event_dir.parent if event_dir.name == "tensorboard" else event_dir
 
 
-def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path]]:
-    """Every run under `paths` (directories searched recursively, or event files), and the
-    event folders left out because they hold no scalars (a run that failed before logging)."""
+def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[Path]]:
+    """Every run under `paths` (directories searched recursively, or event files); the event
+    folders left out because they hold no scalars (a run that failed before logging); and the
+    run directories left out because they hold no TensorBoard events (e.g. logger=csv)."""
     runs: list[Run] = []
     empty: list[Path] = []
     seen: set[Path] = set()
+    with_events: set[Path] = set()
+    run_dirs: set[Path] = set()
     for raw in paths:
         root = Path(raw).resolve()
         if not root.exists():
             raise SFTError(f"{raw}: no such file or directory")
+        if root.is_dir():  # sft-train's runs: each wrote its result.json
+            run_dirs |= {p.parent for p in root.rglob(RESULT_FILE)}
         files = [root] if root.is_file() else root.rglob("*tfevents*")
         event_dirs = sorted({f.parent for f in files if "tfevents" in f.name})
         for event_dir in event_dirs:
@@ -139,6 +145,7 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path]]:
             seen.add(event_dir)
             scalars = load_scalars(event_dir)
             run_dir = _run_dir(event_dir, root)
+            with_events.add(run_dir)
             result_file = run_dir / RESULT_FILE
             if not scalars and not result_file.is_file():
                 empty.append(event_dir)
@@ -153,11 +160,20 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path]]:
             # a run without scalars but with a result (a job that failed early) is listed with
             # its status
             result = _read_result(result_file) if result_file.is_file() else None
-            runs.append(Run(event_dir, [str(o) for o in overrides], scalars, result))
+            # as result.json has them: without a sweeper's bookkeeping (Optuna's pruning
+            # callback, whose storage differs between studies)
+            runs.append(Run(event_dir, run_overrides([str(o) for o in overrides]), scalars, result))
+    no_events = sorted(run_dirs - with_events)
     if not any(run.scalars for run in runs):
-        raise SFTError(f"no TensorBoard runs with scalars under {', '.join(map(str, paths))}")
+        hint = f" ({_left_out(no_events, 'without TensorBoard events')})" if no_events else ""
+        raise SFTError(f"no TensorBoard runs with scalars under {', '.join(map(str, paths))}{hint}")
     _label_runs(runs)
-    return runs, empty
+    return runs, empty, no_events
+
+
+def _left_out(paths: list[Path], why: str) -> str:
+    listed = ", ".join(map(str, paths[:3])) + (", ..." if len(paths) > 3 else "")
+    return f"{len(paths)} run{'s' if len(paths) > 1 else ''} {why}: {listed}"
 
 
 def _read_result(path: Path) -> RunResult | None:
@@ -331,17 +347,16 @@ def compare(args: argparse.Namespace, console: Console) -> list[Row]:
     for setting, given in (("--csv", args.csv), ("--png", args.png)):
         if given is not None:
             check_not_written(given, f"{setting} path")
-    runs, empty = find_runs(args.paths)
+    runs, empty, no_events = find_runs(args.paths)
     rows = summarize(runs, args.metric, args.mode)
     print_table(rows, args.metric, args.mode, console)
     if empty:
-        listed = ", ".join(map(str, empty[:3])) + (", ..." if len(empty) > 3 else "")
         console.print(
-            escape(
-                f"left out: {len(empty)} run{'s' if len(empty) > 1 else ''} that logged no "
-                f"scalars (failed early?): {listed}"
-            )
+            escape(f"left out: {_left_out(empty, 'that logged no scalars (failed early?)')}")
         )
+    if no_events:
+        why = "without TensorBoard events (logger=csv?)"
+        console.print(escape(f"left out: {_left_out(no_events, why)}"))
     order = {row.path: i for i, row in enumerate(rows)}
     runs.sort(key=lambda run: order[str(run.path)])  # the legend in the table's order
     first = Path(args.paths[0])

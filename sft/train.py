@@ -134,7 +134,9 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         finally:
             # also for an interrupted or failed fit: the epochs and metrics it reached
             if recorder is not None:
-                recorder.set_progress(trainer.current_epoch, trainer.callback_metrics)
+                recorder.set_progress(
+                    trainer.current_epoch, trainer.callback_metrics, trainer.callbacks
+                )
     metrics = dict(trainer.callback_metrics)
 
     if cfg.get("test") and not datamodule.has_labelled_test:
@@ -180,6 +182,8 @@ def main(cfg: DictConfig) -> float | None:
     def run() -> dict[str, Any]:
         try:
             metrics = train(cfg, recorder)
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                recorder.check_logged(metrics)
         except BaseException as exc:
             recorder.failed(exc)
             raise

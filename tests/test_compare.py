@@ -199,3 +199,26 @@ def test_a_hand_edited_result_is_named_and_its_run_still_compared(
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {broken}: not a run record")
 
     assert [job for job, _ in read_results(sweep)] == ["1"]
+
+
+def test_a_run_without_tensorboard_events_is_named_as_left_out(sweep, tmp_path, capsys):
+    """A run of logger=csv (result.json, csv/metrics.csv, no event files) was silently absent."""
+    csv_run = tmp_path / "csv_run"
+    (csv_run / "csv").mkdir(parents=True)
+    (csv_run / "csv" / "metrics.csv").write_text("epoch,step,val/acc\n0,9,0.5\n")
+    RunResult(status="completed", output_dir=str(csv_run), metrics={"val/acc": 0.5}).write()
+    main([str(sweep), str(csv_run), "--png", str(tmp_path / "c.png")])
+    out = capsys.readouterr().out
+    assert len(table_rows(out)) == 2
+    assert f"left out: 1 run without TensorBoard events (logger=csv?): {csv_run}" in out
+
+
+def test_runs_of_two_studies_are_labelled_without_the_pruning_callback(tmp_path, capsys):
+    """Each study's jobs carry the sweeper's pruning callback with their own storage: compared
+    together, that override was part of every label (was: `++callbacks.optuna_pruning={...}`)."""
+    for study, lr in (("a", 0.1), ("b", 0.2)):
+        pruning = f"++callbacks.optuna_pruning={{storage:'journal:///{study}.journal'}}"
+        make_run(tmp_path / study / "0", [f"model.lr_head={lr}", pruning], [lr], lr)
+    main([str(tmp_path / "a"), str(tmp_path / "b"), "--png", str(tmp_path / "c.png")])
+    rows = table_rows(capsys.readouterr().out)
+    assert [row[0] for row in rows] == ["model.lr_head=0.2", "model.lr_head=0.1"]

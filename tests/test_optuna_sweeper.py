@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import run_module
+from conftest import run_entry_point, run_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -16,6 +16,8 @@ from optuna.trial import TrialState
 
 from hydra_plugins.sft_optuna_sweeper._search_space import build_search_space, format_value
 from sft.callbacks.optuna_pruning import open_storage
+from sft.compare import find_runs, summarize
+from sft.train import main
 
 # conftest's FAST, smaller still; pretrained:false as the searched experiments ask for weights
 TINY = [
@@ -167,6 +169,15 @@ def test_median_pruner_stops_a_diverging_trial(tmp_path, data_dir):
     assert "model.lr_head=10000.0" in recorded
     assert not [o for o in recorded if "optuna_pruning" in o]
     assert "optuna_pruning" not in (tmp_path / "summary.md").read_text()
+    # recorded as pruned, as Optuna has it, and not a candidate for the best job (was: completed)
+    statuses = {
+        job: json.loads((tmp_path / job / "result.json").read_text())["status"] for job in "01"
+    }
+    assert statuses == {"0": "completed", "1": "pruned"}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "2 jobs, 1 completed, 1 pruned, 0 failed." in summary and "Best: job 0 " in summary
+    rows = summarize(find_runs([tmp_path])[0], "val/loss", "min")
+    assert {Path(row.path).parent.name: row.status for row in rows} == statuses
 
 
 def test_a_search_on_a_validation_metric_without_validation_is_refused(tmp_path, data_dir):
@@ -186,3 +197,141 @@ def test_a_search_on_a_validation_metric_without_validation_is_refused(tmp_path,
         "trainer.limit_val_batches=0 turns validation off: every trial would fail"
     )
     assert not any(p.name.isdigit() for p in tmp_path.iterdir())  # no trial ran
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        ("hydra.sweeper.direction=max", "hydra.sweeper.direction must be maximize or minimize"),
+        ("hydra.sweeper.n_trials=-1", "hydra.sweeper.n_trials must be >= 0, not -1"),
+        ("hydra.sweeper.n_trials=abc", "hydra.sweeper.n_trials: Value 'abc' of type 'str'"),
+        (
+            "hydra.sweeper.storage=sqlite:///{tmp}/nodir/x.db",
+            "hydra.sweeper.storage=sqlite:///{tmp}/nodir/x.db: cannot open it as Optuna storage: "
+            "unable to open database file",
+        ),
+        (
+            "hydra.callbacks.sweep_summary.mode=maximum",
+            "hydra.callbacks.sweep_summary.mode must be min, max or null, not 'maximum'",
+        ),
+    ],
+)
+def test_a_sweeper_setting_mistake_is_one_error_line(tmp_path, capsys, monkeypatch, setting, error):
+    """Each was a traceback (an SFTError raised outside the error reporter, SQLAlchemy's
+    OperationalError, Hydra's report of a callback's ValueError) or Hydra's several lines."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    argv = ["sft-train", "-m", "hparams_search=cifar10_optuna", f"hydra.sweep.dir={tmp_path}/sweep"]
+    code = run_entry_point(main, [*argv, setting.format(tmp=tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {error.format(tmp=tmp_path)}")
+
+
+def test_a_search_on_a_test_metric_without_test_is_refused(tmp_path, capsys, monkeypatch):
+    """optimized_metric=test/acc with test=false: every trial trained, then failed (was: exit 0)."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "optimized_metric=test/acc"]
+    code = run_entry_point(main, [*argv, f"hydra.sweep.dir={tmp_path}"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: optimized_metric=test/acc is a test metric but test=false: every trial would "
+        "fail; set test=true, or optimise a val/ metric"
+    )
+    assert not any(p.name.isdigit() for p in tmp_path.iterdir())  # no trial ran
+
+
+def test_a_trial_that_does_not_log_the_optimized_metric_fails_the_sweep(
+    tmp_path, capsys, monkeypatch, data_dir
+):
+    """A typo in optimized_metric: the trial trained, Optuna failed it ("the job returned
+    None"), but its result.json and summary.md said completed and the sweep exited 0."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    code = run_entry_point(
+        main,
+        [
+            "sft-train",
+            "-m",
+            *TINY,
+            "hparams_search=cifar10_optuna",
+            "hydra.sweeper.n_trials=1",
+            "optimized_metric=val/acc_bset",
+            "+trainer.limit_train_batches=1",
+            "+trainer.limit_val_batches=1",
+            "trainer.max_epochs=1",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+    )
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: 1 of 1 jobs failed: see {tmp_path / 'summary.md'}"
+    )
+    result = json.loads((tmp_path / "0" / "result.json").read_text())
+    assert result["status"] == "failed"
+    assert result["error"].startswith(
+        "optimized_metric=val/acc_bset was not logged by this run (it logged: "
+    )
+    assert "val/acc_best" in result["error"]
+    assert "1 job, 0 completed, 1 failed" in (tmp_path / "summary.md").read_text()
+    (trial,) = load_study(tmp_path, "cifar10_optuna").trials
+    assert trial.state == TrialState.FAIL
+
+
+def test_a_searched_key_fixed_on_the_command_line_is_left_out_of_the_enqueued_trial(
+    tmp_path, capsys, monkeypatch, data_dir
+):
+    """A plain value for a key the config searches goes to every trial, the enqueued one too
+    (was: `error: hydra.sweeper.enqueue_trials: ['model.lr_head'] are not searched`, after the
+    study had been made in the sweep directory)."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "hydra.sweeper.n_trials=1"]
+    argv += ["+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]
+    argv += ["trainer.max_epochs=1"]
+    sweep = tmp_path / "sweep"
+    code = run_entry_point(main, [*argv, "model.lr_head=0.05", f"hydra.sweep.dir={sweep}"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    (trial,) = load_study(sweep, "cifar10_optuna").trials
+    assert trial.params == {
+        "model.lr_backbone": 1e-4,
+        "model.reg_lambda": 1e-4,
+        "model.head.branch": "linear",
+    }
+    recorded = json.loads((sweep / "0" / "result.json").read_text())["overrides"]
+    assert "model.lr_head=0.05" in recorded and "model.lr_backbone=0.0001" in recorded
+
+    # a key neither searched nor set is still refused, before the study is made
+    other = tmp_path / "other"
+    enqueue = "hydra.sweeper.enqueue_trials=[{model.lr_hed:0.1}]"
+    code = run_entry_point(main, [*argv, enqueue, f"hydra.sweep.dir={other}"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: hydra.sweeper.enqueue_trials: ['model.lr_hed'] are not searched"
+    )
+    assert not other.exists()
+
+
+def test_a_study_rerun_with_other_fixed_overrides_is_refused(tmp_path, capsys, monkeypatch):
+    """The same study re-run with data.samples_per_class=20 instead of 10 added its trials to
+    the first run's without a word, as if they were alike (n_trials=0: the study alone)."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "hydra.sweeper.n_trials=0"]
+    argv.append(f"hydra.sweep.dir={tmp_path}")
+    assert run_entry_point(main, argv) == 0
+    assert run_entry_point(main, argv) == 0  # the same settings: resumed
+    written = (tmp_path / "multirun.yaml").read_text()
+
+    code = run_entry_point(main, [*argv, "data.samples_per_class=20", "model.lr_head=0.1"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: study 'cifar10_optuna' in journal://{tmp_path / 'optuna.journal'} was run with "
+        "other fixed overrides: data.samples_per_class=10 then, data.samples_per_class=20 "
+        "model.lr_head=0.1 now; start a new study with another hydra.sweep.dir or "
+        "hydra.sweeper.study_name (a re-run adds trials to a study only with the same fixed "
+        "overrides)"
+    )
+    assert (tmp_path / "multirun.yaml").read_text() == written
+
+    # a study made before the overrides were recorded is resumed as it is
+    storage = open_storage(f"journal://{tmp_path / 'earlier.journal'}")
+    optuna.create_study(storage=storage, study_name="cifar10_optuna", direction="maximize")
+    earlier = [*argv, f"hydra.sweeper.storage=journal://{tmp_path / 'earlier.journal'}"]
+    assert run_entry_point(main, earlier) == 0

@@ -119,7 +119,10 @@ def test_optuna_trials_run_two_at_a_time_against_one_study(tmp_path, data_dir):
         r.ended_at for r in results.values()
     ), "the two trials did not run at once"
 
-    again = run_module(*args, "hydra.sweeper.n_trials=2")  # the study resumes
+    # the study resumes (with the same fixed overrides: a study resumes only with those)
+    again = run_module(
+        *args, *rendezvous(tmp_path / "met"), "hydra.sweeper.n_trials=2", env=with_helpers()
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     study = optuna.load_study(study_name="parallel", storage=open_storage(storage))
     assert [t.number for t in study.trials] == list(range(4))

@@ -43,6 +43,14 @@ class SearchSpace:
         sampled = [f"{key}={format_value(params[key])}" for key in self.distributions]
         return [line for _, line in self.fixed] + sampled
 
+    def example_params(self) -> dict[str, Any]:
+        """A value of each distribution (its low end, or first choice): the overrides of a
+        trial, whose config is composed to check the sweep before any trial is asked."""
+        return {
+            key: dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
+            for key, dist in self.distributions.items()
+        }
+
     def set_value(self, key: str, line: str | None = None, dist: BaseDistribution | None = None):
         """The latest value of `key` wins: a distribution, or a fixed override `line`."""
         self.distributions.pop(key, None)

@@ -16,6 +16,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from hydra_plugins.sft_optuna_sweeper._search_space import (
     SearchSpace,
@@ -29,7 +30,7 @@ from sft.callbacks.optuna_pruning import (
     open_storage,
 )
 from sft.errors import SFTError
-from sft.runs.result import FAILED, PRUNING_OVERRIDE, RESULT_FILE, RunResult
+from sft.runs.result import FAILED, PRUNING_OVERRIDE, RESULT_FILE, RunResult, run_overrides
 from sft.utils.instantiate import runs_validation
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ PRUNING_CALLBACK = "sft.callbacks.optuna_pruning.OptunaPruning"
 # trial user attributes the sweeper sets
 OUTPUT_DIR = "output_dir"
 DUPLICATE_OF = "duplicate_of"
+# study user attribute: the overrides every trial gets (the command line's plain values)
+FIXED_OVERRIDES = "sft_fixed_overrides"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -69,8 +72,10 @@ class OptunaSweep:
             raise SFTError(
                 f"hydra.sweeper.direction must be maximize or minimize, not {direction!r}"
             )
-        if n_trials < 0 or n_jobs < 1:
-            raise SFTError("hydra.sweeper: n_trials must be >= 0 and n_jobs >= 1")
+        if n_trials < 0:
+            raise SFTError(f"hydra.sweeper.n_trials must be >= 0, not {n_trials}")
+        if n_jobs < 1:
+            raise SFTError(f"hydra.sweeper.n_jobs must be >= 1, not {n_jobs}")
         self.config = config
         self.hydra_context = hydra_context
         self.direction = direction
@@ -87,15 +92,12 @@ class OptunaSweep:
             OmegaConf.to_container(p) if isinstance(p, DictConfig) else dict(p)
             for p in enqueue_trials
         ]
-        self.validated = False
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
     def run(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         space = build_search_space(self.params, arguments)
         if not space.distributions:
             raise SFTError(
@@ -103,13 +105,21 @@ class OptunaSweep:
                 "sweep such as model.lr_head=tag(log,interval(1e-4,1e-2))"
             )
         storage = self.storage or default_storage(sweep_dir)
+        # refusals first: nothing is written, no study made, for a sweep that cannot run
+        enqueued = self.enqueued_params(space)
+        # every trial has the same keys: one trial's config composing checks them all, once,
+        # with one line for a bad key (composing each job twice would cost a lot)
+        self.validate(self.trial_overrides(space.example_params(), space, storage))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         if storage.startswith("sqlite:") and self.n_jobs > 1:
             log.warning(
                 f"hydra.sweeper.n_jobs={self.n_jobs} with SQLite storage {storage}: trials running "
                 "at once may fail with 'database is locked'; a journal:/// file or an RDB server "
                 "(postgresql://...) is safe for parallel trials"
             )
-        study, n_before = self.open_study(storage, space)
+        fixed = run_overrides([line for _, line in space.fixed])
+        study, n_before = self.open_study(storage, enqueued, fixed)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         log.info(
             f"Optuna study '{self.study_name}' ({storage}): {n_before} trials so far, "
             f"adding {self.n_trials}; search space: {space.distributions}"
@@ -129,9 +139,29 @@ class OptunaSweep:
         write_results(study, sweep_dir / RESULTS_FILE, storage)
         return returns
 
-    def open_study(self, storage: str, space: SearchSpace) -> tuple[optuna.Study, int]:
+    def enqueued_params(self, space: SearchSpace) -> list[dict[str, Any]]:
+        """`enqueue_trials` without the keys the command line (or `params`) fixes: every trial
+        gets those values, the enqueued one too; SFTError for a key neither searched nor fixed."""
+        fixed = {key for key, _ in space.fixed}
+        trials = []
+        for params in self.enqueue_trials:
+            unknown = set(params) - set(space.distributions) - fixed
+            if unknown:
+                raise SFTError(f"hydra.sweeper.enqueue_trials: {sorted(unknown)} are not searched")
+            dropped = sorted(set(params) - set(space.distributions))
+            if dropped:
+                log.info(f"Enqueued trial {params}: {dropped} fixed for every trial, left out")
+            kept = {k: v for k, v in params.items() if k in space.distributions}
+            if kept:
+                trials.append(kept)
+        return trials
+
+    def open_study(
+        self, storage: str, enqueued: list[dict[str, Any]], fixed: list[str]
+    ) -> tuple[optuna.Study, int]:
         """Create the study or load it (and its number of trials); the sampler's seed moves on
-        with the study's size."""
+        with the study's size. A study is resumed only with the `fixed` overrides (every trial's)
+        it was created with: trials of other settings would be compared as if they were alike."""
         pruner = instantiate(self.pruner_config)
         try:
             study = optuna.create_study(
@@ -141,22 +171,26 @@ class OptunaSweep:
                 pruner=pruner,
                 load_if_exists=True,
             )
-        except (ValueError, ImportError) as exc:  # a malformed URL, a missing database driver
-            raise SFTError(f"cannot open Optuna storage {storage!r}: {exc}") from exc
+        # a malformed URL, a missing database driver, a database or journal that cannot be opened
+        except (ValueError, ImportError, OSError, SQLAlchemyError) as exc:
+            # SQLAlchemy's message runs over several lines; its driver's error says what failed
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            setting = "hydra.sweeper.storage=" if self.storage else "the study's storage "
+            raise SFTError(
+                f"{setting}{storage}: cannot open it as Optuna storage: {reason}"
+            ) from exc
         if study.direction.name.lower() != self.direction:
             raise SFTError(
                 f"study '{self.study_name}' in {storage} was created to "
                 f"{study.direction.name.lower()}, not {self.direction}"
             )
+        check_fixed_overrides(study, storage, fixed)
         n_before = len(study.trials)
         seed = None if self.seed is None else self.seed + n_before
         study.sampler = instantiate(self.sampler_config, seed=seed)
         # the jobs' pruning callbacks build the same pruner from the study (only storage is shared)
         study.set_user_attr(PRUNER_CONFIG, OmegaConf.to_container(self.pruner_config, resolve=True))
-        for params in self.enqueue_trials:
-            unknown = set(params) - set(space.distributions)
-            if unknown:
-                raise SFTError(f"hydra.sweeper.enqueue_trials: {sorted(unknown)} are not searched")
+        for params in enqueued:
             study.enqueue_trial(params, skip_if_exists=True)
         return study, n_before
 
@@ -177,12 +211,7 @@ class OptunaSweep:
                 finished[key] = trial.number
                 to_run.append(trial)
 
-        overrides = {t.number: self.trial_overrides(t, space, storage) for t in to_run}
-        if not self.validated and to_run:
-            # compose one trial's config up front (every trial has the same keys): a bad key
-            # fails the sweep once with one line; composing each job twice would cost a lot
-            self.validate(overrides[to_run[0].number])
-            self.validated = True
+        overrides = {t.number: self.trial_overrides(t.params, space, storage) for t in to_run}
         returns = []
         # job number = trial number: a re-run's jobs get new directories
         for chunk in consecutive_runs(to_run):
@@ -196,8 +225,10 @@ class OptunaSweep:
             repeat(study, trial, original)
         return returns
 
-    def trial_overrides(self, trial: Trial, space: SearchSpace, storage: str) -> list[str]:
-        overrides = space.trial_overrides(trial.params)
+    def trial_overrides(
+        self, params: dict[str, Any], space: SearchSpace, storage: str
+    ) -> list[str]:
+        overrides = space.trial_overrides(params)
         if self.monitor:
             pruning = {
                 "_target_": PRUNING_CALLBACK,
@@ -227,6 +258,29 @@ class OptunaSweep:
                 f"optimized_metric={metric} is a validation metric but trainer.limit_val_batches="
                 f"{trainer.limit_val_batches} turns validation off: every trial would fail"
             )
+        if str(metric).startswith("test/") and not cfg.get("test"):
+            raise SFTError(
+                f"optimized_metric={metric} is a test metric but test=false: every trial would "
+                "fail; set test=true, or optimise a val/ metric"
+            )
+
+
+def check_fixed_overrides(study: optuna.Study, storage: str, fixed: list[str]) -> None:
+    """Record the overrides every trial of the study gets; SFTError naming those that differ
+    when it was run with others (a study made before they were recorded is taken as it is)."""
+    recorded = study.user_attrs.get(FIXED_OVERRIDES)
+    if recorded is None:
+        study.set_user_attr(FIXED_OVERRIDES, sorted(fixed))
+        return
+    then = [o for o in recorded if o not in fixed]
+    now = [o for o in fixed if o not in recorded]
+    if then or now:
+        raise SFTError(
+            f"study '{study.study_name}' in {storage} was run with other fixed overrides: "
+            f"{' '.join(then) or 'none'} then, {' '.join(now) or 'none'} now; start a new study "
+            "with another hydra.sweep.dir or hydra.sweeper.study_name (a re-run adds trials to "
+            "a study only with the same fixed overrides)"
+        )
 
 
 def default_storage(sweep_dir: Path) -> str:

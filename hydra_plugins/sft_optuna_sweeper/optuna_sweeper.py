@@ -29,10 +29,13 @@ class SFTOptunaSweeper(Sweeper):
 
         assert self.hydra_context is not None and self.config is not None
         assert self.task_function is not None
-        sweep = OptunaSweep(
-            hydra_context=self.hydra_context,
-            task_function=self.task_function,
-            config=self.config,
-            **self.settings,
+        hydra_context, task_function, config = self.hydra_context, self.task_function, self.config
+        # its settings are checked as it is made: a mistake there is one line too
+        return report_user_errors(
+            lambda: OptunaSweep(
+                hydra_context=hydra_context,
+                task_function=task_function,
+                config=config,
+                **self.settings,
+            ).run(arguments)
         )
-        return report_user_errors(lambda: sweep.run(arguments))

@@ -53,6 +53,8 @@ class OptunaPruning(Callback):
         self.monitor = monitor
         self.trial: Any = None  # optuna.trial.Trial, on rank 0
         self.validations = 0
+        # the validation after which the trial was pruned (every rank): the run's record says so
+        self.pruned_at: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or not trainer.is_global_zero or self.trial is not None:
@@ -78,6 +80,7 @@ class OptunaPruning(Callback):
         prune = trainer.strategy.broadcast(prune, src=0)
         if prune:
             trainer.should_stop = True
+            self.pruned_at = step
 
     def _report(self, trainer: L.Trainer, step: int) -> bool:
         value = trainer.callback_metrics.get(self.monitor)

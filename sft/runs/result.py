@@ -1,8 +1,8 @@
 """`result.json`: how one `sft-train` run ended, written atomically in its run directory.
 
 Every run (single or multirun job, completed or failed) writes one; the sweep summary
-(`sft.runs.sweep_summary`), `sft-compare` and the study reports and sweepers read them. Fields: status ("completed" | "failed"),
-error (one line or null), overrides (the job's task overrides), metrics (final float metrics),
+(`sft.runs.sweep_summary`), `sft-compare` and the study reports and sweepers read them. Fields:
+status ("completed" | "failed" | "pruned": an Optuna trial its pruner stopped), error (one line or null), overrides (the job's task overrides), metrics (final float metrics),
 optimized_metric, epochs (completed), wall_time_s, output_dir, started_at and ended_at.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from sft.errors import SFTError, find_user_error
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
 COMPLETED = "completed"
 FAILED = "failed"
+PRUNED = "pruned"
 TEST_PREFIX = "test/"
 # how the Optuna sweeper adds its pruning callback (sft.callbacks.optuna_pruning) to each trial's
 # command line: its own bookkeeping, left out of the overrides a run reports
@@ -126,6 +128,7 @@ class RunRecorder:
         self.result.started_at = round(time.time(), 3)
         self._fit_started = False
         self._continues = False
+        self._pruned = False
 
     def continues_earlier_run(self) -> None:
         """The run continues the one that wrote its directory's result.json (resume=, a requeued
@@ -138,15 +141,37 @@ class RunRecorder:
         and it is kept."""
         self._fit_started = True
 
-    def set_progress(self, epochs: int, metrics: Mapping[str, Any]) -> None:
+    def set_progress(
+        self, epochs: int, metrics: Mapping[str, Any], callbacks: Sequence[Callback] = ()
+    ) -> None:
         """The epochs a fit completed and the metrics it logged; a run that fails later (in its
-        test, or interrupted) keeps them in its result.json."""
+        test, or interrupted) keeps them in its result.json. A run whose fit an Optuna pruning
+        callback among `callbacks` stopped completes as pruned."""
+        from sft.callbacks.optuna_pruning import OptunaPruning  # late: sft.callbacks imports us
+
         self.result.epochs = int(epochs)
         self.result.metrics = _finite(metrics)
+        self._pruned = any(
+            isinstance(c, OptunaPruning) and c.pruned_at is not None for c in callbacks
+        )
+
+    def check_logged(self, metrics: Mapping[str, Any]) -> None:
+        """A sweep's job returns its optimized_metric for the sweeper to optimise: SFTError
+        naming the metrics the run logged when it is not one of them (a continued run's is
+        also what its earlier part logged)."""
+        name = self.result.optimized_metric
+        earlier = self._earlier() if self._continues else None
+        if not name or name in metrics or (earlier is not None and name in earlier.metrics):
+            return
+        raise SFTError(
+            f"optimized_metric={name} was not logged by this run (it logged: "
+            f"{', '.join(sorted(metrics)) or 'nothing'}): the sweep gets no value from it; set "
+            "optimized_metric to a metric the run logs"
+        )
 
     def completed(self, metrics: Mapping[str, Any]) -> RunResult:
         self.result.metrics = _finite(metrics)
-        return self._finish(COMPLETED, None)
+        return self._finish(PRUNED if self._pruned else COMPLETED, None)
 
     def _earlier(self) -> RunResult | None:
         """The result.json the run's earlier part wrote (a resumed run), if readable."""

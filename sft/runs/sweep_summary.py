@@ -2,7 +2,8 @@
 
 One row per job, read from the jobs' `result.json` files (found anywhere under the sweep
 directory, so any sweeper's job layout works: basic grid, Optuna trial numbers, ...): job,
-status, overrides, the optimized metric, test metrics, epochs, wall time, error, best marker.
+status (completed, pruned or failed), overrides, the optimized metric, test metrics, epochs,
+wall time, error, best marker.
 Refreshed after every job (a sweep that crashes keeps a partial summary) and at the end, where
 failed jobs make the command exit 1 with one `error:` line.
 """
@@ -20,10 +21,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sft.errors import SFTError
+from sft.errors import SFTError, report_user_errors
 from sft.runs.result import (
     COMPLETED,
     FAILED,
+    PRUNED,
     RESULT_FILE,
     RunResult,
     one_line_error,
@@ -57,7 +59,9 @@ def metric_mode(metric: str, mode: str | None = None) -> str:
     """ "min" or "max": `mode` when given, else min for losses and max for everything else."""
     if mode is not None:
         if mode not in ("min", "max"):
-            raise ValueError(f"mode must be min, max or null, not {mode!r}")
+            raise SFTError(
+                f"hydra.callbacks.sweep_summary.mode must be min, max or null, not {mode!r}"
+            )
         return mode
     return "min" if "loss" in metric.lower() else "max"
 
@@ -83,6 +87,7 @@ def summary_rows(results: list[tuple[str, RunResult]], mode: str | None = None) 
     best_job = None
     if optimized is not None:
         direction = metric_mode(optimized, mode)
+        # a pruned job is not a candidate, as for Optuna's best trial: it stopped early
         scored = [
             (value(r, optimized), job)
             for job, r in results
@@ -138,11 +143,14 @@ def _md_cell(value: Any) -> str:
 
 def _md_text(sweep_dir: Path, rows: list[dict], metric: str | None, mode: str | None) -> str:
     failed = sum(row["status"] == FAILED for row in rows)
+    pruned = sum(row["status"] == PRUNED for row in rows)
     lines = [
         "# Sweep summary",
         "",
         f"`{sweep_dir}`: {len(rows)} job{'' if len(rows) == 1 else 's'}, "
-        f"{len(rows) - failed} completed, {failed} failed.",
+        f"{len(rows) - failed - pruned} completed, "
+        + (f"{pruned} pruned, " if pruned else "")
+        + f"{failed} failed.",
     ]
     # the table shows what differs between jobs; what they share is said once
     first = rows[0]["overrides"] if rows else []
@@ -189,7 +197,9 @@ class SweepSummary(Callback):
     """
 
     def __init__(self, mode: str | None = None) -> None:
-        metric_mode("", mode)  # validate early
+        # checked here, as Hydra makes its callbacks: one line, not Hydra's report of a failed
+        # instantiation
+        report_user_errors(lambda: metric_mode("", mode))
         self.mode = mode
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:

@@ -24,7 +24,7 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from sft.utils.config import CONF_DIR
 
@@ -46,6 +46,7 @@ NOT_OVERRIDABLE = re.compile(r"Could not override '([^']+)'")
 NOT_DELETABLE = re.compile(r"Could not delete from config\. '([^']+)' does not exist")
 ALREADY_THERE = re.compile(r"Could not append to config\. An item is already at '([^']+)'")
 GROUP_TWICE = re.compile(r"Multiple values for ([\w./]+)\. To override a value use")
+MERGE_FAILED = re.compile(r"Error merging override ")
 
 
 class OverrideMistake(Exception):
@@ -150,7 +151,8 @@ def unknown_option(group: str, option: str, options: Sequence[str]) -> str:
 def describe_composition_error(
     exc: Exception, config_name: str, overrides: list[str], loader: Any
 ) -> str | None:
-    """One line for an unknown key (override or delete) or a `+key` that exists; else None."""
+    """One line for an unknown key (override or delete), a `+key` that exists or a value a typed
+    key cannot take; else None."""
     message = str(exc)
     if (match := NOT_OVERRIDABLE.match(message)) and isinstance(
         exc.__cause__, (ConfigAttributeError, ConfigKeyError)
@@ -167,6 +169,10 @@ def describe_composition_error(
     ):
         group = match.group(1)
         return f"+{group}=... adds a second {group} to the one chosen: write {group}=<option>"
+    if MERGE_FAILED.match(message) and isinstance(exc.__cause__, ValidationError):
+        # a value of the wrong type for a typed key (Hydra's own settings, e.g. a sweeper's)
+        cause = exc.__cause__
+        return f"{cause.full_key}: {cause.msg.splitlines()[0]}"
     if match := ALREADY_THERE.search(message):
         key = match.group(1)
         return (
