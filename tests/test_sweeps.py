@@ -214,7 +214,7 @@ def test_a_job_directory_holding_another_jobs_record_is_never_written_over(tmp_p
         "+trainer.enable_checkpointing=false",
         "seed=1,2",
     ]
-    run_sft_train(
+    code, err = run_sft_train(
         capsys,
         "-m",
         *TINY,
@@ -227,3 +227,9 @@ def test_a_job_directory_holding_another_jobs_record_is_never_written_over(tmp_p
     assert record.status == "completed"
     assert "seed=1" in record.overrides and "seed=2" not in record.overrides
     assert f"{job} holds a run of another job" in (job / "train.log").read_text()
+    # and the sweep says so (was: exit 0, "1 job, 1 completed, 0 failed")
+    assert code == 1
+    assert err.strip().splitlines()[-1] == f"error: 1 of 2 jobs failed: see {sweep / 'summary.md'}"
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [(r["job"], r["status"]) for r in rows] == [("1", "failed"), ("same", "completed")]
+    assert "holds a run of another job: this job did not run" in rows[0]["error"]

@@ -13,6 +13,7 @@ import io
 import logging
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,14 @@ def read_results(sweep_dir: str | Path) -> list[tuple[str, RunResult]]:
         except SFTError as e:  # hand-edited: the other jobs are still summarised
             log.warning(f"{e}: left out of the summary")
     return sorted(found, key=lambda item: _job_sort_key(item[0]))
+
+
+def _recorded_overrides(path: Path) -> list[str] | None:
+    """The overrides of the run recorded in `path`; None without a readable record."""
+    try:
+        return RunResult.read(path).overrides if path.is_file() else None
+    except SFTError:  # hand-edited: read_results warns about it
+        return None
 
 
 def metric_mode(metric: str, mode: str | None = None) -> str:
@@ -177,10 +186,17 @@ def _md_text(sweep_dir: Path, rows: list[dict], metric: str | None, mode: str | 
     return "\n".join(lines) + "\n"
 
 
-def write_summary(sweep_dir: str | Path, mode: str | None = None) -> list[dict]:
-    """Write `summary.csv` and `summary.md` in `sweep_dir` (atomically); return the rows."""
+def write_summary(
+    sweep_dir: str | Path,
+    mode: str | None = None,
+    unrecorded: Sequence[tuple[str, RunResult]] = (),
+) -> list[dict]:
+    """Write `summary.csv` and `summary.md` in `sweep_dir` (atomically); return the rows.
+    `unrecorded`: (job, result) of jobs that have no result.json of their own to read."""
     sweep_dir = Path(sweep_dir)
-    results = read_results(sweep_dir)
+    results = sorted(
+        [*read_results(sweep_dir), *unrecorded], key=lambda item: _job_sort_key(item[0])
+    )
     rows = summary_rows(results, mode)
     atomic_write_text(sweep_dir / SUMMARY_CSV, _csv_text(rows))
     atomic_write_text(
@@ -201,11 +217,16 @@ class SweepSummary(Callback):
         # instantiation
         report_user_errors(lambda: metric_mode("", mode))
         self.mode = mode
+        # jobs refused because their directory holds another job's run: that result.json is
+        # the other job's, so these are listed from here
+        self.unrecorded: list[tuple[str, RunResult]] = []
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         job_dir = Path(config.hydra.runtime.output_dir)
+        overrides = run_overrides(job_return.overrides or [])
+        recorded = _recorded_overrides(job_dir / RESULT_FILE)
         if job_return.status == JobStatus.FAILED and not (job_dir / RESULT_FILE).exists():
             # the task failed before sft.train.main could record it (e.g. another task function)
             try:
@@ -214,14 +235,23 @@ class SweepSummary(Callback):
                 RunResult(
                     status=FAILED,
                     output_dir=str(job_dir),
-                    overrides=run_overrides(job_return.overrides or []),
+                    overrides=overrides,
                     error=one_line_error(exc),
                 ).write()
-        write_summary(config.hydra.sweep.dir, self.mode)
+        elif recorded is not None and recorded != overrides:
+            # e.g. hydra.sweep.subdir giving two jobs one directory (was: this job's refusal
+            # unseen, the other job's record counted in its place)
+            error = (
+                f"{job_dir} holds a run of another job: this job did not run; give each job its "
+                "own directory (hydra.sweep.subdir)"
+            )
+            result = RunResult(FAILED, error, overrides, output_dir=str(job_dir))
+            self.unrecorded.append((str(config.hydra.job.num), result))
+        write_summary(config.hydra.sweep.dir, self.mode, self.unrecorded)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = write_summary(sweep_dir, self.mode)
+        rows = write_summary(sweep_dir, self.mode, self.unrecorded)
         failed = sum(row["status"] == FAILED for row in rows)
         log.info(f"Sweep summary: {sweep_dir / SUMMARY_MD}")
         if failed:
