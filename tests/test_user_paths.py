@@ -728,3 +728,23 @@ def test_a_relative_data_dir_is_found_by_sft_eval_from_another_directory(tmp_pat
     ckpt = run / "checkpoints" / "last.ckpt"
     metrics = evaluate(compose_config("eval", [f"ckpt_path={ckpt}"], tmp_path / "eval"))
     assert 0.0 <= metrics["val/acc"] <= 1.0
+
+
+@pytest.mark.parametrize("multirun", [[], ["-m"]])
+@pytest.mark.parametrize("name", ["../../escape", "exp/../../../escape"])
+def test_a_run_name_cannot_put_the_run_outside_the_log_dir(
+    tmp_path, monkeypatch, capsys, name, multirun
+):
+    """`name=` is a folder under paths.log_dir/<task>/: one naming '..' is refused before
+    anything is made (was: `name=../../escape` wrote the run outside it)."""
+    monkeypatch.chdir(tmp_path)
+    logs = tmp_path / "a" / "outputs"
+    argv = ["sft-train", *multirun, *FAST, f"paths.log_dir={logs}", f"name={name}"]
+    assert run_entry_point(train_module.main, argv) == 1
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith(f"error: name={name}: a run's name is a folder under paths.log_dir/<task>/")
+    )
+    assert not (tmp_path / "a" / "escape").exists() and not logs.exists()

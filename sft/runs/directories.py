@@ -176,6 +176,16 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
             )
 
 
+def check_run_name(name: Any) -> None:
+    """`name` is a folder under `paths.log_dir/<task>/` (conf/hydra): SFTError for one that
+    would put the run elsewhere (was: `name=../../x` wrote outside paths.log_dir)."""
+    if ".." in Path(str(name)).parts:
+        raise SFTError(
+            f"name={name}: a run's name is a folder under paths.log_dir/<task>/, without '..'; "
+            "to write runs elsewhere set paths.log_dir (or hydra.run.dir)"
+        )
+
+
 def refuse_resume_in_multirun(resume: str) -> None:
     raise SFTError(
         f"resume={resume} continues a single run, not the jobs of a multirun (-m): resume a "
@@ -189,6 +199,7 @@ class RunDirectory(Callback):
     refuses `resume=` in a multirun before its sweep directory is made."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        report_user_errors(lambda: check_run_name(config.get("name", "")))
         resume = OmegaConf.select(config, "resume", default=None)
         if resume is not None:
             report_user_errors(lambda: refuse_resume_in_multirun(resume))
@@ -198,6 +209,7 @@ class RunDirectory(Callback):
             report_user_errors(lambda: check_jobs_already_there(sweep_dir, config))
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        report_user_errors(lambda: check_run_name(config.get("name", "")))
         hydra_cfg = config.hydra
         given = Path(str(OmegaConf.select(config, "hydra.run.dir")))
         report_user_errors(lambda: check_can_be_made(given, "hydra.run.dir"))
