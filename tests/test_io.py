@@ -1,9 +1,13 @@
 """Atomic writes: whole files only, readable as the user's umask says."""
 
+import errno
 import os
+import shutil
+from types import SimpleNamespace
 
 import pytest
 
+from sft.errors import SFTError
 from sft.utils.io import atomic_write, atomic_write_text
 
 
@@ -28,3 +32,28 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
         atomic_write(path, fail, text=True)
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        # how torch.save's zip writer reports it
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0"),
+    ],
+)
+def test_a_full_disk_is_one_error_naming_the_file(tmp_path, monkeypatch, error):
+    """A checkpoint save on a full disk (was: torch's `unexpected pos` traceback, which never
+    says the disk is full)."""
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: SimpleNamespace(free=4096))
+    path = tmp_path / "last.ckpt"
+    atomic_write_text(path, "old\n")
+
+    def fail(f):
+        f.write("half")
+        raise error
+
+    with pytest.raises(SFTError, match=rf"^{path} could not be written: its disk is full"):
+        atomic_write(path, fail, text=True)
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

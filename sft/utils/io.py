@@ -10,7 +10,9 @@ keeps a command from replacing results an earlier one wrote.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -60,10 +62,28 @@ def atomic_write(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = isinstance(exc, Exception) and _out_of_space(exc, path.parent)
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise SFTError(
+                f"{path} could not be written: its disk is full ({exc}); free some space or "
+                "write elsewhere (paths.log_dir)"
+            ) from exc
         raise
     _fsync_dir(path.parent)
+
+
+# torch's zip writer reports a full disk as "RuntimeError: [enforce fail at
+# inline_container.cc...] unexpected pos": what free space is left tells it apart
+NEARLY_FULL_BYTES = 64 * 2**20
+
+
+def _out_of_space(exc: Exception, folder: Path) -> bool:
+    """Whether a failed write ran out of disk space (or quota)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, RuntimeError) and shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
 
 
 def atomic_write_text(path: str | os.PathLike, content: str) -> None:
