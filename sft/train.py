@@ -6,6 +6,7 @@ python -m sft.train experiment=cifar10_effnet_lite0 ckpt_path=outputs/.../last.c
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -19,7 +20,8 @@ from sft.data import SFTDataModule
 from sft.errors import find_user_error, report_user_errors
 from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints
-from sft.runs.result import RunRecorder, run_overrides
+from sft.runs.directories import is_grid
+from sft.runs.result import REFUSED_DIR, RunRecorder, run_overrides
 from sft.runs.resume import (
     check_resume_checkpoint,
     continue_csv_logs,
@@ -141,7 +143,8 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
 
     if cfg.get("test") and not datamodule.has_labelled_test:
         log.info(
-            "The data has no labelled test split: skipping test (sft-eval writes predictions)."
+            "The data has no labelled test split: skipping test (sft-predict inputs=<its file> "
+            "predicts it)."
         )
     elif cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -175,22 +178,26 @@ def main(cfg: DictConfig) -> float | None:
     the sweep goes on (the sweep summary reports it); a single run fails as usual."""
     hydra_cfg = HydraConfig.get()
     name = cfg.get("optimized_metric")
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     recorder = RunRecorder(
-        hydra_cfg.runtime.output_dir, run_overrides(hydra_cfg.overrides.task), name
+        hydra_cfg.runtime.output_dir,
+        run_overrides(hydra_cfg.overrides.task),
+        name,
+        Path(hydra_cfg.sweep.dir, REFUSED_DIR, f"{hydra_cfg.job.num}.json") if multirun else None,
     )
 
     def run() -> dict[str, Any]:
         try:
             metrics = train(cfg, recorder)
-            if hydra_cfg.mode == RunMode.MULTIRUN:
-                recorder.check_logged(metrics)
+            if multirun and not is_grid(hydra_cfg):
+                recorder.check_logged(metrics)  # the search gets no value without it
         except BaseException as exc:
             recorder.failed(exc)
             raise
         recorder.completed(metrics)
         return metrics
 
-    if hydra_cfg.mode != RunMode.MULTIRUN:
+    if not multirun:
         metrics = report_user_errors(run)
     else:
         try:

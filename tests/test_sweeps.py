@@ -231,5 +231,40 @@ def test_a_job_directory_holding_another_jobs_record_is_never_written_over(tmp_p
     assert code == 1
     assert err.strip().splitlines()[-1] == f"error: 1 of 2 jobs failed: see {sweep / 'summary.md'}"
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
-    assert [(r["job"], r["status"]) for r in rows] == [("1", "failed"), ("same", "completed")]
-    assert "holds a run of another job: this job did not run" in rows[0]["error"]
+    assert [(r["job"], r["status"]) for r in rows] == [
+        ("1 (refused)", "failed"),
+        ("same", "completed"),
+    ]
+    assert rows[0]["error"].startswith(f"{job} holds a run of another job")
+
+
+def test_a_sweep_without_sfts_checkpoints_reruns_its_jobs(tmp_path, capsys):
+    """A sweep re-run into its directory whose jobs have only Lightning's own checkpoints (no
+    last.ckpt to continue from): each job runs again in its own directory."""
+    sweep = tmp_path / "sweep"
+    no_sft_checkpoints = [
+        f"callbacks.{c}=null" for c in ("model_checkpoint", "last_checkpoint", "step_checkpoint")
+    ]
+    grid = ["-m", *TINY, "trainer.max_epochs=1", *no_sft_checkpoints, "seed=1,2"]
+    for _ in range(2):
+        code, err = run_sft_train(capsys, *grid, f"hydra.sweep.dir={sweep}")
+        assert code == 0, err[-2000:]
+    assert list(sweep.glob("0/tensorboard/checkpoints/*.ckpt"))
+    assert [r.status for _, r in read_results(sweep)] == ["completed", "completed"]
+
+
+def test_a_grid_sweep_without_validation_completes(tmp_path, capsys):
+    """A grid's jobs return optimized_metric to no one: a job that trains without validation
+    (so without val/acc_best) completes (a check for Optuna's searches failed it)."""
+    sweep = tmp_path / "sweep"
+    code, err = run_sft_train(
+        capsys,
+        "-m",
+        *TINY,
+        "trainer.max_epochs=1",
+        "+trainer.limit_val_batches=0",
+        "seed=1,2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert code == 0, err[-2000:]
+    assert [r.status for _, r in read_results(sweep)] == ["completed", "completed"]

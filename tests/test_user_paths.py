@@ -480,6 +480,18 @@ def test_nothing_to_fit_is_an_error(train_cfg):
     assert "model.linear_probe is null and no learning rate" in str(find_user_error(raised.value))
 
 
+def test_a_run_that_failed_before_logging_can_be_run_again_in_its_directory(tmp_path, monkeypatch):
+    """`hydra.run.dir=<dir>` again after a run there failed before logging anything (a wrong
+    setting): its record holds nothing to keep, so the corrected run goes ahead."""
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    argv = ["sft-train", *FAST, "trainer.max_epochs=1", "test=false", f"hydra.run.dir={run_dir}"]
+    assert run_entry_point(train_module.main, [*argv, "model.num_classes=3"]) == 1
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "failed"
+    assert run_entry_point(train_module.main, argv) == 0
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "completed"
+
+
 def test_a_new_run_never_overwrites_a_runs_checkpoints(train_cfg, tmp_path):
     """`hydra.run.dir=<dir>` given twice: the second run would replace the first's checkpoints
     (was: silently written over); resume= continues it."""

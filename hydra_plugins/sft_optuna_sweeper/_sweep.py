@@ -174,7 +174,8 @@ class OptunaSweep:
         # a malformed URL, a missing database driver, a database or journal that cannot be opened
         except (ValueError, ImportError, OSError, SQLAlchemyError) as exc:
             # SQLAlchemy's message runs over several lines; its driver's error says what failed
-            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            text = str(getattr(exc, "orig", None) or exc).splitlines()
+            reason = text[0] if text else type(exc).__name__
             setting = "hydra.sweeper.storage=" if self.storage else "the study's storage "
             raise SFTError(
                 f"{setting}{storage}: cannot open it as Optuna storage: {reason}"
@@ -278,8 +279,8 @@ def check_fixed_overrides(study: optuna.Study, storage: str, fixed: list[str]) -
         raise SFTError(
             f"study '{study.study_name}' in {storage} was run with other fixed overrides: "
             f"{' '.join(then) or 'none'} then, {' '.join(now) or 'none'} now; start a new study "
-            "with another hydra.sweep.dir or hydra.sweeper.study_name (a re-run adds trials to "
-            "a study only with the same fixed overrides)"
+            "in another hydra.sweep.dir (a re-run adds trials to a study only with the same "
+            "fixed overrides)"
         )
 
 

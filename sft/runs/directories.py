@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sft.errors import SFTError, report_user_errors
-from sft.runs.result import RESULT_FILE, RunResult, run_overrides
+from sft.runs.result import FAILED, RESULT_FILE, RunResult, recorded_overrides, run_overrides
 from sft.utils.config import config_subdir
 from sft.utils.io import file_in_the_way
 
@@ -102,21 +102,30 @@ def _overridden(key: str, hydra_cfg: DictConfig) -> bool:
     return any(o.split("=", 1)[0].lstrip("+~") == key for o in hydra_cfg.overrides.hydra)
 
 
-# what a run leaves in its directory that a new run there would replace: checkpoints (sft's
-# callbacks write checkpoints/; without them Lightning writes its own in the logger's folder,
-# e.g. tensorboard/checkpoints/) and its record (a run without checkpoints has only that)
+# what a run leaves in its directory that a new run there would replace: sft's checkpoints,
+# and (`retry=False`) Lightning's own (without sft's callbacks, in the logger's folder, e.g.
+# tensorboard/checkpoints/) and its record (all a run without checkpoints leaves)
 RUN_FILES = {
-    f"{LAST_CHECKPOINT.parent}/*.ckpt": "checkpoints",
-    f"*/{LAST_CHECKPOINT.parent}/*.ckpt": "checkpoints",
-    RESULT_FILE: "record",
+    f"{LAST_CHECKPOINT.parent}/*.ckpt": ("checkpoints", True),
+    f"*/{LAST_CHECKPOINT.parent}/*.ckpt": ("checkpoints", False),
+    RESULT_FILE: ("record", False),
 }
 
 
-def check_nothing_to_overwrite(output_dir: Path, record: bool = True) -> None:
+def check_nothing_to_overwrite(output_dir: Path, retry: bool = False) -> None:
     """A new run in a directory that holds a run (a `hydra.run.dir=` given twice) would replace
-    its checkpoints and, with `record`, its result.json: SFTError instead."""
-    for pattern, what in RUN_FILES.items():
-        written = sorted(output_dir.glob(pattern)) if record or what != "record" else []
+    it: SFTError instead. `retry`: a sweep job run again in its own directory (its record was
+    checked to be its own), which may replace what it wrote before, except sft's checkpoints
+    (without last.ckpt to continue from). A record of a run that failed before logging a metric
+    holds nothing to keep."""
+    for pattern, (what, always) in RUN_FILES.items():
+        if retry and not always:
+            continue
+        written = [
+            f
+            for f in sorted(output_dir.glob(pattern))
+            if f.name != RESULT_FILE or _worth_keeping(f)
+        ]
         if written:
             resumable = last_checkpoint(output_dir).is_file()
             raise SFTError(
@@ -124,6 +133,14 @@ def check_nothing_to_overwrite(output_dir: Path, record: bool = True) -> None:
                 + (f"continue that run with resume={output_dir}, or " if resumable else "")
                 + "give this run another hydra.run.dir"
             )
+
+
+def _worth_keeping(record: Path) -> bool:
+    try:
+        result = RunResult.read(record)
+    except SFTError:  # not sft's record: kept
+        return True
+    return result.status != FAILED or bool(result.metrics)
 
 
 def check_can_be_made(run_dir: Path, setting: str) -> None:
@@ -137,11 +154,17 @@ def check_can_be_made(run_dir: Path, setting: str) -> None:
         )
 
 
+def is_grid(hydra_cfg: DictConfig) -> bool:
+    """Whether the multirun is a grid of Hydra's basic sweeper, which runs every job whatever
+    they return (a search, e.g. Optuna's, optimises the value each job returns)."""
+    sweeper = str(OmegaConf.select(hydra_cfg, "sweeper._target_", default=""))
+    return sweeper == f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
+
+
 def grid_jobs(config: DictConfig) -> list[list[str]] | None:
     """The overrides of each job of a grid sweep (Hydra's basic sweeper: its `params`, then the
     command line's), in job-number order; None for other sweepers (Optuna samples its trials)."""
-    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
-    if sweeper != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+    if not is_grid(config.hydra):
         return None
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
     lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
@@ -158,16 +181,9 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
     over the other job's, and the sweep reported success)."""
     jobs = grid_jobs(config) if sweep_dir.is_dir() else None
     for num, overrides in enumerate(jobs or []):
-        recorded_file = sweep_dir / str(num) / RESULT_FILE
-        if not recorded_file.is_file():
-            continue
-        try:
-            recorded = RunResult.read(recorded_file).overrides
-        except SFTError as e:  # not a record (hand-edited): the job's own run decides
-            log.warning(f"{e}: job {num} is not checked against it")
-            continue
+        recorded = recorded_overrides(sweep_dir / str(num) / RESULT_FILE)
         planned = run_overrides(overrides)
-        if recorded != planned:
+        if recorded is not None and recorded != planned:
             raise SFTError(
                 f"hydra.sweep.dir={sweep_dir} holds another sweep: its job {num} ran "
                 f"{' '.join(recorded) or 'no overrides'}, this sweep's job {num} would run "

@@ -29,6 +29,9 @@ COMPLETED = "completed"
 FAILED = "failed"
 PRUNED = "pruned"
 TEST_PREFIX = "test/"
+# in a sweep directory: the records of jobs refused before training whose own directory holds
+# a run they must not replace (`<job number>.json`), for the sweep summary
+REFUSED_DIR = ".refused"
 # how the Optuna sweeper adds its pruning callback (sft.callbacks.optuna_pruning) to each trial's
 # command line: its own bookkeeping, left out of the overrides a run reports
 PRUNING_OVERRIDE = "++callbacks.optuna_pruning"
@@ -81,8 +84,9 @@ class RunResult:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @rank_zero_only
-    def write(self) -> Path:
-        path = Path(self.output_dir) / RESULT_FILE
+    def write(self, path: Path | None = None) -> Path:
+        """Into `path`, by default the run directory's result.json."""
+        path = path or Path(self.output_dir) / RESULT_FILE
         atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
         return path
 
@@ -114,10 +118,29 @@ def _finite(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     return {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()}
 
 
-class RunRecorder:
-    """Times a run and writes its `result.json` when it completes or fails."""
+def recorded_overrides(path: Path) -> list[str] | None:
+    """The overrides of the run recorded in result.json `path`; None without one, or with one
+    that is not a record (hand-edited: warned about, and nothing is checked against it)."""
+    try:
+        return RunResult.read(path).overrides if path.is_file() else None
+    except SFTError as e:
+        log.warning(f"{e}: not checked against it")
+        return None
 
-    def __init__(self, output_dir: str | Path, overrides: list[str], optimized_metric: str | None):
+
+class RunRecorder:
+    """Times a run and writes its `result.json` when it completes or fails. `refused_to`: where
+    a multirun job records a refusal before training when its directory holds a run it must
+    not replace (`<sweep dir>/.refused/<job>.json`)."""
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        overrides: list[str],
+        optimized_metric: str | None,
+        refused_to: Path | None = None,
+    ):
+        self.refused_to = refused_to
         self.result = RunResult(
             status=FAILED,
             output_dir=str(Path(output_dir).resolve()),
@@ -191,6 +214,8 @@ class RunRecorder:
         self.result.ended_at = round(time.time(), 3)
         earlier = self._earlier()
         if status == FAILED and not self._fit_started and earlier is not None:
+            if self.refused_to is not None:  # the sweep summary lists it from there
+                self.result.write(self.refused_to)
             return self.result
         if earlier is not None and self._continues:
             # A continued run reports only what it logged itself (a finished run resumed

@@ -33,7 +33,7 @@ from sft.runs.directories import (
     resumed_run_dir,
     trainer_last_checkpoint,
 )
-from sft.runs.result import RESULT_FILE, RunResult, run_overrides
+from sft.runs.result import RESULT_FILE, recorded_overrides, run_overrides
 from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,8 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         requeued = requeued_job_point(Path(cfg.paths.output_dir))
         if requeued is not None:
             return requeued
-        # a job's own record (requeued_job_point refused another job's) goes to its retry
-        check_nothing_to_overwrite(Path(cfg.paths.output_dir), record=not _in_multirun())
+        # in a sweep, its job's own (requeued_job_point refused another job's run)
+        check_nothing_to_overwrite(Path(cfg.paths.output_dir), retry=_in_multirun())
         path = cfg.get("ckpt_path")
         if path:
             return ResumePoint(Path(path), as_new_run(read_checkpoint(path)), continues_run=False)
@@ -156,11 +156,12 @@ def requeued_job_point(output_dir: Path) -> ResumePoint | None:
     # checked with or without last.ckpt: another job's record is never replaced (a job of a
     # study without checkpoints, or one whose checkpoints were deleted, has only its record)
     previous = output_dir / RESULT_FILE
-    recorded = RunResult.read(previous).overrides if previous.is_file() else None
+    recorded = recorded_overrides(previous)
     if recorded is not None and recorded != run_overrides(hydra_cfg.overrides.task):
         raise SFTError(
             f"{output_dir} holds a run of another job ({previous}: overrides "
-            f"{' '.join(recorded)}); give this sweep a new hydra.sweep.dir"
+            f"{' '.join(recorded)}); give this sweep a new hydra.sweep.dir (and each job its own "
+            "directory: hydra.sweep.subdir)"
         )
     last = last_checkpoint(output_dir)
     if not last.is_file():

@@ -12,8 +12,8 @@ import csv
 import io
 import logging
 import math
+import shutil
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from sft.runs.result import (
     COMPLETED,
     FAILED,
     PRUNED,
+    REFUSED_DIR,
     RESULT_FILE,
     RunResult,
     one_line_error,
@@ -45,23 +46,22 @@ def _job_sort_key(job: str) -> tuple[int, str]:
 
 
 def read_results(sweep_dir: str | Path) -> list[tuple[str, RunResult]]:
-    """(job, result) for every `result.json` under `sweep_dir`; job = its directory there."""
+    """(job, result) for every `result.json` under `sweep_dir` (job = its directory there), and
+    for every job refused before training in a directory holding a run it must not replace
+    (job = `<number> (refused)`: its directory's result.json is the other run's)."""
     sweep_dir = Path(sweep_dir)
+    records = [
+        (p, p.parent.relative_to(sweep_dir).as_posix()) for p in sweep_dir.rglob(RESULT_FILE)
+    ]
+    refused = sorted((sweep_dir / REFUSED_DIR).glob("*.json"))
+    records += [(p, f"{p.stem} (refused)") for p in refused]
     found = []
-    for path in sweep_dir.rglob(RESULT_FILE):
+    for path, job in records:
         try:
-            found.append((path.parent.relative_to(sweep_dir).as_posix(), RunResult.read(path)))
+            found.append((job, RunResult.read(path)))
         except SFTError as e:  # hand-edited: the other jobs are still summarised
             log.warning(f"{e}: left out of the summary")
     return sorted(found, key=lambda item: _job_sort_key(item[0]))
-
-
-def _recorded_overrides(path: Path) -> list[str] | None:
-    """The overrides of the run recorded in `path`; None without a readable record."""
-    try:
-        return RunResult.read(path).overrides if path.is_file() else None
-    except SFTError:  # hand-edited: read_results warns about it
-        return None
 
 
 def metric_mode(metric: str, mode: str | None = None) -> str:
@@ -186,17 +186,10 @@ def _md_text(sweep_dir: Path, rows: list[dict], metric: str | None, mode: str | 
     return "\n".join(lines) + "\n"
 
 
-def write_summary(
-    sweep_dir: str | Path,
-    mode: str | None = None,
-    unrecorded: Sequence[tuple[str, RunResult]] = (),
-) -> list[dict]:
-    """Write `summary.csv` and `summary.md` in `sweep_dir` (atomically); return the rows.
-    `unrecorded`: (job, result) of jobs that have no result.json of their own to read."""
+def write_summary(sweep_dir: str | Path, mode: str | None = None) -> list[dict]:
+    """Write `summary.csv` and `summary.md` in `sweep_dir` (atomically); return the rows."""
     sweep_dir = Path(sweep_dir)
-    results = sorted(
-        [*read_results(sweep_dir), *unrecorded], key=lambda item: _job_sort_key(item[0])
-    )
+    results = read_results(sweep_dir)
     rows = summary_rows(results, mode)
     atomic_write_text(sweep_dir / SUMMARY_CSV, _csv_text(rows))
     atomic_write_text(
@@ -217,16 +210,15 @@ class SweepSummary(Callback):
         # instantiation
         report_user_errors(lambda: metric_mode("", mode))
         self.mode = mode
-        # jobs refused because their directory holds another job's run: that result.json is
-        # the other job's, so these are listed from here
-        self.unrecorded: list[tuple[str, RunResult]] = []
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # refusals of an earlier run of this sweep: this run's jobs record their own
+        shutil.rmtree(Path(config.hydra.sweep.dir) / REFUSED_DIR, ignore_errors=True)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         job_dir = Path(config.hydra.runtime.output_dir)
-        overrides = run_overrides(job_return.overrides or [])
-        recorded = _recorded_overrides(job_dir / RESULT_FILE)
         if job_return.status == JobStatus.FAILED and not (job_dir / RESULT_FILE).exists():
             # the task failed before sft.train.main could record it (e.g. another task function)
             try:
@@ -235,23 +227,14 @@ class SweepSummary(Callback):
                 RunResult(
                     status=FAILED,
                     output_dir=str(job_dir),
-                    overrides=overrides,
+                    overrides=run_overrides(job_return.overrides or []),
                     error=one_line_error(exc),
                 ).write()
-        elif recorded is not None and recorded != overrides:
-            # e.g. hydra.sweep.subdir giving two jobs one directory (was: this job's refusal
-            # unseen, the other job's record counted in its place)
-            error = (
-                f"{job_dir} holds a run of another job: this job did not run; give each job its "
-                "own directory (hydra.sweep.subdir)"
-            )
-            result = RunResult(FAILED, error, overrides, output_dir=str(job_dir))
-            self.unrecorded.append((str(config.hydra.job.num), result))
-        write_summary(config.hydra.sweep.dir, self.mode, self.unrecorded)
+        write_summary(config.hydra.sweep.dir, self.mode)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = write_summary(sweep_dir, self.mode, self.unrecorded)
+        rows = write_summary(sweep_dir, self.mode)
         failed = sum(row["status"] == FAILED for row in rows)
         log.info(f"Sweep summary: {sweep_dir / SUMMARY_MD}")
         if failed:

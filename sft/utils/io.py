@@ -68,7 +68,7 @@ def atomic_write(
         if full:
             raise SFTError(
                 f"{path} could not be written: its disk is full ({exc}); free some space or "
-                "write elsewhere (paths.log_dir)"
+                "write elsewhere"
             ) from exc
         raise
     _fsync_dir(path.parent)
@@ -83,7 +83,11 @@ def _out_of_space(exc: Exception, folder: Path) -> bool:
     """Whether a failed write ran out of disk space (or quota)."""
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(exc, RuntimeError) and shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:  # the original error is the one to report
+        return False
+    return isinstance(exc, RuntimeError) and free < NEARLY_FULL_BYTES
 
 
 def atomic_write_text(path: str | os.PathLike, content: str) -> None:
