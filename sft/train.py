@@ -16,6 +16,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.data import SFTDataModule
 from sft.errors import find_user_error, report_user_errors
 from sft.models import SFTClassifier
@@ -136,9 +137,11 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         finally:
             # also for an interrupted or failed fit: the epochs and metrics it reached
             if recorder is not None:
-                recorder.set_progress(
-                    trainer.current_epoch, trainer.callback_metrics, trainer.callbacks
+                pruned = any(
+                    isinstance(c, OptunaPruning) and c.pruned_at is not None
+                    for c in trainer.callbacks
                 )
+                recorder.set_progress(trainer.current_epoch, trainer.callback_metrics, pruned)
     metrics = dict(trainer.callback_metrics)
 
     if cfg.get("test") and not datamodule.has_labelled_test:

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from sft.errors import SFTError, find_user_error
@@ -164,19 +163,13 @@ class RunRecorder:
         and it is kept."""
         self._fit_started = True
 
-    def set_progress(
-        self, epochs: int, metrics: Mapping[str, Any], callbacks: Sequence[Callback] = ()
-    ) -> None:
+    def set_progress(self, epochs: int, metrics: Mapping[str, Any], pruned: bool = False) -> None:
         """The epochs a fit completed and the metrics it logged; a run that fails later (in its
-        test, or interrupted) keeps them in its result.json. A run whose fit an Optuna pruning
-        callback among `callbacks` stopped completes as pruned."""
-        from sft.callbacks.optuna_pruning import OptunaPruning  # late: sft.callbacks imports us
-
+        test, or interrupted) keeps them in its result.json. `pruned`: an Optuna pruner stopped
+        the fit; the run completes as pruned."""
         self.result.epochs = int(epochs)
         self.result.metrics = _finite(metrics)
-        self._pruned = any(
-            isinstance(c, OptunaPruning) and c.pruned_at is not None for c in callbacks
-        )
+        self._pruned = pruned
 
     def check_logged(self, metrics: Mapping[str, Any]) -> None:
         """A sweep's job returns its optimized_metric for the sweeper to optimise: SFTError
