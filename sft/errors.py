@@ -16,6 +16,11 @@ class SFTError(Exception):
     """A mistake in the user's input or environment, reported as one clear line."""
 
 
+class RunInTheWay(SFTError):
+    """A run refused because its directory holds a run it must not replace (a sweep job's
+    refusal is recorded in the sweep directory: its own holds the other run's record)."""
+
+
 def find_user_error(exc: BaseException) -> SFTError | None:
     """The SFTError behind `exc`, if any: Hydra's instantiate wraps errors raised in __init__."""
     seen: set[int] = set()

@@ -268,3 +268,43 @@ def test_a_grid_sweep_without_validation_completes(tmp_path, capsys):
     )
     assert code == 0, err[-2000:]
     assert [r.status for _, r in read_results(sweep)] == ["completed", "completed"]
+
+
+def test_a_refused_job_is_summarised_from_the_sweep_directory(tmp_path):
+    """A job refused because its directory holds a run it must not replace records itself in
+    <sweep>/.refused/ (written by the job's process, so any launcher works): the summary lists
+    it by its number; readers of the jobs' own records (study reports) do not get it."""
+    RunResult("completed", metrics={"val/acc_best": 0.5}, output_dir=str(tmp_path / "2")).write()
+    RunResult("completed", metrics={"val/acc_best": 0.6}, output_dir=str(tmp_path / "10")).write()
+    refused = RunResult("failed", "its directory holds another run", output_dir=str(tmp_path / "2"))
+    refused.write(tmp_path / ".refused" / "3.json")
+    rows = write_summary(tmp_path)
+    assert [(r["job"], r["status"]) for r in rows] == [
+        ("2", "completed"),
+        ("3 (refused)", "failed"),
+        ("10", "completed"),
+    ]
+    assert "3 jobs, 2 completed, 1 failed" in (tmp_path / "summary.md").read_text()
+    assert [job for job, _ in read_results(tmp_path)] == ["2", "10"]
+
+
+def test_a_rerun_job_with_sfts_checkpoints_but_no_last_checkpoint_is_refused(tmp_path, capsys):
+    """A sweep re-run whose job has sft's checkpoints but no last.ckpt to continue from: the
+    job is refused (its checkpoints and record stay) and the sweep says so."""
+    sweep = tmp_path / "sweep"
+    grid = ["-m", *TINY, "trainer.max_epochs=1", "seed=1", f"hydra.sweep.dir={sweep}"]
+    assert run_sft_train(capsys, *grid)[0] == 0
+    (sweep / "0" / "checkpoints" / "last.ckpt").unlink()
+    kept = {p: p.read_bytes() for p in (sweep / "0").glob("*/*") if p.suffix in (".ckpt", ".json")}
+    kept[sweep / "0" / "result.json"] = (sweep / "0" / "result.json").read_bytes()
+    code, err = run_sft_train(capsys, *grid)
+    assert code == 1
+    assert err.strip().splitlines()[-1] == f"error: 1 of 2 jobs failed: see {sweep / 'summary.md'}"
+    assert {p: p.read_bytes() for p in kept} == kept
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [(r["job"], r["status"]) for r in rows] == [
+        ("0", "completed"),
+        ("0 (refused)", "failed"),
+    ]
+    assert f"{sweep / '0'} already holds a run's checkpoints" in rows[1]["error"]
+    assert "another hydra.sweep.dir" in rows[1]["error"]

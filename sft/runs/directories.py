@@ -27,8 +27,8 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from sft.errors import SFTError, report_user_errors
-from sft.runs.result import FAILED, RESULT_FILE, RunResult, recorded_overrides, run_overrides
+from sft.errors import RunInTheWay, SFTError, report_user_errors
+from sft.runs.result import RESULT_FILE, RunResult, recorded_overrides, run_overrides
 from sft.utils.config import config_subdir
 from sft.utils.io import file_in_the_way
 
@@ -114,10 +114,11 @@ RUN_FILES = {
 
 def check_nothing_to_overwrite(output_dir: Path, retry: bool = False) -> None:
     """A new run in a directory that holds a run (a `hydra.run.dir=` given twice) would replace
-    it: SFTError instead. `retry`: a sweep job run again in its own directory (its record was
-    checked to be its own), which may replace what it wrote before, except sft's checkpoints
+    it: RunInTheWay instead. `retry`: a sweep job run again in its own directory (its record
+    there is its own), which may replace what it wrote before, except sft's checkpoints
     (without last.ckpt to continue from). A record of a run that failed before logging a metric
     holds nothing to keep."""
+    setting = "hydra.sweep.dir" if retry else "hydra.run.dir"
     for pattern, (what, always) in RUN_FILES.items():
         if retry and not always:
             continue
@@ -127,20 +128,19 @@ def check_nothing_to_overwrite(output_dir: Path, retry: bool = False) -> None:
             if f.name != RESULT_FILE or _worth_keeping(f)
         ]
         if written:
-            resumable = last_checkpoint(output_dir).is_file()
-            raise SFTError(
+            resumable = last_checkpoint(output_dir).is_file() and not retry
+            raise RunInTheWay(
                 f"{output_dir} already holds a run's {what} ({written[0]}): "
                 + (f"continue that run with resume={output_dir}, or " if resumable else "")
-                + "give this run another hydra.run.dir"
+                + f"give this run another {setting}"
             )
 
 
 def _worth_keeping(record: Path) -> bool:
     try:
-        result = RunResult.read(record)
+        return RunResult.read(record).worth_keeping()
     except SFTError:  # not sft's record: kept
         return True
-    return result.status != FAILED or bool(result.metrics)
 
 
 def check_can_be_made(run_dir: Path, setting: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 
-from sft.errors import SFTError, find_user_error
+from sft.errors import RunInTheWay, SFTError, find_user_error
 from sft.utils.cli import as_typed
 from sft.utils.io import atomic_write_text
 
@@ -82,6 +82,10 @@ class RunResult:
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def worth_keeping(self) -> bool:
+        """Whether the record holds results: not a run that failed before logging a metric."""
+        return self.status != FAILED or bool(self.metrics)
+
     @rank_zero_only
     def write(self, path: Path | None = None) -> Path:
         """Into `path`, by default the run directory's result.json."""
@@ -129,8 +133,8 @@ def recorded_overrides(path: Path) -> list[str] | None:
 
 class RunRecorder:
     """Times a run and writes its `result.json` when it completes or fails. `refused_to`: where
-    a multirun job records a refusal before training when its directory holds a run it must
-    not replace (`<sweep dir>/.refused/<job>.json`)."""
+    a multirun job records its refusal (RunInTheWay: its directory holds a run it must not
+    replace) instead (`<sweep dir>/.refused/<job>.json`)."""
 
     def __init__(
         self,
@@ -140,6 +144,8 @@ class RunRecorder:
         refused_to: Path | None = None,
     ):
         self.refused_to = refused_to
+        if refused_to is not None:  # a refusal of this job in an earlier run of the sweep
+            refused_to.unlink(missing_ok=True)
         self.result = RunResult(
             status=FAILED,
             output_dir=str(Path(output_dir).resolve()),
@@ -199,17 +205,30 @@ class RunRecorder:
             return None
 
     def failed(self, exc: BaseException) -> RunResult:
-        return self._finish(FAILED, one_line_error(exc))
+        refused = isinstance(find_user_error(exc), RunInTheWay)
+        return self._finish(FAILED, one_line_error(exc), refused)
 
-    def _finish(self, status: str, error: str | None) -> RunResult:
+    def _finish(self, status: str, error: str | None, refused: bool = False) -> RunResult:
         self.result.status, self.result.error = status, error
         self.result.wall_time_s = round(time.monotonic() - self._start, 3)
         self.result.ended_at = round(time.time(), 3)
-        earlier = self._earlier()
-        if status == FAILED and not self._fit_started and earlier is not None:
-            if self.refused_to is not None:  # the sweep summary lists it from there
-                self.result.write(self.refused_to)
+        if refused:
+            # the directory's record is the run in the way: a sweep job's refusal goes to the
+            # sweep directory, for its summary
+            if self.refused_to is not None:
+                try:
+                    self.result.write(self.refused_to)
+                except OSError as e:  # the refusal itself is the error to report
+                    log.warning(f"the refusal could not be recorded in {self.refused_to}: {e}")
             return self.result
+        earlier = self._earlier()
+        if (
+            status == FAILED
+            and not self._fit_started
+            and earlier is not None
+            and earlier.worth_keeping()
+        ):
+            return self.result  # an earlier run's record (e.g. a resume refused for its settings)
         if earlier is not None and self._continues:
             # A continued run reports only what it logged itself (a finished run resumed
             # validates nothing): what it did not log again stays as the earlier part recorded

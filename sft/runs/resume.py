@@ -24,7 +24,7 @@ from lightning.pytorch import Trainer
 from omegaconf import DictConfig, open_dict
 
 from sft.contracts import VAL_ACC_BEST
-from sft.errors import SFTError
+from sft.errors import RunInTheWay, SFTError
 from sft.runs.directories import (
     LAST_CHECKPOINT,
     check_nothing_to_overwrite,
@@ -33,7 +33,7 @@ from sft.runs.directories import (
     resumed_run_dir,
     trainer_last_checkpoint,
 )
-from sft.runs.result import RESULT_FILE, recorded_overrides, run_overrides
+from sft.runs.result import RESULT_FILE, RunResult, recorded_overrides, run_overrides
 from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,8 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         requeued = requeued_job_point(Path(cfg.paths.output_dir))
         if requeued is not None:
             return requeued
-        # in a sweep, its job's own (requeued_job_point refused another job's run)
-        check_nothing_to_overwrite(Path(cfg.paths.output_dir), retry=_in_multirun())
+        output_dir = Path(cfg.paths.output_dir)
+        check_nothing_to_overwrite(output_dir, retry=_own_job_record(output_dir))
         path = cfg.get("ckpt_path")
         if path:
             return ResumePoint(Path(path), as_new_run(read_checkpoint(path)), continues_run=False)
@@ -158,7 +158,7 @@ def requeued_job_point(output_dir: Path) -> ResumePoint | None:
     previous = output_dir / RESULT_FILE
     recorded = recorded_overrides(previous)
     if recorded is not None and recorded != run_overrides(hydra_cfg.overrides.task):
-        raise SFTError(
+        raise RunInTheWay(
             f"{output_dir} holds a run of another job ({previous}: overrides "
             f"{' '.join(recorded)}); give this sweep a new hydra.sweep.dir (and each job its own "
             "directory: hydra.sweep.subdir)"
@@ -169,6 +169,17 @@ def requeued_job_point(output_dir: Path) -> ResumePoint | None:
     return _continue_from(
         last, f"{output_dir} holds {LAST_CHECKPOINT} (a requeued or re-run job): continuing from "
     )
+
+
+def _own_job_record(output_dir: Path) -> bool:
+    """Whether the directory's result.json records this sweep job (a retry of it)."""
+    if not _in_multirun():
+        return False
+    try:
+        recorded = RunResult.read(output_dir / RESULT_FILE).overrides
+    except (OSError, SFTError):  # none, or not a record (requeued_job_point warned)
+        return False
+    return recorded == run_overrides(HydraConfig.get().overrides.task)
 
 
 def _continue_from(last: Path, saying: str) -> ResumePoint:

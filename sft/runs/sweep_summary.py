@@ -1,7 +1,8 @@
 """Hydra callback: `summary.csv` and `summary.md` in a multirun's sweep directory.
 
 One row per job, read from the jobs' `result.json` files (found anywhere under the sweep
-directory, so any sweeper's job layout works: basic grid, Optuna trial numbers, ...): job,
+directory, so any sweeper's job layout works: basic grid, Optuna trial numbers, ...) and from
+`.refused/` (jobs refused because their directory holds a run they must not replace): job,
 status (completed, pruned or failed), overrides, the optimized metric, test metrics, epochs,
 wall time, error, best marker.
 Refreshed after every job (a sweep that crashes keeps a partial summary) and at the end, where
@@ -12,7 +13,7 @@ import csv
 import io
 import logging
 import math
-import shutil
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,19 +43,21 @@ SUMMARY_MD = "summary.md"
 
 
 def _job_sort_key(job: str) -> tuple[int, str]:
-    return (int(job), "") if job.isdigit() else (sys.maxsize, job)
+    """By job number ("3", "3 (refused)"), then the other names."""
+    number = re.match(r"\d+", job)
+    return (int(number.group()), job) if number else (sys.maxsize, job)
 
 
-def read_results(sweep_dir: str | Path) -> list[tuple[str, RunResult]]:
-    """(job, result) for every `result.json` under `sweep_dir` (job = its directory there), and
-    for every job refused before training in a directory holding a run it must not replace
-    (job = `<number> (refused)`: its directory's result.json is the other run's)."""
+def read_results(sweep_dir: str | Path, refused: bool = False) -> list[tuple[str, RunResult]]:
+    """(job, result) for every `result.json` under `sweep_dir` (job = its directory there);
+    with `refused`, also for every job refused because its directory holds a run it must not
+    replace (job = `<number> (refused)`: no directory of its own)."""
     sweep_dir = Path(sweep_dir)
     records = [
         (p, p.parent.relative_to(sweep_dir).as_posix()) for p in sweep_dir.rglob(RESULT_FILE)
     ]
-    refused = sorted((sweep_dir / REFUSED_DIR).glob("*.json"))
-    records += [(p, f"{p.stem} (refused)") for p in refused]
+    if refused:
+        records += [(p, f"{p.stem} (refused)") for p in (sweep_dir / REFUSED_DIR).glob("*.json")]
     found = []
     for path, job in records:
         try:
@@ -189,7 +192,7 @@ def _md_text(sweep_dir: Path, rows: list[dict], metric: str | None, mode: str | 
 def write_summary(sweep_dir: str | Path, mode: str | None = None) -> list[dict]:
     """Write `summary.csv` and `summary.md` in `sweep_dir` (atomically); return the rows."""
     sweep_dir = Path(sweep_dir)
-    results = read_results(sweep_dir)
+    results = read_results(sweep_dir, refused=True)
     rows = summary_rows(results, mode)
     atomic_write_text(sweep_dir / SUMMARY_CSV, _csv_text(rows))
     atomic_write_text(
@@ -210,10 +213,6 @@ class SweepSummary(Callback):
         # instantiation
         report_user_errors(lambda: metric_mode("", mode))
         self.mode = mode
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # refusals of an earlier run of this sweep: this run's jobs record their own
-        shutil.rmtree(Path(config.hydra.sweep.dir) / REFUSED_DIR, ignore_errors=True)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
