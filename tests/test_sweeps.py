@@ -307,4 +307,5 @@ def test_a_rerun_job_with_sfts_checkpoints_but_no_last_checkpoint_is_refused(tmp
         ("0 (refused)", "failed"),
     ]
     assert f"{sweep / '0'} already holds a run's checkpoints" in rows[1]["error"]
+    assert "but no checkpoints/last.ckpt to continue from" in rows[1]["error"]
     assert "another hydra.sweep.dir" in rows[1]["error"]

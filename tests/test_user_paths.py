@@ -490,6 +490,10 @@ def test_a_run_that_failed_before_logging_can_be_run_again_in_its_directory(tmp_
     assert json.loads((run_dir / "result.json").read_text())["status"] == "failed"
     assert run_entry_point(train_module.main, argv) == 0
     assert json.loads((run_dir / "result.json").read_text())["status"] == "completed"
+    # and its config: sft-compare labels the run by .hydra/overrides.yaml (was: the failed
+    # attempt's model.num_classes=3)
+    assert "model.num_classes=3" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert not list(run_dir.glob(".hydra/resumed_*"))
 
 
 def test_a_new_run_never_overwrites_a_runs_checkpoints(train_cfg, tmp_path):

@@ -130,7 +130,9 @@ def check_nothing_to_overwrite(output_dir: Path, retry: bool = False) -> None:
         if written:
             resumable = last_checkpoint(output_dir).is_file() and not retry
             raise RunInTheWay(
-                f"{output_dir} already holds a run's {what} ({written[0]}): "
+                f"{output_dir} already holds a run's {what} ({written[0]}"
+                + (f", but no {LAST_CHECKPOINT} to continue from" if retry else "")
+                + "): "
                 + (f"continue that run with resume={output_dir}, or " if resumable else "")
                 + f"give this run another {setting}"
             )
@@ -243,4 +245,8 @@ class RunDirectory(Callback):
         with read_write(hydra_cfg), open_dict(hydra_cfg):
             hydra_cfg.run.dir = str(chosen)
             if not _overridden("hydra.output_subdir", hydra_cfg):  # e.g. null: DDP ranks > 0
-                hydra_cfg.output_subdir = config_subdir(str(chosen))
+                # a run replacing one that failed before logging takes its place in .hydra/
+                # too (sft-compare labels a run by .hydra/overrides.yaml)
+                record = chosen / RESULT_FILE
+                replaces = record.is_file() and not _worth_keeping(record)
+                hydra_cfg.output_subdir = ".hydra" if replaces else config_subdir(str(chosen))
