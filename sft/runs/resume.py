@@ -33,7 +33,7 @@ from sft.runs.directories import (
     resumed_run_dir,
     trainer_last_checkpoint,
 )
-from sft.runs.result import RESULT_FILE, RunResult, recorded_overrides, run_overrides
+from sft.runs.result import RESULT_FILE, recorded_overrides, run_overrides
 from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,13 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
     or a file that cannot be read."""
     resume = cfg.get("resume")
     if resume is None:
+        output_dir = Path(cfg.paths.output_dir)
+        own_record = check_job_record(output_dir)
         # a requeued job continues from its own last.ckpt, also when it started from ckpt_path
-        requeued = requeued_job_point(Path(cfg.paths.output_dir))
+        requeued = requeued_job_point(output_dir)
         if requeued is not None:
             return requeued
-        output_dir = Path(cfg.paths.output_dir)
-        check_nothing_to_overwrite(output_dir, retry=_own_job_record(output_dir))
+        check_nothing_to_overwrite(output_dir, retry=own_record)
         path = cfg.get("ckpt_path")
         if path:
             return ResumePoint(Path(path), as_new_run(read_checkpoint(path)), continues_run=False)
@@ -141,45 +142,37 @@ def _in_multirun() -> bool:
         return False
 
 
-def requeued_job_point(output_dir: Path) -> ResumePoint | None:
-    """A multirun job whose directory already holds last.ckpt was stopped there before: requeued
-    by submitit after a time limit or preemption (sft.callbacks.graceful_interrupt), or its
-    sweep re-run into the same directory. It continues from that checkpoint, unless the
-    directory's result.json shows it was written by a job with other overrides (a sweep
-    directory reused for another grid): that is a user error."""
-    try:
-        hydra_cfg = HydraConfig.get()
-    except ValueError:  # not a Hydra job
-        return None
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return None
-    # checked with or without last.ckpt: another job's record is never replaced (a job of a
-    # study without checkpoints, or one whose checkpoints were deleted, has only its record)
+def check_job_record(output_dir: Path) -> bool:
+    """Whether the directory's result.json records this multirun job (a retry of it); False
+    outside a multirun or without a record. Checked with or without last.ckpt: a record of
+    another job (a sweep directory reused for another grid, jobs given one directory) is never
+    replaced, RunInTheWay instead (a study's job without checkpoints has only its record)."""
+    if not _in_multirun():
+        return False
     previous = output_dir / RESULT_FILE
     recorded = recorded_overrides(previous)
-    if recorded is not None and recorded != run_overrides(hydra_cfg.overrides.task):
+    if recorded is None:
+        return False
+    if recorded != run_overrides(HydraConfig.get().overrides.task):
         raise RunInTheWay(
             f"{output_dir} holds a run of another job ({previous}: overrides "
             f"{' '.join(recorded)}); give this sweep a new hydra.sweep.dir (and each job its own "
             "directory: hydra.sweep.subdir)"
         )
+    return True
+
+
+def requeued_job_point(output_dir: Path) -> ResumePoint | None:
+    """A multirun job whose directory already holds last.ckpt was stopped there before: requeued
+    by submitit after a time limit or preemption (sft.callbacks.graceful_interrupt), or its
+    sweep re-run into the same directory. It continues from that checkpoint (check_job_record
+    refused a directory of another job's)."""
     last = last_checkpoint(output_dir)
-    if not last.is_file():
+    if not _in_multirun() or not last.is_file():
         return None
     return _continue_from(
         last, f"{output_dir} holds {LAST_CHECKPOINT} (a requeued or re-run job): continuing from "
     )
-
-
-def _own_job_record(output_dir: Path) -> bool:
-    """Whether the directory's result.json records this sweep job (a retry of it)."""
-    if not _in_multirun():
-        return False
-    try:
-        recorded = RunResult.read(output_dir / RESULT_FILE).overrides
-    except (OSError, SFTError):  # none, or not a record (requeued_job_point warned)
-        return False
-    return recorded == run_overrides(HydraConfig.get().overrides.task)
 
 
 def _continue_from(last: Path, saying: str) -> ResumePoint:
