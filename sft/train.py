@@ -22,7 +22,7 @@ from sft.errors import find_user_error, report_user_errors
 from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints
 from sft.runs.directories import is_grid
-from sft.runs.result import REFUSED_DIR, RunRecorder, run_overrides
+from sft.runs.result import NOT_RUN_DIR, RunRecorder, run_overrides
 from sft.runs.resume import (
     check_resume_checkpoint,
     continue_csv_logs,
@@ -186,7 +186,7 @@ def main(cfg: DictConfig) -> float | None:
         hydra_cfg.runtime.output_dir,
         run_overrides(hydra_cfg.overrides.task),
         name,
-        Path(hydra_cfg.sweep.dir, REFUSED_DIR, f"{hydra_cfg.job.num}.json") if multirun else None,
+        Path(hydra_cfg.sweep.dir, NOT_RUN_DIR, f"{hydra_cfg.job.num}.json") if multirun else None,
     )
 
     def run() -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import FAST, run_entry_point
 
 from sft.runs.result import RunResult
@@ -232,7 +233,7 @@ def test_a_job_directory_holding_another_jobs_record_is_never_written_over(tmp_p
     assert err.strip().splitlines()[-1] == f"error: 1 of 2 jobs failed: see {sweep / 'summary.md'}"
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [(r["job"], r["status"]) for r in rows] == [
-        ("1 (refused)", "failed"),
+        ("1 (not run)", "failed"),
         ("same", "completed"),
     ]
     assert rows[0]["error"].startswith(f"{job} holds a run of another job")
@@ -270,22 +271,39 @@ def test_a_grid_sweep_without_validation_completes(tmp_path, capsys):
     assert [r.status for _, r in read_results(sweep)] == ["completed", "completed"]
 
 
-def test_a_refused_job_is_summarised_from_the_sweep_directory(tmp_path):
-    """A job refused because its directory holds a run it must not replace records itself in
-    <sweep>/.refused/ (written by the job's process, so any launcher works): the summary lists
-    it by its number; readers of the jobs' own records (study reports) do not get it."""
-    RunResult("completed", metrics={"val/acc_best": 0.5}, output_dir=str(tmp_path / "2")).write()
-    RunResult("completed", metrics={"val/acc_best": 0.6}, output_dir=str(tmp_path / "10")).write()
-    refused = RunResult("failed", "its directory holds another run", output_dir=str(tmp_path / "2"))
-    refused.write(tmp_path / ".refused" / "3.json")
+def test_a_job_that_did_not_run_is_summarised_from_the_sweep_directory(tmp_path):
+    """A job that failed before training while its directory keeps an earlier run's record
+    records itself in <sweep>/.not_run/ (written by the job's process, so any launcher works):
+    the summary lists it by its number and counts each job once, as it ended last; readers of
+    the jobs' own records (study reports) do not get it."""
+
+    def record(status, job_dir, seed, error=None):
+        return RunResult(
+            status,
+            error,
+            overrides=[f"seed={seed}"],
+            metrics={"val/acc_best": 0.5} if status == "completed" else {},
+            output_dir=str(tmp_path / job_dir),
+        )
+
+    record("completed", "2", seed=2).write()
+    record("completed", "10", seed=10).write()
+    record("completed", "4", seed=4).write()
+    # job 3 refused: its directory (2/) holds job 2's run
+    record("failed", "2", 3, "holds a run of another job").write(tmp_path / ".not_run" / "3.json")
+    # job 4 run again, failed before training: its directory keeps its earlier record
+    record("failed", "4", 4, "not an sft checkpoint").write(tmp_path / ".not_run" / "4.json")
     rows = write_summary(tmp_path)
     assert [(r["job"], r["status"]) for r in rows] == [
         ("2", "completed"),
-        ("3 (refused)", "failed"),
+        ("3 (not run)", "failed"),
+        ("4 (not run)", "failed"),
         ("10", "completed"),
     ]
-    assert "3 jobs, 2 completed, 1 failed" in (tmp_path / "summary.md").read_text()
-    assert [job for job, _ in read_results(tmp_path)] == ["2", "10"]
+    table = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert [r["job"] for r in table] == ["2", "3 (not run)", "4", "4 (not run)", "10"]
+    assert "4 jobs, 2 completed, 2 failed (listed as well" in (tmp_path / "summary.md").read_text()
+    assert [job for job, _ in read_results(tmp_path)] == ["2", "4", "10"]
 
 
 def test_a_rerun_job_with_sfts_checkpoints_but_no_last_checkpoint_is_refused(tmp_path, capsys):
@@ -299,13 +317,44 @@ def test_a_rerun_job_with_sfts_checkpoints_but_no_last_checkpoint_is_refused(tmp
     kept[sweep / "0" / "result.json"] = (sweep / "0" / "result.json").read_bytes()
     code, err = run_sft_train(capsys, *grid)
     assert code == 1
-    assert err.strip().splitlines()[-1] == f"error: 1 of 2 jobs failed: see {sweep / 'summary.md'}"
+    # one job: not also counted by its earlier record (was: "1 of 2 jobs failed")
+    assert err.strip().splitlines()[-1] == f"error: 1 of 1 jobs failed: see {sweep / 'summary.md'}"
     assert {p: p.read_bytes() for p in kept} == kept
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [(r["job"], r["status"]) for r in rows] == [
         ("0", "completed"),
-        ("0 (refused)", "failed"),
+        ("0 (not run)", "failed"),
     ]
     assert f"{sweep / '0'} already holds a run's checkpoints" in rows[1]["error"]
     assert "but no checkpoints/last.ckpt to continue from" in rows[1]["error"]
     assert "another hydra.sweep.dir" in rows[1]["error"]
+
+
+def test_a_rerun_job_that_fails_before_training_keeps_its_record_and_fails_the_sweep(
+    tmp_path, capsys
+):
+    """A sweep run again whose finished job now fails before it trains (here: its last.ckpt is
+    no longer an sft checkpoint): its directory keeps the earlier record, and the sweep lists the
+    job as not run and exits 1 (was: the failure was only in the job's log, exit 0)."""
+    sweep = tmp_path / "sweep"
+    grid = ["-m", *TINY, "trainer.max_epochs=1", "seed=1", f"hydra.sweep.dir={sweep}"]
+    assert run_sft_train(capsys, *grid)[0] == 0
+    last = sweep / "0" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    del checkpoint["hyper_parameters"]
+    torch.save(checkpoint, last)
+    record = (sweep / "0" / "result.json").read_bytes()
+    code, err = run_sft_train(capsys, *grid)
+    assert (sweep / "0" / "result.json").read_bytes() == record
+    assert code == 1
+    assert err.strip().splitlines()[-1] == f"error: 1 of 1 jobs failed: see {sweep / 'summary.md'}"
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [(r["job"], r["status"]) for r in rows] == [
+        ("0", "completed"),
+        ("0 (not run)", "failed"),
+    ]
+    assert (
+        rows[1]["error"]
+        == f"checkpoint {last}: not an sft training checkpoint (no hyper_parameters)"
+    )
+    assert "1 job, 0 completed, 1 failed (listed as well" in (sweep / "summary.md").read_text()

@@ -28,9 +28,10 @@ COMPLETED = "completed"
 FAILED = "failed"
 PRUNED = "pruned"
 TEST_PREFIX = "test/"
-# in a sweep directory: the records of jobs refused before training whose own directory holds
-# a run they must not replace (`<job number>.json`), for the sweep summary
-REFUSED_DIR = ".refused"
+# in a sweep directory: the records of jobs that failed before training while their own
+# directory holds an earlier run's record, which stays (a job refused because that run is in its
+# way, a re-run job whose data is gone, ...): `<job number>.json`, for the sweep summary
+NOT_RUN_DIR = ".not_run"
 # how the Optuna sweeper adds its pruning callback (sft.callbacks.optuna_pruning) to each trial's
 # command line: its own bookkeeping, left out of the overrides a run reports
 PRUNING_OVERRIDE = "++callbacks.optuna_pruning"
@@ -132,20 +133,20 @@ def recorded_overrides(path: Path) -> list[str] | None:
 
 
 class RunRecorder:
-    """Times a run and writes its `result.json` when it completes or fails. `refused_to`: where
-    a multirun job records its refusal (RunInTheWay: its directory holds a run it must not
-    replace) instead (`<sweep dir>/.refused/<job>.json`)."""
+    """Times a run and writes its `result.json` when it completes or fails. `not_run_to`: where
+    a multirun job records a failure before training that must not replace its directory's
+    record (`<sweep dir>/.not_run/<job>.json`)."""
 
     def __init__(
         self,
         output_dir: str | Path,
         overrides: list[str],
         optimized_metric: str | None,
-        refused_to: Path | None = None,
+        not_run_to: Path | None = None,
     ):
-        self.refused_to = refused_to
-        if refused_to is not None:  # a refusal of this job in an earlier run of the sweep
-            refused_to.unlink(missing_ok=True)
+        self.not_run_to = not_run_to
+        if not_run_to is not None:  # this job's failure in an earlier run of the sweep
+            not_run_to.unlink(missing_ok=True)
         self.result = RunResult(
             status=FAILED,
             output_dir=str(Path(output_dir).resolve()),
@@ -212,23 +213,23 @@ class RunRecorder:
         self.result.status, self.result.error = status, error
         self.result.wall_time_s = round(time.monotonic() - self._start, 3)
         self.result.ended_at = round(time.time(), 3)
-        if refused:
-            # the directory's record is the run in the way: a sweep job's refusal goes to the
-            # sweep directory, for its summary
-            if self.refused_to is not None:
-                try:
-                    self.result.write(self.refused_to)
-                except OSError as e:  # the refusal itself is the error to report
-                    log.warning(f"the refusal could not be recorded in {self.refused_to}: {e}")
-            return self.result
-        earlier = self._earlier()
-        if (
+        earlier = None if refused else self._earlier()
+        if refused or (
             status == FAILED
             and not self._fit_started
             and earlier is not None
             and earlier.worth_keeping()
         ):
-            return self.result  # an earlier run's record (e.g. a resume refused for its settings)
+            # the directory's record is an earlier run's and stays (the run in the way of a
+            # refusal, or one a failure before training must not replace, e.g. a resume refused
+            # for its settings): a sweep job's failure goes to the sweep directory, for its
+            # summary
+            if self.not_run_to is not None:
+                try:
+                    self.result.write(self.not_run_to)
+                except OSError as e:  # the failure itself is the error to report
+                    log.warning(f"the failure could not be recorded in {self.not_run_to}: {e}")
+            return self.result
         if earlier is not None and self._continues:
             # A continued run reports only what it logged itself (a finished run resumed
             # validates nothing): what it did not log again stays as the earlier part recorded

@@ -2,7 +2,8 @@
 
 One row per job, read from the jobs' `result.json` files (found anywhere under the sweep
 directory, so any sweeper's job layout works: basic grid, Optuna trial numbers, ...) and from
-`.refused/` (jobs refused because their directory holds a run they must not replace): job,
+`.not_run/` (jobs that failed before training while their directory keeps an earlier run's
+record: refused because that run is in their way, or e.g. a re-run whose data is gone): job,
 status (completed, pruned or failed), overrides, the optimized metric, test metrics, epochs,
 wall time, error, best marker.
 Refreshed after every job (a sweep that crashes keeps a partial summary) and at the end, where
@@ -27,8 +28,8 @@ from sft.errors import SFTError, report_user_errors
 from sft.runs.result import (
     COMPLETED,
     FAILED,
+    NOT_RUN_DIR,
     PRUNED,
-    REFUSED_DIR,
     RESULT_FILE,
     RunResult,
     one_line_error,
@@ -40,24 +41,25 @@ log = logging.getLogger(__name__)
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
+NOT_RUN = " (not run)"
 
 
 def _job_sort_key(job: str) -> tuple[int, str]:
-    """By job number ("3", "3 (refused)"), then the other names."""
+    """By job number ("3", "3 (not run)"), then the other names."""
     number = re.match(r"\d+", job)
     return (int(number.group()), job) if number else (sys.maxsize, job)
 
 
-def read_results(sweep_dir: str | Path, refused: bool = False) -> list[tuple[str, RunResult]]:
+def read_results(sweep_dir: str | Path, not_run: bool = False) -> list[tuple[str, RunResult]]:
     """(job, result) for every `result.json` under `sweep_dir` (job = its directory there);
-    with `refused`, also for every job refused because its directory holds a run it must not
-    replace (job = `<number> (refused)`: no directory of its own)."""
+    with `not_run`, also for every job that failed before training while its directory keeps
+    an earlier run's record (job = `<number> (not run)`)."""
     sweep_dir = Path(sweep_dir)
     records = [
         (p, p.parent.relative_to(sweep_dir).as_posix()) for p in sweep_dir.rglob(RESULT_FILE)
     ]
-    if refused:
-        records += [(p, f"{p.stem} (refused)") for p in (sweep_dir / REFUSED_DIR).glob("*.json")]
+    if not_run:
+        records += [(p, f"{p.stem}{NOT_RUN}") for p in (sweep_dir / NOT_RUN_DIR).glob("*.json")]
     found = []
     for path, job in records:
         try:
@@ -127,6 +129,18 @@ def summary_rows(results: list[tuple[str, RunResult]], mode: str | None = None) 
     return rows
 
 
+def superseded(results: list[tuple[str, RunResult]]) -> set[str]:
+    """The jobs whose directory's record a `(not run)` record of the same job (same directory,
+    same overrides) supersedes: that job failed before training when the sweep ran again, and
+    its directory keeps the earlier record. Both are listed; the job counts once, as failed."""
+    not_run = {(r.output_dir, tuple(r.overrides)) for job, r in results if job.endswith(NOT_RUN)}
+    return {
+        job
+        for job, r in results
+        if not job.endswith(NOT_RUN) and (r.output_dir, tuple(r.overrides)) in not_run
+    }
+
+
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
@@ -153,16 +167,24 @@ def _md_cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def _md_text(sweep_dir: Path, rows: list[dict], metric: str | None, mode: str | None) -> str:
-    failed = sum(row["status"] == FAILED for row in rows)
-    pruned = sum(row["status"] == PRUNED for row in rows)
+def _md_text(
+    sweep_dir: Path, rows: list[dict], jobs: list[dict], metric: str | None, mode: str | None
+) -> str:
+    """`rows`: the table; `jobs`: the rows the counts are of (`write_summary`)."""
+    failed = sum(job["status"] == FAILED for job in jobs)
+    pruned = sum(job["status"] == PRUNED for job in jobs)
     lines = [
         "# Sweep summary",
         "",
-        f"`{sweep_dir}`: {len(rows)} job{'' if len(rows) == 1 else 's'}, "
-        f"{len(rows) - failed - pruned} completed, "
+        f"`{sweep_dir}`: {len(jobs)} job{'' if len(jobs) == 1 else 's'}, "
+        f"{len(jobs) - failed - pruned} completed, "
         + (f"{pruned} pruned, " if pruned else "")
-        + f"{failed} failed.",
+        + f"{failed} failed"
+        + (
+            " (listed as well: the earlier record of each job that did not run)."
+            if len(jobs) < len(rows)
+            else "."
+        ),
     ]
     # the table shows what differs between jobs; what they share is said once
     first = rows[0]["overrides"] if rows else []
@@ -190,15 +212,19 @@ def _md_text(sweep_dir: Path, rows: list[dict], metric: str | None, mode: str | 
 
 
 def write_summary(sweep_dir: str | Path, mode: str | None = None) -> list[dict]:
-    """Write `summary.csv` and `summary.md` in `sweep_dir` (atomically); return the rows."""
+    """Write `summary.csv` and `summary.md` in `sweep_dir` (atomically); return the rows of
+    the jobs, one each: a job that did not run again is its `(not run)` row, not also the
+    earlier record its directory keeps (which the files list)."""
     sweep_dir = Path(sweep_dir)
-    results = read_results(sweep_dir, refused=True)
+    results = read_results(sweep_dir, not_run=True)
     rows = summary_rows(results, mode)
+    earlier = superseded(results)
+    jobs = [row for row in rows if row["job"] not in earlier]
     atomic_write_text(sweep_dir / SUMMARY_CSV, _csv_text(rows))
     atomic_write_text(
-        sweep_dir / SUMMARY_MD, _md_text(sweep_dir, rows, optimized_metric(results), mode)
+        sweep_dir / SUMMARY_MD, _md_text(sweep_dir, rows, jobs, optimized_metric(results), mode)
     )
-    return rows
+    return jobs
 
 
 class SweepSummary(Callback):
