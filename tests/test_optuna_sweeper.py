@@ -276,6 +276,44 @@ def test_a_trial_that_does_not_log_the_optimized_metric_fails_the_sweep(
     assert trial.state == TrialState.FAIL
 
 
+def test_a_trial_whose_metric_diverged_fails_the_sweep(tmp_path, capsys, monkeypatch, data_dir):
+    """A trial whose training loss stayed finite but whose optimized_metric did not (a head at
+    lr 1e30: validation logits overflow): Optuna fails it, and so do its record and the sweep
+    (was: completed with a null metric, exit 0)."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    code = run_entry_point(
+        main,
+        [
+            "sft-train",
+            "-m",
+            *TINY,
+            "hparams_search=cifar10_optuna",
+            "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.direction=minimize",
+            "optimized_metric=val/loss",
+            "model.freeze_backbone=true",
+            "model.lr_head=1e30",
+            "hydra.sweeper.enqueue_trials=[{model.lr_head:1e30}]",
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=1",
+            "trainer.max_epochs=1",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+    )
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: 1 of 1 jobs failed: see {tmp_path / 'summary.md'}"
+    )
+    result = json.loads((tmp_path / "0" / "result.json").read_text())
+    assert result["status"] == "failed"
+    assert result["error"] in (
+        f"optimized_metric=val/loss is {value} (the run diverged): the search cannot rank it"
+        for value in ("nan", "inf")
+    )
+    (trial,) = load_study(tmp_path, "cifar10_optuna").trials
+    assert trial.state == TrialState.FAIL
+
+
 def test_a_searched_key_fixed_on_the_command_line_is_left_out_of_the_enqueued_trial(
     tmp_path, capsys, monkeypatch, data_dir
 ):

@@ -180,9 +180,15 @@ class RunRecorder:
 
     def check_logged(self, metrics: Mapping[str, Any]) -> None:
         """A sweep's job returns its optimized_metric for the sweeper to optimise: SFTError
-        naming the metrics the run logged when it is not one of them (a continued run's is
-        also what its earlier part logged)."""
+        when it is NaN or infinite, or naming the metrics the run logged when it is not one of
+        them (a continued run's is also what its earlier part logged)."""
         name = self.result.optimized_metric
+        if name in metrics and not math.isfinite(float(metrics[name])):
+            # Optuna fails such a trial ("nan is not acceptable"); so does its record
+            raise SFTError(
+                f"optimized_metric={name} is {float(metrics[name])} (the run diverged): the "
+                "search cannot rank it"
+            )
         earlier = self._earlier() if self._continues else None
         if not name or name in metrics or (earlier is not None and name in earlier.metrics):
             return
