@@ -137,10 +137,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         finally:
             # also for an interrupted or failed fit: the epochs and metrics it reached
             if recorder is not None:
-                pruned = any(
-                    isinstance(c, OptunaPruning) and c.pruned_at is not None
-                    for c in trainer.callbacks
-                )
+                pruned = any(isinstance(c, OptunaPruning) and c.pruned() for c in trainer.callbacks)
                 recorder.set_progress(trainer.current_epoch, trainer.callback_metrics, pruned)
     metrics = dict(trainer.callback_metrics)
 

@@ -240,6 +240,32 @@ def test_a_search_on_a_test_metric_without_test_is_refused(tmp_path, capsys, mon
     assert not any(p.name.isdigit() for p in tmp_path.iterdir())  # no trial ran
 
 
+@pytest.mark.slow
+def test_a_trial_pruned_in_spawned_ranks_is_recorded_as_pruned(tmp_path, data_dir):
+    """trainer=ddp_sim: the ranks train in child processes, and the main process's pruning
+    callback never saw the trial; its record still says pruned (was: completed). A threshold
+    pruner that any validation loss exceeds stops the one trial after its first epoch."""
+    sft_train_multirun(
+        tmp_path,
+        "trainer=ddp_sim",
+        "hydra/sweeper=sft_optuna",
+        "hydra.sweeper.study_name=spawned",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.direction=minimize",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+        "+hydra.sweeper.pruner.upper=0.0",
+        "optimized_metric=val/loss",
+        "trainer.max_epochs=2",
+        "model.freeze_backbone=true",
+        "model.lr_head=choice(0.1)",
+    )
+    (trial,) = load_study(tmp_path, "spawned").trials
+    assert trial.state == TrialState.PRUNED
+    result = json.loads((tmp_path / "0" / "result.json").read_text())
+    assert (result["status"], result["epochs"]) == ("pruned", 1)
+
+
 def test_a_trial_that_does_not_log_the_optimized_metric_fails_the_sweep(
     tmp_path, capsys, monkeypatch, data_dir
 ):

@@ -82,6 +82,21 @@ class OptunaPruning(Callback):
             trainer.should_stop = True
             self.pruned_at = step
 
+    def pruned(self) -> bool:
+        """Whether the pruner stopped this trial. Under ddp_spawn the ranks trained in child
+        processes and this process's callback never saw the trial: rank 0's mark in the
+        storage says so."""
+        if self.pruned_at is not None or self.trial is not None:
+            return self.pruned_at is not None
+        try:
+            storage = open_storage(self.storage)
+            study_id = storage.get_study_id_from_name(self.study_name)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number)
+            return PRUNED_AT_STEP in storage.get_trial_user_attrs(trial_id)
+        except Exception as e:  # asked while recording the run: its own error goes first
+            log.warning(f"Optuna pruning: the trial's state could not be read ({e}): not pruned")
+            return False
+
     def _report(self, trainer: L.Trainer, step: int) -> bool:
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
