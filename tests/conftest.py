@@ -1,5 +1,6 @@
 """Shared fixtures: the data root and Hydra configs composed for fast CPU runs in tmp dirs."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -91,11 +92,23 @@ def run_module(
     )
 
 
+def _logging_state() -> dict[logging.Logger, tuple]:
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    return {
+        lg: (list(lg.handlers), lg.level, lg.propagate, lg.disabled)
+        for lg in loggers
+        if isinstance(lg, logging.Logger)
+    }
+
+
 def run_entry_point(main: Callable[[], Any], argv: list[str]) -> int:
     """Call a Hydra entry point (e.g. `sft.train.main`) in this process as its console script
-    would with `argv` (no interpreter start-up); its exit status, 0 when it returns."""
+    would with `argv` (no interpreter start-up); its exit status, 0 when it returns. The logging
+    set-up its run made is undone: its handlers write to this test's captured stderr, which a
+    later test's log lines would hit once it is closed ("--- Logging error ---")."""
     GlobalHydra.instance().clear()
     saved_argv, sys.argv = sys.argv, argv
+    saved_logging = _logging_state()
     try:
         main()
         return 0
@@ -104,6 +117,16 @@ def run_entry_point(main: Callable[[], Any], argv: list[str]) -> int:
     finally:
         sys.argv = saved_argv
         GlobalHydra.instance().clear()
+        for lg in _logging_state():
+            handlers, level, propagate, disabled = saved_logging.get(
+                lg, ([], logging.NOTSET, True, False)
+            )
+            for handler in lg.handlers:
+                if handler not in handlers:
+                    handler.close()
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate, lg.disabled = propagate, disabled
 
 
 @pytest.fixture
