@@ -315,3 +315,73 @@ def test_model_configs_compose(tmp_path: Path) -> None:
     assert bert.backbone.model_name_or_path == "bert-base-uncased"
     assert bert.backbone.pooling == "cls" and bert.lr_backbone == 2e-5
     assert bert.scheduler == cfg.model.scheduler
+
+
+def tiny_roberta(folder: Path, texts: list[str]) -> Path:
+    """A 2-layer RoBERTa with a byte-level BPE tokenizer trained on `texts`, saved as a local
+    folder (as a hub snapshot is): another family than BERT, with its own tokenizer."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=600, special_tokens=specials, show_progress=False)
+    bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<s>",
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        cls_token="<s>",
+        sep_token="</s>",
+    )
+    tokenizer.save_pretrained(folder)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        **TINY,
+        max_position_embeddings=80,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    RobertaModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_roberta_encoder_from_a_local_folder_trains_the_sst2_recipe(tmp_path, data_dir) -> None:
+    """The text recipe with another encoder family than BERT (a MiniLMv2 distilled from RoBERTa
+    is what reaches 0.915 on SST-2, experiments/runs.md): its tokenizer, its padding id, layer
+    decay by its layer names, and the FastDropout and L2-SP defaults, through `train`."""
+    from inference_checkpoints import SHORT
+
+    from sft.train import train
+
+    lines = (data_dir / "sst2" / "train.tsv").read_text().splitlines()[1:400]
+    folder = tiny_roberta(tmp_path / "tiny_roberta", [line.split("\t")[0] for line in lines])
+    run = tmp_path / "run"
+    metrics = train(
+        compose_config(
+            "train",
+            [
+                "experiment=sst2_minilm",
+                *SHORT,
+                "trainer.accelerator=cpu",
+                f"model.backbone.model_name_or_path={folder}",
+                "model.layer_decay=0.9",
+                "data.max_length=64",
+                "data.samples_per_class=32",
+                "data.batch_size=16",
+                "+trainer.limit_val_batches=2",
+                "trainer.val_check_interval=1.0",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+            ],
+            run,
+        )
+    )
+    assert 0.0 <= float(metrics["val/acc_best"]) <= 1.0
+    model = load_classifier(run / "checkpoints" / "last.ckpt")
+    assert model.backbone.model.config.model_type == "roberta"
+    assert model.backbone.model.embeddings.word_embeddings.padding_idx == 1
