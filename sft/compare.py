@@ -342,7 +342,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_image_name(path: Path) -> None:
+    """`--png` names a format matplotlib writes by its extension: without one, savefig would add
+    `.png` and write (over) another file than the one checked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if path.suffix.lower().lstrip(".") not in FigureCanvasAgg.get_supported_filetypes():
+        raise SFTError(
+            f"--png {path}: expected an image file name, such as curves.png (.png, .pdf, .svg "
+            "or another format matplotlib writes)"
+        )
+
+
 def compare(args: argparse.Namespace, console: Console) -> list[Row]:
+    if args.png is not None:
+        check_image_name(args.png)
     # files the user named are never replaced (compare.png, the default, is sft-compare's own)
     for setting, given in (("--csv", args.csv), ("--png", args.png)):
         if given is not None:

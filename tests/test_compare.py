@@ -80,6 +80,23 @@ def test_files_the_user_named_are_not_replaced(sweep, tmp_path, capsys):
     assert not (sweep / "compare.png").exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize("name", ["curves", "curves.txt"])
+def test_a_png_path_without_an_image_extension_is_refused(sweep, tmp_path, capsys, name):
+    """`--png curves` (was: matplotlib wrote curves.png, over the user's file of that name, after
+    only `curves` was checked) and `--png curves.txt` (was: matplotlib's ValueError traceback)."""
+    mine = tmp_path / "curves.png"
+    mine.write_text("my own plot\n")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(sweep), "--png", str(tmp_path / name)])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: --png {tmp_path / name}: expected an image file name, such as curves.png (.png, "
+        ".pdf, .svg or another format matplotlib writes)"
+    )
+    assert mine.read_text() == "my own plot\n"
+    assert not (tmp_path / name).exists() and not (sweep / "compare.png").exists()
+
+
 def test_mode_min_ranks_by_the_lowest_value(sweep, tmp_path, capsys):
     png = tmp_path / "plots" / "loss.png"
     main(
