@@ -181,7 +181,7 @@ def main(cfg: DictConfig) -> float | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     recorder = RunRecorder(
         hydra_cfg.runtime.output_dir,
-        run_overrides(hydra_cfg.overrides.task),
+        run_overrides(task_overrides()),
         name,
         Path(hydra_cfg.sweep.dir, NOT_RUN_DIR, f"{hydra_cfg.job.num}.json") if multirun else None,
     )

@@ -6,6 +6,7 @@ same code path as the console scripts, without paying a python+torch start per c
 subprocess checks the process-level contract (exit status, the whole of stderr).
 """
 
+import json
 import os
 import sys
 import time
@@ -206,6 +207,36 @@ def test_text_file_mistakes(train, dev, fragments, tmp_path):
         dm.setup("fit")
     message = str(err.value)
     assert "\n" not in message and all(f in message for f in fragments), message
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("paths.data_dir=${oc.env:SFT_TEST_UNSET}", ["Environment variable 'SFT_TEST_UNSET'"]),
+        ("model.lr_backbone=${oops}", ["model.lr_backbone", "'oops' not found"]),
+    ],
+    ids=["unset_env_var", "unknown_key"],
+)
+def test_an_interpolation_that_does_not_resolve_is_one_line(
+    override, fragments, tmp_path, monkeypatch, capsys
+):
+    """Was: InterpolationResolutionError / InterpolationKeyError tracebacks, raised where the
+    run's overrides were read for its record (iterating Hydra's list resolved them)."""
+    monkeypatch.delenv("SFT_TEST_UNSET", raising=False)
+    status, stderr = run_main("train", [*FAST, override], tmp_path, monkeypatch, capsys)
+    assert_one_error_line(status, stderr, *fragments)
+
+
+def test_an_interpolation_override_is_recorded_as_written(tmp_path, monkeypatch, capsys):
+    """result.json (and so sweep summaries and sft-compare labels) keep the override as the
+    user wrote it (was: its resolved value, model.lr_head=0.001)."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    override = "model.lr_head=${model.lr_backbone}"
+    args = [*FAST, "debug=fdr", "test=false", override, f"hydra.run.dir={tmp_path / 'run'}"]
+    monkeypatch.setattr(sys, "argv", ["sft-train", *args, f"paths.log_dir={tmp_path}"])
+    sft.train.main()
+    recorded = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert recorded["status"] == "completed" and override in recorded["overrides"]
 
 
 @pytest.mark.parametrize(

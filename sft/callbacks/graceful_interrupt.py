@@ -28,6 +28,7 @@ import lightning as L
 from lightning.pytorch import Callback
 
 from sft.runs.directories import trainer_last_checkpoint
+from sft.utils.config import as_written
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,10 @@ def resume_command(run_dir: str) -> str:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+        overrides = as_written(HydraConfig.get().overrides.task)
     except ValueError:  # not started by hydra.main (tests, notebooks)
         overrides = []
+    overrides = [o for o in overrides if not o.startswith("resume=")]
     return shlex.join(["sft-train", *overrides, f"resume={run_dir}"])
 
 

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sft.errors import RunInTheWay, SFTError, report_user_errors
 from sft.runs.result import RESULT_FILE, RunResult, recorded_overrides, run_overrides
-from sft.utils.config import config_subdir
+from sft.utils.config import as_written, config_subdir
 from sft.utils.io import file_in_the_way
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,8 @@ def grid_jobs(config: DictConfig) -> list[list[str]] | None:
     if not is_grid(config.hydra):
         return None
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
-    lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    params = OmegaConf.to_container(params, resolve=False) if params else {}
+    lines = [f"{k}={v}" for k, v in params.items()] + as_written(config.hydra.overrides.task)
     # Hydra's own split of a grid into jobs (a private module: the sweeper exposes no other)
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     batches = BasicSweeper.split_arguments(parser.parse_overrides(lines), None)

@@ -35,6 +35,7 @@ from sft.runs.directories import (
 )
 from sft.runs.result import RESULT_FILE, recorded_overrides, run_overrides
 from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from sft.utils.config import task_overrides
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def check_job_record(output_dir: Path) -> bool:
     recorded = recorded_overrides(previous)
     if recorded is None:
         return False
-    if recorded != run_overrides(HydraConfig.get().overrides.task):
+    if recorded != run_overrides(task_overrides()):
         raise RunInTheWay(
             f"{output_dir} holds a run of another job ({previous}: overrides "
             f"{' '.join(recorded)}); give this sweep a new hydra.sweep.dir (and each job its own "

@@ -2,6 +2,7 @@
 saving the resolved config."""
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import rich
@@ -10,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # The checkout (holding pyproject.toml, conf/, sft/, tests/) when sft runs from one.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -50,11 +51,19 @@ def config_subdir(run_dir: str) -> str:
     return ".hydra"
 
 
+def as_written(overrides: Sequence[str]) -> list[str]:
+    """Override strings of a Hydra config node as written: iterating the node would resolve an
+    interpolation in them (`model.lr_head=${model.lr_backbone}`, or a failing `${oc.env:X}`)."""
+    if isinstance(overrides, ListConfig):
+        return [str(o) for o in OmegaConf.to_container(overrides, resolve=False)]
+    return list(overrides)
+
+
 def task_overrides() -> list[str]:
-    """The command line's overrides of the running Hydra job; [] outside one (a config composed
-    by hand)."""
+    """The command line's overrides of the running Hydra job, as written; [] outside one (a
+    config composed by hand)."""
     try:
-        return list(HydraConfig.get().overrides.task)
+        return as_written(HydraConfig.get().overrides.task)
     except ValueError:
         return []
 
@@ -73,7 +82,7 @@ def swept_keys() -> list[str]:
     multirun = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
     if multirun.is_file():
         task = OmegaConf.load(multirun).hydra.overrides.task
-        parsed = OverridesParser.create().parse_overrides(list(task))
+        parsed = OverridesParser.create().parse_overrides(as_written(task))
         keys += [o.key_or_group for o in parsed if o.is_sweep_override()]
     return keys
 
