@@ -289,6 +289,15 @@ def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable(train_cfg,
             "trainer.check_val_every_n_epoch=0",
             "error: trainer.check_val_every_n_epoch: expected an integer >= 1 or null, got 0",
         ),
+        # was: a ZeroDivisionError traceback (0), a run accumulating 2 batches (-2)
+        (
+            "trainer.accumulate_grad_batches=0",
+            "error: trainer.accumulate_grad_batches: expected an integer >= 1, got 0",
+        ),
+        (
+            "trainer.accumulate_grad_batches=-2",
+            "error: trainer.accumulate_grad_batches: expected an integer >= 1, got -2",
+        ),
         ("seed=abc", "error: seed: expected an integer or null, got 'abc'"),
         # a precision whose package is not installed (was: Hydra's multi-line report)
         (

@@ -46,6 +46,8 @@ _MISSING_BOUNDS: dict[Any, dict[str, Any]] = {
     Trainer: {
         "val_check_interval": Annotated[float, Gt(0)] | None,
         "check_val_every_n_epoch": Annotated[int, Ge(1)] | None,
+        # 0: a ZeroDivisionError in the schedule's step count; < 0 trains as its absolute value
+        "accumulate_grad_batches": Annotated[int, Ge(1)],
     },
 }
 
