@@ -32,6 +32,7 @@ from sft.data.augment import (
 from sft.data.base import SFTDataModule, TensorBatchDataset
 from sft.data.image_decode import ImageDecoder
 from sft.errors import SFTError
+from sft.inference.inputs import read_images
 
 CIFAR10_MEAN, CIFAR10_STD = CIFAR10.mean, CIFAR10.std
 
@@ -594,6 +595,31 @@ def test_image_folder_names_the_files_it_leaves_out(tmp_path: Path, caplog) -> N
         f"{train / 'stray.png'} (not in a class folder)"
     ]
     assert len(dm.train_data) + len(dm.val_data) == 8
+
+
+def test_a_folder_link_back_into_its_own_path_is_refused(tmp_path: Path) -> None:
+    """`ln -s .. train/dog/up`: followed, every image above it came back ~40 times under dog/
+    (1435 images of a 35-image tree, cats labelled dog). It is named before anything is read;
+    a link to a folder elsewhere still counts, as in ImageFolder."""
+    _tree(tmp_path, "train", {"cat": 3, "dog": 3})
+    _tree(tmp_path / "elsewhere", "train", {"dog": 2})
+    (tmp_path / "train" / "dog" / "more").symlink_to(tmp_path / "elsewhere" / "train" / "dog")
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    dm.setup("fit")
+    assert len(dm.train_data) + len(dm.val_data) == 8
+    up = tmp_path / "train" / "dog" / "up"
+    up.symlink_to("..")
+    message = (
+        f"{up} links to {tmp_path / 'train'}, a folder on its own path: following it would "
+        "list those images again without end; remove the link"
+    )
+    with pytest.raises(SFTError) as err:
+        ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0).setup()
+    assert str(err.value) == message
+    # sft-predict's folder of inputs likewise
+    with pytest.raises(SFTError) as err:
+        read_images(tmp_path / "train")
+    assert str(err.value) == message
 
 
 def test_images_of_more_than_8_bits(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from sft.errors import SFTError
+
 log = logging.getLogger(__name__)
 
 
@@ -32,20 +34,36 @@ def visible_image(root: str | os.PathLike, path: str | os.PathLike) -> bool:
 
 def visible_files(root: Path) -> list[Path]:
     """Every file under `root` (following links, as ImageFolder does), sorted, without hidden
-    files and folders: .DS_Store and the like are the file system's, not the user's data."""
+    files and folders: .DS_Store and the like are the file system's, not the user's data.
+    SFTError for a folder link back into its own path (`ln -s .. up`): followed, it would list
+    the tree above it again and again (under the wrong class folder)."""
     found = []
+    # each folder's real path and those of the folders above it, to spot a link into them
+    above: dict[str, frozenset[str]] = {str(root): frozenset()}
     for folder, dirs, files in os.walk(root, followlinks=True):
         dirs[:] = [d for d in dirs if not is_hidden(d)]
+        on_path = above.pop(folder) | {os.path.realpath(folder)}
+        for d in dirs:
+            sub = os.path.join(folder, d)
+            if os.path.realpath(sub) in on_path:
+                raise SFTError(
+                    f"{sub} links to {os.path.realpath(sub)}, a folder on its own path: "
+                    "following it would list those images again without end; remove the link"
+                )
+            above[sub] = on_path
         found += [Path(folder, f) for f in files if not is_hidden(f)]
     return sorted(found)
 
 
 @rank_zero_only  # every DDP rank opens the folders; one warning
-def warn_left_out(root: Path, used: Iterable[str | os.PathLike], class_folders: bool) -> None:
-    """A warning naming the files under `root` that are not among `used`, and why: not an image
-    by its extension, or (`class_folders`) an image outside a class folder."""
+def warn_left_out(
+    root: Path, used: Iterable[str | os.PathLike], class_folders: bool, files: list[Path]
+) -> None:
+    """A warning naming the files under `root` (`files`: its `visible_files`) that are not
+    among `used`, and why: not an image by its extension, or (`class_folders`) an image outside
+    a class folder."""
     used = {os.path.normpath(p) for p in used}
-    left_out = [p for p in visible_files(root) if os.path.normpath(p) not in used]
+    left_out = [p for p in files if os.path.normpath(p) not in used]
     if not left_out:
         return
 

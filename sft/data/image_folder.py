@@ -20,7 +20,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from sft.contracts import IMAGENET
 from sft.data.base import ImageDataModule, absolute_dir, check_batch_size, check_train_batch
 from sft.data.image_decode import ImageDecoder, check_mode
-from sft.data.image_files import is_hidden, visible_image, warn_left_out
+from sft.data.image_files import is_hidden, visible_files, visible_image, warn_left_out
 from sft.data.resumable import ResumableDataLoader
 from sft.data.subsets import (
     check_few_label_args,
@@ -116,6 +116,7 @@ def open_image_folder(
                 f"image folder {path} has class folders {unknown} that the training folder does "
                 f"not have (training classes: {sorted(class_to_idx)})"
             )
+    files = visible_files(path)  # first: a link loop would make ImageFolder walk without end
     try:
         # Train must have images in every class; val/test may lack some classes.
         ds = _MappedImageFolder(
@@ -127,7 +128,7 @@ def open_image_folder(
         raise SFTError(
             f"image folder {path} holds no image files (extensions: {', '.join(IMG_EXTENSIONS)})"
         )
-    warn_left_out(path, (p for p, _ in ds.samples), class_folders=True)
+    warn_left_out(path, (p for p, _ in ds.samples), class_folders=True, files=files)
     return ds
 
 

@@ -71,12 +71,13 @@ def read_images(path: Path) -> ImageInputs:
     relative to that folder."""
     if path.is_file():
         return ImageInputs([str(path)], [path])
-    files = [p for p in visible_files(path) if is_image(p)]
+    every_file = visible_files(path)
+    files = [p for p in every_file if is_image(p)]
     if not files:
         raise SFTError(
             f"inputs={path}: the folder holds no image files ({', '.join(IMG_EXTENSIONS)})"
         )
-    warn_left_out(path, files, class_folders=False)
+    warn_left_out(path, files, class_folders=False, files=every_file)
     return ImageInputs([str(p.relative_to(path)) for p in files], files)
 
 
