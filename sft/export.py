@@ -26,6 +26,7 @@ from sft.inference.deployable import (
 )
 from sft.inference.exporters import (
     Runner,
+    deployed_tokenizer,
     export_hf,
     export_onnx,
     export_torchscript,
@@ -199,7 +200,7 @@ def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], 
 
     files: dict[str, str] = {}
     if bundle.modality == "text" and {"torchscript", "onnx"} & set(formats):
-        bundle.datamodule.tokenizer.save_pretrained(out / "tokenizer")
+        deployed_tokenizer(bundle).save_pretrained(out / "tokenizer")
         files["tokenizer"] = "tokenizer/"
     for fmt in formats:
         path = out / EXPORT_NAMES[fmt]

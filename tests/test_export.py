@@ -40,7 +40,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 sentences = json.load(open(sys.argv[3]))
 tok = AutoTokenizer.from_pretrained(f"{export_dir}/tokenizer")
-enc = tok(sentences, padding=True, truncation=True, max_length=meta["max_length"], return_tensors="pt")
+enc = tok(sentences, padding=True, truncation=True, return_tensors="pt")
 ids, mask = enc["input_ids"], enc["attention_mask"]
 scripted = torch.jit.load(f"{export_dir}/model.pt")
 session = ort.InferenceSession(f"{export_dir}/model.onnx", providers=["CPUExecutionProvider"])
@@ -48,7 +48,7 @@ onnx_out = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": 
 
 hf = f"{export_dir}/hf"
 hf_tok = AutoTokenizer.from_pretrained(hf)
-enc = hf_tok(sentences, padding=True, truncation=True, max_length=meta["max_length"], return_tensors="pt")
+enc = hf_tok(sentences, padding=True, truncation=True, return_tensors="pt")
 hidden = AutoModel.from_pretrained(hf).eval()(**enc).last_hidden_state
 m = enc["attention_mask"].unsqueeze(-1).float()
 head = load_file(f"{hf}/classifier_head.safetensors")
@@ -129,12 +129,21 @@ def test_text_export_equals_the_checkpoint_without_sft(kind, ckpts, data_dir, tm
     meta = json.loads((out / "metadata.json").read_text())
     assert set(meta["parity_max_abs_diff"]) == {"folded", "torchscript", "onnx", "hf"}
     assert max(meta["parity_max_abs_diff"].values()) <= ATOL
-    hf_config = json.loads((out / "hf" / "config.json").read_text())
-    assert list(hf_config["id2label"].values()) == meta["class_names"] == ["negative", "positive"]
+    # the class names are sft's (AutoModelForSequenceClassification would add a random
+    # classifier and show its scores under them: was config.json's id2label)
+    assert (
+        json.loads((out / "hf" / "sft_head.json").read_text())["class_names"]
+        == (meta["class_names"])
+    )
+    assert meta["class_names"] == ["negative", "positive"]
+    assert "negative" not in (out / "hf" / "config.json").read_text()
 
-    # dev sentences of other lengths than the exporter's parity batch
+    # dev sentences of other lengths than the exporter's parity batch, and one longer than the
+    # model's max_length: the exported tokenizers cut it there themselves (the script calls
+    # them with truncation=True alone, as a user would; was: at the backbone's 512 tokens)
     lines = (data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[30:36]
     sentences = [line.split("\t")[0] for line in lines]
+    sentences.append(" ".join(sentences * 8))
     bundle = load_bundle(ckpts[kind])
     expected = bundle.logits(bundle.collate(bundle.tokenize(sentences)))
     (tmp_path / "sentences.json").write_text(json.dumps(sentences))

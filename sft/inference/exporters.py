@@ -9,6 +9,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -107,12 +108,22 @@ def export_onnx(
     return path, run
 
 
+def deployed_tokenizer(bundle: InferenceBundle) -> Any:
+    """The run's tokenizer as an export saves it: truncating at the length the model was trained
+    and checked with (`tok(texts, truncation=True)` would otherwise cut at the backbone's 512)."""
+    tokenizer = copy.deepcopy(bundle.datamodule.tokenizer)
+    tokenizer.model_max_length = bundle.datamodule.max_length
+    return tokenizer
+
+
 def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[Path, Runner]:
     """A `save_pretrained` folder: the encoder, its tokenizer, and the folded head.
 
     Our pooling (mean over real tokens, or [CLS]) and head are not a transformers class, so the
     head goes beside the encoder as `classifier_head.safetensors` (weight, bias) with
-    `sft_head.json` saying how logits are computed; `config.json` carries the class names.
+    `sft_head.json` saying how logits are computed and naming the classes. `config.json` does
+    not name them: `AutoModelForSequenceClassification` (and `pipeline`) would load the folder
+    with a new, random classifier and present its scores under the real class names.
     """
     from safetensors.torch import save_file
     from transformers import AutoModel
@@ -125,11 +136,9 @@ def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[P
     names = bundle.class_names
     # LoRA adapters folded in: the folder holds a plain transformers model
     hf_model = merge_adapters(copy.deepcopy(encoder.model))
-    hf_model.config.id2label = dict(enumerate(names))
-    hf_model.config.label2id = {n: i for i, n in enumerate(names)}
     folder.mkdir(parents=True, exist_ok=True)
     hf_model.save_pretrained(folder)
-    bundle.datamodule.tokenizer.save_pretrained(folder)
+    deployed_tokenizer(bundle).save_pretrained(folder)
     save_file(
         {"weight": head.weight.detach().cpu().contiguous(), "bias": head.bias.detach().cpu()},
         str(folder / "classifier_head.safetensors"),
