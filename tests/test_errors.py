@@ -129,6 +129,38 @@ def test_command_line_mistake_is_one_line_with_a_suggestion(
     assert not (tmp_path / "run").exists(), "nothing may run"
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["model.lr_hed=1"], "error: unknown config key 'model.lr_hed' (did you mean "),
+        (["model=resnet19"], "error: unknown option 'resnet19' for group 'model' (available: "),
+    ],
+    ids=["unknown_key", "unknown_option"],
+)
+def test_mistakes_with_the_users_own_configs_are_one_line(
+    args, expected, tmp_path, monkeypatch, capsys
+):
+    """`--config-dir` (README: your own configs) kept Hydra's multi-line reports: the check
+    left every such command to Hydra. Its folder now joins the check's search path."""
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "experiment" / "my_exp.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: resnet18_cifar\nname: mine\n"
+    )
+    check_overrides("train", ["--config-dir", str(conf), "experiment=my_exp"])  # valid
+    argv = ["--config-dir", str(conf), "experiment=my_exp", *args]
+    status, stderr = run_main("train", argv, tmp_path, monkeypatch, capsys)
+    assert stderr.startswith(expected) and len(stderr.strip().splitlines()) == 1, stderr
+    assert status == 1
+    if "resnet19" in args[0]:
+        assert "resnet18_cifar" in stderr
+    status, stderr = run_main(
+        "train", ["--config-dir", str(conf), "experiment=my_ex"], tmp_path, monkeypatch, capsys
+    )
+    assert stderr.startswith("error: unknown option 'my_ex' for group 'experiment'")
+    assert "did you mean 'my_exp'?" in stderr
+
+
 def test_valid_sweeps_and_hydra_flags_pass_the_check():
     for argv in (
         [

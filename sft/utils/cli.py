@@ -4,10 +4,11 @@ Hydra reports an unknown key or group option itself, but as several lines (searc
 about `+key`) from inside `hydra.main`, before any task code runs. `check_overrides` composes the
 command line's config first with Hydra's own loader and turns those mistakes into one line with the
 closest match (difflib). Anything it does not recognise, and every flag that is not a plain run or
-sweep (`--help`, `--info`, `--config-dir`...), is left to Hydra, so a valid command is never
-blocked. HYDRA_FULL_ERROR=1 skips the check: Hydra then reports with its full trace.
+sweep (`--help`, `--info`, `--config-path`...), is left to Hydra, so a valid command is never
+blocked; `--config-dir` (a user's own configs) joins the search path as Hydra adds it. HYDRA_FULL_ERROR=1 skips the check: Hydra then reports with its full trace.
 """
 
+import contextlib
 import difflib
 import functools
 import os
@@ -16,8 +17,12 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from hydra import initialize_config_dir
-from hydra._internal.utils import get_args_parser  # hydra.main's own parser: same flags
+from hydra._internal.hydra import Hydra
+from hydra._internal.utils import (  # hydra.main's own parser and search path: same behaviour
+    create_config_search_path,
+    get_args_parser,
+)
+from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -38,7 +43,6 @@ HYDRA_HANDLES = (
     "shell_completion",
     "config_path",
     "config_name",
-    "config_dir",
     "experimental_rerun",
 )
 # Hydra's messages for the mistakes it does not raise as typed exceptions (hydra-core 1.3)
@@ -68,8 +72,7 @@ def check_overrides(config_name: str, argv: Sequence[str], config_dir: str = CON
         reason = " ".join(exc.message.splitlines()[0].split())
         raise OverrideMistake(f"cannot parse override '{exc.override}': {reason}") from exc
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+    with config_search(config_dir, args.config_dir):
         loader = GlobalHydra.instance().config_loader()
         for override in parsed:
             override.config_loader = loader  # glob(...) lists the group's options through it
@@ -104,6 +107,29 @@ def check_overrides(config_name: str, argv: Sequence[str], config_dir: str = CON
                     f"missing value for {', '.join(sorted(missing))}: set it, e.g. "
                     f"{sorted(missing)[0]}=..."
                 )
+
+
+@contextlib.contextmanager
+def config_search(config_dir: str, extra_dir: str | None) -> Iterator[None]:
+    """Hydra set up to search `config_dir`, and `extra_dir` (`--config-dir`) where hydra.main
+    puts it: first, before the schemas (`hydra._internal.utils.run_hydra`), so a file of the
+    user's wins over a packaged one of the same name, as in the run."""
+    search_path = create_config_search_path(config_dir)
+    if extra_dir is not None:
+        folder = os.path.abspath(extra_dir)
+        if not os.path.isdir(folder):
+            raise OverrideMistake(f"--config-dir {extra_dir}: no such folder ({folder})")
+        search_path.prepend(
+            provider="command-line",
+            path=f"file://{folder}",
+            anchor=SearchPathQuery(provider="schema"),
+        )
+    GlobalHydra.instance().clear()
+    Hydra.create_main_hydra2(task_name="check_overrides", config_search_path=search_path)
+    try:
+        yield
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def check_not_a_base(override: Override, loader: Any) -> None:
