@@ -1,10 +1,12 @@
 """Shared fixtures: the data root and Hydra configs composed for fast CPU runs in tmp dirs."""
 
+import contextlib
 import logging
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,17 @@ def run_entry_point(main: Callable[[], Any], argv: list[str]) -> int:
             lg.handlers[:] = handlers
             lg.setLevel(level)
             lg.propagate, lg.disabled = propagate, disabled
+
+
+@contextlib.contextmanager
+def logs_warning(caplog: pytest.LogCaptureFixture, pattern: str) -> Iterator[None]:
+    """The block logs a warning matching `pattern` (`re.search`): sft's warnings go to the run's
+    log (`sft.utils.logs`), not through Python's `warnings`."""
+    start = len(caplog.records)
+    with caplog.at_level(logging.WARNING):
+        yield
+    warned = [r.getMessage() for r in caplog.records[start:] if r.levelno == logging.WARNING]
+    assert any(re.search(pattern, m) for m in warned), warned
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from conftest import EFFNET_ONE_BATCH, compose_config
+from conftest import EFFNET_ONE_BATCH, compose_config, logs_warning
 from inference_checkpoints import image_checkpoint, text_checkpoint
 
 from sft.callbacks import BackboneUnfreeze
@@ -219,14 +219,14 @@ EXACT = [
 ]
 
 
-def test_lora_run_resumes_exactly_from_a_small_checkpoint(train_cfg, tmp_path, data_dir):
+def test_lora_run_resumes_exactly_from_a_small_checkpoint(train_cfg, tmp_path, data_dir, caplog):
     """save_only_trainable: the checkpoint holds adapters and head only (and checks the base
     weights it resumes on); a crashed run resumed from it ends with the uninterrupted weights."""
     from helpers.faults import Crash
 
     small = [*LORA_RUN, "adapter.save_only_trainable=true"]
     # small_cnn's base weights are random: said at the start (was: silent until sft-predict)
-    with pytest.warns(UserWarning, match=r"only a process seeded like this run rebuilds"):
+    with logs_warning(caplog, r"only a process seeded like this run rebuilds"):
         train(train_cfg(*EXACT, *small, run_dir=tmp_path / "reference"))
     run_dir = tmp_path / "run"
     crash = ["+callbacks.crash._target_=helpers.faults.CrashAtStep", "+callbacks.crash.step=7"]

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import logs_warning
 from lightning.pytorch.plugins.precision import Precision
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
@@ -142,10 +143,10 @@ def _per_class(indices: list[int]) -> list[int]:
     return torch.bincount(torch.tensor(LABELS)[indices], minlength=4).tolist()
 
 
-def test_samples_per_class_exact_and_short_classes_take_all() -> None:
+def test_samples_per_class_exact_and_short_classes_take_all(caplog) -> None:
     """A class with fewer samples than asked takes all it has, with a warning saying so (was:
     silent, so a study's "k per class" point could quietly be smaller)."""
-    with pytest.warns(UserWarning, match=r"samples_per_class=5: 1 of the 4 classes .* smallest 3"):
+    with logs_warning(caplog, r"samples_per_class=5: 1 of the 4 classes .* smallest 3"):
         idx = few_label_indices(LABELS, samples_per_class=5, seed=0)
     assert _per_class(idx) == [5, 5, 5, 3]  # class 3 has only 3 samples: all of them
     assert idx == sorted(idx) and len(set(idx)) == len(idx)
@@ -496,7 +497,7 @@ def test_image_folder_val_size_holds_out_that_many_stratified(tmp_path: Path) ->
         ImageFolderDataModule(str(tmp_path), val_size=0.2, num_workers=0)
 
 
-def test_a_class_of_one_image_stays_in_training(tmp_path: Path) -> None:
+def test_a_class_of_one_image_stays_in_training(tmp_path: Path, caplog) -> None:
     """Without val/, the stratified carve took at least one image of every class, so a class
     of one image went whole to validation and never trained (was: without a word)."""
     _tree(tmp_path, "train", {"ant": 10, "bee": 10, "rare": 1})
@@ -510,7 +511,7 @@ def test_a_class_of_one_image_stays_in_training(tmp_path: Path) -> None:
     dm = ImageFolderDataModule(
         str(tmp_path), image_size=16, batch_size=4, num_workers=0, skip_bad_files=True
     )
-    with pytest.warns(UserWarning, match=r"no training examples of 1 of the 3 classes \(rare\)"):
+    with logs_warning(caplog, r"no training examples of 1 of the 3 classes \(rare\)"):
         dm.setup("fit")
     # no class with two images: nothing to validate on
     _tree(tmp_path / "few", "train", {"ant": 1, "bee": 1})
@@ -535,7 +536,7 @@ def test_image_folder_mistakes(tmp_path: Path) -> None:
         dm.setup("test")
 
 
-def test_image_folder_finds_undecodable_files_before_training(tmp_path: Path) -> None:
+def test_image_folder_finds_undecodable_files_before_training(tmp_path: Path, caplog) -> None:
     """A garbage file and a truncated JPEG: one error naming them, or (skip_bad_files) a
     warning and a dataset without them; never a crash mid-epoch."""
     _tree(tmp_path, "train", {"ant": 4, "bee": 4})
@@ -551,7 +552,7 @@ def test_image_folder_finds_undecodable_files_before_training(tmp_path: Path) ->
     dm = ImageFolderDataModule(
         str(tmp_path), image_size=16, batch_size=2, num_workers=0, skip_bad_files=True
     )
-    with pytest.warns(UserWarning, match="2 of 10 images"):
+    with logs_warning(caplog, "2 of 10 images"):
         dm.setup("fit")
     assert len(dm.train_data) + len(dm.val_data) == 8
     for loader in (dm.train_dataloader(), dm.val_dataloader()):

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import logs_warning
 from hydra.utils import instantiate
 from torch.utils.data import DistributedSampler
 
@@ -388,12 +389,12 @@ def test_a_jsonl_test_file_is_unlabelled_only_when_no_record_has_a_label(tmp_pat
         dm.setup("test")
 
 
-def test_a_named_class_without_training_examples_is_named(tmp_path, token_cache):
+def test_a_named_class_without_training_examples_is_named(tmp_path, token_cache, caplog):
     """data.label_names with a class the training file never uses: a model output that never
     learns (was: without a word)."""
     _tiny_tsv(tmp_path / "d", [("good", "positive"), ("bad", "negative")])
     dm = make_dm(tmp_path / "d", token_cache, label_names=NAMES, batch_size=2)
-    with pytest.warns(UserWarning, match=r"no training examples of 1 of the 3 classes \(neutral\)"):
+    with logs_warning(caplog, r"no training examples of 1 of the 3 classes \(neutral\)"):
         dm.setup("fit")
 
 
@@ -528,15 +529,13 @@ def test_a_file_that_is_not_utf8_names_its_first_bad_line(
     )
 
 
-def test_empty_texts_warn_with_lines_or_fail(tmp_path, token_cache):
+def test_empty_texts_warn_with_lines_or_fail(tmp_path, token_cache, caplog):
     """Empty or whitespace-only texts: a warning naming the count and lines (also from the
     token cache), or one error line with allow_empty_text=false."""
     d = tmp_path / "empty"
     _tiny_tsv(d, [("good", "1"), ("", "0"), ("bad", "0"), ("   ", "1")])
     for _ in range(2):  # tokenised, then from the cache
-        with pytest.warns(
-            UserWarning, match=r"empty/train\.tsv: 2 of 4 train examples .*lines 3, 5"
-        ):
+        with logs_warning(caplog, r"empty/train\.tsv: 2 of 4 train examples .*lines 3, 5"):
             make_dm(d, token_cache).setup("fit")
     msg = _error(make_dm(d, token_cache, allow_empty_text=False), r"empty or whitespace-only")
     assert "lines 3, 5" in msg and "allow_empty_text=true" in msg

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, compose_config, run_entry_point, run_module
+from conftest import FAST, compose_config, logs_warning, run_entry_point, run_module
 from hydra.utils import instantiate
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
 from omegaconf import OmegaConf
@@ -382,6 +382,47 @@ def test_one_class_of_training_data_is_not_fixed_by_num_classes_1(tmp_path):
         train(cfg)
 
 
+def test_a_data_warning_is_in_the_runs_log(tmp_path, capsys):
+    """`data.skip_bad_files=true` names the files it leaves out in train.log too (was: a Python
+    UserWarning on stderr only, so the run's log never said which images it trained without)."""
+    from PIL import Image
+
+    root = tmp_path / "tree"
+    for c, name in enumerate(["ant", "bee"]):
+        (root / "train" / name).mkdir(parents=True)
+        for j in range(6):
+            Image.new("RGB", (20, 20), (200 * c, 10 * j, 60)).save(
+                root / "train" / name / f"{j}.png"
+            )
+    (root / "train" / "bee" / "broken.png").write_bytes(b"not an image")
+    small_cnn = "{_target_:sft.models.backbones.create_backbone,name:small_cnn,width:8}"
+    run = tmp_path / "run"
+    argv = [
+        "sft-train",
+        "data=image_folder",
+        f"data.data_dir={root}",
+        "data.image_size=16",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "data.skip_bad_files=true",
+        "model.num_classes=2",
+        "~model.backbone",
+        f"+model.backbone={small_cnn}",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={run}",
+        f"paths.log_dir={tmp_path}",
+    ]
+    assert run_entry_point(train_module.main, argv) == 0, capsys.readouterr().err[-2000:]
+    log = (run / "train.log").read_text()
+    broken = root / "train" / "bee" / "broken.png"
+    assert (
+        f"1 of 13 images under {root / 'train'} cannot be decoded: {broken} "
+        "(UnidentifiedImageError: cannot identify image file); data.skip_bad_files=true: left out"
+    ) in log
+
+
 def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog):
     """README: `test/` is optional. sft-train skips testing with a line saying so, and sft-eval
     scores, predicts and draws the confusion matrix of validation (was: `error: image folder
@@ -708,10 +749,10 @@ def test_debug_overfit_runs_its_epochs_without_early_stopping(tmp_path):
     assert cfg.trainer.max_epochs == 20 and cfg.callbacks.get("early_stopping") is None
 
 
-def test_channels_last_on_a_text_backbone_says_it_changes_nothing(tmp_path):
+def test_channels_last_on_a_text_backbone_says_it_changes_nothing(tmp_path, caplog):
     """model.channels_last=true with a text model: a warning (was: accepted without a word)."""
     cfg = compose_config("train", [*TINY_TEXT, "model.channels_last=true"], tmp_path)
-    with pytest.warns(UserWarning, match=r"model\.channels_last=true lays out image batches"):
+    with logs_warning(caplog, r"model\.channels_last=true lays out image batches"):
         instantiate(cfg.model)
 
 

@@ -4,6 +4,7 @@ augment per batch on the device (the same augmentation code as CIFAR-10)."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ from numbers import Real
 from pathlib import Path
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
@@ -29,6 +30,9 @@ from sft.data.subsets import (
     warn_classes_without_examples,
 )
 from sft.errors import SFTError
+from sft.utils.logs import rank_zero_warning
+
+log = logging.getLogger(__name__)
 
 
 class _MappedImageFolder(ImageFolder):
@@ -72,7 +76,9 @@ def _decode_error(path: str, size: int) -> str | None:
             img.draft("RGB", (size, size))
             img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        return f"{type(err).__name__}: {' '.join(str(err).split())[:80]}"
+        # the message names the file again (PIL: "cannot identify image file '<path>'"): once
+        reason = " ".join(str(err).replace(repr(path), "").replace(path, "").split())
+        return f"{type(err).__name__}: {reason[:160]}" if reason else type(err).__name__
     return None
 
 
@@ -95,7 +101,7 @@ def check_images(ds: ImageFolder, size: int, skip_bad_files: bool) -> None:
     ds.samples = [s for s in ds.samples if s[0] not in bad_paths]
     ds.imgs = ds.samples
     ds.targets = [t for _, t in ds.samples]
-    rank_zero_warn(f"{message}; data.skip_bad_files=true: left out")
+    rank_zero_warning(log, f"{message}; data.skip_bad_files=true: left out")
 
 
 def open_image_folder(

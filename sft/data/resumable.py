@@ -16,12 +16,16 @@ fresh pass, with a warning.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sized
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, RandomSampler
+
+from sft.utils.logs import rank_zero_warning
+
+log = logging.getLogger(__name__)
 
 
 class ResumableRandomSampler(RandomSampler):
@@ -95,9 +99,10 @@ class ResumableDataLoader(DataLoader):
         if not 0 < batches < len(self):
             return
         if state.get("sampler") is None or not _resumable(self.sampler) or self.batch_size is None:
-            rank_zero_warn(
+            rank_zero_warning(
+                log,
                 f"Cannot restore the position inside the epoch with {type(self.sampler).__name__}:"
-                " the rest of the interrupted epoch comes from a fresh pass over the data."
+                " the rest of the interrupted epoch comes from a fresh pass over the data.",
             )
             return
         self._pending = {"batches": batches, "sampler": state["sampler"]}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from numbers import Real
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 
 from sft.errors import SFTError
+from sft.utils.logs import rank_zero_warning
+
+log = logging.getLogger(__name__)
 
 
 def check_few_label_args(train_fraction: float | None, samples_per_class: int | None) -> None:
@@ -57,10 +60,11 @@ def few_label_indices(
         counts = torch.bincount(labels_t[labels_t >= 0])
         short = counts[(counts > 0) & (counts < samples_per_class)]
         if short.numel():
-            rank_zero_warn(
+            rank_zero_warning(
+                log,
                 f"data.samples_per_class={samples_per_class}: {short.numel()} of the "
                 f"{int((counts > 0).sum())} classes in the training data have fewer samples "
-                f"(the smallest {int(short.min())}); they train on all they have"
+                f"(the smallest {int(short.min())}); they train on all they have",
             )
     if samples_per_class is not None:
         return _draw_per_class(labels_t, lambda n: samples_per_class, gen)
@@ -100,7 +104,8 @@ def warn_classes_without_examples(
     )
     empty = [str(name) for name, n in zip(class_names, counts.tolist(), strict=False) if n == 0]
     if empty:
-        rank_zero_warn(
+        rank_zero_warning(
+            log,
             f"{where}: no training examples of {len(empty)} of the {len(class_names)} classes "
-            f"({', '.join(empty)}); the model cannot learn to predict them"
+            f"({', '.join(empty)}); the model cannot learn to predict them",
         )

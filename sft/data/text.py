@@ -7,13 +7,14 @@ training batches are grouped by length (`sft.data.length_grouped`) so that paddi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 from annotated_types import Ge
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from sft.data.base import SFTDataModule, absolute_dir, check_batch_size, check_train_batch
@@ -28,6 +29,9 @@ from sft.data.subsets import (
 from sft.data.token_batches import TokenBatchCollator, TokenDataset
 from sft.data.token_cache import TokenizedSplit, cached_tokenize, default_cache_dir, load_tokenizer
 from sft.errors import SFTError
+from sft.utils.logs import rank_zero_warning
+
+log = logging.getLogger(__name__)
 
 ROLES = ("train", "val", "test")
 
@@ -234,7 +238,9 @@ class TextClassificationDataModule(SFTDataModule):
         )
         if not self.allow_empty_text:
             raise SFTError(f"{message}; remove them or set data.allow_empty_text=true")
-        rank_zero_warn(f"{message}: they are kept; data.allow_empty_text=false refuses them")
+        rank_zero_warning(
+            log, f"{message}: they are kept; data.allow_empty_text=false refuses them"
+        )
 
     def _check_labels(self, role: str, split: TokenizedSplit, num_classes: int) -> None:
         labels = split.labels

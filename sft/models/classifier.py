@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from annotated_types import Ge, Interval
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric, MetricCollection
@@ -36,6 +36,7 @@ from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
 from sft.models.optim import layerwise_param_groups, param_groups
 from sft.models.regularizers import create_regularizer
 from sft.utils.config_types import Fraction, NonNegative
+from sft.utils.logs import rank_zero_warning
 
 log = logging.getLogger(__name__)
 # checkpoint key of the decoupled regulariser's pulls held back (model.reg_every)
@@ -157,12 +158,13 @@ class SFTClassifier(L.LightningModule):
                 backbone.get("pretrained") or backbone.get("checkpoint")
             ):
                 # a seeded run rebuilds the same random weights (resume= works), nothing else can
-                rank_zero_warn(
+                rank_zero_warning(
+                    log,
                     "adapter.save_only_trainable=true keeps the base weights out of the "
                     "checkpoints, but model.backbone.pretrained=false: only a process seeded like "
                     "this run rebuilds its random base weights (resume=, sft-eval with the same "
                     "seed); sft-predict and sft-export will refuse these checkpoints. Set "
-                    "adapter.save_only_trainable=false to keep them usable everywhere"
+                    "adapter.save_only_trainable=false to keep them usable everywhere",
                 )
             add_lora(self.backbone, settings, name)
             # small checkpoints: Lightning loads them without the frozen weights
@@ -174,9 +176,10 @@ class SFTClassifier(L.LightningModule):
         self.channels_last = bool(channels_last)
         if self.channels_last and self.input_spec.modality != "image":
             # a warning, not an error: checkpoints saved with it still load
-            rank_zero_warn(
+            rank_zero_warning(
+                log,
                 "model.channels_last=true lays out image batches; this text backbone takes "
-                "token ids, so it changes nothing"
+                "token ids, so it changes nothing",
             )
         if self.channels_last:
             self.backbone.to(memory_format=torch.channels_last)

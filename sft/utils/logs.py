@@ -1,0 +1,12 @@
+"""Warnings that go in a run's log: Lightning's `rank_zero_warn` sends them through Python's
+`warnings`, which print on stderr only, so `train.log` (Hydra's file handler) never held them."""
+
+import logging
+
+from lightning.pytorch.utilities import rank_zero_only
+
+
+@rank_zero_only  # every DDP rank reads the data; one warning
+def rank_zero_warning(logger: logging.Logger, message: str) -> None:
+    """`message` at WARNING level through `logger`, on the global rank 0 only."""
+    logger.warning(message)
