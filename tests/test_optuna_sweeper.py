@@ -340,6 +340,30 @@ def test_a_trial_whose_metric_diverged_fails_the_sweep(tmp_path, capsys, monkeyp
     assert trial.state == TrialState.FAIL
 
 
+def test_a_trial_pruned_on_a_diverged_metric_stays_pruned(tmp_path, data_dir):
+    """Optuna's pruners prune a NaN: such a trial is pruned, not failed by the check above, and
+    the sweep ends well."""
+    sft_train_multirun(
+        tmp_path,
+        "hparams_search=cifar10_optuna",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.direction=minimize",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+        "+hydra.sweeper.pruner.upper=1e9",
+        "optimized_metric=val/loss",
+        "model.freeze_backbone=true",
+        "model.lr_head=1e30",
+        "hydra.sweeper.enqueue_trials=[{model.lr_head:1e30}]",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "trainer.max_epochs=2",
+    )
+    (trial,) = load_study(tmp_path, "cifar10_optuna").trials
+    assert trial.state == TrialState.PRUNED
+    assert json.loads((tmp_path / "0" / "result.json").read_text())["status"] == "pruned"
+
+
 def test_a_searched_key_fixed_on_the_command_line_is_left_out_of_the_enqueued_trial(
     tmp_path, capsys, monkeypatch, data_dir
 ):

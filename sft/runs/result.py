@@ -180,11 +180,12 @@ class RunRecorder:
 
     def check_logged(self, metrics: Mapping[str, Any]) -> None:
         """A sweep's job returns its optimized_metric for the sweeper to optimise: SFTError
-        when it is NaN or infinite, or naming the metrics the run logged when it is not one of
-        them (a continued run's is also what its earlier part logged)."""
+        when it is NaN or infinite (unless the pruner stopped the trial: Optuna's pruners prune
+        a NaN), or naming the metrics the run logged when it is not one of them (a continued
+        run's is also what its earlier part logged)."""
         name = self.result.optimized_metric
-        if name in metrics and not math.isfinite(float(metrics[name])):
-            # Optuna fails such a trial ("nan is not acceptable"); so does its record
+        if not self._pruned and name in metrics and not math.isfinite(float(metrics[name])):
+            # Optuna fails such a completed trial ("nan is not acceptable"); so does its record
             raise SFTError(
                 f"optimized_metric={name} is {float(metrics[name])} (the run diverged): the "
                 "search cannot rank it"
