@@ -26,11 +26,11 @@ from sft.inference.deployable import (
 )
 from sft.inference.exporters import (
     Runner,
-    deployed_tokenizer,
     export_hf,
     export_onnx,
     export_torchscript,
     input_names,
+    save_tokenizer,
 )
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
@@ -200,7 +200,7 @@ def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], 
 
     files: dict[str, str] = {}
     if bundle.modality == "text" and {"torchscript", "onnx"} & set(formats):
-        deployed_tokenizer(bundle).save_pretrained(out / "tokenizer")
+        save_tokenizer(bundle, out / "tokenizer")
         files["tokenizer"] = "tokenizer/"
     for fmt in formats:
         path = out / EXPORT_NAMES[fmt]

@@ -621,6 +621,13 @@ def test_a_folder_link_back_into_its_own_path_is_refused(tmp_path: Path) -> None
     with pytest.raises(SFTError) as err:
         read_images(tmp_path / "train")
     assert str(err.value) == message
+    # and in a hidden folder, which ImageFolder walks too
+    up.unlink()
+    hidden = tmp_path / "train" / "cat" / ".thumbs" / "up"
+    hidden.parent.mkdir()
+    hidden.symlink_to("../..")
+    with pytest.raises(SFTError, match=f"^{re.escape(str(hidden))} links to "):
+        read_images(tmp_path / "train")
 
 
 def test_images_of_more_than_8_bits(tmp_path: Path) -> None:

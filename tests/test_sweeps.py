@@ -288,7 +288,10 @@ def test_a_job_that_did_not_run_is_summarised_from_the_sweep_directory(tmp_path)
 
     record("completed", "2", seed=2).write()
     record("completed", "10", seed=10).write()
-    record("completed", "4", seed=4).write()
+    # written before the sweep was moved here: its record names the old place
+    moved = record("completed", "4", seed=4)
+    moved.output_dir = "/old/place/sweep/4"
+    moved.write(tmp_path / "4" / "result.json")
     # job 3 refused: its directory (2/) holds job 2's run
     record("failed", "2", 3, "holds a run of another job").write(tmp_path / ".not_run" / "3.json")
     # job 4 run again, failed before training: its directory keeps its earlier record

@@ -40,8 +40,8 @@ def visible_files(root: Path) -> list[Path]:
     found = []
     # each folder's real path and those of the folders above it, to spot a link into them
     above: dict[str, frozenset[str]] = {str(root): frozenset()}
+    # hidden folders are walked too (ImageFolder walks them, and leaves their files out)
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = [d for d in dirs if not is_hidden(d)]
         on_path = above.pop(folder) | {os.path.realpath(folder)}
         for d in dirs:
             sub = os.path.join(folder, d)
@@ -51,7 +51,8 @@ def visible_files(root: Path) -> list[Path]:
                     "following it would list those images again without end; remove the link"
                 )
             above[sub] = on_path
-        found += [Path(folder, f) for f in files if not is_hidden(f)]
+        if not any(is_hidden(part) for part in Path(folder).relative_to(root).parts):
+            found += [Path(folder, f) for f in files if not is_hidden(f)]
     return sorted(found)
 
 

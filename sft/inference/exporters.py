@@ -9,7 +9,6 @@ import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -108,12 +107,16 @@ def export_onnx(
     return path, run
 
 
-def deployed_tokenizer(bundle: InferenceBundle) -> Any:
-    """The run's tokenizer as an export saves it: truncating at the length the model was trained
-    and checked with (`tok(texts, truncation=True)` would otherwise cut at the backbone's 512)."""
-    tokenizer = copy.deepcopy(bundle.datamodule.tokenizer)
+def save_tokenizer(bundle: InferenceBundle, folder: Path) -> None:
+    """The run's tokenizer, saved to truncate at the length the model was trained and checked
+    with (`tok(texts, truncation=True)` would otherwise cut at the backbone's 512)."""
+    tokenizer = bundle.datamodule.tokenizer
+    saved = tokenizer.model_max_length
     tokenizer.model_max_length = bundle.datamodule.max_length
-    return tokenizer
+    try:
+        tokenizer.save_pretrained(folder)
+    finally:
+        tokenizer.model_max_length = saved
 
 
 def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[Path, Runner]:
@@ -136,9 +139,12 @@ def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[P
     names = bundle.class_names
     # LoRA adapters folded in: the folder holds a plain transformers model
     hf_model = merge_adapters(copy.deepcopy(encoder.model))
+    # no class names, not even the backbone's own (a published fine-tune's): see above
+    hf_model.config.id2label = {i: f"LABEL_{i}" for i in range(len(names))}
+    hf_model.config.label2id = {f"LABEL_{i}": i for i in range(len(names))}
     folder.mkdir(parents=True, exist_ok=True)
     hf_model.save_pretrained(folder)
-    deployed_tokenizer(bundle).save_pretrained(folder)
+    save_tokenizer(bundle, folder)
     save_file(
         {"weight": head.weight.detach().cpu().contiguous(), "bias": head.bias.detach().cpu()},
         str(folder / "classifier_head.safetensors"),

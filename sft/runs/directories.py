@@ -169,7 +169,8 @@ def grid_jobs(config: DictConfig) -> list[list[str]] | None:
     if not is_grid(config.hydra):
         return None
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
-    params = OmegaConf.to_container(params, resolve=False) if params else {}
+    # the params resolved, as Hydra's sweeper gets them; the command line's as written, as
+    # Hydra hands them to the jobs
     lines = [f"{k}={v}" for k, v in params.items()] + as_written(config.hydra.overrides.task)
     # Hydra's own split of a grid into jobs (a private module: the sweeper exposes no other)
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())

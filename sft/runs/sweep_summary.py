@@ -129,15 +129,21 @@ def summary_rows(results: list[tuple[str, RunResult]], mode: str | None = None) 
     return rows
 
 
-def superseded(results: list[tuple[str, RunResult]]) -> set[str]:
+def superseded(sweep_dir: Path, results: list[tuple[str, RunResult]]) -> set[str]:
     """The jobs whose directory's record a `(not run)` record of the same job (same directory,
     same overrides) supersedes: that job failed before training when the sweep ran again, and
-    its directory keeps the earlier record. Both are listed; the job counts once, as failed."""
-    not_run = {(r.output_dir, tuple(r.overrides)) for job, r in results if job.endswith(NOT_RUN)}
+    its directory keeps the earlier record. Both are listed; the job counts once, as failed.
+    A directory is where its record lies now (the sweep may have moved since it was written)."""
+    not_run = {
+        (Path(r.output_dir).resolve(), tuple(r.overrides))
+        for job, r in results
+        if job.endswith(NOT_RUN)
+    }
     return {
         job
         for job, r in results
-        if not job.endswith(NOT_RUN) and (r.output_dir, tuple(r.overrides)) in not_run
+        if not job.endswith(NOT_RUN)
+        and ((sweep_dir / job).resolve(), tuple(r.overrides)) in not_run
     }
 
 
@@ -218,7 +224,7 @@ def write_summary(sweep_dir: str | Path, mode: str | None = None) -> list[dict]:
     sweep_dir = Path(sweep_dir)
     results = read_results(sweep_dir, not_run=True)
     rows = summary_rows(results, mode)
-    earlier = superseded(results)
+    earlier = superseded(sweep_dir, results)
     jobs = [row for row in rows if row["job"] not in earlier]
     atomic_write_text(sweep_dir / SUMMARY_CSV, _csv_text(rows))
     atomic_write_text(

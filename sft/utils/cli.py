@@ -5,7 +5,8 @@ about `+key`) from inside `hydra.main`, before any task code runs. `check_overri
 command line's config first with Hydra's own loader and turns those mistakes into one line with the
 closest match (difflib). Anything it does not recognise, and every flag that is not a plain run or
 sweep (`--help`, `--info`, `--config-path`...), is left to Hydra, so a valid command is never
-blocked; `--config-dir` (a user's own configs) joins the search path as Hydra adds it. HYDRA_FULL_ERROR=1 skips the check: Hydra then reports with its full trace.
+blocked; `--config-dir` (a user's own configs) joins the search path as Hydra adds it.
+HYDRA_FULL_ERROR=1 skips the check: Hydra then reports with its full trace.
 """
 
 import contextlib
@@ -28,6 +29,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import MissingConfigException, OverrideParseException
 from hydra.types import RunMode
+from hydra.version import setbase
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
@@ -112,8 +114,8 @@ def check_overrides(config_name: str, argv: Sequence[str], config_dir: str = CON
 @contextlib.contextmanager
 def config_search(config_dir: str, extra_dir: str | None) -> Iterator[None]:
     """Hydra set up to search `config_dir`, and `extra_dir` (`--config-dir`) where hydra.main
-    puts it: first, before the schemas (`hydra._internal.utils.run_hydra`), so a file of the
-    user's wins over a packaged one of the same name, as in the run."""
+    puts it (`hydra._internal.utils.run_hydra`): after `config_dir`, before the schemas, so a
+    packaged config wins over a file of the user's of the same name, as in the run."""
     search_path = create_config_search_path(config_dir)
     if extra_dir is not None:
         folder = os.path.abspath(extra_dir)
@@ -125,6 +127,7 @@ def config_search(config_dir: str, extra_dir: str | None) -> Iterator[None]:
             anchor=SearchPathQuery(provider="schema"),
         )
     GlobalHydra.instance().clear()
+    setbase("1.3")  # as the entry points' hydra.main(version_base="1.3")
     Hydra.create_main_hydra2(task_name="check_overrides", config_search_path=search_path)
     try:
         yield
