@@ -47,7 +47,7 @@ def dev_rows(data_dir, n):
     return [line.split("\t") for line in lines[1 : n + 1]]  # sentence, label
 
 
-def test_text_inputs_of_every_kind_match_the_training_pipeline(ckpts, data_dir, tmp_path):
+def test_text_inputs_of_every_kind_match_the_training_pipeline(ckpts, data_dir, tmp_path, caplog):
     rows = dev_rows(data_dir, 5)
     sentences = [s for s, _ in rows]
     (tmp_path / "in.txt").write_text("\n".join([sentences[0], "", *sentences[1:]]) + "\n")
@@ -73,8 +73,13 @@ def test_text_inputs_of_every_kind_match_the_training_pipeline(ckpts, data_dir, 
     results["jsonl"] = json.loads(out["jsonl"].read_text())
     assert out["txt"] == tmp_path / "txt" / "predictions.csv"
 
-    # ids: line numbers (the blank line counts), the index column, data lines of csv/jsonl
+    # ids: line numbers (the blank line counts, and a warning says it is left out), the index
+    # column, data lines of csv/jsonl
     assert [r["id"] for r in results["txt"]] == ["1", "3", "4", "5", "6"]
+    assert (
+        f"inputs={tmp_path / 'in.txt'}: 1 blank line left out (line 2); the predictions' ids "
+        "are the texts' line numbers"
+    ) in caplog.messages
     assert [r["id"] for r in results["tsv"]] == ["10", "11", "12", "13", "14"]
     assert [r["id"] for r in results["jsonl"]] == ["1", "2", "3", "4", "5"]
 

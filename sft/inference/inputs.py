@@ -95,11 +95,21 @@ def read_texts(
                 f"with columns {text_column!r} and {pair_column!r}"
             )
         out = TextInputs([], [], source=path)
+        blank = []
         for line, raw in read_lines(path):
             text = raw.rstrip("\r\n")
             if text.strip():
                 out.ids.append(str(line))
                 out.texts.append(text)
+            else:
+                blank.append(line)
+        if blank and out.texts:
+            lines = "line" if len(blank) == 1 else "lines"
+            log.warning(
+                f"inputs={path}: {len(blank)} blank {lines} left out ({lines} "
+                f"{', '.join(map(str, blank[:5]))}{', ...' if len(blank) > 5 else ''}); the "
+                "predictions' ids are the texts' line numbers"
+            )
     else:
         table = _read_table(path, text_column, pair_column, quoting)
         own = _own_ids(path, table)
