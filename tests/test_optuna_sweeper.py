@@ -33,6 +33,17 @@ TINY = [
 ]
 
 
+def threshold_pruner(upper: float) -> list[str]:
+    """A search minimising val/loss whose pruner stops a trial above `upper` (or at NaN)."""
+    return [
+        "hydra.sweeper.direction=minimize",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+        f"+hydra.sweeper.pruner.upper={upper}",
+        "optimized_metric=val/loss",
+    ]
+
+
 def sft_train_multirun(sweep_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     result = run_module("sft.train", "-m", *TINY, *overrides, f"hydra.sweep.dir={sweep_dir}")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -251,11 +262,7 @@ def test_a_trial_pruned_in_spawned_ranks_is_recorded_as_pruned(tmp_path, data_di
         "hydra/sweeper=sft_optuna",
         "hydra.sweeper.study_name=spawned",
         "hydra.sweeper.n_trials=1",
-        "hydra.sweeper.direction=minimize",
-        "hydra/sweeper/pruner=none",
-        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
-        "+hydra.sweeper.pruner.upper=0.0",
-        "optimized_metric=val/loss",
+        *threshold_pruner(upper=0.0),
         "trainer.max_epochs=2",
         "model.freeze_backbone=true",
         "model.lr_head=choice(0.1)",
@@ -266,12 +273,9 @@ def test_a_trial_pruned_in_spawned_ranks_is_recorded_as_pruned(tmp_path, data_di
     assert (result["status"], result["epochs"]) == ("pruned", 1)
 
 
-def test_a_trial_that_does_not_log_the_optimized_metric_fails_the_sweep(
-    tmp_path, capsys, monkeypatch, data_dir
-):
-    """A typo in optimized_metric: the trial trained, Optuna failed it ("the job returned
-    None"), but its result.json and summary.md said completed and the sweep exited 0."""
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+def search_with_a_failing_trial(tmp_path: Path, capsys, *overrides: str) -> dict:
+    """One trial of cifar10_optuna, in this process, that fails: the sweep exits 1 with the
+    summary's line, Optuna has the trial failed; the trial's result.json."""
     code = run_entry_point(
         main,
         [
@@ -280,8 +284,7 @@ def test_a_trial_that_does_not_log_the_optimized_metric_fails_the_sweep(
             *TINY,
             "hparams_search=cifar10_optuna",
             "hydra.sweeper.n_trials=1",
-            "optimized_metric=val/acc_bset",
-            "+trainer.limit_train_batches=1",
+            *overrides,
             "+trainer.limit_val_batches=1",
             "trainer.max_epochs=1",
             f"hydra.sweep.dir={tmp_path}",
@@ -291,15 +294,27 @@ def test_a_trial_that_does_not_log_the_optimized_metric_fails_the_sweep(
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: 1 of 1 jobs failed: see {tmp_path / 'summary.md'}"
     )
+    (trial,) = load_study(tmp_path, "cifar10_optuna").trials
+    assert trial.state == TrialState.FAIL
     result = json.loads((tmp_path / "0" / "result.json").read_text())
     assert result["status"] == "failed"
+    return result
+
+
+def test_a_trial_that_does_not_log_the_optimized_metric_fails_the_sweep(
+    tmp_path, capsys, monkeypatch, data_dir
+):
+    """A typo in optimized_metric: the trial trained, Optuna failed it ("the job returned
+    None"), but its result.json and summary.md said completed and the sweep exited 0."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    result = search_with_a_failing_trial(
+        tmp_path, capsys, "optimized_metric=val/acc_bset", "+trainer.limit_train_batches=1"
+    )
     assert result["error"].startswith(
         "optimized_metric=val/acc_bset was not logged by this run (it logged: "
     )
     assert "val/acc_best" in result["error"]
     assert "1 job, 0 completed, 1 failed" in (tmp_path / "summary.md").read_text()
-    (trial,) = load_study(tmp_path, "cifar10_optuna").trials
-    assert trial.state == TrialState.FAIL
 
 
 def test_a_trial_whose_metric_diverged_fails_the_sweep(tmp_path, capsys, monkeypatch, data_dir):
@@ -307,37 +322,20 @@ def test_a_trial_whose_metric_diverged_fails_the_sweep(tmp_path, capsys, monkeyp
     lr 1e30: validation logits overflow): Optuna fails it, and so do its record and the sweep
     (was: completed with a null metric, exit 0)."""
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    code = run_entry_point(
-        main,
-        [
-            "sft-train",
-            "-m",
-            *TINY,
-            "hparams_search=cifar10_optuna",
-            "hydra.sweeper.n_trials=1",
-            "hydra.sweeper.direction=minimize",
-            "optimized_metric=val/loss",
-            "model.freeze_backbone=true",
-            "model.lr_head=1e30",
-            "hydra.sweeper.enqueue_trials=[{model.lr_head:1e30}]",
-            "+trainer.limit_train_batches=2",
-            "+trainer.limit_val_batches=1",
-            "trainer.max_epochs=1",
-            f"hydra.sweep.dir={tmp_path}",
-        ],
+    result = search_with_a_failing_trial(
+        tmp_path,
+        capsys,
+        "hydra.sweeper.direction=minimize",
+        "optimized_metric=val/loss",
+        "model.freeze_backbone=true",
+        "model.lr_head=1e30",
+        "hydra.sweeper.enqueue_trials=[{model.lr_head:1e30}]",
+        "+trainer.limit_train_batches=2",
     )
-    assert code == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"error: 1 of 1 jobs failed: see {tmp_path / 'summary.md'}"
-    )
-    result = json.loads((tmp_path / "0" / "result.json").read_text())
-    assert result["status"] == "failed"
     assert result["error"] in (
         f"optimized_metric=val/loss is {value} (the run diverged): the search cannot rank it"
         for value in ("nan", "inf")
     )
-    (trial,) = load_study(tmp_path, "cifar10_optuna").trials
-    assert trial.state == TrialState.FAIL
 
 
 def test_a_trial_pruned_on_a_diverged_metric_stays_pruned(tmp_path, data_dir):
@@ -347,11 +345,7 @@ def test_a_trial_pruned_on_a_diverged_metric_stays_pruned(tmp_path, data_dir):
         tmp_path,
         "hparams_search=cifar10_optuna",
         "hydra.sweeper.n_trials=1",
-        "hydra.sweeper.direction=minimize",
-        "hydra/sweeper/pruner=none",
-        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
-        "+hydra.sweeper.pruner.upper=1e9",
-        "optimized_metric=val/loss",
+        *threshold_pruner(upper=1e9),
         "model.freeze_backbone=true",
         "model.lr_head=1e30",
         "hydra.sweeper.enqueue_trials=[{model.lr_head:1e30}]",

@@ -382,18 +382,23 @@ def test_one_class_of_training_data_is_not_fixed_by_num_classes_1(tmp_path):
         train(cfg)
 
 
-def test_a_data_warning_is_in_the_runs_log(tmp_path, capsys):
-    """`data.skip_bad_files=true` names the files it leaves out in train.log too (was: a Python
-    UserWarning on stderr only, so the run's log never said which images it trained without)."""
+def two_class_tree(root: Path, per_class: int) -> Path:
+    """`root/train/{ant,bee}/<j>.png`: 20x20 images, `per_class` of each; no val/ or test/."""
     from PIL import Image
 
-    root = tmp_path / "tree"
     for c, name in enumerate(["ant", "bee"]):
         (root / "train" / name).mkdir(parents=True)
-        for j in range(6):
+        for j in range(per_class):
             Image.new("RGB", (20, 20), (200 * c, 10 * j, 60)).save(
                 root / "train" / name / f"{j}.png"
             )
+    return root
+
+
+def test_a_data_warning_is_in_the_runs_log(tmp_path, capsys):
+    """`data.skip_bad_files=true` names the files it leaves out in train.log too (was: a Python
+    UserWarning on stderr only, so the run's log never said which images it trained without)."""
+    root = two_class_tree(tmp_path / "tree", per_class=6)
     (root / "train" / "bee" / "broken.png").write_bytes(b"not an image")
     small_cnn = "{_target_:sft.models.backbones.create_backbone,name:small_cnn,width:8}"
     run = tmp_path / "run"
@@ -427,15 +432,7 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     """README: `test/` is optional. sft-train skips testing with a line saying so, and sft-eval
     scores, predicts and draws the confusion matrix of validation (was: `error: image folder
     .../test does not exist` after training, result failed)."""
-    from PIL import Image
-
-    root = tmp_path / "tree"
-    for c, name in enumerate(["ant", "bee"]):
-        (root / "train" / name).mkdir(parents=True)
-        for j in range(10):
-            Image.new("RGB", (20, 20), (200 * c, 10 * j, 60)).save(
-                root / "train" / name / f"{j}.png"
-            )
+    root = two_class_tree(tmp_path / "tree", per_class=10)
     data = [
         "data=image_folder",
         f"data.data_dir={root}",
