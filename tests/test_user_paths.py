@@ -242,6 +242,22 @@ def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable(train_cfg,
         train(train_cfg("trainer.max_epochs=3", "test=false", f"resume={run_dir}", run_dir=run_dir))
 
 
+def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_again(
+    train_cfg, tmp_path, caplog
+):
+    """A finished run resumed past its truncated last.ckpt trains no further, so nothing wrote
+    last.ckpt again, and every later resume or sweep re-run was refused ("no last.ckpt"): the
+    checkpoint it falls back to becomes last.ckpt."""
+    run_dir = tmp_path / "run"
+    train(train_cfg("trainer.max_epochs=1", "test=false", run_dir=run_dir))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    for _ in range(2):
+        train(train_cfg("trainer.max_epochs=1", "test=false", f"resume={run_dir}", run_dir=run_dir))
+        assert torch.load(last, weights_only=True)["epoch"] == 0
+    assert caplog.text.count("resuming from epoch_000.ckpt") == 1
+
+
 @pytest.mark.parametrize(
     ("override", "line"),
     [

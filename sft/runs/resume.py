@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,7 +265,9 @@ def _moved(path: str, before: str, here: str) -> str:
 def readable_checkpoint(last: Path) -> tuple[Path, dict]:
     """`last` and its contents, or, when `last` cannot be read (a truncated copy, a full disk),
     the newest readable checkpoint beside it, saying so; `last` is kept, renamed
-    `last.ckpt.unreadable`, so that training does not write over it. SFTError when none is."""
+    `last.ckpt.unreadable`, so that training does not write over it, and that checkpoint is
+    copied to `last`: a run that trains no further (finished) still has one to continue from
+    next time. SFTError when none is."""
     state = _read_or_none(last)
     if state is not None:
         return last, state
@@ -278,9 +281,12 @@ def readable_checkpoint(last: Path) -> tuple[Path, dict]:
         if state is not None:
             kept = last.with_name(last.name + ".unreadable")
             last.rename(kept)
+            copying = last.with_name(last.name + ".tmp")
+            shutil.copyfile(candidate, copying)
+            os.replace(copying, last)  # whole, or not there
             log.warning(
                 f"{last} cannot be read (kept as {kept.name}): resuming from {candidate.name}, "
-                f"the newest readable checkpoint of this run"
+                f"the newest readable checkpoint of this run (copied to {last.name})"
             )
             return candidate, state
     raise SFTError(
