@@ -25,7 +25,7 @@ from sft.data.cifar10 import CIFAR10DataModule
 from sft.data.text import TextClassificationDataModule
 from sft.data.token_cache import load_tokenizer
 from sft.errors import SFTError, find_user_error
-from sft.models import SFTClassifier
+from sft.models import SFTClassifier, load_classifier
 from sft.runs.resume import ResumePoint, check_resume_checkpoint
 from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import check_overrides
@@ -349,6 +349,24 @@ def bad_checkpoint(kind: str, good: Path, directory: Path) -> Path:
     elif kind == "not_ours":
         torch.save({"weight": torch.zeros(3)}, path)
     return path
+
+
+def test_a_checkpoint_whose_code_cannot_be_imported_is_one_line(checkpoint, tmp_path):
+    """A run whose backbone is a user's module (trained with PYTHONPATH=.), loaded where that
+    module is not importable: sft-eval, sft-predict and sft-export printed Hydra's several
+    lines ("Error locating target ..."), sft-train one."""
+    state = torch.load(checkpoint, weights_only=True)
+    state["hyper_parameters"]["backbone"]["_target_"] = "my_backbones_not_here.TinyNet"
+    moved = tmp_path / "mine.ckpt"
+    torch.save(state, moved)
+    with pytest.raises(SFTError) as err:
+        load_classifier(moved)
+    assert str(err.value) == (
+        f"checkpoint {moved}: its model's code cannot be imported here (Error loading "
+        "'my_backbones_not_here.TinyNet': ModuleNotFoundError(\"No module named "
+        "'my_backbones_not_here'\") Are you sure that module 'my_backbones_not_here' is "
+        "installed?); run where it was trained, or add the folder of that module to PYTHONPATH"
+    )
 
 
 @pytest.mark.parametrize(

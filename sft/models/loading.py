@@ -1,8 +1,11 @@
 """Rebuild an SFTClassifier (and its datamodule) from a checkpoint alone, loading it safely."""
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from sft.errors import SFTError
@@ -12,12 +15,29 @@ from sft.models.classifier import SFTClassifier
 from sft.utils.checkpoint_io import read_checkpoint
 
 
+@contextlib.contextmanager
+def importable_code(path: str | Path) -> Iterator[None]:
+    """One SFTError for a checkpoint whose model names code this process cannot import (a user's
+    backbone module, trained with `PYTHONPATH=.`): Hydra's instantiate reports it in lines."""
+    try:
+        yield
+    except InstantiationException as exc:
+        if not isinstance(exc.__cause__, ImportError):
+            raise
+        cause = " ".join(str(exc.__cause__).split())
+        raise SFTError(
+            f"checkpoint {path}: its model's code cannot be imported here ({cause}); run where it "
+            "was trained, or add the folder of that module to PYTHONPATH"
+        ) from exc
+
+
 def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) -> SFTClassifier:
     """The model of a training checkpoint, on CPU, in eval mode (`checkpoint`: the file's
     contents when the caller has read them already, so a large file is loaded once)."""
     checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
     hparams = dict(checkpoint["hyper_parameters"])
-    input_spec = resolve_input_spec(hparams["backbone"])  # as trained, with its weights
+    with importable_code(path):
+        input_spec = resolve_input_spec(hparams["backbone"])  # as trained, with its weights
     small = checkpoint.get(BASE_WEIGHTS)  # adapter.save_only_trainable: base weights not in it
     if small is None:
         # The checkpoint holds the weights: skip downloading/reading the pretrained ones.
@@ -29,7 +49,8 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
     # compilation speeds up training; evaluating, predicting or exporting a few batches would
     # spend longer compiling than running (and export traces the plain module)
     hparams["compile"] = False
-    model = SFTClassifier(**hparams)
+    with importable_code(path):
+        model = SFTClassifier(**hparams)
     model.input_spec = input_spec
     if small is not None:
         check_base_weights(model, small, f"checkpoint {path}")
