@@ -621,13 +621,21 @@ def test_a_folder_link_back_into_its_own_path_is_refused(tmp_path: Path) -> None
     with pytest.raises(SFTError) as err:
         read_images(tmp_path / "train")
     assert str(err.value) == message
-    # and in a hidden folder, which ImageFolder walks too
+    # a link above the folder leads back into it: named itself (was: its train/ inside)
     up.unlink()
+    up.symlink_to("../..")
+    with pytest.raises(
+        SFTError, match=f"^{re.escape(str(up))} links to {re.escape(str(tmp_path))},"
+    ):
+        read_images(tmp_path / "train")
+    up.unlink()
+    # in a hidden folder: ImageFolder walks it; sft-predict reads no hidden folder
     hidden = tmp_path / "train" / "cat" / ".thumbs" / "up"
     hidden.parent.mkdir()
     hidden.symlink_to("../..")
     with pytest.raises(SFTError, match=f"^{re.escape(str(hidden))} links to "):
-        read_images(tmp_path / "train")
+        ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0).setup()
+    assert len(read_images(tmp_path / "train").paths) == 8
 
 
 def test_images_of_more_than_8_bits(tmp_path: Path) -> None:

@@ -32,17 +32,21 @@ def visible_image(root: str | os.PathLike, path: str | os.PathLike) -> bool:
     return is_image(Path(path)) and not any(is_hidden(part) for part in parts)
 
 
-def visible_files(root: Path) -> list[Path]:
+def visible_files(root: Path, walk_hidden: bool = False) -> list[Path]:
     """Every file under `root` (following links, as ImageFolder does), sorted, without hidden
     files and folders: .DS_Store and the like are the file system's, not the user's data.
-    SFTError for a folder link back into its own path (`ln -s .. up`): followed, it would list
-    the tree above it again and again (under the wrong class folder)."""
+    `walk_hidden`: walk hidden folders all the same (ImageFolder does, and leaves their files
+    out). SFTError for a folder link back into its own path or above `root` (`ln -s .. up`):
+    followed, it would list the tree again and again (under the wrong class folder)."""
     found = []
-    # each folder's real path and those of the folders above it, to spot a link into them
-    above: dict[str, frozenset[str]] = {str(root): frozenset()}
-    # hidden folders are walked too (ImageFolder walks them, and leaves their files out)
+    # each folder's real path and those of the folders above it, to spot a link into them;
+    # above `root` too: a link there leads back down into it
+    real_root = Path(os.path.realpath(root))
+    above: dict[str, frozenset[str]] = {str(root): frozenset(map(str, real_root.parents))}
     for folder, dirs, files in os.walk(root, followlinks=True):
         on_path = above.pop(folder) | {os.path.realpath(folder)}
+        if not walk_hidden:
+            dirs[:] = [d for d in dirs if not is_hidden(d)]
         for d in dirs:
             sub = os.path.join(folder, d)
             if os.path.realpath(sub) in on_path:

@@ -122,7 +122,8 @@ def open_image_folder(
                 f"image folder {path} has class folders {unknown} that the training folder does "
                 f"not have (training classes: {sorted(class_to_idx)})"
             )
-    files = visible_files(path)  # first: a link loop would make ImageFolder walk without end
+    # first: a link loop would make ImageFolder walk without end (hidden folders too)
+    files = visible_files(path, walk_hidden=True)
     try:
         # Train must have images in every class; val/test may lack some classes.
         ds = _MappedImageFolder(
