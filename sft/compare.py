@@ -27,7 +27,7 @@ from rich.table import Table
 
 from sft.errors import SFTError, report_user_errors
 from sft.runs.result import RESULT_FILE, RunResult, run_overrides
-from sft.utils.io import check_not_written
+from sft.utils.io import atomic_write, check_not_written
 
 log = logging.getLogger(__name__)
 
@@ -313,9 +313,12 @@ def plot_curves(runs: list[Run], metric: str, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize="small")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:].lower(), dpi=110))
+    except OSError as exc:  # a folder that cannot be written (/proc, permissions)
+        raise SFTError(f"{path} could not be written: {exc.strerror or exc}") from exc
+    finally:
+        plt.close(fig)
 
 
 def _shorten(label: str, width: int = 60) -> str:

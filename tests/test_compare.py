@@ -97,6 +97,22 @@ def test_a_png_path_without_an_image_extension_is_refused(sweep, tmp_path, capsy
     assert not (tmp_path / name).exists() and not (sweep / "compare.png").exists()
 
 
+def test_a_png_path_that_cannot_be_written_is_one_line(sweep, tmp_path, capsys):
+    """A dangling link (was: written through it, or a FileNotFoundError traceback) and a folder
+    that takes no files (was: a traceback)."""
+    link = tmp_path / "curves.png"
+    link.symlink_to(tmp_path / "gone" / "z.png")
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--png", str(link)])
+    assert capsys.readouterr().err.startswith(f"error: {link} already exists: give another --png")
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--png", "/proc/curves.png"])
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: /proc/curves.png could not be written: ") and "Traceback" not in err
+    )
+
+
 def test_mode_min_ranks_by_the_lowest_value(sweep, tmp_path, capsys):
     png = tmp_path / "plots" / "loss.png"
     main(
