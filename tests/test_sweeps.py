@@ -3,6 +3,7 @@ a failing job is listed (not dropped) and makes the sweep exit 1 after the other
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,11 @@ def test_a_sweep_rerun_in_its_directory_keeps_each_jobs_first_record(tmp_path, c
     assert run_sft_train(capsys, *grid, "seed=1,2")[0] == 0
     assert {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")} == first
     assert len(list(sweep.glob("*/.hydra/resumed_*/overrides.yaml"))) == 2
+    # the same overrides in another order are the same jobs (was: refused as another sweep)
+    time.sleep(1)  # each re-run's config goes to .hydra/resumed_<second>/
+    reordered = ["-m", "seed=1,2", "trainer.max_epochs=1", *TINY, f"hydra.sweep.dir={sweep}"]
+    assert run_sft_train(capsys, *reordered)[0] == 0
+    assert len(list(sweep.glob("*/.hydra/resumed_*/overrides.yaml"))) == 4
 
     # a grid with glob(...) is split as Hydra's sweeper splits it (its parser needs the loader)
     code, err = run_sft_train(capsys, *grid, "seed=1,2", "trainer=glob(cp*)")
@@ -194,10 +200,13 @@ def test_a_sweep_rerun_in_its_directory_keeps_each_jobs_first_record(tmp_path, c
     assert (
         err.strip()
         .splitlines()[-1]
-        .startswith(f"error: hydra.sweep.dir={sweep} holds another sweep: its job 1 ran ")
+        .startswith(
+            f"error: hydra.sweep.dir={sweep} holds another sweep: its job 1 ran seed=2, this sweep's "
+            "job 1 would run seed=3 (the rest alike); "
+        )
     )
     assert {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")} == first
-    assert len(list(sweep.glob("*/.hydra/resumed_*/overrides.yaml"))) == 2
+    assert len(list(sweep.glob("*/.hydra/resumed_*/overrides.yaml"))) == 4
 
 
 def test_a_job_directory_holding_another_jobs_record_is_never_written_over(tmp_path, capsys):

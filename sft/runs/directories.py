@@ -28,7 +28,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sft.errors import RunInTheWay, SFTError, report_user_errors
-from sft.runs.result import RESULT_FILE, RunResult, recorded_overrides, run_overrides
+from sft.runs.result import (
+    RESULT_FILE,
+    RunResult,
+    recorded_overrides,
+    run_overrides,
+    same_overrides,
+)
 from sft.utils.config import as_written, config_subdir
 from sft.utils.io import file_in_the_way
 
@@ -187,12 +193,15 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
     for num, overrides in enumerate(jobs or []):
         recorded = recorded_overrides(sweep_dir / str(num) / RESULT_FILE)
         planned = run_overrides(overrides)
-        if recorded is not None and recorded != planned:
+        if recorded is not None and not same_overrides(recorded, planned):
+            ran = [o for o in recorded if o not in planned]
+            would = [o for o in planned if o not in recorded]
             raise SFTError(
                 f"hydra.sweep.dir={sweep_dir} holds another sweep: its job {num} ran "
-                f"{' '.join(recorded) or 'no overrides'}, this sweep's job {num} would run "
-                f"{' '.join(planned)}; give this sweep a new hydra.sweep.dir (a sweep re-run into "
-                "its directory continues it only with the same overrides)"
+                f"{' '.join(ran) or 'no other overrides'}, this sweep's job {num} would run "
+                f"{' '.join(would) or 'no other overrides'} (the rest alike); give this sweep a "
+                "new hydra.sweep.dir (a sweep re-run into its directory continues it only with the "
+                "same overrides)"
             )
 
 

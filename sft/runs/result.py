@@ -43,6 +43,12 @@ def run_overrides(overrides: Sequence[str]) -> list[str]:
     return [o for o in as_typed(overrides) if not o.startswith(f"{PRUNING_OVERRIDE}=")]
 
 
+def same_overrides(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Whether two runs were given the same overrides, in any order (Hydra applies a command
+    line's overrides of different keys alike in any order)."""
+    return sorted(a) == sorted(b)
+
+
 def one_line_error(exc: BaseException) -> str:
     """The user error's message, or `Type: message` of a bug's root cause, on one line."""
     user_error = find_user_error(exc)

@@ -34,7 +34,7 @@ from sft.runs.directories import (
     resumed_run_dir,
     trainer_last_checkpoint,
 )
-from sft.runs.result import RESULT_FILE, recorded_overrides, run_overrides
+from sft.runs.result import RESULT_FILE, recorded_overrides, run_overrides, same_overrides
 from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from sft.utils.config import task_overrides
 
@@ -155,7 +155,7 @@ def check_job_record(output_dir: Path) -> bool:
     recorded = recorded_overrides(previous)
     if recorded is None:
         return False
-    if recorded != run_overrides(task_overrides()):
+    if not same_overrides(recorded, run_overrides(task_overrides())):
         raise RunInTheWay(
             f"{output_dir} holds a run of another job ({previous}: overrides "
             f"{' '.join(recorded)}); give this sweep a new hydra.sweep.dir (and each job its own "

@@ -135,7 +135,7 @@ def superseded(sweep_dir: Path, results: list[tuple[str, RunResult]]) -> set[str
     its directory keeps the earlier record. Both are listed; the job counts once, as failed.
     A directory is where its record lies now (the sweep may have moved since it was written)."""
     not_run = {
-        (Path(r.output_dir).resolve(), tuple(r.overrides))
+        (Path(r.output_dir).resolve(), tuple(sorted(r.overrides)))
         for job, r in results
         if job.endswith(NOT_RUN)
     }
@@ -143,7 +143,7 @@ def superseded(sweep_dir: Path, results: list[tuple[str, RunResult]]) -> set[str
         job
         for job, r in results
         if not job.endswith(NOT_RUN)
-        and ((sweep_dir / job).resolve(), tuple(r.overrides)) in not_run
+        and ((sweep_dir / job).resolve(), tuple(sorted(r.overrides))) in not_run
     }
 
 
