@@ -207,6 +207,18 @@ def test_a_sweep_rerun_in_its_directory_keeps_each_jobs_first_record(tmp_path, c
     )
     assert {p: p.read_bytes() for p in sweep.glob("*/.hydra/*.yaml")} == first
     assert len(list(sweep.glob("*/.hydra/resumed_*/overrides.yaml"))) == 4
+    # an Optuna search into the grid's directory (was: each trial refused alone, after the
+    # study, its journal and multirun.yaml were written there)
+    multirun = (sweep / "multirun.yaml").read_bytes()
+    search = ["hydra/sweeper=sft_optuna", "model.lr_head=interval(1e-3,0.3)"]
+    code, err = run_sft_train(capsys, *grid, *search, "hydra.sweeper.n_trials=1")
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        f"error: hydra.sweep.dir={sweep} holds a sweep of another sweeper (BasicSweeper; this "
+        "one is SFTOptunaSweeper): give this sweep a new hydra.sweep.dir"
+    )
+    assert (sweep / "multirun.yaml").read_bytes() == multirun
+    assert not list(sweep.glob("optuna*")) and not (sweep / ".not_run").exists()
 
 
 def test_a_job_directory_holding_another_jobs_record_is_never_written_over(tmp_path, capsys):

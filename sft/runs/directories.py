@@ -186,9 +186,20 @@ def grid_jobs(config: DictConfig) -> list[list[str]] | None:
 
 def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
     """A grid re-run into its hydra.sweep.dir continues its jobs from their last.ckpt; a job
-    directory holding a job of other overrides (another grid in that directory) is refused
-    here, before any job runs (was: the job refused alone after Hydra had written its config
+    directory holding a job of other overrides (another grid in that directory), or a sweep
+    directory of another sweeper (an Optuna study into a grid's), is refused here, before any
+    job runs (was: the job refused alone after Hydra had written its config
     over the other job's, and the sweep reported success)."""
+    earlier = sweep_dir / "multirun.yaml"  # Hydra's record of the sweep run there before
+    if earlier.is_file():
+        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+        ran = str(OmegaConf.load(earlier).hydra.sweeper.get("_target_", ""))
+        if ran and ran != sweeper:
+            raise SFTError(
+                f"hydra.sweep.dir={sweep_dir} holds a sweep of another sweeper "
+                f"({ran.rpartition('.')[2]}; this one is {sweeper.rpartition('.')[2]}): give this "
+                "sweep a new hydra.sweep.dir"
+            )
     jobs = grid_jobs(config) if sweep_dir.is_dir() else None
     for num, overrides in enumerate(jobs or []):
         recorded = recorded_overrides(sweep_dir / str(num) / RESULT_FILE)
