@@ -30,7 +30,7 @@ PRUNED = "pruned"
 TEST_PREFIX = "test/"
 # in a sweep directory: the records of jobs that failed before training while their own
 # directory holds an earlier run's record, which stays (a job refused because that run is in its
-# way, a re-run job whose data is gone, ...): `<job number>.json`, for the sweep summary
+# way, a re-run job whose last.ckpt no longer loads, ...): `<job number>.json`, for the sweep summary
 NOT_RUN_DIR = ".not_run"
 # how the Optuna sweeper adds its pruning callback (sft.callbacks.optuna_pruning) to each trial's
 # command line: its own bookkeeping, left out of the overrides a run reports

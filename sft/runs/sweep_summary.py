@@ -3,7 +3,7 @@
 One row per job, read from the jobs' `result.json` files (found anywhere under the sweep
 directory, so any sweeper's job layout works: basic grid, Optuna trial numbers, ...) and from
 `.not_run/` (jobs that failed before training while their directory keeps an earlier run's
-record: refused because that run is in their way, or e.g. a re-run whose data is gone): job,
+record: refused because that run is in their way, or e.g. a re-run whose last.ckpt no longer loads): job,
 status (completed, pruned or failed), overrides, the optimized metric, test metrics, epochs,
 wall time, error, best marker.
 Refreshed after every job (a sweep that crashes keeps a partial summary) and at the end, where
