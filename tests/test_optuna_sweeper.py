@@ -33,6 +33,13 @@ TINY = [
 ]
 
 
+def the_pruned_trial(sweep_dir: Path, study_name: str) -> dict:
+    """The result.json of the study's one trial, which Optuna has as pruned."""
+    (trial,) = load_study(sweep_dir, study_name).trials
+    assert trial.state == TrialState.PRUNED
+    return json.loads((sweep_dir / "0" / "result.json").read_text())
+
+
 def threshold_pruner(upper: float) -> list[str]:
     """A search minimising val/loss whose pruner stops a trial above `upper` (or at NaN)."""
     return [
@@ -267,9 +274,7 @@ def test_a_trial_pruned_in_spawned_ranks_is_recorded_as_pruned(tmp_path, data_di
         "model.freeze_backbone=true",
         "model.lr_head=choice(0.1)",
     )
-    (trial,) = load_study(tmp_path, "spawned").trials
-    assert trial.state == TrialState.PRUNED
-    result = json.loads((tmp_path / "0" / "result.json").read_text())
+    result = the_pruned_trial(tmp_path, "spawned")
     assert (result["status"], result["epochs"]) == ("pruned", 1)
 
 
@@ -353,9 +358,7 @@ def test_a_trial_pruned_on_a_diverged_metric_stays_pruned(tmp_path, data_dir):
         "+trainer.limit_val_batches=1",
         "trainer.max_epochs=2",
     )
-    (trial,) = load_study(tmp_path, "cifar10_optuna").trials
-    assert trial.state == TrialState.PRUNED
-    assert json.loads((tmp_path / "0" / "result.json").read_text())["status"] == "pruned"
+    assert the_pruned_trial(tmp_path, "cifar10_optuna")["status"] == "pruned"
 
 
 def test_a_searched_key_fixed_on_the_command_line_is_left_out_of_the_enqueued_trial(

@@ -31,6 +31,7 @@ from sft.callbacks.optuna_pruning import (
 )
 from sft.errors import SFTError
 from sft.runs.result import FAILED, PRUNING_OVERRIDE, RESULT_FILE, RunResult, run_overrides
+from sft.utils.config import MULTIRUN_RECORD
 from sft.utils.instantiate import runs_validation
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class OptunaSweep:
             )
         fixed = run_overrides([line for _, line in space.fixed])
         study, n_before = self.open_study(storage, enqueued, fixed)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        OmegaConf.save(self.config, sweep_dir / MULTIRUN_RECORD)
         log.info(
             f"Optuna study '{self.study_name}' ({storage}): {n_before} trials so far, "
             f"adding {self.n_trials}; search space: {space.distributions}"

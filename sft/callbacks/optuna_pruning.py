@@ -56,14 +56,20 @@ class OptunaPruning(Callback):
         # the validation after which the trial was pruned (every rank): the run's record says so
         self.pruned_at: int | None = None
 
+    def _ids(self, storage: Any) -> tuple[int, int]:
+        """The storage's ids of this callback's study and trial."""
+        study_id = storage.get_study_id_from_name(self.study_name)
+        return study_id, storage.get_trial_id_from_study_id_trial_number(
+            study_id, self.trial_number
+        )
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or not trainer.is_global_zero or self.trial is not None:
             return
         import optuna  # late: only trials of a sweep pay for the import
 
         storage = open_storage(self.storage)
-        study_id = storage.get_study_id_from_name(self.study_name)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number)
+        study_id, trial_id = self._ids(storage)
         pruner_config = storage.get_study_user_attrs(study_id).get(PRUNER_CONFIG)
         pruner = instantiate(pruner_config) if pruner_config else optuna.pruners.NopPruner()
         study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=pruner)
@@ -90,8 +96,7 @@ class OptunaPruning(Callback):
             return self.pruned_at is not None
         try:
             storage = open_storage(self.storage)
-            study_id = storage.get_study_id_from_name(self.study_name)
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number)
+            _, trial_id = self._ids(storage)
             return PRUNED_AT_STEP in storage.get_trial_user_attrs(trial_id)
         except Exception as e:  # asked while recording the run: its own error goes first
             log.warning(f"Optuna pruning: the trial's state could not be read ({e}): not pruned")

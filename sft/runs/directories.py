@@ -35,7 +35,7 @@ from sft.runs.result import (
     run_overrides,
     same_overrides,
 )
-from sft.utils.config import as_written, config_subdir
+from sft.utils.config import MULTIRUN_RECORD, as_written, config_subdir
 from sft.utils.io import file_in_the_way
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
     directory of another sweeper (an Optuna study into a grid's), is refused here, before any
     job runs (was: the job refused alone after Hydra had written its config
     over the other job's, and the sweep reported success)."""
-    earlier = sweep_dir / "multirun.yaml"  # Hydra's record of the sweep run there before
+    earlier = sweep_dir / MULTIRUN_RECORD  # the sweep run there before
     if earlier.is_file():
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
         ran = str(OmegaConf.load(earlier).hydra.sweeper.get("_target_", ""))

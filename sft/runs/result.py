@@ -30,7 +30,8 @@ PRUNED = "pruned"
 TEST_PREFIX = "test/"
 # in a sweep directory: the records of jobs that failed before training while their own
 # directory holds an earlier run's record, which stays (a job refused because that run is in its
-# way, a re-run job whose last.ckpt no longer loads, ...): `<job number>.json`, for the sweep summary
+# way, a re-run job whose last.ckpt no longer loads, ...): `<job number>.json`, for the sweep
+# summary
 NOT_RUN_DIR = ".not_run"
 # how the Optuna sweeper adds its pruning callback (sft.callbacks.optuna_pruning) to each trial's
 # command line: its own bookkeeping, left out of the overrides a run reports
@@ -43,10 +44,15 @@ def run_overrides(overrides: Sequence[str]) -> list[str]:
     return [o for o in as_typed(overrides) if not o.startswith(f"{PRUNING_OVERRIDE}=")]
 
 
+def overrides_key(overrides: Sequence[str]) -> tuple[str, ...]:
+    """Runs given the same overrides in any order have one key (Hydra applies a command line's
+    overrides of different keys alike in any order)."""
+    return tuple(sorted(overrides))
+
+
 def same_overrides(a: Sequence[str], b: Sequence[str]) -> bool:
-    """Whether two runs were given the same overrides, in any order (Hydra applies a command
-    line's overrides of different keys alike in any order)."""
-    return sorted(a) == sorted(b)
+    """Whether two runs were given the same overrides, in any order."""
+    return overrides_key(a) == overrides_key(b)
 
 
 def one_line_error(exc: BaseException) -> str:

@@ -3,8 +3,8 @@
 One row per job, read from the jobs' `result.json` files (found anywhere under the sweep
 directory, so any sweeper's job layout works: basic grid, Optuna trial numbers, ...) and from
 `.not_run/` (jobs that failed before training while their directory keeps an earlier run's
-record: refused because that run is in their way, or e.g. a re-run whose last.ckpt no longer loads): job,
-status (completed, pruned or failed), overrides, the optimized metric, test metrics, epochs,
+record: refused because that run is in their way, or e.g. a re-run whose last.ckpt no longer
+loads): job, status (completed, pruned or failed), overrides, the optimized metric, test metrics, epochs,
 wall time, error, best marker.
 Refreshed after every job (a sweep that crashes keeps a partial summary) and at the end, where
 failed jobs make the command exit 1 with one `error:` line.
@@ -33,6 +33,7 @@ from sft.runs.result import (
     RESULT_FILE,
     RunResult,
     one_line_error,
+    overrides_key,
     run_overrides,
 )
 from sft.utils.io import atomic_write_text
@@ -135,7 +136,7 @@ def superseded(sweep_dir: Path, results: list[tuple[str, RunResult]]) -> set[str
     its directory keeps the earlier record. Both are listed; the job counts once, as failed.
     A directory is where its record lies now (the sweep may have moved since it was written)."""
     not_run = {
-        (Path(r.output_dir).resolve(), tuple(sorted(r.overrides)))
+        (Path(r.output_dir).resolve(), overrides_key(r.overrides))
         for job, r in results
         if job.endswith(NOT_RUN)
     }
@@ -143,7 +144,7 @@ def superseded(sweep_dir: Path, results: list[tuple[str, RunResult]]) -> set[str
         job
         for job, r in results
         if not job.endswith(NOT_RUN)
-        and ((sweep_dir / job).resolve(), tuple(sorted(r.overrides))) in not_run
+        and ((sweep_dir / job).resolve(), overrides_key(r.overrides)) in not_run
     }
 
 

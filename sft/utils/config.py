@@ -51,6 +51,10 @@ def config_subdir(run_dir: str) -> str:
     return ".hydra"
 
 
+# Hydra's record of a multirun's config in its sweep directory (basic sweeper and ours alike)
+MULTIRUN_RECORD = "multirun.yaml"
+
+
 def as_written(overrides: Sequence[str]) -> list[str]:
     """Override strings of a Hydra config node as written: iterating the node would resolve an
     interpolation in them (`model.lr_head=${model.lr_backbone}`, or a failing `${oc.env:X}`)."""
@@ -79,7 +83,7 @@ def swept_keys() -> list[str]:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return []
     keys = list((hydra_cfg.sweeper.get("params") or {}).keys())
-    multirun = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
+    multirun = Path(hydra_cfg.sweep.dir) / MULTIRUN_RECORD
     if multirun.is_file():
         task = OmegaConf.load(multirun).hydra.overrides.task
         parsed = OverridesParser.create().parse_overrides(as_written(task))

@@ -40,9 +40,8 @@ def check_not_written(path: Path, setting: str) -> None:
         raise SFTError(
             f"{blocking} is a file, not a folder: {path} cannot be written; give another {setting}"
         )
-    if (
-        path.exists() or path.is_symlink()
-    ):  # a dangling link too: written through, it goes elsewhere
+    # a dangling link too: written through, it would go elsewhere
+    if path.exists() or path.is_symlink():
         raise SFTError(
             f"{path} already exists: give another {setting} (results already written are never "
             "replaced)"
