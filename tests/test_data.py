@@ -638,6 +638,41 @@ def test_a_folder_link_back_into_its_own_path_is_refused(tmp_path: Path) -> None
     assert len(read_images(tmp_path / "train").paths) == 8
 
 
+def test_an_image_file_a_link_makes_appear_twice_is_named(tmp_path: Path, caplog) -> None:
+    """`ln -s ../train val`, `ln -s cat train/kitty`: the same image files validated what they
+    trained on, or trained under two labels, without a word (was: silently)."""
+    _tree(tmp_path, "train", {"cat": 3, "dog": 3})
+    (tmp_path / "val").symlink_to("train")
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    with logs_warning(caplog, r"^6 of the 6 images under .*val are files of the training folder"):
+        dm.setup("fit")
+    (tmp_path / "val").unlink()
+    _tree(tmp_path, "val", {"cat": 1, "dog": 1})
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "dog").symlink_to(tmp_path / "train" / "dog")
+    (tmp_path / "train" / "kitty").symlink_to("cat")
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    kitty = re.escape(str(tmp_path / "train" / "kitty" / "0.jpg"))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING][-2:]
+    assert re.match(
+        rf"3 images under .*train are files it already holds .*e\.g\. {kitty} is", warned[0]
+    )
+    assert re.match(
+        r"3 of the 3 images under .*test are files of the training folder .*: testing", warned[1]
+    )
+    # copies are other files: nothing to say
+    caplog.clear()
+    (tmp_path / "train" / "kitty").unlink()
+    (tmp_path / "test" / "dog").unlink()
+    _tree(tmp_path, "test", {"dog": 2})
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
 def test_images_of_more_than_8_bits(tmp_path: Path) -> None:
     """A 16-bit greyscale PNG decodes as its 8-bit version (was: clipped at 255, nearly
     white); 32-bit pixels, whose range nothing tells, are named before training."""

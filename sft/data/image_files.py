@@ -1,17 +1,19 @@
-"""Which files of a user's folder are images, and a warning naming those a folder holds but
-the data leaves out (torchvision's ImageFolder skips them without a word)."""
+"""Which files of a user's folder are images, a warning naming those a folder holds but the data
+leaves out (torchvision's ImageFolder skips them without a word), and one for an image file that
+a link makes appear twice."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sft.errors import SFTError
+from sft.utils.logs import rank_zero_warning
 
 log = logging.getLogger(__name__)
 
@@ -82,3 +84,48 @@ def warn_left_out(
         f"{files} under {root} not used: {shown}{more} (images: "
         f"{', '.join(IMG_EXTENSIONS)}" + (", each in its class folder)" if class_folders else ")")
     )
+
+
+FileId = tuple[int, int]  # (device, inode): one file, whatever links or hard links name it
+
+
+def warn_repeated_files(paths: Sequence[str], root: Path) -> dict[FileId, str]:
+    """Each file of `paths` (the images of the training folder `root`) by its identity, with a
+    warning when a link names one file twice (`ln -s cat train/kitty`): it trains twice, and
+    under another class folder with both labels."""
+    ids: dict[FileId, str] = {}
+    twice = []
+    for path in paths:
+        st = os.stat(path)
+        first = ids.setdefault((st.st_dev, st.st_ino), path)
+        if first != path:
+            twice.append((first, path))
+    if twice:
+        first, again = twice[0]
+        rank_zero_warning(
+            log,
+            f"{len(twice)} images under {root} are files it already holds through a link "
+            f"(e.g. {again} is {first}): each of them trains twice, with the label of each "
+            "class folder it is in",
+        )
+    return ids
+
+
+def warn_files_of_training(
+    paths: Sequence[str], root: Path, training: Mapping[FileId, str], split: str
+) -> None:
+    """A warning when images of the `split` folder `root` are files of the training folder
+    (`training`: `warn_repeated_files`' answer), reached through a link (`ln -s train val`): the
+    scores of that split would be on images the model trains on."""
+    shared = []
+    for path in paths:
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) in training:
+            shared.append((path, training[(st.st_dev, st.st_ino)]))
+    if shared:
+        path, train_path = shared[0]
+        rank_zero_warning(
+            log,
+            f"{len(shared)} of the {len(paths)} images under {root} are files of the training "
+            f"folder (e.g. {path} is {train_path}): {split} scores images the model trains on",
+        )

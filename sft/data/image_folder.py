@@ -21,7 +21,15 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from sft.contracts import IMAGENET
 from sft.data.base import ImageDataModule, absolute_dir, check_batch_size, check_train_batch
 from sft.data.image_decode import ImageDecoder, check_mode
-from sft.data.image_files import is_hidden, visible_files, visible_image, warn_left_out
+from sft.data.image_files import (
+    FileId,
+    is_hidden,
+    visible_files,
+    visible_image,
+    warn_files_of_training,
+    warn_left_out,
+    warn_repeated_files,
+)
 from sft.data.resumable import ResumableDataLoader
 from sft.data.subsets import (
     check_few_label_args,
@@ -221,6 +229,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.train_data: Dataset | None = None
         self.val_data: Dataset | None = None
         self.test_data: Dataset | None = None
+        self._training_files: dict[FileId, str] = {}  # each training image by its file
 
     @property
     def has_labelled_test(self) -> bool:
@@ -247,6 +256,12 @@ class ImageFolderDataModule(ImageDataModule):
                 self.root / self.test_dir, self.decode, self.class_to_idx
             )
             check_images(self.test_data, self.image_size, self.skip_bad_files)
+            warn_files_of_training(
+                [p for p, _ in self.test_data.samples],
+                self.root / self.test_dir,
+                self._training_files,
+                "testing",
+            )
 
     @property
     def train_path(self) -> Path:
@@ -265,6 +280,7 @@ class ImageFolderDataModule(ImageDataModule):
             )
         full = open_image_folder(train_path, self.decode)
         check_images(full, self.image_size, self.skip_bad_files)
+        self._training_files = warn_repeated_files([p for p, _ in full.samples], train_path)
         self.class_names = list(full.classes)
         self.num_classes = len(self.class_names)
         self.class_to_idx = dict(full.class_to_idx)
@@ -274,6 +290,9 @@ class ImageFolderDataModule(ImageDataModule):
         if val_path is not None and val_path.is_dir():
             self.val_data = open_image_folder(val_path, self.decode, self.class_to_idx)
             check_images(self.val_data, self.image_size, self.skip_bad_files)
+            warn_files_of_training(
+                [p for p, _ in self.val_data.samples], val_path, self._training_files, "validation"
+            )
             pool = torch.arange(len(full))
         else:
             setting, fraction = f"val_fraction={self.val_fraction}", self.val_fraction
