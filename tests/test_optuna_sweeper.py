@@ -4,6 +4,7 @@ that a re-run resumes, and pruning, through real `sft-train -m` runs on a tiny C
 import json
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -15,7 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hydra_plugins.sft_optuna_sweeper._search_space import build_search_space, format_value
-from sft.callbacks.optuna_pruning import open_storage
+from sft.callbacks.optuna_pruning import OptunaPruning, open_storage
 from sft.compare import find_runs, summarize
 from sft.train import main
 
@@ -359,6 +360,22 @@ def test_a_trial_pruned_on_a_diverged_metric_stays_pruned(tmp_path, data_dir):
         "trainer.max_epochs=2",
     )
     assert the_pruned_trial(tmp_path, "cifar10_optuna")["status"] == "pruned"
+
+
+def test_a_trial_diverging_where_earlier_ones_did_is_pruned_without_numpys_warning(recwarn):
+    """The median pruner over earlier trials that all reported NaN at a step: pruned, without
+    numpy's raw `RuntimeWarning: All-NaN slice encountered` in the sweep's output (was: printed)."""
+    study = optuna.create_study(
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=0)
+    )
+    earlier = study.ask()
+    earlier.report(float("nan"), 0)
+    study.tell(earlier, 1.0)  # completed: the pruner compares with completed trials
+    callback = OptunaPruning("unused", study.study_name, trial_number=1, monitor="val/loss")
+    callback.trial = study.ask()
+    trainer = SimpleNamespace(callback_metrics={"val/loss": torch.tensor(float("nan"))})
+    assert callback._report(trainer, step=0)
+    assert [str(w.message) for w in recwarn] == []
 
 
 def test_a_searched_key_fixed_on_the_command_line_is_left_out_of_the_enqueued_trial(

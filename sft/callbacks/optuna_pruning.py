@@ -11,6 +11,7 @@ tells Optuna it was PRUNED.
 
 import logging
 import math
+import warnings
 from typing import Any
 
 import lightning as L
@@ -112,8 +113,12 @@ class OptunaPruning(Callback):
             return False
         value = float(value)
         self.trial.report(value, step)
-        if not self.trial.should_prune():
-            return False
+        with warnings.catch_warnings():
+            # the percentile pruners' np.nanmin over earlier trials that all diverged at this
+            # step: numpy's warning, printed raw, where the pruner's answer is right (prune)
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            if not self.trial.should_prune():
+                return False
         self.trial.set_user_attr(PRUNED_AT_STEP, step)
         shown = value if math.isfinite(value) else str(value)
         log.info(
