@@ -22,7 +22,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from sft.errors import SFTError, report_user_errors
 from sft.models.backbones import backbone_speed_hints
-from sft.models.loading import datamodule_from_checkpoint, load_classifier
+from sft.models.loading import check_class_names, datamodule_from_checkpoint, load_classifier
 from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import checks_overrides, override_key
 from sft.utils.config import (
@@ -104,28 +104,6 @@ def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> D
         if key in data and key in trained and f"data.{key}" not in set_here:
             data[key] = trained[key]
     return OmegaConf.create(data)
-
-
-def check_class_names(found: list[str], trained: list[str] | None, ckpt_path: str) -> None:
-    """The data's classes against those the checkpoint was trained with: the model scores by
-    index, so the same names in another order give wrong results (SFTError); other names, a
-    warning. Integer labels (names '0', '1', ...) name nothing to compare; a different count
-    is the model's own check (SFTClassifier.setup)."""
-    found, trained = [str(n) for n in found], [str(n) for n in trained or []]
-    if not trained or found == trained or len(found) != len(trained):
-        return
-    if any(names == [str(i) for i in range(len(names))] for names in (found, trained)):
-        return
-    if sorted(found) == sorted(trained):
-        raise SFTError(
-            f"the data's classes are {found} but {ckpt_path} was trained with {trained}: the "
-            "model scores by position, so the results would be wrong; give them in the "
-            f"checkpoint's order (data.label_names=[{','.join(trained)}])"
-        )
-    log.warning(
-        f"the data's classes {found} are not the ones {ckpt_path} was trained with {trained}: "
-        "each is scored as the model's class at the same position"
-    )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from sft.data import SFTDataModule
 from sft.errors import find_user_error, report_user_errors
 from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints
+from sft.models.loading import check_class_names
 from sft.runs.directories import is_grid
 from sft.runs.result import NOT_RUN_DIR, RunRecorder, run_overrides
 from sft.runs.resume import (
@@ -99,6 +100,10 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     if start:
         # before anything is written: a resumed run's directory keeps its files when refused
         check_resume_checkpoint(start, model)  # a clear line, not a load traceback
+        # the model scores by position: the data's classes, known once it is set up (Lightning's
+        # own setup call then finds the splits loaded), must be the checkpoint's, in its order
+        datamodule.setup("fit")
+        check_class_names(datamodule.class_names, start.checkpoint.get("class_names"), start.path)
     print_and_save_config(cfg, cfg.paths.output_dir)
     if start and start.continues_run:
         continue_tensorboard(cfg.get("logger"), start.step)

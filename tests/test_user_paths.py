@@ -79,6 +79,24 @@ def test_eval_on_data_naming_the_classes_in_another_order_is_an_error(checkpoint
     assert not (tmp_path / "predictions.csv").exists()
 
 
+def test_training_on_from_a_checkpoint_whose_classes_are_in_another_order_is_an_error(
+    checkpoints, tmp_path, caplog
+):
+    """`ckpt_path=` (or `resume=`) with `data.label_names` in another order than the
+    checkpoint's: training went on with the classes swapped, without a word (was: exit 0), as
+    sft-eval refuses. Nothing is written for the refused run; other names are a warning."""
+    overrides = [*TINY_TEXT, f"ckpt_path={checkpoints['text']}", "test=false"]
+    swapped = compose_config(
+        "train", [*overrides, "data.label_names=[positive,negative]"], tmp_path
+    )
+    with pytest.raises(SFTError, match=r"^the data's classes are \['positive', 'negative'\] but "):
+        train(swapped)
+    assert not (tmp_path / "config_resolved.yaml").exists()
+    renamed = compose_config("train", [*overrides, "data.label_names=[bad,good]"], tmp_path / "b")
+    with logs_warning(caplog, r"^the data's classes \['bad', 'good'\] are not the ones "):
+        train(renamed)
+
+
 def test_eval_predictions_cover_the_batches_the_metrics_do(checkpoints, tmp_path):
     """sft-eval trainer.limit_test_batches=1: metrics of one batch, but predictions.csv and the
     confusion matrix of the whole test split (was: 10,000 rows)."""

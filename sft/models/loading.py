@@ -1,6 +1,7 @@
 """Rebuild an SFTClassifier (and its datamodule) from a checkpoint alone, loading it safely."""
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from sft.models.adapters import BASE_WEIGHTS, check_base_weights, frozen_paramet
 from sft.models.backbones import resolve_input_spec
 from sft.models.classifier import SFTClassifier
 from sft.utils.checkpoint_io import read_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -83,3 +86,25 @@ def datamodule_from_checkpoint(
     hparams = dict(checkpoint.get("datamodule_hyper_parameters", {}))
     hparams.update(overrides)
     return instantiate({"_target_": checkpoint["datamodule_target"], **hparams})
+
+
+def check_class_names(found: list[str], trained: list[str] | None, ckpt_path: str | Path) -> None:
+    """The data's classes against those the checkpoint was trained with: the model scores by
+    index, so the same names in another order give wrong results (SFTError); other names, a
+    warning. Integer labels (names '0', '1', ...) name nothing to compare; a different count
+    is the model's own check (SFTClassifier.setup)."""
+    found, trained = [str(n) for n in found], [str(n) for n in trained or []]
+    if not trained or found == trained or len(found) != len(trained):
+        return
+    if any(names == [str(i) for i in range(len(names))] for names in (found, trained)):
+        return
+    if sorted(found) == sorted(trained):
+        raise SFTError(
+            f"the data's classes are {found} but {ckpt_path} was trained with {trained}: the "
+            "model scores by position, so the results would be wrong; give them in the "
+            f"checkpoint's order (data.label_names=[{','.join(trained)}])"
+        )
+    log.warning(
+        f"the data's classes {found} are not the ones {ckpt_path} was trained with {trained}: "
+        "each is scored as the model's class at the same position"
+    )
