@@ -673,6 +673,34 @@ def test_an_image_file_a_link_makes_appear_twice_is_named(tmp_path: Path, caplog
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
+def test_a_split_folder_that_is_not_there_is_named(tmp_path: Path, caplog) -> None:
+    """`data.val_dir=vall` (a typo) validated on a carve of the training images, and a
+    `validation/` folder was never read, with an info line only (was: exit 0)."""
+    _tree(tmp_path, "train", {"cat": 3, "dog": 3})
+    _tree(tmp_path, "validation", {"cat": 1, "dog": 1})
+    for key in ("val_dir", "test_dir"):
+        dm = ImageFolderDataModule(
+            str(tmp_path), image_size=16, batch_size=2, num_workers=0, **{key: "vall"}
+        )
+        with pytest.raises(
+            SFTError,
+            match=rf"^data\.{key}=vall: no folder .*vall \(folders in .*: train, validation\)",
+        ):
+            dm.setup("fit")
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    with logs_warning(
+        caplog, r"holds validation/, which no split reads, and no folder for data\.val_dir=val "
+    ):
+        dm.setup("fit")
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=16, batch_size=2, num_workers=0, val_dir="validation"
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert len(dm.val_data) == 2 and not caplog.records  # test/ is optional
+
+
 def test_images_of_more_than_8_bits(tmp_path: Path) -> None:
     """A 16-bit greyscale PNG decodes as its 8-bit version (was: clipped at 255, nearly
     white); 32-bit pixels, whose range nothing tells, are named before training."""

@@ -279,6 +279,7 @@ class ImageFolderDataModule(ImageDataModule):
                 f"{where}: sft-train skips testing; sft-eval scores and predicts validation"
             )
         full = open_image_folder(train_path, self.decode)
+        self._check_split_folders()  # before every image is decoded: a typo is found at once
         check_images(full, self.image_size, self.skip_bad_files)
         self._training_files = warn_repeated_files([p for p, _ in full.samples], train_path)
         self.class_names = list(full.classes)
@@ -326,6 +327,34 @@ class ImageFolderDataModule(ImageDataModule):
         warn_classes_without_examples(
             targets[self.train_indices], self.class_names, str(train_path)
         )
+
+    def _check_split_folders(self) -> None:
+        """`val/` and `test/` are optional, but a folder named otherwise (`data.val_dir=vall`)
+        must exist: missing, the run validated on a carve of the training images and skipped
+        testing, with an info line only. A folder under the root that no split reads
+        (`validation/` next to `train/`) is named in a warning when a split folder is missing."""
+        root, usual = self.root, {"val_dir": "val", "test_dir": "test"}
+        folders = sorted(e.name for e in root.iterdir() if e.is_dir() and not is_hidden(e.name))
+        for key, name in (("val_dir", self.val_dir), ("test_dir", self.test_dir)):
+            if name is not None and name != usual[key] and not (root / name).is_dir():
+                raise SFTError(
+                    f"data.{key}={name}: no folder {root / name} (folders in {root}: "
+                    f"{', '.join(folders)}); name one of them, or data.{key}=null for none"
+                )
+        reads = {self.train_dir, self.val_dir, self.test_dir}
+        unread = [f for f in folders if f not in reads]
+        missing = [
+            f"data.{key}={name}"
+            for key, name in (("val_dir", self.val_dir), ("test_dir", self.test_dir))
+            if name is not None and not (root / name).is_dir()
+        ]
+        if unread and missing:
+            rank_zero_warning(
+                log,
+                f"{root} holds {', '.join(f + '/' for f in unread)}, which no split reads, and "
+                f"no folder for {' or '.join(missing)}: to use one, set data.val_dir or "
+                "data.test_dir to its name",
+            )
 
     def _loader(self, data: Dataset | None, split: str, **kwargs) -> DataLoader:
         if data is None:
