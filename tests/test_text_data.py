@@ -371,6 +371,45 @@ def test_jsonl_numbers_are_label_names_as_csv_cells_are(tmp_path, token_cache):
     assert dm.train_data.labels.tolist() == [0, 1, 2]
 
 
+def test_a_number_that_is_not_one_of_numbered_class_names_is_refused(
+    tmp_path, token_cache, monkeypatch
+):
+    """Ratings named ["1", "3", "5"]: a `2` was read as position 2, the class "5", and 0-based
+    labels shifted onto the names, silently. Numbered names take names only; a Hugging Face
+    ClassLabel column still holds positions."""
+    d = tmp_path / "stars"
+    d.mkdir()
+    (d / "train.tsv").write_text("sentence\tlabel\nawful\t1\nfine\t3.0\nsuperb\t5\n")
+    (d / "dev.tsv").write_text("sentence\tlabel\nmeh\t2\n")
+    dm = make_dm(d, token_cache, label_names=["1", "3", "5"])
+    with pytest.raises(
+        SFTError,
+        match=r"dev\.tsv, line 2: label '2' is not in the label set \(\['1', '3', '5'\]\); the "
+        "class names are numbers",
+    ):
+        dm.setup("fit")
+    (d / "dev.tsv").write_text("sentence\tlabel\nmeh\t3\n")
+    dm = make_dm(d, token_cache, label_names=["1", "3", "5"])
+    dm.setup("fit")
+    assert dm.train_data.labels.tolist() == [0, 1, 2] and dm.val_data.labels.tolist() == [1]
+    import datasets
+
+    import sft.data.readers.hf as hf_reader
+
+    stars = datasets.ClassLabel(names=["1", "3", "5"])
+    features = datasets.Features({"sentence": datasets.Value("string"), "label": stars})
+    rows = {"sentence": ["awful", "fine", "superb"], "label": [0, 1, 2]}
+    monkeypatch.setattr(
+        hf_reader,
+        "load_hf_split",
+        lambda *args: datasets.Dataset.from_dict(rows, features=features),
+    )
+    splits = {"train_split": "train", "val_split": "validation", "test_split": None}
+    dm = make_dm(tmp_path, token_cache, source="hf", dataset_name="someone/stars", **splits)
+    dm.setup("fit")
+    assert dm.class_names == ["1", "3", "5"] and dm.train_data.labels.tolist() == [0, 1, 2]
+
+
 def test_a_jsonl_test_file_is_unlabelled_only_when_no_record_has_a_label(tmp_path, token_cache):
     """A test file whose first record lacks the label: was read as unlabelled, dropping the
     labels of every other record without a word; now one error naming that line."""

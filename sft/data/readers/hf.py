@@ -108,13 +108,16 @@ class HFReader(TextReader):
     def read(self, role: str) -> TextExamples:
         label_column, need = self.label_mode(role)
         s = self.settings
+        dataset = self.dataset(role)
+        # a ClassLabel column holds positions, whatever its names (["1", ..., "5"] stars too)
+        class_label = hf_label_names(dataset, label_column) is not None
         return read_hf_split(
-            self.dataset(role),
+            dataset,
             self.where(role),
             s.text_column,
             s.text_pair_column,
             label_column,
-            self.label_map(),
+            LabelMap(self.label_map().names, positions=class_label),
             need,
         )
 

@@ -15,18 +15,24 @@ class LabelMap:
     """Raw label values -> class indices.
 
     With `names`, a value is a name (exact match) or an integer index into `names`; without,
-    it must be an integer >= 0 (the class count is inferred from the training split).
+    it must be an integer >= 0 (the class count is inferred from the training split). Names that
+    are whole numbers (star ratings `["1", "3", "5"]`) take names only: a `2` read as position 2
+    was the class "5", silently. `positions`: integers are positions all the same (a Hugging
+    Face `ClassLabel` column holds the positions of its names).
     """
 
-    def __init__(self, names: Sequence[str] | None) -> None:
+    def __init__(self, names: Sequence[str] | None, positions: bool = False) -> None:
         self.names = [str(n) for n in names] if names is not None else None
         if self.names is not None and (not self.names or len(set(self.names)) != len(self.names)):
             raise SFTError(f"data.label_names must be distinct and non-empty, got {self.names}")
         self._index = {n: i for i, n in enumerate(self.names or [])}
+        self._numbered = not positions and any(as_int(n) is not None for n in self.names or [])
 
     def allowed(self) -> str:
         if self.names is None:
             return "integers >= 0"
+        if self._numbered:
+            return f"{self.names}"
         return f"{self.names} or 0..{len(self.names) - 1}"
 
     def __call__(self, value: Any, where: str) -> int:
@@ -35,6 +41,14 @@ class LabelMap:
             if value in self._index:
                 return self._index[value]
         index = as_int(value)
+        if self._numbered:
+            name = str(index)  # "3.0", as spreadsheets write a label column, is the name "3"
+            if index is None or name not in self._index:
+                raise SFTError(
+                    f"{where}: label {value!r} is not in the label set ({self.allowed()}); the "
+                    "class names are numbers, so labels are read as names, not positions"
+                )
+            return self._index[name]
         n = len(self.names) if self.names is not None else None
         if index is None or index < 0 or (n is not None and index >= n):
             hint = ""
