@@ -363,6 +363,18 @@ def test_config_values_are_type_checked_before_anything_runs(
     assert capsys.readouterr().err.strip().splitlines()[-1] == line
 
 
+def test_unquoted_numbers_as_class_names_are_told_to_be_quoted(tmp_path, monkeypatch, capsys):
+    """`data.label_names=[1,3,5]`: the command line reads numbers, and the error said only that
+    it expected strings (was: no word on quoting)."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["sft-train", "experiment=sst2_minilm", "data.label_names=[1,3,5]"]
+    assert run_entry_point(train_module.main, [*argv, f"paths.log_dir={tmp_path}"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: data.label_names: expected a list of strings or null, got [1, 3, 5] (the command "
+        """line reads 1, true and null as values: quote names, 'data.label_names=["1","3","5"]')"""
+    )
+
+
 def test_training_without_validation_runs_with_the_default_callbacks(train_cfg, caplog):
     """`+trainer.limit_val_batches=0` with the default callbacks: early stopping on val/acc is
     switched off, said in the log (was: Lightning's RuntimeError for the missing metric at the

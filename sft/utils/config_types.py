@@ -107,20 +107,46 @@ def check_config_types(node: DictConfig | Mapping | None, where: str) -> None:
 def check_value(value: Any, hint: Any, key: str) -> None:
     """SFTError naming `key`, what `hint` expects and `value`, when `value` does not fit the
     annotation `hint` (left alone when pydantic cannot validate `hint`)."""
-    adapter = _adapter(hint)
-    if adapter is None:
+    if _adapter(hint) is None:
         return
-    try:
-        adapter.validate_python(value)
-        fits = True
-    except ValidationError:
-        fits = False
+    fits = _fits(hint, value)
     # Lax mode reads 'no', 'off' or 0 as False, but the callable gets the value itself, and
     # a non-empty string is true: a switch takes true or false only.
     if _is_switch(hint) and value is not None and not isinstance(value, bool):
         fits = False
     if not fits:
-        raise SFTError(f"{key}: expected {describe(hint)}, got {value!r}")
+        raise SFTError(
+            f"{key}: expected {describe(hint)}, got {value!r}{_quoting_hint(value, hint, key)}"
+        )
+
+
+def _quoting_hint(value: Any, hint: Any, key: str) -> str:
+    """For a list of strings given unquoted numbers, switches or nulls (`[1,3,5]`): the command
+    line read them as such, and quoting makes them names."""
+    scalars = (bool, int, float, type(None))
+    if not isinstance(value, list) or not any(isinstance(v, scalars) for v in value):
+        return ""
+    typed = [_as_typed(v) for v in value]
+    if not _fits(hint, typed):
+        return ""
+    quoted = ",".join(f'"{v}"' for v in typed)
+    return f" (the command line reads 1, true and null as values: quote names, '{key}=[{quoted}]')"
+
+
+def _as_typed(value: Any) -> str:
+    """A value as the command line writes it (`null`, `true`)."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _fits(hint: Any, value: Any) -> bool:
+    """Whether pydantic validates `value` as `hint` (lax mode)."""
+    try:
+        _adapter(hint).validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def _is_switch(hint: Any) -> bool:
