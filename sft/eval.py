@@ -22,7 +22,12 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from sft.errors import SFTError, report_user_errors
 from sft.models.backbones import backbone_speed_hints
-from sft.models.loading import check_class_names, datamodule_from_checkpoint, load_classifier
+from sft.models.loading import (
+    check_class_names,
+    datamodule_from_checkpoint,
+    load_classifier,
+    trained_data_config,
+)
 from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import checks_overrides, override_key
 from sft.utils.config import (
@@ -115,6 +120,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = read_checkpoint(cfg.ckpt_path)
     # before the config is printed: `data=` configs may interpolate the checkpoint's model
     data_cfg = data_config_for_checkpoint(cfg, checkpoint) if cfg.get("data") else None
+    if data_cfg is not None and "_target_" not in data_cfg:
+        # `+data.test_split=...` alone: the data the checkpoint was trained on, so changed
+        data_cfg = {
+            **trained_data_config(cfg.ckpt_path, checkpoint),
+            **OmegaConf.to_container(data_cfg),
+        }
     # the settings this run uses, checked and completed before config_resolved.yaml records them
     check_accelerator(cfg.trainer)
     backbone_cfg = checkpoint.get("hyper_parameters", {}).get("backbone")

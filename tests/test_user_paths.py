@@ -97,6 +97,27 @@ def test_training_on_from_a_checkpoint_whose_classes_are_in_another_order_is_an_
         train(renamed)
 
 
+def test_eval_with_a_data_setting_changed_uses_the_checkpoints_data_so_changed(
+    checkpoints, tmp_path
+):
+    """`sft-eval ckpt_path=... +data.test_split=dev.tsv` (what the error for `data.test_split=`
+    says to write) scores the checkpoint's data with that split (was: a ConfigAttributeError
+    traceback: the data config was the one key, without a `_target_`)."""
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoints['text']}",
+            "+data.test_split=dev.tsv",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "+trainer.limit_test_batches=1",
+        ],
+        tmp_path,
+    )
+    metrics = evaluate(cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0  # SST-2's own test.tsv has no labels: dev's
+
+
 def test_eval_predictions_cover_the_batches_the_metrics_do(checkpoints, tmp_path):
     """sft-eval trainer.limit_test_batches=1: metrics of one batch, but predictions.csv and the
     confusion matrix of the whole test split (was: 10,000 rows)."""

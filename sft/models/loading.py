@@ -81,11 +81,15 @@ def datamodule_from_checkpoint(
     """The datamodule a checkpoint was trained with, its hparams updated by `overrides`
     (`checkpoint`: the file's contents, as for `load_classifier`)."""
     checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
+    return instantiate({**trained_data_config(path, checkpoint), **overrides})
+
+
+def trained_data_config(path: str | Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The config (`_target_` and settings) of the datamodule `checkpoint` was trained with."""
     if "datamodule_target" not in checkpoint:
         raise SFTError(f"checkpoint {path}: records no datamodule; choose one with data=<name>")
     hparams = dict(checkpoint.get("datamodule_hyper_parameters", {}))
-    hparams.update(overrides)
-    return instantiate({"_target_": checkpoint["datamodule_target"], **hparams})
+    return {"_target_": checkpoint["datamodule_target"], **hparams}
 
 
 def check_class_names(found: list[str], trained: list[str] | None, ckpt_path: str | Path) -> None:
