@@ -6,6 +6,7 @@ Needs the text datasets under $SFT_DATA_DIR (default <repo>/data): `make data` l
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -408,6 +409,24 @@ def test_a_number_that_is_not_one_of_numbered_class_names_is_refused(
     dm = make_dm(tmp_path, token_cache, source="hf", dataset_name="someone/stars", **splits)
     dm.setup("fit")
     assert dm.class_names == ["1", "3", "5"] and dm.train_data.labels.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("source", ["tsv", "csv"])
+def test_a_text_longer_than_the_csv_modules_field_limit_is_read(tmp_path, token_cache, source):
+    """A 150,000-character document in a TSV/CSV cell was refused as a malformed row (Python's
+    csv limits a field to 131,072 characters); as .jsonl or .txt it was read. It is read and
+    truncated to max_length like any text."""
+    sep = "\t" if source == "tsv" else ","
+    long_text = "word " * 30_000
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.{source}").write_text(
+            f"sentence{sep}label\n{long_text}{sep}1\nshort{sep}0\n"
+        )
+    files = {"train_split": f"train.{source}", "val_split": f"dev.{source}", "test_split": None}
+    dm = make_dm(tmp_path, token_cache, source=source, max_length=32, **files)
+    dm.setup("fit")
+    assert dm.train_data.labels.tolist() == [1, 0]
+    assert csv.field_size_limit() == 131_072  # the process's limit is left as it was
 
 
 def test_a_jsonl_test_file_is_unlabelled_only_when_no_record_has_a_label(tmp_path, token_cache):

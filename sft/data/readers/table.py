@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,11 +18,23 @@ from sft.errors import SFTError
 QUOTING = {"none": csv.QUOTE_NONE, "minimal": csv.QUOTE_MINIMAL}
 
 
+@contextlib.contextmanager
+def any_field_size() -> Iterator[None]:
+    """Fields of any length: Python's csv refuses one over 131,072 characters ("field larger
+    than field limit"), a long document the tokenizer truncates anyway. The limit is the
+    process's: set back after reading."""
+    before = csv.field_size_limit(2**31 - 1)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(before)
+
+
 def read_header(path: Path, delimiter: str, quoting: str) -> list[str]:
     """The column names of a delimited file (its first row)."""
     check_file(path)
     try:
-        with open(path, encoding=ENCODING, newline="") as f:
+        with open(path, encoding=ENCODING, newline="") as f, any_field_size():
             row = next(csv.reader(f, delimiter=delimiter, quoting=QUOTING[quoting]), None)
     except UnicodeDecodeError as e:
         raise not_utf8(path, e) from None
@@ -62,7 +75,7 @@ def read_delimited(
     out = TextExamples(pairs=[] if pair_column else None, ids=[] if id_columns else None)
     kind = "tab" if delimiter == "\t" else repr(delimiter)
     try:
-        with open(path, encoding=ENCODING, newline="") as f:
+        with open(path, encoding=ENCODING, newline="") as f, any_field_size():
             reader = csv.reader(f, delimiter=delimiter, quoting=QUOTING[quoting], strict=True)
             next(reader)
             for row in reader:
