@@ -149,6 +149,15 @@ def test_merged_backbone_and_folded_head_equal_the_adapter_model(data_dir, tmp_p
         ),
         ({"target_modules": "conv.*"}, "'conv.*' match(es) no module"),
         ({"bias": "some"}, "adapter.bias must be none, all or lora_only"),
+        # were: a run whose adapters could never change the output (alpha 0), peft's wording,
+        # a module's whole repr
+        ({"alpha": 0}, "adapter.alpha must be a number > 0"),
+        ({"alpha": -4}, "adapter.alpha must be a number > 0"),
+        ({"target_modules": []}, "adapter.target_modules is empty: name the layers to adapt"),
+        (
+            {"target_modules": ["features.1"]},
+            "adapter.target_modules matches a BatchNorm2d, which LoRA cannot wrap",
+        ),
     ],
 )
 def test_adapter_mistakes_are_one_line(adapter, message):

@@ -60,6 +60,17 @@ class LoraSettings:
             raise SFTError(
                 f"adapter.r must be an integer > 0 (the rank of B A), got {settings.r!r}"
             )
+        alpha = settings.alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha > 0:
+            raise SFTError(
+                f"adapter.alpha must be a number > 0 (the adapters' output is scaled by alpha / r: "
+                f"0 leaves them without effect), got {alpha!r}"
+            )
+        if settings.target_modules is not None and not settings.target_modules:
+            raise SFTError(
+                "adapter.target_modules is empty: name the layers to adapt, or null for the "
+                "backbone's Linear and Conv2d layers"
+            )
         if not 0.0 <= float(settings.dropout) < 1.0:
             raise SFTError(f"adapter.dropout must be in [0, 1), got {settings.dropout!r}")
         if settings.bias not in ("none", "all", "lora_only"):
@@ -123,6 +134,12 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
         inject_adapter_in_model(config, backbone)
     except (ValueError, TypeError, NotImplementedError) as exc:
         reason = " ".join(str(exc).split())[:300]
+        # peft names the layer by its whole repr (a BertEmbeddings' is a screenful): by its class
+        if unsupported := re.match(r"Target module (\w+)\(", str(exc)):
+            reason = (
+                f"adapter.target_modules matches a {unsupported.group(1)}, which LoRA cannot "
+                "wrap; name Linear, Embedding or Conv layers"
+            )
         raise SFTError(f"adapter=lora cannot wrap backbone {backbone_name!r}: {reason}") from exc
     if settings.train_norms:
         for module in backbone.modules():
