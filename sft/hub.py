@@ -62,16 +62,25 @@ def load_pretrained(load: Callable[..., T], name: str, what: str, **kwargs: Any)
         raise SFTError(f"could not load {what} from {path}: {' '.join(str(local_error).split())}")
     if path.startswith(("/", ".", "~")) or path.count("/") > 1:
         raise SFTError(f"could not load {what} {name!r}: no such folder {path}")
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.utils import EntryNotFoundError
-
-    try:
-        get_hf_file_metadata(hf_hub_url(path, "config.json"))
-    except EntryNotFoundError:
-        pass  # the repository exists (a tokenizer-only repo may lack config.json)
-    except Exception as exc:
-        raise hub_error(name, what, exc) from exc
+    if (unreachable := hub_unreachable(path, "config.json")) is not None:
+        raise hub_error(name, what, unreachable) from unreachable
     try:
         return load(path, **kwargs)
     except OSError as exc:
         raise hub_error(name, what, exc) from exc
+
+
+def hub_unreachable(repo_id: str, filename: str, repo_type: str | None = None) -> Exception | None:
+    """Why the hub does not answer for `repo_id` (None: it answers, even that the file or the
+    repository is not there). One HEAD request without retries: offline, a plain download
+    retries for ~25 s before it fails."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, repo_type=repo_type))
+    except HfHubHTTPError:  # an answer: no such file or repository, or a gated one
+        return None
+    except Exception as exc:
+        return exc
+    return None

@@ -599,6 +599,28 @@ def test_empty_texts_warn_with_lines_or_fail(tmp_path, token_cache, caplog):
     assert "lines 3, 5" in msg and "allow_empty_text=true" in msg
 
 
+def test_a_hub_dataset_out_of_reach_fails_at_once(tmp_path, token_cache, monkeypatch, caplog):
+    """Offline, `data=hf_dataset` retried the hub for ~25 s (10 lines of `Retrying in 1s ...
+    [Retry 1/5]`) before its one-line error; one request decides now, as for hub models. (A
+    dataset that does not exist: with network access the error is the hub's answer.)"""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
+    offline_before = datasets.config.HF_HUB_OFFLINE
+    dm = make_dm(
+        tmp_path,
+        token_cache,
+        source="hf",
+        dataset_name="sft-tests/no-such-dataset",
+        train_split="train",
+        val_split="validation",
+    )
+    with caplog.at_level(logging.WARNING), pytest.raises(SFTError, match=r"could not load Hug"):
+        dm.prepare_data()
+    assert not [r.getMessage() for r in caplog.records if "Retry" in r.getMessage()]
+    assert datasets.config.HF_HUB_OFFLINE == offline_before  # the process's setting is kept
+
+
 def test_hf_dataset_offline_is_one_clear_error(tmp_path, token_cache, monkeypatch):
     import datasets
     import huggingface_hub

@@ -3,6 +3,9 @@ split=<split>)`, its columns read like a table's."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from sft.data.readers.base import ReaderSettings, TextReader
@@ -10,6 +13,7 @@ from sft.data.readers.columns import check_columns
 from sft.data.readers.examples import UNLABELLED, TextExamples
 from sft.data.readers.labels import LabelMap, as_int
 from sft.errors import SFTError
+from sft.hub import hub_unreachable
 
 
 def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: bool) -> Any:
@@ -18,8 +22,14 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
     import datasets
 
     kwargs = {"trust_remote_code": True} if trust_remote_code else {}
+    # offline, datasets asks the hub with retries for ~25 s before it looks in its cache: one
+    # request decides, and an unreachable hub means its offline mode (the cache, or a clear error)
+    offline = not Path(name).expanduser().exists() and (
+        hub_unreachable(name, "README.md", repo_type="dataset") is not None
+    )
     try:
-        return datasets.load_dataset(name, config, split=split, **kwargs)
+        with datasets_offline(offline):
+            return datasets.load_dataset(name, config, split=split, **kwargs)
     except Exception as e:  # offline, unknown name/split, ...: all are the user's to fix
         reason = " ".join(str(e).split())[:200]
         raise SFTError(
@@ -29,6 +39,20 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
             "the local datasets cache (load it once with network access), or export it to a "
             "TSV/CSV/JSONL file and use data=text_files"
         ) from None
+
+
+@contextlib.contextmanager
+def datasets_offline(offline: bool) -> Iterator[None]:
+    """`datasets` in its offline mode (HF_HUB_OFFLINE=1, which it reads once, at import) while
+    loading, when `offline`."""
+    import datasets
+
+    before = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = before or offline
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE = before
 
 
 def hf_label_names(dataset: Any, label_column: str | None) -> list[str] | None:
