@@ -529,6 +529,16 @@ def test_image_folder_mistakes(tmp_path: Path) -> None:
     (tmp_path / "train" / "a").mkdir()
     with pytest.raises(SFTError, match=re.escape(str(tmp_path / "train"))):
         ImageFolderDataModule(str(tmp_path), num_workers=0).setup("fit")
+    # which class folder, and what counts as an image (was: torchvision's "Found no valid file
+    # for the classes a")
+    _tree(tmp_path, "train", {"b": 2})
+    (tmp_path / "train" / "a" / "notes.txt").write_text("to do")
+    with pytest.raises(
+        SFTError,
+        match=r"train: the class folder\(s\) a hold no image files \(extensions: \.jpg, .*\); "
+        r"add images or remove the folder\(s\)$",
+    ):
+        ImageFolderDataModule(str(tmp_path), num_workers=0).setup("fit")
     _tree(tmp_path / "x", "train", {"a": 2})
     _tree(tmp_path / "x", "test", {"zebra": 1})
     dm = ImageFolderDataModule(str(tmp_path / "x"), batch_size=1, num_workers=0)

@@ -618,7 +618,7 @@ def test_a_hub_dataset_out_of_reach_fails_at_once(tmp_path, token_cache, monkeyp
     with caplog.at_level(logging.WARNING), pytest.raises(SFTError, match=r"could not load Hug"):
         dm.prepare_data()
     assert not [r.getMessage() for r in caplog.records if "Retry" in r.getMessage()]
-    assert datasets.config.HF_HUB_OFFLINE == offline_before  # the process's setting is kept
+    assert offline_before == datasets.config.HF_HUB_OFFLINE  # the process's setting is kept
 
 
 def test_hf_dataset_offline_is_one_clear_error(tmp_path, token_cache, monkeypatch):

@@ -138,7 +138,15 @@ def open_image_folder(
             str(path), decode, class_to_idx, allow_empty=class_to_idx is not None
         )
     except FileNotFoundError as e:
-        raise SFTError(f"image folder {path}: {e}".strip()) from None
+        # ImageFolder's "Found no valid file for the classes x": which folders, and what counts
+        used = {Path(p).relative_to(path).parts[0] for p in files if visible_image(path, p)}
+        empty = [c for c in classes if c not in used]
+        if not empty:
+            raise SFTError(f"image folder {path}: {e}".strip()) from None
+        raise SFTError(
+            f"image folder {path}: the class folder(s) {', '.join(empty)} hold no image files "
+            f"(extensions: {', '.join(IMG_EXTENSIONS)}); add images or remove the folder(s)"
+        ) from None
     if len(ds) == 0:
         raise SFTError(
             f"image folder {path} holds no image files (extensions: {', '.join(IMG_EXTENSIONS)})"
