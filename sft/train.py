@@ -49,6 +49,7 @@ from sft.utils.hardware import (
 )
 from sft.utils.instantiate import (
     build_trainer,
+    checkpointing,
     instantiate_callbacks,
     instantiate_loggers,
     lightning_refusals,
@@ -110,14 +111,16 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         continue_csv_logs(cfg.get("logger"))
         if recorder is not None:
             recorder.continues_earlier_run()
+    callbacks = instantiate_callbacks(
+        cfg.get("callbacks"),
+        progress_bar=cfg.trainer.get("enable_progress_bar", True),
+        validates=runs_validation(cfg.trainer),
+    )
     trainer = build_trainer(
         cfg.trainer,
-        callbacks=instantiate_callbacks(
-            cfg.get("callbacks"),
-            progress_bar=cfg.trainer.get("enable_progress_bar", True),
-            validates=runs_validation(cfg.trainer),
-        ),
+        callbacks=callbacks,
         logger=instantiate_loggers(cfg.get("logger")),
+        **checkpointing(cfg.trainer, callbacks),
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # hparams.yaml
@@ -153,8 +156,10 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         )
     elif cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if not best:
+        if not best and trainer.checkpoint_callback:
             log.warning("No best checkpoint recorded: testing the current weights.")
+        elif not best:  # no checkpoints by choice (studies, callbacks=none)
+            log.info("Testing the final weights (no checkpoints in this run).")
         with lightning_refusals():
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         if best:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -622,13 +623,25 @@ def test_a_new_run_never_overwrites_a_runs_checkpoints(train_cfg, tmp_path):
     assert last.read_bytes() == before
 
 
+def test_a_run_without_checkpoint_callbacks_writes_no_checkpoints(train_cfg, tmp_path, caplog):
+    """`callbacks=none`: Lightning added its own checkpoint callback, which saved under
+    `tensorboard/checkpoints/`, where `resume=auto` never looks (it started afresh), and the
+    run called that file its best checkpoint. Now none is written, and the log says so."""
+    run_dir = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        train(train_cfg("callbacks=none", "trainer.max_epochs=1", run_dir=run_dir))
+    assert not list(run_dir.rglob("*.ckpt"))
+    assert "this run writes no checkpoints" in caplog.text
+    assert "Testing the final weights (no checkpoints in this run)." in caplog.text
+
+
 @pytest.mark.parametrize(
     "leaves, found",
     [
         ([], "checkpoints"),
-        # Lightning's own checkpoint callback: tensorboard/checkpoints/ (was: overwritten, and
-        # both runs' event files in one tensorboard/)
-        (["callbacks=none"], "checkpoints"),
+        # no checkpoint callback (was: Lightning's own, in tensorboard/checkpoints/, overwritten,
+        # and both runs' event files in one tensorboard/)
+        (["callbacks=none"], "record"),
         # a run without checkpoints (as the studies run) leaves only its result.json (was:
         # replaced by the second run's)
         (

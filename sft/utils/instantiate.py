@@ -12,7 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import EarlyStopping, ProgressBar
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
@@ -49,6 +49,17 @@ def instantiate_callbacks(
             continue
         kept.append(callback)
     return kept
+
+
+def checkpointing(trainer_cfg: DictConfig, callbacks: list[Callback]) -> dict[str, Any]:
+    """`enable_checkpointing=False` for a trainer whose callbacks hold no checkpoint callback
+    (`callbacks=none`), unless its config sets it: Lightning would add a ModelCheckpoint of its
+    own, saving under the logger's folder (`tensorboard/checkpoints/`), where sft's `resume=` and
+    tools never look."""
+    if any(isinstance(c, Checkpoint) for c in callbacks) or "enable_checkpointing" in trainer_cfg:
+        return {}
+    log.info("no checkpoint callback (callbacks=...): this run writes no checkpoints")
+    return {"enable_checkpointing": False}
 
 
 def runs_validation(trainer_cfg: DictConfig) -> bool:
