@@ -527,6 +527,15 @@ def test_label_outside_the_set(tmp_path, token_cache):
     # an index no classifier has (was: an OverflowError traceback from the label tensor)
     _tiny_tsv(d, [("good", "1"), ("bad", "100000000000000000000")])
     _error(make_dm(d, token_cache), r"line 3: label '100000000000000000000' is too large for a")
+    # an empty cell, a JSON null: missing (was: "label ''" with the hint for text labels)
+    _tiny_tsv(d, [("good", "1"), ("bad", "")])
+    _error(make_dm(d, token_cache), r"line 3: the label is missing \(expected integers >= 0\)$")
+    for split in ("train", "dev"):
+        (d / f"{split}.jsonl").write_text(
+            '{"sentence": "a", "label": 1}\n{"sentence": "b", "label": null}\n'
+        )
+    jsonl = {"source": "jsonl", "train_split": "train.jsonl", "val_split": "dev.jsonl"}
+    _error(make_dm(d, token_cache, **jsonl), r"line 2: the label is missing")
 
 
 def test_user_mistakes(tmp_path, token_cache):

@@ -40,6 +40,8 @@ class LabelMap:
             value = value.strip()
             if value in self._index:
                 return self._index[value]
+        if value is None or value == "":  # an empty cell, a JSON null
+            raise SFTError(f"{where}: the label is missing (expected {self.allowed()})")
         index = as_int(value)
         if self._numbered:
             name = str(index)  # "3.0", as spreadsheets write a label column, is the name "3"
@@ -52,7 +54,7 @@ class LabelMap:
         n = len(self.names) if self.names is not None else None
         if index is None or index < 0 or (n is not None and index >= n):
             hint = ""
-            if n is None and index is None:
+            if n is None and index is None and not isinstance(value, bool):
                 hint = (
                     "; class indices are whole numbers"
                     if as_float(value) is not None
