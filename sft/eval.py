@@ -122,10 +122,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_cfg = data_config_for_checkpoint(cfg, checkpoint) if cfg.get("data") else None
     if data_cfg is not None and "_target_" not in data_cfg:
         # `+data.test_split=...` alone: the data the checkpoint was trained on, so changed
-        data_cfg = {
-            **trained_data_config(cfg.ckpt_path, checkpoint),
-            **OmegaConf.to_container(data_cfg),
-        }
+        data_cfg = OmegaConf.create(
+            {**trained_data_config(cfg.ckpt_path, checkpoint), **OmegaConf.to_container(data_cfg)}
+        )
+        with open_dict(cfg):
+            cfg.data = data_cfg  # config_resolved.yaml records the data this run reads
     # the settings this run uses, checked and completed before config_resolved.yaml records them
     check_accelerator(cfg.trainer)
     backbone_cfg = checkpoint.get("hyper_parameters", {}).get("backbone")

@@ -75,7 +75,7 @@ def hub_unreachable(repo_id: str, filename: str, repo_type: str | None = None) -
     repository is not there). One HEAD request without retries: offline, a plain download
     retries for ~25 s before it fails."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import HfHubHTTPError
 
     try:
         get_hf_file_metadata(hf_hub_url(repo_id, filename, repo_type=repo_type))

@@ -101,10 +101,11 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     if start:
         # before anything is written: a resumed run's directory keeps its files when refused
         check_resume_checkpoint(start, model)  # a clear line, not a load traceback
-        # the model scores by position: the data's classes, known once it is set up (Lightning's
-        # own setup call then finds the splits loaded), must be the checkpoint's, in its order
-        datamodule.setup("fit")
-        check_class_names(datamodule.class_names, start.checkpoint.get("class_names"), start.path)
+        # the model's outputs are by position: the data's classes must be the checkpoint's, in
+        # its order (names from the config or a folder listing: the data is not read yet)
+        check_class_names(
+            datamodule.known_class_names(), start.checkpoint.get("class_names"), start.path
+        )
     print_and_save_config(cfg, cfg.paths.output_dir)
     if start and start.continues_run:
         continue_tensorboard(cfg.get("logger"), start.step)

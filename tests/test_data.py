@@ -709,6 +709,16 @@ def test_a_split_folder_that_is_not_there_is_named(tmp_path: Path, caplog) -> No
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     assert len(dm.val_data) == 2 and not caplog.records  # test/ is optional
+    # folders not named like a split, and one a split reads in part, are no one's business
+    (tmp_path / "validation").rename(tmp_path / "lost+found")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "train").rename(tmp_path / "images" / "train")
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=16, batch_size=2, num_workers=0, train_dir="images/train"
+    )
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert not caplog.records
 
 
 def test_images_of_more_than_8_bits(tmp_path: Path) -> None:

@@ -267,7 +267,10 @@ def test_a_sweep_without_sfts_checkpoints_reruns_its_jobs(tmp_path, capsys):
     no_sft_checkpoints = [
         f"callbacks.{c}=null" for c in ("model_checkpoint", "last_checkpoint", "step_checkpoint")
     ]
-    grid = ["-m", *TINY, "trainer.max_epochs=1", *no_sft_checkpoints, "seed=1,2"]
+    # Lightning's own checkpoint callback, which runs without a checkpoint callback of their own
+    # have only when they ask for it
+    lightnings = "trainer.enable_checkpointing=true"
+    grid = ["-m", *TINY, "trainer.max_epochs=1", *no_sft_checkpoints, lightnings, "seed=1,2"]
     for _ in range(2):
         code, err = run_sft_train(capsys, *grid, f"hydra.sweep.dir={sweep}")
         assert code == 0, err[-2000:]

@@ -385,8 +385,8 @@ def test_a_number_that_is_not_one_of_numbered_class_names_is_refused(
     dm = make_dm(d, token_cache, label_names=["1", "3", "5"])
     with pytest.raises(
         SFTError,
-        match=r"dev\.tsv, line 2: label '2' is not in the label set \(\['1', '3', '5'\]\); the "
-        "class names are numbers",
+        match=r"dev\.tsv, line 2: label '2' is not in the label set \(\['1', '3', '5'\]\); with "
+        "class names that are numbers, labels are read as names",
     ):
         dm.setup("fit")
     (d / "dev.tsv").write_text("sentence\tlabel\nmeh\t3\n")

@@ -392,8 +392,8 @@ def test_unquoted_numbers_as_class_names_are_told_to_be_quoted(tmp_path, monkeyp
     argv = ["sft-train", "experiment=sst2_minilm", "data.label_names=[1,3,5]"]
     assert run_entry_point(train_module.main, [*argv, f"paths.log_dir={tmp_path}"]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: data.label_names: expected a list of strings or null, got [1, 3, 5] (the command "
-        """line reads 1, true and null as values: quote names, 'data.label_names=["1","3","5"]')"""
+        "error: data.label_names: expected a list of strings or null, got [1, 3, 5] (YAML reads "
+        """1, true and null as values, not names: quote them, 'data.label_names=["1","3","5"]')"""
     )
 
 

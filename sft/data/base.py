@@ -41,6 +41,12 @@ class SFTDataModule(L.LightningDataModule):
             "class_names": [str(n) for n in self.class_names],
         }
 
+    def known_class_names(self) -> list[str] | None:
+        """The class names when the configuration or a folder listing tells them, before
+        `setup` reads any data (None: known after `setup`). Checked against a checkpoint's on
+        every rank of a run that trains on from one, so it must be cheap."""
+        return None
+
     def configure_input(self, spec: InputSpec) -> None:
         """Adopt what the model's backbone expects (sft.contracts), before `setup`: the entry
         points call it with `model.input_spec`. Here: the modalities must match, where both

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
@@ -89,43 +90,44 @@ def warn_left_out(
 FileId = tuple[int, int]  # (device, inode): one file, whatever links or hard links name it
 
 
-def warn_repeated_files(paths: Sequence[str], root: Path) -> dict[FileId, str]:
-    """Each file of `paths` (the images of the training folder `root`) by its identity, with a
-    warning when a link names one file twice (`ln -s cat train/kitty`): it trains twice, and
-    under another class folder with both labels."""
-    ids: dict[FileId, str] = {}
+def file_ids(paths: Sequence[str]) -> list[FileId | None]:
+    """Each file's identity (None where the file system gives no inode numbers: 0), stat-ed
+    by threads: one round trip per file adds up on a network file system."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        stats = list(pool.map(os.stat, paths, chunksize=256))
+    return [(st.st_dev, st.st_ino) if st.st_ino else None for st in stats]
+
+
+def warn_repeated_files(paths: Sequence[str], root: Path) -> set[FileId]:
+    """The identities of `paths` (the images of the training folder `root`), with a warning
+    when a link names one file twice (`ln -s cat train/kitty`): it trains twice, and under
+    another class folder with both labels."""
+    first: dict[FileId, str] = {}
     twice = []
-    for path in paths:
-        st = os.stat(path)
-        first = ids.setdefault((st.st_dev, st.st_ino), path)
-        if first != path:
-            twice.append((first, path))
+    for path, key in zip(paths, file_ids(paths), strict=True):
+        if key is not None and first.setdefault(key, path) != path:
+            twice.append((first[key], path))
     if twice:
-        first, again = twice[0]
+        earlier, again = twice[0]
         rank_zero_warning(
             log,
             f"{len(twice)} images under {root} are files it already holds through a link "
-            f"(e.g. {again} is {first}): each of them trains twice, with the label of each "
+            f"(e.g. {again} is {earlier}): each of them trains twice, with the label of each "
             "class folder it is in",
         )
-    return ids
+    return set(first)
 
 
 def warn_files_of_training(
-    paths: Sequence[str], root: Path, training: Mapping[FileId, str], split: str
+    paths: Sequence[str], root: Path, training: set[FileId], split: str
 ) -> None:
     """A warning when images of the `split` folder `root` are files of the training folder
     (`training`: `warn_repeated_files`' answer), reached through a link (`ln -s train val`): the
     scores of that split would be on images the model trains on."""
-    shared = []
-    for path in paths:
-        st = os.stat(path)
-        if (st.st_dev, st.st_ino) in training:
-            shared.append((path, training[(st.st_dev, st.st_ino)]))
+    shared = [p for p, key in zip(paths, file_ids(paths), strict=True) if key in training]
     if shared:
-        path, train_path = shared[0]
         rank_zero_warning(
             log,
             f"{len(shared)} of the {len(paths)} images under {root} are files of the training "
-            f"folder (e.g. {path} is {train_path}): {split} scores images the model trains on",
+            f"folder (e.g. {shared[0]}): {split} scores images the model trains on",
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Real
@@ -41,6 +42,12 @@ from sft.errors import SFTError
 from sft.utils.logs import rank_zero_warning
 
 log = logging.getLogger(__name__)
+
+# folder names that hold a split by convention (validation/, valid/, dev/, eval/, testing/): an
+# unread one is worth a word; other folders at the root (lost+found/, unlabeled/) are not
+SPLIT_LIKE = re.compile(
+    r"(val|valid|validation|dev|eval|evaluation|test|testing)([-_ ]\w*|\d*)$", re.I
+)
 
 
 class _MappedImageFolder(ImageFolder):
@@ -237,7 +244,8 @@ class ImageFolderDataModule(ImageDataModule):
         self.train_data: Dataset | None = None
         self.val_data: Dataset | None = None
         self.test_data: Dataset | None = None
-        self._training_files: dict[FileId, str] = {}  # each training image by its file
+        # the training images' files, until val and test are checked against them
+        self._training_files: set[FileId] = set()
 
     @property
     def has_labelled_test(self) -> bool:
@@ -270,6 +278,10 @@ class ImageFolderDataModule(ImageDataModule):
                 self._training_files,
                 "testing",
             )
+        self._training_files = set()  # every split is checked: not kept (nor pickled to ranks)
+
+    def known_class_names(self) -> list[str] | None:
+        return class_folders(self.train_path) if self.train_path.is_dir() else None
 
     @property
     def train_path(self) -> Path:
@@ -277,6 +289,7 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _setup_train_val(self) -> None:
         train_path = self.train_path
+        self._check_split_folders()  # before the info line below and before decoding images
         if not self.has_labelled_test:
             where = (
                 "data.test_dir is null"
@@ -287,7 +300,6 @@ class ImageFolderDataModule(ImageDataModule):
                 f"{where}: sft-train skips testing; sft-eval scores and predicts validation"
             )
         full = open_image_folder(train_path, self.decode)
-        self._check_split_folders()  # before every image is decoded: a typo is found at once
         check_images(full, self.image_size, self.skip_bad_files)
         self._training_files = warn_repeated_files([p for p, _ in full.samples], train_path)
         self.class_names = list(full.classes)
@@ -339,9 +351,12 @@ class ImageFolderDataModule(ImageDataModule):
     def _check_split_folders(self) -> None:
         """`val/` and `test/` are optional, but a folder named otherwise (`data.val_dir=vall`)
         must exist: missing, the run validated on a carve of the training images and skipped
-        testing, with an info line only. A folder under the root that no split reads
-        (`validation/` next to `train/`) is named in a warning when a split folder is missing."""
+        testing, with an info line only. A folder under the root named like a split that no
+        split reads (`validation/` next to `train/`) is named in a warning when a split folder is
+        missing."""
         root, usual = self.root, {"val_dir": "val", "test_dir": "test"}
+        if not root.is_dir():
+            return  # the training folder's own error names it
         folders = sorted(e.name for e in root.iterdir() if e.is_dir() and not is_hidden(e.name))
         for key, name in (("val_dir", self.val_dir), ("test_dir", self.test_dir)):
             if name is not None and name != usual[key] and not (root / name).is_dir():
@@ -349,8 +364,8 @@ class ImageFolderDataModule(ImageDataModule):
                     f"data.{key}={name}: no folder {root / name} (folders in {root}: "
                     f"{', '.join(folders)}); name one of them, or data.{key}=null for none"
                 )
-        reads = {self.train_dir, self.val_dir, self.test_dir}
-        unread = [f for f in folders if f not in reads]
+        reads = {Path(d).parts[0] for d in (self.train_dir, self.val_dir, self.test_dir) if d}
+        unread = [f for f in folders if f not in reads and SPLIT_LIKE.match(f)]
         missing = [
             f"data.{key}={name}"
             for key, name in (("val_dir", self.val_dir), ("test_dir", self.test_dir))

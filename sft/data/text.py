@@ -264,6 +264,10 @@ class TextClassificationDataModule(SFTDataModule):
             if self.splits[role]:
                 self.load_split(role)
 
+    def known_class_names(self) -> list[str] | None:
+        names = self.reader.settings.label_names
+        return [str(n) for n in names] if names is not None else None
+
     def setup(self, stage: str | None = None) -> None:
         names = self.reader.label_map().names
         if names is None:  # integer labels: the class count comes from the training split

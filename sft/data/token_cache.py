@@ -32,8 +32,9 @@ from sft.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
-# Bump when the file layout or the tokenisation call changes: old files then miss.
-CACHE_VERSION = 1
+# Bump when the file layout, the tokenisation call or the reading of labels changes: old files
+# then miss (2: class names that are numbers take labels as names only).
+CACHE_VERSION = 2
 # Rows per tokenizer call: bounds the Python lists alive at once on large user files.
 TOKENIZE_CHUNK = 8192
 

@@ -92,11 +92,16 @@ def trained_data_config(path: str | Path, checkpoint: dict[str, Any]) -> dict[st
     return {"_target_": checkpoint["datamodule_target"], **hparams}
 
 
-def check_class_names(found: list[str], trained: list[str] | None, ckpt_path: str | Path) -> None:
-    """The data's classes against those the checkpoint was trained with: the model scores by
-    index, so the same names in another order give wrong results (SFTError); other names, a
-    warning. Integer labels (names '0', '1', ...) name nothing to compare; a different count
-    is the model's own check (SFTClassifier.setup)."""
+def check_class_names(
+    found: list[str] | None, trained: list[str] | None, ckpt_path: str | Path
+) -> None:
+    """The data's classes (None: not known) against those the checkpoint was trained with: the
+    model's outputs are by position, so the same names in another order would score or train
+    each class as another (SFTError); other names, a warning. Integer labels (names '0', '1',
+    ...) name nothing to compare; a different count is the model's own check
+    (SFTClassifier.setup)."""
+    if found is None:
+        return
     found, trained = [str(n) for n in found], [str(n) for n in trained or []]
     if not trained or found == trained or len(found) != len(trained):
         return
@@ -105,10 +110,10 @@ def check_class_names(found: list[str], trained: list[str] | None, ckpt_path: st
     if sorted(found) == sorted(trained):
         raise SFTError(
             f"the data's classes are {found} but {ckpt_path} was trained with {trained}: the "
-            "model scores by position, so the results would be wrong; give them in the "
-            f"checkpoint's order (data.label_names=[{','.join(trained)}])"
+            "model's outputs are by position, so each class would take another's; give them in "
+            f"the checkpoint's order (data.label_names=[{','.join(trained)}])"
         )
     log.warning(
         f"the data's classes {found} are not the ones {ckpt_path} was trained with {trained}: "
-        "each is scored as the model's class at the same position"
+        "each takes the model's output at the same position"
     )

@@ -121,8 +121,8 @@ def check_value(value: Any, hint: Any, key: str) -> None:
 
 
 def _quoting_hint(value: Any, hint: Any, key: str) -> str:
-    """For a list of strings given unquoted numbers, switches or nulls (`[1,3,5]`): the command
-    line read them as such, and quoting makes them names."""
+    """For a list of strings given unquoted numbers, switches or nulls (`[1,3,5]`): YAML (the
+    command line's and the config files') read them as such, and quoting makes them names."""
     scalars = (bool, int, float, type(None))
     if not isinstance(value, list) or not any(isinstance(v, scalars) for v in value):
         return ""
@@ -130,7 +130,7 @@ def _quoting_hint(value: Any, hint: Any, key: str) -> str:
     if not _fits(hint, typed):
         return ""
     quoted = ",".join(f'"{v}"' for v in typed)
-    return f" (the command line reads 1, true and null as values: quote names, '{key}=[{quoted}]')"
+    return f" (YAML reads 1, true and null as values, not names: quote them, '{key}=[{quoted}]')"
 
 
 def _as_typed(value: Any) -> str:

@@ -82,7 +82,8 @@ def read_hf_split(
     out = TextExamples(pairs=[] if pair_column else None)
     for row, (text, pair, value) in enumerate(zip(texts, pairs, values, strict=True)):
         index = as_int(value)
-        if not labelled or (index is not None and index < 0 and not need_labels):
+        negative = index is not None and index < 0 and str(index) not in (label_map.names or [])
+        if not labelled or (negative and not need_labels):
             label = UNLABELLED
         else:
             label = label_map(value, f"{where}, row {row}")

@@ -47,8 +47,8 @@ class LabelMap:
             name = str(index)  # "3.0", as spreadsheets write a label column, is the name "3"
             if index is None or name not in self._index:
                 raise SFTError(
-                    f"{where}: label {value!r} is not in the label set ({self.allowed()}); the "
-                    "class names are numbers, so labels are read as names, not positions"
+                    f"{where}: label {value!r} is not in the label set ({self.allowed()}); with "
+                    "class names that are numbers, labels are read as names, not positions"
                 )
             return self._index[name]
         n = len(self.names) if self.names is not None else None
