@@ -102,10 +102,10 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         # before anything is written: a resumed run's directory keeps its files when refused
         check_resume_checkpoint(start, model)  # a clear line, not a load traceback
         # the model's outputs are by position: the data's classes must be the checkpoint's, in
-        # its order (names from the config or a folder listing: the data is not read yet)
-        check_class_names(
-            datamodule.known_class_names(), start.checkpoint.get("class_names"), start.path
-        )
+        # its order (names from the config or a folder listing: the data is not read yet; a
+        # user's datamodule of sft.contracts' without the method tells none)
+        known = getattr(datamodule, "known_class_names", lambda: None)()
+        check_class_names(known, start.checkpoint.get("class_names"), start.path)
     print_and_save_config(cfg, cfg.paths.output_dir)
     if start and start.continues_run:
         continue_tensorboard(cfg.get("logger"), start.step)
