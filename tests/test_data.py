@@ -699,7 +699,7 @@ def test_a_split_folder_that_is_not_there_is_named(tmp_path: Path, caplog) -> No
             dm.setup("fit")
     dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
     with logs_warning(
-        caplog, r"holds validation/, which no split reads, and no folder for data\.val_dir=val "
+        caplog, r"^no folder .*val \(data\.val_dir=val\), but .* holds validation/, which no split"
     ):
         dm.setup("fit")
     dm = ImageFolderDataModule(
@@ -709,6 +709,17 @@ def test_a_split_folder_that_is_not_there_is_named(tmp_path: Path, caplog) -> No
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     assert len(dm.val_data) == 2 and not caplog.records  # test/ is optional
+    dm = ImageFolderDataModule(  # the same folder by its absolute path (was: called unread)
+        str(tmp_path),
+        image_size=16,
+        batch_size=2,
+        num_workers=0,
+        val_dir=str(tmp_path / "validation"),
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert len(dm.val_data) == 2 and not caplog.records
     # folders not named like a split, and one a split reads in part, are no one's business
     (tmp_path / "validation").rename(tmp_path / "lost+found")
     (tmp_path / "images").mkdir()

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from sft import train as train_module
 from sft.errors import SFTError, find_user_error
 from sft.eval import evaluate
+from sft.models.loading import check_class_names
 from sft.runs.resume import follow_moved_run
 from sft.train import train
 from sft.utils.cli import accept_trainer_arguments
@@ -96,6 +97,17 @@ def test_training_on_from_a_checkpoint_whose_classes_are_in_another_order_is_an_
     renamed = compose_config("train", [*overrides, "data.label_names=[bad,good]"], tmp_path / "b")
     with logs_warning(caplog, r"^the data's classes \['bad', 'good'\] are not the ones "):
         train(renamed)
+
+
+def test_numbered_class_names_in_another_order_than_integer_labels_are_refused():
+    """A checkpoint of integer labels (classes '0', '1') on data naming them
+    `'data.label_names=["1","0"]'`: numbered names are read as names, so each class took the
+    other's output, without a word (integer labels were passed over). The suggested override is
+    quoted, as the command line needs."""
+    with pytest.raises(SFTError) as err:
+        check_class_names(["1", "0"], ["0", "1"], "run/last.ckpt")
+    assert str(err.value).endswith("""order ('data.label_names=["0","1"]')""")
+    check_class_names(["negative", "positive"], ["0", "1"], "run/last.ckpt")  # names nothing
 
 
 def test_eval_with_a_data_setting_changed_uses_the_checkpoints_data_so_changed(

@@ -112,8 +112,8 @@ def warn_repeated_files(paths: Sequence[str], root: Path) -> set[FileId]:
         rank_zero_warning(
             log,
             f"{len(twice)} images under {root} are files it already holds through a link "
-            f"(e.g. {again} is {earlier}): each of them trains twice, with the label of each "
-            "class folder it is in",
+            f"(e.g. {again} is {earlier}): each of them trains twice, under the label of each "
+            "class folder that holds it",
         )
     return set(first)
 

@@ -43,11 +43,24 @@ from sft.utils.logs import rank_zero_warning
 
 log = logging.getLogger(__name__)
 
-# folder names that hold a split by convention (validation/, valid/, dev/, eval/, testing/): an
-# unread one is worth a word; other folders at the root (lost+found/, unlabeled/) are not
-SPLIT_LIKE = re.compile(
-    r"(val|valid|validation|dev|eval|evaluation|test|testing)([-_ ]\w*|\d*)$", re.I
-)
+# folder names that hold a split by convention (validation/, dev/, testing/...): an unread one
+# is worth a word when that split's folder is missing; other folders at the root (lost+found/,
+# unlabeled/) are not
+SPLIT_LIKE = {
+    key: re.compile(rf"({names})([-_ ]\w*|\d*)$", re.I)
+    for key, names in (
+        ("val_dir", "val|valid|validation|dev|eval|evaluation"),
+        ("test_dir", "test|testing|eval|evaluation"),
+    )
+}
+
+
+def _top_folder(root: Path, folder: str) -> str | None:
+    """The folder directly under `root` that `folder` (relative to it, or absolute) lies in."""
+    try:
+        return Path(os.path.abspath(root / folder)).relative_to(os.path.abspath(root)).parts[0]
+    except (ValueError, IndexError):  # outside root, or root itself
+        return None
 
 
 class _MappedImageFolder(ImageFolder):
@@ -358,26 +371,27 @@ class ImageFolderDataModule(ImageDataModule):
         if not root.is_dir():
             return  # the training folder's own error names it
         folders = sorted(e.name for e in root.iterdir() if e.is_dir() and not is_hidden(e.name))
-        for key, name in (("val_dir", self.val_dir), ("test_dir", self.test_dir)):
-            if name is not None and name != usual[key] and not (root / name).is_dir():
+        splits = {"val_dir": self.val_dir, "test_dir": self.test_dir}
+        for key, name in splits.items():
+            # `val/` is the default's name too
+            named_otherwise = name is not None and os.path.normpath(name) != usual[key]
+            if named_otherwise and not (root / name).is_dir():
                 raise SFTError(
                     f"data.{key}={name}: no folder {root / name} (folders in {root}: "
                     f"{', '.join(folders)}); name one of them, or data.{key}=null for none"
                 )
-        reads = {Path(d).parts[0] for d in (self.train_dir, self.val_dir, self.test_dir) if d}
-        unread = [f for f in folders if f not in reads and SPLIT_LIKE.match(f)]
-        missing = [
-            f"data.{key}={name}"
-            for key, name in (("val_dir", self.val_dir), ("test_dir", self.test_dir))
-            if name is not None and not (root / name).is_dir()
-        ]
-        if unread and missing:
-            rank_zero_warning(
-                log,
-                f"{root} holds {', '.join(f + '/' for f in unread)}, which no split reads, and "
-                f"no folder for {' or '.join(missing)}: to use one, set data.val_dir or "
-                "data.test_dir to its name",
-            )
+        reads = {_top_folder(root, d) for d in (self.train_dir, *splits.values()) if d}
+        for key, name in splits.items():  # a split set to null is the user's choice: no word
+            if name is None or (root / name).is_dir():
+                continue
+            unread = [f for f in folders if f not in reads and SPLIT_LIKE[key].match(f)]
+            if unread:
+                rank_zero_warning(
+                    log,
+                    f"no folder {root / name} (data.{key}={name}), but {root} holds "
+                    f"{', '.join(f + '/' for f in unread)}, which no split reads: to use it, set "
+                    f"data.{key} to its name",
+                )
 
     def _loader(self, data: Dataset | None, split: str, **kwargs) -> DataLoader:
         if data is None:

@@ -1,6 +1,7 @@
 """Rebuild an SFTClassifier (and its datamodule) from a checkpoint alone, loading it safely."""
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,14 +106,16 @@ def check_class_names(
     found, trained = [str(n) for n in found], [str(n) for n in trained or []]
     if not trained or found == trained or len(found) != len(trained):
         return
-    if any(names == [str(i) for i in range(len(names))] for names in (found, trained)):
-        return
+    # before the integer labels' pass below: ["1", "0"] are names, read as such, in another order
     if sorted(found) == sorted(trained):
+        quoted = ",".join(json.dumps(n) for n in trained)
         raise SFTError(
             f"the data's classes are {found} but {ckpt_path} was trained with {trained}: the "
             "model's outputs are by position, so each class would take another's; give them in "
-            f"the checkpoint's order (data.label_names=[{','.join(trained)}])"
+            f"the checkpoint's order ('data.label_names=[{quoted}]')"
         )
+    if any(names == [str(i) for i in range(len(names))] for names in (found, trained)):
+        return
     log.warning(
         f"the data's classes {found} are not the ones {ckpt_path} was trained with {trained}: "
         "each takes the model's output at the same position"
