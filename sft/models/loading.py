@@ -1,7 +1,6 @@
 """Rebuild an SFTClassifier (and its datamodule) from a checkpoint alone, loading it safely."""
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from sft.models.adapters import BASE_WEIGHTS, check_base_weights, frozen_paramet
 from sft.models.backbones import resolve_input_spec
 from sft.models.classifier import SFTClassifier
 from sft.utils.checkpoint_io import read_checkpoint
+from sft.utils.cli import quoted_list_override
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,10 @@ def check_class_names(
         return
     # before the integer labels' pass below: ["1", "0"] are names, read as such, in another order
     if sorted(found) == sorted(trained):
-        quoted = ",".join(json.dumps(n) for n in trained)
         raise SFTError(
             f"the data's classes are {found} but {ckpt_path} was trained with {trained}: the "
             "model's outputs are by position, so each class would take another's; give them in "
-            f"the checkpoint's order ('data.label_names=[{quoted}]')"
+            f"the checkpoint's order ({quoted_list_override('data.label_names', trained)})"
         )
     if any(names == [str(i) for i in range(len(names))] for names in (found, trained)):
         return

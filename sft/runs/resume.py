@@ -37,6 +37,7 @@ from sft.runs.directories import (
 from sft.runs.result import RESULT_FILE, recorded_overrides, run_overrides, same_overrides
 from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from sft.utils.config import task_overrides
+from sft.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -281,9 +282,8 @@ def readable_checkpoint(last: Path) -> tuple[Path, dict]:
         if state is not None:
             kept = last.with_name(last.name + ".unreadable")
             last.rename(kept)
-            copying = last.with_name(last.name + ".tmp")
-            shutil.copyfile(candidate, copying)
-            os.replace(copying, last)  # whole, or not there
+            with candidate.open("rb") as source:  # whole, or not there
+                atomic_write(last, lambda f: shutil.copyfileobj(source, f))
             log.warning(
                 f"{last} cannot be read (kept as {kept.name}): resuming from {candidate.name}, "
                 f"the newest readable checkpoint of this run (copied to {last.name})"

@@ -12,6 +12,7 @@ HYDRA_FULL_ERROR=1 skips the check: Hydra then reports with its full trace.
 import contextlib
 import difflib
 import functools
+import json
 import os
 import re
 import sys
@@ -209,6 +210,12 @@ def describe_composition_error(
             f"(or ++{key}=... to add or override)"
         )
     return None
+
+
+def quoted_list_override(key: str, names: Sequence[str]) -> str:
+    """`'key=["a","b"]'`: a list of names as the command line takes it, each one quoted (`1`,
+    `true` and `null` unquoted are values, not names) and the whole quoted for the shell."""
+    return f"'{key}=[{','.join(json.dumps(str(n)) for n in names)}]'"
 
 
 def override_key(override: str) -> str:

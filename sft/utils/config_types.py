@@ -32,6 +32,7 @@ from omegaconf.errors import InterpolationResolutionError
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from sft.errors import SFTError
+from sft.utils.cli import quoted_list_override
 
 _NAMES = {float: "a float", int: "an integer", bool: "true or false", str: "a string"}
 
@@ -129,8 +130,10 @@ def _quoting_hint(value: Any, hint: Any, key: str) -> str:
     typed = [_as_typed(v) for v in value]
     if not _fits(hint, typed):
         return ""
-    quoted = ",".join(f'"{v}"' for v in typed)
-    return f" (YAML reads 1, true and null as values, not names: quote them, '{key}=[{quoted}]')"
+    return (
+        " (YAML reads 1, true and null as values, not names: quote them, "
+        f"{quoted_list_override(key, typed)})"
+    )
 
 
 def _as_typed(value: Any) -> str:
