@@ -36,6 +36,7 @@ from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
 from sft.models.optim import layerwise_param_groups, param_groups
 from sft.models.regularizers import create_regularizer
 from sft.utils.config_types import Fraction, NonNegative
+from sft.utils.distributed import destroy_process_group_at_exit
 from sft.utils.logs import rank_zero_warning
 
 log = logging.getLogger(__name__)
@@ -407,6 +408,8 @@ class SFTClassifier(L.LightningModule):
         return datamodule
 
     def setup(self, stage: str) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            destroy_process_group_at_exit()  # each rank, for any strategy or entry point
         datamodule = self._datamodule()
         found = datamodule.num_classes if datamodule is not None else None
         if found is not None and found != self.hparams.num_classes:
