@@ -152,10 +152,13 @@ def test_samples_per_class_exact_and_short_classes_take_all(caplog) -> None:
     assert idx == sorted(idx) and len(set(idx)) == len(idx)
 
 
-def test_train_fraction_is_stratified() -> None:
+def test_train_fraction_is_stratified(caplog) -> None:
+    """At least one sample per class even when the fraction rounds to zero, with a warning
+    saying so (was: silent, so a study's smallest fraction could quietly be larger)."""
     assert _per_class(few_label_indices(LABELS, train_fraction=0.1)) == [10, 5, 1, 1]
-    # At least one sample per class even when the fraction rounds to zero.
-    assert _per_class(few_label_indices(LABELS, train_fraction=0.01)) == [1, 1, 1, 1]
+    with logs_warning(caplog, r"train_fraction=0.01: 3 of the 4 classes .* largest 50\)"):
+        idx = few_label_indices(LABELS, train_fraction=0.01)
+    assert _per_class(idx) == [1, 1, 1, 1]
     assert few_label_indices(LABELS, train_fraction=1.0) == list(range(len(LABELS)))
     assert few_label_indices(torch.tensor(LABELS)) == list(range(len(LABELS)))
 

@@ -68,6 +68,15 @@ def few_label_indices(
             )
     if samples_per_class is not None:
         return _draw_per_class(labels_t, lambda n: samples_per_class, gen)
+    counts = torch.bincount(labels_t[labels_t >= 0])
+    raised = counts[(counts > 0) & (torch.round(float(train_fraction) * counts) < 1)]
+    if raised.numel():
+        rank_zero_warning(
+            log,
+            f"data.train_fraction={train_fraction}: {raised.numel()} of the "
+            f"{int((counts > 0).sum())} classes in the training data have too few samples for "
+            f"that fraction to keep any (the largest {int(raised.max())}); they train on one each",
+        )
     return _draw_per_class(labels_t, lambda n: max(1, round(float(train_fraction) * n)), gen)
 
 
