@@ -84,9 +84,10 @@ def save_confusion_matrix(
     return metric.compute()
 
 
-# Data settings that belong to the trained model (its input normalisation, tokenizer and length):
-# `sft-eval data=<other data>` takes them from the checkpoint unless the command line sets them.
-MODEL_INPUT_KEYS = ("mean", "std", "tokenizer", "max_length")
+# Data settings that belong to the trained model (its input normalisation and resolution,
+# tokenizer and length): `sft-eval data=<other data>` takes them from the checkpoint unless the
+# command line sets them (was: an image folder's default size, not the one the model trained at).
+MODEL_INPUT_KEYS = ("mean", "std", "image_size", "tokenizer", "max_length")
 
 
 def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> DictConfig:
