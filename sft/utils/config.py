@@ -91,6 +91,9 @@ def swept_keys() -> list[str]:
     return keys
 
 
+CONFIG_FILE = "config_resolved.yaml"  # each run's resolved config, in its directory
+
+
 @rank_zero_only
 def print_and_save_config(cfg: DictConfig, output_dir: str | Path) -> None:
     """Print the resolved config and write it as `config_resolved.yaml` in the run directory.
@@ -100,4 +103,4 @@ def print_and_save_config(cfg: DictConfig, output_dir: str | Path) -> None:
     text = OmegaConf.to_yaml(cfg, resolve=True)
     rich.print(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(output_dir) / "config_resolved.yaml").write_text(text)
+    (Path(output_dir) / CONFIG_FILE).write_text(text)
