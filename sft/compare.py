@@ -6,7 +6,8 @@ sft-compare outputs/train/a outputs/train/b --metric val/loss --mode min --csv r
 A run is a directory of TensorBoard event files (`<run dir>/tensorboard/` for sft-train runs); its
 label is what sets it apart from the others: the Hydra overrides (`<run dir>/.hydra/overrides.yaml`)
 that not every run shares, else its path. A run directory of sft-train without event files
-(`logger=csv`) is named as left out.
+is a row with its status when it failed (before its logger started), else (`logger=csv`) named as
+left out.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sft.errors import SFTError, report_user_errors
-from sft.runs.result import RESULT_FILE, RunResult, run_overrides
+from sft.runs.result import FAILED, RESULT_FILE, RunResult, run_overrides
 from sft.utils.io import atomic_write, check_not_written
 
 log = logging.getLogger(__name__)
@@ -150,25 +151,35 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
             if not scalars and not result_file.is_file():
                 empty.append(event_dir)
                 continue
-            overrides_file = run_dir / ".hydra" / "overrides.yaml"
-            # unresolved: a sweeper's overrides may hold ${hydra:...}, which only Hydra resolves
-            overrides = (
-                OmegaConf.to_container(OmegaConf.load(overrides_file), resolve=False)
-                if overrides_file.is_file()
-                else []
-            )
             # a run without scalars but with a result (a job that failed early) is listed with
             # its status
             result = _read_result(result_file) if result_file.is_file() else None
-            # as result.json has them: without a sweeper's bookkeeping (Optuna's pruning
-            # callback, whose storage differs between studies)
-            runs.append(Run(event_dir, run_overrides([str(o) for o in overrides]), scalars, result))
-    no_events = sorted(run_dirs - with_events)
+            runs.append(Run(event_dir, _overrides(run_dir), scalars, result))
+    no_events = []
+    for run_dir in sorted(run_dirs - with_events):
+        result = _read_result(run_dir / RESULT_FILE)
+        if result is not None and result.status == FAILED:  # failed before its logger started
+            runs.append(Run(run_dir, _overrides(run_dir), {}, result))
+        else:
+            no_events.append(run_dir)
     if not any(run.scalars for run in runs):
         hint = f" ({_left_out(no_events, 'without TensorBoard events')})" if no_events else ""
         raise SFTError(f"no TensorBoard runs with scalars under {', '.join(map(str, paths))}{hint}")
     _label_runs(runs)
     return runs, empty, no_events
+
+
+def _overrides(run_dir: Path) -> list[str]:
+    """The run's Hydra overrides as result.json has them: without a sweeper's bookkeeping
+    (Optuna's pruning callback, whose storage differs between studies)."""
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    # unresolved: a sweeper's overrides may hold ${hydra:...}, which only Hydra resolves
+    overrides = (
+        OmegaConf.to_container(OmegaConf.load(overrides_file), resolve=False)
+        if overrides_file.is_file()
+        else []
+    )
+    return run_overrides([str(o) for o in overrides])
 
 
 def _left_out(paths: list[Path], why: str) -> str:

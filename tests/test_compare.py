@@ -181,15 +181,19 @@ def test_list_values_in_labels_and_runs_without_scalars_are_shown(tmp_path, caps
     assert "left out: 1 run that logged no scalars" in out and "runs/c" in out
 
 
-def test_a_failed_job_is_listed_with_its_status(sweep, tmp_path, capsys):
+@pytest.mark.parametrize("events", [True, False])
+def test_a_failed_job_is_listed_with_its_status(sweep, tmp_path, capsys, events):
     """A sweep job that failed before logging a scalar, as sft-train leaves it (overrides,
-    result.json, an event file without scalars): was left out as if it were not a run."""
+    result.json, an event file without scalars): was left out as if it were not a run. One that
+    failed before its logger made an event file (`data.batch_size=abc`) was named as left out
+    "without TensorBoard events"."""
     job = sweep / "2"
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text("- seed=0\n- model.lr_head=10\n")
-    logger = TensorBoardLogger(save_dir=job / "tensorboard", name=None, version="")
-    logger.experiment.flush()
-    logger.finalize("failed")
+    if events:
+        logger = TensorBoardLogger(save_dir=job / "tensorboard", name=None, version="")
+        logger.experiment.flush()
+        logger.finalize("failed")
     RunResult(status="failed", error="loss is nan", output_dir=str(job)).write()
     main([str(sweep), "--png", str(tmp_path / "c.png")])
     out = capsys.readouterr().out
