@@ -180,7 +180,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@checks_overrides(config_name="eval")
+@checks_overrides(config_name="eval", adds=("data", "trainer", "logger", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     report_user_errors(lambda: evaluate(cfg))

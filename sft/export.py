@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from sft.errors import SFTError, report_user_errors
-from sft.inference.bundle import InferenceBundle, load_bundle
+from sft.inference.bundle import InferenceBundle, data_settings, load_bundle
 from sft.inference.deployable import (
     build_deployable,
     parity_inputs,
@@ -167,7 +167,7 @@ def export(cfg: DictConfig) -> Path:
     check_value(cfg.atol, NonNegative, "atol")
     check_value(cfg.rtol, NonNegative, "rtol")
     check_value(cfg.onnx.opset, int | None, "onnx.opset")
-    bundle = load_bundle(cfg.ckpt_path, "cpu")
+    bundle = load_bundle(cfg.ckpt_path, "cpu", data_settings(cfg))
     head = bundle.model.head  # a head of the user's may not say (sft.inference.deployable)
     formats = check_formats(cfg.formats, bundle.modality, getattr(head, "folds", False))
     out = Path(cfg.output_dir or Path(cfg.paths.output_dir) / "export")
@@ -188,7 +188,13 @@ def export(cfg: DictConfig) -> Path:
 def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], out: Path) -> None:
 
     module = build_deployable(bundle)
-    args = parity_inputs(bundle, cfg.parity_samples)
+    try:
+        args = parity_inputs(bundle, cfg.parity_samples)
+    except SFTError as exc:  # e.g. the data moved since training
+        raise SFTError(
+            f"{exc} (sft-export checks its exports on the checkpoint's data: +data.data_dir=... "
+            "reads it elsewhere)"
+        ) from exc
     smaller = sub_batch(args, bundle.modality)
     checks = [(a, reference_logits(bundle, a)) for a in (args, smaller)]
     what = "validation texts" if bundle.modality == "text" else "images"
@@ -217,7 +223,7 @@ def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], 
     (out / METADATA).write_text(json.dumps(metadata(bundle, files, diffs), indent=1))
 
 
-@checks_overrides(config_name="export")
+@checks_overrides(config_name="export", adds=("data", "onnx", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
     report_user_errors(lambda: export(cfg))

@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from sft.errors import SFTError, report_user_errors
-from sft.inference.bundle import load_bundle
+from sft.inference.bundle import data_settings, load_bundle
 from sft.inference.inputs import ImageInputs, TextInputs, input_kind, read_images, read_texts
 from sft.inference.predictor import check_modality, predict_probs
 from sft.inference.writers import (
@@ -75,7 +75,7 @@ def predict(cfg: DictConfig) -> Path:
             f"give a .{cfg.format} output"
         )
     check_not_written(out, "output")
-    bundle = load_bundle(cfg.ckpt_path, cfg.device)
+    bundle = load_bundle(cfg.ckpt_path, cfg.device, data_settings(cfg))
     inputs = read_inputs(cfg, bundle)
     glue = cfg.glue_submission
     if glue is None:
@@ -105,7 +105,7 @@ def predict(cfg: DictConfig) -> Path:
     return out
 
 
-@checks_overrides(config_name="predict")
+@checks_overrides(config_name="predict", adds=("data", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     report_user_errors(lambda: predict(cfg))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EFFNET_ONE_BATCH, compose_config
+from conftest import EFFNET_ONE_BATCH, compose_config, run_entry_point
 from inference_checkpoints import image_checkpoint, text_checkpoint
 
 import sft.export as export_module
@@ -153,6 +153,45 @@ def test_text_export_equals_the_checkpoint_without_sft(kind, ckpts, data_dir, tm
     assert set(got) == {"torchscript", "onnx", "hf"}
     for name, logits in got.items():
         assert (logits - expected).abs().max() <= ATOL, name
+
+
+def test_an_export_of_a_checkpoint_whose_data_moved_reads_it_where_it_is_now(
+    ckpts, data_dir, tmp_path
+):
+    """The parity check reads the checkpoint's data; moved, `+data.data_dir=<where it is now>`
+    points it there (was: accepted and ignored, so the export failed on the old path)."""
+    checkpoint = torch.load(ckpts["image"], weights_only=True)
+    hparams = checkpoint["datamodule_hyper_parameters"]
+    hparams.update(data_dir=str(tmp_path / "moved_away"), download=False)  # not fetched again
+    moved = tmp_path / "moved.ckpt"
+    torch.save(checkpoint, moved)
+    with pytest.raises(SFTError, match="moved_away"):
+        run_export(moved, tmp_path / "run", "formats=[torchscript]")
+    out = run_export(moved, tmp_path / "run", "formats=[torchscript]", f"+data.data_dir={data_dir}")
+    assert (out / "model.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    "entry, added, refusal",
+    [
+        ("export", "+foo=3", "unknown config key 'foo': sft-export reads no such setting"),
+        ("predict", "+model.num_classes=5", "model.num_classes: sft-predict takes the model from"),
+        ("eval", "+model.num_classes=5", "model.num_classes: sft-eval takes the model from"),
+    ],
+)
+def test_a_setting_the_command_would_ignore_is_refused(entry, added, refusal, tmp_path, capsys):
+    """sft-export, sft-predict and sft-eval take the model (and sft-export and sft-predict the
+    data, but for `+data.<key>`) from the checkpoint: a `+key=` they would not read was accepted
+    and ignored without a word."""
+    import sft.eval
+    import sft.predict
+
+    main = {"export": export_module.main, "predict": sft.predict.main, "eval": sft.eval.main}
+    argv = [f"sft-{entry}", "ckpt_path=x.ckpt", "inputs=x.txt", added, f"paths.log_dir={tmp_path}"]
+    if entry != "predict":
+        argv.remove("inputs=x.txt")
+    assert run_entry_point(main[entry], argv) == 1
+    assert capsys.readouterr().err.strip().startswith(f"error: {refusal}")
 
 
 def test_format_choice_errors():

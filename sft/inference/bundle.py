@@ -3,19 +3,22 @@ datamodule that knows the input pipeline (tokenizer, image size and normalisatio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from sft.contracts import ClassificationData, Modality
 from sft.data.text import TextClassificationDataModule
 from sft.data.tokenize import encode_texts
 from sft.errors import SFTError
 from sft.models.classifier import SFTClassifier
-from sft.models.loading import datamodule_from_checkpoint, load_classifier
+from sft.models.loading import datamodule_from_checkpoint, load_classifier, trained_data_config
 from sft.utils.checkpoint_io import read_checkpoint
+from sft.utils.config_types import check_config_types
 
 
 @dataclass
@@ -62,12 +65,22 @@ class InferenceBundle:
         return self.model(inputs).float()
 
 
-def load_bundle(ckpt_path: str | Path, device: str = "cpu") -> InferenceBundle:
-    """Model (eval mode, on `device`), datamodule and class names of a training checkpoint."""
+def data_settings(cfg: DictConfig) -> dict[str, Any] | None:
+    """The `+data.<key>=...` settings of an sft-predict / sft-export command line."""
+    return OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
+
+
+def load_bundle(
+    ckpt_path: str | Path, device: str = "cpu", data: Mapping[str, Any] | None = None
+) -> InferenceBundle:
+    """Model (eval mode, on `device`), datamodule and class names of a training checkpoint;
+    `data`: settings of the checkpoint's data to change (`+data.data_dir=...`: its files moved)."""
     ckpt_path = Path(ckpt_path).expanduser()
     checkpoint = read_checkpoint(ckpt_path)
+    if data:
+        check_config_types({**trained_data_config(ckpt_path, checkpoint), **data}, "data")
     model = load_classifier(ckpt_path, checkpoint).to(resolve_device(device))
-    datamodule = datamodule_from_checkpoint(ckpt_path, checkpoint=checkpoint)
+    datamodule = datamodule_from_checkpoint(ckpt_path, checkpoint=checkpoint, **(data or {}))
     datamodule.configure_input(model.input_spec)
     modality = model.input_spec.modality or datamodule.modality
     names = checkpoint.get("class_names") or _class_names_from_data(datamodule)

@@ -60,8 +60,15 @@ class OverrideMistake(Exception):
     """A command-line override that cannot compose, described in one line."""
 
 
-def check_overrides(config_name: str, argv: Sequence[str], config_dir: str = CONF_DIR) -> None:
-    """Raise OverrideMistake for an unknown key or group option, or an unparsable override.
+def check_overrides(
+    config_name: str,
+    argv: Sequence[str],
+    config_dir: str = CONF_DIR,
+    adds: Sequence[str] | None = None,
+) -> None:
+    """Raise OverrideMistake for an unknown key or group option, or an unparsable override;
+    with `adds`, also for a key added (`+key=`) outside those top-level keys: a command that
+    takes the rest from a checkpoint would ignore it.
 
     Sweep overrides (`a=1,2`, `choice(...)`, `range(...)`, `glob(...)`) are checked with their
     first value (every value for a config group); other sweeps (`interval(...)`) are left out.
@@ -74,6 +81,10 @@ def check_overrides(config_name: str, argv: Sequence[str], config_dir: str = CON
     except OverrideParseException as exc:
         reason = " ".join(exc.message.splitlines()[0].split())
         raise OverrideMistake(f"cannot parse override '{exc.override}': {reason}") from exc
+    for override in parsed if adds is not None else []:
+        key = override.key_or_group
+        if (override.is_add() or override.is_force_add()) and re.split(r"[./]", key)[0] not in adds:
+            raise OverrideMistake(ignored_addition(key, config_name, adds))
 
     with config_search(config_dir, args.config_dir):
         loader = GlobalHydra.instance().config_loader()
@@ -110,6 +121,17 @@ def check_overrides(config_name: str, argv: Sequence[str], config_dir: str = CON
                     f"missing value for {', '.join(sorted(missing))}: set it, e.g. "
                     f"{sorted(missing)[0]}=..."
                 )
+
+
+def ignored_addition(key: str, config_name: str, adds: Sequence[str]) -> str:
+    """The refusal of `+key=...` on a command that would not read it."""
+    command = f"sft-{config_name}"
+    if key.split(".")[0] == "model":
+        return f"{key}: {command} takes the model from its checkpoint (ckpt_path) as trained"
+    return (
+        f"unknown config key '{key}': {command} reads no such setting ('+' adds settings under "
+        f"{', '.join(f'{a}.' for a in adds)} only)"
+    )
 
 
 @contextlib.contextmanager
@@ -292,8 +314,9 @@ def _is_trainer_argument(arg: str) -> bool:
     return True
 
 
-def checks_overrides(config_name: str) -> Callable[[F], F]:
-    """Decorate a `@hydra.main` entry point: check `sys.argv` first, exit 1 with one line.
+def checks_overrides(config_name: str, adds: Sequence[str] | None = None) -> Callable[[F], F]:
+    """Decorate a `@hydra.main` entry point: check `sys.argv` first, exit 1 with one line
+    (`adds`: the top-level keys a `+key=` may add under, as `check_overrides`).
 
     `trainer.<any Lightning Trainer argument>=...` is accepted without `+`
     (`accept_trainer_arguments`)."""
@@ -306,7 +329,7 @@ def checks_overrides(config_name: str) -> Callable[[F], F]:
             # called with a config (tests) or with HYDRA_FULL_ERROR=1: Hydra as usual
             if not args and not kwargs and os.environ.get("HYDRA_FULL_ERROR") != "1":
                 try:
-                    check_overrides(config_name, sys.argv[1:])
+                    check_overrides(config_name, sys.argv[1:], adds=adds)
                 except OverrideMistake as mistake:
                     print(f"error: {mistake}", file=sys.stderr)
                     raise SystemExit(1) from None
