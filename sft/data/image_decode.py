@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
 
@@ -25,7 +25,23 @@ class ImageDecoder:
 
     def __call__(self, path: str | os.PathLike) -> torch.Tensor:
         with Image.open(path) as image:
-            return self.resize(to_rgb(image))
+            return self.resize(to_rgb(upright(image)))
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """`image` turned the way up its EXIF Orientation tag says (a camera's JPEG is often stored
+    sideways with one), as image viewers show it; an image without the tag as it is (PIL's
+    `exif_transpose` would copy it)."""
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError):  # an unreadable EXIF block: as viewers, skip it
+        return image
+    if orientation == 1:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 # PIL's convert("RGB") clips pixel values at 255: a 16-bit greyscale PNG or TIFF (modes I;16*)
