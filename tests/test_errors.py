@@ -242,6 +242,46 @@ def test_text_file_mistakes(train, dev, fragments, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("kind", "source", "fragments"),
+    [
+        ("folder", "tsv", ["train.tsv is a folder, not a file"]),
+        ("gzip", "tsv", ["train.tsv is gzip-compressed: decompress it"]),
+        (
+            "csv",
+            "tsv",
+            ["available columns: 'text,label'", "the file looks like csv: set data.source=csv"],
+        ),
+        ("tsv", "csv", ["the file looks like tsv: set data.source=tsv"]),
+        ("jsonl", "tsv", ["the file looks like jsonl: set data.source=jsonl"]),
+    ],
+)
+def test_a_text_file_of_another_kind_is_named(kind, source, fragments, tmp_path):
+    """Was: a folder "is missing" while the message listed it; a gzip file "not UTF-8 text";
+    a file of another format a missing column, with a hint to rename columns."""
+    import gzip
+
+    train = tmp_path / "train.tsv"
+    if kind == "folder":
+        train.mkdir()
+    elif kind == "gzip":
+        train.write_bytes(gzip.compress(GOOD.encode()))
+    elif kind == "csv":
+        train.write_text(GOOD.replace("\t", ","))
+    elif kind == "jsonl":
+        train.write_text('{"text": "good film", "label": 1}\n')
+    else:
+        train.write_text(GOOD)
+    tmp_path.joinpath("dev.tsv").write_text(GOOD)
+    dm = TextClassificationDataModule(
+        str(tmp_path), tokenizer="minilm", cache_dir=str(tmp_path), source=source
+    )
+    with pytest.raises(SFTError) as err:
+        dm.setup("fit")
+    message = str(err.value)
+    assert "\n" not in message and all(f in message for f in fragments), message
+
+
+@pytest.mark.parametrize(
     ("override", "fragments"),
     [
         ("paths.data_dir=${oc.env:SFT_TEST_UNSET}", ["Environment variable 'SFT_TEST_UNSET'"]),

@@ -17,6 +17,8 @@ ENCODING = "utf-8-sig"
 
 def check_file(path: Path) -> None:
     """One line naming `path` (and what its folder holds) when it is not a file."""
+    if path.is_dir():
+        raise SFTError(f"text data file {path} is a folder, not a file: name a file")
     if not path.is_file():
         where = "does not exist" if not path.parent.is_dir() else "is missing"
         raise SFTError(f"text data file {path} {where}" + _dir_hint(path))
@@ -29,9 +31,21 @@ def _dir_hint(path: Path) -> str:
     return f" (no folder {path.parent}; set data.data_dir or SFT_DATA_DIR)"
 
 
+# the first bytes of compressed files a user may give as text
+ARCHIVES = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz"}
+
+
 def not_utf8(path: Path, error: UnicodeDecodeError) -> SFTError:
     """The error for a file that does not decode, naming its first undecodable line (the
-    decoder's position is within a read-ahead block, not the file)."""
+    decoder's position is within a read-ahead block, not the file); a compressed file as such."""
+    with open(path, "rb") as f:
+        packed = next(
+            (name for magic, name in ARCHIVES.items() if f.read(4).startswith(magic)), None
+        )
+    if packed:
+        return SFTError(
+            f"{path} is {packed}-compressed: decompress it first (text files are read as they are)"
+        )
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             try:

@@ -45,6 +45,19 @@ def read_header(path: Path, delimiter: str, quoting: str) -> list[str]:
     return [c.strip() for c in row]
 
 
+def _other_format_hint(first_line: str, delimiter: str) -> str | None:
+    """`set data.source=<kind>` when a header read as one column looks like another kind of file
+    (JSON lines, or the other delimiter)."""
+    if first_line.startswith("{"):
+        kind = "jsonl"
+    else:
+        kind = next(
+            (k for d, k in (("\t", "tsv"), (",", "csv")) if d != delimiter and d in first_line),
+            None,
+        )
+    return f"the file looks like {kind}: set data.source={kind}" if kind else None
+
+
 def read_delimited(
     path: Path,
     delimiter: str,
@@ -63,6 +76,8 @@ def read_delimited(
     `id_columns`, `ids` holds each row's value of the first of them in the header.
     """
     header = read_header(path, delimiter, quoting)
+    if hint == COLUMN_HINT and len(header) == 1:  # one column: the file may be of another kind
+        hint = _other_format_hint(header[0], delimiter) or hint
     if need_labels or label_column in header:
         check_columns(path, [text_column, pair_column, label_column], header, hint)
         label_at = header.index(label_column) if label_column else None
