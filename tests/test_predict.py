@@ -216,6 +216,11 @@ def test_inputs_of_the_wrong_modality(ckpts, tmp_path):
     (tmp_path / "a.txt").write_text("hello\n")
     with pytest.raises(SFTError, match="is an image model"):
         run_predict(ckpts["image"], tmp_path / "a.txt", tmp_path / "run")
+    # a folder of texts (was: said to hold images)
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "b.txt").write_text("hello\n")
+    with pytest.raises(SFTError, match=r"texts is a folder \(read as images\) but .* text model"):
+        run_predict(ckpts["text"], tmp_path / "texts", tmp_path / "run2")
     # the command line: one `error:` line, no traceback
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
     result = run_module(

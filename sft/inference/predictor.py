@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from PIL import Image, UnidentifiedImageError
 
@@ -21,8 +23,10 @@ def load_image(path, decode: ImageDecoder) -> torch.Tensor:
 
 def check_modality(bundle: InferenceBundle, kind: str, what: str) -> None:
     if kind != bundle.modality:
+        # a folder is read as images, whatever files it holds
+        holds = "is a folder (read as images)" if Path(what).is_dir() else f"holds {kind}s"
         raise SFTError(
-            f"inputs={what} holds {kind}s but checkpoint {bundle.ckpt_path} is "
+            f"inputs={what} {holds} but checkpoint {bundle.ckpt_path} is "
             f"{'an' if bundle.modality[0] in 'aeiou' else 'a'} {bundle.modality} model; give {'a .txt/.tsv/.csv/.jsonl file' if bundle.modality == 'text' else 'an image file or a folder of images'}"
         )
 
