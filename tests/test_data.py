@@ -445,6 +445,19 @@ def _tree(root: Path, split: str, classes: dict[str, int]) -> None:
             Image.new("RGB", (20 + j, 30), color).save(root / split / name / f"{j}.jpg")
 
 
+def test_a_class_folder_spelled_in_another_unicode_form_is_named_as_such(tmp_path: Path) -> None:
+    """`val/café` written on macOS (e + combining accent) against `train/café` (one character):
+    the error listed two lists that look the same."""
+    import unicodedata
+
+    cafe = "caf\u00e9"
+    _tree(tmp_path, "train", {cafe: 3, "tea": 3})
+    _tree(tmp_path, "val", {unicodedata.normalize("NFD", cafe): 1, "tea": 1})
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=4, num_workers=0)
+    with pytest.raises(SFTError, match="spelled as training classes but in another Unicode form"):
+        dm.setup("fit")
+
+
 def test_image_folder_tiny_tree(tmp_path: Path) -> None:
     _tree(tmp_path, "train", {"ant": 4, "bee": 4, "cat": 4})
     _tree(tmp_path, "test", {"bee": 2, "cat": 1})

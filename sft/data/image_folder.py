@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import re
+import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Real
@@ -146,9 +147,17 @@ def open_image_folder(
     if class_to_idx is not None:
         unknown = sorted(set(classes) - set(class_to_idx))
         if unknown:
+            nfc = {unicodedata.normalize("NFC", name) for name in class_to_idx}
+            # looks the same, is another string: é as one character or as e + accent (macOS)
+            why = (
+                "; they are spelled as training classes but in another Unicode form (é as one "
+                "character or as e + accent, as macOS writes names): rename them to match"
+                if any(unicodedata.normalize("NFC", name) in nfc for name in unknown)
+                else ""
+            )
             raise SFTError(
                 f"image folder {path} has class folders {unknown} that the training folder does "
-                f"not have (training classes: {sorted(class_to_idx)})"
+                f"not have (training classes: {sorted(class_to_idx)}){why}"
             )
     # first: a link loop would make ImageFolder walk without end (hidden folders too)
     files = visible_files(path, walk_hidden=True)
