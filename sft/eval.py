@@ -76,8 +76,8 @@ def save_confusion_matrix(
     metric = MulticlassConfusionMatrix(num_classes=len(names))
     metric.update(probs, labels)
     fig, _ = metric.plot(labels=names)
+    # torchmetrics' figure lays itself out (constrained) when saved: tight_layout() warned
     fig.set_size_inches(max(6, 0.6 * len(names)), max(5, 0.5 * len(names)))
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     for logger in trainer.loggers:
         if hasattr(logger.experiment, "add_figure"):

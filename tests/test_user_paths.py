@@ -930,3 +930,21 @@ def test_a_run_name_cannot_put_the_run_outside_the_log_dir(
         .startswith(f"error: name={name}: a run's name is a folder under paths.log_dir/<task>/")
     )
     assert not (tmp_path / "a" / "escape").exists() and not logs.exists()
+
+
+def test_the_confusion_matrix_is_drawn_without_a_layout_warning(tmp_path):
+    """sft-eval printed matplotlib's "The figure layout has changed to tight" on every run."""
+    import warnings
+    from types import SimpleNamespace
+
+    from sft.eval import save_confusion_matrix
+
+    names = [f"a rather long class name {i}" for i in range(12)]
+    probs = torch.softmax(torch.randn(50, 12, generator=torch.Generator().manual_seed(0)), 1)
+    labels = torch.arange(50) % 12
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=UserWarning)
+        save_confusion_matrix(
+            tmp_path / "cm.png", probs, labels, names, SimpleNamespace(loggers=[])
+        )
+    assert (tmp_path / "cm.png").stat().st_size > 1000
