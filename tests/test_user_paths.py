@@ -913,12 +913,13 @@ def test_a_relative_data_dir_is_found_by_sft_eval_from_another_directory(tmp_pat
 
 
 @pytest.mark.parametrize("multirun", [[], ["-m"]])
-@pytest.mark.parametrize("name", ["../../escape", "exp/../../../escape"])
+@pytest.mark.parametrize("name", ["../../escape", "exp/../../../escape", "", "."])
 def test_a_run_name_cannot_put_the_run_outside_the_log_dir(
     tmp_path, monkeypatch, capsys, name, multirun
 ):
     """`name=` is a folder under paths.log_dir/<task>/: one naming '..' is refused before
-    anything is made (was: `name=../../escape` wrote the run outside it)."""
+    anything is made (was: `name=../../escape` wrote the run outside it), as is an empty one
+    (`name=`, `name=.`: the run among the experiments' folders, paths.log_dir/train/<time>)."""
     monkeypatch.chdir(tmp_path)
     logs = tmp_path / "a" / "outputs"
     argv = ["sft-train", *multirun, *FAST, f"paths.log_dir={logs}", f"name={name}"]

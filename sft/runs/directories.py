@@ -218,11 +218,14 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
 
 def check_run_name(name: Any) -> None:
     """`name` is a folder under `paths.log_dir/<task>/` (conf/hydra): SFTError for one that
-    would put the run elsewhere (was: `name=../../x` wrote outside paths.log_dir)."""
-    if ".." in Path(str(name)).parts:
+    would put the run elsewhere (was: `name=../../x` wrote outside paths.log_dir; `name=` or
+    `name=.` among the experiments' folders)."""
+    parts = Path(str(name)).parts  # none for "" and "."
+    if ".." in parts or not parts:
         raise SFTError(
-            f"name={name}: a run's name is a folder under paths.log_dir/<task>/, without '..'; "
-            "to write runs elsewhere set paths.log_dir (or hydra.run.dir)"
+            f"name={name}: a run's name is a folder under paths.log_dir/<task>/, "
+            + ("without '..'" if parts else "not empty or '.'")
+            + "; to write runs elsewhere set paths.log_dir (or hydra.run.dir)"
         )
 
 
