@@ -197,6 +197,7 @@ def test_eval_without_labelled_test_split_predicts_the_validation_it_scores(
     accuracy = sum(r["label"] == r["pred"] for r in rows) / len(rows)
     assert accuracy == pytest.approx(metrics["val/acc"])
     assert (tmp_path / "confusion_matrix.png").is_file()
+    assert "val/acc_best" not in metrics  # training's best of its validations: not this one's
 
 
 def test_eval_probabilities_are_float32_under_mixed_precision(checkpoints, tmp_path):

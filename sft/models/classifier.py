@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from annotated_types import Ge, Interval
 from hydra.utils import instantiate
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -381,6 +382,8 @@ class SFTClassifier(L.LightningModule):
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.state.fn != TrainerFn.FITTING:  # sft-eval's one validation: no "best"
+            return
         self.val_acc_best(self.val_metrics["acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
