@@ -158,7 +158,8 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
     no_events = []
     for run_dir in sorted(run_dirs - with_events):
         result = _read_result(run_dir / RESULT_FILE)
-        if result is not None and result.status == FAILED:  # failed before its logger started
+        # failed before its logger started (not a logger=csv run that failed after logging)
+        if result is not None and result.status == FAILED and not result.metrics:
             runs.append(Run(run_dir, _overrides(run_dir), {}, result))
         else:
             no_events.append(run_dir)

@@ -32,7 +32,6 @@ from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import checks_overrides, override_key
 from sft.utils.config import (
     CONF_DIR,
-    CONFIG_FILE,
     print_and_save_config,
     register_resolvers,
     task_overrides,
@@ -119,11 +118,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     check_not_written(out / PREDICTIONS, "hydra.run.dir")  # the run directory given twice
-    if (out / CONFIG_FILE).exists():  # a training run's (or a failed eval's) directory
-        raise SFTError(
-            f"{out} already holds a run ({out / CONFIG_FILE}): give sft-eval another "
-            "hydra.run.dir (results already written are never replaced)"
-        )
     checkpoint = read_checkpoint(cfg.ckpt_path)
     # before the config is printed: `data=` configs may interpolate the checkpoint's model
     data_cfg = data_config_for_checkpoint(cfg, checkpoint) if cfg.get("data") else None
@@ -180,7 +174,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@checks_overrides(config_name="eval", adds=("data", "trainer", "logger", "paths", "hydra"))
+@checks_overrides(config_name="eval", adds=("data", "debug", "trainer", "logger", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     report_user_errors(lambda: evaluate(cfg))

@@ -191,6 +191,8 @@ def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], 
     try:
         args = parity_inputs(bundle, cfg.parity_samples)
     except SFTError as exc:  # e.g. the data moved since training
+        if "data_dir" in (data_settings(cfg) or {}):
+            raise
         raise SFTError(
             f"{exc} (sft-export checks its exports on the checkpoint's data: +data.data_dir=... "
             "reads it elsewhere)"
@@ -223,7 +225,7 @@ def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], 
     (out / METADATA).write_text(json.dumps(metadata(bundle, files, diffs), indent=1))
 
 
-@checks_overrides(config_name="export", adds=("data", "onnx", "paths", "hydra"))
+@checks_overrides(config_name="export", adds=("data.", "onnx", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
     report_user_errors(lambda: export(cfg))

@@ -105,7 +105,7 @@ def predict(cfg: DictConfig) -> Path:
     return out
 
 
-@checks_overrides(config_name="predict", adds=("data", "paths", "hydra"))
+@checks_overrides(config_name="predict", adds=("data.", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     report_user_errors(lambda: predict(cfg))

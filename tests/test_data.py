@@ -759,6 +759,14 @@ def test_a_photo_is_decoded_the_way_up_its_exif_orientation_says(tmp_path: Path)
     Image.fromarray(stored).convert("RGB").save(tmp_path / "photo.jpg", exif=exif, quality=95)
     decoded = ImageDecoder(8)(tmp_path / "photo.jpg").float().mean(dim=(0, 2))  # per row
     assert decoded[:3].min() > 200 and decoded[-3:].max() < 50, decoded
+    # reading the tag must not hide a file that does not decode (a PNG's EXIF needs its pixels)
+    Image.fromarray(stored).save(tmp_path / "broken.png")
+    data = bytearray((tmp_path / "broken.png").read_bytes())
+    at = data.index(b"IDAT") + 8
+    data[at : at + 16] = bytes(16)
+    (tmp_path / "broken.png").write_bytes(bytes(data))
+    with pytest.raises(OSError):
+        ImageDecoder(8)(tmp_path / "broken.png")
 
 
 def test_images_of_more_than_8_bits(tmp_path: Path) -> None:

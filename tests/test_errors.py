@@ -246,6 +246,8 @@ def test_text_file_mistakes(train, dev, fragments, tmp_path):
     [
         ("folder", "tsv", ["train.tsv is a folder, not a file"]),
         ("gzip", "tsv", ["train.tsv is gzip-compressed: decompress it"]),
+        ("bzip2", "tsv", ["train.tsv is bzip2-compressed: decompress it"]),
+        ("xz", "tsv", ["train.tsv is xz-compressed: decompress it"]),
         (
             "csv",
             "tsv",
@@ -253,18 +255,22 @@ def test_text_file_mistakes(train, dev, fragments, tmp_path):
         ),
         ("tsv", "csv", ["the file looks like tsv: set data.source=tsv"]),
         ("jsonl", "tsv", ["the file looks like jsonl: set data.source=jsonl"]),
+        ("jsonl", "csv", ["the file looks like jsonl: set data.source=jsonl"]),
     ],
 )
 def test_a_text_file_of_another_kind_is_named(kind, source, fragments, tmp_path):
     """Was: a folder "is missing" while the message listed it; a gzip file "not UTF-8 text";
     a file of another format a missing column, with a hint to rename columns."""
+    import bz2
     import gzip
+    import lzma
 
     train = tmp_path / "train.tsv"
     if kind == "folder":
         train.mkdir()
-    elif kind == "gzip":
-        train.write_bytes(gzip.compress(GOOD.encode()))
+    elif kind in ("gzip", "bzip2", "xz"):
+        compress = {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress}[kind]
+        train.write_bytes(compress(GOOD.encode() * 50))
     elif kind == "csv":
         train.write_text(GOOD.replace("\t", ","))
     elif kind == "jsonl":

@@ -177,6 +177,8 @@ def test_an_export_of_a_checkpoint_whose_data_moved_reads_it_where_it_is_now(
         ("export", "+foo=3", "unknown config key 'foo': sft-export reads no such setting"),
         ("predict", "+model.num_classes=5", "model.num_classes: sft-predict takes the model from"),
         ("eval", "+model.num_classes=5", "model.num_classes: sft-eval takes the model from"),
+        ("predict", "+data=cifar10", "data=...: sft-predict reads the checkpoint's data;"),
+        ("export", "trainer.accelerator=cpu", "trainer.accelerator: sft-export has no trainer"),
     ],
 )
 def test_a_setting_the_command_would_ignore_is_refused(entry, added, refusal, tmp_path, capsys):

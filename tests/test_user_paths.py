@@ -131,24 +131,23 @@ def test_eval_with_a_data_setting_changed_uses_the_checkpoints_data_so_changed(
     assert 0.0 <= metrics["test/acc"] <= 1.0  # SST-2's own test.tsv has no labels: dev's
 
 
-def test_eval_into_a_training_runs_directory_is_refused_before_writing(checkpoints, tmp_path):
+def test_eval_into_a_training_runs_directory_is_refused_before_writing(
+    checkpoints, tmp_path, capsys
+):
     """`sft-eval ... hydra.run.dir=<a training run>` replaced the run's config_resolved.yaml
     with the eval's and added its events to the run's TensorBoard (sft-compare then read them
-    as the run's)."""
+    as the run's). Refused before Hydra writes its config and log there."""
+    import sft.eval
+
     run = shutil.copytree(checkpoints["image"].parent.parent, tmp_path / "run")
-    before = (run / "config_resolved.yaml").read_text()
-    events = sorted((run / "tensorboard").rglob("*"))
-    cfg = compose_config(
-        "eval",
-        [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "trainer.accelerator=cpu"],
-        run,
-    )
-    with pytest.raises(
-        SFTError, match=r"already holds a run .*config_resolved.yaml.*hydra.run.dir"
-    ):
-        evaluate(cfg)
-    assert (run / "config_resolved.yaml").read_text() == before
-    assert sorted((run / "tensorboard").rglob("*")) == events
+    before = sorted(p for p in run.rglob("*"))
+    resolved = (run / "config_resolved.yaml").read_text()
+    argv = ["sft-eval", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={run}"]
+    assert run_entry_point(sft.eval.main, argv) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {run} holds a training run ("), last
+    assert sorted(p for p in run.rglob("*")) == before
+    assert (run / "config_resolved.yaml").read_text() == resolved
 
 
 def test_eval_predictions_cover_the_batches_the_metrics_do(checkpoints, tmp_path):

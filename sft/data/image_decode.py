@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision.transforms import v2
 
 
@@ -29,19 +29,28 @@ class ImageDecoder:
 
 
 EXIF_ORIENTATION = 0x0112
+# the turn each EXIF orientation (2-8) asks for, as PIL's ImageOps.exif_transpose applies it;
+# applied here directly: exif_transpose also rewrites the EXIF block, which costs and can fail
+ORIENTATION_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def upright(image: Image.Image) -> Image.Image:
     """`image` turned the way up its EXIF Orientation tag says (a camera's JPEG is often stored
-    sideways with one), as image viewers show it; an image without the tag as it is (PIL's
-    `exif_transpose` would copy it)."""
+    sideways with one), as image viewers show it; an image without the tag as it is."""
+    image.load()  # a file that does not decode fails here, as before (PNG's EXIF needs it)
     try:
-        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    except (OSError, SyntaxError, ValueError):  # an unreadable EXIF block: as viewers, skip it
+        turn = ORIENTATION_TURNS.get(image.getexif().get(EXIF_ORIENTATION))
+    except (OSError, SyntaxError, ValueError, TypeError):  # an unreadable EXIF block: as viewers
         return image
-    if orientation == 1:
-        return image
-    return ImageOps.exif_transpose(image)
+    return image if turn is None else image.transpose(turn)
 
 
 # PIL's convert("RGB") clips pixel values at 255: a 16-bit greyscale PNG or TIFF (modes I;16*)

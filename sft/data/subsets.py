@@ -46,7 +46,8 @@ def few_label_indices(
     - both None: every index.
     - `samples_per_class=k`: k random samples of every class; a class with fewer than k samples
       contributes all it has (no error: small classes stay in, just under-filled).
-    - `train_fraction=f`: round(f * n_c) random samples of each class c, at least one.
+    - `train_fraction=f`: round(f * n_c) random samples of each class c, at least one (a class
+      raised to one is counted in a warning).
     The draw depends only on `labels` and `seed`, and for one seed a smaller subset is contained
     in a larger one (each class takes a prefix of the same seeded permutation).
     """

@@ -144,6 +144,20 @@ def check_nothing_to_overwrite(output_dir: Path, retry: bool = False) -> None:
             )
 
 
+def check_not_a_training_run(output_dir: Path) -> None:
+    """sft-eval's `hydra.run.dir`: SFTError for a directory that holds a training run (its
+    checkpoints or record), before Hydra writes there (was: the run's config_resolved.yaml
+    replaced by the eval's, its TensorBoard given the eval's events). An eval's own directory
+    holds neither: one that failed may be run again (its predictions.csv is never replaced)."""
+    for pattern in RUN_FILES:
+        written = sorted(output_dir.glob(pattern))
+        if written:
+            raise SFTError(
+                f"{output_dir} holds a training run ({written[0]}): give sft-eval another "
+                "hydra.run.dir (a run's files are never replaced)"
+            )
+
+
 def _worth_keeping(record: Path) -> bool:
     try:
         return RunResult.read(record).worth_keeping()
@@ -219,7 +233,9 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
 def check_run_name(name: Any) -> None:
     """`name` is a folder under `paths.log_dir/<task>/` (conf/hydra): SFTError for one that
     would put the run elsewhere (was: `name=../../x` wrote outside paths.log_dir; `name=` or
-    `name=.` among the experiments' folders)."""
+    `name=.` among the experiments' folders). None: a config without the key (a user's)."""
+    if name is None:
+        return
     parts = Path(str(name)).parts  # none for "" and "."
     if ".." in parts or not parts:
         raise SFTError(
@@ -242,7 +258,7 @@ class RunDirectory(Callback):
     refuses `resume=` in a multirun before its sweep directory is made."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        report_user_errors(lambda: check_run_name(config.get("name", "")))
+        report_user_errors(lambda: check_run_name(config.get("name")))
         resume = OmegaConf.select(config, "resume", default=None)
         if resume is not None:
             report_user_errors(lambda: refuse_resume_in_multirun(resume))
@@ -252,7 +268,7 @@ class RunDirectory(Callback):
             report_user_errors(lambda: check_jobs_already_there(sweep_dir, config))
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        report_user_errors(lambda: check_run_name(config.get("name", "")))
+        report_user_errors(lambda: check_run_name(config.get("name")))
         hydra_cfg = config.hydra
         given = Path(str(OmegaConf.select(config, "hydra.run.dir")))
         report_user_errors(lambda: check_can_be_made(given, "hydra.run.dir"))
@@ -263,6 +279,8 @@ class RunDirectory(Callback):
             # config and log there
             if "resume" in config and resume is None:
                 report_user_errors(lambda: check_nothing_to_overwrite(given))
+            elif config.get("task_name") == "eval":
+                report_user_errors(lambda: check_not_a_training_run(given))
         else:
             # one error line and exit 1 here: Hydra would print its own report, after making
             # a run directory for a run that cannot start

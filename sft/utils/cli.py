@@ -5,7 +5,9 @@ about `+key`) from inside `hydra.main`, before any task code runs. `check_overri
 command line's config first with Hydra's own loader and turns those mistakes into one line with the
 closest match (difflib). Anything it does not recognise, and every flag that is not a plain run or
 sweep (`--help`, `--info`, `--config-path`...), is left to Hydra, so a valid command is never
-blocked; `--config-dir` (a user's own configs) joins the search path as Hydra adds it.
+blocked; `--config-dir` (a user's own configs) joins the search path as Hydra adds it. The
+commands that take their model and data from a checkpoint also refuse a `+key=` they would not
+read (Hydra would add it and they would ignore it).
 HYDRA_FULL_ERROR=1 skips the check: Hydra then reports with its full trace.
 """
 
@@ -83,7 +85,7 @@ def check_overrides(
         raise OverrideMistake(f"cannot parse override '{exc.override}': {reason}") from exc
     for override in parsed if adds is not None else []:
         key = override.key_or_group
-        if (override.is_add() or override.is_force_add()) and re.split(r"[./]", key)[0] not in adds:
+        if (override.is_add() or override.is_force_add()) and not _may_add(key, adds):
             raise OverrideMistake(ignored_addition(key, config_name, adds))
 
     with config_search(config_dir, args.config_dir):
@@ -123,14 +125,31 @@ def check_overrides(
                 )
 
 
+def _may_add(key: str, adds: Sequence[str]) -> bool:
+    """Whether `+key=` adds under `adds`: a name takes the key or group itself and anything
+    under it (`debug`, `hydra/launcher`); a name ending in "." only settings under it (`data.`:
+    `+data.data_dir=`, not `+data=cifar10`)."""
+    top = re.split(r"[./]", key)[0]
+    return any(key.startswith(a) if a.endswith(".") else top == a for a in adds)
+
+
 def ignored_addition(key: str, config_name: str, adds: Sequence[str]) -> str:
     """The refusal of `+key=...` on a command that would not read it."""
     command = f"sft-{config_name}"
-    if key.split(".")[0] == "model":
+    top = re.split(r"[./]", key)[0]
+    if top == "model":
         return f"{key}: {command} takes the model from its checkpoint (ckpt_path) as trained"
+    if f"{key}." in adds:  # the group itself: `+data=cifar10`
+        return (
+            f"{key}=...: {command} reads the checkpoint's {key}; +{key}.<setting>=... changes "
+            "one of its settings"
+        )
+    if top == "trainer":  # `trainer.accelerator=cpu` reaches here as `++trainer.accelerator`
+        return f"{key}: {command} has no trainer settings ({command} --cfg job lists its own)"
+    under = ", ".join(a if a.endswith(".") else f"{a}." for a in adds)
     return (
         f"unknown config key '{key}': {command} reads no such setting ('+' adds settings under "
-        f"{', '.join(f'{a}.' for a in adds)} only)"
+        f"{under} only)"
     )
 
 

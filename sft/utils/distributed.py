@@ -13,6 +13,8 @@ def destroy_process_group_at_exit() -> None:
     DDP, `trainer=ddp_sim`) left to interpreter finalisation aborts the process now and then
     ("terminate called without an active exception", SIGABRT: 5 of 30 two-rank spawns on a
     2-core machine; pytorch/pytorch#190489). Registering again replaces the earlier entry."""
+    if dist.get_backend() == "nccl":  # Lightning's own handler destroys it
+        return
     atexit.unregister(_destroy_default_group)
     atexit.register(_destroy_default_group)
 

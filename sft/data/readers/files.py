@@ -4,6 +4,7 @@ the base class of the readers of such files."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -32,16 +33,20 @@ def _dir_hint(path: Path) -> str:
 
 
 # the first bytes of compressed files a user may give as text
-ARCHIVES = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz"}
+ARCHIVES = {
+    "gzip": re.compile(rb"\x1f\x8b"),
+    "zip": re.compile(rb"PK\x03\x04"),
+    "bzip2": re.compile(rb"BZh[1-9]"),
+    "xz": re.compile(rb"\xfd7zXZ\x00"),
+}
 
 
 def not_utf8(path: Path, error: UnicodeDecodeError) -> SFTError:
     """The error for a file that does not decode, naming its first undecodable line (the
     decoder's position is within a read-ahead block, not the file); a compressed file as such."""
     with open(path, "rb") as f:
-        packed = next(
-            (name for magic, name in ARCHIVES.items() if f.read(4).startswith(magic)), None
-        )
+        head = f.read(6)
+    packed = next((name for name, magic in ARCHIVES.items() if magic.match(head)), None)
     if packed:
         return SFTError(
             f"{path} is {packed}-compressed: decompress it first (text files are read as they are)"

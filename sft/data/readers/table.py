@@ -76,7 +76,8 @@ def read_delimited(
     `id_columns`, `ids` holds each row's value of the first of them in the header.
     """
     header = read_header(path, delimiter, quoting)
-    if hint == COLUMN_HINT and len(header) == 1:  # one column: the file may be of another kind
+    # one column, or a JSON object split at its commas: the file may be of another kind
+    if hint == COLUMN_HINT and (len(header) == 1 or header[0].startswith("{")):
         hint = _other_format_hint(header[0], delimiter) or hint
     if need_labels or label_column in header:
         check_columns(path, [text_column, pair_column, label_column], header, hint)
