@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from sft.errors import SFTError, report_user_errors
 from sft.inference.bundle import data_settings, load_bundle
 from sft.inference.inputs import ImageInputs, TextInputs, input_kind, read_images, read_texts
-from sft.inference.predictor import check_modality, predict_probs
+from sft.inference.predictor import check_batch_size, check_modality, predict_probs
 from sft.inference.writers import (
     GLUE_SST2_FILE,
     prediction_rows,
@@ -67,6 +67,7 @@ def predict(cfg: DictConfig) -> Path:
     """Write the predictions file (and a GLUE submission when asked); returns its path."""
     if cfg.format not in FORMATS:
         raise SFTError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    check_batch_size(cfg.batch_size)  # before the checkpoint and the inputs are read
     out = Path(cfg.output or Path(cfg.paths.output_dir) / f"predictions.{cfg.format}")
     named = out.suffix.lstrip(".")
     if named in FORMATS and named != cfg.format:

@@ -274,3 +274,16 @@ def test_outputs_that_cannot_be_what_was_asked(ckpts, tmp_path, monkeypatch):
     monkeypatch.setattr(predict_module, "load_bundle", lambda *args: three_classes)
     with pytest.raises(SFTError, match=r"glue_submission=true writes SST-2's binary labels, but"):
         run_predict(ckpts["text"], tmp_path / "a.txt", tmp_path / "run", "glue_submission=true")
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_a_batch_size_out_of_range_is_refused_before_anything_is_read(tmp_path, batch_size):
+    """Was refused only after the checkpoint was loaded and the inputs read (a folder's
+    warnings printed first)."""
+    with pytest.raises(SFTError, match=rf"batch_size must be an integer > 0, got {batch_size}"):
+        run_predict(
+            tmp_path / "no.ckpt",
+            tmp_path / "nothing_here",
+            tmp_path / "run",
+            f"batch_size={batch_size}",
+        )

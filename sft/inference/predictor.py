@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -31,13 +32,18 @@ def check_modality(bundle: InferenceBundle, kind: str, what: str) -> None:
         )
 
 
+def check_batch_size(batch_size: Any) -> None:
+    """SFTError unless `batch_size` (sft-predict's) is an integer > 0."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise SFTError(f"batch_size must be an integer > 0, got {batch_size!r}")
+
+
 @torch.no_grad()
 def predict_probs(
     bundle: InferenceBundle, inputs: TextInputs | ImageInputs, batch_size: int = 64
 ) -> torch.Tensor:
     """Softmax probabilities (N, num_classes), float32 on CPU, in input order."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise SFTError(f"batch_size must be an integer > 0, got {batch_size!r}")
+    check_batch_size(batch_size)
     out = []
     if isinstance(inputs, TextInputs):
         check_modality(bundle, "text", str(inputs.source))
