@@ -16,9 +16,8 @@ from sft.data.text import TextClassificationDataModule
 from sft.data.tokenize import encode_texts
 from sft.errors import SFTError
 from sft.models.classifier import SFTClassifier
-from sft.models.loading import datamodule_from_checkpoint, load_classifier, trained_data_config
+from sft.models.loading import datamodule_from_checkpoint, load_classifier
 from sft.utils.checkpoint_io import read_checkpoint
-from sft.utils.config_types import check_config_types
 
 
 @dataclass
@@ -77,8 +76,6 @@ def load_bundle(
     `data`: settings of the checkpoint's data to change (`+data.data_dir=...`: its files moved)."""
     ckpt_path = Path(ckpt_path).expanduser()
     checkpoint = read_checkpoint(ckpt_path)
-    if data:
-        check_config_types({**trained_data_config(ckpt_path, checkpoint), **data}, "data")
     model = load_classifier(ckpt_path, checkpoint).to(resolve_device(device))
     datamodule = datamodule_from_checkpoint(ckpt_path, checkpoint=checkpoint, **(data or {}))
     datamodule.configure_input(model.input_spec)

@@ -15,6 +15,7 @@ from sft.models.backbones import resolve_input_spec
 from sft.models.classifier import SFTClassifier
 from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import quoted_list_override
+from sft.utils.config_types import check_config_types
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,13 @@ def datamodule_from_checkpoint(
     path: str | Path, *, checkpoint: dict[str, Any] | None = None, **overrides: Any
 ) -> Any:
     """The datamodule a checkpoint was trained with, its hparams updated by `overrides`
-    (`checkpoint`: the file's contents, as for `load_classifier`)."""
+    (`checkpoint`: the file's contents, as for `load_classifier`); an override the datamodule
+    does not take, or of the wrong type, is an SFTError naming `data.<key>`."""
     checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
-    return instantiate({**trained_data_config(path, checkpoint), **overrides})
+    config = {**trained_data_config(path, checkpoint), **overrides}
+    if overrides:
+        check_config_types(config, "data")
+    return instantiate(config)
 
 
 def trained_data_config(path: str | Path, checkpoint: dict[str, Any]) -> dict[str, Any]:

@@ -46,12 +46,13 @@ def not_utf8(path: Path, error: UnicodeDecodeError) -> SFTError:
     decoder's position is within a read-ahead block, not the file); a compressed file as such."""
     with open(path, "rb") as f:
         head = f.read(6)
-    packed = next((name for name, magic in ARCHIVES.items() if magic.match(head)), None)
-    if packed:
-        return SFTError(
-            f"{path} is {packed}-compressed: decompress it first (text files are read as they are)"
-        )
-    with open(path, "rb") as f:
+        packed = next((name for name, magic in ARCHIVES.items() if magic.match(head)), None)
+        if packed:
+            return SFTError(
+                f"{path} is {packed}-compressed: decompress it first (text files are read as "
+                "they are)"
+            )
+        f.seek(0)
         for number, raw in enumerate(f, start=1):
             try:
                 raw.decode("utf-8")
