@@ -5,7 +5,7 @@ out-of-place activations on CPU: per layer, and in a whole EfficientNet-Lite0 / 
 
 Per layer: forward + backward of each depthwise convolution of EfficientNet-Lite0 at `--size` px
 (channels_last, batch `--batch`, with its bias: folded batch norms give one), torch's against the
-same module routed by `use_fast_depthwise_grad` (timm's Conv2dSame routed also pads with
+same module routed by `route_depthwise_convs` (timm's Conv2dSame routed also pads with
 sft.models.padding); the median of `--repeats` blocks of 20 calls.
 Step: the packaged-weight backbone + a linear head as sft trains it (channels_last, batch norms
 folded with frozen statistics, fused AdamW, sft-train's malloc setting), forward + backward +
@@ -34,7 +34,7 @@ from torch import nn
 from sft.models import padding
 from sft.models.activations import out_of_place_activations
 from sft.models.backbones import create_backbone
-from sft.models.depthwise_conv import use_fast_depthwise_grad
+from sft.models.depthwise_conv import route_depthwise_convs
 from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
 from sft.utils.allocator import keep_freed_memory
 from sft.utils.hardware import cpu_description
@@ -77,7 +77,7 @@ def per_layer(args: argparse.Namespace) -> None:
         if conv.bias is None:  # a folded batch norm gives the convolution a bias
             conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
         routed = copy.deepcopy(conv)
-        use_fast_depthwise_grad(routed)
+        route_depthwise_convs(routed)
         x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()
         grad = torch.randn_like(conv(x))
         times = [
@@ -127,7 +127,7 @@ def per_step(args: argparse.Namespace, name: str) -> None:
         model = nn.Sequential()
         model.backbone = copy.deepcopy(backbone)
         if arm >= 2:
-            use_fast_depthwise_grad(model.backbone)
+            route_depthwise_convs(model.backbone)
         if arm >= 3:
             out_of_place_activations(model.backbone, x[:2])
         model.train()

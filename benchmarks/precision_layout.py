@@ -4,7 +4,9 @@
 
 Decides the hardware defaults that sft applies (`trainer.precision=auto`, `model.channels_last`):
 the backbone registry records, per family, whether CPU bf16 autocast and channels_last pay.
-One forward + backward + fused AdamW step on random inputs, `--steps` timed after 2 warm-up steps.
+One forward + backward + fused AdamW step on random inputs, `--steps` timed after 2 warm-up steps,
+with the backbone's depthwise convolutions routed as `SFTClassifier` routes them (fp32 under
+autocast, sft.models.depthwise_conv) and sft-train's malloc setting.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 import torch
 
 from sft.models.backbones import create_backbone
+from sft.models.depthwise_conv import route_depthwise_convs
+from sft.utils.allocator import keep_freed_memory
 from sft.utils.hardware import cpu_description
 
 IMAGE_BACKBONES = {
@@ -57,6 +61,7 @@ def images_per_second(
 ) -> float:
     torch.manual_seed(0)
     model = create_backbone(name, **IMAGE_BACKBONES[name]).train()
+    route_depthwise_convs(model)
     return train_step_rate(model, bf16, channels_last, args)
 
 
@@ -73,6 +78,7 @@ def step_args(description: str) -> argparse.Namespace:
 
 def main() -> None:
     args = step_args(__doc__.splitlines()[0])
+    keep_freed_memory()  # as sft-train runs
     print(f"input {args.size}px, batch {args.batch_size}, train step img/s\n")
     print("| backbone | fp32 | fp32 channels_last | bf16 | bf16 channels_last |")
     print("| --- | --- | --- | --- | --- |")

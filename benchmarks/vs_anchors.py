@@ -23,7 +23,8 @@ augmentation, vs a plain PyTorch loop over torchvision's per-sample PIL pipeline
 (`RandomCrop(32, 4)`, `RandomHorizontalFlip`, `Resize`, `ToTensor`, `Normalize`; DataLoader with 2
 workers), the same backbone and head, the same optimizer. The plain loop runs twice: as
 torchvision's reference scripts run it (fp32, NCHW), and tuned with sft's hardware defaults
-(channels_last, the precision sft picks, sft-train's malloc setting), so that the ratio's
+(channels_last, the precision sft picks, with depthwise convolutions in fp32 under bf16 autocast
+as sft runs them, sft-train's malloc setting), so that the ratio's
 sources can be told apart. sft also runs with `model.compile=true` (its compilation falls in the
 warm-up steps, whose time is printed).
   - EfficientNet-Lite0 at 64 px (`experiment=cifar10_effnet_lite0_quick`), batch 64.
@@ -72,6 +73,7 @@ from omegaconf import DictConfig, open_dict
 
 from sft.data.cifar10 import FOLDER, TRAIN_FILES, load_batch
 from sft.models.backbones import resolve_input_spec
+from sft.models.depthwise_conv import route_depthwise_convs
 from sft.train import train
 from sft.utils.allocator import keep_freed_memory
 from sft.utils.config import CONF_DIR
@@ -496,6 +498,8 @@ def plain_loop(cfg: DictConfig, tuned: bool, args: argparse.Namespace) -> dict:
     if tuned:
         keep_freed_memory()
     bf16 = tuned and cfg.trainer.precision == "bf16-mixed"
+    if bf16:  # sft's precision: depthwise convolutions in fp32, torch's own kernels
+        route_depthwise_convs(backbone, fast_grad=False)
     fmt = torch.channels_last if tuned else torch.contiguous_format
     model.to(memory_format=fmt)
     optimizer = instantiate(cfg.model.optimizer, _partial_=True)(

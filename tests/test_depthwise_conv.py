@@ -11,7 +11,7 @@ from torch import nn
 
 from sft.errors import SFTError
 from sft.models import SFTClassifier, depthwise_conv
-from sft.models.depthwise_conv import depthwise_weight_grad, use_fast_depthwise_grad
+from sft.models.depthwise_conv import depthwise_weight_grad, route_depthwise_convs
 from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
 
 
@@ -80,7 +80,7 @@ def test_a_routed_depthwise_convolution_computes_what_torch_does(monkeypatch):
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
     routed = copy.deepcopy(conv)
-    assert use_fast_depthwise_grad(routed) == 1
+    assert route_depthwise_convs(routed) == 1
     calls = count_block_gradients(monkeypatch)
     x = torch.randn(4, 8, 4, 4).contiguous(memory_format=torch.channels_last)
     for got, want in zip(gradients(routed, x), gradients(conv, x), strict=True):
@@ -94,7 +94,7 @@ def test_timm_same_padded_depthwise_convolutions_are_routed(monkeypatch):
     torch.manual_seed(0)
     conv = layers.Conv2dSame(8, 8, 5, stride=2, groups=8)  # EfficientNet's strided 5x5
     routed = copy.deepcopy(conv)
-    assert use_fast_depthwise_grad(routed) == 1
+    assert route_depthwise_convs(routed) == 1
     calls = count_block_gradients(monkeypatch)
     x = torch.randn(4, 8, 8, 8)
     for got, want in zip(gradients(routed, x), gradients(conv, x), strict=True):
@@ -115,24 +115,22 @@ def test_only_plain_depthwise_convolutions_are_routed():
         nn.Conv2d(16, 16, 5, padding=2, groups=16, padding_mode="reflect"),
         OwnConv(16, 16, 5, padding=2, groups=16),
     )
-    assert use_fast_depthwise_grad(net) == 1
+    assert route_depthwise_convs(net) == 1
     assert "_conv_forward" in vars(net[0])
     assert all("_conv_forward" not in vars(m) for m in net[1:])
-    assert use_fast_depthwise_grad(net) == 0  # once only
+    assert route_depthwise_convs(net) == 0  # once only
 
 
 def test_torchs_own_gradient_where_it_is_fast_or_not_needed(monkeypatch):
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
     small_3x3 = nn.Conv2d(8, 8, 3, padding=1, groups=8)
-    use_fast_depthwise_grad(conv), use_fast_depthwise_grad(small_3x3)
+    route_depthwise_convs(conv), route_depthwise_convs(small_3x3)
     calls = count_block_gradients(monkeypatch)
     x = torch.randn(2, 8, 8, 8, requires_grad=True)
     small_3x3(x).sum().backward()  # a 3x3 on an 8x8 map: oneDNN's fast kernel
     with torch.no_grad():
         conv(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        conv(x).float().sum().backward()
     conv.double()(x.double()).sum().backward()
     conv.float().requires_grad_(False)
     conv(x).sum().backward()  # only the input gradient
@@ -144,7 +142,7 @@ def test_torchs_weight_gradient_where_the_blocks_are_slower(monkeypatch):
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
     routed = copy.deepcopy(conv)
-    use_fast_depthwise_grad(routed)
+    route_depthwise_convs(routed)
     calls = count_block_gradients(monkeypatch, faster=False)
     x = torch.randn(4, 8, 4, 4)
     for got, want in zip(gradients(routed, x), gradients(conv, x), strict=True):
@@ -174,7 +172,7 @@ def test_the_first_backward_of_a_shape_times_both_gradients(monkeypatch):
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 16, 5, padding=2, groups=16)
     routed = copy.deepcopy(conv)
-    use_fast_depthwise_grad(routed)
+    route_depthwise_convs(routed)
     x = torch.randn(4, 16, 2, 2).contiguous(memory_format=torch.channels_last)
     for got, want in zip(gradients(routed, x), gradients(conv, x), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -183,7 +181,7 @@ def test_the_first_backward_of_a_shape_times_both_gradients(monkeypatch):
 
 def test_deterministic_runs_keep_torchs_gradient(monkeypatch):
     conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
-    use_fast_depthwise_grad(conv)
+    route_depthwise_convs(conv)
     calls = count_block_gradients(monkeypatch)
     monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
     conv(torch.randn(2, 8, 4, 4)).sum().backward()
@@ -192,7 +190,7 @@ def test_deterministic_runs_keep_torchs_gradient(monkeypatch):
 
 def test_a_routed_model_copies_and_pickles():
     net = nn.Sequential(nn.Conv2d(4, 4, 5, padding=2, groups=4), nn.ReLU())
-    use_fast_depthwise_grad(net)
+    route_depthwise_convs(net)
     x = torch.randn(2, 4, 4, 4)
     for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
         assert clone[0]._conv_forward.args == (clone[0],)  # its own module, not the original's
@@ -208,7 +206,7 @@ def test_efficientnet_folded_and_routed_trains_as_torch_does(monkeypatch):
     fast = copy.deepcopy(reference)
     x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     assert fold_frozen_norms(fast, x) == 49
-    assert use_fast_depthwise_grad(fast) == 16  # every depthwise convolution, folded or not
+    assert route_depthwise_convs(fast) == 16  # every depthwise convolution, folded or not
     for net in (reference, fast):
         net.train(), freeze_norm_statistics(net)
     calls = count_block_gradients(monkeypatch)
@@ -235,7 +233,7 @@ def test_timm_same_padded_convolutions_folded_with_norms_in_training_mode(monkey
     fast = copy.deepcopy(reference)
     x = torch.randn(2, 3, 64, 64)
     fold_frozen_norms(fast, x)
-    use_fast_depthwise_grad(fast)
+    route_depthwise_convs(fast)
     fast = pickle.loads(pickle.dumps(fast))  # the Conv2dSame forwards travel with it
     calls = count_block_gradients(monkeypatch)
     # batch statistics: the folded convolutions run unfolded, through the routed calls
@@ -246,7 +244,7 @@ def test_timm_same_padded_convolutions_folded_with_norms_in_training_mode(monkey
 
 def test_a_second_derivative_through_the_blocks_is_refused(monkeypatch):
     conv = nn.Conv2d(4, 4, 5, padding=2, groups=4)
-    use_fast_depthwise_grad(conv)
+    route_depthwise_convs(conv)
     count_block_gradients(monkeypatch)
     x = torch.randn(2, 4, 4, 4, requires_grad=True)
     (grad,) = torch.autograd.grad(conv(x).square().sum(), x, create_graph=True)
@@ -254,9 +252,52 @@ def test_a_second_derivative_through_the_blocks_is_refused(monkeypatch):
         grad.sum().backward()
 
 
-def test_the_classifier_leaves_depthwise_convolutions_to_torch_when_asked():
+def test_the_classifier_leaves_depthwise_gradients_to_torch_when_asked(monkeypatch):
     backbone = {"_target_": "sft.models.backbones.create_backbone", "name": "mobilenetv2"}
-    model = SFTClassifier(num_classes=10, backbone=backbone, fast_depthwise=False)
-    assert not any("_conv_forward" in vars(m) for m in model.backbone.modules())
+    model = SFTClassifier(num_classes=10, backbone=backbone, fast_depthwise=False).train()
+    calls = count_block_gradients(monkeypatch)
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert calls == []
     with pytest.raises(SFTError, match=r"model\.fast_depthwise"):
         SFTClassifier(num_classes=10, backbone=backbone, fast_depthwise="yes")
+
+
+@pytest.mark.parametrize("fast_grad", [True, False])
+def test_depthwise_convolutions_run_in_fp32_under_cpu_autocast(monkeypatch, fast_grad):
+    """oneDNN's bf16 depthwise kernels are slower than its fp32 ones: under bf16 autocast the
+    routed depthwise convolution computes in fp32, the 1x1 convolution beside it in bf16."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(8, 8, 5, padding=2, groups=8), nn.Conv2d(8, 4, 1))
+    reference = copy.deepcopy(net)
+    assert route_depthwise_convs(net, fast_grad=fast_grad) == 1
+    calls = count_block_gradients(monkeypatch)
+    x = torch.randn(2, 8, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        depthwise = net[0](x)
+        assert depthwise.dtype == torch.float32
+        net[1](depthwise).float().sum().backward()
+        assert net[1](depthwise).dtype == torch.bfloat16
+    assert len(calls) == fast_grad  # a 5x5 filter: the blocks' weight gradient, in fp32
+    # exactly fp32's output, and fp32's weight gradient to bf16 rounding of what flows back
+    torch.testing.assert_close(depthwise, reference[0](x), rtol=1e-6, atol=1e-6)
+    reference[1](reference[0](x)).sum().backward()
+    assert net[0].weight.grad.dtype == torch.float32
+    want = reference[0].weight.grad
+    torch.testing.assert_close(
+        net[0].weight.grad, want, rtol=2e-2, atol=2e-2 * float(want.abs().max())
+    )
+
+
+def test_autocast_on_a_bf16_cpu_picks_bf16_for_the_depthwise_families(monkeypatch):
+    """With their depthwise convolutions in fp32, EfficientNet-Lite0 and MobileNetV2 train
+    faster under bf16 autocast than in fp32 (experiments/benchmarks/precision_layout.md)."""
+    from omegaconf import OmegaConf
+
+    from sft.models.backbones import backbone_speed_hints
+    from sft.utils import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+    for name in ("efficientnet_lite0", "mobilenetv2"):
+        trainer = OmegaConf.create({"accelerator": "cpu", "precision": "auto"})
+        hardware.resolve_auto_precision(trainer, backbone_speed_hints({"name": name}).cpu_bf16)
+        assert trainer.precision == "bf16-mixed", name

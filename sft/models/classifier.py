@@ -30,7 +30,7 @@ from sft.models.adapters import (
     weights_hash,
 )
 from sft.models.backbones import backbone_speed_hints, resolve_input_spec
-from sft.models.depthwise_conv import use_fast_depthwise_grad
+from sft.models.depthwise_conv import route_depthwise_convs
 from sft.models.fast_dropout import use_fast_dropout
 from sft.models.linear_probe import extract_features, fit_logistic_regression
 from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
@@ -92,7 +92,8 @@ class SFTClassifier(L.LightningModule):
     fast_depthwise: image backbones' depthwise convolutions time torch's backward against one
     with 3x3-block weight gradients once per shape on CPU and keep the faster
     (sft.models.depthwise_conv); the same gradients to float rounding, but which one is used is
-    timed, so false (or trainer.deterministic) for seeded runs that repeat bit for bit.
+    timed, so false (or trainer.deterministic) for seeded runs that repeat bit for bit. Either
+    way they run in fp32 under CPU autocast (bf16-mixed), where oneDNN's bf16 ones are slow.
     """
 
     def __init__(
@@ -199,13 +200,18 @@ class SFTClassifier(L.LightningModule):
             out_of_place = out_of_place_activations(self.backbone, example)
             if out_of_place and rank_zero_only.rank == 0:
                 log.info(f"{out_of_place} activations run out of place (no input copy)")
-            # oneDNN's slow depthwise weight gradients (5x5 filters, 2x2 maps) from its fast
-            # 3x3 kernel where that is faster; after the folding, whose convolutions it routes too
-            routed = use_fast_depthwise_grad(self.backbone) if fast_depthwise else 0
+            # depthwise convolutions in fp32 under CPU autocast (oneDNN's bf16 ones are slow),
+            # and oneDNN's slow weight gradients (5x5 filters, 2x2 maps) from its fast 3x3 kernel
+            # where that is faster; after the folding, whose convolutions it routes too
+            routed = route_depthwise_convs(self.backbone, fast_grad=fast_depthwise)
             if routed and rank_zero_only.rank == 0:
+                timed = (
+                    "; they time torch's backward against one with 3x3-block weight gradients "
+                    "once per shape and keep the faster"
+                )
                 log.info(
-                    f"{routed} depthwise convolutions time torch's backward against one with "
-                    "3x3-block weight gradients once per shape and keep the faster"
+                    f"{routed} depthwise convolutions run in fp32 under CPU autocast"
+                    f"{timed if fast_depthwise else ''}"
                 )
         if not isinstance(fast_dropout, bool):
             raise SFTError(f"model.fast_dropout: expected true or false, got {fast_dropout!r}")

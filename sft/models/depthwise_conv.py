@@ -13,6 +13,12 @@ the block, with no padding, which the fast kernel computes. That is not always f
 copies of the shifted inputs cost too), so each shape is timed once both ways and keeps the
 faster. The forward pass and the input gradient stay torch's own. Measured:
 benchmarks/depthwise_conv.py (experiments/benchmarks/depthwise_conv.md).
+
+Under CPU autocast the depthwise convolutions run in fp32, as autocast's fp32 ops do: oneDNN's
+bf16 depthwise kernels are slower than its fp32 ones, so a whole EfficientNet-Lite0 step in
+bf16 was 1.8x slower than in fp32, while its 1x1 convolutions gain from bf16. With the
+depthwise ones in fp32, bf16 autocast is 1.23x (EfficientNet-Lite0) and 1.36x (MobileNetV2)
+faster than fp32 on a Zen 4 CPU with AVX512-BF16 (experiments/benchmarks/precision_layout.md).
 """
 
 from __future__ import annotations
@@ -194,9 +200,19 @@ def _takes_blocks(inputs: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def _conv_forward(
-    conv: nn.Conv2d, inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    conv: nn.Conv2d,
+    inputs: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    fast_grad: bool = True,
 ) -> torch.Tensor:
-    if _takes_blocks(inputs, weight):
+    if inputs.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return _conv_forward(
+                conv, inputs.float(), weight.float(), None if bias is None else bias.float(),
+                fast_grad,
+            )  # fmt: skip
+    if fast_grad and _takes_blocks(inputs, weight):
         return _DepthwiseConv2d.apply(inputs, weight, bias, conv.stride, conv.padding)
     return type(conv)._conv_forward(conv, inputs, weight, bias)
 
@@ -223,8 +239,9 @@ def _is_conv2d_same(conv: nn.Module) -> bool:
     return type(conv) is Conv2dSame
 
 
-def use_fast_depthwise_grad(model: nn.Module) -> int:
+def route_depthwise_convs(model: nn.Module, fast_grad: bool = True) -> int:
     """Route `model`'s depthwise convolutions (nn.Conv2d, timm's Conv2dSame) through
+    `_conv_forward`: in fp32 under CPU autocast and, with `fast_grad`, through
     `_DepthwiseConv2d` where oneDNN's weight gradient is slow; other calls stay torch's.
     Call after `fold_frozen_norms` (its folded convolutions call `_conv_forward` as well).
     Returns the number of convolutions routed; the state_dict and module tree are unchanged."""
@@ -236,7 +253,7 @@ def use_fast_depthwise_grad(model: nn.Module) -> int:
             continue  # a subclass of unknown forward
         # instance attributes: partials of module functions, so that the model still copies
         # and pickles, and its modules keep their types
-        conv._conv_forward = functools.partial(_conv_forward, conv)
+        conv._conv_forward = functools.partial(_conv_forward, conv, fast_grad=fast_grad)
         if _is_conv2d_same(conv) and "forward" not in vars(conv):  # folded: its forward is set
             conv.forward = functools.partial(_same_forward, conv)
         routed += 1
