@@ -200,10 +200,13 @@ class SFTClassifier(L.LightningModule):
             out_of_place = out_of_place_activations(self.backbone, example)
             if out_of_place and rank_zero_only.rank == 0:
                 log.info(f"{out_of_place} activations run out of place (no input copy)")
+        if self.input_spec.modality == "image":
             # depthwise convolutions in fp32 under CPU autocast (oneDNN's bf16 ones are slow),
-            # and oneDNN's slow weight gradients (5x5 filters, 2x2 maps) from its fast 3x3 kernel
-            # where that is faster; after the folding, whose convolutions it routes too
-            routed = route_depthwise_convs(self.backbone, fast_grad=fast_depthwise)
+            # and, eager only, oneDNN's slow weight gradients (5x5 filters, 2x2 maps) from its
+            # fast 3x3 kernel where that is faster; after the folding, whose convolutions it
+            # routes too
+            blocks = fast_depthwise and not compile
+            routed = route_depthwise_convs(self.backbone, fast_grad=blocks)
             if routed and rank_zero_only.rank == 0:
                 timed = (
                     "; they time torch's backward against one with 3x3-block weight gradients "
@@ -211,7 +214,7 @@ class SFTClassifier(L.LightningModule):
                 )
                 log.info(
                     f"{routed} depthwise convolutions run in fp32 under CPU autocast"
-                    f"{timed if fast_depthwise else ''}"
+                    f"{timed if blocks else ''}"
                 )
         if not isinstance(fast_dropout, bool):
             raise SFTError(f"model.fast_dropout: expected true or false, got {fast_dropout!r}")

@@ -14,11 +14,11 @@ copies of the shifted inputs cost too), so each shape is timed once both ways an
 faster. The forward pass and the input gradient stay torch's own. Measured:
 benchmarks/depthwise_conv.py (experiments/benchmarks/depthwise_conv.md).
 
-Under CPU autocast the depthwise convolutions run in fp32, as autocast's fp32 ops do: oneDNN's
-bf16 depthwise kernels are slower than its fp32 ones, so a whole EfficientNet-Lite0 step in
-bf16 was 1.8x slower than in fp32, while its 1x1 convolutions gain from bf16. With the
-depthwise ones in fp32, bf16 autocast is 1.23x (EfficientNet-Lite0) and 1.36x (MobileNetV2)
-faster than fp32 on a Zen 4 CPU with AVX512-BF16 (experiments/benchmarks/precision_layout.md).
+Under CPU autocast the depthwise convolutions compute in fp32: oneDNN's bf16 depthwise kernels
+are slower than its fp32 ones, so a whole EfficientNet-Lite0 step in bf16 was 1.8x slower than
+in fp32, while its 1x1 convolutions gain from bf16. With the depthwise ones in fp32, bf16
+autocast is faster than fp32 on a Zen 4 CPU with AVX512-BF16
+(experiments/benchmarks/precision_layout.md).
 """
 
 from __future__ import annotations
@@ -207,11 +207,14 @@ def _conv_forward(
     fast_grad: bool = True,
 ) -> torch.Tensor:
     if inputs.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        # computed in fp32, returned in autocast's dtype as its other convolutions are: the
+        # activation after it runs on half the bytes, the next convolution takes it as it is
         with torch.autocast("cpu", enabled=False):
-            return _conv_forward(
+            out = _conv_forward(
                 conv, inputs.float(), weight.float(), None if bias is None else bias.float(),
                 fast_grad,
             )  # fmt: skip
+        return out.to(torch.get_autocast_dtype("cpu"))
     if fast_grad and _takes_blocks(inputs, weight):
         return _DepthwiseConv2d.apply(inputs, weight, bias, conv.stride, conv.padding)
     return type(conv)._conv_forward(conv, inputs, weight, bias)
