@@ -9,9 +9,9 @@ same module routed by `route_depthwise_convs` (timm's Conv2dSame routed also pad
 sft.models.padding); the median of `--repeats` blocks of 20 calls.
 Step: the packaged-weight backbone + a linear head as sft trains it (channels_last, batch norms
 folded with frozen statistics, fused AdamW, sft-train's malloc setting), forward + backward +
-optimizer step on random images; four copies, each adding one change: torch's layers with timm's
+optimizer step on random images; five copies, each adding one change: torch's layers with timm's
 TF "SAME" padding (F.pad), sft's padding, routed depthwise convolutions, out-of-place
-activations; timed alternately in blocks of `--steps` steps, each round starting at another arm: the
+activations, bf16 autocast (the depthwise convolutions computing in fp32); timed alternately in blocks of `--steps` steps, each round starting at another arm: the
 median ms per step.
 """
 
@@ -102,6 +102,7 @@ ARMS = (
     "sft's padding (sft.models.padding)",
     "+ routed depthwise",
     "+ out-of-place activations",
+    "+ bf16 autocast (depthwise in fp32)",
 )
 
 
@@ -136,9 +137,9 @@ def per_step(args: argparse.Namespace, name: str) -> None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
         def step() -> None:
-            with timm_padding(arm):
-                loss = nn.functional.cross_entropy(model.head(model.backbone(x)), labels)
-                loss.backward()
+            with timm_padding(arm), torch.autocast("cpu", torch.bfloat16, enabled=arm >= 4):
+                loss = nn.functional.cross_entropy(model.head(model.backbone(x)).float(), labels)
+            loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -152,7 +153,7 @@ def per_step(args: argparse.Namespace, name: str) -> None:
             times[arm].append(median_seconds(steps[arm], args.steps, 1))
     medians = [statistics.median(t) for t in times]
     print(
-        f"\n{name} training step, {args.size} px, batch {args.batch}, fp32 channels_last, "
+        f"\n{name} training step, {args.size} px, batch {args.batch}, channels_last, "
         f"median of {args.repeats} blocks of {args.steps} steps:\n"
     )
     print("| layers | ms per step | blocks (ms) | speed-up |")

@@ -24,9 +24,9 @@ augmentation, vs a plain PyTorch loop over torchvision's per-sample PIL pipeline
 workers), the same backbone and head, the same optimizer. The plain loop runs twice: as
 torchvision's reference scripts run it (fp32, NCHW), and tuned with sft's hardware defaults
 (channels_last, the precision sft picks, with depthwise convolutions in fp32 under bf16 autocast
-as sft runs them, sft-train's malloc setting), so that the ratio's
-sources can be told apart. sft also runs with `model.compile=true` (its compilation falls in the
-warm-up steps, whose time is printed).
+as sft computes them but through torch's and timm's own layers, sft-train's malloc setting), so
+that the ratio's sources can be told apart. sft also runs with `model.compile=true` (its
+compilation falls in the warm-up steps, whose time is printed).
   - EfficientNet-Lite0 at 64 px (`experiment=cifar10_effnet_lite0_quick`), batch 64.
   - ResNet-18 with the CIFAR stem at 32 px (`experiment=cifar10_resnet18`), batch 128.
 Regularizer: sft's MiniLM step with L2-SP, decoupled L2-SP (every step and every 4th,
@@ -73,7 +73,6 @@ from omegaconf import DictConfig, open_dict
 
 from sft.data.cifar10 import FOLDER, TRAIN_FILES, load_batch
 from sft.models.backbones import resolve_input_spec
-from sft.models.depthwise_conv import route_depthwise_convs
 from sft.train import train
 from sft.utils.allocator import keep_freed_memory
 from sft.utils.config import CONF_DIR
@@ -470,6 +469,26 @@ class CifarPIL(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), self.labels[i]
 
 
+class Fp32Depthwise(torch.nn.Module):
+    """sft's precision for a depthwise convolution, with torch's (and timm's) own layer: computed
+    in fp32 under CPU autocast, returned in bf16 (sft.models.depthwise_conv)."""
+
+    def __init__(self, conv: torch.nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return self.conv(x.float()).to(torch.bfloat16)
+
+
+def fp32_depthwise(model: torch.nn.Module) -> None:
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, torch.nn.Conv2d) and child.groups == child.in_channels > 1:
+                setattr(parent, name, Fp32Depthwise(child))
+
+
 def plain_loop(cfg: DictConfig, tuned: bool, args: argparse.Namespace) -> dict:
     """The plain PyTorch loop: same backbone, head and optimizer as `cfg`'s model."""
     from torchvision import transforms
@@ -498,8 +517,8 @@ def plain_loop(cfg: DictConfig, tuned: bool, args: argparse.Namespace) -> dict:
     if tuned:
         keep_freed_memory()
     bf16 = tuned and cfg.trainer.precision == "bf16-mixed"
-    if bf16:  # sft's precision: depthwise convolutions in fp32, torch's own kernels
-        route_depthwise_convs(backbone, fast_grad=False)
+    if bf16:
+        fp32_depthwise(backbone)
     fmt = torch.channels_last if tuned else torch.contiguous_format
     model.to(memory_format=fmt)
     optimizer = instantiate(cfg.model.optimizer, _partial_=True)(

@@ -356,6 +356,22 @@ def test_channels_last_follows_the_backbone_family():
     assert not make_model().channels_last  # small_cnn: no hint
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenetv2", "resnet18", "huggingface"])
+def test_auto_precision_picks_bf16_on_a_bf16_cpu_for_the_families_faster_in_it(monkeypatch, name):
+    """EfficientNet-Lite0 and MobileNetV2 too, with their depthwise convolutions in fp32
+    (experiments/benchmarks/precision_layout.md); a family without a measurement stays fp32."""
+    from omegaconf import OmegaConf
+
+    from sft.models.backbones import backbone_speed_hints
+    from sft.utils import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+    for backbone, expected in (({"name": name}, "bf16-mixed"), ({"name": "small_cnn"}, "32-true")):
+        trainer = OmegaConf.create({"accelerator": "cpu", "precision": "auto"})
+        hardware.resolve_auto_precision(trainer, backbone_speed_hints(backbone).cpu_bf16)
+        assert trainer.precision == expected
+
+
 def test_l2_penalises_weights():
     model = make_model(regularizer="l2")
     expected = sum(p.pow(2).sum() for p in model.backbone.parameters())

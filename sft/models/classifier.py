@@ -213,7 +213,7 @@ class SFTClassifier(L.LightningModule):
                     "once per shape and keep the faster"
                 )
                 log.info(
-                    f"{routed} depthwise convolutions run in fp32 under CPU autocast"
+                    f"{routed} depthwise convolutions compute in fp32 when under CPU autocast"
                     f"{timed if blocks else ''}"
                 )
         if not isinstance(fast_dropout, bool):

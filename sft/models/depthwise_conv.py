@@ -1,4 +1,5 @@
-"""Depthwise convolutions whose weight gradient can take oneDNN's fast depthwise kernel on CPU.
+"""Depthwise convolutions on CPU: fp32 under autocast, and weight gradients from oneDNN's fast
+depthwise kernel.
 
 torch's CPU convolutions (oneDNN, torch 2.14) have a fast depthwise kernel for the weight
 gradient (`jit_dw` under ONEDNN_VERBOSE=1) only for 3x3 filters on inputs at least 3 pixels
@@ -11,7 +12,7 @@ The weight gradient of a kxk filter is made of the weight gradients of its 3x3 b
 block's gradient is a 3x3 depthwise weight gradient of the explicitly padded input, shifted to
 the block, with no padding, which the fast kernel computes. That is not always faster (the
 copies of the shifted inputs cost too), so each shape is timed once both ways and keeps the
-faster. The forward pass and the input gradient stay torch's own. Measured:
+faster. The forward pass and the input gradient stay torch's kernels. Measured:
 benchmarks/depthwise_conv.py (experiments/benchmarks/depthwise_conv.md).
 
 Under CPU autocast the depthwise convolutions compute in fp32: oneDNN's bf16 depthwise kernels
@@ -185,10 +186,9 @@ def _takes_blocks(inputs: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     if inputs.device.type != "cpu" or torch.compiler.is_compiling():
         return False
-    # float32 only: under autocast or in bf16 the blocks would need their own casts
+    # float32 only (under autocast `_conv_forward` has made it so): other dtypes would need
+    # the blocks' own casts
     if inputs.dtype != torch.float32 or weight.dtype != torch.float32:
-        return False
-    if torch.is_autocast_enabled("cpu"):
         return False
     # the choice is timed: deterministic runs (trainer.deterministic) keep torch's
     if torch.are_deterministic_algorithms_enabled():
@@ -206,7 +206,12 @@ def _conv_forward(
     bias: torch.Tensor | None,
     fast_grad: bool = True,
 ) -> torch.Tensor:
-    if inputs.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+    # autocast leaves float64 as it is; so does this
+    if (
+        inputs.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.float64 not in (inputs.dtype, weight.dtype)
+    ):
         # computed in fp32, returned in autocast's dtype as its other convolutions are: the
         # activation after it runs on half the bytes, the next convolution takes it as it is
         with torch.autocast("cpu", enabled=False):

@@ -51,7 +51,7 @@ def efficientnet_lite0_imagenet(**kwargs: object) -> nn.Module:
 
 
 # channels_last: 1.8x in fp32 on CPU; bf16 autocast with the depthwise convolutions in fp32
-# (sft.models.depthwise_conv): 1.23x fp32 NHWC on Zen 4 (benchmarks/precision_layout.py)
+# (sft.models.depthwise_conv): 1.15-1.26x fp32 NHWC on Zen 4 (precision_layout.md, vs_anchors.md)
 @register_backbone(
     "efficientnet_lite0",
     normalization=SIGNED_UNIT,
