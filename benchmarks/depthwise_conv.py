@@ -11,8 +11,8 @@ Step: the packaged-weight backbone + a linear head as sft trains it (channels_la
 folded with frozen statistics, fused AdamW, sft-train's malloc setting), forward + backward +
 optimizer step on random images; five copies, each adding one change: torch's layers with timm's
 TF "SAME" padding (F.pad), sft's padding, routed depthwise convolutions, out-of-place
-activations, bf16 autocast (the depthwise convolutions computing in fp32); timed alternately in blocks of `--steps` steps, each round starting at another arm: the
-median ms per step.
+activations, bf16 autocast (the depthwise convolutions computing in fp32); timed alternately in
+blocks of `--steps` steps, each round starting at another arm: the median ms per step.
 """
 
 from __future__ import annotations
