@@ -75,6 +75,11 @@ def predict(cfg: DictConfig) -> Path:
             f"output={out} names a .{named} file but format={cfg.format}: set format={named}, or "
             f"give a .{cfg.format} output"
         )
+    if out.is_dir():
+        raise SFTError(
+            f"output={out} is a folder: output= names the file to write, e.g. "
+            f"output={out / f'predictions.{cfg.format}'}"
+        )
     check_not_written(out, "output")
     bundle = load_bundle(cfg.ckpt_path, cfg.device, data_settings(cfg))
     inputs = read_inputs(cfg, bundle)

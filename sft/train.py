@@ -163,7 +163,11 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
             log.info("Testing the final weights (no checkpoints in this run).")
         with lightning_refusals():
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        if best:
+        if best and trainer.checkpoint_callback.monitor is None:
+            # Lightning's default callback (callbacks=none trainer.enable_checkpointing=true)
+            # ranks nothing: its "best" is the last checkpoint it saved
+            log.info(f"Tested the last checkpoint (no monitored metric): {best}")
+        elif best:
             log.info(f"Best checkpoint: {best}")
         metrics.update(trainer.callback_metrics)
     metrics = {k: float(v) for k, v in metrics.items()}

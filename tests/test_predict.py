@@ -245,6 +245,11 @@ def test_predictions_already_written_are_never_replaced(ckpts, tmp_path):
             ckpts["text"], tmp_path / "a.txt", tmp_path / "run", f"output={tmp_path / 'mine.csv'}"
         )
     assert (tmp_path / "mine.csv").read_text() == "precious\n"
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(SFTError, match=r"folder is a folder: .*output=.*folder/predictions\.csv"):
+        run_predict(
+            ckpts["text"], tmp_path / "a.txt", tmp_path / "run", f"output={tmp_path / 'folder'}"
+        )
     first = run_predict(ckpts["text"], tmp_path / "a.txt", tmp_path / "run")
     with pytest.raises(SFTError, match=r"predictions\.csv already exists"):
         run_predict(ckpts["text"], tmp_path / "a.txt", tmp_path / "run")

@@ -674,6 +674,22 @@ def test_a_run_without_checkpoint_callbacks_writes_no_checkpoints(train_cfg, tmp
     assert "Testing the final weights (no checkpoints in this run)." in caplog.text
 
 
+def test_lightnings_own_checkpoint_is_not_called_the_best(train_cfg, tmp_path, caplog):
+    """`callbacks=none trainer.enable_checkpointing=true`: Lightning's default callback ranks
+    no metric, so the checkpoint tested is its last one (was: logged as the best checkpoint)."""
+    with caplog.at_level(logging.INFO):
+        train(
+            train_cfg(
+                "callbacks=none",
+                "+trainer.enable_checkpointing=true",
+                "trainer.max_epochs=1",
+                run_dir=tmp_path / "run",
+            )
+        )
+    assert "Tested the last checkpoint (no monitored metric): " in caplog.text
+    assert "Best checkpoint:" not in caplog.text
+
+
 @pytest.mark.parametrize(
     "leaves, found",
     [
