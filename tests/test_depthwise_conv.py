@@ -252,16 +252,20 @@ def test_a_second_derivative_through_the_blocks_is_refused(monkeypatch):
         grad.sum().backward()
 
 
+def assert_routed_without_blocks(model: SFTClassifier) -> None:
+    """MobileNetV2's 17 depthwise convolutions routed, without the 3x3-block weight gradients."""
+    routed = [m for m in model.backbone.modules() if "_conv_forward" in vars(m)]
+    assert len(routed) == 17
+    assert all(m._conv_forward.keywords == {"fast_grad": False} for m in routed)
+
+
 def test_the_classifier_leaves_depthwise_gradients_to_torch_when_asked(monkeypatch):
     backbone = {"_target_": "sft.models.backbones.create_backbone", "name": "mobilenetv2"}
     model = SFTClassifier(num_classes=10, backbone=backbone, fast_depthwise=False).train()
     calls = count_block_gradients(monkeypatch)
     model(torch.randn(2, 3, 64, 64)).sum().backward()
     assert calls == []
-    # still routed: in fp32 under autocast
-    routed = [m for m in model.backbone.modules() if "_conv_forward" in vars(m)]
-    assert len(routed) == 17
-    assert all(m._conv_forward.keywords == {"fast_grad": False} for m in routed)
+    assert_routed_without_blocks(model)  # still routed: in fp32 under autocast
     with pytest.raises(SFTError, match=r"model\.fast_depthwise"):
         SFTClassifier(num_classes=10, backbone=backbone, fast_depthwise="yes")
 
@@ -296,10 +300,7 @@ def test_a_compiled_image_backbone_routes_its_depthwise_convolutions_without_blo
     """model.compile=true: the blocks' timed autograd function is not traced, but the depthwise
     convolutions are routed, to compute in fp32 under autocast."""
     backbone = {"_target_": "sft.models.backbones.create_backbone", "name": "mobilenetv2"}
-    model = SFTClassifier(num_classes=10, backbone=backbone, compile=True)
-    routed = [m for m in model.backbone.modules() if "_conv_forward" in vars(m)]
-    assert len(routed) == 17
-    assert all(m._conv_forward.keywords == {"fast_grad": False} for m in routed)
+    assert_routed_without_blocks(SFTClassifier(num_classes=10, backbone=backbone, compile=True))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -188,34 +188,8 @@ class SFTClassifier(L.LightningModule):
             self.backbone.to(memory_format=torch.channels_last)
         if not isinstance(fast_depthwise, bool):
             raise SFTError(f"model.fast_depthwise: expected true or false, got {fast_depthwise!r}")
-        if self.input_spec.modality == "image" and not compile:
-            # conv -> BN runs as one convolution while the BN's statistics are frozen
-            # (freeze_norm_stats, evaluation); checked on a small batch of images. Not under
-            # torch.compile: EfficientNet-Lite0's compiled folded step was 40 % slower (169
-            # vs 280 img/s eager folded, benchmarks/vs_anchors.py)
-            example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-            folded = fold_frozen_norms(self.backbone, example)
-            if folded and rank_zero_only.rank == 0:
-                log.info(f"{folded} batch norms fold into their convolutions when frozen")
-            out_of_place = out_of_place_activations(self.backbone, example)
-            if out_of_place and rank_zero_only.rank == 0:
-                log.info(f"{out_of_place} activations run out of place (no input copy)")
         if self.input_spec.modality == "image":
-            # depthwise convolutions in fp32 under CPU autocast (oneDNN's bf16 ones are slow),
-            # and, eager only, oneDNN's slow weight gradients (5x5 filters, 2x2 maps) from its
-            # fast 3x3 kernel where that is faster; after the folding, whose convolutions it
-            # routes too
-            blocks = fast_depthwise and not compile
-            routed = route_depthwise_convs(self.backbone, fast_grad=blocks)
-            if routed and rank_zero_only.rank == 0:
-                timed = (
-                    "; they time torch's backward against one with 3x3-block weight gradients "
-                    "once per shape and keep the faster"
-                )
-                log.info(
-                    f"{routed} depthwise convolutions compute in fp32 when under CPU autocast"
-                    f"{timed if blocks else ''}"
-                )
+            self._speed_up_image_layers(compile, fast_depthwise)
         if not isinstance(fast_dropout, bool):
             raise SFTError(f"model.fast_dropout: expected true or false, got {fast_dropout!r}")
         if fast_dropout:
@@ -267,6 +241,35 @@ class SFTClassifier(L.LightningModule):
                 f"model: {trainable:,} of {total:,} parameters train "
                 f"({100 * trainable / total:.2f} %)"
                 + (f", LoRA adapters r={adapter['r']}" if adapter is not None else "")
+            )
+
+    def _speed_up_image_layers(self, compile: bool, fast_depthwise: bool) -> None:
+        """The image backbone's layers as they run fastest on CPU, with the same weights."""
+        if not compile:
+            # conv -> BN runs as one convolution while the BN's statistics are frozen
+            # (freeze_norm_stats, evaluation); checked on a small batch of images. Not under
+            # torch.compile: EfficientNet-Lite0's compiled folded step was 40 % slower (169
+            # vs 280 img/s eager folded, benchmarks/vs_anchors.py)
+            example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+            folded = fold_frozen_norms(self.backbone, example)
+            if folded and rank_zero_only.rank == 0:
+                log.info(f"{folded} batch norms fold into their convolutions when frozen")
+            out_of_place = out_of_place_activations(self.backbone, example)
+            if out_of_place and rank_zero_only.rank == 0:
+                log.info(f"{out_of_place} activations run out of place (no input copy)")
+        # depthwise convolutions in fp32 under CPU autocast (oneDNN's bf16 ones are slow), and,
+        # eager only, oneDNN's slow weight gradients (5x5 filters, 2x2 maps) from its fast 3x3
+        # kernel where that is faster; after the folding, whose convolutions it routes too
+        blocks = fast_depthwise and not compile
+        routed = route_depthwise_convs(self.backbone, fast_grad=blocks)
+        if routed and rank_zero_only.rank == 0:
+            timed = (
+                "; they time torch's backward against one with 3x3-block weight gradients once "
+                "per shape and keep the faster"
+            )
+            log.info(
+                f"{routed} depthwise convolutions compute in fp32 when under CPU autocast"
+                f"{timed if blocks else ''}"
             )
 
     def parameter_counts(self) -> tuple[int, int]:
