@@ -28,7 +28,7 @@ from rich.table import Table
 
 from sft.errors import SFTError, report_user_errors
 from sft.runs.result import FAILED, RESULT_FILE, RunResult, run_overrides
-from sft.utils.io import atomic_write, check_not_written
+from sft.utils.io import atomic_write, check_not_a_folder, check_not_written
 
 log = logging.getLogger(__name__)
 
@@ -373,8 +373,12 @@ def compare(args: argparse.Namespace, console: Console) -> list[Row]:
     if args.png is not None:
         check_image_name(args.png)
     # files the user named are never replaced (compare.png, the default, is sft-compare's own)
-    for setting, given in (("--csv", args.csv), ("--png", args.png)):
+    for setting, given, example in (
+        ("--csv", args.csv, "runs.csv"),
+        ("--png", args.png, "compare.png"),
+    ):
         if given is not None:
+            check_not_a_folder(given, f"{setting} ", example)
             check_not_written(given, f"{setting} path")
     runs, empty, no_events = find_runs(args.paths)
     rows = summarize(runs, args.metric, args.mode)

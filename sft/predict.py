@@ -24,7 +24,7 @@ from sft.inference.writers import (
 )
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
-from sft.utils.io import check_not_written
+from sft.utils.io import check_not_a_folder, check_not_written
 
 log = logging.getLogger(__name__)
 FORMATS = ("csv", "json")
@@ -75,11 +75,7 @@ def predict(cfg: DictConfig) -> Path:
             f"output={out} names a .{named} file but format={cfg.format}: set format={named}, or "
             f"give a .{cfg.format} output"
         )
-    if out.is_dir():
-        raise SFTError(
-            f"output={out} is a folder: output= names the file to write, e.g. "
-            f"output={out / f'predictions.{cfg.format}'}"
-        )
+    check_not_a_folder(out, "output=", f"predictions.{cfg.format}")
     check_not_written(out, "output")
     bundle = load_bundle(cfg.ckpt_path, cfg.device, data_settings(cfg))
     inputs = read_inputs(cfg, bundle)

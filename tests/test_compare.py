@@ -80,6 +80,21 @@ def test_files_the_user_named_are_not_replaced(sweep, tmp_path, capsys):
     assert not (sweep / "compare.png").exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize("setting, name", [("--csv", "tables"), ("--png", "plots.png")])
+def test_a_folder_given_for_a_file_is_named_as_a_folder(sweep, tmp_path, capsys, setting, name):
+    """Was: "<folder> already exists", as if a file of that name were in the way."""
+    folder = tmp_path / name
+    folder.mkdir()
+    with pytest.raises(SystemExit):
+        main([str(sweep), setting, str(folder)])
+    example = "runs.csv" if setting == "--csv" else "compare.png"
+    assert capsys.readouterr().err.strip() == (
+        f"error: {setting} {folder} is a folder: {setting} names the file to write, e.g. "
+        f"{setting} {folder / example}"
+    )
+    assert list(folder.iterdir()) == [] and not (sweep / "compare.png").exists()
+
+
 @pytest.mark.parametrize("name", ["curves", "curves.txt"])
 def test_a_png_path_without_an_image_extension_is_refused(sweep, tmp_path, capsys, name):
     """`--png curves` (was: matplotlib wrote curves.png, over the user's file of that name, after

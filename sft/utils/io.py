@@ -48,6 +48,17 @@ def check_not_written(path: Path, setting: str) -> None:
         )
 
 
+def check_not_a_folder(path: Path, given_as: str, example: str) -> None:
+    """SFTError when `path`, given for a file to write, is a folder: named as one, with a file
+    in it to give instead (`given_as`: how the user gave it, "output=" or "--csv ";
+    `example`: a file name)."""
+    if path.is_dir():
+        raise SFTError(
+            f"{given_as}{path} is a folder: {given_as.strip()} names the file to write, e.g. "
+            f"{given_as}{path / example}"
+        )
+
+
 def atomic_write(
     path: str | os.PathLike, write: Callable[[IO], Any], *, text: bool = False
 ) -> None:
