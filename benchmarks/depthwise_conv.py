@@ -9,10 +9,12 @@ same module routed by `route_depthwise_convs` (timm's Conv2dSame routed also pad
 sft.models.padding); the median of `--repeats` blocks of 20 calls.
 Step: the packaged-weight backbone + a linear head as sft trains it (channels_last, batch norms
 folded with frozen statistics, fused AdamW, sft-train's malloc setting), forward + backward +
-optimizer step on random images; five copies, each adding one change: torch's layers with timm's
+optimizer step on random images; six copies, each adding one change: torch's layers with timm's
 TF "SAME" padding (F.pad), sft's padding, routed depthwise convolutions, out-of-place
-activations, bf16 autocast (the depthwise convolutions computing in fp32); timed alternately in
-blocks of `--steps` steps, each round starting at another arm: the median ms per step.
+activations, bf16 autocast with the depthwise convolutions in fp32 (without the per-shape
+timing), then with each of their parts timed in bf16 and fp32 (sft's default); timed
+alternately in blocks of `--steps` steps, each round starting at another arm: the median ms per
+step. Then the way each depthwise part took in the last arm.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 from timing import median_seconds
 from torch import nn
 
-from sft.models import padding
+from sft.models import depthwise_conv, padding
 from sft.models.activations import out_of_place_activations
 from sft.models.backbones import create_backbone
 from sft.models.depthwise_conv import route_depthwise_convs
@@ -102,8 +104,10 @@ ARMS = (
     "sft's padding (sft.models.padding)",
     "+ routed depthwise",
     "+ out-of-place activations",
-    "+ bf16 autocast (depthwise in fp32)",
+    "+ bf16 autocast, depthwise in fp32 (untimed: model.fast_depthwise=false's)",
+    "+ bf16 autocast, each depthwise part timed in bf16 and fp32 (sft's default)",
 )
+UNTIMED_BF16 = 4
 
 
 def timm_padding(arm: int) -> contextlib.AbstractContextManager:
@@ -128,7 +132,7 @@ def per_step(args: argparse.Namespace, name: str) -> None:
         model = nn.Sequential()
         model.backbone = copy.deepcopy(backbone)
         if arm >= 2:
-            route_depthwise_convs(model.backbone)
+            route_depthwise_convs(model.backbone, timed=arm != UNTIMED_BF16)
         if arm >= 3:
             out_of_place_activations(model.backbone, x[:2])
         model.train()
@@ -137,7 +141,8 @@ def per_step(args: argparse.Namespace, name: str) -> None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
         def step() -> None:
-            with timm_padding(arm), torch.autocast("cpu", torch.bfloat16, enabled=arm >= 4):
+            bf16 = arm >= UNTIMED_BF16
+            with timm_padding(arm), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 loss = nn.functional.cross_entropy(model.head(model.backbone(x)).float(), labels)
             loss.backward()
             optimizer.step()
@@ -145,6 +150,7 @@ def per_step(args: argparse.Namespace, name: str) -> None:
 
         return step
 
+    depthwise_conv._FASTEST.clear()  # this model's choices only, printed below
     steps = [stepper(arm) for arm in range(len(ARMS))]
     times: list[list[float]] = [[] for _ in ARMS]
     for block in range(args.repeats):
@@ -164,6 +170,23 @@ def per_step(args: argparse.Namespace, name: str) -> None:
             f"| {label} | {medians[arm] * 1e3:.1f} | {blocks} | "
             f"**{medians[0] / medians[arm]:.2f}x** |"
         )
+    print_bf16_choices()
+
+
+def print_bf16_choices() -> None:
+    """The way each part of each depthwise convolution took under bf16 autocast (the last arm),
+    as timed once per shape by sft.models.depthwise_conv."""
+    layers: dict[tuple, dict[str, str]] = {}
+    for (what, call), way in depthwise_conv._FASTEST.items():
+        if call.dtype == torch.bfloat16:
+            layer = (call.input_shape[1:], call.weight_shape[-2:], call.stride[0])
+            layers.setdefault(layer, {})[what] = way.replace("torch.", "")
+    print("\nits depthwise convolutions under bf16 autocast, the fastest way of each part:\n")
+    print("| input | filter, stride | forward | input grad | weight grad |")
+    print("| --- | --- | --- | --- | --- |")
+    for (shape, kernel, stride), ways in layers.items():
+        parts = " | ".join(ways.get(what, "-") for what in ("forward", "input grad", "weight grad"))
+        print(f"| {' x '.join(map(str, shape))} | {kernel[0]}x{kernel[1]}, {stride} | {parts} |")
 
 
 def main() -> None:

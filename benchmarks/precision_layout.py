@@ -5,8 +5,9 @@
 Decides the hardware defaults that sft applies (`trainer.precision=auto`, `model.channels_last`):
 the backbone registry records, per family, whether CPU bf16 autocast and channels_last pay.
 One forward + backward + fused AdamW step on random inputs, `--steps` timed after 2 warm-up steps,
-with the backbone's depthwise convolutions routed as `SFTClassifier` routes them (fp32 under
-autocast, sft.models.depthwise_conv) and sft-train's malloc setting.
+with the backbone's depthwise convolutions routed as `SFTClassifier` routes them (each part in
+bf16 or fp32 under autocast, whichever was timed faster, sft.models.depthwise_conv) and
+sft-train's malloc setting.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ augmentation, vs a plain PyTorch loop over torchvision's per-sample PIL pipeline
 workers), the same backbone and head, the same optimizer. The plain loop runs twice: as
 torchvision's reference scripts run it (fp32, NCHW), and tuned with sft's hardware defaults
 (channels_last, the precision sft picks, with depthwise convolutions in fp32 under bf16 autocast
-as sft computes them but through torch's and timm's own layers, sft-train's malloc setting), so
+as sft computes them without its per-shape timing, through torch's and timm's own layers,
+sft-train's malloc setting), so
 that the ratio's sources can be told apart. sft also runs with `model.compile=true` (its
 compilation falls in the warm-up steps, whose time is printed).
   - EfficientNet-Lite0 at 64 px (`experiment=cifar10_effnet_lite0_quick`), batch 64.
@@ -470,8 +471,9 @@ class CifarPIL(torch.utils.data.Dataset):
 
 
 class Fp32Depthwise(torch.nn.Module):
-    """sft's precision for a depthwise convolution, with torch's (and timm's) own layer: computed
-    in fp32 under CPU autocast, returned in bf16 (sft.models.depthwise_conv)."""
+    """sft's precision for a depthwise convolution without its per-shape timing, with torch's
+    (and timm's) own layer: computed in fp32 under CPU autocast, returned in bf16
+    (sft.models.depthwise_conv)."""
 
     def __init__(self, conv: torch.nn.Conv2d) -> None:
         super().__init__()

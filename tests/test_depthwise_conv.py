@@ -1,5 +1,6 @@
-"""Depthwise convolutions take their weight gradients from 3x3 blocks where oneDNN's own is
-slow: the same outputs and gradients as torch's convolution, the same modules and weights."""
+"""Depthwise convolutions computed the fastest way per shape (weight gradients from 3x3 blocks
+where oneDNN's own is slow; each part in bf16 or fp32 under CPU autocast): the same outputs and
+gradients as torch's convolution to float rounding, the same modules and weights."""
 
 import copy
 import pickle
@@ -55,6 +56,17 @@ def test_the_weight_gradient_from_3x3_blocks_is_torchs(
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def choose(monkeypatch, *prefer: str) -> None:
+    """Every timed choice takes its first way whose name holds the first of `prefer` that one
+    holds, else its first way."""
+
+    def fastest(what, key, ways):
+        names = [name for part in prefer for name in ways if part in name]
+        return ways[next(iter(names or ways))]()
+
+    monkeypatch.setattr(depthwise_conv, "_fastest", fastest)
+
+
 def count_block_gradients(monkeypatch, faster: bool = True) -> list[int]:
     """Calls of the 3x3-block weight gradient, chosen as the faster one (or not) for any shape."""
     calls, blocks = [], depthwise_conv.depthwise_weight_grad
@@ -64,7 +76,7 @@ def count_block_gradients(monkeypatch, faster: bool = True) -> list[int]:
         return blocks(*args, **kwargs)
 
     monkeypatch.setattr(depthwise_conv, "depthwise_weight_grad", counting)
-    monkeypatch.setattr(depthwise_conv, "_blocks_are_faster", lambda call: faster)
+    choose(monkeypatch, "3x3 blocks" if faster else "torch")
     return calls
 
 
@@ -150,25 +162,21 @@ def test_torchs_weight_gradient_where_the_blocks_are_slower(monkeypatch):
     assert calls == []
 
 
-def test_each_shape_is_timed_once_and_keeps_the_faster_gradient(monkeypatch):
-    monkeypatch.setattr(depthwise_conv, "_BLOCKS_FASTER", {})
+def test_each_shape_is_timed_once_and_keeps_the_faster_way(monkeypatch):
+    monkeypatch.setattr(depthwise_conv, "_FASTEST", {})
     timings = iter([2.0, 1.0, 1.0, 2.0])  # shape 1: torch 2 s, blocks 1 s; shape 2: the reverse
     monkeypatch.setattr(depthwise_conv, "_seconds", lambda fn: next(timings))
-    conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
-
-    def backward(x: torch.Tensor) -> depthwise_conv._Backward:
-        grad = torch.randn_like(x)
-        return depthwise_conv._Backward(grad, x, conv.weight, (1, 1), (2, 2), (True, True, True))
-
-    small, large = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 6, 6)
-    assert depthwise_conv._blocks_are_faster(backward(small))
-    assert depthwise_conv._blocks_are_faster(backward(small))  # cached: not timed again
-    assert not depthwise_conv._blocks_are_faster(backward(large))
-    assert len(depthwise_conv._BLOCKS_FASTER) == 2
+    ways = {"torch": lambda: "torch's", "3x3 blocks": lambda: "the blocks'"}
+    fastest = depthwise_conv._fastest
+    assert fastest("weight grad", ("small",), ways) == "the blocks'"
+    assert fastest("weight grad", ("small",), ways) == "the blocks'"  # cached: not timed again
+    assert fastest("weight grad", ("large",), ways) == "torch's"
+    assert fastest("forward", ("large",), {"only": lambda: "one way"}) == "one way"  # not timed
+    assert len(depthwise_conv._FASTEST) == 3
 
 
-def test_the_first_backward_of_a_shape_times_both_gradients(monkeypatch):
-    monkeypatch.setattr(depthwise_conv, "_BLOCKS_FASTER", {})
+def test_the_first_backward_of_a_shape_times_its_weight_gradients(monkeypatch):
+    monkeypatch.setattr(depthwise_conv, "_FASTEST", {})
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 16, 5, padding=2, groups=16)
     routed = copy.deepcopy(conv)
@@ -176,7 +184,7 @@ def test_the_first_backward_of_a_shape_times_both_gradients(monkeypatch):
     x = torch.randn(4, 16, 2, 2).contiguous(memory_format=torch.channels_last)
     for got, want in zip(gradients(routed, x), gradients(conv, x), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    assert len(depthwise_conv._BLOCKS_FASTER) == 1
+    assert [key[0] for key in depthwise_conv._FASTEST] == ["forward", "input grad", "weight grad"]
 
 
 def test_deterministic_runs_keep_torchs_gradient(monkeypatch):
@@ -256,7 +264,7 @@ def assert_routed_without_blocks(model: SFTClassifier) -> None:
     """MobileNetV2's 17 depthwise convolutions routed, without the 3x3-block weight gradients."""
     routed = [m for m in model.backbone.modules() if "_conv_forward" in vars(m)]
     assert len(routed) == 17
-    assert all(m._conv_forward.keywords == {"fast_grad": False} for m in routed)
+    assert all(m._conv_forward.keywords == {"timed": False} for m in routed)
 
 
 def test_the_classifier_leaves_depthwise_gradients_to_torch_when_asked(monkeypatch):
@@ -270,30 +278,101 @@ def test_the_classifier_leaves_depthwise_gradients_to_torch_when_asked(monkeypat
         SFTClassifier(num_classes=10, backbone=backbone, fast_depthwise="yes")
 
 
-@pytest.mark.parametrize("fast_grad", [True, False])
-def test_depthwise_convolutions_run_in_fp32_under_cpu_autocast(monkeypatch, fast_grad):
-    """oneDNN's bf16 depthwise kernels are slower than its fp32 ones: under bf16 autocast the
-    routed depthwise convolution computes in fp32 and returns bf16, as the 1x1 one beside it."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(8, 8, 5, padding=2, groups=8), nn.Conv2d(8, 4, 1))
-    reference = copy.deepcopy(net)
-    assert route_depthwise_convs(net, fast_grad=fast_grad) == 1
-    calls = count_block_gradients(monkeypatch)
-    x = torch.randn(2, 8, 4, 4)
+def autocast_step(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """A routed depthwise convolution and a 1x1 one under bf16 autocast, and its backward:
+    the depthwise convolution's output."""
     with torch.autocast("cpu", dtype=torch.bfloat16):
         depthwise = net[0](x)
         assert depthwise.dtype == net[1](depthwise).dtype == torch.bfloat16
         net[1](depthwise).float().sum().backward()
-    assert len(calls) == int(fast_grad)  # a 5x5 filter: the blocks' weight gradient, in fp32
+    assert net[0].weight.grad.dtype == torch.float32
+    return depthwise
+
+
+@pytest.mark.parametrize("timed", [True, False])
+def test_depthwise_convolutions_in_fp32_under_cpu_autocast(monkeypatch, timed):
+    """Without the timed kernels (model.fast_depthwise=false, model.compile=true, deterministic
+    runs), or where fp32's are the faster: under bf16 autocast the routed depthwise convolution
+    computes in fp32 and returns bf16, as the 1x1 one beside it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(8, 8, 5, padding=2, groups=8), nn.Conv2d(8, 4, 1))
+    reference = copy.deepcopy(net)
+    assert route_depthwise_convs(net, timed=timed) == 1
+    calls = count_block_gradients(monkeypatch)
+    # where the kernels are timed: fp32's, the blocks' for the weight gradient
+    choose(monkeypatch, "3x3 blocks torch.float32", "torch.float32")
+    x = torch.randn(2, 8, 4, 4)
+    depthwise = autocast_step(net, x)
+    assert len(calls) == int(timed)  # the blocks' weight gradient, in fp32
     # fp32's output in bf16 (a bf16 kernel's differs), and fp32's weight gradient to the bf16
     # rounding of what flows back
     assert torch.equal(depthwise, reference[0](x).to(torch.bfloat16))
     reference[1](reference[0](x)).sum().backward()
-    assert net[0].weight.grad.dtype == torch.float32
     want = reference[0].weight.grad
     torch.testing.assert_close(
         net[0].weight.grad, want, rtol=2e-2, atol=2e-2 * float(want.abs().max())
     )
+
+
+def test_depthwise_convolutions_in_bf16_under_cpu_autocast_where_its_kernels_are_faster(
+    monkeypatch,
+):
+    """oneDNN's bf16 depthwise kernels are faster than fp32's for some shapes (forward passes,
+    unstrided input gradients, 3x3 weight gradients on wide maps): where timed so, the routed
+    convolution computes what torch's autocast computes, and keeps its fp32 input's gradient in
+    fp32."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 4, 1))
+    reference = copy.deepcopy(net)
+    assert route_depthwise_convs(net) == 1
+    choose(monkeypatch, "bfloat16")
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    depthwise = autocast_step(net, x)
+    got_input_grad, x.grad = x.grad, None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = reference[0](x)
+        reference[1](want).float().sum().backward()
+    assert torch.equal(depthwise, want)
+    assert got_input_grad.dtype == net[0].bias.grad.dtype == torch.float32
+    torch.testing.assert_close(got_input_grad, x.grad)
+    torch.testing.assert_close(net[0].weight.grad, reference[0].weight.grad)
+    # summed in fp32 where torch's bf16 kernel rounds it
+    torch.testing.assert_close(net[0].bias.grad, reference[0].bias.grad, rtol=1e-2, atol=1e-2)
+    # evaluation runs the forward pass as training does
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(net[0](x), reference[0](x))
+
+
+def test_a_frozen_depthwise_convolution_keeps_no_input_for_backward(monkeypatch):
+    """Frozen weights (LoRA elsewhere, layers before it training): only the input gradient is
+    asked for, which needs the input's shape and layout, not its values."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 5, stride=2, groups=8).requires_grad_(False)
+    reference = copy.deepcopy(conv)
+    route_depthwise_convs(conv)
+    choose(monkeypatch, "float32")
+    x = torch.randn(2, 8, 9, 9).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grads = []
+    for net in (conv, reference):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(x)
+        if net is conv:
+            assert out.grad_fn.saved_tensors[0] is None
+        (grad,) = torch.autograd.grad(out.float().sum(), x)
+        grads.append(grad)
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-2, atol=1e-2)
+
+
+def test_a_bf16_model_outside_autocast_runs_torchs_own_kernels(monkeypatch):
+    monkeypatch.setattr(depthwise_conv, "_FASTEST", {})
+    conv = nn.Conv2d(8, 8, 5, padding=2, groups=8).to(torch.bfloat16)
+    reference = copy.deepcopy(conv)
+    route_depthwise_convs(conv)
+    x = torch.randn(2, 8, 4, 4, dtype=torch.bfloat16)
+    for got, want in zip(gradients(conv, x), gradients(reference, x), strict=True):
+        assert torch.equal(got, want)
+    assert depthwise_conv._FASTEST == {}
 
 
 def test_a_compiled_image_backbone_routes_its_depthwise_convolutions_without_blocks():
@@ -312,6 +391,19 @@ def test_a_routed_depthwise_convolution_returns_autocasts_dtype(dtype):
         assert conv(x).dtype == dtype
         # autocast leaves float64 as it is, and so does the routing
         assert conv.double()(x.double()).dtype == torch.float64
+
+
+def test_a_shape_timed_under_one_autocast_dtype_is_timed_again_under_another(monkeypatch):
+    monkeypatch.setattr(depthwise_conv, "_FASTEST", {})
+    timings = iter([1.0, 2.0] * 2)  # the autocast dtype's forward is the faster each time
+    monkeypatch.setattr(depthwise_conv, "_seconds", lambda fn: next(timings))
+    conv = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+    route_depthwise_convs(conv)
+    x = torch.randn(2, 4, 5, 5)
+    for dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", dtype=dtype):
+            assert conv(x).dtype == dtype
+    assert len(depthwise_conv._FASTEST) == 2
 
 
 def test_efficientnet_folded_and_routed_under_bf16_autocast_is_as_close_to_fp32_as_torchs():

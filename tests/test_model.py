@@ -358,8 +358,9 @@ def test_channels_last_follows_the_backbone_family():
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenetv2", "resnet18", "huggingface"])
 def test_auto_precision_picks_bf16_on_a_bf16_cpu_for_the_families_faster_in_it(monkeypatch, name):
-    """EfficientNet-Lite0 and MobileNetV2 too, with their depthwise convolutions in fp32
-    (experiments/benchmarks/precision_layout.md); a family without a measurement stays fp32."""
+    """EfficientNet-Lite0 and MobileNetV2 too, with each part of their depthwise convolutions in
+    bf16 or fp32, whichever is faster (experiments/benchmarks/depthwise_conv.md); a family
+    without a measurement stays fp32."""
     from omegaconf import OmegaConf
 
     from sft.models.backbones import backbone_speed_hints

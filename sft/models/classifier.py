@@ -89,11 +89,13 @@ class SFTClassifier(L.LightningModule):
     lr_adapter: the adapters' learning rate (layer decay scales it too); None: lr_head.
     fast_dropout: CPU dropout masks from a quarter of torch's random draws (another random
     stream than torch's dropout; sft.models.fast_dropout).
-    fast_depthwise: image backbones' depthwise convolutions time torch's backward against one
-    with 3x3-block weight gradients once per shape on CPU and keep the faster
-    (sft.models.depthwise_conv); the same gradients to float rounding, but which one is used is
-    timed, so false (or trainer.deterministic) for seeded runs that repeat bit for bit. Either
-    way they run in fp32 under CPU autocast (bf16-mixed), where oneDNN's bf16 ones are slow.
+    fast_depthwise: image backbones' depthwise convolutions time each part of their step
+    (forward pass, input and weight gradients) once per shape on CPU, in autocast's dtype and
+    in fp32, the weight gradient also from 3x3 blocks, and keep the fastest
+    (sft.models.depthwise_conv); the same results to float rounding, but which way is used is
+    timed, so false (or trainer.deterministic) for seeded runs that repeat bit for bit; with
+    false they compute in fp32 under CPU autocast (bf16-mixed), where some of oneDNN's bf16
+    kernels are slow.
     """
 
     def __init__(
@@ -257,20 +259,21 @@ class SFTClassifier(L.LightningModule):
             out_of_place = out_of_place_activations(self.backbone, example)
             if out_of_place and rank_zero_only.rank == 0:
                 log.info(f"{out_of_place} activations run out of place (no input copy)")
-        # depthwise convolutions in fp32 under CPU autocast (oneDNN's bf16 ones are slow), and,
-        # eager only, oneDNN's slow weight gradients (5x5 filters, 2x2 maps) from its fast 3x3
-        # kernel where that is faster; after the folding, whose convolutions it routes too
-        blocks = fast_depthwise and not compile
-        routed = route_depthwise_convs(self.backbone, fast_grad=blocks)
+        # each part of the depthwise convolutions in whichever of autocast's dtype and fp32 is
+        # faster (oneDNN's bf16 kernels are faster for some, up to 140x slower for others), and
+        # oneDNN's slow weight gradients (5x5 filters, 2x2 maps) from its fast 3x3 kernel where
+        # that is faster, timed once per shape; eager only (compiled: fp32 under autocast).
+        # After the folding, whose convolutions it routes too
+        timed = fast_depthwise and not compile
+        routed = route_depthwise_convs(self.backbone, timed=timed)
         if routed and rank_zero_only.rank == 0:
-            timed = (
-                "; they time torch's backward against one with 3x3-block weight gradients once "
-                "per shape and keep the faster"
+            how = (
+                "time each part of their step (in autocast's dtype or fp32, weight gradients "
+                "also from 3x3 blocks) once per shape and keep the fastest"
+                if timed
+                else "compute in fp32 when under CPU autocast"
             )
-            log.info(
-                f"{routed} depthwise convolutions compute in fp32 when under CPU autocast"
-                f"{timed if blocks else ''}"
-            )
+            log.info(f"{routed} depthwise convolutions {how}")
 
     def parameter_counts(self) -> tuple[int, int]:
         """(trainable, total) parameters of backbone and head (adapters included)."""

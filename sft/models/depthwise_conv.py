@@ -1,5 +1,4 @@
-"""Depthwise convolutions on CPU: fp32 under autocast, and weight gradients from oneDNN's fast
-depthwise kernel.
+"""Depthwise convolutions on CPU, each part computed the way that is fastest on this machine.
 
 torch's CPU convolutions (oneDNN, torch 2.14) have a fast depthwise kernel for the weight
 gradient (`jit_dw` under ONEDNN_VERBOSE=1) only for 3x3 filters on inputs at least 3 pixels
@@ -11,15 +10,20 @@ a 2x2 map took 6.5 ms for the weight gradient against 0.13 ms for the input grad
 The weight gradient of a kxk filter is made of the weight gradients of its 3x3 blocks. Each
 block's gradient is a 3x3 depthwise weight gradient of the explicitly padded input, shifted to
 the block, with no padding, which the fast kernel computes. That is not always faster (the
-copies of the shifted inputs cost too), so each shape is timed once both ways and keeps the
-faster. The forward pass and the input gradient stay torch's kernels. Measured:
-benchmarks/depthwise_conv.py (experiments/benchmarks/depthwise_conv.md).
+copies of the shifted inputs cost too).
 
-Under CPU autocast the depthwise convolutions compute in fp32: oneDNN's bf16 depthwise kernels
-are slower than its fp32 ones, so a whole EfficientNet-Lite0 step in bf16 was 1.8x slower than
-in fp32, while its 1x1 convolutions gain from bf16. With the depthwise ones in fp32, bf16
-autocast is faster than fp32 on a Zen 4 CPU with AVX512-BF16
-(experiments/benchmarks/precision_layout.md).
+Under CPU autocast (bf16) oneDNN's depthwise kernels are faster than its fp32 ones for some
+parts and far slower for others: on 2 Zen 4 cores with AVX512-BF16, bf16 forward passes 1.2-3x
+faster, input gradients of strided filters 6-140x slower, weight gradients of 5x5 filters 3-5x
+slower. Whole, an EfficientNet-Lite0 step with every layer in bf16 was 1.8x slower than in
+fp32, while its 1x1 convolutions gain from bf16.
+
+So each part of a depthwise convolution (forward pass, input gradient, weight gradient) is
+timed once per shape in autocast's dtype and in fp32, and the weight gradient also from 3x3
+blocks, as cudnn.benchmark does, and keeps the fastest; the output is in autocast's dtype as
+its other convolutions' are. Without the timing (`timed=False`, compiled or deterministic runs)
+they compute in fp32 under autocast. Measured: benchmarks/depthwise_conv.py
+(experiments/benchmarks/depthwise_conv.md, precision_layout.md).
 """
 
 from __future__ import annotations
@@ -77,48 +81,77 @@ def depthwise_weight_grad(
                 pw - left,
                 left - pw + window_w - width,
             )
-            only_weight = _Backward(
-                grad_output, window, block, stride, (0, 0), (False, True, False)
-            )
-            grad[..., top : top + 3, left : left + 3] = only_weight.by_torch()[1]
+            block_call = _Backward(grad_output, window, block, stride, (0, 0))
+            grad[..., top : top + 3, left : left + 3] = block_call.by_torch((False, True, False))[1]
     return grad
 
 
-Grads = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
-
-
 class _Backward(NamedTuple):
-    """One depthwise convolution's backward, computable two ways."""
+    """One depthwise convolution's backward (dilation 1), each gradient computable several
+    ways. `inputs` may be a placeholder of the input's shape and layout where only the input
+    gradient is asked for: its values do not enter that gradient."""
 
     grad_output: torch.Tensor
     inputs: torch.Tensor
     weight: torch.Tensor
     stride: tuple[int, int]
     padding: tuple[int, int]
-    needs: tuple[bool, bool, bool]  # gradients of (input, weight, bias)
 
-    def by_torch(self, needs: tuple[bool, bool, bool] | None = None) -> Grads:
+    def by_torch(self, needs: tuple[bool, bool, bool]) -> tuple[torch.Tensor | None, ...]:
         channels = self.weight.shape[0]
         return torch.ops.aten.convolution_backward(
             self.grad_output, self.inputs, self.weight, [channels], list(self.stride),
-            list(self.padding), [1, 1], False, [0, 0], channels, list(needs or self.needs),
+            list(self.padding), [1, 1], False, [0, 0], channels, list(needs),
         )  # fmt: skip
 
-    def by_blocks(self) -> Grads:
-        need_input, _, need_bias = self.needs
-        # oneDNN's bias gradient comes out of its weight-gradient kernel: not asked of it here
-        grad_input = self.by_torch((True, False, False))[0] if need_input else None
-        kernel = tuple(self.weight.shape[-2:])
-        grad_weight = depthwise_weight_grad(
-            self.grad_output, self.inputs, kernel, self.stride, self.padding
+    def input_grad(self, dtype: torch.dtype) -> torch.Tensor:
+        call = self._replace(
+            grad_output=self.grad_output.to(dtype),
+            # only its shape and layout are read: not cast
+            inputs=torch.empty_like(self.inputs, dtype=dtype),
+            weight=self.weight.to(dtype),
         )
-        grad_bias = self.grad_output.sum((0, 2, 3)) if need_bias else None
-        return grad_input, grad_weight, grad_bias
+        return call.by_torch((True, False, False))[0]
+
+    def weight_grad(self, dtype: torch.dtype, blocks: bool) -> torch.Tensor:
+        grad_output, inputs = self.grad_output.to(dtype), self.inputs.to(dtype)
+        if not blocks:
+            call = self._replace(
+                grad_output=grad_output, inputs=inputs, weight=self.weight.to(dtype)
+            )
+            return call.by_torch((False, True, False))[1]
+        kernel = tuple(self.weight.shape[-2:])
+        return depthwise_weight_grad(grad_output, inputs, kernel, self.stride, self.padding)
 
 
-# (input shape and strides, filter shape, stride, padding, gradients needed, threads) -> whether
-# the 3x3 blocks were the faster backward for it on this machine
-_BLOCKS_FASTER: dict[tuple, bool] = {}
+class _Call(NamedTuple):
+    """What the timed ways of a depthwise convolution depend on: its input and weight (shape,
+    layout, dtype), stride, padding, the dtype it computes in, and torch's threads."""
+
+    input_shape: tuple[int, ...]
+    input_strides: tuple[int, ...]
+    input_dtype: torch.dtype
+    weight_shape: tuple[int, ...]
+    weight_strides: tuple[int, ...]
+    weight_dtype: torch.dtype
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dtype: torch.dtype
+    threads: int
+
+    @classmethod
+    def of(
+        cls, inputs: torch.Tensor, weight: torch.Tensor, stride, padding, dtype: torch.dtype
+    ) -> _Call:
+        return cls(
+            tuple(inputs.shape), inputs.stride(), inputs.dtype, tuple(weight.shape),
+            weight.stride(), weight.dtype, tuple(stride), tuple(padding), dtype,
+            torch.get_num_threads(),
+        )  # fmt: skip
+
+
+# (what is computed, the call) -> the name of the way that was fastest
+_FASTEST: dict[tuple[str, _Call], str] = {}
 _TIMED_CALLS = 3
 
 
@@ -132,71 +165,118 @@ def _seconds(fn: Callable[[], object]) -> float:
     return best
 
 
-def _blocks_are_faster(call: _Backward) -> bool:
-    """Timed once per shape, as cudnn.benchmark does: which backward is faster depends on the
-    channels and map size in ways that differ between CPUs (EfficientNet-Lite0 on a 2-core
-    Xeon: 1.3-2x for 480-1152 channels on 2x2 and 4x4 maps, slower for 240 channels)."""
-    inputs, weight = call.inputs, call.weight
-    key = (
-        tuple(inputs.shape), inputs.stride(), tuple(weight.shape), call.stride, call.padding,
-        call.needs, torch.get_num_threads(),
-    )  # fmt: skip
-    if key not in _BLOCKS_FASTER:
-        torch_seconds = _seconds(call.by_torch)
-        block_seconds = _seconds(call.by_blocks)
-        _BLOCKS_FASTER[key] = block_seconds < torch_seconds
-        log.debug(
-            f"depthwise {tuple(inputs.shape)}, filter {tuple(weight.shape[-2:])}, stride "
-            f"{call.stride}: backward {torch_seconds * 1e3:.2f} ms torch's, "
-            f"{block_seconds * 1e3:.2f} ms with 3x3 blocks"
-        )
-    return _BLOCKS_FASTER[key]
+def _fastest(what: str, call: _Call, ways: dict[str, Callable[[], torch.Tensor]]) -> torch.Tensor:
+    """The result of the way that was fastest for `call` on this machine, each timed once per
+    call, as cudnn.benchmark does: which is faster depends on the channels, map size, stride and
+    dtype in ways that differ between CPUs (EfficientNet-Lite0: on 2 Zen 4 cores, bf16 input
+    gradients 6-140x slower than fp32 ones for strided filters, 1.4-3.6x faster for the others;
+    on a 2-core Xeon, fp32 3x3-block weight gradients 1.3-2x faster than torch's for 480-1152
+    channels on 2x2 and 4x4 maps, slower for 240 channels)."""
+    key = (what, call)
+    if key not in _FASTEST:
+        seconds = {name: _seconds(fn) for name, fn in ways.items()} if len(ways) > 1 else {}
+        _FASTEST[key] = min(seconds, key=seconds.get) if seconds else next(iter(ways))
+        if seconds:
+            timings = ", ".join(f"{name} {t * 1e3:.2f} ms" for name, t in seconds.items())
+            log.debug(f"depthwise {what} {call}: {timings}")
+    return ways[_FASTEST[key]]()
+
+
+def _has_blocks(kernel: tuple[int, ...], inputs: torch.Tensor) -> bool:
+    """Whether oneDNN's weight gradient for this call may be its slow generic kernel, which 3x3
+    blocks can replace."""
+    if min(kernel) < 3:
+        return False
+    return kernel != _FAST_KERNEL or min(inputs.shape[-2:]) < _FAST_MIN_WIDTH
+
+
+def _timed_forward(
+    inputs: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """The depthwise convolution in `dtype` or float32, whichever is faster for it, returned in
+    `dtype`."""
+    channels = weight.shape[0]
+
+    def conv(compute: torch.dtype) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            b = None if bias is None else bias.to(compute)
+            out = F.conv2d(inputs.to(compute), weight.to(compute), b, stride, padding, 1, channels)
+            return out.to(dtype)
+
+        return run
+
+    ways = {str(d): conv(d) for d in dict.fromkeys((dtype, torch.float32))}
+    return _fastest("forward", _Call.of(inputs, weight, stride, padding, dtype), ways)
 
 
 class _DepthwiseConv2d(torch.autograd.Function):
-    """torch's depthwise conv2d (dilation 1), with the weight gradient from 3x3 blocks where
-    they are faster."""
+    """torch's depthwise conv2d (dilation 1) in `dtype` (autocast's, or float32), each part
+    computed the fastest way on this machine: the forward pass and input gradient in `dtype` or
+    float32, the weight gradient also from 3x3 blocks."""
 
     @staticmethod
-    def forward(ctx, inputs, weight, bias, stride, padding):
-        ctx.save_for_backward(inputs, weight)
-        ctx.stride, ctx.padding = stride, padding
-        return F.conv2d(inputs, weight, bias, stride, padding, 1, weight.shape[0])
+    def forward(ctx, inputs, weight, bias, stride, padding, dtype):
+        ctx.dtypes = (inputs.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.stride, ctx.padding, ctx.dtype = stride, padding, dtype
+        # in the compute dtype, as autocast keeps a convolution's input, and only where the
+        # weight gradient reads it: the input gradient needs its shape and layout alone
+        ctx.save_for_backward(inputs.to(dtype) if ctx.needs_input_grad[1] else None, weight)
+        ctx.input_meta = inputs.to("meta", dtype)
+        return _timed_forward(inputs, weight, bias, stride, padding, dtype)
 
     @staticmethod
     @once_differentiable  # the blocks' windows are not recorded by autograd
     def backward(ctx, grad_output):
         inputs, weight = ctx.saved_tensors
+        if inputs is None:
+            inputs = torch.empty_like(ctx.input_meta, device=grad_output.device)
         layout = (
             torch.channels_last
             if inputs.is_contiguous(memory_format=torch.channels_last)
             else torch.contiguous_format
         )
         grad_output = grad_output.contiguous(memory_format=layout)
-        needs = tuple(ctx.needs_input_grad[:3])
-        call = _Backward(grad_output, inputs, weight, ctx.stride, ctx.padding, needs)
-        grads = call.by_blocks() if needs[1] and _blocks_are_faster(call) else call.by_torch()
-        return *grads, None, None
+        call = _Backward(grad_output, inputs, weight, ctx.stride, ctx.padding)
+        key = _Call.of(inputs, weight, ctx.stride, ctx.padding, ctx.dtype)
+        dtypes = list(dict.fromkeys((ctx.dtype, torch.float32)))
+        (input_dtype, weight_dtype, bias_dtype), needs = ctx.dtypes, ctx.needs_input_grad
+        grad_input = grad_weight = grad_bias = None
+        if needs[0]:
+            ways = {str(d): functools.partial(call.input_grad, d) for d in dtypes}
+            grad_input = _fastest("input grad", key, ways).to(input_dtype)
+        if needs[1]:
+            kernel = tuple(weight.shape[-2:])
+            ways = {
+                f"{'3x3 blocks' if blocks else 'torch'} {d}": functools.partial(
+                    call.weight_grad, d, blocks
+                )
+                for d in dtypes
+                for blocks in (False, True)[: 1 + _has_blocks(kernel, inputs)]
+            }
+            grad_weight = _fastest("weight grad", key, ways).to(weight_dtype)
+        if needs[2]:
+            grad_bias = grad_output.sum((0, 2, 3), dtype=torch.float32).to(bias_dtype)
+        return grad_input, grad_weight, grad_bias, None, None, None
 
 
-def _takes_blocks(inputs: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether this call's weight gradient may go to oneDNN's slow kernel and could be made of
-    3x3 blocks instead."""
-    if not (weight.requires_grad and torch.is_grad_enabled()):
-        return False
+def _is_timed(inputs: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype | None) -> bool:
+    """Whether this call has ways to time: on CPU, not compiled or deterministic, under autocast
+    (`dtype`: its dtype, else None) or in float32 where oneDNN's weight gradient may be slow."""
     if inputs.device.type != "cpu" or torch.compiler.is_compiling():
-        return False
-    # float32 only (under autocast `_conv_forward` has made it so): other dtypes would need
-    # the blocks' own casts
-    if inputs.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
     # the choice is timed: deterministic runs (trainer.deterministic) keep torch's
     if torch.are_deterministic_algorithms_enabled():
         return False
-    kernel = tuple(weight.shape[-2:])
-    if min(kernel) < 3:
+    if dtype is not None:
+        return True  # autocast's dtype or float32
+    if not inputs.dtype == weight.dtype == torch.float32:
         return False
-    return kernel != _FAST_KERNEL or min(inputs.shape[-2:]) < _FAST_MIN_WIDTH
+    return weight.requires_grad and _has_blocks(tuple(weight.shape[-2:]), inputs)
 
 
 def _conv_forward(
@@ -204,24 +284,33 @@ def _conv_forward(
     inputs: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
-    fast_grad: bool = True,
+    timed: bool = True,
 ) -> torch.Tensor:
     # autocast leaves float64 as it is; so does this
-    if (
-        inputs.device.type == "cpu"
+    autocast = (
+        torch.get_autocast_dtype("cpu")
+        if inputs.device.type == "cpu"
         and torch.is_autocast_enabled("cpu")
         and torch.float64 not in (inputs.dtype, weight.dtype)
-    ):
-        # computed in fp32, returned in autocast's dtype as its other convolutions are: the
-        # activation after it runs on half the bytes, the next convolution takes it as it is
+        else None
+    )
+    if timed and _is_timed(inputs, weight, autocast):
+        grad = torch.is_grad_enabled() and (weight.requires_grad or inputs.requires_grad)
         with torch.autocast("cpu", enabled=False):
-            out = _conv_forward(
-                conv, inputs.float(), weight.float(), None if bias is None else bias.float(),
-                fast_grad,
-            )  # fmt: skip
-        return out.to(torch.get_autocast_dtype("cpu"))
-    if fast_grad and _takes_blocks(inputs, weight):
-        return _DepthwiseConv2d.apply(inputs, weight, bias, conv.stride, conv.padding)
+            if grad:
+                return _DepthwiseConv2d.apply(
+                    inputs, weight, bias, conv.stride, conv.padding, autocast or torch.float32
+                )
+            if autocast is not None:  # evaluation: the forward pass as training runs it
+                return _timed_forward(inputs, weight, bias, conv.stride, conv.padding, autocast)
+    if autocast is not None:
+        # computed in fp32 (some of oneDNN's bf16 depthwise kernels are up to 140x slower),
+        # returned in autocast's dtype as its other convolutions are: the activation after it
+        # runs on half the bytes, the next convolution takes it as it is
+        with torch.autocast("cpu", enabled=False):
+            bias = None if bias is None else bias.float()
+            out = type(conv)._conv_forward(conv, inputs.float(), weight.float(), bias)
+        return out.to(autocast)
     return type(conv)._conv_forward(conv, inputs, weight, bias)
 
 
@@ -247,10 +336,11 @@ def _is_conv2d_same(conv: nn.Module) -> bool:
     return type(conv) is Conv2dSame
 
 
-def route_depthwise_convs(model: nn.Module, fast_grad: bool = True) -> int:
+def route_depthwise_convs(model: nn.Module, timed: bool = True) -> int:
     """Route `model`'s depthwise convolutions (nn.Conv2d, timm's Conv2dSame) through
-    `_conv_forward`: in fp32 under CPU autocast and, with `fast_grad`, through
-    `_DepthwiseConv2d` where oneDNN's weight gradient is slow; other calls stay torch's.
+    `_conv_forward`: with `timed`, through `_DepthwiseConv2d` where a gradient is needed and a
+    part has more than one way to compute it (under CPU autocast, or weight gradients that
+    oneDNN computes slowly); otherwise in fp32 under CPU autocast; other calls stay torch's.
     Call after `fold_frozen_norms` (its folded convolutions call `_conv_forward` as well).
     Returns the number of convolutions routed; the state_dict and module tree are unchanged."""
     routed = 0
@@ -261,7 +351,7 @@ def route_depthwise_convs(model: nn.Module, fast_grad: bool = True) -> int:
             continue  # a subclass of unknown forward
         # instance attributes: partials of module functions, so that the model still copies
         # and pickles, and its modules keep their types
-        conv._conv_forward = functools.partial(_conv_forward, conv, fast_grad=fast_grad)
+        conv._conv_forward = functools.partial(_conv_forward, conv, timed=timed)
         if _is_conv2d_same(conv) and "forward" not in vars(conv):  # folded: its forward is set
             conv.forward = functools.partial(_same_forward, conv)
         routed += 1

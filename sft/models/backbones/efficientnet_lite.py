@@ -51,7 +51,8 @@ def efficientnet_lite0_imagenet(**kwargs: object) -> nn.Module:
 
 
 # channels_last: 1.8x in fp32 on CPU; bf16 autocast with the depthwise convolutions in fp32
-# (sft.models.depthwise_conv): 1.15-1.26x fp32 NHWC on Zen 4 (precision_layout.md, vs_anchors.md)
+# (sft.models.depthwise_conv): 1.15-1.26x fp32 NHWC on Zen 4 (precision_layout.md, vs_anchors.md);
+# with each depthwise part timed in bf16 and fp32, 1.26x (depthwise_conv.md)
 @register_backbone(
     "efficientnet_lite0",
     normalization=SIGNED_UNIT,

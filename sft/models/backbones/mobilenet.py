@@ -44,7 +44,8 @@ class MobileNetV2Features(nn.Module):
 
 
 # channels_last: 1.6x in fp32 on CPU; bf16 autocast with the depthwise convolutions in fp32
-# (sft.models.depthwise_conv): 1.03-1.36x fp32 NHWC on Zen 4 (precision_layout.md, vs_anchors.md)
+# (sft.models.depthwise_conv): 1.03-1.36x fp32 NHWC on Zen 4 (precision_layout.md, vs_anchors.md);
+# with each depthwise part timed in bf16 and fp32, 1.43x (depthwise_conv.md)
 @register_backbone("mobilenetv2", cpu_bf16=True, channels_last=True)  # ImageNet statistics
 def mobilenetv2(pretrained: bool = False) -> nn.Module:
     model = MobileNetV2Features()
