@@ -190,6 +190,23 @@ def _has_blocks(kernel: tuple[int, ...], inputs: torch.Tensor) -> bool:
     return kernel != _FAST_KERNEL or min(inputs.shape[-2:]) < _FAST_MIN_WIDTH
 
 
+def _depthwise_in(
+    compute: torch.dtype,
+    dtype: torch.dtype,
+    inputs: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> torch.Tensor:
+    """The depthwise convolution computed in `compute`, returned in `dtype`."""
+    bias = None if bias is None else bias.to(compute)
+    out = F.conv2d(
+        inputs.to(compute), weight.to(compute), bias, stride, padding, 1, weight.shape[0]
+    )
+    return out.to(dtype)
+
+
 def _timed_forward(
     inputs: torch.Tensor,
     weight: torch.Tensor,
@@ -200,17 +217,10 @@ def _timed_forward(
 ) -> torch.Tensor:
     """The depthwise convolution in `dtype` or float32, whichever is faster for it, returned in
     `dtype`."""
-    channels = weight.shape[0]
-
-    def conv(compute: torch.dtype) -> Callable[[], torch.Tensor]:
-        def run() -> torch.Tensor:
-            b = None if bias is None else bias.to(compute)
-            out = F.conv2d(inputs.to(compute), weight.to(compute), b, stride, padding, 1, channels)
-            return out.to(dtype)
-
-        return run
-
-    ways = {str(d): conv(d) for d in dict.fromkeys((dtype, torch.float32))}
+    ways = {
+        str(d): functools.partial(_depthwise_in, d, dtype, inputs, weight, bias, stride, padding)
+        for d in dict.fromkeys((dtype, torch.float32))
+    }
     return _fastest("forward", _Call.of(inputs, weight, stride, padding, dtype), ways)
 
 
@@ -308,9 +318,9 @@ def _conv_forward(
         # returned in autocast's dtype as its other convolutions are: the activation after it
         # runs on half the bytes, the next convolution takes it as it is
         with torch.autocast("cpu", enabled=False):
-            bias = None if bias is None else bias.float()
-            out = type(conv)._conv_forward(conv, inputs.float(), weight.float(), bias)
-        return out.to(autocast)
+            return _depthwise_in(
+                torch.float32, autocast, inputs, weight, bias, conv.stride, conv.padding
+            )
     return type(conv)._conv_forward(conv, inputs, weight, bias)
 
 
