@@ -35,6 +35,11 @@ def resolve_model_name(name: str) -> str:
     return local() or hub_id
 
 
+def _shortened(text: str, limit: int = 300) -> str:
+    # transformers' "Unrecognized model" appends every model type it knows (thousands of chars)
+    return text if len(text) <= limit else text[:limit].rstrip() + " ..."
+
+
 def hub_error(name: str, what: str, exc: Exception) -> SFTError:
     """One line for a model/tokenizer that could not be loaded (typically: offline, not cached)."""
     reason = " ".join(str(exc).split())[:200]
@@ -54,12 +59,27 @@ def load_pretrained(load: Callable[..., T], name: str, what: str, **kwargs: Any)
     one HEAD request without retries decides whether the hub is reachable at all.
     """
     path = resolve_model_name(name)
+    local = Path(path).expanduser()
     try:
         return load(path, local_files_only=True, **kwargs)
     except OSError as exc:
         local_error = exc
-    if Path(path).expanduser().exists():
-        raise SFTError(f"could not load {what} from {path}: {' '.join(str(local_error).split())}")
+    except ValueError as exc:  # a local folder of something else: "Unrecognized model in ..."
+        if not local.exists():
+            raise
+        local_error = exc
+    if (
+        isinstance(local_error, ValueError)
+        and local.is_dir()
+        and not (local / "config.json").is_file()
+    ):
+        raise SFTError(
+            f"could not load {what} from {path}: the folder has no config.json, so it is not a "
+            "Hugging Face model folder (save_pretrained writes one); give such a folder or a hub id"
+        )
+    if local.exists():
+        reason = " ".join(str(local_error).split())
+        raise SFTError(f"could not load {what} from {path}: {_shortened(reason)}")
     if path.startswith(("/", ".", "~")) or path.count("/") > 1:
         raise SFTError(f"could not load {what} {name!r}: no such folder {path}")
     if (unreachable := hub_unreachable(path, "config.json")) is not None:

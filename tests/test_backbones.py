@@ -238,6 +238,19 @@ def test_missing_checkpoint_names_the_path(tmp_path: Path) -> None:
     assert str(path) in single_line(err)
 
 
+@pytest.mark.parametrize("junk", [b"junk\n", b"hello world\n", b"\x80\x02}q\x00."])
+def test_a_corrupt_checkpoint_is_one_line(tmp_path: Path, junk: bytes) -> None:
+    """Was: a bare KeyError (unpickling text raises whatever its bytes decode to) through
+    Hydra's instantiation error."""
+    path = tmp_path / "weights.pt"
+    path.write_bytes(junk)
+    with pytest.raises(SFTError) as err:
+        create_backbone("resnet18", checkpoint=str(path))
+    message = single_line(err)
+    assert message.startswith(f"backbone checkpoint {path}: cannot be read (")
+    assert message.endswith("the file is corrupt or not a checkpoint")
+
+
 def test_mismatching_checkpoint_names_file_and_keys(tmp_path: Path) -> None:
     path = tmp_path / "r18.pt"
     torch.save(create_backbone("resnet18").state_dict(), path)

@@ -166,6 +166,34 @@ def test_missing_local_folder_is_named(tmp_path: Path) -> None:
     assert str(folder) in single_line(err)
 
 
+def test_a_folder_that_is_not_a_model_is_one_line(tmp_path: Path) -> None:
+    """Was: transformers' ValueError ("Unrecognized model in ...", with every model type it
+    knows) through Hydra's instantiation error."""
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    with pytest.raises(SFTError) as err:
+        create_backbone("huggingface", model_name_or_path=str(tmp_path), pretrained=True)
+    assert single_line(err) == (
+        f"could not load model from {tmp_path}: the folder has no config.json, so it is not a "
+        "Hugging Face model folder (save_pretrained writes one); give such a folder or a hub id"
+    )
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path: Path) -> None:
+    """A model saved with `AutoModel.save_pretrained` alone (config and weights): transformers
+    builds an empty tokenizer from it, and every word became [UNK] without a sign (was: a run
+    that completed at chance accuracy)."""
+    from sft.data.token_cache import load_tokenizer
+
+    tiny().model.save_pretrained(tmp_path)
+    with pytest.raises(SFTError) as err:
+        load_tokenizer(str(tmp_path))
+    message = single_line(err)
+    assert message.startswith(f"tokenizer '{tmp_path}' has no vocabulary beyond its ")
+    assert "tokenizer.save_pretrained" in message and "data.tokenizer=" in message
+    AutoTokenizer.from_pretrained(resolve_model_name("minilm")).save_pretrained(tmp_path)
+    assert len(load_tokenizer(str(tmp_path))) == 30522  # with its files, it loads
+
+
 def test_trust_remote_code_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     default = inspect.signature(hf_backbone.huggingface).parameters["trust_remote_code"].default
     assert default is False

@@ -26,7 +26,7 @@ import torch
 from sft.data.readers.examples import TextExamples
 from sft.data.tokenize import encode_texts
 from sft.errors import SFTError
-from sft.hub import hub_error, load_pretrained
+from sft.hub import hub_error, load_pretrained, resolve_model_name
 from sft.utils.config import work_root
 from sft.utils.io import atomic_torch_save
 
@@ -114,6 +114,16 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
         )
     except ValueError as e:
         raise hub_error(name, "tokenizer", e) from None
+    # a local model folder without tokenizer files loads as an empty tokenizer (transformers 5):
+    # every word would become [UNK] and training would run on nothing, without a sign
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        where = resolve_model_name(name)
+        raise SFTError(
+            f"tokenizer {name!r} has no vocabulary beyond its {len(tokenizer)} special tokens: "
+            f"{where} holds no tokenizer files (tokenizer.json, vocab.txt, ...). Save the "
+            "tokenizer there too (tokenizer.save_pretrained), or name the model's tokenizer "
+            "with data.tokenizer="
+        )
     if not getattr(tokenizer, "is_fast", False):
         raise SFTError(
             f"tokenizer {name!r} has no fast (Rust `tokenizers`) version; the text datamodule "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sft.errors import SFTError
+from sft.utils.checkpoint_io import load_failure
 
 # Prefixes a saved state_dict may carry around the backbone's own keys: our LightningModule
 # stores the backbone as `backbone`, ResizeInput stores it as `body`, torch.compile adds
@@ -56,9 +56,11 @@ def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> 
     try:
         # weights_only: a checkpoint is data; never run code from it.
         obj = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SFTError(f"cannot read backbone checkpoint {file}: {first_line}") from err
+    except Exception as err:  # unpickling junk raises anything (KeyError, ValueError, ...)
+        raise SFTError(
+            f"backbone checkpoint {file}: cannot be read ({load_failure(err)}); the file is "
+            "corrupt or not a checkpoint"
+        ) from err
     state = _extract_state_dict(obj, file)
     own = model.state_dict()
     state = {k: v for k, v in state.items() if k in own or not k.startswith(_HEAD_PREFIXES)}
@@ -158,8 +160,10 @@ def packaged_file(package: str, relative: str, pip_name: str) -> Path:
 def load_packaged_weights(file: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise SFTError(f"cannot read packaged weights {file}: {type(err).__name__}") from err
+    except Exception as err:  # a damaged install: reinstalling the package fixes it
+        raise SFTError(
+            f"cannot read packaged weights {file} ({load_failure(err)}): reinstall its package"
+        ) from err
 
 
 def _first(items: list[str], n: int = 3) -> str:
