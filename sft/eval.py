@@ -43,6 +43,8 @@ from sft.utils.io import check_not_written
 
 matplotlib.use("Agg")  # files only, no display needed
 log = logging.getLogger(__name__)
+# the settings that name a test split (text files, image folders), and why one scores nothing
+_TEST_KEYS = {"test_split": "it has no labels", "test_dir": "no such folder"}
 PREDICTIONS = "predictions.csv"
 
 # before Hydra composes (also in launcher processes that import this module): ${sft_root:}
@@ -156,7 +158,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if datamodule.has_labelled_test:
             metrics = trainer.test(model, datamodule=datamodule)[0]
         else:
-            log.info("No labelled test split: metrics are on the validation split.")
+            named = {
+                k: v for k, v in getattr(datamodule, "hparams", {}).items() if k in _TEST_KEYS and v
+            }
+            why = "".join(f" (data.{k}={v}: {_TEST_KEYS[k]})" for k, v in named.items())
+            log.warning(f"No labelled test split{why}: metrics are on the validation split.")
             metrics = trainer.validate(model, datamodule=datamodule)[0]
         # predictions of the split just scored, in file order
         outputs = trainer.predict(model, datamodule=datamodule)

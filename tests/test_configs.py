@@ -3,12 +3,13 @@ it accepts (as lightning-hydra-template's tests/test_configs.py): datamodule, mo
 callbacks and loggers, before any data is read. Backbones are swapped for tiny ones of the same
 family, so the wiring (data <-> model <-> trainer) is what is checked, offline and fast."""
 
+import inspect
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import CONF_DIR, EXPERIMENTS, compose_config
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -110,6 +111,16 @@ def test_every_group_option_builds(group, option, tmp_path):
     else:
         base = IMAGE_BASE
     build_all(tiny([*base, f"{group}={option}"], tmp_path))
+
+
+@pytest.mark.parametrize("option", IMAGE_DATA)
+def test_every_image_data_setting_is_in_its_config(option, tmp_path):
+    """`data.<key>=` works for every setting of the datamodule, as the errors suggest them
+    (was: image_folder lacked drop_last, which its batch-size error told users to set; only
+    `+data.drop_last=false` worked). Text configs leave out other sources' options on purpose."""
+    cfg = compose_train(["model=effnet_lite0_fused", f"data={option}"], tmp_path)
+    settings = inspect.signature(get_class(cfg.data._target_)).parameters
+    assert set(settings) <= set(cfg.data)
 
 
 @pytest.mark.parametrize("option", options("debug"))

@@ -173,11 +173,12 @@ def test_eval_predictions_cover_the_batches_the_metrics_do(checkpoints, tmp_path
 
 
 def test_eval_without_labelled_test_split_predicts_the_validation_it_scores(
-    checkpoints, data_dir, tmp_path
+    checkpoints, data_dir, tmp_path, caplog
 ):
     """SST-2's test split has no labels: sft-eval scores validation, and predictions.csv and the
     confusion matrix are of the same validation batches (were: the first unlabelled test rows,
-    label columns empty, no confusion matrix)."""
+    label columns empty, no confusion matrix). A warning names the test split it did not score
+    (was: an info line naming none, for a test file given without a label column too)."""
     cfg = compose_config(
         "eval",
         [
@@ -197,6 +198,10 @@ def test_eval_without_labelled_test_split_predicts_the_validation_it_scores(
     assert accuracy == pytest.approx(metrics["val/acc"])
     assert (tmp_path / "confusion_matrix.png").is_file()
     assert "val/acc_best" not in metrics  # training's best of its validations: not this one's
+    assert (
+        "No labelled test split (data.test_split=test.tsv: it has no labels): metrics are on "
+        "the validation split." in caplog.text
+    )
 
 
 def test_eval_probabilities_are_float32_under_mixed_precision(checkpoints, tmp_path):
@@ -571,6 +576,7 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     out = tmp_path / "eval"
     metrics = evaluate(compose_config("eval", [f"ckpt_path={ckpt}", *data], out))
     assert 0.0 <= metrics["val/acc"] <= 1.0
+    assert "(data.test_dir=test: no such folder): metrics are on the validation" in caplog.text
     rows = (out / "predictions.csv").read_text().splitlines()
     assert len(rows) == 1 + 2  # header + the 2 validation images (val_fraction 0.1 of 20)
     assert (out / "confusion_matrix.png").is_file()

@@ -233,5 +233,5 @@ def check_train_batch(batch_size: int, train_size: int, drop_last: bool, where: 
         raise SFTError(
             f"data.batch_size={batch_size} is larger than the training subset of {where} "
             f"({train_size} samples) and data.drop_last=true would drop every batch; "
-            "lower batch_size, set drop_last=false or use more training samples"
+            "lower data.batch_size, set data.drop_last=false or use more training samples"
         )

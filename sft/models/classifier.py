@@ -267,9 +267,11 @@ class SFTClassifier(L.LightningModule):
         timed = fast_depthwise and not compile
         routed = route_depthwise_convs(self.backbone, timed=timed)
         if routed and rank_zero_only.rank == 0:
+            # the trainer's precision and determinism are not known here: said as conditions
             how = (
-                "time each part of their step (in autocast's dtype or fp32, weight gradients "
-                "also from 3x3 blocks) once per shape and keep the fastest"
+                "time each part of their step once per shape on CPU and keep the fastest way "
+                "(under autocast its dtype or fp32; weight gradients also from 3x3 blocks), "
+                "except in deterministic runs"
                 if timed
                 else "compute in fp32 when under CPU autocast"
             )
