@@ -162,7 +162,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 k: v for k, v in getattr(datamodule, "hparams", {}).items() if k in _TEST_KEYS and v
             }
             why = "".join(f" (data.{k}={v}: {_TEST_KEYS[k]})" for k, v in named.items())
-            log.warning(f"No labelled test split{why}: metrics are on the validation split.")
+            # a test split the data names but that scores nothing: a warning (a file given
+            # without its label column, a misspelt folder); none named: as configured
+            log.log(
+                logging.WARNING if named else logging.INFO,
+                f"No labelled test split{why}: metrics are on the validation split.",
+            )
             metrics = trainer.validate(model, datamodule=datamodule)[0]
         # predictions of the split just scored, in file order
         outputs = trainer.predict(model, datamodule=datamodule)

@@ -35,9 +35,29 @@ def resolve_model_name(name: str) -> str:
     return local() or hub_id
 
 
-def _shortened(text: str, limit: int = 300) -> str:
-    # transformers' "Unrecognized model" appends every model type it knows (thousands of chars)
-    return text if len(text) <= limit else text[:limit].rstrip() + " ..."
+# where each kind of load takes trust_remote_code from
+_TRUST_KEYS = {"model": "model.backbone.trust_remote_code", "tokenizer": "data.trust_remote_code"}
+
+
+def _unloadable(what: str, path: str, exc: Exception) -> SFTError:
+    """One line for files that were found but do not load as a `what`."""
+    reason = " ".join(str(exc).split())
+    if "trust_remote_code" in reason:
+        return SFTError(
+            f"could not load {what} from {path}: it ships its own code, which runs only with "
+            f"{_TRUST_KEYS.get(what, 'trust_remote_code')}=true (set it only for a source you "
+            "trust)"
+        )
+    local = Path(path).expanduser()
+    if what == "model" and local.is_dir() and not (local / "config.json").is_file():
+        return SFTError(
+            f"could not load {what} from {path}: the folder has no config.json, so it is not a "
+            "Hugging Face model folder (save_pretrained writes one); give such a folder or a hub id"
+        )
+    # some of transformers' errors list every model type it knows (thousands of characters)
+    if len(reason) > 300:
+        reason = reason[:300].rstrip() + " ..."
+    return SFTError(f"could not load {what} from {path}: {reason}")
 
 
 def hub_error(name: str, what: str, exc: Exception) -> SFTError:
@@ -59,33 +79,22 @@ def load_pretrained(load: Callable[..., T], name: str, what: str, **kwargs: Any)
     one HEAD request without retries decides whether the hub is reachable at all.
     """
     path = resolve_model_name(name)
-    local = Path(path).expanduser()
     try:
         return load(path, local_files_only=True, **kwargs)
+    # files found that are not a `what`'s: another kind of folder, custom code, ...
+    except ValueError as exc:
+        raise _unloadable(what, path, exc) from exc
     except OSError as exc:
-        local_error = exc
-    except ValueError as exc:  # a local folder of something else: "Unrecognized model in ..."
-        if not local.exists():
-            raise
-        local_error = exc
-    if (
-        isinstance(local_error, ValueError)
-        and local.is_dir()
-        and not (local / "config.json").is_file()
-    ):
-        raise SFTError(
-            f"could not load {what} from {path}: the folder has no config.json, so it is not a "
-            "Hugging Face model folder (save_pretrained writes one); give such a folder or a hub id"
-        )
-    if local.exists():
-        reason = " ".join(str(local_error).split())
-        raise SFTError(f"could not load {what} from {path}: {_shortened(reason)}")
+        if Path(path).expanduser().exists():
+            raise _unloadable(what, path, exc) from exc
     if path.startswith(("/", ".", "~")) or path.count("/") > 1:
         raise SFTError(f"could not load {what} {name!r}: no such folder {path}")
     if (unreachable := hub_unreachable(path, "config.json")) is not None:
         raise hub_error(name, what, unreachable) from unreachable
     try:
         return load(path, **kwargs)
+    except ValueError as exc:
+        raise _unloadable(what, path, exc) from exc
     except OSError as exc:
         raise hub_error(name, what, exc) from exc
 

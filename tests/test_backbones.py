@@ -248,7 +248,7 @@ def test_a_corrupt_checkpoint_is_one_line(tmp_path: Path, junk: bytes) -> None:
         create_backbone("resnet18", checkpoint=str(path))
     message = single_line(err)
     assert message.startswith(f"backbone checkpoint {path}: cannot be read (")
-    assert message.endswith("the file is corrupt or not a checkpoint")
+    assert message.endswith("the file is corrupt, or not a state_dict saved with torch.save")
 
 
 def test_mismatching_checkpoint_names_file_and_keys(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ the packaged MiniLM config, plus the packaged MiniLM weights themselves."""
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from pathlib import Path
 
@@ -175,6 +176,22 @@ def test_a_folder_that_is_not_a_model_is_one_line(tmp_path: Path) -> None:
     assert single_line(err) == (
         f"could not load model from {tmp_path}: the folder has no config.json, so it is not a "
         "Hugging Face model folder (save_pretrained writes one); give such a folder or a hub id"
+    )
+
+
+def test_a_model_with_its_own_code_names_the_setting_that_runs_it(tmp_path: Path) -> None:
+    """A folder whose config maps to code it ships: transformers' ValueError says "pass the
+    argument trust_remote_code=True"; the line names sft's key (was: the ValueError through
+    Hydra's instantiation error)."""
+    auto_map = {"AutoConfig": "configuration_x.XConfig", "AutoModel": "modeling_x.XModel"}
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "sft-custom", "auto_map": auto_map})
+    )
+    with pytest.raises(SFTError) as err:
+        create_backbone("huggingface", model_name_or_path=str(tmp_path), pretrained=True)
+    assert single_line(err) == (
+        f"could not load model from {tmp_path}: it ships its own code, which runs only with "
+        "model.backbone.trust_remote_code=true (set it only for a source you trust)"
     )
 
 

@@ -26,7 +26,7 @@ import torch
 from sft.data.readers.examples import TextExamples
 from sft.data.tokenize import encode_texts
 from sft.errors import SFTError
-from sft.hub import hub_error, load_pretrained, resolve_model_name
+from sft.hub import load_pretrained, resolve_model_name
 from sft.utils.config import work_root
 from sft.utils.io import atomic_torch_save
 
@@ -104,16 +104,14 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     """The fast tokenizer of `name` (an alias such as 'minilm', a hub id or a local folder)."""
     from transformers import AutoTokenizer
 
-    try:  # load_pretrained: a local copy first, then one quick hub check (no retries offline)
-        tokenizer = load_pretrained(
-            AutoTokenizer.from_pretrained,
-            name,
-            "tokenizer",
-            use_fast=True,
-            trust_remote_code=trust_remote_code,
-        )
-    except ValueError as e:
-        raise hub_error(name, "tokenizer", e) from None
+    # load_pretrained: a local copy first, then one quick hub check (no retries offline)
+    tokenizer = load_pretrained(
+        AutoTokenizer.from_pretrained,
+        name,
+        "tokenizer",
+        use_fast=True,
+        trust_remote_code=trust_remote_code,
+    )
     # a local model folder without tokenizer files loads as an empty tokenizer (transformers 5):
     # every word would become [UNK] and training would run on nothing, without a sign
     if len(tokenizer) <= len(set(tokenizer.all_special_ids)):

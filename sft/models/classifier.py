@@ -269,9 +269,9 @@ class SFTClassifier(L.LightningModule):
         if routed and rank_zero_only.rank == 0:
             # the trainer's precision and determinism are not known here: said as conditions
             how = (
-                "time each part of their step once per shape on CPU and keep the fastest way "
-                "(under autocast its dtype or fp32; weight gradients also from 3x3 blocks), "
-                "except in deterministic runs"
+                "are timed once per shape on CPU and keep the fastest way: under autocast each "
+                "part of their step in its dtype or fp32, weight gradients also from 3x3 blocks "
+                "(in fp32 too, where oneDNN's are slow); deterministic runs keep torch's kernels"
                 if timed
                 else "compute in fp32 when under CPU autocast"
             )

@@ -56,10 +56,12 @@ def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> 
     try:
         # weights_only: a checkpoint is data; never run code from it.
         obj = torch.load(file, map_location="cpu", weights_only=True)
+    except OSError as err:  # the file itself: permissions, a disk error
+        raise SFTError(f"backbone checkpoint {file}: cannot be read ({err})") from err
     except Exception as err:  # unpickling junk raises anything (KeyError, ValueError, ...)
         raise SFTError(
             f"backbone checkpoint {file}: cannot be read ({load_failure(err)}); the file is "
-            "corrupt or not a checkpoint"
+            "corrupt, or not a state_dict saved with torch.save"
         ) from err
     state = _extract_state_dict(obj, file)
     own = model.state_dict()
