@@ -82,6 +82,15 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["-m", "seed=0,1", "data=cifar10,cifar100"],
             "error: unknown option 'cifar100' for group 'data'",
         ),
+        # -m after an override: moved before them, so the overrides are checked (was:
+        # argparse's usage block, "unrecognized arguments")
+        (
+            "train",
+            ["seed=0,1", "-m", "data=cifar10,cifar100"],
+            "error: unknown option 'cifar100' for group 'data'",
+        ),
+        # was: Hydra's ValueError traceback ("Only one of --run, --multirun, --cfg ...")
+        ("train", ["-m", "--cfg", "job"], "error: -m and --cfg cannot be combined: give one"),
         (
             "train",
             ["-m", "data.samples_per_clas=10,20"],

@@ -76,6 +76,10 @@ def check_overrides(
     first value (every value for a config group); other sweeps (`interval(...)`) are left out.
     """
     args, unknown = get_args_parser().parse_known_args(list(argv))
+    # Hydra raises a ValueError (a traceback) for more than one of these
+    modes = [f for f, on in (("--run", args.run), ("-m", args.multirun), ("--cfg", args.cfg)) if on]
+    if len(modes) > 1:
+        raise OverrideMistake(f"{' and '.join(modes)} cannot be combined: give one of them")
     if unknown or any(getattr(args, flag, None) for flag in HYDRA_HANDLES):
         return
     try:
@@ -333,6 +337,15 @@ def _is_trainer_argument(arg: str) -> bool:
     return True
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def multirun_flag_first(argv: Sequence[str]) -> list[str]:
+    """`-m` among the overrides moved before them: Hydra's parser takes the overrides as one
+    positional list, so `a=1 -m b=1,2` was argparse's usage block ("unrecognized arguments")."""
+    return sorted(argv, key=lambda arg: arg not in MULTIRUN_FLAGS)  # stable: order kept
+
+
 def checks_overrides(config_name: str, adds: Sequence[str] | None = None) -> Callable[[F], F]:
     """Decorate a `@hydra.main` entry point: check `sys.argv` first, exit 1 with one line
     (`adds`: the top-level keys a `+key=` may add under, as `check_overrides`).
@@ -344,7 +357,7 @@ def checks_overrides(config_name: str, adds: Sequence[str] | None = None) -> Cal
         @functools.wraps(main)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not args and not kwargs:
-                sys.argv[1:] = accept_trainer_arguments(sys.argv[1:])
+                sys.argv[1:] = accept_trainer_arguments(multirun_flag_first(sys.argv[1:]))
             # called with a config (tests) or with HYDRA_FULL_ERROR=1: Hydra as usual
             if not args and not kwargs and os.environ.get("HYDRA_FULL_ERROR") != "1":
                 try:
