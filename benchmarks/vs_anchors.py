@@ -40,8 +40,8 @@ timed step to the end of the last (each tool's own step hooks). Achieved FLOP/s:
 FLOPs per sample (backward ~ 2x forward; torch's FlopCounterMode counts the forward, on a batch
 of the mean timed length for text; its count of convolution_backward is wrong for depthwise
 convolutions, hence 3x forward), times samples/s. Peak: cores x clock (/proc/cpuinfo) x FLOPs per
-cycle per core: for fp32 64 on Intel Xeons (two AVX-512 FMA units, 16 lanes, 2 FLOPs) and 32 on
-AMD (Zen 4 runs AVX-512 on two 256-bit units) and other AVX2 CPUs; for bf16 1024 on AMX (Intel's
+cycle per core: for fp32 64 on Intel Xeons and AMD Zen 5 (two AVX-512 FMA units, 16 lanes, 2
+FLOPs) and 32 on AMD Zen 4 (AVX-512 on two 256-bit units) and other AVX2 CPUs; for bf16 1024 on AMX (Intel's
 figure for AMX-BF16 TMUL), twice the fp32 figure with AVX512-BF16 dot products alone (AMD's
 figure for Zen 4); a nominal figure, not a measured one.
 """
@@ -630,9 +630,12 @@ def flops_per_cycle(bf16: bool) -> int:
     """Nominal FLOPs per cycle per core (see docstring): fp32 FMA width x units x 2; bf16 on
     AMX 1024, with AVX512-BF16 dot products (no AMX) twice fp32."""
     flags = cpu_flags()
-    amd = cpuinfo_field("vendor_id") == "AuthenticAMD"
-    # Intel Xeons: two 512-bit FMA units; AMD Zen 4 runs AVX-512 on two 256-bit units (as AVX2)
-    fp32 = 64 if "avx512f" in flags and not amd else 32
+    # Intel Xeons and AMD Zen 5 (cpu family 26): two 512-bit FMA units; Zen 4 (family 25) runs
+    # AVX-512 on two 256-bit units (as AVX2)
+    amd_256 = (
+        cpuinfo_field("vendor_id") == "AuthenticAMD" and int(cpuinfo_field("cpu family") or 0) < 26
+    )
+    fp32 = 64 if "avx512f" in flags and not amd_256 else 32
     if bf16 and "amx_bf16" in flags:
         return 1024
     if bf16 and "avx512_bf16" in flags:
