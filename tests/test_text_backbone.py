@@ -167,32 +167,37 @@ def test_missing_local_folder_is_named(tmp_path: Path) -> None:
     assert str(folder) in single_line(err)
 
 
-def test_a_folder_that_is_not_a_model_is_one_line(tmp_path: Path) -> None:
-    """Was: transformers' ValueError ("Unrecognized model in ...", with every model type it
-    knows) through Hydra's instantiation error."""
-    (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\t1\n")
-    with pytest.raises(SFTError) as err:
-        create_backbone("huggingface", model_name_or_path=str(tmp_path), pretrained=True)
-    assert single_line(err) == (
-        f"could not load model from {tmp_path}: the folder has no config.json, so it is not a "
-        "Hugging Face model folder (save_pretrained writes one); give such a folder or a hub id"
-    )
+CUSTOM_CODE = {"AutoConfig": "configuration_x.XConfig", "AutoModel": "modeling_x.XModel"}
 
 
-def test_a_model_with_its_own_code_names_the_setting_that_runs_it(tmp_path: Path) -> None:
-    """A folder whose config maps to code it ships: transformers' ValueError says "pass the
-    argument trust_remote_code=True"; the line names sft's key (was: the ValueError through
-    Hydra's instantiation error)."""
-    auto_map = {"AutoConfig": "configuration_x.XConfig", "AutoModel": "modeling_x.XModel"}
-    (tmp_path / "config.json").write_text(
-        json.dumps({"model_type": "sft-custom", "auto_map": auto_map})
-    )
+@pytest.mark.parametrize(
+    "files, reason",
+    [
+        # was: transformers' ValueError ("Unrecognized model in ...", with every model type it
+        # knows) through Hydra's instantiation error
+        (
+            {"train.tsv": "sentence\tlabel\ngood\t1\n"},
+            "the folder has no config.json, so it is not a Hugging Face model folder "
+            "(save_pretrained writes one); give such a folder or a hub id",
+        ),
+        # a config that maps to code the folder ships: transformers' ValueError says "pass the
+        # argument trust_remote_code=True"; the line names sft's key
+        (
+            {"config.json": json.dumps({"model_type": "sft-custom", "auto_map": CUSTOM_CODE})},
+            "it ships its own code, which runs only with model.backbone.trust_remote_code=true "
+            "(set it only for a source you trust)",
+        ),
+    ],
+    ids=["not-a-model", "own-code"],
+)
+def test_a_folder_that_does_not_load_as_a_model_is_one_line(
+    tmp_path: Path, files: dict[str, str], reason: str
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
     with pytest.raises(SFTError) as err:
         create_backbone("huggingface", model_name_or_path=str(tmp_path), pretrained=True)
-    assert single_line(err) == (
-        f"could not load model from {tmp_path}: it ships its own code, which runs only with "
-        "model.backbone.trust_remote_code=true (set it only for a source you trust)"
-    )
+    assert single_line(err) == f"could not load model from {tmp_path}: {reason}"
 
 
 def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path: Path) -> None:
