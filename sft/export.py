@@ -31,6 +31,7 @@ from sft.inference.exporters import (
     export_torchscript,
     input_names,
     save_tokenizer,
+    transformers_quiet,
 )
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
@@ -212,15 +213,16 @@ def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], 
         files["tokenizer"] = "tokenizer/"
     for fmt in formats:
         path = out / EXPORT_NAMES[fmt]
-        if fmt == "torchscript":
-            path, run = export_torchscript(module, args, path)
-        elif fmt == "onnx":
-            path, run = export_onnx(
-                module, args, path, bundle.modality, cfg.onnx.dynamo, cfg.onnx.opset
-            )
-        else:
-            path, run = export_hf(bundle, module.head, path)
-        diffs[fmt] = check_parity(fmt, run, checks, cfg.atol, cfg.rtol, module)
+        with transformers_quiet():
+            if fmt == "torchscript":
+                path, run = export_torchscript(module, args, path)
+            elif fmt == "onnx":
+                path, run = export_onnx(
+                    module, args, path, bundle.modality, cfg.onnx.dynamo, cfg.onnx.opset
+                )
+            else:
+                path, run = export_hf(bundle, module.head, path)
+            diffs[fmt] = check_parity(fmt, run, checks, cfg.atol, cfg.rtol, module)
         files[fmt] = path.name + ("/" if path.is_dir() else "")
     (out / METADATA).write_text(json.dumps(metadata(bundle, files, diffs), indent=1))
 

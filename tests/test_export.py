@@ -96,6 +96,7 @@ def test_image_export_equals_the_checkpoint_without_sft(kind, ckpts, tmp_path, c
     assert out == tmp_path / "run" / "export"
     printed = capsys.readouterr().out
     assert "torchscript: max abs diff" in printed and "onnx: max abs diff" in printed
+    assert "[torch.onnx]" not in printed  # the dynamo exporter's stages (were printed)
     meta = json.loads((out / "metadata.json").read_text())
     bundle = load_bundle(ckpts[kind])
     assert meta["class_names"] == bundle.class_names and meta["image_size"] == 32
@@ -116,8 +117,11 @@ def test_image_export_equals_the_checkpoint_without_sft(kind, ckpts, tmp_path, c
 
 
 @pytest.mark.parametrize("kind", ["text", "text_lora"])
-def test_text_export_equals_the_checkpoint_without_sft(kind, ckpts, data_dir, tmp_path):
+def test_text_export_equals_the_checkpoint_without_sft(
+    kind, ckpts, data_dir, tmp_path, capfd, recwarn
+):
     """With LoRA the exported HF folder holds a plain transformers model (adapters merged)."""
+    capfd.readouterr()
     out = run_export(
         ckpts[kind],
         tmp_path / "run",
@@ -126,6 +130,13 @@ def test_text_export_equals_the_checkpoint_without_sft(kind, ckpts, data_dir, tm
         f"output_dir={tmp_path / 'deploy'}",
     )
     assert out == tmp_path / "deploy"
+    # the parity lines, not transformers' report of the unused pooler as newly initialised
+    # on every reload, its progress bars, or torch.jit's deprecation warnings (were printed)
+    printed = capfd.readouterr()
+    assert "hf: max abs diff" in printed.out
+    for noise in ("LOAD REPORT", "Loading weights", "loss_type"):
+        assert noise not in printed.out + printed.err, noise
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]
     meta = json.loads((out / "metadata.json").read_text())
     assert set(meta["parity_max_abs_diff"]) == {"folded", "torchscript", "onnx", "hf"}
     assert max(meta["parity_max_abs_diff"].values()) <= ATOL

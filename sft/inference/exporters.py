@@ -3,11 +3,12 @@ user without sft would (torch.jit.load, onnxruntime, transformers) for the parit
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -23,6 +24,31 @@ EXPORT_EXTRA_HINT = "pip install 'sft[export]'"
 Runner = Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
 
 
+@contextlib.contextmanager
+def transformers_quiet() -> Iterator[None]:
+    """transformers' warnings and progress bars off while an export is written and loaded back.
+    They are about sft's own steps, not the user's: the pooler that every reload of an `hf/`
+    folder reports as newly initialised (sft's pooling never uses it, and training dropped it),
+    the `loss_type` and deprecated attributes that tracing reads, "Loading weights" bars. The
+    parity line printed after each format says whether the export is right."""
+    logger = logging.getLogger("transformers")  # transformers' library root logger
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # image-only installs: nothing of transformers' runs
+        hf_logging = None
+    bars = hf_logging is not None and hf_logging.is_progress_bar_enabled()
+    if bars:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def input_names(modality: str) -> list[str]:
     return ["input_ids", "attention_mask"] if modality == "text" else ["images"]
 
@@ -35,9 +61,12 @@ def export_torchscript(
         # Shape-dependent Python branches get fixed for the example's layout (e.g. "q_length
         # > 1"); the parity check on another batch and sequence size shows they generalise.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # deprecations that are not the user's to act on: torch 2.14 flags every torch.jit
+        # call (the format is what was asked for), tracing reads transformers' old attributes
+        warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(module, args)
-    traced.save(str(path))
-    loaded = torch.jit.load(str(path), map_location="cpu").eval()
+        traced.save(str(path))
+        loaded = torch.jit.load(str(path), map_location="cpu").eval()
 
     def run(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         with torch.no_grad():
@@ -71,7 +100,8 @@ def export_onnx(
         logging.getLogger(logger).setLevel(logging.WARNING)
     names = input_names(modality)
     dims = {0: "batch", 1: "sequence"} if modality == "text" else {0: "batch"}
-    options: dict = {"opset_version": opset} if opset is not None else {}
+    # verbose=False: without it the dynamo exporter prints each of its stages to stdout
+    options: dict = {"verbose": False, **({"opset_version": opset} if opset is not None else {})}
     if dynamo:
         # one Dim object per axis name: input_ids and attention_mask share batch and sequence
         shared = {v: torch.export.Dim(v) for v in dims.values()}
