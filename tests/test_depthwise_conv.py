@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from sft.errors import SFTError
 from sft.models import SFTClassifier, depthwise_conv
@@ -312,6 +313,41 @@ def test_depthwise_convolutions_in_fp32_under_cpu_autocast(monkeypatch, timed):
     torch.testing.assert_close(
         net[0].weight.grad, want, rtol=2e-2, atol=2e-2 * float(want.abs().max())
     )
+
+
+class CastsOf(TorchDispatchMode):
+    """Counts the bf16 -> fp32 casts of tensors of one shape."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape, self.count = shape, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if (
+            func is torch.ops.aten._to_copy.default
+            and args[0].dtype == torch.bfloat16
+            and out.dtype == torch.float32
+            and tuple(out.shape) == self.shape
+        ):
+            self.count += 1
+        return out
+
+
+def test_what_flows_back_is_cast_to_fp32_once_for_both_gradients(monkeypatch):
+    """Where the input and weight gradients both compute in fp32 under bf16 autocast, the bf16
+    gradient flowing back is cast once (was: once for each)."""
+    net = nn.Sequential(nn.Conv2d(8, 8, 5, stride=2, padding=2, groups=8), nn.Conv2d(8, 4, 1))
+    assert route_depthwise_convs(net) == 1
+    choose(monkeypatch, "torch torch.float32", "torch.float32")
+    x = torch.randn(2, 8, 8, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+    casts = CastsOf((2, 8, 4, 4))  # the depthwise convolution's output
+    with casts:
+        out.float().sum().backward()
+    assert x.grad is not None and net[0].weight.grad is not None
+    assert casts.count == 1
 
 
 def test_depthwise_convolutions_in_bf16_under_cpu_autocast_where_its_kernels_are_faster(

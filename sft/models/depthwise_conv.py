@@ -104,24 +104,24 @@ class _Backward(NamedTuple):
             list(self.padding), [1, 1], False, [0, 0], channels, list(needs),
         )  # fmt: skip
 
-    def input_grad(self, dtype: torch.dtype) -> torch.Tensor:
+    def input_grad(self) -> torch.Tensor:
+        """Computed in grad_output's dtype."""
+        dtype = self.grad_output.dtype
         call = self._replace(
-            grad_output=self.grad_output.to(dtype),
             # only its shape and layout are read: not cast
             inputs=torch.empty_like(self.inputs, dtype=dtype),
             weight=self.weight.to(dtype),
         )
         return call.by_torch((True, False, False))[0]
 
-    def weight_grad(self, dtype: torch.dtype, blocks: bool) -> torch.Tensor:
-        grad_output, inputs = self.grad_output.to(dtype), self.inputs.to(dtype)
+    def weight_grad(self, blocks: bool) -> torch.Tensor:
+        """Computed in grad_output's dtype, by torch or from 3x3 blocks."""
+        inputs = self.inputs.to(self.grad_output.dtype)
         if not blocks:
-            call = self._replace(
-                grad_output=grad_output, inputs=inputs, weight=self.weight.to(dtype)
-            )
+            call = self._replace(inputs=inputs, weight=self.weight.to(inputs.dtype))
             return call.by_torch((False, True, False))[1]
         kernel = tuple(self.weight.shape[-2:])
-        return depthwise_weight_grad(grad_output, inputs, kernel, self.stride, self.padding)
+        return depthwise_weight_grad(self.grad_output, inputs, kernel, self.stride, self.padding)
 
 
 class _Call(NamedTuple):
@@ -251,19 +251,22 @@ class _DepthwiseConv2d(torch.autograd.Function):
             else torch.contiguous_format
         )
         grad_output = grad_output.contiguous(memory_format=layout)
-        call = _Backward(grad_output, inputs, weight, ctx.stride, ctx.padding)
+        # grad_output in each dtype, cast once for both gradients (and the ways timed)
+        call_in = functools.cache(
+            lambda dtype: _Backward(grad_output.to(dtype), inputs, weight, ctx.stride, ctx.padding)
+        )
         key = _Call.of(inputs, weight, ctx.stride, ctx.padding, ctx.dtype)
         dtypes = list(dict.fromkeys((ctx.dtype, torch.float32)))
         (input_dtype, weight_dtype, bias_dtype), needs = ctx.dtypes, ctx.needs_input_grad
         grad_input = grad_weight = grad_bias = None
         if needs[0]:
-            ways = {str(d): functools.partial(call.input_grad, d) for d in dtypes}
+            ways = {str(d): lambda d=d: call_in(d).input_grad() for d in dtypes}
             grad_input = _fastest("input grad", key, ways).to(input_dtype)
         if needs[1]:
             kernel = tuple(weight.shape[-2:])
             ways = {
-                f"{'3x3 blocks' if blocks else 'torch'} {d}": functools.partial(
-                    call.weight_grad, d, blocks
+                f"{'3x3 blocks' if blocks else 'torch'} {d}": (
+                    lambda d=d, blocks=blocks: call_in(d).weight_grad(blocks)
                 )
                 for d in dtypes
                 for blocks in (False, True)[: 1 + _has_blocks(kernel, inputs)]
