@@ -536,6 +536,34 @@ def test_a_class_of_one_image_stays_in_training(tmp_path: Path, caplog) -> None:
         few.setup("fit")
 
 
+def test_a_val_or_test_folder_without_some_classes_is_named(tmp_path: Path, caplog) -> None:
+    """val/ and test/ may lack classes (a rare class with no held-out image), but their scores
+    then say nothing about those classes (was: without a word); folders with every class are
+    silent."""
+    _tree(tmp_path, "train", {"ant": 3, "bee": 3, "cat": 3})
+    _tree(tmp_path, "val", {"ant": 1, "bee": 1})
+    _tree(tmp_path, "test", {"bee": 1, "cat": 1})
+    (tmp_path / "test" / "ant").mkdir()  # a class folder without images
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+        dm.setup("test")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [m.replace(str(tmp_path), "<root>") for m in warned] == [
+        "<root>/val: no validation examples of 1 of the 3 classes (cat); its scores say nothing "
+        "about them",
+        "<root>/test: no test examples of 1 of the 3 classes (ant); its scores say nothing "
+        "about them",
+    ]
+    caplog.clear()
+    _tree(tmp_path / "full", "train", {"ant": 2, "bee": 2})
+    _tree(tmp_path / "full", "val", {"ant": 1, "bee": 1})
+    full = ImageFolderDataModule(str(tmp_path / "full"), image_size=16, batch_size=2, num_workers=0)
+    with caplog.at_level(logging.WARNING):
+        full.setup("fit")
+    assert not caplog.records
+
+
 def test_image_folder_mistakes(tmp_path: Path) -> None:
     with pytest.raises(SFTError, match="does not exist"):
         ImageFolderDataModule(str(tmp_path / "none"), num_workers=0).setup("fit")
@@ -681,18 +709,19 @@ def test_an_image_file_a_link_makes_appear_twice_is_named(tmp_path: Path, caplog
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     kitty = re.escape(str(tmp_path / "train" / "kitty" / "0.jpg"))
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING][-2:]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warned = [m for m in warned if "no validation examples" not in m and "no test ex" not in m]
     assert re.match(
-        rf"3 images under .*train are files it already holds .*e\.g\. {kitty} is", warned[0]
+        rf"3 images under .*train are files it already holds .*e\.g\. {kitty} is", warned[-2]
     )
     assert re.match(
-        r"3 of the 3 images under .*test are files of the training folder .*: testing", warned[1]
+        r"3 of the 3 images under .*test are files of the training folder .*: testing", warned[-1]
     )
     # copies are other files: nothing to say
     caplog.clear()
     (tmp_path / "train" / "kitty").unlink()
     (tmp_path / "test" / "dog").unlink()
-    _tree(tmp_path, "test", {"dog": 2})
+    _tree(tmp_path, "test", {"cat": 1, "dog": 2})
     dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")

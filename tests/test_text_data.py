@@ -463,6 +463,35 @@ def test_integer_labels_without_names(tmp_path, token_cache):
     assert (dm.num_classes, dm.class_names) == (3, ["0", "1", "2"])
 
 
+def test_a_validation_or_test_file_without_some_classes_is_named(tmp_path, token_cache, caplog):
+    """A dev file of one class scores the model on it alone (was: without a word); an
+    unlabelled test file, and files with every class, are silent."""
+    d = tmp_path / "d"
+    _tiny_tsv(d, [("good", "positive"), ("bad", "negative"), ("fine", "positive")])
+    (d / "dev.tsv").write_text("sentence\tlabel\nfine\tpositive\ngreat\tpositive\n")
+    (d / "test.tsv").write_text("sentence\tlabel\nawful\tnegative\n")
+    names = ["negative", "positive", "mixed"]
+    dm = make_dm(d, token_cache, batch_size=2, label_names=names, test_split="test.tsv")
+    with caplog.at_level(logging.WARNING):
+        dm.setup()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [m.replace(str(d), "<d>") for m in warned] == [
+        "<d>/train.tsv: no training examples of 1 of the 3 classes (mixed); the model cannot "
+        "learn to predict them",
+        "<d>/dev.tsv: no validation examples of 2 of the 3 classes (negative, mixed); its scores "
+        "say nothing about them",
+        "<d>/test.tsv: no test examples of 2 of the 3 classes (positive, mixed); its scores say "
+        "nothing about them",
+    ]
+    caplog.clear()
+    (d / "test.tsv").write_text("sentence\nawful\n")
+    (d / "dev.tsv").write_text("sentence\tlabel\nfine\tpositive\nugly\tnegative\n")
+    dm = make_dm(d, token_cache, batch_size=2, label_names=names[:2], test_split="test.tsv")
+    with caplog.at_level(logging.WARNING):
+        dm.setup()
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
 # ---- errors: one line, naming file and line ---------------------------------------------------
 def _error(dm: TextClassificationDataModule, match: str) -> str:
     with pytest.raises(SFTError, match=match) as info:

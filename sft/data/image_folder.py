@@ -300,6 +300,9 @@ class ImageFolderDataModule(ImageDataModule):
                 self._training_files,
                 "testing",
             )
+            warn_classes_without_examples(
+                self.test_data.targets, self.class_names, str(self.root / self.test_dir), "test"
+            )
         self._training_files = set()  # every split is checked: not kept (nor pickled to ranks)
 
     def known_class_names(self) -> list[str] | None:
@@ -335,6 +338,9 @@ class ImageFolderDataModule(ImageDataModule):
             check_images(self.val_data, self.image_size, self.skip_bad_files)
             warn_files_of_training(
                 [p for p, _ in self.val_data.samples], val_path, self._training_files, "validation"
+            )
+            warn_classes_without_examples(
+                self.val_data.targets, self.class_names, str(val_path), "validation"
             )
             pool = torch.arange(len(full))
         else:

@@ -104,18 +104,28 @@ def _draw_per_class(
 
 
 def warn_classes_without_examples(
-    labels: Sequence[int] | torch.Tensor, class_names: Sequence[str], where: str
+    labels: Sequence[int] | torch.Tensor,
+    class_names: Sequence[str],
+    where: str,
+    split: str = "training",
 ) -> None:
-    """A warning naming the classes the training examples `labels` have none of: the model
-    gets an output for each but never learns to predict it (label names the data lacks, a
-    class folder whose images were all left out as undecodable)."""
-    counts = torch.bincount(
-        torch.as_tensor(labels).reshape(-1).to(torch.int64), minlength=len(class_names)
-    )
+    """A warning naming the classes a split's examples `labels` have none of (unlabelled ones,
+    -1, do not count). In training, the model gets an output for each but never learns to
+    predict it (label names the data lacks, a class folder whose images were all left out as
+    undecodable); in validation or test, that split's scores say nothing about them."""
+    labels = torch.as_tensor(labels).reshape(-1).to(torch.int64)
+    if split != "training" and not (labels >= 0).any():
+        return  # an unlabelled test split: nothing is scored
+    counts = torch.bincount(labels[labels >= 0], minlength=len(class_names))
     empty = [str(name) for name, n in zip(class_names, counts.tolist(), strict=False) if n == 0]
     if empty:
+        why = (
+            "the model cannot learn to predict them"
+            if split == "training"
+            else "its scores say nothing about them"
+        )
         rank_zero_warning(
             log,
-            f"{where}: no training examples of {len(empty)} of the {len(class_names)} classes "
-            f"({', '.join(empty)}); the model cannot learn to predict them",
+            f"{where}: no {split} examples of {len(empty)} of the {len(class_names)} classes "
+            f"({', '.join(empty)}); {why}",
         )

@@ -278,9 +278,7 @@ class TextClassificationDataModule(SFTDataModule):
         # predictions are of the split that is scored: validation stands in for an unlabelled test
         wants_test = stage in (None, "test") or (stage == "predict" and self.has_labelled_test)
         if wants_test and self.test_data is None and self.splits["test"]:
-            test = self.load_split("test")
-            self._check_labels("test", test, self.num_classes)
-            self.test_data = TokenDataset(test)
+            self.test_data = self._checked("test")
         if stage == "predict" and self.val_data is None and not self.has_labelled_test:
             self.val_data = self._checked("val")
         rank_zero_info(
@@ -299,6 +297,11 @@ class TextClassificationDataModule(SFTDataModule):
     def _checked(self, role: str) -> TokenDataset:
         split = self.load_split(role)
         self._check_labels(role, split, self.num_classes)
+        if role != "train":  # training's classes are checked on the examples it keeps
+            split_name = {"val": "validation", "test": "test"}[role]
+            warn_classes_without_examples(
+                split.labels, self.class_names, self.reader.where(role), split_name
+            )
         return TokenDataset(split)
 
     def _setup_train_val(self) -> None:
