@@ -131,6 +131,11 @@ def run_entry_point(main: Callable[[], Any], argv: list[str]) -> int:
             lg.propagate, lg.disabled = propagate, disabled
 
 
+def logged_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The messages of the warnings logged so far (sft's go to the run's log)."""
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
 @contextlib.contextmanager
 def logs_warning(caplog: pytest.LogCaptureFixture, pattern: str) -> Iterator[None]:
     """The block logs a warning matching `pattern` (`re.search`): sft's warnings go to the run's

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import logs_warning
+from conftest import logged_warnings, logs_warning
 from lightning.pytorch.plugins.precision import Precision
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
@@ -548,7 +548,7 @@ def test_a_val_or_test_folder_without_some_classes_is_named(tmp_path: Path, capl
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
         dm.setup("test")
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warned = logged_warnings(caplog)
     assert [m.replace(str(tmp_path), "<root>") for m in warned] == [
         "<root>/val: no validation examples of 1 of the 3 classes (cat); its scores say nothing "
         "about them",
@@ -709,7 +709,7 @@ def test_an_image_file_a_link_makes_appear_twice_is_named(tmp_path: Path, caplog
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     kitty = re.escape(str(tmp_path / "train" / "kitty" / "0.jpg"))
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warned = logged_warnings(caplog)
     warned = [m for m in warned if "no validation examples" not in m and "no test ex" not in m]
     assert re.match(
         rf"3 images under .*train are files it already holds .*e\.g\. {kitty} is", warned[-2]

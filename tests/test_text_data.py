@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import logs_warning
+from conftest import logged_warnings, logs_warning
 from hydra.utils import instantiate
 from torch.utils.data import DistributedSampler
 
@@ -474,7 +474,7 @@ def test_a_validation_or_test_file_without_some_classes_is_named(tmp_path, token
     dm = make_dm(d, token_cache, batch_size=2, label_names=names, test_split="test.tsv")
     with caplog.at_level(logging.WARNING):
         dm.setup()
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warned = logged_warnings(caplog)
     assert [m.replace(str(d), "<d>") for m in warned] == [
         "<d>/train.tsv: no training examples of 1 of the 3 classes (mixed); the model cannot "
         "learn to predict them",
