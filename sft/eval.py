@@ -28,7 +28,7 @@ from sft.models.loading import (
     load_classifier,
     trained_data_config,
 )
-from sft.utils.checkpoint_io import read_checkpoint
+from sft.utils.checkpoint_io import checkpoint_path, read_checkpoint
 from sft.utils.cli import checks_overrides, override_key
 from sft.utils.config import (
     CONF_DIR,
@@ -120,7 +120,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     check_not_written(out / PREDICTIONS, "hydra.run.dir")  # the run directory given twice
-    checkpoint = read_checkpoint(cfg.ckpt_path)
+    checkpoint = read_checkpoint(checkpoint_path(cfg.ckpt_path))
     # before the config is printed: `data=` configs may interpolate the checkpoint's model
     data_cfg = data_config_for_checkpoint(cfg, checkpoint) if cfg.get("data") else None
     if data_cfg is not None and "_target_" not in data_cfg:

@@ -24,7 +24,7 @@ from sft.inference.writers import (
 )
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
-from sft.utils.io import check_not_a_folder, check_not_written
+from sft.utils.io import check_not_a_folder, check_not_written, path_setting
 
 log = logging.getLogger(__name__)
 FORMATS = ("csv", "json")
@@ -38,8 +38,14 @@ def is_sst2_test_file(path: Path) -> bool:
     return path.name == "test.tsv" and path.parent.name.lower().replace("-", "") == "sst2"
 
 
+def inputs_path(value: Any) -> Path:
+    return path_setting(
+        value, "inputs", "one file, or one folder of images (put several files in a folder)"
+    )
+
+
 def read_inputs(cfg: DictConfig, bundle: Any) -> TextInputs | ImageInputs:
-    path = Path(cfg.inputs).expanduser()
+    path = inputs_path(cfg.inputs)
     kind = input_kind(path)
     check_modality(bundle, kind, str(path))
     if kind == "image":
@@ -77,11 +83,12 @@ def predict(cfg: DictConfig) -> Path:
         )
     check_not_a_folder(out, "output=", f"predictions.{cfg.format}")
     check_not_written(out, "output")
+    inputs_path(cfg.inputs)  # before the checkpoint is read
     bundle = load_bundle(cfg.ckpt_path, cfg.device, data_settings(cfg))
     inputs = read_inputs(cfg, bundle)
     glue = cfg.glue_submission
     if glue is None:
-        glue = isinstance(inputs, TextInputs) and is_sst2_test_file(Path(cfg.inputs))
+        glue = isinstance(inputs, TextInputs) and is_sst2_test_file(inputs_path(cfg.inputs))
     if glue and not isinstance(inputs, TextInputs):
         raise SFTError("glue_submission=true needs text inputs (GLUE's SST-2 test.tsv)")
     if glue and len(bundle.class_names) != 2:

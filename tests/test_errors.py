@@ -20,6 +20,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 import sft.eval
+import sft.export
+import sft.predict
 import sft.train
 from sft.data.cifar10 import CIFAR10DataModule
 from sft.data.text import TextClassificationDataModule
@@ -44,7 +46,12 @@ def run_main(
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     run_dirs = [f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}"]
     monkeypatch.setattr(sys, "argv", [f"sft-{entry}", *args, *run_dirs])
-    main = {"train": sft.train.main, "eval": sft.eval.main}[entry]
+    main = {
+        "train": sft.train.main,
+        "eval": sft.eval.main,
+        "predict": sft.predict.main,
+        "export": sft.export.main,
+    }[entry]
     with pytest.raises(SystemExit) as exited:
         main()
     return exited.value.code, capsys.readouterr().err
@@ -136,6 +143,38 @@ def test_command_line_mistake_is_one_line_with_a_suggestion(
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert status == 1
     assert not (tmp_path / "run").exists(), "nothing may run"
+
+
+CHECKPOINT_FILE = "the path of one checkpoint file (<run>/checkpoints/last.ckpt)"
+INPUTS = "one file, or one folder of images (put several files in a folder)"
+
+
+@pytest.mark.parametrize(
+    ("entry", "args", "expected"),
+    [
+        ("predict", ["ckpt_path=null", "inputs=x.txt"], f"ckpt_path: expected {CHECKPOINT_FILE}, got null"),
+        ("eval", ["ckpt_path="], f"ckpt_path: expected {CHECKPOINT_FILE}, got an empty value"),
+        ("export", ["ckpt_path=[a,b]"], f"ckpt_path: expected {CHECKPOINT_FILE}, got a list, ['a', 'b']"),
+        # an unset variable, ckpt_path=$CKPT: was a fresh run, without a word
+        ("train", ["ckpt_path="], f"ckpt_path: expected {CHECKPOINT_FILE}, got an empty value"),
+        # was: read as `.`, the current folder
+        ("train", ["resume="], "resume= is empty: give a run directory, or auto"),
+        # inputs=[a,b] (the sweep hint's list form) and inputs=null: were tracebacks
+        ("predict", ["ckpt_path=x.ckpt", "inputs=[a,b]"], f"inputs: expected {INPUTS}, got a list, ['a', 'b']"),
+        ("predict", ["ckpt_path=x.ckpt", "inputs=null"], f"inputs: expected {INPUTS}, got null"),
+        # was: every image under the current folder predicted
+        ("predict", ["ckpt_path=x.ckpt", "inputs="], f"inputs: expected {INPUTS}, got an empty value"),
+    ],
+)  # fmt: skip
+def test_a_path_setting_that_names_no_file_is_one_line(
+    entry, args, expected, tmp_path, monkeypatch, capsys
+):
+    """ckpt_path=/inputs=/resume= given null, nothing or a list (were: Python tracebacks, or
+    the current folder read as the path)."""
+    monkeypatch.chdir(tmp_path)
+    status, stderr = run_main(entry, args, tmp_path, monkeypatch, capsys)
+    assert assert_one_error_line(status, stderr) == f"error: {expected}"
+    assert not (tmp_path / "run" / "predictions.csv").exists()
 
 
 @pytest.mark.parametrize(

@@ -289,6 +289,16 @@ def test_resume_mistakes_are_one_line_errors(train_cfg, tmp_path):
         train(train_cfg(f"resume={empty}", run_dir=empty))
     with pytest.raises(SFTError, match="not both"):
         train(train_cfg(f"resume={empty}", f"ckpt_path={empty}/x.ckpt", run_dir=empty))
+    # a checkpoint file: which setting takes it (was: "no such run directory")
+    last = empty / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    with pytest.raises(SFTError) as info:
+        train(train_cfg(f"resume={last}", run_dir=tmp_path / "fresh"))
+    assert str(info.value) == (
+        f"resume={last} is a file: resume={empty} continues the run that holds it; "
+        f"ckpt_path={last} starts a new run from it"
+    )
 
 
 def test_trainer_writes_checkpoints_atomically(train_cfg):

@@ -17,7 +17,7 @@ from sft.data.tokenize import encode_texts
 from sft.errors import SFTError
 from sft.models.classifier import SFTClassifier
 from sft.models.loading import datamodule_from_checkpoint, load_classifier
-from sft.utils.checkpoint_io import read_checkpoint
+from sft.utils.checkpoint_io import checkpoint_path, read_checkpoint
 
 
 @dataclass
@@ -74,7 +74,7 @@ def load_bundle(
 ) -> InferenceBundle:
     """Model (eval mode, on `device`), datamodule and class names of a training checkpoint;
     `data`: settings of the checkpoint's data to change (`+data.data_dir=...`: its files moved)."""
-    ckpt_path = Path(ckpt_path).expanduser()
+    ckpt_path = checkpoint_path(ckpt_path)
     checkpoint = read_checkpoint(ckpt_path)
     model = load_classifier(ckpt_path, checkpoint).to(resolve_device(device))
     datamodule = datamodule_from_checkpoint(ckpt_path, checkpoint=checkpoint, **(data or {}))

@@ -94,7 +94,19 @@ def choose_run_dir(resume: str | None, fresh: str | Path) -> Path:
 def resumed_run_dir(resume: str) -> Path:
     """The run directory `resume=<path>` names; SFTError when it is not one (refused here, before
     Hydra writes its config and log into a folder that holds no run)."""
+    if not str(resume).strip():  # `resume=$RUN` with the variable unset: not this folder
+        raise SFTError("resume= is empty: give a run directory, or auto")
     run_dir = Path(str(resume))
+    if run_dir.is_file():
+        in_run = run_dir.parent.name == "checkpoints"  # <run>/checkpoints/last.ckpt
+        continues = (
+            f"resume={run_dir.parent.parent} continues the run that holds it"
+            if in_run
+            else "resume= takes a run directory"
+        )
+        raise SFTError(
+            f"resume={resume} is a file: {continues}; ckpt_path={resume} starts a new run from it"
+        )
     if not run_dir.is_dir():
         raise SFTError(f"resume={resume}: no such run directory")
     last = last_checkpoint(run_dir)

@@ -35,7 +35,7 @@ from sft.runs.directories import (
     trainer_last_checkpoint,
 )
 from sft.runs.result import RESULT_FILE, recorded_overrides, run_overrides, same_overrides
-from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from sft.utils.checkpoint_io import AtomicCheckpointIO, checkpoint_path, read_checkpoint
 from sft.utils.config import task_overrides
 from sft.utils.io import atomic_write
 
@@ -80,11 +80,11 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         if requeued is not None:
             return requeued
         check_nothing_to_overwrite(output_dir, retry=own_record)
-        path = cfg.get("ckpt_path")
-        if path:
-            return ResumePoint(Path(path), as_new_run(read_checkpoint(path)), continues_run=False)
+        if cfg.get("ckpt_path") is not None:  # an empty ckpt_path= too: not a fresh run
+            path = checkpoint_path(cfg.ckpt_path)
+            return ResumePoint(path, as_new_run(read_checkpoint(path)), continues_run=False)
         return None
-    if cfg.get("ckpt_path"):
+    if cfg.get("ckpt_path") is not None:
         raise SFTError(
             "set resume= (continue a run in its directory) or ckpt_path= (start a new run from a "
             "checkpoint), not both"

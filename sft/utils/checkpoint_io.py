@@ -17,7 +17,12 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from sft.errors import SFTError
-from sft.utils.io import atomic_torch_save
+from sft.utils.io import atomic_torch_save, path_setting
+
+
+def checkpoint_path(value: Any, key: str = "ckpt_path") -> Path:
+    """The checkpoint file that the setting `key` names (one line for null, empty or a list)."""
+    return path_setting(value, key, "the path of one checkpoint file (<run>/checkpoints/last.ckpt)")
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

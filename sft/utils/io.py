@@ -14,7 +14,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +30,19 @@ def file_in_the_way(path: Path) -> Path | None:
         if folder.exists():
             return None if folder.is_dir() else folder
     return None
+
+
+def path_setting(value: Any, key: str, expected: str) -> Path:
+    """The path that the setting `key` gives; SFTError saying it expected `expected`, for null,
+    an empty value (`key=$VAR` with the variable unset, which reads as `.`) or a list."""
+    if isinstance(value, str | os.PathLike) and str(value).strip():
+        return Path(value).expanduser()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return Path(str(value))  # a file named 5
+    got = "null" if value is None else "an empty value" if value == "" else repr(value)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        got = f"a list, {list(value)}"
+    raise SFTError(f"{key}: expected {expected}, got {got}")
 
 
 def check_not_written(path: Path, setting: str) -> None:
