@@ -492,6 +492,36 @@ def test_a_validation_or_test_file_without_some_classes_is_named(tmp_path, token
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
+def test_rows_read_into_one_quoted_field_are_named(tmp_path, token_cache, caplog):
+    """A CSV quote that is not closed until a later row's quote swallows the rows between into
+    one text (was: 8 rows read as 4 examples, without a word); one never closed names the line
+    where it opens (was: the last line of the file)."""
+    d = tmp_path / "q"
+    d.mkdir()
+    rows = ["good,pos", '"Oops forgot to close,neg', "nice,pos", "ugly,neg", "bad,neg"]
+    rows += ['my tv is 17",pos', "fine,pos", "awful,neg"]
+    (d / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    # a text over two lines with no row-like line: read as it is, silently
+    (d / "dev.csv").write_text('text,label\n"a film\nthat lasts",pos\nfine,neg\n')
+    files = {"train_split": "train.csv", "val_split": "dev.csv", "text_column": "text"}
+    files.update(source="csv", label_names=["neg", "pos"], batch_size=2)
+    dm = make_dm(d, token_cache, **files)
+    with logs_warning(
+        caplog,
+        rf"^{d}/train\.csv, lines 3-7: one quoted field spans 5 lines that look like rows of "
+        r"this file: if a quote \(\"\) is not closed there, those rows were read as one text; "
+        r"check the quotes, or set data\.quoting=none",
+    ):
+        dm.setup("fit")
+    assert dm.train_data.split.lines.tolist() == [2, 3, 8, 9]  # a record by its first line
+    assert len(logged_warnings(caplog)) == 1  # dev.csv's two-line text is not named
+    (d / "train.csv").write_text('text,label\ngood,pos\n"never closed,neg\nnice,pos\n')
+    _error(
+        make_dm(d, token_cache, **files),
+        r"train\.csv, line 3: a quoted field that starts here is never closed",
+    )
+
+
 # ---- errors: one line, naming file and line ---------------------------------------------------
 def _error(dm: TextClassificationDataModule, match: str) -> str:
     with pytest.raises(SFTError, match=match) as info:

@@ -162,4 +162,4 @@ def _read_table(
     quoting = quoting or table.default_quoting
     if quoting not in QUOTING:
         raise SFTError(f"quoting must be none or minimal, got {quoting!r}")
-    return read_delimited(path, table.delimiter, quoting, **columns)
+    return read_delimited(path, table.delimiter, quoting, **columns, quoting_key="quoting")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,6 +15,9 @@ from sft.data.readers.examples import UNLABELLED, TextExamples
 from sft.data.readers.files import ENCODING, FileReader, check_file, not_utf8
 from sft.data.readers.labels import LabelMap
 from sft.errors import SFTError
+from sft.utils.logs import rank_zero_warning
+
+log = logging.getLogger(__name__)
 
 QUOTING = {"none": csv.QUOTE_NONE, "minimal": csv.QUOTE_MINIMAL}
 
@@ -69,11 +73,13 @@ def read_delimited(
     need_labels: bool,
     id_columns: Sequence[str] = (),
     hint: str = COLUMN_HINT,
+    quoting_key: str = "data.quoting",
 ) -> TextExamples:
     """A TSV/CSV with a header. `quoting="none"` (GLUE style) keeps `"` as a plain character.
 
     A file without the label column is unlabelled (labels -1) unless `need_labels`. With
     `id_columns`, `ids` holds each row's value of the first of them in the header.
+    `quoting_key`: the setting that the messages about quotes name.
     """
     header = read_header(path, delimiter, quoting)
     # one column, or a JSON object split at its commas: the file may be of another kind
@@ -90,13 +96,19 @@ def read_delimited(
     id_at = next((header.index(c) for c in id_columns if c in header), None)
     out = TextExamples(pairs=[] if pair_column else None, ids=[] if id_columns else None)
     kind = "tab" if delimiter == "\t" else repr(delimiter)
+    merged: list[tuple[int, int]] = []  # (first, last line) of records that look like rows
     try:
         with open(path, encoding=ENCODING, newline="") as f, any_field_size():
             reader = csv.reader(f, delimiter=delimiter, quoting=QUOTING[quoting], strict=True)
             next(reader)
+            line = reader.line_num
             for row in reader:
-                line = reader.line_num
+                # a record's first line: ids and messages name it, as an editor shows the row
+                line, last = line + 1, reader.line_num
+                if last > line and _holds_rows(row, delimiter, len(header)):
+                    merged.append((line, last))
                 if not row or (len(row) == 1 and not row[0].strip()):
+                    line = last
                     continue  # blank line
                 if len(row) != len(header):
                     raise SFTError(
@@ -110,11 +122,36 @@ def read_delimited(
                 )
                 pair = row[pair_at] if pair_at is not None else None
                 out.add(row[text_at], label, line, pair, row[id_at] if id_at is not None else None)
+                line = last
     except csv.Error as e:
+        if "unexpected end of data" in str(e):  # a quote opened in the last record never closes
+            raise SFTError(
+                f"{path}, line {line + 1}: a quoted field that starts here is never closed "
+                f'(its " has no closing "): add it, or set {quoting_key}=none if quotes are '
+                "ordinary characters in this file"
+            ) from None
         raise SFTError(f"{path}, line {reader.line_num}: malformed row ({e})") from None
     except UnicodeDecodeError as e:
         raise not_utf8(path, e) from None
+    if merged:
+        first, last = merged[0]
+        more = f" (and {len(merged) - 1} more records like it)" if len(merged) > 1 else ""
+        rank_zero_warning(
+            log,
+            f"{path}, lines {first}-{last}: one quoted field spans {last - first + 1} lines that "
+            f'look like rows of this file{more}: if a quote (") is not closed there, those rows '
+            f"were read as one text; check the quotes, or set {quoting_key}=none if quotes are "
+            "ordinary characters in this file",
+        )
     return out
+
+
+def _holds_rows(row: list[str], delimiter: str, columns: int) -> bool:
+    """Whether a field of a record spanning several lines holds a line that splits into as many
+    fields as the header: rows read into one quoted field past a quote that was not closed."""
+    return columns > 1 and any(
+        len(part.split(delimiter)) == columns for field in row for part in field.splitlines()[1:]
+    )
 
 
 class TableReader(FileReader):
