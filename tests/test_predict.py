@@ -292,3 +292,26 @@ def test_a_batch_size_out_of_range_is_refused_before_anything_is_read(tmp_path, 
             tmp_path / "run",
             f"batch_size={batch_size}",
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "predicted"),
+    [
+        # one column: `""` and spaces were taken for blank lines and dropped, without a word
+        ("one.csv", 'review\ngood\n\n""\n   \nbad\n', ["good", "", "   ", "bad"]),
+        # two columns, JSONL: were predicted without a word
+        ("two.csv", "id,review\n1,good\n2,\n3,  \n", ["good", "", "  "]),
+        ("rows.jsonl", '{"review": "good"}\n{"review": ""}\n{"review": " "}\n', ["good", "", " "]),
+    ],
+)
+def test_empty_texts_in_a_table_are_predicted_and_named(name, content, predicted, tmp_path, caplog):
+    path = tmp_path / name
+    path.write_text(content)
+    with caplog.at_level(logging.WARNING, logger="sft.inference.inputs"):
+        inputs = read_texts(path, "review")
+    assert inputs.texts == predicted
+    lines = "4, 5" if name == "one.csv" else "3, 4" if name == "two.csv" else "2, 3"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"inputs={path}: 2 of {len(predicted)} texts are empty or whitespace-only (line {lines}); "
+        "their predictions are of no words"
+    ]

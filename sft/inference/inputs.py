@@ -115,9 +115,22 @@ def read_texts(
         own = _own_ids(path, table)
         ids = own or [str(n) for n in table.lines]
         out = TextInputs(ids, table.texts, table.pairs, path, has_index=own is not None)
+        _warn_empty_texts(path, table)
     if not out.texts:
         raise SFTError(f"inputs={path}: holds no texts")
     return out
+
+
+def _warn_empty_texts(path: Path, table: TextExamples) -> None:
+    """A warning naming the rows whose text is empty or whitespace-only (as training warns):
+    they are predicted, from the special tokens alone, so their row stays in the output."""
+    empty = [line for line, text in zip(table.lines, table.texts, strict=True) if not text.strip()]
+    if empty:
+        first = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        log.warning(
+            f"inputs={path}: {len(empty)} of {len(table.texts)} texts are empty or "
+            f"whitespace-only (line {first}); their predictions are of no words"
+        )
 
 
 def _own_ids(path: Path, table: TextExamples) -> list[str] | None:

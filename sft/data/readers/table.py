@@ -107,9 +107,10 @@ def read_delimited(
                 line, last = line + 1, reader.line_num
                 if last > line and _holds_rows(row, delimiter, len(header)):
                     merged.append((line, last))
-                if not row or (len(row) == 1 and not row[0].strip()):
+                # a blank line; in a one-column file `""` or spaces are an (empty) text
+                if not row or (len(header) > 1 and len(row) == 1 and not row[0].strip()):
                     line = last
-                    continue  # blank line
+                    continue
                 if len(row) != len(header):
                     raise SFTError(
                         f"{path}, line {line}: expected {len(header)} {kind}-separated fields "
