@@ -21,6 +21,7 @@ from omegaconf.errors import InterpolationResolutionError
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from sft.errors import SFTError, report_user_errors
+from sft.inference.model_inputs import MODEL_INPUT_KEYS, warn_model_input_changes
 from sft.models.backbones import backbone_speed_hints
 from sft.models.loading import (
     check_class_names,
@@ -86,12 +87,6 @@ def save_confusion_matrix(
     return metric.compute()
 
 
-# Data settings that belong to the trained model (its input normalisation and resolution,
-# tokenizer and length): `sft-eval data=<other data>` takes them from the checkpoint unless the
-# command line sets them (was: an image folder's default size, not the one the model trained at).
-MODEL_INPUT_KEYS = ("mean", "std", "image_size", "tokenizer", "max_length")
-
-
 def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> DictConfig:
     """`cfg.data` for evaluating `checkpoint`'s model: interpolations of `model.*` (e.g.
     `data.tokenizer: ${model.backbone.model_name_or_path}`) resolve against the checkpoint's
@@ -108,9 +103,12 @@ def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> D
         ) from err
     trained = checkpoint.get("datamodule_hyper_parameters", {})
     set_here = {override_key(o) for o in task_overrides()}
+    # `sft-eval data=<other data>`: the model's input settings are the checkpoint's unless the
+    # command line sets them (was: an image folder's default size, not the one it trained at)
     for key in MODEL_INPUT_KEYS:
         if key in data and key in trained and f"data.{key}" not in set_here:
             data[key] = trained[key]
+    warn_model_input_changes(data, trained)
     return OmegaConf.create(data)
 
 

@@ -315,3 +315,21 @@ def test_empty_texts_in_a_table_are_predicted_and_named(name, content, predicted
         f"inputs={path}: 2 of {len(predicted)} texts are empty or whitespace-only (line {lines}); "
         "their predictions are of no words"
     ]
+
+
+def test_a_model_input_setting_other_than_the_trained_one_is_named(ckpts, tmp_path, caplog):
+    """`+data.mean=...` (or image_size, max_length, ...) unlike the model's training data
+    changed its inputs without a word (and sft-export's metadata.json then gave that value as
+    the model's); the trained value given again is silent."""
+    trained = torch.load(ckpts["image"], weights_only=True)["datamodule_hyper_parameters"]["mean"]
+    image = tmp_path / "a.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(image)
+    same = "+data.mean=[" + ",".join(map(str, trained)) + "]"
+    with caplog.at_level(logging.WARNING, logger="sft.inference.model_inputs"):
+        run_predict(ckpts["image"], image, tmp_path / "same", same)
+        assert not caplog.records
+        run_predict(ckpts["image"], image, tmp_path / "other", "+data.mean=[0.5,0.5,0.5]")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"data.mean=[0.5, 0.5, 0.5]: the model was trained with mean {trained}; its inputs now "
+        f"differ from its training inputs (leave data.mean out to use {trained})"
+    ]

@@ -15,6 +15,7 @@ from sft.contracts import ClassificationData, Modality
 from sft.data.text import TextClassificationDataModule
 from sft.data.tokenize import encode_texts
 from sft.errors import SFTError
+from sft.inference.model_inputs import warn_model_input_changes
 from sft.models.classifier import SFTClassifier
 from sft.models.loading import datamodule_from_checkpoint, load_classifier
 from sft.utils.checkpoint_io import checkpoint_path, read_checkpoint
@@ -77,6 +78,7 @@ def load_bundle(
     ckpt_path = checkpoint_path(ckpt_path)
     checkpoint = read_checkpoint(ckpt_path)
     model = load_classifier(ckpt_path, checkpoint).to(resolve_device(device))
+    warn_model_input_changes(data or {}, checkpoint.get("datamodule_hyper_parameters", {}))
     datamodule = datamodule_from_checkpoint(ckpt_path, checkpoint=checkpoint, **(data or {}))
     datamodule.configure_input(model.input_spec)
     modality = model.input_spec.modality or datamodule.modality

@@ -1,0 +1,34 @@
+"""Data settings that belong to the trained model: its input normalisation and resolution,
+tokenizer and length. Commands that read a checkpoint (sft-eval, sft-predict, sft-export) take
+them from the data it was trained on unless the command line sets them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sft.utils.logs import rank_zero_warning
+
+log = logging.getLogger(__name__)
+
+MODEL_INPUT_KEYS = ("mean", "std", "image_size", "tokenizer", "max_length")
+
+
+def warn_model_input_changes(settings: Mapping[str, Any], trained: Mapping[str, Any]) -> None:
+    """A warning for each model input setting that `settings` (the command line's `data.<key>`)
+    sets to another value than the model was trained with: it then sees other inputs than in
+    training (another resolution, a shorter length), which is allowed but rarely meant."""
+    for key in MODEL_INPUT_KEYS:
+        if key in settings and key in trained and _plain(settings[key]) != _plain(trained[key]):
+            rank_zero_warning(
+                log,
+                f"data.{key}={settings[key]}: the model was trained with {key} {trained[key]}; "
+                "its inputs now differ from its training inputs (leave data."
+                f"{key} out to use {trained[key]})",
+            )
+
+
+def _plain(value: Any) -> Any:
+    """Sequences as lists: a checkpoint's (0.5, 0.5, 0.5) is the command line's [0.5,0.5,0.5]."""
+    return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
