@@ -57,6 +57,11 @@ def read_inputs(cfg: DictConfig, bundle: Any) -> TextInputs | ImageInputs:
             f"{key}= is for TSV/CSV/JSONL inputs, but inputs={path} is a .txt file (one text per "
             f"line): leave {key} out"
         )
+    if cfg.text_pair_column and dm.text_pair_column is None:
+        raise SFTError(
+            f"text_pair_column={cfg.text_pair_column}: this model classifies single texts (it "
+            "was trained with data.text_pair_column=null): leave text_pair_column out"
+        )
     quoting = cfg.quoting
     if quoting is None and dm.reader.source == path.suffix.lower().lstrip("."):
         # a file of the format the model was trained on is read as its training files were

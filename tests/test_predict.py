@@ -191,9 +191,10 @@ def test_images_that_cannot_be_decoded_are_one_error(ckpts, tmp_path, monkeypatc
         run_predict(ckpts["image"], depth, tmp_path / "run2")
 
 
-def test_a_file_of_the_training_format_is_read_with_the_training_quoting(tmp_path):
+def test_inputs_are_read_as_in_training_and_settings_that_do_not_apply_are_refused(tmp_path):
     """A model trained on quoted TSV (data.quoting=minimal) predicts a quoted TSV as it was
-    trained (was: the quotes kept as text, another input than sft-eval's)."""
+    trained (was: the quotes kept as text, another input than sft-eval's); settings that do not
+    apply to the file or the model are one line."""
     reader = SimpleNamespace(source="tsv", quoting="minimal")
     dm = SimpleNamespace(reader=reader, text_column="text", text_pair_column=None)
     bundle = SimpleNamespace(modality="text", datamodule=dm, ckpt_path="m.ckpt")
@@ -209,6 +210,11 @@ def test_a_file_of_the_training_format_is_read_with_the_training_quoting(tmp_pat
     (tmp_path / "new.txt").write_text("a fine film\n")
     cfg.inputs, cfg.quoting, cfg.text_column = str(tmp_path / "new.txt"), None, "review"
     with pytest.raises(SFTError, match=r"^text_column= is for TSV/CSV/JSONL inputs, but inputs="):
+        predict_module.read_inputs(cfg, bundle)
+    # a second text for a model of single texts (was: read, and its predictions changed)
+    cfg.inputs, cfg.text_column = str(tmp_path / "new.csv"), None
+    cfg.text_pair_column = "text"
+    with pytest.raises(SFTError, match=r"^text_pair_column=text: this model classifies single "):
         predict_module.read_inputs(cfg, bundle)
 
 
