@@ -456,11 +456,22 @@ def test_a_named_class_without_training_examples_is_named(tmp_path, token_cache,
         dm.setup("fit")
 
 
-def test_integer_labels_without_names(tmp_path, token_cache):
+def test_integer_labels_without_names(tmp_path, token_cache, caplog):
     _tiny_tsv(tmp_path / "d", [("x", "0"), ("y", "2"), ("z", "1")])
     dm = make_dm(tmp_path / "d", token_cache, batch_size=2)
-    dm.setup("fit")
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
     assert (dm.num_classes, dm.class_names) == (3, ["0", "1", "2"])
+    assert not logged_warnings(caplog)
+    # labels counted from 1: how to name them (was: only "no examples of class 0", then the
+    # class-count error asking for a third class)
+    _tiny_tsv(tmp_path / "one", [("x", "1"), ("y", "2"), ("z", "1")])
+    with logs_warning(
+        caplog,
+        r"one/train\.tsv: the integer labels start at 1, and labels are class indices from 0; "
+        r"if they count from 1, name the classes instead: 'data\.label_names=\[\"1\",\"2\"\]'$",
+    ):
+        make_dm(tmp_path / "one", token_cache, batch_size=2).setup("fit")
 
 
 def test_a_validation_or_test_file_without_some_classes_is_named(tmp_path, token_cache, caplog):

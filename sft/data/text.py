@@ -29,6 +29,7 @@ from sft.data.subsets import (
 from sft.data.token_batches import TokenBatchCollator, TokenDataset
 from sft.data.token_cache import TokenizedSplit, cached_tokenize, default_cache_dir, load_tokenizer
 from sft.errors import SFTError
+from sft.utils.cli import quoted_list_override
 from sft.utils.logs import rank_zero_warning
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,9 @@ class TextClassificationDataModule(SFTDataModule):
     def setup(self, stage: str | None = None) -> None:
         names = self.reader.label_map().names
         if names is None:  # integer labels: the class count comes from the training split
-            names = [str(i) for i in range(int(self.load_split("train").labels.max()) + 1)]
+            labels = self.load_split("train").labels
+            names = [str(i) for i in range(int(labels.max()) + 1)]
+            self._check_first_label(int(labels.min()), names)
         self.class_names, self.num_classes = names, len(names)
         if stage in (None, "fit", "validate") and self.val_data is None:
             self._setup_train_val()
@@ -293,6 +296,17 @@ class TextClassificationDataModule(SFTDataModule):
                 if data is not None
             )
         )
+
+    def _check_first_label(self, first: int, names: list[str]) -> None:
+        """Integer labels are class indices from 0; labels counted from 1 (1..K) would train a
+        class 0 of no examples, and the class-count error would ask for K + 1 classes."""
+        if first > 0:
+            rank_zero_warning(
+                log,
+                f"{self.reader.where('train')}: the integer labels start at {first}, and labels "
+                f"are class indices from 0; if they count from {first}, name the classes "
+                f"instead: {quoted_list_override('data.label_names', names[first:])}",
+            )
 
     def _checked(self, role: str) -> TokenDataset:
         split = self.load_split(role)
