@@ -463,6 +463,13 @@ def test_a_new_run_from_a_checkpoint_tests_its_own_weights(train_cfg, tmp_path, 
     tested = [line for line in caplog.text.splitlines() if "Best checkpoint:" in line]
     assert not [line for line in tested if str(first) in line], tested
     assert "No best checkpoint recorded: testing the current weights." in caplog.text
+    # one whose epochs already reach max_epochs would train nothing (was: a "completed" run)
+    with pytest.raises(SFTError) as info:
+        train(train_cfg("trainer.max_epochs=1", f"ckpt_path={first}/checkpoints/last.ckpt"))
+    assert str(info.value).startswith(
+        f"ckpt_path={first}/checkpoints/last.ckpt has trained 1 epoch (6 steps), which reaches "
+        "trainer.max_epochs=1: the run from it would train nothing; raise trainer.max_epochs"
+    )
 
 
 def _record(dirpath: str, best: str) -> dict:

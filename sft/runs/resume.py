@@ -82,7 +82,9 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         check_nothing_to_overwrite(output_dir, retry=own_record)
         if cfg.get("ckpt_path") is not None:  # an empty ckpt_path= too: not a fresh run
             path = checkpoint_path(cfg.ckpt_path)
-            return ResumePoint(path, as_new_run(read_checkpoint(path)), continues_run=False)
+            checkpoint = read_checkpoint(path)
+            check_training_left(path, checkpoint, cfg.get("trainer") or {})
+            return ResumePoint(path, as_new_run(checkpoint), continues_run=False)
         return None
     if cfg.get("ckpt_path") is not None:
         raise SFTError(
@@ -124,6 +126,29 @@ CHANGEABLE_SETTINGS = (
         "to continue as it was",
     ),
 )
+
+
+def check_training_left(path: Path, checkpoint: dict[str, Any], trainer: Any) -> None:
+    """A new run from `checkpoint` (`ckpt_path=`) continues its loop: one whose epochs or steps
+    already reach trainer.max_epochs / max_steps would train nothing (was: reported as a
+    completed run)."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    # "processed": its training batches are done (a save at validation end precedes "completed")
+    epochs = progress.get("current", {}).get("processed")
+    steps = checkpoint.get("global_step")
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    reached = None
+    if isinstance(epochs, int) and isinstance(max_epochs, int) and 0 <= max_epochs <= epochs:
+        reached = f"trainer.max_epochs={max_epochs}"
+    elif isinstance(steps, int) and isinstance(max_steps, int) and 0 <= max_steps <= steps:
+        reached = f"trainer.max_steps={max_steps}"
+    if reached:
+        raise SFTError(
+            f"ckpt_path={path} has trained {epochs} epoch{'s' * (epochs != 1)} ({steps} "
+            f"step{'s' * (steps != 1)}), which reaches "
+            f"{reached}: the run from it would train nothing; raise {reached.split('=')[0]} "
+            "(it counts the checkpoint's epochs and steps too)"
+        )
 
 
 def as_new_run(checkpoint: dict[str, Any]) -> dict[str, Any]:
