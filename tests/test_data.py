@@ -583,6 +583,15 @@ def test_image_folder_mistakes(tmp_path: Path) -> None:
         r"add images or remove the folder\(s\)$",
     ):
         ImageFolderDataModule(str(tmp_path), num_workers=0).setup("fit")
+    # unlabelled images in test/ (was: no word of how to leave the split out, or predict them)
+    _tree(tmp_path / "flat", "train", {"a": 2, "b": 2})
+    _tree(tmp_path / "flat", "loose", {"a": 2})
+    (tmp_path / "flat" / "loose" / "a").rename(tmp_path / "flat" / "test")
+    flat = ImageFolderDataModule(str(tmp_path / "flat"), image_size=16, num_workers=0)
+    with pytest.raises(SFTError, match=r"test has no class folders; expected .* \(its images have "
+                       r"no labels: data\.test_dir=null leaves this split out, and sft-predict "
+                       r"inputs=.*test predicts them\)$"):  # fmt: skip
+        flat.setup("test")
     _tree(tmp_path / "x", "train", {"a": 2})
     _tree(tmp_path / "x", "test", {"zebra": 1})
     dm = ImageFolderDataModule(str(tmp_path / "x"), batch_size=1, num_workers=0)

@@ -26,6 +26,7 @@ from sft.data.image_decode import ImageDecoder, check_mode
 from sft.data.image_files import (
     FileId,
     is_hidden,
+    is_image,
     visible_files,
     visible_image,
     warn_files_of_training,
@@ -134,15 +135,28 @@ def check_images(ds: ImageFolder, size: int, skip_bad_files: bool) -> None:
 
 
 def open_image_folder(
-    path: Path, decode: ImageDecoder, class_to_idx: dict[str, int] | None = None
+    path: Path,
+    decode: ImageDecoder,
+    class_to_idx: dict[str, int] | None = None,
+    key: str = "data.train_dir",
 ) -> _MappedImageFolder:
-    """One split folder as a dataset; user mistakes in the tree become one-line SFTErrors."""
+    """One split folder (the setting `key` names it) as a dataset; user mistakes in the tree
+    become one-line SFTErrors."""
     if not path.is_dir():
         raise SFTError(f"image folder {path} does not exist; expected {path}/<class>/<images>")
     classes = class_folders(path)
     if not classes:
+        unlabelled = class_to_idx is not None and any(
+            is_image(p) and not is_hidden(p.name) for p in path.iterdir()
+        )
         raise SFTError(
             f"image folder {path} has no class folders; expected {path}/<class>/<images>"
+            + (
+                f" (its images have no labels: {key}=null leaves this split out, and "
+                f"sft-predict inputs={path} predicts them)"
+                if unlabelled
+                else ""
+            )
         )
     if class_to_idx is not None:
         unknown = sorted(set(classes) - set(class_to_idx))
@@ -291,7 +305,7 @@ class ImageFolderDataModule(ImageDataModule):
             if self.test_dir is None:
                 raise SFTError("data.test_dir is null: this image-folder dataset has no test split")
             self.test_data = open_image_folder(
-                self.root / self.test_dir, self.decode, self.class_to_idx
+                self.root / self.test_dir, self.decode, self.class_to_idx, "data.test_dir"
             )
             check_images(self.test_data, self.image_size, self.skip_bad_files)
             warn_files_of_training(
@@ -334,7 +348,9 @@ class ImageFolderDataModule(ImageDataModule):
 
         val_path = self.root / self.val_dir if self.val_dir is not None else None
         if val_path is not None and val_path.is_dir():
-            self.val_data = open_image_folder(val_path, self.decode, self.class_to_idx)
+            self.val_data = open_image_folder(
+                val_path, self.decode, self.class_to_idx, "data.val_dir"
+            )
             check_images(self.val_data, self.image_size, self.skip_bad_files)
             warn_files_of_training(
                 [p for p, _ in self.val_data.samples], val_path, self._training_files, "validation"
