@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from sft.errors import SFTError
 from sft.export import check_formats, check_parity, export
 from sft.inference.bundle import load_bundle
 from sft.train import train
+from sft.utils.checkpoint_io import read_checkpoint
 
 ATOL, RTOL = 1e-5, 1e-4
 # Runs in a fresh interpreter where `import sft` fails: only torch, onnxruntime, transformers.
@@ -97,6 +99,12 @@ def test_image_export_equals_the_checkpoint_without_sft(kind, ckpts, tmp_path, c
     printed = capsys.readouterr().out
     assert "torchscript: max abs diff" in printed and "onnx: max abs diff" in printed
     assert "[torch.onnx]" not in printed  # the dynamo exporter's stages (were printed)
+    # the export given where a checkpoint belongs: said so (was: "corrupt or not a checkpoint",
+    # after torch's warning about TorchScript archives)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(SFTError, match=r"model\.pt: a TorchScript model \(e\.g\. sft-export"):
+            read_checkpoint(out / "model.pt")
     meta = json.loads((out / "metadata.json").read_text())
     bundle = load_bundle(ckpts[kind])
     assert meta["class_names"] == bundle.class_names and meta["image_size"] == 32

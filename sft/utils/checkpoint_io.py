@@ -9,6 +9,7 @@ instead. Loads are always `weights_only`.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise SFTError(f"checkpoint {path}: no such file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # "looks like a TorchScript archive": said below, in one line
+            warnings.filterwarnings("ignore", "'torch.load' received a zip file that looks like")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        if "TorchScript archive" in str(exc):
+            raise SFTError(
+                f"checkpoint {path}: a TorchScript model (e.g. sft-export's model.pt), not a "
+                "training checkpoint: give the run's checkpoints/last.ckpt (or another .ckpt)"
+            ) from exc
         reason = load_failure(exc)
         raise SFTError(
             f"checkpoint {path}: cannot be read ({reason}); the file is corrupt or not a checkpoint"
