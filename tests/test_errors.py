@@ -296,6 +296,8 @@ def test_text_file_mistakes(train, dev, fragments, tmp_path):
         ("gzip", "tsv", ["train.tsv is gzip-compressed: decompress it"]),
         ("bzip2", "tsv", ["train.tsv is bzip2-compressed: decompress it"]),
         ("xz", "tsv", ["train.tsv is xz-compressed: decompress it"]),
+        # was: "zip-compressed: decompress it first"
+        ("xlsx", "csv", ["train.xlsx is a spreadsheet workbook, not a text file: save it as CSV"]),
         (
             "csv",
             "tsv",
@@ -312,10 +314,14 @@ def test_a_text_file_of_another_kind_is_named(kind, source, fragments, tmp_path)
     import bz2
     import gzip
     import lzma
+    import zipfile
 
-    train = tmp_path / "train.tsv"
+    train = tmp_path / ("train.xlsx" if kind == "xlsx" else "train.tsv")
     if kind == "folder":
         train.mkdir()
+    elif kind == "xlsx":  # an Excel workbook is a zip of XML files
+        with zipfile.ZipFile(train, "w") as book:
+            book.writestr("xl/workbook.xml", "<workbook/>" * 200)
     elif kind in ("gzip", "bzip2", "xz"):
         compress = {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress}[kind]
         train.write_bytes(compress(GOOD.encode() * 50))
@@ -327,8 +333,9 @@ def test_a_text_file_of_another_kind_is_named(kind, source, fragments, tmp_path)
         train.write_text(GOOD)
     tmp_path.joinpath("dev.tsv").write_text(GOOD)
     dm = TextClassificationDataModule(
-        str(tmp_path), tokenizer="minilm", cache_dir=str(tmp_path), source=source
-    )
+        str(tmp_path), tokenizer="minilm", cache_dir=str(tmp_path), source=source,
+        train_split=train.name,
+    )  # fmt: skip
     with pytest.raises(SFTError) as err:
         dm.setup("fit")
     message = str(err.value)

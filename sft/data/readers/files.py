@@ -41,12 +41,21 @@ ARCHIVES = {
 }
 
 
+# workbooks that are zip files: Excel, LibreOffice
+SPREADSHEETS = (".xlsx", ".xlsm", ".ods")
+
+
 def not_utf8(path: Path, error: UnicodeDecodeError) -> SFTError:
     """The error for a file that does not decode, naming its first undecodable line (the
     decoder's position is within a read-ahead block, not the file); a compressed file as such."""
     with open(path, "rb") as f:
         head = f.read(6)
         packed = next((name for name, magic in ARCHIVES.items() if magic.match(head)), None)
+        if packed == "zip" and path.suffix.lower() in SPREADSHEETS:
+            return SFTError(
+                f"{path} is a spreadsheet workbook, not a text file: save it as CSV (UTF-8) and "
+                "read that file"
+            )
         if packed:
             return SFTError(
                 f"{path} is {packed}-compressed: decompress it first (text files are read as "
