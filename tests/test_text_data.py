@@ -546,6 +546,19 @@ def test_malformed_rows_name_file_and_line(tmp_path, token_cache):
     _tiny_tsv(d, [("ok", "1"), ("ok too", "0")])
     (d / "train.tsv").write_text("sentence\tlabel\nfine\t1\ntoo\tmany\tfields\n")
     _error(make_dm(d, token_cache), r"bad/train\.tsv, line 3: expected 2 tab-separated fields")
+    # a quoted field with a tab in a GLUE-style (unquoted) TSV: how to read quotes (was: no hint)
+    (d / "train.tsv").write_text('sentence\tlabel\nfine\t1\n"a\tb"\t0\n')
+    _error(
+        make_dm(d, token_cache),
+        r"line 3: expected 2 tab-separated fields \(sentence, label\), got 3; a field in quotes "
+        r"holds a tab\? data\.quoting=minimal reads quoted fields$",
+    )
+    # a semicolon-separated "CSV" (was: only the columns it has)
+    (d / "semi.csv").write_text("sentence;label\nfine;1\n")
+    _error(
+        make_dm(d, token_cache, source="csv", train_split="semi.csv"),
+        r"semi\.csv: no column .*\(the file looks separated by ';': save it with commas \(CSV\)",
+    )
 
     (d / "train.jsonl").write_text('{"sentence": "a", "label": 1}\n{"sentence": "b", "label": \n')
     _error(

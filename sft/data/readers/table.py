@@ -54,6 +54,9 @@ def _other_format_hint(first_line: str, delimiter: str) -> str | None:
     (JSON lines, or the other delimiter)."""
     if first_line.startswith("{"):
         kind = "jsonl"
+    elif ";" in first_line and "\t" not in first_line and "," not in first_line:
+        # spreadsheets in locales with a decimal comma write CSV with semicolons
+        return "the file looks separated by ';': save it with commas (CSV) or tabs (TSV)"
     else:
         kind = next(
             (k for d, k in (("\t", "tsv"), (",", "csv")) if d != delimiter and d in first_line),
@@ -112,9 +115,16 @@ def read_delimited(
                     line = last
                     continue
                 if len(row) != len(header):
+                    quoted = quoting == "none" and any(f.startswith('"') for f in row)
                     raise SFTError(
                         f"{path}, line {line}: expected {len(header)} {kind}-separated fields "
                         f"({', '.join(header)}), got {len(row)}"
+                        + (
+                            f"; a field in quotes holds a {kind}? {quoting_key}=minimal reads "
+                            "quoted fields"
+                            if quoted
+                            else ""
+                        )
                     )
                 label = (
                     UNLABELLED
