@@ -553,6 +553,15 @@ def test_malformed_rows_name_file_and_line(tmp_path, token_cache):
         r"line 3: expected 2 tab-separated fields \(sentence, label\), got 3; a field in quotes "
         r"holds a tab\? data\.quoting=minimal reads quoted fields$",
     )
+    # one column as two things (was: the same text paired with itself, read silently; the
+    # texts taken as labels, "label 'fine' is not in the label set")
+    for key, holds in (("text_pair_column", "second texts"), ("label_column", "labels")):
+        with pytest.raises(SFTError) as info:
+            make_dm(d, token_cache, **{key: "sentence"})
+        assert str(info.value) == (
+            f"data.{key}=sentence is also data.text_column: one column cannot be both; give "
+            f"data.{key} the column that holds the {holds}"
+        )
     # a semicolon-separated "CSV" (was: only the columns it has)
     (d / "semi.csv").write_text("sentence;label\nfine;1\n")
     _error(

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from sft.data.readers.examples import TextExamples
 from sft.data.readers.labels import LabelMap
+from sft.errors import SFTError
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class TextReader(ABC):
     def __init__(self, settings: ReaderSettings) -> None:
         self.settings = settings
         LabelMap(settings.label_names)  # distinct, non-empty
+        _check_distinct_columns(settings)
 
     @abstractmethod
     def where(self, role: str) -> str:
@@ -101,3 +103,23 @@ class TextReader(ABC):
         """Whether a split whose labels are optional has them. Here: read it and look;
         readers that can tell from less (a header) do so."""
         return self.read(role).labelled
+
+
+def _check_distinct_columns(settings: ReaderSettings) -> None:
+    """One column cannot be two things (was: a pair of the same text twice, read silently, or
+    "label 'good' is not in the label set" for the text column taken as labels)."""
+    keys = (
+        ("data.text_column", settings.text_column, "texts"),
+        ("data.text_pair_column", settings.text_pair_column, "second texts"),
+        ("data.label_column", settings.label_column, "labels"),
+    )
+    seen: dict[str, str] = {}
+    for key, column, holds in keys:
+        if column is None:
+            continue
+        if column in seen:
+            raise SFTError(
+                f"{key}={column} is also {seen[column]}: one column cannot be both; give "
+                f"{key} the column that holds the {holds}"
+            )
+        seen[column] = key
