@@ -643,15 +643,16 @@ def test_user_mistakes(tmp_path, token_cache):
     _tiny_tsv(d, [("good", "1"), ("bad", "0")])
     _error(make_dm(tmp_path / "nowhere", token_cache), r"nowhere/train\.tsv does not exist")
     _error(make_dm(d, token_cache, val_split="val.tsv"), r"cols/val\.tsv is missing .*dev\.tsv")
-    with pytest.raises(SFTError, match="max_length must be an integer >= 2"):
-        make_dm(d, token_cache, max_length=1)
+    with pytest.raises(SFTError, match="max_length must be a positive integer, got 0"):
+        make_dm(d, token_cache, max_length=0)
     # [CLS] + [SEP] fill it: every text trained as an empty one, with a warning saying the
-    # texts were empty (was: accepted)
-    _error(
-        make_dm(d, token_cache, max_length=2),
-        r"data\.max_length=2 leaves no room for text: tokenizer .* adds 2 special tokens; give at "
-        r"least 3",
-    )
+    # texts were empty (was: accepted); 1 says the same (was: ">= 2", and then 2 was refused)
+    for length in (1, 2):
+        _error(
+            make_dm(d, token_cache, max_length=length),
+            rf"data\.max_length={length} leaves no room for text: tokenizer .* adds 2 special "
+            r"tokens; give at least 3",
+        )
     with pytest.raises(SFTError, match=r"data\.source must be one of"):
         make_dm(d, token_cache, source="xml")
 

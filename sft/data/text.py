@@ -156,11 +156,9 @@ class TextClassificationDataModule(SFTDataModule):
     def _check_args(args: dict[str, Any]) -> None:
         """The settings of every source; the reader checks its own (create_reader)."""
         max_length = args["max_length"]
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-            raise SFTError(
-                f"data.max_length must be an integer >= 2 (room for the special tokens), got "
-                f"{max_length!r}"
-            )
+        # the smallest length that leaves room for text is the tokenizer's to say (`tokenizer`)
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            raise SFTError(f"data.max_length must be a positive integer, got {max_length!r}")
         check_batch_size("batch_size", args["batch_size"])
         if args["eval_batch_size"] is not None:
             check_batch_size("eval_batch_size", args["eval_batch_size"])
