@@ -193,3 +193,10 @@ def test_bad_data_dir_is_one_clear_error(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and str(missing) in lines[-1], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_eval_modes_the_model_sets_raise_no_lightning_warning(train_cfg, recwarn):
+    """Frozen norm statistics keep batch norms in eval mode by design: Lightning's "Found N
+    module(s) in eval mode at the start of training" warning was printed on every such run."""
+    train(train_cfg("model.freeze_norm_stats=true", "+trainer.max_steps=2", "test=false"))
+    assert not [w for w in recwarn if "in eval mode at the start" in str(w.message)]

@@ -1,6 +1,7 @@
 """SFTClassifier: a pretrained backbone + fused supervised head, trained with CE + lambda R(theta)."""
 
 import logging
+import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
 from itertools import islice
@@ -492,6 +493,12 @@ class SFTClassifier(L.LightningModule):
         # eval mode): set the training modes by the rules of train() here, after the probe,
         # which switches the backbone to eval and back.
         self.train()
+        if not all(m.training for m in self.modules()):
+            # those eval modes are train()'s rules (a frozen backbone, frozen norm statistics),
+            # not the mistake Lightning's warning at the start of training guesses
+            warnings.filterwarnings(
+                "ignore", r"Found \d+ module\(s\) in eval mode at the start of training"
+            )
 
     @torch.no_grad()
     def initialise_base_head(self, datamodule: ClassificationData) -> None:
