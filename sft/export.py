@@ -61,7 +61,10 @@ def check_formats(formats: Any, modality: str, head_folds: bool = True) -> list[
     formats = [formats] if isinstance(formats, str) else [str(f) for f in formats]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise SFTError(f"formats: expected a list of {', '.join(FORMATS)}, got {formats}")
+        raise SFTError(
+            f"formats: expected a non-empty list of {', '.join(FORMATS)}, got {formats} (null: "
+            "every format the model supports)"
+        )
     if "hf" in formats and modality != "text":
         raise SFTError("formats: hf (a save_pretrained folder) is for text backbones only")
     if "hf" in formats and not hf_possible:

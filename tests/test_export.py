@@ -220,8 +220,10 @@ def test_format_choice_errors():
     assert check_formats(None, "image") == ["torchscript", "onnx"]
     with pytest.raises(SFTError, match="text backbones only"):
         check_formats(["hf"], "image")
-    with pytest.raises(SFTError, match="expected a list of"):
+    with pytest.raises(SFTError, match="expected a non-empty list of"):
         check_formats(["tflite"], "image")
+    with pytest.raises(SFTError, match=r"non-empty list of .*, got \[\] \(null: every format"):
+        check_formats([], "image")
     # a text head with an MLP branch (model.head.branch=mlp) has no hf folder: the default
     # leaves it out, and asking for it is refused before anything is exported (was: the
     # default failed after building and checking TorchScript and ONNX, keeping none)
