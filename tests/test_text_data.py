@@ -641,7 +641,12 @@ def test_user_mistakes(tmp_path, token_cache):
     (d / "train.tsv").write_text("sentence\tsentence\tlabel\ngood\tbad\t1\n")
     _error(make_dm(d, token_cache), r"train\.tsv: the column 'sentence' appears 2 times")
     _tiny_tsv(d, [("good", "1"), ("bad", "0")])
-    _error(make_dm(tmp_path / "nowhere", token_cache), r"nowhere/train\.tsv does not exist")
+    # the checkpoint commands add the setting (was: only "set data.data_dir", which they refuse)
+    _error(
+        make_dm(tmp_path / "nowhere", token_cache),
+        r"nowhere/train\.tsv does not exist \(no folder .*; set data\.data_dir or SFT_DATA_DIR, or "
+        r"for a checkpoint's data in sft-eval/predict/export, \+data\.data_dir=<where it is now>\)$",
+    )
     _error(make_dm(d, token_cache, val_split="val.tsv"), r"cols/val\.tsv is missing .*dev\.tsv")
     with pytest.raises(SFTError, match="max_length must be a positive integer, got 0"):
         make_dm(d, token_cache, max_length=0)

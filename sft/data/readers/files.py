@@ -29,7 +29,11 @@ def _dir_hint(path: Path) -> str:
     if path.parent.is_dir():
         files = sorted(p.name for p in path.parent.iterdir())[:10]
         return f" (its folder holds: {', '.join(files) or 'nothing'})"
-    return f" (no folder {path.parent}; set data.data_dir or SFT_DATA_DIR)"
+    # sft-eval/predict/export read a checkpoint's data: there the setting is added, with +
+    return (
+        f" (no folder {path.parent}; set data.data_dir or SFT_DATA_DIR, or for a checkpoint's "
+        "data in sft-eval/predict/export, +data.data_dir=<where it is now>)"
+    )
 
 
 # the first bytes of compressed files a user may give as text
