@@ -29,6 +29,7 @@ from rich.table import Table
 from sft.errors import SFTError, report_user_errors
 from sft.runs.result import FAILED, RESULT_FILE, RunResult, run_overrides
 from sft.utils.io import atomic_write, check_not_a_folder, check_not_written
+from sft.utils.logs import first_few
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,7 @@ def _overrides(run_dir: Path) -> list[str]:
 
 
 def _left_out(paths: list[Path], why: str) -> str:
-    listed = ", ".join(map(str, paths[:3])) + (", ..." if len(paths) > 3 else "")
-    return f"{len(paths)} run{'s' if len(paths) > 1 else ''} {why}: {listed}"
+    return f"{len(paths)} run{'s' if len(paths) > 1 else ''} {why}: {first_few(paths, 3)}"
 
 
 def _read_result(path: Path) -> RunResult | None:

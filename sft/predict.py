@@ -93,7 +93,7 @@ def predict(cfg: DictConfig) -> Path:
     inputs = read_inputs(cfg, bundle)
     glue = cfg.glue_submission
     if glue is None:
-        glue = isinstance(inputs, TextInputs) and is_sst2_test_file(inputs_path(cfg.inputs))
+        glue = isinstance(inputs, TextInputs) and is_sst2_test_file(inputs.source)
     if glue and not isinstance(inputs, TextInputs):
         raise SFTError("glue_submission=true needs text inputs (GLUE's SST-2 test.tsv)")
     if glue and len(bundle.class_names) != 2:

@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import FAST, TINY_BERT, run_module
+from conftest import FAST, TINY_BERT, run_entry_point, run_module
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -45,16 +45,15 @@ def run_main(
     """`sft-train`/`sft-eval` with `args`, run dirs under tmp_path: (exit status, stderr)."""
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     run_dirs = [f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}"]
-    monkeypatch.setattr(sys, "argv", [f"sft-{entry}", *args, *run_dirs])
     main = {
         "train": sft.train.main,
         "eval": sft.eval.main,
         "predict": sft.predict.main,
         "export": sft.export.main,
     }[entry]
-    with pytest.raises(SystemExit) as exited:
-        main()
-    return exited.value.code, capsys.readouterr().err
+    # the logging a run sets up is undone: its handlers write to this test's captured stderr
+    status = run_entry_point(main, [f"sft-{entry}", *args, *run_dirs])
+    return status, capsys.readouterr().err
 
 
 def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str) -> str:
@@ -159,6 +158,8 @@ INPUTS = "one file, or one folder of images (put several files in a folder)"
         ("train", ["ckpt_path="], f"ckpt_path: expected {CHECKPOINT_FILE}, got an empty value"),
         # was: read as `.`, the current folder
         ("train", ["resume="], "resume= is empty: give a run directory, or auto"),
+        # was: "set resume= or ckpt_path=, not both"
+        ("train", ["resume=auto", "ckpt_path="], f"ckpt_path: expected {CHECKPOINT_FILE}, got an empty value"),
         # inputs=[a,b] (the sweep hint's list form) and inputs=null: were tracebacks
         ("predict", ["ckpt_path=x.ckpt", "inputs=[a,b]"], f"inputs: expected {INPUTS}, got a list, ['a', 'b']"),
         ("predict", ["ckpt_path=x.ckpt", "inputs=null"], f"inputs: expected {INPUTS}, got null"),

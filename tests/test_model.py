@@ -516,6 +516,7 @@ def test_frozen_norm_statistics_survive_the_linear_probe():
     model._trainer = SimpleNamespace(datamodule=Probe(), limit_train_batches=1.0)
     model.on_fit_start()
     assert bool(model.linear_probe_done)
+    model.on_train_start()  # Lightning's next hook of the two (train()'s rules apply there)
     norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and not any(m.training for m in norms)
     assert model.backbone.training

@@ -318,7 +318,7 @@ def test_empty_texts_in_a_table_are_predicted_and_named(name, content, predicted
     assert inputs.texts == predicted
     lines = "4, 5" if name == "one.csv" else "3, 4" if name == "two.csv" else "2, 3"
     assert [r.getMessage() for r in caplog.records] == [
-        f"inputs={path}: 2 of {len(predicted)} texts are empty or whitespace-only (line {lines}); "
+        f"inputs={path}: 2 of {len(predicted)} texts are empty or whitespace-only (lines {lines}); "
         "their predictions are of no words"
     ]
 

@@ -463,13 +463,24 @@ def test_a_new_run_from_a_checkpoint_tests_its_own_weights(train_cfg, tmp_path, 
     tested = [line for line in caplog.text.splitlines() if "Best checkpoint:" in line]
     assert not [line for line in tested if str(first) in line], tested
     assert "No best checkpoint recorded: testing the current weights." in caplog.text
-    # one whose epochs already reach max_epochs would train nothing (was: a "completed" run)
-    with pytest.raises(SFTError) as info:
-        train(train_cfg("trainer.max_epochs=1", f"ckpt_path={first}/checkpoints/last.ckpt"))
-    assert str(info.value).startswith(
-        f"ckpt_path={first}/checkpoints/last.ckpt has trained 1 epoch (6 steps), which reaches "
-        "trainer.max_epochs=1: the run from it would train nothing; raise trainer.max_epochs"
-    )
+    # one whose epochs or steps already reach max_epochs / max_steps would train nothing (was:
+    # a "completed" run), also when saved at a validation inside its last epoch
+    halves = tmp_path / "halves"
+    train(train_cfg("trainer.max_epochs=1", "+trainer.val_check_interval=0.5", run_dir=halves))
+    for run, limits in (
+        (first, ["trainer.max_epochs=1"]),
+        (halves, ["trainer.max_epochs=1"]),
+        (first, ["trainer.max_epochs=2", "+trainer.max_steps=6"]),
+    ):
+        last = run / "checkpoints" / "last.ckpt"
+        with pytest.raises(SFTError) as info:
+            train(train_cfg(*limits, f"ckpt_path={last}"))
+        reached = limits[-1].lstrip("+")
+        assert str(info.value) == (
+            f"ckpt_path={last} has trained 1 epoch (6 steps), which reaches {reached}: the run "
+            f"from it would train nothing; raise {reached.split('=')[0]} (it counts the "
+            "checkpoint's epochs and steps too)"
+        )
 
 
 def _record(dirpath: str, best: str) -> dict:

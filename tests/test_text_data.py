@@ -471,7 +471,10 @@ def test_integer_labels_without_names(tmp_path, token_cache, caplog):
         r"one/train\.tsv: the integer labels start at 1, and labels are class indices from 0; "
         r"if they count from 1, name the classes instead: 'data\.label_names=\[\"1\",\"2\"\]'$",
     ):
-        make_dm(tmp_path / "one", token_cache, batch_size=2).setup("fit")
+        one = make_dm(tmp_path / "one", token_cache, batch_size=2)
+        one.setup("fit")
+        one.setup("test")  # sft-train's test after fit: said once
+    assert sum("integer labels start at" in m for m in logged_warnings(caplog)) == 1
 
 
 def test_a_validation_or_test_file_without_some_classes_is_named(tmp_path, token_cache, caplog):
@@ -512,8 +515,9 @@ def test_rows_read_into_one_quoted_field_are_named(tmp_path, token_cache, caplog
     rows = ["good,pos", '"Oops forgot to close,neg', "nice,pos", "ugly,neg", "bad,neg"]
     rows += ['my tv is 17",pos', "fine,pos", "awful,neg"]
     (d / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
-    # a text over two lines with no row-like line: read as it is, silently
-    (d / "dev.csv").write_text('text,label\n"a film\nthat lasts",pos\nfine,neg\n')
+    # a text over two lines, the second with a comma but no label after it: read as it is,
+    # silently
+    (d / "dev.csv").write_text('text,label\n"Great film,\nthe ending weak, sadly",pos\nfine,neg\n')
     files = {"train_split": "train.csv", "val_split": "dev.csv", "text_column": "text"}
     files.update(source="csv", label_names=["neg", "pos"], batch_size=2)
     dm = make_dm(d, token_cache, **files)
@@ -526,10 +530,16 @@ def test_rows_read_into_one_quoted_field_are_named(tmp_path, token_cache, caplog
         dm.setup("fit")
     assert dm.train_data.split.lines.tolist() == [2, 3, 8, 9]  # a record by its first line
     assert len(logged_warnings(caplog)) == 1  # dev.csv's two-line text is not named
+    assert dm.val_data.split.lines.tolist() == [2, 4]
     (d / "train.csv").write_text('text,label\ngood,pos\n"never closed,neg\nnice,pos\n')
     _error(
         make_dm(d, token_cache, **files),
         r"train\.csv, line 3: a quoted field that starts here is never closed",
+    )
+    (d / "train.csv").write_text('text,"label\n')  # in the header (was: a crash)
+    _error(
+        make_dm(d, token_cache, **files),
+        r"train\.csv, line 1: a quoted field that starts here is never closed",
     )
 
 

@@ -87,7 +87,9 @@ def test_training_on_from_a_checkpoint_whose_classes_are_in_another_order_is_an_
     """`ckpt_path=` (or `resume=`) with `data.label_names` in another order than the
     checkpoint's: training went on with the classes swapped, without a word (was: exit 0), as
     sft-eval refuses. Nothing is written for the refused run; other names are a warning."""
+    # an epoch more than the checkpoint's one: it trains on
     overrides = [*TINY_TEXT, f"ckpt_path={checkpoints['text']}", "test=false"]
+    overrides += ["trainer.max_epochs=2", "+trainer.limit_train_batches=2"]
     swapped = compose_config(
         "train", [*overrides, "data.label_names=[positive,negative]"], tmp_path
     )

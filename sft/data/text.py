@@ -30,7 +30,7 @@ from sft.data.token_batches import TokenBatchCollator, TokenDataset
 from sft.data.token_cache import TokenizedSplit, cached_tokenize, default_cache_dir, load_tokenizer
 from sft.errors import SFTError
 from sft.utils.cli import quoted_list_override
-from sft.utils.logs import rank_zero_warning
+from sft.utils.logs import first_few, rank_zero_warning
 
 log = logging.getLogger(__name__)
 
@@ -229,11 +229,10 @@ class TextClassificationDataModule(SFTDataModule):
         empty = (split.lengths <= specials).nonzero().flatten()
         if not empty.numel():
             return
-        first = ", ".join(str(n) for n in split.lines[empty[:5]].tolist())
-        more = ", ..." if empty.numel() > 5 else ""
         message = (
             f"{self.reader.where(role)}: {empty.numel()} of {len(split)} {role} examples have an "
-            f"empty or whitespace-only text ({self.reader.row_kind} {first}{more})"
+            f"empty or whitespace-only text ({self.reader.row_kind} "
+            f"{first_few(split.lines[empty].tolist(), 5)})"
         )
         if not self.allow_empty_text:
             raise SFTError(f"{message}; remove them or set data.allow_empty_text=true")
@@ -270,9 +269,7 @@ class TextClassificationDataModule(SFTDataModule):
     def setup(self, stage: str | None = None) -> None:
         names = self.reader.label_map().names
         if names is None:  # integer labels: the class count comes from the training split
-            labels = self.load_split("train").labels
-            names = [str(i) for i in range(int(labels.max()) + 1)]
-            self._check_first_label(int(labels.min()), names)
+            names = [str(i) for i in range(int(self.load_split("train").labels.max()) + 1)]
         self.class_names, self.num_classes = names, len(names)
         if stage in (None, "fit", "validate") and self.val_data is None:
             self._setup_train_val()
@@ -318,6 +315,8 @@ class TextClassificationDataModule(SFTDataModule):
 
     def _setup_train_val(self) -> None:
         train = self._checked("train")
+        if self.reader.label_map().names is None:  # integer labels: once, where training reads
+            self._check_first_label(int(train.labels.min()), self.class_names)
         keep = few_label_indices(
             train.labels, self.train_fraction, self.samples_per_class, seed=self.seed
         )

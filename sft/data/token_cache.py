@@ -32,9 +32,11 @@ from sft.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
-# Bump when the file layout, the tokenisation call or the reading of labels changes: old files
-# then miss (2: class names that are numbers take labels as names only).
-CACHE_VERSION = 2
+# Bump when the file layout, the tokenisation call or the reading of files changes: old files
+# then miss (2: class names that are numbers take labels as names only; 3: a CSV record is
+# numbered by its first line, a one-column file's empty texts are rows). A file is read, and
+# its reader's warnings given, when its cache misses.
+CACHE_VERSION = 3
 # Rows per tokenizer call: bounds the Python lists alive at once on large user files.
 TOKENIZE_CHUNK = 8192
 

@@ -20,6 +20,7 @@ from sft.data.readers.jsonl import read_jsonl
 from sft.data.readers.labels import LabelMap
 from sft.data.readers.table import QUOTING, CsvReader, TsvReader, read_delimited
 from sft.errors import SFTError
+from sft.utils.logs import first_few
 
 TEXT_SUFFIXES = (".txt", ".tsv", ".csv", ".jsonl")
 ID_COLUMNS = ("index", "id", "idx")
@@ -126,10 +127,10 @@ def _warn_empty_texts(path: Path, table: TextExamples) -> None:
     they are predicted, from the special tokens alone, so their row stays in the output."""
     empty = [line for line, text in zip(table.lines, table.texts, strict=True) if not text.strip()]
     if empty:
-        first = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        lines = "line" if len(empty) == 1 else "lines"
         log.warning(
             f"inputs={path}: {len(empty)} of {len(table.texts)} texts are empty or "
-            f"whitespace-only (line {first}); their predictions are of no words"
+            f"whitespace-only ({lines} {first_few(empty, 5)}); their predictions are of no words"
         )
 
 

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sft.hub import ALIASES
 from sft.utils.logs import rank_zero_warning
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,9 @@ def warn_model_input_changes(settings: Mapping[str, Any], trained: Mapping[str, 
     sets to another value than the model was trained with: it then sees other inputs than in
     training (another resolution, a shorter length), which is allowed but rarely meant."""
     for key in MODEL_INPUT_KEYS:
-        if key in settings and key in trained and _plain(settings[key]) != _plain(trained[key]):
+        if key not in settings or key not in trained:
+            continue
+        if _plain(key, settings[key]) != _plain(key, trained[key]):
             rank_zero_warning(
                 log,
                 f"data.{key}={settings[key]}: the model was trained with {key} {trained[key]}; "
@@ -29,6 +32,9 @@ def warn_model_input_changes(settings: Mapping[str, Any], trained: Mapping[str, 
             )
 
 
-def _plain(value: Any) -> Any:
-    """Sequences as lists: a checkpoint's (0.5, 0.5, 0.5) is the command line's [0.5,0.5,0.5]."""
+def _plain(key: str, value: Any) -> Any:
+    """`value` as compared: sequences as lists (a checkpoint's (0.5, 0.5, 0.5) is the command
+    line's [0.5,0.5,0.5]), a tokenizer alias as its hub id (`minilm`)."""
+    if key == "tokenizer" and isinstance(value, str) and value in ALIASES:
+        return ALIASES[value][1]
     return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value

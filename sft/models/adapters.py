@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from sft.errors import SFTError
+from sft.utils.logs import first_few
 
 # parameters of the adapters (peft's LoRA layers): their own learning-rate group
 ADAPTER_MARKER = "lora_"
@@ -99,11 +100,9 @@ def check_targets(backbone: nn.Module, targets: Sequence[str] | str, backbone_na
     else:
         missing = [t for t in targets if not any(_matches(n, t) for n in names)]
     if missing:
-        shown = ", ".join(names[:20])
         raise SFTError(
             f"adapter.target_modules: {', '.join(map(repr, missing))} match(es) no module of "
-            f"backbone {backbone_name!r}; its modules ({len(names)}): {shown}"
-            + (", ..." if len(names) > 20 else "")
+            f"backbone {backbone_name!r}; its modules ({len(names)}): {first_few(names, 20)}"
         )
 
 

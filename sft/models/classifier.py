@@ -1,7 +1,6 @@
 """SFTClassifier: a pretrained backbone + fused supervised head, trained with CE + lambda R(theta)."""
 
 import logging
-import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
 from itertools import islice
@@ -387,6 +386,7 @@ class SFTClassifier(L.LightningModule):
             self._apply_held_pull(self.trainer.optimizers[0])
 
     def on_train_start(self) -> None:
+        self.train()  # its rules: see on_fit_start
         # The sanity-check validation must not count towards the best accuracy; a resumed run
         # starts from the best of the validations before its checkpoint.
         self.val_acc_best.reset()
@@ -490,15 +490,11 @@ class SFTClassifier(L.LightningModule):
                 raise SFTError("model.linear_probe needs a datamodule (its probe_dataloader)")
             self.initialise_base_head(datamodule)
         # Lightning keeps every module in the mode it finds it (HF's from_pretrained returns
-        # eval mode): set the training modes by the rules of train() here, after the probe,
-        # which switches the backbone to eval and back.
-        self.train()
-        if not all(m.training for m in self.modules()):
-            # those eval modes are train()'s rules (a frozen backbone, frozen norm statistics),
-            # not the mistake Lightning's warning at the start of training guesses
-            warnings.filterwarnings(
-                "ignore", r"Found \d+ module\(s\) in eval mode at the start of training"
-            )
+        # eval mode): every module trains here, after the probe (which switches the backbone to
+        # eval and back); train()'s rules (a frozen backbone, frozen norm statistics) apply in
+        # on_train_start, after Lightning's check for modules left in eval mode by mistake,
+        # which their eval modes would trip ("Found 147 module(s) in eval mode ...").
+        super().train(True)
 
     @torch.no_grad()
     def initialise_base_head(self, datamodule: ClassificationData) -> None:

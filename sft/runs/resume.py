@@ -87,6 +87,7 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
             return ResumePoint(path, as_new_run(checkpoint), continues_run=False)
         return None
     if cfg.get("ckpt_path") is not None:
+        checkpoint_path(cfg.ckpt_path)  # an empty ckpt_path= (an unset $CKPT) is said as such
         raise SFTError(
             "set resume= (continue a run in its directory) or ckpt_path= (start a new run from a "
             "checkpoint), not both"
@@ -132,9 +133,15 @@ def check_training_left(path: Path, checkpoint: dict[str, Any], trainer: Any) ->
     """A new run from `checkpoint` (`ckpt_path=`) continues its loop: one whose epochs or steps
     already reach trainer.max_epochs / max_steps would train nothing (was: reported as a
     completed run)."""
-    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
-    # "processed": its training batches are done (a save at validation end precedes "completed")
-    epochs = progress.get("current", {}).get("processed")
+    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    epoch = fit_loop.get("epoch_progress", {}).get("current", {})
+    epochs = epoch.get("processed")
+    # an epoch whose last batch was done before it counted as processed (a save at a validation
+    # inside the epoch loop, e.g. val_check_interval=0.25's last) is done too, as Lightning's
+    # FitLoop.reset counts it on restart
+    last_batch = fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch")
+    if isinstance(epochs, int) and epoch.get("started", 0) > epochs and last_batch:
+        epochs += 1
     steps = checkpoint.get("global_step")
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
     reached = None
@@ -143,11 +150,11 @@ def check_training_left(path: Path, checkpoint: dict[str, Any], trainer: Any) ->
     elif isinstance(steps, int) and isinstance(max_steps, int) and 0 <= max_steps <= steps:
         reached = f"trainer.max_steps={max_steps}"
     if reached:
+        trained = f"{epochs} epoch{'s' * (epochs != 1)}" if isinstance(epochs, int) else "its"
         raise SFTError(
-            f"ckpt_path={path} has trained {epochs} epoch{'s' * (epochs != 1)} ({steps} "
-            f"step{'s' * (steps != 1)}), which reaches "
-            f"{reached}: the run from it would train nothing; raise {reached.split('=')[0]} "
-            "(it counts the checkpoint's epochs and steps too)"
+            f"ckpt_path={path} has trained {trained} ({steps} step{'s' * (steps != 1)}), which "
+            f"reaches {reached}: the run from it would train nothing; raise "
+            f"{reached.split('=')[0]} (it counts the checkpoint's epochs and steps too)"
         )
 
 

@@ -2,6 +2,7 @@
 `warnings`, which print on stderr only, so `train.log` (Hydra's file handler) never held them."""
 
 import logging
+from collections.abc import Iterable
 
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -10,3 +11,10 @@ from lightning.pytorch.utilities import rank_zero_only
 def rank_zero_warning(logger: logging.Logger, message: str) -> None:
     """`message` at WARNING level through `logger`, on the global rank 0 only."""
     logger.warning(message)
+
+
+def first_few(items: Iterable[object], n: int) -> str:
+    """The first `n` of `items`, comma-separated, and ", ..." when there are more: a message
+    names some, not thousands."""
+    items = list(items)
+    return ", ".join(map(str, items[:n])) + (", ..." if len(items) > n else "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -100,6 +100,8 @@ def read_delimited(
     out = TextExamples(pairs=[] if pair_column else None, ids=[] if id_columns else None)
     kind = "tab" if delimiter == "\t" else repr(delimiter)
     merged: list[tuple[int, int]] = []  # (first, last line) of records that look like rows
+    looks_like_row = _row_shape(delimiter, len(header), label_at, label_map)
+    line = 0  # the last line read: none yet (a quote the header leaves open ends the file)
     try:
         with open(path, encoding=ENCODING, newline="") as f, any_field_size():
             reader = csv.reader(f, delimiter=delimiter, quoting=QUOTING[quoting], strict=True)
@@ -108,7 +110,7 @@ def read_delimited(
             for row in reader:
                 # a record's first line: ids and messages name it, as an editor shows the row
                 line, last = line + 1, reader.line_num
-                if last > line and _holds_rows(row, delimiter, len(header)):
+                if last > line and any(looks_like_row(part) for part in _later_lines(row)):
                     merged.append((line, last))
                 # a blank line; in a one-column file `""` or spaces are an (empty) text
                 if not row or (len(header) > 1 and len(row) == 1 and not row[0].strip()):
@@ -157,12 +159,31 @@ def read_delimited(
     return out
 
 
-def _holds_rows(row: list[str], delimiter: str, columns: int) -> bool:
-    """Whether a field of a record spanning several lines holds a line that splits into as many
-    fields as the header: rows read into one quoted field past a quote that was not closed."""
-    return columns > 1 and any(
-        len(part.split(delimiter)) == columns for field in row for part in field.splitlines()[1:]
-    )
+def _later_lines(row: list[str]) -> list[str]:
+    """The lines after the first of a record's fields (a field that spans several lines)."""
+    return [part for field in row for part in field.splitlines()[1:]]
+
+
+def _row_shape(
+    delimiter: str, columns: int, label_at: int | None, label_map: LabelMap
+) -> Callable[[str], bool]:
+    """Whether a line inside a quoted field reads as a row of this file: as many fields as the
+    header and, with a label column, a known label there; rows read into one field past a quote
+    that was not closed (a text's own line with a comma in it is not one)."""
+
+    def looks_like_row(line: str) -> bool:
+        fields = line.split(delimiter)
+        if columns < 2 or len(fields) != columns:
+            return False
+        if label_at is None:
+            return True
+        try:
+            label_map(fields[label_at], "")
+        except SFTError:
+            return False
+        return True
+
+    return looks_like_row
 
 
 class TableReader(FileReader):

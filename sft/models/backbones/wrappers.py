@@ -13,6 +13,7 @@ from torch import nn
 
 from sft.errors import SFTError
 from sft.utils.checkpoint_io import load_failure
+from sft.utils.logs import first_few
 
 # Prefixes a saved state_dict may carry around the backbone's own keys: our LightningModule
 # stores the backbone as `backbone`, ResizeInput stores it as `body`, torch.compile adds
@@ -105,11 +106,11 @@ def load_state_dict_checked(
     if missing or unexpected or wrong_shape:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {_first(missing)})")
+            parts.append(f"{len(missing)} missing keys (e.g. {first_few(missing, 3)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {_first(unexpected)})")
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {first_few(unexpected, 3)})")
         if wrong_shape:
-            parts.append(f"{len(wrong_shape)} shape mismatches (e.g. {_first(wrong_shape)})")
+            parts.append(f"{len(wrong_shape)} shape mismatches (e.g. {first_few(wrong_shape, 3)})")
         raise SFTError(
             f"weights in {source} do not fit the backbone: {'; '.join(parts)} "
             "(was it saved from the same backbone with the same options?)"
@@ -166,8 +167,3 @@ def load_packaged_weights(file: Path) -> dict[str, torch.Tensor]:
         raise SFTError(
             f"cannot read packaged weights {file} ({load_failure(err)}): reinstall its package"
         ) from err
-
-
-def _first(items: list[str], n: int = 3) -> str:
-    more = ", ..." if len(items) > n else ""
-    return ", ".join(items[:n]) + more
