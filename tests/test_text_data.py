@@ -647,6 +647,12 @@ def test_user_mistakes(tmp_path, token_cache):
         make_dm(d, token_cache, text_column="text"),
         r"no column 'text'; available columns: 'sentence', 'label'",
     )
+    # a missing pair column: the hint names its setting (was: only the text and label ones)
+    _error(
+        make_dm(d, token_cache, text_pair_column="hypothesis"),
+        r"no column 'hypothesis'; available columns: 'sentence', 'label' \(set data\.text_column "
+        r"/ data\.text_pair_column / data\.label_column\)$",
+    )
     # a header naming the text column twice (was: the first one used without a word)
     (d / "train.tsv").write_text("sentence\tsentence\tlabel\ngood\tbad\t1\n")
     _error(make_dm(d, token_cache), r"train\.tsv: the column 'sentence' appears 2 times")

@@ -9,6 +9,7 @@ from pathlib import Path
 from sft.errors import SFTError
 
 COLUMN_HINT = "set data.text_column / data.label_column"
+PAIR_COLUMN_HINT = "set data.text_column / data.text_pair_column / data.label_column"
 
 
 def check_columns(
@@ -17,9 +18,14 @@ def check_columns(
     available: Sequence[str],
     hint: str = COLUMN_HINT,
 ) -> None:
-    """One line naming the `wanted` columns (None: not wanted) missing from `available`."""
+    """One line naming the `wanted` columns (text, text pair, label; None: not wanted) missing
+    from `available`."""
+    wanted = list(wanted)
+    pair = wanted[1] if len(wanted) > 1 else None
     wanted = [c for c in wanted if c is not None]
     missing = [c for c in wanted if c not in available]
+    if hint == COLUMN_HINT and pair in missing:  # was: a hint without the pair's setting
+        hint = PAIR_COLUMN_HINT
     if missing:
         raise SFTError(
             f"{where}: no column {', '.join(map(repr, missing))}; available columns: "
