@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, run_module
+from conftest import compose_config, logs_warning, run_module
 from inference_checkpoints import image_checkpoint, text_checkpoint
 from omegaconf import OmegaConf
 from PIL import Image
@@ -189,6 +189,27 @@ def test_images_that_cannot_be_decoded_are_one_error(ckpts, tmp_path, monkeypatc
     Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(depth)
     with pytest.raises(SFTError, match=r"^image .*depth\.tiff cannot be read \(ValueError: 32-bit"):
         run_predict(ckpts["image"], depth, tmp_path / "run2")
+
+
+def test_rows_read_into_one_quoted_field_are_named(tmp_path, caplog):
+    path = tmp_path / "new.csv"
+    path.write_text('id,text\n1,"forgot to close\n2,nice\n3,ugly\n4,my tv is 17"\n5,fine\n')
+    with logs_warning(
+        caplog, rf"^{path}, lines 2-5: one quoted field spans 4 lines .* quoting=none"
+    ):
+        inputs = read_texts(path, "text", quoting="minimal")
+    assert inputs.ids == ["1", "5"]
+    # a quote that closes the field early (was: "line 5: malformed row (',' expected after '"')")
+    path.write_text('id,text\n1,"forgot to close\n2,nice\n4,"last\n5,fine\n')
+    with pytest.raises(
+        SFTError,
+        match=r"lines 2-4: a quote \(\"\) closes a quoted field and text "
+        r"follows it \(is the quote that opens on line 2 left open\?\)",
+    ):
+        read_texts(path, "text", quoting="minimal")
+    path.write_text('id,text\n1,"he said "hi" there"\n')
+    with pytest.raises(SFTError, match=r'line 2: .* inside quotes a " is written twice \(""\)'):
+        read_texts(path, "text", quoting="minimal")
 
 
 def test_inputs_are_read_as_in_training_and_settings_that_do_not_apply_are_refused(tmp_path):

@@ -520,16 +520,21 @@ def test_rows_read_into_one_quoted_field_are_named(tmp_path, token_cache, caplog
     (d / "dev.csv").write_text('text,label\n"Great film,\nthe ending weak, sadly",pos\nfine,neg\n')
     files = {"train_split": "train.csv", "val_split": "dev.csv", "text_column": "text"}
     files.update(source="csv", label_names=["neg", "pos"], batch_size=2)
-    dm = make_dm(d, token_cache, **files)
-    with logs_warning(
-        caplog,
+    merged = (
         rf"^{d}/train\.csv, lines 3-7: one quoted field spans 5 lines that look like rows of "
         r"this file: if a quote \(\"\) is not closed there, those rows were read as one text; "
-        r"check the quotes, or set data\.quoting=none",
-    ):
+        r"check the quotes, or set data\.quoting=none"
+    )
+    dm = make_dm(d, token_cache, **files)
+    with logs_warning(caplog, merged):
         dm.setup("fit")
     assert dm.train_data.split.lines.tolist() == [2, 3, 8, 9]  # a record by its first line
     assert len(logged_warnings(caplog)) == 1  # dev.csv's two-line text is not named
+    caplog.clear()
+    dm = make_dm(d, token_cache, **files)
+    with logs_warning(caplog, merged):  # again when the tokens come from the cache (was: not)
+        dm.setup("fit")
+    assert dm.cache_hits["train"]
     assert dm.val_data.split.lines.tolist() == [2, 4]
     (d / "train.csv").write_text('text,label\ngood,pos\n"never closed,neg\nnice,pos\n')
     _error(

@@ -215,6 +215,8 @@ class TextClassificationDataModule(SFTDataModule):
                     f"{reader.where(role)}: the {role} split has no examples"
                     + reader.empty_split_note
                 )
+            for warning in split.warnings:
+                rank_zero_warning(log, warning)
             self._check_empty_texts(role, split)
             self._loaded[role] = split
             self.cache_files[role], self.cache_hits[role] = path, hit

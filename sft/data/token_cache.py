@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 
 # Bump when the file layout, the tokenisation call or the reading of files changes: old files
 # then miss (2: class names that are numbers take labels as names only; 3: a CSV record is
-# numbered by its first line, a one-column file's empty texts are rows). A file is read, and
-# its reader's warnings given, when its cache misses.
-CACHE_VERSION = 3
+# numbered by its first line, a one-column file's empty texts are rows; 4: the reader's
+# warnings are kept, and said on a hit too).
+CACHE_VERSION = 4
 # Rows per tokenizer call: bounds the Python lists alive at once on large user files.
 TOKENIZE_CHUNK = 8192
 
@@ -57,6 +57,7 @@ class TokenizedSplit:
     labels: torch.Tensor  # int64, n; -1 = unlabelled
     lines: torch.Tensor  # int64, n: source line (file) or row (HF) of each example, for errors
     token_type_ids: torch.Tensor | None = None  # int8, aligned with input_ids
+    warnings: list[str] = field(default_factory=list)  # the reader's (TextExamples.warnings)
 
     def __len__(self) -> int:
         return self.labels.numel()
@@ -81,6 +82,7 @@ class TokenizedSplit:
             "offsets": self.offsets,
             "labels": self.labels,
             "lines": self.lines,
+            "warnings": self.warnings,
         }
         if self.token_type_ids is not None:
             state["token_type_ids"] = self.token_type_ids
@@ -96,6 +98,7 @@ class TokenizedSplit:
             state["labels"],
             state["lines"],
             state.get("token_type_ids"),
+            list(state["warnings"]),
         )
         if split.offsets.numel() != len(split) + 1 or split.offsets[-1] != split.input_ids.numel():
             raise ValueError("offsets do not match the token ids")
@@ -176,6 +179,7 @@ def tokenize(tokenizer: Any, examples: TextExamples, max_length: int) -> Tokeniz
         labels=torch.tensor(examples.labels, dtype=torch.int64),
         lines=torch.tensor(examples.lines, dtype=torch.int64),
         token_type_ids=torch.from_numpy(np.concatenate(types)) if types else None,
+        warnings=list(examples.warnings),
     )
 
 

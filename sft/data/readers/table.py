@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,9 +14,6 @@ from sft.data.readers.examples import UNLABELLED, TextExamples
 from sft.data.readers.files import ENCODING, FileReader, check_file, not_utf8
 from sft.data.readers.labels import LabelMap
 from sft.errors import SFTError
-from sft.utils.logs import rank_zero_warning
-
-log = logging.getLogger(__name__)
 
 QUOTING = {"none": csv.QUOTE_NONE, "minimal": csv.QUOTE_MINIMAL}
 
@@ -143,18 +139,26 @@ def read_delimited(
                 f'(its " has no closing "): add it, or set {quoting_key}=none if quotes are '
                 "ordinary characters in this file"
             ) from None
+        if "expected after" in str(e):  # text after a quote that closes a quoted field
+            start, at = line + 1, reader.line_num
+            where = f"line {at}" if at == start else f"lines {start}-{at}"
+            raise SFTError(
+                f'{path}, {where}: a quote (") closes a quoted field and text follows it'
+                + (f" (is the quote that opens on line {start} left open?)" if at > start else "")
+                + f'; inside quotes a " is written twice (""), or set {quoting_key}=none if '
+                "quotes are ordinary characters in this file"
+            ) from None
         raise SFTError(f"{path}, line {reader.line_num}: malformed row ({e})") from None
     except UnicodeDecodeError as e:
         raise not_utf8(path, e) from None
     if merged:
         first, last = merged[0]
         more = f" (and {len(merged) - 1} more records like it)" if len(merged) > 1 else ""
-        rank_zero_warning(
-            log,
+        out.warnings.append(
             f"{path}, lines {first}-{last}: one quoted field spans {last - first + 1} lines that "
             f'look like rows of this file{more}: if a quote (") is not closed there, those rows '
             f"were read as one text; check the quotes, or set {quoting_key}=none if quotes are "
-            "ordinary characters in this file",
+            "ordinary characters in this file"
         )
     return out
 
