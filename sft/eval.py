@@ -133,11 +133,32 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     backbone_cfg = checkpoint.get("hyper_parameters", {}).get("backbone")
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(backbone_cfg).cpu_bf16)
     check_config_types(cfg.trainer, "trainer")
+    set_here = {override_key(o) for o in task_overrides()}
+    named_test = [k for k in _TEST_KEYS if f"data.{k}" in set_here]
+    if (
+        "test_split" in named_test
+        and "test_labelled" in (data_cfg or {})
+        and "data.test_labelled" not in set_here
+    ):
+        # a file named to be scored holds labels (was: with its label column misnamed,
+        # validation was scored instead, with a warning; SST-2's config says that its GLUE
+        # test file has none)
+        data_cfg.test_labelled = cfg.data.test_labelled = True
     if data_cfg is not None:
         check_config_types(data_cfg, "data")
         datamodule = instantiate(data_cfg)
     else:
         datamodule = datamodule_from_checkpoint(cfg.ckpt_path, checkpoint=checkpoint)
+    if named_test and not datamodule.has_labelled_test:
+        key = named_test[0]
+        value = cfg.data.get(key)
+        raise SFTError(
+            f"data.{key}={value}: {_TEST_KEYS[key]} to score"
+            + (f" ({datamodule.root / value})" if key == "test_dir" and value else "")
+        )
+    if checkpoint.get("class_names"):
+        # the scored split is read without the training data, which may be elsewhere by now
+        datamodule.score_with(checkpoint["class_names"])
     scored = "limit_test_batches" if datamodule.has_labelled_test else "limit_val_batches"
     if cfg.trainer.get(scored) is not None and cfg.trainer.get("limit_predict_batches") is None:
         # the predictions and confusion matrix cover the batches the metrics do

@@ -133,6 +133,76 @@ def test_eval_with_a_data_setting_changed_uses_the_checkpoints_data_so_changed(
     assert 0.0 <= metrics["test/acc"] <= 1.0  # SST-2's own test.tsv has no labels: dev's
 
 
+def test_eval_of_a_new_labelled_file_reads_only_that_file(checkpoints, tmp_path):
+    """`sft-eval ckpt_path=... +data.data_dir=<a folder> +data.test_split=<its file>` scores that
+    file (was: the training and validation files were read first, so "text data file
+    .../train.tsv is missing"); a file named to be scored without its label column is an
+    error naming the columns (was: validation scored instead, exit 0)."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "new.tsv").write_text("sentence\tlabel\na joy to watch\t1\ndull and long\t0\n")
+    (folder / "other.tsv").write_text("sentence\tsentiment\nsuperb\t1\nawful\t0\n")
+
+    def scored(test_file: str, out: str) -> dict:
+        return evaluate(
+            compose_config(
+                "eval",
+                [
+                    f"ckpt_path={checkpoints['text']}",
+                    f"+data.data_dir={folder}",
+                    f"+data.test_split={test_file}",
+                    "trainer.accelerator=cpu",
+                    "trainer.enable_progress_bar=false",
+                ],
+                tmp_path / out,
+            )
+        )
+
+    metrics = scored("new.tsv", "eval")
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    rows = list(csv.DictReader((tmp_path / "eval" / "predictions.csv").open(newline="")))
+    assert [r["label"] for r in rows] == ["1", "0"]
+    with pytest.raises(SFTError, match=r"other\.tsv: no column 'label'.*sentiment"):
+        scored("other.tsv", "eval2")
+
+
+def test_eval_of_a_test_folder_reads_neither_training_nor_validation_images(tmp_path):
+    """`sft-eval ckpt_path=<image-folder run> +data.data_dir=<a folder with test/ only>` scores
+    it (was: "image folder .../train does not exist"; with the training folder there, every
+    training image was decoded first, and one that could not be failed the eval); a test
+    folder named that is not there is an error (was: validation scored, with a warning)."""
+    root = two_class_tree(tmp_path / "tree", per_class=6)
+    data = [
+        "data=image_folder",
+        f"data.data_dir={root}",
+        "data.image_size=16",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+    ]
+    small_cnn = "{_target_:sft.models.backbones.create_backbone,name:small_cnn,width:8}"
+    run = tmp_path / "run"
+    overrides = ["model.num_classes=2", "~model.backbone", f"+model.backbone={small_cnn}"]
+    train(compose_config("train", [*data, *overrides, "trainer.max_epochs=1"], run))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    new = tmp_path / "new"
+    shutil.copytree(root / "train", new / "test")
+    (new / "test" / "bee" / "0.png").unlink()  # 11 images
+    eval_args = [
+        f"ckpt_path={ckpt}",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+    ]
+    metrics = evaluate(
+        compose_config("eval", [*eval_args, f"+data.data_dir={new}"], tmp_path / "e")
+    )
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert len((tmp_path / "e" / "predictions.csv").read_text().splitlines()) == 1 + 11
+    with pytest.raises(SFTError, match=r"^data\.test_dir=tset: no such folder to score \("):
+        evaluate(compose_config("eval", [*eval_args, "+data.test_dir=tset"], tmp_path / "e2"))
+
+
 def test_eval_into_a_training_runs_directory_is_refused_before_writing(
     checkpoints, tmp_path, capsys
 ):

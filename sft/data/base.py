@@ -33,6 +33,15 @@ class SFTDataModule(L.LightningDataModule):
     # False when the test split has no labels (sft-train then skips testing, sft-eval scores
     # and predicts validation)
     has_labelled_test: bool = True
+    # the classes of the model the data is scored with (`score_with`); None: the data's own
+    model_class_names: list[str] | None = None
+
+    def score_with(self, class_names: Sequence[str]) -> None:
+        """Score a model of these classes (sft-eval, with the checkpoint's): the scored split
+        (the labelled test split, else validation) is then read without the training split
+        where the datamodule can, so a new labelled file or folder is scored without the data
+        the model was trained on."""
+        self.model_class_names = [str(n) for n in class_names]
 
     def rebuild_info(self) -> dict[str, Any]:
         cls = type(self)

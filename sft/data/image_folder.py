@@ -290,7 +290,14 @@ class ImageFolderDataModule(ImageDataModule):
         return self.test_dir is not None and (self.root / self.test_dir).is_dir()
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_data is None:
+        if (
+            self.model_class_names is not None
+            and stage in ("test", "predict")
+            and self.has_labelled_test
+        ):
+            # sft-eval of a test folder: the model's classes; the training folder is not read
+            self._set_classes(self.model_class_names)
+        elif self.train_data is None:
             self._setup_train_val()
         if stage in (None, "fit"):
             check_train_batch(
@@ -341,9 +348,7 @@ class ImageFolderDataModule(ImageDataModule):
         full = open_image_folder(train_path, self.decode)
         check_images(full, self.image_size, self.skip_bad_files)
         self._training_files = warn_repeated_files([p for p, _ in full.samples], train_path)
-        self.class_names = list(full.classes)
-        self.num_classes = len(self.class_names)
-        self.class_to_idx = dict(full.class_to_idx)
+        self._set_classes(full.classes)
         targets = torch.as_tensor(full.targets, dtype=torch.int64)
 
         val_path = self.root / self.val_dir if self.val_dir is not None else None
@@ -391,6 +396,12 @@ class ImageFolderDataModule(ImageDataModule):
         warn_classes_without_examples(
             targets[self.train_indices], self.class_names, str(train_path)
         )
+
+    def _set_classes(self, names: list[str]) -> None:
+        # by position, as torchvision's ImageFolder numbers the sorted class folders
+        self.class_names = list(names)
+        self.num_classes = len(self.class_names)
+        self.class_to_idx = {name: i for i, name in enumerate(self.class_names)}
 
     def _check_split_folders(self) -> None:
         """`val/` and `test/` are optional, but a folder named otherwise (`data.val_dir=vall`)

@@ -251,8 +251,12 @@ class TextClassificationDataModule(SFTDataModule):
             i = int(bad[0])
             raise SFTError(
                 f"{self.reader.where(role)}, line {int(split.lines[i])}: label {int(labels[i])} is not "
-                f"in the label set (0..{num_classes - 1}, learned from the training split; set "
-                "data.label_names to fix the classes)"
+                f"in the label set (0..{num_classes - 1}, "
+                + (
+                    "the classes of the model scored)"
+                    if self.model_class_names is not None
+                    else "learned from the training split; set data.label_names to fix the classes)"
+                )
             )
 
     # ---- Lightning hooks ---------------------------------------------------------------------
@@ -260,26 +264,34 @@ class TextClassificationDataModule(SFTDataModule):
         # One process per node runs this before setup(): it fills the token cache (and the HF
         # download) so the other ranks only read it. Kept in memory, since setup() of this
         # process wants the same tensors.
-        for role in ROLES:
+        roles = ROLES if self.model_class_names is None else [self._scored_role()]
+        for role in roles:
             if self.splits[role]:
                 self.load_split(role)
+
+    def _scored_role(self) -> str:
+        return "test" if self.has_labelled_test else "val"
 
     def known_class_names(self) -> list[str] | None:
         names = self.reader.settings.label_names
         return [str(n) for n in names] if names is not None else None
 
     def setup(self, stage: str | None = None) -> None:
-        names = self.reader.label_map().names
+        names = self.reader.label_map().names or self.model_class_names
         if names is None:  # integer labels: the class count comes from the training split
             names = [str(i) for i in range(int(self.load_split("train").labels.max()) + 1)]
         self.class_names, self.num_classes = names, len(names)
-        if stage in (None, "fit", "validate") and self.val_data is None:
+        scoring = self.model_class_names is not None  # sft-eval: only the scored split is read
+        if (stage in (None, "fit") or (stage == "validate" and not scoring)) and (
+            self.val_data is None
+        ):
             self._setup_train_val()
         # predictions are of the split that is scored: validation stands in for an unlabelled test
         wants_test = stage in (None, "test") or (stage == "predict" and self.has_labelled_test)
         if wants_test and self.test_data is None and self.splits["test"]:
             self.test_data = self._checked("test")
-        if stage == "predict" and self.val_data is None and not self.has_labelled_test:
+        wants_val = stage == "validate" or (stage == "predict" and not self.has_labelled_test)
+        if wants_val and self.val_data is None:
             self.val_data = self._checked("val")
         rank_zero_info(
             f"text data: {self.num_classes} classes; "
