@@ -53,6 +53,31 @@ def test_unknown_branch_is_a_clear_error():
         FusedHead(4, 2, branch="resnet")
 
 
+class ConvMaps(nn.Module):
+    """A user's backbone that forgets to pool: (B, 4, H, W) maps, not (B, D) features."""
+
+    def __init__(self, num_features: int | None = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        if num_features is not None:
+            self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_a_backbone_outside_the_contract_is_one_line():
+    """README: a backbone returns (batch, D) features and sets num_features = D. Was: Hydra's
+    multi-line AttributeError (no num_features) and torch's "mat1 and mat2 shapes cannot be
+    multiplied" traceback (maps not pooled)."""
+    target = {"_target_": f"{__name__}.ConvMaps"}
+    with pytest.raises(SFTError, match=r"^model\.backbone: ConvMaps sets no num_features \(got"):
+        make_model(backbone={**target, "num_features": None})
+    model = make_model(backbone=target)
+    with pytest.raises(SFTError, match=r"returned \(2, 4, 6, 6\), expected \(batch, 4\) features"):
+        model(torch.zeros(2, 3, 8, 8))
+
+
 def test_freeze_base_trains_only_the_branch():
     head = FusedHead(8, 2, freeze_base=True)
     assert not any(p.requires_grad for p in head.base.parameters())

@@ -484,6 +484,22 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
             "found: this data config reads a setting of the model config, which it lacks; choose "
             "a model for this kind of input (text data: a text model such as model=minilm_fused)",
         ),
+        # a device count Lightning refuses, callbacks that are no callback configs (were:
+        # Hydra's multi-line report, a TypeError traceback)
+        (
+            "trainer.devices=abc",
+            "error: trainer: `devices` selected with `CPUAccelerator` should be an int > 0.",
+        ),
+        (
+            "+callbacks.foo=1",
+            "error: callbacks.foo=1: expected a config with a _target_ (e.g. "
+            "+callbacks.foo._target_=<module.Class>), or null to switch it off",
+        ),
+        (
+            "+callbacks.lr_monitor.mesg=1",
+            "error: callbacks.lr_monitor.mesg: LearningRateMonitor takes no such setting (it "
+            "takes: logging_interval, log_momentum, log_weight_decay)",
+        ),
         (
             "model.optimizer._target_=torch.optim.Foo",
             "error: model.optimizer._target_: cannot import 'torch.optim.Foo'; expected the "

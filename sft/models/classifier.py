@@ -136,6 +136,13 @@ class SFTClassifier(L.LightningModule):
         # what the backbone takes (modality, normalisation): the datamodule is configured by it
         self.input_spec = resolve_input_spec(backbone)
         self.backbone: nn.Module = instantiate(backbone)
+        width = getattr(self.backbone, "num_features", None)
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise SFTError(
+                f"model.backbone: {type(self.backbone).__name__} sets no num_features (got "
+                f"{width!r}): a backbone returns (batch, D) features and sets "
+                "self.num_features = D (README: Your own configs and code)"
+            )
         head = head or {"_target_": "sft.models.heads.FusedHead"}
         self.head: nn.Module = instantiate(
             head, in_features=self.backbone.num_features, num_classes=num_classes
@@ -285,8 +292,17 @@ class SFTClassifier(L.LightningModule):
     # ---- forward -------------------------------------------------------------------------
     def features(self, inputs: Any) -> torch.Tensor:
         if isinstance(inputs, Mapping):
-            return self.backbone(**inputs)
-        return self.backbone(self._in_memory_format(inputs))
+            h = self.backbone(**inputs)
+        else:
+            h = self.backbone(self._in_memory_format(inputs))
+        width = self.backbone.num_features
+        if not isinstance(h, torch.Tensor) or h.ndim != 2 or h.shape[-1] != width:
+            got = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
+            raise SFTError(
+                f"model.backbone: {type(self.backbone).__name__} returned {got}, expected "
+                f"(batch, {width}) features (its num_features); pool its output to that"
+            )
+        return h
 
     def _in_memory_format(self, inputs: Any) -> Any:
         """Image batches in the backbone's layout (NHWC when channels_last)."""

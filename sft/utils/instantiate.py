@@ -2,7 +2,7 @@
 per key)."""
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,14 +17,23 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from sft.errors import SFTError
+from sft.utils.config_types import check_config_types
 
 log = logging.getLogger(__name__)
 
 
-def _instantiate_entries(cfg: DictConfig | None) -> list:
+def _instantiate_entries(cfg: DictConfig | None, group: str) -> list:
     # Entries without a _target_ (or set to null) are switched-off slots, e.g. `callbacks.early_stopping=null`.
     if not cfg:
         return []
+    for name, entry in cfg.items():
+        where = f"{group}.{name}"
+        if entry is not None and not isinstance(entry, Mapping):
+            raise SFTError(
+                f"{where}={entry}: expected a config with a _target_ (e.g. +{where}._target_="
+                f"<module.Class>), or null to switch it off"
+            )
+        check_config_types(entry, where)  # its _target_ importable, its keys ones it takes
     return [instantiate(entry) for entry in cfg.values() if entry and "_target_" in entry]
 
 
@@ -35,7 +44,7 @@ def instantiate_callbacks(
     (Lightning refuses a progress-bar callback then, and plain logs are what the user asked for),
     and, when no validation runs (`validates` false), without early stopping on a validation
     metric: Lightning raises at the first epoch's end for the missing metric."""
-    callbacks = _instantiate_entries(cfg)
+    callbacks = _instantiate_entries(cfg, "callbacks")
     kept = []
     for callback in callbacks:
         if isinstance(callback, ProgressBar) and not progress_bar:
@@ -69,7 +78,7 @@ def runs_validation(trainer_cfg: DictConfig) -> bool:
 
 
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
-    return _instantiate_entries(cfg)
+    return _instantiate_entries(cfg, "logger")
 
 
 _LIGHTNING_DIR = Path(lightning.pytorch.__file__).parent
@@ -87,7 +96,8 @@ def lightning_refusals() -> Iterator[None]:
     """Lightning's refusal of a setting is a user error: its own message, as one line. It
     refuses when the trainer is built (through instantiate) or when fit/test set up their loops
     (an int val_check_interval above the batch count, limit_train_batches rounding to no batch),
-    with a MisconfigurationException or a ValueError raised by its own code, or a
+    with a MisconfigurationException or a ValueError or TypeError (trainer.devices=abc) raised
+    by its own code, or a
     ModuleNotFoundError for a package a setting needs (trainer.precision=transformer-engine)."""
     try:
         yield
@@ -95,6 +105,7 @@ def lightning_refusals() -> Iterator[None]:
         InstantiationException,
         MisconfigurationException,
         ValueError,
+        TypeError,
         ModuleNotFoundError,
     ) as exc:
         cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc
@@ -106,11 +117,15 @@ def lightning_refusals() -> Iterator[None]:
 def _refused_by_lightning(exc: BaseException | None) -> bool:
     if isinstance(exc, MisconfigurationException):
         return True
-    if not isinstance(exc, (ValueError, ModuleNotFoundError)) or exc.__traceback__ is None:
+    if (
+        not isinstance(exc, (ValueError, TypeError, ModuleNotFoundError))
+        or exc.__traceback__ is None
+    ):
         return False
     tb = exc.__traceback__
     while tb.tb_next is not None:  # the frame that raised it
         tb = tb.tb_next
-    # a missing package is named by lightning.fabric's plugins too (RequirementCache)
+    # a missing package is named by lightning.fabric's plugins too (RequirementCache), a device
+    # count of the wrong type by its accelerators
     lightning_dir = _LIGHTNING_DIR if isinstance(exc, ValueError) else _LIGHTNING_DIR.parent
     return Path(tb.tb_frame.f_code.co_filename).is_relative_to(lightning_dir)
