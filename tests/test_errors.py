@@ -130,6 +130,28 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: +experiment=... adds a second experiment to the one chosen: write "
             "experiment=<option>",
         ),
+        # a group misspelt, and a top-level key nothing reads (were: "to add a new key write
+        # +experiments=...", and with that the run went on without it)
+        (
+            "train",
+            ["experiments=sst2_minilm"],
+            "error: unknown config key 'experiments' (did you mean the config group "
+            "experiment=<option>?)",
+        ),
+        (
+            "train",
+            ["+experiments=sst2_minilm"],
+            "error: unknown config key 'experiments': sft-train reads no such setting (did you "
+            "mean the config group experiment=<option>?)",
+        ),
+        ("train", ["+lr=0.1"], "error: unknown config key 'lr': sft-train reads no such setting"),
+        # was: one ordinary training, no search, exit 0
+        (
+            "train",
+            ["hparams_search=sst2_minilm_optuna"],
+            "error: hparams_search=sst2_minilm_optuna is a search, which runs as a multirun: "
+            "add -m",
+        ),
         ("eval", ["ckpt_path=x.ckpt", "trainer=gpuu"], "did you mean 'gpu'?"),
         ("eval", [], "error: missing value for ckpt_path: set it, e.g. ckpt_path=..."),
     ],

@@ -110,8 +110,18 @@ def check_overrides(
             if mistake:
                 raise OverrideMistake(mistake) from None
         else:
+            check_new_top_level_keys(parsed, overrides, config_name, loader)
             # a multirun: -m, or hydra.mode=MULTIRUN in a config or an override
             multirun = args.multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
+            sweeper = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get(
+                "hydra/sweeper"
+            )
+            if sweeper not in (None, "basic") and not multirun and not args.cfg:
+                searches = [o.input_line for o in parsed if o.key_or_group == "hparams_search"]
+                raise OverrideMistake(
+                    f"{searches[0] if searches else f'hydra/sweeper={sweeper}'} is a search, "
+                    "which runs as a multirun: add -m"
+                )
             sweeps = [o for o in parsed if o.is_sweep_override()]
             if sweeps and not multirun and not args.cfg:  # Hydra's three-line advice
                 raise OverrideMistake(
@@ -127,6 +137,31 @@ def check_overrides(
                     f"missing value for {', '.join(sorted(missing))}: set it, e.g. "
                     f"{sorted(missing)[0]}=..."
                 )
+
+
+def check_new_top_level_keys(
+    parsed: list[Override], overrides: list[str], config_name: str, loader: Any
+) -> None:
+    """`+experiments=my_exp`, `+lr=0.1`: a top-level key no config has and no group names is
+    read by nothing (was: added, and the run went on without it)."""
+    added = [
+        o.key_or_group
+        for o in parsed
+        if (o.is_add() or o.is_force_add())
+        and not re.search(r"[./@]", o.key_or_group)
+        and not loader.repository.group_exists(o.key_or_group)
+    ]
+    if not added:
+        return
+    others = [o for o in overrides if override_key(o) not in added]
+    known = loader.load_configuration(config_name, others, run_mode=RunMode.RUN)
+    for key in added:
+        if key not in known:
+            hint = closest_key(key, config_name, overrides, loader)
+            raise OverrideMistake(
+                f"unknown config key '{key}': sft-{config_name} reads no such setting"
+                + (f" ({hint})" if hint else "")
+            )
 
 
 def _may_add(key: str, adds: Sequence[str]) -> bool:
@@ -282,10 +317,14 @@ def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -
     if "trainer" in keys:  # Lightning's arguments are valid keys even where conf/trainer omits them
         keys += [f"trainer.{name}" for name in sorted(trainer_arguments())]
     parent = key.rpartition(".")[0]
-    siblings = [k for k in keys if k.rpartition(".")[0] == parent]
+    # a top-level name may be a config group misspelt (`experiments=...`)
+    groups = [g for g in loader.list_groups("") if g != "hydra"] if not parent else []
+    siblings = [k for k in keys if k.rpartition(".")[0] == parent] + groups
     close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6) or difflib.get_close_matches(
         key, keys, n=1, cutoff=0.8
     )
+    if close and close[0] in groups:
+        return f"did you mean the config group {close[0]}=<option>?"
     return f"did you mean '{close[0]}'?" if close else None
 
 
