@@ -2,6 +2,7 @@
 that a re-run resumes, and pruning, through real `sft-train -m` runs on a tiny CNN (CPU)."""
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from optuna.trial import TrialState
 from hydra_plugins.sft_optuna_sweeper._search_space import build_search_space, format_value
 from sft.callbacks.optuna_pruning import OptunaPruning, open_storage
 from sft.compare import find_runs, summarize
+from sft.errors import SFTError
 from sft.train import main
 
 # conftest's FAST, smaller still; pretrained:false as the searched experiments ask for weights
@@ -111,6 +113,30 @@ def test_search_space_from_config_params_and_command_line():
         "model.regularizer=l2",
         "seed=2",
     ]
+
+
+def test_a_searched_key_the_configs_lack_keeps_its_plus():
+    """`+model.lr_head=tag(log,interval(...))` for a model config without lr_head: the trials
+    wrote `model.lr_head=...` ("Could not override 'model.lr_head'. To append ... use +")."""
+    params = OmegaConf.create({"+model.extra": {"type": "int", "low": 1, "high": 3}})
+    space = build_search_space(params, ["+model.lr_head=tag(log,interval(1e-4,1e-1))"])
+    assert space.trial_overrides({"model.extra": 2, "model.lr_head": 0.01}) == [
+        "+model.extra=2",
+        "+model.lr_head=0.01",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sweep", "error"),
+    [
+        ("tag(log,interval(0.3,1e-3))", "`low <= high` must hold"),
+        ("tag(log,interval(-1,1))", "`low > 0` must hold for `log=True`"),
+    ],
+)
+def test_search_bounds_optuna_refuses_are_one_line(sweep, error):
+    """Were: Optuna's ValueError traceback."""
+    with pytest.raises(SFTError, match=rf"^model\.lr_head={re.escape(sweep)}: .*{error}"):
+        build_search_space({}, [f"model.lr_head={sweep}"])
 
 
 def test_trial_values_are_written_as_overrides_that_parse_back():

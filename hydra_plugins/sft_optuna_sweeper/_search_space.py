@@ -37,10 +37,15 @@ class SearchSpace:
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)
     # (key, override): in order, as deleting and re-adding a key (`~k`, `+k=...`) needs both
     fixed: list[tuple[str, str]] = field(default_factory=list)
+    # `+` / `++` of a sampled key that the configs lack (`+model.lr_head=tag(log,...)`)
+    adds: dict[str, str] = field(default_factory=dict)
 
     def trial_overrides(self, params: Mapping[str, Any]) -> list[str]:
         """The overrides of one trial: the fixed ones, then `key=value` per sampled parameter."""
-        sampled = [f"{key}={format_value(params[key])}" for key in self.distributions]
+        sampled = [
+            f"{self.adds.get(key, '')}{key}={format_value(params[key])}"
+            for key in self.distributions
+        ]
         return [line for _, line in self.fixed] + sampled
 
     def example_params(self) -> dict[str, Any]:
@@ -51,9 +56,19 @@ class SearchSpace:
             for key, dist in self.distributions.items()
         }
 
-    def set_value(self, key: str, line: str | None = None, dist: BaseDistribution | None = None):
-        """The latest value of `key` wins: a distribution, or a fixed override `line`."""
+    def set_value(
+        self,
+        key: str,
+        line: str | None = None,
+        dist: BaseDistribution | None = None,
+        add: str = "",
+    ):
+        """The latest value of `key` wins: a distribution (`add`: its `+` or `++`), or a fixed
+        override `line`."""
         self.distributions.pop(key, None)
+        self.adds.pop(key, None)
+        if add:
+            self.adds[key] = add
         self.fixed = [(k, old) for k, old in self.fixed if k != key or old.startswith("~")]
         if dist is not None:
             self.distributions[key] = dist
@@ -67,7 +82,8 @@ def build_search_space(params: Mapping[str, Any], arguments: Iterable[str]) -> S
     parser = OverridesParser.create()
     for key, value in params.items():
         if isinstance(value, Mapping | DictConfig) and "type" in value:
-            space.set_value(key, dist=distribution_from_dict(key, value))
+            name = key.lstrip("+")
+            space.set_value(name, dist=distribution_from_dict(key, value), add=key[: -len(name)])
         else:
             text = value if isinstance(value, str) else format_value(_plain(value))
             _add(space, _parse(parser, f"{key}={text}"))
@@ -88,9 +104,11 @@ def _parse(parser: OverridesParser, line: str) -> Override:
 
 
 def _add(space: SearchSpace, override: Override) -> None:
-    key = override.get_key_element().lstrip("+~")
+    element = override.get_key_element()
+    key = element.lstrip("+~")
     if override.is_sweep_override():
-        space.set_value(key, dist=distribution_from_override(override))
+        add = element[: -len(key)]
+        space.set_value(key, dist=distribution_from_override(override), add=add)
     elif override.is_delete():
         space.fixed.append((key, override.input_line or f"~{key}"))
     else:
@@ -118,9 +136,12 @@ def distribution_from_override(override: Override) -> BaseDistribution:
     if isinstance(value, IntervalSweep):
         assert value.start is not None and value.end is not None
         log = "log" in value.tags
-        if "int" in value.tags:
-            return IntDistribution(int(value.start), int(value.end), log=log)
-        return FloatDistribution(value.start, value.end, log=log)
+        try:
+            if "int" in value.tags:
+                return IntDistribution(int(value.start), int(value.end), log=log)
+            return FloatDistribution(value.start, value.end, log=log)
+        except ValueError as exc:  # Optuna's: low > high, a log scale from 0 or below
+            raise SFTError(f"{override.input_line}: {exc}") from None
     raise SFTError(
         f"{override.input_line}: the Optuna sweeper takes choice, range and interval sweeps"
     )
