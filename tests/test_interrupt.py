@@ -2,15 +2,18 @@
 
 import json
 import logging
+import pickle
 import signal
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import FAST
 from test_resume import only_run_dir, run_train_cli
 
+from sft.callbacks.graceful_interrupt import GracefulInterrupt, TrainingInterrupted
 from sft.errors import SFTError
 from sft.train import train
 
@@ -53,6 +56,38 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(
         train(train_cfg(*QUICK, f"resume={run_dir}", run_dir=run_dir))
     assert f"resuming {run_dir} from {last} (epoch 0, step 4)" in caplog.text
     assert torch.load(last, weights_only=True)["global_step"] == 2 * 6
+
+
+def test_the_resume_hint_of_a_ddp_rank_keeps_the_overrides(monkeypatch, tmp_path):
+    """Ranks that DDP spawns have no Hydra config: the hint they printed lacked every override
+    (`sft-train resume=<run>`, which then refused the run as another setup), once per rank."""
+    from hydra.core.hydra_config import HydraConfig
+
+    task = ["trainer=ddp_sim", "data.samples_per_class=200", "resume=auto"]
+    job = SimpleNamespace(overrides=SimpleNamespace(task=task))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: job))
+    callback = GracefulInterrupt()  # built where Hydra runs the job
+    monkeypatch.undo()
+    rank = pickle.loads(pickle.dumps(callback))  # a spawned rank's copy
+    rank._received = signal.SIGINT
+    trainer = SimpleNamespace(
+        strategy=SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision),
+        save_checkpoint=lambda path, weights_only: None,
+        callbacks=[],
+        default_root_dir=str(tmp_path),
+        current_epoch=1,
+        global_step=7,
+        is_global_zero=True,
+    )
+    with pytest.raises(TrainingInterrupted) as stop:
+        rank._stop_if_signalled(trainer)
+    assert str(stop.value).endswith(
+        f"resume with: sft-train trainer=ddp_sim data.samples_per_class=200 resume={tmp_path}"
+    )
+    trainer.is_global_zero = False
+    with pytest.raises(TrainingInterrupted) as stop:
+        rank._stop_if_signalled(trainer)
+    assert stop.value.code == 1  # rank 0 alone says it
 
 
 def test_an_interrupted_run_records_the_epochs_and_metrics_it_reached(tmp_path, data_dir):

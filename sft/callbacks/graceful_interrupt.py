@@ -28,7 +28,7 @@ import lightning as L
 from lightning.pytorch import Callback
 
 from sft.runs.directories import trainer_last_checkpoint
-from sft.utils.config import as_written
+from sft.utils.config import task_overrides
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,8 @@ class TrainingInterrupted(SystemExit):
     """Exit status 1 and the message on stderr, without a traceback."""
 
 
-def resume_command(run_dir: str) -> str:
-    """`sft-train <this run's overrides> resume=<run_dir>` (without the overrides outside Hydra)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = as_written(HydraConfig.get().overrides.task)
-    except ValueError:  # not started by hydra.main (tests, notebooks)
-        overrides = []
-    overrides = [o for o in overrides if not o.startswith("resume=")]
+def resume_command(run_dir: str, overrides: list[str]) -> str:
+    """`sft-train <overrides> resume=<run_dir>`."""
     return shlex.join(["sft-train", *overrides, f"resume={run_dir}"])
 
 
@@ -69,6 +62,9 @@ class GracefulInterrupt(Callback):
     def __init__(self) -> None:
         self._received: int | None = None
         self._previous: dict[int, Any] = {}
+        # read here, in the process Hydra started: DDP's spawned ranks have no Hydra config,
+        # and their hint lacked every override
+        self._overrides = [o for o in task_overrides() if not o.startswith("resume=")]
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self._received is not None and signum == signal.SIGINT:
@@ -127,8 +123,10 @@ class GracefulInterrupt(Callback):
         name = signal.Signals(received).name if received else "a signal"
         message = (
             f"interrupted by {name} at epoch {trainer.current_epoch} step {trainer.global_step}: "
-            f"saved {path}; resume with: {resume_command(trainer.default_root_dir)}"
+            f"saved {path}; resume with: "
+            f"{resume_command(trainer.default_root_dir, self._overrides)}"
         )
-        if trainer.is_global_zero:
-            log.warning(message)
+        if not trainer.is_global_zero:  # said once, by rank 0 (was: by every rank)
+            raise TrainingInterrupted(1)
+        log.warning(message)
         raise TrainingInterrupted(message)
