@@ -429,6 +429,36 @@ def test_a_text_longer_than_the_csv_modules_field_limit_is_read(tmp_path, token_
     assert csv.field_size_limit() == 131_072  # the process's limit is left as it was
 
 
+def test_jsonl_true_false_labels_are_the_names_true_and_false(tmp_path, token_cache):
+    """JSON booleans were refused whatever data.label_names said ("label False is not in the
+    label set (['false', 'true'] or 0..1)")."""
+    d = tmp_path / "bool"
+    d.mkdir()
+    rows = [("good", True), ("bad", False), ("fine", True)]
+    for split in ("train", "dev"):
+        (d / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"sentence": t, "label": y}) + "\n" for t, y in rows)
+        )
+    files = {"source": "jsonl", "train_split": "train.jsonl", "val_split": "dev.jsonl"}
+    dm = make_dm(d, token_cache, **files, label_names=["false", "true"])
+    dm.setup("fit")
+    assert dm.train_data.labels.tolist() == [1, 0, 1]
+    _error(make_dm(d, token_cache, **files), r"label 'true' is not in the label set")
+
+
+def test_a_json_array_is_named_as_one(tmp_path, token_cache):
+    """A pretty-printed JSON array saved as .jsonl was "not valid JSON (Expecting value)"."""
+    d = tmp_path / "array"
+    d.mkdir()
+    records = [{"sentence": "good", "label": 1}, {"sentence": "bad", "label": 0}]
+    for name, text in (("pretty", json.dumps(records, indent=1)), ("one", json.dumps(records))):
+        (d / f"{name}.jsonl").write_text(text + "\n")
+        dm = make_dm(d, token_cache, source="jsonl", train_split=f"{name}.jsonl")
+        _error(
+            dm, rf"{name}\.jsonl, line 1: a JSON array, not JSON Lines: sft reads one JSON object"
+        )
+
+
 def test_a_jsonl_test_file_is_unlabelled_only_when_no_record_has_a_label(tmp_path, token_cache):
     """A test file whose first record lacks the label: was read as unlabelled, dropping the
     labels of every other record without a word; now one error naming that line."""

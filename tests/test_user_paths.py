@@ -626,6 +626,7 @@ def test_a_data_warning_is_in_the_runs_log(tmp_path, capsys):
         f"1 of 13 images under {root / 'train'} cannot be decoded: {broken} "
         "(UnidentifiedImageError: cannot identify image file); data.skip_bad_files=true: left out"
     ) in log
+    assert "Tip:" not in log  # Lightning's advertisements of its cloud services (were: two)
 
 
 def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog):

@@ -84,9 +84,18 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
 _LIGHTNING_DIR = Path(lightning.pytorch.__file__).parent
 
 
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip:")
+
+
 def build_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
     """`instantiate(cfg, **kwargs)`; Lightning's refusal of a setting (e.g. max_epochs=-3) is a
     user error: its own message, as one line."""
+    # Lightning's info lines advertising its cloud services ("💡 Tip: ... try installing
+    # litlogger"), twice in every run's log: not about the run
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if _not_a_tip not in tips.filters:
+        tips.addFilter(_not_a_tip)
     with lightning_refusals():
         return instantiate(cfg, **kwargs)
 

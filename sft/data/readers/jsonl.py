@@ -22,11 +22,22 @@ def any_record_has(path: Path, key: str) -> bool:
     )
 
 
+# a file that is one JSON array (`[{...}, {...}]`), pretty-printed or on one line
+ARRAY_HINT = (
+    "a JSON array, not JSON Lines: sft reads one JSON object per line; write each record on "
+    "its own line (e.g. jq -c '.[]' FILE > FILE.jsonl)"
+)
+
+
 def _json_record(path: Path, line: int, raw: str) -> dict[str, Any]:
     try:
         record = json.loads(raw)
     except json.JSONDecodeError as e:
+        if (line == 1 and raw.strip() == "[") or raw.lstrip().startswith("[{"):
+            raise SFTError(f"{path}, line {line}: {ARRAY_HINT}") from None
         raise SFTError(f"{path}, line {line}: not valid JSON ({e.msg})") from None
+    if isinstance(record, list) and any(isinstance(r, dict) for r in record):
+        raise SFTError(f"{path}, line {line}: {ARRAY_HINT}")
     if not isinstance(record, dict):
         raise SFTError(f"{path}, line {line}: expected a JSON object, got {type(record).__name__}")
     return record
@@ -34,10 +45,13 @@ def _json_record(path: Path, line: int, raw: str) -> dict[str, Any]:
 
 def _as_written(value: Any) -> Any:
     """A whole-number label as the text a CSV/TSV cell would hold, so that it is looked up in
-    data.label_names by name first, as there (names ["1", "2", "3"]: 1 is "1", not position 1)."""
+    data.label_names by name first, as there (names ["1", "2", "3"]: 1 is "1", not position 1);
+    true/false as the names "true"/"false" (was: refused, with no name that matched them)."""
+    if isinstance(value, bool):  # JSON's true/false: the names "true", "false"
+        return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    return str(value) if isinstance(value, int) else value
 
 
 def read_jsonl(
