@@ -645,6 +645,10 @@ def test_image_folder_names_the_files_it_leaves_out(tmp_path: Path, caplog) -> N
     (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
     Image.new("RGB", (20, 20)).save(tmp_path / "train" / ".ipynb_checkpoints" / "copy.png")
     (tmp_path / "train" / "ant" / "._0.jpg").write_bytes(b"\0\5\26\7 resource fork")
+    # the folder macOS adds to its zip files (was: "the class folder(s) __MACOSX hold no
+    # image files")
+    (tmp_path / "train" / "__MACOSX" / "ant").mkdir(parents=True)
+    (tmp_path / "train" / "__MACOSX" / "ant" / "._0.jpg").write_bytes(b"\0\5\26\7 fork")
     dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
     with caplog.at_level(logging.WARNING, logger="sft.data.image_files"):
         dm.setup("fit")
@@ -659,6 +663,15 @@ def test_image_folder_names_the_files_it_leaves_out(tmp_path: Path, caplog) -> N
         f"{train / 'stray.png'} (not in a class folder)"
     ]
     assert len(dm.train_data) + len(dm.val_data) == 8
+
+
+def test_one_class_folder_is_named(tmp_path: Path) -> None:
+    """Was: "data.batch_size=8 is larger than the training subset", then, with a smaller batch,
+    the class count naming neither the class nor the folder."""
+    _tree(tmp_path, "train", {"ant": 8})
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=8, num_workers=0)
+    with pytest.raises(SFTError, match=r"train has one class folder \(ant\): a classifier needs"):
+        dm.setup("fit")
 
 
 def test_a_folder_link_back_into_its_own_path_is_refused(tmp_path: Path) -> None:

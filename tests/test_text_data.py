@@ -499,12 +499,19 @@ def test_integer_labels_without_names(tmp_path, token_cache, caplog):
     with logs_warning(
         caplog,
         r"one/train\.tsv: the integer labels start at 1, and labels are class indices from 0; "
-        r"if they count from 1, name the classes instead: 'data\.label_names=\[\"1\",\"2\"\]'$",
+        r"if they are not, name the classes instead: 'data\.label_names=\[\"1\",\"2\"\]'$",
     ):
         one = make_dm(tmp_path / "one", token_cache, batch_size=2)
         one.setup("fit")
         one.setup("test")  # sft-train's test after fit: said once
     assert sum("integer labels start at" in m for m in logged_warnings(caplog)) == 1
+    # star ratings 1, 3, 5: the names of the labels present (was: ["1", ..., "5"], classes 2
+    # and 4 of no examples)
+    _tiny_tsv(tmp_path / "stars", [("x", "1"), ("y", "5"), ("z", "3")])
+    with logs_warning(
+        caplog, r"""name the classes instead: 'data\.label_names=\["1","3","5"\]'$"""
+    ):
+        make_dm(tmp_path / "stars", token_cache, batch_size=2).setup("fit")
 
 
 def test_a_validation_or_test_file_without_some_classes_is_named(tmp_path, token_cache, caplog):

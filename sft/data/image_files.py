@@ -25,8 +25,9 @@ def is_image(path: Path) -> bool:
 
 
 def is_hidden(name: str) -> bool:
-    """.DS_Store, .ipynb_checkpoints/, AppleDouble ._x.jpg: the file system's, not data."""
-    return name.startswith(".")
+    """.DS_Store, .ipynb_checkpoints/, AppleDouble ._x.jpg, the __MACOSX/ folder macOS puts in
+    its zip files: the file system's, not data."""
+    return name.startswith(".") or name == "__MACOSX"
 
 
 def visible_image(root: str | os.PathLike, path: str | os.PathLike) -> bool:

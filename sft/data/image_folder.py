@@ -346,6 +346,11 @@ class ImageFolderDataModule(ImageDataModule):
                 f"{where}: sft-train skips testing; sft-eval scores and predicts validation"
             )
         full = open_image_folder(train_path, self.decode)
+        if len(full.classes) == 1:  # was: the batch size or the class count said first
+            raise SFTError(
+                f"image folder {train_path} has one class folder ({full.classes[0]}): a "
+                "classifier needs at least two, one folder per class"
+            )
         check_images(full, self.image_size, self.skip_bad_files)
         self._training_files = warn_repeated_files([p for p, _ in full.samples], train_path)
         self._set_classes(full.classes)

@@ -306,15 +306,17 @@ class TextClassificationDataModule(SFTDataModule):
             )
         )
 
-    def _check_first_label(self, first: int, names: list[str]) -> None:
+    def _check_first_label(self, labels: torch.Tensor) -> None:
         """Integer labels are class indices from 0; labels counted from 1 (1..K) would train a
-        class 0 of no examples, and the class-count error would ask for K + 1 classes."""
-        if first > 0:
+        class 0 of no examples, and the class-count error would ask for K + 1 classes. The
+        names suggested are the labels present (star ratings 1, 3, 5: three classes, not six)."""
+        present = labels.unique().tolist()
+        if present and present[0] > 0:
             rank_zero_warning(
                 log,
-                f"{self.reader.where('train')}: the integer labels start at {first}, and labels "
-                f"are class indices from 0; if they count from {first}, name the classes "
-                f"instead: {quoted_list_override('data.label_names', names[first:])}",
+                f"{self.reader.where('train')}: the integer labels start at {present[0]}, and "
+                f"labels are class indices from 0; if they are not, name the classes instead: "
+                f"{quoted_list_override('data.label_names', [str(n) for n in present])}",
             )
 
     def _checked(self, role: str) -> TokenDataset:
@@ -330,7 +332,7 @@ class TextClassificationDataModule(SFTDataModule):
     def _setup_train_val(self) -> None:
         train = self._checked("train")
         if self.reader.label_map().names is None:  # integer labels: once, where training reads
-            self._check_first_label(int(train.labels.min()), self.class_names)
+            self._check_first_label(train.labels)
         keep = few_label_indices(
             train.labels, self.train_fraction, self.samples_per_class, seed=self.seed
         )
