@@ -12,6 +12,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from sft.data.image_folder import first_bad, undecodable
 from sft.errors import SFTError, report_user_errors
 from sft.inference.bundle import data_settings, load_bundle
 from sft.inference.inputs import ImageInputs, TextInputs, input_kind, read_images, read_texts
@@ -24,6 +25,7 @@ from sft.inference.writers import (
 )
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
+from sft.utils.config_types import check_value
 from sft.utils.io import check_not_a_folder, check_not_written, path_setting
 
 log = logging.getLogger(__name__)
@@ -44,12 +46,31 @@ def inputs_path(value: Any) -> Path:
     )
 
 
+def decodable_images(inputs: ImageInputs, size: int, skip_bad_files: Any) -> ImageInputs:
+    """The inputs, checked before any is predicted: every image that cannot be decoded named at
+    once, and refused or (`skip_bad_files`) left out (was: an error for the first, at its
+    batch)."""
+    check_value(skip_bad_files, bool, "skip_bad_files")
+    bad = undecodable(inputs.paths, size)
+    if not bad:
+        return inputs
+    message = f"{len(bad)} of {len(inputs)} images cannot be decoded: {first_bad(bad)}"
+    if not skip_bad_files:
+        raise SFTError(f"{message}; remove them, or set skip_bad_files=true to predict the others")
+    if len(bad) == len(inputs):
+        raise SFTError(message)
+    log.warning(f"{message}; skip_bad_files=true: left out of the predictions")
+    left_out = {path for path, _ in bad}
+    kept = [(i, p) for i, p in zip(inputs.ids, inputs.paths, strict=True) if str(p) not in left_out]
+    return ImageInputs([i for i, _ in kept], [p for _, p in kept])
+
+
 def read_inputs(cfg: DictConfig, bundle: Any) -> TextInputs | ImageInputs:
     path = inputs_path(cfg.inputs)
     kind = input_kind(path)
     check_modality(bundle, kind, str(path))
     if kind == "image":
-        return read_images(path)
+        return decodable_images(read_images(path), bundle.image_size, cfg.skip_bad_files)
     dm = bundle.datamodule
     if path.suffix.lower() == ".txt" and (cfg.text_column or cfg.quoting):
         key = "text_column" if cfg.text_column else "quoting"

@@ -183,12 +183,34 @@ def test_images_that_cannot_be_decoded_are_one_error(ckpts, tmp_path, monkeypatc
     big = tmp_path / "big.png"
     Image.new("L", (64, 64)).save(big)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 > 2 x 1000: PIL refuses
-    with pytest.raises(SFTError, match=r"^image .*big\.png cannot be read \(DecompressionBomb"):
+    with pytest.raises(SFTError, match=r"^1 of 1 images cannot be decoded: .*big\.png \(Decompr"):
         run_predict(ckpts["image"], big, tmp_path / "run")
+    monkeypatch.undo()
     depth = tmp_path / "depth.tiff"
     Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(depth)
-    with pytest.raises(SFTError, match=r"^image .*depth\.tiff cannot be read \(ValueError: 32-bit"):
+    with pytest.raises(SFTError, match=r"depth\.tiff \(ValueError: 32-bit"):
         run_predict(ckpts["image"], depth, tmp_path / "run2")
+
+
+def test_a_folder_with_images_that_cannot_be_decoded(ckpts, tmp_path, caplog):
+    """Every bad image named at once, before any is predicted; skip_bad_files=true predicts the
+    others (was: an error naming the first, at its batch, and +data.skip_bad_files=true
+    accepted without effect)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "c.png"):
+        Image.new("RGB", (12, 12), (90, 30, 200)).save(folder / name)
+    (folder / "b.jpg").write_bytes(b"")
+    (folder / "d.jpg").write_text("not an image")
+    with pytest.raises(
+        SFTError,
+        match=r"^2 of 4 images cannot be decoded: .*b\.jpg .*d\.jpg .*"
+        r"set skip_bad_files=true to predict the others$",
+    ):
+        run_predict(ckpts["image"], folder, tmp_path / "run")
+    with logs_warning(caplog, r"^2 of 4 images .*skip_bad_files=true: left out of the predictions"):
+        out = run_predict(ckpts["image"], folder, tmp_path / "run2", "skip_bad_files=true")
+    assert [row["id"] for row in read_csv(out)] == ["a.png", "c.png"]
 
 
 def test_rows_read_into_one_quoted_field_are_named(tmp_path, caplog):

@@ -112,19 +112,30 @@ def _decode_error(path: str, size: int) -> str | None:
     return None
 
 
+def undecodable(paths: Sequence[str | Path], size: int) -> list[tuple[str, str]]:
+    """(path, why) of each image file that cannot be decoded, in order."""
+    paths = [str(p) for p in paths]
+    # PIL releases the GIL while decoding: threads use every core
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        errors = list(pool.map(lambda p: _decode_error(p, size), paths, chunksize=64))
+    return [(p, e) for p, e in zip(paths, errors, strict=True) if e is not None]
+
+
+def first_bad(bad: list[tuple[str, str]]) -> str:
+    return "; ".join(f"{p} ({e})" for p, e in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+
+
 def check_images(ds: ImageFolder, size: int, skip_bad_files: bool) -> None:
     """Decode every image of `ds` once before training, so that a bad file cannot stop a run
     mid-epoch: one error naming the first bad files and their count, or, with `skip_bad_files`,
     a warning with the count and the files left out of `ds`."""
     paths = [p for p, _ in ds.samples]
-    # PIL releases the GIL while decoding: threads use every core
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        errors = list(pool.map(lambda p: _decode_error(p, size), paths, chunksize=64))
-    bad = [(p, e) for p, e in zip(paths, errors, strict=True) if e is not None]
+    bad = undecodable(paths, size)
     if not bad:
         return
-    first = "; ".join(f"{p} ({e})" for p, e in bad[:3]) + ("; ..." if len(bad) > 3 else "")
-    message = f"{len(bad)} of {len(paths)} images under {ds.root} cannot be decoded: {first}"
+    message = (
+        f"{len(bad)} of {len(paths)} images under {ds.root} cannot be decoded: {first_bad(bad)}"
+    )
     if not skip_bad_files:
         raise SFTError(f"{message}; remove them or set data.skip_bad_files=true to leave them out")
     bad_paths = {p for p, _ in bad}
