@@ -750,6 +750,12 @@ def test_a_file_that_is_not_utf8_names_its_first_bad_line(
         rf"{train}, line {line}: not UTF-8 text \(invalid continuation byte at byte .*save the "
         "file as UTF-8",
     )
+    # what Windows' editors save as "Unicode" (was: "invalid start byte ... b'\xff\xfe'")
+    (d / train).write_text(header + "".join(rows), encoding="utf-16")
+    _error(
+        make_dm(d, token_cache, source=source, train_split=train, val_split=train),
+        rf"{train} is UTF-16 text \(it starts with a UTF-16 byte-order mark\): save it as UTF-8",
+    )
 
 
 def test_empty_texts_warn_with_lines_or_fail(tmp_path, token_cache, caplog):

@@ -294,7 +294,7 @@ class TextClassificationDataModule(SFTDataModule):
         if wants_val and self.val_data is None:
             self.val_data = self._checked("val")
         rank_zero_info(
-            f"text data: {self.num_classes} classes; "
+            f"text data: {self.num_classes} classes ({first_few(self.class_names, 10)}); "
             + ", ".join(
                 f"{role} {len(data)}"
                 for role, data in (

@@ -65,6 +65,11 @@ def not_utf8(path: Path, error: UnicodeDecodeError) -> SFTError:
                 f"{path} is {packed}-compressed: decompress it first (text files are read as "
                 "they are)"
             )
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # the byte-order mark Windows editors write
+            return SFTError(
+                f"{path} is UTF-16 text (it starts with a UTF-16 byte-order mark): save it as "
+                "UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)"
+            )
         f.seek(0)
         for number, raw in enumerate(f, start=1):
             try:

@@ -115,7 +115,8 @@ def read_delimited(
                 if len(row) != len(header):
                     quoted = quoting == "none" and any(f.startswith('"') for f in row)
                     raise SFTError(
-                        f"{path}, line {line}: expected {len(header)} {kind}-separated fields "
+                        f"{path}, line {line}: expected {len(header)} {kind}-separated "
+                        f"field{'s' if len(header) > 1 else ''} "
                         f"({', '.join(header)}), got {len(row)}"
                         + (
                             f"; a field in quotes holds a {kind}? {quoting_key}=minimal reads "
