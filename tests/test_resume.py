@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, FAST, run_module
+from conftest import CONF_DIR, FAST, logs_warning, run_module
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
@@ -299,6 +299,25 @@ def test_resume_mistakes_are_one_line_errors(train_cfg, tmp_path):
         f"resume={last} is a file: resume={empty} continues the run that holds it; "
         f"ckpt_path={last} starts a new run from it"
     )
+
+
+def test_resuming_with_other_overrides_names_them(train_cfg, tmp_path, monkeypatch, caplog):
+    """`sft-train ... resume=auto` with other settings than the run it continues (was: the
+    latest run continued with them without a word)."""
+    import sft.runs.resume as resume_module
+
+    run_dir = tmp_path / "run"
+    train(train_cfg("trainer.max_epochs=1", "test=false", run_dir=run_dir))
+    then = ["experiment=mine", "data.samples_per_class=20"]
+    record = RunResult("completed", overrides=then, output_dir=str(run_dir)).write()
+    now = ["experiment=mine", "data.samples_per_class=40", "resume=auto"]
+    monkeypatch.setattr(resume_module, "task_overrides", lambda: now)
+    with logs_warning(
+        caplog,
+        rf"^resuming {run_dir} with other overrides than it ran with \({record}\): now "
+        r"data\.samples_per_class=40; then data\.samples_per_class=20; the rest of the run",
+    ):
+        train(train_cfg("trainer.max_epochs=2", "test=false", f"resume={run_dir}", run_dir=run_dir))
 
 
 def test_trainer_writes_checkpoints_atomically(train_cfg):

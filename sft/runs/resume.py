@@ -107,7 +107,26 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
             f"resume=auto: no run under {output_dir.parent} has {LAST_CHECKPOINT}: starting fresh in {output_dir}"
         )
         return None
+    warn_other_overrides(output_dir)
     return _continue_from(last, f"resuming {output_dir} from ")
+
+
+def warn_other_overrides(output_dir: Path) -> None:
+    """A resumed run continues with this command's settings: a warning names the overrides
+    that differ from those its result.json records (was: `resume=auto` with other overrides
+    continued the latest run without a word)."""
+    recorded = recorded_overrides(output_dir / RESULT_FILE)
+    if recorded is None:
+        return
+    now = {o for o in run_overrides(task_overrides()) if not o.startswith("resume=")}
+    before = {o for o in recorded if not o.startswith("resume=")}
+    if now == before:
+        return
+    log.warning(
+        f"resuming {output_dir} with other overrides than it ran with ({output_dir / RESULT_FILE}): "
+        f"now {' '.join(sorted(now - before)) or 'none'}; then {' '.join(sorted(before - now)) or 'none'}; "
+        "the rest of the run has this command's settings"
+    )
 
 
 # callbacks whose state names checkpoint files of the run (ModelCheckpoint and its subclasses)
