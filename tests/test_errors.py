@@ -152,6 +152,13 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: hparams_search=sst2_minilm_optuna is a search, which runs as a multirun: "
             "add -m",
         ),
+        # a setting of another option of the group (was: "did you mean 'adapter'?")
+        (
+            "train",
+            ["adapter.r=4"],
+            "error: unknown config key 'adapter.r' (the adapter chosen has no such setting; "
+            "adapter=lora has it)",
+        ),
         ("eval", ["ckpt_path=x.ckpt", "trainer=gpuu"], "did you mean 'gpu'?"),
         ("eval", [], "error: missing value for ckpt_path: set it, e.g. ckpt_path=..."),
     ],

@@ -268,7 +268,9 @@ def describe_composition_error(
         exc.__cause__, (ConfigAttributeError, ConfigKeyError)
     ):
         key = match.group(1)
-        hint = closest_key(key, config_name, overrides, loader)
+        hint = options_having(key, config_name, overrides, loader) or closest_key(
+            key, config_name, overrides, loader
+        )
         return f"unknown config key '{key}' ({hint or f'to add a new key write +{key}=...'})"
     if match := NOT_DELETABLE.search(message):
         key = match.group(1)
@@ -301,6 +303,32 @@ def quoted_list_override(key: str, names: Sequence[str]) -> str:
 def override_key(override: str) -> str:
     """The key an override sets: `++trainer.x=1`, `~model.y`, `a.b=1,2` -> `trainer.x`, ..."""
     return override.lstrip("+~").partition("=")[0]
+
+
+def options_having(key: str, config_name: str, overrides: list[str], loader: Any) -> str | None:
+    """`adapter.r=4` with adapter=none: which options of the key's config group have it."""
+    group, _, rest = key.partition(".")
+    if not rest or not loader.repository.group_exists(group):
+        return None
+    others = [o for o in overrides if override_key(o) not in (key, group)]
+    having = []
+    for option in loader.get_group_options(group):
+        if option.startswith("_"):
+            continue
+        try:
+            cfg = loader.load_configuration(
+                config_name, [*others, f"{group}={option}"], run_mode=RunMode.RUN
+            )
+        except Exception:
+            continue
+        if OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT:
+            having.append(f"{group}={option}")
+    if not having:
+        return None
+    return f"the {group} chosen has no such setting; {', '.join(having)} has it"
+
+
+_ABSENT = object()
 
 
 def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -> str | None:
