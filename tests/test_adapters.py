@@ -245,6 +245,12 @@ def test_lora_run_resumes_exactly_from_a_small_checkpoint(train_cfg, tmp_path, d
     saved = torch.load(last, weights_only=True)
     assert not any(".base_layer." in k for k in saved["state_dict"])
     assert "base_weights" in saved and any("lora_B" in k for k in saved["state_dict"])
+    # without adapter=lora: said so (was: "does not fit this run's model (another setup): it
+    # lacks backbone.conv1.weight, ...")
+    with pytest.raises(
+        SFTError, match=r"was trained with adapters \(\{.*'r': .*\}\): add adapter=lora"
+    ):
+        train(train_cfg(*EXACT, f"ckpt_path={last}", run_dir=tmp_path / "plain"))
     train(train_cfg(*EXACT, *small, f"resume={run_dir}", run_dir=run_dir))
     want = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
     got = torch.load(last, weights_only=True)

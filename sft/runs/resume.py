@@ -415,6 +415,13 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
                 f"checkpoint {path} was trained with other settings ({', '.join(changed)}): "
                 f"{meaning}"
             )
+    if saved.get("adapter") and not current.get("adapter"):
+        settings = {k: v for k, v in saved["adapter"].items() if not k.startswith("_")}
+        raise SFTError(
+            f"checkpoint {path} was trained with adapters ({settings}): add adapter=lora, with "
+            "the settings it was trained with"
+            + (", and the base weights it names" if "base_weights" in checkpoint else "")
+        )
     state = model.state_dict()
     weights = checkpoint.get("state_dict", {})
     # a small checkpoint (adapter.save_only_trainable) leaves out the frozen base weights
