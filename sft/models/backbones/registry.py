@@ -145,7 +145,11 @@ def _entry(name: str) -> BackboneEntry:
         known = list_backbones()
         close = difflib.get_close_matches(str(name), known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise SFTError(f"unknown backbone {name!r}{hint}; known backbones: {', '.join(known)}")
+        raise SFTError(
+            f"unknown backbone {name!r}{hint}; known backbones: {', '.join(known)} (one "
+            "registered in your own module is known only where it is imported: for sft's "
+            "commands, name its class, model.backbone._target_=<module.Class>)"
+        )
     return entry
 
 
