@@ -592,7 +592,7 @@ def test_image_folder_mistakes(tmp_path: Path) -> None:
                        r"no labels: data\.test_dir=null leaves this split out, and sft-predict "
                        r"inputs=.*test predicts them\)$"):  # fmt: skip
         flat.setup("test")
-    _tree(tmp_path / "x", "train", {"a": 2})
+    _tree(tmp_path / "x", "train", {"a": 2, "b": 2})
     _tree(tmp_path / "x", "test", {"zebra": 1})
     dm = ImageFolderDataModule(str(tmp_path / "x"), batch_size=1, num_workers=0)
     with pytest.raises(SFTError, match="zebra"):

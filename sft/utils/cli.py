@@ -154,7 +154,10 @@ def check_new_top_level_keys(
     if not added:
         return
     others = [o for o in overrides if override_key(o) not in added]
-    known = loader.load_configuration(config_name, others, run_mode=RunMode.RUN)
+    try:
+        known = loader.load_configuration(config_name, others, run_mode=RunMode.RUN)
+    except Exception:  # another override reads the added key: it is not read by nothing
+        return
     for key in added:
         if key not in known:
             hint = closest_key(key, config_name, overrides, loader)
