@@ -112,6 +112,23 @@ def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> D
     return OmegaConf.create(data)
 
 
+def named_test_split(cfg: DictConfig, data_cfg: DictConfig | None) -> str | None:
+    """The key (test_split, test_dir) of a test split the command line names, which must then
+    be scored: a file must hold labels (was: with its label column misnamed, validation was
+    scored instead, with a warning; SST-2's config says that its GLUE test file has none), a
+    folder must exist. None: none named (`data.test_split=null` leaves the split out)."""
+    set_here = {override_key(o) for o in task_overrides()}
+    named = [
+        k for k in _TEST_KEYS if f"data.{k}" in set_here and OmegaConf.select(cfg, f"data.{k}")
+    ]
+    if not named:
+        return None
+    labelled = "test_labelled" in (data_cfg or {}) and "data.test_labelled" not in set_here
+    if named[0] == "test_split" and labelled:
+        data_cfg.test_labelled = cfg.data.test_labelled = True
+    return named[0]
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_value(cfg.get("seed"), int | None, "seed")
     if cfg.get("seed") is not None:
@@ -133,28 +150,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     backbone_cfg = checkpoint.get("hyper_parameters", {}).get("backbone")
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(backbone_cfg).cpu_bf16)
     check_config_types(cfg.trainer, "trainer")
-    set_here = {override_key(o) for o in task_overrides()}
-    named_test = [k for k in _TEST_KEYS if f"data.{k}" in set_here]
-    if (
-        "test_split" in named_test
-        and "test_labelled" in (data_cfg or {})
-        and "data.test_labelled" not in set_here
-    ):
-        # a file named to be scored holds labels (was: with its label column misnamed,
-        # validation was scored instead, with a warning; SST-2's config says that its GLUE
-        # test file has none)
-        data_cfg.test_labelled = cfg.data.test_labelled = True
+    named_test = named_test_split(cfg, data_cfg)
     if data_cfg is not None:
         check_config_types(data_cfg, "data")
         datamodule = instantiate(data_cfg)
     else:
         datamodule = datamodule_from_checkpoint(cfg.ckpt_path, checkpoint=checkpoint)
     if named_test and not datamodule.has_labelled_test:
-        key = named_test[0]
-        value = cfg.data.get(key)
+        value = cfg.data[named_test]
         raise SFTError(
-            f"data.{key}={value}: {_TEST_KEYS[key]} to score"
-            + (f" ({datamodule.root / value})" if key == "test_dir" and value else "")
+            f"data.{named_test}={value}: {_TEST_KEYS[named_test]} to score"
+            + (f" ({datamodule.root / value})" if named_test == "test_dir" else "")
         )
     if checkpoint.get("class_names"):
         # the scored split is read without the training data, which may be elsewhere by now

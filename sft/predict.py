@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sft.data.image_folder import first_bad, undecodable
 from sft.errors import SFTError, report_user_errors
@@ -70,7 +70,9 @@ def read_inputs(cfg: DictConfig, bundle: Any) -> TextInputs | ImageInputs:
     kind = input_kind(path)
     check_modality(bundle, kind, str(path))
     if kind == "image":
-        return decodable_images(read_images(path), bundle.image_size, cfg.skip_bad_files)
+        # +data.skip_bad_files=true, the training setting's name, says the same
+        skip = cfg.skip_bad_files or OmegaConf.select(cfg, "data.skip_bad_files", default=False)
+        return decodable_images(read_images(path), bundle.image_size, skip)
     dm = bundle.datamodule
     if path.suffix.lower() == ".txt" and (cfg.text_column or cfg.quoting):
         key = "text_column" if cfg.text_column else "quoting"

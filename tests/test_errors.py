@@ -226,6 +226,11 @@ def test_mistakes_with_the_users_own_configs_are_one_line(
         "# @package _global_\ndefaults:\n  - override /model: resnet18_cifar\nname: mine\n"
     )
     check_overrides("train", ["--config-dir", str(conf), "experiment=my_exp"])  # valid
+    # a new top-level key that a config reads through an interpolation is read by something
+    (conf / "experiment" / "my_lr.yaml").write_text(
+        "# @package _global_\nmodel:\n  lr_head: ${lr}\n"
+    )
+    check_overrides("train", ["--config-dir", str(conf), "experiment=my_lr", "+lr=0.1"])
     argv = ["--config-dir", str(conf), "experiment=my_exp", *args]
     status, stderr = run_main("train", argv, tmp_path, monkeypatch, capsys)
     assert stderr.startswith(expected) and len(stderr.strip().splitlines()) == 1, stderr

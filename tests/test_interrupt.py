@@ -63,7 +63,8 @@ def test_the_resume_hint_of_a_ddp_rank_keeps_the_overrides(monkeypatch, tmp_path
     (`sft-train resume=<run>`, which then refused the run as another setup), once per rank."""
     from hydra.core.hydra_config import HydraConfig
 
-    task = ["trainer=ddp_sim", "data.samples_per_class=200", "resume=auto"]
+    # ckpt_path= started the run: resume= refuses it beside it
+    task = ["trainer=ddp_sim", "data.samples_per_class=200", "ckpt_path=x.ckpt"]
     job = SimpleNamespace(overrides=SimpleNamespace(task=task))
     monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: job))
     callback = GracefulInterrupt()  # built where Hydra runs the job

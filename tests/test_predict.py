@@ -211,6 +211,11 @@ def test_a_folder_with_images_that_cannot_be_decoded(ckpts, tmp_path, caplog):
     with logs_warning(caplog, r"^2 of 4 images .*skip_bad_files=true: left out of the predictions"):
         out = run_predict(ckpts["image"], folder, tmp_path / "run2", "skip_bad_files=true")
     assert [row["id"] for row in read_csv(out)] == ["a.png", "c.png"]
+    # the training setting's name says the same (was: accepted without effect)
+    bundle = SimpleNamespace(modality="image", image_size=16, ckpt_path="m.ckpt")
+    cfg = OmegaConf.create({"inputs": str(folder), "skip_bad_files": False})
+    cfg.data = {"skip_bad_files": True}
+    assert predict_module.read_inputs(cfg, bundle).ids == ["a.png", "c.png"]
 
 
 def test_rows_read_into_one_quoted_field_are_named(tmp_path, caplog):

@@ -164,6 +164,11 @@ def test_eval_of_a_new_labelled_file_reads_only_that_file(checkpoints, tmp_path)
     assert [r["label"] for r in rows] == ["1", "0"]
     with pytest.raises(SFTError, match=r"other\.tsv: no column 'label'.*sentiment"):
         scored("other.tsv", "eval2")
+    # data.test_split=null leaves the split out, as the messages say: validation is scored
+    default = [f"ckpt_path={checkpoints['text']}", "trainer.accelerator=cpu"]
+    default += ["trainer.enable_progress_bar=false", "+trainer.limit_val_batches=1"]
+    cfg = compose_config("eval", [*default, "+data.test_split=null"], tmp_path / "eval3")
+    assert "val/acc" in evaluate(cfg)
 
 
 def test_eval_of_a_test_folder_reads_neither_training_nor_validation_images(tmp_path):

@@ -146,6 +146,8 @@ class OptunaSweep:
         fixed = {key for key, _ in space.fixed}
         trials = []
         for params in self.enqueue_trials:
+            # parameters are named by their key (`+model.x` searches model.x)
+            params = {str(k).lstrip("+"): v for k, v in params.items()}
             unknown = set(params) - set(space.distributions) - fixed
             if unknown:
                 raise SFTError(f"hydra.sweeper.enqueue_trials: {sorted(unknown)} are not searched")

@@ -28,7 +28,7 @@ import lightning as L
 from lightning.pytorch import Callback
 
 from sft.runs.directories import trainer_last_checkpoint
-from sft.utils.config import task_overrides
+from sft.utils.config import RUN_START, task_overrides
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ class GracefulInterrupt(Callback):
         self._previous: dict[int, Any] = {}
         # read here, in the process Hydra started: DDP's spawned ranks have no Hydra config,
         # and their hint lacked every override
-        self._overrides = [o for o in task_overrides() if not o.startswith("resume=")]
+        # (ckpt_path= too: it started the run, and resume= refuses it)
+        self._overrides = [o for o in task_overrides() if not o.startswith(RUN_START)]
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self._received is not None and signum == signal.SIGINT:

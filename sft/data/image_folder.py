@@ -150,9 +150,10 @@ def open_image_folder(
     decode: ImageDecoder,
     class_to_idx: dict[str, int] | None = None,
     key: str = "data.train_dir",
+    classes_of: str = "the training folder",
 ) -> _MappedImageFolder:
     """One split folder (the setting `key` names it) as a dataset; user mistakes in the tree
-    become one-line SFTErrors."""
+    become one-line SFTErrors. `classes_of`: what `class_to_idx` are the classes of."""
     if not path.is_dir():
         raise SFTError(f"image folder {path} does not exist; expected {path}/<class>/<images>")
     classes = class_folders(path)
@@ -181,8 +182,8 @@ def open_image_folder(
                 else ""
             )
             raise SFTError(
-                f"image folder {path} has class folders {unknown} that the training folder does "
-                f"not have (training classes: {sorted(class_to_idx)}){why}"
+                f"image folder {path} has class folders {unknown} that {classes_of} does not "
+                f"have (its classes: {sorted(class_to_idx)}){why}"
             )
     # first: a link loop would make ImageFolder walk without end (hidden folders too)
     files = visible_files(path, walk_hidden=True)
@@ -323,7 +324,11 @@ class ImageFolderDataModule(ImageDataModule):
             if self.test_dir is None:
                 raise SFTError("data.test_dir is null: this image-folder dataset has no test split")
             self.test_data = open_image_folder(
-                self.root / self.test_dir, self.decode, self.class_to_idx, "data.test_dir"
+                self.root / self.test_dir,
+                self.decode,
+                self.class_to_idx,
+                "data.test_dir",
+                "the training folder" if self.model_class_names is None else "the model",
             )
             check_images(self.test_data, self.image_size, self.skip_bad_files)
             warn_files_of_training(

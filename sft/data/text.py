@@ -216,7 +216,7 @@ class TextClassificationDataModule(SFTDataModule):
                     + reader.empty_split_note
                 )
             for warning in split.warnings:
-                rank_zero_warning(log, warning)
+                rank_zero_warning(log, f"{reader.where(role)}, {warning}")
             self._check_empty_texts(role, split)
             self._loaded[role] = split
             self.cache_files[role], self.cache_hits[role] = path, hit

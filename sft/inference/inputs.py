@@ -114,7 +114,7 @@ def read_texts(
     else:
         table = _read_table(path, text_column, pair_column, quoting)
         for warning in table.warnings:
-            log.warning(warning)
+            log.warning(f"{path}, {warning}")
         own = _own_ids(path, table)
         ids = own or [str(n) for n in table.lines]
         out = TextInputs(ids, table.texts, table.pairs, path, has_index=own is not None)

@@ -1,6 +1,7 @@
 """SFTClassifier: a pretrained backbone + fused supervised head, trained with CE + lambda R(theta)."""
 
 import logging
+import operator
 from collections.abc import Mapping
 from contextlib import nullcontext
 from itertools import islice
@@ -137,16 +138,18 @@ class SFTClassifier(L.LightningModule):
         self.input_spec = resolve_input_spec(backbone)
         self.backbone: nn.Module = instantiate(backbone)
         width = getattr(self.backbone, "num_features", None)
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        try:  # an int, or another integer type (numpy's)
+            width = operator.index(width) if not isinstance(width, bool) else None
+        except TypeError:
+            width = None
+        if width is None or width < 1:
             raise SFTError(
                 f"model.backbone: {type(self.backbone).__name__} sets no num_features (got "
-                f"{width!r}): a backbone returns (batch, D) features and sets "
-                "self.num_features = D (README: Your own configs and code)"
+                f"{getattr(self.backbone, 'num_features', None)!r}): a backbone returns (batch, D) "
+                "features and sets self.num_features = D (README: Your own configs and code)"
             )
         head = head or {"_target_": "sft.models.heads.FusedHead"}
-        self.head: nn.Module = instantiate(
-            head, in_features=self.backbone.num_features, num_classes=num_classes
-        )
+        self.head: nn.Module = instantiate(head, in_features=width, num_classes=num_classes)
         if freeze_backbone:
             self.backbone.requires_grad_(False)
         lrs = [lr_head, 0.0 if freeze_backbone else lr_backbone]
@@ -295,6 +298,11 @@ class SFTClassifier(L.LightningModule):
             h = self.backbone(**inputs)
         else:
             h = self.backbone(self._in_memory_format(inputs))
+        self._check_features(h)
+        return h
+
+    def _check_features(self, h: Any) -> None:
+        """The backbone's contract (README): (batch, num_features) features."""
         width = self.backbone.num_features
         if not isinstance(h, torch.Tensor) or h.ndim != 2 or h.shape[-1] != width:
             got = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
@@ -302,7 +310,6 @@ class SFTClassifier(L.LightningModule):
                 f"model.backbone: {type(self.backbone).__name__} returned {got}, expected "
                 f"(batch, {width}) features (its num_features); pool its output to that"
             )
-        return h
 
     def _in_memory_format(self, inputs: Any) -> Any:
         """Image batches in the backbone's layout (NHWC when channels_last)."""
@@ -534,6 +541,7 @@ class SFTClassifier(L.LightningModule):
 
         with precision.forward_context() if precision is not None else nullcontext():
             feats, labels = extract_features(self.backbone, batches())
+        self._check_features(feats)
         weight, bias = fit_logistic_regression(
             feats, labels, self.hparams.num_classes, **self.hparams.linear_probe
         )

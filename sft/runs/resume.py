@@ -36,7 +36,7 @@ from sft.runs.directories import (
 )
 from sft.runs.result import RESULT_FILE, recorded_overrides, run_overrides, same_overrides
 from sft.utils.checkpoint_io import AtomicCheckpointIO, checkpoint_path, read_checkpoint
-from sft.utils.config import task_overrides
+from sft.utils.config import RUN_START, task_overrides
 from sft.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,8 @@ def warn_other_overrides(output_dir: Path) -> None:
     recorded = recorded_overrides(output_dir / RESULT_FILE)
     if recorded is None:
         return
-    now = {o for o in run_overrides(task_overrides()) if not o.startswith("resume=")}
-    before = {o for o in recorded if not o.startswith("resume=")}
+    now = {o for o in run_overrides(task_overrides()) if not o.startswith(RUN_START)}
+    before = {o for o in recorded if not o.startswith(RUN_START)}
     if now == before:
         return
     log.warning(

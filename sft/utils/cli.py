@@ -158,8 +158,10 @@ def check_new_top_level_keys(
         known = loader.load_configuration(config_name, others, run_mode=RunMode.RUN)
     except Exception:  # another override reads the added key: it is not read by nothing
         return
+    # a config may read the key through an interpolation (`model.lr_head: ${lr}`)
+    read = OmegaConf.to_yaml(known)
     for key in added:
-        if key not in known:
+        if key not in known and not re.search(rf"\$\{{[^}}]*\b{re.escape(key)}\b", read):
             hint = closest_key(key, config_name, overrides, loader)
             raise OverrideMistake(
                 f"unknown config key '{key}': sft-{config_name} reads no such setting"

@@ -63,6 +63,10 @@ def as_written(overrides: Sequence[str]) -> list[str]:
     return list(overrides)
 
 
+# the overrides that say where a run starts from, which its resumption leaves out
+RUN_START = ("resume=", "ckpt_path=")
+
+
 def task_overrides() -> list[str]:
     """The command line's overrides of the running Hydra job, as written; [] outside one (a
     config composed by hand)."""

@@ -96,40 +96,39 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if _not_a_tip not in tips.filters:
         tips.addFilter(_not_a_tip)
-    with lightning_refusals():
+    # and its TypeError for a value of the wrong kind (trainer.devices=abc), here only: while
+    # training, one may be a bug's
+    with lightning_refusals(TypeError):
         return instantiate(cfg, **kwargs)
 
 
 @contextmanager
-def lightning_refusals() -> Iterator[None]:
+def lightning_refusals(*also: type[Exception]) -> Iterator[None]:
     """Lightning's refusal of a setting is a user error: its own message, as one line. It
     refuses when the trainer is built (through instantiate) or when fit/test set up their loops
     (an int val_check_interval above the batch count, limit_train_batches rounding to no batch),
-    with a MisconfigurationException or a ValueError or TypeError (trainer.devices=abc) raised
-    by its own code, or a
-    ModuleNotFoundError for a package a setting needs (trainer.precision=transformer-engine)."""
+    with a MisconfigurationException or a ValueError raised by its own code (or an exception of a
+    type in `also`), or a ModuleNotFoundError for a package a setting needs
+    (trainer.precision=transformer-engine)."""
     try:
         yield
     except (
         InstantiationException,
         MisconfigurationException,
         ValueError,
-        TypeError,
         ModuleNotFoundError,
+        *also,
     ) as exc:
         cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc
-        if not _refused_by_lightning(cause):
+        if not _refused_by_lightning(cause, also):
             raise
         raise SFTError(f"trainer: {' '.join(str(cause).split())}") from exc
 
 
-def _refused_by_lightning(exc: BaseException | None) -> bool:
+def _refused_by_lightning(exc: BaseException | None, also: tuple[type[Exception], ...]) -> bool:
     if isinstance(exc, MisconfigurationException):
         return True
-    if (
-        not isinstance(exc, (ValueError, TypeError, ModuleNotFoundError))
-        or exc.__traceback__ is None
-    ):
+    if not isinstance(exc, (ValueError, ModuleNotFoundError, *also)) or exc.__traceback__ is None:
         return False
     tb = exc.__traceback__
     while tb.tb_next is not None:  # the frame that raised it

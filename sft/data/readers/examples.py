@@ -17,8 +17,9 @@ class TextExamples:
     lines: list[int] = field(default_factory=list)  # source line (row) of each example (errors)
     # with `id_columns`: the row's value of the first of them it has, else None (sft-predict)
     ids: list[str | None] | None = None
-    # what the reader found doubtful in the file: said each time the split is used, also when
-    # its tokens come from the cache (which skips the reader)
+    # what the reader found doubtful in the file ("lines 3-7: ..."; the file is named where
+    # they are said): said each time the split is used, also when its tokens come from the
+    # cache (which skips the reader, and may serve a copy of the file elsewhere)
     warnings: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:

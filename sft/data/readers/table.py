@@ -156,7 +156,7 @@ def read_delimited(
         first, last = merged[0]
         more = f" (and {len(merged) - 1} more records like it)" if len(merged) > 1 else ""
         out.warnings.append(
-            f"{path}, lines {first}-{last}: one quoted field spans {last - first + 1} lines that "
+            f"lines {first}-{last}: one quoted field spans {last - first + 1} lines that "
             f'look like rows of this file{more}: if a quote (") is not closed there, those rows '
             f"were read as one text; check the quotes, or set {quoting_key}=none if quotes are "
             "ordinary characters in this file"
