@@ -177,19 +177,8 @@ def test_eval_of_a_test_folder_reads_neither_training_nor_validation_images(tmp_
     training image was decoded first, and one that could not be failed the eval); a test
     folder named that is not there is an error (was: validation scored, with a warning)."""
     root = two_class_tree(tmp_path / "tree", per_class=6)
-    data = [
-        "data=image_folder",
-        f"data.data_dir={root}",
-        "data.image_size=16",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-    ]
-    small_cnn = "{_target_:sft.models.backbones.create_backbone,name:small_cnn,width:8}"
     run = tmp_path / "run"
-    overrides = ["model.num_classes=2", "~model.backbone", f"+model.backbone={small_cnn}"]
-    train(compose_config("train", [*data, *overrides, "trainer.max_epochs=1"], run))
+    train(compose_config("train", [*folder_data(root), *SMALL_CNN, "trainer.max_epochs=1"], run))
     ckpt = run / "checkpoints" / "last.ckpt"
     new = tmp_path / "new"
     shutil.copytree(root / "train", new / "test")
@@ -585,6 +574,26 @@ def test_one_class_of_training_data_is_not_fixed_by_num_classes_1(tmp_path):
         train(cfg)
 
 
+# a small CNN for 2 classes, and the settings of a tiny image folder (two_class_tree)
+SMALL_CNN = [
+    "model.num_classes=2",
+    "~model.backbone",
+    "+model.backbone={_target_:sft.models.backbones.create_backbone,name:small_cnn,width:8}",
+]
+
+
+def folder_data(root: Path) -> list[str]:
+    return [
+        "data=image_folder",
+        f"data.data_dir={root}",
+        "data.image_size=16",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+    ]
+
+
 def two_class_tree(root: Path, per_class: int) -> Path:
     """`root/train/{ant,bee}/<j>.png`: 20x20 images, `per_class` of each; no val/ or test/."""
     from PIL import Image
@@ -637,28 +646,9 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     scores, predicts and draws the confusion matrix of validation (was: `error: image folder
     .../test does not exist` after training, result failed)."""
     root = two_class_tree(tmp_path / "tree", per_class=10)
-    data = [
-        "data=image_folder",
-        f"data.data_dir={root}",
-        "data.image_size=16",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-    ]
-    small_cnn = "{_target_:sft.models.backbones.create_backbone,name:small_cnn,width:8}"
+    data = folder_data(root)
     run = tmp_path / "run"
-    cfg = compose_config(
-        "train",
-        [
-            *data,
-            "model.num_classes=2",
-            "~model.backbone",
-            f"+model.backbone={small_cnn}",
-            "trainer.max_epochs=1",
-        ],
-        run,
-    )
+    cfg = compose_config("train", [*data, *SMALL_CNN, "trainer.max_epochs=1"], run)
     metrics = train(cfg)
     assert "val/acc" in metrics and not any(k.startswith("test/") for k in metrics)
     assert f"no test folder {root / 'test'}" in caplog.text
