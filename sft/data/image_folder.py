@@ -41,7 +41,7 @@ from sft.data.subsets import (
     warn_classes_without_examples,
 )
 from sft.errors import SFTError
-from sft.utils.logs import rank_zero_warning
+from sft.utils.logs import first_few, rank_zero_warning
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ def undecodable(paths: Sequence[str | Path], size: int) -> list[tuple[str, str]]
 
 
 def first_bad(bad: list[tuple[str, str]]) -> str:
-    return "; ".join(f"{p} ({e})" for p, e in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+    """The first undecodable files of `undecodable`, each with why."""
+    return first_few((f"{p} ({e})" for p, e in bad), 3, sep="; ")
 
 
 def check_images(ds: ImageFolder, size: int, skip_bad_files: bool) -> None:

@@ -108,7 +108,7 @@ def read_texts(
             lines = "line" if len(blank) == 1 else "lines"
             log.warning(
                 f"inputs={path}: {len(blank)} blank {lines} left out ({lines} "
-                f"{', '.join(map(str, blank[:5]))}{', ...' if len(blank) > 5 else ''}); the "
+                f"{first_few(blank, 5)}); the "
                 "predictions' ids are the texts' line numbers"
             )
     else:

@@ -13,8 +13,8 @@ def rank_zero_warning(logger: logging.Logger, message: str) -> None:
     logger.warning(message)
 
 
-def first_few(items: Iterable[object], n: int) -> str:
-    """The first `n` of `items`, comma-separated, and ", ..." when there are more: a message
+def first_few(items: Iterable[object], n: int, sep: str = ", ") -> str:
+    """The first `n` of `items`, `sep`-separated, and "<sep>..." when there are more: a message
     names some, not thousands."""
     items = list(items)
-    return ", ".join(map(str, items[:n])) + (", ..." if len(items) > n else "")
+    return sep.join(map(str, items[:n])) + (f"{sep}..." if len(items) > n else "")
