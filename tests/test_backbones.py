@@ -63,9 +63,13 @@ def test_registry_lists_every_backbone() -> None:
     assert list_backbones() == sorted(list_backbones())
 
 
+# the families of many models: a small one of each
+MODEL_NAMES = {"timm": {"model_name": "test_convnext"}, "torchvision": {"model_name": "resnet18"}}
+
+
 @pytest.mark.parametrize("name", list_backbones("image"))
 def test_backbone_maps_images_to_features(name: str) -> None:
-    model = create_backbone(name, pretrained=False).eval()
+    model = create_backbone(name, pretrained=False, **MODEL_NAMES.get(name, {})).eval()
     assert isinstance(model.num_features, int)
     assert model.num_features == EXPECTED.get(name, model.num_features)
     with torch.no_grad():
@@ -158,8 +162,18 @@ def test_resnet_pretrained_offline_is_one_clear_line(
         assert model.num_features == 512
 
 
-def test_resnet_download_failure_is_one_clear_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("cfg", "expected"),
+    [
+        ({"name": "resnet50"}, "could not download the ImageNet weights of resnet50"),
+        (
+            {"name": "torchvision", "model_name": "mobilenet_v3_small"},
+            "could not download the weights MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+        ),
+    ],
+)
+def test_torch_hub_download_failure_is_one_clear_line(
+    cfg: dict, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Same, with the failure forced, so it is checked on machines with network too.
     def no_network(*args: object, **kwargs: object) -> None:
@@ -168,9 +182,9 @@ def test_resnet_download_failure_is_one_clear_line(
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "urlopen", no_network)
     with pytest.raises(SFTError) as err:
-        create_backbone("resnet50", pretrained=True)
+        create_backbone(**cfg, pretrained=True)
     message = single_line(err)
-    assert "could not download" in message and "no network?" in message
+    assert expected in message and "no network?" in message
     assert "pretrained=false" in message and "checkpoint=PATH" in message
 
 
@@ -394,3 +408,155 @@ def test_packaged_features_separate_airplane_from_ship(name: str) -> None:
     pretrained, random_init = accuracy(True), accuracy(False)
     assert pretrained >= 0.78, (pretrained, random_init)
     assert pretrained >= random_init + 0.15, (pretrained, random_init)
+
+
+# --- any timm or torchvision model by name ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "model_name", "width"),
+    [
+        # MobileNetV3's pre-logits layer widens its 288 pooled channels to 1024
+        ("timm", "mobilenetv3_small_050", 1024),
+        ("timm", "test_vit", 64),
+        ("torchvision", "mobilenet_v3_small", 1024),
+        ("torchvision", "vit_b_32", 768),
+    ],
+)
+def test_a_timm_or_torchvision_model_by_name_gives_its_pooled_features(
+    name: str, model_name: str, width: int
+) -> None:
+    model = create_backbone(name, model_name=model_name).eval()
+    assert model.num_features == width
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 224, 224))
+    assert out.shape == (2, width)
+
+
+def test_torchvision_models_with_auxiliary_classifiers_train_on_features_alone() -> None:
+    # GoogLeNet returns (logits, aux2, aux1) while training; its classifiers are removed
+    model = create_backbone("torchvision", model_name="googlenet").train()
+    out = model(torch.randn(2, 3, 96, 96))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 1024)
+    assert model.aux1 is None and model.aux2 is None
+
+
+def test_the_normalisation_comes_from_the_named_models_weights() -> None:
+    def normalization(**cfg: object) -> object:
+        return resolve_input_spec({"pretrained": True, **cfg}).normalization
+
+    assert normalization(name="timm", model_name="test_vit") == SIGNED_UNIT
+    assert normalization(name="timm", model_name="convnext_atto") == IMAGENET
+    assert normalization(name="torchvision", model_name="resnet18") == IMAGENET
+    # torchvision's SWAG weights take pixels on a 0..255 scale
+    swag = normalization(
+        name="torchvision", model_name="regnet_y_16gf", weights="IMAGENET1K_SWAG_E2E_V1"
+    )
+    assert swag.std == pytest.approx((1 / 255,) * 3)
+    # from scratch: the data's own statistics
+    assert resolve_input_spec({"name": "timm", "model_name": "test_vit"}).normalization is None
+
+
+def test_a_classifier_builds_on_a_timm_model_with_a_fixed_input_size() -> None:
+    # test_maxvit asserts its input is 160x160: the layer speed-ups, checked on a 64x64 example,
+    # are left out (was: AssertionError while the model was built)
+    from sft.models import SFTClassifier
+
+    backbone = {
+        "_target_": "sft.models.backbones.create_backbone",
+        "name": "timm",
+        "model_name": "test_maxvit",
+    }
+    model = SFTClassifier(backbone=backbone, num_classes=3).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 160, 160)).shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "expected"),
+    [
+        (
+            {"name": "timm", "model_name": "convnext_atoo"},
+            "'convnext_atoo' is not a timm model (did you mean convnext_atto,",
+        ),
+        ({"name": "timm"}, "model.backbone.model_name: expected a timm model name"),
+        (
+            {"name": "timm", "model_name": "convnext_atto.in99k"},
+            "timm model 'convnext_atto' has no pretrained tag 'in99k'; its names with weights: "
+            "convnext_atto.d2_in1k",
+        ),
+        (
+            {"name": "timm", "model_name": "test_vit", "dropout": 0.1},
+            "timm model 'test_vit' does not take the option(s) dropout",
+        ),
+        (
+            {"name": "torchvision", "model_name": "efficientnet_b9"},
+            "'efficientnet_b9' is not a torchvision classification model (did you mean",
+        ),
+        (
+            {"name": "torchvision", "model_name": "resnet18", "weights": "IMAGENET1K_V2"},
+            "torchvision model 'resnet18' has no weights 'IMAGENET1K_V2'; it has DEFAULT, "
+            "IMAGENET1K_V1",
+        ),
+        (
+            {"name": "torchvision", "model_name": "squeezenet1_1"},
+            "torchvision model 'squeezenet1_1' has no Linear classifier to remove",
+        ),
+        (
+            {"name": "torchvision", "model_name": "resnet18", "drop_rate": 0.1},
+            "torchvision model 'resnet18' does not take the option(s) drop_rate",
+        ),
+    ],
+)
+def test_a_wrong_model_name_or_option_is_one_line(cfg: dict, expected: str) -> None:
+    with pytest.raises(SFTError) as err:
+        create_backbone(**cfg)
+    assert expected in single_line(err)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "library"),
+    [("efficientnet_b0", "torchvision"), ("vit_small_patch16_224", "timm")],
+)
+def test_a_library_model_given_as_the_backbone_name_says_how_to_name_it(
+    model_name: str, library: str
+) -> None:
+    with pytest.raises(SFTError) as err:
+        create_backbone(model_name)
+    assert (
+        f"(a {library} model: model.backbone.name={library} model.backbone.model_name={model_name})"
+        in single_line(err)
+    )
+
+
+def test_timm_weights_out_of_reach_are_one_line_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Offline, timm's hub download retries for ~45 s, then raises a traceback; the hub is asked
+    # once instead (forced unreachable here, so this holds on machines with network too)
+    import huggingface_hub
+
+    from sft.models.backbones import timm_models
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(
+        timm_models, "hub_unreachable", lambda *a, **k: OSError("Name or service not known")
+    )
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the hub is unreachable: nothing should be downloaded")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+    with pytest.raises(SFTError) as err:
+        create_backbone("timm", model_name="convnext_atto", pretrained=True)
+    message = single_line(err)
+    assert "could not download the weights of timm model convnext_atto from " in message
+    assert "https://huggingface.co/timm/convnext_atto.d2_in1k (no network?" in message
+    assert "pretrained=false" in message and "checkpoint=PATH" in message
+
+
+def test_a_checkpoint_of_a_timm_model_loads_without_the_hub(tmp_path: Path) -> None:
+    source = create_backbone("timm", model_name="test_convnext")
+    path = tmp_path / "convnext.pt"
+    torch.save(source.state_dict(), path)
+    # pretrained=true with a checkpoint: the checkpoint's weights, nothing downloaded
+    model = create_backbone("timm", model_name="test_convnext", pretrained=True, checkpoint=path)
+    _outputs_equal(source, model, size=64)

@@ -80,8 +80,8 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "train",
             ["model=resnet19"],
             "error: unknown option 'resnet19' for group 'model' (available: bert_base_fused, "
-            "effnet_lite0_fused, minilm_fused, mobilenetv2_fused, resnet18_cifar; "
-            "did you mean 'resnet18_cifar'?)",
+            "effnet_lite0_fused, minilm_fused, mobilenetv2_fused, resnet18_cifar, timm_fused, "
+            "torchvision_fused; did you mean 'resnet18_cifar'?)",
         ),
         (
             "train",

@@ -201,7 +201,8 @@ def fold_frozen_norms(model: nn.Module, example: torch.Tensor) -> int:
     _frozen_statistics_mode(model)
     try:
         pairs = _pairs(model, example)
-    except (RuntimeError, ValueError) as err:  # e.g. a backbone for other input sizes or channels
+    # e.g. a backbone for other input sizes or channels (timm's fixed-size models assert)
+    except (RuntimeError, ValueError, AssertionError) as err:
         log.info(
             f"batch norms not folded: the backbone did not run on {tuple(example.shape)}: {_first_line(err)}"
         )

@@ -1,7 +1,15 @@
 """Backbone factory: `create_backbone(name, ...)` over a registry of named builders."""
 
 # Importing the modules registers their backbones.
-from . import efficientnet_lite, huggingface, mobilenet, small_cnn, torchvision_resnet  # noqa: F401
+from . import (  # noqa: F401
+    efficientnet_lite,
+    huggingface,
+    mobilenet,
+    small_cnn,
+    timm_models,
+    torchvision_models,
+    torchvision_resnet,
+)
 from .efficientnet_lite import efficientnet_lite0_imagenet
 from .huggingface import HFEncoder
 from .registry import (

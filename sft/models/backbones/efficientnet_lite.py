@@ -10,11 +10,10 @@ from __future__ import annotations
 from torch import nn
 
 from sft.contracts import SIGNED_UNIT
-from sft.errors import SFTError
 
 from .registry import register_backbone
 from .wrappers import (
-    VISION_EXTRA_HINT,
+    import_timm,
     load_packaged_weights,
     load_state_dict_checked,
     map_state_dict_by_position,
@@ -33,11 +32,7 @@ _WEIGHTS = "models/efficientnet-lite0-57934424.pth"
 
 
 def _create_timm(**kwargs: object) -> nn.Module:
-    try:
-        import timm  # optional dependency (sft[vision]); imported late because it is slow
-    except ImportError as err:
-        raise SFTError(f"backbone efficientnet_lite0 needs timm: {VISION_EXTRA_HINT}") from err
-    return timm.create_model(_TIMM_NAME, pretrained=False, **kwargs)
+    return import_timm("efficientnet_lite0").create_model(_TIMM_NAME, pretrained=False, **kwargs)
 
 
 def efficientnet_lite0_imagenet(**kwargs: object) -> nn.Module:

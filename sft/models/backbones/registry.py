@@ -21,13 +21,16 @@ from sft.errors import SFTError
 from .wrappers import ResizeInput, load_backbone_checkpoint
 
 BackboneBuilder = Callable[..., nn.Module]
+# the statistics a family's weights expect, or for a family of many models (timm's, torchvision's)
+# a function of the backbone config that reads them from the named model's weights
+NormalizationOf = Callable[[Mapping], Normalization | None]
 
 
 @dataclass(frozen=True)
 class BackboneEntry:
     builder: BackboneBuilder
     # what its weights expect; None for text backbones and those without weights
-    normalization: Normalization | None
+    normalization: Normalization | NormalizationOf | None
     modality: Modality = "image"
     # Measured speed hints (benchmarks/precision_layout.py): CPU bf16 autocast is faster than
     # fp32 on bf16-capable CPUs; NHWC (channels_last) is faster than NCHW.
@@ -41,7 +44,7 @@ _REGISTRY: dict[str, BackboneEntry] = {}
 def register_backbone(
     name: str,
     *,
-    normalization: Normalization | None = IMAGENET,
+    normalization: Normalization | NormalizationOf | None = IMAGENET,
     modality: Modality = "image",
     cpu_bf16: bool = False,
     channels_last: bool = False,
@@ -49,8 +52,8 @@ def register_backbone(
     """Register `builder(pretrained: bool, **options) -> nn.Module` under `name`.
 
     `normalization`: the pixel statistics the family's weights expect (sft.contracts; None
-    for a family without weights), which the data pipeline gets through `resolve_input_spec`;
-    text backbones have none.
+    for a family without weights), or a function of the backbone config giving them, which the
+    data pipeline gets through `resolve_input_spec`; text backbones have none.
     `cpu_bf16` / `channels_last`: the family measured faster with CPU bf16 autocast / in NHWC
     layout; `trainer.precision=auto` and `model.channels_last=null` follow them.
     """
@@ -89,7 +92,10 @@ def resolve_input_spec(backbone_cfg: Mapping | None) -> InputSpec:
     if entry is None:
         return InputSpec(None)
     loads_weights = bool(cfg.get("pretrained")) or cfg.get("checkpoint") is not None
-    return InputSpec(entry.modality, entry.normalization if loads_weights else None)
+    if not loads_weights:
+        return InputSpec(entry.modality)
+    norm = entry.normalization
+    return InputSpec(entry.modality, norm(cfg) if callable(norm) else norm)
 
 
 class SpeedHints(NamedTuple):
@@ -144,13 +150,32 @@ def _entry(name: str) -> BackboneEntry:
     if entry is None:
         known = list_backbones()
         close = difflib.get_close_matches(str(name), known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        library = _library_having(name)
+        if library:
+            hint = f" (a {library} model: model.backbone.name={library} model.backbone.model_name={name})"
+        else:
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise SFTError(
             f"unknown backbone {name!r}{hint}; known backbones: {', '.join(known)} (one "
             "registered in your own module is known only where it is imported: for sft's "
             "commands, name its class, model.backbone._target_=<module.Class>)"
         )
     return entry
+
+
+def _library_having(name: object) -> str | None:
+    """'timm' or 'torchvision' when one of them has a model called `name`."""
+    if not isinstance(name, str):
+        return None
+    import torchvision
+
+    if name in torchvision.models.list_models(module=torchvision.models):
+        return "torchvision"
+    try:
+        import timm
+    except ImportError:
+        return None
+    return "timm" if timm.is_model(name) else None
 
 
 def _check_options(name: str, builder: BackboneBuilder, kwargs: dict[str, object]) -> None:

@@ -11,9 +11,8 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights
 
-from sft.errors import SFTError
-
 from .registry import register_backbone
+from .wrappers import download_failure
 
 
 def _build_resnet(
@@ -29,14 +28,8 @@ def _build_resnet(
     except (urllib.error.URLError, OSError, RuntimeError) as err:
         if not pretrained:
             raise
-        reason = str(getattr(err, "reason", err)).strip().splitlines()
         cache = os.path.join(torch.hub.get_dir(), "checkpoints")
-        raise SFTError(
-            f"could not download the ImageNet weights of {name} from {weights.url} (no network? "
-            f"{type(err).__name__}: {reason[0] if reason else ''}); "
-            "use pretrained=false, or checkpoint=PATH to a local state_dict, "
-            f"or copy that file into {cache}"
-        ) from err
+        raise download_failure(f"the ImageNet weights of {name}", weights.url, err, cache) from err
     if cifar_stem:
         # 32x32 inputs: a 7x7/2 conv plus max-pool would shrink them to 8x8 before layer1.
         # The pretrained conv1 cannot be reused at this shape, so it starts from random init.

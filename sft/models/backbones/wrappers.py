@@ -6,6 +6,7 @@ import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,25 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "body.")
 _HEAD_PREFIXES = ("fc.", "classifier.")
 
 VISION_EXTRA_HINT = "pip install 'sft[vision]'"
+
+
+def import_timm(backbone: str) -> ModuleType:
+    """timm, an optional dependency (sft[vision]), imported late because it is slow."""
+    try:
+        import timm
+    except ImportError as err:
+        raise SFTError(f"backbone {backbone} needs timm: {VISION_EXTRA_HINT}") from err
+    return timm
+
+
+def download_failure(what: str, source: str, err: BaseException, cache: str) -> SFTError:
+    """One line for pretrained weights that could not be downloaded (typically: offline)."""
+    reason = str(getattr(err, "reason", err)).strip().splitlines()
+    return SFTError(
+        f"could not download {what} from {source} (no network? {type(err).__name__}: "
+        f"{reason[0] if reason else ''}); use pretrained=false, or checkpoint=PATH to a local "
+        f"state_dict, or put the weights into {cache}"
+    )
 
 
 class ResizeInput(nn.Module):

@@ -1,0 +1,118 @@
+"""Any torchvision classification model as a backbone: `name: torchvision`, `model_name: <name>`.
+
+torchvision's models end in a Linear classifier (`fc`, `classifier.1`, `heads.head`, ...): it is
+replaced by an identity, so the model returns what that layer took, its pooled features. The pixel
+statistics the weights expect come from the weights' own transforms.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import urllib.error
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import WeightsEnum, get_model, get_model_weights, list_models
+
+from sft.contracts import Normalization
+from sft.errors import SFTError
+
+from .registry import register_backbone
+from .wrappers import download_failure
+
+# GoogLeNet's and Inception v3's auxiliary classifiers: their outputs come with the features
+# while training
+_AUX_CLASSIFIERS = ("aux1", "aux2", "AuxLogits")
+
+
+def _classification_models() -> list[str]:
+    return list_models(module=torchvision.models)
+
+
+def _weights_normalization(cfg: Mapping) -> Normalization | None:
+    """The mean and std of the named weights' transforms (None when unknown: the builder then
+    names what is wrong)."""
+    name = cfg.get("model_name")
+    if name not in _classification_models():
+        return None
+    try:
+        transforms = _weights(name, cfg.get("weights", "DEFAULT")).transforms()
+    except SFTError:
+        return None
+    return Normalization(tuple(transforms.mean), tuple(transforms.std))
+
+
+# Not measured per model: no speed hints (model.channels_last / trainer.precision set them).
+@register_backbone("torchvision", normalization=_weights_normalization)
+def torchvision_model(
+    pretrained: bool = False,
+    model_name: str | None = None,
+    weights: str = "DEFAULT",
+    **options: Any,
+) -> nn.Module:
+    """Pooled features of torchvision's `model_name` (`torchvision.models.list_models()`).
+    `weights`: which of its weights `pretrained` loads (DEFAULT: the best; e.g. IMAGENET1K_V1).
+    `options` go to the model's builder (e.g. dropout, stochastic_depth_prob)."""
+    known = _classification_models()
+    if not isinstance(model_name, str) or model_name not in known:
+        raise _unknown_model(model_name, known)
+    chosen = _weights(model_name, weights)
+    try:
+        model = get_model(model_name, weights=chosen if pretrained else None, **options)
+    except (TypeError, ValueError) as err:  # an unknown option, or one the weights fix
+        raise SFTError(
+            f"model.backbone: torchvision model {model_name!r} does not take the option(s) "
+            f"{', '.join(options)} ({str(err).strip().splitlines()[0]})"
+        ) from err
+    except (urllib.error.URLError, OSError, RuntimeError) as err:
+        if not pretrained:
+            raise
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+        raise download_failure(
+            f"the weights {chosen} of torchvision model {model_name}", chosen.url, err, cache
+        ) from err
+    return _without_classifier(model, model_name)
+
+
+def _weights(model_name: str, weights: object) -> WeightsEnum:
+    available = get_model_weights(model_name)
+    try:
+        return available[str(weights)]
+    except KeyError:
+        raise SFTError(
+            f"model.backbone.weights: torchvision model {model_name!r} has no weights "
+            f"{weights!r}; it has DEFAULT, {', '.join(w.name for w in available)}"
+        ) from None
+
+
+def _without_classifier(model: nn.Module, model_name: str) -> nn.Module:
+    for aux in _AUX_CLASSIFIERS:
+        if hasattr(model, aux):
+            setattr(model, aux, None)
+    if hasattr(model, "aux_logits"):
+        model.aux_logits = False
+    linears = [path for path, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise SFTError(
+            f"model.backbone: torchvision model {model_name!r} has no Linear classifier to remove "
+            "(squeezenet's is a convolution); use another model, or your own backbone (README: "
+            "Your own configs and code)"
+        )
+    parent, _, attribute = linears[-1].rpartition(".")
+    owner = model.get_submodule(parent)
+    model.num_features = getattr(owner, attribute).in_features
+    setattr(owner, attribute, nn.Identity())
+    return model
+
+
+def _unknown_model(name: object, known: list[str]) -> SFTError:
+    close = difflib.get_close_matches(str(name), known, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return SFTError(
+        f"model.backbone.model_name: {name!r} is not a torchvision classification model{hint}; "
+        "torchvision.models.list_models(module=torchvision.models) lists them"
+    )
