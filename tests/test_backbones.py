@@ -560,3 +560,29 @@ def test_a_checkpoint_of_a_timm_model_loads_without_the_hub(tmp_path: Path) -> N
     # pretrained=true with a checkpoint: the checkpoint's weights, nothing downloaded
     model = create_backbone("timm", model_name="test_convnext", pretrained=True, checkpoint=path)
     _outputs_equal(source, model, size=64)
+
+
+@pytest.mark.parametrize("input_size", [None, 64])
+def test_layer_decay_on_a_timm_model_follows_its_block_groups(input_size: int | None) -> None:
+    # timm's own numbering (group_matcher), as its train.py decays: the stem slowest, each block
+    # faster, the last block and the final norm at lr_backbone; also through the resize wrapper
+    from sft.models import SFTClassifier
+
+    backbone = {
+        "_target_": "sft.models.backbones.create_backbone",
+        "name": "timm",
+        "model_name": "test_vit",
+        "input_size": input_size,
+    }
+    model = SFTClassifier(backbone=backbone, num_classes=2, lr_backbone=1e-3, layer_decay=0.5)
+    model.trainer = None
+    groups = {g["name"]: g for g in model.configure_optimizers()["optimizer"].param_groups}
+    vit = model.backbone.body if input_size else model.backbone
+    depth = len(vit.blocks)
+    lr_of = {id(p): g["lr"] for g in groups.values() for p in g["params"]}
+    top = depth  # stem 0, blocks 1..depth, the final norm with the last block
+    assert lr_of[id(vit.patch_embed.proj.weight)] == pytest.approx(1e-3 * 0.5**top)
+    for k, block in enumerate(vit.blocks, start=1):
+        assert lr_of[id(block.mlp.fc1.weight)] == pytest.approx(1e-3 * 0.5 ** (top - k))
+    assert lr_of[id(vit.norm.weight)] == pytest.approx(1e-3)
+    assert len(lr_of) == len(list(model.parameters()))
