@@ -470,6 +470,12 @@ def test_a_classifier_builds_on_a_timm_model_with_a_fixed_input_size() -> None:
     model = SFTClassifier(backbone=backbone, num_classes=3).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 160, 160)).shape == (2, 3)
+        # images of another size: one line saying how to resize them (was: timm's AssertionError)
+        with pytest.raises(SFTError) as err:
+            model(torch.randn(2, 3, 64, 64))
+    message = single_line(err)
+    assert "MaxxVit refused the images (height (16) must be divisible" in message
+    assert "model.backbone.input_size=<its size>" in message
 
 
 @pytest.mark.parametrize(

@@ -1053,3 +1053,26 @@ def test_the_confusion_matrix_is_drawn_without_a_layout_warning(tmp_path):
             tmp_path / "cm.png", probs, labels, names, SimpleNamespace(loggers=[])
         )
     assert (tmp_path / "cm.png").stat().st_size > 1000
+
+
+def test_an_image_model_made_for_another_input_size_is_one_error_line(tmp_path, capsys):
+    """timm's fixed-size models assert their input size, in the linear probe's first batch
+    (was: timm's AssertionError and a Hydra traceback)."""
+    root = two_class_tree(tmp_path / "tree", per_class=4)
+    vit = "{_target_:sft.models.backbones.create_backbone,name:timm,model_name:test_maxvit}"
+    argv = [
+        "sft-train",
+        *folder_data(root),
+        "model.num_classes=2",
+        "~model.backbone",
+        f"+model.backbone={vit}",
+        "trainer.max_steps=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    assert run_entry_point(train_module.main, argv) == 1
+    err = capsys.readouterr().err
+    assert (
+        "error: model.backbone: MaxxVit refused the images (height (4) must be divisible by "
+        "window (5)); resize them for it with model.backbone.input_size=<its size>"
+    ) in err
+    assert "Traceback" not in err

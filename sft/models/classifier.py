@@ -2,8 +2,8 @@
 
 import logging
 import operator
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from itertools import islice
 from typing import Annotated, Any
 
@@ -297,9 +297,24 @@ class SFTClassifier(L.LightningModule):
         if isinstance(inputs, Mapping):
             h = self.backbone(**inputs)
         else:
-            h = self.backbone(self._in_memory_format(inputs))
+            with self._image_size_refusals():
+                h = self.backbone(self._in_memory_format(inputs))
         self._check_features(h)
         return h
+
+    @contextmanager
+    def _image_size_refusals(self) -> Iterator[None]:
+        """timm's models made for one input size assert it: one line saying how to resize."""
+        try:
+            yield
+        except AssertionError as err:
+            model = getattr(self.backbone, "body", self.backbone)  # inside ResizeInput
+            raise SFTError(
+                f"model.backbone: {type(model).__name__} refused the images "
+                f"({str(err).strip().splitlines()[0]}); resize them for it with "
+                "model.backbone.input_size=<its size>, or build it for theirs (timm: "
+                "+model.backbone.img_size=<size>)"
+            ) from err
 
     def _check_features(self, h: Any) -> None:
         """The backbone's contract (README): (batch, num_features) features."""
@@ -539,7 +554,11 @@ class SFTClassifier(L.LightningModule):
                 inputs, y = split_batch(batch)
                 yield self._in_memory_format(inputs), y
 
-        with precision.forward_context() if precision is not None else nullcontext():
+        images = self.input_spec.modality != "text"
+        with (
+            precision.forward_context() if precision is not None else nullcontext(),
+            self._image_size_refusals() if images else nullcontext(),
+        ):
             feats, labels = extract_features(self.backbone, batches())
         self._check_features(feats)
         weight, bias = fit_logistic_regression(
