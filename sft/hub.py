@@ -35,6 +35,16 @@ def resolve_model_name(name: str) -> str:
     return local() or hub_id
 
 
+def local_or_hub_name(name: str) -> str:
+    """`name` as a checkpoint keeps it: a local folder as its absolute path (a relative one, as
+    typed, was looked up from wherever sft-eval or sft-predict ran later, where another folder
+    of that name loaded silently); aliases and hub ids unchanged."""
+    if name in ALIASES:
+        return name
+    path = Path(name).expanduser()
+    return str(path.absolute()) if path.is_dir() else name
+
+
 # where each kind of load takes trust_remote_code from
 _TRUST_KEYS = {"model": "model.backbone.trust_remote_code", "tokenizer": "data.trust_remote_code"}
 

@@ -448,11 +448,10 @@ def test_the_normalisation_comes_from_the_named_models_weights() -> None:
     assert normalization(name="timm", model_name="test_vit") == SIGNED_UNIT
     assert normalization(name="timm", model_name="convnext_atto") == IMAGENET
     assert normalization(name="torchvision", model_name="resnet18") == IMAGENET
-    # torchvision's SWAG weights take pixels on a 0..255 scale
-    swag = normalization(
-        name="torchvision", model_name="regnet_y_16gf", weights="IMAGENET1K_SWAG_E2E_V1"
-    )
-    assert swag.std == pytest.approx((1 / 255,) * 3)
+    assert normalization(name="torchvision", model_name="efficientnet_v2_l") == SIGNED_UNIT
+    # VGG-16's feature weights take pixels on a 0..255 scale
+    vgg = normalization(name="torchvision", model_name="vgg16", weights="IMAGENET1K_FEATURES")
+    assert vgg.std == pytest.approx((1 / 255,) * 3)
     # from scratch: the data's own statistics
     assert resolve_input_spec({"name": "timm", "model_name": "test_vit"}).normalization is None
 

@@ -435,3 +435,120 @@ def test_a_roberta_encoder_from_a_local_folder_trains_the_sst2_recipe(tmp_path, 
     model = load_classifier(run / "checkpoints" / "last.ckpt")
     assert model.backbone.model.config.model_type == "roberta"
     assert model.backbone.model.embeddings.word_embeddings.padding_idx == 1
+
+
+# --- encoders and tokenizers users bring --------------------------------------------------------
+
+
+def test_a_left_padding_tokenizer_pads_on_the_right_for_sfts_pooling(tmp_path: Path) -> None:
+    """With padding at the start, cls pooling took a [PAD] and mean pooling shifted positions:
+    a text's features and predictions changed with the other texts of its batch, silently."""
+    from sft.data.token_batches import TokenBatchCollator
+    from sft.data.token_cache import load_tokenizer
+
+    saved = AutoTokenizer.from_pretrained(resolve_model_name("minilm"))
+    saved.padding_side = "left"
+    saved.save_pretrained(tmp_path)
+    tokenizer = load_tokenizer(str(tmp_path))
+    batch = TokenBatchCollator(tokenizer)([tokenizer("a tedious mess"), tokenizer("warm")])
+    assert batch["input_ids"][1, 0] == tokenizer.cls_token_id
+    assert batch["attention_mask"][1].tolist() == [1, 1, 1, 0, 0, 0]
+    model = tiny().eval()
+    with torch.no_grad():
+        alone = model(**TokenBatchCollator(tokenizer)([tokenizer("warm")]))
+        in_batch = model(**batch)[1:]
+    torch.testing.assert_close(alone, in_batch)
+
+
+def test_a_tokenizer_without_a_padding_token_is_one_line(tmp_path: Path) -> None:
+    from sft.data.token_cache import load_tokenizer
+
+    saved = AutoTokenizer.from_pretrained(resolve_model_name("minilm"))
+    saved.pad_token = None
+    saved.save_pretrained(tmp_path)
+    with pytest.raises(SFTError) as err:
+        load_tokenizer(str(tmp_path))
+    assert single_line(err).startswith(f"tokenizer '{tmp_path}' has no padding token")
+
+
+def test_a_relative_model_folder_is_kept_absolute_in_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As typed, `models/bert` was looked up from wherever sft-eval ran later: a missing folder
+    there, or another model of that name loaded silently."""
+    from sft.data.text import TextClassificationDataModule
+
+    folder = tmp_path / "models" / "bert"
+    tiny().model.config.save_pretrained(folder)
+    monkeypatch.chdir(tmp_path)
+    backbone = {**TINY_BACKBONE, "model_name_or_path": "models/bert", "config_overrides": None}
+    model = SFTClassifier(backbone=backbone, num_classes=2)
+    assert model.hparams.backbone["model_name_or_path"] == str(folder)
+    datamodule = TextClassificationDataModule(data_dir=str(tmp_path), tokenizer="models/bert")
+    assert datamodule.hparams.tokenizer == str(folder)
+    # aliases and hub ids stay as they are
+    assert (
+        SFTClassifier(backbone=TINY_BACKBONE, num_classes=2).hparams.backbone["model_name_or_path"]
+        == "minilm"
+    )
+
+
+def test_a_batch_longer_than_the_position_table_is_one_line() -> None:
+    model = tiny(config_overrides={"max_position_embeddings": 16}).eval()
+    with pytest.raises(SFTError) as err:
+        model(input_ids=torch.full((2, 20), 1000), attention_mask=torch.ones(2, 20, dtype=int))
+    assert single_line(err) == (
+        "model.backbone: the bert model "
+        f"'{resolve_model_name('minilm')}' has 16 positions, and a batch holds 20 tokens: set "
+        "data.max_length=16 (or less)"
+    )
+
+
+def test_another_models_tokenizer_is_one_line() -> None:
+    model = tiny(config_overrides={"vocab_size": 1500}).eval()
+    ids = torch.tensor([[101, 2307, 102]])  # MiniLM's ids: 2307 is past 1,500 rows
+    with pytest.raises(SFTError) as err:
+        model(input_ids=ids)
+    message = single_line(err)
+    assert "token id 2307 is outside the 1500-token vocabulary of the bert model" in message
+    assert "the tokenizer (data.tokenizer) is another model's" in message
+
+
+def test_config_overrides_name_fields_the_config_has() -> None:
+    with pytest.raises(SFTError) as err:
+        tiny(config_overrides={"num_hidden_layer": 1})
+    assert single_line(err) == (
+        "model.backbone.config_overrides: bert configs have no field 'num_hidden_layer' "
+        "(did you mean 'num_hidden_layers'?)"
+    )
+
+
+def test_an_encoder_decoder_is_refused(tmp_path: Path) -> None:
+    from transformers import T5Config
+
+    T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8).save_pretrained(tmp_path)
+    with pytest.raises(SFTError) as err:
+        create_backbone("huggingface", model_name_or_path=str(tmp_path))
+    assert "is an encoder-decoder (t5); sft fine-tunes encoders" in single_line(err)
+
+
+def test_layer_decay_refuses_an_encoder_whose_layers_are_shared(tmp_path: Path) -> None:
+    """ALBERT's one shared layer carries no layer index: every weight trained at the top rate
+    and only the embeddings decayed, silently."""
+    from transformers import AlbertConfig
+
+    AlbertConfig(
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=100,
+    ).save_pretrained(tmp_path)
+    backbone = {**TINY_BACKBONE, "model_name_or_path": str(tmp_path), "config_overrides": None}
+    model = SFTClassifier(backbone=backbone, num_classes=2, layer_decay=0.8)
+    with pytest.raises(SFTError) as err:
+        model.configure_optimizers()
+    assert single_line(err).startswith(
+        "model.layer_decay: no weight of the backbone is named after its layer(s) 1, 2 of 1..2"
+    )

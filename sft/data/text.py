@@ -29,6 +29,7 @@ from sft.data.subsets import (
 from sft.data.token_batches import TokenBatchCollator, TokenDataset
 from sft.data.token_cache import TokenizedSplit, cached_tokenize, default_cache_dir, load_tokenizer
 from sft.errors import SFTError
+from sft.hub import local_or_hub_name
 from sft.utils.cli import quoted_list_override
 from sft.utils.logs import first_few, rank_zero_warning
 
@@ -95,6 +96,7 @@ class TextClassificationDataModule(SFTDataModule):
     ) -> None:
         super().__init__()
         data_dir = absolute_dir(data_dir)
+        tokenizer = local_or_hub_name(tokenizer) if isinstance(tokenizer, str) else tokenizer
         # Plain lists (not ListConfig) so hparams round-trip through checkpoints and yaml.
         label_names = [str(n) for n in label_names] if label_names is not None else None
         cache_dir = str(cache_dir) if cache_dir is not None else None

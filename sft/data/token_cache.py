@@ -132,6 +132,15 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
             f"tokenizer {name!r} has no fast (Rust `tokenizers`) version; the text datamodule "
             "needs one (its serialized form keys the token cache)"
         )
+    if tokenizer.pad_token is None:
+        raise SFTError(
+            f"tokenizer {name!r} has no padding token, which batches of texts of different "
+            "lengths need (a decoder's tokenizer, such as GPT-2's?); name an encoder's tokenizer "
+            "with data.tokenizer="
+        )
+    # the backbones pool the first token (cls) or the real tokens at their positions (mean):
+    # both take padding at the end, whatever side the tokenizer was saved with
+    tokenizer.padding_side = "right"
     return tokenizer
 
 

@@ -30,7 +30,7 @@ from sft.models.adapters import (
     is_adapter_parameter,
     weights_hash,
 )
-from sft.models.backbones import backbone_speed_hints, resolve_input_spec
+from sft.models.backbones import backbone_speed_hints, config_as_saved, resolve_input_spec
 from sft.models.depthwise_conv import route_depthwise_convs
 from sft.models.fast_dropout import use_fast_dropout
 from sft.models.linear_probe import extract_features, fit_logistic_regression
@@ -132,6 +132,8 @@ class SFTClassifier(L.LightningModule):
         backbone, head, optimizer, scheduler, linear_probe, adapter = map(
             _plain, (backbone, head, optimizer, scheduler, linear_probe, adapter)
         )
+        if isinstance(backbone, dict):
+            backbone = config_as_saved(backbone)
         # logger=False: train.py logs the whole run config once
         self.save_hyperparameters(logger=False)
         # what the backbone takes (modality, normalisation): the datamodule is configured by it

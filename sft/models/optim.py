@@ -7,6 +7,7 @@ from torch import nn
 
 from sft.errors import SFTError
 from sft.models.backbones import ResizeInput
+from sft.utils.logs import first_few
 
 NamedParameters = Sequence[tuple[str, nn.Parameter]]
 
@@ -43,15 +44,19 @@ def layerwise_param_groups(
     if not 0.0 < layer_decay <= 1.0:
         raise SFTError(f"model.layer_decay must be in (0, 1], got {layer_decay!r}")
     layer_id, top = numbering
+    # every layer named by some weight of it (ALBERT's one shared layer is named by none: its
+    # weights would all train at the top rate, and the decay would not happen)
+    named = {layer_id(param_name) for param_name, _ in backbone.named_parameters()}
+    unnamed = [k for k in range(1, top) if k not in named]
+    if unnamed:
+        raise SFTError(
+            f"model.layer_decay: no weight of the backbone is named after its layer(s) "
+            f"{first_few(unnamed, 5)} of 1..{top - 1} (layers shared, as in ALBERT, or named "
+            "otherwise); set model.layer_decay=null"
+        )
     layers: dict[int, list[nn.Parameter]] = {}
     for param_name, p in params:
         layers.setdefault(layer_id(param_name), []).append(p)
-    if len(layers) < 2:
-        # e.g. an architecture whose layer names the huggingface backbone does not recognise
-        raise SFTError(
-            f"model.layer_decay: the backbone's parameter names carry no layer index (all in layer "
-            f"{next(iter(layers), 0)}); set model.layer_decay=null"
-        )
     groups = []
     for k in sorted(layers):
         scale = layer_decay ** (top - k)

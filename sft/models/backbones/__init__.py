@@ -15,6 +15,7 @@ from .huggingface import HFEncoder
 from .registry import (
     backbone_modality,
     backbone_speed_hints,
+    config_as_saved,
     create_backbone,
     list_backbones,
     register_backbone,
@@ -27,6 +28,7 @@ __all__ = [
     "ResizeInput",
     "backbone_modality",
     "backbone_speed_hints",
+    "config_as_saved",
     "create_backbone",
     "efficientnet_lite0_imagenet",
     "list_backbones",

@@ -7,6 +7,7 @@ into one vector per text; the classifier head is ours.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import re
 from typing import Any, Literal
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from sft.errors import SFTError
-from sft.hub import load_pretrained
+from sft.hub import load_pretrained, local_or_hub_name
 
 from .registry import register_backbone
 
@@ -58,6 +59,11 @@ class HFEncoder(nn.Module):
         self.num_layers: int = int(model.config.num_hidden_layers)
         # DistilBERT has no segment embeddings and rejects token_type_ids.
         self._takes_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
+        # what the token ids must fit (checked on the first batch): a tokenizer of another model
+        # would index past the embedding, a max_length past the position table
+        self._vocab_rows = int(model.get_input_embeddings().num_embeddings)
+        self._max_positions = _absolute_positions(model)
+        self._inputs_checked = False
 
     def forward(
         self,
@@ -66,12 +72,30 @@ class HFEncoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         **ignored: Any,  # other batch entries (e.g. lengths, ids) are not model inputs
     ) -> torch.Tensor:
+        if not (self._inputs_checked or torch.compiler.is_compiling() or torch.jit.is_tracing()):
+            self._check_inputs(input_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._takes_token_types:
             inputs["token_type_ids"] = token_type_ids
         return pool(self.model(**inputs).last_hidden_state, attention_mask, self.pooling)
+
+    def _check_inputs(self, input_ids: torch.Tensor) -> None:
+        self._inputs_checked = True
+        model = f"{self.model.config.model_type} model {self.model.config.name_or_path!r}"
+        length = input_ids.shape[-1]
+        if self._max_positions is not None and length > self._max_positions:
+            raise SFTError(
+                f"model.backbone: the {model} has {self._max_positions} positions, and a batch "
+                f"holds {length} tokens: set data.max_length={self._max_positions} (or less)"
+            )
+        top = int(input_ids.max()) if input_ids.numel() else -1
+        if top >= self._vocab_rows:
+            raise SFTError(
+                f"model.backbone: token id {top} is outside the {self._vocab_rows}-token "
+                f"vocabulary of the {model}: the tokenizer (data.tokenizer) is another model's"
+            )
 
     def layer_id(self, param_name: str) -> int:
         """Depth of parameter `param_name` (a name from this module's named_parameters())."""
@@ -86,7 +110,14 @@ class HFEncoder(nn.Module):
         return f"pooling={self.pooling!r}, num_layers={self.num_layers}"
 
 
-@register_backbone("huggingface", modality="text", cpu_bf16=True)
+def _saved_config(cfg: dict) -> dict:
+    path = cfg.get("model_name_or_path")
+    if isinstance(path, str):
+        cfg["model_name_or_path"] = local_or_hub_name(path)
+    return cfg
+
+
+@register_backbone("huggingface", modality="text", cpu_bf16=True, saved_config=_saved_config)
 def huggingface(
     pretrained: bool = False,
     model_name_or_path: str = "minilm",
@@ -110,8 +141,13 @@ def huggingface(
         model_name_or_path,
         "model",
         trust_remote_code=trust_remote_code,
-        **overrides,
     )
+    _override(config, overrides)
+    if getattr(config, "is_encoder_decoder", False):
+        raise SFTError(
+            f"backbone huggingface: {model_name_or_path!r} is an encoder-decoder "
+            f"({config.model_type}); sft fine-tunes encoders (BERT, RoBERTa, DeBERTa, ...)"
+        )
     if pretrained:
         model = load_pretrained(
             AutoModel.from_pretrained,
@@ -130,9 +166,36 @@ def huggingface(
     return HFEncoder(model, pooling)
 
 
+def _override(config: Any, overrides: dict[str, Any]) -> None:
+    """config_overrides set fields the config has; a misspelt or foreign one would be ignored."""
+    known = sorted(config.to_dict())
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SFTError(
+                f"model.backbone.config_overrides: {config.model_type} configs have no field "
+                f"{key!r}{hint}"
+            )
+        setattr(config, key, value)
+
+
+def _absolute_positions(model: nn.Module) -> int | None:
+    """How many positions an absolute position table holds (RoBERTa's rows start after its
+    padding index); None for relative or rotary positions, which set no such limit."""
+    table = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
+    if not isinstance(table, nn.Embedding):
+        return None
+    offset = table.padding_idx + 1 if table.padding_idx is not None else 0
+    return table.num_embeddings - offset
+
+
 def _enable_checkpointing(model: nn.Module, name: str) -> None:
     if not getattr(model, "supports_gradient_checkpointing", False):
-        raise SFTError(f"backbone huggingface: {name!r} does not support gradient checkpointing")
+        raise SFTError(
+            f"backbone huggingface: {name!r} does not support gradient checkpointing; set "
+            "model.backbone.gradient_checkpointing=false"
+        )
     # Non-reentrant checkpointing works with frozen inputs (embeddings) and DDP.
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name

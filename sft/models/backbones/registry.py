@@ -36,6 +36,8 @@ class BackboneEntry:
     # fp32 on bf16-capable CPUs; NHWC (channels_last) is faster than NCHW.
     cpu_bf16: bool = False
     channels_last: bool = False
+    # the family's config as a checkpoint keeps it (e.g. a local model folder made absolute)
+    saved_config: Callable[[dict], dict] | None = None
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -48,6 +50,7 @@ def register_backbone(
     modality: Modality = "image",
     cpu_bf16: bool = False,
     channels_last: bool = False,
+    saved_config: Callable[[dict], dict] | None = None,
 ) -> Callable[[BackboneBuilder], BackboneBuilder]:
     """Register `builder(pretrained: bool, **options) -> nn.Module` under `name`.
 
@@ -56,6 +59,7 @@ def register_backbone(
     data pipeline gets through `resolve_input_spec`; text backbones have none.
     `cpu_bf16` / `channels_last`: the family measured faster with CPU bf16 autocast / in NHWC
     layout; `trainer.precision=auto` and `model.channels_last=null` follow them.
+    `saved_config`: the backbone config as checkpoints keep it (`config_as_saved`).
     """
     if modality not in ("image", "text"):
         raise ValueError(f"unknown modality {modality!r}")
@@ -65,7 +69,9 @@ def register_backbone(
             # Two builders under one name is a programming error, not a user mistake.
             raise ValueError(f"backbone {name!r} is already registered")
         norm = normalization if modality == "image" else None
-        _REGISTRY[name] = BackboneEntry(builder, norm, modality, cpu_bf16, channels_last)
+        _REGISTRY[name] = BackboneEntry(
+            builder, norm, modality, cpu_bf16, channels_last, saved_config
+        )
         return builder
 
     return decorator
@@ -96,6 +102,16 @@ def resolve_input_spec(backbone_cfg: Mapping | None) -> InputSpec:
         return InputSpec(entry.modality)
     norm = entry.normalization
     return InputSpec(entry.modality, norm(cfg) if callable(norm) else norm)
+
+
+def config_as_saved(backbone_cfg: dict) -> dict:
+    """`backbone_cfg` as a checkpoint keeps it, so that sft-eval, sft-predict and sft-export
+    rebuild the same backbone from any directory."""
+    name = backbone_cfg.get("name")
+    entry = _REGISTRY.get(name) if isinstance(name, str) else None
+    if entry is None or entry.saved_config is None:
+        return backbone_cfg
+    return entry.saved_config(dict(backbone_cfg))
 
 
 class SpeedHints(NamedTuple):
