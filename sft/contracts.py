@@ -21,6 +21,8 @@ Modality = Literal["image", "text"]
 # checkpoint key: the best validation accuracy of the run so far (the model saves and restores
 # it; a new run from a checkpoint, `ckpt_path=`, starts its own)
 VAL_ACC_BEST = "val_acc_best"
+# checkpoint key: the digest of a text model's tokenizer (a datamodule's rebuild_info)
+TOKENIZER_DIGEST = "tokenizer_digest"
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,14 @@ class InputSpec:
     """modality: what the backbone's forward takes (images, or the tokenizer's tensors); None
     when unknown (a backbone of the user's own `_target_`).
     normalization: the statistics its weights expect; None when it trains from scratch.
+    tokenizer_digest: for a trained text model, which tokenizer its token ids come from.
     """
 
     modality: Modality | None
     normalization: Normalization | None = None
+    # text: the digest of the tokenizer a checkpoint's model was trained with
+    # (sft.data.token_cache.tokenizer_digest); None when not known
+    tokenizer_digest: str | None = None
 
 
 @runtime_checkable

@@ -1076,3 +1076,48 @@ def test_an_image_model_made_for_another_input_size_is_one_error_line(tmp_path, 
         "window (5)); resize them for it with model.backbone.input_size=<its size>"
     ) in err
     assert "Traceback" not in err
+
+
+def test_eval_warns_when_the_tokenizer_is_not_the_one_the_model_trained_with(
+    checkpoints, tmp_path, caplog
+):
+    """A model folder whose tokenizer files were replaced (or `+data.tokenizer=` naming another)
+    scored with other token ids than it learnt, silently (val/acc 0.551 -> 0.496, no word)."""
+    from transformers import AutoTokenizer
+
+    from sft.hub import resolve_model_name
+
+    other = AutoTokenizer.from_pretrained(resolve_model_name("minilm"))
+    other.add_tokens(["unheard-of-word"])
+    other.save_pretrained(tmp_path / "other")
+    args = [
+        f"ckpt_path={checkpoints['text']}",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "+trainer.limit_val_batches=1",
+        "+trainer.limit_predict_batches=1",
+    ]
+    warning = "is not the one the model was trained with"
+    evaluate(compose_config("eval", args, tmp_path / "same"))
+    assert warning not in caplog.text
+    evaluate(
+        compose_config("eval", [*args, f"+data.tokenizer={tmp_path / 'other'}"], tmp_path / "o")
+    )
+    assert f"tokenizer '{tmp_path / 'other'}' {warning}" in caplog.text
+
+
+def test_a_checkpoint_whose_model_folder_moved_says_how_to_point_at_it(checkpoints, tmp_path):
+    """Was `could not load model '<folder>': no such folder`, with no way out: sft-eval and
+    sft-predict refuse model overrides."""
+    from sft.models import load_classifier
+    from sft.utils.checkpoint_io import read_checkpoint
+
+    checkpoint = read_checkpoint(checkpoints["text"])
+    gone = tmp_path / "models" / "bert"
+    checkpoint["hyper_parameters"]["backbone"]["model_name_or_path"] = str(gone)
+    with pytest.raises(SFTError) as err:
+        load_classifier(checkpoints["text"], checkpoint)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"its model reads model.backbone.model_name_or_path={gone}, which no longer" in message
+    assert f"put it back, or link it there (ln -s <its new place> {gone})" in message

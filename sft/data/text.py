@@ -17,6 +17,7 @@ from annotated_types import Ge
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from sft.contracts import TOKENIZER_DIGEST, InputSpec
 from sft.data.base import SFTDataModule, absolute_dir, check_batch_size, check_train_batch
 from sft.data.length_grouped import LengthGroupedSampler
 from sft.data.readers import ReaderSettings, create_reader
@@ -27,7 +28,13 @@ from sft.data.subsets import (
     warn_classes_without_examples,
 )
 from sft.data.token_batches import TokenBatchCollator, TokenDataset
-from sft.data.token_cache import TokenizedSplit, cached_tokenize, default_cache_dir, load_tokenizer
+from sft.data.token_cache import (
+    TokenizedSplit,
+    cached_tokenize,
+    default_cache_dir,
+    load_tokenizer,
+    tokenizer_digest,
+)
 from sft.errors import SFTError
 from sft.hub import local_or_hub_name
 from sft.utils.cli import quoted_list_override
@@ -146,6 +153,9 @@ class TextClassificationDataModule(SFTDataModule):
         self.allow_empty_text = allow_empty_text
 
         self._tokenizer: Any = None
+        # the digest of the tokenizer a checkpoint's model was trained with (configure_input)
+        self._trained_tokenizer: str | None = None
+        self._tokenizer_digest: str | None = None
         self._collator: TokenBatchCollator | None = None
         self._loaded: dict[str, TokenizedSplit] = {}
         self.cache_files: dict[str, Path] = {}
@@ -190,8 +200,25 @@ class TextClassificationDataModule(SFTDataModule):
                     f"{self.tokenizer_name!r} adds {specials} special tokens; give at least "
                     f"{specials + 1}"
                 )
+            expected = self._trained_tokenizer
+            if expected is not None and tokenizer_digest(tokenizer) != expected:
+                rank_zero_warning(
+                    log,
+                    f"tokenizer {self.tokenizer_name!r} is not the one the model was trained "
+                    "with (its files changed since, or data.tokenizer names another): its token "
+                    "ids may stand for other words than the model learnt",
+                )
             self._tokenizer = tokenizer
         return self._tokenizer
+
+    def configure_input(self, spec: InputSpec) -> None:
+        super().configure_input(spec)
+        self._trained_tokenizer = spec.tokenizer_digest
+
+    def rebuild_info(self) -> dict[str, Any]:
+        if self._tokenizer_digest is None:  # once: checkpoints are saved many times
+            self._tokenizer_digest = tokenizer_digest(self.tokenizer)
+        return {**super().rebuild_info(), TOKENIZER_DIGEST: self._tokenizer_digest}
 
     @property
     def collator(self) -> TokenBatchCollator:

@@ -3,12 +3,14 @@
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
+from sft.contracts import TOKENIZER_DIGEST
 from sft.errors import SFTError
 from sft.models.adapters import BASE_WEIGHTS, check_base_weights, frozen_parameters
 from sft.models.backbones import resolve_input_spec
@@ -41,6 +43,7 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
     contents when the caller has read them already, so a large file is loaded once)."""
     checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
     hparams = dict(checkpoint["hyper_parameters"])
+    _check_folders_exist(hparams.get("backbone") or {}, path)
     with importable_code(path):
         input_spec = resolve_input_spec(hparams["backbone"])  # as trained, with its weights
     small = checkpoint.get(BASE_WEIGHTS)  # adapter.save_only_trainable: base weights not in it
@@ -56,7 +59,8 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
     hparams["compile"] = False
     with importable_code(path):
         model = SFTClassifier(**hparams)
-    model.input_spec = input_spec
+    # the tokenizer it was trained with: the datamodule warns when its tokenizer is another
+    model.input_spec = replace(input_spec, tokenizer_digest=checkpoint.get(TOKENIZER_DIGEST))
     if small is not None:
         check_base_weights(model, small, f"checkpoint {path}")
     try:
@@ -75,6 +79,21 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
                 f"{', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''}"
             )
     return model.eval()
+
+
+def _check_folders_exist(backbone: dict[str, Any], path: str | Path) -> None:
+    """A model folder the checkpoint names (the weights are in the checkpoint; the config and
+    tokenizer files are read from there) that has moved: one line saying how to point at it."""
+    for key, value in backbone.items():
+        if key == "checkpoint" or not isinstance(value, str) or not value.startswith("/"):
+            continue  # a backbone's own checkpoint file is not read: the weights are here
+        if not Path(value).exists():
+            raise SFTError(
+                f"checkpoint {path}: its model reads model.backbone.{key}={value}, which no "
+                "longer exists (the weights are in the checkpoint; that folder's config and "
+                f"tokenizer files are read from there): put it back, or link it there (ln -s "
+                f"<its new place> {value})"
+            )
 
 
 def datamodule_from_checkpoint(
