@@ -387,3 +387,15 @@ def test_a_model_input_setting_other_than_the_trained_one_is_named(ckpts, tmp_pa
         f"data.mean=[0.5, 0.5, 0.5]: the model was trained with mean {trained}; its inputs now "
         f"differ from its training inputs (leave data.mean out to use {trained})"
     ]
+
+
+def test_texts_longer_than_the_models_max_length_are_said_to_be_cut(ckpts, tmp_path, caplog):
+    """A long review was cut to max_length tokens, dropping its verdict, without a word."""
+    bundle = load_bundle(ckpts["text"])
+    long = " ".join(["it was fine at first, but in the end it was terrible"] * 40)
+    (tmp_path / "in.txt").write_text(f"{long}\nwarm and funny\n")
+    run_predict(ckpts["text"], tmp_path / "in.txt", tmp_path / "out")
+    assert (
+        f"1 of 2 texts are longer than data.max_length={bundle.datamodule.max_length} tokens "
+        "and are cut to it, as in training"
+    ) in caplog.messages

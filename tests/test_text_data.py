@@ -867,3 +867,16 @@ def test_data_configs_instantiate(name, tmp_path, token_cache):
         assert dm.hparams.binary and dm.hparams.source == "sst_trees"
     if name == "sst2":  # hparams are plain (checkpoints load with weights_only=True)
         assert type(dm.hparams.label_names) is list
+
+
+def test_texts_cut_at_max_length_are_counted_on_a_miss_and_a_hit(tmp_path, caplog):
+    """Truncation was never said: 54 of 872 dev sentences cut with a BPE tokenizer at 64."""
+    dm = sst2_dm(tmp_path, max_length=12)
+    texts = [line.split("\t")[0] for line in (SST2 / "dev.tsv").read_text().splitlines()[1:]]
+    cut = sum(len(dm.tokenizer(t)["input_ids"]) > 12 for t in texts)
+    assert 0 < cut < len(texts)
+    expected = f"{cut} of {len(texts)} texts are longer than data.max_length=12 tokens and are cut"
+    for _ in ("miss", "hit"):
+        caplog.clear()
+        sst2_dm(tmp_path, max_length=12).load_split("val")
+        assert any(expected in m for m in logged_warnings(caplog)), caplog.text

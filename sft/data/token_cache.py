@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from sft.data.readers.examples import TextExamples
-from sft.data.tokenize import encode_texts
+from sft.data.tokenize import count_cut, cut_note, encode_texts
 from sft.errors import SFTError
 from sft.hub import load_pretrained, resolve_model_name
 from sft.utils.config import work_root
@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 # Bump when the file layout, the tokenisation call or the reading of files changes: old files
 # then miss (2: class names that are numbers take labels as names only; 3: a CSV record is
 # numbered by its first line, a one-column file's empty texts are rows; 4: the reader's
-# warnings are kept, and said on a hit too).
-CACHE_VERSION = 4
+# warnings are kept, and said on a hit too; 5: with the count of texts cut at max_length).
+CACHE_VERSION = 5
 # Rows per tokenizer call: bounds the Python lists alive at once on large user files.
 TOKENIZE_CHUNK = 8192
 
@@ -168,11 +168,13 @@ def tokenize(tokenizer: Any, examples: TextExamples, max_length: int) -> Tokeniz
     ids: list[np.ndarray] = []
     types: list[np.ndarray] = []
     lengths: list[int] = []
+    cut = 0
     for start in range(0, len(examples), TOKENIZE_CHUNK):
         end = start + TOKENIZE_CHUNK
         pairs = examples.pairs[start:end] if examples.pairs is not None else None
         enc = encode_texts(tokenizer, examples.texts[start:end], pairs, max_length)
         rows = enc["input_ids"]
+        cut += count_cut(enc)
         lengths.extend(map(len, rows))
         count = sum(map(len, rows))
         ids.append(np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=count))
@@ -188,7 +190,8 @@ def tokenize(tokenizer: Any, examples: TextExamples, max_length: int) -> Tokeniz
         labels=torch.tensor(examples.labels, dtype=torch.int64),
         lines=torch.tensor(examples.lines, dtype=torch.int64),
         token_type_ids=torch.from_numpy(np.concatenate(types)) if types else None,
-        warnings=list(examples.warnings),
+        warnings=list(examples.warnings)
+        + ([cut_note(cut, len(lengths), max_length)] if cut else []),
     )
 
 

@@ -18,3 +18,15 @@ def encode_texts(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_
         return_attention_mask=False,
         return_token_type_ids="token_type_ids" in tokenizer.model_input_names,
     )
+
+
+def count_cut(encoded: Any) -> int:
+    """How many of the texts `encode_texts` returned were cut at its `max_length`."""
+    return sum(1 for encoding in encoded.encodings if encoding.overflowing)
+
+
+def cut_note(cut: int, total: int, max_length: int) -> str:
+    return (
+        f"{cut} of {total} texts are longer than data.max_length={max_length} tokens and are cut "
+        "to it"
+    )

@@ -3,6 +3,7 @@ datamodule that knows the input pipeline (tokenizer, image size and normalisatio
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from sft.contracts import ClassificationData, Modality
 from sft.data.text import TextClassificationDataModule
-from sft.data.tokenize import encode_texts
+from sft.data.tokenize import count_cut, cut_note, encode_texts
 from sft.errors import SFTError
 from sft.inference.model_inputs import warn_model_input_changes
 from sft.models.classifier import SFTClassifier
 from sft.models.loading import datamodule_from_checkpoint, load_classifier
 from sft.utils.checkpoint_io import checkpoint_path, read_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +51,8 @@ class InferenceBundle:
         """Token ids per text, truncated as in training; `collate` pads a list of them."""
         dm = self.datamodule
         encoded = encode_texts(dm.tokenizer, texts, pairs, dm.max_length)
+        if cut := count_cut(encoded):
+            log.warning(f"{cut_note(cut, len(texts), dm.max_length)}, as in training")
         keys = list(encoded.keys())
         return [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
 
