@@ -130,8 +130,8 @@ def predict(cfg: DictConfig) -> Path:
         check_not_written(submission, "output")
     probs = predict_probs(bundle, inputs, cfg.batch_size)
 
-    texts = inputs.texts if isinstance(inputs, TextInputs) else None
-    rows = prediction_rows(inputs.ids, probs, bundle.class_names, texts)
+    texts, pairs = (inputs.texts, inputs.pairs) if isinstance(inputs, TextInputs) else (None, None)
+    rows = prediction_rows(inputs.ids, probs, bundle.class_names, texts, pairs)
     write_predictions(out, rows, cfg.format)
     print(f"predictions of {len(rows)} inputs: {out}")
     if glue:

@@ -399,3 +399,36 @@ def test_texts_longer_than_the_models_max_length_are_said_to_be_cut(ckpts, tmp_p
         f"1 of 2 texts are longer than data.max_length={bundle.datamodule.max_length} tokens "
         "and are cut to it, as in training"
     ) in caplog.messages
+
+
+def test_sentence_pair_predictions_carry_both_texts(tmp_path):
+    """predictions.csv of a pair model had the first text only (the hypothesis was missing)."""
+    from inference_checkpoints import SHORT, TINY_BERT
+
+    from sft.train import train
+
+    rows = [("a cat sat", "an animal sat", "1"), ("a cat sat", "nobody sat", "0")] * 8
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.tsv").write_text(
+            "premise\thypothesis\tlabel\n" + "".join("\t".join(r) + "\n" for r in rows)
+        )
+    run = tmp_path / "run"
+    overrides = [
+        "experiment=sst2_minilm",
+        *SHORT,
+        "trainer.accelerator=cpu",
+        "model.backbone.pretrained=false",
+        f"model.backbone.config_overrides={TINY_BERT}",
+        "model.linear_probe=null",
+        "data=text_files",
+        f"data.data_dir={tmp_path}",
+        "data.text_column=premise",
+        "data.text_pair_column=hypothesis",
+        "data.batch_size=8",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    train(compose_config("train", overrides, run))
+    (tmp_path / "in.tsv").write_text("premise\thypothesis\na dog ran\tan animal ran\n")
+    out = run_predict(run / "checkpoints" / "last.ckpt", tmp_path / "in.tsv", tmp_path / "out")
+    [row] = read_csv(out)
+    assert (row["text"], row["text_pair"]) == ("a dog ran", "an animal ran")

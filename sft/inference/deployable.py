@@ -71,8 +71,8 @@ def build_deployable(bundle: InferenceBundle) -> nn.Module:
     if bundle.modality == "text":
         if bundle.datamodule.text_pair_column:  # a text model's datamodule: the text one
             raise SFTError(
-                "sft-export takes input_ids + attention_mask: sentence-pair models (which also "
-                "need token_type_ids) are not supported"
+                "sft-export's files take one text (input_ids + attention_mask): sentence-pair "
+                "models are not exported; sft-predict predicts pairs from the checkpoint"
             )
         module: nn.Module = DeployableTextClassifier(backbone, head)
     else:

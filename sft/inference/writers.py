@@ -15,15 +15,21 @@ GLUE_SST2_FILE = "SST-2.tsv"
 
 
 def prediction_rows(
-    ids: list[str], probs: torch.Tensor, names: list[str], texts: list[str] | None = None
+    ids: list[str],
+    probs: torch.Tensor,
+    names: list[str],
+    texts: list[str] | None = None,
+    pairs: list[str] | None = None,
 ) -> list[dict]:
-    """One dict per input: id, (text), pred (class index), pred_name, prob_<class>..."""
+    """One dict per input: id, (text, text_pair), pred (class index), pred_name, prob_<class>..."""
     preds = probs.argmax(-1).tolist()
     rows = []
     for i, (pred, row) in enumerate(zip(preds, probs.tolist(), strict=True)):
         record: dict = {"id": ids[i]}
         if texts is not None:
             record["text"] = texts[i]
+        if pairs is not None:
+            record["text_pair"] = pairs[i]
         record.update(pred=pred, pred_name=names[pred])
         record.update({f"prob_{n}": round(p, 6) for n, p in zip(names, row, strict=True)})
         rows.append(record)
