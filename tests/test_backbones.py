@@ -473,8 +473,10 @@ def test_a_classifier_builds_on_a_timm_model_with_a_fixed_input_size() -> None:
         with pytest.raises(SFTError) as err:
             model(torch.randn(2, 3, 64, 64))
     message = single_line(err)
-    assert "MaxxVit refused the images (height (16) must be divisible" in message
-    assert "model.backbone.input_size=<its size>" in message
+    assert message.startswith(
+        "model.backbone: MaxxVit refused images at the data's size (model.backbone.input_size="
+        "null) (height (16) must be divisible by window (5)); set model.backbone.input_size to"
+    )
 
 
 @pytest.mark.parametrize(
@@ -492,7 +494,7 @@ def test_a_classifier_builds_on_a_timm_model_with_a_fixed_input_size() -> None:
         ),
         (
             {"name": "timm", "model_name": "test_vit", "dropout": 0.1},
-            "timm model 'test_vit' does not take the option(s) dropout",
+            "timm model 'test_vit' refused the option(s) dropout",
         ),
         (
             {"name": "torchvision", "model_name": "efficientnet_b9"},
@@ -509,7 +511,7 @@ def test_a_classifier_builds_on_a_timm_model_with_a_fixed_input_size() -> None:
         ),
         (
             {"name": "torchvision", "model_name": "resnet18", "drop_rate": 0.1},
-            "torchvision model 'resnet18' does not take the option(s) drop_rate",
+            "torchvision model 'resnet18' refused the option(s) drop_rate",
         ),
     ],
 )
@@ -520,18 +522,19 @@ def test_a_wrong_model_name_or_option_is_one_line(cfg: dict, expected: str) -> N
 
 
 @pytest.mark.parametrize(
-    ("model_name", "library"),
-    [("efficientnet_b0", "torchvision"), ("vit_small_patch16_224", "timm")],
+    ("model_name", "hint"),
+    [
+        ("mobilenet_v3_large", "(a torchvision model: model.backbone.name=torchvision "),
+        ("vit_small_patch16_224", "(a timm model: model.backbone.name=timm "),
+        ("efficientnet_b0", "(a torchvision and timm model: model.backbone.name=torchvision|timm "),
+    ],
 )
 def test_a_library_model_given_as_the_backbone_name_says_how_to_name_it(
-    model_name: str, library: str
+    model_name: str, hint: str
 ) -> None:
     with pytest.raises(SFTError) as err:
         create_backbone(model_name)
-    assert (
-        f"(a {library} model: model.backbone.name={library} model.backbone.model_name={model_name})"
-        in single_line(err)
-    )
+    assert f"{hint}model.backbone.model_name={model_name})" in single_line(err)
 
 
 def test_timm_weights_out_of_reach_are_one_line_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -591,3 +594,102 @@ def test_layer_decay_on_a_timm_model_follows_its_block_groups(input_size: int | 
         assert lr_of[id(block.mlp.fc1.weight)] == pytest.approx(1e-3 * 0.5 ** (top - k))
     assert lr_of[id(vit.norm.weight)] == pytest.approx(1e-3)
     assert len(lr_of) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("name", "model_name", "head_key"),
+    [
+        ("timm", "test_vit", "head.weight"),
+        ("timm", "test_convnext", "head.fc.weight"),
+        ("torchvision", "googlenet", "aux1.fc2.weight"),
+    ],
+)
+def test_a_full_models_weights_file_loads_with_its_classifier_dropped(
+    name: str, model_name: str, head_key: str, tmp_path: Path
+) -> None:
+    """timm's `head.*`, torchvision's `heads.head.*` and GoogLeNet's auxiliary classifiers were
+    'unexpected keys' (only `fc.*` and `classifier.*` were dropped)."""
+    if name == "timm":
+        import timm
+
+        full = timm.create_model(model_name, num_classes=7)
+    else:
+        full = torchvision.models.get_model(model_name, num_classes=7, aux_logits=True)
+    assert head_key in full.state_dict()
+    path = tmp_path / "full.pt"
+    torch.save(full.state_dict(), path)
+    model = create_backbone(name, model_name=model_name, checkpoint=path).eval()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, full.state_dict()[key], rtol=0, atol=0)
+
+
+def test_a_deeper_models_weights_are_not_loaded_into_a_shallower_one(tmp_path: Path) -> None:
+    path = tmp_path / "resnet34.pt"
+    torch.save(torchvision.models.resnet34().state_dict(), path)
+    with pytest.raises(SFTError, match=r"unexpected keys \(e\.g\. layer1\.2\.conv1\.weight"):
+        create_backbone("torchvision", model_name="resnet18", checkpoint=path)
+
+
+def test_googlenet_normalises_its_inputs_as_its_weights_expect_whether_downloaded_or_not() -> None:
+    """torchvision sets transform_input only when it loads the weights: the model sft-eval and
+    sft-predict rebuild (pretrained=false, weights from the checkpoint) computed other features
+    than the one trained (max difference 5e3)."""
+    assert create_backbone("torchvision", model_name="googlenet").transform_input is True
+    assert create_backbone("torchvision", model_name="inception_v3").transform_input is True
+
+
+def test_a_layer_that_fails_on_the_first_batchs_size_is_one_line() -> None:
+    # LeViT's attention biases are sized for 224x224: 64x64 fails in a layer (RuntimeError)
+    from sft.models import SFTClassifier
+
+    backbone = {
+        "_target_": "sft.models.backbones.create_backbone",
+        "name": "timm",
+        "model_name": "levit_128s",
+        "input_size": 64,
+    }
+    model = SFTClassifier(backbone=backbone, num_classes=2).eval()
+    with torch.no_grad(), pytest.raises(SFTError) as err:
+        model(torch.randn(1, 3, 32, 32))
+    assert single_line(err).startswith(
+        "model.backbone: LevitDistilled refused 64x64 images (model.backbone.input_size=64) ("
+    )
+
+
+def test_in_chans_other_than_three_is_refused() -> None:
+    with pytest.raises(SFTError) as err:
+        create_backbone("timm", model_name="test_convnext", in_chans=1)
+    assert single_line(err).startswith("model.backbone.in_chans=1: sft feeds models RGB images")
+
+
+@pytest.mark.parametrize(
+    ("name", "model_name", "expected"),
+    [
+        ("timm", "swin_t", "'swin_t' is a torchvision model, not a timm one: model=torchvision"),
+        ("torchvision", "deit_tiny_patch16_224", "is a timm model, not a torchvision one"),
+    ],
+)
+def test_a_model_of_the_other_library_says_which_config_builds_it(
+    name: str, model_name: str, expected: str
+) -> None:
+    with pytest.raises(SFTError) as err:
+        create_backbone(name, model_name=model_name)
+    assert expected in single_line(err)
+
+
+def test_frozen_norm_statistics_without_weights_are_warned_about(caplog) -> None:
+    """model=timm_fused / torchvision_fused inherit freeze_norm_stats: true; from scratch
+    (pretrained=false) the statistics stayed at 0 and 1 for the whole run, silently."""
+    from sft.models import SFTClassifier
+
+    def fit_start(**backbone: object) -> list[str]:
+        caplog.clear()
+        cfg = {"_target_": "sft.models.backbones.create_backbone", **backbone}
+        SFTClassifier(
+            backbone=cfg, num_classes=2, freeze_norm_stats=True, linear_probe=None
+        ).on_fit_start()
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    warned = fit_start(name="small_cnn")
+    assert any("model.freeze_norm_stats=true keeps the batch-norm" in m for m in warned)
+    assert not fit_start(name="efficientnet_lite0", pretrained=True)

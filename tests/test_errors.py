@@ -77,6 +77,15 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: unknown config key 'trainer.max_epoch' (did you mean 'trainer.max_epochs'?)",
         ),
         (
+            # a backbone option the config does not list (README: checkpoint=<file>): the
+            # closest key alone pointed at another setting
+            "train",
+            ["experiment=cifar10_effnet_lite0_quick", "model.backbone.checkpoint=w.pt"],
+            "error: unknown config key 'model.backbone.checkpoint' (did you mean "
+            "'model.backbone.name'? An option the config does not list is added with "
+            "+model.backbone.checkpoint=...)",
+        ),
+        (
             "train",
             ["model=resnet19"],
             "error: unknown option 'resnet19' for group 'model' (available: bert_base_fused, "

@@ -1072,8 +1072,9 @@ def test_an_image_model_made_for_another_input_size_is_one_error_line(tmp_path, 
     assert run_entry_point(train_module.main, argv) == 1
     err = capsys.readouterr().err
     assert (
-        "error: model.backbone: MaxxVit refused the images (height (4) must be divisible by "
-        "window (5)); resize them for it with model.backbone.input_size=<its size>"
+        "error: model.backbone: MaxxVit refused images at the data's size "
+        "(model.backbone.input_size=null) (height (4) must be divisible by window (5)); set "
+        "model.backbone.input_size to a size it takes"
     ) in err
     assert "Traceback" not in err
 

@@ -30,7 +30,12 @@ from sft.models.adapters import (
     is_adapter_parameter,
     weights_hash,
 )
-from sft.models.backbones import backbone_speed_hints, config_as_saved, resolve_input_spec
+from sft.models.backbones import (
+    backbone_speed_hints,
+    config_as_saved,
+    inner_model,
+    resolve_input_spec,
+)
 from sft.models.depthwise_conv import route_depthwise_convs
 from sft.models.fast_dropout import use_fast_dropout
 from sft.models.linear_probe import extract_features, fit_logistic_regression
@@ -246,6 +251,8 @@ class SFTClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         # from a resumed checkpoint (on_load_checkpoint), applied in on_train_start
         self._restored_acc_best: float | None = None
+        # an image batch went through the backbone: its size is one the backbone takes
+        self._images_ran = False
         self._base_hash: str | None = None
         # what a small checkpoint leaves out: the weights frozen now, with the adapters added
         self._frozen_names = set(frozen_parameters(self)) if not self.strict_loading else set()
@@ -306,17 +313,26 @@ class SFTClassifier(L.LightningModule):
 
     @contextmanager
     def _image_size_refusals(self) -> Iterator[None]:
-        """timm's models made for one input size assert it: one line saying how to resize."""
+        """An image model made for other input sizes: one line saying how to resize. timm's
+        fixed-size models assert the size; others fail in a layer (a RuntimeError, taken as the
+        size's only on the first batch: later ones had the same size)."""
         try:
             yield
-        except AssertionError as err:
-            model = getattr(self.backbone, "body", self.backbone)  # inside ResizeInput
+        except (AssertionError, RuntimeError) as err:
+            if isinstance(err, RuntimeError) and self._images_ran:
+                raise
+            size = getattr(self.backbone, "size", None)  # ResizeInput's (input_size)
+            seen = (
+                f"{size}x{size} images (model.backbone.input_size={size})"
+                if size
+                else "images at the data's size (model.backbone.input_size=null)"
+            )
             raise SFTError(
-                f"model.backbone: {type(model).__name__} refused the images "
-                f"({str(err).strip().splitlines()[0]}); resize them for it with "
-                "model.backbone.input_size=<its size>, or build it for theirs (timm: "
-                "+model.backbone.img_size=<size>)"
+                f"model.backbone: {type(inner_model(self.backbone)).__name__} refused {seen} "
+                f"({str(err).strip().splitlines()[0]}); set model.backbone.input_size to a size "
+                "it takes, or build it for these (timm: +model.backbone.img_size=<size>)"
             ) from err
+        self._images_ran = True
 
     def _check_features(self, h: Any) -> None:
         """The backbone's contract (README): (batch, num_features) features."""
@@ -324,8 +340,8 @@ class SFTClassifier(L.LightningModule):
         if not isinstance(h, torch.Tensor) or h.ndim != 2 or h.shape[-1] != width:
             got = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
             raise SFTError(
-                f"model.backbone: {type(self.backbone).__name__} returned {got}, expected "
-                f"(batch, {width}) features (its num_features); pool its output to that"
+                f"model.backbone: {type(inner_model(self.backbone)).__name__} returned {got}, "
+                f"expected (batch, {width}) features (its num_features); pool its output to that"
             )
 
     def _in_memory_format(self, inputs: Any) -> Any:
@@ -524,6 +540,15 @@ class SFTClassifier(L.LightningModule):
 
     # ---- linear-probe initialisation (LP of LP-FT) ----------------------------------------
     def on_fit_start(self) -> None:
+        backbone = self.hparams.backbone
+        loads_weights = backbone.get("pretrained") or backbone.get("checkpoint")
+        if self.hparams.freeze_norm_stats and "name" in backbone and not loads_weights:
+            rank_zero_warning(
+                log,
+                "model.freeze_norm_stats=true keeps the batch-norm statistics the backbone starts "
+                "with, but it loads no weights (pretrained=false, no checkpoint): they stay at "
+                "their initial values; set model.freeze_norm_stats=false to learn them",
+            )
         if self.hparams.linear_probe is not None and not bool(self.linear_probe_done):
             datamodule = self._datamodule()
             if datamodule is None:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from sft.errors import SFTError
-from sft.models.backbones import ResizeInput
+from sft.models.backbones import inner_model
 from sft.utils.logs import first_few
 
 NamedParameters = Sequence[tuple[str, nn.Parameter]]
@@ -39,7 +39,8 @@ def layerwise_param_groups(
     if numbering is None:
         raise SFTError(
             "model.layer_decay needs a backbone with layer ids (the huggingface text backbone, "
-            f"timm models); {type(backbone).__name__} has none: set model.layer_decay=null"
+            f"timm models); {type(inner_model(backbone)).__name__} has none: set "
+            "model.layer_decay=null"
         )
     if not 0.0 < layer_decay <= 1.0:
         raise SFTError(f"model.layer_decay must be in (0, 1], got {layer_decay!r}")
@@ -71,7 +72,7 @@ def _layer_numbering(backbone: nn.Module) -> tuple[Callable[[str], int], int] | 
     final norm, trains at the full lr)."""
     if hasattr(backbone, "layer_id") and hasattr(backbone, "num_layers"):
         return backbone.layer_id, backbone.num_layers + 1
-    body = backbone.body if isinstance(backbone, ResizeInput) else backbone
+    body = inner_model(backbone)
     if not hasattr(body, "group_matcher"):
         return None
     from timm.models import group_parameters

@@ -276,6 +276,9 @@ def describe_composition_error(
         hint = options_having(key, config_name, overrides, loader) or closest_key(
             key, config_name, overrides, loader
         )
+        if hint and key.startswith("model."):
+            # the model's and its backbone's options are more than any config lists
+            hint += f" An option the config does not list is added with +{key}=..."
         return f"unknown config key '{key}' ({hint or f'to add a new key write +{key}=...'})"
     if match := NOT_DELETABLE.search(message):
         key = match.group(1)

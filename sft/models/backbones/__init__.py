@@ -21,7 +21,7 @@ from .registry import (
     register_backbone,
     resolve_input_spec,
 )
-from .wrappers import ResizeInput, load_backbone_checkpoint
+from .wrappers import ResizeInput, inner_model, load_backbone_checkpoint
 
 __all__ = [
     "HFEncoder",
@@ -31,6 +31,7 @@ __all__ = [
     "config_as_saved",
     "create_backbone",
     "efficientnet_lite0_imagenet",
+    "inner_model",
     "list_backbones",
     "load_backbone_checkpoint",
     "register_backbone",

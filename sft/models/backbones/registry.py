@@ -166,9 +166,12 @@ def _entry(name: str) -> BackboneEntry:
     if entry is None:
         known = list_backbones()
         close = difflib.get_close_matches(str(name), known, n=1)
-        library = _library_having(name)
-        if library:
-            hint = f" (a {library} model: model.backbone.name={library} model.backbone.model_name={name})"
+        libraries = _libraries_having(name)
+        if libraries:
+            hint = (
+                f" (a {' and '.join(libraries)} model: model.backbone.name="
+                f"{'|'.join(libraries)} model.backbone.model_name={name})"
+            )
         else:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise SFTError(
@@ -179,19 +182,18 @@ def _entry(name: str) -> BackboneEntry:
     return entry
 
 
-def _library_having(name: object) -> str | None:
-    """'timm' or 'torchvision' when one of them has a model called `name`."""
+def _libraries_having(name: object) -> list[str]:
+    """Which of torchvision and timm have a model called `name`."""
     if not isinstance(name, str):
-        return None
+        return []
     import torchvision
 
-    if name in torchvision.models.list_models(module=torchvision.models):
-        return "torchvision"
+    found = ["torchvision"] if name in torchvision.models.list_models(torchvision.models) else []
     try:
         import timm
     except ImportError:
-        return None
-    return "timm" if timm.is_model(name) else None
+        return found
+    return [*found, "timm"] if timm.is_model(name) else found
 
 
 def _check_options(name: str, builder: BackboneBuilder, kwargs: dict[str, object]) -> None:

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
+import torchvision
 from torch import nn
+from torchvision.models import list_models
 
 from sft.contracts import Normalization
 from sft.errors import SFTError
@@ -55,13 +57,18 @@ def timm_model(
         raise _no_weights(
             timm, model_name, f"has no pretrained tag {model_name.partition('.')[2]!r}"
         )
+    if options.get("in_chans", 3) != 3:
+        raise SFTError(
+            f"model.backbone.in_chans={options['in_chans']}: sft feeds models RGB images (3 "
+            "channels; grayscale images are converted); remove it"
+        )
     if pretrained:
         _check_weights_available(timm, model_name, options)
     try:
         model = timm.create_model(model_name, pretrained=pretrained, num_classes=0, **options)
     except TypeError as err:
         raise SFTError(
-            f"model.backbone: timm model {model_name!r} does not take the option(s) "
+            f"model.backbone: timm model {model_name!r} refused the option(s) "
             f"{', '.join(options)} ({_first_line(err)})"
         ) from err
     except (OSError, RuntimeError) as err:
@@ -104,6 +111,11 @@ def _unknown_model(timm: ModuleType, name: object) -> SFTError:
         return SFTError(
             f"model.backbone.model_name: expected a timm model name (e.g. convnext_atto; "
             f"timm.list_models() lists them), got {name!r}"
+        )
+    if name in list_models(module=torchvision.models):
+        return SFTError(
+            f"model.backbone.model_name: {name!r} is a torchvision model, not a timm one: "
+            "model=torchvision_fused (model.backbone.name=torchvision) builds it"
         )
     close = difflib.get_close_matches(name, timm.list_models(), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""

@@ -27,6 +27,14 @@ from .wrappers import download_failure
 # GoogLeNet's and Inception v3's auxiliary classifiers: their outputs come with the features
 # while training
 _AUX_CLASSIFIERS = ("aux1", "aux2", "AuxLogits")
+# Builder options torchvision sets only when it loads weights, which change what the model
+# computes: set always, so that a model rebuilt without downloading (sft-eval, sft-predict,
+# sft-export, checkpoint=) computes what it trained as (GoogLeNet and Inception v3 re-normalise
+# their inputs to the statistics of their original weights)
+_WEIGHTS_OPTIONS = {
+    "googlenet": {"transform_input": True},
+    "inception_v3": {"transform_input": True},
+}
 
 
 def _classification_models() -> list[str]:
@@ -61,11 +69,12 @@ def torchvision_model(
     if not isinstance(model_name, str) or model_name not in known:
         raise _unknown_model(model_name, known)
     chosen = _weights(model_name, weights)
+    options = {**_WEIGHTS_OPTIONS.get(model_name, {}), **options}
     try:
         model = get_model(model_name, weights=chosen if pretrained else None, **options)
     except (TypeError, ValueError) as err:  # an unknown option, or one the weights fix
         raise SFTError(
-            f"model.backbone: torchvision model {model_name!r} does not take the option(s) "
+            f"model.backbone: torchvision model {model_name!r} refused the option(s) "
             f"{', '.join(options)} ({str(err).strip().splitlines()[0]})"
         ) from err
     except (urllib.error.URLError, OSError, RuntimeError) as err:
@@ -110,9 +119,22 @@ def _without_classifier(model: nn.Module, model_name: str) -> nn.Module:
 
 
 def _unknown_model(name: object, known: list[str]) -> SFTError:
+    if isinstance(name, str) and _is_timm_model(name):
+        return SFTError(
+            f"model.backbone.model_name: {name!r} is a timm model, not a torchvision one: "
+            "model=timm_fused (model.backbone.name=timm) builds it"
+        )
     close = difflib.get_close_matches(str(name), known, n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return SFTError(
         f"model.backbone.model_name: {name!r} is not a torchvision classification model{hint}; "
         "torchvision.models.list_models(module=torchvision.models) lists them"
     )
+
+
+def _is_timm_model(name: str) -> bool:
+    try:
+        import timm
+    except ImportError:
+        return False
+    return timm.is_model(name)

@@ -65,6 +65,11 @@ class ResizeInput(nn.Module):
         return f"size={self.size}"
 
 
+def inner_model(backbone: nn.Module) -> nn.Module:
+    """The backbone's own model, inside the resize wrapper (input_size)."""
+    return backbone.body if isinstance(backbone, ResizeInput) else backbone
+
+
 def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Load backbone weights from a local file into `model` (strict: every key must match).
 
@@ -86,8 +91,27 @@ def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> 
         ) from err
     state = _extract_state_dict(obj, file)
     own = model.state_dict()
-    state = {k: v for k, v in state.items() if k in own or not k.startswith(_HEAD_PREFIXES)}
+    state = {
+        k: v
+        for k, v in state.items()
+        if k in own or not (k.startswith(_HEAD_PREFIXES) or _under_removed_module(model, k))
+    }
     load_state_dict_checked(model, state, source=str(file))
+
+
+def _under_removed_module(model: nn.Module, key: str) -> bool:
+    """Whether `key` belongs to a module the backbone replaced by an identity or removed (None):
+    the classifier of a full model's weights file (timm's `head`, torchvision's `heads.head`,
+    GoogLeNet's auxiliary classifiers). Keys of modules that were never there are not, so the
+    weights of a deeper model of the family do not load into a shallower one."""
+    module: nn.Module | None = model
+    for name in key.split(".")[:-1]:
+        if module is None or isinstance(module, nn.Identity):
+            return True
+        if name not in module._modules:
+            return False
+        module = module._modules[name]
+    return module is None or isinstance(module, nn.Identity)
 
 
 def _extract_state_dict(obj: object, file: Path) -> dict[str, torch.Tensor]:
