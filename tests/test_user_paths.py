@@ -1122,3 +1122,19 @@ def test_a_checkpoint_whose_model_folder_moved_says_how_to_point_at_it(checkpoin
     assert "\n" not in message
     assert f"its model reads model.backbone.model_name_or_path={gone}, which no longer" in message
     assert f"put it back, or link it there (ln -s <its new place> {gone})" in message
+
+
+def test_a_small_checkpoint_whose_base_weights_file_moved_says_so(checkpoints, tmp_path):
+    """adapter.save_only_trainable leaves the base weights out: they are read from the
+    backbone's checkpoint= file (was: `backbone checkpoint not found`, without why)."""
+    from sft.models import load_classifier
+    from sft.models.adapters import BASE_WEIGHTS
+    from sft.utils.checkpoint_io import read_checkpoint
+
+    gone = tmp_path / "base.pt"
+    checkpoint = read_checkpoint(checkpoints["text"])
+    checkpoint["hyper_parameters"]["backbone"]["checkpoint"] = str(gone)
+    load_classifier(checkpoints["text"], checkpoint)  # the weights are in it: not read
+    checkpoint[BASE_WEIGHTS] = {}
+    with pytest.raises(SFTError, match=r"base\.pt, which no longer exists \(its base weights, "):
+        load_classifier(checkpoints["text"], checkpoint)

@@ -43,7 +43,7 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
     contents when the caller has read them already, so a large file is loaded once)."""
     checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
     hparams = dict(checkpoint["hyper_parameters"])
-    _check_folders_exist(hparams.get("backbone") or {}, path)
+    _check_folders_exist(hparams.get("backbone") or {}, path, BASE_WEIGHTS in checkpoint)
     with importable_code(path):
         input_spec = resolve_input_spec(hparams["backbone"])  # as trained, with its weights
     small = checkpoint.get(BASE_WEIGHTS)  # adapter.save_only_trainable: base weights not in it
@@ -81,19 +81,26 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
     return model.eval()
 
 
-def _check_folders_exist(backbone: dict[str, Any], path: str | Path) -> None:
-    """A model folder the checkpoint names (the weights are in the checkpoint; the config and
-    tokenizer files are read from there) that has moved: one line saying how to point at it."""
+def _check_folders_exist(backbone: dict[str, Any], path: str | Path, small: bool) -> None:
+    """A file or folder the checkpoint's model reads that has moved: one line saying how to
+    point at it. A model folder gives its config and tokenizer files (the weights are in the
+    checkpoint); a backbone's own weights file is read only for a small checkpoint
+    (adapter.save_only_trainable), which leaves the base weights out."""
     for key, value in backbone.items():
-        if key == "checkpoint" or not isinstance(value, str) or not value.startswith("/"):
-            continue  # a backbone's own checkpoint file is not read: the weights are here
-        if not Path(value).exists():
-            raise SFTError(
-                f"checkpoint {path}: its model reads model.backbone.{key}={value}, which no "
-                "longer exists (the weights are in the checkpoint; that folder's config and "
-                f"tokenizer files are read from there): put it back, or link it there (ln -s "
-                f"<its new place> {value})"
-            )
+        if not isinstance(value, str) or not value.startswith("/") or Path(value).exists():
+            continue
+        if key == "checkpoint" and not small:
+            continue
+        what = (
+            "its base weights, which the checkpoint leaves out, are read from there"
+            if key == "checkpoint"
+            else "the weights are in the checkpoint; that folder's config and tokenizer files "
+            "are read from there"
+        )
+        raise SFTError(
+            f"checkpoint {path}: its model reads model.backbone.{key}={value}, which no longer "
+            f"exists ({what}): put it back, or link it there (ln -s <its new place> {value})"
+        )
 
 
 def datamodule_from_checkpoint(
