@@ -21,6 +21,12 @@ class RunInTheWay(SFTError):
     refusal is recorded in the sweep directory: its own holds the other run's record)."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message: the part a one-line error can quote."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def find_user_error(exc: BaseException) -> SFTError | None:
     """The SFTError behind `exc`, if any: Hydra's instantiate wraps errors raised in __init__."""
     seen: set[int] = set()

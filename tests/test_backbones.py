@@ -468,10 +468,10 @@ def test_a_classifier_builds_on_a_timm_model_with_a_fixed_input_size() -> None:
     }
     model = SFTClassifier(backbone=backbone, num_classes=3).eval()
     with torch.no_grad():
-        assert model(torch.randn(2, 3, 160, 160)).shape == (2, 3)
         # images of another size: one line saying how to resize them (was: timm's AssertionError)
         with pytest.raises(SFTError) as err:
             model(torch.randn(2, 3, 64, 64))
+        assert model(torch.randn(2, 3, 160, 160)).shape == (2, 3)
     message = single_line(err)
     assert message.startswith(
         "model.backbone: MaxxVit refused images at the data's size (model.backbone.input_size="
@@ -561,7 +561,18 @@ def test_timm_weights_out_of_reach_are_one_line_at_once(monkeypatch: pytest.Monk
     assert "pretrained=false" in message and "checkpoint=PATH" in message
 
 
-def test_a_checkpoint_of_a_timm_model_loads_without_the_hub(tmp_path: Path) -> None:
+def test_a_checkpoint_of_a_timm_model_loads_without_the_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    from sft.models.backbones import timm_models
+
+    def no_hub(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a checkpoint was given: the hub should not be asked")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
+    monkeypatch.setattr(timm_models, "hub_unreachable", no_hub)
     source = create_backbone("timm", model_name="test_convnext")
     path = tmp_path / "convnext.pt"
     torch.save(source.state_dict(), path)
@@ -630,12 +641,21 @@ def test_a_deeper_models_weights_are_not_loaded_into_a_shallower_one(tmp_path: P
         create_backbone("torchvision", model_name="resnet18", checkpoint=path)
 
 
-def test_googlenet_normalises_its_inputs_as_its_weights_expect_whether_downloaded_or_not() -> None:
+def test_googlenet_computes_the_same_whether_its_weights_were_downloaded_or_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """torchvision sets transform_input only when it loads the weights: the model sft-eval and
     sft-predict rebuild (pretrained=false, weights from the checkpoint) computed other features
     than the one trained (max difference 5e3)."""
-    assert create_backbone("torchvision", model_name="googlenet").transform_input is True
-    assert create_backbone("torchvision", model_name="inception_v3").transform_input is True
+    from torchvision.models import WeightsEnum
+
+    weights = torchvision.models.get_model("googlenet", num_classes=1000, aux_logits=True)
+    # the "download": these weights, without the network
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, **k: weights.state_dict())
+    trained = create_backbone("torchvision", model_name="googlenet", pretrained=True).eval()
+    rebuilt = create_backbone("torchvision", model_name="googlenet").eval()
+    rebuilt.load_state_dict(trained.state_dict())
+    _outputs_equal(trained, rebuilt, size=64)
 
 
 def test_a_layer_that_fails_on_the_first_batchs_size_is_one_line() -> None:
@@ -693,3 +713,39 @@ def test_frozen_norm_statistics_without_weights_are_warned_about(caplog) -> None
     warned = fit_start(name="small_cnn")
     assert any("model.freeze_norm_stats=true keeps the batch-norm" in m for m in warned)
     assert not fit_start(name="efficientnet_lite0", pretrained=True)
+
+
+def test_a_weights_file_of_a_model_with_other_layers_is_refused(tmp_path: Path) -> None:
+    # qk_norm's norms are identities in the plain model: not a removed head, so refused (not
+    # dropped, which loaded the rest and computed other features)
+    import timm
+
+    path = tmp_path / "qk.pt"
+    torch.save(timm.create_model("test_vit", qk_norm=True).state_dict(), path)
+    with pytest.raises(SFTError, match=r"unexpected keys \(e\.g\. blocks\.0\.attn\.q_norm"):
+        create_backbone("timm", model_name="test_vit", checkpoint=path)
+
+
+def test_only_the_first_image_batch_is_read_as_a_size_mismatch() -> None:
+    """An out-of-memory error, or any error after a batch went through, is not about the size."""
+    from sft.models import SFTClassifier
+
+    backbone = {"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn"}
+    model = SFTClassifier(backbone=backbone, num_classes=2).eval()
+    forward = model.backbone.forward
+
+    def out_of_memory(x: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    model.backbone.forward = out_of_memory
+    with pytest.raises(torch.OutOfMemoryError):
+        model(torch.randn(2, 3, 16, 16))
+    model.backbone.forward = forward
+    model(torch.randn(2, 3, 16, 16))
+
+    def fails(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("DataLoader worker killed")
+
+    model.backbone.forward = fails
+    with pytest.raises(RuntimeError, match="DataLoader worker killed"):
+        model(torch.randn(2, 3, 16, 16))

@@ -495,6 +495,7 @@ def test_a_relative_model_folder_is_kept_absolute_in_the_checkpoint(
 
 def test_a_batch_longer_than_the_position_table_is_one_line() -> None:
     model = tiny(config_overrides={"max_position_embeddings": 16}).eval()
+    model(input_ids=torch.full((2, 8), 1000))  # a first batch that fits: later ones are checked
     with pytest.raises(SFTError) as err:
         model(input_ids=torch.full((2, 20), 1000), attention_mask=torch.ones(2, 20, dtype=int))
     assert single_line(err) == (
@@ -515,6 +516,11 @@ def test_another_models_tokenizer_is_one_line() -> None:
 
 
 def test_config_overrides_name_fields_the_config_has() -> None:
+    # what from_pretrained takes besides the config's fields still works
+    assert (
+        tiny(config_overrides={"attn_implementation": "eager"}).model.config._attn_implementation
+        == "eager"
+    )
     with pytest.raises(SFTError) as err:
         tiny(config_overrides={"num_hidden_layer": 1})
     assert single_line(err) == (

@@ -876,7 +876,9 @@ def test_texts_cut_at_max_length_are_counted_on_a_miss_and_a_hit(tmp_path, caplo
     cut = sum(len(dm.tokenizer(t)["input_ids"]) > 12 for t in texts)
     assert 0 < cut < len(texts)
     expected = f"{cut} of {len(texts)} texts are longer than data.max_length=12 tokens and are cut"
-    for _ in ("miss", "hit"):
+    for hit in (False, True):
         caplog.clear()
-        sst2_dm(tmp_path, max_length=12).load_split("val")
+        dm = sst2_dm(tmp_path, max_length=12)
+        dm.load_split("val")
+        assert dm.cache_hits["val"] is hit
         assert any(expected in m for m in logged_warnings(caplog)), caplog.text

@@ -1138,3 +1138,20 @@ def test_a_small_checkpoint_whose_base_weights_file_moved_says_so(checkpoints, t
     checkpoint[BASE_WEIGHTS] = {}
     with pytest.raises(SFTError, match=r"base\.pt, which no longer exists \(its base weights, "):
         load_classifier(checkpoints["text"], checkpoint)
+
+
+def test_a_checkpoint_from_before_tokenizer_digests_loads_without_a_warning(
+    checkpoints, tmp_path, caplog
+):
+    from sft.contracts import TOKENIZER_DIGEST
+    from sft.inference.bundle import load_bundle
+    from sft.utils.checkpoint_io import read_checkpoint
+
+    checkpoint = read_checkpoint(checkpoints["text"])
+    del checkpoint[TOKENIZER_DIGEST]
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    bundle = load_bundle(old)
+    assert bundle.model.input_spec.tokenizer_digest is None
+    assert len(bundle.datamodule.tokenizer) == 30522
+    assert "is not the one the model was trained with" not in caplog.text

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sft.errors import SFTError
+from sft.errors import SFTError, first_line
 from sft.inference.bundle import InferenceBundle
 from sft.models.adapters import merge_adapters
 from sft.models.backbones.huggingface import HFEncoder, pool
@@ -126,7 +126,7 @@ def export_onnx(
         except Exception as exc:  # e.g. RuntimeError: Unsupported onnx_opset_version: 3
             if opset is None or "opset" not in str(exc).lower():
                 raise
-            reason = str(exc).strip().splitlines()[0]
+            reason = first_line(exc)
             raise SFTError(f"onnx.opset={opset}: the ONNX exporter refused it ({reason})") from exc
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 

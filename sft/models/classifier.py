@@ -2,8 +2,8 @@
 
 import logging
 import operator
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from collections.abc import Mapping
+from contextlib import nullcontext
 from itertools import islice
 from typing import Annotated, Any
 
@@ -19,7 +19,7 @@ from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sft.contracts import VAL_ACC_BEST, ClassificationData
-from sft.errors import SFTError
+from sft.errors import SFTError, first_line
 from sft.models.activations import out_of_place_activations
 from sft.models.adapters import (
     BASE_WEIGHTS,
@@ -306,33 +306,37 @@ class SFTClassifier(L.LightningModule):
         if isinstance(inputs, Mapping):
             h = self.backbone(**inputs)
         else:
-            with self._image_size_refusals():
-                h = self.backbone(self._in_memory_format(inputs))
+            h = self._image_features(self._in_memory_format(inputs))
         self._check_features(h)
         return h
 
-    @contextmanager
-    def _image_size_refusals(self) -> Iterator[None]:
-        """An image model made for other input sizes: one line saying how to resize. timm's
-        fixed-size models assert the size; others fail in a layer (a RuntimeError, taken as the
-        size's only on the first batch: later ones had the same size)."""
+    def _image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone on a batch of images; on the first batch, a model made for other input
+        sizes fails as one line saying how to resize: timm's fixed-size models assert the size,
+        others fail in a layer (a RuntimeError). Later batches have the first one's size, so
+        their errors are not about it."""
+        if self._images_ran:
+            return self.backbone(images)
         try:
-            yield
+            h = self.backbone(images)
+        except (torch.OutOfMemoryError, torch._dynamo.exc.TorchDynamoException):
+            raise
         except (AssertionError, RuntimeError) as err:
-            if isinstance(err, RuntimeError) and self._images_ran:
-                raise
             size = getattr(self.backbone, "size", None)  # ResizeInput's (input_size)
             seen = (
                 f"{size}x{size} images (model.backbone.input_size={size})"
                 if size
                 else "images at the data's size (model.backbone.input_size=null)"
             )
+            timm = " (timm: +model.backbone.img_size=<size>)"
             raise SFTError(
                 f"model.backbone: {type(inner_model(self.backbone)).__name__} refused {seen} "
-                f"({str(err).strip().splitlines()[0]}); set model.backbone.input_size to a size "
-                "it takes, or build it for these (timm: +model.backbone.img_size=<size>)"
+                f"({first_line(err)}); set model.backbone.input_size to a size "
+                "it takes, or build it for these"
+                + (timm if self.hparams.backbone.get("name") == "timm" else "")
             ) from err
         self._images_ran = True
+        return h
 
     def _check_features(self, h: Any) -> None:
         """The backbone's contract (README): (batch, num_features) features."""
@@ -582,11 +586,10 @@ class SFTClassifier(L.LightningModule):
                 yield self._in_memory_format(inputs), y
 
         images = self.input_spec.modality != "text"
-        with (
-            precision.forward_context() if precision is not None else nullcontext(),
-            self._image_size_refusals() if images else nullcontext(),
-        ):
-            feats, labels = extract_features(self.backbone, batches())
+        with precision.forward_context() if precision is not None else nullcontext():
+            feats, labels = extract_features(
+                self.backbone, batches(), self._image_features if images else None
+            )
         self._check_features(feats)
         weight, bias = fit_logistic_regression(
             feats, labels, self.hparams.num_classes, **self.hparams.linear_probe

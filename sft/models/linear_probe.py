@@ -6,7 +6,7 @@ cross-entropy that fine-tuning then continues with: the head starts calibrated, 
 logits live on a [0, 1] regression scale and make the first fine-tuning steps re-learn the scale.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -15,14 +15,18 @@ from torch import nn
 
 @torch.no_grad()
 def extract_features(
-    backbone: nn.Module, batches: Iterable[tuple[object, torch.Tensor]]
+    backbone: nn.Module,
+    batches: Iterable[tuple[object, torch.Tensor]],
+    on_images: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features and labels of every batch, with the backbone in eval mode (restored after)."""
+    """Features and labels of every batch, with the backbone in eval mode (restored after).
+    `on_images`: how image batches go through the backbone (default: called directly)."""
     was_training = backbone.training
     backbone.eval()
+    on_images = on_images or backbone
     feats, labels = [], []
     for inputs, y in batches:
-        feats.append(backbone(**inputs) if isinstance(inputs, dict) else backbone(inputs))
+        feats.append(backbone(**inputs) if isinstance(inputs, dict) else on_images(inputs))
         labels.append(y)
     backbone.train(was_training)
     return torch.cat(feats).float(), torch.cat(labels)

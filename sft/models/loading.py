@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from sft.contracts import TOKENIZER_DIGEST
 from sft.errors import SFTError
 from sft.models.adapters import BASE_WEIGHTS, check_base_weights, frozen_parameters
-from sft.models.backbones import resolve_input_spec
+from sft.models.backbones import local_paths_read, resolve_input_spec
 from sft.models.classifier import SFTClassifier
 from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import quoted_list_override
@@ -83,19 +83,20 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
 
 def _check_folders_exist(backbone: dict[str, Any], path: str | Path, small: bool) -> None:
     """A file or folder the checkpoint's model reads that has moved: one line saying how to
-    point at it. A model folder gives its config and tokenizer files (the weights are in the
-    checkpoint); a backbone's own weights file is read only for a small checkpoint
+    point at it. The backbone family names what it reads (a model folder's config and tokenizer
+    files); a backbone's own weights file is read only for a small checkpoint
     (adapter.save_only_trainable), which leaves the base weights out."""
-    for key, value in backbone.items():
+    keys = [*local_paths_read(backbone), *(["checkpoint"] if small else [])]
+    for key in keys:
+        value = backbone.get(key)
         if not isinstance(value, str) or not value.startswith("/") or Path(value).exists():
             continue
-        if key == "checkpoint" and not small:
-            continue
+        base = "its base weights, which the checkpoint leaves out, " if small else ""
         what = (
-            "its base weights, which the checkpoint leaves out, are read from there"
+            f"{base}are read from there"
             if key == "checkpoint"
-            else "the weights are in the checkpoint; that folder's config and tokenizer files "
-            "are read from there"
+            else f"{base or 'the weights are in the checkpoint; '}the model's config and "
+            "tokenizer files are read from there"
         )
         raise SFTError(
             f"checkpoint {path}: its model reads model.backbone.{key}={value}, which no longer "

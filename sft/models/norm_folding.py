@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from sft.errors import first_line
 from sft.models.padding import same_padded_conv
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def fold_frozen_norms(model: nn.Module, example: torch.Tensor) -> int:
     # e.g. a backbone for other input sizes or channels (timm's fixed-size models assert)
     except (RuntimeError, ValueError, AssertionError) as err:
         log.info(
-            f"batch norms not folded: the backbone did not run on {tuple(example.shape)}: {_first_line(err)}"
+            f"batch norms not folded: the backbone did not run on {tuple(example.shape)}: {first_line(err)}"
         )
         return 0
     finally:
@@ -217,7 +218,7 @@ def fold_frozen_norms(model: nn.Module, example: torch.Tensor) -> int:
         same = _folding_computes_the_same(model, example)
     except (RuntimeError, ValueError, TypeError, AttributeError) as err:  # e.g. a dict output
         log.info(
-            f"batch norms not folded: cannot compare the backbone's outputs: {_first_line(err)}"
+            f"batch norms not folded: cannot compare the backbone's outputs: {first_line(err)}"
         )
         same = False
     if not same:
@@ -225,7 +226,3 @@ def fold_frozen_norms(model: nn.Module, example: torch.Tensor) -> int:
         log.info("batch norms not folded: the folded backbone computed something else")
         return 0
     return len(pairs)
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().split("\n")[0]

@@ -1,12 +1,12 @@
 """Parameter groups: separate learning rates for backbone, adapters and head, no decay on norms
 and biases, and optionally layer-wise learning-rate decay through the backbone."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
 from sft.errors import SFTError
-from sft.models.backbones import inner_model
+from sft.models.backbones import inner_model, layer_numbering
 from sft.utils.logs import first_few
 
 NamedParameters = Sequence[tuple[str, nn.Parameter]]
@@ -35,7 +35,7 @@ def layerwise_param_groups(
     features, move least. `params`: (name, parameter) pairs of `backbone`. Each layer keeps the decay / no-decay split ("name/layer_03",
     "name/layer_03/no_decay").
     """
-    numbering = _layer_numbering(backbone)
+    numbering = layer_numbering(backbone)
     if numbering is None:
         raise SFTError(
             "model.layer_decay needs a backbone with layer ids (the huggingface text backbone, "
@@ -63,24 +63,6 @@ def layerwise_param_groups(
         scale = layer_decay ** (top - k)
         groups += _split(layers[k], lr * scale, weight_decay, f"{name}/layer_{k:02d}")
     return groups
-
-
-def _layer_numbering(backbone: nn.Module) -> tuple[Callable[[str], int], int] | None:
-    """(layer_id(param_name), the id after the last layer) of a backbone that numbers its layers:
-    sft's `layer_id`/`num_layers` protocol, or a timm model's `group_matcher`, numbered as timm's
-    own layer decay numbers them (0 for the stem, one group per block; the last block, with the
-    final norm, trains at the full lr)."""
-    if hasattr(backbone, "layer_id") and hasattr(backbone, "num_layers"):
-        return backbone.layer_id, backbone.num_layers + 1
-    body = inner_model(backbone)
-    if not hasattr(body, "group_matcher"):
-        return None
-    from timm.models import group_parameters
-
-    groups = group_parameters(body, body.group_matcher(coarse=False), reverse=True)
-    prefix = "body." if body is not backbone else ""
-    top = max(groups.values(), default=0)
-    return (lambda name: groups.get(name.removeprefix(prefix), top)), top
 
 
 def _split(params: list[nn.Parameter], lr: float, weight_decay: float, name: str) -> list[dict]:

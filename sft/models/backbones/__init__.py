@@ -12,12 +12,14 @@ from . import (  # noqa: F401
 )
 from .efficientnet_lite import efficientnet_lite0_imagenet
 from .huggingface import HFEncoder
+from .layers import layer_numbering
 from .registry import (
     backbone_modality,
     backbone_speed_hints,
     config_as_saved,
     create_backbone,
     list_backbones,
+    local_paths_read,
     register_backbone,
     resolve_input_spec,
 )
@@ -32,8 +34,10 @@ __all__ = [
     "create_backbone",
     "efficientnet_lite0_imagenet",
     "inner_model",
+    "layer_numbering",
     "list_backbones",
     "load_backbone_checkpoint",
+    "local_paths_read",
     "register_backbone",
     "resolve_input_spec",
 ]

@@ -59,11 +59,12 @@ class HFEncoder(nn.Module):
         self.num_layers: int = int(model.config.num_hidden_layers)
         # DistilBERT has no segment embeddings and rejects token_type_ids.
         self._takes_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
-        # what the token ids must fit (checked on the first batch): a tokenizer of another model
-        # would index past the embedding, a max_length past the position table
-        self._vocab_rows = int(model.get_input_embeddings().num_embeddings)
+        # what the token ids must fit: a max_length past the position table (every batch, a
+        # shape test), a tokenizer of another model indexing past the embedding (the first one)
+        embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        self._vocab_rows = getattr(embedding, "num_embeddings", None)
         self._max_positions = _absolute_positions(model)
-        self._inputs_checked = False
+        self._ids_checked = False
 
     def forward(
         self,
@@ -72,7 +73,7 @@ class HFEncoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         **ignored: Any,  # other batch entries (e.g. lengths, ids) are not model inputs
     ) -> torch.Tensor:
-        if not (self._inputs_checked or torch.compiler.is_compiling() or torch.jit.is_tracing()):
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
             self._check_inputs(input_ids)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -82,7 +83,6 @@ class HFEncoder(nn.Module):
         return pool(self.model(**inputs).last_hidden_state, attention_mask, self.pooling)
 
     def _check_inputs(self, input_ids: torch.Tensor) -> None:
-        self._inputs_checked = True
         model = f"{self.model.config.model_type} model {self.model.config.name_or_path!r}"
         length = input_ids.shape[-1]
         if self._max_positions is not None and length > self._max_positions:
@@ -90,6 +90,9 @@ class HFEncoder(nn.Module):
                 f"model.backbone: the {model} has {self._max_positions} positions, and a batch "
                 f"holds {length} tokens: set data.max_length={self._max_positions} (or less)"
             )
+        if self._ids_checked or self._vocab_rows is None:
+            return
+        self._ids_checked = True  # once: the maximum waits for the device
         top = int(input_ids.max()) if input_ids.numel() else -1
         if top >= self._vocab_rows:
             raise SFTError(
@@ -117,7 +120,13 @@ def _saved_config(cfg: dict) -> dict:
     return cfg
 
 
-@register_backbone("huggingface", modality="text", cpu_bf16=True, saved_config=_saved_config)
+@register_backbone(
+    "huggingface",
+    modality="text",
+    cpu_bf16=True,
+    saved_config=_saved_config,
+    local_paths=("model_name_or_path",),
+)
 def huggingface(
     pretrained: bool = False,
     model_name_or_path: str = "minilm",
@@ -136,13 +145,22 @@ def huggingface(
     from transformers import AutoConfig, AutoModel  # slow import: only when a text model is built
 
     overrides = dict(config_overrides or {})
-    config = load_pretrained(
+    config, unused = load_pretrained(
         AutoConfig.from_pretrained,
         model_name_or_path,
         "model",
         trust_remote_code=trust_remote_code,
+        return_unused_kwargs=True,
+        **overrides,
     )
-    _override(config, overrides)
+    if unused:  # a misspelt or foreign field: transformers would ignore it
+        key = next(iter(unused))
+        close = difflib.get_close_matches(key, sorted(config.to_dict()), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SFTError(
+            f"model.backbone.config_overrides: {config.model_type} configs have no field "
+            f"{key!r}{hint}"
+        )
     if getattr(config, "is_encoder_decoder", False):
         raise SFTError(
             f"backbone huggingface: {model_name_or_path!r} is an encoder-decoder "
@@ -164,20 +182,6 @@ def huggingface(
     if gradient_checkpointing:
         _enable_checkpointing(model, model_name_or_path)
     return HFEncoder(model, pooling)
-
-
-def _override(config: Any, overrides: dict[str, Any]) -> None:
-    """config_overrides set fields the config has; a misspelt or foreign one would be ignored."""
-    known = sorted(config.to_dict())
-    for key, value in overrides.items():
-        if not hasattr(config, key):
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise SFTError(
-                f"model.backbone.config_overrides: {config.model_type} configs have no field "
-                f"{key!r}{hint}"
-            )
-        setattr(config, key, value)
 
 
 def _absolute_positions(model: nn.Module) -> int | None:

@@ -11,6 +11,7 @@ import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 from torch import nn
@@ -38,6 +39,8 @@ class BackboneEntry:
     channels_last: bool = False
     # the family's config as a checkpoint keeps it (e.g. a local model folder made absolute)
     saved_config: Callable[[dict], dict] | None = None
+    # config keys naming local files or folders a rebuilt backbone reads (its config, tokenizer)
+    local_paths: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -51,6 +54,7 @@ def register_backbone(
     cpu_bf16: bool = False,
     channels_last: bool = False,
     saved_config: Callable[[dict], dict] | None = None,
+    local_paths: tuple[str, ...] = (),
 ) -> Callable[[BackboneBuilder], BackboneBuilder]:
     """Register `builder(pretrained: bool, **options) -> nn.Module` under `name`.
 
@@ -60,6 +64,8 @@ def register_backbone(
     `cpu_bf16` / `channels_last`: the family measured faster with CPU bf16 autocast / in NHWC
     layout; `trainer.precision=auto` and `model.channels_last=null` follow them.
     `saved_config`: the backbone config as checkpoints keep it (`config_as_saved`).
+    `local_paths`: the config keys naming files or folders the backbone reads when it is rebuilt
+    from a checkpoint (`local_paths_read`).
     """
     if modality not in ("image", "text"):
         raise ValueError(f"unknown modality {modality!r}")
@@ -70,7 +76,7 @@ def register_backbone(
             raise ValueError(f"backbone {name!r} is already registered")
         norm = normalization if modality == "image" else None
         _REGISTRY[name] = BackboneEntry(
-            builder, norm, modality, cpu_bf16, channels_last, saved_config
+            builder, norm, modality, cpu_bf16, channels_last, saved_config, local_paths
         )
         return builder
 
@@ -106,12 +112,26 @@ def resolve_input_spec(backbone_cfg: Mapping | None) -> InputSpec:
 
 def config_as_saved(backbone_cfg: dict) -> dict:
     """`backbone_cfg` as a checkpoint keeps it, so that sft-eval, sft-predict and sft-export
-    rebuild the same backbone from any directory."""
+    rebuild the same backbone from any directory: a weights file (`checkpoint`) and the
+    family's local folders absolute."""
+    cfg = dict(backbone_cfg)
+    weights = cfg.get("checkpoint")
+    if isinstance(weights, str) and Path(weights).expanduser().exists():
+        cfg["checkpoint"] = str(Path(weights).expanduser().absolute())
+    entry = _entry_of(cfg)
+    return entry.saved_config(cfg) if entry and entry.saved_config else cfg
+
+
+def local_paths_read(backbone_cfg: Mapping) -> tuple[str, ...]:
+    """The config keys naming files or folders the backbone reads when it is rebuilt from a
+    checkpoint (the huggingface backbone's model folder: its config and tokenizer)."""
+    entry = _entry_of(backbone_cfg)
+    return entry.local_paths if entry else ()
+
+
+def _entry_of(backbone_cfg: Mapping) -> BackboneEntry | None:
     name = backbone_cfg.get("name")
-    entry = _REGISTRY.get(name) if isinstance(name, str) else None
-    if entry is None or entry.saved_config is None:
-        return backbone_cfg
-    return entry.saved_config(dict(backbone_cfg))
+    return _REGISTRY.get(name) if isinstance(name, str) else None
 
 
 class SpeedHints(NamedTuple):
@@ -166,7 +186,7 @@ def _entry(name: str) -> BackboneEntry:
     if entry is None:
         known = list_backbones()
         close = difflib.get_close_matches(str(name), known, n=1)
-        libraries = _libraries_having(name)
+        libraries = libraries_having(name)
         if libraries:
             hint = (
                 f" (a {' and '.join(libraries)} model: model.backbone.name="
@@ -182,7 +202,7 @@ def _entry(name: str) -> BackboneEntry:
     return entry
 
 
-def _libraries_having(name: object) -> list[str]:
+def libraries_having(name: object) -> list[str]:
     """Which of torchvision and timm have a model called `name`."""
     if not isinstance(name, str):
         return []

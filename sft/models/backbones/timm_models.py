@@ -13,16 +13,15 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-import torchvision
 from torch import nn
-from torchvision.models import list_models
 
 from sft.contracts import Normalization
 from sft.errors import SFTError
 from sft.hub import hub_unreachable
 
-from .registry import register_backbone
-from .wrappers import download_failure, import_timm
+from .build_errors import download_failure, model_build_errors
+from .registry import libraries_having, register_backbone
+from .wrappers import REMOVED_HEADS, import_timm
 
 # weights files timm looks for in a hub repository, in its order
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -64,20 +63,19 @@ def timm_model(
         )
     if pretrained:
         _check_weights_available(timm, model_name, options)
-    try:
+    with model_build_errors(
+        "timm",
+        model_name,
+        options,
+        pretrained,
+        lambda err: _download_failure(timm, model_name, err),
+    ):
         model = timm.create_model(model_name, pretrained=pretrained, num_classes=0, **options)
-    except TypeError as err:
-        raise SFTError(
-            f"model.backbone: timm model {model_name!r} refused the option(s) "
-            f"{', '.join(options)} ({_first_line(err)})"
-        ) from err
-    except (OSError, RuntimeError) as err:
-        if not pretrained:
-            raise
-        raise _download_failure(timm, model_name, err) from err
     # forward() returns the pre-logits features: head_hidden_size wide where a model has a
     # pre-logits layer (MobileNetV3: 1024, while its num_features is 576)
     model.num_features = getattr(model, "head_hidden_size", None) or model.num_features
+    heads = model.pretrained_cfg.get("classifier") or ()
+    setattr(model, REMOVED_HEADS, (heads,) if isinstance(heads, str) else tuple(heads))
     return model
 
 
@@ -112,7 +110,7 @@ def _unknown_model(timm: ModuleType, name: object) -> SFTError:
             f"model.backbone.model_name: expected a timm model name (e.g. convnext_atto; "
             f"timm.list_models() lists them), got {name!r}"
         )
-    if name in list_models(module=torchvision.models):
+    if "torchvision" in libraries_having(name):
         return SFTError(
             f"model.backbone.model_name: {name!r} is a torchvision model, not a timm one: "
             "model=torchvision_fused (model.backbone.name=torchvision) builds it"
@@ -156,7 +154,3 @@ def _download_failure(timm: ModuleType, name: str, err: BaseException) -> SFTErr
         url = pretrained_cfg.url if pretrained_cfg is not None else None
         source, cache = url or "timm", os.path.join(torch.hub.get_dir(), "checkpoints")
     return download_failure(f"the weights of timm model {name}", source, err, cache)
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().split("\n")[0]

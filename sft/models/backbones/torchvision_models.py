@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import urllib.error
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,8 +20,9 @@ from torchvision.models import WeightsEnum, get_model, get_model_weights, list_m
 from sft.contracts import Normalization
 from sft.errors import SFTError
 
-from .registry import register_backbone
-from .wrappers import download_failure
+from .build_errors import download_failure, model_build_errors
+from .registry import libraries_having, register_backbone
+from .wrappers import REMOVED_HEADS
 
 # GoogLeNet's and Inception v3's auxiliary classifiers: their outputs come with the features
 # while training
@@ -69,21 +69,15 @@ def torchvision_model(
     if not isinstance(model_name, str) or model_name not in known:
         raise _unknown_model(model_name, known)
     chosen = _weights(model_name, weights)
-    options = {**_WEIGHTS_OPTIONS.get(model_name, {}), **options}
-    try:
-        model = get_model(model_name, weights=chosen if pretrained else None, **options)
-    except (TypeError, ValueError) as err:  # an unknown option, or one the weights fix
-        raise SFTError(
-            f"model.backbone: torchvision model {model_name!r} refused the option(s) "
-            f"{', '.join(options)} ({str(err).strip().splitlines()[0]})"
-        ) from err
-    except (urllib.error.URLError, OSError, RuntimeError) as err:
-        if not pretrained:
-            raise
-        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
-        raise download_failure(
-            f"the weights {chosen} of torchvision model {model_name}", chosen.url, err, cache
-        ) from err
+    built_with = {**_WEIGHTS_OPTIONS.get(model_name, {}), **options}
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+
+    def download_failed(err: OSError) -> SFTError:
+        what = f"the weights {chosen} of torchvision model {model_name}"
+        return download_failure(what, chosen.url, err, cache)
+
+    with model_build_errors("torchvision", model_name, options, pretrained, download_failed):
+        model = get_model(model_name, weights=chosen if pretrained else None, **built_with)
     return _without_classifier(model, model_name)
 
 
@@ -99,9 +93,9 @@ def _weights(model_name: str, weights: object) -> WeightsEnum:
 
 
 def _without_classifier(model: nn.Module, model_name: str) -> nn.Module:
-    for aux in _AUX_CLASSIFIERS:
-        if hasattr(model, aux):
-            setattr(model, aux, None)
+    removed = [aux for aux in _AUX_CLASSIFIERS if hasattr(model, aux)]
+    for aux in removed:
+        setattr(model, aux, None)
     if hasattr(model, "aux_logits"):
         model.aux_logits = False
     linears = [path for path, module in model.named_modules() if isinstance(module, nn.Linear)]
@@ -115,11 +109,12 @@ def _without_classifier(model: nn.Module, model_name: str) -> nn.Module:
     owner = model.get_submodule(parent)
     model.num_features = getattr(owner, attribute).in_features
     setattr(owner, attribute, nn.Identity())
+    setattr(model, REMOVED_HEADS, (linears[-1], *removed))
     return model
 
 
 def _unknown_model(name: object, known: list[str]) -> SFTError:
-    if isinstance(name, str) and _is_timm_model(name):
+    if "timm" in libraries_having(name):
         return SFTError(
             f"model.backbone.model_name: {name!r} is a timm model, not a torchvision one: "
             "model=timm_fused (model.backbone.name=timm) builds it"
@@ -130,11 +125,3 @@ def _unknown_model(name: object, known: list[str]) -> SFTError:
         f"model.backbone.model_name: {name!r} is not a torchvision classification model{hint}; "
         "torchvision.models.list_models(module=torchvision.models) lists them"
     )
-
-
-def _is_timm_model(name: str) -> bool:
-    try:
-        import timm
-    except ImportError:
-        return False
-    return timm.is_model(name)

@@ -11,8 +11,8 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights
 
+from .build_errors import download_failure
 from .registry import register_backbone
-from .wrappers import download_failure
 
 
 def _build_resnet(

@@ -24,6 +24,9 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "body.")
 # ImageNet classifier heads (torchvision `fc`, timm `classifier`): a backbone has none, so a
 # full-model weights file (e.g. torchvision's resnet18-f37072fd.pth) loads with its head dropped.
 _HEAD_PREFIXES = ("fc.", "classifier.")
+# attribute of a backbone built from a library's classifier: the paths of the heads its builder
+# removed, whose keys a full model's weights file may hold
+REMOVED_HEADS = "removed_heads"
 
 VISION_EXTRA_HINT = "pip install 'sft[vision]'"
 
@@ -35,16 +38,6 @@ def import_timm(backbone: str) -> ModuleType:
     except ImportError as err:
         raise SFTError(f"backbone {backbone} needs timm: {VISION_EXTRA_HINT}") from err
     return timm
-
-
-def download_failure(what: str, source: str, err: BaseException, cache: str) -> SFTError:
-    """One line for pretrained weights that could not be downloaded (typically: offline)."""
-    reason = str(getattr(err, "reason", err)).strip().splitlines()
-    return SFTError(
-        f"could not download {what} from {source} (no network? {type(err).__name__}: "
-        f"{reason[0] if reason else ''}); use pretrained=false, or checkpoint=PATH to a local "
-        f"state_dict, or put the weights into {cache}"
-    )
 
 
 class ResizeInput(nn.Module):
@@ -94,24 +87,33 @@ def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> 
     state = {
         k: v
         for k, v in state.items()
-        if k in own or not (k.startswith(_HEAD_PREFIXES) or _under_removed_module(model, k))
+        if k in own or not (k.startswith(_HEAD_PREFIXES) or _under_removed_head(model, k))
     }
     load_state_dict_checked(model, state, source=str(file))
 
 
-def _under_removed_module(model: nn.Module, key: str) -> bool:
-    """Whether `key` belongs to a module the backbone replaced by an identity or removed (None):
-    the classifier of a full model's weights file (timm's `head`, torchvision's `heads.head`,
-    GoogLeNet's auxiliary classifiers). Keys of modules that were never there are not, so the
-    weights of a deeper model of the family do not load into a shallower one."""
+def _under_removed_head(model: nn.Module, key: str) -> bool:
+    """Whether `key` belongs to a classifier the backbone's builder removed (its `removed_heads`,
+    replaced by an identity or None: timm's `head`, torchvision's `heads.head`, GoogLeNet's
+    auxiliary classifiers), or to a module holding one that it removed as a whole (LeViT's
+    `head`, whose classifier is `head.linear`). Other modules that are identities (a timm
+    model built without the file's qk_norm or layer scale) keep their keys: refused."""
+    removed = getattr(model, REMOVED_HEADS, ())
+    parts = key.split(".")
+    for i in range(1, len(parts)):
+        path = ".".join(parts[:i])
+        if any(head == path or head.startswith(f"{path}.") for head in removed):
+            module = _module_at(model, path)
+            if module is None or isinstance(module, nn.Identity):
+                return True
+    return False
+
+
+def _module_at(model: nn.Module, path: str) -> nn.Module | None:
     module: nn.Module | None = model
-    for name in key.split(".")[:-1]:
-        if module is None or isinstance(module, nn.Identity):
-            return True
-        if name not in module._modules:
-            return False
-        module = module._modules[name]
-    return module is None or isinstance(module, nn.Identity)
+    for name in path.split("."):
+        module = module._modules.get(name) if module is not None else None
+    return module
 
 
 def _extract_state_dict(obj: object, file: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,50 @@
+"""What goes wrong building a library's model (torchvision, timm) as one error line: an option
+it refuses, weights it cannot download, weights that do not load into it as built."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+from sft.errors import SFTError, first_line
+
+
+def download_failure(what: str, source: str, err: BaseException, cache: str) -> SFTError:
+    """One line for pretrained weights that could not be downloaded (typically: offline)."""
+    reason = str(getattr(err, "reason", err)).strip().splitlines()
+    return SFTError(
+        f"could not download {what} from {source} (no network? {type(err).__name__}: "
+        f"{reason[0] if reason else ''}); use pretrained=false, or checkpoint=PATH to a local "
+        f"state_dict, or put the weights into {cache}"
+    )
+
+
+@contextmanager
+def model_build_errors(
+    library: str,
+    model_name: str,
+    options: Mapping[str, object],
+    pretrained: bool,
+    download_failed: Callable[[OSError], SFTError],
+) -> Iterator[None]:
+    """Around building `library`'s `model_name` with the user's `options`: `download_failed`
+    says why the weights could not be fetched (urllib's and the hub's errors are OSErrors)."""
+    try:
+        yield
+    except (TypeError, ValueError) as err:  # an unknown option, or one the weights fix
+        raise SFTError(
+            f"model.backbone: {library} model {model_name!r} refused the option(s) "
+            f"{', '.join(options)} ({first_line(err)})"
+        ) from err
+    except OSError as err:
+        if not pretrained:
+            raise
+        raise download_failed(err) from err
+    except RuntimeError as err:  # e.g. options that change the layers the weights are for
+        if not pretrained:
+            raise
+        raise SFTError(
+            f"model.backbone: the pretrained weights of {library} model {model_name!r} do not "
+            f"load into it as built with {', '.join(options) or 'its defaults'} "
+            f"({first_line(err)})"
+        ) from err
