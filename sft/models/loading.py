@@ -91,13 +91,18 @@ def _check_folders_exist(backbone: dict[str, Any], path: str | Path, small: bool
         value = backbone.get(key)
         if not isinstance(value, str) or not value.startswith("/") or Path(value).exists():
             continue
-        base = "its base weights, which the checkpoint leaves out, " if small else ""
-        what = (
-            f"{base}are read from there"
-            if key == "checkpoint"
-            else f"{base or 'the weights are in the checkpoint; '}the model's config and "
-            "tokenizer files are read from there"
-        )
+        if key == "checkpoint":
+            what = "its base weights, which the checkpoint leaves out, are read from there"
+        elif small:
+            what = (
+                "its base weights, which the checkpoint leaves out, and the model's config and "
+                "tokenizer files are read from there"
+            )
+        else:
+            what = (
+                "the weights are in the checkpoint; the model's config and tokenizer files are "
+                "read from there"
+            )
         raise SFTError(
             f"checkpoint {path}: its model reads model.backbone.{key}={value}, which no longer "
             f"exists ({what}): put it back, or link it there (ln -s <its new place> {value})"
