@@ -581,3 +581,23 @@ def test_a_continued_run_failing_in_its_test_keeps_only_test_metrics_of_its_chec
         assert recorded.metrics == {"val/acc": 0.85, "val/acc_best": 0.85}
     else:
         assert recorded.metrics == {"val/acc": 0.8, "val/acc_best": 0.8, "test/acc": 0.79}
+
+
+def test_resuming_a_run_of_another_pretrained_model_is_refused(tmp_path):
+    """resume=auto continued a RoBERTa run with XLM-R's folder (same weight shapes), with a
+    warning only: the checkpoint's weights ran under another tokenizer."""
+    from types import SimpleNamespace
+
+    from sft.runs.resume import ResumePoint, check_resume_checkpoint
+
+    trained = {"name": "huggingface", "model_name_or_path": str(tmp_path / "roberta")}
+    now = {"name": "huggingface", "model_name_or_path": str(tmp_path / "xlm_roberta")}
+    point = ResumePoint(tmp_path / "last.ckpt", {"hyper_parameters": {"backbone": trained}})
+    model = SimpleNamespace(hparams={"backbone": now})
+    with pytest.raises(SFTError, match=r"was trained with model\.backbone\.model_name_or_path="):
+        check_resume_checkpoint(point, model)
+    timm = {"name": "timm", "model_name": "test_vit"}
+    point = ResumePoint(tmp_path / "last.ckpt", {"hyper_parameters": {"backbone": timm}})
+    model = SimpleNamespace(hparams={"backbone": {**timm, "model_name": "test_vit2"}})
+    with pytest.raises(SFTError, match=r"model\.backbone\.model_name='test_vit', this run has "):
+        check_resume_checkpoint(point, model)

@@ -382,11 +382,27 @@ def wait_to_sort_after(tensorboard_dir: Path) -> None:
         time.sleep(max(0.0, max(stamps) + 1 - time.time()))
 
 
+def _backbone_setting(key: str) -> Any:
+    """`key` of a model's backbone config; a local folder as its absolute path (checkpoints of
+    earlier versions kept it as typed)."""
+
+    def value_of(hparams: dict[str, Any]) -> Any:
+        value = dict(hparams.get("backbone") or {}).get(key)
+        if isinstance(value, str) and Path(value).expanduser().is_dir():
+            return str(Path(value).expanduser().absolute())
+        return value
+
+    return value_of
+
+
 # model settings a resumed checkpoint must share with the run, named in the error (other
-# differences show as weights that do not fit)
+# differences show as weights that do not fit, or not at all: two encoders of one size, or a
+# library's models of one architecture, have the same weight shapes)
 SETUP_KEYS = (
     ("num_classes", lambda h: h.get("num_classes")),
-    ("backbone.name", lambda h: dict(h.get("backbone") or {}).get("name")),
+    ("backbone.name", _backbone_setting("name")),
+    ("backbone.model_name_or_path", _backbone_setting("model_name_or_path")),
+    ("backbone.model_name", _backbone_setting("model_name")),
 )
 
 
