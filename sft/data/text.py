@@ -200,25 +200,29 @@ class TextClassificationDataModule(SFTDataModule):
                     f"{self.tokenizer_name!r} adds {specials} special tokens; give at least "
                     f"{specials + 1}"
                 )
+            self._tokenizer = tokenizer
             expected = self._trained_tokenizer
-            if expected is not None and tokenizer_digest(tokenizer) != expected:
+            if expected is not None and self._digest() != expected:
                 rank_zero_warning(
                     log,
                     f"tokenizer {self.tokenizer_name!r} is not the one the model was trained "
                     "with (its files changed since, or data.tokenizer names another): its token "
                     "ids may stand for other words than the model learnt",
                 )
-            self._tokenizer = tokenizer
         return self._tokenizer
+
+    def _digest(self) -> str:
+        """The tokenizer's digest, computed once (checkpoints are saved many times)."""
+        if self._tokenizer_digest is None:
+            self._tokenizer_digest = tokenizer_digest(self.tokenizer)
+        return self._tokenizer_digest
 
     def configure_input(self, spec: InputSpec) -> None:
         super().configure_input(spec)
         self._trained_tokenizer = spec.tokenizer_digest
 
     def rebuild_info(self) -> dict[str, Any]:
-        if self._tokenizer_digest is None:  # once: checkpoints are saved many times
-            self._tokenizer_digest = tokenizer_digest(self.tokenizer)
-        return {**super().rebuild_info(), TOKENIZER_DIGEST: self._tokenizer_digest}
+        return {**super().rebuild_info(), TOKENIZER_DIGEST: self._digest()}
 
     @property
     def collator(self) -> TokenBatchCollator:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, open_dict
 
 from sft.contracts import VAL_ACC_BEST
 from sft.errors import RunInTheWay, SFTError
+from sft.hub import local_or_hub_name
 from sft.runs.directories import (
     LAST_CHECKPOINT,
     check_nothing_to_overwrite,
@@ -388,9 +389,7 @@ def _backbone_setting(key: str) -> Any:
 
     def value_of(hparams: dict[str, Any]) -> Any:
         value = dict(hparams.get("backbone") or {}).get(key)
-        if isinstance(value, str) and Path(value).expanduser().is_dir():
-            return str(Path(value).expanduser().absolute())
-        return value
+        return local_or_hub_name(value) if isinstance(value, str) else value
 
     return value_of
 

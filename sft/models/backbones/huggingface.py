@@ -83,12 +83,12 @@ class HFEncoder(nn.Module):
         return pool(self.model(**inputs).last_hidden_state, attention_mask, self.pooling)
 
     def _check_inputs(self, input_ids: torch.Tensor) -> None:
-        model = f"{self.model.config.model_type} model {self.model.config.name_or_path!r}"
         length = input_ids.shape[-1]
         if self._max_positions is not None and length > self._max_positions:
             raise SFTError(
-                f"model.backbone: the {model} has {self._max_positions} positions, and a batch "
-                f"holds {length} tokens: set data.max_length={self._max_positions} (or less)"
+                f"model.backbone: the {self._described()} has {self._max_positions} positions, "
+                f"and a batch holds {length} tokens: set data.max_length={self._max_positions} "
+                "(or less)"
             )
         if self._ids_checked or self._vocab_rows is None:
             return
@@ -97,8 +97,12 @@ class HFEncoder(nn.Module):
         if top >= self._vocab_rows:
             raise SFTError(
                 f"model.backbone: token id {top} is outside the {self._vocab_rows}-token "
-                f"vocabulary of the {model}: the tokenizer (data.tokenizer) is another model's"
+                f"vocabulary of the {self._described()}: the tokenizer (data.tokenizer) is "
+                "another model's"
             )
+
+    def _described(self) -> str:
+        return f"{self.model.config.model_type} model {self.model.config.name_or_path!r}"
 
     def layer_id(self, param_name: str) -> int:
         """Depth of parameter `param_name` (a name from this module's named_parameters())."""

@@ -99,8 +99,7 @@ def resolve_input_spec(backbone_cfg: Mapping | None) -> InputSpec:
     `checkpoint`); from scratch it expects none. Of a backbone built by another `_target_`
     nothing is known (modality None)."""
     cfg = dict(backbone_cfg or {})
-    name = cfg.get("name")
-    entry = _REGISTRY.get(name) if isinstance(name, str) else None
+    entry = _entry_of(cfg)
     if entry is None:
         return InputSpec(None)
     loads_weights = bool(cfg.get("pretrained")) or cfg.get("checkpoint") is not None
@@ -130,6 +129,7 @@ def local_paths_read(backbone_cfg: Mapping) -> tuple[str, ...]:
 
 
 def _entry_of(backbone_cfg: Mapping) -> BackboneEntry | None:
+    """The registry entry a backbone config names; None for another `_target_`'s."""
     name = backbone_cfg.get("name")
     return _REGISTRY.get(name) if isinstance(name, str) else None
 
@@ -142,8 +142,7 @@ class SpeedHints(NamedTuple):
 def backbone_speed_hints(backbone_cfg: Mapping | None) -> SpeedHints:
     """The speed hints of the registered backbone a model's `backbone` config builds; none for
     a backbone built by another `_target_` (nothing was measured about it)."""
-    name = (backbone_cfg or {}).get("name")
-    entry = _REGISTRY.get(name) if isinstance(name, str) else None
+    entry = _entry_of(backbone_cfg or {})
     return SpeedHints(entry.cpu_bf16, entry.channels_last) if entry else SpeedHints(False, False)
 
 
