@@ -58,6 +58,29 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(
     assert torch.load(last, weights_only=True)["global_step"] == 2 * 6
 
 
+def test_sigterm_during_the_sanity_check_stops_after_the_first_batch_with_a_checkpoint(
+    tmp_path, data_dir
+):
+    """A SIGTERM before the first training batch (the sanity check, right after the linear
+    probe) reached Lightning's own handler: exit status 0, no checkpoint and no resume hint."""
+    result = run_train_cli(
+        *FAST,
+        *QUICK,
+        "trainer.num_sanity_val_steps=1",
+        f"paths.log_dir={tmp_path}",
+        "name=early",
+        "+callbacks.term._target_=helpers.faults.SignalInSanityCheck",
+        "+callbacks.term.signal=SIGTERM",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / "train" / "early")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"interrupted by SIGTERM at epoch 0 step 1: saved {last}"), message
+    assert torch.load(last, weights_only=True)["global_step"] == 1
+
+
 def test_the_resume_hint_of_a_ddp_rank_keeps_the_overrides(monkeypatch, tmp_path):
     """Ranks that DDP spawns have no Hydra config: the hint they printed lacked every override
     (`sft-train resume=<run>`, which then refused the run as another setup), once per rank."""

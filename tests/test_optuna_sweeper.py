@@ -176,9 +176,10 @@ def test_rerun_resumes_the_study_with_new_trials_in_new_job_dirs(tmp_path, data_
 
 
 def test_median_pruner_stops_a_diverging_trial(tmp_path, data_dir):
-    """A linear head on frozen features: trial 0 (SGD at lr 0.1) completes 2 epochs at a
-    validation loss near 2.3; trial 1 (lr 1e4) overshoots to a loss in the thousands after its
-    first epoch, above the median of completed trials, so the median pruner stops it there."""
+    """A linear head on frozen features, validated twice in its one epoch: trial 0 (SGD at
+    lr 0.1) completes at a validation loss near 2.3; trial 1 (lr 1e4) overshoots to a loss in the
+    thousands at its first validation, above the median of completed trials, so the median
+    pruner stops it there, in mid-epoch (was: trained on to the end of the epoch, min_epochs=1)."""
     sft_train_multirun(
         tmp_path,
         "hydra/sweeper=sft_optuna",
@@ -187,7 +188,8 @@ def test_median_pruner_stops_a_diverging_trial(tmp_path, data_dir):
         "hydra.sweeper.direction=minimize",
         "hydra.sweeper.pruner.n_startup_trials=1",
         "optimized_metric=val/loss",
-        "trainer.max_epochs=2",
+        "trainer.max_epochs=1",
+        "trainer.val_check_interval=0.5",
         "model.freeze_backbone=true",
         "model.lr_head=choice(0.1,1e4)",
         "hydra.sweeper.enqueue_trials=[{model.lr_head:0.1},{model.lr_head:1e4}]",
@@ -196,15 +198,15 @@ def test_median_pruner_stops_a_diverging_trial(tmp_path, data_dir):
     assert good.params == {"model.lr_head": 0.1} and good.state == TrialState.COMPLETE
     assert diverged.params == {"model.lr_head": 1e4}
     assert diverged.state == TrialState.PRUNED
-    assert sorted(good.intermediate_values) == [0, 1]
+    assert sorted(good.intermediate_values) == [0, 1, 2]  # 7 batches: after 3, 6 and 7
     assert sorted(diverged.intermediate_values) == [0]
     assert diverged.intermediate_values[0] > 10 * good.intermediate_values[0]
 
-    def last_epoch(job: int) -> int:
+    def last_step(job: int) -> int:
         last = tmp_path / str(job) / "checkpoints" / "last.ckpt"
-        return torch.load(last, weights_only=True)["epoch"]
+        return torch.load(last, weights_only=True)["global_step"]
 
-    assert last_epoch(1) == last_epoch(0) - 1, "the pruned trial kept training"
+    assert last_step(1) < last_step(0), "the pruned trial kept training"
     results = OmegaConf.load(tmp_path / "optimization_results.yaml")
     assert results.n_trials == {"complete": 1, "pruned": 1}
     assert results.best_trial == 0

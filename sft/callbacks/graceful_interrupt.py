@@ -73,8 +73,20 @@ class GracefulInterrupt(Callback):
         self._received = signum
         log.warning(f"received {signal.Signals(signum).name}: stopping after this batch")
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._received = None
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning's own SIGTERM handler, in place from here, exits with status 0 and no
+        # checkpoint; a signal during the sanity check stops the run after its first batch
+        self._install_handlers()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install_handlers()  # without a sanity check (num_sanity_val_steps=0)
+
+    def _install_handlers(self) -> None:
+        if self._previous:
+            return
         requeue = requeue_signal()
         try:
             for signum in (*self.SIGNALS, *([requeue] if requeue else [])):

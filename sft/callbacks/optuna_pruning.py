@@ -87,6 +87,11 @@ class OptunaPruning(Callback):
         prune = trainer.strategy.broadcast(prune, src=0)
         if prune:
             trainer.should_stop = True
+            # a pruned trial stops at once: Lightning's min_epochs/min_steps (conf/trainer has
+            # min_epochs: 1) would keep training it to the end of its first epoch, where a
+            # search validating several times per epoch has nothing left to save
+            trainer.fit_loop.min_epochs = 0
+            trainer.fit_loop.epoch_loop.min_steps = None
             self.pruned_at = step
 
     def pruned(self) -> bool:

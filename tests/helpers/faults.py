@@ -27,6 +27,18 @@ class SignalAtStep(Callback):
 signal_module = signal
 
 
+class SignalInSanityCheck(Callback):
+    """Send `signal` to this process when the sanity check's first batch starts (before any
+    training step)."""
+
+    def __init__(self, signal: str) -> None:
+        self.signum = getattr(signal_module, signal)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.sanity_checking:
+            os.kill(os.getpid(), self.signum)
+
+
 class NaNWeightsAtStep(Callback):
     """Fill every weight with NaN before the batch after `step` optimizer steps: its loss is NaN."""
 
