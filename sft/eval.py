@@ -178,6 +178,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # the splits loaded)
     datamodule.setup("test" if datamodule.has_labelled_test else "validate")
     check_class_names(datamodule.class_names, checkpoint.get("class_names"), cfg.ckpt_path)
+    # what the datamodule saved in the checkpoint (Lightning keeps `state_dict()` under its class
+    # name and restores it on resume): an image folder checks its validation carve with it
+    trained_state = checkpoint.get(type(datamodule).__qualname__)
+    if trained_state:
+        datamodule.load_state_dict(trained_state)
 
     with lightning_refusals():
         if datamodule.has_labelled_test:

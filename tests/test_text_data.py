@@ -477,6 +477,41 @@ def test_a_jsonl_test_file_is_unlabelled_only_when_no_record_has_a_label(tmp_pat
         dm.setup("test")
 
 
+@pytest.mark.parametrize("source", ["tsv", "jsonl"])
+def test_a_test_split_labelled_minus_one_is_unlabelled(tmp_path, token_cache, source):
+    """GLUE's test files and `datasets`' exports of them (`to_json`, `to_csv`) label every row
+    -1: the split is unlabelled, as the hf reader has it (was: `label '-1' is not in the label
+    set`); required labels still refuse -1."""
+    d = tmp_path / source
+    d.mkdir()
+    rows = {"train": [("good", 1), ("bad", 0)], "dev": [("fine", 1), ("poor", 0)]}
+    rows["test"] = [("nice", -1), ("awful", -1)]
+    for split, pairs in rows.items():
+        if source == "tsv":
+            body = "".join(f"{t}\t{y}\n" for t, y in pairs)
+            (d / f"{split}.tsv").write_text("sentence\tlabel\n" + body)
+        else:
+            body = "".join(
+                json.dumps({"idx": i, "sentence": t, "label": y}) + "\n"
+                for i, (t, y) in enumerate(pairs)
+            )
+            (d / f"{split}.jsonl").write_text(body)
+    files = {
+        f"{k}_split": f"{k if k != 'val' else 'dev'}.{source}" for k in ("train", "val", "test")
+    }
+    dm = make_dm(d, token_cache, source=source, batch_size=2, label_names=["neg", "pos"], **files)
+    dm.setup()
+    assert dm.test_data.labels.tolist() == [-1, -1]
+    assert not dm.has_labelled_test
+    required = make_dm(d, token_cache, source=source, test_labelled=True, **files)
+    with pytest.raises(SFTError, match=rf"test\.{source}, line [12]: label '?-1'? is not in"):
+        required.setup()
+    # -1 as a class name is a label
+    named = make_dm(d, token_cache, source=source, label_names=["-1", "0", "1"], **files)
+    named.setup()
+    assert named.test_data.labels.tolist() == [0, 0] and named.has_labelled_test
+
+
 def test_a_named_class_without_training_examples_is_named(tmp_path, token_cache, caplog):
     """data.label_names with a class the training file never uses: a model output that never
     learns (was: without a word)."""

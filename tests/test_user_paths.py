@@ -665,6 +665,18 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     # the same run directory again: its predictions are kept (was: written over)
     with pytest.raises(SFTError, match=r"predictions\.csv already exists: give another hydra"):
         evaluate(compose_config("eval", [f"ckpt_path={ckpt}", *data], out))
+    changed = "the checkpoint's run validated on (the folder changed since)"
+    assert changed not in caplog.text
+
+    # images added to the training folder: the carve is drawn again and can hold images the
+    # model trained on (was: scored without a word)
+    shutil.copytree(root / "train" / "ant", root / "train" / "ant2")
+    for image in (root / "train" / "ant2").iterdir():
+        image.rename(root / "train" / "ant" / f"new_{image.name}")
+    (root / "train" / "ant2").rmdir()
+    evaluate(compose_config("eval", [f"ckpt_path={ckpt}", *data], tmp_path / "eval2"))
+    assert f"the images carved from {root / 'train'} for validation are not" in caplog.text
+    assert changed in caplog.text
 
 
 def test_debug_profiler_prints_its_report_and_lightnings_info_lines(tmp_path, data_dir):

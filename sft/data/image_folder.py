@@ -4,11 +4,12 @@ augment per batch on the device (the same augmentation code as CIFAR-10)."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Real
 from pathlib import Path
@@ -211,6 +212,11 @@ def open_image_folder(
     return ds
 
 
+# state_dict keys: the training folder a validation set was carved from, and the carve's digest
+VAL_CARVE_FOLDER = "val_carved_from"
+VAL_CARVE_DIGEST = "val_carve_digest"
+
+
 class ImageFolderDataModule(ImageDataModule):
     """`data_dir/{train_dir,val_dir,test_dir}/<class>/*` image trees.
 
@@ -295,6 +301,10 @@ class ImageFolderDataModule(ImageDataModule):
         self.test_data: Dataset | None = None
         # the training images' files, until val and test are checked against them
         self._training_files: set[FileId] = set()
+        # {training folder, digest of the images carved from it for validation}; empty with a
+        # validation folder. Checkpoints keep it (`state_dict`): evaluating or resuming after
+        # the folder changed would validate on another carve, which can hold trained images
+        self._val_carve: dict[str, str] = {}
 
     @property
     def has_labelled_test(self) -> bool:
@@ -345,6 +355,24 @@ class ImageFolderDataModule(ImageDataModule):
 
     def known_class_names(self) -> list[str] | None:
         return class_folders(self.train_path) if self.train_path.is_dir() else None
+
+    def state_dict(self) -> dict[str, str]:
+        return dict(self._val_carve)
+
+    def load_state_dict(self, state_dict: Mapping[str, str]) -> None:
+        """The checkpoint's run carved its validation images from the same training folder as
+        this one: a warning when they are other images now (files added, removed or renamed)."""
+        folder = state_dict.get(VAL_CARVE_FOLDER)
+        if folder is None or folder != self._val_carve.get(VAL_CARVE_FOLDER):
+            return  # a validation folder, or another training folder: nothing to compare
+        if state_dict.get(VAL_CARVE_DIGEST) != self._val_carve.get(VAL_CARVE_DIGEST):
+            rank_zero_warning(
+                log,
+                f"the images carved from {folder} for validation are not the ones the "
+                "checkpoint's run validated on (the folder changed since): this validation can "
+                "hold images the model trained on; score a folder of other images instead "
+                "(+data.test_dir=<folder under data.data_dir>)",
+            )
 
     @property
     def train_path(self) -> Path:
@@ -410,6 +438,13 @@ class ImageFolderDataModule(ImageDataModule):
                 f"validate (data.{setting})"
             )
             self.val_data = Subset(full, val_pos)
+            carved = sorted(
+                Path(full.samples[i][0]).relative_to(train_path).as_posix() for i in val_pos
+            )
+            self._val_carve = {
+                VAL_CARVE_FOLDER: str(train_path.resolve()),
+                VAL_CARVE_DIGEST: hashlib.sha256("\n".join(carved).encode()).hexdigest()[:20],
+            }
         keep = few_label_indices(
             targets[pool], self.train_fraction, self.samples_per_class, seed=self.seed
         )

@@ -11,7 +11,7 @@ from typing import Any
 from sft.data.readers.base import ReaderSettings, TextReader
 from sft.data.readers.columns import check_columns
 from sft.data.readers.examples import UNLABELLED, TextExamples
-from sft.data.readers.labels import LabelMap, as_int
+from sft.data.readers.labels import LabelMap
 from sft.errors import SFTError
 from sft.hub import hub_unreachable
 
@@ -71,7 +71,7 @@ def read_hf_split(
     need_labels: bool,
 ) -> TextExamples:
     """Columns of a loaded HF split; `lines` are row numbers. Negative labels (GLUE test splits
-    use -1) = unlabelled, unless labels are required."""
+    use -1) = unlabelled, unless labels are required (`LabelMap.marks_unlabelled`)."""
     columns = list(dataset.column_names)
     labelled = need_labels or label_column in columns
     check_columns(where, [text_column, pair_column, label_column if labelled else None], columns)
@@ -81,9 +81,7 @@ def read_hf_split(
     values = dataset[label_column] if labelled else [None] * count
     out = TextExamples(pairs=[] if pair_column else None)
     for row, (text, pair, value) in enumerate(zip(texts, pairs, values, strict=True)):
-        index = as_int(value)
-        negative = index is not None and index < 0 and str(index) not in (label_map.names or [])
-        if not labelled or (negative and not need_labels):
+        if not labelled or (not need_labels and label_map.marks_unlabelled(value)):
             label = UNLABELLED
         else:
             label = label_map(value, f"{where}, row {row}")

@@ -66,8 +66,9 @@ def read_jsonl(
 ) -> TextExamples:
     """One JSON object per line; blank lines are skipped. Without `need_labels`, a file in which
     no record has the label key is unlabelled (one that some records lack is an error naming the
-    first). With `id_columns`, `ids` holds each record's value (as text) of the first of them it
-    has."""
+    first), and so is a record labelled -1 (`datasets`' `to_json` of a test split,
+    `LabelMap.marks_unlabelled`). With `id_columns`, `ids` holds each record's value (as text) of
+    the first of them it has."""
     check_file(path)
     out = TextExamples(pairs=[] if pair_column else None, ids=[] if id_columns else None)
     records = [
@@ -84,7 +85,11 @@ def read_jsonl(
                     f"{type(record[column]).__name__}"
                 )
         where = f"{path}, line {line}"
-        label = label_map(_as_written(record[label_column]), where) if labelled else UNLABELLED
+        value = _as_written(record[label_column]) if labelled else None
+        if not labelled or (not need_labels and label_map.marks_unlabelled(value)):
+            label = UNLABELLED
+        else:
+            label = label_map(value, where)
         pair = record[pair_column] if pair_column else None
         id_key = next((c for c in id_columns if c in record), None)
         # {"id": null} has no id

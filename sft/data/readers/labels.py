@@ -35,6 +35,12 @@ class LabelMap:
             return f"{self.names}"
         return f"{self.names} or 0..{len(self.names) - 1}"
 
+    def marks_unlabelled(self, value: Any) -> bool:
+        """A negative whole number that is not a class name: how GLUE's and Hugging Face
+        `datasets`' test splits mark a row without a label (-1)."""
+        index = as_int(value)
+        return index is not None and index < 0 and str(index) not in self._index
+
     def __call__(self, value: Any, where: str) -> int:
         if isinstance(value, str):
             value = value.strip()

@@ -80,7 +80,8 @@ def read_delimited(
 ) -> TextExamples:
     """A TSV/CSV with a header. `quoting="none"` (GLUE style) keeps `"` as a plain character.
 
-    A file without the label column is unlabelled (labels -1) unless `need_labels`. With
+    A file without the label column is unlabelled (labels -1) unless `need_labels`, and so is a
+    row labelled -1 (a GLUE or `datasets` test split, `LabelMap.marks_unlabelled`). With
     `id_columns`, `ids` holds each row's value of the first of them in the header.
     `quoting_key`: the setting that the messages about quotes name.
     """
@@ -132,6 +133,7 @@ def read_delimited(
                 label = (
                     UNLABELLED
                     if label_at is None
+                    or (not need_labels and label_map.marks_unlabelled(row[label_at]))
                     else label_map(row[label_at], f"{path}, line {line}")
                 )
                 pair = row[pair_at] if pair_at is not None else None
