@@ -620,6 +620,35 @@ def test_rows_read_into_one_quoted_field_are_named(tmp_path, token_cache, caplog
     )
 
 
+def test_a_tsv_written_with_csv_quoting_is_named(tmp_path, token_cache, caplog):
+    """pandas' `to_csv(sep="\t")` quotes a text holding quotes and doubles them: read with TSV's
+    quoting none, the quotes stayed in the text without a word; a tab inside such a field moved
+    the columns and the label error said nothing of quotes."""
+    d = tmp_path / "pandas"
+    d.mkdir()
+    body = 'sentence\tlabel\n"He said ""wow"", loved it"\t1\nplain words\t0\n'
+    (d / "train.tsv").write_text(body)
+    (d / "dev.tsv").write_text('sentence\tlabel\nfine\t1\nmy "quoted" word\t0\n')
+    dm = make_dm(d, token_cache, batch_size=2)
+    with logs_warning(
+        caplog,
+        r"train\.tsv, the texts of 1 rows look written with CSV quoting, in quotes with their own quotes "
+        r"doubled .*\(lines 2\): they are read as written, quotes included; "
+        r"data\.quoting=minimal reads them",
+    ):
+        dm.setup("fit")
+    assert len(logged_warnings(caplog)) == 1  # dev.tsv's quotes inside a text are not named
+    minimal = make_dm(d, token_cache, batch_size=2, quoting="minimal")
+    minimal.setup("fit")
+    assert len(minimal.train_data) == 2
+    (d / "train.tsv").write_text('sentence\tlabel\n"great\tmovie\nreally"\t1\nplain\t0\n')
+    _error(
+        make_dm(d, token_cache, label_names=["neg", "pos"]),
+        r"train\.tsv, line 2: label 'movie' is not in the label set .*; does a field in "
+        r"quotes hold a tab\? data\.quoting=minimal reads quoted fields$",
+    )
+
+
 # ---- errors: one line, naming file and line ---------------------------------------------------
 def _error(dm: TextClassificationDataModule, match: str) -> str:
     with pytest.raises(SFTError, match=match) as info:

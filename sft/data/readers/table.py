@@ -14,6 +14,7 @@ from sft.data.readers.examples import UNLABELLED, TextExamples
 from sft.data.readers.files import ENCODING, FileReader, check_file, not_utf8
 from sft.data.readers.labels import LabelMap
 from sft.errors import SFTError
+from sft.utils.logs import first_few
 
 QUOTING = {"none": csv.QUOTE_NONE, "minimal": csv.QUOTE_MINIMAL}
 
@@ -101,6 +102,8 @@ def read_delimited(
     out = TextExamples(pairs=[] if pair_column else None, ids=[] if id_columns else None)
     kind = "tab" if delimiter == "\t" else repr(delimiter)
     merged: list[tuple[int, int]] = []  # (first, last line) of records that look like rows
+    csv_quoted: list[int] = []  # lines whose texts look written by a CSV writer (quoting none)
+    text_fields = [at for at in (text_at, pair_at) if at is not None]
     looks_like_row = _row_shape(delimiter, len(header), label_at, label_map)
     line = 0  # the last line read: none yet (a quote the header leaves open ends the file)
     try:
@@ -117,8 +120,8 @@ def read_delimited(
                 if not row or (len(header) > 1 and len(row) == 1 and not row[0].strip()):
                     line = last
                     continue
+                quoted = quoting == "none" and any(f.startswith('"') for f in row)
                 if len(row) != len(header):
-                    quoted = quoting == "none" and any(f.startswith('"') for f in row)
                     raise SFTError(
                         f"{path}, line {line}: expected {len(header)} {kind}-separated "
                         f"field{'s' if len(header) > 1 else ''} "
@@ -130,12 +133,23 @@ def read_delimited(
                             else ""
                         )
                     )
-                label = (
-                    UNLABELLED
-                    if label_at is None
-                    or (not need_labels and label_map.marks_unlabelled(row[label_at]))
-                    else label_map(row[label_at], f"{path}, line {line}")
-                )
+                if quoted and any(_csv_quoted(row[at]) for at in text_fields):
+                    csv_quoted.append(line)
+                try:
+                    label = (
+                        UNLABELLED
+                        if label_at is None
+                        or (not need_labels and label_map.marks_unlabelled(row[label_at]))
+                        else label_map(row[label_at], f"{path}, line {line}")
+                    )
+                except SFTError as e:
+                    if not quoted:
+                        raise
+                    # a tab inside a quoted field moved the columns
+                    raise SFTError(
+                        f"{e}; does a field in quotes hold a {kind}? {quoting_key}=minimal reads "
+                        "quoted fields"
+                    ) from None
                 pair = row[pair_at] if pair_at is not None else None
                 out.add(row[text_at], label, line, pair, row[id_at] if id_at is not None else None)
                 line = last
@@ -158,6 +172,14 @@ def read_delimited(
         raise SFTError(f"{path}, line {reader.line_num}: malformed row ({e})") from None
     except UnicodeDecodeError as e:
         raise not_utf8(path, e) from None
+    if csv_quoted:
+        out.warnings.append(
+            f"the texts of {len(csv_quoted)} rows look written with CSV quoting, in quotes with "
+            "their own "
+            f'quotes doubled (""), as pandas and spreadsheets write them (lines '
+            f"{first_few(csv_quoted, 5)}): they are read as written, quotes included; "
+            f"{quoting_key}=minimal reads them as a CSV reader does"
+        )
     if merged:
         first, last = merged[0]
         more = f" (and {len(merged) - 1} more records like it)" if len(merged) > 1 else ""
@@ -168,6 +190,12 @@ def read_delimited(
             "ordinary characters in this file"
         )
     return out
+
+
+def _csv_quoted(field: str) -> bool:
+    """A field as a CSV writer quotes a text holding quotes: in quotes, its own quotes doubled
+    (read with quoting none, those quotes stay in the text)."""
+    return len(field) > 2 and field[0] == field[-1] == '"' and '""' in field[1:-1]
 
 
 def _later_lines(row: list[str]) -> list[str]:
