@@ -678,6 +678,31 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     assert f"the images carved from {root / 'train'} for validation are not" in caplog.text
     assert changed in caplog.text
 
+    # labelled images in val/ only: what to name (was: "image folder .../train does not exist")
+    other = tmp_path / "other"
+    shutil.copytree(root / "train", other / "val")
+    with pytest.raises(SFTError, match=r"sft-eval scores data\.test_dir \(test\), or without"):
+        evaluate(compose_config("eval", [f"ckpt_path={ckpt}", *folder_data(other)], out / "3"))
+
+
+def test_class_folders_right_under_the_data_dir_are_named(tmp_path):
+    """The Kaggle layout, `<data_dir>/<class>/...`: the error says data.train_dir=. reads it
+    (was: only that `<data_dir>/train` does not exist)."""
+    root = two_class_tree(tmp_path / "kaggle", per_class=2)
+    for folder in (root / "train").iterdir():
+        folder.rename(root / folder.name)
+    (root / "train").rmdir()
+    dm = instantiate(compose_config("train", folder_data(root), tmp_path / "run").data)
+    with pytest.raises(
+        SFTError, match=r"folders under .*kaggle are the classes: data\.train_dir=\.$"
+    ):
+        dm.setup("fit")
+    (root / "val").mkdir()  # a split folder is not taken for a class
+    (root / "ant").rename(root / "val" / "ant")
+    (root / "bee").rename(root / "val" / "bee")
+    with pytest.raises(SFTError, match=r"train does not exist; expected .*<images>$"):
+        dm.setup("fit")
+
 
 def test_debug_profiler_prints_its_report_and_lightnings_info_lines(tmp_path, data_dir):
     """`debug=profiler`: Lightning's INFO lines and the profiler's report, once, on the console

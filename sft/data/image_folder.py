@@ -390,6 +390,8 @@ class ImageFolderDataModule(ImageDataModule):
             rank_zero_info(
                 f"{where}: sft-train skips testing; sft-eval scores and predicts validation"
             )
+        if not train_path.is_dir():
+            raise SFTError(self._no_training_folder())
         full = open_image_folder(train_path, self.decode)
         if len(full.classes) == 1:  # was: the batch size or the class count said first
             raise SFTError(
@@ -453,6 +455,24 @@ class ImageFolderDataModule(ImageDataModule):
         warn_classes_without_examples(
             targets[self.train_indices], self.class_names, str(train_path)
         )
+
+    def _no_training_folder(self) -> str:
+        """Why the training folder is missing, and what the user likely meant."""
+        train_path = self.train_path
+        message = (
+            f"image folder {train_path} does not exist; expected {train_path}/<class>/<images>"
+        )
+        if self.model_class_names is not None:  # sft-eval without a test folder
+            return (
+                f"{message}: sft-eval scores data.test_dir ({self.test_dir}), or without it the "
+                "validation carved from the training images; name the folder of labelled images "
+                f"to score: +data.test_dir=<its path under {self.root}>"
+            )
+        splits = {self.val_dir, self.test_dir, "val", "valid", "validation", "test"}
+        if self.root.is_dir() and [c for c in class_folders(self.root) if c not in splits]:
+            # the Kaggle layout: the class folders right under data_dir
+            return f"{message}; if the folders under {self.root} are the classes: data.train_dir=."
+        return message
 
     def _set_classes(self, names: list[str]) -> None:
         # by position, as torchvision's ImageFolder numbers the sorted class folders
