@@ -538,7 +538,9 @@ def test_frozen_norm_statistics_survive_the_linear_probe():
         def transform_batch(self, batch, train):
             return batch
 
-    model._trainer = SimpleNamespace(datamodule=Probe(), limit_train_batches=1.0)
+    model._trainer = SimpleNamespace(
+        datamodule=Probe(), limit_train_batches=1.0, lr_scheduler_configs=[]
+    )
     model.on_fit_start()
     assert bool(model.linear_probe_done)
     model.on_train_start()  # Lightning's next hook of the two (train()'s rules apply there)

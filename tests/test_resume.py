@@ -1,10 +1,13 @@
 """Resume: a killed run continues in its own directory exactly where it stopped; nothing is lost."""
 
 import csv
+import json
+import math
 import os
 import subprocess
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import CONF_DIR, FAST, logs_warning, run_module
@@ -402,19 +405,24 @@ def test_the_best_validation_accuracy_survives_a_resume():
     """val/acc_best (the run's returned metric) is the best over every validation of the run,
     also those before the checkpoint it resumed from: torchmetrics does not checkpoint it."""
     backbone = {"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn", "width": 8}
-    before = SFTClassifier(backbone=backbone, num_classes=3)
+
+    def attached(model: SFTClassifier) -> SFTClassifier:
+        model.trainer = L.Trainer(logger=False, enable_checkpointing=False)  # no optimizer yet
+        return model
+
+    before = attached(SFTClassifier(backbone=backbone, num_classes=3))
     before.on_train_start()
     before.val_acc_best(torch.tensor(0.9))
     checkpoint: dict = {}
     before.on_save_checkpoint(checkpoint)
 
-    resumed = SFTClassifier(backbone=backbone, num_classes=3)
+    resumed = attached(SFTClassifier(backbone=backbone, num_classes=3))
     resumed.on_load_checkpoint(checkpoint)
     resumed.on_train_start()
     resumed.val_acc_best(torch.tensor(0.5))
     assert float(resumed.val_acc_best.compute()) == pytest.approx(0.9)
     # a new run (no checkpoint) starts from nothing
-    fresh = SFTClassifier(backbone=backbone, num_classes=3)
+    fresh = attached(SFTClassifier(backbone=backbone, num_classes=3))
     fresh.on_train_start()
     fresh.val_acc_best(torch.tensor(0.5))
     assert float(fresh.val_acc_best.compute()) == pytest.approx(0.5)
@@ -601,3 +609,24 @@ def test_resuming_a_run_of_another_pretrained_model_is_refused(tmp_path):
     model = SimpleNamespace(hparams={"backbone": {**timm, "model_name": "test_vit2"}})
     with pytest.raises(SFTError, match=r"model\.backbone\.model_name='test_vit', this run has "):
         check_resume_checkpoint(point, model)
+
+
+def test_a_run_resumed_with_more_steps_follows_its_new_schedule_from_the_first_step(
+    train_cfg, tmp_path
+):
+    """max_steps=3, resumed with max_steps=6: the resumed steps follow the 6-step cosine schedule
+    (was: step 3 took the old schedule's last rate, 0, so that step trained nothing)."""
+    rates = tmp_path / "rates.json"
+    run_dir = tmp_path / "run"
+    record = [
+        "+callbacks.rates._target_=helpers.probes.RecordLearningRates",
+        f"+callbacks.rates.path={rates}",
+    ]
+    common = ["test=false", "model.warmup_ratio=0", "trainer.max_epochs=10", *record]
+    train(train_cfg(*common, "+trainer.max_steps=3", run_dir=run_dir))
+    train(train_cfg(*common, "+trainer.max_steps=6", f"resume={run_dir}", run_dir=run_dir))
+    lr = {int(k): v for k, v in json.loads(rates.read_text()).items()}
+    assert sorted(lr) == [0, 1, 2, 3, 4, 5]
+    head = lr[0]  # the first group's base rate (cosine at step 0)
+    expected = [head * 0.5 * (1 + math.cos(math.pi * step / 6)) for step in (3, 4, 5)]
+    assert [lr[step] for step in (3, 4, 5)] == pytest.approx(expected)

@@ -452,6 +452,24 @@ class SFTClassifier(L.LightningModule):
         self.val_acc_best.reset()
         if self._restored_acc_best is not None:
             self.val_acc_best(self._restored_acc_best)
+        self._follow_this_runs_schedule()
+
+    def _follow_this_runs_schedule(self) -> None:
+        """A resumed run with another length (max_steps, max_epochs) has a new schedule, but
+        the restored optimizer holds the old one's learning rate, which its next step used
+        (0 at the old end). Each group's rate is set from this run's schedule at the restored
+        step: the same value when the schedule did not change."""
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                continue  # the transformers schedules sft configures are LambdaLRs
+            groups = scheduler.optimizer.param_groups
+            rates = [
+                base * factor(scheduler.last_epoch)
+                for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+            ]
+            for group, rate in zip(groups, rates, strict=True):
+                group["lr"] = rate
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, y = self._shared_step(batch)

@@ -1,0 +1,23 @@
+"""Callbacks that record what a training run did, for tests that run it through its config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch import Callback
+
+
+class RecordLearningRates(Callback):
+    """Append `{step: the first parameter group's learning rate}` as each training batch starts
+    (the rate its optimizer step uses) to the JSON file `path`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        rates = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        rates[str(trainer.global_step)] = trainer.optimizers[0].param_groups[0]["lr"]
+        self.path.write_text(json.dumps(rates))
