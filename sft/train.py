@@ -209,8 +209,9 @@ def main(cfg: DictConfig) -> float | None:
         except BaseException as exc:
             recorder.failed(exc)
             raise
-        recorder.completed(metrics)
-        return metrics
+        # what result.json records: a continued run's earlier metrics too (a finished job run
+        # again logs nothing new, and returned None to its sweeper: a failed Optuna trial)
+        return recorder.completed(metrics).metrics
 
     if not multirun:
         metrics = report_user_errors(run)

@@ -175,6 +175,24 @@ def test_rerun_resumes_the_study_with_new_trials_in_new_job_dirs(tmp_path, data_
     assert sum(results.n_trials.values()) == 6 and "fail" not in results.n_trials
 
 
+def test_a_new_study_in_a_sweep_folder_reuses_a_finished_job_of_the_same_trial(tmp_path, data_dir):
+    """Another study (study_name) in a sweep folder samples the first study's enqueued trial
+    again: its job continues the finished job 0 and reports that job's value (was: None, so the
+    trial failed while the summary said completed and the command exited 0)."""
+    search = [
+        "hydra/sweeper=sft_optuna",
+        "hydra.sweeper.n_trials=1",
+        "model.lr_head=choice(0.1,0.5)",
+    ]
+    search.append("hydra.sweeper.enqueue_trials=[{model.lr_head:0.1}]")
+    sft_train_multirun(tmp_path, *search, "trainer.max_epochs=1", "hydra.sweeper.study_name=first")
+    sft_train_multirun(tmp_path, *search, "trainer.max_epochs=1", "hydra.sweeper.study_name=second")
+    (first,) = load_study(tmp_path, "first").trials
+    (second,) = load_study(tmp_path, "second").trials
+    assert second.state == TrialState.COMPLETE and second.value == first.value
+    assert OmegaConf.load(tmp_path / "optimization_results.yaml").best_value == first.value
+
+
 def test_median_pruner_stops_a_diverging_trial(tmp_path, data_dir):
     """A linear head on frozen features, validated twice in its one epoch: trial 0 (SGD at
     lr 0.1) completes at a validation loss near 2.3; trial 1 (lr 1e4) overshoots to a loss in the
