@@ -293,6 +293,9 @@ def test_a_grid_sweep_without_validation_completes(tmp_path, capsys):
     )
     assert code == 0, err[-2000:]
     assert [r.status for _, r in read_results(sweep)] == ["completed", "completed"]
+    # but nothing ranks them, and the summary says why (was: silent)
+    said = "No completed job logged val/acc_best: no job is ranked (did training end before"
+    assert said in (sweep / "summary.md").read_text()
 
 
 def test_a_job_that_did_not_run_is_summarised_from_the_sweep_directory(tmp_path):

@@ -207,6 +207,8 @@ def _md_text(
             f"Best: job {best['job']} ({metric} = {_md_cell(best[metric])}, "
             f"{metric_mode(metric, mode)}imised)."
         )
+    elif metric is not None and any(job["status"] == COMPLETED for job in jobs):
+        lines.append(unranked(metric))
     if rows:
         columns = list(rows[0])
         lines += [
@@ -216,6 +218,14 @@ def _md_text(
             *("| " + " | ".join(_md_cell(row[c]) for c in columns) + " |" for row in rows),
         ]
     return "\n".join(lines) + "\n"
+
+
+def unranked(metric: str) -> str:
+    """Why no job is the best of a sweep whose jobs completed."""
+    return (
+        f"No completed job logged {metric}: no job is ranked (did training end before the "
+        "first validation? see trainer.val_check_interval, trainer.max_steps)."
+    )
 
 
 def write_summary(sweep_dir: str | Path, mode: str | None = None) -> list[dict]:
@@ -269,6 +279,10 @@ class SweepSummary(Callback):
         rows = write_summary(sweep_dir, self.mode)
         failed = sum(row["status"] == FAILED for row in rows)
         log.info(f"Sweep summary: {sweep_dir / SUMMARY_MD}")
+        metric = optimized_metric(read_results(sweep_dir))
+        completed = any(row["status"] == COMPLETED for row in rows)
+        if metric and completed and not any(row["best"] for row in rows):
+            log.warning(unranked(metric))
         if failed:
             print(
                 f"error: {failed} of {len(rows)} jobs failed: see {sweep_dir / SUMMARY_MD}",
