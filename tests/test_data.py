@@ -286,6 +286,23 @@ def test_modalities_are_checked_only_where_declared(data_dir) -> None:
     CIFAR10DataModule(data_dir=str(data_dir)).configure_input(InputSpec(None))  # own backbone
 
 
+def test_a_users_datamodule_predicts_the_split_sft_eval_scores() -> None:
+    """sft-eval's predictions of a user's datamodule that defines only the loaders Lightning
+    asks for (was: `predict_dataloader` must be implemented)."""
+
+    class Mine(SFTDataModule):
+        def val_dataloader(self):
+            return "validation loader"
+
+        def test_dataloader(self):
+            return "test loader"
+
+    assert Mine().predict_dataloader() == "test loader"
+    unlabelled = Mine()
+    unlabelled.has_labelled_test = False
+    assert unlabelled.predict_dataloader() == "validation loader"
+
+
 def test_a_text_backbone_on_image_data_is_one_clear_line(data_dir) -> None:
     with pytest.raises(SFTError, match="takes text inputs but CIFAR10DataModule gives images"):
         CIFAR10DataModule(data_dir=str(data_dir)).configure_input(InputSpec("text"))

@@ -88,6 +88,12 @@ class SFTDataModule(L.LightningDataModule):
             data, num_replicas=shard["num_replicas"], rank=shard["rank"], shuffle=False
         )
 
+    def predict_dataloader(self) -> DataLoader:
+        """What sft-eval predicts (predictions.csv, confusion matrix): the split it scores,
+        the labelled test split, else validation, in order. Here the datamodule's own test or
+        validation loader, so a user's datamodule needs no loader of its own for it."""
+        return self.test_dataloader() if self.has_labelled_test else self.val_dataloader()
+
     def probe_dataloader(self) -> DataLoader:
         """The (few-label) training subset in fixed order, unshuffled, batches untransformed.
 
