@@ -53,22 +53,36 @@ register_resolvers()
 
 
 def write_predictions(
-    path: Path, probs: torch.Tensor, labels: torch.Tensor, names: list[str]
+    path: Path,
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    names: list[str],
+    ids: list[str] | None = None,
 ) -> None:
-    """One row per example of the scored split: index, true label, predicted label, class
+    """One row per example of the scored split: index, id (the datamodule's `predicted_ids`:
+    an image's path, a text's line; else the index), true label, predicted label, class
     probabilities."""
     preds = probs.argmax(-1)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
-            ["index", "label", "label_name", "pred", "pred_name", *[f"prob_{n}" for n in names]]
+            [
+                "index",
+                "id",
+                "label",
+                "label_name",
+                "pred",
+                "pred_name",
+                *[f"prob_{n}" for n in names],
+            ]
         )
         for i, (y, p, row) in enumerate(
             zip(labels.tolist(), preds.tolist(), probs.tolist(), strict=True)
         ):
             # unlabelled rows (label -1) of a partly labelled test split leave these empty
             label = (y, names[y]) if y >= 0 else ("", "")
-            writer.writerow([i, *label, p, names[p], *(f"{v:.6f}" for v in row)])
+            ident = ids[i] if ids is not None else i
+            writer.writerow([i, ident, *label, p, names[p], *(f"{v:.6f}" for v in row)])
 
 
 def save_confusion_matrix(
@@ -205,7 +219,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     labels = torch.cat([o["labels"] for o in outputs]).cpu()
     names = list(datamodule.class_names)
 
-    write_predictions(out / PREDICTIONS, probs, labels, names)
+    ids = datamodule.predicted_ids()
+    # limit_predict_batches predicts the first batches only
+    write_predictions(
+        out / PREDICTIONS, probs, labels, names, None if ids is None else ids[: len(labels)]
+    )
     # the predicted split is labelled (a labelled test split, or validation without one)
     written = "predictions"
     if bool((labels >= 0).all()):

@@ -260,6 +260,7 @@ def test_eval_without_labelled_test_split_predicts_the_validation_it_scores(
     dev = (data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
     assert len(rows) == 16  # the checkpoint's eval_batch_size: one batch, as scored
     assert [r["label"] for r in rows] == [line.split("\t")[1] for line in dev[:16]]
+    assert [r["id"] for r in rows] == [str(n) for n in range(2, 18)]  # their lines in dev.tsv
     accuracy = sum(r["label"] == r["pred"] for r in rows) / len(rows)
     assert accuracy == pytest.approx(metrics["val/acc"])
     assert (tmp_path / "confusion_matrix.png").is_file()
@@ -659,8 +660,12 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     metrics = evaluate(compose_config("eval", [f"ckpt_path={ckpt}", *data], out))
     assert 0.0 <= metrics["val/acc"] <= 1.0
     assert "(data.test_dir=test: no such folder): metrics are on the validation" in caplog.text
-    rows = (out / "predictions.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2  # header + the 2 validation images (val_fraction 0.1 of 20)
+    rows = list(csv.DictReader((out / "predictions.csv").open(newline="")))
+    assert len(rows) == 2  # the 2 validation images (val_fraction 0.1 of 20)
+    # each names its image, carved from the training folder (was: only its position)
+    for row in rows:
+        assert row["id"].startswith(f"train/{row['label_name']}/")
+        assert (root / row["id"]).is_file()
     assert (out / "confusion_matrix.png").is_file()
     # the same run directory again: its predictions are kept (was: written over)
     with pytest.raises(SFTError, match=r"predictions\.csv already exists: give another hydra"):

@@ -88,6 +88,11 @@ class SFTDataModule(L.LightningDataModule):
             data, num_replicas=shard["num_replicas"], rank=shard["rank"], shuffle=False
         )
 
+    def predicted_ids(self) -> list[str] | None:
+        """What names each example of `predict_dataloader`, in order: predictions.csv's `id`
+        (None: its position)."""
+        return None
+
     def predict_dataloader(self) -> DataLoader:
         """What sft-eval predicts (predictions.csv, confusion matrix): the split it scores,
         the labelled test split, else validation, in order. Here the datamodule's own test or

@@ -356,6 +356,16 @@ class ImageFolderDataModule(ImageDataModule):
     def known_class_names(self) -> list[str] | None:
         return class_folders(self.train_path) if self.train_path.is_dir() else None
 
+    def predicted_ids(self) -> list[str]:
+        """Each predicted image's path under data_dir (a carved validation image's is under
+        the training folder)."""
+        data = self.test_data if self.has_labelled_test else self.val_data
+        if isinstance(data, Subset):
+            paths = [data.dataset.samples[i][0] for i in data.indices]
+        else:
+            paths = [path for path, _ in data.samples]
+        return [Path(os.path.relpath(path, self.root)).as_posix() for path in paths]
+
     def state_dict(self) -> dict[str, str]:
         return dict(self._val_carve)
 

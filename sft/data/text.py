@@ -452,6 +452,11 @@ class TextClassificationDataModule(SFTDataModule):
         data = self.test_data if self.has_labelled_test else self.val_data
         return self._loader(data, "predict", batch_size=self.eval_batch_size)
 
+    def predicted_ids(self) -> list[str]:
+        """Each predicted text's line in its file (its row in an HF split)."""
+        data = self.test_data if self.has_labelled_test else self.val_data
+        return [str(line) for line in data.source_lines()]
+
     def probe_dataloader(self) -> DataLoader:
         # Sorted by length: the linear probe does not care about order, and batches of similar
         # lengths carry little padding (several times faster than file order on SST-2).

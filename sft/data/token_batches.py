@@ -21,6 +21,11 @@ class TokenDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split) if self.indices is None else self.indices.numel()
 
+    def source_lines(self) -> list[int]:
+        """Each example's line in its file (row of an HF split), in order."""
+        lines = self.split.lines if self.indices is None else self.split.lines[self.indices]
+        return lines.tolist()
+
     def _row(self, i: int) -> int:
         return i if self.indices is None else int(self.indices[i])
 
