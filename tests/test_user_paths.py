@@ -653,6 +653,8 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     metrics = train(cfg)
     assert "val/acc" in metrics and not any(k.startswith("test/") for k in metrics)
     assert f"no test folder {root / 'test'}" in caplog.text
+    # the classes and split sizes, as for text data (was: never said)
+    assert f"image folder {root}: 2 classes (ant, bee); train 18, val 2" in caplog.text
     ckpt = run / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()
 

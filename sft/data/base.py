@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sft.contracts import InputSpec, Modality, Normalization
 from sft.data.augment import ImageBatchTransform
 from sft.data.resumable import ResumableRandomSampler
 from sft.errors import SFTError
+from sft.utils.logs import first_few
 
 
 class SFTDataModule(L.LightningDataModule):
@@ -86,6 +88,13 @@ class SFTDataModule(L.LightningDataModule):
             return None
         return UnrepeatedDistributedSampler(
             data, num_replicas=shard["num_replicas"], rank=shard["rank"], shuffle=False
+        )
+
+    def log_splits(self, what: str, splits: Mapping[str, Sized | None]) -> None:
+        """One info line: `what`, its classes and the size of each split read."""
+        rank_zero_info(
+            f"{what}: {self.num_classes} classes ({first_few(self.class_names, 10)}); "
+            + ", ".join(f"{role} {len(data)}" for role, data in splits.items() if data is not None)
         )
 
     def predicted_ids(self) -> list[str] | None:

@@ -352,6 +352,8 @@ class ImageFolderDataModule(ImageDataModule):
                 self.test_data.targets, self.class_names, str(self.root / self.test_dir), "test"
             )
         self._training_files = set()  # every split is checked: not kept (nor pickled to ranks)
+        splits = {"train": self.train_data, "val": self.val_data, "test": self.test_data}
+        self.log_splits(f"image folder {self.root}", splits)
 
     def known_class_names(self) -> list[str] | None:
         return class_folders(self.train_path) if self.train_path.is_dir() else None

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import torch
 from annotated_types import Ge
-from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from sft.contracts import TOKENIZER_DIGEST, InputSpec
@@ -326,18 +325,8 @@ class TextClassificationDataModule(SFTDataModule):
         wants_val = stage == "validate" or (stage == "predict" and not self.has_labelled_test)
         if wants_val and self.val_data is None:
             self.val_data = self._checked("val")
-        rank_zero_info(
-            f"text data: {self.num_classes} classes ({first_few(self.class_names, 10)}); "
-            + ", ".join(
-                f"{role} {len(data)}"
-                for role, data in (
-                    ("train", self.train_data),
-                    ("val", self.val_data),
-                    ("test", self.test_data),
-                )
-                if data is not None
-            )
-        )
+        splits = {"train": self.train_data, "val": self.val_data, "test": self.test_data}
+        self.log_splits("text data", splits)
 
     def _check_first_label(self, labels: torch.Tensor) -> None:
         """Integer labels are class indices from 0; labels counted from 1 (1..K) would train a
