@@ -157,8 +157,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         data_cfg = OmegaConf.create(
             {**trained_data_config(cfg.ckpt_path, checkpoint), **OmegaConf.to_container(data_cfg)}
         )
+    if data_cfg is not None:
+        # config_resolved.yaml records the data this run reads (`data=<name>`: with the model's
+        # input settings, was: the config's own image_size and statistics)
         with open_dict(cfg):
-            cfg.data = data_cfg  # config_resolved.yaml records the data this run reads
+            cfg.data = data_cfg
     # the settings this run uses, checked and completed before config_resolved.yaml records them
     check_accelerator(cfg.trainer)
     backbone_cfg = checkpoint.get("hyper_parameters", {}).get("backbone")

@@ -685,6 +685,12 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     assert f"the images carved from {root / 'train'} for validation are not" in caplog.text
     assert changed in caplog.text
 
+    # data=image_folder without its image size: read at the model's, and recorded so (was:
+    # config_resolved.yaml said the config's own size)
+    unsized = [o for o in data if not o.startswith("data.image_size=")]
+    evaluate(compose_config("eval", [f"ckpt_path={ckpt}", *unsized], out / "4"))
+    assert OmegaConf.load(out / "4" / "config_resolved.yaml").data.image_size == 16
+
     # labelled images in val/ only: what to name (was: "image folder .../train does not exist")
     other = tmp_path / "other"
     shutil.copytree(root / "train", other / "val")
