@@ -276,6 +276,11 @@ def test_a_search_on_a_validation_metric_without_validation_is_refused(tmp_path,
             "unable to open database file",
         ),
         (
+            "model.lr_haed=interval(1e-4,1e-2)",
+            "the trials' overrides do not compose: unknown config key 'model.lr_haed' (did you "
+            "mean 'model.lr_head'?",
+        ),
+        (
             "hydra.callbacks.sweep_summary.mode=maximum",
             "hydra.callbacks.sweep_summary.mode must be min, max or null, not 'maximum'",
         ),

@@ -31,6 +31,7 @@ from sft.callbacks.optuna_pruning import (
 )
 from sft.errors import SFTError
 from sft.runs.result import FAILED, PRUNING_OVERRIDE, RESULT_FILE, RunResult, run_overrides
+from sft.utils.cli import describe_composition_error
 from sft.utils.config import MULTIRUN_RECORD
 from sft.utils.instantiate import runs_validation
 
@@ -253,7 +254,15 @@ class OptunaSweep:
                 master_config=self.config, sweep_overrides=list(overrides)
             )
         except HydraException as exc:
-            reason = " ".join(str(exc).split())
+            # a misspelt searched key: "did you mean ...?" as for any override (was: Hydra's
+            # advice to append it with +, which adds the typo)
+            described = describe_composition_error(
+                exc,
+                self.config.hydra.job.config_name,
+                [*self.config.hydra.overrides.task, *overrides],
+                self.hydra_context.config_loader,
+            )
+            reason = described or " ".join(str(exc).split())
             raise SFTError(f"the trials' overrides do not compose: {reason}") from exc
         metric = cfg.get("optimized_metric")
         trainer = cfg.get("trainer")
