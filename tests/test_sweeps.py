@@ -294,7 +294,7 @@ def test_a_grid_sweep_without_validation_completes(tmp_path, capsys):
     assert code == 0, err[-2000:]
     assert [r.status for _, r in read_results(sweep)] == ["completed", "completed"]
     # but nothing ranks them, and the summary says why (was: silent)
-    said = "No completed job logged val/acc_best: no job is ranked (did training end before"
+    said = "No completed job logged a finite val/acc_best: no job is ranked (did training end"
     assert said in (sweep / "summary.md").read_text()
 
 

@@ -37,6 +37,8 @@ class SFTDataModule(L.LightningDataModule):
     has_labelled_test: bool = True
     # the classes of the model the data is scored with (`score_with`); None: the data's own
     model_class_names: list[str] | None = None
+    # the last `log_splits` line said
+    _splits_logged: str | None = None
 
     def score_with(self, class_names: Sequence[str]) -> None:
         """Score a model of these classes (sft-eval, with the checkpoint's): the scored split
@@ -91,11 +93,15 @@ class SFTDataModule(L.LightningDataModule):
         )
 
     def log_splits(self, what: str, splits: Mapping[str, Sized | None]) -> None:
-        """One info line: `what`, its classes and the size of each split read."""
-        rank_zero_info(
+        """One info line: `what`, its classes and the size of each split read; said again
+        only when a setup call read another split."""
+        line = (
             f"{what}: {self.num_classes} classes ({first_few(self.class_names, 10)}); "
             + ", ".join(f"{role} {len(data)}" for role, data in splits.items() if data is not None)
         )
+        if line != self._splits_logged:
+            rank_zero_info(line)
+            self._splits_logged = line
 
     def predicted_ids(self) -> list[str] | None:
         """What names each example of `predict_dataloader`, in order: predictions.csv's `id`

@@ -378,12 +378,19 @@ class ImageFolderDataModule(ImageDataModule):
         if folder is None or folder != self._val_carve.get(VAL_CARVE_FOLDER):
             return  # a validation folder, or another training folder: nothing to compare
         if state_dict.get(VAL_CARVE_DIGEST) != self._val_carve.get(VAL_CARVE_DIGEST):
+            advice = (
+                "score a folder of other images instead (++data.test_dir=<folder under "
+                "data.data_dir>)"
+                if self.model_class_names is not None  # sft-eval
+                else "put the folder back as it was, or give the run a validation folder "
+                f"({self.root / str(self.val_dir)})"
+            )
             rank_zero_warning(
                 log,
                 f"the images carved from {folder} for validation are not the ones the "
-                "checkpoint's run validated on (the folder changed since): this validation can "
-                "hold images the model trained on; score a folder of other images instead "
-                "(+data.test_dir=<folder under data.data_dir>)",
+                "checkpoint's run validated on (the folder, or data.val_fraction, val_size or "
+                "split_seed, changed since): this validation can hold images the model trained "
+                f"on; {advice}",
             )
 
     @property
@@ -478,7 +485,7 @@ class ImageFolderDataModule(ImageDataModule):
             return (
                 f"{message}: sft-eval scores data.test_dir ({self.test_dir}), or without it the "
                 "validation carved from the training images; name the folder of labelled images "
-                f"to score: +data.test_dir=<its path under {self.root}>"
+                f"to score: ++data.test_dir=<its path under {self.root}>"
             )
         splits = {self.val_dir, self.test_dir, "val", "valid", "validation", "test"}
         if self.root.is_dir() and [c for c in class_folders(self.root) if c not in splits]:

@@ -223,8 +223,8 @@ def _md_text(
 def unranked(metric: str) -> str:
     """Why no job is the best of a sweep whose jobs completed."""
     return (
-        f"No completed job logged {metric}: no job is ranked (did training end before the "
-        "first validation? see trainer.val_check_interval, trainer.max_steps)."
+        f"No completed job logged a finite {metric}: no job is ranked (did training end before "
+        "the first validation? see trainer.val_check_interval, trainer.max_steps)."
     )
 
 

@@ -46,6 +46,7 @@ class TextReader(ABC):
     def __init__(self, settings: ReaderSettings) -> None:
         self.settings = settings
         LabelMap(settings.label_names)  # distinct, non-empty
+        self._labels_present: dict[str, bool] = {}  # by role: a split read to tell is read once
         _check_distinct_columns(settings)
 
     @abstractmethod
@@ -97,11 +98,14 @@ class TextReader(ABC):
         label_column, need = self.label_mode(role)
         if need or label_column is None:
             return need
-        return self.labels_present(role)
+        if role not in self._labels_present:
+            self._labels_present[role] = self.labels_present(role)
+        return self._labels_present[role]
 
     def labels_present(self, role: str) -> bool:
-        """Whether a split whose labels are optional has them. Here: read it and look;
-        readers that can tell from less (a header) do so."""
+        """Whether a split whose labels are optional has them (a label column of -1s, as
+        GLUE's test splits have, holds none). Here: read it and look; readers that can tell
+        from less (no label column in a header) do so."""
         return self.read(role).labelled
 
 

@@ -117,4 +117,5 @@ class JsonlReader(FileReader):
         )
 
     def labels_present(self, role: str) -> bool:
-        return any_record_has(self.path(role), self.settings.label_column)
+        has_key = any_record_has(self.path(role), self.settings.label_column)
+        return has_key and super().labels_present(role)

@@ -259,7 +259,7 @@ class TableReader(FileReader):
 
     def labels_present(self, role: str) -> bool:
         header = read_header(self.path(role), self.delimiter, self.quoting)
-        return self.settings.label_column in header
+        return self.settings.label_column in header and super().labels_present(role)
 
 
 class TsvReader(TableReader):
