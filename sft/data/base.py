@@ -39,6 +39,10 @@ class SFTDataModule(L.LightningDataModule):
     model_class_names: list[str] | None = None
     # the last `log_splits` line said
     _splits_logged: str | None = None
+    # sft's datamodules set them in `setup` (None: not read)
+    train_data: Dataset | None = None
+    val_data: Dataset | None = None
+    test_data: Dataset | None = None
 
     def score_with(self, class_names: Sequence[str]) -> None:
         """Score a model of these classes (sft-eval, with the checkpoint's): the scored split
@@ -102,6 +106,10 @@ class SFTDataModule(L.LightningDataModule):
         if line != self._splits_logged:
             rank_zero_info(line)
             self._splits_logged = line
+
+    def scored_data(self) -> Dataset | None:
+        """The split sft-eval scores and predicts: the labelled test split, else validation."""
+        return self.test_data if self.has_labelled_test else self.val_data
 
     def predicted_ids(self) -> list[str] | None:
         """What names each example of `predict_dataloader`, in order: predictions.csv's `id`
@@ -209,8 +217,7 @@ class ImageDataModule(SFTDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """The test split in order; validation where there is no labelled test split."""
-        data = self.test_data if self.has_labelled_test else self.val_data
-        return self._loader(data, "predict", batch_size=self.eval_batch_size)
+        return self._loader(self.scored_data(), "predict", batch_size=self.eval_batch_size)
 
     def probe_dataloader(self) -> DataLoader:
         return self._loader(self.train_data, "probe", batch_size=self.eval_batch_size)

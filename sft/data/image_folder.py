@@ -361,7 +361,7 @@ class ImageFolderDataModule(ImageDataModule):
     def predicted_ids(self) -> list[str]:
         """Each predicted image's path under data_dir (a carved validation image's is under
         the training folder)."""
-        data = self.test_data if self.has_labelled_test else self.val_data
+        data = self.scored_data()
         if isinstance(data, Subset):
             paths = [data.dataset.samples[i][0] for i in data.indices]
         else:

@@ -438,13 +438,11 @@ class TextClassificationDataModule(SFTDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """The split sft-eval scores, in file order: the labelled test split, else validation."""
-        data = self.test_data if self.has_labelled_test else self.val_data
-        return self._loader(data, "predict", batch_size=self.eval_batch_size)
+        return self._loader(self.scored_data(), "predict", batch_size=self.eval_batch_size)
 
     def predicted_ids(self) -> list[str]:
         """Each predicted text's line in its file (its row in an HF split)."""
-        data = self.test_data if self.has_labelled_test else self.val_data
-        return [str(line) for line in data.source_lines()]
+        return [str(line) for line in self.scored_data().source_lines()]
 
     def probe_dataloader(self) -> DataLoader:
         # Sorted by length: the linear probe does not care about order, and batches of similar

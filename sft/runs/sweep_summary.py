@@ -207,8 +207,8 @@ def _md_text(
             f"Best: job {best['job']} ({metric} = {_md_cell(best[metric])}, "
             f"{metric_mode(metric, mode)}imised)."
         )
-    elif metric is not None and any(job["status"] == COMPLETED for job in jobs):
-        lines.append(unranked(metric))
+    elif unranked_line := unranked(jobs, metric):
+        lines.append(unranked_line)
     if rows:
         columns = list(rows[0])
         lines += [
@@ -220,8 +220,12 @@ def _md_text(
     return "\n".join(lines) + "\n"
 
 
-def unranked(metric: str) -> str:
-    """Why no job is the best of a sweep whose jobs completed."""
+def unranked(jobs: list[dict], metric: str | None) -> str | None:
+    """Why no job is the best of a sweep of completed jobs, when none is; else None."""
+    if metric is None or any(job["best"] for job in jobs):
+        return None
+    if not any(job["status"] == COMPLETED for job in jobs):
+        return None
     return (
         f"No completed job logged a finite {metric}: no job is ranked (did training end before "
         "the first validation? see trainer.val_check_interval, trainer.max_steps)."
@@ -279,10 +283,8 @@ class SweepSummary(Callback):
         rows = write_summary(sweep_dir, self.mode)
         failed = sum(row["status"] == FAILED for row in rows)
         log.info(f"Sweep summary: {sweep_dir / SUMMARY_MD}")
-        metric = optimized_metric(read_results(sweep_dir))
-        completed = any(row["status"] == COMPLETED for row in rows)
-        if metric and completed and not any(row["best"] for row in rows):
-            log.warning(unranked(metric))
+        if unranked_line := unranked(rows, optimized_metric(read_results(sweep_dir))):
+            log.warning(unranked_line)
         if failed:
             print(
                 f"error: {failed} of {len(rows)} jobs failed: see {sweep_dir / SUMMARY_MD}",

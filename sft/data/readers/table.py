@@ -175,8 +175,7 @@ def read_delimited(
     if csv_quoted:
         out.warnings.append(
             f"the texts of {len(csv_quoted)} rows look written with CSV quoting, in quotes with "
-            "their own "
-            f'quotes doubled (""), as pandas and spreadsheets write them (lines '
+            'their own quotes doubled (""), as pandas and spreadsheets write them (lines '
             f"{first_few(csv_quoted, 5)}): they are read as written, quotes included; "
             f"{quoting_key}=minimal reads them as a CSV reader does"
         )
