@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sft import entry_points
 from sft.errors import SFTError, report_user_errors
 from sft.runs.result import FAILED, RESULT_FILE, RunResult, run_overrides
 from sft.utils.io import atomic_write, check_not_a_folder, check_not_written
@@ -410,4 +411,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_points.run(main)

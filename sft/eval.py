@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from sft import entry_points
 from sft.errors import SFTError, report_user_errors
 from sft.inference.model_inputs import MODEL_INPUT_KEYS, warn_model_input_changes
 from sft.models.backbones import backbone_speed_hints
@@ -243,4 +244,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_points.run(main)

@@ -16,6 +16,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from sft import entry_points
 from sft.errors import SFTError, report_user_errors
 from sft.inference.bundle import InferenceBundle, data_settings, load_bundle
 from sft.inference.deployable import (
@@ -237,4 +238,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_points.run(main)

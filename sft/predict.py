@@ -12,6 +12,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from sft import entry_points
 from sft.data.image_folder import first_bad, undecodable
 from sft.errors import SFTError, report_user_errors
 from sft.inference.bundle import data_settings, load_bundle
@@ -149,4 +150,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_points.run(main)

@@ -16,6 +16,8 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sft import entry_points
+from sft.callbacks.graceful_interrupt import interrupt_explained, resume_overrides
 from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.data import SFTDataModule
 from sft.errors import find_user_error, report_user_errors
@@ -134,13 +136,14 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         {"model.trainable_params": trainable, "model.trainable_fraction": trainable / total},
     )
     tensorboard_hparams.start()
+    overrides = resume_overrides()
 
     if cfg.get("train"):
         if recorder is not None:
             recorder.fit_started()
         ckpt_path = start.hand_to(trainer) if start else None
         try:
-            with lightning_refusals():
+            with lightning_refusals(), interrupt_explained(trainer, overrides):
                 trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             recover_spawned_progress(trainer)
         finally:
@@ -161,7 +164,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
             log.warning("No best checkpoint recorded: testing the current weights.")
         elif not best:  # no checkpoints by choice (studies, callbacks=none)
             log.info("Testing the final weights (no checkpoints in this run).")
-        with lightning_refusals():
+        with lightning_refusals(), interrupt_explained(trainer, overrides):
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         if best and trainer.checkpoint_callback.monitor is None:
             # Lightning's default callback (callbacks=none trainer.enable_checkpointing=true)
@@ -228,4 +231,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    entry_points.run(main)

@@ -13,6 +13,7 @@ import torch
 from conftest import FAST
 from test_resume import only_run_dir, run_train_cli
 
+from sft import entry_points
 from sft.callbacks.graceful_interrupt import GracefulInterrupt, TrainingInterrupted
 from sft.errors import SFTError
 from sft.train import train
@@ -167,3 +168,71 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     assert all(
         torch.isfinite(t).all() for t in state["state_dict"].values() if t.is_floating_point()
     )
+
+
+def run_with_signals(
+    tmp_path: Path, name: str, *signal_settings: str, test: bool = False
+) -> tuple[str, Path]:
+    """sft-train of FAST + QUICK (and a test: `test`) as run `name` with SignalInHook's
+    `signal_settings`: exit status 1 and no traceback; its last line and run directory."""
+    result = run_train_cli(
+        *FAST,
+        *QUICK,
+        *(["test=true"] if test else []),
+        f"paths.log_dir={tmp_path}",
+        f"name={name}",
+        "+callbacks.int._target_=helpers.faults.SignalInHook",
+        *(f"+callbacks.int.{setting}" for setting in signal_settings),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result.stderr.strip().splitlines()[-1], only_run_dir(tmp_path / "train" / name)
+
+
+def test_ctrl_c_before_training_says_nothing_was_saved(tmp_path, data_dir):
+    """Ctrl-C while the data is set up (or the linear probe runs) reached Lightning's handler:
+    "Detected KeyboardInterrupt", exit 1 and no word of what was kept; result.json's error
+    was 'SystemExit: 1'."""
+    message, run_dir = run_with_signals(tmp_path, "setup", "hook=setup")
+    assert message == "interrupted by SIGINT before the first training step: nothing to save"
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "failed" and record["error"] == message
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_second_ctrl_c_stops_at_once_and_names_the_checkpoint_to_resume(tmp_path, data_dir):
+    """A second Ctrl-C while the batch finishes stops without saving: the line says so, and
+    that the step checkpoint of an earlier step resumes the run."""
+    message, run_dir = run_with_signals(
+        tmp_path, "twice", "hook=on_train_batch_start", "times=2", "step=3"
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert message.startswith(
+        "interrupted by SIGINT at epoch 0 step 3, at once (a second Ctrl-C): not saved; "
+        f"{last} holds an earlier step, resume it with: sft-train "
+    ), message
+    assert message.endswith(f"resume={run_dir}")
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+
+
+def test_ctrl_c_in_the_test_names_the_checkpoint_to_test(tmp_path, data_dir):
+    message, run_dir = run_with_signals(tmp_path, "test", "hook=on_test_batch_start", test=True)
+    assert message.startswith(
+        "interrupted by SIGINT during the test (training had finished): test with sft-eval "
+        f"ckpt_path={run_dir / 'checkpoints'}"
+    ), message
+    assert Path(message.split("ckpt_path=")[1]).is_file()
+
+
+def test_ctrl_c_while_a_command_loads_is_one_line(capsys):
+    """Ctrl-C in the seconds torch and Lightning take to import was a traceback through
+    whichever library was loading."""
+
+    def loading() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        entry_points.run(loading)
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "interrupted (Ctrl-C)\n"

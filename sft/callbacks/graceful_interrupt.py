@@ -21,6 +21,8 @@ import logging
 import os
 import shlex
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -62,10 +64,8 @@ class GracefulInterrupt(Callback):
     def __init__(self) -> None:
         self._received: int | None = None
         self._previous: dict[int, Any] = {}
-        # read here, in the process Hydra started: DDP's spawned ranks have no Hydra config,
-        # and their hint lacked every override
-        # (ckpt_path= too: it started the run, and resume= refuses it)
-        self._overrides = [o for o in task_overrides() if not o.startswith(RUN_START)]
+        # read here, in the process Hydra started: DDP's spawned ranks' hint lacked every override
+        self._overrides = resume_overrides()
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self._received is not None and signum == signal.SIGINT:
@@ -143,3 +143,46 @@ class GracefulInterrupt(Callback):
             raise TrainingInterrupted(1)
         log.warning(message)
         raise TrainingInterrupted(message)
+
+
+def resume_overrides() -> list[str]:
+    """The run's overrides for its resume command: ckpt_path= started the run, and resume=
+    refuses it. Read in the process Hydra started (DDP's spawned ranks have no Hydra config)."""
+    return [o for o in task_overrides() if not o.startswith(RUN_START)]
+
+
+@contextmanager
+def interrupt_explained(trainer: L.Trainer, overrides: list[str]) -> Iterator[None]:
+    """Around `trainer.fit` and `trainer.test`: Ctrl-C outside GracefulInterrupt's window (data
+    setup, the linear probe, a second Ctrl-C, the test) makes Lightning exit with status 1 and
+    no word of what was kept; say it in one line instead."""
+    try:
+        yield
+    except SystemExit as exc:
+        # Lightning answers KeyboardInterrupt in fit/test with sys.exit(1); TrainingInterrupted
+        # is GracefulInterrupt's, which said its own line
+        if type(exc) is not SystemExit or not trainer.interrupted:
+            raise
+        message = f"interrupted by SIGINT {_what_was_kept(trainer, overrides)}"
+        if not trainer.is_global_zero:
+            raise TrainingInterrupted(1) from None
+        log.warning(message)
+        raise TrainingInterrupted(message) from None
+
+
+def _what_was_kept(trainer: L.Trainer, overrides: list[str]) -> str:
+    if trainer.testing:
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or "<checkpoint>"
+        return f"during the test (training had finished): test with sft-eval ckpt_path={best}"
+    if trainer.global_step == 0:
+        return "before the first training step: nothing to save"
+    last = trainer_last_checkpoint(trainer)
+    where = (
+        f"at epoch {trainer.current_epoch} step {trainer.global_step}, at once (a second Ctrl-C)"
+    )
+    if not last.is_file():
+        return f"{where}: nothing saved"
+    return (
+        f"{where}: not saved; {last} holds an earlier step, resume it with: "
+        f"{resume_command(trainer.default_root_dir, overrides)}"
+    )

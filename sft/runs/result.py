@@ -60,6 +60,10 @@ def one_line_error(exc: BaseException) -> str:
     user_error = find_user_error(exc)
     if user_error is not None:
         text = str(user_error)
+    elif isinstance(exc, KeyboardInterrupt):
+        text = "interrupted by SIGINT (Ctrl-C)"
+    elif isinstance(exc, SystemExit) and isinstance(exc.code, str):
+        text = exc.code  # the line an interrupted run said (callbacks.graceful_interrupt)
     else:
         # Hydra's InstantiationException (and others) wrap the error that says what went wrong
         while exc.__cause__ is not None:

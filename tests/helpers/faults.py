@@ -110,3 +110,21 @@ class Rendezvous(Callback):
         deadline = time.monotonic() + self.timeout
         while len(os.listdir(self.folder)) < self.peers and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+class SignalInHook(Callback):
+    """Send `signal` `times` times in a row to this process the first time Lightning calls the
+    callback hook `hook` (`setup`: before training, while the data is set up;
+    `on_test_batch_start`: in the test). Twice SIGINT in a training hook is a second Ctrl-C."""
+
+    def __init__(self, hook: str, signal: str = "SIGINT", times: int = 1, step: int = 0) -> None:
+        self.signum, self.times, self.step = getattr(signal_module, signal), times, step
+        self.sent = False
+        setattr(self, hook, self._send)
+
+    def _send(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if self.sent or trainer.global_step < self.step:
+            return
+        self.sent = True
+        for _ in range(self.times):
+            os.kill(os.getpid(), self.signum)

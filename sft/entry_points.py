@@ -1,0 +1,29 @@
+"""The console commands (`[project.scripts]`). Each imports its module only when it runs, so
+that Ctrl-C while torch, Lightning and Hydra load (seconds) ends as Ctrl-C later does: one line
+and status 130, not a traceback through whatever module was loading."""
+
+import importlib
+import sys
+from collections.abc import Callable
+
+INTERRUPTED = 130  # a shell's status for a command stopped by SIGINT
+
+
+def run(main: Callable[[], object]) -> None:
+    """`main()`; Ctrl-C (outside what sft-train saves on it) stops it with one line."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        raise SystemExit(INTERRUPTED) from None
+
+
+def _command(module: str) -> Callable[[], None]:
+    return lambda: run(lambda: importlib.import_module(module).main())
+
+
+train = _command("sft.train")
+evaluate = _command("sft.eval")
+predict = _command("sft.predict")
+export = _command("sft.export")
+compare = _command("sft.compare")
