@@ -16,7 +16,15 @@ from sft import entry_points
 from sft.data.image_folder import first_bad, undecodable
 from sft.errors import SFTError, report_user_errors
 from sft.inference.bundle import data_settings, load_bundle
-from sft.inference.inputs import ImageInputs, TextInputs, input_kind, read_images, read_texts
+from sft.inference.inputs import (
+    STDIN,
+    ImageInputs,
+    TextInputs,
+    input_kind,
+    is_text_stream,
+    read_images,
+    read_texts,
+)
 from sft.inference.predictor import check_batch_size, check_modality, predict_probs
 from sft.inference.writers import (
     GLUE_SST2_FILE,
@@ -75,11 +83,11 @@ def read_inputs(cfg: DictConfig, bundle: Any) -> TextInputs | ImageInputs:
         skip = cfg.skip_bad_files or OmegaConf.select(cfg, "data.skip_bad_files", default=False)
         return decodable_images(read_images(path), bundle.image_size, skip)
     dm = bundle.datamodule
-    if path.suffix.lower() == ".txt" and (cfg.text_column or cfg.quoting):
+    if (path.suffix.lower() == ".txt" or is_text_stream(path)) and (cfg.text_column or cfg.quoting):
         key = "text_column" if cfg.text_column else "quoting"
+        kind = "standard input" if path == STDIN else f"{path}, one text per line"
         raise SFTError(
-            f"{key}= is for TSV/CSV/JSONL inputs, but inputs={path} is a .txt file (one text per "
-            f"line): leave {key} out"
+            f"{key}= is for TSV/CSV/JSONL inputs, but inputs= is {kind}: leave {key} out"
         )
     if cfg.text_pair_column and dm.text_pair_column is None:
         raise SFTError(

@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import io
 import json
 import logging
 from types import SimpleNamespace
@@ -47,7 +48,9 @@ def dev_rows(data_dir, n):
     return [line.split("\t") for line in lines[1 : n + 1]]  # sentence, label
 
 
-def test_text_inputs_of_every_kind_match_the_training_pipeline(ckpts, data_dir, tmp_path, caplog):
+def test_text_inputs_of_every_kind_match_the_training_pipeline(
+    ckpts, data_dir, tmp_path, caplog, monkeypatch
+):
     rows = dev_rows(data_dir, 5)
     sentences = [s for s, _ in rows]
     (tmp_path / "in.txt").write_text("\n".join([sentences[0], "", *sentences[1:]]) + "\n")
@@ -58,6 +61,10 @@ def test_text_inputs_of_every_kind_match_the_training_pipeline(ckpts, data_dir, 
     (tmp_path / "in.jsonl").write_text(
         "".join(json.dumps({"sentence": s}) + "\n" for s in sentences)
     )
+    # datasets' Dataset.to_json writes JSON Lines into a .json file (was: an unknown kind)
+    (tmp_path / "in.json").write_text((tmp_path / "in.jsonl").read_text())
+    # `... | sft-predict inputs=-` (was: no such file)
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(sentences) + "\n"))
 
     out = {
         "txt": run_predict(ckpts["text"], tmp_path / "in.txt", tmp_path / "txt"),
@@ -68,6 +75,8 @@ def test_text_inputs_of_every_kind_match_the_training_pipeline(ckpts, data_dir, 
         "jsonl": run_predict(
             ckpts["text"], tmp_path / "in.jsonl", tmp_path / "jsonl", "format=json"
         ),
+        "json": run_predict(ckpts["text"], tmp_path / "in.json", tmp_path / "json"),
+        "stdin": run_predict(ckpts["text"], "-", tmp_path / "stdin"),
     }
     results = {k: read_csv(p) for k, p in out.items() if p.suffix == ".csv"}
     results["jsonl"] = json.loads(out["jsonl"].read_text())
@@ -82,6 +91,7 @@ def test_text_inputs_of_every_kind_match_the_training_pipeline(ckpts, data_dir, 
     ) in caplog.messages
     assert [r["id"] for r in results["tsv"]] == ["10", "11", "12", "13", "14"]
     assert [r["id"] for r in results["jsonl"]] == ["1", "2", "3", "4", "5"]
+    assert [r["id"] for r in results["stdin"]] == ["1", "2", "3", "4", "5"]
 
     # the probabilities the model gives the datamodule's own (cached) tokens of these sentences
     bundle = load_bundle(ckpts["text"])
@@ -259,6 +269,9 @@ def test_inputs_are_read_as_in_training_and_settings_that_do_not_apply_are_refus
     cfg.inputs, cfg.quoting, cfg.text_column = str(tmp_path / "new.txt"), None, "review"
     with pytest.raises(SFTError, match=r"^text_column= is for TSV/CSV/JSONL inputs, but inputs="):
         predict_module.read_inputs(cfg, bundle)
+    cfg.inputs = "-"
+    with pytest.raises(SFTError, match=r"but inputs= is standard input: leave text_column out$"):
+        predict_module.read_inputs(cfg, bundle)
     # a second text for a model of single texts (was: read, and its predictions changed)
     cfg.inputs, cfg.text_column = str(tmp_path / "new.csv"), None
     cfg.text_pair_column = "text"
@@ -356,6 +369,12 @@ def test_a_batch_size_out_of_range_is_refused_before_anything_is_read(tmp_path, 
         # two columns, JSONL: were predicted without a word
         ("two.csv", "id,review\n1,good\n2,\n3,  \n", ["good", "", "  "]),
         ("rows.jsonl", '{"review": "good"}\n{"review": ""}\n{"review": " "}\n', ["good", "", " "]),
+        # pandas' to_json writes a missing text as null: was an error, where an empty cell is not
+        (
+            "null.jsonl",
+            '{"review": "good"}\n{"review": null}\n{"review": " "}\n',
+            ["good", "", " "],
+        ),
     ],
 )
 def test_empty_texts_in_a_table_are_predicted_and_named(name, content, predicted, tmp_path, caplog):

@@ -7,7 +7,9 @@ number; the path for images) so predictions can be joined back to their source.
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,11 @@ from sft.data.readers.table import QUOTING, CsvReader, TsvReader, read_delimited
 from sft.errors import SFTError
 from sft.utils.logs import first_few
 
-TEXT_SUFFIXES = (".txt", ".tsv", ".csv", ".jsonl")
+TEXT_SUFFIXES = (".txt", ".tsv", ".csv", ".jsonl", ".json")
+# JSON Lines: `datasets`' Dataset.to_json writes them to a .json file by default
+JSONL_SUFFIXES = (".jsonl", ".json")
+# inputs=- reads texts from standard input, one per line (`... | sft-predict inputs=-`)
+STDIN = Path("-")
 ID_COLUMNS = ("index", "id", "idx")
 COLUMN_HINT = "set text_column=... / text_pair_column=..."
 
@@ -51,10 +57,17 @@ class ImageInputs:
         return len(self.paths)
 
 
+def is_text_stream(path: Path) -> bool:
+    """Standard input (`-`) or a pipe (`/dev/stdin`, `<(...)`): texts, one per line."""
+    return path == STDIN or (path.exists() and not path.is_file() and not path.is_dir())
+
+
 def input_kind(path: Path) -> str:
     """'text' or 'image': what a file or folder holds, by its name; SFTError when neither."""
     if path.is_dir():
         return "image"
+    if is_text_stream(path):
+        return "text"
     if not path.is_file():
         raise SFTError(f"inputs={path}: no such file or folder")
     if is_image(path):
@@ -88,8 +101,9 @@ def read_texts(
     pair_column: str | None = None,
     quoting: str | None = None,
 ) -> TextInputs:
-    """Texts of a .txt (one per non-blank line), .tsv/.csv (a header row) or .jsonl file."""
-    if path.suffix.lower() == ".txt":
+    """Texts of a .txt (one per non-blank line), .tsv/.csv (a header row) or .jsonl file, or
+    of standard input or a pipe (one per non-blank line)."""
+    if path.suffix.lower() == ".txt" or is_text_stream(path):
         if pair_column:
             raise SFTError(
                 f"inputs={path}: this model classifies sentence pairs; give a TSV/CSV/JSONL file "
@@ -97,7 +111,7 @@ def read_texts(
             )
         out = TextInputs([], [], source=path)
         blank = []
-        for line, raw in read_lines(path):
+        for line, raw in _text_lines(path):
             text = raw.rstrip("\r\n")
             if text.strip():
                 out.ids.append(str(line))
@@ -122,6 +136,13 @@ def read_texts(
     if not out.texts:
         raise SFTError(f"inputs={path}: holds no texts")
     return out
+
+
+def _text_lines(path: Path) -> Iterable[tuple[int, str]]:
+    """(line number from 1, line) of a text file, or of standard input (`-`)."""
+    if path == STDIN:
+        return enumerate(sys.stdin, start=1)
+    return read_lines(path)
 
 
 def _warn_empty_texts(path: Path, table: TextExamples) -> None:
@@ -171,7 +192,7 @@ def _read_table(
         id_columns=ID_COLUMNS,
         hint=COLUMN_HINT,
     )
-    if path.suffix.lower() == ".jsonl":
+    if path.suffix.lower() in JSONL_SUFFIXES:
         return read_jsonl(path, **columns)
     # the datamodule's delimiter and default quoting for the format
     table = TsvReader if path.suffix.lower() == ".tsv" else CsvReader

@@ -79,6 +79,10 @@ def read_jsonl(
         wanted = [text_column, pair_column, label_column if labelled else None]
         check_columns(f"{path}, line {line}", wanted, list(record), hint)
         for column in (text_column, pair_column):
+            if column is not None and record[column] is None:
+                # pandas' to_json writes a missing text as null: an empty text, as an empty
+                # TSV/CSV cell is (warned about where empty texts are)
+                record[column] = ""
             if column is not None and not isinstance(record[column], str):
                 raise SFTError(
                     f"{path}, line {line}: {column!r} must be a string, got "
