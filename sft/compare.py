@@ -156,13 +156,13 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
             # a run without scalars but with a result (a job that failed early) is listed with
             # its status
             result = _read_result(result_file) if result_file.is_file() else None
-            runs.append(Run(event_dir, _overrides(run_dir), scalars, result))
+            runs.append(Run(event_dir, _overrides(run_dir, result), scalars, result))
     no_events = []
     for run_dir in sorted(run_dirs - with_events):
         result = _read_result(run_dir / RESULT_FILE)
         # failed before its logger started (not a logger=csv run that failed after logging)
         if result is not None and result.status == FAILED and not result.metrics:
-            runs.append(Run(run_dir, _overrides(run_dir), {}, result))
+            runs.append(Run(run_dir, _overrides(run_dir, result), {}, result))
         else:
             no_events.append(run_dir)
     if not any(run.scalars for run in runs):
@@ -172,17 +172,22 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
     return runs, empty, no_events
 
 
-def _overrides(run_dir: Path) -> list[str]:
+def _overrides(run_dir: Path, result: RunResult | None) -> list[str]:
     """The run's Hydra overrides as result.json has them: without a sweeper's bookkeeping
-    (Optuna's pruning callback, whose storage differs between studies)."""
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    # unresolved: a sweeper's overrides may hold ${hydra:...}, which only Hydra resolves
-    overrides = (
-        OmegaConf.to_container(OmegaConf.load(overrides_file), resolve=False)
-        if overrides_file.is_file()
-        else []
-    )
-    return run_overrides([str(o) for o in overrides])
+    (Optuna's pruning callback, whose storage differs between studies), and of its last part
+    when it was resumed (the rest of the run had that command's settings; .hydra/overrides.yaml
+    is the first part's), without the `resume=` that continued it."""
+    if result is not None:
+        overrides = result.overrides
+    else:  # a run from before result.json, or whose record is not readable
+        overrides_file = run_dir / ".hydra" / "overrides.yaml"
+        # unresolved: a sweeper's overrides may hold ${hydra:...}, which only Hydra resolves
+        overrides = (
+            OmegaConf.to_container(OmegaConf.load(overrides_file), resolve=False)
+            if overrides_file.is_file()
+            else []
+        )
+    return [o for o in run_overrides([str(o) for o in overrides]) if not o.startswith("resume=")]
 
 
 def _left_out(paths: list[Path], why: str) -> str:

@@ -209,7 +209,12 @@ def test_a_failed_job_is_listed_with_its_status(sweep, tmp_path, capsys, events)
         logger = TensorBoardLogger(save_dir=job / "tensorboard", name=None, version="")
         logger.experiment.flush()
         logger.finalize("failed")
-    RunResult(status="failed", error="loss is nan", output_dir=str(job)).write()
+    RunResult(
+        status="failed",
+        error="loss is nan",
+        output_dir=str(job),
+        overrides=["seed=0", "model.lr_head=10"],
+    ).write()
     main([str(sweep), "--png", str(tmp_path / "c.png")])
     out = capsys.readouterr().out
     rows = table_rows(out)
@@ -242,7 +247,10 @@ def test_a_hand_edited_result_is_named_and_its_run_still_compared(
     broken = sweep / "0" / "result.json"
     broken.write_text(written)
     RunResult(
-        status="completed", output_dir=str(sweep / "1"), metrics={"val/acc_best": 0.55}
+        status="completed",
+        output_dir=str(sweep / "1"),
+        metrics={"val/acc_best": 0.55},
+        overrides=["seed=0", "model.lr_head=0.01"],
     ).write()
     main([str(sweep), "--png", str(tmp_path / "c.png")])
     rows = table_rows(capsys.readouterr().out)
@@ -277,3 +285,26 @@ def test_runs_of_two_studies_are_labelled_without_the_pruning_callback(tmp_path,
     main([str(tmp_path / "a"), str(tmp_path / "b"), "--png", str(tmp_path / "c.png")])
     rows = table_rows(capsys.readouterr().out)
     assert [row[0] for row in rows] == ["model.lr_head=0.2", "model.lr_head=0.1"]
+
+
+def test_a_resumed_run_is_labelled_by_the_settings_it_finished_with(sweep, tmp_path, capsys):
+    """Resumed with a longer schedule, a run was labelled by its first part's overrides
+    (.hydra/overrides.yaml): `trainer.max_epochs=3` for a run that trained 6 epochs. Its
+    result.json records the last part's, which the rest of the run had; `resume=` is left out."""
+    for job, lr in (("0", 0.1), ("1", 0.01)):
+        (sweep / job / ".hydra" / "overrides.yaml").write_text(
+            f"- model.lr_head={lr}\n- trainer.max_epochs=3\n"
+        )
+    RunResult(
+        status="completed",
+        output_dir=str(sweep / "0"),
+        overrides=["model.lr_head=0.1", "trainer.max_epochs=3"],
+    ).write()
+    resumed = ["model.lr_head=0.01", "trainer.max_epochs=6", f"resume={sweep / '1'}"]
+    RunResult(status="completed", output_dir=str(sweep / "1"), overrides=resumed).write()
+    main([str(sweep), "--png", str(tmp_path / "c.png")])
+    rows = table_rows(capsys.readouterr().out)
+    assert [row[0] for row in rows] == [
+        "model.lr_head=0.1 trainer.max_epochs=3",
+        "model.lr_head=0.01 trainer.max_epochs=6",
+    ]
