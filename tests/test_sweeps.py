@@ -388,3 +388,20 @@ def test_a_rerun_job_that_fails_before_training_keeps_its_record_and_fails_the_s
         == f"checkpoint {last}: not an sft training checkpoint (no hyper_parameters)"
     )
     assert "1 job, 0 completed, 1 failed (listed as well" in (sweep / "summary.md").read_text()
+
+
+def test_a_grid_rerun_with_its_swept_keys_reordered_is_told_the_first_order(tmp_path, capsys):
+    """Swept keys in another order number the same jobs otherwise (Hydra's product order): the
+    re-run was refused as "another sweep" naming job 1's differences, which were only the
+    numbering; it is now told the order that continues the jobs."""
+    sweep = tmp_path / "sweep"
+    common = ["-m", *TINY, f"hydra.sweep.dir={sweep}"]
+    assert run_sft_train(capsys, *common, "seed=1,2", "trainer.max_steps=1,2")[0] == 0
+    code, err = run_sft_train(capsys, *common, "trainer.max_steps=1,2", "seed=1,2")
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        f"error: hydra.sweep.dir={sweep} holds this sweep's jobs under other numbers (Hydra "
+        "numbers a grid's jobs by the order of its swept keys): give the swept keys in their "
+        f"first order to continue them ({sweep / 'multirun.yaml'}: "
+        f"{' '.join([*TINY, 'seed=1,2', 'trainer.max_steps=1,2'])})"
+    )

@@ -31,6 +31,7 @@ from sft.errors import RunInTheWay, SFTError, report_user_errors
 from sft.runs.result import (
     RESULT_FILE,
     RunResult,
+    overrides_key,
     recorded_overrides,
     run_overrides,
     same_overrides,
@@ -227,10 +228,14 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
                 "sweep a new hydra.sweep.dir"
             )
     jobs = grid_jobs(config) if sweep_dir.is_dir() else None
+    records = [
+        recorded_overrides(sweep_dir / str(num) / RESULT_FILE) for num in range(len(jobs or []))
+    ]
     for num, overrides in enumerate(jobs or []):
-        recorded = recorded_overrides(sweep_dir / str(num) / RESULT_FILE)
+        recorded = records[num]
         planned = run_overrides(overrides)
         if recorded is not None and not same_overrides(recorded, planned):
+            _refuse_renumbered_jobs(sweep_dir, [run_overrides(j) for j in jobs], records)
             ran = [o for o in recorded if o not in planned]
             would = [o for o in planned if o not in recorded]
             raise SFTError(
@@ -240,6 +245,24 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
                 "new hydra.sweep.dir (a sweep re-run into its directory continues it only with the "
                 "same overrides)"
             )
+
+
+def _refuse_renumbered_jobs(
+    sweep_dir: Path, planned: list[list[str]], records: list[list[str] | None]
+) -> None:
+    """SFTError when the directory holds this grid's jobs, each under another number: Hydra
+    numbers a grid's jobs by the order of its swept keys on the command line."""
+    if None in records or sorted(map(overrides_key, planned)) != sorted(
+        map(overrides_key, records)
+    ):
+        return
+    record = sweep_dir / MULTIRUN_RECORD
+    earlier = run_overrides(OmegaConf.load(record).hydra.overrides.task) if record.is_file() else []
+    raise SFTError(
+        f"hydra.sweep.dir={sweep_dir} holds this sweep's jobs under other numbers (Hydra "
+        "numbers a grid's jobs by the order of its swept keys): give the swept keys in their "
+        "first order to continue them" + (f" ({record}: {' '.join(earlier)})" if earlier else "")
+    )
 
 
 def check_run_name(name: Any) -> None:
