@@ -168,6 +168,24 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: unknown config key 'adapter.r' (the adapter chosen has no such setting; "
             "adapter=lora has it)",
         ),
+        # a search dimension added under hydra.sweeper.params (was: Hydra's "Sweeping over
+        # Hydra's configuration is not supported" and its traceback hint)
+        (
+            "train",
+            [
+                "-m",
+                "hparams_search=sst2_minilm_optuna",
+                "hydra.sweeper.params.model.dropout=interval(0,0.3)",
+            ],
+            "error: hydra.sweeper.params.model.dropout=interval(0,0.3): to search a key (or change "
+            "its range), give it as an override of its own: 'model.dropout=interval(0,0.3)' (it "
+            "wins over hydra.sweeper.params)",
+        ),
+        (
+            "train",
+            ["-m", "hparams_search=sst2_minilm_optuna", "hydra.sweeper.n_trials=2,4"],
+            "error: hydra.sweeper.n_trials=2,4: Hydra's own settings take one value, not a sweep",
+        ),
         ("eval", ["ckpt_path=x.ckpt", "trainer=gpuu"], "did you mean 'gpu'?"),
         ("eval", [], "error: missing value for ckpt_path: set it, e.g. ckpt_path=..."),
     ],

@@ -87,6 +87,8 @@ def check_overrides(
     except OverrideParseException as exc:
         reason = " ".join(exc.message.splitlines()[0].split())
         raise OverrideMistake(f"cannot parse override '{exc.override}': {reason}") from exc
+    for override in parsed:
+        check_not_a_hydra_sweep(override)
     for override in parsed if adds is not None else []:
         key = override.key_or_group
         if (override.is_add() or override.is_force_add()) and not _may_add(key, adds):
@@ -137,6 +139,28 @@ def check_overrides(
                     f"missing value for {', '.join(sorted(missing))}: set it, e.g. "
                     f"{sorted(missing)[0]}=..."
                 )
+
+
+SEARCH_SPACE = "hydra.sweeper.params."
+
+
+def check_not_a_hydra_sweep(override: Override) -> None:
+    """Hydra's "Sweeping over Hydra's configuration is not supported" (and a traceback hint)
+    for `hydra.sweeper.params.<key>=interval(...)`: a search dimension added the way the
+    shipped searches list theirs; the key itself, as an override, is one."""
+    key = override.key_or_group
+    if not override.is_sweep_override() or not key.startswith("hydra."):
+        return
+    value = override.input_line.partition("=")[2]
+    if key.startswith(SEARCH_SPACE):
+        searched = key.removeprefix(SEARCH_SPACE)
+        raise OverrideMistake(
+            f"{override.input_line.lstrip('+')}: to search a key (or change its range), give it as an "
+            f"override of its own: '{searched}={value}' (it wins over hydra.sweeper.params)"
+        )
+    raise OverrideMistake(
+        f"{override.input_line.lstrip('+')}: Hydra's own settings take one value, not a sweep"
+    )
 
 
 def check_new_top_level_keys(
