@@ -141,26 +141,34 @@ def check_overrides(
                 )
 
 
-SEARCH_SPACE = "hydra.sweeper.params."
+SEARCH_SPACE = "hydra.sweeper.params"
 
 
 def check_not_a_hydra_sweep(override: Override) -> None:
     """Hydra's "Sweeping over Hydra's configuration is not supported" (and a traceback hint)
     for `hydra.sweeper.params.<key>=interval(...)`: a search dimension added the way the
-    shipped searches list theirs; the key itself, as an override, is one."""
+    shipped searches list theirs; the key itself, as an override, is one. `~hydra.sweeper.params`
+    (Hydra's lines) and `~hydra.sweeper.params.<key>` ("no such key": the key holds dots)
+    are answered with what leaves a key out of the search."""
     key = override.key_or_group
+    line = override.input_line.lstrip("+")
+    if override.is_delete() and (key == SEARCH_SPACE or key.startswith(f"{SEARCH_SPACE}.")):
+        searched = key.removeprefix(SEARCH_SPACE).lstrip(".") or "model.lr_head"
+        raise OverrideMistake(
+            f"{override.input_line}: a search's keys are not deleted; give a key one value to "
+            f"leave it out of the search ({searched}=<value>: every trial has it), or write your "
+            "own hparams_search config"
+        )
     if not override.is_sweep_override() or not key.startswith("hydra."):
         return
     value = override.input_line.partition("=")[2]
-    if key.startswith(SEARCH_SPACE):
-        searched = key.removeprefix(SEARCH_SPACE)
+    if key.startswith(f"{SEARCH_SPACE}."):
         raise OverrideMistake(
-            f"{override.input_line.lstrip('+')}: to search a key (or change its range), give it as an "
-            f"override of its own: '{searched}={value}' (it wins over hydra.sweeper.params)"
+            f"{line}: to search a key (or change its range), give it as an override of its "
+            f"own: '{key.removeprefix(f'{SEARCH_SPACE}.')}={value}' (it wins over "
+            "hydra.sweeper.params)"
         )
-    raise OverrideMistake(
-        f"{override.input_line.lstrip('+')}: Hydra's own settings take one value, not a sweep"
-    )
+    raise OverrideMistake(f"{line}: Hydra's own settings take one value, not a sweep")
 
 
 def check_new_top_level_keys(
