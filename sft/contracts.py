@@ -46,11 +46,14 @@ class InputSpec:
     """modality: what the backbone's forward takes (images, or the tokenizer's tensors); None
     when unknown (a backbone of the user's own `_target_`).
     normalization: the statistics its weights expect; None when it trains from scratch.
+    image_size: images: the side it takes (its `input_size`, else the one its family is built
+    for: 224, or 32 for a CIFAR stem); a datamodule not given one decodes to it. None: unknown.
     tokenizer_digest: for a trained text model, which tokenizer its token ids come from.
     """
 
     modality: Modality | None
     normalization: Normalization | None = None
+    image_size: int | None = None
     # text: the digest of the tokenizer a checkpoint's model was trained with
     # (sft.data.token_cache.tokenizer_digest); None when not known
     tokenizer_digest: str | None = None

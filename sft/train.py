@@ -48,6 +48,7 @@ from sft.utils.hardware import (
     check_accelerator,
     check_sync_batchnorm,
     resolve_auto_precision,
+    warn_fp16_weights,
 )
 from sft.utils.instantiate import (
     build_trainer,
@@ -80,6 +81,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     # and before the config is saved (config_resolved.yaml records the precision used)
     check_accelerator(cfg.trainer)
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
+    warn_fp16_weights(cfg.trainer)
     check_sync_batchnorm(cfg.trainer)
     for key in ("data", "model", "trainer", "adapter"):
         check_config_types(cfg.get(key), key)

@@ -131,14 +131,16 @@ def test_unknown_option_is_a_clear_error() -> None:
 def test_input_spec_follows_the_weights() -> None:
     for name in ("resnet18", "mobilenetv2"):
         assert resolve_input_spec({"name": name, "pretrained": True}) == InputSpec(
-            "image", IMAGENET
+            "image", IMAGENET, image_size=224
         )
     effnet = resolve_input_spec({"name": "efficientnet_lite0", "pretrained": True})
     assert effnet.normalization.mean == effnet.normalization.std == (0.5, 0.5, 0.5)
     # weights from a file: the family's statistics; from scratch: none (the data's own)
     assert resolve_input_spec({"name": "resnet18", "checkpoint": "w.pt"}).normalization == IMAGENET
-    assert resolve_input_spec({"name": "resnet18", "pretrained": False}) == InputSpec("image")
-    assert resolve_input_spec({"name": "small_cnn"}) == InputSpec("image")
+    assert resolve_input_spec({"name": "resnet18", "pretrained": False}) == InputSpec(
+        "image", image_size=224
+    )
+    assert resolve_input_spec({"name": "small_cnn"}) == InputSpec("image", image_size=32)
     assert resolve_input_spec({"_target_": "my.Backbone"}) == InputSpec(None)  # unknown
 
 

@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import logged_warnings, logs_warning
+from conftest import compose_config, logged_warnings, logs_warning
+from hydra.utils import instantiate
 from lightning.pytorch.plugins.precision import Precision
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
@@ -34,6 +35,7 @@ from sft.data.base import SFTDataModule, TensorBatchDataset
 from sft.data.image_decode import ImageDecoder
 from sft.errors import SFTError
 from sft.inference.inputs import read_images
+from sft.models.backbones import resolve_input_spec
 
 CIFAR10_MEAN, CIFAR10_STD = CIFAR10.mean, CIFAR10.std
 
@@ -676,7 +678,7 @@ def test_image_folder_names_the_files_it_leaves_out(tmp_path: Path, caplog) -> N
         for r in caplog.records
         if r.name == "sft.data.image_files"
     ] == [
-        f"2 files under {train} not used: {train / 'ant' / 'notes.txt'} (not an image file); "
+        f"2 files under {train} not used: {train / 'ant' / 'notes.txt'} (extension .txt not read); "
         f"{train / 'stray.png'} (not in a class folder)"
     ]
     assert len(dm.train_data) + len(dm.val_data) == 8
@@ -878,3 +880,68 @@ def test_image_folder_on_cifar_slice_matches_pickles(tmp_path: Path) -> None:
     assert torch.equal(images, pickled[order])  # same decode, resize at 32 is a no-op
     x, _ = next(iter(dm.val_dataloader()))
     assert x.shape[1:] == (3, 32, 32) and x.dtype == torch.uint8
+
+
+@pytest.mark.parametrize(
+    ("backbone", "expected"),
+    [
+        ({"name": "efficientnet_lite0", "input_size": 128}, 128),
+        ({"name": "resnet18", "cifar_stem": True}, 32),
+        ({"name": "mobilenetv2"}, 224),
+        ({"name": "timm", "model_name": "resnet18.a1_in1k"}, 224),
+        ({"name": "timm", "model_name": "vit_small_patch16_384.augreg_in21k_ft_in1k"}, 384),
+    ],
+)
+def test_an_image_folder_is_decoded_at_the_size_the_backbone_takes(tmp_path, backbone, expected):
+    """data=image_folder decoded every image at 32 px (CIFAR's) whatever the model: a user's
+    photos were shrunk to 32x32, then enlarged again to the backbone's input_size."""
+    _tree(tmp_path, "train", {"ant": 4, "bee": 4})
+    overrides = ["data=image_folder", f"data.data_dir={tmp_path}", "data.batch_size=2"]
+    cfg = compose_config("train", [*overrides, "data.num_workers=0"], tmp_path)
+    dm = instantiate(cfg.data)
+    dm.configure_input(resolve_input_spec(backbone))
+    dm.setup("fit")
+    assert dm.image_size == dm.hparams.image_size == expected  # checkpoints record it
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape[-2:] == (expected, expected)
+    # a size given is kept, and without a backbone's word it is ImageNet models' 224
+    given = ImageFolderDataModule(str(tmp_path), image_size=48, num_workers=0)
+    given.configure_input(resolve_input_spec(backbone))
+    assert given.image_size == 48
+    assert ImageFolderDataModule(str(tmp_path), num_workers=0).image_size == 224
+
+
+def test_split_folders_beside_the_classes_are_splits_not_classes(tmp_path, caplog):
+    """The Kaggle layout (`data.train_dir=.`: the class folders right under data_dir) with val/
+    and test/ beside them read val and test as two more classes, warned that their images were
+    training images, and advised model.num_classes=4."""
+    _tree(tmp_path, ".", {"ant": 4, "bee": 4})
+    _tree(tmp_path, "val", {"ant": 2, "bee": 1})
+    _tree(tmp_path, "test", {"ant": 1, "bee": 2})
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=16, train_dir=".", batch_size=2, num_workers=0
+    )
+    assert dm.known_class_names() == ["ant", "bee"]
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert dm.class_names == ["ant", "bee"]
+    assert (len(dm.train_data), len(dm.val_data), len(dm.test_data)) == (8, 3, 3)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_sft_eval_of_a_carved_validation_reads_the_folder_by_the_models_class_names(tmp_path):
+    """sft-eval of a folder without test/ (its carved validation) took the folder's classes by
+    position: with a class renamed, three classes were scored against other classes' outputs,
+    with only a warning. A test folder was already read by name."""
+    _tree(tmp_path / "some", "train", {"bee": 4, "cat": 4})
+    dm = ImageFolderDataModule(str(tmp_path / "some"), image_size=16, num_workers=0)
+    dm.score_with(["ant", "bee", "cat"])
+    dm.setup("validate")
+    assert dm.class_names == ["ant", "bee", "cat"]
+    assert {dm.class_names[int(y)] for _, y in dm.val_data} == {"bee", "cat"}  # by name
+
+    _tree(tmp_path / "other", "train", {"bee": 4, "zzz": 4})
+    dm = ImageFolderDataModule(str(tmp_path / "other"), image_size=16, num_workers=0)
+    dm.score_with(["ant", "bee", "cat"])
+    with pytest.raises(SFTError, match=r"has class folders \['zzz'\] that the model does not have"):
+        dm.setup("validate")

@@ -198,6 +198,14 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["-m", "hparams_search=sst2_minilm_optuna", "hydra.sweeper.n_trials=2,4"],
             "error: hydra.sweeper.n_trials=2,4: Hydra's own settings take one value, not a sweep",
         ),
+        # a setting of the checkpoint's data without + (was: "data=image_folder has it", which
+        # replaces the checkpoint's data and folder with that config's)
+        (
+            "eval",
+            ["ckpt_path=x.ckpt", "data.test_dir=val"],
+            "error: data.test_dir=...: sft-eval reads the checkpoint's data; change one of its "
+            "settings with +data.test_dir=...",
+        ),
         ("eval", ["ckpt_path=x.ckpt", "trainer=gpuu"], "did you mean 'gpu'?"),
         ("eval", [], "error: missing value for ckpt_path: set it, e.g. ckpt_path=..."),
     ],

@@ -1,5 +1,6 @@
 """The fused head, the regularisers, parameter groups, freezing and the linear probe."""
 
+import logging
 from types import SimpleNamespace
 
 import lightning as L
@@ -576,3 +577,45 @@ def test_auto_precision_follows_the_hardware(
     explicit = OmegaConf.create({"accelerator": accelerator, "precision": "32-true"})
     hardware.resolve_auto_precision(explicit, cpu_bf16_pays=pays)
     assert explicit.precision == "32-true"
+
+
+@pytest.mark.parametrize(("precision", "warned"), [("16-true", True), ("16-mixed", False)])
+def test_fp16_weights_are_warned_about(precision, warned, caplog):
+    """trainer.precision=16-true trained fp16 weights with AdamW and no scaler: on CPU the run
+    'completed' at val/loss 5000 and chance accuracy, without a word."""
+    from omegaconf import OmegaConf
+
+    from sft.utils import hardware
+
+    with caplog.at_level(logging.WARNING, logger="sft.utils.hardware"):
+        hardware.warn_fp16_weights(OmegaConf.create({"precision": precision}))
+    assert any("without a loss scaler" in m for m in caplog.messages) == warned
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        # was: no L-BFGS iteration, the zero head logged as "fitted", LP-FT from zero
+        ({"max_iter": 0}, r"^model.linear_probe.max_iter: expected an integer >= 1, got 0$"),
+        # was: IndexError from inside L-BFGS, after the features were extracted
+        ({"weight_decay": -5}, r"^model.linear_probe.weight_decay: expected a float >= 0, got -5$"),
+        (
+            {"iters": 5},
+            r"^model.linear_probe.iters: no such setting \(it takes weight_decay, max_iter\)",
+        ),
+        (5, r"^model.linear_probe: expected its settings"),
+    ],
+)
+def test_linear_probe_settings_out_of_range_are_one_line(settings, message):
+    with pytest.raises(SFTError, match=message):
+        make_model(linear_probe=settings)
+
+
+def test_a_model_with_nothing_to_train_is_one_line():
+    """A frozen backbone, a frozen base head and no branch: was 'optimizer got an empty
+    parameter list' (a traceback) once the data had been read."""
+    with pytest.raises(SFTError, match=r"^nothing would train: model.freeze_backbone=true"):
+        make_model(
+            freeze_backbone=True,
+            head={"_target_": "sft.models.heads.FusedHead", "branch": "none", "freeze_base": True},
+        )

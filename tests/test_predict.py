@@ -17,9 +17,11 @@ from PIL import Image
 
 import sft.predict as predict_module
 from sft.errors import SFTError
-from sft.inference.bundle import load_bundle
+from sft.export import export
+from sft.inference.bundle import check_inference_inputs, load_bundle
 from sft.inference.inputs import read_texts
 from sft.predict import predict
+from sft.train import train
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +175,7 @@ def test_image_file_and_folder_predictions(kind, ckpts, data_dir, tmp_path, capl
         r.getMessage().split(" (images:")[0]
         for r in caplog.records
         if r.name == "sft.data.image_files"
-    ] == [f"1 file under {folder} not used: {folder / 'notes.txt'} (not an image file)"]
+    ] == [f"1 file under {folder} not used: {folder / 'notes.txt'} (extension .txt not read)"]
     expected = bundle.logits(bundle.image_inputs(images[:3])).softmax(-1)
     names = bundle.class_names
     got = torch.tensor([[r[f"prob_{n}"] for n in names] for r in rows])
@@ -451,3 +453,31 @@ def test_sentence_pair_predictions_carry_both_texts(tmp_path):
     out = run_predict(run / "checkpoints" / "last.ckpt", tmp_path / "in.tsv", tmp_path / "out")
     [row] = read_csv(out)
     assert (row["text"], row["text_pair"]) == ("a dog ran", "an animal ran")
+
+
+def test_a_checkpoint_of_a_users_datamodule_is_refused_in_one_line(tmp_path):
+    """A datamodule as README lists it (SFTDataModule: loaders, probe_dataloader,
+    transform_batch) trains and sft-eval scores it, but sft-predict and sft-export were
+    AttributeError / TypeError tracebacks: they prepare inputs from an image datamodule's size
+    and normalisation, which it does not have."""
+    from conftest import FAST
+
+    run = tmp_path / "run"
+    settings = [o for o in FAST if not o.startswith("data.")]
+    user_data = ["~data", "+data._target_=helpers.user_data.RandomImages", "model.num_classes=2"]
+    overrides = [*settings, *user_data, "trainer.max_epochs=1", "test=false"]
+    train(compose_config("train", overrides, run))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    message = (
+        rf"^checkpoint {ckpt}: its datamodule RandomImages has no image_size, transform, which "
+        r"sft-predict and sft-export read to prepare image inputs as in training; derive it "
+        r"from sft.data.base.ImageDataModule$"
+    )
+    with pytest.raises(SFTError, match=message):
+        run_predict(ckpt, tmp_path / "x.png", tmp_path / "predict")
+    with pytest.raises(SFTError, match=message):
+        export(compose_config("export", [f"ckpt_path={ckpt}"], tmp_path / "export"))
+    # a backbone of the user's own too: nothing says what the model takes
+    with pytest.raises(SFTError, match=r"declares what the model takes \(modality = 'image' or"):
+        check_inference_inputs(SimpleNamespace(), None, ckpt)

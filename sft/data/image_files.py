@@ -77,7 +77,7 @@ def warn_left_out(
         return
 
     shown = "; ".join(
-        f"{p} ({'not in a class folder' if is_image(p) else 'not an image file'})"
+        f"{p} ({'not in a class folder' if is_image(p) else _unread_kind(Path(p))})"
         for p in left_out[:3]
     )
     more = f"; and {len(left_out) - 3} more" if len(left_out) > 3 else ""
@@ -86,6 +86,12 @@ def warn_left_out(
         f"{files} under {root} not used: {shown}{more} (images: "
         f"{', '.join(IMG_EXTENSIONS)}" + (", each in its class folder)" if class_folders else ")")
     )
+
+
+def _unread_kind(path: Path) -> str:
+    """Why a file is not read as an image: its extension (a .gif is an image, but not one the
+    list of extensions holds)."""
+    return f"extension {path.suffix} not read" if path.suffix else "no extension"
 
 
 FileId = tuple[int, int]  # (device, inode): one file, whatever links or hard links name it

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from sft.contracts import IMAGENET
+from sft.contracts import IMAGENET, InputSpec
 from sft.data.base import ImageDataModule, absolute_dir, check_batch_size, check_train_batch
 from sft.data.image_decode import ImageDecoder, check_mode
 from sft.data.image_files import (
@@ -45,6 +45,8 @@ from sft.errors import SFTError
 from sft.utils.logs import first_few, rank_zero_warning
 
 log = logging.getLogger(__name__)
+# the image side without data.image_size or a backbone that names one: ImageNet models'
+DEFAULT_IMAGE_SIZE = 224
 
 # folder names that hold a split by convention (validation/, dev/, testing/...): an unread one
 # is worth a word when that split's folder is missing; other folders at the root (lost+found/,
@@ -75,8 +77,10 @@ class _MappedImageFolder(ImageFolder):
         decode: ImageDecoder,
         class_to_idx: dict[str, int] | None,
         allow_empty: bool,
+        not_classes: Sequence[str] = (),
     ):
         self._fixed_class_to_idx = class_to_idx
+        self._not_classes = not_classes
         super().__init__(
             root,
             loader=decode,
@@ -87,15 +91,20 @@ class _MappedImageFolder(ImageFolder):
     def find_classes(self, directory):
         if self._fixed_class_to_idx is None:
             # hidden folders (.ipynb_checkpoints) are no class: torchvision takes every folder
-            classes = class_folders(Path(directory))
+            classes = class_folders(Path(directory), self._not_classes)
             return classes, {name: i for i, name in enumerate(classes)}
         mapping = self._fixed_class_to_idx
         return sorted(mapping, key=mapping.get), dict(mapping)
 
 
-def class_folders(path: Path) -> list[str]:
-    """The class folders of a split folder, sorted; hidden ones are not classes."""
-    return sorted(e.name for e in path.iterdir() if e.is_dir() and not is_hidden(e.name))
+def class_folders(path: Path, not_classes: Sequence[str] = ()) -> list[str]:
+    """The class folders of a split folder, sorted; hidden ones are not classes, nor the
+    `not_classes` (other splits' folders inside the training folder: data.train_dir=.)."""
+    return sorted(
+        e.name
+        for e in path.iterdir()
+        if e.is_dir() and not is_hidden(e.name) and e.name not in not_classes
+    )
 
 
 def _decode_error(path: str, size: int) -> str | None:
@@ -153,12 +162,14 @@ def open_image_folder(
     class_to_idx: dict[str, int] | None = None,
     key: str = "data.train_dir",
     classes_of: str = "the training folder",
+    not_classes: Sequence[str] = (),
 ) -> _MappedImageFolder:
     """One split folder (the setting `key` names it) as a dataset; user mistakes in the tree
-    become one-line SFTErrors. `classes_of`: what `class_to_idx` are the classes of."""
+    become one-line SFTErrors. `classes_of`: what `class_to_idx` are the classes of;
+    `not_classes`: folders in it that are other splits, left out."""
     if not path.is_dir():
         raise SFTError(f"image folder {path} does not exist; expected {path}/<class>/<images>")
-    classes = class_folders(path)
+    classes = class_folders(path, not_classes)
     if not classes:
         unlabelled = class_to_idx is not None and any(
             is_image(p) and not is_hidden(p.name) for p in path.iterdir()
@@ -188,11 +199,15 @@ def open_image_folder(
                 f"have (its classes: {sorted(class_to_idx)}){why}"
             )
     # first: a link loop would make ImageFolder walk without end (hidden folders too)
-    files = visible_files(path, walk_hidden=True)
+    files = [
+        f
+        for f in visible_files(path, walk_hidden=True)
+        if Path(f).relative_to(path).parts[0] not in not_classes
+    ]
     try:
         # Train must have images in every class; val/test may lack some classes.
         ds = _MappedImageFolder(
-            str(path), decode, class_to_idx, allow_empty=class_to_idx is not None
+            str(path), decode, class_to_idx, class_to_idx is not None, not_classes
         )
     except FileNotFoundError as e:
         # ImageFolder's "Found no valid file for the classes x": which folders, and what counts
@@ -221,7 +236,7 @@ class ImageFolderDataModule(ImageDataModule):
     """`data_dir/{train_dir,val_dir,test_dir}/<class>/*` image trees.
 
     Every image is decoded and resized to `image_size` x `image_size` uint8 in the DataLoader
-    workers; crop/flip/normalise run per batch on the device (`transform_batch`). Class names
+    workers (None: the side the model's backbone takes, `configure_input`, else 224); crop/flip/normalise run per batch on the device (`transform_batch`). Class names
     are the training folder's class folders (sorted); val/test use the training mapping. When
     `val_dir` is None or does not exist, a class-stratified `val_fraction` of the training
     images (seeded by `split_seed`, not the run's `seed`) is the validation set, or about
@@ -236,7 +251,7 @@ class ImageFolderDataModule(ImageDataModule):
     def __init__(
         self,
         data_dir: str,
-        image_size: int = 224,
+        image_size: int | None = None,
         train_dir: str = "train",
         val_dir: str | None = "val",
         test_dir: str | None = "test",
@@ -259,7 +274,8 @@ class ImageFolderDataModule(ImageDataModule):
     ) -> None:
         super().__init__()
         data_dir = absolute_dir(data_dir)
-        check_batch_size("image_size", image_size)
+        if image_size is not None:
+            check_batch_size("image_size", image_size)
         check_batch_size("batch_size", batch_size)
         if eval_batch_size is not None:
             check_batch_size("eval_batch_size", eval_batch_size)
@@ -281,7 +297,9 @@ class ImageFolderDataModule(ImageDataModule):
         self.save_hyperparameters(logger=False)
 
         self.root = Path(data_dir).expanduser()
-        self.image_size = image_size
+        self._image_size_given = image_size is not None
+        self.image_size = image_size or DEFAULT_IMAGE_SIZE
+        self.hparams.image_size = self.image_size  # checkpoints record the size decoded to
         self.train_dir, self.val_dir, self.test_dir = train_dir, val_dir, test_dir
         self.val_fraction = float(val_fraction)
         self.val_size = val_size
@@ -295,7 +313,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.drop_last = drop_last
         self.skip_bad_files = skip_bad_files
         # PIL decode -> resize -> uint8 CHW tensor, per sample in the workers.
-        self.decode = ImageDecoder(image_size)
+        self.decode = ImageDecoder(self.image_size)
         self.train_data: Dataset | None = None
         self.val_data: Dataset | None = None
         self.test_data: Dataset | None = None
@@ -305,6 +323,19 @@ class ImageFolderDataModule(ImageDataModule):
         # validation folder. Checkpoints keep it (`state_dict`): evaluating or resuming after
         # the folder changed would validate on another carve, which can hold trained images
         self._val_carve: dict[str, str] = {}
+
+    def configure_input(self, spec: InputSpec) -> None:
+        """Also decode to the side the backbone takes when data.image_size is not given (was:
+        32 px, CIFAR's, for any folder: photos shrunk, then enlarged again by the model)."""
+        super().configure_input(spec)
+        if self._image_size_given or spec.image_size is None:
+            return
+        self.image_size = self.hparams.image_size = int(spec.image_size)
+        self.decode = ImageDecoder(self.image_size)
+        rank_zero_info(
+            f"data.image_size=null: images are decoded at {self.image_size}x{self.image_size}, "
+            "the size the model's backbone takes"
+        )
 
     @property
     def has_labelled_test(self) -> bool:
@@ -356,7 +387,23 @@ class ImageFolderDataModule(ImageDataModule):
         self.log_splits(f"image folder {self.root}", splits)
 
     def known_class_names(self) -> list[str] | None:
-        return class_folders(self.train_path) if self.train_path.is_dir() else None
+        if not self.train_path.is_dir():
+            return None
+        return class_folders(self.train_path, self._splits_in_training_folder())
+
+    def _splits_in_training_folder(self) -> list[str]:
+        """The val/test folders that are folders of the training folder (data.train_dir=. with
+        the classes beside val/ and test/): splits, not classes."""
+        inside = []
+        for name in (self.val_dir, self.test_dir):
+            folder = self.root / name if name is not None else None
+            if (
+                folder is not None
+                and folder.is_dir()
+                and folder.parent.resolve() == self.train_path.resolve()
+            ):
+                inside.append(folder.name)
+        return inside
 
     def predicted_ids(self) -> list[str]:
         """Each predicted image's path under data_dir (a carved validation image's is under
@@ -411,7 +458,23 @@ class ImageFolderDataModule(ImageDataModule):
             )
         if not train_path.is_dir():
             raise SFTError(self._no_training_folder())
-        full = open_image_folder(train_path, self.decode)
+        splits_inside = self._splits_in_training_folder()
+        if splits_inside:
+            rank_zero_info(
+                f"{', '.join(f'{name}/' for name in splits_inside)} under the training folder "
+                f"{train_path}: read as splits, not as classes"
+            )
+        # sft-eval scoring the validation carved from a folder: the model's classes, by name
+        # (was: the folder's own, scored by position with a warning when they were others)
+        scoring = self.model_class_names is not None
+        model_classes = {n: i for i, n in enumerate(self.model_class_names or [])}
+        full = open_image_folder(
+            train_path,
+            self.decode,
+            model_classes if scoring else None,
+            classes_of="the model" if scoring else "the training folder",
+            not_classes=splits_inside,
+        )
         if len(full.classes) == 1:  # was: the batch size or the class count said first
             raise SFTError(
                 f"image folder {train_path} has one class folder ({full.classes[0]}): a "

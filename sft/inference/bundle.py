@@ -87,6 +87,7 @@ def load_bundle(
     datamodule = datamodule_from_checkpoint(ckpt_path, checkpoint=checkpoint, **(data or {}))
     datamodule.configure_input(model.input_spec)
     modality = model.input_spec.modality or datamodule.modality
+    check_inference_inputs(datamodule, modality, ckpt_path)
     names = checkpoint.get("class_names") or _class_names_from_data(datamodule)
     if len(names) != model.hparams.num_classes:
         raise SFTError(
@@ -94,6 +95,37 @@ def load_bundle(
             f"{model.hparams.num_classes}-class model"
         )
     return InferenceBundle(model, datamodule, list(names), modality, ckpt_path)
+
+
+# what sft-predict and sft-export read of a datamodule to prepare inputs as in training, and
+# the sft class that gives it
+INFERENCE_INPUTS = {
+    "image": (("image_size", "transform"), "sft.data.base.ImageDataModule"),
+    "text": (("tokenizer", "max_length", "collator"), "sft.data.text.TextClassificationDataModule"),
+}
+
+
+def check_inference_inputs(
+    datamodule: ClassificationData, modality: Modality | None, ckpt_path: Path
+) -> None:
+    """SFTError when the checkpoint's datamodule (a user's) does not say how inputs are prepared
+    (was: AttributeError / TypeError tracebacks from sft-predict and sft-export)."""
+    name = type(datamodule).__name__
+    if modality is None:
+        raise SFTError(
+            f"checkpoint {ckpt_path}: neither its backbone (a _target_ of your own) nor its "
+            f"datamodule {name} declares what the model takes (modality = 'image' or 'text'); "
+            "sft-predict and sft-export prepare inputs as an sft datamodule does: derive it from "
+            f"{INFERENCE_INPUTS['image'][1]} or {INFERENCE_INPUTS['text'][1]}"
+        )
+    needs, base = INFERENCE_INPUTS[modality]
+    missing = [attr for attr in needs if not hasattr(datamodule, attr)]
+    if missing:
+        raise SFTError(
+            f"checkpoint {ckpt_path}: its datamodule {name} has no {', '.join(missing)}, which "
+            f"sft-predict and sft-export read to prepare {modality} inputs as in training; "
+            f"derive it from {base}"
+        )
 
 
 def _class_names_from_data(datamodule: ClassificationData) -> list[str]:

@@ -38,7 +38,11 @@ from sft.models.backbones import (
 )
 from sft.models.depthwise_conv import route_depthwise_convs
 from sft.models.fast_dropout import use_fast_dropout
-from sft.models.linear_probe import extract_features, fit_logistic_regression
+from sft.models.linear_probe import (
+    check_probe_settings,
+    extract_features,
+    fit_logistic_regression,
+)
 from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
 from sft.models.optim import layerwise_param_groups, param_groups
 from sft.models.regularizers import create_regularizer
@@ -162,6 +166,8 @@ class SFTClassifier(L.LightningModule):
         lrs = [lr_head, 0.0 if freeze_backbone else lr_backbone]
         if adapter is not None:
             lrs.append(lr_head if lr_adapter is None else lr_adapter)
+        if linear_probe is not None:
+            check_probe_settings(linear_probe)
         if linear_probe is None and max(lrs) == 0:
             raise SFTError(
                 "model.linear_probe is null and no learning rate is above 0 (method=linear_probe "
@@ -191,6 +197,13 @@ class SFTClassifier(L.LightningModule):
             add_lora(self.backbone, settings, name)
             # small checkpoints: Lightning loads them without the frozen weights
             self.strict_loading = not settings.save_only_trainable
+        if not any(p.requires_grad for p in self.parameters()):
+            # was: "optimizer got an empty parameter list", a traceback, after the data was read
+            raise SFTError(
+                "nothing would train: model.freeze_backbone=true and the head has no trainable "
+                "weight (model.head.freeze_base=true with model.head.branch=none); for a linear "
+                "probe alone: method=linear_probe"
+            )
         if channels_last is None:
             channels_last = backbone_speed_hints(backbone).channels_last
             if channels_last:

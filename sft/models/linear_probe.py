@@ -6,11 +6,36 @@ cross-entropy that fine-tuning then continues with: the head starts calibrated, 
 logits live on a [0, 1] regression scale and make the first fine-tuning steps re-learn the scale.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import nn
+
+from sft.errors import SFTError
+from sft.utils.config_types import NonNegative, check_value
+
+# fit_logistic_regression's settings (model.linear_probe) and the values each takes
+PROBE_SETTINGS = {"weight_decay": NonNegative, "max_iter": Annotated[int, Ge(1)]}
+
+
+def check_probe_settings(settings: Any) -> None:
+    """SFTError naming `model.linear_probe.<key>` for a setting the probe does not take or a
+    value it cannot (was: max_iter=0 fitted nothing, and the zero head was logged as fitted;
+    a negative weight_decay was an IndexError from inside L-BFGS)."""
+    if not isinstance(settings, Mapping):
+        raise SFTError(
+            f"model.linear_probe: expected its settings (e.g. '{{max_iter: 200}}') or null, got "
+            f"{settings!r}"
+        )
+    for key, value in settings.items():
+        if key not in PROBE_SETTINGS:
+            raise SFTError(
+                f"model.linear_probe.{key}: no such setting (it takes {', '.join(PROBE_SETTINGS)})"
+            )
+        check_value(value, PROBE_SETTINGS[key], f"model.linear_probe.{key}")
 
 
 @torch.no_grad()

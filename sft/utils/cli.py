@@ -108,7 +108,9 @@ def check_overrides(
                 group, _, option = exc.missing_cfg_file.rpartition("/")
                 raise OverrideMistake(unknown_option(group, option, exc.options)) from None
         except Exception as exc:
-            mistake = describe_composition_error(exc, config_name, overrides, loader)
+            mistake = checkpoint_data_key(exc, config_name, parsed, adds) or (
+                describe_composition_error(exc, config_name, overrides, loader)
+            )
             if mistake:
                 raise OverrideMistake(mistake) from None
         else:
@@ -139,6 +141,26 @@ def check_overrides(
                     f"missing value for {', '.join(sorted(missing))}: set it, e.g. "
                     f"{sorted(missing)[0]}=..."
                 )
+
+
+def checkpoint_data_key(
+    exc: Exception, config_name: str, parsed: list[Override], adds: Sequence[str] | None
+) -> str | None:
+    """`sft-eval ckpt_path=... data.test_dir=val`: a command that takes the checkpoint's data
+    (`data.` among `adds`, no `data=` chosen) changes one of its settings with `+data.<key>=`;
+    Hydra's "no such key" advice pointed at a data config holding the key, which replaces the
+    checkpoint's data (and its folder) with that config's."""
+    match = NOT_OVERRIDABLE.match(str(exc))
+    takes_data = any(a.rstrip(".") == "data" for a in adds or ())
+    if match is None or not takes_data or not match.group(1).startswith("data."):
+        return None
+    if any(o.key_or_group == "data" for o in parsed):
+        return None
+    key = match.group(1)
+    return (
+        f"{key}=...: sft-{config_name} reads the checkpoint's data; change one of its "
+        f"settings with +{key}=..."
+    )
 
 
 SEARCH_SPACE = "hydra.sweeper.params"

@@ -106,11 +106,26 @@ def choose_precision(accelerator: str, cpu_bf16_pays: bool) -> tuple[str, str]:
     if not cpu_has_bf16():
         return "32-true", f"CPU {cpu_model()} has no AMX-BF16/AVX512-BF16: fp32"
     if not cpu_bf16_pays:
-        return "32-true", "CPU has bf16 units, but this backbone family is not faster in bf16"
+        return "32-true", (
+            "CPU has bf16 units, but bf16 was not measured faster for this backbone: fp32 "
+            "(trainer.precision=bf16-mixed tries it)"
+        )
     return (
         "bf16-mixed",
         f"CPU {cpu_model()} has bf16 units and this backbone family is faster in bf16",
     )
+
+
+def warn_fp16_weights(trainer_cfg: DictConfig) -> None:
+    """A warning for trainer.precision=16-true: Lightning casts the weights and the optimizer's
+    state to fp16 without a loss scaler; AdamW's eps (1e-8) and small gradients underflow, and
+    a run "completes" having learned nothing (val/loss 5000, chance accuracy on CPU)."""
+    if str(trainer_cfg.get("precision")) in ("16-true", "16", "half"):
+        log.warning(
+            f"trainer.precision={trainer_cfg.precision}: fp16 weights and optimizer state "
+            "without a loss scaler often diverge or learn nothing; 16-mixed or bf16-mixed train "
+            "in half precision with fp32 weights"
+        )
 
 
 def resolve_auto_precision(trainer_cfg: DictConfig, cpu_bf16_pays: bool) -> None:

@@ -14,8 +14,8 @@ def download_failure(what: str, source: str, err: BaseException, cache: str) -> 
     reason = str(getattr(err, "reason", err)).strip().splitlines()
     return SFTError(
         f"could not download {what} from {source} (no network? {type(err).__name__}: "
-        f"{reason[0] if reason else ''}); use pretrained=false, or checkpoint=PATH to a local "
-        f"state_dict, or put the weights into {cache}"
+        f"{reason[0] if reason else ''}); set model.backbone.pretrained=false, or "
+        f"+model.backbone.checkpoint=PATH to a local state_dict, or put the weights into {cache}"
     )
 
 

@@ -41,6 +41,9 @@ class BackboneEntry:
     saved_config: Callable[[dict], dict] | None = None
     # config keys naming local files or folders a rebuilt backbone reads (its config, tokenizer)
     local_paths: tuple[str, ...] = ()
+    # image backbones: the side of the images the family is built for (or a function of the
+    # backbone config giving it), when the config sets no input_size
+    image_size: int | Callable[[dict], int] = 224
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -55,6 +58,7 @@ def register_backbone(
     channels_last: bool = False,
     saved_config: Callable[[dict], dict] | None = None,
     local_paths: tuple[str, ...] = (),
+    image_size: int | Callable[[dict], int] = 224,
 ) -> Callable[[BackboneBuilder], BackboneBuilder]:
     """Register `builder(pretrained: bool, **options) -> nn.Module` under `name`.
 
@@ -66,6 +70,8 @@ def register_backbone(
     `saved_config`: the backbone config as checkpoints keep it (`config_as_saved`).
     `local_paths`: the config keys naming files or folders the backbone reads when it is rebuilt
     from a checkpoint (`local_paths_read`).
+    `image_size`: the image side the family is built for (or a function of the backbone config
+    giving it), which data of no image size of its own is decoded to unless `input_size` is set.
     """
     if modality not in ("image", "text"):
         raise ValueError(f"unknown modality {modality!r}")
@@ -76,7 +82,7 @@ def register_backbone(
             raise ValueError(f"backbone {name!r} is already registered")
         norm = normalization if modality == "image" else None
         _REGISTRY[name] = BackboneEntry(
-            builder, norm, modality, cpu_bf16, channels_last, saved_config, local_paths
+            builder, norm, modality, cpu_bf16, channels_last, saved_config, local_paths, image_size
         )
         return builder
 
@@ -95,18 +101,22 @@ def backbone_modality(name: str) -> Modality:
 
 def resolve_input_spec(backbone_cfg: Mapping | None) -> InputSpec:
     """The input spec of the backbone a model's `backbone` config builds: its family's
-    modality, and its weights' normalisation when it loads weights (`pretrained` or a
-    `checkpoint`); from scratch it expects none. Of a backbone built by another `_target_`
-    nothing is known (modality None)."""
+    modality, the image side it takes, and its weights' normalisation when it loads weights
+    (`pretrained` or a `checkpoint`); from scratch it expects none. Of a backbone built by
+    another `_target_` nothing is known (modality None)."""
     cfg = dict(backbone_cfg or {})
     entry = _entry_of(cfg)
     if entry is None:
         return InputSpec(None)
+    size = None
+    if entry.modality == "image":
+        native = entry.image_size
+        size = cfg.get("input_size") or (native(cfg) if callable(native) else native)
     loads_weights = bool(cfg.get("pretrained")) or cfg.get("checkpoint") is not None
     if not loads_weights:
-        return InputSpec(entry.modality)
+        return InputSpec(entry.modality, image_size=size)
     norm = entry.normalization
-    return InputSpec(entry.modality, norm(cfg) if callable(norm) else norm)
+    return InputSpec(entry.modality, norm(cfg) if callable(norm) else norm, image_size=size)
 
 
 def config_as_saved(backbone_cfg: dict) -> dict:

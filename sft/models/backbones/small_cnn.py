@@ -27,7 +27,8 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
 
-@register_backbone("small_cnn", normalization=None)  # no weights: the data's own statistics
+# no weights: the data's own statistics; a network for CIFAR-sized images
+@register_backbone("small_cnn", normalization=None, image_size=32)
 def small_cnn(pretrained: bool = False, width: int = 16) -> nn.Module:
     if pretrained:
         raise SFTError("backbone 'small_cnn' has no pretrained weights; set pretrained=false")

@@ -41,8 +41,19 @@ def _weights_normalization(cfg: Mapping) -> Normalization | None:
     return Normalization(tuple(pretrained_cfg.mean), tuple(pretrained_cfg.std))
 
 
+def _image_size(cfg: Mapping) -> int:
+    """The side of the named model's pretrained input (timm's `input_size`), else 224."""
+    try:
+        timm = import_timm("timm")
+    except SFTError:
+        return 224
+    name = cfg.get("model_name")
+    pretrained_cfg = _pretrained_cfg(timm, name) if _is_model(timm, name) else None
+    return int(pretrained_cfg.input_size[-1]) if pretrained_cfg is not None else 224
+
+
 # Not measured per model: no speed hints (model.channels_last / trainer.precision set them).
-@register_backbone("timm", normalization=_weights_normalization)
+@register_backbone("timm", normalization=_weights_normalization, image_size=_image_size)
 def timm_model(
     pretrained: bool = False, model_name: str | None = None, **options: Any
 ) -> nn.Module:
@@ -99,7 +110,8 @@ def _no_weights(timm: ModuleType, name: str, what: str) -> SFTError:
         + (
             f"its names with weights: {', '.join(with_weights[:5])}"
             if with_weights
-            else "use pretrained=false, or checkpoint=PATH to a local state_dict"
+            else "set model.backbone.pretrained=false, or +model.backbone.checkpoint=PATH to a "
+            "local state_dict"
         )
     )
 
