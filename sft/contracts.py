@@ -82,3 +82,27 @@ class ClassificationData(Protocol):
     def transform_batch(self, batch: Any, train: bool) -> Any: ...
 
     def rebuild_info(self) -> dict[str, Any]: ...
+
+
+# what the class names, counts and switches are only after `setup`: the methods are there before
+SET_IN_SETUP = ("num_classes", "class_names")
+
+
+def datamodule_gaps(datamodule: object, set_up: bool = True) -> list[str]:
+    """The members of ClassificationData that `datamodule` lacks (`set_up`: also those set in
+    `setup`); [] for a complete one."""
+    members = [
+        *ClassificationData.__annotations__,
+        *(n for n, v in vars(ClassificationData).items() if callable(v) and not n.startswith("_")),
+    ]
+    return [m for m in members if not hasattr(datamodule, m) and (set_up or m not in SET_IN_SETUP)]
+
+
+def not_a_datamodule(datamodule: object, gaps: list[str]) -> str:
+    """The line for a datamodule missing `gaps` (was: "not an sft datamodule: derive it from
+    SFTDataModule" for one that did, but set no class_names)."""
+    return (
+        f"{type(datamodule).__name__} is not an sft datamodule: it has no {', '.join(gaps)}; "
+        "derive it from sft.data.base.SFTDataModule (or implement "
+        "sft.contracts.ClassificationData), and set num_classes and class_names in its setup"
+    )

@@ -19,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sft import entry_points
 from sft.callbacks.graceful_interrupt import interrupt_explained, resume_overrides
 from sft.callbacks.optuna_pruning import OptunaPruning
+from sft.contracts import datamodule_gaps, not_a_datamodule
 from sft.data import SFTDataModule
-from sft.errors import find_user_error, report_user_errors
+from sft.errors import SFTError, find_user_error, report_user_errors
 from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints
 from sft.models.loading import check_class_names
@@ -100,6 +101,8 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         keep_trained_normalization(cfg.data, start.checkpoint)
 
     datamodule: SFTDataModule = instantiate(cfg.data)
+    if gaps := datamodule_gaps(datamodule, set_up=False):  # a plain LightningDataModule
+        raise SFTError(not_a_datamodule(datamodule, gaps))
     model: SFTClassifier = instantiate(cfg.model, adapter=cfg.get("adapter"))
     datamodule.configure_input(model.input_spec)  # the backbone's normalisation, modality
     if start:

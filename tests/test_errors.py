@@ -206,6 +206,15 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: data.test_dir=...: sft-eval reads the checkpoint's data; change one of its "
             "settings with +data.test_dir=...",
         ),
+        # a dict merged into a configured node, with a key it lacks (was: "unknown config key
+        # 'model.optimizer' (the model chosen has no such setting; ... has it An option ...)")
+        (
+            "train",
+            ["experiment=sst2_minilm", "model.optimizer={_target_:torch.optim.SGD,momentum:0.9}"],
+            "error: unknown config key 'model.optimizer.momentum' in model.optimizer={...}: the "
+            "configured model.optimizer has no such setting; add it with "
+            "+model.optimizer.momentum=... (and set the others as model.optimizer.<setting>=...)",
+        ),
         ("eval", ["ckpt_path=x.ckpt", "trainer=gpuu"], "did you mean 'gpu'?"),
         ("eval", [], "error: missing value for ckpt_path: set it, e.g. ckpt_path=..."),
     ],

@@ -481,3 +481,30 @@ def test_a_checkpoint_of_a_users_datamodule_is_refused_in_one_line(tmp_path):
     # a backbone of the user's own too: nothing says what the model takes
     with pytest.raises(SFTError, match=r"declares what the model takes \(modality = 'image' or"):
         check_inference_inputs(SimpleNamespace(), None, ckpt)
+
+
+@pytest.mark.parametrize(
+    ("datamodule", "message"),
+    [
+        # was: AttributeError: 'Plain' object has no attribute 'configure_input'
+        ("Plain", r"^Plain is not an sft datamodule: it has no modality, has_labelled_test, "),
+        # was: "is not an sft datamodule: derive it from SFTDataModule", which it does
+        ("NoClassNames", r"^NoClassNames is not an sft datamodule: it has no class_names; "),
+        # was: a bare NotImplementedError
+        ("NoProbe", r"^NoProbe has no probe_dataloader, which the linear probe"),
+        # was: IndexError: Target 5 is out of bounds, from inside L-BFGS, or from the loss
+        ("LabelsFrom5", r"^LabelsFrom5 gives labels 5..6 for a 2-class model: labels are class "),
+        ("LabelsFrom5-no-probe", r"^LabelsFrom5 gives labels 5..6 for a 2-class model"),
+    ],
+)
+def test_mistakes_in_a_users_datamodule_are_one_line(datamodule, message, tmp_path):
+    from conftest import FAST
+
+    settings = [o for o in FAST if not o.startswith("data.")]
+    name = datamodule.removesuffix("-no-probe")
+    user_data = ["~data", f"+data._target_=helpers.user_data.{name}", "model.num_classes=2"]
+    overrides = [*settings, *user_data, "trainer.max_epochs=1", "test=false"]
+    if datamodule in ("NoProbe", "LabelsFrom5"):
+        overrides.append("model.linear_probe={max_iter:5}")
+    with pytest.raises(SFTError, match=message):
+        train(compose_config("train", overrides, tmp_path / "run"))

@@ -493,7 +493,23 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
         (
             "+callbacks.lr_monitor.mesg=1",
             "error: callbacks.lr_monitor.mesg: LearningRateMonitor takes no such setting (it "
-            "takes: logging_interval, log_momentum, log_weight_decay)",
+            "takes: logging_interval, log_momentum, log_weight_decay); "
+            "~callbacks.lr_monitor.mesg removes it",
+        ),
+        # another optimizer than the packaged SGD, whose `nesterov: true` it does not take (was:
+        # no word on how to drop the setting the config gives)
+        (
+            "model.optimizer._target_=torch.optim.RMSprop",
+            "error: model.optimizer.nesterov: RMSprop takes no such setting (it takes: params, "
+            "lr, alpha, eps, weight_decay, momentum, centered, capturable, foreach, maximize, "
+            "differentiable); ~model.optimizer.nesterov removes it",
+        ),
+        # a required setting removed (was: Hydra's "Error in call to target ... missing 1
+        # required positional argument")
+        (
+            "~model.num_classes",
+            "error: missing value for model.num_classes: SFTClassifier needs it; set "
+            "model.num_classes=...",
         ),
         (
             "model.optimizer._target_=torch.optim.Foo",

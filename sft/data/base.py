@@ -128,11 +128,18 @@ class SFTDataModule(L.LightningDataModule):
         For frozen-backbone features (linear-probe init): the caller moves each batch to the
         device and applies `transform_batch(batch, train=False)`.
         """
-        raise NotImplementedError
+        raise SFTError(
+            f"{type(self).__name__} has no probe_dataloader, which the linear probe "
+            "(model.linear_probe) reads: define it (the training split in order, batches as the "
+            "loaders yield them), or set model.linear_probe=null"
+        )
 
     def transform_batch(self, batch: Any, train: bool) -> Any:
         """Batch on the device -> model inputs (augmentation only when `train`)."""
-        raise NotImplementedError
+        raise SFTError(
+            f"{type(self).__name__} has no transform_batch: define it (a loader's batch on the "
+            "device -> the model's inputs; return it as it is when the loaders yield them)"
+        )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = self.trainer

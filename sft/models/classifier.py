@@ -18,7 +18,12 @@ from torch import nn
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from sft.contracts import VAL_ACC_BEST, ClassificationData
+from sft.contracts import (
+    VAL_ACC_BEST,
+    ClassificationData,
+    datamodule_gaps,
+    not_a_datamodule,
+)
 from sft.errors import SFTError, first_line
 from sft.models.activations import out_of_place_activations
 from sft.models.adapters import (
@@ -249,6 +254,7 @@ class SFTClassifier(L.LightningModule):
         self._reg_held: list[float] = []
         self._reg_held_steps = 0
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self._labels_checked = False
         # Persistent flag: a resumed or evaluated model must not be re-probed.
         self.register_buffer("linear_probe_done", torch.tensor(False))
 
@@ -392,8 +398,25 @@ class SFTClassifier(L.LightningModule):
     # ---- steps ---------------------------------------------------------------------------
     def _shared_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         inputs, y = split_batch(batch)
+        if not self._labels_checked:  # once: a check syncs with the device
+            self._check_labels(y)
+            self._labels_checked = True
         logits = self(inputs)
         return self.criterion(logits, y), logits, y
+
+    def _check_labels(self, labels: torch.Tensor) -> None:
+        """SFTError for labels that are no class index (a user's datamodule numbering its
+        classes from 1, or 5..7 for 3 classes): was cross_entropy's IndexError ("Target 5 is
+        out of bounds"), or a device-side assert on a GPU."""
+        num_classes = self.hparams.num_classes
+        if not len(labels) or (int(labels.min()) >= 0 and int(labels.max()) < num_classes):
+            return
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        raise SFTError(
+            f"{type(datamodule).__name__ if datamodule is not None else 'the data'} gives labels "
+            f"{int(labels.min())}..{int(labels.max())} for a {num_classes}-class model: labels "
+            f"are class indices 0..{num_classes - 1}"
+        )
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         ce, logits, y = self._shared_step(batch)
@@ -513,10 +536,7 @@ class SFTClassifier(L.LightningModule):
         does not implement sft's datamodule contract is a user error."""
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is not None and not isinstance(datamodule, ClassificationData):
-            raise SFTError(
-                f"{type(datamodule).__name__} is not an sft datamodule: derive it from "
-                "sft.data.base.SFTDataModule (or implement sft.contracts.ClassificationData)"
-            )
+            raise SFTError(not_a_datamodule(datamodule, datamodule_gaps(datamodule)))
         return datamodule
 
     def setup(self, stage: str) -> None:
@@ -622,6 +642,7 @@ class SFTClassifier(L.LightningModule):
                 self.backbone, batches(), self._image_features if images else None
             )
         self._check_features(feats)
+        self._check_labels(labels)
         weight, bias = fit_logistic_regression(
             feats, labels, self.hparams.num_classes, **self.hparams.linear_probe
         )

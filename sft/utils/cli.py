@@ -327,12 +327,22 @@ def describe_composition_error(
         exc.__cause__, (ConfigAttributeError, ConfigKeyError)
     ):
         key = match.group(1)
+        deeper = str(getattr(exc.__cause__, "full_key", "") or "")
+        if deeper.startswith(f"{key}."):
+            # `key={...}` merges into the configured node: one of its keys is new (was: "unknown
+            # config key '<key>'", which the config has)
+            return (
+                f"unknown config key '{deeper}' in {key}={{...}}: the configured {key} has no "
+                f"such setting; add it with +{deeper}=... (and set the others as "
+                f"{key}.<setting>=...)"
+            )
         hint = options_having(key, config_name, overrides, loader) or closest_key(
             key, config_name, overrides, loader
         )
         if hint and key.startswith("model."):
             # the model's and its backbone's options are more than any config lists
-            hint += f" An option the config does not list is added with +{key}=..."
+            hint += " " if hint.endswith("?") else ". "
+            hint += f"An option the config does not list is added with +{key}=..."
         return f"unknown config key '{key}' ({hint or f'to add a new key write +{key}=...'})"
     if match := NOT_DELETABLE.search(message):
         key = match.group(1)

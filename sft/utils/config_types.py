@@ -67,9 +67,11 @@ def unresolvable_message(err: InterpolationResolutionError, where: str) -> str:
     return f"{err.full_key or where}: {reason}{hint}"
 
 
-def check_config_types(node: DictConfig | Mapping | None, where: str) -> None:
+def check_config_types(node: DictConfig | Mapping | None, where: str, whole: bool = True) -> None:
     """SFTError naming `<where>.<key>`, the expected type and the value, for the first value of
-    `node` (a config with `_target_`) that does not fit its parameter's annotation."""
+    `node` (a config with `_target_`) that does not fit its parameter's annotation. `whole`:
+    the node gives every argument (a top-level config: a required one missing is named; the
+    model passes its head, optimizer... some of theirs)."""
     if not node or "_target_" not in node:
         return
     try:
@@ -91,14 +93,23 @@ def check_config_types(node: DictConfig | Mapping | None, where: str) -> None:
     if unknown:
         close = difflib.get_close_matches(unknown[0], accepted, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
+        # e.g. the packaged optimizer's `fused: true` after `_target_=torch.optim.RMSprop`
+        drop = "" if close else f"; ~{where}.{unknown[0]} removes it"
         raise SFTError(
             f"{where}.{unknown[0]}: {target.rpartition('.')[2]} takes no such setting "
-            f"({hint}it takes: {', '.join(accepted)})"
+            f"({hint}it takes: {', '.join(accepted)}){drop}"
+        )
+    missing = [name for name in _required_parameters(target) if name not in values]
+    if whole and missing and not values.get("_partial_"):
+        # was: Hydra's "Error in call to target ... missing 1 required positional argument"
+        raise SFTError(
+            f"missing value for {where}.{missing[0]}: {target.rpartition('.')[2]} needs it; set "
+            f"{where}.{missing[0]}=..."
         )
     hints = _parameter_hints(target)
     for key, value in values.items():
         if isinstance(value, Mapping) and _is_config(value):  # e.g. model.backbone: its own target
-            check_config_types(value, f"{where}.{key}")
+            check_config_types(value, f"{where}.{key}", whole=False)
             continue
         if key.startswith("_") or key not in hints or _is_config(value):
             continue
@@ -179,6 +190,16 @@ def _parameter_names(target: str) -> tuple[str, ...]:
         return ()
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return tuple(p.name for p in params if p.kind in kinds)
+
+
+def _required_parameters(target: str) -> tuple[str, ...]:
+    """The parameters `target` needs (no default), by name; () when it cannot be read."""
+    try:
+        params = inspect.signature(get_object(target)).parameters.values()
+    except Exception:
+        return ()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty)
 
 
 @functools.cache

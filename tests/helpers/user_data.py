@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -42,3 +43,33 @@ class RandomImages(SFTDataModule):
 
     def transform_batch(self, batch: Any, train: bool) -> Any:
         return batch
+
+
+class Plain(L.LightningDataModule):
+    """A Lightning datamodule that is not an sft one."""
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.rand(4, 3, 32, 32), torch.zeros(4).long()))
+
+
+class NoClassNames(RandomImages):
+    """Sets num_classes only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        del self.class_names
+
+
+class NoProbe(RandomImages):
+    """The base class's probe_dataloader: none of its own."""
+
+    probe_dataloader = SFTDataModule.probe_dataloader
+
+
+class LabelsFrom5(RandomImages):
+    """Labels 5 and 6 for two classes."""
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        images, labels = self.train_data.tensors
+        self.train_data = self.val_data = self.test_data = TensorDataset(images, labels + 5)
