@@ -28,6 +28,7 @@ from sft.data.text import TextClassificationDataModule
 from sft.data.token_cache import load_tokenizer
 from sft.errors import SFTError, find_user_error
 from sft.models import SFTClassifier, load_classifier
+from sft.models.loading import datamodule_from_checkpoint
 from sft.runs.resume import ResumePoint, check_resume_checkpoint
 from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import check_overrides
@@ -559,6 +560,12 @@ def test_a_checkpoint_whose_code_cannot_be_imported_is_one_line(checkpoint, tmp_
         "'my_backbones_not_here'\") Are you sure that module 'my_backbones_not_here' is "
         "installed?); run where it was trained, or add the folder of that module to PYTHONPATH"
     )
+    # a datamodule of the user's own (was: Hydra's "Error locating target" from sft-eval)
+    state = torch.load(checkpoint, weights_only=True)
+    state["datamodule_target"] = "my_data_not_here.RandomImages"
+    torch.save(state, moved)
+    with pytest.raises(SFTError, match=r"its datamodule's code cannot be imported here \(Error "):
+        datamodule_from_checkpoint(moved)
 
 
 @pytest.mark.parametrize(

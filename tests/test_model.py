@@ -619,3 +619,18 @@ def test_a_model_with_nothing_to_train_is_one_line():
             freeze_backbone=True,
             head={"_target_": "sft.models.heads.FusedHead", "branch": "none", "freeze_base": True},
         )
+
+
+@pytest.mark.parametrize(("branch", "warned"), [("linear", True), ("none", True), ("mlp", False)])
+def test_mlp_settings_on_another_branch_are_warned_about(branch, warned, caplog):
+    """model.head.dropout / hidden_dim with branch=linear changed nothing, without a word."""
+    with caplog.at_level(logging.WARNING, logger="sft.models.heads"):
+        FusedHead(8, 2, branch=branch, dropout=0.1)
+    assert any("only the mlp branch has them" in m for m in caplog.messages) == warned
+
+
+def test_an_adapter_learning_rate_without_an_adapter_is_warned_about(caplog):
+    """model.lr_adapter without adapter=lora changed nothing, without a word."""
+    with caplog.at_level(logging.WARNING, logger="sft.models.classifier"):
+        make_model(lr_adapter=0.1)
+    assert any("no adapter is chosen (adapter=lora adds them)" in m for m in caplog.messages)

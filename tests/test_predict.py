@@ -5,6 +5,7 @@ import dataclasses
 import io
 import json
 import logging
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -109,6 +110,8 @@ def test_text_inputs_of_every_kind_match_the_training_pipeline(
         assert [r["text"] for r in got] == sentences
         assert [r["pred_name"] for r in got] == [names[i] for i in expected.argmax(-1).tolist()]
         assert [int(r["pred"]) for r in got] == expected.argmax(-1).tolist()
+    # probabilities written as sft-eval writes them (was: 9e-05 and 0.0 beside 0.000086)
+    assert all(re.fullmatch(r"\d\.\d{6}", r[f"prob_{n}"]) for r in results["txt"] for n in names)
 
 
 def test_ids_are_the_files_own_or_line_numbers_never_a_mix(tmp_path, caplog):
@@ -420,6 +423,13 @@ def test_texts_longer_than_the_models_max_length_are_said_to_be_cut(ckpts, tmp_p
         f"1 of 2 texts are longer than data.max_length={bundle.datamodule.max_length} tokens "
         "and are cut to it, as in training"
     ) in caplog.messages
+    # another length than the model's: not "as in training" (was: said after the warning that
+    # the model was trained with another)
+    caplog.clear()
+    run_predict(ckpts["text"], tmp_path / "in.txt", tmp_path / "out8", "+data.max_length=8")
+    assert (
+        "1 of 2 texts are longer than data.max_length=8 tokens and are cut to it" in caplog.messages
+    )
 
 
 def test_sentence_pair_predictions_carry_both_texts(tmp_path):

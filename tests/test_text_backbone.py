@@ -529,6 +529,24 @@ def test_config_overrides_name_fields_the_config_has() -> None:
     )
 
 
+def test_config_override_values_that_do_not_fit_are_one_line() -> None:
+    """A value of the wrong type, and a shape the pretrained weights do not have, were Hydra's
+    InstantiationException reports (StrictDataclassFieldValidationError; "You set
+    ignore_mismatched_sizes to False")."""
+    with pytest.raises(SFTError) as err:
+        tiny(config_overrides={"hidden_dropout_prob": "abc"})
+    assert single_line(err).startswith(
+        "model.backbone.config_overrides: Validation error for field 'hidden_dropout_prob'"
+    )
+    with pytest.raises(SFTError) as err:
+        create_backbone("huggingface", pretrained=True, config_overrides={"intermediate_size": 64})
+    assert single_line(err) == (
+        "model.backbone.config_overrides intermediate_size: the pretrained weights of 'minilm' "
+        "do not fit a model of these settings (their shapes differ); change settings that keep "
+        "the shapes (dropout, ...), or train from scratch with model.backbone.pretrained=false"
+    )
+
+
 def test_an_encoder_decoder_is_refused(tmp_path: Path) -> None:
     from transformers import T5Config
 

@@ -159,9 +159,10 @@ def interrupt_explained(trainer: L.Trainer, overrides: list[str]) -> Iterator[No
     try:
         yield
     except SystemExit as exc:
-        # Lightning answers KeyboardInterrupt in fit/test with sys.exit(1); TrainingInterrupted
-        # is GracefulInterrupt's, which said its own line
-        if type(exc) is not SystemExit or not trainer.interrupted:
+        # Lightning answers KeyboardInterrupt in fit/test with sys.exit(1), raised while it
+        # handles it; other exits pass (TrainingInterrupted, which said its own line; submitit's
+        # exit after it requeued a job)
+        if type(exc) is not SystemExit or not isinstance(exc.__context__, KeyboardInterrupt):
             raise
         message = f"interrupted by SIGINT {_what_was_kept(trainer, overrides)}"
         if not trainer.is_global_zero:

@@ -31,6 +31,8 @@ class InferenceBundle:
     class_names: list[str]
     modality: Modality
     ckpt_path: Path
+    # data.max_length as the model was trained (not changed with +data.max_length=)
+    max_length_as_trained: bool = True
 
     @property
     def image_size(self) -> int:
@@ -52,7 +54,8 @@ class InferenceBundle:
         dm = self.datamodule
         encoded = encode_texts(dm.tokenizer, texts, pairs, dm.max_length)
         if cut := count_cut(encoded):
-            log.warning(f"{cut_note(cut, len(texts), dm.max_length)}, as in training")
+            same = ", as in training" if self.max_length_as_trained else ""
+            log.warning(f"{cut_note(cut, len(texts), dm.max_length)}{same}")
         keys = list(encoded.keys())
         return [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
 
@@ -94,7 +97,8 @@ def load_bundle(
             f"checkpoint {ckpt_path}: {len(names)} class names for a "
             f"{model.hparams.num_classes}-class model"
         )
-    return InferenceBundle(model, datamodule, list(names), modality, ckpt_path)
+    trained_length = "max_length" not in (data or {})
+    return InferenceBundle(model, datamodule, list(names), modality, ckpt_path, trained_length)
 
 
 # what sft-predict and sft-export read of a datamodule to prepare inputs as in training, and

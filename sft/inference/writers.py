@@ -45,7 +45,10 @@ def write_predictions(path: Path, rows: list[dict], fmt: str) -> None:
     def write_csv(f) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        # probabilities as sft-eval's predictions.csv writes them (was: 9e-05 beside 0.000086)
+        writer.writerows(
+            {k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()} for row in rows
+        )
 
     atomic_write(path, write_csv, text=True)
 

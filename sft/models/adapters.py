@@ -197,10 +197,18 @@ def check_base_weights(model: nn.Module, recorded: Mapping, where: str) -> None:
     found = weights_hash(frozen_parameters(model))
     if found != recorded.get("sha256"):
         backbone = recorded.get("backbone", {})
-        source = backbone.get("model_name_or_path") or backbone.get("name")
+        source = (
+            backbone.get("model_name_or_path") or backbone.get("name") or backbone.get("_target_")
+        )
+        how = (
+            "load it where the same base weights are installed"
+            if backbone.get("pretrained") or backbone.get("checkpoint")
+            # random base weights: only the training run's seed rebuilds them
+            else "its backbone loads no weights, so its random base weights come back only in a "
+            "process seeded as the training run was (resume=, sft-eval with that seed)"
+        )
         raise SFTError(
             f"{where} holds only the trained weights (adapter.save_only_trainable); the base "
             f"weights of backbone {source!r} found here differ from those it was trained on "
-            f"(sha256 {found[:12]} vs {str(recorded.get('sha256'))[:12]}): load it where the "
-            "same base weights are installed"
+            f"(sha256 {found[:12]} vs {str(recorded.get('sha256'))[:12]}): {how}"
         )

@@ -168,6 +168,12 @@ class SFTClassifier(L.LightningModule):
         self.head: nn.Module = instantiate(head, in_features=width, num_classes=num_classes)
         if freeze_backbone:
             self.backbone.requires_grad_(False)
+        if lr_adapter is not None and adapter is None:
+            rank_zero_warning(
+                log,
+                f"model.lr_adapter={lr_adapter}: no adapter is chosen (adapter=lora adds them), "
+                "so it changes nothing",
+            )
         lrs = [lr_head, 0.0 if freeze_backbone else lr_backbone]
         if adapter is not None:
             lrs.append(lr_head if lr_adapter is None else lr_adapter)
@@ -194,7 +200,8 @@ class SFTClassifier(L.LightningModule):
                 rank_zero_warning(
                     log,
                     "adapter.save_only_trainable=true keeps the base weights out of the "
-                    "checkpoints, but model.backbone.pretrained=false: only a process seeded like "
+                    "checkpoints, but the backbone loads no weights (no model.backbone.pretrained "
+                    "or checkpoint): only a process seeded like "
                     "this run rebuilds its random base weights (resume=, sft-eval with the same "
                     "seed); sft-predict and sft-export will refuse these checkpoints. Set "
                     "adapter.save_only_trainable=false to keep them usable everywhere",

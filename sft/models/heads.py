@@ -1,5 +1,6 @@
 """The fused supervised head: y = f(h; theta) + g(h; phi) on backbone features h."""
 
+import logging
 from collections.abc import Callable
 from typing import Annotated
 
@@ -8,6 +9,9 @@ from annotated_types import Ge, Interval
 from torch import nn
 
 from sft.errors import SFTError
+from sft.utils.logs import rank_zero_warning
+
+log = logging.getLogger(__name__)
 
 
 def _linear_branch(in_features: int, num_classes: int, hidden_dim: int | None, dropout: float):
@@ -53,6 +57,17 @@ class FusedHead(nn.Module):
         if branch not in BRANCHES:
             raise SFTError(
                 f"model.head.branch: unknown branch {branch!r}; expected one of {sorted(BRANCHES)}"
+            )
+        unused = [
+            f"{key}={value}"
+            for key, value, default in (("hidden_dim", hidden_dim, None), ("dropout", dropout, 0.0))
+            if value != default
+        ]
+        if branch != "mlp" and unused:  # the mlp branch's settings (was: ignored silently)
+            rank_zero_warning(
+                log,
+                f"model.head.{', model.head.'.join(unused)}: only the mlp branch has them; with "
+                f"model.head.branch={branch} they change nothing",
             )
         self.base = nn.Linear(in_features, num_classes)
         self.branch = BRANCHES[branch](in_features, num_classes, hidden_dim, dropout)

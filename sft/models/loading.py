@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def importable_code(path: str | Path) -> Iterator[None]:
-    """One SFTError for a checkpoint whose model names code this process cannot import (a user's
-    backbone module, trained with `PYTHONPATH=.`): Hydra's instantiate reports it in lines."""
+def importable_code(path: str | Path, whose: str = "model") -> Iterator[None]:
+    """One SFTError for a checkpoint whose model (or datamodule: `whose`) names code this process
+    cannot import (a user's module, trained with `PYTHONPATH=.`): Hydra's instantiate reports it
+    in lines."""
     try:
         yield
     except InstantiationException as exc:
@@ -33,7 +34,7 @@ def importable_code(path: str | Path) -> Iterator[None]:
             raise
         cause = " ".join(str(exc.__cause__).split())
         raise SFTError(
-            f"checkpoint {path}: its model's code cannot be imported here ({cause}); run where it "
+            f"checkpoint {path}: its {whose}'s code cannot be imported here ({cause}); run where it "
             "was trained, or add the folder of that module to PYTHONPATH"
         ) from exc
 
@@ -119,7 +120,8 @@ def datamodule_from_checkpoint(
     config = {**trained_data_config(path, checkpoint), **overrides}
     if overrides:
         check_config_types(config, "data")
-    return instantiate(config)
+    with importable_code(path, "datamodule"):
+        return instantiate(config)
 
 
 def trained_data_config(path: str | Path, checkpoint: dict[str, Any]) -> dict[str, Any]:

@@ -146,17 +146,22 @@ def huggingface(
         num_hidden_layers/hidden_size for tests with pretrained=False).
     trust_remote_code: run model code shipped in the repository; only for sources you trust.
     """
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig, AutoModel  # slow import: only when a text model is built
 
     overrides = dict(config_overrides or {})
-    config, unused = load_pretrained(
-        AutoConfig.from_pretrained,
-        model_name_or_path,
-        "model",
-        trust_remote_code=trust_remote_code,
-        return_unused_kwargs=True,
-        **overrides,
-    )
+    try:
+        config, unused = load_pretrained(
+            AutoConfig.from_pretrained,
+            model_name_or_path,
+            "model",
+            trust_remote_code=trust_remote_code,
+            return_unused_kwargs=True,
+            **overrides,
+        )
+    except StrictDataclassError as exc:  # a value of the wrong type: was a traceback
+        reason = " ".join(str(exc).split())
+        raise SFTError(f"model.backbone.config_overrides: {reason}") from None
     if unused:  # a misspelt or foreign field: transformers would ignore it
         key = next(iter(unused))
         close = difflib.get_close_matches(key, sorted(config.to_dict()), n=1)
@@ -171,13 +176,23 @@ def huggingface(
             f"({config.model_type}); sft fine-tunes encoders (BERT, RoBERTa, DeBERTa, ...)"
         )
     if pretrained:
-        model = load_pretrained(
-            AutoModel.from_pretrained,
-            model_name_or_path,
-            "model",
-            config=config,
-            trust_remote_code=trust_remote_code,
-        )
+        try:
+            model = load_pretrained(
+                AutoModel.from_pretrained,
+                model_name_or_path,
+                "model",
+                config=config,
+                trust_remote_code=trust_remote_code,
+            )
+        except RuntimeError as exc:  # "size mismatch ... ignore_mismatched_sizes"
+            if not overrides:
+                raise
+            raise SFTError(
+                f"model.backbone.config_overrides {', '.join(sorted(overrides))}: the pretrained "
+                f"weights of {model_name_or_path!r} do not fit a model of these settings (their "
+                "shapes differ); change settings that keep the shapes (dropout, ...), or train "
+                "from scratch with model.backbone.pretrained=false"
+            ) from exc
         # fp32 whatever the stored dtype (transformers 5 keeps e.g. fp16 weights as they are):
         # Lightning's mixed precision expects fp32 parameters.
         model = model.float()
