@@ -1,6 +1,7 @@
 """The console commands (`[project.scripts]`). Each imports its module only when it runs, so
-that Ctrl-C while torch, Lightning and Hydra load (seconds) ends as Ctrl-C later does: one line
-and status 130, not a traceback through whatever module was loading."""
+that Ctrl-C while torch, Lightning and Hydra load (seconds), or before training starts, is one
+line (`interrupted (Ctrl-C)`, status 130, the shell's for SIGINT), not a traceback through
+whatever module was running. In fit and test sft-train says more (sft.callbacks.graceful_interrupt)."""
 
 import importlib
 import sys

@@ -15,7 +15,7 @@ import hydra
 import lightning as L
 import matplotlib
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -116,7 +116,16 @@ def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> D
             "setting the checkpoint's model does not have; give data of the kind the model was "
             "trained on (text or images)"
         ) from err
-    trained = checkpoint.get("datamodule_hyper_parameters", {})
+    trained = dict(checkpoint.get("datamodule_hyper_parameters", {}))
+    if "image_size" not in trained:
+        # a datamodule of one size (CIFAR-10's 32 px) records none: its class has it (was: an
+        # image folder then decoded at the backbone's size, sft-predict at the trained one)
+        try:
+            size = getattr(get_class(str(checkpoint.get("datamodule_target"))), "image_size", None)
+        except Exception:  # not importable here: nothing to take from it
+            size = None
+        if isinstance(size, int):
+            trained["image_size"] = size
     set_here = {override_key(o) for o in task_overrides()}
     # `sft-eval data=<other data>`: the model's input settings are the checkpoint's unless the
     # command line sets them (was: an image folder's default size, not the one it trained at)

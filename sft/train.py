@@ -98,13 +98,15 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     # ckpt_path=, or last.ckpt of the run resume= continues: read once, here
     start = resume_point(cfg) if cfg.get("train") else None
     if start and start.continues_run:
-        keep_trained_normalization(cfg.data, start.checkpoint)
+        keep_trained_inputs(cfg.data, start.checkpoint)
 
     datamodule: SFTDataModule = instantiate(cfg.data)
     if gaps := datamodule_gaps(datamodule, set_up=False):  # a plain LightningDataModule
         raise SFTError(not_a_datamodule(datamodule, gaps))
     model: SFTClassifier = instantiate(cfg.model, adapter=cfg.get("adapter"))
     datamodule.configure_input(model.input_spec)  # the backbone's normalisation, modality
+    if cfg.data.get("image_size", 0) is None:  # config_resolved.yaml: the size decoded to
+        cfg.data.image_size = datamodule.image_size
     if start:
         # before anything is written: a resumed run's directory keeps its files when refused
         check_resume_checkpoint(start, model)  # a clear line, not a load traceback
@@ -183,15 +185,16 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     return metrics
 
 
-def keep_trained_normalization(data_cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
-    """A continued run keeps the pixel statistics its checkpoint was trained with where the data
-    config leaves them to the backbone (a run from before the backbone chose them may have
-    used others)."""
+def keep_trained_inputs(data_cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
+    """A continued run keeps the pixel statistics and image size its checkpoint was trained
+    with where the data config leaves them to the backbone (a run from before the backbone
+    chose them may have used others: 32 px for any image folder)."""
     trained = checkpoint.get("datamodule_hyper_parameters", {})
-    for key in ("mean", "std"):
+    for key in ("mean", "std", "image_size"):
         if key in data_cfg and data_cfg[key] is None and trained.get(key) is not None:
+            value = trained[key]
             with open_dict(data_cfg):
-                data_cfg[key] = list(trained[key])
+                data_cfg[key] = list(value) if isinstance(value, list | tuple) else value
 
 
 @checks_overrides(config_name="train")

@@ -5,10 +5,12 @@ import logging
 import pickle
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import tomllib
 import torch
 from conftest import FAST
 from test_resume import only_run_dir, run_train_cli
@@ -236,3 +238,16 @@ def test_ctrl_c_while_a_command_loads_is_one_line(capsys):
         entry_points.run(loading)
     assert exit_info.value.code == 130
     assert capsys.readouterr().err == "interrupted (Ctrl-C)\n"
+    # the console commands are these, and load the libraries only inside run()
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    commands = scripts["project"]["scripts"]
+    assert all(target.startswith("sft.entry_points:") for target in commands.values())
+    for target in commands.values():
+        assert callable(getattr(entry_points, target.partition(":")[2]))
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, sft.entry_points; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "False"

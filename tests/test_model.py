@@ -579,7 +579,10 @@ def test_auto_precision_follows_the_hardware(
     assert explicit.precision == "32-true"
 
 
-@pytest.mark.parametrize(("precision", "warned"), [("16-true", True), ("16-mixed", False)])
+# "16" is Lightning's alias of 16-mixed, which has a scaler
+@pytest.mark.parametrize(
+    ("precision", "warned"), [("16-true", True), ("16-mixed", False), ("16", False)]
+)
 def test_fp16_weights_are_warned_about(precision, warned, caplog):
     """trainer.precision=16-true trained fp16 weights with AdamW and no scaler: on CPU the run
     'completed' at val/loss 5000 and chance accuracy, without a word."""

@@ -405,3 +405,9 @@ def test_a_grid_rerun_with_its_swept_keys_reordered_is_told_the_first_order(tmp_
         f"first order to continue them ({sweep / 'multirun.yaml'}: "
         f"{' '.join([*TINY, 'seed=1,2', 'trainer.max_steps=1,2'])})"
     )
+    # an interrupted grid (a job without its record yet) is told the same (was: "another sweep")
+    (sweep / "3" / "result.json").unlink()
+    code, err = run_sft_train(capsys, *common, "trainer.max_steps=1,2", "seed=1,2")
+    assert (
+        code == 1 and "holds this sweep's jobs under other numbers" in err.strip().splitlines()[-1]
+    )

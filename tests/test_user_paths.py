@@ -20,6 +20,7 @@ from sft.models.loading import check_class_names
 from sft.runs.resume import follow_moved_run
 from sft.train import train
 from sft.utils.cli import accept_trainer_arguments
+from sft.utils.config_types import check_config_types
 
 TINY_TEXT = [
     "experiment=sst2_minilm",
@@ -318,6 +319,12 @@ def test_eval_on_named_image_data_keeps_the_models_normalisation(checkpoints, tm
     assert data_config_for_checkpoint(cfg, checkpoint).image_size == 48
     cfg = compose_config("eval", [*folder, "data.image_size=40"], tmp_path)
     assert data_config_for_checkpoint(cfg, checkpoint).image_size == 40
+    # CIFAR-10's datamodule records no size (it has one, 32): an image folder is read at it,
+    # as sft-predict reads images (was: at the backbone's size, since data.image_size=null)
+    assert checkpoint["datamodule_target"].endswith("CIFAR10DataModule")
+    del checkpoint["datamodule_hyper_parameters"]["image_size"]
+    cfg = compose_config("eval", folder, tmp_path)
+    assert data_config_for_checkpoint(cfg, checkpoint).image_size == 32
 
 
 @pytest.mark.parametrize("kind", ["text", "image"])
@@ -494,7 +501,7 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
             "+callbacks.lr_monitor.mesg=1",
             "error: callbacks.lr_monitor.mesg: LearningRateMonitor takes no such setting (it "
             "takes: logging_interval, log_momentum, log_weight_decay); "
-            "~callbacks.lr_monitor.mesg removes it",
+            "~callbacks.lr_monitor.mesg removes it (or leave out its +...)",
         ),
         # another optimizer than the packaged SGD, whose `nesterov: true` it does not take (was:
         # no word on how to drop the setting the config gives)
@@ -502,7 +509,7 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
             "model.optimizer._target_=torch.optim.RMSprop",
             "error: model.optimizer.nesterov: RMSprop takes no such setting (it takes: params, "
             "lr, alpha, eps, weight_decay, momentum, centered, capturable, foreach, maximize, "
-            "differentiable); ~model.optimizer.nesterov removes it",
+            "differentiable); ~model.optimizer.nesterov removes it (or leave out its +...)",
         ),
         # a required setting removed (was: Hydra's "Error in call to target ... missing 1
         # required positional argument")
@@ -1221,3 +1228,26 @@ def test_a_checkpoint_from_before_tokenizer_digests_loads_without_a_warning(
     assert bundle.model.input_spec.tokenizer_digest is None
     assert len(bundle.datamodule.tokenizer) == 30522
     assert "is not the one the model was trained with" not in caplog.text
+
+
+def test_required_settings_given_positionally_are_not_missing():
+    """Hydra's `_args_` fills required parameters by position (StochasticWeightAveraging's
+    swa_lrs), as `_partial_` leaves them for later: neither is a missing value."""
+    swa = {"_target_": "lightning.pytorch.callbacks.StochasticWeightAveraging"}
+    check_config_types({**swa, "_args_": [0.01]}, "callbacks.swa")
+    check_config_types({**swa, "_partial_": True}, "callbacks.swa")
+    with pytest.raises(SFTError, match=r"^missing value for callbacks.swa.swa_lrs: "):
+        check_config_types(swa, "callbacks.swa")
+
+
+def test_a_resumed_image_folder_run_keeps_the_size_it_trained_at():
+    """data.image_size is null now (the backbone's size): a run trained before at 32 px would
+    have resumed at 128 px, without a word; like its normalisation, it keeps its own."""
+    from omegaconf import OmegaConf
+
+    from sft.train import keep_trained_inputs
+
+    data = OmegaConf.create({"image_size": None, "mean": None, "std": None})
+    trained = {"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
+    keep_trained_inputs(data, {"datamodule_hyper_parameters": trained})
+    assert data.image_size == 32 and list(data.mean) == [0.5] * 3

@@ -173,14 +173,22 @@ def interrupt_explained(trainer: L.Trainer, overrides: list[str]) -> Iterator[No
 
 def _what_was_kept(trainer: L.Trainer, overrides: list[str]) -> str:
     if trainer.testing:
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or "<checkpoint>"
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if not best:
+            return "during the test (training had finished; the run saved no checkpoint)"
         return f"during the test (training had finished): test with sft-eval ckpt_path={best}"
     if trainer.global_step == 0:
         return "before the first training step: nothing to save"
     last = trainer_last_checkpoint(trainer)
-    where = (
-        f"at epoch {trainer.current_epoch} step {trainer.global_step}, at once (a second Ctrl-C)"
+    second = any(
+        isinstance(c, GracefulInterrupt) and c._received is not None for c in trainer.callbacks
     )
+    why = (
+        "at once (a second Ctrl-C)"
+        if second
+        else "at once (callbacks.graceful_interrupt, which saves first, is not in this run)"
+    )
+    where = f"at epoch {trainer.current_epoch} step {trainer.global_step}, {why}"
     if not last.is_file():
         return f"{where}: nothing saved"
     return (

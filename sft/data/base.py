@@ -141,6 +141,23 @@ class SFTDataModule(L.LightningDataModule):
             "device -> the model's inputs; return it as it is when the loaders yield them)"
         )
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Every batch's labels are class indices (or -1, unlabelled), checked on the CPU before
+        the transfer (no device sync): a user's datamodule numbering its classes from 1 ended in
+        cross_entropy's "Target 3 is out of bounds", or a device-side assert on a GPU."""
+        labels = batch.get("labels") if isinstance(batch, Mapping) else None
+        if isinstance(batch, list | tuple) and len(batch) == 2:
+            labels = batch[1]
+        if isinstance(labels, torch.Tensor) and labels.numel() and labels.device.type == "cpu":
+            n = getattr(self, "num_classes", None)
+            low, high = int(labels.min()), int(labels.max())
+            if isinstance(n, int) and (low < -1 or high >= n):
+                raise SFTError(
+                    f"{type(self).__name__} gives labels {low}..{high} for {n} classes: labels "
+                    f"are class indices 0..{n - 1} (-1: unlabelled)"
+                )
+        return batch
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         trainer = self.trainer
         # overfit_batches (debug=overfit) must see the same inputs every epoch: no augmentation

@@ -116,8 +116,10 @@ def _decode_error(path: str, size: int) -> str | None:
             img.draft("RGB", (size, size))
             img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        if isinstance(err, FileNotFoundError) and os.path.islink(path):
+            return f"a link to {os.readlink(path)}, which does not exist"
         # the message names the file again (PIL: "cannot identify image file '<path>'"): once
-        reason = " ".join(str(err).replace(repr(path), "").replace(path, "").split())
+        reason = " ".join(str(err).replace(repr(path), "").replace(path, "").split()).rstrip(":")
         return f"{type(err).__name__}: {reason[:160]}" if reason else type(err).__name__
     return None
 
@@ -522,6 +524,13 @@ class ImageFolderDataModule(ImageDataModule):
                 f"validate (data.{setting})"
             )
             self.val_data = Subset(full, val_pos)
+            # a class of one image keeps it for training (as a val/ folder's missing class is)
+            warn_classes_without_examples(
+                targets[val_pos],
+                self.class_names,
+                f"the validation carved from {train_path}",
+                "validation",
+            )
             carved = sorted(
                 Path(full.samples[i][0]).relative_to(train_path).as_posix() for i in val_pos
             )

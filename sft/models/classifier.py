@@ -261,7 +261,6 @@ class SFTClassifier(L.LightningModule):
         self._reg_held: list[float] = []
         self._reg_held_steps = 0
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self._labels_checked = False
         # Persistent flag: a resumed or evaluated model must not be re-probed.
         self.register_buffer("linear_probe_done", torch.tensor(False))
 
@@ -405,24 +404,18 @@ class SFTClassifier(L.LightningModule):
     # ---- steps ---------------------------------------------------------------------------
     def _shared_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         inputs, y = split_batch(batch)
-        if not self._labels_checked:  # once: a check syncs with the device
-            self._check_labels(y)
-            self._labels_checked = True
         logits = self(inputs)
         return self.criterion(logits, y), logits, y
 
-    def _check_labels(self, labels: torch.Tensor) -> None:
-        """SFTError for labels that are no class index (a user's datamodule numbering its
-        classes from 1, or 5..7 for 3 classes): was cross_entropy's IndexError ("Target 5 is
-        out of bounds"), or a device-side assert on a GPU."""
+    def _check_probe_labels(self, labels: torch.Tensor, datamodule: ClassificationData) -> None:
+        """The probe reads its own loader, which Lightning's batch hooks (where the datamodule
+        checks labels) do not see: was cross_entropy's IndexError from inside L-BFGS."""
         num_classes = self.hparams.num_classes
         if not len(labels) or (int(labels.min()) >= 0 and int(labels.max()) < num_classes):
             return
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
         raise SFTError(
-            f"{type(datamodule).__name__ if datamodule is not None else 'the data'} gives labels "
-            f"{int(labels.min())}..{int(labels.max())} for a {num_classes}-class model: labels "
-            f"are class indices 0..{num_classes - 1}"
+            f"{type(datamodule).__name__} gives labels {int(labels.min())}..{int(labels.max())} "
+            f"for a {num_classes}-class model: labels are class indices 0..{num_classes - 1}"
         )
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -649,7 +642,7 @@ class SFTClassifier(L.LightningModule):
                 self.backbone, batches(), self._image_features if images else None
             )
         self._check_features(feats)
-        self._check_labels(labels)
+        self._check_probe_labels(labels, datamodule)
         weight, bias = fit_logistic_regression(
             feats, labels, self.hparams.num_classes, **self.hparams.linear_probe
         )

@@ -251,10 +251,10 @@ def _refuse_renumbered_jobs(
     sweep_dir: Path, planned: list[list[str]], records: list[list[str] | None]
 ) -> None:
     """SFTError when the directory holds this grid's jobs, each under another number: Hydra
-    numbers a grid's jobs by the order of its swept keys on the command line."""
-    if None in records or sorted(map(overrides_key, planned)) != sorted(
-        map(overrides_key, records)
-    ):
+    numbers a grid's jobs by the order of its swept keys on the command line. Jobs without a
+    record (an interrupted grid's) are not compared."""
+    planned_keys = set(map(overrides_key, planned))
+    if not all(overrides_key(r) in planned_keys for r in records if r is not None):
         return
     record = sweep_dir / MULTIRUN_RECORD
     earlier = run_overrides(OmegaConf.load(record).hydra.overrides.task) if record.is_file() else []

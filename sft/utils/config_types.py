@@ -94,13 +94,14 @@ def check_config_types(node: DictConfig | Mapping | None, where: str, whole: boo
         close = difflib.get_close_matches(unknown[0], accepted, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         # e.g. the packaged optimizer's `fused: true` after `_target_=torch.optim.RMSprop`
-        drop = "" if close else f"; ~{where}.{unknown[0]} removes it"
+        drop = "" if close else f"; ~{where}.{unknown[0]} removes it (or leave out its +...)"
         raise SFTError(
             f"{where}.{unknown[0]}: {target.rpartition('.')[2]} takes no such setting "
             f"({hint}it takes: {', '.join(accepted)}){drop}"
         )
     missing = [name for name in _required_parameters(target) if name not in values]
-    if whole and missing and not values.get("_partial_"):
+    # `_partial_`: the rest comes later; `_args_`: positional ones (StochasticWeightAveraging)
+    if whole and missing and not values.get("_partial_") and "_args_" not in values:
         # was: Hydra's "Error in call to target ... missing 1 required positional argument"
         raise SFTError(
             f"missing value for {where}.{missing[0]}: {target.rpartition('.')[2]} needs it; set "

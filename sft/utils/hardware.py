@@ -120,7 +120,7 @@ def warn_fp16_weights(trainer_cfg: DictConfig) -> None:
     """A warning for trainer.precision=16-true: Lightning casts the weights and the optimizer's
     state to fp16 without a loss scaler; AdamW's eps (1e-8) and small gradients underflow, and
     a run "completes" having learned nothing (val/loss 5000, chance accuracy on CPU)."""
-    if str(trainer_cfg.get("precision")) in ("16-true", "16", "half"):
+    if str(trainer_cfg.get("precision")) == "16-true":
         log.warning(
             f"trainer.precision={trainer_cfg.precision}: fp16 weights and optimizer state "
             "without a loss scaler often diverge or learn nothing; 16-mixed or bf16-mixed train "

@@ -73,3 +73,13 @@ class LabelsFrom5(RandomImages):
         super().setup(stage)
         images, labels = self.train_data.tensors
         self.train_data = self.val_data = self.test_data = TensorDataset(images, labels + 5)
+
+
+class LateBadLabel(RandomImages):
+    """In-range labels in the first batches, 5 in the last one (unshuffled splits)."""
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        images, _ = self.train_data.tensors
+        labels = torch.tensor([0, 1] * 12 + [5] * 8)
+        self.train_data = self.val_data = self.test_data = TensorDataset(images, labels)

@@ -146,9 +146,11 @@ def huggingface(
         num_hidden_layers/hidden_size for tests with pretrained=False).
     trust_remote_code: run model code shipped in the repository; only for sources you trust.
     """
-    from huggingface_hub.errors import StrictDataclassError
+    import huggingface_hub.errors
     from transformers import AutoConfig, AutoModel  # slow import: only when a text model is built
 
+    # huggingface_hub before strict dataclasses (transformers 4.x) raises no such error
+    strict_errors = getattr(huggingface_hub.errors, "StrictDataclassError", ())
     overrides = dict(config_overrides or {})
     try:
         config, unused = load_pretrained(
@@ -159,7 +161,7 @@ def huggingface(
             return_unused_kwargs=True,
             **overrides,
         )
-    except StrictDataclassError as exc:  # a value of the wrong type: was a traceback
+    except strict_errors as exc:  # a value of the wrong type: was a traceback
         reason = " ".join(str(exc).split())
         raise SFTError(f"model.backbone.config_overrides: {reason}") from None
     if unused:  # a misspelt or foreign field: transformers would ignore it
@@ -184,8 +186,10 @@ def huggingface(
                 config=config,
                 trust_remote_code=trust_remote_code,
             )
-        except RuntimeError as exc:  # "size mismatch ... ignore_mismatched_sizes"
-            if not overrides:
+        except RuntimeError as exc:
+            if not overrides or "mismatch" not in str(
+                exc
+            ):  # size mismatch, ignore_mismatched_sizes
                 raise
             raise SFTError(
                 f"model.backbone.config_overrides {', '.join(sorted(overrides))}: the pretrained "
