@@ -945,3 +945,25 @@ def test_sft_eval_of_a_carved_validation_reads_the_folder_by_the_models_class_na
     dm.score_with(["ant", "bee", "cat"])
     with pytest.raises(SFTError, match=r"has class folders \['zzz'\] that the model does not have"):
         dm.setup("validate")
+
+
+def test_a_carved_validation_that_lacks_a_class_is_named(tmp_path, caplog):
+    """A class of one image keeps it for training: the carved validation had none of it, and
+    nothing said so (a val/ folder missing a class was already named)."""
+    _tree(tmp_path, "train", {"ant": 4, "bee": 4, "cat": 1})
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert (
+        f"the validation carved from {tmp_path / 'train'}: no validation examples of 1 of the 3 "
+        "classes (cat); its scores say nothing about them"
+    ) in caplog.messages
+
+
+def test_a_broken_image_link_names_where_it_points(tmp_path):
+    """Was: '(FileNotFoundError: [Errno 2] No such file or directory:)', the path cut out."""
+    _tree(tmp_path, "train", {"ant": 3, "bee": 3})
+    (tmp_path / "train" / "ant" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    with pytest.raises(SFTError, match=rf"gone.jpg \(a link to {tmp_path / 'nowhere.jpg'}, which"):
+        dm.setup("fit")
