@@ -17,7 +17,7 @@ import csv
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
@@ -140,7 +140,8 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
             raise SFTError(f"{raw}: no such file or directory")
         if root.is_dir():  # sft-train's runs: each wrote its result.json
             run_dirs |= {p.parent for p in root.rglob(RESULT_FILE)}
-        files = [root] if root.is_file() else root.rglob("*tfevents*")
+        # not in hidden folders: a re-run job's earlier logs (.replaced_logs), .hydra, ...
+        files = [root] if root.is_file() else _visible(root, root.rglob("*tfevents*"))
         event_dirs = sorted({f.parent for f in files if "tfevents" in f.name})
         for event_dir in event_dirs:
             if event_dir in seen:
@@ -170,6 +171,10 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
         raise SFTError(f"no TensorBoard runs with scalars under {', '.join(map(str, paths))}{hint}")
     _label_runs(runs)
     return runs, empty, no_events
+
+
+def _visible(root: Path, files: Iterable[Path]) -> list[Path]:
+    return [f for f in files if not any(p.startswith(".") for p in f.relative_to(root).parts)]
 
 
 def _overrides(run_dir: Path, result: RunResult | None) -> list[str]:

@@ -411,3 +411,38 @@ def test_a_grid_rerun_with_its_swept_keys_reordered_is_told_the_first_order(tmp_
     assert (
         code == 1 and "holds this sweep's jobs under other numbers" in err.strip().splitlines()[-1]
     )
+
+
+def test_a_study_job_run_again_sets_its_earlier_logs_aside(tmp_path, capsys):
+    """A job without last.ckpt (a study's) runs again from the start in its directory and
+    replaces its record, but its earlier TensorBoard events stayed beside the new ones:
+    sft-compare then showed the earlier run's best val/acc as this run's."""
+    from sft.compare import find_runs
+
+    sweep = tmp_path / "sweep"
+    no_checkpoints = [
+        *(
+            f"callbacks.{c}=null"
+            for c in ("model_checkpoint", "last_checkpoint", "step_checkpoint")
+        ),
+        "+trainer.enable_checkpointing=false",
+    ]
+    grid = [
+        "-m",
+        *TINY,
+        "trainer.max_steps=2",
+        *no_checkpoints,
+        "seed=1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    assert run_sft_train(capsys, *grid)[0] == 0
+    first = sorted((sweep / "0" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert run_sft_train(capsys, *grid)[0] == 0
+    now = sorted((sweep / "0" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert now and not set(first) & set(now)  # only the new run's events
+    kept = list((sweep / "0" / ".replaced_logs").glob("*/tensorboard"))
+    assert len(kept) == 1 and sorted(p.name for p in kept[0].rglob("events.*")) == sorted(
+        p.name for p in first
+    )
+    runs, _, _ = find_runs([sweep])
+    assert [r.path for r in runs] == [(sweep / "0" / "tensorboard").resolve()]

@@ -81,6 +81,8 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         if requeued is not None:
             return requeued
         check_nothing_to_overwrite(output_dir, retry=own_record)
+        if own_record:
+            set_aside_earlier_logs(cfg.get("logger"), output_dir)
         if cfg.get("ckpt_path") is not None:  # an empty ckpt_path= too: not a fresh run
             path = checkpoint_path(cfg.ckpt_path)
             checkpoint = read_checkpoint(path)
@@ -345,6 +347,28 @@ def readable_checkpoint(last: Path) -> tuple[Path, dict]:
         f"resume: {last} cannot be read (truncated or corrupt) and the run has no other readable "
         f"checkpoint in {last.parent}; start a new run or restore the file"
     )
+
+
+# where a job run again from the start in its directory puts its earlier part's logs
+REPLACED_LOGS = ".replaced_logs"
+
+
+def set_aside_earlier_logs(logger_cfg: DictConfig | None, output_dir: Path) -> None:
+    """A sweep job run again from the start in its directory (it saved no last.ckpt: a study's)
+    replaces its record; its earlier run's TensorBoard and CSV logs stayed beside the new ones,
+    and sft-compare showed that run's best as this one's. They move to
+    `<job dir>/.replaced_logs/<time>/` (sft-compare skips hidden folders)."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    for entry in (logger_cfg or {}).values():
+        save_dir = Path(str(entry.get("save_dir"))) if entry and entry.get("save_dir") else None
+        if save_dir is None or not save_dir.is_dir() or not any(save_dir.iterdir()):
+            continue
+        if not save_dir.resolve().is_relative_to(output_dir.resolve()):
+            continue  # a folder the run shares with others: not this job's to move
+        moved = output_dir / REPLACED_LOGS / stamp / save_dir.name
+        moved.parent.mkdir(parents=True, exist_ok=True)
+        save_dir.rename(moved)
+        log.info(f"{output_dir} runs again from the start: its earlier logs moved to {moved}")
 
 
 def continue_tensorboard(logger_cfg: DictConfig | None, step: int) -> None:
