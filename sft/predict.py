@@ -28,6 +28,7 @@ from sft.inference.inputs import (
 from sft.inference.predictor import check_batch_size, check_modality, predict_probs
 from sft.inference.writers import (
     GLUE_SST2_FILE,
+    glue_labels_of,
     prediction_rows,
     write_glue_submission,
     write_predictions,
@@ -128,12 +129,19 @@ def predict(cfg: DictConfig) -> Path:
         glue = isinstance(inputs, TextInputs) and is_sst2_test_file(inputs.source)
     if glue and not isinstance(inputs, TextInputs):
         raise SFTError("glue_submission=true needs text inputs (GLUE's SST-2 test.tsv)")
+    # glue_submission=null turns it on for SST-2's test.tsv: say which
+    asked = (
+        "glue_submission=true"
+        if cfg.glue_submission
+        else f"inputs={inputs.source} (SST-2's test file)"
+    )
     if glue and len(bundle.class_names) != 2:
         raise SFTError(
-            f"glue_submission=true writes SST-2's binary labels, but {cfg.ckpt_path} predicts "
+            f"{asked} writes SST-2's binary labels, but {cfg.ckpt_path} predicts "
             f"{len(bundle.class_names)} classes ({', '.join(bundle.class_names)}); set "
             "glue_submission=false"
         )
+    glue_labels = glue_labels_of(bundle.class_names, asked) if glue else None
     submission = out.parent / GLUE_SST2_FILE
     if glue:
         check_not_written(submission, "output")
@@ -146,7 +154,7 @@ def predict(cfg: DictConfig) -> Path:
     if glue:
         # GLUE numbers the test rows from 0: the file's index column, else the row order
         indices = inputs.ids if inputs.has_index else [str(i) for i in range(len(inputs))]
-        write_glue_submission(submission, indices, probs)
+        write_glue_submission(submission, indices, probs, glue_labels)
         print(f"GLUE submission: {submission}")
     return out
 

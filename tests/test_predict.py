@@ -21,6 +21,7 @@ from sft.errors import SFTError
 from sft.export import export
 from sft.inference.bundle import check_inference_inputs, load_bundle
 from sft.inference.inputs import read_texts
+from sft.inference.writers import glue_labels_of, write_glue_submission
 from sft.predict import predict
 from sft.train import train
 
@@ -521,3 +522,15 @@ def test_mistakes_in_a_users_datamodule_are_one_line(datamodule, message, tmp_pa
         overrides.append("model.linear_probe={max_iter:5}")
     with pytest.raises(SFTError, match=message):
         train(compose_config("train", overrides, tmp_path / "run"))
+
+
+def test_a_glue_submission_writes_glue_labels_by_class_name(tmp_path):
+    """A model whose classes are [positive, negative] wrote its class index: every label of
+    SST-2.tsv inverted (GLUE: 0 negative, 1 positive), without a word."""
+    assert glue_labels_of(["positive", "negative"], "x") == [1, 0]
+    assert glue_labels_of(["0", "1"], "x") == [0, 1]
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8]])  # class 0, then class 1
+    write_glue_submission(tmp_path / "SST-2.tsv", ["0", "1"], probs, [1, 0])
+    assert (tmp_path / "SST-2.tsv").read_text() == "index\tprediction\n0\t1\n1\t0\n"
+    with pytest.raises(SFTError, match=r"^inputs=t.tsv writes GLUE's SST-2 labels .* \['good', "):
+        glue_labels_of(["good", "bad"], "inputs=t.tsv")

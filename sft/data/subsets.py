@@ -19,7 +19,8 @@ def check_few_label_args(train_fraction: float | None, samples_per_class: int | 
     if train_fraction is not None and samples_per_class is not None:
         raise SFTError(
             "data.train_fraction and data.samples_per_class are both set; set at most one "
-            f"(got {train_fraction!r} and {samples_per_class!r})"
+            f"(got {train_fraction!r} and {samples_per_class!r}; an experiment may set one: "
+            "data.samples_per_class=null or data.train_fraction=null clears it)"
         )
     if train_fraction is not None and (
         isinstance(train_fraction, bool)

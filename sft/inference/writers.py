@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from sft.errors import SFTError
 from sft.utils.io import atomic_write
 
 # GLUE's leaderboard file name per task; sft-predict writes SST-2's
@@ -53,12 +55,33 @@ def write_predictions(path: Path, rows: list[dict], fmt: str) -> None:
     atomic_write(path, write_csv, text=True)
 
 
-def write_glue_submission(path: Path, indices: list[str], probs: torch.Tensor) -> None:
-    """`index<TAB>prediction` with integer labels, the format GLUE's server expects."""
+# SST-2's labels on GLUE's server, by the class names a model may have for them
+GLUE_SST2_LABELS = {"negative": 0, "positive": 1, "neg": 0, "pos": 1, "0": 0, "1": 1}
+
+
+def glue_labels_of(class_names: Sequence[str], asked: str) -> list[int]:
+    """GLUE's SST-2 label (0 negative, 1 positive) of each of a model's two classes, by name:
+    the class index was written whatever the names (`[positive, negative]`: every label
+    inverted, without a word). SFTError for names that say neither."""
+    labels = [GLUE_SST2_LABELS.get(str(name).strip().lower()) for name in class_names]
+    if sorted(label for label in labels if label is not None) != [0, 1]:
+        raise SFTError(
+            f"{asked} writes GLUE's SST-2 labels (0 negative, 1 positive), but the model's classes "
+            f"are {list(class_names)}: name them negative/positive (or 0/1), or set "
+            "glue_submission=false"
+        )
+    return [int(label) for label in labels]
+
+
+def write_glue_submission(
+    path: Path, indices: list[str], probs: torch.Tensor, glue_labels: Sequence[int] = (0, 1)
+) -> None:
+    """`index<TAB>prediction` with GLUE's integer labels (`glue_labels`: of each class), the
+    format GLUE's server expects."""
 
     def write(f) -> None:
         f.write("index\tprediction\n")
         for index, pred in zip(indices, probs.argmax(-1).tolist(), strict=True):
-            f.write(f"{index}\t{pred}\n")
+            f.write(f"{index}\t{glue_labels[pred]}\n")
 
     atomic_write(path, write, text=True)
