@@ -137,6 +137,17 @@ def size_label(size: int) -> str:
     return "all" if size == ALL else str(size)
 
 
+def _size(job_dir: Path, data: dict) -> int:
+    """The job's labels per class; ALL for the whole training set. A train_fraction job is
+    refused: it was read as the whole set ("all"), its fractions pooled as seeds."""
+    if data.get("train_fraction") is not None:
+        raise SystemExit(
+            f"error: {job_dir} drew data.train_fraction={data['train_fraction']}; this report "
+            "compares data.samples_per_class sizes (and the whole set, both null)"
+        )
+    return data["samples_per_class"] or ALL
+
+
 def load_job(job_dir: Path, result: RunResult, metric: str) -> Job:
     cfg = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "config.yaml"))
     choices = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
@@ -144,7 +155,7 @@ def load_job(job_dir: Path, result: RunResult, metric: str) -> Job:
     return Job(
         arm=arm_name(cfg, choices.get("method")),
         method=choices.get("method"),
-        samples_per_class=cfg["data"]["samples_per_class"] or ALL,
+        samples_per_class=_size(job_dir, cfg["data"]),
         seed=cfg["seed"],
         status=result.status,
         score=score,
@@ -219,7 +230,7 @@ def plot(by_arm: dict[str, dict[int, list[Job]]], chance: float, study: Study, p
     sizes = sorted({size for by_size in by_arm.values() for size in by_size})
     finite = [s for s in sizes if s != ALL]
     # the whole training set: plotted one step (4x) right of the largest subset, labelled "all"
-    x_of = {s: (4 * max(finite) if s == ALL else s) for s in sizes}
+    x_of = {s: ((4 * max(finite) if finite else 1) if s == ALL else s) for s in sizes}
     for arm, by_size in sorted(by_arm.items(), key=lambda item: arm_order(item[0])):
         xs, means, stds = [], [], []
         for size in sorted(by_size):
@@ -389,11 +400,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="output folder (default: the study's)")
     args = parser.parse_args()
     study = STUDIES[args.study]
-    sweeps = [(ROOT / s).resolve() for s in (args.sweeps or study.sweeps)]
+    # the user's paths from where they run it; the study's own under the checkout
+    sweeps = (
+        [s.resolve() for s in args.sweeps]
+        if args.sweeps
+        else [(ROOT / s).resolve() for s in study.sweeps]
+    )
     for missing in [s for s in sweeps if not s.is_dir()]:  # a round not run yet
         print(f"note: {missing} does not exist; the report covers the others")
     sweeps = [s for s in sweeps if s.is_dir()]
-    out = ROOT / (args.out or study.out_dir)
+    out = args.out.resolve() if args.out else ROOT / study.out_dir
 
     jobs = []
     for sweep in sweeps:
@@ -401,7 +417,8 @@ def main() -> None:
             raise SystemExit(f"error: {sweep} is not a multirun sweep directory (no multirun.yaml)")
         jobs += [load_job(sweep / job, result, study.metric) for job, result in read_results(sweep)]
     if not jobs:
-        raise SystemExit(f"error: no {RESULT_FILE} under {', '.join(map(str, sweeps))}")
+        where = ", ".join(map(str, sweeps)) or "the sweep directories (none exists)"
+        raise SystemExit(f"error: no {RESULT_FILE} under {where}")
     sweeps = [s for s in sweeps if any(s in j.output_dir.parents for j in jobs)]  # with results
 
     chance = 1 / jobs[0].config["model"]["num_classes"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 13: the SST-2 label-efficiency study at 5x the first budget, then the full-data points.
-cd /work/main
-export SFT_DATA_DIR=$HOME/.cache/sft-data
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export SFT_DATA_DIR="${SFT_DATA_DIR:-$HOME/.cache/sft-data}"
 date
 .venv/bin/sft-train -m experiment=study_sst2_label_efficiency seed=0,1,2 \
   data.samples_per_class=16,64,256,1024 method=linear_probe,finetune_linear,lpft_fused,lora,lp_lora \
