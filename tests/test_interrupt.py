@@ -251,3 +251,27 @@ def test_ctrl_c_while_a_command_loads_is_one_line(capsys):
         check=True,
     )
     assert loaded.stdout.strip() == "False"
+
+
+def test_an_interrupted_sweep_job_says_how_to_continue_the_sweep(tmp_path, data_dir):
+    """SIGTERM in a sweep's job: the hint resumed that job alone, as a single run, and the rest
+    of the grid was never mentioned; the sweep run again continues every job."""
+    sweep = tmp_path / "sweep"
+    result = run_train_cli(
+        "-m",
+        *FAST,
+        *QUICK,
+        "+callbacks.term._target_=helpers.faults.SignalAtStep",
+        "+callbacks.term.step=3",
+        "+callbacks.term.signal=SIGTERM",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(
+        f"interrupted by SIGTERM at epoch 0 step 4: saved {sweep / '0' / 'checkpoints' / 'last.ckpt'}"
+        "; continue the sweep (each job from its last.ckpt) with: sft-train -m "
+    ), message
+    assert message.endswith(f"seed=0,1 hydra.sweep.dir={sweep}")

@@ -23,14 +23,19 @@ import shlex
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch import Callback
+from omegaconf import OmegaConf
 
 from sft.runs.directories import trainer_last_checkpoint
-from sft.utils.config import RUN_START, task_overrides
+from sft.runs.result import run_overrides
+from sft.utils.config import MULTIRUN_RECORD, RUN_START, task_overrides
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,7 @@ class GracefulInterrupt(Callback):
         self._previous: dict[int, Any] = {}
         # read here, in the process Hydra started: DDP's spawned ranks' hint lacked every override
         self._overrides = resume_overrides()
+        self._sweep_command = sweep_command()
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self._received is not None and signum == signal.SIGINT:
@@ -134,15 +140,33 @@ class GracefulInterrupt(Callback):
             if callable(handler):
                 handler(requeue, None)
         name = signal.Signals(received).name if received else "a signal"
+        # a sweep's job: its sweep run again continues it (was: this job alone, as a single run)
+        how = (
+            f"continue the sweep (each job from its last.ckpt) with: {self._sweep_command}"
+            if self._sweep_command
+            else f"resume with: {resume_command(trainer.default_root_dir, self._overrides)}"
+        )
         message = (
             f"interrupted by {name} at epoch {trainer.current_epoch} step {trainer.global_step}: "
-            f"saved {path}; resume with: "
-            f"{resume_command(trainer.default_root_dir, self._overrides)}"
+            f"saved {path}; {how}"
         )
         if not trainer.is_global_zero:  # said once, by rank 0 (was: by every rank)
             raise TrainingInterrupted(1)
         log.warning(message)
         raise TrainingInterrupted(message)
+
+
+def sweep_command() -> str | None:
+    """In a multirun job: the command that continues its sweep (`-m`, the sweep's overrides as
+    its multirun.yaml records them, its hydra.sweep.dir); None outside one."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(HydraConfig.get().sweep.dir).absolute()
+    record = sweep_dir / MULTIRUN_RECORD
+    if not record.is_file():
+        return None
+    overrides = run_overrides(OmegaConf.load(record).hydra.overrides.task)
+    return shlex.join(["sft-train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"])
 
 
 def resume_overrides() -> list[str]:
