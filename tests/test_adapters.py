@@ -177,7 +177,10 @@ def test_an_unknown_target_lists_the_first_20_modules_and_their_count():
 
 
 def test_adapters_need_a_trainable_backbone_and_layers_to_adapt():
-    with pytest.raises(SFTError, match=r"set model\.freeze_backbone=false"):
+    with pytest.raises(
+        SFTError,
+        match=r"but it is frozen \(model\.freeze_backbone=true, as method=linear_probe sets\): for LoRA, method=lora or lp_lora",
+    ):
         SFTClassifier(backbone=SMALL_CNN, num_classes=10, adapter=LORA, freeze_backbone=True)
     with pytest.raises(SFTError, match="'pooling' has no Linear or Conv2d layer to adapt"):
         add_lora(torch.nn.AdaptiveAvgPool2d(1), LoraSettings(), "pooling")

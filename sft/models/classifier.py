@@ -188,8 +188,10 @@ class SFTClassifier(L.LightningModule):
         if adapter is not None:
             if freeze_backbone:
                 raise SFTError(
-                    "adapter=lora trains adapters inside the backbone: set "
-                    "model.freeze_backbone=false (a linear probe is method=linear_probe, no adapter)"
+                    "adapter=lora trains adapters inside the backbone, but it is frozen "
+                    "(model.freeze_backbone=true, as method=linear_probe sets): for LoRA, "
+                    "method=lora or lp_lora (or model.freeze_backbone=false); for a linear "
+                    "probe, leave adapter=lora out"
                 )
             name = str(backbone.get("name", backbone.get("_target_")))
             settings = LoraSettings.from_config(adapter)
