@@ -105,8 +105,9 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         raise SFTError(not_a_datamodule(datamodule, gaps))
     model: SFTClassifier = instantiate(cfg.model, adapter=cfg.get("adapter"))
     datamodule.configure_input(model.input_spec)  # the backbone's normalisation, modality
-    if cfg.data.get("image_size", 0) is None:  # config_resolved.yaml: the size decoded to
-        cfg.data.image_size = datamodule.image_size
+    decoded = getattr(datamodule, "image_size", None)
+    if cfg.data.get("image_size", 0) is None and decoded is not None:
+        cfg.data.image_size = decoded  # config_resolved.yaml: the size decoded to
     if start:
         # before anything is written: a resumed run's directory keeps its files when refused
         check_resume_checkpoint(start, model)  # a clear line, not a load traceback
