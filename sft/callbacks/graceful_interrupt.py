@@ -159,9 +159,12 @@ class GracefulInterrupt(Callback):
 def sweep_command() -> str | None:
     """In a multirun job: the command that continues its sweep (`-m`, the sweep's overrides as
     its multirun.yaml records them, its hydra.sweep.dir); None outside one."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not HydraConfig.initialized():  # DDP's spawned ranks, code that calls train() itself
         return None
-    sweep_dir = Path(HydraConfig.get().sweep.dir).absolute()
+    hydra_cfg = HydraConfig.get()
+    if getattr(hydra_cfg, "mode", None) != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(hydra_cfg.sweep.dir).absolute()
     record = sweep_dir / MULTIRUN_RECORD
     if not record.is_file():
         return None

@@ -121,6 +121,10 @@ class SignalInHook(Callback):
         self.signum, self.times, self.step = getattr(signal_module, signal), times, step
         self.sent = False
         setattr(self, hook, self._send)
+        # a process started in the background (CI's nohup ... &) ignores SIGINT from birth, and
+        # Python then installs no KeyboardInterrupt handler: Ctrl-C as a terminal delivers it
+        if signal_module.getsignal(signal_module.SIGINT) == signal_module.SIG_IGN:
+            signal_module.signal(signal_module.SIGINT, signal_module.default_int_handler)
 
     def _send(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if self.sent or trainer.global_step < self.step:
