@@ -129,10 +129,11 @@ def predict(cfg: DictConfig) -> Path:
         glue = isinstance(inputs, TextInputs) and is_sst2_test_file(inputs.source)
     if glue and not isinstance(inputs, TextInputs):
         raise SFTError("glue_submission=true needs text inputs (GLUE's SST-2 test.tsv)")
-    # glue_submission=null turns it on for SST-2's test.tsv: say which
+    # glue_submission=null turns it on for SST-2's test.tsv (text inputs, checked above): say
+    # which
     asked = (
         "glue_submission=true"
-        if cfg.glue_submission
+        if cfg.glue_submission or not glue
         else f"inputs={inputs.source} (SST-2's test file)"
     )
     if glue and len(bundle.class_names) != 2:
