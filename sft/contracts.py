@@ -15,7 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import torch
 from torch.utils.data import DataLoader
+
+from sft.errors import SFTError
 
 Modality = Literal["image", "text"]
 # checkpoint key: the best validation accuracy of the run so far (the model saves and restores
@@ -105,4 +108,21 @@ def not_a_datamodule(datamodule: object, gaps: list[str]) -> str:
         f"{type(datamodule).__name__} is not an sft datamodule: it has no {', '.join(gaps)}; "
         "derive it from sft.data.base.SFTDataModule (or implement "
         "sft.contracts.ClassificationData), and set num_classes and class_names in its setup"
+    )
+
+
+def check_class_indices(
+    labels: torch.Tensor, num_classes: int, owner: str, unlabelled: bool = False
+) -> None:
+    """SFTError naming `owner` when `labels` are not class indices 0..num_classes-1 (with
+    `unlabelled`: -1 too): a user's datamodule numbering its classes from 1 ended in
+    cross_entropy's "Target 3 is out of bounds", or a device-side assert on a GPU."""
+    if not labels.numel():
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low >= (-1 if unlabelled else 0) and high < num_classes:
+        return
+    raise SFTError(
+        f"{owner} gives labels {low}..{high} for {num_classes} classes: labels are class "
+        f"indices 0..{num_classes - 1}" + (" (-1: unlabelled)" if unlabelled else "")
     )

@@ -504,7 +504,7 @@ def test_a_checkpoint_of_a_users_datamodule_is_refused_in_one_line(tmp_path):
         # was: a bare NotImplementedError
         ("NoProbe", r"^NoProbe has no probe_dataloader, which the linear probe"),
         # was: IndexError: Target 5 is out of bounds, from inside L-BFGS, or from the loss
-        ("LabelsFrom5", r"^LabelsFrom5 gives labels 5..6 for a 2-class model: labels are class "),
+        ("LabelsFrom5", r"^LabelsFrom5 gives labels 5..6 for 2 classes: labels are class "),
         # every batch, before it goes to the device (was: only the first batch of the run,
         # usually a sanity-check batch of validation's)
         ("LabelsFrom5-no-probe", r"^LabelsFrom5 gives labels 5..6 for 2 classes: labels are "),

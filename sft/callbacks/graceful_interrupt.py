@@ -31,11 +31,9 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch import Callback
-from omegaconf import OmegaConf
 
-from sft.runs.directories import trainer_last_checkpoint
-from sft.runs.result import run_overrides
-from sft.utils.config import MULTIRUN_RECORD, RUN_START, task_overrides
+from sft.runs.directories import sweep_overrides, trainer_last_checkpoint
+from sft.utils.config import RUN_START, task_overrides
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +163,9 @@ def sweep_command() -> str | None:
     if getattr(hydra_cfg, "mode", None) != RunMode.MULTIRUN:
         return None
     sweep_dir = Path(hydra_cfg.sweep.dir).absolute()
-    record = sweep_dir / MULTIRUN_RECORD
-    if not record.is_file():
+    overrides = sweep_overrides(sweep_dir)
+    if overrides is None:
         return None
-    overrides = run_overrides(OmegaConf.load(record).hydra.overrides.task)
     return shlex.join(["sft-train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"])
 
 

@@ -12,7 +12,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sft.contracts import InputSpec, Modality, Normalization
+from sft.contracts import InputSpec, Modality, Normalization, check_class_indices
 from sft.data.augment import ImageBatchTransform
 from sft.data.resumable import ResumableRandomSampler
 from sft.errors import SFTError
@@ -148,14 +148,9 @@ class SFTDataModule(L.LightningDataModule):
         labels = batch.get("labels") if isinstance(batch, Mapping) else None
         if isinstance(batch, list | tuple) and len(batch) == 2:
             labels = batch[1]
-        if isinstance(labels, torch.Tensor) and labels.numel() and labels.device.type == "cpu":
-            n = getattr(self, "num_classes", None)
-            low, high = int(labels.min()), int(labels.max())
-            if isinstance(n, int) and (low < -1 or high >= n):
-                raise SFTError(
-                    f"{type(self).__name__} gives labels {low}..{high} for {n} classes: labels "
-                    f"are class indices 0..{n - 1} (-1: unlabelled)"
-                )
+        n = getattr(self, "num_classes", None)
+        if isinstance(labels, torch.Tensor) and labels.device.type == "cpu" and isinstance(n, int):
+            check_class_indices(labels, n, type(self).__name__, unlabelled=True)
         return batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -238,7 +238,8 @@ class ImageFolderDataModule(ImageDataModule):
     """`data_dir/{train_dir,val_dir,test_dir}/<class>/*` image trees.
 
     Every image is decoded and resized to `image_size` x `image_size` uint8 in the DataLoader
-    workers (None: the side the model's backbone takes, `configure_input`, else 224); crop/flip/normalise run per batch on the device (`transform_batch`). Class names
+    workers (None: the side the model's backbone takes, `configure_input`, else 224);
+    crop/flip/normalise run per batch on the device (`transform_batch`). Class names
     are the training folder's class folders (sorted); val/test use the training mapping. When
     `val_dir` is None or does not exist, a class-stratified `val_fraction` of the training
     images (seeded by `split_seed`, not the run's `seed`) is the validation set, or about

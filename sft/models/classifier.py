@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from sft.contracts import (
     VAL_ACC_BEST,
     ClassificationData,
+    check_class_indices,
     datamodule_gaps,
     not_a_datamodule,
 )
@@ -409,17 +410,6 @@ class SFTClassifier(L.LightningModule):
         logits = self(inputs)
         return self.criterion(logits, y), logits, y
 
-    def _check_probe_labels(self, labels: torch.Tensor, datamodule: ClassificationData) -> None:
-        """The probe reads its own loader, which Lightning's batch hooks (where the datamodule
-        checks labels) do not see: was cross_entropy's IndexError from inside L-BFGS."""
-        num_classes = self.hparams.num_classes
-        if not len(labels) or (int(labels.min()) >= 0 and int(labels.max()) < num_classes):
-            return
-        raise SFTError(
-            f"{type(datamodule).__name__} gives labels {int(labels.min())}..{int(labels.max())} "
-            f"for a {num_classes}-class model: labels are class indices 0..{num_classes - 1}"
-        )
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         ce, logits, y = self._shared_step(batch)
         logged = ce.detach()
@@ -644,7 +634,9 @@ class SFTClassifier(L.LightningModule):
                 self.backbone, batches(), self._image_features if images else None
             )
         self._check_features(feats)
-        self._check_probe_labels(labels, datamodule)
+        # the probe reads its own loader, which the datamodule's batch hooks (its label check)
+        # do not see: was cross_entropy's IndexError from inside L-BFGS
+        check_class_indices(labels, self.hparams.num_classes, type(datamodule).__name__)
         weight, bias = fit_logistic_regression(
             feats, labels, self.hparams.num_classes, **self.hparams.linear_probe
         )

@@ -256,13 +256,20 @@ def _refuse_renumbered_jobs(
     planned_keys = set(map(overrides_key, planned))
     if not all(overrides_key(r) in planned_keys for r in records if r is not None):
         return
-    record = sweep_dir / MULTIRUN_RECORD
-    earlier = run_overrides(OmegaConf.load(record).hydra.overrides.task) if record.is_file() else []
+    earlier = sweep_overrides(sweep_dir)
     raise SFTError(
         f"hydra.sweep.dir={sweep_dir} holds this sweep's jobs under other numbers (Hydra "
         "numbers a grid's jobs by the order of its swept keys): give the swept keys in their "
-        "first order to continue them" + (f" ({record}: {' '.join(earlier)})" if earlier else "")
+        "first order to continue them"
+        + (f" ({sweep_dir / MULTIRUN_RECORD}: {' '.join(earlier)})" if earlier else "")
     )
+
+
+def sweep_overrides(sweep_dir: Path) -> list[str] | None:
+    """The overrides a sweep was started with, as its multirun.yaml records them and its user
+    typed them; None without that record."""
+    record = sweep_dir / MULTIRUN_RECORD
+    return run_overrides(OmegaConf.load(record).hydra.overrides.task) if record.is_file() else None
 
 
 def check_run_name(name: Any) -> None:

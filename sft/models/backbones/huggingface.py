@@ -187,9 +187,8 @@ def huggingface(
                 trust_remote_code=trust_remote_code,
             )
         except RuntimeError as exc:
-            if not overrides or "mismatch" not in str(
-                exc
-            ):  # size mismatch, ignore_mismatched_sizes
+            # "size mismatch for ...", "You set `ignore_mismatched_sizes` to `False`"
+            if not overrides or "mismatch" not in str(exc):
                 raise
             raise SFTError(
                 f"model.backbone.config_overrides {', '.join(sorted(overrides))}: the pretrained "
