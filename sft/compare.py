@@ -167,7 +167,12 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
         else:
             no_events.append(run_dir)
     if not any(run.scalars for run in runs):
-        hint = f" ({_left_out(no_events, 'without TensorBoard events')})" if no_events else ""
+        # each failed run's error: the table it would be in has no metric to show (was: no word)
+        failed = [f"{run.path}: {run.result.error}" for run in runs if run.result is not None]
+        why = [_left_out(failed, "failed before logging", sep="; ")] if failed else []
+        if no_events:
+            why.append(_left_out(no_events, "without TensorBoard events"))
+        hint = f" ({'; '.join(why)})" if why else ""
         raise SFTError(f"no TensorBoard runs with scalars under {', '.join(map(str, paths))}{hint}")
     _label_runs(runs)
     return runs, empty, no_events
@@ -195,8 +200,8 @@ def _overrides(run_dir: Path, result: RunResult | None) -> list[str]:
     return [o for o in run_overrides([str(o) for o in overrides]) if not o.startswith("resume=")]
 
 
-def _left_out(paths: list[Path], why: str) -> str:
-    return f"{len(paths)} run{'s' if len(paths) > 1 else ''} {why}: {first_few(paths, 3)}"
+def _left_out(paths: list[Path] | list[str], why: str, sep: str = ", ") -> str:
+    return f"{len(paths)} run{'s' if len(paths) > 1 else ''} {why}: {first_few(paths, 3, sep)}"
 
 
 def _read_result(path: Path) -> RunResult | None:

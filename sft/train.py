@@ -34,6 +34,7 @@ from sft.runs.resume import (
     recover_spawned_progress,
     resume_point,
 )
+from sft.runs.sweep_summary import write_summary_of_stopped_sweep
 from sft.runs.tensorboard_hparams import TensorBoardHParams
 from sft.utils.allocator import keep_freed_memory
 from sft.utils.cli import checks_overrides
@@ -236,6 +237,9 @@ def main(cfg: DictConfig) -> float | None:
             else:
                 log.error(f"error: {recorder.result.error}")
             return None
+        except BaseException:  # Ctrl-C, SIGTERM: the sweep stops at this job
+            write_summary_of_stopped_sweep(hydra_cfg)
+            raise
     return metrics.get(name) if name else None
 
 

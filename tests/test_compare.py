@@ -226,6 +226,27 @@ def test_a_failed_job_is_listed_with_its_status(sweep, tmp_path, capsys, events)
     assert "left out" not in out
 
 
+def test_a_sweep_whose_jobs_all_failed_names_their_errors(tmp_path, capsys):
+    """Every job failed before logging (here: a diverging learning rate): the error said only
+    that there were no runs with scalars, as if the sweep were empty."""
+    for job, lr in (("0", "10"), ("1", "20")):
+        (tmp_path / "sweep" / job).mkdir(parents=True)
+        RunResult(
+            status="failed",
+            error=f"loss is nan at step 3 (lr {lr})",
+            output_dir=str(tmp_path / "sweep" / job),
+            overrides=[f"model.lr_head={lr}"],
+        ).write()
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "sweep"), "--png", str(tmp_path / "c.png")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no TensorBoard runs with scalars under ")
+    assert err[0].endswith(
+        f"(2 runs failed before logging: {tmp_path / 'sweep' / '0'}: loss is nan at step 3 "
+        f"(lr 10); {tmp_path / 'sweep' / '1'}: loss is nan at step 3 (lr 20))"
+    ), err[0]
+
+
 def test_overrides_with_hydra_interpolations_label_runs(tmp_path, capsys):
     """The Optuna sweeper adds `++callbacks.optuna_pruning={...trial_number:${hydra:job.num}}`
     to each job's overrides (was: UnsupportedInterpolationType from sft-compare on any study)."""

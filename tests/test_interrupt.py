@@ -212,7 +212,7 @@ def test_a_second_ctrl_c_stops_at_once_and_names_the_checkpoint_to_resume(tmp_pa
     last = run_dir / "checkpoints" / "last.ckpt"
     assert message.startswith(
         "interrupted by SIGINT at epoch 0 step 3, at once (a second Ctrl-C): not saved; "
-        f"{last} holds an earlier step, resume it with: sft-train "
+        f"{last} holds an earlier step; resume with: sft-train "
     ), message
     assert message.endswith(f"resume={run_dir}")
     assert torch.load(last, weights_only=True)["global_step"] == 2
@@ -255,7 +255,9 @@ def test_ctrl_c_while_a_command_loads_is_one_line(capsys):
 
 def test_an_interrupted_sweep_job_says_how_to_continue_the_sweep(tmp_path, data_dir):
     """SIGTERM in a sweep's job: the hint resumed that job alone, as a single run, and the rest
-    of the grid was never mentioned; the sweep run again continues every job."""
+    of the grid was never mentioned; the sweep run again continues every job. The sweep's
+    summary.md lists the job and why the sweep stopped (it was never written: Hydra calls its
+    callbacks only for jobs that end or raise an Exception)."""
     sweep = tmp_path / "sweep"
     result = run_train_cli(
         "-m",
@@ -275,3 +277,33 @@ def test_an_interrupted_sweep_job_says_how_to_continue_the_sweep(tmp_path, data_
         "; continue the sweep (each job from its last.ckpt) with: sft-train -m "
     ), message
     assert message.endswith(f"seed=0,1 hydra.sweep.dir={sweep}")
+    summary = (sweep / "summary.md").read_text()
+    assert "1 job, 0 completed, 1 failed" in summary
+    assert "The sweep was interrupted in job 0" in summary
+    assert message.replace("|", "\\|") in summary
+
+
+def test_a_second_ctrl_c_in_a_sweep_job_says_how_to_continue_the_sweep(tmp_path, data_dir):
+    """It said to resume the job alone (`resume=<job>`), which loses the rest of the grid."""
+    sweep = tmp_path / "sweep"
+    result = run_train_cli(
+        "-m",
+        *FAST,
+        *QUICK,
+        "+callbacks.int._target_=helpers.faults.SignalInHook",
+        "+callbacks.int.hook=on_train_batch_start",
+        "+callbacks.int.times=2",
+        "+callbacks.int.step=3",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(
+        "interrupted by SIGINT at epoch 0 step 3, at once (a second Ctrl-C): not saved; "
+        f"{sweep / '0' / 'checkpoints' / 'last.ckpt'} holds an earlier step; continue the sweep "
+        "(each job from its last.ckpt) with: sft-train -m "
+    ), message
+    assert message.endswith(f"seed=0,1 hydra.sweep.dir={sweep}")
+    assert "The sweep was interrupted in job 0" in (sweep / "summary.md").read_text()

@@ -47,6 +47,15 @@ def resume_command(run_dir: str, overrides: list[str]) -> str:
     return shlex.join(["sft-train", *overrides, f"resume={run_dir}"])
 
 
+def how_to_continue(run_dir: str, overrides: list[str], sweep: str | None) -> str:
+    """The end of an interrupted run's line: in a sweep's job, the sweep run again (`sweep`,
+    from sweep_command: each job continues from its last.ckpt); else resume= of this run (in
+    a sweep it resumed that job alone, as a single run, and the rest of the grid was lost)."""
+    if sweep:
+        return f"continue the sweep (each job from its last.ckpt) with: {sweep}"
+    return f"resume with: {resume_command(run_dir, overrides)}"
+
+
 def requeue_signal() -> int | None:
     """The signal submitit requeues a job on (time limit, preemption), when running under it:
     $SUBMITIT_PREEMPT_SIGNAL, USR2 by default; None outside a submitit job."""
@@ -138,12 +147,7 @@ class GracefulInterrupt(Callback):
             if callable(handler):
                 handler(requeue, None)
         name = signal.Signals(received).name if received else "a signal"
-        # a sweep's job: its sweep run again continues it (was: this job alone, as a single run)
-        how = (
-            f"continue the sweep (each job from its last.ckpt) with: {self._sweep_command}"
-            if self._sweep_command
-            else f"resume with: {resume_command(trainer.default_root_dir, self._overrides)}"
-        )
+        how = how_to_continue(trainer.default_root_dir, self._overrides, self._sweep_command)
         message = (
             f"interrupted by {name} at epoch {trainer.current_epoch} step {trainer.global_step}: "
             f"saved {path}; {how}"
@@ -180,6 +184,7 @@ def interrupt_explained(trainer: L.Trainer, overrides: list[str]) -> Iterator[No
     """Around `trainer.fit` and `trainer.test`: Ctrl-C outside GracefulInterrupt's window (data
     setup, the linear probe, a second Ctrl-C, the test) makes Lightning exit with status 1 and
     no word of what was kept; say it in one line instead."""
+    sweep = sweep_command()
     try:
         yield
     except SystemExit as exc:
@@ -188,14 +193,14 @@ def interrupt_explained(trainer: L.Trainer, overrides: list[str]) -> Iterator[No
         # exit after it requeued a job)
         if type(exc) is not SystemExit or not isinstance(exc.__context__, KeyboardInterrupt):
             raise
-        message = f"interrupted by SIGINT {_what_was_kept(trainer, overrides)}"
+        message = f"interrupted by SIGINT {_what_was_kept(trainer, overrides, sweep)}"
         if not trainer.is_global_zero:
             raise TrainingInterrupted(1) from None
         log.warning(message)
         raise TrainingInterrupted(message) from None
 
 
-def _what_was_kept(trainer: L.Trainer, overrides: list[str]) -> str:
+def _what_was_kept(trainer: L.Trainer, overrides: list[str], sweep: str | None) -> str:
     if trainer.testing:
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if not best:
@@ -215,7 +220,5 @@ def _what_was_kept(trainer: L.Trainer, overrides: list[str]) -> str:
     where = f"at epoch {trainer.current_epoch} step {trainer.global_step}, {why}"
     if not last.is_file():
         return f"{where}: nothing saved"
-    return (
-        f"{where}: not saved; {last} holds an earlier step, resume it with: "
-        f"{resume_command(trainer.default_root_dir, overrides)}"
-    )
+    how = how_to_continue(trainer.default_root_dir, overrides, sweep)
+    return f"{where}: not saved; {last} holds an earlier step; {how}"

@@ -175,9 +175,15 @@ def _md_cell(value: Any) -> str:
 
 
 def _md_text(
-    sweep_dir: Path, rows: list[dict], jobs: list[dict], metric: str | None, mode: str | None
+    sweep_dir: Path,
+    rows: list[dict],
+    jobs: list[dict],
+    metric: str | None,
+    mode: str | None,
+    stopped_at: str | None = None,
 ) -> str:
-    """`rows`: the table; `jobs`: the rows the counts are of (`write_summary`)."""
+    """`rows`: the table; `jobs`: the rows the counts are of (`write_summary`); `stopped_at`:
+    the job an interrupt stopped the sweep in."""
     failed = sum(job["status"] == FAILED for job in jobs)
     pruned = sum(job["status"] == PRUNED for job in jobs)
     lines = [
@@ -193,6 +199,11 @@ def _md_text(
             else "."
         ),
     ]
+    if stopped_at is not None:
+        lines.append(
+            f"The sweep was interrupted in job {stopped_at}: jobs it had not started are not "
+            "listed (the job's error says how to continue the sweep)."
+        )
     # the table shows what differs between jobs; what they share is said once
     first = rows[0]["overrides"] if rows else []
     common = [o for o in first if all(o in row["overrides"] for row in rows)]
@@ -232,10 +243,13 @@ def unranked(jobs: list[dict], metric: str | None) -> str | None:
     )
 
 
-def write_summary(sweep_dir: str | Path, mode: str | None = None) -> list[dict]:
+def write_summary(
+    sweep_dir: str | Path, mode: str | None = None, stopped_at: str | None = None
+) -> list[dict]:
     """Write `summary.csv` and `summary.md` in `sweep_dir` (atomically); return the rows of
     the jobs, one each: a job that did not run again is its `(not run)` row, not also the
-    earlier record its directory keeps (which the files list)."""
+    earlier record its directory keeps (which the files list). `stopped_at`: the job an
+    interrupt stopped the sweep in."""
     sweep_dir = Path(sweep_dir)
     results = read_results(sweep_dir, not_run=True)
     rows = summary_rows(results, mode)
@@ -243,9 +257,21 @@ def write_summary(sweep_dir: str | Path, mode: str | None = None) -> list[dict]:
     jobs = [row for row in rows if row["job"] not in earlier]
     atomic_write_text(sweep_dir / SUMMARY_CSV, _csv_text(rows))
     atomic_write_text(
-        sweep_dir / SUMMARY_MD, _md_text(sweep_dir, rows, jobs, optimized_metric(results), mode)
+        sweep_dir / SUMMARY_MD,
+        _md_text(sweep_dir, rows, jobs, optimized_metric(results), mode, stopped_at),
     )
     return jobs
+
+
+def write_summary_of_stopped_sweep(hydra_cfg: DictConfig) -> None:
+    """For a job that stops its sweep (Ctrl-C, SIGTERM): the summary its SweepSummary callback
+    writes after every job. Hydra calls callbacks only for a job that returns or raises an
+    Exception, so summary.md was left from the job before (or never written)."""
+    target = f"{SweepSummary.__module__}.{SweepSummary.__qualname__}"
+    for callback in (hydra_cfg.get("callbacks") or {}).values():
+        if callback.get("_target_") == target:
+            write_summary(hydra_cfg.sweep.dir, callback.get("mode"), str(hydra_cfg.job.num))
+            log.info(f"Sweep summary: {Path(hydra_cfg.sweep.dir) / SUMMARY_MD}")
 
 
 class SweepSummary(Callback):
