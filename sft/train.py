@@ -31,6 +31,7 @@ from sft.runs.resume import (
     check_resume_checkpoint,
     continue_csv_logs,
     continue_tensorboard,
+    finished_job,
     recover_spawned_progress,
     resume_point,
 )
@@ -216,6 +217,8 @@ def main(cfg: DictConfig) -> float | None:
 
     def run() -> dict[str, Any]:
         try:
+            if multirun and (finished := finished_job(Path(hydra_cfg.runtime.output_dir))):
+                return finished.metrics  # its record stands as it is
             metrics = train(cfg, recorder)
             if multirun and not is_grid(hydra_cfg):
                 recorder.check_logged(metrics)  # the search gets no value without it

@@ -260,9 +260,10 @@ def test_a_job_directory_holding_another_jobs_record_is_never_written_over(tmp_p
     assert rows[0]["error"].startswith(f"{job} holds a run of another job")
 
 
-def test_a_sweep_without_sfts_checkpoints_reruns_its_jobs(tmp_path, capsys):
-    """A sweep re-run into its directory whose jobs have only Lightning's own checkpoints (no
-    last.ckpt to continue from): each job runs again in its own directory."""
+def test_a_sweep_run_again_keeps_its_finished_jobs_without_last_checkpoint(tmp_path, capsys):
+    """A sweep re-run into its directory whose jobs completed with only Lightning's own
+    checkpoints (a study's save none): no last.ckpt to continue from, so each job trained again
+    from the start (hours for a study stopped near its end); their records now stand."""
     sweep = tmp_path / "sweep"
     no_sft_checkpoints = [
         f"callbacks.{c}=null" for c in ("model_checkpoint", "last_checkpoint", "step_checkpoint")
@@ -271,11 +272,25 @@ def test_a_sweep_without_sfts_checkpoints_reruns_its_jobs(tmp_path, capsys):
     # have only when they ask for it
     lightnings = "trainer.enable_checkpointing=true"
     grid = ["-m", *TINY, "trainer.max_epochs=1", *no_sft_checkpoints, lightnings, "seed=1,2"]
-    for _ in range(2):
-        code, err = run_sft_train(capsys, *grid, f"hydra.sweep.dir={sweep}")
-        assert code == 0, err[-2000:]
-    assert list(sweep.glob("0/tensorboard/checkpoints/*.ckpt"))
+    code, err = run_sft_train(capsys, *grid, f"hydra.sweep.dir={sweep}")
+    assert code == 0, err[-2000:]
+    written = {p: p.read_bytes() for p in sweep.glob("*/**/*") if p.is_file() and p.suffix}
+    written = {p: b for p, b in written.items() if ".hydra" not in p.parts and p.suffix != ".log"}
+    assert any(p.suffix == ".ckpt" for p in written) and any("tfevents" in p.name for p in written)
+    record = RunResult.read(sweep / "1" / "result.json")
+    record.status, record.error = "failed", "interrupted by SIGINT"  # it did not finish
+    record.write()  # and runs again
+    code, err = run_sft_train(capsys, *grid, f"hydra.sweep.dir={sweep}")
+    assert code == 0, err[-2000:]
+    job_0 = {p: b for p, b in written.items() if p.is_relative_to(sweep / "0")}
+    assert {p: p.read_bytes() for p in job_0} == job_0
+    assert not list((sweep / "0").rglob(".replaced_logs"))
+    assert RunResult.read(sweep / "1" / "result.json").started_at > record.started_at
     assert [r.status for _, r in read_results(sweep)] == ["completed", "completed"]
+    assert (
+        f"{sweep / '0'} holds this job's completed run (result.json): kept"
+        in (sweep / "0" / "train.log").read_text()
+    )
 
 
 def test_a_grid_sweep_without_validation_completes(tmp_path, capsys):
@@ -337,12 +352,15 @@ def test_a_job_that_did_not_run_is_summarised_from_the_sweep_directory(tmp_path)
 
 
 def test_a_rerun_job_with_sfts_checkpoints_but_no_last_checkpoint_is_refused(tmp_path, capsys):
-    """A sweep re-run whose job has sft's checkpoints but no last.ckpt to continue from: the
-    job is refused (its checkpoints and record stay) and the sweep says so."""
+    """A sweep re-run whose unfinished job has sft's checkpoints but no last.ckpt to continue
+    from: the job is refused (its checkpoints and record stay) and the sweep says so."""
     sweep = tmp_path / "sweep"
     grid = ["-m", *TINY, "trainer.max_epochs=1", "seed=1", f"hydra.sweep.dir={sweep}"]
     assert run_sft_train(capsys, *grid)[0] == 0
     (sweep / "0" / "checkpoints" / "last.ckpt").unlink()
+    record = RunResult.read(sweep / "0" / "result.json")
+    record.status, record.error = "failed", "Crash"  # e.g. its test crashed
+    record.write()
     kept = {p: p.read_bytes() for p in (sweep / "0").glob("*/*") if p.suffix in (".ckpt", ".json")}
     kept[sweep / "0" / "result.json"] = (sweep / "0" / "result.json").read_bytes()
     code, err = run_sft_train(capsys, *grid)
@@ -351,10 +369,7 @@ def test_a_rerun_job_with_sfts_checkpoints_but_no_last_checkpoint_is_refused(tmp
     assert err.strip().splitlines()[-1] == f"error: 1 of 1 jobs failed: see {sweep / 'summary.md'}"
     assert {p: p.read_bytes() for p in kept} == kept
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
-    assert [(r["job"], r["status"]) for r in rows] == [
-        ("0", "completed"),
-        ("0 (not run)", "failed"),
-    ]
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("0 (not run)", "failed")]
     assert f"{sweep / '0'} already holds a run's checkpoints" in rows[1]["error"]
     assert "but no checkpoints/last.ckpt to continue from" in rows[1]["error"]
     assert "another hydra.sweep.dir" in rows[1]["error"]
@@ -414,9 +429,9 @@ def test_a_grid_rerun_with_its_swept_keys_reordered_is_told_the_first_order(tmp_
 
 
 def test_a_study_job_run_again_sets_its_earlier_logs_aside(tmp_path, capsys):
-    """A job without last.ckpt (a study's) runs again from the start in its directory and
-    replaces its record, but its earlier TensorBoard events stayed beside the new ones:
-    sft-compare then showed the earlier run's best val/acc as this run's."""
+    """An unfinished job without last.ckpt (a study's) runs again from the start in its
+    directory and replaces its record, but its earlier TensorBoard events stayed beside the new
+    ones: sft-compare then showed the earlier run's best val/acc as this run's."""
     from sft.compare import find_runs
 
     sweep = tmp_path / "sweep"
@@ -437,6 +452,9 @@ def test_a_study_job_run_again_sets_its_earlier_logs_aside(tmp_path, capsys):
     ]
     assert run_sft_train(capsys, *grid)[0] == 0
     first = sorted((sweep / "0" / "tensorboard").rglob("events.out.tfevents.*"))
+    record = RunResult.read(sweep / "0" / "result.json")
+    record.status, record.error = "failed", "interrupted by SIGINT"  # it did not finish
+    record.write()
     assert run_sft_train(capsys, *grid)[0] == 0
     now = sorted((sweep / "0" / "tensorboard").rglob("events.out.tfevents.*"))
     assert now and not set(first) & set(now)  # only the new run's events

@@ -35,7 +35,14 @@ from sft.runs.directories import (
     resumed_run_dir,
     trainer_last_checkpoint,
 )
-from sft.runs.result import RESULT_FILE, recorded_overrides, run_overrides, same_overrides
+from sft.runs.result import (
+    COMPLETED,
+    RESULT_FILE,
+    RunResult,
+    recorded_overrides,
+    run_overrides,
+    same_overrides,
+)
 from sft.utils.checkpoint_io import AtomicCheckpointIO, checkpoint_path, read_checkpoint
 from sft.utils.config import RUN_START, task_overrides
 from sft.utils.io import atomic_write
@@ -217,6 +224,26 @@ def check_job_record(output_dir: Path) -> bool:
             "directory: hydra.sweep.subdir)"
         )
     return True
+
+
+def finished_job(output_dir: Path) -> RunResult | None:
+    """A sweep's job run again whose directory records it as completed but holds no last.ckpt
+    (a study's: they save no checkpoints): its record, which stands instead of a run from the
+    start (a re-run study trained its finished jobs again, hours for a large one; a job with
+    last.ckpt trains no further either). None for every other job."""
+    if not check_job_record(output_dir) or last_checkpoint(output_dir).is_file():
+        return None
+    try:
+        record = RunResult.read(output_dir / RESULT_FILE)
+    except SFTError:  # not readable as a whole: the job runs again, replacing it
+        return None
+    if record.status != COMPLETED:
+        return None
+    log.info(
+        f"{output_dir} holds this job's completed run ({RESULT_FILE}): kept, not trained again "
+        f"(move its {RESULT_FILE} away to train it again)"
+    )
+    return record
 
 
 def requeued_job_point(output_dir: Path) -> ResumePoint | None:
