@@ -29,11 +29,12 @@ data: install
 train: data
 	$(BIN)/sft-train experiment=$(EXPERIMENT) $(ARGS)
 
-# Test processes (pytest-xdist), one per core up to $(TEST_WORKERS): most tests keep one core
-# busy, so on 2 cores the suite takes 14.5 min instead of 20.4 (AMD EPYC Zen 3). Each file's
-# tests stay in one process (--dist loadfile), which builds its tiny models once.
-TEST_WORKERS ?= 4
-PYTEST := $(BIN)/python -m pytest -n auto --maxprocesses $(TEST_WORKERS) --dist loadfile
+# Test processes (pytest-xdist): one per CPU this process may use (nproc), at most 4. Most
+# tests keep one core busy, so on 2 cores the suite takes 14.5 min instead of 20.4 (AMD EPYC
+# Zen 3). Each file's tests stay in one process (--dist loadfile), which builds its tiny models
+# once. (xdist's own `-n auto` counts the host's cores through psutil, beyond a container's.)
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test: data
 	$(PYTEST) -m "not slow" $(ARGS)
