@@ -17,7 +17,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sft import entry_points
-from sft.callbacks.graceful_interrupt import interrupt_explained, resume_overrides
+from sft.callbacks.graceful_interrupt import (
+    TrainingInterrupted,
+    interrupt_explained,
+    resume_overrides,
+)
 from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.contracts import datamodule_gaps, not_a_datamodule
 from sft.data import SFTDataModule
@@ -240,7 +244,7 @@ def main(cfg: DictConfig) -> float | None:
             else:
                 log.error(f"error: {recorder.result.error}")
             return None
-        except BaseException:  # Ctrl-C, SIGTERM: the sweep stops at this job
+        except (KeyboardInterrupt, TrainingInterrupted):  # Ctrl-C, SIGTERM: the sweep stops
             write_summary_of_stopped_sweep(hydra_cfg)
             raise
     return metrics.get(name) if name else None

@@ -269,8 +269,13 @@ def write_summary_of_stopped_sweep(hydra_cfg: DictConfig) -> None:
     Exception, so summary.md was left from the job before (or never written)."""
     target = f"{SweepSummary.__module__}.{SweepSummary.__qualname__}"
     for callback in (hydra_cfg.get("callbacks") or {}).values():
-        if callback.get("_target_") == target:
+        if callback.get("_target_") != target:
+            continue
+        try:
             write_summary(hydra_cfg.sweep.dir, callback.get("mode"), str(hydra_cfg.job.num))
+        except (OSError, SFTError) as e:  # the interrupt is what the job reports
+            log.warning(f"the sweep summary could not be written: {e}")
+        else:
             log.info(f"Sweep summary: {Path(hydra_cfg.sweep.dir) / SUMMARY_MD}")
 
 
