@@ -20,7 +20,7 @@ import sft.predict as predict_module
 from sft.errors import SFTError
 from sft.export import export
 from sft.inference.bundle import check_inference_inputs, load_bundle
-from sft.inference.inputs import read_texts
+from sft.inference.inputs import STDIN, read_texts
 from sft.inference.writers import glue_labels_of, write_glue_submission
 from sft.predict import predict
 from sft.train import train
@@ -67,8 +67,10 @@ def test_text_inputs_of_every_kind_match_the_training_pipeline(
     )
     # datasets' Dataset.to_json writes JSON Lines into a .json file (was: an unknown kind)
     (tmp_path / "in.json").write_text((tmp_path / "in.jsonl").read_text())
-    # `... | sft-predict inputs=-` (was: no such file)
-    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(sentences) + "\n"))
+    # `... | sft-predict inputs=-` (was: no such file), bytes as a pipe gives them, with a
+    # byte-order mark as Windows tools write it (was: kept in the first text)
+    piped = ("\ufeff" + "\n".join(sentences) + "\n").encode()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(piped)))
 
     out = {
         "txt": run_predict(ckpts["text"], tmp_path / "in.txt", tmp_path / "txt"),
@@ -113,6 +115,19 @@ def test_text_inputs_of_every_kind_match_the_training_pipeline(
         assert [int(r["pred"]) for r in got] == expected.argmax(-1).tolist()
     # probabilities written as sft-eval writes them (was: 9e-05 and 0.0 beside 0.000086)
     assert all(re.fullmatch(r"\d\.\d{6}", r[f"prob_{n}"]) for r in results["txt"] for n in names)
+
+
+def test_standard_input_that_is_not_utf8_is_one_line(monkeypatch):
+    """A byte that is not UTF-8 on a pipe reached the tokenizer as a lone surrogate: TypeError
+    "TextEncodeInput must be Union[...]" and a traceback (a file named it in one line)."""
+    piped = io.TextIOWrapper(io.BytesIO(b"terrible movie\nsuperb \xff\xfe film\n"))
+    monkeypatch.setattr("sys.stdin", piped)
+    with pytest.raises(SFTError) as error:
+        read_texts(STDIN, "text")
+    assert str(error.value) == (
+        "inputs=-, line 2: not UTF-8 text (invalid start byte at byte 7 of the line: "
+        "b'\\xff\\xfe f'); give UTF-8 text"
+    )
 
 
 def test_ids_are_the_files_own_or_line_numbers_never_a_mix(tmp_path, caplog):

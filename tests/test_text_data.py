@@ -515,6 +515,31 @@ def test_a_test_split_labelled_minus_one_is_unlabelled(tmp_path, token_cache, so
     assert named.test_data.labels.tolist() == [0, 0] and named.has_labelled_test
 
 
+def test_a_test_split_with_some_rows_labelled_minus_one_is_refused(tmp_path, token_cache):
+    """Some test rows -1, the others labelled: the split counted as labelled and the -1 rows
+    reached the loss after training (IndexError: Target -1 is out of bounds); and a scored
+    batch holding -1 from any datamodule is refused too (-1 passed the batch check)."""
+    rows = {"train": "good\t1\nbad\t0\n", "dev": "fine\t1\npoor\t0\n"}
+    rows["test"] = "nice\t1\nawful\t-1\n"
+    for split, body in rows.items():
+        (tmp_path / f"{split}.tsv").write_text("sentence\tlabel\n" + body)
+    dm = make_dm(tmp_path, token_cache, batch_size=2, test_split="test.tsv")
+    with pytest.raises(SFTError) as error:
+        dm.setup()
+    assert str(error.value) == (
+        f"{tmp_path / 'test.tsv'}, line 3: no label (-1) while other rows have labels: label "
+        "every row to score the file, or none (all -1, or no label column) to predict it only"
+    )
+    batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "labels": torch.tensor([1, -1])}
+    dm = make_dm(tmp_path, token_cache, batch_size=2)
+    dm.num_classes = 2
+    dm.trainer = SimpleNamespace(predicting=False)
+    with pytest.raises(SFTError, match=r"gives labels -1\.\.1 for 2 classes: labels are class "):
+        dm.on_before_batch_transfer(batch, 0)
+    dm.trainer = SimpleNamespace(predicting=True)  # unlabelled rows are predicted
+    assert dm.on_before_batch_transfer(batch, 0) is batch
+
+
 def test_a_named_class_without_training_examples_is_named(tmp_path, token_cache, caplog):
     """data.label_names with a class the training file never uses: a model output that never
     learns (was: without a word)."""

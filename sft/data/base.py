@@ -142,15 +142,18 @@ class SFTDataModule(L.LightningDataModule):
         )
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Every batch's labels are class indices (or -1, unlabelled), checked on the CPU before
-        the transfer (no device sync): a user's datamodule numbering its classes from 1 ended in
-        cross_entropy's "Target 3 is out of bounds", or a device-side assert on a GPU."""
+        """Every batch's labels are class indices (or -1, unlabelled, in predictions), checked on
+        the CPU before the transfer (no device sync): a user's datamodule numbering its classes
+        from 1 ended in cross_entropy's "Target 3 is out of bounds", or a device-side assert on
+        a GPU."""
         labels = batch.get("labels") if isinstance(batch, Mapping) else None
         if isinstance(batch, list | tuple) and len(batch) == 2:
             labels = batch[1]
         n = getattr(self, "num_classes", None)
         if isinstance(labels, torch.Tensor) and labels.device.type == "cpu" and isinstance(n, int):
-            check_class_indices(labels, n, type(self).__name__, unlabelled=True)
+            # a scored batch's labels reach the loss: -1 too ("Target -1 is out of bounds")
+            unlabelled = self.trainer is None or self.trainer.predicting
+            check_class_indices(labels, n, type(self).__name__, unlabelled=unlabelled)
         return batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -277,8 +277,16 @@ class TextClassificationDataModule(SFTDataModule):
     def _check_labels(self, role: str, split: TokenizedSplit, num_classes: int) -> None:
         labels = split.labels
         bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
-        if role == "test":  # unlabelled rows (-1) are allowed there
-            bad = (labels >= num_classes).nonzero().flatten()
+        if role == "test" and not (labels >= 0).any():  # unlabelled (-1): predicted only
+            return
+        if role == "test" and (labels == -1).any():
+            # some rows without labels: the file is scored, and their -1 reached the loss
+            i = int((labels == -1).nonzero()[0])
+            raise SFTError(
+                f"{self.reader.where(role)}, line {int(split.lines[i])}: no label (-1) while "
+                f"other rows have labels: label every row to score the file, or none (all -1, "
+                "or no label column) to predict it only"
+            )
         if bad.numel():
             i = int(bad[0])
             raise SFTError(

@@ -17,7 +17,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sft.data.image_files import is_image, visible_files, warn_left_out
 from sft.data.readers.examples import TextExamples
-from sft.data.readers.files import read_lines
+from sft.data.readers.files import ENCODING, read_lines
 from sft.data.readers.jsonl import read_jsonl
 from sft.data.readers.labels import LabelMap
 from sft.data.readers.table import QUOTING, CsvReader, TsvReader, read_delimited
@@ -141,8 +141,26 @@ def read_texts(
 def _text_lines(path: Path) -> Iterable[tuple[int, str]]:
     """(line number from 1, line) of a text file, or of standard input (`-`)."""
     if path == STDIN:
-        return enumerate(sys.stdin, start=1)
+        return _stdin_lines()
     return read_lines(path)
+
+
+def _stdin_lines() -> Iterable[tuple[int, str]]:
+    """Standard input's lines decoded as a file's are: UTF-8, a byte-order mark dropped, one
+    line naming the first that does not decode (Python's own decoding of a piped stdin lets
+    such bytes through, and the tokenizer failed on them with a traceback)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # replaced by a text stream (an embedding program, tests)
+        yield from enumerate(sys.stdin, start=1)
+        return
+    for number, raw in enumerate(stream, start=1):
+        try:
+            yield number, raw.decode(ENCODING if number == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise SFTError(
+                f"inputs=-, line {number}: not UTF-8 text ({e.reason} at byte {e.start} of the "
+                f"line: {raw[e.start : e.start + 4]!r}); give UTF-8 text"
+            ) from None
 
 
 def _warn_empty_texts(path: Path, table: TextExamples) -> None:
