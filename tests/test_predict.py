@@ -405,9 +405,16 @@ def test_empty_texts_in_a_table_are_predicted_and_named(name, content, predicted
         inputs = read_texts(path, "review")
     assert inputs.texts == predicted
     lines = "4, 5" if name == "one.csv" else "3, 4" if name == "two.csv" else "2, 3"
+    # a one-column file's blank line is no text, but it was left out without a word (a .txt's
+    # blank lines are named)
+    blank = [
+        f"{path}, 1 blank line left out (line 3): a blank line holds no text; an empty text is "
+        'written "" (its row is kept)'
+    ]
     assert [r.getMessage() for r in caplog.records] == [
+        *(blank if name == "one.csv" else []),
         f"inputs={path}: 2 of {len(predicted)} texts are empty or whitespace-only (lines {lines}); "
-        "their predictions are of no words"
+        "their predictions are of no words",
     ]
 
 
@@ -448,8 +455,9 @@ def test_texts_longer_than_the_models_max_length_are_said_to_be_cut(ckpts, tmp_p
     )
 
 
-def test_sentence_pair_predictions_carry_both_texts(tmp_path):
-    """predictions.csv of a pair model had the first text only (the hypothesis was missing)."""
+def test_sentence_pair_predictions_carry_both_texts(tmp_path, caplog):
+    """predictions.csv of a pair model had the first text only (the hypothesis was missing);
+    an empty hypothesis was not named, as an empty premise was."""
     from inference_checkpoints import SHORT, TINY_BERT
 
     from sft.train import train
@@ -475,10 +483,15 @@ def test_sentence_pair_predictions_carry_both_texts(tmp_path):
         f"paths.cache_dir={tmp_path / 'cache'}",
     ]
     train(compose_config("train", overrides, run))
-    (tmp_path / "in.tsv").write_text("premise\thypothesis\na dog ran\tan animal ran\n")
+    (tmp_path / "in.tsv").write_text("premise\thypothesis\na dog ran\tan animal ran\nrun\t\n")
     out = run_predict(run / "checkpoints" / "last.ckpt", tmp_path / "in.tsv", tmp_path / "out")
-    [row] = read_csv(out)
+    row, empty = read_csv(out)
     assert (row["text"], row["text_pair"]) == ("a dog ran", "an animal ran")
+    assert (empty["text"], empty["text_pair"]) == ("run", "")
+    assert (
+        f"inputs={tmp_path / 'in.tsv'}: 1 of 2 pairs have an empty or whitespace-only text "
+        "(line 3); their predictions are of one text or none"
+    ) in caplog.messages
 
 
 def test_a_checkpoint_of_a_users_datamodule_is_refused_in_one_line(tmp_path):

@@ -210,6 +210,35 @@ def _tiny_tsv(folder: Path, rows: list[tuple[str, str]]) -> None:
         (folder / name).write_text("sentence\tlabel\n" + body)
 
 
+def test_a_run_continued_on_other_training_data_is_warned(tmp_path, token_cache, caplog):
+    """resume= after the training file was edited (or another subset taken) continued mid-epoch
+    at a position and schedule set for the old data, without a word."""
+    d = tmp_path / "data"
+    _tiny_tsv(d, [("good", "1"), ("bad", "0"), ("fine", "1"), ("awful", "0")])
+    trained = make_dm(d, token_cache, batch_size=2)
+    trained.setup("fit")
+    state = trained.state_dict()
+    same = make_dm(d, token_cache, batch_size=2)
+    same.setup("fit")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        same.load_state_dict(state)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    subset = make_dm(d, token_cache, batch_size=2, samples_per_class=1)
+    subset.setup("fit")
+    with logs_warning(caplog, r"another subset of the same file; then 4 examples, now 2\)"):
+        subset.load_state_dict(state)
+    (d / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    edited = make_dm(d, token_cache, batch_size=2)
+    edited.setup("fit")
+    warning = (
+        rf"data/train\.tsv: not the training data the checkpoint's run read \(the file or the "
+        r"settings it is read with changed; then 4 examples, now 2\): the run continues at"
+    )
+    with logs_warning(caplog, warning):
+        edited.load_state_dict(state)
+
+
 def test_token_cache_misses_on_changes(tmp_path):
     rows = [("a fine film", "1"), ("a dull film", "0"), ('"quoted" words', "1")]
     _tiny_tsv(tmp_path / "d", rows)
@@ -860,6 +889,24 @@ def test_empty_texts_warn_with_lines_or_fail(tmp_path, token_cache, caplog):
             make_dm(d, token_cache).setup("fit")
     msg = _error(make_dm(d, token_cache, allow_empty_text=False), r"empty or whitespace-only")
     assert "lines 3, 5" in msg and "allow_empty_text=true" in msg
+
+
+def test_sentence_pairs_with_one_empty_side_warn_or_fail(tmp_path, token_cache, caplog):
+    """A pair with one side empty was never named, not even with allow_empty_text=false: only
+    pairs with both sides empty had no tokens beyond the special ones. An unknown word
+    ([UNK]) is a word."""
+    d = tmp_path / "pairs"
+    d.mkdir()
+    rows = [("a man eats", "he eats"), ("a dog", ""), ("", "a cat"), ("\u2603", "snow")]
+    body = "".join(f"{a}\t{b}\t{i % 2}\n" for i, (a, b) in enumerate(rows))
+    for split in ("train", "dev"):
+        (d / f"{split}.tsv").write_text("premise\thypothesis\tlabel\n" + body)
+    pair = {"text_column": "premise", "text_pair_column": "hypothesis"}
+    with logs_warning(caplog, r"pairs/train\.tsv: 2 of 4 train examples have an empty or "):
+        make_dm(d, token_cache, **pair).setup("fit")
+    assert "(or pair text) (lines 3, 4)" in caplog.text
+    msg = _error(make_dm(d, token_cache, allow_empty_text=False, **pair), r"empty or whitespace")
+    assert "lines 3, 4" in msg
 
 
 def test_a_hub_dataset_out_of_reach_fails_at_once(tmp_path, token_cache, monkeypatch, caplog):

@@ -172,6 +172,29 @@ def test_eval_of_a_new_labelled_file_reads_only_that_file(checkpoints, tmp_path)
     assert "val/acc" in evaluate(cfg)
 
 
+def test_eval_of_other_text_data_labelled_with_the_models_class_names(checkpoints, tmp_path):
+    """`sft-eval ckpt_path=... data=text_files ...` on a file labelled with the model's own class
+    names: refused as "not in the label set (integers >= 0)" (its data.label_names is null),
+    while the checkpoint knows the names."""
+    (tmp_path / "named.tsv").write_text("sentence\tlabel\na joy\tpositive\ndull\tnegative\n")
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoints['text']}",
+            "data=text_files",
+            f"data.data_dir={tmp_path}",
+            "data.test_split=named.tsv",
+            "data.text_column=sentence",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+        ],
+        tmp_path / "eval",
+    )
+    assert 0.0 <= evaluate(cfg)["test/acc"] <= 1.0
+    rows = list(csv.DictReader((tmp_path / "eval" / "predictions.csv").open(newline="")))
+    assert [r["label"] for r in rows] == ["1", "0"]
+
+
 def test_eval_of_a_test_folder_reads_neither_training_nor_validation_images(tmp_path):
     """`sft-eval ckpt_path=<image-folder run> +data.data_dir=<a folder with test/ only>` scores
     it (was: "image folder .../train does not exist"; with the training folder there, every

@@ -8,7 +8,8 @@ training batches are grouped by length (`sft.data.length_grouped`) so that paddi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +41,9 @@ from sft.utils.cli import quoted_list_override
 from sft.utils.logs import first_few, rank_zero_warning
 
 log = logging.getLogger(__name__)
+# the training split a checkpoint's run read (state_dict): its token-cache key, its example count
+TRAIN_TOKENS = "train_tokens"
+TRAIN_EXAMPLES = "train_examples"
 
 ROLES = ("train", "val", "test")
 
@@ -259,13 +263,17 @@ class TextClassificationDataModule(SFTDataModule):
         with their count and first lines, or an error with `allow_empty_text=false`. Checked on
         the tokens, so that a cached split is checked too."""
         pair = self.text_pair_column is not None
-        specials = self.tokenizer.num_special_tokens_to_add(pair=pair)
-        empty = (split.lengths <= specials).nonzero().flatten()
+        if pair:  # either side (counting all tokens found only pairs with both sides empty)
+            empty = (_texts_per_row(split, _separator_ids(self.tokenizer)) < 2).nonzero()
+        else:
+            specials = self.tokenizer.num_special_tokens_to_add(pair=False)
+            empty = (split.lengths <= specials).nonzero()
+        empty = empty.flatten()
         if not empty.numel():
             return
         message = (
             f"{self.reader.where(role)}: {empty.numel()} of {len(split)} {role} examples have an "
-            f"empty or whitespace-only text ({self.reader.row_kind} "
+            f"empty or whitespace-only text{' (or pair text)' if pair else ''} ({self.reader.row_kind} "
             f"{first_few(split.lines[empty].tolist(), 5)})"
         )
         if not self.allow_empty_text:
@@ -308,6 +316,14 @@ class TextClassificationDataModule(SFTDataModule):
         for role in roles:
             if self.splits[role]:
                 self.load_split(role)
+
+    def score_with(self, class_names: Sequence[str]) -> None:
+        """As SFTDataModule's; without data.label_names, the scored file's labels may be the
+        model's class names too (sft-eval data=text_files ...: they were refused as not
+        integers, while the checkpoint knew the names)."""
+        super().score_with(class_names)
+        if self.reader.settings.label_names is None and self.model_class_names is not None:
+            self.reader.settings = replace(self.reader.settings, label_names=self.model_class_names)
 
     def _scored_role(self) -> str:
         return "test" if self.has_labelled_test else "val"
@@ -372,6 +388,38 @@ class TextClassificationDataModule(SFTDataModule):
         )
         check_train_batch(self.batch_size, len(keep), self.drop_last, self.reader.where("train"))
         self.val_data = self._checked("val")
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the training split was (its token-cache key: the file's content, the reader's
+        settings, tokenizer and max_length; and the examples kept), for a run continued from
+        the checkpoint to compare."""
+        path = self.cache_files.get("train")
+        if path is None or self.train_data is None:
+            return {}
+        return {TRAIN_TOKENS: path.stem.rpartition("-")[2], TRAIN_EXAMPLES: len(self.train_data)}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """A run continued from a checkpoint (resume=, ckpt_path=) on other training data (the
+        file edited, or other reader settings, max_length, subset): a warning, as the position
+        in the epoch and the schedule it continues were set for that data (was: no word)."""
+        now = self.state_dict()
+        if not now or self.model_class_names is not None:  # sft-eval: other data by design
+            return
+        changed = [k for k in (TRAIN_TOKENS, TRAIN_EXAMPLES) if state_dict.get(k, now[k]) != now[k]]
+        if not changed:
+            return
+        what = (
+            "the file or the settings it is read with changed"
+            if TRAIN_TOKENS in changed
+            else "another subset of the same file"
+        )
+        rank_zero_warning(
+            log,
+            f"{self.reader.where('train')}: not the training data the checkpoint's run read "
+            f"({what}; then {state_dict.get(TRAIN_EXAMPLES)} examples, now "
+            f"{now[TRAIN_EXAMPLES]}): the run continues at that run's position in its epoch and "
+            "its learning-rate schedule, which were set for that data",
+        )
 
     @property
     def has_labelled_test(self) -> bool:
@@ -461,3 +509,25 @@ class TextClassificationDataModule(SFTDataModule):
 
     def transform_batch(self, batch: Any, train: bool) -> Any:
         return batch  # already model inputs; text has no on-device augmentation
+
+
+def _separator_ids(tokenizer: Any) -> torch.Tensor:
+    """The special tokens a tokenizer adds around and between texts ([CLS], [SEP], <s>, </s>,
+    padding): not [UNK], which stands for words."""
+    ids = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+    return torch.tensor(sorted(ids), dtype=torch.long)
+
+
+def _texts_per_row(split: TokenizedSplit, separators: torch.Tensor) -> torch.Tensor:
+    """How many non-empty texts each row holds: its runs of tokens between the tokenizer's
+    special tokens (a sentence pair with one side empty has one)."""
+    ids = split.input_ids.long()
+    if not ids.numel():
+        return torch.zeros(len(split), dtype=torch.long)
+    word = ~torch.isin(ids, separators)
+    row_start = torch.zeros_like(word)
+    row_start[split.offsets[:-1][split.lengths > 0]] = True
+    after_separator = torch.cat([torch.ones(1, dtype=torch.bool), ~word[:-1]])
+    run_starts = word & (after_separator | row_start)
+    rows = torch.repeat_interleave(torch.arange(len(split)), split.lengths)
+    return torch.bincount(rows[run_starts], minlength=len(split))

@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 # then miss (2: class names that are numbers take labels as names only; 3: a CSV record is
 # numbered by its first line, a one-column file's empty texts are rows; 4: the reader's
 # warnings are kept, and said on a hit too; 5: with the count of texts cut at max_length; 6: the
-# warning on CSV-quoted texts in a file read without quoting, and -1 test labels as unlabelled).
-CACHE_VERSION = 6
+# warning on CSV-quoted texts in a file read without quoting, and -1 test labels as unlabelled;
+# 7: the warning on blank lines of a one-column file).
+CACHE_VERSION = 7
 # Rows per tokenizer call: bounds the Python lists alive at once on large user files.
 TOKENIZE_CHUNK = 8192
 

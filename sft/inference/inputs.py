@@ -166,12 +166,22 @@ def _stdin_lines() -> Iterable[tuple[int, str]]:
 def _warn_empty_texts(path: Path, table: TextExamples) -> None:
     """A warning naming the rows whose text is empty or whitespace-only (as training warns):
     they are predicted, from the special tokens alone, so their row stays in the output."""
-    empty = [line for line, text in zip(table.lines, table.texts, strict=True) if not text.strip()]
+    pairs = table.pairs or [None] * len(table.texts)
+    empty = [
+        line
+        for line, text, pair in zip(table.lines, table.texts, pairs, strict=True)
+        if not text.strip() or (pair is not None and not pair.strip())
+    ]
     if empty:
         lines = "line" if len(empty) == 1 else "lines"
+        what, of = (
+            ("pairs have an empty or whitespace-only text", "of one text or none")
+            if table.pairs
+            else ("texts are empty or whitespace-only", "of no words")
+        )
         log.warning(
-            f"inputs={path}: {len(empty)} of {len(table.texts)} texts are empty or "
-            f"whitespace-only ({lines} {first_few(empty, 5)}); their predictions are of no words"
+            f"inputs={path}: {len(empty)} of {len(table.texts)} {what} "
+            f"({lines} {first_few(empty, 5)}); their predictions are {of}"
         )
 
 

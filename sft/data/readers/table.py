@@ -103,6 +103,7 @@ def read_delimited(
     kind = "tab" if delimiter == "\t" else repr(delimiter)
     merged: list[tuple[int, int]] = []  # (first, last line) of records that look like rows
     csv_quoted: list[int] = []  # lines whose texts look written by a CSV writer (quoting none)
+    blank: list[int] = []  # blank lines of a one-column file, where they could be meant as texts
     text_fields = [at for at in (text_at, pair_at) if at is not None]
     looks_like_row = _row_shape(delimiter, len(header), label_at, label_map)
     line = 0  # the last line read: none yet (a quote the header leaves open ends the file)
@@ -118,6 +119,8 @@ def read_delimited(
                     merged.append((line, last))
                 # a blank line; in a one-column file `""` or spaces are an (empty) text
                 if not row or (len(header) > 1 and len(row) == 1 and not row[0].strip()):
+                    if not row and len(header) == 1:
+                        blank.append(line)
                     line = last
                     continue
                 quoted = quoting == "none" and any(f.startswith('"') for f in row)
@@ -178,6 +181,12 @@ def read_delimited(
             'their own quotes doubled (""), as pandas and spreadsheets write them (lines '
             f"{first_few(csv_quoted, 5)}): they are read as written, quotes included; "
             f"{quoting_key}=minimal reads them as a CSV reader does"
+        )
+    if blank:
+        lines = "line" if len(blank) == 1 else "lines"
+        out.warnings.append(
+            f"{len(blank)} blank {lines} left out ({lines} {first_few(blank, 5)}): a blank "
+            'line holds no text; an empty text is written "" (its row is kept)'
         )
     if merged:
         first, last = merged[0]
