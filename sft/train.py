@@ -20,7 +20,8 @@ from sft import entry_points
 from sft.callbacks.graceful_interrupt import (
     TrainingInterrupted,
     interrupt_explained,
-    resume_overrides,
+    resume_arguments,
+    sweep_command,
 )
 from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.contracts import datamodule_gaps, not_a_datamodule
@@ -150,7 +151,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         {"model.trainable_params": trainable, "model.trainable_fraction": trainable / total},
     )
     tensorboard_hparams.start()
-    overrides = resume_overrides()
+    overrides = resume_arguments()
 
     if cfg.get("train"):
         if recorder is not None:
@@ -245,7 +246,7 @@ def main(cfg: DictConfig) -> float | None:
                 log.error(f"error: {recorder.result.error}")
             return None
         except (KeyboardInterrupt, TrainingInterrupted):  # Ctrl-C, SIGTERM: the sweep stops
-            write_summary_of_stopped_sweep(hydra_cfg)
+            write_summary_of_stopped_sweep(hydra_cfg, sweep_command())
             raise
     return metrics.get(name) if name else None
 

@@ -91,7 +91,9 @@ def test_the_resume_hint_of_a_ddp_rank_keeps_the_overrides(monkeypatch, tmp_path
 
     # ckpt_path= started the run: resume= refuses it beside it
     task = ["trainer=ddp_sim", "data.samples_per_class=200", "ckpt_path=x.ckpt"]
-    job = SimpleNamespace(overrides=SimpleNamespace(task=task))
+    job = SimpleNamespace(
+        overrides=SimpleNamespace(task=task), runtime=SimpleNamespace(config_sources=[])
+    )
     monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: job))
     callback = GracefulInterrupt()  # built where Hydra runs the job
     monkeypatch.undo()
@@ -253,6 +255,52 @@ def test_ctrl_c_while_a_command_loads_is_one_line(capsys):
     assert loaded.stdout.strip() == "False"
 
 
+def test_ctrl_c_while_the_last_checkpoints_are_saved_still_stops(tmp_path, data_dir):
+    """A Ctrl-C after the last batch's check (at the end of the last epoch, while its
+    checkpoints are saved) was dropped: the run completed with status 0, and a sweep went on
+    to its next job."""
+    result = run_train_cli(
+        *FAST,
+        *QUICK,
+        "trainer.max_epochs=1",
+        f"paths.log_dir={tmp_path}",
+        "name=late",
+        "+callbacks.int._target_=helpers.faults.SignalInHook",
+        "+callbacks.int.hook=on_train_epoch_end",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / "train" / "late")
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("interrupted by SIGINT at epoch "), message
+    assert f"saved {run_dir / 'checkpoints' / 'last.ckpt'}; resume with: sft-train " in message
+
+
+def test_the_resume_hint_of_a_run_with_its_own_config_dir_names_it(tmp_path, data_dir):
+    """A run of the user's own configs (--config-dir) was told a resume command without it,
+    which failed when pasted ("unknown option 'mine' for group 'experiment'")."""
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "mine.yaml").write_text("# @package _global_\nname: mine\n")
+    result = run_train_cli(
+        "--config-dir",
+        str(tmp_path / "conf"),
+        "experiment=mine",
+        *FAST,
+        *QUICK,
+        f"paths.log_dir={tmp_path}",
+        "+callbacks.term._target_=helpers.faults.SignalAtStep",
+        "+callbacks.term.step=3",
+        "+callbacks.term.signal=SIGTERM",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    message = result.stderr.strip().splitlines()[-1]
+    run_dir = only_run_dir(tmp_path / "train" / "mine")
+    assert f"; resume with: sft-train --config-dir {tmp_path / 'conf'} experiment=mine " in message
+    assert message.endswith(f" resume={run_dir}"), message
+
+
 def test_an_interrupted_sweep_job_says_how_to_continue_the_sweep(tmp_path, data_dir):
     """SIGTERM in a sweep's job: the hint resumed that job alone, as a single run, and the rest
     of the grid was never mentioned; the sweep run again continues every job. The sweep's
@@ -268,18 +316,22 @@ def test_an_interrupted_sweep_job_says_how_to_continue_the_sweep(tmp_path, data_
         "+callbacks.term.signal=SIGTERM",
         "seed=0,1",
         f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.max_batch_size=4",
         cwd=tmp_path,
     )
     assert result.returncode == 1, result.stderr[-3000:]
     message = result.stderr.strip().splitlines()[-1]
+    # with the sweeper's settings (a study continued without its name was another study)
+    command = "sft-train -m hydra.sweeper.max_batch_size=4 "
     assert message.startswith(
         f"interrupted by SIGTERM at epoch 0 step 4: saved {sweep / '0' / 'checkpoints' / 'last.ckpt'}"
-        "; continue the sweep (each job from its last.ckpt) with: sft-train -m "
+        f"; continue the sweep (each job from its last.ckpt) with: {command}"
     ), message
     assert message.endswith(f"seed=0,1 hydra.sweep.dir={sweep}")
     summary = (sweep / "summary.md").read_text()
     assert "1 job, 0 completed, 1 failed" in summary
-    assert "The sweep was interrupted in job 0" in summary
+    assert "The sweep was interrupted in job 0: jobs it had not started are not listed." in summary
+    assert f"Continue it (each job from its last.ckpt) with: `{command}" in summary
     assert message.replace("|", "\\|") in summary
 
 

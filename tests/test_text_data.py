@@ -232,7 +232,7 @@ def test_a_run_continued_on_other_training_data_is_warned(tmp_path, token_cache,
     edited = make_dm(d, token_cache, batch_size=2)
     edited.setup("fit")
     warning = (
-        rf"data/train\.tsv: not the training data the checkpoint's run read \(the file or the "
+        r"data/train\.tsv: not the training data the checkpoint's run read \(the file or the "
         r"settings it is read with changed; then 4 examples, now 2\): the run continues at"
     )
     with logs_warning(caplog, warning):

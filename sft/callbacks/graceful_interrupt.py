@@ -33,7 +33,7 @@ from hydra.types import RunMode
 from lightning.pytorch import Callback
 
 from sft.runs.directories import sweep_overrides, trainer_last_checkpoint
-from sft.utils.config import RUN_START, task_overrides
+from sft.utils.config import RUN_START, config_dir_arguments, task_overrides
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class GracefulInterrupt(Callback):
         self._received: int | None = None
         self._previous: dict[int, Any] = {}
         # read here, in the process Hydra started: DDP's spawned ranks' hint lacked every override
-        self._overrides = resume_overrides()
+        self._overrides = resume_arguments()
         self._sweep_command = sweep_command()
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
@@ -113,7 +113,12 @@ class GracefulInterrupt(Callback):
         self._previous.clear()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore_handlers()
+        # a signal after the last batch's check (while the last checkpoints were saved) stops
+        # the run here (was: dropped, and a sweep ran its next job and exited 0)
+        try:
+            self._stop_if_signalled(trainer)
+        finally:
+            self._restore_handlers()
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -167,16 +172,21 @@ def sweep_command() -> str | None:
     if getattr(hydra_cfg, "mode", None) != RunMode.MULTIRUN:
         return None
     sweep_dir = Path(hydra_cfg.sweep.dir).absolute()
-    overrides = sweep_overrides(sweep_dir)
+    # with the sweeper's settings: a study continued without them was a new study in the old
+    # one's job directories
+    overrides = sweep_overrides(sweep_dir, with_hydra=True)
     if overrides is None:
         return None
-    return shlex.join(["sft-train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"])
+    command = ["sft-train", *config_dir_arguments(), "-m", *overrides]
+    return shlex.join([*command, f"hydra.sweep.dir={sweep_dir}"])
 
 
-def resume_overrides() -> list[str]:
-    """The run's overrides for its resume command: ckpt_path= started the run, and resume=
-    refuses it. Read in the process Hydra started (DDP's spawned ranks have no Hydra config)."""
-    return [o for o in task_overrides() if not o.startswith(RUN_START)]
+def resume_arguments() -> list[str]:
+    """The run's arguments for its resume command: the user's --config-dir, and the overrides
+    but ckpt_path= (it started the run, and resume= refuses it). Read in the process Hydra
+    started (DDP's spawned ranks have no Hydra config)."""
+    overrides = [o for o in task_overrides() if not o.startswith(RUN_START)]
+    return [*config_dir_arguments(), *overrides]
 
 
 @contextmanager
@@ -201,13 +211,15 @@ def interrupt_explained(trainer: L.Trainer, overrides: list[str]) -> Iterator[No
 
 
 def _what_was_kept(trainer: L.Trainer, overrides: list[str], sweep: str | None) -> str:
+    # a sweep's job: how to continue the sweep, whatever was kept (the sweep stops here)
+    then = f"; {how_to_continue(trainer.default_root_dir, overrides, sweep)}" if sweep else ""
     if trainer.testing:
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if not best:
-            return "during the test (training had finished; the run saved no checkpoint)"
-        return f"during the test (training had finished): test with sft-eval ckpt_path={best}"
+            return f"during the test (training had finished; the run saved no checkpoint){then}"
+        return f"during the test (training had finished): test with sft-eval ckpt_path={best}{then}"
     if trainer.global_step == 0:
-        return "before the first training step: nothing to save"
+        return f"before the first training step: nothing to save{then}"
     last = trainer_last_checkpoint(trainer)
     second = any(
         isinstance(c, GracefulInterrupt) and c._received is not None for c in trainer.callbacks
@@ -219,6 +231,6 @@ def _what_was_kept(trainer: L.Trainer, overrides: list[str], sweep: str | None) 
     )
     where = f"at epoch {trainer.current_epoch} step {trainer.global_step}, {why}"
     if not last.is_file():
-        return f"{where}: nothing saved"
+        return f"{where}: nothing saved{then}"
     how = how_to_continue(trainer.default_root_dir, overrides, sweep)
     return f"{where}: not saved; {last} holds an earlier step; {how}"

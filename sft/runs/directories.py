@@ -265,11 +265,21 @@ def _refuse_renumbered_jobs(
     )
 
 
-def sweep_overrides(sweep_dir: Path) -> list[str] | None:
+def sweep_overrides(sweep_dir: Path, with_hydra: bool = False) -> list[str] | None:
     """The overrides a sweep was started with, as its multirun.yaml records them and its user
-    typed them; None without that record."""
+    typed them; None without that record. `with_hydra`: its `hydra` overrides first (the
+    sweeper chosen and its settings: a study's name, trials, ...), but not hydra.sweep.dir or
+    Hydra's own hydra.mode."""
     record = sweep_dir / MULTIRUN_RECORD
-    return run_overrides(OmegaConf.load(record).hydra.overrides.task) if record.is_file() else None
+    if not record.is_file():
+        return None
+    overrides = OmegaConf.load(record).hydra.overrides
+    hydra = [
+        str(o)
+        for o in (overrides.hydra if with_hydra else [])
+        if not str(o).startswith(("hydra.sweep.dir=", "hydra.mode="))
+    ]
+    return [*hydra, *run_overrides(overrides.task)]
 
 
 def check_run_name(name: Any) -> None:

@@ -180,10 +180,10 @@ def _md_text(
     jobs: list[dict],
     metric: str | None,
     mode: str | None,
-    stopped_at: str | None = None,
+    stopped: tuple[str, str | None] | None = None,
 ) -> str:
-    """`rows`: the table; `jobs`: the rows the counts are of (`write_summary`); `stopped_at`:
-    the job an interrupt stopped the sweep in."""
+    """`rows`: the table; `jobs`: the rows the counts are of (`write_summary`); `stopped`: the
+    job an interrupt stopped the sweep in, and the command that continues it."""
     failed = sum(job["status"] == FAILED for job in jobs)
     pruned = sum(job["status"] == PRUNED for job in jobs)
     lines = [
@@ -199,10 +199,11 @@ def _md_text(
             else "."
         ),
     ]
-    if stopped_at is not None:
+    if stopped is not None:
+        job, command = stopped
         lines.append(
-            f"The sweep was interrupted in job {stopped_at}: jobs it had not started are not "
-            "listed (the job's error says how to continue the sweep)."
+            f"The sweep was interrupted in job {job}: jobs it had not started are not listed."
+            + (f" Continue it (each job from its last.ckpt) with: `{command}`" if command else "")
         )
     # the table shows what differs between jobs; what they share is said once
     first = rows[0]["overrides"] if rows else []
@@ -244,12 +245,12 @@ def unranked(jobs: list[dict], metric: str | None) -> str | None:
 
 
 def write_summary(
-    sweep_dir: str | Path, mode: str | None = None, stopped_at: str | None = None
+    sweep_dir: str | Path, mode: str | None = None, stopped: tuple[str, str | None] | None = None
 ) -> list[dict]:
     """Write `summary.csv` and `summary.md` in `sweep_dir` (atomically); return the rows of
     the jobs, one each: a job that did not run again is its `(not run)` row, not also the
-    earlier record its directory keeps (which the files list). `stopped_at`: the job an
-    interrupt stopped the sweep in."""
+    earlier record its directory keeps (which the files list). `stopped`: the job an interrupt
+    stopped the sweep in, and the command that continues it."""
     sweep_dir = Path(sweep_dir)
     results = read_results(sweep_dir, not_run=True)
     rows = summary_rows(results, mode)
@@ -258,21 +259,23 @@ def write_summary(
     atomic_write_text(sweep_dir / SUMMARY_CSV, _csv_text(rows))
     atomic_write_text(
         sweep_dir / SUMMARY_MD,
-        _md_text(sweep_dir, rows, jobs, optimized_metric(results), mode, stopped_at),
+        _md_text(sweep_dir, rows, jobs, optimized_metric(results), mode, stopped),
     )
     return jobs
 
 
-def write_summary_of_stopped_sweep(hydra_cfg: DictConfig) -> None:
+def write_summary_of_stopped_sweep(hydra_cfg: DictConfig, command: str | None) -> None:
     """For a job that stops its sweep (Ctrl-C, SIGTERM): the summary its SweepSummary callback
-    writes after every job. Hydra calls callbacks only for a job that returns or raises an
-    Exception, so summary.md was left from the job before (or never written)."""
+    writes after every job, with the `command` that continues the sweep. Hydra calls callbacks
+    only for a job that returns or raises an Exception, so summary.md was left from the job
+    before (or never written)."""
     target = f"{SweepSummary.__module__}.{SweepSummary.__qualname__}"
     for callback in (hydra_cfg.get("callbacks") or {}).values():
         if callback.get("_target_") != target:
             continue
         try:
-            write_summary(hydra_cfg.sweep.dir, callback.get("mode"), str(hydra_cfg.job.num))
+            stopped = (str(hydra_cfg.job.num), command)
+            write_summary(hydra_cfg.sweep.dir, callback.get("mode"), stopped)
         except (OSError, SFTError) as e:  # the interrupt is what the job reports
             log.warning(f"the sweep summary could not be written: {e}")
         else:

@@ -76,6 +76,17 @@ def task_overrides() -> list[str]:
         return []
 
 
+def config_dir_arguments() -> list[str]:
+    """`--config-dir <dir>` when the running Hydra job was given one (the user's own configs),
+    for the commands sft prints to run it again (they failed without it: "unknown option");
+    [] otherwise."""
+    try:
+        sources = HydraConfig.get().runtime.config_sources
+    except ValueError:
+        return []
+    return [a for s in sources if s.provider == "command-line" for a in ("--config-dir", s.path)]
+
+
 def swept_keys() -> list[str]:
     """In a multirun job, the keys the sweep varies: the Optuna sweeper's `params`, and the
     sweep overrides (`a=1,2`) of the command line that Hydra's basic sweeper saved in
