@@ -301,6 +301,22 @@ def test_mistakes_with_the_users_own_configs_are_one_line(
     assert "did you mean 'my_exp'?" in stderr
 
 
+def test_a_yaml_syntax_error_in_the_users_config_is_one_line(tmp_path, monkeypatch, capsys):
+    """An unclosed list in the user's own experiment file was ~95 lines of traceback ending in
+    yaml's ParserError."""
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    bad = conf / "experiment" / "bad.yaml"
+    bad.write_text("# @package _global_\nmodel:\n  lr_head: [1e-3\n")
+    argv = ["--config-dir", str(conf), "experiment=bad"]
+    status, stderr = run_main("train", argv, tmp_path, monkeypatch, capsys)
+    assert status == 1
+    assert stderr.strip() == (
+        f"error: {bad}, line 4, column 1: not valid YAML (expected ',' or ']', but got "
+        "'<stream end>', while parsing a flow sequence)"
+    )
+
+
 def test_valid_sweeps_and_hydra_flags_pass_the_check():
     for argv in (
         [

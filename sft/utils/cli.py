@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import yaml
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import (  # hydra.main's own parser and search path: same behaviour
     create_config_search_path,
@@ -363,6 +364,21 @@ def describe_composition_error(
             f"config key '{key}' already exists: set it with {key}=... "
             f"(or ++{key}=... to add or override)"
         )
+    if (bad := _yaml_error(exc)) is not None:  # a config file of the user's (was: a traceback)
+        mark = bad.problem_mark
+        return (
+            f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML "
+            f"({bad.problem}{', ' + bad.context if bad.context else ''})"
+        )
+    return None
+
+
+def _yaml_error(exc: BaseException | None) -> yaml.MarkedYAMLError | None:
+    """The YAML syntax error (with its file and position) behind a composition error, if any."""
+    while exc is not None:
+        if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+            return exc
+        exc = exc.__cause__ or exc.__context__
     return None
 
 
