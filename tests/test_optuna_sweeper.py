@@ -17,6 +17,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hydra_plugins.sft_optuna_sweeper._search_space import build_search_space, format_value
+from hydra_plugins.sft_optuna_sweeper._sweep import check_distributions
 from sft.callbacks.optuna_pruning import OptunaPruning, open_storage
 from sft.compare import find_runs, summarize
 from sft.errors import SFTError
@@ -71,6 +72,63 @@ def job_overrides(sweep_dir: Path) -> dict[int, str]:
         int(job.name): (job / ".hydra" / "overrides.yaml").read_text()
         for job in sweep_dir.iterdir()
         if job.name.isdigit()
+    }
+
+
+def test_a_study_continued_with_other_choices_is_refused_before_any_trial():
+    """A categorical parameter's choices changed between runs of a study: Optuna raised
+    "CategoricalDistribution does not support dynamic value space" when the trial asked, with
+    a traceback, and left the trial running for good."""
+    study = optuna.create_study(study_name="s")
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"model.head.branch": "linear", "model.lr_head": 0.1},
+            distributions={
+                "model.head.branch": CategoricalDistribution(["linear", "mlp"]),
+                "model.lr_head": FloatDistribution(1e-4, 1.0, log=True),
+            },
+            value=0.5,
+        )
+    )
+    wider = build_search_space(
+        OmegaConf.create({}),
+        ["model.head.branch=choice(linear,mlp,none)", "model.lr_head=tag(log,interval(1e-5,1))"],
+    )
+    with pytest.raises(SFTError) as error:
+        check_distributions(study, "journal://x", wider)
+    assert str(error.value).startswith(
+        "model.head.branch: study 's' in journal://x searched it as "
+        "CategoricalDistribution(choices=('linear', 'mlp')), now "
+        "CategoricalDistribution(choices=('linear', 'mlp', 'none')): "
+    )
+    assert str(error.value).endswith(
+        "Search it as before, or start another study (hydra.sweeper.study_name=<new name>, or "
+        "another hydra.sweep.dir)"
+    )
+    # a range may change (the README's "change its range")
+    check_distributions(
+        study,
+        "journal://x",
+        build_search_space(OmegaConf.create({}), ["model.lr_head=tag(log,interval(1e-5,1))"]),
+    )
+
+
+def test_a_search_with_pruner_null_runs_unpruned(tmp_path, data_dir):
+    """`hydra.sweeper.pruner=null` was a traceback from instantiate (after the study was made);
+    it is hydra/sweeper/pruner=none's NopPruner."""
+    sft_train_multirun(
+        tmp_path,
+        "hydra/sweeper=sft_optuna",
+        "hydra.sweeper.study_name=unpruned",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.pruner=null",
+        "model.lr_head=choice(0.1,0.5)",
+        "trainer.max_epochs=1",
+    )
+    (trial,) = load_study(tmp_path, "unpruned").trials
+    assert trial.state == TrialState.COMPLETE
+    assert load_study(tmp_path, "unpruned").user_attrs["sft_pruner"] == {
+        "_target_": "optuna.pruners.NopPruner"
     }
 
 

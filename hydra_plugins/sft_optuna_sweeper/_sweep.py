@@ -49,6 +49,8 @@ DUPLICATE_OF = "duplicate_of"
 # study user attribute: the overrides every trial gets (the command line's plain values)
 FIXED_OVERRIDES = "sft_fixed_overrides"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# hydra.sweeper.pruner=null: as hydra/sweeper/pruner=none
+NO_PRUNER = {"_target_": "optuna.pruners.NopPruner"}
 
 
 class OptunaSweep:
@@ -88,7 +90,8 @@ class OptunaSweep:
         self.seed = seed
         self.monitor = monitor or config.get("optimized_metric")
         self.sampler_config = sampler
-        self.pruner_config = pruner
+        # null: no pruning (was: a traceback from instantiate, after the study was created)
+        self.pruner_config = pruner if pruner is not None else OmegaConf.create(NO_PRUNER)
         self.params = params
         self.enqueue_trials = [
             OmegaConf.to_container(p) if isinstance(p, DictConfig) else dict(p)
@@ -120,7 +123,7 @@ class OptunaSweep:
                 "(postgresql://...) is safe for parallel trials"
             )
         fixed = run_overrides([line for _, line in space.fixed])
-        study, n_before = self.open_study(storage, enqueued, fixed)
+        study, n_before = self.open_study(storage, enqueued, fixed, space)
         OmegaConf.save(self.config, sweep_dir / MULTIRUN_RECORD)
         log.info(
             f"Optuna study '{self.study_name}' ({storage}): {n_before} trials so far, "
@@ -161,7 +164,7 @@ class OptunaSweep:
         return trials
 
     def open_study(
-        self, storage: str, enqueued: list[dict[str, Any]], fixed: list[str]
+        self, storage: str, enqueued: list[dict[str, Any]], fixed: list[str], space: SearchSpace
     ) -> tuple[optuna.Study, int]:
         """Create the study or load it (and its number of trials); the sampler's seed moves on
         with the study's size. A study is resumed only with the `fixed` overrides (every trial's)
@@ -190,6 +193,7 @@ class OptunaSweep:
                 f"{study.direction.name.lower()}, not {self.direction}"
             )
         check_fixed_overrides(study, storage, fixed)
+        check_distributions(study, storage, space)
         n_before = len(study.trials)
         seed = None if self.seed is None else self.seed + n_before
         study.sampler = instantiate(self.sampler_config, seed=seed)
@@ -276,6 +280,27 @@ class OptunaSweep:
                 f"optimized_metric={metric} is a test metric but test=false: every trial would "
                 "fail; set test=true, or optimise a val/ metric"
             )
+
+
+def check_distributions(study: optuna.Study, storage: str, space: SearchSpace) -> None:
+    """SFTError for a parameter the study searched in a way Optuna cannot continue (another
+    kind, log scale, or categorical choices): Optuna refused it only when a trial asked for
+    it, with a traceback, and left that trial running for good."""
+    checked: set[tuple[str, str]] = set()
+    for trial in study.get_trials(deepcopy=False):
+        for name, old in trial.distributions.items():
+            new = space.distributions.get(name)
+            if new is None or (name, repr(old)) in checked:
+                continue
+            checked.add((name, repr(old)))
+            try:
+                optuna.distributions.check_distribution_compatibility(old, new)
+            except ValueError as exc:
+                raise SFTError(
+                    f"{name}: study '{study.study_name}' in {storage} searched it as {old}, "
+                    f"now {new}: {exc} Search it as before, or start another study "
+                    "(hydra.sweeper.study_name=<new name>, or another hydra.sweep.dir)"
+                ) from None
 
 
 def check_fixed_overrides(study: optuna.Study, storage: str, fixed: list[str]) -> None:
