@@ -168,7 +168,11 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
             no_events.append(run_dir)
     if not any(run.scalars for run in runs):
         # each failed run's error: the table it would be in has no metric to show (was: no word)
-        failed = [f"{run.path}: {run.result.error}" for run in runs if run.result is not None]
+        failed = [
+            f"{run.path}: {run.result.error}"
+            for run in runs
+            if run.result is not None and run.result.status == FAILED
+        ]
         why = [_left_out(failed, "failed before logging", sep="; ")] if failed else []
         if no_events:
             why.append(_left_out(no_events, "without TensorBoard events"))

@@ -14,6 +14,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sft import entry_points
@@ -21,7 +22,7 @@ from sft.callbacks.graceful_interrupt import (
     TrainingInterrupted,
     interrupt_explained,
     resume_arguments,
-    sweep_command,
+    sweep_hint,
 )
 from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.contracts import datamodule_gaps, not_a_datamodule
@@ -246,7 +247,8 @@ def main(cfg: DictConfig) -> float | None:
                 log.error(f"error: {recorder.result.error}")
             return None
         except (KeyboardInterrupt, TrainingInterrupted):  # Ctrl-C, SIGTERM: the sweep stops
-            write_summary_of_stopped_sweep(hydra_cfg, sweep_command())
+            if rank_zero_only.rank == 0:  # once (a submitit DDP job's tasks all run main)
+                write_summary_of_stopped_sweep(hydra_cfg, sweep_hint())
             raise
     return metrics.get(name) if name else None
 

@@ -330,8 +330,10 @@ def test_an_interrupted_sweep_job_says_how_to_continue_the_sweep(tmp_path, data_
     assert message.endswith(f"seed=0,1 hydra.sweep.dir={sweep}")
     summary = (sweep / "summary.md").read_text()
     assert "1 job, 0 completed, 1 failed" in summary
-    assert "The sweep was interrupted in job 0: jobs it had not started are not listed." in summary
-    assert f"Continue it (each job from its last.ckpt) with: `{command}" in summary
+    assert (
+        "The sweep was interrupted in job 0: jobs it had not started are not listed; continue "
+        f"the sweep (each job from its last.ckpt) with: {command}"
+    ) in summary
     assert message.replace("|", "\\|") in summary
 
 

@@ -554,7 +554,7 @@ def test_a_test_split_with_some_rows_labelled_minus_one_is_refused(tmp_path, tok
         (tmp_path / f"{split}.tsv").write_text("sentence\tlabel\n" + body)
     dm = make_dm(tmp_path, token_cache, batch_size=2, test_split="test.tsv")
     with pytest.raises(SFTError) as error:
-        dm.setup()
+        dm.setup("fit")  # before training (it failed after)
     assert str(error.value) == (
         f"{tmp_path / 'test.tsv'}, line 3: no label (-1) while other rows have labels: label "
         "every row to score the file, or none (all -1, or no label column) to predict it only"
@@ -985,6 +985,12 @@ def test_hf_dataset_code_path(tmp_path, token_cache, monkeypatch):
     assert dm.test_data.labels.tolist() == [-1]
     assert next(iter(dm.predict_dataloader()))["labels"].tolist() == [1, 0]  # validation's
     assert dm.cache_files["train"].name.startswith("someone_tiny-train-")
+    # scored with a model of the same names in another order: the dataset keeps its own, which
+    # sft-eval checks against the model's (the model's must not stand in for them)
+    scored = make_dm(tmp_path, token_cache, **kwargs)
+    scored.score_with(["pos", "neg"])
+    scored.setup("validate")
+    assert scored.class_names == ["neg", "pos"]
 
 
 # ---- Hydra configs -------------------------------------------------------------------------

@@ -48,12 +48,10 @@ def resume_command(run_dir: str, overrides: list[str]) -> str:
 
 
 def how_to_continue(run_dir: str, overrides: list[str], sweep: str | None) -> str:
-    """The end of an interrupted run's line: in a sweep's job, the sweep run again (`sweep`,
-    from sweep_command: each job continues from its last.ckpt); else resume= of this run (in
-    a sweep it resumed that job alone, as a single run, and the rest of the grid was lost)."""
-    if sweep:
-        return f"continue the sweep (each job from its last.ckpt) with: {sweep}"
-    return f"resume with: {resume_command(run_dir, overrides)}"
+    """The end of an interrupted run's line: in a sweep's job, `sweep` (sweep_hint: the sweep
+    run again); else resume= of this run (in a sweep it resumed that job alone, as a single
+    run, and the rest of the grid was lost)."""
+    return sweep or f"resume with: {resume_command(run_dir, overrides)}"
 
 
 def requeue_signal() -> int | None:
@@ -78,7 +76,7 @@ class GracefulInterrupt(Callback):
         self._previous: dict[int, Any] = {}
         # read here, in the process Hydra started: DDP's spawned ranks' hint lacked every override
         self._overrides = resume_arguments()
-        self._sweep_command = sweep_command()
+        self._sweep_hint = sweep_hint()
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self._received is not None and signum == signal.SIGINT:
@@ -112,9 +110,10 @@ class GracefulInterrupt(Callback):
             signal.signal(signum, handler)
         self._previous.clear()
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # a signal after the last batch's check (while the last checkpoints were saved) stops
-        # the run here (was: dropped, and a sweep ran its next job and exited 0)
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a signal after the last batch's check (while the last checkpoints were saved, in
+        # on_train_end: checkpoint callbacks come last) stops the run here (was: dropped, and a
+        # sweep ran its next job and exited 0)
         try:
             self._stop_if_signalled(trainer)
         finally:
@@ -152,7 +151,7 @@ class GracefulInterrupt(Callback):
             if callable(handler):
                 handler(requeue, None)
         name = signal.Signals(received).name if received else "a signal"
-        how = how_to_continue(trainer.default_root_dir, self._overrides, self._sweep_command)
+        how = how_to_continue(trainer.default_root_dir, self._overrides, self._sweep_hint)
         message = (
             f"interrupted by {name} at epoch {trainer.current_epoch} step {trainer.global_step}: "
             f"saved {path}; {how}"
@@ -163,9 +162,11 @@ class GracefulInterrupt(Callback):
         raise TrainingInterrupted(message)
 
 
-def sweep_command() -> str | None:
-    """In a multirun job: the command that continues its sweep (`-m`, the sweep's overrides as
-    its multirun.yaml records them, its hydra.sweep.dir); None outside one."""
+def sweep_hint() -> str | None:
+    """In a multirun job: how to continue its sweep, with the command (`-m`, the sweep's
+    overrides as its multirun.yaml records them, its hydra.sweep.dir); None outside one. A
+    grid's jobs continue from their last.ckpt; a search asks new trials (its sweeper told the
+    interrupted one failed)."""
     if not HydraConfig.initialized():  # DDP's spawned ranks, code that calls train() itself
         return None
     hydra_cfg = HydraConfig.get()
@@ -178,7 +179,13 @@ def sweep_command() -> str | None:
     if overrides is None:
         return None
     command = ["sft-train", *config_dir_arguments(), "-m", *overrides]
-    return shlex.join([*command, f"hydra.sweep.dir={sweep_dir}"])
+    command = shlex.join([*command, f"hydra.sweep.dir={sweep_dir}"])
+    if hydra_cfg.runtime.choices.get("hydra/sweeper", "basic") != "basic":
+        return (
+            f"continue the search with: {command} (it adds hydra.sweeper.n_trials new trials; "
+            "an interrupted trial is not run again)"
+        )
+    return f"continue the sweep (each job from its last.ckpt) with: {command}"
 
 
 def resume_arguments() -> list[str]:
@@ -194,7 +201,7 @@ def interrupt_explained(trainer: L.Trainer, overrides: list[str]) -> Iterator[No
     """Around `trainer.fit` and `trainer.test`: Ctrl-C outside GracefulInterrupt's window (data
     setup, the linear probe, a second Ctrl-C, the test) makes Lightning exit with status 1 and
     no word of what was kept; say it in one line instead."""
-    sweep = sweep_command()
+    sweep = sweep_hint()
     try:
         yield
     except SystemExit as exc:

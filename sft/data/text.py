@@ -7,6 +7,8 @@ training batches are grouped by length (`sft.data.length_grouped`) so that paddi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -21,6 +23,7 @@ from sft.contracts import TOKENIZER_DIGEST, InputSpec
 from sft.data.base import SFTDataModule, absolute_dir, check_batch_size, check_train_batch
 from sft.data.length_grouped import LengthGroupedSampler
 from sft.data.readers import ReaderSettings, create_reader
+from sft.data.readers.files import FileReader
 from sft.data.resumable import ResumableDataLoader, ResumableRandomSampler
 from sft.data.subsets import (
     check_few_label_args,
@@ -162,6 +165,7 @@ class TextClassificationDataModule(SFTDataModule):
         self._collator: TokenBatchCollator | None = None
         self._loaded: dict[str, TokenizedSplit] = {}
         self.cache_files: dict[str, Path] = {}
+        self._train_key: str | None = None  # state_dict's, computed once
         self.cache_hits: dict[str, bool] = {}
         self.train_data: TokenDataset | None = None
         self.val_data: TokenDataset | None = None
@@ -263,10 +267,13 @@ class TextClassificationDataModule(SFTDataModule):
         with their count and first lines, or an error with `allow_empty_text=false`. Checked on
         the tokens, so that a cached split is checked too."""
         pair = self.text_pair_column is not None
-        if pair:  # either side (counting all tokens found only pairs with both sides empty)
+        separated = self.tokenizer.num_special_tokens_to_add(
+            pair=True
+        ) > self.tokenizer.num_special_tokens_to_add(pair=False)
+        if pair and separated:  # either side (all tokens counted: only both sides empty)
             empty = (_texts_per_row(split, _separator_ids(self.tokenizer)) < 2).nonzero()
         else:
-            specials = self.tokenizer.num_special_tokens_to_add(pair=False)
+            specials = self.tokenizer.num_special_tokens_to_add(pair=pair)
             empty = (split.lengths <= specials).nonzero()
         empty = empty.flatten()
         if not empty.numel():
@@ -322,7 +329,9 @@ class TextClassificationDataModule(SFTDataModule):
         model's class names too (sft-eval data=text_files ...: they were refused as not
         integers, while the checkpoint knew the names)."""
         super().score_with(class_names)
-        if self.reader.settings.label_names is None and self.model_class_names is not None:
+        # a file's, not an HF dataset's: its ClassLabel names are checked against the model's
+        own_names = not isinstance(self.reader, FileReader)
+        if self.reader.settings.label_names is None and not own_names:
             self.reader.settings = replace(self.reader.settings, label_names=self.model_class_names)
 
     def _scored_role(self) -> str:
@@ -388,15 +397,21 @@ class TextClassificationDataModule(SFTDataModule):
         )
         check_train_batch(self.batch_size, len(keep), self.drop_last, self.reader.where("train"))
         self.val_data = self._checked("val")
+        if self.splits["test"]:  # read by prepare_data already: its labels fail before training
+            self._check_labels("test", self.load_split("test"), self.num_classes)
 
     def state_dict(self) -> dict[str, Any]:
         """What the training split was (its token-cache key: the file's content, the reader's
         settings, tokenizer and max_length; and the examples kept), for a run continued from
         the checkpoint to compare."""
-        path = self.cache_files.get("train")
-        if path is None or self.train_data is None:
+        if "train" not in self.cache_files or self.train_data is None:
             return {}
-        return {TRAIN_TOKENS: path.stem.rpartition("-")[2], TRAIN_EXAMPLES: len(self.train_data)}
+        if self._train_key is None:  # once (a file's digest): checkpoints call this often
+            # not the cache file's key, which changes with the cache's format version
+            parts = {**self.reader.cache_key("train"), "max_length": self.max_length}
+            text = json.dumps(parts, sort_keys=True, default=str)
+            self._train_key = hashlib.sha256(text.encode()).hexdigest()[:20]
+        return {TRAIN_TOKENS: self._train_key, TRAIN_EXAMPLES: len(self.train_data)}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """A run continued from a checkpoint (resume=, ckpt_path=) on other training data (the
@@ -512,9 +527,10 @@ class TextClassificationDataModule(SFTDataModule):
 
 
 def _separator_ids(tokenizer: Any) -> torch.Tensor:
-    """The special tokens a tokenizer adds around and between texts ([CLS], [SEP], <s>, </s>,
-    padding): not [UNK], which stands for words."""
-    ids = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+    """The tokens a tokenizer adds around and between texts ([CLS], [SEP], <s>, </s>, padding);
+    not [UNK] or [MASK], which stand for words."""
+    names = ("cls_token_id", "sep_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
+    ids = {getattr(tokenizer, name, None) for name in names} - {None}
     return torch.tensor(sorted(ids), dtype=torch.long)
 
 

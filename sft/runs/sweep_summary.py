@@ -183,7 +183,7 @@ def _md_text(
     stopped: tuple[str, str | None] | None = None,
 ) -> str:
     """`rows`: the table; `jobs`: the rows the counts are of (`write_summary`); `stopped`: the
-    job an interrupt stopped the sweep in, and the command that continues it."""
+    job an interrupt stopped the sweep in, and how to continue it."""
     failed = sum(job["status"] == FAILED for job in jobs)
     pruned = sum(job["status"] == PRUNED for job in jobs)
     lines = [
@@ -200,10 +200,10 @@ def _md_text(
         ),
     ]
     if stopped is not None:
-        job, command = stopped
+        job, hint = stopped
         lines.append(
-            f"The sweep was interrupted in job {job}: jobs it had not started are not listed."
-            + (f" Continue it (each job from its last.ckpt) with: `{command}`" if command else "")
+            f"The sweep was interrupted in job {job}: jobs it had not started are not listed"
+            + (f"; {hint}" if hint else ".")
         )
     # the table shows what differs between jobs; what they share is said once
     first = rows[0]["overrides"] if rows else []
@@ -250,7 +250,7 @@ def write_summary(
     """Write `summary.csv` and `summary.md` in `sweep_dir` (atomically); return the rows of
     the jobs, one each: a job that did not run again is its `(not run)` row, not also the
     earlier record its directory keeps (which the files list). `stopped`: the job an interrupt
-    stopped the sweep in, and the command that continues it."""
+    stopped the sweep in, and how to continue it."""
     sweep_dir = Path(sweep_dir)
     results = read_results(sweep_dir, not_run=True)
     rows = summary_rows(results, mode)
@@ -264,17 +264,17 @@ def write_summary(
     return jobs
 
 
-def write_summary_of_stopped_sweep(hydra_cfg: DictConfig, command: str | None) -> None:
+def write_summary_of_stopped_sweep(hydra_cfg: DictConfig, hint: str | None) -> None:
     """For a job that stops its sweep (Ctrl-C, SIGTERM): the summary its SweepSummary callback
-    writes after every job, with the `command` that continues the sweep. Hydra calls callbacks
-    only for a job that returns or raises an Exception, so summary.md was left from the job
-    before (or never written)."""
+    writes after every job, with the `hint` on how to continue the sweep. Hydra calls
+    callbacks only for a job that returns or raises an Exception, so summary.md was left from
+    the job before (or never written)."""
     target = f"{SweepSummary.__module__}.{SweepSummary.__qualname__}"
     for callback in (hydra_cfg.get("callbacks") or {}).values():
         if callback.get("_target_") != target:
             continue
         try:
-            stopped = (str(hydra_cfg.job.num), command)
+            stopped = (str(hydra_cfg.job.num), hint)
             write_summary(hydra_cfg.sweep.dir, callback.get("mode"), stopped)
         except (OSError, SFTError) as e:  # the interrupt is what the job reports
             log.warning(f"the sweep summary could not be written: {e}")

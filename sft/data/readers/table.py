@@ -184,9 +184,10 @@ def read_delimited(
         )
     if blank:
         lines = "line" if len(blank) == 1 else "lines"
+        empty = "a line of spaces" if quoting == "none" else '""'
         out.warnings.append(
             f"{len(blank)} blank {lines} left out ({lines} {first_few(blank, 5)}): a blank "
-            'line holds no text; an empty text is written "" (its row is kept)'
+            f"line holds no text; an empty text is written {empty} (its row is kept)"
         )
     if merged:
         first, last = merged[0]
