@@ -330,8 +330,8 @@ class TextClassificationDataModule(SFTDataModule):
         integers, while the checkpoint knew the names)."""
         super().score_with(class_names)
         # a file's, not an HF dataset's: its ClassLabel names are checked against the model's
-        own_names = not isinstance(self.reader, FileReader)
-        if self.reader.settings.label_names is None and not own_names:
+        from_files = isinstance(self.reader, FileReader)
+        if self.reader.settings.label_names is None and from_files:
             self.reader.settings = replace(self.reader.settings, label_names=self.model_class_names)
 
     def _scored_role(self) -> str:
