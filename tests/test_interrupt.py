@@ -6,6 +6,7 @@ import pickle
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -175,14 +176,20 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
 
 
 def run_with_signals(
-    tmp_path: Path, name: str, *signal_settings: str, test: bool = False
+    tmp_path: Path,
+    name: str,
+    *signal_settings: str,
+    test: bool = False,
+    overrides: Sequence[str] = (),
 ) -> tuple[str, Path]:
-    """sft-train of FAST + QUICK (and a test: `test`) as run `name` with SignalInHook's
-    `signal_settings`: exit status 1 and no traceback; its last line and run directory."""
+    """sft-train of FAST + QUICK (and a test: `test`; then `overrides`) as run `name` with
+    SignalInHook's `signal_settings`: exit status 1 and no traceback; its last line and run
+    directory."""
     result = run_train_cli(
         *FAST,
         *QUICK,
         *(["test=true"] if test else []),
+        *overrides,
         f"paths.log_dir={tmp_path}",
         f"name={name}",
         "+callbacks.int._target_=helpers.faults.SignalInHook",
@@ -259,19 +266,9 @@ def test_ctrl_c_while_the_last_checkpoints_are_saved_still_stops(tmp_path, data_
     """A Ctrl-C after the last batch's check (at the end of the last epoch, while its
     checkpoints are saved) was dropped: the run completed with status 0, and a sweep went on
     to its next job."""
-    result = run_train_cli(
-        *FAST,
-        *QUICK,
-        "trainer.max_epochs=1",
-        f"paths.log_dir={tmp_path}",
-        "name=late",
-        "+callbacks.int._target_=helpers.faults.SignalInHook",
-        "+callbacks.int.hook=on_train_epoch_end",
-        cwd=tmp_path,
+    message, run_dir = run_with_signals(
+        tmp_path, "late", "hook=on_train_epoch_end", overrides=["trainer.max_epochs=1"]
     )
-    assert result.returncode == 1, result.stderr[-3000:]
-    run_dir = only_run_dir(tmp_path / "train" / "late")
-    message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("interrupted by SIGINT at epoch "), message
     assert f"saved {run_dir / 'checkpoints' / 'last.ckpt'}; resume with: sft-train " in message
 
