@@ -317,6 +317,66 @@ def test_a_yaml_syntax_error_in_the_users_config_is_one_line(tmp_path, monkeypat
     )
 
 
+HEADER = "# @package _global_\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # was Hydra's "In 'experiment/mine': Could not override 'model@experiment.model'..."
+        ("defaults:\n  - override /model: resnet18_cifar\n",
+         "{file}: experiment configs set keys across the whole config: its first line must be"
+         " '# @package _global_' (without it, its settings went under 'experiment.', where "
+         "nothing reads them)"),
+        # was: accepted, and the run trained with none of the file's settings
+        ("trainer:\n  max_epochs: 1\n",
+         "{file}: experiment configs set keys across the whole config: its first line"),
+        # were Hydra's "model appears more than once in the final defaults list" and (another
+        # option) "Multiple values for data. To override a value use 'override data: sst2'"
+        (HEADER + "defaults:\n  - /model: resnet18_cifar\n",
+         "{file}: its defaults list chooses /model again, after sft-train chose one: replace it "
+         "with '- override /model: resnet18_cifar'"),
+        (HEADER + "defaults:\n  - /data: sst2\n",
+         "{file}: its defaults list chooses /data again, after sft-train chose one: replace it "
+         "with '- override /data: sst2'"),
+        # was Hydra's "In 'experiment/mine': Could not override 'modle'. No match in the ..."
+        (HEADER + "defaults:\n  - override /modle: resnet18_cifar\n",
+         "{file}: its defaults list overrides 'modle', which is no config group (did you mean "
+         "'model'? groups: "),
+        # was: accepted, and the run optimised val/acc_best
+        (HEADER + "optimized_metrc: val/loss\n",
+         "{file}: unknown config key 'optimized_metrc' (did you mean 'optimized_metric'?): "
+         "sft-train reads no such setting"),
+    ],
+    ids=["no_package_line", "no_package_line_no_defaults", "no_override", "no_override_other",
+         "unknown_group",
+         "unknown_key"],
+)  # fmt: skip
+def test_mistakes_inside_the_users_experiment_file_name_the_file(
+    text, expected, tmp_path, monkeypatch, capsys
+):
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    mine = conf / "experiment" / "mine.yaml"
+    mine.write_text(text)
+    argv = ["--config-dir", str(conf), "experiment=mine", "debug=fdr"]  # fdr: before, it ran
+    status, stderr = run_main("train", argv, tmp_path, monkeypatch, capsys)
+    assert assert_one_error_line(status, stderr).startswith(f"error: {expected.format(file=mine)}")
+    assert not (tmp_path / "run").exists(), "nothing may run"
+
+
+def test_a_top_level_key_of_the_users_own_that_a_config_reads_is_accepted(tmp_path):
+    """A key an experiment adds and reads through an interpolation (a shared value)."""
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "experiment" / "mine.yaml").write_text(
+        HEADER + "defaults:\n  - override /model: resnet18_cifar\nlr: 0.1\n"
+        "model:\n  lr_head: ${lr}\n"
+    )
+    check_overrides("train", ["--config-dir", str(conf), "experiment=mine"])
+    check_overrides("train", ["--config-dir", str(conf), "experiment=mine", "debug=fdr"])
+
+
 def test_valid_sweeps_and_hydra_flags_pass_the_check():
     for argv in (
         [

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from sft.utils.config import CONF_DIR
+from sft.utils.config_files import GROUP_TWICE, check_config_file_keys, describe_defaults_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,7 +56,6 @@ HYDRA_HANDLES = (
 NOT_OVERRIDABLE = re.compile(r"Could not override '([^']+)'")
 NOT_DELETABLE = re.compile(r"Could not delete from config\. '([^']+)' does not exist")
 ALREADY_THERE = re.compile(r"Could not append to config\. An item is already at '([^']+)'")
-GROUP_TWICE = re.compile(r"Multiple values for ([\w./]+)\. To override a value use")
 MERGE_FAILED = re.compile(r"Error merging override ")
 
 
@@ -109,13 +109,17 @@ def check_overrides(
                 group, _, option = exc.missing_cfg_file.rpartition("/")
                 raise OverrideMistake(unknown_option(group, option, exc.options)) from None
         except Exception as exc:
-            mistake = checkpoint_data_key(exc, config_name, parsed, adds) or (
-                describe_composition_error(exc, config_name, overrides, loader)
+            mistake = (
+                checkpoint_data_key(exc, config_name, parsed, adds)
+                or describe_composition_error(exc, config_name, overrides, loader)
+                or describe_defaults_error(exc, config_name, overrides, loader)
             )
             if mistake:
                 raise OverrideMistake(mistake) from None
         else:
             check_new_top_level_keys(parsed, overrides, config_name, loader)
+            if mistake := check_config_file_keys(cfg, config_name, loader):
+                raise OverrideMistake(mistake)
             # a multirun: -m, or hydra.mode=MULTIRUN in a config or an override
             multirun = args.multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
             sweeper = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get(

@@ -1,0 +1,138 @@
+"""Mistakes inside config files (a user's `--config-dir` experiment), each as one line naming
+the file: Hydra reports them as several lines without the file's path, or not at all (a key
+the run never reads, or a whole file nested under its group's name)."""
+
+import difflib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from hydra.core.default_element import GroupDefault
+from omegaconf import DictConfig, OmegaConf
+
+# Hydra's messages (hydra-core 1.3) for a defaults list that does not compose
+IN_CONFIG = re.compile(r"In '([^']+)': ")
+NESTED_OVERRIDE = re.compile(r"Could not override '([\w/]+)@([\w.]+)'")
+NO_SUCH_GROUP = re.compile(r"Could not override '([\w/]+)'\. No match in the defaults list")
+GROUP_TWICE = re.compile(r"Multiple values for ([\w./]+)\. To override a value use")
+SAME_CHOICE_TWICE = re.compile(r"([\w./]+) appears more than once in the final defaults list")
+
+
+def config_file(loader: Any, config_path: str) -> str:
+    """Where a config lives: its file for a folder on the search path (the user's
+    `--config-dir`), else its path in the package (`experiment/sst2_minilm.yaml`)."""
+    found = loader.repository.load_config(config_path)
+    name = f"{config_path}.yaml"
+    if found is not None and found.path.startswith("file://"):
+        return f"{found.path.removeprefix('file://')}/{name}"
+    return name
+
+
+def is_global_group(group: str, loader: Any, but: str | None = None) -> bool:
+    """Whether the group's configs set keys across the whole config (`# @package _global_`,
+    as every experiment does); `but`: an option left out of the vote."""
+    for option in loader.get_group_options(group):
+        if option == but or option.startswith("_"):
+            continue
+        found = loader.repository.load_config(f"{group}/{option}")
+        if found is not None and found.header.get("package") == "_global_":
+            return True
+    return False
+
+
+def missing_package_line(loader: Any, config_path: str) -> str:
+    group = config_path.rpartition("/")[0]
+    return (
+        f"{config_file(loader, config_path)}: {group} configs set keys across the whole "
+        f"config: its first line must be '# @package _global_' (without it, its settings "
+        f"went under '{group}.', where nothing reads them)"
+    )
+
+
+def describe_defaults_error(
+    exc: Exception, config_name: str, overrides: Sequence[str], loader: Any
+) -> str | None:
+    """One line naming the file for a defaults list that does not compose; else None."""
+    message = str(exc)
+    where = IN_CONFIG.match(message)
+    if where and NESTED_OVERRIDE.search(message):
+        return missing_package_line(loader, where.group(1))
+    if where and (match := NO_SUCH_GROUP.search(message)):
+        group = match.group(1).lstrip("/")
+        groups = [g for g in loader.list_groups("") if g != "hydra"]
+        close = difflib.get_close_matches(group, groups, n=1, cutoff=0.6)
+        return (
+            f"{config_file(loader, where.group(1))}: its defaults list overrides '{group}', "
+            f"which is no config group ({f'did you mean {close[0]!r}? ' if close else ''}"
+            f"groups: {', '.join(sorted(groups))})"
+        )
+    if match := GROUP_TWICE.search(message) or SAME_CHOICE_TWICE.search(message):
+        group = match.group(1).lstrip("/")
+        for config_path in chosen_configs(config_name, overrides, loader):
+            found = loader.repository.load_config(config_path)
+            for default in getattr(found, "defaults_list", None) or []:
+                if getattr(default, "group", "").lstrip("/") == group and not default.override:
+                    return (
+                        f"{config_file(loader, config_path)}: its defaults list chooses "
+                        f"/{group} again, after sft-{config_name} chose one: replace it with "
+                        f"'- override /{group}: {default.value}'"
+                    )
+    return None
+
+
+def chosen_configs(config_name: str, overrides: Sequence[str], loader: Any) -> list[str]:
+    """The config files an override chooses (`experiment=mine` -> `experiment/mine`)."""
+    paths = []
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if loader.repository.group_exists(key) and value:
+            paths.append(f"{key}/{value}")
+    return paths
+
+
+def check_config_file_keys(cfg: DictConfig, config_name: str, loader: Any) -> str | None:
+    """A config file chosen for the run (`experiment=mine`) that sets a top-level key nothing
+    reads (not one of sft-<config_name>'s own keys or groups, nor read through an
+    interpolation such as `${lr}`), or that lacks the `# @package _global_` line its group's
+    configs have. One line naming the file, else None.
+
+    Reads the files themselves, not a second composition: this runs before every command."""
+    primary = loader.repository.load_config(config_name)
+    chosen_by_default = {
+        d.group: d.value for d in primary.defaults_list or [] if isinstance(d, GroupDefault)
+    }
+    known = {str(k) for k in primary.config} | set(chosen_by_default) | {"hydra"}
+    choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
+    for group, option in choices.items():
+        if option is None or group.split("/")[0] == "hydra":
+            continue
+        path = f"{group}/{option}"
+        found = loader.repository.load_config(path)
+        if found is None:
+            continue
+        package = found.header.get("package")
+        # an optional group (`experiment: null` in the defaults) whose configs are global
+        if (
+            package is None
+            and chosen_by_default.get(group) is None
+            and group in cfg
+            and is_global_group(group, loader, but=option)
+        ):
+            return missing_package_line(loader, path)
+        if package != "_global_":
+            continue
+        for key in map(str, found.config):
+            if key in known or is_interpolated(key, cfg):
+                continue
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            return (
+                f"{config_file(loader, path)}: unknown config key '{key}'{hint}: "
+                f"sft-{config_name} reads no such setting"
+            )
+    return None
+
+
+def is_interpolated(key: str, cfg: DictConfig) -> bool:
+    """Whether a config reads the top-level key through an interpolation (`${lr}`)."""
+    return re.search(rf"\$\{{[^}}]*\b{re.escape(key)}\b", OmegaConf.to_yaml(cfg)) is not None
