@@ -3,14 +3,16 @@ a failing job is listed (not dropped) and makes the sweep exit 1 after the other
 
 import csv
 import json
+import logging
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import FAST, run_entry_point
+from omegaconf import OmegaConf
 
-from sft.runs.result import RunResult
+from sft.runs.result import COMPLETED, FAILED, RunResult
 from sft.runs.sweep_summary import read_results, summary_rows, write_summary
 from sft.train import main
 
@@ -464,3 +466,30 @@ def test_a_study_job_run_again_sets_its_earlier_logs_aside(tmp_path, capsys):
     )
     runs, _, _ = find_runs([sweep])
     assert [r.path for r in runs] == [(sweep / "0" / "tensorboard").resolve()]
+
+
+def test_a_sweep_exits_1_only_for_jobs_that_failed_in_this_run(tmp_path, capsys, caplog):
+    """A continued Optuna study never runs a failed trial again (an interrupted one is told
+    failed): every later continuation of the study exited 1 for it, however its trials went."""
+    from sft.runs.sweep_summary import SweepSummary
+
+    def record(job: str, status: str, **fields) -> None:
+        (tmp_path / job).mkdir()
+        RunResult(status=status, output_dir=str(tmp_path / job), **fields).write()
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    record("0", FAILED, error="interrupted by SIGINT (Ctrl-C)")
+    callback = SweepSummary()
+    callback.on_multirun_start(config)
+    record("1", COMPLETED, metrics={"val/acc": 0.5}, optimized_metric="val/acc")
+    with caplog.at_level(logging.WARNING):
+        callback.on_multirun_end(config)  # exits 0
+    assert "1 of 2 jobs failed in earlier runs of this sweep (jobs 0)" in caplog.text
+    assert "error:" not in capsys.readouterr().err
+
+    callback.on_multirun_start(config)
+    record("2", FAILED, error="data.batch_size: expected a positive integer")
+    with pytest.raises(SystemExit) as exit_:
+        callback.on_multirun_end(config)
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.startswith("error: 1 of 3 jobs failed: see ")

@@ -10,6 +10,7 @@ Refreshed after every job (a sweep that crashes keeps a partial summary) and at 
 failed jobs make the command exit 1 with one `error:` line.
 """
 
+import contextlib
 import csv
 import io
 import logging
@@ -264,6 +265,24 @@ def write_summary(
     return jobs
 
 
+def record_path(sweep_dir: Path, job: str) -> Path:
+    """The file a summary row of `read_results(sweep_dir, not_run=True)` was read from."""
+    if job.endswith(NOT_RUN):
+        return sweep_dir / NOT_RUN_DIR / f"{job.removesuffix(NOT_RUN)}.json"
+    return sweep_dir / job / RESULT_FILE
+
+
+def record_times(sweep_dir: Path) -> dict[Path, int]:
+    """Each record under `sweep_dir` and when it was last written (its file's mtime, which
+    the file system sets: no clock of a remote job's machine is compared)."""
+    paths = [*sweep_dir.rglob(RESULT_FILE), *(sweep_dir / NOT_RUN_DIR).glob("*.json")]
+    times = {}
+    for path in paths:
+        with contextlib.suppress(OSError):  # removed meanwhile
+            times[path] = path.stat().st_mtime_ns
+    return times
+
+
 def write_summary_of_stopped_sweep(hydra_cfg: DictConfig, hint: str | None) -> None:
     """For a job that stops its sweep (Ctrl-C, SIGTERM): the summary its SweepSummary callback
     writes after every job, with the `hint` on how to continue the sweep. Hydra calls
@@ -294,6 +313,12 @@ class SweepSummary(Callback):
         # instantiation
         report_user_errors(lambda: metric_mode("", mode))
         self.mode = mode
+        self.records_before: dict[Path, int] = {}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # the records the sweep folder holds already: their failures are not this run's (an
+        # Optuna study continued never runs a failed trial again, so it failed every later run)
+        self.records_before = record_times(Path(config.hydra.sweep.dir))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -315,14 +340,22 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir, self.mode)
-        failed = sum(row["status"] == FAILED for row in rows)
+        failed = [row["job"] for row in rows if row["status"] == FAILED]
+        rewritten = record_times(sweep_dir).items() - self.records_before.items()
+        failed_now = [job for job in failed if record_path(sweep_dir, job) in dict(rewritten)]
         log.info(f"Sweep summary: {sweep_dir / SUMMARY_MD}")
         if unranked_line := unranked(rows, optimized_metric(read_results(sweep_dir))):
             log.warning(unranked_line)
-        if failed:
+        if failed_now:
             print(
-                f"error: {failed} of {len(rows)} jobs failed: see {sweep_dir / SUMMARY_MD}",
+                f"error: {len(failed_now)} of {len(rows)} jobs failed: see "
+                f"{sweep_dir / SUMMARY_MD}",
                 file=sys.stderr,
             )
             # SystemExit passes through Hydra's callback guard (it only catches Exception)
             raise SystemExit(1)
+        if failed:
+            log.warning(
+                f"{len(failed)} of {len(rows)} jobs failed in earlier runs of this sweep "
+                f"(jobs {', '.join(failed)}): see {sweep_dir / SUMMARY_MD}"
+            )
