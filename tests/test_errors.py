@@ -373,8 +373,38 @@ def test_a_top_level_key_of_the_users_own_that_a_config_reads_is_accepted(tmp_pa
         HEADER + "defaults:\n  - override /model: resnet18_cifar\nlr: 0.1\n"
         "model:\n  lr_head: ${lr}\n"
     )
-    check_overrides("train", ["--config-dir", str(conf), "experiment=mine"])
-    check_overrides("train", ["--config-dir", str(conf), "experiment=mine", "debug=fdr"])
+    argv = ["--config-dir", str(conf), "experiment=mine"]
+    check_overrides("train", argv)
+    check_overrides("train", [*argv, "debug=fdr"])
+    # the reader overridden (was: "unknown config key 'lr'" once the user tuned it)
+    check_overrides("train", [*argv, "model.lr_head=1e-3"])
+    check_overrides("train", ["-m", *argv, "model.lr_head=1e-3,1e-2"])
+    check_overrides("train", [*argv, "method=linear_probe"])
+
+
+def test_valid_configs_of_the_users_own_outside_experiments_pass_the_check(tmp_path):
+    """Configs the file check must not refuse: a packaged debug option that sets keys sft-eval
+    does not read (was: "debug/overfit.yaml: unknown config key 'callbacks'"), and a data config
+    of the user's beside a `_global_` one of theirs (was: "its first line must be ...")."""
+    conf = tmp_path / "conf"
+    (conf / "data").mkdir(parents=True)
+    (conf / "data" / "everywhere.yaml").write_text(HEADER + "data:\n  batch_size: 4\n")
+    (conf / "data" / "plain.yaml").write_text("defaults:\n  - cifar10\nbatch_size: 4\n")
+    eval_adds = ("data", "debug", "trainer", "logger", "paths", "hydra")
+    check_overrides("eval", ["ckpt_path=x.ckpt", "+debug=overfit"], adds=eval_adds)
+    argv = ["--config-dir", str(conf), "ckpt_path=x.ckpt", "data=plain"]
+    check_overrides("eval", argv, adds=eval_adds)
+
+
+def test_a_model_config_that_overrides_another_group_is_not_told_to_be_global(tmp_path):
+    """`_global_` is the advice for experiment-like groups only: a model config following it
+    would put the model's keys at the top level."""
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "model" / "mine.yaml").write_text(
+        "defaults:\n  - resnet18_cifar\n  - override /adapter: lora\n"
+    )
+    check_overrides("train", ["--config-dir", str(conf), "model=mine"])  # Hydra's message stands
 
 
 def test_valid_sweeps_and_hydra_flags_pass_the_check():

@@ -493,3 +493,39 @@ def test_a_sweep_exits_1_only_for_jobs_that_failed_in_this_run(tmp_path, capsys,
         callback.on_multirun_end(config)
     assert exit_.value.code == 1
     assert capsys.readouterr().err.startswith("error: 1 of 3 jobs failed: see ")
+
+
+def test_a_job_lost_in_a_sweep_run_again_is_counted_beside_its_earlier_record(tmp_path, capsys):
+    """A Ray worker killed (e.g. out of memory) in a sweep run again into its folder leaves the
+    job's earlier record as it was: the launcher reports the loss through on_job_end, which wrote
+    nothing, and the sweep then exited 0 with the earlier run's row."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.types import RunMode
+
+    from sft.runs.sweep_summary import SweepSummary
+
+    job = tmp_path / "0"
+    job.mkdir()
+    earlier = RunResult(status=COMPLETED, output_dir=str(job), overrides=["seed=1"])
+    earlier.write()
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "mode": RunMode.MULTIRUN,
+                "sweep": {"dir": str(tmp_path)},
+                "runtime": {"output_dir": str(job)},
+                "job": {"num": 0},
+            }
+        }
+    )
+    callback = SweepSummary()
+    callback.on_multirun_start(config)
+    lost = JobReturn(overrides=["seed=1"], status=JobStatus.FAILED)
+    lost.return_value = RuntimeError("the worker died")
+    callback.on_job_end(config, lost)
+    with pytest.raises(SystemExit):
+        callback.on_multirun_end(config)
+    assert "error: 1 of 1 jobs failed" in capsys.readouterr().err
+    not_run = RunResult.read(tmp_path / ".not_run" / "0.json")
+    assert not_run.status == FAILED and "the worker died" in not_run.error
+    assert RunResult.read(job / "result.json").status == COMPLETED, "the earlier record is kept"

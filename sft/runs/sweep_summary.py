@@ -10,7 +10,6 @@ Refreshed after every job (a sweep that crashes keeps a partial summary) and at 
 failed jobs make the command exit 1 with one `error:` line.
 """
 
-import contextlib
 import csv
 import io
 import logging
@@ -272,15 +271,20 @@ def record_path(sweep_dir: Path, job: str) -> Path:
     return sweep_dir / job / RESULT_FILE
 
 
+def mtime_ns(path: Path) -> int | None:
+    """When `path` was last written; None if it is not there."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def record_times(sweep_dir: Path) -> dict[Path, int]:
     """Each record under `sweep_dir` and when it was last written (its file's mtime, which
     the file system sets: no clock of a remote job's machine is compared)."""
     paths = [*sweep_dir.rglob(RESULT_FILE), *(sweep_dir / NOT_RUN_DIR).glob("*.json")]
-    times = {}
-    for path in paths:
-        with contextlib.suppress(OSError):  # removed meanwhile
-            times[path] = path.stat().st_mtime_ns
-    return times
+    times = {path: mtime_ns(path) for path in paths}
+    return {path: time for path, time in times.items() if time is not None}  # not removed
 
 
 def write_summary_of_stopped_sweep(hydra_cfg: DictConfig, hint: str | None) -> None:
@@ -324,25 +328,45 @@ class SweepSummary(Callback):
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         job_dir = Path(config.hydra.runtime.output_dir)
-        if job_return.status == JobStatus.FAILED and not (job_dir / RESULT_FILE).exists():
-            # the task failed before sft.train.main could record it (e.g. another task function)
+        record = None
+        if job_return.status == JobStatus.FAILED:
+            record = self.unrecorded_failure(config, job_dir)
+        if record is not None:
+            # the task failed before sft.train.main could record it (e.g. another task
+            # function, or a Ray worker lost)
             try:
                 job_return.return_value  # noqa: B018 (a failed job's return_value raises its error)
             except Exception as exc:
+                record.parent.mkdir(parents=True, exist_ok=True)
                 RunResult(
                     status=FAILED,
                     output_dir=str(job_dir),
                     overrides=run_overrides(job_return.overrides or []),
                     error=one_line_error(exc),
-                ).write()
+                ).write(record)
         write_summary(config.hydra.sweep.dir, self.mode)
+
+    def unrecorded_failure(self, config: DictConfig, job_dir: Path) -> Path | None:
+        """Where a failed job that left no record of this run is recorded: its result.json if it
+        has none; `.not_run/<n>.json` beside an earlier run's record left as it was (a Ray worker
+        lost in a sweep run again: the summary and the exit status count it); None when the job
+        recorded its failure."""
+        record = job_dir / RESULT_FILE
+        if not record.exists():
+            return record
+        not_run = Path(config.hydra.sweep.dir) / NOT_RUN_DIR / f"{config.hydra.job.num}.json"
+        before = self.records_before
+        unchanged = record in before and before[record] == mtime_ns(record)
+        if unchanged and before.get(not_run) == mtime_ns(not_run):
+            return not_run
+        return None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir, self.mode)
         failed = [row["job"] for row in rows if row["status"] == FAILED]
-        rewritten = record_times(sweep_dir).items() - self.records_before.items()
-        failed_now = [job for job in failed if record_path(sweep_dir, job) in dict(rewritten)]
+        rewritten = dict(record_times(sweep_dir).items() - self.records_before.items())
+        failed_now = [job for job in failed if record_path(sweep_dir, job) in rewritten]
         log.info(f"Sweep summary: {sweep_dir / SUMMARY_MD}")
         if unranked_line := unranked(rows, optimized_metric(read_results(sweep_dir))):
             log.warning(unranked_line)

@@ -29,13 +29,18 @@ def config_file(loader: Any, config_path: str) -> str:
 
 
 def is_global_group(group: str, loader: Any, but: str | None = None) -> bool:
-    """Whether the group's configs set keys across the whole config (`# @package _global_`,
-    as every experiment does); `but`: an option left out of the vote."""
+    """Whether sft's own configs of the group set keys across the whole config (`# @package
+    _global_`, as every experiment does); `but`: an option left out. A `--config-dir`'s files
+    do not count: how they are written is what is checked."""
     for option in loader.get_group_options(group):
         if option == but or option.startswith("_"):
             continue
         found = loader.repository.load_config(f"{group}/{option}")
-        if found is not None and found.header.get("package") == "_global_":
+        if (
+            found is not None
+            and found.provider == "main"
+            and found.header.get("package") == "_global_"
+        ):
             return True
     return False
 
@@ -56,7 +61,13 @@ def describe_defaults_error(
     message = str(exc)
     where = IN_CONFIG.match(message)
     if where and NESTED_OVERRIDE.search(message):
-        return missing_package_line(loader, where.group(1))
+        group, _, option = where.group(1).rpartition("/")
+        # another group's configs belong under its name: Hydra's message stands
+        return (
+            missing_package_line(loader, where.group(1))
+            if is_global_group(group, loader, but=option)
+            else None
+        )
     if where and (match := NO_SUCH_GROUP.search(message)):
         group = match.group(1).lstrip("/")
         groups = [g for g in loader.list_groups("") if g != "hydra"]
@@ -104,7 +115,9 @@ def check_config_file_keys(cfg: DictConfig, config_name: str, loader: Any) -> st
     known = {str(k) for k in primary.config} | set(chosen_by_default) | {"hydra"}
     choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
     for group, option in choices.items():
-        if option is None or group.split("/")[0] == "hydra":
+        # a group the command's own config does not list (`sft-eval +debug=overfit`) may set
+        # keys another command reads
+        if option is None or group not in chosen_by_default or group == "hydra":
             continue
         path = f"{group}/{option}"
         found = loader.repository.load_config(path)
@@ -122,7 +135,7 @@ def check_config_file_keys(cfg: DictConfig, config_name: str, loader: Any) -> st
         if package != "_global_":
             continue
         for key in map(str, found.config):
-            if key in known or is_interpolated(key, cfg):
+            if key in known or is_interpolated(key, cfg, choices, loader):
                 continue
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -133,6 +146,14 @@ def check_config_file_keys(cfg: DictConfig, config_name: str, loader: Any) -> st
     return None
 
 
-def is_interpolated(key: str, cfg: DictConfig) -> bool:
-    """Whether a config reads the top-level key through an interpolation (`${lr}`)."""
-    return re.search(rf"\$\{{[^}}]*\b{re.escape(key)}\b", OmegaConf.to_yaml(cfg)) is not None
+def is_interpolated(key: str, cfg: DictConfig, choices: Any, loader: Any) -> bool:
+    """Whether a config reads the top-level key through an interpolation (`${lr}`): the run's,
+    or a file chosen for it (where the reader may have been overridden since: `lr: 0.1` and
+    `model.lr_head: ${lr}`, with `model.lr_head=1e-3` on the command line)."""
+    texts = [OmegaConf.to_yaml(cfg)]
+    for group, option in choices.items():
+        found = loader.repository.load_config(f"{group}/{option}") if option else None
+        if found is not None:
+            texts.append(OmegaConf.to_yaml(found.config))
+    reads = re.compile(rf"\$\{{[^}}]*\b{re.escape(key)}\b")
+    return any(reads.search(text) for text in texts)
