@@ -31,7 +31,7 @@ from sft.models import SFTClassifier, load_classifier
 from sft.models.loading import datamodule_from_checkpoint
 from sft.runs.resume import ResumePoint, check_resume_checkpoint
 from sft.utils.checkpoint_io import read_checkpoint
-from sft.utils.cli import check_overrides
+from sft.utils.cli import OverrideMistake, check_overrides
 
 SMALL_CNN_BACKBONE = {
     "_target_": "sft.models.backbones.create_backbone",
@@ -363,6 +363,18 @@ def test_mistakes_inside_the_users_experiment_file_name_the_file(
     status, stderr = run_main("train", argv, tmp_path, monkeypatch, capsys)
     assert assert_one_error_line(status, stderr).startswith(f"error: {expected.format(file=mine)}")
     assert not (tmp_path / "run").exists(), "nothing may run"
+
+
+def test_every_experiment_of_a_sweep_is_checked(tmp_path):
+    """`-m experiment=good,mine`: only the first value was checked, and the job of a file
+    without its package line trained without its settings."""
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "experiment" / "good.yaml").write_text(HEADER + "name: good\n")
+    (conf / "experiment" / "mine.yaml").write_text("trainer:\n  max_epochs: 1\n")
+    for sweep in ("good,mine", "glob(*)"):
+        with pytest.raises(OverrideMistake, match=r"mine\.yaml: experiment configs set keys"):
+            check_overrides("train", ["-m", "--config-dir", str(conf), f"experiment={sweep}"])
 
 
 def test_a_top_level_key_of_the_users_own_that_a_config_reads_is_accepted(tmp_path):

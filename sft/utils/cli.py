@@ -118,7 +118,12 @@ def check_overrides(
                 raise OverrideMistake(mistake) from None
         else:
             check_new_top_level_keys(parsed, overrides, config_name, loader)
-            if mistake := check_config_file_keys(cfg, config_name, loader):
+            swept = {
+                o.key_or_group: list(o.sweep_string_iterator())
+                for o in parsed
+                if o.is_discrete_sweep() and loader.repository.group_exists(o.key_or_group)
+            }
+            if mistake := check_config_file_keys(cfg, config_name, loader, swept):
                 raise OverrideMistake(mistake)
             # a multirun: -m, or hydra.mode=MULTIRUN in a config or an override
             multirun = args.multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN

@@ -4,7 +4,7 @@ the run never reads, or a whole file nested under its group's name)."""
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hydra.core.default_element import GroupDefault
@@ -101,41 +101,56 @@ def chosen_configs(config_name: str, overrides: Sequence[str], loader: Any) -> l
     return paths
 
 
-def check_config_file_keys(cfg: DictConfig, config_name: str, loader: Any) -> str | None:
-    """A config file chosen for the run (`experiment=mine`) that sets a top-level key nothing
+def check_config_file_keys(
+    cfg: DictConfig,
+    config_name: str,
+    loader: Any,
+    swept: Mapping[str, Sequence[str]] | None = None,
+) -> str | None:
+    """A config file chosen for the run (`experiment=mine`), or for any job of a sweep
+    (`swept`: each group's options, `-m experiment=a,b`), that sets a top-level key nothing
     reads (not one of sft-<config_name>'s own keys or groups, nor read through an
     interpolation such as `${lr}`), or that lacks the `# @package _global_` line its group's
     configs have. One line naming the file, else None.
 
-    Reads the files themselves, not a second composition: this runs before every command."""
+    Reads the files themselves, not a composition per job: this runs before every command."""
     primary = loader.repository.load_config(config_name)
     chosen_by_default = {
         d.group: d.value for d in primary.defaults_list or [] if isinstance(d, GroupDefault)
     }
     known = {str(k) for k in primary.config} | set(chosen_by_default) | {"hydra"}
     choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
-    for group, option in choices.items():
-        # a group the command's own config does not list (`sft-eval +debug=overfit`) may set
-        # keys another command reads
-        if option is None or group not in chosen_by_default or group == "hydra":
-            continue
-        path = f"{group}/{option}"
-        found = loader.repository.load_config(path)
-        if found is None:
-            continue
+    # a group the command's own config does not list (`sft-eval +debug=overfit`) may set keys
+    # another command reads
+    chosen = [(g, o) for g, o in choices.items() if g in chosen_by_default and g != "hydra"]
+    chosen += [(g, o) for g, os in (swept or {}).items() if g in chosen_by_default for o in os]
+    files = {
+        path: found
+        for path in dict.fromkeys(f"{g}/{o}" for g, o in chosen if o)
+        if (found := loader.repository.load_config(path)) is not None
+    }
+    texts: list[str] = []  # the run's config and the files, as text: made when first needed
+    for path, found in files.items():
+        group, _, option = path.rpartition("/")
         package = found.header.get("package")
         # an optional group (`experiment: null` in the defaults) whose configs are global
         if (
             package is None
             and chosen_by_default.get(group) is None
-            and group in cfg
             and is_global_group(group, loader, but=option)
         ):
             return missing_package_line(loader, path)
         if package != "_global_":
             continue
         for key in map(str, found.config):
-            if key in known or is_interpolated(key, cfg, choices, loader):
+            if key in known:
+                continue
+            if not texts:
+                texts += [
+                    OmegaConf.to_yaml(cfg),
+                    *(OmegaConf.to_yaml(f.config) for f in files.values()),
+                ]
+            if is_interpolated(key, texts):
                 continue
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -146,14 +161,9 @@ def check_config_file_keys(cfg: DictConfig, config_name: str, loader: Any) -> st
     return None
 
 
-def is_interpolated(key: str, cfg: DictConfig, choices: Any, loader: Any) -> bool:
+def is_interpolated(key: str, texts: Sequence[str]) -> bool:
     """Whether a config reads the top-level key through an interpolation (`${lr}`): the run's,
     or a file chosen for it (where the reader may have been overridden since: `lr: 0.1` and
     `model.lr_head: ${lr}`, with `model.lr_head=1e-3` on the command line)."""
-    texts = [OmegaConf.to_yaml(cfg)]
-    for group, option in choices.items():
-        found = loader.repository.load_config(f"{group}/{option}") if option else None
-        if found is not None:
-            texts.append(OmegaConf.to_yaml(found.config))
     reads = re.compile(rf"\$\{{[^}}]*\b{re.escape(key)}\b")
     return any(reads.search(text) for text in texts)
