@@ -29,13 +29,13 @@ data: install
 train: data
 	$(BIN)/sft-train experiment=$(EXPERIMENT) $(ARGS)
 
-# Test processes (pytest-xdist): one per CPU this process may use (nproc), at most 4. Most
-# tests keep one core busy, so on 2 cores the suite took 14.5 min instead of 20.4 (AMD EPYC
-# Zen 3). Each file's tests stay in one process (--dist loadfile), which builds its tiny models
-# once. (xdist's own `-n auto` counts the host's cores through psutil, beyond a container's.)
-# Each process (and the runs it starts) gets its share of the cores as torch threads: two
-# workers of 2 threads on 2 cores wait on each other's OpenMP threads: the whole suite took
-# 20.4 min that way and 14.9 min with one thread each (AMD EPYC Zen 3, same session).
+# Test processes (pytest-xdist): one per CPU this process may use (nproc), at most 4; each file's
+# tests stay in one process (--dist loadfile), which builds its tiny models once. (xdist's own
+# `-n auto` counts the host's cores through psutil, beyond a container's.) Each process, and the
+# runs it starts, gets its share of the cores as torch threads (OMP_NUM_THREADS): two processes
+# of 2 threads on 2 cores wait on each other's OpenMP threads. The whole suite on 2 AMD EPYC
+# Zen 3 cores: 20.4 min in one process and 14.5 min in two of 2 threads in one session; 20.4 min
+# in two of 2 threads and 14.2-14.9 min in two of 1 thread in a later, slower one.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 TEST_THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); w=$$(( $(TEST_WORKERS) > 1 ? $(TEST_WORKERS) : 1 )); echo $$(( n / w > 0 ? n / w : 1 )))
 PYTEST := OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
