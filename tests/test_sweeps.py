@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FAST, run_entry_point
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from sft.runs.result import COMPLETED, FAILED, RunResult
-from sft.runs.sweep_summary import read_results, summary_rows, write_summary
+from sft.runs.sweep_summary import SweepSummary, read_results, summary_rows, write_summary
 from sft.train import main
 
 # A few batches of everything: the sweep tests check bookkeeping, not learning.
@@ -471,7 +473,6 @@ def test_a_study_job_run_again_sets_its_earlier_logs_aside(tmp_path, capsys):
 def test_a_sweep_exits_1_only_for_jobs_that_failed_in_this_run(tmp_path, capsys, caplog):
     """A continued Optuna study never runs a failed trial again (an interrupted one is told
     failed): every later continuation of the study exited 1 for it, however its trials went."""
-    from sft.runs.sweep_summary import SweepSummary
 
     def record(job: str, status: str, **fields) -> None:
         (tmp_path / job).mkdir()
@@ -499,11 +500,6 @@ def test_a_job_lost_in_a_sweep_run_again_is_counted_beside_its_earlier_record(tm
     """A Ray worker killed (e.g. out of memory) in a sweep run again into its folder leaves the
     job's earlier record as it was: the launcher reports the loss through on_job_end, which wrote
     nothing, and the sweep then exited 0 with the earlier run's row."""
-    from hydra.core.utils import JobReturn, JobStatus
-    from hydra.types import RunMode
-
-    from sft.runs.sweep_summary import SweepSummary
-
     job = tmp_path / "0"
     job.mkdir()
     earlier = RunResult(status=COMPLETED, output_dir=str(job), overrides=["seed=1"])
