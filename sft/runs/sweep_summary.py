@@ -55,19 +55,24 @@ def read_results(sweep_dir: str | Path, not_run: bool = False) -> list[tuple[str
     """(job, result) for every `result.json` under `sweep_dir` (job = its directory there);
     with `not_run`, also for every job that failed before training while its directory keeps
     an earlier run's record (job = `<number> (not run)`)."""
-    sweep_dir = Path(sweep_dir)
-    records = [
-        (p, p.parent.relative_to(sweep_dir).as_posix()) for p in sweep_dir.rglob(RESULT_FILE)
-    ]
-    if not_run:
-        records += [(p, f"{p.stem}{NOT_RUN}") for p in (sweep_dir / NOT_RUN_DIR).glob("*.json")]
     found = []
-    for path, job in records:
+    for path, job in record_files(Path(sweep_dir), not_run):
         try:
             found.append((job, RunResult.read(path)))
         except SFTError as e:  # hand-edited: the other jobs are still summarised
             log.warning(f"{e}: left out of the summary")
     return sorted(found, key=lambda item: _job_sort_key(item[0]))
+
+
+def record_files(sweep_dir: Path, not_run: bool = True) -> list[tuple[Path, str]]:
+    """(file, job) for every record under `sweep_dir`: `<job>/result.json`; with `not_run`,
+    also `.not_run/<n>.json` (job `<n> (not run)`)."""
+    records = [
+        (p, p.parent.relative_to(sweep_dir).as_posix()) for p in sweep_dir.rglob(RESULT_FILE)
+    ]
+    if not_run:
+        records += [(p, f"{p.stem}{NOT_RUN}") for p in (sweep_dir / NOT_RUN_DIR).glob("*.json")]
+    return records
 
 
 def metric_mode(metric: str, mode: str | None = None) -> str:
@@ -264,13 +269,6 @@ def write_summary(
     return jobs
 
 
-def record_path(sweep_dir: Path, job: str) -> Path:
-    """The file a summary row of `read_results(sweep_dir, not_run=True)` was read from."""
-    if job.endswith(NOT_RUN):
-        return sweep_dir / NOT_RUN_DIR / f"{job.removesuffix(NOT_RUN)}.json"
-    return sweep_dir / job / RESULT_FILE
-
-
 def mtime_ns(path: Path) -> int | None:
     """When `path` was last written; None if it is not there."""
     try:
@@ -282,8 +280,7 @@ def mtime_ns(path: Path) -> int | None:
 def record_times(sweep_dir: Path) -> dict[Path, int]:
     """Each record under `sweep_dir` and when it was last written (its file's mtime, which
     the file system sets: no clock of a remote job's machine is compared)."""
-    paths = [*sweep_dir.rglob(RESULT_FILE), *(sweep_dir / NOT_RUN_DIR).glob("*.json")]
-    times = {path: mtime_ns(path) for path in paths}
+    times = {path: mtime_ns(path) for path, _ in record_files(sweep_dir)}
     return {path: time for path, time in times.items() if time is not None}  # not removed
 
 
@@ -365,8 +362,11 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir, self.mode)
         failed = [row["job"] for row in rows if row["status"] == FAILED]
-        rewritten = dict(record_times(sweep_dir).items() - self.records_before.items())
-        failed_now = [job for job in failed if record_path(sweep_dir, job) in rewritten]
+        before = self.records_before
+        rewritten = {
+            job for path, job in record_files(sweep_dir) if mtime_ns(path) != before.get(path)
+        }
+        failed_now = [job for job in failed if job in rewritten]
         log.info(f"Sweep summary: {sweep_dir / SUMMARY_MD}")
         if unranked_line := unranked(rows, optimized_metric(read_results(sweep_dir))):
             log.warning(unranked_line)
