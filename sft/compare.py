@@ -16,6 +16,7 @@ import argparse
 import csv
 import logging
 import math
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass
@@ -324,12 +325,13 @@ def plot_curves(runs: list[Run], metric: str, path: Path) -> None:
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
+    legends = legend_labels([run.label for run in runs])
     tags = [metric]
     if metric != "val/loss" and any("val/loss" in r.scalars for r in runs):
         tags.append("val/loss")
     fig, axes = plt.subplots(1, len(tags), figsize=(6.5 * len(tags), 4.5), squeeze=False)
     for ax, tag in zip(axes[0], tags, strict=True):
-        for i, run in enumerate(runs):
+        for i, (run, legend) in enumerate(zip(runs, legends, strict=True)):
             series = run.scalars.get(tag)
             if series:
                 steps, values = zip(*series, strict=True)
@@ -338,7 +340,7 @@ def plot_curves(runs: list[Run], metric: str, path: Path) -> None:
                     values,
                     marker="o" if len(series) < 30 else None,
                     ms=3,
-                    label=_shorten(run.label),
+                    label=legend,
                     color=f"C{i % 10}",  # a run keeps its colour in every panel
                 )
         ax.set(title=tag, xlabel="step", ylabel=tag)
@@ -353,12 +355,29 @@ def plot_curves(runs: list[Run], metric: str, path: Path) -> None:
         plt.close(fig)
 
 
+def legend_labels(labels: Sequence[str], width: int = 60) -> list[str]:
+    """The runs' labels cut to about `width` for the legend (the table has them whole), each
+    entry still its own: labels that differ only in the middle, which the cut drops, keep the
+    overrides that set them apart, the shared ones elided; alike even so, each gets its row
+    number in the table."""
+    short = [_shorten(label, width) for label in labels]
+    for text in {s for s in short if short.count(s) > 1}:
+        alike = [i for i, s in enumerate(short) if s == text]
+        shared = set.intersection(*(set(labels[i].split()) for i in alike))
+        for i in alike:
+            short[i] = _shorten(
+                " ".join(t if t not in shared else "..." for t in labels[i].split())
+            )
+            short[i] = re.sub(r"\.\.\.( \.\.\.)+", "...", short[i])  # one mark per elided run
+    return [f"{s} [{i + 1}]" if short.count(s) > 1 else s for i, s in enumerate(short)]
+
+
 def _shorten(label: str, width: int = 60) -> str:
-    """A legend entry that leaves room for the plot (the table has the whole label)."""
+    """`label` cut to `width` in the middle: both ends, where runs usually differ, stay."""
     if len(label) <= width:
         return label
     head = (width - 3) // 2
-    return f"{label[:head]}...{label[-(width - 3 - head) :]}"  # both ends: either may differ
+    return f"{label[:head]}...{label[-(width - 3 - head) :]}"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -5,235 +5,24 @@ sft-export ckpt_path=outputs/train/<name>/<run>/checkpoints/last.ckpt
 sft-export ckpt_path=... formats=[onnx] output_dir=deploy/
 """
 
-import copy
-import json
-import logging
-import shutil
-from pathlib import Path
-from typing import Any
-
 import hydra
-import torch
 from omegaconf import DictConfig
 
 from sft import entry_points
-from sft.errors import SFTError, report_user_errors
-from sft.inference.bundle import InferenceBundle, data_settings, load_bundle
-from sft.inference.deployable import (
-    build_deployable,
-    parity_inputs,
-    reference_logits,
-    sub_batch,
-)
-from sft.inference.exporters import (
-    Runner,
-    export_hf,
-    export_onnx,
-    export_torchscript,
-    input_names,
-    save_tokenizer,
-    transformers_quiet,
-)
+from sft.errors import report_user_errors
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
-from sft.utils.config_types import NonNegative, check_value
-from sft.utils.io import check_not_written
-
-log = logging.getLogger(__name__)
-# each format's file or folder in the output folder
-EXPORT_NAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "hf": "hf"}
-FORMATS = tuple(EXPORT_NAMES)
-# written last: a folder holding it holds a finished export
-METADATA = "metadata.json"
 
 # before Hydra composes (also in launcher processes that import this module): ${sft_root:}
 register_resolvers()
 
 
-def check_formats(formats: Any, modality: str, head_folds: bool = True) -> list[str]:
-    """The formats to write, checked before any is: `hf` needs a text model whose head folds
-    into one Linear (no MLP branch); the default (null) is every format the model supports."""
-    hf_possible = modality == "text" and head_folds
-    if formats is None:
-        if modality == "text" and not head_folds:
-            log.info("formats: no hf folder (the head's MLP branch does not fold into a Linear)")
-        return ["torchscript", "onnx", *(["hf"] if hf_possible else [])]
-    # formats=onnx on the command line: one format (a string is not a list of its letters)
-    formats = [formats] if isinstance(formats, str) else [str(f) for f in formats]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise SFTError(
-            f"formats: expected a non-empty list of {', '.join(FORMATS)}, got {formats} (null: "
-            "every format the model supports)"
-        )
-    if "hf" in formats and modality != "text":
-        raise SFTError("formats: hf (a save_pretrained folder) is for text backbones only")
-    if "hf" in formats and not hf_possible:
-        raise SFTError(
-            "formats: hf needs a head that folds into one Linear (model.head.branch linear or "
-            "none); this model's has an MLP branch: export torchscript or onnx"
-        )
-    return formats
-
-
-@torch.no_grad()
-def max_abs_diff(run: Runner, args: tuple[torch.Tensor, ...], reference: torch.Tensor) -> float:
-    return float((run(args).float() - reference).abs().max())
-
-
-Checks = list[tuple[tuple[torch.Tensor, ...], torch.Tensor]]
-
-
-def float32_rounding(module: torch.nn.Module, checks: Checks) -> float:
-    """Largest |float64 - float32 checkpoint logits| of the model itself: the rounding floor
-    that an export running other kernels (onnxruntime's convolutions) cannot be expected to beat."""
-    wide = copy.deepcopy(module).double()
-    with torch.no_grad():
-        return max(
-            float(
-                (wide(*(a.double() if a.is_floating_point() else a for a in args)) - ref)
-                .abs()
-                .max()
-            )
-            for args, ref in checks
-        )
-
-
-def check_parity(
-    name: str, run: Runner, checks: Checks, atol: float, rtol: float, module: torch.nn.Module
-) -> float:
-    """Largest |exported - checkpoint| over the parity batches; SFTError above
-    `atol + rtol * max|checkpoint logits|`: float32 rounding grows with the logits' scale."""
-    diff = max(max_abs_diff(run, args, ref) for args, ref in checks)
-    scale = max(float(ref.abs().max()) for _, ref in checks)
-    tolerance = atol + rtol * scale
-    print(
-        f"{name}: max abs diff vs the checkpoint {diff:.2e} (tolerance {tolerance:.2g} = atol "
-        f"{atol:g} + rtol {rtol:g} x max|logit| {scale:.3g})"
-    )
-    if diff <= tolerance:
-        return diff
-    # also NaN: not faithful. Else tell float32 rounding (deep conv nets: ~1e-5) from a bug.
-    floor = float32_rounding(module, checks) if diff == diff else float("inf")
-    hint = (
-        f"the checkpoint model itself in float64 differs from float32 by {floor:.2g}, so this "
-        f"is float32 rounding of other kernels: pass atol={4 * floor:.1g} to accept it"
-        if diff <= 4 * floor
-        else "the export is not faithful"
-    )
-    raise SFTError(
-        f"{name} export differs from the checkpoint by {diff:.3g} > atol={atol:g} + rtol={rtol:g} "
-        f"x max|logit| {scale:.3g} on real inputs; {hint}"
-    )
-
-
-def metadata(bundle: InferenceBundle, files: dict[str, str], diffs: dict[str, float]) -> dict:
-    """What a user needs to feed the exported models and read their outputs."""
-    meta: dict[str, Any] = {
-        "checkpoint": str(bundle.ckpt_path.resolve()),
-        "modality": bundle.modality,
-        "class_names": bundle.class_names,
-        "inputs": input_names(bundle.modality),
-        "outputs": ["logits"],
-        "files": files,
-        "parity_max_abs_diff": diffs,
-    }
-    if bundle.modality == "text":
-        meta.update(
-            tokenizer="tokenizer/ (AutoTokenizer.from_pretrained)",
-            max_length=bundle.datamodule.max_length,
-            input_dtype="int64 (batch, sequence)",
-        )
-    else:
-        mean, std = bundle.mean_std
-        meta.update(
-            image_size=bundle.image_size,
-            input_format="float32 (batch, 3, image_size, image_size), RGB in [0, 1]",
-            normalization={"mean": list(mean), "std": list(std), "note": "inside the model"},
-        )
-    return meta
-
-
-def targets(out: Path, formats: list[str], modality: str) -> list[Path]:
-    """What an export of `formats` writes in `out`: each format's file or folder, the tokenizer
-    the text TorchScript and ONNX models need, and metadata.json."""
-    paths = [out / METADATA, *(out / EXPORT_NAMES[f] for f in formats)]
-    if modality == "text" and {"torchscript", "onnx"} & set(formats):
-        paths.append(out / "tokenizer")
-    return paths
-
-
-def export(cfg: DictConfig) -> Path:
-    """Write the exports and metadata.json to the output folder; returns it. Nothing there is
-    replaced, and a failed export (a parity check) leaves none of its files behind."""
-    samples = cfg.parity_samples
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-        raise SFTError(f"parity_samples must be an integer >= 2, got {samples!r}")
-    check_value(cfg.atol, NonNegative, "atol")
-    check_value(cfg.rtol, NonNegative, "rtol")
-    check_value(cfg.onnx.opset, int | None, "onnx.opset")
-    bundle = load_bundle(cfg.ckpt_path, "cpu", data_settings(cfg))
-    head = bundle.model.head  # a head of the user's may not say (sft.inference.deployable)
-    formats = check_formats(cfg.formats, bundle.modality, getattr(head, "folds", False))
-    out = Path(cfg.output_dir or Path(cfg.paths.output_dir) / "export")
-    written = targets(out, formats, bundle.modality)
-    for path in written:
-        check_not_written(path, "output_dir")
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        write_exports(cfg, bundle, formats, out)
-    except BaseException:
-        for path in written:  # all new: checked above
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        raise
-    print(f"exported {', '.join(formats)} to {out}")
-    return out
-
-
-def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], out: Path) -> None:
-
-    module = build_deployable(bundle)
-    try:
-        args = parity_inputs(bundle, cfg.parity_samples)
-    except SFTError as exc:  # e.g. the data moved since training
-        if "data_dir" in (data_settings(cfg) or {}):
-            raise
-        raise SFTError(
-            f"{exc} (sft-export checks its exports on the checkpoint's data: +data.data_dir=... "
-            "reads it elsewhere)"
-        ) from exc
-    smaller = sub_batch(args, bundle.modality)
-    checks = [(a, reference_logits(bundle, a)) for a in (args, smaller)]
-    what = "validation texts" if bundle.modality == "text" else "images"
-    print(
-        f"parity inputs: {args[0].shape[0]} real {what}, and a sub-batch of {smaller[0].shape[0]}"
-    )
-    folded = check_parity("folded model", lambda a: module(*a), checks, cfg.atol, cfg.rtol, module)
-    diffs = {"folded": folded}
-
-    files: dict[str, str] = {}
-    if bundle.modality == "text" and {"torchscript", "onnx"} & set(formats):
-        save_tokenizer(bundle, out / "tokenizer")
-        files["tokenizer"] = "tokenizer/"
-    for fmt in formats:
-        path = out / EXPORT_NAMES[fmt]
-        with transformers_quiet():
-            if fmt == "torchscript":
-                path, run = export_torchscript(module, args, path)
-            elif fmt == "onnx":
-                path, run = export_onnx(
-                    module, args, path, bundle.modality, cfg.onnx.dynamo, cfg.onnx.opset
-                )
-            else:
-                path, run = export_hf(bundle, module.head, path)
-            diffs[fmt] = check_parity(fmt, run, checks, cfg.atol, cfg.rtol, module)
-        files[fmt] = path.name + ("/" if path.is_dir() else "")
-    (out / METADATA).write_text(json.dumps(metadata(bundle, files, diffs), indent=1))
-
-
 @checks_overrides(config_name="export", adds=("data.", "onnx", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
+    # torch loads here (seconds): --help and mistakes answer in about a second
+    from sft.jobs.export import export
+
     report_user_errors(lambda: export(cfg))
 
 

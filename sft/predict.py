@@ -5,164 +5,24 @@ sft-predict ckpt_path=... inputs=data/sst2/test.tsv                             
 sft-predict ckpt_path=... inputs=photos/ format=json                             # a folder of images
 """
 
-import logging
-from pathlib import Path
-from typing import Any
-
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sft import entry_points
-from sft.data.image_folder import first_bad, undecodable
-from sft.errors import SFTError, report_user_errors
-from sft.inference.bundle import data_settings, load_bundle
-from sft.inference.inputs import (
-    STDIN,
-    ImageInputs,
-    TextInputs,
-    input_kind,
-    is_text_stream,
-    read_images,
-    read_texts,
-)
-from sft.inference.predictor import check_batch_size, check_modality, predict_probs
-from sft.inference.writers import (
-    GLUE_SST2_FILE,
-    glue_labels_of,
-    prediction_rows,
-    write_glue_submission,
-    write_predictions,
-)
+from sft.errors import report_user_errors
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
-from sft.utils.config_types import check_value
-from sft.utils.io import check_not_a_folder, check_not_written, path_setting
-
-log = logging.getLogger(__name__)
-FORMATS = ("csv", "json")
 
 # before Hydra composes (also in launcher processes that import this module): ${sft_root:}
 register_resolvers()
 
 
-def is_sst2_test_file(path: Path) -> bool:
-    """GLUE's SST-2 test file: `sst2/test.tsv` (this project's layout) or `SST-2/test.tsv`."""
-    return path.name == "test.tsv" and path.parent.name.lower().replace("-", "") == "sst2"
-
-
-def inputs_path(value: Any) -> Path:
-    return path_setting(
-        value, "inputs", "one file, or one folder of images (put several files in a folder)"
-    )
-
-
-def decodable_images(inputs: ImageInputs, size: int, skip_bad_files: Any) -> ImageInputs:
-    """The inputs, checked before any is predicted: every image that cannot be decoded named at
-    once, and refused or (`skip_bad_files`) left out (was: an error for the first, at its
-    batch)."""
-    check_value(skip_bad_files, bool, "skip_bad_files")
-    bad = undecodable(inputs.paths, size)
-    if not bad:
-        return inputs
-    message = f"{len(bad)} of {len(inputs)} images cannot be decoded: {first_bad(bad)}"
-    if not skip_bad_files:
-        raise SFTError(f"{message}; remove them, or set skip_bad_files=true to predict the others")
-    if len(bad) == len(inputs):
-        raise SFTError(message)
-    log.warning(f"{message}; skip_bad_files=true: left out of the predictions")
-    left_out = {path for path, _ in bad}
-    kept = [(i, p) for i, p in zip(inputs.ids, inputs.paths, strict=True) if str(p) not in left_out]
-    return ImageInputs([i for i, _ in kept], [p for _, p in kept])
-
-
-def read_inputs(cfg: DictConfig, bundle: Any) -> TextInputs | ImageInputs:
-    path = inputs_path(cfg.inputs)
-    kind = input_kind(path)
-    check_modality(bundle, kind, str(path))
-    if kind == "image":
-        # +data.skip_bad_files=true, the training setting's name, says the same
-        skip = cfg.skip_bad_files or OmegaConf.select(cfg, "data.skip_bad_files", default=False)
-        return decodable_images(read_images(path), bundle.image_size, skip)
-    dm = bundle.datamodule
-    if (path.suffix.lower() == ".txt" or is_text_stream(path)) and (cfg.text_column or cfg.quoting):
-        key = "text_column" if cfg.text_column else "quoting"
-        kind = "standard input" if path == STDIN else f"{path}, one text per line"
-        raise SFTError(
-            f"{key}= is for TSV/CSV/JSONL inputs, but inputs= is {kind}: leave {key} out"
-        )
-    if cfg.text_pair_column and dm.text_pair_column is None:
-        raise SFTError(
-            f"text_pair_column={cfg.text_pair_column}: this model classifies single texts (it "
-            "was trained with data.text_pair_column=null): leave text_pair_column out"
-        )
-    quoting = cfg.quoting
-    if quoting is None and dm.reader.source == path.suffix.lower().lstrip("."):
-        # a file of the format the model was trained on is read as its training files were
-        quoting = getattr(dm.reader, "quoting", None)
-    return read_texts(
-        path,
-        cfg.text_column or dm.text_column,
-        cfg.text_pair_column or dm.text_pair_column,
-        quoting,
-    )
-
-
-def predict(cfg: DictConfig) -> Path:
-    """Write the predictions file (and a GLUE submission when asked); returns its path."""
-    if cfg.format not in FORMATS:
-        raise SFTError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
-    check_batch_size(cfg.batch_size)  # before the checkpoint and the inputs are read
-    out = Path(cfg.output or Path(cfg.paths.output_dir) / f"predictions.{cfg.format}")
-    named = out.suffix.lstrip(".")
-    if named in FORMATS and named != cfg.format:
-        raise SFTError(
-            f"output={out} names a .{named} file but format={cfg.format}: set format={named}, or "
-            f"give a .{cfg.format} output"
-        )
-    check_not_a_folder(out, "output=", f"predictions.{cfg.format}")
-    check_not_written(out, "output")
-    inputs_path(cfg.inputs)  # before the checkpoint is read
-    bundle = load_bundle(cfg.ckpt_path, cfg.device, data_settings(cfg))
-    inputs = read_inputs(cfg, bundle)
-    glue = cfg.glue_submission
-    if glue is None:
-        glue = isinstance(inputs, TextInputs) and is_sst2_test_file(inputs.source)
-    if glue and not isinstance(inputs, TextInputs):
-        raise SFTError("glue_submission=true needs text inputs (GLUE's SST-2 test.tsv)")
-    # glue_submission=null turns it on for SST-2's test.tsv (text inputs, checked above): say
-    # which
-    asked = (
-        "glue_submission=true"
-        if cfg.glue_submission or not glue
-        else f"inputs={inputs.source} (SST-2's test file)"
-    )
-    if glue and len(bundle.class_names) != 2:
-        raise SFTError(
-            f"{asked} writes SST-2's binary labels, but {cfg.ckpt_path} predicts "
-            f"{len(bundle.class_names)} classes ({', '.join(bundle.class_names)}); set "
-            "glue_submission=false"
-        )
-    glue_labels = glue_labels_of(bundle.class_names, asked) if glue else None
-    submission = out.parent / GLUE_SST2_FILE
-    if glue:
-        check_not_written(submission, "output")
-    probs = predict_probs(bundle, inputs, cfg.batch_size)
-
-    texts, pairs = (inputs.texts, inputs.pairs) if isinstance(inputs, TextInputs) else (None, None)
-    rows = prediction_rows(inputs.ids, probs, bundle.class_names, texts, pairs)
-    write_predictions(out, rows, cfg.format)
-    print(f"predictions of {len(rows)} inputs: {out}")
-    if glue:
-        # GLUE numbers the test rows from 0: the file's index column, else the row order
-        indices = inputs.ids if inputs.has_index else [str(i) for i in range(len(inputs))]
-        write_glue_submission(submission, indices, probs, glue_labels)
-        print(f"GLUE submission: {submission}")
-    return out
-
-
 @checks_overrides(config_name="predict", adds=("data.", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
+    # torch loads here (seconds): --help and mistakes answer in about a second
+    from sft.jobs.predict import predict
+
     report_user_errors(lambda: predict(cfg))
 
 

@@ -1,256 +1,29 @@
-"""Training entry point: compose config -> seed -> instantiate -> fit -> test -> monitored metric.
+"""Training entry point: compose config -> the training job (sft.jobs.train) -> monitored metric.
 
 sft-train experiment=cifar10_resnet18 trainer.max_epochs=5
 python -m sft.train experiment=cifar10_effnet_lite0 ckpt_path=outputs/.../last.ckpt
 """
 
-import logging
-import os
-from pathlib import Path
-from typing import Any
-
 import hydra
-import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from sft import entry_points
-from sft.callbacks.graceful_interrupt import (
-    TrainingInterrupted,
-    interrupt_explained,
-    resume_arguments,
-    sweep_hint,
-)
-from sft.callbacks.optuna_pruning import OptunaPruning
-from sft.contracts import datamodule_gaps, not_a_datamodule
-from sft.data import SFTDataModule
-from sft.errors import SFTError, find_user_error, report_user_errors
-from sft.models import SFTClassifier
-from sft.models.backbones import backbone_speed_hints
-from sft.models.loading import check_class_names
-from sft.runs.directories import is_grid
-from sft.runs.result import NOT_RUN_DIR, RunRecorder, run_overrides
-from sft.runs.resume import (
-    check_resume_checkpoint,
-    continue_csv_logs,
-    continue_tensorboard,
-    finished_job,
-    recover_spawned_progress,
-    resume_point,
-)
-from sft.runs.sweep_summary import write_summary_of_stopped_sweep
-from sft.runs.tensorboard_hparams import TensorBoardHParams
-from sft.utils.allocator import keep_freed_memory
 from sft.utils.cli import checks_overrides
-from sft.utils.config import (
-    CONF_DIR,
-    print_and_save_config,
-    register_resolvers,
-    swept_keys,
-    task_overrides,
-)
-from sft.utils.config_types import check_config_types, check_value
-from sft.utils.hardware import (
-    check_accelerator,
-    check_sync_batchnorm,
-    resolve_auto_precision,
-    warn_fp16_weights,
-)
-from sft.utils.instantiate import (
-    build_trainer,
-    checkpointing,
-    instantiate_callbacks,
-    instantiate_loggers,
-    lightning_refusals,
-    runs_validation,
-)
-
-log = logging.getLogger(__name__)
+from sft.utils.config import CONF_DIR, register_resolvers
 
 # before Hydra composes (also in launcher processes that import this module): ${sft_root:}
 register_resolvers()
 
 
-def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any]:
-    """Fit (optionally resuming from `ckpt_path`), then test the best checkpoint; return metrics.
-
-    `recorder` (from main) gets the number of epochs completed for the run's result.json.
-    """
-    check_value(cfg.get("seed"), int | None, "seed")
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
-    if "CUDA_VISIBLE_DEVICES" in os.environ:  # set by a launcher (Ray, SLURM) per job
-        log.info(
-            f"GPUs visible to this run: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r}"
-        )
-    # the precision the hardware calls for, then every value checked, before anything is built
-    # and before the config is saved (config_resolved.yaml records the precision used)
-    check_accelerator(cfg.trainer)
-    resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
-    warn_fp16_weights(cfg.trainer)
-    check_sync_batchnorm(cfg.trainer)
-    for key in ("data", "model", "trainer", "adapter"):
-        check_config_types(cfg.get(key), key)
-    keep = cfg.get("keep_freed_memory", True)
-    check_value(keep, bool, "keep_freed_memory")
-    if keep:
-        kept = keep_freed_memory()
-        log.info(
-            "malloc keeps freed memory for the next steps (keep_freed_memory=true)"
-            if kept
-            else "keep_freed_memory=true: not applied (the C library is not glibc, or refused it)"
-        )
-    # ckpt_path=, or last.ckpt of the run resume= continues: read once, here
-    start = resume_point(cfg) if cfg.get("train") else None
-    if start and start.continues_run:
-        keep_trained_inputs(cfg.data, start.checkpoint)
-
-    datamodule: SFTDataModule = instantiate(cfg.data)
-    if gaps := datamodule_gaps(datamodule, set_up=False):  # a plain LightningDataModule
-        raise SFTError(not_a_datamodule(datamodule, gaps))
-    model: SFTClassifier = instantiate(cfg.model, adapter=cfg.get("adapter"))
-    datamodule.configure_input(model.input_spec)  # the backbone's normalisation, modality
-    decoded = getattr(datamodule, "image_size", None)
-    if cfg.data.get("image_size", 0) is None and decoded is not None:
-        cfg.data.image_size = decoded  # config_resolved.yaml: the size decoded to
-    if start:
-        # before anything is written: a resumed run's directory keeps its files when refused
-        check_resume_checkpoint(start, model)  # a clear line, not a load traceback
-        # the model's outputs are by position: the data's classes must be the checkpoint's, in
-        # its order (names from the config or a folder listing: the data is not read yet; a
-        # user's datamodule of sft.contracts' without the method tells none)
-        known = getattr(datamodule, "known_class_names", lambda: None)()
-        check_class_names(known, start.checkpoint.get("class_names"), start.path)
-    print_and_save_config(cfg, cfg.paths.output_dir)
-    if start and start.continues_run:
-        continue_tensorboard(cfg.get("logger"), start.step)
-        continue_csv_logs(cfg.get("logger"))
-        if recorder is not None:
-            recorder.continues_earlier_run()
-    callbacks = instantiate_callbacks(
-        cfg.get("callbacks"),
-        progress_bar=cfg.trainer.get("enable_progress_bar", True),
-        validates=runs_validation(cfg.trainer),
-    )
-    trainer = build_trainer(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=instantiate_loggers(cfg.get("logger")),
-        **checkpointing(cfg.trainer, callbacks),
-    )
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # hparams.yaml
-    trainable, total = model.parameter_counts()
-    tensorboard_hparams = TensorBoardHParams(
-        trainer.loggers,
-        cfg,
-        swept_keys(),
-        task_overrides(),
-        {"model.trainable_params": trainable, "model.trainable_fraction": trainable / total},
-    )
-    tensorboard_hparams.start()
-    overrides = resume_arguments()
-
-    if cfg.get("train"):
-        if recorder is not None:
-            recorder.fit_started()
-        ckpt_path = start.hand_to(trainer) if start else None
-        try:
-            with lightning_refusals(), interrupt_explained(trainer, overrides):
-                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-            recover_spawned_progress(trainer)
-        finally:
-            # also for an interrupted or failed fit: the epochs and metrics it reached
-            if recorder is not None:
-                pruned = any(isinstance(c, OptunaPruning) and c.pruned() for c in trainer.callbacks)
-                recorder.set_progress(trainer.current_epoch, trainer.callback_metrics, pruned)
-    metrics = dict(trainer.callback_metrics)
-
-    if cfg.get("test") and not datamodule.has_labelled_test:
-        log.info(
-            "The data has no labelled test split: skipping test (sft-predict inputs=<its file> "
-            "predicts it)."
-        )
-    elif cfg.get("test"):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if not best and trainer.checkpoint_callback:
-            log.warning("No best checkpoint recorded: testing the current weights.")
-        elif not best:  # no checkpoints by choice (studies, callbacks=none)
-            log.info("Testing the final weights (no checkpoints in this run).")
-        with lightning_refusals(), interrupt_explained(trainer, overrides):
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        if best and trainer.checkpoint_callback.monitor is None:
-            # Lightning's default callback (callbacks=none trainer.enable_checkpointing=true)
-            # ranks nothing: its "best" is the last checkpoint it saved
-            log.info(f"Tested the last checkpoint (no monitored metric): {best}")
-        elif best:
-            log.info(f"Best checkpoint: {best}")
-        metrics.update(trainer.callback_metrics)
-    metrics = {k: float(v) for k, v in metrics.items()}
-    tensorboard_hparams.end(metrics, cfg.get("optimized_metric"))
-    return metrics
-
-
-def keep_trained_inputs(data_cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
-    """A continued run keeps the pixel statistics and image size its checkpoint was trained
-    with where the data config leaves them to the backbone (a run from before the backbone
-    chose them may have used others: 32 px for any image folder)."""
-    trained = checkpoint.get("datamodule_hyper_parameters", {})
-    for key in ("mean", "std", "image_size"):
-        if key in data_cfg and data_cfg[key] is None and trained.get(key) is not None:
-            value = trained[key]
-            with open_dict(data_cfg):
-                data_cfg[key] = list(value) if isinstance(value, list | tuple) else value
-
-
 @checks_overrides(config_name="train")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Train and write result.json. A failing multirun job is recorded and returns None, so
-    the sweep goes on (the sweep summary reports it); a single run fails as usual."""
-    hydra_cfg = HydraConfig.get()
-    name = cfg.get("optimized_metric")
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    recorder = RunRecorder(
-        hydra_cfg.runtime.output_dir,
-        run_overrides(task_overrides()),
-        name,
-        Path(hydra_cfg.sweep.dir, NOT_RUN_DIR, f"{hydra_cfg.job.num}.json") if multirun else None,
-    )
+    """Train and write result.json; the monitored metric, for a sweeper."""
+    # torch, Lightning and the models load here, once a run starts (about 10 s): --help,
+    # --cfg job and a mistaken override answer in about a second
+    from sft.jobs.train import train_job
 
-    def run() -> dict[str, Any]:
-        try:
-            if multirun and (finished := finished_job(Path(hydra_cfg.runtime.output_dir))):
-                return finished.metrics  # its record stands as it is
-            metrics = train(cfg, recorder)
-            if multirun and not is_grid(hydra_cfg):
-                recorder.check_logged(metrics)  # the search gets no value without it
-        except BaseException as exc:
-            recorder.failed(exc)
-            raise
-        # what result.json records: a continued run's earlier metrics too (a finished job run
-        # again logs nothing new, and returned None to its sweeper: a failed Optuna trial)
-        return recorder.completed(metrics).metrics
-
-    if not multirun:
-        metrics = report_user_errors(run)
-    else:
-        try:
-            metrics = run()
-        except Exception as exc:
-            if find_user_error(exc) is None:
-                log.exception(f"Job {hydra_cfg.job.num} failed")  # the traceback, in the job's log
-            else:
-                log.error(f"error: {recorder.result.error}")
-            return None
-        except (KeyboardInterrupt, TrainingInterrupted):  # Ctrl-C, SIGTERM: the sweep stops
-            if rank_zero_only.rank == 0:  # once (a submitit DDP job's tasks all run main)
-                write_summary_of_stopped_sweep(hydra_cfg, sweep_hint())
-            raise
-    return metrics.get(name) if name else None
+    return train_job(cfg)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from conftest import FAST, TINY_BERT, compose_config
 
-from sft.train import train
+from sft.jobs.train import train
 
 # one short epoch, no test pass: a checkpoint is all these tests need
 SHORT = ["trainer.max_epochs=1", "test=false", "trainer.enable_progress_bar=false"]

@@ -10,13 +10,13 @@ from inference_checkpoints import image_checkpoint, text_checkpoint
 
 from sft.callbacks import BackboneUnfreeze
 from sft.errors import SFTError
-from sft.eval import evaluate
 from sft.inference.bundle import load_bundle
 from sft.inference.deployable import folded_head
+from sft.jobs.eval import evaluate
+from sft.jobs.train import train
 from sft.models import SFTClassifier, load_classifier
 from sft.models.adapters import LoraSettings, add_lora, merge_adapters
 from sft.models.backbones import create_backbone
-from sft.train import train
 from sft.utils.checkpoint_io import read_checkpoint
 
 TINY = {

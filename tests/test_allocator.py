@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-import sft.train
+import sft.jobs.train
 from sft.errors import SFTError
 
 glibc_only = pytest.mark.skipif(
@@ -50,8 +50,8 @@ def test_freed_memory_is_reused_without_faulting_pages_back_in():
 @pytest.mark.parametrize("keep", [True, False])
 def test_training_keeps_freed_memory_unless_switched_off(train_cfg, monkeypatch, keep):
     calls = []
-    monkeypatch.setattr(sft.train, "keep_freed_memory", lambda: calls.append(1) or True)
-    sft.train.train(
+    monkeypatch.setattr(sft.jobs.train, "keep_freed_memory", lambda: calls.append(1) or True)
+    sft.jobs.train.train(
         train_cfg(f"keep_freed_memory={str(keep).lower()}", "train=false", "test=false")
     )
     assert calls == ([1] if keep else [])
@@ -59,4 +59,4 @@ def test_training_keeps_freed_memory_unless_switched_off(train_cfg, monkeypatch,
 
 def test_a_keep_freed_memory_that_is_not_a_bool_is_one_error(train_cfg):
     with pytest.raises(SFTError, match=r"keep_freed_memory: expected true or false, got 'often'"):
-        sft.train.train(train_cfg("keep_freed_memory=often", "train=false", "test=false"))
+        sft.jobs.train.train(train_cfg("keep_freed_memory=often", "train=false", "test=false"))

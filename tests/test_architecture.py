@@ -19,6 +19,7 @@ FORBIDDEN = {
     "sft.callbacks": {"sft.models", "sft.data", "sft.inference"},
 }
 ENTRY_POINTS = {"sft.train", "sft.eval", "sft.predict", "sft.export", "sft.compare"}
+JOBS = "sft.jobs"  # what the entry points run: only they import it
 
 
 def module_name(path: Path) -> str:
@@ -53,6 +54,8 @@ def test_dependencies_point_one_way(module):
     if module in LEAVES:
         assert imports <= {"sft.errors"}, f"{module} is a leaf but imports {imports}"
     assert not imports & ENTRY_POINTS, f"{module} imports an entry point"
+    if module not in ENTRY_POINTS and not within(module, JOBS):
+        assert not any(within(m, JOBS) for m in imports), f"{module} imports a job"
     for package, forbidden in FORBIDDEN.items():
         if within(module, package):
             bad = {m for m in imports if any(within(m, f) for f in forbidden)}
@@ -73,3 +76,25 @@ def test_importing_sft_registers_no_resolver_and_creates_nothing(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert not list(tmp_path.iterdir())
+
+
+def test_commands_answer_help_and_mistakes_before_torch_loads():
+    """--help, --cfg job and a mistaken override need only Hydra: torch and Lightning (about
+    10 s to import) load once a job starts, and sft-compare needs neither."""
+    script = (
+        "import sys\n"
+        "from sft import compare, eval, export, predict, train\n"
+        "sys.argv = ['sft-train', 'trainer.max_epoch=3']\n"
+        "try:\n"
+        "    train.main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 1, exc.code\n"
+        "heavy = ('torch', 'lightning', 'transformers', 'torchvision', 'torchmetrics')\n"
+        "print('loaded:', [m for m in heavy if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "did you mean 'trainer.max_epochs'?" in result.stderr  # Lightning's arguments known
+    assert result.stdout.strip() == "loaded: []"

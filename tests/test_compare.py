@@ -7,7 +7,7 @@ import matplotlib.image
 import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from sft.compare import main
+from sft.compare import legend_labels, main
 from sft.runs.result import RunResult
 from sft.runs.sweep_summary import read_results
 
@@ -329,3 +329,22 @@ def test_a_resumed_run_is_labelled_by_the_settings_it_finished_with(sweep, tmp_p
         "model.lr_head=0.1 trainer.max_epochs=3",
         "model.lr_head=0.01 trainer.max_epochs=6",
     ]
+
+
+def test_legend_entries_of_long_labels_that_differ_in_the_middle_stay_apart():
+    """The legend cuts long labels in the middle; two runs that differ only there (a sweep over
+    one setting among long shared paths) keep what sets them apart, not two identical entries."""
+    shared_head = "model.backbone.model_name_or_path=/home/me/models/all-MiniLM-L6-v2"
+    shared_tail = "data.data_dir=/home/me/datasets/sst2/phrases seed=3"
+    labels = [f"{shared_head} model.lr_head={lr} {shared_tail}" for lr in ("1e-3", "3e-3")]
+    short = "model.lr_head=1e-3 trainer.max_epochs=2"
+    legends = legend_labels([*labels, short])
+    assert len(set(legends)) == 3
+    assert "model.lr_head=1e-3" in legends[0] and "model.lr_head=3e-3" in legends[1]
+    assert all(len(legend) <= 60 for legend in legends)
+    assert legends[2] == short  # short labels are shown whole
+    # one long override that differs inside the cut: numbered by its row in the table
+    paths = [f"data.data_dir=/home/me/datasets/{'x' * 30}/{n}/{'y' * 30}" for n in (1, 2)]
+    numbered = legend_labels(paths)
+    assert [legend[-4:] for legend in numbered] == [" [1]", " [2]"]
+    assert numbered[0][:-4] == numbered[1][:-4]

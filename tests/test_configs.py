@@ -13,7 +13,7 @@ from hydra.utils import get_class, instantiate
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
 from omegaconf import DictConfig, OmegaConf
 
-from sft.eval import data_config_for_checkpoint
+from sft.jobs.eval import data_config_for_checkpoint
 from sft.models.backbones import backbone_speed_hints
 from sft.utils.config import register_resolvers
 from sft.utils.config_types import check_config_types

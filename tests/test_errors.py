@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import sft.eval
 import sft.export
+import sft.jobs.train
 import sft.predict
 import sft.train
 from sft.data.cifar10 import CIFAR10DataModule
@@ -198,14 +199,6 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "train",
             ["-m", "hparams_search=sst2_minilm_optuna", "hydra.sweeper.n_trials=2,4"],
             "error: hydra.sweeper.n_trials=2,4: Hydra's own settings take one value, not a sweep",
-        ),
-        # a setting of the checkpoint's data without + (was: "data=image_folder has it", which
-        # replaces the checkpoint's data and folder with that config's)
-        (
-            "eval",
-            ["ckpt_path=x.ckpt", "data.test_dir=val"],
-            "error: data.test_dir=...: sft-eval reads the checkpoint's data; change one of its "
-            "settings with +data.test_dir=...",
         ),
         # a dict merged into a configured node, with a key it lacks (was: "unknown config key
         # 'model.optimizer' (the model chosen has no such setting; ... has it An option ...)")
@@ -800,7 +793,7 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug in sft")
 
-    monkeypatch.setattr(sft.train, "train", broken)
+    monkeypatch.setattr(sft.jobs.train, "train", broken)
     status, stderr = run_main("train", FAST, tmp_path, monkeypatch, capsys)
     assert status == 1
     assert "Traceback" in stderr and "ZeroDivisionError: a bug in sft" in stderr

@@ -13,9 +13,9 @@ from inference_checkpoints import image_checkpoint, text_checkpoint
 
 import sft.export as export_module
 from sft.errors import SFTError
-from sft.export import check_formats, check_parity, export
 from sft.inference.bundle import load_bundle
-from sft.train import train
+from sft.jobs.export import check_formats, check_parity, export
+from sft.jobs.train import train
 from sft.utils.checkpoint_io import read_checkpoint
 
 ATOL, RTOL = 1e-5, 1e-4

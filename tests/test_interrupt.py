@@ -19,7 +19,7 @@ from test_resume import only_run_dir, run_train_cli
 from sft import entry_points
 from sft.callbacks.graceful_interrupt import GracefulInterrupt, TrainingInterrupted
 from sft.errors import SFTError
-from sft.train import train
+from sft.jobs.train import train
 
 QUICK = ["trainer.max_epochs=2", "test=false", "callbacks.step_checkpoint.every_n_train_steps=2"]
 

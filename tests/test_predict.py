@@ -18,12 +18,12 @@ from PIL import Image
 
 import sft.predict as predict_module
 from sft.errors import SFTError
-from sft.export import export
 from sft.inference.bundle import check_inference_inputs, load_bundle
 from sft.inference.inputs import STDIN, read_texts
 from sft.inference.writers import glue_labels_of, write_glue_submission
-from sft.predict import predict
-from sft.train import train
+from sft.jobs.export import export
+from sft.jobs.predict import predict
+from sft.jobs.train import train
 
 
 @pytest.fixture(scope="module")
@@ -460,7 +460,7 @@ def test_sentence_pair_predictions_carry_both_texts(tmp_path, caplog):
     an empty hypothesis was not named, as an empty premise was."""
     from inference_checkpoints import SHORT, TINY_BERT
 
-    from sft.train import train
+    from sft.jobs.train import train
 
     rows = [("a cat sat", "an animal sat", "1"), ("a cat sat", "nobody sat", "0")] * 8
     for split in ("train", "dev"):

@@ -19,11 +19,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import sft.utils.checkpoint_io as checkpoint_io
 from sft.errors import SFTError
+from sft.jobs.train import train
 from sft.models import SFTClassifier
 from sft.runs.directories import RunDirectory, choose_run_dir
 from sft.runs.result import RunRecorder, RunResult
 from sft.runs.resume import follow_moved_run, wait_to_sort_after
-from sft.train import train
 from sft.utils.checkpoint_io import AtomicCheckpointIO
 from sft.utils.hardware import resolve_auto_precision
 
@@ -630,3 +630,25 @@ def test_a_run_resumed_with_more_steps_follows_its_new_schedule_from_the_first_s
     head = lr[0]  # the first group's base rate (cosine at step 0)
     expected = [head * 0.5 * (1 + math.cos(math.pi * step / 6)) for step in (3, 4, 5)]
     assert [lr[step] for step in (3, 4, 5)] == pytest.approx(expected)
+
+
+def test_a_resumed_run_keeps_the_checkpoint_it_started_from_in_its_record(tmp_path):
+    """A run started with ckpt_path=<other run's checkpoint> and later resumed (resume=<run>,
+    no ckpt_path=) recorded only the resuming command's overrides: its result.json, and so its
+    sft-compare label, no longer said that its steps began in another run."""
+    first = RunRecorder(tmp_path, ["ckpt_path=/runs/a/last.ckpt", "trainer.max_epochs=2"], None)
+    first.fit_started()
+    first.set_progress(1, {"val/acc": 0.8})
+    first.failed(KeyboardInterrupt())
+
+    again = RunRecorder(tmp_path, [f"resume={tmp_path}", "trainer.max_epochs=2"], None)
+    again.continues_earlier_run()
+    again.fit_started()
+    again.completed({"val/acc": 0.85})
+
+    recorded = RunResult.read(tmp_path / "result.json")
+    assert recorded.overrides == [
+        f"resume={tmp_path}",
+        "trainer.max_epochs=2",
+        "ckpt_path=/runs/a/last.ckpt",
+    ]

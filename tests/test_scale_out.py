@@ -11,8 +11,8 @@ from conftest import FAST, run_module
 from optuna.trial import TrialState
 
 from sft.callbacks.optuna_pruning import open_storage
+from sft.jobs.train import train
 from sft.runs.sweep_summary import read_results
-from sft.train import train
 
 TESTS_DIR = Path(__file__).parent
 # a local Ray instance of 2 CPUs and 2 (pretend) GPUs; small object store: CI machines are small

@@ -407,7 +407,7 @@ def test_a_roberta_encoder_from_a_local_folder_trains_the_sst2_recipe(tmp_path, 
     decay by its layer names, and the FastDropout and L2-SP defaults, through `train`."""
     from inference_checkpoints import SHORT
 
-    from sft.train import train
+    from sft.jobs.train import train
 
     lines = (data_dir / "sst2" / "train.tsv").read_text().splitlines()[1:400]
     folder = tiny_roberta(tmp_path / "tiny_roberta", [line.split("\t")[0] for line in lines])

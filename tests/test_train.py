@@ -12,9 +12,9 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from sft.eval import evaluate
+from sft.jobs.eval import evaluate
+from sft.jobs.train import train
 from sft.runs.sweep_summary import read_results
-from sft.train import train
 
 
 def test_experiment_glob_composes_every_experiment(tmp_path):

@@ -1,6 +1,7 @@
 """Paths a new user takes that used to fail: each test failed on the code before its fix."""
 
 import csv
+import inspect
 import json
 import logging
 import shutil
@@ -11,15 +12,17 @@ import torch
 from conftest import FAST, compose_config, logs_warning, run_entry_point, run_module
 from hydra.utils import instantiate
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
+from lightning.pytorch import Trainer
 from omegaconf import OmegaConf
 
+from sft import eval as eval_module
 from sft import train as train_module
 from sft.errors import SFTError, find_user_error
-from sft.eval import evaluate
+from sft.jobs.eval import evaluate
+from sft.jobs.train import train
 from sft.models.loading import check_class_names
 from sft.runs.resume import follow_moved_run
-from sft.train import train
-from sft.utils.cli import accept_trainer_arguments
+from sft.utils.cli import accept_trainer_arguments, trainer_arguments
 from sft.utils.config_types import check_config_types
 
 TINY_TEXT = [
@@ -132,6 +135,22 @@ def test_eval_with_a_data_setting_changed_uses_the_checkpoints_data_so_changed(
     )
     metrics = evaluate(cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0  # SST-2's own test.tsv has no labels: dev's
+
+
+def test_eval_takes_settings_of_the_checkpoints_data_as_typed(checkpoints, tmp_path, monkeypatch):
+    """`sft-eval ckpt_path=... data.data_dir=<folder> data.test_split=<file>`, without the `+`
+    Hydra needs for a key of a data config it has not composed (was: an error line asking for
+    it, where sft's own hints, e.g. "set data.text_column", name the keys without it)."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "new.tsv").write_text("sentence\tlabel\na joy to watch\t1\ndull and long\t0\n")
+    monkeypatch.chdir(tmp_path)
+    argv = ["sft-eval", f"ckpt_path={checkpoints['text']}", f"data.data_dir={folder}"]
+    argv += ["data.test_split=new.tsv", "trainer.accelerator=cpu"]
+    argv += ["trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'eval'}"]
+    assert run_entry_point(eval_module.main, argv) == 0
+    rows = list(csv.DictReader((tmp_path / "eval" / "predictions.csv").open(newline="")))
+    assert [r["label"] for r in rows] == ["1", "0"]  # that file, scored whole
 
 
 def test_eval_of_a_new_labelled_file_reads_only_that_file(checkpoints, tmp_path):
@@ -330,7 +349,7 @@ def test_eval_on_named_image_data_keeps_the_models_normalisation(checkpoints, tm
     """`data=cifar10` brings CIFAR statistics; the model was trained with its own, and they win
     unless the command line sets them. So does the image size the model was trained at (was:
     `data=image_folder`'s default 32 px for a model trained at 48, without a word)."""
-    from sft.eval import data_config_for_checkpoint
+    from sft.jobs.eval import data_config_for_checkpoint
 
     checkpoint = torch.load(checkpoints["image"], weights_only=True)
     checkpoint["datamodule_hyper_parameters"]["mean"] = [0.5, 0.5, 0.5]
@@ -387,6 +406,12 @@ def test_lightning_trainer_arguments_need_no_plus(tmp_path, data_dir, monkeypatc
     (result,) = tmp_path.rglob("result.json")
     overrides = json.loads(result.read_text())["overrides"]
     assert "trainer.fast_dev_run=true" in overrides  # recorded as typed
+
+
+def test_trainer_arguments_read_without_lightning_are_lightnings():
+    """The checks read the Trainer's arguments from its source, so that they answer before
+    Lightning loads: the same set as the imported class's signature."""
+    assert trainer_arguments() == set(inspect.signature(Trainer.__init__).parameters) - {"self"}
 
 
 def test_unknown_trainer_key_suggests_only_keys_that_exist(tmp_path, monkeypatch, capsys):
@@ -1138,7 +1163,7 @@ def test_the_confusion_matrix_is_drawn_without_a_layout_warning(tmp_path):
     import warnings
     from types import SimpleNamespace
 
-    from sft.eval import save_confusion_matrix
+    from sft.jobs.eval import save_confusion_matrix
 
     names = [f"a rather long class name {i}" for i in range(12)]
     probs = torch.softmax(torch.randn(50, 12, generator=torch.Generator().manual_seed(0)), 1)
@@ -1268,7 +1293,7 @@ def test_a_resumed_image_folder_run_keeps_the_size_it_trained_at():
     have resumed at 128 px, without a word; like its normalisation, it keeps its own."""
     from omegaconf import OmegaConf
 
-    from sft.train import keep_trained_inputs
+    from sft.jobs.train import keep_trained_inputs
 
     data = OmegaConf.create({"image_size": None, "mean": None, "std": None})
     trained = {"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}

@@ -27,8 +27,8 @@ from sft.data.readers.examples import TextExamples
 from sft.data.tokenize import count_cut, cut_note, encode_texts
 from sft.errors import SFTError
 from sft.hub import load_pretrained, resolve_model_name
+from sft.utils.checkpoint_io import atomic_torch_save
 from sft.utils.config import work_root
-from sft.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 

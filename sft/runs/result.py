@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_only
+# Lightning's own decorator, whose rank Lightning sets when it loads; without loading Lightning
+# (sft-compare, a sweep's driver)
+from lightning_utilities.core.rank_zero import rank_zero_only
 
 from sft.errors import RunInTheWay, SFTError, find_user_error
 from sft.utils.cli import as_typed
@@ -24,6 +26,7 @@ from sft.utils.io import atomic_write_text
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+START_FROM = "ckpt_path"  # the setting of a new run started from another's checkpoint
 COMPLETED = "completed"
 FAILED = "failed"
 PRUNED = "pruned"
@@ -103,9 +106,12 @@ class RunResult:
         """Whether the record holds results: not a run that failed before logging a metric."""
         return self.status != FAILED or bool(self.metrics)
 
-    @rank_zero_only
-    def write(self, path: Path | None = None) -> Path:
-        """Into `path`, by default the run directory's result.json."""
+    def write(self, path: Path | None = None) -> Path | None:
+        """Into `path`, by default the run directory's result.json; on the global rank 0 only."""
+        # a process that never loaded Lightning (a Ray or submitit sweep's driver recording a
+        # lost job) is no DDP rank: its rank is unset, which the decorator would refuse
+        if getattr(rank_zero_only, "rank", 0) != 0:
+            return None
         path = path or Path(self.output_dir) / RESULT_FILE
         atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
         return path
@@ -270,5 +276,10 @@ class RunRecorder:
             self.result.epochs = max(self.result.epochs, earlier.epochs)
             self.result.wall_time_s = round(earlier.wall_time_s + self.result.wall_time_s, 3)
             self.result.started_at = earlier.started_at or self.result.started_at
+            if not any(o.startswith(f"{START_FROM}=") for o in self.result.overrides):
+                # a resumed run continues from its own last.ckpt; where its first part started
+                # (sft-compare labels it by this record) stays in it
+                started = [o for o in earlier.overrides if o.startswith(f"{START_FROM}=")]
+                self.result.overrides += started
         self.result.write()
         return self.result

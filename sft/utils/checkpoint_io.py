@@ -2,7 +2,7 @@
 
 Lightning's TorchCheckpointIO writes through an fsspec transaction, which on a local disk moves a
 temp file into place but does not fsync it: after a crash or power loss the new name can point
-at an empty or partial file. `AtomicCheckpointIO` saves with `sft.utils.io.atomic_torch_save`
+at an empty or partial file. `AtomicCheckpointIO` saves with `atomic_torch_save`
 instead. Loads are always `weights_only`.
 """
 
@@ -18,7 +18,12 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from sft.errors import SFTError
-from sft.utils.io import atomic_torch_save, path_setting
+from sft.utils.io import atomic_write, path_setting
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save(obj, path)` that either fully replaces `path` or leaves it as it was."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def checkpoint_path(value: Any, key: str = "ckpt_path") -> Path:

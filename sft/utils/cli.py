@@ -11,14 +11,17 @@ read (Hydra would add it and they would ignore it).
 HYDRA_FULL_ERROR=1 skips the check: Hydra then reports with its full trace.
 """
 
+import ast
 import contextlib
 import difflib
 import functools
+import importlib.util
 import json
 import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -109,11 +112,9 @@ def check_overrides(
                 group, _, option = exc.missing_cfg_file.rpartition("/")
                 raise OverrideMistake(unknown_option(group, option, exc.options)) from None
         except Exception as exc:
-            mistake = (
-                checkpoint_data_key(exc, config_name, parsed, adds)
-                or describe_composition_error(exc, config_name, overrides, loader)
-                or describe_defaults_error(exc, config_name, overrides, loader)
-            )
+            mistake = describe_composition_error(
+                exc, config_name, overrides, loader
+            ) or describe_defaults_error(exc, config_name, overrides, loader)
             if mistake:
                 raise OverrideMistake(mistake) from None
         else:
@@ -151,26 +152,6 @@ def check_overrides(
                     f"missing value for {', '.join(sorted(missing))}: set it, e.g. "
                     f"{sorted(missing)[0]}=..."
                 )
-
-
-def checkpoint_data_key(
-    exc: Exception, config_name: str, parsed: list[Override], adds: Sequence[str] | None
-) -> str | None:
-    """`sft-eval ckpt_path=... data.test_dir=val`: a command that takes the checkpoint's data
-    (`data.` among `adds`, no `data=` chosen) changes one of its settings with `+data.<key>=`;
-    Hydra's "no such key" advice pointed at a data config holding the key, which replaces the
-    checkpoint's data (and its folder) with that config's."""
-    match = NOT_OVERRIDABLE.match(str(exc))
-    takes_data = any(a.rstrip(".") == "data" for a in adds or ())
-    if match is None or not takes_data or not match.group(1).startswith("data."):
-        return None
-    if any(o.key_or_group == "data" for o in parsed):
-        return None
-    key = match.group(1)
-    return (
-        f"{key}=...: sft-{config_name} reads the checkpoint's data; change one of its "
-        f"settings with +{key}=..."
-    )
 
 
 SEARCH_SPACE = "hydra.sweeper.params"
@@ -466,7 +447,19 @@ def dotted_keys(node: DictConfig, prefix: str = "") -> Iterator[str]:
 
 @functools.cache
 def trainer_arguments() -> frozenset[str]:
-    """The keyword arguments of Lightning's `Trainer`."""
+    """The keyword arguments of Lightning's `Trainer`, read from its source: importing Lightning
+    takes about 10 s (torchmetrics, torchvision, transformers, scipy), and these checks answer a
+    mistaken override before it loads. Imported and inspected if the source reads otherwise."""
+    spec = importlib.util.find_spec("lightning")  # a top-level name: this imports nothing
+    origin = spec.origin if spec else None
+    source = Path(origin).parent / "pytorch" / "trainer" / "trainer.py" if origin else None
+    if source and source.is_file():
+        for node in ast.parse(source.read_text()).body:
+            if isinstance(node, ast.ClassDef) and node.name == "Trainer":
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                        args = [*item.args.args, *item.args.kwonlyargs]
+                        return frozenset(a.arg for a in args) - {"self"}
     import inspect
 
     from lightning.pytorch import Trainer
@@ -482,6 +475,22 @@ def accept_trainer_arguments(argv: Sequence[str]) -> list[str]:
     Trainer is settable as Lightning users type it (`trainer.fast_dev_run=true`), whether or not
     conf/trainer lists it; `++` sets a key that exists and adds one that does not."""
     return [f"++{arg}" if _is_trainer_argument(arg) else arg for arg in argv]
+
+
+DATA_SETTING = re.compile(r"^data\.[A-Za-z_][\w.]*=")
+DATA_CHOSEN = re.compile(r"^[+~]*data=")
+
+
+def accept_checkpoint_data_settings(argv: Sequence[str], adds: Sequence[str] | None) -> list[str]:
+    """`data.<key>=v` -> `+data.<key>=v` in a command that reads the checkpoint's data (`data.`
+    among `adds`: sft-eval, sft-predict, sft-export) and is given no `data=`: the setting
+    changes the checkpoint's data config, which Hydra has not composed (was: Hydra's "Could not
+    override", then an error line asking for the `+`; sft's own hints, e.g. "set
+    data.text_column", named the key without it)."""
+    takes_data = any(a.rstrip(".") == "data" for a in adds or ())
+    if not takes_data or any(DATA_CHOSEN.match(arg) for arg in argv):
+        return list(argv)
+    return [f"+{arg}" if DATA_SETTING.match(arg) else arg for arg in argv]
 
 
 def as_typed(overrides: Sequence[str]) -> list[str]:
@@ -515,13 +524,15 @@ def checks_overrides(config_name: str, adds: Sequence[str] | None = None) -> Cal
     (`adds`: the top-level keys a `+key=` may add under, as `check_overrides`).
 
     `trainer.<any Lightning Trainer argument>=...` is accepted without `+`
-    (`accept_trainer_arguments`)."""
+    (`accept_trainer_arguments`), and so is `data.<key>=...` where the command reads the
+    checkpoint's data (`accept_checkpoint_data_settings`)."""
 
     def decorate(main: F) -> F:
         @functools.wraps(main)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not args and not kwargs:
-                sys.argv[1:] = accept_trainer_arguments(multirun_flag_first(sys.argv[1:]))
+                argv = accept_trainer_arguments(multirun_flag_first(sys.argv[1:]))
+                sys.argv[1:] = accept_checkpoint_data_settings(argv, adds)
             # called with a config (tests) or with HYDRA_FULL_ERROR=1: Hydra as usual
             if not args and not kwargs and os.environ.get("HYDRA_FULL_ERROR") != "1":
                 try:

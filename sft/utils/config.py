@@ -10,7 +10,7 @@ import rich.syntax
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from lightning.pytorch.utilities import rank_zero_only
+from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's, without loading it
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # The checkout (holding pyproject.toml, conf/, sft/, tests/) when sft runs from one.

@@ -18,8 +18,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 from sft.errors import SFTError
 
 
@@ -117,11 +115,6 @@ def _out_of_space(exc: Exception, folder: Path) -> bool:
 
 def atomic_write_text(path: str | os.PathLike, content: str) -> None:
     atomic_write(path, lambda f: f.write(content), text=True)
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save(obj, path)` that either fully replaces `path` or leaves it as it was."""
-    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _umask() -> int:

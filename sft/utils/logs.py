@@ -4,7 +4,7 @@
 import logging
 from collections.abc import Iterable
 
-from lightning.pytorch.utilities import rank_zero_only
+from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's, without loading it
 
 
 @rank_zero_only  # every DDP rank reads the data; one warning

@@ -1,0 +1,237 @@
+"""The evaluation job (`sft-eval`): checkpoint -> test metrics, confusion matrix (PNG, logged),
+predictions CSV.
+
+Without a labelled test split (GLUE SST-2) the metrics, confusion matrix and predictions are the
+validation split's.
+
+sft-eval ckpt_path=outputs/train/cifar10_resnet18/<run>/checkpoints/last.ckpt
+"""
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import matplotlib
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationResolutionError
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from sft.errors import SFTError
+from sft.inference.model_inputs import MODEL_INPUT_KEYS, warn_model_input_changes
+from sft.models.backbones import backbone_speed_hints
+from sft.models.loading import (
+    check_class_names,
+    datamodule_from_checkpoint,
+    load_classifier,
+    trained_data_config,
+)
+from sft.utils.checkpoint_io import checkpoint_path, read_checkpoint
+from sft.utils.cli import override_key
+from sft.utils.config import print_and_save_config, task_overrides
+from sft.utils.config_types import check_config_types, check_value
+from sft.utils.hardware import check_accelerator, resolve_auto_precision
+from sft.utils.instantiate import build_trainer, instantiate_loggers, lightning_refusals
+from sft.utils.io import check_not_written
+
+matplotlib.use("Agg")  # files only, no display needed
+log = logging.getLogger(__name__)
+# the settings that name a test split (text files, image folders), and why one scores nothing
+_TEST_KEYS = {"test_split": "it has no labels", "test_dir": "no such folder"}
+PREDICTIONS = "predictions.csv"
+
+
+def write_predictions(
+    path: Path,
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    names: list[str],
+    ids: list[str] | None = None,
+) -> None:
+    """One row per example of the scored split: index, id (the datamodule's `predicted_ids`:
+    an image's path, a text's line; else the index), true label, predicted label, class
+    probabilities."""
+    preds = probs.argmax(-1)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            [
+                "index",
+                "id",
+                "label",
+                "label_name",
+                "pred",
+                "pred_name",
+                *[f"prob_{n}" for n in names],
+            ]
+        )
+        for i, (y, p, row) in enumerate(
+            zip(labels.tolist(), preds.tolist(), probs.tolist(), strict=True)
+        ):
+            # unlabelled rows (label -1) of a partly labelled test split leave these empty
+            label = (y, names[y]) if y >= 0 else ("", "")
+            ident = ids[i] if ids is not None else i
+            writer.writerow([i, ident, *label, p, names[p], *(f"{v:.6f}" for v in row)])
+
+
+def save_confusion_matrix(
+    path: Path, probs: torch.Tensor, labels: torch.Tensor, names: list[str], trainer: L.Trainer
+) -> torch.Tensor:
+    """Confusion matrix as PNG, and as a figure in the run's TensorBoard."""
+    metric = MulticlassConfusionMatrix(num_classes=len(names))
+    metric.update(probs, labels)
+    fig, _ = metric.plot(labels=names)
+    # torchmetrics' figure lays itself out (constrained) when saved: tight_layout() warned
+    fig.set_size_inches(max(6, 0.6 * len(names)), max(5, 0.5 * len(names)))
+    fig.savefig(path, dpi=120)
+    for logger in trainer.loggers:
+        if hasattr(logger.experiment, "add_figure"):
+            logger.experiment.add_figure("test/confusion_matrix", fig)
+    return metric.compute()
+
+
+def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> DictConfig:
+    """`cfg.data` for evaluating `checkpoint`'s model: interpolations of `model.*` (e.g.
+    `data.tokenizer: ${model.backbone.model_name_or_path}`) resolve against the checkpoint's
+    model config, and the model's input settings come from the data it was trained on."""
+    with open_dict(cfg):
+        cfg.model = checkpoint.get("hyper_parameters", {})
+    try:
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+    except InterpolationResolutionError as err:
+        raise SFTError(
+            f"{err.full_key or 'data'}: {str(err).splitlines()[0]}: this data config reads a "
+            "setting the checkpoint's model does not have; give data of the kind the model was "
+            "trained on (text or images)"
+        ) from err
+    trained = dict(checkpoint.get("datamodule_hyper_parameters", {}))
+    if "image_size" not in trained:
+        # a datamodule of one size (CIFAR-10's 32 px) records none: its class has it (was: an
+        # image folder then decoded at the backbone's size, sft-predict at the trained one)
+        try:
+            size = getattr(get_class(str(checkpoint.get("datamodule_target"))), "image_size", None)
+        except Exception:  # not importable here: nothing to take from it
+            size = None
+        if isinstance(size, int):
+            trained["image_size"] = size
+    set_here = {override_key(o) for o in task_overrides()}
+    # `sft-eval data=<other data>`: the model's input settings are the checkpoint's unless the
+    # command line sets them (was: an image folder's default size, not the one it trained at)
+    for key in MODEL_INPUT_KEYS:
+        if key in data and key in trained and f"data.{key}" not in set_here:
+            data[key] = trained[key]
+    warn_model_input_changes(data, trained)
+    return OmegaConf.create(data)
+
+
+def named_test_split(cfg: DictConfig, data_cfg: DictConfig | None) -> str | None:
+    """The key (test_split, test_dir) of a test split the command line names, which must then
+    be scored: a file must hold labels (was: with its label column misnamed, validation was
+    scored instead, with a warning; SST-2's config says that its GLUE test file has none), a
+    folder must exist. None: none named (`data.test_split=null` leaves the split out)."""
+    set_here = {override_key(o) for o in task_overrides()}
+    named = [
+        k for k in _TEST_KEYS if f"data.{k}" in set_here and OmegaConf.select(cfg, f"data.{k}")
+    ]
+    if not named:
+        return None
+    labelled = "test_labelled" in (data_cfg or {}) and "data.test_labelled" not in set_here
+    if named[0] == "test_split" and labelled:
+        data_cfg.test_labelled = cfg.data.test_labelled = True
+    return named[0]
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    check_value(cfg.get("seed"), int | None, "seed")
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.paths.output_dir)
+    check_not_written(out / PREDICTIONS, "hydra.run.dir")  # the run directory given twice
+    checkpoint = read_checkpoint(checkpoint_path(cfg.ckpt_path))
+    # before the config is printed: `data=` configs may interpolate the checkpoint's model
+    data_cfg = data_config_for_checkpoint(cfg, checkpoint) if cfg.get("data") else None
+    if data_cfg is not None and "_target_" not in data_cfg:
+        # `+data.test_split=...` alone: the data the checkpoint was trained on, so changed
+        data_cfg = OmegaConf.create(
+            {**trained_data_config(cfg.ckpt_path, checkpoint), **OmegaConf.to_container(data_cfg)}
+        )
+    if data_cfg is not None:
+        # config_resolved.yaml records the data this run reads (`data=<name>`: with the model's
+        # input settings, was: the config's own image_size and statistics)
+        with open_dict(cfg):
+            cfg.data = data_cfg
+    # the settings this run uses, checked and completed before config_resolved.yaml records them
+    check_accelerator(cfg.trainer)
+    backbone_cfg = checkpoint.get("hyper_parameters", {}).get("backbone")
+    resolve_auto_precision(cfg.trainer, backbone_speed_hints(backbone_cfg).cpu_bf16)
+    check_config_types(cfg.trainer, "trainer")
+    named_test = named_test_split(cfg, data_cfg)
+    if data_cfg is not None:
+        check_config_types(data_cfg, "data")
+        datamodule = instantiate(data_cfg)
+    else:
+        datamodule = datamodule_from_checkpoint(cfg.ckpt_path, checkpoint=checkpoint)
+    if named_test and not datamodule.has_labelled_test:
+        value = cfg.data[named_test]
+        raise SFTError(
+            f"data.{named_test}={value}: {_TEST_KEYS[named_test]} to score"
+            + (f" ({datamodule.root / value})" if named_test == "test_dir" else "")
+        )
+    if checkpoint.get("class_names"):
+        # the scored split is read without the training data, which may be elsewhere by now
+        datamodule.score_with(checkpoint["class_names"])
+    scored = "limit_test_batches" if datamodule.has_labelled_test else "limit_val_batches"
+    if cfg.trainer.get(scored) is not None and cfg.trainer.get("limit_predict_batches") is None:
+        # the predictions and confusion matrix cover the batches the metrics do
+        with open_dict(cfg.trainer):
+            cfg.trainer.limit_predict_batches = cfg.trainer[scored]
+    print_and_save_config(cfg, cfg.paths.output_dir)
+    model = load_classifier(cfg.ckpt_path, checkpoint)
+    datamodule.configure_input(model.input_spec)
+    trainer = build_trainer(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
+    # the classes are known once the data is set up (Lightning's own setup call then finds
+    # the splits loaded)
+    datamodule.setup("test" if datamodule.has_labelled_test else "validate")
+    check_class_names(datamodule.class_names, checkpoint.get("class_names"), cfg.ckpt_path)
+    # what the datamodule saved in the checkpoint (Lightning keeps `state_dict()` under its class
+    # name and restores it on resume): an image folder checks its validation carve with it
+    trained_state = checkpoint.get(type(datamodule).__qualname__)
+    if trained_state:
+        datamodule.load_state_dict(trained_state)
+
+    with lightning_refusals():
+        if datamodule.has_labelled_test:
+            metrics = trainer.test(model, datamodule=datamodule)[0]
+        else:
+            named = {
+                k: v for k, v in getattr(datamodule, "hparams", {}).items() if k in _TEST_KEYS and v
+            }
+            why = "".join(f" (data.{k}={v}: {_TEST_KEYS[k]})" for k, v in named.items())
+            # a test split the data names but that scores nothing: a warning (a file given
+            # without its label column, a misspelt folder); none named: as configured
+            log.log(
+                logging.WARNING if named else logging.INFO,
+                f"No labelled test split{why}: metrics are on the validation split.",
+            )
+            metrics = trainer.validate(model, datamodule=datamodule)[0]
+        # predictions of the split just scored, in file order
+        outputs = trainer.predict(model, datamodule=datamodule)
+    probs = torch.cat([o["probs"] for o in outputs]).float().cpu()
+    labels = torch.cat([o["labels"] for o in outputs]).cpu()
+    names = list(datamodule.class_names)
+
+    ids = datamodule.predicted_ids()
+    # limit_predict_batches predicts the first batches only
+    write_predictions(
+        out / PREDICTIONS, probs, labels, names, None if ids is None else ids[: len(labels)]
+    )
+    # the predicted split is labelled (a labelled test split, or validation without one)
+    written = "predictions"
+    if bool((labels >= 0).all()):
+        save_confusion_matrix(out / "confusion_matrix.png", probs, labels, names, trainer)
+        written += " and confusion matrix"
+    log.info(f"metrics: {metrics}; {written} in {out}")
+    return metrics
