@@ -121,7 +121,6 @@ class StepTimer(L.Callback):
 
 def compose_train(overrides: list[str], run_dir: Path) -> DictConfig:
     """The config `sft-train <overrides>` would run, with its outputs under `run_dir`."""
-    register_resolvers()  # as sft-train does: the configs use ${sft_root:}
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
@@ -134,6 +133,9 @@ def compose_train(overrides: list[str], run_dir: Path) -> DictConfig:
 
 
 def quiet() -> None:
+    """Each arm's process: warnings and library logs off, sft's resolvers registered (the
+    configs it is handed use ${sft_root:}), as sft-train does."""
+    register_resolvers()
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "sft", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -365,9 +365,8 @@ def legend_labels(labels: Sequence[str], width: int = 60) -> list[str]:
         alike = [i for i, s in enumerate(short) if s == text]
         shared = set.intersection(*(set(labels[i].split()) for i in alike))
         for i in alike:
-            short[i] = _shorten(
-                " ".join(t if t not in shared else "..." for t in labels[i].split())
-            )
+            elided = " ".join(t if t not in shared else "..." for t in labels[i].split())
+            short[i] = _shorten(elided, width)
             short[i] = re.sub(r"\.\.\.( \.\.\.)+", "...", short[i])  # one mark per elided run
     return [f"{s} [{i + 1}]" if short.count(s) > 1 else s for i, s in enumerate(short)]
 

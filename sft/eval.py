@@ -21,7 +21,8 @@ register_resolvers()
 @checks_overrides(config_name="eval", adds=("data", "debug", "trainer", "logger", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    # torch and Lightning load here (about 10 s): --help and mistakes answer in about a second
+    # torch and Lightning (about 10 s) load for a run only (here, or with Hydra's run callbacks):
+    # --help, --cfg job and a mistaken override answer in about a second
     from sft.jobs.eval import evaluate
 
     report_user_errors(lambda: evaluate(cfg))

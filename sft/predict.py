@@ -20,7 +20,8 @@ register_resolvers()
 @checks_overrides(config_name="predict", adds=("data.", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
-    # torch loads here (seconds): --help and mistakes answer in about a second
+    # torch and Lightning (about 10 s) load for a run only (here, or with Hydra's run callbacks):
+    # --help, --cfg job and a mistaken override answer in about a second
     from sft.jobs.predict import predict
 
     report_user_errors(lambda: predict(cfg))

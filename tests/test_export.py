@@ -11,7 +11,8 @@ import torch
 from conftest import EFFNET_ONE_BATCH, compose_config, run_entry_point
 from inference_checkpoints import image_checkpoint, text_checkpoint
 
-import sft.export as export_module
+import sft.export
+import sft.jobs.export
 from sft.errors import SFTError
 from sft.inference.bundle import load_bundle
 from sft.jobs.export import check_formats, check_parity, export
@@ -207,7 +208,7 @@ def test_a_setting_the_command_would_ignore_is_refused(entry, added, refusal, tm
     import sft.eval
     import sft.predict
 
-    main = {"export": export_module.main, "predict": sft.predict.main, "eval": sft.eval.main}
+    main = {"export": sft.export.main, "predict": sft.predict.main, "eval": sft.eval.main}
     argv = [f"sft-{entry}", "ckpt_path=x.ckpt", "inputs=x.txt", added, f"paths.log_dir={tmp_path}"]
     if entry != "predict":
         argv.remove("inputs=x.txt")
@@ -291,14 +292,14 @@ def test_files_in_output_dir_are_never_replaced(ckpts, tmp_path):
 def test_a_failed_export_leaves_none_of_its_files(ckpts, tmp_path, monkeypatch):
     """The ONNX parity check fails after model.pt and model.onnx are written (was: both left
     behind, without metadata.json); a negative atol is a config error (was: accepted)."""
-    real_check = export_module.check_parity
+    real_check = sft.jobs.export.check_parity
 
     def onnx_fails(name, *args):
         if name == "onnx":
             raise SFTError("onnx export differs from the checkpoint")
         return real_check(name, *args)
 
-    monkeypatch.setattr(export_module, "check_parity", onnx_fails)
+    monkeypatch.setattr(sft.jobs.export, "check_parity", onnx_fails)
     out = tmp_path / "deploy"
     with pytest.raises(SFTError, match="onnx export differs"):
         run_export(

@@ -16,7 +16,7 @@ from inference_checkpoints import image_checkpoint, text_checkpoint
 from omegaconf import OmegaConf
 from PIL import Image
 
-import sft.predict as predict_module
+import sft.jobs.predict as predict_module
 from sft.errors import SFTError
 from sft.inference.bundle import check_inference_inputs, load_bundle
 from sft.inference.inputs import STDIN, read_texts

@@ -22,7 +22,11 @@ from sft.jobs.eval import evaluate
 from sft.jobs.train import train
 from sft.models.loading import check_class_names
 from sft.runs.resume import follow_moved_run
-from sft.utils.cli import accept_trainer_arguments, trainer_arguments
+from sft.utils.cli import (
+    accept_checkpoint_data_settings,
+    accept_trainer_arguments,
+    trainer_arguments,
+)
 from sft.utils.config_types import check_config_types
 
 TINY_TEXT = [
@@ -412,6 +416,22 @@ def test_trainer_arguments_read_without_lightning_are_lightnings():
     """The checks read the Trainer's arguments from its source, so that they answer before
     Lightning loads: the same set as the imported class's signature."""
     assert trainer_arguments() == set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+
+
+def test_settings_of_the_checkpoints_data_get_the_plus_only_where_hydra_needs_it():
+    """sft-eval/-predict/-export add `+` to `data.<key>=` for the checkpoint's data, which Hydra
+    has not composed; not where the command composes data itself (`data=`, or a primary config
+    of the user's own, where `+` would fail: "an item is already at data.<key>")."""
+    adds = ("data", "trainer")
+    assert accept_checkpoint_data_settings(["data.x=1", "data.y=a,b", "~data.z"], adds) == [
+        "+data.x=1",
+        "+data.y=a,b",
+        "~data.z",
+    ]
+    for composes_data in (["data=cifar10"], ["-cn", "mine"], ["--config-name=mine"]):
+        argv = [*composes_data, "data.x=1"]
+        assert accept_checkpoint_data_settings(argv, adds) == argv
+    assert accept_checkpoint_data_settings(["data.x=1"], ("trainer",)) == ["data.x=1"]  # sft-train
 
 
 def test_unknown_trainer_key_suggests_only_keys_that_exist(tmp_path, monkeypatch, capsys):

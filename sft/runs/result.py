@@ -20,7 +20,7 @@ from typing import Any
 from lightning_utilities.core.rank_zero import rank_zero_only
 
 from sft.errors import RunInTheWay, SFTError, find_user_error
-from sft.utils.cli import as_typed
+from sft.utils.cli import as_typed, override_key
 from sft.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -276,10 +276,10 @@ class RunRecorder:
             self.result.epochs = max(self.result.epochs, earlier.epochs)
             self.result.wall_time_s = round(earlier.wall_time_s + self.result.wall_time_s, 3)
             self.result.started_at = earlier.started_at or self.result.started_at
-            if not any(o.startswith(f"{START_FROM}=") for o in self.result.overrides):
+            if not any(override_key(o) == START_FROM for o in self.result.overrides):
                 # a resumed run continues from its own last.ckpt; where its first part started
                 # (sft-compare labels it by this record) stays in it
-                started = [o for o in earlier.overrides if o.startswith(f"{START_FROM}=")]
+                started = [o for o in earlier.overrides if override_key(o) == START_FROM]
                 self.result.overrides += started
         self.result.write()
         return self.result

@@ -329,7 +329,7 @@ class SweepSummary(Callback):
         if job_return.status == JobStatus.FAILED:
             record = self.unrecorded_failure(config, job_dir)
         if record is not None:
-            # the task failed before sft.train.main could record it (e.g. another task
+            # the task failed before sft.jobs.train.train_job could record it (e.g. another task
             # function, or a Ray worker lost)
             try:
                 job_return.return_value  # noqa: B018 (a failed job's return_value raises its error)

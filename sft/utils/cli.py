@@ -479,6 +479,7 @@ def accept_trainer_arguments(argv: Sequence[str]) -> list[str]:
 
 DATA_SETTING = re.compile(r"^data\.[A-Za-z_][\w.]*=")
 DATA_CHOSEN = re.compile(r"^[+~]*data=")
+PRIMARY_CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp")
 
 
 def accept_checkpoint_data_settings(argv: Sequence[str], adds: Sequence[str] | None) -> list[str]:
@@ -488,7 +489,9 @@ def accept_checkpoint_data_settings(argv: Sequence[str], adds: Sequence[str] | N
     override", then an error line asking for the `+`; sft's own hints, e.g. "set
     data.text_column", named the key without it)."""
     takes_data = any(a.rstrip(".") == "data" for a in adds or ())
-    if not takes_data or any(DATA_CHOSEN.match(arg) for arg in argv):
+    # a primary config of the user's own (--config-name) may compose data itself: as typed
+    own_config = any(arg.partition("=")[0] in PRIMARY_CONFIG_FLAGS for arg in argv)
+    if not takes_data or own_config or any(DATA_CHOSEN.match(arg) for arg in argv):
         return list(argv)
     return [f"+{arg}" if DATA_SETTING.match(arg) else arg for arg in argv]
 

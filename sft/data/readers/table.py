@@ -59,11 +59,7 @@ def _other_format_hint(first_line: str, delimiter: str) -> str | None:
             (k for d, k in (("\t", "tsv"), (",", "csv")) if d != delimiter and d in first_line),
             None,
         )
-    return (
-        f"the file looks like {kind}: set data.source={kind} (+data.source={kind} in sft-eval)"
-        if kind
-        else None
-    )
+    return f"the file looks like {kind}: set data.source={kind}" if kind else None
 
 
 def read_delimited(
