@@ -1,4 +1,5 @@
-"""The prediction job (`sft-predict`): checkpoint + inputs -> predicted labels and class probabilities.
+"""The prediction job (`sft-predict`): checkpoint + inputs -> predicted labels and class
+probabilities.
 
 sft-predict ckpt_path=<run>/checkpoints/last.ckpt inputs=reviews.txt            # one text per line
 sft-predict ckpt_path=... inputs=data/sst2/test.tsv                              # + SST-2.tsv for GLUE
