@@ -27,7 +27,7 @@ from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints
 from sft.models.loading import check_class_names
 from sft.runs.directories import is_grid
-from sft.runs.result import NOT_RUN_DIR, RunRecorder, run_overrides
+from sft.runs.result import RunRecorder, not_run_record, run_overrides
 from sft.runs.resume import (
     check_resume_checkpoint,
     continue_csv_logs,
@@ -202,7 +202,7 @@ def train_job(cfg: DictConfig) -> float | None:
         hydra_cfg.runtime.output_dir,
         run_overrides(task_overrides()),
         name,
-        Path(hydra_cfg.sweep.dir, NOT_RUN_DIR, f"{hydra_cfg.job.num}.json") if multirun else None,
+        not_run_record(hydra_cfg.sweep.dir, hydra_cfg.job.num) if multirun else None,
     )
 
     def run() -> dict[str, Any]:

@@ -75,6 +75,12 @@ def one_line_error(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
+def not_run_record(sweep_dir: str | Path, job_num: int) -> Path:
+    """Where a sweep's job records a failure that leaves its directory's earlier record as it
+    was: `<sweep dir>/.not_run/<job number>.json`."""
+    return Path(sweep_dir, NOT_RUN_DIR, f"{job_num}.json")
+
+
 @dataclass
 class RunResult:
     status: str

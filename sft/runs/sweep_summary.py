@@ -32,6 +32,7 @@ from sft.runs.result import (
     PRUNED,
     RESULT_FILE,
     RunResult,
+    not_run_record,
     one_line_error,
     overrides_key,
     run_overrides,
@@ -351,7 +352,7 @@ class SweepSummary(Callback):
         record = job_dir / RESULT_FILE
         if not record.exists():
             return record
-        not_run = Path(config.hydra.sweep.dir) / NOT_RUN_DIR / f"{config.hydra.job.num}.json"
+        not_run = not_run_record(config.hydra.sweep.dir, config.hydra.job.num)
         before = self.records_before
         unchanged = record in before and before[record] == mtime_ns(record)
         if unchanged and before.get(not_run) == mtime_ns(not_run):
