@@ -12,6 +12,7 @@ from sft import entry_points
 from sft.errors import report_user_errors
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
+from sft.utils.io import check_checkpoint_file, checkpoint_path
 
 # before Hydra composes (also in launcher processes that import this module): ${sft_root:}
 register_resolvers()
@@ -20,8 +21,9 @@ register_resolvers()
 @checks_overrides(config_name="predict", adds=("data.", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
-    # torch and Lightning (about 10 s) load for a run only (here, or with Hydra's run callbacks):
-    # --help, --cfg job and a mistaken override answer in about a second
+    # torch and Lightning (about 10 s) load for a run only: --help, --cfg job, a mistaken
+    # override and a checkpoint that is not there are answered in about a second
+    report_user_errors(lambda: check_checkpoint_file(checkpoint_path(cfg.ckpt_path)))
     from sft.jobs.predict import predict
 
     report_user_errors(lambda: predict(cfg))

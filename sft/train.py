@@ -19,8 +19,8 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train and write result.json; the monitored metric, for a sweeper."""
-    # torch, Lightning and the models (about 10 s) load for a run only (here, or with Hydra's run
-    # callbacks): --help, --cfg job and a mistaken override answer in about a second
+    # torch, Lightning and the models (about 10 s) load for a run only: --help, --cfg job and a
+    # mistaken override are answered in about a second
     from sft.jobs.train import train_job
 
     return train_job(cfg)

@@ -78,17 +78,23 @@ def test_importing_sft_registers_no_resolver_and_creates_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_commands_answer_help_and_mistakes_before_torch_loads():
-    """--help, --cfg job and a mistaken override need only Hydra: torch and Lightning (about
-    10 s to import) load once a job starts, and sft-compare needs neither."""
+def test_commands_answer_help_and_mistakes_before_torch_loads(tmp_path):
+    """--help, --cfg job, a mistaken override and a checkpoint that is not there need only Hydra:
+    torch and Lightning (about 10 s to import) load once a job starts, and sft-compare needs
+    neither."""
+    missing = tmp_path / "run" / "checkpoints" / "last.ckpt"
     script = (
         "import sys\n"
         "from sft import compare, eval, export, predict, train\n"
-        "sys.argv = ['sft-train', 'trainer.detect_anomali=true']\n"
-        "try:\n"
-        "    train.main()\n"
-        "except SystemExit as exc:\n"
-        "    assert exc.code == 1, exc.code\n"
+        "def exits_1(main, *argv):\n"
+        "    sys.argv = list(argv)\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 1, exc.code\n"
+        "exits_1(train.main, 'sft-train', 'trainer.detect_anomali=true')\n"
+        # a real Hydra run: its run directory and callbacks, then the job's first check
+        f"exits_1(eval.main, 'sft-eval', 'ckpt_path={missing}', 'hydra.run.dir={tmp_path}/eval')\n"
         "heavy = ('torch', 'lightning', 'transformers', 'torchvision', 'torchmetrics')\n"
         "print('loaded:', [m for m in heavy if m in sys.modules])\n"
     )
@@ -98,4 +104,5 @@ def test_commands_answer_help_and_mistakes_before_torch_loads():
     assert result.returncode == 0, result.stderr[-2000:]
     # a Trainer argument conf/trainer does not list: Lightning's arguments are known all the same
     assert "did you mean 'trainer.detect_anomaly'?" in result.stderr
+    assert f"error: checkpoint {missing}: no such file" in result.stderr
     assert result.stdout.strip() == "loaded: []"

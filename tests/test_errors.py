@@ -252,6 +252,9 @@ def test_a_path_setting_that_names_no_file_is_one_line(
     """ckpt_path=/inputs=/resume= given null, nothing or a list (were: Python tracebacks, or
     the current folder read as the path)."""
     monkeypatch.chdir(tmp_path)
+    # x.ckpt is there (unread: the inputs are checked first); a missing one is said before
+    # the job loads (test_architecture)
+    (tmp_path / "x.ckpt").touch()
     status, stderr = run_main(entry, args, tmp_path, monkeypatch, capsys)
     assert assert_one_error_line(status, stderr) == f"error: {expected}"
     assert not (tmp_path / "run" / "predictions.csv").exists()

@@ -19,7 +19,8 @@ from sft.errors import SFTError
 from sft.inference.model_inputs import warn_model_input_changes
 from sft.models.classifier import SFTClassifier
 from sft.models.loading import datamodule_from_checkpoint, load_classifier
-from sft.utils.checkpoint_io import checkpoint_path, read_checkpoint
+from sft.utils.checkpoint_io import read_checkpoint
+from sft.utils.io import checkpoint_path
 
 log = logging.getLogger(__name__)
 

@@ -29,13 +29,13 @@ from sft.models.loading import (
     load_classifier,
     trained_data_config,
 )
-from sft.utils.checkpoint_io import checkpoint_path, read_checkpoint
+from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import override_key
 from sft.utils.config import print_and_save_config, task_overrides
 from sft.utils.config_types import check_config_types, check_value
 from sft.utils.hardware import check_accelerator, resolve_auto_precision
 from sft.utils.instantiate import build_trainer, instantiate_loggers, lightning_refusals
-from sft.utils.io import check_not_written
+from sft.utils.io import check_not_written, checkpoint_path
 
 matplotlib.use("Agg")  # files only, no display needed
 log = logging.getLogger(__name__)

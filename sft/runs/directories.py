@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sft.errors import RunInTheWay, SFTError, report_user_errors
@@ -39,6 +37,9 @@ from sft.runs.result import (
 from sft.utils.config import MULTIRUN_RECORD, as_written, config_subdir
 from sft.utils.io import file_in_the_way
 
+if TYPE_CHECKING:
+    from lightning.pytorch import Trainer
+
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -52,6 +53,10 @@ def last_checkpoint(run_dir: str | Path) -> Path:
 def trainer_last_checkpoint(trainer: Trainer) -> Path:
     """Where `trainer` saves last.ckpt: in its checkpoint callbacks' folder (conf/callbacks:
     `<run dir>/checkpoints`), else in `<default_root_dir>/checkpoints` as Lightning does."""
+    # imported here: this module serves Hydra's run callbacks, which load before a job needs
+    # Lightning (a mistaken ckpt_path= is then said without its import)
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     for callback in trainer.callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.dirpath:
             return Path(callback.dirpath) / LAST_CHECKPOINT.name

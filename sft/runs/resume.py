@@ -43,9 +43,9 @@ from sft.runs.result import (
     run_overrides,
     same_overrides,
 )
-from sft.utils.checkpoint_io import AtomicCheckpointIO, checkpoint_path, read_checkpoint
+from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from sft.utils.config import RUN_START, task_overrides
-from sft.utils.io import atomic_write
+from sft.utils.io import atomic_write, checkpoint_path
 
 log = logging.getLogger(__name__)
 

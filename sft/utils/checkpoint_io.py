@@ -18,7 +18,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from sft.errors import SFTError
-from sft.utils.io import atomic_write, path_setting
+from sft.utils.io import atomic_write, check_checkpoint_file
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -26,22 +26,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def checkpoint_path(value: Any, key: str = "ckpt_path") -> Path:
-    """The checkpoint file that the setting `key` names (one line for null, empty or a list)."""
-    return path_setting(value, key, "the path of one checkpoint file (<run>/checkpoints/last.ckpt)")
-
-
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """`torch.load(weights_only=True)` with one clear error for a missing or unreadable file."""
-    path = Path(path)
-    if path.is_dir():
-        hint = path / "checkpoints" / "last.ckpt"
-        raise SFTError(
-            f"checkpoint {path}: a directory, not a checkpoint file"
-            + (f" (its run's newest: {hint})" if hint.is_file() else "")
-        )
-    if not path.is_file():
-        raise SFTError(f"checkpoint {path}: no such file")
+    path = check_checkpoint_file(path)
     try:
         with warnings.catch_warnings():
             # "looks like a TorchScript archive": said below, in one line

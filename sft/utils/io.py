@@ -43,6 +43,26 @@ def path_setting(value: Any, key: str, expected: str) -> Path:
     raise SFTError(f"{key}: expected {expected}, got {got}")
 
 
+def checkpoint_path(value: Any, key: str = "ckpt_path") -> Path:
+    """The checkpoint file that the setting `key` names (one line for null, empty or a list)."""
+    return path_setting(value, key, "the path of one checkpoint file (<run>/checkpoints/last.ckpt)")
+
+
+def check_checkpoint_file(path: str | Path) -> Path:
+    """`path` when it is a file; one line for a folder (naming its run's last.ckpt) or nothing.
+    Torch-free: sft-eval/-predict/-export say it before loading torch and Lightning."""
+    path = Path(path)
+    if path.is_dir():
+        hint = path / "checkpoints" / "last.ckpt"
+        raise SFTError(
+            f"checkpoint {path}: a directory, not a checkpoint file"
+            + (f" (its run's newest: {hint})" if hint.is_file() else "")
+        )
+    if not path.is_file():
+        raise SFTError(f"checkpoint {path}: no such file")
+    return path
+
+
 def check_not_written(path: Path, setting: str) -> None:
     """SFTError when `path` exists: results already written are never replaced (`setting`: what
     the user changes to write elsewhere). Also when a folder it goes in is a file."""
