@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Callable
 
+from sft.errors import TrainingInterrupted
+
 INTERRUPTED = 130  # a shell's status for a command stopped by SIGINT
 
 
@@ -17,6 +19,10 @@ def run(main: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C)", file=sys.stderr)
         raise SystemExit(INTERRUPTED) from None
+    except TrainingInterrupted as stop:  # its line, as Python prints a SystemExit's message
+        if stop.message:
+            print(stop.message, file=sys.stderr)
+        raise SystemExit(stop.code) from None
 
 
 def _command(module: str) -> Callable[[], None]:

@@ -21,6 +21,19 @@ class RunInTheWay(SFTError):
     refusal is recorded in the sweep directory: its own holds the other run's record)."""
 
 
+class TrainingInterrupted(SystemExit):
+    """A run stopped by a signal after it said what was kept. Its exit status is the shell's
+    for that signal, 128 + its number (130 for Ctrl-C, 143 for SIGTERM), as for a command the
+    signal ended; the console command prints `message`, its one line (sft.entry_points)."""
+
+    def __init__(self, message: str | None, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message or f"interrupted by signal {self.code - 128}"
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message: the part a one-line error can quote."""
     lines = str(err).strip().splitlines()

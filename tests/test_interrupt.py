@@ -17,8 +17,8 @@ from conftest import FAST
 from test_resume import only_run_dir, run_train_cli
 
 from sft import entry_points
-from sft.callbacks.graceful_interrupt import GracefulInterrupt, TrainingInterrupted
-from sft.errors import SFTError
+from sft.callbacks.graceful_interrupt import GracefulInterrupt
+from sft.errors import SFTError, TrainingInterrupted
 from sft.jobs.train import train
 
 QUICK = ["trainer.max_epochs=2", "test=false", "callbacks.step_checkpoint.every_n_train_steps=2"]
@@ -42,10 +42,10 @@ def run_sigterm_at(step: int, name: str, log_dir: Path) -> subprocess.CompletedP
 def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(
     train_cfg, tmp_path, data_dir, caplog
 ):
-    """Preemption: SIGTERM during step 4 -> that batch finishes, last.ckpt at step 4, exit 1 with
+    """Preemption: SIGTERM during step 4 -> that batch finishes, last.ckpt at step 4, exit 143 with
     the resume command and no traceback; resuming completes the run in the same directory."""
     result = run_sigterm_at(3, "preempted", tmp_path)
-    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.returncode == 143, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     run_dir = only_run_dir(tmp_path / "train" / "preempted")
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -77,7 +77,7 @@ def test_sigterm_during_the_sanity_check_stops_after_the_first_batch_with_a_chec
         "+callbacks.term.signal=SIGTERM",
         cwd=tmp_path,
     )
-    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.returncode == 143, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path / "train" / "early")
     last = run_dir / "checkpoints" / "last.ckpt"
     message = result.stderr.strip().splitlines()[-1]
@@ -117,7 +117,7 @@ def test_the_resume_hint_of_a_ddp_rank_keeps_the_overrides(monkeypatch, tmp_path
     trainer.is_global_zero = False
     with pytest.raises(TrainingInterrupted) as stop:
         rank._stop_if_signalled(trainer)
-    assert stop.value.code == 1  # rank 0 alone says it
+    assert stop.value.code == 130 and stop.value.message is None  # rank 0 alone says it
 
 
 def test_an_interrupted_run_records_the_epochs_and_metrics_it_reached(tmp_path, data_dir):
@@ -125,7 +125,7 @@ def test_an_interrupted_run_records_the_epochs_and_metrics_it_reached(tmp_path, 
     and the metrics of its first validation (was: epochs 0 and no metrics, so sft-compare and
     sweep summaries showed nothing of what it did)."""
     result = run_sigterm_at(8, "stopped", tmp_path)
-    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.returncode == 143, result.stderr[-3000:]
     record = json.loads((only_run_dir(tmp_path / "train" / "stopped") / "result.json").read_text())
     assert record["status"] == "failed" and "interrupted by SIGTERM at epoch 1" in record["error"]
     assert record["epochs"] == 1
@@ -144,7 +144,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(train_cfg, tmp_path, data_dir):
     handler_before = signal.getsignal(signal.SIGINT)
     with pytest.raises(SystemExit) as exit_info:
         train(cfg)
-    message = str(exit_info.value.code)
+    assert exit_info.value.code == 130  # a shell's status for a command Ctrl-C stopped
+    message = str(exit_info.value)
     last = run_dir / "checkpoints" / "last.ckpt"
     assert message.startswith(f"interrupted by SIGINT at epoch 0 step 3: saved {last}")
     assert torch.load(last, weights_only=True)["global_step"] == 3
@@ -183,7 +184,7 @@ def run_with_signals(
     overrides: Sequence[str] = (),
 ) -> tuple[str, Path]:
     """sft-train of FAST + QUICK (and a test: `test`; then `overrides`) as run `name` with
-    SignalInHook's `signal_settings`: exit status 1 and no traceback; its last line and run
+    SignalInHook's `signal_settings` (SIGINT): exit status 130 and no traceback; its last line and run
     directory."""
     result = run_train_cli(
         *FAST,
@@ -196,7 +197,7 @@ def run_with_signals(
         *(f"+callbacks.int.{setting}" for setting in signal_settings),
         cwd=tmp_path,
     )
-    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.returncode == 130, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     return result.stderr.strip().splitlines()[-1], only_run_dir(tmp_path / "train" / name)
 
@@ -291,7 +292,7 @@ def test_the_resume_hint_of_a_run_with_its_own_config_dir_names_it(tmp_path, dat
         "+callbacks.term.signal=SIGTERM",
         cwd=tmp_path,
     )
-    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.returncode == 143, result.stderr[-3000:]
     message = result.stderr.strip().splitlines()[-1]
     run_dir = only_run_dir(tmp_path / "train" / "mine")
     assert f"; resume with: sft-train --config-dir {tmp_path / 'conf'} experiment=mine " in message
@@ -316,7 +317,7 @@ def test_an_interrupted_sweep_job_says_how_to_continue_the_sweep(tmp_path, data_
         "hydra.sweeper.max_batch_size=4",
         cwd=tmp_path,
     )
-    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.returncode == 143, result.stderr[-3000:]
     message = result.stderr.strip().splitlines()[-1]
     # with the sweeper's settings (a study continued without its name was another study)
     command = "sft-train -m hydra.sweeper.max_batch_size=4 "
@@ -349,7 +350,7 @@ def test_a_second_ctrl_c_in_a_sweep_job_says_how_to_continue_the_sweep(tmp_path,
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
-    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.returncode == 130, result.stderr[-3000:]
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith(
         "interrupted by SIGINT at epoch 0 step 3, at once (a second Ctrl-C): not saved; "

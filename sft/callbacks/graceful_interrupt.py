@@ -32,14 +32,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch import Callback
 
+from sft.errors import TrainingInterrupted
 from sft.runs.directories import sweep_overrides, trainer_last_checkpoint
 from sft.utils.config import RUN_START, config_dir_arguments, task_overrides
 
 log = logging.getLogger(__name__)
-
-
-class TrainingInterrupted(SystemExit):
-    """Exit status 1 and the message on stderr, without a traceback."""
 
 
 def resume_command(run_dir: str, overrides: list[str]) -> str:
@@ -64,7 +61,8 @@ def requeue_signal() -> int | None:
 
 
 class GracefulInterrupt(Callback):
-    """Turn SIGTERM / SIGINT during `fit` into: save `last.ckpt`, log how to resume, exit 1.
+    """Turn SIGTERM / SIGINT during `fit` into: save `last.ckpt`, log how to resume, exit with
+    the signal's status (130, 143).
 
     A second Ctrl-C while waiting for the batch to end interrupts at once (no checkpoint).
     """
@@ -150,16 +148,19 @@ class GracefulInterrupt(Callback):
             log.warning(f"saved {path}: handing {signal.Signals(requeue).name} to submitit")
             if callable(handler):
                 handler(requeue, None)
+        # a DDP rank that got no signal itself stops for another's (a cluster's SIGTERM, most
+        # likely): said as "a signal", with SIGTERM's status
         name = signal.Signals(received).name if received else "a signal"
+        status = received or signal.SIGTERM
         how = how_to_continue(trainer.default_root_dir, self._overrides, self._sweep_hint)
         message = (
             f"interrupted by {name} at epoch {trainer.current_epoch} step {trainer.global_step}: "
             f"saved {path}; {how}"
         )
         if not trainer.is_global_zero:  # said once, by rank 0 (was: by every rank)
-            raise TrainingInterrupted(1)
+            raise TrainingInterrupted(None, status)
         log.warning(message)
-        raise TrainingInterrupted(message)
+        raise TrainingInterrupted(message, status)
 
 
 def sweep_hint() -> str | None:
@@ -200,7 +201,7 @@ def resume_arguments() -> list[str]:
 def interrupt_explained(trainer: L.Trainer, overrides: list[str]) -> Iterator[None]:
     """Around `trainer.fit` and `trainer.test`: Ctrl-C outside GracefulInterrupt's window (data
     setup, the linear probe, a second Ctrl-C, the test) makes Lightning exit with status 1 and
-    no word of what was kept; say it in one line instead."""
+    no word of what was kept; say it in one line instead, with Ctrl-C's status (130)."""
     sweep = sweep_hint()
     try:
         yield
@@ -212,9 +213,9 @@ def interrupt_explained(trainer: L.Trainer, overrides: list[str]) -> Iterator[No
             raise
         message = f"interrupted by SIGINT {_what_was_kept(trainer, overrides, sweep)}"
         if not trainer.is_global_zero:
-            raise TrainingInterrupted(1) from None
+            raise TrainingInterrupted(None, signal.SIGINT) from None
         log.warning(message)
-        raise TrainingInterrupted(message) from None
+        raise TrainingInterrupted(message, signal.SIGINT) from None
 
 
 def _what_was_kept(trainer: L.Trainer, overrides: list[str], sweep: str | None) -> str:

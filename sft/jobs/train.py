@@ -13,16 +13,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sft.callbacks.graceful_interrupt import (
-    TrainingInterrupted,
-    interrupt_explained,
-    resume_arguments,
-    sweep_hint,
-)
+from sft.callbacks.graceful_interrupt import interrupt_explained, resume_arguments, sweep_hint
 from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.contracts import datamodule_gaps, not_a_datamodule
 from sft.data import SFTDataModule
-from sft.errors import SFTError, find_user_error, report_user_errors
+from sft.errors import SFTError, TrainingInterrupted, find_user_error, report_user_errors
 from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints
 from sft.models.loading import check_class_names

@@ -19,7 +19,7 @@ from typing import Any
 # (sft-compare, a sweep's driver)
 from lightning_utilities.core.rank_zero import rank_zero_only
 
-from sft.errors import RunInTheWay, SFTError, find_user_error
+from sft.errors import RunInTheWay, SFTError, TrainingInterrupted, find_user_error
 from sft.utils.cli import as_typed, override_key
 from sft.utils.io import atomic_write_text
 
@@ -65,8 +65,8 @@ def one_line_error(exc: BaseException) -> str:
         text = str(user_error)
     elif isinstance(exc, KeyboardInterrupt):
         text = "interrupted by SIGINT (Ctrl-C)"
-    elif isinstance(exc, SystemExit) and isinstance(exc.code, str):
-        text = exc.code  # the line an interrupted run said (callbacks.graceful_interrupt)
+    elif isinstance(exc, TrainingInterrupted):
+        text = str(exc)  # the line it said (callbacks.graceful_interrupt)
     else:
         # Hydra's InstantiationException (and others) wrap the error that says what went wrong
         while exc.__cause__ is not None:
