@@ -257,6 +257,25 @@ def test_rows_read_into_one_quoted_field_are_named(tmp_path, caplog):
     ):
         inputs = read_texts(path, "text", quoting="minimal")
     assert inputs.ids == ["1", "5"]
+    # texts over lines, each with a comma: their lines have an id's place but no id (was:
+    # warned as rows read into one field, with advice that breaks the file)
+    caplog.clear()
+    path.write_text(
+        'id,text\n1,"Loved it.\nThe cast, the score: all great."\n2,"Meh.\nToo long, too slow."\n'
+    )
+    with caplog.at_level(logging.WARNING):
+        inputs = read_texts(path, "text", quoting="minimal")
+    assert inputs.ids == ["1", "2"] and not caplog.records
+    # without an id column nothing tells them apart: no warning either
+    caplog.clear()
+    path.write_text('text,source\n"Loved it.\nThe cast, the score",web\n')
+    with caplog.at_level(logging.WARNING):
+        read_texts(path, "text", quoting="minimal")
+    assert not caplog.records
+    # a spreadsheet's ';' file (was: only the columns it has, sft-train said more)
+    path.write_text("text;label\ngood;1\n")
+    with pytest.raises(SFTError, match=r"\(the file looks separated by ';': save it with commas"):
+        read_texts(path, "text", quoting="minimal")
     # a quote that closes the field early (was: "line 5: malformed row (',' expected after '"')")
     path.write_text('id,text\n1,"forgot to close\n2,nice\n4,"last\n5,fine\n')
     with pytest.raises(

@@ -801,6 +801,20 @@ def test_label_outside_the_set(tmp_path, token_cache):
         )
     jsonl = {"source": "jsonl", "train_split": "train.jsonl", "val_split": "dev.jsonl"}
     _error(make_dm(d, token_cache, **jsonl), r"line 2: the label is missing")
+    # a list (was: "not in the label set", with the hint for text labels)
+    (d / "train.jsonl").write_text('{"sentence": "a", "label": [0]}\n')
+    _error(
+        make_dm(d, token_cache, **jsonl),
+        r"train\.jsonl, line 1: label \[0\] is a list: expected one label, a class index or name "
+        r"\(integers >= 0\)$",
+    )
+    # names differ in case only (was: refused without a word of the name meant)
+    _tiny_tsv(d, [("good", "Positive"), ("bad", "negative")])
+    _error(
+        make_dm(d, token_cache, label_names=["negative", "positive"]),
+        r"line 2: label 'Positive' is not in the label set .*; did you mean 'positive'\? \(names "
+        r"match exactly, case included\)$",
+    )
 
 
 def test_user_mistakes(tmp_path, token_cache):
@@ -815,6 +829,13 @@ def test_user_mistakes(tmp_path, token_cache):
         make_dm(d, token_cache, text_pair_column="hypothesis"),
         r"no column 'hypothesis'; available columns: 'sentence', 'label' \(set data\.text_column "
         r"/ data\.text_pair_column / data\.label_column\)$",
+    )
+    # no header row: its first row read as the column names (was: without a word of it)
+    (d / "train.tsv").write_text("awful film\t0\ngood\t1\n")
+    _error(
+        make_dm(d, token_cache),
+        r"no column 'sentence', 'label'; available columns: 'awful film', '0' \(.*\); the first "
+        r"row looks like data: the file needs a header row naming its columns$",
     )
     # a header naming the text column twice (was: the first one used without a word)
     (d / "train.tsv").write_text("sentence\tsentence\tlabel\ngood\tbad\t1\n")

@@ -17,9 +17,10 @@ def check_columns(
     wanted: Iterable[str | None],
     available: Sequence[str],
     hint: str = COLUMN_HINT,
+    note: str = "",
 ) -> None:
     """One line naming the `wanted` columns (text, text pair, label; None: not wanted) missing
-    from `available`."""
+    from `available`; `note` ends it (what else the caller sees wrong)."""
     wanted = list(wanted)
     pair = wanted[1] if len(wanted) > 1 else None
     wanted = [c for c in wanted if c is not None]
@@ -29,7 +30,7 @@ def check_columns(
     if missing:
         raise SFTError(
             f"{where}: no column {', '.join(map(repr, missing))}; available columns: "
-            f"{', '.join(map(repr, available))} ({hint})"
+            f"{', '.join(map(repr, available))} ({hint}){note}"
         )
     # a header naming a column twice: which of them is meant is the user's to say
     twice = next((c for c in wanted if list(available).count(c) > 1), None)

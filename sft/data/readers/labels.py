@@ -41,7 +41,18 @@ class LabelMap:
         index = as_int(value)
         return index is not None and index < 0 and str(index) not in self._index
 
+    def _same_but_case(self, value: Any) -> str:
+        """`; did you mean 'positive'?` for `Positive`: names match exactly."""
+        folded = {n.casefold(): n for n in self.names or []}
+        name = folded.get(value.casefold()) if isinstance(value, str) else None
+        return f"; did you mean {name!r}? (names match exactly, case included)" if name else ""
+
     def __call__(self, value: Any, where: str) -> int:
+        if isinstance(value, list | dict):  # a JSON line's label given as a list or an object
+            raise SFTError(
+                f"{where}: label {value!r} is a {type(value).__name__}: expected one label, a "
+                f"class index or name ({self.allowed()})"
+            )
         if isinstance(value, str):
             value = value.strip()
             if value in self._index:
@@ -68,7 +79,8 @@ class LabelMap:
                     "data.label_names=[...]"
                 )
             raise SFTError(
-                f"{where}: label {value!r} is not in the label set ({self.allowed()}){hint}"
+                f"{where}: label {value!r} is not in the label set ({self.allowed()})"
+                + (hint or self._same_but_case(value))
             )
         if index > MAX_CLASSES:
             # without names the class count is the largest index + 1 (and the label tensors

@@ -12,7 +12,7 @@ from sft.data.readers.base import ReaderSettings
 from sft.data.readers.columns import COLUMN_HINT, check_columns
 from sft.data.readers.examples import UNLABELLED, TextExamples
 from sft.data.readers.files import ENCODING, FileReader, check_file, not_utf8
-from sft.data.readers.labels import LabelMap
+from sft.data.readers.labels import LabelMap, as_float
 from sft.errors import SFTError
 from sft.utils.logs import first_few
 
@@ -46,14 +46,19 @@ def read_header(path: Path, delimiter: str, quoting: str) -> list[str]:
     return [c.strip() for c in row]
 
 
+def _semicolon_hint(first_line: str) -> str | None:
+    """A header read as one column that holds semicolons: spreadsheets in locales with a
+    decimal comma write CSV with semicolons."""
+    if ";" in first_line and "\t" not in first_line and "," not in first_line:
+        return "the file looks separated by ';': save it with commas (CSV) or tabs (TSV)"
+    return None
+
+
 def _other_format_hint(first_line: str, delimiter: str) -> str | None:
     """`set data.source=<kind>` when a header read as one column looks like another kind of file
     (JSON lines, or the other delimiter)."""
     if first_line.startswith("{"):
         kind = "jsonl"
-    elif ";" in first_line and "\t" not in first_line and "," not in first_line:
-        # spreadsheets in locales with a decimal comma write CSV with semicolons
-        return "the file looks separated by ';': save it with commas (CSV) or tabs (TSV)"
     else:
         kind = next(
             (k for d, k in (("\t", "tsv"), (",", "csv")) if d != delimiter and d in first_line),
@@ -83,25 +88,36 @@ def read_delimited(
     `quoting_key`: the setting that the messages about quotes name.
     """
     header = read_header(path, delimiter, quoting)
-    # one column, or a JSON object split at its commas: the file may be of another kind
-    if hint == COLUMN_HINT and (len(header) == 1 or header[0].startswith("{")):
-        hint = _other_format_hint(header[0], delimiter) or hint
+    # one column, or a JSON object split at its commas: the file may be of another kind (the
+    # data.source hint is the datamodule's; sft-predict reads by the file's suffix)
+    if len(header) == 1 or header[0].startswith("{"):
+        hint = _semicolon_hint(header[0]) or hint
+        if hint == COLUMN_HINT:
+            hint = _other_format_hint(header[0], delimiter) or hint
+    # a file without its header row: its first row's values were read as column names
+    note = (
+        "; the first row looks like data: the file needs a header row naming its columns"
+        if any(as_float(name) is not None for name in header)
+        else ""
+    )
     if need_labels or label_column in header:
-        check_columns(path, [text_column, pair_column, label_column], header, hint)
+        check_columns(path, [text_column, pair_column, label_column], header, hint, note)
         label_at = header.index(label_column) if label_column else None
     else:
-        check_columns(path, [text_column, pair_column], header, hint)
+        check_columns(path, [text_column, pair_column], header, hint, note)
         label_at = None
     text_at = header.index(text_column)
     pair_at = header.index(pair_column) if pair_column else None
     id_at = next((header.index(c) for c in id_columns if c in header), None)
     out = TextExamples(pairs=[] if pair_column else None, ids=[] if id_columns else None)
     kind = "tab" if delimiter == "\t" else repr(delimiter)
-    merged: list[tuple[int, int]] = []  # (first, last line) of records that look like rows
+    # (first, last line, later lines) of records whose fields span lines
+    multiline: list[tuple[int, int, list[str]]] = []
     csv_quoted: list[int] = []  # lines whose texts look written by a CSV writer (quoting none)
     blank: list[int] = []  # blank lines of a one-column file, where they could be meant as texts
     text_fields = [at for at in (text_at, pair_at) if at is not None]
-    looks_like_row = _row_shape(delimiter, len(header), label_at, label_map)
+    # the other columns whose every value is a number (ids, labels, scores)
+    numeric = {at for at in range(len(header)) if at not in text_fields}
     line = 0  # the last line read: none yet (a quote the header leaves open ends the file)
     try:
         with open(path, encoding=ENCODING, newline="") as f, any_field_size():
@@ -111,8 +127,8 @@ def read_delimited(
             for row in reader:
                 # a record's first line: ids and messages name it, as an editor shows the row
                 line, last = line + 1, reader.line_num
-                if last > line and any(looks_like_row(part) for part in _later_lines(row)):
-                    merged.append((line, last))
+                if last > line:
+                    multiline.append((line, last, _later_lines(row)))
                 # a blank line; in a one-column file `""` or spaces are an (empty) text
                 if not row or (len(header) > 1 and len(row) == 1 and not row[0].strip()):
                     if not row and len(header) == 1:
@@ -134,6 +150,7 @@ def read_delimited(
                     )
                 if quoted and any(_csv_quoted(row[at]) for at in text_fields):
                     csv_quoted.append(line)
+                numeric -= {at for at in numeric if as_float(row[at]) is None}
                 try:
                     label = (
                         UNLABELLED
@@ -185,6 +202,8 @@ def read_delimited(
             f"{len(blank)} blank {lines} left out ({lines} {first_few(blank, 5)}): a blank "
             f"line holds no text; an empty text is written {empty} (its row is kept)"
         )
+    looks_like_row = _row_shape(delimiter, len(header), label_at, label_map, numeric)
+    merged = [(a, b) for a, b, later in multiline if any(looks_like_row(x) for x in later)]
     if merged:
         first, last = merged[0]
         more = f" (and {len(merged) - 1} more records like it)" if len(merged) > 1 else ""
@@ -209,18 +228,27 @@ def _later_lines(row: list[str]) -> list[str]:
 
 
 def _row_shape(
-    delimiter: str, columns: int, label_at: int | None, label_map: LabelMap
+    delimiter: str,
+    columns: int,
+    label_at: int | None,
+    label_map: LabelMap,
+    numeric: set[int],
 ) -> Callable[[str], bool]:
     """Whether a line inside a quoted field reads as a row of this file: as many fields as the
-    header and, with a label column, a known label there; rows read into one field past a quote
-    that was not closed (a text's own line with a comma in it is not one)."""
+    header, numbers in the `numeric` columns and, with a label column, a known label there;
+    rows read into one field past a quote that was not closed (a text's own line with a comma
+    in it is not one)."""
 
     def looks_like_row(line: str) -> bool:
         fields = line.split(delimiter)
         if columns < 2 or len(fields) != columns:
             return False
+        if any(as_float(fields[at]) is None for at in numeric):
+            return False
         if label_at is None:
-            return True
+            # without a label or a column of numbers (an id), nothing tells a row from a
+            # text's own line with the delimiter in it (was: warned of every such text)
+            return bool(numeric)
         try:
             label_map(fields[label_at], "")
         except SFTError:
