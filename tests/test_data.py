@@ -752,15 +752,35 @@ def test_an_image_file_a_link_makes_appear_twice_is_named(tmp_path: Path, caplog
     kitty = re.escape(str(tmp_path / "train" / "kitty" / "0.jpg"))
     warned = logged_warnings(caplog)
     warned = [m for m in warned if "no validation examples" not in m and "no test ex" not in m]
+    cat = re.escape(str(tmp_path / "train" / "cat" / "0.jpg"))
     assert re.match(
-        rf"3 images under .*train are files it already holds .*e\.g\. {kitty} is", warned[-2]
+        rf"3 images under .*train are files it already holds .*e\.g\. {kitty} is a link to "
+        rf"{cat}\)",
+        warned[-2],
     )
     assert re.match(
         r"3 of the 3 images under .*test are files of the training folder .*: testing", warned[-1]
     )
+    # a link whose path sorts first is still the one named a link (was: the file it links to)
+    (tmp_path / "train" / "kitty").unlink()
+    (tmp_path / "train" / "cat" / "a_dog.jpg").symlink_to(tmp_path / "train" / "dog" / "0.jpg")
+    caplog.clear()
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    link = re.escape(str(tmp_path / "train" / "cat" / "a_dog.jpg"))
+    dog = re.escape(str(tmp_path / "train" / "dog" / "0.jpg"))
+    assert any(
+        re.match(
+            rf"1 image under .* is a file it already holds through a link \(e\.g\. {link} is a "
+            rf"link to {dog}\)",
+            m,
+        )
+        for m in logged_warnings(caplog)
+    )
+    (tmp_path / "train" / "cat" / "a_dog.jpg").unlink()
     # copies are other files: nothing to say
     caplog.clear()
-    (tmp_path / "train" / "kitty").unlink()
     (tmp_path / "test" / "dog").unlink()
     _tree(tmp_path, "test", {"cat": 1, "dog": 2})
     dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)

@@ -115,14 +115,26 @@ def warn_repeated_files(paths: Sequence[str], root: Path) -> set[FileId]:
         if key is not None and first.setdefault(key, path) != path:
             twice.append((first[key], path))
     if twice:
-        earlier, again = twice[0]
         rank_zero_warning(
             log,
-            f"{len(twice)} images under {root} are files it already holds through a link "
-            f"(e.g. {again} is {earlier}): each of them trains twice, under the label of each "
-            "class folder that holds it",
+            (
+                f"{len(twice)} images under {root} are files it already holds"
+                if len(twice) > 1
+                else f"1 image under {root} is a file it already holds"
+            )
+            + f" through a link (e.g. {_one_file(*twice[0])}): each of them trains twice, under "
+            "the label of each class folder that holds it",
         )
     return set(first)
+
+
+def _one_file(a: str, b: str) -> str:
+    """Two paths of one file, the link named as such (was: in path order, so that the real
+    file could be named as the link: deleting it leaves the link dangling)."""
+    linked = [p for p in (a, b) if os.path.realpath(p) != os.path.abspath(p)]
+    if len(linked) == 1:
+        return f"{linked[0]} is a link to {os.path.realpath(linked[0])}"
+    return f"{a} and {b} are one file"
 
 
 def warn_files_of_training(
