@@ -210,6 +210,13 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "+model.optimizer.momentum=... (and set the others as model.optimizer.<setting>=...)",
         ),
         ("eval", ["ckpt_path=x.ckpt", "trainer=gpuu"], "did you mean 'gpu'?"),
+        # a browser's download name: Hydra's grammar error alone (was: no word of quoting)
+        (
+            "predict",
+            ["ckpt_path=x.ckpt", "inputs=my reviews (1).csv"],
+            "mismatched input ' (' expecting <EOF>; a value with any of ( ) [ ] { } = : is "
+            "quoted: \"inputs='my reviews (1).csv'\"",
+        ),
         ("eval", [], "error: missing value for ckpt_path: set it, e.g. ckpt_path=..."),
     ],
 )

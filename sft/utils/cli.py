@@ -90,7 +90,9 @@ def check_overrides(
         parsed = OverridesParser.create().parse_overrides(args.overrides)
     except OverrideParseException as exc:
         reason = " ".join(exc.message.splitlines()[0].split())
-        raise OverrideMistake(f"cannot parse override '{exc.override}': {reason}") from exc
+        raise OverrideMistake(
+            f"cannot parse override '{exc.override}': {reason}{quoting_hint(exc.override)}"
+        ) from exc
     for override in parsed:
         check_not_a_hydra_sweep(override)
     for override in parsed if adds is not None else []:
@@ -155,6 +157,20 @@ def check_overrides(
 
 
 SEARCH_SPACE = "hydra.sweeper.params"
+
+
+def quoting_hint(override: str) -> str:
+    """How to quote a value that holds characters of Hydra's override grammar, a file name
+    such as `my reviews (1).csv` or `a=b.csv`; not for a list, a dict or a sweep function."""
+    key, sep, value = override.partition("=")
+    if (
+        not sep
+        or "'" in value
+        or not any(c in value for c in "()[]{}=:")
+        or re.match(r"\s*(\[|\{|\w+\()", value)
+    ):
+        return ""
+    return f"; a value with any of ( ) [ ] {{ }} = : is quoted: \"{key}='{value}'\""
 
 
 def check_not_a_hydra_sweep(override: Override) -> None:
