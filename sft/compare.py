@@ -83,8 +83,11 @@ class Run:
 
     @property
     def steps(self) -> int | None:
-        """Optimizer steps trained: Lightning logs what it has after step N (its train/ values,
-        a validation, the epoch's means) at index N - 1, so the first step's loss is at 0."""
+        """Optimizer steps trained: result.json's count, else from the logged steps (Lightning
+        logs what it has after step N, its train/ values, a validation, the epoch's means, at
+        index N - 1, so the first step's loss is at 0)."""
+        if self.result is not None and self.result.steps is not None:
+            return self.result.steps
         last = self.last_logged_step
         return None if last is None else last + 1
 

@@ -348,3 +348,23 @@ def test_legend_entries_of_long_labels_that_differ_in_the_middle_stay_apart():
     numbered = legend_labels(paths)
     assert [legend[-4:] for legend in numbered] == [" [1]", " [2]"]
     assert numbered[0][:-4] == numbered[1][:-4]
+
+
+def test_an_interrupted_run_shows_the_steps_it_trained(sweep, capsys):
+    """A run interrupted between its logging steps (at step 32; its last values at index 29):
+    sft-compare showed the 30 steps it had logged, not the 32 that its line said it trained."""
+    RunResult(
+        status="failed",
+        error="interrupted by SIGINT at epoch 3 step 32: saved ...",
+        output_dir=str(sweep / "0"),
+        overrides=["seed=0", "model.lr_head=0.1"],
+        metrics={"val/acc": 0.5},
+        epochs=3,
+        steps=32,
+    ).write()
+    main([str(sweep)])
+    rows = table_rows(capsys.readouterr().out)
+    assert [(row[0], row[5]) for row in rows] == [
+        ("model.lr_head=0.1", "32"),
+        ("model.lr_head=0.01", "30"),  # a record without steps: the steps it logged
+    ]

@@ -129,6 +129,7 @@ def test_an_interrupted_run_records_the_epochs_and_metrics_it_reached(tmp_path, 
     record = json.loads((only_run_dir(tmp_path / "train" / "stopped") / "result.json").read_text())
     assert record["status"] == "failed" and "interrupted by SIGTERM at epoch 1" in record["error"]
     assert record["epochs"] == 1
+    assert f" step {record['steps']}: saved " in record["error"]  # the steps its line says
     assert {"val/acc", "val/acc_best", "val/loss"} <= set(record["metrics"])
 
 

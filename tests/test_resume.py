@@ -580,7 +580,7 @@ def test_a_continued_run_failing_in_its_test_keeps_only_test_metrics_of_its_chec
     again.continues_earlier_run()
     again.fit_started()
     logged = {"val/acc": 0.85, "val/acc_best": 0.85} if trains_further else {}
-    again.set_progress(2 if trains_further else 1, logged)
+    again.set_progress(2 if trains_further else 1, 20 if trains_further else 10, logged)
     again.failed(RuntimeError("the test split could not be read"))
 
     recorded = RunResult.read(tmp_path / "result.json")
@@ -638,7 +638,7 @@ def test_a_resumed_run_keeps_the_checkpoint_it_started_from_in_its_record(tmp_pa
     sft-compare label, no longer said that its steps began in another run."""
     first = RunRecorder(tmp_path, ["ckpt_path=/runs/a/last.ckpt", "trainer.max_epochs=2"], None)
     first.fit_started()
-    first.set_progress(1, {"val/acc": 0.8})
+    first.set_progress(1, 10, {"val/acc": 0.8})
     first.failed(KeyboardInterrupt())
 
     again = RunRecorder(tmp_path, [f"resume={tmp_path}", "trainer.max_epochs=2"], None)

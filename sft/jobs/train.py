@@ -146,7 +146,9 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
             # also for an interrupted or failed fit: the epochs and metrics it reached
             if recorder is not None:
                 pruned = any(isinstance(c, OptunaPruning) and c.pruned() for c in trainer.callbacks)
-                recorder.set_progress(trainer.current_epoch, trainer.callback_metrics, pruned)
+                recorder.set_progress(
+                    trainer.current_epoch, trainer.global_step, trainer.callback_metrics, pruned
+                )
     metrics = dict(trainer.callback_metrics)
 
     if cfg.get("test") and not datamodule.has_labelled_test:

@@ -3,7 +3,7 @@
 Every run (single or multirun job, completed or failed) writes one; the sweep summary
 (`sft.runs.sweep_summary`), `sft-compare` and the study reports and sweepers read them. Fields:
 status ("completed" | "failed" | "pruned": an Optuna trial its pruner stopped), error (one line or null), overrides (the job's task overrides), metrics (final float metrics),
-optimized_metric, epochs (completed), wall_time_s, output_dir, started_at and ended_at.
+optimized_metric, epochs (completed), steps, wall_time_s, output_dir, started_at and ended_at.
 """
 
 import json
@@ -89,6 +89,9 @@ class RunResult:
     metrics: dict[str, float | None] = field(default_factory=dict)
     optimized_metric: str | None = None
     epochs: int = 0
+    # optimizer steps trained (null in records written before it was kept: sft-compare then
+    # counts the steps the run logged, fewer for a run interrupted between its logging steps)
+    steps: int | None = None
     wall_time_s: float = 0.0
     output_dir: str = ""
     # when the run started and ended (Unix time): parallel jobs of a sweep overlap
@@ -130,6 +133,7 @@ SHAPES = {
     "overrides": (list, "an array"),
     "metrics": (dict, "an object"),
     "epochs": (int, "an integer"),
+    "steps": ((int, type(None)), "an integer or null"),
     "wall_time_s": (NUMBER, "a number"),
     "started_at": (NUMBER, "a number"),
 }
@@ -198,11 +202,14 @@ class RunRecorder:
         and it is kept."""
         self._fit_started = True
 
-    def set_progress(self, epochs: int, metrics: Mapping[str, Any], pruned: bool = False) -> None:
-        """The epochs a fit completed and the metrics it logged; a run that fails later (in its
-        test, or interrupted) keeps them in its result.json. `pruned`: an Optuna pruner stopped
-        the fit; the run completes as pruned."""
+    def set_progress(
+        self, epochs: int, steps: int, metrics: Mapping[str, Any], pruned: bool = False
+    ) -> None:
+        """The epochs a fit completed, its optimizer steps and the metrics it logged; a run that
+        fails later (in its test, or interrupted) keeps them in its result.json. `pruned`: an
+        Optuna pruner stopped the fit; the run completes as pruned."""
         self.result.epochs = int(epochs)
+        self.result.steps = int(steps)
         self.result.metrics = _finite(metrics)
         self._pruned = pruned
 
@@ -280,6 +287,8 @@ class RunRecorder:
             }
             self.result.metrics = {**kept, **self.result.metrics}
             self.result.epochs = max(self.result.epochs, earlier.epochs)
+            parts = [n for n in (self.result.steps, earlier.steps) if n is not None]
+            self.result.steps = max(parts) if parts else None
             self.result.wall_time_s = round(earlier.wall_time_s + self.result.wall_time_s, 3)
             self.result.started_at = earlier.started_at or self.result.started_at
             if not any(override_key(o) == START_FROM for o in self.result.overrides):
