@@ -12,6 +12,7 @@ from sft.callbacks import BackboneUnfreeze
 from sft.data.base import SFTDataModule
 from sft.errors import SFTError
 from sft.models import FusedHead, SFTClassifier, load_classifier
+from sft.models.classifier import check_optimizer_settings
 from sft.models.linear_probe import fit_logistic_regression
 
 SMALL_CNN = {"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn", "width": 8}
@@ -337,6 +338,30 @@ def test_reg_every_needs_the_decoupled_pull():
         make_model(regularizer="l2sp", reg_lambda=0.1, reg_every=4)
     with pytest.raises(SFTError, match="reg_every: expected an integer >= 1"):
         make_model(regularizer="l2sp", reg_lambda=0.1, reg_decoupled=True, reg_every=0)
+
+
+def test_a_decoupled_pull_past_theta_0_is_refused():
+    """2 lr lambda >= 1: each step's pull overshoots theta_0 (was: trained on, each pull
+    pushing the weights further away, and the run recorded as completed)."""
+    with pytest.raises(
+        SFTError,
+        match=r"^model\.reg_lambda=5000 with a learning rate of 0\.0001: the decoupled pull keeps "
+        r"1 - 2 lr lambda = 0 of theta - theta_0 a step, .* below 5e\+03$",
+    ):
+        make_model(regularizer="l2sp", reg_lambda=5000.0, reg_decoupled=True, lr_backbone=1e-4)
+    make_model(regularizer="l2sp", reg_lambda=4999.0, reg_decoupled=True, lr_backbone=1e-4)
+    # the gradient form is plain gradient descent on lambda R: any lambda is the user's to give
+    make_model(regularizer="l2sp", reg_lambda=5000.0, lr_backbone=1e-4)
+
+
+def test_a_rate_given_to_the_optimizer_itself_is_refused():
+    """Each parameter group has its own rate and decay: model.optimizer.lr=0.1 was accepted
+    and the run trained at lr_head."""
+    for key in ("lr", "weight_decay"):
+        with pytest.raises(SFTError, match=rf"^model\.optimizer\.{key}: sft sets it per param"):
+            check_optimizer_settings({"_target_": "torch.optim.SGD", key: 0.1})
+    check_optimizer_settings({"_target_": "torch.optim.SGD", "momentum": 0.9})
+    check_optimizer_settings(None)
 
 
 @pytest.mark.slow

@@ -69,6 +69,20 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
+def check_optimizer_settings(optimizer: Mapping | None) -> None:
+    """SFTError for a rate or decay given to the optimizer itself: each parameter group gets
+    its own (lr_head, lr_backbone, lr_adapter, weight_decay), which override it without a word
+    (was: SGD's usual lr=0.1 accepted, and the run trained at lr_head). For training only: a
+    checkpoint saved with one still loads."""
+    given = next((k for k in ("lr", "weight_decay") if k in (optimizer or {})), None)
+    if given is not None:
+        raise SFTError(
+            f"model.optimizer.{given}: sft sets it per parameter group; give the learning rates "
+            "as model.lr_head / model.lr_backbone (model.lr_adapter) and the decay as "
+            f"model.weight_decay, and leave model.optimizer.{given} out"
+        )
+
+
 def split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
     """(inputs, labels) of an image batch `(x, y)` or a text batch `{..., "labels": y}`."""
     if isinstance(batch, Mapping):
@@ -258,6 +272,16 @@ class SFTClassifier(L.LightningModule):
                 f"model.reg_every={reg_every} needs model.reg_decoupled=true: only the decoupled "
                 "pull can be held back and applied at once; for the gradient form set "
                 "model.reg_every=1 (and model.reg_lambda on the loss's scale, e.g. 1e-5)"
+            )
+        # each step's decoupled pull keeps 1 - 2 lr lambda of theta - theta_0: at lr lambda >= 1/2
+        # it overshoots theta_0 (was: run on, each pull pushing the weights further away)
+        pulled = max(lrs[1:])  # the backbone's and adapters' peak rates (schedules lower them)
+        if reg_decoupled and reg_lambda > 0 and 2 * pulled * reg_lambda >= 1:
+            raise SFTError(
+                f"model.reg_lambda={reg_lambda:g} with a learning rate of {pulled:g}: the "
+                f"decoupled pull keeps 1 - 2 lr lambda = {1 - 2 * pulled * reg_lambda:.3g} of "
+                "theta - theta_0 a step, which must be above 0; give model.reg_lambda below "
+                f"{1 / (2 * pulled):.3g}"
             )
         # the decoupled pulls held back since the last one applied (reg_every): per optimizer
         # group, the fraction of theta - target to keep, and how many steps they cover (0: none)
