@@ -3,7 +3,9 @@ it accepts (as lightning-hydra-template's tests/test_configs.py): datamodule, mo
 callbacks and loggers, before any data is read. Backbones are swapped for tiny ones of the same
 family, so the wiring (data <-> model <-> trainer) is what is checked, offline and fast."""
 
+import fnmatch
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,26 @@ def test_a_jobs_config_subdir_is_decided_once(tmp_path):
     assert cfg.subdir == ".hydra"
     again = OmegaConf.create({"out": str(tmp_path), "subdir": "${sft_config_subdir:${out}}"})
     assert again.subdir.startswith(".hydra/resumed_")  # a re-run job keeps the first record
+
+
+# the groups a user chooses an option of on the command line; callbacks' and hydra's files are
+# parts that conf/callbacks/default.yaml and the launchers combine
+CHOSEN_GROUPS = ("data", "model", "trainer", "logger", "debug", "hparams_search", "experiment")
+
+
+@pytest.mark.parametrize("group", [*CHOSEN_GROUPS, "method", "adapter"])
+def test_the_readme_lists_every_option_of_a_group(group):
+    """The README's table of config groups names every option (was: the method row lacked
+    lora and lp_lora, the adapter group had no row, an experiment was missing)."""
+    readme = (Path(CONF_DIR).parent / "README.md").read_text()
+    row = next((line for line in readme.splitlines() if line.startswith(f"| `{group}` |")), None)
+    assert row is not None, f"README: no row for the {group} group"
+    listed = set(re.findall(r"`([\w*]+)`", row))
+    unlisted = [
+        o
+        for o in options(group)
+        if o not in listed
+        and not any(fnmatch.fnmatch(o, pattern) for pattern in listed if "*" in pattern)
+        and not (group == "debug" and o == "default")  # no debug: the default
+    ]
+    assert not unlisted, f"README's {group} row lacks {unlisted}"
