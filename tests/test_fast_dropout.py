@@ -186,3 +186,14 @@ def test_resuming_a_checkpoint_with_other_regulariser_settings_says_so(caplog):
         warnings = resume_warnings(saved, model, caplog)
         expected = "model.reg_lambda=1e-05 -> 0.01, model.reg_decoupled=False -> True, model.reg_every=1 -> 4"
         assert (expected in warnings) is warned, warnings
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_the_run_log_says_where_fast_dropout_applies(compile, caplog):
+    """Under model.compile=true the log still said every dropout layer used FastDropout (those
+    of the compiled backbone run torch's), and nothing of the compile."""
+    with caplog.at_level("INFO", logger="sft.models.classifier"):
+        SFTClassifier(backbone=TINY_BERT, num_classes=2, compile=compile)
+    swapped = next(m for m in caplog.messages if "draw their masks with FastDropout" in m)
+    assert swapped.endswith("but those of the compiled backbone torch's dropout") is compile
+    assert any("model.compile=true: the backbone compiles" in m for m in caplog.messages) is compile

@@ -621,6 +621,33 @@ def test_fp16_weights_are_warned_about(precision, warned, caplog):
 
 
 @pytest.mark.parametrize(
+    ("precision", "accelerator", "cpu_bf16", "warned"),
+    [
+        ("bf16-mixed", "auto", False, True),
+        ("16-mixed", "cpu", False, True),  # Lightning runs it as bf16-mixed on a CPU
+        ("bf16-mixed", "auto", True, False),
+        ("32-true", "cpu", False, False),
+    ],
+)
+def test_half_precision_on_a_cpu_without_bf16_units_is_warned_about(
+    precision, accelerator, cpu_bf16, warned, monkeypatch, caplog
+):
+    """bf16-mixed on a CPU without AMX/AVX512-BF16 ran 3-4x slower than fp32 without a word
+    from sft (it already knew: precision=auto says so)."""
+    from omegaconf import OmegaConf
+
+    from sft.utils import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: cpu_bf16)
+    trainer = OmegaConf.create({"accelerator": accelerator, "precision": precision})
+    with caplog.at_level(logging.WARNING, logger="sft.utils.hardware"):
+        hardware.resolve_auto_precision(trainer, cpu_bf16_pays=True)
+    assert trainer.precision == precision
+    assert any("bf16 is emulated there" in m for m in caplog.messages) == warned
+
+
+@pytest.mark.parametrize(
     ("settings", "message"),
     [
         # was: no L-BFGS iteration, the zero head logged as "fitted", LP-FT from zero

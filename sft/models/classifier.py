@@ -257,10 +257,16 @@ class SFTClassifier(L.LightningModule):
             # the same Bernoulli masks from a quarter of the random draws (sft.models.fast_dropout)
             swapped = use_fast_dropout(self.backbone) + use_fast_dropout(self.head)
             if swapped and rank_zero_only.rank == 0:
-                log.info(f"{swapped} dropout layers draw their masks with FastDropout")
+                log.info(
+                    f"{swapped} dropout layers draw their masks with FastDropout"
+                    # it steps aside while torch.compile traces (sft.models.fast_dropout)
+                    + (", but those of the compiled backbone torch's dropout" if compile else "")
+                )
         if compile:
             # in place: the state_dict keys stay those of the plain backbone
             self.backbone.compile(dynamic=True)
+            if rank_zero_only.rank == 0:
+                log.info("model.compile=true: the backbone compiles at its first batches")
         # with adapters, R(theta) is over what trains (sft.models.regularizers)
         self.regularizer = create_regularizer(
             regularizer, self.backbone, trainable_only=adapter is not None

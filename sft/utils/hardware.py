@@ -130,8 +130,19 @@ def warn_fp16_weights(trainer_cfg: DictConfig) -> None:
 
 def resolve_auto_precision(trainer_cfg: DictConfig, cpu_bf16_pays: bool) -> None:
     """Replace `precision: auto` in a trainer config by `choose_precision`'s pick, and say why
-    in the run log; an explicit precision is kept as it is."""
-    if str(trainer_cfg.get("precision")) != "auto":
+    in the run log; an explicit precision is kept as it is (with a warning for half precision
+    on a CPU without bf16 units, where it is emulated)."""
+    asked = str(trainer_cfg.get("precision"))
+    if asked != "auto":
+        accelerator = str(trainer_cfg.get("accelerator", "auto"))
+        # Lightning runs 16-mixed as bf16-mixed on a CPU
+        on_cpu = accelerator == "cpu" or (accelerator == "auto" and not uses_gpu(accelerator))
+        if asked.startswith(("bf16", "16-mixed")) and on_cpu and not cpu_has_bf16():
+            log.warning(
+                f"trainer.precision={asked} on CPU {cpu_model()}, which has no bf16 units "
+                "(AMX-BF16/AVX512-BF16): bf16 is emulated there, and usually slower than "
+                "32-true (trainer.precision=auto picks 32-true on this CPU)"
+            )
         return
     precision, why = choose_precision(str(trainer_cfg.get("accelerator", "auto")), cpu_bf16_pays)
     trainer_cfg.precision = precision
