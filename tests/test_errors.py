@@ -819,3 +819,27 @@ def test_console_script_prints_only_the_error_line(tmp_path):
     assert result.stderr == (
         "error: unknown config key 'trainer.max_epoch' (did you mean 'trainer.max_epochs'?)\n"
     )
+
+
+def test_a_validation_interval_refused_for_a_methods_setting_names_that_setting():
+    """method=linear_probe with trainer.val_check_interval=1.0: Lightning's refusal named
+    check_val_every_n_epoch=None, which the user never typed (the method sets it)."""
+    from omegaconf import OmegaConf
+
+    from sft.utils.instantiate import build_trainer
+
+    trainer = OmegaConf.create(
+        {
+            "_target_": "lightning.pytorch.Trainer",
+            "check_val_every_n_epoch": None,
+            "val_check_interval": 1.0,
+            "logger": False,
+            "enable_checkpointing": False,
+        }
+    )
+    with pytest.raises(
+        SFTError,
+        match=r"^trainer: `val_check_interval` .* This config sets "
+        r"trainer\.check_val_every_n_epoch=null \(method=linear_probe does",
+    ):
+        build_trainer(trainer)

@@ -122,7 +122,14 @@ def lightning_refusals(*also: type[Exception]) -> Iterator[None]:
         cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc
         if not _refused_by_lightning(cause, also):
             raise
-        raise SFTError(f"trainer: {' '.join(str(cause).split())}") from exc
+        message = " ".join(str(cause).split())
+        if "when `check_val_every_n_epoch=None`" in message:
+            # the setting that made the other one wrong is not the one the user typed
+            message += (
+                " This config sets trainer.check_val_every_n_epoch=null (method=linear_probe "
+                "does, to validate after its one step with trainer.val_check_interval=1)."
+            )
+        raise SFTError(f"trainer: {message}") from exc
 
 
 def _refused_by_lightning(exc: BaseException | None, also: tuple[type[Exception], ...]) -> bool:
