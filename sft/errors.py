@@ -33,6 +33,11 @@ class TrainingInterrupted(SystemExit):
     def __str__(self) -> str:
         return self.message or f"interrupted by signal {self.code - 128}"
 
+    def __reduce__(self) -> tuple:
+        # pickled and copied whole (a process pool or launcher sending it back): the default,
+        # from `args` (the status alone), cannot call __init__
+        return type(self), (self.message, self.code - 128)
+
 
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message: the part a one-line error can quote."""

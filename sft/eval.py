@@ -14,6 +14,7 @@ from sft.errors import report_user_errors
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
 from sft.utils.io import check_checkpoint_file, checkpoint_path
+from sft.utils.logs import log_levels_kept
 
 # before Hydra composes (also in launcher processes that import this module): ${sft_root:}
 register_resolvers()
@@ -25,7 +26,8 @@ def main(cfg: DictConfig) -> None:
     # torch and Lightning (about 10 s) load for a run only: --help, --cfg job, a mistaken
     # override and a checkpoint that is not there are answered in about a second
     report_user_errors(lambda: check_checkpoint_file(checkpoint_path(cfg.ckpt_path)))
-    from sft.jobs.eval import evaluate
+    with log_levels_kept():  # Lightning's import resets its loggers' levels
+        from sft.jobs.eval import evaluate
 
     report_user_errors(lambda: evaluate(cfg))
 

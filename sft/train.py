@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from sft import entry_points
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
+from sft.utils.logs import log_levels_kept
 
 # before Hydra composes (also in launcher processes that import this module): ${sft_root:}
 register_resolvers()
@@ -21,7 +22,8 @@ def main(cfg: DictConfig) -> float | None:
     """Train and write result.json; the monitored metric, for a sweeper."""
     # torch, Lightning and the models (about 10 s) load for a run only: --help, --cfg job and a
     # mistaken override are answered in about a second
-    from sft.jobs.train import train_job
+    with log_levels_kept():  # Lightning's import resets its loggers' levels
+        from sft.jobs.train import train_job
 
     return train_job(cfg)
 

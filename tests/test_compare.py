@@ -1,6 +1,7 @@
 """sft-compare: finds the runs under a path, ranks them by a metric, writes curves and a CSV."""
 
 import csv
+import json
 from pathlib import Path
 
 import matplotlib.image
@@ -362,9 +363,12 @@ def test_an_interrupted_run_shows_the_steps_it_trained(sweep, capsys):
         epochs=3,
         steps=32,
     ).write()
+    # a record written before result.json kept the steps
+    old = {"status": "completed", "overrides": ["seed=0", "model.lr_head=0.01"], "metrics": {}}
+    (sweep / "1" / "result.json").write_text(json.dumps(old | {"output_dir": str(sweep / "1")}))
     main([str(sweep)])
     rows = table_rows(capsys.readouterr().out)
     assert [(row[0], row[5]) for row in rows] == [
         ("model.lr_head=0.1", "32"),
-        ("model.lr_head=0.01", "30"),  # a record without steps: the steps it logged
+        ("model.lr_head=0.01", "30"),  # no steps recorded: the steps it logged
     ]

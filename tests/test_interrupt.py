@@ -360,3 +360,14 @@ def test_a_second_ctrl_c_in_a_sweep_job_says_how_to_continue_the_sweep(tmp_path,
     ), message
     assert message.endswith(f"seed=0,1 hydra.sweep.dir={sweep}")
     assert "The sweep was interrupted in job 0" in (sweep / "summary.md").read_text()
+
+
+def test_an_interrupt_crosses_processes_whole():
+    """A launcher or process pool sends a job's exception back pickled: TrainingInterrupted
+    could not be rebuilt (TypeError), which turned an interrupt into a crash."""
+    import copy
+    import pickle
+
+    stop = TrainingInterrupted("interrupted by SIGTERM at epoch 0 step 4: saved x", signal.SIGTERM)
+    for again in (pickle.loads(pickle.dumps(stop)), copy.copy(stop)):
+        assert (again.code, again.message) == (143, stop.message)

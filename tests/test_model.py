@@ -12,7 +12,7 @@ from sft.callbacks import BackboneUnfreeze
 from sft.data.base import SFTDataModule
 from sft.errors import SFTError
 from sft.models import FusedHead, SFTClassifier, load_classifier
-from sft.models.classifier import check_optimizer_settings
+from sft.models.classifier import check_decoupled_pull, check_optimizer_settings
 from sft.models.linear_probe import fit_logistic_regression
 
 SMALL_CNN = {"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn", "width": 8}
@@ -343,15 +343,24 @@ def test_reg_every_needs_the_decoupled_pull():
 def test_a_decoupled_pull_past_theta_0_is_refused():
     """2 lr lambda >= 1: each step's pull overshoots theta_0 (was: trained on, each pull
     pushing the weights further away, and the run recorded as completed)."""
+    pull = {"regularizer": "l2sp", "reg_decoupled": True, "lr_backbone": 1e-4}
     with pytest.raises(
         SFTError,
         match=r"^model\.reg_lambda=5000 with a learning rate of 0\.0001: the decoupled pull keeps "
-        r"1 - 2 lr lambda = 0 of theta - theta_0 a step, .* below 5e\+03$",
+        r"1 - 2 lr lambda = 0 of the weights' distance to their target a step, .* below 5e\+03$",
     ):
-        make_model(regularizer="l2sp", reg_lambda=5000.0, reg_decoupled=True, lr_backbone=1e-4)
-    make_model(regularizer="l2sp", reg_lambda=4999.0, reg_decoupled=True, lr_backbone=1e-4)
-    # the gradient form is plain gradient descent on lambda R: any lambda is the user's to give
-    make_model(regularizer="l2sp", reg_lambda=5000.0, lr_backbone=1e-4)
+        check_decoupled_pull({**pull, "reg_lambda": 5000.0}, None)
+    check_decoupled_pull({**pull, "reg_lambda": 4999.0}, None)
+    # a frozen backbone's adapters are what is pulled, at their own rate
+    frozen = {**pull, "reg_lambda": 5000.0, "freeze_backbone": True, "lr_adapter": 1e-3}
+    with pytest.raises(SFTError, match=r"with a learning rate of 0\.001: "):
+        check_decoupled_pull(frozen, {"r": 8})
+    # the gradient form is plain gradient descent on lambda R, and nothing pulls without a
+    # regulariser: any lambda is the user's to give
+    check_decoupled_pull({**pull, "reg_lambda": 5000.0, "reg_decoupled": False}, None)
+    check_decoupled_pull({**pull, "reg_lambda": 5000.0, "regularizer": "none"}, None)
+    # a model with such settings (a checkpoint saved before this check) still builds and loads
+    make_model(**pull, reg_lambda=5000.0)
 
 
 def test_a_rate_given_to_the_optimizer_itself_is_refused():

@@ -266,7 +266,16 @@ def test_rows_read_into_one_quoted_field_are_named(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         inputs = read_texts(path, "text", quoting="minimal")
     assert inputs.ids == ["1", "2"] and not caplog.records
-    # without an id column nothing tells them apart: no warning either
+    # ids that are words, label names: a row's fields all the same (was: warned; kept)
+    for header, rows in (
+        ("id,text", ("r1,", "r2,nice", "r3,ugly")),
+        ("label,text", ("pos,", "neg,ugly", "pos,fine")),
+    ):
+        caplog.clear()
+        path.write_text(f'{header}\n{rows[0]}"forgot to close\n{rows[1]}\n{rows[2]}"\n')
+        with logs_warning(caplog, rf"^{path}, lines 2-4: one quoted field spans 3 lines"):
+            read_texts(path, "text", quoting="minimal")
+    # a text's own line whose part in the source column is no word: not a row, no warning
     caplog.clear()
     path.write_text('text,source\n"Loved it.\nThe cast, the score",web\n')
     with caplog.at_level(logging.WARNING):

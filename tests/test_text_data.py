@@ -741,6 +741,12 @@ def test_malformed_rows_name_file_and_line(tmp_path, token_cache):
         make_dm(d, token_cache, source="csv", train_split="semi.csv"),
         r"semi\.csv: no column .*\(the file looks separated by ';': save it with commas \(CSV\)",
     )
+    # JSON lines whose texts hold semicolons: still JSON lines
+    (d / "semi.csv").write_text('{"sentence": "great; fun", "label": 1}\n')
+    _error(
+        make_dm(d, token_cache, source="csv", train_split="semi.csv"),
+        r"semi\.csv: no column .*\(the file looks like jsonl: set data\.source=jsonl\)",
+    )
 
     (d / "train.jsonl").write_text('{"sentence": "a", "label": 1}\n{"sentence": "b", "label": \n')
     _error(

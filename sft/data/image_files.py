@@ -122,16 +122,22 @@ def warn_repeated_files(paths: Sequence[str], root: Path) -> set[FileId]:
                 if len(twice) > 1
                 else f"1 image under {root} is a file it already holds"
             )
-            + f" through a link (e.g. {_one_file(*twice[0])}): each of them trains twice, under "
+            + f" through a link (e.g. {_one_file(*twice[0], root)}): each of them trains twice, under "
             "the label of each class folder that holds it",
         )
     return set(first)
 
 
-def _one_file(a: str, b: str) -> str:
-    """Two paths of one file, the link named as such (was: in path order, so that the real
-    file could be named as the link: deleting it leaves the link dangling)."""
-    linked = [p for p in (a, b) if os.path.realpath(p) != os.path.abspath(p)]
+def _one_file(a: str, b: str, root: Path) -> str:
+    """Two paths of one file under `root`, the link named as such (was: in path order, so that
+    the real file could be named as the link: deleting it leaves the link dangling). A link
+    above `root` (a linked data folder, macOS's /var) makes neither path one."""
+    real_root = os.path.realpath(root)
+    linked = [
+        p
+        for p in (a, b)
+        if os.path.realpath(p) != os.path.join(real_root, os.path.relpath(p, root))
+    ]
     if len(linked) == 1:
         return f"{linked[0]} is a link to {os.path.realpath(linked[0])}"
     return f"{a} and {b} are one file"

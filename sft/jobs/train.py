@@ -20,7 +20,7 @@ from sft.data import SFTDataModule
 from sft.errors import SFTError, TrainingInterrupted, find_user_error, report_user_errors
 from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints
-from sft.models.classifier import check_optimizer_settings
+from sft.models.classifier import check_decoupled_pull, check_optimizer_settings
 from sft.models.loading import check_class_names
 from sft.runs.directories import is_grid
 from sft.runs.result import RunRecorder, not_run_record, run_overrides
@@ -76,6 +76,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     for key in ("data", "model", "trainer", "adapter"):
         check_config_types(cfg.get(key), key)
     check_optimizer_settings(cfg.model.get("optimizer"))
+    check_decoupled_pull(cfg.model, cfg.get("adapter"))
     keep = cfg.get("keep_freed_memory", True)
     check_value(keep, bool, "keep_freed_memory")
     if keep:

@@ -1,5 +1,6 @@
 """SFTClassifier: a pretrained backbone + fused supervised head, trained with CE + lambda R(theta)."""
 
+import inspect
 import logging
 import operator
 from collections.abc import Mapping
@@ -80,6 +81,32 @@ def check_optimizer_settings(optimizer: Mapping | None) -> None:
             f"model.optimizer.{given}: sft sets it per parameter group; give the learning rates "
             "as model.lr_head / model.lr_backbone (model.lr_adapter) and the decay as "
             f"model.weight_decay, and leave model.optimizer.{given} out"
+        )
+
+
+def check_decoupled_pull(model: Mapping[str, Any], adapter: Mapping | None) -> None:
+    """SFTError for a decoupled pull past its target: each step keeps 1 - 2 lr lambda of
+    theta - target (theta_0 for L2-SP, 0 for L2), so at lr lambda >= 1/2 it overshoots (was: a
+    run that went on, each pull pushing the weights further away, recorded as completed).
+    `model`: the model config (unset keys: SFTClassifier's defaults). For training only: a
+    checkpoint saved with such settings still loads."""
+    defaults = inspect.signature(SFTClassifier.__init__).parameters
+    hp = {k: p.default for k, p in defaults.items()} | dict(model)
+    lam = hp["reg_lambda"]
+    if hp["regularizer"] in (None, "none") or not hp["reg_decoupled"] or not lam > 0:
+        return
+    # the pulled weights' peak rates (schedules and layer decay only lower them): the
+    # backbone's, and the adapters' (a frozen backbone's adapters are all that is pulled)
+    rates = [0.0 if hp["freeze_backbone"] else hp["lr_backbone"]]
+    if adapter is not None:
+        rates.append(hp["lr_head"] if hp["lr_adapter"] is None else hp["lr_adapter"])
+    rate = max(rates)
+    if 2 * rate * lam >= 1:
+        raise SFTError(
+            f"model.reg_lambda={lam:g} with a learning rate of {rate:g}: the decoupled pull "
+            f"keeps 1 - 2 lr lambda = {1 - 2 * rate * lam:.3g} of the weights' distance to "
+            "their target a step, which must be above 0; give model.reg_lambda below "
+            f"{1 / (2 * rate):.3g}"
         )
 
 
@@ -278,16 +305,6 @@ class SFTClassifier(L.LightningModule):
                 f"model.reg_every={reg_every} needs model.reg_decoupled=true: only the decoupled "
                 "pull can be held back and applied at once; for the gradient form set "
                 "model.reg_every=1 (and model.reg_lambda on the loss's scale, e.g. 1e-5)"
-            )
-        # each step's decoupled pull keeps 1 - 2 lr lambda of theta - theta_0: at lr lambda >= 1/2
-        # it overshoots theta_0 (was: run on, each pull pushing the weights further away)
-        pulled = max(lrs[1:])  # the backbone's and adapters' peak rates (schedules lower them)
-        if reg_decoupled and reg_lambda > 0 and 2 * pulled * reg_lambda >= 1:
-            raise SFTError(
-                f"model.reg_lambda={reg_lambda:g} with a learning rate of {pulled:g}: the "
-                f"decoupled pull keeps 1 - 2 lr lambda = {1 - 2 * pulled * reg_lambda:.3g} of "
-                "theta - theta_0 a step, which must be above 0; give model.reg_lambda below "
-                f"{1 / (2 * pulled):.3g}"
             )
         # the decoupled pulls held back since the last one applied (reg_every): per optimizer
         # group, the fraction of theta - target to keep, and how many steps they cover (0: none)

@@ -159,15 +159,22 @@ def check_overrides(
 SEARCH_SPACE = "hydra.sweeper.params"
 
 
+# the functions of Hydra's override grammar (and its sweepers'), which a value may call
+HYDRA_FUNCTIONS = (
+    "choice", "range", "interval", "tag", "glob", "sort", "shuffle",
+    "int", "float", "str", "bool", "json_str", "extend_list",
+)  # fmt: skip
+
+
 def quoting_hint(override: str) -> str:
     """How to quote a value that holds characters of Hydra's override grammar, a file name
     such as `my reviews (1).csv` or `a=b.csv`; not for a list, a dict or a sweep function."""
     key, sep, value = override.partition("=")
     if (
         not sep
-        or "'" in value
+        or any(q in value for q in "'\"")
         or not any(c in value for c in "()[]{}=:")
-        or re.match(r"\s*(\[|\{|\w+\()", value)
+        or re.match(rf"\s*(\[|\{{|({'|'.join(HYDRA_FUNCTIONS)})\()", value)
     ):
         return ""
     return f"; a value with any of ( ) [ ] {{ }} = : is quoted: \"{key}='{value}'\""

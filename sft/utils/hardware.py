@@ -128,6 +128,11 @@ def warn_fp16_weights(trainer_cfg: DictConfig) -> None:
         )
 
 
+def _mps_available() -> bool:
+    """Apple's GPU, which Lightning's accelerator=auto picks."""
+    return torch.backends.mps.is_available()
+
+
 def resolve_auto_precision(trainer_cfg: DictConfig, cpu_bf16_pays: bool) -> None:
     """Replace `precision: auto` in a trainer config by `choose_precision`'s pick, and say why
     in the run log; an explicit precision is kept as it is (with a warning for half precision
@@ -136,8 +141,11 @@ def resolve_auto_precision(trainer_cfg: DictConfig, cpu_bf16_pays: bool) -> None
     if asked != "auto":
         accelerator = str(trainer_cfg.get("accelerator", "auto"))
         # Lightning runs 16-mixed as bf16-mixed on a CPU
-        on_cpu = accelerator == "cpu" or (accelerator == "auto" and not uses_gpu(accelerator))
-        if asked.startswith(("bf16", "16-mixed")) and on_cpu and not cpu_has_bf16():
+        on_cpu = accelerator == "cpu" or (
+            accelerator == "auto" and not uses_gpu(accelerator) and not _mps_available()
+        )
+        # only where the CPU's flags can be read (Linux): elsewhere bf16 units cannot be told
+        if asked.startswith(("bf16", "16-mixed")) and on_cpu and cpu_flags() and not cpu_has_bf16():
             log.warning(
                 f"trainer.precision={asked} on CPU {cpu_model()}, which has no bf16 units "
                 "(AMX-BF16/AVX512-BF16): bf16 is emulated there, and usually slower than "

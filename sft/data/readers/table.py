@@ -49,6 +49,8 @@ def read_header(path: Path, delimiter: str, quoting: str) -> list[str]:
 def _semicolon_hint(first_line: str) -> str | None:
     """A header read as one column that holds semicolons: spreadsheets in locales with a
     decimal comma write CSV with semicolons."""
+    if first_line.startswith("{"):  # a JSON line, whose texts may hold semicolons
+        return None
     if ";" in first_line and "\t" not in first_line and "," not in first_line:
         return "the file looks separated by ';': save it with commas (CSV) or tabs (TSV)"
     return None
@@ -116,8 +118,8 @@ def read_delimited(
     csv_quoted: list[int] = []  # lines whose texts look written by a CSV writer (quoting none)
     blank: list[int] = []  # blank lines of a one-column file, where they could be meant as texts
     text_fields = [at for at in (text_at, pair_at) if at is not None]
-    # the other columns whose every value is a number (ids, labels, scores)
-    numeric = {at for at in range(len(header)) if at not in text_fields}
+    # the other columns' kind of value (_value_kind), the widest each row has shown
+    kinds = {at: NUMBER for at in range(len(header)) if at not in text_fields}
     line = 0  # the last line read: none yet (a quote the header leaves open ends the file)
     try:
         with open(path, encoding=ENCODING, newline="") as f, any_field_size():
@@ -150,7 +152,8 @@ def read_delimited(
                     )
                 if quoted and any(_csv_quoted(row[at]) for at in text_fields):
                     csv_quoted.append(line)
-                numeric -= {at for at in numeric if as_float(row[at]) is None}
+                for at, widest in kinds.items():
+                    kinds[at] = max(widest, _value_kind(row[at]))
                 try:
                     label = (
                         UNLABELLED
@@ -202,7 +205,8 @@ def read_delimited(
             f"{len(blank)} blank {lines} left out ({lines} {first_few(blank, 5)}): a blank "
             f"line holds no text; an empty text is written {empty} (its row is kept)"
         )
-    looks_like_row = _row_shape(delimiter, len(header), label_at, label_map, numeric)
+    shaped = {at: widest for at, widest in kinds.items() if widest < FREE_TEXT}
+    looks_like_row = _row_shape(delimiter, len(header), label_at, label_map, shaped)
     merged = [(a, b) for a, b, later in multiline if any(looks_like_row(x) for x in later)]
     if merged:
         first, last = merged[0]
@@ -214,6 +218,18 @@ def read_delimited(
             "ordinary characters in this file"
         )
     return out
+
+
+# kinds of value, each narrower than the next: a number is a word too
+NUMBER, WORD, FREE_TEXT = range(3)
+
+
+def _value_kind(value: str) -> int:
+    """NUMBER ("3", "0.5"), WORD (one word: "r17", "pos", a UUID) or FREE_TEXT."""
+    value = value.strip()
+    if as_float(value) is not None:
+        return NUMBER
+    return WORD if value and not any(c.isspace() for c in value) else FREE_TEXT
 
 
 def _csv_quoted(field: str) -> bool:
@@ -232,23 +248,24 @@ def _row_shape(
     columns: int,
     label_at: int | None,
     label_map: LabelMap,
-    numeric: set[int],
+    shaped: dict[int, int],
 ) -> Callable[[str], bool]:
     """Whether a line inside a quoted field reads as a row of this file: as many fields as the
-    header, numbers in the `numeric` columns and, with a label column, a known label there;
-    rows read into one field past a quote that was not closed (a text's own line with a comma
-    in it is not one)."""
+    header, values of the kind of their column in the `shaped` ones (numbers in a column of
+    numbers, one word in a column of ids or names) and, with a label column, a known label
+    there; rows read into one field past a quote that was not closed (a text's own line with
+    a comma in it is not one)."""
 
     def looks_like_row(line: str) -> bool:
         fields = line.split(delimiter)
         if columns < 2 or len(fields) != columns:
             return False
-        if any(as_float(fields[at]) is None for at in numeric):
+        if any(_value_kind(fields[at]) > kind for at, kind in shaped.items()):
             return False
         if label_at is None:
-            # without a label or a column of numbers (an id), nothing tells a row from a
-            # text's own line with the delimiter in it (was: warned of every such text)
-            return bool(numeric)
+            # without a label, or a column of numbers or words (an id), nothing tells a row
+            # from a text's own line with the delimiter in it (was: warned of every such text)
+            return bool(shaped)
         try:
             label_map(fields[label_at], "")
         except SFTError:
