@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import pickle
 import signal
 import subprocess
@@ -13,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 import tomllib
 import torch
-from conftest import FAST
-from test_resume import only_run_dir, run_train_cli
+from conftest import FAST, run_module
+from test_resume import TESTS_DIR, only_run_dir, run_train_cli
 
 from sft import entry_points
 from sft.callbacks.graceful_interrupt import GracefulInterrupt
@@ -236,6 +237,24 @@ def test_ctrl_c_in_the_test_names_the_checkpoint_to_test(tmp_path, data_dir):
         f"ckpt_path={run_dir / 'checkpoints'}"
     ), message
     assert Path(message.split("ckpt_path=")[1]).is_file()
+
+    # Ctrl-C in sft-eval's test of it (was: Lightning's status 1, without a word)
+    hook = "{_target_:helpers.faults.SignalInHook,hook:on_test_batch_start}"
+    path = os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])
+    result = run_module(
+        "sft.eval",
+        message.split("sft-eval ")[1].split(";")[0],
+        f"+trainer.callbacks=[{hook}]",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"interrupted by SIGINT before the scores were written: {tmp_path / 'eval'} holds no "
+        "metrics or predictions"
+    )
+    assert not (tmp_path / "eval" / "predictions.csv").exists()
 
 
 def test_ctrl_c_while_a_command_loads_is_one_line(capsys):

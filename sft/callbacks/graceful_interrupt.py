@@ -35,6 +35,7 @@ from lightning.pytorch import Callback
 from sft.errors import TrainingInterrupted
 from sft.runs.directories import sweep_overrides, trainer_last_checkpoint
 from sft.utils.config import RUN_START, config_dir_arguments, task_overrides
+from sft.utils.instantiate import answers_ctrl_c
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ def interrupt_explained(trainer: L.Trainer, overrides: list[str]) -> Iterator[No
         # Lightning answers KeyboardInterrupt in fit/test with sys.exit(1), raised while it
         # handles it; other exits pass (TrainingInterrupted, which said its own line; submitit's
         # exit after it requeued a job)
-        if type(exc) is not SystemExit or not isinstance(exc.__context__, KeyboardInterrupt):
+        if not answers_ctrl_c(exc):
             raise
         message = f"interrupted by SIGINT {_what_was_kept(trainer, overrides, sweep)}"
         if not trainer.is_global_zero:

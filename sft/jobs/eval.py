@@ -9,6 +9,7 @@ sft-eval ckpt_path=outputs/train/cifar10_resnet18/<run>/checkpoints/last.ckpt
 
 import csv
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from sft.errors import SFTError
+from sft.errors import SFTError, TrainingInterrupted
 from sft.inference.model_inputs import MODEL_INPUT_KEYS, warn_model_input_changes
 from sft.models.backbones import backbone_speed_hints
 from sft.models.loading import (
@@ -34,7 +35,12 @@ from sft.utils.cli import override_key
 from sft.utils.config import print_and_save_config, task_overrides
 from sft.utils.config_types import check_config_types, check_value
 from sft.utils.hardware import check_accelerator, resolve_auto_precision
-from sft.utils.instantiate import build_trainer, instantiate_loggers, lightning_refusals
+from sft.utils.instantiate import (
+    answers_ctrl_c,
+    build_trainer,
+    instantiate_loggers,
+    lightning_refusals,
+)
 from sft.utils.io import check_not_written, checkpoint_path
 
 matplotlib.use("Agg")  # files only, no display needed
@@ -144,6 +150,31 @@ def named_test_split(cfg: DictConfig, data_cfg: DictConfig | None) -> str | None
     return named[0]
 
 
+def _score(
+    trainer: L.Trainer, model: L.LightningModule, datamodule: Any
+) -> tuple[dict[str, float], list[dict[str, torch.Tensor]]]:
+    """The metrics of the split to score (the labelled test split, else validation) and the
+    model's outputs on it, in file order."""
+    with lightning_refusals():
+        if datamodule.has_labelled_test:
+            metrics = trainer.test(model, datamodule=datamodule)[0]
+        else:
+            named = {
+                k: v for k, v in getattr(datamodule, "hparams", {}).items() if k in _TEST_KEYS and v
+            }
+            why = "".join(f" (data.{k}={v}: {_TEST_KEYS[k]})" for k, v in named.items())
+            # a test split the data names but that scores nothing: a warning (a file given
+            # without its label column, a misspelt folder); none named: as configured
+            log.log(
+                logging.WARNING if named else logging.INFO,
+                f"No labelled test split{why}: metrics are on the validation split.",
+            )
+            metrics = trainer.validate(model, datamodule=datamodule)[0]
+        # predictions of the split just scored, in file order
+        outputs = trainer.predict(model, datamodule=datamodule)
+    return metrics, outputs
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_value(cfg.get("seed"), int | None, "seed")
     if cfg.get("seed") is not None:
@@ -202,23 +233,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if trained_state:
         datamodule.load_state_dict(trained_state)
 
-    with lightning_refusals():
-        if datamodule.has_labelled_test:
-            metrics = trainer.test(model, datamodule=datamodule)[0]
-        else:
-            named = {
-                k: v for k, v in getattr(datamodule, "hparams", {}).items() if k in _TEST_KEYS and v
-            }
-            why = "".join(f" (data.{k}={v}: {_TEST_KEYS[k]})" for k, v in named.items())
-            # a test split the data names but that scores nothing: a warning (a file given
-            # without its label column, a misspelt folder); none named: as configured
-            log.log(
-                logging.WARNING if named else logging.INFO,
-                f"No labelled test split{why}: metrics are on the validation split.",
-            )
-            metrics = trainer.validate(model, datamodule=datamodule)[0]
-        # predictions of the split just scored, in file order
-        outputs = trainer.predict(model, datamodule=datamodule)
+    try:
+        metrics, outputs = _score(trainer, model, datamodule)
+    except SystemExit as exc:
+        if not answers_ctrl_c(exc):
+            raise
+        # was: Lightning's exit status 1, without a word
+        raise TrainingInterrupted(
+            f"interrupted by SIGINT before the scores were written: {out} holds no metrics or "
+            "predictions",
+            signal.SIGINT,
+        ) from None
     probs = torch.cat([o["probs"] for o in outputs]).float().cpu()
     labels = torch.cat([o["labels"] for o in outputs]).cpu()
     names = list(datamodule.class_names)

@@ -132,6 +132,12 @@ def lightning_refusals(*also: type[Exception]) -> Iterator[None]:
         raise SFTError(f"trainer: {message}") from exc
 
 
+def answers_ctrl_c(exc: SystemExit) -> bool:
+    """Whether `exc` is Lightning's answer to Ctrl-C in fit, test, validate or predict:
+    sys.exit(1), raised while it handles the KeyboardInterrupt (other exits are not)."""
+    return type(exc) is SystemExit and isinstance(exc.__context__, KeyboardInterrupt)
+
+
 def _refused_by_lightning(exc: BaseException | None, also: tuple[type[Exception], ...]) -> bool:
     if isinstance(exc, MisconfigurationException):
         return True
