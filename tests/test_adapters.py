@@ -254,6 +254,14 @@ def test_lora_run_resumes_exactly_from_a_small_checkpoint(train_cfg, tmp_path, d
         SFTError, match=r"was trained with adapters \(\{.*'r': .*\}\): add adapter=lora"
     ):
         train(train_cfg(*EXACT, f"ckpt_path={last}", run_dir=tmp_path / "plain"))
+    # other adapter settings: named (was: the optimizer's "different number of parameter
+    # groups" traceback; a changed alpha continued as another function without a word)
+    for other, named in (
+        ("adapter.train_norms=true", r"adapter\.train_norms=False \(this run: True\)"),
+        ("adapter.alpha=64", r"adapter\.alpha=16 \(this run: 64\)"),
+    ):
+        with pytest.raises(SFTError, match=rf"was trained with {named}: continue it with"):
+            train(train_cfg(*EXACT, *small, other, f"ckpt_path={last}", run_dir=tmp_path / "o"))
     train(train_cfg(*EXACT, *small, f"resume={run_dir}", run_dir=run_dir))
     want = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
     got = torch.load(last, weights_only=True)

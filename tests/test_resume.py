@@ -323,6 +323,38 @@ def test_resuming_with_other_overrides_names_them(train_cfg, tmp_path, monkeypat
         train(train_cfg("trainer.max_epochs=2", "test=false", f"resume={run_dir}", run_dir=run_dir))
 
 
+@pytest.mark.parametrize(("then", "now"), [("l2sp", "none"), ("none", "l2sp")])
+def test_a_new_run_from_a_checkpoint_may_change_the_regulariser(
+    train_cfg, tmp_path, caplog, then, now
+):
+    """The change is warned about, then trains with this run's regulariser (was: refused after
+    the warning, "it has extra regularizer.ref_0 ..." / "it lacks regularizer.ref_0 ...")."""
+    first = tmp_path / "first"
+    train(
+        train_cfg(
+            "trainer.max_epochs=1",
+            "test=false",
+            f"model.regularizer={then}",
+            "model.reg_lambda=0.01",
+            run_dir=first,
+        )
+    )
+    second = train_cfg(
+        "trainer.max_epochs=2",
+        "test=false",
+        f"model.regularizer={now}",
+        "model.reg_lambda=0.01",
+        f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
+        run_dir=tmp_path / "second",
+    )
+    with logs_warning(caplog, rf"model\.regularizer='{then}' -> '{now}'"):
+        metrics = train(second)
+    assert metrics["val/acc"] >= 0
+    saved = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 1
+    assert any(k.startswith("regularizer.") for k in saved["state_dict"]) == (now == "l2sp")
+
+
 def test_trainer_writes_checkpoints_atomically(train_cfg):
     cfg = train_cfg()
     resolve_auto_precision(cfg.trainer, cpu_bf16_pays=False)  # as sft-train does first

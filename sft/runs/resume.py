@@ -456,6 +456,41 @@ SETUP_KEYS = (
 )
 
 
+REGULARIZER_KEYS = CHANGEABLE_SETTINGS[1][0]
+# adapter settings a continued run may change: the others shape the trained weights, the
+# optimizer's groups (train_norms, bias) or the function itself (alpha scales B A)
+CHANGEABLE_ADAPTER_SETTINGS = ("dropout", "save_only_trainable")
+
+
+def _regularizer_changed(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    return any(saved.get(k, default) != current.get(k, default) for k, default in REGULARIZER_KEYS)
+
+
+def _use_own_regularizer_state(checkpoint: dict[str, Any], model: torch.nn.Module) -> None:
+    prefix = "regularizer."
+    weights = {
+        k: v for k, v in checkpoint.get("state_dict", {}).items() if not k.startswith(prefix)
+    }
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    checkpoint["state_dict"] = weights | own
+
+
+def check_adapter_settings(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """One line naming the `adapter.*` settings that differ from the checkpoint's (was: a
+    traceback from the optimizer's state, or a changed alpha continued without a word)."""
+    keys = sorted({*saved, *current} - set(CHANGEABLE_ADAPTER_SETTINGS))
+    differ = [
+        f"adapter.{k}={saved.get(k)!r} (this run: {current.get(k)!r})"
+        for k in keys
+        if not k.startswith("_") and saved.get(k) != current.get(k)
+    ]
+    if differ:
+        raise SFTError(
+            f"checkpoint {path} was trained with {', '.join(differ)}: continue it with the "
+            "adapter settings it was trained with"
+        )
+
+
 def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
     """Before `trainer.fit(ckpt_path=...)`: one clear line for a foreign checkpoint, or one
     trained with another setup (which model setting differs, else which weights)."""
@@ -481,6 +516,13 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
                 f"checkpoint {path} was trained with other settings ({', '.join(changed)}): "
                 f"{meaning}"
             )
+    if _regularizer_changed(saved, current):
+        # the reference weights belong to the regulariser, not to what trained: this run's own
+        # (its pretrained start, or none) replace the checkpoint's, so the change it was warned
+        # about goes through (was: refused as a model of another setup)
+        _use_own_regularizer_state(checkpoint, model)
+    if saved.get("adapter") and current.get("adapter"):
+        check_adapter_settings(path, saved["adapter"], current["adapter"])
     if saved.get("adapter") and not current.get("adapter"):
         settings = {k: v for k, v in saved["adapter"].items() if not k.startswith("_")}
         raise SFTError(
