@@ -1,7 +1,7 @@
 """sft-compare: a table and validation curves of the runs under one or more directories.
 
 sft-compare outputs/train/cifar10_resnet18/multiruns/2026-11-23_10-00-00
-sft-compare outputs/train/a outputs/train/b --metric val/loss --mode min --csv runs.csv
+sft-compare outputs/train/a outputs/train/b --metric val/loss --csv runs.csv   # losses: lowest first
 
 A run is a directory of TensorBoard event files (`<run dir>/tensorboard/` for sft-train runs); its
 label is what sets it apart from the others: the Hydra overrides (`<run dir>/.hydra/overrides.yaml`)
@@ -30,6 +30,7 @@ from rich.table import Table
 from sft import entry_points
 from sft.errors import SFTError, report_user_errors
 from sft.runs.result import FAILED, RESULT_FILE, RunResult, run_overrides
+from sft.utils.config import metric_mode
 from sft.utils.io import atomic_write, check_not_a_folder, check_not_written
 from sft.utils.logs import first_few
 
@@ -390,7 +391,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="run, sweep or outputs directory")
     parser.add_argument("--metric", default="val/acc", help="scalar to sort by (default: val/acc)")
-    parser.add_argument("--mode", choices=["max", "min"], default="max", help="best = max or min")
+    parser.add_argument(
+        "--mode",
+        choices=["max", "min"],
+        default=None,
+        help="best = max or min (default: min for a loss, else max)",
+    )
     parser.add_argument(
         "--png", type=Path, help="curves image (default: compare.png in the first PATH)"
     )
@@ -422,6 +428,7 @@ def compare(args: argparse.Namespace, console: Console) -> list[Row]:
             check_not_a_folder(given, f"{setting} ", example)
             check_not_written(given, f"{setting} path")
     runs, empty, no_events = find_runs(args.paths)
+    args.mode = args.mode or metric_mode(args.metric)
     rows = summarize(runs, args.metric, args.mode)
     print_table(rows, args.metric, args.mode, console)
     if empty:

@@ -129,20 +129,10 @@ def test_a_png_path_that_cannot_be_written_is_one_line(sweep, tmp_path, capsys):
     )
 
 
-def test_mode_min_ranks_by_the_lowest_value(sweep, tmp_path, capsys):
+def test_a_loss_ranks_by_the_lowest_value(sweep, tmp_path, capsys):
+    """--mode min, or no --mode (was: a loss ranked highest first, unlike the sweep summary)."""
     png = tmp_path / "plots" / "loss.png"
-    main(
-        [
-            str(sweep / "0"),
-            str(sweep / "1"),
-            "--metric",
-            "val/loss",
-            "--mode",
-            "min",
-            "--png",
-            str(png),
-        ]
-    )
+    main([str(sweep / "0"), str(sweep / "1"), "--metric", "val/loss", "--png", str(png)])
     rows = table_rows(capsys.readouterr().out)
     assert [row[:2] for row in rows] == [
         ["model.lr_head=0.1", "0.4000"],

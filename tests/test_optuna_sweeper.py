@@ -132,6 +132,25 @@ def test_a_search_with_pruner_null_runs_unpruned(tmp_path, data_dir):
     }
 
 
+@pytest.mark.parametrize("search", ["cifar10_optuna", "sst2_minilm_optuna"])
+@pytest.mark.parametrize(
+    ("metric", "direction"), [("val/acc_best", "maximize"), ("val/loss", "minimize")]
+)
+def test_a_search_goes_the_way_its_metric_is_better(search, metric, direction):
+    """A study on a loss minimises it (was: the configs' fixed `direction: maximize` searched,
+    pruned and reported the highest loss as best, while summary.md named the lowest)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sft.utils.config import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        overrides = [f"hparams_search={search}", f"optimized_metric={metric}"]
+        cfg = compose("train", overrides, return_hydra_config=True)
+    assert OmegaConf.select(cfg, "hydra.sweeper.direction") == direction
+
+
 def test_search_space_from_config_params_and_command_line():
     params = OmegaConf.create(
         {

@@ -540,7 +540,15 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
             "trainer.accumulate_grad_batches=-2",
             "error: trainer.accumulate_grad_batches: expected an integer >= 1, got -2",
         ),
-        ("seed=abc", "error: seed: expected an integer or null, got 'abc'"),
+        ("seed=abc", "error: seed: expected an integer >= 0 and <= 4294967295 or null, got 'abc'"),
+        # was: numpy's "ValueError: -1 is not in bounds" through seed_everything
+        ("seed=-1", "error: seed: expected an integer >= 0 and <= 4294967295 or null, got -1"),
+        # was: the string passed the check and reached the model ("TypeError: '>' not supported")
+        (
+            "model.lr_head='0.1'",
+            "error: model.lr_head: expected a float >= 0, got the string '0.1': write it without "
+            "quotes",
+        ),
         # a precision whose package is not installed (was: Hydra's multi-line report)
         (
             "trainer.precision=transformer-engine",

@@ -33,7 +33,7 @@ from sft.models.loading import (
 from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import override_key
 from sft.utils.config import print_and_save_config, task_overrides
-from sft.utils.config_types import check_config_types, check_value
+from sft.utils.config_types import Seed, check_config_types, check_value
 from sft.utils.hardware import check_accelerator, resolve_auto_precision
 from sft.utils.instantiate import (
     answers_ctrl_c,
@@ -176,7 +176,7 @@ def _score(
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    check_value(cfg.get("seed"), int | None, "seed")
+    check_value(cfg.get("seed"), Seed, "seed")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)

@@ -36,7 +36,7 @@ from sft.runs.sweep_summary import write_summary_of_stopped_sweep
 from sft.runs.tensorboard_hparams import TensorBoardHParams
 from sft.utils.allocator import keep_freed_memory
 from sft.utils.config import print_and_save_config, swept_keys, task_overrides
-from sft.utils.config_types import check_config_types, check_value
+from sft.utils.config_types import Seed, check_config_types, check_value
 from sft.utils.hardware import (
     check_accelerator,
     check_sync_batchnorm,
@@ -60,7 +60,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
 
     `recorder` (from train_job) gets the number of epochs completed for the run's result.json.
     """
-    check_value(cfg.get("seed"), int | None, "seed")
+    check_value(cfg.get("seed"), Seed, "seed")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # set by a launcher (Ray, SLURM) per job

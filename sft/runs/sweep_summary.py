@@ -37,6 +37,7 @@ from sft.runs.result import (
     overrides_key,
     run_overrides,
 )
+from sft.utils.config import metric_mode as named_mode
 from sft.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def metric_mode(metric: str, mode: str | None = None) -> str:
                 f"hydra.callbacks.sweep_summary.mode must be min, max or null, not {mode!r}"
             )
         return mode
-    return "min" if "loss" in metric.lower() else "max"
+    return named_mode(metric)
 
 
 def optimized_metric(results: list[tuple[str, RunResult]]) -> str | None:

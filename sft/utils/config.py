@@ -34,12 +34,23 @@ def register_resolvers() -> None:
 
     `${sft_root:}` (conf/paths): the checkout, or the current directory of an installed package.
     `${sft_config_subdir:<run dir>}` (conf/hydra): see `config_subdir`.
+    `${sft_direction:<metric>}` (hparams_search): minimize for a loss, else maximize.
     """
     if not OmegaConf.has_resolver("sft_root"):
         OmegaConf.register_new_resolver("sft_root", work_root)
     if not OmegaConf.has_resolver("sft_config_subdir"):
         # cached: one answer per job's config (Hydra saves there, then it would say "resumed")
         OmegaConf.register_new_resolver("sft_config_subdir", config_subdir, use_cache=True)
+    if not OmegaConf.has_resolver("sft_direction"):
+        OmegaConf.register_new_resolver(
+            "sft_direction", lambda metric: f"{metric_mode(str(metric))}imize"
+        )
+
+
+def metric_mode(metric: str) -> str:
+    """ "min" for a loss (its name says so), "max" for everything else: how sweeps, Optuna's
+    direction and sft-compare rank runs by a metric unless told otherwise."""
+    return "min" if "loss" in metric.lower() else "max"
 
 
 def config_subdir(run_dir: str) -> str:

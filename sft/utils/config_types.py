@@ -40,6 +40,8 @@ _NAMES = {float: "a float", int: "an integer", bool: "true or false", str: "a st
 # ("expected a float >= 0")
 NonNegative = Annotated[float, Ge(0)]
 Fraction = Annotated[float, Interval(ge=0, le=1)]
+# what seed_everything takes (numpy's seed range); -1 is not "random" there but a ValueError
+Seed = Annotated[int, Interval(ge=0, le=2**32 - 1)] | None
 
 # Bounds that third-party signatures do not state: Lightning builds a trainer with these values
 # and divides by them once training runs (a ZeroDivisionError mid-epoch).
@@ -127,10 +129,31 @@ def check_value(value: Any, hint: Any, key: str) -> None:
     # a non-empty string is true: a switch takes true or false only.
     if _is_switch(hint) and value is not None and not isinstance(value, bool):
         fits = False
+    # Lax mode also reads '0.1' (a quoted number) as a float, but the callable gets the string
+    # (was: "TypeError: '>' not supported between 'float' and 'str'" inside the model)
+    if (
+        fits
+        and _is_number_text(value)
+        and not _fits(hint, "not a number")
+        and not _fits(hint, value, strict=True)  # e.g. Lightning's precision takes "32"
+    ):
+        raise SFTError(
+            f"{key}: expected {describe(hint)}, got the string {value!r}: write it without quotes"
+        )
     if not fits:
         raise SFTError(
             f"{key}: expected {describe(hint)}, got {value!r}{_quoting_hint(value, hint, key)}"
         )
+
+
+def _is_number_text(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _quoting_hint(value: Any, hint: Any, key: str) -> str:
@@ -155,10 +178,10 @@ def _as_typed(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _fits(hint: Any, value: Any) -> bool:
-    """Whether pydantic validates `value` as `hint` (lax mode)."""
+def _fits(hint: Any, value: Any, strict: bool = False) -> bool:
+    """Whether pydantic validates `value` as `hint` (lax mode unless `strict`)."""
     try:
-        _adapter(hint).validate_python(value)
+        _adapter(hint).validate_python(value, strict=strict)
     except ValidationError:
         return False
     return True
