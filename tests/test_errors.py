@@ -135,6 +135,16 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: trainer.max_epochs=1,2 gives several values, which only a multirun sweeps: "
             "add -m",
         ),
+        # an interval on the basic sweeper (was: that advice, then a traceback under -m)
+        *[
+            (
+                "train",
+                [*flag, "model.lr_head=interval(0.1,0.2)"],
+                "error: model.lr_head=interval(0.1,0.2): an interval is searched, which Hydra's "
+                "basic sweeper cannot do: run it with -m hydra/sweeper=sft_optuna",
+            )
+            for flag in ([], ["-m"])
+        ],
         (
             "train",
             ["+experiment=sst2_minilm"],
@@ -218,6 +228,24 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "quoted: \"inputs='my reviews (1).csv'\"",
         ),
         ("eval", [], "error: missing value for ckpt_path: set it, e.g. ckpt_path=..."),
+        # a group the checkpoint holds (was: Hydra's "Could not override 'model'. No match in
+        # the defaults list. To append ... +model=...", which is then refused)
+        (
+            "eval",
+            ["ckpt_path=x.ckpt", "model=resnet18_cifar"],
+            "error: model: sft-eval takes the model from its checkpoint (ckpt_path) as trained",
+        ),
+        (
+            "predict",
+            ["ckpt_path=x.ckpt", "inputs=a.txt", "experiment=sst2_minilm"],
+            "error: experiment=...: sft-predict has no experiment to choose; it runs the "
+            "checkpoint (ckpt_path) with the settings it was trained with",
+        ),
+        (
+            "eval",
+            ["ckpt_path=x.ckpt", "debug=fdr"],
+            "error: debug=...: sft-eval chooses none by default: write +debug=...",
+        ),
     ],
 )
 def test_command_line_mistake_is_one_line_with_a_suggestion(
@@ -434,8 +462,9 @@ def test_valid_sweeps_and_hydra_flags_pass_the_check():
             "~callbacks",
             "++trainer.max_epochs=2",
             "hydra.sweep.dir=x",
-            "model.lr_backbone=interval(0.001,0.1)",
         ],
+        # an interval is a search's (the basic sweeper cannot sweep it)
+        ["-m", "hydra/sweeper=sft_optuna", "model.lr_backbone=interval(0.001,0.1)"],
         ["--cfg", "job", "trainer.max_epochs=1,2"],  # a sweep without -m: Hydra explains that one
         ["hydra.mode=MULTIRUN", "seed=0,1"],  # a multirun without -m
         ["--info", "defaults", "model=nonexistent"],  # flags Hydra handles itself are left to it

@@ -106,6 +106,8 @@ def check_overrides(
             override.config_loader = loader  # glob(...) lists the group's options through it
         for override in parsed:
             check_not_a_base(override, loader)
+            if adds is not None:
+                check_group_is_chosen_here(override, config_name, loader, adds)
         overrides = list(representative_overrides(parsed, loader))
         try:
             cfg = loader.load_configuration(config_name, overrides, run_mode=RunMode.RUN)
@@ -138,6 +140,13 @@ def check_overrides(
                 raise OverrideMistake(
                     f"{searches[0] if searches else f'hydra/sweeper={sweeper}'} is a search, "
                     "which runs as a multirun: add -m"
+                )
+            drawn = [o for o in parsed if o.is_interval_sweep()]
+            if drawn and sweeper in (None, "basic") and not args.cfg:  # was: a traceback under -m
+                raise OverrideMistake(
+                    f"{drawn[0].input_line.lstrip('+')}: an interval is searched, which Hydra's "
+                    "basic sweeper cannot do: run it with -m hydra/sweeper=sft_optuna (or an "
+                    "hparams_search= config), or sweep listed values (a,b,c or range(a,b,step))"
                 )
             sweeps = [o for o in parsed if o.is_sweep_override()]
             if sweeps and not multirun and not args.cfg:  # Hydra's three-line advice
@@ -287,6 +296,32 @@ def config_search(config_dir: str, extra_dir: str | None) -> Iterator[None]:
         yield
     finally:
         GlobalHydra.instance().clear()
+
+
+def check_group_is_chosen_here(
+    override: Override, config_name: str, loader: Any, adds: Sequence[str]
+) -> None:
+    """`sft-eval ... model=resnet18_cifar`: a group the command's config does not choose, where
+    the checkpoint holds that part of the run (was: Hydra's "Could not override 'model'. No
+    match in the defaults list", whose advice, +model=..., is then refused)."""
+    group = override.key_or_group
+    if override.is_add() or override.is_force_add() or override.is_delete():
+        return
+    if group.startswith("hydra") or not loader.repository.group_exists(group):
+        return
+    primary = loader.repository.load_config(config_name)
+    chosen = {getattr(d, "group", None) for d in primary.defaults_list or []}
+    if group in chosen:
+        return
+    command = f"sft-{config_name}"
+    if _may_add(group, adds):  # debug: none chosen by default, so added
+        raise OverrideMistake(f"{group}=...: {command} chooses none by default: write +{group}=...")
+    if group == "model":
+        raise OverrideMistake(ignored_addition(group, config_name, ()))
+    raise OverrideMistake(
+        f"{group}=...: {command} has no {group} to choose; it runs the checkpoint (ckpt_path) "
+        f"with the settings it was trained with ({command} --cfg job lists what it takes)"
+    )
 
 
 def check_not_a_base(override: Override, loader: Any) -> None:
