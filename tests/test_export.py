@@ -336,3 +336,22 @@ def test_efficientnet_lite0_exports_with_the_default_tolerance(tmp_path, data_di
         "torchscript",
         "onnx",
     }
+
+
+def test_metadata_names_the_tokenizer_folder_the_export_wrote(tmp_path):
+    """formats=[hf] writes its tokenizer inside hf/ (was: metadata.json named a tokenizer/
+    folder that export does not write)."""
+    from types import SimpleNamespace
+
+    from sft.jobs.export import metadata
+
+    bundle = SimpleNamespace(
+        ckpt_path=tmp_path / "last.ckpt",
+        modality="text",
+        class_names=["negative", "positive"],
+        datamodule=SimpleNamespace(max_length=64),
+    )
+    hf_only = metadata(bundle, {"hf": "hf/"}, {})
+    assert hf_only["tokenizer"] == "hf/ (AutoTokenizer.from_pretrained)"
+    both = metadata(bundle, {"tokenizer": "tokenizer/", "hf": "hf/"}, {})
+    assert both["tokenizer"] == "tokenizer/ (AutoTokenizer.from_pretrained)"

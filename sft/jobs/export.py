@@ -133,7 +133,8 @@ def metadata(bundle: InferenceBundle, files: dict[str, str], diffs: dict[str, fl
     }
     if bundle.modality == "text":
         meta.update(
-            tokenizer="tokenizer/ (AutoTokenizer.from_pretrained)",
+            # formats=[hf] alone writes no tokenizer/: the hf/ folder holds one
+            tokenizer=f"{files.get('tokenizer', 'hf/')} (AutoTokenizer.from_pretrained)",
             max_length=bundle.datamodule.max_length,
             input_dtype="int64 (batch, sequence)",
         )
