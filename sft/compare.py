@@ -112,7 +112,15 @@ def load_scalars(event_dir: Path) -> dict[str, Series]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(event_dir), size_guidance=SIZE_GUIDANCE)
-    accumulator.Reload()
+    # A resumed run logs again from its checkpoint's step: TensorBoard drops the points logged
+    # after it, as it should, but warns of "a TensorFlow restart" for each such run.
+    tensorboard_log = logging.getLogger("tensorboard")
+    level = tensorboard_log.level
+    tensorboard_log.setLevel(logging.ERROR)
+    try:
+        accumulator.Reload()
+    finally:
+        tensorboard_log.setLevel(level)
     scalars: dict[str, Series] = {}
     for tag in accumulator.Tags()["scalars"]:
         series = [(e.step, float(e.value)) for e in accumulator.Scalars(tag)]
@@ -143,6 +151,11 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
         root = Path(raw).resolve()
         if not root.exists():
             raise SFTError(f"{raw}: no such file or directory")
+        if root.is_file() and "tfevents" not in root.name:  # was: "no TensorBoard runs under"
+            raise SFTError(
+                f"{raw} is a file: give run or sweep directories (here {root.parent}), or "
+                "TensorBoard event files"
+            )
         if root.is_dir():  # sft-train's runs: each wrote its result.json
             run_dirs |= {p.parent for p in root.rglob(RESULT_FILE)}
         # not in hidden folders: a re-run job's earlier logs (.replaced_logs), .hydra, ...

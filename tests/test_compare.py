@@ -362,3 +362,31 @@ def test_an_interrupted_run_shows_the_steps_it_trained(sweep, capsys):
         ("model.lr_head=0.1", "32"),
         ("model.lr_head=0.01", "30"),  # no steps recorded: the steps it logged
     ]
+
+
+def test_a_file_given_as_a_run_is_named_as_such(sweep, tmp_path, capsys):
+    """Was: "no TensorBoard runs with scalars under .../result.json"."""
+    notes = sweep / "0" / "notes.txt"
+    notes.write_text("x")
+    with pytest.raises(SystemExit):
+        main([str(notes), "--png", str(tmp_path / "c.png")])
+    assert capsys.readouterr().err.startswith(
+        f"error: {notes} is a file: give run or sweep directories (here {sweep / '0'})"
+    )
+
+
+def test_a_resumed_runs_relogged_steps_are_dropped_without_tensorboards_warning(
+    tmp_path, capsys, caplog
+):
+    """A run resumed from step 19 logs steps 19, 29 again (was: TensorBoard's "Detected out of
+    order event.step likely caused by a TensorFlow restart" for every such run)."""
+    run = tmp_path / "run"
+    make_run(run, ["seed=0"], [0.3, 0.6, 0.5], 0.58)
+    # as sft-train's resume sets it (sft.runs.resume.continue_tensorboard)
+    logger = TensorBoardLogger(save_dir=run / "tensorboard", name=None, version="", purge_step=19)
+    logger.log_metrics({"val/acc": 0.7}, step=19)
+    logger.finalize("success")
+    main([str(run), "--png", str(tmp_path / "c.png")])
+    captured = capsys.readouterr()
+    assert "out of order" not in captured.out + captured.err + caplog.text
+    assert table_rows(captured.out)[0][1:3] == ["0.7000", "0.7000"]
