@@ -1327,3 +1327,25 @@ def test_a_resumed_image_folder_run_keeps_the_size_it_trained_at():
     trained = {"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
     keep_trained_inputs(data, {"datamodule_hyper_parameters": trained})
     assert data.image_size == 32 and list(data.mean) == [0.5] * 3
+
+
+def test_a_single_run_warns_of_an_optimized_metric_it_did_not_log(tmp_path, monkeypatch, capsys):
+    """`optimized_metric=val/accc` (a typo): was silent on a single run, until a sweep of it
+    ranked nothing."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    argv = [
+        "sft-train",
+        *FAST,
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "test=false",
+        "optimized_metric=val/accc",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.log_dir={tmp_path}",
+    ]
+    assert run_entry_point(train_module.main, argv) == 0
+    captured = capsys.readouterr()
+    err = captured.out + captured.err
+    assert "optimized_metric=val/accc was not logged by this run (it logged: " in err
+    assert "val/acc_best" in err.split("val/accc was not logged", 1)[1]

@@ -35,6 +35,7 @@ from sft.runs.resume import (
 from sft.runs.sweep_summary import write_summary_of_stopped_sweep
 from sft.runs.tensorboard_hparams import TensorBoardHParams
 from sft.utils.allocator import keep_freed_memory
+from sft.utils.cli import override_key
 from sft.utils.config import print_and_save_config, swept_keys, task_overrides
 from sft.utils.config_types import Seed, check_config_types, check_value
 from sft.utils.hardware import (
@@ -198,6 +199,7 @@ def train_job(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     name = cfg.get("optimized_metric")
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    chosen_metric = any(override_key(o) == "optimized_metric" for o in task_overrides())
     recorder = RunRecorder(
         hydra_cfg.runtime.output_dir,
         run_overrides(task_overrides()),
@@ -212,6 +214,10 @@ def train_job(cfg: DictConfig) -> float | None:
             metrics = train(cfg, recorder)
             if multirun and not is_grid(hydra_cfg):
                 recorder.check_logged(metrics)  # the search gets no value without it
+            elif chosen_metric and (unlogged := recorder.unlogged_metric(metrics)):
+                # a typo on the command line (was: silent); the configs' default is not warned
+                # about in runs without validation
+                log.warning(f"{unlogged}: a sweep of this run would have nothing to rank it by")
         except BaseException as exc:
             recorder.failed(exc)
             raise

@@ -225,13 +225,22 @@ class RunRecorder:
                 f"optimized_metric={name} is {float(metrics[name])} (the run diverged): the "
                 "search cannot rank it"
             )
+        if unlogged := self.unlogged_metric(metrics):
+            raise SFTError(
+                f"{unlogged}: the sweep gets no value from it; set optimized_metric to a metric "
+                "the run logs"
+            )
+
+    def unlogged_metric(self, metrics: Mapping[str, Any]) -> str | None:
+        """ "optimized_metric=<name> was not logged by this run (it logged: ...)" when the run
+        (or, continued, its earlier part) did not log it; else None."""
+        name = self.result.optimized_metric
         earlier = self._earlier() if self._continues else None
         if not name or name in metrics or (earlier is not None and name in earlier.metrics):
-            return
-        raise SFTError(
+            return None
+        return (
             f"optimized_metric={name} was not logged by this run (it logged: "
-            f"{', '.join(sorted(metrics)) or 'nothing'}): the sweep gets no value from it; set "
-            "optimized_metric to a metric the run logs"
+            f"{', '.join(sorted(metrics)) or 'nothing'})"
         )
 
     def completed(self, metrics: Mapping[str, Any]) -> RunResult:
