@@ -163,6 +163,12 @@ def test_sst2_test_file_gets_a_glue_submission(ckpts, data_dir, tmp_path):
     assert [i for i, _ in body] == [line.split("\t")[0] for line in lines[1:]]
     assert [p for _, p in body] == [r["pred"] for r in read_csv(out)]
     assert {p for _, p in body} <= {"0", "1"}
+    # a second prediction into that folder: its fixed name needs another folder (was: "give
+    # another output", which does not help)
+    with pytest.raises(SFTError, match=r"SST-2\.tsv already exists: give another output folder"):
+        run_predict(
+            ckpts["text"], tmp_path / "sst2" / "test.tsv", tmp_path / "run", f"output={out}.b.csv"
+        )
 
     # other files get one only when asked; a txt has no index column: rows count from 0
     (tmp_path / "few.txt").write_text("fine\nawful\n")

@@ -139,7 +139,8 @@ def predict(cfg: DictConfig) -> Path:
     glue_labels = glue_labels_of(bundle.class_names, asked) if glue else None
     submission = out.parent / GLUE_SST2_FILE
     if glue:
-        check_not_written(submission, "output")
+        # the name is GLUE's: another file name in the same folder would not help
+        check_not_written(submission, "output folder (or glue_submission=false)")
     probs = predict_probs(bundle, inputs, cfg.batch_size)
 
     texts, pairs = (inputs.texts, inputs.pairs) if isinstance(inputs, TextInputs) else (None, None)
