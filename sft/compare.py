@@ -106,6 +106,10 @@ class Run:
         return int(max(epochs)) + 1 if epochs else None
 
 
+def _not_a_restart(record: logging.LogRecord) -> bool:
+    return "out of order event.step" not in record.getMessage()
+
+
 def load_scalars(event_dir: Path) -> dict[str, Series]:
     """Every scalar series in the event files of `event_dir`, in step order."""
     # late import: tensorboard's loader is slow to import and only needed here
@@ -115,12 +119,11 @@ def load_scalars(event_dir: Path) -> dict[str, Series]:
     # A resumed run logs again from its checkpoint's step: TensorBoard drops the points logged
     # after it, as it should, but warns of "a TensorFlow restart" for each such run.
     tensorboard_log = logging.getLogger("tensorboard")
-    level = tensorboard_log.level
-    tensorboard_log.setLevel(logging.ERROR)
+    tensorboard_log.addFilter(_not_a_restart)
     try:
         accumulator.Reload()
     finally:
-        tensorboard_log.setLevel(level)
+        tensorboard_log.removeFilter(_not_a_restart)
     scalars: dict[str, Series] = {}
     for tag in accumulator.Tags()["scalars"]:
         series = [(e.step, float(e.value)) for e in accumulator.Scalars(tag)]

@@ -132,7 +132,14 @@ def test_a_search_with_pruner_null_runs_unpruned(tmp_path, data_dir):
     }
 
 
-@pytest.mark.parametrize("search", ["cifar10_optuna", "sst2_minilm_optuna"])
+@pytest.mark.parametrize(
+    "search",
+    [
+        "hparams_search=cifar10_optuna",
+        "hparams_search=sst2_minilm_optuna",
+        "hydra/sweeper=sft_optuna",
+    ],
+)
 @pytest.mark.parametrize(
     ("metric", "direction"), [("val/acc_best", "maximize"), ("val/loss", "minimize")]
 )
@@ -146,7 +153,7 @@ def test_a_search_goes_the_way_its_metric_is_better(search, metric, direction):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        overrides = [f"hparams_search={search}", f"optimized_metric={metric}"]
+        overrides = [search, f"optimized_metric={metric}"]
         cfg = compose("train", overrides, return_hydra_config=True)
     assert OmegaConf.select(cfg, "hydra.sweeper.direction") == direction
 

@@ -323,9 +323,17 @@ def test_resuming_with_other_overrides_names_them(train_cfg, tmp_path, monkeypat
         train(train_cfg("trainer.max_epochs=2", "test=false", f"resume={run_dir}", run_dir=run_dir))
 
 
-@pytest.mark.parametrize(("then", "now"), [("l2sp", "none"), ("none", "l2sp")])
+@pytest.mark.parametrize(
+    ("then", "now", "plugins"),
+    [
+        ("l2sp", "none", []),
+        ("none", "l2sp", []),
+        # Lightning reads the file itself (no sft checkpoint plugin to hand the contents to)
+        ("l2sp", "none", ["trainer.plugins=null"]),
+    ],
+)
 def test_a_new_run_from_a_checkpoint_may_change_the_regulariser(
-    train_cfg, tmp_path, caplog, then, now
+    train_cfg, tmp_path, caplog, then, now, plugins
 ):
     """The change is warned about, then trains with this run's regulariser (was: refused after
     the warning, "it has extra regularizer.ref_0 ..." / "it lacks regularizer.ref_0 ...")."""
@@ -345,6 +353,7 @@ def test_a_new_run_from_a_checkpoint_may_change_the_regulariser(
         f"model.regularizer={now}",
         "model.reg_lambda=0.01",
         f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
+        *plugins,
         run_dir=tmp_path / "second",
     )
     with logs_warning(caplog, rf"model\.regularizer='{then}' -> '{now}'"):

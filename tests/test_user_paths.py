@@ -547,7 +547,14 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
         (
             "model.lr_head='0.1'",
             "error: model.lr_head: expected a float >= 0, got the string '0.1': write it without "
-            "quotes",
+            "quotes (from ${oc.env:...}: ${oc.decode:${oc.env:...}} reads the number)",
+        ),
+        # a seed from an environment variable is text, which seed_everything reads, but the
+        # data's seed (${seed}) must be a number: how to read one
+        (
+            "seed=${oc.env:SFT_TEST_SEED}",
+            "error: data.seed: expected an integer, got the string '3': write it without quotes "
+            "(from ${oc.env:...}: ${oc.decode:${oc.env:...}} reads the number)",
         ),
         # a precision whose package is not installed (was: Hydra's multi-line report)
         (
@@ -606,6 +613,7 @@ def test_config_values_are_type_checked_before_anything_runs(
 ):
     """Was: a TypeError traceback from deep inside (lr_backbone=abc), or silent acceptance."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SFT_TEST_SEED", "3")
     argv = ["sft-train", "model=resnet18_cifar", override, f"paths.log_dir={tmp_path}"]
     assert run_entry_point(train_module.main, argv) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == line

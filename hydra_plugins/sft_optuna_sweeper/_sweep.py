@@ -190,7 +190,9 @@ class OptunaSweep:
         if study.direction.name.lower() != self.direction:
             raise SFTError(
                 f"study '{self.study_name}' in {storage} was created to "
-                f"{study.direction.name.lower()}, not {self.direction}"
+                f"{study.direction.name.lower()}, not {self.direction} (a study on a loss made "
+                "before the direction followed optimized_metric maximised it): give another "
+                "hydra.sweep.dir or hydra.sweeper.study_name for a new study"
             )
         check_fixed_overrides(study, storage, fixed)
         check_distributions(study, storage, space)

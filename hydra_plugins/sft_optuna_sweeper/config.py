@@ -17,8 +17,9 @@ class SFTOptunaSweeperConf:
     _target_: str = "hydra_plugins.sft_optuna_sweeper.optuna_sweeper.SFTOptunaSweeper"
     # the sweeper instantiates the sampler (with its seed) and the pruner itself
     _recursive_: bool = False
-    # "maximize" or "minimize" the value each job returns (sft-train: its optimized_metric)
-    direction: str = "maximize"
+    # "maximize" or "minimize" the value each job returns (sft-train: its optimized_metric);
+    # by default minimize for a loss, else maximize (the resolver sft.train registers)
+    direction: str = "${sft_direction:${optimized_metric}}"
     # the study in `storage`; re-running a sweep with the same study and storage resumes it
     study_name: str = "sft"
     # null: journal:///<hydra.sweep.dir>/optuna.journal, Optuna's JournalStorage on a file, safe

@@ -176,7 +176,7 @@ def _score(
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    check_value(cfg.get("seed"), Seed, "seed")
+    check_value(cfg.get("seed"), Seed, "seed", number_text=True)  # "3" from ${oc.env:}
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)

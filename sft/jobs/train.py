@@ -61,7 +61,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
 
     `recorder` (from train_job) gets the number of epochs completed for the run's result.json.
     """
-    check_value(cfg.get("seed"), Seed, "seed")
+    check_value(cfg.get("seed"), Seed, "seed", number_text=True)  # "3" from ${oc.env:}
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # set by a launcher (Ray, SLURM) per job

@@ -20,6 +20,7 @@ from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sft.contracts import (
+    REGULARIZER_STATE,
     VAL_ACC_BEST,
     ClassificationData,
     check_class_indices,
@@ -628,6 +629,18 @@ class SFTClassifier(L.LightningModule):
         self._reg_held, self._reg_held_steps = (
             (list(held["keep"]), int(held["steps"])) if held is not None else ([], 0)
         )
+        # Another regulariser's reference weights (model.regularizer changed, warned about when
+        # the run starts): this model's own replace them, so the strict load takes the change,
+        # and the other regulariser's held pulls are dropped.
+        weights = checkpoint.get("state_dict")
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(REGULARIZER_STATE)}
+        if weights is not None and {k for k in weights if k.startswith(REGULARIZER_STATE)} != set(
+            own
+        ):
+            for key in [k for k in weights if k.startswith(REGULARIZER_STATE)]:
+                del weights[key]
+            weights.update(own)
+            self._reg_held, self._reg_held_steps = [], 0
         # a small checkpoint trains on from the base weights this model loaded: the same ones?
         if BASE_WEIGHTS in checkpoint:
             check_base_weights(self, checkpoint[BASE_WEIGHTS], "the checkpoint")

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, open_dict
 
-from sft.contracts import VAL_ACC_BEST
+from sft.contracts import REGULARIZER_STATE, VAL_ACC_BEST
 from sft.errors import RunInTheWay, SFTError
 from sft.hub import local_or_hub_name
 from sft.runs.directories import (
@@ -456,23 +456,9 @@ SETUP_KEYS = (
 )
 
 
-REGULARIZER_KEYS = CHANGEABLE_SETTINGS[1][0]
 # adapter settings a continued run may change: the others shape the trained weights, the
 # optimizer's groups (train_norms, bias) or the function itself (alpha scales B A)
 CHANGEABLE_ADAPTER_SETTINGS = ("dropout", "save_only_trainable")
-
-
-def _regularizer_changed(saved: dict[str, Any], current: dict[str, Any]) -> bool:
-    return any(saved.get(k, default) != current.get(k, default) for k, default in REGULARIZER_KEYS)
-
-
-def _use_own_regularizer_state(checkpoint: dict[str, Any], model: torch.nn.Module) -> None:
-    prefix = "regularizer."
-    weights = {
-        k: v for k, v in checkpoint.get("state_dict", {}).items() if not k.startswith(prefix)
-    }
-    own = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
-    checkpoint["state_dict"] = weights | own
 
 
 def check_adapter_settings(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
@@ -516,11 +502,6 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
                 f"checkpoint {path} was trained with other settings ({', '.join(changed)}): "
                 f"{meaning}"
             )
-    if _regularizer_changed(saved, current):
-        # the reference weights belong to the regulariser, not to what trained: this run's own
-        # (its pretrained start, or none) replace the checkpoint's, so the change it was warned
-        # about goes through (was: refused as a model of another setup)
-        _use_own_regularizer_state(checkpoint, model)
     if saved.get("adapter") and current.get("adapter"):
         check_adapter_settings(path, saved["adapter"], current["adapter"])
     if saved.get("adapter") and not current.get("adapter"):
@@ -530,8 +511,14 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
             "the settings it was trained with"
             + (", and the base weights it names" if "base_weights" in checkpoint else "")
         )
-    state = model.state_dict()
-    weights = checkpoint.get("state_dict", {})
+    # another regulariser's reference weights are replaced on load (the model's
+    # on_load_checkpoint): a change of regulariser is allowed, as warned above
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(REGULARIZER_STATE)}
+    weights = {
+        k: v
+        for k, v in checkpoint.get("state_dict", {}).items()
+        if not k.startswith(REGULARIZER_STATE)
+    }
     # a small checkpoint (adapter.save_only_trainable) leaves out the frozen base weights
     absent_by_design = (
         {n for n, p in model.named_parameters() if not p.requires_grad}

@@ -119,9 +119,10 @@ def check_config_types(node: DictConfig | Mapping | None, where: str, whole: boo
         check_value(value, hints[key], f"{where}.{key}")
 
 
-def check_value(value: Any, hint: Any, key: str) -> None:
+def check_value(value: Any, hint: Any, key: str, number_text: bool = False) -> None:
     """SFTError naming `key`, what `hint` expects and `value`, when `value` does not fit the
-    annotation `hint` (left alone when pydantic cannot validate `hint`)."""
+    annotation `hint` (left alone when pydantic cannot validate `hint`). `number_text`: the
+    callable takes a number as text too (e.g. `seed: ${oc.env:SEED}`)."""
     if _adapter(hint) is None:
         return
     fits = _fits(hint, value)
@@ -133,12 +134,14 @@ def check_value(value: Any, hint: Any, key: str) -> None:
     # (was: "TypeError: '>' not supported between 'float' and 'str'" inside the model)
     if (
         fits
+        and not number_text
         and _is_number_text(value)
         and not _fits(hint, "not a number")
         and not _fits(hint, value, strict=True)  # e.g. Lightning's precision takes "32"
     ):
         raise SFTError(
-            f"{key}: expected {describe(hint)}, got the string {value!r}: write it without quotes"
+            f"{key}: expected {describe(hint)}, got the string {value!r}: write it without quotes "
+            "(from ${oc.env:...}: ${oc.decode:${oc.env:...}} reads the number)"
         )
     if not fits:
         raise SFTError(
