@@ -633,11 +633,10 @@ class SFTClassifier(L.LightningModule):
         # the run starts): this model's own replace them, so the strict load takes the change,
         # and the other regulariser's held pulls are dropped.
         weights = checkpoint.get("state_dict")
-        own = {k: v for k, v in self.state_dict().items() if k.startswith(REGULARIZER_STATE)}
-        if weights is not None and {k for k in weights if k.startswith(REGULARIZER_STATE)} != set(
-            own
-        ):
-            for key in [k for k in weights if k.startswith(REGULARIZER_STATE)]:
+        theirs = [k for k in weights or () if k.startswith(REGULARIZER_STATE)]
+        own = self.regularizer.state_dict(prefix=REGULARIZER_STATE)
+        if weights is not None and set(theirs) != set(own):
+            for key in theirs:
                 del weights[key]
             weights.update(own)
             self._reg_held, self._reg_held_steps = [], 0

@@ -104,10 +104,13 @@ def check_overrides(
         loader = GlobalHydra.instance().config_loader()
         for override in parsed:
             override.config_loader = loader  # glob(...) lists the group's options through it
+        # the groups the command's config chooses (sft-eval: no model, experiment, ...)
+        primary = loader.repository.load_config(config_name) if adds is not None else None
+        chosen = {getattr(d, "group", None) for d in getattr(primary, "defaults_list", None) or []}
         for override in parsed:
             check_not_a_base(override, loader)
             if adds is not None:
-                check_group_is_chosen_here(override, config_name, loader, adds)
+                check_group_is_chosen_here(override, config_name, loader, adds, chosen)
         overrides = list(representative_overrides(parsed, loader))
         try:
             cfg = loader.load_configuration(config_name, overrides, run_mode=RunMode.RUN)
@@ -299,7 +302,7 @@ def config_search(config_dir: str, extra_dir: str | None) -> Iterator[None]:
 
 
 def check_group_is_chosen_here(
-    override: Override, config_name: str, loader: Any, adds: Sequence[str]
+    override: Override, config_name: str, loader: Any, adds: Sequence[str], chosen: set[str | None]
 ) -> None:
     """`sft-eval ... model=resnet18_cifar`: a group the command's config does not choose, where
     the checkpoint holds that part of the run (was: Hydra's "Could not override 'model'. No
@@ -307,11 +310,7 @@ def check_group_is_chosen_here(
     group = override.key_or_group
     if override.is_add() or override.is_force_add() or override.is_delete():
         return
-    if group.startswith("hydra") or not loader.repository.group_exists(group):
-        return
-    primary = loader.repository.load_config(config_name)
-    chosen = {getattr(d, "group", None) for d in primary.defaults_list or []}
-    if group in chosen:
+    if group in chosen or group.startswith("hydra") or not loader.repository.group_exists(group):
         return
     command = f"sft-{config_name}"
     if _may_add(group, adds):  # debug: none chosen by default, so added
