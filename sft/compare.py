@@ -29,7 +29,7 @@ from rich.table import Table
 
 from sft import entry_points
 from sft.errors import SFTError, report_user_errors
-from sft.runs.result import FAILED, RESULT_FILE, RunResult, run_overrides
+from sft.runs.result import RESULT_FILE, UNFINISHED, RunResult, run_overrides
 from sft.utils.config import metric_mode
 from sft.utils.io import atomic_write, check_not_a_folder, check_not_written
 from sft.utils.logs import first_few
@@ -183,7 +183,7 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
     for run_dir in sorted(run_dirs - with_events):
         result = _read_result(run_dir / RESULT_FILE)
         # failed before its logger started (not a logger=csv run that failed after logging)
-        if result is not None and result.status == FAILED and not result.metrics:
+        if result is not None and result.status in UNFINISHED and not result.metrics:
             runs.append(Run(run_dir, _overrides(run_dir, result), {}, result))
         else:
             no_events.append(run_dir)
@@ -192,9 +192,9 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
         failed = [
             f"{run.path}: {run.result.error}"
             for run in runs
-            if run.result is not None and run.result.status == FAILED
+            if run.result is not None and run.result.status in UNFINISHED
         ]
-        why = [_left_out(failed, "failed before logging", sep="; ")] if failed else []
+        why = [_left_out(failed, "ended before logging", sep="; ")] if failed else []
         if no_events:
             why.append(_left_out(no_events, "without TensorBoard events"))
         hint = f" ({'; '.join(why)})" if why else ""

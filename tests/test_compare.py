@@ -233,7 +233,7 @@ def test_a_sweep_whose_jobs_all_failed_names_their_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: no TensorBoard runs with scalars under ")
     assert err[0].endswith(
-        f"(2 runs failed before logging: {tmp_path / 'sweep' / '0'}: loss is nan at step 3 "
+        f"(2 runs ended before logging: {tmp_path / 'sweep' / '0'}: loss is nan at step 3 "
         f"(lr 10); {tmp_path / 'sweep' / '1'}: loss is nan at step 3 (lr 20))"
     ), err[0]
 

@@ -14,7 +14,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from sft.runs.result import COMPLETED, FAILED, RunResult
+from sft.runs.result import COMPLETED, FAILED, INTERRUPTED, RunResult
 from sft.runs.sweep_summary import SweepSummary, read_results, summary_rows, write_summary
 from sft.train import main
 
@@ -282,7 +282,7 @@ def test_a_sweep_run_again_keeps_its_finished_jobs_without_last_checkpoint(tmp_p
     written = {p: b for p, b in written.items() if ".hydra" not in p.parts and p.suffix != ".log"}
     assert any(p.suffix == ".ckpt" for p in written) and any("tfevents" in p.name for p in written)
     record = RunResult.read(sweep / "1" / "result.json")
-    record.status, record.error = "failed", "interrupted by SIGINT"  # it did not finish
+    record.status, record.error = "interrupted", "interrupted by SIGINT"  # it did not finish
     record.write()  # and runs again
     code, err = run_sft_train(capsys, *grid, f"hydra.sweep.dir={sweep}")
     assert code == 0, err[-2000:]
@@ -457,7 +457,7 @@ def test_a_study_job_run_again_sets_its_earlier_logs_aside(tmp_path, capsys):
     assert run_sft_train(capsys, *grid)[0] == 0
     first = sorted((sweep / "0" / "tensorboard").rglob("events.out.tfevents.*"))
     record = RunResult.read(sweep / "0" / "result.json")
-    record.status, record.error = "failed", "interrupted by SIGINT"  # it did not finish
+    record.status, record.error = "interrupted", "interrupted by SIGINT"  # it did not finish
     record.write()
     assert run_sft_train(capsys, *grid)[0] == 0
     now = sorted((sweep / "0" / "tensorboard").rglob("events.out.tfevents.*"))
@@ -479,13 +479,14 @@ def test_a_sweep_exits_1_only_for_jobs_that_failed_in_this_run(tmp_path, capsys,
         RunResult(status=status, output_dir=str(tmp_path / job), **fields).write()
 
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
-    record("0", FAILED, error="interrupted by SIGINT (Ctrl-C)")
+    record("0", INTERRUPTED, error="interrupted by SIGINT (Ctrl-C)")
     callback = SweepSummary()
     callback.on_multirun_start(config)
     record("1", COMPLETED, metrics={"val/acc": 0.5}, optimized_metric="val/acc")
     with caplog.at_level(logging.WARNING):
         callback.on_multirun_end(config)  # exits 0
-    assert "1 of 2 jobs failed in earlier runs of this sweep (jobs 0)" in caplog.text
+    # not "failed" (an interrupted job is no crash)
+    assert "1 of 2 jobs were interrupted in earlier runs of this sweep (jobs 0)" in caplog.text
     assert "error:" not in capsys.readouterr().err
 
     callback.on_multirun_start(config)

@@ -30,7 +30,7 @@ from sft.callbacks.optuna_pruning import (
     open_storage,
 )
 from sft.errors import SFTError
-from sft.runs.result import FAILED, PRUNING_OVERRIDE, RESULT_FILE, RunResult, run_overrides
+from sft.runs.result import PRUNING_OVERRIDE, RESULT_FILE, UNFINISHED, RunResult, run_overrides
 from sft.utils.cli import describe_composition_error
 from sft.utils.config import MULTIRUN_RECORD
 from sft.utils.instantiate import runs_validation
@@ -362,8 +362,8 @@ def tell(study: optuna.Study, trial: Trial, result: JobReturn) -> None:
             failure = f"the job raised {type(exc).__name__}: {exc}"
     elif output_dir and (Path(output_dir) / RESULT_FILE).exists():
         recorded = RunResult.read(Path(output_dir) / RESULT_FILE)
-        if recorded.status == FAILED:
-            failure = f"the job failed: {recorded.error}"
+        if recorded.status in UNFINISHED:
+            failure = f"the job {recorded.status}: {recorded.error}"
     pruned_at = stored(study, trial.number).user_attrs.get(PRUNED_AT_STEP)
     if failure is None and pruned_at is not None:
         study.tell(trial, state=TrialState.PRUNED)

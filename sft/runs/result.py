@@ -2,7 +2,9 @@
 
 Every run (single or multirun job, completed or failed) writes one; the sweep summary
 (`sft.runs.sweep_summary`), `sft-compare` and the study reports and sweepers read them. Fields:
-status ("completed" | "failed" | "pruned": an Optuna trial its pruner stopped), error (one line or null), overrides (the job's task overrides), metrics (final float metrics),
+status ("completed" | "failed" | "interrupted": stopped by Ctrl-C or a signal, resumable from
+its last.ckpt where it saved one | "pruned": an Optuna trial its pruner stopped), error (one
+line or null), overrides (the job's task overrides), metrics (final float metrics),
 optimized_metric, epochs (completed), steps, wall_time_s, output_dir, started_at and ended_at.
 """
 
@@ -29,7 +31,11 @@ RESULT_FILE = "result.json"
 START_FROM = "ckpt_path"  # the setting of a new run started from another's checkpoint
 COMPLETED = "completed"
 FAILED = "failed"
+# stopped by Ctrl-C or a signal (SIGTERM, a cluster's preemption): not a crash; resume= continues
+# it from the last.ckpt it saved
+INTERRUPTED = "interrupted"
 PRUNED = "pruned"
+UNFINISHED = (FAILED, INTERRUPTED)
 TEST_PREFIX = "test/"
 # in a sweep directory: the records of jobs that failed before training while their own
 # directory holds an earlier run's record, which stays (a job refused because that run is in its
@@ -113,7 +119,7 @@ class RunResult:
 
     def worth_keeping(self) -> bool:
         """Whether the record holds results: not a run that failed before logging a metric."""
-        return self.status != FAILED or bool(self.metrics)
+        return self.status not in UNFINISHED or bool(self.metrics)
 
     def write(self, path: Path | None = None) -> Path | None:
         """Into `path`, by default the run directory's result.json; on the global rank 0 only."""
@@ -258,7 +264,8 @@ class RunRecorder:
 
     def failed(self, exc: BaseException) -> RunResult:
         refused = isinstance(find_user_error(exc), RunInTheWay)
-        return self._finish(FAILED, one_line_error(exc), refused)
+        stopped = isinstance(exc, KeyboardInterrupt | TrainingInterrupted)
+        return self._finish(INTERRUPTED if stopped else FAILED, one_line_error(exc), refused)
 
     def _finish(self, status: str, error: str | None, refused: bool = False) -> RunResult:
         self.result.status, self.result.error = status, error
@@ -266,7 +273,7 @@ class RunRecorder:
         self.result.ended_at = round(time.time(), 3)
         earlier = None if refused else self._earlier()
         if refused or (
-            status == FAILED
+            status in UNFINISHED
             and not self._fit_started
             and earlier is not None
             and earlier.worth_keeping()

@@ -4,7 +4,7 @@ One row per job, read from the jobs' `result.json` files (found anywhere under t
 directory, so any sweeper's job layout works: basic grid, Optuna trial numbers, ...) and from
 `.not_run/` (jobs that failed before training while their directory keeps an earlier run's
 record: refused because that run is in their way, or e.g. a re-run whose last.ckpt no longer
-loads): job, status (completed, pruned or failed), overrides, the optimized metric, test metrics, epochs,
+loads): job, status (completed, pruned, failed or interrupted), overrides, the optimized metric, test metrics, epochs,
 wall time, error, best marker.
 Refreshed after every job (a sweep that crashes keeps a partial summary) and at the end, where
 failed jobs make the command exit 1 with one `error:` line.
@@ -28,9 +28,11 @@ from sft.errors import SFTError, report_user_errors
 from sft.runs.result import (
     COMPLETED,
     FAILED,
+    INTERRUPTED,
     NOT_RUN_DIR,
     PRUNED,
     RESULT_FILE,
+    UNFINISHED,
     RunResult,
     not_run_record,
     one_line_error,
@@ -193,12 +195,14 @@ def _md_text(
     job an interrupt stopped the sweep in, and how to continue it."""
     failed = sum(job["status"] == FAILED for job in jobs)
     pruned = sum(job["status"] == PRUNED for job in jobs)
+    interrupted = sum(job["status"] == INTERRUPTED for job in jobs)
     lines = [
         "# Sweep summary",
         "",
         f"`{sweep_dir}`: {len(jobs)} job{'' if len(jobs) == 1 else 's'}, "
-        f"{len(jobs) - failed - pruned} completed, "
+        f"{len(jobs) - failed - pruned - interrupted} completed, "
         + (f"{pruned} pruned, " if pruned else "")
+        + (f"{interrupted} interrupted, " if interrupted else "")
         + f"{failed} failed"
         + (
             " (listed as well: the earlier record of each job that did not run)."
@@ -363,7 +367,7 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir, self.mode)
-        failed = [row["job"] for row in rows if row["status"] == FAILED]
+        failed = [row["job"] for row in rows if row["status"] in UNFINISHED]
         before = self.records_before
         rewritten = {
             job for path, job in record_files(sweep_dir) if mtime_ns(path) != before.get(path)
@@ -374,7 +378,7 @@ class SweepSummary(Callback):
             log.warning(unranked_line)
         if failed_now:
             print(
-                f"error: {len(failed_now)} of {len(rows)} jobs failed: see "
+                f"error: {len(failed_now)} of {len(rows)} jobs {_ended(rows, failed_now)}: see "
                 f"{sweep_dir / SUMMARY_MD}",
                 file=sys.stderr,
             )
@@ -382,6 +386,14 @@ class SweepSummary(Callback):
             raise SystemExit(1)
         if failed:
             log.warning(
-                f"{len(failed)} of {len(rows)} jobs failed in earlier runs of this sweep "
+                f"{len(failed)} of {len(rows)} jobs {_ended(rows, failed)} in earlier runs of this sweep "
                 f"(jobs {', '.join(failed)}): see {sweep_dir / SUMMARY_MD}"
             )
+
+
+def _ended(rows: list[dict], jobs: list[str]) -> str:
+    """How the unfinished `jobs` ended: "failed", "were interrupted" or both."""
+    statuses = {row["status"] for row in rows if row["job"] in jobs}
+    if statuses == {INTERRUPTED}:
+        return "were interrupted"
+    return "failed or were interrupted" if INTERRUPTED in statuses else "failed"
