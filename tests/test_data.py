@@ -641,6 +641,28 @@ def test_image_folder_finds_undecodable_files_before_training(tmp_path: Path, ca
         assert sum(len(y) for _, y in loader) > 0  # every remaining file decodes
 
 
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_a_split_of_only_undecodable_images_is_an_error(tmp_path: Path, split: str) -> None:
+    """skip_bad_files=true on a split whose every image is bad: an empty training set was a
+    ValueError traceback (or a batch-size hint), an empty val/ a run "completed" without
+    validation, an empty test/ an IndexError in sft-eval."""
+    _tree(tmp_path, "train", {"ant": 4, "bee": 4})
+    _tree(tmp_path, "val", {"ant": 1, "bee": 1})
+    _tree(tmp_path, "test", {"ant": 1, "bee": 1})
+    for image in (tmp_path / split).rglob("*.jpg"):
+        image.write_bytes(b"not an image")
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=16, batch_size=2, num_workers=0, skip_bad_files=True
+    )
+    count = 8 if split == "train" else 2
+    with pytest.raises(SFTError) as info:
+        dm.setup("test" if split == "test" else "fit")
+    assert str(info.value).startswith(
+        f"none of the {count} images under {tmp_path / split} can be decoded: "
+    )
+    assert str(info.value).endswith("data.skip_bad_files=true would leave no images in this split")
+
+
 def test_image_folder_checks_the_test_folder_before_training(tmp_path: Path) -> None:
     """sft-train tests after fitting: an undecodable test image ended a finished training run
     (was: found only at setup("test"), after fit)."""
@@ -875,6 +897,22 @@ def test_images_of_more_than_8_bits(tmp_path: Path) -> None:
     dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
     with pytest.raises(SFTError, match=r"1 of 7 images .*depth\.tiff \(ValueError: 32-bit float"):
         dm.setup("fit")
+
+
+def test_a_palette_image_with_transparency_decodes_without_a_warning(tmp_path: Path) -> None:
+    """PNG icons and screenshots in palette mode with transparency: PIL's "Palette images with
+    Transparency expressed in bytes should be converted to RGBA images" was printed for each."""
+    import warnings
+
+    rgba = np.random.default_rng(0).integers(0, 256, (20, 20, 4), dtype=np.uint8)
+    Image.fromarray(rgba).quantize(4).save(tmp_path / "icon.png")
+    with Image.open(tmp_path / "icon.png") as image:
+        assert image.mode == "P" and isinstance(image.info["transparency"], bytes)
+        expected = torch.from_numpy(np.asarray(image.convert("RGBA"))[..., :3].copy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decoded = ImageDecoder(20)(tmp_path / "icon.png")
+    assert torch.equal(decoded, expected.permute(2, 0, 1))
 
 
 def test_image_folder_on_cifar_slice_matches_pickles(tmp_path: Path) -> None:

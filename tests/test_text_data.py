@@ -205,8 +205,9 @@ def test_token_cache_hit_on_second_run(sst2, caplog):
 
 def _tiny_tsv(folder: Path, rows: list[tuple[str, str]]) -> None:
     folder.mkdir(exist_ok=True)
-    for name in ("train.tsv", "dev.tsv"):
-        body = "".join(f"{t}\t{label}\n" for t, label in rows)
+    # dev: the same examples in another order (a copy of train.tsv is warned about)
+    for name, ordered in (("train.tsv", rows), ("dev.tsv", rows[::-1])):
+        body = "".join(f"{t}\t{label}\n" for t, label in ordered)
         (folder / name).write_text("sentence\tlabel\n" + body)
 
 
@@ -843,6 +844,12 @@ def test_user_mistakes(tmp_path, token_cache):
         r"no column 'sentence', 'label'; available columns: 'awful film', '0' \(.*\); the first "
         r"row looks like data: the file needs a header row naming its columns$",
     )
+    # the same with word labels: a class name read as a column's name (was: no note)
+    (d / "train.tsv").write_text("awful film\tnegative\ngood\tpositive\n")
+    _error(
+        make_dm(d, token_cache, label_names=["negative", "positive"]),
+        r"available columns: 'awful film', 'negative' \(.*\); the first row looks like data",
+    )
     # a header naming the text column twice (was: the first one used without a word)
     (d / "train.tsv").write_text("sentence\tsentence\tlabel\ngood\tbad\t1\n")
     _error(make_dm(d, token_cache), r"train\.tsv: the column 'sentence' appears 2 times")
@@ -956,6 +963,36 @@ def test_a_hub_dataset_out_of_reach_fails_at_once(tmp_path, token_cache, monkeyp
         dm.prepare_data()
     assert not [r.getMessage() for r in caplog.records if "Retry" in r.getMessage()]
     assert offline_before == datasets.config.HF_HUB_OFFLINE  # the process's setting is kept
+
+
+def test_a_file_format_builder_as_dataset_name_points_to_text_files(tmp_path, token_cache):
+    """`data=hf_dataset data.dataset_name=csv`: datasets' csv builder, handed no files, read
+    every file under the current folder (a PNG there: a decode error blamed on the offline
+    cache; CSVs there: trained on whatever they were)."""
+    with pytest.raises(SFTError) as info:
+        make_dm(tmp_path, token_cache, source="hf", dataset_name="csv", train_split="train")
+    assert str(info.value).startswith("data.dataset_name=csv is datasets' reader of csv files")
+    assert "data=text_files" in str(info.value)
+
+
+def test_a_split_with_the_training_examples_is_warned_about(tmp_path, token_cache, caplog):
+    """`data.val_split=train.tsv` (or a copy of it): validation scored the examples trained on
+    without a word (image folders warn of their linked files)."""
+    rows = [("good", "1"), ("bad", "0"), ("fine", "1"), ("awful", "0")]
+    _tiny_tsv(tmp_path, rows)
+    (tmp_path / "copy.tsv").write_bytes((tmp_path / "train.tsv").read_bytes())
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nnice\t1\npoor\t0\n")
+    with caplog.at_level(logging.WARNING):
+        make_dm(tmp_path, token_cache, batch_size=2).setup("fit")
+    assert "training split's examples" not in caplog.text  # dev.tsv is another file
+    dm = make_dm(tmp_path, token_cache, batch_size=2, val_split="train.tsv", test_split="copy.tsv")
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    for split, name in (("train.tsv", "validation"), ("copy.tsv", "test")):
+        assert (
+            f"{tmp_path / split}: the {name} split holds the training split's examples "
+            f"({tmp_path / 'train.tsv'}): {name} scores examples the model trains on"
+        ) in caplog.text
 
 
 def test_hf_dataset_offline_is_one_clear_error(tmp_path, token_cache, monkeypatch):

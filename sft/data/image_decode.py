@@ -76,4 +76,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in SIXTEEN_BIT_MODES:
         pixels = np.asarray(image).astype(np.uint32)
         image = Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8), "L")
+    elif image.mode == "P" and "transparency" in image.info:
+        # by way of RGBA, the same pixels: straight to RGB, PIL warns for every such image
+        # (icons, screenshots) that it "should be converted to RGBA"
+        image = image.convert("RGBA")
     return image.convert("RGB")

@@ -399,6 +399,21 @@ class TextClassificationDataModule(SFTDataModule):
         self.val_data = self._checked("val")
         if self.splits["test"]:  # read by prepare_data already: its labels fail before training
             self._check_labels("test", self.load_split("test"), self.num_classes)
+        self._warn_training_content()
+
+    def _warn_training_content(self) -> None:
+        """A warning when the validation or test split is the training split's content (the
+        same file given twice, or a copy): its scores would be on examples the model trains on
+        (image folders warn alike of their linked files)."""
+        train = self.reader.content_key("train")
+        for role, name in (("val", "validation"), ("test", "test")):
+            if self.splits[role] and self.reader.content_key(role) == train:
+                rank_zero_warning(
+                    log,
+                    f"{self.reader.where(role)}: the {name} split holds the training split's "
+                    f"examples ({self.reader.where('train')}): {name} scores examples the model "
+                    "trains on",
+                )
 
     def state_dict(self) -> dict[str, Any]:
         """What the training split was (its token-cache key: the file's content, the reader's

@@ -41,6 +41,18 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
         ) from None
 
 
+# the file-format builders of datasets.packaged_modules (its list is private)
+FILE_BUILDERS = frozenset(
+    ("arrow", "csv", "json", "pandas", "parquet", "text", "xml", "webdataset", "imagefolder")
+)
+
+
+def is_file_builder(name: str) -> bool:
+    """Whether `name` is one of datasets' packaged builders for local files (csv, json, text,
+    parquet, imagefolder, ...) rather than a dataset (a local folder of that name is one)."""
+    return name in FILE_BUILDERS and not Path(name).expanduser().exists()
+
+
 @contextlib.contextmanager
 def datasets_offline(offline: bool) -> Iterator[None]:
     """`datasets` in its offline mode (HF_HUB_OFFLINE=1, which it reads once, at import) while
@@ -107,6 +119,16 @@ class HFReader(TextReader):
         super().__init__(settings)
         if not dataset_name:
             raise SFTError("data.source=hf needs data.dataset_name (e.g. stanfordnlp/sst2)")
+        if is_file_builder(dataset_name):
+            # datasets' builder for files of a format: without data_files (sft passes none) it
+            # reads every matching file under the current folder (was: a decode error of
+            # whatever lay there, blamed on the offline cache)
+            raise SFTError(
+                f"data.dataset_name={dataset_name} is datasets' reader of {dataset_name} files, "
+                "which sft does not hand files to: read your own files with data=text_files "
+                "data.data_dir=<folder> data.source=tsv|csv|jsonl data.train_split=<file> "
+                "data.val_split=<file>"
+            )
         self.dataset_name, self.dataset_config = dataset_name, dataset_config
         self._datasets: dict[str, Any] = {}  # split name -> loaded split
 

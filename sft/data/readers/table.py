@@ -99,7 +99,8 @@ def read_delimited(
     # a file without its header row: its first row's values were read as column names
     note = (
         "; the first row looks like data: the file needs a header row naming its columns"
-        if any(as_float(name) is not None for name in header)
+        # a number, or a class name (word labels), read as a column's name
+        if any(as_float(name) is not None or name in (label_map.names or ()) for name in header)
         else ""
     )
     if need_labels or label_column in header:
