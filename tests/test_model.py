@@ -634,6 +634,7 @@ def test_fp16_weights_are_warned_about(precision, warned, caplog):
     [
         ("bf16-mixed", "auto", False, True),
         ("16-mixed", "cpu", False, True),  # Lightning runs it as bf16-mixed on a CPU
+        (16, "cpu", False, True),  # its old name, the same run (was: no warning)
         ("bf16-mixed", "auto", True, False),
         ("32-true", "cpu", False, False),
     ],

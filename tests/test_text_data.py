@@ -995,6 +995,22 @@ def test_a_split_with_the_training_examples_is_warned_about(tmp_path, token_cach
         ) in caplog.text
 
 
+def test_a_batch_larger_than_a_ddp_process_share_is_an_error(tmp_path, token_cache):
+    """Under DDP each process trains on its share of the split: 4 examples over 2 processes
+    with batch_size=3 and drop_last trained no step, and the run was recorded as completed."""
+    _tiny_tsv(tmp_path, [("good", "1"), ("bad", "0"), ("fine", "1"), ("awful", "0")])
+    dm = make_dm(tmp_path, token_cache, batch_size=3, drop_last=True)
+    dm.setup("fit")  # one process: 4 >= 3
+    dm = make_dm(tmp_path, token_cache, batch_size=3, drop_last=True)
+    dm.trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": 0})
+    with pytest.raises(SFTError) as info:
+        dm.setup("fit")
+    assert (
+        f"data.batch_size=3 is larger than the training subset of {tmp_path / 'train.tsv'} (4 "
+        "samples, 2 per process over 2 DDP processes) and data.drop_last=true"
+    ) in str(info.value)
+
+
 def test_hf_dataset_offline_is_one_clear_error(tmp_path, token_cache, monkeypatch):
     import datasets
     import huggingface_hub

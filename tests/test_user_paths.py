@@ -70,6 +70,30 @@ def test_eval_a_text_checkpoint_on_named_data(checkpoints, tmp_path):
     assert (tmp_path / "predictions.csv").is_file()
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_eval_under_ddp_is_refused(checkpoints, tmp_path, strategy):
+    """sft-eval with two DDP processes: predictions.csv held one rank's rows under the first
+    ids (ddp), or the run ended in a TypeError after scoring (ddp_spawn)."""
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoints['text']}",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            f"+trainer.strategy={strategy}",
+        ],
+        tmp_path,
+    )
+    with pytest.raises(SFTError) as info:
+        evaluate(cfg)
+    assert str(info.value) == (
+        "sft-eval scores in one process, and trainer.devices=2 trainer.num_nodes=1 start 2 "
+        "(DDP), each of which would predict a share of the split: set trainer.devices=1 "
+        "(scoring is one pass over the split)"
+    )
+    assert not (tmp_path / "predictions.csv").exists()
+
+
 def test_eval_on_data_naming_the_classes_in_another_order_is_an_error(checkpoints, tmp_path):
     """The model scores by position: `data.label_names` in another order than the checkpoint's
     gave wrong accuracy and relabelled predictions, silently (was: exit 0)."""

@@ -96,6 +96,15 @@ class SFTDataModule(L.LightningDataModule):
             data, num_replicas=shard["num_replicas"], rank=shard["rank"], shuffle=False
         )
 
+    def check_train_batch(self, train_size: int, where: str) -> None:
+        """`check_train_batch` for this data's batch size, over the processes that share the
+        training split (DDP: each trains on its share; was: the whole split checked, and a run
+        of zero steps recorded as completed)."""
+        trainer = self.trainer
+        shard = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
+        processes = shard.get("num_replicas", 1)
+        check_train_batch(self.batch_size, train_size, self.drop_last, where, processes)
+
     def log_splits(self, what: str, splits: Mapping[str, Sized | None]) -> None:
         """One info line: `what`, its classes and the size of each split read; said again
         only when a setup call read another split."""
@@ -291,11 +300,18 @@ def check_batch_size(key: str, value: Any) -> int:
     return value
 
 
-def check_train_batch(batch_size: int, train_size: int, drop_last: bool, where: str) -> None:
-    """With drop_last a batch larger than the training set would give zero training steps."""
-    if drop_last and batch_size > train_size:
+def check_train_batch(
+    batch_size: int, train_size: int, drop_last: bool, where: str, processes: int = 1
+) -> None:
+    """With drop_last a batch larger than the training set, or under DDP than one process's
+    share of it (`processes`), would give zero training steps."""
+    share = -(-train_size // processes)  # DistributedSampler's, rounded up
+    if drop_last and batch_size > share:
+        size = f"{train_size} samples" + (
+            f", {share} per process over {processes} DDP processes" if processes > 1 else ""
+        )
         raise SFTError(
             f"data.batch_size={batch_size} is larger than the training subset of {where} "
-            f"({train_size} samples) and data.drop_last=true would drop every batch; "
+            f"({size}) and data.drop_last=true would drop every batch; "
             "lower data.batch_size, set data.drop_last=false or use more training samples"
         )

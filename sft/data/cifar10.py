@@ -18,7 +18,6 @@ from sft.data.base import (
     TensorBatchDataset,
     absolute_dir,
     check_batch_size,
-    check_train_batch,
     passthrough_collate,
 )
 from sft.data.resumable import ResumableDataLoader
@@ -201,7 +200,7 @@ class CIFAR10DataModule(ImageDataModule):
             labels[train_idx], self.train_fraction, self.samples_per_class, seed=self.seed
         )
         train_idx = train_idx[torch.as_tensor(keep, dtype=torch.int64)]
-        check_train_batch(self.batch_size, len(train_idx), self.drop_last, str(self.folder))
+        self.check_train_batch(len(train_idx), str(self.folder))
         self.train_indices = train_idx  # positions in the 50k training set, for inspection
         self.val_indices = val_idx
         self.train_data = TensorBatchDataset(

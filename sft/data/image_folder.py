@@ -22,7 +22,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sft.contracts import IMAGENET, InputSpec
-from sft.data.base import ImageDataModule, absolute_dir, check_batch_size, check_train_batch
+from sft.data.base import ImageDataModule, absolute_dir, check_batch_size
 from sft.data.image_decode import ImageDecoder, check_mode
 from sft.data.image_files import (
     FileId,
@@ -362,9 +362,7 @@ class ImageFolderDataModule(ImageDataModule):
         elif self.train_data is None:
             self._setup_train_val()
         if stage in (None, "fit"):
-            check_train_batch(
-                self.batch_size, len(self.train_indices), self.drop_last, str(self.train_path)
-            )
+            self.check_train_batch(len(self.train_indices), str(self.train_path))
         # without a test folder, only an explicit test is an error: predictions are of val.
         # Before fit too: a bad test image would otherwise end sft-train after its training
         wants_test = stage == "test" or (

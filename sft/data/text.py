@@ -20,7 +20,7 @@ from annotated_types import Ge
 from torch.utils.data import DataLoader
 
 from sft.contracts import TOKENIZER_DIGEST, InputSpec
-from sft.data.base import SFTDataModule, absolute_dir, check_batch_size, check_train_batch
+from sft.data.base import SFTDataModule, absolute_dir, check_batch_size
 from sft.data.length_grouped import LengthGroupedSampler
 from sft.data.readers import ReaderSettings, create_reader
 from sft.data.readers.files import FileReader
@@ -395,7 +395,7 @@ class TextClassificationDataModule(SFTDataModule):
         warn_classes_without_examples(
             self.train_data.labels, self.class_names, self.reader.where("train")
         )
-        check_train_batch(self.batch_size, len(keep), self.drop_last, self.reader.where("train"))
+        self.check_train_batch(len(keep), self.reader.where("train"))
         self.val_data = self._checked("val")
         if self.splits["test"]:  # read by prepare_data already: its labels fail before training
             self._check_labels("test", self.load_split("test"), self.num_classes)

@@ -223,6 +223,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = load_classifier(cfg.ckpt_path, checkpoint)
     datamodule.configure_input(model.input_spec)
     trainer = build_trainer(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
+    if trainer.world_size > 1:
+        # DDP's ranks would each predict a share of the split: predictions.csv was one rank's
+        # rows under the first ids (subprocess DDP), or a traceback (ddp_spawn returns nothing)
+        raise SFTError(
+            f"sft-eval scores in one process, and trainer.devices={cfg.trainer.get('devices')} "
+            f"trainer.num_nodes={cfg.trainer.get('num_nodes', 1)} start {trainer.world_size} "
+            "(DDP), each of which would predict a share of the split: set trainer.devices=1 "
+            "(scoring is one pass over the split)"
+        )
     # the classes are known once the data is set up (Lightning's own setup call then finds
     # the splits loaded)
     datamodule.setup("test" if datamodule.has_labelled_test else "validate")

@@ -140,12 +140,13 @@ def resolve_auto_precision(trainer_cfg: DictConfig, cpu_bf16_pays: bool) -> None
     asked = str(trainer_cfg.get("precision"))
     if asked != "auto":
         accelerator = str(trainer_cfg.get("accelerator", "auto"))
-        # Lightning runs 16-mixed as bf16-mixed on a CPU
+        # Lightning runs 16-mixed (and "16", its old name) as bf16-mixed on a CPU
         on_cpu = accelerator == "cpu" or (
             accelerator == "auto" and not uses_gpu(accelerator) and not _mps_available()
         )
         # only where the CPU's flags can be read (Linux): elsewhere bf16 units cannot be told
-        if asked.startswith(("bf16", "16-mixed")) and on_cpu and cpu_flags() and not cpu_has_bf16():
+        half = asked == "16" or asked.startswith(("bf16", "16-mixed"))
+        if half and on_cpu and cpu_flags() and not cpu_has_bf16():
             log.warning(
                 f"trainer.precision={asked} on CPU {cpu_model()}, which has no bf16 units "
                 "(AMX-BF16/AVX512-BF16): bf16 is emulated there, and usually slower than "
