@@ -183,11 +183,41 @@ def test_a_job_signalled_for_its_time_limit_is_requeued_and_resumes_exactly(
         torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
 
 
+def test_a_ddp_rank_of_a_multirun_job_runs_that_job(monkeypatch):
+    """The command line Lightning's launcher gives rank 1 (the sweep's, `-m` and all) becomes its
+    job's, as a single run in the job's directory; a continued job's resumes; elsewhere (rank 0,
+    a single run's ranks, after the job) the command line is as given."""
+    from sft.utils.ddp_ranks import JOB_ENV, rank_command, ranks_join
+
+    monkeypatch.delenv(JOB_ENV, raising=False)
+    monkeypatch.setenv("MASTER_PORT", "1234")
+    launched = ["-m", "seed=1,2", "trainer=ddp", 'hydra.run.dir="outputs/x"']
+    launched += ["hydra.job.name=train_ddp_process_1", "hydra.output_subdir=null"]
+    job = ["--config-dir", "/my/conf", "seed=2", "trainer=ddp", "resume=/sweep/1"]
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with ranks_join("/sweep/1", job):
+        assert rank_command(launched) == [
+            *job,
+            "hydra.job.name=train_ddp_process_1",
+            "hydra.output_subdir=null",
+            'hydra.run.dir="/sweep/1"',
+        ]
+        single = ["seed=1", 'hydra.run.dir="outputs/x"', "hydra.job.name=train_ddp_process_1"]
+        assert rank_command(single) == single  # a single run's rank
+        monkeypatch.setenv("LOCAL_RANK", "0")
+        assert rank_command(launched) == launched  # the job itself
+        os.environ["MASTER_PORT"] = "5678"  # the launcher's, for this job's ranks
+    assert JOB_ENV not in os.environ and os.environ["MASTER_PORT"] == "1234"
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert rank_command(launched) == launched
+
+
 @pytest.mark.slow
 def test_ddp_jobs_in_a_multirun_get_one_directory_each(tmp_path, data_dir):
     """trainer=ddp_sim with the subprocess DDP launcher: the ranks Lightning starts join their
-    job instead of re-running the sweep."""
-    sweep = tmp_path / "sweep"
+    job instead of re-running the sweep (which made a second sweep directory of the next
+    second's timestamp, when the sweep directory was the default, and had rank 1 of job 0 run
+    job 1's settings next)."""
     result = run_module(
         "sft.train",
         "-m",
@@ -195,13 +225,19 @@ def test_ddp_jobs_in_a_multirun_get_one_directory_each(tmp_path, data_dir):
         "trainer=ddp_sim",
         "trainer.strategy=ddp",
         "seed=1,2",
-        f"hydra.sweep.dir={sweep}",
+        "name=grid",
+        env={**os.environ, "SFT_OUTPUT_DIR": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "train" / "grid" / "multiruns").iterdir()
     results = dict(read_results(sweep))
     assert sorted(results) == ["0", "1"] and all(r.status == "completed" for r in results.values())
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")) == [
         "0",
         "1",
     ]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]
+    assert result.stdout.count("Launching 2 jobs locally") == 1
+    for job, seed in (("0", 1), ("1", 2)):  # each job's rank 1 ran as that job, in its folder
+        log = (sweep / job / "train.log").read_text()
+        assert f"[rank: 1] Seed set to {seed}" in log, log

@@ -1,8 +1,10 @@
 """The training job (`sft-train`, once Hydra has composed the config): seed -> instantiate ->
 fit -> test -> result.json -> monitored metric."""
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from sft.models.loading import check_class_names
 from sft.runs.directories import is_grid
 from sft.runs.result import RunRecorder, not_run_record, run_overrides
 from sft.runs.resume import (
+    ResumePoint,
     check_resume_checkpoint,
     continue_csv_logs,
     continue_tensorboard,
@@ -36,8 +39,15 @@ from sft.runs.sweep_summary import write_summary_of_stopped_sweep
 from sft.runs.tensorboard_hparams import TensorBoardHParams
 from sft.utils.allocator import keep_freed_memory
 from sft.utils.cli import override_key
-from sft.utils.config import print_and_save_config, swept_keys, task_overrides
+from sft.utils.config import (
+    config_dir_arguments,
+    print_and_save_config,
+    swept_keys,
+    task_overrides,
+)
 from sft.utils.config_types import Seed, check_config_types, check_value
+from sft.utils.ddp_ranks import ranks_join
+from sft.utils.distributed import end_process_group
 from sft.utils.hardware import (
     check_accelerator,
     check_sync_batchnorm,
@@ -137,47 +147,76 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     )
     tensorboard_hparams.start()
     overrides = resume_arguments()
-
-    if cfg.get("train"):
-        if recorder is not None:
-            recorder.fit_started()
-        ckpt_path = start.hand_to(trainer) if start else None
-        try:
-            with lightning_refusals(), interrupt_explained(trainer, overrides):
-                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-            recover_spawned_progress(trainer)
-        finally:
-            # also for an interrupted or failed fit: the epochs and metrics it reached
+    with multirun_job_ranks(str(cfg.paths.output_dir), start, overrides):
+        if cfg.get("train"):
             if recorder is not None:
-                pruned = any(isinstance(c, OptunaPruning) and c.pruned() for c in trainer.callbacks)
-                recorder.set_progress(
-                    trainer.current_epoch, trainer.global_step, trainer.callback_metrics, pruned
-                )
-    metrics = dict(trainer.callback_metrics)
+                recorder.fit_started()
+            ckpt_path = start.hand_to(trainer) if start else None
+            try:
+                with lightning_refusals(), interrupt_explained(trainer, overrides):
+                    trainer.fit(
+                        model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
+                    )
+                recover_spawned_progress(trainer)
+            finally:
+                # also for an interrupted or failed fit: the epochs and metrics it reached
+                if recorder is not None:
+                    pruned = any(
+                        isinstance(c, OptunaPruning) and c.pruned() for c in trainer.callbacks
+                    )
+                    recorder.set_progress(
+                        trainer.current_epoch, trainer.global_step, trainer.callback_metrics, pruned
+                    )
+        metrics = dict(trainer.callback_metrics)
 
-    if cfg.get("test") and not datamodule.has_labelled_test:
-        log.info(
-            "The data has no labelled test split: skipping test (sft-predict inputs=<its file> "
-            "predicts it)."
-        )
-    elif cfg.get("test"):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if not best and trainer.checkpoint_callback:
-            log.warning("No best checkpoint recorded: testing the current weights.")
-        elif not best:  # no checkpoints by choice (studies, callbacks=none)
-            log.info("Testing the final weights (no checkpoints in this run).")
-        with lightning_refusals(), interrupt_explained(trainer, overrides):
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        if best and trainer.checkpoint_callback.monitor is None:
-            # Lightning's default callback (callbacks=none trainer.enable_checkpointing=true)
-            # ranks nothing: its "best" is the last checkpoint it saved
-            log.info(f"Tested the last checkpoint (no monitored metric): {best}")
-        elif best:
-            log.info(f"Best checkpoint: {best}")
-        metrics.update(trainer.callback_metrics)
+        if cfg.get("test") and not datamodule.has_labelled_test:
+            log.info(
+                "The data has no labelled test split: skipping test (sft-predict inputs=<its file> "
+                "predicts it)."
+            )
+        elif cfg.get("test"):
+            best = (
+                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            )
+            if not best and trainer.checkpoint_callback:
+                log.warning("No best checkpoint recorded: testing the current weights.")
+            elif not best:  # no checkpoints by choice (studies, callbacks=none)
+                log.info("Testing the final weights (no checkpoints in this run).")
+            with lightning_refusals(), interrupt_explained(trainer, overrides):
+                trainer.test(
+                    model, datamodule=datamodule, ckpt_path=best or None, weights_only=True
+                )
+            if best and trainer.checkpoint_callback.monitor is None:
+                # Lightning's default callback (callbacks=none trainer.enable_checkpointing=true)
+                # ranks nothing: its "best" is the last checkpoint it saved
+                log.info(f"Tested the last checkpoint (no monitored metric): {best}")
+            elif best:
+                log.info(f"Best checkpoint: {best}")
+            metrics.update(trainer.callback_metrics)
     metrics = {k: float(v) for k, v in metrics.items()}
     tensorboard_hparams.end(metrics, cfg.get("optimized_metric"))
     return metrics
+
+
+@contextlib.contextmanager
+def multirun_job_ranks(
+    run_dir: str, start: ResumePoint | None, overrides: list[str]
+) -> Iterator[None]:
+    """Around a multirun job's fit and test: the ranks Lightning's subprocess DDP launcher
+    starts run this job (was: the whole sweep again), a continued job from its last.ckpt
+    (`overrides`: the resume command's); after it, its process group ends with its ranks."""
+    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        yield
+        return
+    if start and start.continues_run:
+        job = [*overrides, f"resume={run_dir}"]
+    else:
+        job = [*config_dir_arguments(), *task_overrides()]
+    with ranks_join(run_dir, job):
+        try:
+            yield
+        finally:
+            end_process_group()
 
 
 def keep_trained_inputs(data_cfg: DictConfig, checkpoint: dict[str, Any]) -> None:

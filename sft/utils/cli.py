@@ -42,6 +42,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 
 from sft.utils.config import CONF_DIR
 from sft.utils.config_files import GROUP_TWICE, check_config_file_keys, describe_defaults_error
+from sft.utils.ddp_ranks import MULTIRUN_FLAGS, rank_command
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -570,9 +571,6 @@ def _is_trainer_argument(arg: str) -> bool:
     return True
 
 
-MULTIRUN_FLAGS = ("-m", "--multirun")
-
-
 def multirun_flag_first(argv: Sequence[str]) -> list[str]:
     """`-m` among the overrides moved before them: Hydra's parser takes the overrides as one
     positional list, so `a=1 -m b=1,2` was argparse's usage block ("unrecognized arguments")."""
@@ -591,7 +589,8 @@ def checks_overrides(config_name: str, adds: Sequence[str] | None = None) -> Cal
         @functools.wraps(main)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not args and not kwargs:
-                argv = accept_trainer_arguments(multirun_flag_first(sys.argv[1:]))
+                argv = rank_command(sys.argv[1:])  # a DDP rank of a multirun job: that job
+                argv = accept_trainer_arguments(multirun_flag_first(argv))
                 sys.argv[1:] = accept_checkpoint_data_settings(argv, adds)
             # called with a config (tests) or with HYDRA_FULL_ERROR=1: Hydra as usual
             if not args and not kwargs and os.environ.get("HYDRA_FULL_ERROR") != "1":

@@ -22,3 +22,10 @@ def destroy_process_group_at_exit() -> None:
 def _destroy_default_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def end_process_group() -> None:
+    """Destroy this process's default process group, if any: a multirun job's DDP ranks have
+    ended with it, and Lightning would find it initialised in the next job and use it (its
+    peers gone: "Connection closed by peer")."""
+    _destroy_default_group()

@@ -1,0 +1,58 @@
+"""The ranks Lightning's subprocess DDP launcher starts for a multirun job.
+
+The launcher starts each rank > 0 by running the command line again with
+`hydra.run.dir=<run dir> hydra.job.name=train_ddp_process_<n> hydra.output_subdir=null`
+(lightning.fabric.strategies.launchers.subprocess_script). In a multirun (`-m`) that ran the
+whole sweep again in every rank: a second sweep directory (of a new timestamp), and a rank that
+joined its job with the next job's settings. Each multirun job tells its ranks what they join
+(an environment variable they inherit), and a rank's command line becomes that job's, as a
+single run in the job's directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+JOB_ENV = "SFT_DDP_JOB"
+# what the launcher adds for a rank, kept (its hydra.run.dir is replaced by the job's directory)
+LAUNCHER_SETTINGS = ("hydra.job.name=", "hydra.output_subdir=")
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+# what Lightning's launcher sets in the job's process for its ranks to meet (a port of its own)
+LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextmanager
+def ranks_join(run_dir: str, arguments: Sequence[str]) -> Iterator[None]:
+    """Around a multirun job's training: what its DDP ranks run (`arguments`, as a single run in
+    `run_dir`; `resume=<run_dir>` among them where the job continues its last.ckpt). After it,
+    the environment is as before: the next job's ranks meet on a port of their own, and a later
+    run of the process is not this job."""
+    names = (JOB_ENV, *LAUNCHER_ENV)
+    before = {name: os.environ.get(name) for name in names}
+    os.environ[JOB_ENV] = json.dumps({"run_dir": run_dir, "arguments": list(arguments)})
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def rank_command(argv: Sequence[str]) -> list[str]:
+    """`argv` of this process, or, in a DDP rank > 0 that Lightning started from a multirun
+    job (which `tell_ranks`), that job's overrides as a single run in its directory."""
+    job = os.environ.get(JOB_ENV)
+    if job is None or os.environ.get("LOCAL_RANK", "0") == "0":
+        return list(argv)
+    if not any(arg in MULTIRUN_FLAGS for arg in argv):
+        return list(argv)
+    job = json.loads(job)
+    launcher = [arg for arg in argv if arg.startswith(LAUNCHER_SETTINGS)]
+    return [*job["arguments"], *launcher, f'hydra.run.dir="{job["run_dir"]}"']
