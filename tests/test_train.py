@@ -1,6 +1,7 @@
 """Entry points end to end: sft-train / sft-eval on CIFAR-10 slices, on CPU."""
 
 import csv
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,40 @@ def test_ddp_sim_runs_two_processes(train_cfg, val_check_interval):
     events.Reload()
     (test_step,) = [e.step for e in events.Scalars("test/acc")]
     assert test_step == max(e.step for e in events.Scalars("val/acc")) + 1 > 1
+
+
+def _log_in_a_spawned_rank(callback: object) -> None:
+    logging.getLogger("sft.data.text").warning("a line of the spawned rank")
+
+
+def test_a_spawned_rank_logs_to_the_run_log(tmp_path):
+    """ddp_spawn's ranks (trainer=ddp_sim) start with Python's default logging: their lines (the
+    data's, the linear probe's, warnings) reached the console unformatted and train.log not at
+    all. The Trainer's callbacks are unpickled there first: the run's logging is set up again."""
+    import multiprocessing
+
+    from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
+
+    root = logging.getLogger()
+    handler = logging.FileHandler(tmp_path / "train.log")
+    handler.setFormatter(logging.Formatter("[%(name)s][%(levelname)s] - %(message)s"))
+    before = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        callback = SpawnedRankLogging()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(before)
+        handler.close()
+    rank = multiprocessing.get_context("spawn").Process(
+        target=_log_in_a_spawned_rank, args=(callback,)
+    )
+    rank.start()
+    rank.join(timeout=300)
+    assert rank.exitcode == 0
+    log = (tmp_path / "train.log").read_text()
+    assert log == "[sft.data.text][WARNING] - a line of the spawned rank\n"
 
 
 def test_a_rank_destroys_its_process_group_before_the_interpreter_is_finalised(tmp_path):

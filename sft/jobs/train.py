@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sft.callbacks.graceful_interrupt import interrupt_explained, resume_arguments, sweep_hint
 from sft.callbacks.optuna_pruning import OptunaPruning
+from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
 from sft.contracts import datamodule_gaps, not_a_datamodule
 from sft.data import SFTDataModule
 from sft.errors import SFTError, TrainingInterrupted, find_user_error, report_user_errors
@@ -131,7 +132,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     )
     trainer = build_trainer(
         cfg.trainer,
-        callbacks=callbacks,
+        callbacks=[*callbacks, SpawnedRankLogging()],
         logger=instantiate_loggers(cfg.get("logger")),
         **checkpointing(cfg.trainer, callbacks),
     )

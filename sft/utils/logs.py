@@ -2,8 +2,10 @@
 `warnings`, which print on stderr only, so `train.log` (Hydra's file handler) never held them."""
 
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's, without loading it
 
@@ -33,3 +35,59 @@ def log_levels_kept() -> Iterator[None]:
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+class LoggingSetup:
+    """The handlers and levels of this process's loggers (Hydra's job logging: the console's
+    format and the run's log file), picklable, to set up again in a process spawned for a DDP
+    rank (`ddp_spawn`). Such a process starts with Python's defaults: its lines reached the
+    console unformatted and the run's log not at all. Handlers other than files, stdout and
+    stderr are left out."""
+
+    def __init__(self) -> None:
+        handlers: dict[int, tuple[str, str, str | None, str | None, int]] = {}
+        self.loggers: dict[str, tuple[int, bool, list[int]]] = {}
+        named = logging.Logger.manager.loggerDict.items()
+        for name, logger in [("", logging.getLogger()), *named]:
+            if not isinstance(logger, logging.Logger):
+                continue
+            own = [h for h in logger.handlers if _handler_spec(h) is not None]
+            if own or logger.level != logging.NOTSET or not logger.propagate:
+                for handler in own:
+                    handlers[id(handler)] = _handler_spec(handler)
+                self.loggers[name] = (logger.level, logger.propagate, [id(h) for h in own])
+        self.handlers = handlers
+
+    def apply(self) -> None:
+        """Set these loggers up in this process (their handlers replaced)."""
+        built = {key: _build_handler(*spec) for key, spec in self.handlers.items()}
+        for name, (level, propagate, keys) in self.loggers.items():
+            logger = logging.getLogger(name or None)
+            logger.setLevel(level)
+            logger.propagate = propagate
+            logger.handlers = [built[key] for key in keys]
+
+
+def _handler_spec(handler: logging.Handler) -> tuple[str, str, str | None, str | None, int] | None:
+    """(kind, file name or stream, format, date format, level) of a handler of a file, stdout
+    or stderr; None for another."""
+    if isinstance(handler, logging.FileHandler):
+        kind, target = "file", handler.baseFilename
+    elif isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.stderr):
+        kind, target = "stream", "stdout" if handler.stream is sys.stdout else "stderr"
+    else:
+        return None
+    formatter = handler.formatter
+    fmt = formatter._fmt if formatter is not None else None
+    datefmt = formatter.datefmt if formatter is not None else None
+    return kind, target, fmt, datefmt, handler.level
+
+
+def _build_handler(kind: str, target: str, fmt: Any, datefmt: Any, level: int) -> logging.Handler:
+    if kind == "file":
+        handler: logging.Handler = logging.FileHandler(target, mode="a")  # the run's, appended
+    else:
+        handler = logging.StreamHandler(sys.stdout if target == "stdout" else sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt, datefmt))
+    handler.setLevel(level)
+    return handler

@@ -1,0 +1,31 @@
+"""The run's logging in the processes `ddp_spawn` starts for its ranks.
+
+Hydra sets up the run's logging (the console's format, `train.log`) in the process it runs the
+job in. `ddp_spawn` (trainer=ddp_sim) trains in new processes, which unpickle the Trainer and
+start with Python's defaults: their lines (the data's and the linear probe's, warnings) reached
+the console unformatted and `train.log` not at all. Lightning has no hook that runs before the
+datamodule's setup in such a process, so the set-up happens as this callback is unpickled there.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lightning.pytorch import Callback
+
+from sft.utils.logs import LoggingSetup
+
+
+class SpawnedRankLogging(Callback):
+    """Holds this process's logging set-up; unpickled in another process (a spawned DDP rank),
+    sets it up there."""
+
+    def __init__(self) -> None:
+        self.setup_of_run = LoggingSetup()
+        self.pid = os.getpid()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if os.getpid() != self.pid:  # not a copy made in this process
+            self.setup_of_run.apply()
