@@ -1005,6 +1005,21 @@ def test_sft_eval_of_a_carved_validation_reads_the_folder_by_the_models_class_na
         dm.setup("validate")
 
 
+def test_sft_eval_of_a_validation_folder_needs_no_training_folder(tmp_path):
+    """A folder of val/<class>/ alone (no train/, no test/): sft-eval asked for train/ and spoke
+    of a carved validation; with train/ there it decoded every training image first."""
+    _tree(tmp_path, "val", {"bee": 2, "cat": 3})
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, num_workers=0)
+    dm.score_with(["ant", "bee", "cat"])
+    dm.setup("validate")
+    dm.setup("predict")
+    assert dm.class_names == ["ant", "bee", "cat"] and dm.train_data is None
+    assert sorted(dm.class_names[int(y)] for _, y in dm.val_data) == ["bee"] * 2 + ["cat"] * 3
+    assert dm.predicted_ids() == [f"val/bee/{i}.jpg" for i in range(2)] + [
+        f"val/cat/{i}.jpg" for i in range(3)
+    ]
+
+
 def test_a_carved_validation_that_lacks_a_class_is_named(tmp_path, caplog):
     """A class of one image keeps it for training: the carved validation had none of it, and
     nothing said so (a val/ folder missing a class was already named)."""

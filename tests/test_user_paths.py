@@ -822,11 +822,21 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     evaluate(compose_config("eval", [f"ckpt_path={ckpt}", *unsized], out / "4"))
     assert OmegaConf.load(out / "4" / "config_resolved.yaml").data.image_size == 16
 
-    # labelled images in val/ only: what to name (was: "image folder .../train does not exist")
+    # labelled images in val/ only: scored (was: "image folder .../train does not exist", then
+    # the name-the-folder error)
     other = tmp_path / "other"
     shutil.copytree(root / "train", other / "val")
+    evaluate(compose_config("eval", [f"ckpt_path={ckpt}", *folder_data(other)], out / "3"))
+    rows = list(csv.DictReader((out / "3" / "predictions.csv").open(newline="")))
+    assert len(rows) == len(list((other / "val").rglob("*.png")))
+    assert all(row["id"].startswith("val/") for row in rows)
+    # neither: what to name
     with pytest.raises(SFTError, match=r"sft-eval scores data\.test_dir \(test\), or without"):
-        evaluate(compose_config("eval", [f"ckpt_path={ckpt}", *folder_data(other)], out / "3"))
+        evaluate(
+            compose_config(
+                "eval", [f"ckpt_path={ckpt}", *folder_data(tmp_path / "none")], out / "5"
+            )
+        )
 
 
 def test_class_folders_right_under_the_data_dir_are_named(tmp_path):

@@ -359,6 +359,16 @@ class ImageFolderDataModule(ImageDataModule):
         ):
             # sft-eval of a test folder: the model's classes; the training folder is not read
             self._set_classes(self.model_class_names)
+        elif (
+            self.model_class_names is not None
+            and stage in ("validate", "predict")
+            and self._val_path() is not None
+        ):
+            # sft-eval of a validation folder, the same way (was: the training folder required,
+            # and all of its images decoded first)
+            if self.val_data is None:
+                self._set_classes(self.model_class_names)
+                self.val_data = self._open_val_folder(self._val_path(), "the model")
         elif self.train_data is None:
             self._setup_train_val()
         if stage in (None, "fit"):
@@ -491,17 +501,11 @@ class ImageFolderDataModule(ImageDataModule):
         self._set_classes(full.classes)
         targets = torch.as_tensor(full.targets, dtype=torch.int64)
 
-        val_path = self.root / self.val_dir if self.val_dir is not None else None
-        if val_path is not None and val_path.is_dir():
-            self.val_data = open_image_folder(
-                val_path, self.decode, self.class_to_idx, "data.val_dir"
-            )
-            check_images(self.val_data, self.image_size, self.skip_bad_files)
+        val_path = self._val_path()
+        if val_path is not None:
+            self.val_data = self._open_val_folder(val_path, "the training folder")
             warn_files_of_training(
                 [p for p, _ in self.val_data.samples], val_path, self._training_files, "validation"
-            )
-            warn_classes_without_examples(
-                self.val_data.targets, self.class_names, str(val_path), "validation"
             )
             pool = torch.arange(len(full))
         else:
@@ -551,6 +555,18 @@ class ImageFolderDataModule(ImageDataModule):
             targets[self.train_indices], self.class_names, str(train_path)
         )
 
+    def _val_path(self) -> Path | None:
+        """The validation folder, when there is one (else validation is carved from training)."""
+        path = self.root / self.val_dir if self.val_dir is not None else None
+        return path if path is not None and path.is_dir() else None
+
+    def _open_val_folder(self, path: Path, classes_of: str) -> _MappedImageFolder:
+        """The validation folder as a dataset of this data's classes, its images checked."""
+        data = open_image_folder(path, self.decode, self.class_to_idx, "data.val_dir", classes_of)
+        check_images(data, self.image_size, self.skip_bad_files)
+        warn_classes_without_examples(data.targets, self.class_names, str(path), "validation")
+        return data
+
     def _no_training_folder(self) -> str:
         """Why the training folder is missing, and what the user likely meant."""
         train_path = self.train_path
@@ -559,9 +575,10 @@ class ImageFolderDataModule(ImageDataModule):
         )
         if self.model_class_names is not None:  # sft-eval without a test folder
             return (
-                f"{message}: sft-eval scores data.test_dir ({self.test_dir}), or without it the "
-                "validation carved from the training images; name the folder of labelled images "
-                f"to score: ++data.test_dir=<its path under {self.root}>"
+                f"{message}: sft-eval scores data.test_dir ({self.test_dir}), or without it "
+                f"data.val_dir ({self.val_dir}), or without both the validation carved from the "
+                "training images; name the folder of labelled images to score: "
+                f"++data.test_dir=<its path under {self.root}>"
             )
         splits = {self.val_dir, self.test_dir, "val", "valid", "validation", "test"}
         if self.root.is_dir() and [c for c in class_folders(self.root) if c not in splits]:
