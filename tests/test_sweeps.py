@@ -297,6 +297,20 @@ def test_a_sweep_run_again_keeps_its_finished_jobs_without_last_checkpoint(tmp_p
     )
 
 
+def test_jobs_of_other_names_share_the_sweep_directory(tmp_path, capsys):
+    """`-m experiment=a,b` (each sets its own `name`) in the default sweep directory, which
+    holds ${name}: each job made a sweep directory of its own name, the summary of the sweep's
+    listed no job, and the command exited 0 with every job failed."""
+    code, err = run_sft_train(
+        capsys, "-m", *TINY, "name=one,two", "model.lr_head=-1", f"paths.log_dir={tmp_path}"
+    )
+    (sweep,) = (tmp_path / "train").glob("*/multiruns/*")
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name[0] != ".") == ["0", "1"]
+    assert code == 1
+    assert err.strip().splitlines()[-1] == f"error: 2 of 2 jobs failed: see {sweep / 'summary.md'}"
+    assert "2 jobs, 0 completed, 2 failed" in (sweep / "summary.md").read_text()
+
+
 def test_a_grid_sweep_without_validation_completes(tmp_path, capsys):
     """A grid's jobs return optimized_metric to no one: a job that trains without validation
     (so without val/acc_best) completes (a check for Optuna's searches failed it)."""

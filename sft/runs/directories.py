@@ -15,6 +15,7 @@ used as it is. Multirun jobs get their own numbered directories from the sweep (
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -321,6 +322,14 @@ class RunDirectory(Callback):
             report_user_errors(lambda: refuse_resume_in_multirun(resume))
         sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
         report_user_errors(lambda: check_can_be_made(sweep_dir, "hydra.sweep.dir"))
+        if not _overridden("hydra.sweep.dir", config.hydra):
+            # Each job's config is composed again with its overrides (Hydra's load_sweep_config),
+            # and ${name} in the default sweep directory became each job's: a sweep over
+            # experiments wrote one sweep directory per experiment, and the summary of this one
+            # listed no job (exit 0, every job failed). Its hydra overrides carry over to every
+            # job: the directory resolved here is theirs.
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.overrides.hydra.append(f"hydra.sweep.dir={json.dumps(str(sweep_dir))}")
         if not _overridden("hydra.sweep.subdir", config.hydra):
             report_user_errors(lambda: check_jobs_already_there(sweep_dir, config))
 
