@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -111,6 +113,17 @@ def not_a_datamodule(datamodule: object, gaps: list[str]) -> str:
         "derive it from sft.data.base.SFTDataModule (or implement "
         "sft.contracts.ClassificationData), and set num_classes and class_names in its setup"
     )
+
+
+def unrecorded_settings(cls: type, recorded: Mapping[str, Any] | None) -> list[str]:
+    """The settings (__init__ parameters) of a datamodule class when it `recorded` none of them
+    (no `self.save_hyperparameters()`): sft-eval and sft-predict rebuild it from a checkpoint
+    with their defaults, not the run's values. [] when it recorded some or takes none."""
+    if recorded:
+        return []
+    skipped = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in parameters if p.name != "self" and p.kind not in skipped]
 
 
 def check_class_indices(

@@ -57,3 +57,24 @@ def test_a_full_disk_is_one_error_naming_the_file(tmp_path, monkeypatch, error):
         atomic_write(path, fail, text=True)
     assert path.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_checkpoint_holding_objects_is_not_called_corrupt(tmp_path):
+    """A checkpoint whose hparams hold Hydra's DictConfig (a user's model class saved them): a
+    weights-only load refuses it, and the error said the file was corrupt."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from sft.utils.checkpoint_io import read_checkpoint
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"hyper_parameters": {"backbone": OmegaConf.create({"name": "x"})}}, path)
+    with pytest.raises(SFTError) as info:
+        read_checkpoint(path)
+    message = str(info.value)
+    assert "Unsupported global" in message and "DictConfig" in message
+    assert message.endswith(
+        "it holds objects other than tensors and plain values, which sft does not load (never "
+        "unpickling code from a file); a model's hparams must be plain values"
+    )
+    assert "corrupt" not in message

@@ -596,3 +596,24 @@ def test_a_glue_submission_writes_glue_labels_by_class_name(tmp_path):
     assert (tmp_path / "SST-2.tsv").read_text() == "index\tprediction\n0\t1\n1\t0\n"
     with pytest.raises(SFTError, match=r"^inputs=t.tsv writes GLUE's SST-2 labels .* \['good', "):
         glue_labels_of(["good", "bad"], "inputs=t.tsv")
+
+
+def test_a_datamodule_that_records_no_settings_is_warned_about(tmp_path, caplog):
+    """A user's datamodule without self.save_hyperparameters(): its checkpoint holds no settings
+    and sft-eval rebuilt it with its defaults (other data, other scores) without a word."""
+    from helpers.user_data import ForgetsItsSettings, RandomImages
+
+    from sft.contracts import unrecorded_settings
+    from sft.models.loading import trained_data_config
+
+    assert unrecorded_settings(RandomImages, RandomImages().hparams) == []
+    forgets = ForgetsItsSettings(flip_labels=True)
+    assert unrecorded_settings(ForgetsItsSettings, forgets.hparams) == ["batch_size", "flip_labels"]
+    target = "helpers.user_data.ForgetsItsSettings"
+    with caplog.at_level(logging.WARNING):
+        config = trained_data_config(tmp_path / "x.ckpt", {"datamodule_target": target})
+    assert config == {"_target_": target}
+    assert (
+        f"its datamodule {target} recorded none of its settings (batch_size, flip_labels): "
+        "rebuilt with their defaults"
+    ) in caplog.text

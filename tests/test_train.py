@@ -15,6 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from sft.jobs.eval import evaluate
 from sft.jobs.train import train
+from sft.models import SFTClassifier
 from sft.runs.sweep_summary import read_results
 
 
@@ -115,6 +116,33 @@ def test_resume_from_last_checkpoint_continues_at_the_right_epoch(train_cfg, tmp
     state = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["epoch"] == 2
     assert state["global_step"] == 3 * steps_per_epoch
+
+
+def test_a_users_model_subclass_is_rebuilt_from_its_checkpoint(train_cfg, tmp_path):
+    """`model._target_=<a subclass of SFTClassifier>` with an init argument of its own: its
+    checkpoints held Hydra's DictConfig (unreadable weights-only: "the file is corrupt"), and
+    sft-eval/-predict/-export rebuilt a plain SFTClassifier without a word (its forward lost)."""
+    from helpers.user_models import ScaledLogits
+
+    from sft.models import load_classifier
+
+    run = train_cfg(
+        "model._target_=helpers.user_models.ScaledLogits",
+        "+model.scale=-1.0",
+        "+trainer.max_steps=2",
+        "test=false",
+        run_dir=tmp_path / "run",
+    )
+    train(run)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)  # was: UnpicklingError (DictConfig)
+    assert state["model_target"] == "helpers.user_models.ScaledLogits"
+    model = load_classifier(last)
+    assert type(model) is ScaledLogits and model.scale == -1.0
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        plain = SFTClassifier.forward(model, images)
+        assert torch.equal(model(images), -plain)
 
 
 @pytest.mark.slow

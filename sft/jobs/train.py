@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sft.callbacks.graceful_interrupt import interrupt_explained, resume_arguments, sweep_hint
 from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
-from sft.contracts import datamodule_gaps, not_a_datamodule
+from sft.contracts import datamodule_gaps, not_a_datamodule, unrecorded_settings
 from sft.data import SFTDataModule
 from sft.errors import SFTError, TrainingInterrupted, find_user_error, report_user_errors
 from sft.models import SFTClassifier
@@ -106,6 +106,13 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     datamodule: SFTDataModule = instantiate(cfg.data)
     if gaps := datamodule_gaps(datamodule, set_up=False):  # a plain LightningDataModule
         raise SFTError(not_a_datamodule(datamodule, gaps))
+    if unrecorded := unrecorded_settings(type(datamodule), datamodule.hparams):
+        # its checkpoints rebuild it with its defaults (was: scored other data without a word)
+        log.warning(
+            f"{type(datamodule).__qualname__} records none of its settings "
+            f"({', '.join(unrecorded)}): sft-eval and sft-predict would rebuild it from the "
+            "checkpoint with their defaults; call self.save_hyperparameters() in its __init__"
+        )
     model: SFTClassifier = instantiate(cfg.model, adapter=cfg.get("adapter"))
     datamodule.configure_input(model.input_spec)  # the backbone's normalisation, modality
     decoded = getattr(datamodule, "image_size", None)

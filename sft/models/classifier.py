@@ -14,7 +14,7 @@ from annotated_types import Ge, Interval
 from hydra.utils import instantiate
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import Container, OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -65,10 +65,15 @@ REG_HELD = "reg_held"
 # of the state_dict, and a resumed run must not forget the validations before its checkpoint
 
 
+# checkpoint key: the model's class (`module.Class`)
+MODEL_TARGET = "model_target"
+
+
 def _plain(cfg: Any) -> Any:
-    """Hydra hands `_recursive_: false` sub-configs over as DictConfig; hparams must be plain
-    containers so that checkpoints load with `torch.load(weights_only=True)`."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    """Hydra hands `_recursive_: false` sub-configs over as DictConfig (a list as ListConfig);
+    hparams must be plain containers so that checkpoints load with
+    `torch.load(weights_only=True)`."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, Container) else cfg
 
 
 def check_optimizer_settings(optimizer: Mapping | None) -> None:
@@ -193,6 +198,12 @@ class SFTClassifier(L.LightningModule):
             backbone = config_as_saved(backbone)
         # logger=False: train.py logs the whole run config once
         self.save_hyperparameters(logger=False)
+        # a subclass's init args are read too, from its frame (`**kwargs` as Hydra passed them:
+        # DictConfig, which made every checkpoint of it unreadable weights-only): as converted
+        converted = dict(backbone=backbone, head=head, optimizer=optimizer, scheduler=scheduler)
+        converted.update(linear_probe=linear_probe, adapter=adapter)
+        for key, value in self.hparams.items():
+            self.hparams[key] = converted[key] if key in converted else _plain(value)
         # what the backbone takes (modality, normalisation): the datamodule is configured by it
         self.input_spec = resolve_input_spec(backbone)
         self.backbone: nn.Module = instantiate(backbone)
@@ -602,6 +613,9 @@ class SFTClassifier(L.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the class, for sft-eval/-predict/-export to rebuild a subclass (a custom loss, forward)
+        # rather than an SFTClassifier of its hparams
+        checkpoint[MODEL_TARGET] = f"{type(self).__module__}.{type(self).__qualname__}"
         if self.val_acc_best.update_called:
             checkpoint[VAL_ACC_BEST] = float(self.val_acc_best.compute())
         if self._reg_held_steps:  # a resumed run applies them at the same step

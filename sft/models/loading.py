@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 
-from sft.contracts import TOKENIZER_DIGEST
+from sft.contracts import TOKENIZER_DIGEST, unrecorded_settings
 from sft.errors import SFTError
 from sft.models.adapters import BASE_WEIGHTS, check_base_weights, frozen_parameters
 from sft.models.backbones import local_paths_read, resolve_input_spec
-from sft.models.classifier import SFTClassifier
+from sft.models.classifier import MODEL_TARGET, SFTClassifier
 from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import quoted_list_override
 from sft.utils.config_types import check_config_types
@@ -59,7 +59,7 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
     # spend longer compiling than running (and export traces the plain module)
     hparams["compile"] = False
     with importable_code(path):
-        model = SFTClassifier(**hparams)
+        model = _model_class(checkpoint, path)(**hparams)
     # the tokenizer it was trained with: the datamodule warns when its tokenizer is another
     model.input_spec = replace(input_spec, tokenizer_digest=checkpoint.get(TOKENIZER_DIGEST))
     if small is not None:
@@ -80,6 +80,28 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
                 f"{', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''}"
             )
     return model.eval()
+
+
+def _model_class(checkpoint: dict[str, Any], path: str | Path) -> type[SFTClassifier]:
+    """The class the checkpoint's model was (a subclass of SFTClassifier: was rebuilt as an
+    SFTClassifier, silently dropping its own forward or loss); SFTClassifier for a checkpoint
+    from before the class was recorded."""
+    target = checkpoint.get(MODEL_TARGET)
+    if target is None:
+        return SFTClassifier
+    try:
+        cls = get_class(str(target))
+    except ImportError as exc:
+        while exc.__cause__ is not None or exc.__context__ is not None:  # Hydra's wrapping
+            exc = exc.__cause__ or exc.__context__
+        cause = " ".join(str(exc).split())
+        raise SFTError(
+            f"checkpoint {path}: its model's code cannot be imported here ({cause}); run where it "
+            "was trained, or add the folder of that module to PYTHONPATH"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, SFTClassifier)):
+        raise SFTError(f"checkpoint {path}: its model class {target} is not an SFTClassifier")
+    return cls
 
 
 def _check_folders_exist(backbone: dict[str, Any], path: str | Path, small: bool) -> None:
@@ -128,8 +150,16 @@ def trained_data_config(path: str | Path, checkpoint: dict[str, Any]) -> dict[st
     """The config (`_target_` and settings) of the datamodule `checkpoint` was trained with."""
     if "datamodule_target" not in checkpoint:
         raise SFTError(f"checkpoint {path}: records no datamodule; choose one with data=<name>")
-    hparams = dict(checkpoint.get("datamodule_hyper_parameters", {}))
-    return {"_target_": checkpoint["datamodule_target"], **hparams}
+    hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    target = checkpoint["datamodule_target"]
+    with contextlib.suppress(ImportError):  # not importable: instantiate says so, in one line
+        if unrecorded := unrecorded_settings(get_class(target), hparams):
+            log.warning(
+                f"checkpoint {path}: its datamodule {target} recorded none of its settings "
+                f"({', '.join(unrecorded)}): rebuilt with their defaults, which may not be the "
+                "training run's"
+            )
+    return {"_target_": target, **hparams}
 
 
 def check_class_names(

@@ -41,9 +41,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                 "training checkpoint: give the run's checkpoints/last.ckpt (or another .ckpt)"
             ) from exc
         reason = load_failure(exc)
-        raise SFTError(
-            f"checkpoint {path}: cannot be read ({reason}); the file is corrupt or not a checkpoint"
-        ) from exc
+        why = (
+            # a whole file holding an object sft never loads (e.g. Hydra's DictConfig in the
+            # hparams of a model class of the user's): not a broken file
+            "it holds objects other than tensors and plain values, which sft does not load "
+            "(never unpickling code from a file); a model's hparams must be plain values"
+            if "Unsupported global" in reason
+            else "the file is corrupt or not a checkpoint"
+        )
+        raise SFTError(f"checkpoint {path}: cannot be read ({reason}); {why}") from exc
     if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint:
         raise SFTError(f"checkpoint {path}: not an sft training checkpoint (no hyper_parameters)")
     return checkpoint

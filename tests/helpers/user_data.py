@@ -83,3 +83,12 @@ class LateBadLabel(RandomImages):
         images, _ = self.train_data.tensors
         labels = torch.tensor([0, 1] * 12 + [5] * 8)
         self.train_data = self.val_data = self.test_data = TensorDataset(images, labels)
+
+
+class ForgetsItsSettings(RandomImages):
+    """Takes settings but records none of them (no save_hyperparameters)."""
+
+    def __init__(self, batch_size: int = 8, flip_labels: bool = False) -> None:
+        SFTDataModule.__init__(self)
+        self.batch_size, self.flip_labels = batch_size, flip_labels
+        self.num_classes, self.class_names = 2, ["a", "b"]

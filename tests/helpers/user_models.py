@@ -1,0 +1,21 @@
+"""A user's subclass of SFTClassifier, as its config names it (`model._target_`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sft.models import SFTClassifier
+
+
+class ScaledLogits(SFTClassifier):
+    """Its own forward (logits times `scale`) and its own init argument, passed on as Hydra
+    passes the rest: `**kwargs`, sub-configs as DictConfig."""
+
+    def __init__(self, *args: Any, scale: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scale = scale
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return super().forward(*args, **kwargs) * self.scale
