@@ -751,3 +751,28 @@ def test_only_the_first_image_batch_is_read_as_a_size_mismatch() -> None:
     model.backbone.forward = fails
     with pytest.raises(RuntimeError, match="DataLoader worker killed"):
         model(torch.randn(2, 3, 16, 16))
+
+
+def test_a_builder_registered_again_replaces_itself(monkeypatch):
+    """A notebook cell defining a registered builder run twice (or importlib.reload) raised
+    "already registered"; another builder under a taken name still does."""
+    from sft.models.backbones import register_backbone, registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    def define(width: int):
+        def tiny_net() -> nn.Module:
+            return nn.Linear(width, width)
+
+        return tiny_net
+
+    register_backbone("tiny_net")(define(2))
+    register_backbone("tiny_net")(define(3))  # the same cell, run again
+    assert registry._REGISTRY["tiny_net"].builder().in_features == 3
+
+    def other() -> nn.Module:
+        return nn.Identity()
+
+    other.__name__ = other.__qualname__ = "tiny_net_elsewhere"
+    with pytest.raises(ValueError, match=r"'tiny_net' is already registered \(by .*tiny_net\)"):
+        register_backbone("tiny_net")(other)

@@ -604,6 +604,32 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
             "error: callbacks.foo=1: expected a config with a _target_ (e.g. "
             "+callbacks.foo._target_=<module.Class>), or null to switch it off",
         ),
+        # a config naming no class (was: "Missing key input_spec" traceback for the model,
+        # "DictConfig sets no num_features" for the backbone, "DictConfig is not an sft
+        # datamodule" for the data)
+        (
+            "~model._target_",
+            "error: model: no _target_ (the class to build, e.g. sft.models.SFTClassifier); a "
+            "config of your own that extends one of sft's lists it in its defaults",
+        ),
+        (
+            "~model.backbone._target_",
+            "error: model.backbone: no _target_ (the class to build, e.g. "
+            "sft.models.backbones.create_backbone); a config of your own that extends one of "
+            "sft's lists it in its defaults",
+        ),
+        (
+            "~data._target_",
+            "error: data: no _target_ (the class to build, e.g. "
+            "sft.data.text.TextClassificationDataModule); a config of your own that extends one "
+            "of sft's lists it in its defaults",
+        ),
+        # a misspelt _target_ (was: the callback left out without a word)
+        (
+            "+callbacks.tracker._tagret_=my.Tracker",
+            "error: callbacks.tracker: no _target_ (it sets _tagret_): name the class to build in "
+            "callbacks.tracker._target_, or set callbacks.tracker=null to switch it off",
+        ),
         (
             "+callbacks.lr_monitor.mesg=1",
             "error: callbacks.lr_monitor.mesg: LearningRateMonitor takes no such setting (it "

@@ -46,7 +46,7 @@ from sft.utils.config import (
     swept_keys,
     task_overrides,
 )
-from sft.utils.config_types import Seed, check_config_types, check_value
+from sft.utils.config_types import Seed, check_config_types, check_has_target, check_value
 from sft.utils.ddp_ranks import ranks_join
 from sft.utils.distributed import end_process_group
 from sft.utils.hardware import (
@@ -85,6 +85,11 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
     warn_fp16_weights(cfg.trainer)
     check_sync_batchnorm(cfg.trainer)
+    check_has_target(cfg.get("data"), "data", "sft.data.text.TextClassificationDataModule")
+    check_has_target(cfg.get("model"), "model", "sft.models.SFTClassifier")
+    check_has_target(
+        cfg.model.get("backbone"), "model.backbone", "sft.models.backbones.create_backbone"
+    )
     for key in ("data", "model", "trainer", "adapter"):
         check_config_types(cfg.get(key), key)
     check_optimizer_settings(cfg.model.get("optimizer"))

@@ -69,6 +69,17 @@ def unresolvable_message(err: InterpolationResolutionError, where: str) -> str:
     return f"{err.full_key or where}: {reason}{hint}"
 
 
+def check_has_target(node: DictConfig | Mapping | None, where: str, example: str) -> None:
+    """SFTError when the config `node` (of `where`) names no class to build: Hydra returns it
+    as it is, and what reads it then failed far from the mistake (a model config without one:
+    "Missing key input_spec")."""
+    if isinstance(node, DictConfig | Mapping) and "_target_" not in node:
+        raise SFTError(
+            f"{where}: no _target_ (the class to build, e.g. {example}); a config of your own "
+            "that extends one of sft's lists it in its defaults"
+        )
+
+
 def check_config_types(node: DictConfig | Mapping | None, where: str, whole: bool = True) -> None:
     """SFTError naming `<where>.<key>`, the expected type and the value, for the first value of
     `node` (a config with `_target_`) that does not fit its parameter's annotation. `whole`:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def _instantiate_entries(cfg: DictConfig | None, group: str) -> list:
-    # Entries without a _target_ (or set to null) are switched-off slots, e.g. `callbacks.early_stopping=null`.
+    # Entries set to null (or empty) are switched-off slots, e.g. `callbacks.early_stopping=null`.
     if not cfg:
         return []
     for name, entry in cfg.items():
@@ -32,6 +32,13 @@ def _instantiate_entries(cfg: DictConfig | None, group: str) -> list:
             raise SFTError(
                 f"{where}={entry}: expected a config with a _target_ (e.g. +{where}._target_="
                 f"<module.Class>), or null to switch it off"
+            )
+        if entry and "_target_" not in entry:
+            # was: left out without a word, a misspelt `_tagret_` included
+            keys = ", ".join(map(str, entry))
+            raise SFTError(
+                f"{where}: no _target_ (it sets {keys}): name the class to build in "
+                f"{where}._target_, or set {where}=null to switch it off"
             )
         check_config_types(entry, where)  # its _target_ importable, its keys ones it takes
     return [instantiate(entry) for entry in cfg.values() if entry and "_target_" in entry]

@@ -77,9 +77,13 @@ def register_backbone(
         raise ValueError(f"unknown modality {modality!r}")
 
     def decorator(builder: BackboneBuilder) -> BackboneBuilder:
-        if name in _REGISTRY:
-            # Two builders under one name is a programming error, not a user mistake.
-            raise ValueError(f"backbone {name!r} is already registered")
+        known = _REGISTRY.get(name)
+        if known is not None and _qualified(known.builder) != _qualified(builder):
+            # Two builders under one name is a programming error, not a user mistake. The same
+            # builder defined again (a notebook cell run twice, importlib.reload) replaces it.
+            raise ValueError(
+                f"backbone {name!r} is already registered (by {_qualified(known.builder)})"
+            )
         norm = normalization if modality == "image" else None
         _REGISTRY[name] = BackboneEntry(
             builder, norm, modality, cpu_bf16, channels_last, saved_config, local_paths, image_size
@@ -238,3 +242,7 @@ def _check_options(name: str, builder: BackboneBuilder, kwargs: dict[str, object
             f"backbone {name!r} does not accept option(s) {', '.join(unknown)}; "
             f"accepted: {', '.join(accepted) or 'none'}"
         )
+
+
+def _qualified(builder: BackboneBuilder) -> str:
+    return f"{builder.__module__}.{builder.__qualname__}"
