@@ -651,16 +651,18 @@ def test_a_split_of_only_undecodable_images_is_an_error(tmp_path: Path, split: s
     _tree(tmp_path, "test", {"ant": 1, "bee": 1})
     for image in (tmp_path / split).rglob("*.jpg"):
         image.write_bytes(b"not an image")
-    dm = ImageFolderDataModule(
-        str(tmp_path), image_size=16, batch_size=2, num_workers=0, skip_bad_files=True
-    )
     count = 8 if split == "train" else 2
-    with pytest.raises(SFTError) as info:
-        dm.setup("test" if split == "test" else "fit")
-    assert str(info.value).startswith(
-        f"none of the {count} images under {tmp_path / split} can be decoded: "
-    )
-    assert str(info.value).endswith("data.skip_bad_files=true would leave no images in this split")
+    for skip in (True, False):  # without: not the advice to skip them all
+        dm = ImageFolderDataModule(
+            str(tmp_path), image_size=16, batch_size=2, num_workers=0, skip_bad_files=skip
+        )
+        with pytest.raises(SFTError) as info:
+            dm.setup("test" if split == "test" else "fit")
+        message = str(info.value)
+        assert message.startswith(
+            f"none of the {count} images under {tmp_path / split} can be decoded: "
+        )
+        assert message.endswith("data.skip_bad_files=true would leave no images in this split")
 
 
 def test_image_folder_checks_the_test_folder_before_training(tmp_path: Path) -> None:

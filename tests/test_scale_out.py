@@ -185,31 +185,35 @@ def test_a_job_signalled_for_its_time_limit_is_requeued_and_resumes_exactly(
 
 def test_a_ddp_rank_of_a_multirun_job_runs_that_job(monkeypatch):
     """The command line Lightning's launcher gives rank 1 (the sweep's, `-m` and all) becomes its
-    job's, as a single run in the job's directory; a continued job's resumes; elsewhere (rank 0,
-    a single run's ranks, after the job) the command line is as given."""
+    job's, as a single run in the job's directory (quoted for Hydra as it is: json's quoting
+    read back `jos\\u00e9`), also for a sweep started by hydra.mode=MULTIRUN; elsewhere (rank 0,
+    after the job) it is as given (None)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     from sft.utils.ddp_ranks import JOB_ENV, rank_command, ranks_join
 
     monkeypatch.delenv(JOB_ENV, raising=False)
     monkeypatch.setenv("MASTER_PORT", "1234")
-    launched = ["-m", "seed=1,2", "trainer=ddp", 'hydra.run.dir="outputs/x"']
+    launched = ["hydra.mode=MULTIRUN", "seed=1,2", "trainer=ddp", 'hydra.run.dir="outputs/x"']
     launched += ["hydra.job.name=train_ddp_process_1", "hydra.output_subdir=null"]
-    job = ["--config-dir", "/my/conf", "seed=2", "trainer=ddp", "resume=/sweep/1"]
+    job = ["--config-dir", "/my/conf", "seed=2", "trainer=ddp", "hydra.job.num=1"]
     monkeypatch.setenv("LOCAL_RANK", "1")
-    with ranks_join("/sweep/1", job):
-        assert rank_command(launched) == [
+    with ranks_join("/sweeps/josé's/1", job):
+        command = rank_command(launched)
+        assert command[:7] == [
             *job,
             "hydra.job.name=train_ddp_process_1",
             "hydra.output_subdir=null",
-            'hydra.run.dir="/sweep/1"',
         ]
-        single = ["seed=1", 'hydra.run.dir="outputs/x"', "hydra.job.name=train_ddp_process_1"]
-        assert rank_command(single) == single  # a single run's rank
+        assert command[8:] == ["hydra.mode=RUN"]
+        run_dir = OverridesParser.create().parse_override(command[7])
+        assert run_dir.key_or_group == "hydra.run.dir" and run_dir.value() == "/sweeps/josé's/1"
         monkeypatch.setenv("LOCAL_RANK", "0")
-        assert rank_command(launched) == launched  # the job itself
+        assert rank_command(launched) is None  # the job itself
         os.environ["MASTER_PORT"] = "5678"  # the launcher's, for this job's ranks
     assert JOB_ENV not in os.environ and os.environ["MASTER_PORT"] == "1234"
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert rank_command(launched) == launched
+    assert rank_command(launched) is None
 
 
 @pytest.mark.slow

@@ -301,10 +301,12 @@ def test_jobs_of_other_names_share_the_sweep_directory(tmp_path, capsys):
     """`-m experiment=a,b` (each sets its own `name`) in the default sweep directory, which
     holds ${name}: each job made a sweep directory of its own name, the summary of the sweep's
     listed no job, and the command exited 0 with every job failed."""
+    logs = tmp_path / "josé's"  # quoted for Hydra as it is (json's quoting: jos\\u00e9)
     code, err = run_sft_train(
-        capsys, "-m", *TINY, "name=one,two", "model.lr_head=-1", f"paths.log_dir={tmp_path}"
+        capsys, "-m", *TINY, "name=one,two", "model.lr_head=-1", f'paths.log_dir="{logs}"'
     )
-    (sweep,) = (tmp_path / "train").glob("*/multiruns/*")
+    assert [p.name for p in tmp_path.iterdir()] == [logs.name]
+    (sweep,) = (logs / "train").glob("*/multiruns/*")
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name[0] != ".") == ["0", "1"]
     assert code == 1
     assert err.strip().splitlines()[-1] == f"error: 2 of 2 jobs failed: see {sweep / 'summary.md'}"

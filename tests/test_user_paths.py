@@ -89,7 +89,7 @@ def test_eval_under_ddp_is_refused(checkpoints, tmp_path, strategy):
     assert str(info.value) == (
         "sft-eval scores in one process, and trainer.devices=2 trainer.num_nodes=1 start 2 "
         "(DDP), each of which would predict a share of the split: set trainer.devices=1 "
-        "(scoring is one pass over the split)"
+        "trainer.num_nodes=1 (scoring is one pass over the split)"
     )
     assert not (tmp_path / "predictions.csv").exists()
 

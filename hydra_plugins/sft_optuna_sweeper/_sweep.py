@@ -30,7 +30,14 @@ from sft.callbacks.optuna_pruning import (
     open_storage,
 )
 from sft.errors import SFTError
-from sft.runs.result import PRUNING_OVERRIDE, RESULT_FILE, UNFINISHED, RunResult, run_overrides
+from sft.runs.result import (
+    INTERRUPTED,
+    PRUNING_OVERRIDE,
+    RESULT_FILE,
+    UNFINISHED,
+    RunResult,
+    run_overrides,
+)
 from sft.utils.cli import describe_composition_error
 from sft.utils.config import MULTIRUN_RECORD
 from sft.utils.instantiate import runs_validation
@@ -363,7 +370,8 @@ def tell(study: optuna.Study, trial: Trial, result: JobReturn) -> None:
     elif output_dir and (Path(output_dir) / RESULT_FILE).exists():
         recorded = RunResult.read(Path(output_dir) / RESULT_FILE)
         if recorded.status in UNFINISHED:
-            failure = f"the job {recorded.status}: {recorded.error}"
+            ended = "was interrupted" if recorded.status == INTERRUPTED else "failed"
+            failure = f"the job {ended}: {recorded.error}"
     pruned_at = stored(study, trial.number).user_attrs.get(PRUNED_AT_STEP)
     if failure is None and pruned_at is not None:
         study.tell(trial, state=TrialState.PRUNED)

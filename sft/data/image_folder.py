@@ -149,13 +149,13 @@ def check_images(ds: ImageFolder, size: int, skip_bad_files: bool) -> None:
     message = (
         f"{len(bad)} of {len(paths)} images under {ds.root} cannot be decoded: {first_bad(bad)}"
     )
-    if not skip_bad_files:
-        raise SFTError(f"{message}; remove them or set data.skip_bad_files=true to leave them out")
     if len(bad) == len(paths):  # was: a traceback, a run without validation, or a wrong hint
         raise SFTError(
             f"none of the {len(paths)} images under {ds.root} can be decoded: {first_bad(bad)}; "
             "data.skip_bad_files=true would leave no images in this split"
         )
+    if not skip_bad_files:
+        raise SFTError(f"{message}; remove them or set data.skip_bad_files=true to leave them out")
     bad_paths = {p for p, _ in bad}
     ds.samples = [s for s in ds.samples if s[0] not in bad_paths]
     ds.imgs = ds.samples

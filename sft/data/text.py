@@ -405,9 +405,15 @@ class TextClassificationDataModule(SFTDataModule):
         """A warning when the validation or test split is the training split's content (the
         same file given twice, or a copy): its scores would be on examples the model trains on
         (image folders warn alike of their linked files)."""
-        train = self.reader.content_key("train")
+        reader = self.reader
+        if isinstance(reader, FileReader):  # files of other sizes differ: not hashed again
+            size = reader.path("train").stat().st_size
+            roles = [r for r in ("val", "test") if self.splits[r]]
+            if all(reader.path(r).stat().st_size != size for r in roles):
+                return
+        train = reader.content_key("train")
         for role, name in (("val", "validation"), ("test", "test")):
-            if self.splits[role] and self.reader.content_key(role) == train:
+            if self.splits[role] and reader.content_key(role) == train:
                 rank_zero_warning(
                     log,
                     f"{self.reader.where(role)}: the {name} split holds the training split's "

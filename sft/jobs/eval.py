@@ -230,7 +230,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"sft-eval scores in one process, and trainer.devices={cfg.trainer.get('devices')} "
             f"trainer.num_nodes={cfg.trainer.get('num_nodes', 1)} start {trainer.world_size} "
             "(DDP), each of which would predict a share of the split: set trainer.devices=1 "
-            "(scoring is one pass over the split)"
+            "trainer.num_nodes=1 (scoring is one pass over the split)"
         )
     # the classes are known once the data is set up (Lightning's own setup call then finds
     # the splits loaded)

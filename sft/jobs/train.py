@@ -211,6 +211,21 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     return metrics
 
 
+# the Hydra settings of a multirun that are not its jobs' own (a rank of a job runs as a single
+# run in the job's directory)
+SWEEP_SETTINGS = (
+    "hydra.sweep",
+    "hydra/sweeper",
+    "hydra.launcher",
+    "hydra/launcher",
+    "hydra.mode",
+    "hydra.run",
+    "hydra.job.name",
+    "hydra.job.num",
+    "hydra.output_subdir",
+)
+
+
 @contextlib.contextmanager
 def multirun_job_ranks(
     run_dir: str, start: ResumePoint | None, overrides: list[str]
@@ -221,10 +236,15 @@ def multirun_job_ranks(
     if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
         yield
         return
+    hydra_cfg = HydraConfig.get()
     if start and start.continues_run:
         job = [*overrides, f"resume={run_dir}"]
     else:
         job = [*config_dir_arguments(), *task_overrides()]
+    # the job's own Hydra settings (logging, verbosity), not the sweep's; its number, which a
+    # search's pruning callback reads (${hydra:job.num})
+    own = [o for o in hydra_cfg.overrides.hydra if not override_key(o).startswith(SWEEP_SETTINGS)]
+    job += [*own, f"hydra.job.num={hydra_cfg.job.num}"]
     with ranks_join(run_dir, job):
         try:
             yield

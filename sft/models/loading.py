@@ -2,13 +2,14 @@
 
 import contextlib
 import logging
+import pydoc
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 
 from sft.contracts import TOKENIZER_DIGEST, unrecorded_settings
 from sft.errors import SFTError
@@ -58,8 +59,20 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
     # compilation speeds up training; evaluating, predicting or exporting a few batches would
     # spend longer compiling than running (and export traces the plain module)
     hparams["compile"] = False
-    with importable_code(path):
-        model = _model_class(checkpoint, path)(**hparams)
+    cls = _model_class(checkpoint, path)
+    try:
+        with importable_code(path):
+            model = cls(**hparams)
+    except TypeError as exc:
+        # a subclass whose __init__ does not pass SFTClassifier's arguments on: its hparams
+        # hold both classes' (save_hyperparameters reads every __init__ frame)
+        if cls is SFTClassifier or "keyword argument" not in str(exc):
+            raise
+        raise SFTError(
+            f"checkpoint {path}: its model {cls.__qualname__} cannot be rebuilt from its hparams "
+            f"({exc}): its __init__ takes SFTClassifier's arguments as **kwargs and passes them "
+            "on to super().__init__"
+        ) from exc
     # the tokenizer it was trained with: the datamodule warns when its tokenizer is another
     model.input_spec = replace(input_spec, tokenizer_digest=checkpoint.get(TOKENIZER_DIGEST))
     if small is not None:
@@ -89,16 +102,17 @@ def _model_class(checkpoint: dict[str, Any], path: str | Path) -> type[SFTClassi
     target = checkpoint.get(MODEL_TARGET)
     if target is None:
         return SFTClassifier
-    try:
-        cls = get_class(str(target))
-    except ImportError as exc:
-        while exc.__cause__ is not None or exc.__context__ is not None:  # Hydra's wrapping
-            exc = exc.__cause__ or exc.__context__
-        cause = " ".join(str(exc).split())
+    try:  # pydoc: None when not found (Hydra's get_class logs an error line first)
+        cls = pydoc.locate(str(target))
+    except pydoc.ErrorDuringImport as err:
+        cls, cause = None, f"importing it raised {err.exc.__name__}: {err.value}"
+    else:
+        cause = f"no {target}"
+    if cls is None:
         raise SFTError(
             f"checkpoint {path}: its model's code cannot be imported here ({cause}); run where it "
             "was trained, or add the folder of that module to PYTHONPATH"
-        ) from None
+        )
     if not (isinstance(cls, type) and issubclass(cls, SFTClassifier)):
         raise SFTError(f"checkpoint {path}: its model class {target} is not an SFTClassifier")
     return cls
@@ -152,8 +166,9 @@ def trained_data_config(path: str | Path, checkpoint: dict[str, Any]) -> dict[st
         raise SFTError(f"checkpoint {path}: records no datamodule; choose one with data=<name>")
     hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     target = checkpoint["datamodule_target"]
-    with contextlib.suppress(ImportError):  # not importable: instantiate says so, in one line
-        if unrecorded := unrecorded_settings(get_class(target), hparams):
+    with contextlib.suppress(pydoc.ErrorDuringImport):  # instantiate says so, in one line
+        cls = pydoc.locate(target)
+        if cls is not None and (unrecorded := unrecorded_settings(cls, hparams)):
             log.warning(
                 f"checkpoint {path}: its datamodule {target} recorded none of its settings "
                 f"({', '.join(unrecorded)}): rebuilt with their defaults, which may not be the "

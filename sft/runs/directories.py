@@ -15,7 +15,6 @@ used as it is. Multirun jobs get their own numbered directories from the sweep (
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,8 @@ from sft.runs.result import (
     run_overrides,
     same_overrides,
 )
-from sft.utils.config import MULTIRUN_RECORD, as_written, config_subdir
+from sft.utils.config import MULTIRUN_RECORD, as_written, config_subdir, hydra_quoted
+from sft.utils.ddp_ranks import is_job_rank
 from sft.utils.io import file_in_the_way
 
 if TYPE_CHECKING:
@@ -329,7 +329,9 @@ class RunDirectory(Callback):
             # listed no job (exit 0, every job failed). Its hydra overrides carry over to every
             # job: the directory resolved here is theirs.
             with read_write(config.hydra), open_dict(config.hydra):
-                config.hydra.overrides.hydra.append(f"hydra.sweep.dir={json.dumps(str(sweep_dir))}")
+                config.hydra.overrides.hydra.append(
+                    f"hydra.sweep.dir={hydra_quoted(str(sweep_dir))}"
+                )
         if not _overridden("hydra.sweep.subdir", config.hydra):
             report_user_errors(lambda: check_jobs_already_there(sweep_dir, config))
 
@@ -343,7 +345,9 @@ class RunDirectory(Callback):
             chosen = given  # the user's directory, as given
             # sft-train's (conf/train.yaml has `resume`); refused here, before Hydra writes its
             # config and log there
-            if "resume" in config and resume is None:
+            if is_job_rank():
+                pass  # a DDP rank of a multirun job, in the directory its job checked
+            elif "resume" in config and resume is None:
                 report_user_errors(lambda: check_nothing_to_overwrite(given))
             elif config.get("task_name") == "eval":
                 report_user_errors(lambda: check_not_a_training_run(given))

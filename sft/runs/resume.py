@@ -45,6 +45,7 @@ from sft.runs.result import (
 )
 from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from sft.utils.config import RUN_START, task_overrides
+from sft.utils.ddp_ranks import is_job_rank
 from sft.utils.io import atomic_write, checkpoint_path
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         requeued = requeued_job_point(output_dir)
         if requeued is not None:
             return requeued
-        check_nothing_to_overwrite(output_dir, retry=own_record)
+        if not is_job_rank():  # a rank of a multirun job: in the directory its job checked
+            check_nothing_to_overwrite(output_dir, retry=own_record)
         if own_record:
             set_aside_earlier_logs(cfg.get("logger"), output_dir)
         if cfg.get("ckpt_path") is not None:  # an empty ckpt_path= too: not a fresh run

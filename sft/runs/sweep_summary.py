@@ -386,8 +386,8 @@ class SweepSummary(Callback):
             raise SystemExit(1)
         if failed:
             log.warning(
-                f"{len(failed)} of {len(rows)} jobs {_ended(rows, failed)} in earlier runs of this sweep "
-                f"(jobs {', '.join(failed)}): see {sweep_dir / SUMMARY_MD}"
+                f"{len(failed)} of {len(rows)} jobs {_ended(rows, failed)} in earlier runs of "
+                f"this sweep (jobs {', '.join(failed)}): see {sweep_dir / SUMMARY_MD}"
             )
 
 

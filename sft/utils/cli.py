@@ -588,12 +588,15 @@ def checks_overrides(config_name: str, adds: Sequence[str] | None = None) -> Cal
     def decorate(main: F) -> F:
         @functools.wraps(main)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            # a DDP rank of a multirun job runs that job, whose overrides were checked there (a
+            # search's are refused outside a multirun)
+            job = rank_command(sys.argv[1:]) if not args and not kwargs else None
             if not args and not kwargs:
-                argv = rank_command(sys.argv[1:])  # a DDP rank of a multirun job: that job
-                argv = accept_trainer_arguments(multirun_flag_first(argv))
+                argv = accept_trainer_arguments(multirun_flag_first(job or sys.argv[1:]))
                 sys.argv[1:] = accept_checkpoint_data_settings(argv, adds)
             # called with a config (tests) or with HYDRA_FULL_ERROR=1: Hydra as usual
-            if not args and not kwargs and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            checked = job is None and os.environ.get("HYDRA_FULL_ERROR") != "1"
+            if not args and not kwargs and checked:
                 try:
                     check_overrides(config_name, sys.argv[1:], adds=adds)
                 except OverrideMistake as mistake:

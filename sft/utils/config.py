@@ -1,6 +1,7 @@
 """Config helpers: the resolver the configs use, the running job's overrides, printing and
 saving the resolved config."""
 
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,6 +77,16 @@ def as_written(overrides: Sequence[str]) -> list[str]:
 
 # the overrides that say where a run starts from, which its resumption leaves out
 RUN_START = ("resume=", "ckpt_path=")
+
+
+def hydra_quoted(value: str) -> str:
+    """`value` as a quoted string of Hydra's override grammar, which reads it back as it is
+    (escapes only its quotes, and the backslashes before them or the end; json.dumps escaped non-ASCII
+    letters as \\u..., which Hydra keeps as written)."""
+    escaped = re.sub(
+        r"(\\*)('|$)", lambda m: m.group(1) * 2 + "\\" * len(m.group(2)) + m.group(2), value
+    )
+    return f"'{escaped}'"
 
 
 def task_overrides() -> list[str]:

@@ -16,10 +16,12 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from sft.utils.config import hydra_quoted
+
 JOB_ENV = "SFT_DDP_JOB"
 # what the launcher adds for a rank, kept (its hydra.run.dir is replaced by the job's directory)
 LAUNCHER_SETTINGS = ("hydra.job.name=", "hydra.output_subdir=")
-MULTIRUN_FLAGS = ("-m", "--multirun")
+MULTIRUN_FLAGS = ("-m", "--multirun")  # sft.utils.cli's too
 
 
 # what Lightning's launcher sets in the job's process for its ranks to meet (a port of its own)
@@ -45,14 +47,19 @@ def ranks_join(run_dir: str, arguments: Sequence[str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def rank_command(argv: Sequence[str]) -> list[str]:
-    """`argv` of this process, or, in a DDP rank > 0 that Lightning started from a multirun
-    job (which `tell_ranks`), that job's overrides as a single run in its directory."""
-    job = os.environ.get(JOB_ENV)
-    if job is None or os.environ.get("LOCAL_RANK", "0") == "0":
-        return list(argv)
-    if not any(arg in MULTIRUN_FLAGS for arg in argv):
-        return list(argv)
-    job = json.loads(job)
+def is_job_rank() -> bool:
+    """Whether this process is a DDP rank > 0 that Lightning started from a multirun job."""
+    return JOB_ENV in os.environ and os.environ.get("LOCAL_RANK", "0") != "0"
+
+
+def rank_command(argv: Sequence[str]) -> list[str] | None:
+    """In a DDP rank > 0 that Lightning started from a multirun job (within `ranks_join`): that
+    job's arguments as a single run in its directory, for the `argv` Lightning gave it (the
+    sweep's); None in every other process."""
+    if not is_job_rank():
+        return None
+    job = json.loads(os.environ[JOB_ENV])
     launcher = [arg for arg in argv if arg.startswith(LAUNCHER_SETTINGS)]
-    return [*job["arguments"], *launcher, f'hydra.run.dir="{job["run_dir"]}"']
+    # hydra.mode=RUN: also where the sweep was started by hydra.mode=MULTIRUN (a config's too)
+    run = [f"hydra.run.dir={hydra_quoted(job['run_dir'])}", "hydra.mode=RUN"]
+    return [*job["arguments"], *launcher, *run]
