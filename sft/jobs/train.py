@@ -191,19 +191,20 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
             best = (
                 trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             )
-            if not best and trainer.checkpoint_callback:
+            says = trainer.is_global_zero  # a rank of subprocess DDP: said once, by rank 0
+            if says and not best and trainer.checkpoint_callback:
                 log.warning("No best checkpoint recorded: testing the current weights.")
-            elif not best:  # no checkpoints by choice (studies, callbacks=none)
+            elif says and not best:  # no checkpoints by choice (studies, callbacks=none)
                 log.info("Testing the final weights (no checkpoints in this run).")
             with lightning_refusals(), interrupt_explained(trainer, overrides):
                 trainer.test(
                     model, datamodule=datamodule, ckpt_path=best or None, weights_only=True
                 )
-            if best and trainer.checkpoint_callback.monitor is None:
+            if says and best and trainer.checkpoint_callback.monitor is None:
                 # Lightning's default callback (callbacks=none trainer.enable_checkpointing=true)
                 # ranks nothing: its "best" is the last checkpoint it saved
                 log.info(f"Tested the last checkpoint (no monitored metric): {best}")
-            elif best:
+            elif says and best:
                 log.info(f"Best checkpoint: {best}")
             metrics.update(trainer.callback_metrics)
     metrics = {k: float(v) for k, v in metrics.items()}
