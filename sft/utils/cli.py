@@ -42,7 +42,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 
 from sft.utils.config import CONF_DIR
 from sft.utils.config_files import GROUP_TWICE, check_config_file_keys, describe_defaults_error
-from sft.utils.ddp_ranks import MULTIRUN_FLAGS, rank_command
+from sft.utils.ddp_ranks import rank_command
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -569,6 +569,9 @@ def _is_trainer_argument(arg: str) -> bool:
     except OverrideParseException:
         return False
     return True
+
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def multirun_flag_first(argv: Sequence[str]) -> list[str]:

@@ -21,9 +21,6 @@ from sft.utils.config import hydra_quoted
 JOB_ENV = "SFT_DDP_JOB"
 # what the launcher adds for a rank, kept (its hydra.run.dir is replaced by the job's directory)
 LAUNCHER_SETTINGS = ("hydra.job.name=", "hydra.output_subdir=")
-MULTIRUN_FLAGS = ("-m", "--multirun")  # sft.utils.cli's too
-
-
 # what Lightning's launcher sets in the job's process for its ranks to meet (a port of its own)
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
