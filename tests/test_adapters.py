@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 from conftest import EFFNET_ONE_BATCH, compose_config, logs_warning
+from helpers.tiny_models import TINY_BERT_OVERRIDES
 from inference_checkpoints import image_checkpoint, text_checkpoint
 
 from sft.callbacks import BackboneUnfreeze
@@ -19,12 +20,7 @@ from sft.models.adapters import LoraSettings, add_lora, merge_adapters
 from sft.models.backbones import create_backbone
 from sft.utils.checkpoint_io import read_checkpoint
 
-TINY = {
-    "num_hidden_layers": 2,
-    "hidden_size": 32,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
+TINY = TINY_BERT_OVERRIDES
 SMALL_CNN = {"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn", "width": 8}
 LORA = {"_target_": "sft.models.adapters.LoraSettings", "r": 4}
 

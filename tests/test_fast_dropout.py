@@ -3,24 +3,12 @@ seeded), and the classifier's backbones using it."""
 
 import pytest
 import torch
+from helpers.tiny_models import TINY_BERT
 from torch import nn
 
 from sft.errors import SFTError
 from sft.models import SFTClassifier
 from sft.models.fast_dropout import FastDropout, keep_mask, mask_from_bits, use_fast_dropout
-
-TINY_BERT = {
-    "_target_": "sft.models.backbones.create_backbone",
-    "name": "huggingface",
-    "model_name_or_path": "minilm",
-    "pretrained": False,
-    "config_overrides": {
-        "num_hidden_layers": 2,
-        "hidden_size": 32,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-}
 
 
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9, 1e-4])

@@ -574,7 +574,7 @@ def test_frozen_norm_statistics_survive_the_linear_probe():
             return batch
 
     model._trainer = SimpleNamespace(
-        datamodule=Probe(), limit_train_batches=1.0, lr_scheduler_configs=[]
+        datamodule=Probe(), limit_train_batches=1.0, lr_scheduler_configs=[], strategy=None
     )
     model.on_fit_start()
     assert bool(model.linear_probe_done)

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import compose_config
+from helpers.tiny_models import TINY_BERT, TINY_BERT_OVERRIDES
 from hydra.utils import instantiate
 from transformers import AutoModel, AutoTokenizer, DistilBertConfig
 
@@ -28,19 +29,8 @@ from sft.models.backbones import (
 from sft.models.backbones import huggingface as hf_backbone
 from sft.models.classifier import split_batch
 
-TINY = {
-    "num_hidden_layers": 2,
-    "hidden_size": 32,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
-TINY_BACKBONE = {
-    "_target_": "sft.models.backbones.create_backbone",
-    "name": "huggingface",
-    "model_name_or_path": "minilm",
-    "pretrained": False,
-    "config_overrides": TINY,
-}
+TINY = TINY_BERT_OVERRIDES
+TINY_BACKBONE = TINY_BERT
 SENTENCES = [
     "a gripping, beautifully acted film",
     "dull and far too long",

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from annotated_types import Ge, Interval
 from hydra.utils import instantiate
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import Container, OmegaConf
@@ -46,6 +47,7 @@ from sft.models.backbones import (
 )
 from sft.models.depthwise_conv import route_depthwise_convs
 from sft.models.fast_dropout import use_fast_dropout
+from sft.models.kept_embedding_grad import KeptEmbeddingGrads
 from sft.models.linear_probe import (
     check_probe_settings,
     extract_features,
@@ -340,6 +342,8 @@ class SFTClassifier(L.LightningModule):
         self._restored_acc_best: float | None = None
         # an image batch went through the backbone: its size is one the backbone takes
         self._images_ran = False
+        # the word embedding's gradient kept between training steps (on_train_start)
+        self._kept_grads: KeptEmbeddingGrads | None = None
         self._base_hash: str | None = None
         # what a small checkpoint leaves out: the weights frozen now, with the adapters added
         self._frozen_names = set(frozen_parameters(self)) if not self.strict_loading else set()
@@ -531,6 +535,9 @@ class SFTClassifier(L.LightningModule):
         # the trained weights get the pulls of the last steps of an unfinished reg_every cycle
         if self._reg_held_steps:
             self._apply_held_pull(self.trainer.optimizers[0])
+        if self._kept_grads is not None:
+            self._kept_grads.detach()
+            self._kept_grads = None
 
     def on_train_start(self) -> None:
         self.train()  # its rules: see on_fit_start
@@ -540,6 +547,25 @@ class SFTClassifier(L.LightningModule):
         if self._restored_acc_best is not None:
             self.val_acc_best(self._restored_acc_best)
         self._follow_this_runs_schedule()
+        # Large embedding tables (a text encoder's word embedding) keep their gradient between
+        # steps, only the used rows zeroed, instead of torch's fresh table-sized gradient each
+        # step (sft.models.kept_embedding_grad): in one process (DDP waits for autograd's own
+        # gradients), not compiled. Attached afresh by every fit (one stopped by an exception
+        # never reached on_train_end).
+        if self._kept_grads is not None:
+            self._kept_grads.detach()
+            self._kept_grads = None
+        single = isinstance(self.trainer.strategy, SingleDeviceStrategy)
+        if single and not self.hparams.compile:
+            self._kept_grads = KeptEmbeddingGrads.attach(self.backbone)
+
+    def optimizer_zero_grad(
+        self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self._kept_grads is None:
+            optimizer.zero_grad()
+        else:
+            self._kept_grads.zero_grad(optimizer)
 
     def _follow_this_runs_schedule(self) -> None:
         """A resumed run with another length (max_steps, max_epochs) has a new schedule, but
