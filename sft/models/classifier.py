@@ -535,6 +535,9 @@ class SFTClassifier(L.LightningModule):
         # the trained weights get the pulls of the last steps of an unfinished reg_every cycle
         if self._reg_held_steps:
             self._apply_held_pull(self.trainer.optimizers[0])
+        self._give_back_kept_grads()
+
+    def _give_back_kept_grads(self) -> None:
         if self._kept_grads is not None:
             self._kept_grads.detach()
             self._kept_grads = None
@@ -552,9 +555,7 @@ class SFTClassifier(L.LightningModule):
         # step (sft.models.kept_embedding_grad): in one process (DDP waits for autograd's own
         # gradients), not compiled. Attached afresh by every fit (one stopped by an exception
         # never reached on_train_end).
-        if self._kept_grads is not None:
-            self._kept_grads.detach()
-            self._kept_grads = None
+        self._give_back_kept_grads()
         single = isinstance(self.trainer.strategy, SingleDeviceStrategy)
         if single and not self.hparams.compile:
             self._kept_grads = KeptEmbeddingGrads.attach(self.backbone)
