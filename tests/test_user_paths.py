@@ -693,6 +693,22 @@ def test_training_without_validation_runs_with_the_default_callbacks(train_cfg, 
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_a_run_stopped_early_says_so_in_its_log(train_cfg, caplog):
+    """Early stopping ending the last epoch part-way (sst2_minilm_full at batch 64: 2.5 of 3
+    epochs): the log said only "`Trainer.fit` stopped: `max_epochs=3` reached" (was: no word on
+    early stopping, in an earlier epoch no word at all)."""
+    cfg = train_cfg(
+        "trainer.max_epochs=3",
+        "callbacks.early_stopping.patience=1",
+        "callbacks.early_stopping.min_delta=1.0",  # no validation after the first improves
+        "test=false",
+    )
+    with caplog.at_level(logging.INFO):
+        train(cfg)
+    assert "New best score" in caplog.text
+    assert "val/acc did not improve in the last 1 records" in caplog.text
+
+
 def test_a_run_cut_short_by_max_steps_ends_cleanly(train_cfg):
     """`trainer.max_steps` inside the first epoch (also a resume to a larger max_steps): the run
     ends with its checkpoint and test (was: EarlyStopping's RuntimeError for the missing
