@@ -9,10 +9,11 @@ same module routed by `route_depthwise_convs` (timm's Conv2dSame routed also pad
 sft.models.padding); the median of `--repeats` blocks of 20 calls.
 Step: the packaged-weight backbone + a linear head as sft trains it (channels_last, batch norms
 folded with frozen statistics, fused AdamW, sft-train's malloc setting), forward + backward +
-optimizer step on random images; six copies, each adding one change: torch's layers with timm's
-TF "SAME" padding (F.pad), sft's padding, routed depthwise convolutions, out-of-place
+optimizer step on random images; seven copies, each adding one change: torch's layers with
+timm's TF "SAME" padding (F.pad), sft's padding, routed depthwise convolutions, out-of-place
 activations, bf16 autocast with the depthwise convolutions in fp32 (without the per-shape
-timing), then with each of their parts timed in bf16 and fp32 (sft's default); timed
+timing), then with each of their parts timed in bf16 and fp32, first with the ways of before
+position pairs and transposed input gradients, then with all (sft's default); timed
 alternately in blocks of `--steps` steps, each round starting at another arm: the median ms per
 step. Then the way each depthwise part took in the last arm.
 """
@@ -105,9 +106,27 @@ ARMS = (
     "+ routed depthwise",
     "+ out-of-place activations",
     "+ bf16 autocast, depthwise in fp32 (untimed: model.fast_depthwise=false's)",
-    "+ bf16 autocast, each depthwise part timed in bf16 and fp32 (sft's default)",
+    "+ bf16 autocast, each depthwise part timed in bf16 and fp32, weight gradients by torch or "
+    "3x3 blocks, input gradients by torch (before position pairs and transposed convolutions)",
+    "+ bf16 autocast, each depthwise part timed in bf16 and fp32, every way (sft's default)",
 )
 UNTIMED_BF16 = 4
+BLOCKS_ONLY = 5
+BLOCKS_ONLY_CHOICES: dict = {}  # that arm's timed choices, apart from the default's
+
+
+def blocks_only(arm: int) -> contextlib.AbstractContextManager:
+    """Arm BLOCKS_ONLY's depthwise ways: no position pairs, input gradients by torch only."""
+    stack = contextlib.ExitStack()
+    if arm == BLOCKS_ONLY:
+        input_grad = depthwise_conv._Backward.input_grad
+        for target, name, value in (
+            (depthwise_conv, "_FASTEST", BLOCKS_ONLY_CHOICES),
+            (depthwise_conv, "_has_pairs", lambda *args: False),
+            (depthwise_conv._Backward, "input_grad", lambda call, _: input_grad(call, False)),
+        ):
+            stack.enter_context(mock.patch.object(target, name, value))
+    return stack
 
 
 def timm_padding(arm: int) -> contextlib.AbstractContextManager:
@@ -142,15 +161,19 @@ def per_step(args: argparse.Namespace, name: str) -> None:
 
         def step() -> None:
             bf16 = arm >= UNTIMED_BF16
-            with timm_padding(arm), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                loss = nn.functional.cross_entropy(model.head(model.backbone(x)).float(), labels)
-            loss.backward()
+            with blocks_only(arm):
+                with timm_padding(arm), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                    loss = nn.functional.cross_entropy(
+                        model.head(model.backbone(x)).float(), labels
+                    )
+                loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
         return step
 
     depthwise_conv._FASTEST.clear()  # this model's choices only, printed below
+    BLOCKS_ONLY_CHOICES.clear()
     steps = [stepper(arm) for arm in range(len(ARMS))]
     times: list[list[float]] = [[] for _ in ARMS]
     for block in range(args.repeats):

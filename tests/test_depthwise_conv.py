@@ -13,7 +13,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from sft.errors import SFTError
 from sft.models import SFTClassifier, depthwise_conv
-from sft.models.depthwise_conv import depthwise_weight_grad, route_depthwise_convs
+from sft.models.depthwise_conv import (
+    depthwise_weight_grad,
+    depthwise_weight_grad_from_pairs,
+    route_depthwise_convs,
+)
 from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
 
 
@@ -24,25 +28,24 @@ def torch_weight_grad(grad_output, x, weight, stride, padding):
     return grad
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize(
-    "kernel, stride, padding, size",
-    [
-        ((5, 5), 1, 2, 2),  # EfficientNet's last stage at 64 px
-        ((5, 5), 1, 2, 4),
-        ((5, 5), 2, 0, 7),  # after a TF "SAME" pad: odd input, no padding
-        ((5, 5), 2, 1, 8),
-        ((3, 3), 1, 1, 2),  # a 3x3 on a 2x2 map
-        ((3, 3), 2, 0, 9),
-        ((7, 7), 1, 3, 5),  # three blocks per side, overlapping
-        ((3, 5), 1, (1, 2), 6),  # not square
-        ((5, 5), 1, 0, 5),  # one output pixel
-        ((9, 9), 1, 4, 1),  # blocks whose windows are all padding
-    ],
-)
-def test_the_weight_gradient_from_3x3_blocks_is_torchs(
-    kernel, stride, padding, size, channels_last
-):
+# kernel, stride, padding, input size
+SHAPES = [
+    ((5, 5), 1, 2, 2),  # EfficientNet's last stage at 64 px
+    ((5, 5), 1, 2, 4),
+    ((5, 5), 2, 0, 7),  # after a TF "SAME" pad: odd input, no padding
+    ((5, 5), 2, 1, 8),
+    ((3, 3), 1, 1, 2),  # a 3x3 on a 2x2 map
+    ((3, 3), 2, 0, 9),
+    ((3, 3), 2, 0, 10),  # a stride that leaves the last row and column unread
+    ((7, 7), 1, 3, 5),  # three blocks per side, overlapping
+    ((3, 5), 1, (1, 2), 6),  # not square
+    ((5, 5), 1, 0, 5),  # one output pixel
+    ((9, 9), 1, 4, 1),  # blocks whose windows are all padding
+]
+
+
+def depthwise_case(kernel, stride, padding, size, channels_last):
+    """(input, weight, stride, padding, grad_output) of a 6-channel depthwise convolution."""
     torch.manual_seed(0)
     x = torch.randn(3, 6, size, size + (size > 1))
     if channels_last:
@@ -51,10 +54,62 @@ def test_the_weight_gradient_from_3x3_blocks_is_torchs(
     stride = (stride, stride)
     padding = padding if isinstance(padding, tuple) else (padding, padding)
     out = F.conv2d(x, weight, None, stride, padding, 1, 6)
-    grad_output = torch.randn_like(out)
-    got = depthwise_weight_grad(grad_output, x, kernel, stride, padding)
+    return x, weight, stride, padding, torch.randn_like(out)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("kernel, stride, padding, size", SHAPES)
+@pytest.mark.parametrize(
+    "weight_grad",
+    [depthwise_weight_grad, depthwise_weight_grad_from_pairs],
+    ids=["blocks", "pairs"],
+)
+def test_the_weight_gradient_from_blocks_or_position_pairs_is_torchs(
+    weight_grad, kernel, stride, padding, size, channels_last
+):
+    x, weight, stride, padding, grad_output = depthwise_case(
+        kernel, stride, padding, size, channels_last
+    )
+    got = weight_grad(grad_output, x, kernel, stride, padding)
     want = torch_weight_grad(grad_output, x, weight, stride, padding)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("kernel, stride, padding, size", SHAPES)
+def test_a_convolution_routed_through_pairs_and_a_transposed_input_gradient_is_torchs(
+    monkeypatch, kernel, stride, padding, size, channels_last
+):
+    x, weight, stride, padding, _ = depthwise_case(kernel, stride, padding, size, channels_last)
+    conv = nn.Conv2d(6, 6, kernel, stride, padding, groups=6)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+    routed = copy.deepcopy(conv)
+    assert route_depthwise_convs(routed) == 1
+    # through the timed autograd function in fp32 for every shape, as under autocast
+    monkeypatch.setattr(depthwise_conv, "_is_timed", lambda *args: True)
+    pairs = counted(monkeypatch, depthwise_conv, "depthwise_weight_grad_from_pairs")
+    transposed = counted(monkeypatch, depthwise_conv.F, "conv_transpose2d")
+    choose(monkeypatch, "position pairs", "transposed")
+    for got, want in zip(gradients(routed, x), gradients(conv, x), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert pairs == transposed == [1]
+
+
+def test_position_pairs_are_not_tried_on_large_maps(monkeypatch):
+    """Their product holds (output x input positions) per channel: 256 x 1024 on a 32x32 map."""
+    conv = nn.Conv2d(4, 4, 5, padding=2, groups=4)
+    route_depthwise_convs(conv)
+    tried = []
+
+    def fastest(what, key, ways):
+        tried.extend(ways)
+        return next(iter(ways.values()))()
+
+    monkeypatch.setattr(depthwise_conv, "_fastest", fastest)
+    for size in (4, 32):
+        conv(torch.randn(2, 4, size, size)).sum().backward()
+    assert tried.count("position pairs torch.float32") == 1  # the 4x4 map's
 
 
 def choose(monkeypatch, *prefer: str) -> None:
@@ -68,15 +123,21 @@ def choose(monkeypatch, *prefer: str) -> None:
     monkeypatch.setattr(depthwise_conv, "_fastest", fastest)
 
 
-def count_block_gradients(monkeypatch, faster: bool = True) -> list[int]:
-    """Calls of the 3x3-block weight gradient, chosen as the faster one (or not) for any shape."""
-    calls, blocks = [], depthwise_conv.depthwise_weight_grad
+def counted(monkeypatch, owner, name: str) -> list[int]:
+    """Calls of `owner.name` from here on."""
+    calls, function = [], getattr(owner, name)
 
     def counting(*args, **kwargs):
         calls.append(1)
-        return blocks(*args, **kwargs)
+        return function(*args, **kwargs)
 
-    monkeypatch.setattr(depthwise_conv, "depthwise_weight_grad", counting)
+    monkeypatch.setattr(owner, name, counting)
+    return calls
+
+
+def count_block_gradients(monkeypatch, faster: bool = True) -> list[int]:
+    """Calls of the 3x3-block weight gradient, chosen as the faster one (or not) for any shape."""
+    calls = counted(monkeypatch, depthwise_conv, "depthwise_weight_grad")
     choose(monkeypatch, "3x3 blocks" if faster else "torch")
     return calls
 

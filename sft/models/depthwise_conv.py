@@ -10,7 +10,13 @@ a 2x2 map took 6.5 ms for the weight gradient against 0.13 ms for the input grad
 The weight gradient of a kxk filter is made of the weight gradients of its 3x3 blocks. Each
 block's gradient is a 3x3 depthwise weight gradient of the explicitly padded input, shifted to
 the block, with no padding, which the fast kernel computes. That is not always faster (the
-copies of the shifted inputs cost too).
+copies of the shifted inputs cost too). On small maps (up to 8x8 at the sizes sft trains)
+it can also be one batched matrix product over the channels: for each pair of an output and an
+input position, grad_output times input summed over the batch, then each pair added to the
+filter tap where the two meet. In bf16 on AMX that is 2-5x faster than the blocks.
+
+The input gradient is torch's convolution backward or, the same numbers, the transposed
+convolution of grad_output, which oneDNN runs 1.3-2.5x faster for strided fp32 filters.
 
 Under CPU autocast (bf16) oneDNN's depthwise kernels are faster than its fp32 ones for some
 parts and far slower for others: on 2 Zen 4 cores with AVX512-BF16, bf16 forward passes 1.2-3x
@@ -19,8 +25,8 @@ slower. Whole, an EfficientNet-Lite0 step with every layer in bf16 was 1.8x slow
 fp32, while its 1x1 convolutions gain from bf16.
 
 So each part of a depthwise convolution (forward pass, input gradient, weight gradient) is
-timed once per shape in autocast's dtype and in fp32, and the weight gradient also from 3x3
-blocks, as cudnn.benchmark does, and keeps the fastest; the output is in autocast's dtype as
+timed once per shape in autocast's dtype and in fp32, each of its ways above, as
+cudnn.benchmark does, and keeps the fastest; the output is in autocast's dtype as
 its other convolutions' are. Without the timing (`timed=False`, compiled or deterministic runs)
 they compute in fp32 under autocast. Measured: benchmarks/depthwise_conv.py
 (experiments/benchmarks/depthwise_conv.md, precision_layout.md).
@@ -86,6 +92,66 @@ def depthwise_weight_grad(
     return grad
 
 
+# the position pairs' product holds (output positions) x (input positions) per channel: kept
+# to small maps, where it is small and the product's rows are long enough to pay
+_PAIRS_MAX = 4096
+
+
+def _has_pairs(grad_output: torch.Tensor, inputs: torch.Tensor) -> bool:
+    return grad_output.shape[-2:].numel() * inputs.shape[-2:].numel() <= _PAIRS_MAX
+
+
+@functools.cache
+def _pairs_to_taps(
+    out_size: tuple[int, int],
+    in_size: tuple[int, int],
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """0/1 matrix (out positions x in positions, filter taps): the tap at which each pair of an
+    output and an input position meet, if any."""
+    (out_h, out_w), (in_h, in_w), (kh, kw) = out_size, in_size, kernel_size
+    (sh, sw), (ph, pw) = stride, padding
+    taps = torch.zeros(out_h, out_w, in_h, in_w, kh, kw)
+    for y in range(out_h):
+        for x in range(out_w):
+            for row in range(in_h):
+                for col in range(in_w):
+                    i, j = row - y * sh + ph, col - x * sw + pw
+                    if 0 <= i < kh and 0 <= j < kw:
+                        taps[y, x, row, col, i, j] = 1
+    return taps.view(out_h * out_w * in_h * in_w, kh * kw).to(dtype)
+
+
+def depthwise_weight_grad_from_pairs(
+    grad_output: torch.Tensor,
+    inputs: torch.Tensor,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> torch.Tensor:
+    """d loss / d weight of `conv2d(inputs, weight, stride=stride, padding=padding,
+    groups=channels)` (dilation 1) as matrix products: per channel, grad_output's and the
+    input's values summed over the batch for every pair of an output and an input position
+    (one batched product over channels), then each pair added to the filter tap where the two
+    meet. On small maps it reads each tensor once in long, dense products where oneDNN's
+    kernels loop over few pixels per channel (on an AMX Xeon in bf16, EfficientNet-Lite0's 5x5
+    filters on 2x2 to 8x8 maps: 0.3-0.9 ms against 1.6-2.3 ms from 3x3 blocks)."""
+    batch, channels = inputs.shape[:2]
+    out_size, in_size = tuple(grad_output.shape[-2:]), tuple(inputs.shape[-2:])
+    pairs = torch.bmm(
+        grad_output.permute(1, 2, 3, 0).reshape(channels, -1, batch),
+        inputs.permute(1, 0, 2, 3).reshape(channels, batch, -1),
+    )
+    taps = _pairs_to_taps(
+        out_size, in_size, tuple(kernel_size), tuple(stride), tuple(padding), pairs.dtype
+    )
+    grad = pairs.view(channels, -1) @ taps
+    return grad.view(channels, 1, *kernel_size)
+
+
 class _Backward(NamedTuple):
     """One depthwise convolution's backward (dilation 1), each gradient computable several
     ways. `inputs` may be a placeholder of the input's shape and layout where only the input
@@ -104,24 +170,41 @@ class _Backward(NamedTuple):
             list(self.padding), [1, 1], False, [0, 0], channels, list(needs),
         )  # fmt: skip
 
-    def input_grad(self) -> torch.Tensor:
-        """Computed in grad_output's dtype."""
+    def input_grad(self, transposed: bool) -> torch.Tensor:
+        """Computed in grad_output's dtype, by torch's convolution backward or as the
+        transposed convolution of grad_output."""
         dtype = self.grad_output.dtype
+        weight = self.weight.to(dtype)
+        if transposed:
+            return F.conv_transpose2d(
+                self.grad_output, weight, None, self.stride, self.padding,
+                self._output_padding(), weight.shape[0],
+            )  # fmt: skip
         call = self._replace(
             # only its shape and layout are read: not cast
             inputs=torch.empty_like(self.inputs, dtype=dtype),
-            weight=self.weight.to(dtype),
+            weight=weight,
         )
         return call.by_torch((True, False, False))[0]
 
-    def weight_grad(self, blocks: bool) -> torch.Tensor:
-        """Computed in grad_output's dtype, by torch or from 3x3 blocks."""
+    def _output_padding(self) -> tuple[int, ...]:
+        """The input rows and columns past the last window (a stride that does not divide
+        the padded input): the transposed convolution adds them, with a zero gradient."""
+        sizes = zip(
+            self.inputs.shape[-2:], self.grad_output.shape[-2:], self.weight.shape[-2:],
+            self.stride, self.padding, strict=True,
+        )  # fmt: skip
+        return tuple(size - ((out - 1) * s - 2 * p + k) for size, out, k, s, p in sizes)
+
+    def weight_grad(self, way: str) -> torch.Tensor:
+        """Computed in grad_output's dtype, by torch, from 3x3 blocks or from position pairs."""
         inputs = self.inputs.to(self.grad_output.dtype)
-        if not blocks:
+        if way == "torch":
             call = self._replace(inputs=inputs, weight=self.weight.to(inputs.dtype))
             return call.by_torch((False, True, False))[1]
         kernel = tuple(self.weight.shape[-2:])
-        return depthwise_weight_grad(self.grad_output, inputs, kernel, self.stride, self.padding)
+        of = depthwise_weight_grad if way == "3x3 blocks" else depthwise_weight_grad_from_pairs
+        return of(self.grad_output, inputs, kernel, self.stride, self.padding)
 
 
 class _Call(NamedTuple):
@@ -226,8 +309,9 @@ def _timed_forward(
 
 class _DepthwiseConv2d(torch.autograd.Function):
     """torch's depthwise conv2d (dilation 1) in `dtype` (autocast's, or float32), each part
-    computed the fastest way on this machine: the forward pass and input gradient in `dtype` or
-    float32, the weight gradient also from 3x3 blocks."""
+    computed the fastest way on this machine: each part in `dtype` or float32, the input
+    gradient also as a transposed convolution, the weight gradient also from 3x3 blocks or
+    position pairs."""
 
     @staticmethod
     def forward(ctx, inputs, weight, bias, stride, padding, dtype):
@@ -260,16 +344,22 @@ class _DepthwiseConv2d(torch.autograd.Function):
         (input_dtype, weight_dtype, bias_dtype), needs = ctx.dtypes, ctx.needs_input_grad
         grad_input = grad_weight = grad_bias = None
         if needs[0]:
-            ways = {str(d): lambda d=d: call_in(d).input_grad() for d in dtypes}
+            ways = {
+                f"{'transposed' if transposed else 'torch'} {d}": (
+                    lambda d=d, transposed=transposed: call_in(d).input_grad(transposed)
+                )
+                for d in dtypes
+                for transposed in (False, True)
+            }
             grad_input = _fastest("input grad", key, ways).to(input_dtype)
         if needs[1]:
             kernel = tuple(weight.shape[-2:])
+            kinds = ["torch"] + ["3x3 blocks"] * _has_blocks(kernel, inputs)
+            kinds += ["position pairs"] * _has_pairs(grad_output, inputs)
             ways = {
-                f"{'3x3 blocks' if blocks else 'torch'} {d}": (
-                    lambda d=d, blocks=blocks: call_in(d).weight_grad(blocks)
-                )
+                f"{kind} {d}": lambda d=d, kind=kind: call_in(d).weight_grad(kind)
                 for d in dtypes
-                for blocks in (False, True)[: 1 + _has_blocks(kernel, inputs)]
+                for kind in kinds
             }
             grad_weight = _fastest("weight grad", key, ways).to(weight_dtype)
         if needs[2]:
