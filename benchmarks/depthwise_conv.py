@@ -1,4 +1,5 @@
-"""torch's depthwise convolutions vs sft's routed ones (3x3-block weight gradients) and
+"""torch's depthwise convolutions vs sft's routed ones (their weight gradients from 3x3 blocks,
+position pairs or a convolution, input gradients transposed, each timed per shape) and
 out-of-place activations on CPU: per layer, and in a whole EfficientNet-Lite0 / MobileNetV2 step.
 
     .venv/bin/python benchmarks/depthwise_conv.py [--size 64] [--batch 64] [--steps 10] [--repeats 3]
@@ -13,7 +14,8 @@ optimizer step on random images; seven copies, each adding one change: torch's l
 timm's TF "SAME" padding (F.pad), sft's padding, routed depthwise convolutions, out-of-place
 activations, bf16 autocast with the depthwise convolutions in fp32 (without the per-shape
 timing), then with each of their parts timed in bf16 and fp32, first with the ways of before
-position pairs and transposed input gradients, then with all (sft's default); timed
+the position pairs, the weight gradient as a convolution and the transposed input gradient,
+then with all (sft's default); timed
 alternately in blocks of `--steps` steps, each round starting at another arm: the median ms per
 step. Then the way each depthwise part took in the last arm.
 """
@@ -107,7 +109,8 @@ ARMS = (
     "+ out-of-place activations",
     "+ bf16 autocast, depthwise in fp32 (untimed: model.fast_depthwise=false's)",
     "+ bf16 autocast, each depthwise part timed in bf16 and fp32, weight gradients by torch or "
-    "3x3 blocks, input gradients by torch (before position pairs and transposed convolutions)",
+    "3x3 blocks, input gradients by torch (before the position pairs, the weight gradient as a "
+    "convolution and the transposed input gradient)",
     "+ bf16 autocast, each depthwise part timed in bf16 and fp32, every way (sft's default)",
 )
 UNTIMED_BF16 = 4
@@ -116,13 +119,15 @@ BLOCKS_ONLY_CHOICES: dict = {}  # that arm's timed choices, apart from the defau
 
 
 def blocks_only(arm: int) -> contextlib.AbstractContextManager:
-    """Arm BLOCKS_ONLY's depthwise ways: no position pairs, input gradients by torch only."""
+    """Arm BLOCKS_ONLY's depthwise ways: weight gradients by torch or 3x3 blocks only, input
+    gradients by torch only."""
     stack = contextlib.ExitStack()
     if arm == BLOCKS_ONLY:
         input_grad = depthwise_conv._Backward.input_grad
         for target, name, value in (
             (depthwise_conv, "_FASTEST", BLOCKS_ONLY_CHOICES),
             (depthwise_conv, "_has_pairs", lambda *args: False),
+            (depthwise_conv, "_has_convolution", lambda *args: False),
             (depthwise_conv._Backward, "input_grad", lambda call, _: input_grad(call, False)),
         ):
             stack.enter_context(mock.patch.object(target, name, value))

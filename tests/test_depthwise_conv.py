@@ -15,6 +15,7 @@ from sft.errors import SFTError
 from sft.models import SFTClassifier, depthwise_conv
 from sft.models.depthwise_conv import (
     depthwise_weight_grad,
+    depthwise_weight_grad_as_convolution,
     depthwise_weight_grad_from_pairs,
     route_depthwise_convs,
 )
@@ -61,10 +62,14 @@ def depthwise_case(kernel, stride, padding, size, channels_last):
 @pytest.mark.parametrize("kernel, stride, padding, size", SHAPES)
 @pytest.mark.parametrize(
     "weight_grad",
-    [depthwise_weight_grad, depthwise_weight_grad_from_pairs],
-    ids=["blocks", "pairs"],
+    [
+        depthwise_weight_grad,
+        depthwise_weight_grad_from_pairs,
+        depthwise_weight_grad_as_convolution,
+    ],
+    ids=["blocks", "pairs", "convolution"],
 )
-def test_the_weight_gradient_from_blocks_or_position_pairs_is_torchs(
+def test_each_way_of_the_weight_gradient_is_torchs(
     weight_grad, kernel, stride, padding, size, channels_last
 ):
     x, weight, stride, padding, grad_output = depthwise_case(
@@ -77,8 +82,15 @@ def test_the_weight_gradient_from_blocks_or_position_pairs_is_torchs(
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("kernel, stride, padding, size", SHAPES)
-def test_a_convolution_routed_through_pairs_and_a_transposed_input_gradient_is_torchs(
-    monkeypatch, kernel, stride, padding, size, channels_last
+@pytest.mark.parametrize(
+    "way, function",
+    [
+        ("position pairs", "depthwise_weight_grad_from_pairs"),
+        ("as a convolution", "depthwise_weight_grad_as_convolution"),
+    ],
+)
+def test_a_convolution_routed_through_another_way_and_a_transposed_input_gradient_is_torchs(
+    monkeypatch, way, function, kernel, stride, padding, size, channels_last
 ):
     x, weight, stride, padding, _ = depthwise_case(kernel, stride, padding, size, channels_last)
     conv = nn.Conv2d(6, 6, kernel, stride, padding, groups=6)
@@ -88,16 +100,17 @@ def test_a_convolution_routed_through_pairs_and_a_transposed_input_gradient_is_t
     assert route_depthwise_convs(routed) == 1
     # through the timed autograd function in fp32 for every shape, as under autocast
     monkeypatch.setattr(depthwise_conv, "_is_timed", lambda *args: True)
-    pairs = counted(monkeypatch, depthwise_conv, "depthwise_weight_grad_from_pairs")
+    weight_grads = counted(monkeypatch, depthwise_conv, function)
     transposed = counted(monkeypatch, depthwise_conv.F, "conv_transpose2d")
-    choose(monkeypatch, "position pairs", "transposed")
+    choose(monkeypatch, way, "transposed")
     for got, want in zip(gradients(routed, x), gradients(conv, x), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    assert pairs == transposed == [1]
+    assert weight_grads == transposed == [1]
 
 
-def test_position_pairs_are_not_tried_on_large_maps(monkeypatch):
-    """Their product holds (output x input positions) per channel: 256 x 1024 on a 32x32 map."""
+def test_position_pairs_and_the_convolution_are_not_tried_on_large_maps(monkeypatch):
+    """The pairs' product holds (output x input positions) per channel: 1024 x 1024 on a 32x32
+    map; the convolution's filters would be 32x32."""
     conv = nn.Conv2d(4, 4, 5, padding=2, groups=4)
     route_depthwise_convs(conv)
     tried = []
@@ -110,6 +123,7 @@ def test_position_pairs_are_not_tried_on_large_maps(monkeypatch):
     for size in (4, 32):
         conv(torch.randn(2, 4, size, size)).sum().backward()
     assert tried.count("position pairs torch.float32") == 1  # the 4x4 map's
+    assert tried.count("as a convolution torch.float32") == 1
 
 
 def choose(monkeypatch, *prefer: str) -> None:
@@ -132,6 +146,9 @@ def counted(monkeypatch, owner, name: str) -> list[int]:
         return function(*args, **kwargs)
 
     monkeypatch.setattr(owner, name, counting)
+    for way, weight_grad in depthwise_conv._WEIGHT_GRADS.items():  # the ways' table too
+        if weight_grad is function:
+            monkeypatch.setitem(depthwise_conv._WEIGHT_GRADS, way, counting)
     return calls
 
 

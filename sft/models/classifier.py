@@ -156,7 +156,7 @@ class SFTClassifier(L.LightningModule):
     stream than torch's dropout; sft.models.fast_dropout).
     fast_depthwise: image backbones' depthwise convolutions time each part of their step
     (forward pass, input and weight gradients) once per shape on CPU, in autocast's dtype and
-    in fp32, the weight gradient also from 3x3 blocks or matrix products, and keep the fastest
+    in fp32, the weight gradient also by three other ways, and keep the fastest
     (sft.models.depthwise_conv); the same results to float rounding, but which way is used is
     timed, so false (or trainer.deterministic) for seeded runs that repeat bit for bit; with
     false they compute in fp32 under CPU autocast (bf16-mixed), where some of oneDNN's bf16
@@ -371,19 +371,19 @@ class SFTClassifier(L.LightningModule):
                 log.info(f"{out_of_place} activations run out of place (no input copy)")
         # each part of the depthwise convolutions in whichever of autocast's dtype and fp32 is
         # faster (oneDNN's bf16 kernels are faster for some, up to 140x slower for others), and
-        # oneDNN's slow weight gradients (5x5 filters, 2x2 maps) from its fast 3x3 kernel or
-        # as matrix products where that is faster, timed once per shape; eager only
-        # (compiled: fp32 under autocast).
-        # After the folding, whose convolutions it routes too
+        # oneDNN's slow weight gradients (5x5 filters, 2x2 maps) from its fast 3x3 kernel, as
+        # matrix products or a forward convolution where that is faster, timed once per shape;
+        # eager only (compiled: fp32 under autocast). After the folding, whose convolutions it
+        # routes too
         timed = fast_depthwise and not compile
         routed = route_depthwise_convs(self.backbone, timed=timed)
         if routed and rank_zero_only.rank == 0:
             # the trainer's precision and determinism are not known here: said as conditions
             how = (
                 "are timed once per shape on CPU and keep the fastest way: under autocast each "
-                "part of their step in its dtype or fp32, weight gradients also from 3x3 blocks "
-                "or matrix products (in fp32 too, where oneDNN's are slow); deterministic runs "
-                "keep torch's kernels"
+                "part of their step in its dtype or fp32, weight gradients also from 3x3 blocks, "
+                "matrix products or a forward convolution (in fp32 too, where oneDNN's are "
+                "slow); deterministic runs keep torch's kernels"
                 if timed
                 else "compute in fp32 when under CPU autocast"
             )
