@@ -53,7 +53,11 @@ from sft.models.linear_probe import (
     extract_features,
     fit_logistic_regression,
 )
-from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
+from sft.models.norm_folding import (
+    fold_frozen_norms,
+    folded_activations,
+    freeze_norm_statistics,
+)
 from sft.models.optim import layerwise_param_groups, param_groups
 from sft.models.regularizers import create_regularizer
 from sft.utils.config_types import Fraction, NonNegative
@@ -365,7 +369,15 @@ class SFTClassifier(L.LightningModule):
             example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
             folded = fold_frozen_norms(self.backbone, example)
             if folded and rank_zero_only.rank == 0:
-                log.info(f"{folded} batch norms fold into their convolutions when frozen")
+                fused = folded_activations(self.backbone)
+                log.info(
+                    f"{folded} batch norms fold into their convolutions when frozen"
+                    + (
+                        f", {fused} with the activation after them in the same call"
+                        if fused
+                        else ""
+                    )
+                )
             out_of_place = out_of_place_activations(self.backbone, example)
             if out_of_place and rank_zero_only.rank == 0:
                 log.info(f"{out_of_place} activations run out of place (no input copy)")

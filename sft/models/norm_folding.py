@@ -7,7 +7,9 @@ a bias:
     conv(x, W * s) + (beta - mean * s),   s = gamma / sqrt(var + eps)
 
 That is one pass over the activations instead of two, forward and backward, and one activation
-fewer kept for backward. W, gamma and beta still get their gradients, through s: the same function
+fewer kept for backward. Where the norm's own activation follows (timm's BatchNormAct2d with a
+ReLU or ReLU6), the folded convolution applies it in the same oneDNN call on CPU
+(sft.models.conv_activation): one more pass fewer. W, gamma and beta still get their gradients, through s: the same function
 to float rounding. A batch norm in training mode (batch statistics) runs as it is; the choice is
 made per call from its `training` flag.
 
@@ -27,11 +29,16 @@ import torch
 from torch import nn
 
 from sft.errors import first_line
-from sft.models.padding import same_padded_conv
+from sft.models.conv_activation import conv2d_activation, post_op
+from sft.models.padding import pad_same, same_padded_conv
 
 log = logging.getLogger(__name__)
 
 ConvCall = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# a ConvCall that also applies the module given last
+ActivationCall = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, nn.Module], torch.Tensor
+]
 NormTail = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
@@ -45,6 +52,41 @@ def _no_tail(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _act_tail(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return norm.act(norm.drop(x))  # timm's BatchNormAct2d: norm, then dropout and activation
+
+
+def _conv2d_activation(
+    conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation
+) -> torch.Tensor:
+    return conv2d_activation(
+        x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, activation
+    )
+
+
+def _same_padded_conv_activation(
+    conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation
+) -> torch.Tensor:
+    padded = pad_same(x, weight.shape[-2:], conv.stride, conv.dilation)
+    return _conv2d_activation(conv, padded, weight, bias, activation)
+
+
+def _fused_activation(conv: nn.Module, norm: nn.Module) -> ActivationCall | None:
+    """How the folded `conv` also applies `norm`'s activation in one call, where the norm is a
+    timm BatchNormAct2d whose activation follows the norm directly (no dropout) and has a
+    oneDNN post-op, and `conv` is a dense one (a depthwise one runs its own timed ways:
+    sft.models.depthwise_conv); else None."""
+    try:
+        from timm.layers import BatchNormAct2d, Conv2dSame
+    except ImportError:  # without timm (sft[vision]) its layers cannot be in the model
+        return None
+    if type(norm) is not BatchNormAct2d or type(norm.drop) is not nn.Identity:
+        return None
+    if post_op(norm.act) is None or conv.groups != 1:
+        return None
+    if type(conv) is Conv2dSame:
+        return _same_padded_conv_activation
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return None
+    return _conv2d_activation
 
 
 def _known_layers() -> tuple[dict[type, ConvCall], dict[type, NormTail]]:
@@ -65,8 +107,11 @@ def _folded_conv(
     norm: nn.modules.batchnorm._BatchNorm,
     owner: tuple[nn.Module, str],
     call: ConvCall,
+    activation_call: ActivationCall | None,
     x: torch.Tensor,
 ) -> torch.Tensor:
+    """`conv` with `norm` folded in while the norm is frozen, and the norm's activation too
+    with an `activation_call` (the norm's forward then passes its input on)."""
     parent, name = owner
     # a norm replaced since (Lightning's sync_batchnorm converts them for DDP) does its own work
     if norm.training or parent._modules.get(name) is not norm:
@@ -79,7 +124,10 @@ def _folded_conv(
         bias = bias + norm.bias
     if conv.bias is not None:
         bias = bias + conv.bias * scale
-    return call(conv, x, conv.weight * scale.reshape(-1, 1, 1, 1), bias)
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+    if activation_call is not None:
+        return activation_call(conv, x, weight, bias, norm.act)
+    return call(conv, x, weight, bias)
 
 
 def _folded_norm(norm: nn.modules.batchnorm._BatchNorm, tail: NormTail, x: torch.Tensor):
@@ -154,8 +202,21 @@ def _install(model: nn.Module, pairs: list[tuple[nn.Module, nn.Module]]) -> None
     for conv, norm in pairs:
         # instance attributes: partials of module functions, so that the model still copies
         # and pickles, and its modules keep their types
-        conv.forward = functools.partial(_folded_conv, conv, norm, owners[norm], convs[type(conv)])
-        norm.forward = functools.partial(_folded_norm, norm, norms[type(norm)])
+        activation_call = _fused_activation(conv, norm)
+        conv.forward = functools.partial(
+            _folded_conv, conv, norm, owners[norm], convs[type(conv)], activation_call
+        )
+        tail = _no_tail if activation_call is not None else norms[type(norm)]
+        norm.forward = functools.partial(_folded_norm, norm, tail)
+
+
+def folded_activations(model: nn.Module) -> int:
+    """How many of `model`'s folded convolutions also apply their norm's activation."""
+    forwards = (vars(module).get("forward") for module in model.modules())
+    return sum(
+        getattr(forward, "func", None) is _folded_conv and forward.args[4] is not None
+        for forward in forwards
+    )
 
 
 def _unfold(model: nn.Module) -> None:
