@@ -1,7 +1,7 @@
 """sft against the tools a user would pick instead, on the same machine, in one run: ratios.
 
     .venv/bin/python benchmarks/vs_anchors.py [--steps 60] [--warmup 10]
-        [--parts text,images,regularizer]
+        [--parts text,images,regularizer,image_regularizer]
 
 Text: SST-2 training phrases, the packaged all-MiniLM-L6-v2, batch 32, length-grouped batches
 with dynamic padding, max_length 64.
@@ -33,7 +33,9 @@ compilation falls in the warm-up steps, whose time is printed).
   - ResNet-18 with the CIFAR stem at 32 px (`experiment=cifar10_resnet18`), batch 128.
 Regularizer: sft's MiniLM step with L2-SP, decoupled L2-SP (every step and every 4th,
 `model.reg_every=4`) and L2 (lambda 1e-5) against none, and each update timed alone (per
-optimizer step) against the step without one.
+optimizer step) against the step without one. Image regularizer (`image_regularizer`, not run
+by default): the same for sft's EfficientNet-Lite0 step of the image part, L2-SP through its
+gradient and as the decoupled pull every 4th step (its default) against none.
 
 Every timed run starts in a fresh process, as each tool runs from its own command line.
 `--warmup` steps are run untimed, then `--steps` steps are timed from the start of the first
@@ -366,9 +368,27 @@ def bench_text(args: argparse.Namespace, work: Path) -> list[dict]:
     return results
 
 
-def bench_regularizer(args: argparse.Namespace, work: Path) -> None:
-    """The cost of the L2-SP / L2 term in sft's MiniLM step (bf16 where the CPU has it)."""
-    folder = sst2_subset(Path(args.data_dir), 32 * (args.warmup + args.steps), work / "reg")
+# what the regulariser arms run on: (label, sft-train overrides, batch size, lambda)
+REGULARIZER_TASKS = {
+    "text": ("SST-2 MiniLM", ["experiment=sst2_minilm", "model.linear_probe=null"], 32, 1e-5),
+    "images": (
+        "CIFAR-10 64px EfficientNet-Lite0",
+        ["experiment=cifar10_effnet_lite0_quick", "model.linear_probe=null"],
+        64,
+        1e-4,
+    ),
+}
+
+
+def bench_regularizer(args: argparse.Namespace, work: Path, task: str = "text") -> None:
+    """The cost of the L2-SP / L2 term in sft's MiniLM (or EfficientNet-Lite0) step, in the
+    precision sft picks."""
+    label, overrides, batch, lam = REGULARIZER_TASKS[task]
+    if task == "text":
+        folder = sst2_subset(Path(args.data_dir), 32 * (args.warmup + args.steps), work / "reg")
+        overrides = [*overrides, f"data.data_dir={folder}", f"data.max_length={TEXT_MAX_LENGTH}"]
+    else:
+        overrides = [*overrides, "data.samples_per_class=null"]
     # each arm: (regularizer, decoupled, every); the decoupled pull is one pass over the
     # weights, every k-th step with reg_every=k
     arms = {
@@ -378,29 +398,28 @@ def bench_regularizer(args: argparse.Namespace, work: Path) -> None:
         "l2sp decoupled, every 4": ("l2sp", True, 4),
         "l2": ("l2", False, 1),
     }
+    if task == "images":  # the two forms its config has had
+        arms = {arm: arms[arm] for arm in ("none", "l2sp", "l2sp decoupled, every 4")}
     rates: dict[str, list[float]] = {arm: [] for arm in arms}
     for repeat in range(3):  # alternating runs, the median of each: run-to-run noise is ~5 %
         for arm, (reg, decoupled, every) in arms.items():
             run = fresh(
                 run_sft,
                 [
-                    "experiment=sst2_minilm",
-                    f"data.data_dir={folder}",
-                    f"data.max_length={TEXT_MAX_LENGTH}",
-                    "model.linear_probe=null",
+                    *overrides,
                     f"model.regularizer={reg}",
-                    f"model.reg_lambda={0.0 if reg == 'none' else 1e-5}",
+                    f"model.reg_lambda={0.0 if reg == 'none' else lam}",
                     f"model.reg_decoupled={str(decoupled).lower()}",
                     f"model.reg_every={every}",
                 ],
                 work / "reg",
-                f"reg_{reg}_{decoupled}_{every}_{repeat}",
+                f"reg_{task}_{reg}_{decoupled}_{every}_{repeat}",
                 args,
             )
-            rates[arm].append(32 * run["steps"] / run["seconds"])
+            rates[arm].append(batch * run["steps"] / run["seconds"])
     median = {reg: sorted(r)[1] for reg, r in rates.items()}
     print(
-        "\n| regularizer (sft, SST-2 MiniLM, precision auto) | samples/s (3 runs) | median | "
+        f"\n| regularizer (sft, {label}, precision auto) | samples/s (3 runs) | median | "
         "step time vs none |"
     )
     print("| --- | --- | --- | --- |")
@@ -410,6 +429,8 @@ def bench_regularizer(args: argparse.Namespace, work: Path) -> None:
             f"| {reg} | {runs} | {rate:.1f} | {100 * (median['none'] / rate - 1):+.1f} % |",
             flush=True,
         )
+    if task != "text":
+        return
     # Step-time differences of a few % are within the runs' noise, so each update is also timed
     # alone, on the same model, and set against the median step without a regulariser.
     step_ms = 1000 * 32 / median["none"]
@@ -697,12 +718,15 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        if "text" in args.parts:
+        parts = set(args.parts.split(","))
+        if "text" in parts:
             bench_text(args, work)
-        if "images" in args.parts:
+        if "images" in parts:
             bench_images(args, work)
-        if "regularizer" in args.parts:
+        if "regularizer" in parts:
             bench_regularizer(args, work)
+        if "image_regularizer" in parts:
+            bench_regularizer(args, work, "images")
 
 
 if __name__ == "__main__":
