@@ -9,9 +9,9 @@ a bias:
 That is one pass over the activations instead of two, forward and backward, and one activation
 fewer kept for backward. Where the norm's own activation follows (timm's BatchNormAct2d with a
 ReLU or ReLU6), the folded convolution applies it in the same oneDNN call on CPU
-(sft.models.conv_activation): one more pass fewer. W, gamma and beta still get their gradients, through s: the same function
-to float rounding. A batch norm in training mode (batch statistics) runs as it is; the choice is
-made per call from its `training` flag.
+(sft.models.conv_activation): one more pass fewer. W, gamma and beta still get their gradients,
+through s: the same function to float rounding. A batch norm in training mode (batch
+statistics) runs as it is; the choice is made per call from its `training` flag.
 
 torch's `fuse_conv_bn_eval` and timm's `FrozenBatchNorm2d` do not fit: the first returns new
 leaf weights (no gradients reach the originals), the second freezes gamma and beta as well.
@@ -55,7 +55,11 @@ def _act_tail(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _conv2d_activation(
-    conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation
+    conv: nn.Conv2d,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: nn.Module,
 ) -> torch.Tensor:
     return conv2d_activation(
         x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, activation
@@ -63,7 +67,11 @@ def _conv2d_activation(
 
 
 def _same_padded_conv_activation(
-    conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation
+    conv: nn.Conv2d,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: nn.Module,
 ) -> torch.Tensor:
     padded = pad_same(x, weight.shape[-2:], conv.stride, conv.dilation)
     return _conv2d_activation(conv, padded, weight, bias, activation)
