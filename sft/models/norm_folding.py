@@ -77,24 +77,29 @@ def _same_padded_conv_activation(
     return _conv2d_activation(conv, padded, weight, bias, activation)
 
 
-def _fused_activation(conv: nn.Module, norm: nn.Module) -> ActivationCall | None:
-    """How the folded `conv` also applies `norm`'s activation in one call, where the norm is a
-    timm BatchNormAct2d whose activation follows the norm directly (no dropout) and has a
-    oneDNN post-op, and `conv` is a dense one (a depthwise one runs its own timed ways:
-    sft.models.depthwise_conv); else None."""
-    try:
-        from timm.layers import BatchNormAct2d, Conv2dSame
-    except ImportError:  # without timm (sft[vision]) its layers cannot be in the model
-        return None
-    if type(norm) is not BatchNormAct2d or type(norm.drop) is not nn.Identity:
+# each known convolution's call, and the same call also applying the activation after it
+_ACTIVATION_CALLS: dict[ConvCall, ActivationCall] = {
+    _conv2d: _conv2d_activation,
+    same_padded_conv: _same_padded_conv_activation,
+}
+
+
+def _fused_activation(
+    conv: nn.Module, norm: nn.Module, call: ConvCall, tail: NormTail
+) -> ActivationCall | None:
+    """How the folded `conv` (run by `call`) also applies `norm`'s activation in one call,
+    where the norm is a norm + activation layer (timm's BatchNormAct2d: `tail` is `_act_tail`)
+    whose activation follows the norm directly (no dropout) and has a oneDNN post-op, and
+    `conv` is a dense one (a depthwise one runs its own timed ways: sft.models.depthwise_conv);
+    else None."""
+    if tail is not _act_tail or type(norm.drop) is not nn.Identity:
         return None
     if post_op(norm.act) is None or conv.groups != 1:
         return None
-    if type(conv) is Conv2dSame:
-        return _same_padded_conv_activation
-    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+    # Conv2dSame pads on its own; nn.Conv2d's padding is the fused op's only with zeros
+    if call is _conv2d and (conv.padding_mode != "zeros" or isinstance(conv.padding, str)):
         return None
-    return _conv2d_activation
+    return _ACTIVATION_CALLS[call]
 
 
 def _known_layers() -> tuple[dict[type, ConvCall], dict[type, NormTail]]:
@@ -210,12 +215,14 @@ def _install(model: nn.Module, pairs: list[tuple[nn.Module, nn.Module]]) -> None
     for conv, norm in pairs:
         # instance attributes: partials of module functions, so that the model still copies
         # and pickles, and its modules keep their types
-        activation_call = _fused_activation(conv, norm)
+        call, tail = convs[type(conv)], norms[type(norm)]
+        activation_call = _fused_activation(conv, norm, call, tail)
         conv.forward = functools.partial(
-            _folded_conv, conv, norm, owners[norm], convs[type(conv)], activation_call
+            _folded_conv, conv, norm, owners[norm], call, activation_call
         )
-        tail = _no_tail if activation_call is not None else norms[type(norm)]
-        norm.forward = functools.partial(_folded_norm, norm, tail)
+        norm.forward = functools.partial(
+            _folded_norm, norm, _no_tail if activation_call is not None else tail
+        )
 
 
 def folded_activations(model: nn.Module) -> int:
