@@ -630,6 +630,36 @@ def test_fp16_weights_are_warned_about(precision, warned, caplog):
 
 
 @pytest.mark.parametrize(
+    ("precision", "accelerator", "kept"),
+    [
+        ("16-mixed", "gpu", False),
+        ("16", "auto", False),  # Lightning's old name; auto is the GPU here
+        ("bf16-mixed", "gpu", True),
+        ("32-true", "gpu", True),
+        ("16-mixed", "cpu", True),  # bf16 without a scaler on a CPU
+    ],
+)
+def test_debug_anomaly_detection_is_off_under_fp16_loss_scaling(
+    monkeypatch, caplog, precision, accelerator, kept
+):
+    """`debug=fdr trainer.precision=16-mixed` on an H200 stopped at EfficientNet-Lite0's first
+    step: the scaler's overflowing step (skipped by design) turned NaN in a folded norm's weight
+    gradient, and the debug configs' anomaly detection raised there."""
+    from omegaconf import OmegaConf
+
+    from sft.utils import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    trainer = OmegaConf.create(
+        {"accelerator": accelerator, "precision": precision, "detect_anomaly": True}
+    )
+    with caplog.at_level(logging.WARNING, logger="sft.utils.hardware"):
+        hardware.drop_anomaly_detection_under_loss_scaling(trainer)
+    assert trainer.detect_anomaly is kept
+    assert any("loss scaler" in m for m in caplog.messages) is not kept
+
+
+@pytest.mark.parametrize(
     ("precision", "accelerator", "cpu_bf16", "warned"),
     [
         ("bf16-mixed", "auto", False, True),

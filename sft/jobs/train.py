@@ -52,6 +52,7 @@ from sft.utils.distributed import end_process_group
 from sft.utils.hardware import (
     check_accelerator,
     check_sync_batchnorm,
+    drop_anomaly_detection_under_loss_scaling,
     resolve_auto_precision,
     warn_fp16_weights,
 )
@@ -84,6 +85,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     check_accelerator(cfg.trainer)
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
     warn_fp16_weights(cfg.trainer)
+    drop_anomaly_detection_under_loss_scaling(cfg.trainer)
     check_sync_batchnorm(cfg.trainer)
     check_has_target(cfg.get("data"), "data", "sft.data.text.TextClassificationDataModule")
     check_has_target(cfg.get("model"), "model", "sft.models.SFTClassifier")

@@ -21,6 +21,9 @@ from torch.autograd.function import once_differentiable
 
 # oneDNN's convolution with a post-op: None in a torch built without it
 _CONV_POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+# oneDNN computes in bf16 only on CPUs with AVX512 (BW, VL, DQ) or AVX-NE-CONVERT: elsewhere the
+# op raises, where F.conv2d takes another kernel (on AMD EPYC Zen 3, say)
+_BF16_SUPPORTED = _CONV_POINTWISE is not None and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def post_op(activation: nn.Module) -> tuple[str, list[float]] | None:
@@ -42,7 +45,9 @@ def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
         dtype = x.dtype
     else:
         return None
-    return dtype if dtype in (torch.float32, torch.bfloat16) else None
+    return (
+        dtype if dtype == torch.float32 or (dtype == torch.bfloat16 and _BF16_SUPPORTED) else None
+    )
 
 
 def _fusible(x: torch.Tensor) -> bool:

@@ -85,7 +85,8 @@ def check_sync_batchnorm(trainer_cfg: DictConfig) -> None:
     if trainer_cfg.get("sync_batchnorm") and not uses_gpu(accelerator):
         raise SFTError(
             f"trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm) but this run is on "
-            f"trainer.accelerator={accelerator} without one; set trainer.sync_batchnorm=false, or "
+            f"trainer.accelerator={accelerator} without one; set trainer.accelerator=gpu on a "
+            "machine with GPUs (the debug configs set cpu), trainer.sync_batchnorm=false, or "
             "trainer=ddp_sim for DDP on the CPU"
         )
 
@@ -133,17 +134,40 @@ def _mps_available() -> bool:
     return torch.backends.mps.is_available()
 
 
+def _runs_on_cpu(trainer_cfg: DictConfig) -> bool:
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    return accelerator == "cpu" or (
+        accelerator == "auto" and not uses_gpu(accelerator) and not _mps_available()
+    )
+
+
+def drop_anomaly_detection_under_loss_scaling(trainer_cfg: DictConfig) -> None:
+    """`trainer.detect_anomaly` (on in the debug configs) off for fp16 with its loss scaler.
+
+    The scaler starts at 2**16 and skips the steps whose gradients overflow, halving the scale:
+    by design, a model's first steps may overflow. The inf of such a step turns NaN in the first
+    sum over it (a batch norm's or a folded norm's weight gradient), and anomaly detection
+    stops the run at that NaN (seen on an H200: `debug=fdr trainer.precision=16-mixed` with
+    EfficientNet-Lite0). Lightning runs 16-mixed as bf16 without a scaler on a CPU."""
+    precision = str(trainer_cfg.get("precision"))
+    scaled = precision in ("16-mixed", "16") and not _runs_on_cpu(trainer_cfg)
+    if scaled and trainer_cfg.get("detect_anomaly"):
+        trainer_cfg.detect_anomaly = False
+        log.warning(
+            f"trainer.detect_anomaly=false under trainer.precision={precision}: fp16's loss "
+            "scaler skips the steps whose gradients overflow, and anomaly detection would "
+            "stop the run at the NaN such a step makes; bf16-mixed or 32-true keep it"
+        )
+
+
 def resolve_auto_precision(trainer_cfg: DictConfig, cpu_bf16_pays: bool) -> None:
     """Replace `precision: auto` in a trainer config by `choose_precision`'s pick, and say why
     in the run log; an explicit precision is kept as it is (with a warning for half precision
     on a CPU without bf16 units, where it is emulated)."""
     asked = str(trainer_cfg.get("precision"))
     if asked != "auto":
-        accelerator = str(trainer_cfg.get("accelerator", "auto"))
         # Lightning runs 16-mixed (and "16", its old name) as bf16-mixed on a CPU
-        on_cpu = accelerator == "cpu" or (
-            accelerator == "auto" and not uses_gpu(accelerator) and not _mps_available()
-        )
+        on_cpu = _runs_on_cpu(trainer_cfg)
         # only where the CPU's flags can be read (Linux): elsewhere bf16 units cannot be told
         half = asked == "16" or asked.startswith(("bf16", "16-mixed"))
         if half and on_cpu and cpu_flags() and not cpu_has_bf16():
