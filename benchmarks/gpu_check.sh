@@ -3,8 +3,8 @@
 #   1. every experiment under debug=fdr (one batch of train/val/test) at bf16-mixed and 16-mixed;
 #   2. one single-GPU DDP job (trainer=ddp trainer.devices=1) with sft-train's -m multirun;
 #   3. training throughput of MiniLM (SST-2) and EfficientNet-Lite0 (CIFAR-10) at fp32, bf16-mixed
-#      and bf16-mixed + torch.compile, EfficientNet-Lite0 in NCHW too (benchmarks/vs_anchors.py's
-#      sft side, 40 timed steps);
+#      and bf16-mixed + torch.compile, EfficientNet-Lite0 in NCHW too, MiniLM's batches padded to
+#      a multiple of 8 too (benchmarks/vs_anchors.py's sft side, 40 timed steps);
 #   4. where a MiniLM step's time goes at fp32 and bf16 (benchmarks/step_profile.py).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]          (OUT_DIR default: outputs/gpu_check)
@@ -99,9 +99,11 @@ runs = {
 }
 settings = [("fp32", ["trainer.precision=32-true"]), ("bf16", ["trainer.precision=bf16-mixed"]),
             ("bf16 + compile", ["trainer.precision=bf16-mixed", "model.compile=true"])]
-# the image families' channels_last default was measured on CPUs
+# the image families' channels_last default was measured on CPUs; text batches are padded to
+# their longest phrase (a new shape almost every batch), which suits CPUs
 layouts = [("fp32 NCHW", ["trainer.precision=32-true", "model.channels_last=false"]),
            ("bf16 NCHW", ["trainer.precision=bf16-mixed", "model.channels_last=false"])]
+paddings = [("bf16, padded to x8", ["trainer.precision=bf16-mixed", "data.pad_to_multiple_of=8"])]
 with tempfile.TemporaryDirectory() as tmp:
     work = Path(tmp)
     folder = sst2_subset(Path(args.data_dir), 32 * 50, work)
@@ -109,7 +111,7 @@ with tempfile.TemporaryDirectory() as tmp:
         batch = 32 if "MiniLM" in name else 64
         if "MiniLM" in name:
             overrides = overrides + [f"data.data_dir={folder}"]
-        for label, extra in settings + (layouts if "EfficientNet" in name else []):
+        for label, extra in settings + (layouts if "EfficientNet" in name else paddings):
             try:
                 r = run_sft([*overrides, *extra, f"trainer.accelerator={accel}"], work, f"{name[:4]}_{label[:4]}_{len(label)}", args)
                 print(f"| throughput {name} | {label} | {batch * r['steps'] / r['seconds']:.0f} samples/s | {r['seconds']:.0f} |", flush=True)
