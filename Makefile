@@ -14,11 +14,15 @@ ARGS ?=
 
 .PHONY: install data train test test-all lint format bench clean-venv
 
-# The stamp is rebuilt when the dependency list or the pins change.
+# The stamp is rebuilt when the dependency list or the pins change. The packages are
+# byte-compiled on every core: pip compiles one file at a time, 2.3 of a 4.3-min install on 2 AMD
+# EPYC cores, 1.1 min this way. A few files are not Python for this interpreter (torch's py312
+# test files): pip skips them too.
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip -c constraints.txt
-	$(BIN)/pip install -q -c constraints.txt -e '.[vision,text,dev,cluster,export]'
+	$(BIN)/pip install -q --no-compile -c constraints.txt -e '.[vision,text,dev,cluster,export]'
+	$(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" > /dev/null || true
 	touch $@
 
 install: $(BIN)/.installed
