@@ -15,9 +15,9 @@ ARGS ?=
 .PHONY: install data train test test-all lint format bench clean-venv
 
 # The stamp is rebuilt when the dependency list or the pins change. The packages are
-# byte-compiled on every core: pip compiles one file at a time, 2.3 of a 4.3-min install on 2 AMD
-# EPYC cores, 1.1 min this way. A few files are not Python for this interpreter (torch's py312
-# test files): pip skips them too.
+# byte-compiled on every core (pip compiles one file at a time): CI's install, lint and data
+# steps took 4 min 10 s instead of 4 min 45 s on 2 AMD EPYC cores. A few files are not Python
+# for this interpreter (torch's py312 test files): pip skips them too.
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip -c constraints.txt
@@ -39,7 +39,8 @@ train: data
 # runs it starts, gets its share of the cores as torch threads (OMP_NUM_THREADS): two processes
 # of 2 threads on 2 cores wait on each other's OpenMP threads. The whole suite on 2 AMD EPYC
 # Zen 3 cores: 20.4 min in one process and 14.5 min in two of 2 threads in one session; 20.4 min
-# in two of 2 threads and 14.2-14.9 min in two of 1 thread in a later, slower one.
+# in two of 2 threads and 14.2-14.9 min in two of 1 thread in a later, slower one; 18.1-18.8 min
+# in two of 1 thread with 1,172 tests (2026-12-04; 7.1-7.7 min on a 2-core AMX Xeon).
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 TEST_THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); w=$$(( $(TEST_WORKERS) > 1 ? $(TEST_WORKERS) : 1 )); echo $$(( n / w > 0 ? n / w : 1 )))
 PYTEST := OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile

@@ -62,7 +62,7 @@ fdr() {
 }
 export -f fdr
 export OUT PYTHON ACCEL TEXT_MODEL
-mkdir -p "$OUT/rows"
+rm -rf "$OUT/rows" && mkdir -p "$OUT/rows"  # this run's rows only, as the table
 for exp in $EXPERIMENTS; do
   for precision in $PRECISIONS; do echo "$exp $precision"; done
 done | xargs -P "$JOBS" -n 2 bash -c 'fdr "$@"' _
