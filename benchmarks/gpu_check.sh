@@ -41,15 +41,13 @@ EOF
 row "check | setting | result | seconds"
 row "--- | --- | --- | ---"
 
-# one experiment at one precision -> its row in $OUT/rows/ (the runs may go in parallel)
+# one experiment at one precision -> its row in $OUT/rows/ (the runs may go in parallel);
+# $3: "text" where TEXT_MODEL replaces its backbone, else "-"
 fdr() {
   local exp=$1 precision=$2 start log result text=()
   start=$(date +%s)
   log="$OUT/fdr_${exp}_${precision}.log"
-  if [ -n "$TEXT_MODEL" ] && "$PYTHON" -m sft.train experiment="$exp" --cfg job \
-      --package model.backbone 2>/dev/null | grep -q '^model_name_or_path:'; then
-    text=("model.backbone.model_name_or_path=$TEXT_MODEL")
-  fi
+  [ "$3" = text ] && text=("model.backbone.model_name_or_path=$TEXT_MODEL")
   if "$PYTHON" -m sft.train experiment="$exp" debug=fdr trainer.accelerator="$ACCEL" \
       trainer.precision="$precision" trainer.enable_progress_bar=false "${text[@]}" \
       hydra.run.dir="$OUT/runs/${exp}_${precision}" > "$log" 2>&1; then
@@ -64,8 +62,13 @@ export -f fdr
 export OUT PYTHON ACCEL TEXT_MODEL
 rm -rf "$OUT/rows" && mkdir -p "$OUT/rows"  # this run's rows only, as the table
 for exp in $EXPERIMENTS; do
-  for precision in $PRECISIONS; do echo "$exp $precision"; done
-done | xargs -P "$JOBS" -n 2 bash -c 'fdr "$@"' _
+  text=-  # TEXT_MODEL goes to the experiments whose backbone takes model_name_or_path
+  if [ -n "$TEXT_MODEL" ] && "$PYTHON" -m sft.train experiment="$exp" --cfg job \
+      --package model.backbone 2>/dev/null | grep -q '^model_name_or_path:'; then
+    text=text
+  fi
+  for precision in $PRECISIONS; do echo "$exp $precision $text"; done
+done | xargs -P "$JOBS" -n 3 bash -c 'fdr "$@"' _
 cat "$OUT"/rows/* | tee -a "$TABLE"
 
 # One single-GPU DDP job inside a multirun: one job directory per job, no re-run in child ranks.

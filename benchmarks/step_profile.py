@@ -32,11 +32,6 @@ WARMUP = 10
 PROFILED = 5
 
 
-def _finish_queued_work() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 class StepProfile(L.Callback):
     """ms/step over steps [WARMUP, WARMUP + steps), then torch's profiler over the next
     PROFILED steps; prints both, titled `tag`."""
@@ -49,10 +44,10 @@ class StepProfile(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         step = trainer.global_step
         if step == WARMUP:
-            _finish_queued_work()
+            vs_anchors.finish_queued_work()
             self.start = time.perf_counter()
         elif step == WARMUP + self.steps:
-            _finish_queued_work()
+            vs_anchors.finish_queued_work()
             ms = (time.perf_counter() - self.start) / self.steps * 1000
             print(f"{self.tag}: {ms:.1f} ms/step (steps {WARMUP}-{step})", flush=True)
             cuda = [ProfilerActivity.CUDA] if torch.cuda.is_available() else []
@@ -62,7 +57,7 @@ class StepProfile(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.profiler is None or trainer.global_step != WARMUP + self.steps + PROFILED:
             return
-        _finish_queued_work()
+        vs_anchors.finish_queued_work()
         self.profiler.__exit__(None, None, None)
         table = self.profiler.key_averages().table
         keys = ["self_cpu_time_total"] + ["self_device_time_total"] * torch.cuda.is_available()

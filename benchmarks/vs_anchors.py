@@ -86,7 +86,7 @@ TEXT_MODEL_LR = 1e-4  # conf/experiment/sst2_minilm.yaml's encoder LR
 TEXT_MAX_LENGTH = 64
 
 
-def _finish_queued_work() -> None:
+def finish_queued_work() -> None:
     """A GPU runs the steps asynchronously: wait for it before reading the clock."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -107,14 +107,14 @@ class StepTimer(L.Callback):
         if self.first is None:
             self.first = time.perf_counter()
         if trainer.global_step == self.warmup and self.start is None:
-            _finish_queued_work()
+            finish_queued_work()
             self.start = time.perf_counter()
         if self.start is not None and isinstance(batch, dict):
             self.lengths.append(int(batch["input_ids"].shape[1]))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == trainer.max_steps:
-            _finish_queued_work()
+            finish_queued_work()
             steps = trainer.global_step - self.warmup
             seconds = time.perf_counter() - self.start
             Path(self.out).write_text(
