@@ -1,7 +1,8 @@
 """sft against the tools a user would pick instead, on the same machine, in one run: ratios.
 
-    .venv/bin/python benchmarks/vs_anchors.py [--steps 60] [--warmup 10]
+    .venv/bin/python benchmarks/vs_anchors.py [--steps 60] [--warmup 10] [--repeats 1]
         [--parts text,images,regularizer,image_regularizer]
+        [--image-experiments cifar10_effnet_lite0_quick,cifar10_resnet18]
 
 Text: SST-2 training phrases, the packaged all-MiniLM-L6-v2, batch 32, length-grouped batches
 with dynamic padding, max_length 64.
@@ -39,7 +40,9 @@ gradient and as the decoupled pull every 4th step (its default) against none.
 
 Every timed run starts in a fresh process, as each tool runs from its own command line.
 `--warmup` steps are run untimed, then `--steps` steps are timed from the start of the first
-timed step to the end of the last (each tool's own step hooks). Achieved FLOP/s: 3x the forward
+timed step to the end of the last (each tool's own step hooks). With `--repeats N` every text
+and image arm runs N times, the arms in turns, and each row gives the arms' median runs (every
+run's rate is printed after the rows): on a shared VM one arm's runs vary by up to ~15 %. Achieved FLOP/s: 3x the forward
 FLOPs per sample (backward ~ 2x forward; torch's FlopCounterMode counts the forward, on a batch
 of the mean timed length for text; its count of convolution_backward is wrong for depthwise
 convolutions, hence 3x forward), times samples/s. Peak: cores x clock (/proc/cpuinfo) x FLOPs per
@@ -63,6 +66,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -158,6 +162,41 @@ def fresh(fn: Any, *args: Any, **kwargs: Any) -> Any:
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn, initializer=quiet) as executor:
         return executor.submit(fn, *args, **kwargs).result()
+
+
+def sft_arm(overrides: list[str], work: Path, tag: str, args: argparse.Namespace) -> Callable:
+    """An arm for `in_turns`: `run_sft` in a fresh process, its run folder named by the repeat."""
+    return lambda repeat: fresh(run_sft, overrides, work, f"{tag}_{repeat}", args)
+
+
+def tool_arm(fn: Callable, *args: Any, **kwargs: Any) -> Callable:
+    """An arm for `in_turns`: `fn(*args, **kwargs)` in a fresh process."""
+    return lambda repeat: fresh(fn, *args, **kwargs)
+
+
+def in_turns(arms: dict[str, Callable[[int], dict]], repeats: int) -> dict[str, dict]:
+    """Each arm `repeats` times, in turns (A B C, A B C, ...), each call with its repeat's index:
+    a slow spell of a shared VM (one arm's runs vary by up to ~15 % on one) falls on every arm
+    alike. Per arm its run of median rate, with every run's steps/s in "rates"."""
+    runs: dict[str, list[dict]] = {name: [] for name in arms}
+    for repeat in range(repeats):
+        for name, arm in arms.items():
+            runs[name].append(arm(repeat))
+    chosen = {}
+    for name, arm_runs in runs.items():
+        rates = [run["steps"] / run["seconds"] for run in arm_runs]
+        median = sorted(range(len(rates)), key=rates.__getitem__)[len(rates) // 2]
+        chosen[name] = {**arm_runs[median], "rates": rates}
+    return chosen
+
+
+def print_rates(runs: dict[str, dict], batch: int, part: str) -> None:
+    """With --repeats > 1: every run's samples/s per arm (the rows above give the medians)."""
+    if len(next(iter(runs.values()))["rates"]) < 2:
+        return
+    for name, run in runs.items():
+        rates = ", ".join(f"{batch * rate:.1f}" for rate in run["rates"])
+        print(f"({part}, {name}: {rates} samples/s)", flush=True)
 
 
 def run_sft(overrides: list[str], work: Path, tag: str, args: argparse.Namespace) -> dict:
@@ -291,7 +330,8 @@ def text_flops_per_sample(length: int, bf16: bool) -> float:
 
 
 def bench_text(args: argparse.Namespace, work: Path) -> list[dict]:
-    folder = sst2_subset(Path(args.data_dir), 32 * (args.warmup + args.steps), work / "text")
+    text = work / "text"
+    folder = sst2_subset(Path(args.data_dir), 32 * (args.warmup + args.steps), text)
     results = []
     # without bf16 units the CPU emulates bf16 (several times slower than fp32), and
     # trainer.precision=auto picks fp32: no tool would be run in bf16 there
@@ -307,35 +347,41 @@ def bench_text(args: argparse.Namespace, work: Path) -> list[dict]:
             "model.linear_probe=null",
             f"trainer.precision={precision}",
         ]
-        sft = fresh(run_sft, overrides, work / "text", f"sft_{precision}", args)
-        # HF's objective has no regulariser: sft without its L2-SP is the same objective
-        plain = fresh(
-            run_sft,
-            [*overrides, "model.regularizer=none"],
-            work / "text",
-            f"sft_noreg_{precision}",
-            args,
+        runs = in_turns(
+            {
+                "sft": sft_arm(overrides, text, f"sft_{precision}", args),
+                # HF's objective has no regulariser: sft without its L2-SP is the same objective
+                "sft, model.regularizer=none": sft_arm(
+                    [*overrides, "model.regularizer=none"], text, f"sft_noreg_{precision}", args
+                ),
+                # torch's own dropout: what sft's FastDropout (model.fast_dropout) is worth
+                "sft, model.fast_dropout=false": sft_arm(
+                    [*overrides, "model.fast_dropout=false"],
+                    text,
+                    f"sft_torch_dropout_{precision}",
+                    args,
+                ),
+                "HF": tool_arm(hf_trainer_run, folder, bf16, text, args),
+                # the same, with the malloc setting sft-train makes for its process
+                "HF + keep_freed_memory": tool_arm(
+                    hf_trainer_run, folder, bf16, text, args, keep_memory=True
+                ),
+                # both compiled (compilation falls in the warm-up steps)
+                "sft, model.compile=true": sft_arm(
+                    [*overrides, "model.compile=true"], text, f"sft_compiled_{precision}", args
+                ),
+                "HF, torch_compile=True": tool_arm(
+                    hf_trainer_run, folder, bf16, text, args, compile=True
+                ),
+            },
+            args.repeats,
         )
-        # torch's own dropout: what sft's FastDropout (model.fast_dropout) is worth
-        torch_dropout = fresh(
-            run_sft,
-            [*overrides, "model.fast_dropout=false"],
-            work / "text",
-            f"sft_torch_dropout_{precision}",
-            args,
+        sft, plain, torch_dropout = (
+            runs[arm]
+            for arm in ("sft", "sft, model.regularizer=none", "sft, model.fast_dropout=false")
         )
-        anchor = fresh(hf_trainer_run, folder, bf16, work / "text", args)
-        # the same, with the malloc setting sft-train makes for its process
-        anchor_kept = fresh(hf_trainer_run, folder, bf16, work / "text", args, keep_memory=True)
-        # both compiled (compilation falls in the warm-up steps)
-        compiled = fresh(
-            run_sft,
-            [*overrides, "model.compile=true"],
-            work / "text",
-            f"sft_compiled_{precision}",
-            args,
-        )
-        anchor_compiled = fresh(hf_trainer_run, folder, bf16, work / "text", args, compile=True)
+        anchor, anchor_kept = runs["HF"], runs["HF + keep_freed_memory"]
+        compiled, anchor_compiled = runs["sft, model.compile=true"], runs["HF, torch_compile=True"]
         mean_len = round(sum(sft["lengths"]) / len(sft["lengths"]))
         for label, run, anchor_label, anchor_run in (
             (precision, sft, "transformers.Trainer", anchor),
@@ -373,6 +419,7 @@ def bench_text(args: argparse.Namespace, work: Path) -> list[dict]:
                 }
             )
             print_row(results[-1])
+        print_rates(runs, 32, f"text {precision}")
     return results
 
 
@@ -408,11 +455,9 @@ def bench_regularizer(args: argparse.Namespace, work: Path, task: str = "text") 
     }
     if task == "images":  # the two forms its config has had
         arms = {arm: arms[arm] for arm in ("none", "l2sp", "l2sp decoupled, every 4")}
-    rates: dict[str, list[float]] = {arm: [] for arm in arms}
-    for repeat in range(3):  # alternating runs, the median of each: run-to-run noise is ~5 %
-        for arm, (reg, decoupled, every) in arms.items():
-            run = fresh(
-                run_sft,
+    runs = in_turns(
+        {
+            arm: sft_arm(
                 [
                     *overrides,
                     f"model.regularizer={reg}",
@@ -421,11 +466,15 @@ def bench_regularizer(args: argparse.Namespace, work: Path, task: str = "text") 
                     f"model.reg_every={every}",
                 ],
                 work / "reg",
-                f"reg_{task}_{reg}_{decoupled}_{every}_{repeat}",
+                f"reg_{task}_{reg}_{decoupled}_{every}",
                 args,
             )
-            rates[arm].append(batch * run["steps"] / run["seconds"])
-    median = {reg: sorted(r)[1] for reg, r in rates.items()}
+            for arm, (reg, decoupled, every) in arms.items()
+        },
+        3,  # run-to-run noise is ~5 %
+    )
+    rates = {arm: [batch * rate for rate in run["rates"]] for arm, run in runs.items()}
+    median = {arm: batch * run["steps"] / run["seconds"] for arm, run in runs.items()}
     print(
         f"\n| regularizer (sft, {label}, precision auto) | samples/s (3 runs) | median | "
         "step time vs none |"
@@ -589,18 +638,22 @@ def image_flops_per_sample(cfg: DictConfig, bf16: bool) -> float:
     return 3 * counter.get_total_flops() / 8
 
 
+# the image part's experiments and their rows' task column
+IMAGE_TASKS = {
+    "cifar10_effnet_lite0_quick": "CIFAR-10 64px, EfficientNet-Lite0, batch 64",
+    "cifar10_resnet18": "CIFAR-10 32px, ResNet-18 (CIFAR stem), batch 128",
+}
+
+
 def bench_images(args: argparse.Namespace, work: Path) -> list[dict]:
     results = []
-    for label, experiment in (
-        ("CIFAR-10 64px, EfficientNet-Lite0, batch 64", "cifar10_effnet_lite0_quick"),
-        ("CIFAR-10 32px, ResNet-18 (CIFAR stem), batch 128", "cifar10_resnet18"),
-    ):
+    for experiment in args.image_experiments.split(","):
+        label = IMAGE_TASKS[experiment]
         overrides = [f"experiment={experiment}", "model.linear_probe=null"]
         if experiment == "cifar10_resnet18":
             overrides.append("data.batch_size=128")
         else:
             overrides.append("data.samples_per_class=null")
-        sft = fresh(run_sft, overrides, work / "images", experiment, args)
         cfg = compose_train(overrides, work / "images" / "cfg")
         # the precision sft's `auto` picked for this backbone, for the tuned plain loop
         from sft.models.backbones import backbone_speed_hints
@@ -610,8 +663,22 @@ def bench_images(args: argparse.Namespace, work: Path) -> list[dict]:
         with open_dict(cfg):
             cfg.trainer.precision = precision
         batch = cfg.data.batch_size
-        plain = fresh(plain_loop, cfg, tuned=False, args=args)
-        tuned = fresh(plain_loop, cfg, tuned=True, args=args)
+        runs = in_turns(
+            {
+                "sft": sft_arm(overrides, work / "images", experiment, args),
+                "plain loop": tool_arm(plain_loop, cfg, tuned=False, args=args),
+                "tuned plain loop": tool_arm(plain_loop, cfg, tuned=True, args=args),
+                "sft, model.compile=true": sft_arm(
+                    [*overrides, "model.compile=true"],
+                    work / "images",
+                    f"{experiment}_compiled",
+                    args,
+                ),
+            },
+            args.repeats,
+        )
+        sft, plain, tuned = runs["sft"], runs["plain loop"], runs["tuned plain loop"]
+        compiled = runs["sft, model.compile=true"]
         reference = {
             "task": label,
             "precision": f"sft auto: {precision}",
@@ -631,13 +698,6 @@ def bench_images(args: argparse.Namespace, work: Path) -> list[dict]:
             }
         )
         print_row(results[-1])
-        compiled = fresh(
-            run_sft,
-            [*overrides, "model.compile=true"],
-            work / "images",
-            f"{experiment}_compiled",
-            args,
-        )
         results.append(
             {
                 **reference,
@@ -651,6 +711,7 @@ def bench_images(args: argparse.Namespace, work: Path) -> list[dict]:
             f"with model.compile=true, {sft['warmup_seconds']:.0f} s without)",
             flush=True,
         )
+        print_rates(runs, batch, experiment)
     return results
 
 
@@ -702,9 +763,24 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--parts", default="text,images,regularizer")
     parser.add_argument(
+        "--image-experiments",
+        default=",".join(IMAGE_TASKS),
+        help=f"the image part's experiments, of {', '.join(IMAGE_TASKS)}",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each text and image arm, in turns; the rows give each arm's median run",
+    )
+    parser.add_argument(
         "--data-dir", default=os.environ.get("SFT_DATA_DIR", str(Path(CONF_DIR).parent / "data"))
     )
     args = parser.parse_args()
+    if unknown := set(args.image_experiments.split(",")) - set(IMAGE_TASKS):
+        parser.error(
+            f"--image-experiments: {', '.join(sorted(unknown))} not of {', '.join(IMAGE_TASKS)}"
+        )
     quiet()
     mhz = next(
         (
@@ -718,7 +794,11 @@ def main() -> None:
         f"machine: {cpu_description()}, {mhz} MHz; torch {torch.__version__}, "
         f"python {platform.python_version()}; bf16 units: {cpu_has_bf16()}"
     )
-    print(f"{args.warmup} warm-up steps, {args.steps} timed steps per tool\n")
+    print(
+        f"{args.warmup} warm-up steps, {args.steps} timed steps per tool"
+        + (f", each arm's median of {args.repeats} runs in turns" if args.repeats > 1 else "")
+        + "\n"
+    )
     print(
         "| task | precision | anchor | anchor samples/s | sft samples/s | sft / anchor | "
         "sft achieved (of nominal peak) |"
