@@ -1,0 +1,86 @@
+"""sft's training step with and without its malloc setting (`keep_freed_memory`), side by side.
+
+    .venv/bin/python benchmarks/malloc_setting.py [--steps 60] [--warmup 10] [--repeats 4]
+        [--parts text,images]
+
+`sft-train` makes glibc malloc keep what a step frees for the next (sft/utils/allocator.py):
+10 % shorter MiniLM steps on an AMX Xeon (experiments/runs.md). This times the two settings as
+benchmarks/vs_anchors.py times sft (its text and EfficientNet-Lite0 arms, fresh processes, no
+probe or validation), each `--repeats` times in turns, and prints every run's samples/s, the
+medians and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from vs_anchors import TEXT_MAX_LENGTH, in_turns, sft_arm, sst2_subset
+
+from sft.utils.hardware import cpu_description
+
+LABELS = {"text": "SST-2 MiniLM, batch 32", "images": "CIFAR-10 64px EfficientNet-Lite0, batch 64"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--parts", default="text,images")
+    parser.add_argument("--data-dir", default=os.environ.get("SFT_DATA_DIR", "data"))
+    args = parser.parse_args()
+    print(f"machine: {cpu_description()}; {args.repeats} runs per arm in turns", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        tasks = {}
+        if "text" in args.parts.split(","):
+            folder = sst2_subset(Path(args.data_dir), 32 * (args.warmup + args.steps), work)
+            tasks["text"] = (
+                [
+                    "experiment=sst2_minilm",
+                    f"data.data_dir={folder}",
+                    "data.samples_per_class=null",
+                    f"data.max_length={TEXT_MAX_LENGTH}",
+                    "model.linear_probe=null",
+                ],
+                32,
+            )
+        if "images" in args.parts.split(","):
+            tasks["images"] = (
+                [
+                    "experiment=cifar10_effnet_lite0_quick",
+                    "model.linear_probe=null",
+                    "data.samples_per_class=null",
+                ],
+                64,
+            )
+        for task, (overrides, batch) in tasks.items():
+            runs = in_turns(
+                {
+                    keep: sft_arm(
+                        [*overrides, f"keep_freed_memory={keep}"], work, f"{task}_{keep}", args
+                    )
+                    for keep in ("true", "false")
+                },
+                args.repeats,
+            )
+            medians = {}
+            for keep, run in runs.items():
+                medians[keep] = batch * run["steps"] / run["seconds"]
+                rates = ", ".join(f"{batch * rate:.1f}" for rate in run["rates"])
+                print(
+                    f"{LABELS[task]} (precision auto), keep_freed_memory={keep}: {rates} samples/s, "
+                    f"median {medians[keep]:.1f}",
+                    flush=True,
+                )
+            print(
+                f"{LABELS[task]}: kept / not kept = {medians['true'] / medians['false']:.3f}x",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
