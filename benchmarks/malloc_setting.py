@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--parts", default="text,images")
     parser.add_argument("--data-dir", default=os.environ.get("SFT_DATA_DIR", "data"))
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats: at least 1, got {args.repeats}")
     print(f"machine: {cpu_description()}; {args.repeats} runs per arm in turns", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -777,6 +777,8 @@ def main() -> None:
         "--data-dir", default=os.environ.get("SFT_DATA_DIR", str(Path(CONF_DIR).parent / "data"))
     )
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats: at least 1, got {args.repeats}")
     if unknown := set(args.image_experiments.split(",")) - set(IMAGE_TASKS):
         parser.error(
             f"--image-experiments: {', '.join(sorted(unknown))} not of {', '.join(IMAGE_TASKS)}"
