@@ -17,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from vs_anchors import TEXT_MAX_LENGTH, in_turns, sft_arm, sst2_subset
+from vs_anchors import image_overrides, in_turns, sft_arm, sst2_subset, text_overrides
 
 from sft.utils.hardware import cpu_description
 
@@ -37,28 +37,13 @@ def main() -> None:
     print(f"machine: {cpu_description()}; {args.repeats} runs per arm in turns", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        parts = args.parts.split(",")
         tasks = {}
-        if "text" in args.parts.split(","):
+        if "text" in parts:
             folder = sst2_subset(Path(args.data_dir), 32 * (args.warmup + args.steps), work)
-            tasks["text"] = (
-                [
-                    "experiment=sst2_minilm",
-                    f"data.data_dir={folder}",
-                    "data.samples_per_class=null",
-                    f"data.max_length={TEXT_MAX_LENGTH}",
-                    "model.linear_probe=null",
-                ],
-                32,
-            )
-        if "images" in args.parts.split(","):
-            tasks["images"] = (
-                [
-                    "experiment=cifar10_effnet_lite0_quick",
-                    "model.linear_probe=null",
-                    "data.samples_per_class=null",
-                ],
-                64,
-            )
+            tasks["text"] = (text_overrides(folder), 32)
+        if "images" in parts:
+            tasks["images"] = (image_overrides("cifar10_effnet_lite0_quick"), 64)
         for task, (overrides, batch) in tasks.items():
             runs = in_turns(
                 {

@@ -329,6 +329,18 @@ def text_flops_per_sample(length: int, bf16: bool) -> float:
     return 3 * counter.get_total_flops() / 32
 
 
+def text_overrides(folder: Path) -> list[str]:
+    """sft's text arm: `experiment=sst2_minilm` on the phrases of `folder` (`sst2_subset`), all
+    of them, without its linear probe (only training steps are timed)."""
+    return [
+        "experiment=sst2_minilm",
+        f"data.data_dir={folder}",
+        "data.samples_per_class=null",
+        f"data.max_length={TEXT_MAX_LENGTH}",
+        "model.linear_probe=null",
+    ]
+
+
 def bench_text(args: argparse.Namespace, work: Path) -> list[dict]:
     text = work / "text"
     folder = sst2_subset(Path(args.data_dir), 32 * (args.warmup + args.steps), text)
@@ -339,14 +351,7 @@ def bench_text(args: argparse.Namespace, work: Path) -> list[dict]:
         print("(text: bf16 arms left out: this CPU has no bf16 units)")
     for bf16 in (False, True) if cpu_has_bf16() else (False,):
         precision = "bf16-mixed" if bf16 else "32-true"
-        overrides = [
-            "experiment=sst2_minilm",
-            f"data.data_dir={folder}",
-            "data.samples_per_class=null",
-            f"data.max_length={TEXT_MAX_LENGTH}",
-            "model.linear_probe=null",
-            f"trainer.precision={precision}",
-        ]
+        overrides = [*text_overrides(folder), f"trainer.precision={precision}"]
         runs = in_turns(
             {
                 "sft": sft_arm(overrides, text, f"sft_{precision}", args),
@@ -645,15 +650,21 @@ IMAGE_TASKS = {
 }
 
 
+def image_overrides(experiment: str) -> list[str]:
+    """sft's arm for one of IMAGE_TASKS' experiments, without its linear probe."""
+    overrides = [f"experiment={experiment}", "model.linear_probe=null"]
+    if experiment == "cifar10_resnet18":
+        overrides.append("data.batch_size=128")
+    else:
+        overrides.append("data.samples_per_class=null")
+    return overrides
+
+
 def bench_images(args: argparse.Namespace, work: Path) -> list[dict]:
     results = []
     for experiment in args.image_experiments.split(","):
         label = IMAGE_TASKS[experiment]
-        overrides = [f"experiment={experiment}", "model.linear_probe=null"]
-        if experiment == "cifar10_resnet18":
-            overrides.append("data.batch_size=128")
-        else:
-            overrides.append("data.samples_per_class=null")
+        overrides = image_overrides(experiment)
         cfg = compose_train(overrides, work / "images" / "cfg")
         # the precision sft's `auto` picked for this backbone, for the tuned plain loop
         from sft.models.backbones import backbone_speed_hints
