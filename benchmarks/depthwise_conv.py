@@ -36,7 +36,7 @@ import torch
 from timing import median_seconds
 from torch import nn
 
-from sft.models import depthwise_conv, padding
+from sft.models import depthwise_conv, padding, timed_ways
 from sft.models.activations import out_of_place_activations
 from sft.models.backbones import create_backbone
 from sft.models.depthwise_conv import route_depthwise_convs
@@ -125,7 +125,7 @@ def blocks_only(arm: int) -> contextlib.AbstractContextManager:
     if arm == BLOCKS_ONLY:
         input_grad = depthwise_conv._Backward.input_grad
         for target, name, value in (
-            (depthwise_conv, "_FASTEST", BLOCKS_ONLY_CHOICES),
+            (timed_ways, "FASTEST", BLOCKS_ONLY_CHOICES),
             (depthwise_conv, "_has_pairs", lambda *args: False),
             (depthwise_conv, "_has_convolution", lambda *args: False),
             (depthwise_conv._Backward, "input_grad", lambda call, _: input_grad(call, False)),
@@ -177,7 +177,7 @@ def per_step(args: argparse.Namespace, name: str) -> None:
 
         return step
 
-    depthwise_conv._FASTEST.clear()  # this model's choices only, printed below
+    timed_ways.FASTEST.clear()  # this model's choices only, printed below
     BLOCKS_ONLY_CHOICES.clear()
     steps = [stepper(arm) for arm in range(len(ARMS))]
     times: list[list[float]] = [[] for _ in ARMS]
@@ -205,8 +205,9 @@ def print_bf16_choices() -> None:
     """The way each part of each depthwise convolution took under bf16 autocast (the last arm),
     as timed once per shape by sft.models.depthwise_conv."""
     layers: dict[tuple, dict[str, str]] = {}
-    for (what, call), way in depthwise_conv._FASTEST.items():
-        if call.dtype == torch.bfloat16:
+    for (what, call), way in timed_ways.FASTEST.items():
+        if what.startswith("depthwise ") and call.dtype == torch.bfloat16:
+            what = what.removeprefix("depthwise ")
             layer = (call.input_shape[1:], call.weight_shape[-2:], call.stride[0])
             layers.setdefault(layer, {})[what] = way.replace("torch.", "")
     print("\nits depthwise convolutions under bf16 autocast, the fastest way of each part:\n")

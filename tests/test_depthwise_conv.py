@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sft.errors import SFTError
-from sft.models import SFTClassifier, depthwise_conv
+from sft.models import SFTClassifier, depthwise_conv, timed_ways
 from sft.models.depthwise_conv import (
     depthwise_weight_grad,
     depthwise_weight_grad_as_convolution,
@@ -119,7 +119,7 @@ def test_position_pairs_and_the_convolution_are_not_tried_on_large_maps(monkeypa
         tried.extend(ways)
         return next(iter(ways.values()))()
 
-    monkeypatch.setattr(depthwise_conv, "_fastest", fastest)
+    monkeypatch.setattr(timed_ways, "fastest", fastest)
     for size in (4, 32):
         conv(torch.randn(2, 4, size, size)).sum().backward()
     assert tried.count("position pairs torch.float32") == 1  # the 4x4 map's
@@ -134,7 +134,7 @@ def choose(monkeypatch, *prefer: str) -> None:
         names = [name for part in prefer for name in ways if part in name]
         return ways[next(iter(names or ways))]()
 
-    monkeypatch.setattr(depthwise_conv, "_fastest", fastest)
+    monkeypatch.setattr(timed_ways, "fastest", fastest)
 
 
 def counted(monkeypatch, owner, name: str) -> list[int]:
@@ -242,20 +242,20 @@ def test_torchs_weight_gradient_where_the_blocks_are_slower(monkeypatch):
 
 
 def test_each_shape_is_timed_once_and_keeps_the_faster_way(monkeypatch):
-    monkeypatch.setattr(depthwise_conv, "_FASTEST", {})
+    monkeypatch.setattr(timed_ways, "FASTEST", {})
     timings = iter([2.0, 1.0, 1.0, 2.0])  # shape 1: torch 2 s, blocks 1 s; shape 2: the reverse
-    monkeypatch.setattr(depthwise_conv, "_seconds", lambda fn: next(timings))
+    monkeypatch.setattr(timed_ways, "seconds", lambda fn: next(timings))
     ways = {"torch": lambda: "torch's", "3x3 blocks": lambda: "the blocks'"}
-    fastest = depthwise_conv._fastest
+    fastest = timed_ways.fastest
     assert fastest("weight grad", ("small",), ways) == "the blocks'"
     assert fastest("weight grad", ("small",), ways) == "the blocks'"  # cached: not timed again
     assert fastest("weight grad", ("large",), ways) == "torch's"
     assert fastest("forward", ("large",), {"only": lambda: "one way"}) == "one way"  # not timed
-    assert len(depthwise_conv._FASTEST) == 3
+    assert len(timed_ways.FASTEST) == 3
 
 
 def test_the_first_backward_of_a_shape_times_its_weight_gradients(monkeypatch):
-    monkeypatch.setattr(depthwise_conv, "_FASTEST", {})
+    monkeypatch.setattr(timed_ways, "FASTEST", {})
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 16, 5, padding=2, groups=16)
     routed = copy.deepcopy(conv)
@@ -263,7 +263,11 @@ def test_the_first_backward_of_a_shape_times_its_weight_gradients(monkeypatch):
     x = torch.randn(4, 16, 2, 2).contiguous(memory_format=torch.channels_last)
     for got, want in zip(gradients(routed, x), gradients(conv, x), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    assert [key[0] for key in depthwise_conv._FASTEST] == ["forward", "input grad", "weight grad"]
+    assert [key[0] for key in timed_ways.FASTEST] == [
+        "depthwise forward",
+        "depthwise input grad",
+        "depthwise weight grad",
+    ]
 
 
 def test_deterministic_runs_keep_torchs_gradient(monkeypatch):
@@ -341,9 +345,10 @@ def test_a_second_derivative_through_the_blocks_is_refused(monkeypatch):
 
 def assert_routed_without_blocks(model: SFTClassifier) -> None:
     """MobileNetV2's 17 depthwise convolutions routed, without the 3x3-block weight gradients."""
-    routed = [m for m in model.backbone.modules() if "_conv_forward" in vars(m)]
+    forwards = [vars(m).get("_conv_forward") for m in model.backbone.modules()]
+    routed = [f for f in forwards if getattr(f, "func", None) is depthwise_conv._conv_forward]
     assert len(routed) == 17
-    assert all(m._conv_forward.keywords == {"timed": False} for m in routed)
+    assert all(forward.keywords == {"timed": False} for forward in routed)
 
 
 def test_the_classifier_leaves_depthwise_gradients_to_torch_when_asked(monkeypatch):
@@ -479,14 +484,14 @@ def test_a_frozen_depthwise_convolution_keeps_no_input_for_backward(monkeypatch)
 
 
 def test_a_bf16_model_outside_autocast_runs_torchs_own_kernels(monkeypatch):
-    monkeypatch.setattr(depthwise_conv, "_FASTEST", {})
+    monkeypatch.setattr(timed_ways, "FASTEST", {})
     conv = nn.Conv2d(8, 8, 5, padding=2, groups=8).to(torch.bfloat16)
     reference = copy.deepcopy(conv)
     route_depthwise_convs(conv)
     x = torch.randn(2, 8, 4, 4, dtype=torch.bfloat16)
     for got, want in zip(gradients(conv, x), gradients(reference, x), strict=True):
         assert torch.equal(got, want)
-    assert depthwise_conv._FASTEST == {}
+    assert timed_ways.FASTEST == {}
 
 
 def test_a_compiled_image_backbone_routes_its_depthwise_convolutions_without_blocks():
@@ -508,16 +513,16 @@ def test_a_routed_depthwise_convolution_returns_autocasts_dtype(dtype):
 
 
 def test_a_shape_timed_under_one_autocast_dtype_is_timed_again_under_another(monkeypatch):
-    monkeypatch.setattr(depthwise_conv, "_FASTEST", {})
+    monkeypatch.setattr(timed_ways, "FASTEST", {})
     timings = iter([1.0, 2.0] * 2)  # the autocast dtype's forward is the faster each time
-    monkeypatch.setattr(depthwise_conv, "_seconds", lambda fn: next(timings))
+    monkeypatch.setattr(timed_ways, "seconds", lambda fn: next(timings))
     conv = nn.Conv2d(4, 4, 3, padding=1, groups=4)
     route_depthwise_convs(conv)
     x = torch.randn(2, 4, 5, 5)
     for dtype in (torch.bfloat16, torch.float16):
         with torch.autocast("cpu", dtype=dtype):
             assert conv(x).dtype == dtype
-    assert len(depthwise_conv._FASTEST) == 2
+    assert len(timed_ways.FASTEST) == 2
 
 
 def test_efficientnet_folded_and_routed_under_bf16_autocast_is_as_close_to_fp32_as_torchs():

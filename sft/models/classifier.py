@@ -59,6 +59,7 @@ from sft.models.norm_folding import (
     freeze_norm_statistics,
 )
 from sft.models.optim import layerwise_param_groups, param_groups
+from sft.models.pointwise_conv import route_pointwise_convs
 from sft.models.regularizers import create_regularizer
 from sft.utils.config_types import Fraction, NonNegative
 from sft.utils.distributed import destroy_process_group_at_exit
@@ -165,6 +166,10 @@ class SFTClassifier(L.LightningModule):
     timed, so false (or trainer.deterministic) for seeded runs that repeat bit for bit; with
     false they compute in fp32 under CPU autocast (bf16-mixed), where some of oneDNN's bf16
     kernels are slow.
+    fast_pointwise: image backbones' 1x1 convolutions time their forward and backward pass once
+    per shape on CPU, oneDNN's convolution against matrix products, and keep the faster
+    (sft.models.pointwise_conv); timed like fast_depthwise, so false (or
+    trainer.deterministic) for runs that repeat bit for bit.
     """
 
     def __init__(
@@ -194,6 +199,7 @@ class SFTClassifier(L.LightningModule):
         lr_adapter: NonNegative | None = None,
         fast_dropout: bool = True,
         fast_depthwise: bool = True,
+        fast_pointwise: bool = True,
     ) -> None:
         super().__init__()
         # Convert before save_hyperparameters(): it reads the current values of the init args.
@@ -292,10 +298,11 @@ class SFTClassifier(L.LightningModule):
             )
         if self.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
-        if not isinstance(fast_depthwise, bool):
-            raise SFTError(f"model.fast_depthwise: expected true or false, got {fast_depthwise!r}")
+        for key, value in (("fast_depthwise", fast_depthwise), ("fast_pointwise", fast_pointwise)):
+            if not isinstance(value, bool):
+                raise SFTError(f"model.{key}: expected true or false, got {value!r}")
         if self.input_spec.modality == "image":
-            self._speed_up_image_layers(compile, fast_depthwise)
+            self._speed_up_image_layers(compile, fast_depthwise, fast_pointwise)
         if not isinstance(fast_dropout, bool):
             raise SFTError(f"model.fast_dropout: expected true or false, got {fast_dropout!r}")
         if fast_dropout:
@@ -359,7 +366,9 @@ class SFTClassifier(L.LightningModule):
                 + (f", LoRA adapters r={adapter['r']}" if adapter is not None else "")
             )
 
-    def _speed_up_image_layers(self, compile: bool, fast_depthwise: bool) -> None:
+    def _speed_up_image_layers(
+        self, compile: bool, fast_depthwise: bool, fast_pointwise: bool
+    ) -> None:
         """The image backbone's layers as they run fastest on CPU, with the same weights."""
         if not compile:
             # conv -> BN runs as one convolution while the BN's statistics are frozen
@@ -400,6 +409,15 @@ class SFTClassifier(L.LightningModule):
                 else "compute in fp32 when under CPU autocast"
             )
             log.info(f"{routed} depthwise convolutions {how}")
+        # 1x1 convolutions as matrix products where those are faster (oneDNN's backward is
+        # slow on small maps), timed once per shape; eager only, after the folding too
+        pointwise = route_pointwise_convs(self.backbone) if fast_pointwise and not compile else 0
+        if pointwise and rank_zero_only.rank == 0:
+            log.info(
+                f"{pointwise} 1x1 convolutions are timed once per shape on CPU (channels_last), "
+                "oneDNN's against matrix products, and keep the faster; deterministic runs keep "
+                "torch's kernels"
+            )
 
     def parameter_counts(self) -> tuple[int, int]:
         """(trainable, total) parameters of backbone and head (adapters included)."""

@@ -36,7 +36,7 @@ def post_op(activation: nn.Module) -> tuple[str, list[float]] | None:
     return None
 
 
-def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
+def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     """The dtype the convolution computes in (autocast's, as it would cast a conv2d), where the
     fused op takes it; else None."""
     if torch.is_autocast_enabled("cpu") and torch.float64 not in (x.dtype, weight.dtype):
@@ -50,7 +50,7 @@ def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     )
 
 
-def _fusible(x: torch.Tensor) -> bool:
+def fusible(x: torch.Tensor) -> bool:
     return (
         _CONV_POINTWISE is not None
         and torch.backends.mkldnn.is_available()
@@ -105,8 +105,8 @@ def conv2d_activation(
     """`activation(F.conv2d(x, weight, bias, stride, padding, dilation, groups))` (zero
     padding), as one oneDNN call where it can be, in the dtype autocast would compute it in."""
     spec = post_op(activation)
-    dtype = _compute_dtype(x, weight)
-    if spec is None or dtype is None or not _fusible(x):
+    dtype = compute_dtype(x, weight)
+    if spec is None or dtype is None or not fusible(x):
         return activation(F.conv2d(x, weight, bias, stride, padding, dilation, groups))
     attr, scalars = spec
     # autocast's casts, recorded by autograd as its own are (the gradients come back in the

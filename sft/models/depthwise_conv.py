@@ -39,10 +39,6 @@ they compute in fp32 under autocast. Measured: benchmarks/depthwise_conv.py
 from __future__ import annotations
 
 import functools
-import logging
-import math
-import time
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -50,9 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from sft.models import timed_ways
 from sft.models.padding import same_padded_conv, zero_padded
-
-log = logging.getLogger(__name__)
 
 # oneDNN's fast kernel: 3x3 filters on inputs at least this wide (measured, torch 2.14)
 _FAST_KERNEL = (3, 3)
@@ -251,64 +246,6 @@ _WEIGHT_GRADS = {
 }
 
 
-class _Call(NamedTuple):
-    """What the timed ways of a depthwise convolution depend on: its input and weight (shape,
-    layout, dtype), stride, padding, the dtype it computes in, and torch's threads."""
-
-    input_shape: tuple[int, ...]
-    input_strides: tuple[int, ...]
-    input_dtype: torch.dtype
-    weight_shape: tuple[int, ...]
-    weight_strides: tuple[int, ...]
-    weight_dtype: torch.dtype
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dtype: torch.dtype
-    threads: int
-
-    @classmethod
-    def of(
-        cls, inputs: torch.Tensor, weight: torch.Tensor, stride, padding, dtype: torch.dtype
-    ) -> _Call:
-        return cls(
-            tuple(inputs.shape), inputs.stride(), inputs.dtype, tuple(weight.shape),
-            weight.stride(), weight.dtype, tuple(stride), tuple(padding), dtype,
-            torch.get_num_threads(),
-        )  # fmt: skip
-
-
-# (what is computed, the call) -> the name of the way that was fastest
-_FASTEST: dict[tuple[str, _Call], str] = {}
-_TIMED_CALLS = 3
-
-
-def _seconds(fn: Callable[[], object]) -> float:
-    fn()  # the first call also creates oneDNN's primitive
-    best = math.inf
-    for _ in range(_TIMED_CALLS):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def _fastest(what: str, call: _Call, ways: dict[str, Callable[[], torch.Tensor]]) -> torch.Tensor:
-    """The result of the way that was fastest for `call` on this machine, each timed once per
-    call, as cudnn.benchmark does: which is faster depends on the channels, map size, stride and
-    dtype in ways that differ between CPUs (EfficientNet-Lite0: on 2 Zen 4 cores, bf16 input
-    gradients 6-140x slower than fp32 ones for strided filters, 1.4-3.6x faster for the others;
-    on a 2-core Xeon, fp32 3x3-block weight gradients 1.3-2x faster than torch's for 480-1152
-    channels on 2x2 and 4x4 maps, slower for 240 channels)."""
-    key = (what, call)
-    if key not in _FASTEST:
-        seconds = {name: _seconds(fn) for name, fn in ways.items()} if len(ways) > 1 else {}
-        _FASTEST[key] = min(seconds, key=seconds.get) if seconds else next(iter(ways))
-        if seconds:
-            timings = ", ".join(f"{name} {t * 1e3:.2f} ms" for name, t in seconds.items())
-            log.debug(f"depthwise {what} {call}: {timings}")
-    return ways[_FASTEST[key]]()
-
-
 def _has_blocks(kernel: tuple[int, ...], inputs: torch.Tensor) -> bool:
     """Whether oneDNN's weight gradient for this call may be its slow generic kernel, which 3x3
     blocks can replace."""
@@ -348,7 +285,9 @@ def _timed_forward(
         str(d): functools.partial(_depthwise_in, d, dtype, inputs, weight, bias, stride, padding)
         for d in dict.fromkeys((dtype, torch.float32))
     }
-    return _fastest("forward", _Call.of(inputs, weight, stride, padding, dtype), ways)
+    return timed_ways.fastest(
+        "depthwise forward", timed_ways.Call.of(inputs, weight, stride, padding, dtype), ways
+    )
 
 
 class _DepthwiseConv2d(torch.autograd.Function):
@@ -383,7 +322,7 @@ class _DepthwiseConv2d(torch.autograd.Function):
         call_in = functools.cache(
             lambda dtype: _Backward(grad_output.to(dtype), inputs, weight, ctx.stride, ctx.padding)
         )
-        key = _Call.of(inputs, weight, ctx.stride, ctx.padding, ctx.dtype)
+        key = timed_ways.Call.of(inputs, weight, ctx.stride, ctx.padding, ctx.dtype)
         dtypes = list(dict.fromkeys((ctx.dtype, torch.float32)))
         (input_dtype, weight_dtype, bias_dtype), needs = ctx.dtypes, ctx.needs_input_grad
         grad_input = grad_weight = grad_bias = None
@@ -395,7 +334,7 @@ class _DepthwiseConv2d(torch.autograd.Function):
                 for d in dtypes
                 for transposed in (False, True)
             }
-            grad_input = _fastest("input grad", key, ways).to(input_dtype)
+            grad_input = timed_ways.fastest("depthwise input grad", key, ways).to(input_dtype)
         if needs[1]:
             kernel = tuple(weight.shape[-2:])
             kinds = ["torch"] + ["3x3 blocks"] * _has_blocks(kernel, inputs)
@@ -406,7 +345,7 @@ class _DepthwiseConv2d(torch.autograd.Function):
                 for d in dtypes
                 for kind in kinds
             }
-            grad_weight = _fastest("weight grad", key, ways).to(weight_dtype)
+            grad_weight = timed_ways.fastest("depthwise weight grad", key, ways).to(weight_dtype)
         if needs[2]:
             grad_bias = grad_output.sum((0, 2, 3), dtype=torch.float32).to(bias_dtype)
         return grad_input, grad_weight, grad_bias, None, None, None

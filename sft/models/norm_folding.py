@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from sft.errors import first_line
+from sft.models import pointwise_conv
 from sft.models.conv_activation import conv2d_activation, post_op
 from sft.models.padding import pad_same, same_padded_conv
 
@@ -61,6 +62,8 @@ def _conv2d_activation(
     bias: torch.Tensor | None,
     activation: nn.Module,
 ) -> torch.Tensor:
+    if pointwise_conv.is_routed(conv):  # timed against matrix products, activation included
+        return conv._conv_forward(x, weight, bias, activation)
     return conv2d_activation(
         x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, activation
     )

@@ -1,13 +1,14 @@
-"""sft's training step with and without its malloc setting (`keep_freed_memory`), side by side.
+"""sft's training step with one of its speed settings on and off, side by side.
 
-    .venv/bin/python benchmarks/malloc_setting.py [--steps 60] [--warmup 10] [--repeats 4]
-        [--parts text,images]
+    .venv/bin/python benchmarks/setting_on_off.py [--setting keep_freed_memory] [--steps 60]
+        [--warmup 10] [--repeats 4] [--parts text,images]
 
-`sft-train` makes glibc malloc keep what a step frees for the next (sft/utils/allocator.py):
-10 % shorter MiniLM steps on an AMX Xeon (experiments/runs.md). This times the two settings as
-benchmarks/vs_anchors.py times sft (its text and EfficientNet-Lite0 arms, fresh processes, no
-probe or validation), each `--repeats` times in turns, and prints every run's samples/s, the
-medians and their ratio.
+`--setting` is an sft-train key that takes true or false: `keep_freed_memory` (glibc malloc
+keeps what a step frees for the next, sft/utils/allocator.py), `model.fast_pointwise`
+(sft/models/pointwise_conv.py), `model.fast_depthwise`, `model.fast_dropout`. This times the two
+values as benchmarks/vs_anchors.py times sft (its text and EfficientNet-Lite0 arms, fresh
+processes, no probe or validation), each `--repeats` times in turns, and prints every run's
+samples/s, the medians and their ratio.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ LABELS = {"text": "SST-2 MiniLM, batch 32", "images": "CIFAR-10 64px EfficientNe
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", default="keep_freed_memory")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=4)
@@ -34,7 +36,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats: at least 1, got {args.repeats}")
-    print(f"machine: {cpu_description()}; {args.repeats} runs per arm in turns", flush=True)
+    print(
+        f"machine: {cpu_description()}; {args.setting} true and false, {args.repeats} runs per "
+        "arm in turns",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         parts = args.parts.split(",")
@@ -47,24 +53,25 @@ def main() -> None:
         for task, (overrides, batch) in tasks.items():
             runs = in_turns(
                 {
-                    keep: sft_arm(
-                        [*overrides, f"keep_freed_memory={keep}"], work, f"{task}_{keep}", args
+                    value: sft_arm(
+                        [*overrides, f"{args.setting}={value}"], work, f"{task}_{value}", args
                     )
-                    for keep in ("true", "false")
+                    for value in ("true", "false")
                 },
                 args.repeats,
             )
             medians = {}
-            for keep, run in runs.items():
-                medians[keep] = batch * run["steps"] / run["seconds"]
+            for value, run in runs.items():
+                medians[value] = batch * run["steps"] / run["seconds"]
                 rates = ", ".join(f"{batch * rate:.1f}" for rate in run["rates"])
                 print(
-                    f"{LABELS[task]} (precision auto), keep_freed_memory={keep}: {rates} samples/s, "
-                    f"median {medians[keep]:.1f}",
+                    f"{LABELS[task]} (precision auto), {args.setting}={value}: {rates} "
+                    f"samples/s, median {medians[value]:.1f}",
                     flush=True,
                 )
             print(
-                f"{LABELS[task]}: kept / not kept = {medians['true'] / medians['false']:.3f}x",
+                f"{LABELS[task]}: {args.setting} true / false = "
+                f"{medians['true'] / medians['false']:.3f}x",
                 flush=True,
             )
 

@@ -1,0 +1,180 @@
+"""1x1 convolutions on CPU as matrix products where that is faster on this machine.
+
+A 1x1 convolution (stride 1, no padding, one group) of a channels_last map is a matrix product:
+the map's (N*H*W, C_in) rows times the weight's (C_out, C_in) transposed. Its input gradient is
+grad_output's rows times the weight, its weight gradient grad_output's rows transposed times the
+input's. torch (2.14) runs it as a oneDNN convolution, whose backward is slow on small maps:
+on 2 Zen 3 cores in fp32, EfficientNet-Lite0's weight gradients at 64 px, batch 64, took
+1.4-2.2x as long as the matrix products on 8x8 to 2x2 maps, while on 32x32 maps oneDNN's whole
+backward was 1.2-1.4x faster than the products (benchmarks/pointwise_conv.py).
+
+So each 1x1 convolution's forward pass and backward pass are timed once per shape, oneDNN's
+convolution against the matrix products (sft.models.timed_ways, as the depthwise parts are),
+and keep the faster. The ReLU or ReLU6 after it (a folded norm's, sft.models.norm_folding) is
+part of both: oneDNN applies it as a post-op (sft.models.conv_activation), the products in
+place on their output. Without the timing (compiled or deterministic runs, `timed=False`) the
+convolution stays torch's.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from sft.models import timed_ways
+from sft.models.conv_activation import compute_dtype, conv2d_activation, post_op
+
+PostOp = tuple[str, list[float]]
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """A channels_last (N, C, H, W) map as its (N*H*W, C) rows (a view)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _from_rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N*H*W, C) rows as a channels_last (N, C, H, W) map of `like`'s batch and size (a view)."""
+    batch, _, height, width = like.shape
+    return rows.view(batch, height, width, -1).permute(0, 3, 1, 2)
+
+
+def _apply_post_op(y: torch.Tensor, post: PostOp | None) -> torch.Tensor:
+    if post is None:
+        return y
+    attr, scalars = post
+    return y.relu_() if attr == "relu" else y.clamp_(*scalars)
+
+
+def _by_convolution(x, weight, bias, activation: nn.Module | None) -> torch.Tensor:
+    if activation is None:
+        return F.conv2d(x, weight, bias)
+    return conv2d_activation(x, weight, bias, (1, 1), (0, 0), (1, 1), 1, activation)
+
+
+def _by_matrix_products(x, weight, bias, post: PostOp | None) -> torch.Tensor:
+    weight = weight.view(weight.shape[0], -1)
+    rows = _rows(x)
+    out = rows @ weight.t() if bias is None else torch.addmm(bias, rows, weight.t())
+    return _from_rows(_apply_post_op(out, post), x)
+
+
+class _Pointwise(torch.autograd.Function):
+    """A 1x1 convolution of a channels_last map (and its ReLU or ReLU6 `activation`), forward and
+    backward each by oneDNN or matrix products, whichever was faster for the shape."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, activation):
+        post = None if activation is None else post_op(activation)
+        key = timed_ways.Call.of(x, weight, (1, 1), (0, 0), x.dtype)
+        ways = {
+            "convolution": functools.partial(_by_convolution, x, weight, bias, activation),
+            "matrix products": functools.partial(_by_matrix_products, x, weight, bias, post),
+        }
+        y = timed_ways.fastest("pointwise forward", key, ways)
+        ctx.save_for_backward(x, weight, y if post is not None else None)
+        ctx.key, ctx.post, ctx.has_bias = key, post, bias is not None
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, weight, y = ctx.saved_tensors
+        grad = grad_y.contiguous(memory_format=torch.channels_last)
+        if ctx.post is not None:
+            attr, scalars = ctx.post
+            if attr == "relu":
+                grad = torch.ops.aten.threshold_backward(grad, y, 0)
+            else:
+                grad = torch.ops.aten.hardtanh_backward(grad, y, *scalars)
+        needs = list(ctx.needs_input_grad[:3])
+        needs[2] = needs[2] and ctx.has_bias
+
+        def by_convolution():
+            return torch.ops.aten.convolution_backward(
+                grad, x, weight, [weight.shape[0]] if needs[2] else None, [1, 1], [0, 0],
+                [1, 1], False, [0, 0], 1, needs,
+            )  # fmt: skip
+
+        def by_matrix_products():
+            rows, weight_2d = _rows(grad), weight.view(weight.shape[0], -1)
+            grad_x = _from_rows(rows @ weight_2d, x) if needs[0] else None
+            grad_w = (rows.t() @ _rows(x)).view_as(weight) if needs[1] else None
+            grad_b = rows.sum(0) if needs[2] else None
+            return grad_x, grad_w, grad_b
+
+        ways = {"convolution": by_convolution, "matrix products": by_matrix_products}
+        grad_x, grad_w, grad_b = timed_ways.fastest("pointwise backward", ctx.key, ways)
+        return grad_x, grad_w, grad_b, None
+
+
+def _is_timed(x: torch.Tensor, dtype: torch.dtype | None) -> bool:
+    """Whether this call has ways to time: a plain CPU call (not compiled, traced or
+    deterministic) on a channels_last map, in fp32 or bf16."""
+    return (
+        dtype is not None
+        and x.device.type == "cpu"
+        and x.dim() == 4
+        and x.permute(0, 2, 3, 1).is_contiguous()
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+        # the choice is timed: deterministic runs (trainer.deterministic) keep torch's
+        and not torch.are_deterministic_algorithms_enabled()
+    )
+
+
+def _conv_forward(
+    conv: nn.Conv2d,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: nn.Module | None = None,
+) -> torch.Tensor:
+    """`conv`'s convolution by `weight` and `bias` (a folded norm's), then `activation`."""
+    dtype = compute_dtype(x, weight)
+    if not _is_timed(x, dtype) or (activation is not None and post_op(activation) is None):
+        if activation is None:
+            return type(conv)._conv_forward(conv, x, weight, bias)
+        return conv2d_activation(x, weight, bias, (1, 1), (0, 0), (1, 1), 1, activation)
+    # autocast's casts, recorded by autograd as its own are (the gradients come back in the
+    # parameters' dtype)
+    with torch.autocast("cpu", enabled=False):
+        return _Pointwise.apply(
+            x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype), activation
+        )
+
+
+def is_pointwise(conv: nn.Module) -> bool:
+    """A plain 1x1 convolution: stride 1, no padding, one group, no dilation."""
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.padding in ((0, 0), "valid")
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+    )
+
+
+def is_routed(conv: nn.Module) -> bool:
+    forward = vars(conv).get("_conv_forward")
+    return getattr(forward, "func", None) is _conv_forward
+
+
+def route_pointwise_convs(model: nn.Module) -> int:
+    """Route `model`'s 1x1 convolutions through `_conv_forward`, timed per shape on CPU.
+    Call after `fold_frozen_norms`, whose folded convolutions (and their activations) go
+    through it too. Returns the number of convolutions routed; the state_dict and module tree
+    are unchanged."""
+    routed = 0
+    for conv in model.modules():
+        if is_pointwise(conv) and "_conv_forward" not in vars(conv):
+            # an instance attribute: a partial of a module function, so that the model still
+            # copies and pickles, and the module keeps its type
+            conv._conv_forward = functools.partial(_conv_forward, conv)
+            routed += 1
+    return routed

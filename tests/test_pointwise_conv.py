@@ -1,0 +1,182 @@
+"""1x1 convolutions timed against matrix products once per shape: torch's values and gradients
+whichever way runs, torch's own kernels where the timing is off."""
+
+import copy
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from sft.errors import SFTError
+from sft.models import SFTClassifier, conv_activation, pointwise_conv, timed_ways
+from sft.models.norm_folding import fold_frozen_norms, freeze_norm_statistics
+from sft.models.pointwise_conv import route_pointwise_convs
+
+MOBILENETV2 = {"_target_": "sft.models.backbones.create_backbone", "name": "mobilenetv2"}
+
+
+def channels_last(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+
+
+def take(monkeypatch, way: str) -> list[str]:
+    """Every timed choice takes its way named `way`; returns what was chosen, in order."""
+    taken = []
+
+    def fastest(what, call, ways):
+        taken.append(f"{what}: {way}")
+        return ways[way]()
+
+    monkeypatch.setattr(timed_ways, "fastest", fastest)
+    return taken
+
+
+def step(conv: nn.Conv2d, x: torch.Tensor, activation: nn.Module | None) -> list[torch.Tensor]:
+    """The output and the input's, weight's and bias's gradients of activation(conv(x)) under a
+    loss that weighs every output differently."""
+    x = x.detach().requires_grad_()
+    conv.zero_grad(set_to_none=True)
+    if activation is None:
+        y = conv(x)
+    elif pointwise_conv.is_routed(conv):
+        y = conv._conv_forward(x, conv.weight, conv.bias, activation)  # as a folded norm calls it
+    else:
+        y = activation(conv(x))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    weights = torch.linspace(-1, 1, y.numel()).view_as(y)
+    (y * weights).sum().backward()
+    grads = [x.grad, conv.weight.grad] + ([conv.bias.grad] if conv.bias is not None else [])
+    return [y.detach(), *grads]
+
+
+@pytest.mark.parametrize("way", ["convolution", "matrix products"])
+@pytest.mark.parametrize("activation", [None, nn.ReLU(), nn.ReLU6()], ids=["none", "relu", "relu6"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_either_way_gives_torchs_values_and_gradients(monkeypatch, way, activation, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 1, bias=bias)
+    routed = copy.deepcopy(conv)
+    assert route_pointwise_convs(routed) == 1
+    taken = take(monkeypatch, way)
+    x = 4 * channels_last(4, 8, 5, 5)  # outputs past ReLU6's 6 too
+    for got, want in zip(step(routed, x, activation), step(conv, x, activation), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert taken == [f"pointwise forward: {way}", f"pointwise backward: {way}"]
+
+
+def test_each_shape_is_timed_once_and_keeps_the_faster_way(monkeypatch):
+    monkeypatch.setattr(timed_ways, "FASTEST", {})
+    # shape 1: the products faster forward and backward; shape 2: oneDNN's convolution
+    timings = iter([2.0, 1.0, 2.0, 1.0, 1.0, 2.0, 1.0, 2.0])
+    monkeypatch.setattr(timed_ways, "seconds", lambda fn: next(timings))
+    conv = nn.Conv2d(8, 16, 1)
+    route_pointwise_convs(conv)
+    for size in (4, 4, 6):  # the second call of size 4 is not timed again
+        conv(channels_last(2, 8, size, size)).sum().backward()
+    ways = {(what, call.input_shape[-1]): way for (what, call), way in timed_ways.FASTEST.items()}
+    assert ways == {
+        ("pointwise forward", 4): "matrix products",
+        ("pointwise backward", 4): "matrix products",
+        ("pointwise forward", 6): "convolution",
+        ("pointwise backward", 6): "convolution",
+    }
+
+
+@pytest.mark.parametrize("case", ["nchw", "deterministic", "float64", "no timing"])
+def test_calls_without_timing_run_torchs_convolution_bit_for_bit(monkeypatch, case):
+    monkeypatch.setattr(timed_ways, "FASTEST", {})
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 1)
+    x = torch.randn(2, 8, 4, 4) if case == "nchw" else channels_last(2, 8, 4, 4)
+    if case == "float64":
+        conv, x = conv.double(), x.double()
+    routed = copy.deepcopy(conv)
+    route_pointwise_convs(routed)
+    if case == "deterministic":
+        monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    if case == "no timing":  # traced for sft-export
+        monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    y, want = routed(x), conv(x)
+    assert torch.equal(y, want)
+    assert timed_ways.FASTEST == {}
+
+
+def test_under_bf16_autocast_the_output_is_bf16_and_the_gradients_fp32(monkeypatch):
+    # timed in bf16 where oneDNN computes in bf16 (AMX, AVX512-BF16 CPUs): here on any CPU
+    monkeypatch.setattr(conv_activation, "_BF16_SUPPORTED", True)
+    taken = take(monkeypatch, "matrix products")
+    conv = nn.Conv2d(8, 16, 1)
+    route_pointwise_convs(conv)
+    x = channels_last(2, 8, 4, 4).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+        assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad.dtype == conv.weight.grad.dtype == conv.bias.grad.dtype == torch.float32
+    assert taken == ["pointwise forward: matrix products", "pointwise backward: matrix products"]
+
+
+def test_in_evaluation_and_inference_mode_the_forward_pass_runs_without_a_graph(monkeypatch):
+    taken = take(monkeypatch, "matrix products")
+    conv = nn.Conv2d(8, 16, 1)
+    routed = copy.deepcopy(conv)
+    route_pointwise_convs(routed)
+    x = channels_last(2, 8, 4, 4)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            torch.testing.assert_close(routed(x), conv(x))
+    assert taken == ["pointwise forward: matrix products"] * 2
+
+
+def test_folded_norms_and_their_relu6_run_in_the_timed_call(monkeypatch):
+    """timm's EfficientNet blocks: 1x1 conv -> BatchNormAct2d (ReLU6), frozen and folded, then
+    routed: the products apply the activation, with the unfolded block's values and gradients."""
+    from timm.layers import BatchNormAct2d
+
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(8, 16, 1, bias=False), BatchNormAct2d(16, act_layer=nn.ReLU6))
+    block[1].running_mean.uniform_(-1, 1)
+    block[1].running_var.uniform_(0.5, 2)
+    block.to(memory_format=torch.channels_last)
+    routed = copy.deepcopy(block)
+    x = 4 * channels_last(4, 8, 5, 5)
+    assert fold_frozen_norms(routed, x[:2]) == 1
+    assert route_pointwise_convs(routed) == 1
+    taken = take(monkeypatch, "matrix products")
+    results = []
+    for net in (routed, block):
+        freeze_norm_statistics(net)
+        inputs = x.clone().requires_grad_()
+        y = net(inputs)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        results.append([y.detach(), inputs.grad, net[0].weight.grad])
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert taken == ["pointwise forward: matrix products", "pointwise backward: matrix products"]
+
+
+def test_a_routed_model_copies_and_pickles_with_its_state_dict_unchanged():
+    conv = nn.Conv2d(8, 16, 1)
+    keys = list(conv.state_dict())
+    route_pointwise_convs(conv)
+    assert list(conv.state_dict()) == keys
+    for copied in (copy.deepcopy(conv), pickle.loads(pickle.dumps(conv))):
+        assert pointwise_conv.is_routed(copied)
+        assert copied._conv_forward.args[0] is copied  # its own module, not the original
+
+
+def pointwise_routed(model: SFTClassifier) -> int:
+    return sum(pointwise_conv.is_routed(m) for m in model.backbone.modules())
+
+
+def test_the_classifier_routes_its_1x1_convolutions_unless_asked_not_to():
+    """MobileNetV2's 34 1x1 convolutions (16 expansions, 17 projections, the last 320 -> 1280);
+    not with model.fast_pointwise=false or model.compile=true."""
+    assert pointwise_routed(SFTClassifier(num_classes=10, backbone=MOBILENETV2)) == 34
+    off = SFTClassifier(num_classes=10, backbone=MOBILENETV2, fast_pointwise=False)
+    assert pointwise_routed(off) == 0
+    compiled = SFTClassifier(num_classes=10, backbone=MOBILENETV2, compile=True)
+    assert pointwise_routed(compiled) == 0
+    with pytest.raises(SFTError, match=r"model\.fast_pointwise: expected true or false"):
+        SFTClassifier(num_classes=10, backbone=MOBILENETV2, fast_pointwise="yes")
