@@ -50,19 +50,41 @@ def images(args: argparse.Namespace) -> torch.Tensor:
     return torch.randn(shape).contiguous(memory_format=torch.channels_last)
 
 
-def depthwise_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[nn.Conv2d, torch.Size]]:
-    """(module, input shape) of each depthwise convolution `model` runs on `x`."""
+def conv_layers(
+    model: nn.Module, x: torch.Tensor, chosen: Callable[[nn.Module], bool]
+) -> list[tuple[nn.Conv2d, torch.Size]]:
+    """(module, input shape) of each convolution that `chosen` picks, as `model` runs them on `x`."""
     seen: list[tuple[nn.Conv2d, torch.Size]] = []
     hooks = [
         m.register_forward_hook(lambda m, inputs, _: seen.append((m, inputs[0].shape)))
         for m in model.modules()
-        if isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels > 1
+        if chosen(m)
     ]
     with torch.no_grad():
         model(x)
     for hook in hooks:
         hook.remove()
     return seen
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.groups == module.in_channels == module.out_channels > 1
+    )
+
+
+def torch_and_routed(
+    conv: nn.Conv2d, route: Callable[[nn.Module], int]
+) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """A copy of `conv` with a bias (a folded batch norm gives it one), and that copy routed by
+    `route`."""
+    conv = copy.deepcopy(conv)
+    if conv.bias is None:
+        conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
+    routed = copy.deepcopy(conv)
+    route(routed)
+    return conv, routed
 
 
 def forward_backward(conv: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> None:
@@ -77,12 +99,8 @@ def per_layer(args: argparse.Namespace) -> None:
     print("| layer | input | filter, stride | torch ms | routed ms | speed-up |")
     print("| --- | --- | --- | --- | --- | --- |")
     total = [0.0, 0.0]
-    for conv, shape in depthwise_layers(model, images(args)):
-        conv = copy.deepcopy(conv)
-        if conv.bias is None:  # a folded batch norm gives the convolution a bias
-            conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
-        routed = copy.deepcopy(conv)
-        route_depthwise_convs(routed)
+    for conv, shape in conv_layers(model, images(args), is_depthwise):
+        conv, routed = torch_and_routed(conv, route_depthwise_convs)
         x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()
         grad = torch.randn_like(conv(x))
         times = [

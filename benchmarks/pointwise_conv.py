@@ -8,20 +8,21 @@ Per 1x1 convolution the backbone runs at `--size` px (channels_last, batch `--ba
 bias, as a folded batch norm gives it): forward + backward of torch's module against the same
 module routed by `route_pointwise_convs`, the median of `--repeats` blocks of 20 calls; with
 `--bf16` under CPU bf16 autocast; with sft-train's malloc setting. Then which way each routed
-part took. The whole training step
-with and without the routing: `benchmarks/setting_on_off.py --setting model.fast_pointwise`.
+part took. The ReLU6 that folded norms apply inside some of these convolutions is left out
+here. The whole training step, with it, with and without the routing:
+`benchmarks/setting_on_off.py --setting model.fast_pointwise`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import platform
 from datetime import datetime, timezone
 from functools import partial
 
 import torch
+from depthwise_conv import conv_layers, torch_and_routed
 from timing import median_seconds
 from torch import nn
 
@@ -30,21 +31,6 @@ from sft.models.backbones import create_backbone
 from sft.models.pointwise_conv import is_pointwise, route_pointwise_convs
 from sft.utils.allocator import keep_freed_memory
 from sft.utils.hardware import cpu_description
-
-
-def pointwise_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[nn.Conv2d, torch.Size]]:
-    """(module, input shape) of each 1x1 convolution `model` runs on `x`."""
-    seen: list[tuple[nn.Conv2d, torch.Size]] = []
-    hooks = [
-        m.register_forward_hook(lambda m, inputs, _: seen.append((m, inputs[0].shape)))
-        for m in model.modules()
-        if is_pointwise(m)
-    ]
-    with torch.no_grad():
-        model(x)
-    for hook in hooks:
-        hook.remove()
-    return seen
 
 
 def forward_backward(conv: nn.Module, x: torch.Tensor, grad: torch.Tensor, bf16: bool) -> None:
@@ -81,12 +67,8 @@ def main() -> None:
     )
     print("| --- | --- | --- | --- | --- | --- |")
     total = [0.0, 0.0]
-    for conv, shape in pointwise_layers(model, x):
-        conv = copy.deepcopy(conv)
-        if conv.bias is None:  # a folded batch norm gives the convolution a bias
-            conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
-        routed = copy.deepcopy(conv)
-        route_pointwise_convs(routed)
+    for conv, shape in conv_layers(model, x, is_pointwise):
+        conv, routed = torch_and_routed(conv, route_pointwise_convs)
         inputs = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()
         grad = torch.randn(shape[0], conv.out_channels, *shape[2:])
         grad = grad.contiguous(memory_format=torch.channels_last)

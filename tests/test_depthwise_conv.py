@@ -244,7 +244,7 @@ def test_torchs_weight_gradient_where_the_blocks_are_slower(monkeypatch):
 def test_each_shape_is_timed_once_and_keeps_the_faster_way(monkeypatch):
     monkeypatch.setattr(timed_ways, "FASTEST", {})
     timings = iter([2.0, 1.0, 1.0, 2.0])  # shape 1: torch 2 s, blocks 1 s; shape 2: the reverse
-    monkeypatch.setattr(timed_ways, "seconds", lambda fn: next(timings))
+    monkeypatch.setattr(timed_ways, "time_ways", lambda ways: {way: next(timings) for way in ways})
     ways = {"torch": lambda: "torch's", "3x3 blocks": lambda: "the blocks'"}
     fastest = timed_ways.fastest
     assert fastest("weight grad", ("small",), ways) == "the blocks'"
@@ -515,7 +515,7 @@ def test_a_routed_depthwise_convolution_returns_autocasts_dtype(dtype):
 def test_a_shape_timed_under_one_autocast_dtype_is_timed_again_under_another(monkeypatch):
     monkeypatch.setattr(timed_ways, "FASTEST", {})
     timings = iter([1.0, 2.0] * 2)  # the autocast dtype's forward is the faster each time
-    monkeypatch.setattr(timed_ways, "seconds", lambda fn: next(timings))
+    monkeypatch.setattr(timed_ways, "time_ways", lambda ways: {way: next(timings) for way in ways})
     conv = nn.Conv2d(4, 4, 3, padding=1, groups=4)
     route_depthwise_convs(conv)
     x = torch.randn(2, 4, 5, 5)

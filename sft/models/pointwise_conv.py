@@ -5,15 +5,16 @@ the map's (N*H*W, C_in) rows times the weight's (C_out, C_in) transposed. Its in
 grad_output's rows times the weight, its weight gradient grad_output's rows transposed times the
 input's. torch (2.14) runs it as a oneDNN convolution, whose backward is slow on small maps:
 on 2 Zen 3 cores in fp32, EfficientNet-Lite0's weight gradients at 64 px, batch 64, took
-1.4-2.2x as long as the matrix products on 8x8 to 2x2 maps, while on 32x32 maps oneDNN's whole
-backward was 1.2-1.4x faster than the products (benchmarks/pointwise_conv.py).
+1.2-2.6x as long as the matrix products on 8x8 to 2x2 maps, while on 32x32 maps oneDNN's whole
+backward was 1.2-1.4x faster than the products (experiments/benchmarks/pointwise_conv.md).
 
 So each 1x1 convolution's forward pass and backward pass are timed once per shape, oneDNN's
 convolution against the matrix products (sft.models.timed_ways, as the depthwise parts are),
 and keep the faster. The ReLU or ReLU6 after it (a folded norm's, sft.models.norm_folding) is
 part of both: oneDNN applies it as a post-op (sft.models.conv_activation), the products in
-place on their output. Without the timing (compiled or deterministic runs, `timed=False`) the
-convolution stays torch's.
+place on their output. Without the timing (compiled, traced or deterministic runs,
+`model.fast_pointwise=false`) the convolution stays torch's. Maps that are not channels_last
+keep torch's kernels too; 1x1 maps (squeeze-excite) are both layouts, and are timed.
 """
 
 from __future__ import annotations
@@ -36,10 +37,23 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
-def _from_rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(N*H*W, C) rows as a channels_last (N, C, H, W) map of `like`'s batch and size (a view)."""
+def _map_of_products(
+    rows: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None, like: torch.Tensor
+) -> torch.Tensor:
+    """`rows @ matrix (+ bias)` as a channels_last (N, C, H, W) map of `like`'s batch and size.
+    Written into a map of its own rather than returned as a view of the product: autograd
+    refuses in-place changes of a view made inside a Function, and a ReLU(inplace=True) or a
+    `+=` after a 1x1 convolution makes them (torchvision's ResNets, timm's squeeze-excite)."""
     batch, _, height, width = like.shape
-    return rows.view(batch, height, width, -1).permute(0, 3, 1, 2)
+    out = torch.empty(
+        (batch, matrix.shape[1], height, width), dtype=rows.dtype, device=rows.device,
+        memory_format=torch.channels_last,
+    )  # fmt: skip
+    if bias is None:
+        torch.mm(rows, matrix, out=_rows(out))
+    else:
+        torch.addmm(bias, rows, matrix, out=_rows(out))
+    return out
 
 
 def _apply_post_op(y: torch.Tensor, post: PostOp | None) -> torch.Tensor:
@@ -56,10 +70,8 @@ def _by_convolution(x, weight, bias, activation: nn.Module | None) -> torch.Tens
 
 
 def _by_matrix_products(x, weight, bias, post: PostOp | None) -> torch.Tensor:
-    weight = weight.view(weight.shape[0], -1)
-    rows = _rows(x)
-    out = rows @ weight.t() if bias is None else torch.addmm(bias, rows, weight.t())
-    return _from_rows(_apply_post_op(out, post), x)
+    matrix = weight.reshape(weight.shape[0], -1).t()
+    return _apply_post_op(_map_of_products(_rows(x), matrix, bias, x), post)
 
 
 class _Pointwise(torch.autograd.Function):
@@ -70,13 +82,15 @@ class _Pointwise(torch.autograd.Function):
     def forward(ctx, x, weight, bias, activation):
         post = None if activation is None else post_op(activation)
         key = timed_ways.Call.of(x, weight, (1, 1), (0, 0), x.dtype)
+        # what else the ways' times depend on
+        variant = f"bias {bias is not None}, activation {post[0] if post else None}"
         ways = {
             "convolution": functools.partial(_by_convolution, x, weight, bias, activation),
             "matrix products": functools.partial(_by_matrix_products, x, weight, bias, post),
         }
-        y = timed_ways.fastest("pointwise forward", key, ways)
+        y = timed_ways.fastest(f"pointwise forward, {variant}", key, ways)
         ctx.save_for_backward(x, weight, y if post is not None else None)
-        ctx.key, ctx.post, ctx.has_bias = key, post, bias is not None
+        ctx.key, ctx.variant, ctx.post, ctx.has_bias = key, variant, post, bias is not None
         return y
 
     @staticmethod
@@ -100,14 +114,15 @@ class _Pointwise(torch.autograd.Function):
             )  # fmt: skip
 
         def by_matrix_products():
-            rows, weight_2d = _rows(grad), weight.view(weight.shape[0], -1)
-            grad_x = _from_rows(rows @ weight_2d, x) if needs[0] else None
-            grad_w = (rows.t() @ _rows(x)).view_as(weight) if needs[1] else None
+            rows, matrix = _rows(grad), weight.reshape(weight.shape[0], -1)
+            grad_x = _map_of_products(rows, matrix, None, x) if needs[0] else None
+            grad_w = (rows.t() @ _rows(x)).reshape(weight.shape) if needs[1] else None
             grad_b = rows.sum(0) if needs[2] else None
             return grad_x, grad_w, grad_b
 
         ways = {"convolution": by_convolution, "matrix products": by_matrix_products}
-        grad_x, grad_w, grad_b = timed_ways.fastest("pointwise backward", ctx.key, ways)
+        what = f"pointwise backward, {ctx.variant}, gradients {tuple(needs)}"
+        grad_x, grad_w, grad_b = timed_ways.fastest(what, ctx.key, ways)
         return grad_x, grad_w, grad_b, None
 
 
