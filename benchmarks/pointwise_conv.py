@@ -1,5 +1,6 @@
 """torch's 1x1 convolutions vs sft's routed ones (oneDNN's convolution or matrix products, timed
-once per shape, sft/models/pointwise_conv.py) on CPU, per layer of an image backbone.
+once per shape for the backward, sft/models/pointwise_conv.py) on CPU, per layer of an image
+backbone.
 
     .venv/bin/python benchmarks/pointwise_conv.py [--backbone efficientnet_lite0] [--size 64]
         [--batch 64] [--bf16] [--repeats 5]
@@ -62,9 +63,7 @@ def main() -> None:
     )
     precision = "bf16 autocast" if args.bf16 else "fp32"
     print(f"\n{args.backbone} 1x1 convolutions, {args.size} px, batch {args.batch}, {precision}:\n")
-    print(
-        "| input | output channels | torch ms | routed ms | speed-up | routed: forward, backward |"
-    )
+    print("| input | output channels | torch ms | routed ms | speed-up | routed backward |")
     print("| --- | --- | --- | --- | --- | --- |")
     total = [0.0, 0.0]
     for conv, shape in conv_layers(model, x, is_pointwise):

@@ -166,8 +166,8 @@ class SFTClassifier(L.LightningModule):
     timed, so false (or trainer.deterministic) for seeded runs that repeat bit for bit; with
     false they compute in fp32 under CPU autocast (bf16-mixed), where some of oneDNN's bf16
     kernels are slow.
-    fast_pointwise: image backbones' 1x1 convolutions time their forward and backward pass once
-    per shape on CPU, oneDNN's convolution against matrix products, and keep the faster
+    fast_pointwise: image backbones' 1x1 convolutions time their backward pass once per shape on
+    CPU, oneDNN's convolution backward against matrix products, and keep the faster
     (sft.models.pointwise_conv); timed like fast_depthwise, so false (or
     trainer.deterministic) for runs that repeat bit for bit.
     """
@@ -409,14 +409,14 @@ class SFTClassifier(L.LightningModule):
                 else "compute in fp32 when under CPU autocast"
             )
             log.info(f"{routed} depthwise convolutions {how}")
-        # 1x1 convolutions as matrix products where those are faster (oneDNN's backward is
+        # 1x1 convolutions' backward as matrix products where those are faster (oneDNN's is
         # slow on small maps), timed once per shape; eager only, after the folding too
         pointwise = route_pointwise_convs(self.backbone) if fast_pointwise and not compile else 0
         if pointwise and rank_zero_only.rank == 0:
             log.info(
-                f"{pointwise} 1x1 convolutions are timed once per shape on CPU (channels_last), "
-                "oneDNN's against matrix products, and keep the faster; deterministic runs keep "
-                "torch's kernels"
+                f"{pointwise} 1x1 convolutions time their backward once per shape on CPU "
+                "(channels_last), oneDNN's against matrix products, and keep the faster; "
+                "deterministic runs keep torch's kernels"
             )
 
     def parameter_counts(self) -> tuple[int, int]:

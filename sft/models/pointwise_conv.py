@@ -1,4 +1,4 @@
-"""1x1 convolutions on CPU as matrix products where that is faster on this machine.
+"""1x1 convolutions on CPU whose backward is matrix products where that is faster.
 
 A 1x1 convolution (stride 1, no padding, one group) of a channels_last map is a matrix product:
 the map's (N*H*W, C_in) rows times the weight's (C_out, C_in) transposed. Its input gradient is
@@ -8,13 +8,14 @@ on 2 Zen 3 cores in fp32, EfficientNet-Lite0's weight gradients at 64 px, batch 
 1.2-2.6x as long as the matrix products on 8x8 to 2x2 maps, while on 32x32 maps oneDNN's whole
 backward was 1.2-1.4x faster than the products (experiments/benchmarks/pointwise_conv.md).
 
-So each 1x1 convolution's forward pass and backward pass are timed once per shape, oneDNN's
-convolution against the matrix products (sft.models.timed_ways, as the depthwise parts are),
-and keep the faster. The ReLU or ReLU6 after it (a folded norm's, sft.models.norm_folding) is
-part of both: oneDNN applies it as a post-op (sft.models.conv_activation), the products in
-place on their output. Without the timing (compiled, traced or deterministic runs,
-`model.fast_pointwise=false`) the convolution stays torch's. Maps that are not channels_last
-keep torch's kernels too; 1x1 maps (squeeze-excite) are both layouts, and are timed.
+So each 1x1 convolution's backward is timed once per shape, oneDNN's against the matrix
+products (sft.models.timed_ways, as the depthwise parts are), and keeps the faster. The forward
+pass stays oneDNN's, with the ReLU or ReLU6 of a folded norm (sft.models.norm_folding) as its
+post-op (sft.models.conv_activation): summed over the layers the products' forward passes were
+only 3 % faster, and timing them cost ~0.9 s per new batch size, in evaluation too. Calls
+without a gradient, and those without the timing (compiled, traced or deterministic runs,
+`model.fast_pointwise=false`), are torch's own. Maps that are not channels_last keep torch's
+kernels too; 1x1 maps (squeeze-excite) are both layouts, and are timed.
 """
 
 from __future__ import annotations
@@ -29,38 +30,22 @@ from torch.autograd.function import once_differentiable
 from sft.models import timed_ways
 from sft.models.conv_activation import compute_dtype, conv2d_activation, post_op
 
-PostOp = tuple[str, list[float]]
-
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
     """A channels_last (N, C, H, W) map as its (N*H*W, C) rows (a view)."""
     return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
-def _map_of_products(
-    rows: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None, like: torch.Tensor
-) -> torch.Tensor:
-    """`rows @ matrix (+ bias)` as a channels_last (N, C, H, W) map of `like`'s batch and size.
-    Written into a map of its own rather than returned as a view of the product: autograd
-    refuses in-place changes of a view made inside a Function, and a ReLU(inplace=True) or a
-    `+=` after a 1x1 convolution makes them (torchvision's ResNets, timm's squeeze-excite)."""
+def _map_of_products(rows: torch.Tensor, matrix: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`rows @ matrix` as a channels_last (N, C, H, W) map of `like`'s batch and size, written
+    straight into the map's memory."""
     batch, _, height, width = like.shape
     out = torch.empty(
         (batch, matrix.shape[1], height, width), dtype=rows.dtype, device=rows.device,
         memory_format=torch.channels_last,
     )  # fmt: skip
-    if bias is None:
-        torch.mm(rows, matrix, out=_rows(out))
-    else:
-        torch.addmm(bias, rows, matrix, out=_rows(out))
+    torch.mm(rows, matrix, out=_rows(out))
     return out
-
-
-def _apply_post_op(y: torch.Tensor, post: PostOp | None) -> torch.Tensor:
-    if post is None:
-        return y
-    attr, scalars = post
-    return y.relu_() if attr == "relu" else y.clamp_(*scalars)
 
 
 def _by_convolution(x, weight, bias, activation: nn.Module | None) -> torch.Tensor:
@@ -69,28 +54,17 @@ def _by_convolution(x, weight, bias, activation: nn.Module | None) -> torch.Tens
     return conv2d_activation(x, weight, bias, (1, 1), (0, 0), (1, 1), 1, activation)
 
 
-def _by_matrix_products(x, weight, bias, post: PostOp | None) -> torch.Tensor:
-    matrix = weight.reshape(weight.shape[0], -1).t()
-    return _apply_post_op(_map_of_products(_rows(x), matrix, bias, x), post)
-
-
 class _Pointwise(torch.autograd.Function):
-    """A 1x1 convolution of a channels_last map (and its ReLU or ReLU6 `activation`), forward and
-    backward each by oneDNN or matrix products, whichever was faster for the shape."""
+    """A 1x1 convolution of a channels_last map (and its ReLU or ReLU6 `activation`) by oneDNN,
+    whose backward is oneDNN's or matrix products, whichever was faster for the shape."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, activation):
+        y = _by_convolution(x, weight, bias, activation)
         post = None if activation is None else post_op(activation)
-        key = timed_ways.Call.of(x, weight, (1, 1), (0, 0), x.dtype)
-        # what else the ways' times depend on
-        variant = f"bias {bias is not None}, activation {post[0] if post else None}"
-        ways = {
-            "convolution": functools.partial(_by_convolution, x, weight, bias, activation),
-            "matrix products": functools.partial(_by_matrix_products, x, weight, bias, post),
-        }
-        y = timed_ways.fastest(f"pointwise forward, {variant}", key, ways)
         ctx.save_for_backward(x, weight, y if post is not None else None)
-        ctx.key, ctx.variant, ctx.post, ctx.has_bias = key, variant, post, bias is not None
+        ctx.key = timed_ways.Call.of(x, weight, (1, 1), (0, 0), x.dtype)
+        ctx.post, ctx.has_bias = post, bias is not None
         return y
 
     @staticmethod
@@ -115,13 +89,14 @@ class _Pointwise(torch.autograd.Function):
 
         def by_matrix_products():
             rows, matrix = _rows(grad), weight.reshape(weight.shape[0], -1)
-            grad_x = _map_of_products(rows, matrix, None, x) if needs[0] else None
+            grad_x = _map_of_products(rows, matrix, x) if needs[0] else None
             grad_w = (rows.t() @ _rows(x)).reshape(weight.shape) if needs[1] else None
             grad_b = rows.sum(0) if needs[2] else None
             return grad_x, grad_w, grad_b
 
         ways = {"convolution": by_convolution, "matrix products": by_matrix_products}
-        what = f"pointwise backward, {ctx.variant}, gradients {tuple(needs)}"
+        # the activation's pass is the same in both ways; which gradients are asked is not
+        what = f"pointwise backward, gradients {tuple(needs)}"
         grad_x, grad_w, grad_b = timed_ways.fastest(what, ctx.key, ways)
         return grad_x, grad_w, grad_b, None
 
@@ -151,7 +126,9 @@ def _conv_forward(
 ) -> torch.Tensor:
     """`conv`'s convolution by `weight` and `bias` (a folded norm's), then `activation`."""
     dtype = compute_dtype(x, weight)
-    if not _is_timed(x, dtype) or (activation is not None and post_op(activation) is None):
+    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    unknown_activation = activation is not None and post_op(activation) is None
+    if not grad or unknown_activation or not _is_timed(x, dtype):
         if activation is None:
             return type(conv)._conv_forward(conv, x, weight, bias)
         return conv2d_activation(x, weight, bias, (1, 1), (0, 0), (1, 1), 1, activation)
