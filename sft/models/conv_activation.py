@@ -50,7 +50,7 @@ def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     )
 
 
-def fusible(x: torch.Tensor) -> bool:
+def _fusible(x: torch.Tensor) -> bool:
     return (
         _CONV_POINTWISE is not None
         and torch.backends.mkldnn.is_available()
@@ -106,7 +106,7 @@ def conv2d_activation(
     padding), as one oneDNN call where it can be, in the dtype autocast would compute it in."""
     spec = post_op(activation)
     dtype = compute_dtype(x, weight)
-    if spec is None or dtype is None or not fusible(x):
+    if spec is None or dtype is None or not _fusible(x):
         return activation(F.conv2d(x, weight, bias, stride, padding, dilation, groups))
     attr, scalars = spec
     # autocast's casts, recorded by autograd as its own are (the gradients come back in the

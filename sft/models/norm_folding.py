@@ -62,7 +62,7 @@ def _conv2d_activation(
     bias: torch.Tensor | None,
     activation: nn.Module,
 ) -> torch.Tensor:
-    if pointwise_conv.is_routed(conv):  # timed against matrix products, activation included
+    if pointwise_conv.is_routed(conv):  # its backward timed against matrix products
         return conv._conv_forward(x, weight, bias, activation)
     return conv2d_activation(
         x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, activation
