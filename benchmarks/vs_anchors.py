@@ -45,8 +45,8 @@ and image arm runs N times, the arms in turns, and each row gives the arms' medi
 run's rate is printed after the rows): on a shared VM one arm's runs vary by up to ~15 %.
 Achieved FLOP/s: 3x the forward FLOPs per sample (backward ~ 2x forward; torch's
 FlopCounterMode counts the forward, on a batch of the mean timed length for text; its count of
-convolution_backward is wrong for depthwise convolutions, hence 3x forward), times samples/s. Peak: cores x clock (/proc/cpuinfo) x FLOPs per
-cycle per core: for fp32 64 on Intel Xeons and AMD Zen 5 (two AVX-512 FMA units, 16 lanes, 2
+convolution_backward is wrong for depthwise convolutions, hence 3x forward), times samples/s.
+Peak: cores x clock (/proc/cpuinfo) x FLOPs per cycle per core: for fp32 64 on Intel Xeons and AMD Zen 5 (two AVX-512 FMA units, 16 lanes, 2
 FLOPs) and 32 on AMD Zen 4 (AVX-512 on two 256-bit units) and other AVX2 CPUs; for bf16 1024 on AMX (Intel's
 figure for AMX-BF16 TMUL), twice the fp32 figure with AVX512-BF16 dot products alone (AMD's
 figure for Zen 4); a nominal figure, not a measured one.

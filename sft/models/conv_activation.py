@@ -65,6 +65,16 @@ def _fusible(x: torch.Tensor) -> bool:
     )
 
 
+def post_op_grad(
+    grad_y: torch.Tensor, y: torch.Tensor, attr: str, scalars: list[float]
+) -> torch.Tensor:
+    """The gradient before the activation `attr` (post_op's name and scalars), read from its
+    output `y`: ReLU passes it where y > 0, ReLU6/Hardtanh where y is inside its bounds."""
+    if attr == "relu":
+        return torch.ops.aten.threshold_backward(grad_y, y, 0)
+    return torch.ops.aten.hardtanh_backward(grad_y, y, *scalars)
+
+
 class _ConvPostOp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, attr, scalars):
@@ -79,11 +89,7 @@ class _ConvPostOp(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, weight, y = ctx.saved_tensors
         stride, padding, dilation, groups, has_bias = ctx.conv
-        attr, scalars = ctx.post_op
-        if attr == "relu":
-            grad = torch.ops.aten.threshold_backward(grad_y, y, 0)
-        else:
-            grad = torch.ops.aten.hardtanh_backward(grad_y, y, *scalars)
+        grad = post_op_grad(grad_y, y, *ctx.post_op)
         needs = ctx.needs_input_grad
         grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
             grad, x, weight, [weight.shape[0]] if has_bias else None, stride, padding,

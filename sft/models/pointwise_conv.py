@@ -28,7 +28,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from sft.models import timed_ways
-from sft.models.conv_activation import compute_dtype, conv2d_activation, post_op
+from sft.models.conv_activation import compute_dtype, conv2d_activation, post_op, post_op_grad
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -73,11 +73,7 @@ class _Pointwise(torch.autograd.Function):
         x, weight, y = ctx.saved_tensors
         grad = grad_y.contiguous(memory_format=torch.channels_last)
         if ctx.post is not None:
-            attr, scalars = ctx.post
-            if attr == "relu":
-                grad = torch.ops.aten.threshold_backward(grad, y, 0)
-            else:
-                grad = torch.ops.aten.hardtanh_backward(grad, y, *scalars)
+            grad = post_op_grad(grad, y, *ctx.post)
         needs = list(ctx.needs_input_grad[:3])
         needs[2] = needs[2] and ctx.has_bias
 
@@ -129,9 +125,7 @@ def _conv_forward(
     grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     unknown_activation = activation is not None and post_op(activation) is None
     if not grad or unknown_activation or not _is_timed(x, dtype):
-        if activation is None:
-            return type(conv)._conv_forward(conv, x, weight, bias)
-        return conv2d_activation(x, weight, bias, (1, 1), (0, 0), (1, 1), 1, activation)
+        return _by_convolution(x, weight, bias, activation)  # torch's, as before the routing
     # autocast's casts, recorded by autograd as its own are (the gradients come back in the
     # parameters' dtype)
     with torch.autocast("cpu", enabled=False):
