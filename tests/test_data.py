@@ -641,6 +641,20 @@ def test_image_folder_finds_undecodable_files_before_training(tmp_path: Path, ca
         assert sum(len(y) for _, y in loader) > 0  # every remaining file decodes
 
 
+def test_an_empty_image_file_is_named_as_empty(tmp_path: Path) -> None:
+    """A zero-byte .jpg (an interrupted copy): "an empty file (0 bytes)" (was: PIL's
+    "UnidentifiedImageError: cannot identify image file", as for a file of another format)."""
+    _tree(tmp_path, "train", {"ant": 4, "bee": 4})
+    (tmp_path / "train" / "ant" / "empty.jpg").write_bytes(b"")
+    with pytest.raises(
+        SFTError,
+        match=r"1 of 9 images under .* cannot be decoded: .*empty\.jpg \(an empty file \(0 bytes\)\);",
+    ):
+        ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0).setup(
+            "fit"
+        )
+
+
 @pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_a_split_of_only_undecodable_images_is_an_error(tmp_path: Path, split: str) -> None:
     """skip_bad_files=true on a split whose every image is bad: an empty training set was a

@@ -180,6 +180,19 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: unknown config key 'adapter.r' (the adapter chosen has no such setting; "
             "adapter=lora has it)",
         ),
+        # the key one level deeper (was: "did you mean 'model.label_smoothing'?")
+        (
+            "train",
+            ["experiment=sst2_minilm", "model.pooling=cls"],
+            "error: unknown config key 'model.pooling' (did you mean 'model.backbone.pooling'?",
+        ),
+        # several options have it (was: "... model=torchvision_fused has it")
+        (
+            "train",
+            ["experiment=cifar10_resnet18", "model.backbone.input_size=64"],
+            "(the model chosen has no such setting; model=effnet_lite0_fused, "
+            "model=mobilenetv2_fused, model=timm_fused, model=torchvision_fused have it.",
+        ),
         # a search dimension added under hydra.sweeper.params (was: Hydra's "Sweeping over
         # Hydra's configuration is not supported" and its traceback hint)
         (
@@ -716,6 +729,46 @@ def test_a_checkpoint_whose_code_cannot_be_imported_is_one_line(checkpoint, tmp_
     torch.save(state, moved)
     with pytest.raises(SFTError, match=r"its datamodule's code cannot be imported here \(Error "):
         datamodule_from_checkpoint(moved)
+
+
+@pytest.mark.parametrize(
+    ("where", "target"),
+    [
+        ("backbone", {"_target_": "builtins.open", "file": "{precious}", "mode": "w"}),
+        ("head", {"_target_": "subprocess.getoutput", "cmd": "echo > {precious}"}),
+        # nested: Hydra builds a backbone's arguments first
+        (
+            "backbone",
+            {
+                "_target_": "sft.models.backbones.create_backbone",
+                "name": {"_target_": "builtins.open", "file": "{precious}", "mode": "w"},
+            },
+        ),
+        ("datamodule_target", "shutil.rmtree"),
+    ],
+)
+def test_a_checkpoint_naming_code_to_run_is_refused(checkpoint, tmp_path, where, target):
+    """A checkpoint is data from anywhere: a crafted one whose backbone was
+    `builtins.open(<file>, "w")` emptied that file through sft-eval and sft-predict, weights-only
+    loading notwithstanding; subprocess.getoutput gave Hydra's several lines."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious")
+    state = torch.load(checkpoint, weights_only=True)
+    if where == "datamodule_target":
+        state["datamodule_target"] = target
+        shown = f"datamodule_target={target}"
+    else:
+        filled = json.loads(json.dumps(target).replace("{precious}", str(precious)))
+        state["hyper_parameters"][where] = filled
+        shown = f"model.{where}{'.name' if where == 'backbone' and 'name' in target else ''}"
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(state, crafted)
+    for build in (load_classifier, datamodule_from_checkpoint):
+        with pytest.raises(SFTError) as err:
+            build(crafted)
+        assert str(err.value).startswith(f"checkpoint {crafted}: {shown}"), err.value
+        assert "refused, as building it would run whatever the file names" in str(err.value)
+    assert precious.read_text() == "precious"
 
 
 @pytest.mark.parametrize(

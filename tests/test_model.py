@@ -1,6 +1,7 @@
 """The fused head, the regularisers, parameter groups, freezing and the linear probe."""
 
 import logging
+import warnings
 from types import SimpleNamespace
 
 import lightning as L
@@ -683,8 +684,37 @@ def test_half_precision_on_a_cpu_without_bf16_units_is_warned_about(
     trainer = OmegaConf.create({"accelerator": accelerator, "precision": precision})
     with caplog.at_level(logging.WARNING, logger="sft.utils.hardware"):
         hardware.resolve_auto_precision(trainer, cpu_bf16_pays=True)
-    assert trainer.precision == precision
+    half = str(precision) in ("16", "16-mixed")  # run as bf16-mixed on a CPU
+    assert trainer.precision == ("bf16-mixed" if half else precision)
     assert any("bf16 is emulated there" in m for m in caplog.messages) == warned
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", 16])
+def test_16_mixed_on_a_cpu_is_the_bf16_mixed_lightning_runs(precision, monkeypatch, caplog):
+    """Lightning runs fp16 autocast as bf16-mixed on a CPU, with a warning of its own beside
+    sft's (was: two warnings, one a raw path and line number; the saved config said 16-mixed).
+    On a GPU 16-mixed stays, with its loss scaler."""
+    from omegaconf import OmegaConf
+
+    from sft.utils import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+    trainer = OmegaConf.create({"accelerator": "auto", "precision": precision})
+    with caplog.at_level(logging.INFO, logger="sft.utils.hardware"):
+        hardware.resolve_auto_precision(trainer, cpu_bf16_pays=True)
+    assert trainer.precision == "bf16-mixed"
+    assert caplog.messages == [
+        f"trainer.precision={precision} on CPU runs as bf16-mixed (CPUs have no fp16 autocast "
+        "with a loss scaler)"
+    ]
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        L.Trainer(accelerator="cpu", precision=trainer.precision, logger=False)
+    assert not [w for w in warned if "fp16 is not supported on CPU" in str(w.message)]
+    gpu = OmegaConf.create({"accelerator": "gpu", "precision": precision})
+    hardware.resolve_auto_precision(gpu, cpu_bf16_pays=True)
+    assert gpu.precision == precision
 
 
 @pytest.mark.parametrize(

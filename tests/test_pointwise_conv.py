@@ -2,6 +2,7 @@
 values and gradients whichever way runs, torch's own kernels where the timing is off."""
 
 import copy
+import logging
 import pickle
 
 import pytest
@@ -203,6 +204,18 @@ def test_the_classifier_routes_its_1x1_convolutions_unless_asked_not_to():
     assert pointwise_routed(compiled) == 0
     with pytest.raises(SFTError, match=r"model\.fast_pointwise: expected true or false"):
         SFTClassifier(num_classes=10, backbone=MOBILENETV2, fast_pointwise="yes")
+
+
+def test_the_log_says_what_the_layout_leaves_to_torch(caplog):
+    """With model.channels_last=false the 1x1 convolutions of MobileNetV2 run on NCHW maps,
+    which keep torch's kernels (was: the log said their backward was timed)."""
+    with caplog.at_level(logging.INFO, logger="sft.models.classifier"):
+        SFTClassifier(num_classes=10, backbone=MOBILENETV2, channels_last=True)
+        SFTClassifier(num_classes=10, backbone=MOBILENETV2, channels_last=False)
+    lines = [r.getMessage() for r in caplog.records if "1x1 convolutions" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "time their backward once per shape" in lines[0]
+    assert "keep torch's kernels on NCHW maps (model.channels_last=false)" in lines[1]
 
 
 @pytest.mark.parametrize("way", ["convolution", "matrix products"])

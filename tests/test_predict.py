@@ -452,6 +452,19 @@ def test_empty_texts_in_a_table_are_predicted_and_named(name, content, predicted
     ]
 
 
+def test_blank_lines_between_the_rows_of_a_table_are_named(tmp_path, caplog):
+    """A blank or whitespace-only line between the rows of a file of several columns (training
+    data or inputs) was left out without a word; those at the file's end stay unnamed."""
+    path = tmp_path / "rows.csv"
+    path.write_text("id,review\n1,good\n\n2,bad\n   \n3,ok\n\n\n")
+    with caplog.at_level(logging.WARNING):
+        inputs = read_texts(path, "review")
+    assert inputs.texts == ["good", "bad", "ok"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}, 2 blank lines between the rows left out (lines 3, 5)"
+    ]
+
+
 def test_a_model_input_setting_other_than_the_trained_one_is_named(ckpts, tmp_path, caplog):
     """`+data.mean=...` (or image_size, max_length, ...) unlike the model's training data
     changed its inputs without a word (and sft-export's metadata.json then gave that value as

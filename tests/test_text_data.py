@@ -536,7 +536,14 @@ def test_a_test_split_labelled_minus_one_is_unlabelled(tmp_path, token_cache, so
     assert dm.test_data.labels.tolist() == [-1, -1]
     assert not dm.has_labelled_test
     required = make_dm(d, token_cache, source=source, test_labelled=True, **files)
-    with pytest.raises(SFTError, match=rf"test\.{source}, line [12]: label '?-1'? is not in"):
+    # sft-eval's named test file: says why -1 is refused there (was: only "not in the label
+    # set", though the config calls -1 unlabelled)
+    with pytest.raises(
+        SFTError,
+        match=rf"test\.{source}, line [12]: label '?-1'? is not in the label set \(integers >= "
+        r"0\); a negative label \(GLUE's test files' -1\) marks an example without one, but this "
+        r"split is scored, so each example needs one: sft-predict predicts unlabelled texts$",
+    ):
         required.setup()
     # -1 as a class name is a label
     named = make_dm(d, token_cache, source=source, label_names=["-1", "0", "1"], **files)

@@ -1,5 +1,6 @@
 """Paths a new user takes that used to fail: each test failed on the code before its fix."""
 
+import copy
 import csv
 import inspect
 import json
@@ -395,6 +396,59 @@ def test_eval_on_named_image_data_keeps_the_models_normalisation(checkpoints, tm
     del checkpoint["datamodule_hyper_parameters"]["image_size"]
     cfg = compose_config("eval", folder, tmp_path)
     assert data_config_for_checkpoint(cfg, checkpoint).image_size == 32
+
+
+@pytest.mark.parametrize("kind", ["image", "text"])
+def test_a_checkpoint_of_the_other_modality_is_named_as_such(kind, checkpoints, tmp_path):
+    """sft-train of a text run from an image model's checkpoint (or the reverse) said that its
+    epochs reached trainer.max_epochs under debug=fdr, or that the class counts differ; nothing
+    of the run is written."""
+    other = "text" if kind == "image" else "image"
+    settings = TINY_TEXT if kind == "text" else FAST
+    run = tmp_path / "run"
+    cfg = compose_config("train", [*settings, "debug=fdr", f"ckpt_path={checkpoints[other]}"], run)
+    article = {"image": "an image", "text": "a text"}
+    with pytest.raises(SFTError) as err:
+        train(cfg)
+    assert str(err.value) == (
+        f"checkpoint {checkpoints[other]} is of {article[other]} model, and this run trains "
+        f"{article[kind]} model: give a checkpoint of {article[kind]} model"
+    )
+    assert not run.exists() or not any(run.iterdir())
+
+
+def test_eval_refuses_pairs_for_a_single_text_model_and_the_reverse(checkpoints, tmp_path):
+    """sft-eval of a single-text model with data.text_pair_column=<column> scored the pairs
+    (test/acc 1.0), and of a pair model with data.text_pair_column=null the first texts alone,
+    without a word; sft-predict refused both. Another column name is the data's own."""
+    from sft.jobs.eval import data_config_for_checkpoint
+
+    single = torch.load(checkpoints["text"], weights_only=True)
+    assert single["datamodule_hyper_parameters"]["text_pair_column"] is None
+    pairs = copy.deepcopy(single)
+    pairs["datamodule_hyper_parameters"]["text_pair_column"] = "hypothesis"
+    ckpt = f"ckpt_path={checkpoints['text']}"
+    cfg = compose_config("eval", [ckpt, "+data.text_pair_column=hypothesis"], tmp_path)
+    with pytest.raises(
+        SFTError,
+        match=r"^data\.text_pair_column=hypothesis: this model classifies single texts \(it was "
+        r"trained with data\.text_pair_column=null\): leave data\.text_pair_column out$",
+    ):
+        data_config_for_checkpoint(cfg, single)
+    assert data_config_for_checkpoint(cfg, pairs).text_pair_column == "hypothesis"
+    cfg = compose_config("eval", [ckpt, "data=text_files"], tmp_path)  # its default: null
+    with pytest.raises(
+        SFTError,
+        match=r"^data\.text_pair_column=null: this model classifies sentence pairs \(it was "
+        r"trained with data\.text_pair_column=hypothesis\): name the column of the second "
+        r"texts, data\.text_pair_column=<column>$",
+    ):
+        data_config_for_checkpoint(cfg, pairs)
+    cfg = compose_config("eval", [ckpt, "data=text_files", "data.text_pair_column=h2"], tmp_path)
+    assert data_config_for_checkpoint(cfg, pairs).text_pair_column == "h2"
+    assert data_config_for_checkpoint(
+        compose_config("eval", [ckpt, "data=text_files"], tmp_path), single
+    )
 
 
 @pytest.mark.parametrize("kind", ["text", "image"])
@@ -898,6 +952,26 @@ def test_class_folders_right_under_the_data_dir_are_named(tmp_path):
     (root / "bee").rename(root / "val" / "bee")
     with pytest.raises(SFTError, match=r"train does not exist; expected .*<images>$"):
         dm.setup("fit")
+
+
+def test_a_class_folder_given_as_the_data_dir_is_named(tmp_path, caplog):
+    """data.data_dir=<root>/train/ant, one level too deep: the error says so, and comes before
+    any line about the test folder (was: "no test folder .../ant/test: sft-train skips
+    testing", then only that .../ant/train does not exist)."""
+    root = two_class_tree(tmp_path / "tree", per_class=2)
+    dm = instantiate(
+        compose_config("train", folder_data(root / "train" / "ant"), tmp_path / "r").data
+    )
+    with (
+        caplog.at_level(logging.INFO),
+        pytest.raises(
+            SFTError,
+            match=r"ant holds images itself, as a class folder does: data\.data_dir is the "
+            r"folder that holds train/<class>/$",
+        ),
+    ):
+        dm.setup("fit")
+    assert not [m for m in caplog.messages if "skips testing" in m]
 
 
 def test_debug_profiler_prints_its_report_and_lightnings_info_lines(tmp_path, data_dir):

@@ -118,6 +118,8 @@ def _decode_error(path: str, size: int) -> str | None:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         if isinstance(err, FileNotFoundError) and os.path.islink(path):
             return f"a link to {os.readlink(path)}, which does not exist"
+        if os.path.isfile(path) and os.path.getsize(path) == 0:  # PIL: "cannot identify"
+            return "an empty file (0 bytes)"
         # the message names the file again (PIL: "cannot identify image file '<path>'"): once
         reason = " ".join(str(err).replace(repr(path), "").replace(path, "").split()).rstrip(":")
         return f"{type(err).__name__}: {reason[:160]}" if reason else type(err).__name__
@@ -463,6 +465,8 @@ class ImageFolderDataModule(ImageDataModule):
     def _setup_train_val(self) -> None:
         train_path = self.train_path
         self._check_split_folders()  # before the info line below and before decoding images
+        if not train_path.is_dir():  # before the info line: it would speak of a missing tree
+            raise SFTError(self._no_training_folder())
         if not self.has_labelled_test:
             where = (
                 "data.test_dir is null"
@@ -472,8 +476,6 @@ class ImageFolderDataModule(ImageDataModule):
             rank_zero_info(
                 f"{where}: sft-train skips testing; sft-eval scores and predicts validation"
             )
-        if not train_path.is_dir():
-            raise SFTError(self._no_training_folder())
         splits_inside = self._splits_in_training_folder()
         if splits_inside:
             rank_zero_info(
@@ -584,6 +586,13 @@ class ImageFolderDataModule(ImageDataModule):
         if self.root.is_dir() and [c for c in class_folders(self.root) if c not in splits]:
             # the Kaggle layout: the class folders right under data_dir
             return f"{message}; if the folders under {self.root} are the classes: data.train_dir=."
+        if self.root.is_dir() and any(
+            is_image(p) and not is_hidden(p.name) for p in self.root.iterdir()
+        ):
+            return (
+                f"{message}; {self.root} holds images itself, as a class folder does: "
+                "data.data_dir is the folder that holds train/<class>/"
+            )
         return message
 
     def _set_classes(self, names: list[str]) -> None:

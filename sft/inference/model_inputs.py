@@ -8,6 +8,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sft.errors import SFTError
 from sft.hub import ALIASES
 from sft.utils.logs import rank_zero_warning
 
@@ -30,6 +31,28 @@ def warn_model_input_changes(settings: Mapping[str, Any], trained: Mapping[str, 
                 "its inputs now differ from its training inputs (leave data."
                 f"{key} out to use {trained[key]})",
             )
+
+
+def check_text_pairs(settings: Mapping[str, Any], trained: Mapping[str, Any]) -> None:
+    """SFTError where `settings` (the data a checkpoint's model is to score) reads single texts
+    for a model trained on sentence pairs, or pairs for one trained on single texts: it would
+    score them without a word (a single-text model scored 1.0 on pairs), as sft-predict
+    refuses. Other column names for the same kind of input are the data's own."""
+    key = "text_pair_column"
+    if key not in settings or key not in trained:  # images, or a datamodule without pairs
+        return
+    pair, trained_pair = settings[key], trained[key]
+    if trained_pair is None and pair is not None:
+        raise SFTError(
+            f"data.{key}={pair}: this model classifies single texts (it was trained with "
+            f"data.{key}=null): leave data.{key} out"
+        )
+    if trained_pair is not None and pair is None:
+        raise SFTError(
+            f"data.{key}=null: this model classifies sentence pairs (it was trained with "
+            f"data.{key}={trained_pair}): name the column of the second texts, "
+            f"data.{key}=<column>"
+        )
 
 
 def _plain(key: str, value: Any) -> Any:

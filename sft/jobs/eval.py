@@ -22,7 +22,11 @@ from omegaconf.errors import InterpolationResolutionError
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from sft.errors import SFTError, TrainingInterrupted
-from sft.inference.model_inputs import MODEL_INPUT_KEYS, warn_model_input_changes
+from sft.inference.model_inputs import (
+    MODEL_INPUT_KEYS,
+    check_text_pairs,
+    warn_model_input_changes,
+)
 from sft.models.backbones import backbone_speed_hints
 from sft.models.loading import (
     check_class_names,
@@ -130,6 +134,7 @@ def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> D
         if key in data and key in trained and f"data.{key}" not in set_here:
             data[key] = trained[key]
     warn_model_input_changes(data, trained)
+    check_text_pairs(data, trained)
     return OmegaConf.create(data)
 
 

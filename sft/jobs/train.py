@@ -22,7 +22,7 @@ from sft.contracts import datamodule_gaps, not_a_datamodule, unrecorded_settings
 from sft.data import SFTDataModule
 from sft.errors import SFTError, TrainingInterrupted, find_user_error, report_user_errors
 from sft.models import SFTClassifier
-from sft.models.backbones import backbone_speed_hints
+from sft.models.backbones import backbone_speed_hints, resolve_input_spec
 from sft.models.classifier import check_decoupled_pull, check_optimizer_settings
 from sft.models.loading import check_class_names
 from sft.runs.directories import is_grid
@@ -30,6 +30,7 @@ from sft.runs.result import RunRecorder, not_run_record, run_overrides
 from sft.runs.resume import (
     ResumePoint,
     check_resume_checkpoint,
+    check_training_left,
     continue_csv_logs,
     continue_tensorboard,
     finished_job,
@@ -127,7 +128,10 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         cfg.data.image_size = decoded  # config_resolved.yaml: the size decoded to
     if start:
         # before anything is written: a resumed run's directory keeps its files when refused
+        check_same_modality(start, model)
         check_resume_checkpoint(start, model)  # a clear line, not a load traceback
+        if not start.continues_run:  # after the model's checks: they say what is wrong first
+            check_training_left(start.path, start.checkpoint, cfg.trainer)
         # the model's outputs are by position: the data's classes must be the checkpoint's, in
         # its order (names from the config or a folder listing: the data is not read yet; a
         # user's datamodule of sft.contracts' without the method tells none)
@@ -253,6 +257,20 @@ def multirun_job_ranks(
             yield
         finally:
             end_process_group()
+
+
+def check_same_modality(start: ResumePoint, model: SFTClassifier) -> None:
+    """SFTError for a checkpoint of an image model given to a text run, or the reverse: said
+    as such (was: another number of classes, or that its epochs left nothing to train)."""
+    saved = start.checkpoint.get("hyper_parameters")
+    kind = resolve_input_spec(saved.get("backbone")).modality if isinstance(saved, dict) else None
+    wanted = model.input_spec.modality
+    if kind and wanted and kind != wanted:
+        raise SFTError(
+            f"checkpoint {start.path} is of {'an' if kind == 'image' else 'a'} {kind} model, and "
+            f"this run trains {'an' if wanted == 'image' else 'a'} {wanted} model: give a "
+            f"checkpoint of {'an' if wanted == 'image' else 'a'} {wanted} model"
+        )
 
 
 def keep_trained_inputs(data_cfg: DictConfig, checkpoint: dict[str, Any]) -> None:

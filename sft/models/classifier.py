@@ -413,11 +413,17 @@ class SFTClassifier(L.LightningModule):
         # slow on small maps), timed once per shape; eager only, after the folding too
         pointwise = route_pointwise_convs(self.backbone) if fast_pointwise and not compile else 0
         if pointwise and rank_zero_only.rank == 0:
-            log.info(
-                f"{pointwise} 1x1 convolutions time their backward once per shape on CPU "
-                "(channels_last), oneDNN's against matrix products, and keep the faster; "
-                "deterministic runs keep torch's kernels"
-            )
+            if self.channels_last:
+                how = (
+                    "time their backward once per shape on CPU, oneDNN's against matrix "
+                    "products, and keep the faster; deterministic runs keep torch's kernels"
+                )
+            else:  # only 1x1 maps (squeeze-excite) are in both layouts
+                how = (
+                    "keep torch's kernels on NCHW maps (model.channels_last=false); only "
+                    "those on 1x1 maps time their backward against matrix products"
+                )
+            log.info(f"{pointwise} 1x1 convolutions {how}")
 
     def parameter_counts(self) -> tuple[int, int]:
         """(trainable, total) parameters of backbone and head (adapters included)."""

@@ -8,19 +8,84 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 
 from sft.contracts import TOKENIZER_DIGEST, unrecorded_settings
 from sft.errors import SFTError
-from sft.models.adapters import BASE_WEIGHTS, check_base_weights, frozen_parameters
-from sft.models.backbones import local_paths_read, resolve_input_spec
+from sft.models.adapters import (
+    BASE_WEIGHTS,
+    LoraSettings,
+    check_base_weights,
+    frozen_parameters,
+)
+from sft.models.backbones import create_backbone, local_paths_read, resolve_input_spec
 from sft.models.classifier import MODEL_TARGET, SFTClassifier
 from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import quoted_list_override
 from sft.utils.config_types import check_config_types
 
 log = logging.getLogger(__name__)
+
+
+# What a checkpoint's `_target_`s may name for sft-eval, sft-predict and sft-export to build.
+# A checkpoint is data from anywhere, and Hydra's instantiate calls whatever a `_target_` names
+# (builtins.open with mode "w" empties a file): weights_only loading alone does not stop that.
+# A model's parts and its data are classes of these kinds (a user's own backbone is a class:
+# README "Your own configs and code"); the functions are sft's backbone factory and
+# transformers' learning-rate schedules.
+_BUILDABLE_CLASSES = (
+    torch.nn.Module,
+    torch.optim.Optimizer,
+    torch.optim.lr_scheduler.LRScheduler,
+    L.LightningDataModule,
+    LoraSettings,  # model.adapter's settings
+)
+_SCHEDULES_MODULE = "transformers.optimization"
+
+
+def _targets(node: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """(the key's path, the value) of every `_target_` in a checkpoint's nested settings."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_":
+                yield f"{where}._target_", value
+            else:
+                yield from _targets(value, f"{where}.{key}")
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            yield from _targets(value, f"{where}[{i}]")
+
+
+def check_buildable_targets(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """SFTError for a `_target_` in `checkpoint`'s model or datamodule settings that names
+    something other than a class of `_BUILDABLE_CLASSES`, create_backbone or a schedule, before
+    anything of it is built. A target that cannot be imported is left to the build, which says
+    so (nothing is called then)."""
+    datamodule = checkpoint.get("datamodule_target")
+    found = [
+        *_targets(checkpoint.get("hyper_parameters"), "model"),
+        *_targets(checkpoint.get("datamodule_hyper_parameters"), "data"),
+        *([("datamodule_target", datamodule)] if datamodule is not None else []),
+    ]
+    for where, target in found:
+        try:
+            obj = get_object(str(target))
+        except Exception:  # not importable here: the build's own error names it
+            continue
+        if isinstance(obj, type):
+            ok = issubclass(obj, _BUILDABLE_CLASSES)
+        else:
+            ok = obj is create_backbone or getattr(obj, "__module__", None) == _SCHEDULES_MODULE
+        if not ok:
+            raise SFTError(
+                f"checkpoint {path}: {where}={target} is not something sft builds from a "
+                "checkpoint (a module, optimizer, LR scheduler, datamodule or LoRA settings "
+                "class, sft's create_backbone, a transformers schedule): refused, as building it would run "
+                "whatever the file names"
+            )
 
 
 @contextlib.contextmanager
@@ -44,6 +109,7 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
     """The model of a training checkpoint, on CPU, in eval mode (`checkpoint`: the file's
     contents when the caller has read them already, so a large file is loaded once)."""
     checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
+    check_buildable_targets(checkpoint, path)
     hparams = dict(checkpoint["hyper_parameters"])
     _check_folders_exist(hparams.get("backbone") or {}, path, BASE_WEIGHTS in checkpoint)
     with importable_code(path):
@@ -162,6 +228,7 @@ def datamodule_from_checkpoint(
 
 def trained_data_config(path: str | Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The config (`_target_` and settings) of the datamodule `checkpoint` was trained with."""
+    check_buildable_targets(checkpoint, path)
     if "datamodule_target" not in checkpoint:
         raise SFTError(f"checkpoint {path}: records no datamodule; choose one with data=<name>")
     hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})

@@ -461,7 +461,8 @@ def options_having(key: str, config_name: str, overrides: list[str], loader: Any
             having.append(f"{group}={option}")
     if not having:
         return None
-    return f"the {group} chosen has no such setting; {', '.join(having)} has it"
+    verb = "has" if len(having) == 1 else "have"
+    return f"the {group} chosen has no such setting; {', '.join(having)} {verb} it"
 
 
 _ABSENT = object()
@@ -484,6 +485,12 @@ def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -
     # a top-level name may be a config group misspelt (`experiments=...`)
     groups = [g for g in loader.list_groups("") if g != "hydra"] if not parent else []
     siblings = [k for k in keys if k.rpartition(".")[0] == parent] + groups
+    # the right name at another depth of the same node (`model.pooling` for
+    # `model.backbone.pooling`; was: "did you mean 'model.label_smoothing'?")
+    top, name = key.partition(".")[0], key.rpartition(".")[2]
+    elsewhere = [k for k in keys if k.partition(".")[0] == top and k.rpartition(".")[2] == name]
+    if parent and elsewhere:
+        return f"did you mean '{elsewhere[0]}'?"
     close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6) or difflib.get_close_matches(
         key, keys, n=1, cutoff=0.8
     )

@@ -162,12 +162,20 @@ def drop_anomaly_detection_under_loss_scaling(trainer_cfg: DictConfig) -> None:
 
 def resolve_auto_precision(trainer_cfg: DictConfig, cpu_bf16_pays: bool) -> None:
     """Replace `precision: auto` in a trainer config by `choose_precision`'s pick, and say why
-    in the run log; an explicit precision is kept as it is (with a warning for half precision
-    on a CPU without bf16 units, where it is emulated)."""
+    in the run log; an explicit precision is kept as it is (16-mixed on a CPU becomes the
+    bf16-mixed Lightning runs there; half precision on a CPU without bf16 units, where it is
+    emulated, is warned about)."""
     asked = str(trainer_cfg.get("precision"))
     if asked != "auto":
-        # Lightning runs 16-mixed (and "16", its old name) as bf16-mixed on a CPU
         on_cpu = _runs_on_cpu(trainer_cfg)
+        if asked in ("16", "16-mixed") and on_cpu:
+            # what Lightning would run, with its own multi-line warning: CPU autocast has no
+            # fp16 loss scaler. Said here once, and recorded as run in config_resolved.yaml
+            log.info(
+                f"trainer.precision={asked} on CPU runs as bf16-mixed (CPUs have no fp16 "
+                "autocast with a loss scaler)"
+            )
+            asked = trainer_cfg.precision = "bf16-mixed"
         # only where the CPU's flags can be read (Linux): elsewhere bf16 units cannot be told
         half = asked == "16" or asked.startswith(("bf16", "16-mixed"))
         if half and on_cpu and cpu_flags() and not cpu_has_bf16():

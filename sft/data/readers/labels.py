@@ -70,7 +70,14 @@ class LabelMap:
             return self._index[name]
         n = len(self.names) if self.names is not None else None
         if index is None or index < 0 or (n is not None and index >= n):
-            hint = ""
+            hint = (
+                # a split that must be scored (sft-eval's named test file), read for labels
+                "; a negative label (GLUE's test files' -1) marks an example without one, but "
+                "this split is scored, so each example needs one: sft-predict predicts "
+                "unlabelled texts"
+                if self.marks_unlabelled(value)
+                else ""
+            )
             if n is None and index is None and not isinstance(value, bool):
                 hint = (
                     "; class indices are whole numbers"

@@ -118,6 +118,8 @@ def read_delimited(
     multiline: list[tuple[int, int, list[str]]] = []
     csv_quoted: list[int] = []  # lines whose texts look written by a CSV writer (quoting none)
     blank: list[int] = []  # blank lines of a one-column file, where they could be meant as texts
+    between: list[int] = []  # blank lines between the rows of a file of several columns
+    last_row = 0
     text_fields = [at for at in (text_at, pair_at) if at is not None]
     # the other columns' kind of value (_value_kind), the widest each row has shown
     kinds = {at: NUMBER for at in range(len(header)) if at not in text_fields}
@@ -134,10 +136,10 @@ def read_delimited(
                     multiline.append((line, last, _later_lines(row)))
                 # a blank line; in a one-column file `""` or spaces are an (empty) text
                 if not row or (len(header) > 1 and len(row) == 1 and not row[0].strip()):
-                    if not row and len(header) == 1:
-                        blank.append(line)
+                    (blank if not row and len(header) == 1 else between).append(line)
                     line = last
                     continue
+                last_row = line
                 quoted = quoting == "none" and any(f.startswith('"') for f in row)
                 if len(row) != len(header):
                     raise SFTError(
@@ -205,6 +207,14 @@ def read_delimited(
         out.warnings.append(
             f"{len(blank)} blank {lines} left out ({lines} {first_few(blank, 5)}): a blank "
             f"line holds no text; an empty text is written {empty} (its row is kept)"
+        )
+    # those after the last row are the file's end (an editor's extra newline): no word
+    between = [at for at in between if at < last_row]
+    if between:
+        lines = "line" if len(between) == 1 else "lines"
+        out.warnings.append(
+            f"{len(between)} blank {lines} between the rows left out ({lines} "
+            f"{first_few(between, 5)})"
         )
     shaped = {at: widest for at, widest in kinds.items() if widest < FREE_TEXT}
     looks_like_row = _row_shape(delimiter, len(header), label_at, label_map, shaped)
