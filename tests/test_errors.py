@@ -180,6 +180,20 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: unknown config key 'adapter.r' (the adapter chosen has no such setting; "
             "adapter=lora has it)",
         ),
+        # a swept value of the wrong type, checked before any job (was: found when its job
+        # started, after the jobs before it had run)
+        (
+            "train",
+            ["-m", "experiment=sst2_minilm", "model.lr_backbone=1e-4,abc", "debug=fdr"],
+            "error: model.lr_backbone: expected a float >= 0, got 'abc' (a value of "
+            "model.lr_backbone=1e-4,abc: no job ran)",
+        ),
+        (
+            "train",
+            ["-m", "experiment=sst2_minilm", "data.batch_size=choice(8,1.5)", "debug=fdr"],
+            "error: data.batch_size: expected an integer, got 1.5 (a value of "
+            "data.batch_size=choice(8,1.5): no job ran)",
+        ),
         # the key one level deeper (was: "did you mean 'model.label_smoothing'?")
         (
             "train",

@@ -40,6 +40,7 @@ from hydra.version import setbase
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+from sft.errors import SFTError
 from sft.utils.config import CONF_DIR
 from sft.utils.config_files import GROUP_TWICE, check_config_file_keys, describe_defaults_error
 from sft.utils.ddp_ranks import rank_command
@@ -167,6 +168,8 @@ def check_overrides(
                     f"missing value for {', '.join(sorted(missing))}: set it, e.g. "
                     f"{sorted(missing)[0]}=..."
                 )
+            if multirun and config_name == "train" and not args.cfg:
+                check_swept_value_types(parsed, overrides, config_name, loader)
 
 
 SEARCH_SPACE = "hydra.sweeper.params"
@@ -337,6 +340,44 @@ def check_not_a_base(override: Override, loader: Any) -> None:
             f"{unknown_option(group, option, options)}; {group}/{option}.yaml is a base that "
             "other options include, not one to choose"
         )
+
+
+# the sections sft-train checks against the annotations of what they configure, per job
+TYPED_SECTIONS = ("data", "model", "trainer", "adapter")
+
+
+def check_swept_value_types(
+    parsed: list[Override], overrides: list[str], config_name: str, loader: Any
+) -> None:
+    """Every value of a swept setting (`model.lr_backbone=1e-4,abc`, `choice(...)`) of a typed
+    section against the annotation of what it configures, before any job runs (was: its job
+    failed once the jobs before it had run)."""
+    from sft.utils.config_types import check_config_types  # imports Lightning: only here
+
+    for override in parsed:
+        key = override.key_or_group
+        section = key.partition(".")[0]
+        if (
+            not override.is_discrete_sweep()
+            or section not in TYPED_SECTIONS
+            or loader.repository.group_exists(key)
+        ):
+            continue
+        element = override.get_key_element()
+        values = list(override.sweep_string_iterator())
+        first = overrides.index(f"{element}={values[0]}") if values else None
+        for value in values:
+            job = list(overrides)
+            job[first] = f"{element}={value}"
+            try:
+                cfg = loader.load_configuration(config_name, job, run_mode=RunMode.RUN)
+                check_config_types(cfg.get(section), section)
+            except SFTError as err:
+                raise OverrideMistake(
+                    f"{err} (a value of {override.input_line.lstrip('+')}: no job ran)"
+                ) from None
+            except Exception:  # composing it fails as the job's own composition will say
+                continue
 
 
 def representative_overrides(parsed: list[Override], loader: Any) -> Iterator[str]:
