@@ -263,7 +263,9 @@ def check_same_modality(start: ResumePoint, model: SFTClassifier) -> None:
     """SFTError for a checkpoint of an image model given to a text run, or the reverse: said
     as such (was: another number of classes, or that its epochs left nothing to train)."""
     saved = start.checkpoint.get("hyper_parameters")
-    kind = resolve_input_spec(saved.get("backbone")).modality if isinstance(saved, dict) else None
+    backbone = saved.get("backbone") if isinstance(saved, dict) else None
+    # a foreign checkpoint's: check_resume_checkpoint names what is wrong with it
+    kind = resolve_input_spec(backbone).modality if isinstance(backbone, dict) else None
     wanted = model.input_spec.modality
     if kind and wanted and kind != wanted:
         raise SFTError(

@@ -83,8 +83,8 @@ def check_buildable_targets(checkpoint: dict[str, Any], path: str | Path) -> Non
             raise SFTError(
                 f"checkpoint {path}: {where}={target} is not something sft builds from a "
                 "checkpoint (a module, optimizer, LR scheduler, datamodule or LoRA settings "
-                "class, sft's create_backbone, a transformers schedule): refused, as building it would run "
-                "whatever the file names"
+                "class, sft's create_backbone, a transformers schedule): refused, as building "
+                "it would run whatever the file names"
             )
 
 

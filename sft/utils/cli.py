@@ -351,8 +351,18 @@ def check_swept_value_types(
 ) -> None:
     """Every value of a swept setting (`model.lr_backbone=1e-4,abc`, `choice(...)`) of a typed
     section against the annotation of what it configures, before any job runs (was: its job
-    failed once the jobs before it had run)."""
+    failed once the jobs before it had run). The first value's job checks its own at once."""
     from sft.utils.config_types import check_config_types  # imports Lightning: only here
+
+    def mistake(job: list[str], section: str) -> str | None:
+        try:
+            cfg = loader.load_configuration(config_name, job, run_mode=RunMode.RUN)
+            check_config_types(cfg.get(section), section)
+        except SFTError as err:
+            return str(err)
+        except Exception:  # composing it fails as the job's own composition will say
+            return None
+        return None
 
     for override in parsed:
         key = override.key_or_group
@@ -366,18 +376,16 @@ def check_swept_value_types(
         element = override.get_key_element()
         values = list(override.sweep_string_iterator())
         first = overrides.index(f"{element}={values[0]}") if values else None
-        for value in values:
+        # a mistake every job shares (another override's) is the first job's to say
+        shared = mistake(overrides, section)
+        for value in values[1:]:
             job = list(overrides)
             job[first] = f"{element}={value}"
-            try:
-                cfg = loader.load_configuration(config_name, job, run_mode=RunMode.RUN)
-                check_config_types(cfg.get(section), section)
-            except SFTError as err:
+            found = mistake(job, section)
+            if found and found != shared:
                 raise OverrideMistake(
-                    f"{err} (a value of {override.input_line.lstrip('+')}: no job ran)"
-                ) from None
-            except Exception:  # composing it fails as the job's own composition will say
-                continue
+                    f"{found} (a value of {override.input_line.lstrip('+')}: no job ran)"
+                )
 
 
 def representative_overrides(parsed: list[Override], loader: Any) -> Iterator[str]:
