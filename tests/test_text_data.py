@@ -25,6 +25,7 @@ from sft.data.length_grouped import padding_fraction
 from sft.data.readers.sst_trees import read_sst_trees
 from sft.data.sst_trees import detokenize
 from sft.errors import SFTError
+from sft.utils.config_types import check_config_types
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("SFT_DATA_DIR") or REPO / "data")
@@ -504,6 +505,30 @@ def test_a_jsonl_test_file_is_unlabelled_only_when_no_record_has_a_label(tmp_pat
     dm = make_dm(d, token_cache, source="jsonl", **files)
     with pytest.raises(SFTError, match=r"test\.jsonl, line 1: .*'label'"):
         dm.setup("test")
+
+
+@pytest.mark.parametrize("val_split", [None, ""])
+def test_text_data_without_a_validation_split_says_why_it_needs_one(
+    tmp_path, token_cache, val_split
+):
+    """data.val_split=null: "expected a string, got None" (the config's comment says why it
+    is required: nothing is carved out of training)."""
+    shown = "null" if val_split is None else ""
+    with pytest.raises(
+        SFTError,
+        match=rf"^data\.val_split={shown}: text data validates on a split of its own \(none is "
+        r"carved out of training\); name it, data\.val_split=<file or split>, or split the "
+        r"training file yourself$",
+    ):
+        make_dm(tmp_path, token_cache, val_split=val_split)
+    check_config_types(  # the type check before it lets None through to this line
+        {
+            "_target_": "sft.data.text.TextClassificationDataModule",
+            "data_dir": ".",
+            "val_split": None,
+        },
+        "data",
+    )
 
 
 @pytest.mark.parametrize("source", ["tsv", "jsonl"])

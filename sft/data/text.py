@@ -79,7 +79,8 @@ class TextClassificationDataModule(SFTDataModule):
         data_dir: str,
         source: str = "tsv",
         train_split: str = "train.tsv",
-        val_split: str = "dev.tsv",
+        # None only to say why it is required (was: "expected a string, got None")
+        val_split: str | None = "dev.tsv",
         test_split: str | None = None,
         text_column: str = "sentence",
         text_pair_column: str | None = None,
@@ -185,8 +186,14 @@ class TextClassificationDataModule(SFTDataModule):
             if args[key] is not None:
                 check_batch_size(key, args[key])
         check_few_label_args(args["train_fraction"], args["samples_per_class"])
-        if not args["train_split"] or not args["val_split"]:
-            raise SFTError("data.train_split and data.val_split are required (validation = val)")
+        if not args["train_split"]:
+            raise SFTError("data.train_split: required, the file (or split) to train on")
+        if not args["val_split"]:
+            raise SFTError(
+                f"data.val_split={args['val_split'] if args['val_split'] is not None else 'null'}"
+                ": text data validates on a split of its own (none is carved out of training); "
+                "name it, data.val_split=<file or split>, or split the training file yourself"
+            )
 
     # ---- tokenizer, collator ---------------------------------------------------------------
     @property
