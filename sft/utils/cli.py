@@ -349,9 +349,10 @@ TYPED_SECTIONS = ("data", "model", "trainer", "adapter")
 def check_swept_value_types(
     parsed: list[Override], overrides: list[str], config_name: str, loader: Any
 ) -> None:
-    """Every value of a swept setting (`model.lr_backbone=1e-4,abc`, `choice(...)`) of a typed
-    section against the annotation of what it configures, before any job runs (was: its job
-    failed once the jobs before it had run). The first value's job checks its own at once."""
+    """The values of a swept setting of a typed section (`model.lr_backbone=1e-4,abc`,
+    `choice(...)`) against the annotation of what they configure, before any job runs (was: a
+    value's job failed once the jobs before it had run). The first value is left to the first
+    job, which checks it at once."""
     from sft.utils.config_types import check_config_types  # imports Lightning: only here
 
     def mistake(job: list[str], section: str) -> str | None:
