@@ -268,10 +268,10 @@ def check_same_modality(start: ResumePoint, model: SFTClassifier) -> None:
     kind = resolve_input_spec(backbone).modality if isinstance(backbone, dict) else None
     wanted = model.input_spec.modality
     if kind and wanted and kind != wanted:
+        model_of = {"image": "an image model", "text": "a text model"}
         raise SFTError(
-            f"checkpoint {start.path} is of {'an' if kind == 'image' else 'a'} {kind} model, and "
-            f"this run trains {'an' if wanted == 'image' else 'a'} {wanted} model: give a "
-            f"checkpoint of {'an' if wanted == 'image' else 'a'} {wanted} model"
+            f"checkpoint {start.path} is of {model_of[kind]}, and this run trains "
+            f"{model_of[wanted]}: give a checkpoint of {model_of[wanted]}"
         )
 
 

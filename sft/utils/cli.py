@@ -169,7 +169,7 @@ def check_overrides(
                     f"{sorted(missing)[0]}=..."
                 )
             if multirun and config_name == "train" and not args.cfg:
-                check_swept_value_types(parsed, overrides, config_name, loader)
+                check_swept_value_types(parsed, overrides, cfg, config_name, loader)
 
 
 SEARCH_SPACE = "hydra.sweeper.params"
@@ -347,23 +347,26 @@ TYPED_SECTIONS = ("data", "model", "trainer", "adapter")
 
 
 def check_swept_value_types(
-    parsed: list[Override], overrides: list[str], config_name: str, loader: Any
+    parsed: list[Override], overrides: list[str], cfg: DictConfig, config_name: str, loader: Any
 ) -> None:
     """The values of a swept setting of a typed section (`model.lr_backbone=1e-4,abc`,
     `choice(...)`) against the annotation of what they configure, before any job runs (was: a
     value's job failed once the jobs before it had run). The first value is left to the first
-    job, which checks it at once."""
+    job, which checks it at once; `cfg` is that job's config, composed from `overrides`."""
     from sft.utils.config_types import check_config_types  # imports Lightning: only here
 
-    def mistake(job: list[str], section: str) -> str | None:
+    def mistake(job_cfg: DictConfig, section: str) -> str | None:
         try:
-            cfg = loader.load_configuration(config_name, job, run_mode=RunMode.RUN)
-            check_config_types(cfg.get(section), section)
+            check_config_types(job_cfg.get(section), section)
         except SFTError as err:
             return str(err)
-        except Exception:  # composing it fails as the job's own composition will say
+        except Exception:  # e.g. an interpolation: the job's own check says it
             return None
         return None
+
+    # a mistake every job shares (another override's) is the first job's to say; checked for
+    # the sections a sweep changes only
+    shared: dict[str, str | None] = {}
 
     for override in parsed:
         key = override.key_or_group
@@ -377,13 +380,17 @@ def check_swept_value_types(
         element = override.get_key_element()
         values = list(override.sweep_string_iterator())
         first = overrides.index(f"{element}={values[0]}") if values else None
-        # a mistake every job shares (another override's) is the first job's to say
-        shared = mistake(overrides, section)
         for value in values[1:]:
             job = list(overrides)
             job[first] = f"{element}={value}"
-            found = mistake(job, section)
-            if found and found != shared:
+            try:
+                job_cfg = loader.load_configuration(config_name, job, run_mode=RunMode.RUN)
+            except Exception:  # composing it fails as the job's own composition will say
+                continue
+            found = mistake(job_cfg, section)
+            if section not in shared:
+                shared[section] = mistake(cfg, section)
+            if found and found != shared[section]:
                 raise OverrideMistake(
                     f"{found} (a value of {override.input_line.lstrip('+')}: no job ran)"
                 )

@@ -176,9 +176,9 @@ def resolve_auto_precision(trainer_cfg: DictConfig, cpu_bf16_pays: bool) -> None
                 "autocast with a loss scaler)"
             )
             asked = trainer_cfg.precision = "bf16-mixed"
-        # only where the CPU's flags can be read (Linux): elsewhere bf16 units cannot be told
-        half = asked == "16" or asked.startswith(("bf16", "16-mixed"))
-        if half and on_cpu and cpu_flags() and not cpu_has_bf16():
+        # only where the CPU's flags can be read (Linux): elsewhere bf16 units cannot be told;
+        # on a CPU half precision is bf16 by now (16-mixed became bf16-mixed above)
+        if asked.startswith("bf16") and on_cpu and cpu_flags() and not cpu_has_bf16():
             log.warning(
                 f"trainer.precision={asked} on CPU {cpu_model()}, which has no bf16 units "
                 "(AMX-BF16/AVX512-BF16): bf16 is emulated there, and usually slower than "
