@@ -25,6 +25,7 @@ from sft.data.length_grouped import padding_fraction
 from sft.data.readers.sst_trees import read_sst_trees
 from sft.data.sst_trees import detokenize
 from sft.errors import SFTError
+from sft.models import SFTClassifier
 from sft.utils.config_types import check_config_types
 
 REPO = Path(__file__).resolve().parents[1]
@@ -630,6 +631,21 @@ def test_integer_labels_without_names(tmp_path, token_cache, caplog):
         one.setup("fit")
         one.setup("test")  # sft-train's test after fit: said once
     assert sum("integer labels start at" in m for m in logged_warnings(caplog)) == 1
+    # the model's class-count error offers those names first (was: only "set
+    # model.num_classes=3", which trains a class 0 of no examples)
+    model = SFTClassifier(
+        backbone={"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn"},
+        num_classes=2,
+        head={"_target_": "sft.models.heads.FusedHead"},
+    )
+    model._trainer = SimpleNamespace(datamodule=one)
+    with pytest.raises(
+        SFTError,
+        match=r"the data has 3 classes \(TextClassificationDataModule\); the integer labels start "
+        r"at 1: if they are not class indices, name the classes, 'data\.label_names=\[\"1\",\"2\"\]' "
+        r"\(2 classes\); or set model\.num_classes=3$",
+    ):
+        model.setup("fit")
     # star ratings 1, 3, 5: the names of the labels present (was: ["1", ..., "5"], classes 2
     # and 4 of no examples)
     _tiny_tsv(tmp_path / "stars", [("x", "1"), ("y", "5"), ("z", "3")])

@@ -37,6 +37,9 @@ class SFTDataModule(L.LightningDataModule):
     has_labelled_test: bool = True
     # the classes of the model the data is scored with (`score_with`); None: the data's own
     model_class_names: list[str] | None = None
+    # set in `setup` when the labels themselves suggest the fix for a class count the model
+    # does not match (integer labels counted from 1: name them); None: nothing to add
+    class_count_hint: str | None = None
     # the last `log_splits` line said
     _splits_logged: str | None = None
     # sft's datamodules set them in `setup` (None: not read)

@@ -374,11 +374,18 @@ class TextClassificationDataModule(SFTDataModule):
         names suggested are the labels present (star ratings 1, 3, 5: three classes, not six)."""
         present = labels.unique().tolist()
         if present and present[0] > 0:
+            names = quoted_list_override("data.label_names", [str(n) for n in present])
             rank_zero_warning(
                 log,
                 f"{self.reader.where('train')}: the integer labels start at {present[0]}, and "
                 f"labels are class indices from 0; if they are not, name the classes instead: "
-                f"{quoted_list_override('data.label_names', [str(n) for n in present])}",
+                f"{names}",
+            )
+            # the model's class-count error then offers these names before the count that
+            # would train classes of no examples
+            self.class_count_hint = (
+                f"the integer labels start at {present[0]}: if they are not class indices, "
+                f"name the classes, {names} ({len(present)} classes)"
             )
 
     def _checked(self, role: str) -> TokenDataset:

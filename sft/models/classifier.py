@@ -664,6 +664,8 @@ class SFTClassifier(L.LightningModule):
             # fit: the config's num_classes is wrong; test/predict (sft-eval): the data is
             if stage == "fit" and found < 2:
                 fix = "a classifier needs at least 2 classes in its training data"
+            elif stage == "fit" and getattr(datamodule, "class_count_hint", None):
+                fix = f"{datamodule.class_count_hint}; or set model.num_classes={found}"
             elif stage == "fit":
                 fix = f"set model.num_classes={found}"
             else:
