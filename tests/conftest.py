@@ -103,6 +103,22 @@ def _logging_state() -> dict[logging.Logger, tuple]:
     }
 
 
+@pytest.fixture(autouse=True)
+def _close_log_handlers_a_test_left() -> Iterator[None]:
+    """Every test: the log handlers a run added to a logger that was already there are closed
+    and removed (pytest's own stay). A test that called an entry point's `main()` itself left
+    Hydra's handler on its captured stderr; once that was closed, a later test's log line
+    printed "--- Logging error ---" into that test's stderr (test_sweeps' exit-status test,
+    after test_errors' recorded-override test in one process)."""
+    before = {lg: list(lg.handlers) for lg in _logging_state()}
+    yield
+    for lg, handlers in before.items():
+        for handler in [h for h in lg.handlers if h not in handlers]:
+            if not type(handler).__module__.startswith("_pytest"):
+                lg.removeHandler(handler)
+                handler.close()
+
+
 def run_entry_point(main: Callable[[], Any], argv: list[str]) -> int:
     """Call a Hydra entry point (e.g. `sft.train.main`) in this process as its console script
     would with `argv` (no interpreter start-up); its exit status, 0 when it returns. The logging

@@ -15,8 +15,9 @@ import sft.export
 import sft.jobs.export
 from sft.errors import SFTError
 from sft.inference.bundle import load_bundle
-from sft.jobs.export import check_formats, check_parity, export
+from sft.jobs.export import check_formats, check_parity, export, float32_rounding
 from sft.jobs.train import train
+from sft.models import SFTClassifier
 from sft.utils.checkpoint_io import read_checkpoint
 
 ATOL, RTOL = 1e-5, 1e-4
@@ -231,6 +232,11 @@ def test_format_choice_errors():
     assert check_formats(None, "text", head_folds=False) == ["torchscript", "onnx"]
     with pytest.raises(SFTError, match=r"^formats: hf needs a head that folds into one Linear"):
         check_formats(["onnx", "hf"], "text", head_folds=False)
+    # a text backbone of the user's own has no save_pretrained folder either (was: the default
+    # failed after TorchScript and ONNX passed, writing nothing)
+    assert check_formats(None, "text", hf_backbone=False) == ["torchscript", "onnx"]
+    with pytest.raises(SFTError, match=r"^formats: hf needs a Hugging Face backbone .*: export"):
+        check_formats(["hf"], "text", hf_backbone=False)
 
 
 def test_parity_failure_is_one_clear_line():
@@ -238,9 +244,13 @@ def test_parity_failure_is_one_clear_line():
     module = torch.nn.Linear(4, 3).eval()
     args = (torch.rand(5, 4),)
     checks = [(args, module(*args).detach())]
-    assert check_parity("exact", lambda a: module(*a), checks, ATOL, RTOL, module) == 0.0
-    with pytest.raises(SFTError, match=r"by 0\.001 > atol=1e-05 \+ rtol=0\.0001 .* not faithful"):
-        check_parity("off", lambda a: module(*a) + 1e-3, checks, ATOL, RTOL, module)
+
+    def floor():
+        return float32_rounding(module, [args[0]], [checks[0][1]])
+
+    assert check_parity("exact", lambda a: module(*a), checks, ATOL, RTOL, floor) == 0.0
+    with pytest.raises(SFTError, match=r"by 0\.001 > atol=1e-05 \+ rtol=0\.0001 .* not faithful$"):
+        check_parity("off", lambda a: module(*a) + 1e-3, checks, ATOL, RTOL, floor)
 
 
 def test_parity_tolerance_grows_with_the_logits_scale():
@@ -253,11 +263,44 @@ def test_parity_tolerance_grows_with_the_logits_scale():
     with torch.no_grad():
         module.weight.fill_(10.0)  # logits up to 40
         large = [(args, module(*args))]
-        assert check_parity("rounded", lambda a: module(*a) + 4e-5, large, atol, rtol, module)
+        floor = lambda: float32_rounding(module, [args[0]], [large[0][1]])  # noqa: E731
+        assert check_parity("rounded", lambda a: module(*a) + 4e-5, large, atol, rtol, floor)
         module.weight.fill_(0.1)  # logits below 1
         small = [(args, module(*args))]
+        floor = lambda: float32_rounding(module, [args[0]], [small[0][1]])  # noqa: E731
         with pytest.raises(SFTError, match="not faithful"):
-            check_parity("off", lambda a: module(*a) + 2e-4, small, atol, rtol, module)
+            check_parity("off", lambda a: module(*a) + 2e-4, small, atol, rtol, floor)
+
+
+class TemperedClassifier(SFTClassifier):
+    """A user's model whose forward scales the logits: the exported module (backbone, then
+    head) leaves that out."""
+
+    def __init__(self, temperature: float = 10.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.temperature = temperature
+
+    def forward(self, inputs):
+        return super().forward(inputs) * self.temperature
+
+
+def test_an_export_leaving_out_a_models_own_forward_is_not_called_rounding(ckpts, tmp_path):
+    """A model class overriding forward: the export differs, and the message named it float32
+    rounding with an atol to accept it (the float64 check ran the exported module, which
+    leaves the forward out too), so following it shipped a model with other outputs."""
+    checkpoint = torch.load(ckpts["image"], map_location="cpu", weights_only=True)
+    checkpoint["model_target"] = f"{__name__}.TemperedClassifier"
+    tempered = tmp_path / "tempered.ckpt"
+    torch.save(checkpoint, tempered)
+    with pytest.raises(
+        SFTError,
+        match=r"^folded model export differs from the checkpoint by .*; the export is not "
+        r"faithful \(TemperedClassifier overrides SFTClassifier\.forward, and the exported "
+        r"module runs the backbone, then the head; sft-predict runs the checkpoint with its "
+        r"forward\)$",
+    ):
+        run_export(tempered, tmp_path / "run", "formats=[torchscript]")
+    assert not (tmp_path / "run" / "export" / "model.pt").exists()
 
 
 def test_one_format_as_a_string_and_no_export_written_over(ckpts, tmp_path):

@@ -98,11 +98,25 @@ def parity_inputs(bundle: InferenceBundle, count: int) -> tuple[torch.Tensor, ..
     return (_sample_images(dm, count).float() / 255.0,)
 
 
-def reference_logits(bundle: InferenceBundle, args: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """The checkpoint model's logits (its own input pipeline) for deployable-module arguments."""
+def model_inputs(bundle: InferenceBundle, args: tuple[torch.Tensor, ...]) -> Any:
+    """The checkpoint model's inputs (its own input pipeline) for deployable-module arguments."""
     if bundle.modality == "text":
-        return bundle.logits({"input_ids": args[0], "attention_mask": args[1]}).cpu()
-    return bundle.logits(bundle.image_inputs(args[0])).cpu()
+        return {"input_ids": args[0], "attention_mask": args[1]}
+    return bundle.image_inputs(args[0])
+
+
+def forward_left_out(model: nn.Module) -> str | None:
+    """What the deployable module leaves out of a model whose class overrides
+    `SFTClassifier.forward` (a temperature, another pooling): it runs the backbone, then the
+    head. None for SFTClassifier's own forward."""
+    from sft.models.classifier import SFTClassifier  # the model package imports no inference
+
+    if type(model).forward is SFTClassifier.forward:
+        return None
+    return (
+        f"{type(model).__name__} overrides SFTClassifier.forward, and the exported module "
+        "runs the backbone, then the head; sft-predict runs the checkpoint with its forward"
+    )
 
 
 def _sample_images(dm: Any, count: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ import copy
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ from sft.errors import SFTError
 from sft.inference.bundle import InferenceBundle, data_settings, load_bundle
 from sft.inference.deployable import (
     build_deployable,
+    forward_left_out,
+    model_inputs,
     parity_inputs,
-    reference_logits,
     sub_batch,
 )
 from sft.inference.exporters import (
@@ -32,6 +34,7 @@ from sft.inference.exporters import (
     save_tokenizer,
     transformers_quiet,
 )
+from sft.models.backbones.huggingface import HFEncoder
 from sft.utils.config_types import NonNegative, check_value
 from sft.utils.io import check_not_written
 
@@ -43,14 +46,24 @@ FORMATS = tuple(EXPORT_NAMES)
 METADATA = "metadata.json"
 
 
-def check_formats(formats: Any, modality: str, head_folds: bool = True) -> list[str]:
-    """The formats to write, checked before any is: `hf` needs a text model whose head folds
-    into one Linear (no MLP branch); the default (null) is every format the model supports."""
-    hf_possible = modality == "text" and head_folds
+def check_formats(
+    formats: Any, modality: str, head_folds: bool = True, hf_backbone: bool = True
+) -> list[str]:
+    """The formats to write, checked before any is: `hf` needs a text model of a Hugging Face
+    backbone whose head folds into one Linear (no MLP branch); the default (null) is every
+    format the model supports."""
+    why_no_hf = None
+    if not hf_backbone:  # a text backbone of the user's own: no save_pretrained folder
+        why_no_hf = "hf needs a Hugging Face backbone (sft's huggingface); this model's is not one"
+    elif not head_folds:
+        why_no_hf = (
+            "hf needs a head that folds into one Linear (model.head.branch linear or none); "
+            "this model's has an MLP branch"
+        )
     if formats is None:
-        if modality == "text" and not head_folds:
-            log.info("formats: no hf folder (the head's MLP branch does not fold into a Linear)")
-        return ["torchscript", "onnx", *(["hf"] if hf_possible else [])]
+        if modality == "text" and why_no_hf:
+            log.info(f"formats: no hf folder ({why_no_hf})")
+        return ["torchscript", "onnx", *(["hf"] if modality == "text" and not why_no_hf else [])]
     # formats=onnx on the command line: one format (a string is not a list of its letters)
     formats = [formats] if isinstance(formats, str) else [str(f) for f in formats]
     unknown = [f for f in formats if f not in FORMATS]
@@ -61,11 +74,8 @@ def check_formats(formats: Any, modality: str, head_folds: bool = True) -> list[
         )
     if "hf" in formats and modality != "text":
         raise SFTError("formats: hf (a save_pretrained folder) is for text backbones only")
-    if "hf" in formats and not hf_possible:
-        raise SFTError(
-            "formats: hf needs a head that folds into one Linear (model.head.branch linear or "
-            "none); this model's has an MLP branch: export torchscript or onnx"
-        )
+    if "hf" in formats and why_no_hf:
+        raise SFTError(f"formats: {why_no_hf}: export torchscript or onnx")
     return formats
 
 
@@ -74,29 +84,44 @@ def max_abs_diff(run: Runner, args: tuple[torch.Tensor, ...], reference: torch.T
     return float((run(args).float() - reference).abs().max())
 
 
+# (deployable-module arguments, the checkpoint model's logits for them)
 Checks = list[tuple[tuple[torch.Tensor, ...], torch.Tensor]]
 
 
-def float32_rounding(module: torch.nn.Module, checks: Checks) -> float:
-    """Largest |float64 - float32 checkpoint logits| of the model itself: the rounding floor
-    that an export running other kernels (onnxruntime's convolutions) cannot be expected to beat."""
-    wide = copy.deepcopy(module).double()
+def float32_rounding(
+    model: torch.nn.Module, inputs: list[Any], logits: list[torch.Tensor]
+) -> float:
+    """Largest |float64 - float32 logits| of the checkpoint model itself (its own forward, on
+    its own `inputs`): the rounding floor that an export running other kernels (onnxruntime's
+    convolutions) cannot be expected to beat. Of the exported module, it would repeat what the
+    export got wrong and call it rounding."""
+    wide = copy.deepcopy(model).double()
+
+    def widened(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: widened(v) for k, v in x.items()}
+        return x.double() if x.is_floating_point() else x
+
     with torch.no_grad():
         return max(
-            float(
-                (wide(*(a.double() if a.is_floating_point() else a for a in args)) - ref)
-                .abs()
-                .max()
-            )
-            for args, ref in checks
+            float((wide(widened(x)) - ref).abs().max())
+            for x, ref in zip(inputs, logits, strict=True)
         )
 
 
 def check_parity(
-    name: str, run: Runner, checks: Checks, atol: float, rtol: float, module: torch.nn.Module
+    name: str,
+    run: Runner,
+    checks: Checks,
+    atol: float,
+    rtol: float,
+    floor: Callable[[], float],
+    unfaithful_why: str | None = None,
 ) -> float:
     """Largest |exported - checkpoint| over the parity batches; SFTError above
-    `atol + rtol * max|checkpoint logits|`: float32 rounding grows with the logits' scale."""
+    `atol + rtol * max|checkpoint logits|`: float32 rounding grows with the logits' scale.
+    `floor`: the checkpoint model's own float32 rounding (`float32_rounding`), asked only on a
+    failure; `unfaithful_why`: what the export is known to leave out, said when it fails."""
     diff = max(max_abs_diff(run, args, ref) for args, ref in checks)
     scale = max(float(ref.abs().max()) for _, ref in checks)
     tolerance = atol + rtol * scale
@@ -107,12 +132,12 @@ def check_parity(
     if diff <= tolerance:
         return diff
     # also NaN: not faithful. Else tell float32 rounding (deep conv nets: ~1e-5) from a bug.
-    floor = float32_rounding(module, checks) if diff == diff else float("inf")
+    rounding = floor() if diff == diff else float("inf")
     hint = (
-        f"the checkpoint model itself in float64 differs from float32 by {floor:.2g}, so this "
-        f"is float32 rounding of other kernels: pass atol={4 * floor:.1g} to accept it"
-        if diff <= 4 * floor
-        else "the export is not faithful"
+        f"the checkpoint model itself in float64 differs from float32 by {rounding:.2g}, so this "
+        f"is float32 rounding of other kernels: pass atol={4 * rounding:.1g} to accept it"
+        if diff <= 4 * rounding
+        else "the export is not faithful" + (f" ({unfaithful_why})" if unfaithful_why else "")
     )
     raise SFTError(
         f"{name} export differs from the checkpoint by {diff:.3g} > atol={atol:g} + rtol={rtol:g} "
@@ -168,7 +193,10 @@ def export(cfg: DictConfig) -> Path:
     check_value(cfg.onnx.opset, int | None, "onnx.opset")
     bundle = load_bundle(cfg.ckpt_path, "cpu", data_settings(cfg))
     head = bundle.model.head  # a head of the user's may not say (sft.inference.deployable)
-    formats = check_formats(cfg.formats, bundle.modality, getattr(head, "folds", False))
+    hf_backbone = isinstance(bundle.model.backbone, HFEncoder)
+    formats = check_formats(
+        cfg.formats, bundle.modality, getattr(head, "folds", False), hf_backbone
+    )
     out = Path(cfg.output_dir or Path(cfg.paths.output_dir) / "export")
     written = targets(out, formats, bundle.modality)
     for path in written:
@@ -197,12 +225,20 @@ def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], 
             "reads it elsewhere)"
         ) from exc
     smaller = sub_batch(args, bundle.modality)
-    checks = [(a, reference_logits(bundle, a)) for a in (args, smaller)]
+    inputs = [model_inputs(bundle, a) for a in (args, smaller)]
+    checks = [(a, bundle.logits(x).cpu()) for a, x in zip((args, smaller), inputs, strict=True)]
+
+    def floor() -> float:
+        return float32_rounding(bundle.model, inputs, [ref for _, ref in checks])
+
+    why = forward_left_out(bundle.model)
     what = "validation texts" if bundle.modality == "text" else "images"
     print(
         f"parity inputs: {args[0].shape[0]} real {what}, and a sub-batch of {smaller[0].shape[0]}"
     )
-    folded = check_parity("folded model", lambda a: module(*a), checks, cfg.atol, cfg.rtol, module)
+    folded = check_parity(
+        "folded model", lambda a: module(*a), checks, cfg.atol, cfg.rtol, floor, why
+    )
     diffs = {"folded": folded}
 
     files: dict[str, str] = {}
@@ -220,6 +256,6 @@ def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], 
                 )
             else:
                 path, run = export_hf(bundle, module.head, path)
-            diffs[fmt] = check_parity(fmt, run, checks, cfg.atol, cfg.rtol, module)
+            diffs[fmt] = check_parity(fmt, run, checks, cfg.atol, cfg.rtol, floor, why)
         files[fmt] = path.name + ("/" if path.is_dir() else "")
     (out / METADATA).write_text(json.dumps(metadata(bundle, files, diffs), indent=1))
