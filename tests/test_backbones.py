@@ -481,6 +481,26 @@ def test_a_classifier_builds_on_a_timm_model_with_a_fixed_input_size() -> None:
     )
 
 
+class BadViewNet(torch.nn.Module):
+    """A user's backbone with a bug in its forward: a `view` that fits no batch."""
+
+    num_features = 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(3, -1, 7)
+
+
+def test_a_bug_in_a_users_own_backbone_keeps_its_error() -> None:
+    """Its RuntimeError on the first batch was one line saying the backbone "refused images at
+    the data's size", and to set model.backbone.input_size (not a setting of a class of the
+    user's own): the bug and its traceback were hidden."""
+    from sft.models import SFTClassifier
+
+    model = SFTClassifier(backbone={"_target_": f"{__name__}.BadViewNet"}, num_classes=3).eval()
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"shape '\[3, -1, 7\]' is invalid"):
+        model(torch.randn(2, 3, 32, 32))
+
+
 @pytest.mark.parametrize(
     ("cfg", "expected"),
     [

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import lightning as L
 import torch
 from annotated_types import Ge, Interval
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
@@ -42,6 +42,7 @@ from sft.models.adapters import (
 from sft.models.backbones import (
     backbone_speed_hints,
     config_as_saved,
+    create_backbone,
     inner_model,
     resolve_input_spec,
 )
@@ -440,10 +441,12 @@ class SFTClassifier(L.LightningModule):
         return h
 
     def _image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """The backbone on a batch of images; on the first batch, a model made for other input
-        sizes fails as one line saying how to resize: timm's fixed-size models assert the size,
-        others fail in a layer (a RuntimeError). Later batches have the first one's size, so
-        their errors are not about it."""
+        """The backbone on a batch of images; on the first batch, a model of create_backbone's
+        made for other input sizes fails as one line saying how to resize: timm's fixed-size
+        models assert the size, others fail in a layer (a RuntimeError). Later batches have the
+        first one's size, so their errors are not about it. A backbone class of the user's own
+        keeps its error and traceback: there it is more often a bug in its forward (a bad
+        `view`, an assert) than a size, and model.backbone.input_size is not its setting."""
         if self._images_ran:
             return self.backbone(images)
         try:
@@ -451,6 +454,8 @@ class SFTClassifier(L.LightningModule):
         except (torch.OutOfMemoryError, torch._dynamo.exc.TorchDynamoException):
             raise
         except (AssertionError, RuntimeError) as err:
+            if get_object(str(self.hparams.backbone.get("_target_"))) is not create_backbone:
+                raise
             size = getattr(self.backbone, "size", None)  # ResizeInput's (input_size)
             seen = (
                 f"{size}x{size} images (model.backbone.input_size={size})"
