@@ -707,8 +707,21 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
         ),
         (
             "model.optimizer._target_=torch.optim.Foo",
-            "error: model.optimizer._target_: cannot import 'torch.optim.Foo'; expected the "
-            "dotted path of a class or function (e.g. torch.optim.AdamW)",
+            "error: model.optimizer._target_: cannot import 'torch.optim.Foo'; torch.optim has "
+            "no 'Foo'",
+        ),
+        # a module of the user's own without PYTHONPATH (was: "expected the dotted path of a
+        # class or function", which it is)
+        (
+            "model.optimizer._target_=my_optimizers.Fast",
+            "error: model.optimizer._target_: cannot import 'my_optimizers.Fast'; no module "
+            "named 'my_optimizers': a module of your own is imported from the folders of "
+            "PYTHONPATH (from its folder: PYTHONPATH=. sft-...), or install it",
+        ),
+        (
+            "model.optimizer._target_=torch.optim.AdamWW",
+            "error: model.optimizer._target_: cannot import 'torch.optim.AdamWW'; torch.optim "
+            "has no 'AdamWW' (did you mean 'AdamW'?)",
         ),
     ],
 )

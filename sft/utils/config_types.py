@@ -80,6 +80,28 @@ def check_has_target(node: DictConfig | Mapping | None, where: str, example: str
         )
 
 
+def _not_found(target: str) -> str:
+    """Why the dotted path `target` names nothing: its first module is not importable (a module
+    of the user's own, without PYTHONPATH), or the part found has no such attribute."""
+    parts = target.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            owner = pydoc.locate(".".join(parts[:i]))
+        except pydoc.ErrorDuringImport:
+            owner = None
+        if owner is not None:
+            name = parts[i]
+            close = difflib.get_close_matches(name, [n for n in dir(owner) if n[0] != "_"], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            return f"{'.'.join(parts[:i])} has no {name!r}{hint}"
+    if len(parts) > 1:
+        return (
+            f"no module named {parts[0]!r}: a module of your own is imported from the folders "
+            f"of PYTHONPATH (from its folder: PYTHONPATH=. sft-...), or install it"
+        )
+    return "expected the dotted path of a class or function (e.g. torch.optim.AdamW)"
+
+
 def check_config_types(node: DictConfig | Mapping | None, where: str, whole: bool = True) -> None:
     """SFTError naming `<where>.<key>`, the expected type and the value, for the first value of
     `node` (a config with `_target_`) that does not fit its parameter's annotation. `whole`:
@@ -94,13 +116,12 @@ def check_config_types(node: DictConfig | Mapping | None, where: str, whole: boo
     except InterpolationResolutionError as err:
         raise SFTError(unresolvable_message(err, where)) from err
     target = str(values["_target_"])
-    why = "expected the dotted path of a class or function (e.g. torch.optim.AdamW)"
     try:  # pydoc: None when not found (hydra's get_object logs a traceback-like error first)
-        found = pydoc.locate(target) is not None
+        found, why = pydoc.locate(target) is not None, None
     except pydoc.ErrorDuringImport as err:  # the module exists but fails to import
         found, why = False, f"importing it raised {err.exc.__name__}: {err.value}"
     if not found:
-        raise SFTError(f"{where}._target_: cannot import {target!r}; {why}")
+        raise SFTError(f"{where}._target_: cannot import {target!r}; {why or _not_found(target)}")
     accepted = _parameter_names(target)
     unknown = [k for k in values if not k.startswith("_") and accepted and k not in accepted]
     if unknown:
