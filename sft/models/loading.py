@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
+from hydra.utils import instantiate
 
 from sft.contracts import TOKENIZER_DIGEST, unrecorded_settings
 from sft.errors import SFTError
@@ -71,9 +71,11 @@ def check_buildable_targets(checkpoint: dict[str, Any], path: str | Path) -> Non
         *([("datamodule_target", datamodule)] if datamodule is not None else []),
     ]
     for where, target in found:
-        try:
-            obj = get_object(str(target))
-        except Exception:  # not importable here: the build's own error names it
+        try:  # pydoc: quiet (Hydra's get_object logs an ERROR before the build's own line)
+            obj = pydoc.locate(str(target))
+        except pydoc.ErrorDuringImport:
+            obj = None
+        if obj is None:  # not importable here: the build's own error names it
             continue
         if isinstance(obj, type):
             ok = issubclass(obj, _BUILDABLE_CLASSES)
