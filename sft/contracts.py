@@ -129,9 +129,15 @@ def unrecorded_settings(cls: type, recorded: Mapping[str, Any] | None) -> list[s
 def check_class_indices(
     labels: torch.Tensor, num_classes: int, owner: str, unlabelled: bool = False
 ) -> None:
-    """SFTError naming `owner` when `labels` are not class indices 0..num_classes-1 (with
+    """SFTError naming `owner` when `labels` are not int64 class indices 0..num_classes-1 (with
     `unlabelled`: -1 too): a user's datamodule numbering its classes from 1 ended in
-    cross_entropy's "Target 3 is out of bounds", or a device-side assert on a GPU."""
+    cross_entropy's "Target 3 is out of bounds", or a device-side assert on a GPU; int32
+    labels (numpy's, pandas') in its dtype error, a traceback."""
+    if labels.dtype != torch.int64:  # cross_entropy's "expected target dtype to be Long"
+        raise SFTError(
+            f"{owner} gives labels of dtype {labels.dtype}: labels are int64 class indices "
+            "(torch.long; e.g. torch.as_tensor(y, dtype=torch.long))"
+        )
     if not labels.numel():
         return
     low, high = int(labels.min()), int(labels.max())

@@ -584,6 +584,10 @@ def test_a_checkpoint_of_a_users_datamodule_is_refused_in_one_line(tmp_path):
         # usually a sanity-check batch of validation's)
         ("LabelsFrom5-no-probe", r"^LabelsFrom5 gives labels 5..6 for 2 classes: labels are "),
         ("LateBadLabel", r"^LateBadLabel gives labels 0..5 for 2 classes: labels are "),
+        # was: cross_entropy's "expected target dtype to be Long", a traceback
+        ("Int32Labels", r"^Int32Labels gives labels of dtype torch\.int32: labels are int64 "),
+        # was: trained without a word; sft-eval's predictions.csv then an IndexError
+        ("FewClassNames", r"^FewClassNames has 1 class_names for num_classes=2: give one name "),
     ],
 )
 def test_mistakes_in_a_users_datamodule_are_one_line(datamodule, message, tmp_path):

@@ -665,6 +665,13 @@ class SFTClassifier(L.LightningModule):
             destroy_process_group_at_exit()  # each rank, for any strategy or entry point
         datamodule = self._datamodule()
         found = datamodule.num_classes if datamodule is not None else None
+        names = getattr(datamodule, "class_names", None)
+        if found is not None and names is not None and len(names) != found:
+            # was: trained without a word, then sft-eval's predictions.csv an IndexError
+            raise SFTError(
+                f"{type(datamodule).__name__} has {len(names)} class_names for num_classes="
+                f"{found}: give one name per class"
+            )
         if found is not None and found != self.hparams.num_classes:
             # fit: the config's num_classes is wrong; test/predict (sft-eval): the data is
             if stage == "fit" and found < 2:

@@ -85,6 +85,23 @@ class LateBadLabel(RandomImages):
         self.train_data = self.val_data = self.test_data = TensorDataset(images, labels)
 
 
+class Int32Labels(RandomImages):
+    """Labels as numpy and pandas give them: int32."""
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        images, labels = self.train_data.tensors
+        self.train_data = self.val_data = self.test_data = TensorDataset(images, labels.int())
+
+
+class FewClassNames(RandomImages):
+    """Two classes, one name."""
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        self.class_names = ["a"]
+
+
 class ForgetsItsSettings(RandomImages):
     """Takes settings but records none of them (no save_hyperparameters)."""
 
