@@ -642,6 +642,35 @@ def test_an_interpolation_override_is_recorded_as_written(tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        # was: a RuntimeError traceback, after a whole training epoch
+        (
+            "callbacks.early_stopping.monitor=val/accc",
+            "error: EarlyStopping monitors 'val/accc', which validation does not log (did you "
+            "mean 'val/acc'? it logs val/acc, val/acc_best, val/f1, val/loss): set the "
+            "callback's monitor (callbacks.<name>.monitor=...) to one of them",
+        ),
+        # was: Lightning's line, after a whole training epoch
+        (
+            "callbacks.model_checkpoint.monitor=val/los",
+            "error: ModelCheckpoint monitors 'val/los', which validation does not log (did you "
+            "mean 'val/loss'? it logs val/acc, val/acc_best, val/f1, val/loss): set the "
+            "callback's monitor (callbacks.<name>.monitor=...) to one of them",
+        ),
+    ],
+    ids=["early_stopping", "model_checkpoint"],
+)
+def test_a_monitored_metric_validation_does_not_log_stops_before_training(
+    override, line, tmp_path, monkeypatch, capsys
+):
+    args = [*FAST, override, "trainer.max_epochs=1", "test=false"]
+    status, stderr = run_main("train", args, tmp_path, monkeypatch, capsys)
+    assert assert_one_error_line(status, stderr) == line
+    assert "Epoch 0" not in stderr and not list(tmp_path.glob("run/checkpoints/*.ckpt"))
+
+
+@pytest.mark.parametrize(
     ("args", "fragments"),
     [
         (["data.download=false", "paths.data_dir=NOWHERE"], ["nowhere", "cifar-10-batches-py"]),

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sft.callbacks.graceful_interrupt import interrupt_explained, resume_arguments, sweep_hint
+from sft.callbacks.monitored_metrics import MonitoredMetricsCheck
 from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
 from sft.contracts import datamodule_gaps, not_a_datamodule, unrecorded_settings
@@ -150,7 +151,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     )
     trainer = build_trainer(
         cfg.trainer,
-        callbacks=[*callbacks, SpawnedRankLogging()],
+        callbacks=[*callbacks, SpawnedRankLogging(), MonitoredMetricsCheck()],
         logger=instantiate_loggers(cfg.get("logger")),
         **checkpointing(cfg.trainer, callbacks),
     )

@@ -1,0 +1,37 @@
+"""A check that every callback monitoring a validation metric names one the run logs.
+
+Lightning looks a callback's `monitor` up only when it first reads it: after a whole training
+epoch (or `trainer.val_check_interval` of one), where ModelCheckpoint's miss is an error and
+EarlyStopping's a RuntimeError traceback. Validation's metrics are known at the end of the
+sanity check, before any training: a typo (`callbacks.early_stopping.monitor=val/accc`) is one
+line there. Other metrics (`train/...`) are left to Lightning.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import lightning as L
+from lightning.pytorch import Callback
+
+from sft.errors import SFTError
+
+
+class MonitoredMetricsCheck(Callback):
+    """At the end of the sanity check: SFTError for a callback monitoring a `val/` metric that
+    validation did not log."""
+
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
+        if not logged:  # no validation metric at all (a model of the user's logs none)
+            return
+        for callback in trainer.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if isinstance(monitor, str) and monitor.startswith("val/") and monitor not in logged:
+                close = difflib.get_close_matches(monitor, logged, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise SFTError(
+                    f"{type(callback).__name__} monitors '{monitor}', which validation does not "
+                    f"log ({hint}it logs {', '.join(logged)}): set the callback's monitor "
+                    f"(callbacks.<name>.monitor=...) to one of them"
+                )
