@@ -12,7 +12,9 @@ from conftest import CONF_DIR, EXPERIMENTS, TINY_BERT, compose_config, run_modul
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import open_dict
 
+from sft.errors import SFTError
 from sft.jobs.eval import evaluate
 from sft.jobs.train import train
 from sft.models import SFTClassifier
@@ -143,6 +145,37 @@ def test_a_users_model_subclass_is_rebuilt_from_its_checkpoint(train_cfg, tmp_pa
     with torch.no_grad():
         plain = SFTClassifier.forward(model, images)
         assert torch.equal(model(images), -plain)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        # was: Hydra's lines, "got an unexpected keyword argument 'adapter'" (a key the user
+        # never wrote)
+        (
+            "helpers.user_models.OwnArgumentsOnly",
+            r"^model\._target_=helpers\.user_models\.OwnArgumentsOnly: OwnArgumentsOnly\.__init__ "
+            r"does not take SFTClassifier's arguments \(adapter, lr_backbone, \.\.\.\): take them "
+            r"as \*\*kwargs and pass them on, super\(\)\.__init__\(\*\*kwargs\)$",
+        ),
+        # another module: was an AttributeError on its missing input_spec
+        (
+            "helpers.user_models.NotAClassifier",
+            r"^model\._target_=helpers\.user_models\.NotAClassifier: expected sft\.models\.SFTClassifier "
+            r"or a subclass of it$",
+        ),
+    ],
+    ids=["no_kwargs", "not_a_classifier"],
+)
+def test_a_model_class_that_cannot_take_the_runs_arguments_is_named(
+    target, message, train_cfg, tmp_path
+):
+    cfg = train_cfg(run_dir=tmp_path / "run")
+    with open_dict(cfg):
+        cfg.model = {"_target_": target, "backbone": cfg.model.backbone, "num_classes": 10}
+    with pytest.raises(SFTError, match=message):
+        train(cfg)
+    assert not (tmp_path / "run" / "config_resolved.yaml").exists()
 
 
 @pytest.mark.slow

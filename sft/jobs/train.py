@@ -2,6 +2,7 @@
 fit -> test -> result.json -> monitored metric."""
 
 import contextlib
+import inspect
 import logging
 import os
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -96,6 +97,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     )
     for key in ("data", "model", "trainer", "adapter"):
         check_config_types(cfg.get(key), key)
+    check_model_class(str(cfg.model._target_))
     check_optimizer_settings(cfg.model.get("optimizer"))
     check_decoupled_pull(cfg.model, cfg.get("adapter"))
     keep = cfg.get("keep_freed_memory", True)
@@ -258,6 +260,25 @@ def multirun_job_ranks(
             yield
         finally:
             end_process_group()
+
+
+def check_model_class(target: str) -> None:
+    """SFTError unless the model's `_target_` (importable: checked) is SFTClassifier or a
+    subclass taking its arguments (README): the run passes `adapter` besides the config's, and
+    a subclass that names its own without `**kwargs` failed in Hydra's lines on that key."""
+    cls = get_object(target)
+    if not (isinstance(cls, type) and issubclass(cls, SFTClassifier)):
+        raise SFTError(
+            f"model._target_={target}: expected sft.models.SFTClassifier or a subclass of it"
+        )
+    parameters = inspect.signature(cls.__init__).parameters
+    if "adapter" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    raise SFTError(
+        f"model._target_={target}: {cls.__name__}.__init__ does not take SFTClassifier's "
+        "arguments (adapter, lr_backbone, ...): take them as **kwargs and pass them on, "
+        "super().__init__(**kwargs)"
+    )
 
 
 def check_same_modality(start: ResumePoint, model: SFTClassifier) -> None:

@@ -19,3 +19,18 @@ class ScaledLogits(SFTClassifier):
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         return super().forward(*args, **kwargs) * self.scale
+
+
+class OwnArgumentsOnly(SFTClassifier):
+    """Names the arguments it uses, without `**kwargs` for the rest."""
+
+    def __init__(self, backbone: Any, num_classes: int, gamma: float = 2.0) -> None:
+        super().__init__(backbone=backbone, num_classes=num_classes)
+        self.gamma = gamma
+
+
+class NotAClassifier(torch.nn.Module):
+    """Takes a model config's arguments, but is no SFTClassifier."""
+
+    def __init__(self, backbone: Any, num_classes: int) -> None:
+        super().__init__()
