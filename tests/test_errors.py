@@ -435,6 +435,29 @@ def test_every_experiment_of_a_sweep_is_checked(tmp_path):
             check_overrides("train", ["-m", "--config-dir", str(conf), f"experiment={sweep}"])
 
 
+def test_a_config_of_the_users_named_as_a_packaged_one_is_refused(tmp_path):
+    """Hydra searches sft's configs before `--config-dir`: the user's model/resnet18_cifar.yaml
+    was never read, and the packaged one trained without a word. Chosen directly, by an
+    experiment, or as a swept value."""
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "model" / "resnet18_cifar.yaml").write_text("num_classes: 10\n")
+    (conf / "experiment" / "mine.yaml").write_text(
+        HEADER + "defaults:\n  - override /model: resnet18_cifar\n"
+    )
+    line = (
+        rf"^--config-dir {conf}: model/resnet18_cifar\.yaml has the name of one of sft's "
+        r"configs, which Hydra reads instead \(the package is searched first\): give yours "
+        r"another name$"
+    )
+    swept = ["-m", "model=effnet_lite0_fused,resnet18_cifar"]
+    for args in (["model=resnet18_cifar"], ["experiment=mine"], swept):
+        with pytest.raises(OverrideMistake, match=line):
+            check_overrides("train", ["--config-dir", str(conf), *args])
+    check_overrides("train", ["--config-dir", str(conf), "model=effnet_lite0_fused"])
+
+
 def test_a_top_level_key_of_the_users_own_that_a_config_reads_is_accepted(tmp_path):
     """A key an experiment adds and reads through an interpolation (a shared value)."""
     conf = tmp_path / "conf"

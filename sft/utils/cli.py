@@ -135,6 +135,7 @@ def check_overrides(
             }
             if mistake := check_config_file_keys(cfg, config_name, loader, swept):
                 raise OverrideMistake(mistake)
+            check_not_shadowed(cfg, swept, config_dir, args.config_dir)
             # a multirun: -m, or hydra.mode=MULTIRUN in a config or an override
             multirun = args.multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
             sweeper = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get(
@@ -279,6 +280,28 @@ def ignored_addition(key: str, config_name: str, adds: Sequence[str]) -> str:
         f"unknown config key '{key}': {command} reads no such setting ('+' adds settings under "
         f"{under} only)"
     )
+
+
+def check_not_shadowed(
+    cfg: DictConfig, swept: dict[str, list[str]], config_dir: str, extra_dir: str | None
+) -> None:
+    """OverrideMistake for a chosen config (each swept option too) that a `--config-dir` file
+    of the same name would give: Hydra searches the package first, so the user's file is
+    never read (was: the packaged config ran, without a word)."""
+    if extra_dir is None:
+        return
+    choices = dict(OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {})
+    chosen = [(group, option) for group, option in choices.items() if isinstance(option, str)]
+    chosen += [(group, option) for group, options in swept.items() for option in options]
+    for group, option in chosen:
+        name = f"{group}/{option}.yaml"
+        if group.startswith("hydra") or not os.path.isfile(os.path.join(extra_dir, name)):
+            continue
+        if os.path.isfile(os.path.join(config_dir, name)):
+            raise OverrideMistake(
+                f"--config-dir {extra_dir}: {name} has the name of one of sft's configs, which "
+                f"Hydra reads instead (the package is searched first): give yours another name"
+            )
 
 
 @contextlib.contextmanager
