@@ -99,6 +99,15 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["-m", "seed=0,1", "data=cifar10,cifar100"],
             "error: unknown option 'cifar100' for group 'data'",
         ),
+        # no option close to it: perhaps the user's own, which sft-eval found only with
+        # --config-dir (was: no word on it)
+        (
+            "eval",
+            ["ckpt_path=x.ckpt", "data=my_random"],
+            "error: unknown option 'my_random' for group 'data' (available: cifar10, hf_dataset, "
+            "image_folder, sst2, sst2_trees, sst5, text_files; a config of your own: "
+            "--config-dir <the folder holding data/>)",
+        ),
         # -m after an override: moved before them, so the overrides are checked (was:
         # argparse's usage block, "unrecognized arguments")
         (

@@ -442,7 +442,12 @@ def representative_overrides(parsed: list[Override], loader: Any) -> Iterator[st
 def unknown_option(group: str, option: str, options: Sequence[str]) -> str:
     options = [o for o in options if not o.startswith("_")]  # _*.yaml: bases, not choices
     close = difflib.get_close_matches(option, options, n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    # none close: perhaps a config of the user's own, which only --config-dir finds
+    hint = (
+        f"; did you mean '{close[0]}'?"
+        if close
+        else f"; a config of your own: --config-dir <the folder holding {group}/>"
+    )
     return f"unknown option '{option}' for group '{group}' (available: {', '.join(options)}{hint})"
 
 
