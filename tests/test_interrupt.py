@@ -121,6 +121,43 @@ def test_the_resume_hint_of_a_ddp_rank_keeps_the_overrides(monkeypatch, tmp_path
     assert stop.value.code == 130 and stop.value.message is None  # rank 0 alone says it
 
 
+@pytest.mark.parametrize(("signame", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_to_ddp_spawns_main_process_alone_stops_its_ranks_with_a_checkpoint(
+    signame, status, tmp_path, data_dir
+):
+    """trainer=ddp_sim (ddp_spawn): the ranks train in processes the main one spawned, and a
+    signal sent to that one alone (`kill <pid>`, `timeout`, `docker stop`) did not reach them.
+    SIGTERM ended it at once, without a line, and the ranks lost every checkpoint; SIGINT was
+    passed over by the ranks, which trained to the end while the line (and result.json) said
+    "before the first training step: nothing to save"."""
+    name = f"spawn_{signame}"
+    result = run_train_cli(
+        *FAST,
+        *QUICK,
+        "trainer=ddp_sim",
+        "trainer.max_epochs=4",
+        f"paths.log_dir={tmp_path}",
+        f"name={name}",
+        "+callbacks.term._target_=helpers.faults.SignalAtStep",
+        "+callbacks.term.step=3",
+        f"+callbacks.term.signal={signame}",
+        "+callbacks.term.to_parent=true",
+        cwd=tmp_path,
+    )
+    assert result.returncode == status, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / "train" / name)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert step in (4, 5)  # the batch it came in, or the next: its ranks agree on one
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"interrupted by {signame} at epoch ") and (
+        f" step {step}: saved {last}; resume with: sft-train " in message
+    ), message
+    record = json.loads((run_dir / "result.json").read_text())
+    assert (record["status"], record["steps"], record["error"]) == ("interrupted", step, message)
+
+
 def test_an_interrupted_run_records_the_epochs_and_metrics_it_reached(tmp_path, data_dir):
     """result.json of a run interrupted in its second epoch: interrupted (was: failed, as a crash), with the epoch it completed
     and the metrics of its first validation (was: epochs 0 and no metrics, so sft-compare and

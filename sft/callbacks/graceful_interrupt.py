@@ -31,9 +31,13 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch import Callback
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
+from torch import multiprocessing as mp
+from torch.multiprocessing import ProcessExitedException
 
 from sft.errors import TrainingInterrupted
 from sft.runs.directories import sweep_overrides, trainer_last_checkpoint
+from sft.runs.resume import recover_spawned_progress
 from sft.utils.config import RUN_START, config_dir_arguments, task_overrides
 from sft.utils.instantiate import answers_ctrl_c
 
@@ -76,6 +80,17 @@ class GracefulInterrupt(Callback):
         # read here, in the process Hydra started: DDP's spawned ranks' hint lacked every override
         self._overrides = resume_arguments()
         self._sweep_hint = sweep_hint()
+        # under ddp_spawn: the signal the main process got, shared with the ranks it spawned
+        # (relayed_to_spawned_ranks); 0 while none
+        self._relayed: Any = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._relayed is not None:  # unpickled in a rank that ddp_spawn started
+            # Ctrl-C from here on stops after a batch: a rank's KeyboardInterrupt before the
+            # training loop ended it with status 0 and no result, and the main process waited
+            # for one forever (SIGTERM: from the sanity check, over Lightning's own handler)
+            self._install_handlers(signal.SIGINT)
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self._received is not None and signum == signal.SIGINT:
@@ -94,15 +109,15 @@ class GracefulInterrupt(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install_handlers()  # without a sanity check (num_sanity_val_steps=0)
 
-    def _install_handlers(self) -> None:
-        if self._previous:
-            return
+    def _install_handlers(self, *only: int) -> None:
         requeue = requeue_signal()
+        wanted = only or (*self.SIGNALS, *([requeue] if requeue else []))
         try:
-            for signum in (*self.SIGNALS, *([requeue] if requeue else [])):
-                self._previous[signum] = signal.signal(signum, self._handler)
+            for signum in wanted:
+                if signum not in self._previous:
+                    self._previous[signum] = signal.signal(signum, self._handler)
         except ValueError:  # not the main thread: signals cannot be handled here
-            self._previous.clear()
+            self._restore_handlers()
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous.items():
@@ -131,12 +146,13 @@ class GracefulInterrupt(Callback):
             self._stop_if_signalled(trainer)
 
     def _stop_if_signalled(self, trainer: L.Trainer) -> None:
+        relayed = self._relayed.value if self._relayed is not None else 0
+        received = self._received or relayed or None
         # Every DDP rank must stop (and save) together, whichever of them got the signal.
-        if not trainer.strategy.reduce_boolean_decision(self._received is not None, all=False):
+        if not trainer.strategy.reduce_boolean_decision(received is not None, all=False):
             return
         path = trainer_last_checkpoint(trainer)
         trainer.save_checkpoint(path, weights_only=False)
-        received = self._received
         requeue = requeue_signal()
         # whichever rank got submitit's signal first, every rank hands it on: global rank 0's
         # submitit handler requeues the job and exits; on the other ranks it returns, and they
@@ -158,10 +174,75 @@ class GracefulInterrupt(Callback):
             f"interrupted by {name} at epoch {trainer.current_epoch} step {trainer.global_step}: "
             f"saved {path}; {how}"
         )
-        if not trainer.is_global_zero:  # said once, by rank 0 (was: by every rank)
+        # said once, by rank 0 (was: by every rank); a spawned rank's by the main process
+        if not trainer.is_global_zero or self._relayed is not None:
             raise TrainingInterrupted(None, status)
         log.warning(message)
         raise TrainingInterrupted(message, status)
+
+
+@contextmanager
+def relayed_to_spawned_ranks(trainer: L.Trainer) -> Iterator[None]:
+    """Around `trainer.fit` in the process Hydra started. Under ddp_spawn (trainer=ddp_sim) the
+    ranks train in processes it spawned, and it only waits for them: SIGTERM sent to it alone
+    (`kill`, `timeout`, `docker stop`) ended it at once, its ranks lost every checkpoint and
+    no record was written; Ctrl-C sent to it alone was passed over by the ranks, which trained
+    to the end while it said "nothing to save". Here a signal it gets is shared with its
+    ranks' GracefulInterrupt, which stop after the batch and save as in one process (a group's
+    Ctrl-C reaches them too: shared, not sent again, or it would be their second); a second
+    Ctrl-C stops at once. The ranks' exit with a signal's status becomes this process's
+    TrainingInterrupted, its line said from the last.ckpt they wrote."""
+    callbacks = [c for c in trainer.callbacks if isinstance(c, GracefulInterrupt)]
+    launcher = trainer.strategy.launcher
+    if not callbacks or not isinstance(launcher, _MultiProcessingLauncher):
+        yield
+        return
+    relayed = mp.get_context(launcher._start_method).Value("i", 0)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if relayed.value and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        relayed.value = signum
+        log.warning(f"received {signal.Signals(signum).name}: the ranks stop after this batch")
+
+    for callback in callbacks:
+        callback._relayed = relayed
+    try:
+        previous = {s: signal.signal(s, handler) for s in GracefulInterrupt.SIGNALS}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield
+    except ProcessExitedException as exc:
+        statuses = {128 + s: s for s in GracefulInterrupt.SIGNALS}
+        signum = statuses.get(exc.exit_code) or relayed.value
+        if not signum:
+            raise
+        raise _stopped_ranks(trainer, signum, callbacks[0]) from None
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+        for callback in callbacks:
+            callback._relayed = None
+
+
+def _stopped_ranks(
+    trainer: L.Trainer, signum: int, callback: GracefulInterrupt
+) -> TrainingInterrupted:
+    """The line of ddp_spawn ranks stopped by `signum`: what they saved, read back."""
+    recover_spawned_progress(trainer)  # the epoch and step of the last.ckpt the ranks wrote
+    name, path = signal.Signals(signum).name, trainer_last_checkpoint(trainer)
+    how = how_to_continue(trainer.default_root_dir, callback._overrides, callback._sweep_hint)
+    if trainer.global_step == 0 or not path.is_file():
+        then = f"; {how}" if callback._sweep_hint else ""
+        message = f"interrupted by {name} before the first training step: nothing to save{then}"
+    else:
+        message = (
+            f"interrupted by {name} at epoch {trainer.current_epoch} step {trainer.global_step}: "
+            f"saved {path}; {how}"
+        )
+    log.warning(message)
+    return TrainingInterrupted(message, signum)
 
 
 def sweep_hint() -> str | None:

@@ -16,7 +16,12 @@ from hydra.utils import get_object, instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sft.callbacks.graceful_interrupt import interrupt_explained, resume_arguments, sweep_hint
+from sft.callbacks.graceful_interrupt import (
+    interrupt_explained,
+    relayed_to_spawned_ranks,
+    resume_arguments,
+    sweep_hint,
+)
 from sft.callbacks.monitored_metrics import MonitoredMetricsCheck
 from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
@@ -175,7 +180,11 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
                 recorder.fit_started()
             ckpt_path = start.hand_to(trainer) if start else None
             try:
-                with lightning_refusals(), interrupt_explained(trainer, overrides):
+                with (
+                    lightning_refusals(),
+                    interrupt_explained(trainer, overrides),
+                    relayed_to_spawned_ranks(trainer),
+                ):
                     trainer.fit(
                         model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
                     )

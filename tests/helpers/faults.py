@@ -13,15 +13,18 @@ from lightning.pytorch import Callback
 
 class SignalAtStep(Callback):
     """Send `signal` to this process when the training batch after `step` optimizer steps starts
-    (SIGKILL: dies mid-batch, as a crashed or OOM-killed job would)."""
+    (SIGKILL: dies mid-batch, as a crashed or OOM-killed job would); `to_parent`: to the process
+    that started this one instead, from rank 0 (ddp_spawn's main process, which `kill <pid>`
+    reaches alone)."""
 
-    def __init__(self, step: int, signal: str = "SIGKILL") -> None:
+    def __init__(self, step: int, signal: str = "SIGKILL", to_parent: bool = False) -> None:
         self.step = step
         self.signum = getattr(signal_module, signal)
+        self.to_parent = to_parent
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), self.signum)
+        if trainer.global_step == self.step and not (self.to_parent and trainer.global_rank):
+            os.kill(os.getppid() if self.to_parent else os.getpid(), self.signum)
 
 
 signal_module = signal
