@@ -446,15 +446,17 @@ def test_a_trial_that_does_not_log_the_optimized_metric_fails_the_sweep(
     tmp_path, capsys, monkeypatch, data_dir
 ):
     """A typo in optimized_metric: the trial trained, Optuna failed it ("the job returned
-    None"), but its result.json and summary.md said completed and the sweep exited 0."""
+    None"), but its result.json and summary.md said completed and the sweep exited 0. Now
+    the trial fails after the sanity check, before it trains."""
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     result = search_with_a_failing_trial(
         tmp_path, capsys, "optimized_metric=val/acc_bset", "+trainer.limit_train_batches=1"
     )
-    assert result["error"].startswith(
-        "optimized_metric=val/acc_bset was not logged by this run (it logged: "
+    assert result["error"] == (
+        "optimized_metric=val/acc_bset: validation does not log it (did you mean "
+        "'val/acc_best'? it logs val/acc, val/acc_best, val/f1, val/loss)"
     )
-    assert "val/acc_best" in result["error"]
+    assert result["steps"] == 0
     assert "1 job, 0 completed, 1 failed" in (tmp_path / "summary.md").read_text()
 
 

@@ -131,6 +131,34 @@ def test_killed_run_resumes_exactly_in_its_directory(train_cfg, tmp_path, data_d
     # cover the batches after the resume only)
 
 
+def test_ctrl_c_in_a_batch_that_a_validation_follows_resumes_exactly(train_cfg, tmp_path):
+    """The checkpoint was written at the batch's end, before the validation due after it, and
+    the resumed run went past that validation (Lightning counts it done): early stopping's
+    record missed its score, and the run stopped a step later than an uninterrupted one, with
+    other weights. Now the validation runs first and the stop follows it."""
+    every_3 = [*EXACT, "trainer.max_epochs=2", "+trainer.val_check_interval=3"]
+    train(train_cfg(*every_3, run_dir=tmp_path / "reference"))
+    run_dir = tmp_path / "run"
+    signal_in_step_3 = [
+        "+callbacks.int._target_=helpers.faults.SignalAtStep",
+        "+callbacks.int.step=2",
+        "+callbacks.int.signal=SIGINT",
+    ]
+    with pytest.raises(SystemExit, match=r"^interrupted by SIGINT at epoch 0 step 3: saved "):
+        train(train_cfg(*every_3, *signal_in_step_3, run_dir=run_dir))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    early_stopping = next(v for k, v in saved["callbacks"].items() if "EarlyStopping" in k)
+    assert torch.isfinite(early_stopping["best_score"])  # step 3's validation scored
+
+    train(train_cfg(*every_3, f"resume={run_dir}", run_dir=run_dir))
+    want = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
+    got = torch.load(last, weights_only=True)
+    assert got["global_step"] == want["global_step"]
+    for key, tensor in want["state_dict"].items():
+        torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
+
+
 def count_reads(path: Path, monkeypatch) -> list[str]:
     """Every torch.load of `path` from now on (by name, or through an open file), recorded."""
     reads, load = [], torch.load

@@ -139,18 +139,39 @@ class GracefulInterrupt(Callback):
         self._restore_handlers()
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        self._stop_if_signalled(trainer)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
+        # a validation due right after this batch runs first, and the stop comes at its end: a
+        # checkpoint from before it resumed past it (Lightning counts it done), so early
+        # stopping's and ModelCheckpoint's records missed that score and the run went another way
+        if not _validation_follows(trainer):
             self._stop_if_signalled(trainer)
 
-    def _stop_if_signalled(self, trainer: L.Trainer) -> None:
-        relayed = self._relayed.value if self._relayed is not None else 0
-        received = self._received or relayed or None
-        # Every DDP rank must stop (and save) together, whichever of them got the signal.
-        if not trainer.strategy.reduce_boolean_decision(received is not None, all=False):
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self._signalled(trainer):
             return
+        # the callbacks after this one (early stopping; the checkpoints, which Lightning puts
+        # last) record this validation first: the stop skips their hook, and a resumed run
+        # went on without its score
+        for callback in trainer.callbacks[trainer.callbacks.index(self) + 1 :]:
+            callback.on_validation_end(trainer, pl_module)
+        self._stop(trainer)
+
+    def _stop_if_signalled(self, trainer: L.Trainer) -> None:
+        if self._signalled(trainer):
+            self._stop(trainer)
+
+    def _got(self) -> int | None:
+        """The signal this rank got, itself or relayed by ddp_spawn's main process."""
+        relayed = self._relayed.value if self._relayed is not None else 0
+        return self._received or relayed or None
+
+    def _signalled(self, trainer: L.Trainer) -> bool:
+        """Whether a signal came, to this rank or another (every DDP rank must stop, and save,
+        together, whichever of them got it)."""
+        return trainer.strategy.reduce_boolean_decision(self._got() is not None, all=False)
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        """Save last.ckpt, say so (rank 0), and end the run with the signal's status."""
+        received = self._got()
         path = trainer_last_checkpoint(trainer)
         trainer.save_checkpoint(path, weights_only=False)
         requeue = requeue_signal()
@@ -243,6 +264,16 @@ def _stopped_ranks(
         )
     log.warning(message)
     return TrainingInterrupted(message, signum)
+
+
+def _validation_follows(trainer: L.Trainer) -> bool:
+    """Whether Lightning validates right after the training batch that just ended (its own
+    test, `_should_check_val_fx`). False for a time-based `val_check_interval`: each rank reads
+    its own clock, and the ranks must agree on where they stop."""
+    if getattr(trainer, "_val_check_time_interval", None) is not None:
+        return False
+    loop = trainer.fit_loop
+    return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
 
 
 def sweep_hint() -> str | None:

@@ -30,8 +30,12 @@ class MonitoredMetricsCheck(Callback):
             if isinstance(monitor, str) and monitor.startswith("val/") and monitor not in logged:
                 close = difflib.get_close_matches(monitor, logged, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
+                logs = f"({hint}it logs {', '.join(logged)})"
+                # a callback sft adds for a setting of the run (OptunaPruning: optimized_metric)
+                if setting := getattr(callback, "monitor_setting", None):
+                    raise SFTError(f"{setting}={monitor}: validation does not log it {logs}")
                 raise SFTError(
                     f"{type(callback).__name__} monitors '{monitor}', which validation does not "
-                    f"log ({hint}it logs {', '.join(logged)}): set the callback's monitor "
-                    f"(callbacks.<name>.monitor=...) to one of them"
+                    f"log {logs}: set the callback's monitor (callbacks.<name>.monitor=...) to "
+                    "one of them"
                 )

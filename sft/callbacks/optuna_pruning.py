@@ -47,6 +47,9 @@ class OptunaPruning(Callback):
     validation (step = validations so far: the epoch when validating once per epoch) and stop
     training when the trial should be pruned. Rank 0 talks to the storage; all ranks stop."""
 
+    # the run's setting `monitor` comes from (sft.callbacks.monitored_metrics names it)
+    monitor_setting = "optimized_metric"
+
     def __init__(self, storage: str, study_name: str, trial_number: int, monitor: str) -> None:
         self.storage = storage
         self.study_name = study_name
