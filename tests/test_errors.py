@@ -115,6 +115,21 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["seed=0,1", "-m", "data=cifar10,cifar100"],
             "error: unknown option 'cifar100' for group 'data'",
         ),
+        # was: omegaconf's InterpolationKeyError traceback (trainer.num_nodes), after the
+        # sweep directory was made
+        (
+            "train",
+            ["-m", "hydra/launcher=slurm_ddp", "seed=0,1"],
+            "error: hydra/launcher=slurm_ddp sizes each job by trainer=ddp's trainer.num_nodes "
+            "and trainer.devices, which this trainer config lacks: add trainer=ddp",
+        ),
+        # was: submitit's RuntimeError traceback, "Could not detect \"srun\""
+        (
+            "train",
+            ["-m", "hydra/launcher=slurm_ddp", "trainer=ddp", "seed=0,1"],
+            "error: hydra/launcher=slurm_ddp submits the jobs with SLURM's sbatch, which this "
+            "machine does not have",
+        ),
         # was: Hydra's ValueError traceback ("Only one of --run, --multirun, --cfg ...")
         ("train", ["-m", "--cfg", "job"], "error: -m and --cfg cannot be combined: give one"),
         (
@@ -442,6 +457,31 @@ def test_every_experiment_of_a_sweep_is_checked(tmp_path):
     for sweep in ("good,mine", "glob(*)"):
         with pytest.raises(OverrideMistake, match=r"mine\.yaml: experiment configs set keys"):
             check_overrides("train", ["-m", "--config-dir", str(conf), f"experiment={sweep}"])
+
+
+def test_a_launcher_whose_package_is_missing_is_one_line(monkeypatch):
+    """hydra/launcher=ray without Ray installed: a ModuleNotFoundError traceback from inside
+    the launcher, after the sweep directory was made."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a)
+    )
+    with pytest.raises(OverrideMistake, match=r"^hydra/launcher=ray runs the jobs as Ray tasks, "):
+        check_overrides("train", ["-m", "hydra/launcher=ray", "seed=0,1"])
+
+
+def test_more_nodes_than_this_one_with_nothing_to_join_them_is_refused(
+    train_cfg, tmp_path, monkeypatch
+):
+    """trainer.num_nodes=2 outside a cluster: rank 0 waited for the other node without a word
+    (torch's default timeout: 30 minutes)."""
+    for name in ("SLURM_NTASKS", "MASTER_ADDR", "NODE_RANK", "GROUP_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = train_cfg("+trainer.num_nodes=2", run_dir=tmp_path / "run")
+    with pytest.raises(SFTError, match=r"^trainer\.num_nodes=2 but nothing tells this process "):
+        sft.jobs.train.train(cfg)
 
 
 def test_a_config_of_the_users_named_as_a_packaged_one_is_refused(tmp_path):

@@ -59,6 +59,7 @@ from sft.utils.ddp_ranks import ranks_join
 from sft.utils.distributed import end_process_group
 from sft.utils.hardware import (
     check_accelerator,
+    check_nodes,
     check_sync_batchnorm,
     drop_anomaly_detection_under_loss_scaling,
     resolve_auto_precision,
@@ -91,6 +92,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     # the precision the hardware calls for, then every value checked, before anything is built
     # and before the config is saved (config_resolved.yaml records the precision used)
     check_accelerator(cfg.trainer)
+    check_nodes(cfg.trainer)
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
     warn_fp16_weights(cfg.trainer)
     drop_anomaly_detection_under_loss_scaling(cfg.trainer)

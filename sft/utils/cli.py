@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -62,6 +63,8 @@ NOT_OVERRIDABLE = re.compile(r"Could not override '([^']+)'")
 NOT_DELETABLE = re.compile(r"Could not delete from config\. '([^']+)' does not exist")
 ALREADY_THERE = re.compile(r"Could not append to config\. An item is already at '([^']+)'")
 MERGE_FAILED = re.compile(r"Error merging override ")
+# a launcher config of sft's whose base comes with hydra-submitit-launcher, not installed
+SUBMITIT_MISSING = re.compile(r"In 'hydra/launcher/(\w+)': Could not load 'hydra/launcher/submitit")
 
 
 class OverrideMistake(Exception):
@@ -121,6 +124,12 @@ def check_overrides(
                 group, _, option = exc.missing_cfg_file.rpartition("/")
                 raise OverrideMistake(unknown_option(group, option, exc.options)) from None
         except Exception as exc:
+            if plugin := SUBMITIT_MISSING.search(str(exc)):  # its configs come with the plugin
+                raise OverrideMistake(
+                    f"hydra/launcher={plugin.group(1)} runs its jobs through submitit, whose "
+                    "Hydra plugin is not installed: pip install -e '.[cluster]' "
+                    "(hydra-submitit-launcher)"
+                ) from None
             mistake = describe_composition_error(
                 exc, config_name, overrides, loader
             ) or describe_defaults_error(exc, config_name, overrides, loader)
@@ -171,6 +180,8 @@ def check_overrides(
                 )
             if multirun and config_name == "train" and not args.cfg:
                 check_swept_value_types(parsed, overrides, cfg, config_name, loader)
+            if multirun and not args.cfg:
+                check_launcher(cfg)
 
 
 SEARCH_SPACE = "hydra.sweeper.params"
@@ -280,6 +291,30 @@ def ignored_addition(key: str, config_name: str, adds: Sequence[str]) -> str:
         f"unknown config key '{key}': {command} reads no such setting ('+' adds settings under "
         f"{under} only)"
     )
+
+
+def check_launcher(cfg: DictConfig) -> None:
+    """OverrideMistake for a multirun launcher that cannot start here, before the sweep
+    directory is made (was: a traceback from inside the launcher, after it)."""
+    launcher = (OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}).get(
+        "hydra/launcher"
+    )
+    if launcher == "ray" and importlib.util.find_spec("ray") is None:
+        raise OverrideMistake(
+            "hydra/launcher=ray runs the jobs as Ray tasks, and Ray is not installed: "
+            "pip install -e '.[cluster]'"
+        )
+    if launcher == "slurm_ddp" and OmegaConf.select(cfg, "trainer.num_nodes") is None:
+        raise OverrideMistake(
+            "hydra/launcher=slurm_ddp sizes each job by trainer=ddp's trainer.num_nodes and "
+            "trainer.devices, which this trainer config lacks: add trainer=ddp"
+        )
+    if launcher == "slurm_ddp" and shutil.which("sbatch") is None:
+        raise OverrideMistake(
+            "hydra/launcher=slurm_ddp submits the jobs with SLURM's sbatch, which this machine "
+            "does not have: run the sweep where SLURM is (a login node), or run its jobs here "
+            "with hydra/launcher=local_jobs"
+        )
 
 
 def check_not_shadowed(

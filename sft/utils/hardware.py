@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import platform
 from pathlib import Path
 
@@ -75,6 +76,34 @@ def check_accelerator(trainer_cfg: DictConfig) -> None:
             f"trainer.accelerator={accelerator} but this machine ({cpu_model()}) has no CUDA GPU "
             "that torch can see: run on a GPU machine, or on the CPU (trainer=default, or "
             "trainer=ddp_sim for DDP)"
+        )
+
+
+# what tells a process of the other nodes of a multi-node run: a cluster's environment that
+# Lightning reads (SLURM, torchrun/TorchElastic, Kubeflow, LSF, MPI), or its own MASTER_ADDR +
+# NODE_RANK
+_NODES_ENV = (
+    "SLURM_NTASKS",
+    "MASTER_ADDR",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "TORCHELASTIC_RUN_ID",
+    "LSB_JOBID",
+    "OMPI_COMM_WORLD_SIZE",
+    "PMI_SIZE",
+)
+
+
+def check_nodes(trainer_cfg: DictConfig) -> None:
+    """`trainer.num_nodes` > 1 where nothing tells this process of other nodes: the first rank
+    waited for them without a word (torch's default: 30 minutes)."""
+    nodes = trainer_cfg.get("num_nodes", 1)
+    if isinstance(nodes, int) and nodes > 1 and not any(k in os.environ for k in _NODES_ENV):
+        raise SFTError(
+            f"trainer.num_nodes={nodes} but nothing tells this process of other nodes (no SLURM "
+            "job, no MASTER_ADDR and NODE_RANK): it would wait for them; run the sweep with "
+            "hydra/launcher=slurm_ddp, or start the command on each node with MASTER_ADDR, "
+            'MASTER_PORT and NODE_RANK set (README "Scaling out")'
         )
 
 
