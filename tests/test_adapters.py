@@ -143,7 +143,14 @@ def test_merged_backbone_and_folded_head_equal_the_adapter_model(data_dir, tmp_p
             {"target_modules": ["features.0", "nothing_here"]},
             "'nothing_here' match(es) no module of backbone 'small_cnn'; its modules (",
         ),
-        ({"target_modules": "conv.*"}, "'conv.*' match(es) no module"),
+        # one string is a whole-name regular expression: said so, with the list that matches
+        # name ends (was: only the names, the layer among them)
+        (
+            {"target_modules": "conv"},
+            "'conv' match(es) no module of backbone 'small_cnn' (one string is a regular "
+            "expression over whole module names, as peft reads it: a list, [conv], matches "
+            "names ending in it); its modules (",
+        ),
         ({"bias": "some"}, "adapter.bias must be none, all or lora_only"),
         # were: a run whose adapters could never change the output (alpha 0), peft's wording,
         # a module's whole repr

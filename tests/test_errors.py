@@ -130,6 +130,12 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: hydra/launcher=slurm_ddp submits the jobs with SLURM's sbatch, which this "
             "machine does not have",
         ),
+        # a misspelt sweep function (was: told to quote it, which makes the value a string)
+        (
+            "train",
+            ["-m", "model.lr_backbone=intervall(1e-5,1e-3)"],
+            "; intervall(...) is no function of Hydra's: did you mean interval(...)?",
+        ),
         # was: Hydra's ValueError traceback ("Only one of --run, --multirun, --cfg ...")
         ("train", ["-m", "--cfg", "job"], "error: -m and --cfg cannot be combined: give one"),
         (

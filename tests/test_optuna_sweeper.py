@@ -563,8 +563,9 @@ def test_a_study_rerun_with_other_fixed_overrides_is_refused(tmp_path, capsys, m
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: study 'cifar10_optuna' in journal://{tmp_path / 'optuna.journal'} was run with "
         "other fixed overrides: data.samples_per_class=10 then, data.samples_per_class=20 "
-        "model.lr_head=0.1 now; start a new study in another hydra.sweep.dir (a re-run adds "
-        "trials to a study only with the same fixed overrides)"
+        "model.lr_head=0.1 now; start a new study under another hydra.sweeper.study_name (or, "
+        "with the default storage, in another hydra.sweep.dir): a re-run adds trials to a "
+        "study only with the same fixed overrides"
     )
     assert (tmp_path / "multirun.yaml").read_text() == written
 

@@ -325,8 +325,8 @@ def check_fixed_overrides(study: optuna.Study, storage: str, fixed: list[str]) -
         raise SFTError(
             f"study '{study.study_name}' in {storage} was run with other fixed overrides: "
             f"{' '.join(then) or 'none'} then, {' '.join(now) or 'none'} now; start a new study "
-            "in another hydra.sweep.dir (a re-run adds trials to a study only with the same "
-            "fixed overrides)"
+            "under another hydra.sweeper.study_name (or, with the default storage, in another "
+            "hydra.sweep.dir): a re-run adds trials to a study only with the same fixed overrides"
         )
 
 

@@ -100,9 +100,18 @@ def check_targets(backbone: nn.Module, targets: Sequence[str] | str, backbone_na
     else:
         missing = [t for t in targets if not any(_matches(n, t) for n in names)]
     if missing:
+        # one string is peft's regular expression over whole names: `query` matched nothing
+        # while `model.encoder.layer.0.attention.self.query` was in the list printed
+        regex = (
+            f" (one string is a regular expression over whole module names, as peft reads it: "
+            f"a list, [{targets}], matches names ending in it)"
+            if isinstance(targets, str)
+            else ""
+        )
         raise SFTError(
             f"adapter.target_modules: {', '.join(map(repr, missing))} match(es) no module of "
-            f"backbone {backbone_name!r}; its modules ({len(names)}): {first_few(names, 20)}"
+            f"backbone {backbone_name!r}{regex}; its modules ({len(names)}): "
+            f"{first_few(names, 20)}"
         )
 
 

@@ -198,6 +198,14 @@ def quoting_hint(override: str) -> str:
     """How to quote a value that holds characters of Hydra's override grammar, a file name
     such as `my reviews (1).csv` or `a=b.csv`; not for a list, a dict or a sweep function."""
     key, sep, value = override.partition("=")
+    called = re.match(r"\s*(\w+)\(", value)
+    if sep and called and called.group(1) not in HYDRA_FUNCTIONS:
+        # `intervall(1e-5,1e-3)`: quoting it would make the value a string
+        close = difflib.get_close_matches(called.group(1), HYDRA_FUNCTIONS, n=1)
+        if close:
+            return (
+                f"; {called.group(1)}(...) is no function of Hydra's: did you mean {close[0]}(...)?"
+            )
     if (
         not sep
         or any(q in value for q in "'\"")
