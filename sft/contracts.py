@@ -133,7 +133,8 @@ def check_class_indices(
     `unlabelled`: -1 too): a user's datamodule numbering its classes from 1 ended in
     cross_entropy's "Target 3 is out of bounds", or a device-side assert on a GPU; int32
     labels (numpy's, pandas') in its dtype error, a traceback."""
-    if labels.dtype != torch.int64:  # cross_entropy's "expected target dtype to be Long"
+    # cross_entropy takes these two ("expected target dtype to be Long or Byte")
+    if labels.dtype not in (torch.int64, torch.uint8):
         raise SFTError(
             f"{owner} gives labels of dtype {labels.dtype}: labels are int64 class indices "
             "(torch.long; e.g. torch.as_tensor(y, dtype=torch.long))"

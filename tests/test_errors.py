@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import FAST, TINY_BERT, run_entry_point, run_module
+from conftest import CONF_DIR, FAST, TINY_BERT, run_entry_point, run_module
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -122,6 +122,12 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["-m", "hydra/launcher=slurm_ddp", "seed=0,1"],
             "error: hydra/launcher=slurm_ddp sizes each job by trainer=ddp's trainer.num_nodes "
             "and trainer.devices, which this trainer config lacks: add trainer=ddp",
+        ),
+        # one-GPU jobs with the job shape set on the command line: only sbatch is missing
+        (
+            "train",
+            ["-m", "hydra/launcher=slurm_ddp", "hydra.launcher.nodes=1", "trainer=gpu", "seed=0,1"],
+            "error: hydra/launcher=slurm_ddp submits the jobs with SLURM's sbatch",
         ),
         # was: submitit's RuntimeError traceback, "Could not detect \"srun\""
         (
@@ -283,6 +289,13 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["ckpt_path=x.ckpt", "inputs=my reviews (1).csv"],
             "mismatched input ' (' expecting <EOF>; a value with any of ( ) [ ] { } = : is "
             "quoted: \"inputs='my reviews (1).csv'\"",
+        ),
+        # a file name that starts like a function of Hydra's: quoted (was, briefly: "did you
+        # mean range(...)?")
+        (
+            "predict",
+            ["ckpt_path=x.ckpt", "inputs=image(1).jpg"],
+            "is quoted: \"inputs='image(1).jpg'\"",
         ),
         ("eval", [], "error: missing value for ckpt_path: set it, e.g. ckpt_path=..."),
         # a group the checkpoint holds (was: Hydra's "Could not override 'model'. No match in
@@ -483,7 +496,9 @@ def test_more_nodes_than_this_one_with_nothing_to_join_them_is_refused(
 ):
     """trainer.num_nodes=2 outside a cluster: rank 0 waited for the other node without a word
     (torch's default timeout: 30 minutes)."""
-    for name in ("SLURM_NTASKS", "MASTER_ADDR", "NODE_RANK", "GROUP_RANK", "TORCHELASTIC_RUN_ID"):
+    from sft.utils.hardware import NODES_ENV
+
+    for name in NODES_ENV:
         monkeypatch.delenv(name, raising=False)
     cfg = train_cfg("+trainer.num_nodes=2", run_dir=tmp_path / "run")
     with pytest.raises(SFTError, match=r"^trainer\.num_nodes=2 but nothing tells this process "):
@@ -511,6 +526,10 @@ def test_a_config_of_the_users_named_as_a_packaged_one_is_refused(tmp_path):
         with pytest.raises(OverrideMistake, match=line):
             check_overrides("train", ["--config-dir", str(conf), *args])
     check_overrides("train", ["--config-dir", str(conf), "model=effnet_lite0_fused"])
+    # a copy of sft's own (a user who copied all of conf/) reads the same: accepted
+    packaged = Path(CONF_DIR) / "model" / "resnet18_cifar.yaml"
+    (conf / "model" / "resnet18_cifar.yaml").write_bytes(packaged.read_bytes())
+    check_overrides("train", ["--config-dir", str(conf), "experiment=mine"])
 
 
 def test_a_top_level_key_of_the_users_own_that_a_config_reads_is_accepted(tmp_path):

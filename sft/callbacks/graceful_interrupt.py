@@ -224,6 +224,8 @@ def relayed_to_spawned_ranks(trainer: L.Trainer) -> Iterator[None]:
         if relayed.value and signum == signal.SIGINT:
             raise KeyboardInterrupt
         relayed.value = signum
+        for callback in callbacks:  # a second Ctrl-C's line says it was one
+            callback._received = signum
         log.warning(f"received {signal.Signals(signum).name}: the ranks stop after this batch")
 
     for callback in callbacks:
@@ -339,6 +341,8 @@ def _what_was_kept(trainer: L.Trainer, overrides: list[str], sweep: str | None) 
         if not best:
             return f"during the test (training had finished; the run saved no checkpoint){then}"
         return f"during the test (training had finished): test with sft-eval ckpt_path={best}{then}"
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        recover_spawned_progress(trainer)  # ddp_spawn: the ranks' progress, not this process's
     if trainer.global_step == 0:
         return f"before the first training step: nothing to save{then}"
     last = trainer_last_checkpoint(trainer)

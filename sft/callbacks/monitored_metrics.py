@@ -15,6 +15,15 @@ import lightning as L
 from lightning.pytorch import Callback
 
 from sft.errors import SFTError
+from sft.models import SFTClassifier
+
+# where a LightningModule logs validation metrics
+_VALIDATION_HOOKS = (
+    "validation_step",
+    "on_validation_epoch_end",
+    "on_validation_batch_end",
+    "on_validation_end",
+)
 
 
 class MonitoredMetricsCheck(Callback):
@@ -22,8 +31,14 @@ class MonitoredMetricsCheck(Callback):
     validation did not log."""
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a model class of the user's with validation hooks of its own may log a metric only
+        # after the sanity check (`if self.trainer.sanity_checking: return`): left to Lightning
+        if not isinstance(pl_module, SFTClassifier) or any(
+            getattr(type(pl_module), h) is not getattr(SFTClassifier, h) for h in _VALIDATION_HOOKS
+        ):
+            return
         logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
-        if not logged:  # no validation metric at all (a model of the user's logs none)
+        if not logged:
             return
         for callback in trainer.callbacks:
             monitor = getattr(callback, "monitor", None)

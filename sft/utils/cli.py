@@ -198,7 +198,7 @@ def quoting_hint(override: str) -> str:
     """How to quote a value that holds characters of Hydra's override grammar, a file name
     such as `my reviews (1).csv` or `a=b.csv`; not for a list, a dict or a sweep function."""
     key, sep, value = override.partition("=")
-    called = re.match(r"\s*(\w+)\(", value)
+    called = re.fullmatch(r"\s*(\w+)\(.*\)\s*", value)  # the whole value, not train(1).csv
     if sep and called and called.group(1) not in HYDRA_FUNCTIONS:
         # `intervall(1e-5,1e-3)`: quoting it would make the value a string
         close = difflib.get_close_matches(called.group(1), HYDRA_FUNCTIONS, n=1)
@@ -312,10 +312,19 @@ def check_launcher(cfg: DictConfig) -> None:
             "hydra/launcher=ray runs the jobs as Ray tasks, and Ray is not installed: "
             "pip install -e '.[cluster]'"
         )
-    if launcher == "slurm_ddp" and OmegaConf.select(cfg, "trainer.num_nodes") is None:
+    # its job shape reads trainer=ddp's keys, unless the command sets it itself
+    # (hydra.launcher.nodes=1 trainer=gpu: one-GPU jobs)
+    shape = ("hydra.launcher.nodes", "hydra.launcher.tasks_per_node")
+    unresolved = [
+        key
+        for key in shape
+        if OmegaConf.select(cfg, key, throw_on_resolution_failure=False) is None
+    ]
+    if launcher == "slurm_ddp" and unresolved:
         raise OverrideMistake(
-            "hydra/launcher=slurm_ddp sizes each job by trainer=ddp's trainer.num_nodes and "
-            "trainer.devices, which this trainer config lacks: add trainer=ddp"
+            f"hydra/launcher=slurm_ddp sizes each job by trainer=ddp's trainer.num_nodes and "
+            f"trainer.devices, which this trainer config lacks: add trainer=ddp (or set "
+            f"{unresolved[0]})"
         )
     if launcher == "slurm_ddp" and shutil.which("sbatch") is None:
         raise OverrideMistake(
@@ -338,9 +347,10 @@ def check_not_shadowed(
     chosen += [(group, option) for group, options in swept.items() for option in options]
     for group, option in chosen:
         name = f"{group}/{option}.yaml"
-        if group.startswith("hydra") or not os.path.isfile(os.path.join(extra_dir, name)):
+        mine, packaged = Path(extra_dir, name), Path(config_dir, name)
+        if group.startswith("hydra") or not mine.is_file() or not packaged.is_file():
             continue
-        if os.path.isfile(os.path.join(config_dir, name)):
+        if mine.read_bytes() != packaged.read_bytes():  # a copy of sft's (all of conf/) reads alike
             raise OverrideMistake(
                 f"--config-dir {extra_dir}: {name} has the name of one of sft's configs, which "
                 f"Hydra reads instead (the package is searched first): give yours another name"

@@ -82,7 +82,7 @@ def check_accelerator(trainer_cfg: DictConfig) -> None:
 # what tells a process of the other nodes of a multi-node run: a cluster's environment that
 # Lightning reads (SLURM, torchrun/TorchElastic, Kubeflow, LSF, MPI), or its own MASTER_ADDR +
 # NODE_RANK
-_NODES_ENV = (
+NODES_ENV = (
     "SLURM_NTASKS",
     "MASTER_ADDR",
     "NODE_RANK",
@@ -98,7 +98,7 @@ def check_nodes(trainer_cfg: DictConfig) -> None:
     """`trainer.num_nodes` > 1 where nothing tells this process of other nodes: the first rank
     waited for them without a word (torch's default: 30 minutes)."""
     nodes = trainer_cfg.get("num_nodes", 1)
-    if isinstance(nodes, int) and nodes > 1 and not any(k in os.environ for k in _NODES_ENV):
+    if isinstance(nodes, int) and nodes > 1 and not any(k in os.environ for k in NODES_ENV):
         raise SFTError(
             f"trainer.num_nodes={nodes} but nothing tells this process of other nodes (no SLURM "
             "job, no MASTER_ADDR and NODE_RANK): it would wait for them; run the sweep with "
