@@ -15,7 +15,6 @@ import lightning as L
 from lightning.pytorch import Callback
 
 from sft.errors import SFTError
-from sft.models import SFTClassifier
 
 # where a LightningModule logs validation metrics
 _VALIDATION_HOOKS = (
@@ -26,6 +25,12 @@ _VALIDATION_HOOKS = (
 )
 
 
+def _defined_elsewhere(hook: object) -> bool:
+    """Whether a validation hook is the user's (not sft's model's, nor Lightning's default)."""
+    module = getattr(hook, "__module__", None) or ""
+    return not module.startswith(("sft.", "lightning."))
+
+
 class MonitoredMetricsCheck(Callback):
     """At the end of the sanity check: SFTError for a callback monitoring a `val/` metric that
     validation did not log."""
@@ -33,9 +38,7 @@ class MonitoredMetricsCheck(Callback):
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # a model class of the user's with validation hooks of its own may log a metric only
         # after the sanity check (`if self.trainer.sanity_checking: return`): left to Lightning
-        if not isinstance(pl_module, SFTClassifier) or any(
-            getattr(type(pl_module), h) is not getattr(SFTClassifier, h) for h in _VALIDATION_HOOKS
-        ):
+        if any(_defined_elsewhere(getattr(type(pl_module), h)) for h in _VALIDATION_HOOKS):
             return
         logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
         if not logged:
