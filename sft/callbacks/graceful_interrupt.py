@@ -159,6 +159,14 @@ class GracefulInterrupt(Callback):
         if self._signalled(trainer):
             self._stop(trainer)
 
+    def _saved_line(self, trainer: L.Trainer, name: str, path: Path) -> str:
+        """`interrupted by <name> at epoch E step S: saved <path>; <how to continue>`."""
+        how = how_to_continue(trainer.default_root_dir, self._overrides, self._sweep_hint)
+        return (
+            f"interrupted by {name} at epoch {trainer.current_epoch} step {trainer.global_step}: "
+            f"saved {path}; {how}"
+        )
+
     def _got(self) -> int | None:
         """The signal this rank got, itself or relayed by ddp_spawn's main process."""
         relayed = self._relayed.value if self._relayed is not None else 0
@@ -190,11 +198,7 @@ class GracefulInterrupt(Callback):
         # likely): said as "a signal", with SIGTERM's status
         name = signal.Signals(received).name if received else "a signal"
         status = received or signal.SIGTERM
-        how = how_to_continue(trainer.default_root_dir, self._overrides, self._sweep_hint)
-        message = (
-            f"interrupted by {name} at epoch {trainer.current_epoch} step {trainer.global_step}: "
-            f"saved {path}; {how}"
-        )
+        message = self._saved_line(trainer, name, path)
         # said once, by rank 0 (was: by every rank); a spawned rank's by the main process
         if not trainer.is_global_zero or self._relayed is not None:
             raise TrainingInterrupted(None, status)
@@ -255,15 +259,11 @@ def _stopped_ranks(
     """The line of ddp_spawn ranks stopped by `signum`: what they saved, read back."""
     recover_spawned_progress(trainer)  # the epoch and step of the last.ckpt the ranks wrote
     name, path = signal.Signals(signum).name, trainer_last_checkpoint(trainer)
-    how = how_to_continue(trainer.default_root_dir, callback._overrides, callback._sweep_hint)
     if trainer.global_step == 0 or not path.is_file():
-        then = f"; {how}" if callback._sweep_hint else ""
+        then = f"; {callback._sweep_hint}" if callback._sweep_hint else ""
         message = f"interrupted by {name} before the first training step: nothing to save{then}"
     else:
-        message = (
-            f"interrupted by {name} at epoch {trainer.current_epoch} step {trainer.global_step}: "
-            f"saved {path}; {how}"
-        )
+        message = callback._saved_line(trainer, name, path)
     log.warning(message)
     return TrainingInterrupted(message, signum)
 

@@ -312,21 +312,18 @@ def check_launcher(cfg: DictConfig) -> None:
             "hydra/launcher=ray runs the jobs as Ray tasks, and Ray is not installed: "
             "pip install -e '.[cluster]'"
         )
+    if launcher != "slurm_ddp":
+        return
     # its job shape reads trainer=ddp's keys, unless the command sets it itself
     # (hydra.launcher.nodes=1 trainer=gpu: one-GPU jobs)
-    shape = ("hydra.launcher.nodes", "hydra.launcher.tasks_per_node")
-    unresolved = [
-        key
-        for key in shape
-        if OmegaConf.select(cfg, key, throw_on_resolution_failure=False) is None
-    ]
-    if launcher == "slurm_ddp" and unresolved:
-        raise OverrideMistake(
-            f"hydra/launcher=slurm_ddp sizes each job by trainer=ddp's trainer.num_nodes and "
-            f"trainer.devices, which this trainer config lacks: add trainer=ddp (or set "
-            f"{unresolved[0]})"
-        )
-    if launcher == "slurm_ddp" and shutil.which("sbatch") is None:
+    for key in ("hydra.launcher.nodes", "hydra.launcher.tasks_per_node"):
+        if OmegaConf.select(cfg, key, throw_on_resolution_failure=False) is None:
+            raise OverrideMistake(
+                f"hydra/launcher=slurm_ddp sizes each job by trainer=ddp's trainer.num_nodes and "
+                f"trainer.devices, which this trainer config lacks: add trainer=ddp (or set "
+                f"{key})"
+            )
+    if shutil.which("sbatch") is None:
         raise OverrideMistake(
             "hydra/launcher=slurm_ddp submits the jobs with SLURM's sbatch, which this machine "
             "does not have: run the sweep where SLURM is (a login node), or run its jobs here "
