@@ -109,6 +109,7 @@ def test_the_resume_hint_of_a_ddp_rank_keeps_the_overrides(monkeypatch, tmp_path
         current_epoch=1,
         global_step=7,
         is_global_zero=True,
+        should_stop=False,
     )
     with pytest.raises(TrainingInterrupted) as stop:
         rank._stop_if_signalled(trainer)

@@ -159,6 +159,38 @@ def test_ctrl_c_in_a_batch_that_a_validation_follows_resumes_exactly(train_cfg, 
         torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
 
 
+def test_ctrl_c_at_the_validation_where_early_stopping_ends_training_resumes_to_its_end(
+    train_cfg, tmp_path
+):
+    """The stop waits for the validation due after the batch. When early stopping asks there to
+    end training (at an epoch's last validation: Lightning ends it after the epoch, min_epochs
+    met), the resumed run trained another epoch (Lightning checkpoints no `should_stop`), with
+    other weights than an uninterrupted run. Now it ends where that run ended."""
+    stop_at_first = [
+        *EXACT,
+        "trainer.max_epochs=3",
+        "+callbacks.early_stopping.stopping_threshold=-1.0",  # any val/acc asks to stop
+    ]
+    train(train_cfg(*stop_at_first, run_dir=tmp_path / "reference"))
+    run_dir = tmp_path / "run"
+    signal_in_the_epochs_last_step = [
+        "+callbacks.int._target_=helpers.faults.SignalAtStep",
+        f"+callbacks.int.step={STEPS_PER_EPOCH - 1}",
+        "+callbacks.int.signal=SIGINT",
+    ]
+    with pytest.raises(
+        SystemExit, match=rf"^interrupted by SIGINT at epoch 0 step {STEPS_PER_EPOCH}:"
+    ):
+        train(train_cfg(*stop_at_first, *signal_in_the_epochs_last_step, run_dir=run_dir))
+
+    train(train_cfg(*stop_at_first, f"resume={run_dir}", run_dir=run_dir))
+    want = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
+    got = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert got["global_step"] == want["global_step"] == STEPS_PER_EPOCH
+    for key, tensor in want["state_dict"].items():
+        torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
+
+
 def count_reads(path: Path, monkeypatch) -> list[str]:
     """Every torch.load of `path` from now on (by name, or through an open file), recorded."""
     reads, load = [], torch.load

@@ -83,6 +83,9 @@ class GracefulInterrupt(Callback):
         # under ddp_spawn: the signal the main process got, shared with the ranks it spawned
         # (relayed_to_spawned_ranks); 0 while none
         self._relayed: Any = None
+        # the stop came after early stopping (or another callback) had asked training to end:
+        # checkpointed, so that the resumed run ends where this one would have
+        self._should_stop = False
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -108,6 +111,21 @@ class GracefulInterrupt(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install_handlers()  # without a sanity check (num_sanity_val_steps=0)
+        if self._should_stop:
+            # Lightning checkpoints no `should_stop`: the resumed run trained on (another epoch
+            # after a stop at an epoch's last validation) where the run it continues had ended
+            self._should_stop = False
+            trainer.should_stop = True
+            log.info(
+                "the interrupted run had been asked to end training (early stopping): "
+                "the resumed run ends it where that run would have"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"should_stop": True} if self._should_stop else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._should_stop = bool(state_dict.get("should_stop"))
 
     def _install_handlers(self, *only: int) -> None:
         requeue = requeue_signal()
@@ -181,6 +199,7 @@ class GracefulInterrupt(Callback):
         """Save last.ckpt, say so (rank 0), and end the run with the signal's status."""
         received = self._got()
         path = trainer_last_checkpoint(trainer)
+        self._should_stop = trainer.should_stop
         trainer.save_checkpoint(path, weights_only=False)
         requeue = requeue_signal()
         # whichever rank got submitit's signal first, every rank hands it on: global rank 0's
