@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import EFFNET_ONE_BATCH, compose_config, logs_warning
 from helpers.tiny_models import TINY_BERT_OVERRIDES
+from hydra.utils import instantiate
 from inference_checkpoints import image_checkpoint, text_checkpoint
 
 from sft.callbacks import BackboneUnfreeze
@@ -271,6 +272,32 @@ def test_lora_run_resumes_exactly_from_a_small_checkpoint(train_cfg, tmp_path, d
     assert want["state_dict"].keys() == got["state_dict"].keys()
     for key, tensor in want["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_checkpoint_without_adapters_under_adapter_lora_points_to_its_backbone(
+    train_cfg, tmp_path
+):
+    """ckpt_path= of a run trained without adapters, with adapter=lora: the error listed the
+    LoRA weights the checkpoint lacks, without saying why; now it says so, and how to put
+    adapters on its weights, which works."""
+    plain = tmp_path / "plain"
+    train(train_cfg("+trainer.max_steps=2", "test=false", run_dir=plain))
+    last = plain / "checkpoints" / "last.ckpt"
+    with pytest.raises(SFTError, match=r"was trained without adapters, and this run adds them"):
+        train(train_cfg(*LORA_RUN, f"ckpt_path={last}", run_dir=tmp_path / "lora"))
+    with pytest.raises(SFTError) as refused:
+        train(train_cfg(*LORA_RUN, f"resume={plain}", run_dir=plain))
+    hint = str(refused.value).split("; to train adapters on its weights, start ")[1]
+    override = next(w for w in hint.split() if w.startswith("+model.backbone.checkpoint="))
+    assert override == f"+model.backbone.checkpoint={last}"
+
+    config = train_cfg(*LORA_RUN, override)
+    model = instantiate(config.model, adapter=config.adapter)
+    trained = torch.load(last, weights_only=True)["state_dict"]
+    for name, weight in model.backbone.state_dict().items():
+        base = f"backbone.{name.replace('.base_layer', '')}"
+        if "lora_" not in name:
+            torch.testing.assert_close(weight, trained[base], rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.slow

@@ -479,6 +479,13 @@ def check_adapter_settings(path: Path, saved: dict[str, Any], current: dict[str,
         )
 
 
+def _built_by_create_backbone(hparams: dict[str, Any]) -> bool:
+    """Whether the model's backbone is sft's `create_backbone`, which loads a checkpoint's
+    backbone weights (`model.backbone.checkpoint`)."""
+    target = dict(hparams.get("backbone") or {}).get("_target_", "")
+    return str(target).endswith("create_backbone")
+
+
 def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
     """Before `trainer.fit(ckpt_path=...)`: one clear line for a foreign checkpoint, or one
     trained with another setup (which model setting differs, else which weights)."""
@@ -512,6 +519,18 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
             f"checkpoint {path} was trained with adapters ({settings}): add adapter=lora, with "
             "the settings it was trained with"
             + (", and the base weights it names" if "base_weights" in checkpoint else "")
+        )
+    if current.get("adapter") and not saved.get("adapter"):
+        # (was: "it lacks backbone...lora_A...", without saying why)
+        raise SFTError(
+            f"checkpoint {path} was trained without adapters, and this run adds them: "
+            "ckpt_path= and resume= continue a training as it was"
+            + (
+                "; to train adapters on its weights, start a new run from its backbone with "
+                f"+model.backbone.checkpoint={path} instead"
+                if _built_by_create_backbone(current)
+                else ""
+            )
         )
     # another regulariser's reference weights are replaced on load (the model's
     # on_load_checkpoint): a change of regulariser is allowed, as warned above
