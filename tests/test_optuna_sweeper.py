@@ -274,7 +274,11 @@ def test_a_new_study_in_a_sweep_folder_reuses_a_finished_job_of_the_same_trial(t
     (first,) = load_study(tmp_path, "first").trials
     (second,) = load_study(tmp_path, "second").trials
     assert second.state == TrialState.COMPLETE and second.value == first.value
-    assert OmegaConf.load(tmp_path / "optimization_results.yaml").best_value == first.value
+    results = OmegaConf.load(tmp_path / "optimization_results.yaml")
+    assert results.study_name == "second" and results.best_value == first.value
+    # the first study's results are kept (were: written over)
+    kept = OmegaConf.load(tmp_path / "optimization_results_first.yaml")
+    assert kept.study_name == "first" and kept.best_trial == 0
 
 
 def test_median_pruner_stops_a_diverging_trial(tmp_path, data_dir):

@@ -148,6 +148,7 @@ class OptunaSweep:
                 for trial in batch:
                     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 raise
+        keep_another_studys_results(sweep_dir / RESULTS_FILE, self.study_name)
         write_results(study, sweep_dir / RESULTS_FILE, storage)
         return returns
 
@@ -410,6 +411,22 @@ def repeat(study: optuna.Study, trial: Trial, original_number: int) -> None:
     else:
         study.tell(trial, state=original.state if original.state in FINISHED else TrialState.FAIL)
     log.info(f"Trial {trial.number} repeats trial {original_number}'s parameters: not run again")
+
+
+def keep_another_studys_results(path: Path, study_name: str) -> None:
+    """The results file of another study (an earlier hydra.sweeper.study_name in this sweep
+    directory) is kept beside, as `optimization_results_<its study>.yaml` (was: written over by
+    the new study's, the old study's best trial then named nowhere but in its storage)."""
+    try:
+        earlier = OmegaConf.load(path).get("study_name") if path.is_file() else None
+    except Exception:  # not ours, or not YAML: left for the write below to replace
+        return
+    if not earlier or earlier == study_name:
+        return
+    kept = path.with_name(f"{path.stem}_{earlier}{path.suffix}")
+    if not kept.exists():
+        path.rename(kept)
+        log.info(f"{path} held the results of study '{earlier}': kept as {kept}")
 
 
 def write_results(study: optuna.Study, path: Path, storage: str) -> None:
