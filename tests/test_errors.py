@@ -151,6 +151,20 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "(did you mean 'data.samples_per_class'?)",
         ),
         ("train", ["~trainer.max_epoch"], "error: cannot delete 'trainer.max_epoch'"),
+        # a null key (was: "no such config key (did you mean 'model.linear_probe'?)")
+        (
+            "train",
+            ["~model.linear_probe"],
+            "error: cannot delete 'model.linear_probe': it is null already; leave "
+            "~model.linear_probe out",
+        ),
+        # a typed config's key (was: Hydra's raw "does not support deletion" lines)
+        (
+            "train",
+            ["-m", "hparams_search=cifar10_optuna", "~hydra.sweeper.enqueue_trials"],
+            "error: cannot delete 'hydra.sweeper.enqueue_trials': its config is typed and keeps "
+            "every key; set it instead: hydra.sweeper.enqueue_trials=[]",
+        ),
         ("train", ["+trainer.max_epochs=3"], "error: config key 'trainer.max_epochs' already"),
         (
             "train",

@@ -39,7 +39,7 @@ from hydra.errors import MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from hydra.version import setbase
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ConfigTypeError, ValidationError
 
 from sft.errors import SFTError
 from sft.utils.config import CONF_DIR
@@ -530,6 +530,10 @@ def describe_composition_error(
         return f"unknown config key '{key}' ({hint or f'to add a new key write +{key}=...'})"
     if match := NOT_DELETABLE.search(message):
         key = match.group(1)
+        if _composed_without_deletions(config_name, overrides, loader, key) is None:
+            # Hydra takes a null key for a missing one (was: "no such config key (did you
+            # mean '<the same key>'?)")
+            return f"cannot delete '{key}': it is null already; leave ~{key} out"
         hint = closest_key(key, config_name, overrides, loader)
         return f"cannot delete '{key}': no such config key" + (f" ({hint})" if hint else "")
     if (match := GROUP_TWICE.search(message)) and any(
@@ -537,6 +541,18 @@ def describe_composition_error(
     ):
         group = match.group(1)
         return f"+{group}=... adds a second {group} to the one chosen: write {group}=<option>"
+    if (
+        MERGE_FAILED.match(message)
+        and isinstance(exc.__cause__, ConfigTypeError)
+        and "does not support deletion" in str(exc.__cause__)
+    ):
+        # `~hydra.sweeper.enqueue_trials`: a typed config (Hydra's own, a plugin's) keeps every
+        # key (was: Hydra's three raw lines)
+        key = str(exc.__cause__.full_key)
+        return (
+            f"cannot delete '{key}': its config is typed and keeps every key; set it instead: "
+            + (_emptied(key, config_name, overrides, loader))
+        )
     if MERGE_FAILED.match(message) and isinstance(exc.__cause__, ValidationError):
         # a value of the wrong type for a typed key (Hydra's own settings, e.g. a sweeper's)
         cause = exc.__cause__
@@ -554,6 +570,29 @@ def describe_composition_error(
             f"({bad.problem}{', ' + bad.context if bad.context else ''})"
         )
     return None
+
+
+_ABSENT = object()
+
+
+def _composed_without_deletions(
+    config_name: str, overrides: list[str], loader: Any, key: str
+) -> Any:
+    """The value of `key` in the config composed without the `~key` overrides; `_ABSENT` where
+    the key is not there (or the others do not compose: that mistake is said once it is fixed)."""
+    kept = [o for o in overrides if not o.startswith("~")]
+    try:
+        cfg = loader.load_configuration(config_name, kept, RunMode.RUN)
+    except Exception:
+        return _ABSENT
+    return OmegaConf.select(cfg, key, default=_ABSENT)
+
+
+def _emptied(key: str, config_name: str, overrides: list[str], loader: Any) -> str:
+    """`key=[]`, `key={}` or `key=null`: the override that empties `key`, by its value."""
+    value = _composed_without_deletions(config_name, overrides, loader, key)
+    empty = "[]" if OmegaConf.is_list(value) else "{}" if OmegaConf.is_dict(value) else "null"
+    return f"{key}={empty}"
 
 
 def _yaml_error(exc: BaseException | None) -> yaml.MarkedYAMLError | None:
