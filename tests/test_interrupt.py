@@ -159,6 +159,36 @@ def test_a_signal_to_ddp_spawns_main_process_alone_stops_its_ranks_with_a_checkp
     assert (record["status"], record["steps"], record["error"]) == ("interrupted", step, message)
 
 
+def test_a_signal_to_ddp_spawns_main_process_after_its_ranks_last_check_stops_the_run(
+    tmp_path, data_dir
+):
+    """SIGTERM to ddp_spawn's main process after its ranks' last check (their on_fit_end): the
+    ranks finish, and the main process went on to the test (a sweep: its next job), exiting 0.
+    Now the run stops there with the line and status of an interrupt, as one process does."""
+    result = run_train_cli(
+        *FAST,
+        *QUICK,
+        "trainer=ddp_sim",
+        "trainer.max_epochs=1",
+        f"paths.log_dir={tmp_path}",
+        "name=late",
+        "+callbacks.late._target_=helpers.faults.SignalInHook",
+        "+callbacks.late.hook=on_fit_end",
+        "+callbacks.late.signal=SIGTERM",
+        "+callbacks.late.to_parent=true",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 143, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / "train" / "late")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    step = torch.load(last, weights_only=True)["global_step"]
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("interrupted by SIGTERM at epoch ") and (
+        f" step {step}: saved {last}; resume with: sft-train " in message
+    ), message
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "interrupted"
+
+
 def test_an_interrupted_run_records_the_epochs_and_metrics_it_reached(tmp_path, data_dir):
     """result.json of a run interrupted in its second epoch: interrupted (was: failed, as a crash), with the epoch it completed
     and the metrics of its first validation (was: epochs 0 and no metrics, so sft-compare and

@@ -259,6 +259,11 @@ def relayed_to_spawned_ranks(trainer: L.Trainer) -> Iterator[None]:
         previous = {}
     try:
         yield
+        if relayed.value:
+            # it came after the ranks' last check (their on_fit_end), and they finished: the
+            # run stops here, as one process does in its on_fit_end (was: passed over, and the
+            # test ran, or a sweep's next job)
+            raise _stopped_ranks(trainer, relayed.value, callbacks[0])
     except ProcessExitedException as exc:
         statuses = {128 + s: s for s in GracefulInterrupt.SIGNALS}
         signum = statuses.get(exc.exit_code) or relayed.value

@@ -120,9 +120,17 @@ class SignalInHook(Callback):
     callback hook `hook` (`setup`: before training, while the data is set up;
     `on_test_batch_start`: in the test). Twice SIGINT in a training hook is a second Ctrl-C."""
 
-    def __init__(self, hook: str, signal: str = "SIGINT", times: int = 1, step: int = 0) -> None:
+    def __init__(
+        self,
+        hook: str,
+        signal: str = "SIGINT",
+        times: int = 1,
+        step: int = 0,
+        to_parent: bool = False,
+    ) -> None:
         self.signum, self.times, self.step = getattr(signal_module, signal), times, step
         self.sent = False
+        self.to_parent = to_parent  # ddp_spawn's main process, by rank 0
         setattr(self, hook, self._send)
         # a process started in the background (CI's nohup ... &) ignores SIGINT from birth, and
         # Python then installs no KeyboardInterrupt handler: Ctrl-C as a terminal delivers it
@@ -133,5 +141,7 @@ class SignalInHook(Callback):
         if self.sent or trainer.global_step < self.step:
             return
         self.sent = True
+        if self.to_parent and trainer.global_rank:
+            return
         for _ in range(self.times):
-            os.kill(os.getpid(), self.signum)
+            os.kill(os.getppid() if self.to_parent else os.getpid(), self.signum)
