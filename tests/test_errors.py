@@ -312,6 +312,19 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "is quoted: \"inputs='image(1).jpg'\"",
         ),
         ("eval", [], "error: missing value for ckpt_path: set it, e.g. ckpt_path=..."),
+        # a group's choice as null (were: Hydra's traceback, "Config group override must be a
+        # string or a list. Got NoneType")
+        (
+            "train",
+            ["logger=null"],
+            "error: logger=null: a config group takes one of its options (csv, many_loggers, "
+            "tensorboard), or ~logger for none",
+        ),
+        (
+            "eval",
+            ["ckpt_path=x.ckpt", "data=null"],
+            "error: data=null: this command's data is null already; leave it out",
+        ),
         # a group the checkpoint holds (was: Hydra's "Could not override 'model'. No match in
         # the defaults list. To append ... +model=...", which is then refused)
         (

@@ -104,6 +104,19 @@ def test_seed_zero_is_honoured(train_cfg, tmp_path):
     assert first["train/loss_epoch"] == second["train/loss_epoch"]
 
 
+def test_a_run_without_a_logger_trains_without_the_learning_rate_monitor(
+    train_cfg, tmp_path, caplog
+):
+    """~logger (what the error for logger=null offers): Lightning refused the default
+    callbacks' LearningRateMonitor, "Cannot use LearningRateMonitor callback with Trainer that
+    has no logger"; now the run goes on without it, and says so."""
+    with caplog.at_level(logging.INFO, logger="sft"):
+        metrics = train(train_cfg("~logger", "trainer.max_epochs=1", run_dir=tmp_path / "run"))
+    assert "test/acc" in metrics and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert "the learning-rate monitor (callbacks.lr_monitor) is left out" in caplog.text
+    assert not (tmp_path / "run" / "tensorboard").exists()
+
+
 def test_resume_from_last_checkpoint_continues_at_the_right_epoch(train_cfg, tmp_path):
     train(train_cfg("trainer.max_epochs=2", "test=false", run_dir=tmp_path / "first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"

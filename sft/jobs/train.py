@@ -153,15 +153,17 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         continue_csv_logs(cfg.get("logger"))
         if recorder is not None:
             recorder.continues_earlier_run()
+    loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(
         cfg.get("callbacks"),
         progress_bar=cfg.trainer.get("enable_progress_bar", True),
         validates=runs_validation(cfg.trainer),
+        logs=bool(loggers),
     )
     trainer = build_trainer(
         cfg.trainer,
         callbacks=[*callbacks, SpawnedRankLogging(), MonitoredMetricsCheck()],
-        logger=instantiate_loggers(cfg.get("logger")),
+        logger=loggers,
         **checkpointing(cfg.trainer, callbacks),
     )
     for logger in trainer.loggers:

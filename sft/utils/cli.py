@@ -112,8 +112,15 @@ def check_overrides(
         # the groups the command's config chooses (sft-eval: no model, experiment, ...)
         primary = loader.repository.load_config(config_name) if adds is not None else None
         chosen = {getattr(d, "group", None) for d in getattr(primary, "defaults_list", None) or []}
+        nulls = {
+            d.group
+            for d in getattr(loader.repository.load_config(config_name), "defaults_list", None)
+            or []
+            if getattr(d, "group", None) and getattr(d, "value", "") is None
+        }
         for override in parsed:
             check_not_a_base(override, loader)
+            check_not_a_null_choice(override, loader, nulls)
             if adds is not None:
                 check_group_is_chosen_here(override, config_name, loader, adds, chosen)
         overrides = list(representative_overrides(parsed, loader))
@@ -413,6 +420,23 @@ def check_not_a_base(override: Override, loader: Any) -> None:
             f"{unknown_option(group, option, options)}; {group}/{option}.yaml is a base that "
             "other options include, not one to choose"
         )
+
+
+def check_not_a_null_choice(override: Override, loader: Any, chosen_null: set[str]) -> None:
+    """`logger=null`: Hydra takes no null for a config group's choice (was: its traceback,
+    "Config group override must be a string or a list. Got NoneType")."""
+    group = override.key_or_group
+    if override.is_delete() or not loader.repository.group_exists(group):
+        return
+    if override.is_sweep_override() or override.value() is not None:
+        return
+    if group in chosen_null:  # sft-eval's data: null, the checkpoint's data
+        raise OverrideMistake(f"{group}=null: this command's {group} is null already; leave it out")
+    options = [o for o in loader.get_group_options(group) if not o.startswith("_")]
+    raise OverrideMistake(
+        f"{group}=null: a config group takes one of its options ({', '.join(options)}), or "
+        f"~{group} for none"
+    )
 
 
 # the sections sft-train checks against the annotations of what they configure, per job

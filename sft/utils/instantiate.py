@@ -12,7 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ProgressBar
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
@@ -45,16 +45,22 @@ def _instantiate_entries(cfg: DictConfig | None, group: str) -> list:
 
 
 def instantiate_callbacks(
-    cfg: DictConfig | None, progress_bar: bool = True, validates: bool = True
+    cfg: DictConfig | None, progress_bar: bool = True, validates: bool = True, logs: bool = True
 ) -> list[Callback]:
     """The configured callbacks; without progress bars when `trainer.enable_progress_bar=false`
     (Lightning refuses a progress-bar callback then, and plain logs are what the user asked for),
-    and, when no validation runs (`validates` false), without early stopping on a validation
-    metric: Lightning raises at the first epoch's end for the missing metric."""
+    when no validation runs (`validates` false), without early stopping on a validation
+    metric: Lightning raises at the first epoch's end for the missing metric; and without a
+    logger (`~logger`, `logs` false), without the learning-rate monitor, which Lightning
+    refuses then (was: "Cannot use LearningRateMonitor callback with Trainer that has no
+    logger", which did not say what to do)."""
     callbacks = _instantiate_entries(cfg, "callbacks")
     kept = []
     for callback in callbacks:
         if isinstance(callback, ProgressBar) and not progress_bar:
+            continue
+        if isinstance(callback, LearningRateMonitor) and not logs:
+            log.info("no logger: the learning-rate monitor (callbacks.lr_monitor) is left out")
             continue
         on_validation = isinstance(callback, EarlyStopping) and callback.monitor.startswith("val/")
         if on_validation and not validates:
