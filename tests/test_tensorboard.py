@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import FAST, run_entry_point
 
-from sft.runs.tensorboard_hparams import flatten_hparams
+from sft.runs.tensorboard_hparams import comparable_hparams, flatten_hparams
 from sft.train import main
 
 LR_HEADS = (0.01, 0.1)
@@ -179,3 +179,22 @@ def test_flatten_hparams_keeps_values_readable():
         "tags": "['a']",
         "x": "null",
     }
+
+
+def test_swept_paths_and_targets_are_compared():
+    """A sweep over data.data_dir or model.optimizer._target_: those keys were left out as
+    plumbing, so the HParams tab listed its jobs with the same values."""
+    cfg = {
+        "data": {"data_dir": "/data/a", "batch_size": 32},
+        "model": {"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1}},
+        "paths": {"log_dir": "/out"},
+    }
+    swept = ["data.data_dir=/data/a", "model.optimizer._target_=torch.optim.SGD"]
+    assert comparable_hparams(cfg, swept) == {
+        "data.data_dir": "/data/a",
+        "model.optimizer._target_": "torch.optim.SGD",
+        "data.batch_size": 32,
+        "model.optimizer.lr": 0.1,
+    }
+    # not swept: left out, as plumbing
+    assert comparable_hparams(cfg) == {"data.batch_size": 32, "model.optimizer.lr": 0.1}

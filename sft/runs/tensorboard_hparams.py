@@ -62,14 +62,15 @@ def comparable_hparams(
 ) -> dict[str, HParamValue]:
     """The run's knobs for the HParams tab: the keys of the `swept` overrides first (as typed,
     `+`/`++`/`~` dropped), then model, data, optimiser and trainer settings in config order;
-    `_target_`s, paths, callbacks and loggers left out."""
+    `_target_`s, paths, callbacks and loggers left out, unless swept or overridden (a sweep
+    over `data.data_dir` or `model.optimizer._target_` listed its jobs with the same values)."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
-    kept = {k: v for k, v in cfg.items() if k not in PLUMBING_GROUPS}
-    flat = {k: v for k, v in flatten_hparams(kept).items() if not _is_plumbing(k)}
+    kept = flatten_hparams({k: v for k, v in cfg.items() if k not in PLUMBING_GROUPS})
+    flat = {k: v for k, v in kept.items() if not _is_plumbing(k)}
     first = [override_key(o) for o in swept]
-    first = [k for k in dict.fromkeys(first) if k in flat]
-    return {k: flat[k] for k in first} | {k: v for k, v in flat.items() if k not in first}
+    first = [k for k in dict.fromkeys(first) if k in kept]
+    return {k: kept[k] for k in first} | {k: v for k, v in flat.items() if k not in first}
 
 
 class TensorBoardHParams:
