@@ -192,6 +192,37 @@ def test_an_export_of_a_checkpoint_whose_data_moved_reads_it_where_it_is_now(
     assert (out / "model.pt").is_file()
 
 
+def test_an_export_of_a_model_whose_hf_dataset_moved_names_the_dataset_setting(
+    ckpts, data_dir, tmp_path
+):
+    """A Hugging Face dataset that moved: the hint named +data.data_dir, which source=hf does
+    not read; +data.dataset_name=<where it is now> is what reads it."""
+    import datasets
+
+    lines = (data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:41]
+    rows = [line.split("\t") for line in lines]
+    split = datasets.Dataset.from_dict(
+        {"sentence": [r[0] for r in rows], "label": [int(r[1]) for r in rows]}
+    )
+    datasets.DatasetDict({"train": split, "validation": split}).save_to_disk(tmp_path / "ds")
+    checkpoint = torch.load(ckpts["text"], weights_only=True)
+    hparams = checkpoint["datamodule_hyper_parameters"]
+    hparams.update(
+        source="hf",
+        dataset_name=str(tmp_path / "moved_away"),
+        train_split="train",
+        val_split="validation",
+        test_split=None,
+    )
+    moved = tmp_path / "moved.ckpt"
+    torch.save(checkpoint, moved)
+    with pytest.raises(SFTError, match=r"moved_away.* \+data\.dataset_name=\.\.\. reads it"):
+        run_export(moved, tmp_path / "run", "formats=[torchscript]")
+    found = f"+data.dataset_name={tmp_path / 'ds'}"
+    out = run_export(moved, tmp_path / "run", "formats=[torchscript]", found)
+    assert (out / "model.pt").is_file()
+
+
 @pytest.mark.parametrize(
     "entry, added, refusal",
     [

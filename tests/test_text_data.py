@@ -1082,6 +1082,21 @@ def test_hf_dataset_offline_is_one_clear_error(tmp_path, token_cache, monkeypatc
     assert "\n" not in str(info.value) and "offline" in str(info.value)
 
 
+def test_a_local_hf_dataset_without_a_split_names_the_split_settings(tmp_path, token_cache):
+    """A local dataset without a `validation` split: the error blamed the offline cache."""
+    import datasets
+
+    rows = {"sentence": ["good", "bad"], "label": [1, 0]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(tmp_path / "ds")
+    dm = make_dm(tmp_path, token_cache, source="hf", dataset_name=str(tmp_path / "ds"), **HF_SPLITS)
+    with pytest.raises(SFTError, match=r"split 'validation' \(ValueError: Unknown split") as info:
+        dm.prepare_data()
+    assert str(info.value).endswith(
+        "name the dataset's splits with data.train_split, data.val_split and data.test_split "
+        "(data.test_split=null: none)"
+    )
+
+
 def test_hf_dataset_code_path(tmp_path, token_cache, monkeypatch):
     """The HF path on in-memory datasets: ClassLabel names, GLUE-style -1 test labels."""
     import datasets
@@ -1121,6 +1136,84 @@ def test_hf_dataset_code_path(tmp_path, token_cache, monkeypatch):
     assert scored.class_names == ["neg", "pos"]
 
 
+def hf_splits(monkeypatch, splits: dict[str, tuple[dict, list[str]]]) -> None:
+    """load_hf_split serves in-memory splits: name -> (columns, the label column's ClassLabel
+    names)."""
+    import datasets
+
+    import sft.data.readers.hf as hf_reader
+
+    def fake_load(name, config, split, trust_remote_code):
+        rows, names = splits[split]
+        features = {k: datasets.Value("string") for k in rows if k != "label"}
+        features["label"] = datasets.ClassLabel(names=names)
+        return datasets.Dataset.from_dict(rows, features=datasets.Features(features))
+
+    monkeypatch.setattr(hf_reader, "load_hf_split", fake_load)
+
+
+HF_SPLITS = {"train_split": "train", "val_split": "validation", "test_split": None}
+
+
+@pytest.mark.parametrize("label_names", [None, ["pos", "neg"]])
+def test_a_classlabel_column_is_read_by_its_names(tmp_path, token_cache, monkeypatch, label_names):
+    """A ClassLabel column holds positions in its own names. They were read as positions in
+    data.label_names (in another order: classes swapped without a word), and a validation
+    split whose ClassLabel lists the classes in another order was read under train's names."""
+    hf_splits(
+        monkeypatch,
+        {
+            "train": ({"sentence": ["good", "bad"], "label": [1, 0]}, ["neg", "pos"]),
+            "validation": ({"sentence": ["fine", "awful"], "label": [0, 1]}, ["pos", "neg"]),
+        },
+    )
+    dm = make_dm(
+        tmp_path, token_cache, source="hf", dataset_name="x/y", label_names=label_names, **HF_SPLITS
+    )
+    dm.setup("fit")
+    names = dm.class_names
+    assert [names[i] for i in dm.train_data.labels.tolist()] == ["pos", "neg"]
+    assert [names[i] for i in dm.val_data.labels.tolist()] == ["pos", "neg"]
+
+
+def test_a_local_hf_dataset_folder_is_kept_as_an_absolute_path(tmp_path, token_cache, monkeypatch):
+    """A relative data.dataset_name was kept as typed: sft-eval from another folder could not
+    find the dataset; `~` was not expanded."""
+    (tmp_path / "my_ds").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("my_ds", "~/my_ds"):
+        dm = make_dm(tmp_path, token_cache, source="hf", dataset_name=name, **HF_SPLITS)
+        assert dm.hparams.dataset_name == str(tmp_path / "my_ds")
+    dm = make_dm(tmp_path, token_cache, source="hf", dataset_name="owner/name", **HF_SPLITS)
+    assert dm.hparams.dataset_name == "owner/name"  # a hub id
+
+
+def test_hf_text_cells_that_are_not_strings():
+    """An empty CSV cell (None) was trained on as the text "None", and a list column as its
+    repr; None is an empty text now, as in sft's other readers, and a list is refused."""
+    from sft.data.readers.hf import read_hf_split
+    from sft.data.readers.labels import LabelMap
+
+    rows = _Rows(sentence=[None, "bad"], pair=["x", None], label=[1, 0])
+    read = read_hf_split(rows, "x/y[train]", "sentence", "pair", "label", LabelMap(None), True)
+    assert read.texts == ["", "bad"] and read.pairs == ["x", ""]
+    rows = _Rows(tokens=[["a", "good", "film"]], label=[1])
+    with pytest.raises(SFTError, match=r"x/y\[train\], row 0: 'tokens' must be a string, got list"):
+        read_hf_split(rows, "x/y[train]", "tokens", None, "label", LabelMap(None), True)
+
+
+class _Rows(dict):
+    """A loaded split as read_hf_split reads it: columns by name, a length."""
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.values())))
+
+
 # ---- Hydra configs -------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["sst2", "sst5", "sst2_trees", "text_files", "hf_dataset"])
 def test_data_configs_instantiate(name, tmp_path, token_cache):
@@ -1140,6 +1233,25 @@ def test_data_configs_instantiate(name, tmp_path, token_cache):
         assert dm.hparams.binary and dm.hparams.source == "sst_trees"
     if name == "sst2":  # hparams are plain (checkpoints load with weights_only=True)
         assert type(dm.hparams.label_names) is list
+
+
+@pytest.mark.parametrize(("test_labels", "scored"), [([1, 0], True), ([-1, -1], False)])
+def test_data_hf_dataset_scores_a_labelled_test_split(
+    test_labels, scored, tmp_path, token_cache, monkeypatch
+):
+    """data=hf_dataset's test split was never scored (test_labelled: false), and the messages
+    said it had no labels; now its labels decide, GLUE's -1 test labels still meaning none."""
+    from conftest import compose_config
+
+    rows = {"sentence": ["good", "bad"], "label": [1, 0]}
+    test = {"sentence": ["fine", "awful"], "label": test_labels}
+    names = ["neg", "pos"]
+    hf_splits(
+        monkeypatch, {"train": (rows, names), "validation": (rows, names), "test": (test, names)}
+    )
+    overrides = ["data=hf_dataset", "data.tokenizer=minilm", f"data.cache_dir={token_cache}"]
+    dm = instantiate(compose_config("train", overrides, tmp_path).data)
+    assert dm.has_labelled_test is scored
 
 
 def test_texts_cut_at_max_length_are_counted_on_a_miss_and_a_hit(tmp_path, caplog):

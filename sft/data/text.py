@@ -111,6 +111,10 @@ class TextClassificationDataModule(SFTDataModule):
         super().__init__()
         data_dir = absolute_dir(data_dir)
         tokenizer = local_or_hub_name(tokenizer) if isinstance(tokenizer, str) else tokenizer
+        # a local dataset folder, as the checkpoint keeps it (was: relative, as typed, and
+        # sft-eval from another folder could not find it; `~` was not expanded)
+        if isinstance(dataset_name, str):
+            dataset_name = local_or_hub_name(dataset_name)
         # Plain lists (not ListConfig) so hparams round-trip through checkpoints and yaml.
         label_names = [str(n) for n in label_names] if label_names is not None else None
         cache_dir = str(cache_dir) if cache_dir is not None else None

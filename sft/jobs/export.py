@@ -218,10 +218,12 @@ def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], 
     try:
         args = parity_inputs(bundle, cfg.parity_samples)
     except SFTError as exc:  # e.g. the data moved since training
-        if "data_dir" in (data_settings(cfg) or {}):
+        # a Hugging Face dataset is found by its name (a local one: its folder), not data_dir
+        key = "dataset_name" if bundle.datamodule.hparams.get("source") == "hf" else "data_dir"
+        if key in (data_settings(cfg) or {}):
             raise
         raise SFTError(
-            f"{exc} (sft-export checks its exports on the checkpoint's data: +data.data_dir=... "
+            f"{exc} (sft-export checks its exports on the checkpoint's data: +data.{key}=... "
             "reads it elsewhere)"
         ) from exc
     smaller = sub_batch(args, bundle.modality)

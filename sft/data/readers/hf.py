@@ -11,7 +11,7 @@ from typing import Any
 from sft.data.readers.base import ReaderSettings, TextReader
 from sft.data.readers.columns import check_columns
 from sft.data.readers.examples import UNLABELLED, TextExamples
-from sft.data.readers.labels import LabelMap
+from sft.data.readers.labels import LabelMap, as_int
 from sft.errors import SFTError
 from sft.hub import hub_unreachable
 
@@ -32,12 +32,27 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
             return datasets.load_dataset(name, config, split=split, **kwargs)
     except Exception as e:  # offline, unknown name/split, ...: all are the user's to fix
         reason = " ".join(str(e).split())[:200]
+        if "Unknown split" in str(e):
+            # (was: blamed on the offline cache)
+            how = (
+                "name the dataset's splits with data.train_split, data.val_split and "
+                "data.test_split (data.test_split=null: none)"
+            )
+        elif Path(name).expanduser().exists():  # a local dataset: no cache or network involved
+            how = (
+                "a local dataset is a folder that datasets.load_dataset reads (of data files, "
+                "or written by DatasetDict.save_to_disk); else export it to a TSV/CSV/JSONL "
+                "file and use data=text_files"
+            )
+        else:
+            how = (
+                "offline it must already be in the local datasets cache (load it once with "
+                "network access), or export it to a TSV/CSV/JSONL file and use data=text_files"
+            )
         raise SFTError(
             f"could not load Hugging Face dataset {name!r}"
             + (f" ({config!r})" if config else "")
-            + f" split {split!r} ({type(e).__name__}: {reason}); offline it must already be in "
-            "the local datasets cache (load it once with network access), or export it to a "
-            "TSV/CSV/JSONL file and use data=text_files"
+            + f" split {split!r} ({type(e).__name__}: {reason}); {how}"
         ) from None
 
 
@@ -81,9 +96,14 @@ def read_hf_split(
     label_column: str | None,
     label_map: LabelMap,
     need_labels: bool,
+    class_names: list[str] | None = None,
 ) -> TextExamples:
     """Columns of a loaded HF split; `lines` are row numbers. Negative labels (GLUE test splits
-    use -1) = unlabelled, unless labels are required (`LabelMap.marks_unlabelled`)."""
+    use -1) = unlabelled, unless labels are required (`LabelMap.marks_unlabelled`).
+    `class_names`: the split's `ClassLabel` names; its labels are positions in them, read as
+    those names (was: as positions in `label_map`'s names, so data.label_names in another
+    order, or a split whose ClassLabel lists the classes in another order, swapped classes
+    without a word)."""
     columns = list(dataset.column_names)
     labelled = need_labels or label_column in columns
     check_columns(where, [text_column, pair_column, label_column if labelled else None], columns)
@@ -93,12 +113,32 @@ def read_hf_split(
     values = dataset[label_column] if labelled else [None] * count
     out = TextExamples(pairs=[] if pair_column else None)
     for row, (text, pair, value) in enumerate(zip(texts, pairs, values, strict=True)):
+        text, pair = (
+            _text(where, row, column, v) for column, v in ((text_column, text), (pair_column, pair))
+        )
         if not labelled or (not need_labels and label_map.marks_unlabelled(value)):
             label = UNLABELLED
         else:
+            index = as_int(value)
+            if class_names is not None and index is not None and 0 <= index < len(class_names):
+                value = class_names[index]
             label = label_map(value, f"{where}, row {row}")
-        out.add(str(text), label, row, str(pair) if pair_column else None)
+        out.add(text, label, row, pair)
     return out
+
+
+def _text(where: str, row: int, column: str | None, value: Any) -> str | None:
+    """A text cell: None (an empty CSV cell) is an empty text, as in sft's other readers (was:
+    the text "None"); anything but a string is an error (was: a list's repr, as text)."""
+    if column is None:
+        return None
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SFTError(
+            f"{where}, row {row}: {column!r} must be a string, got {type(value).__name__}"
+        )
+    return value
 
 
 class HFReader(TextReader):
@@ -154,16 +194,16 @@ class HFReader(TextReader):
         label_column, need = self.label_mode(role)
         s = self.settings
         dataset = self.dataset(role)
-        # a ClassLabel column holds positions, whatever its names (["1", ..., "5"] stars too)
-        class_label = hf_label_names(dataset, label_column) is not None
         return read_hf_split(
             dataset,
             self.where(role),
             s.text_column,
             s.text_pair_column,
             label_column,
-            LabelMap(self.label_map().names, positions=class_label),
+            self.label_map(),
             need,
+            # a ClassLabel column holds positions in its names (["1", ..., "5"] stars too)
+            hf_label_names(dataset, label_column),
         )
 
     def cache_name(self, role: str) -> str:

@@ -17,16 +17,16 @@ class LabelMap:
     With `names`, a value is a name (exact match) or an integer index into `names`; without,
     it must be an integer >= 0 (the class count is inferred from the training split). Names that
     are whole numbers (star ratings `["1", "3", "5"]`) take names only: a `2` read as position 2
-    was the class "5", silently. `positions`: integers are positions all the same (a Hugging
-    Face `ClassLabel` column holds the positions of its names).
+    was the class "5", silently (a Hugging Face `ClassLabel` column's positions are read as
+    its names first, `read_hf_split`).
     """
 
-    def __init__(self, names: Sequence[str] | None, positions: bool = False) -> None:
+    def __init__(self, names: Sequence[str] | None) -> None:
         self.names = [str(n) for n in names] if names is not None else None
         if self.names is not None and (not self.names or len(set(self.names)) != len(self.names)):
             raise SFTError(f"data.label_names must be distinct and non-empty, got {self.names}")
         self._index = {n: i for i, n in enumerate(self.names or [])}
-        self._numbered = not positions and any(as_int(n) is not None for n in self.names or [])
+        self._numbered = any(as_int(n) is not None for n in self.names or [])
 
     def allowed(self) -> str:
         if self.names is None:
