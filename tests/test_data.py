@@ -641,6 +641,23 @@ def test_image_folder_finds_undecodable_files_before_training(tmp_path: Path, ca
         assert sum(len(y) for _, y in loader) > 0  # every remaining file decodes
 
 
+def test_every_undecodable_image_left_out_is_named(tmp_path: Path, caplog) -> None:
+    """skip_bad_files=true with more bad files than the warning names: those past its first
+    three were named nowhere, and left out without a word."""
+    _tree(tmp_path, "train", {"ant": 6, "bee": 6})
+    bad = [tmp_path / "train" / "ant" / f"bad{i}.jpg" for i in range(5)]
+    for path in bad:
+        path.write_bytes(b"not an image")
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=16, batch_size=2, num_workers=0, skip_bad_files=True
+    )
+    with caplog.at_level(logging.INFO, logger="sft"):
+        dm.setup("fit")
+    for path in bad:
+        assert str(path) in caplog.text, path
+    assert len(dm.train_data) + len(dm.val_data) == 12
+
+
 def test_an_empty_image_file_is_named_as_empty(tmp_path: Path) -> None:
     """A zero-byte .jpg (an interrupted copy): "an empty file (0 bytes)" (was: PIL's
     "UnidentifiedImageError: cannot identify image file", as for a file of another format)."""

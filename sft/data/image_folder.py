@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from lightning_utilities.core.rank_zero import rank_zero_only
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
@@ -135,9 +136,20 @@ def undecodable(paths: Sequence[str | Path], size: int) -> list[tuple[str, str]]
     return [(p, e) for p, e in zip(paths, errors, strict=True) if e is not None]
 
 
+NAMED_IN_MESSAGE = 3
+
+
 def first_bad(bad: list[tuple[str, str]]) -> str:
     """The first undecodable files of `undecodable`, each with why."""
-    return first_few((f"{p} ({e})" for p, e in bad), 3, sep="; ")
+    return first_few((f"{p} ({e})" for p, e in bad), NAMED_IN_MESSAGE, sep="; ")
+
+
+@rank_zero_only  # every DDP rank reads the data; one list
+def name_the_others(logger: logging.Logger, bad: list[tuple[str, str]]) -> None:
+    """The files left out (skip_bad_files) past the first few the warning names, one line each
+    in the run's log (were: named nowhere)."""
+    for path, why in bad[NAMED_IN_MESSAGE:]:
+        logger.info(f"also left out, as it cannot be decoded: {path} ({why})")
 
 
 def check_images(ds: ImageFolder, size: int, skip_bad_files: bool) -> None:
@@ -163,6 +175,7 @@ def check_images(ds: ImageFolder, size: int, skip_bad_files: bool) -> None:
     ds.imgs = ds.samples
     ds.targets = [t for _, t in ds.samples]
     rank_zero_warning(log, f"{message}; data.skip_bad_files=true: left out")
+    name_the_others(log, bad)
 
 
 def open_image_folder(

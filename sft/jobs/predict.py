@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sft.data.image_folder import first_bad, undecodable
+from sft.data.image_folder import first_bad, name_the_others, undecodable
 from sft.errors import SFTError
 from sft.inference.bundle import data_settings, load_bundle
 from sft.inference.inputs import (
@@ -64,6 +64,7 @@ def decodable_images(inputs: ImageInputs, size: int, skip_bad_files: Any) -> Ima
     if len(bad) == len(inputs):
         raise SFTError(message)
     log.warning(f"{message}; skip_bad_files=true: left out of the predictions")
+    name_the_others(log, bad)
     left_out = {path for path, _ in bad}
     kept = [(i, p) for i, p in zip(inputs.ids, inputs.paths, strict=True) if str(p) not in left_out]
     return ImageInputs([i for i, _ in kept], [p for _, p in kept])
