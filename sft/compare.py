@@ -16,11 +16,13 @@ import argparse
 import csv
 import logging
 import math
+import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import IO
 
 from omegaconf import OmegaConf
 from rich.console import Console
@@ -60,6 +62,7 @@ class Run:
     scalars: dict[str, Series]
     result: RunResult | None = None  # the run's result.json, when it wrote one
     label: str = ""
+    task: str = "train"  # the command that wrote it: sft-train's runs, sft-eval's (eval)
 
     def last(self, tag: str) -> float | None:
         series = self.scalars.get(tag)
@@ -159,15 +162,14 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
                 f"{raw} is a file: give run or sweep directories (here {root.parent}), or "
                 "TensorBoard event files"
             )
-        if root.is_dir():  # sft-train's runs: each wrote its result.json
-            run_dirs |= {p.parent for p in root.rglob(RESULT_FILE)}
-        # not in hidden folders: a re-run job's earlier logs (.replaced_logs), .hydra, ...
-        files = [root] if root.is_file() else _visible(root, root.rglob("*tfevents*"))
+        files = [root] if root.is_file() else list(_files_under(root))
+        # sft-train's runs: each wrote its result.json
+        run_dirs |= {f.parent for f in files if f.name == RESULT_FILE}
         event_dirs = sorted({f.parent for f in files if "tfevents" in f.name})
         for event_dir in event_dirs:
-            if event_dir in seen:
+            if event_dir.resolve() in seen:  # also reached through a link
                 continue
-            seen.add(event_dir)
+            seen.add(event_dir.resolve())
             scalars = load_scalars(event_dir)
             run_dir = _run_dir(event_dir, root)
             with_events.add(run_dir)
@@ -178,7 +180,9 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
             # a run without scalars but with a result (a job that failed early) is listed with
             # its status
             result = _read_result(result_file) if result_file.is_file() else None
-            runs.append(Run(event_dir, _overrides(run_dir, result), scalars, result))
+            run = Run(event_dir, _overrides(run_dir, result), scalars, result)
+            run.task = _task(run_dir)
+            runs.append(run)
     no_events = []
     for run_dir in sorted(run_dirs - with_events):
         result = _read_result(run_dir / RESULT_FILE)
@@ -203,8 +207,20 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
     return runs, empty, no_events
 
 
-def _visible(root: Path, files: Iterable[Path]) -> list[Path]:
-    return [f for f in files if not any(p.startswith(".") for p in f.relative_to(root).parts)]
+def _files_under(root: Path) -> Iterator[Path]:
+    """The files under `root`, through linked folders too (a folder of links to the runs to
+    compare: Path.rglob passed over them without a word), each folder once (a link back up is
+    not followed round); not in hidden folders: a re-run job's earlier logs (.replaced_logs),
+    .hydra, ..."""
+    visited: set[str] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:
+            subfolders.clear()
+            continue
+        visited.add(real)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        yield from (Path(folder) / n for n in sorted(names) if not n.startswith("."))
 
 
 def _overrides(run_dir: Path, result: RunResult | None) -> list[str]:
@@ -223,6 +239,15 @@ def _overrides(run_dir: Path, result: RunResult | None) -> list[str]:
             else []
         )
     return [o for o in run_overrides([str(o) for o in overrides]) if not o.startswith("resume=")]
+
+
+def _task(run_dir: Path) -> str:
+    """`task_name` of the run's Hydra config (train, eval); train when it has none."""
+    config = run_dir / ".hydra" / "config.yaml"
+    try:
+        return str(OmegaConf.load(config).get("task_name") or "train")
+    except Exception:  # no config, or not readable: compared as a training run
+        return "train"
 
 
 def _left_out(paths: list[Path] | list[str], why: str, sep: str = ", ") -> str:
@@ -330,12 +355,17 @@ def write_csv(rows: list[Row], metric: str, path: Path) -> None:
     missing values."""
     header = ["run", f"{metric} best", f"{metric} last", "val/acc_best", "test/acc", "steps"]
     header += ["epochs", "status", "path"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+
+    def write(f: IO) -> None:
         writer = csv.writer(f)
         writer.writerow(header)
         for row in rows:
             writer.writerow(["" if value is None else value for value in astuple(row)])
+
+    try:
+        atomic_write(path, write, text=True)
+    except OSError as exc:  # a folder that cannot be written (was: a traceback)
+        raise SFTError(f"{path} could not be written: {exc.strerror or exc}") from exc
 
 
 def plot_curves(runs: list[Run], metric: str, path: Path) -> None:
@@ -435,6 +465,9 @@ def check_image_name(path: Path) -> None:
 def compare(args: argparse.Namespace, console: Console) -> list[Row]:
     if args.png is not None:
         check_image_name(args.png)
+    if args.png is not None and args.csv is not None and args.png.resolve() == args.csv.resolve():
+        # (was: the curves written, then the table over them)
+        raise SFTError(f"--png and --csv name the same file, {args.csv}: give two")
     # files the user named are never replaced (compare.png, the default, is sft-compare's own)
     for setting, given, example in (
         ("--csv", args.csv, "runs.csv"),
@@ -444,6 +477,18 @@ def compare(args: argparse.Namespace, console: Console) -> list[Row]:
             check_not_a_folder(given, f"{setting} ", example)
             check_not_written(given, f"{setting} path")
     runs, empty, no_events = find_runs(args.paths)
+    evaluations = [run for run in runs if run.task != "train"]
+    if evaluations and len(evaluations) < len(runs):
+        # sft-eval's scores of a checkpoint (on other data, perhaps) ranked among training runs,
+        # with a step and an epoch of their own (`sft-compare outputs`)
+        runs = [run for run in runs if run.task == "train"]
+        _label_runs(runs)  # by what sets them apart from each other
+        console.print(
+            escape(
+                f"left out: {_left_out([r.path for r in evaluations], 'of sft-eval')} "
+                "(give their folder alone to compare them)"
+            )
+        )
     args.mode = args.mode or metric_mode(args.metric)
     rows = summarize(runs, args.metric, args.mode)
     print_table(rows, args.metric, args.mode, console)
@@ -457,11 +502,19 @@ def compare(args: argparse.Namespace, console: Console) -> list[Row]:
     order = {row.path: i for i, row in enumerate(rows)}
     runs.sort(key=lambda run: order[str(run.path)])  # the legend in the table's order
     first = Path(args.paths[0])
-    png = args.png or (first if first.is_dir() else Path.cwd()) / "compare.png"
-    plot_curves(runs, args.metric, png)
-    console.print(escape(f"curves: {png}"))
+    # an event file's: its folder (was: the current folder, where a compare.png of the user's
+    # was written over)
+    png = args.png or (first if first.is_dir() else first.parent) / "compare.png"
     if args.csv:
         write_csv(rows, args.metric, args.csv)
+    try:
+        plot_curves(runs, args.metric, png)
+    except BaseException:
+        if args.csv:  # new (checked above): the command leaves nothing half done
+            args.csv.unlink(missing_ok=True)
+        raise
+    console.print(escape(f"curves: {png}"))
+    if args.csv:
         console.print(escape(f"table: {args.csv}"))
     return rows
 

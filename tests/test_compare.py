@@ -129,6 +129,69 @@ def test_a_png_path_that_cannot_be_written_is_one_line(sweep, tmp_path, capsys):
     )
 
 
+def test_csv_and_png_outputs_that_cannot_both_be_written_leave_neither(sweep, tmp_path, capsys):
+    """--csv to a folder that takes no files was a traceback, after the curves were written;
+    --png and --csv of one file wrote the table over the curves."""
+    png = tmp_path / "p.png"
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--csv", "/proc/runs.csv", "--png", str(png)])
+    err = capsys.readouterr().err
+    assert err.startswith("error: /proc/runs.csv could not be written: ") and "Traceback" not in err
+    assert not png.exists()
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--csv", "/proc/runs.csv", "--png", "/proc/p.png"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--csv", str(tmp_path / "same.png"), "--png", str(tmp_path / "same.png")])
+    assert capsys.readouterr().err.strip() == (
+        f"error: --png and --csv name the same file, {tmp_path / 'same.png'}: give two"
+    )
+    assert not (tmp_path / "same.png").exists()
+    # the curves fail: the new table is taken back
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--csv", str(tmp_path / "t.csv"), "--png", "/proc/p.png"])
+    assert capsys.readouterr().err.startswith("error: /proc/p.png could not be written")
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_runs_in_linked_folders_are_compared(sweep, tmp_path, capsys):
+    """A folder of links to the runs to compare: Path.rglob passed over them without a word
+    (and a folder of links only was "no TensorBoard runs"); a link back up is not followed."""
+    picks = tmp_path / "picks"
+    picks.mkdir()
+    for job in ("0", "1"):
+        (picks / f"job{job}").symlink_to(sweep / job)
+    (picks / "up").symlink_to(tmp_path)  # a loop: the runs once each
+    main([str(picks)])
+    rows = table_rows(capsys.readouterr().out)
+    assert [row[0] for row in rows] == ["model.lr_head=0.1", "model.lr_head=0.01"]
+
+
+def test_sft_eval_runs_are_left_out_of_a_comparison_of_training_runs(sweep, tmp_path, capsys):
+    """`sft-compare outputs`: sft-eval's score of a checkpoint was ranked first among the
+    training runs, with a step and an epoch; given alone, eval runs are compared."""
+    evaluation = tmp_path / "sweep" / "eval"
+    make_run(evaluation, ["ckpt_path=x.ckpt"], [0.9], 0.9)
+    (evaluation / ".hydra" / "config.yaml").write_text("task_name: eval\n")
+    main([str(sweep)])
+    out = capsys.readouterr().out
+    assert [row[0] for row in table_rows(out)] == ["model.lr_head=0.1", "model.lr_head=0.01"]
+    assert "left out: 1 run of sft-eval: " in out and str(evaluation) in out
+    main([str(evaluation)])
+    assert len(table_rows(capsys.readouterr().out)) == 1
+
+
+def test_the_curves_of_an_event_file_go_beside_it(sweep, tmp_path, capsys, monkeypatch):
+    """An event file as PATH: compare.png was written in the current folder, over a file of the
+    user's of that name."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "compare.png").write_text("mine")
+    (events,) = (sweep / "0" / "tensorboard").glob("events.out.tfevents.*")
+    main([str(events)])
+    assert (tmp_path / "compare.png").read_text() == "mine"
+    assert (events.parent / "compare.png").is_file()
+
+
 def test_a_loss_ranks_by_the_lowest_value(sweep, tmp_path, capsys):
     """--mode min, or no --mode (was: a loss ranked highest first, unlike the sweep summary)."""
     png = tmp_path / "plots" / "loss.png"
