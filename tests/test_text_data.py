@@ -478,17 +478,40 @@ def test_jsonl_true_false_labels_are_the_names_true_and_false(tmp_path, token_ca
     _error(make_dm(d, token_cache, **files), r"label 'true' is not in the label set")
 
 
-def test_a_json_array_is_named_as_one(tmp_path, token_cache):
-    """A pretty-printed JSON array saved as .jsonl was "not valid JSON (Expecting value)"."""
+def test_a_json_array_of_records_is_read(tmp_path, token_cache):
+    """A JSON array of records (json.dump of a list, sft-predict's format=json), pretty-printed
+    or on one line: was refused as not JSON Lines. Its records are counted in errors."""
     d = tmp_path / "array"
     d.mkdir()
     records = [{"sentence": "good", "label": 1}, {"sentence": "bad", "label": 0}]
     for name, text in (("pretty", json.dumps(records, indent=1)), ("one", json.dumps(records))):
         (d / f"{name}.jsonl").write_text(text + "\n")
-        dm = make_dm(d, token_cache, source="jsonl", train_split=f"{name}.jsonl")
-        _error(
-            dm, rf"{name}\.jsonl, line 1: a JSON array, not JSON Lines: sft reads one JSON object"
-        )
+        files = {"train_split": f"{name}.jsonl", "val_split": f"{name}.jsonl"}
+        dm = make_dm(d, token_cache, source="jsonl", **files)
+        dm.setup("fit")
+        assert dm.train_data.labels.tolist() == [1, 0]
+    (d / "bad.jsonl").write_text(json.dumps([*records, {"text": "x", "label": 1}]))
+    dm = make_dm(d, token_cache, source="jsonl", train_split="bad.jsonl")
+    _error(dm, r"bad\.jsonl, record 3: .*'sentence'")
+
+
+def test_jsonl_blank_lines_are_said_and_a_key_written_twice_is_an_error(
+    tmp_path, token_cache, caplog
+):
+    """Blank lines between the records were left out without a word (TSV/CSV warn), and a key
+    written twice in a record kept its last value silently."""
+    d = tmp_path / "d"
+    d.mkdir()
+    lines = ['{"sentence": "good", "label": 1}', "", '{"sentence": "bad", "label": 0}', ""]
+    (d / "train.jsonl").write_text("\n".join(lines) + "\n")
+    files = {"source": "jsonl", "train_split": "train.jsonl", "val_split": "train.jsonl"}
+    with logs_warning(caplog, r"1 blank line between the records left out \(line 2\)"):
+        make_dm(d, token_cache, **files).setup("fit")
+    (d / "train.jsonl").write_text('{"sentence": "good", "sentence": "other", "label": 1}\n')
+    _error(
+        make_dm(d, token_cache, **files),
+        r"train\.jsonl, line 1: the key 'sentence' is written twice in one record",
+    )
 
 
 def test_a_jsonl_test_file_is_unlabelled_only_when_no_record_has_a_label(tmp_path, token_cache):

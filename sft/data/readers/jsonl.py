@@ -12,34 +12,61 @@ from sft.data.readers.examples import UNLABELLED, TextExamples
 from sft.data.readers.files import FileReader, check_file, read_lines
 from sft.data.readers.labels import LabelMap
 from sft.errors import SFTError
+from sft.utils.logs import first_few
 
 
 def any_record_has(path: Path, key: str) -> bool:
     """Whether a record of a JSONL file has `key` (whether it has labels, before reading it)."""
+    return any(key in record for _, _, record in json_records(path)[0])
+
+
+def json_records(path: Path) -> tuple[list[tuple[int, str, dict[str, Any]]], list[int]]:
+    """(number, where, record) of each record of a JSON Lines file, or of a file that is one
+    JSON array of objects (what `sft-predict format=json` writes, and json.dump of a list: was
+    refused); the blank lines between JSON Lines records (left out). `where` names the line, or
+    the array's record, counted from 1."""
     check_file(path)
-    return any(
-        key in _json_record(path, line, raw) for line, raw in read_lines(path) if raw.strip()
-    )
+    lines = list(read_lines(path))
+    start = next((raw.lstrip() for _, raw in lines if raw.strip()), "")
+    if start.startswith("["):
+        records = _json(path, "".join(raw for _, raw in lines), "")
+        if not isinstance(records, list):
+            raise SFTError(f"{path}: not valid JSON Lines, nor a JSON array of objects")
+        return [
+            (i, f"record {i}", _object(path, f"record {i}", r)) for i, r in enumerate(records, 1)
+        ], []
+    blank = [line for line, raw in lines if not raw.strip()]
+    last = max((line for line, raw in lines if raw.strip()), default=0)
+    records = [
+        (line, f"line {line}", _object(path, f"line {line}", _json(path, raw, f"line {line}")))
+        for line, raw in lines
+        if raw.strip()
+    ]
+    # those after the last record are the file's end (an editor's extra newline): no word
+    return records, [line for line in blank if line < last]
 
 
-# a file that is one JSON array (`[{...}, {...}]`), pretty-printed or on one line
-ARRAY_HINT = (
-    "a JSON array, not JSON Lines: sft reads one JSON object per line; write each record on "
-    "its own line (e.g. jq -c '.[]' FILE > FILE.jsonl)"
-)
-
-
-def _json_record(path: Path, line: int, raw: str) -> dict[str, Any]:
+def _json(path: Path, text: str, where: str) -> Any:
+    at = f"{path}, {where}" if where else str(path)
     try:
-        record = json.loads(raw)
+        return json.loads(text, object_pairs_hook=lambda pairs: _no_key_twice(at, pairs))
     except json.JSONDecodeError as e:
-        if (line == 1 and raw.strip() == "[") or raw.lstrip().startswith("[{"):
-            raise SFTError(f"{path}, line {line}: {ARRAY_HINT}") from None
-        raise SFTError(f"{path}, line {line}: not valid JSON ({e.msg})") from None
-    if isinstance(record, list) and any(isinstance(r, dict) for r in record):
-        raise SFTError(f"{path}, line {line}: {ARRAY_HINT}")
+        hint = "" if where else f", at line {e.lineno}"
+        raise SFTError(f"{at}: not valid JSON ({e.msg}{hint})") from None
+
+
+def _no_key_twice(where: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A record's keys, each once: json keeps the last of a key written twice (was: silently)."""
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        twice = next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))
+        raise SFTError(f"{where}: the key {twice!r} is written twice in one record")
+    return record
+
+
+def _object(path: Path, where: str, record: Any) -> dict[str, Any]:
     if not isinstance(record, dict):
-        raise SFTError(f"{path}, line {line}: expected a JSON object, got {type(record).__name__}")
+        raise SFTError(f"{path}, {where}: expected a JSON object, got {type(record).__name__}")
     return record
 
 
@@ -64,20 +91,25 @@ def read_jsonl(
     id_columns: Sequence[str] = (),
     hint: str = COLUMN_HINT,
 ) -> TextExamples:
-    """One JSON object per line; blank lines are skipped. Without `need_labels`, a file in which
+    """One JSON object per line (or a JSON array of them); blank lines are left out, with a
+    warning. Without `need_labels`, a file in which
     no record has the label key is unlabelled (one that some records lack is an error naming the
     first), and so is a record labelled -1 (`datasets`' `to_json` of a test split,
     `LabelMap.marks_unlabelled`). With `id_columns`, `ids` holds each record's value (as text) of
     the first of them it has."""
-    check_file(path)
     out = TextExamples(pairs=[] if pair_column else None, ids=[] if id_columns else None)
-    records = [
-        (line, _json_record(path, line, raw)) for line, raw in read_lines(path) if raw.strip()
-    ]
-    labelled = need_labels or any(label_column in record for _, record in records)
-    for line, record in records:
+    records, blank = json_records(path)
+    if blank:  # (was: left out without a word, where TSV/CSV warn)
+        lines = "line" if len(blank) == 1 else "lines"
+        out.warnings.append(
+            f"{len(blank)} blank {lines} between the records left out ({lines} "
+            f"{first_few(blank, 5)})"
+        )
+    labelled = need_labels or any(label_column in record for _, _, record in records)
+    for line, at, record in records:
+        where = f"{path}, {at}"
         wanted = [text_column, pair_column, label_column if labelled else None]
-        check_columns(f"{path}, line {line}", wanted, list(record), hint)
+        check_columns(where, wanted, list(record), hint)
         for column in (text_column, pair_column):
             if column is not None and record[column] is None:
                 # pandas' to_json writes a missing text as null: an empty text, as an empty
@@ -85,10 +117,8 @@ def read_jsonl(
                 record[column] = ""
             if column is not None and not isinstance(record[column], str):
                 raise SFTError(
-                    f"{path}, line {line}: {column!r} must be a string, got "
-                    f"{type(record[column]).__name__}"
+                    f"{where}: {column!r} must be a string, got {type(record[column]).__name__}"
                 )
-        where = f"{path}, line {line}"
         value = _as_written(record[label_column]) if labelled else None
         if not labelled or (not need_labels and label_map.marks_unlabelled(value)):
             label = UNLABELLED
