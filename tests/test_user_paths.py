@@ -882,6 +882,22 @@ def test_a_data_warning_is_in_the_runs_log(tmp_path, capsys):
     assert "Tip:" not in log  # Lightning's advertisements of its cloud services (were: two)
 
 
+def test_an_export_checks_its_parity_on_a_folder_of_test_images_alone(tmp_path):
+    """sft-eval scores a folder holding only test/; sft-export, whose parity check reads the
+    same test images, refused it: "image folder .../train does not exist"."""
+    from sft.jobs.export import export
+
+    root = two_class_tree(tmp_path / "tree", per_class=6)
+    run = tmp_path / "run"
+    train(compose_config("train", [*folder_data(root), *SMALL_CNN, "trainer.max_epochs=1"], run))
+    moved = tmp_path / "moved"
+    shutil.copytree(root / "train", moved / "test")  # labelled images, in test/ alone
+    last = run / "checkpoints" / "last.ckpt"
+    overrides = [f"ckpt_path={last}", "formats=[torchscript]", f"+data.data_dir={moved}"]
+    cfg = compose_config("export", overrides, tmp_path / "export")
+    assert (export(cfg) / "model.pt").is_file()
+
+
 def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog):
     """README: `test/` is optional. sft-train skips testing with a line saying so, and sft-eval
     scores, predicts and draws the confusion matrix of validation (was: `error: image folder

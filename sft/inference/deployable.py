@@ -88,6 +88,10 @@ def parity_inputs(bundle: InferenceBundle, count: int) -> tuple[torch.Tensor, ..
     order; a text batch is padded to its longest row, so the mask matters.
     """
     dm = bundle.datamodule
+    if (score_with := getattr(dm, "score_with", None)) is not None:
+        # the split read without the training data, as sft-eval reads it (was: a folder of
+        # test images alone refused, "image folder .../train does not exist")
+        score_with(bundle.class_names)
     if bundle.modality == "text":
         split = dm.load_split("val")
         features = [split.example(i) for i in range(min(count, len(split)))]
