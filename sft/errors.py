@@ -64,5 +64,15 @@ def report_user_errors(fn: Callable[[], T]) -> T:
         user_error = find_user_error(exc)
         if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {user_error}", file=sys.stderr)
+        print(f"error: {worker_message(str(user_error))}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def worker_message(message: str) -> str:
+    """The message of an SFTError raised in a DataLoader worker: torch raises it again in the
+    main process with the worker's traceback as its message (was: printed whole)."""
+    if not (message.startswith("Caught ") and "\nOriginal Traceback" in message):
+        return message
+    last = message.rstrip().splitlines()[-1]
+    name, _, text = last.partition(": ")
+    return text if name.endswith("SFTError") and text else message

@@ -658,6 +658,24 @@ def test_every_undecodable_image_left_out_is_named(tmp_path: Path, caplog) -> No
     assert len(dm.train_data) + len(dm.val_data) == 12
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_image_deleted_during_training_is_one_line(tmp_path: Path, capsys, workers) -> None:
+    """An image deleted after the run listed the folder: FileNotFoundError and a traceback
+    mid-training (from a DataLoader worker: the worker's traceback as the message)."""
+    from sft.errors import report_user_errors
+
+    _tree(tmp_path, "train", {"ant": 4, "bee": 4})
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=workers)
+    dm.setup("fit")
+    for gone in (tmp_path / "train" / "ant").iterdir():
+        gone.unlink()
+    with pytest.raises(SystemExit):
+        report_user_errors(lambda: list(dm.train_dataloader()))
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'train' / 'ant'}/") and err.count("\n") == 1
+    assert err.endswith(": no such file (deleted or moved since the images were listed)\n")
+
+
 def test_an_empty_image_file_is_named_as_empty(tmp_path: Path) -> None:
     """A zero-byte .jpg (an interrupted copy): "an empty file (0 bytes)" (was: PIL's
     "UnidentifiedImageError: cannot identify image file", as for a file of another format)."""

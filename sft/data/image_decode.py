@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from sft.errors import SFTError
+
 
 class ImageDecoder:
     """Decode an image file to RGB and resize it to `size` x `size` (antialiased), uint8 CHW.
@@ -24,7 +26,13 @@ class ImageDecoder:
         )
 
     def __call__(self, path: str | os.PathLike) -> torch.Tensor:
-        with Image.open(path) as image:
+        try:
+            opened = Image.open(path)
+        except FileNotFoundError:  # was: a traceback, mid-training
+            raise SFTError(
+                f"{path}: no such file (deleted or moved since the images were listed)"
+            ) from None
+        with opened as image:
             return self.resize(to_rgb(upright(image)))
 
 

@@ -21,7 +21,13 @@ from typing import Any
 # (sft-compare, a sweep's driver)
 from lightning_utilities.core.rank_zero import rank_zero_only
 
-from sft.errors import RunInTheWay, SFTError, TrainingInterrupted, find_user_error
+from sft.errors import (
+    RunInTheWay,
+    SFTError,
+    TrainingInterrupted,
+    find_user_error,
+    worker_message,
+)
 from sft.utils.cli import as_typed, override_key
 from sft.utils.io import atomic_write_text
 
@@ -68,7 +74,7 @@ def one_line_error(exc: BaseException) -> str:
     """The user error's message, or `Type: message` of a bug's root cause, on one line."""
     user_error = find_user_error(exc)
     if user_error is not None:
-        text = str(user_error)
+        text = worker_message(str(user_error))
     elif isinstance(exc, KeyboardInterrupt):
         text = "interrupted by SIGINT (Ctrl-C)"
     elif isinstance(exc, TrainingInterrupted):
