@@ -1222,7 +1222,7 @@ def test_hf_text_cells_that_are_not_strings():
     read = read_hf_split(rows, "x/y[train]", "sentence", "pair", "label", LabelMap(None), True)
     assert read.texts == ["", "bad"] and read.pairs == ["x", ""]
     rows = _Rows(tokens=[["a", "good", "film"]], label=[1])
-    with pytest.raises(SFTError, match=r"x/y\[train\], row 0: 'tokens' must be a string, got list"):
+    with pytest.raises(SFTError, match=r"x/y\[train\], row 1: 'tokens' must be a string, got list"):
         read_hf_split(rows, "x/y[train]", "tokens", None, "label", LabelMap(None), True)
 
 

@@ -98,7 +98,8 @@ def read_hf_split(
     need_labels: bool,
     class_names: list[str] | None = None,
 ) -> TextExamples:
-    """Columns of a loaded HF split; `lines` are row numbers. Negative labels (GLUE test splits
+    """Columns of a loaded HF split; `lines` are row numbers, counted from 1 (was: from 0,
+    so errors named the row before the one meant). Negative labels (GLUE test splits
     use -1) = unlabelled, unless labels are required (`LabelMap.marks_unlabelled`).
     `class_names`: the split's `ClassLabel` names; its labels are positions in them, read as
     those names (was: as positions in `label_map`'s names, so data.label_names in another
@@ -112,7 +113,7 @@ def read_hf_split(
     pairs = dataset[pair_column] if pair_column else [None] * count
     values = dataset[label_column] if labelled else [None] * count
     out = TextExamples(pairs=[] if pair_column else None)
-    for row, (text, pair, value) in enumerate(zip(texts, pairs, values, strict=True)):
+    for row, (text, pair, value) in enumerate(zip(texts, pairs, values, strict=True), start=1):
         text, pair = (
             _text(where, row, column, v) for column, v in ((text_column, text), (pair_column, pair))
         )
