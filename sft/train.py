@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from sft import entry_points
+from sft.runs.result import job_recorder
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
 from sft.utils.logs import log_levels_kept
@@ -20,12 +21,16 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train and write result.json; the monitored metric, for a sweeper."""
+    recorder = job_recorder(cfg)
     # torch, Lightning and the models (about 10 s) load for a run only: --help, --cfg job and a
     # mistaken override are answered in about a second
-    with log_levels_kept():  # Lightning's import resets its loggers' levels
-        from sft.jobs.train import train_job
-
-    return train_job(cfg)
+    try:
+        with log_levels_kept():  # Lightning's import resets its loggers' levels
+            from sft.jobs.train import train_job
+    except KeyboardInterrupt as exc:  # recorded in the run directory Hydra made
+        recorder.failed(exc)
+        raise
+    return train_job(cfg, recorder)
 
 
 if __name__ == "__main__":

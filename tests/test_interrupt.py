@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import tomllib
 import torch
-from conftest import FAST, run_module
+from conftest import FAST, run_entry_point, run_module
 from test_resume import TESTS_DIR, only_run_dir, run_train_cli
 
 from sft import entry_points
@@ -325,6 +325,28 @@ def test_ctrl_c_in_the_test_names_the_checkpoint_to_test(tmp_path, data_dir):
         "metrics or predictions"
     )
     assert not (tmp_path / "eval" / "predictions.csv").exists()
+
+
+def test_ctrl_c_while_sft_train_loads_its_libraries_is_recorded(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while torch and Lightning load, after Hydra made the run directory: it was left
+    without a record (sft-compare did not list it; the README says result.json records it)."""
+    import importlib.abc
+
+    import sft.train
+
+    class InterruptedLoad(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "sft.jobs.train":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "sft.jobs.train")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedLoad(), *sys.meta_path])
+    run = tmp_path / "run"
+    argv = ["sft-train", *FAST, f"hydra.run.dir={run}"]
+    assert run_entry_point(lambda: entry_points.run(sft.train.main), argv) == 130
+    assert capsys.readouterr().err.endswith("interrupted (Ctrl-C)\n")
+    record = json.loads((run / "result.json").read_text())
+    assert (record["status"], record["error"]) == ("interrupted", "interrupted by SIGINT (Ctrl-C)")
 
 
 def test_ctrl_c_while_a_command_loads_is_one_line(capsys):

@@ -33,7 +33,7 @@ from sft.models.backbones import backbone_speed_hints, resolve_input_spec
 from sft.models.classifier import check_decoupled_pull, check_optimizer_settings
 from sft.models.loading import check_class_names
 from sft.runs.directories import is_grid
-from sft.runs.result import RunRecorder, not_run_record, run_overrides
+from sft.runs.result import RunRecorder
 from sft.runs.resume import (
     ResumePoint,
     check_resume_checkpoint,
@@ -322,20 +322,14 @@ def keep_trained_inputs(data_cfg: DictConfig, checkpoint: dict[str, Any]) -> Non
                 data_cfg[key] = list(value) if isinstance(value, list | tuple) else value
 
 
-def train_job(cfg: DictConfig) -> float | None:
-    """`sft-train`'s job (run by sft.train.main): train and write result.json; the monitored
-    metric. A failing multirun job is recorded and returns None, so the sweep goes on (the sweep
-    summary reports it); a single run fails as usual."""
+def train_job(cfg: DictConfig, recorder: RunRecorder) -> float | None:
+    """`sft-train`'s job (run by sft.train.main, with the job's `job_recorder`): train and
+    write result.json; the monitored metric. A failing multirun job is recorded and returns
+    None, so the sweep goes on (the sweep summary reports it); a single run fails as usual."""
     hydra_cfg = HydraConfig.get()
     name = cfg.get("optimized_metric")
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     chosen_metric = any(override_key(o) == "optimized_metric" for o in task_overrides())
-    recorder = RunRecorder(
-        hydra_cfg.runtime.output_dir,
-        run_overrides(task_overrides()),
-        name,
-        not_run_record(hydra_cfg.sweep.dir, hydra_cfg.job.num) if multirun else None,
-    )
 
     def run() -> dict[str, Any]:
         try:

@@ -19,7 +19,10 @@ from typing import Any
 
 # Lightning's own decorator, whose rank Lightning sets when it loads; without loading Lightning
 # (sft-compare, a sweep's driver)
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning_utilities.core.rank_zero import rank_zero_only
+from omegaconf import DictConfig
 
 from sft.errors import (
     RunInTheWay,
@@ -29,6 +32,7 @@ from sft.errors import (
     worker_message,
 )
 from sft.utils.cli import as_typed, override_key
+from sft.utils.config import task_overrides
 from sft.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -320,3 +324,17 @@ class RunRecorder:
                 self.result.overrides += started
         self.result.write()
         return self.result
+
+
+def job_recorder(cfg: DictConfig) -> RunRecorder:
+    """The recorder of the sft-train job Hydra runs now (in its run directory; a sweep's job
+    records a failure before training in the sweep directory). Made before torch and Lightning
+    load, so that Ctrl-C while they do is recorded too (was: a run directory without a record)."""
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    return RunRecorder(
+        hydra_cfg.runtime.output_dir,
+        run_overrides(task_overrides()),
+        cfg.get("optimized_metric"),
+        not_run_record(hydra_cfg.sweep.dir, hydra_cfg.job.num) if multirun else None,
+    )
