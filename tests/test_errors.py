@@ -301,8 +301,14 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
         (
             "predict",
             ["ckpt_path=x.ckpt", "inputs=my reviews (1).csv"],
-            "mismatched input ' (' expecting <EOF>; a value with any of ( ) [ ] { } = : is "
-            "quoted: \"inputs='my reviews (1).csv'\"",
+            "mismatched input ' (' expecting <EOF>; a value with any of ( ) [ ] { } = : ~ ! # ^ "
+            "& ; < > ` is quoted: \"inputs='my reviews (1).csv'\"",
+        ),
+        # a home folder (was: Hydra's LexerNoViableAltException alone)
+        (
+            "train",
+            ["data.data_dir=~/data"],
+            "is quoted: \"data.data_dir='~/data'\"",
         ),
         # a file name that starts like a function of Hydra's: quoted (was, briefly: "did you
         # mean range(...)?")

@@ -201,6 +201,11 @@ HYDRA_FUNCTIONS = (
 )  # fmt: skip
 
 
+# characters Hydra's override grammar refuses in a plain value (`~/data`: a home folder; was
+# no hint for ~ ! # ^ & ; < > `)
+QUOTED = "()[]{}=:~!#^&;<>`"
+
+
 def quoting_hint(override: str) -> str:
     """How to quote a value that holds characters of Hydra's override grammar, a file name
     such as `my reviews (1).csv` or `a=b.csv`; not for a list, a dict or a sweep function."""
@@ -216,11 +221,11 @@ def quoting_hint(override: str) -> str:
     if (
         not sep
         or any(q in value for q in "'\"")
-        or not any(c in value for c in "()[]{}=:")
+        or not any(c in value for c in QUOTED)
         or re.match(rf"\s*(\[|\{{|({'|'.join(HYDRA_FUNCTIONS)})\()", value)
     ):
         return ""
-    return f"; a value with any of ( ) [ ] {{ }} = : is quoted: \"{key}='{value}'\""
+    return f"; a value with any of {' '.join(QUOTED)} is quoted: \"{key}='{value}'\""
 
 
 def check_not_a_hydra_sweep(override: Override) -> None:
