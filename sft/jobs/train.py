@@ -205,9 +205,11 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         metrics = dict(trainer.callback_metrics)
 
         if cfg.get("test") and not datamodule.has_labelled_test:
+            # a Hugging Face split is no file that sft-predict reads
+            from_file = datamodule.hparams.get("source") != "hf"
             log.info(
-                "The data has no labelled test split: skipping test (sft-predict inputs=<its file> "
-                "predicts it)."
+                "The data has no labelled test split: skipping test"
+                + (" (sft-predict inputs=<its file> predicts it)." if from_file else ".")
             )
         elif cfg.get("test"):
             best = (
