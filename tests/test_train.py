@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, EXPERIMENTS, TINY_BERT, compose_config, run_module
+from conftest import (
+    CONF_DIR,
+    EXPERIMENTS,
+    FAST,
+    TINY_BERT,
+    compose_config,
+    run_entry_point,
+    run_module,
+)
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -115,6 +123,21 @@ def test_a_run_without_a_logger_trains_without_the_learning_rate_monitor(
     assert "test/acc" in metrics and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert "the learning-rate monitor (callbacks.lr_monitor) is left out" in caplog.text
     assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_an_epoch_cut_short_by_max_steps_is_not_recorded_as_completed(tmp_path):
+    """result.json's epochs are those completed: 8 steps of 6 per epoch were recorded as 2
+    (Lightning counts the epoch max_steps ends as completed), in sweep summaries and
+    sft-compare too."""
+    import json
+
+    import sft.train
+
+    run = tmp_path / "run"
+    argv = ["sft-train", *FAST, "+trainer.max_steps=8", "test=false", f"hydra.run.dir={run}"]
+    assert run_entry_point(sft.train.main, argv) == 0
+    record = json.loads((run / "result.json").read_text())
+    assert (record["steps"], record["epochs"]) == (8, 1)
 
 
 def test_resume_from_last_checkpoint_continues_at_the_right_epoch(train_cfg, tmp_path):

@@ -40,6 +40,7 @@ from sft.runs.resume import (
     check_training_left,
     continue_csv_logs,
     continue_tensorboard,
+    epochs_completed,
     finished_job,
     recover_spawned_progress,
     resume_point,
@@ -200,7 +201,10 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
                         isinstance(c, OptunaPruning) and c.pruned() for c in trainer.callbacks
                     )
                     recorder.set_progress(
-                        trainer.current_epoch, trainer.global_step, trainer.callback_metrics, pruned
+                        epochs_completed(trainer),
+                        trainer.global_step,
+                        trainer.callback_metrics,
+                        pruned,
                     )
         metrics = dict(trainer.callback_metrics)
 

@@ -565,6 +565,17 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
             )
 
 
+def epochs_completed(trainer: Trainer) -> int:
+    """The epochs a fit trained whole. Lightning counts an epoch it ended early (max_steps
+    reached within it, early stopping at a validation within it) as completed: 20 steps of 7
+    per epoch were recorded as 3 epochs (was). An epoch a stop interrupted is not counted."""
+    epochs = trainer.fit_loop.epoch_progress.current
+    batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    total = trainer.num_training_batches
+    ended_early = epochs.started == epochs.completed and 0 < batches < total != float("inf")
+    return trainer.current_epoch - 1 if ended_early else trainer.current_epoch
+
+
 def recover_spawned_progress(trainer: Trainer) -> None:
     """Under `ddp_spawn` (trainer=ddp_sim) the ranks train in child processes, and Lightning
     hands the main process their weights and metrics, not their loop progress: its trainer
