@@ -62,7 +62,7 @@ class Run:
     scalars: dict[str, Series]
     result: RunResult | None = None  # the run's result.json, when it wrote one
     label: str = ""
-    task: str = "train"  # the command that wrote it: sft-train's runs, sft-eval's (eval)
+    task: str = "train"  # the Hydra task that wrote it: train (debug=*: debug), eval
 
     def last(self, tag: str) -> float | None:
         series = self.scalars.get(tag)
@@ -163,16 +163,17 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
                 "TensorBoard event files"
             )
         files = [root] if root.is_file() else list(_files_under(root))
-        # sft-train's runs: each wrote its result.json
-        run_dirs |= {f.parent for f in files if f.name == RESULT_FILE}
+        # sft-train's runs: each wrote its result.json (one run reached through a link and
+        # directly is one run)
+        run_dirs |= {f.parent.resolve() for f in files if f.name == RESULT_FILE}
         event_dirs = sorted({f.parent for f in files if "tfevents" in f.name})
         for event_dir in event_dirs:
+            run_dir = _run_dir(event_dir, root)
+            with_events.add(run_dir.resolve())
             if event_dir.resolve() in seen:  # also reached through a link
                 continue
             seen.add(event_dir.resolve())
             scalars = load_scalars(event_dir)
-            run_dir = _run_dir(event_dir, root)
-            with_events.add(run_dir)
             result_file = run_dir / RESULT_FILE
             if not scalars and not result_file.is_file():
                 empty.append(event_dir)
@@ -209,9 +210,9 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[Path], list[
 
 def _files_under(root: Path) -> Iterator[Path]:
     """The files under `root`, through linked folders too (a folder of links to the runs to
-    compare: Path.rglob passed over them without a word), each folder once (a link back up is
-    not followed round); not in hidden folders: a re-run job's earlier logs (.replaced_logs),
-    .hydra, ..."""
+    compare: Path.rglob passed over them without a word), each folder once; a link to a folder
+    above it (`ln -s .. up`) is not followed. Not in hidden folders: a re-run job's earlier
+    logs (.replaced_logs), .hydra, ..."""
     visited: set[str] = set()
     for folder, subfolders, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
@@ -219,8 +220,20 @@ def _files_under(root: Path) -> Iterator[Path]:
             subfolders.clear()
             continue
         visited.add(real)
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        subfolders[:] = sorted(
+            d
+            for d in subfolders
+            if not d.startswith(".") and not _links_above(Path(folder) / d, real)
+        )
         yield from (Path(folder) / n for n in sorted(names) if not n.startswith("."))
+
+
+def _links_above(path: Path, folder: str) -> bool:
+    """Whether `path` is a link to `folder` (a real path) or a folder above it."""
+    if not path.is_symlink():
+        return False
+    target = os.path.realpath(path)
+    return folder == target or folder.startswith(target.rstrip(os.sep) + os.sep)
 
 
 def _overrides(run_dir: Path, result: RunResult | None) -> list[str]:
@@ -477,15 +490,15 @@ def compare(args: argparse.Namespace, console: Console) -> list[Row]:
             check_not_a_folder(given, f"{setting} ", example)
             check_not_written(given, f"{setting} path")
     runs, empty, no_events = find_runs(args.paths)
-    evaluations = [run for run in runs if run.task != "train"]
+    evaluations = [run for run in runs if run.task == "eval"]
     if evaluations and len(evaluations) < len(runs):
         # sft-eval's scores of a checkpoint (on other data, perhaps) ranked among training runs,
         # with a step and an epoch of their own (`sft-compare outputs`)
-        runs = [run for run in runs if run.task == "train"]
+        runs = [run for run in runs if run.task != "eval"]
         _label_runs(runs)  # by what sets them apart from each other
         console.print(
             escape(
-                f"left out: {_left_out([r.path for r in evaluations], 'of sft-eval')} "
+                f"left out: {_left_out([_run_dir(r.path, r.path) for r in evaluations], 'of sft-eval')} "
                 "(give their folder alone to compare them)"
             )
         )

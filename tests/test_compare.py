@@ -161,10 +161,16 @@ def test_runs_in_linked_folders_are_compared(sweep, tmp_path, capsys):
     picks.mkdir()
     for job in ("0", "1"):
         (picks / f"job{job}").symlink_to(sweep / job)
-    (picks / "up").symlink_to(tmp_path)  # a loop: the runs once each
+    (tmp_path / "other").mkdir()
+    make_run(tmp_path / "other" / "run", ["seed=1"], [0.1], 0.1)
+    (picks / "up").symlink_to(tmp_path)  # above picks: not followed (nor into other/)
     main([str(picks)])
     rows = table_rows(capsys.readouterr().out)
     assert [row[0] for row in rows] == ["model.lr_head=0.1", "model.lr_head=0.01"]
+    # a run given through a link and directly: one run
+    main([str(picks), str(sweep / "0")])
+    out = capsys.readouterr().out
+    assert len(table_rows(out)) == 2 and "left out" not in out
 
 
 def test_sft_eval_runs_are_left_out_of_a_comparison_of_training_runs(sweep, tmp_path, capsys):
@@ -173,6 +179,8 @@ def test_sft_eval_runs_are_left_out_of_a_comparison_of_training_runs(sweep, tmp_
     evaluation = tmp_path / "sweep" / "eval"
     make_run(evaluation, ["ckpt_path=x.ckpt"], [0.9], 0.9)
     (evaluation / ".hydra" / "config.yaml").write_text("task_name: eval\n")
+    # a training run under debug=* (its task: debug) stays
+    (sweep / "0" / ".hydra" / "config.yaml").write_text("task_name: debug\n")
     main([str(sweep)])
     out = capsys.readouterr().out
     assert [row[0] for row in table_rows(out)] == ["model.lr_head=0.1", "model.lr_head=0.01"]

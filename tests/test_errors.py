@@ -331,6 +331,17 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["ckpt_path=x.ckpt", "data=null"],
             "error: data=null: this command's data is null already; leave it out",
         ),
+        # a run needs its model: no ~model offered (it fails); a group's own none option
+        (
+            "train",
+            ["model=null"],
+            "error: model=null: a config group takes one of its options (bert_base_fused, ",
+        ),
+        (
+            "train",
+            ["adapter=null"],
+            "error: adapter=null: a config group takes one of its options (lora, none), or adapter=none for none",
+        ),
         # a group the checkpoint holds (was: Hydra's "Could not override 'model'. No match in
         # the defaults list. To append ... +model=...", which is then refused)
         (

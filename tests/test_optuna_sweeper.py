@@ -281,6 +281,21 @@ def test_a_new_study_in_a_sweep_folder_reuses_a_finished_job_of_the_same_trial(t
     assert kept.study_name == "first" and kept.best_trial == 0
 
 
+def test_results_of_studies_taking_turns_in_a_sweep_folder_are_each_kept(tmp_path):
+    """Studies a, b, a, b in one folder: the results file of the one not run now is kept under
+    its name, with its latest results (was, briefly: a's first results kept, its later ones
+    written over); a study name with a `/` makes a file name (was: ValueError at the end)."""
+    from hydra_plugins.sft_optuna_sweeper._sweep import RESULTS_FILE, keep_another_studys_results
+
+    path = tmp_path / RESULTS_FILE
+    for turn, study in enumerate(["a/x", "b", "a/x", "b"]):
+        keep_another_studys_results(path, study)
+        OmegaConf.save(OmegaConf.create({"study_name": study, "turn": turn}), path)
+    kept = OmegaConf.load(tmp_path / "optimization_results_a_x.yaml")
+    assert (kept.study_name, kept.turn) == ("a/x", 2)
+    assert OmegaConf.load(path).turn == 3
+
+
 def test_median_pruner_stops_a_diverging_trial(tmp_path, data_dir):
     """A linear head on frozen features, validated twice in its one epoch: trial 0 (SGD at
     lr 0.1) completes at a validation loss near 2.3; trial 1 (lr 1e4) overshoots to a loss in the

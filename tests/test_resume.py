@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -182,6 +183,13 @@ def test_ctrl_c_at_the_validation_where_early_stopping_ends_training_resumes_to_
         SystemExit, match=rf"^interrupted by SIGINT at epoch 0 step {STEPS_PER_EPOCH}:"
     ):
         train(train_cfg(*stop_at_first, *signal_in_the_epochs_last_step, run_dir=run_dir))
+
+    # a new run from that checkpoint makes its own decision (its early stopping starts afresh)
+    interrupted = tmp_path / "interrupted.ckpt"
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", interrupted)
+    train(train_cfg(*EXACT, f"ckpt_path={interrupted}", run_dir=tmp_path / "new"))
+    new = torch.load(tmp_path / "new" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert new["global_step"] == 3 * STEPS_PER_EPOCH
 
     train(train_cfg(*stop_at_first, f"resume={run_dir}", run_dir=run_dir))
     want = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)

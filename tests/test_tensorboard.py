@@ -196,5 +196,7 @@ def test_swept_paths_and_targets_are_compared():
         "data.batch_size": 32,
         "model.optimizer.lr": 0.1,
     }
-    # not swept: left out, as plumbing
-    assert comparable_hparams(cfg) == {"data.batch_size": 32, "model.optimizer.lr": 0.1}
+    # not swept: left out, as plumbing, also when overridden
+    expected = {"data.batch_size": 32, "model.optimizer.lr": 0.1}
+    assert comparable_hparams(cfg) == expected
+    assert comparable_hparams(cfg, overrides=swept) == expected

@@ -505,7 +505,7 @@ def test_jsonl_blank_lines_are_said_and_a_key_written_twice_is_an_error(
     lines = ['{"sentence": "good", "label": 1}', "", '{"sentence": "bad", "label": 0}', ""]
     (d / "train.jsonl").write_text("\n".join(lines) + "\n")
     files = {"source": "jsonl", "train_split": "train.jsonl", "val_split": "train.jsonl"}
-    with logs_warning(caplog, r"1 blank line between the records left out \(line 2\)"):
+    with logs_warning(caplog, r"1 blank line left out \(line 2\)"):
         make_dm(d, token_cache, **files).setup("fit")
     (d / "train.jsonl").write_text('{"sentence": "good", "sentence": "other", "label": 1}\n')
     _error(
@@ -1199,6 +1199,26 @@ def test_a_classlabel_column_is_read_by_its_names(tmp_path, token_cache, monkeyp
     assert [names[i] for i in dm.val_data.labels.tolist()] == ["pos", "neg"]
 
 
+def test_hf_label_names_of_other_names_rename_the_classlabel_classes(
+    tmp_path, token_cache, monkeypatch
+):
+    """data.label_names naming none of a ClassLabel's names renames its classes, in its order
+    (as before); naming some of them is refused: a rename and a reorder cannot both be meant."""
+    rows = {"sentence": ["good", "bad"], "label": [1, 0]}
+    hf_splits(monkeypatch, {"train": (rows, ["neg", "pos"]), "validation": (rows, ["neg", "pos"])})
+    renamed = ["negative", "positive"]
+    dm = make_dm(
+        tmp_path, token_cache, source="hf", dataset_name="x/y", label_names=renamed, **HF_SPLITS
+    )
+    dm.setup("fit")
+    assert [dm.class_names[i] for i in dm.train_data.labels.tolist()] == ["positive", "negative"]
+    mixed = ["pos", "negative"]
+    dm = make_dm(
+        tmp_path, token_cache, source="hf", dataset_name="x/y", label_names=mixed, **HF_SPLITS
+    )
+    _error(dm, r"share some names but not all")
+
+
 def test_a_local_hf_dataset_folder_is_kept_as_an_absolute_path(tmp_path, token_cache, monkeypatch):
     """A relative data.dataset_name was kept as typed: sft-eval from another folder could not
     find the dataset; `~` was not expanded."""
@@ -1222,7 +1242,7 @@ def test_hf_text_cells_that_are_not_strings():
     read = read_hf_split(rows, "x/y[train]", "sentence", "pair", "label", LabelMap(None), True)
     assert read.texts == ["", "bad"] and read.pairs == ["x", ""]
     rows = _Rows(tokens=[["a", "good", "film"]], label=[1])
-    with pytest.raises(SFTError, match=r"x/y\[train\], row 1: 'tokens' must be a string, got list"):
+    with pytest.raises(SFTError, match=r"x/y\[train\], row 0: 'tokens' must be a string, got list"):
         read_hf_split(rows, "x/y[train]", "tokens", None, "label", LabelMap(None), True)
 
 

@@ -3,6 +3,7 @@ then write `optimization_results.yaml` in the sweep directory."""
 
 import logging
 import math
+import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -423,10 +424,12 @@ def keep_another_studys_results(path: Path, study_name: str) -> None:
         return
     if not earlier or earlier == study_name:
         return
-    kept = path.with_name(f"{path.stem}_{earlier}{path.suffix}")
-    if not kept.exists():
-        path.rename(kept)
-        log.info(f"{path} held the results of study '{earlier}': kept as {kept}")
+    # a file name of the study's name (which may hold a `/`); a file kept from an earlier run
+    # of that study holds older results than this one
+    name = re.sub(r"[^\w.-]", "_", str(earlier))
+    kept = path.with_name(f"{path.stem}_{name}{path.suffix}")
+    path.replace(kept)
+    log.info(f"{path} held the results of study '{earlier}': kept as {kept}")
 
 
 def write_results(study: optuna.Study, path: Path, storage: str) -> None:

@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 # numbered by its first line, a one-column file's empty texts are rows; 4: the reader's
 # warnings are kept, and said on a hit too; 5: with the count of texts cut at max_length; 6: the
 # warning on CSV-quoted texts in a file read without quoting, and -1 test labels as unlabelled;
-# 7: the warning on blank lines of a one-column file).
-CACHE_VERSION = 7
+# 7: the warning on blank lines of a one-column file; 8: a Hugging Face ClassLabel read by its
+# names, null texts empty, JSON arrays, JSONL blank lines warned about and keys written twice).
+CACHE_VERSION = 8
 # Rows per tokenizer call: bounds the Python lists alive at once on large user files.
 TOKENIZE_CHUNK = 8192
 

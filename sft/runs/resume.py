@@ -145,7 +145,9 @@ def warn_other_overrides(output_dir: Path) -> None:
 CHECKPOINT_CALLBACKS = ("ModelCheckpoint", "LastCheckpoint")
 # callbacks whose state describes the run that wrote a checkpoint: its best checkpoint (a file
 # in that run's directory) and its early-stopping record
-RUN_RECORD_CALLBACKS = (*CHECKPOINT_CALLBACKS, "EarlyStopping")
+# GracefulInterrupt: a stop decision the interrupted run checkpointed (early stopping's), which
+# a new run's own early stopping makes afresh (kept, it trained nothing)
+RUN_RECORD_CALLBACKS = (*CHECKPOINT_CALLBACKS, "EarlyStopping", "GracefulInterrupt")
 # model settings a resumed run may change, each group with what a change means: (key, its
 # value in a checkpoint saved before the key existed) pairs
 CHANGEABLE_SETTINGS = (

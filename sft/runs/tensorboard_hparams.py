@@ -58,18 +58,20 @@ def _is_plumbing(key: str) -> bool:
 
 
 def comparable_hparams(
-    cfg: DictConfig | Mapping[str, Any], swept: Iterable[str] = ()
+    cfg: DictConfig | Mapping[str, Any], swept: Iterable[str] = (), overrides: Iterable[str] = ()
 ) -> dict[str, HParamValue]:
-    """The run's knobs for the HParams tab: the keys of the `swept` overrides first (as typed,
-    `+`/`++`/`~` dropped), then model, data, optimiser and trainer settings in config order;
-    `_target_`s, paths, callbacks and loggers left out, unless swept or overridden (a sweep
-    over `data.data_dir` or `model.optimizer._target_` listed its jobs with the same values)."""
+    """The run's knobs for the HParams tab: the keys of the `swept` overrides, then of the
+    other `overrides`, first (as typed, `+`/`++`/`~` dropped), then model, data, optimiser and
+    trainer settings in config order; `_target_`s, paths, callbacks and loggers left out,
+    unless swept (a sweep over `data.data_dir` or `model.optimizer._target_` listed its jobs
+    with the same values)."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     kept = flatten_hparams({k: v for k, v in cfg.items() if k not in PLUMBING_GROUPS})
     flat = {k: v for k, v in kept.items() if not _is_plumbing(k)}
-    first = [override_key(o) for o in swept]
-    first = [k for k in dict.fromkeys(first) if k in kept]
+    swept_keys = [k for k in dict.fromkeys(map(override_key, swept)) if k in kept]
+    first = [*swept_keys, *(k for k in map(override_key, overrides) if k in flat)]
+    first = list(dict.fromkeys(first))
     return {k: kept[k] for k in first} | {k: v for k, v in flat.items() if k not in first}
 
 
@@ -95,7 +97,7 @@ class TensorBoardHParams:
         `measured`: facts about the run beside its settings (e.g. trainable parameters)."""
         self.loggers = [lg for lg in loggers if isinstance(lg, TensorBoardLogger)]
         self.swept = [override_key(o) for o in swept]
-        self.hparams = comparable_hparams(cfg, [*self.swept, *overrides]) | dict(measured or {})
+        self.hparams = comparable_hparams(cfg, self.swept, overrides) | dict(measured or {})
 
     def _write(self, summary: Any) -> None:
         for logger in self.loggers:

@@ -427,6 +427,10 @@ def check_not_a_base(override: Override, loader: Any) -> None:
         )
 
 
+# groups a run goes without when removed (`~logger`)
+WITHOUT_CHOICE = ("logger",)
+
+
 def check_not_a_null_choice(override: Override, loader: Any, chosen_null: set[str]) -> None:
     """`logger=null`: Hydra takes no null for a config group's choice (was: its traceback,
     "Config group override must be a string or a list. Got NoneType")."""
@@ -438,9 +442,17 @@ def check_not_a_null_choice(override: Override, loader: Any, chosen_null: set[st
     if group in chosen_null:  # sft-eval's data: null, the checkpoint's data
         raise OverrideMistake(f"{group}=null: this command's {group} is null already; leave it out")
     options = [o for o in loader.get_group_options(group) if not o.startswith("_")]
+    # none: the group's own option for nothing (callbacks=none, adapter=none); ~logger: runs
+    # without loggers; a run needs its model, data and trainer
+    none = (
+        f", or {group}=none for none"
+        if "none" in options
+        else f", or ~{group} for none"
+        if group in WITHOUT_CHOICE
+        else ""
+    )
     raise OverrideMistake(
-        f"{group}=null: a config group takes one of its options ({', '.join(options)}), or "
-        f"~{group} for none"
+        f"{group}=null: a config group takes one of its options ({', '.join(options)}){none}"
     )
 
 
@@ -618,9 +630,11 @@ def _composed_without_deletions(
 
 
 def _emptied(key: str, config_name: str, overrides: list[str], loader: Any) -> str:
-    """`key=[]`, `key={}` or `key=null`: the override that empties `key`, by its value."""
+    """`key=[]` or `key={}`, the override that empties `key`, by its value; `key=<value>` for
+    a scalar."""
     value = _composed_without_deletions(config_name, overrides, loader, key)
-    empty = "[]" if OmegaConf.is_list(value) else "{}" if OmegaConf.is_dict(value) else "null"
+    # a typed scalar may not take null (hydra.run.dir): another value
+    empty = "[]" if OmegaConf.is_list(value) else "{}" if OmegaConf.is_dict(value) else "<value>"
     return f"{key}={empty}"
 
 

@@ -98,8 +98,8 @@ def read_hf_split(
     need_labels: bool,
     class_names: list[str] | None = None,
 ) -> TextExamples:
-    """Columns of a loaded HF split; `lines` are row numbers, counted from 1 (was: from 0,
-    so errors named the row before the one meant). Negative labels (GLUE test splits
+    """Columns of a loaded HF split; `lines` are row numbers, from 0 as `dataset[i]` counts
+    them (sft-eval's predictions.csv ids; GLUE's idx). Negative labels (GLUE test splits
     use -1) = unlabelled, unless labels are required (`LabelMap.marks_unlabelled`).
     `class_names`: the split's `ClassLabel` names; its labels are positions in them, read as
     those names (was: as positions in `label_map`'s names, so data.label_names in another
@@ -113,7 +113,7 @@ def read_hf_split(
     pairs = dataset[pair_column] if pair_column else [None] * count
     values = dataset[label_column] if labelled else [None] * count
     out = TextExamples(pairs=[] if pair_column else None)
-    for row, (text, pair, value) in enumerate(zip(texts, pairs, values, strict=True), start=1):
+    for row, (text, pair, value) in enumerate(zip(texts, pairs, values, strict=True)):
         text, pair = (
             _text(where, row, column, v) for column, v in ((text_column, text), (pair_column, pair))
         )
@@ -195,16 +195,30 @@ class HFReader(TextReader):
         label_column, need = self.label_mode(role)
         s = self.settings
         dataset = self.dataset(role)
+        label_map = self.label_map()
+        # a ClassLabel column holds positions in its names (["1", ..., "5"] stars too): read as
+        # those names when data.label_names names the same classes (in any order); other names
+        # for all of them rename the classes by position
+        split_names = hf_label_names(dataset, label_column)
+        names = label_map.names
+        if split_names is not None and names is not None and set(names) != set(split_names):
+            if set(names) & set(split_names):
+                raise SFTError(
+                    f"data.label_names={names} and the ClassLabel names of {self.where(role)}, "
+                    f"{split_names}, share some names but not all: give the ClassLabel's names "
+                    "(in the order the model's outputs should have), or other names for every "
+                    "class (they rename the ClassLabel's classes in its order)"
+                )
+            split_names = None
         return read_hf_split(
             dataset,
             self.where(role),
             s.text_column,
             s.text_pair_column,
             label_column,
-            self.label_map(),
+            label_map,
             need,
-            # a ClassLabel column holds positions in its names (["1", ..., "5"] stars too)
-            hf_label_names(dataset, label_column),
+            split_names,
         )
 
     def cache_name(self, role: str) -> str:

@@ -101,10 +101,7 @@ def read_jsonl(
     records, blank = json_records(path)
     if blank:  # (was: left out without a word, where TSV/CSV warn)
         lines = "line" if len(blank) == 1 else "lines"
-        out.warnings.append(
-            f"{len(blank)} blank {lines} between the records left out ({lines} "
-            f"{first_few(blank, 5)})"
-        )
+        out.warnings.append(f"{len(blank)} blank {lines} left out ({lines} {first_few(blank, 5)})")
     labelled = need_labels or any(label_column in record for _, _, record in records)
     for line, at, record in records:
         where = f"{path}, {at}"
