@@ -263,7 +263,7 @@ def relayed_to_spawned_ranks(trainer: L.Trainer) -> Iterator[None]:
             # it came after the ranks' last check (their on_fit_end), and they finished: the
             # run stops here, as one process does in its on_fit_end (was: passed over, and the
             # test ran, or a sweep's next job)
-            raise _stopped_ranks(trainer, relayed.value, callbacks[0])
+            raise _stopped_ranks(trainer, relayed.value, callbacks[0], trained=True)
     except ProcessExitedException as exc:
         statuses = {128 + s: s for s in GracefulInterrupt.SIGNALS}
         signum = statuses.get(exc.exit_code) or relayed.value
@@ -278,12 +278,16 @@ def relayed_to_spawned_ranks(trainer: L.Trainer) -> Iterator[None]:
 
 
 def _stopped_ranks(
-    trainer: L.Trainer, signum: int, callback: GracefulInterrupt
+    trainer: L.Trainer, signum: int, callback: GracefulInterrupt, trained: bool = False
 ) -> TrainingInterrupted:
-    """The line of ddp_spawn ranks stopped by `signum`: what they saved, read back."""
+    """The line of ddp_spawn ranks stopped by `signum`: what they saved, read back. `trained`:
+    they had finished training when it came."""
     recover_spawned_progress(trainer)  # the epoch and step of the last.ckpt the ranks wrote
     name, path = signal.Signals(signum).name, trainer_last_checkpoint(trainer)
-    if trainer.global_step == 0 or not path.is_file():
+    if trained and not path.is_file():  # a run without last checkpoints (callbacks=...)
+        then = f"; {callback._sweep_hint}" if callback._sweep_hint else ""
+        message = f"interrupted by {name} after training ended, before the test{then}"
+    elif trainer.global_step == 0 or not path.is_file():
         then = f"; {callback._sweep_hint}" if callback._sweep_hint else ""
         message = f"interrupted by {name} before the first training step: nothing to save{then}"
     else:
