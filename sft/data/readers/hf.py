@@ -19,7 +19,7 @@ from sft.hub import hub_unreachable
 def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: bool) -> Any:
     """`datasets.load_dataset(name, config, split=split)`; one line when it cannot be had
     (typically offline and not in the local datasets cache)."""
-    import datasets
+    datasets = import_datasets()
 
     kwargs = {"trust_remote_code": True} if trust_remote_code else {}
     # offline, datasets asks the hub with retries for ~25 s before it looks in its cache: one
@@ -68,11 +68,23 @@ def is_file_builder(name: str) -> bool:
     return name in FILE_BUILDERS and not Path(name).expanduser().exists()
 
 
+def import_datasets() -> Any:
+    """The `datasets` package; one line when it is not installed (was: a traceback)."""
+    try:
+        import datasets
+    except ImportError as exc:
+        raise SFTError(
+            "data=hf_dataset reads Hugging Face datasets with the 'datasets' package, which is "
+            "not installed: pip install 'sft[text]'"
+        ) from exc
+    return datasets
+
+
 @contextlib.contextmanager
 def datasets_offline(offline: bool) -> Iterator[None]:
     """`datasets` in its offline mode (HF_HUB_OFFLINE=1, which it reads once, at import) while
     loading, when `offline`."""
-    import datasets
+    datasets = import_datasets()
 
     before = datasets.config.HF_HUB_OFFLINE
     datasets.config.HF_HUB_OFFLINE = before or offline
