@@ -51,6 +51,7 @@ from sft.utils.allocator import keep_freed_memory
 from sft.utils.cli import override_key
 from sft.utils.config import (
     config_dir_arguments,
+    group_choice,
     print_and_save_config,
     swept_keys,
     task_overrides,
@@ -160,6 +161,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         progress_bar=cfg.trainer.get("enable_progress_bar", True),
         validates=runs_validation(cfg.trainer),
         logs=bool(loggers),
+        chose_none=group_choice("callbacks") == "none",
     )
     trainer = build_trainer(
         cfg.trainer,

@@ -89,6 +89,13 @@ def hydra_quoted(value: str) -> str:
     return f"'{escaped}'"
 
 
+def group_choice(group: str) -> str | None:
+    """The option of config group `group` the running Hydra job chose; None outside one."""
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get(group)
+
+
 def task_overrides() -> list[str]:
     """The command line's overrides of the running Hydra job, as written; [] outside one (a
     config composed by hand)."""

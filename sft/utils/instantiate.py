@@ -22,8 +22,10 @@ from sft.utils.config_types import check_config_types
 log = logging.getLogger(__name__)
 
 
-def _instantiate_entries(cfg: DictConfig | None, group: str) -> list:
+def _instantiate_entries(cfg: DictConfig | None, group: str, chose_none: bool = False) -> list:
     # Entries set to null (or empty) are switched-off slots, e.g. `callbacks.early_stopping=null`.
+    # `chose_none`: the group's `none` option was chosen, and an entry without a _target_ holds
+    # settings another config (an experiment's) gives the one it leaves out
     if not cfg:
         return []
     for name, entry in cfg.items():
@@ -33,6 +35,12 @@ def _instantiate_entries(cfg: DictConfig | None, group: str) -> list:
                 f"{where}={entry}: expected a config with a _target_ (e.g. +{where}._target_="
                 f"<module.Class>), or null to switch it off"
             )
+        if entry and "_target_" not in entry and chose_none:
+            # (was: an error naming settings the user never wrote, for callbacks=none with
+            # experiment=cifar10_resnet18)
+            keys = ", ".join(map(str, entry))
+            log.info(f"{group}=none: {where} ({keys}, set by another config) is left out too")
+            continue
         if entry and "_target_" not in entry:
             # was: left out without a word, a misspelt `_tagret_` included
             keys = ", ".join(map(str, entry))
@@ -45,7 +53,11 @@ def _instantiate_entries(cfg: DictConfig | None, group: str) -> list:
 
 
 def instantiate_callbacks(
-    cfg: DictConfig | None, progress_bar: bool = True, validates: bool = True, logs: bool = True
+    cfg: DictConfig | None,
+    progress_bar: bool = True,
+    validates: bool = True,
+    logs: bool = True,
+    chose_none: bool = False,
 ) -> list[Callback]:
     """The configured callbacks; without progress bars when `trainer.enable_progress_bar=false`
     (Lightning refuses a progress-bar callback then, and plain logs are what the user asked for),
@@ -53,8 +65,8 @@ def instantiate_callbacks(
     metric: Lightning raises at the first epoch's end for the missing metric; and without a
     logger (`~logger`, `logs` false), without the learning-rate monitor, which Lightning
     refuses then (was: "Cannot use LearningRateMonitor callback with Trainer that has no
-    logger", which did not say what to do)."""
-    callbacks = _instantiate_entries(cfg, "callbacks")
+    logger", which did not say what to do). `chose_none`: `callbacks=none` was chosen."""
+    callbacks = _instantiate_entries(cfg, "callbacks", chose_none)
     kept = []
     for callback in callbacks:
         if isinstance(callback, ProgressBar) and not progress_bar:
