@@ -381,6 +381,28 @@ def write_csv(rows: list[Row], metric: str, path: Path) -> None:
         raise SFTError(f"{path} could not be written: {exc.strerror or exc}") from exc
 
 
+WRITER = "sft-compare"
+
+
+def check_default_png(path: Path) -> None:
+    """The default compare.png is sft-compare's own, written again on each call; a file of that
+    name it did not write (it says so in the PNG) is not replaced (was: without a word)."""
+    if not path.exists():
+        return
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            ours = image.info.get("Software") == WRITER
+    except Exception:  # not an image at all
+        ours = False
+    if not ours:
+        raise SFTError(
+            f"{path} exists and sft-compare did not write it (or an earlier version did, "
+            "without saying so): give --png <file>, or remove it"
+        )
+
+
 def plot_curves(runs: list[Run], metric: str, path: Path) -> None:
     """`metric` (and val/loss, when logged and not the metric) against the step, one line per run."""
     import matplotlib
@@ -410,8 +432,11 @@ def plot_curves(runs: list[Run], metric: str, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize="small")
     fig.tight_layout()
+    kind = path.suffix[1:].lower()
+    # a PNG says who wrote it: the default compare.png is replaced only when it is sft-compare's
+    metadata = {"Software": WRITER} if kind == "png" else None
     try:
-        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:].lower(), dpi=110))
+        atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=110, metadata=metadata))
     except OSError as exc:  # a folder that cannot be written (/proc, permissions)
         raise SFTError(f"{path} could not be written: {exc.strerror or exc}") from exc
     finally:
@@ -478,9 +503,6 @@ def check_image_name(path: Path) -> None:
 def compare(args: argparse.Namespace, console: Console) -> list[Row]:
     if args.png is not None:
         check_image_name(args.png)
-    if args.png is not None and args.csv is not None and args.png.resolve() == args.csv.resolve():
-        # (was: the curves written, then the table over them)
-        raise SFTError(f"--png and --csv name the same file, {args.csv}: give two")
     # files the user named are never replaced (compare.png, the default, is sft-compare's own)
     for setting, given, example in (
         ("--csv", args.csv, "runs.csv"),
@@ -518,6 +540,11 @@ def compare(args: argparse.Namespace, console: Console) -> list[Row]:
     # an event file's: its folder (was: the current folder, where a compare.png of the user's
     # was written over)
     png = args.png or (first if first.is_dir() else first.parent) / "compare.png"
+    if args.png is None:
+        check_default_png(png)
+    if args.csv is not None and args.csv.resolve() == png.resolve():
+        # (was: the table written, then the curves over it, or the reverse)
+        raise SFTError(f"--csv {args.csv} is where the curves go too: give another --csv")
     if args.csv:
         write_csv(rows, args.metric, args.csv)
     try:

@@ -144,9 +144,13 @@ def test_csv_and_png_outputs_that_cannot_both_be_written_leave_neither(sweep, tm
     with pytest.raises(SystemExit):
         main([str(sweep), "--csv", str(tmp_path / "same.png"), "--png", str(tmp_path / "same.png")])
     assert capsys.readouterr().err.strip() == (
-        f"error: --png and --csv name the same file, {tmp_path / 'same.png'}: give two"
+        f"error: --csv {tmp_path / 'same.png'} is where the curves go too: give another --csv"
     )
     assert not (tmp_path / "same.png").exists()
+    with pytest.raises(SystemExit):  # the default curves' file
+        main([str(sweep), "--csv", str(sweep / "compare.png")])
+    assert "is where the curves go too" in capsys.readouterr().err
+    assert not (sweep / "compare.png").exists()
     # the curves fail: the new table is taken back
     with pytest.raises(SystemExit):
         main([str(sweep), "--csv", str(tmp_path / "t.csv"), "--png", "/proc/p.png"])
@@ -187,6 +191,22 @@ def test_sft_eval_runs_are_left_out_of_a_comparison_of_training_runs(sweep, tmp_
     assert "left out: 1 run of sft-eval: " in out and str(evaluation) in out
     main([str(evaluation)])
     assert len(table_rows(capsys.readouterr().out)) == 1
+
+
+def test_a_compare_png_of_the_users_is_not_replaced(sweep, capsys):
+    """The default compare.png in the first PATH was replaced whatever it was; sft-compare's own
+    (it says so in the PNG) still is, on every call."""
+    main([str(sweep)])
+    capsys.readouterr()
+    main([str(sweep)])  # its own: written again
+    mine = sweep / "compare.png"
+    mine.write_text("my own figure")
+    with pytest.raises(SystemExit):
+        main([str(sweep)])
+    assert capsys.readouterr().err.startswith(
+        f"error: {mine} exists and sft-compare did not write it"
+    )
+    assert mine.read_text() == "my own figure"
 
 
 def test_the_curves_of_an_event_file_go_beside_it(sweep, tmp_path, capsys, monkeypatch):
