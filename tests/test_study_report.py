@@ -1,0 +1,46 @@
+"""experiments/label_efficiency/report.py: what its report says the scores were measured on, and
+where it writes."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+REPORT = Path(__file__).parents[1] / "experiments" / "label_efficiency" / "report.py"
+
+
+def load_report():
+    spec = importlib.util.spec_from_file_location("label_efficiency_report", REPORT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def job(report, limit):
+    config = {"trainer": {"limit_val_batches": limit}}
+    return report.Job("a", "lora", 10, 0, "completed", 0.5, 1.0, None, Path("x"), config)
+
+
+def test_a_limited_validation_is_not_reported_as_the_whole_split():
+    """Jobs run with trainer.limit_val_batches=2 scored 64 dev sentences; the report said "the
+    full GLUE SST-2 dev set"."""
+    report = load_report()
+    study = report.STUDIES["sst2"]
+    assert report.evaluated_on(study, [job(report, None)]) == study.evaluated_on
+    assert report.evaluated_on(study, [job(report, None), job(report, 2)]) == (
+        "part of the full GLUE SST-2 dev set (trainer.limit_val_batches=2)"
+    )
+
+
+def test_sweeps_of_ones_own_need_their_own_output_folder(tmp_path):
+    """--sweeps without --out replaced the study's published report without a word."""
+    result = subprocess.run(
+        [sys.executable, str(REPORT), "sst2", "--sweeps", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: --sweeps of your own need --out <folder> for their report"
+    )
