@@ -759,3 +759,19 @@ def test_an_adapter_learning_rate_without_an_adapter_is_warned_about(caplog):
     with caplog.at_level(logging.WARNING, logger="sft.models.classifier"):
         make_model(lr_adapter=0.1)
     assert any("no adapter is chosen (adapter=lora adds them)" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize(("backbone", "warned"), [("small_cnn", True), ("tiny_bert", False)])
+def test_frozen_norm_statistics_are_warned_about_only_where_there_are_batch_norms(
+    backbone, warned, caplog
+):
+    """freeze_norm_stats=true without pretrained weights: the warning that the batch-norm
+    statistics stay at their initial values was given for backbones without batch norms too
+    (timm's ConvNeXt, a BERT: LayerNorms)."""
+    from helpers.tiny_models import TINY_BERT
+
+    config = SMALL_CNN if backbone == "small_cnn" else TINY_BERT
+    model = make_model(backbone=config, freeze_norm_stats=True, linear_probe=None)
+    with caplog.at_level(logging.WARNING):
+        model.on_fit_start()
+    assert ("keeps the batch-norm statistics" in caplog.text) is warned

@@ -741,7 +741,16 @@ class SFTClassifier(L.LightningModule):
     def on_fit_start(self) -> None:
         backbone = self.hparams.backbone
         loads_weights = backbone.get("pretrained") or backbone.get("checkpoint")
-        if self.hparams.freeze_norm_stats and "name" in backbone and not loads_weights:
+        # only a backbone with batch norms has statistics to keep (ConvNeXt's are LayerNorms)
+        has_batch_norms = any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.modules()
+        )
+        if (
+            self.hparams.freeze_norm_stats
+            and "name" in backbone
+            and not loads_weights
+            and has_batch_norms
+        ):
             rank_zero_warning(
                 log,
                 "model.freeze_norm_stats=true keeps the batch-norm statistics the backbone starts "
