@@ -518,12 +518,8 @@ def compare(args: argparse.Namespace, console: Console) -> list[Row]:
         # with a step and an epoch of their own (`sft-compare outputs`)
         runs = [run for run in runs if run.task != "eval"]
         _label_runs(runs)  # by what sets them apart from each other
-        console.print(
-            escape(
-                f"left out: {_left_out([_run_dir(r.path, r.path) for r in evaluations], 'of sft-eval')} "
-                "(give their folder alone to compare them)"
-            )
-        )
+        left_out = _left_out([_run_dir(r.path, r.path) for r in evaluations], "of sft-eval")
+        console.print(escape(f"left out: {left_out} (give their folder alone to compare them)"))
     args.mode = args.mode or metric_mode(args.metric)
     rows = summarize(runs, args.metric, args.mode)
     print_table(rows, args.metric, args.mode, console)

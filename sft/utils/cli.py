@@ -110,14 +110,11 @@ def check_overrides(
         for override in parsed:
             override.config_loader = loader  # glob(...) lists the group's options through it
         # the groups the command's config chooses (sft-eval: no model, experiment, ...)
-        primary = loader.repository.load_config(config_name) if adds is not None else None
-        chosen = {getattr(d, "group", None) for d in getattr(primary, "defaults_list", None) or []}
-        nulls = {
-            d.group
-            for d in getattr(loader.repository.load_config(config_name), "defaults_list", None)
-            or []
-            if getattr(d, "group", None) and getattr(d, "value", "") is None
-        }
+        primary = loader.repository.load_config(config_name)
+        defaults = getattr(primary, "defaults_list", None) or []
+        chosen = {getattr(d, "group", None) for d in defaults} if adds is not None else set()
+        # groups the command's config leaves null (sft-eval's data: the checkpoint's)
+        nulls = {d.group for d in defaults if getattr(d, "group", None) and d.value is None}
         for override in parsed:
             check_not_a_base(override, loader)
             check_not_a_null_choice(override, loader, nulls)
