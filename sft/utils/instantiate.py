@@ -35,15 +35,14 @@ def _instantiate_entries(cfg: DictConfig | None, group: str, chose_none: bool = 
                 f"{where}={entry}: expected a config with a _target_ (e.g. +{where}._target_="
                 f"<module.Class>), or null to switch it off"
             )
-        if entry and "_target_" not in entry and chose_none:
-            # (was: an error naming settings the user never wrote, for callbacks=none with
-            # experiment=cifar10_resnet18)
-            keys = ", ".join(map(str, entry))
-            log.info(f"{group}=none: {where} ({keys}, set by another config) is left out too")
-            continue
         if entry and "_target_" not in entry:
-            # was: left out without a word, a misspelt `_tagret_` included
             keys = ", ".join(map(str, entry))
+            if chose_none:
+                # (was: an error naming settings the user never wrote, for callbacks=none with
+                # experiment=cifar10_resnet18)
+                log.info(f"{group}=none: {where} ({keys}, set by another config) is left out too")
+                continue
+            # was: left out without a word, a misspelt `_tagret_` included
             raise SFTError(
                 f"{where}: no _target_ (it sets {keys}): name the class to build in "
                 f"{where}._target_, or set {where}=null to switch it off"
