@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,12 +16,15 @@ from hydra.utils import instantiate
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
 from lightning.pytorch import Trainer
 from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
 
 from sft import eval as eval_module
 from sft import train as train_module
+from sft.data.text import TextClassificationDataModule
 from sft.errors import SFTError, find_user_error
 from sft.jobs.eval import evaluate
 from sft.jobs.train import train
+from sft.models.classifier import SFTClassifier
 from sft.models.loading import check_class_names
 from sft.runs.resume import follow_moved_run
 from sft.utils.cli import (
@@ -341,6 +345,72 @@ def test_eval_without_labelled_test_split_predicts_the_validation_it_scores(
         "No labelled test split (data.test_split=test.tsv: it has no labels): metrics are on "
         "the validation split." in caplog.text
     )
+
+
+def _eval_forwards(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The stage of each forward pass of sft-eval's model, in order."""
+    stages: list[str] = []
+    forward = SFTClassifier.forward
+
+    def counted(self: SFTClassifier, inputs: Any) -> torch.Tensor:
+        stages.append(self.trainer.state.stage.value)
+        return forward(self, inputs)
+
+    monkeypatch.setattr(SFTClassifier, "forward", counted)
+    return stages
+
+
+def test_eval_predicts_from_the_pass_that_scores(checkpoints, data_dir, tmp_path, monkeypatch):
+    """sft-eval's predictions.csv comes from the batches its metrics score, as they are scored
+    (was: a second pass over the split, trainer.predict: twice the time)."""
+    stages = _eval_forwards(monkeypatch)
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoints['text']}",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "+trainer.limit_val_batches=2",
+        ],
+        tmp_path,
+    )
+    metrics = evaluate(cfg)
+    assert stages == ["validate", "validate"]
+    rows = list(csv.DictReader((tmp_path / "predictions.csv").open(newline="")))
+    dev = (data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    assert [r["label"] for r in rows] == [line.split("\t")[1] for line in dev[:32]]
+    accuracy = sum(r["label"] == r["pred"] for r in rows) / len(rows)
+    assert accuracy == pytest.approx(metrics["val/acc"])
+
+
+def test_eval_predicts_a_datamodules_own_predict_loader(
+    checkpoints, data_dir, tmp_path, monkeypatch
+):
+    """A datamodule whose predict loader serves its examples in another order than it scores
+    them (a user's may): predictions.csv follows the predict loader, in a pass of its own."""
+    stages = _eval_forwards(monkeypatch)
+
+    def backwards(self: TextClassificationDataModule) -> DataLoader:
+        data = self.scored_data()
+        order = list(reversed(range(len(data))))
+        return self._loader(data, "predict", batch_size=self.eval_batch_size, sampler=order)
+
+    monkeypatch.setattr(TextClassificationDataModule, "predict_dataloader", backwards)
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoints['text']}",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "+trainer.limit_val_batches=1",
+        ],
+        tmp_path,
+    )
+    evaluate(cfg)
+    assert stages == ["validate", "predict"]
+    rows = list(csv.DictReader((tmp_path / "predictions.csv").open(newline="")))
+    dev = (data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    assert [r["label"] for r in rows] == [line.split("\t")[1] for line in dev[::-1][:16]]
 
 
 def test_eval_probabilities_are_float32_under_mixed_precision(checkpoints, tmp_path):

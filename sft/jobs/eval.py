@@ -10,6 +10,7 @@ sft-eval ckpt_path=outputs/train/cifar10_resnet18/<run>/checkpoints/last.ckpt
 import csv
 import logging
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
+from torch.utils.data import DataLoader, SequentialSampler
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from sft.errors import SFTError, TrainingInterrupted
@@ -28,6 +30,7 @@ from sft.inference.model_inputs import (
     warn_model_input_changes,
 )
 from sft.models.backbones import backbone_speed_hints
+from sft.models.classifier import class_probabilities
 from sft.models.loading import (
     check_class_names,
     datamodule_from_checkpoint,
@@ -155,11 +158,58 @@ def named_test_split(cfg: DictConfig, data_cfg: DictConfig | None) -> str | None
     return named[0]
 
 
+class ScoredOutputs(L.Callback):
+    """The class probabilities and labels of the batches that validate or test scores, in
+    order; None when a step returns no `logits` and `labels` (a model of the user's)."""
+
+    def __init__(self) -> None:
+        self.outputs: list[dict[str, torch.Tensor]] | None = []
+
+    def _keep(self, outputs: Any) -> None:
+        if self.outputs is None:
+            return
+        if not (isinstance(outputs, Mapping) and {"logits", "labels"} <= outputs.keys()):
+            self.outputs = None
+            return
+        probs = class_probabilities(outputs["logits"]).cpu()
+        self.outputs.append({"probs": probs, "labels": outputs["labels"].cpu()})
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, *_: Any
+    ) -> None:
+        self._keep(outputs)
+
+    def on_test_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, *_: Any
+    ) -> None:
+        self._keep(outputs)
+
+
+def predicts_what_it_scores(datamodule: Any) -> bool:
+    """Whether the datamodule's predict loader serves the scored split's examples in the order
+    its test (or validation) loader does: then the scoring pass gives the predictions too. A
+    user's datamodule may predict in another order than it validates."""
+    scored = (
+        datamodule.test_dataloader()
+        if datamodule.has_labelled_test
+        else datamodule.val_dataloader()
+    )
+    predicted = datamodule.predict_dataloader()
+    loaders = (scored, predicted)
+    return (
+        all(isinstance(loader, DataLoader) for loader in loaders)
+        and scored.dataset is predicted.dataset
+        and scored.collate_fn is predicted.collate_fn
+        and all(type(loader.sampler) is SequentialSampler for loader in loaders)
+    )
+
+
 def _score(
-    trainer: L.Trainer, model: L.LightningModule, datamodule: Any
+    trainer: L.Trainer, model: L.LightningModule, datamodule: Any, scored: ScoredOutputs
 ) -> tuple[dict[str, float], list[dict[str, torch.Tensor]]]:
     """The metrics of the split to score (the labelled test split, else validation) and the
-    model's outputs on it, in file order."""
+    model's outputs on it, in file order: kept by `scored` as it scores them (was: a second
+    pass, `trainer.predict`, over the split: twice the time), else predicted."""
     with lightning_refusals():
         if datamodule.has_labelled_test:
             metrics = trainer.test(model, datamodule=datamodule)[0]
@@ -175,6 +225,8 @@ def _score(
                 f"No labelled test split{why}: metrics are on the validation split.",
             )
             metrics = trainer.validate(model, datamodule=datamodule)[0]
+        if scored.outputs and predicts_what_it_scores(datamodule):
+            return metrics, scored.outputs
         # predictions of the split just scored, in file order
         outputs = trainer.predict(model, datamodule=datamodule)
     return metrics, outputs
@@ -227,7 +279,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print_and_save_config(cfg, cfg.paths.output_dir)
     model = load_classifier(cfg.ckpt_path, checkpoint)
     datamodule.configure_input(model.input_spec)
-    trainer = build_trainer(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
+    scored = ScoredOutputs()
+    trainer = build_trainer(
+        cfg.trainer, logger=instantiate_loggers(cfg.get("logger")), callbacks=[scored]
+    )
     if trainer.world_size > 1:
         # DDP's ranks would each predict a share of the split: predictions.csv was one rank's
         # rows under the first ids (subprocess DDP), or a traceback (ddp_spawn returns nothing)
@@ -248,7 +303,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         datamodule.load_state_dict(trained_state)
 
     try:
-        metrics, outputs = _score(trainer, model, datamodule)
+        metrics, outputs = _score(trainer, model, datamodule, scored)
     except SystemExit as exc:
         if not answers_ctrl_c(exc):
             raise

@@ -131,6 +131,12 @@ def split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
     return batch[0], batch[1]
 
 
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax in float32: under mixed precision the logits are bf16/fp16, whose softmax rounds
+    the probabilities to 2-3 digits (they would not sum to 1)."""
+    return logits.float().softmax(-1)
+
+
 class SFTClassifier(L.LightningModule):
     """Backbone `self.backbone` (features h) and `self.head` (FusedHead: base + zero-init branch).
 
@@ -628,11 +634,13 @@ class SFTClassifier(L.LightningModule):
             for group, rate in zip(groups, rates, strict=True):
                 group["lr"] = rate
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         loss, logits, y = self._shared_step(batch)
         self.val_metrics.update(logits, y)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
+        # for callbacks (sft-eval's predictions come from the pass that scores them)
+        return {"logits": logits, "labels": y}
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.state.fn != TrainerFn.FITTING:  # sft-eval's one validation: no "best"
@@ -640,17 +648,16 @@ class SFTClassifier(L.LightningModule):
         self.val_acc_best(self.val_metrics["acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         loss, logits, y = self._shared_step(batch)
         self.test_metrics.update(logits, y)
         self.log("test/loss", loss, on_epoch=True, sync_dist=True)
         self.log_dict(self.test_metrics, on_epoch=True)
+        return {"logits": logits, "labels": y}
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         inputs, y = split_batch(batch)
-        # float32: under mixed precision the logits are bf16/fp16, whose softmax rounds the
-        # probabilities to 2-3 digits (they would not sum to 1)
-        return {"probs": self(inputs).float().softmax(-1), "labels": y}
+        return {"probs": class_probabilities(self(inputs)), "labels": y}
 
     def _datamodule(self) -> ClassificationData | None:
         """The trainer's datamodule (None without a trainer or with plain dataloaders); one that
