@@ -435,6 +435,40 @@ def test_eval_probabilities_are_float32_under_mixed_precision(checkpoints, tmp_p
     assert (probs.sum(1) - 1).abs().max() <= 5e-6
 
 
+def test_eval_of_a_five_class_sst_model_on_binary_trees_is_one_error(tmp_path):
+    """`sft-eval ckpt_path=<SST-5 checkpoint> data=sst2_trees`: the binary trees' labels 0/1
+    were read as the model's classes 0/1 (very negative, negative), and scored without a word
+    (val/acc 0.15); now the class counts differ, as with `data=sst2`."""
+    overrides = [o for o in TINY_TEXT if not o.startswith("experiment=")]
+    run = tmp_path / "sst5"
+    train(
+        compose_config(
+            "train",
+            [
+                "experiment=sst5_minilm",
+                *overrides,
+                "+trainer.max_steps=1",
+                "+trainer.limit_val_batches=1",
+                "test=false",
+            ],
+            run,
+        )
+    )
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+            "data=sst2_trees",
+            "trainer.accelerator=cpu",
+            "+trainer.limit_val_batches=1",
+        ],
+        tmp_path / "eval",
+    )
+    with pytest.raises(SFTError, match=r"model\.num_classes=5 but the data has 2 classes"):
+        evaluate(cfg)
+    assert not (tmp_path / "eval" / "predictions.csv").exists()
+
+
 def test_eval_of_an_image_checkpoint_on_text_data_is_one_error(checkpoints, tmp_path):
     """`sft-eval ckpt_path=<image checkpoint> data=text_files`: the text config's tokenizer
     interpolates the model's backbone name, which an image model lacks (was: omegaconf's

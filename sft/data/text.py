@@ -340,9 +340,11 @@ class TextClassificationDataModule(SFTDataModule):
         model's class names too (sft-eval data=text_files ...: they were refused as not
         integers, while the checkpoint knew the names)."""
         super().score_with(class_names)
-        # a file's, not an HF dataset's: its ClassLabel names are checked against the model's
+        # a file's, not an HF dataset's: its ClassLabel names are checked against the model's;
+        # nor a format's own classes (SST trees': a 5-class model read binary trees' labels 0/1
+        # as its classes 0/1, and scored them without a word)
         from_files = isinstance(self.reader, FileReader)
-        if self.reader.settings.label_names is None and from_files:
+        if self.reader.label_map().names is None and from_files:
             self.reader.settings = replace(self.reader.settings, label_names=self.model_class_names)
 
     def _scored_role(self) -> str:
