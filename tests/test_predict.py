@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import sft.jobs.predict as predict_module
+from sft.data.readers.sst_trees import read_sst_trees
 from sft.errors import SFTError
 from sft.inference.bundle import check_inference_inputs, load_bundle
 from sft.inference.inputs import STDIN, read_texts
@@ -639,3 +640,23 @@ def test_a_datamodule_that_records_no_settings_is_warned_about(tmp_path, caplog)
         f"its datamodule {target} recorded none of its settings (batch_size, flip_labels): "
         "rebuilt with their defaults"
     ) in caplog.text
+
+
+def test_sst_trees_are_predicted_as_their_sentences(ckpts, data_dir, tmp_path, caplog):
+    """`sft-predict inputs=<an SST trees file>` (data=sst5's dev.txt, where the training log's
+    hint led): each tree's sentence is predicted, as training reads it (was: the tree as
+    written, its gold labels in the text). A text that only starts with '(' is a text."""
+    caplog.set_level(logging.INFO)
+    trees = (data_dir / "sst" / "dev.txt").read_text(encoding="utf-8").splitlines()[:4]
+    (tmp_path / "trees.txt").write_text("\n".join(trees) + "\n", encoding="utf-8")
+    sentences = read_sst_trees(data_dir / "sst" / "dev.txt", binary=False, phrases=False)
+    (tmp_path / "sentences.txt").write_text("\n".join(sentences.texts[:4]) + "\n")
+    got = read_csv(run_predict(ckpts["text"], tmp_path / "trees.txt", tmp_path / "t"))
+    want = read_csv(run_predict(ckpts["text"], tmp_path / "sentences.txt", tmp_path / "s"))
+    assert got == want and len(got) == 4
+    assert f"inputs={tmp_path / 'trees.txt'}: SST trees; predicting" in caplog.text
+    (tmp_path / "plain.txt").write_text("(3 stars) a fine film\n(2 (2 not) a tree\n")
+    assert read_texts(tmp_path / "plain.txt", "sentence").texts == [
+        "(3 stars) a fine film",
+        "(2 (2 not) a tree",
+    ]

@@ -435,10 +435,12 @@ def test_eval_probabilities_are_float32_under_mixed_precision(checkpoints, tmp_p
     assert (probs.sum(1) - 1).abs().max() <= 5e-6
 
 
-def test_eval_of_a_five_class_sst_model_on_binary_trees_is_one_error(tmp_path):
+def test_eval_of_a_five_class_sst_model_on_binary_trees_is_one_error(tmp_path, caplog):
     """`sft-eval ckpt_path=<SST-5 checkpoint> data=sst2_trees`: the binary trees' labels 0/1
     were read as the model's classes 0/1 (very negative, negative), and scored without a word
-    (val/acc 0.15); now the class counts differ, as with `data=sst2`."""
+    (val/acc 0.15); now the class counts differ, as with `data=sst2`. Training, which has no
+    test split to test, does not send the user to sft-predict with a file it has not got."""
+    caplog.set_level(logging.INFO)
     overrides = [o for o in TINY_TEXT if not o.startswith("experiment=")]
     run = tmp_path / "sst5"
     train(
@@ -449,11 +451,11 @@ def test_eval_of_a_five_class_sst_model_on_binary_trees_is_one_error(tmp_path):
                 *overrides,
                 "+trainer.max_steps=1",
                 "+trainer.limit_val_batches=1",
-                "test=false",
             ],
             run,
         )
     )
+    assert "The data has no labelled test split: skipping test." in caplog.messages
     cfg = compose_config(
         "eval",
         [

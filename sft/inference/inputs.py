@@ -21,6 +21,7 @@ from sft.data.readers.files import ENCODING, read_lines
 from sft.data.readers.jsonl import read_jsonl
 from sft.data.readers.labels import LabelMap
 from sft.data.readers.table import QUOTING, CsvReader, TsvReader, read_delimited
+from sft.data.sst_trees import detokenize, parse_tree
 from sft.errors import SFTError
 from sft.utils.logs import first_few
 
@@ -125,6 +126,13 @@ def read_texts(
                 f"{first_few(blank, 5)}); the "
                 "predictions' ids are the texts' line numbers"
             )
+        sentences = sst_tree_sentences(out.texts)
+        if sentences is not None:
+            log.info(
+                f"inputs={path}: SST trees; predicting each tree's sentence, as training reads "
+                "it (the trees' labels are not used)"
+            )
+            out.texts = sentences
     else:
         table = _read_table(path, text_column, pair_column, quoting)
         for warning in table.warnings:
@@ -136,6 +144,18 @@ def read_texts(
     if not out.texts:
         raise SFTError(f"inputs={path}: holds no texts")
     return out
+
+
+def sst_tree_sentences(texts: list[str]) -> list[str] | None:
+    """The sentences of SST PTB trees (`(3 (2 It) (4 ...))`, the format of data=sst5's files),
+    as training reads them; None unless every text is such a tree. (Read as plain texts, the
+    trees were predicted as written, their gold labels in them.)"""
+    if not texts or not all(t.lstrip().startswith("(") for t in texts):
+        return None
+    try:
+        return [detokenize(parse_tree(t).words) for t in texts]
+    except ValueError:
+        return None
 
 
 def _text_lines(path: Path) -> Iterable[tuple[int, str]]:

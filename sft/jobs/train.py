@@ -211,8 +211,11 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         metrics = dict(trainer.callback_metrics)
 
         if cfg.get("test") and not datamodule.has_labelled_test:
-            # a Hugging Face split is no file that sft-predict reads
-            from_file = datamodule.hparams.get("source") != "hf"
+            # an unlabelled test file (not a Hugging Face split, which sft-predict does not
+            # read; nor SST trees' test_split: null)
+            from_file = datamodule.hparams.get("source") != "hf" and bool(
+                datamodule.hparams.get("test_split")
+            )
             log.info(
                 "The data has no labelled test split: skipping test"
                 + (" (sft-predict inputs=<its file> predicts it)." if from_file else ".")
