@@ -1624,6 +1624,57 @@ def test_required_settings_given_positionally_are_not_missing():
         check_config_types(swa, "callbacks.swa")
 
 
+MY_MODELS = """
+from sft.models import SFTClassifier
+
+
+class MyClassifier(SFTClassifier):  # as the README writes one
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+
+class WithOwnSetting(SFTClassifier):
+    def __init__(self, label_smoothing: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.label_smoothing = label_smoothing
+
+
+class ReadsItsKwargs(SFTClassifier):
+    def __init__(self, **kwargs):
+        self.extra = kwargs.pop("extra", None)
+        super().__init__(**kwargs)
+"""
+
+
+def test_a_model_of_ones_own_that_hands_its_kwargs_on_is_checked_as_sfts(tmp_path, monkeypatch):
+    """A model subclass as the README writes one (`__init__(self, **kwargs)`, passed on to
+    SFTClassifier's): a misspelt key, a value out of range or of the wrong type is the one line
+    that sft's own model gets (was: Hydra's "Error in call to target" with a TypeError or
+    torchmetrics' ValueError). A subclass that reads its kwargs itself is left unchecked."""
+    (tmp_path / "my_models.py").write_text(MY_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    backbone = {"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn"}
+    model = {"backbone": backbone, "num_classes": 10}
+    mine = {"_target_": "my_models.MyClassifier", **model}
+    with pytest.raises(
+        SFTError, match=r"^model\.lr_hed: MyClassifier takes no such setting \(did you mean 'lr_h"
+    ):
+        check_config_types({**mine, "lr_hed": 0.1}, "model")
+    with pytest.raises(SFTError, match=r"^model\.num_classes: expected an integer >= 2, got 1$"):
+        check_config_types({**mine, "num_classes": 1}, "model")
+    with pytest.raises(SFTError, match=r"^model\.lr_head: expected a float >= 0, got 'abc'$"):
+        check_config_types({**mine, "lr_head": "abc"}, "model")
+    with pytest.raises(SFTError, match=r"^missing value for model\.num_classes: "):
+        check_config_types({"_target_": "my_models.MyClassifier", "backbone": backbone}, "model")
+    own = {"_target_": "my_models.WithOwnSetting", **model}
+    check_config_types({**own, "label_smoothing": 0.1}, "model")
+    with pytest.raises(SFTError, match=r"^model\.label_smoothing: expected a float, got 'x'$"):
+        check_config_types({**own, "label_smoothing": "x"}, "model")
+    with pytest.raises(SFTError, match=r"^model\.lr_hed: WithOwnSetting takes no such setting"):
+        check_config_types({**own, "lr_hed": 0.1}, "model")
+    check_config_types({"_target_": "my_models.ReadsItsKwargs", **model, "extra": 1}, "model")
+
+
 def test_a_resumed_image_folder_run_keeps_the_size_it_trained_at():
     """data.image_size is null now (the backbone's size): a run trained before at 32 px would
     have resumed at 128 px, without a word; like its normalisation, it keeps its own."""

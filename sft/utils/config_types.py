@@ -14,11 +14,14 @@ callable.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import functools
 import inspect
+import itertools
 import pydoc
 import re
+import textwrap
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -238,38 +241,104 @@ def _is_config(value: Any) -> bool:
 
 
 @functools.cache
+def _hands_on(cls: type) -> tuple[int, set[str]] | None:
+    """When `cls.__init__` hands its `**kwargs` whole to `super().__init__(..., **kwargs)` and
+    reads none of them itself (a subclass of sft's model, as the README writes one): the
+    positional arguments and keyword names that call sets itself; else None."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls.__init__)))
+    except (OSError, TypeError, SyntaxError):  # no source (a C class, a REPL): not known
+        return None
+    init = tree.body[0] if tree.body else None
+    if not isinstance(init, ast.FunctionDef) or init.args.kwarg is None:
+        return None
+    name = init.args.kwarg.arg
+    uses = [n for n in ast.walk(init) if isinstance(n, ast.Name) and n.id == name]
+    calls = [
+        call
+        for call in ast.walk(init)
+        if isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and call.func.attr == "__init__"
+        and isinstance(call.func.value, ast.Call)
+        and isinstance(call.func.value.func, ast.Name)
+        and call.func.value.func.id == "super"
+        and any(
+            k.arg is None and isinstance(k.value, ast.Name) and k.value.id == name
+            for k in call.keywords
+        )
+    ]
+    if len(uses) != 1 or len(calls) != 1:
+        return None
+    return len(calls[0].args), {k.arg for k in calls[0].keywords if k.arg is not None}
+
+
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+_VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
+
+
+def _takers(obj: Any) -> tuple[list[inspect.Parameter], list[Any]]:
+    """The parameters `obj` takes and what declares them: `obj`, and where a class hands its
+    `**kwargs` on to its base's `__init__`, the base's parameters that call leaves to them (and
+    on up). Raises where a signature cannot be read."""
+    params = list(inspect.signature(obj).parameters.values())
+    takers = [obj]
+    if not inspect.isclass(obj):
+        return params, takers
+    bases = [c for c in obj.__mro__ if "__init__" in vars(c)]
+    for cls, base in itertools.pairwise(bases):
+        handed = _hands_on(cls) if any(p.kind is _VAR_KEYWORD for p in params) else None
+        if handed is None:
+            break
+        positional, named = handed
+        own = {p.name for p in params}
+        base_params = list(inspect.signature(base).parameters.values())
+        params = [p for p in params if p.kind is not _VAR_KEYWORD] + [
+            p
+            for p in base_params[positional:]
+            if p.name not in named and p.name not in own and p.kind in (*_NAMED, _VAR_KEYWORD)
+        ]
+        takers.append(base)
+    return params, takers
+
+
+def _parameters(target: str) -> list[inspect.Parameter] | None:
+    """`_takers(target)`'s parameters; None when they cannot be read."""
+    try:
+        return _takers(get_object(target))[0]
+    except Exception:
+        return None
+
+
 def _parameter_names(target: str) -> tuple[str, ...]:
     """The keyword parameters `target` takes; () when it takes **kwargs or cannot be read."""
-    try:
-        obj = get_object(target)
-        params = inspect.signature(obj).parameters.values()
-    except Exception:
+    params = _parameters(target)
+    if params is None or any(p.kind is _VAR_KEYWORD for p in params):
         return ()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return ()
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return tuple(p.name for p in params if p.kind in kinds)
+    return tuple(p.name for p in params if p.kind in _NAMED)
 
 
 def _required_parameters(target: str) -> tuple[str, ...]:
     """The parameters `target` needs (no default), by name; () when it cannot be read."""
-    try:
-        params = inspect.signature(get_object(target)).parameters.values()
-    except Exception:
-        return ()
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return tuple(p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty)
+    params = _parameters(target) or []
+    return tuple(
+        p.name for p in params if p.kind in _NAMED and p.default is inspect.Parameter.empty
+    )
 
 
 @functools.cache
 def _parameter_hints(target: str) -> dict[str, Any]:
     try:
         obj = get_object(target)
-        fn = obj.__init__ if inspect.isclass(obj) else obj
-        hints = typing.get_type_hints(fn, include_extras=True)  # keeps Annotated bounds
+        params, takers = _takers(obj)
+        hints: dict[str, Any] = {}
+        # a class that hands its **kwargs on takes its bases' annotations too (its own first)
+        for taker in reversed(takers):
+            fn = taker.__init__ if inspect.isclass(taker) else taker
+            hints |= typing.get_type_hints(fn, include_extras=True)  # keeps Annotated bounds
     except Exception:  # odd hints: no check
         return {}
-    hints.pop("return", None)
+    hints = {p.name: hints[p.name] for p in params if p.name in hints}
     return hints | _MISSING_BOUNDS.get(obj, {})
 
 
