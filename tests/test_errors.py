@@ -510,6 +510,34 @@ def test_mistakes_inside_the_users_experiment_file_name_the_file(
     assert not (tmp_path / "run").exists(), "nothing may run"
 
 
+@pytest.mark.parametrize("package", ["data", "modle", "_group_"])
+@pytest.mark.parametrize("chosen_by", ["command_line", "experiment"])
+def test_a_config_whose_package_line_names_another_node_is_one_line(
+    package, chosen_by, tmp_path, monkeypatch, capsys
+):
+    """A model config of the user's with a data config's package line (copied with the rest),
+    or a misspelt one, or Hydra 1.0's `_group_`: its settings went under that node, and the run
+    ended in a traceback where it read the model ("Key 'model' is not in struct")."""
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "experiment").mkdir()
+    mine = conf / "model" / "my_cnn.yaml"
+    mine.write_text(f"# @package {package}\ndefaults:\n  - resnet18_cifar\n  - _self_\n")
+    (conf / "experiment" / "mine.yaml").write_text(
+        HEADER + "defaults:\n  - override /model: my_cnn\n"
+    )
+    choice = "model=my_cnn" if chosen_by == "command_line" else "experiment=mine"
+    argv = ["--config-dir", str(conf), choice, "debug=fdr"]
+    status, stderr = run_main("train", argv, tmp_path, monkeypatch, capsys)
+    assert assert_one_error_line(status, stderr) == (
+        f"error: {mine}: its line '# @package {package}' puts its settings under '{package}', "
+        "not under 'model' where model settings go: leave the line out"
+    )
+    assert not (tmp_path / "run").exists(), "nothing may run"
+    mine.write_text("# @package model\ndefaults:\n  - resnet18_cifar\n  - _self_\n")
+    check_overrides("train", argv)  # its own group's node: as without the line
+
+
 def test_every_experiment_of_a_sweep_is_checked(tmp_path):
     """`-m experiment=good,mine`: only the first value was checked, and the job of a file
     without its package line trained without its settings."""

@@ -54,6 +54,28 @@ def missing_package_line(loader: Any, config_path: str) -> str:
     )
 
 
+def _in_group(package: str, group: str) -> bool:
+    """Whether a package line puts a config's settings under its group's node (or inside it):
+    `model`, `model.backbone` for a model config. (Hydra 1.3 reads Hydra 1.0's `_group_` as a
+    key of that name.)"""
+    node = group.replace("/", ".")
+    return package == node or package.startswith((f"{node}.", "_global_."))
+
+
+def wrong_package_line(loader: Any, config_path: str, package: str) -> str:
+    """A config whose package line puts its settings elsewhere than its group's (a data
+    config's line copied into a model config: a traceback where the model was read)."""
+    group = config_path.rpartition("/")[0]
+    if is_global_group(group, loader):
+        return missing_package_line(loader, config_path)
+    node = group.replace("/", ".")
+    return (
+        f"{config_file(loader, config_path)}: its line '# @package {package}' puts its settings "
+        f"under '{package}', not under '{node}' where {group} settings "
+        "go: leave the line out"
+    )
+
+
 def describe_defaults_error(
     exc: Exception, config_name: str, overrides: Sequence[str], loader: Any
 ) -> str | None:
@@ -140,6 +162,8 @@ def check_config_file_keys(
             and is_global_group(group, loader, but=option)
         ):
             return missing_package_line(loader, path)
+        if package not in (None, "_global_") and not _in_group(package, group):
+            return wrong_package_line(loader, path, package)
         if package != "_global_":
             continue
         for key in map(str, found.config):
