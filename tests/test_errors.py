@@ -484,6 +484,17 @@ HEADER = "# @package _global_\n"
         (HEADER + "defaults:\n  - /data: sst2\n",
          "{file}: its defaults list chooses /data again, after sft-train chose one: replace it "
          "with '- override /data: sst2'"),
+        # were Hydra's "In experiment/mine: Override 'data : sst2' is defined before 'model:
+        # resnet18_cifar'. Overrides must be at the end of the defaults list" (two lines)
+        (HEADER + "defaults:\n  - override /data: cifar10\n  - /model: resnet18_cifar\n",
+         "{file}: its defaults list chooses /model again, after sft-train chose one: replace it "
+         "with '- override /model: resnet18_cifar'"),
+        (HEADER + "defaults:\n  - override /data: cifar10\n  - model: resnet18_cifar\n",
+         "{file}: its defaults list chooses /model again, after sft-train chose one: replace it "
+         "with '- override /model: resnet18_cifar'"),
+        (HEADER + "defaults:\n  - override /data: cifar10\n  - /hydra/launcher: local_jobs\n",
+         "{file}: its defaults list has '- override /data: cifar10' before 'hydra/launcher: "
+         "local_jobs': overrides go at the end of the list"),
         # was Hydra's "In 'experiment/mine': Could not override 'modle'. No match in the ..."
         (HEADER + "defaults:\n  - override /modle: resnet18_cifar\n",
          "{file}: its defaults list overrides 'modle', which is no config group (did you mean "
@@ -494,7 +505,7 @@ HEADER = "# @package _global_\n"
          "sft-train reads no such setting"),
     ],
     ids=["no_package_line", "no_package_line_no_defaults", "no_override", "no_override_other",
-         "unknown_group",
+         "no_override_after_one", "relative_after_one", "override_before_another", "unknown_group",
          "unknown_key"],
 )  # fmt: skip
 def test_mistakes_inside_the_users_experiment_file_name_the_file(

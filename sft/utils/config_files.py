@@ -16,6 +16,9 @@ NESTED_OVERRIDE = re.compile(r"Could not override '([\w/]+)@([\w.]+)'")
 NO_SUCH_GROUP = re.compile(r"Could not override '([\w/]+)'\. No match in the defaults list")
 GROUP_TWICE = re.compile(r"Multiple values for ([\w./]+)\. To override a value use")
 SAME_CHOICE_TWICE = re.compile(r"([\w./]+) appears more than once in the final defaults list")
+OVERRIDE_FIRST = re.compile(
+    r"In ([\w/]+): Override '([^']+) : ([^']+)' is defined before '([^'@]+)(?:@[^']*)?: ([^']+)'"
+)
 
 
 def config_file(loader: Any, config_path: str) -> str:
@@ -99,18 +102,38 @@ def describe_defaults_error(
             f"which is no config group ({f'did you mean {close[0]!r}? ' if close else ''}"
             f"groups: {', '.join(sorted(groups))})"
         )
+    if match := OVERRIDE_FIRST.match(message):
+        config_path, before, before_option, group, option = match.groups()
+        primary = loader.repository.load_config(config_name)
+        chosen = {d.group for d in primary.defaults_list or [] if isinstance(d, GroupDefault)}
+        file = config_file(loader, config_path)
+        # `- /model: mine` in an experiment, not an override; `- model: mine` also names
+        # experiment/model, a group relative to the experiment's own
+        named = group.lstrip("/").removeprefix(f"{config_path.rpartition('/')[0]}/")
+        if named in chosen:
+            return choose_again_line(file, config_name, named, option)
+        return (
+            f"{file}: its defaults list has '- override /{before}: {before_option}' before "
+            f"'{group}: {option}': overrides go at the end of the list"
+        )
     if match := GROUP_TWICE.search(message) or SAME_CHOICE_TWICE.search(message):
         group = match.group(1).lstrip("/")
         for config_path in chosen_configs(config_name, overrides, loader):
             found = loader.repository.load_config(config_path)
             for default in getattr(found, "defaults_list", None) or []:
                 if getattr(default, "group", "").lstrip("/") == group and not default.override:
-                    return (
-                        f"{config_file(loader, config_path)}: its defaults list chooses "
-                        f"/{group} again, after sft-{config_name} chose one: replace it with "
-                        f"'- override /{group}: {default.value}'"
-                    )
+                    file = config_file(loader, config_path)
+                    return choose_again_line(file, config_name, group, default.value)
     return None
+
+
+def choose_again_line(file: str, config_name: str, group: str, option: str) -> str:
+    """A config that chooses a group's option without `override`, after the command's own
+    config chose one."""
+    return (
+        f"{file}: its defaults list chooses /{group} again, after sft-{config_name} chose one: "
+        f"replace it with '- override /{group}: {option}'"
+    )
 
 
 def chosen_configs(config_name: str, overrides: Sequence[str], loader: Any) -> list[str]:
