@@ -499,6 +499,13 @@ HEADER = "# @package _global_\n"
         (HEADER + "defaults:\n  - override /modle: resnet18_cifar\n",
          "{file}: its defaults list overrides 'modle', which is no config group (did you mean "
          "'model'? groups: "),
+        # was: "unknown config key 'lr'", where the file read it misspelt
+        (HEADER + "lr: 0.05\nmodel:\n  lr_head: ${lrr}\n",
+         "{file}: '${{lrr}}' names no config key: did you mean '${{lr}}'? (nothing reads 'lr', "
+         "which the file sets)"),
+        # a key the file sets, read: not misspelt for the one it does not read
+        (HEADER + "lr: 0.05\nlr2: 0.1\nmodel:\n  lr_head: ${lr2}\n",
+         "{file}: unknown config key 'lr': sft-train reads no such setting"),
         # was: accepted, and the run optimised val/acc_best
         (HEADER + "optimized_metrc: val/loss\n",
          "{file}: unknown config key 'optimized_metrc' (did you mean 'optimized_metric'?): "
@@ -506,6 +513,7 @@ HEADER = "# @package _global_\n"
     ],
     ids=["no_package_line", "no_package_line_no_defaults", "no_override", "no_override_other",
          "no_override_after_one", "relative_after_one", "override_before_another", "unknown_group",
+         "misspelt_interpolation", "unread_key_beside_a_read_one",
          "unknown_key"],
 )  # fmt: skip
 def test_mistakes_inside_the_users_experiment_file_name_the_file(

@@ -199,6 +199,11 @@ def check_config_file_keys(
                 ]
             if is_interpolated(key, texts):
                 continue
+            if misspelt := misspelt_interpolation(key, texts, known):
+                return (
+                    f"{config_file(loader, path)}: '${{{misspelt}}}' names no config key: did "
+                    f"you mean '${{{key}}}'? (nothing reads '{key}', which the file sets)"
+                )
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             return (
@@ -206,6 +211,16 @@ def check_config_file_keys(
                 f"sft-{config_name} reads no such setting"
             )
     return None
+
+
+def misspelt_interpolation(key: str, texts: Sequence[str], known: set[str]) -> str | None:
+    """An interpolation of a top-level key close to `key` (`${lrr}` where the file sets `lr`
+    that nothing reads) that names none of the `known` keys; None when there is none."""
+    read = {m.group(1) for text in texts for m in re.finditer(r"\$\{(\w+)[.}]", text)}
+    # nor a key that the run's config or a file sets (at the top: texts are YAML dumps)
+    unset = {r for r in read - known if not any(re.search(rf"^{r}:", t, re.M) for t in texts)}
+    close = difflib.get_close_matches(key, sorted(unset), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def is_interpolated(key: str, texts: Sequence[str]) -> bool:
