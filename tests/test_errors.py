@@ -569,6 +569,25 @@ def test_every_experiment_of_a_sweep_is_checked(tmp_path):
             check_overrides("train", ["-m", "--config-dir", str(conf), f"experiment={sweep}"])
 
 
+def test_a_setting_misspelt_in_one_experiment_of_a_sweep_is_found_before_any_job(tmp_path):
+    """`-m experiment=good,mine`, where mine sets `model.head.brnch`: found when mine's job
+    started, after good's had trained. A mistake of every job is the first job's to say."""
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    model = "defaults:\n  - override /model: resnet18_cifar\n"
+    (conf / "experiment" / "good.yaml").write_text(HEADER + model)
+    (conf / "experiment" / "mine.yaml").write_text(
+        HEADER + model + "model:\n  head:\n    brnch: mlp\n"
+    )
+    with pytest.raises(
+        OverrideMistake,
+        match=r"^model\.head\.brnch: FusedHead takes no such setting \(did you mean 'branch'\? "
+        r".*\(the job of experiment=mine: no job ran\)$",
+    ):
+        check_overrides("train", ["-m", "--config-dir", str(conf), "experiment=good,mine"])
+    check_overrides("train", ["-m", "--config-dir", str(conf), "experiment=mine,good"])
+
+
 def test_a_launcher_whose_package_is_missing_is_one_line(monkeypatch):
     """hydra/launcher=ray without Ray installed: a ModuleNotFoundError traceback from inside
     the launcher, after the sweep directory was made."""

@@ -1673,6 +1673,10 @@ def test_a_model_of_ones_own_that_hands_its_kwargs_on_is_checked_as_sfts(tmp_pat
     with pytest.raises(SFTError, match=r"^model\.lr_hed: WithOwnSetting takes no such setting"):
         check_config_types({**own, "lr_hed": 0.1}, "model")
     check_config_types({"_target_": "my_models.ReadsItsKwargs", **model, "extra": 1}, "model")
+    # Lightning's TensorBoardLogger hands its **kwargs to a base that keeps them (for
+    # SummaryWriter): any key is its to take
+    tensorboard = {"_target_": "lightning.pytorch.loggers.TensorBoardLogger", "save_dir": "x"}
+    check_config_types({**tensorboard, "purge_step": 3}, "logger.tensorboard")
 
 
 def test_a_resumed_image_folder_run_keeps_the_size_it_trained_at():

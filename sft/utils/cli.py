@@ -461,8 +461,9 @@ def check_swept_value_types(
     parsed: list[Override], overrides: list[str], cfg: DictConfig, config_name: str, loader: Any
 ) -> None:
     """The values of a swept setting of a typed section (`model.lr_backbone=1e-4,abc`,
-    `choice(...)`) against the annotation of what they configure, before any job runs (was: a
-    value's job failed once the jobs before it had run). The first value is left to the first
+    `choice(...)`), and the typed sections of the jobs of a swept config group (`experiment=a,b`),
+    against the annotations of what they configure, before any job runs (was: a value's job
+    failed once the jobs before it had run). The first value is left to the first
     job, which checks it at once; `cfg` is that job's config, composed from `overrides`."""
     from sft.utils.config_types import check_config_types  # imports Lightning: only here
 
@@ -481,12 +482,14 @@ def check_swept_value_types(
 
     for override in parsed:
         key = override.key_or_group
-        section = key.partition(".")[0]
-        if (
-            not override.is_discrete_sweep()
-            or section not in TYPED_SECTIONS
-            or loader.repository.group_exists(key)
-        ):
+        group = loader.repository.group_exists(key)
+        if not override.is_discrete_sweep():
+            continue
+        if group:  # `-m experiment=a,b`: a config chosen per job may set any typed section
+            sections = TYPED_SECTIONS
+        elif key.partition(".")[0] in TYPED_SECTIONS:
+            sections = (key.partition(".")[0],)
+        else:
             continue
         element = override.get_key_element()
         values = list(override.sweep_string_iterator())
@@ -498,13 +501,17 @@ def check_swept_value_types(
                 job_cfg = loader.load_configuration(config_name, job, run_mode=RunMode.RUN)
             except Exception:  # composing it fails as the job's own composition will say
                 continue
-            found = mistake(job_cfg, section)
-            if section not in shared:
-                shared[section] = mistake(cfg, section)
-            if found and found != shared[section]:
-                raise OverrideMistake(
-                    f"{found} (a value of {override.input_line.lstrip('+')}: no job ran)"
-                )
+            for section in sections:
+                found = mistake(job_cfg, section)
+                if section not in shared:
+                    shared[section] = mistake(cfg, section)
+                if found and found != shared[section]:
+                    job_is = (
+                        f"the job of {element}={value}"
+                        if group
+                        else f"a value of {override.input_line.lstrip('+')}"
+                    )
+                    raise OverrideMistake(f"{found} ({job_is}: no job ran)")
 
 
 def representative_overrides(parsed: list[Override], loader: Any) -> Iterator[str]:

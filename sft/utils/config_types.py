@@ -291,9 +291,10 @@ def _takers(obj: Any) -> tuple[list[inspect.Parameter], list[Any]]:
         if handed is None:
             break
         positional, named = handed
+        params = [p for p in params if p.kind is not _VAR_KEYWORD]
         own = {p.name for p in params}
         base_params = list(inspect.signature(base).parameters.values())
-        params = [p for p in params if p.kind is not _VAR_KEYWORD] + [
+        params += [
             p
             for p in base_params[positional:]
             if p.name not in named and p.name not in own and p.kind in (*_NAMED, _VAR_KEYWORD)
