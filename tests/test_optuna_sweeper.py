@@ -158,6 +158,31 @@ def test_a_search_goes_the_way_its_metric_is_better(search, metric, direction):
     assert OmegaConf.select(cfg, "hydra.sweeper.direction") == direction
 
 
+@pytest.mark.parametrize("search", ["cifar10_optuna", "sst2_minilm_optuna"])
+def test_a_shipped_search_tries_its_experiments_own_settings_first(search):
+    """A shipped search's first trial is its experiment's own settings, inside the space
+    searched (cifar10_optuna's L2-SP strength stayed on the loss term's scale, 1e-4 and
+    1e-6..1e-2, after effnet_lite0_fused moved to the decoupled pull's, 0.1: no pull at all)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sft.utils.config import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", [f"hparams_search={search}"], return_hydra_config=True)
+    space = build_search_space(cfg.hydra.sweeper.params, []).distributions
+    first = cfg.hydra.sweeper.enqueue_trials[0]
+    assert set(first) == set(space)
+    for key, dist in space.items():
+        own = OmegaConf.select(cfg, key)
+        assert first[key] == own, key
+        if isinstance(dist, CategoricalDistribution):
+            assert own in dist.choices, key
+        else:
+            assert dist.low <= own <= dist.high, key
+
+
 def test_search_space_from_config_params_and_command_line():
     params = OmegaConf.create(
         {
@@ -550,7 +575,7 @@ def test_a_searched_key_fixed_on_the_command_line_is_left_out_of_the_enqueued_tr
     (trial,) = load_study(sweep, "cifar10_optuna").trials
     assert trial.params == {
         "model.lr_backbone": 1e-4,
-        "model.reg_lambda": 1e-4,
+        "model.reg_lambda": 0.1,
         "model.head.branch": "linear",
     }
     recorded = json.loads((sweep / "0" / "result.json").read_text())["overrides"]
