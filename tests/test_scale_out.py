@@ -245,3 +245,47 @@ def test_ddp_jobs_in_a_multirun_get_one_directory_each(tmp_path, data_dir):
     for job, seed in (("0", 1), ("1", 2)):  # each job's rank 1 ran as that job, in its folder
         log = (sweep / job / "train.log").read_text()
         assert f"[rank: 1] Seed set to {seed}" in log, log
+
+
+def test_a_csv_writer_continues_the_metrics_another_process_wrote(tmp_path):
+    """A CSV writer made (or copied) in another process than the one that wrote the run's
+    metrics.csv keeps its rows and columns (Lightning's deletes the file when made, and
+    rewrites it with only the columns it has seen itself)."""
+    from sft.loggers import CSVLogger
+
+    fit = CSVLogger(tmp_path, name="csv", version="")
+    fit.log_metrics({"val/acc": 0.5}, step=3)
+    fit.save()
+    test = CSVLogger(tmp_path, name="csv", version="")  # a new process's copy
+    test.log_metrics({"test/acc": 0.25}, step=4)
+    test.save()
+    rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    assert rows == ["step,test/acc,val/acc", "3,,0.5", "4,0.25,"]
+
+
+@pytest.mark.slow
+def test_ddp_spawns_test_keeps_the_fits_csv_metrics(tmp_path):
+    """trainer=ddp_sim logger=csv: the test, in new processes, ended in a traceback ("dict
+    contains fields not in fieldnames") after deleting the fit's rows of metrics.csv, and the
+    run was recorded as failed."""
+    run = tmp_path / "run"
+    result = run_module(
+        "sft.train",
+        *FAST,
+        "data.samples_per_class=8",
+        "data.val_size=64",
+        "+trainer.limit_test_batches=2",
+        "trainer.max_epochs=2",
+        "trainer=ddp_sim",
+        "logger=csv",
+        f"hydra.run.dir={run}",
+        env={**os.environ, "SFT_OUTPUT_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = (run / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert {"val/acc", "train/loss_epoch", "test/acc"} <= set(header)
+    filled = [dict(zip(header, r.split(","), strict=True)) for r in rows[1:]]
+    assert sum(bool(r["val/acc"]) for r in filled) == 2
+    assert sum(bool(r["test/acc"]) for r in filled) == 1
+    assert '"status": "completed"' in (run / "result.json").read_text()
