@@ -1,6 +1,7 @@
 """Sweeps that scale out: Ray jobs in parallel with their own devices, Optuna trials in parallel
 against one study, jobs requeued at a time limit that resume exactly, DDP jobs in a multirun."""
 
+import json
 import os
 from pathlib import Path
 
@@ -264,10 +265,11 @@ def test_a_csv_writer_continues_the_metrics_another_process_wrote(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_spawns_test_keeps_the_fits_csv_metrics(tmp_path):
+def test_a_ddp_spawn_run_records_its_progress_and_csv_metrics(tmp_path):
     """trainer=ddp_sim logger=csv: the test, in new processes, ended in a traceback ("dict
     contains fields not in fieldnames") after deleting the fit's rows of metrics.csv, and the
-    run was recorded as failed."""
+    run was recorded as failed. Without a last.ckpt (callbacks=none, as the label-efficiency
+    studies run) its result.json said 0 epochs and 0 steps."""
     run = tmp_path / "run"
     result = run_module(
         "sft.train",
@@ -278,6 +280,7 @@ def test_ddp_spawns_test_keeps_the_fits_csv_metrics(tmp_path):
         "trainer.max_epochs=2",
         "trainer=ddp_sim",
         "logger=csv",
+        "callbacks=none",
         f"hydra.run.dir={run}",
         env={**os.environ, "SFT_OUTPUT_DIR": str(tmp_path)},
     )
@@ -288,4 +291,7 @@ def test_ddp_spawns_test_keeps_the_fits_csv_metrics(tmp_path):
     filled = [dict(zip(header, r.split(","), strict=True)) for r in rows[1:]]
     assert sum(bool(r["val/acc"]) for r in filled) == 2
     assert sum(bool(r["test/acc"]) for r in filled) == 1
-    assert '"status": "completed"' in (run / "result.json").read_text()
+    record = json.loads((run / "result.json").read_text())
+    # 80 images, 40 a rank: one batch of 32 an epoch
+    assert (record["status"], record["epochs"], record["steps"]) == ("completed", 2, 2)
+    assert filled[-1]["step"] == "2"  # the test's, logged after the fit's last step

@@ -44,6 +44,7 @@ from sft.runs.resume import (
     finished_job,
     recover_spawned_progress,
     resume_point,
+    return_spawned_progress,
 )
 from sft.runs.sweep_summary import write_summary_of_stopped_sweep
 from sft.runs.tensorboard_hparams import TensorBoardHParams
@@ -186,6 +187,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
             if recorder is not None:
                 recorder.fit_started()
             ckpt_path = start.hand_to(trainer) if start else None
+            return_spawned_progress(trainer)
             try:
                 with (
                     lightning_refusals(),

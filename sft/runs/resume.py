@@ -22,6 +22,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, open_dict
 
 from sft.contracts import REGULARIZER_STATE, VAL_ACC_BEST
@@ -578,11 +580,43 @@ def epochs_completed(trainer: Trainer) -> int:
     return trainer.current_epoch - 1 if ended_early else trainer.current_epoch
 
 
+# the key of the fit loop's state in what a ddp_spawn rank 0 sends the main process
+SPAWNED_FIT_LOOP = "sft_fit_loop"
+
+
+class ProgressReturningLauncher(_MultiProcessingLauncher):
+    """Lightning's ddp_spawn launcher, whose rank 0 also sends the main process its fit loop's
+    progress. Lightning's sends its metrics only: the main process's trainer stayed at epoch 0,
+    step 0, and a run without a last.ckpt to read them from (the label-efficiency studies') was
+    recorded as 0 epochs and 0 steps."""
+
+    def get_extra_results(self, trainer: Trainer) -> dict[str, Any]:
+        extra = super().get_extra_results(trainer)
+        if trainer.state.fn == TrainerFn.FITTING:
+            extra[SPAWNED_FIT_LOOP] = trainer.fit_loop.state_dict()
+        return extra
+
+    def update_main_process_results(self, trainer: Trainer, extra: dict[str, Any]) -> None:
+        super().update_main_process_results(trainer, extra)
+        if extra.get(SPAWNED_FIT_LOOP) is not None:
+            trainer.fit_loop.load_state_dict(extra[SPAWNED_FIT_LOOP])
+
+
+def return_spawned_progress(trainer: Trainer) -> None:
+    """Under ddp_spawn (trainer=ddp_sim, trainer.strategy=ddp_spawn): the trainer's launcher,
+    Lightning's, becomes a `ProgressReturningLauncher` (the same object: the strategy made it
+    with its settings)."""
+    launcher = trainer.strategy.launcher
+    if type(launcher) is _MultiProcessingLauncher:
+        launcher.__class__ = ProgressReturningLauncher
+
+
 def recover_spawned_progress(trainer: Trainer) -> None:
     """Under `ddp_spawn` (trainer=ddp_sim) the ranks train in child processes, and Lightning
     hands the main process their weights and metrics, not their loop progress: its trainer
     stayed at epoch 0, step 0, so result.json recorded 0 epochs and the test that follows
-    logged at step 0. The progress is read back from the last.ckpt the ranks wrote."""
+    logged at step 0. Where rank 0 sent none (`ProgressReturningLauncher`: the ranks were
+    stopped), the progress is read back from the last.ckpt the ranks wrote."""
     last = trainer_last_checkpoint(trainer)
     if trainer.global_step > 0 or not last.is_file():
         return
