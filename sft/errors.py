@@ -51,9 +51,21 @@ def find_user_error(exc: BaseException) -> SFTError | None:
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, SFTError):
             return exc
+        if (raised := _raised_in_a_spawned_rank(exc)) is not None:
+            return raised
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _raised_in_a_spawned_rank(exc: BaseException) -> SFTError | None:
+    """The SFTError a rank of ddp_spawn (trainer=ddp_sim) raised: torch raises a
+    ProcessRaisedException in the main process, whose message is the rank's traceback (was:
+    printed whole)."""
+    if type(exc).__name__ != "ProcessRaisedException":
+        return None
+    name, _, text = str(exc).rstrip().rpartition("\n")[2].partition(": ")
+    return SFTError(text) if name.endswith("SFTError") and text else None
 
 
 def report_user_errors(fn: Callable[[], T]) -> T:

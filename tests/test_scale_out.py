@@ -295,3 +295,31 @@ def test_a_ddp_spawn_run_records_its_progress_and_csv_metrics(tmp_path):
     # 80 images, 40 a rank: one batch of 32 an epoch
     assert (record["status"], record["epochs"], record["steps"]) == ("completed", 2, 2)
     assert filled[-1]["step"] == "2"  # the test's, logged after the fit's last step
+
+
+@pytest.mark.slow
+def test_gradual_unfreezing_under_ddp_names_the_strategy_it_needs(tmp_path):
+    """callbacks=backbone_unfreeze under trainer=ddp_sim: DDP's "parameters that were not used
+    in producing the loss" as the ranks' traceback; now one line naming the strategy, with
+    which the run trains."""
+    args = [
+        *FAST,
+        "data.samples_per_class=8",
+        "data.val_size=64",
+        "trainer.max_epochs=2",
+        "test=false",
+        "trainer=ddp_sim",
+        "callbacks=[default,backbone_unfreeze]",
+    ]
+    env = {**os.environ, "SFT_OUTPUT_DIR": str(tmp_path)}
+    refused = run_module("sft.train", *args, f"hydra.run.dir={tmp_path / 'a'}", env=env)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "error: callbacks=backbone_unfreeze under DDP: the backbone trains from epoch 1 only, and "
+        "DDP expects every weight that may train to have a gradient at each step unless told: "
+        "set trainer.strategy=ddp_spawn_find_unused_parameters_true"
+    )
+    assert "Traceback" not in refused.stderr
+    strategy = "trainer.strategy=ddp_spawn_find_unused_parameters_true"
+    told = run_module("sft.train", *args, strategy, f"hydra.run.dir={tmp_path / 'b'}", env=env)
+    assert told.returncode == 0, told.stderr[-3000:]

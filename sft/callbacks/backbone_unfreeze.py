@@ -2,6 +2,7 @@
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DDPStrategy
 
 from sft.errors import SFTError
 
@@ -24,6 +25,24 @@ class BackboneUnfreeze(Callback):
             raise SFTError(
                 "callbacks=backbone_unfreeze and adapter=lora do not combine: with adapters the "
                 "base weights stay frozen and the adapters train from the start; drop one"
+            )
+        strategy = trainer.strategy
+        frozen_first = trainer.current_epoch < self.unfreeze_at_epoch
+        if (
+            isinstance(strategy, DDPStrategy)
+            and trainer.world_size > 1
+            and frozen_first
+            and not pl_module.hparams.get("freeze_backbone")
+            and not strategy._ddp_kwargs.get("find_unused_parameters")
+        ):
+            # was: DDP's RuntimeError at the first step, "parameters that were not used in
+            # producing the loss", as a traceback of the ranks
+            name = {"spawn": "ddp_spawn", "fork": "ddp_fork"}.get(strategy._start_method, "ddp")
+            raise SFTError(
+                "callbacks=backbone_unfreeze under DDP: the backbone trains from epoch "
+                f"{self.unfreeze_at_epoch} only, and DDP expects every weight that may train "
+                f"to have a gradient at each step unless told: set "
+                f"trainer.strategy={name}_find_unused_parameters_true"
             )
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
