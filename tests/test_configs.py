@@ -131,6 +131,15 @@ def test_every_debug_option_builds_for_text_and_images(option, base, tmp_path):
     build_all(tiny([*base, f"debug={option}"], tmp_path))
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_debug_overfit_validates_once_in_a_few_epochs_in_every_experiment(experiment, tmp_path):
+    """debug=overfit trains 3 batches an epoch: sst2_minilm's val_check_interval=0.25 made it
+    validate after every batch (its whole dev set in one eval batch, at every step)."""
+    cfg = compose_train([f"experiment={experiment}", "debug=overfit"], tmp_path)
+    assert cfg.trainer.val_check_interval == 1.0
+    assert cfg.trainer.check_val_every_n_epoch == 5
+
+
 @pytest.mark.parametrize("option", options("hparams_search"))
 def test_every_search_space_composes(option, tmp_path):
     cfg = compose_train([f"hparams_search={option}"], tmp_path)
