@@ -279,10 +279,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print_and_save_config(cfg, cfg.paths.output_dir)
     model = load_classifier(cfg.ckpt_path, checkpoint)
     datamodule.configure_input(model.input_spec)
+    trainer = build_trainer(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
+    # beside the trainer's own callbacks (`+trainer.callbacks=[...]`), not instead of them
     scored = ScoredOutputs()
-    trainer = build_trainer(
-        cfg.trainer, logger=instantiate_loggers(cfg.get("logger")), callbacks=[scored]
-    )
+    trainer.callbacks.append(scored)
     if trainer.world_size > 1:
         # DDP's ranks would each predict a share of the split: predictions.csv was one rank's
         # rows under the first ids (subprocess DDP), or a traceback (ddp_spawn returns nothing)
