@@ -122,16 +122,20 @@ def test_the_resume_hint_of_a_ddp_rank_keeps_the_overrides(monkeypatch, tmp_path
     assert stop.value.code == 130 and stop.value.message is None  # rank 0 alone says it
 
 
-@pytest.mark.parametrize(("signame", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
+@pytest.mark.parametrize(
+    ("signame", "status", "times"), [("SIGTERM", 143, 1), ("SIGINT", 130, 1), ("SIGINT", 130, 2)]
+)
 def test_a_signal_to_ddp_spawns_main_process_alone_stops_its_ranks_with_a_checkpoint(
-    signame, status, tmp_path, data_dir
+    signame, status, times, tmp_path, data_dir
 ):
     """trainer=ddp_sim (ddp_spawn): the ranks train in processes the main one spawned, and a
     signal sent to that one alone (`kill <pid>`, `timeout`, `docker stop`) did not reach them.
     SIGTERM ended it at once, without a line, and the ranks lost every checkpoint; SIGINT was
     passed over by the ranks, which trained to the end while the line (and result.json) said
-    "before the first training step: nothing to save"."""
-    name = f"spawn_{signame}"
+    "before the first training step: nothing to save". One SIGINT delivered twice (`timeout -s
+    INT`: to the process, then its group) was a second Ctrl-C: "at once (a second Ctrl-C): not
+    saved", while the ranks saved a later step."""
+    name = f"spawn_{signame}_{times}"
     result = run_train_cli(
         *FAST,
         *QUICK,
@@ -143,6 +147,7 @@ def test_a_signal_to_ddp_spawns_main_process_alone_stops_its_ranks_with_a_checkp
         "+callbacks.term.step=3",
         f"+callbacks.term.signal={signame}",
         "+callbacks.term.to_parent=true",
+        f"+callbacks.term.times={times}",
         cwd=tmp_path,
     )
     assert result.returncode == status, result.stderr[-3000:]

@@ -21,6 +21,7 @@ import logging
 import os
 import shlex
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +66,23 @@ def requeue_signal() -> int | None:
     return getattr(signal, f"SIG{name}", None)
 
 
+# a second SIGINT this soon after the first is that one delivered twice (`timeout -s INT`, and
+# `kill -INT <pid>; kill -INT -<group>`, signal the process and then its group), not a second
+# Ctrl-C: one process merges the two when they come before its handler runs, ddp_spawn's main
+# process, waiting for its ranks, did not
+SAME_SIGNAL_S = 0.1
+
+
+def is_second_ctrl_c(signum: int, first: int | None, first_at: float) -> bool:
+    """Whether SIGINT `signum`, after the signal `first` received at `first_at` (monotonic),
+    is a second Ctrl-C (stop at once)."""
+    return (
+        first is not None
+        and signum == signal.SIGINT
+        and time.monotonic() - first_at >= SAME_SIGNAL_S
+    )
+
+
 class GracefulInterrupt(Callback):
     """Turn SIGTERM / SIGINT during `fit` into: save `last.ckpt`, log how to resume, exit with
     the signal's status (130, 143).
@@ -76,6 +94,7 @@ class GracefulInterrupt(Callback):
 
     def __init__(self) -> None:
         self._received: int | None = None
+        self._received_at = 0.0  # time.monotonic() of _received
         self._previous: dict[int, Any] = {}
         # read here, in the process Hydra started: DDP's spawned ranks' hint lacked every override
         self._overrides = resume_arguments()
@@ -96,9 +115,11 @@ class GracefulInterrupt(Callback):
             self._install_handlers(signal.SIGINT)
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if self._received is not None and signum == signal.SIGINT:
+        if is_second_ctrl_c(signum, self._received, self._received_at):
             raise KeyboardInterrupt
-        self._received = signum
+        if self._received is not None:
+            return  # the first, delivered twice
+        self._received, self._received_at = signum, time.monotonic()
         log.warning(f"received {signal.Signals(signum).name}: stopping after this batch")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -242,11 +263,15 @@ def relayed_to_spawned_ranks(trainer: L.Trainer) -> Iterator[None]:
         yield
         return
     relayed = mp.get_context(launcher._start_method).Value("i", 0)
+    received_at = 0.0
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if relayed.value and signum == signal.SIGINT:
+        nonlocal received_at
+        if is_second_ctrl_c(signum, relayed.value or None, received_at):
             raise KeyboardInterrupt
-        relayed.value = signum
+        if relayed.value:
+            return  # the first, delivered twice
+        relayed.value, received_at = signum, time.monotonic()
         for callback in callbacks:  # a second Ctrl-C's line says it was one
             callback._received = signum
         log.warning(f"received {signal.Signals(signum).name}: the ranks stop after this batch")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 import lightning as L
@@ -15,16 +16,22 @@ class SignalAtStep(Callback):
     """Send `signal` to this process when the training batch after `step` optimizer steps starts
     (SIGKILL: dies mid-batch, as a crashed or OOM-killed job would); `to_parent`: to the process
     that started this one instead, from rank 0 (ddp_spawn's main process, which `kill <pid>`
-    reaches alone)."""
+    reaches alone); `times`: that many, 50 ms apart (one signal delivered twice, as `timeout`
+    delivers it to a process and its group)."""
 
-    def __init__(self, step: int, signal: str = "SIGKILL", to_parent: bool = False) -> None:
+    def __init__(
+        self, step: int, signal: str = "SIGKILL", to_parent: bool = False, times: int = 1
+    ) -> None:
         self.step = step
         self.signum = getattr(signal_module, signal)
         self.to_parent = to_parent
+        self.times = times
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step == self.step and not (self.to_parent and trainer.global_rank):
-            os.kill(os.getppid() if self.to_parent else os.getpid(), self.signum)
+            for i in range(self.times):
+                time.sleep(0.05 if i else 0)
+                os.kill(os.getppid() if self.to_parent else os.getpid(), self.signum)
 
 
 signal_module = signal
@@ -118,7 +125,8 @@ class Rendezvous(Callback):
 class SignalInHook(Callback):
     """Send `signal` `times` times in a row to this process the first time Lightning calls the
     callback hook `hook` (`setup`: before training, while the data is set up;
-    `on_test_batch_start`: in the test). Twice SIGINT in a training hook is a second Ctrl-C."""
+    `on_test_batch_start`: in the test), 150 ms apart. Twice SIGINT in a training hook is a
+    second Ctrl-C."""
 
     def __init__(
         self,
@@ -143,5 +151,8 @@ class SignalInHook(Callback):
         self.sent = True
         if self.to_parent and trainer.global_rank:
             return
-        for _ in range(self.times):
+        for i in range(self.times):
+            # a second Ctrl-C, as a person presses it: not within GracefulInterrupt's
+            # SAME_SIGNAL_S of the first, which is then that one delivered twice
+            time.sleep(0.15 if i else 0)
             os.kill(os.getppid() if self.to_parent else os.getpid(), self.signum)
