@@ -284,6 +284,31 @@ def test_rerun_resumes_the_study_with_new_trials_in_new_job_dirs(tmp_path, data_
     assert sum(results.n_trials.values()) == 6 and "fail" not in results.n_trials
 
 
+def test_an_interrupted_search_writes_the_results_of_the_trials_it_finished(
+    tmp_path, monkeypatch, data_dir
+):
+    """Ctrl-C in a search's second trial: optimization_results.yaml kept the run before's
+    counts and best (or was not written at all), while summary.md was up to date."""
+    from hydra_plugins.sft_optuna_sweeper._sweep import OptunaSweep
+
+    run_batch = OptunaSweep.run_batch
+    batches = []
+
+    def interrupted_second(self, *args, **kwargs):
+        batches.append(1)
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+        return run_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(OptunaSweep, "run_batch", interrupted_second)
+    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "trainer.max_epochs=1"]
+    argv += ["hydra.sweeper.n_trials=3", "+trainer.limit_train_batches=1"]
+    with pytest.raises(KeyboardInterrupt):
+        run_entry_point(main, [*argv, f"hydra.sweep.dir={tmp_path}"])
+    results = OmegaConf.load(tmp_path / "optimization_results.yaml")
+    assert (results.best_trial, dict(results.n_trials)) == (0, {"complete": 1, "fail": 1})
+
+
 def test_a_new_study_in_a_sweep_folder_reuses_a_finished_job_of_the_same_trial(tmp_path, data_dir):
     """Another study (study_name) in a sweep folder samples the first study's enqueued trial
     again: its job continues the finished job 0 and reports that job's value (was: None, so the

@@ -139,18 +139,23 @@ class OptunaSweep:
         )
         returns: list[Sequence[JobReturn]] = []
         remaining = self.n_trials
-        while remaining > 0:
-            batch = [study.ask(space.distributions) for _ in range(min(self.n_jobs, remaining))]
-            remaining -= len(batch)
-            try:
-                returns.extend(self.run_batch(study, space, storage, batch))
-            except BaseException:
-                # an interrupted or broken batch must not leave trials RUNNING in the study
-                for trial in batch:
-                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                raise
-        keep_another_studys_results(sweep_dir / RESULTS_FILE, self.study_name)
-        write_results(study, sweep_dir / RESULTS_FILE, storage)
+        try:
+            while remaining > 0:
+                size = min(self.n_jobs, remaining)
+                batch = [study.ask(space.distributions) for _ in range(size)]
+                remaining -= len(batch)
+                try:
+                    returns.extend(self.run_batch(study, space, storage, batch))
+                except BaseException:
+                    # an interrupted or broken batch must not leave trials RUNNING in the study
+                    for trial in batch:
+                        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                    raise
+        finally:
+            # also for an interrupted search: the trials it finished (was: the file of the run
+            # before, naming its best)
+            keep_another_studys_results(sweep_dir / RESULTS_FILE, self.study_name)
+            write_results(study, sweep_dir / RESULTS_FILE, storage)
         return returns
 
     def enqueued_params(self, space: SearchSpace) -> list[dict[str, Any]]:
