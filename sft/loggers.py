@@ -1,6 +1,7 @@
 """Loggers of `conf/logger` that Lightning's own do not cover as a run needs."""
 
 import csv
+from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
@@ -26,13 +27,23 @@ class ContinuingExperimentWriter(ExperimentWriter):
 
 
 class CSVLogger(LightningCSVLogger):
-    """Lightning's CSVLogger, whose writer continues the run's `metrics.csv`. (A resumed run
-    writes to a new version folder: `sft.runs.resume.continue_csv_logs`.)"""
+    """Lightning's CSVLogger; a copy unpickled in another process (a ddp_spawn rank) continues
+    the run's `metrics.csv` (`ContinuingExperimentWriter`). One made here writes a new file, as
+    Lightning's does (a failed run's folder run again; a resumed run writes to a new version
+    folder: `sft.runs.resume.continue_csv_logs`)."""
+
+    _continues = False
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._continues = True
+        self._experiment = None  # made again here, continuing the file
 
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = ContinuingExperimentWriter(log_dir=self.log_dir)
+            writer = ContinuingExperimentWriter if self._continues else ExperimentWriter
+            self._experiment = writer(log_dir=self.log_dir)
         return self._experiment

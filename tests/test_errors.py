@@ -495,6 +495,10 @@ HEADER = "# @package _global_\n"
         (HEADER + "defaults:\n  - override /data: cifar10\n  - /hydra/launcher: local_jobs\n",
          "{file}: its defaults list has '- override /data: cifar10' before 'hydra/launcher: "
          "local_jobs': overrides go at the end of the list"),
+        # a config of its own group after an override: not a choice to override
+        (HEADER + "defaults:\n  - override /data: cifar10\n  - cifar10_effnet_lite0\n",
+         "{file}: its defaults list has '- override /data: cifar10' before "
+         "'cifar10_effnet_lite0': overrides go at the end of the list"),
         # was Hydra's "In 'experiment/mine': Could not override 'modle'. No match in the ..."
         (HEADER + "defaults:\n  - override /modle: resnet18_cifar\n",
          "{file}: its defaults list overrides 'modle', which is no config group (did you mean "
@@ -506,14 +510,19 @@ HEADER = "# @package _global_\n"
         # a key the file sets, read: not misspelt for the one it does not read
         (HEADER + "lr: 0.05\nlr2: 0.1\nmodel:\n  lr_head: ${lr2}\n",
          "{file}: unknown config key 'lr': sft-train reads no such setting"),
+        # a resolver's call is no key's interpolation (was: "did you mean '${{ocr}}'" for
+        # '${{oc}}' of ${{oc.decode:...}})
+        (HEADER + "ocr: 1\nmodel:\n  lr_head: ${oc.decode:'0.1'}\n",
+         "{file}: unknown config key 'ocr': sft-train reads no such setting"),
         # was: accepted, and the run optimised val/acc_best
         (HEADER + "optimized_metrc: val/loss\n",
          "{file}: unknown config key 'optimized_metrc' (did you mean 'optimized_metric'?): "
          "sft-train reads no such setting"),
     ],
     ids=["no_package_line", "no_package_line_no_defaults", "no_override", "no_override_other",
-         "no_override_after_one", "relative_after_one", "override_before_another", "unknown_group",
-         "misspelt_interpolation", "unread_key_beside_a_read_one",
+         "no_override_after_one", "relative_after_one", "override_before_another",
+         "own_group_config_after_an_override", "unknown_group", "misspelt_interpolation",
+         "unread_key_beside_a_read_one", "resolver_call",
          "unknown_key"],
 )  # fmt: skip
 def test_mistakes_inside_the_users_experiment_file_name_the_file(
@@ -555,6 +564,18 @@ def test_a_config_whose_package_line_names_another_node_is_one_line(
     assert not (tmp_path / "run").exists(), "nothing may run"
     mine.write_text("# @package model\ndefaults:\n  - resnet18_cifar\n  - _self_\n")
     check_overrides("train", argv)  # its own group's node: as without the line
+
+
+def test_a_global_groups_config_may_set_one_section_the_run_reads(tmp_path):
+    """`# @package trainer` in a debug config of the user's sets trainer.* as Hydra reads it:
+    not refused as a missing '# @package _global_'; a section the run does not read is."""
+    conf = tmp_path / "conf"
+    (conf / "debug").mkdir(parents=True)
+    (conf / "debug" / "quick.yaml").write_text("# @package trainer\nmax_epochs: 1\n")
+    check_overrides("train", ["--config-dir", str(conf), "debug=quick"])
+    (conf / "debug" / "typo.yaml").write_text("# @package traner\nmax_epochs: 1\n")
+    with pytest.raises(OverrideMistake, match=r"typo\.yaml: its line '# @package traner' puts "):
+        check_overrides("train", ["--config-dir", str(conf), "debug=typo"])
 
 
 def test_every_experiment_of_a_sweep_is_checked(tmp_path):

@@ -7,6 +7,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -487,3 +488,16 @@ def test_an_interrupt_crosses_processes_whole():
     stop = TrainingInterrupted("interrupted by SIGTERM at epoch 0 step 4: saved x", signal.SIGTERM)
     for again in (pickle.loads(pickle.dumps(stop)), copy.copy(stop)):
         assert (again.code, again.message) == (143, stop.message)
+
+
+def test_only_a_sigint_soon_after_a_sigint_is_the_same_ctrl_c():
+    """One SIGINT delivered twice within SAME_SIGNAL_S is one Ctrl-C; a SIGINT after a SIGTERM,
+    however soon, or after a SIGINT later on, is a second one (stop at once)."""
+    from sft.callbacks.graceful_interrupt import SAME_SIGNAL_S, is_second_ctrl_c
+
+    now = time.monotonic()
+    assert not is_second_ctrl_c(signal.SIGINT, signal.SIGINT, now)
+    assert is_second_ctrl_c(signal.SIGINT, signal.SIGINT, now - 2 * SAME_SIGNAL_S)
+    assert is_second_ctrl_c(signal.SIGINT, signal.SIGTERM, now)
+    assert not is_second_ctrl_c(signal.SIGTERM, signal.SIGINT, now - 1)
+    assert not is_second_ctrl_c(signal.SIGINT, None, now)

@@ -655,8 +655,7 @@ def test_sst_trees_are_predicted_as_their_sentences(ckpts, data_dir, tmp_path, c
     want = read_csv(run_predict(ckpts["text"], tmp_path / "sentences.txt", tmp_path / "s"))
     assert got == want and len(got) == 4
     assert f"inputs={tmp_path / 'trees.txt'}: SST trees; predicting" in caplog.text
-    (tmp_path / "plain.txt").write_text("(3 stars) a fine film\n(2 (2 not) a tree\n")
-    assert read_texts(tmp_path / "plain.txt", "sentence").texts == [
-        "(3 stars) a fine film",
-        "(2 (2 not) a tree",
-    ]
+    plain = ["(3 stars) a fine film", "(2 (2 not) a tree", "(10 out of 10)", "(2 weeks later)"]
+    for text in plain:  # each alone: texts that parse as a tree are not SST's trees either
+        (tmp_path / "plain.txt").write_text(text + "\n")
+        assert read_texts(tmp_path / "plain.txt", "sentence").texts == [text]

@@ -248,20 +248,28 @@ def test_ddp_jobs_in_a_multirun_get_one_directory_each(tmp_path, data_dir):
         assert f"[rank: 1] Seed set to {seed}" in log, log
 
 
-def test_a_csv_writer_continues_the_metrics_another_process_wrote(tmp_path):
-    """A CSV writer made (or copied) in another process than the one that wrote the run's
-    metrics.csv keeps its rows and columns (Lightning's deletes the file when made, and
-    rewrites it with only the columns it has seen itself)."""
+def test_a_csv_logger_copied_to_another_process_continues_the_runs_metrics(tmp_path):
+    """The copy of a CSV logger that another process unpickles (a ddp_spawn rank) keeps the
+    rows and columns of the run's metrics.csv (Lightning's writer deletes the file when made,
+    and rewrites it with only the columns it has seen itself). A logger made anew writes a new
+    file, as Lightning's does (a failed run's folder run again)."""
+    import pickle
+
     from sft.loggers import CSVLogger
 
-    fit = CSVLogger(tmp_path, name="csv", version="")
-    fit.log_metrics({"val/acc": 0.5}, step=3)
-    fit.save()
-    test = CSVLogger(tmp_path, name="csv", version="")  # a new process's copy
+    logger = CSVLogger(tmp_path, name="csv", version="")
+    copy_for_the_test = pickle.dumps(logger)
+    logger.log_metrics({"val/acc": 0.5}, step=3)
+    logger.save()
+    test = pickle.loads(copy_for_the_test)
     test.log_metrics({"test/acc": 0.25}, step=4)
     test.save()
-    rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
-    assert rows == ["step,test/acc,val/acc", "3,,0.5", "4,0.25,"]
+    metrics = tmp_path / "csv" / "metrics.csv"
+    assert metrics.read_text().splitlines() == ["step,test/acc,val/acc", "3,,0.5", "4,0.25,"]
+    again = CSVLogger(tmp_path, name="csv", version="")
+    again.log_metrics({"val/acc": 0.75}, step=1)
+    again.save()
+    assert metrics.read_text().splitlines() == ["step,val/acc", "1,0.75"]
 
 
 @pytest.mark.slow

@@ -383,6 +383,38 @@ def test_eval_predicts_from_the_pass_that_scores(checkpoints, data_dir, tmp_path
     assert accuracy == pytest.approx(metrics["val/acc"])
 
 
+def test_eval_predicts_in_a_pass_of_its_own_where_it_cannot_tell_it_would_be_the_same():
+    """The scoring pass's outputs stand for predictions only where predicting would give the
+    same: not for a model with its own predict_step (test-time augmentation), nor a loader
+    with a batch sampler of its own (its order is not the file's)."""
+    from torch.utils.data import TensorDataset
+
+    from sft.jobs.eval import predicts_what_it_scores
+
+    data = TensorDataset(torch.arange(4))
+
+    class Loaders:
+        has_labelled_test = False
+
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+        def val_dataloader(self) -> DataLoader:
+            return DataLoader(data, **self.kwargs)
+
+        def predict_dataloader(self) -> DataLoader:
+            return DataLoader(data, batch_size=2)
+
+    class Augmented(SFTClassifier):
+        def predict_step(self, batch: Any, batch_idx: int) -> Any:
+            return super().predict_step(batch, batch_idx)
+
+    model = SFTClassifier.__new__(SFTClassifier)
+    assert predicts_what_it_scores(model, Loaders(batch_size=2))
+    assert not predicts_what_it_scores(Augmented.__new__(Augmented), Loaders(batch_size=2))
+    assert not predicts_what_it_scores(model, Loaders(batch_sampler=[[3, 2], [1, 0]]))
+
+
 def test_eval_predicts_a_datamodules_own_predict_loader(
     checkpoints, data_dir, tmp_path, monkeypatch
 ):
@@ -1639,6 +1671,11 @@ class WithOwnSetting(SFTClassifier):
         self.label_smoothing = label_smoothing
 
 
+class PassesArgsOn(SFTClassifier):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+
+
 class ReadsItsKwargs(SFTClassifier):
     def __init__(self, **kwargs):
         self.extra = kwargs.pop("extra", None)
@@ -1673,6 +1710,12 @@ def test_a_model_of_ones_own_that_hands_its_kwargs_on_is_checked_as_sfts(tmp_pat
     with pytest.raises(SFTError, match=r"^model\.lr_hed: WithOwnSetting takes no such setting"):
         check_config_types({**own, "lr_hed": 0.1}, "model")
     check_config_types({"_target_": "my_models.ReadsItsKwargs", **model, "extra": 1}, "model")
+    # `*args` handed on too: none of the base's parameters is given by position
+    check_config_types({"_target_": "my_models.PassesArgsOn", **model}, "model")
+    with pytest.raises(SFTError, match=r"^model\.lr_hed: PassesArgsOn takes no such setting"):
+        check_config_types({"_target_": "my_models.PassesArgsOn", **model, "lr_hed": 0.1}, "model")
+    lstm = {"_target_": "torch.nn.LSTM", "input_size": 8, "hidden_size": 4}  # ("LSTM", *args)
+    check_config_types(lstm, "model.backbone")
     # Lightning's TensorBoardLogger hands its **kwargs to a base that keeps them (for
     # SummaryWriter): any key is its to take
     tensorboard = {"_target_": "lightning.pytorch.loggers.TensorBoardLogger", "save_dir": "x"}

@@ -2,7 +2,7 @@
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
 from sft.errors import SFTError
 
@@ -26,10 +26,14 @@ class BackboneUnfreeze(Callback):
                 "callbacks=backbone_unfreeze and adapter=lora do not combine: with adapters the "
                 "base weights stay frozen and the adapters train from the start; drop one"
             )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # here, not at fit start: the epoch a resumed run restarts at is known
         strategy = trainer.strategy
         frozen_first = trainer.current_epoch < self.unfreeze_at_epoch
         if (
             isinstance(strategy, DDPStrategy)
+            and not isinstance(strategy, DeepSpeedStrategy)
             and trainer.world_size > 1
             and frozen_first
             and not pl_module.hparams.get("freeze_backbone")

@@ -75,12 +75,9 @@ SAME_SIGNAL_S = 0.1
 
 def is_second_ctrl_c(signum: int, first: int | None, first_at: float) -> bool:
     """Whether SIGINT `signum`, after the signal `first` received at `first_at` (monotonic),
-    is a second Ctrl-C (stop at once)."""
-    return (
-        first is not None
-        and signum == signal.SIGINT
-        and time.monotonic() - first_at >= SAME_SIGNAL_S
-    )
+    is a second Ctrl-C (stop at once): not the first SIGINT delivered twice."""
+    twice = first == signal.SIGINT and time.monotonic() - first_at < SAME_SIGNAL_S
+    return first is not None and signum == signal.SIGINT and not twice
 
 
 class GracefulInterrupt(Callback):

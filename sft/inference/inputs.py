@@ -153,9 +153,17 @@ def sst_tree_sentences(texts: list[str]) -> list[str] | None:
     if not texts or not all(t.lstrip().startswith("(") for t in texts):
         return None
     try:
-        return [detokenize(parse_tree(t).words) for t in texts]
+        trees = [parse_tree(t) for t in texts]
     except ValueError:
         return None
+    # every word a leaf of its own, every label a sentiment (0..4): not a text that parses as a
+    # tree, such as `(10 out of 10)` or `(2 weeks later)`
+    for tree in trees:
+        leaves = {start for _, start, end in tree.nodes if end - start == 1}
+        labels = {label for label, _, _ in tree.nodes}
+        if leaves != set(range(len(tree.words))) or not labels <= set(range(5)):
+            return None
+    return [detokenize(tree.words) for tree in trees]
 
 
 def _text_lines(path: Path) -> Iterable[tuple[int, str]]:

@@ -20,7 +20,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
-from torch.utils.data import DataLoader, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from sft.errors import SFTError, TrainingInterrupted
@@ -30,7 +30,7 @@ from sft.inference.model_inputs import (
     warn_model_input_changes,
 )
 from sft.models.backbones import backbone_speed_hints
-from sft.models.classifier import class_probabilities
+from sft.models.classifier import SFTClassifier, class_probabilities
 from sft.models.loading import (
     check_class_names,
     datamodule_from_checkpoint,
@@ -185,10 +185,13 @@ class ScoredOutputs(L.Callback):
         self._keep(outputs)
 
 
-def predicts_what_it_scores(datamodule: Any) -> bool:
-    """Whether the datamodule's predict loader serves the scored split's examples in the order
-    its test (or validation) loader does: then the scoring pass gives the predictions too. A
-    user's datamodule may predict in another order than it validates."""
+def predicts_what_it_scores(model: L.LightningModule, datamodule: Any) -> bool:
+    """Whether predicting would give what the scoring pass did: the model predicts with
+    SFTClassifier's own step, and the datamodule's predict loader serves the scored split's
+    examples in the order its test (or validation) loader does. A user's model may predict
+    otherwise (test-time augmentation), a user's datamodule in another order."""
+    if type(model).predict_step is not SFTClassifier.predict_step:
+        return False
     scored = (
         datamodule.test_dataloader()
         if datamodule.has_labelled_test
@@ -201,6 +204,7 @@ def predicts_what_it_scores(datamodule: Any) -> bool:
         and scored.dataset is predicted.dataset
         and scored.collate_fn is predicted.collate_fn
         and all(type(loader.sampler) is SequentialSampler for loader in loaders)
+        and all(type(loader.batch_sampler) is BatchSampler for loader in loaders)
     )
 
 
@@ -225,7 +229,7 @@ def _score(
                 f"No labelled test split{why}: metrics are on the validation split.",
             )
             metrics = trainer.validate(model, datamodule=datamodule)[0]
-        if scored.outputs and predicts_what_it_scores(datamodule):
+        if scored.outputs and predicts_what_it_scores(model, datamodule):
             return metrics, scored.outputs
         # predictions of the split just scored, in file order
         outputs = trainer.predict(model, datamodule=datamodule)
@@ -271,11 +275,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if checkpoint.get("class_names"):
         # the scored split is read without the training data, which may be elsewhere by now
         datamodule.score_with(checkpoint["class_names"])
-    scored = "limit_test_batches" if datamodule.has_labelled_test else "limit_val_batches"
-    if cfg.trainer.get(scored) is not None and cfg.trainer.get("limit_predict_batches") is None:
+    limit = "limit_test_batches" if datamodule.has_labelled_test else "limit_val_batches"
+    if cfg.trainer.get(limit) is not None and cfg.trainer.get("limit_predict_batches") is None:
         # the predictions and confusion matrix cover the batches the metrics do
         with open_dict(cfg.trainer):
-            cfg.trainer.limit_predict_batches = cfg.trainer[scored]
+            cfg.trainer.limit_predict_batches = cfg.trainer[limit]
     print_and_save_config(cfg, cfg.paths.output_dir)
     model = load_classifier(cfg.ckpt_path, checkpoint)
     datamodule.configure_input(model.input_spec)

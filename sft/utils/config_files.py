@@ -65,17 +65,21 @@ def _in_group(package: str, group: str) -> bool:
     return package == node or package.startswith((f"{node}.", "_global_."))
 
 
-def wrong_package_line(loader: Any, config_path: str, package: str) -> str:
+def wrong_package_line(loader: Any, config_path: str, package: str, config_name: str) -> str:
     """A config whose package line puts its settings elsewhere than its group's (a data
-    config's line copied into a model config: a traceback where the model was read)."""
+    config's line copied into a model config: a traceback where the model was read), or, in a
+    group of global configs, where the run reads nothing."""
     group = config_path.rpartition("/")[0]
+    file = config_file(loader, config_path)
     if is_global_group(group, loader):
-        return missing_package_line(loader, config_path)
+        return (
+            f"{file}: its line '# @package {package}' puts its settings under '{package}', "
+            f"where sft-{config_name} reads nothing: {group} configs take '# @package _global_'"
+        )
     node = group.replace("/", ".")
     return (
-        f"{config_file(loader, config_path)}: its line '# @package {package}' puts its settings "
-        f"under '{package}', not under '{node}' where {group} settings "
-        "go: leave the line out"
+        f"{file}: its line '# @package {package}' puts its settings under '{package}', not "
+        f"under '{node}' where {group} settings go: leave the line out"
     )
 
 
@@ -108,13 +112,19 @@ def describe_defaults_error(
         chosen = {d.group for d in primary.defaults_list or [] if isinstance(d, GroupDefault)}
         file = config_file(loader, config_path)
         # `- /model: mine` in an experiment, not an override; `- model: mine` also names
-        # experiment/model, a group relative to the experiment's own
-        named = group.lstrip("/").removeprefix(f"{config_path.rpartition('/')[0]}/")
-        if named in chosen:
-            return choose_again_line(file, config_name, named, option)
+        # experiment/model, a group relative to the experiment's own (a plain config such as
+        # `- _base` is no group's choice)
+        found = loader.repository.load_config(config_path)
+        for default in getattr(found, "defaults_list", None) or []:
+            named = getattr(default, "group", None) or ""
+            named = named.lstrip("/")
+            if isinstance(default, GroupDefault) and not default.override and named in chosen:
+                return choose_again_line(file, config_name, named, default.value)
+        # a config of its own group (`- _base`): Hydra names it `experiment: _base`
+        entry = option if group == config_path.rpartition("/")[0] else f"{group}: {option}"
         return (
             f"{file}: its defaults list has '- override /{before}: {before_option}' before "
-            f"'{group}: {option}': overrides go at the end of the list"
+            f"'{entry}': overrides go at the end of the list"
         )
     if match := GROUP_TWICE.search(message) or SAME_CHOICE_TWICE.search(message):
         group = match.group(1).lstrip("/")
@@ -185,8 +195,14 @@ def check_config_file_keys(
             and is_global_group(group, loader, but=option)
         ):
             return missing_package_line(loader, path)
-        if package not in (None, "_global_") and not _in_group(package, group):
-            return wrong_package_line(loader, path, package)
+        # a config of a group whose configs set keys across the whole config (debug,
+        # experiment) may set one section (`# @package trainer`): one the run reads
+        if (
+            package not in (None, "_global_")
+            and not _in_group(package, group)
+            and (not is_global_group(group, loader) or package.split(".")[0] not in known)
+        ):
+            return wrong_package_line(loader, path, package, config_name)
         if package != "_global_":
             continue
         for key in map(str, found.config):
@@ -216,7 +232,9 @@ def check_config_file_keys(
 def misspelt_interpolation(key: str, texts: Sequence[str], known: set[str]) -> str | None:
     """An interpolation of a top-level key close to `key` (`${lrr}` where the file sets `lr`
     that nothing reads) that names none of the `known` keys; None when there is none."""
-    read = {m.group(1) for text in texts for m in re.finditer(r"\$\{(\w+)[.}]", text)}
+    # `${lr}`, `${model.lr_head}`; not a resolver's call (`${oc.env:...}`)
+    plain = r"\$\{(\w+)(?:\.[\w.]+)?\}"
+    read = {m.group(1) for text in texts for m in re.finditer(plain, text)}
     # nor a key that the run's config or a file sets (at the top: texts are YAML dumps)
     unset = {r for r in read - known if not any(re.search(rf"^{r}:", t, re.M) for t in texts)}
     close = difflib.get_close_matches(key, sorted(unset), n=1, cutoff=0.75)

@@ -270,7 +270,9 @@ def _hands_on(cls: type) -> tuple[int, set[str]] | None:
     ]
     if len(uses) != 1 or len(calls) != 1:
         return None
-    return len(calls[0].args), {k.arg for k in calls[0].keywords if k.arg is not None}
+    # `*args` handed on passes what a config gives by position (`_args_`): none by name
+    positional = sum(not isinstance(a, ast.Starred) for a in calls[0].args)
+    return positional, {k.arg for k in calls[0].keywords if k.arg is not None}
 
 
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -331,15 +333,13 @@ def _required_parameters(target: str) -> tuple[str, ...]:
 def _parameter_hints(target: str) -> dict[str, Any]:
     try:
         obj = get_object(target)
-        params, takers = _takers(obj)
         hints: dict[str, Any] = {}
         # a class that hands its **kwargs on takes its bases' annotations too (its own first)
-        for taker in reversed(takers):
+        for taker in reversed(_takers(obj)[1]):
             fn = taker.__init__ if inspect.isclass(taker) else taker
             hints |= typing.get_type_hints(fn, include_extras=True)  # keeps Annotated bounds
     except Exception:  # odd hints: no check
         return {}
-    hints = {p.name: hints[p.name] for p in params if p.name in hints}
     return hints | _MISSING_BOUNDS.get(obj, {})
 
 
