@@ -53,6 +53,20 @@ def checkpoints(tmp_path_factory, data_dir):
     return {"image": image_checkpoint(root), "text": text_checkpoint(root)}
 
 
+def text_eval_config(checkpoints: dict, tmp_path: Path, val_batches: int) -> Any:
+    """sft-eval's config for the text checkpoint, scoring `val_batches` of validation."""
+    return compose_config(
+        "eval",
+        [
+            f"ckpt_path={checkpoints['text']}",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            f"+trainer.limit_val_batches={val_batches}",
+        ],
+        tmp_path,
+    )
+
+
 def test_eval_a_text_checkpoint_on_named_data(checkpoints, tmp_path):
     """`sft-eval ckpt_path=<text checkpoint> data=sst2`: `data.tokenizer` interpolates
     `model.backbone...`, which sft-eval's config has no node for; it comes from the checkpoint
@@ -321,16 +335,7 @@ def test_eval_without_labelled_test_split_predicts_the_validation_it_scores(
     confusion matrix are of the same validation batches (were: the first unlabelled test rows,
     label columns empty, no confusion matrix). A warning names the test split it did not score
     (was: an info line naming none, for a test file given without a label column too)."""
-    cfg = compose_config(
-        "eval",
-        [
-            f"ckpt_path={checkpoints['text']}",
-            "trainer.accelerator=cpu",
-            "trainer.enable_progress_bar=false",
-            "+trainer.limit_val_batches=1",
-        ],
-        tmp_path,
-    )
+    cfg = text_eval_config(checkpoints, tmp_path, 1)
     metrics = evaluate(cfg)
     rows = list(csv.DictReader((tmp_path / "predictions.csv").open(newline="")))
     dev = (data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
@@ -364,16 +369,7 @@ def test_eval_predicts_from_the_pass_that_scores(checkpoints, data_dir, tmp_path
     """sft-eval's predictions.csv comes from the batches its metrics score, as they are scored
     (was: a second pass over the split, trainer.predict: twice the time)."""
     stages = _eval_forwards(monkeypatch)
-    cfg = compose_config(
-        "eval",
-        [
-            f"ckpt_path={checkpoints['text']}",
-            "trainer.accelerator=cpu",
-            "trainer.enable_progress_bar=false",
-            "+trainer.limit_val_batches=2",
-        ],
-        tmp_path,
-    )
+    cfg = text_eval_config(checkpoints, tmp_path, 2)
     metrics = evaluate(cfg)
     assert stages == ["validate", "validate"]
     rows = list(csv.DictReader((tmp_path / "predictions.csv").open(newline="")))
@@ -428,16 +424,7 @@ def test_eval_predicts_a_datamodules_own_predict_loader(
         return self._loader(data, "predict", batch_size=self.eval_batch_size, sampler=order)
 
     monkeypatch.setattr(TextClassificationDataModule, "predict_dataloader", backwards)
-    cfg = compose_config(
-        "eval",
-        [
-            f"ckpt_path={checkpoints['text']}",
-            "trainer.accelerator=cpu",
-            "trainer.enable_progress_bar=false",
-            "+trainer.limit_val_batches=1",
-        ],
-        tmp_path,
-    )
+    cfg = text_eval_config(checkpoints, tmp_path, 1)
     evaluate(cfg)
     assert stages == ["validate", "predict"]
     rows = list(csv.DictReader((tmp_path / "predictions.csv").open(newline="")))
