@@ -64,8 +64,15 @@ def _raised_in_a_spawned_rank(exc: BaseException) -> SFTError | None:
     printed whole)."""
     if type(exc).__name__ != "ProcessRaisedException":
         return None
-    name, _, text = str(exc).rstrip().rpartition("\n")[2].partition(": ")
-    return SFTError(text) if name.endswith("SFTError") and text else None
+    text = _raised_message(str(exc))
+    return SFTError(text) if text is not None else None
+
+
+def _raised_message(traceback: str) -> str | None:
+    """The message of the SFTError a traceback's text ends in (`sft.errors.SFTError: ...`);
+    None when it ends in another exception."""
+    name, _, text = traceback.rstrip().rpartition("\n")[2].partition(": ")
+    return text if name.endswith("SFTError") and text else None
 
 
 def report_user_errors(fn: Callable[[], T]) -> T:
@@ -85,6 +92,4 @@ def worker_message(message: str) -> str:
     main process with the worker's traceback as its message (was: printed whole)."""
     if not (message.startswith("Caught ") and "\nOriginal Traceback" in message):
         return message
-    last = message.rstrip().splitlines()[-1]
-    name, _, text = last.partition(": ")
-    return text if name.endswith("SFTError") and text else message
+    return _raised_message(message) or message

@@ -306,11 +306,10 @@ def _stopped_ranks(
     they had finished training when it came."""
     recover_spawned_progress(trainer)  # the epoch and step of the last.ckpt the ranks wrote
     name, path = signal.Signals(signum).name, trainer_last_checkpoint(trainer)
+    then = f"; {callback._sweep_hint}" if callback._sweep_hint else ""
     if trained and not path.is_file():  # a run without last checkpoints (callbacks=...)
-        then = f"; {callback._sweep_hint}" if callback._sweep_hint else ""
         message = f"interrupted by {name} after training ended, before the test{then}"
     elif trainer.global_step == 0 or not path.is_file():
-        then = f"; {callback._sweep_hint}" if callback._sweep_hint else ""
         message = f"interrupted by {name} before the first training step: nothing to save{then}"
     else:
         message = callback._saved_line(trainer, name, path)

@@ -483,12 +483,13 @@ def check_swept_value_types(
     for override in parsed:
         key = override.key_or_group
         group = loader.repository.group_exists(key)
+        section = key.partition(".")[0]
         if not override.is_discrete_sweep():
             continue
         if group:  # `-m experiment=a,b`: a config chosen per job may set any typed section
             sections = TYPED_SECTIONS
-        elif key.partition(".")[0] in TYPED_SECTIONS:
-            sections = (key.partition(".")[0],)
+        elif section in TYPED_SECTIONS:
+            sections = (section,)
         else:
             continue
         element = override.get_key_element()

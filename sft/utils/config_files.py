@@ -4,7 +4,7 @@ the run never reads, or a whole file nested under its group's name)."""
 
 import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from hydra.core.default_element import GroupDefault
@@ -114,12 +114,9 @@ def describe_defaults_error(
         # `- /model: mine` in an experiment, not an override; `- model: mine` also names
         # experiment/model, a group relative to the experiment's own (a plain config such as
         # `- _base` is no group's choice)
-        found = loader.repository.load_config(config_path)
-        for default in getattr(found, "defaults_list", None) or []:
-            named = getattr(default, "group", None) or ""
-            named = named.lstrip("/")
-            if isinstance(default, GroupDefault) and not default.override and named in chosen:
-                return choose_again_line(file, config_name, named, default.value)
+        for named, value in choices_without_override(loader, config_path):
+            if named in chosen:
+                return choose_again_line(file, config_name, named, value)
         # a config of its own group (`- _base`): Hydra names it `experiment: _base`
         entry = option if group == config_path.rpartition("/")[0] else f"{group}: {option}"
         return (
@@ -129,12 +126,20 @@ def describe_defaults_error(
     if match := GROUP_TWICE.search(message) or SAME_CHOICE_TWICE.search(message):
         group = match.group(1).lstrip("/")
         for config_path in chosen_configs(config_name, overrides, loader):
-            found = loader.repository.load_config(config_path)
-            for default in getattr(found, "defaults_list", None) or []:
-                if getattr(default, "group", "").lstrip("/") == group and not default.override:
+            for named, value in choices_without_override(loader, config_path):
+                if named == group:
                     file = config_file(loader, config_path)
-                    return choose_again_line(file, config_name, group, default.value)
+                    return choose_again_line(file, config_name, group, value)
     return None
+
+
+def choices_without_override(loader: Any, config_path: str) -> Iterator[tuple[str, str]]:
+    """(group, option) of each group choice a config's defaults list makes without `override`
+    (`- /model: x`; `- model: x` in an experiment, relative to its group, names `model` too)."""
+    found = loader.repository.load_config(config_path)
+    for default in getattr(found, "defaults_list", None) or []:
+        if isinstance(default, GroupDefault) and not default.override:
+            yield default.group.lstrip("/"), default.value
 
 
 def choose_again_line(file: str, config_name: str, group: str, option: str) -> str:

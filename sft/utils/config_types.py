@@ -340,6 +340,7 @@ def _parameter_hints(target: str) -> dict[str, Any]:
             hints |= typing.get_type_hints(fn, include_extras=True)  # keeps Annotated bounds
     except Exception:  # odd hints: no check
         return {}
+    hints.pop("return", None)
     return hints | _MISSING_BOUNDS.get(obj, {})
 
 
