@@ -3,6 +3,9 @@ against one study, jobs requeued at a time limit that resume exactly, DDP jobs i
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -182,6 +185,55 @@ def test_a_job_signalled_for_its_time_limit_is_requeued_and_resumes_exactly(
     assert got["global_step"] == want["global_step"]
     for key, tensor in want["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_local_jobs_each_with_its_checkpoint(tmp_path, data_dir):
+    """Ctrl-C (SIGINT to the sweep's process group) while two local_jobs jobs train, each with
+    a checkpoint that takes 2 s to write: submitit's controllers SIGKILLed their jobs one second
+    later, mid-save, and the sweep ended with submitit's UncompletedJobError traceback and
+    status 1 (or "interrupted (Ctrl-C)" at once, while the jobs were still saving). Now every
+    job saves, and the sweep ends after them with the interrupt's line and status."""
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "sft.train", "-m", "hydra/launcher=local_jobs", *FAST]
+    command += [
+        "trainer.max_epochs=20",
+        "test=false",
+        *rendezvous(tmp_path / "met"),
+        "+callbacks.slow._target_=helpers.faults.SlowSteps",
+        "+callbacks.slow.seconds=0.05",
+        "+callbacks.slow_save._target_=helpers.faults.SlowSave",
+        "+callbacks.slow_save.seconds=2",
+        "+callbacks.slow_save.step=3",
+        # job 0 presses Ctrl-C as a terminal does: the signal reaches every process of the
+        # sweep (job 1's step is never reached)
+        "+callbacks.ctrl_c._target_=helpers.faults.SignalAtStep",
+        "+callbacks.ctrl_c.step=3,1000",
+        "+callbacks.ctrl_c.signal=SIGINT",
+        "+callbacks.ctrl_c.to_group=true",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    # the sweep in a process group of its own, as a terminal runs a command, with SIGINT's
+    # default action (a process started in the background ignores it from birth)
+    sweep_process = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env={**with_helpers(), "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"},
+        timeout=600,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert sweep_process.returncode == 130, sweep_process.stderr[-3000:]
+    assert "Traceback" not in sweep_process.stderr, sweep_process.stderr[-3000:]
+    line = sweep_process.stderr.strip().splitlines()[-1]
+    assert line.startswith("interrupted by SIGINT at epoch 0 step 4: saved "), line
+    assert "continue the sweep (each job from its last.ckpt) with: sft-train -m " in line
+    results = dict(read_results(sweep))
+    assert [results[job].status for job in "01"] == ["interrupted"] * 2
+    for job in "01":
+        saved = torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)
+        assert saved["global_step"] == results[job].steps > 0
 
 
 def test_a_ddp_rank_of_a_multirun_job_runs_that_job(monkeypatch):

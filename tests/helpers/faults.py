@@ -16,22 +16,32 @@ class SignalAtStep(Callback):
     """Send `signal` to this process when the training batch after `step` optimizer steps starts
     (SIGKILL: dies mid-batch, as a crashed or OOM-killed job would); `to_parent`: to the process
     that started this one instead, from rank 0 (ddp_spawn's main process, which `kill <pid>`
-    reaches alone); `times`: that many, 50 ms apart (one signal delivered twice, as `timeout`
-    delivers it to a process and its group)."""
+    reaches alone); `to_group`: to this process's group (Ctrl-C in a terminal); `times`: that
+    many, 50 ms apart (one signal delivered twice, as `timeout` delivers it to a process and its
+    group)."""
 
     def __init__(
-        self, step: int, signal: str = "SIGKILL", to_parent: bool = False, times: int = 1
+        self,
+        step: int,
+        signal: str = "SIGKILL",
+        to_parent: bool = False,
+        times: int = 1,
+        to_group: bool = False,
     ) -> None:
         self.step = step
         self.signum = getattr(signal_module, signal)
         self.to_parent = to_parent
         self.times = times
+        self.to_group = to_group
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step == self.step and not (self.to_parent and trainer.global_rank):
             for i in range(self.times):
                 time.sleep(0.05 if i else 0)
-                os.kill(os.getppid() if self.to_parent else os.getpid(), self.signum)
+                if self.to_group:
+                    os.killpg(os.getpgid(0), self.signum)
+                else:
+                    os.kill(os.getppid() if self.to_parent else os.getpid(), self.signum)
 
 
 signal_module = signal
@@ -103,6 +113,18 @@ class SlowSteps(Callback):
         import time
 
         time.sleep(self.seconds)
+
+
+class SlowSave(Callback):
+    """Take `seconds` longer to save every checkpoint from `step` optimizer steps on: a model
+    whose checkpoint takes time to write."""
+
+    def __init__(self, seconds: float, step: int = 0) -> None:
+        self.seconds, self.step = seconds, step
+
+    def on_save_checkpoint(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.step:
+            time.sleep(self.seconds)
 
 
 class Rendezvous(Callback):

@@ -1,0 +1,56 @@
+"""hydra-submitit-launcher's LocalLauncher, with Ctrl-C that stops the sweep as sft-train's other
+launchers do: each job finishes its batch and saves last.ckpt (sft's GracefulInterrupt), and the
+sweep ends with the interrupt's line and status (130) once every job has stopped.
+
+Why not the plugin's LocalLauncher as it is: Ctrl-C reaches the whole process group, and with it
+each job's submitit controller (`python -m submitit.local._local`, the job's parent). The
+controller answers its KeyboardInterrupt by sending the job SIGINT again and SIGKILL one second
+later, which kills a job still finishing its batch or writing its checkpoint. A job that did stop
+in time ends by its interrupt, a BaseException submitit does not send back, so the launcher
+raised submitit's UncompletedJobError traceback and the sweep exited with status 1. Here the
+controllers start with SIGINT ignored, the jobs take it as Ctrl-C again, and a stopped job sends
+its interrupt back as its result.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from hydra.core.utils import JobReturn
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+
+from sft.errors import TrainingInterrupted
+
+
+class StoppedJob(NamedTuple):
+    """A job's result when a signal stopped it: its interrupt, raised again by the sweep."""
+
+    stop: BaseException
+
+
+class LocalJobsLauncher(LocalLauncher):
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn | StoppedJob:
+        # in the job's process, started with SIGINT ignored (launch): Ctrl-C stops it again
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return super().__call__(*args, **kwargs)
+        except (KeyboardInterrupt, TrainingInterrupted) as stop:
+            return StoppedJob(stop)
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        # An ignored signal stays ignored in the processes started meanwhile: the controllers
+        # (and the jobs, until __call__). This process has nothing to do on Ctrl-C but wait for
+        # the jobs, which get it from the terminal as their process group's members.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            results = super().launch(job_overrides, initial_job_idx)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        stops = [result.stop for result in results if isinstance(result, StoppedJob)]
+        if stops:  # the first job's line: how to continue the sweep (every job's: summary.md)
+            raise stops[0]
+        return results
