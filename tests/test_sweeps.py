@@ -451,7 +451,9 @@ def test_a_grid_rerun_with_its_swept_keys_reordered_is_told_the_first_order(tmp_
 def test_a_study_job_run_again_sets_its_earlier_logs_aside(tmp_path, capsys):
     """An unfinished job without last.ckpt (a study's) runs again from the start in its
     directory and replaces its record, but its earlier TensorBoard events stayed beside the new
-    ones: sft-compare then showed the earlier run's best val/acc as this run's."""
+    ones: sft-compare then showed the earlier run's best val/acc as this run's. With
+    `logger=many_loggers` the job failed (OSError) moving the CSV logger's save_dir, the job
+    folder itself, into itself."""
     from sft.compare import find_runs
 
     sweep = tmp_path / "sweep"
@@ -468,10 +470,12 @@ def test_a_study_job_run_again_sets_its_earlier_logs_aside(tmp_path, capsys):
         "trainer.max_steps=2",
         *no_checkpoints,
         "seed=1",
+        "logger=many_loggers",
         f"hydra.sweep.dir={sweep}",
     ]
     assert run_sft_train(capsys, *grid)[0] == 0
     first = sorted((sweep / "0" / "tensorboard").rglob("events.out.tfevents.*"))
+    first_csv = (sweep / "0" / "csv" / "metrics.csv").read_text()
     record = RunResult.read(sweep / "0" / "result.json")
     record.status, record.error = "interrupted", "interrupted by SIGINT"  # it did not finish
     record.write()
@@ -482,6 +486,9 @@ def test_a_study_job_run_again_sets_its_earlier_logs_aside(tmp_path, capsys):
     assert len(kept) == 1 and sorted(p.name for p in kept[0].rglob("events.*")) == sorted(
         p.name for p in first
     )
+    (kept_csv,) = (sweep / "0" / ".replaced_logs").glob("*/csv/metrics.csv")
+    assert kept_csv.read_text() == first_csv
+    assert (sweep / "0" / "csv" / "metrics.csv").is_file()
     runs, _, _ = find_runs([sweep])
     assert [r.path for r in runs] == [(sweep / "0" / "tensorboard").resolve()]
 

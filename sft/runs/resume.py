@@ -393,15 +393,37 @@ def set_aside_earlier_logs(logger_cfg: DictConfig | None, output_dir: Path) -> N
     `<job dir>/.replaced_logs/<time>/` (sft-compare skips hidden folders)."""
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     for entry in (logger_cfg or {}).values():
-        save_dir = Path(str(entry.get("save_dir"))) if entry and entry.get("save_dir") else None
-        if save_dir is None or not save_dir.is_dir() or not any(save_dir.iterdir()):
+        folder = logger_folder(entry) if entry else None
+        if folder is None or not folder.is_dir() or not any(folder.iterdir()):
             continue
-        if not save_dir.resolve().is_relative_to(output_dir.resolve()):
+        if not folder.resolve().is_relative_to(output_dir.resolve()):
             continue  # a folder the run shares with others: not this job's to move
-        moved = output_dir / REPLACED_LOGS / stamp / save_dir.name
+        if folder.resolve() == output_dir.resolve():
+            log.warning(
+                f"{output_dir} runs again from the start; its earlier logs stay beside the new "
+                f"ones: the logger {entry.get('_target_')} writes into the run folder itself"
+            )
+            continue
+        moved = output_dir / REPLACED_LOGS / stamp / folder.name
         moved.parent.mkdir(parents=True, exist_ok=True)
-        save_dir.rename(moved)
+        folder.rename(moved)
         log.info(f"{output_dir} runs again from the start: its earlier logs moved to {moved}")
+
+
+def logger_folder(entry: DictConfig) -> Path | None:
+    """The folder a Lightning logger's config writes its files under: `save_dir/name/version`
+    (a numbered `version_N`; every version's when unset). None without a save_dir."""
+    if not entry.get("save_dir"):
+        return None
+    folder = Path(str(entry.save_dir))
+    if entry.get("name"):
+        folder /= str(entry.name)
+    version = entry.get("version")
+    if isinstance(version, int):
+        folder /= f"version_{version}"
+    elif version:
+        folder /= str(version)
+    return folder
 
 
 def continue_tensorboard(logger_cfg: DictConfig | None, step: int) -> None:
