@@ -133,6 +133,32 @@ def write_result(path: Path, status: str, metric: float | None = None, **metrics
     ).write()
 
 
+def test_a_searched_key_stays_in_the_table_when_every_trial_drew_one_value(tmp_path):
+    """A search whose two trials so far drew the same learning rate: the summary said the rate
+    was one of the "Overrides of every job" and left it out of the table, as if not searched."""
+    for job, seed in (("0", 0), ("1", 1)):
+        RunResult(
+            status="completed",
+            overrides=["model.lr_head=0.01", f"seed={seed}", "trainer.max_epochs=1"],
+            metrics={"val/acc": 0.5},
+            output_dir=str(tmp_path / job),
+        ).write()
+    OmegaConf.save(
+        {
+            "hydra": {
+                "overrides": {"task": ["seed=0,1", "trainer.max_epochs=1"]},
+                "sweeper": {"params": {"model.lr_head": "tag(log, interval(1e-3, 1e-1))"}},
+            }
+        },
+        tmp_path / "multirun.yaml",
+    )
+    write_summary(tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    assert "Overrides of every job: `trainer.max_epochs=1`" in md
+    table = [line for line in md.splitlines() if line.startswith("| 0 ")]
+    assert "model.lr_head=0.01 seed=0" in table[0]
+
+
 def test_summary_reads_any_job_layout_and_minimises_losses(tmp_path):
     """Job dirs as another sweeper names them (trial numbers with gaps, nested dirs)."""
     write_result(tmp_path / "10", "completed", 0.3, **{"test/acc": 0.7})

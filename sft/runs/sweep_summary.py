@@ -19,10 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from sft.errors import SFTError, report_user_errors
 from sft.runs.result import (
@@ -39,6 +42,8 @@ from sft.runs.result import (
     overrides_key,
     run_overrides,
 )
+from sft.utils.cli import override_key
+from sft.utils.config import MULTIRUN_RECORD
 from sft.utils.config import metric_mode as named_mode
 from sft.utils.io import atomic_write_text
 
@@ -183,6 +188,22 @@ def _md_cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def searched_keys(sweep_dir: Path) -> set[str]:
+    """The keys a sweep varies, as its multirun.yaml records them: its sweep overrides
+    (`seed=0,1`, `model.lr=interval(...)`) and a search's space (`hydra.sweeper.params`)."""
+    record = sweep_dir / MULTIRUN_RECORD
+    if not record.is_file():
+        return set()
+    try:
+        hydra = OmegaConf.load(record).hydra
+        overrides = OverridesParser.create().parse_overrides(list(hydra.overrides.task))
+        params = hydra.sweeper.get("params") or {}
+    except (OSError, ValueError, OmegaConfBaseException, HydraException):
+        return set()  # a record this cannot read: every shared override is said once
+    swept = {override_key(o.get_key_element()) for o in overrides if o.is_sweep_override()}
+    return swept | {override_key(str(key)) for key in params}
+
+
 def _md_text(
     sweep_dir: Path,
     rows: list[dict],
@@ -216,9 +237,15 @@ def _md_text(
             f"The sweep was interrupted in job {job}: jobs it had not started are not listed"
             + (f"; {hint}" if hint else ".")
         )
-    # the table shows what differs between jobs; what they share is said once
+    # the table shows what differs between jobs; what they share is said once, but for the
+    # keys the sweep varies (a search whose trials so far drew one value)
     first = rows[0]["overrides"] if rows else []
-    common = [o for o in first if all(o in row["overrides"] for row in rows)]
+    varied = searched_keys(Path(sweep_dir))
+    common = [
+        o
+        for o in first
+        if all(o in row["overrides"] for row in rows) and override_key(o) not in varied
+    ]
     if len(rows) > 1 and common:
         lines.append(f"Overrides of every job: `{' '.join(common)}`")
         rows = [
