@@ -7,7 +7,7 @@ trace); any other exception is a bug and keeps its traceback.
 import os
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -37,6 +37,14 @@ class TrainingInterrupted(SystemExit):
         # pickled and copied whole (a process pool or launcher sending it back): the default,
         # from `args` (the status alone), cannot call __init__
         return type(self), (self.message, self.code - 128)
+
+
+class StoppedJob(NamedTuple):
+    """What a launcher's job process sends back when a signal stopped it: its interrupt, which
+    the launcher raises once every job has stopped. (submitit and Ray send back only an
+    Exception: a job's KeyboardInterrupt or TrainingInterrupted left no result.)"""
+
+    stop: KeyboardInterrupt | TrainingInterrupted
 
 
 def first_line(err: BaseException) -> str:

@@ -493,7 +493,7 @@ def test_an_interrupt_crosses_processes_whole():
 def test_only_a_sigint_soon_after_a_sigint_is_the_same_ctrl_c():
     """One SIGINT delivered twice within SAME_SIGNAL_S is one Ctrl-C; a SIGINT after a SIGTERM,
     however soon, or after a SIGINT later on, is a second one (stop at once)."""
-    from sft.callbacks.graceful_interrupt import SAME_SIGNAL_S, is_second_ctrl_c
+    from sft.utils.signals import SAME_SIGNAL_S, is_second_ctrl_c
 
     now = time.monotonic()
     assert not is_second_ctrl_c(signal.SIGINT, signal.SIGINT, now)

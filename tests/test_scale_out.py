@@ -3,9 +3,11 @@ against one study, jobs requeued at a time limit that resume exactly, DDP jobs i
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -187,15 +189,58 @@ def test_a_job_signalled_for_its_time_limit_is_requeued_and_resumes_exactly(
         torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
 
 
+def signalled_sweep(
+    command: list[str], marker: Path, signum: int, to_group: bool
+) -> subprocess.CompletedProcess:
+    """Run `command` (a sweep whose job writes `marker` mid-training) in a process group of its
+    own, as a terminal runs a command, with SIGINT's default action (a process started in the
+    background ignores it from birth); once `marker` is there, send `signum` to the group, as
+    Ctrl-C in the terminal does (`to_group`), or to the sweep's main process alone (`kill`)."""
+    env = {**with_helpers(), "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as sweep:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and sweep.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if sweep.poll() is None:
+            (os.killpg if to_group else os.kill)(sweep.pid, signum)
+        stdout, stderr = sweep.communicate(timeout=300)
+    return subprocess.CompletedProcess(command, sweep.returncode, stdout, stderr)
+
+
 @pytest.mark.slow
-def test_ctrl_c_stops_local_jobs_each_with_its_checkpoint(tmp_path, data_dir):
-    """Ctrl-C (SIGINT to the sweep's process group) while two local_jobs jobs train, each with
-    a checkpoint that takes 2 s to write: submitit's controllers SIGKILLed their jobs one second
-    later, mid-save, and the sweep ended with submitit's UncompletedJobError traceback and
-    status 1 (or "interrupted (Ctrl-C)" at once, while the jobs were still saving). Now every
-    job saves, and the sweep ends after them with the interrupt's line and status."""
-    sweep = tmp_path / "sweep"
-    command = [sys.executable, "-m", "sft.train", "-m", "hydra/launcher=local_jobs", *FAST]
+@pytest.mark.parametrize(
+    "launcher, signum, to_group",
+    [
+        ("local_jobs", signal.SIGINT, True),
+        ("local_jobs", signal.SIGTERM, False),
+        ("ray", signal.SIGINT, True),
+        ("ray", signal.SIGTERM, False),
+    ],
+    ids=["local_jobs-ctrl_c", "local_jobs-kill", "ray-ctrl_c", "ray-kill"],
+)
+def test_a_signalled_sweep_stops_every_job_with_its_checkpoint(
+    launcher, signum, to_group, tmp_path, data_dir
+):
+    """Ctrl-C, or SIGTERM to the sweep's main process alone (`kill`, `timeout`), while two jobs
+    train, each with a checkpoint that takes 2 s to write. Each job saves last.ckpt and its
+    record, and the sweep ends after them with the interrupt's line (one, no traceback) and
+    status. Was, local_jobs: submitit's controllers SIGKILLed their jobs one second after
+    Ctrl-C, mid-save (no result.json), and the sweep ended at once in "interrupted (Ctrl-C)"
+    and the controllers' tracebacks; `kill` ended the main process alone, and the jobs trained
+    on unwatched. Ray: its workers, outside the terminal's process group, never got the
+    Ctrl-C and Ray's shutdown killed them unsaved; `kill` met Ray's own handler, which aborted
+    (status -6)."""
+    sweep, marker = tmp_path / "sweep", tmp_path / "reached"
+    launch = ["hydra/launcher=local_jobs"] if launcher == "local_jobs" else RAY
+    command = [sys.executable, "-m", "sft.train", "-m", *launch, *FAST]
     command += [
         "trainer.max_epochs=20",
         "test=false",
@@ -205,29 +250,17 @@ def test_ctrl_c_stops_local_jobs_each_with_its_checkpoint(tmp_path, data_dir):
         "+callbacks.slow_save._target_=helpers.faults.SlowSave",
         "+callbacks.slow_save.seconds=2",
         "+callbacks.slow_save.step=3",
-        # job 0 presses Ctrl-C as a terminal does: the signal reaches every process of the
-        # sweep (job 1's step is never reached)
-        "+callbacks.ctrl_c._target_=helpers.faults.SignalAtStep",
-        "+callbacks.ctrl_c.step=3,1000",
-        "+callbacks.ctrl_c.signal=SIGINT",
-        "+callbacks.ctrl_c.to_group=true",
+        "+callbacks.mark._target_=helpers.faults.MarkAtStep",
+        f"+callbacks.mark.marker={marker}",
+        "+callbacks.mark.step=3,1000",  # job 0 says when: job 1 never reaches its step
         f"hydra.sweep.dir={sweep}",
     ]
-    # the sweep in a process group of its own, as a terminal runs a command, with SIGINT's
-    # default action (a process started in the background ignores it from birth)
-    sweep_process = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env={**with_helpers(), "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"},
-        timeout=600,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    assert sweep_process.returncode == 130, sweep_process.stderr[-3000:]
-    assert "Traceback" not in sweep_process.stderr, sweep_process.stderr[-3000:]
-    line = sweep_process.stderr.strip().splitlines()[-1]
-    assert line.startswith("interrupted by SIGINT at epoch 0 step 4: saved "), line
+    stopped = signalled_sweep(command, marker, signum, to_group)
+    name = "SIGINT" if launcher == "ray" else signal.Signals(signum).name  # Ray: ray.cancel's
+    assert stopped.returncode == 128 + signal.Signals[name], stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    line = stopped.stderr.strip().splitlines()[-1]
+    assert re.match(rf"interrupted by {name} at epoch \d+ step \d+: saved ", line), line
     assert "continue the sweep (each job from its last.ckpt) with: sft-train -m " in line
     results = dict(read_results(sweep))
     assert [results[job].status for job in "01"] == ["interrupted"] * 2

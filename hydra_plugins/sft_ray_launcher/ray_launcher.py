@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from hydra.core.singleton import Singleton
@@ -28,6 +32,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sft.errors import StoppedJob, TrainingInterrupted
+from sft.utils.signals import is_second_ctrl_c
+
 log = logging.getLogger(__name__)
 
 
@@ -36,17 +43,57 @@ def _run_job(
     sweep_config: DictConfig,
     task_function: TaskFunction,
     singleton_state: dict[Any, Any],
-) -> JobReturn:
-    """In the Ray worker: Hydra's state as the driver has it, then the job."""
+) -> JobReturn | StoppedJob:
+    """In the Ray worker: Hydra's state as the driver has it, then the job; a job a signal
+    stopped (the driver's, through ray.cancel) returns its interrupt."""
     setup_globals()
     Singleton.set_state(singleton_state)
-    return run_job(
-        hydra_context=hydra_context,
-        task_function=task_function,
-        config=sweep_config,
-        job_dir_key="hydra.sweep.dir",
-        job_subdir_key="hydra.sweep.subdir",
-    )
+    try:
+        return run_job(
+            hydra_context=hydra_context,
+            task_function=task_function,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+    except (KeyboardInterrupt, TrainingInterrupted) as stop:
+        return StoppedJob(stop)
+
+
+@contextmanager
+def signals_stop_jobs(refs: list[Any]) -> Iterator[list[int]]:
+    """While the driver waits for the jobs: SIGINT or SIGTERM asks every job to stop
+    (`ray.cancel`, which a job takes as Ctrl-C: it finishes its batch and saves last.ckpt),
+    a second Ctrl-C asks again (a job then stops at once), and the driver waits on; yields the
+    signals received. Ray's workers are not in the terminal's process group: Ctrl-C reached
+    none of them and Ray's shutdown killed them unsaved, without a record; SIGTERM met Ray's
+    own handler, which aborted the driver."""
+    import ray
+
+    received: list[int] = []
+    received_at = 0.0
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal received_at
+        first = received[0] if received else None
+        received.append(signum)
+        if first is not None and not is_second_ctrl_c(signum, first, received_at):
+            return  # the first delivered twice, or a SIGTERM after it
+        name = signal.Signals(signum).name
+        if first is None:
+            received_at = time.monotonic()
+            log.warning(f"received {name}: every job stops after its batch and saves last.ckpt")
+        else:
+            log.warning(f"received {name} again: every job stops at once")
+        for ref in refs:
+            ray.cancel(ref)  # a finished job's: nothing
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 class RayLauncher(Launcher):
@@ -111,12 +158,25 @@ class RayLauncher(Launcher):
                     self.hydra_context, sweep_config, self.task_function, Singleton.get_state()
                 )
             )
+        with signals_stop_jobs(refs) as received:
+            pending = refs
+            while pending:  # in steps, so that the signal handler runs while it waits
+                _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
         results = []
         for (sweep_config, overrides), ref in zip(configs, refs, strict=True):
             try:
                 results.append(ray.get(ref))
             except ray.exceptions.RayError as exc:  # the job ended outside run_job
                 results.append(self._lost_job(sweep_config, overrides, exc))
+        stops = [result.stop for result in results if isinstance(result, StoppedJob)]
+        if stops or received:
+            # Ray's workers' last log lines reach this console now, not after the stop's line
+            ray.shutdown()
+        if stops:  # the first job's line: how to continue the sweep (every job's: summary.md)
+            raise stops[0]
+        if received:  # every job had ended: the sweep stops here
+            name = signal.Signals(received[0]).name
+            raise TrainingInterrupted(f"interrupted by {name} as its jobs ended", received[0])
         return results
 
     def _lost_job(

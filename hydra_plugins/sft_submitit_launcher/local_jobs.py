@@ -1,6 +1,7 @@
 """hydra-submitit-launcher's LocalLauncher, with Ctrl-C that stops the sweep as sft-train's other
 launchers do: each job finishes its batch and saves last.ckpt (sft's GracefulInterrupt), and the
-sweep ends with the interrupt's line and status (130) once every job has stopped.
+sweep ends with the interrupt's line and status (130; SIGTERM: 143) once every job has
+stopped.
 
 Why not the plugin's LocalLauncher as it is: Ctrl-C reaches the whole process group, and with it
 each job's submitit controller (`python -m submitit.local._local`, the job's parent). The
@@ -14,20 +15,16 @@ its interrupt back as its result.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from types import FrameType
+from typing import Any
 
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
 
-from sft.errors import TrainingInterrupted
-
-
-class StoppedJob(NamedTuple):
-    """A job's result when a signal stopped it: its interrupt, raised again by the sweep."""
-
-    stop: BaseException
+from sft.errors import StoppedJob, TrainingInterrupted
 
 
 class LocalJobsLauncher(LocalLauncher):
@@ -44,13 +41,27 @@ class LocalJobsLauncher(LocalLauncher):
     ) -> Sequence[JobReturn]:
         # An ignored signal stays ignored in the processes started meanwhile: the controllers
         # (and the jobs, until __call__). This process has nothing to do on Ctrl-C but wait for
-        # the jobs, which get it from the terminal as their process group's members.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # the jobs, which get it from the terminal as their process group's members. SIGTERM
+        # (`kill`, `timeout`) goes on to the controllers, which hand it to their jobs: it ended
+        # this process alone, and the jobs trained on unwatched.
+        previous = {
+            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, _to_the_controllers),
+        }
         try:
             results = super().launch(job_overrides, initial_job_idx)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         stops = [result.stop for result in results if isinstance(result, StoppedJob)]
         if stops:  # the first job's line: how to continue the sweep (every job's: summary.md)
             raise stops[0]
         return results
+
+
+def _to_the_controllers(signum: int, frame: FrameType | None) -> None:
+    import psutil  # the cluster extra's; late: Hydra imports every plugin module at start
+
+    for controller in psutil.Process().children():  # one per job
+        with contextlib.suppress(psutil.NoSuchProcess):
+            controller.send_signal(signum)
