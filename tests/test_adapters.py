@@ -274,6 +274,18 @@ def test_lora_run_resumes_exactly_from_a_small_checkpoint(train_cfg, tmp_path, d
         torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
 
 
+def test_a_small_checkpoint_of_a_bf16_true_run_resumes(train_cfg, tmp_path, data_dir):
+    """trainer.precision=bf16-true casts the base weights before the first save: the small
+    checkpoint recorded the hash of the rounded weights, and every reader (resume=, sft-eval,
+    sft-predict, sft-export), rebuilding them in fp32, refused it ("base weights ... differ")."""
+    small = [*LORA_RUN, "adapter.save_only_trainable=true", "trainer.precision=bf16-true"]
+    run_dir = tmp_path / "run"
+    train(train_cfg(*small, "+trainer.max_steps=2", "test=false", run_dir=run_dir))
+    train(train_cfg(*small, "+trainer.max_steps=4", "test=false", f"resume={run_dir}"))
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 4
+
+
 def test_a_checkpoint_without_adapters_under_adapter_lora_points_to_its_backbone(
     train_cfg, tmp_path
 ):

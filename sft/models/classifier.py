@@ -362,9 +362,13 @@ class SFTClassifier(L.LightningModule):
         self._images_ran = False
         # the word embedding's gradient kept between training steps (on_train_start)
         self._kept_grads: KeptEmbeddingGrads | None = None
-        self._base_hash: str | None = None
-        # what a small checkpoint leaves out: the weights frozen now, with the adapters added
-        self._frozen_names = set(frozen_parameters(self)) if not self.strict_loading else set()
+        # what a small checkpoint leaves out: the weights frozen now, with the adapters added,
+        # and their hash as built (in fp32), which the checkpoint's readers check: taken at the
+        # first save it was the bf16-rounded weights' under trainer.precision=bf16-true, and
+        # every reader refused the checkpoint
+        frozen = frozen_parameters(self) if not self.strict_loading else {}
+        self._frozen_names = set(frozen)
+        self._base_hash = weights_hash(frozen) if frozen else None
         trainable, total = self.parameter_counts()
         if rank_zero_only.rank == 0:  # the run log (Lightning's rank_zero_info bypasses it)
             log.info(
@@ -715,9 +719,6 @@ class SFTClassifier(L.LightningModule):
             frozen = self._frozen_names
             state = checkpoint["state_dict"]
             checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in frozen}
-            if self._base_hash is None:  # frozen: hashed once per run
-                params = dict(self.named_parameters())
-                self._base_hash = weights_hash({n: params[n] for n in frozen})
             checkpoint[BASE_WEIGHTS] = {
                 "backbone": self.hparams.backbone,
                 "sha256": self._base_hash,
