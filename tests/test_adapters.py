@@ -286,6 +286,20 @@ def test_a_small_checkpoint_of_a_bf16_true_run_resumes(train_cfg, tmp_path, data
     assert saved["global_step"] == 4
 
 
+def test_a_run_from_a_small_checkpoint_may_save_whole_ones(train_cfg, tmp_path, data_dir):
+    """resume= (or ckpt_path=) of a small checkpoint with adapter.save_only_trainable=false, a
+    change the settings check allows: Lightning's strict load listed every base weight as
+    missing, in a traceback, and the run's record turned from completed to failed."""
+    run_dir = tmp_path / "run"
+    small = [*LORA_RUN, "adapter.save_only_trainable=true", "test=false"]
+    train(train_cfg(*small, "+trainer.max_steps=2", run_dir=run_dir))
+    whole = [*LORA_RUN, "adapter.save_only_trainable=false", "test=false"]
+    train(train_cfg(*whole, "+trainer.max_steps=4", f"resume={run_dir}"))
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 4 and "base_weights" not in saved
+    assert any(".base_layer." in k for k in saved["state_dict"])
+
+
 def test_a_checkpoint_without_adapters_under_adapter_lora_points_to_its_backbone(
     train_cfg, tmp_path
 ):

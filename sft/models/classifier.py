@@ -744,6 +744,11 @@ class SFTClassifier(L.LightningModule):
         # a small checkpoint trains on from the base weights this model loaded: the same ones?
         if BASE_WEIGHTS in checkpoint:
             check_base_weights(self, checkpoint[BASE_WEIGHTS], "the checkpoint")
+            # they are: taken from here by a run that saves whole checkpoints, and so loads
+            # them whole (was: a traceback listing every base weight as missing)
+            if weights is not None:
+                for name, param in frozen_parameters(self).items():
+                    weights.setdefault(name, param.detach())
 
     # ---- linear-probe initialisation (LP of LP-FT) ----------------------------------------
     def on_fit_start(self) -> None:
