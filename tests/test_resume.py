@@ -216,12 +216,20 @@ def count_reads(path: Path, monkeypatch) -> list[str]:
     return reads
 
 
-def test_run_stopped_at_an_epoch_end_resumes_exactly(train_cfg, tmp_path, data_dir, monkeypatch):
+@pytest.mark.parametrize(
+    "bound", [[], [f"+trainer.max_steps={2 * STEPS_PER_EPOCH}"]], ids=["epochs", "max_steps"]
+)
+def test_run_stopped_at_an_epoch_end_resumes_exactly(
+    train_cfg, tmp_path, data_dir, monkeypatch, bound
+):
     """The latest checkpoint is the one written after epoch 0's validation (no step checkpoint
-    since): the resumed run starts epoch 1 with the same shuffle and augmentation draws."""
+    since): the resumed run starts epoch 1 with the same shuffle and augmentation draws. With
+    max_steps set, Lightning ran epoch 1 without a batch (it took the batch count at epoch 0's
+    end for epoch 1's) and stopped at max_epochs, the steps left untrained and the run recorded
+    as completed."""
     from helpers.faults import Crash
 
-    two_epochs = [*EXACT, "trainer.max_epochs=2"]
+    two_epochs = [*EXACT, "trainer.max_epochs=2", *bound]
     train(train_cfg(*two_epochs, run_dir=tmp_path / "reference"))
     run_dir = tmp_path / "run"
     crash = ["+callbacks.crash._target_=helpers.faults.CrashAtStep", "+callbacks.crash.step=7"]
@@ -235,6 +243,7 @@ def test_run_stopped_at_an_epoch_end_resumes_exactly(train_cfg, tmp_path, data_d
     assert len(reads) == 1  # read once, handed to the checks, TensorBoard and Lightning
     want = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
     got = torch.load(last, weights_only=True)
+    assert got["global_step"] == want["global_step"] == 2 * STEPS_PER_EPOCH
     for key, tensor in want["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
 

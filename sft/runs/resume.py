@@ -270,7 +270,37 @@ def _continue_from(last: Path, saying: str) -> ResumePoint:
     chosen, state = readable_checkpoint(last)
     log.info(f"{saying}{chosen} (epoch {state.get('epoch')}, step {state.get('global_step')})")
     follow_moved_run(state, chosen)
+    next_epoch_from_its_first_batch(state)
     return ResumePoint(chosen, state)
+
+
+def next_epoch_from_its_first_batch(checkpoint: dict[str, Any]) -> None:
+    """A checkpoint written at an epoch's end (its last batch done, the epoch not yet counted
+    completed: ModelCheckpoint's save after the epoch's validation, or max_steps reached at an
+    epoch's last batch) resumes as after a completed epoch: the next one from its first batch.
+    Lightning 2.6 does so for a run bounded by epochs; with max_steps set it ended the saved
+    epoch a second time, counting it twice with no batch (a resumed run lost an epoch, or
+    trained nothing and was recorded as completed). Written here as that path reads it: the
+    epoch completed, no batch of the next one, the train loader's position not restored."""
+    fit = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    progress = fit.get("epoch_progress") or {}
+    epochs = progress.get("current") or {}
+    batches = fit.get("epoch_loop.batch_progress")
+    processed = epochs.get("processed")
+    ended = (
+        isinstance(processed, int)
+        and epochs.get("started") == processed
+        and epochs.get("completed") == processed - 1
+    )
+    if not (ended and batches and batches.get("is_last_batch")):
+        return
+    for counts in (epochs, progress.get("total") or {}):
+        counts["completed"] = counts.get("processed", counts.get("completed"))
+    # `ready` stays: it says the epoch ended (exact_resume.epoch_finished); Lightning's restart
+    # sets it to `completed`
+    batches["current"].update(started=0, processed=0, completed=0)
+    batches["is_last_batch"] = False
+    (fit.get("state_dict") or {}).pop("combined_loader", None)
 
 
 FILE_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
