@@ -1175,11 +1175,21 @@ def test_lightning_refusals_during_fit_are_one_error_line(
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(line)
 
 
-def test_nothing_to_fit_is_an_error(train_cfg):
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["method=linear_probe"],
+        # LoRA freezes the backbone's weights: lr_backbone trains nothing (was: a run that
+        # trained nothing, said to train the adapters and head)
+        ["adapter=lora", "model.lr_adapter=0", "model.lr_head=0"],
+    ],
+    ids=["linear_probe", "lora"],
+)
+def test_nothing_to_fit_is_an_error(train_cfg, overrides):
     """method=linear_probe on a model without `model.linear_probe` froze everything and trained
     at learning rate 0: a run that scored a random head (was: silent)."""
     with pytest.raises(Exception) as raised:  # through Hydra's instantiate
-        train(train_cfg("method=linear_probe", "model.linear_probe=null"))
+        train(train_cfg(*overrides, "model.linear_probe=null"))
     assert "model.linear_probe is null and no learning rate" in str(find_user_error(raised.value))
 
 

@@ -247,16 +247,26 @@ class SFTClassifier(L.LightningModule):
                 f"model.lr_adapter={lr_adapter}: no adapter is chosen (adapter=lora adds them), "
                 "so it changes nothing",
             )
-        lrs = [lr_head, 0.0 if freeze_backbone else lr_backbone]
+        # under adapters the backbone's own weights train only where the adapter settings
+        # unfreeze them (norms, biases)
+        backbone_trains = not freeze_backbone and (
+            adapter is None or adapter.get("train_norms") or adapter.get("bias", "none") != "none"
+        )
+        lrs = [lr_head, lr_backbone if backbone_trains else 0.0]
         if adapter is not None:
             lrs.append(lr_head if lr_adapter is None else lr_adapter)
         if linear_probe is not None:
             check_probe_settings(linear_probe)
         if linear_probe is None and max(lrs) == 0:
+            why = (
+                "adapter=lora freezes the backbone's own weights, so lr_backbone trains none"
+                if adapter is not None
+                else "method=linear_probe freezes the backbone and sets lr_head=0"
+            )
             raise SFTError(
-                "model.linear_probe is null and no learning rate is above 0 (method=linear_probe "
-                "freezes the backbone and sets lr_head=0): nothing would be fitted; set "
-                "model.linear_probe (e.g. '{max_iter: 200}') or a learning rate"
+                f"model.linear_probe is null and no learning rate is above 0 ({why}): nothing "
+                "would be fitted; set model.linear_probe (e.g. '{max_iter: 200}') or a learning "
+                "rate"
             )
         if adapter is not None:
             if freeze_backbone:
