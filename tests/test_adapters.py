@@ -222,7 +222,7 @@ def test_an_adapter_learning_rate_of_zero_is_kept():
 
 
 def test_config_type_errors_name_the_adapter_key(train_cfg):
-    with pytest.raises(SFTError, match=r"adapter\.r: expected an integer, got 'eight'"):
+    with pytest.raises(SFTError, match=r"adapter\.r: expected an integer > 0, got 'eight'"):
         train(train_cfg("adapter=lora", "adapter.r=eight"))
 
 

@@ -609,6 +609,24 @@ def test_a_setting_misspelt_in_one_experiment_of_a_sweep_is_found_before_any_job
     check_overrides("train", ["-m", "--config-dir", str(conf), "experiment=mine,good"])
 
 
+@pytest.mark.parametrize(
+    "sweep, line",
+    [
+        # an adapter setting the second method's job lacks (was: Hydra's "Could not override")
+        (
+            ["method=lora,linear_probe", "adapter.r=2"],
+            r"^unknown config key 'adapter\.r' .*\(the job of method=linear_probe: no job ran\)$",
+        ),
+        # a bound of a swept adapter value (was: found when its job ran, after the first's)
+        (["adapter=lora", "adapter.r=2,0"], r"^adapter\.r: expected an integer > 0, got 0 "),
+    ],
+    ids=["key_of_one_group_option", "bound_of_a_value"],
+)
+def test_a_mistake_in_a_later_job_of_a_sweep_is_found_before_any_job(sweep, line):
+    with pytest.raises(OverrideMistake, match=line):
+        check_overrides("train", ["-m", *sweep])
+
+
 def test_a_launcher_whose_package_is_missing_is_one_line(monkeypatch):
     """hydra/launcher=ray without Ray installed: a ModuleNotFoundError traceback from inside
     the launcher, after the sweep directory was made."""

@@ -14,9 +14,10 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Gt, Interval
 from torch import nn
 
 from sft.errors import SFTError
@@ -34,9 +35,10 @@ class LoraSettings:
     BERT-family encoders, the convolutions of CNNs but their depthwise ones), a list of module
     names or name suffixes, or one regular expression over the full names (peft's rules)."""
 
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
+    # bounds in the annotations: a swept value is checked before any job runs
+    r: Annotated[int, Gt(0)] = 8
+    alpha: Annotated[float, Gt(0)] = 16.0
+    dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0
     target_modules: Sequence[str] | str | None = None
     bias: Literal["none", "all", "lora_only"] = "none"
     train_norms: bool = False

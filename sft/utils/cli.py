@@ -500,8 +500,16 @@ def check_swept_value_types(
             job[first] = f"{element}={value}"
             try:
                 job_cfg = loader.load_configuration(config_name, job, run_mode=RunMode.RUN)
-            except Exception:  # composing it fails as the job's own composition will say
-                continue
+            except Exception as exc:
+                # an override this job's configs lack (`-m method=lora,linear_probe adapter.r=2`):
+                # said here, as for the first job (was: Hydra's lines as the sweep started);
+                # others as the job's own composition says them
+                line = describe_composition_error(exc, config_name, job, loader)
+                if line is None:
+                    continue
+                raise OverrideMistake(
+                    f"{line} (the job of {element}={value}: no job ran)"
+                ) from None
             for section in sections:
                 found = mistake(job_cfg, section)
                 if section not in shared:
