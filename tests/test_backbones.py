@@ -29,7 +29,11 @@ from sft.models.backbones import (
     list_backbones,
     resolve_input_spec,
 )
-from sft.models.backbones.wrappers import map_state_dict_by_position, packaged_file
+from sft.models.backbones.wrappers import (
+    load_state_dict_checked,
+    map_state_dict_by_position,
+    packaged_file,
+)
 
 EXPECTED = {
     "resnet18": 512,
@@ -796,3 +800,17 @@ def test_a_builder_registered_again_replaces_itself(monkeypatch):
     other.__name__ = other.__qualname__ = "tiny_net_elsewhere"
     with pytest.raises(ValueError, match=r"'tiny_net' is already registered \(by .*tiny_net\)"):
         register_backbone("tiny_net")(other)
+
+
+def test_a_lora_runs_checkpoint_as_a_backbone_checkpoint_says_what_it_is():
+    """+model.backbone.checkpoint=<a LoRA run's last.ckpt>: the keys' mismatch alone, asking
+    whether it came from the same backbone (it did)."""
+    model = nn.Sequential(nn.Linear(4, 2))
+    lora = {
+        "0.base_layer.weight": torch.zeros(2, 4),
+        "0.base_layer.bias": torch.zeros(2),
+        "0.lora_A.default.weight": torch.zeros(1, 4),
+        "0.lora_B.default.weight": torch.zeros(2, 1),
+    }
+    with pytest.raises(SFTError, match=r"it holds LoRA adapters \(a run with adapter=lora\)"):
+        load_state_dict_checked(model, lora, "run/last.ckpt")

@@ -157,10 +157,16 @@ def load_state_dict_checked(
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {first_few(unexpected, 3)})")
         if wrong_shape:
             parts.append(f"{len(wrong_shape)} shape mismatches (e.g. {first_few(wrong_shape, 3)})")
-        raise SFTError(
-            f"weights in {source} do not fit the backbone: {'; '.join(parts)} "
-            "(was it saved from the same backbone with the same options?)"
+        hint = (
+            # a LoRA run's checkpoint: its weights are base_layer + lora_A/B, not the backbone's
+            "it holds LoRA adapters (a run with adapter=lora): start from it with "
+            f"ckpt_path={source} and that run's adapter settings, or, for a text backbone, "
+            "export it with the adapters merged (sft-export formats=[hf]) and set "
+            "model.backbone.model_name_or_path to the export's hf folder"
+            if any(".lora_A." in k for k in unexpected)
+            else "was it saved from the same backbone with the same options?"
         )
+        raise SFTError(f"weights in {source} do not fit the backbone: {'; '.join(parts)} ({hint})")
     model.load_state_dict(state, strict=True)
 
 
