@@ -14,6 +14,8 @@ from sft.utils.io import atomic_write
 
 # GLUE's leaderboard file name per task; sft-predict writes SST-2's
 GLUE_SST2_FILE = "SST-2.tsv"
+# the columns of the texts in a predictions file (sft-predict reads them back as inputs)
+PREDICTED_TEXT, PREDICTED_PAIR = "text", "text_pair"
 
 
 def prediction_rows(
@@ -29,9 +31,9 @@ def prediction_rows(
     for i, (pred, row) in enumerate(zip(preds, probs.tolist(), strict=True)):
         record: dict = {"id": ids[i]}
         if texts is not None:
-            record["text"] = texts[i]
+            record[PREDICTED_TEXT] = texts[i]
         if pairs is not None:
-            record["text_pair"] = pairs[i]
+            record[PREDICTED_PAIR] = pairs[i]
         record.update(pred=pred, pred_name=names[pred])
         record.update({f"prob_{n}": round(p, 6) for n, p in zip(names, row, strict=True)})
         rows.append(record)

@@ -27,6 +27,8 @@ from sft.inference.inputs import (
 from sft.inference.predictor import check_batch_size, check_modality, predict_probs
 from sft.inference.writers import (
     GLUE_SST2_FILE,
+    PREDICTED_PAIR,
+    PREDICTED_TEXT,
     glue_labels_of,
     prediction_rows,
     write_glue_submission,
@@ -94,12 +96,20 @@ def read_inputs(cfg: DictConfig, bundle: Any) -> TextInputs | ImageInputs:
     if quoting is None and dm.reader.source == path.suffix.lower().lstrip("."):
         # a file of the format the model was trained on is read as its training files were
         quoting = getattr(dm.reader, "quoting", None)
-    return read_texts(
-        path,
-        cfg.text_column or dm.text_column,
-        cfg.text_pair_column or dm.text_pair_column,
-        quoting,
-    )
+    text_column = cfg.text_column or dm.text_column
+    pair_column = cfg.text_pair_column or dm.text_pair_column
+    try:
+        return read_texts(path, text_column, pair_column, quoting)
+    except SFTError as training_columns:
+        if cfg.text_column or cfg.text_pair_column:
+            raise
+        # sft-predict's own output (`text`, `text_pair`) read back (was: "no column 'sentence'")
+        try:
+            inputs = read_texts(path, PREDICTED_TEXT, pair_column and PREDICTED_PAIR, quoting)
+        except SFTError:
+            raise training_columns from None
+        log.info(f"inputs={path}: texts from its {PREDICTED_TEXT!r} column, as sft-predict writes")
+        return inputs
 
 
 def predict(cfg: DictConfig) -> Path:
