@@ -501,3 +501,45 @@ def test_only_a_sigint_soon_after_a_sigint_is_the_same_ctrl_c():
     assert is_second_ctrl_c(signal.SIGINT, signal.SIGTERM, now)
     assert not is_second_ctrl_c(signal.SIGTERM, signal.SIGINT, now - 1)
     assert not is_second_ctrl_c(signal.SIGINT, None, now)
+
+
+def test_ctrl_c_again_while_the_sweep_summary_is_written_is_passed_over(
+    tmp_path, monkeypatch, capsys
+):
+    """A second Ctrl-C as the stopped job writes the sweep summary (0.13 s after the first
+    under local_jobs): a KeyboardInterrupt in the middle of it, no summary.md, and a bare
+    "interrupted (Ctrl-C)" as the sweep's last line, without what was saved or how to go on."""
+    import sft.jobs.train as train_job
+    from sft.train import main
+
+    write = train_job.write_summary_of_stopped_sweep
+
+    def pressed_again(*args):
+        os.kill(os.getpid(), signal.SIGINT)
+        write(*args)
+
+    monkeypatch.setattr(train_job, "write_summary_of_stopped_sweep", pressed_again)
+    # Ctrl-C's default action, also where the tests run in the background (it is ignored there)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    sweep = tmp_path / "sweep"
+    try:
+        code = run_entry_point(
+            lambda: entry_points.run(main),  # as the console script: its last line
+            [
+                "sft-train",
+                "-m",
+                *FAST,
+                *QUICK,
+                "+callbacks.int._target_=helpers.faults.SignalAtStep",
+                "+callbacks.int.step=3",
+                "+callbacks.int.signal=SIGINT",
+                "seed=0,1",
+                f"hydra.sweep.dir={sweep}",
+            ],
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 130
+    assert line.startswith("interrupted by SIGINT at epoch 0 step 4: saved "), line
+    assert "The sweep was interrupted in job 0" in (sweep / "summary.md").read_text()

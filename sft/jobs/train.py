@@ -76,6 +76,7 @@ from sft.utils.instantiate import (
     lightning_refusals,
     runs_validation,
 )
+from sft.utils.signals import ctrl_c_deferred
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +357,9 @@ def train_job(cfg: DictConfig, recorder: RunRecorder) -> float | None:
                 # about in runs without validation
                 log.warning(f"{unlogged}: a sweep of this run would have nothing to rank it by")
         except BaseException as exc:
-            recorder.failed(exc)
+            stopping = isinstance(exc, KeyboardInterrupt | TrainingInterrupted)
+            with ctrl_c_deferred("the run's record") if stopping else contextlib.nullcontext():
+                recorder.failed(exc)
             raise
         # what result.json records: a continued run's earlier metrics too (a finished job run
         # again logs nothing new, and returned None to its sweeper: a failed Optuna trial)
@@ -375,6 +378,7 @@ def train_job(cfg: DictConfig, recorder: RunRecorder) -> float | None:
             return None
         except (KeyboardInterrupt, TrainingInterrupted):  # Ctrl-C, SIGTERM: the sweep stops
             if rank_zero_only.rank == 0:  # once (a submitit DDP job's tasks all run main)
-                write_summary_of_stopped_sweep(hydra_cfg, sweep_hint())
+                with ctrl_c_deferred("the sweep summary"):
+                    write_summary_of_stopped_sweep(hydra_cfg, sweep_hint())
             raise
     return metrics.get(name) if name else None

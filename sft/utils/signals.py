@@ -1,7 +1,13 @@
 """Telling one signal delivered twice from a second Ctrl-C (GracefulInterrupt, the launchers)."""
 
+import logging
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+log = logging.getLogger(__name__)
 
 # a second SIGINT this soon after the first is that one delivered twice (`timeout -s INT`, and
 # `kill -INT <pid>; kill -INT -<group>`, signal the process and then its group), not a second
@@ -15,3 +21,24 @@ def is_second_ctrl_c(signum: int, first: int | None, first_at: float) -> bool:
     is a second Ctrl-C (stop at once): not the first SIGINT delivered twice."""
     twice = first == signal.SIGINT and time.monotonic() - first_at < SAME_SIGNAL_S
     return first is not None and signum == signal.SIGINT and not twice
+
+
+@contextmanager
+def ctrl_c_deferred(what: str) -> Iterator[None]:
+    """Around what a stopping run writes (its record, the sweep summary): Ctrl-C meanwhile is
+    said and passed over, the run stopping right after anyway (was: a KeyboardInterrupt in the
+    middle of it, which left the summary unwritten and the console with a bare "interrupted
+    (Ctrl-C)"). In the main thread only, where Python runs signal handlers."""
+
+    def said(signum: int, frame: FrameType | None) -> None:
+        log.warning(f"Ctrl-C again while {what} is written: stopping right after it")
+
+    try:
+        previous = signal.signal(signal.SIGINT, said)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
