@@ -291,6 +291,23 @@ def test_ctrl_c_before_training_says_nothing_was_saved(tmp_path, data_dir):
     assert not (run_dir / "checkpoints" / "last.ckpt").exists()
 
 
+def test_ctrl_c_before_a_resumed_run_trains_says_its_checkpoint_is_kept(tmp_path, data_dir):
+    """Ctrl-C while a resumed run sets up its data: "before the first training step: nothing
+    to save", as if the run's last.ckpt, which stays as it was, were lost."""
+    first = run_train_cli(*FAST, *QUICK, f"paths.log_dir={tmp_path}", "name=again", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / "train" / "again")
+    message, _ = run_with_signals(
+        tmp_path, "again", "hook=setup", overrides=["trainer.max_epochs=3", f"resume={run_dir}"]
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert message.startswith(
+        f"interrupted by SIGINT before training continued: {last} is kept as it was; "
+        "resume with: sft-train "
+    ), message
+    assert message.endswith(f"resume={run_dir}")
+
+
 def test_a_second_ctrl_c_stops_at_once_and_names_the_checkpoint_to_resume(tmp_path, data_dir):
     """A second Ctrl-C while the batch finishes stops without saving: the line says so, and
     that the step checkpoint of an earlier step resumes the run."""

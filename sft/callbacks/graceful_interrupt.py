@@ -379,9 +379,12 @@ def _what_was_kept(trainer: L.Trainer, overrides: list[str], sweep: str | None) 
         return f"during the test (training had finished): test with sft-eval ckpt_path={best}{then}"
     if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
         recover_spawned_progress(trainer)  # ddp_spawn: the ranks' progress, not this process's
-    if trainer.global_step == 0:
-        return f"before the first training step: nothing to save{then}"
     last = trainer_last_checkpoint(trainer)
+    if trainer.global_step == 0:
+        if last.is_file():  # a resumed run's (or requeued job's), before it was restored
+            how = how_to_continue(trainer.default_root_dir, overrides, sweep)
+            return f"before training continued: {last} is kept as it was; {how}"
+        return f"before the first training step: nothing to save{then}"
     second = any(
         isinstance(c, GracefulInterrupt) and c._received is not None for c in trainer.callbacks
     )
