@@ -5,13 +5,17 @@ python -m sft.train experiment=cifar10_effnet_lite0 ckpt_path=outputs/.../last.c
 """
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sft import entry_points
 from sft.runs.result import job_recorder
+from sft.runs.sweep_summary import stop_of_a_sweep_job
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
 from sft.utils.logs import log_levels_kept
+from sft.utils.signals import ctrl_c_deferred
 
 # before Hydra composes (also in launcher processes that import this module): ${sft_root:}
 register_resolvers()
@@ -28,7 +32,10 @@ def main(cfg: DictConfig) -> float | None:
         with log_levels_kept():  # Lightning's import resets its loggers' levels
             from sft.jobs.train import train_job
     except KeyboardInterrupt as exc:  # recorded in the run directory Hydra made
-        recorder.failed(exc)
+        with ctrl_c_deferred("the run's record"):
+            recorder.failed(exc)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise stop_of_a_sweep_job(HydraConfig.get(), exc) from None
         raise
     return train_job(cfg, recorder)
 

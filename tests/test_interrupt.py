@@ -526,16 +526,16 @@ def test_ctrl_c_again_while_the_sweep_summary_is_written_is_passed_over(
     """A second Ctrl-C as the stopped job writes the sweep summary (0.13 s after the first
     under local_jobs): a KeyboardInterrupt in the middle of it, no summary.md, and a bare
     "interrupted (Ctrl-C)" as the sweep's last line, without what was saved or how to go on."""
-    import sft.jobs.train as train_job
+    import sft.runs.sweep_summary as sweep_summary
     from sft.train import main
 
-    write = train_job.write_summary_of_stopped_sweep
+    write = sweep_summary.write_summary_of_stopped_sweep
 
     def pressed_again(*args):
         os.kill(os.getpid(), signal.SIGINT)
         write(*args)
 
-    monkeypatch.setattr(train_job, "write_summary_of_stopped_sweep", pressed_again)
+    monkeypatch.setattr(sweep_summary, "write_summary_of_stopped_sweep", pressed_again)
     # Ctrl-C's default action, also where the tests run in the background (it is ignored there)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     sweep = tmp_path / "sweep"
@@ -560,3 +560,32 @@ def test_ctrl_c_again_while_the_sweep_summary_is_written_is_passed_over(
     assert code == 130
     assert line.startswith("interrupted by SIGINT at epoch 0 step 4: saved "), line
     assert "The sweep was interrupted in job 0" in (sweep / "summary.md").read_text()
+
+
+def test_ctrl_c_as_a_sweep_job_starts_says_how_to_continue_the_sweep(
+    tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C while a sweep's job loads the training code (seconds): the console ended in a
+    bare "interrupted (Ctrl-C)" and no summary.md was written, so nothing said how to go on."""
+    import contextlib
+
+    import sft.train as train_module
+
+    @contextlib.contextmanager
+    def pressed(*args):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(train_module, "log_levels_kept", pressed)
+    sweep = tmp_path / "sweep"
+    argv = ["sft-train", "-m", *FAST, *QUICK, "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    code = run_entry_point(lambda: entry_points.run(train_module.main), argv)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 130
+    assert line.startswith(
+        "interrupted by SIGINT before training started; continue the sweep (each job from its "
+        "last.ckpt) with: sft-train -m "
+    ), line
+    assert line.endswith(f"seed=0,1 hydra.sweep.dir={sweep}")
+    summary = (sweep / "summary.md").read_text()
+    assert "1 job, 0 completed, 1 interrupted, 0 failed" in summary

@@ -29,15 +29,13 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch import Callback
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from torch import multiprocessing as mp
 from torch.multiprocessing import ProcessExitedException
 
 from sft.errors import TrainingInterrupted
-from sft.runs.directories import sweep_overrides, trainer_last_checkpoint
+from sft.runs.directories import sweep_hint, trainer_last_checkpoint
 from sft.runs.resume import recover_spawned_progress
 from sft.utils.config import RUN_START, config_dir_arguments, task_overrides
 from sft.utils.instantiate import answers_ctrl_c
@@ -312,32 +310,6 @@ def _validation_follows(trainer: L.Trainer) -> bool:
         return False
     loop = trainer.fit_loop
     return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
-
-
-def sweep_hint() -> str | None:
-    """In a multirun job: how to continue its sweep, with the command (`-m`, the sweep's
-    overrides as its multirun.yaml records them, its hydra.sweep.dir); None outside one. A
-    grid's jobs continue from their last.ckpt; a search asks new trials (its sweeper told the
-    interrupted one failed)."""
-    if not HydraConfig.initialized():  # DDP's spawned ranks, code that calls train() itself
-        return None
-    hydra_cfg = HydraConfig.get()
-    if getattr(hydra_cfg, "mode", None) != RunMode.MULTIRUN:
-        return None
-    sweep_dir = Path(hydra_cfg.sweep.dir).absolute()
-    # with the sweeper's settings: a study continued without them was a new study in the old
-    # one's job directories
-    overrides = sweep_overrides(sweep_dir, with_hydra=True)
-    if overrides is None:
-        return None
-    command = ["sft-train", *config_dir_arguments(), "-m", *overrides]
-    command = shlex.join([*command, f"hydra.sweep.dir={sweep_dir}"])
-    if hydra_cfg.runtime.choices.get("hydra/sweeper", "basic") != "basic":
-        return (
-            f"continue the search with: {command} (it adds hydra.sweeper.n_trials new trials; "
-            "an interrupted trial is not run again)"
-        )
-    return f"continue the sweep (each job from its last.ckpt) with: {command}"
 
 
 def resume_arguments() -> list[str]:

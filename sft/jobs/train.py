@@ -20,7 +20,6 @@ from sft.callbacks.graceful_interrupt import (
     interrupt_explained,
     relayed_to_spawned_ranks,
     resume_arguments,
-    sweep_hint,
 )
 from sft.callbacks.monitored_metrics import MonitoredMetricsCheck
 from sft.callbacks.optuna_pruning import OptunaPruning
@@ -46,7 +45,7 @@ from sft.runs.resume import (
     resume_point,
     return_spawned_progress,
 )
-from sft.runs.sweep_summary import write_summary_of_stopped_sweep
+from sft.runs.sweep_summary import stop_of_a_sweep_job
 from sft.runs.tensorboard_hparams import TensorBoardHParams
 from sft.utils.allocator import keep_freed_memory
 from sft.utils.cli import override_key
@@ -376,9 +375,10 @@ def train_job(cfg: DictConfig, recorder: RunRecorder) -> float | None:
             else:
                 log.error(f"error: {recorder.result.error}")
             return None
-        except (KeyboardInterrupt, TrainingInterrupted):  # Ctrl-C, SIGTERM: the sweep stops
+        except (KeyboardInterrupt, TrainingInterrupted) as stop:  # the sweep stops
             if rank_zero_only.rank == 0:  # once (a submitit DDP job's tasks all run main)
-                with ctrl_c_deferred("the sweep summary"):
-                    write_summary_of_stopped_sweep(hydra_cfg, sweep_hint())
+                said = stop_of_a_sweep_job(hydra_cfg, stop)
+                if said is not stop:
+                    raise said from None
             raise
     return metrics.get(name) if name else None

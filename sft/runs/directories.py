@@ -16,13 +16,16 @@ used as it is. Multirun jobs get their own numbered directories from the sweep (
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sft.errors import RunInTheWay, SFTError, report_user_errors
@@ -34,7 +37,13 @@ from sft.runs.result import (
     run_overrides,
     same_overrides,
 )
-from sft.utils.config import MULTIRUN_RECORD, as_written, config_subdir, hydra_quoted
+from sft.utils.config import (
+    MULTIRUN_RECORD,
+    as_written,
+    config_dir_arguments,
+    config_subdir,
+    hydra_quoted,
+)
 from sft.utils.ddp_ranks import is_job_rank
 from sft.utils.io import file_in_the_way
 
@@ -286,6 +295,32 @@ def sweep_overrides(sweep_dir: Path, with_hydra: bool = False) -> list[str] | No
         if not str(o).startswith(("hydra.sweep.dir=", "hydra.mode="))
     ]
     return [*hydra, *run_overrides(overrides.task)]
+
+
+def sweep_hint() -> str | None:
+    """In a multirun job: how to continue its sweep, with the command (`-m`, the sweep's
+    overrides as its multirun.yaml records them, its hydra.sweep.dir); None outside one. A
+    grid's jobs continue from their last.ckpt; a search asks new trials (its sweeper told the
+    interrupted one failed)."""
+    if not HydraConfig.initialized():  # DDP's spawned ranks, code that calls train() itself
+        return None
+    hydra_cfg = HydraConfig.get()
+    if getattr(hydra_cfg, "mode", None) != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(hydra_cfg.sweep.dir).absolute()
+    # with the sweeper's settings: a study continued without them was a new study in the old
+    # one's job directories
+    overrides = sweep_overrides(sweep_dir, with_hydra=True)
+    if overrides is None:
+        return None
+    command = ["sft-train", *config_dir_arguments(), "-m", *overrides]
+    command = shlex.join([*command, f"hydra.sweep.dir={sweep_dir}"])
+    if hydra_cfg.runtime.choices.get("hydra/sweeper", "basic") != "basic":
+        return (
+            f"continue the search with: {command} (it adds hydra.sweeper.n_trials new trials; "
+            "an interrupted trial is not run again)"
+        )
+    return f"continue the sweep (each job from its last.ckpt) with: {command}"
 
 
 def check_run_name(name: Any) -> None:

@@ -15,6 +15,7 @@ import io
 import logging
 import math
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sft.errors import SFTError, report_user_errors
+from sft.errors import SFTError, TrainingInterrupted, report_user_errors
+from sft.runs.directories import sweep_hint
 from sft.runs.result import (
     COMPLETED,
     FAILED,
@@ -46,6 +48,7 @@ from sft.utils.cli import override_key
 from sft.utils.config import MULTIRUN_RECORD
 from sft.utils.config import metric_mode as named_mode
 from sft.utils.io import atomic_write_text
+from sft.utils.signals import ctrl_c_deferred
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +336,20 @@ def write_summary_of_stopped_sweep(hydra_cfg: DictConfig, hint: str | None) -> N
             log.warning(f"the sweep summary could not be written: {e}")
         else:
             log.info(f"Sweep summary: {Path(hydra_cfg.sweep.dir) / SUMMARY_MD}")
+
+
+def stop_of_a_sweep_job(hydra_cfg: DictConfig, stop: BaseException) -> BaseException:
+    """A sweep's job stopped by a signal (`stop`: KeyboardInterrupt, TrainingInterrupted):
+    summary.md written with how to continue the sweep, and what the job raises: `stop`, or for
+    a Ctrl-C before training (a bare "interrupted (Ctrl-C)" at the console) a line with that
+    hint."""
+    hint = sweep_hint()
+    with ctrl_c_deferred("the sweep summary"):
+        write_summary_of_stopped_sweep(hydra_cfg, hint)
+    if isinstance(stop, KeyboardInterrupt) and hint:
+        line = f"interrupted by SIGINT before training started; {hint}"
+        return TrainingInterrupted(line, signal.SIGINT)
+    return stop
 
 
 class SweepSummary(Callback):
