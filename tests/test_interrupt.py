@@ -562,9 +562,7 @@ def test_ctrl_c_again_while_the_sweep_summary_is_written_is_passed_over(
     assert "The sweep was interrupted in job 0" in (sweep / "summary.md").read_text()
 
 
-def test_ctrl_c_as_a_sweep_job_starts_says_how_to_continue_the_sweep(
-    tmp_path, monkeypatch, capsys
-):
+def test_ctrl_c_as_a_sweep_job_starts_says_how_to_continue_the_sweep(tmp_path, monkeypatch, capsys):
     """Ctrl-C while a sweep's job loads the training code (seconds): the console ended in a
     bare "interrupted (Ctrl-C)" and no summary.md was written, so nothing said how to go on."""
     import contextlib
@@ -583,7 +581,7 @@ def test_ctrl_c_as_a_sweep_job_starts_says_how_to_continue_the_sweep(
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 130
     assert line.startswith(
-        "interrupted by SIGINT before training started; continue the sweep (each job from its "
+        "interrupted by SIGINT (Ctrl-C); continue the sweep (each job from its "
         "last.ckpt) with: sft-train -m "
     ), line
     assert line.endswith(f"seed=0,1 hydra.sweep.dir={sweep}")

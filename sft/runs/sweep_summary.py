@@ -341,13 +341,13 @@ def write_summary_of_stopped_sweep(hydra_cfg: DictConfig, hint: str | None) -> N
 def stop_of_a_sweep_job(hydra_cfg: DictConfig, stop: BaseException) -> BaseException:
     """A sweep's job stopped by a signal (`stop`: KeyboardInterrupt, TrainingInterrupted):
     summary.md written with how to continue the sweep, and what the job raises: `stop`, or for
-    a Ctrl-C before training (a bare "interrupted (Ctrl-C)" at the console) a line with that
-    hint."""
+    a Ctrl-C outside fit and test (a bare "interrupted (Ctrl-C)" at the console: the training
+    code loading, the data or model being set up) a line with that hint."""
     hint = sweep_hint()
     with ctrl_c_deferred("the sweep summary"):
         write_summary_of_stopped_sweep(hydra_cfg, hint)
     if isinstance(stop, KeyboardInterrupt) and hint:
-        line = f"interrupted by SIGINT before training started; {hint}"
+        line = f"interrupted by SIGINT (Ctrl-C); {hint}"
         return TrainingInterrupted(line, signal.SIGINT)
     return stop
 
