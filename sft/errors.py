@@ -5,6 +5,7 @@ trace); any other exception is a bug and keeps its traceback.
 """
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
@@ -31,7 +32,7 @@ class TrainingInterrupted(SystemExit):
         self.message = message
 
     def __str__(self) -> str:
-        return self.message or f"interrupted by signal {self.code - 128}"
+        return self.message or f"interrupted by {signal.Signals(self.code - 128).name}"
 
     def __reduce__(self) -> tuple:
         # pickled and copied whole (a process pool or launcher sending it back): the default,

@@ -217,10 +217,16 @@ def count_reads(path: Path, monkeypatch) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "bound", [[], [f"+trainer.max_steps={2 * STEPS_PER_EPOCH}"]], ids=["epochs", "max_steps"]
+    "bound, how",
+    [
+        ([], "resume"),
+        ([f"+trainer.max_steps={2 * STEPS_PER_EPOCH}"], "resume"),
+        ([f"+trainer.max_steps={2 * STEPS_PER_EPOCH}"], "ckpt_path"),
+    ],
+    ids=["epochs", "max_steps", "max_steps_new_run"],
 )
 def test_run_stopped_at_an_epoch_end_resumes_exactly(
-    train_cfg, tmp_path, data_dir, monkeypatch, bound
+    train_cfg, tmp_path, data_dir, monkeypatch, bound, how
 ):
     """The latest checkpoint is the one written after epoch 0's validation (no step checkpoint
     since): the resumed run starts epoch 1 with the same shuffle and augmentation draws. With
@@ -239,10 +245,14 @@ def test_run_stopped_at_an_epoch_end_resumes_exactly(
     assert torch.load(last, weights_only=True)["global_step"] == STEPS_PER_EPOCH
 
     reads = count_reads(last, monkeypatch)
-    train(train_cfg(*two_epochs, f"resume={run_dir}", run_dir=run_dir))
+    if how == "resume":
+        train(train_cfg(*two_epochs, f"resume={run_dir}", run_dir=run_dir))
+    else:  # a new run from it (ckpt_path=) continues its loop as well
+        run_dir = tmp_path / "new_run"
+        train(train_cfg(*two_epochs, f"ckpt_path={last}", run_dir=run_dir))
     assert len(reads) == 1  # read once, handed to the checks, TensorBoard and Lightning
     want = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
-    got = torch.load(last, weights_only=True)
+    got = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert got["global_step"] == want["global_step"] == 2 * STEPS_PER_EPOCH
     for key, tensor in want["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)

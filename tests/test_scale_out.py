@@ -190,12 +190,12 @@ def test_a_job_signalled_for_its_time_limit_is_requeued_and_resumes_exactly(
 
 
 def signalled_sweep(
-    command: list[str], marker: Path, signum: int, to_group: bool
+    command: list[str], markers: list[Path], signum: int, to_group: bool
 ) -> subprocess.CompletedProcess:
-    """Run `command` (a sweep whose job writes `marker` mid-training) in a process group of its
+    """Run `command` (a sweep whose jobs write `markers` mid-training) in a process group of its
     own, as a terminal runs a command, with SIGINT's default action (a process started in the
-    background ignores it from birth); once `marker` is there, send `signum` to the group, as
-    Ctrl-C in the terminal does (`to_group`), or to the sweep's main process alone (`kill`)."""
+    background ignores it from birth); once every marker is there, send `signum` to the group,
+    as Ctrl-C in the terminal does (`to_group`), or to the sweep's main process alone (`kill`)."""
     env = {**with_helpers(), "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
     with subprocess.Popen(
         command,
@@ -207,7 +207,11 @@ def signalled_sweep(
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as sweep:
         deadline = time.monotonic() + 300
-        while not marker.exists() and sweep.poll() is None and time.monotonic() < deadline:
+        while (
+            not all(m.exists() for m in markers)
+            and sweep.poll() is None
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         if sweep.poll() is None:
             (os.killpg if to_group else os.kill)(sweep.pid, signum)
@@ -238,7 +242,7 @@ def test_a_signalled_sweep_stops_every_job_with_its_checkpoint(
     on unwatched. Ray: its workers, outside the terminal's process group, never got the
     Ctrl-C and Ray's shutdown killed them unsaved; `kill` met Ray's own handler, which aborted
     (status -6)."""
-    sweep, marker = tmp_path / "sweep", tmp_path / "reached"
+    sweep = tmp_path / "sweep"
     launch = ["hydra/launcher=local_jobs"] if launcher == "local_jobs" else RAY
     command = [sys.executable, "-m", "sft.train", "-m", *launch, *FAST]
     command += [
@@ -250,12 +254,15 @@ def test_a_signalled_sweep_stops_every_job_with_its_checkpoint(
         "+callbacks.slow_save._target_=helpers.faults.SlowSave",
         "+callbacks.slow_save.seconds=2",
         "+callbacks.slow_save.step=3",
+        # each job says when it has trained 3 steps
         "+callbacks.mark._target_=helpers.faults.MarkAtStep",
-        f"+callbacks.mark.marker={marker}",
-        "+callbacks.mark.step=3,1000",  # job 0 says when: job 1 never reaches its step
+        f"+callbacks.mark.marker={tmp_path}/reached_${{hydra:job.num}}",
+        "+callbacks.mark.step=3",
+        "seed=0,1",
         f"hydra.sweep.dir={sweep}",
     ]
-    stopped = signalled_sweep(command, marker, signum, to_group)
+    markers = [tmp_path / f"reached_{job}" for job in (0, 1)]
+    stopped = signalled_sweep(command, markers, signum, to_group)
     name = "SIGINT" if launcher == "ray" else signal.Signals(signum).name  # Ray: ray.cancel's
     assert stopped.returncode == 128 + signal.Signals[name], stopped.stderr[-3000:]
     assert "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
@@ -416,3 +423,26 @@ def test_gradual_unfreezing_under_ddp_names_the_strategy_it_needs(tmp_path):
     strategy = "trainer.strategy=ddp_spawn_find_unused_parameters_true"
     told = run_module("sft.train", *args, strategy, f"hydra.run.dir={tmp_path / 'b'}", env=env)
     assert told.returncode == 0, told.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_sigterm_to_local_jobs_in_their_test_stops_them(tmp_path, data_dir):
+    """SIGTERM to a local_jobs sweep while its jobs test (outside training, where no
+    GracefulInterrupt handles it): submitit's own handler in each job only logged it, the jobs
+    ran to their end and the sweep exited 0 as if nothing had come."""
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "sft.train", "-m", "hydra/launcher=local_jobs", *FAST]
+    command += [
+        "trainer.max_epochs=1",
+        "+callbacks.mark._target_=helpers.faults.MarkAtStep",
+        f"+callbacks.mark.marker={tmp_path}/testing_${{hydra:job.num}}",
+        "+callbacks.mark.hook=on_test_batch_start",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    markers = [tmp_path / f"testing_{job}" for job in (0, 1)]
+    stopped = signalled_sweep(command, markers, signal.SIGTERM, to_group=False)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    line = stopped.stderr.strip().splitlines()[-1]
+    assert line.startswith("interrupted by SIGTERM; continue the sweep "), line
+    assert [r.status for _, r in read_results(sweep)] == ["interrupted"] * 2

@@ -88,7 +88,10 @@ def signals_stop_jobs(refs: list[Any]) -> Iterator[list[int]]:
         for ref in refs:
             ray.cancel(ref)  # a finished job's: nothing
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread, where Python takes no handlers
+        previous = {}
     try:
         yield received
     finally:
@@ -143,29 +146,36 @@ class RayLauncher(Launcher):
             f"{ray.cluster_resources()}; sweep output dir: {sweep_dir}"
         )
         remote = ray.remote(max_retries=self.max_retries, **self.resources)(_run_job)
-        configs, refs = [], []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(overrides)
-            )
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = f"ray_{idx}"
-                sweep_config.hydra.job.num = idx
-            configs.append((sweep_config, list(overrides)))
-            refs.append(
-                remote.remote(
-                    self.hydra_context, sweep_config, self.task_function, Singleton.get_state()
-                )
-            )
+        configs: list[tuple[DictConfig, list[str]]] = []
+        refs: list[Any] = []
         with signals_stop_jobs(refs) as received:
-            pending = refs
+            for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+                if received:  # a stop came while the jobs were submitted: no more of them
+                    break
+                log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+                sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                    self.config, list(overrides)
+                )
+                with open_dict(sweep_config):
+                    sweep_config.hydra.job.id = f"ray_{idx}"
+                    sweep_config.hydra.job.num = idx
+                configs.append((sweep_config, list(overrides)))
+                refs.append(
+                    remote.remote(
+                        self.hydra_context, sweep_config, self.task_function, Singleton.get_state()
+                    )
+                )
+            pending = list(refs)
             while pending:  # in steps, so that the signal handler runs while it waits
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
         results = []
         for (sweep_config, overrides), ref in zip(configs, refs, strict=True):
             try:
                 results.append(ray.get(ref))
+            except ray.exceptions.TaskCancelledError as exc:
+                if not received:
+                    results.append(self._lost_job(sweep_config, overrides, exc))
+                # else a job the stop cancelled before it started: not run, not recorded
             except ray.exceptions.RayError as exc:  # the job ended outside run_job
                 results.append(self._lost_job(sweep_config, overrides, exc))
         stops = [result.stop for result in results if isinstance(result, StoppedJob)]

@@ -22,46 +22,71 @@ from types import FrameType
 from typing import Any
 
 from hydra.core.utils import JobReturn
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
 
 from sft.errors import StoppedJob, TrainingInterrupted
 
-
-class LocalJobsLauncher(LocalLauncher):
-    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn | StoppedJob:
-        # in the job's process, started with SIGINT ignored (launch): Ctrl-C stops it again
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            return super().__call__(*args, **kwargs)
-        except (KeyboardInterrupt, TrainingInterrupted) as stop:
-            return StoppedJob(stop)
-
-    def launch(
-        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
-    ) -> Sequence[JobReturn]:
-        # An ignored signal stays ignored in the processes started meanwhile: the controllers
-        # (and the jobs, until __call__). This process has nothing to do on Ctrl-C but wait for
-        # the jobs, which get it from the terminal as their process group's members. SIGTERM
-        # (`kill`, `timeout`) goes on to the controllers, which hand it to their jobs: it ended
-        # this process alone, and the jobs trained on unwatched.
-        previous = {
-            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-            signal.SIGTERM: signal.signal(signal.SIGTERM, _to_the_controllers),
-        }
-        try:
-            results = super().launch(job_overrides, initial_job_idx)
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-        stops = [result.stop for result in results if isinstance(result, StoppedJob)]
-        if stops:  # the first job's line: how to continue the sweep (every job's: summary.md)
-            raise stops[0]
-        return results
+try:
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+except ImportError:  # no cluster extra: Hydra imports every plugin module, for every command
+    LocalLauncher = None
 
 
-def _to_the_controllers(signum: int, frame: FrameType | None) -> None:
-    import psutil  # the cluster extra's; late: Hydra imports every plugin module at start
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise TrainingInterrupted(None, signum)
 
-    for controller in psutil.Process().children():  # one per job
-        with contextlib.suppress(psutil.NoSuchProcess):
-            controller.send_signal(signum)
+
+if LocalLauncher is not None:
+
+    class LocalJobsLauncher(LocalLauncher):
+        def __call__(self, *args: Any, **kwargs: Any) -> JobReturn | StoppedJob:
+            # in the job's process, started with SIGINT ignored (launch): Ctrl-C stops it
+            # again; SIGTERM (which launch hands on) stops it outside training too, where
+            # submitit's own handler only logged it ("Bypassing signal SIGTERM")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, _stop)
+            try:
+                return super().__call__(*args, **kwargs)
+            except (KeyboardInterrupt, TrainingInterrupted) as stop:
+                return StoppedJob(stop)
+
+        def launch(
+            self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+        ) -> Sequence[JobReturn]:
+            import psutil  # the cluster extra's; late: Hydra imports plugin modules at start
+
+            terminated: list[int] = []
+
+            def to_the_controllers(signum: int, frame: FrameType | None) -> None:
+                terminated.append(signum)
+                for controller in psutil.Process().children():  # one per job
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        controller.send_signal(signum)
+
+            # An ignored signal stays ignored in the processes started meanwhile: the
+            # controllers (and the jobs, until __call__). This process has nothing to do on
+            # Ctrl-C but wait for the jobs, which get it from the terminal as their process
+            # group's members. SIGTERM (`kill`, `timeout`) goes on to the controllers, which
+            # hand it to their jobs: it ended this process alone, and the jobs trained on.
+            with _handlers({signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: to_the_controllers}):
+                results = super().launch(job_overrides, initial_job_idx)
+            stops = [result.stop for result in results if isinstance(result, StoppedJob)]
+            if stops:  # the first job's line, how to continue the sweep (all: summary.md)
+                raise stops[0]
+            if terminated:  # every job had ended: the sweep stops here
+                raise TrainingInterrupted("interrupted by SIGTERM as its jobs ended", terminated[0])
+            return results
+
+
+@contextlib.contextmanager
+def _handlers(handlers: dict[int, Any]) -> Any:
+    """Signal handlers while the sweep runs (none outside the main thread, where Python takes
+    none)."""
+    try:
+        previous = {signum: signal.signal(signum, h) for signum, h in handlers.items()}
+    except ValueError:
+        previous = {}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -288,13 +288,14 @@ def sweep_overrides(sweep_dir: Path, with_hydra: bool = False) -> list[str] | No
     record = sweep_dir / MULTIRUN_RECORD
     if not record.is_file():
         return None
-    overrides = OmegaConf.load(record).hydra.overrides
+    # as typed: an interpolation in an override (`m_${hydra:job.num}`) is not resolved
+    overrides = OmegaConf.to_container(OmegaConf.load(record).hydra.overrides, resolve=False)
     hydra = [
         str(o)
-        for o in (overrides.hydra if with_hydra else [])
+        for o in (overrides["hydra"] if with_hydra else [])
         if not str(o).startswith(("hydra.sweep.dir=", "hydra.mode="))
     ]
-    return [*hydra, *run_overrides(overrides.task)]
+    return [*hydra, *run_overrides(overrides["task"])]
 
 
 def sweep_hint() -> str | None:

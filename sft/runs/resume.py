@@ -97,6 +97,7 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         if cfg.get("ckpt_path") is not None:  # an empty ckpt_path= too: not a fresh run
             path = checkpoint_path(cfg.ckpt_path)
             checkpoint = read_checkpoint(path)
+            next_epoch_from_its_first_batch(checkpoint)
             # check_training_left: by sft-train, once the model is checked against it
             return ResumePoint(path, as_new_run(checkpoint), continues_run=False)
         return None

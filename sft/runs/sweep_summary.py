@@ -199,7 +199,8 @@ def searched_keys(sweep_dir: Path) -> set[str]:
         return set()
     try:
         hydra = OmegaConf.load(record).hydra
-        overrides = OverridesParser.create().parse_overrides(list(hydra.overrides.task))
+        typed = OmegaConf.to_container(hydra.overrides.task, resolve=False)
+        overrides = OverridesParser.create().parse_overrides([str(o) for o in typed])
         params = hydra.sweeper.get("params") or {}
     except (OSError, ValueError, OmegaConfBaseException, HydraException):
         return set()  # a record this cannot read: every shared override is said once
@@ -341,15 +342,20 @@ def write_summary_of_stopped_sweep(hydra_cfg: DictConfig, hint: str | None) -> N
 def stop_of_a_sweep_job(hydra_cfg: DictConfig, stop: BaseException) -> BaseException:
     """A sweep's job stopped by a signal (`stop`: KeyboardInterrupt, TrainingInterrupted):
     summary.md written with how to continue the sweep, and what the job raises: `stop`, or for
-    a Ctrl-C outside fit and test (a bare "interrupted (Ctrl-C)" at the console: the training
-    code loading, the data or model being set up) a line with that hint."""
+    a stop that said nothing (Ctrl-C outside fit and test, a bare "interrupted (Ctrl-C)" at the
+    console: the training code loading, the data or model being set up) a line with that
+    hint."""
     hint = sweep_hint()
     with ctrl_c_deferred("the sweep summary"):
         write_summary_of_stopped_sweep(hydra_cfg, hint)
-    if isinstance(stop, KeyboardInterrupt) and hint:
-        line = f"interrupted by SIGINT (Ctrl-C); {hint}"
-        return TrainingInterrupted(line, signal.SIGINT)
-    return stop
+    if isinstance(stop, KeyboardInterrupt):
+        signum, name = signal.SIGINT, "SIGINT (Ctrl-C)"
+    elif isinstance(stop, TrainingInterrupted) and stop.message is None:
+        signum = stop.code - 128
+        name = signal.Signals(signum).name
+    else:
+        return stop
+    return TrainingInterrupted(f"interrupted by {name}" + (f"; {hint}" if hint else ""), signum)
 
 
 class SweepSummary(Callback):

@@ -35,14 +35,16 @@ class SignalAtStep(Callback):
 
 
 class MarkAtStep(Callback):
-    """Write the file `marker` when the training batch after `step` optimizer steps starts:
-    a test signals a sweep whose jobs run in processes it does not know (launchers') then."""
+    """Write the file `marker` once the training batch after `step` optimizer steps starts (or
+    Lightning calls `hook`, e.g. `on_test_batch_start`): a test signals a sweep whose jobs run
+    in processes it does not know (launchers') then."""
 
-    def __init__(self, step: int, marker: str) -> None:
-        self.step, self.marker = step, marker
+    def __init__(self, marker: str, step: int = 0, hook: str = "on_train_batch_start") -> None:
+        self.marker, self.step = marker, step
+        setattr(self, hook, self._mark)
 
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step == self.step:
+    def _mark(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.global_step >= self.step:
             open(self.marker, "a").close()
 
 
