@@ -300,6 +300,22 @@ def test_a_run_from_a_small_checkpoint_may_save_whole_ones(train_cfg, tmp_path, 
     assert any(".base_layer." in k for k in saved["state_dict"])
 
 
+def test_a_whole_checkpoint_continued_as_small_ones_needs_its_base_weights(
+    train_cfg, tmp_path, data_dir
+):
+    """A whole checkpoint continued with adapter.save_only_trainable=true on base weights other
+    than its own (small_cnn's random ones, another seed): the small checkpoints named the
+    weights this run built, so every reader applied the adapters to them without a word."""
+    run_dir = tmp_path / "run"
+    whole = [*LORA_RUN, "test=false"]
+    train(train_cfg(*whole, "+trainer.max_steps=2", run_dir=run_dir))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    small = [*whole, "adapter.save_only_trainable=true", "+trainer.max_steps=4"]
+    with pytest.raises(SFTError, match=r"base weights differ from those this run's backbone"):
+        train(train_cfg(*small, "seed=1", f"ckpt_path={last}", run_dir=tmp_path / "other"))
+    train(train_cfg(*small, f"ckpt_path={last}", run_dir=tmp_path / "same"))  # its own: goes
+
+
 def test_a_checkpoint_without_adapters_under_adapter_lora_points_to_its_backbone(
     train_cfg, tmp_path
 ):

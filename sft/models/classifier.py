@@ -64,7 +64,7 @@ from sft.models.pointwise_conv import route_pointwise_convs
 from sft.models.regularizers import create_regularizer
 from sft.utils.config_types import Fraction, NonNegative
 from sft.utils.distributed import destroy_process_group_at_exit
-from sft.utils.logs import rank_zero_warning
+from sft.utils.logs import first_few, rank_zero_warning
 
 log = logging.getLogger(__name__)
 # checkpoint key of the decoupled regulariser's pulls held back (model.reg_every)
@@ -759,6 +759,26 @@ class SFTClassifier(L.LightningModule):
             if weights is not None:
                 for name, param in frozen_parameters(self).items():
                     weights.setdefault(name, param.detach())
+        elif self._frozen_names and weights is not None:
+            # a whole checkpoint continued as small ones, which name the base weights this
+            # model built: they must be the checkpoint's (compared at its precision)
+            params = dict(self.named_parameters())
+            differ = [
+                name
+                for name in sorted(self._frozen_names)
+                if name in weights
+                and not torch.equal(
+                    weights[name],
+                    params[name].detach().to(weights[name].device, weights[name].dtype),
+                )
+            ]
+            if differ:
+                raise SFTError(
+                    "the checkpoint's base weights differ from those this run's backbone builds "
+                    f"({first_few(differ, 3)}): small checkpoints (adapter.save_only_trainable) "
+                    "would name the built ones and be read with them; continue it with "
+                    "adapter.save_only_trainable=false"
+                )
 
     # ---- linear-probe initialisation (LP of LP-FT) ----------------------------------------
     def on_fit_start(self) -> None:
