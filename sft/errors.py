@@ -40,6 +40,11 @@ class TrainingInterrupted(SystemExit):
         return type(self), (self.message, self.code - 128)
 
 
+# what a launcher attaches to the stop it raises: {job number: JobReturn} of the jobs that had
+# ended by then, for a sweeper to tell their values (hydra_plugins.sft_optuna_sweeper)
+ENDED_JOBS = "ended_jobs"
+
+
 class StoppedJob(NamedTuple):
     """What a launcher's job process sends back when a signal stopped it: its interrupt, which
     the launcher raises once every job has stopped. (submitit and Ray send back only an

@@ -643,3 +643,40 @@ def test_a_study_rerun_with_other_fixed_overrides_is_refused(tmp_path, capsys, m
     optuna.create_study(storage=storage, study_name="cifar10_optuna", direction="maximize")
     earlier = [*argv, f"hydra.sweeper.storage=journal://{tmp_path / 'earlier.journal'}"]
     assert run_entry_point(main, earlier) == 0
+
+
+def test_a_trial_that_ended_before_its_batch_was_stopped_keeps_its_value(
+    tmp_path, monkeypatch, data_dir
+):
+    """A signal stops a batch of two trials that run at once (hydra.sweeper.n_jobs=2 under
+    local_jobs or ray) after one of them had ended: the launcher raises the other's stop with
+    the ended job attached, and that trial keeps its value (was: both told FAIL)."""
+    from hydra.core.plugins import Plugins
+
+    from sft.errors import ENDED_JOBS
+
+    instantiate = Plugins.instantiate_launcher
+
+    def stopping_second_jobs(self, *args, **kwargs):
+        launcher = instantiate(self, *args, **kwargs)
+        launch = launcher.launch
+
+        def second_job_stopped(job_overrides, initial_job_idx):
+            (ended,) = launch(job_overrides[:1], initial_job_idx)
+            stop = KeyboardInterrupt()
+            setattr(stop, ENDED_JOBS, {initial_job_idx: ended})
+            raise stop
+
+        launcher.launch = second_job_stopped
+        return launcher
+
+    # (Hydra's plugin scan loads the launcher modules anew: their classes are not this test's)
+    monkeypatch.setattr(Plugins, "instantiate_launcher", stopping_second_jobs)
+    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "trainer.max_epochs=1"]
+    argv += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
+    argv += ["+trainer.limit_train_batches=1", f"hydra.sweep.dir={tmp_path}"]
+    with pytest.raises(KeyboardInterrupt):
+        run_entry_point(main, argv)
+    trials = load_study(tmp_path, "cifar10_optuna").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[0].value is not None

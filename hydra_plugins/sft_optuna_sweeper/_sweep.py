@@ -30,7 +30,7 @@ from sft.callbacks.optuna_pruning import (
     PRUNER_CONFIG,
     open_storage,
 )
-from sft.errors import SFTError
+from sft.errors import ENDED_JOBS, SFTError
 from sft.runs.result import (
     INTERRUPTED,
     PRUNING_OVERRIDE,
@@ -240,9 +240,18 @@ class OptunaSweep:
         returns = []
         # job number = trial number: a re-run's jobs get new directories
         for chunk in consecutive_runs(to_run):
-            results = self.launcher.launch(
-                [overrides[t.number] for t in chunk], initial_job_idx=chunk[0].number
-            )
+            try:
+                results = self.launcher.launch(
+                    [overrides[t.number] for t in chunk], initial_job_idx=chunk[0].number
+                )
+            except BaseException as stop:
+                # a signal stopped the batch's jobs that ran at once (local_jobs, ray): the
+                # ones that had ended keep their values (was: every trial of the batch FAIL)
+                ended = getattr(stop, ENDED_JOBS, {})
+                for trial in chunk:
+                    if trial.number in ended:
+                        tell(study, trial, ended[trial.number])
+                raise
             for trial, result in zip(chunk, results, strict=True):
                 tell(study, trial, result)
             returns.append(results)

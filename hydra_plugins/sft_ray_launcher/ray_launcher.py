@@ -32,7 +32,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sft.errors import StoppedJob, TrainingInterrupted
+from sft.errors import ENDED_JOBS, StoppedJob, TrainingInterrupted
 from sft.utils.signals import is_second_ctrl_c
 
 log = logging.getLogger(__name__)
@@ -168,26 +168,29 @@ class RayLauncher(Launcher):
             pending = list(refs)
             while pending:  # in steps, so that the signal handler runs while it waits
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
-        results = []
+        results: dict[int, JobReturn | StoppedJob] = {}  # by job number
         for (sweep_config, overrides), ref in zip(configs, refs, strict=True):
+            num = int(sweep_config.hydra.job.num)
             try:
-                results.append(ray.get(ref))
+                results[num] = ray.get(ref)
             except ray.exceptions.TaskCancelledError as exc:
                 if not received:
-                    results.append(self._lost_job(sweep_config, overrides, exc))
+                    results[num] = self._lost_job(sweep_config, overrides, exc)
                 # else a job the stop cancelled before it started: not run, not recorded
             except ray.exceptions.RayError as exc:  # the job ended outside run_job
-                results.append(self._lost_job(sweep_config, overrides, exc))
-        stops = [result.stop for result in results if isinstance(result, StoppedJob)]
+                results[num] = self._lost_job(sweep_config, overrides, exc)
+        stops = [result.stop for result in results.values() if isinstance(result, StoppedJob)]
         if stops or received:
             # Ray's workers' last log lines reach this console now, not after the stop's line
             ray.shutdown()
         if stops:  # the first job's line: how to continue the sweep (every job's: summary.md)
+            ended = {n: r for n, r in results.items() if not isinstance(r, StoppedJob)}
+            setattr(stops[0], ENDED_JOBS, ended)
             raise stops[0]
         if received:  # every job had ended: the sweep stops here
             name = signal.Signals(received[0]).name
             raise TrainingInterrupted(f"interrupted by {name} as its jobs ended", received[0])
-        return results
+        return list(results.values())
 
     def _lost_job(
         self, sweep_config: DictConfig, overrides: list[str], exc: Exception

@@ -23,7 +23,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn
 
-from sft.errors import StoppedJob, TrainingInterrupted
+from sft.errors import ENDED_JOBS, StoppedJob, TrainingInterrupted
 
 try:
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
@@ -71,6 +71,12 @@ if LocalLauncher is not None:
                 results = super().launch(job_overrides, initial_job_idx)
             stops = [result.stop for result in results if isinstance(result, StoppedJob)]
             if stops:  # the first job's line, how to continue the sweep (all: summary.md)
+                ended = {
+                    initial_job_idx + i: result
+                    for i, result in enumerate(results)
+                    if not isinstance(result, StoppedJob)
+                }
+                setattr(stops[0], ENDED_JOBS, ended)
                 raise stops[0]
             if terminated:  # every job had ended: the sweep stops here
                 raise TrainingInterrupted("interrupted by SIGTERM as its jobs ended", terminated[0])
