@@ -7,7 +7,7 @@ trace); any other exception is a bug and keeps its traceback.
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, TypeVar
 
 T = TypeVar("T")
@@ -51,6 +51,24 @@ class StoppedJob(NamedTuple):
     Exception: a job's KeyboardInterrupt or TrainingInterrupted left no result.)"""
 
     stop: KeyboardInterrupt | TrainingInterrupted
+
+
+def stop_of_jobs(
+    results: Mapping[int, object], received: Sequence[int]
+) -> KeyboardInterrupt | TrainingInterrupted | None:
+    """What a launcher raises once its jobs ended: the first stopped job's interrupt (its line
+    says how to continue the sweep), with the other jobs' `results` (by job number) attached
+    as ENDED_JOBS; else, for a signal the launcher itself `received`, a stop of its own; None
+    for jobs that all ended on their own."""
+    stops = [result.stop for result in results.values() if isinstance(result, StoppedJob)]
+    if stops:
+        ended = {num: r for num, r in results.items() if not isinstance(r, StoppedJob)}
+        setattr(stops[0], ENDED_JOBS, ended)
+        return stops[0]
+    if received:  # after every job had ended: the sweep stops here
+        name = signal.Signals(received[0]).name
+        return TrainingInterrupted(f"interrupted by {name} as its jobs ended", received[0])
+    return None
 
 
 def first_line(err: BaseException) -> str:

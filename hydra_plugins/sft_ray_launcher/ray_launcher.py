@@ -32,8 +32,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sft.errors import ENDED_JOBS, StoppedJob, TrainingInterrupted
-from sft.utils.signals import is_second_ctrl_c
+from sft.errors import StoppedJob, TrainingInterrupted, stop_of_jobs
+from sft.utils.signals import is_second_ctrl_c, signal_handlers
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +88,8 @@ def signals_stop_jobs(refs: list[Any]) -> Iterator[list[int]]:
         for ref in refs:
             ray.cancel(ref)  # a finished job's: nothing
 
-    try:
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread, where Python takes no handlers
-        previous = {}
-    try:
+    with signal_handlers({signal.SIGINT: handler, signal.SIGTERM: handler}):
         yield received
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 class RayLauncher(Launcher):
@@ -179,17 +172,11 @@ class RayLauncher(Launcher):
                 # else a job the stop cancelled before it started: not run, not recorded
             except ray.exceptions.RayError as exc:  # the job ended outside run_job
                 results[num] = self._lost_job(sweep_config, overrides, exc)
-        stops = [result.stop for result in results.values() if isinstance(result, StoppedJob)]
-        if stops or received:
+        stop = stop_of_jobs(results, received)
+        if stop is not None:
             # Ray's workers' last log lines reach this console now, not after the stop's line
             ray.shutdown()
-        if stops:  # the first job's line: how to continue the sweep (every job's: summary.md)
-            ended = {n: r for n, r in results.items() if not isinstance(r, StoppedJob)}
-            setattr(stops[0], ENDED_JOBS, ended)
-            raise stops[0]
-        if received:  # every job had ended: the sweep stops here
-            name = signal.Signals(received[0]).name
-            raise TrainingInterrupted(f"interrupted by {name} as its jobs ended", received[0])
+            raise stop
         return list(results.values())
 
     def _lost_job(

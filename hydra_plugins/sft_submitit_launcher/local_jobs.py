@@ -23,7 +23,8 @@ from typing import Any
 
 from hydra.core.utils import JobReturn
 
-from sft.errors import ENDED_JOBS, StoppedJob, TrainingInterrupted
+from sft.errors import StoppedJob, TrainingInterrupted, stop_of_jobs
+from sft.utils.signals import signal_handlers
 
 try:
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
@@ -67,32 +68,11 @@ if LocalLauncher is not None:
             # Ctrl-C but wait for the jobs, which get it from the terminal as their process
             # group's members. SIGTERM (`kill`, `timeout`) goes on to the controllers, which
             # hand it to their jobs: it ended this process alone, and the jobs trained on.
-            with _handlers({signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: to_the_controllers}):
+            handlers = {signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: to_the_controllers}
+            with signal_handlers(handlers):
                 results = super().launch(job_overrides, initial_job_idx)
-            stops = [result.stop for result in results if isinstance(result, StoppedJob)]
-            if stops:  # the first job's line, how to continue the sweep (all: summary.md)
-                ended = {
-                    initial_job_idx + i: result
-                    for i, result in enumerate(results)
-                    if not isinstance(result, StoppedJob)
-                }
-                setattr(stops[0], ENDED_JOBS, ended)
-                raise stops[0]
-            if terminated:  # every job had ended: the sweep stops here
-                raise TrainingInterrupted("interrupted by SIGTERM as its jobs ended", terminated[0])
+            by_number = dict(enumerate(results, start=initial_job_idx))
+            stop = stop_of_jobs(by_number, terminated)
+            if stop is not None:
+                raise stop
             return results
-
-
-@contextlib.contextmanager
-def _handlers(handlers: dict[int, Any]) -> Any:
-    """Signal handlers while the sweep runs (none outside the main thread, where Python takes
-    none)."""
-    try:
-        previous = {signum: signal.signal(signum, h) for signum, h in handlers.items()}
-    except ValueError:
-        previous = {}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

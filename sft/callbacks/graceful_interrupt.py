@@ -39,7 +39,7 @@ from sft.runs.directories import sweep_hint, trainer_last_checkpoint
 from sft.runs.resume import recover_spawned_progress
 from sft.utils.config import RUN_START, config_dir_arguments, task_overrides
 from sft.utils.instantiate import answers_ctrl_c
-from sft.utils.signals import is_second_ctrl_c
+from sft.utils.signals import is_second_ctrl_c, signal_handlers
 
 log = logging.getLogger(__name__)
 
@@ -261,16 +261,13 @@ def relayed_to_spawned_ranks(trainer: L.Trainer) -> Iterator[None]:
     for callback in callbacks:
         callback._relayed = relayed
     try:
-        previous = {s: signal.signal(s, handler) for s in GracefulInterrupt.SIGNALS}
-    except ValueError:  # not the main thread
-        previous = {}
-    try:
-        yield
-        if relayed.value:
-            # it came after the ranks' last check (their on_fit_end), and they finished: the
-            # run stops here, as one process does in its on_fit_end (was: passed over, and the
-            # test ran, or a sweep's next job)
-            raise _stopped_ranks(trainer, relayed.value, callbacks[0], trained=True)
+        with signal_handlers(dict.fromkeys(GracefulInterrupt.SIGNALS, handler)):
+            yield
+            if relayed.value:
+                # it came after the ranks' last check (their on_fit_end), and they finished:
+                # the run stops here, as one process does in its on_fit_end (was: passed over,
+                # and the test ran, or a sweep's next job)
+                raise _stopped_ranks(trainer, relayed.value, callbacks[0], trained=True)
     except ProcessExitedException as exc:
         statuses = {128 + s: s for s in GracefulInterrupt.SIGNALS}
         signum = statuses.get(exc.exit_code) or relayed.value
@@ -278,8 +275,6 @@ def relayed_to_spawned_ranks(trainer: L.Trainer) -> Iterator[None]:
             raise
         raise _stopped_ranks(trainer, signum, callbacks[0]) from None
     finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
         for callback in callbacks:
             callback._relayed = None
 

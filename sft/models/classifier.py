@@ -372,13 +372,10 @@ class SFTClassifier(L.LightningModule):
         self._images_ran = False
         # the word embedding's gradient kept between training steps (on_train_start)
         self._kept_grads: KeptEmbeddingGrads | None = None
-        # what a small checkpoint leaves out: the weights frozen now, with the adapters added,
-        # and their hash as built (in fp32), which the checkpoint's readers check: taken at the
-        # first save it was the bf16-rounded weights' under trainer.precision=bf16-true, and
-        # every reader refused the checkpoint
-        frozen = frozen_parameters(self) if not self.strict_loading else {}
-        self._frozen_names = set(frozen)
-        self._base_hash = weights_hash(frozen) if frozen else None
+        # what a small checkpoint leaves out: the weights frozen now, with the adapters added
+        self._frozen_names = set(frozen_parameters(self)) if not self.strict_loading else set()
+        # their hash, which the checkpoint's readers check (setup, before a fit casts them)
+        self._base_hash: str | None = None
         trainable, total = self.parameter_counts()
         if rank_zero_only.rank == 0:  # the run log (Lightning's rank_zero_info bypasses it)
             log.info(
@@ -684,6 +681,11 @@ class SFTClassifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             destroy_process_group_at_exit()  # each rank, for any strategy or entry point
+        if stage == "fit" and self._frozen_names and self._base_hash is None:
+            # the base weights as built, in fp32, as the small checkpoints' readers build them:
+            # Lightning casts them after this hook under trainer.precision=bf16-true (hashed at
+            # the first save, they were the bf16-rounded ones, and every reader refused them)
+            self._base_hash = self._frozen_weights_hash()
         datamodule = self._datamodule()
         found = datamodule.num_classes if datamodule is not None else None
         names = getattr(datamodule, "class_names", None)
@@ -712,6 +714,10 @@ class SFTClassifier(L.LightningModule):
                 f"({type(datamodule).__name__}); {fix}"
             )
 
+    def _frozen_weights_hash(self) -> str:
+        params = dict(self.named_parameters())
+        return weights_hash({name: params[name] for name in self._frozen_names})
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the class, for sft-eval/-predict/-export to rebuild a subclass (a custom loss, forward)
         # rather than an SFTClassifier of its hparams
@@ -729,6 +735,8 @@ class SFTClassifier(L.LightningModule):
             frozen = self._frozen_names
             state = checkpoint["state_dict"]
             checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in frozen}
+            if self._base_hash is None:  # a model that saves outside a fit
+                self._base_hash = self._frozen_weights_hash()
             checkpoint[BASE_WEIGHTS] = {
                 "backbone": self.hparams.backbone,
                 "sha256": self._base_hash,

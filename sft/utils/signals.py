@@ -3,9 +3,10 @@
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +25,29 @@ def is_second_ctrl_c(signum: int, first: int | None, first_at: float) -> bool:
 
 
 @contextmanager
+def signal_handlers(handlers: Mapping[int, Any]) -> Iterator[None]:
+    """`handlers` ({signal: handler}) in place for the block, the earlier ones back after it;
+    none outside the main thread, where Python takes no handlers."""
+    try:
+        previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
 def ctrl_c_deferred(what: str) -> Iterator[None]:
     """Around what a stopping run writes (its record, the sweep summary): Ctrl-C meanwhile is
     said and passed over, the run stopping right after anyway (was: a KeyboardInterrupt in the
     middle of it, which left the summary unwritten and the console with a bare "interrupted
-    (Ctrl-C)"). In the main thread only, where Python runs signal handlers."""
+    (Ctrl-C)")."""
 
     def said(signum: int, frame: FrameType | None) -> None:
         log.warning(f"Ctrl-C again while {what} is written: stopping right after it")
 
-    try:
-        previous = signal.signal(signal.SIGINT, said)
-    except ValueError:  # not the main thread
+    with signal_handlers({signal.SIGINT: said}):
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
