@@ -437,6 +437,11 @@ def test_sigterm_to_local_jobs_in_their_test_stops_them(tmp_path, data_dir):
         "+callbacks.mark._target_=helpers.faults.MarkAtStep",
         f"+callbacks.mark.marker={tmp_path}/testing_${{hydra:job.num}}",
         "+callbacks.mark.hook=on_test_batch_start",
+        # a test long enough for the signal to come while both jobs still test (was flaky:
+        # a job could end its test first)
+        "+callbacks.slow._target_=helpers.faults.SlowSteps",
+        "+callbacks.slow.seconds=0.05",
+        "+callbacks.slow.hook=on_test_batch_end",
         "seed=0,1",
         f"hydra.sweep.dir={sweep}",
     ]

@@ -108,14 +108,14 @@ class SignalOnceAtStep(SignalAtStep):
 
 
 class SlowSteps(Callback):
-    """Sleep `seconds` after every training batch: a run long enough to be signalled mid-way."""
+    """Sleep `seconds` after every training batch (or whenever Lightning calls `hook`, e.g.
+    `on_test_batch_end`): a run long enough to be signalled mid-way."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, hook: str = "on_train_batch_end") -> None:
         self.seconds = seconds
+        setattr(self, hook, self._sleep)
 
-    def on_train_batch_end(self, *args: Any) -> None:
-        import time
-
+    def _sleep(self, *args: Any, **kwargs: Any) -> None:
         time.sleep(self.seconds)
 
 
