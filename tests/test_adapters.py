@@ -139,7 +139,8 @@ def test_merged_backbone_and_folded_head_equal_the_adapter_model(data_dir, tmp_p
 @pytest.mark.parametrize(
     ("adapter", "message"),
     [
-        ({"r": 0}, "adapter.r must be an integer > 0"),
+        ({"r": 0}, "adapter.r: expected an integer > 0, got 0"),
+        ({"r": 2.0}, "adapter.r: expected an integer > 0, got 2.0"),
         (
             {"target_modules": ["features.0", "nothing_here"]},
             "'nothing_here' match(es) no module of backbone 'small_cnn'; its modules (",
@@ -152,11 +153,11 @@ def test_merged_backbone_and_folded_head_equal_the_adapter_model(data_dir, tmp_p
             "expression over whole module names, as peft reads it: a list, [conv], matches "
             "names ending in it); its modules (",
         ),
-        ({"bias": "some"}, "adapter.bias must be none, all or lora_only"),
+        ({"bias": "some"}, "adapter.bias: expected one of 'none', 'all', 'lora_only', got 'some'"),
         # were: a run whose adapters could never change the output (alpha 0), peft's wording,
         # a module's whole repr
-        ({"alpha": 0}, "adapter.alpha must be a number > 0"),
-        ({"alpha": -4}, "adapter.alpha must be a number > 0"),
+        ({"alpha": 0}, "adapter.alpha: expected a float > 0, got 0"),
+        ({"alpha": -4}, "adapter.alpha: expected a float > 0, got -4"),
         ({"target_modules": []}, "adapter.target_modules is empty: name the layers to adapt"),
         (
             {"target_modules": ["features.1"]},

@@ -342,6 +342,20 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["adapter=null"],
             "error: adapter=null: a config group takes one of its options (lora, none), or adapter=none for none",
         ),
+        # a method's adapter undone by the command line (was: method=lora fine-tuned the whole
+        # model, without a word)
+        (
+            "train",
+            ["experiment=sst2_minilm", "method=lora", "adapter=none"],
+            "error: method=lora chooses adapter=lora, which adapter=none undoes (the run would "
+            "not be lora): leave it out, or choose a method without adapter (finetune_linear, "
+            "linear_probe, lpft_fused)",
+        ),
+        (
+            "train",
+            ["-m", "method=finetune_linear,lp_lora", "~adapter"],
+            "error: method=lp_lora chooses adapter=lora, which ~adapter undoes",
+        ),
         # a group the checkpoint holds (was: Hydra's "Could not override 'model'. No match in
         # the defaults list. To append ... +model=...", which is then refused)
         (
@@ -619,8 +633,17 @@ def test_a_setting_misspelt_in_one_experiment_of_a_sweep_is_found_before_any_job
         ),
         # a bound of a swept adapter value (was: found when its job ran, after the first's)
         (["adapter=lora", "adapter.r=2,0"], r"^adapter\.r: expected an integer > 0, got 0 "),
+        # a float or a switch for an integer (were: read as 4 and 1 by the check's lax mode,
+        # so the sweep started; the job's own check failed it, after the jobs before it)
+        (["adapter=lora", "adapter.r=2,4.0"], r"^adapter\.r: expected an integer > 0, got 4\.0 "),
+        (["adapter=lora", "adapter.r=2,true"], r"^adapter\.r: expected an integer > 0, got True "),
     ],
-    ids=["key_of_one_group_option", "bound_of_a_value"],
+    ids=[
+        "key_of_one_group_option",
+        "bound_of_a_value",
+        "float_for_an_integer",
+        "switch_for_an_integer",
+    ],
 )
 def test_a_mistake_in_a_later_job_of_a_sweep_is_found_before_any_job(sweep, line):
     with pytest.raises(OverrideMistake, match=line):

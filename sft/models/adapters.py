@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Annotated, Literal
 
 import torch
@@ -21,6 +22,7 @@ from annotated_types import Gt, Interval
 from torch import nn
 
 from sft.errors import SFTError
+from sft.utils.config_types import check_value
 from sft.utils.logs import first_few
 
 # parameters of the adapters (peft's LoRA layers): their own learning-rate group
@@ -59,25 +61,16 @@ class LoraSettings:
                 f"{', '.join(cls.__dataclass_fields__)}"
             )
         settings = cls(**cfg)
-        if isinstance(settings.r, bool) or not isinstance(settings.r, int) or settings.r <= 0:
-            raise SFTError(
-                f"adapter.r must be an integer > 0 (the rank of B A), got {settings.r!r}"
-            )
-        alpha = settings.alpha
-        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha > 0:
-            raise SFTError(
-                f"adapter.alpha must be a number > 0 (the adapters' output is scaled by alpha / r: "
-                f"0 leaves them without effect), got {alpha!r}"
-            )
+        # the annotations are the one statement of each bound (sweeps are checked against
+        # them before their jobs run); a model built in Python gets the same line
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for field in fields(cls):
+            check_value(getattr(settings, field.name), hints[field.name], f"adapter.{field.name}")
         if settings.target_modules is not None and not settings.target_modules:
             raise SFTError(
                 "adapter.target_modules is empty: name the layers to adapt, or null for the "
                 "backbone's Linear and Conv2d layers"
             )
-        if not 0.0 <= float(settings.dropout) < 1.0:
-            raise SFTError(f"adapter.dropout must be in [0, 1), got {settings.dropout!r}")
-        if settings.bias not in ("none", "all", "lora_only"):
-            raise SFTError(f"adapter.bias must be none, all or lora_only, got {settings.bias!r}")
         return settings
 
 

@@ -43,7 +43,12 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ConfigTypeErr
 
 from sft.errors import SFTError
 from sft.utils.config import CONF_DIR
-from sft.utils.config_files import GROUP_TWICE, check_config_file_keys, describe_defaults_error
+from sft.utils.config_files import (
+    GROUP_TWICE,
+    check_config_file_keys,
+    describe_defaults_error,
+    overridden_choices,
+)
 from sft.utils.ddp_ranks import rank_command
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -149,6 +154,7 @@ def check_overrides(
             if mistake := check_config_file_keys(cfg, config_name, loader, swept):
                 raise OverrideMistake(mistake)
             check_not_shadowed(cfg, swept, config_dir, args.config_dir)
+            check_method_kept(parsed, cfg, loader)
             # a multirun: -m, or hydra.mode=MULTIRUN in a config or an override
             multirun = args.multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
             sweeper = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get(
@@ -451,6 +457,52 @@ def check_not_a_null_choice(override: Override, loader: Any, chosen_null: set[st
     raise OverrideMistake(
         f"{group}=null: a config group takes one of its options ({', '.join(options)}){none}"
     )
+
+
+# groups whose option names what a run is: the choices its config makes are part of its meaning
+METHOD_GROUPS = ("method",)
+
+
+def check_method_kept(parsed: list[Override], cfg: DictConfig, loader: Any) -> None:
+    """`method=lora adapter=none`: the command line's choice of a group wins over the one a
+    method's config makes (`override /adapter: lora`), so the run would not be the method it
+    is recorded as (was: the whole model fine-tuned, without a word)."""
+    choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
+    given = {o.key_or_group: o for o in parsed if not (o.is_add() or o.is_force_add())}
+    for group in METHOD_GROUPS:
+        if group in given:
+            override = given[group]
+            options = (
+                list(override.sweep_string_iterator())
+                if override.is_sweep_override()
+                else [override.value()]
+            )
+        else:
+            options = [choices.get(group)]
+        for option in (o for o in options if isinstance(o, str)):
+            for chosen_group, chosen in overridden_choices(loader, f"{group}/{option}").items():
+                mine = given.get(chosen_group)
+                if mine is None:
+                    continue
+                values = (
+                    [None]
+                    if mine.is_delete()
+                    else list(mine.sweep_string_iterator())
+                    if mine.is_sweep_override()
+                    else [mine.value()]
+                )
+                if any(value != chosen for value in values):
+                    others = [
+                        o
+                        for o in loader.get_group_options(group)
+                        if not o.startswith("_")
+                        and chosen_group not in overridden_choices(loader, f"{group}/{o}")
+                    ]
+                    raise OverrideMistake(
+                        f"{group}={option} chooses {chosen_group}={chosen}, which "
+                        f"{mine.input_line} undoes (the run would not be {option}): leave it "
+                        f"out, or choose a {group} without {chosen_group} ({', '.join(others)})"
+                    )
 
 
 # the sections sft-train checks against the annotations of what they configure, per job

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from hydra.core.default_element import GroupDefault
+from hydra.core.default_element import ConfigDefault, GroupDefault
 from omegaconf import DictConfig, OmegaConf
 
 # Hydra's messages (hydra-core 1.3) for a defaults list that does not compose
@@ -140,6 +140,22 @@ def choices_without_override(loader: Any, config_path: str) -> Iterator[tuple[st
     for default in getattr(found, "defaults_list", None) or []:
         if isinstance(default, GroupDefault) and not default.override:
             yield default.group.lstrip("/"), default.value
+
+
+def overridden_choices(loader: Any, config_path: str) -> dict[str, str]:
+    """{group: option} of each `- override /group: option` in a config's defaults list and in
+    the configs of its group it includes (`method/lp_lora` -> `lpft_fused`, ...)."""
+    found = loader.repository.load_config(config_path)
+    folder = config_path.rpartition("/")[0]
+    chosen: dict[str, str] = {}
+    for default in getattr(found, "defaults_list", None) or []:
+        if isinstance(default, GroupDefault) and default.override:
+            chosen[default.group.lstrip("/")] = default.value
+        elif isinstance(default, ConfigDefault) and default.path not in (None, "_self_"):
+            path = default.path
+            path = path.lstrip("/") if path.startswith("/") else f"{folder}/{path}"
+            chosen.update(overridden_choices(loader, path))  # later entries win, as in Hydra
+    return chosen
 
 
 def choose_again_line(file: str, config_name: str, group: str, option: str) -> str:

@@ -165,6 +165,9 @@ def check_value(value: Any, hint: Any, key: str, number_text: bool = False) -> N
     # a non-empty string is true: a switch takes true or false only.
     if _is_switch(hint) and value is not None and not isinstance(value, bool):
         fits = False
+    # ... and true as 1, 2.0 as 2 for an integer (was: adapter.r=2.0 reached peft's layers)
+    if fits and isinstance(value, bool | float) and not _fits(hint, value, strict=True):
+        fits = False
     # Lax mode also reads '0.1' (a quoted number) as a float, but the callable gets the string
     # (was: "TypeError: '>' not supported between 'float' and 'str'" inside the model)
     if (
