@@ -1112,12 +1112,54 @@ def test_a_local_hf_dataset_without_a_split_names_the_split_settings(tmp_path, t
     rows = {"sentence": ["good", "bad"], "label": [1, 0]}
     datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(tmp_path / "ds")
     dm = make_dm(tmp_path, token_cache, source="hf", dataset_name=str(tmp_path / "ds"), **HF_SPLITS)
-    with pytest.raises(SFTError, match=r"split 'validation' \(ValueError: Unknown split") as info:
+    with pytest.raises(SFTError) as info:
         dm.prepare_data()
-    assert str(info.value).endswith(
-        "name the dataset's splits with data.train_split, data.val_split and data.test_split "
-        "(data.test_split=null: none)"
+    assert str(info.value) == (
+        f"{tmp_path / 'ds'} has no split 'validation' (its splits: train); name the dataset's "
+        "splits with data.train_split, data.val_split and data.test_split (data.test_split=null: "
+        "none)"
     )
+
+
+def test_a_saved_hf_dataset_keeps_each_splits_classlabel_order(tmp_path, token_cache):
+    """A DatasetDict.save_to_disk folder whose validation ClassLabel lists the classes in
+    another order than train's: datasets.load_dataset cast every split to train's features,
+    so validation's classes were swapped (val/acc 0.2 for 0.8), without a word."""
+    import datasets
+
+    def split(texts: list[str], labels: list[int], names: list[str]) -> datasets.Dataset:
+        features = datasets.Features(
+            {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=names)}
+        )
+        return datasets.Dataset.from_dict({"sentence": texts, "label": labels}, features=features)
+
+    saved = datasets.DatasetDict(
+        train=split(["good", "bad"], [0, 1], ["pos", "neg"]),
+        validation=split(["fine", "awful", "great"], [1, 0, 1], ["neg", "pos"]),
+    )
+    saved.save_to_disk(tmp_path / "ds")
+    dm = make_dm(tmp_path, token_cache, source="hf", dataset_name=str(tmp_path / "ds"), **HF_SPLITS)
+    dm.setup("fit")
+    names = dm.class_names
+    assert [names[i] for i in dm.train_data.labels.tolist()] == ["pos", "neg"]
+    assert [names[i] for i in dm.val_data.labels.tolist()] == ["pos", "neg", "pos"]
+
+
+def test_a_saved_hf_dataset_without_splits_or_a_missing_folder_is_one_line(tmp_path, token_cache):
+    """Dataset.save_to_disk (one split): was datasets' own advice inside a load_dataset error;
+    a folder that is not there was blamed on the offline datasets cache."""
+    import datasets
+
+    datasets.Dataset.from_dict({"sentence": ["good"], "label": [1]}).save_to_disk(tmp_path / "one")
+    for folder, line in (
+        ("one", "holds one Dataset (Dataset.save_to_disk), without splits: save its splits "),
+        ("gone", "data.dataset_name={}: no such folder ({})"),
+    ):
+        path = str(tmp_path / folder)
+        dm = make_dm(tmp_path, token_cache, source="hf", dataset_name=path, **HF_SPLITS)
+        with pytest.raises(SFTError) as info:
+            dm.prepare_data()
+        assert line.format(path, path) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_hf_dataset_code_path(tmp_path, token_cache, monkeypatch):

@@ -20,6 +20,11 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
     """`datasets.load_dataset(name, config, split=split)`; one line when it cannot be had
     (typically offline and not in the local datasets cache)."""
     datasets = import_datasets()
+    folder = Path(name).expanduser()
+    if (folder / SAVED_SPLITS).is_file() or (folder / SAVED_DATASET).is_file():
+        return load_saved_split(folder, name, config, split)
+    if name.startswith(("/", ".", "~")) and not folder.exists():  # a path, not a hub name
+        raise SFTError(f"data.dataset_name={name}: no such folder ({folder.absolute()})")
 
     kwargs = {"trust_remote_code": True} if trust_remote_code else {}
     # offline, datasets asks the hub with retries for ~25 s before it looks in its cache: one
@@ -33,11 +38,7 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
     except Exception as e:  # offline, unknown name/split, ...: all are the user's to fix
         reason = " ".join(str(e).split())[:200]
         if "Unknown split" in str(e):
-            # (was: blamed on the offline cache)
-            how = (
-                "name the dataset's splits with data.train_split, data.val_split and "
-                "data.test_split (data.test_split=null: none)"
-            )
+            how = NAME_THE_SPLITS  # (was: blamed on the offline cache)
         elif Path(name).expanduser().exists():  # a local dataset: no cache or network involved
             how = (
                 "a local dataset is a folder that datasets.load_dataset reads (of data files, "
@@ -54,6 +55,42 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
             + (f" ({config!r})" if config else "")
             + f" split {split!r} ({type(e).__name__}: {reason}); {how}"
         ) from None
+
+
+NAME_THE_SPLITS = (
+    "name the dataset's splits with data.train_split, data.val_split and data.test_split "
+    "(data.test_split=null: none)"
+)
+# what DatasetDict.save_to_disk and Dataset.save_to_disk write in their folder
+SAVED_SPLITS, SAVED_DATASET = "dataset_dict.json", "state.json"
+
+
+def load_saved_split(folder: Path, name: str, config: str | None, split: str) -> Any:
+    """Split `split` of a folder written by `save_to_disk`, read by `datasets.load_from_disk`
+    with its own features: `load_dataset` casts every split to the first one's (a validation
+    split whose ClassLabel lists the classes in another order had its classes swapped, without
+    a word; other columns failed with a wall of datasets' errors, blamed on the train split)."""
+    datasets = import_datasets()
+    if config:
+        raise SFTError(
+            f"data.dataset_config={config}: {name} is a folder written by save_to_disk, which "
+            "has no configurations: leave data.dataset_config null"
+        )
+    try:
+        saved = datasets.load_from_disk(str(folder))
+    except Exception as e:  # a folder save_to_disk did not finish, or a datasets too old
+        reason = " ".join(str(e).split())[:200]
+        raise SFTError(f"could not read {name} with datasets.load_from_disk ({reason})") from None
+    if not isinstance(saved, datasets.DatasetDict):
+        raise SFTError(
+            f"{name} holds one Dataset (Dataset.save_to_disk), without splits: save its splits "
+            "together, DatasetDict(train=..., validation=...).save_to_disk(...)"
+        )
+    if split not in saved:
+        raise SFTError(
+            f"{name} has no split {split!r} (its splits: {', '.join(saved)}); {NAME_THE_SPLITS}"
+        )
+    return saved[split]
 
 
 # the file-format builders of datasets.packaged_modules (its list is private)
