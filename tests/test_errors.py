@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 from conftest import CONF_DIR, FAST, TINY_BERT, run_entry_point, run_module
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
@@ -144,6 +145,8 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
         ),
         # was: Hydra's ValueError traceback ("Only one of --run, --multirun, --cfg ...")
         ("train", ["-m", "--cfg", "job"], "error: -m and --cfg cannot be combined: give one"),
+        # was: Hydra's ValueError traceback
+        ("train", ["-m", "--info", "all"], "error: -m and --info cannot be combined: give one"),
         (
             "train",
             ["-m", "data.samples_per_clas=10,20"],
@@ -648,6 +651,22 @@ def test_a_setting_misspelt_in_one_experiment_of_a_sweep_is_found_before_any_job
 def test_a_mistake_in_a_later_job_of_a_sweep_is_found_before_any_job(sweep, line):
     with pytest.raises(OverrideMistake, match=line):
         check_overrides("train", ["-m", *sweep])
+
+
+def test_a_setting_only_the_swept_options_have_reaches_every_job(tmp_path, monkeypatch, capsys):
+    """`-m data=sst2,sst5 data.max_length=32`: Hydra composes the sweep's own config with
+    data's default option (cifar10, without max_length) and refused the setting ("Could not
+    override ... use +data.max_length=32", which the jobs then refused: the key exists)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()  # each job fails at once on its missing files, after composing its config
+    args = ["-m", "data=sst2,sst5", "model=minilm_fused", "data.max_length=32"]
+    status, stderr = run_main(
+        "train", [*args, f"data.data_dir={empty}"], tmp_path, monkeypatch, capsys
+    )
+    assert status == 1
+    assert "Could not override" not in stderr and "error: 2 of 2 jobs failed" in stderr, stderr
+    configs = sorted(tmp_path.glob("train/default/multiruns/*/*/.hydra/config.yaml"))
+    assert [yaml.safe_load(c.read_text())["data"]["max_length"] for c in configs] == [32, 32]
 
 
 def test_a_launcher_whose_package_is_missing_is_one_line(monkeypatch):

@@ -91,7 +91,17 @@ def check_overrides(
     """
     args, unknown = get_args_parser().parse_known_args(list(argv))
     # Hydra raises a ValueError (a traceback) for more than one of these
-    modes = [f for f, on in (("--run", args.run), ("-m", args.multirun), ("--cfg", args.cfg)) if on]
+    modes = [
+        flag
+        for flag, on in (
+            ("--run", args.run),
+            ("-m", args.multirun),
+            ("--cfg", args.cfg),
+            ("--info", args.info),
+            ("--shell-completion", args.shell_completion),
+        )
+        if on
+    ]
     if len(modes) > 1:
         raise OverrideMistake(f"{' and '.join(modes)} cannot be combined: give one of them")
     if unknown or any(getattr(args, flag, None) for flag in HYDRA_HANDLES):
@@ -843,6 +853,49 @@ def accept_checkpoint_data_settings(argv: Sequence[str], adds: Sequence[str] | N
     return [f"+{arg}" if DATA_SETTING.match(arg) else arg for arg in argv]
 
 
+def accept_settings_of_swept_groups(
+    config_name: str, argv: Sequence[str], config_dir: str = CONF_DIR
+) -> list[str]:
+    """`-m data=text_files,sst2 data.max_length=32` -> `++data.max_length=32`: Hydra composes a
+    multirun's own config with each swept group's default option (data=cifar10, without
+    max_length) and refused a setting only the jobs' options have (was: "Could not override
+    ... use +data.max_length=32", which the jobs then refused: the key exists). Run after
+    `check_overrides`, which checks the setting against every job's config."""
+    args, unknown = get_args_parser().parse_known_args(list(argv))
+    if unknown or not args.multirun or any(getattr(args, f, None) for f in HYDRA_HANDLES):
+        return list(argv)
+    parsed = OverridesParser.create().parse_overrides(args.overrides)
+    with config_search(config_dir, args.config_dir):
+        loader = GlobalHydra.instance().config_loader()
+        if not any(
+            o.is_sweep_override() and loader.repository.group_exists(o.key_or_group) for o in parsed
+        ):
+            return list(argv)
+        settings = [
+            o.input_line
+            for o in parsed
+            if not (o.is_sweep_override() or o.is_add() or o.is_force_add() or o.is_delete())
+            and not loader.repository.group_exists(o.key_or_group)
+        ]
+        without = [o.input_line for o in parsed if o.input_line not in settings]
+        primary = loader.load_configuration(config_name, without, run_mode=RunMode.MULTIRUN)
+    absent = {line for line in settings if lacks(primary, override_key(line))}
+    return [f"++{arg}" if arg in absent else arg for arg in argv]
+
+
+def lacks(cfg: DictConfig, key: str) -> bool:
+    """Whether dotted `key`, or a node on its way, is not in `cfg` (a `???` value is)."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig):
+            return False  # a list's item, or a value: Hydra's own error says it
+        if part not in node.keys():  # noqa: SIM118 (`in node` is False for a `???` value)
+            return True
+        node = node._get_node(part)
+        node = node if isinstance(node, DictConfig) else None
+    return False
+
+
 def as_typed(overrides: Sequence[str]) -> list[str]:
     """The overrides as the user typed them: without the `++` that `accept_trainer_arguments`
     put before Trainer arguments (for result.json and sweep summaries)."""
@@ -891,6 +944,7 @@ def checks_overrides(config_name: str, adds: Sequence[str] | None = None) -> Cal
             if not args and not kwargs and checked:
                 try:
                     check_overrides(config_name, sys.argv[1:], adds=adds)
+                    sys.argv[1:] = accept_settings_of_swept_groups(config_name, sys.argv[1:])
                 except OverrideMistake as mistake:
                     print(f"error: {mistake}", file=sys.stderr)
                     raise SystemExit(1) from None
