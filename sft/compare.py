@@ -321,7 +321,13 @@ def summarize(runs: list[Run], metric: str, mode: str) -> list[Row]:
     """One row per run, sorted by the best value of `metric` (runs without it last)."""
     if not any(metric in r.scalars for r in runs):
         tags = sorted({t for r in runs for t in r.scalars})
-        raise SFTError(f"no run logged '{metric}'; scalars found: {', '.join(tags)}")
+        # e.g. sft-eval's runs given alone: test/... only (was: no word of --metric)
+        alike = [t for t in tags if t.rpartition("/")[2] == metric.rpartition("/")[2]]
+        example = (alike or [t for t in tags if t != "epoch"] or tags)[0]
+        raise SFTError(
+            f"no run logged '{metric}'; scalars found: {', '.join(tags)}: compare on one of "
+            f"them with --metric (e.g. --metric {example})"
+        )
     rows = [
         Row(
             label=r.label,

@@ -258,6 +258,21 @@ def test_unknown_metric_names_the_logged_ones(sweep, capsys):
     assert "'val/acc1'" in err and "val/acc_best" in err and "Traceback" not in err
 
 
+def test_sft_eval_runs_given_alone_are_pointed_to_their_metric(tmp_path, capsys):
+    """sft-eval's runs log test/... only: `sft-compare outputs/eval` said no run logged val/acc,
+    without a word of --metric."""
+    make_run(tmp_path / "eval", ["ckpt_path=x.ckpt"], [], 0.9)
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "eval")])
+    err = capsys.readouterr().err
+    assert err.strip().endswith(
+        "scalars found: epoch, test/acc: compare on one of them with --metric "
+        "(e.g. --metric test/acc)"
+    ), err
+    main([str(tmp_path / "eval"), "--metric", "test/acc"])
+    assert [row[1] for row in table_rows(capsys.readouterr().out)] == ["0.9000"]
+
+
 def test_list_values_in_labels_and_runs_without_scalars_are_shown(tmp_path, capsys):
     """An override's list value `[neg,pos]` stays in its label (was: read by rich as markup and
     dropped, so runs that differ only there looked the same), and a run that logged nothing
