@@ -659,21 +659,36 @@ def test_every_undecodable_image_left_out_is_named(tmp_path: Path, caplog) -> No
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-def test_an_image_deleted_during_training_is_one_line(tmp_path: Path, capsys, workers) -> None:
-    """An image deleted after the run listed the folder: FileNotFoundError and a traceback
-    mid-training (from a DataLoader worker: the worker's traceback as the message)."""
+@pytest.mark.parametrize(
+    ("change", "ending"),
+    [
+        ("deleted", ": no such file (deleted or moved since the images were listed)"),
+        # was: PIL's UnidentifiedImageError, with the worker's traceback
+        (
+            "overwritten",
+            " cannot be decoded (UnidentifiedImageError: cannot identify image file); it could "
+            "be when the images were listed: was it changed since?",
+        ),
+    ],
+)
+def test_an_image_changed_during_training_is_one_line(
+    tmp_path: Path, capsys, workers, change, ending
+) -> None:
+    """An image deleted or overwritten after the run listed the folder: FileNotFoundError or
+    PIL's error, and a traceback mid-training (from a DataLoader worker: the worker's
+    traceback as the message)."""
     from sft.errors import report_user_errors
 
     _tree(tmp_path, "train", {"ant": 4, "bee": 4})
     dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=workers)
     dm.setup("fit")
-    for gone in (tmp_path / "train" / "ant").iterdir():
-        gone.unlink()
+    for image in (tmp_path / "train" / "ant").iterdir():
+        image.unlink() if change == "deleted" else image.write_text("garbage")
     with pytest.raises(SystemExit):
         report_user_errors(lambda: list(dm.train_dataloader()))
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {tmp_path / 'train' / 'ant'}/") and err.count("\n") == 1
-    assert err.endswith(": no such file (deleted or moved since the images were listed)\n")
+    assert err.startswith(f"error: {tmp_path / 'train' / 'ant'}/") and err.count("\n") == 1, err
+    assert err.endswith(f"{ending}\n"), err
 
 
 def test_an_empty_image_file_is_named_as_empty(tmp_path: Path) -> None:

@@ -26,14 +26,31 @@ class ImageDecoder:
         )
 
     def __call__(self, path: str | os.PathLike) -> torch.Tensor:
+        # the images were checked when listed: these are files changed since (were: tracebacks
+        # from a DataLoader worker, mid-training)
         try:
-            opened = Image.open(path)
-        except FileNotFoundError:  # was: a traceback, mid-training
+            with Image.open(path) as image:
+                return self.resize(to_rgb(upright(image)))
+        except FileNotFoundError:
             raise SFTError(
                 f"{path}: no such file (deleted or moved since the images were listed)"
             ) from None
-        with opened as image:
-            return self.resize(to_rgb(upright(image)))
+        except DECODE_ERRORS as err:
+            raise SFTError(
+                f"{path} cannot be decoded ({type(err).__name__}: {reason(err, path)}); it "
+                "could be when the images were listed: was it changed since?"
+            ) from None
+
+
+# what PIL raises for a file it cannot decode
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def reason(err: BaseException, path: str | os.PathLike) -> str:
+    """`err`'s message in one line, without the path PIL puts in it ("cannot identify image
+    file '<path>'"): the line names the file once."""
+    path = str(path)
+    return " ".join(str(err).replace(repr(path), "").replace(path, "").split()).rstrip(":")
 
 
 EXIF_ORIENTATION = 0x0112

@@ -24,7 +24,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sft.contracts import IMAGENET, InputSpec
 from sft.data.base import ImageDataModule, absolute_dir, check_batch_size
-from sft.data.image_decode import ImageDecoder, check_mode
+from sft.data.image_decode import DECODE_ERRORS, ImageDecoder, check_mode, reason
 from sft.data.image_files import (
     FileId,
     is_hidden,
@@ -116,14 +116,13 @@ def _decode_error(path: str, size: int) -> str | None:
             check_mode(img)
             img.draft("RGB", (size, size))
             img.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except DECODE_ERRORS as err:
         if isinstance(err, FileNotFoundError) and os.path.islink(path):
             return f"a link to {os.readlink(path)}, which does not exist"
         if os.path.isfile(path) and os.path.getsize(path) == 0:  # PIL: "cannot identify"
             return "an empty file (0 bytes)"
-        # the message names the file again (PIL: "cannot identify image file '<path>'"): once
-        reason = " ".join(str(err).replace(repr(path), "").replace(path, "").split()).rstrip(":")
-        return f"{type(err).__name__}: {reason[:160]}" if reason else type(err).__name__
+        why = reason(err, path)
+        return f"{type(err).__name__}: {why[:160]}" if why else type(err).__name__
     return None
 
 

@@ -6,20 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from sft.data.image_decode import ImageDecoder
 from sft.errors import SFTError
 from sft.inference.bundle import InferenceBundle
 from sft.inference.inputs import ImageInputs, TextInputs
-
-
-def load_image(path, decode: ImageDecoder) -> torch.Tensor:
-    """An image file as uint8 (3, S, S) RGB at the training resolution."""
-    try:
-        return decode(path)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise SFTError(f"image {path} cannot be read ({type(e).__name__}: {e})") from None
 
 
 def check_modality(bundle: InferenceBundle, kind: str, what: str) -> None:
@@ -55,8 +46,6 @@ def predict_probs(
         check_modality(bundle, "image", str(inputs.paths[0]))
         decode = ImageDecoder(bundle.image_size)
         for start in range(0, len(inputs), batch_size):
-            images = torch.stack(
-                [load_image(p, decode) for p in inputs.paths[start : start + batch_size]]
-            )
+            images = torch.stack([decode(p) for p in inputs.paths[start : start + batch_size]])
             out.append(bundle.logits(bundle.image_inputs(images)).softmax(-1).cpu())
     return torch.cat(out)
