@@ -555,6 +555,36 @@ def test_a_class_of_one_image_stays_in_training(tmp_path: Path, caplog) -> None:
         few.setup("fit")
 
 
+@pytest.mark.parametrize(
+    ("folders", "warned"),
+    [
+        (["1", "2", "10"], "(1, 10, 2): output i (sft-predict's pred) is the i-th of them"),
+        (["1", "2", "3"], "(1, 2, 3): output i"),
+        (["0", "1", "2"], None),  # output i is folder i
+        (["ant", "1", "2"], None),
+    ],
+)
+def test_class_folders_named_by_numbers_other_than_their_outputs_are_warned(
+    tmp_path: Path, caplog, folders, warned
+) -> None:
+    """Class folders 1, 2, 10 are classes 0, 2, 1 (sorted as text, as torchvision sorts them):
+    sft-predict's pred 1 was folder 10, without a word."""
+    _tree(tmp_path, "train", dict.fromkeys(folders, 4))
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=4, num_workers=0)
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    numbered = [
+        r.getMessage() for r in caplog.records if "class folders are numbers" in r.getMessage()
+    ]
+    if warned is None:
+        assert not numbered
+    else:
+        assert len(numbered) == 1 and warned in numbered[0], numbered
+        assert numbered[0].endswith("(leading zeros, 01 02 10, sort them as numbers)") == (
+            "10" in folders
+        )
+
+
 def test_a_val_or_test_folder_without_some_classes_is_named(tmp_path: Path, caplog) -> None:
     """val/ and test/ may lack classes (a rare class with no held-out image), but their scores
     then say nothing about those classes (was: without a word); folders with every class are

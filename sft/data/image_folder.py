@@ -126,6 +126,25 @@ def _decode_error(path: str, size: int) -> str | None:
     return None
 
 
+def warn_numbered_classes(classes: Sequence[str], where: Path) -> None:
+    """A warning for class folders named by numbers other than their outputs' positions
+    (`1, 10, 2`: sorted as text, as torchvision's ImageFolder sorts them): the model's output
+    0 (sft-predict's `pred`) is folder 1 (was: no word; a `pred` read as the folder's number
+    was another class)."""
+    if not all(c.isdigit() for c in classes) or [int(c) for c in classes] == list(
+        range(len(classes))
+    ):
+        return
+    in_text_order = [int(c) for c in classes] != sorted(int(c) for c in classes)
+    rank_zero_warning(
+        log,
+        f"{where}: the class folders are numbers, in the model's output order ("
+        f"{first_few(classes, 10)}): output i (sft-predict's pred) is the i-th of them, not the "
+        "folder named i; pred_name names the folder"
+        + (" (leading zeros, 01 02 10, sort them as numbers)" if in_text_order else ""),
+    )
+
+
 def undecodable(paths: Sequence[str | Path], size: int) -> list[tuple[str, str]]:
     """(path, why) of each image file that cannot be decoded, in order."""
     paths = [str(p) for p in paths]
@@ -513,6 +532,7 @@ class ImageFolderDataModule(ImageDataModule):
         check_images(full, self.image_size, self.skip_bad_files)
         self._training_files = warn_repeated_files([p for p, _ in full.samples], train_path)
         self._set_classes(full.classes)
+        warn_numbered_classes(full.classes, train_path)
         targets = torch.as_tensor(full.targets, dtype=torch.int64)
 
         val_path = self._val_path()
