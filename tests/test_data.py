@@ -585,6 +585,25 @@ def test_class_folders_named_by_numbers_other_than_their_outputs_are_warned(
         )
 
 
+@pytest.mark.parametrize(
+    ("setting", "line"),
+    [
+        (
+            {"mean": [123.7, 116.3, 103.5], "std": [0.2, 0.2, 0.2]},
+            "data.mean=[123.7, 116.3, 103.5]: pixels are scaled to [0, 1] before they are "
+            "normalised, so give the mean on that scale too (these / 255: [0.485, 0.456, 0.406])",
+        ),
+        ({"mean": [0.5, 0.5, 0.5], "std": [60, 60, 60]}, "data.std=[60.0, 60.0, 60.0]: pixels"),
+    ],
+)
+def test_a_mean_or_std_on_the_0_255_scale_is_one_line(tmp_path: Path, setting, line) -> None:
+    """Normalising [0, 1] pixels with 0-255 statistics made every input about -2: a run at
+    chance (test/acc 0.5 of 2 classes), without a word."""
+    with pytest.raises(SFTError) as err:
+        ImageFolderDataModule(str(tmp_path), image_size=16, **setting)
+    assert str(err.value).startswith(line), err.value
+
+
 def test_a_val_or_test_folder_without_some_classes_is_named(tmp_path: Path, caplog) -> None:
     """val/ and test/ may lack classes (a rare class with no held-out image), but their scores
     then say nothing about those classes (was: without a word); folders with every class are

@@ -108,3 +108,12 @@ def check_augment_args(crop_padding: int, mean: Sequence[float], std: Sequence[f
             raise SFTError(f"data.{key} must be 3 numbers (one per channel), got {vals!r}")
         if key == "std" and min(floats) <= 0:
             raise SFTError(f"data.std must be 3 positive numbers, got {vals!r}")
+        # pixels are scaled to [0, 1] before they are normalised: a mean or std on the 0-255
+        # scale (ImageNet's [123.7, 116.3, 103.5]) made every input about -2, a run at chance
+        # without a word; no [0, 1] channel has a mean above 1 or a std above 0.5
+        if max(abs(v) for v in floats) > 1:
+            scaled = ", ".join(f"{v / 255:.3f}" for v in floats)
+            raise SFTError(
+                f"data.{key}={floats}: pixels are scaled to [0, 1] before they are normalised, "
+                f"so give the {key} on that scale too (these / 255: [{scaled}])"
+            )
