@@ -604,6 +604,22 @@ def test_a_mean_or_std_on_the_0_255_scale_is_one_line(tmp_path: Path, setting, l
     assert str(err.value).startswith(line), err.value
 
 
+def test_a_val_size_beside_a_val_folder_is_said_unused(tmp_path: Path, caplog) -> None:
+    """data.val_size with a val/ folder: the folder is validated on and val_size was ignored,
+    without a word; data.val_dir=null carves it."""
+    _tree(tmp_path, "train", {"ant": 6, "bee": 6})
+    _tree(tmp_path, "val", {"ant": 2, "bee": 2})
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, val_size=4)
+    with logs_warning(caplog, r"data.val_size=4 is not used: the run validates on the folder "):
+        dm.setup("fit")
+    assert len(dm.val_data) == 4 and len(dm.train_data) == 12
+    carved = ImageFolderDataModule(
+        str(tmp_path), image_size=16, batch_size=2, val_size=4, val_dir=None
+    )
+    carved.setup("fit")
+    assert len(carved.val_data) == 4 and len(carved.train_data) == 8
+
+
 def test_a_val_or_test_folder_without_some_classes_is_named(tmp_path: Path, caplog) -> None:
     """val/ and test/ may lack classes (a rare class with no held-out image), but their scores
     then say nothing about those classes (was: without a word); folders with every class are

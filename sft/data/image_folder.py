@@ -537,6 +537,13 @@ class ImageFolderDataModule(ImageDataModule):
 
         val_path = self._val_path()
         if val_path is not None:
+            if self.val_size is not None:  # (was: left unused without a word)
+                rank_zero_warning(
+                    log,
+                    f"data.val_size={self.val_size} is not used: the run validates on the "
+                    f"folder {val_path}; data.val_dir=null carves val_size training images "
+                    "instead",
+                )
             self.val_data = self._open_val_folder(val_path, "the training folder")
             warn_files_of_training(
                 [p for p, _ in self.val_data.samples], val_path, self._training_files, "validation"
