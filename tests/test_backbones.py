@@ -11,6 +11,7 @@ import functools
 import os
 import pickle
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -179,19 +180,24 @@ def test_resnet_pretrained_offline_is_one_clear_line(
     ],
 )
 def test_torch_hub_download_failure_is_one_clear_line(
-    cfg: dict, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cfg: dict, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd
 ) -> None:
-    # Same, with the failure forced, so it is checked on machines with network too.
+    """Same, with the failure forced, so it is checked on machines with network too. torch.hub
+    printed its "Downloading: ..." line before the error line, and left an empty cache folder."""
+
     def no_network(*args: object, **kwargs: object) -> None:
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "urlopen", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
     with pytest.raises(SFTError) as err:
         create_backbone(**cfg, pretrained=True)
     message = single_line(err)
     assert expected in message and "no network?" in message
     assert "pretrained=false" in message and "checkpoint=PATH" in message
+    assert "Downloading" not in capfd.readouterr().err
+    assert not (tmp_path / "hub").exists()
 
 
 def test_checkpoint_skips_the_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -676,8 +682,11 @@ def test_googlenet_computes_the_same_whether_its_weights_were_downloaded_or_not(
     from torchvision.models import WeightsEnum
 
     weights = torchvision.models.get_model("googlenet", num_classes=1000, aux_logits=True)
-    # the "download": these weights, without the network
+    from sft.models.backbones import torchvision_models
+
+    # the "download": these weights, without the network (which sft asks first)
     monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, **k: weights.state_dict())
+    monkeypatch.setattr(torchvision_models, "url_unreachable", lambda url, cache: None)
     trained = create_backbone("torchvision", model_name="googlenet", pretrained=True).eval()
     rebuilt = create_backbone("torchvision", model_name="googlenet").eval()
     rebuilt.load_state_dict(trained.state_dict())

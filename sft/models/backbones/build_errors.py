@@ -3,8 +3,11 @@ it refuses, weights it cannot download, weights that do not load into it as buil
 
 from __future__ import annotations
 
+import os
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from urllib.parse import urlparse
 
 from sft.errors import SFTError, first_line
 
@@ -17,6 +20,19 @@ def download_failure(what: str, source: str, err: BaseException, cache: str) -> 
         f"{reason[0] if reason else ''}); set model.backbone.pretrained=false, or "
         f"+model.backbone.checkpoint=PATH to a local state_dict, or put the weights into {cache}"
     )
+
+
+def url_unreachable(url: str, cache: str) -> OSError | None:
+    """Why weights at `url` that are not in the download `cache` folder cannot be had (None:
+    cached, or the server answers). Asked before the library downloads them: torch.hub prints
+    its "Downloading: ..." line first, and leaves an empty cache folder, when offline."""
+    if os.path.isfile(os.path.join(cache, os.path.basename(urlparse(url).path))):
+        return None
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10).close()
+    except OSError as err:  # urllib's URLError and HTTPError are OSErrors
+        return err
+    return None
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from sft.contracts import Normalization
 from sft.errors import SFTError
 from sft.hub import hub_unreachable
 
-from .build_errors import download_failure, model_build_errors
+from .build_errors import download_failure, model_build_errors, url_unreachable
 from .registry import libraries_having, register_backbone
 from .wrappers import REMOVED_HEADS, import_timm
 
@@ -144,8 +144,13 @@ def _check_weights_available(timm: ModuleType, name: str, options: Mapping) -> N
     if "pretrained_cfg_overlay" in options or "pretrained_cfg" in options:
         return  # the user points timm at the weights
     repo = pretrained_cfg.hf_hub_id
-    if not repo:
-        return  # a plain URL: torch's download fails at once without network
+    if not repo:  # a plain URL, which torch.hub downloads
+        import torch
+
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+        if (unreachable := url_unreachable(pretrained_cfg.url, cache)) is not None:
+            raise _download_failure(timm, name, unreachable)
+        return
     from huggingface_hub import try_to_load_from_cache
 
     if any(isinstance(try_to_load_from_cache(repo, file), str) for file in _HUB_FILES):

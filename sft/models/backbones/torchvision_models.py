@@ -20,7 +20,7 @@ from torchvision.models import WeightsEnum, get_model, get_model_weights, list_m
 from sft.contracts import Normalization
 from sft.errors import SFTError
 
-from .build_errors import download_failure, model_build_errors
+from .build_errors import download_failure, model_build_errors, url_unreachable
 from .registry import libraries_having, register_backbone
 from .wrappers import REMOVED_HEADS
 
@@ -76,6 +76,8 @@ def torchvision_model(
         what = f"the weights {chosen} of torchvision model {model_name}"
         return download_failure(what, chosen.url, err, cache)
 
+    if pretrained and (unreachable := url_unreachable(chosen.url, cache)) is not None:
+        raise download_failed(unreachable)
     with model_build_errors("torchvision", model_name, options, pretrained, download_failed):
         model = get_model(model_name, weights=chosen if pretrained else None, **built_with)
     return _without_classifier(model, model_name)

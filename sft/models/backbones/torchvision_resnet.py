@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights
 
-from .build_errors import download_failure
+from .build_errors import download_failure, url_unreachable
 from .registry import register_backbone
 
 
@@ -22,14 +22,17 @@ def _build_resnet(
     pretrained: bool,
     cifar_stem: bool,
 ) -> nn.Module:
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+    what = f"the ImageNet weights of {name}"
+    if pretrained and (unreachable := url_unreachable(weights.url, cache)) is not None:
+        raise download_failure(what, weights.url, unreachable, cache)
     try:
         # The real torchvision path: downloads into the torch hub cache, or reads it from there.
         model = factory(weights=weights if pretrained else None)
     except (urllib.error.URLError, OSError, RuntimeError) as err:
         if not pretrained:
             raise
-        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
-        raise download_failure(f"the ImageNet weights of {name}", weights.url, err, cache) from err
+        raise download_failure(what, weights.url, err, cache) from err
     if cifar_stem:
         # 32x32 inputs: a 7x7/2 conv plus max-pool would shrink them to 8x8 before layer1.
         # The pretrained conv1 cannot be reused at this shape, so it starts from random init.
