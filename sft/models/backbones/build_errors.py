@@ -4,6 +4,7 @@ it refuses, weights it cannot download, weights that do not load into it as buil
 from __future__ import annotations
 
 import os
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,7 +31,9 @@ def url_unreachable(url: str, cache: str) -> OSError | None:
         return None
     try:
         urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10).close()
-    except OSError as err:  # urllib's URLError and HTTPError are OSErrors
+    except urllib.error.HTTPError:
+        return None  # the server answered (some refuse HEAD): the download says the rest
+    except OSError as err:  # no network, no such host, a timeout
         return err
     return None
 
