@@ -480,39 +480,32 @@ def check_method_kept(parsed: list[Override], cfg: DictConfig, loader: Any) -> N
     choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
     given = {o.key_or_group: o for o in parsed if not (o.is_add() or o.is_force_add())}
     for group in METHOD_GROUPS:
-        if group in given:
-            override = given[group]
-            options = (
-                list(override.sweep_string_iterator())
-                if override.is_sweep_override()
-                else [override.value()]
-            )
-        else:
-            options = [choices.get(group)]
+        options = _values(given[group]) if group in given else [choices.get(group)]
         for option in (o for o in options if isinstance(o, str)):
             for chosen_group, chosen in overridden_choices(loader, f"{group}/{option}").items():
                 mine = given.get(chosen_group)
-                if mine is None:
+                if mine is None or all(value == chosen for value in _values(mine)):
                     continue
-                values = (
-                    [None]
-                    if mine.is_delete()
-                    else list(mine.sweep_string_iterator())
-                    if mine.is_sweep_override()
-                    else [mine.value()]
+                others = [
+                    o
+                    for o in loader.get_group_options(group)
+                    if not o.startswith("_")
+                    and chosen_group not in overridden_choices(loader, f"{group}/{o}")
+                ]
+                raise OverrideMistake(
+                    f"{group}={option} chooses {chosen_group}={chosen}, which "
+                    f"{mine.input_line} undoes (the run would not be {option}): leave it "
+                    f"out, or choose a {group} without {chosen_group} ({', '.join(others)})"
                 )
-                if any(value != chosen for value in values):
-                    others = [
-                        o
-                        for o in loader.get_group_options(group)
-                        if not o.startswith("_")
-                        and chosen_group not in overridden_choices(loader, f"{group}/{o}")
-                    ]
-                    raise OverrideMistake(
-                        f"{group}={option} chooses {chosen_group}={chosen}, which "
-                        f"{mine.input_line} undoes (the run would not be {option}): leave it "
-                        f"out, or choose a {group} without {chosen_group} ({', '.join(others)})"
-                    )
+
+
+def _values(override: Override) -> list[Any]:
+    """What an override gives its key, each value of a sweep (`~key`: None)."""
+    if override.is_delete():
+        return [None]
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [override.value()]
 
 
 # the sections sft-train checks against the annotations of what they configure, per job
