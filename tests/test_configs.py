@@ -211,3 +211,19 @@ def test_the_readme_lists_every_option_of_a_group(group):
         and not (group == "debug" and o == "default")  # no debug: the default
     ]
     assert not unlisted, f"README's {group} row lacks {unlisted}"
+
+
+def test_help_lists_each_groups_options_without_its_bases(capsys):
+    """`sft-train --help` offered data's `_text` and experiment's `_fixed_steps`, bases other
+    options include, which are refused when chosen."""
+    from conftest import run_entry_point
+
+    import sft.train
+
+    assert run_entry_point(sft.train.main, ["sft-train", "--help"]) == 0
+    page = capsys.readouterr().out
+    groups = dict(
+        line.split(": ", 1) for line in page.split("== Config ==")[0].splitlines() if ": " in line
+    )
+    for group in ("data", "experiment", "model", "method", "adapter", "trainer"):
+        assert groups[group].split(", ") == options(group), group

@@ -3,7 +3,7 @@ saving the resolved config."""
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import rich
@@ -36,16 +36,45 @@ def register_resolvers() -> None:
     `${sft_root:}` (conf/paths): the checkout, or the current directory of an installed package.
     `${sft_config_subdir:<run dir>}` (conf/hydra): see `config_subdir`.
     `${sft_direction:<metric>}` (hparams_search): minimize for a loss, else maximize.
+    `${sft_config_groups:}` (conf/hydra, --help): see `config_groups`.
     """
     if not OmegaConf.has_resolver("sft_root"):
         OmegaConf.register_new_resolver("sft_root", work_root)
     if not OmegaConf.has_resolver("sft_config_subdir"):
         # cached: one answer per job's config (Hydra saves there, then it would say "resumed")
         OmegaConf.register_new_resolver("sft_config_subdir", config_subdir, use_cache=True)
+    if not OmegaConf.has_resolver("sft_config_groups"):
+        OmegaConf.register_new_resolver("sft_config_groups", config_groups)
     if not OmegaConf.has_resolver("sft_direction"):
         OmegaConf.register_new_resolver(
             "sft_direction", lambda metric: f"{metric_mode(str(metric))}imize"
         )
+
+
+def config_groups() -> str:
+    """`group: option, ...` for each config group, as Hydra's --help lists them
+    ($APP_CONFIG_GROUPS), without the `_*.yaml` bases other options include (`data: _text, ...`
+    offered a base that is not a choice: choosing it is an error)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    if not GlobalHydra.instance().is_initialized():  # the config printed outside Hydra
+        return ""
+    loader = GlobalHydra.instance().config_loader()
+
+    def groups(parent: str = "") -> Iterator[str]:
+        for name in loader.list_groups(parent):
+            group = f"{parent}/{name}" if parent else name
+            if group == "hydra":  # Hydra's own groups: --hydra-help lists them
+                continue
+            if loader.get_group_options(group, ObjectType.CONFIG):
+                yield group
+            yield from groups(group)
+
+    return "\n".join(
+        f"{group}: {', '.join(o for o in loader.get_group_options(group) if not o.startswith('_'))}"
+        for group in sorted(groups())
+    )
 
 
 def metric_mode(metric: str) -> str:
