@@ -723,6 +723,30 @@ def test_a_config_of_the_users_named_as_a_packaged_one_is_refused(tmp_path):
     check_overrides("train", ["--config-dir", str(conf), "experiment=mine"])
 
 
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("callbacks/lr_monitor", []),  # included by callbacks/default's defaults list
+        ("callbacks/lr_monitor", ["callbacks=[default,lr_monitor]"]),  # a list's item
+        ("hydra/default", []),  # train.yaml's hydra: default
+        ("train", []),  # the primary config
+    ],
+)
+def test_a_config_of_the_users_named_as_one_a_run_includes_is_refused(tmp_path, name, args):
+    """The check above covered the top-level choices only: a user's callbacks/lr_monitor.yaml,
+    hydra/default.yaml or train.yaml was never read, and sft's ran without a word."""
+    conf = tmp_path / "conf"
+    (conf / name).parent.mkdir(parents=True, exist_ok=True)
+    (conf / f"{name}.yaml").write_text("# mine\n")
+    run_it = " and run it with --config-name <name>" if name == "train" else ""
+    with pytest.raises(OverrideMistake) as err:
+        check_overrides("train", ["--config-dir", str(conf), *args])
+    assert str(err.value) == (
+        f"--config-dir {conf}: {name}.yaml has the name of one of sft's configs, which Hydra "
+        f"reads instead (the package is searched first): give yours another name{run_it}"
+    )
+
+
 def test_a_top_level_key_of_the_users_own_that_a_config_reads_is_accepted(tmp_path):
     """A key an experiment adds and reads through an interpolation (a shared value)."""
     conf = tmp_path / "conf"

@@ -163,7 +163,7 @@ def check_overrides(
             }
             if mistake := check_config_file_keys(cfg, config_name, loader, swept):
                 raise OverrideMistake(mistake)
-            check_not_shadowed(cfg, swept, config_dir, args.config_dir)
+            check_not_shadowed(loader, config_name, overrides, swept, config_dir, args.config_dir)
             check_method_kept(parsed, cfg, loader)
             # a multirun: -m, or hydra.mode=MULTIRUN in a config or an override
             multirun = args.multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
@@ -357,25 +357,35 @@ def check_launcher(cfg: DictConfig) -> None:
 
 
 def check_not_shadowed(
-    cfg: DictConfig, swept: dict[str, list[str]], config_dir: str, extra_dir: str | None
+    loader: Any,
+    config_name: str,
+    overrides: list[str],
+    swept: dict[str, list[str]],
+    config_dir: str,
+    extra_dir: str | None,
 ) -> None:
-    """OverrideMistake for a chosen config (each swept option too) that a `--config-dir` file
-    of the same name would give: Hydra searches the package first, so the user's file is
-    never read (was: the packaged config ran, without a word)."""
+    """OverrideMistake for a config file the run composes (the primary config, each chosen
+    option, the configs their defaults lists include) or a swept option, that a `--config-dir`
+    file of the same name would give: Hydra searches the package first, so the user's file is
+    never read (was: the packaged config ran, without a word; for a config included by
+    another, e.g. callbacks/lr_monitor by callbacks/default, or a list's item, even after
+    the top-level choices were checked)."""
     if extra_dir is None:
         return
-    choices = dict(OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {})
-    chosen = [(group, option) for group, option in choices.items() if isinstance(option, str)]
-    chosen += [(group, option) for group, options in swept.items() for option in options]
-    for group, option in chosen:
-        name = f"{group}/{option}.yaml"
+    composed = loader.compute_defaults_list(config_name, overrides, RunMode.RUN).defaults
+    paths = [d.config_path for d in composed if d.config_path]
+    paths += [f"{group}/{option}" for group, options in swept.items() for option in options]
+    for path in dict.fromkeys(paths):
+        name = f"{path}.yaml"
         mine, packaged = Path(extra_dir, name), Path(config_dir, name)
-        if group.startswith("hydra") or not mine.is_file() or not packaged.is_file():
+        if not mine.is_file() or not packaged.is_file():
             continue
         if mine.read_bytes() != packaged.read_bytes():  # a copy of sft's (all of conf/) reads alike
+            run_it = " and run it with --config-name <name>" if path == config_name else ""
             raise OverrideMistake(
                 f"--config-dir {extra_dir}: {name} has the name of one of sft's configs, which "
-                f"Hydra reads instead (the package is searched first): give yours another name"
+                f"Hydra reads instead (the package is searched first): give yours another "
+                f"name{run_it}"
             )
 
 
