@@ -31,6 +31,7 @@ def sweep_dir(tmp_path_factory, data_dir) -> Path:
         "data.eval_batch_size=64",
         "data.val_size=64",
         "+trainer.limit_test_batches=2",
+        "trainer=cpu",  # a config group's choice: an hparam
         "trainer.max_epochs=2",
         f"model.lr_head={','.join(map(str, LR_HEADS))}",
         f"hydra.sweep.dir={sweep}",
@@ -162,6 +163,7 @@ def test_hparams_tab_lists_the_runs_with_their_real_metrics(sweep_dir, tensorboa
     for group in groups:
         result = results[group["name"]]
         assert group["hparams"]["trainer.enable_progress_bar"] == "false"
+        assert group["hparams"]["trainer"] == "cpu"
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         for tag in ("val/acc_best", "test/acc"):
             assert values[tag] == pytest.approx(result["metrics"][tag], abs=1e-6)
@@ -200,3 +202,17 @@ def test_swept_paths_and_targets_are_compared():
     expected = {"data.batch_size": 32, "model.optimizer.lr": 0.1}
     assert comparable_hparams(cfg) == expected
     assert comparable_hparams(cfg, overrides=swept) == expected
+
+
+def test_swept_and_given_config_group_choices_are_compared():
+    """`-m model=my_tiny,my_tiny2`: a group's choice was no hparam, so two model configs that
+    differ in their backbone's `_target_` listed their jobs with the same values."""
+    cfg = {"model": {"backbone": {"_target_": "my.TinyNet2", "width": 8}}, "seed": 0}
+    choices = {"model": "my_tiny2", "experiment": "mine", "data": "cifar10", "logger": "csv"}
+    swept, overrides = ["model"], ["experiment=mine", "logger=csv", "seed=0"]
+    assert comparable_hparams(cfg, swept, overrides, choices) == {
+        "model": "my_tiny2",
+        "experiment": "mine",
+        "seed": 0,
+        "model.backbone.width": 8,
+    }

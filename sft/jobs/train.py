@@ -52,6 +52,7 @@ from sft.utils.cli import override_key
 from sft.utils.config import (
     config_dir_arguments,
     group_choice,
+    group_choices,
     print_and_save_config,
     swept_keys,
     task_overrides,
@@ -179,6 +180,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         swept_keys(),
         task_overrides(),
         {"model.trainable_params": trainable, "model.trainable_fraction": trainable / total},
+        group_choices(),
     )
     tensorboard_hparams.start()
     overrides = resume_arguments()

@@ -58,16 +58,28 @@ def _is_plumbing(key: str) -> bool:
 
 
 def comparable_hparams(
-    cfg: DictConfig | Mapping[str, Any], swept: Iterable[str] = (), overrides: Iterable[str] = ()
+    cfg: DictConfig | Mapping[str, Any],
+    swept: Iterable[str] = (),
+    overrides: Iterable[str] = (),
+    choices: Mapping[str, str | None] | None = None,
 ) -> dict[str, HParamValue]:
     """The run's knobs for the HParams tab: the keys of the `swept` overrides, then of the
     other `overrides`, first (as typed, `+`/`++`/`~` dropped), then model, data, optimiser and
     trainer settings in config order; `_target_`s, paths, callbacks and loggers left out,
     unless swept (a sweep over `data.data_dir` or `model.optimizer._target_` listed its jobs
-    with the same values)."""
+    with the same values). A config group among them is its option in `choices` (the job's
+    `hydra.runtime.choices`): `model: my_tiny2` (was: left out, so a sweep over two model
+    configs that differ in their `_target_`s listed its jobs with the same values)."""
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     kept = flatten_hparams({k: v for k, v in cfg.items() if k not in PLUMBING_GROUPS})
+    given = {*map(override_key, swept), *map(override_key, overrides)}
+    chosen = {
+        g: o
+        for g, o in (choices or {}).items()
+        if g in given and g.partition("/")[0] not in PLUMBING_GROUPS
+    }
+    kept |= flatten_hparams(chosen)
     flat = {k: v for k, v in kept.items() if not _is_plumbing(k)}
     swept_keys = [k for k in dict.fromkeys(map(override_key, swept)) if k in kept]
     first = [*swept_keys, *(k for k in map(override_key, overrides) if k in flat)]
@@ -91,13 +103,17 @@ class TensorBoardHParams:
         swept: Iterable[str] = (),
         overrides: Iterable[str] = (),
         measured: Mapping[str, HParamValue] | None = None,
+        choices: Mapping[str, str | None] | None = None,
     ):
         """`swept`: the keys a sweep varies; `overrides`: the run's command-line overrides.
         Both come first; TensorBoard lists the swept ones first (marked as differing).
-        `measured`: facts about the run beside its settings (e.g. trainable parameters)."""
+        `measured`: facts about the run beside its settings (e.g. trainable parameters);
+        `choices`: the options of the config groups chosen (`comparable_hparams`)."""
         self.loggers = [lg for lg in loggers if isinstance(lg, TensorBoardLogger)]
         self.swept = [override_key(o) for o in swept]
-        self.hparams = comparable_hparams(cfg, self.swept, overrides) | dict(measured or {})
+        self.hparams = comparable_hparams(cfg, self.swept, overrides, choices) | dict(
+            measured or {}
+        )
 
     def _write(self, summary: Any) -> None:
         for logger in self.loggers:

@@ -120,9 +120,14 @@ def hydra_quoted(value: str) -> str:
 
 def group_choice(group: str) -> str | None:
     """The option of config group `group` the running Hydra job chose; None outside one."""
+    return group_choices().get(group)
+
+
+def group_choices() -> dict[str, str | None]:
+    """{group: option} of each config group the running Hydra job chose; {} outside one."""
     if not HydraConfig.initialized():
-        return None
-    return HydraConfig.get().runtime.choices.get(group)
+        return {}
+    return dict(HydraConfig.get().runtime.choices)
 
 
 def task_overrides() -> list[str]:
