@@ -724,6 +724,35 @@ def test_a_config_of_the_users_named_as_a_packaged_one_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("name", "text", "args", "line"),
+    [
+        (
+            "hparams_search/my_search",
+            "defaults:\n  - override /hydra/sweeper: sft_optuna\nhydra:\n  sweeper:\n    n_trial: 2\n",
+            ["-m", "hparams_search=my_search"],
+            "unknown config key 'hydra.sweeper.n_trial' (did you mean 'hydra.sweeper.n_trials'?)",
+        ),
+        (
+            "experiment/my_exp",
+            "hydra:\n  job:\n    chdir_typo: true\n",
+            ["experiment=my_exp"],
+            "unknown config key 'hydra.job.chdir_typo' (did you mean 'hydra.job.chdir'?)",
+        ),
+    ],
+)
+def test_a_misspelt_hydra_setting_in_a_config_file_is_one_line(tmp_path, name, text, args, line):
+    """A key of Hydra's typed settings (its own, a plugin's) misspelt in a config file: Hydra's
+    four lines ("In '...': ConfigKeyError raised while composing config: ..."), where the same
+    key on the command line was one line with a suggestion."""
+    conf = tmp_path / "conf"
+    (conf / name).parent.mkdir(parents=True)
+    (conf / f"{name}.yaml").write_text(HEADER + text)
+    with pytest.raises(OverrideMistake) as err:
+        check_overrides("train", ["--config-dir", str(conf), *args])
+    assert str(err.value) == f"{conf / name}.yaml: {line}"
+
+
+@pytest.mark.parametrize(
     ("name", "args"),
     [
         ("callbacks/lr_monitor", []),  # included by callbacks/default's defaults list

@@ -32,6 +32,7 @@ from hydra._internal.utils import (  # hydra.main's own parser and search path: 
     get_args_parser,
 )
 from hydra.core.config_search_path import SearchPathQuery
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -46,6 +47,7 @@ from sft.utils.config import CONF_DIR
 from sft.utils.config_files import (
     GROUP_TWICE,
     check_config_file_keys,
+    config_file,
     describe_defaults_error,
     overridden_choices,
 )
@@ -68,6 +70,11 @@ NOT_OVERRIDABLE = re.compile(r"Could not override '([^']+)'")
 NOT_DELETABLE = re.compile(r"Could not delete from config\. '([^']+)' does not exist")
 ALREADY_THERE = re.compile(r"Could not append to config\. An item is already at '([^']+)'")
 MERGE_FAILED = re.compile(r"Error merging override ")
+# a key a config file sets that a typed node (Hydra's own settings, a plugin's) lacks
+TYPED_FILE_KEY = re.compile(
+    r"^In '([^']+)': ConfigKeyError raised while composing config:\nKey '[^']+' not in "
+    r"'(\w+)'\n\s+full_key: (\S+)"
+)
 # a launcher config of sft's whose base comes with hydra-submitit-launcher, not installed
 SUBMITIT_MISSING = re.compile(r"In 'hydra/launcher/(\w+)': Could not load 'hydra/launcher/submitit")
 
@@ -682,6 +689,14 @@ def describe_composition_error(
             f"config key '{key}' already exists: set it with {key}=... "
             f"(or ++{key}=... to add or override)"
         )
+    if match := TYPED_FILE_KEY.match(message):  # (was: Hydra's four lines)
+        path, type_name, key = match.groups()
+        parent, _, name = key.rpartition(".")
+        close = difflib.get_close_matches(name, typed_fields(type_name), n=1)
+        hint = (
+            f"did you mean '{parent}.{close[0]}'?" if close else f"{type_name} has no such setting"
+        )
+        return f"{config_file(loader, path)}: unknown config key '{key}' ({hint})"
     if (bad := _yaml_error(exc)) is not None:  # a config file of the user's (was: a traceback)
         mark = bad.problem_mark
         return (
@@ -761,6 +776,30 @@ def options_having(key: str, config_name: str, overrides: list[str], loader: Any
 
 
 _ABSENT = object()
+
+
+def typed_fields(type_name: str) -> list[str]:
+    """The fields of the structured config class named `type_name` among ConfigStore's nodes
+    (Hydra's own settings, its plugins'), nested ones included (HydraConf's JobConf)."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if not isinstance(node, DictConfig) or found:
+            return
+        kind = OmegaConf.get_type(node)
+        if kind is not None and kind.__name__ == type_name:
+            found.extend(str(k) for k in node)
+            return
+        for k in node:
+            walk(node._get_node(k))
+
+    def stored(repo: dict) -> Iterator[Any]:
+        for value in repo.values():
+            yield from stored(value) if isinstance(value, dict) else [value.node]
+
+    for node in stored(ConfigStore.instance().repo):
+        walk(node)
+    return found
 
 
 def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -> str | None:
