@@ -188,6 +188,8 @@ def test_search_space_from_config_params_and_command_line():
         {
             "model.lr_backbone": "tag(log, interval(1e-5, 1e-3))",
             "model.head.hidden_dim": "tag(int, interval(16, 256))",
+            # Hydra's cast: integer bounds (was: a float interval)
+            "trainer.max_epochs": "int(interval(2, 5))",
             "data.batch_size": "range(16, 65, 16)",
             "model.head.branch": "choice(linear, mlp)",
             "model.head.dropout": {"type": "float", "low": 0.0, "high": 0.5, "step": 0.1},
@@ -201,6 +203,7 @@ def test_search_space_from_config_params_and_command_line():
     assert space.distributions == {
         "model.lr_backbone": FloatDistribution(1e-5, 1e-3, log=True),
         "model.head.hidden_dim": IntDistribution(16, 256),
+        "trainer.max_epochs": IntDistribution(2, 5),
         # Hydra's range excludes its stop
         "data.batch_size": IntDistribution(16, 64, step=16),
         "model.head.dropout": FloatDistribution(0.0, 0.5, step=0.1),
@@ -209,6 +212,7 @@ def test_search_space_from_config_params_and_command_line():
     }
     # a command-line value replaces the config's search over the same key
     trial = {"model.lr_backbone": 1.5e-4, "model.head.hidden_dim": 64, "data.batch_size": 48}
+    trial |= {"trainer.max_epochs": 3}
     trial |= {"model.head.dropout": 0.2, "model.regularizer": "l2", "seed": 2}
     assert space.trial_overrides(trial) == [
         "model.reg_lambda=0.001",
@@ -217,6 +221,7 @@ def test_search_space_from_config_params_and_command_line():
         "+trainer.foo=1",
         "model.lr_backbone=0.00015",
         "model.head.hidden_dim=64",
+        "trainer.max_epochs=3",
         "data.batch_size=48",
         "model.head.dropout=0.2",
         "model.regularizer=l2",
@@ -432,6 +437,12 @@ def test_a_search_on_a_validation_metric_without_validation_is_refused(tmp_path,
             "model.lr_haed=interval(1e-4,1e-2)",
             "the trials' overrides do not compose: unknown config key 'model.lr_haed' (did you "
             "mean 'model.lr_head'?",
+        ),
+        # an interval of an integer setting (was: each trial failed on its float, once started)
+        (
+            "data.batch_size=interval(16,64)",
+            "the search space does not fit: data.batch_size: expected an integer, got 16.0; "
+            "an interval draws floats, tag(int,interval(a,b)) integers",
         ),
         (
             "hydra.callbacks.sweep_summary.mode=maximum",

@@ -119,7 +119,8 @@ def _add(space: SearchSpace, override: Override) -> None:
 def distribution_from_override(override: Override) -> BaseDistribution:
     """`a,b` / `choice(a,b)` -> categorical; `range(start,stop[,step])` -> int (or float with
     float bounds) over the range's values (stop excluded, as in Hydra); `interval(low,high)` ->
-    float, or int with the `int` tag, log-scaled with the `log` tag."""
+    float, or int with the `int` tag or cast (`int(interval(...))`), log-scaled with the `log`
+    tag."""
     value = override.value()
     key = override.get_key_element()
     if isinstance(value, ChoiceSweep):
@@ -137,7 +138,9 @@ def distribution_from_override(override: Override) -> BaseDistribution:
         assert value.start is not None and value.end is not None
         log = "log" in value.tags
         try:
-            if "int" in value.tags:
+            # tag(int, ...), or Hydra's int(interval(...)), which makes the bounds integers
+            # (was: read as a float interval, so an integer setting got 8.359...)
+            if "int" in value.tags or all(isinstance(v, int) for v in (value.start, value.end)):
                 return IntDistribution(int(value.start), int(value.end), log=log)
             return FloatDistribution(value.start, value.end, log=log)
         except ValueError as exc:  # Optuna's: low > high, a log scale from 0 or below

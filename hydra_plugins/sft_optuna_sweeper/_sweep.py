@@ -16,6 +16,7 @@ from hydra.errors import HydraException
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -39,8 +40,9 @@ from sft.runs.result import (
     RunResult,
     run_overrides,
 )
-from sft.utils.cli import describe_composition_error
+from sft.utils.cli import TYPED_SECTIONS, describe_composition_error
 from sft.utils.config import MULTIRUN_RECORD
+from sft.utils.config_types import check_config_types
 from sft.utils.instantiate import runs_validation
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,7 @@ class OptunaSweep:
         enqueued = self.enqueued_params(space)
         # every trial has the same keys: one trial's config composing checks them all, once,
         # with one line for a bad key (composing each job twice would cost a lot)
-        self.validate(self.trial_overrides(space.example_params(), space, storage))
+        self.validate(self.trial_overrides(space.example_params(), space, storage), space)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if storage.startswith("sqlite:") and self.n_jobs > 1:
             log.warning(
@@ -277,7 +279,9 @@ class OptunaSweep:
             overrides.append(f"{PRUNING_OVERRIDE}={{{fields}}}")
         return overrides
 
-    def validate(self, overrides: list[str]) -> None:
+    def validate(self, overrides: list[str], space: SearchSpace) -> None:
+        """The trials' config composes (`overrides`: one trial's), and the searched settings
+        of typed sections take the values `space` draws, before any trial is asked."""
         try:
             cfg = self.hydra_context.config_loader.load_sweep_config(
                 master_config=self.config, sweep_overrides=list(overrides)
@@ -293,6 +297,21 @@ class OptunaSweep:
             )
             reason = described or " ".join(str(exc).split())
             raise SFTError(f"the trials' overrides do not compose: {reason}") from exc
+        searched = {key.lstrip("+~").partition(".")[0] for key in space.distributions}
+        for section in sorted(searched & set(TYPED_SECTIONS)):
+            try:
+                check_config_types(cfg.get(section), section)
+            except SFTError as err:
+                # (was: each trial's own error line, after its job started)
+                floats = [
+                    k
+                    for k, d in space.distributions.items()
+                    if isinstance(d, FloatDistribution) and str(err).startswith(f"{k}:")
+                ]
+                hint = "; an interval draws floats, tag(int,interval(a,b)) integers"
+                raise SFTError(
+                    f"the search space does not fit: {err}{hint if floats else ''}"
+                ) from None
         metric = cfg.get("optimized_metric")
         trainer = cfg.get("trainer")
         if str(metric).startswith("val/") and trainer is not None and not runs_validation(trainer):
