@@ -1008,7 +1008,7 @@ def test_a_photo_is_decoded_the_way_up_its_exif_orientation_says(tmp_path: Path)
     at = data.index(b"IDAT") + 8
     data[at : at + 16] = bytes(16)
     (tmp_path / "broken.png").write_bytes(bytes(data))
-    with pytest.raises(OSError):
+    with pytest.raises(SFTError, match=r"broken\.png cannot be decoded \(OSError: "):
         ImageDecoder(8)(tmp_path / "broken.png")
 
 
