@@ -260,10 +260,11 @@ def run_with_signals(
     *signal_settings: str,
     test: bool = False,
     overrides: Sequence[str] = (),
+    status: int = 130,
 ) -> tuple[str, Path]:
     """sft-train of FAST + QUICK (and a test: `test`; then `overrides`) as run `name` with
-    SignalInHook's `signal_settings` (SIGINT): exit status 130 and no traceback; its last line and run
-    directory."""
+    SignalInHook's `signal_settings` (SIGINT): exit status `status` and no traceback; its last
+    line and run directory."""
     result = run_train_cli(
         *FAST,
         *QUICK,
@@ -275,17 +276,22 @@ def run_with_signals(
         *(f"+callbacks.int.{setting}" for setting in signal_settings),
         cwd=tmp_path,
     )
-    assert result.returncode == 130, result.stderr[-3000:]
+    assert result.returncode == status, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     return result.stderr.strip().splitlines()[-1], only_run_dir(tmp_path / "train" / name)
 
 
-def test_ctrl_c_before_training_says_nothing_was_saved(tmp_path, data_dir):
+@pytest.mark.parametrize(("signal_name", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_before_training_says_nothing_was_saved(tmp_path, data_dir, signal_name, status):
     """Ctrl-C while the data is set up (or the linear probe runs) reached Lightning's handler:
     "Detected KeyboardInterrupt", exit 1 and no word of what was kept; result.json's error
-    was 'SystemExit: 1'."""
-    message, run_dir = run_with_signals(tmp_path, "setup", "hook=setup")
-    assert message == "interrupted by SIGINT before the first training step: nothing to save"
+    was 'SystemExit: 1'. SIGTERM there killed the process: no line, no result.json."""
+    message, run_dir = run_with_signals(
+        tmp_path, "setup", "hook=setup", f"signal={signal_name}", status=status
+    )
+    assert (
+        message == f"interrupted by {signal_name} before the first training step: nothing to save"
+    )
     record = json.loads((run_dir / "result.json").read_text())
     assert record["status"] == "interrupted" and record["error"] == message
     assert not (run_dir / "checkpoints" / "last.ckpt").exists()

@@ -319,21 +319,32 @@ def resume_arguments() -> list[str]:
 def interrupt_explained(trainer: L.Trainer, overrides: list[str]) -> Iterator[None]:
     """Around `trainer.fit` and `trainer.test`: Ctrl-C outside GracefulInterrupt's window (data
     setup, the linear probe, a second Ctrl-C, the test) makes Lightning exit with status 1 and
-    no word of what was kept; say it in one line instead, with Ctrl-C's status (130)."""
+    no word of what was kept; say it in one line instead, with Ctrl-C's status (130). SIGTERM
+    there (a cluster's preemption) stops the run the same way, with its own status (143; was:
+    the process killed, without a word or a record of the run)."""
     sweep = sweep_hint()
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        terminated.append(signum)
+        raise KeyboardInterrupt  # Lightning's way out of fit and test, as for Ctrl-C
+
     try:
-        yield
+        with signal_handlers({signal.SIGTERM: on_sigterm}):
+            yield
     except SystemExit as exc:
         # Lightning answers KeyboardInterrupt in fit/test with sys.exit(1), raised while it
         # handles it; other exits pass (TrainingInterrupted, which said its own line; submitit's
         # exit after it requeued a job)
         if not answers_ctrl_c(exc):
             raise
-        message = f"interrupted by SIGINT {_what_was_kept(trainer, overrides, sweep)}"
+        signum = signal.SIGTERM if terminated else signal.SIGINT
+        name = signal.Signals(signum).name
+        message = f"interrupted by {name} {_what_was_kept(trainer, overrides, sweep)}"
         if not trainer.is_global_zero:
-            raise TrainingInterrupted(None, signal.SIGINT) from None
+            raise TrainingInterrupted(None, signum) from None
         log.warning(message)
-        raise TrainingInterrupted(message, signal.SIGINT) from None
+        raise TrainingInterrupted(message, signum) from None
 
 
 def _what_was_kept(trainer: L.Trainer, overrides: list[str], sweep: str | None) -> str:
