@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPORT = Path(__file__).parents[1] / "experiments" / "label_efficiency" / "report.py"
 
 
@@ -43,4 +45,29 @@ def test_sweeps_of_ones_own_need_their_own_output_folder(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "error: --sweeps of your own need --out <folder> for their report"
+    )
+
+
+def test_jobs_of_one_arm_and_size_are_one_setup_over_seeds():
+    """Two runs of seed 0 of one arm and size, at 4 steps and at 1, were averaged as n=2 (and
+    the budget table said 4 steps): a repeated seed, or a setting other than the seed that
+    differs, is one error line."""
+    report = load_report()
+
+    def run(seed, steps, folder):
+        config = {"seed": seed, "trainer": {"max_steps": steps}, "data": {"seed": "${seed}"}}
+        return report.Job("a", "lora", 16, seed, "completed", 0.6, 1.0, None, Path(folder), config)
+
+    report.check_one_setup_per_arm([run(0, 4, "s/0"), run(1, 4, "s/1"), run(2, 4, "s/2")])
+    with pytest.raises(SystemExit) as err:
+        report.check_one_setup_per_arm([run(0, 4, "s/0"), run(0, 1, "o/0")])
+    assert str(err.value) == (
+        "error: s/0 and o/0 are both a at 16 labels per class with seed 0: report one of them "
+        "(--sweeps)"
+    )
+    with pytest.raises(SystemExit) as err:
+        report.check_one_setup_per_arm([run(0, 4, "s/0"), run(1, 1, "o/1")])
+    assert str(err.value) == (
+        "error: s/0 and o/1 are both a at 16 labels per class but differ in trainer.max_steps "
+        "(4 vs 1): a mean over them is not one setup's; report them apart (--sweeps, --out)"
     )

@@ -202,6 +202,45 @@ def summarise(jobs: list[Job]) -> dict[str, dict[int, list[Job]]]:
     return by_arm
 
 
+def check_one_setup_per_arm(jobs: list[Job]) -> None:
+    """Exit with one line when two jobs of an arm and size share a seed, or differ in a setting
+    other than the seed: their mean and spread would not be one setup's over seeds (was: two
+    runs of seed 0, at 4 steps and at 1, averaged as n=2, and the budget table said 4)."""
+    by_cell: dict[tuple[str, int], list[Job]] = defaultdict(list)
+    for job in jobs:
+        by_cell[(job.arm, job.samples_per_class)].append(job)
+    for (arm, size), cell in by_cell.items():
+        first = cell[0]
+        for other in cell[1:]:
+            where = (
+                f"{first.output_dir} and {other.output_dir} are both {arm} at "
+                f"{size_label(size)} labels per class"
+            )
+            if other.seed == first.seed:
+                raise SystemExit(
+                    f"error: {where} with seed {first.seed}: report one of them (--sweeps)"
+                )
+            a, b = _settings(first.config), _settings(other.config)
+            differ = sorted(k for k in a.keys() | b.keys() if k != "seed" and a.get(k) != b.get(k))
+            if differ:
+                key = differ[0]
+                raise SystemExit(
+                    f"error: {where} but differ in {key} ({a.get(key)!r} vs {b.get(key)!r}): "
+                    "a mean over them is not one setup's; report them apart (--sweeps, --out)"
+                )
+
+
+def _settings(cfg: dict, prefix: str = "") -> dict[str, object]:
+    """A job's config as {dotted key: value} (interpolations as written: `${seed}`)."""
+    flat: dict[str, object] = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict) and value:
+            flat |= _settings(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def write_csv(jobs: list[Job], path: Path) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -432,8 +471,10 @@ def main() -> None:
         jobs += [load_job(sweep / job, result, study.metric) for job, result in read_results(sweep)]
     if not jobs:
         where = ", ".join(map(str, sweeps)) or "the sweep directories (none exists)"
-        raise SystemExit(f"error: no {RESULT_FILE} under {where}")
+        hint = "" if args.sweeps else "; for sweeps of your own: --sweeps <dir>... --out <folder>"
+        raise SystemExit(f"error: no {RESULT_FILE} under {where}{hint}")
     sweeps = [s for s in sweeps if any(s in j.output_dir.parents for j in jobs)]  # with results
+    check_one_setup_per_arm(jobs)
 
     chance = 1 / jobs[0].config["model"]["num_classes"]
     out.mkdir(parents=True, exist_ok=True)
