@@ -469,15 +469,28 @@ class _FakeTrainer:
     current_epoch = 0
 
 
-def test_backbone_unfreeze_callback():
+def test_backbone_unfreeze_callback(caplog):
+    """It also says when the backbone is frozen and when it is unfrozen: the run log's count,
+    the model's as built, said every parameter trains (was: no word)."""
     model = make_model()
     callback, trainer = BackboneUnfreeze(unfreeze_at_epoch=2), _FakeTrainer()
+    head = sum(p.numel() for p in model.head.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    said = []
     for epoch, trainable in [(0, False), (1, False), (2, True), (3, True)]:
         trainer.current_epoch = epoch
-        callback.on_train_epoch_start(trainer, model)
+        with caplog.at_level(logging.INFO):
+            caplog.clear()
+            callback.on_train_epoch_start(trainer, model)
+        said += [r.getMessage() for r in caplog.records if "backbone" in r.getMessage()]
         assert all(p.requires_grad == trainable for p in model.backbone.parameters())
         assert model.backbone.training == trainable
         assert all(p.requires_grad for p in model.head.parameters())
+    assert said == [
+        f"epoch 0: backbone frozen until epoch 2 (callbacks.backbone_unfreeze): {head:,} of "
+        f"{total:,} parameters train",
+        f"epoch 2: backbone unfrozen: {total:,} of {total:,} parameters train",
+    ]
 
 
 def test_logistic_regression_probe_fits_separable_features():

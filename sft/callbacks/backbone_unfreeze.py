@@ -3,6 +3,7 @@
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+from lightning.pytorch.utilities import rank_zero_info
 
 from sft.errors import SFTError
 
@@ -53,5 +54,18 @@ class BackboneUnfreeze(Callback):
         if pl_module.hparams.get("freeze_backbone"):
             return  # a pure linear probe stays frozen
         trainable = trainer.current_epoch >= self.unfreeze_at_epoch
+        changes = any(p.requires_grad != trainable for p in pl_module.backbone.parameters())
         pl_module.backbone.requires_grad_(trainable)
         pl_module.train()  # SFTClassifier.train() keeps a frozen backbone in eval mode
+        if changes:  # the run log's parameter count is the model's as built (was: no word)
+            count = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+            total = sum(p.numel() for p in pl_module.parameters())
+            what = (
+                "unfrozen"
+                if trainable
+                else f"frozen until epoch {self.unfreeze_at_epoch} (callbacks.backbone_unfreeze)"
+            )
+            rank_zero_info(
+                f"epoch {trainer.current_epoch}: backbone {what}: {count:,} of {total:,} "
+                "parameters train"
+            )
