@@ -669,6 +669,36 @@ def test_a_setting_only_the_swept_options_have_reaches_every_job(tmp_path, monke
     assert [yaml.safe_load(c.read_text())["data"]["max_length"] for c in configs] == [32, 32]
 
 
+def test_an_adapter_config_of_the_users_keeps_the_method(tmp_path):
+    """`method=lora adapter=lora_r16` (the user's own LoRA config) is LoRA: accepted, where
+    adapter=none is refused (the test above)."""
+    conf = tmp_path / "conf"
+    (conf / "adapter").mkdir(parents=True)
+    (conf / "adapter" / "lora_r16.yaml").write_text(
+        "_target_: sft.models.adapters.LoraSettings\nr: 16\n"
+    )
+    check_overrides("train", ["--config-dir", str(conf), "method=lora", "adapter=lora_r16"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        # adapter: null in the sweep's own config (method: null)
+        (["method=lora,lp_lora", "adapter.r=4"], ["method=lora,lp_lora", "++adapter.r=4"]),
+        # keys the default options have, sweeps and additions: as typed
+        (
+            ["data=sst2,sst5", "data.batch_size=8", "seed=1,2", "+data.extra=1"],
+            ["data=sst2,sst5", "data.batch_size=8", "seed=1,2", "+data.extra=1"],
+        ),
+        (["seed=1,2", "data.max_length=32"], ["seed=1,2", "data.max_length=32"]),  # no group swept
+    ],
+)
+def test_settings_only_the_swept_options_have_are_added_for_the_sweeps_own_config(argv, expected):
+    from sft.utils.cli import accept_settings_of_swept_groups
+
+    assert accept_settings_of_swept_groups("train", ["-m", *argv]) == ["-m", *expected]
+
+
 def test_a_launcher_whose_package_is_missing_is_one_line(monkeypatch):
     """hydra/launcher=ray without Ray installed: a ModuleNotFoundError traceback from inside
     the launcher, after the sweep directory was made."""

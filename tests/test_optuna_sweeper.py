@@ -444,6 +444,13 @@ def test_a_search_on_a_validation_metric_without_validation_is_refused(tmp_path,
             "the search space does not fit: data.batch_size: expected an integer, got 16.0; "
             "an interval draws floats, tag(int,interval(a,b)) integers",
         ),
+        # a trainer setting: only the searched one is checked (was, briefly: its section's
+        # default_root_dir, ${hydra:...}, which resolves in a job only, refused every search)
+        (
+            "trainer.max_epochs=interval(1,3)",
+            "the search space does not fit: trainer.max_epochs: expected an integer or null, got "
+            "1.0; an interval draws floats, tag(int,interval(a,b)) integers",
+        ),
         (
             "hydra.callbacks.sweep_summary.mode=maximum",
             "hydra.callbacks.sweep_summary.mode must be min, max or null, not 'maximum'",

@@ -59,6 +59,10 @@ def test_jobs_of_one_arm_and_size_are_one_setup_over_seeds():
         return report.Job("a", "lora", 16, seed, "completed", 0.6, 1.0, None, Path(folder), config)
 
     report.check_one_setup_per_arm([run(0, 4, "s/0"), run(1, 4, "s/1"), run(2, 4, "s/2")])
+    # a job that failed (no score) beside its rerun: listed as failed, not pooled
+    failed = run(0, 1, "old/0")
+    failed.status, failed.score = "interrupted", None
+    report.check_one_setup_per_arm([failed, run(0, 4, "s/0")])
     with pytest.raises(SystemExit) as err:
         report.check_one_setup_per_arm([run(0, 4, "s/0"), run(0, 1, "o/0")])
     assert str(err.value) == (

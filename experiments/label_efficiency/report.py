@@ -203,11 +203,12 @@ def summarise(jobs: list[Job]) -> dict[str, dict[int, list[Job]]]:
 
 
 def check_one_setup_per_arm(jobs: list[Job]) -> None:
-    """Exit with one line when two jobs of an arm and size share a seed, or differ in a setting
-    other than the seed: their mean and spread would not be one setup's over seeds (was: two
-    runs of seed 0, at 4 steps and at 1, averaged as n=2, and the budget table said 4)."""
+    """Exit with one line when two scored jobs of an arm and size share a seed, or differ in a
+    setting other than the seed: their mean and spread would not be one setup's over seeds
+    (was: two runs of seed 0, at 4 steps and at 1, averaged as n=2, and the budget table said
+    4). A failed or interrupted job beside its rerun is not scored: it is listed as failed."""
     by_cell: dict[tuple[str, int], list[Job]] = defaultdict(list)
-    for job in jobs:
+    for job in (j for j in jobs if j.score is not None):
         by_cell[(job.arm, job.samples_per_class)].append(job)
     for (arm, size), cell in by_cell.items():
         first = cell[0]

@@ -5,7 +5,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -297,17 +297,15 @@ class OptunaSweep:
             )
             reason = described or " ".join(str(exc).split())
             raise SFTError(f"the trials' overrides do not compose: {reason}") from exc
-        searched = {key.lstrip("+~").partition(".")[0] for key in space.distributions}
-        for section in sorted(searched & set(TYPED_SECTIONS)):
+        for section, settings in searched_settings(cfg, space.distributions).items():
             try:
-                check_config_types(cfg.get(section), section)
+                check_config_types(settings, section, whole=False)
             except SFTError as err:
                 # (was: each trial's own error line, after its job started)
-                floats = [
-                    k
+                floats = any(
+                    isinstance(d, FloatDistribution) and str(err).startswith(f"{k}:")
                     for k, d in space.distributions.items()
-                    if isinstance(d, FloatDistribution) and str(err).startswith(f"{k}:")
-                ]
+                )
                 hint = "; an interval draws floats, tag(int,interval(a,b)) integers"
                 raise SFTError(
                     f"the search space does not fit: {err}{hint if floats else ''}"
@@ -324,6 +322,29 @@ class OptunaSweep:
                 f"optimized_metric={metric} is a test metric but test=false: every trial would "
                 "fail; set test=true, or optimise a val/ metric"
             )
+
+
+def searched_settings(cfg: DictConfig, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Each typed section of a trial's `cfg` cut down to its searched `keys` and the
+    `_target_`s above them: what the drawn values go to, checked before any trial. The rest is
+    each trial's to check (trainer.default_root_dir's `${hydra:...}` resolves in a job only)."""
+    sections: dict[str, dict[str, Any]] = {}
+    for key in (k.lstrip("+~") for k in keys):
+        parts = key.split(".")
+        if parts[0] not in TYPED_SECTIONS or len(parts) < 2:
+            continue
+        out = sections.setdefault(parts[0], {})
+        for depth in range(1, len(parts)):
+            node = OmegaConf.select(cfg, ".".join(parts[:depth]))
+            if not isinstance(node, DictConfig):
+                break
+            if "_target_" in node:
+                out["_target_"] = node["_target_"]
+            if depth == len(parts) - 1:
+                out[parts[-1]] = OmegaConf.select(cfg, key)
+            else:
+                out = out.setdefault(parts[depth], {})
+    return sections
 
 
 def check_distributions(study: optuna.Study, storage: str, space: SearchSpace) -> None:

@@ -323,14 +323,18 @@ def interrupt_explained(trainer: L.Trainer, overrides: list[str]) -> Iterator[No
     there (a cluster's preemption) stops the run the same way, with its own status (143; was:
     the process killed, without a word or a record of the run)."""
     sweep = sweep_hint()
-    terminated: list[int] = []
+    terminated: list[int] = []  # the SIGTERM received, if one was
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if terminated:
+            return  # the same one delivered twice (`timeout`: to the process, then its group)
         terminated.append(signum)
         raise KeyboardInterrupt  # Lightning's way out of fit and test, as for Ctrl-C
 
+    # under SLURM, submitit passes SIGTERM over on purpose (SLURM sends it to a job it requeues)
+    handlers = {} if os.environ.get("SLURM_JOB_ID") else {signal.SIGTERM: on_sigterm}
     try:
-        with signal_handlers({signal.SIGTERM: on_sigterm}):
+        with signal_handlers(handlers):
             yield
     except SystemExit as exc:
         # Lightning answers KeyboardInterrupt in fit/test with sys.exit(1), raised while it

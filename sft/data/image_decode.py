@@ -11,6 +11,9 @@ from torchvision.transforms import v2
 
 from sft.errors import SFTError
 
+# what PIL raises for a file it cannot decode
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
 
 class ImageDecoder:
     """Decode an image file to RGB and resize it to `size` x `size` (antialiased), uint8 CHW.
@@ -37,16 +40,12 @@ class ImageDecoder:
             ) from None
         except DECODE_ERRORS as err:
             raise SFTError(
-                f"{path} cannot be decoded ({type(err).__name__}: {reason(err, path)}); it "
+                f"{path} cannot be decoded ({type(err).__name__}: {decode_error_text(err, path)}); it "
                 "could be when the images were listed: was it changed since?"
             ) from None
 
 
-# what PIL raises for a file it cannot decode
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-
-
-def reason(err: BaseException, path: str | os.PathLike) -> str:
+def decode_error_text(err: BaseException, path: str | os.PathLike) -> str:
     """`err`'s message in one line, without the path PIL puts in it ("cannot identify image
     file '<path>'"): the line names the file once."""
     path = str(path)

@@ -24,7 +24,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sft.contracts import IMAGENET, InputSpec
 from sft.data.base import ImageDataModule, absolute_dir, check_batch_size
-from sft.data.image_decode import DECODE_ERRORS, ImageDecoder, check_mode, reason
+from sft.data.image_decode import DECODE_ERRORS, ImageDecoder, check_mode, decode_error_text
 from sft.data.image_files import (
     FileId,
     is_hidden,
@@ -121,7 +121,7 @@ def _decode_error(path: str, size: int) -> str | None:
             return f"a link to {os.readlink(path)}, which does not exist"
         if os.path.isfile(path) and os.path.getsize(path) == 0:  # PIL: "cannot identify"
             return "an empty file (0 bytes)"
-        why = reason(err, path)
+        why = decode_error_text(err, path)
         return f"{type(err).__name__}: {why[:160]}" if why else type(err).__name__
     return None
 
@@ -131,7 +131,7 @@ def warn_numbered_classes(classes: Sequence[str], where: Path) -> None:
     (`1, 10, 2`: sorted as text, as torchvision's ImageFolder sorts them): the model's output
     0 (sft-predict's `pred`) is folder 1 (was: no word; a `pred` read as the folder's number
     was another class)."""
-    if not all(c.isdigit() for c in classes) or [int(c) for c in classes] == list(
+    if not all(c.isdecimal() for c in classes) or [int(c) for c in classes] == list(
         range(len(classes))
     ):
         return

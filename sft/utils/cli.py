@@ -486,34 +486,31 @@ def check_not_a_null_choice(override: Override, loader: Any, chosen_null: set[st
     )
 
 
-# groups whose option names what a run is: the choices its config makes are part of its meaning
-METHOD_GROUPS = ("method",)
-
-
 def check_method_kept(parsed: list[Override], cfg: DictConfig, loader: Any) -> None:
     """`method=lora adapter=none`: the command line's choice of a group wins over the one a
     method's config makes (`override /adapter: lora`), so the run would not be the method it
-    is recorded as (was: the whole model fine-tuned, without a word)."""
+    is recorded as (was: the whole model fine-tuned, without a word). Another option of the
+    group (an adapter config of the user's) keeps the method; `none` or `~adapter` undo it."""
+    group = "method"
     choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
     given = {o.key_or_group: o for o in parsed if not (o.is_add() or o.is_force_add())}
-    for group in METHOD_GROUPS:
-        options = _values(given[group]) if group in given else [choices.get(group)]
-        for option in (o for o in options if isinstance(o, str)):
-            for chosen_group, chosen in overridden_choices(loader, f"{group}/{option}").items():
-                mine = given.get(chosen_group)
-                if mine is None or all(value == chosen for value in _values(mine)):
-                    continue
-                others = [
-                    o
-                    for o in loader.get_group_options(group)
-                    if not o.startswith("_")
-                    and chosen_group not in overridden_choices(loader, f"{group}/{o}")
-                ]
-                raise OverrideMistake(
-                    f"{group}={option} chooses {chosen_group}={chosen}, which "
-                    f"{mine.input_line} undoes (the run would not be {option}): leave it "
-                    f"out, or choose a {group} without {chosen_group} ({', '.join(others)})"
-                )
+    options = _values(given[group]) if group in given else [choices.get(group)]
+    for option in (o for o in options if isinstance(o, str)):
+        for chosen_group, chosen in overridden_choices(loader, f"{group}/{option}").items():
+            mine = given.get(chosen_group)
+            if mine is None or not any(value in (None, "none") for value in _values(mine)):
+                continue
+            others = [
+                o
+                for o in loader.get_group_options(group)
+                if not o.startswith("_")
+                and chosen_group not in overridden_choices(loader, f"{group}/{o}")
+            ]
+            raise OverrideMistake(
+                f"{group}={option} chooses {chosen_group}={chosen}, which {mine.input_line} "
+                f"undoes (the run would not be {option}): leave it out, or choose a {group} "
+                f"without {chosen_group} ({', '.join(others)})"
+            )
 
 
 def _values(override: Override) -> list[Any]:
@@ -921,20 +918,23 @@ def accept_settings_of_swept_groups(
         ]
         without = [o.input_line for o in parsed if o.input_line not in settings]
         primary = loader.load_configuration(config_name, without, run_mode=RunMode.MULTIRUN)
-    absent = {line for line in settings if lacks(primary, override_key(line))}
+    absent = {line for line in settings if lacks_key(primary, override_key(line))}
     return [f"++{arg}" if arg in absent else arg for arg in argv]
 
 
-def lacks(cfg: DictConfig, key: str) -> bool:
-    """Whether dotted `key`, or a node on its way, is not in `cfg` (a `???` value is)."""
+def lacks_key(cfg: DictConfig, key: str) -> bool:
+    """Whether dotted `key`, or a node on its way, is not in `cfg` (a `???` value is), or a
+    node on its way is null (`adapter: null`, where `adapter=lora` gives `adapter.r`)."""
     node: Any = cfg
     for part in key.split("."):
+        if node is None:
+            return True
         if not isinstance(node, DictConfig):
             return False  # a list's item, or a value: Hydra's own error says it
         if part not in node.keys():  # noqa: SIM118 (`in node` is False for a `???` value)
             return True
-        node = node._get_node(part)
-        node = node if isinstance(node, DictConfig) else None
+        child = node._get_node(part)
+        node = None if child._is_none() else child if isinstance(child, DictConfig) else ""
     return False
 
 
@@ -986,12 +986,16 @@ def checks_overrides(config_name: str, adds: Sequence[str] | None = None) -> Cal
             if not args and not kwargs and checked:
                 try:
                     check_overrides(config_name, sys.argv[1:], adds=adds)
-                    sys.argv[1:] = accept_settings_of_swept_groups(config_name, sys.argv[1:])
                 except OverrideMistake as mistake:
                     print(f"error: {mistake}", file=sys.stderr)
                     raise SystemExit(1) from None
                 except Exception:
                     pass  # nothing this check knows: Hydra reports it as usual
+            if not args and not kwargs and job is None:
+                # after the check, which tells a setting no job has (a typo) from these; also
+                # under HYDRA_FULL_ERROR=1, as it changes what runs
+                with contextlib.suppress(Exception):  # Hydra reports what it cannot compose
+                    sys.argv[1:] = accept_settings_of_swept_groups(config_name, sys.argv[1:])
             return main(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

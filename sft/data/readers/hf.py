@@ -29,7 +29,7 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
     kwargs = {"trust_remote_code": True} if trust_remote_code else {}
     # offline, datasets asks the hub with retries for ~25 s before it looks in its cache: one
     # request decides, and an unreachable hub means its offline mode (the cache, or a clear error)
-    offline = not Path(name).expanduser().exists() and (
+    offline = not folder.exists() and (
         hub_unreachable(name, "README.md", repo_type="dataset") is not None
     )
     try:
@@ -39,7 +39,7 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
         reason = " ".join(str(e).split())[:200]
         if "Unknown split" in str(e):
             how = NAME_THE_SPLITS  # (was: blamed on the offline cache)
-        elif Path(name).expanduser().exists():  # a local dataset: no cache or network involved
+        elif folder.exists():  # a local dataset: no cache or network involved
             how = (
                 "a local dataset is a folder that datasets.load_dataset reads (of data files, "
                 "or written by DatasetDict.save_to_disk); else export it to a TSV/CSV/JSONL "
