@@ -449,5 +449,10 @@ def test_sigterm_to_local_jobs_in_their_test_stops_them(tmp_path, data_dir):
     stopped = signalled_sweep(command, markers, signal.SIGTERM, to_group=False)
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     line = stopped.stderr.strip().splitlines()[-1]
-    assert line.startswith("interrupted by SIGTERM; continue the sweep "), line
+    # the job's own line, as for Ctrl-C in the test: the checkpoint to test, the sweep's command
+    assert line.startswith(
+        "interrupted by SIGTERM during the test (training had finished): test with sft-eval "
+        f"ckpt_path={sweep}/"
+    ), line
+    assert "; continue the sweep (each job from its last.ckpt) with: sft-train -m " in line
     assert [r.status for _, r in read_results(sweep)] == ["interrupted"] * 2
