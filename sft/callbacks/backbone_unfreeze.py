@@ -58,8 +58,7 @@ class BackboneUnfreeze(Callback):
         pl_module.backbone.requires_grad_(trainable)
         pl_module.train()  # SFTClassifier.train() keeps a frozen backbone in eval mode
         if changes:  # the run log's parameter count is the model's as built (was: no word)
-            count = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-            total = sum(p.numel() for p in pl_module.parameters())
+            count, total = pl_module.parameter_counts()
             what = (
                 "unfrozen"
                 if trainable

@@ -39,9 +39,10 @@ class ImageDecoder:
                 f"{path}: no such file (deleted or moved since the images were listed)"
             ) from None
         except DECODE_ERRORS as err:
+            why = f"{type(err).__name__}: {decode_error_text(err, path)}"
             raise SFTError(
-                f"{path} cannot be decoded ({type(err).__name__}: {decode_error_text(err, path)}); it "
-                "could be when the images were listed: was it changed since?"
+                f"{path} cannot be decoded ({why}); it could be when the images were listed: was "
+                "it changed since?"
             ) from None
 
 

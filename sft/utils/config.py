@@ -3,7 +3,7 @@ saving the resolved config."""
 
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import rich
@@ -56,24 +56,16 @@ def config_groups() -> str:
     ($APP_CONFIG_GROUPS), without the `_*.yaml` bases other options include (`data: _text, ...`
     offered a base that is not a choice: choosing it is an error)."""
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.object_type import ObjectType
 
     if not GlobalHydra.instance().is_initialized():  # the config printed outside Hydra
         return ""
-    loader = GlobalHydra.instance().config_loader()
-
-    def groups(parent: str = "") -> Iterator[str]:
-        for name in loader.list_groups(parent):
-            group = f"{parent}/{name}" if parent else name
-            if group == "hydra":  # Hydra's own groups: --hydra-help lists them
-                continue
-            if loader.get_group_options(group, ObjectType.CONFIG):
-                yield group
-            yield from groups(group)
-
+    hydra = GlobalHydra.instance().hydra
+    # Hydra's own groups (hydra/...) are --hydra-help's, as in Hydra's page
+    groups = [g for g in hydra.list_all_config_groups() if g.partition("/")[0] != "hydra"]
+    options = {g: hydra.config_loader.get_group_options(g) for g in groups}
     return "\n".join(
-        f"{group}: {', '.join(o for o in loader.get_group_options(group) if not o.startswith('_'))}"
-        for group in sorted(groups())
+        f"{group}: {', '.join(o for o in options[group] if not o.startswith('_'))}"
+        for group in sorted(groups)
     )
 
 
