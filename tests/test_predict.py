@@ -97,14 +97,15 @@ def test_text_inputs_of_every_kind_match_the_training_pipeline(
         "are the texts' line numbers"
     ) in caplog.messages
     assert [r["id"] for r in results["tsv"]] == ["10", "11", "12", "13", "14"]
-    assert [r["id"] for r in results["jsonl"]] == ["1", "2", "3", "4", "5"]
+    # JSON numbers in format=json, as the lines are numbered (was: "1", "2", ...)
+    assert [r["id"] for r in results["jsonl"]] == [1, 2, 3, 4, 5]
     assert [r["id"] for r in results["stdin"]] == ["1", "2", "3", "4", "5"]
     # its own format=json output, a JSON array (was: refused as not JSON Lines), also without
     # text_column=text (was: "no column 'sentence'")
     for named in ([], ["text_column=text"]):
         again = run_predict(ckpts["text"], out["jsonl"], tmp_path / f"again{len(named)}", *named)
         assert [(r["id"], r["text"]) for r in read_csv(again)] == [
-            (r["id"], r["text"]) for r in results["jsonl"]
+            (str(r["id"]), r["text"]) for r in results["jsonl"]
         ]
 
     # the probabilities the model gives the datamodule's own (cached) tokens of these sentences

@@ -43,6 +43,7 @@ def prediction_rows(
 def write_predictions(path: Path, rows: list[dict], fmt: str) -> None:
     """`fmt` csv (a header row) or json (a list of objects, probabilities as numbers)."""
     if fmt == "json":
+        rows = _numbered_ids(rows)
         atomic_write(path, lambda f: json.dump(rows, f, indent=1, ensure_ascii=False), text=True)
         return
 
@@ -55,6 +56,15 @@ def write_predictions(path: Path, rows: list[dict], fmt: str) -> None:
         )
 
     atomic_write(path, write_csv, text=True)
+
+
+def _numbered_ids(rows: list[dict]) -> list[dict]:
+    """Rows whose ids are all whole numbers (line numbers, GLUE's index) with the ids as JSON
+    numbers, as the input's records had them (was: "1", "2", ...). Ids such as "007" or file
+    names keep all ids as text, so one file holds one id type."""
+    if not all(str(row["id"]).isdecimal() and str(int(row["id"])) == row["id"] for row in rows):
+        return rows
+    return [{**row, "id": int(row["id"])} for row in rows]
 
 
 # SST-2's labels on GLUE's server, by the class names a model may have for them
