@@ -803,6 +803,11 @@ def test_image_folder_checks_the_test_folder_before_training(tmp_path: Path) -> 
     dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
     with pytest.raises(SFTError, match=r"1 of 3 images under .*test cannot be decoded"):
         dm.setup("fit")
+    # sft-train test=false: the test folder is not read (was: decoded, and this run refused)
+    dm = ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, num_workers=0)
+    dm.test_wanted = False
+    dm.setup("fit")
+    assert dm.test_data is None and dm.train_data is not None
 
 
 def test_image_folder_names_the_files_it_leaves_out(tmp_path: Path, caplog) -> None:

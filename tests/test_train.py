@@ -91,6 +91,34 @@ def test_fast_dev_run_text_experiments_with_a_tiny_bert(experiment, adapter, tmp
     assert "val/acc" in metrics and 0.0 <= metrics["val/acc"] <= 1.0
 
 
+def test_test_false_reads_no_test_split(tmp_path, caplog):
+    """`test=false` on a Hugging Face dataset without a `test` split (data.test_split's
+    default): fitting read the test split anyway and stopped at "has no split 'test'"."""
+    import datasets
+
+    rows = {"sentence": ["good", "bad", "fine", "awful"], "label": [1, 0, 1, 0]}
+    splits = {name: datasets.Dataset.from_dict(rows) for name in ("train", "validation")}
+    datasets.DatasetDict(splits).save_to_disk(tmp_path / "ds")
+    overrides = [
+        "data=hf_dataset",
+        f"data.dataset_name={tmp_path / 'ds'}",
+        "test=false",
+        "debug=fdr",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "model=minilm_fused",
+        "model.backbone.pretrained=false",
+        f"model.backbone.config_overrides={TINY_BERT}",
+        "model.linear_probe=null",
+        "data.batch_size=2",
+    ]
+    with caplog.at_level(logging.INFO, logger="sft.data"):
+        metrics = train(compose_config("train", overrides, tmp_path / "run"))
+    assert "val/acc" in metrics and "test/acc" not in metrics
+    # the splits read: no test split
+    assert any(m.endswith("; train 4, val 4") for m in caplog.messages), caplog.messages
+
+
 def test_short_training_beats_chance(train_cfg):
     cfg = train_cfg(
         "data.samples_per_class=100",

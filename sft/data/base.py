@@ -35,6 +35,9 @@ class SFTDataModule(L.LightningDataModule):
     # False when the test split has no labels (sft-train then skips testing, sft-eval scores
     # and predicts validation)
     has_labelled_test: bool = True
+    # False when the run does not test (sft-train test=false): fitting reads no test split (was:
+    # tokenised or decoded for nothing, and an HF dataset without one refused)
+    test_wanted: bool = True
     # the classes of the model the data is scored with (`score_with`); None: the data's own
     model_class_names: list[str] | None = None
     # set in `setup` when the labels themselves suggest the fix for a class count the model

@@ -409,7 +409,8 @@ class ImageFolderDataModule(ImageDataModule):
         # without a test folder, only an explicit test is an error: predictions are of val.
         # Before fit too: a bad test image would otherwise end sft-train after its training
         wants_test = stage == "test" or (
-            stage in (None, "fit", "predict") and self.has_labelled_test
+            (stage == "predict" or (stage in (None, "fit") and self.test_wanted))
+            and self.has_labelled_test
         )
         if wants_test and self.test_data is None:
             if self.test_dir is None:

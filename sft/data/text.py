@@ -330,7 +330,7 @@ class TextClassificationDataModule(SFTDataModule):
         # One process per node runs this before setup(): it fills the token cache (and the HF
         # download) so the other ranks only read it. Kept in memory, since setup() of this
         # process wants the same tensors.
-        roles = ROLES if self.model_class_names is None else [self._scored_role()]
+        roles = self._fit_roles() if self.model_class_names is None else [self._scored_role()]
         for role in roles:
             if self.splits[role]:
                 self.load_split(role)
@@ -346,6 +346,10 @@ class TextClassificationDataModule(SFTDataModule):
         from_files = isinstance(self.reader, FileReader)
         if self.reader.label_map().names is None and from_files:
             self.reader.settings = replace(self.reader.settings, label_names=self.model_class_names)
+
+    def _fit_roles(self) -> list[str]:
+        """The splits sft-train reads: the test split only when the run tests."""
+        return [r for r in ROLES if self.splits[r] and (r != "test" or self.test_wanted)]
 
     def _scored_role(self) -> str:
         return "test" if self.has_labelled_test else "val"
@@ -417,7 +421,7 @@ class TextClassificationDataModule(SFTDataModule):
         )
         self.check_train_batch(len(keep), self.reader.where("train"))
         self.val_data = self._checked("val")
-        if self.splits["test"]:  # read by prepare_data already: its labels fail before training
+        if "test" in self._fit_roles():  # read by prepare_data: its labels fail before training
             self._check_labels("test", self.load_split("test"), self.num_classes)
         self._warn_training_content()
 
@@ -426,14 +430,15 @@ class TextClassificationDataModule(SFTDataModule):
         same file given twice, or a copy): its scores would be on examples the model trains on
         (image folders warn alike of their linked files)."""
         reader = self.reader
+        roles = [r for r in self._fit_roles() if r != "train"]
         if isinstance(reader, FileReader):  # files of other sizes differ: not hashed again
             size = reader.path("train").stat().st_size
-            roles = [r for r in ("val", "test") if self.splits[r]]
             if all(reader.path(r).stat().st_size != size for r in roles):
                 return
         train = reader.content_key("train")
-        for role, name in (("val", "validation"), ("test", "test")):
-            if self.splits[role] and reader.content_key(role) == train:
+        for role in roles:
+            name = {"val": "validation", "test": "test"}[role]
+            if reader.content_key(role) == train:
                 rank_zero_warning(
                     log,
                     f"{self.reader.where(role)}: the {name} split holds the training split's "
@@ -480,8 +485,8 @@ class TextClassificationDataModule(SFTDataModule):
     @property
     def has_labelled_test(self) -> bool:
         """Whether `test_dataloader` has labels to score; known before setup (the reader looks at
-        a header at most, an HF split is read)."""
-        if not self.splits["test"]:
+        a header at most, an HF split is read); False when the run does not test."""
+        if not self.splits["test"] or not self.test_wanted:
             return False
         if self.test_data is not None:  # read: its labels tell (all -1 when unlabelled)
             return bool((self.test_data.labels >= 0).any())

@@ -126,6 +126,8 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         keep_trained_inputs(cfg.data, start.checkpoint)
 
     datamodule: SFTDataModule = instantiate(cfg.data)
+    if not cfg.get("test"):
+        datamodule.test_wanted = False
     if gaps := datamodule_gaps(datamodule, set_up=False):  # a plain LightningDataModule
         raise SFTError(not_a_datamodule(datamodule, gaps))
     if unrecorded := unrecorded_settings(type(datamodule), datamodule.hparams):
