@@ -5,13 +5,21 @@ import csv
 import inspect
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import FAST, compose_config, logs_warning, run_entry_point, run_module
+from conftest import (
+    FAST,
+    compose_config,
+    logged_warnings,
+    logs_warning,
+    run_entry_point,
+    run_module,
+)
 from hydra.utils import instantiate
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
 from lightning.pytorch import Trainer
@@ -164,24 +172,26 @@ def test_numbered_class_names_in_another_order_than_integer_labels_are_refused()
 
 
 def test_eval_with_a_data_setting_changed_uses_the_checkpoints_data_so_changed(
-    checkpoints, tmp_path
+    checkpoints, tmp_path, caplog
 ):
     """`sft-eval ckpt_path=... +data.test_split=dev.tsv` (what the error for `data.test_split=`
     says to write) scores the checkpoint's data with that split (was: a ConfigAttributeError
     traceback: the data config was the one key, without a `_target_`)."""
-    cfg = compose_config(
-        "eval",
-        [
-            f"ckpt_path={checkpoints['text']}",
-            "+data.test_split=dev.tsv",
-            "trainer.accelerator=cpu",
-            "trainer.enable_progress_bar=false",
-            "+trainer.limit_test_batches=1",
-        ],
-        tmp_path,
-    )
-    metrics = evaluate(cfg)
+    cfg_args = [
+        f"ckpt_path={checkpoints['text']}",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "+trainer.limit_test_batches=1",
+    ]
+    cfg = compose_config("eval", [*cfg_args, "+data.test_split=dev.tsv"], tmp_path)
+    with caplog.at_level(logging.WARNING):
+        metrics = evaluate(cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0  # SST-2's own test.tsv has no labels: dev's
+    assert not any("was trained on" in m for m in logged_warnings(caplog))
+    # the training file scored: a warning (was: none)
+    cfg = compose_config("eval", [*cfg_args, "+data.test_split=train.tsv"], tmp_path / "e2")
+    with logs_warning(caplog, r"^the test split scored, .*train\.tsv, is the file the model "):
+        evaluate(cfg)
 
 
 def test_eval_takes_settings_of_the_checkpoints_data_as_typed(checkpoints, tmp_path, monkeypatch):
@@ -261,7 +271,7 @@ def test_eval_of_other_text_data_labelled_with_the_models_class_names(checkpoint
     assert [r["label"] for r in rows] == ["1", "0"]
 
 
-def test_eval_of_a_test_folder_reads_neither_training_nor_validation_images(tmp_path):
+def test_eval_of_a_test_folder_reads_neither_training_nor_validation_images(tmp_path, caplog):
     """`sft-eval ckpt_path=<image-folder run> +data.data_dir=<a folder with test/ only>` scores
     it (was: "image folder .../train does not exist"; with the training folder there, every
     training image was decoded first, and one that could not be failed the eval); a test
@@ -283,8 +293,13 @@ def test_eval_of_a_test_folder_reads_neither_training_nor_validation_images(tmp_
     )
     assert 0.0 <= metrics["test/acc"] <= 1.0
     assert len((tmp_path / "e" / "predictions.csv").read_text().splitlines()) == 1 + 11
+    assert not any("was trained on" in m for m in logged_warnings(caplog))  # a copy elsewhere
     with pytest.raises(SFTError, match=r"^data\.test_dir=tset: no such folder to score \("):
         evaluate(compose_config("eval", [*eval_args, "+data.test_dir=tset"], tmp_path / "e2"))
+    # the training folder itself scored: a warning (was: none; sft-train warns of such splits)
+    warning = f"the test split scored, {root / 'train'}, is the image folder the model was "
+    with logs_warning(caplog, "^" + re.escape(warning)):
+        evaluate(compose_config("eval", [*eval_args, "+data.test_dir=train"], tmp_path / "e3"))
 
 
 def test_eval_into_a_training_runs_directory_is_refused_before_writing(

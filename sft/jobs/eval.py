@@ -9,6 +9,7 @@ sft-eval ckpt_path=outputs/train/cifar10_resnet18/<run>/checkpoints/last.ckpt
 
 import csv
 import logging
+import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -158,6 +159,43 @@ def named_test_split(cfg: DictConfig, data_cfg: DictConfig | None) -> str | None
     return named[0]
 
 
+# where a split of the data files sft reads lies: (folder setting, the split's setting)
+_SPLIT_SETTINGS = {
+    "image folder": ("data_dir", {"train": "train_dir", "val": "val_dir", "test": "test_dir"}),
+    "file": ("data_dir", {"train": "train_split", "val": "val_split", "test": "test_split"}),
+}
+
+
+def split_path(hparams: Mapping[str, Any], role: str) -> tuple[str, str] | None:
+    """(what, the real path) of split `role` of an image folder's or text files' settings; None
+    for data of other kinds (CIFAR-10's files, Hugging Face datasets), or a split carved from
+    the training one."""
+    kind = "image folder" if "train_dir" in hparams else "file"
+    folder_key, keys = _SPLIT_SETTINGS[kind]
+    name = hparams.get(keys[role])
+    if kind == "file" and ("train_split" not in hparams or hparams.get("source") == "hf"):
+        return None
+    if not name or not hparams.get(folder_key):
+        return None
+    return kind, os.path.realpath(Path(str(hparams[folder_key])).expanduser() / str(name))
+
+
+def warn_scoring_training_data(
+    scored: Mapping[str, Any], trained: Mapping[str, Any], role: str
+) -> None:
+    """A warning when the split sft-eval scores is the checkpoint's training folder or file
+    (`data.test_dir=train`): its scores are of examples the model was trained on. (Training
+    warns of such splits; sft-eval does not read the training data, and said nothing.)"""
+    scored_at, trained_at = split_path(scored, role), split_path(trained, "train")
+    if scored_at is not None and scored_at == trained_at:
+        kind, path = scored_at
+        split = {"val": "validation", "test": "test"}[role]
+        log.warning(
+            f"the {split} split scored, {path}, is the {kind} the model was trained on: its "
+            "scores are of examples the model was trained on"
+        )
+
+
 class ScoredOutputs(L.Callback):
     """The class probabilities and labels of the batches that validate or test scores, in
     order; None when a step returns no `logits` and `labels` (a model of the user's)."""
@@ -300,6 +338,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # the splits loaded)
     datamodule.setup("test" if datamodule.has_labelled_test else "validate")
     check_class_names(datamodule.class_names, checkpoint.get("class_names"), cfg.ckpt_path)
+    warn_scoring_training_data(
+        datamodule.hparams,
+        checkpoint.get("datamodule_hyper_parameters", {}),
+        "test" if datamodule.has_labelled_test else "val",
+    )
     # what the datamodule saved in the checkpoint (Lightning keeps `state_dict()` under its class
     # name and restores it on resume): an image folder checks its validation carve with it
     trained_state = checkpoint.get(type(datamodule).__qualname__)
