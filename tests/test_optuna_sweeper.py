@@ -698,3 +698,19 @@ def test_a_trial_that_ended_before_its_batch_was_stopped_keeps_its_value(
     trials = load_study(tmp_path, "cifar10_optuna").trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert trials[0].value is not None
+
+
+def test_results_count_a_repeated_trial_apart_from_those_that_ran(tmp_path):
+    """A trial that repeats finished parameters is told their result without running; the
+    results file counted it complete (3 complete beside summary.md's 2 jobs)."""
+    from hydra_plugins.sft_optuna_sweeper._sweep import repeat, write_results
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.5, 0.7):
+        trial = study.ask({"x": CategoricalDistribution([1, 2])})
+        study.tell(trial, value)
+    repeat(study, study.ask({"x": CategoricalDistribution([1, 2])}), 1)
+    write_results(study, tmp_path / "results.yaml", "memory")
+    results = OmegaConf.load(tmp_path / "results.yaml")
+    assert dict(results.n_trials) == {"complete": 2, "repeated": 1}
+    assert results.best_value == 0.7

@@ -56,6 +56,8 @@ PRUNING_CALLBACK = "sft.callbacks.optuna_pruning.OptunaPruning"
 # trial user attributes the sweeper sets
 OUTPUT_DIR = "output_dir"
 DUPLICATE_OF = "duplicate_of"
+# optimization_results.yaml's trial counts, in Optuna's order of states, then those not run
+TRIAL_COUNT_ORDER = [state.name.lower() for state in TrialState] + ["repeated"]
 # study user attribute: the overrides every trial gets (the command line's plain values)
 FIXED_OVERRIDES = "sft_fixed_overrides"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -503,12 +505,17 @@ def write_results(study: optuna.Study, path: Path, storage: str) -> None:
         if best
         else None,
         "best_output_dir": best.user_attrs.get(OUTPUT_DIR) if best else None,
-        "n_trials": {
-            state.name.lower(): n
-            for state, n in sorted(
-                Counter(t.state for t in trials).items(), key=lambda s: s[0].value
+        # a trial that repeated finished parameters is told their result without running: as
+        # "repeated" (was: counted complete, where summary.md counts the jobs that ran)
+        "n_trials": dict(
+            sorted(
+                Counter(
+                    "repeated" if DUPLICATE_OF in t.user_attrs else t.state.name.lower()
+                    for t in trials
+                ).items(),
+                key=lambda item: TRIAL_COUNT_ORDER.index(item[0]),
             )
-        },
+        ),
     }
     OmegaConf.save(OmegaConf.create(results), path)
     if best is None:
