@@ -75,3 +75,17 @@ def test_jobs_of_one_arm_and_size_are_one_setup_over_seeds():
         "error: s/0 and o/1 are both a at 16 labels per class but differ in trainer.max_steps "
         "(4 vs 1): a mean over them is not one setup's; report them apart (--sweeps, --out)"
     )
+
+
+def test_the_reports_command_reproduces_its_own_sweeps_and_folder(tmp_path):
+    """The Commands section of a report of one's own sweeps gave the study's own command,
+    which reports the study's sweeps into the study's folder."""
+    report = load_report()
+    assert report.report_command("sst2", None, None) == (
+        "python experiments/label_efficiency/report.py sst2"
+    )
+    sweeps = [report.ROOT / "outputs" / "mine", tmp_path / "b c"]
+    assert report.report_command("sst2", sweeps, tmp_path / "out") == (
+        "python experiments/label_efficiency/report.py sst2 --sweeps outputs/mine "
+        f"'{tmp_path / 'b c'}' --out {tmp_path / 'out'}"
+    )

@@ -166,12 +166,27 @@ def load_job(job_dir: Path, result: RunResult, metric: str) -> Job:
     )
 
 
+def shown(path: Path) -> str:
+    """A path as the report's commands give it: relative to the checkout (where they run) when
+    inside it, else absolute."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def sweep_command(sweep_dir: Path) -> str:
     """The multirun's command line: the task overrides Hydra saved in multirun.yaml, and the
-    sweep directory (relative to the checkout, where sft-train runs)."""
+    sweep directory."""
     hydra_cfg = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
-    overrides = [*hydra_cfg.overrides.task, f"hydra.sweep.dir={os.path.relpath(sweep_dir, ROOT)}"]
+    overrides = [*hydra_cfg.overrides.task, f"hydra.sweep.dir={shown(sweep_dir)}"]
     return " ".join(["sft-train -m", *map(shlex.quote, overrides)])
+
+
+def report_command(study: str, sweeps: list[Path] | None, out: Path | None) -> str:
+    """This report's command line: with the --sweeps and --out it was given (was: the study's
+    own command, which writes the study's report from the study's sweeps)."""
+    args = [study]
+    if sweeps:
+        args += ["--sweeps", *map(shown, sweeps), "--out", shown(out)]
+    return " ".join(["python experiments/label_efficiency/report.py", *map(shlex.quote, args)])
 
 
 def sweep_wall_time_s(sweep_dir: Path, jobs: list[Job]) -> float:
@@ -258,7 +273,7 @@ def write_csv(jobs: list[Job], path: Path) -> None:
                     j.status,
                     score,
                     f"{j.wall_time_s:.1f}",
-                    os.path.relpath(j.output_dir, ROOT),
+                    shown(j.output_dir),
                 ]
             )
 
@@ -355,7 +370,7 @@ def evaluated_on(study: Study, jobs: list[Job]) -> str:
     return f"part of {study.evaluated_on.split(',')[0]} (trainer.{key}={', '.join(limits)})"
 
 
-def readme(study: Study, jobs: list[Job], sweeps: list[Path], chance: float) -> str:
+def readme(study: Study, jobs: list[Job], sweeps: list[Path], chance: float, command: str) -> str:
     by_arm = summarise(jobs)
     sizes = sorted({j.samples_per_class for j in jobs})
     seeds = sorted({j.seed for j in jobs})
@@ -376,14 +391,14 @@ def readme(study: Study, jobs: list[Job], sweeps: list[Path], chance: float) -> 
         "",
         "```bash",
         *(sweep_command(s) for s in sweeps),
-        f"python experiments/label_efficiency/report.py {study.key}",
+        command,
         "```",
         "",
         f"Hardware (the machine that ran the sweeps and this report): {hardware()}.",
         "",
         "Wall time: "
         + "; ".join(
-            f"`{os.path.relpath(s, ROOT)}` {sweep_wall_time_s(s, [j for j in jobs if s in j.output_dir.parents]) / 60:.1f} min"
+            f"`{shown(s)}` {sweep_wall_time_s(s, [j for j in jobs if s in j.output_dir.parents]) / 60:.1f} min"
             for s in sweeps
         )
         + f" (sum of the jobs' own times: {sum(j.wall_time_s for j in jobs) / 60:.1f} min).",
@@ -434,10 +449,7 @@ def readme(study: Study, jobs: list[Job], sweeps: list[Path], chance: float) -> 
         )
     if failed:
         lines += ["", f"## Failed jobs ({len(failed)} of {len(jobs)})", ""]
-        lines += [
-            f"- `{os.path.relpath(j.output_dir, ROOT)}`: {j.error or 'no ' + study.metric}"
-            for j in failed
-        ]
+        lines += [f"- `{shown(j.output_dir)}`: {j.error or 'no ' + study.metric}" for j in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -481,7 +493,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(jobs, out / "results.csv")
     plot(summarise(jobs), chance, study, out / "accuracy_vs_labels.png")
-    (out / "README.md").write_text(readme(study, jobs, sweeps, chance))
+    given = [s.resolve() for s in args.sweeps] if args.sweeps else None
+    command = report_command(study.key, given, out)
+    (out / "README.md").write_text(readme(study, jobs, sweeps, chance, command))
     print(f"wrote {out}/README.md, results.csv, accuracy_vs_labels.png ({len(jobs)} jobs)")
 
 
