@@ -502,6 +502,21 @@ def test_logistic_regression_probe_fits_separable_features():
     assert ((feats @ w.T + b).argmax(-1) == labels).float().mean() == 1.0
 
 
+def test_logistic_regression_probe_gives_a_constant_feature_no_weight():
+    """A feature of almost no spread (MiniLM's last LayerNorm has dimensions of gain 1e-9) was
+    standardised like any other: its raw weight came out 1e5 times the others', and the first
+    fine-tuning steps, which move that gain, moved the logits with it."""
+    torch.manual_seed(0)
+    feats = torch.randn(200, 4)
+    feats[:, 3] *= 1e-5
+    labels = (feats[:, 0] + 0.5 * torch.randn(200) > 0).long()
+    w, b = fit_logistic_regression(feats, labels, 2, weight_decay=1e-2, max_iter=500)
+    assert w[:, 3].abs().max() == 0 and w[:, 0].abs().max() > 1
+    # the other features' fit is the one without that feature
+    w3, b3 = fit_logistic_regression(feats[:, :3], labels, 2, weight_decay=1e-2, max_iter=500)
+    assert torch.allclose(w[:, :3], w3, atol=1e-4) and torch.allclose(b, b3, atol=1e-4)
+
+
 def test_linear_probe_initialises_only_the_base_head():
     model = make_model(linear_probe={"max_iter": 50})
 

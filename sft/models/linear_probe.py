@@ -17,6 +17,10 @@ from torch import nn
 from sft.errors import SFTError
 from sft.utils.config_types import NonNegative, check_value
 
+# a feature whose spread is below this fraction of the features' mean spread is taken as
+# constant: its weight is 0 (standardised, it got a weight of the usual size, so a raw weight
+# 1e5 times others on MiniLM's dead LayerNorm dimensions, which fine-tuning then moves)
+CONSTANT_FEATURE_SPREAD = 1e-3
 # fit_logistic_regression's settings (model.linear_probe) and the values each takes
 PROBE_SETTINGS = {"weight_decay": NonNegative, "max_iter": Annotated[int, Ge(1)]}
 
@@ -64,14 +68,16 @@ def fit_logistic_regression(
     weight_decay: float = 1e-4,
     max_iter: int = 200,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W, b) minimising mean cross-entropy + weight_decay/2 * ||W||^2, deterministically.
-
-    Features are standardised for conditioning; the scaling is folded back into (W, b) so the
-    result applies to raw features.
-    """
+    """(W, b) minimising mean cross-entropy + weight_decay/2 * ||W_z||^2 on standardised features
+    z (as scikit-learn's StandardScaler + LogisticRegression), deterministically, folded back
+    into (W, b) on raw features. A feature constant to within CONSTANT_FEATURE_SPREAD of the
+    mean spread gets weight 0 (standardised, it would get a weight of the usual size: a huge
+    one on the raw feature)."""
     mean = features.mean(0)
-    std = features.std(0).clamp_min(1e-6)
-    z = (features - mean) / std
+    std = features.std(0)
+    live = std > CONSTANT_FEATURE_SPREAD * std.mean()
+    std = torch.where(live, std, torch.ones_like(std))
+    z = (features - mean) / std * live  # constant features: 0, no gradient, weight stays 0
     w = torch.zeros(num_classes, z.shape[1], device=z.device, requires_grad=True)
     b = torch.zeros(num_classes, device=z.device, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
