@@ -1261,6 +1261,61 @@ def test_hf_label_names_of_other_names_rename_the_classlabel_classes(
     _error(dm, r"share some names but not all")
 
 
+def test_hf_label_names_rename_each_splits_classes_by_the_training_splits_order(
+    tmp_path, token_cache, monkeypatch
+):
+    """data.label_names renaming the classes of a dataset whose validation ClassLabel lists
+    them in another order: validation was renamed by its own positions, so its "neg" became
+    train's "pos" class (val/acc of a perfect model 0), without a word."""
+    hf_splits(
+        monkeypatch,
+        {
+            "train": (
+                {"sentence": ["good", "bad", "meh"], "label": [2, 0, 1]},
+                ["neg", "neu", "pos"],
+            ),
+            "validation": (
+                {"sentence": ["fine", "awful", "so-so"], "label": [0, 1, 2]},
+                ["pos", "neg", "neu"],
+            ),
+        },
+    )
+    dm = make_dm(
+        tmp_path,
+        token_cache,
+        source="hf",
+        dataset_name="x/y",
+        label_names=["a", "b", "c"],
+        **HF_SPLITS,
+    )
+    dm.setup("fit")
+    names = dm.class_names
+    assert [names[i] for i in dm.train_data.labels.tolist()] == ["c", "a", "b"]
+    assert [names[i] for i in dm.val_data.labels.tolist()] == ["c", "a", "b"]
+
+
+def test_an_hf_test_split_of_fewer_classes_is_read_by_name(tmp_path, token_cache, monkeypatch):
+    """A test split whose ClassLabel lists some of the training split's classes was refused as
+    "data.label_names=[...] ... share some names but not all", a setting not given."""
+    hf_splits(
+        monkeypatch,
+        {
+            "train": (
+                {"sentence": ["good", "bad", "meh"], "label": [2, 0, 1]},
+                ["neg", "neu", "pos"],
+            ),
+            "validation": ({"sentence": ["fine", "awful"], "label": [0, 1]}, ["neg", "pos"]),
+            "test": ({"sentence": ["great", "dull"], "label": [1, 0]}, ["neg", "pos"]),
+        },
+    )
+    splits = {**HF_SPLITS, "test_split": "test"}
+    dm = make_dm(tmp_path, token_cache, source="hf", dataset_name="x/y", **splits)
+    dm.setup()
+    names = dm.class_names
+    assert [names[i] for i in dm.val_data.labels.tolist()] == ["neg", "pos"]
+    assert [names[i] for i in dm.test_data.labels.tolist()] == ["pos", "neg"]
+
+
 def test_a_local_hf_dataset_folder_is_kept_as_an_absolute_path(tmp_path, token_cache, monkeypatch):
     """A relative data.dataset_name was kept as typed: sft-eval from another folder could not
     find the dataset; `~` was not expanded."""

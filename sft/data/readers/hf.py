@@ -246,19 +246,12 @@ class HFReader(TextReader):
         dataset = self.dataset(role)
         label_map = self.label_map()
         # a ClassLabel column holds positions in its names (["1", ..., "5"] stars too): read as
-        # those names when data.label_names names the same classes (in any order); other names
-        # for all of them rename the classes by position
+        # those names when they are among the classes (a test split may lack some); other names
+        # for all of them rename the classes
         split_names = hf_label_names(dataset, label_column)
         names = label_map.names
-        if split_names is not None and names is not None and set(names) != set(split_names):
-            if set(names) & set(split_names):
-                raise SFTError(
-                    f"data.label_names={names} and the ClassLabel names of {self.where(role)}, "
-                    f"{split_names}, share some names but not all: give the ClassLabel's names "
-                    "(in the order the model's outputs should have), or other names for every "
-                    "class (they rename the ClassLabel's classes in its order)"
-                )
-            split_names = None
+        if split_names is not None and names is not None and not set(split_names) <= set(names):
+            split_names = self._renamed(role, split_names, names)
         return read_hf_split(
             dataset,
             self.where(role),
@@ -269,6 +262,39 @@ class HFReader(TextReader):
             need,
             split_names,
         )
+
+    def _renamed(self, role: str, split_names: list[str], names: list[str]) -> list[str]:
+        """Split `role`'s ClassLabel names as data.label_names `names` rename them: by each
+        class's position in the training split's ClassLabel (was: in the split's own, so a
+        validation split listing the classes in another order had them swapped, without a
+        word)."""
+        train_names = hf_label_names(self.dataset("train"), self.settings.label_column)
+        where = self.where(role)
+        if self.settings.label_names is None:  # the classes are the training split's names
+            extra = [n for n in split_names if n not in names]
+            raise SFTError(
+                f"the ClassLabel of {where} names classes that the training split's, {names}, "
+                f"does not have: {extra}"
+            )
+        if set(names) & set(split_names):
+            raise SFTError(
+                f"data.label_names={names} and the ClassLabel names of {where}, "
+                f"{split_names}, share some names but not all: give the ClassLabel's names "
+                "(in the order the model's outputs should have), or other names for every "
+                "class (they rename the training split's ClassLabel classes in its order)"
+            )
+        if train_names is None or len(train_names) != len(names):
+            raise SFTError(
+                f"data.label_names={names} renames the classes of the training split's "
+                f"ClassLabel, {train_names}: give one name for each of them, in its order"
+            )
+        extra = [n for n in split_names if n not in train_names]
+        if extra:
+            raise SFTError(
+                f"the ClassLabel of {where} names classes that the training split's, "
+                f"{train_names}, does not have: {extra}"
+            )
+        return [names[train_names.index(n)] for n in split_names]
 
     def cache_name(self, role: str) -> str:
         return f"{self.dataset_name.replace('/', '_')}-{role}"
