@@ -14,6 +14,7 @@ from conftest import (
     FAST,
     TINY_BERT,
     compose_config,
+    logs_warning,
     run_entry_point,
     run_module,
 )
@@ -168,7 +169,7 @@ def test_an_epoch_cut_short_by_max_steps_is_not_recorded_as_completed(tmp_path):
     assert (record["steps"], record["epochs"]) == (8, 1)
 
 
-def test_resume_from_last_checkpoint_continues_at_the_right_epoch(train_cfg, tmp_path):
+def test_resume_from_last_checkpoint_continues_at_the_right_epoch(train_cfg, tmp_path, caplog):
     train(train_cfg("trainer.max_epochs=2", "test=false", run_dir=tmp_path / "first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=True)
@@ -182,6 +183,13 @@ def test_resume_from_last_checkpoint_continues_at_the_right_epoch(train_cfg, tmp
     state = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["epoch"] == 2
     assert state["global_step"] == 3 * steps_per_epoch
+    assert "were not held out by the checkpoint's run" not in caplog.text
+
+    # CIFAR-10's validation carved otherwise than the checkpoint's run did: a warning (was:
+    # none, and it validated on images the checkpoint's run trained on)
+    carved = ("data.val_size=2000", "data.split_seed=1", "trainer.max_epochs=3", "test=false")
+    with logs_warning(caplog, r"^1\d\d\d of the 2000 validation images were not held out by the "):
+        train(train_cfg(*carved, f"ckpt_path={last}", run_dir=tmp_path / "third"))
 
 
 def test_a_users_model_subclass_is_rebuilt_from_its_checkpoint(train_cfg, tmp_path):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 import socket
 import tarfile
 import urllib.error
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from sft.data.base import (
 from sft.data.resumable import ResumableDataLoader
 from sft.data.subsets import check_few_label_args, few_label_indices
 from sft.errors import SFTError
+from sft.utils.logs import rank_zero_warning
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -33,6 +35,13 @@ MD5 = "c58f30108f718f92721af3b95e74349a"
 TRAIN_SIZE = 50_000
 # Per socket operation; an unreachable host must not hang a run (or the test suite).
 DOWNLOAD_TIMEOUT_S = 60.0
+log = logging.getLogger(__name__)
+
+
+def carve_validation(val_size: int, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation, training) positions in the 50k training images, sorted."""
+    perm = torch.randperm(TRAIN_SIZE, generator=torch.Generator().manual_seed(split_seed))
+    return perm[:val_size].sort().values, perm[val_size:].sort().values
 
 
 def _get(d: dict, key: str):
@@ -193,9 +202,7 @@ class CIFAR10DataModule(ImageDataModule):
                 f"CIFAR-10 training batches in {self.folder} hold {images.shape[0]} "
                 f"images, expected {TRAIN_SIZE}"
             )
-        perm = torch.randperm(TRAIN_SIZE, generator=torch.Generator().manual_seed(self.split_seed))
-        val_idx = perm[: self.val_size].sort().values
-        train_idx = perm[self.val_size :].sort().values
+        val_idx, train_idx = carve_validation(self.val_size, self.split_seed)
         keep = few_label_indices(
             labels[train_idx], self.train_fraction, self.samples_per_class, seed=self.seed
         )
@@ -207,6 +214,29 @@ class CIFAR10DataModule(ImageDataModule):
             *(t.index_select(0, train_idx) for t in (images, labels))
         )
         self.val_data = TensorBatchDataset(*(t.index_select(0, val_idx) for t in (images, labels)))
+
+    def state_dict(self) -> dict[str, int]:
+        return {"val_size": self.val_size, "split_seed": self.split_seed}
+
+    def load_state_dict(self, state_dict: Mapping[str, int]) -> None:
+        """A warning when this validation holds images the checkpoint's run did not hold out
+        (data.val_size or split_seed changed since; was: none, and a new run from a checkpoint
+        trained with val_size=500 validated on 88 of its 200 training images with
+        val_size=20000 split_seed=1)."""
+        size, seed = state_dict.get("val_size"), state_dict.get("split_seed")
+        val_idx = getattr(self, "val_indices", None)
+        if val_idx is None or size is None or seed is None:
+            return  # validation not carved here (sft-eval of the test batch)
+        held_out = set(carve_validation(size, seed)[0].tolist())
+        exposed = sum(i not in held_out for i in val_idx.tolist())
+        if exposed:
+            rank_zero_warning(
+                log,
+                f"{exposed} of the {len(val_idx)} validation images were not held out by the "
+                f"checkpoint's run (data.val_size={size} data.split_seed={seed} there, "
+                f"{self.val_size} and {self.split_seed} here): this validation can score images "
+                f"the model trained on; set data.val_size={size} data.split_seed={seed}",
+            )
 
     def _loader(self, data: TensorBatchDataset | None, split: str, **kwargs) -> DataLoader:
         if data is None:
