@@ -480,6 +480,16 @@ def test_a_search_on_a_test_metric_without_test_is_refused(tmp_path, capsys, mon
     )
     assert not any(p.name.isdigit() for p in tmp_path.iterdir())  # no trial ran
 
+    # with test=true it runs, selecting on the test split: said (was: not a word), and no
+    # pruning on a metric logged after training (was: "not logged" warnings in every trial)
+    argv += ["test=true", "hydra.sweeper.n_trials=1", "trainer.max_steps=1"]
+    assert run_entry_point(main, [*argv, f"hydra.sweep.dir={tmp_path / 'tested'}"]) == 0
+    said = capsys.readouterr()
+    line = "optimized_metric=test/acc: the search ranks its trials on the test split"
+    assert line in said.out + said.err
+    overrides = (tmp_path / "tested" / "0" / ".hydra" / "overrides.yaml").read_text()
+    assert "optuna_pruning" not in overrides
+
 
 @pytest.mark.slow
 def test_a_trial_pruned_in_spawned_ranks_is_recorded_as_pruned(tmp_path, data_dir):

@@ -100,7 +100,10 @@ class OptunaSweep:
         self.n_trials = n_trials
         self.n_jobs = n_jobs
         self.seed = seed
-        self.monitor = monitor or config.get("optimized_metric")
+        monitor = monitor or config.get("optimized_metric")
+        # a test metric is logged once, after training: nothing to prune on (was: the pruning
+        # callback warned in every trial that it was never logged)
+        self.monitor = None if str(monitor).startswith("test/") else monitor
         self.sampler_config = sampler
         # null: no pruning (was: a traceback from instantiate, after the study was created)
         self.pruner_config = pruner if pruner is not None else OmegaConf.create(NO_PRUNER)
@@ -127,6 +130,14 @@ class OptunaSweep:
         # every trial has the same keys: one trial's config composing checks them all, once,
         # with one line for a bad key (composing each job twice would cost a lot)
         self.validate(self.trial_overrides(space.example_params(), space, storage), space)
+        metric = str(self.config.get("optimized_metric"))
+        if metric.startswith("test/"):  # e.g. a study's config, whose jobs report test scores
+            log.warning(
+                f"optimized_metric={metric}: the search ranks its trials on the test split, so "
+                "the best trial's test score is selected on it, not measured on unseen data, "
+                "and no trial is pruned (test metrics come after training); search on a "
+                "validation metric (optimized_metric=val/acc_best)"
+            )
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if storage.startswith("sqlite:") and self.n_jobs > 1:
             log.warning(
