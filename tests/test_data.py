@@ -945,6 +945,16 @@ def test_an_image_file_a_link_makes_appear_twice_is_named(tmp_path: Path, caplog
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    # data.test_dir=val: testing the images the best checkpoint is chosen on (was: not a word)
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=16, batch_size=2, num_workers=0, test_dir="val"
+    )
+    with logs_warning(
+        caplog,
+        r"^2 of the 2 images under .*val are files of the validation folder \(e\.g\. .*\): the "
+        "best checkpoint is chosen on the images testing then scores$",
+    ):
+        dm.setup("fit")
 
 
 def test_a_split_folder_that_is_not_there_is_named(tmp_path: Path, caplog) -> None:

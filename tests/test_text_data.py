@@ -1064,6 +1064,15 @@ def test_a_split_with_the_training_examples_is_warned_about(tmp_path, token_cach
             f"{tmp_path / split}: the {name} split holds the training split's examples "
             f"({tmp_path / 'train.tsv'}): {name} scores examples the model trains on"
         ) in caplog.text
+    assert "holds the validation split's" not in caplog.text  # said of the training split
+    # the test split that validation chooses the best checkpoint on (was: not a word)
+    dm = make_dm(tmp_path, token_cache, batch_size=2, val_split="dev.tsv", test_split="dev.tsv")
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert (
+        f"{tmp_path / 'dev.tsv'}: the test split holds the validation split's examples "
+        f"({tmp_path / 'dev.tsv'}): the best checkpoint is chosen on the examples test then scores"
+    ) in caplog.text
 
 
 def test_a_batch_larger_than_a_ddp_process_share_is_an_error(tmp_path, token_cache):

@@ -144,15 +144,28 @@ def _one_file(a: str, b: str, root: Path) -> str:
 
 
 def warn_files_of_training(
-    paths: Sequence[str], root: Path, training: set[FileId], split: str
-) -> None:
+    paths: Sequence[str],
+    root: Path,
+    training: set[FileId],
+    split: str,
+    of: str = "the training folder",
+) -> set[FileId]:
     """A warning when images of the `split` folder `root` are files of the training folder
     (`training`: `warn_repeated_files`' answer), reached through a link (`ln -s train val`): the
-    scores of that split would be on images the model trains on."""
-    shared = [p for p, key in zip(paths, file_ids(paths), strict=True) if key in training]
+    scores of that split would be on images the model trains on. `of="the validation folder"`
+    (`training`: its files): testing would score the images the best checkpoint is chosen on.
+    Returns the identities of `paths`."""
+    ids = file_ids(paths)
+    shared = [p for p, key in zip(paths, ids, strict=True) if key in training]
     if shared:
+        consequence = (
+            f"{split} scores images the model trains on"
+            if of == "the training folder"
+            else f"the best checkpoint is chosen on the images {split} then scores"
+        )
         rank_zero_warning(
             log,
-            f"{len(shared)} of the {len(paths)} images under {root} are files of the training "
-            f"folder (e.g. {shared[0]}): {split} scores images the model trains on",
+            f"{len(shared)} of the {len(paths)} images under {root} are files of {of} "
+            f"(e.g. {shared[0]}): {consequence}",
         )
+    return {key for key in ids if key is not None}

@@ -360,6 +360,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.test_data: Dataset | None = None
         # the training images' files, until val and test are checked against them
         self._training_files: set[FileId] = set()
+        self._val_files: set[FileId] = set()  # a validation folder's (test is checked against)
         # {training folder, digest of the images carved from it for validation}; empty with a
         # validation folder. Checkpoints keep it (`state_dict`): evaluating or resuming after
         # the folder changed would validate on another carve, which can hold trained images
@@ -423,16 +424,17 @@ class ImageFolderDataModule(ImageDataModule):
                 "the training folder" if self.model_class_names is None else "the model",
             )
             check_images(self.test_data, self.image_size, self.skip_bad_files)
-            warn_files_of_training(
-                [p for p, _ in self.test_data.samples],
-                self.root / self.test_dir,
-                self._training_files,
-                "testing",
-            )
+            tested = [p for p, _ in self.test_data.samples]
+            test_root = self.root / self.test_dir
+            warn_files_of_training(tested, test_root, self._training_files, "testing")
+            if self._val_files:
+                of = "the validation folder"
+                warn_files_of_training(tested, test_root, self._val_files, "testing", of)
             warn_classes_without_examples(
                 self.test_data.targets, self.class_names, str(self.root / self.test_dir), "test"
             )
-        self._training_files = set()  # every split is checked: not kept (nor pickled to ranks)
+        # every split is checked: not kept (nor pickled to ranks)
+        self._training_files, self._val_files = set(), set()
         splits = {"train": self.train_data, "val": self.val_data, "test": self.test_data}
         self.log_splits(f"image folder {self.root}", splits)
 
@@ -546,7 +548,7 @@ class ImageFolderDataModule(ImageDataModule):
                     "instead",
                 )
             self.val_data = self._open_val_folder(val_path, "the training folder")
-            warn_files_of_training(
+            self._val_files = warn_files_of_training(
                 [p for p, _ in self.val_data.samples], val_path, self._training_files, "validation"
             )
             pool = torch.arange(len(full))

@@ -423,28 +423,36 @@ class TextClassificationDataModule(SFTDataModule):
         self.val_data = self._checked("val")
         if "test" in self._fit_roles():  # read by prepare_data: its labels fail before training
             self._check_labels("test", self.load_split("test"), self.num_classes)
-        self._warn_training_content()
+        self._warn_repeated_content()
 
-    def _warn_training_content(self) -> None:
+    def _warn_repeated_content(self) -> None:
         """A warning when the validation or test split is the training split's content (the
-        same file given twice, or a copy): its scores would be on examples the model trains on
-        (image folders warn alike of their linked files)."""
+        same file given twice, or a copy): its scores would be on examples the model trains on;
+        or when the test split is the validation split's: the best checkpoint is chosen on the
+        examples test then scores (image folders warn alike of their linked files)."""
         reader = self.reader
-        roles = [r for r in self._fit_roles() if r != "train"]
+        roles = self._fit_roles()
+        pairs = [(a, b) for i, a in enumerate(roles) for b in roles[i + 1 :]]
         if isinstance(reader, FileReader):  # files of other sizes differ: not hashed again
-            size = reader.path("train").stat().st_size
-            if all(reader.path(r).stat().st_size != size for r in roles):
-                return
-        train = reader.content_key("train")
-        for role in roles:
-            name = {"val": "validation", "test": "test"}[role]
-            if reader.content_key(role) == train:
-                rank_zero_warning(
-                    log,
-                    f"{self.reader.where(role)}: the {name} split holds the training split's "
-                    f"examples ({self.reader.where('train')}): {name} scores examples the model "
-                    "trains on",
-                )
+            size = {role: reader.path(role).stat().st_size for role in roles}
+            pairs = [(a, b) for a, b in pairs if size[a] == size[b]]
+        names = {"train": "training", "val": "validation", "test": "test"}
+        warned = set()  # a split once: the training split's examples say it all
+        for first, role in pairs:
+            if role in warned or reader.content_key(role) != reader.content_key(first):
+                continue
+            warned.add(role)
+            name = names[role]
+            consequence = (
+                f"{name} scores examples the model trains on"
+                if first == "train"
+                else "the best checkpoint is chosen on the examples test then scores"
+            )
+            rank_zero_warning(
+                log,
+                f"{reader.where(role)}: the {name} split holds the {names[first]} split's "
+                f"examples ({reader.where(first)}): {consequence}",
+            )
 
     def state_dict(self) -> dict[str, Any]:
         """What the training split was (its token-cache key: the file's content, the reader's
