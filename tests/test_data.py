@@ -111,6 +111,18 @@ def test_val_split_fixed_and_disjoint_from_train(cifar: CIFAR10DataModule) -> No
     assert not torch.equal(other_split.val_indices, cifar.val_indices)
 
 
+@pytest.mark.parametrize("data", ["cifar10", "image_folder"])
+def test_an_unseeded_run_draws_the_seed_0_subset_of_image_data(data, tmp_path):
+    """`seed=null` (conf/train.yaml: "null: unseeded") with image data: `error: data.seed:
+    expected an integer, got None` (text data took it as 0)."""
+    from sft.utils.config_types import check_config_types
+
+    overrides = [f"data={data}", "seed=null", "data.samples_per_class=3"]
+    cfg = compose_config("train", overrides, tmp_path)
+    check_config_types(cfg.data, "data")
+    assert instantiate(cfg.data).seed == 0
+
+
 def test_few_label_datamodule_counts(few: CIFAR10DataModule, cifar: CIFAR10DataModule) -> None:
     assert _counts(few.train_data.tensors[1]) == [25] * 10
     assert set(few.train_indices.tolist()) <= set(cifar.train_indices.tolist())

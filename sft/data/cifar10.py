@@ -126,7 +126,7 @@ class CIFAR10DataModule(ImageDataModule):
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         val_size: int = 5000,
-        seed: int = 0,
+        seed: int | None = 0,
         split_seed: int = 0,
         train_fraction: float | None = None,
         samples_per_class: int | None = None,
@@ -157,7 +157,8 @@ class CIFAR10DataModule(ImageDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_size = val_size
-        self.seed = seed
+        # seed=null (an unseeded run) still draws one few-label subset, as text data does
+        self.seed = 0 if seed is None else seed
         self.split_seed = split_seed
         self.train_fraction = train_fraction
         self.samples_per_class = samples_per_class

@@ -301,7 +301,7 @@ class ImageFolderDataModule(ImageDataModule):
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
-        seed: int = 0,
+        seed: int | None = 0,
         split_seed: int = 0,
         train_fraction: float | None = None,
         samples_per_class: int | None = None,
@@ -347,7 +347,8 @@ class ImageFolderDataModule(ImageDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.seed = seed
+        # seed=null (an unseeded run) still draws one few-label subset, as text data does
+        self.seed = 0 if seed is None else seed
         self.split_seed = split_seed
         self.train_fraction = train_fraction
         self.samples_per_class = samples_per_class
