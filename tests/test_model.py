@@ -1,6 +1,7 @@
 """The fused head, the regularisers, parameter groups, freezing and the linear probe."""
 
 import logging
+import math
 import warnings
 from types import SimpleNamespace
 
@@ -219,6 +220,38 @@ def test_lightning_applies_the_regularizer_every_step(tmp_path, decoupled, every
     trainer.fit(model, train_dataloaders=tiny_loader())
     # R is squared: 0.8 ** 3 on theta - theta_0, 0.8 ** 6 on R
     assert model.regularizer(model.backbone).item() == pytest.approx(0.8**6 * start, rel=1e-4)
+
+
+@pytest.mark.parametrize("decoupled", [False, True], ids=["gradient", "decoupled"])
+def test_log_regularizer_logs_r_and_the_objective_it_is_a_term_of(tmp_path, decoupled):
+    """model.log_regularizer=true: train/reg is R, and train/loss the regularised objective
+    CE + lambda R in the gradient form. The decoupled pull is not a term of an objective (its
+    lambda is on another scale): train/loss is the data term (was: CE + lambda R, which rose
+    with R while the data term fell)."""
+    model = pull_only_model(decoupled, every=1)
+    model.hparams.log_regularizer = True
+    start = model.regularizer(model.backbone).item()
+    logged = []
+
+    class FirstStep(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            metrics = trainer.callback_metrics
+            logged.append((metrics["train/loss_step"].item(), metrics["train/reg"].item()))
+
+    trainer = L.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[FirstStep()],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, train_dataloaders=tiny_loader())
+    ((loss, reg),) = logged
+    ce = math.log(3)  # the zero head's uniform logits over 3 classes
+    assert reg == pytest.approx(start, rel=1e-5)
+    assert loss == pytest.approx(ce if decoupled else ce + 10.0 * start, rel=1e-5)
 
 
 def test_validation_sees_the_held_pulls_applied(tmp_path):

@@ -156,8 +156,9 @@ class SFTClassifier(L.LightningModule):
     moving the weights). Held pulls are also applied before each validation and at the end of
     training; a step checkpoint saved between pulls carries them for resume.
     log_regularizer: also compute R(theta) every step and log it (`train/reg`), with `train/loss`
-    the regularised objective; off, `train/loss` is the data term and R's gradient is added
-    without computing R (sft.models.regularizers).
+    the regularised objective in the gradient form (the decoupled pull's lambda is on another
+    scale, as AdamW's weight decay is: `train/loss` stays the data term); off, `train/loss` is
+    the data term and R's gradient is added without computing R (sft.models.regularizers).
     channels_last: NHWC memory layout for image backbones; None: the backbone's registered
     default (on for convolutional networks, where it measured faster on CPU).
     compile: `torch.compile` the backbone (dynamic shapes: text batches vary in length).
@@ -538,7 +539,8 @@ class SFTClassifier(L.LightningModule):
         logged = ce.detach()
         if self.hparams.reg_lambda > 0 and self.hparams.log_regularizer:
             reg = self.regularizer(self.backbone)
-            logged = logged + self.hparams.reg_lambda * reg
+            if not self.hparams.reg_decoupled:  # a pull is no term of an objective
+                logged = logged + self.hparams.reg_lambda * reg
             self.log("train/reg", reg, on_step=True, on_epoch=False)
         # update(), not forward(): only epoch values are logged, per-batch values would be
         # computed for nothing on every step
