@@ -254,6 +254,28 @@ def test_log_regularizer_logs_r_and_the_objective_it_is_a_term_of(tmp_path, deco
     assert loss == pytest.approx(ce if decoupled else ce + 10.0 * start, rel=1e-5)
 
 
+def test_last_checkpoint_holds_the_trained_weights_with_every_pull_applied(tmp_path):
+    """reg_every=2 and max_steps=3: the run ends one step into a cycle. last.ckpt, written when
+    training ends, held the weights without that step's pull (and the pull itself, which only
+    a resumed run applies): sft-eval, -predict and -export read other weights than trained."""
+    from sft.callbacks.last_checkpoint import LastCheckpoint
+
+    model = pull_only_model(decoupled=True, every=2)
+    trainer = L.Trainer(
+        max_steps=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[LastCheckpoint(tmp_path)],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, train_dataloaders=tiny_loader())
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert "reg_held" not in saved
+    for name, p in model.state_dict().items():
+        assert torch.equal(saved["state_dict"][name], p), name
+
+
 def test_validation_sees_the_held_pulls_applied(tmp_path):
     """reg_every=3 with validation after 2 steps: validation (and the checkpoint saved after
     it) sees both steps' pulls, not the weights of before them."""

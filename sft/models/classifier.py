@@ -153,8 +153,8 @@ class SFTClassifier(L.LightningModule):
     reg_every: with reg_decoupled, apply the pull every k-th optimizer step, compounded over
     the k steps' learning rates (lazy regularisation): a k-th of the memory traffic, and the
     same pull as k single ones up to first order in lr * lambda (exactly, were nothing else
-    moving the weights). Held pulls are also applied before each validation and at the end of
-    training; a step checkpoint saved between pulls carries them for resume.
+    moving the weights). Held pulls are also applied before each validation and at each epoch's end
+    (last.ckpt holds the trained weights); a step checkpoint saved between pulls carries them for resume.
     log_regularizer: also compute R(theta) every step and log it (`train/reg`), with `train/loss`
     the regularised objective in the gradient form (the decoupled pull's lambda is on another
     scale, as AdamW's weight decay is: `train/loss` stays the data term); off, `train/loss` is
@@ -593,9 +593,16 @@ class SFTClassifier(L.LightningModule):
         if self._reg_held_steps and optimizers and not self.trainer.sanity_checking:
             self._apply_held_pull(optimizers[0])
 
-    def on_train_end(self) -> None:
-        # the trained weights get the pulls of the last steps of an unfinished reg_every cycle
+    def on_train_epoch_end(self) -> None:
+        # the pulls of an unfinished reg_every cycle, before last.ckpt is written at the end of
+        # training (callbacks' on_train_end runs before this module's: it held the weights
+        # without them, which sft-eval, -predict and -export read); a resumed run applies them
+        # at the same step
         if self._reg_held_steps:
+            self._apply_held_pull(self.trainer.optimizers[0])
+
+    def on_train_end(self) -> None:
+        if self._reg_held_steps:  # a way out of training without the epoch's end
             self._apply_held_pull(self.trainer.optimizers[0])
         self._give_back_kept_grads()
 
