@@ -153,8 +153,9 @@ class SFTClassifier(L.LightningModule):
     reg_every: with reg_decoupled, apply the pull every k-th optimizer step, compounded over
     the k steps' learning rates (lazy regularisation): a k-th of the memory traffic, and the
     same pull as k single ones up to first order in lr * lambda (exactly, were nothing else
-    moving the weights). Held pulls are also applied before each validation and at each epoch's end
-    (last.ckpt holds the trained weights); a step checkpoint saved between pulls carries them for resume.
+    moving the weights). Held pulls are also applied before each validation and at each epoch's
+    end (last.ckpt holds the trained weights); a step checkpoint saved between pulls carries
+    them for resume.
     log_regularizer: also compute R(theta) every step and log it (`train/reg`), with `train/loss`
     the regularised objective in the gradient form (the decoupled pull's lambda is on another
     scale, as AdamW's weight decay is: `train/loss` stays the data term); off, `train/loss` is
