@@ -286,11 +286,25 @@ def test_ddp_sim_runs_two_processes(train_cfg, val_check_interval):
         "trainer.max_epochs=2",
         f"+trainer.val_check_interval={val_check_interval}",
         "trainer.enable_progress_bar=false",
+        "data.val_size=101",  # ranks of 51 and 50 examples
     )
     recorder = RunRecorder(cfg.paths.output_dir, [], None)
     metrics = train(cfg, recorder)
     assert 0.0 <= metrics["test/acc"] <= 1.0
     assert recorder.result.epochs == 2
+    # the validation loss of the 101 examples, as one process gives it (was: 101/100 of it:
+    # Lightning's mean over ranks counted 101 examples as 2 x 50)
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from sft.models.loading import load_classifier
+
+    model = load_classifier(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    datamodule = instantiate(cfg.data)
+    datamodule.configure_input(model.input_spec)
+    one = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    (alone,) = one.validate(model, datamodule=datamodule, verbose=False)
+    assert metrics["val/loss"] == pytest.approx(alone["val/loss"], rel=1e-5)
     events = EventAccumulator(str(Path(cfg.paths.output_dir) / "tensorboard"))
     events.Reload()
     (test_step,) = [e.step for e in events.Scalars("test/acc")]

@@ -17,7 +17,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import Container, OmegaConf
 from torch import nn
-from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sft.contracts import (
@@ -368,6 +368,11 @@ class SFTClassifier(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_acc_best = MaxMetric()
+        # the split's mean loss, weighted by batch size and summed over DDP ranks by torchmetrics:
+        # Lightning's sync_dist mean truncated the ranks' example counts to integers (gloo), so
+        # an odd split's loss came out N/(N-1) too high. NaN is kept, not skipped with a warning
+        self.val_loss = MeanMetric(nan_strategy="disable")
+        self.test_loss = MeanMetric(nan_strategy="disable")
         # from a resumed checkpoint (on_load_checkpoint), applied in on_train_start
         self._restored_acc_best: float | None = None
         # an image batch went through the backbone: its size is one the backbone takes
@@ -658,7 +663,8 @@ class SFTClassifier(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         loss, logits, y = self._shared_step(batch)
         self.val_metrics.update(logits, y)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.val_loss.update(loss, weight=y.numel())
+        self.log("val/loss", self.val_loss, on_epoch=True, prog_bar=True)
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
         # for callbacks (sft-eval's predictions come from the pass that scores them)
         return {"logits": logits, "labels": y}
@@ -672,7 +678,8 @@ class SFTClassifier(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         loss, logits, y = self._shared_step(batch)
         self.test_metrics.update(logits, y)
-        self.log("test/loss", loss, on_epoch=True, sync_dist=True)
+        self.test_loss.update(loss, weight=y.numel())
+        self.log("test/loss", self.test_loss, on_epoch=True)
         self.log_dict(self.test_metrics, on_epoch=True)
         return {"logits": logits, "labels": y}
 
