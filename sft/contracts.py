@@ -26,6 +26,9 @@ Modality = Literal["image", "text"]
 # checkpoint key: the best validation accuracy of the run so far (the model saves and restores
 # it; a new run from a checkpoint, `ckpt_path=`, starts its own)
 VAL_ACC_BEST = "val_acc_best"
+# checkpoint key: the metrics logged when it was saved (a ddp_spawn run's main process, which
+# its stopped ranks send none, records an interrupted run's metrics from its last.ckpt)
+LOGGED_METRICS = "logged_metrics"
 # the state_dict prefix of SFTClassifier's regulariser (its reference weights, L2-SP's θ₀)
 REGULARIZER_STATE = "regularizer."
 # checkpoint key: the digest of a text model's tokenizer (a datamodule's rebuild_info)

@@ -165,6 +165,38 @@ def test_a_signal_to_ddp_spawns_main_process_alone_stops_its_ranks_with_a_checkp
     assert (record["status"], record["steps"], record["error"]) == ("interrupted", step, message)
 
 
+def test_an_interrupted_ddp_spawn_run_keeps_its_metrics_command_and_curves(tmp_path, data_dir):
+    """trainer=ddp_sim stopped after its first validation, then resumed:
+    - its result.json had no metrics (its ranks send the main process none when stopped), so it
+      counted as a run that failed before logging, and
+    - the resume wrote its own command over the run's `.hydra/` (not in `.hydra/resumed_*/`);
+    - the test's spawned processes marked the resumed step again in TensorBoard, which then
+      dropped every point the resumed fit logged (sft-compare showed no validation)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    task = [*FAST, "trainer=ddp_sim", "trainer.max_epochs=3", f"paths.log_dir={tmp_path}"]
+    task += ["name=spawned", "callbacks.step_checkpoint.every_n_train_steps=2"]
+    stop = ["+callbacks.term._target_=helpers.faults.SignalAtStep", "+callbacks.term.step=4"]
+    stop += ["+callbacks.term.signal=SIGTERM", "+callbacks.term.to_parent=true"]
+    result = run_train_cli(*task, *stop, cwd=tmp_path)
+    assert result.returncode == 143, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / "train" / "spawned")
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "interrupted"
+    assert {"val/acc", "val/acc_best", "val/loss"} <= set(record["metrics"]), record["metrics"]
+
+    result = run_train_cli(*task, f"resume={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resume=" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    (resumed,) = (run_dir / ".hydra").glob("resumed_*")
+    assert f"resume={run_dir}" in (resumed / "overrides.yaml").read_text()
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    # a validation at each of the 3 epochs' ends (3 steps each), the test after them
+    assert [e.step for e in events.Scalars("val/acc")] == [2, 5, 8]
+    assert [e.step for e in events.Scalars("test/acc")] == [9]
+
+
 def test_a_signal_to_ddp_spawns_main_process_after_its_ranks_last_check_stops_the_run(
     tmp_path, data_dir
 ):

@@ -780,3 +780,24 @@ def test_a_resumed_run_keeps_the_checkpoint_it_started_from_in_its_record(tmp_pa
         "trainer.max_epochs=2",
         "ckpt_path=/runs/a/last.ckpt",
     ]
+
+
+def test_resuming_a_run_that_logged_no_metric_keeps_its_command(tmp_path):
+    """A run whose record holds no metric (stopped before it logged one) and that was resumed:
+    the resume wrote its own command over the run's `.hydra/` (was: taken as a run replacing
+    one that failed before logging), so sft-compare labelled the run with the resume's
+    settings and the original command was lost."""
+    task = [*FAST, "trainer.max_epochs=1", "test=false", f"paths.log_dir={tmp_path}", "name=r"]
+    assert run_train_cli(*task, cwd=tmp_path).returncode == 0
+    run_dir = only_run_dir(tmp_path / "train" / "r")
+    record = json.loads((run_dir / "result.json").read_text())
+    record.update(status="interrupted", metrics={})
+    (run_dir / "result.json").write_text(json.dumps(record))
+    typed = (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+    again = [*task[:-1], "name=r", "trainer.max_epochs=2", f"resume={run_dir}"]
+    result = run_train_cli(*again, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == typed
+    (resumed,) = (run_dir / ".hydra").glob("resumed_*")
+    assert f"resume={run_dir}" in (resumed / "overrides.yaml").read_text()

@@ -154,19 +154,21 @@ def test_a_run_without_a_logger_trains_without_the_learning_rate_monitor(
     assert not (tmp_path / "run" / "tensorboard").exists()
 
 
-def test_an_epoch_cut_short_by_max_steps_is_not_recorded_as_completed(tmp_path):
+@pytest.mark.parametrize(("trainer", "epochs"), [("cpu", 1), ("ddp_sim", 2)])
+def test_an_epoch_cut_short_by_max_steps_is_not_recorded_as_completed(tmp_path, trainer, epochs):
     """result.json's epochs are those completed: 8 steps of 6 per epoch were recorded as 2
     (Lightning counts the epoch max_steps ends as completed), in sweep summaries and
-    sft-compare too."""
+    sft-compare too; under ddp_sim (3 steps per epoch in each rank) as 3, the main process not
+    knowing an epoch's batches."""
     import json
 
     import sft.train
 
     run = tmp_path / "run"
-    argv = ["sft-train", *FAST, "+trainer.max_steps=8", "test=false", f"hydra.run.dir={run}"]
-    assert run_entry_point(sft.train.main, argv) == 0
+    argv = ["sft-train", *FAST, f"trainer={trainer}", "+trainer.max_steps=8", "test=false"]
+    assert run_entry_point(sft.train.main, [*argv, f"hydra.run.dir={run}"]) == 0
     record = json.loads((run / "result.json").read_text())
-    assert (record["steps"], record["epochs"]) == (8, 1)
+    assert (record["steps"], record["epochs"]) == (8, epochs)
 
 
 def test_resume_from_last_checkpoint_continues_at_the_right_epoch(train_cfg, tmp_path, caplog):

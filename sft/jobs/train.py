@@ -41,6 +41,7 @@ from sft.runs.resume import (
     continue_tensorboard,
     epochs_completed,
     finished_job,
+    purge_no_more,
     recover_spawned_progress,
     resume_point,
     return_spawned_progress,
@@ -215,6 +216,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
                         pruned,
                     )
         metrics = dict(trainer.callback_metrics)
+        purge_no_more(trainer.loggers)
 
         if cfg.get("test") and not datamodule.has_labelled_test:
             # an unlabelled test file (not a Hugging Face split, which sft-predict does not

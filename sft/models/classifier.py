@@ -21,6 +21,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sft.contracts import (
+    LOGGED_METRICS,
     REGULARIZER_STATE,
     VAL_ACC_BEST,
     ClassificationData,
@@ -741,6 +742,12 @@ class SFTClassifier(L.LightningModule):
         checkpoint[MODEL_TARGET] = f"{type(self).__module__}.{type(self).__qualname__}"
         if self.val_acc_best.update_called:
             checkpoint[VAL_ACC_BEST] = float(self.val_acc_best.compute())
+        if self._trainer is not None:
+            checkpoint[LOGGED_METRICS] = {
+                name: float(value)
+                for name, value in self.trainer.callback_metrics.items()
+                if isinstance(value, torch.Tensor) and value.numel() == 1
+            }
         if self._reg_held_steps:  # a resumed run applies them at the same step
             checkpoint[REG_HELD] = {"keep": self._reg_held, "steps": self._reg_held_steps}
         # Lightning stores the datamodule's hparams; add its class so eval can rebuild it from the

@@ -395,7 +395,9 @@ class RunDirectory(Callback):
             hydra_cfg.run.dir = str(chosen)
             if not _overridden("hydra.output_subdir", hydra_cfg):  # e.g. null: DDP ranks > 0
                 # a run replacing one that failed before logging takes its place in .hydra/
-                # too (sft-compare labels a run by .hydra/overrides.yaml)
+                # too (sft-compare labels a run by .hydra/overrides.yaml); a resumed one
+                # continues it, whose command stays (was: written over when the run it
+                # continues had logged no metric, as an interrupted ddp_spawn run has not)
                 record = chosen / RESULT_FILE
-                replaces = record.is_file() and not _worth_keeping(record)
+                replaces = resume is None and record.is_file() and not _worth_keeping(record)
                 hydra_cfg.output_subdir = ".hydra" if replaces else config_subdir(str(chosen))

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, open_dict
 
-from sft.contracts import REGULARIZER_STATE, VAL_ACC_BEST
+from sft.contracts import LOGGED_METRICS, REGULARIZER_STATE, VAL_ACC_BEST
 from sft.errors import RunInTheWay, SFTError
 from sft.hub import local_or_hub_name
 from sft.runs.directories import (
@@ -467,6 +469,17 @@ def continue_tensorboard(logger_cfg: DictConfig | None, step: int) -> None:
             wait_to_sort_after(Path(entry.save_dir))
 
 
+def purge_no_more(loggers: Iterable[Logger]) -> None:
+    """After the fit: a TensorBoard logger's next SummaryWriter (the test's, in the processes
+    ddp_spawn starts for it) purges nothing. Its `purge_step` marked the resumed step again in
+    the test's event file, read last, and TensorBoard dropped every point the resumed fit
+    logged after it (sft-compare showed no validation). Lightning keeps the writer's arguments
+    in `_kwargs` only."""
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger._kwargs.pop("purge_step", None)
+
+
 def continue_csv_logs(logger_cfg: DictConfig | None) -> None:
     """Give the CSV loggers of a resumed run whose folder holds the earlier part's logs their own
     `version_N` folder (Lightning's next version): in the same folder, Lightning's CSVLogger
@@ -635,6 +648,7 @@ def epochs_completed(trainer: Trainer) -> int:
 
 # the key of the fit loop's state in what a ddp_spawn rank 0 sends the main process
 SPAWNED_FIT_LOOP = "sft_fit_loop"
+SPAWNED_EPOCH_BATCHES = "sft_epoch_batches"
 
 
 class ProgressReturningLauncher(_MultiProcessingLauncher):
@@ -647,12 +661,17 @@ class ProgressReturningLauncher(_MultiProcessingLauncher):
         extra = super().get_extra_results(trainer)
         if trainer.state.fn == TrainerFn.FITTING:
             extra[SPAWNED_FIT_LOOP] = trainer.fit_loop.state_dict()
+            # an epoch's batches, which the main process never counted (inf): epochs_completed
+            # took an epoch max_steps cut short for a whole one
+            extra[SPAWNED_EPOCH_BATCHES] = trainer.fit_loop.max_batches
         return extra
 
     def update_main_process_results(self, trainer: Trainer, extra: dict[str, Any]) -> None:
         super().update_main_process_results(trainer, extra)
         if extra.get(SPAWNED_FIT_LOOP) is not None:
             trainer.fit_loop.load_state_dict(extra[SPAWNED_FIT_LOOP])
+        if extra.get(SPAWNED_EPOCH_BATCHES) is not None:
+            trainer.fit_loop.max_batches = extra[SPAWNED_EPOCH_BATCHES]
 
 
 def return_spawned_progress(trainer: Trainer) -> None:
@@ -678,6 +697,11 @@ def recover_spawned_progress(trainer: Trainer) -> None:
     if fit_loop is None or state["global_step"] == 0:
         return
     trainer.fit_loop.load_state_dict(fit_loop)
+    # and the metrics of when it was saved, for result.json (was: none, so an interrupted run
+    # counted as one that failed before logging)
+    logged = state.get(LOGGED_METRICS) or {}
+    if not trainer.callback_metrics:
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in logged.items()})
     epochs = trainer.fit_loop.epoch_progress.current
     if not trainer.interrupted and epochs.completed < epochs.started:
         # saved at the last epoch's final validation (at its end, or within it with
