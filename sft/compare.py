@@ -436,7 +436,11 @@ def plot_curves(runs: list[Run], metric: str, path: Path) -> None:
                 )
         ax.set(title=tag, xlabel="step", ylabel=tag)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize="small")
+    # on the first panel with curves (a run without the metric's curve: matplotlib warned of a
+    # legend without artists, and no panel had one)
+    drawn = next((ax for ax in axes[0] if ax.get_lines()), None)
+    if drawn is not None:
+        drawn.legend(fontsize="small")
     fig.tight_layout()
     kind = path.suffix[1:].lower()
     # a PNG says who wrote it: the default compare.png is replaced only when it is sft-compare's

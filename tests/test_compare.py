@@ -496,3 +496,20 @@ def test_a_resumed_runs_relogged_steps_are_dropped_without_tensorboards_warning(
     captured = capsys.readouterr()
     assert "out of order" not in captured.out + captured.err + caplog.text
     assert table_rows(captured.out)[0][1:3] == ["0.7000", "0.7000"]
+
+
+def test_curves_of_runs_without_the_metrics_curve_have_a_legend_and_no_warning(tmp_path):
+    """Runs with val/loss but no val/acc curve (a resumed ddp_sim run's, before its fix):
+    matplotlib warned "No artists with labels found to put in legend", and no panel had one."""
+    import warnings
+
+    from sft.compare import Run, plot_curves
+
+    runs = [
+        Run(tmp_path / name, [f"seed={seed}"], {"val/loss": [(1, 0.7), (2, 0.6)]}, label=name)
+        for seed, name in enumerate(["a", "b"])
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_curves(runs, "val/acc", tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").is_file()
