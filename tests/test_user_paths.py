@@ -771,7 +771,7 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
         # data's seed (${seed}) must be a number: how to read one
         (
             "seed=${oc.env:SFT_TEST_SEED}",
-            "error: data.seed: expected an integer, got the string '3': write it without quotes "
+            "error: data.seed: expected an integer or null, got the string '3': write it without quotes "
             "(from ${oc.env:...}: ${oc.decode:${oc.env:...}} reads the number)",
         ),
         # a precision whose package is not installed (was: Hydra's multi-line report)
