@@ -1277,6 +1277,19 @@ def test_lightnings_own_checkpoint_is_not_called_the_best(train_cfg, tmp_path, c
     assert "Best checkpoint:" not in caplog.text
 
 
+def test_the_best_checkpoint_is_tested_whatever_the_callbacks_order(train_cfg, tmp_path, caplog):
+    """`callbacks=[last_checkpoint,model_checkpoint]`: Lightning's checkpoint_callback is the
+    first in the list, last_checkpoint's, so last.ckpt was tested (logged as "no monitored
+    metric") while model_checkpoint kept the best one."""
+    run_dir = tmp_path / "run"
+    order = ["callbacks=[last_checkpoint,model_checkpoint]", "trainer.max_epochs=2"]
+    with caplog.at_level(logging.INFO):
+        train(train_cfg(*order, run_dir=run_dir))
+    (best,) = (run_dir / "checkpoints").glob("epoch_*.ckpt")
+    assert f"Best checkpoint: {best}" in caplog.text
+    assert "no monitored metric" not in caplog.text
+
+
 @pytest.mark.parametrize(
     "leaves, found",
     [

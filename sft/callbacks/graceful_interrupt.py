@@ -34,6 +34,7 @@ from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from torch import multiprocessing as mp
 from torch.multiprocessing import ProcessExitedException
 
+from sft.callbacks.last_checkpoint import ranking_checkpoint
 from sft.errors import TrainingInterrupted
 from sft.runs.directories import sweep_hint, trainer_last_checkpoint
 from sft.runs.resume import recover_spawned_progress
@@ -355,7 +356,7 @@ def _what_was_kept(trainer: L.Trainer, overrides: list[str], sweep: str | None) 
     # a sweep's job: how to continue the sweep, whatever was kept (the sweep stops here)
     then = f"; {how_to_continue(trainer.default_root_dir, overrides, sweep)}" if sweep else ""
     if trainer.testing:
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        best = getattr(ranking_checkpoint(trainer), "best_model_path", "")
         if not best:
             return f"during the test (training had finished; the run saved no checkpoint){then}"
         return f"during the test (training had finished): test with sft-eval ckpt_path={best}{then}"

@@ -37,3 +37,13 @@ class LastCheckpoint(ModelCheckpoint):
         # batch of everything" includes the checkpoint that sft-eval/-predict/-export read
         if trainer.global_step != self._last_global_step_saved:
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def ranking_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback whose best checkpoint a run's test reads: the first that ranks
+    by a monitored metric, else Lightning's first (`last_checkpoint` alone, Lightning's default
+    one). Lightning's `trainer.checkpoint_callback` is the first in the list, which was
+    last_checkpoint under `callbacks=[last_checkpoint,model_checkpoint]`, or beside a
+    user's own monitored `+callbacks.best=...`: last.ckpt was tested, not the best."""
+    monitored = (c for c in trainer.checkpoint_callbacks if c.monitor is not None)
+    return next(monitored, trainer.checkpoint_callback)

@@ -21,6 +21,7 @@ from sft.callbacks.graceful_interrupt import (
     relayed_to_spawned_ranks,
     resume_arguments,
 )
+from sft.callbacks.last_checkpoint import ranking_checkpoint
 from sft.callbacks.monitored_metrics import MonitoredMetricsCheck
 from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
@@ -229,11 +230,10 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
                 + (" (sft-predict inputs=<its file> predicts it)." if from_file else ".")
             )
         elif cfg.get("test"):
-            best = (
-                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            )
+            ranking = ranking_checkpoint(trainer)
+            best = ranking.best_model_path if ranking else ""
             says = trainer.is_global_zero  # a rank of subprocess DDP: said once, by rank 0
-            if says and not best and trainer.checkpoint_callback:
+            if says and not best and ranking:
                 log.warning("No best checkpoint recorded: testing the current weights.")
             elif says and not best:  # no checkpoints by choice (studies, callbacks=none)
                 log.info("Testing the final weights (no checkpoints in this run).")
@@ -241,7 +241,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
                 trainer.test(
                     model, datamodule=datamodule, ckpt_path=best or None, weights_only=True
                 )
-            if says and best and trainer.checkpoint_callback.monitor is None:
+            if says and best and ranking.monitor is None:
                 # Lightning's default callback (callbacks=none trainer.enable_checkpointing=true)
                 # ranks nothing: its "best" is the last checkpoint it saved
                 log.info(f"Tested the last checkpoint (no monitored metric): {best}")
