@@ -1277,6 +1277,21 @@ def test_lightnings_own_checkpoint_is_not_called_the_best(train_cfg, tmp_path, c
     assert "Best checkpoint:" not in caplog.text
 
 
+def test_a_monitored_loss_is_ranked_lowest_first(tmp_path):
+    """`callbacks.model_checkpoint.monitor=val/loss` (or early stopping's) kept the configs'
+    `mode: max`: the checkpoint of the highest loss was the best one, and early stopping
+    stopped while the loss fell."""
+    overrides = ["callbacks=[default,early_stopping]"]
+    cfg = compose_config("train", overrides, tmp_path)
+    assert cfg.callbacks.model_checkpoint.mode == cfg.callbacks.early_stopping.mode == "max"
+    overrides += [f"callbacks.{c}.monitor=val/loss" for c in ("model_checkpoint", "early_stopping")]
+    cfg = compose_config("train", overrides, tmp_path)
+    assert cfg.callbacks.model_checkpoint.mode == cfg.callbacks.early_stopping.mode == "min"
+    # as given, when given
+    cfg = compose_config("train", [*overrides, "callbacks.model_checkpoint.mode=max"], tmp_path)
+    assert cfg.callbacks.model_checkpoint.mode == "max"
+
+
 def test_the_best_checkpoint_is_tested_whatever_the_callbacks_order(train_cfg, tmp_path, caplog):
     """`callbacks=[last_checkpoint,model_checkpoint]`: Lightning's checkpoint_callback is the
     first in the list, last_checkpoint's, so last.ckpt was tested (logged as "no monitored

@@ -45,6 +45,10 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sft_config_subdir", config_subdir, use_cache=True)
     if not OmegaConf.has_resolver("sft_config_groups"):
         OmegaConf.register_new_resolver("sft_config_groups", config_groups)
+    if not OmegaConf.has_resolver("sft_mode"):
+        # a checkpoint's or early stopping's mode follows its monitor (conf/callbacks): a
+        # `monitor=val/loss` kept `mode: max`, and the worst loss was the best checkpoint
+        OmegaConf.register_new_resolver("sft_mode", lambda metric: metric_mode(str(metric)))
     if not OmegaConf.has_resolver("sft_direction"):
         OmegaConf.register_new_resolver(
             "sft_direction", lambda metric: f"{metric_mode(str(metric))}imize"
