@@ -1277,6 +1277,23 @@ def test_lightnings_own_checkpoint_is_not_called_the_best(train_cfg, tmp_path, c
     assert "Best checkpoint:" not in caplog.text
 
 
+def test_checkpoints_kept_from_validations_within_an_epoch_are_not_written_over(
+    train_cfg, tmp_path
+):
+    """save_top_k=-1 with two validations per epoch: both were saved as epoch_000.ckpt, the
+    second over the first, so a best state in the top k could be lost."""
+    run_dir = tmp_path / "run"
+    keep_all = ["callbacks.model_checkpoint.save_top_k=-1", "+trainer.val_check_interval=0.5"]
+    train(train_cfg(*keep_all, "trainer.max_epochs=2", "test=false", run_dir=run_dir))
+    names = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch_*.ckpt"))
+    assert names == [
+        "epoch_000-step_000003.ckpt",
+        "epoch_000-step_000006.ckpt",
+        "epoch_001-step_000009.ckpt",
+        "epoch_001-step_000012.ckpt",
+    ]
+
+
 def test_a_monitored_loss_is_ranked_lowest_first(tmp_path):
     """`callbacks.model_checkpoint.monitor=val/loss` (or early stopping's) kept the configs'
     `mode: max`: the checkpoint of the highest loss was the best one, and early stopping

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -47,3 +48,26 @@ def ranking_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
     user's own monitored `+callbacks.best=...`: last.ckpt was tested, not the best."""
     monitored = (c for c in trainer.checkpoint_callbacks if c.monitor is not None)
     return next(monitored, trainer.checkpoint_callback)
+
+
+def name_checkpoints_by_step(trainer: L.Trainer) -> None:
+    """A ranking checkpoint callback that keeps several checkpoints (`save_top_k` other than 0
+    and 1) where one epoch validates or saves more than once (`trainer.val_check_interval`
+    below an epoch, `every_n_train_steps`) gets `-step_{step:06d}` in its file names: named by
+    epoch alone, a later checkpoint of the epoch was written over an earlier one, and a best
+    state kept in the top k could be lost (a model checkpoint's `enable_version_counter` is off
+    so that a resumed run writes over the epochs it redoes)."""
+    interval = trainer.val_check_interval  # a fraction of an epoch, or a count of batches
+    within_epoch = not isinstance(interval, float) or interval < 1.0
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, LastCheckpoint) or callback.save_top_k in (0, 1):
+            continue
+        name = callback.filename or ""
+        if "{step" in name or not (within_epoch or callback._every_n_train_steps):
+            continue
+        callback.filename = f"{name}-step_{{step:06d}}" if name else "{epoch}-{step}"
+        rank_zero_info(
+            f"checkpoints are named {callback.filename}.ckpt: with save_top_k="
+            f"{callback.save_top_k}, one per epoch would be written over by the next saved in "
+            "the same epoch"
+        )

@@ -21,7 +21,7 @@ from sft.callbacks.graceful_interrupt import (
     relayed_to_spawned_ranks,
     resume_arguments,
 )
-from sft.callbacks.last_checkpoint import ranking_checkpoint
+from sft.callbacks.last_checkpoint import name_checkpoints_by_step, ranking_checkpoint
 from sft.callbacks.monitored_metrics import MonitoredMetricsCheck
 from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
@@ -175,6 +175,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         logger=loggers,
         **checkpointing(cfg.trainer, callbacks),
     )
+    name_checkpoints_by_step(trainer)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # hparams.yaml
     trainable, total = model.parameter_counts()
