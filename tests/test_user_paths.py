@@ -1294,6 +1294,18 @@ def test_checkpoints_kept_from_validations_within_an_epoch_are_not_written_over(
     ]
 
 
+@pytest.mark.parametrize(
+    ("setting", "hint"),
+    [("+trainer.logger=false", "~logger for none"), ("+trainer.callbacks=[]", "callbacks=none")],
+)
+def test_trainer_settings_that_config_groups_give_are_refused(train_cfg, tmp_path, setting, hint):
+    """`+trainer.logger=false`: recorded in the config, and passed over (the `logger` group's
+    loggers were given to the Trainer), so the run logged to TensorBoard anyway."""
+    with pytest.raises(SFTError, match=rf"^trainer\.(logger|callbacks)=.*: sft builds .*{hint}"):
+        train(train_cfg(setting, "trainer.max_epochs=1", run_dir=tmp_path / "run"))
+    assert not (tmp_path / "run" / "tensorboard").exists()
+
+
 def test_a_monitored_loss_is_ranked_lowest_first(tmp_path):
     """`callbacks.model_checkpoint.monitor=val/loss` (or early stopping's) kept the configs'
     `mode: max`: the checkpoint of the highest loss was the best one, and early stopping

@@ -112,9 +112,23 @@ def _not_a_tip(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("💡 Tip:")
 
 
+# the Trainer arguments sft builds from config groups of their own, and how to set them there
+_FROM_GROUPS = {
+    "logger": "~logger for none, or logger=csv|tensorboard|many_loggers",
+    "callbacks": "callbacks=none for none, or +callbacks.<name>={_target_:<module.Class>}",
+}
+
+
 def build_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
     """`instantiate(cfg, **kwargs)`; Lightning's refusal of a setting (e.g. max_epochs=-3) is a
-    user error: its own message, as one line."""
+    user error: its own message, as one line. `trainer.logger` / `trainer.callbacks` are
+    refused: the `logger` and `callbacks` groups give them (was: `+trainer.logger=false`
+    recorded, and the run logged to TensorBoard anyway)."""
+    for key in _FROM_GROUPS.keys() & kwargs.keys() & set(cfg):
+        raise SFTError(
+            f"trainer.{key}={cfg[key]}: sft builds the trainer's {key} from the `{key}` config "
+            f"group, and would pass this over: {_FROM_GROUPS[key]}"
+        )
     # Lightning's info lines advertising its cloud services ("💡 Tip: ... try installing
     # litlogger"), twice in every run's log: not about the run
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
