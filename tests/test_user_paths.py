@@ -1165,6 +1165,13 @@ def test_debug_profiler_prints_its_report_and_lightnings_info_lines(tmp_path, da
     assert "[lightning.pytorch.trainer.trainer][DEBUG]" in log
 
 
+def test_debug_limit_runs_on_a_few_label_training_set(train_cfg, tmp_path):
+    """debug=limit took 0.01 of each epoch: refused by Lightning for any training split under
+    100 batches (here 6), the few-label ones the README sets up included."""
+    metrics = train(train_cfg("debug=limit", run_dir=tmp_path / "run"))
+    assert "test/acc" in metrics
+
+
 @pytest.mark.parametrize(
     ("overrides", "line"),
     [
@@ -1174,7 +1181,7 @@ def test_debug_profiler_prints_its_report_and_lightnings_info_lines(tmp_path, da
             "of the training batches (6).",
         ),
         (
-            ["debug=limit"],
+            ["+trainer.limit_train_batches=0.01"],
             "error: trainer: You requested to check 0.01 of the `train_dataloader` but 0.01 * 6 < 1.",
         ),
     ],
