@@ -743,7 +743,7 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
         ),
         (
             "trainer.val_check_interval=0",
-            "error: trainer.val_check_interval: expected a float > 0 or null, got 0",
+            "error: trainer.val_check_interval: expected a float > 0 or a string or dict or null, got 0",
         ),
         (
             "trainer.check_val_every_n_epoch=0",
@@ -1163,6 +1163,14 @@ def test_debug_profiler_prints_its_report_and_lightnings_info_lines(tmp_path, da
     for line in ("GPU available: False", "`Trainer.fit` stopped", "FIT Profiler Report"):
         assert console.count(line) == 1 and log.count(line) == 1, line
     assert "[lightning.pytorch.trainer.trainer][DEBUG]" in log
+
+
+def test_validation_by_wall_time_is_accepted(train_cfg, tmp_path):
+    """Lightning 2.6 validates by wall time, `trainer.val_check_interval="00:00:00:01"` (as
+    its own message for check_val_every_n_epoch=null advises): refused as not a float."""
+    timed = ['+trainer.val_check_interval="00:00:00:01"', "trainer.check_val_every_n_epoch=null"]
+    metrics = train(train_cfg(*timed, "trainer.max_epochs=1", run_dir=tmp_path / "run"))
+    assert "test/acc" in metrics
 
 
 def test_debug_limit_runs_on_a_few_label_training_set(train_cfg, tmp_path):

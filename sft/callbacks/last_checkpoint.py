@@ -57,7 +57,8 @@ def name_checkpoints_by_step(trainer: L.Trainer) -> None:
     epoch alone, a later checkpoint of the epoch was written over an earlier one, and a best
     state kept in the top k could be lost (a model checkpoint's `enable_version_counter` is off
     so that a resumed run writes over the epochs it redoes)."""
-    interval = trainer.val_check_interval  # a fraction of an epoch, or a count of batches
+    # a fraction of an epoch, a count of batches; unset when validation is by wall time
+    interval = getattr(trainer, "val_check_interval", None)
     within_epoch = not isinstance(interval, float) or interval < 1.0
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, LastCheckpoint) or callback.save_top_k in (0, 1):

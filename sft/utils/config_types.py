@@ -50,7 +50,8 @@ Seed = Annotated[int, Interval(ge=0, le=2**32 - 1)] | None
 # and divides by them once training runs (a ZeroDivisionError mid-epoch).
 _MISSING_BOUNDS: dict[Any, dict[str, Any]] = {
     Trainer: {
-        "val_check_interval": Annotated[float, Gt(0)] | None,
+        # or a time ("DD:HH:MM:SS", {minutes: 5}), Lightning 2.6's validation by wall time
+        "val_check_interval": Annotated[float, Gt(0)] | str | dict | None,
         "check_val_every_n_epoch": Annotated[int, Ge(1)] | None,
         # 0: a ZeroDivisionError in the schedule's step count; < 0 trains as its absolute value
         "accumulate_grad_batches": Annotated[int, Ge(1)],
