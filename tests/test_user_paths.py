@@ -1251,17 +1251,30 @@ def test_a_new_run_never_overwrites_a_runs_checkpoints(train_cfg, tmp_path):
     assert last.read_bytes() == before
 
 
-def test_callbacks_none_with_an_experiment_that_sets_a_callbacks_setting(tmp_path):
+@pytest.mark.parametrize(
+    ("choice", "said"),
+    [
+        ("none", "none"),
+        # (was: the same error for any option without early stopping)
+        ("model_checkpoint", "model_checkpoint"),
+        ("[last_checkpoint,model_checkpoint]", "[last_checkpoint,model_checkpoint]"),
+    ],
+)
+def test_callbacks_option_with_an_experiment_that_sets_a_callbacks_setting(tmp_path, choice, said):
     """experiment=cifar10_resnet18 sets callbacks.early_stopping.patience: with callbacks=none
     that setting stood alone, and the run failed on "callbacks.early_stopping: no _target_ (it
     sets patience)", a key the user never wrote."""
     run = tmp_path / "run"
-    argv = ["sft-train", "experiment=cifar10_resnet18", "callbacks=none", *FAST]
+    argv = ["sft-train", "experiment=cifar10_resnet18", f"callbacks={choice}", *FAST]
     argv += ["+trainer.max_steps=2", "test=false", f"hydra.run.dir={run}"]
     assert run_entry_point(train_module.main, argv) == 0
     log = (run / "train.log").read_text()
-    assert "callbacks=none: callbacks.early_stopping (patience, set by another config)" in log
-    assert not list(run.rglob("*.ckpt"))
+    assert f"callbacks={said}: callbacks.early_stopping (patience, set by another config)" in log
+    assert choice != "none" or not list(run.rglob("*.ckpt"))
+    # set on the command line, such an entry is a mistake of the user's: one error line
+    argv += ["+callbacks.early_stopping.min_delta=0.1"]
+    argv[-2] = f"hydra.run.dir={tmp_path / 'typed'}"
+    assert run_entry_point(train_module.main, argv) == 1
 
 
 def test_a_run_without_checkpoint_callbacks_writes_no_checkpoints(train_cfg, tmp_path, caplog):

@@ -162,12 +162,16 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         if recorder is not None:
             recorder.continues_earlier_run()
     loggers = instantiate_loggers(cfg.get("logger"))
+    typed = {override_key(o): o.partition("=")[2] for o in task_overrides()}
+    # a list of options (callbacks=[a,b]) is no choice Hydra records
+    chosen = typed.get("callbacks") or group_choice("callbacks")
     callbacks = instantiate_callbacks(
         cfg.get("callbacks"),
         progress_bar=cfg.trainer.get("enable_progress_bar", True),
         validates=runs_validation(cfg.trainer),
         logs=bool(loggers),
-        chose_none=group_choice("callbacks") == "none",
+        chosen=None if chosen == "default" else chosen,
+        typed=list(typed),
     )
     trainer = build_trainer(
         cfg.trainer,

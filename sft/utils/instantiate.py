@@ -2,7 +2,7 @@
 per key)."""
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,13 @@ from sft.utils.config_types import check_config_types
 log = logging.getLogger(__name__)
 
 
-def _instantiate_entries(cfg: DictConfig | None, group: str, chose_none: bool = False) -> list:
+def _instantiate_entries(
+    cfg: DictConfig | None, group: str, chosen: str | None = None, typed: Collection[str] = ()
+) -> list:
     # Entries set to null (or empty) are switched-off slots, e.g. `callbacks.early_stopping=null`.
-    # `chose_none`: the group's `none` option was chosen, and an entry without a _target_ holds
-    # settings another config (an experiment's) gives the one it leaves out
+    # `chosen`: the group's option the command line chose instead of its default; an entry
+    # without a _target_ that the command line (`typed`: the keys it sets) does not set holds
+    # settings another config (an experiment's) gives an entry that option leaves out
     if not cfg:
         return []
     for name, entry in cfg.items():
@@ -37,10 +40,10 @@ def _instantiate_entries(cfg: DictConfig | None, group: str, chose_none: bool = 
             )
         if entry and "_target_" not in entry:
             keys = ", ".join(map(str, entry))
-            if chose_none:
-                # (was: an error naming settings the user never wrote, for callbacks=none with
-                # experiment=cifar10_resnet18)
-                log.info(f"{group}=none: {where} ({keys}, set by another config) is left out too")
+            if chosen and not any(k == where or k.startswith(f"{where}.") for k in typed):
+                # (was: an error naming settings the user never wrote, for callbacks=none or
+                # callbacks=model_checkpoint with experiment=cifar10_resnet18)
+                log.info(f"{group}={chosen}: {where} ({keys}, set by another config) is left out")
                 continue
             # was: left out without a word, a misspelt `_tagret_` included
             raise SFTError(
@@ -56,7 +59,8 @@ def instantiate_callbacks(
     progress_bar: bool = True,
     validates: bool = True,
     logs: bool = True,
-    chose_none: bool = False,
+    chosen: str | None = None,
+    typed: Collection[str] = (),
 ) -> list[Callback]:
     """The configured callbacks; without progress bars when `trainer.enable_progress_bar=false`
     (Lightning refuses a progress-bar callback then, and plain logs are what the user asked for),
@@ -64,8 +68,9 @@ def instantiate_callbacks(
     metric: Lightning raises at the first epoch's end for the missing metric; and without a
     logger (`~logger`, `logs` false), without the learning-rate monitor, which Lightning
     refuses then (was: "Cannot use LearningRateMonitor callback with Trainer that has no
-    logger", which did not say what to do). `chose_none`: `callbacks=none` was chosen."""
-    callbacks = _instantiate_entries(cfg, "callbacks", chose_none)
+    logger", which did not say what to do). `chosen`: the `callbacks` option chosen instead of
+    the default, `typed`: the keys the command line sets (`_instantiate_entries`)."""
+    callbacks = _instantiate_entries(cfg, "callbacks", chosen, typed)
     kept = []
     for callback in callbacks:
         if isinstance(callback, ProgressBar) and not progress_bar:
