@@ -29,6 +29,9 @@ VAL_ACC_BEST = "val_acc_best"
 # checkpoint key: the metrics logged when it was saved (a ddp_spawn run's main process, which
 # its stopped ranks send none, records an interrupted run's metrics from its last.ckpt)
 LOGGED_METRICS = "logged_metrics"
+# checkpoint key: the trainer precision the checkpoint was trained at (sft-eval's auto keeps a
+# full-precision run's)
+TRAINED_PRECISION = "trained_precision"
 # the state_dict prefix of SFTClassifier's regulariser (its reference weights, L2-SP's θ₀)
 REGULARIZER_STATE = "regularizer."
 # checkpoint key: the digest of a text model's tokenizer (a datamodule's rebuild_info)

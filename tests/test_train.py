@@ -272,6 +272,24 @@ def test_eval_reproduces_training_test_accuracy(train_cfg, tmp_path):
     assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 1000
 
 
+def test_eval_scores_a_full_precision_checkpoint_in_its_precision(tmp_path, caplog):
+    """A ResNet-18 trained at trainer.precision=32-true, scored by sft-eval's default auto: in
+    bf16-mixed on a CPU with bf16 units, the family's pick (test/acc 0.449 for the run's own
+    0.453), whatever training used."""
+    run = [*FAST[2:], "trainer.max_epochs=1", "+trainer.limit_test_batches=2"]
+    metrics = train(compose_config("train", [*run, "trainer.precision=32-true"], tmp_path / "t"))
+    best = next((tmp_path / "t" / "checkpoints").glob("epoch_*.ckpt"))
+    scoring = [f"ckpt_path={best}", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
+    cfg = compose_config("eval", [*scoring, "+trainer.limit_test_batches=2"], tmp_path / "e")
+    with caplog.at_level(logging.INFO):
+        evaluated = evaluate(cfg)
+    assert "trainer.precision=auto -> 32-true (the precision the checkpoint trained at)" in (
+        caplog.text
+    )
+    assert evaluated["test/acc"] == metrics["test/acc"]
+    assert evaluated["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-6)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("val_check_interval", [1.0, 0.5])
 def test_ddp_sim_runs_two_processes(train_cfg, val_check_interval):

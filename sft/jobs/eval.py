@@ -24,6 +24,7 @@ from omegaconf.errors import InterpolationResolutionError
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from sft.contracts import TRAINED_PRECISION
 from sft.errors import SFTError, TrainingInterrupted
 from sft.inference.model_inputs import (
     MODEL_INPUT_KEYS,
@@ -196,6 +197,16 @@ def warn_scoring_training_data(
         )
 
 
+def keep_full_precision(trainer_cfg: DictConfig, checkpoint: Mapping[str, Any]) -> None:
+    """`trainer.precision=auto` for a checkpoint trained in full precision (32-true, 64-true):
+    that precision, so the scores are those the run's own test gave (was: bf16-mixed for a
+    backbone family where bf16 pays, whatever training used: test/acc 0.449 for the run's 0.453)."""
+    trained = str(checkpoint.get(TRAINED_PRECISION, ""))
+    if str(trainer_cfg.get("precision")) == "auto" and trained in ("32-true", "64-true"):
+        trainer_cfg.precision = trained
+        log.info(f"trainer.precision=auto -> {trained} (the precision the checkpoint trained at)")
+
+
 class ScoredOutputs(L.Callback):
     """The class probabilities and labels of the batches that validate or test scores, in
     order; None when a step returns no `logits` and `labels` (a model of the user's)."""
@@ -295,6 +306,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             cfg.data = data_cfg
     # the settings this run uses, checked and completed before config_resolved.yaml records them
     check_accelerator(cfg.trainer)
+    keep_full_precision(cfg.trainer, checkpoint)
     backbone_cfg = checkpoint.get("hyper_parameters", {}).get("backbone")
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(backbone_cfg).cpu_bf16)
     check_config_types(cfg.trainer, "trainer")

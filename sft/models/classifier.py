@@ -23,6 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from sft.contracts import (
     LOGGED_METRICS,
     REGULARIZER_STATE,
+    TRAINED_PRECISION,
     VAL_ACC_BEST,
     ClassificationData,
     check_class_indices,
@@ -743,6 +744,7 @@ class SFTClassifier(L.LightningModule):
         if self.val_acc_best.update_called:
             checkpoint[VAL_ACC_BEST] = float(self.val_acc_best.compute())
         if self._trainer is not None:
+            checkpoint[TRAINED_PRECISION] = str(self.trainer.precision)
             checkpoint[LOGGED_METRICS] = {
                 name: float(value)
                 for name, value in self.trainer.callback_metrics.items()
