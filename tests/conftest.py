@@ -104,15 +104,6 @@ def _logging_state() -> dict[logging.Logger, tuple]:
 
 
 @pytest.fixture(autouse=True)
-def _no_swept_group_settings_of_another_test(monkeypatch) -> None:
-    """sft-train's sweeps record in the environment which settings they gave a `++` (for the
-    jobs' records): a test's sweep must not pass them to the next test in its process."""
-    from sft.utils.cli import SWEPT_GROUP_SETTINGS_ENV
-
-    monkeypatch.delenv(SWEPT_GROUP_SETTINGS_ENV, raising=False)
-
-
-@pytest.fixture(autouse=True)
 def _close_log_handlers_a_test_left() -> Iterator[None]:
     """Every test: the log handlers a run added to a logger that was already there are closed
     and removed (pytest's own stay). A test that called an entry point's `main()` itself left

@@ -892,11 +892,6 @@ def accept_checkpoint_data_settings(argv: Sequence[str], adds: Sequence[str] | N
     return [f"+{arg}" if DATA_SETTING.match(arg) else arg for arg in argv]
 
 
-# the settings `accept_settings_of_swept_groups` gave a `++`, for the jobs' records to show as
-# typed (the environment reaches a job in any launcher's process)
-SWEPT_GROUP_SETTINGS_ENV = "SFT_SWEPT_GROUP_SETTINGS"
-
-
 def accept_settings_of_swept_groups(
     config_name: str, argv: Sequence[str], config_dir: str = CONF_DIR
 ) -> list[str]:
@@ -945,13 +940,8 @@ def lacks_key(cfg: DictConfig, key: str) -> bool:
 
 def as_typed(overrides: Sequence[str]) -> list[str]:
     """The overrides as the user typed them: without the `++` that `accept_trainer_arguments`
-    put before Trainer arguments, or `accept_settings_of_swept_groups` before a swept group's
-    setting (for result.json, sweep summaries and the continue command, which runs them so)."""
-    forced = set(json.loads(os.environ.get(SWEPT_GROUP_SETTINGS_ENV, "[]")))
-    return [
-        o[2:] if o.startswith("++") and (o[2:] in forced or _is_trainer_argument(o[2:])) else o
-        for o in overrides
-    ]
+    put before Trainer arguments (for result.json and sweep summaries)."""
+    return [o[2:] if o.startswith("++") and _is_trainer_argument(o[2:]) else o for o in overrides]
 
 
 def _is_trainer_argument(arg: str) -> bool:
@@ -1005,11 +995,7 @@ def checks_overrides(config_name: str, adds: Sequence[str] | None = None) -> Cal
                 # after the check, which tells a setting no job has (a typo) from these; also
                 # under HYDRA_FULL_ERROR=1, as it changes what runs
                 with contextlib.suppress(Exception):  # Hydra reports what it cannot compose
-                    typed = sys.argv[1:]
-                    sys.argv[1:] = accept_settings_of_swept_groups(config_name, typed)
-                    forced = [a for a in typed if f"++{a}" in sys.argv[1:]]
-                    if forced:
-                        os.environ[SWEPT_GROUP_SETTINGS_ENV] = json.dumps(forced)
+                    sys.argv[1:] = accept_settings_of_swept_groups(config_name, sys.argv[1:])
             return main(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
