@@ -1334,6 +1334,16 @@ def test_trainer_settings_that_config_groups_give_are_refused(train_cfg, tmp_pat
     assert not (tmp_path / "run" / "tensorboard").exists()
 
 
+def test_a_users_own_checkpoint_callback_beside_sfts(train_cfg, tmp_path, caplog):
+    """A Checkpoint of the user's that is no ModelCheckpoint (no monitor, no save_top_k) ended
+    every run before training with an AttributeError; the best checkpoint is still tested."""
+    own = "+callbacks.own._target_=helpers.probes.OwnCheckpoint"
+    with caplog.at_level(logging.INFO):
+        metrics = train(train_cfg(own, "trainer.max_epochs=1", run_dir=tmp_path / "run"))
+    assert "test/acc" in metrics
+    assert "Best checkpoint: " in caplog.text
+
+
 def test_a_monitored_loss_is_ranked_lowest_first(tmp_path):
     """`callbacks.model_checkpoint.monitor=val/loss` (or early stopping's) kept the configs'
     `mode: max`: the checkpoint of the highest loss was the best one, and early stopping

@@ -46,27 +46,31 @@ def ranking_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
     one). Lightning's `trainer.checkpoint_callback` is the first in the list, which was
     last_checkpoint under `callbacks=[last_checkpoint,model_checkpoint]`, or beside a
     user's own monitored `+callbacks.best=...`: last.ckpt was tested, not the best."""
-    monitored = (c for c in trainer.checkpoint_callbacks if c.monitor is not None)
+    # (a user's own Checkpoint that is no ModelCheckpoint ranks nothing sft can read)
+    monitored = (c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None))
     return next(monitored, trainer.checkpoint_callback)
 
 
 def name_checkpoints_by_step(trainer: L.Trainer) -> None:
-    """A ranking checkpoint callback that keeps several checkpoints (`save_top_k` other than 0
-    and 1) where one epoch validates or saves more than once (`trainer.val_check_interval`
-    below an epoch, `every_n_train_steps`) gets `-step_{step:06d}` in its file names: named by
-    epoch alone, a later checkpoint of the epoch was written over an earlier one, and a best
-    state kept in the top k could be lost (a model checkpoint's `enable_version_counter` is off
-    so that a resumed run writes over the epochs it redoes)."""
+    """A model checkpoint callback that keeps several checkpoints (`save_top_k` other than 0
+    and 1) where one epoch can validate or save more than once (`trainer.val_check_interval`
+    below an epoch, a count of batches or a wall time; `every_n_train_steps`) gets the step in
+    its file names: named by epoch alone, a later checkpoint of the epoch was written over an
+    earlier one, and a best state kept in the top k could be lost (a model checkpoint's
+    `enable_version_counter` is off so that a resumed run writes over the epochs it redoes)."""
     # a fraction of an epoch, a count of batches; unset when validation is by wall time
     interval = getattr(trainer, "val_check_interval", None)
     within_epoch = not isinstance(interval, float) or interval < 1.0
     for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, LastCheckpoint) or callback.save_top_k in (0, 1):
-            continue
+        if not isinstance(callback, ModelCheckpoint) or isinstance(callback, LastCheckpoint):
+            continue  # a user's own Checkpoint names its files itself
         name = callback.filename or ""
-        if "{step" in name or not (within_epoch or callback._every_n_train_steps):
+        if callback.save_top_k in (0, 1) or "{step" in name:
             continue
-        callback.filename = f"{name}-step_{{step:06d}}" if name else "{epoch}-{step}"
+        if not (within_epoch or callback._every_n_train_steps):
+            continue
+        step = "{step}" if callback.auto_insert_metric_name else "step_{step:06d}"
+        callback.filename = f"{name}-{step}" if name else "{epoch}-{step}"
         rank_zero_info(
             f"checkpoints are named {callback.filename}.ckpt: with save_top_k="
             f"{callback.save_top_k}, one per epoch would be written over by the next saved in "

@@ -236,7 +236,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
             )
         elif cfg.get("test"):
             ranking = ranking_checkpoint(trainer)
-            best = ranking.best_model_path if ranking else ""
+            best = getattr(ranking, "best_model_path", "")  # a user's own Checkpoint: none
             says = trainer.is_global_zero  # a rank of subprocess DDP: said once, by rank 0
             if says and not best and ranking:
                 log.warning("No best checkpoint recorded: testing the current weights.")
@@ -246,7 +246,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
                 trainer.test(
                     model, datamodule=datamodule, ckpt_path=best or None, weights_only=True
                 )
-            if says and best and ranking.monitor is None:
+            if says and best and getattr(ranking, "monitor", None) is None:
                 # Lightning's default callback (callbacks=none trainer.enable_checkpointing=true)
                 # ranks nothing: its "best" is the last checkpoint it saved
                 log.info(f"Tested the last checkpoint (no monitored metric): {best}")

@@ -21,3 +21,7 @@ class RecordLearningRates(Callback):
         rates = json.loads(self.path.read_text()) if self.path.is_file() else {}
         rates[str(trainer.global_step)] = trainer.optimizers[0].param_groups[0]["lr"]
         self.path.write_text(json.dumps(rates))
+
+
+class OwnCheckpoint(L.pytorch.callbacks.Checkpoint):
+    """A user's checkpoint callback that is no ModelCheckpoint: no monitor, no file names."""
