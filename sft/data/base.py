@@ -33,7 +33,7 @@ class SFTDataModule(L.LightningDataModule):
     num_classes: int
     class_names: list[str]
     # False when the test split has no labels (sft-train then skips testing, sft-eval scores
-    # and predicts validation)
+    # and predicts validation), or when the run does not read it (`test_wanted`)
     has_labelled_test: bool = True
     # False when the run does not test (sft-train test=false): fitting reads no test split (was:
     # tokenised or decoded for nothing, and an HF dataset without one refused)
