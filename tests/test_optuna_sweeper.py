@@ -487,6 +487,7 @@ def test_a_search_on_a_test_metric_without_test_is_refused(tmp_path, capsys, mon
     said = capsys.readouterr()
     line = "optimized_metric=test/acc: the search ranks its trials on the test split"
     assert line in said.out + said.err
+    assert "no trial is pruned: test/acc (hydra.sweeper.monitor, else" in said.out + said.err
     overrides = (tmp_path / "tested" / "0" / ".hydra" / "overrides.yaml").read_text()
     assert "optuna_pruning" not in overrides
 

@@ -103,7 +103,8 @@ class OptunaSweep:
         monitor = monitor or config.get("optimized_metric")
         # a test metric is logged once, after training: nothing to prune on (was: the pruning
         # callback warned in every trial that it was never logged)
-        self.monitor = None if str(monitor).startswith("test/") else monitor
+        self.unprunable = monitor if str(monitor).startswith("test/") else None
+        self.monitor = None if self.unprunable else monitor
         self.sampler_config = sampler
         # null: no pruning (was: a traceback from instantiate, after the study was created)
         self.pruner_config = pruner if pruner is not None else OmegaConf.create(NO_PRUNER)
@@ -134,9 +135,13 @@ class OptunaSweep:
         if metric.startswith("test/"):  # e.g. a study's config, whose jobs report test scores
             log.warning(
                 f"optimized_metric={metric}: the search ranks its trials on the test split, so "
-                "the best trial's test score is selected on it, not measured on unseen data, "
-                "and no trial is pruned (test metrics come after training); search on a "
-                "validation metric (optimized_metric=val/acc_best)"
+                "the best trial's test score is selected on it, not measured on unseen data; "
+                "search on a validation metric (optimized_metric=val/acc_best)"
+            )
+        if self.unprunable:
+            log.info(
+                f"no trial is pruned: {self.unprunable} (hydra.sweeper.monitor, else "
+                "optimized_metric) is logged after training only"
             )
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if storage.startswith("sqlite:") and self.n_jobs > 1:
