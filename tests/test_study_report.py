@@ -85,6 +85,9 @@ def test_the_reports_command_reproduces_its_own_sweeps_and_folder(tmp_path):
         "python experiments/label_efficiency/report.py sst2"
     )
     sweeps = [report.ROOT / "outputs" / "mine", tmp_path / "b c"]
+    assert report.report_command("sst2", None, tmp_path / "out") == (
+        f"python experiments/label_efficiency/report.py sst2 --out {tmp_path / 'out'}"
+    )
     assert report.report_command("sst2", sweeps, tmp_path / "out") == (
         "python experiments/label_efficiency/report.py sst2 --sweeps outputs/mine "
         f"'{tmp_path / 'b c'}' --out {tmp_path / 'out'}"

@@ -185,7 +185,9 @@ def report_command(study: str, sweeps: list[Path] | None, out: Path | None) -> s
     own command, which writes the study's report from the study's sweeps)."""
     args = [study]
     if sweeps:
-        args += ["--sweeps", *map(shown, sweeps), "--out", shown(out)]
+        args += ["--sweeps", *map(shown, sweeps)]
+    if out:
+        args += ["--out", shown(out)]
     return " ".join(["python experiments/label_efficiency/report.py", *map(shlex.quote, args)])
 
 
@@ -467,11 +469,8 @@ def main() -> None:
         # the report of whatever sweeps were given, without a word)
         raise SystemExit("error: --sweeps of your own need --out <folder> for their report")
     # the user's paths from where they run it; the study's own under the checkout
-    sweeps = (
-        [s.resolve() for s in args.sweeps]
-        if args.sweeps
-        else [(ROOT / s).resolve() for s in study.sweeps]
-    )
+    given = [s.resolve() for s in args.sweeps] if args.sweeps else None
+    sweeps = given or [(ROOT / s).resolve() for s in study.sweeps]
     for missing in [s for s in sweeps if not s.is_dir()]:  # a round not run yet
         print(f"note: {missing} does not exist; the report covers the others")
     sweeps = [s for s in sweeps if s.is_dir()]
@@ -493,8 +492,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(jobs, out / "results.csv")
     plot(summarise(jobs), chance, study, out / "accuracy_vs_labels.png")
-    given = [s.resolve() for s in args.sweeps] if args.sweeps else None
-    command = report_command(study.key, given, out)
+    command = report_command(study.key, given, out if args.out else None)
     (out / "README.md").write_text(readme(study, jobs, sweeps, chance, command))
     print(f"wrote {out}/README.md, results.csv, accuracy_vs_labels.png ({len(jobs)} jobs)")
 

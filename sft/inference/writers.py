@@ -59,9 +59,9 @@ def write_predictions(path: Path, rows: list[dict], fmt: str) -> None:
 
 
 def _numbered_ids(rows: list[dict]) -> list[dict]:
-    """Rows whose ids are all whole numbers (line numbers, GLUE's index) with the ids as JSON
-    numbers, as the input's records had them (was: "1", "2", ...). Ids such as "007" or file
-    names keep all ids as text, so one file holds one id type."""
+    """Rows whose ids are all whole numbers written in digits (line numbers, GLUE's index) with
+    the ids as JSON numbers (was: "1", "2", ...), whatever type the input's own id column had.
+    Ids such as "007" or file names keep all ids as text, so one file holds one id type."""
     if not all(str(row["id"]).isdecimal() and str(int(row["id"])) == row["id"] for row in rows):
         return rows
     return [{**row, "id": int(row["id"])} for row in rows]
