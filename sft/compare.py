@@ -436,11 +436,14 @@ def plot_curves(runs: list[Run], metric: str, path: Path) -> None:
                 )
         ax.set(title=tag, xlabel="step", ylabel=tag)
         ax.grid(alpha=0.3)
-    # on the first panel with curves (a run without the metric's curve: matplotlib warned of a
-    # legend without artists, and no panel had one)
-    drawn = next((ax for ax in axes[0] if ax.get_lines()), None)
-    if drawn is not None:
-        drawn.legend(fontsize="small")
+    # every run's line, from whichever panel has it (a run without the metric's curve: it was
+    # missing from the legend, or matplotlib warned of a legend without artists)
+    lines = {}
+    for ax in axes[0]:
+        for line in ax.get_lines():
+            lines.setdefault(line.get_label(), line)
+    if lines:
+        axes[0][0].legend(list(lines.values()), list(lines), fontsize="small")
     fig.tight_layout()
     kind = path.suffix[1:].lower()
     # a PNG says who wrote it: the default compare.png is replaced only when it is sft-compare's

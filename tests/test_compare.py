@@ -502,14 +502,20 @@ def test_curves_of_runs_without_the_metrics_curve_have_a_legend_and_no_warning(t
     """Runs with val/loss but no val/acc curve (a resumed ddp_sim run's, before its fix):
     matplotlib warned "No artists with labels found to put in legend", and no panel had one."""
     import warnings
+    from unittest.mock import patch
 
-    from sft.compare import Run, plot_curves
+    from sft.compare import Run, legend_labels, plot_curves
 
     runs = [
         Run(tmp_path / name, [f"seed={seed}"], {"val/loss": [(1, 0.7), (2, 0.6)]}, label=name)
         for seed, name in enumerate(["a", "b"])
     ]
-    with warnings.catch_warnings():
+    runs[1].scalars["val/acc"] = [(1, 0.5), (2, 0.6)]
+    legends = []
+    with warnings.catch_warnings(), patch("matplotlib.axes.Axes.legend", autospec=True) as legend:
         warnings.simplefilter("error")
         plot_curves(runs, "val/acc", tmp_path / "curves.png")
+        legends = [call.args[2] for call in legend.call_args_list]
     assert (tmp_path / "curves.png").is_file()
+    # run a, without a val/acc curve, is named too (was: only b, the first panel's)
+    assert [sorted(labels) for labels in legends] == [sorted(legend_labels(["a", "b"]))]
