@@ -963,8 +963,8 @@ def test_an_image_file_a_link_makes_appear_twice_is_named(tmp_path: Path, caplog
     )
     with logs_warning(
         caplog,
-        r"^2 of the 2 images under .*val are files of the validation folder \(e\.g\. .*\): the "
-        "best checkpoint is chosen on the images testing then scores$",
+        r"^2 of the 2 images under .*val are files of the validation folder \(e\.g\. .*\): "
+        "testing scores the images the best checkpoint is chosen on$",
     ):
         dm.setup("fit")
 

@@ -1071,7 +1071,7 @@ def test_a_split_with_the_training_examples_is_warned_about(tmp_path, token_cach
         dm.setup("fit")
     assert (
         f"{tmp_path / 'dev.tsv'}: the test split holds the validation split's examples "
-        f"({tmp_path / 'dev.tsv'}): the best checkpoint is chosen on the examples test then scores"
+        f"({tmp_path / 'dev.tsv'}): testing scores the examples the best checkpoint is chosen on"
     ) in caplog.text
 
 

@@ -149,23 +149,19 @@ def warn_files_of_training(
     training: set[FileId],
     split: str,
     of: str = "the training folder",
+    consequence: str | None = None,
 ) -> set[FileId]:
     """A warning when images of the `split` folder `root` are files of the training folder
     (`training`: `warn_repeated_files`' answer), reached through a link (`ln -s train val`): the
-    scores of that split would be on images the model trains on. `of="the validation folder"`
-    (`training`: its files): testing would score the images the best checkpoint is chosen on.
-    Returns the identities of `paths`."""
+    scores of that split would be on images the model trains on. Another folder's files (`of`,
+    `training` its identities) come with their own `consequence`. Returns the identities of
+    `paths`, for a later split to be checked against."""
     ids = file_ids(paths)
     shared = [p for p, key in zip(paths, ids, strict=True) if key in training]
     if shared:
-        consequence = (
-            f"{split} scores images the model trains on"
-            if of == "the training folder"
-            else f"the best checkpoint is chosen on the images {split} then scores"
-        )
         rank_zero_warning(
             log,
             f"{len(shared)} of the {len(paths)} images under {root} are files of {of} "
-            f"(e.g. {shared[0]}): {consequence}",
+            f"(e.g. {shared[0]}): {consequence or f'{split} scores images the model trains on'}",
         )
     return {key for key in ids if key is not None}

@@ -429,8 +429,14 @@ class ImageFolderDataModule(ImageDataModule):
             test_root = self.root / self.test_dir
             warn_files_of_training(tested, test_root, self._training_files, "testing")
             if self._val_files:
-                of = "the validation folder"
-                warn_files_of_training(tested, test_root, self._val_files, "testing", of)
+                warn_files_of_training(
+                    tested,
+                    test_root,
+                    self._val_files,
+                    "testing",
+                    of="the validation folder",
+                    consequence="testing scores the images the best checkpoint is chosen on",
+                )
             warn_classes_without_examples(
                 self.test_data.targets, self.class_names, str(self.root / self.test_dir), "test"
             )

@@ -428,8 +428,8 @@ class TextClassificationDataModule(SFTDataModule):
     def _warn_repeated_content(self) -> None:
         """A warning when the validation or test split is the training split's content (the
         same file given twice, or a copy): its scores would be on examples the model trains on;
-        or when the test split is the validation split's: the best checkpoint is chosen on the
-        examples test then scores (image folders warn alike of their linked files)."""
+        or when the test split is the validation split's: testing scores the examples the best
+        checkpoint is chosen on (image folders warn alike of their linked files)."""
         reader = self.reader
         roles = self._fit_roles()
         pairs = [(a, b) for i, a in enumerate(roles) for b in roles[i + 1 :]]
@@ -446,7 +446,7 @@ class TextClassificationDataModule(SFTDataModule):
             consequence = (
                 f"{name} scores examples the model trains on"
                 if first == "train"
-                else "the best checkpoint is chosen on the examples test then scores"
+                else "testing scores the examples the best checkpoint is chosen on"
             )
             rank_zero_warning(
                 log,

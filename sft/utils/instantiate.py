@@ -129,7 +129,8 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
     user error: its own message, as one line. `trainer.logger` / `trainer.callbacks` are
     refused: the `logger` and `callbacks` groups give them (was: `+trainer.logger=false`
     recorded, and the run logged to TensorBoard anyway)."""
-    for key in _FROM_GROUPS.keys() & kwargs.keys() & set(cfg):
+    if given := sorted(_FROM_GROUPS.keys() & kwargs.keys() & set(cfg)):
+        key = given[0]
         raise SFTError(
             f"trainer.{key}={cfg[key]}: sft builds the trainer's {key} from the `{key}` config "
             f"group, and would pass this over: {_FROM_GROUPS[key]}"
