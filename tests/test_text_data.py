@@ -1303,6 +1303,34 @@ def test_hf_label_names_rename_each_splits_classes_by_the_training_splits_order(
     assert [names[i] for i in dm.val_data.labels.tolist()] == ["c", "a", "b"]
 
 
+def test_hf_label_names_rename_a_split_by_its_own_order_without_a_training_split(
+    tmp_path, token_cache, caplog
+):
+    """sft-eval of another saved dataset, without a train split, with data.label_names renaming
+    its classes: the rename by the training split's order failed on "no split 'train'"; the
+    split's own order is taken, and said."""
+    import datasets
+
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["n", "p"])}
+    )
+    rows = {"sentence": ["fine", "awful"], "label": [1, 0]}
+    only = datasets.DatasetDict({"validation": datasets.Dataset.from_dict(rows, features=features)})
+    only.save_to_disk(tmp_path / "ds")
+    dm = make_dm(
+        tmp_path,
+        token_cache,
+        source="hf",
+        dataset_name=str(tmp_path / "ds"),
+        label_names=["negative", "positive"],
+        **HF_SPLITS,
+    )
+    with caplog.at_level(logging.WARNING):
+        labels = dm.load_split("val").labels.tolist()
+    assert labels == [1, 0]
+    assert "renames its ClassLabel classes ['n', 'p'] in that order" in caplog.text
+
+
 def test_an_hf_test_split_of_fewer_classes_is_read_by_name(tmp_path, token_cache, monkeypatch):
     """A test split whose ClassLabel lists some of the training split's classes was refused as
     "data.label_names=[...] ... share some names but not all", a setting not given."""

@@ -4,6 +4,7 @@ split=<split>)`, its columns read like a table's."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from sft.data.readers.examples import UNLABELLED, TextExamples
 from sft.data.readers.labels import LabelMap, as_int
 from sft.errors import SFTError
 from sft.hub import hub_unreachable
+
+log = logging.getLogger(__name__)
 
 
 def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: bool) -> Any:
@@ -268,7 +271,6 @@ class HFReader(TextReader):
         class's position in the training split's ClassLabel (was: in the split's own, so a
         validation split listing the classes in another order had them swapped, without a
         word)."""
-        train_names = hf_label_names(self.dataset("train"), self.settings.label_column)
         where = self.where(role)
         if self.settings.label_names is None:  # the classes are the training split's names
             extra = [n for n in split_names if n not in names]
@@ -283,6 +285,14 @@ class HFReader(TextReader):
                 "(in the order the model's outputs should have), or other names for every "
                 "class (they rename the training split's ClassLabel classes in its order)"
             )
+        train_names = self._training_classlabel()
+        if train_names is None and len(split_names) == len(names):
+            # sft-eval of a dataset without the training split: the split's own order
+            log.warning(
+                f"{where}: data.label_names={names} renames its ClassLabel classes "
+                f"{split_names} in that order (no training split to take the order from)"
+            )
+            return names
         if train_names is None or len(train_names) != len(names):
             raise SFTError(
                 f"data.label_names={names} renames the classes of the training split's "
@@ -295,6 +305,16 @@ class HFReader(TextReader):
                 f"{train_names}, does not have: {extra}"
             )
         return [names[train_names.index(n)] for n in split_names]
+
+    def _training_classlabel(self) -> list[str] | None:
+        """The training split's ClassLabel names; None without one, or without a training
+        split to read (sft-eval of another dataset)."""
+        if not self.settings.splits.get("train"):
+            return None
+        try:
+            return hf_label_names(self.dataset("train"), self.settings.label_column)
+        except SFTError:
+            return None
 
     def cache_name(self, role: str) -> str:
         return f"{self.dataset_name.replace('/', '_')}-{role}"
