@@ -128,10 +128,11 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         keep_trained_inputs(cfg.data, start.checkpoint)
 
     datamodule: SFTDataModule = instantiate(cfg.data)
+    # before the contract check, which reads has_labelled_test (an HF dataset's test split)
+    if not cfg.get("test") and hasattr(datamodule, "test_wanted"):
+        datamodule.test_wanted = False
     if gaps := datamodule_gaps(datamodule, set_up=False):  # a plain LightningDataModule
         raise SFTError(not_a_datamodule(datamodule, gaps))
-    if not cfg.get("test"):
-        datamodule.test_wanted = False
     if unrecorded := unrecorded_settings(type(datamodule), datamodule.hparams):
         # its checkpoints rebuild it with its defaults (was: scored other data without a word)
         log.warning(
