@@ -189,6 +189,22 @@ def pull_only_model(decoupled: bool, every: int) -> SFTClassifier:
     return model
 
 
+def quiet_trainer(tmp_path, **settings) -> L.Trainer:
+    """A Trainer for the regulariser tests: no logger, progress bar, summary or checkpoints
+    (unless `settings` give a checkpoint callback)."""
+    checkpoints = any(
+        isinstance(c, L.pytorch.callbacks.Checkpoint) for c in settings.get("callbacks", [])
+    )
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=checkpoints,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **settings,
+    )
+
+
 def tiny_loader() -> torch.utils.data.DataLoader:
     data = torch.utils.data.TensorDataset(
         torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2] * 2 + [0, 1])
@@ -209,14 +225,7 @@ def test_lightning_applies_the_regularizer_every_step(tmp_path, decoupled, every
     training). A zero head gives the backbone no data gradient, so the pull is all that moves."""
     model = pull_only_model(decoupled, every)
     start = model.regularizer(model.backbone).item()
-    trainer = L.Trainer(
-        max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=3)
     trainer.fit(model, train_dataloaders=tiny_loader())
     # R is squared: 0.8 ** 3 on theta - theta_0, 0.8 ** 6 on R
     assert model.regularizer(model.backbone).item() == pytest.approx(0.8**6 * start, rel=1e-4)
@@ -238,15 +247,7 @@ def test_log_regularizer_logs_r_and_the_objective_it_is_a_term_of(tmp_path, deco
             metrics = trainer.callback_metrics
             logged.append((metrics["train/loss_step"].item(), metrics["train/reg"].item()))
 
-    trainer = L.Trainer(
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[FirstStep()],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=1, callbacks=[FirstStep()])
     trainer.fit(model, train_dataloaders=tiny_loader())
     ((loss, reg),) = logged
     ce = math.log(3)  # the zero head's uniform logits over 3 classes
@@ -261,14 +262,7 @@ def test_last_checkpoint_holds_the_trained_weights_with_every_pull_applied(tmp_p
     from sft.callbacks.last_checkpoint import LastCheckpoint
 
     model = pull_only_model(decoupled=True, every=2)
-    trainer = L.Trainer(
-        max_steps=3,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[LastCheckpoint(tmp_path)],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=3, callbacks=[LastCheckpoint(tmp_path)])
     trainer.fit(model, train_dataloaders=tiny_loader())
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert "reg_held" not in saved
@@ -288,16 +282,7 @@ def test_validation_sees_the_held_pulls_applied(tmp_path):
             seen.append(pl_module.regularizer(pl_module.backbone).item())
 
     loader = tiny_loader()
-    trainer = L.Trainer(
-        max_steps=2,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[RecordR()],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=2, num_sanity_val_steps=0, callbacks=[RecordR()])
     trainer.fit(model, train_dataloaders=loader, val_dataloaders=loader)
     assert seen == [pytest.approx(0.8**4 * start, rel=1e-4)]
 
