@@ -144,24 +144,32 @@ def _one_file(a: str, b: str, root: Path) -> str:
 
 
 def warn_files_of_training(
-    paths: Sequence[str],
-    root: Path,
-    training: set[FileId],
-    split: str,
-    of: str = "the training folder",
-    consequence: str | None = None,
+    paths: Sequence[str], root: Path, training: set[FileId], split: str
 ) -> set[FileId]:
     """A warning when images of the `split` folder `root` are files of the training folder
     (`training`: `warn_repeated_files`' answer), reached through a link (`ln -s train val`): the
-    scores of that split would be on images the model trains on. Another folder's files (`of`,
-    `training` its identities) come with their own `consequence`. Returns the identities of
+    scores of that split would be on images the model trains on. Returns the identities of
     `paths`, for a later split to be checked against."""
     ids = file_ids(paths)
-    shared = [p for p, key in zip(paths, ids, strict=True) if key in training]
+    consequence = f"{split} scores images the model trains on"
+    warn_shared_files(paths, ids, root, training, "the training folder", consequence)
+    return {key for key in ids if key is not None}
+
+
+def warn_shared_files(
+    paths: Sequence[str],
+    ids: Sequence[FileId | None],
+    root: Path,
+    others: set[FileId],
+    of: str,
+    consequence: str,
+) -> None:
+    """A warning when images under `root` (`ids`: `file_ids(paths)`) are files of another
+    folder (`of`, `others`: its files' identities), and what follows from it."""
+    shared = [p for p, key in zip(paths, ids, strict=True) if key in others]
     if shared:
         rank_zero_warning(
             log,
             f"{len(shared)} of the {len(paths)} images under {root} are files of {of} "
-            f"(e.g. {shared[0]}): {consequence or f'{split} scores images the model trains on'}",
+            f"(e.g. {shared[0]}): {consequence}",
         )
-    return {key for key in ids if key is not None}

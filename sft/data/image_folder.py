@@ -27,6 +27,7 @@ from sft.data.base import ImageDataModule, absolute_dir, check_batch_size
 from sft.data.image_decode import DECODE_ERRORS, ImageDecoder, check_mode, decode_error_text
 from sft.data.image_files import (
     FileId,
+    file_ids,
     is_hidden,
     is_image,
     visible_files,
@@ -34,6 +35,7 @@ from sft.data.image_files import (
     warn_files_of_training,
     warn_left_out,
     warn_repeated_files,
+    warn_shared_files,
 )
 from sft.data.resumable import ResumableDataLoader
 from sft.data.subsets import (
@@ -427,16 +429,23 @@ class ImageFolderDataModule(ImageDataModule):
             check_images(self.test_data, self.image_size, self.skip_bad_files)
             tested = [p for p, _ in self.test_data.samples]
             test_root = self.root / self.test_dir
-            warn_files_of_training(tested, test_root, self._training_files, "testing")
-            if self._val_files:
-                warn_files_of_training(
-                    tested,
-                    test_root,
-                    self._val_files,
-                    "testing",
-                    of="the validation folder",
-                    consequence="testing scores the images the best checkpoint is chosen on",
-                )
+            ids = file_ids(tested)  # once: one stat per file adds up on a network file system
+            warn_shared_files(
+                tested,
+                ids,
+                test_root,
+                self._training_files,
+                "the training folder",
+                "testing scores images the model trains on",
+            )
+            warn_shared_files(
+                tested,
+                ids,
+                test_root,
+                self._val_files,
+                "the validation folder",
+                "testing scores the images the best checkpoint is chosen on",
+            )
             warn_classes_without_examples(
                 self.test_data.targets, self.class_names, str(self.root / self.test_dir), "test"
             )

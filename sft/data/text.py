@@ -7,6 +7,7 @@ training batches are grouped by length (`sft.data.length_grouped`) so that paddi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -437,9 +438,10 @@ class TextClassificationDataModule(SFTDataModule):
             size = {role: reader.path(role).stat().st_size for role in roles}
             pairs = [(a, b) for a, b in pairs if size[a] == size[b]]
         names = {"train": "training", "val": "validation", "test": "test"}
+        content = functools.cache(reader.content_key)  # a file hashed once, whatever its pairs
         warned = set()  # a split once: the training split's examples say it all
         for first, role in pairs:
-            if role in warned or reader.content_key(role) != reader.content_key(first):
+            if role in warned or content(role) != content(first):
                 continue
             warned.add(role)
             name = names[role]
