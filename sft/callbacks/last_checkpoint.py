@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 
@@ -40,7 +40,7 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
-def ranking_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+def ranking_checkpoint(trainer: L.Trainer) -> Checkpoint | None:
     """The checkpoint callback whose best checkpoint a run's test reads: the first that ranks
     by a monitored metric, else Lightning's first (`last_checkpoint` alone, Lightning's default
     one). Lightning's `trainer.checkpoint_callback` is the first in the list, which was
