@@ -1289,6 +1289,16 @@ def test_a_run_without_checkpoint_callbacks_writes_no_checkpoints(train_cfg, tmp
     assert "Testing the final weights (no checkpoints in this run)." in caplog.text
 
 
+def test_fast_dev_run_tests_the_final_weights_without_a_warning(train_cfg, tmp_path, caplog):
+    """`debug=fdr`: Lightning's fast_dev_run ranks no checkpoints by design, so every such run
+    warned "No best checkpoint recorded"; now an info line says why the final weights are
+    tested."""
+    with caplog.at_level(logging.INFO):
+        train(train_cfg("debug=fdr", run_dir=tmp_path / "run"))
+    assert "Testing the final weights (fast_dev_run ranks no checkpoints)." in caplog.text
+    assert "No best checkpoint" not in caplog.text
+
+
 def test_lightnings_own_checkpoint_is_not_called_the_best(train_cfg, tmp_path, caplog):
     """`callbacks=none trainer.enable_checkpointing=true`: Lightning's default callback ranks
     no metric, so the checkpoint tested is its last one (was: logged as the best checkpoint)."""

@@ -239,7 +239,10 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
             ranking = ranking_checkpoint(trainer)
             best = getattr(ranking, "best_model_path", "")  # a user's own Checkpoint: none
             says = trainer.is_global_zero  # a rank of subprocess DDP: said once, by rank 0
-            if says and not best and ranking:
+            if says and not best and ranking and trainer.fast_dev_run:
+                # Lightning's fast_dev_run (debug=fdr) ranks no checkpoints, by design
+                log.info("Testing the final weights (fast_dev_run ranks no checkpoints).")
+            elif says and not best and ranking:
                 log.warning("No best checkpoint recorded: testing the current weights.")
             elif says and not best:  # no checkpoints by choice (studies, callbacks=none)
                 log.info("Testing the final weights (no checkpoints in this run).")
