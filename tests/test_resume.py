@@ -160,6 +160,65 @@ def test_ctrl_c_in_a_batch_that_a_validation_follows_resumes_exactly(train_cfg, 
         torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
 
 
+def _same_weights(got: Path, want: Path) -> None:
+    got_ckpt, want_ckpt = (torch.load(p, weights_only=True) for p in (got, want))
+    assert got_ckpt["global_step"] == want_ckpt["global_step"]
+    for key, tensor in want_ckpt["state_dict"].items():
+        torch.testing.assert_close(got_ckpt["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_signal_mid_way_through_a_gradient_accumulation_stops_at_its_step(train_cfg, tmp_path):
+    """`trainer.accumulate_grad_batches=4`: a SIGTERM in the first batch of an accumulation
+    stopped the run after that batch. Checkpoints hold no gradients, so the resumed run stepped
+    on the accumulation's other three batches alone, and ended with other weights than an
+    uninterrupted run. Now the stop waits for the accumulation's step."""
+    accumulating = [*EXACT, "trainer.max_epochs=2", "+trainer.accumulate_grad_batches=4"]
+    train(train_cfg(*accumulating, run_dir=tmp_path / "reference"))
+    run_dir = tmp_path / "run"
+    # steps 1, 2 end epoch 0 (6 batches); the signal comes as epoch 1's first batch starts
+    signal_in_step_3 = [
+        "+callbacks.int._target_=helpers.faults.SignalAtStep",
+        "+callbacks.int.step=2",
+        "+callbacks.int.signal=SIGTERM",
+    ]
+    with pytest.raises(SystemExit, match=r"^interrupted by SIGTERM at epoch 1 step 3: saved "):
+        train(train_cfg(*accumulating, *signal_in_step_3, run_dir=run_dir))
+    train(train_cfg(*accumulating, f"resume={run_dir}", run_dir=run_dir))
+    last = "checkpoints/last.ckpt"
+    _same_weights(run_dir / last, tmp_path / "reference" / last)
+
+
+def test_a_kill_after_a_validation_mid_way_through_an_accumulation_resumes_exactly(
+    train_cfg, tmp_path
+):
+    """A validation after the 3rd batch of an epoch, with 2 batches per step, came mid-way
+    through an accumulation, and last.ckpt was written there: a run killed before the step
+    resumed from it without the first batch's gradient. Now last.ckpt is written at the step,
+    and the killed run resumes from the one before."""
+    accumulating = [
+        *EXACT,
+        "trainer.max_epochs=2",
+        "+trainer.accumulate_grad_batches=2",
+        "+trainer.val_check_interval=3",
+    ]
+    train(train_cfg(*accumulating, run_dir=tmp_path / "reference"))
+    run_dir = tmp_path / "run"
+    # epoch 1: batches 0-1 step 4, the validation after batch 2, killed as batch 3 starts
+    kill_after_the_validation = [
+        "+callbacks.kill._target_=helpers.faults.SignalAtStep",
+        "+callbacks.kill.step=4",
+        "+callbacks.kill.batch_idx=3",
+    ]
+    killed = run_train_cli(
+        *FAST, *accumulating, *kill_after_the_validation, f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    train(train_cfg(*accumulating, f"resume={run_dir}", run_dir=run_dir))
+    last = "checkpoints/last.ckpt"
+    _same_weights(run_dir / last, tmp_path / "reference" / last)
+
+
 def test_ctrl_c_at_the_validation_where_early_stopping_ends_training_resumes_to_its_end(
     train_cfg, tmp_path
 ):

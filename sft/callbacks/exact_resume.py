@@ -94,3 +94,21 @@ def epoch_finished(trainer: L.Trainer) -> bool:
     """Whether the checkpoint being resumed was written after the last batch of its epoch."""
     done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
     return done >= trainer.num_training_batches
+
+
+def accumulating(trainer: L.Trainer) -> bool:
+    """Whether the training batch that just ended left its gradient for the next batches to add
+    to (`trainer.accumulate_grad_batches` > 1, no optimizer step yet). Checkpoints hold no
+    gradients: a run resumed from one written here steps on the rest of the accumulation alone.
+    Lightning's own test, as it runs in a training batch's end and in the validation after it."""
+    return trainer.accumulate_grad_batches > 1 and trainer.fit_loop.epoch_loop._should_accumulate()
+
+
+def validation_follows(trainer: L.Trainer) -> bool:
+    """Whether Lightning validates right after the training batch that just ended (its own
+    test, `_should_check_val_fx`). False for a time-based `val_check_interval`: each rank reads
+    its own clock, and the ranks must agree on where they stop."""
+    if getattr(trainer, "_val_check_time_interval", None) is not None:
+        return False
+    loop = trainer.fit_loop
+    return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))

@@ -5,7 +5,8 @@ Lightning 2.6 alone does not save on either: on SIGTERM it stops after the batch
 checkpoint (and exits with status 0), on Ctrl-C it raises KeyboardInterrupt wherever the program
 is, possibly half way through an optimizer step. Here the signals only set a flag; the stop
 happens at the end of a training batch or of a validation run, the points where ModelCheckpoint
-saves too, so the checkpoint resumes exactly.
+saves too (under `trainer.accumulate_grad_batches`, at an optimizer step: checkpoints hold no
+gradients), so the checkpoint resumes exactly.
 
 Under submitit (hydra/launcher=slurm_ddp, local_jobs), SLURM sends USR2 `signal_delay_s` before
 the time limit (and on preemption); submitit's own handler would requeue the job at once, mid-
@@ -34,6 +35,7 @@ from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from torch import multiprocessing as mp
 from torch.multiprocessing import ProcessExitedException
 
+from sft.callbacks.exact_resume import accumulating, validation_follows
 from sft.callbacks.last_checkpoint import ranking_checkpoint
 from sft.errors import TrainingInterrupted
 from sft.runs.directories import sweep_hint, trainer_last_checkpoint
@@ -88,6 +90,8 @@ class GracefulInterrupt(Callback):
         # the stop came after early stopping (or another callback) had asked training to end:
         # checkpointed, so that the resumed run ends where this one would have
         self._should_stop = False
+        # a signal came mid-way through a gradient accumulation, and the stop waits for its step
+        self._waiting = False
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -106,7 +110,7 @@ class GracefulInterrupt(Callback):
         log.warning(f"received {signal.Signals(signum).name}: stopping after this batch")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._received = None
+        self._received, self._waiting = None, False
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning's own SIGTERM handler, in place from here, exits with status 0 and no
@@ -164,11 +168,11 @@ class GracefulInterrupt(Callback):
         # a validation due right after this batch runs first, and the stop comes at its end: a
         # checkpoint from before it resumed past it (Lightning counts it done), so early
         # stopping's and ModelCheckpoint's records missed that score and the run went another way
-        if not _validation_follows(trainer):
+        if not validation_follows(trainer) and not self._accumulating(trainer):
             self._stop_if_signalled(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not self._signalled(trainer):
+        if trainer.sanity_checking or self._accumulating(trainer) or not self._signalled(trainer):
             return
         # the callbacks after this one (early stopping; the checkpoints, which Lightning puts
         # last) record this validation first: the stop skips their hook, and a resumed run
@@ -176,6 +180,20 @@ class GracefulInterrupt(Callback):
         for callback in trainer.callbacks[trainer.callbacks.index(self) + 1 :]:
             callback.on_validation_end(trainer, pl_module)
         self._stop(trainer)
+
+    def _accumulating(self, trainer: L.Trainer) -> bool:
+        """Whether the stop waits for the step of the gradient accumulation under way: a
+        checkpoint holds no gradients, and a run resumed from mid-way through one stepped on the
+        rest of its batches alone (was: not exact). Every DDP rank is at the same batch."""
+        if not accumulating(trainer):
+            return False
+        if self._got() is not None and not self._waiting:
+            self._waiting = True
+            log.warning(
+                "stopping after the last batch of this gradient accumulation "
+                f"(trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}), at its step"
+            )
+        return True
 
     def _stop_if_signalled(self, trainer: L.Trainer) -> None:
         if self._signalled(trainer):
@@ -296,16 +314,6 @@ def _stopped_ranks(
         message = callback._saved_line(trainer, name, path)
     log.warning(message)
     return TrainingInterrupted(message, signum)
-
-
-def _validation_follows(trainer: L.Trainer) -> bool:
-    """Whether Lightning validates right after the training batch that just ended (its own
-    test, `_should_check_val_fx`). False for a time-based `val_check_interval`: each rank reads
-    its own clock, and the ranks must agree on where they stop."""
-    if getattr(trainer, "_val_check_time_interval", None) is not None:
-        return False
-    loop = trainer.fit_loop
-    return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
 
 
 def resume_arguments() -> list[str]:

@@ -11,10 +11,13 @@ saves when training ends, once per step, and under fast_dev_run too (as save_las
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
+
+from sft.callbacks.exact_resume import accumulating, validation_follows
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -32,10 +35,30 @@ class LastCheckpoint(ModelCheckpoint):
             # one file, shared with step_checkpoint (conf/callbacks): no last-v1.ckpt
             enable_version_counter=False,
         )
+        # a validation came mid-way through a gradient accumulation: last.ckpt is written at its
+        # step instead (checkpoints hold no gradients; a run resumed from one written there
+        # stepped on the rest of the accumulation alone)
+        self._at_step = False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._at_step = not trainer.sanity_checking and accumulating(trainer)
+        if not self._at_step:
+            super().on_validation_end(trainer, pl_module)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        # a validation due now writes it after its scores (one written before it resumed past
+        # it: Lightning counts it done)
+        if self._at_step and not accumulating(trainer) and not validation_follows(trainer):
+            self._at_step = False
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # also under fast_dev_run (debug=fdr), where ModelCheckpoint saves nothing else: "one
         # batch of everything" includes the checkpoint that sft-eval/-predict/-export read
+        self._at_step = False
         if trainer.global_step != self._last_global_step_saved:
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 

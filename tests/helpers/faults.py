@@ -17,17 +17,28 @@ class SignalAtStep(Callback):
     (SIGKILL: dies mid-batch, as a crashed or OOM-killed job would); `to_parent`: to the process
     that started this one instead, from rank 0 (ddp_spawn's main process, which `kill <pid>`
     reaches alone); `times`: that many, 50 ms apart (one signal delivered twice, as `timeout`
-    delivers it to a process and its group)."""
+    delivers it to a process and its group); `batch_idx`: at that batch of the epoch only (a
+    batch of a gradient accumulation after the first)."""
 
     def __init__(
-        self, step: int, signal: str = "SIGKILL", to_parent: bool = False, times: int = 1
+        self,
+        step: int,
+        signal: str = "SIGKILL",
+        to_parent: bool = False,
+        times: int = 1,
+        batch_idx: int | None = None,
     ) -> None:
         self.step = step
         self.signum = getattr(signal_module, signal)
         self.to_parent = to_parent
         self.times = times
+        self.batch_idx = batch_idx
 
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.batch_idx is not None and batch_idx != self.batch_idx:
+            return
         if trainer.global_step == self.step and not (self.to_parent and trainer.global_rank):
             for i in range(self.times):
                 time.sleep(0.05 if i else 0)
