@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from sft.callbacks import BackboneUnfreeze
@@ -16,6 +17,7 @@ from sft.errors import SFTError
 from sft.models import FusedHead, SFTClassifier, load_classifier
 from sft.models.classifier import check_decoupled_pull, check_optimizer_settings
 from sft.models.linear_probe import fit_logistic_regression
+from sft.models.optim import create_scheduler
 
 SMALL_CNN = {"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn", "width": 8}
 
@@ -229,6 +231,80 @@ def test_lightning_applies_the_regularizer_every_step(tmp_path, decoupled, every
     trainer.fit(model, train_dataloaders=tiny_loader())
     # R is squared: 0.8 ** 3 on theta - theta_0, 0.8 ** 6 on R
     assert model.regularizer(model.backbone).item() == pytest.approx(0.8**6 * start, rel=1e-4)
+
+
+def scheduled_lrs(scheduler_cfg: dict, total: int = 10, warmup_ratio: float = 0.06) -> list:
+    """The LR of each of `total` optimizer steps under `create_scheduler(scheduler_cfg)`."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = create_scheduler(scheduler_cfg, optimizer, total, warmup_ratio)
+    lrs = []
+    for _ in range(total):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_schedules_take_the_step_counts_they_accept():
+    """Every schedule was given num_warmup_steps and num_training_steps: transformers' constant
+    schedule and torch's schedules were a TypeError traceback. A count the config sets is kept
+    (was: overwritten), and the warm-up is HF Trainer's ceil(ratio * steps) (was: rounded down,
+    none in a run under 17 steps at the default 0.06)."""
+    linear = {"_target_": "transformers.get_linear_schedule_with_warmup"}
+    assert scheduled_lrs(linear)[:3] == pytest.approx([0.0, 1.0, 8 / 9])
+    constant = {"_target_": "transformers.get_constant_schedule_with_warmup"}
+    assert scheduled_lrs(constant, warmup_ratio=0.2) == pytest.approx([0, 0.5] + [1.0] * 8)
+    assert scheduled_lrs({**linear, "num_warmup_steps": 0})[:2] == pytest.approx([1.0, 0.9])
+    cosine = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": 10}
+    assert scheduled_lrs(cosine)[5] == pytest.approx(0.5)
+    with pytest.raises(SFTError, match=r"^model.scheduler: torch.optim.lr_scheduler.Cosine"):
+        scheduled_lrs({"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR"})
+
+
+def mixed_precision(precision: str) -> MixedPrecision:
+    """Lightning's AMP plugin on CPU; 16-mixed with a loss scale (sft's own `auto` picks no
+    16-mixed on a CPU), as on a GPU without bf16."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0) if precision == "16-mixed" else None
+    return MixedPrecision(precision, "cpu", scaler)
+
+
+def test_the_regularizer_gradient_is_on_a_fused_optimizers_true_gradients_under_16_mixed(
+    tmp_path,
+):
+    """16-mixed leaves a fused optimizer's gradients on the loss scale until its step, and
+    L2-SP's gradient was added to them there: it counted 1/1024 here (1/65,536 at the default
+    scale), so the weights moved 0.99998x instead of 0.8x per step."""
+    model = pull_only_model(decoupled=False, every=1)
+    model.hparams.optimizer = {"_target_": "torch.optim.SGD", "fused": True}
+    start = model.regularizer(model.backbone).item()
+    trainer = quiet_trainer(tmp_path, max_steps=3, plugins=[mixed_precision("16-mixed")])
+    trainer.fit(model, train_dataloaders=tiny_loader())
+    assert model.regularizer(model.backbone).item() == pytest.approx(0.8**6 * start, rel=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_gradient_clipping_with_a_fused_optimizer_under_mixed_precision(
+    tmp_path, precision, algorithm
+):
+    """Lightning refuses to clip for a fused optimizer under its AMP plugin, bf16 included,
+    which has no loss scale: `trainer.gradient_clip_val=...` with the model configs' fused
+    AdamW was a RuntimeError at the first step wherever precision=auto picks bf16-mixed. One
+    step of SGD at lr 1 moves the weights by the clipped gradient."""
+    model = make_model(lr_backbone=1.0, lr_head=1.0, weight_decay=0.0)
+    model.hparams.optimizer = {"_target_": "torch.optim.SGD", "fused": True}
+    start = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    trainer = quiet_trainer(
+        tmp_path,
+        max_steps=1,
+        gradient_clip_val=1e-3,
+        gradient_clip_algorithm=algorithm,
+        plugins=[mixed_precision(precision)],
+    )
+    trainer.fit(model, train_dataloaders=tiny_loader())
+    moved = torch.cat([p.detach().flatten() for p in model.parameters()]) - start
+    size = moved.norm() if algorithm == "norm" else moved.abs().max()
+    assert 0 < size <= 1e-3 * (1 + 1e-4)
 
 
 @pytest.mark.parametrize("decoupled", [False, True], ids=["gradient", "decoupled"])
@@ -540,6 +616,28 @@ def test_logistic_regression_probe_fits_separable_features():
     feats = centers[labels] + 0.5 * torch.randn(200, 16)
     w, b = fit_logistic_regression(feats, labels, 4)
     assert ((feats @ w.T + b).argmax(-1) == labels).float().mean() == 1.0
+
+
+def test_logistic_regression_probe_is_scikit_learns_standardised_logistic_regression():
+    """The probe is documented as StandardScaler + LogisticRegression: it standardised by the
+    sample spread (ddof=1) where StandardScaler takes ddof=0, a penalty n/(n-1) too strong in
+    the features' units (9 % for the 12 examples here: a few-label probe)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    torch.manual_seed(0)
+    labels = torch.arange(3).repeat(4)
+    feats = torch.randn(3, 5)[labels] + torch.randn(12, 5) * 2 + 3
+    weight_decay = 0.5
+    w, b = fit_logistic_regression(feats, labels, 3, weight_decay=weight_decay)
+    sklearn = make_pipeline(
+        StandardScaler(),
+        LogisticRegression(C=1 / (len(labels) * weight_decay), tol=1e-12, max_iter=10_000),
+    ).fit(feats.double().numpy(), labels.numpy())
+    probs = torch.softmax(feats @ w.T + b, -1).double()
+    want = torch.from_numpy(sklearn.predict_proba(feats.double().numpy()))
+    torch.testing.assert_close(probs, want, rtol=0, atol=1e-4)
 
 
 def test_logistic_regression_probe_gives_a_constant_feature_no_weight():

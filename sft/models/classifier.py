@@ -50,6 +50,7 @@ from sft.models.backbones import (
 )
 from sft.models.depthwise_conv import route_depthwise_convs
 from sft.models.fast_dropout import use_fast_dropout
+from sft.models.fused_amp import clip_fused, clips_fused, unscale_fused
 from sft.models.kept_embedding_grad import KeptEmbeddingGrads
 from sft.models.linear_probe import (
     check_probe_settings,
@@ -61,7 +62,7 @@ from sft.models.norm_folding import (
     folded_activations,
     freeze_norm_statistics,
 )
-from sft.models.optim import layerwise_param_groups, param_groups
+from sft.models.optim import create_scheduler, layerwise_param_groups, param_groups
 from sft.models.pointwise_conv import route_pointwise_convs
 from sft.models.regularizers import create_regularizer
 from sft.utils.config_types import Fraction, NonNegative
@@ -565,6 +566,9 @@ class SFTClassifier(L.LightningModule):
         # Decoupled: the weights move here, with the gradient left as the data term's.
         lam = self.hparams.reg_lambda
         decoupled = lam > 0 and self.hparams.reg_decoupled
+        trainer = self._trainer  # None: called outside Lightning's loop
+        if trainer is not None and ((lam > 0 and not decoupled) or clips_fused(trainer, optimizer)):
+            unscale_fused(trainer, optimizer)  # 16-mixed: they were on the loss scale
         if decoupled:
             # this step's pull shrinks theta - target by 1 - 2 lr lambda in each group whose
             # weights train now (a frozen group, e.g. before BackboneUnfreeze, is not pulled)
@@ -584,6 +588,21 @@ class SFTClassifier(L.LightningModule):
             not decoupled or self._reg_held_steps >= self.hparams.reg_every
         ):
             self._apply_held_pull(optimizer)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # Lightning's AMP plugin refuses to clip for the fused AdamW of the model configs (was: a
+        # RuntimeError at the first step of trainer.gradient_clip_val=1 under bf16-mixed)
+        if clips_fused(self.trainer, optimizer):
+            clip_fused(self.trainer, optimizer, gradient_clip_val, gradient_clip_algorithm)
+        else:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
 
     def _held_for(self, optimizer: torch.optim.Optimizer) -> list[float]:
         """The held pulls per group of `optimizer`: a group added since (Lightning's
@@ -938,11 +957,7 @@ class SFTClassifier(L.LightningModule):
         if hp.scheduler is None:
             return {"optimizer": optimizer}
         total = int(self.trainer.estimated_stepping_batches)
-        scheduler = instantiate(hp.scheduler, _partial_=True)(
-            optimizer,
-            num_warmup_steps=int(hp.warmup_ratio * total),
-            num_training_steps=total,
-        )
+        scheduler = create_scheduler(hp.scheduler, optimizer, total, hp.warmup_ratio)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -74,7 +74,7 @@ def fit_logistic_regression(
     mean spread gets weight 0 (standardised, it would get a weight of the usual size: a huge
     one on the raw feature)."""
     mean = features.mean(0)
-    std = features.std(0)
+    std = features.std(0, correction=0)  # ddof=0, as StandardScaler
     live = std > CONSTANT_FEATURE_SPREAD * std.mean()
     std = torch.where(live, std, torch.ones_like(std))
     z = (features - mean) / std * live  # constant features: 0, no gradient, weight stays 0

@@ -1,8 +1,13 @@
 """Parameter groups: separate learning rates for backbone, adapters and head, no decay on norms
-and biases, and optionally layer-wise learning-rate decay through the backbone."""
+and biases, and optionally layer-wise learning-rate decay through the backbone; the LR schedule."""
 
-from collections.abc import Sequence
+import inspect
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import torch
+from hydra.utils import instantiate
 from torch import nn
 
 from sft.errors import SFTError
@@ -75,3 +80,32 @@ def _split(params: list[nn.Parameter], lr: float, weight_decay: float, name: str
         {"name": f"{name}/no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]
+
+
+def create_scheduler(
+    cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
+) -> Any:
+    """The LR schedule of `cfg` (model.scheduler), stepped once per optimizer step.
+
+    A schedule that takes `num_training_steps` / `num_warmup_steps` (transformers' schedules)
+    gets `total_steps` and ceil(warmup_ratio * total_steps), HF Trainer's count, unless `cfg`
+    sets them; any other (torch's) takes only its own settings from `cfg` (was: both passed to
+    every schedule, a TypeError traceback for `get_constant_schedule_with_warmup` or torch's
+    `CosineAnnealingLR`)."""
+    make = instantiate(cfg, _partial_=True)
+    steps = {
+        "num_warmup_steps": math.ceil(total_steps * warmup_ratio),
+        "num_training_steps": total_steps,
+    }
+    taken = inspect.signature(make).parameters
+    anything = any(p.kind is p.VAR_KEYWORD for p in taken.values())
+    given = {k: v for k, v in steps.items() if (k in taken or anything) and k not in cfg}
+    try:
+        return make(optimizer, **given)
+    except TypeError as exc:
+        settings = ", ".join(f"{k}={v}" for k, v in given.items()) or "no step counts"
+        raise SFTError(
+            f"model.scheduler: {cfg.get('_target_')}(optimizer, {settings}) failed: {exc}; "
+            "give the schedule's own settings under model.scheduler (e.g. "
+            "+model.scheduler.T_max=<steps>; it steps once per optimizer step)"
+        ) from exc
