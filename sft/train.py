@@ -10,6 +10,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sft import entry_points
+from sft.runs.lock import releasing_held_folders
 from sft.runs.result import job_recorder
 from sft.runs.sweep_summary import stop_of_a_sweep_job
 from sft.utils.cli import checks_overrides
@@ -21,6 +22,7 @@ from sft.utils.signals import ctrl_c_deferred
 register_resolvers()
 
 
+@releasing_held_folders
 @checks_overrides(config_name="train")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:

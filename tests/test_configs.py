@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import CONF_DIR, EXPERIMENTS, compose_config
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class, instantiate
 from inference_checkpoints import TINY_BERT, image_checkpoint, text_checkpoint
 from omegaconf import DictConfig, OmegaConf
@@ -227,3 +229,19 @@ def test_help_lists_each_groups_options_without_its_bases(capsys):
     )
     for group in ("data", "experiment", "model", "method", "adapter", "trainer"):
         assert groups[group].split(", ") == options(group), group
+
+
+@pytest.mark.parametrize("variable", ["SFT_OUTPUT_DIR", "SFT_CACHE_DIR", "SFT_DATA_DIR"])
+def test_a_path_variable_set_empty_is_unset(variable, monkeypatch):
+    """`SFT_OUTPUT_DIR= sft-train ...` (a variable exported empty) made paths.log_dir '', and
+    a run wrote its folders at the file system's root (/train, /debug, /tokens)."""
+    key = {"SFT_OUTPUT_DIR": "log_dir", "SFT_CACHE_DIR": "cache_dir", "SFT_DATA_DIR": "data_dir"}
+    monkeypatch.delenv(variable, raising=False)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        unset = compose(config_name="train").paths[key[variable]]
+        monkeypatch.setenv(variable, " ")
+        empty = compose(config_name="train").paths[key[variable]]
+        monkeypatch.setenv(variable, "/somewhere")
+        given = compose(config_name="train").paths[key[variable]]
+    assert empty == unset and unset.startswith("/") and given == "/somewhere"

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import pickle
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,10 +17,11 @@ import pytest
 import tomllib
 import torch
 from conftest import FAST, run_entry_point, run_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from test_resume import TESTS_DIR, only_run_dir, run_train_cli
 
 from sft import entry_points
-from sft.callbacks.graceful_interrupt import GracefulInterrupt
+from sft.callbacks.graceful_interrupt import GracefulInterrupt, resume_command
 from sft.errors import SFTError, TrainingInterrupted
 from sft.jobs.train import train
 
@@ -625,3 +627,16 @@ def test_ctrl_c_as_a_sweep_job_starts_says_how_to_continue_the_sweep(tmp_path, m
     assert line.endswith(f"seed=0,1 hydra.sweep.dir={sweep}")
     summary = (sweep / "summary.md").read_text()
     assert "1 job, 0 completed, 1 interrupted, 0 failed" in summary
+
+
+@pytest.mark.parametrize(
+    "folder", ["/runs/my tiny é/2026-12-05_23-19-31", "/o d,x=1/0", "/plain/1"]
+)
+def test_the_printed_resume_command_reads_the_run_directory_back(folder):
+    """The resume command an interrupted run prints quoted its directory for the shell only: a
+    folder with a non-ASCII letter, a space, '=' or ',' failed to parse as `resume=<dir>`
+    (LexerNoViableAltException). A plain path stays unquoted."""
+    command = shlex.split(resume_command(folder, ["data.batch_size=8"]))
+    override = OverridesParser.create().parse_overrides([command[-1]])[0]
+    assert (override.key_or_group, override.value()) == ("resume", folder)
+    assert (command[-1] == f"resume={folder}") == (folder == "/plain/1")

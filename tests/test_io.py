@@ -78,3 +78,22 @@ def test_a_checkpoint_holding_objects_is_not_called_corrupt(tmp_path):
         "unpickling code from a file); a model's hparams must be plain values"
     )
     assert "corrupt" not in message
+
+
+def test_a_new_only_write_keeps_a_file_that_appeared_while_it_was_written(tmp_path):
+    """sft-predict checks `output=` before it predicts; a file written there meanwhile (another
+    sft-predict given the same output, the user's own) was replaced without a word, and both
+    commands said they wrote it. Now the later one is an error, and the file is kept."""
+    path = tmp_path / "predictions.csv"
+
+    def write(f) -> None:
+        path.write_text("my precious results")  # another command, while this one writes
+        f.write("id,pred\n")
+
+    with pytest.raises(SFTError, match=r"predictions.csv was written by another command"):
+        atomic_write(path, write, text=True, new_only=True)
+    assert path.read_text() == "my precious results"
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]  # no temp file left
+    fresh = tmp_path / "fresh.csv"
+    atomic_write(fresh, lambda f: f.write("id,pred\n"), text=True, new_only=True)
+    assert fresh.read_text() == "id,pred\n"

@@ -367,6 +367,7 @@ def test_median_pruner_stops_a_diverging_trial(tmp_path, data_dir):
         "trainer.max_epochs=1",
         "trainer.val_check_interval=0.5",
         "model.freeze_backbone=true",
+        "model.warmup_ratio=0",  # trial 1 diverges in its first steps
         "model.lr_head=choice(0.1,1e4)",
         "hydra.sweeper.enqueue_trials=[{model.lr_head:0.1},{model.lr_head:1e4}]",
     )
@@ -570,6 +571,7 @@ def test_a_trial_whose_metric_diverged_fails_the_sweep(tmp_path, capsys, monkeyp
         "optimized_metric=val/loss",
         "model.freeze_backbone=true",
         "model.lr_head=1e30",
+        "model.warmup_ratio=0",  # a step at lr 1e30 (a warm-up step would be at lr 0)
         "hydra.sweeper.enqueue_trials=[{model.lr_head:1e30}]",
         "+trainer.limit_train_batches=2",
     )
@@ -589,6 +591,7 @@ def test_a_trial_pruned_on_a_diverged_metric_stays_pruned(tmp_path, data_dir):
         *threshold_pruner(upper=1e9),
         "model.freeze_backbone=true",
         "model.lr_head=1e30",
+        "model.warmup_ratio=0",  # a step at lr 1e30 (a warm-up step would be at lr 0)
         "hydra.sweeper.enqueue_trials=[{model.lr_head:1e30}]",
         "+trainer.limit_train_batches=2",
         "+trainer.limit_val_batches=1",

@@ -1,5 +1,6 @@
 """Paths a new user takes that used to fail: each test failed on the code before its fix."""
 
+import contextlib
 import copy
 import csv
 import inspect
@@ -7,6 +8,8 @@ import json
 import logging
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -1427,6 +1430,50 @@ def test_a_run_directory_given_twice_is_refused_before_hydra_writes_in_it(
         .startswith(f"error: {run_dir} already holds a run's {found}")
     )
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+@contextlib.contextmanager
+def held_by_another_process(folder: Path):
+    """`folder` marked in use (sft.runs.lock) by a live process, as a run or sweep still
+    training there marks it; killed (SIGKILL) at the end."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from sft.runs.lock import hold; hold(sys.argv[1], 'x'); "
+            "print('held', flush=True); time.sleep(600)",
+            str(folder),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
+def test_a_directory_in_use_by_a_running_process_is_refused(sweep, tmp_path, monkeypatch, capsys):
+    """A run given the hydra.run.dir of a run still training before its first checkpoint (or
+    resume= of one still training), and a second sweep into the hydra.sweep.dir of one whose
+    jobs were running, trained in the same folders: their checkpoints, records and TensorBoard
+    curves mixed, and both exited 0. Now the second is one error line naming the process, and
+    the folder is free once that process has ended, however it ended (here SIGKILL)."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "busy"
+    setting = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    argv = ["sft-train", *(["-m"] if sweep else []), *FAST, "trainer.max_steps=1", "test=false"]
+    argv.append(f"{setting}={folder}")
+    with held_by_another_process(folder) as pid:
+        assert run_entry_point(train_module.main, argv) == 1
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith(f"error: {folder} is in use by an sft run or sweep still running")
+        assert f"(pid {pid} on " in last and last.endswith(f"another {setting}")
+        assert [p.name for p in folder.iterdir()] == [".sft.lock"]
+    assert run_entry_point(train_module.main, argv) == 0
 
 
 @pytest.mark.parametrize("sweep", [False, True])

@@ -40,7 +40,7 @@ from sft.callbacks.last_checkpoint import ranking_checkpoint
 from sft.errors import TrainingInterrupted
 from sft.runs.directories import sweep_hint, trainer_last_checkpoint
 from sft.runs.resume import recover_spawned_progress
-from sft.utils.config import RUN_START, config_dir_arguments, task_overrides
+from sft.utils.config import RUN_START, config_dir_arguments, hydra_path, task_overrides
 from sft.utils.instantiate import answers_ctrl_c
 from sft.utils.signals import is_second_ctrl_c, signal_handlers
 
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 def resume_command(run_dir: str, overrides: list[str]) -> str:
     """`sft-train <overrides> resume=<run_dir>`."""
-    return shlex.join(["sft-train", *overrides, f"resume={run_dir}"])
+    return shlex.join(["sft-train", *overrides, f"resume={hydra_path(run_dir)}"])
 
 
 def how_to_continue(run_dir: str, overrides: list[str], sweep: str | None) -> str:
@@ -367,7 +367,8 @@ def _what_was_kept(trainer: L.Trainer, overrides: list[str], sweep: str | None) 
         best = getattr(ranking_checkpoint(trainer), "best_model_path", "")
         if not best:
             return f"during the test (training had finished; the run saved no checkpoint){then}"
-        return f"during the test (training had finished): test with sft-eval ckpt_path={best}{then}"
+        evaluate = shlex.join(["sft-eval", f"ckpt_path={hydra_path(best)}"])
+        return f"during the test (training had finished): test with {evaluate}{then}"
     if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
         recover_spawned_progress(trainer)  # ddp_spawn: the ranks' progress, not this process's
     last = trainer_last_checkpoint(trainer)

@@ -44,7 +44,12 @@ def write_predictions(path: Path, rows: list[dict], fmt: str) -> None:
     """`fmt` csv (a header row) or json (a list of objects, probabilities as numbers)."""
     if fmt == "json":
         rows = _numbered_ids(rows)
-        atomic_write(path, lambda f: json.dump(rows, f, indent=1, ensure_ascii=False), text=True)
+        atomic_write(
+            path,
+            lambda f: json.dump(rows, f, indent=1, ensure_ascii=False),
+            text=True,
+            new_only=True,
+        )
         return
 
     def write_csv(f) -> None:
@@ -55,7 +60,7 @@ def write_predictions(path: Path, rows: list[dict], fmt: str) -> None:
             {k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()} for row in rows
         )
 
-    atomic_write(path, write_csv, text=True)
+    atomic_write(path, write_csv, text=True, new_only=True)
 
 
 def _numbered_ids(rows: list[dict]) -> list[dict]:
@@ -96,4 +101,4 @@ def write_glue_submission(
         for index, pred in zip(indices, probs.argmax(-1).tolist(), strict=True):
             f.write(f"{index}\t{glue_labels[pred]}\n")
 
-    atomic_write(path, write, text=True)
+    atomic_write(path, write, text=True, new_only=True)

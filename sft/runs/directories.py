@@ -16,6 +16,7 @@ used as it is. Multirun jobs get their own numbered directories from the sweep (
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from sft.errors import RunInTheWay, SFTError, report_user_errors
+from sft.runs.lock import hold, holder, release
 from sft.runs.result import (
     RESULT_FILE,
     RunResult,
@@ -42,6 +44,7 @@ from sft.utils.config import (
     as_written,
     config_dir_arguments,
     config_subdir,
+    hydra_path,
     hydra_quoted,
 )
 from sft.utils.ddp_ranks import is_job_rank
@@ -315,7 +318,7 @@ def sweep_hint() -> str | None:
     if overrides is None:
         return None
     command = ["sft-train", *config_dir_arguments(), "-m", *overrides]
-    command = shlex.join([*command, f"hydra.sweep.dir={sweep_dir}"])
+    command = shlex.join([*command, f"hydra.sweep.dir={hydra_path(str(sweep_dir))}"])
     if hydra_cfg.runtime.choices.get("hydra/sweeper", "basic") != "basic":
         return (
             f"continue the search with: {command} (it adds hydra.sweeper.n_trials new trials; "
@@ -347,9 +350,31 @@ def refuse_resume_in_multirun(resume: str) -> None:
     )
 
 
+def is_rank_process() -> bool:
+    """Whether this process is a DDP rank > 0 (Lightning's launchers, torchrun, SLURM tasks):
+    it runs in its rank 0's directory, which rank 0 holds."""
+    return any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
+def hold_run_dir(run_dir: Path) -> None:
+    """Mark a single run's directory in use (sft.runs.lock); SFTError where another process
+    uses it: a run in it, or the sweep whose job directory it is."""
+    sweep = run_dir.parent
+    who = holder(sweep) if (sweep / MULTIRUN_RECORD).is_file() else None
+    if who:
+        raise SFTError(
+            f"{run_dir} is a job of a sweep still running ({who}): wait for the sweep to end"
+        )
+    hold(run_dir, "hydra.run.dir")
+
+
 class RunDirectory(Callback):
     """Hydra callback: settles `hydra.run.dir` and `hydra.output_subdir` of a single run, and
-    refuses `resume=` in a multirun before its sweep directory is made."""
+    refuses `resume=` in a multirun before its sweep directory is made. A run's or sweep's
+    directory is marked in use while it runs (sft.runs.lock)."""
+
+    def __init__(self) -> None:
+        self._held: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         report_user_errors(lambda: check_run_name(config.get("name")))
@@ -370,6 +395,16 @@ class RunDirectory(Callback):
                 )
         if not _overridden("hydra.sweep.subdir", config.hydra):
             report_user_errors(lambda: check_jobs_already_there(sweep_dir, config))
+        report_user_errors(lambda: hold(sweep_dir, "hydra.sweep.dir"))
+        self._held = sweep_dir
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._held is not None:
+            release(self._held)
+            self._held = None
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.on_multirun_end(config)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         report_user_errors(lambda: check_run_name(config.get("name")))
@@ -391,6 +426,9 @@ class RunDirectory(Callback):
             # one error line and exit 1 here: Hydra would print its own report, after making
             # a run directory for a run that cannot start
             chosen = report_user_errors(lambda: choose_run_dir(resume, given))
+        if not is_rank_process():
+            report_user_errors(lambda: hold_run_dir(chosen))
+            self._held = chosen
         with read_write(hydra_cfg), open_dict(hydra_cfg):
             hydra_cfg.run.dir = str(chosen)
             if not _overridden("hydra.output_subdir", hydra_cfg):  # e.g. null: DDP ranks > 0

@@ -1,6 +1,7 @@
 """Config helpers: the resolver the configs use, the running job's overrides, printing and
 saving the resolved config."""
 
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -45,6 +46,12 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sft_config_subdir", config_subdir, use_cache=True)
     if not OmegaConf.has_resolver("sft_config_groups"):
         OmegaConf.register_new_resolver("sft_config_groups", config_groups)
+    if not OmegaConf.has_resolver("sft_env"):
+        # conf/paths: an environment variable set empty is unset, as the shell's ${VAR:-default}
+        # (oc.env gave '', and `SFT_OUTPUT_DIR= sft-train` wrote to /train, /debug, /tokens)
+        OmegaConf.register_new_resolver(
+            "sft_env", lambda name, default: os.environ.get(name, "").strip() or default
+        )
     if not OmegaConf.has_resolver("sft_mode"):
         # a checkpoint's or early stopping's mode follows its monitor (conf/callbacks): a
         # `monitor=val/loss` kept `mode: max`, and the worst loss was the best checkpoint
@@ -112,6 +119,13 @@ def hydra_quoted(value: str) -> str:
         r"(\\*)('|$)", lambda m: m.group(1) * 2 + "\\" * len(m.group(2)) + m.group(2), value
     )
     return f"'{escaped}'"
+
+
+def hydra_path(value: str) -> str:
+    """A path as an override value of a printed command: as it is where Hydra's grammar reads
+    it back so, else quoted (`resume=`, `hydra.sweep.dir=` of a folder with a space, `=`, `,` or
+    a non-ASCII letter failed to parse)."""
+    return value if re.fullmatch(r"[\w/.\-+:@~%]+", value, re.ASCII) else hydra_quoted(value)
 
 
 def group_choice(group: str) -> str | None:

@@ -91,10 +91,16 @@ def check_not_a_folder(path: Path, given_as: str, example: str) -> None:
 
 
 def atomic_write(
-    path: str | os.PathLike, write: Callable[[IO], Any], *, text: bool = False
+    path: str | os.PathLike,
+    write: Callable[[IO], Any],
+    *,
+    text: bool = False,
+    new_only: bool = False,
 ) -> None:
     """Call `write(f)` on a new file that then replaces `path` (text: UTF-8, newlines as
-    written, which csv needs)."""
+    written, which csv needs). `new_only`: put in place only where no file is there, SFTError
+    otherwise (`check_not_written` looked before the work began; a file written there meanwhile,
+    by another command given the same output, was replaced without a word)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -104,7 +110,10 @@ def atomic_write(
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if new_only:
+            _link_new(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException as exc:
         full = isinstance(exc, Exception) and _out_of_space(exc, path.parent)
         Path(tmp).unlink(missing_ok=True)
@@ -115,6 +124,21 @@ def atomic_write(
             ) from exc
         raise
     _fsync_dir(path.parent)
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Move `tmp` to `path` where no file is there (a hard link fails on an existing name)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise SFTError(
+            f"{path} was written by another command while this one ran: not written over; give "
+            "this one another output path"
+        ) from None
+    except OSError:  # a file system without hard links: replaced, as before
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 # torch's zip writer reports a full disk as "RuntimeError: [enforce fail at
