@@ -1476,6 +1476,23 @@ def test_a_directory_in_use_by_a_running_process_is_refused(sweep, tmp_path, mon
     assert run_entry_point(train_module.main, argv) == 0
 
 
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
+def test_a_log_dir_that_is_a_dangling_link_is_one_error(sweep, tmp_path, monkeypatch, capsys):
+    """SFT_OUTPUT_DIR (paths.log_dir) a link to a folder that is gone, or one Hydra cannot make
+    for any reason (a read-only parent, a link loop): Hydra's traceback of the OSError (here
+    "FileExistsError: File exists", which misled) instead of one line."""
+    monkeypatch.chdir(tmp_path)
+    link = tmp_path / "runs"
+    link.symlink_to(tmp_path / "gone")
+    argv = ["sft-train", *(["-m"] if sweep else []), *FAST, f"paths.log_dir={link}"]
+    assert run_entry_point(train_module.main, argv) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: the run directory ") and last.endswith(
+        f"cannot be made: {link}: a link to {tmp_path / 'gone'}, which does not exist; give "
+        f"another paths.log_dir (or hydra.{'sweep' if sweep else 'run'}.dir)"
+    ), last
+
+
 @pytest.mark.parametrize("sweep", [False, True])
 def test_a_log_dir_that_is_a_file_is_one_error(sweep, tmp_path, monkeypatch, capsys):
     """paths.log_dir=<a file> (was: NotADirectoryError traceback from Hydra making the run

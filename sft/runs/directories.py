@@ -205,6 +205,17 @@ def check_can_be_made(run_dir: Path, setting: str) -> None:
             f"{blocking} is a file, not a folder: the run directory {run_dir} cannot be made; "
             f"give another paths.log_dir (or {setting})"
         )
+    try:  # the folder it goes in (was: Hydra's traceback of a PermissionError, a link loop...)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = Path(exc.filename or run_dir.parent)
+        why = exc.strerror or str(exc)
+        if where.is_symlink() and not where.exists():
+            why = f"a link to {os.readlink(where)}, which does not exist"
+        raise SFTError(
+            f"the run directory {run_dir} cannot be made: {where}: {why}; give another "
+            f"paths.log_dir (or {setting})"
+        ) from None
 
 
 def is_grid(hydra_cfg: DictConfig) -> bool:
