@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from sft import entry_points
 from sft.errors import report_user_errors
+from sft.runs.lock import releasing_held_folders
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
 from sft.utils.io import check_checkpoint_file, checkpoint_path
@@ -19,6 +20,7 @@ from sft.utils.logs import log_levels_kept
 register_resolvers()
 
 
+@releasing_held_folders
 @checks_overrides(config_name="export", adds=("data.", "onnx", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:

@@ -240,8 +240,10 @@ def test_a_path_variable_set_empty_is_unset(variable, monkeypatch):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         unset = compose(config_name="train").paths[key[variable]]
-        monkeypatch.setenv(variable, " ")
+        monkeypatch.setenv(variable, "")
         empty = compose(config_name="train").paths[key[variable]]
+        monkeypatch.setenv(variable, " ")
+        blank = compose(config_name="train").paths[key[variable]]
         monkeypatch.setenv(variable, "/somewhere")
         given = compose(config_name="train").paths[key[variable]]
-    assert empty == unset and unset.startswith("/") and given == "/somewhere"
+    assert empty == blank == unset and unset.startswith("/") and given == "/somewhere"

@@ -630,11 +630,11 @@ def test_ctrl_c_as_a_sweep_job_starts_says_how_to_continue_the_sweep(tmp_path, m
 
 
 @pytest.mark.parametrize(
-    "folder", ["/runs/my tiny é/2026-12-05_23-19-31", "/o d,x=1/0", "/plain/1"]
+    "folder", ["/runs/my tiny é/2026-12-05_23-19-31", "/o d,x=1/0", "/runs/a~b/1", "/plain/1"]
 )
 def test_the_printed_resume_command_reads_the_run_directory_back(folder):
     """The resume command an interrupted run prints quoted its directory for the shell only: a
-    folder with a non-ASCII letter, a space, '=' or ',' failed to parse as `resume=<dir>`
+    folder with a non-ASCII letter, a space, '=', ',' or '~' failed to parse as `resume=<dir>`
     (LexerNoViableAltException). A plain path stays unquoted."""
     command = shlex.split(resume_command(folder, ["data.batch_size=8"]))
     override = OverridesParser.create().parse_overrides([command[-1]])[0]

@@ -1486,9 +1486,10 @@ def test_a_log_dir_that_is_a_dangling_link_is_one_error(sweep, tmp_path, monkeyp
     link.symlink_to(tmp_path / "gone")
     argv = ["sft-train", *(["-m"] if sweep else []), *FAST, f"paths.log_dir={link}"]
     assert run_entry_point(train_module.main, argv) == 1
+    assert not (tmp_path / "gone").exists()  # nothing is made for a refused run
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: the run directory ") and last.endswith(
-        f"cannot be made: {link}: a link to {tmp_path / 'gone'}, which does not exist; give "
+        f"cannot be made: {link}: a link to {tmp_path / 'gone'}, which leads to no folder; give "
         f"another paths.log_dir (or hydra.{'sweep' if sweep else 'run'}.dir)"
     ), last
 

@@ -41,7 +41,16 @@ class LastCheckpoint(ModelCheckpoint):
         self._at_step = False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._at_step = not trainer.sanity_checking and accumulating(trainer)
+        # not after a validation by wall time, which may follow the step's batch at once (its
+        # scores would then be missing from last.ckpt); nor where this one saves nothing
+        self._at_step = (
+            accumulating(trainer)
+            and getattr(trainer, "_val_check_time_interval", None) is None
+            and not self._should_skip_saving_checkpoint(trainer)
+            and not self._should_save_on_train_epoch_end(trainer)
+            and self._every_n_epochs >= 1
+            and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+        )
         if not self._at_step:
             super().on_validation_end(trainer, pl_module)
 

@@ -47,7 +47,7 @@ from sft.utils.config import (
     hydra_path,
     hydra_quoted,
 )
-from sft.utils.ddp_ranks import is_job_rank
+from sft.utils.ddp_ranks import is_job_rank, is_rank_process
 from sft.utils.io import file_in_the_way
 
 if TYPE_CHECKING:
@@ -205,17 +205,26 @@ def check_can_be_made(run_dir: Path, setting: str) -> None:
             f"{blocking} is a file, not a folder: the run directory {run_dir} cannot be made; "
             f"give another paths.log_dir (or {setting})"
         )
-    try:  # the folder it goes in (was: Hydra's traceback of a PermissionError, a link loop...)
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        where = Path(exc.filename or run_dir.parent)
-        why = exc.strerror or str(exc)
-        if where.is_symlink() and not where.exists():
-            why = f"a link to {os.readlink(where)}, which does not exist"
+    why = folder_not_made_why(run_dir)
+    if why is not None:  # (was: Hydra's traceback of the OSError it met making it)
         raise SFTError(
-            f"the run directory {run_dir} cannot be made: {where}: {why}; give another "
-            f"paths.log_dir (or {setting})"
-        ) from None
+            f"the run directory {run_dir} cannot be made: {why}; give another paths.log_dir "
+            f"(or {setting})"
+        )
+
+
+def folder_not_made_why(folder: Path) -> str | None:
+    """Why `folder` could not be made, found without making anything (a refused run leaves no
+    folder): the nearest path above it (or itself) that is there is a link to nothing or a
+    loop, or a folder this process may not write in. None when nothing is in the way."""
+    for path in (folder, *folder.parents):
+        if path.is_symlink() and not path.exists():
+            return f"{path}: a link to {os.readlink(path)}, which leads to no folder"
+        if path.exists():
+            if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+                return f"{path}: this user may not write in it"
+            return None
+    return None
 
 
 def is_grid(hydra_cfg: DictConfig) -> bool:
@@ -361,12 +370,6 @@ def refuse_resume_in_multirun(resume: str) -> None:
     )
 
 
-def is_rank_process() -> bool:
-    """Whether this process is a DDP rank > 0 (Lightning's launchers, torchrun, SLURM tasks):
-    it runs in its rank 0's directory, which rank 0 holds."""
-    return any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
-
-
 def hold_run_dir(run_dir: Path) -> None:
     """Mark a single run's directory in use (sft.runs.lock); SFTError where another process
     uses it: a run in it, or the sweep whose job directory it is."""
@@ -406,8 +409,9 @@ class RunDirectory(Callback):
                 )
         if not _overridden("hydra.sweep.subdir", config.hydra):
             report_user_errors(lambda: check_jobs_already_there(sweep_dir, config))
-        report_user_errors(lambda: hold(sweep_dir, "hydra.sweep.dir"))
-        self._held = sweep_dir
+        if not is_rank_process():  # a sweep started by hand on each node: the first holds it
+            report_user_errors(lambda: hold(sweep_dir, "hydra.sweep.dir"))
+            self._held = sweep_dir
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._held is not None:

@@ -6,7 +6,9 @@ checkpoint, a `resume=` of a run still training, or a second sweep into a `hydra
 whose jobs were running trained in the same folders, mixing their checkpoints, records and
 TensorBoard curves. A POSIX lock on `<dir>/.sft.lock` marks a directory in use: the system
 drops it with its process (SIGKILL and crashes included), so none is left stale, and it holds
-across the hosts of a shared file system that supports locks (NFSv4, Lustre).
+across the hosts of a shared file system that supports locks (NFSv4, Lustre). Where locks fail
+(a file system without them) there is no guard, as before; an NFSv3 mount whose lock daemon
+hangs can make the start wait on it.
 """
 
 from __future__ import annotations
@@ -67,7 +69,11 @@ def hold(folder: str | Path, setting: str) -> None:
     if folder in _held:
         return
     made = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # (the run directory's checks find most of these first)
+        why = exc.strerror or exc
+        raise SFTError(f"{folder} cannot be made: {why}; give another {setting}") from None
     fd = _open(folder)
     if fd is None:
         return
@@ -99,7 +105,11 @@ def release(folder: str | Path) -> None:
     os.close(fd)
     if folder in _made:
         _made.discard(folder)
-        try:  # made for a run or sweep refused after it (e.g. by its sweeper): as it was
+        # made for a run or sweep refused after it (e.g. by its sweeper): as it was. Removing
+        # the lock file races only a process that opened it in the moment since, for a folder
+        # that holds nothing: that one then holds a file no later process finds, a window of
+        # no consequence for a folder no run wrote to
+        try:
             if [p.name for p in folder.iterdir()] == [LOCK_FILE]:
                 (folder / LOCK_FILE).unlink()
                 folder.rmdir()

@@ -11,6 +11,7 @@ import rich
 import rich.syntax
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's, without loading it
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -123,9 +124,15 @@ def hydra_quoted(value: str) -> str:
 
 def hydra_path(value: str) -> str:
     """A path as an override value of a printed command: as it is where Hydra's grammar reads
-    it back so, else quoted (`resume=`, `hydra.sweep.dir=` of a folder with a space, `=`, `,` or
-    a non-ASCII letter failed to parse)."""
-    return value if re.fullmatch(r"[\w/.\-+:@~%]+", value, re.ASCII) else hydra_quoted(value)
+    it back so, else quoted (`resume=`, `hydra.sweep.dir=` of a folder with a space, `=`, `,`,
+    `~` or a non-ASCII letter failed to parse)."""
+    try:
+        (read,) = OverridesParser.create().parse_overrides([f"key={value}"])
+        if read.value() == value:
+            return value
+    except HydraException:
+        pass
+    return hydra_quoted(value)
 
 
 def group_choice(group: str) -> str | None:

@@ -44,6 +44,17 @@ def ranks_join(run_dir: str, arguments: Sequence[str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+# where launchers give a process its rank: Lightning's (LOCAL_RANK, NODE_RANK for a run started
+# by hand on each node), torchrun's (RANK, GROUP_RANK), SLURM's
+RANK_ENV = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+
+
+def is_rank_process() -> bool:
+    """Whether this process is a DDP rank other than the first (of the run, or of its node): it
+    runs in the directory of the run's first rank, which that rank holds (sft.runs.lock)."""
+    return any(os.environ.get(name, "0") != "0" for name in RANK_ENV)
+
+
 def is_job_rank() -> bool:
     """Whether this process is a DDP rank > 0 that Lightning started from a multirun job."""
     return JOB_ENV in os.environ and os.environ.get("LOCAL_RANK", "0") != "0"
