@@ -685,6 +685,29 @@ def test_num_classes_must_match_the_data():
         model.setup("fit")
 
 
+def test_a_datamodule_not_given_the_models_input_settings_is_warned_about(caplog):
+    """A user's own script that builds the model and datamodule and calls a plain Trainer
+    without `datamodule.configure_input(model.input_spec)` trained on images prepared by the
+    datamodule's own statistics and size (ImageNet's, 224 px), not the backbone's, without a
+    word; sft's entry points call it."""
+
+    class Data(SFTDataModule):
+        modality, num_classes, class_names = "image", 3, ["a", "b", "c"]
+
+    model = make_model()
+    data = Data()
+    model._trainer = SimpleNamespace(datamodule=data)
+    with caplog.at_level(logging.WARNING):
+        model.setup("fit")
+    assert "Data was set up without this model's input settings (InputSpec(" in caplog.text
+    assert "call datamodule.configure_input(model.input_spec)" in caplog.text
+    caplog.clear()
+    data.configure_input(model.input_spec)
+    with caplog.at_level(logging.WARNING):
+        model.setup("fit")
+    assert "input settings" not in caplog.text
+
+
 def test_freeze_norm_stats_keeps_batch_norm_in_eval_mode_but_trainable():
     model = make_model(freeze_norm_stats=True)
     model.train()

@@ -70,10 +70,15 @@ class SFTDataModule(L.LightningDataModule):
         every rank of a run that trains on from one, so it must be cheap."""
         return None
 
+    # set by configure_input: a datamodule built in a user's own script may be set up without
+    # it, and SFTClassifier says so (it prepares images by its own statistics and size)
+    input_configured = False
+
     def configure_input(self, spec: InputSpec) -> None:
         """Adopt what the model's backbone expects (sft.contracts), before `setup`: the entry
         points call it with `model.input_spec`. Here: the modalities must match, where both
         are known."""
+        self.input_configured = True
         if (
             spec.modality is not None
             and self.modality is not None

@@ -725,6 +725,15 @@ class SFTClassifier(L.LightningModule):
             # the first save, they were the bf16-rounded ones, and every reader refused them)
             self._base_hash = self._frozen_weights_hash()
         datamodule = self._datamodule()
+        if getattr(datamodule, "input_configured", True) is False and self.input_spec.modality:
+            # sft's entry points call it; a user's own script with a plain Trainer may not
+            # (was: images at ImageNet's statistics and 224 px for EfficientNet-Lite0's 0.5/0.5)
+            rank_zero_warning(
+                log,
+                f"{type(datamodule).__name__} was set up without this model's input settings "
+                f"({self.input_spec}): call datamodule.configure_input(model.input_spec) before "
+                "trainer.fit/validate/test, as sft-train does",
+            )
         found = datamodule.num_classes if datamodule is not None else None
         names = getattr(datamodule, "class_names", None)
         if found is not None and names is not None and len(names) != found:
