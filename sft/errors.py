@@ -78,13 +78,21 @@ def first_line(err: BaseException) -> str:
 
 
 def find_user_error(exc: BaseException) -> SFTError | None:
-    """The SFTError behind `exc`, if any: Hydra's instantiate wraps errors raised in __init__."""
+    """The SFTError behind `exc`, if any (Hydra's instantiate wraps errors raised in __init__),
+    or one made for a file or folder this user may not use."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, SFTError):
             return exc
         if (raised := _raised_in_a_spawned_rank(exc)) is not None:
             return raised
+        if isinstance(exc, PermissionError) and exc.filename:
+            # a file or folder this user may not read or write (was: a traceback; as root the
+            # tests cannot make one, so it is the one case told by its type, not by sft)
+            return SFTError(
+                f"{exc.filename}: {exc.strerror or 'permission denied'}: this user may not use "
+                "it; give it access, or another path"
+            )
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None

@@ -28,7 +28,7 @@ import sft.train
 from sft.data.cifar10 import CIFAR10DataModule
 from sft.data.text import TextClassificationDataModule
 from sft.data.token_cache import load_tokenizer
-from sft.errors import SFTError, find_user_error
+from sft.errors import SFTError, find_user_error, report_user_errors
 from sft.models import SFTClassifier, load_classifier
 from sft.models.loading import datamodule_from_checkpoint
 from sft.runs.resume import ResumePoint, check_resume_checkpoint
@@ -1356,3 +1356,23 @@ def test_a_validation_interval_refused_for_a_methods_setting_names_that_setting(
         r"trainer\.check_val_every_n_epoch=null \(method=linear_probe does",
     ):
         build_trainer(trainer)
+
+
+def test_a_file_this_user_may_not_use_is_a_user_error(capsys):
+    """An unreadable data file (`chmod 000 train.tsv`) was a PermissionError traceback, also
+    in result.json. As root (CI) no file is unreadable, so the error is raised here as the
+    readers meet it, wrapped as Hydra's instantiate wraps errors."""
+    denied = PermissionError(13, "Permission denied", "/data/sst2/train.tsv")
+    wrapped = RuntimeError("Error in call to target 'sft.data.text...'")
+    wrapped.__cause__ = denied
+
+    def fail():
+        raise wrapped
+
+    with pytest.raises(SystemExit):
+        report_user_errors(fail)
+    assert capsys.readouterr().err == (
+        "error: /data/sst2/train.tsv: Permission denied: this user may not use it; give it "
+        "access, or another path\n"
+    )
+    assert find_user_error(PermissionError("no file named")) is None  # a bug's: its traceback
