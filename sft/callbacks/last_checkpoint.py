@@ -40,19 +40,17 @@ class LastCheckpoint(ModelCheckpoint):
         # stepped on the rest of the accumulation alone)
         self._at_step = False
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # not after a validation by wall time, which may follow the step's batch at once (its
-        # scores would then be missing from last.ckpt); nor where this one saves nothing
+    def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        # at a validation mid-way through a gradient accumulation, where ModelCheckpoint's own
+        # tests say to save: at the accumulation's step instead; not after a validation by wall
+        # time, which may follow the step's batch at once (its scores would then be missing)
         self._at_step = (
-            accumulating(trainer)
+            trainer.validating
+            and accumulating(trainer)
             and getattr(trainer, "_val_check_time_interval", None) is None
-            and not self._should_skip_saving_checkpoint(trainer)
-            and not self._should_save_on_train_epoch_end(trainer)
-            and self._every_n_epochs >= 1
-            and (trainer.current_epoch + 1) % self._every_n_epochs == 0
         )
         if not self._at_step:
-            super().on_validation_end(trainer, pl_module)
+            super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
@@ -61,13 +59,11 @@ class LastCheckpoint(ModelCheckpoint):
         # a validation due now writes it after its scores (one written before it resumed past
         # it: Lightning counts it done)
         if self._at_step and not accumulating(trainer) and not validation_follows(trainer):
-            self._at_step = False
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # also under fast_dev_run (debug=fdr), where ModelCheckpoint saves nothing else: "one
         # batch of everything" includes the checkpoint that sft-eval/-predict/-export read
-        self._at_step = False
         if trainer.global_step != self._last_global_step_saved:
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 

@@ -414,12 +414,15 @@ class RunDirectory(Callback):
             self._held = sweep_dir
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._release()
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._release()
+
+    def _release(self) -> None:
         if self._held is not None:
             release(self._held)
             self._held = None
-
-    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self.on_multirun_end(config)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         report_user_errors(lambda: check_run_name(config.get("name")))

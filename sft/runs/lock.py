@@ -43,6 +43,19 @@ def _open(folder: Path) -> int | None:
         return None
 
 
+def _holder_of(fd: int) -> str | None:
+    """Lock the open lock file `fd`: None when this process got it; who holds it ("pid N on
+    <host>") when another process does; "" on a file system without locks (no guard there, as
+    before)."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in _BUSY:
+            return ""
+        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    return None
+
+
 def holder(folder: str | Path) -> str | None:
     """Who holds `folder` ("pid N on <host>"), when another process does; None when none."""
     folder = Path(folder).resolve()
@@ -51,15 +64,9 @@ def holder(folder: str | Path) -> str | None:
     fd = _open(folder)
     if fd is None:
         return None
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in _BUSY:
-            return os.read(fd, 200).decode(errors="replace").strip() or "another process"
-        return None  # a file system without locks: no guard, as before
-    finally:
-        os.close(fd)  # (releases the test lock too)
-    return None
+    who = _holder_of(fd)
+    os.close(fd)  # (releases a lock this test got)
+    return who or None
 
 
 def hold(folder: str | Path, setting: str) -> None:
@@ -77,17 +84,15 @@ def hold(folder: str | Path, setting: str) -> None:
     fd = _open(folder)
     if fd is None:
         return
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        who = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    who = _holder_of(fd)
+    if who is not None:
         os.close(fd)
-        if exc.errno not in _BUSY:
-            return  # a file system without locks: no guard, as before
+        if not who:
+            return  # a file system without locks
         raise SFTError(
             f"{folder} is in use by an sft run or sweep still running ({who}): wait for it to "
             f"end, or give this one another {setting}"
-        ) from None
+        )
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
     _held[folder] = fd
