@@ -520,6 +520,7 @@ def time_regularizer_updates(work: Path) -> dict[str, float]:
                 "experiment=sst2_minilm",
                 "model.linear_probe=null",
                 "model.scheduler=null",  # no trainer here to count the steps of a schedule
+                "model.warmup_ratio=0",
                 f"model.regularizer={reg}",
                 "model.reg_lambda=1e-5",
                 f"model.reg_decoupled={str(decoupled).lower()}",

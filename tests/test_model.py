@@ -261,6 +261,24 @@ def test_schedules_take_the_step_counts_they_accept():
         scheduled_lrs({"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR"})
 
 
+def test_a_warmup_ratio_no_schedule_applies_is_warned_about(caplog):
+    """model.warmup_ratio with model.scheduler=null, or with a schedule that takes no warm-up
+    count (torch's), did nothing without a word: the run trained with no warm-up."""
+    cosine = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": 10}
+    linear = {"_target_": "transformers.get_linear_schedule_with_warmup"}
+    with caplog.at_level(logging.WARNING):
+        make_model(scheduler=None, warmup_ratio=0.0)
+        scheduled_lrs(linear)
+        scheduled_lrs({**linear, "num_warmup_steps": 2})
+        assert not caplog.records
+        make_model(scheduler=None, warmup_ratio=0.06)
+        scheduled_lrs(cosine)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2
+    assert said[0].startswith("model.warmup_ratio=0.06: model.scheduler is null")
+    assert said[1].startswith("model.warmup_ratio=0.06: torch.optim.lr_scheduler.CosineAnn")
+
+
 def mixed_precision(precision: str) -> MixedPrecision:
     """Lightning's AMP plugin on CPU; 16-mixed with a loss scale (sft's own `auto` picks no
     16-mixed on a CPU), as on a GPU without bf16."""

@@ -246,6 +246,13 @@ class SFTClassifier(L.LightningModule):
         self.head: nn.Module = instantiate(head, in_features=width, num_classes=num_classes)
         if freeze_backbone:
             self.backbone.requires_grad_(False)
+        if warmup_ratio and scheduler is None:
+            rank_zero_warning(
+                log,
+                f"model.warmup_ratio={warmup_ratio}: model.scheduler is null, so there is no "
+                "warm-up (the learning rates stay constant); set model.warmup_ratio=0 if that is "
+                "meant",
+            )
         if lr_adapter is not None and adapter is None:
             rank_zero_warning(
                 log,

@@ -2,6 +2,7 @@
 and biases, and optionally layer-wise learning-rate decay through the backbone; the LR schedule."""
 
 import inspect
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,9 +13,11 @@ from torch import nn
 
 from sft.errors import SFTError
 from sft.models.backbones import inner_model, layer_numbering
-from sft.utils.logs import first_few
+from sft.utils.logs import first_few, rank_zero_warning
 
 NamedParameters = Sequence[tuple[str, nn.Parameter]]
+
+log = logging.getLogger(__name__)
 
 
 def param_groups(params: NamedParameters, lr: float, weight_decay: float, name: str) -> list[dict]:
@@ -100,6 +103,13 @@ def create_scheduler(
     taken = inspect.signature(make).parameters
     anything = any(p.kind is p.VAR_KEYWORD for p in taken.values())
     given = {k: v for k, v in steps.items() if (k in taken or anything) and k not in cfg}
+    if warmup_ratio and "num_warmup_steps" not in given and "num_warmup_steps" not in cfg:
+        rank_zero_warning(
+            log,
+            f"model.warmup_ratio={warmup_ratio}: {cfg.get('_target_')} takes no "
+            "num_warmup_steps, so there is no warm-up; set model.warmup_ratio=0 if that is "
+            "meant, or chain a warm-up into model.scheduler",
+        )
     try:
         return make(optimizer, **given)
     except TypeError as exc:
