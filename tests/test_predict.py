@@ -20,7 +20,8 @@ import sft.jobs.predict as predict_module
 from sft.data.readers.sst_trees import read_sst_trees
 from sft.errors import SFTError
 from sft.inference.bundle import check_inference_inputs, load_bundle
-from sft.inference.inputs import STDIN, read_texts
+from sft.inference.inputs import STDIN, ImageInputs, TextInputs, read_texts
+from sft.inference.predictor import predict_probs
 from sft.inference.writers import glue_labels_of, write_glue_submission
 from sft.jobs.export import export
 from sft.jobs.predict import predict
@@ -662,3 +663,14 @@ def test_sst_trees_are_predicted_as_their_sentences(ckpts, data_dir, tmp_path, c
     for text in plain:  # each alone: texts that parse as a tree are not SST's trees either
         (tmp_path / "plain.txt").write_text(text + "\n")
         assert read_texts(tmp_path / "plain.txt", "sentence").texts == [text]
+
+
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_predict_probs_of_no_inputs_is_no_rows(kind, ckpts):
+    """sft used as a library: predict_probs of an empty input list was an IndexError (images)
+    or torch.cat's RuntimeError (texts); it is a (0, num_classes) tensor, as for any count."""
+    bundle = load_bundle(ckpts[kind])
+    inputs = TextInputs([], []) if kind == "text" else ImageInputs([], [])
+    probs = predict_probs(bundle, inputs)
+    assert probs.shape == (0, len(bundle.class_names))
+    assert probs.dtype == torch.float32

@@ -35,15 +35,16 @@ def predict_probs(
 ) -> torch.Tensor:
     """Softmax probabilities (N, num_classes), float32 on CPU, in input order."""
     check_batch_size(batch_size)
-    out = []
+    out = [torch.empty(0, len(bundle.class_names))]  # no inputs: no rows
     if isinstance(inputs, TextInputs):
         check_modality(bundle, "text", str(inputs.source))
-        features = bundle.tokenize(inputs.texts, inputs.pairs)
+        # the tokenizer refuses an empty list
+        features = bundle.tokenize(inputs.texts, inputs.pairs) if inputs.texts else []
         for start in range(0, len(features), batch_size):
             batch = bundle.collate(features[start : start + batch_size])
             out.append(bundle.logits(batch).softmax(-1).cpu())
     else:
-        check_modality(bundle, "image", str(inputs.paths[0]))
+        check_modality(bundle, "image", str(inputs.paths[0]) if inputs.paths else "(no images)")
         decode = ImageDecoder(bundle.image_size)
         for start in range(0, len(inputs), batch_size):
             images = torch.stack([decode(p) for p in inputs.paths[start : start + batch_size]])
