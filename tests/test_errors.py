@@ -201,8 +201,17 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
         (
             "train",
             ["+experiment=sst2_minilm"],
-            "error: +experiment=... adds a second experiment to the one chosen: write "
+            "error: +experiment=sst2_minilm: train.yaml's defaults list has the group experiment "
+            "already, and +experiment=... adds it a second time: choose one option, as "
             "experiment=<option>",
+        ),
+        # one chosen and another added (was: Hydra's "appears more than once" lines)
+        (
+            "train",
+            ["model=minilm_fused", "+model=effnet_lite0_fused"],
+            "error: model=minilm_fused +model=effnet_lite0_fused: train.yaml's defaults list has "
+            "the group model already, and +model=... adds it a second time: choose one option, "
+            "as model=<option>",
         ),
         # a group misspelt, and a top-level key nothing reads (were: "to add a new key write
         # +experiments=...", and with that the run went on without it)

@@ -175,7 +175,7 @@ def test_numbered_class_names_in_another_order_than_integer_labels_are_refused()
 
 
 def test_eval_with_a_data_setting_changed_uses_the_checkpoints_data_so_changed(
-    checkpoints, tmp_path, caplog
+    checkpoints, data_dir, tmp_path, caplog
 ):
     """`sft-eval ckpt_path=... +data.test_split=dev.tsv` (what the error for `data.test_split=`
     says to write) scores the checkpoint's data with that split (was: a ConfigAttributeError
@@ -191,9 +191,11 @@ def test_eval_with_a_data_setting_changed_uses_the_checkpoints_data_so_changed(
         metrics = evaluate(cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0  # SST-2's own test.tsv has no labels: dev's
     assert not any("was trained on" in m for m in logged_warnings(caplog))
-    # the training file scored: a warning (was: none)
+    # the training file scored: a warning (was: none), naming it as set, not where a link to
+    # it leads (was: the real path)
     cfg = compose_config("eval", [*cfg_args, "+data.test_split=train.tsv"], tmp_path / "e2")
-    with logs_warning(caplog, r"^the test split scored, .*train\.tsv, is the file the model "):
+    warning = f"the test split scored, {data_dir / 'sst2' / 'train.tsv'}, is the file the model "
+    with logs_warning(caplog, "^" + re.escape(warning)):
         evaluate(cfg)
 
 

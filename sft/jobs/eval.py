@@ -189,7 +189,10 @@ def warn_scoring_training_data(
     warns of such splits; sft-eval does not read the training data, and said nothing.)"""
     scored_at, trained_at = split_path(scored, role), split_path(trained, "train")
     if scored_at is not None and scored_at == trained_at:
-        kind, path = scored_at
+        kind, _ = scored_at
+        folder_key, keys = _SPLIT_SETTINGS[kind]
+        # the path as set (the same real path may be reached through a link)
+        path = Path(str(scored[folder_key])).expanduser() / str(scored[keys[role]])
         split = {"val": "validation", "test": "test"}[role]
         log.warning(
             f"the {split} split scored, {path}, is the {kind} the model was trained on: its "

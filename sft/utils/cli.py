@@ -46,6 +46,7 @@ from sft.errors import SFTError
 from sft.utils.config import CONF_DIR
 from sft.utils.config_files import (
     GROUP_TWICE,
+    SAME_CHOICE_TWICE,
     check_config_file_keys,
     config_file,
     describe_defaults_error,
@@ -659,11 +660,17 @@ def describe_composition_error(
             return f"cannot delete '{key}': it is null already; leave ~{key} out"
         hint = closest_key(key, config_name, overrides, loader)
         return f"cannot delete '{key}': no such config key" + (f" ({hint})" if hint else "")
-    if (match := GROUP_TWICE.search(message)) and any(
+    if (match := GROUP_TWICE.search(message) or SAME_CHOICE_TWICE.search(message)) and any(
         o.startswith(f"+{match.group(1)}=") for o in overrides
     ):
+        # the defaults list has the group already (`experiment: null` too): `+` adds it again
+        # (was, with `group=a +group=b`: Hydra's "appears more than once" lines)
         group = match.group(1)
-        return f"+{group}=... adds a second {group} to the one chosen: write {group}=<option>"
+        given = " ".join(o for o in overrides if o.lstrip("+").startswith(f"{group}="))
+        return (
+            f"{given}: {config_name}.yaml's defaults list has the group {group} already, and "
+            f"+{group}=... adds it a second time: choose one option, as {group}=<option>"
+        )
     if (
         MERGE_FAILED.match(message)
         and isinstance(exc.__cause__, ConfigTypeError)
