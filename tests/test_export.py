@@ -335,6 +335,13 @@ def test_an_export_leaving_out_a_models_own_forward_is_not_called_rounding(ckpts
     assert not (tmp_path / "run" / "export" / "model.pt").exists()
 
 
+def test_an_unknown_format_is_refused_before_the_checkpoint_is_read(tmp_path):
+    """`formats=[onxx]` was refused only after the checkpoint had loaded (~10 s); here the
+    checkpoint does not even exist, and the format is what the line names."""
+    with pytest.raises(SFTError, match=r"^formats: expected a non-empty list of .*\['onxx'\]"):
+        run_export(tmp_path / "none.ckpt", tmp_path / "run", "formats=[onxx]")
+
+
 def test_one_format_as_a_string_and_no_export_written_over(ckpts, tmp_path):
     """`formats=torchscript` is that format (was: "expected a list ..., got ['t', 'o', ...]");
     a second export into the same output_dir is refused and the first is kept (was: written
