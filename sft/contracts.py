@@ -62,6 +62,8 @@ class InputSpec:
     image_size: images: the side it takes (its `input_size`, else the one its family is built
     for: 224, or 32 for a CIFAR stem); a datamodule not given one decodes to it. None: unknown.
     tokenizer_digest: for a trained text model, which tokenizer its token ids come from.
+    max_positions: text: the longest token sequence its position table holds (None: no limit,
+    or unknown); a datamodule set to longer sequences is refused.
     """
 
     modality: Modality | None
@@ -70,6 +72,7 @@ class InputSpec:
     # text: the digest of the tokenizer a checkpoint's model was trained with
     # (sft.data.token_cache.tokenizer_digest); None when not known
     tokenizer_digest: str | None = None
+    max_positions: int | None = None
 
 
 @runtime_checkable

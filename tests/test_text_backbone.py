@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from transformers import AutoModel, AutoTokenizer, DistilBertConfig
 
 from sft.contracts import InputSpec
+from sft.data.text import TextClassificationDataModule
 from sft.errors import SFTError
 from sft.hub import resolve_model_name
 from sft.models import SFTClassifier, load_classifier
@@ -466,7 +467,6 @@ def test_a_relative_model_folder_is_kept_absolute_in_the_checkpoint(
 ) -> None:
     """As typed, `models/bert` was looked up from wherever sft-eval ran later: a missing folder
     there, or another model of that name loaded silently."""
-    from sft.data.text import TextClassificationDataModule
 
     folder = tmp_path / "models" / "bert"
     tiny().model.config.save_pretrained(folder)
@@ -493,6 +493,40 @@ def test_a_batch_longer_than_the_position_table_is_one_line() -> None:
         f"'{resolve_model_name('minilm')}' has 16 positions, and a batch holds 20 tokens: set "
         "data.max_length=16 (or less)"
     )
+
+
+def test_a_max_length_past_the_position_table_is_refused_before_any_batch(tmp_path) -> None:
+    """data.max_length longer than the backbone's positions trained on until a batch was that
+    long: for a run whose texts were all shorter, only sft-predict of a longer text failed.
+    GPT-2's table (`wpe`) was not looked for: a longer batch was an IndexError traceback."""
+    from transformers import GPT2Config
+
+    backbone = {**TINY_BACKBONE, "config_overrides": {**TINY, "max_position_embeddings": 16}}
+    model = SFTClassifier(backbone=backbone, num_classes=2)
+    assert model.input_spec.max_positions == 16
+    for length, refused in ((16, False), (17, True)):
+        data = TextClassificationDataModule(data_dir=str(tmp_path), max_length=length)
+        if refused:
+            with pytest.raises(SFTError) as err:
+                data.configure_input(model.input_spec)
+            assert single_line(err) == (
+                "data.max_length=17 exceeds the 16 positions of the model's backbone: set "
+                "data.max_length=16 (or less)"
+            )
+        else:
+            data.configure_input(model.input_spec)
+    # as a checkpoint rebuilds it
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    assert load_classifier(path).input_spec.max_positions == 16
+    folder = tmp_path / "gpt2"
+    GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=12, vocab_size=2000).save_pretrained(
+        folder
+    )
+    gpt2 = create_backbone("huggingface", model_name_or_path=str(folder)).eval()
+    assert gpt2.max_positions == 12
+    with pytest.raises(SFTError, match=r"has 12 positions, and a batch holds 13 tokens"):
+        gpt2(input_ids=torch.ones(1, 13, dtype=torch.long))
 
 
 def test_another_models_tokenizer_is_one_line() -> None:

@@ -239,6 +239,13 @@ class TextClassificationDataModule(SFTDataModule):
     def configure_input(self, spec: InputSpec) -> None:
         super().configure_input(spec)
         self._trained_tokenizer = spec.tokenizer_digest
+        # before any tokenising (was: an error at the first batch that long, in training or
+        # only later, in sft-predict, for a run whose data held no text that long)
+        if spec.max_positions is not None and self.max_length > spec.max_positions:
+            raise SFTError(
+                f"data.max_length={self.max_length} exceeds the {spec.max_positions} positions "
+                f"of the model's backbone: set data.max_length={spec.max_positions} (or less)"
+            )
 
     def rebuild_info(self) -> dict[str, Any]:
         return {**super().rebuild_info(), TOKENIZER_DIGEST: self._digest()}

@@ -5,6 +5,7 @@ import logging
 import operator
 from collections.abc import Mapping
 from contextlib import nullcontext
+from dataclasses import replace
 from itertools import islice
 from typing import Annotated, Any
 
@@ -231,6 +232,9 @@ class SFTClassifier(L.LightningModule):
         # what the backbone takes (modality, normalisation): the datamodule is configured by it
         self.input_spec = resolve_input_spec(backbone)
         self.backbone: nn.Module = instantiate(backbone)
+        positions = getattr(self.backbone, "max_positions", None)
+        if positions is not None:  # known once built (a text backbone's position table)
+            self.input_spec = replace(self.input_spec, max_positions=positions)
         width = getattr(self.backbone, "num_features", None)
         try:  # an int, or another integer type (numpy's)
             width = operator.index(width) if not isinstance(width, bool) else None

@@ -142,7 +142,11 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
             "on to super().__init__"
         ) from exc
     # the tokenizer it was trained with: the datamodule warns when its tokenizer is another
-    model.input_spec = replace(input_spec, tokenizer_digest=checkpoint.get(TOKENIZER_DIGEST))
+    model.input_spec = replace(
+        input_spec,
+        tokenizer_digest=checkpoint.get(TOKENIZER_DIGEST),
+        max_positions=model.input_spec.max_positions,
+    )
     if small is not None:
         check_base_weights(model, small, f"checkpoint {path}")
     try:

@@ -63,7 +63,7 @@ class HFEncoder(nn.Module):
         # shape test), a tokenizer of another model indexing past the embedding (the first one)
         embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
         self._vocab_rows = getattr(embedding, "num_embeddings", None)
-        self._max_positions = _absolute_positions(model)
+        self.max_positions = _absolute_positions(model)
         self._ids_checked = False
 
     def forward(
@@ -84,10 +84,10 @@ class HFEncoder(nn.Module):
 
     def _check_inputs(self, input_ids: torch.Tensor) -> None:
         length = input_ids.shape[-1]
-        if self._max_positions is not None and length > self._max_positions:
+        if self.max_positions is not None and length > self.max_positions:
             raise SFTError(
-                f"model.backbone: the {self._described()} has {self._max_positions} positions, "
-                f"and a batch holds {length} tokens: set data.max_length={self._max_positions} "
+                f"model.backbone: the {self._described()} has {self.max_positions} positions, "
+                f"and a batch holds {length} tokens: set data.max_length={self.max_positions} "
                 "(or less)"
             )
         if self._ids_checked or self._vocab_rows is None:
@@ -208,8 +208,12 @@ def huggingface(
 
 def _absolute_positions(model: nn.Module) -> int | None:
     """How many positions an absolute position table holds (RoBERTa's rows start after its
-    padding index); None for relative or rotary positions, which set no such limit."""
+    padding index); None for relative or rotary positions, which set no such limit. The
+    BERT family's `embeddings.position_embeddings`, GPT-2's `wpe` (was: not looked for, and a
+    longer batch an IndexError traceback)."""
     table = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
+    if not isinstance(table, nn.Embedding):
+        table = getattr(model, "wpe", None)
     if not isinstance(table, nn.Embedding):
         return None
     offset = table.padding_idx + 1 if table.padding_idx is not None else 0
