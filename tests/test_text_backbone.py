@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -527,6 +528,32 @@ def test_a_max_length_past_the_position_table_is_refused_before_any_batch(tmp_pa
     assert gpt2.max_positions == 12
     with pytest.raises(SFTError, match=r"has 12 positions, and a batch holds 13 tokens"):
         gpt2(input_ids=torch.ones(1, 13, dtype=torch.long))
+
+
+def test_a_folder_whose_config_and_weights_disagree(tmp_path, caplog) -> None:
+    """A config.json of other shapes than the weights was Hydra's InstantiationException
+    ("look at the above report"); one with more layers than the weights trained those layers
+    from random weights with only transformers' report to say so."""
+    folder = tmp_path / "bert"
+    tiny().model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))
+    with pytest.raises(SFTError) as err:
+        create_backbone("huggingface", model_name_or_path=str(folder), pretrained=True)
+    message = single_line(err)
+    assert message.startswith(f"model.backbone: the weights of '{folder}' do not fit its config")
+    assert "6 weight(s) (encoder.layer.0.intermediate.dense.bias, " in message
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    with caplog.at_level(logging.WARNING, logger="sft"):
+        create_backbone("huggingface", model_name_or_path=str(folder), pretrained=True)
+    (said,) = [r.getMessage() for r in caplog.records if r.name.startswith("sft")]
+    assert said.startswith("model.backbone: 16 weight(s) (encoder.layer.2.attention.output.")
+    assert f"are not in the weights of '{folder}' and start random" in said
+    caplog.clear()
+    (folder / "config.json").write_text(json.dumps(config))  # as saved: nothing said
+    with caplog.at_level(logging.WARNING, logger="sft"):
+        create_backbone("huggingface", model_name_or_path=str(folder), pretrained=True)
+    assert not [r for r in caplog.records if r.name.startswith("sft")]
 
 
 def test_another_models_tokenizer_is_one_line() -> None:

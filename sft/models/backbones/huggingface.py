@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import re
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -17,10 +19,13 @@ from torch import nn
 
 from sft.errors import SFTError
 from sft.hub import load_pretrained, local_or_hub_name
+from sft.utils.logs import first_few
 
 from .registry import register_backbone
 
 Pooling = Literal["cls", "mean"]
+
+log = logging.getLogger(__name__)
 
 # "encoder.layer.3." (BERT, RoBERTa, DeBERTa), "transformer.layer.3." (DistilBERT), "layers.3."
 _LAYER_RE = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
@@ -178,24 +183,37 @@ def huggingface(
             f"({config.model_type}); sft fine-tunes encoders (BERT, RoBERTa, DeBERTa, ...)"
         )
     if pretrained:
+        load = partial(
+            load_pretrained,
+            AutoModel.from_pretrained,
+            model_name_or_path,
+            "model",
+            config=config,
+            trust_remote_code=trust_remote_code,
+            output_loading_info=True,
+        )
         try:
-            model = load_pretrained(
-                AutoModel.from_pretrained,
-                model_name_or_path,
-                "model",
-                config=config,
-                trust_remote_code=trust_remote_code,
-            )
+            model, loaded = load()
         except RuntimeError as exc:
             # "size mismatch for ...", "You set `ignore_mismatched_sizes` to `False`"
-            if not overrides or "mismatch" not in str(exc):
+            if "mismatch" not in str(exc):
                 raise
+            if overrides:
+                raise SFTError(
+                    f"model.backbone.config_overrides {', '.join(sorted(overrides))}: the "
+                    f"pretrained weights of {model_name_or_path!r} do not fit a model of these "
+                    "settings (their shapes differ); change settings that keep the shapes "
+                    "(dropout, ...), or train from scratch with model.backbone.pretrained=false"
+                ) from exc
+            # the folder's config.json and weights disagree (was: Hydra's InstantiationException
+            # with "look at the above report"): loaded again, only to name the weights
+            _, loaded = load(ignore_mismatched_sizes=True)
             raise SFTError(
-                f"model.backbone.config_overrides {', '.join(sorted(overrides))}: the pretrained "
-                f"weights of {model_name_or_path!r} do not fit a model of these settings (their "
-                "shapes differ); change settings that keep the shapes (dropout, ...), or train "
-                "from scratch with model.backbone.pretrained=false"
+                f"model.backbone: the weights of {model_name_or_path!r} do not fit its "
+                f"config.json: {_named_keys(loaded.get('mismatched_keys'))} have other shapes "
+                "there; give a folder whose config.json the weights were saved with"
             ) from exc
+        _warn_of_missing_weights(loaded.get("missing_keys"), model_name_or_path)
         # fp32 whatever the stored dtype (transformers 5 keeps e.g. fp16 weights as they are):
         # Lightning's mixed precision expects fp32 parameters.
         model = model.float()
@@ -204,6 +222,25 @@ def huggingface(
     if gradient_checkpointing:
         _enable_checkpointing(model, model_name_or_path)
     return HFEncoder(model, pooling)
+
+
+def _named_keys(keys: Any) -> str:
+    """A few weight names of a loading report's key list ((name, ...) tuples or names)."""
+    names = sorted(k[0] if isinstance(k, tuple) else str(k) for k in keys or ())
+    return f"{len(names)} weight(s) ({first_few(names, 3)})" if names else "some weights"
+
+
+def _warn_of_missing_weights(missing: Any, name: str) -> None:
+    """A warning for pretrained weights the model has and the files lack: they start random,
+    and L2-SP then pulls them towards that random start (was: transformers' report alone). The
+    pooler is dropped (HFEncoder), so its weights are not missed."""
+    missing = [k for k in missing or () if not str(k).startswith("pooler.")]
+    if missing:
+        log.warning(
+            f"model.backbone: {_named_keys(missing)} of the model are not in the weights of "
+            f"{name!r} and start random: its config.json describes a larger model than the "
+            "weights (e.g. num_hidden_layers), or the weights are of another architecture"
+        )
 
 
 def _absolute_positions(model: nn.Module) -> int | None:
