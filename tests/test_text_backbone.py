@@ -556,6 +556,29 @@ def test_a_folder_whose_config_and_weights_disagree(tmp_path, caplog) -> None:
     assert not [r for r in caplog.records if r.name.startswith("sft")]
 
 
+def test_a_decoder_only_model_is_refused_with_cls_pooling_and_warned_of(tmp_path, caplog):
+    """GPT-2 trained as an encoder without a word; with pooling=cls its features were the
+    first token's, which a causal model computes from that token alone: every text the same."""
+    from transformers import GPT2Config
+
+    folder = tmp_path / "gpt2"
+    GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=12, vocab_size=2000).save_pretrained(
+        folder
+    )
+    with pytest.raises(SFTError) as err:
+        create_backbone("huggingface", model_name_or_path=str(folder), pooling="cls")
+    assert single_line(err).startswith(
+        f"model.backbone: the gpt2 model '{folder}' is a causal (decoder-only) model: each token "
+        "sees only the tokens before it, so its first token (pooling=cls) holds nothing of the "
+        "rest of the text: set model.backbone.pooling=mean"
+    )
+    with caplog.at_level(logging.WARNING, logger="sft"):
+        create_backbone("huggingface", model_name_or_path=str(folder), pooling="mean")
+        tiny(pooling="cls")  # an encoder: nothing said
+    (said,) = [r.getMessage() for r in caplog.records if r.name.startswith("sft")]
+    assert "is a causal (decoder-only) model" in said and "pooling=mean" in said
+
+
 def test_another_models_tokenizer_is_one_line() -> None:
     model = tiny(config_overrides={"vocab_size": 1500}).eval()
     ids = torch.tensor([[101, 2307, 102]])  # MiniLM's ids: 2307 is past 1,500 rows

@@ -138,8 +138,10 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     if tokenizer.pad_token is None:
         raise SFTError(
             f"tokenizer {name!r} has no padding token, which batches of texts of different "
-            "lengths need (a decoder's tokenizer, such as GPT-2's?); name an encoder's tokenizer "
-            "with data.tokenizer="
+            "lengths need (a decoder's tokenizer, such as GPT-2's?): sft fine-tunes encoders "
+            "(BERT, RoBERTa, DeBERTa, ...) with their own tokenizers; for this model, save its "
+            "tokenizer with one (tokenizer.pad_token = tokenizer.eos_token; save_pretrained) "
+            "and name that folder with data.tokenizer="
         )
     # the backbones pool the first token (cls) or the real tokens at their positions (mean):
     # both take padding at the end, whatever side the tokenizer was saved with

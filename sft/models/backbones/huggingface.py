@@ -70,6 +70,26 @@ class HFEncoder(nn.Module):
         self._vocab_rows = getattr(embedding, "num_embeddings", None)
         self.max_positions = _absolute_positions(model)
         self._ids_checked = False
+        if _is_causal(model):
+            self._refuse_or_warn_causal()
+
+    def _refuse_or_warn_causal(self) -> None:
+        """A decoder-only model (GPT-2, Llama, ...) was taken as an encoder without a word, and
+        with pooling=cls its features ignored all but the first token of every text."""
+        what = (
+            f"the {self._described()} is a causal (decoder-only) model: each token sees only "
+            "the tokens before it"
+        )
+        if self.pooling == "cls":
+            raise SFTError(
+                f"model.backbone: {what}, so its first token (pooling=cls) holds nothing of the "
+                "rest of the text: set model.backbone.pooling=mean, or use an encoder (BERT, "
+                "RoBERTa, DeBERTa, ...)"
+            )
+        log.warning(
+            f"model.backbone: {what}; sft pools the mean of its token states (pooling=mean), "
+            "where it fine-tunes encoders (BERT, RoBERTa, DeBERTa, ...)"
+        )
 
     def forward(
         self,
@@ -222,6 +242,24 @@ def huggingface(
     if gradient_checkpointing:
         _enable_checkpointing(model, model_name_or_path)
     return HFEncoder(model, pooling)
+
+
+def _is_causal(model: nn.Module) -> bool:
+    """Whether the first token's state ignores the tokens after it (a decoder's causal mask),
+    found by running it: two 3-token texts that differ only in their last token. No config
+    field says so for every model (GPT-2's `is_decoder` is False)."""
+    vocab = getattr(model.config, "vocab_size", None) or 3
+    ids = torch.tensor([[0, 1, 1], [0, 1, 2]]) % vocab
+    training = model.training
+    try:
+        with torch.no_grad():
+            states = model.eval()(input_ids=ids, attention_mask=torch.ones_like(ids))
+        first = states.last_hidden_state[:, 0]
+    except Exception:  # a model of other inputs: nothing to tell from it
+        return False
+    finally:
+        model.train(training)
+    return torch.allclose(first[0], first[1], rtol=1e-5, atol=1e-6)
 
 
 def _named_keys(keys: Any) -> str:
