@@ -579,6 +579,30 @@ def test_a_decoder_only_model_is_refused_with_cls_pooling_and_warned_of(tmp_path
     assert "is a causal (decoder-only) model" in said and "pooling=mean" in said
 
 
+def test_a_transformers_models_own_state_dict_is_a_backbone_checkpoint(tmp_path) -> None:
+    """`torch.save(AutoModel.from_pretrained(...).state_dict())` as model.backbone.checkpoint
+    was refused: its keys lack the backbone's `model.` and hold the pooler sft drops."""
+    folder = tmp_path / "bert"
+    tiny().model.save_pretrained(folder)
+    plain = AutoModel.from_pretrained(folder)
+    with torch.no_grad():
+        plain.embeddings.word_embeddings.weight.add_(1.0)  # other weights than the folder's
+    assert plain.pooler is not None
+    torch.save(plain.state_dict(), tmp_path / "weights.pt")
+    backbone = create_backbone(
+        "huggingface", model_name_or_path=str(folder), checkpoint=str(tmp_path / "weights.pt")
+    )
+    assert torch.equal(
+        backbone.model.embeddings.word_embeddings.weight, plain.embeddings.word_embeddings.weight
+    )
+    # another model's weights are still refused
+    torch.save(tiny(config_overrides={"num_hidden_layers": 1}).model.state_dict(), tmp_path / "x")
+    with pytest.raises(SFTError, match=r"do not fit the backbone: 16 missing keys"):
+        create_backbone(
+            "huggingface", model_name_or_path=str(folder), checkpoint=str(tmp_path / "x")
+        )
+
+
 def test_another_models_tokenizer_is_one_line() -> None:
     model = tiny(config_overrides={"vocab_size": 1500}).eval()
     ids = torch.tensor([[101, 2307, 102]])  # MiniLM's ids: 2307 is past 1,500 rows

@@ -22,6 +22,7 @@ from sft.hub import load_pretrained, local_or_hub_name
 from sft.utils.logs import first_few
 
 from .registry import register_backbone
+from .wrappers import REMOVED_HEADS
 
 Pooling = Literal["cls", "mean"]
 
@@ -58,6 +59,8 @@ class HFEncoder(nn.Module):
         # by both poolings; dropping it avoids parameters without gradients (DDP rejects them).
         if getattr(model, "pooler", None) is not None:
             model.pooler = None
+            # a backbone checkpoint= of the transformers model's own weights has it: not loaded
+            setattr(self, REMOVED_HEADS, ("model.pooler",))
         self.model = model
         self.pooling = pooling
         self.num_features: int = int(model.config.hidden_size)

@@ -82,14 +82,27 @@ def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> 
             f"backbone checkpoint {file}: cannot be read ({load_failure(err)}); the file is "
             "corrupt, or not a state_dict saved with torch.save"
         ) from err
-    state = _extract_state_dict(obj, file)
     own = model.state_dict()
+    state = _under_own_prefix(_extract_state_dict(obj, file), own)
     state = {
         k: v
         for k, v in state.items()
         if k in own or not (k.startswith(_HEAD_PREFIXES) or _under_removed_head(model, k))
     }
     load_state_dict_checked(model, state, source=str(file))
+
+
+def _under_own_prefix(
+    state: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """A state_dict of the model the backbone wraps (a plain transformers model's
+    `state_dict()`, whose keys lack the huggingface backbone's `model.`): its keys with the
+    prefix all of the backbone's own keys share (was: refused as "missing"/"unexpected")."""
+    prefixes = {key.partition(".")[0] for key in own}
+    if len(prefixes) != 1 or any(key in own for key in state):
+        return state
+    prefixed = {f"{next(iter(prefixes))}.{key}": value for key, value in state.items()}
+    return prefixed if any(key in own for key in prefixed) else state
 
 
 def _under_removed_head(model: nn.Module, key: str) -> bool:
