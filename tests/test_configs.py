@@ -127,6 +127,17 @@ def test_every_image_data_setting_is_in_its_config(option, tmp_path):
     assert set(settings) <= set(cfg.data)
 
 
+@pytest.mark.parametrize("option", options("model"))
+def test_every_model_config_lists_the_optimisation_settings(option, tmp_path):
+    """`model.<key>=` works for the settings every model takes (was: the image configs lacked
+    layer_decay, which the README offers for timm models: only `+model.layer_decay=` worked)."""
+    base = TEXT_BASE if option in ("minilm_fused", "bert_base_fused") else IMAGE_BASE
+    cfg = compose_train([*base, f"model={option}"], tmp_path)
+    settings = {"lr_backbone", "lr_head", "lr_adapter", "layer_decay", "weight_decay"}
+    settings |= {"warmup_ratio", "label_smoothing", "regularizer", "reg_lambda"}
+    assert settings <= set(cfg.model)
+
+
 @pytest.mark.parametrize("option", options("debug"))
 @pytest.mark.parametrize("base", [TEXT_BASE, IMAGE_BASE], ids=["text", "image"])
 def test_every_debug_option_builds_for_text_and_images(option, base, tmp_path):
