@@ -205,6 +205,14 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "already, and +experiment=... adds it a second time: choose one option, as "
             "experiment=<option>",
         ),
+        # one of Hydra's own groups: in Hydra's defaults, not train.yaml's
+        (
+            "train",
+            ["+hydra/sweeper=sft_optuna"],
+            "error: +hydra/sweeper=sft_optuna: Hydra's defaults list has the group hydra/sweeper "
+            "already, and +hydra/sweeper=... adds it a second time: choose one option, as "
+            "hydra/sweeper=<option>",
+        ),
         # one chosen and another added (was: Hydra's "appears more than once" lines)
         (
             "train",

@@ -427,7 +427,13 @@ def test_ctrl_c_while_a_command_loads_is_one_line(capsys):
     # (as installed: read from the package's metadata, not pyproject.toml, which Python 3.10
     # has no reader for)
     commands = metadata.distribution("sft").entry_points.select(group="console_scripts")
-    assert set(commands.names) >= {"sft-train", "sft-eval", "sft-predict", "sft-export"}
+    assert set(commands.names) == {
+        "sft-train",
+        "sft-eval",
+        "sft-predict",
+        "sft-export",
+        "sft-compare",
+    }
     for command in commands:
         assert command.module == "sft.entry_points"
         assert callable(getattr(entry_points, command.attr))

@@ -267,11 +267,13 @@ def test_a_warmup_ratio_no_schedule_applies_is_warned_about(caplog):
     cosine = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": 10}
     linear = {"_target_": "transformers.get_linear_schedule_with_warmup"}
     with caplog.at_level(logging.WARNING):
-        make_model(scheduler=None, warmup_ratio=0.0)
+        make_model(scheduler=None, warmup_ratio=0.0).configure_optimizers()
         scheduled_lrs(linear)
         scheduled_lrs({**linear, "num_warmup_steps": 2})
+        # said when training, not whenever the model is built (sft-eval/predict/export)
+        unscheduled = make_model(scheduler=None, warmup_ratio=0.06)
         assert not caplog.records
-        make_model(scheduler=None, warmup_ratio=0.06)
+        unscheduled.configure_optimizers()
         scheduled_lrs(cosine)
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 2

@@ -577,6 +577,24 @@ def test_a_decoder_only_model_is_refused_with_cls_pooling_and_warned_of(tmp_path
         tiny(pooling="cls")  # an encoder: nothing said
     (said,) = [r.getMessage() for r in caplog.records if r.name.startswith("sft")]
     assert "is a causal (decoder-only) model" in said and "pooling=mean" in said
+    # an encoder is not run to tell: BigBird's first short input switched it to full attention
+    # for good (a long-document model then trained at O(n^2))
+    from transformers import BigBirdConfig
+
+    BigBirdConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=1024,
+        block_size=8,
+        num_random_blocks=2,
+    ).save_pretrained(tmp_path / "bigbird")
+    bigbird = create_backbone("huggingface", model_name_or_path=str(tmp_path / "bigbird"))
+    assert bigbird.model.config.attention_type == "block_sparse"
+    assert bigbird.model.encoder.layer[0].attention.self.__class__.__name__.startswith("BigBird")
+    assert bigbird.model.attention_type == "block_sparse"
 
 
 def test_a_transformers_models_own_state_dict_is_a_backbone_checkpoint(tmp_path) -> None:

@@ -250,13 +250,6 @@ class SFTClassifier(L.LightningModule):
         self.head: nn.Module = instantiate(head, in_features=width, num_classes=num_classes)
         if freeze_backbone:
             self.backbone.requires_grad_(False)
-        if warmup_ratio and scheduler is None:
-            rank_zero_warning(
-                log,
-                f"model.warmup_ratio={warmup_ratio}: model.scheduler is null, so there is no "
-                "warm-up (the learning rates stay constant); set model.warmup_ratio=0 if that is "
-                "meant",
-            )
         if lr_adapter is not None and adapter is None:
             rank_zero_warning(
                 log,
@@ -975,6 +968,13 @@ class SFTClassifier(L.LightningModule):
         # Partial first: instantiate() would turn the groups' dicts into DictConfigs.
         optimizer = instantiate(optimizer_cfg, _partial_=True)(groups, lr=hp.lr_head)
         if hp.scheduler is None:
+            if hp.warmup_ratio:  # here, in training (was: no word; at __init__, also in sft-eval)
+                rank_zero_warning(
+                    log,
+                    f"model.warmup_ratio={hp.warmup_ratio}: model.scheduler is null, so there is "
+                    "no warm-up (the learning rates stay constant); set model.warmup_ratio=0 if "
+                    "that is meant",
+                )
             return {"optimizer": optimizer}
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = create_scheduler(hp.scheduler, optimizer, total, hp.warmup_ratio)

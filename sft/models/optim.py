@@ -107,8 +107,9 @@ def create_scheduler(
         rank_zero_warning(
             log,
             f"model.warmup_ratio={warmup_ratio}: {cfg.get('_target_')} takes no "
-            "num_warmup_steps, so there is no warm-up; set model.warmup_ratio=0 if that is "
-            "meant, or chain a warm-up into model.scheduler",
+            "num_warmup_steps, so model.warmup_ratio is not applied (a warm-up of the "
+            "schedule's own, e.g. OneCycleLR's pct_start, is its settings'); set "
+            "model.warmup_ratio=0",
         )
     try:
         return make(optimizer, **given)

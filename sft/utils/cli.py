@@ -667,8 +667,10 @@ def describe_composition_error(
         # (was, with `group=a +group=b`: Hydra's "appears more than once" lines)
         group = match.group(1)
         given = " ".join(o for o in overrides if o.lstrip("+").startswith(f"{group}="))
+        # Hydra's own groups (hydra/sweeper) are in Hydra's defaults, not the primary config's
+        where = "Hydra's" if group.startswith("hydra/") else f"{config_name}.yaml's"
         return (
-            f"{given}: {config_name}.yaml's defaults list has the group {group} already, and "
+            f"{given}: {where} defaults list has the group {group} already, and "
             f"+{group}=... adds it a second time: choose one option, as {group}=<option>"
         )
     if (

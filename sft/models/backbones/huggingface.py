@@ -19,7 +19,7 @@ from torch import nn
 
 from sft.errors import SFTError
 from sft.hub import load_pretrained, local_or_hub_name
-from sft.utils.logs import first_few
+from sft.utils.logs import first_few, rank_zero_warning
 
 from .registry import register_backbone
 from .wrappers import REMOVED_HEADS
@@ -89,9 +89,10 @@ class HFEncoder(nn.Module):
                 "rest of the text: set model.backbone.pooling=mean, or use an encoder (BERT, "
                 "RoBERTa, DeBERTa, ...)"
             )
-        log.warning(
+        rank_zero_warning(
+            log,
             f"model.backbone: {what}; sft pools the mean of its token states (pooling=mean), "
-            "where it fine-tunes encoders (BERT, RoBERTa, DeBERTa, ...)"
+            "where it fine-tunes encoders (BERT, RoBERTa, DeBERTa, ...)",
         )
 
     def forward(
@@ -248,21 +249,30 @@ def huggingface(
 
 
 def _is_causal(model: nn.Module) -> bool:
-    """Whether the first token's state ignores the tokens after it (a decoder's causal mask),
-    found by running it: two 3-token texts that differ only in their last token. No config
-    field says so for every model (GPT-2's `is_decoder` is False)."""
-    vocab = getattr(model.config, "vocab_size", None) or 3
-    ids = torch.tensor([[0, 1, 1], [0, 1, 2]]) % vocab
+    """Whether the first token's state ignores the tokens after it (a decoder's causal mask).
+    `is_decoder` says so for encoders built as decoders; families with a masked-LM model are
+    encoders (and some, BigBird, change their attention for good on a short input); any other
+    (GPT-2's `is_decoder` is False) is run on two 3-token texts that differ only in their last
+    token."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    config = model.config
+    if getattr(config, "is_decoder", False):
+        return True
+    vocab = getattr(config, "vocab_size", None)
+    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES or not vocab or vocab < 3:
+        return False
+    ids = torch.tensor([[0, 1, 1], [0, 1, 2]])
     training = model.training
     try:
         with torch.no_grad():
             states = model.eval()(input_ids=ids, attention_mask=torch.ones_like(ids))
         first = states.last_hidden_state[:, 0]
-    except Exception:  # a model of other inputs: nothing to tell from it
+        return torch.allclose(first[0], first[1], rtol=1e-5, atol=1e-6)
+    except Exception:  # a model of other inputs, on no device (meta): nothing to tell from it
         return False
     finally:
         model.train(training)
-    return torch.allclose(first[0], first[1], rtol=1e-5, atol=1e-6)
 
 
 def _named_keys(keys: Any) -> str:
@@ -277,10 +287,11 @@ def _warn_of_missing_weights(missing: Any, name: str) -> None:
     pooler is dropped (HFEncoder), so its weights are not missed."""
     missing = [k for k in missing or () if not str(k).startswith("pooler.")]
     if missing:
-        log.warning(
+        rank_zero_warning(
+            log,
             f"model.backbone: {_named_keys(missing)} of the model are not in the weights of "
             f"{name!r} and start random: its config.json describes a larger model than the "
-            "weights (e.g. num_hidden_layers), or the weights are of another architecture"
+            "weights (e.g. num_hidden_layers), or the weights are of another architecture",
         )
 
 
