@@ -167,10 +167,10 @@ _SPLIT_SETTINGS = {
 }
 
 
-def split_path(hparams: Mapping[str, Any], role: str) -> tuple[str, str] | None:
-    """(what, the real path) of split `role` of an image folder's or text files' settings; None
-    for data of other kinds (CIFAR-10's files, Hugging Face datasets), or a split carved from
-    the training one."""
+def split_path(hparams: Mapping[str, Any], role: str) -> tuple[str, Path] | None:
+    """(what, the path as set) of split `role` of an image folder's or text files' settings;
+    None for data of other kinds (CIFAR-10's files, Hugging Face datasets), or a split carved
+    from the training one."""
     kind = "image folder" if "train_dir" in hparams else "file"
     folder_key, keys = _SPLIT_SETTINGS[kind]
     name = hparams.get(keys[role])
@@ -178,7 +178,7 @@ def split_path(hparams: Mapping[str, Any], role: str) -> tuple[str, str] | None:
         return None
     if not name or not hparams.get(folder_key):
         return None
-    return kind, os.path.realpath(Path(str(hparams[folder_key])).expanduser() / str(name))
+    return kind, Path(str(hparams[folder_key])).expanduser() / str(name)
 
 
 def warn_scoring_training_data(
@@ -188,11 +188,10 @@ def warn_scoring_training_data(
     (`data.test_dir=train`): its scores are of examples the model was trained on. (Training
     warns of such splits; sft-eval does not read the training data, and said nothing.)"""
     scored_at, trained_at = split_path(scored, role), split_path(trained, "train")
-    if scored_at is not None and scored_at == trained_at:
-        kind, _ = scored_at
-        folder_key, keys = _SPLIT_SETTINGS[kind]
-        # the path as set (the same real path may be reached through a link)
-        path = Path(str(scored[folder_key])).expanduser() / str(scored[keys[role]])
+    if scored_at is None or trained_at is None or scored_at[0] != trained_at[0]:
+        return
+    kind, path = scored_at  # named as set: the same real path may be reached through a link
+    if os.path.realpath(path) == os.path.realpath(trained_at[1]):
         split = {"val": "validation", "test": "test"}[role]
         log.warning(
             f"the {split} split scored, {path}, is the {kind} the model was trained on: its "
