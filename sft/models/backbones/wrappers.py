@@ -84,10 +84,12 @@ def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> 
         ) from err
     own = model.state_dict()
     state = _under_own_prefix(_extract_state_dict(obj, file), own)
+    unsaved = _non_persistent_buffers(model)
     state = {
         k: v
         for k, v in state.items()
-        if k in own or not (k.startswith(_HEAD_PREFIXES) or _under_removed_head(model, k))
+        if k in own
+        or not (k.startswith(_HEAD_PREFIXES) or k in unsaved or _under_removed_head(model, k))
     }
     load_state_dict_checked(model, state, source=str(file))
 
@@ -103,6 +105,17 @@ def _under_own_prefix(
         return state
     prefixed = {f"{next(iter(prefixes))}.{key}": value for key, value in state.items()}
     return prefixed if any(key in own for key in prefixed) else state
+
+
+def _non_persistent_buffers(model: nn.Module) -> set[str]:
+    """Buffers the model rebuilds instead of saving, which older library versions saved (BERT's
+    `embeddings.position_ids`, persistent before transformers 4.31): skipped in a checkpoint
+    (was: refused as an unexpected key)."""
+    return {
+        f"{path}.{name}" if path else name
+        for path, module in model.named_modules()
+        for name in module._non_persistent_buffers_set
+    }
 
 
 def _under_removed_head(model: nn.Module, key: str) -> bool:
