@@ -2,6 +2,7 @@
 unavailable offline. Shared by the text backbone and the text datamodule (tokenizer)."""
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,6 +64,15 @@ def _unloadable(what: str, path: str, exc: Exception) -> SFTError:
         return SFTError(
             f"could not load {what} from {path}: the folder has no config.json, so it is not a "
             "Hugging Face model folder (save_pretrained writes one); give such a folder or a hub id"
+        )
+    sentencepiece = sorted(p.name for p in local.glob("*.model")) if local.is_dir() else []
+    if what == "tokenizer" and sentencepiece and importlib.util.find_spec("sentencepiece") is None:
+        # transformers then falls back to a tiktoken reader and names *its* package
+        return SFTError(
+            f"could not load {what} from {path}: its tokenizer is a SentencePiece model "
+            f"({', '.join(sentencepiece)}), which transformers reads only with the "
+            "sentencepiece package: pip install sentencepiece (or save the tokenizer there "
+            "with a tokenizer.json, tokenizer.save_pretrained)"
         )
     # some of transformers' errors list every model type it knows (thousands of characters)
     if len(reason) > 300:

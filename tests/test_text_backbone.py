@@ -3,6 +3,7 @@ the packaged MiniLM config, plus the packaged MiniLM weights themselves."""
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import logging
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from conftest import compose_config
 from helpers.tiny_models import TINY_BERT, TINY_BERT_OVERRIDES
 from hydra.utils import instantiate
-from transformers import AutoModel, AutoTokenizer, DistilBertConfig
+from transformers import AutoModel, AutoTokenizer, BertTokenizerFast, DistilBertConfig
 
 from sft.contracts import InputSpec
 from sft.data.text import TextClassificationDataModule
@@ -139,6 +140,38 @@ def test_distilbert_style_model_without_token_types(tokenizer) -> None:
     assert ids == {0, 1, 2, 3}
 
 
+def test_a_one_segment_model_reads_sentence_pairs(tokenizer) -> None:
+    """A BERT-architecture model with type_vocab_size=1 (one segment type) given a BERT
+    tokenizer's pair: its second text's type 1 indexed past the table (was: IndexError)."""
+    model = tiny(config_overrides={"type_vocab_size": 1}).eval()
+    batch = tokenizer(SENTENCES[:2], SENTENCES[2:4], padding=True, return_tensors="pt")
+    assert batch["token_type_ids"].max() == 1
+    with torch.no_grad():
+        paired = model(**batch)
+        batch.pop("token_type_ids")
+        assert torch.equal(paired, model(**batch))  # its one type, 0, for every token
+
+
+def test_an_encoder_saved_without_its_decoder_loads_as_the_encoder(tmp_path, caplog) -> None:
+    """`T5EncoderModel.save_pretrained` (sentence-T5 style): AutoModel built the whole T5 with a
+    random decoder (was: a missing-weights warning, then "You must specify exactly one of
+    input_ids or inputs_embeds" in the first forward)."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=30522, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2)
+    torch.manual_seed(0)
+    T5EncoderModel(config).save_pretrained(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        backbone = create_backbone("huggingface", model_name_or_path=str(tmp_path), pretrained=True)
+    assert isinstance(backbone.model, T5EncoderModel)
+    assert not [r for r in caplog.records if "start random" in r.getMessage()]
+    ids = torch.tensor([[5, 6, 7, 1], [8, 9, 1, 0]])
+    features = backbone(input_ids=ids, attention_mask=(ids > 0).long())
+    assert features.shape == (2, 32) and torch.isfinite(features).all()
+    rebuilt = create_backbone("huggingface", model_name_or_path=str(tmp_path))  # from a ckpt
+    assert isinstance(rebuilt.model, T5EncoderModel)
+
+
 # --- loading and options ------------------------------------------------------------------------
 
 
@@ -204,8 +237,38 @@ def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path: Path) -> No
     message = single_line(err)
     assert message.startswith(f"tokenizer '{tmp_path}' has no vocabulary beyond its ")
     assert "tokenizer.save_pretrained" in message and "data.tokenizer=" in message
+    assert "holds no tokenizer files" in message
+    # tokenizer files of no vocabulary (transformers 5 ignores BertTokenizerFast(vocab_file=)):
+    # was "holds no tokenizer files" of a folder that holds tokenizer.json
+    BertTokenizerFast().save_pretrained(tmp_path)
+    with pytest.raises(SFTError) as err:
+        load_tokenizer(str(tmp_path))
+    assert "its files there (tokenizer.json) hold none. Save the tokenizer" in single_line(err)
     AutoTokenizer.from_pretrained(resolve_model_name("minilm")).save_pretrained(tmp_path)
     assert len(load_tokenizer(str(tmp_path))) == 30522  # with its files, it loads
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("sentencepiece") is not None, reason="sentencepiece is installed"
+)
+def test_a_sentencepiece_only_tokenizer_names_the_package_it_needs(tmp_path: Path) -> None:
+    """A folder whose tokenizer is only spiece.model (ALBERT, DeBERTa-v3, XLM-R style): the
+    error was transformers' "`tiktoken` is required ... pip install tiktoken", its fallback's
+    package, not the one that reads the file."""
+    from transformers import AlbertConfig
+
+    from sft.data.token_cache import load_tokenizer
+
+    AlbertConfig(vocab_size=100).save_pretrained(tmp_path)
+    (tmp_path / "spiece.model").write_bytes(b"\x00 a SentencePiece model")
+    with pytest.raises(SFTError) as err:
+        load_tokenizer(str(tmp_path))
+    assert single_line(err) == (
+        f"could not load tokenizer from {tmp_path}: its tokenizer is a SentencePiece model "
+        "(spiece.model), which transformers reads only with the sentencepiece package: pip "
+        "install sentencepiece (or save the tokenizer there with a tokenizer.json, "
+        "tokenizer.save_pretrained)"
+    )
 
 
 def test_trust_remote_code_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,6 +25,7 @@ from sft.data.length_grouped import padding_fraction
 from sft.data.readers.sst_trees import read_sst_trees
 from sft.data.sst_trees import detokenize
 from sft.errors import SFTError
+from sft.hub import resolve_model_name
 from sft.models import SFTClassifier
 from sft.utils.config_types import check_config_types
 
@@ -591,7 +592,9 @@ def test_a_test_split_labelled_minus_one_is_unlabelled(tmp_path, token_cache, so
         SFTError,
         match=rf"test\.{source}, line [12]: label '?-1'? is not in the label set \(integers >= "
         r"0\); a negative label \(GLUE's test files' -1\) marks an example without one, but this "
-        r"split is scored, so each example needs one: sft-predict predicts unlabelled texts$",
+        r"split is scored, so each example needs one: sft-predict predicts unlabelled texts; if "
+        r"-1 is a class \(labels such as -1/1\), name the classes, in the model's output order: "
+        r"'data\.label_names=\[\"-1\",\.\.\.\]'$",
     ):
         required.setup()
     # -1 as a class name is a label
@@ -1012,6 +1015,73 @@ def test_sentence_pairs_with_one_empty_side_warn_or_fail(tmp_path, token_cache, 
     assert "(or pair text) (lines 3, 4)" in caplog.text
     msg = _error(make_dm(d, token_cache, allow_empty_text=False, **pair), r"empty or whitespace")
     assert "lines 3, 4" in msg
+
+
+def test_a_pair_needs_a_separator_and_room_for_both_texts(tmp_path, token_cache, caplog):
+    """A tokenizer without a pair template joined the two texts with nothing between them
+    (`...park.A man is...`), without a word; data.max_length at the specials + 1 that single
+    texts need cut every pair's second text away, and the warning blamed the data."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    d = tmp_path / "pairs"
+    d.mkdir()
+    body = "".join(f"a man reads {i}\tthe man sleeps\t{i % 2}\n" for i in range(4))
+    for split in ("train", "dev"):
+        (d / f"{split}.tsv").write_text("premise\thypothesis\tlabel\n" + body)
+    pair = {"text_column": "premise", "text_pair_column": "hypothesis"}
+    _error(
+        make_dm(d, token_cache, max_length=4, **pair),
+        r"data\.max_length=4 leaves no room for both texts of a pair: tokenizer 'minilm' adds 3 "
+        r"special tokens; give at least 5$",
+    )
+    cut = r"pairs/train\.tsv, 4 of 4 pairs are longer than data\.max_length=5 tokens together and"
+    with logs_warning(caplog, cut + r" are cut to it, the longer text first"):
+        make_dm(d, token_cache, max_length=5, **pair).setup("fit")  # a token of each text: kept
+    joined = tmp_path / "joined"  # a generic tokenizer of MiniLM's vocabulary, no template
+    backend = AutoTokenizer.from_pretrained(resolve_model_name("minilm")).backend_tokenizer
+    backend.post_processor = None
+    specials = {f"{k}_token": f"[{k.upper()}]" for k in ("unk", "pad", "cls", "sep", "mask")}
+    PreTrainedTokenizerFast(tokenizer_object=backend, **specials).save_pretrained(joined)
+    TextClassificationDataModule(
+        str(d), tokenizer=str(joined), cache_dir=str(token_cache), text_column="premise"
+    ).setup("fit")  # single texts are read without specials
+    _error(
+        TextClassificationDataModule(
+            str(d), tokenizer=str(joined), cache_dir=str(token_cache), **pair
+        ),
+        r"data\.text_pair_column=hypothesis: tokenizer '.*joined' puts nothing between a pair's "
+        r"two texts",
+    )
+
+
+def test_texts_a_tokenizer_mostly_cannot_read_are_warned_about(tmp_path, token_cache, caplog):
+    """An uncased vocabulary with a tokenizer that keeps case: every capitalised word became
+    [UNK], and training ran on them without a sign (val/acc at chance)."""
+    from transformers import AutoTokenizer
+
+    rows = [("Great Film", "1"), ("Awful Mess", "0"), ("Warm And Funny", "1"), ("Dull", "0")]
+    _tiny_tsv(tmp_path / "cased", rows)
+    with caplog.at_level(logging.WARNING):
+        make_dm(tmp_path / "cased", token_cache).setup("fit")  # lower-cases: reads them
+    assert "unknown token" not in caplog.text
+    keeps_case = tmp_path / "keeps_case"
+    AutoTokenizer.from_pretrained(
+        resolve_model_name("minilm"), do_lower_case=False
+    ).save_pretrained(keeps_case)
+    dm = TextClassificationDataModule(
+        str(tmp_path / "cased"), tokenizer=str(keeps_case), cache_dir=str(token_cache)
+    )
+    pattern = (
+        r"cased/train\.tsv: 100% of the train split's tokens are the tokenizer's unknown token "
+        r"'\[UNK\]': tokenizer '.*keeps_case' does not cover these texts; check that it "
+        r"lower-cases as its vocabulary needs"
+    )
+    for _ in range(2):  # tokenised, then from the token cache
+        with logs_warning(caplog, pattern):
+            dm.setup("fit")
+        dm = TextClassificationDataModule(
+            str(tmp_path / "cased"), tokenizer=str(keeps_case), cache_dir=str(token_cache)
+        )
 
 
 def test_a_hub_dataset_out_of_reach_fails_at_once(tmp_path, token_cache, monkeypatch, caplog):

@@ -50,6 +50,9 @@ TRAIN_TOKENS = "train_tokens"
 TRAIN_EXAMPLES = "train_examples"
 
 ROLES = ("train", "val", "test")
+# the share of a split's tokens that are [UNK] above which its tokenizer does not fit its texts
+# (SST-2 with MiniLM's own tokenizer: under 0.1 %)
+UNKNOWN_SHARE = 0.2
 
 
 class TextClassificationDataModule(SFTDataModule):
@@ -211,13 +214,25 @@ class TextClassificationDataModule(SFTDataModule):
                     f"data.max_length={self.max_length} exceeds the {limit} positions of "
                     f"tokenizer {self.tokenizer_name!r}"
                 )
-            # truncated to its special tokens, every text would train as an empty one
-            specials = tokenizer.num_special_tokens_to_add(pair=self.text_pair_column is not None)
-            if self.max_length <= specials:
+            pair = self.text_pair_column is not None
+            if pair and not _separates_pairs(tokenizer):
                 raise SFTError(
-                    f"data.max_length={self.max_length} leaves no room for text: tokenizer "
+                    f"data.text_pair_column={self.text_pair_column}: tokenizer "
+                    f"{self.tokenizer_name!r} puts nothing between a pair's two texts (it adds no "
+                    "special tokens to a pair), so the model could not tell which text a word is "
+                    "from: use a tokenizer with a pair template ([SEP], </s></s>: the model's "
+                    "own, saved with its post-processor)"
+                )
+            # truncated to its special tokens, every text (or a pair's second) would train as an
+            # empty one: longest-first truncation keeps a token of each text at specials + 2
+            specials = tokenizer.num_special_tokens_to_add(pair=pair)
+            least = specials + (2 if pair else 1)
+            if self.max_length < least:
+                room = "for both texts of a pair" if pair else "for text"
+                raise SFTError(
+                    f"data.max_length={self.max_length} leaves no room {room}: tokenizer "
                     f"{self.tokenizer_name!r} adds {specials} special tokens; give at least "
-                    f"{specials + 1}"
+                    f"{least}"
                 )
             self._tokenizer = tokenizer
             expected = self._trained_tokenizer
@@ -277,6 +292,7 @@ class TextClassificationDataModule(SFTDataModule):
             for warning in split.warnings:
                 rank_zero_warning(log, f"{reader.where(role)}, {warning}")
             self._check_empty_texts(role, split)
+            self._check_unknown_tokens(role, split)
             self._loaded[role] = split
             self.cache_files[role], self.cache_hits[role] = path, hit
         return self._loaded[role]
@@ -286,13 +302,10 @@ class TextClassificationDataModule(SFTDataModule):
         with their count and first lines, or an error with `allow_empty_text=false`. Checked on
         the tokens, so that a cached split is checked too."""
         pair = self.text_pair_column is not None
-        separated = self.tokenizer.num_special_tokens_to_add(
-            pair=True
-        ) > self.tokenizer.num_special_tokens_to_add(pair=False)
-        if pair and separated:  # either side (all tokens counted: only both sides empty)
+        if pair:  # either text empty (the tokenizer separates them: checked when loaded)
             empty = (_texts_per_row(split, _separator_ids(self.tokenizer)) < 2).nonzero()
         else:
-            specials = self.tokenizer.num_special_tokens_to_add(pair=pair)
+            specials = self.tokenizer.num_special_tokens_to_add(pair=False)
             empty = (split.lengths <= specials).nonzero()
         empty = empty.flatten()
         if not empty.numel():
@@ -307,6 +320,26 @@ class TextClassificationDataModule(SFTDataModule):
         rank_zero_warning(
             log, f"{message}: they are kept; data.allow_empty_text=false refuses them"
         )
+
+    def _check_unknown_tokens(self, role: str, split: TokenizedSplit) -> None:
+        """A warning when many of a split's words are the unknown token: a tokenizer that keeps
+        the case of words for an uncased vocabulary (or the reverse) trained on [UNK] for every
+        capitalised word without a sign."""
+        unknown = self.tokenizer.unk_token_id
+        ids = split.input_ids
+        if unknown is None or not ids.numel():
+            return
+        words = int((~torch.isin(ids.long(), _separator_ids(self.tokenizer))).sum())
+        share = int((ids == unknown).sum()) / max(words, 1)
+        if share > UNKNOWN_SHARE:
+            rank_zero_warning(
+                log,
+                f"{self.reader.where(role)}: {share:.0%} of the {role} split's tokens are the "
+                f"tokenizer's unknown token {self.tokenizer.unk_token!r}: tokenizer "
+                f"{self.tokenizer_name!r} does not cover these texts; check that it lower-cases "
+                "as its vocabulary needs (do_lower_case, or lowercase in tokenizer.json) and "
+                "that it is the model's own",
+            )
 
     def _check_labels(self, role: str, split: TokenizedSplit, num_classes: int) -> None:
         labels = split.labels
@@ -587,6 +620,14 @@ class TextClassificationDataModule(SFTDataModule):
 
     def transform_batch(self, batch: Any, train: bool) -> Any:
         return batch  # already model inputs; text has no on-device augmentation
+
+
+def _separates_pairs(tokenizer: Any) -> bool:
+    """Whether the tokenizer marks where a pair's second text starts: more special tokens for a
+    pair than for one text (BERT's [SEP], RoBERTa's </s></s>)."""
+    return tokenizer.num_special_tokens_to_add(pair=True) > tokenizer.num_special_tokens_to_add(
+        pair=False
+    )
 
 
 def _separator_ids(tokenizer: Any) -> torch.Tensor:

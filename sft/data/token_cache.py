@@ -108,6 +108,12 @@ class TokenizedSplit:
         return split
 
 
+# files a tokenizer is read from (one of them suffices)
+TOKENIZER_FILES = frozenset(
+    ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+)
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     """The fast tokenizer of `name` (an alias such as 'minilm', a hub id or a local folder)."""
     from transformers import AutoTokenizer
@@ -123,12 +129,17 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     # a local model folder without tokenizer files loads as an empty tokenizer (transformers 5):
     # every word would become [UNK] and training would run on nothing, without a sign
     if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
-        where = resolve_model_name(name)
+        where = Path(resolve_model_name(name)).expanduser()
+        files = sorted(p.name for p in where.glob("*") if p.name in TOKENIZER_FILES)
+        holds = (
+            f"its files there ({', '.join(files)}) hold none"
+            if files
+            else f"{where} holds no tokenizer files (tokenizer.json, vocab.txt, ...)"
+        )
         raise SFTError(
             f"tokenizer {name!r} has no vocabulary beyond its {len(tokenizer)} special tokens: "
-            f"{where} holds no tokenizer files (tokenizer.json, vocab.txt, ...). Save the "
-            "tokenizer there too (tokenizer.save_pretrained), or name the model's tokenizer "
-            "with data.tokenizer="
+            f"{holds}. Save the tokenizer there (tokenizer.save_pretrained of a tokenizer that "
+            "has one), or name the model's tokenizer with data.tokenizer="
         )
     if not getattr(tokenizer, "is_fast", False):
         raise SFTError(
@@ -196,7 +207,7 @@ def tokenize(tokenizer: Any, examples: TextExamples, max_length: int) -> Tokeniz
         lines=torch.tensor(examples.lines, dtype=torch.int64),
         token_type_ids=torch.from_numpy(np.concatenate(types)) if types else None,
         warnings=list(examples.warnings)
-        + ([cut_note(cut, len(lengths), max_length)] if cut else []),
+        + ([cut_note(cut, len(lengths), max_length, examples.pairs is not None)] if cut else []),
     )
 
 

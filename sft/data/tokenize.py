@@ -25,7 +25,12 @@ def count_cut(encoded: Any) -> int:
     return sum(1 for encoding in encoded.encodings if encoding.overflowing)
 
 
-def cut_note(cut: int, total: int, max_length: int) -> str:
+def cut_note(cut: int, total: int, max_length: int, pairs: bool = False) -> str:
+    if pairs:  # truncation="longest_first": the longer of the two texts loses tokens first
+        return (
+            f"{cut} of {total} pairs are longer than data.max_length={max_length} tokens "
+            "together and are cut to it, the longer text first"
+        )
     return (
         f"{cut} of {total} texts are longer than data.max_length={max_length} tokens and are cut "
         "to it"

@@ -56,7 +56,7 @@ class InferenceBundle:
         encoded = encode_texts(dm.tokenizer, texts, pairs, dm.max_length)
         if cut := count_cut(encoded):
             same = ", as in training" if self.max_length_as_trained else ""
-            log.warning(f"{cut_note(cut, len(texts), dm.max_length)}{same}")
+            log.warning(f"{cut_note(cut, len(texts), dm.max_length, pairs is not None)}{same}")
         keys = list(encoded.keys())
         return [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
 

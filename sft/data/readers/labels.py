@@ -74,7 +74,8 @@ class LabelMap:
                 # a split that must be scored (sft-eval's named test file), read for labels
                 "; a negative label (GLUE's test files' -1) marks an example without one, but "
                 "this split is scored, so each example needs one: sft-predict predicts "
-                "unlabelled texts"
+                f"unlabelled texts; if {index} is a class (labels such as -1/1), name the "
+                f"classes, in the model's output order: 'data.label_names=[\"{index}\",...]'"
                 if self.marks_unlabelled(value)
                 else ""
             )

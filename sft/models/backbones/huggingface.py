@@ -65,8 +65,13 @@ class HFEncoder(nn.Module):
         self.pooling = pooling
         self.num_features: int = int(model.config.hidden_size)
         self.num_layers: int = int(model.config.num_hidden_layers)
-        # DistilBERT has no segment embeddings and rejects token_type_ids.
-        self._takes_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
+        # DistilBERT has no segment embeddings and rejects token_type_ids; a model of one segment
+        # type (type_vocab_size=1) indexed past it with a pair's second text (type 1): both get
+        # none, the type 0 of every token
+        self._takes_token_types = (
+            "token_type_ids" in inspect.signature(model.forward).parameters
+            and getattr(model.config, "type_vocab_size", 2) != 1
+        )
         # what the token ids must fit: a max_length past the position table (every batch, a
         # shape test), a tokenizer of another model indexing past the embedding (the first one)
         embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
@@ -206,10 +211,11 @@ def huggingface(
             f"backbone huggingface: {model_name_or_path!r} is an encoder-decoder "
             f"({config.model_type}); sft fine-tunes encoders (BERT, RoBERTa, DeBERTa, ...)"
         )
+    model_class = _encoder_class(config) or AutoModel
     if pretrained:
         load = partial(
             load_pretrained,
-            AutoModel.from_pretrained,
+            model_class.from_pretrained,
             model_name_or_path,
             "model",
             config=config,
@@ -241,11 +247,25 @@ def huggingface(
         # fp32 whatever the stored dtype (transformers 5 keeps e.g. fp16 weights as they are):
         # Lightning's mixed precision expects fp32 parameters.
         model = model.float()
-    else:
+    elif model_class is AutoModel:
         model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    else:
+        model = model_class(config)
     if gradient_checkpointing:
         _enable_checkpointing(model, model_name_or_path)
     return HFEncoder(model, pooling)
+
+
+def _encoder_class(config: Any) -> type | None:
+    """The class of an encoder saved without its decoder (`T5EncoderModel`, as sentence-T5
+    models are), which `AutoModel` would build as the whole encoder-decoder with a random
+    decoder (was: a warning of missing weights, then a crash in the first forward)."""
+    import transformers
+
+    for name in getattr(config, "architectures", None) or ():
+        if name.endswith("EncoderModel") and hasattr(transformers, name):
+            return getattr(transformers, name)
+    return None
 
 
 def _is_causal(model: nn.Module) -> bool:
