@@ -763,6 +763,11 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
             "trainer.accumulate_grad_batches=-2",
             "error: trainer.accumulate_grad_batches: expected an integer >= 1, got -2",
         ),
+        # was: accepted, and training ran unclipped (Lightning clips only above 0)
+        (
+            "+trainer.gradient_clip_val=-1",
+            "error: trainer.gradient_clip_val: expected a float >= 0 or null, got -1",
+        ),
         ("seed=abc", "error: seed: expected an integer >= 0 and <= 4294967295 or null, got 'abc'"),
         # was: numpy's "ValueError: -1 is not in bounds" through seed_everything
         ("seed=-1", "error: seed: expected an integer >= 0 and <= 4294967295 or null, got -1"),
@@ -1176,6 +1181,33 @@ def test_validation_by_wall_time_is_accepted(train_cfg, tmp_path):
     timed = ['+trainer.val_check_interval="00:00:00:01"', "trainer.check_val_every_n_epoch=null"]
     metrics = train(train_cfg(*timed, "trainer.max_epochs=1", run_dir=tmp_path / "run"))
     assert "test/acc" in metrics
+
+
+def test_a_run_that_never_validates_says_so(train_cfg, tmp_path, caplog):
+    """check_val_every_n_epoch past max_epochs (or max_steps=0) ended "completed" with no
+    validation metric and no ranked checkpoint, without a word (a multirun's summary warned)."""
+    never = ["trainer.max_epochs=1", "trainer.check_val_every_n_epoch=2", "test=false"]
+    said = (
+        r"No validation ran: the run trained \d+ steps and ended before its first one \(see "
+        r"trainer\.max_steps, .*\), so it has no val/acc_best and ranks no checkpoint"
+    )
+    with logs_warning(caplog, said):
+        metrics = train(train_cfg(*never, run_dir=tmp_path / "never"))
+    assert not [key for key in metrics if key.startswith("val/")]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        metrics = train(train_cfg("trainer.max_epochs=1", "test=false", run_dir=tmp_path / "once"))
+    assert "val/acc_best" in metrics and "No validation ran" not in caplog.text
+
+
+def test_debug_configs_time_and_validate_as_their_comments_say(tmp_path):
+    """debug=profiler timed every op under anomaly detection (debug's default), 4-6x slower
+    than the run it profiles, and on the CPU whatever the device; debug=limit validated after
+    every one of its 5 batches under an experiment's val_check_interval=0.25."""
+    profiled = compose_config("train", ["experiment=sst2_minilm", "debug=profiler"], tmp_path)
+    assert profiled.trainer.detect_anomaly is False and profiled.trainer.accelerator == "auto"
+    limited = compose_config("train", ["experiment=sst2_minilm", "debug=limit"], tmp_path)
+    assert limited.trainer.val_check_interval == 1.0 and limited.trainer.detect_anomaly
 
 
 def test_debug_limit_runs_on_a_few_label_training_set(train_cfg, tmp_path):

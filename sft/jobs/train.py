@@ -210,6 +210,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
                         model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
                     )
                 recover_spawned_progress(trainer)
+                warn_if_never_validated(trainer, cfg.get("optimized_metric"))
             finally:
                 # also for an interrupted or failed fit: the epochs and metrics it reached
                 if recorder is not None:
@@ -260,6 +261,22 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     metrics = {k: float(v) for k, v in metrics.items()}
     tensorboard_hparams.end(metrics, cfg.get("optimized_metric"))
     return metrics
+
+
+def warn_if_never_validated(trainer: L.Trainer, metric: str | None) -> None:
+    """A fit that ended before its first validation (check_val_every_n_epoch past max_epochs,
+    max_steps before val_check_interval, max_steps=0) completed without a word, with no
+    validation metric to return and no checkpoint ranked; a multirun's summary said so."""
+    if not trainer.is_global_zero or trainer.fast_dev_run or not trainer.limit_val_batches:
+        return
+    if any(key.startswith("val/") for key in trainer.callback_metrics):
+        return
+    trained = f"trained {trainer.global_step} steps" if trainer.global_step else "trained no step"
+    log.warning(
+        f"No validation ran: the run {trained} and ended before its first one (see "
+        "trainer.max_steps, max_epochs, check_val_every_n_epoch, val_check_interval), so it has "
+        f"no {metric or 'validation metric'} and ranks no checkpoint"
+    )
 
 
 # the Hydra settings of a multirun that are not its jobs' own (a rank of a job runs as a single

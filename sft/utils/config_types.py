@@ -55,6 +55,8 @@ _MISSING_BOUNDS: dict[Any, dict[str, Any]] = {
         "check_val_every_n_epoch": Annotated[int, Ge(1)] | None,
         # 0: a ZeroDivisionError in the schedule's step count; < 0 trains as its absolute value
         "accumulate_grad_batches": Annotated[int, Ge(1)],
+        # < 0: Lightning clips only above 0, so it trained unclipped without a word
+        "gradient_clip_val": NonNegative | None,
     },
 }
 
