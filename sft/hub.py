@@ -65,7 +65,12 @@ def _unloadable(what: str, path: str, exc: Exception) -> SFTError:
             f"could not load {what} from {path}: the folder has no config.json, so it is not a "
             "Hugging Face model folder (save_pretrained writes one); give such a folder or a hub id"
         )
-    sentencepiece = sorted(p.name for p in local.glob("*.model")) if local.is_dir() else []
+    # a SentencePiece model without the tokenizer.json that would be read instead
+    sentencepiece = (
+        sorted(p.name for p in local.glob("*.model"))
+        if local.is_dir() and not (local / "tokenizer.json").is_file()
+        else []
+    )
     if what == "tokenizer" and sentencepiece and importlib.util.find_spec("sentencepiece") is None:
         # transformers then falls back to a tiktoken reader and names *its* package
         return SFTError(

@@ -437,3 +437,37 @@ def test_metadata_names_the_tokenizer_folder_the_export_wrote(tmp_path):
     assert hf_only["tokenizer"] == "hf/ (AutoTokenizer.from_pretrained)"
     both = metadata(bundle, {"tokenizer": "tokenizer/", "hf": "hf/"}, {})
     assert both["tokenizer"] == "tokenizer/ (AutoTokenizer.from_pretrained)"
+
+
+def test_an_encoder_saved_without_its_decoder_exports_as_that_class(tmp_path, data_dir):
+    """A T5EncoderModel backbone: formats=[hf] reloaded its folder with AutoModel, which builds
+    the whole T5 with a random decoder (its parity run failed: "You must specify exactly one of
+    input_ids or inputs_embeds"), and sft_head.json told users to load it so."""
+    from transformers import AutoTokenizer, T5Config, T5EncoderModel
+
+    from sft.hub import resolve_model_name
+
+    folder = tmp_path / "t5_encoder"
+    config = T5Config(vocab_size=30522, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2)
+    torch.manual_seed(0)
+    T5EncoderModel(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(resolve_model_name("minilm")).save_pretrained(folder)
+    run = tmp_path / "train"
+    overrides = [
+        "experiment=sst2_minilm",
+        "+trainer.max_steps=2",
+        "test=false",
+        "trainer.enable_progress_bar=false",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "+trainer.limit_val_batches=1",
+        f"model.backbone.model_name_or_path={folder}",
+        "data.samples_per_class=8",
+        "data.batch_size=8",
+    ]
+    train(compose_config("train", overrides, run))
+    out = run_export(run / "checkpoints" / "last.ckpt", tmp_path / "run", "formats=[hf]")
+    head = json.loads((out / "hf" / "sft_head.json").read_text())
+    assert head["logits"].startswith("pool(T5EncoderModel(input_ids, attention_mask)")
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["parity_max_abs_diff"]["hf"] < ATOL

@@ -1059,7 +1059,12 @@ def test_texts_a_tokenizer_mostly_cannot_read_are_warned_about(tmp_path, token_c
     [UNK], and training ran on them without a sign (val/acc at chance)."""
     from transformers import AutoTokenizer
 
-    rows = [("Great Film", "1"), ("Awful Mess", "0"), ("Warm And Funny", "1"), ("Dull", "0")]
+    rows = [
+        ("The cast is wonderful and the story is warm", "1"),
+        ("A dull film that goes on far too long", "0"),
+        ("One of the best movies of the year", "1"),
+        ("It is a tedious mess from start to finish", "0"),
+    ]  # sentence case: one word in 9 or 10 (the first) is capitalised
     _tiny_tsv(tmp_path / "cased", rows)
     with caplog.at_level(logging.WARNING):
         make_dm(tmp_path / "cased", token_cache).setup("fit")  # lower-cases: reads them
@@ -1072,16 +1077,18 @@ def test_texts_a_tokenizer_mostly_cannot_read_are_warned_about(tmp_path, token_c
         str(tmp_path / "cased"), tokenizer=str(keeps_case), cache_dir=str(token_cache)
     )
     pattern = (
-        r"cased/train\.tsv: 100% of the train split's tokens are the tokenizer's unknown token "
+        r"cased/train\.tsv: 11% of the train split's tokens are the tokenizer's unknown token "
         r"'\[UNK\]': tokenizer '.*keeps_case' does not cover these texts; check that it "
         r"lower-cases as its vocabulary needs"
     )
-    for _ in range(2):  # tokenised, then from the token cache
-        with logs_warning(caplog, pattern):
-            dm.setup("fit")
-        dm = TextClassificationDataModule(
-            str(tmp_path / "cased"), tokenizer=str(keeps_case), cache_dir=str(token_cache)
-        )
+    with logs_warning(caplog, pattern):
+        dm.setup("fit")
+    again = TextClassificationDataModule(
+        str(tmp_path / "cased"), tokenizer=str(keeps_case), cache_dir=str(token_cache)
+    )
+    with logs_warning(caplog, pattern):
+        again.setup("fit")
+    assert again.cache_hits["train"]  # checked on the cached tokens too
 
 
 def test_a_hub_dataset_out_of_reach_fails_at_once(tmp_path, token_cache, monkeypatch, caplog):

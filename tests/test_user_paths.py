@@ -1196,18 +1196,24 @@ def test_a_run_that_never_validates_says_so(train_cfg, tmp_path, caplog):
     assert not [key for key in metrics if key.startswith("val/")]
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        metrics = train(train_cfg("trainer.max_epochs=1", "test=false", run_dir=tmp_path / "once"))
-    assert "val/acc_best" in metrics and "No validation ran" not in caplog.text
+        once = ["trainer.max_epochs=1", "test=false"]
+        metrics = train(train_cfg(*once, run_dir=tmp_path / "once"))
+        assert "val/acc_best" in metrics
+        # a resume of the finished run trains nothing: its validations are in its first part
+        train(train_cfg(*once, f"resume={tmp_path / 'once'}", run_dir=tmp_path / "once"))
+    assert "No validation ran" not in caplog.text
 
 
-def test_debug_configs_time_and_validate_as_their_comments_say(tmp_path):
+def test_debug_profiler_times_the_run_as_it_trains(tmp_path):
     """debug=profiler timed every op under anomaly detection (debug's default), 4-6x slower
-    than the run it profiles, and on the CPU whatever the device; debug=limit validated after
-    every one of its 5 batches under an experiment's val_check_interval=0.25."""
+    than the run it profiles, and on the CPU whatever the device or trainer config."""
     profiled = compose_config("train", ["experiment=sst2_minilm", "debug=profiler"], tmp_path)
     assert profiled.trainer.detect_anomaly is False and profiled.trainer.accelerator == "auto"
-    limited = compose_config("train", ["experiment=sst2_minilm", "debug=limit"], tmp_path)
-    assert limited.trainer.val_check_interval == 1.0 and limited.trainer.detect_anomaly
+    on_cpu = compose_config("train", ["trainer=cpu", "debug=profiler"], tmp_path)
+    assert on_cpu.trainer.accelerator == "cpu"
+    for debug in ("fdr", "limit", "overfit"):  # these debug on the CPU, as before
+        debugged = compose_config("train", [f"debug={debug}"], tmp_path)
+        assert debugged.trainer.accelerator == "cpu" and debugged.trainer.detect_anomaly
 
 
 def test_debug_limit_runs_on_a_few_label_training_set(train_cfg, tmp_path):

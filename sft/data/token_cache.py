@@ -108,10 +108,8 @@ class TokenizedSplit:
         return split
 
 
-# files a tokenizer is read from (one of them suffices)
-TOKENIZER_FILES = frozenset(
-    ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
-)
+# files a tokenizer is read from (one of them suffices), besides SentencePiece's *.model
+TOKENIZER_FILES = frozenset(("tokenizer.json", "vocab.txt", "vocab.json"))
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
@@ -130,7 +128,9 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     # every word would become [UNK] and training would run on nothing, without a sign
     if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
         where = Path(resolve_model_name(name)).expanduser()
-        files = sorted(p.name for p in where.glob("*") if p.name in TOKENIZER_FILES)
+        files = sorted(
+            p.name for p in where.glob("*") if p.name in TOKENIZER_FILES or p.suffix == ".model"
+        )
         holds = (
             f"its files there ({', '.join(files)}) hold none"
             if files

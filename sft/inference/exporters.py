@@ -17,7 +17,7 @@ from torch import nn
 from sft.errors import SFTError, first_line
 from sft.inference.bundle import InferenceBundle
 from sft.models.adapters import merge_adapters
-from sft.models.backbones.huggingface import HFEncoder, pool
+from sft.models.backbones.huggingface import HFEncoder, encoder_class, pool
 
 EXPORT_EXTRA_HINT = "pip install 'sft[export]'"
 # Runs a written export on deployable-module arguments, returns logits as a CPU tensor.
@@ -169,6 +169,9 @@ def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[P
     names = bundle.class_names
     # LoRA adapters folded in: the folder holds a plain transformers model
     hf_model = merge_adapters(copy.deepcopy(encoder.model))
+    # the class that loads it: AutoModel builds an encoder saved alone (T5EncoderModel) with a
+    # random decoder
+    model_class = encoder_class(hf_model.config) or AutoModel
     # no class names, not even the backbone's own (a published fine-tune's): see above
     hf_model.config.id2label = {i: f"LABEL_{i}" for i in range(len(names))}
     hf_model.config.label2id = {f"LABEL_{i}": i for i in range(len(names))}
@@ -184,15 +187,15 @@ def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[P
             {
                 "pooling": encoder.pooling,
                 "class_names": names,
-                "logits": "pool(AutoModel(input_ids, attention_mask).last_hidden_state) @ "
-                "weight.T + bias; pool: mean over tokens where attention_mask is 1, or the "
-                "first ([CLS]) token",
+                "logits": f"pool({model_class.__name__}(input_ids, attention_mask)"
+                ".last_hidden_state) @ weight.T + bias; pool: mean over tokens where "
+                "attention_mask is 1, or the first ([CLS]) token",
                 "max_length": bundle.datamodule.max_length,
             },
             indent=1,
         )
     )
-    reloaded = AutoModel.from_pretrained(folder).eval()
+    reloaded = model_class.from_pretrained(folder).eval()
     pooling = encoder.pooling
 
     def run(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -210,7 +210,8 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
                         model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
                     )
                 recover_spawned_progress(trainer)
-                warn_if_never_validated(trainer, cfg.get("optimized_metric"))
+                if not (start and start.continues_run):  # its validations: in its first part
+                    warn_if_never_validated(trainer, cfg.get("optimized_metric"))
             finally:
                 # also for an interrupted or failed fit: the epochs and metrics it reached
                 if recorder is not None:
@@ -271,11 +272,13 @@ def warn_if_never_validated(trainer: L.Trainer, metric: str | None) -> None:
         return
     if any(key.startswith("val/") for key in trainer.callback_metrics):
         return
-    trained = f"trained {trainer.global_step} steps" if trainer.global_step else "trained no step"
+    steps = trainer.global_step
+    trained = f"trained {steps} step{'s' if steps != 1 else ''}" if steps else "trained no step"
+    missing = metric if metric and metric.startswith("val/") else "validation metric"
     log.warning(
         f"No validation ran: the run {trained} and ended before its first one (see "
-        "trainer.max_steps, max_epochs, check_val_every_n_epoch, val_check_interval), so it has "
-        f"no {metric or 'validation metric'} and ranks no checkpoint"
+        "trainer.max_steps, max_epochs, max_time, check_val_every_n_epoch, val_check_interval), "
+        f"so it has no {missing} and ranks no checkpoint"
     )
 
 

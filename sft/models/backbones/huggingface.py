@@ -66,11 +66,11 @@ class HFEncoder(nn.Module):
         self.num_features: int = int(model.config.hidden_size)
         self.num_layers: int = int(model.config.num_hidden_layers)
         # DistilBERT has no segment embeddings and rejects token_type_ids; a model of one segment
-        # type (type_vocab_size=1) indexed past it with a pair's second text (type 1): both get
-        # none, the type 0 of every token
+        # type (type_vocab_size=1; DeBERTa's 0: none) indexed past it with a pair's second text
+        # (type 1): both get none, the type 0 of every token
         self._takes_token_types = (
             "token_type_ids" in inspect.signature(model.forward).parameters
-            and getattr(model.config, "type_vocab_size", 2) != 1
+            and getattr(model.config, "type_vocab_size", 2) > 1
         )
         # what the token ids must fit: a max_length past the position table (every batch, a
         # shape test), a tokenizer of another model indexing past the embedding (the first one)
@@ -211,7 +211,7 @@ def huggingface(
             f"backbone huggingface: {model_name_or_path!r} is an encoder-decoder "
             f"({config.model_type}); sft fine-tunes encoders (BERT, RoBERTa, DeBERTa, ...)"
         )
-    model_class = _encoder_class(config) or AutoModel
+    model_class = encoder_class(config) or AutoModel
     if pretrained:
         load = partial(
             load_pretrained,
@@ -250,21 +250,25 @@ def huggingface(
     elif model_class is AutoModel:
         model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
     else:
-        model = model_class(config)
+        model = model_class._from_config(config)  # as AutoModel.from_config: dtype, attention
     if gradient_checkpointing:
         _enable_checkpointing(model, model_name_or_path)
     return HFEncoder(model, pooling)
 
 
-def _encoder_class(config: Any) -> type | None:
+def encoder_class(config: Any) -> type | None:
     """The class of an encoder saved without its decoder (`T5EncoderModel`, as sentence-T5
     models are), which `AutoModel` would build as the whole encoder-decoder with a random
-    decoder (was: a warning of missing weights, then a crash in the first forward)."""
+    decoder (was: a warning of missing weights, then a crash in the first forward); None: use
+    `AutoModel` (also for a model that maps `AutoModel` to code of its own)."""
     import transformers
 
+    if "AutoModel" in (getattr(config, "auto_map", None) or {}):
+        return None
     for name in getattr(config, "architectures", None) or ():
-        if name.endswith("EncoderModel") and hasattr(transformers, name):
-            return getattr(transformers, name)
+        model_class = getattr(transformers, name, None) if name.endswith("EncoderModel") else None
+        if model_class is not None and isinstance(config, model_class.config_class):
+            return model_class
     return None
 
 
