@@ -65,13 +65,8 @@ def _unloadable(what: str, path: str, exc: Exception) -> SFTError:
             f"could not load {what} from {path}: the folder has no config.json, so it is not a "
             "Hugging Face model folder (save_pretrained writes one); give such a folder or a hub id"
         )
-    # a SentencePiece model without the tokenizer.json that would be read instead
-    sentencepiece = (
-        sorted(p.name for p in local.glob("*.model"))
-        if local.is_dir() and not (local / "tokenizer.json").is_file()
-        else []
-    )
-    if what == "tokenizer" and sentencepiece and importlib.util.find_spec("sentencepiece") is None:
+    sentencepiece = _sentencepiece_only(local) if what == "tokenizer" else []
+    if sentencepiece and importlib.util.find_spec("sentencepiece") is None:
         # transformers then falls back to a tiktoken reader and names *its* package
         return SFTError(
             f"could not load {what} from {path}: its tokenizer is a SentencePiece model "
@@ -83,6 +78,14 @@ def _unloadable(what: str, path: str, exc: Exception) -> SFTError:
     if len(reason) > 300:
         reason = reason[:300].rstrip() + " ..."
     return SFTError(f"could not load {what} from {path}: {reason}")
+
+
+def _sentencepiece_only(folder: Path) -> list[str]:
+    """The SentencePiece models (`*.model`) of a tokenizer folder without the tokenizer.json
+    that would be read instead."""
+    if not folder.is_dir() or (folder / "tokenizer.json").is_file():
+        return []
+    return sorted(p.name for p in folder.glob("*.model"))
 
 
 # alias -> the package that ships its local copy
