@@ -1231,6 +1231,38 @@ def test_a_saved_hf_dataset_keeps_each_splits_classlabel_order(tmp_path, token_c
     assert [names[i] for i in dm.val_data.labels.tolist()] == ["pos", "neg", "pos"]
 
 
+@pytest.mark.parametrize("file_format", ["parquet", "arrow"])
+def test_a_folder_of_split_files_keeps_each_files_classlabel_order(
+    tmp_path, token_cache, file_format
+):
+    """A folder of train/validation parquet (or arrow) files whose ClassLabels list the classes
+    in other orders: load_dataset cast validation to train's features, so its classes were
+    swapped, without a word. Each split is read with the names its own file records."""
+    import datasets
+
+    def write(split: str, texts: list[str], labels: list[int], names: list[str]) -> None:
+        features = datasets.Features(
+            {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=names)}
+        )
+        rows = datasets.Dataset.from_dict({"sentence": texts, "label": labels}, features=features)
+        path = tmp_path / "ds" / "data" / f"{split}-00000-of-00001.{file_format}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if file_format == "parquet":
+            rows.to_parquet(str(path))
+        else:  # an arrow stream with the features in its schema, as datasets writes them
+            with datasets.arrow_writer.ArrowWriter(features=features, path=str(path)) as writer:
+                writer.write_table(rows.data.table)
+                writer.finalize()
+
+    write("train", ["good", "bad"], [0, 1], ["pos", "neg"])
+    write("validation", ["fine", "awful", "great"], [1, 0, 1], ["neg", "pos"])
+    dm = make_dm(tmp_path, token_cache, source="hf", dataset_name=str(tmp_path / "ds"), **HF_SPLITS)
+    dm.setup("fit")
+    names = dm.class_names
+    assert [names[i] for i in dm.train_data.labels.tolist()] == ["pos", "neg"]
+    assert [names[i] for i in dm.val_data.labels.tolist()] == ["pos", "neg", "pos"]
+
+
 def test_a_saved_hf_dataset_without_splits_or_a_missing_folder_is_one_line(tmp_path, token_cache):
     """Dataset.save_to_disk (one split): was datasets' own advice inside a load_dataset error;
     a folder that is not there was blamed on the offline datasets cache."""

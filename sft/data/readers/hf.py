@@ -37,7 +37,10 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
     )
     try:
         with datasets_offline(offline):
-            return datasets.load_dataset(name, config, split=split, **kwargs)
+            dataset = datasets.load_dataset(name, config, split=split, **kwargs)
+            if folder.exists():
+                dataset = _with_its_own_classlabels(dataset, name, config, split, kwargs)
+            return dataset
     except Exception as e:  # offline, unknown name/split, ...: all are the user's to fix
         reason = " ".join(str(e).split())[:200]
         if "Unknown split" in str(e):
@@ -58,6 +61,46 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
             + (f" ({config!r})" if config else "")
             + f" split {split!r} ({type(e).__name__}: {reason}); {how}"
         ) from None
+
+
+def _with_its_own_classlabels(
+    dataset: Any, name: str, config: str | None, split: str, kwargs: dict[str, Any]
+) -> Any:
+    """Split `split` of a local folder, read again from its own files when they (parquet, arrow)
+    carry ClassLabel names other than the loaded ones: `load_dataset` casts every split to the
+    first split's features, so a validation file whose ClassLabel listed the classes in another
+    order had them swapped, without a word."""
+    datasets = import_datasets()
+    files = datasets.load_dataset_builder(name, config, **kwargs).config.data_files or {}
+    own = _file_features(files[split][0]) if files.get(split) else None
+    if own is None or all(
+        own[column] == feature
+        for column, feature in dataset.features.items()
+        if column in own and isinstance(feature, datasets.ClassLabel)
+    ):
+        return dataset
+    return datasets.load_dataset(
+        name, config, split=split, data_files={split: list(files[split])}, **kwargs
+    )
+
+
+def _file_features(path: str) -> Any:
+    """The `datasets` features a parquet or arrow file's schema records; None for other files
+    (CSV, JSON: their columns carry no class names)."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.endswith(".parquet"):
+        schema = pq.read_schema(path)
+    elif path.endswith(".arrow"):
+        try:  # datasets writes arrow streams; its arrow builder reads files too
+            schema = pa.ipc.open_stream(path).schema
+        except pa.ArrowInvalid:
+            schema = pa.ipc.open_file(path).schema
+    else:
+        return None
+    return datasets.Features.from_arrow_schema(schema)
 
 
 NAME_THE_SPLITS = (
