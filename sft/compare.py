@@ -97,16 +97,18 @@ class Run:
 
     @property
     def epochs(self) -> int | None:
-        """Epochs completed: result.json's count, else from Lightning's `epoch` scalar (0-based
-        during training; logged again by the test after fit, so only points up to the last
-        train/ or val/ step)."""
+        """Epochs completed: result.json's count, else the epoch-end means of the training loss
+        it logged, one per completed epoch (was: Lightning's 0-based `epoch` scalar + 1, which
+        counted the epoch under way too); None for a run that logged neither."""
         if self.result is not None:
             return self.result.epochs
-        last_step = self.last_logged_step
-        epochs = [
-            v for s, v in self.scalars.get("epoch", []) if last_step is None or s <= last_step
-        ]
-        return int(max(epochs)) + 1 if epochs else None
+        # a step logged twice (a resumed run's restart) is one epoch end
+        ends = {s for s, _ in self.scalars.get(EPOCH_END_LOSS, [])}
+        return len(ends) if ends or "epoch" in self.scalars else None
+
+
+# what SFTClassifier's `train/loss` (logged on_epoch) writes at each epoch's end
+EPOCH_END_LOSS = "train/loss_epoch"
 
 
 def _not_a_restart(record: logging.LogRecord) -> bool:

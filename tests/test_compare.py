@@ -470,6 +470,26 @@ def test_an_interrupted_run_shows_the_steps_it_trained(sweep, capsys):
     ]
 
 
+def test_a_run_without_its_record_counts_the_epochs_it_completed(tmp_path, capsys):
+    """Without a readable result.json the epochs came from Lightning's 0-based `epoch` scalar
+    + 1, which counted the epoch under way: a run stopped at step 6 of its first epoch showed 1
+    epoch, one two epochs and 5 steps in showed 3. Completed epochs are those that logged their
+    epoch-end means."""
+    runs = tmp_path / "runs"
+    make_run(runs / "two", ["seed=0"], [0.3, 0.6], 0.5)
+    logger = TensorBoardLogger(save_dir=runs / "two" / "tensorboard", name=None, version="")
+    logger.log_metrics({"epoch": 2, "train/loss_step": 0.4}, step=24)  # 5 steps into the third
+    logger.finalize("success")
+    (runs / "six_steps" / ".hydra").mkdir(parents=True)
+    (runs / "six_steps" / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    logger = TensorBoardLogger(save_dir=runs / "six_steps" / "tensorboard", name=None, version="")
+    logger.log_metrics({"epoch": 0, "train/loss_step": 0.7, "val/acc": 0.4}, step=5)
+    logger.finalize("success")
+    main([str(runs), "--png", str(tmp_path / "c.png")])
+    rows = table_rows(capsys.readouterr().out)
+    assert [(row[0], row[6]) for row in rows] == [("seed=0", "2"), ("seed=1", "0")]
+
+
 def test_a_file_given_as_a_run_is_named_as_such(sweep, tmp_path, capsys):
     """Was: "no TensorBoard runs with scalars under .../result.json"."""
     notes = sweep / "0" / "notes.txt"
