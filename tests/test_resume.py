@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import math
 import os
 import shutil
@@ -256,6 +257,37 @@ def test_ctrl_c_at_the_validation_where_early_stopping_ends_training_resumes_to_
     assert got["global_step"] == want["global_step"] == STEPS_PER_EPOCH
     for key, tensor in want["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_run_early_stopping_ended_resumes_ended_unless_its_patience_is_raised(
+    train_cfg, tmp_path, caplog
+):
+    """Lightning checkpoints no `should_stop` and restores early stopping's patience from the
+    checkpoint: a run it had ended trained on to its next validation when resumed (a re-run
+    sweep's finished job: other records), and one resumed with a larger patience stopped by the
+    old one, though its log and config said the new one."""
+    no_gain_after_the_first = [
+        *EXACT,
+        "+trainer.val_check_interval=3",
+        "callbacks.early_stopping.patience=1",
+        "callbacks.early_stopping.min_delta=1.0",  # val/acc never improves by 1
+    ]
+    run_dir = tmp_path / "run"
+    train(train_cfg(*no_gain_after_the_first, run_dir=run_dir))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 6  # validations at 3 and 6
+
+    with caplog.at_level(logging.INFO):
+        train(train_cfg(*no_gain_after_the_first, f"resume={run_dir}", run_dir=run_dir))
+    assert torch.load(last, weights_only=True)["global_step"] == 6
+    assert "early stopping had ended the run this one continues (val/acc did not improve" in (
+        caplog.text
+    )
+
+    patient = [*no_gain_after_the_first, "callbacks.early_stopping.patience=3"]
+    train(train_cfg(*patient, f"resume={run_dir}", run_dir=run_dir))
+    # two more validations without a gain (9, 12) make three
+    assert torch.load(last, weights_only=True)["global_step"] == 12
 
 
 def count_reads(path: Path, monkeypatch) -> list[str]:

@@ -1,4 +1,5 @@
 from sft.callbacks.backbone_unfreeze import BackboneUnfreeze
+from sft.callbacks.early_stopping import EarlyStopping
 from sft.callbacks.exact_resume import ExactResume
 from sft.callbacks.graceful_interrupt import GracefulInterrupt
 from sft.callbacks.last_checkpoint import LastCheckpoint
@@ -6,6 +7,7 @@ from sft.callbacks.nonfinite_loss import StopOnNonFiniteLoss
 
 __all__ = [
     "BackboneUnfreeze",
+    "EarlyStopping",
     "ExactResume",
     "GracefulInterrupt",
     "LastCheckpoint",
