@@ -133,9 +133,24 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
         # was: submitit's RuntimeError traceback, "Could not detect \"srun\""
         (
             "train",
-            ["-m", "hydra/launcher=slurm_ddp", "trainer=ddp", "seed=0,1"],
+            ["-m", "hydra/launcher=slurm_ddp", "trainer=ddp", "trainer.devices=4", "seed=0,1"],
             "error: hydra/launcher=slurm_ddp submits the jobs with SLURM's sbatch, which this "
             "machine does not have",
+        ),
+        # was: submitted as --ntasks-per-node=-1 --gpus-per-node=-1, without a word
+        (
+            "train",
+            ["-m", "hydra/launcher=slurm_ddp", "trainer=ddp", "seed=0,1"],
+            "error: trainer.devices=-1: hydra/launcher=slurm_ddp needs a whole number >= 1 "
+            "there, sbatch's tasks per node (Lightning's -1, every GPU, is no count for SLURM): "
+            "e.g. trainer.devices=4",
+        ),
+        # was: every job given the first job's shape (one job array), without a word
+        (
+            "train",
+            ["-m", "hydra/launcher=slurm_ddp", "trainer=ddp", "trainer.devices=2,4"],
+            "error: trainer.devices=2,4: hydra/launcher=slurm_ddp gives every job of a sweep the "
+            "same nodes and tasks (one job array): run one sweep per job shape",
         ),
         # a misspelt sweep function (was: told to quote it, which makes the value a string)
         (

@@ -209,7 +209,7 @@ def check_overrides(
             if multirun and config_name == "train" and not args.cfg:
                 check_swept_value_types(parsed, overrides, cfg, config_name, loader)
             if multirun and not args.cfg:
-                check_launcher(cfg)
+                check_launcher(cfg, parsed)
 
 
 SEARCH_SPACE = "hydra.sweeper.params"
@@ -334,9 +334,18 @@ def ignored_addition(key: str, config_name: str, adds: Sequence[str]) -> str:
     )
 
 
-def check_launcher(cfg: DictConfig) -> None:
+# what sizes a slurm_ddp job: its launcher's keys, which read the trainer's by default
+SLURM_SHAPE = {
+    "hydra.launcher.nodes": "trainer.num_nodes",
+    "hydra.launcher.tasks_per_node": "trainer.devices",
+    "hydra.launcher.gpus_per_node": "trainer.devices",
+}
+
+
+def check_launcher(cfg: DictConfig, parsed: Sequence[Override] = ()) -> None:
     """OverrideMistake for a multirun launcher that cannot start here, before the sweep
-    directory is made (was: a traceback from inside the launcher, after it)."""
+    directory is made (was: a traceback from inside the launcher, after it), or a SLURM job
+    shape sbatch cannot take."""
     launcher = (OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}).get(
         "hydra/launcher"
     )
@@ -356,6 +365,29 @@ def check_launcher(cfg: DictConfig) -> None:
                 f"trainer.devices, which this trainer config lacks: add trainer=ddp (or set "
                 f"{key})"
             )
+    # submitit sizes the sweep's job array once, from the first job's config (was: a job of
+    # trainer.devices=4 got the first job's tasks, without a word)
+    shape = {*SLURM_SHAPE, *SLURM_SHAPE.values(), "trainer"}
+    for override in parsed:
+        if override.is_sweep_override() and override.key_or_group.lstrip("+~") in shape:
+            raise OverrideMistake(
+                f"{override.input_line.lstrip('+')}: hydra/launcher=slurm_ddp gives every job "
+                "of a sweep the same nodes and tasks (one job array): run one sweep per job "
+                "shape"
+            )
+    written = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    for key, setting in SLURM_SHAPE.items():
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        least = 0 if key.endswith("gpus_per_node") else 1  # CPU nodes: gpus_per_node=0
+        if isinstance(value, int) and not isinstance(value, bool) and value >= least:
+            continue
+        name = key.rpartition(".")[2]
+        given = setting if written.get(name) == f"${{{setting}}}" else key
+        raise OverrideMistake(
+            f"{given}={value}: hydra/launcher=slurm_ddp needs a whole number >= {least} there, "
+            f"sbatch's {name.replace('_', ' ')} (Lightning's -1, every GPU, is no count for "
+            f"SLURM): e.g. {given}={max(least, 4) if setting == 'trainer.devices' else 2}"
+        )
     if shutil.which("sbatch") is None:
         raise OverrideMistake(
             "hydra/launcher=slurm_ddp submits the jobs with SLURM's sbatch, which this machine "
