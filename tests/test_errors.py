@@ -145,6 +145,20 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "there, sbatch's tasks per node (Lightning's -1, every GPU, is no count for SLURM): "
             "e.g. trainer.devices=4",
         ),
+        # the basic sweeper's params are null (was: omegaconf's AttributeError traceback, and
+        # with +: an AssertionError one)
+        (
+            "train",
+            ["-m", 'hydra.sweeper.params={seed:"0,1"}'],
+            'error: hydra.sweeper.params={seed:"0,1"}: this sweeper (Hydra\'s basic one) has '
+            "no hydra.sweeper.params to set on the command line: give the values there (-m "
+            "seed=0,1,2)",
+        ),
+        (
+            "train",
+            ["-m", '+hydra.sweeper.params.seed="0,1"'],
+            'error: hydra.sweeper.params.seed="0,1": this sweeper (Hydra\'s basic one) has',
+        ),
         # was: every job given the first job's shape (one job array), without a word
         (
             "train",

@@ -657,12 +657,35 @@ def unknown_option(group: str, option: str, options: Sequence[str]) -> str:
     return f"unknown option '{option}' for group '{group}' (available: {', '.join(options)}{hint})"
 
 
+def _null_search_space_set(config_name: str, overrides: list[str], loader: Any) -> str | None:
+    """One line for `hydra.sweeper.params...=` given where the sweeper's params are null (the
+    basic sweeper's): Hydra cannot merge into them (was: omegaconf's AttributeError or
+    AssertionError traceback)."""
+    given = [o for o in overrides if o.lstrip("+~").startswith(SEARCH_SPACE)]
+    if not given:
+        return None
+    rest = [o for o in overrides if o not in given]
+    try:
+        composed = loader.load_configuration(config_name, rest, run_mode=RunMode.MULTIRUN)
+    except Exception:  # another override's mistake: said as such
+        return None
+    if OmegaConf.select(composed, SEARCH_SPACE, default=None) is not None:
+        return None
+    return (
+        f"{given[0].lstrip('+~')}: this sweeper (Hydra's basic one) has no {SEARCH_SPACE} to "
+        f"set on the command line: give the values there (-m seed=0,1,2), or set "
+        f"{SEARCH_SPACE} in a config file (your experiment's hydra: section)"
+    )
+
+
 def describe_composition_error(
     exc: Exception, config_name: str, overrides: list[str], loader: Any
 ) -> str | None:
     """One line for an unknown key (override or delete), a `+key` that exists or a value a typed
     key cannot take; else None."""
     message = str(exc)
+    if line := _null_search_space_set(config_name, overrides, loader):
+        return line
     if (match := NOT_OVERRIDABLE.match(message)) and isinstance(
         exc.__cause__, (ConfigAttributeError, ConfigKeyError)
     ):
