@@ -1766,6 +1766,32 @@ def test_the_confusion_matrix_is_drawn_without_a_layout_warning(tmp_path):
     assert (tmp_path / "cm.png").stat().st_size > 1000
 
 
+def test_the_confusion_matrix_of_many_or_dollar_named_classes_reaches_tensorboard(tmp_path):
+    """Class names with `$$` (price tiers) raised matplotlib's math-text ParseException after
+    scoring; with 40+ classes the figure never reached TensorBoard (added to the writer the
+    test had closed, which nothing closed again)."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sft.jobs.eval import save_confusion_matrix
+
+    names = ["$", "$$", "$$$", "$$$$"] + [f"class {i}" for i in range(56)]
+    probs = torch.softmax(torch.randn(300, 60, generator=torch.Generator().manual_seed(0)), 1)
+    labels = torch.arange(300) % 60
+    logger = TensorBoardLogger(save_dir=tmp_path / "tb", name=None, version="")
+    logger.log_metrics({"test/acc": 0.5}, step=0)
+    logger.finalize("success")  # as the test's end leaves it
+    save_confusion_matrix(
+        tmp_path / "cm.png", probs, labels, names, SimpleNamespace(loggers=[logger])
+    )
+    assert (tmp_path / "cm.png").stat().st_size > 1000
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert events.Tags()["images"] == ["test/confusion_matrix"]
+
+
 def test_an_image_model_made_for_another_input_size_is_one_error_line(tmp_path, capsys):
     """timm's fixed-size models assert their input size, in the linear probe's first batch
     (was: timm's AssertionError and a Hydra traceback)."""
