@@ -51,6 +51,7 @@ from sft.utils.instantiate import (
     lightning_refusals,
 )
 from sft.utils.io import check_not_written, checkpoint_path
+from sft.utils.logs import rank_zero_warning
 
 matplotlib.use("Agg")  # files only, no display needed
 log = logging.getLogger(__name__)
@@ -137,12 +138,18 @@ def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> D
     if "image_size" not in trained:
         # a datamodule of one size (CIFAR-10's 32 px) records none: its class has it (was: an
         # image folder then decoded at the backbone's size, sft-predict at the trained one)
-        try:
-            size = getattr(get_class(str(checkpoint.get("datamodule_target"))), "image_size", None)
-        except Exception:  # not importable here: nothing to take from it
-            size = None
-        if isinstance(size, int):
+        size = fixed_image_size(checkpoint.get("datamodule_target"))
+        if size is not None:
             trained["image_size"] = size
+    size, trained_size = fixed_image_size(data.get("_target_")), trained.get("image_size")
+    if "image_size" not in data and None not in (size, trained_size) and size != trained_size:
+        # (was: a model trained at 96 px scored CIFAR-10's 32 px images without a word)
+        rank_zero_warning(
+            log,
+            f"{str(data.get('_target_')).rpartition('.')[2]} reads {size} px images and the "
+            f"model was trained on {trained_size} px ones: it scores inputs unlike its training "
+            f"ones (data=image_folder reads a folder of the images at {trained_size} px)",
+        )
     set_here = {override_key(o) for o in task_overrides()}
     # `sft-eval data=<other data>`: the model's input settings are the checkpoint's unless the
     # command line sets them (was: an image folder's default size, not the one it trained at)
@@ -152,6 +159,16 @@ def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> D
     warn_model_input_changes(data, trained)
     check_text_pairs(data, trained)
     return OmegaConf.create(data)
+
+
+def fixed_image_size(target: Any) -> int | None:
+    """The one image size of a datamodule class that has no `image_size` setting (CIFAR-10's
+    32 px); None for others, or a class not importable here."""
+    try:
+        size = getattr(get_class(str(target)), "image_size", None)
+    except Exception:  # not importable here: nothing to take from it
+        return None
+    return size if isinstance(size, int) else None
 
 
 def named_test_split(cfg: DictConfig, data_cfg: DictConfig | None) -> str | None:
