@@ -42,6 +42,21 @@ SMALL_CNN_BACKBONE = {
 }
 
 
+def test_a_one_image_batch_batch_norm_cannot_train_on_is_one_line():
+    """The epoch's last batch of 1 image with data.drop_last=false and trainable norm statistics:
+    a 1x1 feature map leaves batch norm one value per channel (was: torch's ValueError
+    traceback, mid-epoch)."""
+    model = SFTClassifier(backbone=SMALL_CNN_BACKBONE, num_classes=2).train()
+    tiny = (torch.randn(1, 3, 4, 4), torch.tensor([0]))  # 4 -> 2 -> 1 px after two strides
+    with pytest.raises(SFTError) as info:
+        model.training_step(tiny, 0)
+    assert str(info.value).startswith(
+        "a training batch of 1 example left a batch-norm layer one value per channel, which it "
+        "cannot train on (the epoch's last batch with data.drop_last=false?)"
+    )
+    assert find_user_error(info.value) is info.value
+
+
 def run_main(
     entry: str, args: list[str], tmp_path: Path, monkeypatch, capsys
 ) -> tuple[int | str | None, str]:

@@ -79,6 +79,9 @@ REG_HELD = "reg_held"
 
 # checkpoint key: the model's class (`module.Class`)
 MODEL_TARGET = "model_target"
+# torch's refusal of a training-mode batch norm over one value per channel (a 1-image batch
+# whose feature map is 1x1)
+ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
 
 
 def _plain(cfg: Any) -> Any:
@@ -548,7 +551,18 @@ class SFTClassifier(L.LightningModule):
         return self.criterion(logits, y), logits, y
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        ce, logits, y = self._shared_step(batch)
+        try:
+            ce, logits, y = self._shared_step(batch)
+        except ValueError as exc:
+            if ONE_VALUE_PER_CHANNEL not in str(exc):
+                raise
+            # (was: torch's ValueError traceback, mid-epoch)
+            raise SFTError(
+                f"a training batch of {len(split_batch(batch)[1])} example left a batch-norm "
+                "layer one value per channel, which it cannot train on (the epoch's last batch "
+                "with data.drop_last=false?): set data.drop_last=true or another "
+                "data.batch_size, or model.freeze_norm_stats=true"
+            ) from exc
         logged = ce.detach()
         if self.hparams.reg_lambda > 0 and self.hparams.log_regularizer:
             reg = self.regularizer(self.backbone)
