@@ -104,6 +104,13 @@ def test_cifar_stem_keeps_resolution() -> None:
     assert stem(x).shape == (2, 512)
 
 
+def test_a_bad_input_size_names_its_config_key() -> None:
+    """Was: "backbone input_size must be ...", unlike every other option's error."""
+    with pytest.raises(SFTError) as info:
+        create_backbone("small_cnn", input_size=0)
+    assert str(info.value) == "model.backbone.input_size must be a positive integer, got 0"
+
+
 def test_input_size_resizes_before_the_backbone() -> None:
     model = create_backbone("mobilenetv2", input_size=64).eval()
     assert isinstance(model, ResizeInput)

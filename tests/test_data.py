@@ -489,6 +489,25 @@ def test_a_class_folder_spelled_in_another_unicode_form_is_named_as_such(tmp_pat
         dm.setup("fit")
 
 
+def test_a_crop_padding_as_large_as_the_images_is_refused(tmp_path: Path) -> None:
+    """data.crop_padding=100 around 16 px images was accepted: 97 % of the crops held padding
+    only. It is checked at the side the images are decoded to."""
+    _tree(tmp_path, "train", {"ant": 4, "bee": 4})
+    for padding, refused in ((15, False), (16, True)):
+        dm = ImageFolderDataModule(
+            str(tmp_path), image_size=16, batch_size=2, num_workers=0, crop_padding=padding
+        )
+        if refused:
+            with pytest.raises(SFTError) as info:
+                dm.setup("fit")
+            assert str(info.value) == (
+                "data.crop_padding=16 must be below the image side, 16 px: a random crop of the "
+                "padded image could hold padding only (CIFAR-10's recipe: 4 at 32 px)"
+            )
+        else:
+            dm.setup("fit")
+
+
 def test_image_folder_tiny_tree(tmp_path: Path) -> None:
     _tree(tmp_path, "train", {"ant": 4, "bee": 4, "cat": 4})
     _tree(tmp_path, "test", {"bee": 2, "cat": 1})

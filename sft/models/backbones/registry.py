@@ -189,7 +189,9 @@ def create_backbone(
         load_backbone_checkpoint(model, checkpoint)
     if input_size is not None:
         if int(input_size) <= 0:
-            raise SFTError(f"backbone input_size must be a positive integer, got {input_size!r}")
+            raise SFTError(
+                f"model.backbone.input_size must be a positive integer, got {input_size!r}"
+            )
         model = ResizeInput(model, int(input_size))
     return model
 
