@@ -563,6 +563,20 @@ def test_image_folder_val_size_holds_out_that_many_stratified(tmp_path: Path) ->
         ImageFolderDataModule(str(tmp_path), val_size=0.2, num_workers=0)
 
 
+def test_a_carve_of_many_small_classes_beyond_val_size_is_warned_about(
+    tmp_path: Path, caplog
+) -> None:
+    """One image of each class validates at least: 12 classes of 3 images and data.val_size=2
+    validated on 12 of the 36, a third of them, said in an info line only."""
+    _tree(tmp_path, "train", {f"c{i:02d}": 3 for i in range(12)})
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=16, val_size=2, batch_size=4, num_workers=0
+    )
+    with logs_warning(caplog, r"data\.val_size=2 asks about 2 validation images of .*, and 12 "):
+        dm.setup("fit")
+    assert len(dm.val_data) == 12
+
+
 def test_a_class_of_one_image_stays_in_training(tmp_path: Path, caplog) -> None:
     """Without val/, the stratified carve took at least one image of every class, so a class
     of one image went whole to validation and never trained (was: without a word)."""

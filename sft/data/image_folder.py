@@ -591,6 +591,17 @@ class ImageFolderDataModule(ImageDataModule):
                 f"no validation folder; {len(val_pos)} of the {len(full)} images of {train_path} "
                 f"validate (data.{setting})"
             )
+            asked = max(1, round(fraction * len(full)))
+            # twice as many, and 10 more (a tiny folder's few classes: no news); was: said in
+            # the info line above only
+            if len(val_pos) >= max(2 * asked, asked + 10):
+                rank_zero_warning(
+                    log,
+                    f"data.{setting} asks about {asked} validation images of {train_path}, and "
+                    f"{len(val_pos)} validate: the carve takes at least one image of every "
+                    "class that has two or more, so many small classes give more; add a "
+                    f"'{self.val_dir}' folder to validate on other images",
+                )
             self.val_data = Subset(full, val_pos)
             # a class of one image keeps it for training (as a val/ folder's missing class is)
             warn_classes_without_examples(
