@@ -111,8 +111,23 @@ class Run:
 EPOCH_END_LOSS = "train/loss_epoch"
 
 
-def _not_a_restart(record: logging.LogRecord) -> bool:
-    return "out of order event.step" not in record.getMessage()
+class _TensorBoardLines(logging.Filter):
+    """What TensorBoard's loader says while it reads: its debug lines are dropped but for the
+    damaged records they name (`damaged`: their event files), which it skips without a warning
+    (a truncated file's curves ended there, without a word); and a resumed run's "out of
+    order event.step" warning is dropped (TensorBoard drops the points logged after the
+    checkpoint's step, as it should, and warned of "a TensorFlow restart" for each such run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.damaged: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO:
+            if str(record.msg).startswith("Truncated record in") and record.args:
+                self.damaged.append(str(record.args[0]))
+            return False
+        return "out of order event.step" not in record.getMessage()
 
 
 def load_scalars(event_dir: Path) -> dict[str, Series]:
@@ -121,14 +136,20 @@ def load_scalars(event_dir: Path) -> dict[str, Series]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(event_dir), size_guidance=SIZE_GUIDANCE)
-    # A resumed run logs again from its checkpoint's step: TensorBoard drops the points logged
-    # after it, as it should, but warns of "a TensorFlow restart" for each such run.
     tensorboard_log = logging.getLogger("tensorboard")
-    tensorboard_log.addFilter(_not_a_restart)
+    lines, level = _TensorBoardLines(), tensorboard_log.level
+    tensorboard_log.addFilter(lines)
+    tensorboard_log.setLevel(logging.DEBUG)
     try:
         accumulator.Reload()
     finally:
-        tensorboard_log.removeFilter(_not_a_restart)
+        tensorboard_log.removeFilter(lines)
+        tensorboard_log.setLevel(level)
+    for path in dict.fromkeys(lines.damaged):
+        log.warning(
+            f"warning: {path} ends in a damaged record (a truncated or corrupted event file): "
+            "its curves end before it"
+        )
     scalars: dict[str, Series] = {}
     for tag in accumulator.Tags()["scalars"]:
         series = [(e.step, float(e.value)) for e in accumulator.Scalars(tag)]

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import matplotlib.image
@@ -488,6 +489,20 @@ def test_a_run_without_its_record_counts_the_epochs_it_completed(tmp_path, capsy
     main([str(runs), "--png", str(tmp_path / "c.png")])
     rows = table_rows(capsys.readouterr().out)
     assert [(row[0], row[6]) for row in rows] == [("seed=0", "2"), ("seed=1", "0")]
+
+
+def test_a_truncated_event_file_is_named(tmp_path, capsys, caplog):
+    """TensorBoard stops reading at a damaged record without a word: a run whose event file
+    was cut short showed no curves (or shorter ones), and nothing said why."""
+    run = tmp_path / "run"
+    make_run(run, ["seed=0"], [0.3, 0.6, 0.5], 0.58)
+    events = next((run / "tensorboard").glob("events.out.tfevents.*"))
+    os.truncate(events, events.stat().st_size - 7)
+    main([str(run), "--png", str(tmp_path / "c.png")])
+    said = capsys.readouterr().err + caplog.text
+    assert f"warning: {events} ends in a damaged record (a truncated or corrupted event file)" in (
+        said
+    )
 
 
 def test_a_file_given_as_a_run_is_named_as_such(sweep, tmp_path, capsys):
