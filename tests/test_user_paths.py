@@ -537,6 +537,13 @@ def test_eval_on_named_image_data_keeps_the_models_normalisation(checkpoints, tm
     assert data_config_for_checkpoint(cfg, checkpoint).image_size == 48
     cfg = compose_config("eval", [*folder, "data.image_size=40"], tmp_path)
     assert data_config_for_checkpoint(cfg, checkpoint).image_size == 40
+    # one setting of the checkpoint's data: no class to look a size up in (was: hydra's
+    # "Error getting class at None" ERROR line on every such sft-eval)
+    eval_batch = [f"ckpt_path={checkpoints['image']}", "+data.eval_batch_size=16"]
+    cfg = compose_config("eval", eval_batch, tmp_path)
+    caplog.clear()
+    data_config_for_checkpoint(cfg, checkpoint)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     # CIFAR-10's datamodule records no size (it has one, 32): an image folder is read at it,
     # as sft-predict reads images (was: at the backbone's size, since data.image_size=null)
     assert checkpoint["datamodule_target"].endswith("CIFAR10DataModule")

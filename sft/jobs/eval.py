@@ -8,6 +8,7 @@ sft-eval ckpt_path=outputs/train/cifar10_resnet18/<run>/checkpoints/last.ckpt
 """
 
 import csv
+import importlib
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ from typing import Any
 import lightning as L
 import matplotlib
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
@@ -164,8 +165,11 @@ def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> D
 def fixed_image_size(target: Any) -> int | None:
     """The one image size of a datamodule class that has no `image_size` setting (CIFAR-10's
     32 px); None for others, or a class not importable here."""
-    try:
-        size = getattr(get_class(str(target)), "image_size", None)
+    if not isinstance(target, str) or "." not in target:  # data overrides only: the checkpoint's
+        return None
+    module, _, name = target.rpartition(".")
+    try:  # (hydra's get_class logs an ERROR line for what it cannot import)
+        size = getattr(getattr(importlib.import_module(module), name), "image_size", None)
     except Exception:  # not importable here: nothing to take from it
         return None
     return size if isinstance(size, int) else None
