@@ -139,14 +139,33 @@ def export_onnx(
 
 def save_tokenizer(bundle: InferenceBundle, folder: Path) -> None:
     """The run's tokenizer, saved to truncate at the length the model was trained and checked
-    with (`tok(texts, truncation=True)` would otherwise cut at the backbone's 512)."""
+    with (`tok(texts, truncation=True)` would otherwise cut at the backbone's 512). Its
+    tokenizer.json too, which the `tokenizers` library (Python, Rust) and ONNX services read
+    alone: it truncates there and pads nothing (was: the packaged MiniLM's, which cut at 128
+    and padded every text to 128, so texts longer than the trained 64 tokens scored otherwise,
+    without a word)."""
     tokenizer = bundle.datamodule.tokenizer
-    saved = tokenizer.model_max_length
-    tokenizer.model_max_length = bundle.datamodule.max_length
+    max_length = bundle.datamodule.max_length
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # a fast tokenizer's
+    saved = (tokenizer.model_max_length, dict(tokenizer.init_kwargs))
+    saved_backend = (backend.truncation, backend.padding) if backend is not None else None
+    tokenizer.model_max_length = max_length
+    if "max_length" in tokenizer.init_kwargs:  # a stray call default in tokenizer_config.json
+        tokenizer.init_kwargs["max_length"] = max_length
+    if backend is not None:
+        backend.enable_truncation(max_length)
+        backend.no_padding()
     try:
         tokenizer.save_pretrained(folder)
     finally:
-        tokenizer.model_max_length = saved
+        tokenizer.model_max_length, tokenizer.init_kwargs = saved
+        if saved_backend is not None:
+            truncation, padding = saved_backend
+            backend.no_truncation()
+            if truncation is not None:
+                backend.enable_truncation(**truncation)
+            if padding is not None:
+                backend.enable_padding(**padding)
 
 
 def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[Path, Runner]:
