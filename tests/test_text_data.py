@@ -801,6 +801,14 @@ def test_malformed_rows_name_file_and_line(tmp_path, token_cache):
         r"line 3: expected 2 tab-separated fields \(sentence, label\), got 3; a field in quotes "
         r"holds a tab\? data\.quoting=minimal reads quoted fields$",
     )
+    # a stray carriage return ends a line where it stands (was: the field count alone, of a
+    # row that looks whole where no \r is shown)
+    (d / "train.tsv").write_bytes(b"sentence\tlabel\nfine\t1\ngood movie\rreally\t1\n")
+    _error(
+        make_dm(d, token_cache),
+        r"line 3: expected 2 tab-separated fields \(sentence, label\), got 1; the file holds a "
+        r"carriage return \(\\r\) that no newline follows",
+    )
     # one column as two things (was: the same text paired with itself, read silently; the
     # texts taken as labels, "label 'fine' is not in the label set")
     for key, holds in (("text_pair_column", "second texts"), ("label_column", "labels")):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +18,11 @@ from sft.errors import SFTError
 from sft.utils.logs import first_few
 
 QUOTING = {"none": csv.QUOTE_NONE, "minimal": csv.QUOTE_MINIMAL}
+# (was: only the field count, of a row that looks whole in an editor that shows no \r)
+STRAY_CR_HINT = (
+    "; the file holds a carriage return (\\r) that no newline follows, which ends a line where "
+    "it stands (pasted or scraped text?): remove them, e.g. tr -d '\\r'"
+)
 
 
 @contextlib.contextmanager
@@ -150,6 +156,8 @@ def read_delimited(
                             f"; a field in quotes holds a {kind}? {quoting_key}=minimal reads "
                             "quoted fields"
                             if quoted
+                            else STRAY_CR_HINT
+                            if _has_stray_carriage_return(path)
                             else ""
                         )
                     )
@@ -333,3 +341,10 @@ class CsvReader(TableReader):
     source = "csv"
     delimiter = ","
     default_quoting = "minimal"  # quoted fields, as spreadsheet programs write them
+
+
+def _has_stray_carriage_return(path: Path) -> bool:
+    """Whether a file of newline-ended lines holds a carriage return inside a line."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return b"\n" in data and re.search(rb"\r(?!\n)", data) is not None
