@@ -127,6 +127,17 @@ def test_text_inputs_of_every_kind_match_the_training_pipeline(
     assert all(re.fullmatch(r"\d\.\d{6}", r[f"prob_{n}"]) for r in results["txt"] for n in names)
 
 
+def test_piped_text_is_split_into_lines_as_a_files_is(tmp_path, monkeypatch):
+    """A lone carriage return (scraped text) ends a line in a file, as Python reads files; piped
+    in, it stayed inside a text: the same bytes gave fewer predictions and other ids."""
+    data = b"good movie\rreally\nbad\r\nawful film\n"
+    (tmp_path / "in.txt").write_bytes(data)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+    piped, filed = read_texts(STDIN, "text"), read_texts(tmp_path / "in.txt", "text")
+    assert piped.texts == filed.texts == ["good movie", "really", "bad", "awful film"]
+    assert piped.ids == filed.ids == ["1", "2", "3", "4"]
+
+
 def test_standard_input_that_is_not_utf8_is_one_line(monkeypatch):
     """A byte that is not UTF-8 on a pipe reached the tokenizer as a lone surrogate: TypeError
     "TextEncodeInput must be Union[...]" and a traceback (a file named it in one line)."""

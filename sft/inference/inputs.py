@@ -6,6 +6,7 @@ number; the path for images) so predictions can be joined back to their source.
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from collections import Counter
@@ -181,14 +182,20 @@ def _stdin_lines() -> Iterable[tuple[int, str]]:
     if stream is None:  # replaced by a text stream (an embedding program, tests)
         yield from enumerate(sys.stdin, start=1)
         return
-    for number, raw in enumerate(stream, start=1):
+    number = 0
+    for raw in stream:
         try:
-            yield number, raw.decode(ENCODING if number == 1 else "utf-8")
+            text = raw.decode(ENCODING if number == 0 else "utf-8")
         except UnicodeDecodeError as e:
             raise SFTError(
-                f"inputs=-, line {number}: not UTF-8 text ({e.reason} at byte {e.start} of the "
-                f"line: {raw[e.start : e.start + 4]!r}); give UTF-8 text"
+                f"inputs=-, line {number + 1}: not UTF-8 text ({e.reason} at byte {e.start} of "
+                f"the line: {raw[e.start : e.start + 4]!r}); give UTF-8 text"
             ) from None
+        # its lines as a file's are read: a lone \r ends one too (was: kept inside the text,
+        # so the same bytes gave a file fewer predictions piped in, and other ids)
+        for line in io.StringIO(text, newline=None):
+            number += 1
+            yield number, line
 
 
 def _warn_empty_texts(path: Path, table: TextExamples) -> None:
