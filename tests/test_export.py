@@ -261,6 +261,8 @@ def test_a_setting_the_command_would_ignore_is_refused(entry, added, refusal, tm
 def test_format_choice_errors():
     assert check_formats(None, "text") == ["torchscript", "onnx", "hf"]
     assert check_formats(None, "image") == ["torchscript", "onnx"]
+    # a name given twice is one format (was: written and checked twice, "exported hf, hf")
+    assert check_formats(["hf", "onnx", "hf"], "text") == ["hf", "onnx"]
     with pytest.raises(SFTError, match="text backbones only"):
         check_formats(["hf"], "image")
     with pytest.raises(SFTError, match="expected a non-empty list of"):

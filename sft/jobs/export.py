@@ -59,7 +59,8 @@ def format_names(formats: Any) -> list[str] | None:
             f"formats: expected a non-empty list of {', '.join(FORMATS)}, got {formats} (null: "
             "every format the model supports)"
         )
-    return formats
+    # a name given twice is one format (was: written and checked twice, "exported hf, hf")
+    return list(dict.fromkeys(formats))
 
 
 def check_formats(
