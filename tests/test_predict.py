@@ -312,6 +312,12 @@ def test_rows_read_into_one_quoted_field_are_named(tmp_path, caplog):
     path.write_text("text;label\ngood;1\n")
     with pytest.raises(SFTError, match=r"\(the file looks separated by ';': save it with commas"):
         read_texts(path, "text", quoting="minimal")
+    # a comma file named .tsv: its suffix says how it is read (was: the column hint alone)
+    (tmp_path / "comma.tsv").write_text("text,label\ngood movie,1\n")
+    with pytest.raises(
+        SFTError, match=r"\(the file looks like csv: give it a \.csv suffix, which says how it is"
+    ):
+        read_texts(tmp_path / "comma.tsv", "text")
     # a quote that closes the field early (was: "line 5: malformed row (',' expected after '"')")
     path.write_text('id,text\n1,"forgot to close\n2,nice\n4,"last\n5,fine\n')
     with pytest.raises(

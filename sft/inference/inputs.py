@@ -262,4 +262,7 @@ def _read_table(
     quoting = quoting or table.default_quoting
     if quoting not in QUOTING:
         raise SFTError(f"quoting must be none or minimal, got {quoting!r}")
-    return read_delimited(path, table.delimiter, quoting, **columns, quoting_key="quoting")
+    # (was: a comma file named .tsv got the column hint alone)
+    return read_delimited(
+        path, table.delimiter, quoting, **columns, quoting_key="quoting", kind_by_suffix=True
+    )

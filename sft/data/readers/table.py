@@ -62,9 +62,9 @@ def _semicolon_hint(first_line: str) -> str | None:
     return None
 
 
-def _other_format_hint(first_line: str, delimiter: str) -> str | None:
-    """`set data.source=<kind>` when a header read as one column looks like another kind of file
-    (JSON lines, or the other delimiter)."""
+def _other_format_hint(first_line: str, delimiter: str, by_suffix: bool) -> str | None:
+    """`set data.source=<kind>` (`by_suffix`: name it .<kind>, sft-predict's way) when a header
+    read as one column looks like another kind of file (JSON lines, or the other delimiter)."""
     if first_line.startswith("{"):
         kind = "jsonl"
     else:
@@ -72,7 +72,14 @@ def _other_format_hint(first_line: str, delimiter: str) -> str | None:
             (k for d, k in (("\t", "tsv"), (",", "csv")) if d != delimiter and d in first_line),
             None,
         )
-    return f"the file looks like {kind}: set data.source={kind}" if kind else None
+    if kind is None:
+        return None
+    how = (
+        f"give it a .{kind} suffix, which says how it is read"
+        if by_suffix
+        else (f"set data.source={kind}")
+    )
+    return f"the file looks like {kind}: {how}"
 
 
 def read_delimited(
@@ -87,21 +94,25 @@ def read_delimited(
     id_columns: Sequence[str] = (),
     hint: str = COLUMN_HINT,
     quoting_key: str = "data.quoting",
+    kind_by_suffix: bool = False,
 ) -> TextExamples:
     """A TSV/CSV with a header. `quoting="none"` (GLUE style) keeps `"` as a plain character.
 
     A file without the label column is unlabelled (labels -1) unless `need_labels`, and so is a
     row labelled -1 (a GLUE or `datasets` test split, `LabelMap.marks_unlabelled`). With
     `id_columns`, `ids` holds each row's value of the first of them in the header.
-    `quoting_key`: the setting that the messages about quotes name.
+    `quoting_key`: the setting that the messages about quotes name; `kind_by_suffix`: the
+    file's suffix says how it is read (sft-predict), not data.source.
     """
     header = read_header(path, delimiter, quoting)
     # one column, or a JSON object split at its commas: the file may be of another kind (the
     # data.source hint is the datamodule's; sft-predict reads by the file's suffix)
     if len(header) == 1 or header[0].startswith("{"):
-        hint = _semicolon_hint(header[0]) or hint
-        if hint == COLUMN_HINT:
-            hint = _other_format_hint(header[0], delimiter) or hint
+        hint = (
+            _semicolon_hint(header[0])
+            or _other_format_hint(header[0], delimiter, kind_by_suffix)
+            or hint
+        )
     # a file without its header row: its first row's values were read as column names
     note = (
         "; the first row looks like data: the file needs a header row naming its columns"
