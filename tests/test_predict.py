@@ -138,6 +138,15 @@ def test_piped_text_is_split_into_lines_as_a_files_is(tmp_path, monkeypatch):
     assert piped.ids == filed.ids == ["1", "2", "3", "4"]
 
 
+def test_a_model_loaded_to_predict_says_nothing_of_training(ckpts, caplog):
+    """sft-predict, sft-eval and sft-export logged training's lines as they built the model:
+    "model: N of N parameters train (100.00 %)" and FastDropout's."""
+    with caplog.at_level(logging.INFO):
+        load_bundle(ckpts["text"])
+    said = [m for m in caplog.messages if "parameters train" in m or "FastDropout" in m]
+    assert not said, said
+
+
 def test_standard_input_that_is_not_utf8_is_one_line(monkeypatch):
     """A byte that is not UTF-8 on a pipe reached the tokenizer as a lone surrogate: TypeError
     "TextEncodeInput must be Union[...]" and a traceback (a file named it in one line)."""

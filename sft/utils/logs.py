@@ -37,6 +37,17 @@ def log_levels_kept() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
+@contextmanager
+def info_left_out(logger: logging.Logger) -> Iterator[None]:
+    """`logger`'s INFO lines left out while the block runs (its warnings are kept)."""
+    level = logger.level
+    logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class LoggingSetup:
     """The handlers and levels of this process's loggers (Hydra's job logging: the console's
     format and the run's log file), picklable, to set up again in a process spawned for a DDP
