@@ -510,6 +510,61 @@ def test_eval_of_a_five_class_sst_model_on_binary_trees_is_one_error(tmp_path, c
     assert not (tmp_path / "eval" / "predictions.csv").exists()
 
 
+@pytest.mark.parametrize("section", ["hyper_parameters", "datamodule_hyper_parameters"])
+def test_a_checkpoint_whose_settings_interpolate_a_target_is_refused(
+    checkpoints, tmp_path, section
+):
+    """A target written as an interpolation (`${oc.decode:'builtins.open'}`) passed the target
+    check, which read the string, and Hydra resolved it as it built: the file was emptied (and
+    through torch.load(weights_only=False) a pickle's code ran) in sft-eval, -predict, -export."""
+    from sft.inference.bundle import load_bundle
+    from sft.models.loading import datamodule_from_checkpoint, load_classifier
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious")
+    state = torch.load(checkpoints["text"], weights_only=True)
+    opener = {"_target_": "${oc.decode:'builtins.open'}", "file": str(precious), "mode": "w"}
+    state[section]["probe"] = opener
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(state, crafted)
+    where = "model" if section == "hyper_parameters" else "data"
+    for build in (load_classifier, datamodule_from_checkpoint, load_bundle):
+        with pytest.raises(SFTError) as err:
+            build(crafted)
+        assert str(err.value).startswith(
+            f"checkpoint {crafted}: {where}.probe._target_=\"${{oc.decode:'builtins.open'}}\" is "
+            "an interpolation, which no checkpoint sft saves holds"
+        ), err.value
+    assert precious.read_text() == "precious"
+
+
+@pytest.mark.parametrize("section", ["hyper_parameters", "datamodule_hyper_parameters"])
+def test_a_checkpoint_that_turns_remote_code_on_needs_the_users_word(
+    checkpoints, tmp_path, section
+):
+    """trust_remote_code=true in a checkpoint's settings ran its model or tokenizer folder's code
+    in sft-eval, -predict and -export; the command line now has to say so too."""
+    from sft.inference.bundle import load_bundle
+
+    state = torch.load(checkpoints["text"], weights_only=True)
+    settings = state[section]["backbone"] if section == "hyper_parameters" else state[section]
+    settings["trust_remote_code"] = True
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(state, crafted)
+    where = "model.backbone" if section == "hyper_parameters" else "data"
+    with pytest.raises(SFTError) as err:
+        load_bundle(crafted)
+    assert str(err.value) == (
+        f"checkpoint {crafted}: {where}.trust_remote_code=true: rebuilding its model or data runs "
+        "the code their folder or hub repository ships; if you trust that code, give this "
+        "command trust_remote_code=true"
+    )
+    cfg = compose_config("eval", [f"ckpt_path={crafted}"], tmp_path / "eval")
+    with pytest.raises(SFTError, match="give this command trust_remote_code=true"):
+        evaluate(cfg)
+    assert load_bundle(crafted, trust_remote_code=True).class_names
+
+
 def test_eval_of_an_image_checkpoint_on_text_data_is_one_error(checkpoints, tmp_path):
     """`sft-eval ckpt_path=<image checkpoint> data=text_files`: the text config's tokenizer
     interpolates the model's backbone name, which an image model lacks (was: omegaconf's

@@ -18,7 +18,7 @@ from sft.data.tokenize import count_cut, cut_note, encode_texts
 from sft.errors import SFTError
 from sft.inference.model_inputs import warn_model_input_changes
 from sft.models.classifier import SFTClassifier
-from sft.models.loading import datamodule_from_checkpoint, load_classifier
+from sft.models.loading import check_remote_code, datamodule_from_checkpoint, load_classifier
 from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.io import checkpoint_path
 
@@ -80,12 +80,17 @@ def data_settings(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def load_bundle(
-    ckpt_path: str | Path, device: str = "cpu", data: Mapping[str, Any] | None = None
+    ckpt_path: str | Path,
+    device: str = "cpu",
+    data: Mapping[str, Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> InferenceBundle:
     """Model (eval mode, on `device`), datamodule and class names of a training checkpoint;
-    `data`: settings of the checkpoint's data to change (`+data.data_dir=...`: its files moved)."""
+    `data`: settings of the checkpoint's data to change (`+data.data_dir=...`: its files moved);
+    `trust_remote_code`: a checkpoint trained with it may run its folders' code."""
     ckpt_path = checkpoint_path(ckpt_path)
     checkpoint = read_checkpoint(ckpt_path)
+    check_remote_code(checkpoint, ckpt_path, trust_remote_code)
     model = load_classifier(ckpt_path, checkpoint).to(resolve_device(device))
     warn_model_input_changes(data or {}, checkpoint.get("datamodule_hyper_parameters", {}))
     datamodule = datamodule_from_checkpoint(ckpt_path, checkpoint=checkpoint, **(data or {}))

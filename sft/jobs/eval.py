@@ -36,6 +36,7 @@ from sft.models.backbones import backbone_speed_hints
 from sft.models.classifier import SFTClassifier, class_probabilities
 from sft.models.loading import (
     check_class_names,
+    check_remote_code,
     datamodule_from_checkpoint,
     load_classifier,
     trained_data_config,
@@ -326,6 +327,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     check_not_written(out / PREDICTIONS, "hydra.run.dir")  # the run directory given twice
     checkpoint = read_checkpoint(checkpoint_path(cfg.ckpt_path))
+    check_remote_code(checkpoint, cfg.ckpt_path, cfg.get("trust_remote_code") is True)
     # before the config is printed: `data=` configs may interpolate the checkpoint's model
     data_cfg = data_config_for_checkpoint(cfg, checkpoint) if cfg.get("data") else None
     if data_cfg is not None and "_target_" not in data_cfg:

@@ -202,7 +202,8 @@ def export(cfg: DictConfig) -> Path:
     check_value(cfg.rtol, NonNegative, "rtol")
     check_value(cfg.onnx.opset, int | None, "onnx.opset")
     format_names(cfg.formats)
-    bundle = load_bundle(cfg.ckpt_path, "cpu", data_settings(cfg))
+    trust = cfg.get("trust_remote_code") is True
+    bundle = load_bundle(cfg.ckpt_path, "cpu", data_settings(cfg), trust)
     head = bundle.model.head  # a head of the user's may not say (sft.inference.deployable)
     hf_backbone = isinstance(bundle.model.backbone, HFEncoder)
     formats = check_formats(

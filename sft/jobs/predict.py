@@ -127,7 +127,8 @@ def predict(cfg: DictConfig) -> Path:
     check_not_a_folder(out, "output=", f"predictions.{cfg.format}")
     check_not_written(out, "output")
     inputs_path(cfg.inputs)  # before the checkpoint is read
-    bundle = load_bundle(cfg.ckpt_path, cfg.device, data_settings(cfg))
+    trust = cfg.get("trust_remote_code") is True
+    bundle = load_bundle(cfg.ckpt_path, cfg.device, data_settings(cfg), trust)
     inputs = read_inputs(cfg, bundle)
     glue = cfg.glue_submission
     if glue is None:

@@ -60,11 +60,54 @@ def _targets(node: Any, where: str) -> Iterator[tuple[str, Any]]:
             yield from _targets(value, f"{where}[{i}]")
 
 
+def _settings(node: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """(the key's path, the value) of every leaf value in a checkpoint's nested settings."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _settings(value, f"{where}.{key}")
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            yield from _settings(value, f"{where}[{i}]")
+    else:
+        yield where, node
+
+
+def _checkpoint_settings(checkpoint: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Every model and datamodule setting `checkpoint` records, with its path."""
+    yield from _settings(checkpoint.get("hyper_parameters"), "model")
+    yield from _settings(checkpoint.get("datamodule_hyper_parameters"), "data")
+    yield "datamodule_target", checkpoint.get("datamodule_target")
+
+
+def check_remote_code(checkpoint: dict[str, Any], path: str | Path, allowed: bool) -> None:
+    """SFTError for a checkpoint whose settings turn trust_remote_code on, unless this command
+    was given trust_remote_code=true: rebuilding it would run the code its model, tokenizer or
+    dataset folder ships, on the file's word alone (was: run without a word)."""
+    if allowed:
+        return
+    for where, value in _checkpoint_settings(checkpoint):
+        if where.endswith(".trust_remote_code") and value is True:
+            raise SFTError(
+                f"checkpoint {path}: {where}=true: rebuilding its model or data runs the code "
+                "their folder or hub repository ships; if you trust that code, give this "
+                "command trust_remote_code=true"
+            )
+
+
 def check_buildable_targets(checkpoint: dict[str, Any], path: str | Path) -> None:
     """SFTError for a `_target_` in `checkpoint`'s model or datamodule settings that names
-    something other than a class of `_BUILDABLE_CLASSES`, create_backbone or a schedule, before
-    anything of it is built. A target that cannot be imported is left to the build, which says
-    so (nothing is called then)."""
+    something other than a class of `_BUILDABLE_CLASSES`, create_backbone or a schedule, or for
+    an interpolation (`${...}`) in any of its settings, before anything of it is built. A
+    target that cannot be imported is left to the build, which says so (nothing is called
+    then). Settings are saved resolved: an interpolation was put there by hand, and Hydra would
+    resolve it into a target this check never saw (`${oc.decode:'torch.load'}`)."""
+    for where, value in _checkpoint_settings(checkpoint):
+        if isinstance(value, str) and "${" in value:
+            raise SFTError(
+                f"checkpoint {path}: {where}={value[:60]!r} is an interpolation, which no "
+                "checkpoint sft saves holds (its settings are plain values): refused, as "
+                "resolving it could build whatever it names"
+            )
     datamodule = checkpoint.get("datamodule_target")
     found = [
         *_targets(checkpoint.get("hyper_parameters"), "model"),
