@@ -148,6 +148,29 @@ def test_truncated_pickle_names_file(tmp_path: Path) -> None:
         dm.setup("fit")
 
 
+def test_a_cifar_file_that_names_code_is_refused_unrun(tmp_path: Path) -> None:
+    """The batches were read with pickle.load: a crafted file under a data_dir (which a
+    checkpoint's settings may name, for sft-eval and sft-export) ran its code as it loaded."""
+    import os
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    dst = tmp_path / "cifar-10-batches-py"
+    dst.mkdir()
+    (dst / "batches.meta").write_bytes(pickle.dumps({b"label_names": Payload()}))
+    dm = CIFAR10DataModule(str(tmp_path), download=False)
+    with pytest.raises(
+        SFTError, match=r"batches\.meta is not a readable batches\.meta \(it names "
+    ):
+        dm.setup("fit")
+    assert not marker.exists()
+
+
 # ---------------------------------------------------------------- few-label subsets
 
 LABELS = [0] * 100 + [1] * 50 + [2] * 10 + [3] * 3  # deliberately unbalanced

@@ -9,6 +9,7 @@ import tarfile
 import urllib.error
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -49,11 +50,38 @@ def _get(d: dict, key: str):
     return d[key.encode()] if key.encode() in d else d[key]
 
 
+# what the CIFAR-10 pickles hold besides plain values: numpy arrays, and the bytes of a
+# protocol-2 pickle written by Python 3
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _CIFARUnpickler(pickle.Unpickler):
+    """pickle's Unpickler that builds only what CIFAR-10's files hold (was: pickle.load, so a
+    crafted batch under a data_dir, which a checkpoint may name, ran any code as it loaded)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which CIFAR-10 data does not")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path) -> Any:
+    with open(path, "rb") as f:
+        return _CIFARUnpickler(f, encoding="bytes").load()
+
+
 def load_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """One CIFAR python-format pickle -> images uint8 (N, 3, 32, 32), labels int64 (N,)."""
     try:
-        with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+        d = _unpickle(path)
         data = torch.as_tensor(_get(d, "data"))
         labels = torch.as_tensor(list(_get(d, "labels")), dtype=torch.int64)
     except FileNotFoundError:
@@ -76,8 +104,7 @@ def load_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 def load_class_names(path: Path) -> list[str]:
     try:
-        with open(path, "rb") as f:
-            names = _get(pickle.load(f, encoding="bytes"), "label_names")
+        names = _get(_unpickle(path), "label_names")
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     except FileNotFoundError:
         raise SFTError(f"CIFAR-10 file {path} is missing") from None
