@@ -35,6 +35,7 @@ from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from torch import multiprocessing as mp
 from torch.multiprocessing import ProcessExitedException
 
+from sft.callbacks.early_stopping import EarlyStopping, Reason
 from sft.callbacks.exact_resume import accumulating, validation_follows
 from sft.callbacks.last_checkpoint import ranking_checkpoint
 from sft.errors import TrainingInterrupted
@@ -119,6 +120,14 @@ class GracefulInterrupt(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install_handlers()  # without a sanity check (num_sanity_val_steps=0)
+        stopped_early = any(
+            isinstance(c, EarlyStopping) and c.stopping_reason != Reason.NOT_STOPPED
+            for c in trainer.callbacks
+        )
+        if self._should_stop and stopped_early:
+            # early stopping's own stop: it decides, as configured now (a raised patience
+            # trains on; was: ended here all the same)
+            self._should_stop = False
         if self._should_stop:
             # Lightning checkpoints no `should_stop`: the resumed run trained on (another epoch
             # after a stop at an epoch's last validation) where the run it continues had ended

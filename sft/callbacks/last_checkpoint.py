@@ -61,6 +61,12 @@ class LastCheckpoint(ModelCheckpoint):
         if self._at_step and not accumulating(trainer) and not validation_follows(trainer):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        # a resumed run starts from this step's last.ckpt: saved already (was: a run that early
+        # stopping had ended wrote it again at its end, at another loader position and RNG)
+        self._last_global_step_saved = trainer.global_step
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # also under fast_dev_run (debug=fdr), where ModelCheckpoint saves nothing else: "one
         # batch of everything" includes the checkpoint that sft-eval/-predict/-export read
