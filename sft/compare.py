@@ -454,7 +454,8 @@ def plot_curves(runs: list[Run], metric: str, path: Path) -> None:
                     values,
                     marker="o" if len(series) < 30 else None,
                     ms=3,
-                    label=legend,
+                    # `$` as text, not math (a `$$` in an override raised as the PNG was saved)
+                    label=legend.replace("$", r"\$"),
                     color=f"C{i % 10}",  # a run keeps its colour in every panel
                 )
         ax.set(title=tag, xlabel="step", ylabel=tag)

@@ -280,6 +280,8 @@ def test_list_values_in_labels_and_runs_without_scalars_are_shown(tmp_path, caps
     (failed before its first log) is named as left out (was: silently absent)."""
     make_run(tmp_path / "runs" / "a", ["data.label_names=[neg,pos]"], [0.5, 0.6], 0.5)
     make_run(tmp_path / "runs" / "b", ["data.label_names=[pos,neg]"], [0.4, 0.5], 0.4)
+    # price tiers: drawn as text (was: matplotlib's math-text ParseException on `$$`)
+    make_run(tmp_path / "runs" / "d", ["data.label_names=[$,$$,$$$]"], [0.3, 0.4], 0.3)
     failed = tmp_path / "runs" / "c" / "tensorboard"
     failed.mkdir(parents=True)
     logger = TensorBoardLogger(save_dir=failed, name=None, version="")
@@ -290,6 +292,7 @@ def test_list_values_in_labels_and_runs_without_scalars_are_shown(tmp_path, caps
     assert [row[0] for row in table_rows(out)] == [
         "data.label_names=[neg,pos]",
         "data.label_names=[pos,neg]",
+        "data.label_names=[$,$$,$$$]",
     ]
     assert "left out: 1 run that logged no scalars" in out and "runs/c" in out
 

@@ -520,15 +520,16 @@ def test_a_crop_padding_as_large_as_the_images_is_refused(tmp_path: Path) -> Non
         dm = ImageFolderDataModule(
             str(tmp_path), image_size=16, batch_size=2, num_workers=0, crop_padding=padding
         )
+        dm.setup("fit")  # sft-eval's validation of such a run reads its data still
         if refused:
             with pytest.raises(SFTError) as info:
-                dm.setup("fit")
+                dm.train_dataloader()
             assert str(info.value) == (
                 "data.crop_padding=16 must be below the image side, 16 px: a random crop of the "
                 "padded image could hold padding only (CIFAR-10's recipe: 4 at 32 px)"
             )
         else:
-            dm.setup("fit")
+            dm.train_dataloader()
 
 
 def test_image_folder_tiny_tree(tmp_path: Path) -> None:

@@ -152,6 +152,19 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: hydra/launcher=slurm_ddp submits the jobs with SLURM's sbatch, which this "
             "machine does not have",
         ),
+        # gpus_per_node=null (no --gpus-per-node: a CPU cluster, or GPUs asked for by gres)
+        (
+            "train",
+            [
+                "-m",
+                "hydra/launcher=slurm_ddp",
+                "trainer=ddp",
+                "trainer.devices=4",
+                "hydra.launcher.gpus_per_node=null",
+                "seed=0,1",
+            ],
+            "error: hydra/launcher=slurm_ddp submits the jobs with SLURM's sbatch",
+        ),
         # was: submitted as --ntasks-per-node=-1 --gpus-per-node=-1, without a word
         (
             "train",

@@ -176,14 +176,18 @@ def test_text_export_equals_the_checkpoint_without_sft(
     for name, logits in got.items():
         assert (logits - expected).abs().max() <= ATOL, name
     # tokenizer.json read alone (the `tokenizers` library, an ONNX service) cuts at the trained
-    # max_length and pads nothing (was: the packaged tokenizer's 128, padded to 128)
+    # max_length and pads a batch to its longest text (was: the packaged tokenizer's 128, with
+    # every text padded to 128)
     from tokenizers import Tokenizer
 
     max_length = bundle.datamodule.max_length
+    short = len(bundle.datamodule.tokenizer("good")["input_ids"])
     for folder in ("tokenizer", "hf"):
         raw = Tokenizer.from_file(str(out / folder / "tokenizer.json"))
-        short = len(bundle.datamodule.tokenizer("good")["input_ids"])
         assert [len(raw.encode(s).ids) for s in (sentences[-1], "good")] == [max_length, short]
+        assert [len(e.ids) for e in raw.encode_batch(["good", sentences[0]])] == [
+            len(raw.encode(sentences[0]).ids)
+        ] * 2
 
 
 def test_an_export_of_a_checkpoint_whose_data_moved_reads_it_where_it_is_now(

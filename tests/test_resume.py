@@ -281,8 +281,9 @@ def test_a_run_early_stopping_ended_resumes_ended_unless_its_patience_is_raised(
     with caplog.at_level(logging.INFO):
         train(train_cfg(*no_gain_after_the_first, f"resume={run_dir}", run_dir=run_dir))
     assert last.read_bytes() == saved  # nothing trained, nothing saved again
-    assert "early stopping had ended the run this one continues (Monitored metric val/acc did not" in (
-        caplog.text
+    assert (
+        "early stopping had ended the run this one continues (Monitored metric val/acc did not"
+        in (caplog.text)
     )
 
     patient = [*no_gain_after_the_first, "callbacks.early_stopping.patience=3"]

@@ -219,18 +219,6 @@ class ImageDataModule(SFTDataModule):
         self.transform = ImageBatchTransform(augment, crop_padding, hflip, mean, std)
         return list(self.transform.mean), list(self.transform.std)
 
-    def check_train_batch(self, train_size: int, where: str) -> None:
-        super().check_train_batch(train_size, where)
-        # at the side the images are decoded to, known by now (was: accepted, and at 100 px of
-        # padding around 16 px images 97 % of the crops held padding only)
-        padding = self.transform.crop_padding
-        if self.transform.augment and padding >= self.image_size:
-            raise SFTError(
-                f"data.crop_padding={padding} must be below the image side, {self.image_size} "
-                "px: a random crop of the padded image could hold padding only (CIFAR-10's "
-                "recipe: 4 at 32 px)"
-            )
-
     def configure_input(self, spec: InputSpec) -> None:
         super().configure_input(spec)
         if self._normalization_given or spec.normalization is None:
@@ -244,6 +232,16 @@ class ImageDataModule(SFTDataModule):
         self.hparams.mean, self.hparams.std = list(norm.mean), list(norm.std)
 
     def train_dataloader(self) -> DataLoader:
+        # what trains only (sft-eval scores what trained with it), at the side the images are
+        # decoded to, known by now (was: accepted, and at 100 px of padding around 16 px
+        # images 97 % of the crops held padding only)
+        padding = self.transform.crop_padding
+        if self.transform.augment and padding >= self.image_size:
+            raise SFTError(
+                f"data.crop_padding={padding} must be below the image side, {self.image_size} "
+                "px: a random crop of the padded image could hold padding only (CIFAR-10's "
+                "recipe: 4 at 32 px)"
+            )
         return self._loader(
             self.train_data,
             "train",

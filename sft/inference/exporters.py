@@ -141,9 +141,9 @@ def save_tokenizer(bundle: InferenceBundle, folder: Path) -> None:
     """The run's tokenizer, saved to truncate at the length the model was trained and checked
     with (`tok(texts, truncation=True)` would otherwise cut at the backbone's 512). Its
     tokenizer.json too, which the `tokenizers` library (Python, Rust) and ONNX services read
-    alone: it truncates there and pads nothing (was: the packaged MiniLM's, which cut at 128
-    and padded every text to 128, so texts longer than the trained 64 tokens scored otherwise,
-    without a word)."""
+    alone: it truncates there and pads a batch to its longest text (was: the packaged MiniLM's,
+    which cut at 128 and padded every text to 128, so texts longer than the trained 64 tokens
+    scored otherwise, without a word)."""
     tokenizer = bundle.datamodule.tokenizer
     max_length = bundle.datamodule.max_length
     backend = getattr(tokenizer, "backend_tokenizer", None)  # a fast tokenizer's
@@ -154,7 +154,10 @@ def save_tokenizer(bundle: InferenceBundle, folder: Path) -> None:
         tokenizer.init_kwargs["max_length"] = max_length
     if backend is not None:
         backend.enable_truncation(max_length)
+        # a batch padded to its longest text, one text not at all (was: every text to 128)
         backend.no_padding()
+        if tokenizer.pad_token is not None:
+            backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
     try:
         tokenizer.save_pretrained(folder)
     finally:

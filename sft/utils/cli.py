@@ -378,13 +378,18 @@ def check_launcher(cfg: DictConfig, parsed: Sequence[Override] = ()) -> None:
     written = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     for key, setting in SLURM_SHAPE.items():
         value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
-        least = 0 if key.endswith("gpus_per_node") else 1  # CPU nodes: gpus_per_node=0
-        if isinstance(value, int) and not isinstance(value, bool) and value >= least:
+        gpus = key.endswith("gpus_per_node")
+        # CPU nodes: gpus_per_node=0, or null (no --gpus-per-node: GPUs asked for otherwise)
+        least = 0 if gpus else 1
+        if (isinstance(value, int) and not isinstance(value, bool) and value >= least) or (
+            gpus and value is None
+        ):
             continue
         name = key.rpartition(".")[2]
         given = setting if written.get(name) == f"${{{setting}}}" else key
         raise OverrideMistake(
-            f"{given}={value}: hydra/launcher=slurm_ddp needs a whole number >= {least} there, "
+            f"{given}={'null' if value is None else value}: hydra/launcher=slurm_ddp needs a "
+            f"whole number >= {least} there, "
             f"sbatch's {name.replace('_', ' ')} (Lightning's -1, every GPU, is no count for "
             f"SLURM): e.g. {given}={max(least, 4) if setting == 'trainer.devices' else 2}"
         )
