@@ -809,6 +809,10 @@ def test_malformed_rows_name_file_and_line(tmp_path, token_cache):
         r"line 3: expected 2 tab-separated fields \(sentence, label\), got 1; the file holds a "
         r"carriage return \(\\r\) that no newline follows",
     )
+    # one inside a quoted field is the text's own: not named for another row's mistake
+    (d / "train.tsv").write_bytes(b'sentence\tlabel\n"fine\rok"\t1\ntoo\tmany\tfields\n')
+    message = _error(make_dm(d, token_cache, quoting="minimal"), r"line 4: expected 2 tab")
+    assert "carriage return" not in message
     # one column as two things (was: the same text paired with itself, read silently; the
     # texts taken as labels, "label 'fine' is not in the label set")
     for key, holds in (("text_pair_column", "second texts"), ("label_column", "labels")):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -168,7 +167,7 @@ def read_delimited(
                             "quoted fields"
                             if quoted
                             else STRAY_CR_HINT
-                            if _has_stray_carriage_return(path)
+                            if _ends_in_a_lone_carriage_return(path, line)
                             else ""
                         )
                     )
@@ -354,8 +353,10 @@ class CsvReader(TableReader):
     default_quoting = "minimal"  # quoted fields, as spreadsheet programs write them
 
 
-def _has_stray_carriage_return(path: Path) -> bool:
-    """Whether a file of newline-ended lines holds a carriage return inside a line."""
-    with open(path, "rb") as f:
-        data = f.read()
-    return b"\n" in data and re.search(rb"\r(?!\n)", data) is not None
+def _ends_in_a_lone_carriage_return(path: Path, line: int) -> bool:
+    """Whether line `line` (as the csv reader counts them: a lone \r ends one too) of a file of
+    newline-ended lines ends in a carriage return that no newline follows."""
+    with open(path, encoding=ENCODING, newline="") as f:  # on an error's way only
+        lines = f.readlines()
+    ends_newline = any(physical.endswith("\n") for physical in lines)
+    return 0 < line <= len(lines) and lines[line - 1].endswith("\r") and ends_newline
