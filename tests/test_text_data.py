@@ -1243,9 +1243,12 @@ def test_a_saved_hf_dataset_keeps_each_splits_classlabel_order(tmp_path, token_c
     assert [names[i] for i in dm.val_data.labels.tolist()] == ["pos", "neg", "pos"]
 
 
-@pytest.mark.parametrize("file_format", ["parquet", "arrow"])
+@pytest.mark.parametrize(
+    ("file_format", "val_split"),
+    [("parquet", "validation"), ("arrow", "validation"), ("parquet", "validation[:100%]")],
+)
 def test_a_folder_of_split_files_keeps_each_files_classlabel_order(
-    tmp_path, token_cache, file_format
+    tmp_path, token_cache, file_format, val_split
 ):
     """A folder of train/validation parquet (or arrow) files whose ClassLabels list the classes
     in other orders: load_dataset cast validation to train's features, so its classes were
@@ -1268,7 +1271,8 @@ def test_a_folder_of_split_files_keeps_each_files_classlabel_order(
 
     write("train", ["good", "bad"], [0, 1], ["pos", "neg"])
     write("validation", ["fine", "awful", "great"], [1, 0, 1], ["neg", "pos"])
-    dm = make_dm(tmp_path, token_cache, source="hf", dataset_name=str(tmp_path / "ds"), **HF_SPLITS)
+    splits = {**HF_SPLITS, "val_split": val_split}  # a slice of the split's files too
+    dm = make_dm(tmp_path, token_cache, source="hf", dataset_name=str(tmp_path / "ds"), **splits)
     dm.setup("fit")
     names = dm.class_names
     assert [names[i] for i in dm.train_data.labels.tolist()] == ["pos", "neg"]

@@ -41,6 +41,8 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
             if folder.exists():
                 dataset = _with_its_own_classlabels(dataset, name, config, split, kwargs)
             return dataset
+    except SFTError:
+        raise
     except Exception as e:  # offline, unknown name/split, ...: all are the user's to fix
         reason = " ".join(str(e).split())[:200]
         if "Unknown split" in str(e):
@@ -71,16 +73,27 @@ def _with_its_own_classlabels(
     first split's features, so a validation file whose ClassLabel listed the classes in another
     order had them swapped, without a word."""
     datasets = import_datasets()
+    named = split.partition("[")[0]  # `validation[:50%]`: a slice of the validation files
     files = datasets.load_dataset_builder(name, config, **kwargs).config.data_files or {}
-    own = _file_features(files[split][0]) if files.get(split) else None
-    if own is None or all(
-        own[column] == feature
-        for column, feature in dataset.features.items()
-        if column in own and isinstance(feature, datasets.ClassLabel)
-    ):
+    if "+" in named or not files.get(named):
         return dataset
+    features = [_file_features(f) for f in files[named]]
+    labels = [
+        {c: f for c, f in own.items() if isinstance(f, datasets.ClassLabel)}
+        for own in features
+        if own is not None
+    ]
+    if not labels or labels[0] == {
+        c: f for c, f in dataset.features.items() if c in labels[0] and c in dataset.features
+    }:
+        return dataset
+    if any(other != labels[0] for other in labels[1:]):
+        raise SFTError(
+            f"{name}: the files of split {named!r} record different class lists for the same "
+            "columns; write them with one ClassLabel"
+        )
     return datasets.load_dataset(
-        name, config, split=split, data_files={split: list(files[split])}, **kwargs
+        name, config, split=split, data_files={named: list(files[named])}, **kwargs
     )
 
 
