@@ -3,6 +3,7 @@ unavailable offline. Shared by the text backbone and the text datamodule (tokeni
 
 import importlib
 import importlib.util
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,6 +81,26 @@ def _unloadable(what: str, path: str, exc: Exception) -> SFTError:
     return SFTError(f"could not load {what} from {path}: {reason}")
 
 
+def _unreadable_weights(what: str, path: str, exc: Exception) -> SFTError | None:
+    """One line for a weights file that does not read: one whose pickle holds more than tensors
+    (refused by torch.load(weights_only=True), whose advice is to switch that off), or a
+    truncated safetensors file (was: Hydra's lines around either)."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return SFTError(
+            f"could not load {what} from {path}: its weights file (pytorch_model.bin) holds "
+            "pickled objects other than tensors, which sft does not unpickle (they can run "
+            "code); save the weights as safetensors (save_pretrained's default) from a copy "
+            "you trust"
+        )
+    if type(exc).__name__ == "SafetensorError":  # safetensors' Rust error: no Python base
+        reason = " ".join(str(exc).split())
+        return SFTError(
+            f"could not load {what} from {path}: its safetensors weights do not read "
+            f"({reason}); the file is truncated or damaged: copy or download it again"
+        )
+    return None
+
+
 def _sentencepiece_only(folder: Path) -> list[str]:
     """The SentencePiece models (`*.model`) of a tokenizer folder without the tokenizer.json
     that would be read instead."""
@@ -124,6 +145,10 @@ def load_pretrained(load: Callable[..., T], name: str, what: str, **kwargs: Any)
     except OSError as exc:
         if Path(path).expanduser().exists():
             raise _unloadable(what, path, exc) from exc
+    except Exception as exc:
+        if (line := _unreadable_weights(what, path, exc)) is None:
+            raise
+        raise line from exc
     if path.startswith(("/", ".", "~")) or path.count("/") > 1:
         raise SFTError(f"could not load {what} {name!r}: no such folder {path}")
     if (unreachable := hub_unreachable(path, "config.json")) is not None:
@@ -134,6 +159,10 @@ def load_pretrained(load: Callable[..., T], name: str, what: str, **kwargs: Any)
         raise _unloadable(what, path, exc) from exc
     except OSError as exc:
         raise hub_error(name, what, exc) from exc
+    except Exception as exc:
+        if (line := _unreadable_weights(what, path, exc)) is None:
+            raise
+        raise line from exc
 
 
 def hub_unreachable(repo_id: str, filename: str, repo_type: str | None = None) -> Exception | None:

@@ -225,6 +225,31 @@ def test_a_folder_that_does_not_load_as_a_model_is_one_line(
     assert single_line(err) == f"could not load model from {tmp_path}: {reason}"
 
 
+class NotATensor:
+    """An object a weights file should not hold (weights_only loading refuses it)."""
+
+
+@pytest.mark.parametrize("damage", ["pickled_object", "truncated_safetensors"])
+def test_a_weights_file_that_does_not_read_is_one_line(tmp_path: Path, damage: str) -> None:
+    """A pytorch_model.bin holding more than tensors (refused by weights_only loading, whose
+    advice is to switch that off) or a truncated model.safetensors: Hydra's lines around
+    transformers' error."""
+    tiny().model.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    if damage == "pickled_object":
+        weights.unlink()
+        torch.save(
+            {"embeddings.word_embeddings.weight": NotATensor()}, tmp_path / "pytorch_model.bin"
+        )
+        expected = "its weights file (pytorch_model.bin) holds pickled objects other than tensors"
+    else:
+        weights.write_bytes(weights.read_bytes()[:100])
+        expected = "its safetensors weights do not read ("
+    with pytest.raises(SFTError) as err:
+        create_backbone("huggingface", model_name_or_path=str(tmp_path), pretrained=True)
+    assert single_line(err).startswith(f"could not load model from {tmp_path}: {expected}")
+
+
 def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path: Path) -> None:
     """A model saved with `AutoModel.save_pretrained` alone (config and weights): transformers
     builds an empty tokenizer from it, and every word became [UNK] without a sign (was: a run
