@@ -1276,6 +1276,22 @@ def test_a_checkpoint_naming_code_to_run_is_refused(checkpoint, tmp_path, where,
     assert precious.read_text() == "precious"
 
 
+def test_a_checkpoint_whose_model_settings_do_not_fit_is_one_line(checkpoint, tmp_path):
+    """A setting this SFTClassifier does not take (another sft version's) was the TypeError's
+    traceback in sft-eval/-predict/-export, and one without a backbone a KeyError's."""
+    for edit, expected in (
+        (lambda h: h.update(foo=1), "its model settings do not build this sft's SFTClassifier"),
+        (lambda h: h.pop("backbone"), "its model settings name no backbone"),
+    ):
+        state = torch.load(checkpoint, weights_only=True)
+        edit(state["hyper_parameters"])
+        crafted = tmp_path / "crafted.ckpt"
+        torch.save(state, crafted)
+        with pytest.raises(SFTError) as err:
+            load_classifier(crafted)
+        assert str(err.value).startswith(f"checkpoint {crafted}: {expected}"), err.value
+
+
 @pytest.mark.parametrize(
     ("kind", "reason"),
     [

@@ -157,6 +157,11 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
     checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
     check_buildable_targets(checkpoint, path)
     hparams = dict(checkpoint["hyper_parameters"])
+    if not isinstance(hparams.get("backbone"), dict):  # (was: KeyError traceback)
+        raise SFTError(
+            f"checkpoint {path}: its model settings name no backbone: not an sft training "
+            "checkpoint (or one edited by hand)"
+        )
     _check_folders_exist(hparams.get("backbone") or {}, path, BASE_WEIGHTS in checkpoint)
     with importable_code(path):
         input_spec = resolve_input_spec(hparams["backbone"])  # as trained, with its weights
@@ -180,8 +185,13 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
     except TypeError as exc:
         # a subclass whose __init__ does not pass SFTClassifier's arguments on: its hparams
         # hold both classes' (save_hyperparameters reads every __init__ frame)
-        if cls is SFTClassifier or "keyword argument" not in str(exc):
+        if "keyword argument" not in str(exc):
             raise
+        if cls is SFTClassifier:  # (was: the TypeError's traceback)
+            raise SFTError(
+                f"checkpoint {path}: its model settings do not build this sft's SFTClassifier "
+                f"({exc}): a checkpoint of another sft version, or one edited by hand"
+            ) from exc
         raise SFTError(
             f"checkpoint {path}: its model {cls.__qualname__} cannot be rebuilt from its hparams "
             f"({exc}): its __init__ takes SFTClassifier's arguments as **kwargs and passes them "
