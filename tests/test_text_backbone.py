@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_config
+from conftest import compose_config, logs_warning
 from helpers.tiny_models import TINY_BERT, TINY_BERT_OVERRIDES
 from hydra.utils import instantiate
 from transformers import AutoModel, AutoTokenizer, BertTokenizerFast, DistilBertConfig
@@ -248,6 +248,19 @@ def test_a_weights_file_that_does_not_read_is_one_line(tmp_path: Path, damage: s
     with pytest.raises(SFTError) as err:
         create_backbone("huggingface", model_name_or_path=str(tmp_path), pretrained=True)
     assert single_line(err).startswith(f"could not load model from {tmp_path}: {expected}")
+
+
+def test_a_folder_whose_own_code_is_not_run_says_so(tmp_path: Path, caplog) -> None:
+    """A config.json of a built-in model_type that maps AutoModel to the folder's own code
+    (Jina v2's style): transformers built its own BERT without a word."""
+    import json
+
+    tiny().model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_own.OwnModel"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with logs_warning(caplog, r"its config\.json names code of its own \(auto_map\), which runs"):
+        create_backbone("huggingface", model_name_or_path=str(tmp_path))
 
 
 def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path: Path) -> None:

@@ -206,6 +206,15 @@ def huggingface(
             f"model.backbone.config_overrides: {config.model_type} configs have no field "
             f"{key!r}{hint}"
         )
+    if getattr(config, "auto_map", None) and not trust_remote_code:
+        # a built-in model_type beside the folder's own code: transformers builds its own
+        # class without a word (was: silent, as for Jina v2's config, model_type bert)
+        rank_zero_warning(
+            log,
+            f"{model_name_or_path}: its config.json names code of its own (auto_map), which runs "
+            f"only with model.backbone.trust_remote_code=true; transformers' built-in "
+            f"{config.model_type} model is used instead, which may not be the model it ships",
+        )
     if getattr(config, "is_encoder_decoder", False):
         raise SFTError(
             f"backbone huggingface: {model_name_or_path!r} is an encoder-decoder "
