@@ -1277,6 +1277,15 @@ def test_a_folder_of_split_files_keeps_each_files_classlabel_order(
     names = dm.class_names
     assert [names[i] for i in dm.train_data.labels.tolist()] == ["pos", "neg"]
     assert [names[i] for i in dm.val_data.labels.tolist()] == ["pos", "neg", "pos"]
+    # a split of two files, the first in train's order, the second in the other: the second
+    # is cast to the first's names (was: its classes swapped, since the first agreed)
+    (tmp_path / "ds" / "data" / f"validation-00000-of-00001.{file_format}").rename(
+        tmp_path / "ds" / "data" / f"validation-00001-of-00002.{file_format}"
+    )
+    write("validation", ["fine"], [0], ["pos", "neg"])
+    dm = make_dm(tmp_path, token_cache, source="hf", dataset_name=str(tmp_path / "ds"), **splits)
+    with pytest.raises(SFTError, match=r"the files of split 'validation' record different class"):
+        dm.setup("fit")
 
 
 def test_a_saved_hf_dataset_without_splits_or_a_missing_folder_is_one_line(tmp_path, token_cache):

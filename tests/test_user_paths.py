@@ -533,8 +533,16 @@ def test_a_checkpoint_whose_settings_interpolate_a_target_is_refused(
             build(crafted)
         assert str(err.value).startswith(
             f"checkpoint {crafted}: {where}.probe._target_=\"${{oc.decode:'builtins.open'}}\" is "
-            "an interpolation, which no checkpoint sft saves holds"
+            "an interpolation, which sft would resolve as it builds"
         ), err.value
+    # sft-eval data=<a text config>, which reads the model's backbone name as its tokenizer:
+    # built before any check of the checkpoint (was: the file emptied)
+    state = torch.load(checkpoints["text"], weights_only=True)
+    state["hyper_parameters"]["backbone"]["model_name_or_path"] = opener | {"_target_": "io.open"}
+    torch.save(state, crafted)
+    cfg = compose_config("eval", [f"ckpt_path={crafted}", "data=sst2"], tmp_path / "eval")
+    with pytest.raises(SFTError, match="is not something sft builds from a checkpoint"):
+        evaluate(cfg)
     assert precious.read_text() == "precious"
 
 
@@ -548,17 +556,19 @@ def test_a_checkpoint_that_turns_remote_code_on_needs_the_users_word(
 
     state = torch.load(checkpoints["text"], weights_only=True)
     settings = state[section]["backbone"] if section == "hyper_parameters" else state[section]
-    settings["trust_remote_code"] = True
     crafted = tmp_path / "crafted.ckpt"
-    torch.save(state, crafted)
     where = "model.backbone" if section == "hyper_parameters" else "data"
-    with pytest.raises(SFTError) as err:
-        load_bundle(crafted)
-    assert str(err.value) == (
-        f"checkpoint {crafted}: {where}.trust_remote_code=true: rebuilding its model or data runs "
-        "the code their folder or hub repository ships; if you trust that code, give this "
-        "command trust_remote_code=true"
-    )
+    # transformers reads it as a truth value: 1 is on too
+    for value, said in ((True, "true"), (1, "1")):
+        settings["trust_remote_code"] = value
+        torch.save(state, crafted)
+        with pytest.raises(SFTError) as err:
+            load_bundle(crafted)
+        assert str(err.value) == (
+            f"checkpoint {crafted}: {where}.trust_remote_code={said}: rebuilding its model or data "
+            "runs the code their folder or hub repository ships; if you trust that code, give "
+            "this command trust_remote_code=true"
+        )
     cfg = compose_config("eval", [f"ckpt_path={crafted}"], tmp_path / "eval")
     with pytest.raises(SFTError, match="give this command trust_remote_code=true"):
         evaluate(cfg)

@@ -29,10 +29,15 @@ class EarlyStopping(early_stopping.EarlyStopping):
       threshold when that threshold is unset.
     """
 
+    # the checkpoint this run continues records a stop of this callback's (GracefulInterrupt
+    # leaves that stop to it)
+    resumed_stop = False
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         patience = self.patience
         super().load_state_dict(state_dict)
         self.patience = patience
+        self.resumed_stop = self.stopping_reason != Reason.NOT_STOPPED
 
     def ended_the_run(self) -> bool:
         """Whether the checkpoint this run continues records a stop that this callback, as
@@ -55,7 +60,12 @@ class EarlyStopping(early_stopping.EarlyStopping):
         self._end_if_ended(trainer)
 
     def _end_if_ended(self, trainer: L.Trainer) -> None:
-        if trainer.should_stop or not self.ended_the_run():
+        if trainer.should_stop:
+            return
+        if not self.ended_the_run():
+            # a stop no longer made as configured now: the run trains on, and its later
+            # checkpoints record none (Lightning keeps the reason for good)
+            self.stopping_reason, self.stopping_reason_message = Reason.NOT_STOPPED, None
             return
         trainer.should_stop = True
         setting = {

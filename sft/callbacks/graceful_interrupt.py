@@ -35,7 +35,7 @@ from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from torch import multiprocessing as mp
 from torch.multiprocessing import ProcessExitedException
 
-from sft.callbacks.early_stopping import EarlyStopping, Reason
+from sft.callbacks.early_stopping import EarlyStopping
 from sft.callbacks.exact_resume import accumulating, validation_follows
 from sft.callbacks.last_checkpoint import ranking_checkpoint
 from sft.errors import TrainingInterrupted
@@ -121,8 +121,7 @@ class GracefulInterrupt(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install_handlers()  # without a sanity check (num_sanity_val_steps=0)
         stopped_early = any(
-            isinstance(c, EarlyStopping) and c.stopping_reason != Reason.NOT_STOPPED
-            for c in trainer.callbacks
+            isinstance(c, EarlyStopping) and c.resumed_stop for c in trainer.callbacks
         )
         if self._should_stop and stopped_early:
             # early stopping's own stop: it decides, as configured now (a raised patience

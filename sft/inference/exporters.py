@@ -157,7 +157,12 @@ def save_tokenizer(bundle: InferenceBundle, folder: Path) -> None:
         # a batch padded to its longest text, one text not at all (was: every text to 128)
         backend.no_padding()
         if tokenizer.pad_token is not None:
-            backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+            backend.enable_padding(
+                direction=tokenizer.padding_side,
+                pad_id=tokenizer.pad_token_id,
+                pad_type_id=tokenizer.pad_token_type_id,
+                pad_token=tokenizer.pad_token,
+            )
     try:
         tokenizer.save_pretrained(folder)
     finally:

@@ -35,6 +35,7 @@ from sft.inference.model_inputs import (
 from sft.models.backbones import backbone_speed_hints
 from sft.models.classifier import SFTClassifier, class_probabilities
 from sft.models.loading import (
+    check_buildable_targets,
     check_class_names,
     check_remote_code,
     datamodule_from_checkpoint,
@@ -327,6 +328,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     check_not_written(out / PREDICTIONS, "hydra.run.dir")  # the run directory given twice
     checkpoint = read_checkpoint(checkpoint_path(cfg.ckpt_path))
+    # before anything reads its settings: `data=<text config>` interpolates the model's
+    # (was: its tokenizer setting was instantiated unchecked)
+    check_buildable_targets(checkpoint, cfg.ckpt_path)
     check_remote_code(checkpoint, cfg.ckpt_path, cfg.get("trust_remote_code") is True)
     # before the config is printed: `data=` configs may interpolate the checkpoint's model
     data_cfg = data_config_for_checkpoint(cfg, checkpoint) if cfg.get("data") else None

@@ -86,9 +86,11 @@ def check_remote_code(checkpoint: dict[str, Any], path: str | Path, allowed: boo
     if allowed:
         return
     for where, value in _checkpoint_settings(checkpoint):
-        if where.endswith(".trust_remote_code") and value is True:
+        # any value but false: transformers reads it as a truth value (1, "true")
+        if where.endswith(".trust_remote_code") and value not in (False, None):
             raise SFTError(
-                f"checkpoint {path}: {where}=true: rebuilding its model or data runs the code "
+                f"checkpoint {path}: {where}={str(value).lower()}: rebuilding its model or data "
+                "runs the code "
                 "their folder or hub repository ships; if you trust that code, give this "
                 "command trust_remote_code=true"
             )
@@ -104,8 +106,8 @@ def check_buildable_targets(checkpoint: dict[str, Any], path: str | Path) -> Non
     for where, value in _checkpoint_settings(checkpoint):
         if isinstance(value, str) and "${" in value:
             raise SFTError(
-                f"checkpoint {path}: {where}={value[:60]!r} is an interpolation, which no "
-                "checkpoint sft saves holds (its settings are plain values): refused, as "
+                f"checkpoint {path}: {where}={value[:60]!r} is an interpolation, which sft "
+                "would resolve as it builds (settings are saved resolved): refused, as "
                 "resolving it could build whatever it names"
             )
     datamodule = checkpoint.get("datamodule_target")

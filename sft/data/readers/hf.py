@@ -83,15 +83,15 @@ def _with_its_own_classlabels(
         for own in features
         if own is not None
     ]
-    if not labels or labels[0] == {
-        c: f for c, f in dataset.features.items() if c in labels[0] and c in dataset.features
-    }:
-        return dataset
-    if any(other != labels[0] for other in labels[1:]):
+    if any(other != labels[0] for other in labels[1:]):  # each cast to the first's names
         raise SFTError(
             f"{name}: the files of split {named!r} record different class lists for the same "
             "columns; write them with one ClassLabel"
         )
+    if not labels or labels[0] == {
+        c: f for c, f in dataset.features.items() if c in labels[0] and c in dataset.features
+    }:
+        return dataset
     return datasets.load_dataset(
         name, config, split=split, data_files={named: list(files[named])}, **kwargs
     )

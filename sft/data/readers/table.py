@@ -359,4 +359,7 @@ def _ends_in_a_lone_carriage_return(path: Path, line: int) -> bool:
     with open(path, encoding=ENCODING, newline="") as f:  # on an error's way only
         lines = f.readlines()
     ends_newline = any(physical.endswith("\n") for physical in lines)
-    return 0 < line <= len(lines) and lines[line - 1].endswith("\r") and ends_newline
+    # the row's own line, or the one before it: a \r after a row's last field ends the row
+    # there, and what follows it is read as the next row
+    ends = [lines[n - 1] for n in (line, line - 1) if 0 < n <= len(lines)]
+    return ends_newline and any(physical.endswith("\r") for physical in ends)
