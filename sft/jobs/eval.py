@@ -8,9 +8,9 @@ sft-eval ckpt_path=outputs/train/cifar10_resnet18/<run>/checkpoints/last.ckpt
 """
 
 import csv
-import importlib
 import logging
 import os
+import pydoc
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -167,12 +167,11 @@ def data_config_for_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> D
 def fixed_image_size(target: Any) -> int | None:
     """The one image size of a datamodule class that has no `image_size` setting (CIFAR-10's
     32 px); None for others, or a class not importable here."""
-    if not isinstance(target, str) or "." not in target:  # data overrides only: the checkpoint's
+    if not isinstance(target, str):  # data overrides only: the checkpoint's
         return None
-    module, _, name = target.rpartition(".")
-    try:  # (hydra's get_class logs an ERROR line for what it cannot import)
-        size = getattr(getattr(importlib.import_module(module), name), "image_size", None)
-    except Exception:  # not importable here: nothing to take from it
+    try:  # pydoc: quiet (hydra's get_class logs an ERROR line for what it cannot import)
+        size = getattr(pydoc.locate(target), "image_size", None)
+    except pydoc.ErrorDuringImport:  # not importable here: nothing to take from it
         return None
     return size if isinstance(size, int) else None
 

@@ -47,19 +47,6 @@ _BUILDABLE_CLASSES = (
 _SCHEDULES_MODULE = "transformers.optimization"
 
 
-def _targets(node: Any, where: str) -> Iterator[tuple[str, Any]]:
-    """(the key's path, the value) of every `_target_` in a checkpoint's nested settings."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "_target_":
-                yield f"{where}._target_", value
-            else:
-                yield from _targets(value, f"{where}.{key}")
-    elif isinstance(node, list | tuple):
-        for i, value in enumerate(node):
-            yield from _targets(value, f"{where}[{i}]")
-
-
 def _settings(node: Any, where: str) -> Iterator[tuple[str, Any]]:
     """(the key's path, the value) of every leaf value in a checkpoint's nested settings."""
     if isinstance(node, dict):
@@ -90,9 +77,8 @@ def check_remote_code(checkpoint: dict[str, Any], path: str | Path, allowed: boo
         if where.endswith(".trust_remote_code") and value not in (False, None):
             raise SFTError(
                 f"checkpoint {path}: {where}={str(value).lower()}: rebuilding its model or data "
-                "runs the code "
-                "their folder or hub repository ships; if you trust that code, give this "
-                "command trust_remote_code=true"
+                "runs the code their folder or hub repository ships; if you trust that code, "
+                "give this command trust_remote_code=true"
             )
 
 
@@ -110,11 +96,10 @@ def check_buildable_targets(checkpoint: dict[str, Any], path: str | Path) -> Non
                 "would resolve as it builds (settings are saved resolved): refused, as "
                 "resolving it could build whatever it names"
             )
-    datamodule = checkpoint.get("datamodule_target")
     found = [
-        *_targets(checkpoint.get("hyper_parameters"), "model"),
-        *_targets(checkpoint.get("datamodule_hyper_parameters"), "data"),
-        *([("datamodule_target", datamodule)] if datamodule is not None else []),
+        (where, value)
+        for where, value in _checkpoint_settings(checkpoint)
+        if value is not None and (where.endswith("._target_") or where == "datamodule_target")
     ]
     for where, target in found:
         try:  # pydoc: quiet (Hydra's get_object logs an ERROR before the build's own line)
