@@ -12,6 +12,7 @@ import os
 import pickle
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -268,7 +269,14 @@ def test_missing_checkpoint_names_the_path(tmp_path: Path) -> None:
     path = tmp_path / "nowhere" / "weights.pt"
     with pytest.raises(SFTError) as err:
         create_backbone("resnet18", checkpoint=str(path))
-    assert str(path) in single_line(err)
+    assert single_line(err) == f"backbone checkpoint {path}: no such file"
+
+
+def test_a_folder_as_the_backbone_checkpoint_is_called_one(tmp_path: Path) -> None:
+    """Was: "backbone checkpoint not found" of a folder that is there."""
+    with pytest.raises(SFTError) as err:
+        create_backbone("resnet18", checkpoint=str(tmp_path))
+    assert single_line(err) == f"backbone checkpoint {tmp_path}: a directory, not a file"
 
 
 @pytest.mark.parametrize("junk", [b"junk\n", b"hello world\n", b"\x80\x02}q\x00."])
@@ -282,6 +290,19 @@ def test_a_corrupt_checkpoint_is_one_line(tmp_path: Path, junk: bytes) -> None:
     message = single_line(err)
     assert message.startswith(f"backbone checkpoint {path}: cannot be read (")
     assert message.endswith("the file is corrupt, or not a state_dict saved with torch.save")
+
+
+def test_a_state_dict_saved_at_pickle_protocol_5_says_so(tmp_path: Path) -> None:
+    """Was: "the file is corrupt", after torch's UserWarning, of a whole file."""
+    path = tmp_path / "r18.pt"
+    torch.save(create_backbone("resnet18").state_dict(), path, pickle_protocol=5)
+    with pytest.raises(SFTError) as err, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        create_backbone("resnet18", checkpoint=str(path))
+    assert single_line(err).endswith(
+        "it was saved with pickle protocol 4 or 5, which a weights-only load does not read; "
+        "save it again with torch.save's default pickle_protocol"
+    )
 
 
 def test_mismatching_checkpoint_names_file_and_keys(tmp_path: Path) -> None:

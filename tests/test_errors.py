@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -1209,6 +1210,12 @@ def bad_checkpoint(kind: str, good: Path, directory: Path) -> Path:
         path.write_bytes(os.urandom(4096))
     elif kind == "not_ours":
         torch.save({"weight": torch.zeros(3)}, path)
+    elif kind == "protocol_5":
+        torch.save(torch.load(good, weights_only=True), path, pickle_protocol=5)
+    elif kind == "link_loop":
+        path.symlink_to(path.name)
+    elif kind == "dangling_link":
+        path.symlink_to(directory / "moved.ckpt")
     return path
 
 
@@ -1301,12 +1308,18 @@ def test_a_checkpoint_whose_model_settings_do_not_fit_is_one_line(checkpoint, tm
         ("truncated", "cannot be read"),
         ("garbage", "cannot be read"),
         ("not_ours", "not an sft training checkpoint"),
+        # was: "the file is corrupt or not a checkpoint", after torch's UserWarning
+        ("protocol_5", "; it was saved with pickle protocol 4 or 5, which a weights-only load"),
+        # was: "no such file" of a link the user sees in the folder
+        ("link_loop", "a symbolic link that loops (it leads back to itself)"),
+        ("dangling_link", "moved.ckpt, which does not exist"),
     ],
 )
 def test_bad_checkpoint_file(kind, reason, checkpoint, tmp_path):
     """What sft-train (resume) and sft-eval both read a checkpoint with."""
     path = bad_checkpoint(kind, checkpoint, tmp_path)
-    with pytest.raises(SFTError) as err:
+    with pytest.raises(SFTError) as err, warnings.catch_warnings():
+        warnings.simplefilter("error")  # the error line says it all
         read_checkpoint(path)
     assert str(err.value).startswith(f"checkpoint {path}") and reason in str(err.value)
     assert "\n" not in str(err.value)

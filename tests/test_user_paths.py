@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -37,7 +37,7 @@ from sft.jobs.eval import evaluate
 from sft.jobs.train import train
 from sft.models.classifier import SFTClassifier
 from sft.models.loading import check_class_names
-from sft.runs.resume import follow_moved_run
+from sft.runs.resume import follow_moved_run, readable_checkpoint
 from sft.utils.cli import (
     accept_checkpoint_data_settings,
     accept_trainer_arguments,
@@ -98,6 +98,18 @@ def test_eval_a_text_checkpoint_on_named_data(checkpoints, tmp_path):
     metrics = evaluate(cfg)
     assert 0.0 <= metrics["val/acc"] <= 1.0
     assert (tmp_path / "predictions.csv").is_file()
+
+
+def test_eval_caches_tokens_where_this_machine_does(checkpoints, tmp_path, monkeypatch):
+    """sft-eval of a text checkpoint caches the scored split's token ids under this run's
+    $SFT_CACHE_DIR, not the training run's folder (was: written there, another user's or a
+    folder that is gone; the cache found there was read)."""
+    trained = torch.load(checkpoints["text"], map_location="cpu", weights_only=False)
+    trained_cache = Path(trained["datamodule_hyper_parameters"]["cache_dir"])
+    monkeypatch.setenv("SFT_CACHE_DIR", str(tmp_path / "cache_here"))
+    evaluate(text_eval_config(checkpoints, tmp_path / "run", val_batches=1))
+    assert [p.suffix for p in (tmp_path / "cache_here" / "tokens").iterdir()] == [".pt"]
+    assert trained_cache != tmp_path / "cache_here" / "tokens"
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
@@ -763,6 +775,24 @@ def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable(train_cfg,
     shutil.rmtree(run_dir / "tensorboard")
     with pytest.raises(SFTError, match=r"cannot be read .* no other readable checkpoint"):
         train(train_cfg("trainer.max_epochs=3", "test=false", f"resume={run_dir}", run_dir=run_dir))
+
+
+def test_resuming_from_a_last_checkpoint_sft_refuses_to_unpickle_says_why(tmp_path):
+    """A last.ckpt holding an object a weights-only load refuses is not called truncated or
+    corrupt (was: "cannot be read (truncated or corrupt)" of a whole, readable file)."""
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    torch.save({"global_step": 3, "where": PurePosixPath("a")}, last)
+    with pytest.raises(SFTError) as info:
+        readable_checkpoint(last)
+    assert str(info.value).startswith(
+        f"resume: {last} cannot be read (a weights-only load refuses it: Unsupported global: "
+        "GLOBAL pathlib.PurePosixPath"
+    )
+    assert str(info.value).endswith(
+        f") and the run has no other readable checkpoint in {last.parent}; start a new run or "
+        "restore the file"
+    )
 
 
 def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_again(

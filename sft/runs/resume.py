@@ -47,7 +47,12 @@ from sft.runs.result import (
     run_overrides,
     same_overrides,
 )
-from sft.utils.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from sft.utils.checkpoint_io import (
+    AtomicCheckpointIO,
+    load_failure,
+    load_weights_only,
+    read_checkpoint,
+)
 from sft.utils.config import RUN_START, task_overrides
 from sft.utils.ddp_ranks import is_job_rank
 from sft.utils.io import atomic_write, checkpoint_path
@@ -367,13 +372,15 @@ def follow_moved_run(checkpoint: dict[str, Any], path: Path) -> None:
         }
 
 
-def _read_or_none(path: Path) -> dict | None:
-    """The checkpoint's contents, or None when it cannot be read."""
+def _read_training_state(path: Path) -> tuple[dict | None, str]:
+    """The checkpoint's contents, or None and why it cannot be resumed from."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # truncated, empty, not a zip archive, foreign pickle: all unreadable
-        return None
-    return state if isinstance(state, dict) and "global_step" in state else None
+        state = load_weights_only(path)
+    except Exception as exc:  # truncated, empty, not a zip archive, foreign pickle: unreadable
+        return None, load_failure(exc)
+    if not (isinstance(state, dict) and "global_step" in state):
+        return None, "not a training checkpoint: no global_step"
+    return state, ""
 
 
 def _moved(path: str, before: str, here: str) -> str:
@@ -389,7 +396,7 @@ def readable_checkpoint(last: Path) -> tuple[Path, dict]:
     `last.ckpt.unreadable`, so that training does not write over it, and that checkpoint is
     copied to `last`: a run that trains no further (finished) still has one to continue from
     next time. SFTError when none is."""
-    state = _read_or_none(last)
+    state, why = _read_training_state(last)
     if state is not None:
         return last, state
     others = sorted(
@@ -398,7 +405,7 @@ def readable_checkpoint(last: Path) -> tuple[Path, dict]:
         reverse=True,
     )
     for candidate in others:
-        state = _read_or_none(candidate)
+        state, _ = _read_training_state(candidate)
         if state is not None:
             kept = last.with_name(last.name + ".unreadable")
             last.rename(kept)
@@ -410,7 +417,7 @@ def readable_checkpoint(last: Path) -> tuple[Path, dict]:
             )
             return candidate, state
     raise SFTError(
-        f"resume: {last} cannot be read (truncated or corrupt) and the run has no other readable "
+        f"resume: {last} cannot be read ({why}) and the run has no other readable "
         f"checkpoint in {last.parent}; start a new run or restore the file"
     )
 
@@ -692,7 +699,7 @@ def recover_spawned_progress(trainer: Trainer) -> None:
     last = trainer_last_checkpoint(trainer)
     if trainer.global_step > 0 or not last.is_file():
         return
-    state = _read_or_none(last)  # unreadable: the record keeps the main process's counts
+    state, _ = _read_training_state(last)  # unreadable: the record keeps the main process's counts
     fit_loop = (state or {}).get("loops", {}).get("fit_loop")
     if fit_loop is None or state["global_step"] == 0:
         return

@@ -26,14 +26,20 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def load_weights_only(path: str | Path) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU, without torch's warnings about a
+    TorchScript archive or a pickle protocol above 2: the errors sft raises for them say so."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "'torch.load' received a zip file that looks like")
+        warnings.filterwarnings("ignore", "Detected pickle protocol")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """`torch.load(weights_only=True)` with one clear error for a missing or unreadable file."""
     path = check_checkpoint_file(path)
     try:
-        with warnings.catch_warnings():
-            # "looks like a TorchScript archive": said below, in one line
-            warnings.filterwarnings("ignore", "'torch.load' received a zip file that looks like")
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_weights_only(path)
     except Exception as exc:
         if "TorchScript archive" in str(exc):
             raise SFTError(
@@ -47,12 +53,22 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "it holds objects other than tensors and plain values, which sft does not load "
             "(never unpickling code from a file); a model's hparams must be plain values"
             if "Unsupported global" in reason
+            else SAVE_AT_DEFAULT_PROTOCOL
+            if "Unsupported operand" in reason
             else "the file is corrupt or not a checkpoint"
         )
         raise SFTError(f"checkpoint {path}: cannot be read ({reason}); {why}") from exc
     if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint:
         raise SFTError(f"checkpoint {path}: not an sft training checkpoint (no hyper_parameters)")
     return checkpoint
+
+
+# torch's weights-only unpickler reads pickle protocols 2 (torch.save's default) and 3: a file
+# saved with `pickle_protocol=4` or 5 (their FRAME opcode, 149) is whole but refused
+SAVE_AT_DEFAULT_PROTOCOL = (
+    "it was saved with pickle protocol 4 or 5, which a weights-only load does not read; save "
+    "it again with torch.save's default pickle_protocol"
+)
 
 
 def load_failure(exc: Exception) -> str:

@@ -59,8 +59,23 @@ def check_checkpoint_file(path: str | Path) -> Path:
             + (f" (its run's newest: {hint})" if hint.is_file() else "")
         )
     if not path.is_file():
-        raise SFTError(f"checkpoint {path}: no such file")
+        raise SFTError(f"checkpoint {path}: {missing_file(path)}")
     return path
+
+
+def missing_file(path: Path) -> str:
+    """Why `path`, expected to be a file, cannot be opened as one: a folder, a link that leads
+    nowhere or to itself (was: "no such file" of a link the user can see), or nothing there."""
+    if path.is_dir():
+        return "a directory, not a file"
+    if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return "a symbolic link that loops (it leads back to itself)"
+        return f"a symbolic link to {os.readlink(path)}, which does not exist"
+    return "no such file"
 
 
 def check_not_written(path: Path, setting: str) -> None:

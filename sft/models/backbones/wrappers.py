@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sft.errors import SFTError
-from sft.utils.checkpoint_io import load_failure
+from sft.utils.checkpoint_io import SAVE_AT_DEFAULT_PROTOCOL, load_failure, load_weights_only
+from sft.utils.io import missing_file
 from sft.utils.logs import first_few
 
 # Prefixes a saved state_dict may carry around the backbone's own keys: our LightningModule
@@ -71,17 +72,20 @@ def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> 
     """
     file = Path(path).expanduser()
     if not file.is_file():
-        raise SFTError(f"backbone checkpoint not found: {file}")
+        raise SFTError(f"backbone checkpoint {file}: {missing_file(file)}")
     try:
         # weights_only: a checkpoint is data; never run code from it.
-        obj = torch.load(file, map_location="cpu", weights_only=True)
+        obj = load_weights_only(file)
     except OSError as err:  # the file itself: permissions, a disk error
         raise SFTError(f"backbone checkpoint {file}: cannot be read ({err})") from err
     except Exception as err:  # unpickling junk raises anything (KeyError, ValueError, ...)
-        raise SFTError(
-            f"backbone checkpoint {file}: cannot be read ({load_failure(err)}); the file is "
-            "corrupt, or not a state_dict saved with torch.save"
-        ) from err
+        reason = load_failure(err)
+        why = (
+            SAVE_AT_DEFAULT_PROTOCOL
+            if "Unsupported operand" in reason
+            else "the file is corrupt, or not a state_dict saved with torch.save"
+        )
+        raise SFTError(f"backbone checkpoint {file}: cannot be read ({reason}); {why}") from err
     own = model.state_dict()
     state = _under_own_prefix(_extract_state_dict(obj, file), own)
     unsaved = _non_persistent_buffers(model)
