@@ -486,3 +486,57 @@ def test_an_encoder_saved_without_its_decoder_exports_as_that_class(tmp_path, da
     assert head["logits"].startswith("pool(T5EncoderModel(input_ids, attention_mask)")
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["parity_max_abs_diff"]["hf"] < ATOL
+
+
+def test_a_model_of_its_own_code_exports_to_hf_with_trust_remote_code(tmp_path, data_dir):
+    """A backbone folder whose config maps to its own code (auto_map, its own model_type),
+    trained with trust_remote_code: `sft-export trust_remote_code=true formats=[hf]` wrote the
+    folder and then failed reloading it ("contains custom code which must be executed")."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from sft.hub import resolve_model_name
+
+    folder = tmp_path / "own_code"
+    torch.manual_seed(0)
+    BertModel(
+        BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(resolve_model_name("minilm")).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(
+        model_type="sft-own-code",
+        auto_map={"AutoConfig": "configuration_own.OwnConfig", "AutoModel": "modeling_own.Own"},
+    )
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "configuration_own.py").write_text(
+        "from transformers import BertConfig\n\n\nclass OwnConfig(BertConfig):\n"
+        "    model_type = 'sft-own-code'\n"
+    )
+    (folder / "modeling_own.py").write_text(
+        "from transformers import BertModel\n\nfrom .configuration_own import OwnConfig\n\n\n"
+        "class Own(BertModel):\n    config_class = OwnConfig\n"
+    )
+    run = tmp_path / "train"
+    overrides = [
+        "experiment=sst2_minilm",
+        "+trainer.max_steps=2",
+        "test=false",
+        "trainer.enable_progress_bar=false",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "+trainer.limit_val_batches=1",
+        f"model.backbone.model_name_or_path={folder}",
+        "model.backbone.trust_remote_code=true",
+        "data.samples_per_class=8",
+        "data.batch_size=8",
+    ]
+    train(compose_config("train", overrides, run))
+    out = run_export(
+        run / "checkpoints" / "last.ckpt",
+        tmp_path / "run",
+        "formats=[hf]",
+        "trust_remote_code=true",
+    )
+    assert (out / "hf" / "modeling_own.py").is_file()  # the code it needs goes with it
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["parity_max_abs_diff"]["hf"] < ATOL

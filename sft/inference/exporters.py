@@ -222,7 +222,10 @@ def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[P
             indent=1,
         )
     )
-    reloaded = model_class.from_pretrained(folder).eval()
+    # a model of its own code (auto_map): the command was given trust_remote_code=true for it
+    # (check_remote_code), and the folder holds that code (was: refused at this reload)
+    trusted = bool(bundle.model.hparams["backbone"].get("trust_remote_code"))
+    reloaded = model_class.from_pretrained(folder, trust_remote_code=trusted).eval()
     pooling = encoder.pooling
 
     def run(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
