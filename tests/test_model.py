@@ -553,6 +553,15 @@ def test_channels_last_follows_the_backbone_family():
     assert not make_model().channels_last  # small_cnn: no hint
 
 
+def test_the_channels_last_default_is_said_on_the_models_own_logger(caplog):
+    """sft-eval, sft-predict and sft-export leave the model's INFO lines out as they load it
+    (info_left_out): this one went through Lightning's logger, so they printed it."""
+    with caplog.at_level(logging.INFO):
+        make_model(backbone={"_target_": SMALL_CNN["_target_"], "name": "resnet18"})
+    said = [r.name for r in caplog.records if "channels_last=null -> on" in r.getMessage()]
+    assert said == [SFTClassifier.__module__]
+
+
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenetv2", "resnet18", "huggingface"])
 def test_auto_precision_picks_bf16_on_a_bf16_cpu_for_the_families_faster_in_it(monkeypatch, name):
     """EfficientNet-Lite0 and MobileNetV2 too, with each part of their depthwise convolutions in

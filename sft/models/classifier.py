@@ -315,8 +315,9 @@ class SFTClassifier(L.LightningModule):
             )
         if channels_last is None:
             channels_last = backbone_speed_hints(backbone).channels_last
-            if channels_last:
-                rank_zero_info("model.channels_last=null -> on (the backbone family's default)")
+            if channels_last and rank_zero_only.rank == 0:
+                # this module's logger: sft-eval/-predict/-export leave its INFO lines out
+                log.info("model.channels_last=null -> on (the backbone family's default)")
         self.channels_last = bool(channels_last)
         if self.channels_last and self.input_spec.modality != "image":
             # a warning, not an error: checkpoints saved with it still load
