@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
@@ -205,6 +206,31 @@ def quiet_trainer(tmp_path, **settings) -> L.Trainer:
         default_root_dir=tmp_path,
         **settings,
     )
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_the_loss_of_a_split_is_its_mean_over_examples(tmp_path, split):
+    """A split of 5 in batches of 4 and 1: the logged loss is the mean over its 5 examples
+    (was: the mean of the two batch means, torchmetrics' MeanMetric(nan_strategy="disable")
+    dropping the batch-size weights; sft-eval's val/loss then changed with eval_batch_size)."""
+    model = make_model().eval()
+    torch.manual_seed(1)
+    images, labels = torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        expected = F.cross_entropy(model(images), labels).item()
+        one_batch_mean = F.cross_entropy(model(images[4:]), labels[4:]).item()
+    assert abs(expected - one_batch_mean) > 1e-3  # an unweighted mean would differ
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(images, labels), batch_size=4
+    )
+    trainer = quiet_trainer(tmp_path, accelerator="cpu")
+    run = trainer.validate if split == "val" else trainer.test
+    (logged,) = run(model, loader, verbose=False)
+    assert logged[f"{split}/loss"] == pytest.approx(expected, rel=1e-5)
+    with torch.no_grad():  # a diverged model: its loss says so, not the finite batches' mean
+        model.head.base.bias[0] = float("nan")
+    (logged,) = run(model, loader, verbose=False)
+    assert math.isnan(logged[f"{split}/loss"])
 
 
 def tiny_loader() -> torch.utils.data.DataLoader:

@@ -381,9 +381,12 @@ class SFTClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         # the split's mean loss, weighted by batch size and summed over DDP ranks by torchmetrics:
         # Lightning's sync_dist mean truncated the ranks' example counts to integers (gloo), so
-        # an odd split's loss came out N/(N-1) too high. NaN is kept, not skipped with a warning
-        self.val_loss = MeanMetric(nan_strategy="disable")
-        self.test_loss = MeanMetric(nan_strategy="disable")
+        # an odd split's loss came out N/(N-1) too high. NaN is kept (replaced by NaN), not
+        # skipped with a warning; not nan_strategy="disable", which drops the weights too
+        # (torchmetrics 1.9, issue #3434: the mean of batch means, so the loss of a split with a
+        # smaller last batch changed with the batch size)
+        self.val_loss = MeanMetric(nan_strategy=float("nan"))
+        self.test_loss = MeanMetric(nan_strategy=float("nan"))
         # from a resumed checkpoint (on_load_checkpoint), applied in on_train_start
         self._restored_acc_best: float | None = None
         # an image batch went through the backbone: its size is one the backbone takes
