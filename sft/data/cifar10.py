@@ -22,7 +22,7 @@ from sft.data.base import (
     check_batch_size,
     passthrough_collate,
 )
-from sft.data.resumable import ResumableDataLoader
+from sft.data.resumable import split_loader
 from sft.data.subsets import check_few_label_args, few_label_indices
 from sft.errors import SFTError
 from sft.utils.logs import rank_zero_warning
@@ -272,5 +272,4 @@ class CIFAR10DataModule(ImageDataModule):
     def _loader(self, data: TensorBatchDataset | None, split: str, **kwargs) -> DataLoader:
         if data is None:
             raise RuntimeError(f"CIFAR10DataModule: call setup() before the {split} dataloader")
-        loader_cls = ResumableDataLoader if split == "train" else DataLoader
-        return loader_cls(data, num_workers=0, collate_fn=passthrough_collate, **kwargs)
+        return split_loader(data, split, num_workers=0, collate_fn=passthrough_collate, **kwargs)

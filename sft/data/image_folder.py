@@ -37,7 +37,7 @@ from sft.data.image_files import (
     warn_repeated_files,
     warn_shared_files,
 )
-from sft.data.resumable import ResumableDataLoader
+from sft.data.resumable import split_loader
 from sft.data.subsets import (
     check_few_label_args,
     few_label_indices,
@@ -705,9 +705,9 @@ class ImageFolderDataModule(ImageDataModule):
     def _loader(self, data: Dataset | None, split: str, **kwargs) -> DataLoader:
         if data is None:
             raise RuntimeError(f"ImageFolderDataModule: call setup() before the {split} dataloader")
-        loader_cls = ResumableDataLoader if split == "train" else DataLoader
-        return loader_cls(
+        return split_loader(
             data,
+            split,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             **kwargs,

@@ -60,6 +60,21 @@ class ResumableRandomSampler(RandomSampler):
         self._resume = (int(state["seed"]), skip)
 
 
+def split_loader(data: Any, split: str, **kwargs: Any) -> DataLoader:
+    """The DataLoader of a split (`train`: resumable) with a random generator of its own.
+
+    torch draws a loader iterator's base seed (its workers' seeds) from the loader's generator,
+    else from the global RNG: each validation pass, and each training epoch unless its workers
+    persist (`num_workers > 0`), took one draw from the stream that dropout, augmentation and
+    the sampler's shuffling read, so `data.num_workers`, how often validation ran and a resume
+    (which builds its iterators afresh) each changed a seeded run. The generator starts from the
+    run's seed (`torch.initial_seed()`) and draws nothing from the global stream.
+    """
+    loader_cls = ResumableDataLoader if split == "train" else DataLoader
+    generator = torch.Generator().manual_seed(torch.initial_seed())
+    return loader_cls(data, generator=generator, **kwargs)
+
+
 def _resumable(sampler: Any) -> bool:
     return hasattr(sampler, "pass_state") and hasattr(sampler, "resume_pass")
 

@@ -25,7 +25,7 @@ from sft.data.base import SFTDataModule, absolute_dir, check_batch_size
 from sft.data.length_grouped import LengthGroupedSampler
 from sft.data.readers import ReaderSettings, create_reader
 from sft.data.readers.files import FileReader
-from sft.data.resumable import ResumableDataLoader, ResumableRandomSampler
+from sft.data.resumable import ResumableRandomSampler, split_loader
 from sft.data.subsets import (
     check_few_label_args,
     few_label_indices,
@@ -552,9 +552,9 @@ class TextClassificationDataModule(SFTDataModule):
             raise RuntimeError(
                 f"TextClassificationDataModule: call setup() before the {what} loader"
             )
-        loader_cls = ResumableDataLoader if what == "train" else DataLoader
-        return loader_cls(
+        return split_loader(
             data,
+            what,
             collate_fn=self.collator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
