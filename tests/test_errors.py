@@ -1214,8 +1214,11 @@ def bad_checkpoint(kind: str, good: Path, directory: Path) -> Path:
         torch.save(torch.load(good, weights_only=True), path, pickle_protocol=5)
     elif kind == "link_loop":
         path.symlink_to(path.name)
-    elif kind == "dangling_link":
-        path.symlink_to(directory / "moved.ckpt")
+    elif kind == "dangling_link":  # relative, through a second link
+        (directory / "link.ckpt").symlink_to("moved.ckpt")
+        path.symlink_to("link.ckpt")
+    elif kind == "fifo":
+        os.mkfifo(path)
     return path
 
 
@@ -1312,7 +1315,8 @@ def test_a_checkpoint_whose_model_settings_do_not_fit_is_one_line(checkpoint, tm
         ("protocol_5", "; it was saved with pickle protocol 4 or 5, which a weights-only load"),
         # was: "no such file" of a link the user sees in the folder
         ("link_loop", "a symbolic link that loops (it leads back to itself)"),
-        ("dangling_link", "moved.ckpt, which does not exist"),
+        ("dangling_link", "a symbolic link to {tmp_path}/moved.ckpt, which does not exist"),
+        ("fifo", "not a regular file"),
     ],
 )
 def test_bad_checkpoint_file(kind, reason, checkpoint, tmp_path):
@@ -1321,6 +1325,7 @@ def test_bad_checkpoint_file(kind, reason, checkpoint, tmp_path):
     with pytest.raises(SFTError) as err, warnings.catch_warnings():
         warnings.simplefilter("error")  # the error line says it all
         read_checkpoint(path)
+    reason = reason.format(tmp_path=tmp_path.resolve())
     assert str(err.value).startswith(f"checkpoint {path}") and reason in str(err.value)
     assert "\n" not in str(err.value)
 

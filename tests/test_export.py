@@ -488,7 +488,9 @@ def test_an_encoder_saved_without_its_decoder_exports_as_that_class(tmp_path, da
     assert meta["parity_max_abs_diff"]["hf"] < ATOL
 
 
-def test_a_model_of_its_own_code_exports_to_hf_with_trust_remote_code(tmp_path, data_dir):
+def test_a_model_of_its_own_code_exports_to_hf_with_trust_remote_code(
+    tmp_path, data_dir, monkeypatch
+):
     """A backbone folder whose config maps to its own code (auto_map, its own model_type),
     trained with trust_remote_code: `sft-export trust_remote_code=true formats=[hf]` wrote the
     folder and then failed reloading it ("contains custom code which must be executed")."""
@@ -496,6 +498,8 @@ def test_a_model_of_its_own_code_exports_to_hf_with_trust_remote_code(tmp_path, 
 
     from sft.hub import resolve_model_name
 
+    # where transformers copies the code it runs: the test's, not the user's cache
+    monkeypatch.setattr("transformers.dynamic_module_utils.HF_MODULES_CACHE", str(tmp_path / "m"))
     folder = tmp_path / "own_code"
     torch.manual_seed(0)
     BertModel(

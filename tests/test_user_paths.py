@@ -112,6 +112,26 @@ def test_eval_caches_tokens_where_this_machine_does(checkpoints, tmp_path, monke
     assert trained_cache != tmp_path / "cache_here" / "tokens"
 
 
+def test_only_settings_a_datamodule_calls_the_machines_are_left_to_this_one():
+    """sft's text data forgets the training machine's token cache folder; another datamodule's
+    `cache_dir` (a user's, which may require it, or mean a dataset's folder) is its own."""
+    from sft.models.loading import trained_data_config
+
+    def rebuilt(target: str) -> dict:
+        checkpoint = {
+            "hyper_parameters": {},
+            "datamodule_target": target,
+            "datamodule_hyper_parameters": {"cache_dir": "/elsewhere", "batch_size": 8},
+        }
+        return trained_data_config("run.ckpt", checkpoint)
+
+    assert rebuilt("sft.data.text.TextClassificationDataModule") == {
+        "_target_": "sft.data.text.TextClassificationDataModule",
+        "batch_size": 8,
+    }
+    assert rebuilt("sft.data.cifar10.CIFAR10DataModule")["cache_dir"] == "/elsewhere"
+
+
 @pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
 def test_eval_under_ddp_is_refused(checkpoints, tmp_path, strategy):
     """sft-eval with two DDP processes: predictions.csv held one rank's rows under the first
@@ -777,22 +797,34 @@ def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable(train_cfg,
         train(train_cfg("trainer.max_epochs=3", "test=false", f"resume={run_dir}", run_dir=run_dir))
 
 
-def test_resuming_from_a_last_checkpoint_sft_refuses_to_unpickle_says_why(tmp_path):
-    """A last.ckpt holding an object a weights-only load refuses is not called truncated or
-    corrupt (was: "cannot be read (truncated or corrupt)" of a whole, readable file)."""
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        ("unsafe", "a weights-only load refuses it: Unsupported global: GLOBAL pathlib.PurePos"),
+        ("protocol_5", "; it was saved with pickle protocol 4 or 5, which a weights-only load"),
+    ],
+)
+def test_resuming_from_a_last_checkpoint_sft_does_not_read_says_why(tmp_path, caplog, kind, why):
+    """A last.ckpt holding an object a weights-only load refuses, or pickled at protocol 5, is
+    not called truncated or corrupt (was: "cannot be read (truncated or corrupt)" of a whole
+    file), with or without an older checkpoint to fall back to."""
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
-    torch.save({"global_step": 3, "where": PurePosixPath("a")}, last)
+    if kind == "unsafe":
+        torch.save({"global_step": 3, "where": PurePosixPath("a")}, last)
+    else:
+        torch.save({"global_step": 3}, last, pickle_protocol=5)
     with pytest.raises(SFTError) as info:
         readable_checkpoint(last)
-    assert str(info.value).startswith(
-        f"resume: {last} cannot be read (a weights-only load refuses it: Unsupported global: "
-        "GLOBAL pathlib.PurePosixPath"
-    )
+    assert str(info.value).startswith(f"resume: {last} cannot be read (")
+    assert why in str(info.value)
     assert str(info.value).endswith(
         f") and the run has no other readable checkpoint in {last.parent}; start a new run or "
         "restore the file"
     )
+    torch.save({"global_step": 2}, last.with_name("step_2.ckpt"))
+    with logs_warning(caplog, re.escape(why)):
+        assert readable_checkpoint(last)[1] == {"global_step": 2}
 
 
 def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_again(

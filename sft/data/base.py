@@ -30,6 +30,9 @@ class SFTDataModule(L.LightningDataModule):
 
     # what the loaders yield; None: not declared (a user's datamodule), not checked
     modality: ClassVar[Modality | None] = None
+    # settings of the machine a run trained on, not of the trained model: a checkpoint's data
+    # is rebuilt with this machine's defaults for them (sft-eval, sft-predict, sft-export)
+    machine_settings: ClassVar[tuple[str, ...]] = ()
     num_classes: int
     class_names: list[str]
     # False when the test split has no labels (sft-train then skips testing, sft-eval scores

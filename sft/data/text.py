@@ -77,6 +77,9 @@ class TextClassificationDataModule(SFTDataModule):
     `attention_mask`, `token_type_ids` (when the tokenizer makes them) and int64 `labels`.
     """
 
+    # the token cache folder: where the training machine kept it (another user's, or gone)
+    machine_settings = ("cache_dir",)
+
     modality = "text"
 
     def __init__(

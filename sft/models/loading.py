@@ -281,12 +281,13 @@ def trained_data_config(path: str | Path, checkpoint: dict[str, Any]) -> dict[st
     if "datamodule_target" not in checkpoint:
         raise SFTError(f"checkpoint {path}: records no datamodule; choose one with data=<name>")
     hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
-    # where the training run cached token ids is that machine's; this one caches where its
-    # own configs do ($SFT_CACHE_DIR; was: the training run's folder, another user's or gone)
-    hparams.pop("cache_dir", None)
     target = checkpoint["datamodule_target"]
     with contextlib.suppress(pydoc.ErrorDuringImport):  # instantiate says so, in one line
         cls = pydoc.locate(target)
+        # the training machine's (its token cache folder): this one's defaults instead, e.g.
+        # $SFT_CACHE_DIR (was: the training run's folder, another user's or gone)
+        for key in getattr(cls, "machine_settings", ()):
+            hparams.pop(key, None)
         if cls is not None and (unrecorded := unrecorded_settings(cls, hparams)):
             log.warning(
                 f"checkpoint {path}: its datamodule {target} recorded none of its settings "

@@ -48,10 +48,12 @@ from sft.runs.result import (
     same_overrides,
 )
 from sft.utils.checkpoint_io import (
+    SAVE_AT_DEFAULT_PROTOCOL,
     AtomicCheckpointIO,
     load_failure,
     load_weights_only,
     read_checkpoint,
+    saved_at_protocol_4_or_5,
 )
 from sft.utils.config import RUN_START, task_overrides
 from sft.utils.ddp_ranks import is_job_rank
@@ -377,7 +379,10 @@ def _read_training_state(path: Path) -> tuple[dict | None, str]:
     try:
         state = load_weights_only(path)
     except Exception as exc:  # truncated, empty, not a zip archive, foreign pickle: unreadable
-        return None, load_failure(exc)
+        reason = load_failure(exc)
+        if saved_at_protocol_4_or_5(reason):
+            reason += f"; {SAVE_AT_DEFAULT_PROTOCOL}"
+        return None, reason
     if not (isinstance(state, dict) and "global_step" in state):
         return None, "not a training checkpoint: no global_step"
     return state, ""
@@ -412,7 +417,8 @@ def readable_checkpoint(last: Path) -> tuple[Path, dict]:
             with candidate.open("rb") as source:  # whole, or not there
                 atomic_write(last, lambda f: shutil.copyfileobj(source, f))
             log.warning(
-                f"{last} cannot be read (kept as {kept.name}): resuming from {candidate.name}, "
+                f"{last} cannot be read ({why}; kept as {kept.name}): resuming from "
+                f"{candidate.name}, "
                 f"the newest readable checkpoint of this run (copied to {last.name})"
             )
             return candidate, state

@@ -54,7 +54,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "(never unpickling code from a file); a model's hparams must be plain values"
             if "Unsupported global" in reason
             else SAVE_AT_DEFAULT_PROTOCOL
-            if "Unsupported operand" in reason
+            if saved_at_protocol_4_or_5(reason)
             else "the file is corrupt or not a checkpoint"
         )
         raise SFTError(f"checkpoint {path}: cannot be read ({reason}); {why}") from exc
@@ -69,6 +69,11 @@ SAVE_AT_DEFAULT_PROTOCOL = (
     "it was saved with pickle protocol 4 or 5, which a weights-only load does not read; save "
     "it again with torch.save's default pickle_protocol"
 )
+
+
+def saved_at_protocol_4_or_5(reason: str) -> bool:
+    """Whether `load_failure`'s `reason` is the refusal of a file pickled at protocol 4 or 5."""
+    return "Unsupported operand 149" in reason
 
 
 def load_failure(exc: Exception) -> str:

@@ -64,18 +64,22 @@ def check_checkpoint_file(path: str | Path) -> Path:
 
 
 def missing_file(path: Path) -> str:
-    """Why `path`, expected to be a file, cannot be opened as one: a folder, a link that leads
-    nowhere or to itself (was: "no such file" of a link the user can see), or nothing there."""
+    """Why `path`, expected to be a file, is not one: a folder, a link that leads nowhere or to
+    itself (was: "no such file" of a link the user can see), something else (a FIFO), a path
+    this user may not look into, or nothing there."""
     if path.is_dir():
         return "a directory, not a file"
-    if path.is_symlink():
-        try:
-            os.stat(path)
-        except OSError as err:
-            if err.errno == errno.ELOOP:
-                return "a symbolic link that loops (it leads back to itself)"
-        return f"a symbolic link to {os.readlink(path)}, which does not exist"
-    return "no such file"
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a symbolic link that loops (it leads back to itself)"
+        if err.errno != errno.ENOENT:
+            return f"cannot be looked at ({err.strerror})"
+        if path.is_symlink():  # the end of its chain of links, from the link's own folder
+            return f"a symbolic link to {path.resolve()}, which does not exist"
+        return "no such file"
+    return "not a regular file"
 
 
 def check_not_written(path: Path, setting: str) -> None:

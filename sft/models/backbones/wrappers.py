@@ -13,7 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from sft.errors import SFTError
-from sft.utils.checkpoint_io import SAVE_AT_DEFAULT_PROTOCOL, load_failure, load_weights_only
+from sft.utils.checkpoint_io import (
+    SAVE_AT_DEFAULT_PROTOCOL,
+    load_failure,
+    load_weights_only,
+    saved_at_protocol_4_or_5,
+)
 from sft.utils.io import missing_file
 from sft.utils.logs import first_few
 
@@ -82,7 +87,7 @@ def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> 
         reason = load_failure(err)
         why = (
             SAVE_AT_DEFAULT_PROTOCOL
-            if "Unsupported operand" in reason
+            if saved_at_protocol_4_or_5(reason)
             else "the file is corrupt, or not a state_dict saved with torch.save"
         )
         raise SFTError(f"backbone checkpoint {file}: cannot be read ({reason}); {why}") from err
