@@ -575,3 +575,23 @@ def test_a_job_lost_in_a_sweep_run_again_is_counted_beside_its_earlier_record(tm
     not_run = RunResult.read(tmp_path / ".not_run" / "0.json")
     assert not_run.status == FAILED and "the worker died" in not_run.error
     assert RunResult.read(job / "result.json").status == COMPLETED, "the earlier record is kept"
+
+
+def test_a_sweep_subdir_interpolating_hydra_settings_keeps_sfts_checks(tmp_path, capsys, recwarn):
+    """`hydra.sweep.subdir=${hydra.job.num}_${seed}` (sft's default, written out, with the seed):
+    reading the override resolved it and raised, so sft's run-directory callback was off with
+    only Hydra's UserWarning: no lock, no check of the folder, and a summary of 0 jobs."""
+    sweep = tmp_path / "sweep"
+    code, err = run_sft_train(
+        capsys,
+        "-m",
+        *TINY,
+        "trainer.max_epochs=1",
+        "seed=1,2",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweep.subdir=${hydra.job.num}_${seed}",
+    )
+    assert code == 0, err
+    assert not [str(w.message) for w in recwarn if "RunDirectory" in str(w.message)]
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [(r["job"], r["status"]) for r in rows] == [("0_1", "completed"), ("1_2", "completed")]

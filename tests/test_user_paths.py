@@ -358,6 +358,26 @@ def test_eval_into_a_training_runs_directory_is_refused_before_writing(
     assert (run / "config_resolved.yaml").read_text() == resolved
 
 
+def test_training_into_an_evals_directory_is_refused_before_writing(checkpoints, tmp_path, capsys):
+    """`sft-train ... hydra.run.dir=<an sft-eval run>` replaced the eval's
+    config_resolved.yaml and added training events to its TensorBoard."""
+    import sft.eval
+    import sft.train
+
+    scored = tmp_path / "eval"
+    argv = ["sft-eval", f"ckpt_path={checkpoints['image']}", f"hydra.run.dir={scored}"]
+    assert run_entry_point(sft.eval.main, [*argv, "trainer.enable_progress_bar=false"]) == 0
+    before = {p: p.read_bytes() for p in scored.rglob("*") if p.is_file()}
+    argv = ["sft-train", *FAST, "trainer.max_epochs=1", f"hydra.run.dir={scored}"]
+    assert run_entry_point(sft.train.main, argv) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (
+        f"error: {scored} holds another command's results ({scored / 'predictions.csv'}): give "
+        "this run another hydra.run.dir"
+    )
+    assert {p: p.read_bytes() for p in scored.rglob("*") if p.is_file()} == before
+
+
 def test_eval_predictions_cover_the_batches_the_metrics_do(checkpoints, tmp_path):
     """sft-eval trainer.limit_test_batches=1: metrics of one batch, but predictions.csv and the
     confusion matrix of the whole test split (was: 10,000 rows)."""

@@ -52,6 +52,7 @@ from sft.runs.tensorboard_hparams import TensorBoardHParams
 from sft.utils.allocator import keep_freed_memory
 from sft.utils.cli import override_key
 from sft.utils.config import (
+    as_written,
     config_dir_arguments,
     group_choice,
     group_choices,
@@ -314,7 +315,11 @@ def multirun_job_ranks(
         job = [*config_dir_arguments(), *task_overrides()]
     # the job's own Hydra settings (logging, verbosity), not the sweep's; its number, which a
     # search's pruning callback reads (${hydra:job.num})
-    own = [o for o in hydra_cfg.overrides.hydra if not override_key(o).startswith(SWEEP_SETTINGS)]
+    own = [
+        o
+        for o in as_written(hydra_cfg.overrides.hydra)
+        if not override_key(o).startswith(SWEEP_SETTINGS)
+    ]
     job += [*own, f"hydra.job.num={hydra_cfg.job.num}"]
     with ranks_join(run_dir, job):
         try:

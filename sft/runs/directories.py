@@ -136,7 +136,11 @@ def resumed_run_dir(resume: str) -> Path:
 
 def _overridden(key: str, hydra_cfg: DictConfig) -> bool:
     """Whether the command line sets `key` (a hydra.* override)."""
-    return any(o.split("=", 1)[0].lstrip("+~") == key for o in hydra_cfg.overrides.hydra)
+    # as written: `hydra.sweep.subdir=${hydra.job.num}` resolved here raised, which turned off
+    # this callback's checks without a word (only Hydra's UserWarning)
+    return any(
+        o.split("=", 1)[0].lstrip("+~") == key for o in as_written(hydra_cfg.overrides.hydra)
+    )
 
 
 # what a run leaves in its directory that a new run there would replace: sft's checkpoints,
@@ -149,6 +153,10 @@ RUN_FILES = {
 }
 
 
+# what sft-eval, sft-predict and sft-export leave in their run directories
+OTHER_COMMANDS_RESULTS = ("predictions.*", "export")
+
+
 def check_nothing_to_overwrite(output_dir: Path, retry: bool = False) -> None:
     """A new run in a directory that holds a run (a `hydra.run.dir=` given twice) would replace
     it: RunInTheWay instead. `retry`: a sweep job run again in its own directory (its record
@@ -156,6 +164,13 @@ def check_nothing_to_overwrite(output_dir: Path, retry: bool = False) -> None:
     (without last.ckpt to continue from). A record of a run that failed before logging a metric
     holds nothing to keep."""
     setting = "hydra.sweep.dir" if retry else "hydra.run.dir"
+    others = [f for pattern in OTHER_COMMANDS_RESULTS for f in sorted(output_dir.glob(pattern))]
+    if others and not retry:
+        # (was: trained there, its config_resolved.yaml and TensorBoard replaced or mixed in)
+        raise RunInTheWay(
+            f"{output_dir} holds another command's results ({others[0]}): give this run "
+            f"another {setting}"
+        )
     for pattern, (what, always) in RUN_FILES.items():
         if retry and not always:
             continue
