@@ -858,6 +858,50 @@ def test_a_misspelt_hydra_setting_in_a_config_file_is_one_line(tmp_path, name, t
 
 
 @pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        # was: checkpoints and TensorBoard there, the log and the record in Hydra's folder
+        (
+            ["paths.output_dir=elsewhere"],
+            "paths.output_dir is the run's folder, which Hydra makes: set hydra.run.dir "
+            "(hydra.sweep.dir with -m) instead",
+        ),
+        # was: the checkout's data and cache paths resolved against the run folder, relative
+        # ckpt_path= and resume= not found
+        (
+            ["hydra.job.chdir=true"],
+            "hydra.job.chdir=true: sft runs in the folder it is started from, where relative "
+            "paths mean what they say; the run's folder is paths.output_dir",
+        ),
+        # was: logging's "Unable to configure handler 'file'" traceback
+        (
+            ["hydra/job_logging=disabled"],
+            "hydra/job_logging=disabled sets up no log file, to which sft adds the run's log: use "
+            "hydra/job_logging=none to leave logging as Python sets it up",
+        ),
+        # was: one run of the config's values, without a word
+        (
+            ["--config-dir", "{conf}", "experiment=my_sweep"],
+            "hydra.sweeper.params sets a sweep (seed), which runs as a multirun: add -m",
+        ),
+    ],
+    ids=["output_dir", "chdir", "job_logging", "sweep_without_m"],
+)
+def test_hydra_settings_sft_runs_do_not_work_with_are_one_line(tmp_path, args, line):
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "experiment" / "my_sweep.yaml").write_text(
+        HEADER + "hydra:\n  sweeper:\n    params:\n      seed: 3,4\n"
+    )
+    args = [a.format(conf=conf) for a in args]
+    with pytest.raises(OverrideMistake) as err:
+        check_overrides("train", args)
+    assert str(err.value) == line
+    if args[-1] == "experiment=my_sweep":  # the sweep itself runs with -m
+        check_overrides("train", ["-m", *args])
+
+
+@pytest.mark.parametrize(
     ("name", "args"),
     [
         ("callbacks/lr_monitor", []),  # included by callbacks/default's defaults list

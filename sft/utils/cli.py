@@ -206,6 +206,8 @@ def check_overrides(
                     f"missing value for {', '.join(sorted(missing))}: set it, e.g. "
                     f"{sorted(missing)[0]}=..."
                 )
+            if not args.cfg:
+                check_run_settings(parsed, cfg, multirun)
             if multirun and config_name == "train" and not args.cfg:
                 check_swept_value_types(parsed, overrides, cfg, config_name, loader)
             if multirun and not args.cfg:
@@ -340,6 +342,37 @@ SLURM_SHAPE = {
     "hydra.launcher.tasks_per_node": "trainer.devices",
     "hydra.launcher.gpus_per_node": "trainer.devices",
 }
+
+
+def check_run_settings(parsed: Sequence[Override], cfg: DictConfig, multirun: bool) -> None:
+    """OverrideMistake for Hydra settings sft's runs do not work with, each of which went wrong
+    without a word or with a traceback."""
+    if any(o.key_or_group == "paths.output_dir" for o in parsed):
+        # (was: checkpoints and TensorBoard there, the log and record in Hydra's folder)
+        raise OverrideMistake(
+            "paths.output_dir is the run's folder, which Hydra makes: set hydra.run.dir "
+            "(hydra.sweep.dir with -m) instead"
+        )
+    if OmegaConf.select(cfg, "hydra.job.chdir") is True:
+        # (was: the checkout's paths, data and caches then resolved against the run's folder)
+        raise OverrideMistake(
+            "hydra.job.chdir=true: sft runs in the folder it is started from, where relative "
+            "paths mean what they say; the run's folder is paths.output_dir"
+        )
+    file_handler = OmegaConf.select(cfg, "hydra.job_logging.handlers.file", default=None)
+    if file_handler is not None and "class" not in file_handler:
+        choice = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get("hydra/job_logging")
+        # (was: logging's "Unable to configure handler 'file'" traceback)
+        raise OverrideMistake(
+            f"hydra/job_logging={choice} sets up no log file, to which sft adds the run's log: "
+            "use hydra/job_logging=none to leave logging as Python sets it up"
+        )
+    if not multirun and OmegaConf.select(cfg, f"{SEARCH_SPACE}", default=None):
+        # (was: one run of the config's values; a search without -m is refused the same way)
+        raise OverrideMistake(
+            f"{SEARCH_SPACE} sets a sweep ({', '.join(cfg.hydra.sweeper.params)}), which runs "
+            "as a multirun: add -m"
+        )
 
 
 def check_launcher(cfg: DictConfig, parsed: Sequence[Override] = ()) -> None:
