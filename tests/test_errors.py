@@ -857,6 +857,35 @@ def test_a_misspelt_hydra_setting_in_a_config_file_is_one_line(tmp_path, name, t
     assert str(err.value) == f"{conf / name}.yaml: {line}"
 
 
+@pytest.mark.parametrize(("command", "other"), [("train", "eval"), ("predict", "export")])
+def test_another_commands_config_is_refused(command, other):
+    """`sft-train -cn eval`: a traceback, after a run folder was made."""
+    with pytest.raises(OverrideMistake) as err:
+        check_overrides(command, ["--config-name", other])
+    assert str(err.value) == (
+        f"--config-name={other} is sft-{other}'s config: run sft-{other} (sft-{command} runs "
+        f"{command})"
+    )
+    check_overrides(command, ["--config-name", command, "--cfg", "job"])  # its own: fine
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_an_unknown_option_chosen_in_a_users_config_file_names_the_file(tmp_path, sweep):
+    """`- override /model: effnet_lite0_fusd` in the user's experiment: the error named no
+    file (Hydra's own names the primary config, 'train')."""
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    mine = conf / "experiment" / "mine.yaml"
+    mine.write_text(HEADER + "defaults:\n  - override /model: effnet_lite0_fusd\n")
+    args = ["-m", "experiment=sst2_minilm,mine"] if sweep else ["experiment=mine"]
+    with pytest.raises(OverrideMistake) as err:
+        check_overrides("train", ["--config-dir", str(conf), *args])
+    assert str(err.value).startswith(
+        f"{mine}: unknown option 'effnet_lite0_fusd' for group 'model' (available: "
+    )
+    assert str(err.value).endswith("did you mean 'effnet_lite0_fused'?)")
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [

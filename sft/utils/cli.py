@@ -50,7 +50,9 @@ from sft.utils.config_files import (
     check_config_file_keys,
     config_file,
     describe_defaults_error,
+    file_choosing,
     overridden_choices,
+    unknown_option,
 )
 from sft.utils.ddp_ranks import rank_command
 
@@ -84,6 +86,10 @@ class OverrideMistake(Exception):
     """A command-line override that cannot compose, described in one line."""
 
 
+# the entry configs of sft-train, sft-eval, sft-predict and sft-export
+COMMAND_CONFIGS = ("train", "eval", "predict", "export")
+
+
 def check_overrides(
     config_name: str,
     argv: Sequence[str],
@@ -112,6 +118,12 @@ def check_overrides(
     ]
     if len(modes) > 1:
         raise OverrideMistake(f"{' and '.join(modes)} cannot be combined: give one of them")
+    if args.config_name in COMMAND_CONFIGS and args.config_name != config_name:
+        # (was: that config run by this command: a traceback, after a run folder was made)
+        raise OverrideMistake(
+            f"--config-name={args.config_name} is sft-{args.config_name}'s config: run "
+            f"sft-{args.config_name} (sft-{config_name} runs {config_name})"
+        )
     if unknown or any(getattr(args, flag, None) for flag in HYDRA_HANDLES):
         return
     try:
@@ -149,7 +161,10 @@ def check_overrides(
         except MissingConfigException as exc:
             if exc.missing_cfg_file and exc.options is not None:
                 group, _, option = exc.missing_cfg_file.rpartition("/")
-                raise OverrideMistake(unknown_option(group, option, exc.options)) from None
+                line = unknown_option(group, option, exc.options)
+                # (was: no file named; Hydra's own message names the primary config)
+                where = file_choosing(loader, parsed, group, option)
+                raise OverrideMistake(f"{where}: {line}" if where else line) from None
         except Exception as exc:
             if plugin := SUBMITIT_MISSING.search(str(exc)):  # its configs come with the plugin
                 raise OverrideMistake(
@@ -681,18 +696,6 @@ def representative_overrides(parsed: list[Override], loader: Any) -> Iterator[st
                 if value not in options:
                     raise OverrideMistake(unknown_option(group, value, options))
         yield f"{override.get_key_element()}={values[0]}"
-
-
-def unknown_option(group: str, option: str, options: Sequence[str]) -> str:
-    options = [o for o in options if not o.startswith("_")]  # _*.yaml: bases, not choices
-    close = difflib.get_close_matches(option, options, n=1, cutoff=0.5)
-    # none close: perhaps a config of the user's own, which only --config-dir finds
-    hint = (
-        f"; did you mean '{close[0]}'?"
-        if close
-        else f"; a config of your own: --config-dir <the folder holding {group}/>"
-    )
-    return f"unknown option '{option}' for group '{group}' (available: {', '.join(options)}{hint})"
 
 
 def _null_search_space_set(config_name: str, overrides: list[str], loader: Any) -> str | None:

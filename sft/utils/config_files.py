@@ -177,6 +177,41 @@ def chosen_configs(config_name: str, overrides: Sequence[str], loader: Any) -> l
     return paths
 
 
+def unknown_option(group: str, option: str, options: Sequence[str]) -> str:
+    options = [o for o in options if not o.startswith("_")]  # _*.yaml: bases, not choices
+    close = difflib.get_close_matches(option, options, n=1, cutoff=0.5)
+    # none close: perhaps a config of the user's own, which only --config-dir finds
+    hint = (
+        f"; did you mean '{close[0]}'?"
+        if close
+        else f"; a config of your own: --config-dir <the folder holding {group}/>"
+    )
+    return f"unknown option '{option}' for group '{group}' (available: {', '.join(options)}{hint})"
+
+
+def file_choosing(loader: Any, parsed: Sequence[Any], group: str, option: str) -> str | None:
+    """The config file, of those the command line chooses (`experiment=mine`), whose defaults
+    list chooses `option` for `group` (`- override /model: <option>`); None when none does."""
+    for override in parsed:
+        if not loader.repository.group_exists(override.key_or_group):
+            continue
+        values = (
+            list(override.sweep_string_iterator())  # each job's option, `-m experiment=a,b`
+            if override.is_discrete_sweep()
+            else [override.value()]
+        )
+        for path in (f"{override.key_or_group}/{v}" for v in values if isinstance(v, str)):
+            found = loader.repository.load_config(path)
+            for default in (found.defaults_list or []) if found is not None else []:
+                if (
+                    isinstance(default, GroupDefault)
+                    and default.group.lstrip("/") == group
+                    and default.value == option
+                ):
+                    return config_file(loader, path)
+    return None
+
+
 def check_config_file_keys(
     cfg: DictConfig,
     config_name: str,
@@ -208,6 +243,22 @@ def check_config_file_keys(
     texts: list[str] = []  # the run's config and the files, as text: made when first needed
     for path, found in files.items():
         group, _, option = path.rpartition("/")
+        # an option the file chooses that does not exist, for a sweep's later job too (was: that
+        # job failed after the first ones ran)
+        for default in found.defaults_list or []:
+            if (
+                isinstance(default, GroupDefault)
+                and isinstance(default.value, str)
+                and not default.optional
+                and "${" not in default.value
+            ):
+                chosen_group = default.group.lstrip("/")
+                if not loader.repository.config_exists(f"{chosen_group}/{default.value}"):
+                    options = loader.get_group_options(chosen_group)
+                    return (
+                        f"{config_file(loader, path)}: "
+                        f"{unknown_option(chosen_group, default.value, options)}"
+                    )
         package = found.header.get("package")
         # an optional group (`experiment: null` in the defaults) whose configs are global
         if (
