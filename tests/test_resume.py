@@ -970,3 +970,20 @@ def test_loader_workers_and_validation_cadence_leave_a_seeded_run_as_it_is(
     for name in ("workers", "cadence"):
         for key, tensor in weights["reference"].items():
             assert torch.equal(weights[name][key], tensor), (name, key)
+
+
+def test_resuming_a_checkpoint_of_loaders_drawing_global_seeds_says_so(train_cfg, tmp_path, caplog):
+    """A checkpoint of an sft before split_loader: its RNG states are of a stream the loaders
+    drew from, so the rest of the run cannot be what that version would have trained."""
+    run_dir = tmp_path / "run"
+    train(train_cfg("trainer.max_epochs=1", "test=false", run_dir=run_dir))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with caplog.at_level(logging.WARNING):
+        train(train_cfg("trainer.max_epochs=2", "test=false", f"resume={run_dir}", run_dir=run_dir))
+    assert "drew their seeds from the global random numbers" not in caplog.text
+    state = torch.load(last, weights_only=True)
+    (key,) = [k for k in state["callbacks"] if "ExactResume" in k]
+    del state["callbacks"][key]["own_loader_generators"]
+    torch.save(state, last)
+    with logs_warning(caplog, r"^this checkpoint was written by an sft whose data loaders drew"):
+        train(train_cfg("trainer.max_epochs=3", "test=false", f"resume={run_dir}", run_dir=run_dir))

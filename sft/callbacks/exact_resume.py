@@ -10,6 +10,7 @@ the checkpoint is loaded, and the saved loader state is dropped (Lightning issue
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -17,6 +18,14 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch import Callback
+
+from sft.utils.logs import rank_zero_warning
+
+log = logging.getLogger(__name__)
+
+# in the saved states: the loaders drew their workers' seeds from generators of their own
+# (sft/data/resumable.py::split_loader), not from the global RNG these states are of
+OWN_LOADER_GENERATORS = "own_loader_generators"
 
 
 def collect_rng_states() -> dict[str, Any]:
@@ -62,10 +71,19 @@ class ExactResume(Callback):
         self._to_restore: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return collect_rng_states()
+        return {**collect_rng_states(), OWN_LOADER_GENERATORS: True}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._to_restore = state_dict
+        if not state_dict.get(OWN_LOADER_GENERATORS):
+            rank_zero_warning(
+                log,
+                "this checkpoint was written by an sft whose data loaders drew their seeds from "
+                "the global random numbers: the rest of the run shuffles, augments and drops "
+                "out otherwise than that version would have (as a run of this one does), and "
+                "a val/loss it recorded (a monitored best) may be a mean of batch means, where "
+                "this version's is the mean over the examples",
+            )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         restore_loader_position(trainer)
