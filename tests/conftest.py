@@ -104,6 +104,19 @@ def _logging_state() -> dict[logging.Logger, tuple]:
 
 
 @pytest.fixture(autouse=True)
+def _deterministic_algorithms_as_they_were() -> Iterator[None]:
+    """Every test: torch's deterministic-algorithms mode as it was before. Lightning sets it for
+    a run of `trainer.deterministic=true` and leaves it on, and sft then keeps torch's own
+    kernels, so a later test of the timed convolutions in the same process found none timed."""
+    import torch
+
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+@pytest.fixture(autouse=True)
 def _close_log_handlers_a_test_left() -> Iterator[None]:
     """Every test: the log handlers a run added to a logger that was already there are closed
     and removed (pytest's own stay). A test that called an entry point's `main()` itself left

@@ -884,6 +884,21 @@ def test_an_unknown_option_chosen_in_a_users_config_file_names_the_file(tmp_path
         f"{mine}: unknown option 'effnet_lite0_fusd' for group 'model' (available: "
     )
     assert str(err.value).endswith("did you mean 'effnet_lite0_fused'?)")
+    # the command line's choice wins over the file's: nothing to refuse
+    check_overrides("train", ["--config-dir", str(conf), *args, "model=resnet18_cifar"])
+
+
+def test_a_users_config_choosing_from_a_group_of_its_own_folder_is_accepted(tmp_path):
+    """`- head: wide` in model/mine.yaml chooses model/head/wide.yaml (a group relative to the
+    file's folder), also for a sweep's later job."""
+    conf = tmp_path / "conf"
+    (conf / "model" / "head").mkdir(parents=True)
+    (conf / "model" / "mine.yaml").write_text(
+        "defaults:\n  - resnet18_cifar\n  - head: wide\n  - _self_\n"
+    )
+    (conf / "model" / "head" / "wide.yaml").write_text("hidden_dim: 64\n")
+    check_overrides("train", ["--config-dir", str(conf), "model=mine"])
+    check_overrides("train", ["--config-dir", str(conf), "-m", "model=resnet18_cifar,mine"])
 
 
 @pytest.mark.parametrize(
@@ -928,6 +943,8 @@ def test_hydra_settings_sft_runs_do_not_work_with_are_one_line(tmp_path, args, l
     assert str(err.value) == line
     if args[-1] == "experiment=my_sweep":  # the sweep itself runs with -m
         check_overrides("train", ["-m", *args])
+    if args == ["hydra/job_logging=disabled"]:  # the option the line suggests
+        check_overrides("train", ["hydra/job_logging=none"])
 
 
 @pytest.mark.parametrize(

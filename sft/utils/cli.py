@@ -52,6 +52,7 @@ from sft.utils.config_files import (
     describe_defaults_error,
     file_choosing,
     overridden_choices,
+    unknown_choice_in_swept_files,
     unknown_option,
 )
 from sft.utils.ddp_ranks import rank_command
@@ -185,6 +186,9 @@ def check_overrides(
                 if o.is_discrete_sweep() and loader.repository.group_exists(o.key_or_group)
             }
             if mistake := check_config_file_keys(cfg, config_name, loader, swept):
+                raise OverrideMistake(mistake)
+            set_here = {o.key_or_group for o in parsed}
+            if mistake := unknown_choice_in_swept_files(loader, swept, set_here):
                 raise OverrideMistake(mistake)
             check_not_shadowed(loader, config_name, overrides, swept, config_dir, args.config_dir)
             check_method_kept(parsed, cfg, loader)
@@ -375,7 +379,9 @@ def check_run_settings(parsed: Sequence[Override], cfg: DictConfig, multirun: bo
             "paths mean what they say; the run's folder is paths.output_dir"
         )
     file_handler = OmegaConf.select(cfg, "hydra.job_logging.handlers.file", default=None)
-    if file_handler is not None and "class" not in file_handler:
+    # (`root: null`, hydra/job_logging=none: Hydra sets nothing up, so it reads no handler)
+    sets_up = OmegaConf.select(cfg, "hydra.job_logging.root", default=None) is not None
+    if sets_up and file_handler is not None and "class" not in file_handler:
         choice = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get("hydra/job_logging")
         # (was: logging's "Unable to configure handler 'file'" traceback)
         raise OverrideMistake(

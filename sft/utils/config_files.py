@@ -205,10 +205,49 @@ def file_choosing(loader: Any, parsed: Sequence[Any], group: str, option: str) -
             for default in (found.defaults_list or []) if found is not None else []:
                 if (
                     isinstance(default, GroupDefault)
-                    and default.group.lstrip("/") == group
+                    and _group_path(default.group, path) == group
                     and default.value == option
                 ):
                     return config_file(loader, path)
+    return None
+
+
+def _group_path(group: str, config_path: str) -> str:
+    """The group a defaults entry of the config at `config_path` names: `/model` from the top,
+    `head` from the config's own folder (`model/head` for `model/mine`)."""
+    if group.startswith("/"):
+        return group[1:]
+    folder = config_path.rpartition("/")[0]
+    return f"{folder}/{group}" if folder else group
+
+
+def unknown_choice_in_swept_files(
+    loader: Any, swept: Mapping[str, Sequence[str]], set_here: set[str]
+) -> str | None:
+    """A config file a sweep's job chooses (`-m experiment=a,b`) whose defaults list chooses an
+    option that does not exist: only the first job is composed before the sweep (was: that job
+    failed after the ones before it ran). Groups the command line sets (which win) and Hydra's
+    own are left out. One line naming the file, else None."""
+    for group, options in swept.items():
+        for path in (f"{group}/{option}" for option in options):
+            found = loader.repository.load_config(path)
+            for default in (found.defaults_list or []) if found is not None else []:
+                if not (
+                    isinstance(default, GroupDefault)
+                    and isinstance(default.value, str)
+                    and not default.optional
+                    and "${" not in default.value
+                ):
+                    continue
+                chosen = _group_path(default.group, path)
+                if chosen in set_here or chosen.split("/")[0] == "hydra":
+                    continue
+                if not loader.repository.config_exists(f"{chosen}/{default.value}"):
+                    options_there = loader.get_group_options(chosen)
+                    return (
+                        f"{config_file(loader, path)}: "
+                        f"{unknown_option(chosen, default.value, options_there)}"
+                    )
     return None
 
 
@@ -243,22 +282,6 @@ def check_config_file_keys(
     texts: list[str] = []  # the run's config and the files, as text: made when first needed
     for path, found in files.items():
         group, _, option = path.rpartition("/")
-        # an option the file chooses that does not exist, for a sweep's later job too (was: that
-        # job failed after the first ones ran)
-        for default in found.defaults_list or []:
-            if (
-                isinstance(default, GroupDefault)
-                and isinstance(default.value, str)
-                and not default.optional
-                and "${" not in default.value
-            ):
-                chosen_group = default.group.lstrip("/")
-                if not loader.repository.config_exists(f"{chosen_group}/{default.value}"):
-                    options = loader.get_group_options(chosen_group)
-                    return (
-                        f"{config_file(loader, path)}: "
-                        f"{unknown_option(chosen_group, default.value, options)}"
-                    )
         package = found.header.get("package")
         # an optional group (`experiment: null` in the defaults) whose configs are global
         if (
