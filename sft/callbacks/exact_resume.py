@@ -23,8 +23,8 @@ from sft.utils.logs import rank_zero_warning
 
 log = logging.getLogger(__name__)
 
-# in the saved states: the loaders drew their workers' seeds from generators of their own
-# (sft/data/resumable.py::split_loader), not from the global RNG these states are of
+# in the saved states: written by an sft whose loaders draw their workers' seeds from
+# generators of their own (sft/data/resumable.py::split_loader), not from the global RNG
 OWN_LOADER_GENERATORS = "own_loader_generators"
 
 
@@ -74,20 +74,20 @@ class ExactResume(Callback):
         return {**collect_rng_states(), OWN_LOADER_GENERATORS: True}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # (Lightning also loads it for the test of the best checkpoint: said when fitting only)
         self._to_restore = state_dict
-        if not state_dict.get(OWN_LOADER_GENERATORS):
-            rank_zero_warning(
-                log,
-                "this checkpoint was written by an sft whose data loaders drew their seeds from "
-                "the global random numbers: the rest of the run shuffles, augments and drops "
-                "out otherwise than that version would have (as a run of this one does), and "
-                "a val/loss it recorded (a monitored best) may be a mean of batch means, where "
-                "this version's is the mean over the examples",
-            )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         restore_loader_position(trainer)
         if self._to_restore is not None:
+            if not self._to_restore.get(OWN_LOADER_GENERATORS):
+                rank_zero_warning(
+                    log,
+                    "this checkpoint was written by an sft whose data loaders drew their seeds "
+                    "from the global RNG: the rest of the run will not match what that sft "
+                    "would have trained, and a monitored val/loss it recorded may be a mean of "
+                    "batch means (now: the mean over the examples)",
+                )
             restore_rng_states(self._to_restore)
             self._to_restore = None
             if epoch_finished(trainer) and trainer.fit_loop._data_fetcher is not None:

@@ -237,6 +237,7 @@ def unknown_choice_in_swept_files(
                     and isinstance(default.value, str)
                     and not default.optional
                     and "${" not in default.value
+                    and default.value != "???"  # the command line must choose it
                 ):
                     continue
                 chosen = _group_path(default.group, path)
