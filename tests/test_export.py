@@ -454,6 +454,25 @@ def test_metadata_names_the_tokenizer_folder_the_export_wrote(tmp_path):
     assert both["tokenizer"] == "tokenizer/ (AutoTokenizer.from_pretrained)"
 
 
+def train_on_backbone_folder(folder: Path, run: Path, *overrides: str) -> Path:
+    """Two steps of `sst2_minilm` on the Hugging Face model folder `folder`; its last.ckpt."""
+    settings = [
+        "experiment=sst2_minilm",
+        "+trainer.max_steps=2",
+        "test=false",
+        "trainer.enable_progress_bar=false",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "+trainer.limit_val_batches=1",
+        f"model.backbone.model_name_or_path={folder}",
+        "data.samples_per_class=8",
+        "data.batch_size=8",
+        *overrides,
+    ]
+    train(compose_config("train", settings, run))
+    return run / "checkpoints" / "last.ckpt"
+
+
 def test_an_encoder_saved_without_its_decoder_exports_as_that_class(tmp_path, data_dir):
     """A T5EncoderModel backbone: formats=[hf] reloaded its folder with AutoModel, which builds
     the whole T5 with a random decoder (its parity run failed: "You must specify exactly one of
@@ -467,21 +486,8 @@ def test_an_encoder_saved_without_its_decoder_exports_as_that_class(tmp_path, da
     torch.manual_seed(0)
     T5EncoderModel(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(resolve_model_name("minilm")).save_pretrained(folder)
-    run = tmp_path / "train"
-    overrides = [
-        "experiment=sst2_minilm",
-        "+trainer.max_steps=2",
-        "test=false",
-        "trainer.enable_progress_bar=false",
-        "trainer.accelerator=cpu",
-        "trainer.precision=32-true",
-        "+trainer.limit_val_batches=1",
-        f"model.backbone.model_name_or_path={folder}",
-        "data.samples_per_class=8",
-        "data.batch_size=8",
-    ]
-    train(compose_config("train", overrides, run))
-    out = run_export(run / "checkpoints" / "last.ckpt", tmp_path / "run", "formats=[hf]")
+    last = train_on_backbone_folder(folder, tmp_path / "train")
+    out = run_export(last, tmp_path / "run", "formats=[hf]")
     head = json.loads((out / "hf" / "sft_head.json").read_text())
     assert head["logits"].startswith("pool(T5EncoderModel(input_ids, attention_mask)")
     meta = json.loads((out / "metadata.json").read_text())
@@ -520,27 +526,10 @@ def test_a_model_of_its_own_code_exports_to_hf_with_trust_remote_code(
         "from transformers import BertModel\n\nfrom .configuration_own import OwnConfig\n\n\n"
         "class Own(BertModel):\n    config_class = OwnConfig\n"
     )
-    run = tmp_path / "train"
-    overrides = [
-        "experiment=sst2_minilm",
-        "+trainer.max_steps=2",
-        "test=false",
-        "trainer.enable_progress_bar=false",
-        "trainer.accelerator=cpu",
-        "trainer.precision=32-true",
-        "+trainer.limit_val_batches=1",
-        f"model.backbone.model_name_or_path={folder}",
-        "model.backbone.trust_remote_code=true",
-        "data.samples_per_class=8",
-        "data.batch_size=8",
-    ]
-    train(compose_config("train", overrides, run))
-    out = run_export(
-        run / "checkpoints" / "last.ckpt",
-        tmp_path / "run",
-        "formats=[hf]",
-        "trust_remote_code=true",
+    last = train_on_backbone_folder(
+        folder, tmp_path / "train", "model.backbone.trust_remote_code=true"
     )
+    out = run_export(last, tmp_path / "run", "formats=[hf]", "trust_remote_code=true")
     assert (out / "hf" / "modeling_own.py").is_file()  # the code it needs goes with it
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["parity_max_abs_diff"]["hf"] < ATOL

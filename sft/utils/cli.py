@@ -388,11 +388,11 @@ def check_run_settings(parsed: Sequence[Override], cfg: DictConfig, multirun: bo
             f"hydra/job_logging={choice} sets up no log file, to which sft adds the run's log: "
             "use hydra/job_logging=none to leave logging as Python sets it up"
         )
-    if not multirun and OmegaConf.select(cfg, f"{SEARCH_SPACE}", default=None):
+    swept = OmegaConf.select(cfg, SEARCH_SPACE, default=None)
+    if swept and not multirun:
         # (was: one run of the config's values; a search without -m is refused the same way)
         raise OverrideMistake(
-            f"{SEARCH_SPACE} sets a sweep ({', '.join(cfg.hydra.sweeper.params)}), which runs "
-            "as a multirun: add -m"
+            f"{SEARCH_SPACE} sets a sweep ({', '.join(swept)}), which runs as a multirun: add -m"
         )
 
 

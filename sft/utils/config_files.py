@@ -201,24 +201,22 @@ def file_choosing(loader: Any, parsed: Sequence[Any], group: str, option: str) -
             else [override.value()]
         )
         for path in (f"{override.key_or_group}/{v}" for v in values if isinstance(v, str)):
-            found = loader.repository.load_config(path)
-            for default in (found.defaults_list or []) if found is not None else []:
-                if (
-                    isinstance(default, GroupDefault)
-                    and _group_path(default.group, path) == group
-                    and default.value == option
-                ):
-                    return config_file(loader, path)
+            if any(c == (group, option) for c, _ in group_choices(loader, path)):
+                return config_file(loader, path)
     return None
 
 
-def _group_path(group: str, config_path: str) -> str:
-    """The group a defaults entry of the config at `config_path` names: `/model` from the top,
-    `head` from the config's own folder (`model/head` for `model/mine`)."""
-    if group.startswith("/"):
-        return group[1:]
+def group_choices(loader: Any, config_path: str) -> Iterator[tuple[tuple[str, Any], Any]]:
+    """((group, option), entry) of each group choice in the defaults list of the config at
+    `config_path`, the group as Hydra reads it: `/model` from the top, `head` from the config's
+    own folder (`model/head` for `model/mine`)."""
+    found = loader.repository.load_config(config_path)
     folder = config_path.rpartition("/")[0]
-    return f"{folder}/{group}" if folder else group
+    for default in (found.defaults_list or []) if found is not None else []:
+        if isinstance(default, GroupDefault):
+            group = default.group
+            group = group[1:] if group.startswith("/") else f"{folder}/{group}".lstrip("/")
+            yield (group, default.value), default
 
 
 def unknown_choice_in_swept_files(
@@ -228,27 +226,20 @@ def unknown_choice_in_swept_files(
     option that does not exist: only the first job is composed before the sweep (was: that job
     failed after the ones before it ran). Groups the command line sets (which win) and Hydra's
     own are left out. One line naming the file, else None."""
-    for group, options in swept.items():
-        for path in (f"{group}/{option}" for option in options):
-            found = loader.repository.load_config(path)
-            for default in (found.defaults_list or []) if found is not None else []:
-                if not (
-                    isinstance(default, GroupDefault)
-                    and isinstance(default.value, str)
-                    and not default.optional
-                    and "${" not in default.value
-                    and default.value != "???"  # the command line must choose it
-                ):
-                    continue
-                chosen = _group_path(default.group, path)
-                if chosen in set_here or chosen.split("/")[0] == "hydra":
-                    continue
-                if not loader.repository.config_exists(f"{chosen}/{default.value}"):
-                    options_there = loader.get_group_options(chosen)
-                    return (
-                        f"{config_file(loader, path)}: "
-                        f"{unknown_option(chosen, default.value, options_there)}"
-                    )
+    for path in (f"{group}/{option}" for group, options in swept.items() for option in options):
+        for (group, option), default in group_choices(loader, path):
+            if (
+                not isinstance(option, str)
+                or default.optional
+                or "${" in option
+                or option == "???"  # the command line must choose it
+                or group in set_here
+                or group.split("/")[0] == "hydra"
+                or loader.repository.config_exists(f"{group}/{option}")
+            ):
+                continue
+            options = loader.get_group_options(group)
+            return f"{config_file(loader, path)}: {unknown_option(group, option, options)}"
     return None
 
 
