@@ -6,12 +6,15 @@ validation split's.
 sft-eval ckpt_path=outputs/train/cifar10_resnet18/<run>/checkpoints/last.ckpt
 """
 
+from typing import Any
+
 import hydra
 from omegaconf import DictConfig
 
 from sft import entry_points
-from sft.errors import report_user_errors
 from sft.runs.lock import releasing_held_folders
+from sft.runs.recorded_job import run_recorded
+from sft.runs.result import job_recorder
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
 from sft.utils.io import check_checkpoint_file, checkpoint_path
@@ -25,13 +28,19 @@ register_resolvers()
 @checks_overrides(config_name="eval", adds=("data", "debug", "trainer", "logger", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    # torch and Lightning (about 10 s) load for a run only: --help, --cfg job, a mistaken
-    # override and a checkpoint that is not there are answered in about a second
-    report_user_errors(lambda: check_checkpoint_file(checkpoint_path(cfg.ckpt_path)))
-    with log_levels_kept():  # Lightning's import resets its loggers' levels
-        from sft.jobs.eval import evaluate
+    """Score the checkpoint and write result.json (its metrics: a sweep over checkpoints
+    summarises them); a sweep's failing job leaves the others going."""
 
-    report_user_errors(lambda: evaluate(cfg))
+    def job() -> dict[str, Any]:
+        # torch and Lightning (about 10 s) load for a run only: --help, --cfg job, a mistaken
+        # override and a checkpoint that is not there are answered in about a second
+        check_checkpoint_file(checkpoint_path(cfg.ckpt_path))
+        with log_levels_kept():  # Lightning's import resets its loggers' levels
+            from sft.jobs.eval import evaluate
+
+        return evaluate(cfg)
+
+    run_recorded(job, job_recorder(cfg))
 
 
 if __name__ == "__main__":

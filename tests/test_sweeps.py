@@ -12,8 +12,10 @@ import torch
 from conftest import FAST, run_entry_point
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
+from inference_checkpoints import image_checkpoint
 from omegaconf import OmegaConf
 
+from sft import eval as eval_module
 from sft.runs.result import COMPLETED, FAILED, INTERRUPTED, RunResult
 from sft.runs.sweep_summary import SweepSummary, read_results, summary_rows, write_summary
 from sft.train import main
@@ -115,6 +117,34 @@ def test_single_run_user_error_is_one_line_and_recorded(monkeypatch, capsys, tmp
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "failed" and str(missing) in result["error"]
     assert not (tmp_path / "summary.md").exists()
+
+
+def test_a_sweep_over_checkpoints_scores_each_and_goes_on_past_a_failing_job(
+    tmp_path, tmp_path_factory, data_dir, capsys
+):
+    """`sft-eval -m ckpt_path=a,b`: each job records its scores, a job whose checkpoint is not
+    there fails alone, and the summary lists them (was: the first failing job stopped the sweep
+    with exit status 1, and a sweep's summary said "0 jobs")."""
+    checkpoint = image_checkpoint(tmp_path_factory.getbasetemp() / "inference_ckpts")
+    missing = tmp_path / "missing.ckpt"
+    sweep_dir = tmp_path / "sweep"
+    argv = [
+        "sft-eval",
+        "-m",
+        f"ckpt_path={missing},{checkpoint}",
+        "trainer.accelerator=cpu",
+        "+trainer.limit_test_batches=2",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    assert run_entry_point(eval_module.main, argv) == 1
+    err = capsys.readouterr().err
+    assert "error: 1 of 2 jobs failed" in err
+    rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "completed")]
+    assert "no such file" in rows[0]["error"]
+    scored = json.loads((sweep_dir / "1" / "result.json").read_text())
+    assert scored["task"] == "eval" and (sweep_dir / "1" / "predictions.csv").is_file()
+    assert float(rows[1]["test/acc"]) == pytest.approx(scored["metrics"]["test/acc"])
 
 
 def write_result(path: Path, status: str, metric: float | None = None, **metrics: float) -> None:

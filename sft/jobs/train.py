@@ -13,7 +13,6 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_object, instantiate
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sft.callbacks.graceful_interrupt import (
@@ -27,13 +26,14 @@ from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
 from sft.contracts import datamodule_gaps, not_a_datamodule, unrecorded_settings
 from sft.data import SFTDataModule
-from sft.errors import SFTError, TrainingInterrupted, find_user_error, report_user_errors
+from sft.errors import SFTError
 from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints, resolve_input_spec
 from sft.models.classifier import check_decoupled_pull, check_optimizer_settings
 from sft.models.loading import check_class_names
 from sft.runs.directories import is_grid
-from sft.runs.result import RunRecorder
+from sft.runs.recorded_job import run_recorded
+from sft.runs.result import RunRecorder, RunResult
 from sft.runs.resume import (
     ResumePoint,
     check_resume_checkpoint,
@@ -47,7 +47,6 @@ from sft.runs.resume import (
     resume_point,
     return_spawned_progress,
 )
-from sft.runs.sweep_summary import stop_of_a_sweep_job
 from sft.runs.tensorboard_hparams import TensorBoardHParams
 from sft.utils.allocator import keep_freed_memory
 from sft.utils.cli import override_key
@@ -79,7 +78,6 @@ from sft.utils.instantiate import (
     lightning_refusals,
     runs_validation,
 )
-from sft.utils.signals import ctrl_c_deferred
 
 log = logging.getLogger(__name__)
 
@@ -384,41 +382,21 @@ def train_job(cfg: DictConfig, recorder: RunRecorder) -> float | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     chosen_metric = any(override_key(o) == "optimized_metric" for o in task_overrides())
 
-    def run() -> dict[str, Any]:
-        try:
-            if multirun and (finished := finished_job(Path(hydra_cfg.runtime.output_dir))):
-                return finished.metrics  # its record stands as it is
-            metrics = train(cfg, recorder)
-            if multirun and not is_grid(hydra_cfg):
-                recorder.check_logged(metrics)  # the search gets no value without it
-            elif chosen_metric and (unlogged := recorder.unlogged_metric(metrics)):
-                # a typo on the command line (was: silent); the configs' default is not warned
-                # about in runs without validation
-                log.warning(f"{unlogged}: a sweep of this run would have nothing to rank it by")
-        except BaseException as exc:
-            stopping = isinstance(exc, KeyboardInterrupt | TrainingInterrupted)
-            with ctrl_c_deferred("the run's record") if stopping else contextlib.nullcontext():
-                recorder.failed(exc)
-            raise
-        # what result.json records: a continued run's earlier metrics too (a finished job run
-        # again logs nothing new, and returned None to its sweeper: a failed Optuna trial)
-        return recorder.completed(metrics).metrics
+    def run() -> dict[str, Any] | RunResult:
+        if multirun and (finished := finished_job(Path(hydra_cfg.runtime.output_dir))):
+            return finished  # its record stands as it is
+        metrics = train(cfg, recorder)
+        if multirun and not is_grid(hydra_cfg):
+            recorder.check_logged(metrics)  # the search gets no value without it
+        elif chosen_metric and (unlogged := recorder.unlogged_metric(metrics)):
+            # a typo on the command line (was: silent); the configs' default is not warned
+            # about in runs without validation
+            log.warning(f"{unlogged}: a sweep of this run would have nothing to rank it by")
+        # result.json records a continued run's earlier metrics too (a finished job run again
+        # logs nothing new, and returned None to its sweeper: a failed Optuna trial)
+        return metrics
 
-    if not multirun:
-        metrics = report_user_errors(run)
-    else:
-        try:
-            metrics = run()
-        except Exception as exc:
-            if find_user_error(exc) is None:
-                log.exception(f"Job {hydra_cfg.job.num} failed")  # the traceback, in the job's log
-            else:
-                log.error(f"error: {recorder.result.error}")
-            return None
-        except (KeyboardInterrupt, TrainingInterrupted) as stop:  # the sweep stops
-            if rank_zero_only.rank == 0:  # once (a submitit DDP job's tasks all run main)
-                said = stop_of_a_sweep_job(hydra_cfg, stop)
-                if said is not stop:
-                    raise said from None
-            raise
+    metrics = run_recorded(run, recorder)
+    if metrics is None:  # a failed sweep job: the sweep goes on
+        return None
     return metrics.get(name) if name else None

@@ -1,8 +1,9 @@
-"""`result.json`: how one `sft-train` run ended, written atomically in its run directory.
+"""`result.json`: how one `sft-train` or `sft-eval` run ended, written atomically in its run
+directory.
 
 Every run (single or multirun job, completed or failed) writes one; the sweep summary
 (`sft.runs.sweep_summary`), `sft-compare` and the study reports and sweepers read them. Fields:
-status ("completed" | "failed" | "interrupted": stopped by Ctrl-C or a signal, resumable from
+task (the command's `task_name`: train, eval), status ("completed" | "failed" | "interrupted": stopped by Ctrl-C or a signal, resumable from
 its last.ckpt where it saved one | "pruned": an Optuna trial its pruner stopped), error (one
 line or null), overrides (the job's task overrides), metrics (final float metrics),
 optimized_metric, epochs (completed), steps, wall_time_s, output_dir, started_at and ended_at.
@@ -100,6 +101,9 @@ def not_run_record(sweep_dir: str | Path, job_num: int) -> Path:
 @dataclass
 class RunResult:
     status: str
+    # the command's task_name: "train", or "eval" (the metrics it scored a checkpoint with);
+    # records written before it was kept are sft-train's
+    task: str = "train"
     error: str | None = None
     overrides: list[str] = field(default_factory=list)
     metrics: dict[str, float | None] = field(default_factory=dict)
@@ -191,12 +195,14 @@ class RunRecorder:
         overrides: list[str],
         optimized_metric: str | None,
         not_run_to: Path | None = None,
+        task: str = "train",
     ):
         self.not_run_to = not_run_to
         if not_run_to is not None:  # this job's failure in an earlier run of the sweep
             not_run_to.unlink(missing_ok=True)
         self.result = RunResult(
             status=FAILED,
+            task=task,
             output_dir=str(Path(output_dir).resolve()),
             overrides=list(overrides),
             optimized_metric=optimized_metric,
@@ -327,8 +333,8 @@ class RunRecorder:
 
 
 def job_recorder(cfg: DictConfig) -> RunRecorder:
-    """The recorder of the sft-train job Hydra runs now (in its run directory; a sweep's job
-    records a failure before training in the sweep directory). Made before torch and Lightning
+    """The recorder of the sft-train or sft-eval job Hydra runs now (in its run directory; a
+    sweep's job records a failure before training in the sweep directory). Made before torch and Lightning
     load, so that Ctrl-C while they do is recorded too (was: a run directory without a record)."""
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -337,4 +343,5 @@ def job_recorder(cfg: DictConfig) -> RunRecorder:
         run_overrides(task_overrides()),
         cfg.get("optimized_metric"),
         not_run_record(hydra_cfg.sweep.dir, hydra_cfg.job.num) if multirun else None,
+        task=str(cfg.get("task_name") or "train"),
     )

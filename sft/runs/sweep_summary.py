@@ -105,11 +105,13 @@ def optimized_metric(results: list[tuple[str, RunResult]]) -> str | None:
 
 
 def summary_rows(results: list[tuple[str, RunResult]], mode: str | None = None) -> list[dict]:
-    """The table: one dict per job, columns in display order; the best completed job marked."""
+    """The table: one dict per job, columns in display order; the best completed job marked.
+    Beside the optimized metric: the test metrics, and every metric of an sft-eval job (the
+    split it scored: validation's without a labelled test split)."""
     optimized = optimized_metric(results)
     test_metrics = sorted(
-        {m for _, r in results for m in r.metrics if m.startswith("test/")},
-        key=lambda m: (m != "test/acc", m),
+        {m for _, r in results for m in r.metrics if m.startswith("test/") or r.task == "eval"},
+        key=lambda m: (not m.endswith("/acc"), m),
     )
 
     def value(result: RunResult, metric: str | None) -> float | None:
