@@ -396,6 +396,27 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "is quoted: \"inputs='image(1).jpg'\"",
         ),
         ("eval", [], "error: missing value for ckpt_path: set it, e.g. ckpt_path=..."),
+        # a group the run reads removed (were: Hydra's interpolation traceback; ~hydra ran
+        # outside sft's run folders)
+        (
+            "train",
+            ["~data"],
+            "error: ~data removes the data config, which sft-train reads: choose another with "
+            "data=<option>",
+        ),
+        ("train", ["~hydra"], "error: ~hydra removes Hydra's settings, from which sft takes"),
+        (
+            "eval",
+            ["ckpt_path=x.ckpt", "~trainer"],
+            "error: ~trainer removes the trainer config, which sft-eval reads",
+        ),
+        # a sweep of no jobs (was: "Launching 0 jobs locally", exit status 0)
+        (
+            "train",
+            ["-m", "model=glob(nomatch*)"],
+            "error: model=glob(nomatch*) matches none of model's options (bert_base_fused, ",
+        ),
+        ("train", ["-m", "seed=range(0)"], "error: seed=range(0) gives no values: the multirun"),
         # a group's choice as null (were: Hydra's traceback, "Config group override must be a
         # string or a list. Got NoneType")
         (

@@ -35,7 +35,7 @@ from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from hydra.version import setbase
@@ -151,9 +151,11 @@ def check_overrides(
         chosen = {getattr(d, "group", None) for d in defaults} if adds is not None else set()
         # groups the command's config leaves null (sft-eval's data: the checkpoint's)
         nulls = {d.group for d in defaults if getattr(d, "group", None) and d.value is None}
+        chosen_groups = {getattr(d, "group", None) for d in defaults} - nulls
         for override in parsed:
             check_not_a_base(override, loader)
             check_not_a_null_choice(override, loader, nulls)
+            check_not_removing_a_needed_group(override, config_name, chosen_groups)
             if adds is not None:
                 check_group_is_chosen_here(override, config_name, loader, adds, chosen)
         overrides = list(representative_overrides(parsed, loader))
@@ -553,6 +555,29 @@ def check_not_a_base(override: Override, loader: Any) -> None:
 WITHOUT_CHOICE = ("logger",)
 
 
+# the config groups a command's run reads, where its config chooses one: removed (`~data`), the
+# run failed with Hydra's interpolation traceback, or (`~hydra`) ran outside sft's run folders
+NEEDED_GROUPS = ("data", "model", "trainer", "paths", "hydra")
+
+
+def check_not_removing_a_needed_group(
+    override: Override, config_name: str, chosen: set[str | None]
+) -> None:
+    """OverrideMistake for `~data`, `~hydra`, ...: a group the command's run reads removed."""
+    group = override.key_or_group.lstrip("+")
+    if not override.is_delete() or group not in NEEDED_GROUPS or group not in chosen:
+        return
+    if group == "hydra":
+        raise OverrideMistake(
+            "~hydra removes Hydra's settings, from which sft takes its run folders, log and "
+            "sweep summary: change one of them instead (e.g. hydra.run.dir=...)"
+        )
+    raise OverrideMistake(
+        f"~{group} removes the {group} config, which sft-{config_name} reads: choose another "
+        f"with {group}=<option> (sft-{config_name} --help lists them)"
+    )
+
+
 def check_not_a_null_choice(override: Override, loader: Any, chosen_null: set[str]) -> None:
     """`logger=null`: Hydra takes no null for a config group's choice (was: its traceback,
     "Config group override must be a string or a list. Got NoneType")."""
@@ -693,15 +718,31 @@ def representative_overrides(parsed: list[Override], loader: Any) -> Iterator[st
         if not override.is_discrete_sweep():
             continue  # interval(...) is for the sweeper (e.g. Optuna) to sample
         values = list(override.sweep_string_iterator())
-        if not values:
-            continue
         group = override.key_or_group
+        if not values:  # (was: a multirun of no jobs, exit status 0)
+            raise OverrideMistake(no_swept_values(override, loader))
         if loader.repository.group_exists(group):
             options = loader.get_group_options(group)
             for value in values:
                 if value not in options:
                     raise OverrideMistake(unknown_option(group, value, options))
         yield f"{override.get_key_element()}={values[0]}"
+
+
+def no_swept_values(override: Override, loader: Any) -> str:
+    """Why a sweep override that gives no values (`glob(x*)` matching no option, `range(0)`)
+    would make a multirun of no jobs."""
+    group = override.key_or_group
+    line = override.input_line.lstrip("+")
+    if override.value_type != ValueType.GLOB_CHOICE_SWEEP:
+        return f"{line} gives no values: the multirun would run no jobs"
+    if not loader.repository.group_exists(group):
+        return (
+            f"{line}: glob(...) picks among a config group's options, and {group} is not a "
+            "config group: list the values (a,b,c) or give a range(...)"
+        )
+    options = [o for o in loader.get_group_options(group) if not o.startswith("_")]
+    return f"{line} matches none of {group}'s options ({', '.join(options)}): the multirun would run no jobs"
 
 
 def _null_search_space_set(config_name: str, overrides: list[str], loader: Any) -> str | None:
