@@ -931,6 +931,13 @@ def test_a_users_config_choosing_from_a_group_of_its_own_folder_is_accepted(tmp_
             "paths.output_dir is the run's folder, which Hydra makes: set hydra.run.dir "
             "(hydra.sweep.dir with -m) instead",
         ),
+        # was: ignored without a word (Hydra sets hydra.runtime as it starts the run)
+        (
+            ["hydra.runtime.output_dir=elsewhere"],
+            "hydra.runtime.output_dir=elsewhere: hydra.runtime is what Hydra records of the run "
+            "it starts, not a setting: set hydra.run.dir (hydra.sweep.dir with -m) for the "
+            "run's folder",
+        ),
         # was: the checkout's data and cache paths resolved against the run folder, relative
         # ckpt_path= and resume= not found
         (
@@ -950,7 +957,7 @@ def test_a_users_config_choosing_from_a_group_of_its_own_folder_is_accepted(tmp_
             "hydra.sweeper.params sets a sweep (seed), which runs as a multirun: add -m",
         ),
     ],
-    ids=["output_dir", "chdir", "job_logging", "sweep_without_m"],
+    ids=["output_dir", "runtime", "chdir", "job_logging", "sweep_without_m"],
 )
 def test_hydra_settings_sft_runs_do_not_work_with_are_one_line(tmp_path, args, line):
     conf = tmp_path / "conf"

@@ -374,6 +374,15 @@ def check_run_settings(parsed: Sequence[Override], cfg: DictConfig, multirun: bo
             "paths.output_dir is the run's folder, which Hydra makes: set hydra.run.dir "
             "(hydra.sweep.dir with -m) instead"
         )
+    recorded = [
+        o.input_line for o in parsed if o.key_or_group.lstrip("+~").startswith("hydra.runtime.")
+    ]
+    if recorded:
+        # (was: ignored without a word: Hydra sets hydra.runtime as it starts the run)
+        raise OverrideMistake(
+            f"{recorded[0]}: hydra.runtime is what Hydra records of the run it starts, not a "
+            "setting: set hydra.run.dir (hydra.sweep.dir with -m) for the run's folder"
+        )
     if OmegaConf.select(cfg, "hydra.job.chdir") is True:
         # (was: the checkout's paths, data and caches then resolved against the run's folder)
         raise OverrideMistake(
