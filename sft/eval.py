@@ -28,7 +28,7 @@ register_resolvers()
 @checks_overrides(config_name="eval", adds=("data", "debug", "trainer", "logger", "paths", "hydra"))
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    """Score the checkpoint and write result.json (its metrics: a sweep over checkpoints
+    """Score the checkpoint and write scores.json (its metrics: a sweep over checkpoints
     summarises them); a sweep's failing job leaves the others going."""
 
     def job() -> dict[str, Any]:

@@ -142,9 +142,16 @@ def test_a_sweep_over_checkpoints_scores_each_and_goes_on_past_a_failing_job(
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
     assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "completed")]
     assert "no such file" in rows[0]["error"]
-    scored = json.loads((sweep_dir / "1" / "result.json").read_text())
+    scored = json.loads((sweep_dir / "1" / "scores.json").read_text())
     assert scored["task"] == "eval" and (sweep_dir / "1" / "predictions.csv").is_file()
     assert float(rows[1]["test/acc"]) == pytest.approx(scored["metrics"]["test/acc"])
+    assert "epochs" not in rows[0]  # an evaluation trains none
+    # no training run's record: an eval folder stays one (sft-compare, resume, a sweep run
+    # again and sft-eval's own retry into a failed job's folder read result.json as training's)
+    assert not list(sweep_dir.rglob("result.json"))
+    retry = ["sft-eval", f"ckpt_path={checkpoint}", "trainer.accelerator=cpu"]
+    retry += ["+trainer.limit_test_batches=2", f"hydra.run.dir={sweep_dir / '0'}"]
+    assert run_entry_point(eval_module.main, retry) == 0
 
 
 def write_result(path: Path, status: str, metric: float | None = None, **metrics: float) -> None:

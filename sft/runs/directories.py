@@ -34,6 +34,7 @@ from sft.runs.lock import hold, holder, release
 from sft.runs.result import (
     RESULT_FILE,
     RunResult,
+    command_task,
     overrides_key,
     recorded_overrides,
     run_overrides,
@@ -345,6 +346,8 @@ def sweep_hint() -> str | None:
         return None
     hydra_cfg = HydraConfig.get()
     if getattr(hydra_cfg, "mode", None) != RunMode.MULTIRUN:
+        return None
+    if command_task(hydra_cfg) == "eval":  # its jobs have no last.ckpt to continue from
         return None
     sweep_dir = Path(hydra_cfg.sweep.dir).absolute()
     # with the sweeper's settings: a study continued without them was a new study in the old

@@ -1,6 +1,6 @@
-"""How a command's job ends, for sft-train and sft-eval alike: its `result.json`, and in a
-multirun a failing job that leaves the sweep going (its summary counts it, and the sweep exits 1
-at the end) while Ctrl-C or a signal stops the sweep."""
+"""How a command's job ends, for sft-train and sft-eval alike: its record (result.json,
+scores.json), and in a multirun a failing job that leaves the sweep going (its summary counts
+it, and the sweep exits 1 at the end) while Ctrl-C or a signal stops the sweep."""
 
 import contextlib
 import logging

@@ -1,9 +1,10 @@
-"""`result.json`: how one `sft-train` or `sft-eval` run ended, written atomically in its run
-directory.
+"""`result.json`: how one `sft-train` run ended, written atomically in its run directory
+(`scores.json`, the same record, for an `sft-eval` run: what reads a training run's record
+leaves it alone).
 
 Every run (single or multirun job, completed or failed) writes one; the sweep summary
 (`sft.runs.sweep_summary`), `sft-compare` and the study reports and sweepers read them. Fields:
-task (the command's `task_name`: train, eval), status ("completed" | "failed" | "interrupted": stopped by Ctrl-C or a signal, resumable from
+task (the command: train, eval), status ("completed" | "failed" | "interrupted": stopped by Ctrl-C or a signal, resumable from
 its last.ckpt where it saved one | "pruned": an Optuna trial its pruner stopped), error (one
 line or null), overrides (the job's task overrides), metrics (final float metrics),
 optimized_metric, epochs (completed), steps, wall_time_s, output_dir, started_at and ended_at.
@@ -23,7 +24,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning_utilities.core.rank_zero import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sft.errors import (
     RunInTheWay,
@@ -39,6 +40,9 @@ from sft.utils.io import atomic_write_text
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+# sft-eval's record: its own name, so that what reads a training run's result.json (resume, a
+# sweep run again, sft-compare, the run-folder checks) never takes an evaluation for one
+SCORES_FILE = "scores.json"
 START_FROM = "ckpt_path"  # the setting of a new run started from another's checkpoint
 COMPLETED = "completed"
 FAILED = "failed"
@@ -92,6 +96,17 @@ def one_line_error(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
+def record_file(task: str) -> str:
+    """The name of a run's record: result.json, scores.json for an sft-eval run."""
+    return SCORES_FILE if task == "eval" else RESULT_FILE
+
+
+def command_task(hydra_cfg: DictConfig) -> str:
+    """The command a Hydra job runs: "eval" for sft-eval's (Hydra names its job after the
+    entry point's module), else "train"."""
+    return "eval" if OmegaConf.select(hydra_cfg, "job.name") == "eval" else "train"
+
+
 def not_run_record(sweep_dir: str | Path, job_num: int) -> Path:
     """Where a sweep's job records a failure that leaves its directory's earlier record as it
     was: `<sweep dir>/.not_run/<job number>.json`."""
@@ -101,8 +116,8 @@ def not_run_record(sweep_dir: str | Path, job_num: int) -> Path:
 @dataclass
 class RunResult:
     status: str
-    # the command's task_name: "train", or "eval" (the metrics it scored a checkpoint with);
-    # records written before it was kept are sft-train's
+    # the command: "train", or "eval" (the metrics it scored a checkpoint with); records
+    # written before it was kept are sft-train's
     task: str = "train"
     error: str | None = None
     overrides: list[str] = field(default_factory=list)
@@ -141,7 +156,7 @@ class RunResult:
         # lost job) is no DDP rank: its rank is unset, which the decorator would refuse
         if getattr(rank_zero_only, "rank", 0) != 0:
             return None
-        path = path or Path(self.output_dir) / RESULT_FILE
+        path = path or Path(self.output_dir) / record_file(self.task)
         atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
         return path
 
@@ -271,7 +286,7 @@ class RunRecorder:
 
     def _earlier(self) -> RunResult | None:
         """The result.json the run's earlier part wrote (a resumed run), if readable."""
-        path = Path(self.result.output_dir) / RESULT_FILE
+        path = Path(self.result.output_dir) / record_file(self.result.task)
         try:
             return RunResult.read(path) if path.is_file() else None
         except (OSError, SFTError) as e:  # unreadable: nothing to keep, and it is replaced
@@ -334,8 +349,9 @@ class RunRecorder:
 
 def job_recorder(cfg: DictConfig) -> RunRecorder:
     """The recorder of the sft-train or sft-eval job Hydra runs now (in its run directory; a
-    sweep's job records a failure before training in the sweep directory). Made before torch and Lightning
-    load, so that Ctrl-C while they do is recorded too (was: a run directory without a record)."""
+    sweep's job records a failure before training in the sweep directory). Made before torch
+    and Lightning load, so that Ctrl-C while they do is recorded too (was: a run directory
+    without a record)."""
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     return RunRecorder(
@@ -343,5 +359,5 @@ def job_recorder(cfg: DictConfig) -> RunRecorder:
         run_overrides(task_overrides()),
         cfg.get("optimized_metric"),
         not_run_record(hydra_cfg.sweep.dir, hydra_cfg.job.num) if multirun else None,
-        task=str(cfg.get("task_name") or "train"),
+        task=command_task(hydra_cfg),
     )

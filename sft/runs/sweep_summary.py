@@ -37,11 +37,14 @@ from sft.runs.result import (
     NOT_RUN_DIR,
     PRUNED,
     RESULT_FILE,
+    SCORES_FILE,
     UNFINISHED,
     RunResult,
+    command_task,
     not_run_record,
     one_line_error,
     overrides_key,
+    record_file,
     run_overrides,
 )
 from sft.utils.cli import override_key
@@ -77,10 +80,12 @@ def read_results(sweep_dir: str | Path, not_run: bool = False) -> list[tuple[str
 
 
 def record_files(sweep_dir: Path, not_run: bool = True) -> list[tuple[Path, str]]:
-    """(file, job) for every record under `sweep_dir`: `<job>/result.json`; with `not_run`,
-    also `.not_run/<n>.json` (job `<n> (not run)`)."""
+    """(file, job) for every record under `sweep_dir`: `<job>/result.json` (`scores.json` in
+    an sft-eval sweep); with `not_run`, also `.not_run/<n>.json` (job `<n> (not run)`)."""
     records = [
-        (p, p.parent.relative_to(sweep_dir).as_posix()) for p in sweep_dir.rglob(RESULT_FILE)
+        (p, p.parent.relative_to(sweep_dir).as_posix())
+        for name in (RESULT_FILE, SCORES_FILE)
+        for p in sweep_dir.rglob(name)
     ]
     if not_run:
         records += [(p, f"{p.stem}{NOT_RUN}") for p in (sweep_dir / NOT_RUN_DIR).glob("*.json")]
@@ -131,6 +136,7 @@ def summary_rows(results: list[tuple[str, RunResult]], mode: str | None = None) 
             pick = max if direction == "max" else min
             best_job = pick(scored, key=lambda s: s[0])[1]
 
+    trained = any(r.task != "eval" for _, r in results)  # sft-eval's jobs train no epochs
     rows = []
     for job, r in results:
         row: dict[str, Any] = {"job": job, "status": r.status, "overrides": list(r.overrides)}
@@ -139,8 +145,9 @@ def summary_rows(results: list[tuple[str, RunResult]], mode: str | None = None) 
         for metric in test_metrics:
             if metric != optimized:
                 row[metric] = value(r, metric)
+        if trained:
+            row["epochs"] = r.epochs
         row.update(
-            epochs=r.epochs,
             wall_time_s=r.wall_time_s,
             error=r.error or "",
             best="best" if job == best_job else "",
@@ -395,6 +402,7 @@ class SweepSummary(Callback):
                 record.parent.mkdir(parents=True, exist_ok=True)
                 RunResult(
                     status=FAILED,
+                    task=command_task(config.hydra),
                     output_dir=str(job_dir),
                     overrides=run_overrides(job_return.overrides or []),
                     error=one_line_error(exc),
@@ -406,7 +414,7 @@ class SweepSummary(Callback):
         has none; `.not_run/<n>.json` beside an earlier run's record left as it was (a Ray worker
         lost in a sweep run again: the summary and the exit status count it); None when the job
         recorded its failure."""
-        record = job_dir / RESULT_FILE
+        record = job_dir / record_file(command_task(config.hydra))
         if not record.exists():
             return record
         not_run = not_run_record(config.hydra.sweep.dir, config.hydra.job.num)
