@@ -416,7 +416,7 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["-m", "model=glob(nomatch*)"],
             "error: model=glob(nomatch*) matches none of model's options (bert_base_fused, ",
         ),
-        ("train", ["-m", "seed=range(0)"], "error: seed=range(0) gives no values: the multirun"),
+        ("train", ["-m", "seed=range(0)"], "error: seed=range(0) gives no values: a sweep of it"),
         # a group's choice as null (were: Hydra's traceback, "Config group override must be a
         # string or a list. Got NoneType")
         (

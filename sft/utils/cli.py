@@ -744,14 +744,17 @@ def no_swept_values(override: Override, loader: Any) -> str:
     group = override.key_or_group
     line = override.input_line.lstrip("+")
     if override.value_type != ValueType.GLOB_CHOICE_SWEEP:
-        return f"{line} gives no values: the multirun would run no jobs"
+        return f"{line} gives no values: a sweep of it would run no jobs"
     if not loader.repository.group_exists(group):
         return (
             f"{line}: glob(...) picks among a config group's options, and {group} is not a "
             "config group: list the values (a,b,c) or give a range(...)"
         )
     options = [o for o in loader.get_group_options(group) if not o.startswith("_")]
-    return f"{line} matches none of {group}'s options ({', '.join(options)}): the multirun would run no jobs"
+    return (
+        f"{line} matches none of {group}'s options ({', '.join(options)}): a sweep of it would "
+        "run no jobs"
+    )
 
 
 def _null_search_space_set(config_name: str, overrides: list[str], loader: Any) -> str | None:
