@@ -855,6 +855,29 @@ def test_a_run_resumed_with_more_steps_follows_its_new_schedule_from_the_first_s
     assert [lr[step] for step in (3, 4, 5)] == pytest.approx(expected)
 
 
+def test_a_run_resumed_with_other_rates_and_weight_decay_trains_with_them(train_cfg, tmp_path):
+    """resume= with a lower model.lr_head (what the non-finite loss error advises) and another
+    weight decay: the restored optimizer kept the saved run's rates and decay, without a word,
+    while config_resolved.yaml recorded the new ones."""
+    rates = tmp_path / "rates.json"
+    run_dir = tmp_path / "run"
+    record = [
+        "+callbacks.rates._target_=helpers.probes.RecordLearningRates",
+        f"+callbacks.rates.path={rates}",
+    ]
+    common = ["test=false", "model.warmup_ratio=0", "trainer.max_epochs=10", *record]
+    train(train_cfg(*common, "+trainer.max_steps=3", run_dir=run_dir))
+    changed = ["model.lr_head=0.001", "model.weight_decay=0.1", f"resume={run_dir}"]
+    train(train_cfg(*common, "+trainer.max_steps=6", *changed, run_dir=run_dir))
+    lr = {int(k): v for k, v in json.loads(rates.read_text()).items()}
+    expected = [0.001 * 0.5 * (1 + math.cos(math.pi * step / 6)) for step in (3, 4, 5)]
+    assert [lr[step] for step in (3, 4, 5)] == pytest.approx(expected)
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    groups = {g["name"]: g for g in saved["optimizer_states"][0]["param_groups"]}
+    assert groups["head"]["initial_lr"] == 0.001 and groups["head"]["weight_decay"] == 0.1
+    assert groups["head/no_decay"]["weight_decay"] == 0.0
+
+
 def test_a_resumed_run_keeps_the_checkpoint_it_started_from_in_its_record(tmp_path):
     """A run started with ckpt_path=<other run's checkpoint> and later resumed (resume=<run>,
     no ckpt_path=) recorded only the resuming command's overrides: its result.json, and so its

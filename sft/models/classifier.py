@@ -144,6 +144,14 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return logits.float().softmax(-1)
 
 
+def _same_setting(a: Any, b: Any) -> bool:
+    """Whether two values of an optimizer setting are the same (betas saved as a tuple, read
+    back as one or as a list)."""
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return list(a) == list(b)
+    return a == b
+
+
 class SFTClassifier(L.LightningModule):
     """Backbone `self.backbone` (features h) and `self.head` (FusedHead: base + zero-init branch).
 
@@ -389,6 +397,9 @@ class SFTClassifier(L.LightningModule):
         self.test_loss = MeanMetric(nan_strategy=float("nan"))
         # from a resumed checkpoint (on_load_checkpoint), applied in on_train_start
         self._restored_acc_best: float | None = None
+        # each optimizer group's settings as this run configures them (configure_optimizers),
+        # which a restored optimizer's replace (on_train_start)
+        self._configured_groups: list[dict[str, Any]] = []
         # an image batch went through the backbone: its size is one the backbone takes
         self._images_ran = False
         # the word embedding's gradient kept between training steps (on_train_start)
@@ -667,6 +678,7 @@ class SFTClassifier(L.LightningModule):
         self.val_acc_best.reset()
         if self._restored_acc_best is not None:
             self.val_acc_best(self._restored_acc_best)
+        self._take_this_runs_optimizer_settings()
         self._follow_this_runs_schedule()
         # Large embedding tables (a text encoder's word embedding) keep their gradient between
         # steps, only the used rows zeroed, instead of torch's fresh table-sized gradient each
@@ -685,6 +697,38 @@ class SFTClassifier(L.LightningModule):
             optimizer.zero_grad()
         else:
             self._kept_grads.zero_grad(optimizer)
+
+    def _take_this_runs_optimizer_settings(self) -> None:
+        """A run from a checkpoint (resume=, ckpt_path=) restores the optimizer's state and
+        with it the settings of the run that saved it: its learning rates and weight decay,
+        where this run's config recorded the ones asked for (was: `resume=... model.lr_head=`
+        lower after a divergence trained on at the old rate, without a word). This run's
+        settings replace them, its learning rates as the schedule's base rates."""
+        optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
+        if optimizer is None or len(optimizer.param_groups) != len(self._configured_groups):
+            return
+        changed = []
+        for group, configured in zip(optimizer.param_groups, self._configured_groups, strict=True):
+            for key, value in configured.items():
+                # a schedule's base rate (torch keeps it as initial_lr); the rate now follows it
+                held = "initial_lr" if key == "lr" and "initial_lr" in group else key
+                if _same_setting(group.get(held), value):
+                    continue
+                changed.append(f"{group.get('name', '?')} {key} {group.get(held)} -> {value}")
+                if held == "initial_lr":  # the rate at the restored step, on the new base
+                    old = group["initial_lr"]
+                    group["lr"] = group["lr"] * value / old if old else value
+                group[held] = value
+        for config in self.trainer.lr_scheduler_configs:
+            if config.scheduler.optimizer is optimizer and hasattr(config.scheduler, "base_lrs"):
+                config.scheduler.base_lrs = [
+                    g.get("initial_lr", g["lr"]) for g in optimizer.param_groups
+                ]
+        if changed and rank_zero_only.rank == 0:
+            log.info(
+                "the checkpoint's optimizer settings are replaced by this run's: "
+                + first_few(changed, 6)
+            )
 
     def _follow_this_runs_schedule(self) -> None:
         """A resumed run with another length (max_steps, max_epochs) has a new schedule, but
@@ -985,6 +1029,9 @@ class SFTClassifier(L.LightningModule):
         optimizer_cfg = hp.optimizer or {"_target_": "torch.optim.AdamW", "fused": True}
         # Partial first: instantiate() would turn the groups' dicts into DictConfigs.
         optimizer = instantiate(optimizer_cfg, _partial_=True)(groups, lr=hp.lr_head)
+        self._configured_groups = [
+            {k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups
+        ]
         if hp.scheduler is None:
             if hp.warmup_ratio:  # here, in training (was: no word; at __init__, also in sft-eval)
                 rank_zero_warning(
