@@ -252,6 +252,36 @@ def test_a_model_class_that_cannot_take_the_runs_arguments_is_named(
     assert not (tmp_path / "run" / "config_resolved.yaml").exists()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # SGD without momentum from the packaged config (nesterov: true)
+        (
+            ["model.optimizer.momentum=0"],
+            "model.optimizer (SGD): Nesterov momentum requires a momentum and zero dampening",
+        ),
+        (
+            ["~model.optimizer", "+model.optimizer={_target_:torch.optim.Adam,betas:[1.5,0.9]}"],
+            "model.optimizer (Adam): Invalid beta parameter at index 0: 1.5",
+        ),
+        # Lightning's "no epoch limit" (was: OverflowError: cannot convert float infinity)
+        (
+            ["trainer.max_epochs=-1", "+trainer.max_time=00:00:00:05"],
+            "model.scheduler (get_cosine_schedule_with_warmup) follows the run's length in "
+            "steps, and trainer.max_epochs=-1 trainer.max_steps=-1 set none: set "
+            "trainer.max_steps (or trainer.max_epochs), or model.scheduler=null",
+        ),
+    ],
+    ids=["nesterov_without_momentum", "beta_above_1", "no_length_for_the_schedule"],
+)
+def test_optimizer_and_schedule_settings_they_refuse_are_one_line(
+    overrides, message, train_cfg, tmp_path
+):
+    with pytest.raises(SFTError) as err:
+        train(train_cfg(*overrides, run_dir=tmp_path / "run"))
+    assert str(err.value) == message
+
+
 @pytest.mark.slow
 def test_eval_reproduces_training_test_accuracy(train_cfg, tmp_path):
     metrics = train(train_cfg("trainer.max_epochs=2", run_dir=tmp_path / "train"))

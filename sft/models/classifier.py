@@ -2,6 +2,7 @@
 
 import inspect
 import logging
+import math
 import operator
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -1028,7 +1029,13 @@ class SFTClassifier(L.LightningModule):
             groups += self._backbone_groups()
         optimizer_cfg = hp.optimizer or {"_target_": "torch.optim.AdamW", "fused": True}
         # Partial first: instantiate() would turn the groups' dicts into DictConfigs.
-        optimizer = instantiate(optimizer_cfg, _partial_=True)(groups, lr=hp.lr_head)
+        try:
+            optimizer = instantiate(optimizer_cfg, _partial_=True)(groups, lr=hp.lr_head)
+        except ValueError as exc:
+            # torch's optimizers check their settings' values (betas below 1, Nesterov with a
+            # momentum): one line naming the config (was: a traceback)
+            name = str(optimizer_cfg.get("_target_")).rpartition(".")[2]
+            raise SFTError(f"model.optimizer ({name}): {exc}") from None
         self._configured_groups = [
             {k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups
         ]
@@ -1041,7 +1048,15 @@ class SFTClassifier(L.LightningModule):
                     "that is meant",
                 )
             return {"optimizer": optimizer}
-        total = int(self.trainer.estimated_stepping_batches)
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):  # (was: an OverflowError traceback)
+            raise SFTError(
+                f"model.scheduler ({str(hp.scheduler.get('_target_')).rpartition('.')[2]}) "
+                f"follows the run's length in steps, and trainer.max_epochs="
+                f"{self.trainer.max_epochs} trainer.max_steps={self.trainer.max_steps} set none: "
+                "set trainer.max_steps (or trainer.max_epochs), or model.scheduler=null"
+            )
+        total = int(total)
         scheduler = create_scheduler(hp.scheduler, optimizer, total, hp.warmup_ratio)
         return {
             "optimizer": optimizer,
