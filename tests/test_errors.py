@@ -1234,6 +1234,20 @@ def test_a_monitored_metric_validation_does_not_log_stops_before_training(
     assert "Epoch 0" not in stderr and not list(tmp_path.glob("run/checkpoints/*.ckpt"))
 
 
+def test_a_monitored_metric_validation_does_not_log_is_one_line_without_a_sanity_check(
+    tmp_path, monkeypatch, capsys
+):
+    """trainer.num_sanity_val_steps=0: the check comes at the first validation's end, before
+    the callbacks read the metric (was: EarlyStopping's RuntimeError traceback there)."""
+    override = "callbacks.early_stopping.monitor=val/accc"
+    args = [*FAST, override, "trainer.num_sanity_val_steps=0", "trainer.max_epochs=1"]
+    status, stderr = run_main("train", [*args, "test=false"], tmp_path, monkeypatch, capsys)
+    assert assert_one_error_line(status, stderr).startswith(
+        "error: EarlyStopping monitors 'val/accc', which validation does not log (did you mean "
+        "'val/acc'?"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [

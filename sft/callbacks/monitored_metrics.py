@@ -4,7 +4,9 @@ Lightning looks a callback's `monitor` up only when it first reads it: after a w
 epoch (or `trainer.val_check_interval` of one), where ModelCheckpoint's miss is an error and
 EarlyStopping's a RuntimeError traceback. Validation's metrics are known at the end of the
 sanity check, before any training: a typo (`callbacks.early_stopping.monitor=val/accc`) is one
-line there. Other metrics (`train/...`) are left to Lightning.
+line there; without a sanity check (`trainer.num_sanity_val_steps=0`), at the end of the first
+validation, before the callbacks read it (this check comes first among the run's callbacks).
+Other metrics (`train/...`) are left to Lightning.
 """
 
 from __future__ import annotations
@@ -32,10 +34,22 @@ def _defined_elsewhere(hook: object) -> bool:
 
 
 class MonitoredMetricsCheck(Callback):
-    """At the end of the sanity check: SFTError for a callback monitoring a `val/` metric that
-    validation did not log."""
+    """At the end of the sanity check (else of the first validation): SFTError for a callback
+    monitoring a `val/` metric that validation did not log."""
+
+    def __init__(self) -> None:
+        self.checked = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.checked = False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # (was: EarlyStopping's RuntimeError traceback after the first epoch)
+        if not trainer.sanity_checking and not self.checked:
+            self.on_sanity_check_end(trainer, pl_module)
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.checked = True
         # a model class of the user's with validation hooks of its own may log a metric only
         # after the sanity check (`if self.trainer.sanity_checking: return`): left to Lightning
         if any(_defined_elsewhere(getattr(type(pl_module), h)) for h in _VALIDATION_HOOKS):

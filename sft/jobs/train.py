@@ -175,7 +175,8 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     )
     trainer = build_trainer(
         cfg.trainer,
-        callbacks=[*callbacks, SpawnedRankLogging(), MonitoredMetricsCheck()],
+        # the check first: it reads the monitored metrics before the callbacks that monitor them
+        callbacks=[MonitoredMetricsCheck(), *callbacks, SpawnedRankLogging()],
         logger=loggers,
         **checkpointing(cfg.trainer, callbacks),
     )
