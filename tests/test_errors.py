@@ -1234,6 +1234,29 @@ def test_a_monitored_metric_validation_does_not_log_stops_before_training(
     assert "Epoch 0" not in stderr and not list(tmp_path.glob("run/checkpoints/*.ckpt"))
 
 
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        (
+            "callbacks.model_checkpoint.save_top_k=-2",
+            "error: callbacks.model_checkpoint: Invalid value for save_top_k=-2. Must be >= -1",
+        ),
+        (
+            "callbacks.early_stopping.mode=maximum",
+            "error: callbacks.early_stopping: `mode` can be min, max, got maximum",
+        ),
+    ],
+    ids=["save_top_k", "mode"],
+)
+def test_a_callback_value_lightning_refuses_is_one_line_naming_the_callback(
+    override, line, tmp_path, monkeypatch, capsys
+):
+    """(was: Hydra's "Error in call to target" block around Lightning's message)"""
+    args = [*FAST, override, "trainer.max_epochs=1", "test=false"]
+    status, stderr = run_main("train", args, tmp_path, monkeypatch, capsys)
+    assert assert_one_error_line(status, stderr) == line
+
+
 def test_a_monitored_metric_validation_does_not_log_is_one_line_without_a_sanity_check(
     tmp_path, monkeypatch, capsys
 ):

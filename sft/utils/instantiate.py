@@ -51,7 +51,14 @@ def _instantiate_entries(
                 f"{where}._target_, or set {where}=null to switch it off"
             )
         check_config_types(entry, where)  # its _target_ importable, its keys ones it takes
-    return [instantiate(entry) for entry in cfg.values() if entry and "_target_" in entry]
+    built = []
+    for name, entry in cfg.items():
+        if entry and "_target_" in entry:
+            # a value Lightning's callbacks refuse (save_top_k=-2, mode=maximum): was Hydra's
+            # block around Lightning's message
+            with lightning_refusals(setting=f"{group}.{name}"):
+                built.append(instantiate(entry))
+    return built
 
 
 def instantiate_callbacks(
@@ -147,8 +154,9 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
 
 
 @contextmanager
-def lightning_refusals(*also: type[Exception]) -> Iterator[None]:
-    """Lightning's refusal of a setting is a user error: its own message, as one line. It
+def lightning_refusals(*also: type[Exception], setting: str = "trainer") -> Iterator[None]:
+    """Lightning's refusal of a setting is a user error: its own message, as one line naming
+    the config it is in (`setting`: the trainer's, or e.g. `callbacks.early_stopping`). It
     refuses when the trainer is built (through instantiate) or when fit/test set up their loops
     (an int val_check_interval above the batch count, limit_train_batches rounding to no batch),
     with a MisconfigurationException or a ValueError raised by its own code (or an exception of a
@@ -173,7 +181,7 @@ def lightning_refusals(*also: type[Exception]) -> Iterator[None]:
                 " This config sets trainer.check_val_every_n_epoch=null (method=linear_probe "
                 "does, to validate after its one step with trainer.val_check_interval=1)."
             )
-        raise SFTError(f"trainer: {message}") from exc
+        raise SFTError(f"{setting}: {message}") from exc
 
 
 def answers_ctrl_c(exc: SystemExit) -> bool:
