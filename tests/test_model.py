@@ -285,6 +285,10 @@ def test_schedules_take_the_step_counts_they_accept():
     assert scheduled_lrs(cosine)[5] == pytest.approx(0.5)
     with pytest.raises(SFTError, match=r"^model.scheduler: torch.optim.lr_scheduler.Cosine"):
         scheduled_lrs({"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR"})
+    # a schedule on a metric (was: Lightning's "The lr scheduler dict must include a monitor")
+    plateau = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+    with pytest.raises(SFTError, match=rf"^model.scheduler: {plateau} steps on a metric"):
+        scheduled_lrs({"_target_": plateau}, warmup_ratio=0)
 
 
 def test_a_warmup_ratio_no_schedule_applies_is_warned_about(caplog):

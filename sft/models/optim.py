@@ -111,6 +111,13 @@ def create_scheduler(
             "schedule's own, e.g. OneCycleLR's pct_start, is its settings'); set "
             "model.warmup_ratio=0",
         )
+    if _is_subclass(make.func, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        # (was: Lightning's "The lr scheduler dict must include a monitor", which asked for code)
+        raise SFTError(
+            f"model.scheduler: {cfg.get('_target_')} steps on a metric, and sft steps its "
+            "schedule with the optimizer, once per step: give a schedule of steps (e.g. "
+            "transformers.get_linear_schedule_with_warmup, torch.optim.lr_scheduler.StepLR)"
+        )
     try:
         return make(optimizer, **given)
     except TypeError as exc:
@@ -120,3 +127,7 @@ def create_scheduler(
             "give the schedule's own settings under model.scheduler (e.g. "
             "+model.scheduler.T_max=<steps>; it steps once per optimizer step)"
         ) from exc
+
+
+def _is_subclass(target: Any, cls: type) -> bool:
+    return isinstance(target, type) and issubclass(target, cls)
