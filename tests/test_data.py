@@ -111,6 +111,14 @@ def test_val_split_fixed_and_disjoint_from_train(cifar: CIFAR10DataModule) -> No
     assert not torch.equal(other_split.val_indices, cifar.val_indices)
 
 
+def test_a_validation_split_leaving_classes_without_training_images_is_warned_about(caplog):
+    """data.val_size=49990 leaves 10 training images, not of every class: the model gets
+    outputs it never learns (image folders and text data said so; CIFAR-10 did not)."""
+    dm = CIFAR10DataModule(str(DATA_ROOT), download=False, val_size=49990, batch_size=4)
+    with logs_warning(caplog, r"data.val_size=49990\): no training examples of \d of the 10"):
+        dm.setup("fit")
+
+
 @pytest.mark.parametrize("data", ["cifar10", "image_folder"])
 def test_an_unseeded_run_draws_the_seed_0_subset_of_image_data(data, tmp_path):
     """`seed=null` (conf/train.yaml: "null: unseeded") with image data: `error: data.seed:

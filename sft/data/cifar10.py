@@ -23,7 +23,11 @@ from sft.data.base import (
     passthrough_collate,
 )
 from sft.data.resumable import split_loader
-from sft.data.subsets import check_few_label_args, few_label_indices
+from sft.data.subsets import (
+    check_few_label_args,
+    few_label_indices,
+    warn_classes_without_examples,
+)
 from sft.errors import SFTError
 from sft.utils.logs import rank_zero_warning
 
@@ -239,6 +243,10 @@ class CIFAR10DataModule(ImageDataModule):
         )
         train_idx = train_idx[torch.as_tensor(keep, dtype=torch.int64)]
         self.check_train_batch(len(train_idx), str(self.folder))
+        # a large data.val_size leaves a few training images (was: classes of none, no word)
+        where = f"{self.folder} (data.val_size={self.val_size})"
+        warn_classes_without_examples(labels[train_idx], self.class_names, where)
+        warn_classes_without_examples(labels[val_idx], self.class_names, where, "validation")
         self.train_indices = train_idx  # positions in the 50k training set, for inspection
         self.val_indices = val_idx
         self.train_data = TensorBatchDataset(
