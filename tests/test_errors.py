@@ -410,6 +410,12 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["ckpt_path=x.ckpt", "~trainer"],
             "error: ~trainer removes the trainer config, which sft-eval reads",
         ),
+        # sft-eval's job name tells its record from a training run's
+        (
+            "eval",
+            ["ckpt_path=x.ckpt", "hydra.job.name=mine"],
+            "error: hydra.job.name: sft-eval's job is named eval, by which its record",
+        ),
         # a sweep of no jobs (was: "Launching 0 jobs locally", exit status 0)
         (
             "train",

@@ -1,9 +1,11 @@
 """The fused head, the regularisers, parameter groups, freezing and the linear probe."""
 
+import functools
 import logging
 import math
 import warnings
 from types import SimpleNamespace
+from typing import Any
 
 import lightning as L
 import pytest
@@ -289,6 +291,45 @@ def test_schedules_take_the_step_counts_they_accept():
     plateau = "torch.optim.lr_scheduler.ReduceLROnPlateau"
     with pytest.raises(SFTError, match=rf"^model.scheduler: {plateau} steps on a metric"):
         scheduled_lrs({"_target_": plateau}, warmup_ratio=0)
+
+
+def restored_optimizer_settings(scheduler: Any, configured: dict, ckpt_path: str | None) -> dict:
+    """One AdamW group (lr 0.1, decay 0.01) under `scheduler` (make(optimizer)), given this
+    run's `configured` settings by SFTClassifier._take_this_runs_optimizer_settings as if
+    restored from `ckpt_path`: the group's settings after, and the schedule's base rates."""
+    optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(2))], lr=0.1, weight_decay=0.01)
+    made = scheduler(optimizer) if scheduler else None
+    configs = [SimpleNamespace(scheduler=made)] if made else []
+    run = SimpleNamespace(
+        trainer=SimpleNamespace(
+            optimizers=[optimizer], lr_scheduler_configs=configs, ckpt_path=ckpt_path
+        ),
+        _configured_groups=[configured],
+    )
+    SFTClassifier._take_this_runs_optimizer_settings(run)
+    group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+    return {**group, "base_lrs": getattr(made, "base_lrs", None)}
+
+
+def test_a_restored_optimizer_takes_this_runs_rate_and_decay_but_not_its_flags_or_cycles():
+    """resume=/ckpt_path= with other settings: this run's rate (the schedule's base) and decay
+    replace the restored ones; torch's flags stay (the state was placed for them), and so do
+    the rate and momentum a cycling schedule sets itself (was: OneCycleLR's first rate and
+    betas overwritten by model.lr_head's, in every run)."""
+    lambda_lr = functools.partial(torch.optim.lr_scheduler.LambdaLR, lr_lambda=lambda step: 0.5)
+    wanted = {"lr": 0.001, "weight_decay": 0.1, "betas": (0.8, 0.99)}
+    after = restored_optimizer_settings(lambda_lr, wanted, "last.ckpt")
+    assert after["initial_lr"] == 0.001 and after["base_lrs"] == [0.001]
+    assert after["weight_decay"] == 0.1 and after["betas"] == (0.8, 0.99)
+    assert after["foreach"] is None  # not configured: as restored
+    one_cycle = functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=1.0, total_steps=10)
+    after = restored_optimizer_settings(one_cycle, wanted, "last.ckpt")
+    assert after["lr"] == pytest.approx(0.04) and after["betas"] == (0.95, 0.999)
+    assert after["weight_decay"] == 0.1
+    # nothing restored (a fresh run): its optimizer is as configured, schedule and all
+    assert restored_optimizer_settings(one_cycle, wanted, None)["weight_decay"] == 0.01
+    after = restored_optimizer_settings(None, wanted, "last.ckpt")
+    assert after["lr"] == 0.001 and "initial_lr" not in after
 
 
 def test_a_warmup_ratio_no_schedule_applies_is_warned_about(caplog):
@@ -840,7 +881,12 @@ def test_frozen_norm_statistics_survive_the_linear_probe():
             return batch
 
     model._trainer = SimpleNamespace(
-        datamodule=Probe(), limit_train_batches=1.0, lr_scheduler_configs=[], strategy=None
+        datamodule=Probe(),
+        limit_train_batches=1.0,
+        lr_scheduler_configs=[],
+        strategy=None,
+        optimizers=[],
+        ckpt_path=None,
     )
     model.on_fit_start()
     assert bool(model.linear_probe_done)

@@ -152,6 +152,11 @@ def test_a_sweep_over_checkpoints_scores_each_and_goes_on_past_a_failing_job(
     retry = ["sft-eval", f"ckpt_path={checkpoint}", "trainer.accelerator=cpu"]
     retry += ["+trainer.limit_test_batches=2", f"hydra.run.dir={sweep_dir / '0'}"]
     assert run_entry_point(eval_module.main, retry) == 0
+    # another sweep into its folder is refused before a job runs, as a training sweep's
+    capsys.readouterr()
+    other = [*argv[:2], f"ckpt_path={tmp_path / 'other.ckpt'},{checkpoint}", *argv[3:]]
+    assert run_entry_point(eval_module.main, other) == 1
+    assert f"error: hydra.sweep.dir={sweep_dir} holds " in capsys.readouterr().err
 
 
 def write_result(path: Path, status: str, metric: float | None = None, **metrics: float) -> None:

@@ -243,8 +243,9 @@ class CIFAR10DataModule(ImageDataModule):
         )
         train_idx = train_idx[torch.as_tensor(keep, dtype=torch.int64)]
         self.check_train_batch(len(train_idx), str(self.folder))
-        # a large data.val_size leaves a few training images (was: classes of none, no word)
-        where = f"{self.folder} (data.val_size={self.val_size})"
+        # a large data.val_size, or a few-label subset, may leave classes of no training images
+        # (was: no word)
+        where = str(self.folder)
         warn_classes_without_examples(labels[train_idx], self.class_names, where)
         warn_classes_without_examples(labels[val_idx], self.class_names, where, "validation")
         self.train_indices = train_idx  # positions in the 50k training set, for inspection

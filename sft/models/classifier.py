@@ -145,6 +145,14 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return logits.float().softmax(-1)
 
 
+# torch's optimizers' flags for how a step runs, not what it does: a restored optimizer keeps
+# its own (its state was placed for them)
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+# the group settings a schedule other than a closed-form one may set itself (OneCycleLR and
+# CyclicLR set the rate and cycle the momentum)
+SCHEDULED_SETTINGS = ("lr", "betas", "momentum")
+
+
 def _same_setting(a: Any, b: Any) -> bool:
     """Whether two values of an optimizer setting are the same (betas saved as a tuple, read
     back as one or as a list)."""
@@ -704,27 +712,33 @@ class SFTClassifier(L.LightningModule):
         with it the settings of the run that saved it: its learning rates and weight decay,
         where this run's config recorded the ones asked for (was: `resume=... model.lr_head=`
         lower after a divergence trained on at the old rate, without a word). This run's
-        settings replace them, its learning rates as the schedule's base rates."""
+        settings (`_configured_groups`) replace them, its learning rates as the base rates of
+        a closed-form schedule (sft's: transformers' LambdaLRs) or of none. A schedule of
+        another kind keeps the rates and momentum it sets itself (OneCycleLR, CyclicLR)."""
         optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
-        if optimizer is None or len(optimizer.param_groups) != len(self._configured_groups):
-            return
+        if self.trainer.ckpt_path is None or optimizer is None:
+            return  # nothing restored
+        if len(optimizer.param_groups) != len(self._configured_groups):
+            return  # groups a callback added (gradual unfreezing): not this config's
+        schedulers = [
+            c.scheduler
+            for c in self.trainer.lr_scheduler_configs
+            if c.scheduler.optimizer is optimizer
+        ]
+        closed_form = all(isinstance(s, torch.optim.lr_scheduler.LambdaLR) for s in schedulers)
         changed = []
         for group, configured in zip(optimizer.param_groups, self._configured_groups, strict=True):
             for key, value in configured.items():
+                if not closed_form and key in SCHEDULED_SETTINGS:
+                    continue
                 # a schedule's base rate (torch keeps it as initial_lr); the rate now follows it
                 held = "initial_lr" if key == "lr" and "initial_lr" in group else key
                 if _same_setting(group.get(held), value):
                     continue
                 changed.append(f"{group.get('name', '?')} {key} {group.get(held)} -> {value}")
-                if held == "initial_lr":  # the rate at the restored step, on the new base
-                    old = group["initial_lr"]
-                    group["lr"] = group["lr"] * value / old if old else value
                 group[held] = value
-        for config in self.trainer.lr_scheduler_configs:
-            if config.scheduler.optimizer is optimizer and hasattr(config.scheduler, "base_lrs"):
-                config.scheduler.base_lrs = [
-                    g.get("initial_lr", g["lr"]) for g in optimizer.param_groups
-                ]
+        for scheduler in schedulers if closed_form else ():
+            scheduler.base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
         if changed and rank_zero_only.rank == 0:
             log.info(
                 "the checkpoint's optimizer settings are replaced by this run's: "
@@ -1036,8 +1050,17 @@ class SFTClassifier(L.LightningModule):
             # momentum): one line naming the config (was: a traceback)
             name = str(optimizer_cfg.get("_target_")).rpartition(".")[2]
             raise SFTError(f"model.optimizer ({name}): {exc}") from None
+        # the settings of each group a restored optimizer's are replaced by: the rate, the
+        # decay and what model.optimizer sets, not torch's implementation flags (torch placed
+        # the restored state for the checkpoint's), nor keys a schedule adds
+        taken = {
+            "lr",
+            "weight_decay",
+            *(str(k) for k in optimizer_cfg if not str(k).startswith("_")),
+        }
+        taken -= set(IMPLEMENTATION_FLAGS)
         self._configured_groups = [
-            {k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups
+            {k: group[k] for k in sorted(taken) if k in group} for group in optimizer.param_groups
         ]
         if hp.scheduler is None:
             if hp.warmup_ratio:  # here, in training (was: no word; at __init__, also in sft-eval)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from sft.errors import SFTError
 from sft.models.backbones import inner_model, layer_numbering
@@ -96,6 +97,8 @@ def create_scheduler(
     every schedule, a TypeError traceback for `get_constant_schedule_with_warmup` or torch's
     `CosineAnnealingLR`)."""
     make = instantiate(cfg, _partial_=True)
+    if _is_subclass(make.func, ReduceLROnPlateau):
+        raise SFTError(_steps_on_a_metric(cfg))
     steps = {
         "num_warmup_steps": math.ceil(total_steps * warmup_ratio),
         "num_training_steps": total_steps,
@@ -111,15 +114,8 @@ def create_scheduler(
             "schedule's own, e.g. OneCycleLR's pct_start, is its settings'); set "
             "model.warmup_ratio=0",
         )
-    if _is_subclass(make.func, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        # (was: Lightning's "The lr scheduler dict must include a monitor", which asked for code)
-        raise SFTError(
-            f"model.scheduler: {cfg.get('_target_')} steps on a metric, and sft steps its "
-            "schedule with the optimizer, once per step: give a schedule of steps (e.g. "
-            "transformers.get_linear_schedule_with_warmup, torch.optim.lr_scheduler.StepLR)"
-        )
     try:
-        return make(optimizer, **given)
+        scheduler = make(optimizer, **given)
     except TypeError as exc:
         settings = ", ".join(f"{k}={v}" for k, v in given.items()) or "no step counts"
         raise SFTError(
@@ -127,6 +123,18 @@ def create_scheduler(
             "give the schedule's own settings under model.scheduler (e.g. "
             "+model.scheduler.T_max=<steps>; it steps once per optimizer step)"
         ) from exc
+    if isinstance(scheduler, ReduceLROnPlateau):  # transformers' get_reduce_on_plateau_schedule
+        raise SFTError(_steps_on_a_metric(cfg))
+    return scheduler
+
+
+def _steps_on_a_metric(cfg: Mapping[str, Any]) -> str:
+    # (was: Lightning's "The lr scheduler dict must include a monitor", which asked for code)
+    return (
+        f"model.scheduler: {cfg.get('_target_')} steps on a metric, and sft steps its schedule "
+        "with the optimizer, once per step: give a schedule of steps (e.g. "
+        "transformers.get_linear_schedule_with_warmup, torch.optim.lr_scheduler.StepLR)"
+    )
 
 
 def _is_subclass(target: Any, cls: type) -> bool:

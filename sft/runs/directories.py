@@ -36,6 +36,7 @@ from sft.runs.result import (
     RunResult,
     command_task,
     overrides_key,
+    record_file,
     recorded_overrides,
     run_overrides,
     same_overrides,
@@ -282,9 +283,8 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
                 "sweep a new hydra.sweep.dir"
             )
     jobs = grid_jobs(config) if sweep_dir.is_dir() else None
-    records = [
-        recorded_overrides(sweep_dir / str(num) / RESULT_FILE) for num in range(len(jobs or []))
-    ]
+    record = record_file(command_task(config.hydra))  # an eval sweep's: scores.json
+    records = [recorded_overrides(sweep_dir / str(num) / record) for num in range(len(jobs or []))]
     for num, overrides in enumerate(jobs or []):
         recorded = records[num]
         planned = run_overrides(overrides)
