@@ -252,6 +252,14 @@ def test_a_model_class_that_cannot_take_the_runs_arguments_is_named(
     assert not (tmp_path / "run" / "config_resolved.yaml").exists()
 
 
+def test_a_run_that_diverged_without_the_non_finite_check_says_so(train_cfg, tmp_path, caplog):
+    """callbacks=none (no non-finite loss check): a run whose loss went NaN completed without a
+    word, its record's losses null."""
+    overrides = ["callbacks=none", "model.lr_head=1e12", "model.lr_backbone=1e12"]
+    with logs_warning(caplog, r"^train/loss is nan: the run diverged"):
+        train(train_cfg(*overrides, "trainer.max_epochs=1", "test=false"))
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

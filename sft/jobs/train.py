@@ -4,6 +4,7 @@ fit -> test -> result.json -> monitored metric."""
 import contextlib
 import inspect
 import logging
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from sft.callbacks.graceful_interrupt import (
 )
 from sft.callbacks.last_checkpoint import name_checkpoints_by_step, ranking_checkpoint
 from sft.callbacks.monitored_metrics import MonitoredMetricsCheck
+from sft.callbacks.nonfinite_loss import StopOnNonFiniteLoss
 from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
 from sft.contracts import datamodule_gaps, not_a_datamodule, unrecorded_settings
@@ -212,6 +214,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
                 recover_spawned_progress(trainer)
                 if not (start and start.continues_run):  # its validations: in its first part
                     warn_if_never_validated(trainer, cfg.get("optimized_metric"))
+                warn_if_diverged_unchecked(trainer)
             finally:
                 # also for an interrupted or failed fit: the epochs and metrics it reached
                 if recorder is not None:
@@ -262,6 +265,22 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     metrics = {k: float(v) for k, v in metrics.items()}
     tensorboard_hparams.end(metrics, cfg.get("optimized_metric"))
     return metrics
+
+
+def warn_if_diverged_unchecked(trainer: L.Trainer) -> None:
+    """A fit without the non-finite loss check (callbacks=none, or a list without it) whose
+    training loss ended NaN or infinite completed without a word (its record's loss null)."""
+    if any(isinstance(c, StopOnNonFiniteLoss) for c in trainer.callbacks):
+        return
+    loss = trainer.callback_metrics.get(
+        "train/loss_epoch", trainer.callback_metrics.get("train/loss")
+    )
+    if loss is not None and not math.isfinite(float(loss)) and trainer.is_global_zero:
+        log.warning(
+            f"train/loss is {float(loss)}: the run diverged (a lower learning rate?), and nothing "
+            "stopped it: callbacks.nonfinite_loss (in callbacks=default), left out of this run, "
+            "stops a run at its first non-finite loss"
+        )
 
 
 def warn_if_never_validated(trainer: L.Trainer, metric: str | None) -> None:
