@@ -11,6 +11,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import logs_warning
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
@@ -707,6 +708,14 @@ def test_backbone_unfreeze_callback(caplog):
         f"{total:,} parameters train",
         f"epoch 2: backbone unfrozen: {total:,} of {total:,} parameters train",
     ]
+
+
+def test_backbone_unfreeze_with_a_frozen_backbone_is_warned_about(caplog):
+    """model.freeze_backbone=true leaves the backbone out of the optimizer: the callback could
+    unfreeze nothing, and said nothing."""
+    model = make_model(freeze_backbone=True)
+    with logs_warning(caplog, r"^callbacks.backbone_unfreeze does nothing with model.freeze"):
+        BackboneUnfreeze(unfreeze_at_epoch=1).on_fit_start(_FakeTrainer(), model)
 
 
 def test_logistic_regression_probe_fits_separable_features():

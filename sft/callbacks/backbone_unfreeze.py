@@ -1,11 +1,16 @@
 """Gradual unfreezing: train the head alone first, then the whole model."""
 
+import logging
+
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
 from sft.errors import SFTError
+from sft.utils.logs import rank_zero_warning
+
+log = logging.getLogger(__name__)
 
 
 class BackboneUnfreeze(Callback):
@@ -26,6 +31,15 @@ class BackboneUnfreeze(Callback):
             raise SFTError(
                 "callbacks=backbone_unfreeze and adapter=lora do not combine: with adapters the "
                 "base weights stay frozen and the adapters train from the start; drop one"
+            )
+        if pl_module.hparams.get("freeze_backbone"):
+            # a warning, not an error: a sweep over methods (linear_probe among them) shares
+            # its callbacks (was: no word)
+            rank_zero_warning(
+                log,
+                "callbacks.backbone_unfreeze does nothing with model.freeze_backbone=true: the "
+                "backbone is in no optimizer group and stays frozen (model.freeze_backbone=false "
+                "trains it from callbacks.backbone_unfreeze.unfreeze_at_epoch)",
             )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
