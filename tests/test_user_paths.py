@@ -885,6 +885,12 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
             "trainer.max_epochs=-3",
             "error: trainer: `max_epochs` must be a non-negative integer or -1. You passed in -3.",
         ),
+        # was: the run ended at max_epochs, the minimum passed over without a word
+        (
+            "trainer.min_epochs=40",
+            "error: trainer.min_epochs=40 is above trainer.max_epochs=10, where the run ends: "
+            "lower trainer.min_epochs or raise trainer.max_epochs",
+        ),
         # bounds (was: torch's or Lightning's traceback, a ZeroDivisionError mid-epoch, or
         # silent acceptance of a negative rate)
         ("model.lr_head=-1", "error: model.lr_head: expected a float >= 0, got -1"),

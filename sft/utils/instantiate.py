@@ -142,6 +142,15 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
             f"trainer.{key}={cfg[key]}: sft builds the trainer's {key} from the `{key}` config "
             f"group, and would pass this over: {_FROM_GROUPS[key]}"
         )
+    for unit in ("epochs", "steps"):
+        least, most = cfg.get(f"min_{unit}"), cfg.get(f"max_{unit}")
+        numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (least, most))
+        if numbers and 0 < most < least:  # max_epochs=0 (a probe only) beside min 1: meant
+            # (was: the run ended at max, the minimum passed over without a word)
+            raise SFTError(
+                f"trainer.min_{unit}={least} is above trainer.max_{unit}={most}, where the run "
+                f"ends: lower trainer.min_{unit} or raise trainer.max_{unit}"
+            )
     # Lightning's info lines advertising its cloud services ("💡 Tip: ... try installing
     # litlogger"), twice in every run's log: not about the run
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
