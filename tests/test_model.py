@@ -289,9 +289,12 @@ def test_schedules_take_the_step_counts_they_accept():
     with pytest.raises(SFTError, match=r"^model.scheduler: torch.optim.lr_scheduler.Cosine"):
         scheduled_lrs({"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR"})
     # a schedule on a metric (was: Lightning's "The lr scheduler dict must include a monitor")
-    plateau = "torch.optim.lr_scheduler.ReduceLROnPlateau"
-    with pytest.raises(SFTError, match=rf"^model.scheduler: {plateau} steps on a metric"):
-        scheduled_lrs({"_target_": plateau}, warmup_ratio=0)
+    for plateau in (
+        "torch.optim.lr_scheduler.ReduceLROnPlateau",
+        "transformers.get_reduce_on_plateau_schedule",
+    ):
+        with pytest.raises(SFTError, match=rf"^model.scheduler: {plateau} steps on a metric"):
+            scheduled_lrs({"_target_": plateau}, warmup_ratio=0)
 
 
 def restored_optimizer_settings(scheduler: Any, configured: dict, ckpt_path: str | None) -> dict:
@@ -331,6 +334,31 @@ def test_a_restored_optimizer_takes_this_runs_rate_and_decay_but_not_its_flags_o
     assert restored_optimizer_settings(one_cycle, wanted, None)["weight_decay"] == 0.01
     after = restored_optimizer_settings(None, wanted, "last.ckpt")
     assert after["lr"] == 0.001 and "initial_lr" not in after
+    # amsgrad shapes the state (a restored one without max_exp_avg_sq): as restored
+    after = restored_optimizer_settings(lambda_lr, {**wanted, "amsgrad": True}, "last.ckpt")
+    assert after["amsgrad"] is False
+
+
+def test_a_restored_optimizer_without_its_schedule_trains_at_this_runs_rate():
+    """A run resumed with model.scheduler=null after a scheduled part: its groups still held
+    the schedule's base rate, where the new rate went, and the rate stayed the schedule's last."""
+    optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(2))], lr=0.1)
+    torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.3)  # the earlier part's
+    run = SimpleNamespace(
+        trainer=SimpleNamespace(optimizers=[optimizer], lr_scheduler_configs=[], ckpt_path="x"),
+        _configured_groups=[{"lr": 0.01}],
+    )
+    SFTClassifier._take_this_runs_optimizer_settings(run)
+    assert optimizer.param_groups[0]["lr"] == 0.01
+
+
+def test_a_torch_schedule_restored_with_another_rate_says_it_keeps_its_own(caplog):
+    """StepLR restored: its base rates are its own state; a new model.lr_head was not applied,
+    without a word."""
+    step_lr = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2)
+    with logs_warning(caplog, r"^model.scheduler \(StepLR\) restored keeps the checkpoint's base"):
+        after = restored_optimizer_settings(step_lr, {"lr": 0.001}, "last.ckpt")
+    assert after["initial_lr"] == 0.1
 
 
 def test_a_warmup_ratio_no_schedule_applies_is_warned_about(caplog):

@@ -157,6 +157,10 @@ def test_a_sweep_over_checkpoints_scores_each_and_goes_on_past_a_failing_job(
     other = [*argv[:2], f"ckpt_path={tmp_path / 'other.ckpt'},{checkpoint}", *argv[3:]]
     assert run_entry_point(eval_module.main, other) == 1
     assert f"error: hydra.sweep.dir={sweep_dir} holds " in capsys.readouterr().err
+    # a training sweep into it: refused before a job runs (its jobs' records are no training's)
+    train_sweep = ["sft-train", "-m", *TINY, "seed=1,2", f"hydra.sweep.dir={sweep_dir}"]
+    assert run_entry_point(main, train_sweep) == 1
+    assert "holds a sweep of another command" in capsys.readouterr().err
 
 
 def write_result(path: Path, status: str, metric: float | None = None, **metrics: float) -> None:

@@ -145,12 +145,13 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return logits.float().softmax(-1)
 
 
-# torch's optimizers' flags for how a step runs, not what it does: a restored optimizer keeps
-# its own (its state was placed for them)
-IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+# settings that shape an optimizer's state, or how a step runs on it: a restored optimizer keeps
+# its own (torch placed its state for them; amsgrad turned on finds no max_exp_avg_sq)
+STATE_SETTINGS = ("fused", "foreach", "capturable", "differentiable", "amsgrad")
 # the group settings a schedule other than a closed-form one may set itself (OneCycleLR and
 # CyclicLR set the rate and cycle the momentum)
 SCHEDULED_SETTINGS = ("lr", "betas", "momentum")
+CYCLING_SCHEDULES = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
 
 
 def _same_setting(a: Any, b: Any) -> bool:
@@ -729,16 +730,37 @@ class SFTClassifier(L.LightningModule):
         changed = []
         for group, configured in zip(optimizer.param_groups, self._configured_groups, strict=True):
             for key, value in configured.items():
-                if not closed_form and key in SCHEDULED_SETTINGS:
+                if key in STATE_SETTINGS or (not closed_form and key in SCHEDULED_SETTINGS):
                     continue
                 # a schedule's base rate (torch keeps it as initial_lr); the rate now follows it
-                held = "initial_lr" if key == "lr" and "initial_lr" in group else key
+                # (a run without a schedule now, resumed from one with: its rate itself)
+                based = key == "lr" and "initial_lr" in group and schedulers
+                held = "initial_lr" if based else key
                 if _same_setting(group.get(held), value):
                     continue
                 changed.append(f"{group.get('name', '?')} {key} {group.get(held)} -> {value}")
                 group[held] = value
         for scheduler in schedulers if closed_form else ():
             scheduler.base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+        # a torch schedule on the group's rate (StepLR, ...) keeps its own base: said, not
+        # changed (a cycling one's base is its own settings', not the group's)
+        cycling = any(isinstance(s, CYCLING_SCHEDULES) for s in schedulers)
+        kept = [
+            f"{g.get('name', '?')} {g['initial_lr']} (this run: {c['lr']})"
+            for g, c in zip(optimizer.param_groups, self._configured_groups, strict=True)
+            if not closed_form
+            and not cycling
+            and "initial_lr" in g
+            and "lr" in c
+            and not _same_setting(g["initial_lr"], c["lr"])
+        ]
+        if kept and rank_zero_only.rank == 0:
+            rank_zero_warning(
+                log,
+                f"model.scheduler ({type(schedulers[0]).__name__}) restored keeps the "
+                f"checkpoint's base rates: {first_few(kept, 4)}; this run's rates apply under "
+                "transformers' schedules or none",
+            )
         if changed and rank_zero_only.rank == 0:
             log.info(
                 "the checkpoint's optimizer settings are replaced by this run's: "
@@ -1051,14 +1073,12 @@ class SFTClassifier(L.LightningModule):
             name = str(optimizer_cfg.get("_target_")).rpartition(".")[2]
             raise SFTError(f"model.optimizer ({name}): {exc}") from None
         # the settings of each group a restored optimizer's are replaced by: the rate, the
-        # decay and what model.optimizer sets, not torch's implementation flags (torch placed
-        # the restored state for the checkpoint's), nor keys a schedule adds
+        # decay and what model.optimizer sets (not keys a schedule adds)
         taken = {
             "lr",
             "weight_decay",
             *(str(k) for k in optimizer_cfg if not str(k).startswith("_")),
         }
-        taken -= set(IMPLEMENTATION_FLAGS)
         self._configured_groups = [
             {k: group[k] for k in sorted(taken) if k in group} for group in optimizer.param_groups
         ]

@@ -97,7 +97,11 @@ def create_scheduler(
     every schedule, a TypeError traceback for `get_constant_schedule_with_warmup` or torch's
     `CosineAnnealingLR`)."""
     make = instantiate(cfg, _partial_=True)
-    if _is_subclass(make.func, ReduceLROnPlateau):
+    # transformers' get_reduce_on_plateau_schedule takes **kwargs: a TypeError otherwise
+    if (
+        _is_subclass(make.func, ReduceLROnPlateau)
+        or getattr(make.func, "__name__", "") == "get_reduce_on_plateau_schedule"
+    ):
         raise SFTError(_steps_on_a_metric(cfg))
     steps = {
         "num_warmup_steps": math.ceil(total_steps * warmup_ratio),

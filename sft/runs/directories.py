@@ -283,7 +283,16 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
                 "sweep a new hydra.sweep.dir"
             )
     jobs = grid_jobs(config) if sweep_dir.is_dir() else None
-    record = record_file(command_task(config.hydra))  # an eval sweep's: scores.json
+    task = command_task(config.hydra)
+    record = record_file(task)  # an eval sweep's: scores.json
+    other = record_file("train" if task == "eval" else "eval")
+    for num in range(len(jobs or [])):
+        if (sweep_dir / str(num) / other).is_file():
+            # another command's sweep: its jobs are no record of this one's
+            raise SFTError(
+                f"hydra.sweep.dir={sweep_dir} holds a sweep of another command ({sweep_dir / str(num) / other}): "
+                "give this sweep a new hydra.sweep.dir"
+            )
     records = [recorded_overrides(sweep_dir / str(num) / record) for num in range(len(jobs or []))]
     for num, overrides in enumerate(jobs or []):
         recorded = records[num]
