@@ -416,6 +416,7 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["ckpt_path=x.ckpt", "hydra.job.name=mine"],
             "error: hydra.job.name: sft-eval's job is named eval, by which its record",
         ),
+        ("train", ["hydra.job.name=eval"], "error: hydra.job.name: sft-eval's job is named eval"),
         # a sweep of no jobs (was: "Launching 0 jobs locally", exit status 0)
         (
             "train",

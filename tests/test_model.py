@@ -357,8 +357,9 @@ def test_a_torch_schedule_restored_with_another_rate_says_it_keeps_its_own(caplo
     without a word."""
     step_lr = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2)
     with logs_warning(caplog, r"^model.scheduler \(StepLR\) restored keeps the checkpoint's base"):
-        after = restored_optimizer_settings(step_lr, {"lr": 0.001}, "last.ckpt")
+        after = restored_optimizer_settings(step_lr, {"lr": 0.001, "betas": (0.5, 0.9)}, "x")
     assert after["initial_lr"] == 0.1
+    assert after["betas"] == (0.5, 0.9)  # StepLR sets no momentum: this run's applies
 
 
 def test_a_warmup_ratio_no_schedule_applies_is_warned_about(caplog):

@@ -163,6 +163,18 @@ def test_a_sweep_over_checkpoints_scores_each_and_goes_on_past_a_failing_job(
     assert "holds a sweep of another command" in capsys.readouterr().err
 
 
+def test_a_record_inside_a_jobs_folder_is_no_job_of_the_sweep(tmp_path):
+    """`sft-eval hydra.run.dir=<sweep>/0/eval`: its scores.json was listed as a job of the
+    training sweep (and its failure failed the sweep)."""
+    job = tmp_path / "0"
+    RunResult(status=COMPLETED, output_dir=str(job), overrides=["seed=1"]).write(
+        job / "result.json"
+    )
+    nested = RunResult(status=FAILED, task="eval", output_dir=str(job / "eval"))
+    nested.write(job / "eval" / "scores.json")
+    assert [job for job, _ in read_results(tmp_path)] == ["0"]
+
+
 def write_result(path: Path, status: str, metric: float | None = None, **metrics: float) -> None:
     values = dict(metrics)
     if metric is not None:

@@ -339,19 +339,21 @@ def test_eval_of_a_test_folder_reads_neither_training_nor_validation_images(tmp_
         evaluate(compose_config("eval", [*eval_args, "+data.test_dir=train"], tmp_path / "e3"))
 
 
+@pytest.mark.parametrize("debug", [[], ["+debug=limit"]], ids=["plain", "debug"])
 def test_eval_into_a_training_runs_directory_is_refused_before_writing(
-    checkpoints, tmp_path, capsys
+    checkpoints, tmp_path, capsys, debug
 ):
     """`sft-eval ... hydra.run.dir=<a training run>` replaced the run's config_resolved.yaml
     with the eval's and added its events to the run's TensorBoard (sft-compare then read them
-    as the run's). Refused before Hydra writes its config and log there."""
+    as the run's). Refused before Hydra writes its config and log there; with +debug=... too
+    (was: checked by task_name, which the debug options set to debug)."""
     import sft.eval
 
     run = shutil.copytree(checkpoints["image"].parent.parent, tmp_path / "run")
     before = sorted(p for p in run.rglob("*"))
     resolved = (run / "config_resolved.yaml").read_text()
     argv = ["sft-eval", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={run}"]
-    assert run_entry_point(sft.eval.main, argv) == 1
+    assert run_entry_point(sft.eval.main, [*argv, *debug]) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"error: {run} holds a training run ("), last
     assert sorted(p for p in run.rglob("*")) == before

@@ -148,10 +148,9 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
 # settings that shape an optimizer's state, or how a step runs on it: a restored optimizer keeps
 # its own (torch placed its state for them; amsgrad turned on finds no max_exp_avg_sq)
 STATE_SETTINGS = ("fused", "foreach", "capturable", "differentiable", "amsgrad")
-# the group settings a schedule other than a closed-form one may set itself (OneCycleLR and
-# CyclicLR set the rate and cycle the momentum)
-SCHEDULED_SETTINGS = ("lr", "betas", "momentum")
+# schedules that set the rate and cycle the momentum themselves, and the settings they cycle
 CYCLING_SCHEDULES = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
+CYCLED_SETTINGS = ("betas", "momentum")
 
 
 def _same_setting(a: Any, b: Any) -> bool:
@@ -727,10 +726,13 @@ class SFTClassifier(L.LightningModule):
             if c.scheduler.optimizer is optimizer
         ]
         closed_form = all(isinstance(s, torch.optim.lr_scheduler.LambdaLR) for s in schedulers)
+        cycling = any(isinstance(s, CYCLING_SCHEDULES) for s in schedulers)
         changed = []
         for group, configured in zip(optimizer.param_groups, self._configured_groups, strict=True):
             for key, value in configured.items():
-                if key in STATE_SETTINGS or (not closed_form and key in SCHEDULED_SETTINGS):
+                if key in STATE_SETTINGS or (key == "lr" and not closed_form):
+                    continue
+                if cycling and key in CYCLED_SETTINGS:
                     continue
                 # a schedule's base rate (torch keeps it as initial_lr); the rate now follows it
                 # (a run without a schedule now, resumed from one with: its rate itself)
@@ -744,7 +746,6 @@ class SFTClassifier(L.LightningModule):
             scheduler.base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
         # a torch schedule on the group's rate (StepLR, ...) keeps its own base: said, not
         # changed (a cycling one's base is its own settings', not the group's)
-        cycling = any(isinstance(s, CYCLING_SCHEDULES) for s in schedulers)
         kept = [
             f"{g.get('name', '?')} {g['initial_lr']} (this run: {c['lr']})"
             for g, c in zip(optimizer.param_groups, self._configured_groups, strict=True)

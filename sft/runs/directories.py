@@ -268,10 +268,11 @@ def grid_jobs(config: DictConfig) -> list[list[str]] | None:
 
 def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
     """A grid re-run into its hydra.sweep.dir continues its jobs from their last.ckpt; a job
-    directory holding a job of other overrides (another grid in that directory), or a sweep
-    directory of another sweeper (an Optuna study into a grid's), is refused here, before any
-    job runs (was: the job refused alone after Hydra had written its config
-    over the other job's, and the sweep reported success)."""
+    directory holding a job of other overrides (another grid in that directory), a sweep
+    directory of another sweeper (an Optuna study into a grid's) or of another command (an
+    sft-eval sweep into sft-train's) is refused here, before any job runs (was: the job refused
+    alone after Hydra had written its config over the other job's, and the sweep reported
+    success)."""
     earlier = sweep_dir / MULTIRUN_RECORD  # the sweep run there before
     if earlier.is_file():
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
@@ -290,8 +291,8 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
         if (sweep_dir / str(num) / other).is_file():
             # another command's sweep: its jobs are no record of this one's
             raise SFTError(
-                f"hydra.sweep.dir={sweep_dir} holds a sweep of another command ({sweep_dir / str(num) / other}): "
-                "give this sweep a new hydra.sweep.dir"
+                f"hydra.sweep.dir={sweep_dir} holds a sweep of another command "
+                f"({sweep_dir / str(num) / other}): give this sweep a new hydra.sweep.dir"
             )
     records = [recorded_overrides(sweep_dir / str(num) / record) for num in range(len(jobs or []))]
     for num, overrides in enumerate(jobs or []):
@@ -465,7 +466,7 @@ class RunDirectory(Callback):
                 pass  # a DDP rank of a multirun job, in the directory its job checked
             elif "resume" in config and resume is None:
                 report_user_errors(lambda: check_nothing_to_overwrite(given))
-            elif config.get("task_name") == "eval":
+            elif command_task(hydra_cfg) == "eval":  # (task_name: debug with +debug=...)
                 report_user_errors(lambda: check_not_a_training_run(given))
         else:
             # one error line and exit 1 here: Hydra would print its own report, after making

@@ -4,10 +4,11 @@ leaves it alone).
 
 Every run (single or multirun job, completed or failed) writes one; the sweep summary
 (`sft.runs.sweep_summary`), `sft-compare` and the study reports and sweepers read them. Fields:
-task (the command: train, eval), status ("completed" | "failed" | "interrupted": stopped by Ctrl-C or a signal, resumable from
-its last.ckpt where it saved one | "pruned": an Optuna trial its pruner stopped), error (one
-line or null), overrides (the job's task overrides), metrics (final float metrics),
-optimized_metric, epochs (completed), steps, wall_time_s, output_dir, started_at and ended_at.
+task (the command: train, eval), status ("completed" | "failed" | "interrupted": stopped by
+Ctrl-C or a signal, resumable from its last.ckpt where it saved one | "pruned": an Optuna trial
+its pruner stopped), error (one line or null), overrides (the job's task overrides), metrics
+(final float metrics), optimized_metric, epochs (completed), steps, wall_time_s, output_dir,
+started_at and ended_at.
 """
 
 import json

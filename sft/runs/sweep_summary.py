@@ -67,7 +67,8 @@ def _job_sort_key(job: str) -> tuple[int, str]:
 
 
 def read_results(sweep_dir: str | Path, not_run: bool = False) -> list[tuple[str, RunResult]]:
-    """(job, result) for every `result.json` under `sweep_dir` (job = its directory there);
+    """(job, result) for every job's record under `sweep_dir` (`record_files`; job = its
+    directory there);
     with `not_run`, also for every job that failed before training while its directory keeps
     an earlier run's record (job = `<number> (not run)`)."""
     found = []
@@ -81,12 +82,17 @@ def read_results(sweep_dir: str | Path, not_run: bool = False) -> list[tuple[str
 
 def record_files(sweep_dir: Path, not_run: bool = True) -> list[tuple[Path, str]]:
     """(file, job) for every record under `sweep_dir`: `<job>/result.json` (`scores.json` in
-    an sft-eval sweep); with `not_run`, also `.not_run/<n>.json` (job `<n> (not run)`)."""
-    records = [
-        (p, p.parent.relative_to(sweep_dir).as_posix())
-        for name in (RESULT_FILE, SCORES_FILE)
-        for p in sweep_dir.rglob(name)
-    ]
+    an sft-eval sweep); with `not_run`, also `.not_run/<n>.json` (job `<n> (not run)`). A
+    record inside a job's folder (`sft-eval hydra.run.dir=<job>/eval`) is not a job's."""
+    found = sorted(
+        (p for name in (RESULT_FILE, SCORES_FILE) for p in sweep_dir.rglob(name)),
+        key=lambda p: len(p.parts),
+    )
+    jobs: set[Path] = set()
+    for path in found:
+        if not any(parent in jobs for parent in path.parents):
+            jobs.add(path.parent)
+    records = [(p, p.parent.relative_to(sweep_dir).as_posix()) for p in found if p.parent in jobs]
     if not_run:
         records += [(p, f"{p.stem}{NOT_RUN}") for p in (sweep_dir / NOT_RUN_DIR).glob("*.json")]
     return records

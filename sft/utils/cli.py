@@ -156,8 +156,10 @@ def check_overrides(
             check_not_a_base(override, loader)
             check_not_a_null_choice(override, loader, nulls)
             check_not_removing_a_needed_group(override, config_name, chosen_groups)
-            if config_name == "eval" and override.key_or_group == "hydra.job.name":
-                # (else its record was result.json, read as a training run's)
+            named = override.key_or_group == "hydra.job.name"
+            if named and (config_name == "eval" or override.value() == "eval"):
+                # (else an eval's record was result.json, read as a training run's, or the
+                # reverse)
                 raise OverrideMistake(
                     "hydra.job.name: sft-eval's job is named eval, by which its record "
                     "(scores.json) is told from a training run's; leave it out"

@@ -135,7 +135,8 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
     """`instantiate(cfg, **kwargs)`; Lightning's refusal of a setting (e.g. max_epochs=-3) is a
     user error: its own message, as one line. `trainer.logger` / `trainer.callbacks` are
     refused: the `logger` and `callbacks` groups give them (was: `+trainer.logger=false`
-    recorded, and the run logged to TensorBoard anyway)."""
+    recorded, and the run logged to TensorBoard anyway); so is a minimum of epochs or steps
+    above the maximum."""
     if given := sorted(_FROM_GROUPS.keys() & kwargs.keys() & set(cfg)):
         key = given[0]
         raise SFTError(
