@@ -834,21 +834,27 @@ def test_resuming_a_run_of_another_pretrained_model_is_refused(tmp_path):
         check_resume_checkpoint(point, model)
 
 
-def test_a_run_resumed_with_more_steps_follows_its_new_schedule_from_the_first_step(
-    train_cfg, tmp_path
-):
-    """max_steps=3, resumed with max_steps=6: the resumed steps follow the 6-step cosine schedule
-    (was: step 3 took the old schedule's last rate, 0, so that step trained nothing)."""
-    rates = tmp_path / "rates.json"
-    run_dir = tmp_path / "run"
+def rates_of_a_resumed_run(train_cfg, run_dir: Path, *changes: str) -> dict[int, float]:
+    """The first group's learning rate at each step of a 3-step run (cosine, no warm-up)
+    resumed with max_steps=6 and `changes`."""
+    rates = run_dir.parent / "rates.json"
     record = [
         "+callbacks.rates._target_=helpers.probes.RecordLearningRates",
         f"+callbacks.rates.path={rates}",
     ]
     common = ["test=false", "model.warmup_ratio=0", "trainer.max_epochs=10", *record]
     train(train_cfg(*common, "+trainer.max_steps=3", run_dir=run_dir))
-    train(train_cfg(*common, "+trainer.max_steps=6", f"resume={run_dir}", run_dir=run_dir))
-    lr = {int(k): v for k, v in json.loads(rates.read_text()).items()}
+    resumed = [*common, "+trainer.max_steps=6", *changes, f"resume={run_dir}"]
+    train(train_cfg(*resumed, run_dir=run_dir))
+    return {int(k): v for k, v in json.loads(rates.read_text()).items()}
+
+
+def test_a_run_resumed_with_more_steps_follows_its_new_schedule_from_the_first_step(
+    train_cfg, tmp_path
+):
+    """max_steps=3, resumed with max_steps=6: the resumed steps follow the 6-step cosine schedule
+    (was: step 3 took the old schedule's last rate, 0, so that step trained nothing)."""
+    lr = rates_of_a_resumed_run(train_cfg, tmp_path / "run")
     assert sorted(lr) == [0, 1, 2, 3, 4, 5]
     head = lr[0]  # the first group's base rate (cosine at step 0)
     expected = [head * 0.5 * (1 + math.cos(math.pi * step / 6)) for step in (3, 4, 5)]
@@ -859,17 +865,8 @@ def test_a_run_resumed_with_other_rates_and_weight_decay_trains_with_them(train_
     """resume= with a lower model.lr_head (what the non-finite loss error advises) and another
     weight decay: the restored optimizer kept the saved run's rates and decay, without a word,
     while config_resolved.yaml recorded the new ones."""
-    rates = tmp_path / "rates.json"
     run_dir = tmp_path / "run"
-    record = [
-        "+callbacks.rates._target_=helpers.probes.RecordLearningRates",
-        f"+callbacks.rates.path={rates}",
-    ]
-    common = ["test=false", "model.warmup_ratio=0", "trainer.max_epochs=10", *record]
-    train(train_cfg(*common, "+trainer.max_steps=3", run_dir=run_dir))
-    changed = ["model.lr_head=0.001", "model.weight_decay=0.1", f"resume={run_dir}"]
-    train(train_cfg(*common, "+trainer.max_steps=6", *changed, run_dir=run_dir))
-    lr = {int(k): v for k, v in json.loads(rates.read_text()).items()}
+    lr = rates_of_a_resumed_run(train_cfg, run_dir, "model.lr_head=0.001", "model.weight_decay=0.1")
     expected = [0.001 * 0.5 * (1 + math.cos(math.pi * step / 6)) for step in (3, 4, 5)]
     assert [lr[step] for step in (3, 4, 5)] == pytest.approx(expected)
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
