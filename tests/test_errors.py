@@ -1229,21 +1229,8 @@ def test_an_interpolation_override_is_recorded_as_written(tmp_path, monkeypatch,
             "mean 'val/loss'? it logs val/acc, val/acc_best, val/f1, val/loss): set the "
             "callback's monitor (callbacks.<name>.monitor=...) to one of them",
         ),
-    ],
-    ids=["early_stopping", "model_checkpoint"],
-)
-def test_a_monitored_metric_validation_does_not_log_stops_before_training(
-    override, line, tmp_path, monkeypatch, capsys
-):
-    args = [*FAST, override, "trainer.max_epochs=1", "test=false"]
-    status, stderr = run_main("train", args, tmp_path, monkeypatch, capsys)
-    assert assert_one_error_line(status, stderr) == line
-    assert "Epoch 0" not in stderr and not list(tmp_path.glob("run/checkpoints/*.ckpt"))
-
-
-@pytest.mark.parametrize(
-    ("override", "line"),
-    [
+        # a value Lightning's callbacks refuse, naming the callback (was: Hydra's "Error in
+        # call to target" block around Lightning's message)
         (
             "callbacks.model_checkpoint.save_top_k=-2",
             "error: callbacks.model_checkpoint: Invalid value for save_top_k=-2. Must be >= -1",
@@ -1253,15 +1240,15 @@ def test_a_monitored_metric_validation_does_not_log_stops_before_training(
             "error: callbacks.early_stopping: `mode` can be min, max, got maximum",
         ),
     ],
-    ids=["save_top_k", "mode"],
+    ids=["early_stopping", "model_checkpoint", "save_top_k", "mode"],
 )
-def test_a_callback_value_lightning_refuses_is_one_line_naming_the_callback(
+def test_a_callback_setting_it_refuses_is_one_line_before_training(
     override, line, tmp_path, monkeypatch, capsys
 ):
-    """(was: Hydra's "Error in call to target" block around Lightning's message)"""
     args = [*FAST, override, "trainer.max_epochs=1", "test=false"]
     status, stderr = run_main("train", args, tmp_path, monkeypatch, capsys)
     assert assert_one_error_line(status, stderr) == line
+    assert "Epoch 0" not in stderr and not list(tmp_path.glob("run/checkpoints/*.ckpt"))
 
 
 def test_a_monitored_metric_validation_does_not_log_is_one_line_without_a_sanity_check(

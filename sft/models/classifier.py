@@ -755,7 +755,7 @@ class SFTClassifier(L.LightningModule):
             and "lr" in c
             and not _same_setting(g["initial_lr"], c["lr"])
         ]
-        if kept and rank_zero_only.rank == 0:
+        if kept:
             rank_zero_warning(
                 log,
                 f"model.scheduler ({type(schedulers[0]).__name__}) restored keeps the "

@@ -127,7 +127,7 @@ def create_scheduler(
             "give the schedule's own settings under model.scheduler (e.g. "
             "+model.scheduler.T_max=<steps>; it steps once per optimizer step)"
         ) from exc
-    if isinstance(scheduler, ReduceLROnPlateau):  # transformers' get_reduce_on_plateau_schedule
+    if isinstance(scheduler, ReduceLROnPlateau):  # a function of a user's that makes one
         raise SFTError(_steps_on_a_metric(cfg))
     return scheduler
 
