@@ -1249,6 +1249,9 @@ def test_a_callback_setting_it_refuses_is_one_line_before_training(
     status, stderr = run_main("train", args, tmp_path, monkeypatch, capsys)
     assert assert_one_error_line(status, stderr) == line
     assert "Epoch 0" not in stderr and not list(tmp_path.glob("run/checkpoints/*.ckpt"))
+    # nor does the failed run's record take the sanity check's metrics (the untrained model's
+    # on two batches) as its own (were recorded)
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["metrics"] == {}
 
 
 def test_a_monitored_metric_validation_does_not_log_is_one_line_without_a_sanity_check(
@@ -1263,6 +1266,26 @@ def test_a_monitored_metric_validation_does_not_log_is_one_line_without_a_sanity
         "error: EarlyStopping monitors 'val/accc', which validation does not log (did you mean "
         "'val/acc'?"
     )
+
+
+def test_a_metric_a_users_callback_adds_at_validation_end_can_be_monitored(
+    tmp_path, monkeypatch, capsys
+):
+    """The check reads a callback's metric just before that callback does, after the callbacks
+    listed earlier: one adding `val/custom` in its own on_validation_end, as Lightning lets it
+    (checkpoints run last), was refused by a check run before it at the first validation."""
+    args = [
+        *FAST,
+        "+callbacks.custom._target_=helpers.probes.AddsValidationMetric",
+        "+callbacks.custom.name=val/custom",
+        "callbacks.model_checkpoint.monitor=val/custom",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.max_epochs=1",
+        "test=false",
+    ]
+    status, stderr = run_main("train", args, tmp_path, monkeypatch, capsys)
+    assert not status and "error: " not in stderr, stderr[-2000:]
+    assert list(tmp_path.glob("run/checkpoints/*.ckpt"))
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,9 @@ epoch (or `trainer.val_check_interval` of one), where ModelCheckpoint's miss is 
 EarlyStopping's a RuntimeError traceback. Validation's metrics are known at the end of the
 sanity check, before any training: a typo (`callbacks.early_stopping.monitor=val/accc`) is one
 line there; without a sanity check (`trainer.num_sanity_val_steps=0`), at the end of the first
-validation, before the callbacks read it (this check comes first among the run's callbacks).
-Other metrics (`train/...`) are left to Lightning.
+validation, just before the callback reads it: each monitoring callback gets a check placed right
+before it (`with_monitored_metrics_checks`), so a callback listed earlier that adds a metric in
+its own `on_validation_end` has added it. Other metrics (`train/...`) are left to Lightning.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import difflib
 
 import lightning as L
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import Checkpoint
 
 from sft.errors import SFTError
 
@@ -33,11 +35,29 @@ def _defined_elsewhere(hook: object) -> bool:
     return not module.startswith(("sft.", "lightning."))
 
 
-class MonitoredMetricsCheck(Callback):
-    """At the end of the sanity check (else of the first validation): SFTError for a callback
-    monitoring a `val/` metric that validation did not log."""
+def _monitored(callback: Callback) -> str | None:
+    monitor = getattr(callback, "monitor", None)
+    return monitor if isinstance(monitor, str) and monitor.startswith("val/") else None
 
-    def __init__(self) -> None:
+
+def with_monitored_metrics_checks(callbacks: list[Callback]) -> list[Callback]:
+    """`callbacks` with a MonitoredMetricsCheck for each one monitoring a `val/` metric: right
+    before it, or, for a Checkpoint, at the end (Lightning runs checkpoints after the others)."""
+    placed: list[Callback] = []
+    for callback in callbacks:
+        if _monitored(callback) and not isinstance(callback, Checkpoint):
+            placed.append(MonitoredMetricsCheck(callback))
+        placed.append(callback)
+    checkpoints = [c for c in callbacks if _monitored(c) and isinstance(c, Checkpoint)]
+    return placed + [MonitoredMetricsCheck(c) for c in checkpoints]
+
+
+class MonitoredMetricsCheck(Callback):
+    """At the end of the sanity check (else of the first validation): SFTError when `watched`
+    monitors a `val/` metric that validation did not log."""
+
+    def __init__(self, watched: Callback) -> None:
+        self.watched = watched
         self.checked = False
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -55,19 +75,17 @@ class MonitoredMetricsCheck(Callback):
         if any(_defined_elsewhere(getattr(type(pl_module), h)) for h in _VALIDATION_HOOKS):
             return
         logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
-        if not logged:
+        monitor = _monitored(self.watched)
+        if not logged or monitor is None or monitor in logged:
             return
-        for callback in trainer.callbacks:
-            monitor = getattr(callback, "monitor", None)
-            if isinstance(monitor, str) and monitor.startswith("val/") and monitor not in logged:
-                close = difflib.get_close_matches(monitor, logged, n=1)
-                hint = f"did you mean '{close[0]}'? " if close else ""
-                logs = f"({hint}it logs {', '.join(logged)})"
-                # a callback sft adds for a setting of the run (OptunaPruning: optimized_metric)
-                if setting := getattr(callback, "monitor_setting", None):
-                    raise SFTError(f"{setting}={monitor}: validation does not log it {logs}")
-                raise SFTError(
-                    f"{type(callback).__name__} monitors '{monitor}', which validation does not "
-                    f"log {logs}: set the callback's monitor (callbacks.<name>.monitor=...) to "
-                    "one of them"
-                )
+        close = difflib.get_close_matches(monitor, logged, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        logs = f"({hint}it logs {', '.join(logged)})"
+        # a callback sft adds for a setting of the run (OptunaPruning: optimized_metric)
+        if setting := getattr(self.watched, "monitor_setting", None):
+            raise SFTError(f"{setting}={monitor}: validation does not log it {logs}")
+        raise SFTError(
+            f"{type(self.watched).__name__} monitors '{monitor}', which validation does not "
+            f"log {logs}: set the callback's monitor (callbacks.<name>.monitor=...) to one of "
+            "them"
+        )

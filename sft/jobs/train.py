@@ -22,9 +22,10 @@ from sft.callbacks.graceful_interrupt import (
     resume_arguments,
 )
 from sft.callbacks.last_checkpoint import name_checkpoints_by_step, ranking_checkpoint
-from sft.callbacks.monitored_metrics import MonitoredMetricsCheck
+from sft.callbacks.monitored_metrics import with_monitored_metrics_checks
 from sft.callbacks.nonfinite_loss import StopOnNonFiniteLoss
 from sft.callbacks.optuna_pruning import OptunaPruning
+from sft.callbacks.sanity_check import SanityCheckWatch
 from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
 from sft.contracts import datamodule_gaps, not_a_datamodule, unrecorded_settings
 from sft.data import SFTDataModule
@@ -175,10 +176,10 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         chosen=None if chosen == "default" else chosen,
         typed=list(typed),
     )
+    sanity_check = SanityCheckWatch()
     trainer = build_trainer(
         cfg.trainer,
-        # the check first: it reads the monitored metrics before the callbacks that monitor them
-        callbacks=[MonitoredMetricsCheck(), *callbacks, SpawnedRankLogging()],
+        callbacks=[sanity_check, *with_monitored_metrics_checks(callbacks), SpawnedRankLogging()],
         logger=loggers,
         **checkpointing(cfg.trainer, callbacks),
     )
@@ -224,7 +225,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
                     recorder.set_progress(
                         epochs_completed(trainer),
                         trainer.global_step,
-                        trainer.callback_metrics,
+                        {} if sanity_check.in_sanity_check else trainer.callback_metrics,
                         pruned,
                     )
         metrics = dict(trainer.callback_metrics)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch import Callback
 
 
@@ -21,6 +22,17 @@ class RecordLearningRates(Callback):
         rates = json.loads(self.path.read_text()) if self.path.is_file() else {}
         rates[str(trainer.global_step)] = trainer.optimizers[0].param_groups[0]["lr"]
         self.path.write_text(json.dumps(rates))
+
+
+class AddsValidationMetric(Callback):
+    """A user's metric callback: adds `name` (the epoch, as a stand-in) to the trainer's
+    callback metrics in its own `on_validation_end`, after the metrics validation logged."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.callback_metrics[self.name] = torch.tensor(float(trainer.current_epoch))
 
 
 class OwnCheckpoint(L.pytorch.callbacks.Checkpoint):
