@@ -901,9 +901,10 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
             "model.warmup_ratio=2",
             "error: model.warmup_ratio: expected a float >= 0 and <= 1, got 2",
         ),
+        # 1 (was: accepted) trains every example towards the uniform distribution
         (
-            "model.label_smoothing=1.5",
-            "error: model.label_smoothing: expected a float >= 0 and <= 1, got 1.5",
+            "model.label_smoothing=1",
+            "error: model.label_smoothing: expected a float >= 0 and < 1, got 1",
         ),
         ("model.num_classes=1", "error: model.num_classes: expected an integer >= 2, got 1"),
         (

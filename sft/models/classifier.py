@@ -217,7 +217,8 @@ class SFTClassifier(L.LightningModule):
         layer_decay: Annotated[float, Interval(gt=0, le=1)] | None = None,
         weight_decay: NonNegative = 0.01,
         warmup_ratio: Fraction = 0.0,
-        label_smoothing: Fraction = 0.0,
+        # 1 trains towards the uniform distribution whatever the label: nothing is learnt
+        label_smoothing: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
         regularizer: str = "none",
         reg_lambda: NonNegative = 0.0,
         reg_decoupled: bool = False,
