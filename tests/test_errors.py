@@ -205,6 +205,13 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
         ("train", ["-m", "--cfg", "job"], "error: -m and --cfg cannot be combined: give one"),
         # was: Hydra's ValueError traceback
         ("train", ["-m", "--info", "all"], "error: -m and --info cannot be combined: give one"),
+        # was: omegaconf's InterpolationKeyError traceback ('paths.log_dir' not found)
+        (
+            "eval",
+            ["--cfg", "hydra", "--resolve"],
+            "error: --cfg hydra --resolve cannot resolve Hydra's settings apart from the run's "
+            "config, which they refer to: --cfg all --resolve -p hydra prints them resolved",
+        ),
         (
             "train",
             ["-m", "data.samples_per_clas=10,20"],

@@ -119,6 +119,13 @@ def check_overrides(
     ]
     if len(modes) > 1:
         raise OverrideMistake(f"{' and '.join(modes)} cannot be combined: give one of them")
+    if args.cfg == "hydra" and args.resolve:
+        # Hydra prints its part cut from the config, which its interpolations refer to (was:
+        # InterpolationKeyError traceback, 'paths.log_dir' not found)
+        raise OverrideMistake(
+            "--cfg hydra --resolve cannot resolve Hydra's settings apart from the run's config, "
+            "which they refer to: --cfg all --resolve -p hydra prints them resolved"
+        )
     if args.config_name in COMMAND_CONFIGS and args.config_name != config_name:
         # (was: that config run by this command: a traceback, after a run folder was made)
         raise OverrideMistake(
