@@ -205,6 +205,8 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
         ("train", ["-m", "--cfg", "job"], "error: -m and --cfg cannot be combined: give one"),
         # was: Hydra's ValueError traceback
         ("train", ["-m", "--info", "all"], "error: -m and --info cannot be combined: give one"),
+        # Hydra's grammar leaves letters beyond ASCII unquoted (was: its lexer's error alone)
+        ("train", ["name=café"], "; a value with letters beyond ASCII is quoted: \"name='café'\""),
         # was: omegaconf's InterpolationKeyError traceback ('paths.log_dir' not found)
         (
             "eval",

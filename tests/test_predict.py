@@ -11,12 +11,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, logs_warning, run_module
+from conftest import compose_config, logs_warning, run_entry_point, run_module
 from inference_checkpoints import image_checkpoint, text_checkpoint
 from omegaconf import OmegaConf
 from PIL import Image
 
 import sft.jobs.predict as predict_module
+import sft.predict
 from sft.data.readers.sst_trees import read_sst_trees
 from sft.errors import SFTError
 from sft.inference.bundle import check_inference_inputs, load_bundle
@@ -43,6 +44,17 @@ def run_predict(ckpt, inputs, out_dir, *overrides):
         "predict", [f"ckpt_path={ckpt}", f"inputs={inputs}", "device=cpu", *overrides], out_dir
     )
     return predict(cfg)
+
+
+def test_the_predictions_line_is_in_predict_log_too(ckpts, tmp_path, data_dir, capsys):
+    """It was printed only: predict.log stayed empty."""
+    (tmp_path / "in.txt").write_text(dev_rows(data_dir, 1)[0][0] + "\n")
+    argv = [f"ckpt_path={ckpts['text']}", f"inputs={tmp_path / 'in.txt'}", "device=cpu"]
+    argv.append(f"hydra.run.dir={tmp_path / 'run'}")
+    assert run_entry_point(sft.predict.main, ["sft-predict", *argv]) == 0
+    line = f"predictions of 1 inputs: {tmp_path / 'run' / 'predictions.csv'}"
+    assert line in capsys.readouterr().out
+    assert line in (tmp_path / "run" / "predict.log").read_text()
 
 
 def read_csv(path):

@@ -3,6 +3,7 @@ from sft.callbacks.early_stopping import EarlyStopping
 from sft.callbacks.exact_resume import ExactResume
 from sft.callbacks.graceful_interrupt import GracefulInterrupt
 from sft.callbacks.last_checkpoint import LastCheckpoint
+from sft.callbacks.metric_lines import MetricLines
 from sft.callbacks.nonfinite_loss import StopOnNonFiniteLoss
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "ExactResume",
     "GracefulInterrupt",
     "LastCheckpoint",
+    "MetricLines",
     "StopOnNonFiniteLoss",
 ]

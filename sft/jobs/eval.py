@@ -55,6 +55,7 @@ from sft.utils.instantiate import (
 )
 from sft.utils.io import check_not_written, checkpoint_path
 from sft.utils.logs import rank_zero_warning
+from sft.utils.terminal import progress_bar_off_unless_terminal
 
 matplotlib.use("Agg")  # files only, no display needed
 log = logging.getLogger(__name__)
@@ -348,6 +349,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     keep_full_precision(cfg.trainer, checkpoint)
     backbone_cfg = checkpoint.get("hyper_parameters", {}).get("backbone")
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(backbone_cfg).cpu_bf16)
+    progress_bar_off_unless_terminal(cfg.trainer, [override_key(o) for o in task_overrides()])
     check_config_types(cfg.trainer, "trainer")
     named_test = named_test_split(cfg, data_cfg)
     if data_cfg is not None:

@@ -36,6 +36,7 @@ from sft.inference.writers import (
 )
 from sft.utils.config_types import check_value
 from sft.utils.io import check_not_a_folder, check_not_written, path_setting
+from sft.utils.logs import log_to_files
 
 log = logging.getLogger(__name__)
 FORMATS = ("csv", "json")
@@ -158,10 +159,13 @@ def predict(cfg: DictConfig) -> Path:
     texts, pairs = (inputs.texts, inputs.pairs) if isinstance(inputs, TextInputs) else (None, None)
     rows = prediction_rows(inputs.ids, probs, bundle.class_names, texts, pairs)
     write_predictions(out, rows, cfg.format)
-    print(f"predictions of {len(rows)} inputs: {out}")
+    said = [f"predictions of {len(rows)} inputs: {out}"]
     if glue:
         # GLUE numbers the test rows from 0: the file's index column, else the row order
         indices = inputs.ids if inputs.has_index else [str(i) for i in range(len(inputs))]
         write_glue_submission(submission, indices, probs, glue_labels)
-        print(f"GLUE submission: {submission}")
+        said.append(f"GLUE submission: {submission}")
+    for line in said:  # on stdout, for scripts; and in predict.log (was: left empty)
+        print(line)
+        log_to_files(log, logging.INFO, line)
     return out

@@ -6,6 +6,7 @@ import inspect
 import logging
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from sft.callbacks.graceful_interrupt import (
     resume_arguments,
 )
 from sft.callbacks.last_checkpoint import name_checkpoints_by_step, ranking_checkpoint
+from sft.callbacks.metric_lines import metric_text
 from sft.callbacks.monitored_metrics import with_monitored_metrics_checks
 from sft.callbacks.nonfinite_loss import StopOnNonFiniteLoss
 from sft.callbacks.optuna_pruning import OptunaPruning
@@ -81,6 +83,7 @@ from sft.utils.instantiate import (
     lightning_refusals,
     runs_validation,
 )
+from sft.utils.terminal import progress_bar_off_unless_terminal
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     check_accelerator(cfg.trainer)
     check_nodes(cfg.trainer)
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
+    progress_bar_off_unless_terminal(cfg.trainer, [override_key(o) for o in task_overrides()])
     warn_fp16_weights(cfg.trainer)
     drop_anomaly_detection_under_loss_scaling(cfg.trainer)
     check_sync_batchnorm(cfg.trainer)
@@ -162,6 +166,8 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     if start and start.continues_run:
         continue_tensorboard(cfg.get("logger"), start.step)
         continue_csv_logs(cfg.get("logger"))
+        # the run's own checkpoints, as a continued run's are (ModelCheckpoint warned of them)
+        warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
         if recorder is not None:
             recorder.continues_earlier_run()
     loggers = instantiate_loggers(cfg.get("logger"))
@@ -265,6 +271,11 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
             metrics.update(trainer.callback_metrics)
     metrics = {k: float(v) for k, v in metrics.items()}
     tensorboard_hparams.end(metrics, cfg.get("optimized_metric"))
+    scores = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
+    if trainer.is_global_zero and scores:
+        # the console had them only in Lightning's test table (none without a test split), the
+        # run's log file not at all (result.json has every metric)
+        log.info(f"metrics: {metric_text(scores)}")
     return metrics
 
 

@@ -14,6 +14,7 @@ from lightning_utilities.core.rank_zero import rank_zero_only
 from sft.errors import TrainingInterrupted, find_user_error, report_user_errors
 from sft.runs.result import RunRecorder, RunResult
 from sft.runs.sweep_summary import stop_of_a_sweep_job
+from sft.utils.logs import log_to_files
 from sft.utils.signals import ctrl_c_deferred
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,14 @@ def run_recorded(
 
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
-        return report_user_errors(recorded)
+        try:
+            return report_user_errors(recorded)
+        except SystemExit:  # a user error, its line printed: in the run's log file too
+            log_to_files(log, logging.ERROR, f"error: {recorder.result.error}")
+            raise
+        except Exception as exc:  # a bug, Hydra prints its traceback: so does the log file
+            log_to_files(log, logging.ERROR, "the run failed", exc_info=exc)
+            raise
     try:
         return recorded()
     except Exception as exc:

@@ -280,9 +280,12 @@ def quoting_hint(override: str) -> str:
     if (
         not sep
         or any(q in value for q in "'\"")
-        or not any(c in value for c in QUOTED)
         or re.match(rf"\s*(\[|\{{|({'|'.join(HYDRA_FUNCTIONS)})\()", value)
     ):
+        return ""
+    if not value.isascii():  # Hydra's grammar leaves letters beyond ASCII (café, 日本) unquoted
+        return f"; a value with letters beyond ASCII is quoted: \"{key}='{value}'\""
+    if not any(c in value for c in QUOTED):
         return ""
     return f"; a value with any of {' '.join(QUOTED)} is quoted: \"{key}='{value}'\""
 

@@ -48,6 +48,23 @@ def info_left_out(logger: logging.Logger) -> Iterator[None]:
         logger.setLevel(level)
 
 
+def log_to_files(
+    logger: logging.Logger, level: int, message: str, exc_info: BaseException | None = None
+) -> None:
+    """`message` through `logger`'s file handlers only (the run's log file): for what the
+    console shows already, printed (an `error:` line, Hydra's traceback) or as a live progress
+    bar."""
+    record = logger.makeRecord(logger.name, level, "(log_to_files)", 0, message, None, None)
+    if exc_info is not None:
+        record.exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if isinstance(handler, logging.FileHandler) and level >= handler.level:
+                handler.handle(record)
+        current = current.parent if current.propagate else None
+
+
 class LoggingSetup:
     """The handlers and levels of this process's loggers (Hydra's job logging: the console's
     format and the run's log file), picklable, to set up again in a process spawned for a DDP

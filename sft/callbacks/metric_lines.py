@@ -1,0 +1,93 @@
+"""A log line per validation, and lines of training progress where no progress bar shows it.
+
+A run whose output is not a terminal (a cluster job's log, nohup, CI) has no progress bar
+(sft.utils.terminal): Rich's printed one frame when the fit ended, at 80 columns, the metrics'
+names and values on different lines, and the run's log file never held a validation's metrics.
+These lines go to the console and the log file; under a live bar, which shows the metrics, the
+validation's line goes to the log file only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+from lightning.pytorch import Callback
+
+from sft.utils.logs import log_to_files
+
+log = logging.getLogger(__name__)
+
+
+def metric_text(metrics: Mapping[str, Any]) -> str:
+    """`val/acc 0.9083, val/loss 0.2571`: sorted, 4 significant digits."""
+    return ", ".join(f"{name} {float(value):.4g}" for name, value in sorted(metrics.items()))
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class MetricLines(Callback):
+    """Log the `val/` metrics after each validation (not the sanity check) and, without a
+    progress bar, a line each `progress_every` of a training epoch: batches done, the training
+    loss, the rate and the epoch's time left. On global rank 0."""
+
+    def __init__(self, progress_every: float = 0.1) -> None:
+        if not 0 < progress_every <= 1:
+            raise ValueError(f"progress_every must be in (0, 1], got {progress_every}")
+        self.progress_every = progress_every
+        self._epoch_start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.monotonic()
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        total = trainer.num_training_batches
+        if trainer.progress_bar_callback is not None or not trainer.is_global_zero:
+            return
+        if not math.isfinite(total) or total < 1:
+            return
+        every = max(1, math.ceil(total * self.progress_every))
+        done = batch_idx + 1
+        if done % every and done != total:
+            return
+        elapsed = time.monotonic() - self._epoch_start
+        rate = done / elapsed if elapsed > 0 else float("inf")
+        metrics = trainer.callback_metrics
+        loss = metrics.get("train/loss_step", metrics.get("train/loss"))
+        parts = [f"epoch {trainer.current_epoch}: {done}/{total} batches"]
+        if loss is not None:
+            parts.append(f"train/loss {float(loss):.4g}")
+        parts.append(f"{rate:.3g} batches/s")
+        if done < total:
+            parts.append(f"{_duration((total - done) / rate)} left in the epoch")
+        log.info(", ".join(parts))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if not metrics:
+            return
+        line = (
+            f"validation at epoch {trainer.current_epoch}, step {trainer.global_step}: "
+            + metric_text(metrics)
+        )
+        if trainer.progress_bar_callback is not None:
+            log_to_files(log, logging.INFO, line)
+        else:
+            log.info(line)
