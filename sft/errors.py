@@ -4,11 +4,14 @@ Entry points print an `SFTError` as one line without a traceback (set HYDRA_FULL
 trace); any other exception is a bug and keeps its traceback.
 """
 
+import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, TypeVar
+
+from sft.utils.logs import log_to_files
 
 T = TypeVar("T")
 
@@ -123,7 +126,9 @@ def report_user_errors(fn: Callable[[], T]) -> T:
         user_error = find_user_error(exc)
         if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {worker_message(str(user_error))}", file=sys.stderr)
+        line = f"error: {worker_message(str(user_error))}"
+        print(line, file=sys.stderr)
+        log_to_files(logging.getLogger(__name__), logging.ERROR, line)  # the run's log file
         raise SystemExit(1) from None
 
 

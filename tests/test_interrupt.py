@@ -59,6 +59,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(
     ), message
     assert "name=preempted" in message and message.endswith(f"resume={run_dir}")
     assert torch.load(last, weights_only=True)["global_step"] == 4
+    # the log file has the line as a warning, not as an error
+    logged = (run_dir / "train.log").read_text()
+    assert f"[WARNING] - {message}" in logged and "error:" not in logged
 
     with caplog.at_level(logging.INFO, logger="sft.runs.resume"):
         train(train_cfg(*QUICK, f"resume={run_dir}", run_dir=run_dir))

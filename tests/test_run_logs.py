@@ -11,6 +11,7 @@ from conftest import FAST, compose_config, run_entry_point
 
 import sft.train
 from sft.entry_points import run
+from sft.utils.logs import log_to_files
 from sft.utils.terminal import progress_bar_off_unless_terminal
 
 
@@ -54,21 +55,24 @@ def test_a_refused_runs_error_line_is_in_its_log_file_too(tmp_path, capsys):
     assert line in logged  # was: only on the console
 
 
-def test_the_progress_bar_is_off_where_the_output_is_not_a_terminal(tmp_path, monkeypatch):
+def test_the_progress_bar_is_off_where_its_stream_is_not_a_terminal(tmp_path, monkeypatch):
     """A bar's frames fill a log (Rich printed one as the fit ended, its metrics' names and
-    values on different lines); one the command line asks for stays."""
+    values on different lines): off where the stream it draws on (Rich: stdout, TQDM: stderr)
+    is not a terminal; one the command line asks for stays."""
     cfg = compose_config("train", [], tmp_path)
     assert cfg.trainer.enable_progress_bar is True
-    for stdout_tty, stderr_tty, typed, kept in [
-        (True, True, [], True),
-        (False, True, [], False),
-        (True, False, [], False),
-        (False, False, ["trainer.enable_progress_bar"], True),
+    for rich, stdout_tty, stderr_tty, typed, kept in [
+        (True, True, True, [], True),
+        (True, False, True, [], False),
+        (True, True, False, [], True),  # `2> warnings.log` on a terminal: Rich's bar stays
+        (False, True, False, [], False),
+        (False, False, True, [], True),
+        (True, False, False, ["trainer.enable_progress_bar"], True),
     ]:
         monkeypatch.setattr(sys.stdout, "isatty", lambda t=stdout_tty: t, raising=False)
         monkeypatch.setattr(sys.stderr, "isatty", lambda t=stderr_tty: t, raising=False)
         trainer_cfg = cfg.trainer.copy()
-        progress_bar_off_unless_terminal(trainer_cfg, typed)
+        progress_bar_off_unless_terminal(trainer_cfg, typed, rich=rich)
         assert trainer_cfg.enable_progress_bar is kept
 
 
@@ -92,18 +96,20 @@ def test_a_command_writes_what_its_output_cannot_encode_as_escapes(monkeypatch, 
 
 
 def test_a_log_line_for_the_files_only_skips_the_console(tmp_path, capsys):
-    from sft.utils.logs import log_to_files
-
+    """Through the file handlers the record would propagate to, at the logger's level."""
     logger = logging.getLogger("sft.tests.files_only")
+    logger.setLevel(logging.INFO)
     file_handler = logging.FileHandler(tmp_path / "run.log")
     console = logging.StreamHandler(sys.stderr)
-    logger.addHandler(file_handler)
-    logger.parent.addHandler(console)  # propagated to: found there too
+    logger.addHandler(console)
+    logger.parent.addHandler(file_handler)  # propagated to: found there
     try:
         log_to_files(logger, logging.INFO, "for the file")
+        log_to_files(logger, logging.DEBUG, "below the logger's level")
     finally:
-        logger.removeHandler(file_handler)
-        logger.parent.removeHandler(console)
+        logger.removeHandler(console)
+        logger.parent.removeHandler(file_handler)
         file_handler.close()
+        logger.setLevel(logging.NOTSET)
     assert (tmp_path / "run.log").read_text() == "for the file\n"
     assert "for the file" not in capsys.readouterr().err

@@ -43,10 +43,19 @@ class MetricLines(Callback):
         if not 0 < progress_every <= 1:
             raise ValueError(f"progress_every must be in (0, 1], got {progress_every}")
         self.progress_every = progress_every
+        # when this process began the epoch, and at which batch (an epoch resumed mid-way: past
+        # the batches its first part did)
         self._epoch_start = 0.0
+        self._first_batch: int | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_start = time.monotonic()
+        self._first_batch = None
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._first_batch is None:
+            self._epoch_start, self._first_batch = time.monotonic(), batch_idx
 
     def on_train_batch_end(
         self,
@@ -56,24 +65,26 @@ class MetricLines(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        total = trainer.num_training_batches
         if trainer.progress_bar_callback is not None or not trainer.is_global_zero:
             return
-        if not math.isfinite(total) or total < 1:
-            return
-        every = max(1, math.ceil(total * self.progress_every))
+        total = trainer.num_training_batches
+        sized = math.isfinite(total) and total >= 1
+        # an epoch of no length (an iterable dataset under max_steps): a line each 10 logging
+        # intervals
+        every = math.ceil(total * self.progress_every) if sized else 10 * trainer.log_every_n_steps
         done = batch_idx + 1
-        if done % every and done != total:
+        if done % max(1, every) and done != total:
             return
         elapsed = time.monotonic() - self._epoch_start
-        rate = done / elapsed if elapsed > 0 else float("inf")
+        # validations mid-epoch included: the rate the epoch's end comes at
+        rate = (done - (self._first_batch or 0)) / elapsed if elapsed > 0 else 0.0
         metrics = trainer.callback_metrics
         loss = metrics.get("train/loss_step", metrics.get("train/loss"))
-        parts = [f"epoch {trainer.current_epoch}: {done}/{total} batches"]
+        parts = [f"epoch {trainer.current_epoch}: {done}{f'/{total}' if sized else ''} batches"]
         if loss is not None:
             parts.append(f"train/loss {float(loss):.4g}")
-        parts.append(f"{rate:.3g} batches/s")
-        if done < total:
+        parts.append(f"{rate:.1f} batches/s")
+        if sized and done < total and rate > 0:
             parts.append(f"{_duration((total - done) / rate)} left in the epoch")
         log.info(", ".join(parts))
 

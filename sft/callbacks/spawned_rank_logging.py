@@ -14,7 +14,7 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
-from sft.utils.logs import LoggingSetup
+from sft.utils.logs import LoggingSetup, ignore_lightning_internal_warnings
 
 
 class SpawnedRankLogging(Callback):
@@ -29,3 +29,4 @@ class SpawnedRankLogging(Callback):
         self.__dict__.update(state)
         if os.getpid() != self.pid:  # not a copy made in this process
             self.setup_of_run.apply()
+            ignore_lightning_internal_warnings()

@@ -349,7 +349,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     keep_full_precision(cfg.trainer, checkpoint)
     backbone_cfg = checkpoint.get("hyper_parameters", {}).get("backbone")
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(backbone_cfg).cpu_bf16)
-    progress_bar_off_unless_terminal(cfg.trainer, [override_key(o) for o in task_overrides()])
+    typed = [override_key(o) for o in task_overrides()]
+    progress_bar_off_unless_terminal(cfg.trainer, typed, rich=False)  # Lightning's TQDM bar
     check_config_types(cfg.trainer, "trainer")
     named_test = named_test_split(cfg, data_cfg)
     if data_cfg is not None:

@@ -6,8 +6,9 @@ import inspect
 import logging
 import math
 import os
+import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,8 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     check_accelerator(cfg.trainer)
     check_nodes(cfg.trainer)
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
-    progress_bar_off_unless_terminal(cfg.trainer, [override_key(o) for o in task_overrides()])
+    typed = {override_key(o): o.partition("=")[2] for o in task_overrides()}
+    progress_bar_off_unless_terminal(cfg.trainer, typed, rich=_rich_progress_bar(cfg))
     warn_fp16_weights(cfg.trainer)
     drop_anomaly_detection_under_loss_scaling(cfg.trainer)
     check_sync_batchnorm(cfg.trainer)
@@ -166,12 +168,13 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     if start and start.continues_run:
         continue_tensorboard(cfg.get("logger"), start.step)
         continue_csv_logs(cfg.get("logger"))
-        # the run's own checkpoints, as a continued run's are (ModelCheckpoint warned of them)
-        warnings.filterwarnings("ignore", r"Checkpoint directory .* exists and is not empty")
+        # the run's own checkpoints, as a continued run's are (ModelCheckpoint warned of them;
+        # as it says the folder: of this run's only, the filter outlasting the run)
+        run_dir = re.escape(os.path.realpath(cfg.paths.output_dir) + os.sep)
+        warnings.filterwarnings("ignore", rf"Checkpoint directory {run_dir}.* exists and is not")
         if recorder is not None:
             recorder.continues_earlier_run()
     loggers = instantiate_loggers(cfg.get("logger"))
-    typed = {override_key(o): o.partition("=")[2] for o in task_overrides()}
     # a list of options (callbacks=[a,b]) is no choice Hydra records
     chosen = typed.get("callbacks") or group_choice("callbacks")
     callbacks = instantiate_callbacks(
@@ -277,6 +280,14 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         # run's log file not at all (result.json has every metric)
         log.info(f"metrics: {metric_text(scores)}")
     return metrics
+
+
+def _rich_progress_bar(cfg: DictConfig) -> bool:
+    """Whether the run's callbacks hold Rich's progress bar (on stdout; Lightning's own, TQDM,
+    draws on stderr)."""
+    entries = (cfg.get("callbacks") or {}).values()
+    targets = [str(e.get("_target_", "")) for e in entries if isinstance(e, Mapping)]
+    return any("RichProgressBar" in target for target in targets)
 
 
 def warn_if_diverged_unchecked(trainer: L.Trainer) -> None:

@@ -43,10 +43,7 @@ def run_recorded(
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
-            return report_user_errors(recorded)
-        except SystemExit:  # a user error, its line printed: in the run's log file too
-            log_to_files(log, logging.ERROR, f"error: {recorder.result.error}")
-            raise
+            return report_user_errors(recorded)  # a user error's line: in the log file too
         except Exception as exc:  # a bug, Hydra prints its traceback: so does the log file
             log_to_files(log, logging.ERROR, "the run failed", exc_info=exc)
             raise

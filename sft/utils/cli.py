@@ -284,7 +284,9 @@ def quoting_hint(override: str) -> str:
     ):
         return ""
     if not value.isascii():  # Hydra's grammar leaves letters beyond ASCII (café, 日本) unquoted
-        return f"; a value with letters beyond ASCII is quoted: \"{key}='{value}'\""
+        # a sweep's values each (one quote around `café,thé` would make them one value)
+        quoted = ",".join(f"'{v}'" for v in value.split(","))
+        return f'; a value with letters beyond ASCII is quoted: "{key}={quoted}"'
     if not any(c in value for c in QUOTED):
         return ""
     return f"; a value with any of {' '.join(QUOTED)} is quoted: \"{key}='{value}'\""

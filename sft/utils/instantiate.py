@@ -2,7 +2,6 @@
 per key)."""
 
 import logging
-import warnings
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from omegaconf import DictConfig
 
 from sft.errors import SFTError
 from sft.utils.config_types import check_config_types
+from sft.utils.logs import ignore_lightning_internal_warnings
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +158,7 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if _not_a_tip not in tips.filters:
         tips.addFilter(_not_a_tip)
-    # warnings about Lightning's own code, which no setting changes: its use of torch's
-    # deprecated LeafSpec, in every run (`-W error`, a CI's setting, made it a traceback at fit
-    # start), and its model summary's size estimate under the mixed precisions sft chooses
-    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    warnings.filterwarnings("ignore", r"Precision \S+ is not supported by the model summary")
+    ignore_lightning_internal_warnings()
     # and its TypeError for a value of the wrong kind (trainer.devices=abc), here only: while
     # training, one may be a bug's
     with lightning_refusals(TypeError):

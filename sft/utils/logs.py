@@ -3,6 +3,7 @@
 
 import logging
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -48,15 +49,30 @@ def info_left_out(logger: logging.Logger) -> Iterator[None]:
         logger.setLevel(level)
 
 
+def ignore_lightning_internal_warnings() -> None:
+    """Warnings about Lightning's own code, which no setting of a run changes: its use of
+    torch's deprecated LeafSpec, in every run (`-W error`, a CI's setting, made it a traceback
+    at fit start), and its model summary's size estimate under the mixed precisions sft
+    chooses. In each process that trains (a spawned DDP rank starts without these filters)."""
+    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", r"Precision \S+ is not supported by the model summary")
+
+
 def log_to_files(
     logger: logging.Logger, level: int, message: str, exc_info: BaseException | None = None
 ) -> None:
     """`message` through `logger`'s file handlers only (the run's log file): for what the
     console shows already, printed (an `error:` line, Hydra's traceback) or as a live progress
-    bar."""
+    bar. On the global rank 0 (DDP's ranks share the run's log file)."""
+    if getattr(rank_zero_only, "rank", 0) != 0 or logger.disabled:
+        return
+    if not logger.isEnabledFor(level):
+        return
     record = logger.makeRecord(logger.name, level, "(log_to_files)", 0, message, None, None)
     if exc_info is not None:
         record.exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if not logger.filter(record):
+        return
     current: logging.Logger | None = logger
     while current is not None:
         for handler in current.handlers:
