@@ -113,3 +113,12 @@ def test_a_log_line_for_the_files_only_skips_the_console(tmp_path, capsys):
         logger.setLevel(logging.NOTSET)
     assert (tmp_path / "run.log").read_text() == "for the file\n"
     assert "for the file" not in capsys.readouterr().err
+
+
+def test_the_root_log_level_quiets_lightnings_lines_too(tmp_path):
+    """hydra.job_logging.root.level=WARNING left Lightning's INFO lines ("Seed set to 0", the
+    GPU lines, "`Trainer.fit` stopped") in, its loggers pinned at INFO."""
+    args = ["trainer.max_epochs=1", "test=false", "hydra.job_logging.root.level=WARNING"]
+    status, logged = train_log(tmp_path, *args)
+    assert status == 0
+    assert "[INFO]" not in logged
