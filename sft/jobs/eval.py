@@ -25,6 +25,7 @@ from omegaconf.errors import InterpolationResolutionError
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from sft.callbacks.metric_lines import metric_text
 from sft.contracts import TRAINED_PRECISION
 from sft.errors import SFTError, TrainingInterrupted
 from sft.inference.model_inputs import (
@@ -428,5 +429,5 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if bool((labels >= 0).all()):
         save_confusion_matrix(out / "confusion_matrix.png", probs, labels, names, trainer)
         written += " and confusion matrix"
-    log.info(f"metrics: {metrics}; {written} in {out}")
+    log.info(f"metrics: {metric_text(metrics)}; {written} in {out}")  # as sft-train's line
     return metrics
