@@ -4,8 +4,11 @@ Entry points print an `SFTError` as one line without a traceback (set HYDRA_FULL
 trace); any other exception is a bug and keeps its traceback.
 """
 
+import errno
 import logging
 import os
+import re
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -89,6 +92,8 @@ def find_user_error(exc: BaseException) -> SFTError | None:
             return exc
         if (raised := _raised_in_a_spawned_rank(exc)) is not None:
             return raised
+        if (limit := _machine_limit(exc)) is not None:
+            return limit
         if isinstance(exc, PermissionError) and exc.filename:
             # a file or folder this user may not read or write (was: a traceback; as root the
             # tests cannot make one, so it is the one case told by its type, not by sft)
@@ -99,6 +104,45 @@ def find_user_error(exc: BaseException) -> SFTError | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _machine_limit(exc: BaseException) -> SFTError | None:
+    """A limit of the machine that DataLoader workers reached, told by torch's message (was: a
+    traceback, a worker's flattened into the record): shared memory full (Docker's default
+    /dev/shm is 64 MB), the open-file limit, a worker the system killed (out of memory)."""
+    text = str(exc)
+    if "unable to allocate shared memory" in text:
+        return SFTError(
+            f"the DataLoader workers ran out of shared memory ({_shm_size()}): set "
+            "data.num_workers=0, or smaller data.batch_size / data.eval_batch_size, or give the "
+            "machine more (in Docker: --shm-size=2g)"
+        )
+    too_many = isinstance(exc, OSError) and exc.errno == errno.EMFILE
+    if too_many or "Too many open files" in text:
+        import resource  # POSIX only: and so is this limit
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return SFTError(
+            f"too many open files: this process may open {soft} (ulimit -n); raise the limit "
+            "(ulimit -n 65536), or set a lower data.num_workers (DataLoader workers hand their "
+            "batches over through open files)"
+        )
+    if killed := re.search(r"DataLoader worker \(pid[^)]*\) is killed by signal: (\w+)", text):
+        return SFTError(
+            f"a DataLoader worker was killed by the system (signal {killed.group(1)}), most "
+            "likely for want of memory: set a lower data.num_workers or data.batch_size (a "
+            "run that saved a last.ckpt continues with resume=<run dir>)"
+        )
+    return None
+
+
+def _shm_size() -> str:
+    """`/dev/shm: 64 MB`, or what else says where shared memory is."""
+    try:
+        usage = shutil.disk_usage("/dev/shm")
+    except OSError:
+        return "no /dev/shm"
+    return f"/dev/shm: {usage.total / 2**20:.0f} MB, {usage.free / 2**20:.0f} MB free"
 
 
 def _raised_in_a_spawned_rank(exc: BaseException) -> SFTError | None:

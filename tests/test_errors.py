@@ -6,6 +6,7 @@ same code path as the console scripts, without paying a python+torch start per c
 subprocess checks the process-level contract (exit status, the whole of stderr).
 """
 
+import errno
 import json
 import os
 import sys
@@ -32,6 +33,7 @@ from sft.data.token_cache import load_tokenizer
 from sft.errors import SFTError, find_user_error, report_user_errors
 from sft.models import SFTClassifier, load_classifier
 from sft.models.loading import datamodule_from_checkpoint
+from sft.runs.result import RunRecorder, RunResult
 from sft.runs.resume import ResumePoint, check_resume_checkpoint
 from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import OverrideMistake, check_overrides
@@ -1325,6 +1327,58 @@ def test_subset_mistakes(kwargs, fragment, data_dir):
     with pytest.raises(SFTError) as err:
         CIFAR10DataModule(str(data_dir), **kwargs).setup("fit")
     assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+SHM_IN_A_WORKER = (
+    "Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+    'last):\n  File "torch/utils/data/_utils/worker.py", line 349, in _worker_loop\n'
+    "RuntimeError: unable to allocate shared memory(shm) for file </torch_17961_1>: No space "
+    "left on device (28)"
+)
+
+
+@pytest.mark.parametrize(
+    ("exc", "start"),
+    [
+        # Docker's default /dev/shm (64 MB) under image_folder's workers and batches
+        (
+            RuntimeError(SHM_IN_A_WORKER),
+            "the DataLoader workers ran out of shared memory (/dev/shm: ",
+        ),
+        (OSError(errno.EMFILE, "Too many open files"), "too many open files: this process may"),
+        (
+            RuntimeError(
+                "Too many open files. Communication with the workers is no longer possible."
+            ),
+            "too many open files: this process may open ",
+        ),
+        # the system's out-of-memory killer
+        (
+            RuntimeError("DataLoader worker (pid 18072) is killed by signal: Killed. "),
+            "a DataLoader worker was killed by the system (signal Killed), most likely for want",
+        ),
+    ],
+    ids=["shared_memory", "open_files", "open_files_in_a_worker", "worker_killed"],
+)
+def test_a_machine_limit_the_data_loader_reaches_is_a_user_error(exc, start):
+    """Was: a traceback (a worker's, flattened into the record's error)."""
+    found = find_user_error(exc)
+    assert found is not None and str(found).startswith(start), found
+    assert "\n" not in str(found)
+
+
+def test_a_failure_that_cannot_be_recorded_is_still_the_error_reported(tmp_path, monkeypatch):
+    """The open-file limit reached by a run's workers also stopped its record being written:
+    that OSError replaced the run's own error (and no result.json either way)."""
+    recorder = RunRecorder(tmp_path, [], "val/acc_best")
+    recorder.fit_started()
+
+    def no_file_left(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(RunResult, "write", no_file_left)
+    recorded = recorder.failed(RuntimeError("the run's own error"))
+    assert recorded.status == "failed" and recorded.error == "RuntimeError: the run's own error"
 
 
 def test_hub_model_offline_is_one_quick_line(tmp_path, monkeypatch, capsys):

@@ -651,3 +651,20 @@ def test_the_printed_resume_command_reads_the_run_directory_back(folder):
     override = OverridesParser.create().parse_overrides([command[-1]])[0]
     assert (override.key_or_group, override.value()) == ("resume", folder)
     assert (command[-1] == f"resume={folder}") == (folder == "/plain/1")
+
+
+def test_ctrl_c_in_a_forked_data_loader_worker_is_left_to_the_main_process(monkeypatch, caplog):
+    """Ctrl-C reaches the whole process group; DataLoader workers, forked with the handler,
+    each said "received SIGINT: stopping after this batch" too (3 lines with 2 workers)."""
+    import sft.callbacks.graceful_interrupt as graceful
+
+    callback = graceful.GracefulInterrupt()
+    main_pid = os.getpid()
+    monkeypatch.setattr(graceful.os, "getpid", lambda: main_pid + 1)  # in a forked worker
+    with caplog.at_level(logging.WARNING):
+        callback._handler(signal.SIGINT, None)
+    assert callback._received is None and "received SIGINT" not in caplog.text
+    monkeypatch.setattr(graceful.os, "getpid", lambda: main_pid)
+    with caplog.at_level(logging.WARNING):
+        callback._handler(signal.SIGINT, None)
+    assert callback._received == signal.SIGINT and "received SIGINT" in caplog.text

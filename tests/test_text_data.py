@@ -1578,3 +1578,18 @@ def test_texts_cut_at_max_length_are_counted_on_a_miss_and_a_hit(tmp_path, caplo
         dm.load_split("val")
         assert dm.cache_hits["val"] is hit
         assert any(expected in m for m in logged_warnings(caplog)), caplog.text
+
+
+def test_an_unreadable_token_cache_file_is_tokenized_again_without_torchs_advice(tmp_path, caplog):
+    """torch's message told the user to load the file with weights_only=False (running any
+    code it holds) or to file an issue with torch."""
+    from sft.data.token_cache import load_split
+
+    path = tmp_path / "split.pt"
+    path.write_bytes(b"not a token cache")
+    with caplog.at_level(logging.WARNING, logger="sft.data.token_cache"):
+        assert load_split(path) is None
+    assert f"tokens: cache file {path} is unreadable (damaged, or not written by sft: " in (
+        caplog.text
+    )
+    assert "weights_only" not in caplog.text

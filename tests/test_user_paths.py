@@ -112,6 +112,9 @@ def test_eval_caches_tokens_where_this_machine_does(checkpoints, tmp_path, monke
     assert trained_cache != tmp_path / "cache_here" / "tokens"
 
 
+IMAGE_FOLDER = "sft.data.image_folder.ImageFolderDataModule"
+
+
 def test_only_settings_a_datamodule_calls_the_machines_are_left_to_this_one():
     """sft's text data forgets the training machine's token cache folder; another datamodule's
     `cache_dir` (a user's, which may require it, or mean a dataset's folder) is its own."""
@@ -121,14 +124,18 @@ def test_only_settings_a_datamodule_calls_the_machines_are_left_to_this_one():
         checkpoint = {
             "hyper_parameters": {},
             "datamodule_target": target,
-            "datamodule_hyper_parameters": {"cache_dir": "/elsewhere", "batch_size": 8},
+            "datamodule_hyper_parameters": {
+                "cache_dir": "/elsewhere",
+                "num_workers": 32,
+                "batch_size": 8,
+            },
         }
         return trained_data_config("run.ckpt", checkpoint)
 
-    assert rebuilt("sft.data.text.TextClassificationDataModule") == {
-        "_target_": "sft.data.text.TextClassificationDataModule",
-        "batch_size": 8,
-    }
+    text = "sft.data.text.TextClassificationDataModule"
+    assert rebuilt(text) == {"_target_": text, "batch_size": 8}
+    # nor does it start the training machine's DataLoader workers (was: 32 on a laptop)
+    assert "num_workers" not in rebuilt(IMAGE_FOLDER)
     assert rebuilt("sft.data.cifar10.CIFAR10DataModule")["cache_dir"] == "/elsewhere"
 
 

@@ -82,6 +82,7 @@ class GracefulInterrupt(Callback):
         self._received: int | None = None
         self._received_at = 0.0  # time.monotonic() of _received
         self._previous: dict[int, Any] = {}
+        self._handling_pid = os.getpid()  # the process the handlers were installed in
         # read here, in the process Hydra started: DDP's spawned ranks' hint lacked every override
         self._overrides = resume_arguments()
         self._sweep_hint = sweep_hint()
@@ -103,6 +104,10 @@ class GracefulInterrupt(Callback):
             self._install_handlers(signal.SIGINT)
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._handling_pid:
+            # a DataLoader worker forked with this handler (Ctrl-C reaches the whole process
+            # group): the main process stops the run; each worker said so too (was)
+            return
         if is_second_ctrl_c(signum, self._received, self._received_at):
             raise KeyboardInterrupt
         if self._received is not None:
@@ -144,6 +149,7 @@ class GracefulInterrupt(Callback):
         self._should_stop = bool(state_dict.get("should_stop"))
 
     def _install_handlers(self, *only: int) -> None:
+        self._handling_pid = os.getpid()
         requeue = requeue_signal()
         wanted = only or (*self.SIGNALS, *([requeue] if requeue else []))
         try:

@@ -289,6 +289,9 @@ class ImageFolderDataModule(ImageDataModule):
     the usual folder).
     """
 
+    # the training machine's worker count: sft-eval/-predict use this machine's default
+    machine_settings = ("num_workers",)
+
     dataset_normalization = IMAGENET
 
     def __init__(

@@ -78,7 +78,7 @@ class TextClassificationDataModule(SFTDataModule):
     """
 
     # the token cache folder: where the training machine kept it (another user's, or gone)
-    machine_settings = ("cache_dir",)
+    machine_settings = ("cache_dir", "num_workers")
 
     modality = "text"
 

@@ -27,7 +27,7 @@ from sft.data.readers.examples import TextExamples
 from sft.data.tokenize import count_cut, cut_note, encode_texts
 from sft.errors import SFTError
 from sft.hub import load_pretrained, resolve_model_name
-from sft.utils.checkpoint_io import atomic_torch_save
+from sft.utils.checkpoint_io import atomic_torch_save, load_weights_only
 from sft.utils.config import work_root
 
 log = logging.getLogger(__name__)
@@ -222,9 +222,13 @@ def load_split(path: Path) -> TokenizedSplit | None:
     if not path.is_file():
         return None
     try:
-        return TokenizedSplit.from_state(torch.load(path, map_location="cpu", weights_only=True))
+        return TokenizedSplit.from_state(load_weights_only(path))
     except Exception as e:
-        log.warning(f"tokens: ignoring unreadable cache file {path} ({type(e).__name__}: {e})")
+        # not torch's message: it advises loading the file unsafely, or filing an issue
+        log.warning(
+            f"tokens: cache file {path} is unreadable (damaged, or not written by sft: "
+            f"{type(e).__name__}); tokenizing again"
+        )
         return None
 
 

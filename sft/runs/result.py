@@ -344,7 +344,14 @@ class RunRecorder:
                 # (sft-compare labels it by this record) stays in it
                 started = [o for o in earlier.overrides if override_key(o) == START_FROM]
                 self.result.overrides += started
-        self.result.write()
+        try:
+            self.result.write()
+        except OSError as e:
+            if status not in UNFINISHED:
+                raise
+            # the failure itself is the error to report (was: replaced by this one, e.g. the
+            # open-file limit a run's DataLoader workers reached, with no record either way)
+            log.warning(f"the failure could not be recorded in {self.result.output_dir}: {e}")
         return self.result
 
 
