@@ -16,11 +16,21 @@ from typing import NamedTuple, TypeVar
 
 from sft.utils.logs import log_to_files
 
+try:  # here, not where the open-file limit is reached: importing it opens a file
+    import resource
+except ImportError:  # not POSIX
+    resource = None  # type: ignore[assignment]
+
 T = TypeVar("T")
 
 
 class SFTError(Exception):
     """A mistake in the user's input or environment, reported as one clear line."""
+
+
+class MachineLimit(SFTError):
+    """A limit of the machine a run reached (shared memory, open files, memory): one line, and
+    the traceback in the run's log file (it may also be a leak's)."""
 
 
 class RunInTheWay(SFTError):
@@ -106,34 +116,39 @@ def find_user_error(exc: BaseException) -> SFTError | None:
     return None
 
 
-def _machine_limit(exc: BaseException) -> SFTError | None:
+def _machine_limit(exc: BaseException) -> MachineLimit | None:
     """A limit of the machine that DataLoader workers reached, told by torch's message (was: a
     traceback, a worker's flattened into the record): shared memory full (Docker's default
     /dev/shm is 64 MB), the open-file limit, a worker the system killed (out of memory)."""
     text = str(exc)
-    if "unable to allocate shared memory" in text:
-        return SFTError(
+    killed = re.search(r"DataLoader worker \(pid[^)]*\) is killed by signal: ([^.]+)", text)
+    signal_name = killed.group(1).strip() if killed else None
+    # a worker's bus error: torch's sign of shared memory full too
+    if "unable to allocate shared memory" in text or signal_name == "Bus error":
+        return MachineLimit(
             f"the DataLoader workers ran out of shared memory ({_shm_size()}): set "
             "data.num_workers=0, or smaller data.batch_size / data.eval_batch_size, or give the "
             "machine more (in Docker: --shm-size=2g)"
         )
-    too_many = isinstance(exc, OSError) and exc.errno == errno.EMFILE
-    if too_many or "Too many open files" in text:
-        import resource  # POSIX only: and so is this limit
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        return SFTError(
-            f"too many open files: this process may open {soft} (ulimit -n); raise the limit "
-            "(ulimit -n 65536), or set a lower data.num_workers (DataLoader workers hand their "
-            "batches over through open files)"
+    too_many = isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
+    if too_many or "Too many open files" in text or "received 0 items of ancdata" in text:
+        limit = f" (ulimit -n: {_open_file_limit()})" if _open_file_limit() else ""
+        return MachineLimit(
+            f"too many open files{limit}: raise the limit (ulimit -n 65536), or set a lower "
+            "data.num_workers (DataLoader workers hand their batches over through open files)"
         )
-    if killed := re.search(r"DataLoader worker \(pid[^)]*\) is killed by signal: (\w+)", text):
-        return SFTError(
-            f"a DataLoader worker was killed by the system (signal {killed.group(1)}), most "
-            "likely for want of memory: set a lower data.num_workers or data.batch_size (a "
-            "run that saved a last.ckpt continues with resume=<run dir>)"
+    if signal_name == "Killed":  # SIGKILL: the system's out-of-memory killer, most likely
+        # (Terminated: a stop of the whole job; Segmentation fault, Aborted: a bug, traced)
+        return MachineLimit(
+            "a DataLoader worker was killed by the system (signal Killed), most likely for want "
+            "of memory: set a lower data.num_workers or data.batch_size"
         )
     return None
+
+
+def _open_file_limit() -> int | None:
+    """This process's limit of open files (ulimit -n); None where the system has no such."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0] if resource is not None else None
 
 
 def _shm_size() -> str:
@@ -172,7 +187,9 @@ def report_user_errors(fn: Callable[[], T]) -> T:
             raise
         line = f"error: {worker_message(str(user_error))}"
         print(line, file=sys.stderr)
-        log_to_files(logging.getLogger(__name__), logging.ERROR, line)  # the run's log file
+        # the run's log file; a machine limit's traceback too (a leak would show there)
+        traced = exc if isinstance(user_error, MachineLimit) else None
+        log_to_files(logging.getLogger(__name__), logging.ERROR, line, exc_info=traced)
         raise SystemExit(1) from None
 
 

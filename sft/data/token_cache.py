@@ -27,7 +27,7 @@ from sft.data.readers.examples import TextExamples
 from sft.data.tokenize import count_cut, cut_note, encode_texts
 from sft.errors import SFTError
 from sft.hub import load_pretrained, resolve_model_name
-from sft.utils.checkpoint_io import atomic_torch_save, load_weights_only
+from sft.utils.checkpoint_io import atomic_torch_save, load_failure, load_weights_only
 from sft.utils.config import work_root
 
 log = logging.getLogger(__name__)
@@ -224,10 +224,9 @@ def load_split(path: Path) -> TokenizedSplit | None:
     try:
         return TokenizedSplit.from_state(load_weights_only(path))
     except Exception as e:
-        # not torch's message: it advises loading the file unsafely, or filing an issue
+        # not torch's whole message: it advises loading the file unsafely, or filing an issue
         log.warning(
-            f"tokens: cache file {path} is unreadable (damaged, or not written by sft: "
-            f"{type(e).__name__}); tokenizing again"
+            f"tokens: cache file {path} is unreadable ({load_failure(e)}); tokenizing again"
         )
         return None
 
