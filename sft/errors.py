@@ -5,7 +5,6 @@ trace); any other exception is a bug and keeps its traceback.
 """
 
 import errno
-import logging
 import os
 import re
 import shutil
@@ -13,8 +12,6 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, TypeVar
-
-from sft.utils.logs import log_to_files
 
 try:  # here, not where the open-file limit is reached: importing it opens a file
     import resource
@@ -177,8 +174,12 @@ def _raised_message(traceback: str) -> str | None:
     return text if name.endswith("SFTError") and text else None
 
 
-def report_user_errors(fn: Callable[[], T]) -> T:
-    """Run `fn`; a user error exits with status 1 and one line on stderr, bugs raise as usual."""
+def report_user_errors(
+    fn: Callable[[], T], logged: Callable[[str, BaseException | None], None] | None = None
+) -> T:
+    """Run `fn`; a user error exits with status 1 and one line on stderr, bugs raise as usual.
+    `logged(line, traced)`: where else the line goes (a run's log file), with the exception
+    whose traceback belongs there too: a machine limit's (a leak would show in it)."""
     try:
         return fn()
     except Exception as exc:
@@ -187,9 +188,8 @@ def report_user_errors(fn: Callable[[], T]) -> T:
             raise
         line = f"error: {worker_message(str(user_error))}"
         print(line, file=sys.stderr)
-        # the run's log file; a machine limit's traceback too (a leak would show there)
-        traced = exc if isinstance(user_error, MachineLimit) else None
-        log_to_files(logging.getLogger(__name__), logging.ERROR, line, exc_info=traced)
+        if logged is not None:
+            logged(line, exc if isinstance(user_error, MachineLimit) else None)
         raise SystemExit(1) from None
 
 

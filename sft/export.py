@@ -14,7 +14,7 @@ from sft.runs.lock import releasing_held_folders
 from sft.utils.cli import checks_overrides
 from sft.utils.config import CONF_DIR, register_resolvers
 from sft.utils.io import check_checkpoint_file, checkpoint_path
-from sft.utils.logs import log_levels_kept
+from sft.utils.logs import error_to_log_files, log_levels_kept
 
 # before Hydra composes (also in launcher processes that import this module): ${sft_root:}
 register_resolvers()
@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     with log_levels_kept():  # Lightning's import resets its loggers' levels
         from sft.jobs.export import export
 
-    report_user_errors(lambda: export(cfg))
+    report_user_errors(lambda: export(cfg), logged=error_to_log_files)
 
 
 if __name__ == "__main__":

@@ -121,4 +121,4 @@ def test_the_root_log_level_quiets_lightnings_lines_too(tmp_path):
     args = ["trainer.max_epochs=1", "test=false", "hydra.job_logging.root.level=WARNING"]
     status, logged = train_log(tmp_path, *args)
     assert status == 0
-    assert "[INFO]" not in logged
+    assert not re.findall(r"\[lightning\.[\w.]+\]\[INFO\]", logged), logged

@@ -14,7 +14,7 @@ from lightning_utilities.core.rank_zero import rank_zero_only
 from sft.errors import TrainingInterrupted, find_user_error, report_user_errors
 from sft.runs.result import RunRecorder, RunResult
 from sft.runs.sweep_summary import stop_of_a_sweep_job
-from sft.utils.logs import log_to_files
+from sft.utils.logs import error_to_log_files, log_to_files
 from sft.utils.signals import ctrl_c_deferred
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def run_recorded(
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
-            return report_user_errors(recorded)  # a user error's line: in the log file too
+            return report_user_errors(recorded, logged=error_to_log_files)
         except Exception as exc:  # a bug, Hydra prints its traceback: so does the log file
             log_to_files(log, logging.ERROR, "the run failed", exc_info=exc)
             raise

@@ -81,6 +81,12 @@ def log_to_files(
         current = current.parent if current.propagate else None
 
 
+def error_to_log_files(line: str, traced: BaseException | None = None) -> None:
+    """A user error's `error:` line, printed on the console, in the run's log file too (with
+    `traced`'s traceback)."""
+    log_to_files(logging.getLogger("sft.errors"), logging.ERROR, line, exc_info=traced)
+
+
 class LoggingSetup:
     """The handlers and levels of this process's loggers (Hydra's job logging: the console's
     format and the run's log file), picklable, to set up again in a process spawned for a DDP
