@@ -1265,6 +1265,53 @@ def test_a_callback_setting_it_refuses_is_one_line_before_training(
     assert json.loads((tmp_path / "run" / "result.json").read_text())["metrics"] == {}
 
 
+@pytest.mark.parametrize(
+    ("callback", "line"),
+    [
+        # was: its rate set on the model's hparams and the checkpoint, never trained with
+        (
+            "LearningRateFinder",
+            "error: callbacks: Lightning's LearningRateFinder sets a rate after sft built each "
+            "parameter group's rate and schedule from model.lr_head / model.lr_backbone",
+        ),
+        # was: a ValueError traceback at the first step after the backbone thawed
+        (
+            "BackboneFinetuning",
+            "error: callbacks: Lightning's BackboneFinetuning adds a parameter group to the "
+            "optimizer, which the schedule (model.scheduler) has no rate for: use sft's "
+            "callbacks=[default,backbone_unfreeze], or model.scheduler=null",
+        ),
+    ],
+)
+def test_a_lightning_callback_that_changes_the_optimizer_after_sft_built_it_is_refused(
+    callback, line, tmp_path, monkeypatch, capsys
+):
+    args = [*FAST, f"+callbacks.added._target_=lightning.pytorch.callbacks.{callback}"]
+    status, stderr = run_main(
+        "train", [*args, "trainer.max_epochs=2"], tmp_path, monkeypatch, capsys
+    )
+    assert assert_one_error_line(status, stderr).startswith(line)
+
+
+def test_a_callback_that_changes_the_runs_steps_is_said_to_outrun_the_schedule(
+    tmp_path, monkeypatch, capsys
+):
+    """GradientAccumulationScheduler made 9 optimizer steps of a cosine sized for 12, which
+    ended at 0.029 of the peak rate, without a word (BatchSizeFinder alike)."""
+    args = [
+        *FAST,
+        "+callbacks.gas._target_=lightning.pytorch.callbacks.GradientAccumulationScheduler",
+        "+callbacks.gas.scheduling={0:2,1:1}",
+        "trainer.max_epochs=2",
+        "test=false",
+    ]
+    status, _ = run_main("train", args, tmp_path, monkeypatch, capsys)
+    assert status == 0
+    assert "callbacks: Lightning's GradientAccumulationScheduler changes the number of " in (
+        (tmp_path / "run" / "train.log").read_text()
+    )
+
+
 def test_a_monitored_metric_validation_does_not_log_is_one_line_without_a_sanity_check(
     tmp_path, monkeypatch, capsys
 ):

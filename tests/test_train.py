@@ -310,6 +310,23 @@ def test_eval_reproduces_training_test_accuracy(train_cfg, tmp_path):
     assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 1000
 
 
+def test_a_run_under_weight_averaging_tests_the_averaged_weights_its_checkpoint_holds(tmp_path):
+    """Lightning's EMAWeightAveraging saves the average as the checkpoint's weights, which its
+    validation ranked; loading it for the run's test, the callback put the live weights back:
+    result.json's test/* were another model's than sft-eval's of the same file."""
+    ema = [
+        "+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging",
+        "+callbacks.ema.decay=0.9",
+    ]
+    run = [*FAST, *ema, "trainer.max_epochs=3", "+trainer.limit_test_batches=2"]
+    metrics = train(compose_config("train", run, tmp_path / "t"))
+    best = next((tmp_path / "t" / "checkpoints").glob("epoch_*.ckpt"))
+    scoring = [f"ckpt_path={best}", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
+    cfg = compose_config("eval", [*scoring, "+trainer.limit_test_batches=2"], tmp_path / "e")
+    evaluated = evaluate(cfg)
+    assert evaluated["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-6)
+
+
 def test_eval_scores_a_full_precision_checkpoint_in_its_precision(tmp_path, caplog):
     """A ResNet-18 trained at trainer.precision=32-true, scored by sft-eval's default auto: in
     bf16-mixed on a CPU with bf16 units, the family's pick (test/acc 0.449 for the run's own

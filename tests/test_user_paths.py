@@ -894,6 +894,13 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
             "trainer.max_epochs=-3",
             "error: trainer: `max_epochs` must be a non-negative integer or -1. You passed in -3.",
         ),
+        # was: Lightning's refusal of one setting after another, its advice no way past
+        (
+            "trainer.barebones=true",
+            "error: trainer.barebones=true leaves out the logging, checkpoints and callbacks an "
+            "sft run records itself with (its metrics, result.json, resume=): not supported; the "
+            "least a run does: callbacks=none '~logger' trainer.enable_progress_bar=false",
+        ),
         # was: the run ended at max_epochs, the minimum passed over without a word
         (
             "trainer.min_epochs=40",

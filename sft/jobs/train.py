@@ -16,6 +16,14 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_object, instantiate
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import (
+    BackboneFinetuning,
+    BatchSizeFinder,
+    GradientAccumulationScheduler,
+    LearningRateFinder,
+    WeightAveraging,
+)
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sft.callbacks.graceful_interrupt import (
@@ -84,6 +92,7 @@ from sft.utils.instantiate import (
     lightning_refusals,
     runs_validation,
 )
+from sft.utils.logs import rank_zero_warning
 from sft.utils.terminal import progress_bar_off_unless_terminal
 
 log = logging.getLogger(__name__)
@@ -105,6 +114,14 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     # and before the config is saved (config_resolved.yaml records the precision used)
     check_accelerator(cfg.trainer)
     check_nodes(cfg.trainer)
+    if cfg.trainer.get("barebones"):
+        # (was: Lightning's refusal of one setting after another: the loggers, then the
+        # logging interval, which its advice did not lead past)
+        raise SFTError(
+            "trainer.barebones=true leaves out the logging, checkpoints and callbacks an sft run "
+            "records itself with (its metrics, result.json, resume=): not supported; the least "
+            "a run does: callbacks=none '~logger' trainer.enable_progress_bar=false"
+        )
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(cfg.model.get("backbone")).cpu_bf16)
     typed = {override_key(o): o.partition("=")[2] for o in task_overrides()}
     progress_bar_off_unless_terminal(cfg.trainer, typed, rich=_rich_progress_bar(cfg))
@@ -186,6 +203,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         typed=list(typed),
     )
     sanity_check = SanityCheckWatch()
+    check_callbacks_against_the_schedule(callbacks, cfg.model)
     trainer = build_trainer(
         cfg.trainer,
         callbacks=[sanity_check, *with_monitored_metrics_checks(callbacks), SpawnedRankLogging()],
@@ -261,6 +279,13 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
                 log.warning("No best checkpoint recorded: testing the current weights.")
             elif says and not best:  # no checkpoints by choice (studies, callbacks=none)
                 log.info("Testing the final weights (no checkpoints in this run).")
+            if best:
+                # a checkpoint saved under WeightAveraging (EMA) holds the averaged weights,
+                # which its validation ranked; the callback, loading it, put the live weights
+                # back ("current_model_state"): the test scored another model than sft-eval
+                trainer.callbacks = [
+                    c for c in trainer.callbacks if not isinstance(c, WeightAveraging)
+                ]
             with lightning_refusals(), interrupt_explained(trainer, overrides):
                 trainer.test(
                     model, datamodule=datamodule, ckpt_path=best or None, weights_only=True
@@ -280,6 +305,39 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         # run's log file not at all (result.json has every metric)
         log.info(f"metrics: {metric_text(scores)}")
     return metrics
+
+
+def check_callbacks_against_the_schedule(callbacks: list[Callback], model_cfg: DictConfig) -> None:
+    """Lightning callbacks that change, once fit starts, what sft built the optimizer and its
+    schedule from: a run with them trained otherwise than it said (a trial found each)."""
+    scheduled = model_cfg.get("scheduler") is not None
+    for callback in callbacks:
+        name = type(callback).__name__
+        if isinstance(callback, LearningRateFinder):
+            # was: its rate set on the model's hparams (and so the checkpoint) and trained with
+            # at no step: the schedule's base rates stayed; without attr_name a traceback
+            raise SFTError(
+                f"callbacks: Lightning's {name} sets a rate after sft built each parameter "
+                "group's rate and schedule from model.lr_head / model.lr_backbone, so the run "
+                "would not train with it: search the rate with a sweep instead (-m "
+                "model.lr_head=1e-4,3e-4,1e-3, or hparams_search=...)"
+            )
+        if isinstance(callback, BackboneFinetuning) and scheduled:
+            # was: a ValueError traceback at the first step after the backbone thawed
+            raise SFTError(
+                f"callbacks: Lightning's {name} adds a parameter group to the optimizer, which "
+                "the schedule (model.scheduler) has no rate for: use sft's "
+                "callbacks=[default,backbone_unfreeze], or model.scheduler=null"
+            )
+        if isinstance(callback, BatchSizeFinder | GradientAccumulationScheduler) and scheduled:
+            # the schedule ran out and restarted mid-run (BatchSizeFinder), or ended early
+            rank_zero_warning(
+                log,
+                f"callbacks: Lightning's {name} changes the number of optimizer steps after the "
+                "schedule (model.scheduler) was sized for the run's steps at data.batch_size and "
+                "trainer.accumulate_grad_batches: it will not end where the run does; set those "
+                "to the values wanted, without the callback, or model.scheduler=null",
+            )
 
 
 def _rich_progress_bar(cfg: DictConfig) -> bool:
