@@ -26,7 +26,9 @@ register_resolvers()
 def main(cfg: DictConfig) -> None:
     # torch and Lightning (about 10 s) load for a run only: --help, --cfg job, a mistaken
     # override and a checkpoint that is not there are answered in about a second
-    report_user_errors(lambda: check_checkpoint_file(checkpoint_path(cfg.ckpt_path)))
+    report_user_errors(
+        lambda: check_checkpoint_file(checkpoint_path(cfg.ckpt_path)), logged=error_to_log_files
+    )
     with log_levels_kept():  # Lightning's import resets its loggers' levels
         from sft.jobs.export import export
 

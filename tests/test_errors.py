@@ -1293,23 +1293,33 @@ def test_a_lightning_callback_that_changes_the_optimizer_after_sft_built_it_is_r
     assert assert_one_error_line(status, stderr).startswith(line)
 
 
-def test_a_callback_that_changes_the_runs_steps_is_said_to_outrun_the_schedule(
-    tmp_path, monkeypatch, capsys
+@pytest.mark.parametrize(
+    ("callback", "said"),
+    [
+        # made 9 optimizer steps of a cosine sized for 12, which ended at 0.029 of the peak
+        # rate, without a word (BatchSizeFinder alike)
+        (
+            [
+                "+callbacks.gas._target_=lightning.pytorch.callbacks.GradientAccumulationScheduler",
+                "+callbacks.gas.scheduling={0:2,1:1}",
+            ],
+            "callbacks: Lightning's GradientAccumulationScheduler changes the number of ",
+        ),
+        # a user's BaseFinetuning adding a group failed at the step after, as Lightning's did
+        (
+            ["+callbacks.own._target_=helpers.probes.OwnFinetuning"],
+            "callbacks: OwnFinetuning (a BaseFinetuning) may add parameter groups, which the ",
+        ),
+    ],
+    ids=["accumulation_schedule", "own_finetuning"],
+)
+def test_a_callback_that_changes_the_optimizers_steps_or_groups_is_said_to_outrun_the_schedule(
+    callback, said, tmp_path, monkeypatch, capsys
 ):
-    """GradientAccumulationScheduler made 9 optimizer steps of a cosine sized for 12, which
-    ended at 0.029 of the peak rate, without a word (BatchSizeFinder alike)."""
-    args = [
-        *FAST,
-        "+callbacks.gas._target_=lightning.pytorch.callbacks.GradientAccumulationScheduler",
-        "+callbacks.gas.scheduling={0:2,1:1}",
-        "trainer.max_epochs=2",
-        "test=false",
-    ]
+    args = [*FAST, *callback, "trainer.max_epochs=2", "test=false"]
     status, _ = run_main("train", args, tmp_path, monkeypatch, capsys)
     assert status == 0
-    assert "callbacks: Lightning's GradientAccumulationScheduler changes the number of " in (
-        (tmp_path / "run" / "train.log").read_text()
-    )
+    assert said in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_a_monitored_metric_validation_does_not_log_is_one_line_without_a_sanity_check(

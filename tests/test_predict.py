@@ -57,6 +57,15 @@ def test_the_predictions_line_is_in_predict_log_too(ckpts, tmp_path, data_dir, c
     assert line in (tmp_path / "run" / "predict.log").read_text()
 
 
+def test_a_missing_checkpoints_error_line_is_in_predict_log_too(tmp_path, capsys):
+    argv = [f"ckpt_path={tmp_path / 'none.ckpt'}", "inputs=x.txt"]
+    argv.append(f"hydra.run.dir={tmp_path / 'run'}")
+    assert run_entry_point(sft.predict.main, ["sft-predict", *argv]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and str(tmp_path / "none.ckpt") in line
+    assert line in (tmp_path / "run" / "predict.log").read_text()
+
+
 def read_csv(path):
     return list(csv.DictReader(path.open(newline="", encoding="utf-8")))
 

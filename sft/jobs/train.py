@@ -19,6 +19,7 @@ from hydra.utils import get_object, instantiate
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import (
     BackboneFinetuning,
+    BaseFinetuning,
     BatchSizeFinder,
     GradientAccumulationScheduler,
     LearningRateFinder,
@@ -328,6 +329,14 @@ def check_callbacks_against_the_schedule(callbacks: list[Callback], model_cfg: D
                 f"callbacks: Lightning's {name} adds a parameter group to the optimizer, which "
                 "the schedule (model.scheduler) has no rate for: use sft's "
                 "callbacks=[default,backbone_unfreeze], or model.scheduler=null"
+            )
+        if isinstance(callback, BaseFinetuning) and scheduled:
+            # a user's: one that adds parameter groups meets the same schedule
+            rank_zero_warning(
+                log,
+                f"callbacks: {name} (a BaseFinetuning) may add parameter groups, which the "
+                "schedule (model.scheduler) has no rate for: the step after would fail; sft's "
+                "callbacks.backbone_unfreeze, or model.scheduler=null, do not",
             )
         if isinstance(callback, BatchSizeFinder | GradientAccumulationScheduler) and scheduled:
             # the schedule ran out and restarted mid-run (BatchSizeFinder), or ended early

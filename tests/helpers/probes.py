@@ -35,5 +35,15 @@ class AddsValidationMetric(Callback):
         trainer.callback_metrics[self.name] = torch.tensor(float(trainer.current_epoch))
 
 
+class OwnFinetuning(L.pytorch.callbacks.BaseFinetuning):
+    """A user's BaseFinetuning that freezes and thaws nothing (a real one may add groups)."""
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        pass
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Any) -> None:
+        pass
+
+
 class OwnCheckpoint(L.pytorch.callbacks.Checkpoint):
     """A user's checkpoint callback that is no ModelCheckpoint: no monitor, no file names."""
