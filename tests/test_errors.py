@@ -1250,8 +1250,13 @@ def test_an_interpolation_override_is_recorded_as_written(tmp_path, monkeypatch,
             "callbacks.early_stopping.mode=maximum",
             "error: callbacks.early_stopping: `mode` can be min, max, got maximum",
         ),
+        (
+            "callbacks.metric_lines.progress_every=2",
+            "error: callbacks.metric_lines.progress_every: expected a fraction of an epoch in "
+            "(0, 1], got 2",
+        ),
     ],
-    ids=["early_stopping", "model_checkpoint", "save_top_k", "mode"],
+    ids=["early_stopping", "model_checkpoint", "save_top_k", "mode", "progress_every"],
 )
 def test_a_callback_setting_it_refuses_is_one_line_before_training(
     override, line, tmp_path, monkeypatch, capsys

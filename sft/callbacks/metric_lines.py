@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch import Callback
 
+from sft.errors import SFTError
 from sft.utils.logs import log_to_files
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,11 @@ class MetricLines(Callback):
     loss, the rate and the epoch's time left. On global rank 0."""
 
     def __init__(self, progress_every: float = 0.1) -> None:
-        if not 0 < progress_every <= 1:
-            raise ValueError(f"progress_every must be in (0, 1], got {progress_every}")
+        if isinstance(progress_every, bool) or not 0 < progress_every <= 1:
+            raise SFTError(
+                "callbacks.metric_lines.progress_every: expected a fraction of an epoch in "
+                f"(0, 1], got {progress_every!r}"
+            )
         self.progress_every = progress_every
         # when this process began the epoch, and at which batch (an epoch resumed mid-way: past
         # the batches its first part did)
