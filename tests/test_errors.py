@@ -967,7 +967,7 @@ def test_a_users_config_choosing_from_a_group_of_its_own_folder_is_accepted(tmp_
         (
             ["hydra/job_logging=disabled"],
             "hydra/job_logging=disabled sets up no log file, to which sft adds the run's log: use "
-            "hydra/job_logging=none to leave logging as Python sets it up",
+            "hydra/job_logging=none for no job logging at all (no log file)",
         ),
         # was: one run of the config's values, without a word
         (

@@ -417,7 +417,7 @@ def check_run_settings(parsed: Sequence[Override], cfg: DictConfig, multirun: bo
         # (was: logging's "Unable to configure handler 'file'" traceback)
         raise OverrideMistake(
             f"hydra/job_logging={choice} sets up no log file, to which sft adds the run's log: "
-            "use hydra/job_logging=none to leave logging as Python sets it up"
+            "use hydra/job_logging=none for no job logging at all (no log file)"
         )
     swept = OmegaConf.select(cfg, SEARCH_SPACE, default=None)
     if swept and not multirun:
