@@ -129,9 +129,10 @@ def _machine_limit(exc: BaseException) -> MachineLimit | None:
         )
     too_many = isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
     if too_many or "Too many open files" in text or "received 0 items of ancdata" in text:
-        limit = f" (ulimit -n: {_open_file_limit()})" if _open_file_limit() else ""
+        limit = _open_file_limit()
+        said = f" (ulimit -n: {limit})" if limit else ""
         return MachineLimit(
-            f"too many open files{limit}: raise the limit (ulimit -n 65536), or set a lower "
+            f"too many open files{said}: raise the limit (ulimit -n 65536), or set a lower "
             "data.num_workers (DataLoader workers hand their batches over through open files)"
         )
     if signal_name == "Killed":  # SIGKILL: the system's out-of-memory killer, most likely

@@ -289,7 +289,7 @@ class ImageFolderDataModule(ImageDataModule):
     the usual folder).
     """
 
-    # the training machine's worker count: sft-eval/-predict use this machine's default
+    # the training machine's worker count: sft-eval/-predict use the data config's value
     machine_settings = ("num_workers",)
 
     dataset_normalization = IMAGENET

@@ -1,5 +1,7 @@
-"""Warnings that go in a run's log: Lightning's `rank_zero_warn` sends them through Python's
-`warnings`, which print on stderr only, so `train.log` (Hydra's file handler) never held them."""
+"""A run's log: warnings that go in it (Lightning's `rank_zero_warn` sends them through Python's
+`warnings`, which print on stderr only, so `train.log`, Hydra's file handler, never held them),
+lines for its file alone (what the console shows already), the loggers' set-up carried to a
+spawned DDP rank, and the Lightning-internal warnings a run leaves out."""
 
 import logging
 import sys
