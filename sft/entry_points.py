@@ -8,22 +8,15 @@ import sys
 from collections.abc import Callable
 
 from sft.errors import TrainingInterrupted
+from sft.utils.console_streams import going_on_without_reader, writable_in_any_encoding
 
 INTERRUPTED = 130  # a shell's status for a command stopped by SIGINT
 
 
-def _writable_in_any_encoding() -> None:
-    """stdout writes what its encoding lacks as escapes (as Python's stderr does): under an
-    ASCII one (PYTHONIOENCODING=ascii) a run's name or text with an accent, or the progress
-    bar's bullet as the fit ended, were a UnicodeEncodeError that failed the run."""
-    stream = sys.stdout
-    if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
-        stream.reconfigure(errors="backslashreplace")
-
-
 def run(main: Callable[[], object]) -> None:
     """`main()`; Ctrl-C (outside what sft-train saves on it) stops it with one line."""
-    _writable_in_any_encoding()
+    writable_in_any_encoding()
+    going_on_without_reader()
     try:
         main()
     except KeyboardInterrupt:

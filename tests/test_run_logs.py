@@ -3,6 +3,7 @@ progress, each validation and its result, on the console and in its log file."""
 
 import io
 import logging
+import os
 import re
 import sys
 import warnings
@@ -93,6 +94,34 @@ def test_a_command_writes_what_its_output_cannot_encode_as_escapes(monkeypatch, 
     run(lambda: print("name: café • done"))
     out.flush()
     assert out.buffer.getvalue() == b"name: caf\\xe9 \\u2022 done\n"
+
+
+def test_a_command_goes_on_when_its_outputs_reader_goes_away(monkeypatch, capsys):
+    """`sft-train ... | head`: the first write after head's exit was a BrokenPipeError that
+    failed the run at whatever it was doing ("could not load model ...: [Errno 32] Broken
+    pipe"). Now the run goes on, its console output to os.devnull, its log file whole."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader gone
+    with open(write_end, "w", buffering=1) as closed_pipe:
+        monkeypatch.setattr(sys, "stdout", closed_pipe)
+        monkeypatch.setattr(sys, "stderr", sys.stderr)  # run() wraps both: put back after the test
+        logger = logging.getLogger("sft.tests.closed_reader")
+        done = []
+
+        def main() -> None:
+            console = logging.StreamHandler(sys.stdout)  # Hydra's job logging: ext://sys.stdout
+            logger.addHandler(console)
+            try:
+                for step in range(3):
+                    print("step", step)
+                    logger.warning("logged at step %d", step)
+            finally:
+                logger.removeHandler(console)
+            done.append(True)
+
+        run(main)
+    assert done
+    assert "Logging error" not in capsys.readouterr().err
 
 
 def test_a_log_line_for_the_files_only_skips_the_console(tmp_path, capsys):
