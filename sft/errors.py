@@ -101,16 +101,23 @@ def find_user_error(exc: BaseException) -> SFTError | None:
             return raised
         if (limit := _machine_limit(exc)) is not None:
             return limit
+        if (full := _file_system_limit(exc)) is not None:
+            return full
         if isinstance(exc, PermissionError) and exc.filename:
             # a file or folder this user may not read or write (was: a traceback; as root the
             # tests cannot make one, so it is the one case told by its type, not by sft)
-            return SFTError(
-                f"{exc.filename}: {exc.strerror or 'permission denied'}: this user may not use "
-                "it; give it access, or another path"
-            )
+            return denied_access(exc)
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def denied_access(exc: PermissionError) -> SFTError:
+    """`<path>: Permission denied: this user may not use it; ...`."""
+    return SFTError(
+        f"{exc.filename}: {exc.strerror or 'permission denied'}: this user may not use it; give "
+        "it access, or another path"
+    )
 
 
 def _machine_limit(exc: BaseException) -> MachineLimit | None:
@@ -140,6 +147,31 @@ def _machine_limit(exc: BaseException) -> MachineLimit | None:
         return MachineLimit(
             "a DataLoader worker was killed by the system (signal Killed), most likely for want "
             "of memory: set a lower data.num_workers or data.batch_size"
+        )
+    return None
+
+
+def _file_system_limit(exc: BaseException) -> SFTError | None:
+    """A write the file system refused for its limits: a full disk or quota, a file larger than
+    it (or `ulimit -f`) allows, a name longer than it takes (were: tracebacks from wherever the
+    write was, Hydra's config, TensorBoard's events, an export, a run directory's name)."""
+    if not isinstance(exc, OSError):
+        return None
+    where = exc.filename or "a file"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SFTError(
+            f"{where} could not be written: its disk is full ({exc.strerror}); free some space "
+            "or write elsewhere"
+        )
+    if exc.errno == errno.EFBIG:
+        return SFTError(
+            f"{where} could not be written: larger than this system lets a file be (ulimit -f, "
+            "or the file system's largest file: 4 GiB on FAT32); write elsewhere"
+        )
+    if exc.errno == errno.ENAMETOOLONG:
+        return SFTError(
+            f"{where}: longer than the file system takes (255 bytes for a folder's or file's "
+            "name); give a shorter name or path"
         )
     return None
 

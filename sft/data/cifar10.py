@@ -93,6 +93,8 @@ def load_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.as_tensor(list(_get(d, "labels")), dtype=torch.int64)
     except FileNotFoundError:
         raise SFTError(f"CIFAR-10 file {path} is missing") from None
+    except PermissionError:  # said so (was: "damaged: delete it and prepare it again")
+        raise
     except Exception as e:  # any unpickling/shape problem means a damaged file
         raise SFTError(
             f"CIFAR-10 file {path} is not a readable CIFAR python-format batch ({type(e).__name__}: "

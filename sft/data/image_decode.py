@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from sft.errors import SFTError
+from sft.errors import SFTError, denied_access
 
 # what PIL raises for a file it cannot decode
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -38,6 +38,8 @@ class ImageDecoder:
             raise SFTError(
                 f"{path}: no such file (deleted or moved since the images were listed)"
             ) from None
+        except PermissionError as err:  # (raised as it is, a DataLoader worker's lost its path)
+            raise denied_access(err) from None
         except DECODE_ERRORS as err:
             why = f"{type(err).__name__}: {decode_error_text(err, path)}"
             raise SFTError(

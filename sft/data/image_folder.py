@@ -119,6 +119,8 @@ def _decode_error(path: str, size: int) -> str | None:
             img.draft("RGB", (size, size))
             img.load()
     except DECODE_ERRORS as err:
+        if isinstance(err, PermissionError):  # a whole file this user may not read: said so
+            raise
         if isinstance(err, FileNotFoundError) and os.path.islink(path):
             return f"a link to {os.readlink(path)}, which does not exist"
         if os.path.isfile(path) and os.path.getsize(path) == 0:  # PIL: "cannot identify"

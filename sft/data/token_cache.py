@@ -255,7 +255,7 @@ def cached_tokenize(
     split = tokenize(tokenizer, read(), max_length)
     try:
         save_split(split, path)
-    except OSError as e:  # a read-only cache costs time, not correctness
+    except (OSError, SFTError) as e:  # a read-only or full cache costs time, not correctness
         log.warning(f"tokens: could not write the cache {path} ({e}); set data.cache_dir")
     else:
         log.info(f"tokens: cache miss, tokenised {len(split)} examples -> {path}")

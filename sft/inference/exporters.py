@@ -18,6 +18,7 @@ from sft.errors import SFTError, first_line
 from sft.inference.bundle import InferenceBundle
 from sft.models.adapters import merge_adapters
 from sft.models.backbones.huggingface import HFEncoder, encoder_class, pool
+from sft.utils.io import atomic_write
 
 EXPORT_EXTRA_HINT = "pip install 'sft[export]'"
 # Runs a written export on deployable-module arguments, returns logits as a CPU tensor.
@@ -65,7 +66,9 @@ def export_torchscript(
         # call (the format is what was asked for), tracing reads transformers' old attributes
         warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(module, args)
-        traced.save(str(path))
+        # through a Python file, whole or not there: torch's own file writer aborted the process
+        # on a full disk (a C++ terminate), leaving a cut-off model.pt
+        atomic_write(path, lambda f: torch.jit.save(traced, f))
         loaded = torch.jit.load(str(path), map_location="cpu").eval()
 
     def run(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:

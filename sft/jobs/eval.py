@@ -14,7 +14,7 @@ import pydoc
 import signal
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import lightning as L
 import matplotlib
@@ -54,7 +54,7 @@ from sft.utils.instantiate import (
     instantiate_loggers,
     lightning_refusals,
 )
-from sft.utils.io import check_not_written, checkpoint_path
+from sft.utils.io import atomic_write, check_not_written, checkpoint_path
 from sft.utils.logs import rank_zero_warning
 from sft.utils.terminal import progress_bar_off_unless_terminal
 
@@ -76,7 +76,8 @@ def write_predictions(
     an image's path, a text's line; else the index), true label, predicted label, class
     probabilities."""
     preds = probs.argmax(-1)
-    with path.open("w", newline="") as f:
+
+    def write(f: IO[str]) -> None:
         writer = csv.writer(f)
         writer.writerow(
             [
@@ -97,6 +98,9 @@ def write_predictions(
             ident = ids[i] if ids is not None else i
             writer.writerow([i, ident, *label, p, names[p], *(f"{v:.6f}" for v in row)])
 
+    # whole or not there (was: a full disk left a cut-off file, which a re-run was refused over)
+    atomic_write(path, write, text=True, new_only=True)
+
 
 def save_confusion_matrix(
     path: Path, probs: torch.Tensor, labels: torch.Tensor, names: list[str], trainer: L.Trainer
@@ -112,7 +116,7 @@ def save_confusion_matrix(
     )
     # torchmetrics' figure lays itself out (constrained) when saved: tight_layout() warned
     fig.set_size_inches(min(max(6, 0.6 * count), 40), min(max(5, 0.5 * count), 34))
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
     for logger in trainer.loggers:
         if hasattr(logger.experiment, "add_figure"):
             logger.experiment.add_figure("test/confusion_matrix", fig)

@@ -36,7 +36,7 @@ from sft.inference.exporters import (
 )
 from sft.models.backbones.huggingface import HFEncoder
 from sft.utils.config_types import NonNegative, check_value
-from sft.utils.io import check_not_written
+from sft.utils.io import atomic_write_text, check_not_written
 
 log = logging.getLogger(__name__)
 # each format's file or folder in the output folder
@@ -209,7 +209,7 @@ def export(cfg: DictConfig) -> Path:
     formats = check_formats(
         cfg.formats, bundle.modality, getattr(head, "folds", False), hf_backbone
     )
-    out = Path(cfg.output_dir or Path(cfg.paths.output_dir) / "export")
+    out = Path(cfg.output_dir or Path(cfg.paths.output_dir) / "export").expanduser()
     written = targets(out, formats, bundle.modality)
     for path in written:
         check_not_written(path, "output_dir")
@@ -272,4 +272,4 @@ def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], 
                 path, run = export_hf(bundle, module.head, path)
             diffs[fmt] = check_parity(fmt, run, checks, cfg.atol, cfg.rtol, floor, why)
         files[fmt] = path.name + ("/" if path.is_dir() else "")
-    (out / METADATA).write_text(json.dumps(metadata(bundle, files, diffs), indent=1))
+    atomic_write_text(out / METADATA, json.dumps(metadata(bundle, files, diffs), indent=1))

@@ -118,7 +118,7 @@ def predict(cfg: DictConfig) -> Path:
     if cfg.format not in FORMATS:
         raise SFTError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
     check_batch_size(cfg.batch_size)  # before the checkpoint and the inputs are read
-    out = Path(cfg.output or Path(cfg.paths.output_dir) / f"predictions.{cfg.format}")
+    out = Path(cfg.output or Path(cfg.paths.output_dir) / f"predictions.{cfg.format}").expanduser()
     named = out.suffix.lstrip(".")
     if named in FORMATS and named != cfg.format:
         raise SFTError(

@@ -117,7 +117,7 @@ def resumed_run_dir(resume: str) -> Path:
     Hydra writes its config and log into a folder that holds no run)."""
     if not str(resume).strip():  # `resume=$RUN` with the variable unset: not this folder
         raise SFTError("resume= is empty: give a run directory, or auto")
-    run_dir = Path(str(resume))
+    run_dir = Path(str(resume)).expanduser()
     if run_dir.is_file():
         in_run = run_dir.parent.name == "checkpoints"  # <run>/checkpoints/last.ckpt
         continues = (
@@ -130,7 +130,13 @@ def resumed_run_dir(resume: str) -> Path:
         )
     if not run_dir.is_dir():
         raise SFTError(f"resume={resume}: no such run directory")
+    if not os.access(run_dir, os.W_OK | os.X_OK):  # (was: Hydra's traceback opening its log)
+        raise SFTError(f"resume={resume}: this user may not write in {run_dir}")
     last = last_checkpoint(run_dir)
+    if last.is_symlink() and not last.exists():
+        raise SFTError(
+            f"resume={resume}: {last} is a link to {os.readlink(last)}, which is not there"
+        )
     if not last.is_file():
         raise SFTError(f"resume={resume}: {last} does not exist, nothing to resume from")
     return run_dir
@@ -216,6 +222,12 @@ def _worth_keeping(record: Path) -> bool:
 def check_can_be_made(run_dir: Path, setting: str) -> None:
     """SFTError when a file stands where the run directory or a folder above it would be (was:
     a NotADirectoryError traceback from Hydra making it)."""
+    if "${" in str(run_dir):  # (was: omegaconf's InterpolationKeyError traceback, a folder left)
+        raise SFTError(
+            f"{run_dir}: a folder whose path holds '${{' cannot be a run's (Hydra reads it as an "
+            f"interpolation in the configs it writes there); give another paths.log_dir (or "
+            f"{setting})"
+        )
     blocking = file_in_the_way(run_dir)
     if blocking is not None:
         raise SFTError(
@@ -423,9 +435,14 @@ class RunDirectory(Callback):
         resume = OmegaConf.select(config, "resume", default=None)
         if resume is not None:
             report_user_errors(lambda: refuse_resume_in_multirun(resume))
-        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        given = str(OmegaConf.select(config, "hydra.sweep.dir"))
+        sweep_dir = Path(given).expanduser()  # (was: a folder named ~ in the working directory)
         report_user_errors(lambda: check_can_be_made(sweep_dir, "hydra.sweep.dir"))
-        if not _overridden("hydra.sweep.dir", config.hydra):
+        home_expanded = str(sweep_dir) != given
+        if home_expanded:
+            with read_write(config.hydra):
+                config.hydra.sweep.dir = str(sweep_dir)
+        if home_expanded or not _overridden("hydra.sweep.dir", config.hydra):
             # Each job's config is composed again with its overrides (Hydra's load_sweep_config),
             # and ${name} in the default sweep directory became each job's: a sweep over
             # experiments wrote one sweep directory per experiment, and the summary of this one
@@ -455,7 +472,8 @@ class RunDirectory(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         report_user_errors(lambda: check_run_name(config.get("name")))
         hydra_cfg = config.hydra
-        given = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+        # `~` is the home folder, as elsewhere (was: a folder named ~ in the working directory)
+        given = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser()
         report_user_errors(lambda: check_can_be_made(given, "hydra.run.dir"))
         resume = OmegaConf.select(config, "resume", default=None)
         if _overridden("hydra.run.dir", hydra_cfg):

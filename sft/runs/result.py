@@ -317,7 +317,7 @@ class RunRecorder:
             if self.not_run_to is not None:
                 try:
                     self.result.write(self.not_run_to)
-                except OSError as e:  # the failure itself is the error to report
+                except (OSError, SFTError) as e:  # the failure itself is the error to report
                     log.warning(f"the failure could not be recorded in {self.not_run_to}: {e}")
             return self.result
         if earlier is not None and self._continues:
@@ -346,11 +346,12 @@ class RunRecorder:
                 self.result.overrides += started
         try:
             self.result.write()
-        except OSError as e:
+        except (OSError, SFTError) as e:  # (SFTError: atomic_write's full disk)
             if status not in UNFINISHED:
                 raise
             # the failure itself is the error to report (was: replaced by this one, e.g. the
-            # open-file limit a run's DataLoader workers reached, with no record either way)
+            # open-file limit a run's DataLoader workers reached, or the full disk that failed
+            # sft-eval's predictions.csv, with no record either way)
             log.warning(f"the failure could not be recorded in {self.result.output_dir}: {e}")
         return self.result
 

@@ -57,7 +57,7 @@ from sft.utils.checkpoint_io import (
 )
 from sft.utils.config import RUN_START, task_overrides
 from sft.utils.ddp_ranks import is_job_rank
-from sft.utils.io import atomic_write, checkpoint_path
+from sft.utils.io import atomic_write, checkpoint_path, unused_name
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +378,8 @@ def _read_training_state(path: Path) -> tuple[dict | None, str]:
     """The checkpoint's contents, or None and why it cannot be resumed from."""
     try:
         state = load_weights_only(path)
+    except PermissionError:  # a whole file this user may not read: said as such, not set aside
+        raise
     except Exception as exc:  # truncated, empty, not a zip archive, foreign pickle: unreadable
         reason = load_failure(exc)
         if saved_at_protocol_4_or_5(reason):
@@ -398,7 +400,7 @@ def _moved(path: str, before: str, here: str) -> str:
 def readable_checkpoint(last: Path) -> tuple[Path, dict]:
     """`last` and its contents, or, when `last` cannot be read (a truncated copy, a full disk),
     the newest readable checkpoint beside it, saying so; `last` is kept, renamed
-    `last.ckpt.unreadable`, so that training does not write over it, and that checkpoint is
+    `last.ckpt.unreadable` (`.unreadable.1`, ... beside an earlier one), so that training does not write over it, and that checkpoint is
     copied to `last`: a run that trains no further (finished) still has one to continue from
     next time. SFTError when none is."""
     state, why = _read_training_state(last)
@@ -412,8 +414,8 @@ def readable_checkpoint(last: Path) -> tuple[Path, dict]:
     for candidate in others:
         state, _ = _read_training_state(candidate)
         if state is not None:
-            kept = last.with_name(last.name + ".unreadable")
-            last.rename(kept)
+            kept = unused_name(last.with_name(last.name + ".unreadable"))
+            last.rename(kept)  # (an earlier resume's is kept too: was renamed over)
             with candidate.open("rb") as source:  # whole, or not there
                 atomic_write(last, lambda f: shutil.copyfileobj(source, f))
             log.warning(

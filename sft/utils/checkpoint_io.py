@@ -40,6 +40,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = check_checkpoint_file(path)
     try:
         checkpoint = load_weights_only(path)
+    except PermissionError:  # a file this user may not read: said so (was: "corrupt")
+        raise
     except Exception as exc:
         if "TorchScript archive" in str(exc):
             raise SFTError(

@@ -284,8 +284,9 @@ def quoting_hint(override: str) -> str:
     ):
         return ""
     if not value.isascii():  # Hydra's grammar leaves letters beyond ASCII (café, 日本) unquoted
-        # a sweep's values each (one quote around `café,thé` would make them one value)
-        quoted = ",".join(f"'{v}'" for v in value.split(","))
+        # a sweep's values each (one quote around `café,thé` would make them one value); a
+        # path's comma is the path's (was: split in two)
+        quoted = ",".join(f"'{v}'" for v in (value.split(",") if "/" not in value else [value]))
         return f'; a value with letters beyond ASCII is quoted: "{key}={quoted}"'
     if not any(c in value for c in QUOTED):
         return ""

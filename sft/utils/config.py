@@ -49,9 +49,11 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sft_config_groups", config_groups)
     if not OmegaConf.has_resolver("sft_env"):
         # conf/paths: an environment variable set empty is unset, as the shell's ${VAR:-default}
-        # (oc.env gave '', and `SFT_OUTPUT_DIR= sft-train` wrote to /train, /debug, /tokens)
+        # (oc.env gave '', and `SFT_OUTPUT_DIR= sft-train` wrote to /train, /debug, /tokens);
+        # `~` is the home folder, as the shell's (a quoted '~/out' made a folder named ~)
         OmegaConf.register_new_resolver(
-            "sft_env", lambda name, default: os.environ.get(name, "").strip() or default
+            "sft_env",
+            lambda name, default: os.path.expanduser(os.environ.get(name, "").strip()) or default,
         )
     if not OmegaConf.has_resolver("sft_mode"):
         # a checkpoint's or early stopping's mode follows its monitor (conf/callbacks): a

@@ -30,6 +30,15 @@ def file_in_the_way(path: Path) -> Path | None:
     return None
 
 
+def unused_name(path: Path) -> Path:
+    """`path`, or `path` with `.1`, `.2`, ... added: the first that names nothing yet."""
+    candidate, n = path, 0
+    while candidate.exists() or candidate.is_symlink():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
+
+
 def path_setting(value: Any, key: str, expected: str) -> Path:
     """The path that the setting `key` gives; SFTError saying it expected `expected`, for null,
     an empty value (`key=$VAR` with the variable unset, which reads as `.`) or a list."""
@@ -122,7 +131,10 @@ def atomic_write(
     by another command given the same output, was replaced without a word)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # named by the file it was for, not its temporary's name
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb") as f:
@@ -141,6 +153,8 @@ def atomic_write(
                 f"{path} could not be written: its disk is full ({exc}); free some space or "
                 "write elsewhere"
             ) from exc
+        if isinstance(exc, OSError) and exc.filename == tmp:  # (a file too large: ulimit -f)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     _fsync_dir(path.parent)
 
