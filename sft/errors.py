@@ -129,11 +129,7 @@ def _machine_limit(exc: BaseException) -> MachineLimit | None:
     signal_name = killed.group(1).strip() if killed else None
     # a worker's bus error: torch's sign of shared memory full too
     if "unable to allocate shared memory" in text or signal_name == "Bus error":
-        return MachineLimit(
-            f"the DataLoader workers ran out of shared memory ({_shm_size()}): set "
-            "data.num_workers=0, or smaller data.batch_size / data.eval_batch_size, or give the "
-            "machine more (in Docker: --shm-size=2g)"
-        )
+        return _shm_full()
     too_many = isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
     if too_many or "Too many open files" in text or "received 0 items of ancdata" in text:
         limit = _open_file_limit()
@@ -151,29 +147,54 @@ def _machine_limit(exc: BaseException) -> MachineLimit | None:
     return None
 
 
-def _file_system_limit(exc: BaseException) -> SFTError | None:
+# free shared memory below which a nameless "no space left" is /dev/shm's
+SHM_NEARLY_FULL_BYTES = 16 * 2**20
+
+
+def _file_system_limit(exc: BaseException) -> MachineLimit | None:
     """A write the file system refused for its limits: a full disk or quota, a file larger than
     it (or `ulimit -f`) allows, a name longer than it takes (were: tracebacks from wherever the
-    write was, Hydra's config, TensorBoard's events, an export, a run directory's name)."""
+    write was, Hydra's config, TensorBoard's events, an export, a run directory's name). A
+    MachineLimit: the traceback goes to the run's log, which says where a write that names no
+    file (a buffered write's error has none) was."""
     if not isinstance(exc, OSError):
         return None
-    where = exc.filename or "a file"
+    where = exc.filename
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return SFTError(
-            f"{where} could not be written: its disk is full ({exc.strerror}); free some space "
-            "or write elsewhere"
+        if where is None and _shm_free() < SHM_NEARLY_FULL_BYTES:  # DataLoader queues' locks
+            return _shm_full()
+        return MachineLimit(
+            f"{where or 'a file'} could not be written: its disk is full ({exc.strerror}"
+            + ("" if where else "; the run's log has the traceback of the write")
+            + "); free some space or write elsewhere"
         )
     if exc.errno == errno.EFBIG:
-        return SFTError(
-            f"{where} could not be written: larger than this system lets a file be (ulimit -f, "
-            "or the file system's largest file: 4 GiB on FAT32); write elsewhere"
+        return MachineLimit(
+            f"{where or 'a file'} could not be written: larger than this system lets a file be "
+            "(ulimit -f, or the file system's largest file: 4 GiB on FAT32); write elsewhere"
         )
     if exc.errno == errno.ENAMETOOLONG:
-        return SFTError(
-            f"{where}: longer than the file system takes (255 bytes for a folder's or file's "
-            "name); give a shorter name or path"
+        return MachineLimit(
+            f"{where or 'a path'}: longer than the file system takes (255 bytes for a folder's "
+            "or file's name); give a shorter name or path"
         )
     return None
+
+
+def _shm_full() -> MachineLimit:
+    return MachineLimit(
+        f"the DataLoader workers ran out of shared memory ({_shm_size()}): set "
+        "data.num_workers=0, or smaller data.batch_size / data.eval_batch_size, or give the "
+        "machine more (in Docker: --shm-size=2g)"
+    )
+
+
+def _shm_free() -> float:
+    """Free bytes in /dev/shm (infinite where there is none)."""
+    try:
+        return shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return float("inf")
 
 
 def _open_file_limit() -> int | None:

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FAST, run_entry_point
+from PIL import Image
 
 import sft.eval
 import sft.train
-from sft.data import image_files
 from sft.data.cifar10 import load_batch
 from sft.data.image_decode import ImageDecoder
+from sft.data.image_folder import open_image_folder, undecodable
 from sft.errors import SFTError, find_user_error
 from sft.jobs.eval import PREDICTIONS, write_predictions
 from sft.runs import resume
@@ -54,6 +55,34 @@ def test_a_file_systems_limit_is_one_line_naming_the_file(error, said):
     assert user_error is not None
     assert str(user_error).startswith("/r/tb/events")
     assert said in str(user_error)
+
+
+def test_a_full_disk_that_names_no_file_says_so_or_is_shared_memory(monkeypatch):
+    """A buffered write's error names no file (Python's); a full /dev/shm (DataLoader queues'
+    locks) is not the output's disk."""
+    nameless = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr("sft.errors._shm_free", lambda: float("inf"))
+    assert str(find_user_error(nameless)) == (
+        "a file could not be written: its disk is full (No space left on device; the run's log "
+        "has the traceback of the write); free some space or write elsewhere"
+    )
+    monkeypatch.setattr("sft.errors._shm_free", lambda: 0)
+    assert "ran out of shared memory" in str(find_user_error(nameless))
+
+
+def test_a_file_too_large_for_the_system_names_the_file(tmp_path):
+    """`ulimit -f`: the buffered write's EFBIG names no file; the message names the one sft
+    was writing."""
+
+    def too_large(f):
+        raise OSError(errno.EFBIG, "File too large")
+
+    with pytest.raises(OSError) as info:
+        io.atomic_write(tmp_path / "last.ckpt", too_large)
+    assert str(find_user_error(info.value)).startswith(
+        f"{tmp_path / 'last.ckpt'} could not be written: larger than this system lets a file be"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_long_run_name_is_one_error_line(tmp_path, capsys):
@@ -120,6 +149,10 @@ def test_a_failure_record_that_cannot_be_written_leaves_the_failure_reported(tmp
         with caplog.at_level(logging.WARNING):
             recorder.failed(SFTError("predictions.csv could not be written: its disk is full"))
     assert "the failure could not be recorded" in caplog.text
+    with pytest.MonkeyPatch.context() as mp:  # a completed run's record is its result: raised
+        mp.setattr(RunResult, "write", write)
+        with pytest.raises(SFTError, match=r"scores\.json could not be written"):
+            recorder.completed({})
 
 
 def test_a_torchscript_export_cut_short_by_a_full_disk_leaves_no_file(tmp_path, monkeypatch):
@@ -210,17 +243,19 @@ def test_data_this_user_may_not_read_is_not_called_damaged_or_missing(tmp_path, 
     ):
         ImageDecoder(32)(image)
 
-    (tmp_path / "train" / "dog").mkdir(parents=True)
-    real_scandir = os.scandir
+    assert undecodable([image], 32) == [(str(image), "this user may not read it")]
 
-    def scandir(path):
-        if Path(path).name == "dog":
-            raise denied(path)
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
-    with pytest.raises(PermissionError):
-        image_files.visible_files(tmp_path / "train")
+    for name in ("cat", "dog"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "cat" / "a.png")
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda path, mode: Path(path).name != "dog" and real_access(path, mode)
+    )
+    with pytest.raises(
+        SFTError, match=re.escape("this user may not read the class folder(s) dog; give")
+    ):
+        open_image_folder(tmp_path / "train", ImageDecoder(32))
 
 
 def test_home_folder_and_interpolation_signs_in_output_paths(tmp_path, monkeypatch, capsys):
@@ -263,3 +298,5 @@ def test_the_quoting_hint_keeps_a_paths_comma():
     hint = quoting_hint("resume=/data/é a,b/run")
     assert hint.endswith("\"resume='/data/é a,b/run'\"")
     assert quoting_hint("name=café,thé").endswith("\"name='café','thé'\"")
+    sweep = quoting_hint("data.train_file=/data/é1.csv,/data/é2.csv")
+    assert sweep.endswith("\"data.train_file='/data/é1.csv','/data/é2.csv'\"")

@@ -14,6 +14,7 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
+from sft.utils.console_streams import going_on_without_reader, writable_in_any_encoding
 from sft.utils.logs import LoggingSetup, ignore_lightning_internal_warnings
 
 
@@ -28,5 +29,9 @@ class SpawnedRankLogging(Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if os.getpid() != self.pid:  # not a copy made in this process
+            # the console command's streams (sft.entry_points), before handlers are made on
+            # them: a spawned rank writes to the same pipe (`| tee` stopped: was a failed rank)
+            writable_in_any_encoding()
+            going_on_without_reader()
             self.setup_of_run.apply()
             ignore_lightning_internal_warnings()

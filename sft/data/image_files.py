@@ -47,7 +47,7 @@ def visible_files(root: Path, walk_hidden: bool = False) -> list[Path]:
     # above `root` too: a link there leads back down into it
     real_root = Path(os.path.realpath(root))
     above: dict[str, frozenset[str]] = {str(root): frozenset(map(str, real_root.parents))}
-    for folder, dirs, files in os.walk(root, followlinks=True, onerror=_unreadable_folder):
+    for folder, dirs, files in os.walk(root, followlinks=True):
         on_path = above.pop(folder) | {os.path.realpath(folder)}
         if not walk_hidden:
             dirs[:] = [d for d in dirs if not is_hidden(d)]
@@ -173,10 +173,3 @@ def warn_shared_files(
             f"{len(shared)} of the {len(paths)} images under {root} are files of {of} "
             f"(e.g. {shared[0]}): {consequence}",
         )
-
-
-def _unreadable_folder(error: OSError) -> None:
-    """os.walk's `onerror`: a folder this user may not read is an error (was: passed over, and
-    its class said to "hold no image files"); others stay os.walk's (a folder gone meanwhile)."""
-    if isinstance(error, PermissionError):
-        raise error

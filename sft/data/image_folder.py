@@ -119,8 +119,8 @@ def _decode_error(path: str, size: int) -> str | None:
             img.draft("RGB", (size, size))
             img.load()
     except DECODE_ERRORS as err:
-        if isinstance(err, PermissionError):  # a whole file this user may not read: said so
-            raise
+        if isinstance(err, PermissionError):  # said so (was: PIL's error, as if not an image)
+            return "this user may not read it"
         if isinstance(err, FileNotFoundError) and os.path.islink(path):
             return f"a link to {os.readlink(path)}, which does not exist"
         if os.path.isfile(path) and os.path.getsize(path) == 0:  # PIL: "cannot identify"
@@ -259,6 +259,12 @@ def open_image_folder(
         empty = [c for c in classes if c not in used]
         if not empty:
             raise SFTError(f"image folder {path}: {e}".strip()) from None
+        if denied := [c for c in empty if not os.access(path / c, os.R_OK | os.X_OK)]:
+            # ImageFolder's walk passes over a folder it may not read (was: "hold no images")
+            raise SFTError(
+                f"image folder {path}: this user may not read the class folder(s) "
+                f"{', '.join(denied)}; give it access"
+            ) from None
         raise SFTError(
             f"image folder {path}: the class folder(s) {', '.join(empty)} hold no image files "
             f"(extensions: {', '.join(IMG_EXTENSIONS)}); add images or remove the folder(s)"

@@ -8,6 +8,7 @@ sft-export ckpt_path=... formats=[onnx] output_dir=deploy/
 import copy
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -209,7 +210,7 @@ def export(cfg: DictConfig) -> Path:
     formats = check_formats(
         cfg.formats, bundle.modality, getattr(head, "folds", False), hf_backbone
     )
-    out = Path(cfg.output_dir or Path(cfg.paths.output_dir) / "export").expanduser()
+    out = Path(os.path.expanduser(str(cfg.output_dir or Path(cfg.paths.output_dir) / "export")))
     written = targets(out, formats, bundle.modality)
     for path in written:
         check_not_written(path, "output_dir")

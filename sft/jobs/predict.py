@@ -7,6 +7,7 @@ sft-predict ckpt_path=... inputs=photos/ format=json                            
 """
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,8 @@ def predict(cfg: DictConfig) -> Path:
     if cfg.format not in FORMATS:
         raise SFTError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
     check_batch_size(cfg.batch_size)  # before the checkpoint and the inputs are read
-    out = Path(cfg.output or Path(cfg.paths.output_dir) / f"predictions.{cfg.format}").expanduser()
+    default = Path(cfg.paths.output_dir) / f"predictions.{cfg.format}"
+    out = Path(os.path.expanduser(str(cfg.output or default)))
     named = out.suffix.lstrip(".")
     if named in FORMATS and named != cfg.format:
         raise SFTError(

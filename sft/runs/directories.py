@@ -117,7 +117,7 @@ def resumed_run_dir(resume: str) -> Path:
     Hydra writes its config and log into a folder that holds no run)."""
     if not str(resume).strip():  # `resume=$RUN` with the variable unset: not this folder
         raise SFTError("resume= is empty: give a run directory, or auto")
-    run_dir = Path(str(resume)).expanduser()
+    run_dir = Path(os.path.expanduser(str(resume)))  # (~nobody: as it is, not an error)
     if run_dir.is_file():
         in_run = run_dir.parent.name == "checkpoints"  # <run>/checkpoints/last.ckpt
         continues = (
@@ -436,9 +436,10 @@ class RunDirectory(Callback):
         if resume is not None:
             report_user_errors(lambda: refuse_resume_in_multirun(resume))
         given = str(OmegaConf.select(config, "hydra.sweep.dir"))
-        sweep_dir = Path(given).expanduser()  # (was: a folder named ~ in the working directory)
+        # (was: a folder named ~ in the working directory)
+        home_expanded = os.path.expanduser(given) != given
+        sweep_dir = Path(os.path.expanduser(given))
         report_user_errors(lambda: check_can_be_made(sweep_dir, "hydra.sweep.dir"))
-        home_expanded = str(sweep_dir) != given
         if home_expanded:
             with read_write(config.hydra):
                 config.hydra.sweep.dir = str(sweep_dir)
@@ -473,7 +474,7 @@ class RunDirectory(Callback):
         report_user_errors(lambda: check_run_name(config.get("name")))
         hydra_cfg = config.hydra
         # `~` is the home folder, as elsewhere (was: a folder named ~ in the working directory)
-        given = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser()
+        given = Path(os.path.expanduser(str(OmegaConf.select(config, "hydra.run.dir"))))
         report_user_errors(lambda: check_can_be_made(given, "hydra.run.dir"))
         resume = OmegaConf.select(config, "resume", default=None)
         if _overridden("hydra.run.dir", hydra_cfg):

@@ -12,7 +12,7 @@ from hydra.types import RunMode
 from lightning_utilities.core.rank_zero import rank_zero_only
 
 from sft.errors import TrainingInterrupted, find_user_error, report_user_errors
-from sft.runs.result import RunRecorder, RunResult
+from sft.runs.result import RunRecorder, RunResult, one_line_error
 from sft.runs.sweep_summary import stop_of_a_sweep_job
 from sft.utils.logs import error_to_log_files, log_to_files
 from sft.utils.signals import ctrl_c_deferred
@@ -53,7 +53,8 @@ def run_recorded(
         if find_user_error(exc) is None:
             log.exception(f"Job {hydra_cfg.job.num} failed")  # the traceback, in the job's log
         else:
-            log.error(f"error: {recorder.result.error}")
+            # (a completed run's record that could not be written: the run has no error of its own)
+            log.error(f"error: {recorder.result.error or one_line_error(exc)}")
         return None
     except (KeyboardInterrupt, TrainingInterrupted) as stop:  # the sweep stops
         if getattr(rank_zero_only, "rank", 0) == 0:  # once (a submitit DDP job's tasks all run it)

@@ -400,7 +400,8 @@ def _moved(path: str, before: str, here: str) -> str:
 def readable_checkpoint(last: Path) -> tuple[Path, dict]:
     """`last` and its contents, or, when `last` cannot be read (a truncated copy, a full disk),
     the newest readable checkpoint beside it, saying so; `last` is kept, renamed
-    `last.ckpt.unreadable` (`.unreadable.1`, ... beside an earlier one), so that training does not write over it, and that checkpoint is
+    `last.ckpt.unreadable` (`.unreadable.1`, ... beside an earlier one), so that training does
+    not write over it, and that checkpoint is
     copied to `last`: a run that trains no further (finished) still has one to continue from
     next time. SFTError when none is."""
     state, why = _read_training_state(last)
@@ -707,7 +708,10 @@ def recover_spawned_progress(trainer: Trainer) -> None:
     last = trainer_last_checkpoint(trainer)
     if trainer.global_step > 0 or not last.is_file():
         return
-    state, _ = _read_training_state(last)  # unreadable: the record keeps the main process's counts
+    try:
+        state, _ = _read_training_state(last)  # unreadable: the record keeps the main's counts
+    except PermissionError:
+        state = None
     fit_loop = (state or {}).get("loops", {}).get("fit_loop")
     if fit_loop is None or state["global_step"] == 0:
         return

@@ -265,6 +265,9 @@ HYDRA_FUNCTIONS = (
 QUOTED = "()[]{}=:~!#^&;<>`"
 
 
+PATH_STARTS = ("/", "~", ".")
+
+
 def quoting_hint(override: str) -> str:
     """How to quote a value that holds characters of Hydra's override grammar, a file name
     such as `my reviews (1).csv` or `a=b.csv`; not for a list, a dict or a sweep function."""
@@ -284,9 +287,12 @@ def quoting_hint(override: str) -> str:
     ):
         return ""
     if not value.isascii():  # Hydra's grammar leaves letters beyond ASCII (café, 日本) unquoted
-        # a sweep's values each (one quote around `café,thé` would make them one value); a
-        # path's comma is the path's (was: split in two)
-        quoted = ",".join(f"'{v}'" for v in (value.split(",") if "/" not in value else [value]))
+        # a sweep's values each (one quote around `café,thé` would make them one value); in a
+        # path, a comma followed by no path of its own is the path's (was: split in two)
+        values = value.split(",")
+        if value.startswith(PATH_STARTS) and not all(v.startswith(PATH_STARTS) for v in values):
+            values = [value]
+        quoted = ",".join(f"'{v}'" for v in values)
         return f'; a value with letters beyond ASCII is quoted: "{key}={quoted}"'
     if not any(c in value for c in QUOTED):
         return ""

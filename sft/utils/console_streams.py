@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from typing import IO, Any
 
 
@@ -40,9 +41,14 @@ class OutputWithoutReader:
         except BrokenPipeError:
             self._to_devnull()
 
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
     def _to_devnull(self) -> None:
         # onto the stream's own descriptor: what its buffer still holds, and anything writing
-        # to the descriptor itself (a child process, faulthandler), goes there too
+        # to the descriptor itself (a child process started from here on, faulthandler), goes
+        # there too
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(devnull, self._stream.fileno())
@@ -51,6 +57,8 @@ class OutputWithoutReader:
         self._stream.flush()  # what the buffer held: to os.devnull now
 
     def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, buffer ...
+        if name == "_stream":  # not set yet (a copy being made): no endless lookup
+            raise AttributeError(name)
         return getattr(self._stream, name)
 
 

@@ -153,7 +153,9 @@ def atomic_write(
                 f"{path} could not be written: its disk is full ({exc}); free some space or "
                 "write elsewhere"
             ) from exc
-        if isinstance(exc, OSError) and exc.filename == tmp:  # (a file too large: ulimit -f)
+        if isinstance(exc, OSError) and exc.errno and exc.filename in (None, tmp):
+            # named by the file it was for (a buffered write's error names none: a file too
+            # large for ulimit -f, found by sft.errors)
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     _fsync_dir(path.parent)
