@@ -242,6 +242,23 @@ def test_help_lists_each_groups_options_without_its_bases(capsys):
         assert groups[group].split(", ") == options(group), group
 
 
+@pytest.mark.parametrize(
+    ("command", "groups"),
+    [("eval", ["data", "logger", "paths", "trainer"]), ("predict", ["paths"])],
+)
+def test_help_lists_the_groups_its_command_chooses(command, groups, capsys):
+    """`sft-predict --help` (and sft-eval's, sft-export's) listed every group of sft-train's,
+    each of which the command refuses (`model=...: sft-predict takes the model ...`)."""
+    import importlib
+
+    from conftest import run_entry_point
+
+    main = importlib.import_module(f"sft.{command}").main
+    assert run_entry_point(main, [f"sft-{command}", "--help"]) == 0
+    listed = capsys.readouterr().out.split("== Configuration groups ==")[1].split("== Config ==")
+    assert [line.split(": ")[0] for line in listed[0].splitlines() if ": " in line] == groups
+
+
 @pytest.mark.parametrize("variable", ["SFT_OUTPUT_DIR", "SFT_CACHE_DIR", "SFT_DATA_DIR"])
 def test_a_path_variable_set_empty_is_unset(variable, monkeypatch):
     """`SFT_OUTPUT_DIR= sft-train ...` (a variable exported empty) made paths.log_dir '', and

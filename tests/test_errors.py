@@ -207,6 +207,44 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
         ("train", ["-m", "--cfg", "job"], "error: -m and --cfg cannot be combined: give one"),
         # was: Hydra's ValueError traceback
         ("train", ["-m", "--info", "all"], "error: -m and --info cannot be combined: give one"),
+        # was: -p ignored, and the default run started (a full training run)
+        ("train", ["-p", "model"], "error: -p/--package is for printing the config, with --cfg"),
+        # was: Hydra's ValueError traceback
+        ("train", ["--resolve"], "error: --resolve is for printing the config, with --cfg"),
+        # --info and --help compose with the overrides (were: tracebacks, without a suggestion)
+        ("train", ["--info", "defaults", "model=minilm"], "did you mean 'minilm_fused'?"),
+        ("train", ["--help", "trainer.max_epoch=3"], "did you mean 'trainer.max_epochs'?"),
+        # was: Hydra's four lines, telling to add -m, which --cfg refuses
+        (
+            "train",
+            ["--cfg", "job", "seed=0,1"],
+            "error: seed=0,1 gives several values, and --cfg, --help and --info show one "
+            "config: give one of them (-m runs the sweep)",
+        ),
+        # was: omegaconf's InterpolationKeyError traceback, where the run says it in one line
+        (
+            "train",
+            ["--cfg", "job", "--resolve", "data=text_files"],
+            "error: data.tokenizer: Interpolation key 'model.backbone.model_name_or_path' not "
+            "found: this data config reads a setting of the model config",
+        ),
+        (
+            "train",
+            ["--cfg", "hydra", "-p", "hydra.sweep.dir"],
+            "error: --cfg hydra cannot resolve hydra.sweep.dir: it reads the run's config, which "
+            "--cfg hydra leaves out: --cfg all --resolve -p hydra.sweep.dir prints it",
+        ),
+        (
+            "train",
+            ["--cfg", "all", "-p", "hydra.job_logging.handlers.file.filename"],
+            "reads hydra.runtime, which is set when a run starts: --cfg cannot show it",
+        ),
+        (
+            "eval",
+            ["--cfg", "job", "--resolve", "ckpt_path=x.ckpt", "data=sst2"],
+            "error: data.tokenizer reads the model's settings, which sft-eval takes from the "
+            "checkpoint when it runs: --cfg cannot show it resolved",
+        ),
         # Hydra's grammar leaves letters beyond ASCII unquoted (was: its lexer's error alone)
         ("train", ["name=café"], "; a value with letters beyond ASCII is quoted: \"name='café'\""),
         # was: omegaconf's InterpolationKeyError traceback ('paths.log_dir' not found)
@@ -1074,9 +1112,12 @@ def test_valid_sweeps_and_hydra_flags_pass_the_check():
         ],
         # an interval is a search's (the basic sweeper cannot sweep it)
         ["-m", "hydra/sweeper=sft_optuna", "model.lr_backbone=interval(0.001,0.1)"],
-        ["--cfg", "job", "trainer.max_epochs=1,2"],  # a sweep without -m: Hydra explains that one
         ["hydra.mode=MULTIRUN", "seed=0,1"],  # a multirun without -m
-        ["--info", "defaults", "model=nonexistent"],  # flags Hydra handles itself are left to it
+        ["--info", "defaults", "model=minilm_fused"],
+        ["--help", "experiment=sst2_minilm"],
+        ["--cfg", "job", "-p", "model.lr_head"],
+        ["--cfg", "hydra", "-p", "hydra.sweeper"],
+        ["--cfg", "all", "--resolve", "-p", "hydra.run.dir"],
         ["--help"],
     ):
         check_overrides("train", argv)

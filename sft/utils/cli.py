@@ -34,13 +34,21 @@ from hydra._internal.utils import (  # hydra.main's own parser and search path: 
 from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from hydra.version import setbase
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ConfigTypeError, ValidationError
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    ConfigTypeError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    ValidationError,
+)
 
 from sft.errors import SFTError
 from sft.utils.config import CONF_DIR
@@ -59,11 +67,10 @@ from sft.utils.ddp_ranks import rank_command
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# flags after which Hydra does not compose the primary config the usual way
+# flags after which Hydra does not compose the primary config the usual way (--help and --info
+# compose it with the overrides, as --cfg does: their mistakes are checked, were tracebacks)
 HYDRA_HANDLES = (
-    "help",
     "hydra_help",
-    "info",
     "shell_completion",
     "config_path",
     "config_name",
@@ -125,6 +132,15 @@ def check_overrides(
         raise OverrideMistake(
             "--cfg hydra --resolve cannot resolve Hydra's settings apart from the run's config, "
             "which they refer to: --cfg all --resolve -p hydra prints them resolved"
+        )
+    # --cfg, --help and --info print, and run nothing
+    prints = bool(args.cfg or args.help or args.info)
+    if (args.package or args.resolve) and not (prints or args.hydra_help or args.shell_completion):
+        # (was: -p ignored and the run started, a full training run; --resolve a traceback)
+        flag = "-p/--package" if args.package else "--resolve"
+        raise OverrideMistake(
+            f"{flag} is for printing the config, with --cfg job (or all, hydra): without --cfg "
+            "the command runs"
         )
     if args.config_name in COMMAND_CONFIGS and args.config_name != config_name:
         # (was: that config run by this command: a traceback, after a run folder was made)
@@ -214,21 +230,26 @@ def check_overrides(
             sweeper = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get(
                 "hydra/sweeper"
             )
-            if sweeper not in (None, "basic") and not multirun and not args.cfg:
+            if sweeper not in (None, "basic") and not multirun and not prints:
                 searches = [o.input_line for o in parsed if o.key_or_group == "hparams_search"]
                 raise OverrideMistake(
                     f"{searches[0] if searches else f'hydra/sweeper={sweeper}'} is a search, "
                     "which runs as a multirun: add -m"
                 )
             drawn = [o for o in parsed if o.is_interval_sweep()]
-            if drawn and sweeper in (None, "basic") and not args.cfg:  # was: a traceback under -m
+            if drawn and sweeper in (None, "basic") and not prints:  # was: a traceback under -m
                 raise OverrideMistake(
                     f"{drawn[0].input_line.lstrip('+')}: an interval is searched, which Hydra's "
                     "basic sweeper cannot do: run it with -m hydra/sweeper=sft_optuna (or an "
                     "hparams_search= config), or sweep listed values (a,b,c or range(a,b,step))"
                 )
             sweeps = [o for o in parsed if o.is_sweep_override()]
-            if sweeps and not multirun and not args.cfg:  # Hydra's three-line advice
+            if sweeps and prints:  # (was: Hydra's advice to add -m; with -m too, under --help)
+                raise OverrideMistake(
+                    f"{sweeps[0].input_line.lstrip('+')} gives several values, and --cfg, "
+                    "--help and --info show one config: give one of them (-m runs the sweep)"
+                )
+            if sweeps and not multirun:  # Hydra's three-line advice
                 raise OverrideMistake(
                     f"{sweeps[0].input_line.lstrip('+')} gives several values, which only a "
                     "multirun sweeps: add -m, or write a list as [a,b] (a text with commas: "
@@ -237,17 +258,80 @@ def check_overrides(
             # a required value (`???`, e.g. sft-eval's ckpt_path) left unset; a sweeper may set
             # values of its own, and --cfg only prints
             missing = [k for k in unset_keys(cfg) if not k.startswith("hydra.")]
-            if missing and not multirun and not args.cfg:
+            if missing and not multirun and not prints:
                 raise OverrideMistake(
                     f"missing value for {', '.join(sorted(missing))}: set it, e.g. "
                     f"{sorted(missing)[0]}=..."
                 )
-            if not args.cfg:
+            if not prints:
                 check_run_settings(parsed, cfg, multirun)
-            if multirun and config_name == "train" and not args.cfg:
+            if multirun and config_name == "train" and not prints:
                 check_swept_value_types(parsed, overrides, cfg, config_name, loader)
-            if multirun and not args.cfg:
+            if multirun and not prints:
                 check_launcher(cfg, parsed)
+            if args.cfg and (args.resolve or args.package):
+                check_printable(cfg, args.cfg, args.package, config_name)
+
+
+def check_printable(cfg: DictConfig, mode: str, package: str | None, config_name: str) -> None:
+    """OverrideMistake where Hydra would fail to print `--cfg <mode>` resolved (`--resolve`, or
+    `-p <key>`, whose value it resolves): were omegaconf's tracebacks for configs that compose
+    (text data with an image model, whose run says so in one line)."""
+    hydra_config = HydraConfig.instance()
+    before = hydra_config.cfg
+    hydra_config.set_config(cfg)  # ${hydra:...}, as Hydra has it when it prints
+    try:
+        _resolve_shown(cfg, mode, package, config_name)
+    finally:
+        hydra_config.cfg = before
+
+
+def _resolve_shown(cfg: DictConfig, mode: str, package: str | None, config_name: str) -> None:
+    if mode == "hydra":  # Hydra prints its part cut from the config its values refer to
+        shown = OmegaConf.create({"hydra": OmegaConf.to_container(cfg.hydra)})
+    elif mode == "job":
+        shown = OmegaConf.create({k: v for k, v in cfg.items_ex(resolve=False) if k != "hydra"})
+    else:
+        shown = cfg
+    try:
+        node = OmegaConf.select(shown, package) if package else shown
+        if isinstance(node, DictConfig | ListConfig):
+            OmegaConf.to_container(node, resolve=True)
+    except (InterpolationResolutionError, MissingMandatoryValue) as err:
+        key = err.full_key or package or ""
+        if mode == "hydra":
+            raise OverrideMistake(
+                f"--cfg hydra cannot resolve {key}: it reads the run's config, which --cfg hydra "
+                f"leaves out: --cfg all --resolve -p {package or 'hydra'} prints it"
+            ) from None
+        if "runtime" in str(err):
+            raise OverrideMistake(
+                f"{key} reads hydra.runtime, which is set when a run starts: --cfg cannot show "
+                "it (the run's folder: --cfg all -p hydra.run.dir)"
+            ) from None
+        reads_model = re.search(r"Interpolation key 'model\.", str(err))
+        if reads_model and config_name != "train":  # the checkpoint's model, when it runs
+            raise OverrideMistake(
+                f"{key} reads the model's settings, which sft-{config_name} takes from the "
+                "checkpoint when it runs: --cfg cannot show it resolved"
+            ) from None
+        if isinstance(err, InterpolationResolutionError):
+            raise OverrideMistake(unresolvable_message(err, key.partition(".")[0])) from None
+        raise OverrideMistake(f"{key}: {str(err).splitlines()[0]}") from None
+
+
+def unresolvable_message(err: InterpolationResolutionError, where: str) -> str:
+    """One line for a value that reads a setting the composed config lacks: most often config
+    groups of different kinds (text data, whose tokenizer is the model's, with an image model)."""
+    reason = str(err).splitlines()[0]
+    missing = re.search(r"Interpolation key '([^']+)' not found", reason)
+    hint = ""
+    if missing and where == "data" and missing.group(1).startswith("model."):
+        hint = (
+            ": this data config reads a setting of the model config, which it lacks; choose a "
+            "model for this kind of input (text data: a text model such as model=minilm_fused)"
+        )
+    return f"{err.full_key or where}: {reason}{hint}"
 
 
 SEARCH_SPACE = "hydra.sweeper.params"

@@ -4,8 +4,9 @@ saving the resolved config."""
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import rich
 import rich.syntax
@@ -38,7 +39,7 @@ def register_resolvers() -> None:
     `${sft_root:}` (conf/paths): the checkout, or the current directory of an installed package.
     `${sft_config_subdir:<run dir>}` (conf/hydra): see `config_subdir`.
     `${sft_direction:<metric>}` (hparams_search): minimize for a loss, else maximize.
-    `${sft_config_groups:}` (conf/hydra, --help): see `config_groups`.
+    `${sft_config_groups:<choices>}` (conf/hydra, --help): see `config_groups`.
     """
     if not OmegaConf.has_resolver("sft_root"):
         OmegaConf.register_new_resolver("sft_root", work_root)
@@ -65,17 +66,23 @@ def register_resolvers() -> None:
         )
 
 
-def config_groups() -> str:
+def config_groups(choices: Mapping[str, Any] | None = None) -> str:
     """`group: option, ...` for each config group, as Hydra's --help lists them
     ($APP_CONFIG_GROUPS), without the `_*.yaml` bases other options include (`data: _text, ...`
-    offered a base that is not a choice: choosing it is an error)."""
+    offered a base that is not a choice: choosing it is an error). `choices`: the command's
+    (hydra.runtime.choices), whose groups alone are listed (sft-predict listed sft-train's,
+    each of which it refuses)."""
     from hydra.core.global_hydra import GlobalHydra
 
     if not GlobalHydra.instance().is_initialized():  # the config printed outside Hydra
         return ""
     hydra = GlobalHydra.instance().hydra
     # Hydra's own groups (hydra/...) are --hydra-help's, as in Hydra's page
-    groups = [g for g in hydra.list_all_config_groups() if g.partition("/")[0] != "hydra"]
+    groups = [
+        g
+        for g in hydra.list_all_config_groups()
+        if g.partition("/")[0] != "hydra" and (choices is None or g in choices)
+    ]
     options = {g: hydra.config_loader.get_group_options(g) for g in groups}
     return "\n".join(
         f"{group}: {', '.join(o for o in options[group] if not o.startswith('_'))}"

@@ -20,7 +20,6 @@ import functools
 import inspect
 import itertools
 import pydoc
-import re
 import textwrap
 import types
 import typing
@@ -35,7 +34,7 @@ from omegaconf.errors import InterpolationResolutionError
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from sft.errors import SFTError
-from sft.utils.cli import quoted_list_override
+from sft.utils.cli import quoted_list_override, unresolvable_message
 
 _NAMES = {float: "a float", int: "an integer", bool: "true or false", str: "a string"}
 
@@ -59,20 +58,6 @@ _MISSING_BOUNDS: dict[Any, dict[str, Any]] = {
         "gradient_clip_val": NonNegative | None,
     },
 }
-
-
-def unresolvable_message(err: InterpolationResolutionError, where: str) -> str:
-    """One line for a value that reads a setting the composed config lacks: most often config
-    groups of different kinds (text data, whose tokenizer is the model's, with an image model)."""
-    reason = str(err).splitlines()[0]
-    missing = re.search(r"Interpolation key '([^']+)' not found", reason)
-    hint = ""
-    if missing and where == "data" and missing.group(1).startswith("model."):
-        hint = (
-            ": this data config reads a setting of the model config, which it lacks; choose a "
-            "model for this kind of input (text data: a text model such as model=minilm_fused)"
-        )
-    return f"{err.full_key or where}: {reason}{hint}"
 
 
 def check_has_target(node: DictConfig | Mapping | None, where: str, example: str) -> None:
