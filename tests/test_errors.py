@@ -237,7 +237,24 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
         (
             "train",
             ["--cfg", "all", "-p", "hydra.job_logging.handlers.file.filename"],
-            "reads hydra.runtime, which is set when a run starts: --cfg cannot show it",
+            "reads a value Hydra sets when a run starts: --cfg cannot show it resolved",
+        ),
+        (
+            "train",
+            ["--cfg", "all", "--resolve"],
+            "error: hydra.sweep.subdir reads a value Hydra sets when a run starts",
+        ),
+        # Hydra takes --resolve with --cfg or --help only (was: its ValueError traceback)
+        (
+            "train",
+            ["--info", "defaults", "--resolve"],
+            "error: --resolve is for printing the config, with --cfg job (or all, hydra) or --help",
+        ),
+        (
+            "train",
+            ["--help", "--resolve", "data=text_files"],
+            "error: data.tokenizer: Interpolation key 'model.backbone.model_name_or_path' not "
+            "found",
         ),
         (
             "eval",
@@ -252,7 +269,7 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "eval",
             ["--cfg", "hydra", "--resolve"],
             "error: --cfg hydra --resolve cannot resolve Hydra's settings apart from the run's "
-            "config, which they refer to: --cfg all --resolve -p hydra prints them resolved",
+            "config, which they refer to: --cfg all --resolve -p hydra.<key> prints one resolved",
         ),
         (
             "train",
@@ -1118,6 +1135,10 @@ def test_valid_sweeps_and_hydra_flags_pass_the_check():
         ["--cfg", "job", "-p", "model.lr_head"],
         ["--cfg", "hydra", "-p", "hydra.sweeper"],
         ["--cfg", "all", "--resolve", "-p", "hydra.run.dir"],
+        # a part, unresolved without --resolve, as Hydra prints it
+        ["--cfg", "hydra", "-p", "hydra.sweeper", "hparams_search=cifar10_optuna"],
+        ["--cfg", "all", "-p", "hydra.job_logging"],
+        ["--cfg", "job", "-p", "data", "data=text_files"],
         ["--help"],
     ):
         check_overrides("train", argv)

@@ -131,16 +131,21 @@ def check_overrides(
         # InterpolationKeyError traceback, 'paths.log_dir' not found)
         raise OverrideMistake(
             "--cfg hydra --resolve cannot resolve Hydra's settings apart from the run's config, "
-            "which they refer to: --cfg all --resolve -p hydra prints them resolved"
+            "which they refer to: --cfg all --resolve -p hydra.<key> prints one resolved (e.g. "
+            "hydra.run.dir, the run's folder)"
         )
     # --cfg, --help and --info print, and run nothing
     prints = bool(args.cfg or args.help or args.info)
-    if (args.package or args.resolve) and not (prints or args.hydra_help or args.shell_completion):
-        # (was: -p ignored and the run started, a full training run; --resolve a traceback)
-        flag = "-p/--package" if args.package else "--resolve"
+    # (were: -p ignored and the run started, a full training run; --resolve Hydra's traceback,
+    # which takes it with --cfg or --help only)
+    if args.resolve and not (args.cfg or args.help):
         raise OverrideMistake(
-            f"{flag} is for printing the config, with --cfg job (or all, hydra): without --cfg "
-            "the command runs"
+            "--resolve is for printing the config, with --cfg job (or all, hydra) or --help"
+        )
+    if args.package and not (prints or args.hydra_help or args.shell_completion):
+        raise OverrideMistake(
+            "-p/--package is for printing the config, with --cfg job (or all, hydra): without "
+            "--cfg the command runs"
         )
     if args.config_name in COMMAND_CONFIGS and args.config_name != config_name:
         # (was: that config run by this command: a traceback, after a run folder was made)
@@ -245,9 +250,10 @@ def check_overrides(
                 )
             sweeps = [o for o in parsed if o.is_sweep_override()]
             if sweeps and prints:  # (was: Hydra's advice to add -m; with -m too, under --help)
+                runs = "-m without --help and --info" if multirun else "-m"
                 raise OverrideMistake(
                     f"{sweeps[0].input_line.lstrip('+')} gives several values, and --cfg, "
-                    "--help and --info show one config: give one of them (-m runs the sweep)"
+                    f"--help and --info show one config: give one of them ({runs} runs the sweep)"
                 )
             if sweeps and not multirun:  # Hydra's three-line advice
                 raise OverrideMistake(
@@ -270,23 +276,29 @@ def check_overrides(
             if multirun and not prints:
                 check_launcher(cfg, parsed)
             if args.cfg and (args.resolve or args.package):
-                check_printable(cfg, args.cfg, args.package, config_name)
+                check_printable(cfg, args.cfg, args.package, args.resolve, config_name)
+            elif args.help and args.resolve:  # the page shows the job's config resolved
+                check_printable(cfg, "job", None, True, config_name)
 
 
-def check_printable(cfg: DictConfig, mode: str, package: str | None, config_name: str) -> None:
-    """OverrideMistake where Hydra would fail to print `--cfg <mode>` resolved (`--resolve`, or
-    `-p <key>`, whose value it resolves): were omegaconf's tracebacks for configs that compose
-    (text data with an image model, whose run says so in one line)."""
+def check_printable(
+    cfg: DictConfig, mode: str, package: str | None, resolve: bool, config_name: str
+) -> None:
+    """OverrideMistake where Hydra would fail to print `--cfg <mode>` resolved (`--resolve`; a
+    `-p <key>` of one value is resolved too): were omegaconf's tracebacks for configs that
+    compose (text data with an image model, whose run says so in one line)."""
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg
     hydra_config.set_config(cfg)  # ${hydra:...}, as Hydra has it when it prints
     try:
-        _resolve_shown(cfg, mode, package, config_name)
+        _resolve_shown(cfg, mode, package, resolve, config_name)
     finally:
         hydra_config.cfg = before
 
 
-def _resolve_shown(cfg: DictConfig, mode: str, package: str | None, config_name: str) -> None:
+def _resolve_shown(
+    cfg: DictConfig, mode: str, package: str | None, resolve: bool, config_name: str
+) -> None:
     if mode == "hydra":  # Hydra prints its part cut from the config its values refer to
         shown = OmegaConf.create({"hydra": OmegaConf.to_container(cfg.hydra)})
     elif mode == "job":
@@ -294,20 +306,25 @@ def _resolve_shown(cfg: DictConfig, mode: str, package: str | None, config_name:
     else:
         shown = cfg
     try:
-        node = OmegaConf.select(shown, package) if package else shown
-        if isinstance(node, DictConfig | ListConfig):
+        node = OmegaConf.select(shown, package) if package else shown  # a value: resolved
+        if resolve and isinstance(node, DictConfig | ListConfig):  # a part: with --resolve
             OmegaConf.to_container(node, resolve=True)
     except (InterpolationResolutionError, MissingMandatoryValue) as err:
         key = err.full_key or package or ""
+        # Hydra's values of a job (hydra.runtime.*, hydra.job.num) are set as it starts
+        job_time = re.search(r"\bhydra\.(runtime|job)\.", str(err)) or (
+            isinstance(err, MissingMandatoryValue) and key.startswith("hydra.")
+        )
+        if job_time:
+            raise OverrideMistake(
+                f"{key} reads a value Hydra sets when a run starts: --cfg cannot show it "
+                "resolved (--cfg job --resolve shows the run's own config resolved; its folder: "
+                "--cfg all -p hydra.run.dir)"
+            ) from None
         if mode == "hydra":
             raise OverrideMistake(
                 f"--cfg hydra cannot resolve {key}: it reads the run's config, which --cfg hydra "
-                f"leaves out: --cfg all --resolve -p {package or 'hydra'} prints it"
-            ) from None
-        if "runtime" in str(err):
-            raise OverrideMistake(
-                f"{key} reads hydra.runtime, which is set when a run starts: --cfg cannot show "
-                "it (the run's folder: --cfg all -p hydra.run.dir)"
+                f"leaves out: --cfg all --resolve -p {package or key} prints it"
             ) from None
         reads_model = re.search(r"Interpolation key 'model\.", str(err))
         if reads_model and config_name != "train":  # the checkpoint's model, when it runs

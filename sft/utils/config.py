@@ -66,12 +66,13 @@ def register_resolvers() -> None:
         )
 
 
-def config_groups(choices: Mapping[str, Any] | None = None) -> str:
+def config_groups(choices: Mapping[str, Any] | None = None, config_name: str = "train") -> str:
     """`group: option, ...` for each config group, as Hydra's --help lists them
     ($APP_CONFIG_GROUPS), without the `_*.yaml` bases other options include (`data: _text, ...`
     offered a base that is not a choice: choosing it is an error). `choices`: the command's
-    (hydra.runtime.choices), whose groups alone are listed (sft-predict listed sft-train's,
-    each of which it refuses)."""
+    (hydra.runtime.choices), whose groups alone are listed for the commands that take no other
+    (sft-predict listed sft-train's, each of which it refuses); sft-train's are all (a group of
+    the user's --config-dir is added with +group=)."""
     from hydra.core.global_hydra import GlobalHydra
 
     if not GlobalHydra.instance().is_initialized():  # the config printed outside Hydra
@@ -81,7 +82,8 @@ def config_groups(choices: Mapping[str, Any] | None = None) -> str:
     groups = [
         g
         for g in hydra.list_all_config_groups()
-        if g.partition("/")[0] != "hydra" and (choices is None or g in choices)
+        if g.partition("/")[0] != "hydra"
+        and (choices is None or config_name == "train" or g in choices)
     ]
     options = {g: hydra.config_loader.get_group_options(g) for g in groups}
     return "\n".join(
