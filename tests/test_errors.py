@@ -262,6 +262,15 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: data.tokenizer reads the model's settings, which sft-eval takes from the "
             "checkpoint when it runs: --cfg cannot show it resolved",
         ),
+        # was: +experiment=... dropped without a word, and the run trained the first one
+        (
+            "train",
+            ["experiment=cifar10_effnet_lite0_quick", "+experiment=sst5_minilm"],
+            "error: experiment=cifar10_effnet_lite0_quick +experiment=sst5_minilm: train.yaml's "
+            "defaults list has the group experiment already, and +experiment=... adds it a "
+            "second time: choose one option, as experiment=<option>",
+        ),
+        ("train", ["debug=fdr", "+debug=limit"], "error: debug=fdr +debug=limit: train.yaml's"),
         # Hydra's grammar leaves letters beyond ASCII unquoted (was: its lexer's error alone)
         ("train", ["name=café"], "; a value with letters beyond ASCII is quoted: \"name='café'\""),
         # was: omegaconf's InterpolationKeyError traceback ('paths.log_dir' not found)

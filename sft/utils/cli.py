@@ -184,6 +184,7 @@ def check_overrides(
             check_not_a_base(override, loader)
             check_not_a_null_choice(override, loader, nulls)
             check_not_removing_a_needed_group(override, config_name, chosen_groups)
+            check_not_added_again(override, parsed, config_name, chosen_groups | nulls)
             named = override.key_or_group == "hydra.job.name"
             if named and (config_name == "eval" or override.value() == "eval"):
                 # (else an eval's record was result.json, read as a training run's, or the
@@ -712,6 +713,22 @@ def check_not_removing_a_needed_group(
     raise OverrideMistake(
         f"~{group} removes the {group} config, which sft-{config_name} reads: choose another "
         f"with {group}=<option> (sft-{config_name} --help lists them)"
+    )
+
+
+def check_not_added_again(
+    override: Override, parsed: Sequence[Override], config_name: str, listed: set[str | None]
+) -> None:
+    """OverrideMistake for `+group=b` where the command's defaults list has the group (null
+    too): Hydra refuses it alone, but beside `group=a` it dropped `+group=b` without a word
+    (`experiment=a +experiment=b` ran experiment a)."""
+    group = override.key_or_group
+    if not override.is_add() or group not in listed:
+        return
+    given = " ".join(o.input_line for o in parsed if o.key_or_group == group)
+    raise OverrideMistake(
+        f"{given}: {config_name}.yaml's defaults list has the group {group} already, and "
+        f"+{group}=... adds it a second time: choose one option, as {group}=<option>"
     )
 
 
