@@ -191,10 +191,8 @@ def _shm_full() -> MachineLimit:
 
 def _shm_free() -> float:
     """Free bytes in /dev/shm (infinite where there is none)."""
-    try:
-        return shutil.disk_usage("/dev/shm").free
-    except OSError:
-        return float("inf")
+    usage = _shm_usage()
+    return float("inf") if usage is None else usage[1]
 
 
 def _open_file_limit() -> int | None:
@@ -204,11 +202,20 @@ def _open_file_limit() -> int | None:
 
 def _shm_size() -> str:
     """`/dev/shm: 64 MB`, or what else says where shared memory is."""
+    usage = _shm_usage()
+    if usage is None:
+        return "no /dev/shm"
+    total, free = usage
+    return f"/dev/shm: {total / 2**20:.0f} MB, {free / 2**20:.0f} MB free"
+
+
+def _shm_usage() -> tuple[int, int] | None:
+    """(total, free) bytes of /dev/shm; None where there is none."""
     try:
         usage = shutil.disk_usage("/dev/shm")
     except OSError:
-        return "no /dev/shm"
-    return f"/dev/shm: {usage.total / 2**20:.0f} MB, {usage.free / 2**20:.0f} MB free"
+        return None
+    return usage.total, usage.free
 
 
 def _raised_in_a_spawned_rank(exc: BaseException) -> SFTError | None:
