@@ -3,12 +3,19 @@ unavailable offline. Shared by the text backbone and the text datamodule (tokeni
 
 import importlib
 import importlib.util
+import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sft.errors import SFTError
+
+
+def _expand_home(name: str | os.PathLike) -> Path:
+    # sft.utils.io.expand_home's one line: this module is a leaf, importing no other sft module
+    return Path(os.path.expanduser(name))
+
 
 T = TypeVar("T")
 
@@ -43,7 +50,7 @@ def local_or_hub_name(name: str) -> str:
     of that name loaded silently); aliases and hub ids unchanged."""
     if name in ALIASES:
         return name
-    path = Path(name).expanduser()
+    path = _expand_home(name)
     return str(path.absolute()) if path.is_dir() else name
 
 
@@ -60,7 +67,7 @@ def _unloadable(what: str, path: str, exc: Exception) -> SFTError:
             f"{_TRUST_KEYS.get(what, 'trust_remote_code')}=true (set it only for a source you "
             "trust)"
         )
-    local = Path(path).expanduser()
+    local = _expand_home(path)
     if what == "model" and local.is_dir() and not (local / "config.json").is_file():
         return SFTError(
             f"could not load {what} from {path}: the folder has no config.json, so it is not a "
@@ -143,7 +150,7 @@ def load_pretrained(load: Callable[..., T], name: str, what: str, **kwargs: Any)
     except ValueError as exc:
         raise _unloadable(what, path, exc) from exc
     except OSError as exc:
-        if Path(path).expanduser().exists():
+        if _expand_home(path).exists():
             raise _unloadable(what, path, exc) from exc
     except Exception as exc:
         if (line := _unreadable_weights(what, path, exc)) is None:

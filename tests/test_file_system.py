@@ -300,3 +300,18 @@ def test_the_quoting_hint_keeps_a_paths_comma():
     assert quoting_hint("name=café,thé").endswith("\"name='café','thé'\"")
     sweep = quoting_hint("data.train_file=/data/é1.csv,/data/é2.csv")
     assert sweep.endswith("\"data.train_file='/data/é1.csv','/data/é2.csv'\"")
+
+
+def test_a_home_folder_of_no_known_user_is_a_path_like_any_other(tmp_path, monkeypatch, capsys):
+    """`data.data_dir='~nobody-here/data'`: Path.expanduser raises for a user unknown here, and
+    the run ended in Hydra's traceback `RuntimeError: Could not determine home directory`; `~` is
+    read one way (the shell's) in every path setting now."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert io.expand_home("~/data") == tmp_path / "data"
+    assert io.expand_home("~sft-no-such-user/data") == Path("~sft-no-such-user/data")
+    monkeypatch.setenv("SFT_OUTPUT_DIR", str(tmp_path / "out"))
+    argv = ["sft-train", *FAST, "debug=fdr", "data.data_dir='~sft-no-such-user/data'"]
+    assert run_entry_point(sft.train.main, argv) == 1
+    err = capsys.readouterr().err
+    assert "error: CIFAR-10 not found at" in err and "~sft-no-such-user/data" in err
+    assert "Traceback" not in err and "home directory" not in err

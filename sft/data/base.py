@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Sized
-from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
@@ -16,6 +15,7 @@ from sft.contracts import InputSpec, Modality, Normalization, check_class_indice
 from sft.data.augment import ImageBatchTransform
 from sft.data.resumable import ResumableRandomSampler
 from sft.errors import SFTError
+from sft.utils.io import expand_home
 from sft.utils.logs import first_few
 
 
@@ -309,7 +309,7 @@ class TensorBatchDataset(Dataset):
 def absolute_dir(data_dir: Any) -> str:
     """`data.data_dir` as the checkpoint keeps it: absolute (a relative one, as typed, was
     looked up from wherever sft-eval or sft-predict ran later)."""
-    return str(Path(str(data_dir)).expanduser().absolute())
+    return str(expand_home(str(data_dir)).absolute())
 
 
 def passthrough_collate(batch: Any) -> Any:

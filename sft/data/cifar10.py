@@ -29,6 +29,7 @@ from sft.data.subsets import (
     warn_classes_without_examples,
 )
 from sft.errors import SFTError
+from sft.utils.io import expand_home
 from sft.utils.logs import rank_zero_warning
 
 FOLDER = "cifar-10-batches-py"
@@ -189,7 +190,7 @@ class CIFAR10DataModule(ImageDataModule):
         # logger=False: train.py logs the whole run config once
         self.save_hyperparameters(logger=False)
 
-        self.data_dir = Path(data_dir).expanduser()
+        self.data_dir = expand_home(data_dir)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_size = val_size

@@ -45,6 +45,7 @@ from sft.data.subsets import (
     warn_classes_without_examples,
 )
 from sft.errors import SFTError
+from sft.utils.io import expand_home
 from sft.utils.logs import first_few, rank_zero_warning
 
 log = logging.getLogger(__name__)
@@ -350,7 +351,7 @@ class ImageFolderDataModule(ImageDataModule):
         # logger=False: train.py logs the whole run config once
         self.save_hyperparameters(logger=False)
 
-        self.root = Path(data_dir).expanduser()
+        self.root = expand_home(data_dir)
         self._image_size_given = image_size is not None
         self.image_size = image_size or DEFAULT_IMAGE_SIZE
         self.hparams.image_size = self.image_size  # checkpoints record the size decoded to

@@ -42,6 +42,7 @@ from sft.data.token_cache import (
 from sft.errors import SFTError
 from sft.hub import local_or_hub_name
 from sft.utils.cli import quoted_list_override
+from sft.utils.io import expand_home
 from sft.utils.logs import first_few, rank_zero_warning
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class TextClassificationDataModule(SFTDataModule):
         self._check_args(locals())
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         settings = ReaderSettings(
-            data_dir=Path(data_dir).expanduser(),
+            data_dir=expand_home(data_dir),
             splits=self.splits,
             text_column=text_column,
             text_pair_column=text_pair_column,
@@ -158,7 +159,7 @@ class TextClassificationDataModule(SFTDataModule):
         self.trust_remote_code = trust_remote_code
         self.max_length = max_length
         self.pad_to_multiple_of = pad_to_multiple_of
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.cache_dir = expand_home(cache_dir) if cache_dir else default_cache_dir()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.group_by_length = group_by_length

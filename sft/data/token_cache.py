@@ -29,6 +29,7 @@ from sft.errors import SFTError
 from sft.hub import load_pretrained, resolve_model_name
 from sft.utils.checkpoint_io import atomic_torch_save, load_failure, load_weights_only
 from sft.utils.config import work_root
+from sft.utils.io import expand_home
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     # a local model folder without tokenizer files loads as an empty tokenizer (transformers 5):
     # every word would become [UNK] and training would run on nothing, without a sign
     if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
-        where = Path(resolve_model_name(name)).expanduser()
+        where = expand_home(resolve_model_name(name))
         files = sorted(
             p.name for p in where.glob("*") if p.name in TOKENIZER_FILES or p.suffix == ".model"
         )

@@ -54,7 +54,7 @@ from sft.utils.instantiate import (
     instantiate_loggers,
     lightning_refusals,
 )
-from sft.utils.io import atomic_write, check_not_written, checkpoint_path
+from sft.utils.io import atomic_write, check_not_written, checkpoint_path, expand_home
 from sft.utils.logs import rank_zero_warning
 from sft.utils.terminal import progress_bar_off_unless_terminal
 
@@ -217,7 +217,7 @@ def split_path(hparams: Mapping[str, Any], role: str) -> tuple[str, Path] | None
         return None
     if not name or not hparams.get(folder_key):
         return None
-    return kind, Path(str(hparams[folder_key])).expanduser() / str(name)
+    return kind, expand_home(str(hparams[folder_key])) / str(name)
 
 
 def warn_scoring_training_data(

@@ -8,7 +8,6 @@ sft-export ckpt_path=... formats=[onnx] output_dir=deploy/
 import copy
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +36,7 @@ from sft.inference.exporters import (
 )
 from sft.models.backbones.huggingface import HFEncoder
 from sft.utils.config_types import NonNegative, check_value
-from sft.utils.io import atomic_write_text, check_not_written
+from sft.utils.io import atomic_write_text, check_not_written, expand_home
 
 log = logging.getLogger(__name__)
 # each format's file or folder in the output folder
@@ -210,7 +209,7 @@ def export(cfg: DictConfig) -> Path:
     formats = check_formats(
         cfg.formats, bundle.modality, getattr(head, "folds", False), hf_backbone
     )
-    out = Path(os.path.expanduser(str(cfg.output_dir or Path(cfg.paths.output_dir) / "export")))
+    out = expand_home(str(cfg.output_dir or Path(cfg.paths.output_dir) / "export"))
     written = targets(out, formats, bundle.modality)
     for path in written:
         check_not_written(path, "output_dir")

@@ -7,7 +7,6 @@ sft-predict ckpt_path=... inputs=photos/ format=json                            
 """
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from sft.inference.writers import (
     write_predictions,
 )
 from sft.utils.config_types import check_value
-from sft.utils.io import check_not_a_folder, check_not_written, path_setting
+from sft.utils.io import check_not_a_folder, check_not_written, expand_home, path_setting
 from sft.utils.logs import log_to_files
 
 log = logging.getLogger(__name__)
@@ -120,7 +119,7 @@ def predict(cfg: DictConfig) -> Path:
         raise SFTError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
     check_batch_size(cfg.batch_size)  # before the checkpoint and the inputs are read
     default = Path(cfg.paths.output_dir) / f"predictions.{cfg.format}"
-    out = Path(os.path.expanduser(str(cfg.output or default)))
+    out = expand_home(str(cfg.output or default))
     named = out.suffix.lstrip(".")
     if named in FORMATS and named != cfg.format:
         raise SFTError(

@@ -50,7 +50,7 @@ from sft.utils.config import (
     hydra_quoted,
 )
 from sft.utils.ddp_ranks import is_job_rank, is_rank_process
-from sft.utils.io import file_in_the_way
+from sft.utils.io import expand_home, file_in_the_way
 
 if TYPE_CHECKING:
     from lightning.pytorch import Trainer
@@ -117,7 +117,7 @@ def resumed_run_dir(resume: str) -> Path:
     Hydra writes its config and log into a folder that holds no run)."""
     if not str(resume).strip():  # `resume=$RUN` with the variable unset: not this folder
         raise SFTError("resume= is empty: give a run directory, or auto")
-    run_dir = Path(os.path.expanduser(str(resume)))  # (~nobody: as it is, not an error)
+    run_dir = expand_home(str(resume))
     if run_dir.is_file():
         in_run = run_dir.parent.name == "checkpoints"  # <run>/checkpoints/last.ckpt
         continues = (
@@ -438,7 +438,7 @@ class RunDirectory(Callback):
         given = str(OmegaConf.select(config, "hydra.sweep.dir"))
         # (was: a folder named ~ in the working directory)
         home_expanded = os.path.expanduser(given) != given
-        sweep_dir = Path(os.path.expanduser(given))
+        sweep_dir = expand_home(given)
         report_user_errors(lambda: check_can_be_made(sweep_dir, "hydra.sweep.dir"))
         if home_expanded:
             with read_write(config.hydra):
@@ -474,7 +474,7 @@ class RunDirectory(Callback):
         report_user_errors(lambda: check_run_name(config.get("name")))
         hydra_cfg = config.hydra
         # `~` is the home folder, as elsewhere (was: a folder named ~ in the working directory)
-        given = Path(os.path.expanduser(str(OmegaConf.select(config, "hydra.run.dir"))))
+        given = expand_home(str(OmegaConf.select(config, "hydra.run.dir")))
         report_user_errors(lambda: check_can_be_made(given, "hydra.run.dir"))
         resume = OmegaConf.select(config, "resume", default=None)
         if _overridden("hydra.run.dir", hydra_cfg):

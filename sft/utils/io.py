@@ -30,6 +30,13 @@ def file_in_the_way(path: Path) -> Path | None:
     return None
 
 
+def expand_home(value: str | os.PathLike) -> Path:
+    """`value` with a leading `~` or `~user` read as that home folder, as the shell reads it. A
+    user unknown here leaves `~user` as it is: Path.expanduser raises for it, which reached users
+    as a traceback (`data.data_dir='~nobody/sst2'`)."""
+    return Path(os.path.expanduser(value))
+
+
 def unused_name(path: Path) -> Path:
     """`path`, or `path` with `.1`, `.2`, ... added: the first that names nothing yet."""
     candidate, n = path, 0
@@ -43,7 +50,7 @@ def path_setting(value: Any, key: str, expected: str) -> Path:
     """The path that the setting `key` gives; SFTError saying it expected `expected`, for null,
     an empty value (`key=$VAR` with the variable unset, which reads as `.`) or a list."""
     if isinstance(value, str | os.PathLike) and str(value).strip():
-        return Path(value).expanduser()
+        return expand_home(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         return Path(str(value))  # a file named 5
     got = "null" if value is None else "an empty value" if value == "" else repr(value)

@@ -15,6 +15,7 @@ from sft.data.readers.examples import UNLABELLED, TextExamples
 from sft.data.readers.labels import LabelMap, as_int
 from sft.errors import SFTError
 from sft.hub import hub_unreachable
+from sft.utils.io import expand_home
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
     """`datasets.load_dataset(name, config, split=split)`; one line when it cannot be had
     (typically offline and not in the local datasets cache)."""
     datasets = import_datasets()
-    folder = Path(name).expanduser()
+    folder = expand_home(name)
     if (folder / SAVED_SPLITS).is_file() or (folder / SAVED_DATASET).is_file():
         return load_saved_split(folder, name, config, split)
     if name.startswith(("/", ".", "~")) and not folder.exists():  # a path, not a hub name
@@ -161,7 +162,7 @@ FILE_BUILDERS = frozenset(
 def is_file_builder(name: str) -> bool:
     """Whether `name` is one of datasets' packaged builders for local files (csv, json, text,
     parquet, imagefolder, ...) rather than a dataset (a local folder of that name is one)."""
-    return name in FILE_BUILDERS and not Path(name).expanduser().exists()
+    return name in FILE_BUILDERS and not expand_home(name).exists()
 
 
 def import_datasets() -> Any:

@@ -11,13 +11,13 @@ import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 from torch import nn
 
 from sft.contracts import IMAGENET, InputSpec, Modality, Normalization
 from sft.errors import SFTError
+from sft.utils.io import expand_home
 
 from .wrappers import ResizeInput, load_backbone_checkpoint
 
@@ -129,8 +129,8 @@ def config_as_saved(backbone_cfg: dict) -> dict:
     family's local folders absolute."""
     cfg = dict(backbone_cfg)
     weights = cfg.get("checkpoint")
-    if isinstance(weights, str) and Path(weights).expanduser().exists():
-        cfg["checkpoint"] = str(Path(weights).expanduser().absolute())
+    if isinstance(weights, str) and expand_home(weights).exists():
+        cfg["checkpoint"] = str(expand_home(weights).absolute())
     entry = _entry_of(cfg)
     return entry.saved_config(cfg) if entry and entry.saved_config else cfg
 

@@ -19,7 +19,7 @@ from sft.utils.checkpoint_io import (
     load_weights_only,
     saved_at_protocol_4_or_5,
 )
-from sft.utils.io import missing_file
+from sft.utils.io import expand_home, missing_file
 from sft.utils.logs import first_few
 
 # Prefixes a saved state_dict may carry around the backbone's own keys: our LightningModule
@@ -75,7 +75,7 @@ def load_backbone_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> 
     Accepts a plain state_dict of the backbone, or a dict with a "state_dict" entry (a
     Lightning checkpoint of our classifier: its "backbone.*" keys are used, the rest ignored).
     """
-    file = Path(path).expanduser()
+    file = expand_home(path)
     if not file.is_file():
         raise SFTError(f"backbone checkpoint {file}: {missing_file(file)}")
     try:
