@@ -107,6 +107,21 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "+model.backbone.checkpoint=...)",
         ),
         (
+            # several settings begin with the name: all of them (was: lr_head alone)
+            "train",
+            ["model.lr=1e-3"],
+            "error: unknown config key 'model.lr' (did you mean 'model.lr_head', "
+            "'model.lr_adapter' or 'model.lr_backbone'?",
+        ),
+        (
+            # the options sharing the longest beginning (was: 'cifar10_resnet18', the most
+            # similar whole name)
+            "train",
+            ["experiment=cifar10_efnet"],
+            "did you mean 'cifar10_effnet_lite0', 'cifar10_effnet_lite0_quick' or "
+            "'cifar10_effnet_lite0_full_cpu'?)",
+        ),
+        (
             "train",
             ["model=resnet19"],
             "error: unknown option 'resnet19' for group 'model' (available: bert_base_fused, "

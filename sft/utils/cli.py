@@ -64,6 +64,7 @@ from sft.utils.config_files import (
     unknown_option,
 )
 from sft.utils.ddp_ranks import rank_command
+from sft.utils.suggest import did_you_mean, nearest_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -1131,12 +1132,10 @@ def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -
     elsewhere = [k for k in keys if k.partition(".")[0] == top and k.rpartition(".")[2] == name]
     if parent and elsewhere:
         return f"did you mean '{elsewhere[0]}'?"
-    close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6) or difflib.get_close_matches(
-        key, keys, n=1, cutoff=0.8
-    )
+    close = nearest_names(key, siblings) or difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
     if close and close[0] in groups:
         return f"did you mean the config group {close[0]}=<option>?"
-    return f"did you mean '{close[0]}'?" if close else None
+    return did_you_mean([f"'{name}'" for name in close]) if close else None
 
 
 def dotted_keys(node: DictConfig, prefix: str = "") -> Iterator[str]:

@@ -10,6 +10,8 @@ from typing import Any
 from hydra.core.default_element import ConfigDefault, GroupDefault
 from omegaconf import DictConfig, OmegaConf
 
+from sft.utils.suggest import did_you_mean, nearest_names
+
 # Hydra's messages (hydra-core 1.3) for a defaults list that does not compose
 IN_CONFIG = re.compile(r"In '([^']+)': ")
 NESTED_OVERRIDE = re.compile(r"Could not override '([\w/]+)@([\w.]+)'")
@@ -179,10 +181,10 @@ def chosen_configs(config_name: str, overrides: Sequence[str], loader: Any) -> l
 
 def unknown_option(group: str, option: str, options: Sequence[str]) -> str:
     options = [o for o in options if not o.startswith("_")]  # _*.yaml: bases, not choices
-    close = difflib.get_close_matches(option, options, n=1, cutoff=0.5)
+    close = nearest_names(option, options, cutoff=0.5)
     # none close: perhaps a config of the user's own, which only --config-dir finds
     hint = (
-        f"; did you mean '{close[0]}'?"
+        "; " + did_you_mean([f"'{name}'" for name in close])
         if close
         else f"; a config of your own: --config-dir <the folder holding {group}/>"
     )
