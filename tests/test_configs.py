@@ -275,3 +275,31 @@ def test_a_path_variable_set_empty_is_unset(variable, monkeypatch):
         monkeypatch.setenv(variable, "/somewhere")
         given = compose(config_name="train").paths[key[variable]]
     assert empty == blank == unset and unset.startswith("/") and given == "/somewhere"
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "export"])
+def test_help_says_what_the_command_does_and_its_examples_compose(command, capsys):
+    """`--help` was Hydra's template alone ("train is powered by Hydra."): each command's page
+    starts with what it does and commands to start from, and every one of them composes (its
+    settings and options exist: `--cfg job` prints its config; a sweep's first value)."""
+    import importlib
+    import shlex
+
+    from conftest import run_entry_point
+
+    main = importlib.import_module(f"sft.{command}").main
+    assert run_entry_point(main, [f"sft-{command}", "--help"]) == 0
+    page = capsys.readouterr().out
+    assert page.startswith(f"sft-{command}: "), page[:200]
+    examples = [
+        shlex.split(line.partition("#")[0])
+        for line in page.split("== Configuration groups ==")[0].splitlines()
+        if line.startswith(f"  sft-{command} ")
+    ]
+    assert len(examples) >= 2
+    for example in examples:
+        # placeholders (`<run>`, `...`) as a path
+        args = [re.sub(r"<\w+>|\.\.\.", "x", a) for a in example[1:] if a not in ("-m", "--cfg")]
+        args = [a.split(",")[0] for a in args if a != "job"] + ["--cfg", "job"]
+        assert run_entry_point(main, [f"sft-{command}", *args]) == 0, (example, capsys.readouterr())
+        assert "error:" not in capsys.readouterr().err, example
