@@ -33,6 +33,7 @@ from sft.data.augment import (
 )
 from sft.data.base import SFTDataModule, TensorBatchDataset
 from sft.data.image_decode import ImageDecoder
+from sft.data.image_folder import undecodable
 from sft.errors import SFTError
 from sft.inference.inputs import read_images
 from sft.models.backbones import resolve_input_spec
@@ -1113,6 +1114,12 @@ def test_images_of_more_than_8_bits(tmp_path: Path) -> None:
     decode = ImageDecoder(32)
     deep, flat = decode(tmp_path / "deep.png"), decode(tmp_path / "flat.png")
     assert (deep.int() - flat.int()).abs().max() <= 1
+    # a 16-bit PGM, which PIL reads as 32-bit integers (mode I) scaled to 0..65535 (was:
+    # refused as "32-bit integer pixels")
+    header = b"P5 64 64 65535\n"
+    (tmp_path / "deep.pgm").write_bytes(header + ramp.astype(">u2").tobytes())
+    assert (decode(tmp_path / "deep.pgm").int() - flat.int()).abs().max() <= 1
+    assert undecodable([tmp_path / "deep.pgm"], 32) == []  # the check when listed
 
     _tree(tmp_path, "train", {"ant": 3, "bee": 3})
     float_image = Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32))

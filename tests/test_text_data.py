@@ -681,6 +681,25 @@ def test_integer_labels_without_names(tmp_path, token_cache, caplog):
         make_dm(tmp_path / "stars", token_cache, batch_size=2).setup("fit")
 
 
+def test_one_integer_label_far_beyond_the_others_is_named(tmp_path, token_cache, caplog):
+    """A mistyped label (10000000 among 0s and 1s) made ten million classes: 2.4 GB of class
+    names, warnings of 89 MB, then the advice to set model.num_classes=10000001. A subset of a
+    dataset's classes (labels 0, 5, 999) still reads as integers, its empty classes named by a
+    few."""
+    _tiny_tsv(tmp_path / "d", [("x", "0"), ("y", "1"), ("typo", "10000000"), ("z", "1")])
+    _error(
+        make_dm(tmp_path / "d", token_cache, batch_size=2),
+        r"d/train\.tsv, line 4: label 10000000 would make 10,000,001 classes, only 3 of them with "
+        r"examples: integer labels are class indices",
+    )
+    _tiny_tsv(tmp_path / "s", [("x", "0"), ("y", "5"), ("z", "999")])
+    dm = make_dm(tmp_path / "s", token_cache, batch_size=2)
+    with logs_warning(caplog, r"no training examples of 997 of the 1000 classes \(1, 2, 3, "):
+        dm.setup("fit")
+    assert dm.num_classes == 1000
+    assert max(len(m) for m in logged_warnings(caplog)) < 400
+
+
 def test_a_validation_or_test_file_without_some_classes_is_named(tmp_path, token_cache, caplog):
     """A dev file of one class scores the model on it alone (was: without a word); an
     unlabelled test file, and files with every class, are silent."""

@@ -213,6 +213,15 @@ def test_numbered_class_names_in_another_order_than_integer_labels_are_refused()
     check_class_names(["negative", "positive"], ["0", "1"], "run/last.ckpt")  # names nothing
 
 
+def test_a_class_name_at_another_position_than_the_models_is_refused():
+    """A model of [neg, neu, pos] scored on data of [neg, pos, mixed] only warned, and `pos`
+    took the model's `neu` output: accuracy 0.33, predictions named `mixed` for positive texts.
+    Names the model lacks, at positions of names the data lacks, stay a warning."""
+    with pytest.raises(SFTError, match=r"'pos' is the model's output 2 and the data's class 1"):
+        check_class_names(["neg", "pos", "mixed"], ["neg", "neu", "pos"], "run/last.ckpt")
+    check_class_names(["neg", "neutral", "pos"], ["neg", "neu", "pos"], "run/last.ckpt")
+
+
 def test_eval_with_a_data_setting_changed_uses_the_checkpoints_data_so_changed(
     checkpoints, data_dir, tmp_path, caplog
 ):

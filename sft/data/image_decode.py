@@ -81,26 +81,39 @@ def upright(image: Image.Image) -> Image.Image:
 
 
 # PIL's convert("RGB") clips pixel values at 255: a 16-bit greyscale PNG or TIFF (modes I;16*)
-# came out nearly white. Those are scaled to 8 bits; 32-bit integer and float pixels (modes I,
-# F) have no agreed range to scale from, so they are refused rather than guessed.
+# came out nearly white. Those are scaled to 8 bits, as is a 16-bit PGM/PPM, which PIL reads as
+# 32-bit integers (mode I) already scaled to 0..65535 whatever its maximum; other 32-bit integer
+# and float pixels (modes I, F) have no agreed range to scale from, so they are refused rather
+# than guessed.
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 UNSCALED_MODES = ("I", "F")
+TIFF_BITS_PER_SAMPLE, TIFF_SAMPLE_FORMAT = 258, 339
+
+
+def _sixteen_bit(image: Image.Image) -> bool:
+    return image.mode in SIXTEEN_BIT_MODES or (image.mode == "I" and image.format == "PPM")
 
 
 def check_mode(image: Image.Image) -> None:
     """ValueError for pixels that cannot be brought to 8 bits without guessing their range."""
-    if image.mode in UNSCALED_MODES:
+    if image.mode in UNSCALED_MODES and not _sixteen_bit(image):
         kind = "integer" if image.mode == "I" else "float"
+        tags = getattr(image, "tag_v2", {})  # a TIFF says what it stores (was: "32-bit" for all)
+        if bits := tags.get(TIFF_BITS_PER_SAMPLE):
+            signed = "signed " if tags.get(TIFF_SAMPLE_FORMAT) in (2, (2,)) else ""
+            stored = f"{bits[0] if isinstance(bits, tuple) else bits}-bit {signed}{kind} pixels"
+        else:
+            stored = f"{kind} pixels"
         raise ValueError(
-            f"32-bit {kind} pixels (PIL mode {image.mode}) have no known 8-bit scale; save the "
-            "image with 8 or 16 bits per channel"
+            f"{stored} (PIL mode {image.mode}) have no known 8-bit scale; save the image with 8 "
+            "or 16 bits per channel, unsigned"
         )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """`image` as 8-bit RGB; 16-bit greyscale scaled to 8 bits (65535 -> 255)."""
     check_mode(image)
-    if image.mode in SIXTEEN_BIT_MODES:
+    if _sixteen_bit(image):
         pixels = np.asarray(image).astype(np.uint32)
         image = Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8), "L")
     elif image.mode == "P" and "transparency" in image.info:

@@ -9,7 +9,7 @@ from numbers import Real
 import torch
 
 from sft.errors import SFTError
-from sft.utils.logs import rank_zero_warning
+from sft.utils.logs import first_few, rank_zero_warning
 
 log = logging.getLogger(__name__)
 
@@ -128,5 +128,5 @@ def warn_classes_without_examples(
         rank_zero_warning(
             log,
             f"{where}: no {split} examples of {len(empty)} of the {len(class_names)} classes "
-            f"({', '.join(empty)}); {why}",
+            f"({first_few(empty, 20)}); {why}",
         )

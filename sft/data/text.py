@@ -410,7 +410,7 @@ class TextClassificationDataModule(SFTDataModule):
     def setup(self, stage: str | None = None) -> None:
         names = self.reader.label_map().names or self.model_class_names
         if names is None:  # integer labels: the class count comes from the training split
-            names = [str(i) for i in range(int(self.load_split("train").labels.max()) + 1)]
+            names = [str(i) for i in range(self._integer_class_count())]
         self.class_names, self.num_classes = names, len(names)
         scoring = self.model_class_names is not None  # sft-eval: only the scored split is read
         if (stage in (None, "fit") or (stage == "validate" and not scoring)) and (
@@ -426,6 +426,23 @@ class TextClassificationDataModule(SFTDataModule):
             self.val_data = self._checked("val")
         splits = {"train": self.train_data, "val": self.val_data, "test": self.test_data}
         self.log_splits("text data", splits)
+
+    def _integer_class_count(self) -> int:
+        """The largest training label + 1, unless it leaves far more classes without examples
+        than with (more than the classes seen, and more than 1,000; a dataset's subset may leave
+        many): one mistyped label (10000000) made ten million classes, 2.4 GB of class names and
+        warnings of 89 MB, and the advice to set model.num_classes=10000001."""
+        split = self.load_split("train")
+        top, present = int(split.labels.max()), int(split.labels.unique().numel())
+        if top + 1 - present > max(present, 1000):
+            line = int(split.lines[int(split.labels.argmax())])
+            raise SFTError(
+                f"{self.reader.where('train')}, line {line}: label {top} would make {top + 1:,} "
+                f"classes, only {present:,} of them with examples: integer labels are class indices, "
+                "0 to the number of classes - 1; correct the label, or name the classes "
+                "(data.label_names=[...]) to read the labels as names"
+            )
+        return top + 1
 
     def _check_first_label(self, labels: torch.Tensor) -> None:
         """Integer labels are class indices from 0; labels counted from 1 (1..K) would train a

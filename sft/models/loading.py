@@ -319,6 +319,19 @@ def check_class_names(
         )
     if any(names == [str(i) for i in range(len(names))] for names in (found, trained)):
         return
+    # a name both have, at another position: its examples would score or train as the model's
+    # other class (was: a warning, and predictions.csv named the model's `neu` output `mixed`)
+    moved = [name for i, name in enumerate(found) if name in trained and trained.index(name) != i]
+    if moved:
+        name = moved[0]
+        raise SFTError(
+            f"the data's classes are {found} but {ckpt_path} was trained with {trained}: "
+            f"{name!r} is the model's output {trained.index(name)} and the data's class "
+            f"{found.index(name)}, and the model's outputs are by position, so its examples would "
+            "take another class's; give each class the model has at its position "
+            f"({quoted_list_override('data.label_names', trained)}; a class the model was not "
+            "trained with cannot be scored)"
+        )
     log.warning(
         f"the data's classes {found} are not the ones {ckpt_path} was trained with {trained}: "
         "each takes the model's output at the same position"
