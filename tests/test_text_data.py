@@ -1340,7 +1340,7 @@ def test_hf_dataset_code_path(tmp_path, token_cache, monkeypatch):
     }
     loaded = []
 
-    def fake_load(name, config, split, trust_remote_code):
+    def fake_load(name, config, split, trust_remote_code, columns=()):
         loaded.append(split)
         return datasets.Dataset.from_dict(splits[split], features=features)
 
@@ -1370,7 +1370,7 @@ def hf_splits(monkeypatch, splits: dict[str, tuple[dict, list[str]]]) -> None:
 
     import sft.data.readers.hf as hf_reader
 
-    def fake_load(name, config, split, trust_remote_code):
+    def fake_load(name, config, split, trust_remote_code, columns=()):
         rows, names = splits[split]
         features = {k: datasets.Value("string") for k in rows if k != "label"}
         features["label"] = datasets.ClassLabel(names=names)
@@ -1517,6 +1517,28 @@ def test_a_local_hf_dataset_folder_is_kept_as_an_absolute_path(tmp_path, token_c
         assert dm.hparams.dataset_name == str(tmp_path / "my_ds")
     dm = make_dm(tmp_path, token_cache, source="hf", dataset_name="owner/name", **HF_SPLITS)
     assert dm.hparams.dataset_name == "owner/name"  # a hub id
+
+
+def test_a_local_csv_folder_through_datasets_reads_cells_as_written(tmp_path, token_cache):
+    """`data=hf_dataset` on a folder of CSV files: pandas' defaults made the label `NA` missing
+    ("the label is missing"), the texts NaN, null and None empty, and a column of numbers
+    floats ("'text' must be a string, got float"); data=text_files read them as written."""
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.csv").write_text("text,label\nNA,NA\nnull,EU\nNone,NA\n1000,EU\n0.50,NA\n")
+    (folder / "validation.csv").write_text("text,label\nNaN,EU\n")
+    dm = make_dm(
+        tmp_path,
+        token_cache,
+        source="hf",
+        dataset_name=str(folder),
+        text_column="text",
+        label_names=["NA", "EU"],
+        **HF_SPLITS,
+    )
+    train = dm.reader.read("train")
+    assert train.texts == ["NA", "null", "None", "1000", "0.50"]
+    assert train.labels == [0, 1, 0, 1, 0]
 
 
 def test_hf_text_cells_that_are_not_strings():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,16 @@ from sft.utils.io import expand_home
 log = logging.getLogger(__name__)
 
 
-def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: bool) -> Any:
+def load_hf_split(
+    name: str,
+    config: str | None,
+    split: str,
+    trust_remote_code: bool,
+    columns: Sequence[str] = (),
+) -> Any:
     """`datasets.load_dataset(name, config, split=split)`; one line when it cannot be had
-    (typically offline and not in the local datasets cache)."""
+    (typically offline and not in the local datasets cache). A local folder of CSV/TSV files has
+    `columns` read as written, as data=text_files reads them."""
     datasets = import_datasets()
     folder = expand_home(name)
     if (folder / SAVED_SPLITS).is_file() or (folder / SAVED_DATASET).is_file():
@@ -30,7 +37,11 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
     if name.startswith(("/", ".", "~")) and not folder.exists():  # a path, not a hub name
         raise SFTError(f"data.dataset_name={name}: no such folder ({folder.absolute()})")
 
-    kwargs = {"trust_remote_code": True} if trust_remote_code else {}
+    kwargs: dict[str, Any] = {"trust_remote_code": True} if trust_remote_code else {}
+    if folder.exists() and _read_by_pandas(datasets, name, config):
+        # pandas' defaults: NA, null, None or NaN became missing (a label `NA` of the class NA
+        # refused as missing, a text `null` read as empty), and a column of numbers floats
+        kwargs.update(na_filter=False, converters={column: str for column in columns})
     # offline, datasets asks the hub with retries for ~25 s before it looks in its cache: one
     # request decides, and an unreachable hub means its offline mode (the cache, or a clear error)
     offline = not folder.exists() and (
@@ -64,6 +75,13 @@ def load_hf_split(name: str, config: str | None, split: str, trust_remote_code: 
             + (f" ({config!r})" if config else "")
             + f" split {split!r} ({type(e).__name__}: {reason}); {how}"
         ) from None
+
+
+def _read_by_pandas(datasets: Any, name: str, config: str | None) -> bool:
+    """Whether datasets reads this local folder with its CSV builder (pandas.read_csv)."""
+    with contextlib.suppress(Exception):  # load_dataset says what it cannot read
+        return datasets.load_dataset_builder(name, config).name == "csv"
+    return False
 
 
 def _with_its_own_classlabels(
@@ -286,8 +304,10 @@ class HFReader(TextReader):
         """The loaded HF split of `role` (loaded once)."""
         split = self.settings.splits[role]
         if split not in self._datasets:
+            s = self.settings
+            columns = [c for c in (s.text_column, s.text_pair_column, s.label_column) if c]
             self._datasets[split] = load_hf_split(
-                self.dataset_name, self.dataset_config, split, self.settings.trust_remote_code
+                self.dataset_name, self.dataset_config, split, s.trust_remote_code, columns
             )
         return self._datasets[split]
 
