@@ -604,6 +604,20 @@ def test_a_test_split_labelled_minus_one_is_unlabelled(tmp_path, token_cache, so
     assert named.test_data.labels.tolist() == [0, 0] and named.has_labelled_test
 
 
+def test_a_test_file_whose_label_column_is_left_empty_is_unlabelled(tmp_path, token_cache):
+    """A test file with its label column blank, as Kaggle's have: "line 2: the label is
+    missing", though a column of -1s or no label column is an unlabelled test split."""
+    _tiny_tsv(tmp_path, [("good", "pos"), ("bad", "neg")])
+    (tmp_path / "test.tsv").write_text("sentence\tlabel\ngreat film\t\ndull film\t \n")
+    dm = make_dm(tmp_path, token_cache, label_names=["neg", "pos"], test_split="test.tsv")
+    assert not dm.has_labelled_test
+    dm.setup()
+    assert dm.test_data.labels.tolist() == [-1, -1]
+    (tmp_path / "test.tsv").write_text("sentence\tlabel\ngreat film\tpos\ndull film\t\n")
+    with pytest.raises(SFTError, match=r"test\.tsv, line 3: no label \(-1 or empty\) while"):
+        make_dm(tmp_path, token_cache, label_names=["neg", "pos"], test_split="test.tsv").setup()
+
+
 def test_a_test_split_with_some_rows_labelled_minus_one_is_refused(tmp_path, token_cache):
     """Some test rows -1, the others labelled: the split counted as labelled and the -1 rows
     reached the loss after training (IndexError: Target -1 is out of bounds); and a scored
@@ -616,8 +630,8 @@ def test_a_test_split_with_some_rows_labelled_minus_one_is_refused(tmp_path, tok
     with pytest.raises(SFTError) as error:
         dm.setup("fit")  # before training (it failed after)
     assert str(error.value) == (
-        f"{tmp_path / 'test.tsv'}, line 3: no label (-1) while other rows have labels: label "
-        "every row to score the file, or none (all -1, or no label column) to predict it only"
+        f"{tmp_path / 'test.tsv'}, line 3: no label (-1 or empty) while other rows have labels: label "
+        "every row to score the file, or none (all -1 or empty, or no label column) to predict it only"
     )
     batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "labels": torch.tensor([1, -1])}
     dm = make_dm(tmp_path, token_cache, batch_size=2)

@@ -358,8 +358,8 @@ class TextClassificationDataModule(SFTDataModule):
             # some rows without labels: the file is scored, and their -1 reached the loss
             i = int((labels == -1).nonzero()[0])
             raise SFTError(
-                f"{self.reader.where(role)}, line {int(split.lines[i])}: no label (-1) while "
-                f"other rows have labels: label every row to score the file, or none (all -1, "
+                f"{self.reader.where(role)}, line {int(split.lines[i])}: no label (-1 or empty) while "
+                f"other rows have labels: label every row to score the file, or none (all -1 or empty, "
                 "or no label column) to predict it only"
             )
         if bad.numel():

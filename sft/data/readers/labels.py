@@ -37,7 +37,11 @@ class LabelMap:
 
     def marks_unlabelled(self, value: Any) -> bool:
         """A negative whole number that is not a class name: how GLUE's and Hugging Face
-        `datasets`' test splits mark a row without a label (-1)."""
+        `datasets`' test splits mark a row without a label (-1); or an empty cell, as a test file
+        with its label column left blank has (was: "the label is missing" for an unlabelled
+        test file)."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return True
         index = as_int(value)
         return index is not None and index < 0 and str(index) not in self._index
 
