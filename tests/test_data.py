@@ -754,6 +754,11 @@ def test_image_folder_mistakes(tmp_path: Path) -> None:
                        r"no labels: data\.test_dir=null leaves this split out, and sft-predict "
                        r"inputs=.*test predicts them\)$"):  # fmt: skip
         flat.setup("test")
+    # an image beside an empty class folder (was: "holds no image files", no word of it)
+    (tmp_path / "flat" / "test" / "a").mkdir()
+    with pytest.raises(SFTError, match=r"test holds no image files in its class folders .*; "
+                       r"0\.jpg, 1\.jpg lie\(s\) beside them, in no class: images go in "):  # fmt: skip
+        flat.setup("test")
     _tree(tmp_path / "x", "train", {"a": 2, "b": 2})
     _tree(tmp_path / "x", "test", {"zebra": 1})
     dm = ImageFolderDataModule(str(tmp_path / "x"), batch_size=1, num_workers=0)

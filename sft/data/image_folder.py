@@ -271,8 +271,20 @@ def open_image_folder(
             f"(extensions: {', '.join(IMG_EXTENSIONS)}); add images or remove the folder(s)"
         ) from None
     if len(ds) == 0:
+        # images beside the class folders belong to none (was: "holds no image files", for a
+        # folder that held some, and the warning naming them never came)
+        loose = [
+            f for f in files if len(Path(f).relative_to(path).parts) == 1 and is_image(Path(f))
+        ]
         raise SFTError(
-            f"image folder {path} holds no image files (extensions: {', '.join(IMG_EXTENSIONS)})"
+            f"image folder {path} holds no image files in its class folders (extensions: "
+            f"{', '.join(IMG_EXTENSIONS)})"
+            + (
+                f"; {first_few((Path(f).name for f in loose), 3)} lie(s) beside them, in no "
+                f"class: images go in {path}/<class>/"
+                if loose
+                else ""
+            )
         )
     warn_left_out(path, (p for p, _ in ds.samples), class_folders=True, files=files)
     return ds
