@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -271,8 +272,17 @@ def test_images_that_cannot_be_decoded_are_one_error(ckpts, tmp_path, monkeypatc
     big = tmp_path / "big.png"
     Image.new("L", (64, 64)).save(big)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 > 2 x 1000: PIL refuses
-    with pytest.raises(SFTError, match=r"^1 of 1 images cannot be decoded: .*big\.png \(Decompr"):
+    with pytest.raises(
+        SFTError, match=r"^1 of 1 images cannot be decoded: .*big\.png \(Decompr"
+    ) as err:
         run_predict(ckpts["image"], big, tmp_path / "run")
+    # what to do, and no "skip_bad_files=true to predict the others" where there are none
+    assert str(err.value).endswith("images this large are refused: save it smaller)")
+    # PIL's warning for large images it still decodes (its own line, with its source line)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # 1000 < 64 x 64 < 2 x 3000
+    with warnings.catch_warnings(record=True) as caught:
+        assert len(read_csv(run_predict(ckpts["image"], big, tmp_path / "run1"))) == 1
+    assert not [w for w in caught if w.category is Image.DecompressionBombWarning]
     monkeypatch.undo()
     depth = tmp_path / "depth.tiff"
     Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(depth)

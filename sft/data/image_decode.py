@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -15,6 +16,18 @@ from sft.errors import SFTError, denied_access
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
+def quiet_large_image_warning() -> None:
+    """PIL warns for an image of 89 to 179 million pixels (its bomb guard's first step) with its
+    own source line, once per worker; the image decodes and is resized as any other. Above that
+    PIL raises, and the file is named with what to do (decode_error_text). Set at import (a
+    spawned DataLoader worker) and where decoding starts (a process whose warning filters were
+    reset since, as pytest does for each test)."""
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+quiet_large_image_warning()
+
+
 class ImageDecoder:
     """Decode an image file to RGB and resize it to `size` x `size` (antialiased), uint8 CHW.
 
@@ -23,6 +36,7 @@ class ImageDecoder:
     """
 
     def __init__(self, size: int) -> None:
+        quiet_large_image_warning()
         self.size = int(size)
         self.resize = v2.Compose(
             [v2.Resize((self.size, self.size), antialias=True), v2.PILToTensor()]
@@ -52,7 +66,10 @@ def decode_error_text(err: BaseException, path: str | os.PathLike) -> str:
     """`err`'s message in one line, without the path PIL puts in it ("cannot identify image
     file '<path>'"): the line names the file once."""
     path = str(path)
-    return " ".join(str(err).replace(repr(path), "").replace(path, "").split()).rstrip(":")
+    text = " ".join(str(err).replace(repr(path), "").replace(path, "").split()).rstrip(":")
+    if isinstance(err, Image.DecompressionBombError):  # PIL's guard, not a broken file
+        text += "; images this large are refused: save it smaller"
+    return text
 
 
 EXIF_ORIENTATION = 0x0112

@@ -24,7 +24,13 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sft.contracts import IMAGENET, InputSpec
 from sft.data.base import ImageDataModule, absolute_dir, check_batch_size
-from sft.data.image_decode import DECODE_ERRORS, ImageDecoder, check_mode, decode_error_text
+from sft.data.image_decode import (
+    DECODE_ERRORS,
+    ImageDecoder,
+    check_mode,
+    decode_error_text,
+    quiet_large_image_warning,
+)
 from sft.data.image_files import (
     FileId,
     file_ids,
@@ -153,6 +159,7 @@ def warn_numbered_classes(classes: Sequence[str], where: Path) -> None:
 def undecodable(paths: Sequence[str | Path], size: int) -> list[tuple[str, str]]:
     """(path, why) of each image file that cannot be decoded, in order."""
     paths = [str(p) for p in paths]
+    quiet_large_image_warning()
     # PIL releases the GIL while decoding: threads use every core
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         errors = list(pool.map(lambda p: _decode_error(p, size), paths, chunksize=64))

@@ -62,10 +62,10 @@ def decodable_images(inputs: ImageInputs, size: int, skip_bad_files: Any) -> Ima
     if not bad:
         return inputs
     message = f"{len(bad)} of {len(inputs)} images cannot be decoded: {first_bad(bad)}"
+    if len(bad) == len(inputs):  # none left to predict (was: "... to predict the others")
+        raise SFTError(message)
     if not skip_bad_files:
         raise SFTError(f"{message}; remove them, or set skip_bad_files=true to predict the others")
-    if len(bad) == len(inputs):
-        raise SFTError(message)
     log.warning(f"{message}; skip_bad_files=true: left out of the predictions")
     name_the_others(log, bad)
     left_out = {path for path, _ in bad}
