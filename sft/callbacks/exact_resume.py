@@ -77,6 +77,20 @@ class ExactResume(Callback):
         # (Lightning also loads it for the test of the best checkpoint: said when fitting only)
         self._to_restore = state_dict
 
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Lightning ends an epoch that max_steps, max_time or a stop cut short as it ends a
+        # whole one, and a checkpoint written in its epoch-end hooks (last.ckpt) counts it done:
+        # the resumed run finished the epoch's batches as the next epoch and stopped at
+        # max_epochs an epoch early, steps untrained and the run recorded as completed. Saved
+        # as a mid-epoch checkpoint instead, which resumes at the epoch's next batch.
+        progress = trainer.fit_loop.epoch_progress.current
+        if progress.processed > progress.completed and not epoch_finished(trainer):
+            saved = checkpoint["loops"]["fit_loop"]["epoch_progress"]
+            for part in ("total", "current"):
+                saved[part]["processed"] = saved[part]["completed"]
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         restore_loader_position(trainer)
         if self._to_restore is not None:
