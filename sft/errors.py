@@ -103,6 +103,8 @@ def find_user_error(exc: BaseException) -> SFTError | None:
             return limit
         if (full := _file_system_limit(exc)) is not None:
             return full
+        if (memory := _out_of_memory(exc)) is not None:
+            return memory
         if isinstance(exc, PermissionError) and exc.filename:
             # a file or folder this user may not read or write (was: a traceback; as root the
             # tests cannot make one, so it is the one case told by its type, not by sft)
@@ -145,6 +147,26 @@ def _machine_limit(exc: BaseException) -> MachineLimit | None:
             "of memory: set a lower data.num_workers or data.batch_size"
         )
     return None
+
+
+def _out_of_memory(exc: BaseException) -> MachineLimit | None:
+    """Memory the run asked for and did not get: torch's CPU allocator ("can't allocate
+    memory"), a GPU's (torch.OutOfMemoryError), Python's MemoryError, a failed mmap (was: a
+    traceback of 195 lines, or Hydra's block when the model was being built, no advice)."""
+    text = first_line(exc)
+    gpu = type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text
+    cpu = "can't allocate memory" in text or isinstance(exc, MemoryError)
+    if not (gpu or cpu or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)):
+        return None
+    said = " ".join(text.split())[:160]
+    return MachineLimit(
+        f"out of {'GPU ' if gpu else ''}memory ({type(exc).__name__}{': ' * bool(said)}{said}): "
+        "set a smaller "
+        "data.batch_size (trainer.accumulate_grad_batches=<n> keeps the batch each optimizer step "
+        "sees), or for a text model a smaller data.max_length, "
+        "model.backbone.gradient_checkpointing=true, or method=lora; the run's log has the "
+        "traceback"
+    )
 
 
 # free shared memory below which a nameless "no space left" is /dev/shm's

@@ -315,3 +315,20 @@ def test_a_home_folder_of_no_known_user_is_a_path_like_any_other(tmp_path, monke
     err = capsys.readouterr().err
     assert "error: CIFAR-10 not found at" in err and "~sft-no-such-user/data" in err
     assert "Traceback" not in err and "home directory" not in err
+
+
+def test_running_out_of_memory_is_one_line_with_what_to_lower(tmp_path, monkeypatch, capsys):
+    """torch's allocator error in a training step was a traceback of 195 lines, and in a model
+    being built Hydra's block; neither said what to lower."""
+    monkeypatch.setenv("SFT_OUTPUT_DIR", str(tmp_path / "out"))
+    oom = ["+callbacks.oom._target_=helpers.faults.OutOfMemoryAtStep", "+callbacks.oom.step=1"]
+    assert run_entry_point(sft.train.main, ["sft-train", *FAST, "test=false", *oom]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1].startswith(
+        "error: out of memory (RuntimeError: [enforce fail at alloc_cpu.cpp:127] data. "
+        "DefaultCPUAllocator: can't allocate memory"
+    ), err[-2000:]
+    assert "set a smaller data.batch_size" in err and "Traceback" not in err
+    gpu = type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate")
+    assert str(find_user_error(gpu)).startswith("out of GPU memory (OutOfMemoryError: CUDA out")
+    assert "out of memory (MemoryError" in str(find_user_error(MemoryError()))

@@ -193,3 +193,18 @@ class SignalInHook(Callback):
             # SAME_SIGNAL_S of the first, which is then that one delivered twice
             time.sleep(0.15 if i else 0)
             os.kill(os.getppid() if self.to_parent else os.getpid(), self.signum)
+
+
+class OutOfMemoryAtStep(Callback):
+    """Raises torch's CPU allocator error at training step `step`, as a batch too large does."""
+
+    def __init__(self, step: int = 0) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate "
+                "memory: you tried to allocate 9437184 bytes. Error code 12 (Cannot allocate "
+                "memory)"
+            )
