@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -1372,16 +1373,20 @@ def test_validation_by_wall_time_is_accepted(train_cfg, tmp_path):
 
 
 def test_a_run_that_never_validates_says_so(train_cfg, tmp_path, caplog):
-    """check_val_every_n_epoch past max_epochs (or max_steps=0) ended "completed" with no
-    validation metric and no ranked checkpoint, without a word (a multirun's summary warned)."""
-    never = ["trainer.max_epochs=1", "trainer.check_val_every_n_epoch=2", "test=false"]
+    """max_steps before the first validation (or check_val_every_n_epoch past max_epochs)
+    ended "completed" with no validation metric and no ranked checkpoint, without a word (a
+    multirun's summary warned)."""
+    never = ["trainer.max_epochs=2", "+trainer.max_steps=3", "test=false"]
     said = (
         r"No validation ran: the run trained \d+ steps and ended before its first one \(see "
         r"trainer\.max_steps, .*\), so it has no val/acc_best and ranks no checkpoint"
     )
-    with logs_warning(caplog, said):
+    with logs_warning(caplog, said), warnings.catch_warnings(record=True) as caught:
         metrics = train(train_cfg(*never, run_dir=tmp_path / "never"))
     assert not [key for key in metrics if key.startswith("val/")]
+    # and not Lightning's word beside it: "could not find the monitored key ... HINT: Did you
+    # call log('val/acc', value)?"
+    assert not [w for w in caught if "could not find the monitored key" in str(w.message)]
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         once = ["trainer.max_epochs=1", "test=false"]

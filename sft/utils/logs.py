@@ -55,9 +55,14 @@ def ignore_lightning_internal_warnings() -> None:
     """Warnings about Lightning's own code, which no setting of a run changes: its use of
     torch's deprecated LeafSpec, in every run (`-W error`, a CI's setting, made it a traceback
     at fit start), and its model summary's size estimate under the mixed precisions sft
-    chooses. In each process that trains (a spawned DDP rank starts without these filters)."""
+    chooses. And its checkpoint callbacks' word, before a first validation, that the monitored
+    key is not logged yet ("HINT: Did you call log(...)?"), printed beside sft's own: a monitor
+    no validation logs is refused before fit starts (sft.callbacks.monitored_metrics), and a run
+    that ended before its first validation, or has none, is said so. In each process that
+    trains (a spawned DDP rank starts without these filters)."""
     warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", r"Precision \S+ is not supported by the model summary")
+    warnings.filterwarnings("ignore", r"`ModelCheckpoint\(monitor=.*could not find the monitored")
 
 
 def log_to_files(
