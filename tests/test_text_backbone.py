@@ -617,6 +617,17 @@ def test_a_max_length_past_the_position_table_is_refused_before_any_batch(tmp_pa
             )
         else:
             data.configure_input(model.input_spec)
+    # batches padded to a multiple past the table (was: refused at the first batch, with the
+    # advice to set the data.max_length already set)
+    data = TextClassificationDataModule(
+        data_dir=str(tmp_path), max_length=12, pad_to_multiple_of=10
+    )
+    with pytest.raises(SFTError) as err:
+        data.configure_input(model.input_spec)
+    assert single_line(err).startswith(
+        "data.pad_to_multiple_of=10 pads a batch of data.max_length=12 tokens to 20, past the 16 "
+        "positions of the model's backbone: give a smaller multiple"
+    )
     # as a checkpoint rebuilds it
     path = tmp_path / "model.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)

@@ -266,6 +266,16 @@ class TextClassificationDataModule(SFTDataModule):
                 f"data.max_length={self.max_length} exceeds the {spec.max_positions} positions "
                 f"of the model's backbone: set data.max_length={spec.max_positions} (or less)"
             )
+        multiple = self.pad_to_multiple_of
+        padded = -(-self.max_length // multiple) * multiple if multiple else self.max_length
+        if spec.max_positions is not None and padded > spec.max_positions:
+            # (was: the error at the first batch, advising the data.max_length already set)
+            raise SFTError(
+                f"data.pad_to_multiple_of={multiple} pads a batch of data.max_length="
+                f"{self.max_length} tokens to {padded}, past the {spec.max_positions} positions "
+                "of the model's backbone: give a smaller multiple (8 or 16 suit most hardware), "
+                "or null"
+            )
 
     def rebuild_info(self) -> dict[str, Any]:
         return {**super().rebuild_info(), TOKENIZER_DIGEST: self._digest()}
