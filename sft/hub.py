@@ -85,6 +85,11 @@ def _unloadable(what: str, path: str, exc: Exception) -> SFTError:
     # some of transformers' errors list every model type it knows (thousands of characters)
     if len(reason) > 300:
         reason = reason[:300].rstrip() + " ..."
+    weights = ("*.safetensors", "*.bin", "*.h5", "*.msgpack", "*.ckpt*")
+    if what == "model" and local.is_dir() and not any(any(local.glob(w)) for w in weights):
+        # a config alone (config.json): the architecture without weights
+        reason += "; the folder holds a config but no weights: model.backbone.pretrained=false "
+        reason += "builds the model from the config, randomly initialised"
     return SFTError(f"could not load {what} from {path}: {reason}")
 
 

@@ -225,6 +225,21 @@ def test_a_folder_that_does_not_load_as_a_model_is_one_line(
     assert single_line(err) == f"could not load model from {tmp_path}: {reason}"
 
 
+def test_a_model_folder_of_a_config_alone_says_how_to_build_it_untrained(tmp_path: Path) -> None:
+    """A config.json without weights (a size written to try): transformers' "no file named
+    model.safetensors ..." without a word of model.backbone.pretrained=false."""
+    from transformers import BertConfig
+
+    BertConfig(**TINY).save_pretrained(tmp_path)
+    with pytest.raises(SFTError) as err:
+        create_backbone("huggingface", model_name_or_path=str(tmp_path), pretrained=True)
+    assert single_line(err).endswith(
+        "the folder holds a config but no weights: model.backbone.pretrained=false builds the "
+        "model from the config, randomly initialised"
+    )
+    create_backbone("huggingface", model_name_or_path=str(tmp_path), pretrained=False)
+
+
 class NotATensor:
     """An object a weights file should not hold (weights_only loading refuses it)."""
 
