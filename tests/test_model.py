@@ -297,6 +297,31 @@ def test_schedules_take_the_step_counts_they_accept():
             scheduled_lrs({"_target_": plateau}, warmup_ratio=0)
 
 
+def test_step_counts_that_do_not_fit_the_run_are_warned(caplog):
+    """Accepted without a word: a schedule's num_training_steps below the run's (5 of 8 steps at
+    rate 0), a warm-up longer than the run (the peak never reached), and the default warm-up
+    over the one step of a one-step run (that step at rate 0: the run trained nothing)."""
+    linear = {"_target_": "transformers.get_linear_schedule_with_warmup"}
+    with logs_warning(
+        caplog,
+        r"^model\.scheduler\.num_training_steps=3, but the run takes 8 optimizer steps: its last "
+        r"5 at the schedule's end rate",
+    ):
+        assert scheduled_lrs({**linear, "num_training_steps": 3}, total=8)[3:] == [0.0] * 5
+    with logs_warning(caplog, r"^model\.scheduler\.num_warmup_steps: a warm-up of 100 steps, and"):
+        scheduled_lrs({**linear, "num_warmup_steps": 100}, total=8)
+    with logs_warning(
+        caplog,
+        r"^model\.warmup_ratio: a warm-up of 1 step, and the run takes 1 optimizer step: every "
+        r"step is a warm-up step",
+    ):
+        assert scheduled_lrs(linear, total=1) == [0.0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        scheduled_lrs(linear, total=2)
+    assert not caplog.records
+
+
 def restored_optimizer_settings(scheduler: Any, configured: dict, ckpt_path: str | None) -> dict:
     """One AdamW group (lr 0.1, decay 0.01) under `scheduler` (make(optimizer)), given this
     run's `configured` settings by SFTClassifier._take_this_runs_optimizer_settings as if

@@ -1102,7 +1102,8 @@ class SFTClassifier(L.LightningModule):
                 "set trainer.max_steps (or trainer.max_epochs), or model.scheduler=null"
             )
         total = int(total)
-        scheduler = create_scheduler(hp.scheduler, optimizer, total, hp.warmup_ratio)
+        fast_dev_run = bool(self.trainer.fast_dev_run)
+        scheduler = create_scheduler(hp.scheduler, optimizer, total, hp.warmup_ratio, fast_dev_run)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

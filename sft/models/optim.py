@@ -87,7 +87,11 @@ def _split(params: list[nn.Parameter], lr: float, weight_decay: float, name: str
 
 
 def create_scheduler(
-    cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
+    cfg: Mapping[str, Any],
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_ratio: float,
+    set_up_check: bool = False,
 ) -> Any:
     """The LR schedule of `cfg` (model.scheduler), stepped once per optimizer step.
 
@@ -95,7 +99,8 @@ def create_scheduler(
     gets `total_steps` and ceil(warmup_ratio * total_steps), HF Trainer's count, unless `cfg`
     sets them; any other (torch's) takes only its own settings from `cfg` (was: both passed to
     every schedule, a TypeError traceback for `get_constant_schedule_with_warmup` or torch's
-    `CosineAnnealingLR`)."""
+    `CosineAnnealingLR`). `set_up_check`: a run of a batch to check the set-up (fast_dev_run),
+    whose step counts are not the run's to warn of."""
     make = instantiate(cfg, _partial_=True)
     # transformers' get_reduce_on_plateau_schedule takes **kwargs: a TypeError otherwise
     if (
@@ -118,6 +123,8 @@ def create_scheduler(
             "schedule's own, e.g. OneCycleLR's pct_start, is its settings'); set "
             "model.warmup_ratio=0",
         )
+    if not set_up_check:
+        _warn_of_steps_off_the_run(cfg, given, total_steps)
     try:
         scheduler = make(optimizer, **given)
     except TypeError as exc:
@@ -130,6 +137,43 @@ def create_scheduler(
     if isinstance(scheduler, ReduceLROnPlateau):  # a function of a user's that makes one
         raise SFTError(_steps_on_a_metric(cfg))
     return scheduler
+
+
+def _warn_of_steps_off_the_run(
+    cfg: Mapping[str, Any], given: Mapping[str, int], total_steps: int
+) -> None:
+    """A schedule's step counts that do not fit the run's optimizer steps (were accepted without
+    a word): its training steps set to fewer than the run's (the rest at the schedule's end
+    rate, 0 for transformers' linear and cosine) or more (it never ends), a warm-up longer than
+    the run (the peak rate never reached), model.warmup_ratio's warm-up covering every step of
+    a short run (its one step at rate 0)."""
+    steps = {**given, **{k: cfg[k] for k in ("num_training_steps", "num_warmup_steps") if k in cfg}}
+    training, warmup = steps.get("num_training_steps"), steps.get("num_warmup_steps")
+    said = f"the run takes {total_steps} optimizer step{'s' * (total_steps != 1)}"
+    if "num_training_steps" in cfg and training != total_steps:
+        rank_zero_warning(
+            log,
+            f"model.scheduler.num_training_steps={training}, but {said}: "
+            + (
+                f"its last {total_steps - training} at the schedule's end rate (0 for a linear "
+                "or cosine decay)"
+                if training < total_steps
+                else "the schedule is stopped part-way"
+            )
+            + "; leave it out to get the run's count",
+        )
+    if warmup is not None and warmup >= min(total_steps, training or total_steps):
+        key = (
+            "model.scheduler.num_warmup_steps"
+            if "num_warmup_steps" in cfg
+            else ("model.warmup_ratio")
+        )
+        rank_zero_warning(
+            log,
+            f"{key}: a warm-up of {warmup} step{'s' * (warmup != 1)}, and {said}: every step is "
+            "a warm-up step at a rate below the peak (the first at 0); a shorter warm-up, or "
+            "model.warmup_ratio=0 for a run this short",
+        )
 
 
 def _steps_on_a_metric(cfg: Mapping[str, Any]) -> str:
