@@ -153,6 +153,16 @@ def test_debug_overfit_validates_once_in_a_few_epochs_in_every_experiment(experi
     assert cfg.trainer.check_val_every_n_epoch == 5
 
 
+@pytest.mark.parametrize("accumulate", [[], ["+trainer.accumulate_grad_batches=3"]])
+def test_a_study_validates_at_its_last_step_also_when_accumulating(accumulate, tmp_path):
+    """_fixed_steps validated after max_steps batches, which Lightning counts: under
+    accumulate_grad_batches=3 a study of 4 steps validated at steps 1 and 3, never on its final
+    weights (what the study scores)."""
+    study = ["experiment=study_sst2_label_efficiency", "trainer.max_steps=4", *accumulate]
+    cfg = compose_train(study, tmp_path)
+    assert cfg.trainer.val_check_interval == 4 * (3 if accumulate else 1)
+
+
 @pytest.mark.parametrize("option", options("hparams_search"))
 def test_every_search_space_composes(option, tmp_path):
     cfg = compose_train([f"hparams_search={option}"], tmp_path)

@@ -1397,6 +1397,23 @@ def test_a_run_that_never_validates_says_so(train_cfg, tmp_path, caplog):
     assert "No validation ran" not in caplog.text
 
 
+def test_validation_between_optimizer_steps_is_warned(train_cfg, tmp_path, caplog):
+    """val_check_interval counts batches: every 2 batches under accumulate_grad_batches=3,
+    validations scored the same weights again, early stopping's patience spent on them."""
+    between = ["+trainer.accumulate_grad_batches=3", "+trainer.val_check_interval=2"]
+    with logs_warning(
+        caplog,
+        r"^validation every 2 batches \(trainer\.val_check_interval=2\) and an optimizer step every "
+        r"3 \(trainer\.accumulate_grad_batches=3\): a validation between steps",
+    ):
+        train(train_cfg(*between, "trainer.max_epochs=1", "test=false", run_dir=tmp_path / "r"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        at_steps = ["+trainer.accumulate_grad_batches=3", "+trainer.val_check_interval=3"]
+        train(train_cfg(*at_steps, "trainer.max_epochs=1", "test=false", run_dir=tmp_path / "s"))
+    assert "a validation between steps" not in caplog.text
+
+
 def test_debug_profiler_times_the_run_as_it_trains(tmp_path):
     """debug=profiler timed every op under anomaly detection (debug's default), 4-6x slower
     than the run it profiles, and on the CPU whatever the device or trainer config."""
@@ -1742,7 +1759,7 @@ def test_a_log_dir_that_is_a_file_is_one_error(sweep, tmp_path, monkeypatch, cap
 
 
 @pytest.mark.parametrize(
-    "length", [["trainer.max_epochs=1"], ["trainer.max_steps=3", "trainer.val_check_interval=3"]]
+    "length", [["trainer.max_epochs=1"], ["trainer.max_steps=3", "+trainer.val_check_interval=3"]]
 )
 def test_a_finished_run_resumed_keeps_its_recorded_metrics(tmp_path, monkeypatch, length):
     """resume= of a finished run (as re-running a sweep into its directory does to its finished

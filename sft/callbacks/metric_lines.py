@@ -52,6 +52,21 @@ class MetricLines(Callback):
         self._epoch_start = 0.0
         self._first_batch: int | None = None
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning counts the interval in batches, and a validation between two optimizer
+        # steps scores the weights of the one before (was: six validations of the untrained
+        # weights at steps 0 and 1, early stopping's patience spent on them, a "completed" run)
+        per_step, every = trainer.accumulate_grad_batches, trainer.val_check_batch
+        if per_step > 1 and math.isfinite(every) and every % per_step and trainer.is_global_zero:
+            log.warning(
+                f"validation every {every} batches (trainer.val_check_interval="
+                f"{trainer.val_check_interval}) and an optimizer step every {per_step} "
+                f"(trainer.accumulate_grad_batches={per_step}): a validation between steps "
+                "scores the weights of the step before (several, the same weights, each counted "
+                "by early stopping's patience); validate at a multiple of "
+                f"{per_step} batches (the interval counts batches, not optimizer steps)"
+            )
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._first_batch = None
 

@@ -1,6 +1,7 @@
 """Config helpers: the resolver the configs use, the running job's overrides, printing and
 saving the resolved config."""
 
+import math
 import os
 import re
 import time
@@ -40,6 +41,7 @@ def register_resolvers() -> None:
     `${sft_config_subdir:<run dir>}` (conf/hydra): see `config_subdir`.
     `${sft_direction:<metric>}` (hparams_search): minimize for a loss, else maximize.
     `${sft_config_groups:<choices>}` (conf/hydra, --help): see `config_groups`.
+    `${sft_product:<a>,<b>}` (conf/experiment/_fixed_steps): a * b.
     """
     if not OmegaConf.has_resolver("sft_root"):
         OmegaConf.register_new_resolver("sft_root", work_root)
@@ -60,6 +62,10 @@ def register_resolvers() -> None:
         # a checkpoint's or early stopping's mode follows its monitor (conf/callbacks): a
         # `monitor=val/loss` kept `mode: max`, and the worst loss was the best checkpoint
         OmegaConf.register_new_resolver("sft_mode", lambda metric: metric_mode(str(metric)))
+    if not OmegaConf.has_resolver("sft_product"):
+        # conf/experiment/_fixed_steps: an optimizer step's batches (Lightning's validation
+        # interval counts batches) times the steps
+        OmegaConf.register_new_resolver("sft_product", lambda *values: math.prod(values))
     if not OmegaConf.has_resolver("sft_direction"):
         OmegaConf.register_new_resolver(
             "sft_direction", lambda metric: f"{metric_mode(str(metric))}imize"
