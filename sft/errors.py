@@ -103,7 +103,7 @@ def find_user_error(exc: BaseException) -> SFTError | None:
             return limit
         if (full := _file_system_limit(exc)) is not None:
             return full
-        if (memory := _out_of_memory(exc)) is not None:
+        if (memory := out_of_memory(exc)) is not None:
             return memory
         if isinstance(exc, PermissionError) and exc.filename:
             # a file or folder this user may not read or write (was: a traceback; as root the
@@ -149,23 +149,28 @@ def _machine_limit(exc: BaseException) -> MachineLimit | None:
     return None
 
 
-def _out_of_memory(exc: BaseException) -> MachineLimit | None:
+def out_of_memory(exc: BaseException) -> MachineLimit | None:
     """Memory the run asked for and did not get: torch's CPU allocator ("can't allocate
-    memory"), a GPU's (torch.OutOfMemoryError), Python's MemoryError, a failed mmap (was: a
-    traceback of 195 lines, or Hydra's block when the model was being built, no advice)."""
+    memory"), a device's (torch.OutOfMemoryError, "CUDA error: out of memory", "MPS backend out
+    of memory"), Python's MemoryError, a failed mmap or fork (was: a traceback of 195 lines, or
+    Hydra's block when the model was being built, no advice). Code that turns a layer's
+    RuntimeError into a message of its own lets this one through."""
     text = first_line(exc)
-    gpu = type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text
+    device = type(exc).__name__ == "OutOfMemoryError" or re.search(
+        r"(CUDA|MPS)\b.*out of memory", text
+    )
     cpu = "can't allocate memory" in text or isinstance(exc, MemoryError)
-    if not (gpu or cpu or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)):
+    system = isinstance(exc, OSError) and exc.errno == errno.ENOMEM  # mmap, a worker's fork
+    if not (device or cpu or system):
         return None
     said = " ".join(text.split())[:160]
     return MachineLimit(
-        f"out of {'GPU ' if gpu else ''}memory ({type(exc).__name__}{': ' * bool(said)}{said}): "
-        "set a smaller "
-        "data.batch_size (trainer.accumulate_grad_batches=<n> keeps the batch each optimizer step "
-        "sees), or for a text model a smaller data.max_length, "
-        "model.backbone.gradient_checkpointing=true, or method=lora; the run's log has the "
-        "traceback"
+        f"out of {'GPU ' if device else ''}memory ({type(exc).__name__}{': ' * bool(said)}{said}):"
+        " set a smaller data.batch_size (trainer.accumulate_grad_batches=<n> keeps the batch each "
+        "optimizer step sees), or for a text model a smaller data.max_length, "
+        "model.backbone.gradient_checkpointing=true, or method=lora"
+        + ("; fewer data.num_workers use less" if system else "")
+        + "; the run's log has the traceback"
     )
 
 

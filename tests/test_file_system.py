@@ -332,3 +332,30 @@ def test_running_out_of_memory_is_one_line_with_what_to_lower(tmp_path, monkeypa
     gpu = type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate")
     assert str(find_user_error(gpu)).startswith("out of GPU memory (OutOfMemoryError: CUDA out")
     assert "out of memory (MemoryError" in str(find_user_error(MemoryError()))
+    mps = RuntimeError("MPS backend out of memory (MPS allocated: 1.2 GB)")
+    assert str(find_user_error(mps)).startswith("out of GPU memory (RuntimeError: MPS backend")
+    assert find_user_error(RuntimeError("the memory layout is not contiguous")) is None
+
+
+def allocator_error(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9437184")
+
+
+def test_out_of_memory_is_not_taken_for_another_fault(monkeypatch):
+    """A first image batch too large for memory was "ResNet refused 224x224 images ... set
+    model.backbone.input_size", and pretrained weights loading into too little memory "do not
+    load into it as built": each said so, where the memory was the fault."""
+    from sft.errors import MachineLimit
+    from sft.models.backbones.build_errors import model_build_errors
+    from sft.models.classifier import SFTClassifier
+
+    backbone = {"_target_": "sft.models.backbones.create_backbone", "name": "small_cnn"}
+    model = SFTClassifier(backbone=backbone, num_classes=2)
+    monkeypatch.setattr(model.backbone, "forward", allocator_error)
+    with pytest.raises(MachineLimit, match=r"^out of memory \(RuntimeError: DefaultCPUAllocator"):
+        model._image_features(torch.zeros(2, 3, 32, 32))
+    with (
+        pytest.raises(MachineLimit, match=r"^out of memory"),
+        model_build_errors("torchvision", "resnet18", {}, True, lambda err: SFTError("download")),
+    ):
+        allocator_error()

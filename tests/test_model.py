@@ -319,6 +319,7 @@ def test_step_counts_that_do_not_fit_the_run_are_warned(caplog):
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         scheduled_lrs(linear, total=2)
+        scheduled_lrs(linear, total=0, warmup_ratio=0)  # max_steps=0: said as a run of none
     assert not caplog.records
 
 

@@ -351,16 +351,24 @@ def test_run_stopped_at_an_epoch_end_resumes_exactly(
         torch.testing.assert_close(got["state_dict"][key], tensor, rtol=0, atol=1e-6, msg=key)
 
 
-def test_a_run_that_max_steps_stopped_mid_epoch_resumes_to_its_end(train_cfg, tmp_path):
+@pytest.mark.parametrize(
+    "validation, stop",
+    [([], 3), (["+trainer.val_check_interval=0.5"], 2)],
+    ids=["saved_at_epoch_end_hooks", "saved_at_train_end"],
+)
+def test_a_run_that_max_steps_stopped_mid_epoch_resumes_to_its_end(
+    train_cfg, tmp_path, validation, stop
+):
     """max_steps=3 in a 6-batch epoch, resumed with the steps of two epochs: last.ckpt, written
     in the epoch-end hooks Lightning runs for a cut epoch, counted epoch 0 done; the resumed run
     trained its last 3 batches as epoch 1 and stopped at max_epochs=2 with 6 steps of 12, the
     run recorded as completed. It resumes as the uninterrupted run trains now (at constant
-    rates: a schedule is sized for the steps each part is given)."""
-    two_epochs = [*EXACT, "trainer.max_epochs=2", "model.scheduler=null"]
+    rates: a schedule is sized for the steps each part is given). Validating twice an epoch,
+    last.ckpt is written when training ends, after Lightning counted the epoch completed."""
+    two_epochs = [*EXACT, "trainer.max_epochs=2", "model.scheduler=null", *validation]
     train(train_cfg(*two_epochs, run_dir=tmp_path / "reference"))
     run_dir = tmp_path / "run"
-    train(train_cfg(*two_epochs, "+trainer.max_steps=3", run_dir=run_dir))
+    train(train_cfg(*two_epochs, f"+trainer.max_steps={stop}", run_dir=run_dir))
     train(train_cfg(*two_epochs, f"resume={run_dir}", run_dir=run_dir))
     want = tmp_path / "reference" / "checkpoints" / "last.ckpt"
     _same_weights(run_dir / "checkpoints" / "last.ckpt", want)

@@ -1408,9 +1408,16 @@ def test_validation_between_optimizer_steps_is_warned(train_cfg, tmp_path, caplo
     ):
         train(train_cfg(*between, "trainer.max_epochs=1", "test=false", run_dir=tmp_path / "r"))
     caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        at_steps = ["+trainer.accumulate_grad_batches=3", "+trainer.val_check_interval=3"]
-        train(train_cfg(*at_steps, "trainer.max_epochs=1", "test=false", run_dir=tmp_path / "s"))
+    # at steps; once an epoch (its last batch steps, 6 batches by 4); by wall time (was: a
+    # TypeError at train start)
+    timed = ['+trainer.val_check_interval="00:00:00:01"', "trainer.check_val_every_n_epoch=null"]
+    for i, validation in enumerate(
+        (["+trainer.val_check_interval=3"], ["+trainer.val_check_interval=1.0"], timed)
+    ):
+        per_step = "3" if i == 0 else "4"
+        run = [f"+trainer.accumulate_grad_batches={per_step}", *validation, "test=false"]
+        with caplog.at_level(logging.WARNING):
+            train(train_cfg(*run, "trainer.max_epochs=1", run_dir=tmp_path / f"s{i}"))
     assert "a validation between steps" not in caplog.text
 
 

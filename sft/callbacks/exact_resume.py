@@ -81,15 +81,19 @@ class ExactResume(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         # Lightning ends an epoch that max_steps, max_time or a stop cut short as it ends a
-        # whole one, and a checkpoint written in its epoch-end hooks (last.ckpt) counts it done:
-        # the resumed run finished the epoch's batches as the next epoch and stopped at
-        # max_epochs an epoch early, steps untrained and the run recorded as completed. Saved
-        # as a mid-epoch checkpoint instead, which resumes at the epoch's next batch.
-        progress = trainer.fit_loop.epoch_progress.current
-        if progress.processed > progress.completed and not epoch_finished(trainer):
+        # whole one, and a checkpoint written after that (last.ckpt, in the epoch-end hooks or
+        # when training ends) counts it done: the resumed run finished the epoch's batches as
+        # the next epoch and stopped at max_epochs an epoch early, steps untrained and the run
+        # recorded as completed. Saved as a mid-epoch checkpoint instead (the epoch started,
+        # not processed), which resumes at the epoch's next batch.
+        loop = trainer.fit_loop
+        progress = loop.epoch_progress.current
+        ended = progress.processed == progress.started > 0
+        if ended and not loop.epoch_loop._num_ready_batches_reached():
             saved = checkpoint["loops"]["fit_loop"]["epoch_progress"]
             for part in ("total", "current"):
-                saved[part]["processed"] = saved[part]["completed"]
+                started = saved[part]["started"]
+                saved[part]["processed"] = saved[part]["completed"] = started - 1
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         restore_loader_position(trainer)

@@ -19,7 +19,7 @@ import lightning as L
 from lightning.pytorch import Callback
 
 from sft.errors import SFTError
-from sft.utils.logs import log_to_files
+from sft.utils.logs import log_to_files, rank_zero_warning
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +56,19 @@ class MetricLines(Callback):
         # Lightning counts the interval in batches, and a validation between two optimizer
         # steps scores the weights of the one before (was: six validations of the untrained
         # weights at steps 0 and 1, early stopping's patience spent on them, a "completed" run)
+        # (an epoch's last batch always steps: validating once an epoch is not between steps;
+        # by wall time, val_check_batch is None)
         per_step, every = trainer.accumulate_grad_batches, trainer.val_check_batch
-        if per_step > 1 and math.isfinite(every) and every % per_step and trainer.is_global_zero:
-            log.warning(
+        within_epoch = every is not None and every < trainer.num_training_batches
+        if within_epoch and per_step > 1 and every % per_step and not trainer.fast_dev_run:
+            rank_zero_warning(
+                log,
                 f"validation every {every} batches (trainer.val_check_interval="
                 f"{trainer.val_check_interval}) and an optimizer step every {per_step} "
                 f"(trainer.accumulate_grad_batches={per_step}): a validation between steps "
                 "scores the weights of the step before (several, the same weights, each counted "
                 "by early stopping's patience); validate at a multiple of "
-                f"{per_step} batches (the interval counts batches, not optimizer steps)"
+                f"{per_step} batches (the interval counts batches, not optimizer steps)",
             )
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -32,7 +32,7 @@ from sft.contracts import (
     datamodule_gaps,
     not_a_datamodule,
 )
-from sft.errors import SFTError, first_line
+from sft.errors import SFTError, first_line, out_of_memory
 from sft.models.activations import out_of_place_activations
 from sft.models.adapters import (
     BASE_WEIGHTS,
@@ -513,6 +513,8 @@ class SFTClassifier(L.LightningModule):
         except (torch.OutOfMemoryError, torch._dynamo.exc.TorchDynamoException):
             raise
         except (AssertionError, RuntimeError) as err:
+            if (limit := out_of_memory(err)) is not None:  # a batch too large: not a size
+                raise limit from err
             if get_object(str(self.hparams.backbone.get("_target_"))) is not create_backbone:
                 raise
             size = getattr(self.backbone, "size", None)  # ResizeInput's (input_size)

@@ -162,7 +162,12 @@ def _warn_of_steps_off_the_run(
             )
             + "; leave it out to get the run's count",
         )
-    if warmup is not None and warmup >= min(total_steps, training or total_steps):
+    # (a run of no steps, max_steps=0, is warned of as one)
+    if (
+        warmup is not None
+        and total_steps > 0
+        and warmup >= min(total_steps, training or total_steps)
+    ):
         key = (
             "model.scheduler.num_warmup_steps"
             if "num_warmup_steps" in cfg

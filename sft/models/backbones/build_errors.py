@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from urllib.parse import urlparse
 
-from sft.errors import SFTError, first_line
+from sft.errors import SFTError, first_line, out_of_memory
 
 
 def download_failure(what: str, source: str, err: BaseException, cache: str) -> SFTError:
@@ -55,13 +55,14 @@ def model_build_errors(
             f"model.backbone: {library} model {model_name!r} refused the option(s) "
             f"{', '.join(options)} ({first_line(err)})"
         ) from err
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
+        if (limit := out_of_memory(err)) is not None:  # not a download's or the weights' fault
+            raise limit from err
         if not pretrained:
             raise
-        raise download_failed(err) from err
-    except RuntimeError as err:  # e.g. options that change the layers the weights are for
-        if not pretrained:
-            raise
+        if isinstance(err, OSError):
+            raise download_failed(err) from err
+        # a RuntimeError: e.g. options that change the layers the weights are for
         raise SFTError(
             f"model.backbone: the pretrained weights of {library} model {model_name!r} do not "
             f"load into it as built with {', '.join(options) or 'its defaults'} "
