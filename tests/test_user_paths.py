@@ -1408,13 +1408,20 @@ def test_validation_between_optimizer_steps_is_warned(train_cfg, tmp_path, caplo
     ):
         train(train_cfg(*between, "trainer.max_epochs=1", "test=false", run_dir=tmp_path / "r"))
     caplog.clear()
+    # counted over epochs (check_val_every_n_epoch=null): batch 9 is the 3rd of epoch 1, inside
+    # a step of 4 batches (no word: the interval passed the epoch's length)
+    across = ["+trainer.val_check_interval=9", "trainer.check_val_every_n_epoch=null"]
+    with logs_warning(caplog, r"^validation every 9 batches .* a validation between steps"):
+        run = ["+trainer.accumulate_grad_batches=4", *across, "test=false"]
+        train(train_cfg(*run, "trainer.max_epochs=2", run_dir=tmp_path / "across"))
+    caplog.clear()
     # at steps; once an epoch (its last batch steps, 6 batches by 4); by wall time (was: a
-    # TypeError at train start)
+    # TypeError at train start); over epochs at steps (6 batches by 3)
     timed = ['+trainer.val_check_interval="00:00:00:01"', "trainer.check_val_every_n_epoch=null"]
     for i, validation in enumerate(
-        (["+trainer.val_check_interval=3"], ["+trainer.val_check_interval=1.0"], timed)
+        (["+trainer.val_check_interval=3"], ["+trainer.val_check_interval=1.0"], timed, across)
     ):
-        per_step = "3" if i == 0 else "4"
+        per_step = "3" if i in (0, 3) else "4"
         run = [f"+trainer.accumulate_grad_batches={per_step}", *validation, "test=false"]
         with caplog.at_level(logging.WARNING):
             train(train_cfg(*run, "trainer.max_epochs=1", run_dir=tmp_path / f"s{i}"))

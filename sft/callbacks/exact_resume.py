@@ -69,6 +69,9 @@ class ExactResume(Callback):
 
     def __init__(self) -> None:
         self._to_restore: dict[str, Any] | None = None
+        # the running epoch's counts at its start, and whether its end hooks ran (a cut epoch)
+        self._in_epoch: dict[str, tuple[int, int]] = {}
+        self._epoch, self._epoch_ended = 0, False
 
     def state_dict(self) -> dict[str, Any]:
         return {**collect_rng_states(), OWN_LOADER_GENERATORS: True}
@@ -77,6 +80,18 @@ class ExactResume(Callback):
         # (Lightning also loads it for the test of the best checkpoint: said when fitting only)
         self._to_restore = state_dict
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the epoch's counts while it runs, as a checkpoint written inside it holds them
+        progress = trainer.fit_loop.epoch_progress
+        self._in_epoch = {
+            part: (tracker.processed, tracker.completed)
+            for part, tracker in (("total", progress.total), ("current", progress.current))
+        }
+        self._epoch, self._epoch_ended = trainer.current_epoch, False
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_ended = True
+
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
@@ -84,16 +99,16 @@ class ExactResume(Callback):
         # whole one, and a checkpoint written after that (last.ckpt, in the epoch-end hooks or
         # when training ends) counts it done: the resumed run finished the epoch's batches as
         # the next epoch and stopped at max_epochs an epoch early, steps untrained and the run
-        # recorded as completed. Saved as a mid-epoch checkpoint instead (the epoch started,
-        # not processed), which resumes at the epoch's next batch.
-        loop = trainer.fit_loop
-        progress = loop.epoch_progress.current
-        ended = progress.processed == progress.started > 0
-        if ended and not loop.epoch_loop._num_ready_batches_reached():
-            saved = checkpoint["loops"]["fit_loop"]["epoch_progress"]
-            for part in ("total", "current"):
-                started = saved[part]["started"]
-                saved[part]["processed"] = saved[part]["completed"] = started - 1
+        # recorded as completed. Saved with the counts it had while it ran instead, as a
+        # checkpoint written inside it, which resumes at the epoch's next batch. (Told by the
+        # epoch's hooks, not by comparing Lightning's counters, which one of its restarts
+        # leaves out of step.)
+        if not self._epoch_ended or trainer.fit_loop.epoch_loop._num_ready_batches_reached():
+            return
+        saved = checkpoint["loops"]["fit_loop"]["epoch_progress"]
+        for part, (processed, completed) in self._in_epoch.items():
+            saved[part]["processed"], saved[part]["completed"] = processed, completed
+        checkpoint["epoch"] = self._epoch
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         restore_loader_position(trainer)

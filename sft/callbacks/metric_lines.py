@@ -56,11 +56,17 @@ class MetricLines(Callback):
         # Lightning counts the interval in batches, and a validation between two optimizer
         # steps scores the weights of the one before (was: six validations of the untrained
         # weights at steps 0 and 1, early stopping's patience spent on them, a "completed" run)
-        # (an epoch's last batch always steps: validating once an epoch is not between steps;
-        # by wall time, val_check_batch is None)
         per_step, every = trainer.accumulate_grad_batches, trainer.val_check_batch
-        within_epoch = every is not None and every < trainer.num_training_batches
-        if within_epoch and per_step > 1 and every % per_step and not trainer.fast_dev_run:
+        if per_step < 2 or every is None or trainer.fast_dev_run:  # None: by wall time
+            return
+        batches = trainer.num_training_batches
+        if trainer.check_val_every_n_epoch is None and math.isfinite(batches):
+            # counted over the run's batches: where in its epoch each of the first validations
+            # falls (accumulations start again with each epoch)
+            at = {k * every % batches for k in range(1, 101)}
+        else:
+            at = {every} if every < batches else set()  # once an epoch: its last batch steps
+        if any(position % per_step for position in at) and trainer.is_global_zero:
             rank_zero_warning(
                 log,
                 f"validation every {every} batches (trainer.val_check_interval="

@@ -513,8 +513,10 @@ class SFTClassifier(L.LightningModule):
         except (torch.OutOfMemoryError, torch._dynamo.exc.TorchDynamoException):
             raise
         except (AssertionError, RuntimeError) as err:
-            if (limit := out_of_memory(err)) is not None:  # a batch too large: not a size
-                raise limit from err
+            if out_of_memory(err) is not None:
+                # a batch too large, not a size: as raised (sft's command says it in one line,
+                # and Lightning's BatchSizeFinder catches it)
+                raise
             if get_object(str(self.hparams.backbone.get("_target_"))) is not create_backbone:
                 raise
             size = getattr(self.backbone, "size", None)  # ResizeInput's (input_size)

@@ -56,9 +56,8 @@ def model_build_errors(
             f"{', '.join(options)} ({first_line(err)})"
         ) from err
     except (OSError, RuntimeError) as err:
-        if (limit := out_of_memory(err)) is not None:  # not a download's or the weights' fault
-            raise limit from err
-        if not pretrained:
+        # not a download's or the weights' fault: as raised (sft's command says it in one line)
+        if not pretrained or out_of_memory(err) is not None:
             raise
         if isinstance(err, OSError):
             raise download_failed(err) from err

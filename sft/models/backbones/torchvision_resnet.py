@@ -11,6 +11,8 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights
 
+from sft.errors import out_of_memory
+
 from .build_errors import download_failure, url_unreachable
 from .registry import register_backbone
 
@@ -30,7 +32,7 @@ def _build_resnet(
         # The real torchvision path: downloads into the torch hub cache, or reads it from there.
         model = factory(weights=weights if pretrained else None)
     except (urllib.error.URLError, OSError, RuntimeError) as err:
-        if not pretrained:
+        if not pretrained or out_of_memory(err) is not None:  # (out of memory: said as such)
             raise
         raise download_failure(what, weights.url, err, cache) from err
     if cifar_stem:
