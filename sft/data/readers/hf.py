@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,6 @@ def load_hf_split(
         raise SFTError(f"data.dataset_name={name}: no such folder ({folder.absolute()})")
 
     kwargs: dict[str, Any] = {"trust_remote_code": True} if trust_remote_code else {}
-    if folder.exists() and _read_by_pandas(datasets, name, config):
-        # pandas' defaults: NA, null, None or NaN became missing (a label `NA` of the class NA
-        # refused as missing, a text `null` read as empty), and a column of numbers floats
-        kwargs.update(na_filter=False, converters={column: str for column in columns})
     # offline, datasets asks the hub with retries for ~25 s before it looks in its cache: one
     # request decides, and an unreachable hub means its offline mode (the cache, or a clear error)
     offline = not folder.exists() and (
@@ -49,10 +45,16 @@ def load_hf_split(
     )
     try:
         with datasets_offline(offline):
+            if not folder.exists():
+                return datasets.load_dataset(name, config, split=split, **kwargs)
+            builder = datasets.load_dataset_builder(name, config, **kwargs)
+            if builder.name == "csv":  # pandas.read_csv: its defaults made NA, null, None and
+                # NaN missing (a label `NA` of the class NA refused as missing, a text `null`
+                # read as empty), and a column of numbers floats
+                kwargs.update(na_filter=False, converters={column: str for column in columns})
             dataset = datasets.load_dataset(name, config, split=split, **kwargs)
-            if folder.exists():
-                dataset = _with_its_own_classlabels(dataset, name, config, split, kwargs)
-            return dataset
+            files = builder.config.data_files or {}
+            return _with_its_own_classlabels(dataset, files, name, config, split, kwargs)
     except SFTError:
         raise
     except Exception as e:  # offline, unknown name/split, ...: all are the user's to fix
@@ -77,15 +79,13 @@ def load_hf_split(
         ) from None
 
 
-def _read_by_pandas(datasets: Any, name: str, config: str | None) -> bool:
-    """Whether datasets reads this local folder with its CSV builder (pandas.read_csv)."""
-    with contextlib.suppress(Exception):  # load_dataset says what it cannot read
-        return datasets.load_dataset_builder(name, config).name == "csv"
-    return False
-
-
 def _with_its_own_classlabels(
-    dataset: Any, name: str, config: str | None, split: str, kwargs: dict[str, Any]
+    dataset: Any,
+    files: Mapping[str, Sequence[str]],
+    name: str,
+    config: str | None,
+    split: str,
+    kwargs: dict[str, Any],
 ) -> Any:
     """Split `split` of a local folder, read again from its own files when they (parquet, arrow)
     carry ClassLabel names other than the loaded ones: `load_dataset` casts every split to the
@@ -93,7 +93,6 @@ def _with_its_own_classlabels(
     order had them swapped, without a word."""
     datasets = import_datasets()
     named = split.partition("[")[0]  # `validation[:50%]`: a slice of the validation files
-    files = datasets.load_dataset_builder(name, config, **kwargs).config.data_files or {}
     if "+" in named or not files.get(named):
         return dataset
     features = [_file_features(f) for f in files[named]]
