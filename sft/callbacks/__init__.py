@@ -5,6 +5,7 @@ from sft.callbacks.graceful_interrupt import GracefulInterrupt
 from sft.callbacks.last_checkpoint import LastCheckpoint
 from sft.callbacks.metric_lines import MetricLines
 from sft.callbacks.nonfinite_loss import StopOnNonFiniteLoss
+from sft.callbacks.validate_at_last_step import ValidateAtLastStep
 
 __all__ = [
     "BackboneUnfreeze",
@@ -14,4 +15,5 @@ __all__ = [
     "LastCheckpoint",
     "MetricLines",
     "StopOnNonFiniteLoss",
+    "ValidateAtLastStep",
 ]
