@@ -189,6 +189,25 @@ def test_a_signal_mid_way_through_a_gradient_accumulation_stops_at_its_step(trai
     _same_weights(run_dir / last, tmp_path / "reference" / last)
 
 
+def test_max_time_mid_way_through_a_gradient_accumulation_stops_at_its_step(train_cfg, tmp_path):
+    """`trainer.max_time` ran out at the first or second batch of an accumulation of 4 and the
+    run stopped there: resumed, it stepped on the accumulation's other batches alone and ended
+    with other weights than an uninterrupted run. Now the stop waits for the step."""
+    accumulating = [*EXACT, "trainer.max_epochs=2", "+trainer.accumulate_grad_batches=4"]
+    train(train_cfg(*accumulating, run_dir=tmp_path / "reference"))
+    run_dir = tmp_path / "run"
+    # about 0.6 s a batch: the first second ends in the first accumulation (min_epochs=1 would
+    # finish epoch 0 first)
+    slow = ["+callbacks.slow._target_=helpers.faults.SlowSteps", "+callbacks.slow.seconds=0.6"]
+    one_second = ["+trainer.max_time=00:00:00:01", "trainer.min_epochs=0"]
+    train(train_cfg(*accumulating, *slow, *one_second, run_dir=run_dir))
+    last = "checkpoints/last.ckpt"
+    assert torch.load(run_dir / last, weights_only=True)["global_step"] == 1
+    hour = "+trainer.max_time={hours:1}"  # and the time the checkpoint counted goes on
+    train(train_cfg(*accumulating, hour, f"resume={run_dir}", run_dir=run_dir))
+    _same_weights(run_dir / last, tmp_path / "reference" / last)
+
+
 def test_a_kill_after_a_validation_mid_way_through_an_accumulation_resumes_exactly(
     train_cfg, tmp_path
 ):

@@ -39,6 +39,7 @@ from sft.callbacks.nonfinite_loss import StopOnNonFiniteLoss
 from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.callbacks.sanity_check import SanityCheckWatch
 from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
+from sft.callbacks.timer import max_time_callbacks
 from sft.contracts import datamodule_gaps, not_a_datamodule, unrecorded_settings
 from sft.data import SFTDataModule
 from sft.errors import SFTError
@@ -207,9 +208,12 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     check_callbacks_against_the_schedule(callbacks, cfg.model)
     trainer = build_trainer(
         cfg.trainer,
-        callbacks=[sanity_check, *with_monitored_metrics_checks(callbacks), SpawnedRankLogging()],
         logger=loggers,
         **checkpointing(cfg.trainer, callbacks),
+        **max_time_callbacks(
+            cfg.trainer,
+            [sanity_check, *with_monitored_metrics_checks(callbacks), SpawnedRankLogging()],
+        ),
     )
     name_checkpoints_by_step(trainer)
     for logger in trainer.loggers:
