@@ -122,6 +122,14 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "'cifar10_effnet_lite0_full_cpu'?)",
         ),
         (
+            # a stray character after a whole name: that name first (was: only the longer
+            # names it begins)
+            "train",
+            ["experiment=cifar10_effnet_lite0_"],
+            "did you mean 'cifar10_effnet_lite0', 'cifar10_effnet_lite0_quick' or "
+            "'cifar10_effnet_lite0_full_cpu'?)",
+        ),
+        (
             "train",
             ["model=resnet19"],
             "error: unknown option 'resnet19' for group 'model' (available: bert_base_fused, "

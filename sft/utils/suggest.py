@@ -8,14 +8,16 @@ from collections.abc import Sequence
 
 
 def nearest_names(given: str, names: Sequence[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
-    """Up to `n` of `names` for a mistyped `given`: the names it begins (`lr` -> lr_head,
-    lr_backbone, lr_adapter); else difflib's closest name, or, where some close names share a
-    longer beginning with `given` (two letters or more), those. difflib's closest alone offered
+    """Up to `n` of `names` for a mistyped `given`: a name it is with a stray character or two
+    after (`cifar10_effnet_lite0_`), then the names it begins (`lr` -> lr_head, lr_backbone,
+    lr_adapter); else difflib's closest name, or, where some close names share a longer
+    beginning with `given` (two letters or more), those. difflib's closest alone offered
     cifar10_resnet18 for `cifar10_efnet` and lr_head alone for `lr`."""
     names = list(dict.fromkeys(names))
-    begun = sorted((m for m in names if m.startswith(given) and m != given), key=len)
-    if begun:
-        return begun[:n]
+    typed_on = [m for m in names if len(m) > 2 and given.startswith(m) and len(given) - len(m) < 3]
+    begun = [m for m in names if m.startswith(given) and m != given]
+    if typed_on or begun:
+        return [*sorted(typed_on, key=len, reverse=True), *sorted(begun, key=len)][:n]
     close = difflib.get_close_matches(given, names, n=len(names), cutoff=cutoff)
     if not close:
         return []
