@@ -130,6 +130,12 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "'cifar10_effnet_lite0_full_cpu'?)",
         ),
         (
+            # other characters after a whole name: the names they begin first
+            "train",
+            ["trainer=ddp_s"],
+            "did you mean 'ddp_sim' or 'ddp'?)",
+        ),
+        (
             "train",
             ["model=resnet19"],
             "error: unknown option 'resnet19' for group 'model' (available: bert_base_fused, "

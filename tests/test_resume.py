@@ -202,10 +202,18 @@ def test_max_time_mid_way_through_a_gradient_accumulation_stops_at_its_step(trai
     one_second = ["+trainer.max_time=00:00:00:01", "trainer.min_epochs=0"]
     train(train_cfg(*accumulating, *slow, *one_second, run_dir=run_dir))
     last = "checkpoints/last.ckpt"
-    assert torch.load(run_dir / last, weights_only=True)["global_step"] == 1
-    hour = "+trainer.max_time={hours:1}"  # and the time the checkpoint counted goes on
-    train(train_cfg(*accumulating, hour, f"resume={run_dir}", run_dir=run_dir))
+    stopped = torch.load(run_dir / last, weights_only=True)
+    assert stopped["global_step"] == 1
+    train(
+        train_cfg(
+            *accumulating, "+trainer.max_time={hours:1}", f"resume={run_dir}", run_dir=run_dir
+        )
+    )
     _same_weights(run_dir / last, tmp_path / "reference" / last)
+    # the resumed run counted on from the time its checkpoint held (Lightning's key, "Timer")
+    counted = [torch.load(run_dir / last, weights_only=True), stopped]
+    trained_s = [c["callbacks"]["Timer"]["time_elapsed"]["train"] for c in counted]
+    assert trained_s[0] > trained_s[1] > 1
 
 
 def test_a_kill_after_a_validation_mid_way_through_an_accumulation_resumes_exactly(

@@ -2,6 +2,7 @@
 
 import csv
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -171,23 +172,29 @@ def test_an_epoch_cut_short_by_max_steps_is_not_recorded_as_completed(tmp_path, 
     assert (record["steps"], record["epochs"]) == (8, epochs)
 
 
-def test_a_study_validates_its_final_weights_when_an_epoch_ends_between_accumulations(tmp_path):
-    """Under accumulate_grad_batches=2 an epoch of 5 batches steps at its 5th, so a study's 5th
-    and last step came at batch 9, before the 10 batches of its val_check_interval: it ended
-    with no validation ("No validation ran", no val/acc in its record)."""
+@pytest.mark.parametrize("steps", [3, 5])
+def test_a_study_validates_its_final_weights_when_an_epoch_ends_between_accumulations(
+    steps, tmp_path
+):
+    """Under accumulate_grad_batches=2 an epoch of 5 batches steps at its 5th, so a study's
+    last step came before the `steps` x 2 batches of its val_check_interval (step 3 at batch 5,
+    step 5 at batch 9): it ended with no validation ("No validation ran", no val/acc in its
+    record). Now it validates once, after its last step."""
     import json
 
     import sft.train
 
     run = tmp_path / "run"
     study = ["experiment=study_cifar10_label_efficiency", *FAST, "data.batch_size=40", "test=false"]
-    steps = ["trainer.max_steps=5", "+trainer.accumulate_grad_batches=2"]
-    assert (
-        run_entry_point(sft.train.main, ["sft-train", *study, *steps, f"hydra.run.dir={run}"]) == 0
-    )
+    accumulating = [f"trainer.max_steps={steps}", "+trainer.accumulate_grad_batches=2"]
+    argv = ["sft-train", *study, *accumulating, f"hydra.run.dir={run}"]
+    assert run_entry_point(sft.train.main, argv) == 0
     record = json.loads((run / "result.json").read_text())
-    assert record["steps"] == 5 and record["metrics"]["val/acc"] is not None
-    assert "No validation ran" not in (run / "train.log").read_text()
+    assert record["steps"] == steps and record["metrics"]["val/acc"] is not None
+    validations = re.findall(
+        r"validation at epoch \d+, step (\d+)", (run / "train.log").read_text()
+    )
+    assert validations == [str(steps)]
 
 
 def test_resume_from_last_checkpoint_continues_at_the_right_epoch(train_cfg, tmp_path, caplog):

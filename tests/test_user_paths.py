@@ -904,6 +904,24 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
             "trainer.max_epochs=-3",
             "error: trainer: `max_epochs` must be a non-negative integer or -1. You passed in -3.",
         ),
+        # a key timedelta lacks, a count of seconds (were: TypeError, AttributeError tracebacks)
+        (
+            "+trainer.max_time={hour:1}",
+            "error: trainer.max_time={'hour': 1}: expected a duration DD:HH:MM:SS (00:12:00:00) "
+            "or a mapping of weeks, days, hours, minutes, seconds, milliseconds, microseconds "
+            "({hours: 12})",
+        ),
+        (
+            "+trainer.max_time=3600",
+            "error: trainer.max_time=3600: expected a duration DD:HH:MM:SS (00:12:00:00) or a "
+            "mapping of weeks, days, hours, minutes, seconds, milliseconds, microseconds "
+            "({hours: 12})",
+        ),
+        (
+            "+trainer.max_time=12h",
+            "error: trainer.max_time: `Timer(duration='12h')` is not a valid duration. Expected "
+            "a string in the format DD:HH:MM:SS.",
+        ),
         # was: Lightning's refusal of one setting after another, its advice no way past
         (
             "trainer.barebones=true",

@@ -15,7 +15,8 @@ class ValidateAtLastStep(Callback):
     last batch steps early (with fewer batches), so the last step comes before
     `max_steps x accumulate_grad_batches` batches, and a study (conf/experiment/_fixed_steps)
     ended with no validation. A stop asked for at that step's batch end is one of Lightning's
-    own reasons to validate there (`_should_check_val_fx`), once, before the run ends.
+    own reasons to validate there (`_should_check_val_fx`), once, before the run ends. Lightning
+    honours no stop before `trainer.min_epochs` are done: the studies set it to 0.
     """
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:

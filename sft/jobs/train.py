@@ -39,7 +39,7 @@ from sft.callbacks.nonfinite_loss import StopOnNonFiniteLoss
 from sft.callbacks.optuna_pruning import OptunaPruning
 from sft.callbacks.sanity_check import SanityCheckWatch
 from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
-from sft.callbacks.timer import max_time_callbacks
+from sft.callbacks.timer import with_max_time_timer
 from sft.contracts import datamodule_gaps, not_a_datamodule, unrecorded_settings
 from sft.data import SFTDataModule
 from sft.errors import SFTError
@@ -210,7 +210,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
         cfg.trainer,
         logger=loggers,
         **checkpointing(cfg.trainer, callbacks),
-        **max_time_callbacks(
+        **with_max_time_timer(
             cfg.trainer,
             [sanity_check, *with_monitored_metrics_checks(callbacks), SpawnedRankLogging()],
         ),

@@ -8,16 +8,24 @@ from collections.abc import Sequence
 
 
 def nearest_names(given: str, names: Sequence[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
-    """Up to `n` of `names` for a mistyped `given`: a name it is with a stray character or two
-    after (`cifar10_effnet_lite0_`), then the names it begins (`lr` -> lr_head, lr_backbone,
-    lr_adapter); else difflib's closest name, or, where some close names share a longer
-    beginning with `given` (two letters or more), those. difflib's closest alone offered
-    cifar10_resnet18 for `cifar10_efnet` and lr_head alone for `lr`."""
+    """Up to `n` of `names` for a mistyped `given`: the names it begins (`lr` -> lr_head,
+    lr_backbone, lr_adapter), after a name it is with a stray `_`, `.` or `-` or two
+    (`cifar10_effnet_lite0_`) and before one with other characters (`ddp_s`: ddp_sim, ddp);
+    else difflib's closest name, or, where some close names share a longer beginning with
+    `given` (two letters or more), those. difflib's closest alone offered cifar10_resnet18 for
+    `cifar10_efnet` and lr_head alone for `lr`."""
     names = list(dict.fromkeys(names))
-    typed_on = [m for m in names if len(m) > 2 and given.startswith(m) and len(given) - len(m) < 3]
-    begun = [m for m in names if m.startswith(given) and m != given]
-    if typed_on or begun:
-        return [*sorted(typed_on, key=len, reverse=True), *sorted(begun, key=len)][:n]
+    # (of a dotted key, the last part's length: `adapter.r` is a short name)
+    typed_on = [
+        m
+        for m in names
+        if given.startswith(m) and len(given) - len(m) in (1, 2) and len(m.split(".")[-1]) > 2
+    ]
+    begun = sorted((m for m in names if m.startswith(given) and m != given), key=len)
+    stray = {m: not given[len(m) :].strip("_.-") for m in sorted(typed_on, key=len, reverse=True)}
+    ranked = [m for m in stray if stray[m]] + begun + [m for m in stray if not stray[m]]
+    if ranked:
+        return ranked[:n]
     close = difflib.get_close_matches(given, names, n=len(names), cutoff=cutoff)
     if not close:
         return []
