@@ -1,6 +1,8 @@
-"""torch's depthwise convolutions vs sft's routed ones (their weight gradients from 3x3 blocks,
-position pairs or a convolution, input gradients transposed, each timed per shape) and
-out-of-place activations on CPU: per layer, and in a whole EfficientNet-Lite0 / MobileNetV2 step.
+"""torch's depthwise convolutions and activations vs sft's on CPU: per layer and per step.
+
+sft's routed depthwise convolutions (their weight gradients from 3x3 blocks, position pairs or a
+convolution, input gradients transposed, each timed per shape) and out-of-place activations: per
+layer, and in a whole EfficientNet-Lite0 / MobileNetV2 step.
 
     .venv/bin/python benchmarks/depthwise_conv.py [--size 64] [--batch 64] [--steps 10] [--repeats 3]
 

@@ -1,5 +1,6 @@
-"""The word embedding's kept gradient (sft/models/kept_embedding_grad.py) vs torch's dense one,
-in whole `sft-train` steps.
+"""The word embedding's kept gradient vs torch's dense one, in whole `sft-train` steps.
+
+The kept gradient: sft/models/kept_embedding_grad.py.
 
     SFT_DATA_DIR=... .venv/bin/python benchmarks/kept_embedding_grad.py [--steps 120]
         [--warmup 10] [--rounds 4]

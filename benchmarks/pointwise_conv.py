@@ -1,6 +1,7 @@
-"""torch's 1x1 convolutions vs sft's routed ones (oneDNN's convolution or matrix products, timed
-once per shape for the backward, sft/models/pointwise_conv.py) on CPU, per layer of an image
-backbone.
+"""torch's 1x1 convolutions vs sft's routed ones on CPU, per layer of an image backbone.
+
+sft's (sft/models/pointwise_conv.py) use oneDNN's convolution or matrix products, timed once per
+shape for the backward.
 
     .venv/bin/python benchmarks/pointwise_conv.py [--backbone efficientnet_lite0] [--size 64]
         [--batch 64] [--bf16] [--repeats 5]

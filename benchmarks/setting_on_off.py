@@ -31,11 +31,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--parts", default="text,images")
+    parser.add_argument("--parts", default="text,images", help="of text, images")
     parser.add_argument("--data-dir", default=os.environ.get("SFT_DATA_DIR", "data"))
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats: at least 1, got {args.repeats}")
+    if unknown := set(args.parts.split(",")) - {"text", "images"}:
+        parser.error(f"--parts: {', '.join(sorted(unknown))} not of text, images")
     print(
         f"machine: {cpu_description()}; {args.setting} true and false, {args.repeats} runs per "
         "arm in turns",

@@ -769,11 +769,14 @@ def print_row(r: dict) -> None:
     )
 
 
+PARTS = ("text", "images", "regularizer", "image_regularizer")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--parts", default="text,images,regularizer")
+    parser.add_argument("--parts", default="text,images,regularizer", help=f"of {', '.join(PARTS)}")
     parser.add_argument(
         "--image-experiments",
         default=",".join(IMAGE_TASKS),
@@ -791,6 +794,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats: at least 1, got {args.repeats}")
+    if unknown := set(args.parts.split(",")) - set(PARTS):
+        parser.error(f"--parts: {', '.join(sorted(unknown))} not of {', '.join(PARTS)}")
     if unknown := set(args.image_experiments.split(",")) - set(IMAGE_TASKS):
         parser.error(
             f"--image-experiments: {', '.join(sorted(unknown))} not of {', '.join(IMAGE_TASKS)}"

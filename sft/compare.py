@@ -565,7 +565,7 @@ def compare(args: argparse.Namespace, console: Console) -> list[Row]:
             escape(f"left out: {_left_out(empty, 'that logged no scalars (failed early?)')}")
         )
     if no_events:
-        why = "without TensorBoard events (logger=csv, or failed before logging)"
+        why = "without TensorBoard events (logger=csv, debug=fdr, or failed before logging)"
         console.print(escape(f"left out: {_left_out(no_events, why)}"))
     order = {row.path: i for i, row in enumerate(rows)}
     runs.sort(key=lambda run: order[str(run.path)])  # the legend in the table's order

@@ -393,7 +393,7 @@ def test_a_run_without_tensorboard_events_is_named_as_left_out(sweep, tmp_path, 
     out = capsys.readouterr().out
     assert len(table_rows(out)) == 2
     assert (
-        f"left out: 1 run without TensorBoard events (logger=csv, or failed before logging): {csv_run}"
+        f"left out: 1 run without TensorBoard events (logger=csv, debug=fdr, or failed before logging): {csv_run}"
         in out
     )
 

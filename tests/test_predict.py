@@ -53,7 +53,7 @@ def test_the_predictions_line_is_in_predict_log_too(ckpts, tmp_path, data_dir, c
     argv = [f"ckpt_path={ckpts['text']}", f"inputs={tmp_path / 'in.txt'}", "device=cpu"]
     argv.append(f"hydra.run.dir={tmp_path / 'run'}")
     assert run_entry_point(sft.predict.main, ["sft-predict", *argv]) == 0
-    line = f"predictions of 1 inputs: {tmp_path / 'run' / 'predictions.csv'}"
+    line = f"predictions of 1 input: {tmp_path / 'run' / 'predictions.csv'}"
     assert line in capsys.readouterr().out
     assert line in (tmp_path / "run" / "predict.log").read_text()
 

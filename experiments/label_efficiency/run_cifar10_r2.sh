@@ -6,12 +6,15 @@
 # then: python experiments/label_efficiency/report.py cifar10
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export SFT_DATA_DIR="${SFT_DATA_DIR:-$HOME/.cache/sft-data}"
+# data from $SFT_DATA_DIR, else data/ in the checkout (make data); the checkout's sft-train
+# (make install), else the one on PATH (pip install)
+sft_train=.venv/bin/sft-train
+[ -x "$sft_train" ] || sft_train=sft-train
 methods=("$@")
 if [ ${#methods[@]} -eq 0 ]; then methods=(linear_probe finetune_linear lpft_fused lora lp_lora); fi
 for method in "${methods[@]}"; do
   date
-  .venv/bin/sft-train -m experiment=study_cifar10_label_efficiency seed=0,1,2 \
+  "$sft_train" -m experiment=study_cifar10_label_efficiency seed=0,1,2 \
     data.samples_per_class=10,100,1000 method="$method" \
     hydra.sweep.dir="outputs/studies/label_efficiency_cifar10_r2_$method"
 done

@@ -160,7 +160,7 @@ def predict(cfg: DictConfig) -> Path:
     texts, pairs = (inputs.texts, inputs.pairs) if isinstance(inputs, TextInputs) else (None, None)
     rows = prediction_rows(inputs.ids, probs, bundle.class_names, texts, pairs)
     write_predictions(out, rows, cfg.format)
-    said = [f"predictions of {len(rows)} inputs: {out}"]
+    said = [f"predictions of {len(rows)} input{'s' if len(rows) != 1 else ''}: {out}"]
     if glue:
         # GLUE numbers the test rows from 0: the file's index column, else the row order
         indices = inputs.ids if inputs.has_index else [str(i) for i in range(len(inputs))]
