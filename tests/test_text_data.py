@@ -979,6 +979,14 @@ def test_user_mistakes(tmp_path, token_cache):
         r"nowhere/train\.tsv does not exist \(no folder .*; set data\.data_dir or SFT_DATA_DIR, or "
         r"for a checkpoint's data in sft-eval/predict/export, \+data\.data_dir=<where it is now>\)$",
     )
+    # a packaged config's folder, missing where no local copy was linked (make data): where to
+    # get it (was: the same line, and no way to the files)
+    _error(
+        make_dm(tmp_path / "sst2", token_cache),
+        r"sst2/train\.tsv does not exist \(no folder .*<where it is now>; to get it, GLUE SST-2: "
+        r"unzip train\.tsv, dev\.tsv and test\.tsv of https://dl\.fbaipublicfiles\.com/glue/data/"
+        r"SST-2\.zip there, or read the Hugging Face dataset with data=hf_dataset \(stanfordnlp/sst2\)\)$",
+    )
     _error(make_dm(d, token_cache, val_split="val.tsv"), r"cols/val\.tsv is missing .*dev\.tsv")
     with pytest.raises(SFTError, match="max_length must be a positive integer, got 0"):
         make_dm(d, token_cache, max_length=0)

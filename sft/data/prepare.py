@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sft.data.sources import SOURCES
+
 LINKED = ("sst2", "sst")
 
 
@@ -19,6 +21,9 @@ def prepare(data_dir: Path, shared: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     if not shared.is_dir():
         print(f"no local dataset copy at {shared}: CIFAR-10 will be downloaded on first use")
+        for name in LINKED:
+            if not (data_dir / name).is_dir():
+                print(f"no {data_dir / name}: to get it, {SOURCES[name]}")
         return
     cifar_ready = (data_dir / "cifar-10-batches-py" / "test_batch").is_file()
     folder_ready = (data_dir / "cifar10-images" / "test").is_dir()

@@ -1,0 +1,23 @@
+"""Where the packaged data configs' datasets come from, for a data root that lacks them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# a folder of the data root (conf/data: data_dir) -> how a user with internet gets its files
+SOURCES = {
+    "sst2": (
+        "GLUE SST-2: unzip train.tsv, dev.tsv and test.tsv of "
+        "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip there, or read the Hugging Face "
+        "dataset with data=hf_dataset (stanfordnlp/sst2)"
+    ),
+    "sst": (
+        "the Stanford Sentiment Treebank's trees: unzip train.txt and dev.txt of "
+        "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip there"
+    ),
+}
+
+
+def how_to_get(folder: Path) -> str | None:
+    """How to get the files of `folder`, a packaged dataset's folder of the data root."""
+    return SOURCES.get(folder.name)
