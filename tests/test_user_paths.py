@@ -1849,7 +1849,27 @@ def test_a_moved_run_resumes_with_its_own_best_checkpoint(tmp_path, monkeypatch,
     assert again["status"] == "completed" and again["metrics"] == recorded
 
 
-def test_a_refused_resume_leaves_the_runs_files_as_they_were(train_cfg, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (
+            "width:16",
+            "does not fit this run's model (another setup): it has other shapes: backbone.",
+        ),
+        # the weights fit, the optimizer's groups do not (was: Lightning's ValueError traceback
+        # from restoring the optimizer, and the files rewritten)
+        (
+            "model.freeze_backbone=true",
+            "its optimizer holds 4 parameter groups of [1, 1, 3, 6] weights, this run's would "
+            "hold 2 of [1, 1] (model.freeze_backbone=False -> True): ckpt_path= and resume= "
+            "continue the optimizer as it was; set the model settings the checkpoint was trained "
+            "with, or start a new run from its backbone with +model.backbone.checkpoint=",
+        ),
+    ],
+)
+def test_a_refused_resume_leaves_the_runs_files_as_they_were(
+    change, error, tmp_path, monkeypatch, capsys
+):
     """resume= with a model its checkpoint does not fit is refused before anything is written
     (was: the finished run's result.json became "failed" and its config_resolved.yaml described
     the refused model)."""
@@ -1859,9 +1879,11 @@ def test_a_refused_resume_leaves_the_runs_files_as_they_were(train_cfg, tmp_path
     assert run_entry_point(train_module.main, [*argv, f"hydra.run.dir={run_dir}"]) == 0
     before = {p: (run_dir / p).read_bytes() for p in ("result.json", "config_resolved.yaml")}
     assert json.loads(before["result.json"])["status"] == "completed"
-    wider = [a.replace("width:8", "width:16") for a in argv]
-    assert run_entry_point(train_module.main, [*wider, f"resume={run_dir}"]) == 1
+    changed = [a.replace("width:8", change) for a in argv] if "width" in change else [*argv, change]
+    capsys.readouterr()
+    assert run_entry_point(train_module.main, [*changed, f"resume={run_dir}"]) == 1
     assert {p: (run_dir / p).read_bytes() for p in before} == before
+    assert error in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_text_data_num_workers_is_checked(tmp_path):

@@ -1062,13 +1062,20 @@ class SFTClassifier(L.LightningModule):
                 )
         return groups
 
-    def configure_optimizers(self) -> dict:
+    def optimizer_groups(self) -> list[dict]:
+        """The optimizer's parameter groups: the head's, then (unless model.freeze_backbone)
+        the backbone's and its adapters'."""
         hp = self.hparams
         groups = param_groups(
             list(self.head.named_parameters()), hp.lr_head, hp.weight_decay, "head"
         )
         if not hp.freeze_backbone:
             groups += self._backbone_groups()
+        return groups
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        groups = self.optimizer_groups()
         optimizer_cfg = hp.optimizer or {"_target_": "torch.optim.AdamW", "fused": True}
         # Partial first: instantiate() would turn the groups' dicts into DictConfigs.
         try:

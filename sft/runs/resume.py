@@ -649,6 +649,47 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
                 f"checkpoint {path} does not fit this run's model (another setup): it {what} "
                 f"{', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
             )
+    check_optimizer_groups(point, model, saved, current)
+
+
+# model settings that decide which weights the optimizer holds, in which groups
+GROUP_KEYS = {
+    "freeze_backbone": lambda h: h.get("freeze_backbone"),
+    "layer_decay": lambda h: h.get("layer_decay"),
+    "head.freeze_base": lambda h: dict(h.get("head") or {}).get("freeze_base"),
+}
+
+
+def check_optimizer_groups(
+    point: ResumePoint, model: torch.nn.Module, saved: dict[str, Any], current: dict[str, Any]
+) -> None:
+    """One line where the checkpoint's optimizer holds other parameter groups than this run's
+    (was: Lightning's "loaded state dict has a different number of parameter groups" traceback,
+    after the run's record and config were rewritten: model.freeze_backbone=true on resume)."""
+    states = point.checkpoint.get("optimizer_states") or []
+    if not states or not hasattr(model, "optimizer_groups"):
+        return  # a checkpoint without optimizer state; a model of the user's own
+    then = [len(group["params"]) for group in states[0].get("param_groups", [])]
+    now = [len(group["params"]) for group in model.optimizer_groups()]
+    if then == now:
+        return
+    changed = [
+        f"model.{key}={value_of(saved)!r} -> {value_of(current)!r}"
+        for key, value_of in GROUP_KEYS.items()
+        if value_of(saved) != value_of(current)
+    ]
+    raise SFTError(
+        f"checkpoint {point.path}: its optimizer holds {len(then)} parameter groups of "
+        f"{then} weights, this run's would hold {len(now)} of {now}"
+        + (f" ({', '.join(changed)})" if changed else "")
+        + ": ckpt_path= and resume= continue the optimizer as it was; set the model settings "
+        "the checkpoint was trained with"
+        + (
+            f", or start a new run from its backbone with +model.backbone.checkpoint={point.path}"
+            if _built_by_create_backbone(current)
+            else ""
+        )
+    )
 
 
 def epochs_completed(trainer: Trainer) -> int:
