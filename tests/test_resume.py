@@ -537,23 +537,50 @@ def test_resume_mistakes_are_one_line_errors(train_cfg, tmp_path):
     )
 
 
-def test_resuming_with_other_overrides_names_them(train_cfg, tmp_path, monkeypatch, caplog):
+RECORDED = ["experiment=mine", "data.samples_per_class=20", "model.lr_head=0.01", "~model.backbone"]
+
+
+@pytest.mark.parametrize(
+    ("now", "said"),
+    [
+        (
+            ["experiment=mine", "data.samples_per_class=40", "model.lr_head=0.01", "~model.backbone"],
+            "now data.samples_per_class=40; then data.samples_per_class=20",
+        ),
+        # a value given again after the recorded one: Hydra applies the last (was: "then none")
+        (
+            [*RECORDED, "data.samples_per_class=40"],
+            "now data.samples_per_class=40; then data.samples_per_class=20",
+        ),
+        # the same settings written otherwise, as a sweep records its jobs' (was: each named)
+        (
+            ["experiment=mine", "+data.samples_per_class=20", "model.lr_head=1e-2", "~model.backbone=null"],
+            None,
+        ),
+    ],
+)  # fmt: skip
+def test_resuming_with_other_overrides_names_them(
+    now, said, train_cfg, tmp_path, monkeypatch, caplog
+):
     """`sft-train ... resume=auto` with other settings than the run it continues (was: the
     latest run continued with them without a word)."""
     import sft.runs.resume as resume_module
 
     run_dir = tmp_path / "run"
     train(train_cfg("trainer.max_epochs=1", "test=false", run_dir=run_dir))
-    then = ["experiment=mine", "data.samples_per_class=20"]
-    record = RunResult("completed", overrides=then, output_dir=str(run_dir)).write()
-    now = ["experiment=mine", "data.samples_per_class=40", "resume=auto"]
-    monkeypatch.setattr(resume_module, "task_overrides", lambda: now)
-    with logs_warning(
-        caplog,
-        rf"^resuming {run_dir} with other overrides than it ran with \({record}\): now "
-        r"data\.samples_per_class=40; then data\.samples_per_class=20; the rest of the run",
-    ):
-        train(train_cfg("trainer.max_epochs=2", "test=false", f"resume={run_dir}", run_dir=run_dir))
+    record = RunResult("completed", overrides=RECORDED, output_dir=str(run_dir)).write()
+    monkeypatch.setattr(resume_module, "task_overrides", lambda: [*now, "resume=auto"])
+    resumed = train_cfg("trainer.max_epochs=2", "test=false", f"resume={run_dir}", run_dir=run_dir)
+    with caplog.at_level(logging.WARNING, logger="sft"):
+        train(resumed)
+    lines = [r.getMessage() for r in caplog.records if "other overrides than" in r.getMessage()]
+    if said is None:
+        assert not lines
+    else:
+        assert lines == [
+            f"resuming {run_dir} with other overrides than it ran with ({record}): {said}; the "
+            "rest of the run has this command's settings"
+        ]
 
 
 @pytest.mark.parametrize(

@@ -653,3 +653,18 @@ def test_a_sweep_subdir_interpolating_hydra_settings_keeps_sfts_checks(tmp_path,
     assert not [str(w.message) for w in recwarn if "RunDirectory" in str(w.message)]
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [(r["job"], r["status"]) for r in rows] == [("0_1", "completed"), ("1_2", "completed")]
+
+
+def test_a_sweep_continues_after_one_of_its_jobs_was_resumed_alone(tmp_path, capsys):
+    """A job resumed as a single run (resume=<sweep>/<n>, as the README says for one job)
+    recorded resume= and its settings as typed there (0.03 for 3e-2): the sweep run again
+    refused its own directory for good ("holds another sweep")."""
+    sweep = tmp_path / "sweep"
+    lr = "model.lr_head=1e-2,3e-2"
+    grid = ["-m", *TINY, "trainer.max_epochs=1", lr, "test=false", f"hydra.sweep.dir={sweep}"]
+    assert run_sft_train(capsys, *grid)[0] == 0
+    alone = [*TINY, "trainer.max_epochs=1", "test=false", "model.lr_head=0.03"]
+    assert run_sft_train(capsys, *alone, f"resume={sweep / '1'}")[0] == 0
+    assert run_sft_train(capsys, *grid)[0] == 0
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "completed"), ("1", "completed")]

@@ -23,6 +23,8 @@ from typing import Any
 # Lightning's own decorator, whose rank Lightning sets when it loads; without loading Lightning
 # (sft-compare, a sweep's driver)
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 from lightning_utilities.core.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -75,9 +77,34 @@ def overrides_key(overrides: Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(overrides))
 
 
+def override_settings(overrides: Sequence[str]) -> dict[str, tuple[Any, str]]:
+    """What `overrides` set, key by key as Hydra applies them (the last of a key wins): each
+    key's value and the override that set it. Written alike or not, the same setting is one:
+    `model.lr_head=1e-2` and `=0.01`, `pretrained=False` and `=false`, `+x=1` and `x=1`, `~key`
+    and `~key=null`. resume= is left out: where a run continues, not what it is (a sweep's job
+    resumed as a single run records it)."""
+    parser = OverridesParser.create()
+    settings: dict[str, tuple[Any, str]] = {}
+    for line in overrides:
+        try:
+            (override,) = parser.parse_overrides([line])
+        except OverrideParseException:
+            settings[line] = (None, line)  # compared as written
+            continue
+        key = override.key_or_group + (f"@{override.package}" if override.package else "")
+        if key == "resume":
+            continue
+        if override.is_delete():
+            settings[f"~{key}"] = (None, line)
+        else:
+            settings[key] = (override.value(), line)
+    return settings
+
+
 def same_overrides(a: Sequence[str], b: Sequence[str]) -> bool:
-    """Whether two runs were given the same overrides, in any order."""
-    return overrides_key(a) == overrides_key(b)
+    """Whether two runs were given the same settings, in any order and however written."""
+    values = [{k: v for k, (v, _) in override_settings(o).items()} for o in (a, b)]
+    return values[0] == values[1]
 
 
 def one_line_error(exc: BaseException) -> str:

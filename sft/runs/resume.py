@@ -42,7 +42,9 @@ from sft.runs.directories import (
 from sft.runs.result import (
     COMPLETED,
     RESULT_FILE,
+    START_FROM,
     RunResult,
+    override_settings,
     recorded_overrides,
     run_overrides,
     same_overrides,
@@ -55,7 +57,7 @@ from sft.utils.checkpoint_io import (
     read_checkpoint,
     saved_at_protocol_4_or_5,
 )
-from sft.utils.config import RUN_START, task_overrides
+from sft.utils.config import task_overrides
 from sft.utils.ddp_ranks import is_job_rank
 from sft.utils.io import atomic_write, checkpoint_path, unused_name
 
@@ -142,14 +144,20 @@ def warn_other_overrides(output_dir: Path) -> None:
     recorded = recorded_overrides(output_dir / RESULT_FILE)
     if recorded is None:
         return
-    now = {o for o in run_overrides(task_overrides()) if not o.startswith(RUN_START)}
-    before = {o for o in recorded if not o.startswith(RUN_START)}
-    if now == before:
+    # by setting, not as written (was: `then none` for a value given again, and a sweep's job
+    # `then model.lr_head=0.01` for `now model.lr_head=1e-2`)
+    now, before = (
+        {k: v for k, v in override_settings(o).items() if k != START_FROM}
+        for o in (run_overrides(task_overrides()), recorded)
+    )
+    unset = (object(),)
+    differ = sorted(k for k in {*now, *before} if now.get(k, unset)[0] != before.get(k, unset)[0])
+    if not differ:
         return
+    said = [" ".join(s[k][1] for k in differ if k in s) or "none" for s in (now, before)]
     log.warning(
         f"resuming {output_dir} with other overrides than it ran with ({output_dir / RESULT_FILE}): "
-        f"now {' '.join(sorted(now - before)) or 'none'}; then {' '.join(sorted(before - now)) or 'none'}; "
-        "the rest of the run has this command's settings"
+        f"now {said[0]}; then {said[1]}; the rest of the run has this command's settings"
     )
 
 
