@@ -1087,3 +1087,19 @@ def test_resuming_a_checkpoint_of_loaders_drawing_global_seeds_says_so(train_cfg
     with logs_warning(caplog, r"^this checkpoint was written by an sft whose data loaders drew"):
         train(train_cfg("trainer.max_epochs=3", "test=true", f"resume={run_dir}", run_dir=run_dir))
     assert caplog.text.count("drew their seeds") == 1  # fitting, not testing the best
+
+
+def test_a_run_from_a_checkpoint_past_its_schedules_end_says_so(train_cfg, tmp_path, caplog):
+    """ckpt_path= onto less data: the schedule spans this run's 9 steps from step 0, and the
+    checkpoint's 12 steps are past its end, where a cosine starts over (a linear schedule
+    trains at rate 0), without a word."""
+    first = tmp_path / "first"
+    train(train_cfg("trainer.max_epochs=2", "test=false", run_dir=first))  # 2 x 6 steps
+    fewer = ["data.samples_per_class=10", "trainer.max_epochs=3", "test=false"]  # 3 x 3 steps
+    with logs_warning(
+        caplog,
+        r"^the learning rate \(the head's\) goes from the checkpoint's 0 to \S+ at step 12: this "
+        r"run's schedule \(model.scheduler\) spans its 9 steps from step 0 .*; step 12 is past "
+        r"its end at step 9: ",
+    ):
+        train(train_cfg(*fewer, f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}"))

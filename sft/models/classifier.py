@@ -383,6 +383,8 @@ class SFTClassifier(L.LightningModule):
         # group, the fraction of theta - target to keep, and how many steps they cover (0: none)
         self._reg_held: list[float] = []
         self._reg_held_steps = 0
+        # the steps this fit's LR schedule spans (configure_optimizers), from step 0
+        self._schedule_steps: int | None = None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # Persistent flag: a resumed or evaluated model must not be re-probed.
         self.register_buffer("linear_probe_done", torch.tensor(False))
@@ -777,7 +779,7 @@ class SFTClassifier(L.LightningModule):
         """A resumed run with another length (max_steps, max_epochs) has a new schedule, but
         the restored optimizer holds the old one's learning rate, which its next step used
         (0 at the old end). Each group's rate is set from this run's schedule at the restored
-        step: the same value when the schedule did not change."""
+        step: the same value when the schedule did not change, else said."""
         for config in self.trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
@@ -787,8 +789,35 @@ class SFTClassifier(L.LightningModule):
                 base * factor(scheduler.last_epoch)
                 for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
             ]
+            restored = groups[0]["lr"]
             for group, rate in zip(groups, rates, strict=True):
                 group["lr"] = rate
+            if self.trainer.ckpt_path is not None and not math.isclose(
+                restored, rates[0], rel_tol=0.01, abs_tol=1e-12
+            ):
+                self._say_schedule_changed(scheduler.last_epoch, restored, rates[0])
+
+    def _say_schedule_changed(self, step: int, restored: float, rate: float) -> None:
+        """A run from a checkpoint whose schedule spans other steps than the checkpoint's (more
+        epochs, other data: it counts this run's from step 0) jumped to another learning rate,
+        and past the schedule's end trained at its end rate (0 for a linear schedule) or a
+        cosine's next cycle, without a word."""
+        total = self._schedule_steps
+        past = (
+            f"; step {step} is past its end at step {total}: the schedule's rate there is its "
+            "end's (0 for a linear schedule, a cosine's starts over): raise trainer.max_epochs "
+            "or trainer.max_steps to cover the checkpoint's steps too, or start a new run from "
+            "its weights with +model.backbone.checkpoint=<checkpoint> (a schedule of its own)"
+            if total is not None and step >= total
+            else ""
+        )
+        rank_zero_warning(
+            log,
+            f"the learning rate (the head's) goes from the checkpoint's {restored:.3g} to "
+            f"{rate:.3g} at step {step}: this run's schedule (model.scheduler) spans its "
+            f"{total} steps from step 0 (trainer.max_epochs x the data's batches, or "
+            f"trainer.max_steps), and its model.lr_* apply{past}",
+        )
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         loss, logits, y = self._shared_step(batch)
@@ -1113,6 +1142,7 @@ class SFTClassifier(L.LightningModule):
                 "set trainer.max_steps (or trainer.max_epochs), or model.scheduler=null"
             )
         total = int(total)
+        self._schedule_steps = total
         fast_dev_run = bool(self.trainer.fast_dev_run)
         scheduler = create_scheduler(hp.scheduler, optimizer, total, hp.warmup_ratio, fast_dev_run)
         return {
