@@ -106,7 +106,9 @@ class ResumableDataLoader(DataLoader):
     def state_dict(self) -> dict[str, Any]:
         """Plain ints and strings only: checkpoints must load with `weights_only=True`."""
         sampler = self.sampler.pass_state() if _resumable(self.sampler) else None
-        return {"batches": self._served, "sampler": sampler}
+        # the batches' size and the data's: a resumed run with others skips other examples
+        shape = {"batch_size": self.batch_size, "examples": _length(self.dataset)}
+        return {"batches": self._served, "sampler": sampler, **shape}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         batches = int(state.get("batches", 0))
@@ -121,3 +123,20 @@ class ResumableDataLoader(DataLoader):
             )
             return
         self._pending = {"batches": batches, "sampler": state["sampler"]}
+        then = (state.get("batch_size", self.batch_size), state.get("examples"))
+        now = (self.batch_size, _length(self.dataset))
+        if then[0] != now[0] or (None not in (then[1], now[1]) and then[1] != now[1]):
+            # (was: without a word; data.batch_size=64 on a run of 32 left half the epoch's
+            # examples untrained)
+            rank_zero_warning(
+                log,
+                f"the checkpoint was written {batches} batches into an epoch of {then[1]} "
+                f"examples in batches of {then[0]}; this run's data has {now[1]} in batches of "
+                f"{now[0]}: the rest of that epoch skips its first {batches * now[0]} examples, "
+                f"not the {batches * then[0]} trained (the same data.batch_size and data resume "
+                "it exactly)",
+            )
+
+
+def _length(dataset: Any) -> int | None:
+    return len(dataset) if isinstance(dataset, Sized) else None
