@@ -1116,17 +1116,22 @@ def test_resuming_a_checkpoint_of_loaders_drawing_global_seeds_says_so(train_cfg
     assert caplog.text.count("drew their seeds") == 1  # fitting, not testing the best
 
 
-def test_a_run_from_a_checkpoint_past_its_schedules_end_says_so(train_cfg, tmp_path, caplog):
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_a_run_from_a_checkpoint_past_its_schedules_end_says_so(
+    schedule, train_cfg, tmp_path, caplog
+):
     """ckpt_path= onto less data: the schedule spans this run's 9 steps from step 0, and the
-    checkpoint's 12 steps are past its end, where a cosine starts over (a linear schedule
-    trains at rate 0), without a word."""
+    checkpoint's 12 steps are past its end, where a cosine starts over and a linear schedule
+    trains at rate 0 (its checkpoint's rate too), without a word."""
     first = tmp_path / "first"
-    train(train_cfg("trainer.max_epochs=2", "test=false", run_dir=first))  # 2 x 6 steps
+    scheduled = [f"model.scheduler._target_=transformers.get_{schedule}_schedule_with_warmup"]
+    train(train_cfg(*scheduled, "trainer.max_epochs=2", "test=false", run_dir=first))  # 2 x 6
     fewer = ["data.samples_per_class=10", "trainer.max_epochs=3", "test=false"]  # 3 x 3 steps
-    with logs_warning(
-        caplog,
-        r"^the learning rate \(the head's\) goes from the checkpoint's 0 to \S+ at step 12: this "
-        r"run's schedule \(model.scheduler\) spans its 9 steps from step 0 .*; step 12 is past "
-        r"its end at step 9: ",
-    ):
-        train(train_cfg(*fewer, f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}"))
+    said = {
+        "cosine": r"^the learning rates go from the checkpoint's to this run's at step 12 \(head "
+        r"0 -> \S+, .*model\.scheduler spans 9 steps from step 0: .* apply; step 12 is past its end",
+        "linear": r"^this run's schedule \(model\.scheduler\) spans 9 steps from step 0; step 12 "
+        r"is past its end: the schedule's rate there is its end's \(0 for a linear schedule",
+    }
+    with logs_warning(caplog, said[schedule]):
+        train(train_cfg(*scheduled, *fewer, f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}"))

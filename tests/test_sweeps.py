@@ -668,3 +668,22 @@ def test_a_sweep_continues_after_one_of_its_jobs_was_resumed_alone(tmp_path, cap
     assert run_sft_train(capsys, *grid)[0] == 0
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [(r["job"], r["status"]) for r in rows] == [("0", "completed"), ("1", "completed")]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        (["model.lr_head=1e-2", "~model.backbone"], ["~model.backbone=null", "model.lr_head=0.01"], True),
+        (["+data.x=1", "resume=/runs/a"], ["data.x=1"], True),
+        # a count of batches and a fraction of them, to Lightning
+        (["trainer.limit_val_batches=1"], ["trainer.limit_val_batches=1.0"], False),
+        (["seed=1"], ["seed=true"], False),
+        (["model.x=nan"], ["model.x=nan"], True),
+    ],
+)  # fmt: skip
+def test_overrides_are_compared_by_setting(a, b, same):
+    """A sweep run again into its directory, and a job's record, are matched by what the
+    overrides set (was: as written: `0.01` and `1e-2` were two sweeps)."""
+    from sft.runs.result import same_overrides
+
+    assert same_overrides(a, b) is same

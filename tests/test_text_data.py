@@ -983,7 +983,7 @@ def test_user_mistakes(tmp_path, token_cache):
     # get it (was: the same line, and no way to the files)
     _error(
         make_dm(tmp_path / "sst2", token_cache),
-        r"sst2/train\.tsv does not exist \(no folder .*<where it is now>; to get it, GLUE SST-2: "
+        r"sst2/train\.tsv does not exist \(no folder .*<where it is now>; if it is to hold the packaged dataset, GLUE SST-2: "
         r"unzip train\.tsv, dev\.tsv and test\.tsv of https://dl\.fbaipublicfiles\.com/glue/data/"
         r"SST-2\.zip there, or read the Hugging Face dataset with data=hf_dataset \(stanfordnlp/sst2\)\)$",
     )

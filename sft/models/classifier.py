@@ -789,35 +789,44 @@ class SFTClassifier(L.LightningModule):
                 base * factor(scheduler.last_epoch)
                 for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
             ]
-            restored = groups[0]["lr"]
+            restored = [group["lr"] for group in groups]
             for group, rate in zip(groups, rates, strict=True):
                 group["lr"] = rate
-            if self.trainer.ckpt_path is not None and not math.isclose(
-                restored, rates[0], rel_tol=0.01, abs_tol=1e-12
-            ):
-                self._say_schedule_changed(scheduler.last_epoch, restored, rates[0])
+            if self.trainer.ckpt_path is not None:
+                self._say_schedule_changed(scheduler.last_epoch, groups, restored, rates)
 
-    def _say_schedule_changed(self, step: int, restored: float, rate: float) -> None:
+    def _say_schedule_changed(
+        self, step: int, groups: list[dict], restored: list[float], rates: list[float]
+    ) -> None:
         """A run from a checkpoint whose schedule spans other steps than the checkpoint's (more
         epochs, other data: it counts this run's from step 0) jumped to another learning rate,
         and past the schedule's end trained at its end rate (0 for a linear schedule) or a
         cosine's next cycle, without a word."""
         total = self._schedule_steps
-        past = (
-            f"; step {step} is past its end at step {total}: the schedule's rate there is its "
-            "end's (0 for a linear schedule, a cosine's starts over): raise trainer.max_epochs "
-            "or trainer.max_steps to cover the checkpoint's steps too, or start a new run from "
-            "its weights with +model.backbone.checkpoint=<checkpoint> (a schedule of its own)"
-            if total is not None and step >= total
-            else ""
+        jumped = [
+            f"{group.get('name', i)} {before:.3g} -> {after:.3g}"
+            for i, (group, before, after) in enumerate(zip(groups, restored, rates, strict=True))
+            if not math.isclose(before, after, rel_tol=0.01, abs_tol=1e-12)
+        ]
+        past = total is not None and step >= total
+        if not jumped and not past:
+            return
+        span = f" spans {total} steps from step 0" if total is not None else ""
+        said = (
+            f"the learning rates go from the checkpoint's to this run's at step {step} "
+            f"({first_few(jumped, 3)}): its model.lr_* and schedule (model.scheduler{span}: "
+            "trainer.max_epochs x the data's batches, or trainer.max_steps) apply"
+            if jumped
+            else f"this run's schedule (model.scheduler){span}"
         )
-        rank_zero_warning(
-            log,
-            f"the learning rate (the head's) goes from the checkpoint's {restored:.3g} to "
-            f"{rate:.3g} at step {step}: this run's schedule (model.scheduler) spans its "
-            f"{total} steps from step 0 (trainer.max_epochs x the data's batches, or "
-            f"trainer.max_steps), and its model.lr_* apply{past}",
-        )
+        if past:
+            said += (
+                f"; step {step} is past its end: the schedule's rate there is its end's (0 for "
+                "a linear schedule; a cosine's starts over): raise trainer.max_epochs or "
+                "trainer.max_steps to cover the checkpoint's steps too, or start a new run from "
+                "its weights with +model.backbone.checkpoint=<checkpoint> (a schedule of its own)"
+            )
+        rank_zero_warning(log, said)
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         loss, logits, y = self._shared_step(batch)

@@ -35,6 +35,7 @@ from sft.runs.result import (
     RESULT_FILE,
     RunResult,
     command_task,
+    differing_overrides,
     overrides_key,
     record_file,
     recorded_overrides,
@@ -312,8 +313,7 @@ def check_jobs_already_there(sweep_dir: Path, config: DictConfig) -> None:
         planned = run_overrides(overrides)
         if recorded is not None and not same_overrides(recorded, planned):
             _refuse_renumbered_jobs(sweep_dir, [run_overrides(j) for j in jobs], records)
-            ran = [o for o in recorded if o not in planned]
-            would = [o for o in planned if o not in recorded]
+            ran, would = differing_overrides(recorded, planned)
             raise SFTError(
                 f"hydra.sweep.dir={sweep_dir} holds another sweep: its job {num} ran "
                 f"{' '.join(ran) or 'no other overrides'}, this sweep's job {num} would run "

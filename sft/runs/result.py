@@ -79,17 +79,18 @@ def overrides_key(overrides: Sequence[str]) -> tuple[str, ...]:
 
 def override_settings(overrides: Sequence[str]) -> dict[str, tuple[Any, str]]:
     """What `overrides` set, key by key as Hydra applies them (the last of a key wins): each
-    key's value and the override that set it. Written alike or not, the same setting is one:
-    `model.lr_head=1e-2` and `=0.01`, `pretrained=False` and `=false`, `+x=1` and `x=1`, `~key`
-    and `~key=null`. resume= is left out: where a run continues, not what it is (a sweep's job
-    resumed as a single run records it)."""
+    key's value (typed: 1 and 1.0 are a count and a fraction of batches to Lightning) and the
+    override that set it. Written alike or not, the same setting is one: `model.lr_head=1e-2`
+    and `=0.01`, `pretrained=False` and `=false`, `+x=1` and `x=1`, `~key` and `~key=null`.
+    resume= is left out: where a run continues, not what it is (a sweep's job resumed as a
+    single run records it)."""
     parser = OverridesParser.create()
     settings: dict[str, tuple[Any, str]] = {}
     for line in overrides:
         try:
             (override,) = parser.parse_overrides([line])
         except OverrideParseException:
-            settings[line] = (None, line)  # compared as written
+            settings[line] = (line, line)  # compared as written
             continue
         key = override.key_or_group + (f"@{override.package}" if override.package else "")
         if key == "resume":
@@ -97,14 +98,38 @@ def override_settings(overrides: Sequence[str]) -> dict[str, tuple[Any, str]]:
         if override.is_delete():
             settings[f"~{key}"] = (None, line)
         else:
-            settings[key] = (override.value(), line)
+            settings[key] = (_typed(override.value()), line)
     return settings
+
+
+def _typed(value: Any) -> Any:
+    """`value` with its type, comparable with `==` (NaN too; a dict's keys in any order)."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _typed(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_typed(v) for v in value)
+    if isinstance(value, float) and math.isnan(value):
+        return ("float", "nan")
+    return (type(value).__name__, value)
+
+
+def differing_overrides(a: Sequence[str], b: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The overrides of `a` and of `b` that set a setting otherwise than the other (or that the
+    other leaves unset), as written."""
+    settings = [override_settings(o) for o in (a, b)]
+    unset = (object(), "")
+    keys = sorted(
+        k
+        for k in {*settings[0], *settings[1]}
+        if settings[0].get(k, unset)[0] != settings[1].get(k, unset)[0]
+    )
+    first, second = ([s[k][1] for k in keys if k in s] for s in settings)
+    return first, second
 
 
 def same_overrides(a: Sequence[str], b: Sequence[str]) -> bool:
     """Whether two runs were given the same settings, in any order and however written."""
-    values = [{k: v for k, (v, _) in override_settings(o).items()} for o in (a, b)]
-    return values[0] == values[1]
+    return differing_overrides(a, b) == ([], [])
 
 
 def one_line_error(exc: BaseException) -> str:

@@ -44,7 +44,7 @@ from sft.runs.result import (
     RESULT_FILE,
     START_FROM,
     RunResult,
-    override_settings,
+    differing_overrides,
     recorded_overrides,
     run_overrides,
     same_overrides,
@@ -57,6 +57,7 @@ from sft.utils.checkpoint_io import (
     read_checkpoint,
     saved_at_protocol_4_or_5,
 )
+from sft.utils.cli import override_key
 from sft.utils.config import task_overrides
 from sft.utils.ddp_ranks import is_job_rank
 from sft.utils.io import atomic_write, checkpoint_path, unused_name
@@ -146,18 +147,14 @@ def warn_other_overrides(output_dir: Path) -> None:
         return
     # by setting, not as written (was: `then none` for a value given again, and a sweep's job
     # `then model.lr_head=0.01` for `now model.lr_head=1e-2`)
-    now, before = (
-        {k: v for k, v in override_settings(o).items() if k != START_FROM}
-        for o in (run_overrides(task_overrides()), recorded)
-    )
-    unset = (object(),)
-    differ = sorted(k for k in {*now, *before} if now.get(k, unset)[0] != before.get(k, unset)[0])
-    if not differ:
+    ran = [run_overrides(task_overrides()), recorded]
+    now, then = differing_overrides(*([o for o in r if override_key(o) != START_FROM] for r in ran))
+    if not now and not then:
         return
-    said = [" ".join(s[k][1] for k in differ if k in s) or "none" for s in (now, before)]
     log.warning(
         f"resuming {output_dir} with other overrides than it ran with ({output_dir / RESULT_FILE}): "
-        f"now {said[0]}; then {said[1]}; the rest of the run has this command's settings"
+        f"now {' '.join(now) or 'none'}; then {' '.join(then) or 'none'}; the rest of the run has "
+        "this command's settings"
     )
 
 
@@ -661,11 +658,11 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
 
 
 # model settings that decide which weights the optimizer holds, in which groups
-GROUP_KEYS = {
-    "freeze_backbone": lambda h: h.get("freeze_backbone"),
-    "layer_decay": lambda h: h.get("layer_decay"),
-    "head.freeze_base": lambda h: dict(h.get("head") or {}).get("freeze_base"),
-}
+GROUP_KEYS = (
+    ("freeze_backbone", lambda h: h.get("freeze_backbone")),
+    ("layer_decay", lambda h: h.get("layer_decay")),
+    ("head.freeze_base", lambda h: dict(h.get("head") or {}).get("freeze_base")),
+)
 
 
 def check_optimizer_groups(
@@ -675,21 +672,24 @@ def check_optimizer_groups(
     (was: Lightning's "loaded state dict has a different number of parameter groups" traceback,
     after the run's record and config were rewritten: model.freeze_backbone=true on resume)."""
     states = point.checkpoint.get("optimizer_states") or []
-    if not states or not hasattr(model, "optimizer_groups"):
-        return  # a checkpoint without optimizer state; a model of the user's own
-    then = [len(group["params"]) for group in states[0].get("param_groups", [])]
-    now = [len(group["params"]) for group in model.optimizer_groups()]
-    if then == now:
+    # the class whose configure_optimizers builds the optimizer: sft's, or a user's own
+    builder = next(c for c in type(model).__mro__ if "configure_optimizers" in vars(c))
+    if not states or "optimizer_groups" not in vars(builder):
         return
     changed = [
         f"model.{key}={value_of(saved)!r} -> {value_of(current)!r}"
-        for key, value_of in GROUP_KEYS.items()
+        for key, value_of in GROUP_KEYS
         if value_of(saved) != value_of(current)
     ]
+    then = [len(group["params"]) for group in states[0].get("param_groups", [])]
+    now = [len(group["params"]) for group in model.optimizer_groups()]
+    # other groups with the same settings: a callback's (Lightning's BackboneFinetuning adds
+    # and removes groups itself), left to it
+    if then == now or not changed:
+        return
     raise SFTError(
         f"checkpoint {point.path}: its optimizer holds {len(then)} parameter groups of "
-        f"{then} weights, this run's would hold {len(now)} of {now}"
-        + (f" ({', '.join(changed)})" if changed else "")
+        f"{then} weights, this run's would hold {len(now)} of {now} ({', '.join(changed)})"
         + ": ckpt_path= and resume= continue the optimizer as it was; set the model settings "
         "the checkpoint was trained with"
         + (

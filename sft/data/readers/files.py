@@ -35,7 +35,7 @@ def _dir_hint(path: Path) -> str:
     return (
         f" (no folder {path.parent}; set data.data_dir or SFT_DATA_DIR, or for a checkpoint's "
         "data in sft-eval/predict/export, +data.data_dir=<where it is now>"
-        + (f"; to get it, {get})" if get else ")")
+        + (f"; if it is to hold the packaged dataset, {get})" if get else ")")
     )
 
 
