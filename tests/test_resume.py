@@ -707,8 +707,8 @@ def test_a_resumed_epoch_in_batches_of_another_size_says_what_it_skips(caplog):
     with logs_warning(
         caplog,
         r"^the checkpoint was written 3 batches into an epoch of 20 examples in batches of 2; "
-        r"this run's data has 20 in batches of 4: the rest of that epoch skips its first 12 "
-        r"examples, not the 6 trained",
+        r"this run's data has 20 in batches of 4: the rest of that epoch skips its first 3 "
+        r"batches \(12 examples\), which are not the 6 examples trained",
     ):
         loader(4).load_state_dict(state)
     assert sum("batches into an epoch" in r.getMessage() for r in caplog.records) == 1

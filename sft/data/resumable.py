@@ -132,9 +132,9 @@ class ResumableDataLoader(DataLoader):
                 log,
                 f"the checkpoint was written {batches} batches into an epoch of {then[1]} "
                 f"examples in batches of {then[0]}; this run's data has {now[1]} in batches of "
-                f"{now[0]}: the rest of that epoch skips its first {batches * now[0]} examples, "
-                f"not the {batches * then[0]} trained (the same data.batch_size and data resume "
-                "it exactly)",
+                f"{now[0]}: the rest of that epoch skips its first {batches} batches "
+                f"({batches * now[0]} examples), which are not the {batches * then[0]} examples "
+                "trained (the same data.batch_size and data resume it exactly)",
             )
 
 
