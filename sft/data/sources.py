@@ -1,10 +1,7 @@
 """Where the packaged data configs' datasets come from, for a data root that lacks them."""
 
-from __future__ import annotations
-
-from pathlib import Path
-
-# a folder of the data root (conf/data: data_dir) -> how a user with internet gets its files
+# a packaged config's folder of the data root (conf/data: data_dir) -> how a user with internet
+# gets its files
 SOURCES = {
     "sst2": (
         "GLUE SST-2: unzip train.tsv, dev.tsv and test.tsv of "
@@ -16,8 +13,3 @@ SOURCES = {
         "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip there"
     ),
 }
-
-
-def how_to_get(folder: Path) -> str | None:
-    """How to get the files of `folder`, a packaged dataset's folder of the data root."""
-    return SOURCES.get(folder.name)

@@ -171,7 +171,7 @@ def _warn_of_steps_off_the_run(
         key = (
             "model.scheduler.num_warmup_steps"
             if "num_warmup_steps" in cfg
-            else ("model.warmup_ratio")
+            else "model.warmup_ratio"
         )
         rank_zero_warning(
             log,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sft.data.readers.base import TextReader
-from sft.data.sources import how_to_get
+from sft.data.sources import SOURCES
 from sft.errors import SFTError
 
 # UTF-8 that also drops the byte-order mark spreadsheet programs put in front of a CSV header
@@ -31,7 +31,7 @@ def _dir_hint(path: Path) -> str:
         files = sorted(p.name for p in path.parent.iterdir())[:10]
         return f" (its folder holds: {', '.join(files) or 'nothing'})"
     # sft-eval/predict/export read a checkpoint's data: there the setting is added, with +
-    get = how_to_get(path.parent)
+    get = SOURCES.get(path.parent.name)
     return (
         f" (no folder {path.parent}; set data.data_dir or SFT_DATA_DIR, or for a checkpoint's "
         "data in sft-eval/predict/export, +data.data_dir=<where it is now>"
