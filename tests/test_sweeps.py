@@ -530,6 +530,16 @@ def test_a_grid_rerun_with_its_swept_keys_reordered_is_told_the_first_order(tmp_
     assert (
         code == 1 and "holds this sweep's jobs under other numbers" in err.strip().splitlines()[-1]
     )
+    # a job's record written otherwise (its resume alone records resume= and the values as
+    # typed there) still matches its planned job (was: "another sweep")
+    record = json.loads((sweep / "1" / "result.json").read_text())
+    assert record["overrides"][-2:] == ["seed=1", "trainer.max_steps=2"]
+    record["overrides"][-2:] = ["trainer.max_steps=2", "+seed=1", f"resume={sweep / '1'}"]
+    (sweep / "1" / "result.json").write_text(json.dumps(record))
+    code, err = run_sft_train(capsys, *common, "trainer.max_steps=1,2", "seed=1,2")
+    assert (
+        code == 1 and "holds this sweep's jobs under other numbers" in err.strip().splitlines()[-1]
+    )
 
 
 def test_a_study_job_run_again_sets_its_earlier_logs_aside(tmp_path, capsys):
@@ -679,6 +689,10 @@ def test_a_sweep_continues_after_one_of_its_jobs_was_resumed_alone(tmp_path, cap
         (["trainer.limit_val_batches=1"], ["trainer.limit_val_batches=1.0"], False),
         (["seed=1"], ["seed=true"], False),
         (["model.x=nan"], ["model.x=nan"], True),
+        # a delete and a set of one key: the later wins, as Hydra applies them
+        (["+model.x=1", "~model.x"], ["~model.x"], True),
+        (["~model.x", "+model.x=1"], ["model.x=1"], True),
+        (["+model.x=1", "~model.x"], ["model.x=1"], False),
     ],
 )  # fmt: skip
 def test_overrides_are_compared_by_setting(a, b, same):

@@ -71,10 +71,11 @@ def run_overrides(overrides: Sequence[str]) -> list[str]:
     return [o for o in as_typed(overrides) if not o.startswith(f"{PRUNING_OVERRIDE}=")]
 
 
-def overrides_key(overrides: Sequence[str]) -> tuple[str, ...]:
-    """Runs given the same overrides in any order have one key (Hydra applies a command line's
-    overrides of different keys alike in any order)."""
-    return tuple(sorted(overrides))
+def overrides_key(overrides: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """Runs given the same settings have one key: in any order (Hydra applies a command line's
+    overrides of different keys alike in any order) and however written (`override_settings`;
+    was: as written, so a job's record written by its resume alone matched no planned job)."""
+    return tuple(sorted((k, repr(v)) for k, (v, _) in override_settings(overrides).items()))
 
 
 def override_settings(overrides: Sequence[str]) -> dict[str, tuple[Any, str]]:
@@ -95,9 +96,12 @@ def override_settings(overrides: Sequence[str]) -> dict[str, tuple[Any, str]]:
         key = override.key_or_group + (f"@{override.package}" if override.package else "")
         if key == "resume":
             continue
+        # a delete and a set of one key: the later wins, as Hydra applies them
         if override.is_delete():
+            settings.pop(key, None)
             settings[f"~{key}"] = (None, line)
         else:
+            settings.pop(f"~{key}", None)
             settings[key] = (_typed(override.value()), line)
     return settings
 
