@@ -58,6 +58,8 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(
         f"interrupted by SIGTERM at epoch 0 step 4: saved {last}; resume with: sft-train "
     ), message
     assert "name=preempted" in message and message.endswith(f"resume={run_dir}")
+    # the overrides as typed (was: `++trainer.accelerator=cpu`, as sft passes it to Hydra)
+    assert " trainer.accelerator=cpu " in message and "++" not in message
     assert torch.load(last, weights_only=True)["global_step"] == 4
     # the log file has the line as a warning, not as an error
     logged = (run_dir / "train.log").read_text()

@@ -41,6 +41,7 @@ from sft.callbacks.last_checkpoint import ranking_checkpoint
 from sft.errors import TrainingInterrupted
 from sft.runs.directories import sweep_hint, trainer_last_checkpoint
 from sft.runs.resume import recover_spawned_progress
+from sft.utils.cli import as_typed
 from sft.utils.config import RUN_START, config_dir_arguments, hydra_path, task_overrides
 from sft.utils.instantiate import answers_ctrl_c
 from sft.utils.signals import is_second_ctrl_c, signal_handlers
@@ -334,7 +335,9 @@ def resume_arguments() -> list[str]:
     """The run's arguments for its resume command: the user's --config-dir, and the overrides
     but ckpt_path= (it started the run, and resume= refuses it). Read in the process Hydra
     started (DDP's spawned ranks have no Hydra config)."""
-    overrides = [o for o in task_overrides() if not o.startswith(RUN_START)]
+    # as typed: without the `++` sft puts before Trainer arguments (was: `++trainer.x=` in the
+    # hint for `trainer.x=` typed)
+    overrides = [o for o in as_typed(task_overrides()) if not o.startswith(RUN_START)]
     return [*config_dir_arguments(), *overrides]
 
 
