@@ -31,7 +31,7 @@ from rich.table import Table
 
 from sft import entry_points
 from sft.errors import SFTError, report_user_errors
-from sft.runs.result import RESULT_FILE, UNFINISHED, RunResult, run_overrides
+from sft.runs.result import RESULT_FILE, UNFINISHED, RunResult, override_settings, run_overrides
 from sft.utils.config import metric_mode
 from sft.utils.io import atomic_write, check_not_a_folder, check_not_written
 from sft.utils.logs import first_few
@@ -303,9 +303,17 @@ def _read_result(path: Path) -> RunResult | None:
 def _label_runs(runs: list[Run]) -> None:
     """Label each run by its overrides that not all runs share; by its path where that leaves
     nothing or two runs the same."""
-    shared = set.intersection(*(set(r.overrides) for r in runs))  # all of them, for one run
-    for run in runs:
-        run.label = " ".join(o for o in run.overrides if o not in shared)
+    # by what the overrides set (was: as written: `~key` and `~key=null` set runs apart, and a
+    # resumed run's key given again showed twice), labelled by each setting's last override
+    settings = [override_settings(r.overrides) for r in runs]
+    unset = (object(), "")
+    shared = {
+        key
+        for key, (value, _) in settings[0].items()
+        if all(s.get(key, unset)[0] == value for s in settings)
+    }  # all of them, for one run
+    for run, setting in zip(runs, settings, strict=True):
+        run.label = " ".join(line for key, (_, line) in setting.items() if key not in shared)
     labels = [r.label for r in runs]
     base = _common_base([r.path for r in runs])
     for run in runs:

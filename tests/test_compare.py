@@ -432,6 +432,29 @@ def test_a_resumed_run_is_labelled_by_the_settings_it_finished_with(sweep, tmp_p
     ]
 
 
+def test_runs_are_labelled_by_the_settings_that_differ(tmp_path, capsys):
+    """Overrides written otherwise set no run apart (was: `~model.backbone` vs
+    `~model.backbone=null` in both labels), and a key given again (a resume command that repeats
+    the run's overrides with a new value) labels by its last value (was: both)."""
+    make_run(tmp_path / "a", ["~model.backbone", "model.lr_head=1e-2"], [0.5], 0.5)
+    b = [
+        "~model.backbone=null",
+        "trainer.max_epochs=3",
+        "model.lr_head=0.1",
+        "trainer.max_epochs=6",
+    ]
+    make_run(tmp_path / "b", b, [0.6], 0.6)
+    c = ["~model.backbone", "model.lr_head=0.01", "trainer.max_epochs=1", "~trainer.max_epochs"]
+    make_run(tmp_path / "c", c, [0.4], 0.4)
+    main([str(tmp_path / d) for d in "abc"] + ["--png", str(tmp_path / "c.png")])
+    rows = table_rows(capsys.readouterr().out)
+    assert [row[0] for row in rows] == [
+        "trainer.max_epochs=6 model.lr_head=0.1",
+        "model.lr_head=1e-2",
+        "model.lr_head=0.01 ~trainer.max_epochs",
+    ]
+
+
 def test_legend_entries_of_long_labels_that_differ_in_the_middle_stay_apart():
     """The legend cuts long labels in the middle; two runs that differ only there (a sweep over
     one setting among long shared paths) keep what sets them apart, not two identical entries."""
