@@ -509,6 +509,30 @@ def test_a_rerun_job_that_fails_before_training_keeps_its_record_and_fails_the_s
     assert "1 job, 0 completed, 1 failed (listed as well" in (sweep / "summary.md").read_text()
 
 
+def test_a_finished_job_of_a_sweep_run_again_is_not_tested_again(tmp_path, capsys, monkeypatch):
+    """A sweep run again to continue it resumes its finished jobs, which train no further: each
+    was tested again (the whole test split per job), and that time added to its record's."""
+    import lightning.pytorch as pl
+
+    sweep = tmp_path / "sweep"
+    grid = ["-m", *TINY, "trainer.max_epochs=1", "seed=1,2", f"hydra.sweep.dir={sweep}"]
+    assert run_sft_train(capsys, *grid)[0] == 0
+    first = {p: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
+    assert len(first) == 2 and all("test/acc" in r["metrics"] for r in first.values())
+
+    def tested_again(*args, **kwargs):
+        raise AssertionError("tested again")
+
+    monkeypatch.setattr(pl.Trainer, "test", tested_again)
+    code, err = run_sft_train(capsys, *grid)
+    assert code == 0, err
+    for path, record in first.items():
+        again = json.loads(path.read_text())
+        assert again["status"] == "completed" and again["metrics"] == record["metrics"]
+        said = "Not tested again: the run trained no further since its test (test/acc "
+        assert said in (path.parent / "train.log").read_text()
+
+
 def test_a_grid_rerun_with_its_swept_keys_reordered_is_told_the_first_order(tmp_path, capsys):
     """Swept keys in another order number the same jobs otherwise (Hydra's product order): the
     re-run was refused as "another sweep" naming job 1's differences, which were only the

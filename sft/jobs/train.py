@@ -49,7 +49,7 @@ from sft.models.classifier import check_decoupled_pull, check_optimizer_settings
 from sft.models.loading import check_class_names
 from sft.runs.directories import is_grid
 from sft.runs.recorded_job import run_recorded
-from sft.runs.result import RunRecorder, RunResult
+from sft.runs.result import RunRecorder, RunResult, earlier_test_metrics, run_overrides
 from sft.runs.resume import (
     ResumePoint,
     check_resume_checkpoint,
@@ -229,6 +229,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     )
     tensorboard_hparams.start()
     overrides = resume_arguments()
+    start_step = start.step if start else None  # read before the checkpoint is handed over
     with multirun_job_ranks(str(cfg.paths.output_dir), start, overrides):
         if cfg.get("train"):
             if recorder is not None:
@@ -262,8 +263,27 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
                     )
         metrics = dict(trainer.callback_metrics)
         purge_no_more(trainer.loggers)
+        # a completed run continued with its settings that trained no further (a finished job
+        # of a sweep run again, to continue its other jobs): its best checkpoint and so its
+        # test metrics still hold (was: tested again, its time added to the run's)
+        tested = (
+            earlier_test_metrics(cfg.paths.output_dir, run_overrides(task_overrides()))
+            if cfg.get("test")
+            and start
+            and start.continues_run
+            and trainer.global_step == start_step
+            else {}
+        )
 
-        if cfg.get("test") and not datamodule.has_labelled_test:
+        if tested:
+            metrics.update(tested)
+            if trainer.is_global_zero:
+                log.info(
+                    "Not tested again: the run trained no further since its test "
+                    f"({metric_text(tested)}); sft-eval ckpt_path=<its checkpoint> scores one "
+                    "again."
+                )
+        elif cfg.get("test") and not datamodule.has_labelled_test:
             # an unlabelled test file (not a Hugging Face split, which sft-predict does not
             # read; nor SST trees' test_split: null)
             from_file = datamodule.hparams.get("source") != "hf" and bool(

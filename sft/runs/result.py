@@ -412,6 +412,27 @@ class RunRecorder:
         return self.result
 
 
+def earlier_test_metrics(run_dir: str | Path, overrides: Sequence[str]) -> dict[str, float]:
+    """The test metrics of the completed run whose record `run_dir` holds, where it was given
+    the same settings as `overrides` (where its first part started from, ckpt_path=, aside);
+    empty otherwise (no readable record, not completed, not tested, other settings)."""
+    path = Path(run_dir) / RESULT_FILE
+    try:
+        earlier = RunResult.read(path) if path.is_file() else None
+    except (OSError, SFTError):
+        return {}
+    if earlier is None or earlier.status != COMPLETED:
+        return {}
+    started_here = [o for o in earlier.overrides if override_key(o) != START_FROM]
+    if not same_overrides(started_here, overrides):
+        return {}
+    return {
+        k: v
+        for k, v in earlier.metrics.items()
+        if k.startswith(TEST_PREFIX) and isinstance(v, int | float)
+    }
+
+
 def job_recorder(cfg: DictConfig) -> RunRecorder:
     """The recorder of the sft-train or sft-eval job Hydra runs now (in its run directory; a
     sweep's job records a failure before training in the sweep directory). Made before torch
