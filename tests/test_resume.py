@@ -919,6 +919,31 @@ def test_a_continued_run_failing_in_its_test_keeps_only_test_metrics_of_its_chec
         assert recorded.metrics == {"val/acc": 0.8, "val/acc_best": 0.8, "test/acc": 0.79}
 
 
+@pytest.mark.parametrize(
+    ("recorded", "now", "kept"),
+    [
+        (["seed=1"], ["seed=1"], True),
+        # a sweep job started from a checkpoint; its DDP ranks' resume command lacks ckpt_path=
+        (["seed=1", "ckpt_path=/a.ckpt"], ["seed=1"], True),
+        (["seed=1", "ckpt_path=/a.ckpt"], ["seed=1", "ckpt_path=/a.ckpt"], True),
+        (["seed=1"], ["seed=2"], False),
+        (["seed=1"], ["seed=1", "+trainer.limit_test_batches=1"], False),
+    ],
+)
+def test_a_finished_runs_test_metrics_hold_for_its_settings_only(tmp_path, recorded, now, kept):
+    """What a finished run continued without training keeps instead of testing again; DDP's
+    ranks must agree (the sweep job's overrides have ckpt_path=, its ranks' not)."""
+    from sft.runs.result import earlier_test_metrics
+
+    RunResult(
+        status="completed",
+        output_dir=str(tmp_path),
+        overrides=recorded,
+        metrics={"val/acc": 0.5, "test/acc": 0.4, "test/loss": None},
+    ).write()
+    assert earlier_test_metrics(tmp_path, now) == ({"test/acc": 0.4} if kept else {})
+
+
 def test_resuming_a_run_of_another_pretrained_model_is_refused(tmp_path):
     """resume=auto continued a RoBERTa run with XLM-R's folder (same weight shapes), with a
     warning only: the checkpoint's weights ran under another tokenizer."""

@@ -533,6 +533,31 @@ def test_a_finished_job_of_a_sweep_run_again_is_not_tested_again(tmp_path, capsy
         assert said in (path.parent / "train.log").read_text()
 
 
+def test_a_finished_run_resumed_as_it_was_is_not_tested_again(
+    tmp_path, capsys, monkeypatch, data_dir
+):
+    """resume=<a finished run> with its overrides and data trains no further and keeps its
+    test metrics; on other data (the same overrides, another SFT_DATA_DIR) it is tested."""
+    import lightning.pytorch as pl
+
+    run = tmp_path / "run"
+    args = [*TINY, "trainer.max_epochs=1"]
+    assert run_sft_train(capsys, *args, f"hydra.run.dir={run}")[0] == 0
+    first = json.loads((run / "result.json").read_text())
+    assert "test/acc" in first["metrics"]
+
+    def tested_again(*args, **kwargs):
+        raise AssertionError("tested again")
+
+    monkeypatch.setattr(pl.Trainer, "test", tested_again)
+    assert run_sft_train(capsys, *args, f"resume={run}")[0] == 0
+    assert json.loads((run / "result.json").read_text())["metrics"] == first["metrics"]
+    (tmp_path / "data").symlink_to(data_dir)
+    monkeypatch.setenv("SFT_DATA_DIR", str(tmp_path / "data"))
+    code, err = run_sft_train(capsys, *args, f"resume={run}")
+    assert code == 1 and "tested again" in err
+
+
 def test_a_grid_rerun_with_its_swept_keys_reordered_is_told_the_first_order(tmp_path, capsys):
     """Swept keys in another order number the same jobs otherwise (Hydra's product order): the
     re-run was refused as "another sweep" naming job 1's differences, which were only the

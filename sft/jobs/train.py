@@ -229,7 +229,9 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     )
     tensorboard_hparams.start()
     overrides = resume_arguments()
-    start_step = start.step if start else None  # read before the checkpoint is handed over
+    # read before the checkpoint is handed over: where it was, and the data it was tested on
+    start_step = start.step if start else None
+    trained_data = start.checkpoint.get("datamodule_hyper_parameters") if start else None
     with multirun_job_ranks(str(cfg.paths.output_dir), start, overrides):
         if cfg.get("train"):
             if recorder is not None:
@@ -263,16 +265,19 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
                     )
         metrics = dict(trainer.callback_metrics)
         purge_no_more(trainer.loggers)
-        # a completed run continued with its settings that trained no further (a finished job
-        # of a sweep run again, to continue its other jobs): its best checkpoint and so its
-        # test metrics still hold (was: tested again, its time added to the run's)
-        tested = (
+        # a completed run continued with its settings and data that trained no further (a
+        # finished job of a sweep run again, to continue its other jobs): its best checkpoint
+        # and so its test metrics still hold (was: tested again, its time added to the run's).
+        # Rank 0 decides for all: trainer.test is collective under DDP.
+        tested = trainer.strategy.broadcast(
             earlier_test_metrics(cfg.paths.output_dir, run_overrides(task_overrides()))
             if cfg.get("test")
             and start
             and start.continues_run
             and trainer.global_step == start_step
-            else {}
+            and dict(datamodule.hparams) == trained_data
+            else {},
+            src=0,
         )
 
         if tested:

@@ -414,8 +414,9 @@ class RunRecorder:
 
 def earlier_test_metrics(run_dir: str | Path, overrides: Sequence[str]) -> dict[str, float]:
     """The test metrics of the completed run whose record `run_dir` holds, where it was given
-    the same settings as `overrides` (where its first part started from, ckpt_path=, aside);
-    empty otherwise (no readable record, not completed, not tested, other settings)."""
+    the same settings as `overrides`, where each started from (ckpt_path=) aside: a sweep job's
+    overrides have it, the resume command of its DDP ranks not; empty otherwise (no readable
+    record, not completed, not tested, other settings)."""
     path = Path(run_dir) / RESULT_FILE
     try:
         earlier = RunResult.read(path) if path.is_file() else None
@@ -423,8 +424,9 @@ def earlier_test_metrics(run_dir: str | Path, overrides: Sequence[str]) -> dict[
         return {}
     if earlier is None or earlier.status != COMPLETED:
         return {}
-    started_here = [o for o in earlier.overrides if override_key(o) != START_FROM]
-    if not same_overrides(started_here, overrides):
+    if not same_overrides(
+        *([o for o in x if override_key(o) != START_FROM] for x in (earlier.overrides, overrides))
+    ):
         return {}
     return {
         k: v
