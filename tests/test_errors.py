@@ -1902,3 +1902,26 @@ def test_a_file_this_user_may_not_use_is_a_user_error(capsys):
         "access, or another path\n"
     )
     assert find_user_error(PermissionError("no file named")) is None  # a bug's: its traceback
+
+
+@pytest.mark.parametrize(
+    ("precision", "fits"),
+    [(16.0, False), (32.0, False), (16, True), ("32", True), ("bf16-mixed", True)],
+)
+def test_a_float_for_lightnings_precision_is_one_line(precision, fits):
+    """`trainer.precision=16.0`: the strict check matched it to Lightning's literal 16, and
+    Lightning, given the float, said "No precision set" in Hydra's block."""
+    from omegaconf import OmegaConf
+
+    from sft.utils.config_types import check_config_types
+
+    node = OmegaConf.create(
+        {"_target_": "lightning.pytorch.trainer.Trainer", "precision": precision}
+    )
+    if fits:
+        check_config_types(node, "trainer")
+        return
+    with pytest.raises(
+        SFTError, match=rf"^trainer\.precision: expected one of .*, got {precision}$"
+    ):
+        check_config_types(node, "trainer")

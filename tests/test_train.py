@@ -1,6 +1,7 @@
 """Entry points end to end: sft-train / sft-eval on CIFAR-10 slices, on CPU."""
 
 import csv
+import json
 import logging
 import re
 import subprocess
@@ -369,6 +370,50 @@ def test_eval_scores_a_full_precision_checkpoint_in_its_precision(tmp_path, capl
     )
     assert evaluated["test/acc"] == metrics["test/acc"]
     assert evaluated["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("trained", "bf16_units", "chosen"),
+    [
+        ("bf16-mixed", True, "bf16-mixed"),
+        ("bf16-true", True, "bf16-true"),
+        ("bf16-mixed", False, "auto"),  # emulated here: auto's own pick
+        ("16-mixed", True, "auto"),  # fp16 on a CPU
+        ("32-true", False, "32-true"),
+        ("64-true", True, "64-true"),
+        (None, True, "auto"),  # a checkpoint that does not say
+    ],
+)
+def test_eval_at_auto_precision_scores_in_the_checkpoints_precision(
+    monkeypatch, trained, bf16_units, chosen
+):
+    """sft-eval's auto followed only 32-true and 64-true checkpoints: a bf16-mixed run of a
+    family that auto scores in fp32 (or the reverse) scored otherwise than its own test."""
+    from omegaconf import OmegaConf
+
+    from sft.jobs import eval as eval_job
+
+    monkeypatch.setattr(eval_job, "cpu_has_bf16", lambda: bf16_units)
+    trainer_cfg = OmegaConf.create({"precision": "auto", "accelerator": "cpu"})
+    eval_job.follow_trained_precision(
+        trainer_cfg, {"trained_precision": trained} if trained else {}
+    )
+    assert trainer_cfg.precision == chosen
+
+
+def test_the_validation_loss_adds_up_in_fp32_under_bf16_true(train_cfg, tmp_path):
+    """trainer.precision=bf16-true cast the loss metrics' states to bf16 (Lightning's
+    .to(dtype), which torchmetrics lets through), and the loss of bf16 logits was bf16: val/loss
+    came out rounded (2.078 at every validation of a trial's run; 16-true's sum was inf)."""
+    record = tmp_path / "loss.json"
+    probe = [
+        "+callbacks.check._target_=helpers.probes.CheckValidationLoss",
+        f"+callbacks.check.path={record}",
+    ]
+    train(train_cfg("trainer.precision=bf16-true", "trainer.max_epochs=1", "test=false", *probe))
+    checked = json.loads(record.read_text())
+    assert checked["dtypes"] == ["torch.float32"]
+    assert checked["metric"] == pytest.approx(checked["recomputed"], rel=1e-5)
 
 
 @pytest.mark.slow

@@ -47,7 +47,7 @@ from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import override_key
 from sft.utils.config import print_and_save_config, task_overrides
 from sft.utils.config_types import Seed, check_config_types, check_value
-from sft.utils.hardware import check_accelerator, resolve_auto_precision
+from sft.utils.hardware import check_accelerator, cpu_has_bf16, resolve_auto_precision, uses_gpu
 from sft.utils.instantiate import (
     answers_ctrl_c,
     build_trainer,
@@ -238,14 +238,24 @@ def warn_scoring_training_data(
         )
 
 
-def keep_full_precision(trainer_cfg: DictConfig, checkpoint: Mapping[str, Any]) -> None:
-    """`trainer.precision=auto` for a checkpoint trained in full precision (32-true, 64-true):
-    that precision, so the scores are those the run's own test gave (was: bf16-mixed for a
-    backbone family where bf16 pays, whatever training used: test/acc 0.449 for the run's 0.453)."""
+def follow_trained_precision(trainer_cfg: DictConfig, checkpoint: Mapping[str, Any]) -> None:
+    """`trainer.precision=auto` for a checkpoint: the precision it trained at, so the scores
+    are those the run's own test gave (was: only 32-true and 64-true were followed; else auto
+    picked by the backbone family, whatever training used: test/acc 0.449 for the run's 0.453).
+    Not half precision this machine lacks or emulates (fp16 on a CPU, bf16 on an older GPU or
+    a CPU without bf16 units): auto's own pick there."""
     trained = str(checkpoint.get(TRAINED_PRECISION, ""))
-    if str(trainer_cfg.get("precision")) == "auto" and trained in ("32-true", "64-true"):
-        trainer_cfg.precision = trained
-        log.info(f"trainer.precision=auto -> {trained} (the precision the checkpoint trained at)")
+    if str(trainer_cfg.get("precision")) != "auto" or not trained:
+        return
+    on_gpu = uses_gpu(str(trainer_cfg.get("accelerator", "auto")))
+    if trained.startswith("16") and not on_gpu:
+        return
+    if trained.startswith("bf16") and not (
+        torch.cuda.is_available() and torch.cuda.is_bf16_supported() if on_gpu else cpu_has_bf16()
+    ):
+        return
+    trainer_cfg.precision = trained
+    log.info(f"trainer.precision=auto -> {trained} (the precision the checkpoint trained at)")
 
 
 class ScoredOutputs(L.Callback):
@@ -351,7 +361,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             cfg.data = data_cfg
     # the settings this run uses, checked and completed before config_resolved.yaml records them
     check_accelerator(cfg.trainer)
-    keep_full_precision(cfg.trainer, checkpoint)
+    follow_trained_precision(cfg.trainer, checkpoint)
     backbone_cfg = checkpoint.get("hyper_parameters", {}).get("backbone")
     resolve_auto_precision(cfg.trainer, backbone_speed_hints(backbone_cfg).cpu_bf16)
     typed = [override_key(o) for o in task_overrides()]

@@ -196,9 +196,12 @@ def weights_hash(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def check_base_weights(model: nn.Module, recorded: Mapping, where: str) -> None:
-    """SFTError unless `model`'s frozen weights are those a small checkpoint was trained on."""
-    found = weights_hash(frozen_parameters(model))
+def check_base_weights(
+    model: nn.Module, recorded: Mapping, where: str, found: str | None = None
+) -> None:
+    """SFTError unless `model`'s frozen weights are those a small checkpoint was trained on.
+    `found`: their hash taken before (else hashed now)."""
+    found = found or weights_hash(frozen_parameters(model))
     if found != recorded.get("sha256"):
         backbone = recorded.get("backbone", {})
         source = (

@@ -19,7 +19,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import Container, OmegaConf
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sft.contracts import (
@@ -52,6 +52,7 @@ from sft.models.backbones import (
 )
 from sft.models.depthwise_conv import route_depthwise_convs
 from sft.models.fast_dropout import use_fast_dropout
+from sft.models.fp32_metrics import Float32Max, Float32Mean
 from sft.models.fused_amp import clip_fused, clips_fused, unscale_fused
 from sft.models.kept_embedding_grad import KeptEmbeddingGrads
 from sft.models.linear_probe import (
@@ -398,15 +399,15 @@ class SFTClassifier(L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        self.val_acc_best = MaxMetric()
+        self.val_acc_best = Float32Max()
         # the split's mean loss, weighted by batch size and summed over DDP ranks by torchmetrics:
         # Lightning's sync_dist mean truncated the ranks' example counts to integers (gloo), so
         # an odd split's loss came out N/(N-1) too high. NaN is kept (replaced by NaN), not
         # skipped with a warning; not nan_strategy="disable", which drops the weights too
         # (torchmetrics 1.9, issue #3434: the mean of batch means, so the loss of a split with a
         # smaller last batch changed with the batch size)
-        self.val_loss = MeanMetric(nan_strategy=float("nan"))
-        self.test_loss = MeanMetric(nan_strategy=float("nan"))
+        self.val_loss = Float32Mean(nan_strategy=float("nan"))
+        self.test_loss = Float32Mean(nan_strategy=float("nan"))
         # from a resumed checkpoint (on_load_checkpoint), applied in on_train_start
         self._restored_acc_best: float | None = None
         # each optimizer group's settings as this run configures them (configure_optimizers),
@@ -579,7 +580,9 @@ class SFTClassifier(L.LightningModule):
     def _shared_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         inputs, y = split_batch(batch)
         logits = self(inputs)
-        return self.criterion(logits, y), logits, y
+        # in fp32 under every precision (autocast does so for the mixed ones): bf16-true's and
+        # 16-true's half logits gave a loss rounded to 3 digits
+        return self.criterion(logits.float(), y), logits, y
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         try:
@@ -962,7 +965,10 @@ class SFTClassifier(L.LightningModule):
             self._reg_held, self._reg_held_steps = [], 0
         # a small checkpoint trains on from the base weights this model loaded: the same ones?
         if BASE_WEIGHTS in checkpoint:
-            check_base_weights(self, checkpoint[BASE_WEIGHTS], "the checkpoint")
+            # against the hash of the weights as this process built them, where it has it: a
+            # fit's true half precision has cast them since (the run's test of its best
+            # checkpoint refused it: "base weights ... differ")
+            check_base_weights(self, checkpoint[BASE_WEIGHTS], "the checkpoint", self._base_hash)
             # they are: taken from here by a run that saves whole checkpoints, and so loads
             # them whole (was: a traceback listing every base weight as missing)
             if weights is not None:

@@ -153,8 +153,16 @@ def check_value(value: Any, hint: Any, key: str, number_text: bool = False) -> N
     # a non-empty string is true: a switch takes true or false only.
     if _is_switch(hint) and value is not None and not isinstance(value, bool):
         fits = False
-    # ... and true as 1, 2.0 as 2 for an integer (was: adapter.r=2.0 reached peft's layers)
+    # ... and true as 1, 2.0 as 2 for an integer (was: adapter.r=2.0 reached peft's layers);
+    # strict mode still matches 16.0 to a literal 16, but the callable gets the float (was:
+    # trainer.precision=16.0, Lightning's "No precision set" in Hydra's block)
     if fits and isinstance(value, bool | float) and not _fits(hint, value, strict=True):
+        fits = False
+    if (
+        fits
+        and isinstance(value, float)
+        and not isinstance(_adapter(hint).validate_python(value), float)
+    ):
         fits = False
     # Lax mode also reads '0.1' (a quoted number) as a float, but the callable gets the string
     # (was: "TypeError: '>' not supported between 'float' and 'str'" inside the model)

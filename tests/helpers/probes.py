@@ -47,3 +47,38 @@ class OwnFinetuning(L.pytorch.callbacks.BaseFinetuning):
 
 class OwnCheckpoint(L.pytorch.callbacks.Checkpoint):
     """A user's checkpoint callback that is no ModelCheckpoint: no monitor, no file names."""
+
+
+class CheckValidationLoss(Callback):
+    """Write to `path` (JSON) the last validation's `val/loss` as the model's metric computed
+    it and as float64 recomputes it from the logits its steps returned, and the dtypes of the
+    loss's and the best accuracy's metrics and states."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self._total, self._count = 0.0, 0
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self._total, self._count = 0.0, 0
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, *args: Any
+    ) -> None:
+        labels = outputs["labels"]
+        loss = pl_module.criterion(outputs["logits"].double(), labels)
+        self._total += float(loss) * labels.numel()
+        self._count += labels.numel()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        # the loss's and the best accuracy's (the others count in integers)
+        dtypes = {
+            str(t.dtype)
+            for m in (pl_module.val_loss, pl_module.val_acc_best)
+            for t in (torch.empty(0, dtype=m.dtype), *(getattr(m, k) for k in m._defaults))
+        }
+        record = {
+            "metric": float(pl_module.val_loss.compute()),
+            "recomputed": self._total / self._count,
+            "dtypes": sorted(dtypes),
+        }
+        self.path.write_text(json.dumps(record))
