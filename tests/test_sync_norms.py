@@ -33,3 +33,15 @@ def test_the_ddp_trainer_config_builds_with_it(tmp_path):
     cfg = compose_config("train", [*overrides, "trainer.precision=32-true"], tmp_path)
     trainer = build_trainer(cfg.trainer)
     assert isinstance(trainer.strategy._layer_sync, SyncNormsKeepingActivations)
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_trainer_ddp_syncs_batch_norms_only_when_asked(sync, tmp_path):
+    """`trainer=ddp trainer.sync_batchnorm=false`: the config's plugin synced them anyway
+    (Lightning takes a layer sync plugin for the setting): on a CPU torch's ValueError in every
+    rank; on GPUs synced against the user's word."""
+    overrides = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    sync_setting = f"trainer.sync_batchnorm={sync}"
+    cfg = compose_config("train", [*overrides, sync_setting, "trainer.precision=32-true"], tmp_path)
+    layer_sync = build_trainer(cfg.trainer).strategy._layer_sync
+    assert isinstance(layer_sync, SyncNormsKeepingActivations) if sync else layer_sync is None

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from sft.errors import SFTError
 from sft.utils.config_types import check_config_types
 from sft.utils.logs import ignore_lightning_internal_warnings
+from sft.utils.sync_norms import norm_sync_as_asked
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
     # and its TypeError for a value of the wrong kind (trainer.devices=abc), here only: while
     # training, one may be a bug's
     with lightning_refusals(TypeError):
-        return instantiate(cfg, **kwargs)
+        return instantiate(norm_sync_as_asked(cfg), **kwargs)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ image). timm's own conversion keeps it (`SyncBatchNormAct`).
 from __future__ import annotations
 
 from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 
@@ -49,3 +50,20 @@ class SyncNormsKeepingActivations(TorchSyncBatchNorm):
                     original.train(child.training)
                     setattr(parent, name, original)
         return model
+
+
+def norm_sync_as_asked(trainer_cfg: DictConfig) -> DictConfig:
+    """`trainer_cfg` without this plugin where `sync_batchnorm` is off: Lightning takes a layer
+    sync plugin for the setting itself, so trainer=ddp's synced batch norms under
+    `trainer.sync_batchnorm=false` (on a CPU, torch's "SyncBatchNorm layers only work with GPU
+    modules")."""
+    plugins = trainer_cfg.get("plugins")
+    if trainer_cfg.get("sync_batchnorm") or not plugins:
+        return trainer_cfg
+    target = f"{__name__}.{SyncNormsKeepingActivations.__qualname__}"
+    kept = [p for p in plugins if not (isinstance(p, DictConfig) and p.get("_target_") == target)]
+    if len(kept) == len(plugins):
+        return trainer_cfg
+    trainer_cfg = trainer_cfg.copy()
+    trainer_cfg.plugins = OmegaConf.create(kept)
+    return trainer_cfg
