@@ -640,6 +640,18 @@ def test_ctrl_c_as_a_sweep_job_starts_says_how_to_continue_the_sweep(tmp_path, m
     assert line.endswith(f"seed=0,1 hydra.sweep.dir={sweep}")
     summary = (sweep / "summary.md").read_text()
     assert "1 job, 0 completed, 1 interrupted, 0 failed" in summary
+    # a search's line ends with its command too (was: a note after it, which, pasted, was a
+    # shell syntax error)
+    search = [
+        "hydra/sweeper=sft_optuna",
+        "model.lr_head=interval(1e-3,0.3)",
+        "hydra.sweeper.n_trials=1",
+    ]
+    argv = ["sft-train", "-m", *FAST, *QUICK, *search, f"hydra.sweep.dir={tmp_path / 'search'}"]
+    assert run_entry_point(lambda: entry_points.run(train_module.main), argv) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "; continue the search (it adds hydra.sweeper.n_trials new trials; " in line, line
+    assert line.endswith(f"hydra.sweep.dir={tmp_path / 'search'}"), line
 
 
 @pytest.mark.parametrize(

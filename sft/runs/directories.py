@@ -381,8 +381,9 @@ def sweep_hint() -> str | None:
     command = shlex.join([*command, f"hydra.sweep.dir={hydra_path(str(sweep_dir))}"])
     if hydra_cfg.runtime.choices.get("hydra/sweeper", "basic") != "basic":
         return (
-            f"continue the search with: {command} (it adds hydra.sweeper.n_trials new trials; "
-            "an interrupted trial is not run again)"
+            # the command last, as the grid's: pasted, a note after it was a shell syntax error
+            "continue the search (it adds hydra.sweeper.n_trials new trials; an interrupted "
+            f"trial is not run again) with: {command}"
         )
     return f"continue the sweep (each job from its last.ckpt) with: {command}"
 
