@@ -919,6 +919,38 @@ def test_a_launcher_whose_package_is_missing_is_one_line(monkeypatch):
         check_overrides("train", ["-m", "hydra/launcher=ray", "seed=0,1"])
 
 
+@pytest.mark.parametrize(
+    ("settings", "line"),
+    [
+        (
+            ["hydra.launcher.cpus_per_job=64"],
+            r"^hydra\.launcher\.cpus_per_job=64: the Ray instance this sweep starts on this machine "
+            r"has \d+ CPUs, so no job could start: ask for at most \d+ ",
+        ),
+        (
+            ["hydra.launcher.gpus_per_job=1"],
+            r"^hydra\.launcher\.gpus_per_job=1: the Ray instance .* has 0 GPUs, so no job could ",
+        ),
+        (
+            ["trainer=ddp_sim", "trainer.strategy=ddp"],
+            r"^trainer\.strategy=ddp under hydra/launcher=ray: Lightning's ddp starts its ranks ",
+        ),
+    ],
+    ids=["cpus", "gpus", "subprocess_ddp"],
+)
+def test_ray_jobs_that_could_never_run_are_one_line(settings, line, monkeypatch):
+    """More CPUs or GPUs per job than the local Ray instance has: Ray's autoscaler said it
+    could not fit them every 35 s, forever; `ddp` re-ran Ray's worker command line, which died
+    on sft-train's arguments (a WorkerCrashedError per job)."""
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(OverrideMistake, match=line):
+        check_overrides("train", ["-m", "hydra/launcher=ray", "seed=0,1", *settings])
+    # within what the instance has, and ddp_spawn: no word
+    check_overrides("train", ["-m", "hydra/launcher=ray", "seed=0,1", "trainer=ddp_sim"])
+
+
 def test_more_nodes_than_this_one_with_nothing_to_join_them_is_refused(
     train_cfg, tmp_path, monkeypatch
 ):

@@ -549,6 +549,8 @@ def check_launcher(cfg: DictConfig, parsed: Sequence[Override] = ()) -> None:
             "hydra/launcher=ray runs the jobs as Ray tasks, and Ray is not installed: "
             "pip install -e '.[cluster]'"
         )
+    if launcher == "ray":
+        check_ray_jobs(cfg)
     if launcher != "slurm_ddp":
         return
     # its job shape reads trainer=ddp's keys, unless the command sets it itself
@@ -594,6 +596,58 @@ def check_launcher(cfg: DictConfig, parsed: Sequence[Override] = ()) -> None:
             "does not have: run the sweep where SLURM is (a login node), or run its jobs here "
             "with hydra/launcher=local_jobs"
         )
+
+
+# Lightning's DDP strategies that start their ranks by running the process's command line again
+SPAWNING = ("spawn", "fork", "notebook")
+
+
+def check_ray_jobs(cfg: DictConfig) -> None:
+    """OverrideMistake for Ray jobs that could never run: more CPUs or GPUs than the instance
+    the sweep starts on this machine has (was: Ray's autoscaler line every 35 s, forever), and
+    subprocess DDP (was: Ray's worker died on sft-train's arguments, a WorkerCrashedError)."""
+    strategy = OmegaConf.select(cfg, "trainer.strategy", default="auto")
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=1)
+    if (
+        isinstance(strategy, str)
+        and strategy.startswith("ddp")
+        and not any(way in strategy for way in SPAWNING)
+        and (str(devices) != "1" or str(nodes) != "1")
+    ):
+        raise OverrideMistake(
+            f"trainer.strategy={strategy} under hydra/launcher=ray: Lightning's {strategy} starts "
+            "its ranks by running the process's command line again, which in a Ray worker is "
+            "Ray's, not sft-train: set trainer.strategy=ddp_spawn"
+        )
+    if OmegaConf.select(cfg, "hydra.launcher.address") is not None or os.environ.get("RAY_ADDRESS"):
+        return  # a cluster's nodes: Ray's autoscaler may add what a job asks for
+    init = OmegaConf.select(cfg, "hydra.launcher.init", default=None) or {}
+    for kind, key in (("CPUs", "cpus_per_job"), ("GPUs", "gpus_per_job")):
+        asked = OmegaConf.select(cfg, f"hydra.launcher.{key}", default=0)
+        if not isinstance(asked, int | float) or asked <= 0:
+            continue
+        count = f"num_{kind[:3].lower()}s"
+        here = init.get(count)
+        if here is None:
+            here = len(os.sched_getaffinity(0)) if kind == "CPUs" else _visible_gpus()
+        if asked > here:
+            raise OverrideMistake(
+                f"hydra.launcher.{key}={asked:g}: the Ray instance this sweep starts on this "
+                f"machine has {here} {kind}, so no job could start: ask for at most {here} "
+                f"(or set +hydra.launcher.init.{count}=, or join a cluster with "
+                "hydra.launcher.address=)"
+            )
+
+
+def _visible_gpus() -> int:
+    """The CUDA GPUs a Ray instance started here would count."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    import torch  # late: seconds to import, for a GPU job only
+
+    return torch.cuda.device_count()
 
 
 def check_not_shadowed(
