@@ -418,7 +418,7 @@ def test_the_validation_loss_adds_up_in_fp32_under_bf16_true(train_cfg, tmp_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("val_check_interval", [1.0, 0.5])
-def test_ddp_sim_runs_two_processes(train_cfg, val_check_interval):
+def test_ddp_sim_runs_two_processes(train_cfg, val_check_interval, tmp_path):
     """The ranks train in spawned processes: the run's record counts their epochs and the test
     logs after their last step (was: 0 epochs in result.json, test/acc at step 0; with validation
     within the epoch, last.ckpt is saved before the last epoch and step are counted: one epoch
@@ -433,11 +433,17 @@ def test_ddp_sim_runs_two_processes(train_cfg, val_check_interval):
         f"+trainer.val_check_interval={val_check_interval}",
         "trainer.enable_progress_bar=false",
         "data.val_size=101",  # ranks of 51 and 50 examples
+        "+callbacks.ranks._target_=helpers.probes.RecordRankMetric",
+        f"+callbacks.ranks.folder={tmp_path}",
+        "+callbacks.ranks.name=train/loss_epoch",
     )
     recorder = RunRecorder(cfg.paths.output_dir, [], None)
     metrics = train(cfg, recorder)
     assert 0.0 <= metrics["test/acc"] <= 1.0
     assert recorder.result.epochs == 2
+    # the ranks' mean, the same on each (was: each rank's own batches; rank 0's logged)
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0 == pytest.approx(rank1, rel=1e-6)
     # the validation loss of the 101 examples, as one process gives it (was: 101/100 of it:
     # Lightning's mean over ranks counted 101 examples as 2 x 50)
     import lightning as L

@@ -606,7 +606,8 @@ class SFTClassifier(L.LightningModule):
         # update(), not forward(): only epoch values are logged, per-batch values would be
         # computed for nothing on every step
         self.train_metrics.update(logits, y)
-        self.log("train/loss", logged, on_step=True, on_epoch=True, prog_bar=True)
+        # the mean over DDP ranks, as train/acc's (was: rank 0's batches alone)
+        self.log("train/loss", logged, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         # lambda R(theta) enters through its gradient in on_before_optimizer_step
         return ce

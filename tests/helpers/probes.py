@@ -82,3 +82,15 @@ class CheckValidationLoss(Callback):
             "dtypes": sorted(dtypes),
         }
         self.path.write_text(json.dumps(record))
+
+
+class RecordRankMetric(Callback):
+    """At the end of training, write this rank's callback metric `name` to
+    `<folder>/rank<global rank>.json`."""
+
+    def __init__(self, folder: str, name: str) -> None:
+        self.folder, self.name = Path(folder), name
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        value = float(trainer.callback_metrics[self.name])
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(value))
