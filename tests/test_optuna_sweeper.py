@@ -314,6 +314,31 @@ def test_an_interrupted_search_writes_the_results_of_the_trials_it_finished(
     assert (results.best_trial, dict(results.n_trials)) == (0, {"complete": 1, "fail": 1})
 
 
+def test_an_interrupted_enqueued_trial_runs_when_the_search_goes_on(
+    tmp_path, monkeypatch, data_dir
+):
+    """Ctrl-C in the config's enqueued trial (its baseline): the continued search never ran it,
+    since Optuna's skip_if_exists counted the failed trial as run."""
+    from hydra_plugins.sft_optuna_sweeper._sweep import OptunaSweep
+
+    run_batch = OptunaSweep.run_batch
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(OptunaSweep, "run_batch", interrupted)
+    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "trainer.max_epochs=1"]
+    argv += ["hydra.sweeper.n_trials=1", "+trainer.limit_train_batches=1", "test=false"]
+    with pytest.raises(KeyboardInterrupt):
+        run_entry_point(main, [*argv, f"hydra.sweep.dir={tmp_path}"])
+    monkeypatch.setattr(OptunaSweep, "run_batch", run_batch)
+    assert run_entry_point(main, [*argv, f"hydra.sweep.dir={tmp_path}"]) == 0
+    trials = load_study(tmp_path, "cifar10_optuna").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].params == trials[0].params
+    assert trials[1].params["model.lr_backbone"] == 1e-4  # the config's enqueued trial
+
+
 def test_a_new_study_in_a_sweep_folder_reuses_a_finished_job_of_the_same_trial(tmp_path, data_dir):
     """Another study (study_name) in a sweep folder samples the first study's enqueued trial
     again: its job continues the finished job 0 and reports that job's value (was: None, so the

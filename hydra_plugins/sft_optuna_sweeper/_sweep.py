@@ -31,7 +31,7 @@ from sft.callbacks.optuna_pruning import (
     PRUNER_CONFIG,
     open_storage,
 )
-from sft.errors import ENDED_JOBS, SFTError
+from sft.errors import ENDED_JOBS, SFTError, TrainingInterrupted
 from sft.runs.result import (
     INTERRUPTED,
     PRUNING_OVERRIDE,
@@ -56,6 +56,8 @@ PRUNING_CALLBACK = "sft.callbacks.optuna_pruning.OptunaPruning"
 # trial user attributes the sweeper sets
 OUTPUT_DIR = "output_dir"
 DUPLICATE_OF = "duplicate_of"
+# a trial told FAIL because a signal stopped it (Optuna has no state for it)
+STOPPED = "interrupted"
 # optimization_results.yaml's trial counts, in Optuna's order of states, then those not run
 TRIAL_COUNT_ORDER = [state.name.lower() for state in TrialState] + ["repeated"]
 # study user attribute: the overrides every trial gets (the command line's plain values)
@@ -166,9 +168,12 @@ class OptunaSweep:
                 remaining -= len(batch)
                 try:
                     returns.extend(self.run_batch(study, space, storage, batch))
-                except BaseException:
+                except BaseException as stop:
                     # an interrupted or broken batch must not leave trials RUNNING in the study
+                    stopped = isinstance(stop, KeyboardInterrupt | TrainingInterrupted)
                     for trial in batch:
+                        if stopped and stored(study, trial.number).state == TrialState.RUNNING:
+                            trial.set_user_attr(STOPPED, True)
                         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                     raise
         finally:
@@ -236,7 +241,14 @@ class OptunaSweep:
         # the jobs' pruning callbacks build the same pruner from the study (only storage is shared)
         study.set_user_attr(PRUNER_CONFIG, OmegaConf.to_container(self.pruner_config, resolve=True))
         for params in enqueued:
-            study.enqueue_trial(params, skip_if_exists=True)
+            # again where its run was interrupted (was: never run, since Optuna's
+            # skip_if_exists counts any trial of its parameters, a failed one too)
+            if not any(
+                t.system_attrs.get("fixed_params", t.params) == params
+                and not (t.state == TrialState.FAIL and t.user_attrs.get(STOPPED))
+                for t in study.get_trials(deepcopy=False)
+            ):
+                study.enqueue_trial(params)
         return study, n_before
 
     def run_batch(
@@ -436,6 +448,7 @@ def tell(study: optuna.Study, trial: Trial, result: JobReturn) -> None:
     if output_dir:
         trial.set_user_attr(OUTPUT_DIR, str(output_dir))
     failure = None
+    recorded_status = None
     if result.status == JobStatus.FAILED:
         try:
             result.return_value  # noqa: B018 (a failed job's return_value raises its error)
@@ -443,6 +456,7 @@ def tell(study: optuna.Study, trial: Trial, result: JobReturn) -> None:
             failure = f"the job raised {type(exc).__name__}: {exc}"
     elif output_dir and (Path(output_dir) / RESULT_FILE).exists():
         recorded = RunResult.read(Path(output_dir) / RESULT_FILE)
+        recorded_status = recorded.status
         if recorded.status in UNFINISHED:
             ended = "was interrupted" if recorded.status == INTERRUPTED else "failed"
             failure = f"the job {ended}: {recorded.error}"
@@ -455,6 +469,8 @@ def tell(study: optuna.Study, trial: Trial, result: JobReturn) -> None:
     if failure is None and not _is_number(value):
         failure = f"the job returned {value!r}, not a number"
     if failure is not None:
+        if recorded_status == INTERRUPTED:
+            trial.set_user_attr(STOPPED, True)
         study.tell(trial, state=TrialState.FAIL)
         log.warning(f"Trial {trial.number} failed: {failure}")
     else:
