@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import warnings
@@ -2267,3 +2268,21 @@ def test_a_single_run_warns_of_an_optimized_metric_it_did_not_log(tmp_path, monk
     err = captured.out + captured.err
     assert "optimized_metric=val/accc was not logged by this run (it logged: " in err
     assert "val/acc_best" in err.split("val/accc was not logged", 1)[1]
+
+
+def test_resuming_a_run_still_training_before_its_first_checkpoint_says_it_is_in_use(
+    tmp_path, monkeypatch, capsys
+):
+    """resume= of a run that was still training and had saved no last.ckpt yet: "last.ckpt
+    does not exist, nothing to resume from", as if the run had ended without one."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    argv = ["sft-train", *FAST, "trainer.max_steps=1", "test=false", f"resume={folder}"]
+    with held_by_another_process(folder) as pid:
+        assert run_entry_point(train_module.main, argv) == 1
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (
+        f"error: resume={folder}: {folder} is in use by an sft run or sweep still running (pid "
+        f"{pid} on {socket.gethostname()}): wait for it to end, then resume it"
+    )

@@ -133,6 +133,13 @@ def resumed_run_dir(resume: str) -> Path:
         raise SFTError(f"resume={resume}: no such run directory")
     if not os.access(run_dir, os.W_OK | os.X_OK):  # (was: Hydra's traceback opening its log)
         raise SFTError(f"resume={resume}: this user may not write in {run_dir}")
+    # (was, for a run before its first checkpoint: "last.ckpt does not exist"; the ranks of a
+    # DDP run resumed run in the directory its first rank holds)
+    if not is_rank_process() and (who := holder(run_dir)):
+        raise SFTError(
+            f"resume={resume}: {run_dir} is in use by an sft run or sweep still running ({who}): "
+            "wait for it to end, then resume it"
+        )
     last = last_checkpoint(run_dir)
     if last.is_symlink() and not last.exists():
         raise SFTError(
