@@ -362,7 +362,7 @@ def test_a_second_ctrl_c_stops_at_once_and_names_the_checkpoint_to_resume(tmp_pa
     last = run_dir / "checkpoints" / "last.ckpt"
     assert message.startswith(
         "interrupted by SIGINT at epoch 0 step 3, at once (a second Ctrl-C): not saved; "
-        f"{last} holds an earlier step; resume with: sft-train "
+        f"{last} holds step 2, an earlier one; resume with: sft-train "
     ), message
     assert message.endswith(f"resume={run_dir}")
     assert torch.load(last, weights_only=True)["global_step"] == 2
@@ -542,7 +542,8 @@ def test_a_second_ctrl_c_in_a_sweep_job_says_how_to_continue_the_sweep(tmp_path,
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith(
         "interrupted by SIGINT at epoch 0 step 3, at once (a second Ctrl-C): not saved; "
-        f"{sweep / '0' / 'checkpoints' / 'last.ckpt'} holds an earlier step; continue the sweep "
+        f"{sweep / '0' / 'checkpoints' / 'last.ckpt'} holds step 2, an earlier one; continue the "
+        "sweep "
         "(each job from its last.ckpt) with: sft-train -m "
     ), message
     assert message.endswith(f"seed=0,1 hydra.sweep.dir={sweep}")
@@ -682,3 +683,16 @@ def test_ctrl_c_in_a_forked_data_loader_worker_is_left_to_the_main_process(monke
     with caplog.at_level(logging.WARNING):
         callback._handler(signal.SIGINT, None)
     assert callback._received == signal.SIGINT and "received SIGINT" in caplog.text
+
+
+def test_a_second_signal_after_the_first_ones_save_says_the_checkpoint_holds_this_step(tmp_path):
+    """Two Ctrl-C 0.3 s apart on a ddp_sim run: the first's save had ended, and the line said
+    last.ckpt held "an earlier step" (it held the step the run stopped at)."""
+    from sft.callbacks.graceful_interrupt import kept_step
+
+    last = tmp_path / "last.ckpt"
+    torch.save({"global_step": 13, "state_dict": {"w": torch.zeros(2)}}, last)
+    assert kept_step(last, 13) == f"{last} holds this step (saved before the second signal)"
+    assert kept_step(last, 14) == f"not saved; {last} holds step 13, an earlier one"
+    last.write_bytes(b"not a checkpoint")
+    assert kept_step(last, 14) == f"not saved; {last} holds an earlier step"

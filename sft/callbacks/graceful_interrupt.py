@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from torch import multiprocessing as mp
@@ -406,4 +407,16 @@ def _what_was_kept(trainer: L.Trainer, overrides: list[str], sweep: str | None) 
     if not last.is_file():
         return f"{where}: nothing saved{then}"
     how = how_to_continue(trainer.default_root_dir, overrides, sweep)
-    return f"{where}: not saved; {last} holds an earlier step; {how}"
+    return f"{where}: {kept_step(last, trainer.global_step)}; {how}"
+
+
+def kept_step(last: Path, step: int) -> str:
+    """What `last` (a run stopped at once at `step`) holds: this step where the first signal's
+    save ended before the second came (was: "an earlier step" always)."""
+    try:  # mmap: the step alone is read, not the weights
+        saved = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    except Exception:  # not readable as a checkpoint here: what it holds is not said
+        return f"not saved; {last} holds an earlier step"
+    if saved == step:
+        return f"{last} holds this step (saved before the second signal)"
+    return f"not saved; {last} holds step {saved}, an earlier one"
