@@ -535,3 +535,11 @@ def test_eval_modes_the_model_sets_raise_no_lightning_warning(train_cfg, recwarn
     module(s) in eval mode at the start of training" warning was printed on every such run."""
     train(train_cfg("model.freeze_norm_stats=true", "+trainer.max_steps=2", "test=false"))
     assert not [w for w in recwarn if "in eval mode at the start" in str(w.message)]
+
+
+def test_a_linear_probe_run_warns_of_no_warm_up(train_cfg, caplog):
+    """method=linear_probe (its one step at rate 0 lets validation score the fitted head):
+    warned that the model's warm-up was the whole run."""
+    with caplog.at_level(logging.WARNING):
+        train(train_cfg("method=linear_probe", "model.linear_probe={max_iter:20}", "test=false"))
+    assert "warm-up" not in caplog.text
