@@ -923,9 +923,9 @@ def test_a_launcher_whose_package_is_missing_is_one_line(monkeypatch):
     ("settings", "line"),
     [
         (
-            ["hydra.launcher.cpus_per_job=64"],
-            r"^hydra\.launcher\.cpus_per_job=64: the Ray instance this sweep starts on this machine "
-            r"has \d+ CPUs, so no job could start: ask for at most \d+ ",
+            ["hydra.launcher.cpus_per_job=4", "+hydra.launcher.init.num_cpus=2"],
+            r"^hydra\.launcher\.cpus_per_job=4: the Ray instance this sweep starts on this machine "
+            r"has 2 CPUs, so no job could start: ask for at most 2 ",
         ),
         (
             ["hydra.launcher.gpus_per_job=1"],
@@ -947,8 +947,14 @@ def test_ray_jobs_that_could_never_run_are_one_line(settings, line, monkeypatch)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(OverrideMistake, match=line):
         check_overrides("train", ["-m", "hydra/launcher=ray", "seed=0,1", *settings])
-    # within what the instance has, and ddp_spawn: no word
+    # within what the instance has, ddp_spawn, and ddp of one device: no word (nor for a count
+    # Ray reads itself, written as a string)
     check_overrides("train", ["-m", "hydra/launcher=ray", "seed=0,1", "trainer=ddp_sim"])
+    one = ["trainer=ddp_sim", "trainer.strategy=ddp", "trainer.devices=[0]"]
+    check_overrides("train", ["-m", "hydra/launcher=ray", "seed=0,1", *one])
+    check_overrides(
+        "train", ["-m", "hydra/launcher=ray", "seed=0,1", "+hydra.launcher.init.num_cpus='4'"]
+    )
 
 
 def test_more_nodes_than_this_one_with_nothing_to_join_them_is_refused(

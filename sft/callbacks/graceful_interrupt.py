@@ -418,5 +418,5 @@ def kept_step(last: Path, step: int) -> str:
     except Exception:  # not readable as a checkpoint here: what it holds is not said
         return f"not saved; {last} holds an earlier step"
     if saved == step:
-        return f"{last} holds this step (saved before the second signal)"
+        return f"{last} holds this step"
     return f"not saved; {last} holds step {saved}, an earlier one"

@@ -251,7 +251,9 @@ def follow_trained_precision(trainer_cfg: DictConfig, checkpoint: Mapping[str, A
     if trained.startswith("16") and not on_gpu:
         return
     if trained.startswith("bf16") and not (
-        torch.cuda.is_available() and torch.cuda.is_bf16_supported() if on_gpu else cpu_has_bf16()
+        torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        if on_gpu
+        else cpu_has_bf16()
     ):
         return
     trainer_cfg.precision = trained

@@ -11,19 +11,31 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from lightning_utilities.core.apply_func import apply_to_collection
 from torchmetrics import MaxMetric, MeanMetric
 
 
 class _KeepsFloat32:
-    """Mixin for a torchmetrics Metric of float states: after any move or cast, its states and
-    dtype are float32 again."""
+    """Mixin for a torchmetrics Metric of tensor states: a move or cast moves its float states
+    and results in float32 (never through a half cast, which would round them)."""
 
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Any:
-        out = super()._apply(fn, exclude_state)  # type: ignore[misc]
-        for key, default in out._defaults.items():
-            if isinstance(default, torch.Tensor) and default.is_floating_point():
-                out._defaults[key] = default.float()
-                setattr(out, key, getattr(out, key).float())
+        floats = [
+            k
+            for k, d in self._defaults.items()  # type: ignore[attr-defined]
+            if isinstance(d, torch.Tensor) and d.is_floating_point()
+        ]
+        out = super()._apply(fn, exclude_state=(*exclude_state, *floats))  # type: ignore[misc]
+        device = out.device  # where `fn` moved the rest
+
+        def kept(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, torch.float32) if t.is_floating_point() else t
+
+        for key in floats:
+            out._defaults[key] = kept(out._defaults[key])
+            setattr(out, key, kept(getattr(out, key)))
+        out._computed = apply_to_collection(out._computed, torch.Tensor, kept)
+        out._forward_cache = apply_to_collection(out._forward_cache, torch.Tensor, kept)
         out._dtype = torch.float32
         return out
 

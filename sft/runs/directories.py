@@ -390,7 +390,7 @@ def sweep_hint() -> str | None:
         return (
             # the command last, as the grid's: pasted, a note after it was a shell syntax error
             "continue the search (it adds hydra.sweeper.n_trials new trials; an interrupted "
-            f"trial is not run again) with: {command}"
+            f"trial is not run again, but for an enqueued one) with: {command}"
         )
     return f"continue the sweep (each job from its last.ckpt) with: {command}"
 

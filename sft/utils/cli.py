@@ -600,6 +600,8 @@ def check_launcher(cfg: DictConfig, parsed: Sequence[Override] = ()) -> None:
 
 # Lightning's DDP strategies that start their ranks by running the process's command line again
 SPAWNING = ("spawn", "fork", "notebook")
+# what `ray start` leaves while its cluster runs; ray.init() without an address joins it
+RAY_CURRENT_CLUSTER = "/tmp/ray/ray_current_cluster"
 
 
 def check_ray_jobs(cfg: DictConfig) -> None:
@@ -613,14 +615,18 @@ def check_ray_jobs(cfg: DictConfig) -> None:
         isinstance(strategy, str)
         and strategy.startswith("ddp")
         and not any(way in strategy for way in SPAWNING)
-        and (str(devices) != "1" or str(nodes) != "1")
+        and (_several(devices) or _several(nodes))
     ):
         raise OverrideMistake(
             f"trainer.strategy={strategy} under hydra/launcher=ray: Lightning's {strategy} starts "
             "its ranks by running the process's command line again, which in a Ray worker is "
             "Ray's, not sft-train: set trainer.strategy=ddp_spawn"
         )
-    if OmegaConf.select(cfg, "hydra.launcher.address") is not None or os.environ.get("RAY_ADDRESS"):
+    if (
+        OmegaConf.select(cfg, "hydra.launcher.address") is not None
+        or os.environ.get("RAY_ADDRESS")
+        or Path(RAY_CURRENT_CLUSTER).exists()  # ray.init() joins the one `ray start` runs
+    ):
         return  # a cluster's nodes: Ray's autoscaler may add what a job asks for
     init = OmegaConf.select(cfg, "hydra.launcher.init", default=None) or {}
     for kind, key in (("CPUs", "cpus_per_job"), ("GPUs", "gpus_per_job")):
@@ -629,15 +635,24 @@ def check_ray_jobs(cfg: DictConfig) -> None:
             continue
         count = f"num_{kind[:3].lower()}s"
         here = init.get(count)
-        if here is None:
-            here = len(os.sched_getaffinity(0)) if kind == "CPUs" else _visible_gpus()
-        if asked > here:
+        if here is None:  # as Ray counts them (not the CPUs this process may run on)
+            here = (os.cpu_count() or 1) if kind == "CPUs" else _visible_gpus()
+        if isinstance(here, int | float) and asked > here:
             raise OverrideMistake(
                 f"hydra.launcher.{key}={asked:g}: the Ray instance this sweep starts on this "
                 f"machine has {here} {kind}, so no job could start: ask for at most {here} "
                 f"(or set +hydra.launcher.init.{count}=, or join a cluster with "
                 "hydra.launcher.address=)"
             )
+
+
+def _several(count: Any) -> bool:
+    """Whether Lightning's `devices` or `num_nodes` value asks for more than one (-1: all;
+    "auto" is not counted here)."""
+    if isinstance(count, list | ListConfig):
+        return len(count) > 1
+    text = str(count).strip()
+    return text.lstrip("-").isdigit() and int(text) not in (0, 1)
 
 
 def _visible_gpus() -> int:

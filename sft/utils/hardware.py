@@ -128,7 +128,8 @@ def choose_precision(accelerator: str, cpu_bf16_pays: bool) -> tuple[str, str]:
     if uses_gpu(accelerator):
         if not torch.cuda.is_available():  # Lightning says so when it builds the trainer
             return "32-true", f"accelerator {accelerator!r} but no CUDA GPU is visible"
-        if torch.cuda.is_bf16_supported():
+        # without emulation: torch's default says True on GPUs that emulate bf16 (V100, T4)
+        if torch.cuda.is_bf16_supported(including_emulation=False):
             return "bf16-mixed", f"GPU {torch.cuda.get_device_name()} supports bf16"
         return "16-mixed", f"GPU {torch.cuda.get_device_name()} has no bf16: fp16 with a scaler"
     if accelerator not in ("auto", "cpu"):

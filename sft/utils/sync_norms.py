@@ -58,7 +58,8 @@ def norm_sync_as_asked(trainer_cfg: DictConfig) -> DictConfig:
     `trainer.sync_batchnorm=false` (on a CPU, torch's "SyncBatchNorm layers only work with GPU
     modules")."""
     plugins = trainer_cfg.get("plugins")
-    if trainer_cfg.get("sync_batchnorm") or not plugins:
+    # (a config without the key, a user's own: the plugin is its word, as Lightning takes it)
+    if trainer_cfg.get("sync_batchnorm", True) is not False or not plugins:
         return trainer_cfg
     target = f"{__name__}.{SyncNormsKeepingActivations.__qualname__}"
     kept = [p for p in plugins if not (isinstance(p, DictConfig) and p.get("_target_") == target)]
