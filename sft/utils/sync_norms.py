@@ -53,7 +53,7 @@ class SyncNormsKeepingActivations(TorchSyncBatchNorm):
 
 
 def norm_sync_as_asked(trainer_cfg: DictConfig) -> DictConfig:
-    """`trainer_cfg` without this plugin where `sync_batchnorm` is off: Lightning takes a layer
+    """`trainer_cfg` without this plugin where `sync_batchnorm` is false: Lightning takes a layer
     sync plugin for the setting itself, so trainer=ddp's synced batch norms under
     `trainer.sync_batchnorm=false` (on a CPU, torch's "SyncBatchNorm layers only work with GPU
     modules")."""
