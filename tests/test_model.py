@@ -965,6 +965,8 @@ def test_frozen_norm_statistics_survive_the_linear_probe():
     [
         ("auto", True, True, False, False, "bf16-mixed"),
         ("gpu", True, False, False, False, "16-mixed"),
+        # bf16 emulated (V100, T4: torch's default count says supported): fp16 with a scaler
+        ("gpu", True, "emulated", False, False, "16-mixed"),
         ("auto", False, False, True, True, "bf16-mixed"),
         ("cpu", False, False, True, False, "32-true"),
         ("cpu", False, False, False, True, "32-true"),
@@ -978,7 +980,13 @@ def test_auto_precision_follows_the_hardware(
     from sft.utils import hardware
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_gpu)
+    monkeypatch.setattr(
+        torch.cuda,
+        "is_bf16_supported",
+        lambda including_emulation=True: (
+            bf16_gpu is True or (including_emulation and bf16_gpu == "emulated")
+        ),
+    )
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "a GPU")
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: cpu_bf16)
     trainer = OmegaConf.create({"accelerator": accelerator, "precision": "auto"})
