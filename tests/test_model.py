@@ -1169,3 +1169,18 @@ def test_frozen_norm_statistics_are_warned_about_only_where_there_are_batch_norm
     with caplog.at_level(logging.WARNING):
         model.on_fit_start()
     assert ("keeps the batch-norm statistics" in caplog.text) is warned
+
+
+def test_fp32_metrics_keep_their_values_through_a_half_cast():
+    """Lightning's bf16-true casts the model with .to(dtype): the best accuracy and the loss
+    sums stay float32, not rounded through bf16 (0.4531 read 0.453125 after a first fix)."""
+    from sft.models.fp32_metrics import Float32Max, Float32Mean
+
+    best = Float32Max()
+    best.update(torch.tensor(0.4531))
+    best = best.to(torch.bfloat16)
+    assert best.max_value.dtype == torch.float32 and best.dtype == torch.float32
+    assert best.compute().item() == pytest.approx(0.4531, abs=1e-7)
+    mean = Float32Mean().to(dtype=torch.float16)
+    mean.update(torch.tensor([235.6, 235.4]), weight=torch.tensor([64.0, 64.0]))
+    assert mean.mean_value.dtype == torch.float32 and mean.compute().item() == pytest.approx(235.5)
