@@ -30,7 +30,6 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from torch import multiprocessing as mp
@@ -42,6 +41,7 @@ from sft.callbacks.last_checkpoint import ranking_checkpoint
 from sft.errors import TrainingInterrupted
 from sft.runs.directories import sweep_hint, trainer_last_checkpoint
 from sft.runs.resume import recover_spawned_progress
+from sft.utils.checkpoint_io import load_weights_only
 from sft.utils.cli import as_typed
 from sft.utils.config import RUN_START, config_dir_arguments, hydra_path, task_overrides
 from sft.utils.instantiate import answers_ctrl_c
@@ -413,8 +413,8 @@ def _what_was_kept(trainer: L.Trainer, overrides: list[str], sweep: str | None) 
 def kept_step(last: Path, step: int) -> str:
     """What `last` (a run stopped at once at `step`) holds: this step where the first signal's
     save ended before the second came (was: "an earlier step" always)."""
-    try:  # mmap: the step alone is read, not the weights
-        saved = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    try:
+        saved = load_weights_only(last, mmap=True)["global_step"]
     except Exception:  # not readable as a checkpoint here: what it holds is not said
         return f"not saved; {last} holds an earlier step"
     if saved == step:

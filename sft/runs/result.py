@@ -131,6 +131,17 @@ def differing_overrides(a: Sequence[str], b: Sequence[str]) -> tuple[list[str], 
     return first, second
 
 
+def differing_continued_overrides(
+    now: Sequence[str], recorded: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """`differing_overrides` of a continued run and its record, where each started from
+    (ckpt_path=) aside: a resumed run's command leaves it out, its record keeps it (and a sweep
+    job's overrides have it, the resume command of its DDP ranks not)."""
+    return differing_overrides(
+        *([o for o in x if override_key(o) != START_FROM] for x in (now, recorded))
+    )
+
+
 def same_overrides(a: Sequence[str], b: Sequence[str]) -> bool:
     """Whether two runs were given the same settings, in any order and however written."""
     return differing_overrides(a, b) == ([], [])
@@ -414,9 +425,8 @@ class RunRecorder:
 
 def earlier_test_metrics(run_dir: str | Path, overrides: Sequence[str]) -> dict[str, float]:
     """The test metrics of the completed run whose record `run_dir` holds, where it was given
-    the same settings as `overrides`, where each started from (ckpt_path=) aside: a sweep job's
-    overrides have it, the resume command of its DDP ranks not; empty otherwise (no readable
-    record, not completed, not tested, other settings)."""
+    the same settings as `overrides` (`differing_continued_overrides`); empty otherwise (no
+    readable record, not completed, not tested, other settings)."""
     path = Path(run_dir) / RESULT_FILE
     try:
         earlier = RunResult.read(path) if path.is_file() else None
@@ -424,9 +434,7 @@ def earlier_test_metrics(run_dir: str | Path, overrides: Sequence[str]) -> dict[
         return {}
     if earlier is None or earlier.status != COMPLETED:
         return {}
-    if not same_overrides(
-        *([o for o in x if override_key(o) != START_FROM] for x in (earlier.overrides, overrides))
-    ):
+    if differing_continued_overrides(overrides, earlier.overrides) != ([], []):
         return {}
     return {
         k: v

@@ -42,9 +42,8 @@ from sft.runs.directories import (
 from sft.runs.result import (
     COMPLETED,
     RESULT_FILE,
-    START_FROM,
     RunResult,
-    differing_overrides,
+    differing_continued_overrides,
     recorded_overrides,
     run_overrides,
     same_overrides,
@@ -57,7 +56,6 @@ from sft.utils.checkpoint_io import (
     read_checkpoint,
     saved_at_protocol_4_or_5,
 )
-from sft.utils.cli import override_key
 from sft.utils.config import task_overrides
 from sft.utils.ddp_ranks import is_job_rank
 from sft.utils.io import atomic_write, checkpoint_path, unused_name
@@ -147,8 +145,7 @@ def warn_other_overrides(output_dir: Path) -> None:
         return
     # by setting, not as written (was: `then none` for a value given again, and a sweep's job
     # `then model.lr_head=0.01` for `now model.lr_head=1e-2`)
-    ran = [run_overrides(task_overrides()), recorded]
-    now, then = differing_overrides(*([o for o in r if override_key(o) != START_FROM] for r in ran))
+    now, then = differing_continued_overrides(run_overrides(task_overrides()), recorded)
     if not now and not then:
         return
     log.warning(

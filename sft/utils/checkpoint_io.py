@@ -26,13 +26,14 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_weights_only(path: str | Path) -> Any:
+def load_weights_only(path: str | Path, mmap: bool = False) -> Any:
     """`torch.load(path, weights_only=True)` on the CPU, without torch's warnings about a
-    TorchScript archive or a pickle protocol above 2: the errors sft raises for them say so."""
+    TorchScript archive or a pickle protocol above 2: the errors sft raises for them say so.
+    `mmap`: tensors are read when used (a checkpoint's counters alone, not its weights)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "'torch.load' received a zip file that looks like")
         warnings.filterwarnings("ignore", "Detected pickle protocol")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
