@@ -392,8 +392,9 @@ def test_eval_at_auto_precision_scores_in_the_checkpoints_precision(
     from omegaconf import OmegaConf
 
     from sft.jobs import eval as eval_job
+    from sft.utils import hardware
 
-    monkeypatch.setattr(eval_job, "cpu_has_bf16", lambda: bf16_units)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: bf16_units)
     trainer_cfg = OmegaConf.create({"precision": "auto", "accelerator": "cpu"})
     eval_job.follow_trained_precision(
         trainer_cfg, {"trained_precision": trained} if trained else {}

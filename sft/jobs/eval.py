@@ -47,7 +47,7 @@ from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import override_key
 from sft.utils.config import print_and_save_config, task_overrides
 from sft.utils.config_types import Seed, check_config_types, check_value
-from sft.utils.hardware import check_accelerator, cpu_has_bf16, resolve_auto_precision, uses_gpu
+from sft.utils.hardware import check_accelerator, has_bf16, resolve_auto_precision, uses_gpu
 from sft.utils.instantiate import (
     answers_ctrl_c,
     build_trainer,
@@ -247,14 +247,10 @@ def follow_trained_precision(trainer_cfg: DictConfig, checkpoint: Mapping[str, A
     trained = str(checkpoint.get(TRAINED_PRECISION, ""))
     if str(trainer_cfg.get("precision")) != "auto" or not trained:
         return
-    on_gpu = uses_gpu(str(trainer_cfg.get("accelerator", "auto")))
-    if trained.startswith("16") and not on_gpu:
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if trained.startswith("16") and not uses_gpu(accelerator):
         return
-    if trained.startswith("bf16") and not (
-        torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-        if on_gpu
-        else cpu_has_bf16()
-    ):
+    if trained.startswith("bf16") and not has_bf16(accelerator):
         return
     trainer_cfg.precision = trained
     log.info(f"trainer.precision=auto -> {trained} (the precision the checkpoint trained at)")

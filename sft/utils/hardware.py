@@ -66,6 +66,17 @@ def uses_gpu(accelerator: str) -> bool:
     return accelerator == "auto" and torch.cuda.is_available()
 
 
+def gpu_has_bf16() -> bool:
+    """Whether the CUDA GPU computes in bf16 natively (torch's default count says so of GPUs
+    that emulate it too: V100, T4)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def has_bf16(accelerator: str) -> bool:
+    """Whether the device Lightning's `accelerator` runs on computes in bf16 natively."""
+    return gpu_has_bf16() if uses_gpu(accelerator) else cpu_has_bf16()
+
+
 def check_accelerator(trainer_cfg: DictConfig) -> None:
     """A GPU accelerator (trainer=gpu, trainer=ddp) where none is visible: one line naming the
     setting before anything is built (Lightning says "No supported gpu backend found!" once the
@@ -128,8 +139,7 @@ def choose_precision(accelerator: str, cpu_bf16_pays: bool) -> tuple[str, str]:
     if uses_gpu(accelerator):
         if not torch.cuda.is_available():  # Lightning says so when it builds the trainer
             return "32-true", f"accelerator {accelerator!r} but no CUDA GPU is visible"
-        # without emulation: torch's default says True on GPUs that emulate bf16 (V100, T4)
-        if torch.cuda.is_bf16_supported(including_emulation=False):
+        if gpu_has_bf16():
             return "bf16-mixed", f"GPU {torch.cuda.get_device_name()} supports bf16"
         return "16-mixed", f"GPU {torch.cuda.get_device_name()} has no bf16: fp16 with a scaler"
     if accelerator not in ("auto", "cpu"):
