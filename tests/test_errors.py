@@ -426,6 +426,28 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: data.batch_size: expected an integer, got 1.5 (a value of "
             "data.batch_size=choice(8,1.5): no job ran)",
         ),
+        # a trainer value (was: found when its job started: the check of the trainer's
+        # values failed on ${hydra:...} and on precision=auto, and said nothing)
+        (
+            "train",
+            ["-m", "experiment=sst2_minilm", "trainer.max_epochs=1,abc", "debug=fdr"],
+            "error: trainer.max_epochs: expected an integer or null, got 'abc' (a value of "
+            "trainer.max_epochs=1,abc: no job ran)",
+        ),
+        # a value Lightning refuses beside a method's setting (was: when its job built its
+        # trainer, after the jobs before it had run)
+        (
+            "train",
+            [
+                "-m",
+                "experiment=sst2_minilm",
+                "method=linear_probe",
+                "trainer.val_check_interval=1,1.0",
+                "debug=fdr",
+            ],
+            "error: trainer.val_check_interval: expected a whole number of batches (or a time, "
+            "'DD:HH:MM:SS'), got 1.0: this config sets trainer.check_val_every_n_epoch=null",
+        ),
         # the key one level deeper (was: "did you mean 'model.label_smoothing'?")
         (
             "train",
@@ -1900,10 +1922,11 @@ def test_console_script_prints_only_the_error_line(tmp_path):
 
 def test_a_validation_interval_refused_for_a_methods_setting_names_that_setting():
     """method=linear_probe with trainer.val_check_interval=1.0: Lightning's refusal named
-    check_val_every_n_epoch=None, which the user never typed (the method sets it)."""
+    check_val_every_n_epoch=None, which the user never typed (the method sets it). Refused with
+    the config's other values, before a trainer is built."""
     from omegaconf import OmegaConf
 
-    from sft.utils.instantiate import build_trainer
+    from sft.utils.config_types import check_config_types
 
     trainer = OmegaConf.create(
         {
@@ -1911,15 +1934,16 @@ def test_a_validation_interval_refused_for_a_methods_setting_names_that_setting(
             "check_val_every_n_epoch": None,
             "val_check_interval": 1.0,
             "logger": False,
-            "enable_checkpointing": False,
         }
     )
     with pytest.raises(
         SFTError,
-        match=r"^trainer: `val_check_interval` .* This config sets "
-        r"trainer\.check_val_every_n_epoch=null \(method=linear_probe does",
+        match=r"^trainer\.val_check_interval: expected a whole number of batches .* got 1\.0: "
+        r"this config sets trainer\.check_val_every_n_epoch=null \(method=linear_probe does",
     ):
-        build_trainer(trainer)
+        check_config_types(trainer, "trainer")
+    for fine in ({"val_check_interval": 1}, {"check_val_every_n_epoch": 1}):
+        check_config_types(OmegaConf.merge(trainer, fine), "trainer")
 
 
 def test_a_file_this_user_may_not_use_is_a_user_error(capsys):

@@ -878,12 +878,19 @@ def check_swept_value_types(
     from sft.utils.config_types import check_config_types  # imports Lightning: only here
 
     def mistake(job_cfg: DictConfig, section: str) -> str | None:
+        hydra_config = HydraConfig.instance()
+        before = hydra_config.cfg
+        hydra_config.set_config(
+            job_cfg
+        )  # ${hydra:...} (the trainer's default_root_dir), as in a job
         try:
             check_config_types(job_cfg.get(section), section)
         except SFTError as err:
             return str(err)
         except Exception:  # e.g. an interpolation: the job's own check says it
             return None
+        finally:
+            hydra_config.cfg = before
         return None
 
     # a mistake every job shares (another override's) is the first job's to say; checked for

@@ -24,7 +24,7 @@ import textwrap
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Interval
 from hydra.utils import get_object
@@ -56,6 +56,8 @@ _MISSING_BOUNDS: dict[Any, dict[str, Any]] = {
         "accumulate_grad_batches": Annotated[int, Ge(1)],
         # < 0: Lightning clips only above 0, so it trained unclipped without a word
         "gradient_clip_val": NonNegative | None,
+        # sft's own value, the hardware's pick, made before Lightning sees the setting
+        "precision": typing.get_type_hints(Trainer.__init__)["precision"] | Literal["auto"],
     },
 }
 
@@ -140,6 +142,27 @@ def check_config_types(node: DictConfig | Mapping | None, where: str, whole: boo
         if key.startswith("_") or key not in hints or _is_config(value):
             continue
         check_value(value, hints[key], f"{where}.{key}")
+    if pydoc.locate(target) is Trainer:
+        _check_validation_schedule(values, where)
+
+
+def _check_validation_schedule(values: Mapping, where: str) -> None:
+    """Lightning's refusal of a fractional `val_check_interval` without epochs to count it in,
+    said with the other values (was: when the trainer was built, so a sweep's job of such a value
+    failed after the jobs before it had run), and naming the setting the user may not have typed
+    (method=linear_probe sets check_val_every_n_epoch=null)."""
+    if (
+        "check_val_every_n_epoch" in values
+        and values["check_val_every_n_epoch"] is None
+        and isinstance(values.get("val_check_interval"), float)
+    ):
+        raise SFTError(
+            f"{where}.val_check_interval: expected a whole number of batches (or a time, "
+            f"'DD:HH:MM:SS'), got {values['val_check_interval']!r}: this config sets "
+            f"{where}.check_val_every_n_epoch=null (method=linear_probe does, to validate after "
+            "its one step with trainer.val_check_interval=1), so there is no epoch for a "
+            "fraction of one"
+        )
 
 
 def check_value(value: Any, hint: Any, key: str, number_text: bool = False) -> None:
@@ -377,7 +400,7 @@ def describe(hint: Any) -> str:
         named = [describe(a) for a in args if a is not type(None)]
         return " or ".join(named) + (" or null" if type(None) in args else "")
     if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
+        return ("one of " if len(args) > 1 else "") + ", ".join(repr(a) for a in args)
     if origin in (list, tuple, Sequence):
         inner = describe(args[0]) if args else "values"
         return f"a list of {inner.removeprefix('a ').removeprefix('an ')}s"

@@ -188,12 +188,6 @@ def lightning_refusals(*also: type[Exception], setting: str = "trainer") -> Iter
         if not _refused_by_lightning(cause, also):
             raise
         message = " ".join(str(cause).split())
-        if "when `check_val_every_n_epoch=None`" in message:
-            # the setting that made the other one wrong is not the one the user typed
-            message += (
-                " This config sets trainer.check_val_every_n_epoch=null (method=linear_probe "
-                "does, to validate after its one step with trainer.val_check_interval=1)."
-            )
         raise SFTError(f"{setting}: {message}") from exc
 
 
