@@ -31,6 +31,8 @@ def main(cfg: DictConfig) -> None:
     """Score the checkpoint and write scores.json (its metrics: a sweep over checkpoints
     summarises them); a sweep's failing job leaves the others going."""
 
+    recorder = job_recorder(cfg)
+
     def job() -> dict[str, Any]:
         # torch and Lightning (about 10 s) load for a run only: --help, --cfg job, a mistaken
         # override and a checkpoint that is not there are answered in about a second
@@ -38,9 +40,9 @@ def main(cfg: DictConfig) -> None:
         with log_levels_kept():  # Lightning's import resets its loggers' levels
             from sft.jobs.eval import evaluate
 
-        return evaluate(cfg)
+        return evaluate(cfg, recorder)
 
-    run_recorded(job, job_recorder(cfg))
+    run_recorded(job, recorder)
 
 
 if __name__ == "__main__":

@@ -144,6 +144,9 @@ def test_a_sweep_over_checkpoints_scores_each_and_goes_on_past_a_failing_job(
     assert "no such file" in rows[0]["error"]
     scored = json.loads((sweep_dir / "1" / "scores.json").read_text())
     assert scored["task"] == "eval" and (sweep_dir / "1" / "predictions.csv").is_file()
+    # the epochs and steps the scored last.ckpt trained: one epoch (was: 0 epochs, no steps)
+    steps = torch.load(checkpoint, weights_only=True, map_location="cpu")["global_step"]
+    assert steps > 0 and (scored["epochs"], scored["steps"]) == (1, steps)
     assert float(rows[1]["test/acc"]) == pytest.approx(scored["metrics"]["test/acc"])
     assert "epochs" not in rows[0]  # an evaluation trains none
     # no training run's record: an eval folder stays one (sft-compare, resume, a sweep run

@@ -43,6 +43,8 @@ from sft.models.loading import (
     load_classifier,
     trained_data_config,
 )
+from sft.runs.result import RunRecorder
+from sft.runs.resume import trained_epochs
 from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.cli import override_key
 from sft.utils.config import print_and_save_config, task_overrides
@@ -334,13 +336,17 @@ def _score(
     return metrics, outputs
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def evaluate(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any]:
+    """Score `cfg.ckpt_path` and write its predictions; `recorder` (scores.json) is told the
+    epochs and steps the checkpoint trained."""
     check_value(cfg.get("seed"), Seed, "seed", number_text=True)  # "3" from ${oc.env:}
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     check_not_written(out / PREDICTIONS, "hydra.run.dir")  # the run directory given twice
     checkpoint = read_checkpoint(checkpoint_path(cfg.ckpt_path))
+    if recorder is not None:
+        recorder.scored_checkpoint(trained_epochs(checkpoint), checkpoint.get("global_step"))
     # before anything reads its settings: `data=<text config>` interpolates the model's
     # (was: its tokenizer setting was instantiated unchecked)
     check_buildable_targets(checkpoint, cfg.ckpt_path)

@@ -318,6 +318,12 @@ class RunRecorder:
         self.result.metrics = _finite(metrics)
         self._pruned = pruned
 
+    def scored_checkpoint(self, epochs: int | None, steps: int | None) -> None:
+        """An sft-eval record's epochs and steps: those the checkpoint it scores had trained
+        (was: 0 epochs and no steps, the scoring run's own)."""
+        self.result.epochs = epochs or 0
+        self.result.steps = steps
+
     def check_logged(self, metrics: Mapping[str, Any]) -> None:
         """A sweep's job returns its optimized_metric for the sweeper to optimise: SFTError
         when it is NaN or infinite (unless the pruner stopped the trial: Optuna's pruners prune

@@ -180,15 +180,7 @@ def check_training_left(path: Path, checkpoint: dict[str, Any], trainer: Any) ->
     """A new run from `checkpoint` (`ckpt_path=`) continues its loop: one whose epochs or steps
     already reach trainer.max_epochs / max_steps would train nothing (was: reported as a
     completed run)."""
-    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
-    epoch = fit_loop.get("epoch_progress", {}).get("current", {})
-    epochs = epoch.get("processed")
-    # an epoch whose last batch was done before it counted as processed (a save at a validation
-    # inside the epoch loop, e.g. val_check_interval=0.25's last) is done too, as Lightning's
-    # FitLoop.reset counts it on restart
-    last_batch = fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch")
-    if isinstance(epochs, int) and epoch.get("started", 0) > epochs and last_batch:
-        epochs += 1
+    epochs = trained_epochs(checkpoint)
     steps = checkpoint.get("global_step")
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
     reached = None
@@ -203,6 +195,21 @@ def check_training_left(path: Path, checkpoint: dict[str, Any], trainer: Any) ->
             f"reaches {reached}: the run from it would train nothing; raise "
             f"{reached.split('=')[0]} (it counts the checkpoint's epochs and steps too)"
         )
+
+
+def trained_epochs(checkpoint: dict[str, Any]) -> int | None:
+    """The epochs `checkpoint`'s fit has trained (processed, as a run from it counts them);
+    None for a checkpoint without Lightning's loop state."""
+    fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    epoch = (fit_loop.get("epoch_progress") or {}).get("current") or {}
+    epochs = epoch.get("processed")
+    # an epoch whose last batch was done before it counted as processed (a save at a validation
+    # inside the epoch loop, e.g. val_check_interval=0.25's last) is done too, as Lightning's
+    # FitLoop.reset counts it on restart
+    last_batch = (fit_loop.get("epoch_loop.batch_progress") or {}).get("is_last_batch")
+    if isinstance(epochs, int) and epoch.get("started", 0) > epochs and last_batch:
+        epochs += 1
+    return epochs if isinstance(epochs, int) else None
 
 
 def as_new_run(checkpoint: dict[str, Any]) -> dict[str, Any]:
