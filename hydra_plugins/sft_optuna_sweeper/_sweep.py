@@ -58,8 +58,9 @@ OUTPUT_DIR = "output_dir"
 DUPLICATE_OF = "duplicate_of"
 # a trial told FAIL because a signal stopped it (Optuna has no state for it)
 STOPPED = "interrupted"
-# optimization_results.yaml's trial counts, in Optuna's order of states, then those not run
-TRIAL_COUNT_ORDER = [state.name.lower() for state in TrialState] + ["repeated"]
+# optimization_results.yaml's trial counts, in Optuna's order of states, then those a signal
+# stopped (FAIL in Optuna) and those not run
+TRIAL_COUNT_ORDER = [state.name.lower() for state in TrialState] + [STOPPED, "repeated"]
 # study user attribute: the overrides every trial gets (the command line's plain values)
 FIXED_OVERRIDES = "sft_fixed_overrides"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -520,6 +521,14 @@ def keep_another_studys_results(path: Path, study_name: str) -> None:
     log.info(f"{path} held the results of study '{earlier}': kept as {kept}")
 
 
+def _counted_state(trial: FrozenTrial) -> str:
+    if DUPLICATE_OF in trial.user_attrs:
+        return "repeated"
+    if trial.state == TrialState.FAIL and trial.user_attrs.get(STOPPED):
+        return STOPPED
+    return trial.state.name.lower()
+
+
 def write_results(study: optuna.Study, path: Path, storage: str) -> None:
     """optimization_results.yaml: the best trial, the study's storage and trial counts."""
     trials = study.get_trials(deepcopy=False)
@@ -538,13 +547,11 @@ def write_results(study: optuna.Study, path: Path, storage: str) -> None:
         else None,
         "best_output_dir": best.user_attrs.get(OUTPUT_DIR) if best else None,
         # a trial that repeated finished parameters is told their result without running: as
-        # "repeated" (was: counted complete, where summary.md counts the jobs that ran)
+        # "repeated" (was: counted complete, where summary.md counts the jobs that ran); one a
+        # signal stopped as "interrupted" (was: "fail", where summary.md says interrupted)
         "n_trials": dict(
             sorted(
-                Counter(
-                    "repeated" if DUPLICATE_OF in t.user_attrs else t.state.name.lower()
-                    for t in trials
-                ).items(),
+                Counter(_counted_state(t) for t in trials).items(),
                 key=lambda item: TRIAL_COUNT_ORDER.index(item[0]),
             )
         ),
