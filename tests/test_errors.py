@@ -8,6 +8,7 @@ subprocess checks the process-level contract (exit status, the whole of stderr).
 
 import errno
 import json
+import logging
 import os
 import sys
 import time
@@ -32,7 +33,7 @@ from sft.data.text import TextClassificationDataModule
 from sft.data.token_cache import load_tokenizer
 from sft.errors import SFTError, find_user_error, report_user_errors
 from sft.models import SFTClassifier, load_classifier
-from sft.models.loading import datamodule_from_checkpoint
+from sft.models.loading import datamodule_from_checkpoint, warn_unloadable_targets
 from sft.runs.result import RunRecorder, RunResult
 from sft.runs.resume import ResumePoint, check_resume_checkpoint
 from sft.utils.checkpoint_io import read_checkpoint
@@ -1762,6 +1763,56 @@ def test_a_checkpoint_naming_code_to_run_is_refused(checkpoint, tmp_path, where,
         assert str(err.value).startswith(f"checkpoint {crafted}: {shown}"), err.value
         assert "refused, as building it would run whatever the file names" in str(err.value)
     assert precious.read_text() == "precious"
+
+
+MY_FACTORIES = """
+import torch
+
+from sft.models.backbones import create_backbone
+
+
+def make_net(**kwargs) -> torch.nn.Module:
+    return create_backbone(**kwargs)
+
+
+def make_net_unannotated(**kwargs):
+    return create_backbone(**kwargs)
+"""
+
+
+def test_a_users_factory_function_annotated_to_return_a_module_loads(
+    checkpoint, tmp_path, monkeypatch, caplog
+):
+    """A backbone built by a function of the user's own (`def make_net(...) -> nn.Module`)
+    trained, and then sft-eval, -predict and -export refused its checkpoints as code to run. One
+    annotated to return a module loads; one without the annotation is warned of as the run
+    starts, and still refused."""
+    (tmp_path / "my_factories.py").write_text(MY_FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    state = torch.load(checkpoint, weights_only=True)
+    original = load_classifier(checkpoint)
+    for factory in ("make_net", "make_net_unannotated"):
+        state["hyper_parameters"]["backbone"]["_target_"] = f"my_factories.{factory}"
+        saved = tmp_path / f"{factory}.ckpt"
+        torch.save(state, saved)
+        if factory == "make_net":
+            loaded = load_classifier(saved)
+            x = torch.randn(2, 3, 32, 32)
+            assert torch.equal(loaded(x), original(x))
+            continue
+        with pytest.raises(SFTError, match="a function annotated to return one"):
+            load_classifier(saved)
+    with caplog.at_level(logging.WARNING):
+        warn_unloadable_targets(state["hyper_parameters"], None)
+    (warned,) = [r.getMessage() for r in caplog.records]
+    assert warned.startswith(
+        "model.backbone._target_=my_factories.make_net_unannotated: sft-eval, sft-predict and "
+        "sft-export will refuse this run's checkpoints"
+    )
+    caplog.clear()
+    state["hyper_parameters"]["backbone"]["_target_"] = "my_factories.make_net"
+    warn_unloadable_targets(state["hyper_parameters"], None)
+    assert not caplog.records
 
 
 def test_a_checkpoint_whose_model_settings_do_not_fit_is_one_line(checkpoint, tmp_path):

@@ -46,7 +46,7 @@ from sft.errors import SFTError
 from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints, resolve_input_spec
 from sft.models.classifier import check_decoupled_pull, check_optimizer_settings
-from sft.models.loading import check_class_names
+from sft.models.loading import check_class_names, warn_unloadable_targets
 from sft.runs.directories import is_grid
 from sft.runs.recorded_job import run_recorded
 from sft.runs.result import RunRecorder, RunResult, earlier_test_metrics, run_overrides
@@ -138,6 +138,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     for key in ("data", "model", "trainer", "adapter"):
         check_config_types(cfg.get(key), key)
     check_model_class(str(cfg.model._target_))
+    warn_unloadable_targets(cfg.model, cfg.get("data"))
     check_optimizer_settings(cfg.model.get("optimizer"))
     check_decoupled_pull(cfg.model, cfg.get("adapter"))
     keep = cfg.get("keep_freed_memory", True)

@@ -1,9 +1,11 @@
 """Rebuild an SFTClassifier (and its datamodule) from a checkpoint alone, loading it safely."""
 
 import contextlib
+import inspect
 import logging
 import pydoc
-from collections.abc import Iterator
+import typing
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from sft.contracts import TOKENIZER_DIGEST, unrecorded_settings
 from sft.errors import SFTError
@@ -35,8 +38,10 @@ log = logging.getLogger(__name__)
 # A checkpoint is data from anywhere, and Hydra's instantiate calls whatever a `_target_` names
 # (builtins.open with mode "w" empties a file): weights_only loading alone does not stop that.
 # A model's parts and its data are classes of these kinds (a user's own backbone is a class:
-# README "Your own configs and code"); the functions are sft's backbone factory and
-# transformers' learning-rate schedules.
+# README "Your own configs and code"); the functions are sft's backbone factory,
+# transformers' learning-rate schedules and plain functions annotated to return one of these
+# classes (a user's factory, `def make_net(width: int) -> nn.Module`: was refused, after a
+# training run that had built it without a word).
 _BUILDABLE_CLASSES = (
     torch.nn.Module,
     torch.optim.Optimizer,
@@ -96,29 +101,69 @@ def check_buildable_targets(checkpoint: dict[str, Any], path: str | Path) -> Non
                 "would resolve as it builds (settings are saved resolved): refused, as "
                 "resolving it could build whatever it names"
             )
-    found = [
-        (where, value)
-        for where, value in _checkpoint_settings(checkpoint)
-        if value is not None and (where.endswith("._target_") or where == "datamodule_target")
-    ]
-    for where, target in found:
+    refused = unbuildable_targets(_checkpoint_settings(checkpoint))
+    if refused:
+        where, target = refused[0]
+        raise SFTError(
+            f"checkpoint {path}: {where}={target} is not something sft builds from a "
+            f"checkpoint ({BUILDABLE}): refused, as building it would run whatever the file names"
+        )
+
+
+BUILDABLE = (
+    "a module, optimizer, LR scheduler, datamodule or LoRA settings class, a function annotated "
+    "to return one, sft's create_backbone, a transformers schedule"
+)
+
+
+def unbuildable_targets(settings: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The (key, value) of each `_target_` among `settings` that names something sft does not
+    build from a checkpoint; one that cannot be imported here is left to the build, which says
+    so (nothing is called then)."""
+    refused = []
+    for where, target in settings:
+        if target is None or not (where.endswith("._target_") or where == "datamodule_target"):
+            continue
         try:  # pydoc: quiet (Hydra's get_object logs an ERROR before the build's own line)
             obj = pydoc.locate(str(target))
         except pydoc.ErrorDuringImport:
             obj = None
-        if obj is None:  # not importable here: the build's own error names it
-            continue
-        if isinstance(obj, type):
-            ok = issubclass(obj, _BUILDABLE_CLASSES)
-        else:
-            ok = obj is create_backbone or getattr(obj, "__module__", None) == _SCHEDULES_MODULE
-        if not ok:
-            raise SFTError(
-                f"checkpoint {path}: {where}={target} is not something sft builds from a "
-                "checkpoint (a module, optimizer, LR scheduler, datamodule or LoRA settings "
-                "class, sft's create_backbone, a transformers schedule): refused, as building "
-                "it would run whatever the file names"
+        if obj is not None and not _buildable(obj):
+            refused.append((where, target))
+    return refused
+
+
+def _buildable(obj: Any) -> bool:
+    if isinstance(obj, type):
+        return issubclass(obj, _BUILDABLE_CLASSES)
+    if obj is create_backbone or getattr(obj, "__module__", None) == _SCHEDULES_MODULE:
+        return True
+    if not inspect.isfunction(obj):  # a method, a builtin (builtins.open), an instance
+        return False
+    try:
+        returned = typing.get_type_hints(obj).get("return")
+    except Exception:  # an annotation that does not resolve: says nothing
+        return False
+    return isinstance(returned, type) and issubclass(returned, _BUILDABLE_CLASSES)
+
+
+def warn_unloadable_targets(model_cfg: Any, data_cfg: Any) -> None:
+    """Warn, as a run starts, of a `_target_` in its model or data settings (a user's factory
+    without a return annotation) that sft-eval, sft-predict and sft-export will refuse to build
+    from its checkpoints (was: found only after training)."""
+    settings = []
+    for node, where in ((model_cfg, "model"), (data_cfg, "data")):
+        if node is not None:
+            values = (
+                OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
             )
+            settings += [(k, v) for k, v in _settings(values, where) if k != "model._target_"]
+    for where, target in unbuildable_targets(settings):
+        log.warning(
+            f"{where}={target}: sft-eval, sft-predict and sft-export will refuse this run's "
+            f"checkpoints, as they build from a checkpoint only {BUILDABLE}: annotate what it "
+            "returns (e.g. -> torch.nn.Module) or make it such a class"
+        )
 
 
 @contextlib.contextmanager
