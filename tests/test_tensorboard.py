@@ -216,3 +216,24 @@ def test_swept_and_given_config_group_choices_are_compared():
         "seed": 0,
         "model.backbone.width": 8,
     }
+
+
+def test_a_run_in_process_leaves_no_tensorboard_writer_open(tmp_path):
+    """Training from Python, as a notebook or an in-process sweep does: each run left a
+    TensorBoard writer thread running (its hparams summary reopened the writer Lightning had
+    closed), one more per run."""
+    import threading
+
+    from conftest import compose_config
+
+    from sft.jobs.train import train
+
+    def writer_threads() -> int:
+        return sum(type(t).__name__ == "_AsyncWriterThread" for t in threading.enumerate())
+
+    before = writer_threads()
+    overrides = [*FAST, "trainer.max_epochs=1", "+trainer.limit_train_batches=2"]
+    for run in ("a", "b"):
+        train(compose_config("train", overrides, tmp_path / run))
+        assert writer_threads() == before
+        assert list((tmp_path / run / "tensorboard").glob("events.out.tfevents.*"))

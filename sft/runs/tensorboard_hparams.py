@@ -141,6 +141,10 @@ class TensorBoardHParams:
         experiment, _, session_end = hparams_summaries(self.hparams, dict.fromkeys(names, 0.0))
         self._write(mark_differing(experiment, set(self.swept)))
         self._write(session_end)
+        for logger in self.loggers:
+            # the run's last write: closed as Lightning's finalize had (was: a writer thread
+            # left per run, in a notebook or an in-process sweep that trains many)
+            logger.experiment.close()
 
 
 def mark_differing(experiment: Any, names: set[str]) -> Any:
