@@ -1815,6 +1815,40 @@ def test_a_users_factory_function_annotated_to_return_a_module_loads(
     assert not caplog.records
 
 
+def test_a_logger_among_the_callbacks_or_the_reverse_is_one_line(tmp_path):
+    """A Logger given under callbacks (or a Callback under logger, or something else) was an
+    AttributeError traceback from inside fit ('JsonLogger' object has no attribute
+    'on_exception')."""
+    from omegaconf import OmegaConf
+
+    from sft.utils.instantiate import instantiate_callbacks, instantiate_loggers
+
+    csv_logger = {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": str(tmp_path)}
+    timer = {"_target_": "lightning.pytorch.callbacks.Timer"}
+    for build, group, entry, expected in (
+        (
+            instantiate_callbacks,
+            "callbacks",
+            csv_logger,
+            "a Lightning Logger, which goes in +logger.<name>={...}",
+        ),
+        (
+            instantiate_loggers,
+            "logger",
+            timer,
+            "a Lightning Callback, which goes in +callbacks.<name>={...}",
+        ),
+        (instantiate_callbacks, "callbacks", {"_target_": "torch.nn.Identity"}, "an Identity"),
+    ):
+        with pytest.raises(SFTError) as err:
+            build(OmegaConf.create({"x": entry}))
+        kind = "Callback" if group == "callbacks" else "Logger"
+        assert str(err.value) == (
+            f"{group}.x._target_={entry['_target_']}: the trainer's {group} are each a Lightning "
+            f"{kind}, and this builds {expected}"
+        )
+
+
 def test_a_checkpoint_whose_model_settings_do_not_fit_is_one_line(checkpoint, tmp_path):
     """A setting this SFTClassifier does not take (another sft version's) was the TypeError's
     traceback in sft-eval/-predict/-export, and one without a backbone a KeyError's."""

@@ -59,8 +59,36 @@ def _instantiate_entries(
             # a value Lightning's callbacks refuse (save_top_k=-2, mode=maximum): was Hydra's
             # block around Lightning's message
             with lightning_refusals(setting=f"{group}.{name}"):
-                built.append(instantiate(entry))
+                made = instantiate(entry)
+            _check_kind(made, group, f"{group}.{name}", entry["_target_"])
+            built.append(made)
     return built
+
+
+# what each group's entries must be, and where the other kind goes
+_GROUP_KINDS = {
+    "callbacks": (Callback, "a Lightning Callback", "+callbacks.<name>="),
+    "logger": (Logger, "a Lightning Logger", "+logger.<name>="),
+}
+
+
+def _check_kind(made: Any, group: str, where: str, target: str) -> None:
+    """SFTError when `made` is not what the Trainer takes in `group` (was: an AttributeError
+    traceback from inside fit, 'JsonLogger' object has no attribute 'on_exception', for a logger
+    among the callbacks)."""
+    kind, named, _ = _GROUP_KINDS[group]
+    if isinstance(made, kind):
+        return
+    other = [
+        f"{name}, which goes in {to}{{...}}"
+        for g, (k, name, to) in _GROUP_KINDS.items()
+        if g != group and isinstance(made, k)
+    ]
+    name = type(made).__qualname__
+    what = other[0] if other else f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
+    raise SFTError(
+        f"{where}._target_={target}: the trainer's {group} are each {named}, and this builds {what}"
+    )
 
 
 def instantiate_callbacks(
