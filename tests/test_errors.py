@@ -1815,6 +1815,34 @@ def test_a_users_factory_function_annotated_to_return_a_module_loads(
     assert not caplog.records
 
 
+LINEAR_BACKBONE = ("~model.backbone", "+model.backbone={_target_:torch.nn.Linear,out_features:4}")
+
+
+def test_a_model_config_of_ones_own_builds_its_backbone_from_settings(
+    tmp_path, monkeypatch, capsys
+):
+    """A model config without `_recursive_: false` had Hydra hand SFTClassifier a built
+    backbone ("'TinyNet' object is not iterable" in Hydra's block), as did a module given from
+    Python; a value a backbone of one's own needs was Hydra's nested "Error in call to target"
+    with the TypeError."""
+    with pytest.raises(SFTError, match=r"^backbone: SFTClassifier takes the backbone's settings"):
+        SFTClassifier(backbone=torch.nn.Linear(3, 4), num_classes=2)
+    status, stderr = run_main(
+        "train",
+        [LINEAR_BACKBONE[0], LINEAR_BACKBONE[1], *FAST[2:], "debug=fdr"],
+        tmp_path / "missing",
+        monkeypatch,
+        capsys,
+    )
+    assert_one_error_line(
+        status, stderr, "missing value for model.backbone.in_features: Linear needs it"
+    )
+    status, stderr = run_main(
+        "train", [*FAST, "~model._recursive_", "debug=fdr"], tmp_path / "own", monkeypatch, capsys
+    )
+    assert status == 0, stderr[-2000:]
+
+
 def test_a_logger_among_the_callbacks_or_the_reverse_is_one_line(tmp_path):
     """A Logger given under callbacks (or a Callback under logger, or something else) was an
     AttributeError traceback from inside fit ('JsonLogger' object has no attribute

@@ -137,6 +137,9 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     )
     for key in ("data", "model", "trainer", "adapter"):
         check_config_types(cfg.get(key), key)
+    # the model builds its backbone from these settings alone: a value it needs is named (was:
+    # Hydra's nested "Error in call to target" with the TypeError)
+    check_config_types(cfg.model.get("backbone"), "model.backbone")
     check_model_class(str(cfg.model._target_))
     warn_unloadable_targets(cfg.model, cfg.get("data"))
     check_optimizer_settings(cfg.model.get("optimizer"))
@@ -168,7 +171,10 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
             f"({', '.join(unrecorded)}): sft-eval and sft-predict would rebuild it from the "
             "checkpoint with their defaults; call self.save_hyperparameters() in its __init__"
         )
-    model: SFTClassifier = instantiate(cfg.model, adapter=cfg.get("adapter"))
+    # not recursive, whatever the model's config says: the model builds its backbone and head
+    # from their settings, which its checkpoints record (was: a config of one's own without
+    # `_recursive_: false` handed it a built backbone, a TypeError traceback)
+    model: SFTClassifier = instantiate(cfg.model, adapter=cfg.get("adapter"), _recursive_=False)
     datamodule.configure_input(model.input_spec)  # the backbone's normalisation, modality
     decoded = getattr(datamodule, "image_size", None)
     if cfg.data.get("image_size", 0) is None and decoded is not None:

@@ -237,6 +237,13 @@ class SFTClassifier(L.LightningModule):
         fast_pointwise: bool = True,
     ) -> None:
         super().__init__()
+        for part, given in (("backbone", backbone), ("head", head)):
+            if isinstance(given, nn.Module):  # (was: "'TinyNet' object is not iterable")
+                raise SFTError(
+                    f"{part}: SFTClassifier takes the {part}'s settings (a config or dict with "
+                    f"its _target_), which its checkpoints record to rebuild it, not a built "
+                    f"{type(given).__qualname__}"
+                )
         # Convert before save_hyperparameters(): it reads the current values of the init args.
         backbone, head, optimizer, scheduler, linear_probe, adapter = map(
             _plain, (backbone, head, optimizer, scheduler, linear_probe, adapter)
