@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from sft.utils.config import PROJECT_ROOT, register_resolvers
+from sft.utils.logs import logging_restored
 
 register_resolvers()  # as the entry points do, before any config here is composed
 
@@ -139,25 +140,15 @@ def run_entry_point(main: Callable[[], Any], argv: list[str]) -> int:
     later test's log lines would hit once it is closed ("--- Logging error ---")."""
     GlobalHydra.instance().clear()
     saved_argv, sys.argv = sys.argv, argv
-    saved_logging = _logging_state()
     try:
-        main()
+        with logging_restored():
+            main()
         return 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     finally:
         sys.argv = saved_argv
         GlobalHydra.instance().clear()
-        for lg in _logging_state():
-            handlers, level, propagate, disabled = saved_logging.get(
-                lg, ([], logging.NOTSET, True, False)
-            )
-            for handler in lg.handlers:
-                if handler not in handlers:
-                    handler.close()
-            lg.handlers[:] = handlers
-            lg.setLevel(level)
-            lg.propagate, lg.disabled = propagate, disabled
 
 
 def logged_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -11,11 +11,12 @@ its pruner stopped), error (one line or null), overrides (the job's task overrid
 started_at and ended_at.
 """
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,21 @@ def recorded_overrides(path: Path) -> list[str] | None:
         return None
 
 
+# the lists of the recorders made while sft.api runs a command in this process
+_WATCHERS: list[list["RunRecorder"]] = []
+
+
+@contextlib.contextmanager
+def recorders_made() -> Iterator[list["RunRecorder"]]:
+    """The RunRecorders made meanwhile in this process (sft.api: the record of the run it ran)."""
+    made: list[RunRecorder] = []
+    _WATCHERS.append(made)
+    try:
+        yield made
+    finally:
+        _WATCHERS.remove(made)
+
+
 class RunRecorder:
     """Times a run and writes its `result.json` when it completes or fails. `not_run_to`: where
     a multirun job records a failure before training that must not replace its directory's
@@ -295,6 +311,9 @@ class RunRecorder:
         self._fit_started = False
         self._continues = False
         self._pruned = False
+        self.finished = False  # its record written as the run ended
+        for made in _WATCHERS:
+            made.append(self)
 
     def continues_earlier_run(self) -> None:
         """The run continues the one that wrote its directory's result.json (resume=, a requeued
@@ -373,6 +392,7 @@ class RunRecorder:
         return self._finish(INTERRUPTED if stopped else FAILED, one_line_error(exc), refused)
 
     def _finish(self, status: str, error: str | None, refused: bool = False) -> RunResult:
+        self.finished = True
         self.result.status, self.result.error = status, error
         self.result.wall_time_s = round(time.monotonic() - self._start, 3)
         self.result.ended_at = round(time.time(), 3)

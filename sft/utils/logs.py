@@ -94,6 +94,32 @@ def error_to_log_files(line: str, traced: BaseException | None = None) -> None:
     log_to_files(logging.getLogger("sft.errors"), logging.ERROR, line, exc_info=traced)
 
 
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """Python's loggers (handlers, levels) as they were before: a run in this process (sft.api,
+    a test) sets up Hydra's job logging, whose handlers, its log file's among them, would
+    otherwise stay and take the next run's lines too. Handlers it added are closed."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    saved = {
+        lg: (list(lg.handlers), lg.level, lg.propagate, lg.disabled)
+        for lg in loggers
+        if isinstance(lg, logging.Logger)
+    }
+    try:
+        yield
+    finally:
+        for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            if not isinstance(lg, logging.Logger):
+                continue
+            handlers, level, propagate, disabled = saved.get(lg, ([], logging.NOTSET, True, False))
+            for handler in lg.handlers:
+                if handler not in handlers:
+                    handler.close()
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate, lg.disabled = propagate, disabled
+
+
 class LoggingSetup:
     """The handlers and levels of this process's loggers (Hydra's job logging: the console's
     format and the run's log file), picklable, to set up again in a process spawned for a DDP
