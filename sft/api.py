@@ -5,8 +5,10 @@
     run = api.train("experiment=sst2_minilm", "seed=1")
     run.metrics["val/acc_best"], run.output_dir
     scored = api.evaluate(f"ckpt_path={run.output_dir}/checkpoints/last.ckpt")
+    predict = api.load_predictor(f"{run.output_dir}/checkpoints/last.ckpt")
+    predict(["a gripping film", "dull"]).predicted      # ['positive', 'negative']
 
-Each call runs in this process what the command with those overrides runs: the same checks,
+Each call of train and evaluate runs in this process what the command with those overrides runs: the same checks,
 run directory, log and record (result.json; scores.json for `evaluate`), and returns that
 record. A mistake the command would print as its `error:` line is raised as SFTError with it.
 The logging a run sets up is undone afterwards, so runs can follow one another. One run per
@@ -17,12 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import torch
 from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
 
 from sft.errors import SFTError
+from sft.inference.bundle import InferenceBundle, load_bundle
+from sft.inference.inputs import ImageInputs, TextInputs
+from sft.inference.predictor import predict_probs
 from sft.runs.result import COMPLETED, PRUNED, RunRecorder, RunResult, record_file, recorders_made
 from sft.utils.logs import logging_restored
 
@@ -39,6 +48,65 @@ def evaluate(*overrides: str) -> RunResult:
     from sft.eval import main
 
     return _run("eval", main, overrides)
+
+
+@dataclass
+class Predictions:
+    """Class probabilities (N, num_classes), float32 on CPU, in input order."""
+
+    probs: torch.Tensor
+    class_names: list[str]
+
+    @property
+    def predicted(self) -> list[str]:
+        """The most probable class of each input, by name."""
+        return [self.class_names[i] for i in self.probs.argmax(-1).tolist()]
+
+
+class Predictor:
+    """A checkpoint's model for inputs held in memory, prepared as in training (the text model's
+    tokenizer and truncation, the image model's size and normalisation): texts (or
+    `(text, text_pair)` pairs for a sentence-pair model), or images as PIL images or files."""
+
+    def __init__(self, bundle: InferenceBundle) -> None:
+        self.bundle = bundle
+        self.class_names = list(bundle.class_names)
+        self.pairs = bool(getattr(bundle.datamodule, "text_pair_column", None))
+
+    def __call__(self, inputs: Sequence[Any], batch_size: int = 64) -> Predictions:
+        inputs = list(inputs)
+        ids = [str(i) for i in range(len(inputs))]
+        if self.bundle.modality == "image":
+            images = [i if isinstance(i, Image.Image) else Path(i) for i in inputs]
+            missing = [i for i in images if isinstance(i, Path) and not i.is_file()]
+            if missing:
+                raise SFTError(f"{missing[0]}: no such image file (give PIL images or files)")
+            return Predictions(
+                predict_probs(self.bundle, ImageInputs(ids, images), batch_size), self.class_names
+            )
+        if self.pairs:
+            bad = [i for i in inputs if not (isinstance(i, tuple | list) and len(i) == 2)]
+            if bad:
+                raise SFTError(
+                    f"this model classifies sentence pairs: give (text, text_pair) tuples, "
+                    f"got {bad[0]!r}"
+                )
+            texts, pairs = [str(t) for t, _ in inputs], [str(p) for _, p in inputs]
+        else:
+            bad = [i for i in inputs if not isinstance(i, str)]
+            if bad:
+                raise SFTError(f"this model classifies single texts: give strings, got {bad[0]!r}")
+            texts, pairs = inputs, None
+        probs = predict_probs(
+            self.bundle, TextInputs(ids, texts, pairs, Path("(python)")), batch_size
+        )
+        return Predictions(probs, self.class_names)
+
+
+def load_predictor(ckpt_path: str | Path, device: str = "cpu") -> Predictor:
+    """The model of a training checkpoint (as sft-predict loads it: weights-only, checked),
+    for predictions from Python; load once, call on many inputs."""
+    return Predictor(load_bundle(ckpt_path, device))
 
 
 class _ErrorLine:

@@ -731,3 +731,45 @@ def test_predict_probs_of_no_inputs_is_no_rows(kind, ckpts):
     probs = predict_probs(bundle, inputs)
     assert probs.shape == (0, len(bundle.class_names))
     assert probs.dtype == torch.float32
+
+
+def test_a_predictor_from_python_matches_sft_predict(ckpts, data_dir, tmp_path):
+    """Predictions from Python on inputs held in memory (texts, PIL images) were possible only
+    through internals, and a PIL image was an AttributeError: sft.api's predictor gives what
+    sft-predict writes for the same inputs in files."""
+    from PIL import Image
+
+    from sft import api
+
+    texts = [sentence for sentence, _ in dev_rows(data_dir, 6)]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    run_predict(ckpts["text"], tmp_path / "in.txt", tmp_path / "text_run")
+    written = read_csv(tmp_path / "text_run" / "predictions.csv")
+    predictor = api.load_predictor(ckpts["text"])
+    got = predictor(texts, batch_size=4)
+    names = predictor.class_names
+    expected = torch.tensor([[float(r[f"prob_{n}"]) for n in names] for r in written])
+    torch.testing.assert_close(got.probs, expected, atol=1e-6, rtol=0)
+    assert got.predicted == [r["pred_name"] for r in written]
+    with pytest.raises(SFTError, match="this model classifies single texts: give strings"):
+        predictor([("a", "b")])
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    images = []
+    for i, size in enumerate((32, 40, 50)):
+        pixels = torch.randint(0, 256, (size, size + 3, 3), generator=generator, dtype=torch.uint8)
+        images.append(Image.fromarray(pixels.numpy(), "RGB"))
+        images[-1].save(folder / f"{i}.png")
+    run_predict(ckpts["image"], folder, tmp_path / "image_run")
+    written = read_csv(tmp_path / "image_run" / "predictions.csv")
+    predictor = api.load_predictor(ckpts["image"])
+    from_memory = predictor(images)
+    from_files = predictor([folder / f"{i}.png" for i in range(3)])
+    torch.testing.assert_close(from_memory.probs, from_files.probs)
+    names = predictor.class_names
+    expected = torch.tensor([[float(r[f"prob_{n}"]) for n in names] for r in written])
+    torch.testing.assert_close(from_memory.probs, expected, atol=1e-6, rtol=0)
+    with pytest.raises(SFTError, match="no such image file"):
+        predictor([folder / "missing.png"])

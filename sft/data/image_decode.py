@@ -42,7 +42,9 @@ class ImageDecoder:
             [v2.Resize((self.size, self.size), antialias=True), v2.PILToTensor()]
         )
 
-    def __call__(self, path: str | os.PathLike) -> torch.Tensor:
+    def __call__(self, path: str | os.PathLike | Image.Image) -> torch.Tensor:
+        if isinstance(path, Image.Image):  # decoded already (sft.api's predictor)
+            return self.resize(to_rgb(upright(path)))
         # the images were checked when listed: these are files changed since (were: tracebacks
         # from a DataLoader worker, mid-training)
         try:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sft.data.image_files import is_image, visible_files, warn_left_out
@@ -53,7 +54,8 @@ class TextInputs:
 @dataclass
 class ImageInputs:
     ids: list[str]
-    paths: list[Path]
+    # image files, or images decoded already (PIL's, given from Python)
+    paths: list[Path | Image.Image]
 
     def __len__(self) -> int:
         return len(self.paths)
