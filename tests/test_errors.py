@@ -1843,6 +1843,47 @@ def test_a_model_config_of_ones_own_builds_its_backbone_from_settings(
     assert status == 0, stderr[-2000:]
 
 
+PLUGIN_MODULE = """
+from sft.models.backbones import register_backbone
+from sft.models.backbones.small_cnn import small_cnn
+
+
+@register_backbone("plugin_cnn", normalization=None, image_size=32)
+def plugin_cnn(pretrained: bool = False, width: int = 16):
+    return small_cnn(pretrained, width)
+"""
+
+
+def test_a_backbone_an_installed_package_registers_is_known_to_every_command(
+    checkpoint, tmp_path, monkeypatch
+):
+    """A backbone registered in one's own module was known only where a script imported it:
+    sft-eval, -predict and -export said "unknown backbone". A package that lists the module as
+    an `sft.backbones` entry point has it imported when a name is not known."""
+    from sft.models.backbones import create_backbone, list_backbones, registry
+
+    (tmp_path / "my_plugin_backbones.py").write_text(PLUGIN_MODULE)
+    info = tmp_path / "my_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[sft.backbones]\nplugin_cnn = my_plugin_backbones\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    state = torch.load(checkpoint, weights_only=True)
+    state["hyper_parameters"]["backbone"]["name"] = "plugin_cnn"
+    saved = tmp_path / "plugin.ckpt"
+    torch.save(state, saved)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(load_classifier(saved)(x), load_classifier(checkpoint)(x))
+    assert "plugin_cnn" in list_backbones("image")
+    # a plugin that fails to import is named
+    (info / "entry_points.txt").write_text("[sft.backbones]\nbroken = my_plugin_missing\n")
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    with pytest.raises(SFTError, match=r"^the backbone plugin broken = 'my_plugin_missing' "):
+        create_backbone("not_a_backbone")
+
+
 def test_a_logger_among_the_callbacks_or_the_reverse_is_one_line(tmp_path):
     """A Logger given under callbacks (or a Callback under logger, or something else) was an
     AttributeError traceback from inside fit ('JsonLogger' object has no attribute

@@ -8,6 +8,7 @@ is not part of it. Image backbones take a normalised float batch (B, 3, H, W); t
 from __future__ import annotations
 
 import difflib
+import importlib.metadata
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,38 @@ class BackboneEntry:
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
+# installed packages' backbone modules, registered by their decorators once imported:
+# `[project.entry-points."sft.backbones"] my_net = "my_package.backbones"` in their pyproject
+ENTRY_POINT_GROUP = "sft.backbones"
+_plugins_loaded = False
+
+
+def _registered(name: object) -> BackboneEntry | None:
+    """The entry of `name`; the installed packages' backbone modules (entry points of
+    ENTRY_POINT_GROUP) are imported the first time a name is not known, as pytest loads its
+    plugins: a registered backbone of one's own is then known to every command, sft-eval,
+    sft-predict and sft-export included (was: only where one's own script imported it)."""
+    if not isinstance(name, str):
+        return None
+    if name not in _REGISTRY:
+        _load_plugins()
+    return _REGISTRY.get(name)
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry_point.load()
+        except Exception as exc:  # a broken plugin is named, not a traceback
+            raise SFTError(
+                f"the backbone plugin {entry_point.name} = {entry_point.value!r} (an "
+                f"{ENTRY_POINT_GROUP} entry point of an installed package) fails to load: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def register_backbone(
@@ -95,6 +128,7 @@ def register_backbone(
 
 def list_backbones(modality: Modality | None = None) -> list[str]:
     """Names accepted by `create_backbone`, sorted; only those of `modality` when given."""
+    _load_plugins()
     return sorted(n for n, e in _REGISTRY.items() if modality in (None, e.modality))
 
 
@@ -144,8 +178,7 @@ def local_paths_read(backbone_cfg: Mapping) -> tuple[str, ...]:
 
 def _entry_of(backbone_cfg: Mapping) -> BackboneEntry | None:
     """The registry entry a backbone config names; None for another `_target_`'s."""
-    name = backbone_cfg.get("name")
-    return _REGISTRY.get(name) if isinstance(name, str) else None
+    return _registered(backbone_cfg.get("name"))
 
 
 class SpeedHints(NamedTuple):
@@ -197,7 +230,7 @@ def create_backbone(
 
 
 def _entry(name: str) -> BackboneEntry:
-    entry = _REGISTRY.get(name)
+    entry = _registered(name)
     if entry is None:
         known = list_backbones()
         close = difflib.get_close_matches(str(name), known, n=1)
@@ -211,8 +244,9 @@ def _entry(name: str) -> BackboneEntry:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise SFTError(
             f"unknown backbone {name!r}{hint}; known backbones: {', '.join(known)} (one "
-            "registered in your own module is known only where it is imported: for sft's "
-            "commands, name its class, model.backbone._target_=<module.Class>)"
+            "registered in your own module is known where it is imported, and to every "
+            f"command once your installed package lists it as an {ENTRY_POINT_GROUP!r} entry "
+            "point; or name its class, model.backbone._target_=<module.Class>)"
         )
     return entry
 
