@@ -2,6 +2,7 @@
 back exactly, resume exactly, and save small checkpoints that check their base weights."""
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -17,8 +18,9 @@ from sft.inference.deployable import folded_head
 from sft.jobs.eval import evaluate
 from sft.jobs.train import train
 from sft.models import SFTClassifier, load_classifier
-from sft.models.adapters import LoraSettings, add_lora, merge_adapters
+from sft.models.adapters import LoraSettings, add_lora, is_adapter_parameter, merge_adapters
 from sft.models.backbones import create_backbone
+from sft.models.classifier import check_decoupled_pull
 from sft.utils.checkpoint_io import read_checkpoint
 
 TINY = TINY_BERT_OVERRIDES
@@ -371,3 +373,63 @@ def test_small_checkpoint_round_trip_and_base_weight_check(tmp_path, data_dir, c
         SFTError, match="base weights of backbone 'efficientnet_lite0' found here differ"
     ):
         load_classifier(tmp_path / "other_base.ckpt")
+
+
+EFFNET = {"_target_": "sft.models.backbones.create_backbone", "name": "efficientnet_lite0"}
+
+
+def test_an_adapter_on_a_depthwise_convolution_is_refused_before_training():
+    """A depthwise convolution named as a target with r divisible by its groups trained, and
+    then sft-export failed with peft's NotImplementedError traceback: its adapter cannot be
+    merged."""
+    adapter = {**LORA, "r": 32, "target_modules": ["blocks.0.0.conv_dw"]}
+    with pytest.raises(SFTError, match=r"a grouped \(depthwise\) convolution \(groups=32\)"):
+        SFTClassifier(backbone=EFFNET, num_classes=10, adapter=adapter)
+
+
+def test_an_adapter_config_of_ones_own_may_leave_out_settings():
+    """An adapter config without `r` (its default) was a KeyError('r') traceback."""
+    adapter = {"_target_": "sft.models.adapters.LoraSettings", "alpha": 8}
+    model = SFTClassifier(backbone=SMALL_CNN, num_classes=10, adapter=adapter)
+    assert any(is_adapter_parameter(n) for n, _ in model.named_parameters())
+
+
+class T5StyleNorm(torch.nn.Module):
+    """An RMS norm of another library (transformers' T5LayerNorm is a plain Module)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+class T5LayerNorm(T5StyleNorm):
+    pass
+
+
+def test_train_norms_trains_rms_norms_of_other_libraries_and_all_linear_targets_linears(caplog):
+    """adapter.train_norms=true trained no norm of a T5-style encoder (its RMS norms are plain
+    Modules) without a word; peft's `all-linear` was refused as a regular expression."""
+    backbone = torch.nn.Sequential(
+        torch.nn.Linear(4, 4), T5LayerNorm(4), torch.nn.RMSNorm(4), torch.nn.Linear(4, 4)
+    )
+    add_lora(backbone, LoraSettings(target_modules="all-linear", train_norms=True), "t5ish")
+    trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
+    assert {"1.weight", "2.weight"} <= trainable
+    assert {n.split(".")[0] for n in trainable if "lora_" in n} == {"0", "3"}
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with caplog.at_level(logging.WARNING):
+        add_lora(plain, LoraSettings(train_norms=True), "plain")
+    assert "adapter.train_norms=true: backbone 'plain' has no norm layer" in caplog.text
+
+
+def test_a_decoupled_pull_under_adapters_counts_the_rates_that_train():
+    """method=lora with a large lr_backbone was refused for a pull past its target, though the
+    backbone's own weights do not train under adapters (unless biases or norms are freed)."""
+    model = {"regularizer": "l2_sp", "reg_lambda": 0.1, "reg_decoupled": True, "lr_backbone": 6}
+    adapter = {"r": 4, "bias": "none"}
+    check_decoupled_pull({**model, "lr_adapter": 1e-3}, adapter)
+    with pytest.raises(SFTError, match="the decoupled pull"):
+        check_decoupled_pull({**model, "lr_adapter": 1e-3}, {**adapter, "bias": "all"})

@@ -11,8 +11,10 @@ backbone's own names plus `<layer>.lora_A/B.default.weight`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Annotated, Literal
@@ -25,17 +27,31 @@ from sft.errors import SFTError
 from sft.utils.config_types import check_value
 from sft.utils.logs import first_few
 
+log = logging.getLogger(__name__)
+
 # parameters of the adapters (peft's LoRA layers): their own learning-rate group
 ADAPTER_MARKER = "lora_"
-NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+# norm layers of other libraries, by their class name: transformers' T5LayerNorm and
+# LlamaRMSNorm, timm's LayerNorm2d (was: T5-style encoders trained no norm under train_norms)
+NORM_NAME = re.compile(r"Norm(\dd)?$")
+# peft's shorthand for every Linear layer of a model (for a PreTrainedModel only, there)
+ALL_LINEAR = "all-linear"
+
+
+def is_norm(module: nn.Module) -> bool:
+    """Whether `module` normalises (and has weights to train)."""
+    named = NORM_NAME.search(type(module).__name__) is not None
+    return (isinstance(module, NORMS) or named) and any(True for _ in module.parameters(False))
 
 
 @dataclass(frozen=True)
 class LoraSettings:
     """`adapter=lora` (conf/adapter/lora.yaml). target_modules: None for the backbone family's
     default (every Linear and every non-grouped Conv2d: attention q/k/v/output and the FFN of
-    BERT-family encoders, the convolutions of CNNs but their depthwise ones), a list of module
-    names or name suffixes, or one regular expression over the full names (peft's rules)."""
+    BERT-family encoders, the convolutions of CNNs but their depthwise ones), `all-linear`
+    (every Linear), a list of module names or name suffixes, or one regular expression over the
+    full names (peft's rules)."""
 
     # bounds in the annotations: a swept value is checked before any job runs
     r: Annotated[int, Gt(0)] = 8
@@ -116,6 +132,13 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
     from peft import LoraConfig, inject_adapter_in_model  # late: peft imports transformers
 
     targets = settings.target_modules
+    if targets == ALL_LINEAR:  # the backbone's Linear layers (the head is not in it)
+        targets = [n for n, m in backbone.named_modules() if isinstance(m, nn.Linear)]
+        if not targets:
+            raise SFTError(
+                f"adapter.target_modules={ALL_LINEAR}: backbone {backbone_name!r} has no Linear "
+                "layer; null adapts its Linear and Conv2d layers"
+            )
     if targets is None:
         targets = default_targets(backbone)
         if not targets:
@@ -134,7 +157,10 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
         bias=settings.bias,
     )
     try:
-        inject_adapter_in_model(config, backbone)
+        with warnings.catch_warnings():
+            # a grouped convolution's: said below, as the error it is
+            warnings.filterwarnings("ignore", "Merging is not supported", UserWarning)
+            inject_adapter_in_model(config, backbone)
     except (ValueError, TypeError, NotImplementedError) as exc:
         reason = " ".join(str(exc).split())[:300]
         # peft names the layer by its whole repr (a BertEmbeddings' is a screenful): by its class
@@ -144,11 +170,34 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
                 "wrap; name Linear, Embedding or Conv layers"
             )
         raise SFTError(f"adapter=lora cannot wrap backbone {backbone_name!r}: {reason}") from exc
+    check_mergeable(backbone, backbone_name)
     if settings.train_norms:
-        for module in backbone.modules():
-            if isinstance(module, NORMS):
-                module.requires_grad_(True)
+        norms = [module for module in backbone.modules() if is_norm(module)]
+        if not norms:
+            log.warning(
+                f"adapter.train_norms=true: backbone {backbone_name!r} has no norm layer, so it "
+                "adds nothing that trains"
+            )
+        for module in norms:
+            module.requires_grad_(True)
     return backbone
+
+
+def check_mergeable(backbone: nn.Module, backbone_name: str) -> None:
+    """SFTError for an adapter on a grouped (depthwise) convolution: peft trains it but cannot
+    merge it into its layer, so sft-export could not fold it (was: a run that trained, then
+    sft-export's NotImplementedError traceback)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, layer in backbone.named_modules():
+        base = layer.get_base_layer() if isinstance(layer, BaseTunerLayer) else None
+        if isinstance(base, nn.Conv1d | nn.Conv2d | nn.Conv3d) and base.groups > 1:
+            raise SFTError(
+                f"adapter.target_modules matches {name}, a grouped (depthwise) convolution "
+                f"(groups={base.groups}) of backbone {backbone_name!r}, whose adapter peft "
+                "cannot merge into it (sft-export could not fold it): leave it out (null adapts "
+                "every Linear and non-grouped Conv2d)"
+            )
 
 
 def is_adapter_parameter(name: str) -> bool:

@@ -107,6 +107,14 @@ def check_optimizer_settings(optimizer: Mapping | None) -> None:
         )
 
 
+def own_weights_train(freeze_backbone: bool, adapter: Mapping | None) -> bool:
+    """Whether the backbone's own weights train (at lr_backbone): under adapters only where the
+    adapter settings unfreeze them (norms, biases)."""
+    return not freeze_backbone and (
+        adapter is None or bool(adapter.get("train_norms")) or adapter.get("bias", "none") != "none"
+    )
+
+
 def check_decoupled_pull(model: Mapping[str, Any], adapter: Mapping | None) -> None:
     """SFTError for a decoupled pull past its target: each step keeps 1 - 2 lr lambda of
     theta - target (theta_0 for L2-SP, 0 for L2), so at lr lambda >= 1/2 it overshoots (was: a
@@ -119,8 +127,9 @@ def check_decoupled_pull(model: Mapping[str, Any], adapter: Mapping | None) -> N
     if hp["regularizer"] in (None, "none") or not hp["reg_decoupled"] or not lam > 0:
         return
     # the pulled weights' peak rates (schedules and layer decay only lower them): the
-    # backbone's, and the adapters' (a frozen backbone's adapters are all that is pulled)
-    rates = [0.0 if hp["freeze_backbone"] else hp["lr_backbone"]]
+    # backbone's where its own weights train, and the adapters' (a frozen backbone's adapters
+    # are all that is pulled)
+    rates = [hp["lr_backbone"] if own_weights_train(hp["freeze_backbone"], adapter) else 0.0]
     if adapter is not None:
         rates.append(hp["lr_head"] if hp["lr_adapter"] is None else hp["lr_adapter"])
     rate = max(rates)
@@ -285,12 +294,7 @@ class SFTClassifier(L.LightningModule):
                 f"model.lr_adapter={lr_adapter}: no adapter is chosen (adapter=lora adds them), "
                 "so it changes nothing",
             )
-        # under adapters the backbone's own weights train only where the adapter settings
-        # unfreeze them (norms, biases)
-        backbone_trains = not freeze_backbone and (
-            adapter is None or adapter.get("train_norms") or adapter.get("bias", "none") != "none"
-        )
-        lrs = [lr_head, lr_backbone if backbone_trains else 0.0]
+        lrs = [lr_head, lr_backbone if own_weights_train(freeze_backbone, adapter) else 0.0]
         if adapter is not None:
             lrs.append(lr_head if lr_adapter is None else lr_adapter)
         if linear_probe is not None:
@@ -306,6 +310,7 @@ class SFTClassifier(L.LightningModule):
                 "would be fitted; set model.linear_probe (e.g. '{max_iter: 200}') or a learning "
                 "rate"
             )
+        lora: LoraSettings | None = None
         if adapter is not None:
             if freeze_backbone:
                 raise SFTError(
@@ -315,8 +320,8 @@ class SFTClassifier(L.LightningModule):
                     "probe, leave adapter=lora out"
                 )
             name = str(backbone.get("name", backbone.get("_target_")))
-            settings = LoraSettings.from_config(adapter)
-            if settings.save_only_trainable and not (
+            lora = LoraSettings.from_config(adapter)
+            if lora.save_only_trainable and not (
                 backbone.get("pretrained") or backbone.get("checkpoint")
             ):
                 # a seeded run rebuilds the same random weights (resume= works), nothing else can
@@ -329,9 +334,9 @@ class SFTClassifier(L.LightningModule):
                     "seed); sft-predict and sft-export will refuse these checkpoints. Set "
                     "adapter.save_only_trainable=false to keep them usable everywhere",
                 )
-            add_lora(self.backbone, settings, name)
+            add_lora(self.backbone, lora, name)
             # small checkpoints: Lightning loads them without the frozen weights
-            self.strict_loading = not settings.save_only_trainable
+            self.strict_loading = not lora.save_only_trainable
         if not any(p.requires_grad for p in self.parameters()):
             # was: "optimizer got an empty parameter list", a traceback, after the data was read
             raise SFTError(
@@ -433,7 +438,7 @@ class SFTClassifier(L.LightningModule):
             log.info(
                 f"model: {trainable:,} of {total:,} parameters train "
                 f"({100 * trainable / total:.2f} %)"
-                + (f", LoRA adapters r={adapter['r']}" if adapter is not None else "")
+                + (f", LoRA adapters r={lora.r}" if lora is not None else "")
             )
 
     def _speed_up_image_layers(
