@@ -68,6 +68,14 @@ def _unloadable(what: str, path: str, exc: Exception) -> SFTError:
             "trust)"
         )
     local = _expand_home(path)
+    if what == "model" and (local / "adapter_config.json").is_file():
+        return SFTError(
+            f"could not load {what} from {path}: it is a peft adapter folder "
+            "(adapter_config.json), LoRA weights without the model they adapt: merge it into "
+            "its base model with peft (PeftModel.from_pretrained(AutoModel.from_pretrained("
+            "<base>), <this folder>).merge_and_unload().save_pretrained(<folder>)) and give that "
+            "folder"
+        )
     if what == "model" and local.is_dir() and not (local / "config.json").is_file():
         return SFTError(
             f"could not load {what} from {path}: the folder has no config.json, so it is not a "

@@ -851,3 +851,11 @@ def test_a_lora_runs_checkpoint_as_a_backbone_checkpoint_says_what_it_is():
     }
     with pytest.raises(SFTError, match=r"it holds LoRA adapters \(a run with adapter=lora\)"):
         load_state_dict_checked(model, lora, "run/last.ckpt")
+    # peft's adapter_model.safetensors: the adapters alone (was: told to start from it with
+    # ckpt_path=, which then said it was no sft checkpoint)
+    peft_adapter = {
+        "base_model.model.0.lora_A.weight": torch.zeros(1, 4),
+        "base_model.model.0.lora_B.weight": torch.zeros(2, 1),
+    }
+    with pytest.raises(SFTError, match=r"it is a peft adapter, LoRA weights without the model"):
+        load_state_dict_checked(model, peft_adapter, "adapter/adapter_model.safetensors")

@@ -205,6 +205,14 @@ CUSTOM_CODE = {"AutoConfig": "configuration_x.XConfig", "AutoModel": "modeling_x
             "the folder has no config.json, so it is not a Hugging Face model folder "
             "(save_pretrained writes one); give such a folder or a hub id",
         ),
+        # a peft adapter folder (was: "the folder has no config.json")
+        (
+            {"adapter_config.json": json.dumps({"peft_type": "LORA"})},
+            "it is a peft adapter folder (adapter_config.json), LoRA weights without the model "
+            "they adapt: merge it into its base model with peft (PeftModel.from_pretrained("
+            "AutoModel.from_pretrained(<base>), <this folder>).merge_and_unload()"
+            ".save_pretrained(<folder>)) and give that folder",
+        ),
         # a config that maps to code the folder ships: transformers' ValueError says "pass the
         # argument trust_remote_code=True"; the line names sft's key
         (
@@ -213,7 +221,7 @@ CUSTOM_CODE = {"AutoConfig": "configuration_x.XConfig", "AutoModel": "modeling_x
             "(set it only for a source you trust)",
         ),
     ],
-    ids=["not-a-model", "own-code"],
+    ids=["not-a-model", "peft-adapter", "own-code"],
 )
 def test_a_folder_that_does_not_load_as_a_model_is_one_line(
     tmp_path: Path, files: dict[str, str], reason: str

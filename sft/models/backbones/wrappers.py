@@ -172,6 +172,15 @@ def _extract_state_dict(obj: object, file: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+# a peft adapter (adapter_config.json + adapter_model.safetensors) given as a backbone's weights
+PEFT_ADAPTER_HINT = (
+    "it is a peft adapter, LoRA weights without the model they adapt: merge it into its base "
+    "model with peft (PeftModel.from_pretrained(AutoModel.from_pretrained(<base>), <adapter "
+    "folder>).merge_and_unload().save_pretrained(<folder>)) and give that folder as "
+    "model.backbone.model_name_or_path"
+)
+
+
 def load_state_dict_checked(
     model: nn.Module, state: Mapping[str, torch.Tensor], source: str
 ) -> None:
@@ -193,8 +202,12 @@ def load_state_dict_checked(
         if wrong_shape:
             parts.append(f"{len(wrong_shape)} shape mismatches (e.g. {first_few(wrong_shape, 3)})")
         hint = (
+            # peft's adapter_model.safetensors: the adapters alone (was: told to start from it
+            # with ckpt_path=, which then said it was no sft checkpoint)
+            PEFT_ADAPTER_HINT
+            if state and all(".lora_" in k for k in state)
             # a LoRA run's checkpoint: its weights are base_layer + lora_A/B, not the backbone's
-            "it holds LoRA adapters (a run with adapter=lora): start from it with "
+            else "it holds LoRA adapters (a run with adapter=lora): start from it with "
             f"ckpt_path={source} and that run's adapter settings, or, for a text backbone, "
             "export it with the adapters merged (sft-export formats=[hf]) and set "
             "model.backbone.model_name_or_path to the export's hf folder"
