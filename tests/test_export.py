@@ -533,3 +533,43 @@ def test_a_model_of_its_own_code_exports_to_hf_with_trust_remote_code(
     assert (out / "hf" / "modeling_own.py").is_file()  # the code it needs goes with it
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["parity_max_abs_diff"]["hf"] < ATOL
+
+
+def test_a_lora_run_exports_a_peft_adapter_folder_for_its_base(ckpts, tmp_path, data_dir):
+    """formats=[peft]: a LoRA run of a published text model (here a saved BERT folder) as
+    peft's adapter folder for that base, which `PeftModel.from_pretrained` loads onto the base
+    with the checkpoint's outputs (was: only whole merged models; a peft user had to rename
+    the state dict and write the config by hand). A model an adapter file alone would not
+    reproduce is refused before anything is written."""
+    from peft import PeftConfig
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from sft.hub import resolve_model_name
+
+    folder = tmp_path / "bert"
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(resolve_model_name("minilm")).save_pretrained(folder)
+    lora = ["adapter=lora", "adapter.r=4", "model.lr_adapter=0.05", "model.linear_probe=null"]
+    last = train_on_backbone_folder(folder, tmp_path / "train", *lora)
+    out = run_export(last, tmp_path / "run", "formats=[peft]")
+    saved = PeftConfig.from_pretrained(out / "peft")
+    assert saved.base_model_name_or_path == str(folder) and saved.r == 4
+    assert len(saved.target_modules) == 2 * 6  # q, k, v, attention output, FFN in and out
+    weights = load_file(out / "peft" / "adapter_model.safetensors")
+    trained = [v for k, v in weights.items() if ".lora_B." in k]
+    assert len(weights) == 2 * len(trained) == 24 and any(bool(v.abs().sum()) for v in trained)
+    assert all(k.startswith("base_model.model.encoder.layer.") for k in weights)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["parity_max_abs_diff"]["peft"] < ATOL and meta["tokenizer"].startswith("peft/")
+    with pytest.raises(SFTError, match=r"^formats=\[peft\]: a LoRA adapter file would not repro"):
+        run_export(ckpts["text_lora"], tmp_path / "refused", "formats=[peft]")
+    assert not (tmp_path / "refused" / "export").exists()
+    with pytest.raises(SFTError, match=r"^formats=\[peft\]: this model has no adapters"):
+        run_export(ckpts["text"], tmp_path / "plain", "formats=[peft]")
+    with pytest.raises(SFTError, match=r"^formats: peft .* is for text backbones only"):
+        check_formats(["peft"], "image")

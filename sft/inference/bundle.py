@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ class InferenceBundle:
     ckpt_path: Path
     # data.max_length as the model was trained (not changed with +data.max_length=)
     max_length_as_trained: bool = True
+    # the backbone's settings as it trained (the model is rebuilt without loading its
+    # pretrained weights, which the checkpoint holds): e.g. the base of a peft adapter export
+    trained_backbone: dict[str, Any] = field(default_factory=dict)
 
     @property
     def image_size(self) -> int:
@@ -104,7 +107,10 @@ def load_bundle(
             f"{model.hparams.num_classes}-class model"
         )
     trained_length = "max_length" not in (data or {})
-    return InferenceBundle(model, datamodule, list(names), modality, ckpt_path, trained_length)
+    trained_backbone = dict(checkpoint["hyper_parameters"]["backbone"])
+    return InferenceBundle(
+        model, datamodule, list(names), modality, ckpt_path, trained_length, trained_backbone
+    )
 
 
 # what sft-predict and sft-export read of a datamodule to prepare inputs as in training, and

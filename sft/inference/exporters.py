@@ -188,7 +188,6 @@ def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[P
     not name them: `AutoModelForSequenceClassification` (and `pipeline`) would load the folder
     with a new, random classifier and present its scores under the real class names.
     """
-    from safetensors.torch import save_file
     from transformers import AutoModel
 
     encoder = bundle.model.backbone
@@ -208,6 +207,19 @@ def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[P
     folder.mkdir(parents=True, exist_ok=True)
     hf_model.save_pretrained(folder)
     save_tokenizer(bundle, folder)
+    _save_head(bundle, head, folder, f"{model_class.__name__}(input_ids, attention_mask)")
+    # a model of its own code (auto_map): the command was given trust_remote_code=true for it
+    # (check_remote_code), and the folder holds that code (was: refused at this reload)
+    trusted = bool(bundle.model.hparams["backbone"].get("trust_remote_code"))
+    reloaded = model_class.from_pretrained(folder, trust_remote_code=trusted).eval()
+    return folder, _pooled_runner(reloaded, head, encoder.pooling)
+
+
+def _save_head(bundle: InferenceBundle, head: nn.Linear, folder: Path, encoder_call: str) -> None:
+    """The folded head beside the encoder (`classifier_head.safetensors`: weight, bias) and
+    `sft_head.json`, which says how logits are computed and names the classes."""
+    from safetensors.torch import save_file
+
     save_file(
         {"weight": head.weight.detach().cpu().contiguous(), "bias": head.bias.detach().cpu()},
         str(folder / "classifier_head.safetensors"),
@@ -215,26 +227,102 @@ def export_hf(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[P
     (folder / "sft_head.json").write_text(
         json.dumps(
             {
-                "pooling": encoder.pooling,
-                "class_names": names,
-                "logits": f"pool({model_class.__name__}(input_ids, attention_mask)"
-                ".last_hidden_state) @ weight.T + bias; pool: mean over tokens where "
-                "attention_mask is 1, or the first ([CLS]) token",
+                "pooling": bundle.model.backbone.pooling,
+                "class_names": bundle.class_names,
+                "logits": f"pool({encoder_call}.last_hidden_state) @ weight.T + bias; pool: "
+                "mean over tokens where attention_mask is 1, or the first ([CLS]) token",
                 "max_length": bundle.datamodule.max_length,
             },
             indent=1,
         )
     )
-    # a model of its own code (auto_map): the command was given trust_remote_code=true for it
-    # (check_remote_code), and the folder holds that code (was: refused at this reload)
-    trusted = bool(bundle.model.hparams["backbone"].get("trust_remote_code"))
-    reloaded = model_class.from_pretrained(folder, trust_remote_code=trusted).eval()
-    pooling = encoder.pooling
 
+
+def _pooled_runner(encoder: nn.Module, head: nn.Module, pooling: str) -> Runner:
     def run(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         input_ids, mask = inputs
         with torch.no_grad():
-            hidden = reloaded(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
             return head(pool(hidden, mask, pooling))
 
-    return folder, run
+    return run
+
+
+def peft_base(bundle: InferenceBundle) -> str | None:
+    """The base model a peft adapter of this checkpoint adapts (a hub id or local folder), or
+    None, with why not, when an adapter file alone would not reproduce the model: it has no
+    adapters, or its backbone's own weights are not the base's (trained biases or norms,
+    weights of another file, a changed config, no pretrained weights)."""
+    backbone, adapter = bundle.trained_backbone, bundle.model.hparams.get("adapter")
+    if not isinstance(bundle.model.backbone, HFEncoder):
+        raise SFTError("formats=[peft] needs a Hugging Face text backbone (backbone huggingface)")
+    if adapter is None:
+        raise SFTError(
+            "formats=[peft]: this model has no adapters (it trained without adapter=lora)"
+        )
+    why = None
+    if adapter.get("bias", "none") != "none" or adapter.get("train_norms"):
+        why = "it also trained the backbone's biases or norms (adapter.bias, adapter.train_norms)"
+    elif (
+        not backbone.get("pretrained")
+        or backbone.get("checkpoint")
+        or backbone.get("config_overrides")
+    ):
+        why = "its base is not a published model's weights (pretrained=false, a checkpoint or config_overrides)"
+    if why:
+        raise SFTError(
+            f"formats=[peft]: a LoRA adapter file would not reproduce this model, as {why}: "
+            "export hf (the adapters merged into a whole model)"
+        )
+    return str(backbone["model_name_or_path"])
+
+
+def export_peft(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple[Path, Runner]:
+    """A peft adapter folder (`adapter_config.json`, `adapter_model.safetensors`, as
+    `PeftModel.save_pretrained` writes them) for the base model it names, with the run's
+    tokenizer and the folded head (`classifier_head.safetensors`, `sft_head.json`, as in the hf
+    folder): `PeftModel.from_pretrained(AutoModel.from_pretrained(base), folder)` is the encoder.
+    sft injects its adapters into its backbone wrapper (peft's `inject_adapter_in_model`), which
+    keeps no PeftModel to save: peft's own config and state dict of them, named from the
+    transformers model the wrapper holds."""
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+    from transformers import AutoModel
+
+    from sft.hub import ALIASES, resolve_model_name
+
+    base = peft_base(bundle)
+    if not isinstance(head, nn.Linear):
+        raise SFTError(
+            "formats=[peft] needs a head that folds into one Linear (branch linear/none)"
+        )
+    encoder = bundle.model.backbone  # HFEncoder: the transformers model is its `model`
+    inner = "model."
+    state = get_peft_model_state_dict(encoder, adapter_name="default")
+    weights = {
+        # PeftModel's names: `base_model.model.<module of the transformers model>...`
+        "base_model.model." + name.removeprefix(inner): tensor.detach().cpu().contiguous()
+        for name, tensor in state.items()
+    }
+    adapted = [n for n, m in encoder.named_modules() if hasattr(m, "lora_A")]
+    config = copy.copy(encoder.peft_config["default"])
+    config.target_modules = sorted(name.removeprefix(inner) for name in adapted)
+    # an alias (the packaged MiniLM) as its hub id: the folder is used elsewhere
+    config.base_model_name_or_path = ALIASES[base][1] if base in ALIASES else base
+    config.inference_mode = True
+    folder.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(folder))
+    save_file(weights, str(folder / "adapter_model.safetensors"))
+    save_tokenizer(bundle, folder)
+    model_class = encoder_class(encoder.model.config) or AutoModel
+    _save_head(
+        bundle,
+        head,
+        folder,
+        f"PeftModel({model_class.__name__}(base), this folder)(input_ids, attention_mask)",
+    )
+    # loaded back as a peft user would, on the base's published weights
+    base_model = model_class.from_pretrained(resolve_model_name(base))
+    reloaded = PeftModel.from_pretrained(base_model, str(folder)).eval()
+    return folder, _pooled_runner(reloaded, head, encoder.pooling)

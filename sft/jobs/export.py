@@ -29,8 +29,10 @@ from sft.inference.exporters import (
     Runner,
     export_hf,
     export_onnx,
+    export_peft,
     export_torchscript,
     input_names,
+    peft_base,
     save_tokenizer,
     transformers_quiet,
 )
@@ -40,7 +42,7 @@ from sft.utils.io import atomic_write_text, check_not_written, expand_home
 
 log = logging.getLogger(__name__)
 # each format's file or folder in the output folder
-EXPORT_NAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "hf": "hf"}
+EXPORT_NAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "hf": "hf", "peft": "peft"}
 FORMATS = tuple(EXPORT_NAMES)
 # written last: a folder holding it holds a finished export
 METADATA = "metadata.json"
@@ -57,7 +59,7 @@ def format_names(formats: Any) -> list[str] | None:
     if unknown or not formats:
         raise SFTError(
             f"formats: expected a non-empty list of {', '.join(FORMATS)}, got {formats} (null: "
-            "every format the model supports)"
+            "every format the model supports but peft, which is written when asked)"
         )
     # a name given twice is one format (was: written and checked twice, "exported hf, hf")
     return list(dict.fromkeys(formats))
@@ -84,6 +86,11 @@ def check_formats(
         return ["torchscript", "onnx", *(["hf"] if modality == "text" and not why_no_hf else [])]
     if "hf" in formats and modality != "text":
         raise SFTError("formats: hf (a save_pretrained folder) is for text backbones only")
+    if "peft" in formats and modality != "text":
+        raise SFTError(
+            "formats: peft (an adapter folder for a transformers base model) is for text "
+            "backbones only"
+        )
     if "hf" in formats and why_no_hf:
         raise SFTError(f"formats: {why_no_hf}: export torchscript or onnx")
     return formats
@@ -168,8 +175,9 @@ def metadata(bundle: InferenceBundle, files: dict[str, str], diffs: dict[str, fl
     }
     if bundle.modality == "text":
         meta.update(
-            # formats=[hf] alone writes no tokenizer/: the hf/ folder holds one
-            tokenizer=f"{files.get('tokenizer', 'hf/')} (AutoTokenizer.from_pretrained)",
+            # formats=[hf] or [peft] alone write no tokenizer/: their folder holds one
+            tokenizer=f"{files.get('tokenizer') or files.get('hf') or files.get('peft')} "
+            "(AutoTokenizer.from_pretrained)",
             max_length=bundle.datamodule.max_length,
             input_dtype="int64 (batch, sequence)",
         )
@@ -209,6 +217,8 @@ def export(cfg: DictConfig) -> Path:
     formats = check_formats(
         cfg.formats, bundle.modality, getattr(head, "folds", False), hf_backbone
     )
+    if "peft" in formats:
+        peft_base(bundle)  # an adapter file alone reproduces the model: before anything is written
     out = expand_home(str(cfg.output_dir or Path(cfg.paths.output_dir) / "export"))
     written = targets(out, formats, bundle.modality)
     for path in written:
@@ -268,6 +278,8 @@ def write_exports(cfg: DictConfig, bundle: InferenceBundle, formats: list[str], 
                 path, run = export_onnx(
                     module, args, path, bundle.modality, cfg.onnx.dynamo, cfg.onnx.opset
                 )
+            elif fmt == "peft":
+                path, run = export_peft(bundle, module.head, path)
             else:
                 path, run = export_hf(bundle, module.head, path)
             diffs[fmt] = check_parity(fmt, run, checks, cfg.atol, cfg.rtol, floor, why)
