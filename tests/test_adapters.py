@@ -433,3 +433,19 @@ def test_a_decoupled_pull_under_adapters_counts_the_rates_that_train():
     check_decoupled_pull({**model, "lr_adapter": 1e-3}, adapter)
     with pytest.raises(SFTError, match="the decoupled pull"):
         check_decoupled_pull({**model, "lr_adapter": 1e-3}, {**adapter, "bias": "all"})
+
+
+def test_a_run_continued_with_its_adapter_layers_named_otherwise_goes_on(train_cfg, tmp_path):
+    """A LoRA run continued with `adapter.target_modules` listing the very layers its default
+    (null) chose was refused ("was trained with adapter.target_modules=None"); other layers
+    still are."""
+    short = [*LORA_RUN, "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "test=false"]
+    train(train_cfg(*short, run_dir=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    longer = [*short[:-3], "trainer.max_epochs=2", "+trainer.limit_train_batches=2", "test=false"]
+    listed = "adapter.target_modules=[features.0,features.3,features.6]"
+    train(train_cfg(*longer, listed, f"ckpt_path={last}", run_dir=tmp_path / "listed"))
+    assert torch.load(tmp_path / "listed" / "checkpoints" / "last.ckpt")["global_step"] == 4
+    fewer = "adapter.target_modules=[features.0,features.3]"
+    with pytest.raises(SFTError, match=r"adapter\.target_modules=None \(this run: \['features"):
+        train(train_cfg(*longer, fewer, f"ckpt_path={last}", run_dir=tmp_path / "fewer"))

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -558,10 +558,15 @@ SETUP_KEYS = (
 CHANGEABLE_ADAPTER_SETTINGS = ("dropout", "save_only_trainable")
 
 
-def check_adapter_settings(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+def check_adapter_settings(
+    path: Path, saved: dict[str, Any], current: dict[str, Any], same_layers: bool = False
+) -> None:
     """One line naming the `adapter.*` settings that differ from the checkpoint's (was: a
-    traceback from the optimizer's state, or a changed alpha continued without a word)."""
-    keys = sorted({*saved, *current} - set(CHANGEABLE_ADAPTER_SETTINGS))
+    traceback from the optimizer's state, or a changed alpha continued without a word).
+    `same_layers`: this run's adapters are in the checkpoint's layers, however
+    `target_modules` names them (null, or the list of those layers)."""
+    changeable = {*CHANGEABLE_ADAPTER_SETTINGS, *(("target_modules",) if same_layers else ())}
+    keys = sorted({*saved, *current} - changeable)
     differ = [
         f"adapter.{k}={saved.get(k)!r} (this run: {current.get(k)!r})"
         for k in keys
@@ -572,6 +577,11 @@ def check_adapter_settings(path: Path, saved: dict[str, Any], current: dict[str,
             f"checkpoint {path} was trained with {', '.join(differ)}: continue it with the "
             "adapter settings it was trained with"
         )
+
+
+def adapted_layers(state: Mapping[str, Any]) -> set[str]:
+    """The layers holding LoRA adapters in a model's state dict (`<layer>.lora_A...`)."""
+    return {key.partition(".lora_")[0] for key in state if ".lora_" in key}
 
 
 def _built_by_create_backbone(hparams: dict[str, Any]) -> bool:
@@ -607,7 +617,10 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
                 f"{meaning}"
             )
     if saved.get("adapter") and current.get("adapter"):
-        check_adapter_settings(path, saved["adapter"], current["adapter"])
+        same_layers = adapted_layers(model.state_dict()) == adapted_layers(
+            checkpoint.get("state_dict", {})
+        )
+        check_adapter_settings(path, saved["adapter"], current["adapter"], same_layers)
     if saved.get("adapter") and not current.get("adapter"):
         settings = {k: v for k, v in saved["adapter"].items() if not k.startswith("_")}
         raise SFTError(
