@@ -423,6 +423,13 @@ def test_train_norms_trains_rms_norms_of_other_libraries_and_all_linear_targets_
     with caplog.at_level(logging.WARNING):
         add_lora(plain, LoraSettings(train_norms=True), "plain")
     assert "adapter.train_norms=true: backbone 'plain' has no norm layer" in caplog.text
+    # biases asked for where there are none (EfficientNet's convolutions): said too
+    unbiased = torch.nn.Sequential(torch.nn.Linear(4, 4, bias=False))
+    with caplog.at_level(logging.WARNING):
+        add_lora(unbiased, LoraSettings(bias="lora_only"), "unbiased")
+    assert "adapter.bias=lora_only: the adapted layers of backbone 'unbiased' have no biases" in (
+        caplog.text
+    )
 
 
 def test_a_decoupled_pull_under_adapters_counts_the_rates_that_train():

@@ -171,6 +171,12 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
             )
         raise SFTError(f"adapter=lora cannot wrap backbone {backbone_name!r}: {reason}") from exc
     check_mergeable(backbone, backbone_name)
+    freed = [n for n, p in backbone.named_parameters() if p.requires_grad and n.endswith(".bias")]
+    if settings.bias != "none" and not freed:
+        log.warning(
+            f"adapter.bias={settings.bias}: the {'adapted ' * (settings.bias == 'lora_only')}"
+            f"layers of backbone {backbone_name!r} have no biases, so it adds nothing that trains"
+        )
     if settings.train_norms:
         norms = [module for module in backbone.modules() if is_norm(module)]
         if not norms:
