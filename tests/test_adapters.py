@@ -456,3 +456,32 @@ def test_a_run_continued_with_its_adapter_layers_named_otherwise_goes_on(train_c
     fewer = "adapter.target_modules=[features.0,features.3]"
     with pytest.raises(SFTError, match=r"adapter\.target_modules=None \(this run: \['features"):
         train(train_cfg(*longer, fewer, f"ckpt_path={last}", run_dir=tmp_path / "fewer"))
+
+
+@pytest.mark.parametrize("variant", ["use_rslora", "use_dora"])
+def test_peft_lora_variants_start_at_the_backbone_and_merge(variant):
+    """rsLoRA (alpha / sqrt(r)) and DoRA (a learned magnitude), peft's variants, were "takes no
+    such setting": they start at the pretrained backbone's outputs, their trained update merges
+    into plain layers with the same outputs, and DoRA's magnitudes train as adapters."""
+    torch.manual_seed(0)
+    backbone = create_backbone("small_cnn", width=8).eval()
+    images = torch.randn(4, 3, 32, 32)
+    before = backbone(images)
+    settings = LoraSettings(r=4, **{variant: True})
+    add_lora(backbone, settings, "small_cnn")
+    torch.testing.assert_close(backbone(images), before)
+    scaling = {
+        layer.scaling["default"] for layer in backbone.modules() if hasattr(layer, "scaling")
+    }
+    assert scaling == {16 / 2 if variant == "use_rslora" else 16 / 4}
+    with torch.no_grad():
+        for name, parameter in backbone.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.1)
+    adapted = backbone(images)
+    assert not torch.allclose(adapted, before, atol=1e-3)
+    lora = [n for n, p in backbone.named_parameters() if p.requires_grad]
+    assert all(is_adapter_parameter(n) for n in lora)
+    assert any("magnitude" in n for n in lora) == (variant == "use_dora")
+    torch.testing.assert_close(merge_adapters(backbone)(images), adapted, atol=1e-5, rtol=1e-5)
+    assert not any(is_adapter_parameter(n) for n, _ in backbone.named_parameters())

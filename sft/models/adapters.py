@@ -61,6 +61,10 @@ class LoraSettings:
     bias: Literal["none", "all", "lora_only"] = "none"
     train_norms: bool = False
     save_only_trainable: bool = False
+    # peft's variants: rank-stabilised scaling alpha / sqrt(r); DoRA's learned magnitude per
+    # output (both start at the pretrained model, and merge)
+    use_rslora: bool = False
+    use_dora: bool = False
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> LoraSettings:
@@ -155,6 +159,8 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
         lora_dropout=float(settings.dropout),
         target_modules=targets,
         bias=settings.bias,
+        use_rslora=settings.use_rslora,
+        use_dora=settings.use_dora,
     )
     try:
         with warnings.catch_warnings():
