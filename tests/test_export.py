@@ -566,6 +566,31 @@ def test_a_lora_run_exports_a_peft_adapter_folder_for_its_base(ckpts, tmp_path, 
     assert all(k.startswith("base_model.model.encoder.layer.") for k in weights)
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["parity_max_abs_diff"]["peft"] < ATOL and meta["tokenizer"].startswith("peft/")
+    # and back: a run's adapters started from that folder (adapter.init_from) are the trained
+    # ones (was: no way to start from a peft adapter)
+    backbone = {
+        "_target_": "sft.models.backbones.create_backbone",
+        "name": "huggingface",
+        "model_name_or_path": str(folder),
+        "pretrained": True,
+    }
+    adapter = {"_target_": "sft.models.adapters.LoraSettings", "r": 4}
+    started = SFTClassifier(
+        backbone=backbone, num_classes=2, adapter={**adapter, "init_from": str(out / "peft")}
+    )
+    trained = read_checkpoint(last)["state_dict"]
+    lora = {k: v for k, v in started.state_dict().items() if ".lora_" in k}
+    assert len(lora) == 24
+    for key, value in lora.items():
+        torch.testing.assert_close(value, trained[key], rtol=0, atol=0, msg=key)
+    with pytest.raises(
+        SFTError, match=r"the adapter there has r=4 \(this run: r=8\): set adapter\.r=4"
+    ):
+        SFTClassifier(
+            backbone=backbone,
+            num_classes=2,
+            adapter={**adapter, "r": 8, "init_from": str(out / "peft")},
+        )
     with pytest.raises(SFTError, match=r"^formats=\[peft\]: a LoRA adapter file would not repro"):
         run_export(ckpts["text_lora"], tmp_path / "refused", "formats=[peft]")
     assert not (tmp_path / "refused" / "export").exists()

@@ -298,7 +298,7 @@ def export_peft(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple
             "formats=[peft] needs a head that folds into one Linear (branch linear/none)"
         )
     encoder = bundle.model.backbone  # HFEncoder: the transformers model is its `model`
-    inner = "model."
+    inner = encoder.wrapped_prefix
     state = get_peft_model_state_dict(encoder, adapter_name="default")
     weights = {
         # PeftModel's names: `base_model.model.<module of the transformers model>...`

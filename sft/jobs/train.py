@@ -157,6 +157,10 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     start = resume_point(cfg) if cfg.get("train") else None
     if start and start.continues_run:
         keep_trained_inputs(cfg.data, start.checkpoint)
+    if start and cfg.get("adapter") and cfg.adapter.get("init_from"):
+        # the adapters' weights are the checkpoint's: the peft folder is not read again
+        log.info(f"adapter.init_from={cfg.adapter.init_from}: continued from {start.path} instead")
+        cfg.adapter.init_from = None
 
     datamodule: SFTDataModule = instantiate(cfg.data)
     # before the contract check, which reads has_labelled_test (an HF dataset's test split)

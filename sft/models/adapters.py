@@ -11,19 +11,21 @@ backbone's own names plus `<layer>.lora_A/B.default.weight`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import typing
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
 from annotated_types import Gt, Interval
 from torch import nn
 
-from sft.errors import SFTError
+from sft.errors import SFTError, first_line
 from sft.utils.config_types import check_value
 from sft.utils.logs import first_few
 
@@ -65,6 +67,9 @@ class LoraSettings:
     # output (both start at the pretrained model, and merge)
     use_rslora: bool = False
     use_dora: bool = False
+    # a peft LoRA adapter folder (PeftModel.save_pretrained's) to start from, for a transformers
+    # backbone: its weights, with its settings
+    init_from: str | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> LoraSettings:
@@ -136,6 +141,10 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
     from peft import LoraConfig, inject_adapter_in_model  # late: peft imports transformers
 
     targets = settings.target_modules
+    inner = getattr(backbone, "wrapped_prefix", "")  # a transformers model inside a wrapper
+    start = read_peft_adapter(settings, inner) if settings.init_from else None
+    if start is not None and targets is None:
+        targets = start[0]
     if targets == ALL_LINEAR:  # the backbone's Linear layers (the head is not in it)
         targets = [n for n, m in backbone.named_modules() if isinstance(m, nn.Linear)]
         if not targets:
@@ -177,6 +186,8 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
             )
         raise SFTError(f"adapter=lora cannot wrap backbone {backbone_name!r}: {reason}") from exc
     check_mergeable(backbone, backbone_name)
+    if start is not None:
+        load_peft_weights(backbone, start[1], str(settings.init_from))
     freed = [n for n, p in backbone.named_parameters() if p.requires_grad and n.endswith(".bias")]
     if settings.bias != "none" and not freed:
         log.warning(
@@ -193,6 +204,93 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
         for module in norms:
             module.requires_grad_(True)
     return backbone
+
+
+# where PeftModel names the model it wraps, in its saved adapters
+PEFT_MODEL_NAMES = "base_model.model."
+PEFT_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def read_peft_adapter(
+    settings: LoraSettings, inner: str
+) -> tuple[Sequence[str] | str, dict[str, torch.Tensor]]:
+    """The target modules (in the backbone's names: `inner` before the transformers model's) and
+    the weights of the peft LoRA adapter folder `settings.init_from`; SFTError for a folder that
+    holds none, or an adapter of other settings than `settings` (which must say them: the run's
+    record and checkpoints keep them)."""
+    from peft import LoraConfig
+
+    path = str(settings.init_from)
+    folder = Path(path).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise SFTError(
+            f"adapter.init_from={path}: no adapter_config.json there; expected a peft adapter "
+            "folder (as PeftModel.save_pretrained or sft-export formats=[peft] write one)"
+        )
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    if config.get("peft_type") != "LORA":
+        raise SFTError(
+            f"adapter.init_from={path}: a {config.get('peft_type')} adapter; sft's adapters are LoRA"
+        )
+    theirs = {
+        "r": config.get("r", LoraConfig.r),
+        "alpha": float(config.get("lora_alpha", LoraConfig.lora_alpha)),
+        "use_rslora": bool(config.get("use_rslora")),
+        "use_dora": bool(config.get("use_dora")),
+    }
+    differ = [k for k, v in theirs.items() if v != getattr(settings, k)]
+    if differ:
+        raise SFTError(
+            f"adapter.init_from={path}: the adapter there has "
+            f"{', '.join(f'{k}={theirs[k]}' for k in differ)} (this run: "
+            f"{', '.join(f'{k}={getattr(settings, k)}' for k in differ)}): set "
+            f"{' '.join(f'adapter.{k}={theirs[k]}' for k in differ)}"
+        )
+    extras = [k for k in ("rank_pattern", "alpha_pattern", "modules_to_save") if config.get(k)]
+    if extras or config.get("bias", "none") != "none":
+        raise SFTError(
+            f"adapter.init_from={path}: the adapter there uses "
+            f"{', '.join(extras) or 'bias=' + str(config.get('bias'))}, which sft's adapters "
+            "do not take"
+        )
+    targets = config.get("target_modules")
+    if isinstance(targets, str):  # a regular expression over the transformers model's names
+        targets = f"{re.escape(inner)}(?:{targets})"
+    weights = next((folder / name for name in PEFT_WEIGHT_FILES if (folder / name).is_file()), None)
+    if weights is None:
+        raise SFTError(f"adapter.init_from={path}: no {' or '.join(PEFT_WEIGHT_FILES)} there")
+    if weights.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+    else:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    return targets, {inner + k.removeprefix(PEFT_MODEL_NAMES): v for k, v in state.items()}
+
+
+def load_peft_weights(backbone: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
+    """A peft adapter's weights into the adapters just injected into `backbone`; SFTError when
+    they are not exactly those adapters' (other layers, other shapes)."""
+    from peft import set_peft_model_state_dict
+
+    ours = {
+        n.replace(".default", "") for n, _ in backbone.named_parameters() if ADAPTER_MARKER in n
+    }
+    missing, unexpected = sorted(ours - set(state)), sorted(set(state) - ours)
+    if missing or unexpected:
+        raise SFTError(
+            f"adapter.init_from={path}: its weights are not this run's adapters ("
+            + "; ".join(
+                f"{what} {first_few(keys, 3)}"
+                for what, keys in (("missing:", missing), ("not adapters here:", unexpected))
+                if keys
+            )
+            + "): was it made for this backbone, with these adapter.target_modules?"
+        )
+    try:
+        set_peft_model_state_dict(backbone, state, adapter_name="default")
+    except RuntimeError as exc:  # shapes
+        raise SFTError(f"adapter.init_from={path}: {first_line(exc)}") from exc
 
 
 def check_mergeable(backbone: nn.Module, backbone_name: str) -> None:

@@ -205,6 +205,10 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
             {k: v for k, v in (("pretrained", False), ("checkpoint", None)) if k in backbone}
         )
         hparams["backbone"] = backbone
+    if isinstance(hparams.get("adapter"), dict) and hparams["adapter"].get("init_from"):
+        # the adapters' weights are the checkpoint's: the peft folder they started from is not
+        # read again (it may be elsewhere by now)
+        hparams["adapter"] = {**hparams["adapter"], "init_from": None}
     # compilation speeds up training; evaluating, predicting or exporting a few batches would
     # spend longer compiling than running (and export traces the plain module)
     hparams["compile"] = False

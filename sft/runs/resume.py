@@ -555,7 +555,7 @@ SETUP_KEYS = (
 
 # adapter settings a continued run may change: the others shape the trained weights, the
 # optimizer's groups (train_norms, bias) or the function itself (alpha scales B A)
-CHANGEABLE_ADAPTER_SETTINGS = ("dropout", "save_only_trainable")
+CHANGEABLE_ADAPTER_SETTINGS = ("dropout", "save_only_trainable", "init_from")
 
 
 def check_adapter_settings(

@@ -49,6 +49,10 @@ class HFEncoder(nn.Module):
     i + 1 for transformer layer i, num_layers + 1 for anything after the layers.
     """
 
+    # before the transformers model's own module names in this module's (peft adapters, which
+    # name the transformers model's, are read and written with it)
+    wrapped_prefix = "model."
+
     def __init__(self, model: nn.Module, pooling: Pooling = "mean") -> None:
         super().__init__()
         if pooling not in ("cls", "mean"):
