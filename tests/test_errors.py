@@ -1773,45 +1773,54 @@ from sft.models.backbones import create_backbone
 
 def make_net(**kwargs) -> torch.nn.Module:
     return create_backbone(**kwargs)
-
-
-def make_net_unannotated(**kwargs):
-    return create_backbone(**kwargs)
 """
 
 
-def test_a_users_factory_function_annotated_to_return_a_module_loads(
+def test_a_users_factory_function_is_warned_of_as_the_run_starts(
     checkpoint, tmp_path, monkeypatch, caplog
 ):
-    """A backbone built by a function of the user's own (`def make_net(...) -> nn.Module`)
-    trained, and then sft-eval, -predict and -export refused its checkpoints as code to run. One
-    annotated to return a module loads; one without the annotation is warned of as the run
-    starts, and still refused."""
+    """A backbone built by a function of the user's own trained, and only then did sft-eval,
+    -predict and -export refuse its checkpoints: warned as the run starts. They still refuse
+    it, whatever it says it returns (torch's reduce_graph_module says nn.Module and runs the
+    code it is given)."""
     (tmp_path / "my_factories.py").write_text(MY_FACTORIES)
     monkeypatch.syspath_prepend(str(tmp_path))
     state = torch.load(checkpoint, weights_only=True)
-    original = load_classifier(checkpoint)
-    for factory in ("make_net", "make_net_unannotated"):
-        state["hyper_parameters"]["backbone"]["_target_"] = f"my_factories.{factory}"
-        saved = tmp_path / f"{factory}.ckpt"
+    precious = tmp_path / "precious.txt"
+    for target, extra in (
+        ("my_factories.make_net", {}),
+        (
+            "torch.fx.graph_module.reduce_graph_module",
+            {
+                "body": {"_code": "\ndef forward(self, x):\n    return x\n"},
+                "import_block": f"open({str(precious)!r}, 'w').write('pwned')\n",
+            },
+        ),
+    ):
+        state["hyper_parameters"]["backbone"] = {
+            **state["hyper_parameters"]["backbone"],
+            "_target_": target,
+            **extra,
+        }
+        saved = tmp_path / "crafted.ckpt"
         torch.save(state, saved)
-        if factory == "make_net":
-            loaded = load_classifier(saved)
-            x = torch.randn(2, 3, 32, 32)
-            assert torch.equal(loaded(x), original(x))
-            continue
-        with pytest.raises(SFTError, match="a function annotated to return one"):
+        with pytest.raises(SFTError, match="refused, as building it would run whatever"):
             load_classifier(saved)
+    assert not precious.exists()
+    state["hyper_parameters"]["backbone"] = {
+        "_target_": "my_factories.make_net",
+        "name": "small_cnn",
+    }
     with caplog.at_level(logging.WARNING):
         warn_unloadable_targets(state["hyper_parameters"], None)
     (warned,) = [r.getMessage() for r in caplog.records]
     assert warned.startswith(
-        "model.backbone._target_=my_factories.make_net_unannotated: sft-eval, sft-predict and "
-        "sft-export will refuse this run's checkpoints"
+        "model.backbone._target_=my_factories.make_net: sft-eval, sft-predict and sft-export "
+        "will refuse this run's checkpoints"
     )
+    assert "make it such a class" in warned
     caplog.clear()
-    state["hyper_parameters"]["backbone"]["_target_"] = "my_factories.make_net"
-    warn_unloadable_targets(state["hyper_parameters"], None)
+    warn_unloadable_targets({"backbone": {"_target_": "torch.nn.Linear"}}, None)
     assert not caplog.records
 
 

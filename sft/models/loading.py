@@ -1,10 +1,8 @@
 """Rebuild an SFTClassifier (and its datamodule) from a checkpoint alone, loading it safely."""
 
 import contextlib
-import inspect
 import logging
 import pydoc
-import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -38,10 +36,10 @@ log = logging.getLogger(__name__)
 # A checkpoint is data from anywhere, and Hydra's instantiate calls whatever a `_target_` names
 # (builtins.open with mode "w" empties a file): weights_only loading alone does not stop that.
 # A model's parts and its data are classes of these kinds (a user's own backbone is a class:
-# README "Your own configs and code"); the functions are sft's backbone factory,
-# transformers' learning-rate schedules and plain functions annotated to return one of these
-# classes (a user's factory, `def make_net(width: int) -> nn.Module`: was refused, after a
-# training run that had built it without a word).
+# README "Your own configs and code"); the functions are sft's backbone factory and
+# transformers' learning-rate schedules. No other function, whatever it says it returns: torch's
+# own `torch.fx.graph_module.reduce_graph_module(...) -> nn.Module` runs the code it is given.
+# sft-train warns of a run whose checkpoints would be refused (a factory function of one's own).
 _BUILDABLE_CLASSES = (
     torch.nn.Module,
     torch.optim.Optimizer,
@@ -111,8 +109,8 @@ def check_buildable_targets(checkpoint: dict[str, Any], path: str | Path) -> Non
 
 
 BUILDABLE = (
-    "a module, optimizer, LR scheduler, datamodule or LoRA settings class, a function annotated "
-    "to return one, sft's create_backbone, a transformers schedule"
+    "a module, optimizer, LR scheduler, datamodule or LoRA settings class, sft's "
+    "create_backbone, a transformers schedule"
 )
 
 
@@ -136,21 +134,13 @@ def unbuildable_targets(settings: Iterable[tuple[str, Any]]) -> list[tuple[str, 
 def _buildable(obj: Any) -> bool:
     if isinstance(obj, type):
         return issubclass(obj, _BUILDABLE_CLASSES)
-    if obj is create_backbone or getattr(obj, "__module__", None) == _SCHEDULES_MODULE:
-        return True
-    if not inspect.isfunction(obj):  # a method, a builtin (builtins.open), an instance
-        return False
-    try:
-        returned = typing.get_type_hints(obj).get("return")
-    except Exception:  # an annotation that does not resolve: says nothing
-        return False
-    return isinstance(returned, type) and issubclass(returned, _BUILDABLE_CLASSES)
+    return obj is create_backbone or getattr(obj, "__module__", None) == _SCHEDULES_MODULE
 
 
 def warn_unloadable_targets(model_cfg: Any, data_cfg: Any) -> None:
-    """Warn, as a run starts, of a `_target_` in its model or data settings (a user's factory
-    without a return annotation) that sft-eval, sft-predict and sft-export will refuse to build
-    from its checkpoints (was: found only after training)."""
+    """Warn, as a run starts, of a `_target_` in its model or data settings (a factory function
+    of the user's own) that sft-eval, sft-predict and sft-export will refuse to build from its
+    checkpoints (was: found only after training)."""
     settings = []
     for node, where in ((model_cfg, "model"), (data_cfg, "data")):
         if node is not None:
@@ -161,8 +151,9 @@ def warn_unloadable_targets(model_cfg: Any, data_cfg: Any) -> None:
     for where, target in unbuildable_targets(settings):
         log.warning(
             f"{where}={target}: sft-eval, sft-predict and sft-export will refuse this run's "
-            f"checkpoints, as they build from a checkpoint only {BUILDABLE}: annotate what it "
-            "returns (e.g. -> torch.nn.Module) or make it such a class"
+            f"checkpoints, as they build from a checkpoint only {BUILDABLE} (a function could "
+            "be anything a crafted file names): make it such a class (a factory's body as an "
+            "nn.Module's __init__)"
         )
 
 
