@@ -10,16 +10,18 @@
 
 Each call of train and evaluate runs in this process what the command with those overrides runs: the same checks,
 run directory, log and record (result.json; scores.json for `evaluate`), and returns that
-record. A mistake the command would print as its `error:` line is raised as SFTError with it.
-The logging a run sets up is undone afterwards, so runs can follow one another. One run per
-call: a sweep is a loop over calls (or `sft-train -m` on the command line).
+record. A mistake the command would print as its `error:` line is raised as SFTError with it
+(RunFailed, with the run's record, for a run that had begun), Ctrl-C as KeyboardInterrupt, a
+bug as its own exception. The logging a run sets up is undone afterwards, so runs can follow
+one another. One run per call: a sweep is a loop over calls (or `sft-train -m`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,19 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from sft.errors import SFTError
+from sft.errors import SFTError, find_user_error
 from sft.inference.bundle import InferenceBundle, load_bundle
 from sft.inference.inputs import ImageInputs, TextInputs
 from sft.inference.predictor import predict_probs
-from sft.runs.result import COMPLETED, PRUNED, RunRecorder, RunResult, record_file, recorders_made
+from sft.runs.result import (
+    COMPLETED,
+    INTERRUPTED,
+    PRUNED,
+    RunRecorder,
+    RunResult,
+    record_file,
+    recorders_made,
+)
 from sft.utils.logs import logging_restored
 
 
@@ -73,34 +83,56 @@ class Predictor:
         self.class_names = list(bundle.class_names)
         self.pairs = bool(getattr(bundle.datamodule, "text_pair_column", None))
 
-    def __call__(self, inputs: Sequence[Any], batch_size: int = 64) -> Predictions:
-        inputs = list(inputs)
+    def __call__(self, inputs: Any, batch_size: int = 64) -> Predictions:
+        """`inputs`: a list of them, or one (a text, a pair, an image or an image file)."""
+        image = self.bundle.modality == "image"
+        one = (
+            isinstance(inputs, str | os.PathLike | Image.Image)
+            if image
+            else isinstance(inputs, str) or (self.pairs and _is_pair(inputs))
+        )
+        inputs = [inputs] if one else list(inputs)
         ids = [str(i) for i in range(len(inputs))]
-        if self.bundle.modality == "image":
+        if image:
+            wrong = [i for i in inputs if not isinstance(i, str | os.PathLike | Image.Image)]
+            if wrong:
+                raise SFTError(
+                    f"this model classifies images: give PIL images or image files, got "
+                    f"{type(wrong[0]).__name__} {wrong[0]!r:.60}"
+                )
             images = [i if isinstance(i, Image.Image) else Path(i) for i in inputs]
             missing = [i for i in images if isinstance(i, Path) and not i.is_file()]
             if missing:
                 raise SFTError(f"{missing[0]}: no such image file (give PIL images or files)")
-            return Predictions(
-                predict_probs(self.bundle, ImageInputs(ids, images), batch_size), self.class_names
-            )
+            probs = predict_probs(self.bundle, ImageInputs(ids, images), batch_size)
+            return Predictions(probs, self.class_names)
         if self.pairs:
-            bad = [i for i in inputs if not (isinstance(i, tuple | list) and len(i) == 2)]
-            if bad:
+            wrong = [i for i in inputs if not _is_pair(i)]
+            if wrong:
                 raise SFTError(
-                    f"this model classifies sentence pairs: give (text, text_pair) tuples, "
-                    f"got {bad[0]!r}"
+                    "this model classifies sentence pairs: give (text, text_pair) tuples of "
+                    f"strings, got {wrong[0]!r:.60}"
                 )
-            texts, pairs = [str(t) for t, _ in inputs], [str(p) for _, p in inputs]
+            texts, pairs = [t for t, _ in inputs], [p for _, p in inputs]
         else:
-            bad = [i for i in inputs if not isinstance(i, str)]
-            if bad:
-                raise SFTError(f"this model classifies single texts: give strings, got {bad[0]!r}")
+            wrong = [i for i in inputs if not isinstance(i, str)]
+            if wrong:
+                raise SFTError(
+                    f"this model classifies single texts: give strings, got {wrong[0]!r:.60}"
+                )
             texts, pairs = inputs, None
         probs = predict_probs(
             self.bundle, TextInputs(ids, texts, pairs, Path("(python)")), batch_size
         )
         return Predictions(probs, self.class_names)
+
+
+def _is_pair(value: Any) -> bool:
+    return (
+        isinstance(value, tuple | list)
+        and len(value) == 2
+        and all(isinstance(v, str) for v in value)
+    )
 
 
 def load_predictor(ckpt_path: str | Path, device: str = "cpu") -> Predictor:
@@ -127,24 +159,40 @@ class _ErrorLine:
         return getattr(self.stream, name)
 
 
+class RunFailed(SFTError):
+    """A run that failed: its `error:` line, and its record (`record`: status, metrics logged
+    so far, output_dir) where it had begun."""
+
+    def __init__(self, message: str, record: RunResult | None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
 @contextlib.contextmanager
 def _command_line(argv: list[str]) -> Iterator[None]:
-    """sys.argv as the command's, and Hydra as if it had not run (it refuses a second
-    initialisation in one process)."""
+    """sys.argv as the command's, and Hydra's global state kept (a notebook's own
+    `hydra.initialize`): the command initialises it afresh, which Hydra refuses twice."""
     saved, sys.argv = sys.argv, argv
-    GlobalHydra.instance().clear()
+    hydra = GlobalHydra.instance()
+    kept = hydra.hydra
+    hydra.clear()
     try:
         yield
     finally:
         sys.argv = saved
-        GlobalHydra.instance().clear()
+        hydra.clear()
+        if kept is not None:
+            hydra.initialize(kept)
 
 
 def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -> RunResult:
-    flags = [o for o in overrides if o.startswith("-")]
-    if flags:
+    """The command's run; its exception raised again where the run had one: KeyboardInterrupt
+    for a run Ctrl-C or a signal stopped, RunFailed for a mistake or failure the command says in
+    its `error:` line, the error itself for a bug (Hydra had turned it into exit status 1)."""
+    sweep = [o for o in overrides if o.startswith("-") or o.partition("=")[0] == "hydra.mode"]
+    if sweep:
         raise SFTError(
-            f"{flags[0]}: sft.api runs one run, from overrides alone; a sweep is a loop over "
+            f"{sweep[0]}: sft.api runs one run, from overrides alone; a sweep is a loop over "
             f"calls (or sft-{command} -m on the command line), a config is shown by "
             f"sft-{command} --cfg job"
         )
@@ -160,11 +208,22 @@ def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -
             main()
         except SystemExit as exc:  # the command's exit status (1: its error line said why)
             status = exc.code if isinstance(exc.code, int) else 1
+    if len(recorders) > 1:  # a config of one's own set hydra.mode=MULTIRUN
+        raise SFTError(
+            f"sft-{command} ran {len(recorders)} jobs (a sweep: hydra.mode=MULTIRUN in a config); "
+            "sft.api runs one run: their records are in "
+            f"{Path(recorders[0].result.output_dir).parent}"
+        )
     record = _record(recorders)
     if status == 0 and record is not None and record.status in (COMPLETED, PRUNED):
         return record
+    stop = recorders[-1].exception if recorders else None
+    if record is not None and record.status == INTERRUPTED:
+        raise KeyboardInterrupt(record.error) from stop
+    if stop is not None and not isinstance(stop, SystemExit) and find_user_error(stop) is None:
+        raise stop  # a bug: its own exception and traceback, for the debugger
     error = (record.error if record is not None else None) or errors.error
-    raise SFTError(error or f"sft-{command} ended with exit status {status}")
+    raise RunFailed(error or f"sft-{command} ended with exit status {status}", record) from stop
 
 
 def _record(recorders: list[RunRecorder]) -> RunResult | None:

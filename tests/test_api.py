@@ -41,5 +41,36 @@ def test_runs_from_python_return_their_records_and_leave_nothing_running(tmp_pat
         api.train(*RUN, f"hydra.run.dir={tmp_path / 'a'}")
     with pytest.raises(SFTError, match=r"^-m: sft\.api runs one run"):
         api.train("-m", "seed=1,2")
+    # a sweep through Hydra's mode: refused too (was: run, the last job's record returned)
+    with pytest.raises(SFTError, match=r"^hydra\.mode=MULTIRUN: sft\.api runs one run"):
+        api.train(*RUN, "hydra.mode=MULTIRUN", "seed=1,2")
     assert logging.getLogger().handlers == handlers
     assert threading.active_count() == threads
+
+
+def test_a_run_from_python_ends_as_python_expects(tmp_path):
+    """Ctrl-C is a KeyboardInterrupt, a bug its own exception, a failure RunFailed with the
+    run's record (were: each an SFTError of its line, so a notebook's `except SFTError` loop
+    could not be stopped, and a bug could not be debugged); Hydra initialised by the notebook
+    stays so."""
+    from hydra import compose, initialize_config_dir
+
+    from sft.train import CONF_DIR
+
+    steps = [*RUN[:-3], "trainer.max_steps=4", *RUN[-2:]]
+    signal = ["+callbacks.stop._target_=helpers.faults.SignalAtStep", "+callbacks.stop.step=2"]
+    with pytest.raises(KeyboardInterrupt, match="interrupted by SIGINT"):
+        api.train(
+            *steps, *signal, "+callbacks.stop.signal=SIGINT", f"hydra.run.dir={tmp_path / 'i'}"
+        )
+    bug = ["+callbacks.bug._target_=helpers.faults.BugAtStep", "+callbacks.bug.step=1"]
+    with pytest.raises(RuntimeError, match="a bug in a callback"):
+        api.train(*steps, *bug, f"hydra.run.dir={tmp_path / 'b'}")
+    nan = ["+callbacks.nan._target_=helpers.faults.NaNWeightsAtStep", "+callbacks.nan.step=1"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        with pytest.raises(api.RunFailed) as failed:
+            api.train(*steps, *nan, f"hydra.run.dir={tmp_path / 'n'}")
+        assert failed.value.record.status == "failed"
+        assert failed.value.record.output_dir == str(tmp_path / "n")
+        assert "non-finite" in str(failed.value)
+        assert compose(config_name="train").get("seed") is not None  # still initialised

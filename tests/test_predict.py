@@ -753,6 +753,10 @@ def test_a_predictor_from_python_matches_sft_predict(ckpts, data_dir, tmp_path):
     assert got.predicted == [r["pred_name"] for r in written]
     with pytest.raises(SFTError, match="this model classifies single texts: give strings"):
         predictor([("a", "b")])
+    # one text is one input (was: a prediction per character)
+    one = predictor(texts[0])
+    assert one.probs.shape == (1, len(names))
+    torch.testing.assert_close(one.probs[0], got.probs[0])
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -773,3 +777,9 @@ def test_a_predictor_from_python_matches_sft_predict(ckpts, data_dir, tmp_path):
     torch.testing.assert_close(from_memory.probs, expected, atol=1e-6, rtol=0)
     with pytest.raises(SFTError, match="no such image file"):
         predictor([folder / "missing.png"])
+    # one image or file is one input; other kinds are named (were: TypeError tracebacks)
+    torch.testing.assert_close(predictor(images[1]).probs[0], from_memory.probs[1])
+    torch.testing.assert_close(predictor(str(folder / "2.png")).probs[0], from_memory.probs[2])
+    for wrong in ([torch.zeros(3, 8, 8)], [None]):
+        with pytest.raises(SFTError, match="this model classifies images: give PIL images or"):
+            predictor(wrong)

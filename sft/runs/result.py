@@ -312,6 +312,7 @@ class RunRecorder:
         self._continues = False
         self._pruned = False
         self.finished = False  # its record written as the run ended
+        self.exception: BaseException | None = None  # what ended a failed or stopped run
         for made in _WATCHERS:
             made.append(self)
 
@@ -387,6 +388,7 @@ class RunRecorder:
             return None
 
     def failed(self, exc: BaseException) -> RunResult:
+        self.exception = exc  # sft.api raises it again, past Hydra's exit status
         refused = isinstance(find_user_error(exc), RunInTheWay)
         stopped = isinstance(exc, KeyboardInterrupt | TrainingInterrupted)
         return self._finish(INTERRUPTED if stopped else FAILED, one_line_error(exc), refused)

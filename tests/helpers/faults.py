@@ -104,6 +104,18 @@ class CrashAtStep(Callback):
             raise Crash
 
 
+class BugAtStep(Callback):
+    """Raise a RuntimeError (a bug, no user mistake) when the training batch after `step`
+    optimizer steps starts."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("a bug in a callback")
+
+
 class SignalOnceAtStep(SignalAtStep):
     """`SignalAtStep`, the first time only: `marker` (a file) records that it fired, so the
     requeued run of the same job, resumed at that step, is not signalled again."""
