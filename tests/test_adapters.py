@@ -419,6 +419,20 @@ def test_train_norms_trains_rms_norms_of_other_libraries_and_all_linear_targets_
     trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
     assert {"1.weight", "2.weight"} <= trainable
     assert {n.split(".")[0] for n in trainable if "lora_" in n} == {"0", "3"}
+    # exactly the Linear layers: a list of their names matched name ends, so a Linear `proj`
+    # took a Conv2d `block.proj` too
+    named_alike = torch.nn.Module()
+    named_alike.block = torch.nn.Module()
+    named_alike.block.proj = torch.nn.Conv2d(3, 3, 1)
+    named_alike.proj = torch.nn.Linear(3, 3)
+    add_lora(named_alike, LoraSettings(target_modules="all-linear"), "named_alike")
+    assert hasattr(named_alike.proj, "lora_A") and not hasattr(named_alike.block.proj, "lora_A")
+    # a norm's own scale trains, not the weights of a layer inside it
+    norm_with_child = T5LayerNorm(4)
+    norm_with_child.inner = torch.nn.Linear(4, 4)
+    holder = torch.nn.Sequential(torch.nn.Linear(4, 4), norm_with_child)
+    add_lora(holder, LoraSettings(target_modules=["0"], train_norms=True), "holder")
+    assert norm_with_child.weight.requires_grad and not norm_with_child.inner.weight.requires_grad
     plain = torch.nn.Sequential(torch.nn.Linear(4, 4))
     with caplog.at_level(logging.WARNING):
         add_lora(plain, LoraSettings(train_norms=True), "plain")

@@ -108,6 +108,22 @@ def default_targets(backbone: nn.Module) -> list[str]:
     ]
 
 
+def linear_layers(backbone: nn.Module) -> list[str]:
+    """`all-linear`: every Linear, and transformers' Conv1D (GPT-2's linear layers), as peft
+    counts them."""
+    return [
+        name
+        for name, module in backbone.named_modules()
+        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+    ]
+
+
+def exactly(names: list[str]) -> str:
+    """A peft target (one regular expression, matched against whole names) of these modules
+    alone: a list matches name ends, so a Linear `proj` took a Conv2d `block.proj` too."""
+    return "|".join(re.escape(name) for name in names)
+
+
 def _matches(name: str, target: str) -> bool:
     return name == target or name.endswith(f".{target}")
 
@@ -146,19 +162,21 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
     if start is not None and targets is None:
         targets = start[0]
     if targets == ALL_LINEAR:  # the backbone's Linear layers (the head is not in it)
-        targets = [n for n, m in backbone.named_modules() if isinstance(m, nn.Linear)]
-        if not targets:
+        names = linear_layers(backbone)
+        if not names:
             raise SFTError(
                 f"adapter.target_modules={ALL_LINEAR}: backbone {backbone_name!r} has no Linear "
                 "layer; null adapts its Linear and Conv2d layers"
             )
-    if targets is None:
-        targets = default_targets(backbone)
-        if not targets:
+        targets = exactly(names)
+    elif targets is None:
+        names = default_targets(backbone)
+        if not names:
             raise SFTError(
                 f"adapter=lora: backbone {backbone_name!r} has no Linear or Conv2d layer to adapt; "
                 "name its layers in adapter.target_modules"
             )
+        targets = exactly(names)
     else:
         targets = targets if isinstance(targets, str) else list(targets)
         check_targets(backbone, targets, backbone_name)
@@ -201,8 +219,9 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
                 f"adapter.train_norms=true: backbone {backbone_name!r} has no norm layer, so it "
                 "adds nothing that trains"
             )
-        for module in norms:
-            module.requires_grad_(True)
+        for module in norms:  # its own scale and shift, not a child's (a Linear inside)
+            for parameter in module.parameters(recurse=False):
+                parameter.requires_grad_(True)
     return backbone
 
 
