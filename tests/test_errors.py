@@ -447,7 +447,7 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
                 "debug=fdr",
             ],
             "error: trainer.val_check_interval: expected a whole number of batches (or a time, "
-            "'DD:HH:MM:SS'), got 1.0: this config sets trainer.check_val_every_n_epoch=null",
+            "'DD:HH:MM:SS'), got 1.0: with trainer.check_val_every_n_epoch=null",
         ),
         # the key one level deeper (was: "did you mean 'model.label_smoothing'?")
         (
@@ -1864,7 +1864,7 @@ def plugin_cnn(pretrained: bool = False, width: int = 16):
 
 
 def test_a_backbone_an_installed_package_registers_is_known_to_every_command(
-    checkpoint, tmp_path, monkeypatch
+    checkpoint, tmp_path, monkeypatch, caplog
 ):
     """A backbone registered in one's own module was known only where a script imported it:
     sft-eval, -predict and -export said "unknown backbone". A package that lists the module as
@@ -1886,11 +1886,18 @@ def test_a_backbone_an_installed_package_registers_is_known_to_every_command(
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(load_classifier(saved)(x), load_classifier(checkpoint)(x))
     assert "plugin_cnn" in list_backbones("image")
-    # a plugin that fails to import is named
-    (info / "entry_points.txt").write_text("[sft.backbones]\nbroken = my_plugin_missing\n")
+    # a plugin that fails to import is named, and the others still load
+    (info / "entry_points.txt").write_text(
+        "[sft.backbones]\nbroken = my_plugin_missing\nplugin_cnn = my_plugin_backbones\n"
+    )
     monkeypatch.setattr(registry, "_plugins_loaded", False)
-    with pytest.raises(SFTError, match=r"^the backbone plugin broken = 'my_plugin_missing' "):
-        create_backbone("not_a_backbone")
+    monkeypatch.setattr(registry, "_REGISTRY", {"small_cnn": registry._REGISTRY["small_cnn"]})
+    monkeypatch.delitem(sys.modules, "my_plugin_backbones")  # imported again: registers again
+    expected = r"^unknown backbone 'small_cn' \(did you mean 'small_cnn'"
+    with caplog.at_level(logging.WARNING), pytest.raises(SFTError, match=expected):
+        create_backbone("small_cn")
+    assert "the backbone plugin broken = 'my_plugin_missing' (an sft.backbones entry" in caplog.text
+    assert "plugin_cnn" in list_backbones()
 
 
 def test_a_logger_among_the_callbacks_or_the_reverse_is_one_line(tmp_path):
@@ -2102,7 +2109,7 @@ def test_a_validation_interval_refused_for_a_methods_setting_names_that_setting(
     with pytest.raises(
         SFTError,
         match=r"^trainer\.val_check_interval: expected a whole number of batches .* got 1\.0: "
-        r"this config sets trainer\.check_val_every_n_epoch=null \(method=linear_probe does",
+        r"with trainer\.check_val_every_n_epoch=null \(which method=linear_probe sets",
     ):
         check_config_types(trainer, "trainer")
     for fine in ({"val_check_interval": 1}, {"check_val_every_n_epoch": 1}):

@@ -158,9 +158,9 @@ def _check_validation_schedule(values: Mapping, where: str) -> None:
     ):
         raise SFTError(
             f"{where}.val_check_interval: expected a whole number of batches (or a time, "
-            f"'DD:HH:MM:SS'), got {values['val_check_interval']!r}: this config sets "
-            f"{where}.check_val_every_n_epoch=null (method=linear_probe does, to validate after "
-            "its one step with trainer.val_check_interval=1), so there is no epoch for a "
+            f"'DD:HH:MM:SS'), got {values['val_check_interval']!r}: with "
+            f"{where}.check_val_every_n_epoch=null (which method=linear_probe sets, to validate "
+            "after its one step with trainer.val_check_interval=1) there is no epoch for a "
             "fraction of one"
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import inspect
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -21,6 +22,8 @@ from sft.errors import SFTError
 from sft.utils.io import expand_home
 
 from .wrappers import ResizeInput, load_backbone_checkpoint
+
+log = logging.getLogger(__name__)
 
 BackboneBuilder = Callable[..., nn.Module]
 # the statistics a family's weights expect, or for a family of many models (timm's, torchvision's)
@@ -74,12 +77,12 @@ def _load_plugins() -> None:
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             entry_point.load()
-        except Exception as exc:  # a broken plugin is named, not a traceback
-            raise SFTError(
+        except Exception as exc:  # named, and the other plugins still load
+            log.warning(
                 f"the backbone plugin {entry_point.name} = {entry_point.value!r} (an "
-                f"{ENTRY_POINT_GROUP} entry point of an installed package) fails to load: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+                f"{ENTRY_POINT_GROUP} entry point of an installed package) fails to load, and "
+                f"its backbones are unknown: {type(exc).__name__}: {exc}"
+            )
 
 
 def register_backbone(
