@@ -379,7 +379,20 @@ def test_a_sweep_run_again_keeps_its_finished_jobs_without_last_checkpoint(tmp_p
     assert RunResult.read(sweep / "1" / "result.json").started_at > record.started_at
     assert [r.status for _, r in read_results(sweep)] == ["completed", "completed"]
     assert (
-        f"{sweep / '0'} holds this job's completed run (result.json): kept"
+        f"{sweep / '0'} holds this job's completed run (result.json, "
+        in (sweep / "0" / "train.log").read_text()
+    )
+    # a last.ckpt from before the job completed (a signal's save, the job then continued to its
+    # end saving none): the record stands too (was: continued from it at every run again)
+    steps = RunResult.read(sweep / "0" / "result.json").steps
+    stale = sweep / "0" / "checkpoints" / "last.ckpt"
+    stale.parent.mkdir(exist_ok=True)
+    torch.save({"global_step": steps - 1, "epoch": 0}, stale)
+    code, err = run_sft_train(capsys, *grid, f"hydra.sweep.dir={sweep}")
+    assert code == 0, err[-2000:]
+    assert {p: p.read_bytes() for p in job_0} == job_0
+    assert (
+        f"its checkpoints/last.ckpt (step {steps - 1}) is from before the run completed"
         in (sweep / "0" / "train.log").read_text()
     )
 

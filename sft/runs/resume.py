@@ -253,10 +253,12 @@ def check_job_record(output_dir: Path) -> bool:
 
 def finished_job(output_dir: Path) -> RunResult | None:
     """A sweep's job run again whose directory records it as completed but holds no last.ckpt
-    (a study's: they save no checkpoints): its record, which stands instead of a run from the
-    start (a re-run study trained its finished jobs again, hours for a large one; a job with
-    last.ckpt trains no further either). None for every other job."""
-    if not check_job_record(output_dir) or last_checkpoint(output_dir).is_file():
+    (a study's: they save no checkpoints), or only one from before it completed (a study job
+    stopped by a signal, which saved one, then continued to its end without saving again): its
+    record, which stands instead of a run from the start, or from that checkpoint (a re-run
+    study trained its finished jobs again, hours for a large one; a job whose last.ckpt is its
+    end trains no further either). None for every other job."""
+    if not check_job_record(output_dir):
         return None
     try:
         record = RunResult.read(output_dir / RESULT_FILE)
@@ -264,9 +266,20 @@ def finished_job(output_dir: Path) -> RunResult | None:
         return None
     if record.status != COMPLETED:
         return None
+    last = last_checkpoint(output_dir)
+    earlier = ""
+    if last.is_file():
+        try:
+            step = load_weights_only(last, mmap=True).get("global_step")
+        except Exception:  # not readable here: the job's resume says why
+            return None
+        if not (isinstance(step, int) and isinstance(record.steps, int) and step < record.steps):
+            return None
+        # (was: continued from it at every run of the sweep, its steps trained again)
+        earlier = f"; its {LAST_CHECKPOINT} (step {step}) is from before the run completed"
     log.info(
-        f"{output_dir} holds this job's completed run ({RESULT_FILE}): kept, not trained again "
-        f"(move its {RESULT_FILE} away to train it again)"
+        f"{output_dir} holds this job's completed run ({RESULT_FILE}, {record.steps} steps): "
+        f"kept, not trained again{earlier} (move its {RESULT_FILE} away to train it again)"
     )
     return record
 
