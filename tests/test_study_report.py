@@ -92,3 +92,25 @@ def test_the_reports_command_reproduces_its_own_sweeps_and_folder(tmp_path):
         "python experiments/label_efficiency/report.py sst2 --sweeps outputs/mine "
         f"'{tmp_path / 'b c'}' --out {tmp_path / 'out'}"
     )
+
+
+def test_the_answer_compares_the_arms_seed_by_seed(tmp_path):
+    """A job missing from one arm (killed, its record never written): the answer compared the
+    fused arm's mean over seed 0 with fine-tuning's over seeds 0 and 1, other subsets; it now
+    compares the seeds both arms completed, and names the one left out. The CIFAR-10 split's
+    name was cut at 10,000's comma."""
+    report = load_report()
+
+    def run(method, seed, score):
+        config = {"seed": seed, "trainer": {"limit_test_batches": 1}}
+        return report.Job("a", method, 4, seed, "completed", score, 1.0, None, tmp_path, config)
+
+    jobs = [run("finetune_linear", 0, 0.60), run("finetune_linear", 1, 0.50)]
+    jobs.append(run("lpft_fused", 0, 0.55))
+    (line,) = report.answer(jobs)
+    assert "4/class -0.0500 (n=1); equal or better at 0 of 1 sizes." in line
+    assert line.endswith("Left out, run by one arm only: 4/class seed 1.")
+    study = report.STUDIES["cifar10"]
+    assert report.evaluated_on(study, jobs) == (
+        "part of the 10,000 CIFAR-10 test images (trainer.limit_test_batches=1)"
+    )

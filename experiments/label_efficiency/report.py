@@ -191,10 +191,17 @@ def report_command(study: str, sweeps: list[Path] | None, out: Path | None) -> s
     return " ".join(["python experiments/label_efficiency/report.py", *map(shlex.quote, args)])
 
 
-def sweep_wall_time_s(sweep_dir: Path, jobs: list[Job]) -> float:
-    """From the sweep's start (multirun.yaml is written first) to the last job's result.json."""
-    start = (sweep_dir / "multirun.yaml").stat().st_mtime
-    return max((j.output_dir / RESULT_FILE).stat().st_mtime for j in jobs) - start
+def sweep_wall_time_s(jobs: list[Job]) -> float:
+    """From the first job's start to the last one's end, as their records give them (was: from
+    multirun.yaml's time, which each run of the sweep again writes anew)."""
+    ends, starts = [], []
+    for job in jobs:
+        record = RunResult.read(job.output_dir / RESULT_FILE)
+        # records written before they kept their times: the file's, less the run's own time
+        ended = record.ended_at or (job.output_dir / RESULT_FILE).stat().st_mtime
+        ends.append(ended)
+        starts.append(record.started_at or ended - record.wall_time_s)
+    return max(ends) - min(starts)
 
 
 def hardware() -> str:
@@ -331,27 +338,37 @@ def budget_rows(by_arm: dict[str, dict[int, list[Job]]]) -> list[str]:
 
 
 def answer(jobs: list[Job]) -> list[str]:
-    """The question's answer as the numbers give it: per subset size, the fused arm's mean
-    accuracy minus its plain counterpart's (same steps, batch and learning rates)."""
-    means: dict[tuple[str, int], float] = {}
-    for (method, size), scores in _scores_by(jobs).items():
-        means[method, size] = statistics.fmean(scores)
+    """The question's answer as the numbers give it: per subset size, the fused arm's accuracy
+    minus its plain counterpart's (same steps, batch and learning rates), over the seeds both
+    completed, seed by seed (was: each arm's mean over its own seeds, so a job missing from one
+    arm compared other subsets), naming the seeds left out."""
+    scores = {
+        (job.method, job.samples_per_class, job.seed): job.score
+        for job in jobs
+        if job.score is not None and job.method is not None
+    }
     lines = []
     for fused, plain in FUSED_VS_PLAIN.items():
-        diffs = [
-            (size, means[fused, size] - means[plain, size])
-            for size in sorted({size for _, size in means})
-            if (fused, size) in means and (plain, size) in means
-        ]
-        if not diffs:
+        cells, wins, left_out = [], 0, []
+        for size in sorted({size for _, size, _ in scores}):
+            seeds = {s for m, z, s in scores if m == fused and z == size}
+            others = {s for m, z, s in scores if m == plain and z == size}
+            paired = sorted(seeds & others)
+            left_out += [f"{size_label(size)}/class seed {s}" for s in sorted(seeds ^ others)]
+            if not paired:
+                continue
+            diff = statistics.fmean(scores[fused, size, s] - scores[plain, size, s] for s in paired)
+            cells.append(f"{size_label(size)}/class {diff:+.4f} (n={len(paired)})")
+            wins += diff >= 0
+        if not cells:
             continue
-        cells = ", ".join(f"{size_label(size)}/class {d:+.4f}" for size, d in diffs)
-        wins = sum(d >= 0 for _, d in diffs)
+        unpaired = f" Left out, run by one arm only: {', '.join(left_out)}." if left_out else ""
         lines.append(
-            f"- **{METHODS[fused]} minus {METHODS[plain]}** (mean accuracy): {cells}; "
-            f"equal or better at {wins} of {len(diffs)} sizes."
+            f"- **{METHODS[fused]} minus {METHODS[plain]}** (accuracy, seed by seed, over the "
+            f"seeds both completed): {'; '.join(cells)}; equal or better at {wins} of "
+            f"{len(cells)} sizes.{unpaired}"
         )
-    return lines or ["- (no pair of fused and plain arms has completed jobs yet)"]
+    return lines or ["- (no pair of fused and plain arms has completed jobs of one seed yet)"]
 
 
 def _scores_by(jobs: list[Job]) -> dict[tuple[str, int], list[float]]:
@@ -369,7 +386,8 @@ def evaluated_on(study: Study, jobs: list[Job]) -> str:
     limits = sorted({str(j.config.get("trainer", {}).get(key)) for j in jobs} - {"None", "1.0"})
     if not limits:
         return study.evaluated_on
-    return f"part of {study.evaluated_on.split(',')[0]} (trainer.{key}={', '.join(limits)})"
+    split = study.evaluated_on.partition(", once")[0]  # (was: cut at "10,000"'s comma)
+    return f"part of {split} (trainer.{key}={', '.join(limits)})"
 
 
 def readme(study: Study, jobs: list[Job], sweeps: list[Path], chance: float, command: str) -> str:
@@ -400,7 +418,7 @@ def readme(study: Study, jobs: list[Job], sweeps: list[Path], chance: float, com
         "",
         "Wall time: "
         + "; ".join(
-            f"`{shown(s)}` {sweep_wall_time_s(s, [j for j in jobs if s in j.output_dir.parents]) / 60:.1f} min"
+            f"`{shown(s)}` {sweep_wall_time_s([j for j in jobs if s in j.output_dir.parents]) / 60:.1f} min"
             for s in sweeps
         )
         + f" (sum of the jobs' own times: {sum(j.wall_time_s for j in jobs) / 60:.1f} min).",
