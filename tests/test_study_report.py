@@ -114,3 +114,27 @@ def test_the_answer_compares_the_arms_seed_by_seed(tmp_path):
     assert report.evaluated_on(study, jobs) == (
         "part of the 10,000 CIFAR-10 test images (trainer.limit_test_batches=1)"
     )
+
+
+def test_arms_of_one_study_share_their_data(tmp_path):
+    """One method's sweep given data.val_size=2000 (another pool for CIFAR-10's subsets) and
+    another part of the test split was compared with the others without a word."""
+    report = load_report()
+
+    def run(method, folder, data, limit=1):
+        config = {"seed": 0, "data": data, "trainer": {"limit_test_batches": limit}}
+        path = tmp_path / folder
+        return report.Job("a", method, 4, 0, "completed", 0.5, 1.0, None, path, config)
+
+    base = {"samples_per_class": 4, "val_size": 1000}
+    alike = [run("finetune_linear", "a", base), run("lpft_fused", "b", {**base, "seed": 3})]
+    report.check_one_study(alike)  # the subset's seed is the job's own
+    for other, key in (
+        (run("lpft_fused", "c", {**base, "val_size": 2000}), "data.val_size"),
+        (run("lpft_fused", "d", base, limit=2), "trainer.limit_test_batches"),
+    ):
+        with pytest.raises(SystemExit) as err:
+            report.check_one_study([alike[0], other])
+        assert str(err.value).startswith(
+            f"error: {tmp_path / 'a'} and {other.output_dir} differ in {key}"
+        )

@@ -255,6 +255,38 @@ def check_one_setup_per_arm(jobs: list[Job]) -> None:
                 )
 
 
+# what the arms of one study share: the data they draw and score (but the subset's size and
+# seed) and how much of the scored split they score; the methods set the rest
+SHARED = ("data.", "trainer.limit_val_batches", "trainer.limit_test_batches")
+PER_JOB = ("data.samples_per_class", "data.train_fraction", "data.seed")
+
+
+def check_one_study(jobs: list[Job]) -> None:
+    """Exit with one line when two scored jobs differ in a setting every arm shares (the data
+    and the part of the split scored): the answer would compare other subsets or other test
+    images (was: a sweep per method, one given data.val_size=2000, which changes the pool a
+    CIFAR-10 subset is drawn from, compared without a word)."""
+    scored = [j for j in jobs if j.score is not None]
+    if not scored:
+        return
+    first = scored[0]
+    a = _settings(first.config)
+    for other in scored[1:]:
+        b = _settings(other.config)
+        differ = sorted(
+            k
+            for k in a.keys() | b.keys()
+            if k.startswith(SHARED) and not k.startswith(PER_JOB) and a.get(k) != b.get(k)
+        )
+        if differ:
+            key = differ[0]
+            raise SystemExit(
+                f"error: {first.output_dir} and {other.output_dir} differ in {key} "
+                f"({a.get(key)!r} vs {b.get(key)!r}), which every arm of a study shares: their "
+                "arms would be compared on other data; report them apart (--sweeps, --out)"
+            )
+
+
 def _settings(cfg: dict, prefix: str = "") -> dict[str, object]:
     """A job's config as {dotted key: value} (interpolations as written: `${seed}`)."""
     flat: dict[str, object] = {}
@@ -505,6 +537,7 @@ def main() -> None:
         raise SystemExit(f"error: no {RESULT_FILE} under {where}{hint}")
     sweeps = [s for s in sweeps if any(s in j.output_dir.parents for j in jobs)]  # with results
     check_one_setup_per_arm(jobs)
+    check_one_study(jobs)
 
     chance = 1 / jobs[0].config["model"]["num_classes"]
     out.mkdir(parents=True, exist_ok=True)
