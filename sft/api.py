@@ -8,12 +8,13 @@
     predict = api.load_predictor(f"{run.output_dir}/checkpoints/last.ckpt")
     predict(["a gripping film", "dull"]).predicted      # ['positive', 'negative']
 
-Each call of train and evaluate runs in this process what the command with those overrides runs: the same checks,
-run directory, log and record (result.json; scores.json for `evaluate`), and returns that
-record. A mistake the command would print as its `error:` line is raised as SFTError with it
-(RunFailed, with the run's record, for a run that had begun), Ctrl-C as KeyboardInterrupt, a
-bug as its own exception. The logging a run sets up is undone afterwards, so runs can follow
-one another. One run per call: a sweep is a loop over calls (or `sft-train -m`).
+Each call of train and evaluate runs in this process what the command with those overrides
+runs: the same checks, run directory, log and record (result.json; scores.json for
+`evaluate`), and returns that record. A mistake the command would print as its `error:` line
+is raised as SFTError with it (RunFailed, with the run's record, for a run that had begun),
+Ctrl-C as KeyboardInterrupt, a bug as its own exception. The logging a run sets up is undone
+afterwards, so runs can follow one another. One run per call: a sweep is a loop over calls
+(or `sft-train -m`).
 """
 
 from __future__ import annotations

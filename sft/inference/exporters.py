@@ -268,7 +268,10 @@ def peft_base(bundle: InferenceBundle) -> str | None:
         or backbone.get("checkpoint")
         or backbone.get("config_overrides")
     ):
-        why = "its base is not a published model's weights (pretrained=false, a checkpoint or config_overrides)"
+        why = (
+            "its base is not a published model's weights (pretrained=false, a checkpoint or "
+            "config_overrides)"
+        )
     if why:
         raise SFTError(
             f"formats=[peft]: a LoRA adapter file would not reproduce this model, as {why}: "

@@ -249,7 +249,8 @@ def read_peft_adapter(
     config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     if config.get("peft_type") != "LORA":
         raise SFTError(
-            f"adapter.init_from={path}: a {config.get('peft_type')} adapter; sft's adapters are LoRA"
+            f"adapter.init_from={path}: a {config.get('peft_type')} adapter; sft's adapters "
+            "are LoRA"
         )
     theirs = {
         "r": config.get("r", LoraConfig.r),
@@ -291,10 +292,10 @@ def load_peft_weights(backbone: nn.Module, state: dict[str, torch.Tensor], path:
     """A peft adapter's weights into the adapters just injected into `backbone`; SFTError when
     they are not exactly those adapters' (other layers, other shapes)."""
     from peft import set_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict
 
-    ours = {
-        n.replace(".default", "") for n, _ in backbone.named_parameters() if ADAPTER_MARKER in n
-    }
+    # the names peft saves these adapters under (DoRA's magnitudes, an Embedding's A and B too)
+    ours = set(get_peft_model_state_dict(backbone, adapter_name="default"))
     missing, unexpected = sorted(ours - set(state)), sorted(set(state) - ours)
     if missing or unexpected:
         raise SFTError(
