@@ -499,3 +499,50 @@ def test_peft_lora_variants_start_at_the_backbone_and_merge(variant):
     assert any("magnitude" in n for n in lora) == (variant == "use_dora")
     torch.testing.assert_close(merge_adapters(backbone)(images), adapted, atol=1e-5, rtol=1e-5)
     assert not any(is_adapter_parameter(n) for n, _ in backbone.named_parameters())
+
+
+class EmbeddingNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(10, 4)
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(self.emb(x))
+
+
+def test_adapters_start_from_a_peft_folder_of_dora_and_embedding_adapters(tmp_path):
+    """adapter.init_from: a peft folder's weights, saved under peft's names (DoRA's magnitude
+    vector, an Embedding's lora_embedding_A/B), are the adapters' start; one of other settings
+    is named."""
+    import json
+
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    trained = EmbeddingNet()
+    settings = {"r": 2, "alpha": 4.0, "use_dora": True, "target_modules": ["lin", "emb"]}
+    add_lora(trained, LoraSettings(**settings), "net")
+    with torch.no_grad():
+        for name, parameter in trained.named_parameters():
+            if "lora_B" in name or "lora_embedding_B" in name:
+                parameter.normal_()
+    state = get_peft_model_state_dict(trained, adapter_name="default")
+    assert any("magnitude" in k for k in state) and any("embedding" in k for k in state)
+    saved = {f"base_model.model.{k}": v.contiguous() for k, v in state.items()}
+    save_file(saved, str(tmp_path / "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "use_dora": True}
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({**config, "target_modules": ["lin", "emb"]})
+    )
+    torch.manual_seed(0)
+    started = EmbeddingNet()
+    from_folder = {"r": 2, "alpha": 4.0, "use_dora": True, "init_from": str(tmp_path)}
+    add_lora(started, LoraSettings(**from_folder), "net")
+    tokens = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(started(tokens), trained(tokens))
+    with pytest.raises(
+        SFTError, match=r"the adapter there has use_dora=True \(this run: use_dora=False\)"
+    ):
+        add_lora(EmbeddingNet(), LoraSettings(r=2, alpha=4.0, init_from=str(tmp_path)), "net")
