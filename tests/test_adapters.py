@@ -546,3 +546,33 @@ def test_adapters_start_from_a_peft_folder_of_dora_and_embedding_adapters(tmp_pa
         SFTError, match=r"the adapter there has use_dora=True \(this run: use_dora=False\)"
     ):
         add_lora(EmbeddingNet(), LoraSettings(r=2, alpha=4.0, init_from=str(tmp_path)), "net")
+
+
+def test_a_run_started_from_a_peft_folder_of_some_layers_loads_and_continues(train_cfg, tmp_path):
+    """adapter.init_from with a folder adapting fewer layers than the default: its checkpoints
+    were rebuilt (sft-eval, ckpt_path=, resume=) with the default layers, which their weights
+    did not fit; the folder's layers are now in the settings the checkpoints keep."""
+    import json
+
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    source = create_backbone("small_cnn", width=8)
+    add_lora(source, LoraSettings(r=4, target_modules=["features.0"]), "small_cnn")
+    state = get_peft_model_state_dict(source, adapter_name="default")
+    save_file(
+        {f"base_model.model.{k}": v.contiguous() for k, v in state.items()},
+        str(folder / "adapter_model.safetensors"),
+    )
+    config = {"peft_type": "LORA", "r": 4, "lora_alpha": 16, "target_modules": ["features.0"]}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    short = [*LORA_RUN, f"adapter.init_from={folder}", "trainer.max_epochs=1", "test=false"]
+    train(train_cfg(*short, "+trainer.limit_train_batches=2", run_dir=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    model = load_classifier(last)
+    assert [n for n, m in model.backbone.named_modules() if hasattr(m, "lora_A")] == ["features.0"]
+    longer = [*short[:-2], "trainer.max_epochs=2", "test=false", "+trainer.limit_train_batches=2"]
+    train(train_cfg(*longer, f"ckpt_path={last}", run_dir=tmp_path / "next"))
+    assert read_checkpoint(tmp_path / "next" / "checkpoints" / "last.ckpt")["global_step"] == 4

@@ -158,9 +158,13 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     if start and start.continues_run:
         keep_trained_inputs(cfg.data, start.checkpoint)
     if start and cfg.get("adapter") and cfg.adapter.get("init_from"):
-        # the adapters' weights are the checkpoint's: the peft folder is not read again
+        # the adapters' weights are the checkpoint's: the peft folder is not read again, and
+        # its layers are those the checkpoint's settings name
         log.info(f"adapter.init_from={cfg.adapter.init_from}: continued from {start.path} instead")
         cfg.adapter.init_from = None
+        saved = start.checkpoint.get("hyper_parameters", {}).get("adapter") or {}
+        if cfg.adapter.get("target_modules") is None:
+            cfg.adapter.target_modules = saved.get("target_modules")
 
     datamodule: SFTDataModule = instantiate(cfg.data)
     # before the contract check, which reads has_labelled_test (an HF dataset's test split)

@@ -118,6 +118,13 @@ def linear_layers(backbone: nn.Module) -> list[str]:
     ]
 
 
+def adapter_layers(module: nn.Module) -> list[str]:
+    """The names of `module`'s layers that hold LoRA adapters."""
+    from peft.tuners.lora import LoraLayer
+
+    return [name for name, layer in module.named_modules() if isinstance(layer, LoraLayer)]
+
+
 def exactly(names: list[str]) -> str:
     """A peft target (one regular expression, matched against whole names) of these modules
     alone: a list matches name ends, so a Linear `proj` took a Conv2d `block.proj` too."""

@@ -37,8 +37,10 @@ from sft.models.activations import out_of_place_activations
 from sft.models.adapters import (
     BASE_WEIGHTS,
     LoraSettings,
+    adapter_layers,
     add_lora,
     check_base_weights,
+    exactly,
     frozen_parameters,
     is_adapter_parameter,
     weights_hash,
@@ -335,6 +337,11 @@ class SFTClassifier(L.LightningModule):
                     "adapter.save_only_trainable=false to keep them usable everywhere",
                 )
             add_lora(self.backbone, lora, name)
+            if lora.init_from and lora.target_modules is None:
+                # the layers the peft folder named, in the settings checkpoints keep: a model
+                # rebuilt from them (sft-eval, resume=) reads no folder (was: its default layers,
+                # which the checkpoint's weights did not fit)
+                self.hparams["adapter"]["target_modules"] = exactly(adapter_layers(self.backbone))
             # small checkpoints: Lightning loads them without the frozen weights
             self.strict_loading = not lora.save_only_trainable
         if not any(p.requires_grad for p in self.parameters()):
