@@ -19,6 +19,7 @@ afterwards, so runs can follow one another. One run per call: a sweep is a loop 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import sys
@@ -143,10 +144,12 @@ def load_predictor(ckpt_path: str | Path, device: str = "cpu") -> Predictor:
 
 
 class _ErrorLine:
-    """A text stream that writes through to `stream` and keeps the last `error:` line."""
+    """A text stream that writes through to `stream` and keeps the last `error:` line, and the
+    last lines written (Hydra's own errors have no `error:`)."""
 
     def __init__(self, stream) -> None:
         self.stream, self.error, self._line = stream, None, ""
+        self.last: collections.deque[str] = collections.deque(maxlen=8)
 
     def write(self, text: str) -> int:
         self._line += text
@@ -154,6 +157,9 @@ class _ErrorLine:
         for line in lines:
             if line.startswith("error: "):
                 self.error = line.removeprefix("error: ")
+            # an error's own lines: not a log line, a detail or Hydra's advice
+            if line.strip() and not line.startswith(("[", " ", "\t", "Set the environment")):
+                self.last.append(line.strip())
         return self.stream.write(text)
 
     def __getattr__(self, name: str):  # flush, isatty, encoding, fileno...
@@ -190,7 +196,9 @@ def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -
     """The command's run; its exception raised again where the run had one: KeyboardInterrupt
     for a run Ctrl-C or a signal stopped, RunFailed for a mistake or failure the command says in
     its `error:` line, the error itself for a bug (Hydra had turned it into exit status 1)."""
-    sweep = [o for o in overrides if o.startswith("-") or o.partition("=")[0] == "hydra.mode"]
+    sweep = [
+        o for o in overrides if o.startswith("-") or o.partition("=")[0].lstrip("+") == "hydra.mode"
+    ]
     if sweep:
         raise SFTError(
             f"{sweep[0]}: sft.api runs one run, from overrides alone; a sweep is a loop over "
@@ -205,10 +213,13 @@ def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -
         logging_restored(),
         contextlib.redirect_stderr(errors),
     ):
+        raised: Exception | None = None
         try:
             main()
         except SystemExit as exc:  # the command's exit status (1: its error line said why)
             status = exc.code if isinstance(exc.code, int) else 1
+        except Exception as exc:  # HYDRA_FULL_ERROR=1 (or a debugger): Hydra raises it itself
+            status, raised = 1, exc
     if len(recorders) > 1:  # a config of one's own set hydra.mode=MULTIRUN
         raise SFTError(
             f"sft-{command} ran {len(recorders)} jobs (a sweep: hydra.mode=MULTIRUN in a config); "
@@ -218,12 +229,18 @@ def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -
     record = _record(recorders)
     if status == 0 and record is not None and record.status in (COMPLETED, PRUNED):
         return record
-    stop = recorders[-1].exception if recorders else None
+    stop = (recorders[-1].exception if recorders else None) or raised
     if record is not None and record.status == INTERRUPTED:
         raise KeyboardInterrupt(record.error) from stop
-    if stop is not None and not isinstance(stop, SystemExit) and find_user_error(stop) is None:
+    user_error = find_user_error(stop) if stop is not None else None
+    if stop is not None and not isinstance(stop, SystemExit) and user_error is None:
         raise stop  # a bug: its own exception and traceback, for the debugger
-    error = (record.error if record is not None else None) or errors.error
+    error = (
+        (record.error if record is not None else None)
+        or errors.error
+        or (str(user_error) if user_error is not None else None)
+        or " ".join(errors.last)  # e.g. Hydra's "Could not override ..."
+    )
     raise RunFailed(error or f"sft-{command} ended with exit status {status}", record) from stop
 
 

@@ -44,8 +44,22 @@ def test_runs_from_python_return_their_records_and_leave_nothing_running(tmp_pat
     # a sweep through Hydra's mode: refused too (was: run, the last job's record returned)
     with pytest.raises(SFTError, match=r"^hydra\.mode=MULTIRUN: sft\.api runs one run"):
         api.train(*RUN, "hydra.mode=MULTIRUN", "seed=1,2")
+    with pytest.raises(SFTError, match=r"^\+\+hydra\.mode=MULTIRUN: sft\.api runs one run"):
+        api.train(*RUN, "++hydra.mode=MULTIRUN", "seed=1,2")
+    # Hydra's own error, which has no `error:` line: its lines (was: "exit status 1" alone)
+    with pytest.raises(api.RunFailed, match=r"^Could not override 'foo\.bar'\. To append"):
+        api.train(*RUN, "foo.bar=1")
     assert logging.getLogger().handlers == handlers
     assert threading.active_count() == threads
+
+
+def test_a_run_from_python_under_hydra_full_error_ends_alike(tmp_path, monkeypatch):
+    """HYDRA_FULL_ERROR=1 (as under a debugger): Hydra raised the run's error itself, past
+    RunFailed and its record."""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(api.RunFailed, match=r"^data\.val_size must be in 1\.\.") as failed:
+        api.train(*RUN, "data.val_size=-5", f"hydra.run.dir={tmp_path / 'v'}")
+    assert failed.value.record.status == "failed"
 
 
 def test_a_run_from_python_ends_as_python_expects(tmp_path):
