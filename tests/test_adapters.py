@@ -546,6 +546,11 @@ def test_adapters_start_from_a_peft_folder_of_dora_and_embedding_adapters(tmp_pa
         SFTError, match=r"the adapter there has use_dora=True \(this run: use_dora=False\)"
     ):
         add_lora(EmbeddingNet(), LoraSettings(r=2, alpha=4.0, init_from=str(tmp_path)), "net")
+    # an adapter of a changed base (PiSSA's residual weights) would start from the wrong place
+    pissa = {**config, "target_modules": ["lin", "emb"], "init_lora_weights": "pissa"}
+    (tmp_path / "adapter_config.json").write_text(json.dumps(pissa))
+    with pytest.raises(SFTError, match=r"init_lora_weights=pissa, which changes the base weights"):
+        add_lora(EmbeddingNet(), LoraSettings(**from_folder), "net")
 
 
 def test_a_run_started_from_a_peft_folder_of_some_layers_loads_and_continues(train_cfg, tmp_path):

@@ -260,6 +260,10 @@ def peft_base(bundle: InferenceBundle) -> str | None:
         raise SFTError(
             "formats=[peft]: this model has no adapters (it trained without adapter=lora)"
         )
+    if not getattr(bundle.model.head, "folds", False):
+        raise SFTError(
+            "formats=[peft] needs a head that folds into one Linear (branch linear/none)"
+        )
     why = None
     if adapter.get("bias", "none") != "none" or adapter.get("train_norms"):
         why = "it also trained the backbone's biases or norms (adapter.bias, adapter.train_norms)"
@@ -296,10 +300,6 @@ def export_peft(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple
     from sft.hub import ALIASES, resolve_model_name
 
     base = peft_base(bundle)
-    if not isinstance(head, nn.Linear):
-        raise SFTError(
-            "formats=[peft] needs a head that folds into one Linear (branch linear/none)"
-        )
     encoder = bundle.model.backbone  # HFEncoder: the transformers model is its `model`
     inner = encoder.wrapped_prefix
     state = get_peft_model_state_dict(encoder, adapter_name="default")
@@ -325,7 +325,12 @@ def export_peft(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple
         folder,
         f"PeftModel({model_class.__name__}(base), this folder)(input_ids, attention_mask)",
     )
-    # loaded back as a peft user would, on the base's published weights
-    base_model = model_class.from_pretrained(resolve_model_name(base))
+    # loaded back as a peft user would, on the base's published weights, in float32 as sft
+    # trains it (transformers 5 loads a half-precision base as stored); a base of its own code
+    # as the command was allowed (check_remote_code)
+    trusted = bool(bundle.trained_backbone.get("trust_remote_code"))
+    base_model = model_class.from_pretrained(
+        resolve_model_name(base), dtype=torch.float32, trust_remote_code=trusted
+    )
     reloaded = PeftModel.from_pretrained(base_model, str(folder)).eval()
     return folder, _pooled_runner(reloaded, head, encoder.pooling)

@@ -67,7 +67,7 @@ class LoraSettings:
     # output (both start at the pretrained model, and merge)
     use_rslora: bool = False
     use_dora: bool = False
-    # a peft LoRA adapter folder (PeftModel.save_pretrained's) to start from, for a transformers
+    # a peft LoRA adapter folder (PeftModel.save_pretrained's) to start from, made for this
     # backbone: its weights, with its settings
     init_from: str | None = None
 
@@ -272,6 +272,16 @@ def read_peft_adapter(
             f"{', '.join(f'{k}={theirs[k]}' for k in differ)} (this run: "
             f"{', '.join(f'{k}={getattr(settings, k)}' for k in differ)}): set "
             f"{' '.join(f'adapter.{k}={theirs[k]}' for k in differ)}"
+        )
+    # initialisations that change the base weights (the adapter starts from a residual base,
+    # which a folder not converted back holds, and sft's base is the published one)
+    init = str(config.get("init_lora_weights", True)).lower()
+    if init.startswith(("pissa", "olora", "corda", "loftq")):
+        raise SFTError(
+            f"adapter.init_from={path}: the adapter there was initialised with "
+            f"init_lora_weights={config.get('init_lora_weights')}, which changes the base "
+            "weights it adapts; convert it to a plain LoRA adapter first (peft's "
+            "path_initial_model_for_weight_conversion when saving)"
         )
     extras = [k for k in ("rank_pattern", "alpha_pattern", "modules_to_save") if config.get(k)]
     if extras or config.get("bias", "none") != "none":
