@@ -110,8 +110,20 @@ def test_the_answer_compares_the_arms_seed_by_seed(tmp_path):
     (line,) = report.answer(jobs)
     assert "4/class -0.0500 (n=1); equal or better at 0 of 1 sizes." in line
     assert line.endswith("Left out, run by one arm only: 4/class seed 1.")
+    # a size one arm did not run (the whole set, by design) is not a job left out, and a
+    # from-scratch arm is not compared with the pretrained one
+    whole = report.ALL
+    jobs.append(
+        report.Job("a", "finetune_linear", whole, 0, "completed", 0.9, 1.0, None, tmp_path, {})
+    )
+    scratch = "ResNet-18 from scratch, linear head"
+    jobs.append(
+        report.Job(scratch, "finetune_linear", 4, 1, "completed", 0.1, 1.0, None, tmp_path, {})
+    )
+    (line,) = report.answer(jobs)
+    assert line.endswith("Left out, run by one arm only: 4/class seed 1.")
     study = report.STUDIES["cifar10"]
-    assert report.evaluated_on(study, jobs) == (
+    assert report.evaluated_on(study, jobs[:3]) == (
         "part of the 10,000 CIFAR-10 test images (trainer.limit_test_batches=1)"
     )
 

@@ -258,7 +258,16 @@ def check_one_setup_per_arm(jobs: list[Job]) -> None:
 # what the arms of one study share: the data they draw and score (but the subset's size and
 # seed) and how much of the scored split they score; the methods set the rest
 SHARED = ("data.", "trainer.limit_val_batches", "trainer.limit_test_batches")
-PER_JOB = ("data.samples_per_class", "data.train_fraction", "data.seed")
+PER_JOB = (
+    "data.samples_per_class",
+    "data.train_fraction",
+    "data.seed",
+    # how the data is loaded, not which
+    "data.num_workers",
+    "data.pin_memory",
+    "data.persistent_workers",
+    "data.eval_batch_size",
+)
 
 
 def check_one_study(jobs: list[Job]) -> None:
@@ -371,36 +380,49 @@ def budget_rows(by_arm: dict[str, dict[int, list[Job]]]) -> list[str]:
 
 def answer(jobs: list[Job]) -> list[str]:
     """The question's answer as the numbers give it: per subset size, the fused arm's accuracy
-    minus its plain counterpart's (same steps, batch and learning rates), over the seeds both
-    completed, seed by seed (was: each arm's mean over its own seeds, so a job missing from one
-    arm compared other subsets), naming the seeds left out."""
+    minus its plain counterpart's on the same backbone (same steps, batch and learning rates),
+    over the seeds both completed, seed by seed (was: each arm's mean over its own seeds, so a
+    job missing from one arm compared other subsets), naming the seeds left out at sizes both
+    arms ran."""
     scores = {
-        (job.method, job.samples_per_class, job.seed): job.score
+        (_backbone_of(job.arm), job.method, job.samples_per_class, job.seed): job.score
         for job in jobs
         if job.score is not None and job.method is not None
     }
+    backbones = sorted({b for b, _, _, _ in scores})
     lines = []
-    for fused, plain in FUSED_VS_PLAIN.items():
-        cells, wins, left_out = [], 0, []
-        for size in sorted({size for _, size, _ in scores}):
-            seeds = {s for m, z, s in scores if m == fused and z == size}
-            others = {s for m, z, s in scores if m == plain and z == size}
-            paired = sorted(seeds & others)
-            left_out += [f"{size_label(size)}/class seed {s}" for s in sorted(seeds ^ others)]
-            if not paired:
+    for backbone in backbones:
+        for fused, plain in FUSED_VS_PLAIN.items():
+            cells, wins, left_out = [], 0, []
+            for size in sorted({z for b, _, z, _ in scores if b == backbone}):
+                seeds = {s for b, m, z, s in scores if (b, m, z) == (backbone, fused, size)}
+                others = {s for b, m, z, s in scores if (b, m, z) == (backbone, plain, size)}
+                paired = sorted(seeds & others)
+                if not paired:  # a size one arm did not run (by design, e.g. the whole set)
+                    continue
+                left_out += [f"{size_label(size)}/class seed {s}" for s in sorted(seeds ^ others)]
+                diff = statistics.fmean(
+                    scores[backbone, fused, size, s] - scores[backbone, plain, size, s]
+                    for s in paired
+                )
+                cells.append(f"{size_label(size)}/class {diff:+.4f} (n={len(paired)})")
+                wins += diff >= 0
+            if not cells:
                 continue
-            diff = statistics.fmean(scores[fused, size, s] - scores[plain, size, s] for s in paired)
-            cells.append(f"{size_label(size)}/class {diff:+.4f} (n={len(paired)})")
-            wins += diff >= 0
-        if not cells:
-            continue
-        unpaired = f" Left out, run by one arm only: {', '.join(left_out)}." if left_out else ""
-        lines.append(
-            f"- **{METHODS[fused]} minus {METHODS[plain]}** (accuracy, seed by seed, over the "
-            f"seeds both completed): {'; '.join(cells)}; equal or better at {wins} of "
-            f"{len(cells)} sizes.{unpaired}"
-        )
+            on = f" ({backbone})" if len(backbones) > 1 else ""
+            unpaired = f" Left out, run by one arm only: {', '.join(left_out)}." if left_out else ""
+            lines.append(
+                f"- **{METHODS[fused]} minus {METHODS[plain]}**{on} (accuracy, seed by seed, over "
+                f"the seeds both completed): {'; '.join(cells)}; equal or better at {wins} of "
+                f"{len(cells)} sizes.{unpaired}"
+            )
     return lines or ["- (no pair of fused and plain arms has completed jobs of one seed yet)"]
+
+
+def _backbone_of(arm: str) -> str:
+    """The backbone part of an arm's name (`<backbone>: <method>`, a from-scratch one's
+    `<backbone> from scratch, linear head`)."""
+    return arm.partition(":")[0].partition(",")[0]
 
 
 def _scores_by(jobs: list[Job]) -> dict[tuple[str, int], list[float]]:
