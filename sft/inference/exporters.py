@@ -16,7 +16,7 @@ from torch import nn
 
 from sft.errors import SFTError, first_line
 from sft.inference.bundle import InferenceBundle
-from sft.models.adapters import merge_adapters
+from sft.models.adapters import adapter_layers, merge_adapters
 from sft.models.backbones.huggingface import HFEncoder, encoder_class, pool
 from sft.utils.io import atomic_write
 
@@ -248,11 +248,11 @@ def _pooled_runner(encoder: nn.Module, head: nn.Module, pooling: str) -> Runner:
     return run
 
 
-def peft_base(bundle: InferenceBundle) -> str | None:
-    """The base model a peft adapter of this checkpoint adapts (a hub id or local folder), or
-    None, with why not, when an adapter file alone would not reproduce the model: it has no
-    adapters, or its backbone's own weights are not the base's (trained biases or norms,
-    weights of another file, a changed config, no pretrained weights)."""
+def peft_base(bundle: InferenceBundle) -> str:
+    """The base model a peft adapter of this checkpoint adapts (a hub id or local folder);
+    SFTError, saying why, when an adapter file alone would not reproduce the model: it has no
+    adapters, its head does not fold, or its backbone's own weights are not the base's (trained
+    biases or norms, weights of another file, a changed config, no pretrained weights)."""
     backbone, adapter = bundle.trained_backbone, bundle.model.hparams.get("adapter")
     if not isinstance(bundle.model.backbone, HFEncoder):
         raise SFTError("formats=[peft] needs a Hugging Face text backbone (backbone huggingface)")
@@ -308,9 +308,8 @@ def export_peft(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple
         "base_model.model." + name.removeprefix(inner): tensor.detach().cpu().contiguous()
         for name, tensor in state.items()
     }
-    adapted = [n for n, m in encoder.named_modules() if hasattr(m, "lora_A")]
     config = copy.copy(encoder.peft_config["default"])
-    config.target_modules = sorted(name.removeprefix(inner) for name in adapted)
+    config.target_modules = sorted(name.removeprefix(inner) for name in adapter_layers(encoder))
     # an alias (the packaged MiniLM) as its hub id: the folder is used elsewhere
     config.base_model_name_or_path = ALIASES[base][1] if base in ALIASES else base
     config.inference_mode = True

@@ -289,11 +289,19 @@ def check_printable(
     """OverrideMistake where Hydra would fail to print `--cfg <mode>` resolved (`--resolve`; a
     `-p <key>` of one value is resolved too): were omegaconf's tracebacks for configs that
     compose (text data with an image model, whose run says so in one line)."""
+    with hydra_config_of(cfg):  # ${hydra:...}, as Hydra has it when it prints
+        _resolve_shown(cfg, mode, package, resolve, config_name)
+
+
+@contextlib.contextmanager
+def hydra_config_of(cfg: DictConfig) -> Iterator[None]:
+    """HydraConfig set to `cfg`'s `hydra` node meanwhile, so that `${hydra:...}` resolves as in
+    the job (or the printing) it is composed for; the one before is put back."""
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg
-    hydra_config.set_config(cfg)  # ${hydra:...}, as Hydra has it when it prints
+    hydra_config.set_config(cfg)
     try:
-        _resolve_shown(cfg, mode, package, resolve, config_name)
+        yield
     finally:
         hydra_config.cfg = before
 
@@ -878,19 +886,14 @@ def check_swept_value_types(
     from sft.utils.config_types import check_config_types  # imports Lightning: only here
 
     def mistake(job_cfg: DictConfig, section: str) -> str | None:
-        hydra_config = HydraConfig.instance()
-        before = hydra_config.cfg
-        hydra_config.set_config(
-            job_cfg
-        )  # ${hydra:...} (the trainer's default_root_dir), as in a job
-        try:
-            check_config_types(job_cfg.get(section), section)
-        except SFTError as err:
-            return str(err)
-        except Exception:  # e.g. an interpolation: the job's own check says it
-            return None
-        finally:
-            hydra_config.cfg = before
+        # ${hydra:...} (the trainer's default_root_dir) as in the job
+        with hydra_config_of(job_cfg):
+            try:
+                check_config_types(job_cfg.get(section), section)
+            except SFTError as err:
+                return str(err)
+            except Exception:  # e.g. an interpolation: the job's own check says it
+                return None
         return None
 
     # a mistake every job shares (another override's) is the first job's to say; checked for
