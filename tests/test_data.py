@@ -475,11 +475,17 @@ def test_missing_dir_without_download_names_path(tmp_path: Path) -> None:
 def test_failed_download_names_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A closed local port: fails at once whether or not this machine has internet.
     monkeypatch.setattr(cifar10_mod, "URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
-    dm = CIFAR10DataModule(str(tmp_path / "dl"), download=True)
+    dm = CIFAR10DataModule(str(tmp_path / "dl" / "data"), download=True)
     with pytest.raises(SFTError, match=r"download.*failed.*SFT_DATA_DIR") as err:
         dm.prepare_data()
-    assert str(tmp_path / "dl" / "cifar-10-batches-py") in str(err.value)
+    assert str(tmp_path / "dl" / "data" / "cifar-10-batches-py") in str(err.value)
     assert "\n" not in str(err.value)
+    # the folders the download made for itself go with it; one that was there stays
+    assert not (tmp_path / "dl").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(SFTError, match="failed"):
+        CIFAR10DataModule(str(tmp_path / "kept"), download=True).prepare_data()
+    assert (tmp_path / "kept").is_dir()
 
 
 def test_batch_larger_than_train_subset_raises() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import shutil
 import socket
 import tarfile
 import urllib.error
@@ -125,15 +126,28 @@ def load_class_names(path: Path) -> list[str]:
     return names
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (what creating it would add)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return missing
+        missing = folder
+    return missing
+
+
 def download_cifar10(data_dir: Path) -> None:
     """Fetch and extract the official archive into `data_dir`; one-line SFTError on failure."""
     from torchvision.datasets.utils import download_and_extract_archive
 
+    created = _first_missing(data_dir)
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         download_and_extract_archive(URL, str(data_dir), md5=MD5, remove_finished=True)
     except (urllib.error.URLError, OSError, RuntimeError, tarfile.TarError, EOFError) as e:
+        if created is not None:  # no empty data dir (or half an archive) left by a failure
+            shutil.rmtree(created, ignore_errors=True)
         raise SFTError(
             f"CIFAR-10 not found at {data_dir / FOLDER} and downloading {URL} failed "
             f"({type(e).__name__}: {e}); put the python-format CIFAR-10 folder '{FOLDER}' under "
