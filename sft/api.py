@@ -32,6 +32,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
+from sft.data.image_folder import first_bad, undecodable
 from sft.errors import SFTError, find_user_error
 from sft.inference.bundle import InferenceBundle, load_bundle
 from sft.inference.inputs import ImageInputs, TextInputs
@@ -45,6 +46,7 @@ from sft.runs.result import (
     record_file,
     recorders_made,
 )
+from sft.utils.cli import ONE_RUN_ONLY
 from sft.utils.logs import logging_restored
 
 
@@ -106,6 +108,13 @@ class Predictor:
             missing = [i for i in images if isinstance(i, Path) and not i.is_file()]
             if missing:
                 raise SFTError(f"{missing[0]}: no such image file (give PIL images or files)")
+            files = [i for i in images if isinstance(i, Path)]
+            # every file checked before any is predicted, as sft-predict does (was: the first
+            # bad one at its batch, asked whether it had "changed since it was listed")
+            if bad := undecodable(files, self.bundle.image_size):
+                raise SFTError(
+                    f"{len(bad)} of {len(files)} image files cannot be decoded: {first_bad(bad)}"
+                )
             probs = predict_probs(self.bundle, ImageInputs(ids, images), batch_size)
             return Predictions(probs, self.class_names)
         if self.pairs:
@@ -192,21 +201,39 @@ def _command_line(argv: list[str]) -> Iterator[None]:
             hydra.initialize(kept)
 
 
+# a folder of one's own configs (`--config-dir <folder>`), which a run may name from Python too
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+
+
+def _not_one_run(overrides: tuple[str, ...]) -> str | None:
+    """The first flag other than `--config-dir` (`-m`, `--cfg`, `--help`...) or `hydra.mode`
+    override among `overrides`: each makes the call other than one run."""
+    folder_follows = False
+    for override in overrides:
+        if folder_follows or override.startswith(tuple(f"{f}=" for f in CONFIG_DIR_FLAGS)):
+            folder_follows = False
+            continue
+        folder_follows = override in CONFIG_DIR_FLAGS
+        if folder_follows:
+            continue
+        if override.startswith("-") or override.partition("=")[0].lstrip("+") == "hydra.mode":
+            return override
+    return None
+
+
 def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -> RunResult:
     """The command's run; its exception raised again where the run had one: KeyboardInterrupt
     for a run Ctrl-C or a signal stopped, RunFailed for a mistake or failure the command says in
     its `error:` line, the error itself for a bug (Hydra had turned it into exit status 1)."""
-    sweep = [
-        o for o in overrides if o.startswith("-") or o.partition("=")[0].lstrip("+") == "hydra.mode"
-    ]
-    if sweep:
+    if refused := _not_one_run(overrides):
         raise SFTError(
-            f"{sweep[0]}: sft.api runs one run, from overrides alone; a sweep is a loop over "
-            f"calls (or sft-{command} -m on the command line), a config is shown by "
-            f"sft-{command} --cfg job"
+            f"{refused}: sft.api runs one run, from overrides (and --config-dir) alone; a sweep "
+            f"is a loop over calls (or sft-{command} -m on the command line), a config is shown "
+            f"by sft-{command} --cfg job"
         )
     errors = _ErrorLine(sys.stderr)
     status = 0
+    one_run = ONE_RUN_ONLY.set(True)
     with (
         _command_line([f"sft-{command}", *overrides]),
         recorders_made() as recorders,
@@ -220,7 +247,9 @@ def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -
             status = exc.code if isinstance(exc.code, int) else 1
         except Exception as exc:  # HYDRA_FULL_ERROR=1 (or a debugger): Hydra raises it itself
             status, raised = 1, exc
-    if len(recorders) > 1:  # a config of one's own set hydra.mode=MULTIRUN
+        finally:
+            ONE_RUN_ONLY.reset(one_run)
+    if len(recorders) > 1:  # a config set hydra.mode=MULTIRUN, under HYDRA_FULL_ERROR=1
         raise SFTError(
             f"sft-{command} ran {len(recorders)} jobs (a sweep: hydra.mode=MULTIRUN in a config); "
             "sft.api runs one run: their records are in "

@@ -88,3 +88,24 @@ def test_a_run_from_python_ends_as_python_expects(tmp_path):
         assert failed.value.record.output_dir == str(tmp_path / "n")
         assert "non-finite" in str(failed.value)
         assert compose(config_name="train").get("seed") is not None  # still initialised
+
+
+def test_a_run_from_python_reads_configs_of_ones_own(tmp_path):
+    """`--config-dir`, the README's way to one's own configs, was refused as a flag; a config
+    there that makes the command a sweep (`hydra.mode: MULTIRUN`) is refused before any job
+    runs (was: the sweep ran, then was refused)."""
+    experiments = tmp_path / "conf" / "experiment"
+    experiments.mkdir(parents=True)
+    (experiments / "mine.yaml").write_text("# @package _global_\nseed: 7\n")
+    (experiments / "swept.yaml").write_text(
+        "# @package _global_\nhydra:\n  mode: MULTIRUN\n  sweeper:\n    params:\n      seed: 1,2\n"
+    )
+    own = ["--config-dir", str(tmp_path / "conf")]
+    run = api.train(*own, "experiment=mine", *RUN, f"hydra.run.dir={tmp_path / 'a'}")
+    assert run.status == "completed"
+    assert "seed: 7" in (tmp_path / "a" / ".hydra" / "config.yaml").read_text()
+    with pytest.raises(SFTError, match=r"^hydra\.mode=MULTIRUN, set in a config .* sft\.api runs"):
+        api.train(*own, "experiment=swept", *RUN, f"hydra.sweep.dir={tmp_path / 's'}")
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(SFTError, match=r"^--cfg: sft\.api runs one run"):
+        api.train(f"--config-dir={tmp_path / 'conf'}", "--cfg", "job")

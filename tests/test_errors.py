@@ -37,7 +37,8 @@ from sft.models.loading import datamodule_from_checkpoint, warn_unloadable_targe
 from sft.runs.result import RunRecorder, RunResult
 from sft.runs.resume import ResumePoint, check_resume_checkpoint
 from sft.utils.checkpoint_io import read_checkpoint
-from sft.utils.cli import OverrideMistake, check_overrides
+from sft.utils.cli import check_overrides
+from sft.utils.overrides import OverrideMistake
 
 SMALL_CNN_BACKBONE = {
     "_target_": "sft.models.backbones.create_backbone",

@@ -26,7 +26,7 @@ from sft.runs.directories import resumed_run_dir
 from sft.runs.result import RunRecorder, RunResult
 from sft.utils import checkpoint_io, io
 from sft.utils.checkpoint_io import read_checkpoint
-from sft.utils.cli import quoting_hint
+from sft.utils.overrides import quoting_hint
 
 
 def denied(path: object) -> PermissionError:
@@ -310,11 +310,13 @@ def test_a_home_folder_of_no_known_user_is_a_path_like_any_other(tmp_path, monke
     assert io.expand_home("~/data") == tmp_path / "data"
     assert io.expand_home("~sft-no-such-user/data") == Path("~sft-no-such-user/data")
     monkeypatch.setenv("SFT_OUTPUT_DIR", str(tmp_path / "out"))
+    monkeypatch.chdir(tmp_path)  # a relative data dir: a failed download must leave none behind
     argv = ["sft-train", *FAST, "debug=fdr", "data.data_dir='~sft-no-such-user/data'"]
     assert run_entry_point(sft.train.main, argv) == 1
     err = capsys.readouterr().err
     assert "error: CIFAR-10 not found at" in err and "~sft-no-such-user/data" in err
     assert "Traceback" not in err and "home directory" not in err
+    assert not (tmp_path / "~sft-no-such-user").exists()
 
 
 def test_running_out_of_memory_is_one_line_with_what_to_lower(tmp_path, monkeypatch, capsys):

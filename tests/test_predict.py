@@ -777,6 +777,15 @@ def test_a_predictor_from_python_matches_sft_predict(ckpts, data_dir, tmp_path):
     torch.testing.assert_close(from_memory.probs, expected, atol=1e-6, rtol=0)
     with pytest.raises(SFTError, match="no such image file"):
         predictor([folder / "missing.png"])
+    # a file that is no image is named as such, with the others (was: asked whether it had
+    # changed "since the images were listed", which nothing had)
+    (folder / "notes.png").write_text("not an image")
+    with pytest.raises(SFTError) as err:
+        predictor([folder / "0.png", folder / "notes.png"])
+    assert str(err.value).startswith(
+        f"1 of 2 image files cannot be decoded: {folder / 'notes.png'}"
+    )
+    assert "listed" not in str(err.value)
     # one image or file is one input; other kinds are named (were: TypeError tracebacks)
     torch.testing.assert_close(predictor(images[1]).probs[0], from_memory.probs[1])
     torch.testing.assert_close(predictor(str(folder / "2.png")).probs[0], from_memory.probs[2])

@@ -40,12 +40,12 @@ from sft.jobs.train import train
 from sft.models.classifier import SFTClassifier
 from sft.models.loading import check_class_names
 from sft.runs.resume import follow_moved_run, readable_checkpoint
-from sft.utils.cli import (
+from sft.utils.config_types import check_config_types
+from sft.utils.overrides import (
     accept_checkpoint_data_settings,
     accept_trainer_arguments,
     trainer_arguments,
 )
-from sft.utils.config_types import check_config_types
 
 TINY_TEXT = [
     "experiment=sst2_minilm",

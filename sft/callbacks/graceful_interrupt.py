@@ -42,9 +42,9 @@ from sft.errors import TrainingInterrupted
 from sft.runs.directories import sweep_hint, trainer_last_checkpoint
 from sft.runs.resume import recover_spawned_progress
 from sft.utils.checkpoint_io import load_weights_only
-from sft.utils.cli import as_typed
 from sft.utils.config import RUN_START, config_dir_arguments, hydra_path, task_overrides
 from sft.utils.instantiate import answers_ctrl_c
+from sft.utils.overrides import as_typed
 from sft.utils.signals import is_second_ctrl_c, signal_handlers
 
 log = logging.getLogger(__name__)

@@ -41,9 +41,9 @@ from sft.data.token_cache import (
 )
 from sft.errors import SFTError
 from sft.hub import local_or_hub_name
-from sft.utils.cli import quoted_list_override
 from sft.utils.io import expand_home
 from sft.utils.logs import first_few, rank_zero_warning
+from sft.utils.overrides import quoted_list_override
 
 log = logging.getLogger(__name__)
 # the training split a checkpoint's run read (state_dict): its token-cache key, its example count

@@ -46,7 +46,6 @@ from sft.models.loading import (
 from sft.runs.result import RunRecorder
 from sft.runs.resume import trained_epochs
 from sft.utils.checkpoint_io import read_checkpoint
-from sft.utils.cli import override_key
 from sft.utils.config import print_and_save_config, task_overrides
 from sft.utils.config_types import Seed, check_config_types, check_value
 from sft.utils.hardware import check_accelerator, has_bf16, resolve_auto_precision, uses_gpu
@@ -58,6 +57,7 @@ from sft.utils.instantiate import (
 )
 from sft.utils.io import atomic_write, check_not_written, checkpoint_path, expand_home
 from sft.utils.logs import rank_zero_warning
+from sft.utils.overrides import override_key
 from sft.utils.terminal import progress_bar_off_unless_terminal
 
 matplotlib.use("Agg")  # files only, no display needed

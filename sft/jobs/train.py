@@ -65,7 +65,6 @@ from sft.runs.resume import (
 )
 from sft.runs.tensorboard_hparams import TensorBoardHParams
 from sft.utils.allocator import keep_freed_memory
-from sft.utils.cli import override_key
 from sft.utils.config import (
     as_written,
     config_dir_arguments,
@@ -95,6 +94,7 @@ from sft.utils.instantiate import (
     runs_validation,
 )
 from sft.utils.logs import rank_zero_warning
+from sft.utils.overrides import override_key
 from sft.utils.terminal import progress_bar_off_unless_terminal
 
 log = logging.getLogger(__name__)

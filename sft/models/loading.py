@@ -25,9 +25,9 @@ from sft.models.adapters import (
 from sft.models.backbones import create_backbone, local_paths_read, resolve_input_spec
 from sft.models.classifier import MODEL_TARGET, SFTClassifier
 from sft.utils.checkpoint_io import read_checkpoint
-from sft.utils.cli import quoted_list_override
 from sft.utils.config_types import check_config_types
 from sft.utils.logs import info_left_out
+from sft.utils.overrides import quoted_list_override
 
 log = logging.getLogger(__name__)
 

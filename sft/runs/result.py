@@ -37,9 +37,9 @@ from sft.errors import (
     find_user_error,
     worker_message,
 )
-from sft.utils.cli import as_typed, override_key
 from sft.utils.config import task_overrides
 from sft.utils.io import atomic_write_text
+from sft.utils.overrides import as_typed, override_key
 
 log = logging.getLogger(__name__)
 

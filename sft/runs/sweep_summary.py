@@ -47,10 +47,10 @@ from sft.runs.result import (
     record_file,
     run_overrides,
 )
-from sft.utils.cli import override_key
 from sft.utils.config import MULTIRUN_RECORD
 from sft.utils.config import metric_mode as named_mode
 from sft.utils.io import atomic_write_text
+from sft.utils.overrides import override_key
 from sft.utils.signals import ctrl_c_deferred
 
 log = logging.getLogger(__name__)

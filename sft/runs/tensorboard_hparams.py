@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-from sft.utils.cli import override_key
+from sft.utils.overrides import override_key
 
 HParamValue = int | float | str
 METRIC_PREFIXES = ("val/", "test/")

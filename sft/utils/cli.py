@@ -11,62 +11,65 @@ read (Hydra would add it and they would ignore it).
 HYDRA_FULL_ERROR=1 skips the check: Hydra then reports with its full trace.
 """
 
-import ast
 import contextlib
-import difflib
+import contextvars
 import functools
-import importlib.util
-import json
 import os
 import re
-import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import (  # hydra.main's own parser and search path: same behaviour
     create_config_search_path,
     get_args_parser,
 )
 from hydra.core.config_search_path import SearchPathQuery
-from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from hydra.version import setbase
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import (
-    ConfigAttributeError,
-    ConfigKeyError,
-    ConfigTypeError,
-    InterpolationResolutionError,
-    MissingMandatoryValue,
-    ValidationError,
-)
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from sft.errors import SFTError
-from sft.utils.config import CONF_DIR
+from sft.utils.composition_errors import describe_composition_error, unresolvable_message
+from sft.utils.config import CONF_DIR, hydra_config_of
 from sft.utils.config_files import (
-    GROUP_TWICE,
-    SAME_CHOICE_TWICE,
     check_config_file_keys,
-    config_file,
     describe_defaults_error,
     file_choosing,
-    overridden_choices,
     unknown_choice_in_swept_files,
     unknown_option,
 )
 from sft.utils.ddp_ranks import rank_command
-from sft.utils.suggest import did_you_mean, nearest_names
+from sft.utils.launch_checks import check_launcher, check_run_settings
+from sft.utils.override_checks import (
+    check_group_is_chosen_here,
+    check_method_kept,
+    check_new_top_level_keys,
+    check_not_a_base,
+    check_not_a_hydra_sweep,
+    check_not_a_null_choice,
+    check_not_added_again,
+    check_not_removing_a_needed_group,
+    check_not_shadowed,
+    ignored_addition,
+    may_add,
+)
+from sft.utils.overrides import (
+    OverrideMistake,
+    accept_checkpoint_data_settings,
+    accept_trainer_arguments,
+    multirun_flag_first,
+    override_key,
+    quoting_hint,
+)
+from sft.utils.sweep_checks import check_swept_value_types, representative_overrides
 
 F = TypeVar("F", bound=Callable[..., Any])
+
 
 # flags after which Hydra does not compose the primary config the usual way (--help and --info
 # compose it with the overrides, as --cfg does: their mistakes are checked, were tracebacks)
@@ -77,23 +80,15 @@ HYDRA_HANDLES = (
     "config_name",
     "experimental_rerun",
 )
-# Hydra's messages for the mistakes it does not raise as typed exceptions (hydra-core 1.3)
-NOT_OVERRIDABLE = re.compile(r"Could not override '([^']+)'")
-NOT_DELETABLE = re.compile(r"Could not delete from config\. '([^']+)' does not exist")
-ALREADY_THERE = re.compile(r"Could not append to config\. An item is already at '([^']+)'")
-MERGE_FAILED = re.compile(r"Error merging override ")
-# a key a config file sets that a typed node (Hydra's own settings, a plugin's) lacks
-TYPED_FILE_KEY = re.compile(
-    r"^In '([^']+)': ConfigKeyError raised while composing config:\nKey '[^']+' not in "
-    r"'(\w+)'\n\s+full_key: (\S+)"
-)
+
+
 # a launcher config of sft's whose base comes with hydra-submitit-launcher, not installed
 SUBMITIT_MISSING = re.compile(r"In 'hydra/launcher/(\w+)': Could not load 'hydra/launcher/submitit")
 
 
-class OverrideMistake(Exception):
-    """A command-line override that cannot compose, described in one line."""
-
+# set by sft.api, which runs one run per call: a command line whose configs make it a sweep is
+# refused before any job runs
+ONE_RUN_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("one_run_only", default=False)
 
 # the entry configs of sft-train, sft-eval, sft-predict and sft-export
 COMMAND_CONFIGS = ("train", "eval", "predict", "export")
@@ -167,7 +162,7 @@ def check_overrides(
         check_not_a_hydra_sweep(override)
     for override in parsed if adds is not None else []:
         key = override.key_or_group
-        if (override.is_add() or override.is_force_add()) and not _may_add(key, adds):
+        if (override.is_add() or override.is_force_add()) and not may_add(key, adds):
             raise OverrideMistake(ignored_addition(key, config_name, adds))
 
     with config_search(config_dir, args.config_dir):
@@ -234,6 +229,13 @@ def check_overrides(
             check_method_kept(parsed, cfg, loader)
             # a multirun: -m, or hydra.mode=MULTIRUN in a config or an override
             multirun = args.multirun or OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
+            if multirun and not prints and ONE_RUN_ONLY.get():
+                # (was: the sweep run, then refused)
+                raise OverrideMistake(
+                    "hydra.mode=MULTIRUN, set in a config of this command line, makes it a "
+                    f"sweep, and sft.api runs one run: a sweep is a loop over calls (or "
+                    f"sft-{config_name} -m on the command line)"
+                )
             sweeper = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get(
                 "hydra/sweeper"
             )
@@ -293,19 +295,6 @@ def check_printable(
         _resolve_shown(cfg, mode, package, resolve, config_name)
 
 
-@contextlib.contextmanager
-def hydra_config_of(cfg: DictConfig) -> Iterator[None]:
-    """HydraConfig set to `cfg`'s `hydra` node meanwhile, so that `${hydra:...}` resolves as in
-    the job (or the printing) it is composed for; the one before is put back."""
-    hydra_config = HydraConfig.instance()
-    before = hydra_config.cfg
-    hydra_config.set_config(cfg)
-    try:
-        yield
-    finally:
-        hydra_config.cfg = before
-
-
 def _resolve_shown(
     cfg: DictConfig, mode: str, package: str | None, resolve: bool, config_name: str
 ) -> None:
@@ -347,365 +336,6 @@ def _resolve_shown(
         raise OverrideMistake(f"{key}: {str(err).splitlines()[0]}") from None
 
 
-def unresolvable_message(err: InterpolationResolutionError, where: str) -> str:
-    """One line for a value that reads a setting the composed config lacks: most often config
-    groups of different kinds (text data, whose tokenizer is the model's, with an image model)."""
-    reason = str(err).splitlines()[0]
-    missing = re.search(r"Interpolation key '([^']+)' not found", reason)
-    hint = ""
-    if missing and where == "data" and missing.group(1).startswith("model."):
-        hint = (
-            ": this data config reads a setting of the model config, which it lacks; choose a "
-            "model for this kind of input (text data: a text model such as model=minilm_fused)"
-        )
-    return f"{err.full_key or where}: {reason}{hint}"
-
-
-SEARCH_SPACE = "hydra.sweeper.params"
-
-
-# the functions of Hydra's override grammar (and its sweepers'), which a value may call
-HYDRA_FUNCTIONS = (
-    "choice", "range", "interval", "tag", "glob", "sort", "shuffle",
-    "int", "float", "str", "bool", "json_str", "extend_list",
-)  # fmt: skip
-
-
-# characters Hydra's override grammar refuses in a plain value (`~/data`: a home folder; was
-# no hint for ~ ! # ^ & ; < > `)
-QUOTED = "()[]{}=:~!#^&;<>`"
-
-
-PATH_STARTS = ("/", "~", ".")
-
-
-def quoting_hint(override: str) -> str:
-    """How to quote a value that holds characters of Hydra's override grammar, a file name
-    such as `my reviews (1).csv` or `a=b.csv`; not for a list, a dict or a sweep function."""
-    key, sep, value = override.partition("=")
-    called = re.fullmatch(r"\s*(\w+)\(.*\)\s*", value)  # the whole value, not train(1).csv
-    if sep and called and called.group(1) not in HYDRA_FUNCTIONS:
-        # `intervall(1e-5,1e-3)`: quoting it would make the value a string
-        close = difflib.get_close_matches(called.group(1), HYDRA_FUNCTIONS, n=1)
-        if close:
-            return (
-                f"; {called.group(1)}(...) is no function of Hydra's: did you mean {close[0]}(...)?"
-            )
-    if (
-        not sep
-        or any(q in value for q in "'\"")
-        or re.match(rf"\s*(\[|\{{|({'|'.join(HYDRA_FUNCTIONS)})\()", value)
-    ):
-        return ""
-    if not value.isascii():  # Hydra's grammar leaves letters beyond ASCII (café, 日本) unquoted
-        # a sweep's values each (one quote around `café,thé` would make them one value); in a
-        # path, a comma followed by no path of its own is the path's (was: split in two)
-        values = value.split(",")
-        if value.startswith(PATH_STARTS) and not all(v.startswith(PATH_STARTS) for v in values):
-            values = [value]
-        quoted = ",".join(f"'{v}'" for v in values)
-        return f'; a value with letters beyond ASCII is quoted: "{key}={quoted}"'
-    if not any(c in value for c in QUOTED):
-        return ""
-    return f"; a value with any of {' '.join(QUOTED)} is quoted: \"{key}='{value}'\""
-
-
-def check_not_a_hydra_sweep(override: Override) -> None:
-    """Hydra's "Sweeping over Hydra's configuration is not supported" (and a traceback hint)
-    for `hydra.sweeper.params.<key>=interval(...)`: a search dimension added the way the
-    shipped searches list theirs; the key itself, as an override, is one. `~hydra.sweeper.params`
-    (Hydra's lines) and `~hydra.sweeper.params.<key>` ("no such key": the key holds dots)
-    are answered with what leaves a key out of the search."""
-    key = override.key_or_group
-    line = override.input_line.lstrip("+")
-    if override.is_delete() and (key == SEARCH_SPACE or key.startswith(f"{SEARCH_SPACE}.")):
-        searched = key.removeprefix(SEARCH_SPACE).lstrip(".") or "model.lr_head"
-        raise OverrideMistake(
-            f"{override.input_line}: a search's keys are not deleted; give a key one value to "
-            f"leave it out of the search ({searched}=<value>: every trial has it), or write your "
-            "own hparams_search config"
-        )
-    if not override.is_sweep_override() or not key.startswith("hydra."):
-        return
-    value = override.input_line.partition("=")[2]
-    if key.startswith(f"{SEARCH_SPACE}."):
-        raise OverrideMistake(
-            f"{line}: to search a key (or change its range), give it as an override of its "
-            f"own: '{key.removeprefix(f'{SEARCH_SPACE}.')}={value}' (it wins over "
-            "hydra.sweeper.params)"
-        )
-    raise OverrideMistake(f"{line}: Hydra's own settings take one value, not a sweep")
-
-
-def check_new_top_level_keys(
-    parsed: list[Override], overrides: list[str], config_name: str, loader: Any
-) -> None:
-    """`+experiments=my_exp`, `+lr=0.1`: a top-level key no config has and no group names is
-    read by nothing (was: added, and the run went on without it)."""
-    added = [
-        o.key_or_group
-        for o in parsed
-        if (o.is_add() or o.is_force_add())
-        and not re.search(r"[./@]", o.key_or_group)
-        and not loader.repository.group_exists(o.key_or_group)
-    ]
-    if not added:
-        return
-    others = [o for o in overrides if override_key(o) not in added]
-    try:
-        known = loader.load_configuration(config_name, others, run_mode=RunMode.RUN)
-    except Exception:  # another override reads the added key: it is not read by nothing
-        return
-    # a config may read the key through an interpolation (`model.lr_head: ${lr}`)
-    read = OmegaConf.to_yaml(known)
-    for key in added:
-        if key not in known and not re.search(rf"\$\{{[^}}]*\b{re.escape(key)}\b", read):
-            hint = closest_key(key, config_name, overrides, loader)
-            raise OverrideMistake(
-                f"unknown config key '{key}': sft-{config_name} reads no such setting"
-                + (f" ({hint})" if hint else "")
-            )
-
-
-def _may_add(key: str, adds: Sequence[str]) -> bool:
-    """Whether `+key=` adds under `adds`: a name takes the key or group itself and anything
-    under it (`debug`, `hydra/launcher`); a name ending in "." only settings under it (`data.`:
-    `+data.data_dir=`, not `+data=cifar10`)."""
-    top = re.split(r"[./]", key)[0]
-    return any(key.startswith(a) if a.endswith(".") else top == a for a in adds)
-
-
-def ignored_addition(key: str, config_name: str, adds: Sequence[str]) -> str:
-    """The refusal of `+key=...` on a command that would not read it."""
-    command = f"sft-{config_name}"
-    top = re.split(r"[./]", key)[0]
-    if top == "model":
-        return f"{key}: {command} takes the model from its checkpoint (ckpt_path) as trained"
-    if f"{key}." in adds:  # the group itself: `+data=cifar10`
-        return (
-            f"{key}=...: {command} reads the checkpoint's {key}; +{key}.<setting>=... changes "
-            "one of its settings"
-        )
-    if top == "trainer":  # `trainer.accelerator=cpu` reaches here as `++trainer.accelerator`
-        return f"{key}: {command} has no trainer settings ({command} --cfg job lists its own)"
-    under = ", ".join(a if a.endswith(".") else f"{a}." for a in adds)
-    return (
-        f"unknown config key '{key}': {command} reads no such setting ('+' adds settings under "
-        f"{under} only)"
-    )
-
-
-# what sizes a slurm_ddp job: its launcher's keys, which read the trainer's by default
-SLURM_SHAPE = {
-    "hydra.launcher.nodes": "trainer.num_nodes",
-    "hydra.launcher.tasks_per_node": "trainer.devices",
-    "hydra.launcher.gpus_per_node": "trainer.devices",
-}
-
-
-def check_run_settings(parsed: Sequence[Override], cfg: DictConfig, multirun: bool) -> None:
-    """OverrideMistake for Hydra settings sft's runs do not work with, each of which went wrong
-    without a word or with a traceback."""
-    if any(o.key_or_group == "paths.output_dir" for o in parsed):
-        # (was: checkpoints and TensorBoard there, the log and record in Hydra's folder)
-        raise OverrideMistake(
-            "paths.output_dir is the run's folder, which Hydra makes: set hydra.run.dir "
-            "(hydra.sweep.dir with -m) instead"
-        )
-    recorded = [
-        o.input_line for o in parsed if o.key_or_group.lstrip("+~").startswith("hydra.runtime.")
-    ]
-    if recorded:
-        # (was: ignored without a word: Hydra sets hydra.runtime as it starts the run)
-        raise OverrideMistake(
-            f"{recorded[0]}: hydra.runtime is what Hydra records of the run it starts, not a "
-            "setting: set hydra.run.dir (hydra.sweep.dir with -m) for the run's folder"
-        )
-    if OmegaConf.select(cfg, "hydra.job.chdir") is True:
-        # (was: the checkout's paths, data and caches then resolved against the run's folder)
-        raise OverrideMistake(
-            "hydra.job.chdir=true: sft runs in the folder it is started from, where relative "
-            "paths mean what they say; the run's folder is paths.output_dir"
-        )
-    file_handler = OmegaConf.select(cfg, "hydra.job_logging.handlers.file", default=None)
-    # (`root: null`, hydra/job_logging=none: Hydra sets nothing up, so it reads no handler)
-    sets_up = OmegaConf.select(cfg, "hydra.job_logging.root", default=None) is not None
-    if sets_up and file_handler is not None and "class" not in file_handler:
-        choice = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get("hydra/job_logging")
-        # (was: logging's "Unable to configure handler 'file'" traceback)
-        raise OverrideMistake(
-            f"hydra/job_logging={choice} sets up no log file, to which sft adds the run's log: "
-            "use hydra/job_logging=none for no job logging at all (no log file)"
-        )
-    swept = OmegaConf.select(cfg, SEARCH_SPACE, default=None)
-    if swept and not multirun:
-        # (was: one run of the config's values; a search without -m is refused the same way)
-        raise OverrideMistake(
-            f"{SEARCH_SPACE} sets a sweep ({', '.join(swept)}), which runs as a multirun: add -m"
-        )
-
-
-def check_launcher(cfg: DictConfig, parsed: Sequence[Override] = ()) -> None:
-    """OverrideMistake for a multirun launcher that cannot start here, before the sweep
-    directory is made (was: a traceback from inside the launcher, after it), or a SLURM job
-    shape sbatch cannot take."""
-    launcher = (OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}).get(
-        "hydra/launcher"
-    )
-    if launcher == "ray" and importlib.util.find_spec("ray") is None:
-        raise OverrideMistake(
-            "hydra/launcher=ray runs the jobs as Ray tasks, and Ray is not installed: "
-            "pip install -e '.[cluster]'"
-        )
-    if launcher == "ray":
-        check_ray_jobs(cfg)
-    if launcher != "slurm_ddp":
-        return
-    # its job shape reads trainer=ddp's keys, unless the command sets it itself
-    # (hydra.launcher.nodes=1 trainer=gpu: one-GPU jobs)
-    for key in ("hydra.launcher.nodes", "hydra.launcher.tasks_per_node"):
-        if OmegaConf.select(cfg, key, throw_on_resolution_failure=False) is None:
-            raise OverrideMistake(
-                f"hydra/launcher=slurm_ddp sizes each job by trainer=ddp's trainer.num_nodes and "
-                f"trainer.devices, which this trainer config lacks: add trainer=ddp (or set "
-                f"{key})"
-            )
-    # submitit sizes the sweep's job array once, from the first job's config (was: a job of
-    # trainer.devices=4 got the first job's tasks, without a word)
-    shape = {*SLURM_SHAPE, *SLURM_SHAPE.values(), "trainer"}
-    for override in parsed:
-        if override.is_sweep_override() and override.key_or_group.lstrip("+~") in shape:
-            raise OverrideMistake(
-                f"{override.input_line.lstrip('+')}: hydra/launcher=slurm_ddp gives every job "
-                "of a sweep the same nodes and tasks (one job array): run one sweep per job "
-                "shape"
-            )
-    written = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
-    for key, setting in SLURM_SHAPE.items():
-        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
-        gpus = key.endswith("gpus_per_node")
-        # CPU nodes: gpus_per_node=0, or null (no --gpus-per-node: GPUs asked for otherwise)
-        least = 0 if gpus else 1
-        if (isinstance(value, int) and not isinstance(value, bool) and value >= least) or (
-            gpus and value is None
-        ):
-            continue
-        name = key.rpartition(".")[2]
-        given = setting if written.get(name) == f"${{{setting}}}" else key
-        raise OverrideMistake(
-            f"{given}={'null' if value is None else value}: hydra/launcher=slurm_ddp needs a "
-            f"whole number >= {least} there, "
-            f"sbatch's {name.replace('_', ' ')} (Lightning's -1, every GPU, is no count for "
-            f"SLURM): e.g. {given}={max(least, 4) if setting == 'trainer.devices' else 2}"
-        )
-    if shutil.which("sbatch") is None:
-        raise OverrideMistake(
-            "hydra/launcher=slurm_ddp submits the jobs with SLURM's sbatch, which this machine "
-            "does not have: run the sweep where SLURM is (a login node), or run its jobs here "
-            "with hydra/launcher=local_jobs"
-        )
-
-
-# Lightning's DDP strategies that start their ranks by running the process's command line again
-SPAWNING = ("spawn", "fork", "notebook")
-# what `ray start` leaves while its cluster runs; ray.init() without an address joins it
-RAY_CURRENT_CLUSTER = "/tmp/ray/ray_current_cluster"
-
-
-def check_ray_jobs(cfg: DictConfig) -> None:
-    """OverrideMistake for Ray jobs that could never run: more CPUs or GPUs than the instance
-    the sweep starts on this machine has (was: Ray's autoscaler line every 35 s, forever), and
-    subprocess DDP (was: Ray's worker died on sft-train's arguments, a WorkerCrashedError)."""
-    strategy = OmegaConf.select(cfg, "trainer.strategy", default="auto")
-    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
-    nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=1)
-    if (
-        isinstance(strategy, str)
-        and strategy.startswith("ddp")
-        and not any(way in strategy for way in SPAWNING)
-        and (_several(devices) or _several(nodes))
-    ):
-        raise OverrideMistake(
-            f"trainer.strategy={strategy} under hydra/launcher=ray: Lightning's {strategy} starts "
-            "its ranks by running the process's command line again, which in a Ray worker is "
-            "Ray's, not sft-train: set trainer.strategy=ddp_spawn"
-        )
-    if (
-        OmegaConf.select(cfg, "hydra.launcher.address") is not None
-        or os.environ.get("RAY_ADDRESS")
-        or Path(RAY_CURRENT_CLUSTER).exists()  # ray.init() joins the one `ray start` runs
-    ):
-        return  # a cluster's nodes: Ray's autoscaler may add what a job asks for
-    init = OmegaConf.select(cfg, "hydra.launcher.init", default=None) or {}
-    for kind, key in (("CPUs", "cpus_per_job"), ("GPUs", "gpus_per_job")):
-        asked = OmegaConf.select(cfg, f"hydra.launcher.{key}", default=0)
-        if not isinstance(asked, int | float) or asked <= 0:
-            continue
-        count = f"num_{kind[:3].lower()}s"
-        here = init.get(count)
-        if here is None:  # as Ray counts them (not the CPUs this process may run on)
-            here = (os.cpu_count() or 1) if kind == "CPUs" else _visible_gpus()
-        if isinstance(here, int | float) and asked > here:
-            raise OverrideMistake(
-                f"hydra.launcher.{key}={asked:g}: the Ray instance this sweep starts on this "
-                f"machine has {here} {kind}, so no job could start: ask for at most {here} "
-                f"(or set +hydra.launcher.init.{count}=, or join a cluster with "
-                "hydra.launcher.address=)"
-            )
-
-
-def _several(count: Any) -> bool:
-    """Whether Lightning's `devices` or `num_nodes` value asks for more than one (-1: all;
-    "auto" is not counted here)."""
-    if isinstance(count, list | ListConfig):
-        return len(count) > 1
-    text = str(count).strip()
-    return text.lstrip("-").isdigit() and int(text) not in (0, 1)
-
-
-def _visible_gpus() -> int:
-    """The CUDA GPUs a Ray instance started here would count."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip()])
-    import torch  # late: seconds to import, for a GPU job only
-
-    return torch.cuda.device_count()
-
-
-def check_not_shadowed(
-    loader: Any,
-    config_name: str,
-    overrides: list[str],
-    swept: dict[str, list[str]],
-    config_dir: str,
-    extra_dir: str | None,
-) -> None:
-    """OverrideMistake for a config file the run composes (the primary config, each chosen
-    option, the configs their defaults lists include) or a swept option, that a `--config-dir`
-    file of the same name would give: Hydra searches the package first, so the user's file is
-    never read (was: the packaged config ran, without a word; for a config included by
-    another, e.g. callbacks/lr_monitor by callbacks/default, or a list's item, even after
-    the top-level choices were checked)."""
-    if extra_dir is None:
-        return
-    composed = loader.compute_defaults_list(config_name, overrides, RunMode.RUN).defaults
-    paths = [d.config_path for d in composed if d.config_path]
-    paths += [f"{group}/{option}" for group, options in swept.items() for option in options]
-    for path in dict.fromkeys(paths):
-        name = f"{path}.yaml"
-        mine, packaged = Path(extra_dir, name), Path(config_dir, name)
-        if not mine.is_file() or not packaged.is_file():
-            continue
-        if mine.read_bytes() != packaged.read_bytes():  # a copy of sft's (all of conf/) reads alike
-            run_it = " and run it with --config-name <name>" if path == config_name else ""
-            raise OverrideMistake(
-                f"--config-dir {extra_dir}: {name} has the name of one of sft's configs, which "
-                f"Hydra reads instead (the package is searched first): give yours another "
-                f"name{run_it}"
-            )
-
-
 @contextlib.contextmanager
 def config_search(config_dir: str, extra_dir: str | None) -> Iterator[None]:
     """Hydra set up to search `config_dir`, and `extra_dir` (`--config-dir`) where hydra.main
@@ -728,555 +358,6 @@ def config_search(config_dir: str, extra_dir: str | None) -> Iterator[None]:
         yield
     finally:
         GlobalHydra.instance().clear()
-
-
-def check_group_is_chosen_here(
-    override: Override, config_name: str, loader: Any, adds: Sequence[str], chosen: set[str | None]
-) -> None:
-    """`sft-eval ... model=resnet18_cifar`: a group the command's config does not choose, where
-    the checkpoint holds that part of the run (was: Hydra's "Could not override 'model'. No
-    match in the defaults list", whose advice, +model=..., is then refused)."""
-    group = override.key_or_group
-    if override.is_add() or override.is_force_add() or override.is_delete():
-        return
-    if group in chosen or group.startswith("hydra") or not loader.repository.group_exists(group):
-        return
-    command = f"sft-{config_name}"
-    if _may_add(group, adds):  # debug: none chosen by default, so added
-        raise OverrideMistake(f"{group}=...: {command} chooses none by default: write +{group}=...")
-    if group == "model":
-        raise OverrideMistake(ignored_addition(group, config_name, ()))
-    raise OverrideMistake(
-        f"{group}=...: {command} has no {group} to choose; it runs the checkpoint (ckpt_path) "
-        f"with the settings it was trained with ({command} --cfg job lists what it takes)"
-    )
-
-
-def check_not_a_base(override: Override, loader: Any) -> None:
-    """`experiment=_fixed_steps`: a `_*.yaml` of a group is a base other options include, and
-    alone it lacks what they add (was: a traceback for the first value it leaves unset)."""
-    group = override.key_or_group
-    if override.is_sweep_override() or not loader.repository.group_exists(group):
-        return
-    option = override.value()
-    if isinstance(option, str) and option.startswith("_"):
-        options = loader.get_group_options(group)
-        raise OverrideMistake(
-            f"{unknown_option(group, option, options)}; {group}/{option}.yaml is a base that "
-            "other options include, not one to choose"
-        )
-
-
-# groups a run goes without when removed (`~logger`)
-WITHOUT_CHOICE = ("logger",)
-
-
-# the config groups a command's run reads, where its config chooses one: removed (`~data`), the
-# run failed with Hydra's interpolation traceback, or (`~hydra`) ran outside sft's run folders
-NEEDED_GROUPS = ("data", "model", "trainer", "paths", "hydra")
-
-
-def check_not_removing_a_needed_group(
-    override: Override, config_name: str, chosen: set[str | None]
-) -> None:
-    """OverrideMistake for `~data`, `~hydra`, ...: a group the command's run reads removed."""
-    group = override.key_or_group.lstrip("+")
-    if not override.is_delete() or group not in NEEDED_GROUPS or group not in chosen:
-        return
-    if group == "hydra":
-        raise OverrideMistake(
-            "~hydra removes Hydra's settings, from which sft takes its run folders, log and "
-            "sweep summary: change one of them instead (e.g. hydra.run.dir=...)"
-        )
-    raise OverrideMistake(
-        f"~{group} removes the {group} config, which sft-{config_name} reads: choose another "
-        f"with {group}=<option> (sft-{config_name} --help lists them)"
-    )
-
-
-def check_not_added_again(
-    override: Override, parsed: Sequence[Override], config_name: str, listed: set[str | None]
-) -> None:
-    """OverrideMistake for `+group=b` where the command's defaults list has the group (null
-    too): Hydra refuses it alone, but beside `group=a` it dropped `+group=b` without a word
-    (`experiment=a +experiment=b` ran experiment a)."""
-    group = override.key_or_group
-    if not override.is_add() or group not in listed:
-        return
-    given = " ".join(o.input_line for o in parsed if o.key_or_group == group)
-    raise OverrideMistake(
-        f"{given}: {config_name}.yaml's defaults list has the group {group} already, and "
-        f"+{group}=... adds it a second time: choose one option, as {group}=<option>"
-    )
-
-
-def check_not_a_null_choice(override: Override, loader: Any, chosen_null: set[str]) -> None:
-    """`logger=null`: Hydra takes no null for a config group's choice (was: its traceback,
-    "Config group override must be a string or a list. Got NoneType")."""
-    group = override.key_or_group
-    if override.is_delete() or not loader.repository.group_exists(group):
-        return
-    if override.is_sweep_override() or override.value() is not None:
-        return
-    if group in chosen_null:  # sft-eval's data: null, the checkpoint's data
-        raise OverrideMistake(f"{group}=null: this command's {group} is null already; leave it out")
-    options = [o for o in loader.get_group_options(group) if not o.startswith("_")]
-    # none: the group's own option for nothing (callbacks=none, adapter=none); ~logger: runs
-    # without loggers; a run needs its model, data and trainer
-    none = (
-        f", or {group}=none for none"
-        if "none" in options
-        else f", or ~{group} for none"
-        if group in WITHOUT_CHOICE
-        else ""
-    )
-    raise OverrideMistake(
-        f"{group}=null: a config group takes one of its options ({', '.join(options)}){none}"
-    )
-
-
-def check_method_kept(parsed: list[Override], cfg: DictConfig, loader: Any) -> None:
-    """`method=lora adapter=none`: the command line's choice of a group wins over the one a
-    method's config makes (`override /adapter: lora`), so the run would not be the method it
-    is recorded as (was: the whole model fine-tuned, without a word). Another option of the
-    group (an adapter config of the user's) keeps the method; `none` or `~adapter` undo it."""
-    group = "method"
-    choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
-    given = {o.key_or_group: o for o in parsed if not (o.is_add() or o.is_force_add())}
-    options = _values(given[group]) if group in given else [choices.get(group)]
-    for option in (o for o in options if isinstance(o, str)):
-        for chosen_group, chosen in overridden_choices(loader, f"{group}/{option}").items():
-            mine = given.get(chosen_group)
-            if mine is None or not any(value in (None, "none") for value in _values(mine)):
-                continue
-            others = [
-                o
-                for o in loader.get_group_options(group)
-                if not o.startswith("_")
-                and chosen_group not in overridden_choices(loader, f"{group}/{o}")
-            ]
-            raise OverrideMistake(
-                f"{group}={option} chooses {chosen_group}={chosen}, which {mine.input_line} "
-                f"undoes (the run would not be {option}): leave it out, or choose a {group} "
-                f"without {chosen_group} ({', '.join(others)})"
-            )
-
-
-def _values(override: Override) -> list[Any]:
-    """What an override gives its key, each value of a sweep (`~key`: None)."""
-    if override.is_delete():
-        return [None]
-    if override.is_sweep_override():
-        return list(override.sweep_string_iterator())
-    return [override.value()]
-
-
-# the sections sft-train checks against the annotations of what they configure, per job
-TYPED_SECTIONS = ("data", "model", "trainer", "adapter")
-
-
-def check_swept_value_types(
-    parsed: list[Override], overrides: list[str], cfg: DictConfig, config_name: str, loader: Any
-) -> None:
-    """The values of a swept setting of a typed section (`model.lr_backbone=1e-4,abc`,
-    `choice(...)`), and the typed sections of the jobs of a swept config group (`experiment=a,b`),
-    against the annotations of what they configure, before any job runs (was: a value's job
-    failed once the jobs before it had run). The first value is left to the first
-    job, which checks it at once; `cfg` is that job's config, composed from `overrides`."""
-    from sft.utils.config_types import check_config_types  # imports Lightning: only here
-
-    def mistake(job_cfg: DictConfig, section: str) -> str | None:
-        # ${hydra:...} (the trainer's default_root_dir) as in the job
-        with hydra_config_of(job_cfg):
-            try:
-                check_config_types(job_cfg.get(section), section)
-            except SFTError as err:
-                return str(err)
-            except Exception:  # e.g. an interpolation: the job's own check says it
-                return None
-        return None
-
-    # a mistake every job shares (another override's) is the first job's to say; checked for
-    # the sections a sweep changes only
-    shared: dict[str, str | None] = {}
-
-    for override in parsed:
-        key = override.key_or_group
-        group = loader.repository.group_exists(key)
-        section = key.partition(".")[0]
-        if not override.is_discrete_sweep():
-            continue
-        if group:  # `-m experiment=a,b`: a config chosen per job may set any typed section
-            sections = TYPED_SECTIONS
-        elif section in TYPED_SECTIONS:
-            sections = (section,)
-        else:
-            continue
-        element = override.get_key_element()
-        values = list(override.sweep_string_iterator())
-        first = overrides.index(f"{element}={values[0]}") if values else None
-        for value in values[1:]:
-            job = list(overrides)
-            job[first] = f"{element}={value}"
-            try:
-                job_cfg = loader.load_configuration(config_name, job, run_mode=RunMode.RUN)
-            except Exception as exc:
-                # an override this job's configs lack (`-m method=lora,linear_probe adapter.r=2`):
-                # said here, as for the first job (was: Hydra's lines as the sweep started);
-                # others as the job's own composition says them
-                line = describe_composition_error(exc, config_name, job, loader)
-                if line is None:
-                    continue
-                raise OverrideMistake(
-                    f"{line} (the job of {element}={value}: no job ran)"
-                ) from None
-            for section in sections:
-                found = mistake(job_cfg, section)
-                if section not in shared:
-                    shared[section] = mistake(cfg, section)
-                if found and found != shared[section]:
-                    job_is = (
-                        f"the job of {element}={value}"
-                        if group
-                        else f"a value of {override.input_line.lstrip('+')}"
-                    )
-                    raise OverrideMistake(f"{found} ({job_is}: no job ran)")
-
-
-def representative_overrides(parsed: list[Override], loader: Any) -> Iterator[str]:
-    """One job's overrides of a sweep; every option of a swept config group must exist."""
-    for override in parsed:
-        if not override.is_sweep_override():
-            yield override.input_line
-            continue
-        if not override.is_discrete_sweep():
-            continue  # interval(...) is for the sweeper (e.g. Optuna) to sample
-        values = list(override.sweep_string_iterator())
-        group = override.key_or_group
-        if not values:  # (was: a multirun of no jobs, exit status 0)
-            raise OverrideMistake(no_swept_values(override, loader))
-        if loader.repository.group_exists(group):
-            options = loader.get_group_options(group)
-            for value in values:
-                if value not in options:
-                    raise OverrideMistake(unknown_option(group, value, options))
-        yield f"{override.get_key_element()}={values[0]}"
-
-
-def no_swept_values(override: Override, loader: Any) -> str:
-    """Why a sweep override that gives no values (`glob(x*)` matching no option, `range(0)`)
-    would make a multirun of no jobs."""
-    group = override.key_or_group
-    line = override.input_line.lstrip("+")
-    if override.value_type != ValueType.GLOB_CHOICE_SWEEP:
-        return f"{line} gives no values: a sweep of it would run no jobs"
-    if not loader.repository.group_exists(group):
-        return (
-            f"{line}: glob(...) picks among a config group's options, and {group} is not a "
-            "config group: list the values (a,b,c) or give a range(...)"
-        )
-    options = [o for o in loader.get_group_options(group) if not o.startswith("_")]
-    return (
-        f"{line} matches none of {group}'s options ({', '.join(options)}): a sweep of it would "
-        "run no jobs"
-    )
-
-
-def _null_search_space_set(config_name: str, overrides: list[str], loader: Any) -> str | None:
-    """One line for `hydra.sweeper.params...=` given where the sweeper's params are null (the
-    basic sweeper's): Hydra cannot merge into them (was: omegaconf's AttributeError or
-    AssertionError traceback)."""
-    given = [o for o in overrides if o.lstrip("+~").startswith(SEARCH_SPACE)]
-    if not given:
-        return None
-    rest = [o for o in overrides if o not in given]
-    try:
-        composed = loader.load_configuration(config_name, rest, run_mode=RunMode.MULTIRUN)
-    except Exception:  # another override's mistake: said as such
-        return None
-    if OmegaConf.select(composed, SEARCH_SPACE, default=None) is not None:
-        return None
-    return (
-        f"{given[0].lstrip('+~')}: this sweeper (Hydra's basic one) has no {SEARCH_SPACE} to "
-        f"set on the command line: give the values there (-m seed=0,1,2), or set "
-        f"{SEARCH_SPACE} in a config file (your experiment's hydra: section)"
-    )
-
-
-def describe_composition_error(
-    exc: Exception, config_name: str, overrides: list[str], loader: Any
-) -> str | None:
-    """One line for an unknown key (override or delete), a `+key` that exists or a value a typed
-    key cannot take; else None."""
-    message = str(exc)
-    if line := _null_search_space_set(config_name, overrides, loader):
-        return line
-    if (match := NOT_OVERRIDABLE.match(message)) and isinstance(
-        exc.__cause__, (ConfigAttributeError, ConfigKeyError)
-    ):
-        key = match.group(1)
-        deeper = str(getattr(exc.__cause__, "full_key", "") or "")
-        if deeper.startswith(f"{key}."):
-            # `key={...}` merges into the configured node: one of its keys is new (was: "unknown
-            # config key '<key>'", which the config has)
-            return (
-                f"unknown config key '{deeper}' in {key}={{...}}: the configured {key} has no "
-                f"such setting; add it with +{deeper}=... (and set the others as "
-                f"{key}.<setting>=...)"
-            )
-        hint = options_having(key, config_name, overrides, loader) or closest_key(
-            key, config_name, overrides, loader
-        )
-        if hint and key.startswith("model."):
-            # the model's and its backbone's options are more than any config lists
-            hint += " " if hint.endswith("?") else ". "
-            hint += f"An option the config does not list is added with +{key}=..."
-        return f"unknown config key '{key}' ({hint or f'to add a new key write +{key}=...'})"
-    if match := NOT_DELETABLE.search(message):
-        key = match.group(1)
-        if _composed_without_deletions(config_name, overrides, loader, key) is None:
-            # Hydra takes a null key for a missing one (was: "no such config key (did you
-            # mean '<the same key>'?)")
-            return f"cannot delete '{key}': it is null already; leave ~{key} out"
-        hint = closest_key(key, config_name, overrides, loader)
-        return f"cannot delete '{key}': no such config key" + (f" ({hint})" if hint else "")
-    if (match := GROUP_TWICE.search(message) or SAME_CHOICE_TWICE.search(message)) and any(
-        o.startswith(f"+{match.group(1)}=") for o in overrides
-    ):
-        # the defaults list has the group already (`experiment: null` too): `+` adds it again
-        # (was, with `group=a +group=b`: Hydra's "appears more than once" lines)
-        group = match.group(1)
-        given = " ".join(o for o in overrides if o.lstrip("+").startswith(f"{group}="))
-        # Hydra's own groups (hydra/sweeper) are in Hydra's defaults, not the primary config's
-        where = "Hydra's" if group.startswith("hydra/") else f"{config_name}.yaml's"
-        return (
-            f"{given}: {where} defaults list has the group {group} already, and "
-            f"+{group}=... adds it a second time: choose one option, as {group}=<option>"
-        )
-    if (
-        MERGE_FAILED.match(message)
-        and isinstance(exc.__cause__, ConfigTypeError)
-        and "does not support deletion" in str(exc.__cause__)
-    ):
-        # `~hydra.sweeper.enqueue_trials`: a typed config (Hydra's own, a plugin's) keeps every
-        # key (was: Hydra's three raw lines)
-        key = str(exc.__cause__.full_key)
-        return (
-            f"cannot delete '{key}': its config is typed and keeps every key; set it instead: "
-            + (_emptied(key, config_name, overrides, loader))
-        )
-    if MERGE_FAILED.match(message) and isinstance(exc.__cause__, ValidationError):
-        # a value of the wrong type for a typed key (Hydra's own settings, e.g. a sweeper's)
-        cause = exc.__cause__
-        return f"{cause.full_key}: {cause.msg.splitlines()[0]}"
-    if match := ALREADY_THERE.search(message):
-        key = match.group(1)
-        return (
-            f"config key '{key}' already exists: set it with {key}=... "
-            f"(or ++{key}=... to add or override)"
-        )
-    if match := TYPED_FILE_KEY.match(message):  # (was: Hydra's four lines)
-        path, type_name, key = match.groups()
-        parent, _, name = key.rpartition(".")
-        close = difflib.get_close_matches(name, typed_fields(type_name), n=1)
-        hint = (
-            f"did you mean '{parent}.{close[0]}'?" if close else f"{type_name} has no such setting"
-        )
-        return f"{config_file(loader, path)}: unknown config key '{key}' ({hint})"
-    if (bad := _yaml_error(exc)) is not None:  # a config file of the user's (was: a traceback)
-        mark = bad.problem_mark
-        return (
-            f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML "
-            f"({bad.problem}{', ' + bad.context if bad.context else ''})"
-        )
-    return None
-
-
-_ABSENT = object()
-
-
-def _composed_without_deletions(
-    config_name: str, overrides: list[str], loader: Any, key: str
-) -> Any:
-    """The value of `key` in the config composed without the `~key` overrides; `_ABSENT` where
-    the key is not there (or the others do not compose: that mistake is said once it is fixed)."""
-    kept = [o for o in overrides if not o.startswith("~")]
-    try:
-        cfg = loader.load_configuration(config_name, kept, RunMode.RUN)
-    except Exception:
-        return _ABSENT
-    return OmegaConf.select(cfg, key, default=_ABSENT)
-
-
-def _emptied(key: str, config_name: str, overrides: list[str], loader: Any) -> str:
-    """`key=[]` or `key={}`, the override that empties `key`, by its value; `key=<value>` for
-    a scalar."""
-    value = _composed_without_deletions(config_name, overrides, loader, key)
-    # a typed scalar may not take null (hydra.run.dir): another value
-    empty = "[]" if OmegaConf.is_list(value) else "{}" if OmegaConf.is_dict(value) else "<value>"
-    return f"{key}={empty}"
-
-
-def _yaml_error(exc: BaseException | None) -> yaml.MarkedYAMLError | None:
-    """The YAML syntax error (with its file and position) behind a composition error, if any."""
-    while exc is not None:
-        if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def quoted_list_override(key: str, names: Sequence[str]) -> str:
-    """`'key=["a","b"]'`: a list of names as the command line takes it, each one quoted (`1`,
-    `true` and `null` unquoted are values, not names) and the whole quoted for the shell."""
-    return f"'{key}=[{','.join(json.dumps(str(n)) for n in names)}]'"
-
-
-def override_key(override: str) -> str:
-    """The key an override sets: `++trainer.x=1`, `~model.y`, `a.b=1,2` -> `trainer.x`, ..."""
-    return override.lstrip("+~").partition("=")[0]
-
-
-def options_having(key: str, config_name: str, overrides: list[str], loader: Any) -> str | None:
-    """`adapter.r=4` with adapter=none: which options of the key's config group have it."""
-    group, _, rest = key.partition(".")
-    if not rest or not loader.repository.group_exists(group):
-        return None
-    others = [o for o in overrides if override_key(o) not in (key, group)]
-    having = []
-    for option in loader.get_group_options(group):
-        if option.startswith("_"):
-            continue
-        try:
-            cfg = loader.load_configuration(
-                config_name, [*others, f"{group}={option}"], run_mode=RunMode.RUN
-            )
-        except Exception:
-            continue
-        if OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT:
-            having.append(f"{group}={option}")
-    if not having:
-        return None
-    verb = "has" if len(having) == 1 else "have"
-    return f"the {group} chosen has no such setting; {', '.join(having)} {verb} it"
-
-
-_ABSENT = object()
-
-
-def typed_fields(type_name: str) -> list[str]:
-    """The fields of the structured config class named `type_name` among ConfigStore's nodes
-    (Hydra's own settings, its plugins'), nested ones included (HydraConf's JobConf)."""
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if not isinstance(node, DictConfig) or found:
-            return
-        kind = OmegaConf.get_type(node)
-        if kind is not None and kind.__name__ == type_name:
-            found.extend(str(k) for k in node)
-            return
-        for k in node:
-            walk(node._get_node(k))
-
-    def stored(repo: dict) -> Iterator[Any]:
-        for value in repo.values():
-            yield from stored(value) if isinstance(value, dict) else [value.node]
-
-    for node in stored(ConfigStore.instance().repo):
-        walk(node)
-    return found
-
-
-def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -> str | None:
-    """'did you mean ...?' from the keys of the config composed without the bad override."""
-    others = [o for o in overrides if override_key(o) != key]
-    keys: list[str] = []
-    for attempt in (others, [o for o in others if "." not in o.partition("=")[0]], []):
-        try:
-            cfg = loader.load_configuration(config_name, attempt, run_mode=RunMode.RUN)
-        except Exception:
-            continue
-        keys = list(dotted_keys(cfg))
-        break
-    if "trainer" in keys:  # Lightning's arguments are valid keys even where conf/trainer omits them
-        keys += [f"trainer.{name}" for name in sorted(trainer_arguments())]
-    parent = key.rpartition(".")[0]
-    # a top-level name may be a config group misspelt (`experiments=...`)
-    groups = [g for g in loader.list_groups("") if g != "hydra"] if not parent else []
-    siblings = [k for k in keys if k.rpartition(".")[0] == parent] + groups
-    # the right name at another depth of the same node (`model.pooling` for
-    # `model.backbone.pooling`; was: "did you mean 'model.label_smoothing'?")
-    top, name = key.partition(".")[0], key.rpartition(".")[2]
-    elsewhere = [k for k in keys if k.partition(".")[0] == top and k.rpartition(".")[2] == name]
-    if parent and elsewhere:
-        return f"did you mean '{elsewhere[0]}'?"
-    close = nearest_names(key, siblings) or difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
-    if close and close[0] in groups:
-        return f"did you mean the config group {close[0]}=<option>?"
-    return did_you_mean([f"'{name}'" for name in close]) if close else None
-
-
-def dotted_keys(node: DictConfig, prefix: str = "") -> Iterator[str]:
-    """Every key of a config as `a.b.c`, without resolving interpolations."""
-    for name, child in node.items_ex(resolve=False):
-        key = f"{prefix}{name}"
-        yield key
-        # a typed sub-config node may stand for None (it compares equal to None) or be missing
-        is_none = child == None  # noqa: E711 (DictConfig's own comparison)
-        if isinstance(child, DictConfig) and not is_none and not OmegaConf.is_missing(node, name):
-            yield from dotted_keys(child, f"{key}.")
-
-
-@functools.cache
-def trainer_arguments() -> frozenset[str]:
-    """The keyword arguments of Lightning's `Trainer`, read from its source: importing Lightning
-    takes about 10 s (torchmetrics, torchvision, transformers, scipy), and these checks answer a
-    mistaken override before it loads. Imported and inspected if the source reads otherwise."""
-    spec = importlib.util.find_spec("lightning")  # a top-level name: this imports nothing
-    origin = spec.origin if spec else None
-    source = Path(origin).parent / "pytorch" / "trainer" / "trainer.py" if origin else None
-    if source and source.is_file():
-        for node in ast.parse(source.read_text()).body:
-            if isinstance(node, ast.ClassDef) and node.name == "Trainer":
-                for item in node.body:
-                    if isinstance(item, ast.FunctionDef) and item.name == "__init__":
-                        args = [*item.args.args, *item.args.kwonlyargs]
-                        return frozenset(a.arg for a in args) - {"self"}
-    import inspect
-
-    from lightning.pytorch import Trainer
-
-    return frozenset(inspect.signature(Trainer.__init__).parameters) - {"self"}
-
-
-TRAINER_OVERRIDE = re.compile(r"^trainer\.([A-Za-z_]\w*)=")
-
-
-def accept_trainer_arguments(argv: Sequence[str]) -> list[str]:
-    """`trainer.<Trainer argument>=v` -> `++trainer.<argument>=v`: every argument of Lightning's
-    Trainer is settable as Lightning users type it (`trainer.fast_dev_run=true`), whether or not
-    conf/trainer lists it; `++` sets a key that exists and adds one that does not."""
-    return [f"++{arg}" if _is_trainer_argument(arg) else arg for arg in argv]
-
-
-DATA_SETTING = re.compile(r"^data\.[A-Za-z_][\w.]*=")
-DATA_CHOSEN = re.compile(r"^[+~]*data=")
-PRIMARY_CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp")
-
-
-def accept_checkpoint_data_settings(argv: Sequence[str], adds: Sequence[str] | None) -> list[str]:
-    """`data.<key>=v` -> `+data.<key>=v` in a command that reads the checkpoint's data (`data.`
-    among `adds`: sft-eval, sft-predict, sft-export) and is given no `data=`: the setting
-    changes the checkpoint's data config, which Hydra has not composed (was: Hydra's "Could not
-    override", then an error line asking for the `+`; sft's own hints, e.g. "set
-    data.text_column", named the key without it)."""
-    takes_data = any(a.rstrip(".") == "data" for a in adds or ())
-    # a primary config of the user's own (--config-name) may compose data itself: as typed
-    own_config = any(arg.partition("=")[0] in PRIMARY_CONFIG_FLAGS for arg in argv)
-    if not takes_data or own_config or any(DATA_CHOSEN.match(arg) for arg in argv):
-        return list(argv)
-    return [f"+{arg}" if DATA_SETTING.match(arg) else arg for arg in argv]
 
 
 def accept_settings_of_swept_groups(
@@ -1323,32 +404,6 @@ def lacks_key(cfg: DictConfig, key: str) -> bool:
         child = node._get_node(part)
         node = None if child._is_none() else child if isinstance(child, DictConfig) else ""
     return False
-
-
-def as_typed(overrides: Sequence[str]) -> list[str]:
-    """The overrides as the user typed them: without the `++` that `accept_trainer_arguments`
-    put before Trainer arguments (for result.json and sweep summaries)."""
-    return [o[2:] if o.startswith("++") and _is_trainer_argument(o[2:]) else o for o in overrides]
-
-
-def _is_trainer_argument(arg: str) -> bool:
-    match = TRAINER_OVERRIDE.match(arg)
-    if not match or match.group(1) not in trainer_arguments():
-        return False
-    try:  # one that does not parse is reported as the user typed it
-        OverridesParser.create().parse_overrides([arg])
-    except OverrideParseException:
-        return False
-    return True
-
-
-MULTIRUN_FLAGS = ("-m", "--multirun")
-
-
-def multirun_flag_first(argv: Sequence[str]) -> list[str]:
-    """`-m` among the overrides moved before them: Hydra's parser takes the overrides as one
-    positional list, so `a=1 -m b=1,2` was argparse's usage block ("unrecognized arguments")."""
-    return sorted(argv, key=lambda arg: arg not in MULTIRUN_FLAGS)  # stable: order kept
 
 
 def checks_overrides(config_name: str, adds: Sequence[str] | None = None) -> Callable[[F], F]:

@@ -1,11 +1,12 @@
 """Config helpers: the resolver the configs use, the running job's overrides, printing and
 saving the resolved config."""
 
+import contextlib
 import math
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,16 @@ def print_and_save_config(cfg: DictConfig, output_dir: str | Path) -> None:
     rich.print(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     (Path(output_dir) / CONFIG_FILE).write_text(text)
+
+
+@contextlib.contextmanager
+def hydra_config_of(cfg: DictConfig) -> Iterator[None]:
+    """HydraConfig set to `cfg`'s `hydra` node meanwhile, so that `${hydra:...}` resolves as in
+    the job (or the printing) it is composed for; the one before is put back."""
+    hydra_config = HydraConfig.instance()
+    before = hydra_config.cfg
+    hydra_config.set_config(cfg)
+    try:
+        yield
+    finally:
+        hydra_config.cfg = before

@@ -34,7 +34,8 @@ from omegaconf.errors import InterpolationResolutionError
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from sft.errors import SFTError
-from sft.utils.cli import quoted_list_override, unresolvable_message
+from sft.utils.composition_errors import unresolvable_message
+from sft.utils.overrides import quoted_list_override
 
 _NAMES = {float: "a float", int: "an integer", bool: "true or false", str: "a string"}
 

@@ -1,0 +1,160 @@
+"""An override as text: its key, how a value is quoted, what a mistaken one raises, and the
+rewrites of the command line before Hydra parses it (any Lightning Trainer argument, a
+checkpoint's data settings, `-m` first). Imports no torch or Lightning."""
+
+import ast
+import difflib
+import functools
+import importlib.util
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
+
+
+class OverrideMistake(Exception):
+    """A command-line override that cannot compose, described in one line."""
+
+
+SEARCH_SPACE = "hydra.sweeper.params"
+
+
+# the functions of Hydra's override grammar (and its sweepers'), which a value may call
+HYDRA_FUNCTIONS = (
+    "choice", "range", "interval", "tag", "glob", "sort", "shuffle",
+    "int", "float", "str", "bool", "json_str", "extend_list",
+)  # fmt: skip
+
+
+# characters Hydra's override grammar refuses in a plain value (`~/data`: a home folder; was
+# no hint for ~ ! # ^ & ; < > `)
+QUOTED = "()[]{}=:~!#^&;<>`"
+
+
+PATH_STARTS = ("/", "~", ".")
+
+
+def quoting_hint(override: str) -> str:
+    """How to quote a value that holds characters of Hydra's override grammar, a file name
+    such as `my reviews (1).csv` or `a=b.csv`; not for a list, a dict or a sweep function."""
+    key, sep, value = override.partition("=")
+    called = re.fullmatch(r"\s*(\w+)\(.*\)\s*", value)  # the whole value, not train(1).csv
+    if sep and called and called.group(1) not in HYDRA_FUNCTIONS:
+        # `intervall(1e-5,1e-3)`: quoting it would make the value a string
+        close = difflib.get_close_matches(called.group(1), HYDRA_FUNCTIONS, n=1)
+        if close:
+            return (
+                f"; {called.group(1)}(...) is no function of Hydra's: did you mean {close[0]}(...)?"
+            )
+    if (
+        not sep
+        or any(q in value for q in "'\"")
+        or re.match(rf"\s*(\[|\{{|({'|'.join(HYDRA_FUNCTIONS)})\()", value)
+    ):
+        return ""
+    if not value.isascii():  # Hydra's grammar leaves letters beyond ASCII (café, 日本) unquoted
+        # a sweep's values each (one quote around `café,thé` would make them one value); in a
+        # path, a comma followed by no path of its own is the path's (was: split in two)
+        values = value.split(",")
+        if value.startswith(PATH_STARTS) and not all(v.startswith(PATH_STARTS) for v in values):
+            values = [value]
+        quoted = ",".join(f"'{v}'" for v in values)
+        return f'; a value with letters beyond ASCII is quoted: "{key}={quoted}"'
+    if not any(c in value for c in QUOTED):
+        return ""
+    return f"; a value with any of {' '.join(QUOTED)} is quoted: \"{key}='{value}'\""
+
+
+def quoted_list_override(key: str, names: Sequence[str]) -> str:
+    """`'key=["a","b"]'`: a list of names as the command line takes it, each one quoted (`1`,
+    `true` and `null` unquoted are values, not names) and the whole quoted for the shell."""
+    return f"'{key}=[{','.join(json.dumps(str(n)) for n in names)}]'"
+
+
+def override_key(override: str) -> str:
+    """The key an override sets: `++trainer.x=1`, `~model.y`, `a.b=1,2` -> `trainer.x`, ..."""
+    return override.lstrip("+~").partition("=")[0]
+
+
+@functools.cache
+def trainer_arguments() -> frozenset[str]:
+    """The keyword arguments of Lightning's `Trainer`, read from its source: importing Lightning
+    takes about 10 s (torchmetrics, torchvision, transformers, scipy), and these checks answer a
+    mistaken override before it loads. Imported and inspected if the source reads otherwise."""
+    spec = importlib.util.find_spec("lightning")  # a top-level name: this imports nothing
+    origin = spec.origin if spec else None
+    source = Path(origin).parent / "pytorch" / "trainer" / "trainer.py" if origin else None
+    if source and source.is_file():
+        for node in ast.parse(source.read_text()).body:
+            if isinstance(node, ast.ClassDef) and node.name == "Trainer":
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                        args = [*item.args.args, *item.args.kwonlyargs]
+                        return frozenset(a.arg for a in args) - {"self"}
+    import inspect
+
+    from lightning.pytorch import Trainer
+
+    return frozenset(inspect.signature(Trainer.__init__).parameters) - {"self"}
+
+
+TRAINER_OVERRIDE = re.compile(r"^trainer\.([A-Za-z_]\w*)=")
+
+
+def accept_trainer_arguments(argv: Sequence[str]) -> list[str]:
+    """`trainer.<Trainer argument>=v` -> `++trainer.<argument>=v`: every argument of Lightning's
+    Trainer is settable as Lightning users type it (`trainer.fast_dev_run=true`), whether or not
+    conf/trainer lists it; `++` sets a key that exists and adds one that does not."""
+    return [f"++{arg}" if _is_trainer_argument(arg) else arg for arg in argv]
+
+
+DATA_SETTING = re.compile(r"^data\.[A-Za-z_][\w.]*=")
+
+
+DATA_CHOSEN = re.compile(r"^[+~]*data=")
+
+
+PRIMARY_CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp")
+
+
+def accept_checkpoint_data_settings(argv: Sequence[str], adds: Sequence[str] | None) -> list[str]:
+    """`data.<key>=v` -> `+data.<key>=v` in a command that reads the checkpoint's data (`data.`
+    among `adds`: sft-eval, sft-predict, sft-export) and is given no `data=`: the setting
+    changes the checkpoint's data config, which Hydra has not composed (was: Hydra's "Could not
+    override", then an error line asking for the `+`; sft's own hints, e.g. "set
+    data.text_column", named the key without it)."""
+    takes_data = any(a.rstrip(".") == "data" for a in adds or ())
+    # a primary config of the user's own (--config-name) may compose data itself: as typed
+    own_config = any(arg.partition("=")[0] in PRIMARY_CONFIG_FLAGS for arg in argv)
+    if not takes_data or own_config or any(DATA_CHOSEN.match(arg) for arg in argv):
+        return list(argv)
+    return [f"+{arg}" if DATA_SETTING.match(arg) else arg for arg in argv]
+
+
+def as_typed(overrides: Sequence[str]) -> list[str]:
+    """The overrides as the user typed them: without the `++` that `accept_trainer_arguments`
+    put before Trainer arguments (for result.json and sweep summaries)."""
+    return [o[2:] if o.startswith("++") and _is_trainer_argument(o[2:]) else o for o in overrides]
+
+
+def _is_trainer_argument(arg: str) -> bool:
+    match = TRAINER_OVERRIDE.match(arg)
+    if not match or match.group(1) not in trainer_arguments():
+        return False
+    try:  # one that does not parse is reported as the user typed it
+        OverridesParser.create().parse_overrides([arg])
+    except OverrideParseException:
+        return False
+    return True
+
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def multirun_flag_first(argv: Sequence[str]) -> list[str]:
+    """`-m` among the overrides moved before them: Hydra's parser takes the overrides as one
+    positional list, so `a=1 -m b=1,2` was argparse's usage block ("unrecognized arguments")."""
+    return sorted(argv, key=lambda arg: arg not in MULTIRUN_FLAGS)  # stable: order kept
