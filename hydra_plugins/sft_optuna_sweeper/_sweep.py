@@ -40,10 +40,11 @@ from sft.runs.result import (
     RunResult,
     run_overrides,
 )
-from sft.utils.cli import TYPED_SECTIONS, describe_composition_error
+from sft.utils.composition_errors import describe_composition_error
 from sft.utils.config import MULTIRUN_RECORD
 from sft.utils.config_types import check_config_types
 from sft.utils.instantiate import runs_validation
+from sft.utils.sweep_checks import TYPED_SECTIONS
 
 log = logging.getLogger(__name__)
 
