@@ -32,6 +32,8 @@ LOGGED_METRICS = "logged_metrics"
 # checkpoint key: the trainer precision the checkpoint was trained at (sft-eval's auto keeps a
 # full-precision run's)
 TRAINED_PRECISION = "trained_precision"
+# checkpoint key: the model's class (`module.Class`)
+MODEL_TARGET = "model_target"
 # the state_dict prefix of SFTClassifier's regulariser (its reference weights, L2-SP's θ₀)
 REGULARIZER_STATE = "regularizer."
 # checkpoint key: the digest of a text model's tokenizer (a datamodule's rebuild_info)

@@ -1740,6 +1740,9 @@ def test_a_checkpoint_whose_code_cannot_be_imported_is_one_line(checkpoint, tmp_
             },
         ),
         ("datamodule_target", "shutil.rmtree"),
+        # a module that acts as it is imported, refused before it is (was: imported to see
+        # what it names; a package's __main__ runs its program)
+        ("head", {"_target_": "this.Zen"}),
     ],
 )
 def test_a_checkpoint_naming_code_to_run_is_refused(checkpoint, tmp_path, where, target):
@@ -1764,6 +1767,100 @@ def test_a_checkpoint_naming_code_to_run_is_refused(checkpoint, tmp_path, where,
         assert str(err.value).startswith(f"checkpoint {crafted}: {shown}"), err.value
         assert "refused, as building it would run whatever the file names" in str(err.value)
     assert precious.read_text() == "precious"
+    assert "this" not in sys.modules
+
+
+WRITE_MARKER = (
+    "${{oc.create:{{_target_:pathlib.Path.write_text,"
+    "_args_:[{{_target_:pathlib.Path,_args_:['{marker}']}},'ran']}}}}"
+)
+
+
+def test_a_checkpoints_settings_that_would_build_code_in_a_config_are_refused(
+    checkpoint, tmp_path, monkeypatch, capsys
+):
+    """Values of a checkpoint that a command puts into its own config were resolved there:
+    sft-eval's precision (`trained_precision`) and a continued run's pixel statistics built an
+    interpolation's `_target_` (`${oc.create:...}`), which wrote a file of the checkpoint's
+    choosing. Every read of a checkpoint refuses an interpolation now."""
+    marker = tmp_path / "marker.txt"
+    state = torch.load(checkpoint, weights_only=True)
+    state["trained_precision"] = WRITE_MARKER.format(marker=marker)
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(state, crafted)
+    status, stderr = run_main(
+        "eval", [f"ckpt_path={crafted}", "trainer.accelerator=cpu"], tmp_path, monkeypatch, capsys
+    )
+    assert_one_error_line(
+        status, stderr, f"checkpoint {crafted}: trained_precision='${{oc.create:", "refused"
+    )
+    assert not marker.exists()
+    # a run continued from its directory: the checkpoint's data settings
+    run = tmp_path / "run"
+    assert run_main("train", [*FAST, "trainer.max_steps=2"], tmp_path, monkeypatch, capsys)[0] == 0
+    last = run / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    state["datamodule_hyper_parameters"]["mean"] = WRITE_MARKER.format(marker=marker)
+    torch.save(state, last)
+    resume = [*FAST, "trainer.max_steps=4", f"resume={run}"]
+    status, stderr = run_main("train", resume, tmp_path, monkeypatch, capsys)
+    assert_one_error_line(status, stderr, f"checkpoint {last}: data.mean='${{oc.create:")
+    assert not marker.exists()
+    # ... or a setting of another kind than sft saves there, which the config would build
+    state["datamodule_hyper_parameters"]["mean"] = {
+        "_target_": "pathlib.Path.write_text",
+        "self": str(marker),
+        "data": "ran",
+    }
+    torch.save(state, last)
+    status, stderr = run_main("train", resume, tmp_path, monkeypatch, capsys)
+    assert_one_error_line(status, stderr, f"checkpoint {last}: data.mean=", "cannot be continued")
+    assert not marker.exists()
+
+
+def test_a_continued_run_deletes_no_file_its_checkpoints_record_names_elsewhere(
+    tmp_path, monkeypatch, capsys
+):
+    """The checkpoint callback's record names the files Lightning deletes as better ones are
+    saved; one edited to name `<checkpoints>/../../<file>`, or a file through a link out of the
+    folder, had a continued run delete that file (a folder: the whole tree), without a word."""
+    run = tmp_path / "run"
+    first = [*FAST, "trainer.max_epochs=1", "test=false"]
+    assert run_main("train", first, tmp_path, monkeypatch, capsys)[0] == 0
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("precious")
+    last = run / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    record = next(v for k, v in state["callbacks"].items() if k.startswith("ModelCheckpoint{'m"))
+    planted = f"{record['dirpath']}/../../precious"
+    record.update(
+        best_k_models={planted: torch.tensor(-1.0)},
+        kth_best_model_path=planted,
+        kth_value=torch.tensor(-1.0),
+        best_model_path=planted,
+        best_model_score=torch.tensor(-1.0),
+    )
+    torch.save(state, last)
+    again = [*FAST, "trainer.max_epochs=2", "test=false", f"resume={run}"]
+    status, stderr = run_main("train", again, tmp_path, monkeypatch, capsys)
+    assert status == 0, stderr[-2000:]
+    assert (precious / "notes.txt").read_text() == "precious"
+    assert f"names {planted}, which is not in its folder" in (run / "train.log").read_text()
+
+
+def test_a_checkpoint_record_naming_a_file_through_a_link_is_dropped(tmp_path):
+    from sft.runs.resume import drop_records_of_files_elsewhere
+
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    (tmp_path / "docs").mkdir()
+    (folder / "link").symlink_to(tmp_path / "docs")
+    own = {"dirpath": str(folder), "best_model_path": str(folder / "epoch=0.ckpt")}
+    linked = {"dirpath": str(folder), "best_k_models": {str(folder / "link" / "a.txt"): 1.0}}
+    checkpoint = {"callbacks": {"ModelCheckpoint{'a'}": own, "MyCheckpoint{'b'}": linked}}
+    drop_records_of_files_elsewhere(checkpoint, folder / "last.ckpt")
+    assert checkpoint["callbacks"] == {"ModelCheckpoint{'a'}": own}
 
 
 MY_FACTORIES = """

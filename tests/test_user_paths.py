@@ -2244,7 +2244,7 @@ def test_a_resumed_image_folder_run_keeps_the_size_it_trained_at():
 
     data = OmegaConf.create({"image_size": None, "mean": None, "std": None})
     trained = {"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
-    keep_trained_inputs(data, {"datamodule_hyper_parameters": trained})
+    keep_trained_inputs(data, {"datamodule_hyper_parameters": trained}, Path("last.ckpt"))
     assert data.image_size == 32 and list(data.mean) == [0.5] * 3
 
 

@@ -240,6 +240,13 @@ def warn_scoring_training_data(
         )
 
 
+# what Lightning's `trainer.precision` reads as (what sft records a checkpoint trained at)
+LIGHTNING_PRECISIONS = (
+    "64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
+    "transformer-engine", "transformer-engine-float16",
+)  # fmt: skip
+
+
 def follow_trained_precision(trainer_cfg: DictConfig, checkpoint: Mapping[str, Any]) -> None:
     """`trainer.precision=auto` for a checkpoint: the precision it trained at, so the scores
     are those the run's own test gave (was: only 32-true and 64-true were followed; else auto
@@ -248,6 +255,11 @@ def follow_trained_precision(trainer_cfg: DictConfig, checkpoint: Mapping[str, A
     a CPU without bf16 units): auto's own pick there."""
     trained = str(checkpoint.get(TRAINED_PRECISION, ""))
     if str(trainer_cfg.get("precision")) != "auto" or not trained:
+        return
+    if trained not in LIGHTNING_PRECISIONS:  # a value of the file's, put into the config
+        log.warning(
+            f"checkpoint: {TRAINED_PRECISION}={trained[:40]!r} is no precision: not followed"
+        )
         return
     accelerator = str(trainer_cfg.get("accelerator", "auto"))
     if trained.startswith("16") and not uses_gpu(accelerator):

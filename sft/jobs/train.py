@@ -156,7 +156,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     # ckpt_path=, or last.ckpt of the run resume= continues: read once, here
     start = resume_point(cfg) if cfg.get("train") else None
     if start and start.continues_run:
-        keep_trained_inputs(cfg.data, start.checkpoint)
+        keep_trained_inputs(cfg.data, start.checkpoint, start.path)
     if start and cfg.get("adapter") and cfg.adapter.get("init_from"):
         # the adapters' weights are the checkpoint's: the peft folder is not read again, and
         # its layers are those the checkpoint's settings name
@@ -515,7 +515,7 @@ def check_same_modality(start: ResumePoint, model: SFTClassifier) -> None:
         )
 
 
-def keep_trained_inputs(data_cfg: DictConfig, checkpoint: dict[str, Any]) -> None:
+def keep_trained_inputs(data_cfg: DictConfig, checkpoint: dict[str, Any], path: Path) -> None:
     """A continued run keeps the pixel statistics and image size its checkpoint was trained
     with where the data config leaves them to the backbone (a run from before the backbone
     chose them may have used others: 32 px for any image folder)."""
@@ -523,8 +523,16 @@ def keep_trained_inputs(data_cfg: DictConfig, checkpoint: dict[str, Any]) -> Non
     for key in ("mean", "std", "image_size"):
         if key in data_cfg and data_cfg[key] is None and trained.get(key) is not None:
             value = trained[key]
+            # numbers only: what goes into the config is built with it (a setting edited into
+            # a dict with a _target_ would be built)
+            kept = list(value) if isinstance(value, list | tuple) else [value]
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in kept):
+                raise SFTError(
+                    f"checkpoint {path}: data.{key}={value!r:.60} is not what sft saves there (numbers): "
+                    "this checkpoint cannot be continued"
+                )
             with open_dict(data_cfg):
-                data_cfg[key] = list(value) if isinstance(value, list | tuple) else value
+                data_cfg[key] = kept if isinstance(value, list | tuple) else value
 
 
 def train_job(cfg: DictConfig, recorder: RunRecorder) -> float | None:

@@ -24,6 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sft.contracts import (
     LOGGED_METRICS,
+    MODEL_TARGET,
     REGULARIZER_STATE,
     TRAINED_PRECISION,
     VAL_ACC_BEST,
@@ -81,8 +82,6 @@ REG_HELD = "reg_held"
 # of the state_dict, and a resumed run must not forget the validations before its checkpoint
 
 
-# checkpoint key: the model's class (`module.Class`)
-MODEL_TARGET = "model_target"
 # torch's refusal of a training-mode batch norm over one value per channel (a 1-image batch
 # whose feature map is 1x1)
 ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"

@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import pydoc
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sft.contracts import TOKENIZER_DIGEST, unrecorded_settings
+from sft.contracts import MODEL_TARGET, TOKENIZER_DIGEST, unrecorded_settings
 from sft.errors import SFTError
 from sft.models.adapters import (
     BASE_WEIGHTS,
@@ -23,8 +24,13 @@ from sft.models.adapters import (
     frozen_parameters,
 )
 from sft.models.backbones import create_backbone, local_paths_read, resolve_input_spec
-from sft.models.classifier import MODEL_TARGET, SFTClassifier
-from sft.utils.checkpoint_io import read_checkpoint
+from sft.models.classifier import SFTClassifier
+from sft.utils.checkpoint_io import (
+    check_no_interpolations,
+    checkpoint_settings,
+    read_checkpoint,
+    setting_paths,
+)
 from sft.utils.config_types import check_config_types
 from sft.utils.logs import info_left_out
 from sft.utils.overrides import quoted_list_override
@@ -50,32 +56,13 @@ _BUILDABLE_CLASSES = (
 _SCHEDULES_MODULE = "transformers.optimization"
 
 
-def _settings(node: Any, where: str) -> Iterator[tuple[str, Any]]:
-    """(the key's path, the value) of every leaf value in a checkpoint's nested settings."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _settings(value, f"{where}.{key}")
-    elif isinstance(node, list | tuple):
-        for i, value in enumerate(node):
-            yield from _settings(value, f"{where}[{i}]")
-    else:
-        yield where, node
-
-
-def _checkpoint_settings(checkpoint: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    """Every model and datamodule setting `checkpoint` records, with its path."""
-    yield from _settings(checkpoint.get("hyper_parameters"), "model")
-    yield from _settings(checkpoint.get("datamodule_hyper_parameters"), "data")
-    yield "datamodule_target", checkpoint.get("datamodule_target")
-
-
 def check_remote_code(checkpoint: dict[str, Any], path: str | Path, allowed: bool) -> None:
     """SFTError for a checkpoint whose settings turn trust_remote_code on, unless this command
     was given trust_remote_code=true: rebuilding it would run the code its model, tokenizer or
     dataset folder ships, on the file's word alone (was: run without a word)."""
     if allowed:
         return
-    for where, value in _checkpoint_settings(checkpoint):
+    for where, value in checkpoint_settings(checkpoint):
         # any value but false: transformers reads it as a truth value (1, "true")
         if where.endswith(".trust_remote_code") and value not in (False, None):
             raise SFTError(
@@ -92,14 +79,8 @@ def check_buildable_targets(checkpoint: dict[str, Any], path: str | Path) -> Non
     target that cannot be imported is left to the build, which says so (nothing is called
     then). Settings are saved resolved: an interpolation was put there by hand, and Hydra would
     resolve it into a target this check never saw (`${oc.decode:'torch.load'}`)."""
-    for where, value in _checkpoint_settings(checkpoint):
-        if isinstance(value, str) and "${" in value:
-            raise SFTError(
-                f"checkpoint {path}: {where}={value[:60]!r} is an interpolation, which sft "
-                "would resolve as it builds (settings are saved resolved): refused, as "
-                "resolving it could build whatever it names"
-            )
-    refused = unbuildable_targets(_checkpoint_settings(checkpoint))
+    check_no_interpolations(checkpoint, path)
+    refused = unbuildable_targets(checkpoint_settings(checkpoint))
     if refused:
         where, target = refused[0]
         raise SFTError(
@@ -114,13 +95,20 @@ BUILDABLE = (
 )
 
 
+# the checkpoint's keys that name a class by itself: its datamodule's, its model's
+CLASS_KEYS = ("datamodule_target", MODEL_TARGET)
+
+
 def unbuildable_targets(settings: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """The (key, value) of each `_target_` among `settings` that names something sft does not
     build from a checkpoint; one that cannot be imported here is left to the build, which says
     so (nothing is called then)."""
     refused = []
     for where, target in settings:
-        if target is None or not (where.endswith("._target_") or where == "datamodule_target"):
+        if target is None or not (where.endswith("._target_") or where in CLASS_KEYS):
+            continue
+        if _acts_on_import(str(target)):  # refused before it is imported
+            refused.append((where, target))
             continue
         try:  # pydoc: quiet (Hydra's get_object logs an ERROR before the build's own line)
             obj = pydoc.locate(str(target))
@@ -129,6 +117,24 @@ def unbuildable_targets(settings: Iterable[tuple[str, Any]]) -> list[tuple[str, 
         if obj is not None and not _buildable(obj):
             refused.append((where, target))
     return refused
+
+
+# modules that act as they are imported: a package's `__main__` runs its program (`venv`
+# makes a virtual environment, `unittest` runs the tests it finds), `antigravity` opens a
+# browser; importing a target to see what it is would run them
+_ACTS_ON_IMPORT = ("antigravity", "this", "idlelib", "turtledemo")
+
+
+def _acts_on_import(target: str) -> bool:
+    """Whether importing what `target` names could import such a module (one imported already,
+    a notebook's `__main__`, runs nothing again)."""
+    parts = target.split(".")
+    for i, part in enumerate(parts):
+        if ".".join(parts[: i + 1]) in sys.modules:
+            continue
+        if part.startswith("__") or (i == 0 and part in _ACTS_ON_IMPORT):
+            return True
+    return False
 
 
 def _buildable(obj: Any) -> bool:
@@ -147,7 +153,7 @@ def warn_unloadable_targets(model_cfg: Any, data_cfg: Any) -> None:
             values = (
                 OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
             )
-            settings += [(k, v) for k, v in _settings(values, where) if k != "model._target_"]
+            settings += [(k, v) for k, v in setting_paths(values, where) if k != "model._target_"]
     for where, target in unbuildable_targets(settings):
         log.warning(
             f"{where}={target}: sft-eval, sft-predict and sft-export will refuse this run's "

@@ -51,6 +51,7 @@ from sft.runs.result import (
 from sft.utils.checkpoint_io import (
     SAVE_AT_DEFAULT_PROTOCOL,
     AtomicCheckpointIO,
+    check_no_interpolations,
     load_failure,
     load_weights_only,
     read_checkpoint,
@@ -301,7 +302,9 @@ def _continue_from(last: Path, saying: str) -> ResumePoint:
     """`last` (or the newest readable checkpoint beside it), read, logged after `saying`."""
     chosen, state = readable_checkpoint(last)
     log.info(f"{saying}{chosen} (epoch {state.get('epoch')}, step {state.get('global_step')})")
+    check_no_interpolations(state, chosen)
     follow_moved_run(state, chosen)
+    drop_records_of_files_elsewhere(state, chosen)
     next_epoch_from_its_first_batch(state)
     return ResumePoint(chosen, state)
 
@@ -342,6 +345,37 @@ def _files_named(state: dict[str, Any]) -> list[str]:
     """The checkpoint files a checkpoint callback's record names."""
     named = [state.get(k) for k in FILE_KEYS] + list(state.get("best_k_models") or {})
     return [p for p in named if isinstance(p, str) and p]
+
+
+def drop_records_of_files_elsewhere(checkpoint: dict[str, Any], path: Path) -> None:
+    """Drop, with a warning, a checkpoint callback's record that names a file outside its own
+    folder (`dirpath`; `..` and links resolved). Lightning deletes the files such a record names
+    as better ones are saved (`best_k_models`, the previous last), so an edited or crafted
+    record would have a continued run delete a file anywhere (`<dirpath>/../../x`, a link out of
+    the folder; was: deleted without a word). The best checkpoint is then chosen afresh."""
+    callbacks = checkpoint.get("callbacks") or {}
+    for key, state in list(callbacks.items()):
+        if not isinstance(state, dict):
+            continue
+        folder = state.get("dirpath")
+        outside = [f for f in _files_named(state) if not _inside(f, folder)]
+        if outside:
+            log.warning(
+                f"checkpoint {path}: the record of {key.partition('{')[0]} names {outside[0]}, "
+                f"which is not in its folder ({folder}): the record is not used, and the best "
+                "checkpoint is chosen afresh from the validations to come"
+            )
+            del callbacks[key]
+
+
+def _inside(file: str, folder: Any) -> bool:
+    """Whether `file` is in `folder` (or a folder under it), as written and with links
+    resolved."""
+    if not isinstance(folder, str) or not folder:
+        return False
+    written = Path(os.path.normpath(file)).is_relative_to(os.path.normpath(folder))
+    real = Path(os.path.realpath(os.path.dirname(file))).is_relative_to(os.path.realpath(folder))
+    return written and real
 
 
 def follow_moved_run(checkpoint: dict[str, Any], path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from sft.contracts import MODEL_TARGET, TRAINED_PRECISION
 from sft.errors import SFTError
 from sft.utils.io import atomic_write, check_checkpoint_file
 
@@ -63,7 +65,45 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise SFTError(f"checkpoint {path}: cannot be read ({reason}); {why}") from exc
     if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint:
         raise SFTError(f"checkpoint {path}: not an sft training checkpoint (no hyper_parameters)")
+    check_no_interpolations(checkpoint, path)
     return checkpoint
+
+
+def setting_paths(node: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """(the key's path, the value) of every leaf value in a checkpoint's nested settings."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from setting_paths(value, f"{where}.{key}")
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            yield from setting_paths(value, f"{where}[{i}]")
+    else:
+        yield where, node
+
+
+def checkpoint_settings(checkpoint: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Every setting `checkpoint` records that a command may put into a run's config, with its
+    path: the model's and the datamodule's settings, their classes, the precision it trained
+    at."""
+    yield from setting_paths(checkpoint.get("hyper_parameters"), "model")
+    yield from setting_paths(checkpoint.get("datamodule_hyper_parameters"), "data")
+    yield "datamodule_target", checkpoint.get("datamodule_target")
+    yield MODEL_TARGET, checkpoint.get(MODEL_TARGET)
+    yield TRAINED_PRECISION, checkpoint.get(TRAINED_PRECISION)
+
+
+def check_no_interpolations(checkpoint: Mapping[str, Any], path: str | Path) -> None:
+    """SFTError for an interpolation (`${...}`) in any of `checkpoint`'s settings. Settings are
+    saved resolved: one was put there by hand, and a run whose config took it in (sft-eval's
+    precision, a continued run's pixel statistics) would resolve it, which can build whatever
+    it names (`${oc.create:{_target_:...}}`). Every read of a checkpoint checks this."""
+    for where, value in checkpoint_settings(checkpoint):
+        if isinstance(value, str) and "${" in value:
+            raise SFTError(
+                f"checkpoint {path}: {where}={value[:60]!r} is an interpolation, which sft "
+                "would resolve as it builds (settings are saved resolved): refused, as "
+                "resolving it could build whatever it names"
+            )
 
 
 # torch's weights-only unpickler reads pickle protocols 2 (torch.save's default) and 3: a file
