@@ -141,6 +141,34 @@ def test_unknown_option_is_a_clear_error() -> None:
     assert "cifar_stem" in single_line(err)
 
 
+@pytest.mark.parametrize(
+    ("name", "options", "line"),
+    [
+        # was: a TypeError inside timm, in Hydra's block
+        (
+            "efficientnet_lite0",
+            {"drop_path_rate": "abc"},
+            "model.backbone.drop_path_rate: expected a float >= 0 and < 1, got 'abc'",
+        ),
+        # was: RuntimeError "bernoulli_ expects p to be in [0, 1]" at the first training step
+        (
+            "efficientnet_lite0",
+            {"drop_path_rate": 1.5},
+            "model.backbone.drop_path_rate: expected a float >= 0 and < 1, got 1.5",
+        ),
+        (
+            "timm",
+            {"model_name": "resnet18", "drop_rate": 1.0},
+            "model.backbone.drop_rate must be in [0, 1), got 1.0",
+        ),
+    ],
+)
+def test_an_option_of_the_wrong_type_or_range_is_a_clear_error(name, options, line) -> None:
+    with pytest.raises(SFTError) as err:
+        create_backbone(name, **options)
+    assert single_line(err) == line
+
+
 def test_input_spec_follows_the_weights() -> None:
     for name in ("resnet18", "mobilenetv2"):
         assert resolve_input_spec({"name": name, "pretrained": True}) == InputSpec(

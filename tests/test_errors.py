@@ -109,6 +109,20 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "+model.backbone.checkpoint=...)",
         ),
         (
+            # an HF Trainer or timm name: the key that sets it (was: 'trainer.max_time', by
+            # spelling)
+            "train",
+            ["trainer.max_grad_norm=1.0"],
+            "error: unknown config key 'trainer.max_grad_norm' (max_grad_norm, as HF Trainer "
+            "or timm names it, is trainer.gradient_clip_val here)",
+        ),
+        (
+            "train",
+            ["data.num_train_epochs=3"],
+            "error: unknown config key 'data.num_train_epochs' (num_train_epochs, as HF "
+            "Trainer or timm names it, is trainer.max_epochs here)",
+        ),
+        (
             # several settings begin with the name: all of them (was: lr_head alone)
             "train",
             ["model.lr=1e-3"],
@@ -1395,6 +1409,14 @@ def test_an_interpolation_override_is_recorded_as_written(tmp_path, monkeypatch,
             "mean 'val/acc'? it logs val/acc, val/acc_best, val/f1, val/loss): set the "
             "callback's monitor (callbacks.<name>.monitor=...) to one of them",
         ),
+        # an HF Trainer name (was: a RuntimeError traceback after an epoch, as only val/...
+        # names were checked)
+        (
+            "callbacks.early_stopping.monitor=eval_f1",
+            "error: EarlyStopping monitors 'eval_f1', which validation does not log (did you "
+            "mean 'val/f1'? it logs val/acc, val/acc_best, val/f1, val/loss): set the "
+            "callback's monitor (callbacks.<name>.monitor=...) to one of them",
+        ),
         # was: Lightning's line, after a whole training epoch
         (
             "callbacks.model_checkpoint.monitor=val/los",
@@ -1418,7 +1440,7 @@ def test_an_interpolation_override_is_recorded_as_written(tmp_path, monkeypatch,
             "(0, 1], got 2",
         ),
     ],
-    ids=["early_stopping", "model_checkpoint", "save_top_k", "mode", "progress_every"],
+    ids=["early_stopping", "hf_name", "model_checkpoint", "save_top_k", "mode", "progress_every"],
 )
 def test_a_callback_setting_it_refuses_is_one_line_before_training(
     override, line, tmp_path, monkeypatch, capsys

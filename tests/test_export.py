@@ -107,6 +107,8 @@ def test_image_export_equals_the_checkpoint_without_sft(kind, ckpts, tmp_path, c
         warnings.simplefilter("error")
         with pytest.raises(SFTError, match=r"model\.pt: a TorchScript model \(e\.g\. sft-export"):
             read_checkpoint(out / "model.pt")
+        with pytest.raises(SFTError, match=r"model\.onnx: an ONNX model \(e\.g\. sft-export"):
+            read_checkpoint(out / "model.onnx")
     meta = json.loads((out / "metadata.json").read_text())
     bundle = load_bundle(ckpts[kind])
     assert meta["class_names"] == bundle.class_names and meta["image_size"] == 32

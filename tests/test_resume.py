@@ -1160,3 +1160,20 @@ def test_a_run_from_a_checkpoint_past_its_schedules_end_says_so(
     }
     with logs_warning(caplog, said[schedule]):
         train(train_cfg(*scheduled, *fewer, f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}"))
+
+
+def test_a_run_continued_to_a_budget_below_its_steps_is_refused(tmp_path):
+    """`resume=` with trainer.max_steps below the steps the run has trained trained nothing,
+    exited 0, and rewrote result.json with the lower budget beside the higher steps."""
+    task = [*FAST, "trainer.max_epochs=-1", "test=false", f"paths.log_dir={tmp_path}", "name=r"]
+    assert run_train_cli(*task, "+trainer.max_steps=4", cwd=tmp_path).returncode == 0
+    run_dir = only_run_dir(tmp_path / "train" / "r")
+    record = (run_dir / "result.json").read_text()
+    result = run_train_cli(*task, "+trainer.max_steps=2", f"resume={run_dir}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {run_dir / 'checkpoints' / 'last.ckpt'} has trained 0 epochs (4 steps), past "
+        "trainer.max_steps=2: a run is continued to a budget of at least what it has trained "
+        "(its own budget leaves it as it is)"
+    )
+    assert (run_dir / "result.json").read_text() == record

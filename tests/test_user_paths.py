@@ -2286,3 +2286,41 @@ def test_resuming_a_run_still_training_before_its_first_checkpoint_says_it_is_in
         f"error: resume={folder}: {folder} is in use by an sft run or sweep still running (pid "
         f"{pid} on {socket.gethostname()}): wait for it to end, then resume it"
     )
+
+
+def test_max_steps_past_the_epochs_end_is_warned(train_cfg, caplog):
+    """`trainer.max_epochs=1 trainer.max_steps=50` trained one epoch's 6 steps without a word
+    (HF Trainer's max_steps overrides its epochs; Lightning stops at whichever comes first)."""
+    cfg = train_cfg("trainer.max_epochs=1", "++trainer.max_steps=50", "test=false")
+    warning = (
+        "trainer.max_steps=50: trainer.max_epochs=1 ends the run first, after 6 optimizer steps "
+        "(the run stops at whichever comes first); set trainer.max_epochs=-1 to train for "
+        "max_steps"
+    )
+    with logs_warning(caplog, "^" + re.escape(warning)):
+        train(cfg)
+
+
+def test_an_image_size_the_model_resizes_away_is_warned(tmp_path, caplog):
+    """`data.image_size=24` beside `model.backbone.input_size=16`: images decoded at 24 px were
+    resized to 16 by the model without a word (the timm user's --img-size is input_size)."""
+    root = two_class_tree(tmp_path / "tree", per_class=6)
+    overrides = [
+        *SMALL_CNN,
+        *folder_data(root),
+        "data.image_size=24",
+        "+model.backbone.input_size=16",
+        "debug=fdr",
+    ]
+    warning = (
+        "data.image_size=24: images are decoded at 24 px, and the model resizes them to 16 px "
+        "(model.backbone.input_size), the size it trains and predicts at: set "
+        "model.backbone.input_size=24 to train at 24 px"
+    )
+    with logs_warning(caplog, "^" + re.escape(warning)):
+        train(compose_config("train", overrides, tmp_path / "run"))
+    caplog.clear()
+    same = [*overrides[:-2], "+model.backbone.input_size=24", "debug=fdr"]
+    with caplog.at_level(logging.WARNING):
+        train(compose_config("train", same, tmp_path / "same"))
+    assert not [m for m in logged_warnings(caplog) if "resizes them" in m]

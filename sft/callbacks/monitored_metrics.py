@@ -1,4 +1,5 @@
-"""A check that every callback monitoring a validation metric names one the run logs.
+"""A check that every callback monitoring a validation metric names one the run logs (any name
+but a training metric's: `train/...`, `lr-...`).
 
 Lightning looks a callback's `monitor` up only when it first reads it: after a whole training
 epoch (or `trainer.val_check_interval` of one), where ModelCheckpoint's miss is an error and
@@ -35,13 +36,22 @@ def _defined_elsewhere(hook: object) -> bool:
     return not module.startswith(("sft.", "lightning."))
 
 
+# metrics logged as training runs (sft's model's train/...; LearningRateMonitor's lr-...): left
+# to Lightning; any other name is validation's (`eval_f1`, HF's: was a traceback after an epoch)
+_TRAINING_METRICS = ("train/", "lr-")
+# where a LightningModule logs training metrics: a model of the user's may log other names there
+_TRAINING_HOOKS = ("training_step", "on_train_batch_end", "on_train_epoch_end")
+
+
 def _monitored(callback: Callback) -> str | None:
     monitor = getattr(callback, "monitor", None)
-    return monitor if isinstance(monitor, str) and monitor.startswith("val/") else None
+    if not isinstance(monitor, str) or monitor.startswith(_TRAINING_METRICS):
+        return None
+    return monitor
 
 
 def with_monitored_metrics_checks(callbacks: list[Callback]) -> list[Callback]:
-    """`callbacks` with a MonitoredMetricsCheck for each one monitoring a `val/` metric: right
+    """`callbacks` with a MonitoredMetricsCheck for each one monitoring a validation metric: right
     before it, or, for a Checkpoint, at the end (Lightning runs checkpoints after the others)."""
     placed: list[Callback] = []
     for callback in callbacks:
@@ -54,7 +64,7 @@ def with_monitored_metrics_checks(callbacks: list[Callback]) -> list[Callback]:
 
 class MonitoredMetricsCheck(Callback):
     """At the end of the sanity check (else of the first validation): SFTError when `watched`
-    monitors a `val/` metric that validation did not log."""
+    monitors a validation metric that validation did not log."""
 
     def __init__(self, watched: Callback) -> None:
         self.watched = watched
@@ -78,6 +88,9 @@ class MonitoredMetricsCheck(Callback):
         monitor = _monitored(self.watched)
         if not logged or monitor is None or monitor in logged:
             return
+        hooks = _TRAINING_HOOKS if not monitor.startswith("val/") else ()
+        if any(_defined_elsewhere(getattr(type(pl_module), h)) for h in hooks):
+            return  # a name of a model of the user's, which may log it as it trains
         close = difflib.get_close_matches(monitor, logged, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         logs = f"({hint}it logs {', '.join(logged)})"

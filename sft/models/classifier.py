@@ -1158,6 +1158,19 @@ class SFTClassifier(L.LightningModule):
         self._configured_groups = [
             {k: group[k] for k in sorted(taken) if k in group} for group in optimizer.param_groups
         ]
+        trainer = self.trainer
+        if trainer.max_steps > 0 and trainer.max_epochs not in (None, -1):
+            # Lightning stops at whichever comes first (was: no word; HF's max_steps overrides
+            # its epochs)
+            steps = trainer.estimated_stepping_batches
+            if steps < trainer.max_steps:
+                rank_zero_warning(
+                    log,
+                    f"trainer.max_steps={trainer.max_steps}: trainer.max_epochs="
+                    f"{trainer.max_epochs} ends the run first, after {int(steps)} optimizer "
+                    "steps (the run stops at whichever comes first); set trainer.max_epochs=-1 "
+                    "to train for max_steps",
+                )
         if hp.scheduler is None:
             if hp.warmup_ratio:  # here, in training (was: no word; at __init__, also in sft-eval)
                 rank_zero_warning(
@@ -1167,7 +1180,7 @@ class SFTClassifier(L.LightningModule):
                     "that is meant",
                 )
             return {"optimizer": optimizer}
-        total = self.trainer.estimated_stepping_batches
+        total = trainer.estimated_stepping_batches
         if not math.isfinite(total):  # (was: an OverflowError traceback)
             raise SFTError(
                 f"model.scheduler ({str(hp.scheduler.get('_target_')).rpartition('.')[2]}) "

@@ -198,6 +198,27 @@ def check_training_left(path: Path, checkpoint: dict[str, Any], trainer: Any) ->
         )
 
 
+def check_not_trained_past(path: Path, checkpoint: dict[str, Any], trainer: Any) -> None:
+    """A run continued (`resume=`) with trainer.max_epochs or max_steps below what its
+    checkpoint has trained: SFTError (was: nothing trained, exit status 0, and the run's
+    result.json rewritten with the lower budget beside its higher steps)."""
+    epochs = trained_epochs(checkpoint)
+    steps = checkpoint.get("global_step")
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    past = None
+    if isinstance(epochs, int) and isinstance(max_epochs, int) and 0 <= max_epochs < epochs:
+        past = f"trainer.max_epochs={max_epochs}"
+    elif isinstance(steps, int) and isinstance(max_steps, int) and 0 <= max_steps < steps:
+        past = f"trainer.max_steps={max_steps}"
+    if past:
+        trained = f"{epochs} epoch{'s' * (epochs != 1)} ({steps} steps)"
+        raise SFTError(
+            f"{path} has trained {trained if isinstance(epochs, int) else f'{steps} steps'}, past "
+            f"{past}: a run is continued to a budget of at least what it has trained (its own "
+            "budget leaves it as it is)"
+        )
+
+
 def trained_epochs(checkpoint: dict[str, Any]) -> int | None:
     """The epochs `checkpoint`'s fit has trained (processed, as a run from it counts them);
     None for a checkpoint without Lightning's loop state."""

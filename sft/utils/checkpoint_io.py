@@ -46,10 +46,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except PermissionError:  # a file this user may not read: said so (was: "corrupt")
         raise
     except Exception as exc:
-        if "TorchScript archive" in str(exc):
+        exported = (
+            "a TorchScript model (e.g. sft-export's model.pt)"
+            if "TorchScript archive" in str(exc)
+            else "an ONNX model (e.g. sft-export's model.onnx)"
+            if Path(path).suffix.lower() == ".onnx"  # (was: "corrupt or not a checkpoint")
+            else None
+        )
+        if exported:
             raise SFTError(
-                f"checkpoint {path}: a TorchScript model (e.g. sft-export's model.pt), not a "
-                "training checkpoint: give the run's checkpoints/last.ckpt (or another .ckpt)"
+                f"checkpoint {path}: {exported}, not a training checkpoint: give the run's "
+                "checkpoints/last.ckpt (or another .ckpt)"
             ) from exc
         reason = load_failure(exc)
         why = (

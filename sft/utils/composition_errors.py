@@ -249,6 +249,37 @@ def typed_fields(type_name: str) -> list[str]:
     return found
 
 
+# settings HF Trainer (TrainingArguments) and timm's train.py name otherwise: the key that sets
+# each here (was: a suggestion by spelling, `max_grad_norm` -> trainer.max_time)
+NAMED_ELSEWHERE = {
+    "learning_rate": "model.lr_backbone, with model.lr_head for the head",
+    "max_grad_norm": "trainer.gradient_clip_val",
+    "clip_grad": "trainer.gradient_clip_val",
+    "num_train_epochs": "trainer.max_epochs",
+    "epochs": "trainer.max_epochs",
+    "per_device_train_batch_size": "data.batch_size",
+    "per_device_eval_batch_size": "data.eval_batch_size",
+    "gradient_accumulation_steps": "trainer.accumulate_grad_batches",
+    "grad_accum_steps": "trainer.accumulate_grad_batches",
+    "warmup_steps": "model.warmup_ratio (a fraction of the run's steps)",
+    "warmup_epochs": "model.warmup_ratio (a fraction of the run's steps)",
+    "lr_scheduler_type": "model.scheduler._target_",
+    "sched": "model.scheduler._target_",
+    "eval_steps": "trainer.val_check_interval",
+    "logging_steps": "trainer.log_every_n_steps",
+    "save_total_limit": "callbacks.model_checkpoint.save_top_k",
+    "metric_for_best_model": "callbacks.model_checkpoint.monitor",
+    "eval_metric": "callbacks.model_checkpoint.monitor",
+    "smoothing": "model.label_smoothing",
+    "label_smoothing_factor": "model.label_smoothing",
+    "data_seed": "data.seed",
+    "dataloader_num_workers": "data.num_workers",
+    "drop_path": "model.backbone.drop_path_rate",
+    "img_size": "model.backbone.input_size",
+    "weight_decay": "model.weight_decay",
+}
+
+
 def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -> str | None:
     """'did you mean ...?' from the keys of the config composed without the bad override."""
     others = [o for o in overrides if override_key(o) != key]
@@ -272,6 +303,8 @@ def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -
     elsewhere = [k for k in keys if k.partition(".")[0] == top and k.rpartition(".")[2] == name]
     if parent and elsewhere:
         return f"did you mean '{elsewhere[0]}'?"
+    if (known := NAMED_ELSEWHERE.get(name)) and known.partition(" ")[0] in keys:
+        return f"{name}, as HF Trainer or timm names it, is {known} here"
     close = nearest_names(key, siblings) or difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
     if close and close[0] in groups:
         return f"did you mean the config group {close[0]}=<option>?"

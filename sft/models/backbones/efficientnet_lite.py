@@ -11,7 +11,7 @@ from torch import nn
 
 from sft.contracts import SIGNED_UNIT
 
-from .registry import register_backbone
+from .registry import DropRate, register_backbone
 from .wrappers import (
     import_timm,
     load_packaged_weights,
@@ -55,7 +55,7 @@ def efficientnet_lite0_imagenet(**kwargs: object) -> nn.Module:
     channels_last=True,
 )
 def efficientnet_lite0(
-    pretrained: bool = False, drop_rate: float = 0.0, drop_path_rate: float = 0.0
+    pretrained: bool = False, drop_rate: DropRate = 0.0, drop_path_rate: DropRate = 0.0
 ) -> nn.Module:
     """Pooled 1280-d features; drop_rate is dropout on those features (timm semantics)."""
     options = {"drop_rate": drop_rate, "drop_path_rate": drop_path_rate}

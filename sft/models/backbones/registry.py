@@ -11,14 +11,17 @@ import difflib
 import importlib.metadata
 import inspect
 import logging
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Annotated, NamedTuple
 
+from annotated_types import Interval
 from torch import nn
 
 from sft.contracts import IMAGENET, InputSpec, Modality, Normalization
 from sft.errors import SFTError
+from sft.utils.config_types import check_value
 from sft.utils.io import expand_home
 
 from .wrappers import ResizeInput, load_backbone_checkpoint
@@ -272,6 +275,16 @@ def _check_options(name: str, builder: BackboneBuilder, kwargs: dict[str, object
     # A config typo (e.g. cifar_stem on mobilenetv2) should read as one clear line, not a
     # TypeError from deep inside a builder.
     params = inspect.signature(builder).parameters
+    # each option its builder annotates: its type and range (was: `drop_path_rate=abc` a
+    # TypeError in Hydra's block; 1.5, a RuntimeError at the first training step)
+    hints = typing.get_type_hints(builder, include_extras=True)
+    for key, value in kwargs.items():
+        if key in hints and key in params:
+            check_value(value, hints[key], f"model.backbone.{key}")
+    for key in DROP_RATES:  # timm's, given through a builder that passes options on
+        value = kwargs.get(key)
+        if key not in hints and isinstance(value, int | float) and not 0 <= value < 1:
+            raise SFTError(f"model.backbone.{key} must be in [0, 1), got {value!r}")
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     accepted = [p for p in params if p != "pretrained"]
@@ -281,6 +294,11 @@ def _check_options(name: str, builder: BackboneBuilder, kwargs: dict[str, object
             f"backbone {name!r} does not accept option(s) {', '.join(unknown)}; "
             f"accepted: {', '.join(accepted) or 'none'}"
         )
+
+
+# timm's dropout rates, a probability each (a rate of 1 drops everything)
+DROP_RATES = ("drop_rate", "drop_path_rate")
+DropRate = Annotated[float, Interval(ge=0, lt=1)]
 
 
 def _qualified(builder: BackboneBuilder) -> str:
