@@ -12,6 +12,7 @@ import pickle
 import re
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ import sft.data.cifar10 as cifar10_mod
 from sft.contracts import CIFAR10, IMAGENET, SIGNED_UNIT, InputSpec
 from sft.data import CIFAR10DataModule, ImageFolderDataModule, few_label_indices
 from sft.data.augment import (
+    BatchAugmentation,
     ImageBatchTransform,
     crop_flip,
     random_crop_flip,
@@ -294,8 +296,8 @@ def test_no_augment_path_is_plain_normalisation() -> None:
     std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
     expected = (x.float() / 255 - mean) / std
     for tf, train in (
-        (ImageBatchTransform(False, 4, True, CIFAR10_MEAN, CIFAR10_STD), True),
-        (ImageBatchTransform(True, 4, True, CIFAR10_MEAN, CIFAR10_STD), False),
+        (ImageBatchTransform(BatchAugmentation(augment=False), CIFAR10_MEAN, CIFAR10_STD), True),
+        (ImageBatchTransform(BatchAugmentation(), CIFAR10_MEAN, CIFAR10_STD), False),
     ):
         out, _ = tf((x, y), train=train)
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
@@ -303,6 +305,51 @@ def test_no_augment_path_is_plain_normalisation() -> None:
     unit = x.float() / 255  # float input in [0, 1]: same result, input left untouched
     torch.testing.assert_close(to_float_normalized(unit, CIFAR10_MEAN, CIFAR10_STD), expected)
     assert torch.equal(unit, x.float() / 255)
+
+
+def test_timm_style_augmentation_of_a_training_batch() -> None:
+    """RandAugment, random erasing, MixUp and CutMix (timm's --aa, --reprob, --mixup,
+    --cutmix) were missing: each is per image where timm's is (one batch tensor given to a
+    torchvision transform draws one set of parameters for all), MixUp and CutMix give soft
+    labels, and nothing of them touches a batch that does not train."""
+    x, y = _images(16), torch.arange(16) % 10
+    plain = ImageBatchTransform(BatchAugmentation(augment=False), CIFAR10_MEAN, CIFAR10_STD)
+    expected, _ = plain((x, y), train=True)
+
+    def transform(**settings: Any) -> ImageBatchTransform:
+        return ImageBatchTransform(
+            BatchAugmentation(augment=False, **settings), CIFAR10_MEAN, CIFAR10_STD
+        )
+
+    torch.manual_seed(0)
+    out, labels = transform(rand_augment=9)((x, y), train=True)
+    assert out.shape == expected.shape and torch.equal(labels, y)
+    changed = [not torch.equal(out[i], expected[i]) for i in range(16)]
+    assert sum(changed) > 1  # RandAugment changed them
+    erased, _ = transform(random_erasing=1.0)((x, y), train=True)
+    zero_share = [(erased[i] == 0).float().mean().item() for i in range(16)]
+    assert all(share >= 0.02 for share in zero_share) and len(set(zero_share)) > 1
+    for mix in ({"mixup_alpha": 0.8}, {"cutmix_alpha": 1.0}):
+        mixed, soft = transform(**mix)((x, y), train=True, num_classes=10)
+        assert soft.shape == (16, 10) and torch.allclose(soft.sum(-1), torch.ones(16))
+        assert not torch.equal(mixed, expected)
+    for settings in ({"rand_augment": 9}, {"random_erasing": 1.0}, {"mixup_alpha": 0.8}):
+        out, labels = transform(**settings)((x, y), train=False, num_classes=10)
+        assert torch.equal(out, expected) and torch.equal(labels, y)
+
+
+@pytest.mark.parametrize(
+    ("setting", "line"),
+    [
+        ({"rand_augment": 31}, "data.rand_augment must be a magnitude from 0 to 30"),
+        ({"random_erasing": 1.5}, "data.random_erasing must be a probability in [0, 1], got 1.5"),
+        ({"mixup_alpha": -1}, "data.mixup_alpha must be a number >= 0 (0: none), got -1"),
+    ],
+)
+def test_an_augmentation_setting_out_of_range_is_one_line(data_dir, setting, line) -> None:
+    with pytest.raises(SFTError) as err:
+        CIFAR10DataModule(data_dir=str(data_dir), **setting)
+    assert str(err.value).startswith(line)
 
 
 def test_normalisation_given_by_the_user_else_the_backbone_else_the_dataset(data_dir) -> None:

@@ -6,6 +6,7 @@ import csv
 import inspect
 import json
 import logging
+import math
 import re
 import shutil
 import socket
@@ -2324,3 +2325,20 @@ def test_an_image_size_the_model_resizes_away_is_warned(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         train(compose_config("train", same, tmp_path / "same"))
     assert not [m for m in logged_warnings(caplog) if "resizes them" in m]
+
+
+def test_a_run_trains_on_timm_style_augmentation(train_cfg):
+    """RandAugment, random erasing, MixUp and CutMix with label smoothing: the loss takes the
+    batches' soft labels, train/acc scores each example's larger share, and validation and the
+    linear probe see the images as they are."""
+    cfg = train_cfg(
+        "data.rand_augment=9",
+        "data.random_erasing=0.25",
+        "data.mixup_alpha=0.8",
+        "data.cutmix_alpha=1.0",
+        "model.label_smoothing=0.1",
+        "++trainer.max_steps=3",
+        "test=false",
+    )
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss_epoch"]) and 0 <= metrics["train/acc"] <= 1

@@ -9,9 +9,11 @@ device (which Lightning's `seed_everything` seeds), and crop + flip are one gath
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import v2
 
 from sft.errors import SFTError
 
@@ -68,35 +70,96 @@ def to_float_normalized(
     return x.mul_(to_unit / std_t).sub_(mean_t / std_t)
 
 
+@dataclass(frozen=True)
+class BatchAugmentation:
+    """What augments a training batch, in timm's order: crop and flip, RandAugment (uint8),
+    normalisation, random erasing, then MixUp or CutMix (soft labels). By default, the crop and
+    flip alone."""
+
+    augment: bool = True  # the random crop (of the image zero-padded by crop_padding) and flip
+    crop_padding: int = 4
+    hflip: bool = True
+    rand_augment: int | None = None  # torchvision's RandAugment magnitude (2 ops), per image
+    random_erasing: float = 0.0  # the probability an image has a rectangle erased
+    mixup_alpha: float = 0.0  # MixUp's Beta(alpha, alpha); 0: none
+    cutmix_alpha: float = 0.0  # CutMix's; with MixUp, one of the two per batch
+
+
 class ImageBatchTransform:
-    """The on-device image transform shared by the image datamodules: (x uint8, y) -> (x float, y)."""
+    """The on-device image transform shared by the image datamodules: (x uint8, y) -> (x float, y).
+
+    RandAugment and random erasing are torchvision's, applied per image (given a batch tensor,
+    a torchvision transform draws one set of parameters for all of its images); MixUp and CutMix
+    are torchvision's, one mixing weight per batch (as timm's default), and give the batch soft
+    labels (B, num_classes), which the loss takes as they are."""
 
     def __init__(
-        self,
-        augment: bool,
-        crop_padding: int,
-        hflip: bool,
-        mean: Sequence[float],
-        std: Sequence[float],
+        self, augmentation: BatchAugmentation, mean: Sequence[float], std: Sequence[float]
     ) -> None:
-        check_augment_args(crop_padding, mean, std)
-        self.augment = augment
-        self.crop_padding = int(crop_padding)
-        self.hflip = hflip
+        check_augment_args(augmentation, mean, std)
+        self.augmentation = augmentation
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        magnitude = augmentation.rand_augment
+        self.rand_augment = (
+            v2.RandAugment(num_ops=2, magnitude=magnitude) if magnitude is not None else None
+        )
+        erasing = augmentation.random_erasing
+        # value 0: the mean colour, erasing after normalisation (timm's mode "const")
+        self.erase = v2.RandomErasing(p=erasing, value=0.0) if erasing else None
 
-    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor], train: bool) -> tuple:
+    def normalized_by(self, mean: Sequence[float], std: Sequence[float]) -> ImageBatchTransform:
+        """This transform with other normalisation statistics."""
+        return ImageBatchTransform(self.augmentation, mean, std)
+
+    def __call__(
+        self,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        train: bool,
+        num_classes: int | None = None,
+    ) -> tuple:
         x, y = batch[0], batch[1]
-        if train and self.augment:
-            x = random_crop_flip(x, self.crop_padding, self.hflip)
-        return (to_float_normalized(x, self.mean, self.std), y, *batch[2:])
+        aug = self.augmentation
+        if train and aug.augment:
+            x = random_crop_flip(x, aug.crop_padding, aug.hflip)
+        if train and self.rand_augment is not None:
+            x = torch.stack([self.rand_augment(image) for image in x])
+        x = to_float_normalized(x, self.mean, self.std)
+        if train and self.erase is not None:
+            x = torch.stack([self.erase(image) for image in x])
+        mixes = [(v2.MixUp, aug.mixup_alpha), (v2.CutMix, aug.cutmix_alpha)]
+        mixes = [(mix, alpha) for mix, alpha in mixes if alpha]
+        if train and mixes:
+            # one of them per batch, each as likely (timm's switch_prob 0.5)
+            mix, alpha = mixes[int(torch.randint(len(mixes), ()))]
+            x, y = mix(alpha=alpha, num_classes=num_classes)(x, y)
+        return (x, y, *batch[2:])
 
 
-def check_augment_args(crop_padding: int, mean: Sequence[float], std: Sequence[float]) -> None:
+def check_augment_args(
+    augmentation: BatchAugmentation, mean: Sequence[float], std: Sequence[float]
+) -> None:
     """Raise SFTError for augmentation settings a user got wrong."""
+    crop_padding = augmentation.crop_padding
     if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
         raise SFTError(f"data.crop_padding must be an integer >= 0, got {crop_padding!r}")
+    magnitude = augmentation.rand_augment
+    if magnitude is not None and (
+        isinstance(magnitude, bool) or not isinstance(magnitude, int) or not 0 <= magnitude <= 30
+    ):
+        raise SFTError(
+            f"data.rand_augment must be a magnitude from 0 to 30 (torchvision's RandAugment; "
+            f"timm's rand-m9: 9) or null, got {magnitude!r}"
+        )
+    checks = (
+        ("random_erasing", augmentation.random_erasing, 1, "a probability in [0, 1]"),
+        ("mixup_alpha", augmentation.mixup_alpha, None, "a number >= 0 (0: none)"),
+        ("cutmix_alpha", augmentation.cutmix_alpha, None, "a number >= 0 (0: none)"),
+    )
+    for key, value, most, what in checks:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or value < 0 or (most is not None and value > most):
+            raise SFTError(f"data.{key} must be {what}, got {value!r}")
     for key, vals in (("mean", mean), ("std", std)):
         try:
             floats = [float(v) for v in vals]

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sft.contracts import InputSpec, Modality, Normalization, check_class_indices
-from sft.data.augment import ImageBatchTransform
+from sft.data.augment import BatchAugmentation, ImageBatchTransform
 from sft.data.resumable import ResumableRandomSampler
 from sft.errors import SFTError
 from sft.utils.io import expand_home
@@ -204,9 +204,7 @@ class ImageDataModule(SFTDataModule):
 
     def _init_transform(
         self,
-        augment: bool,
-        crop_padding: int,
-        hflip: bool,
+        augmentation: BatchAugmentation,
         mean: Sequence[float] | None,
         std: Sequence[float] | None,
     ) -> tuple[list[float], list[float]]:
@@ -219,18 +217,15 @@ class ImageDataModule(SFTDataModule):
         self._normalization_given = mean is not None
         if mean is None:
             mean, std = self.dataset_normalization.mean, self.dataset_normalization.std
-        self.transform = ImageBatchTransform(augment, crop_padding, hflip, mean, std)
+        self.transform = ImageBatchTransform(augmentation, mean, std)
         return list(self.transform.mean), list(self.transform.std)
 
     def configure_input(self, spec: InputSpec) -> None:
         super().configure_input(spec)
         if self._normalization_given or spec.normalization is None:
             return
-        old = self.transform
         norm = spec.normalization
-        self.transform = ImageBatchTransform(
-            old.augment, old.crop_padding, old.hflip, norm.mean, norm.std
-        )
+        self.transform = self.transform.normalized_by(norm.mean, norm.std)
         # checkpoints record the statistics used: sft-eval and sft-predict rebuild them as given
         self.hparams.mean, self.hparams.std = list(norm.mean), list(norm.std)
 
@@ -238,8 +233,8 @@ class ImageDataModule(SFTDataModule):
         # what trains only (sft-eval scores what trained with it), at the side the images are
         # decoded to, known by now (was: accepted, and at 100 px of padding around 16 px
         # images 97 % of the crops held padding only)
-        padding = self.transform.crop_padding
-        if self.transform.augment and padding >= self.image_size:
+        padding = self.transform.augmentation.crop_padding
+        if self.transform.augmentation.augment and padding >= self.image_size:
             raise SFTError(
                 f"data.crop_padding={padding} must be below the image side, {self.image_size} "
                 "px: a random crop of the padded image could hold padding only (CIFAR-10's "
@@ -278,7 +273,7 @@ class ImageDataModule(SFTDataModule):
         return self._loader(self.train_data, "probe", batch_size=self.eval_batch_size)
 
     def transform_batch(self, batch: Any, train: bool) -> Any:
-        return self.transform(batch, train)
+        return self.transform(batch, train, getattr(self, "num_classes", None))
 
 
 class TensorBatchDataset(Dataset):

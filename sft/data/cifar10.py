@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sft.contracts import CIFAR10
+from sft.data.augment import BatchAugmentation
 from sft.data.base import (
     ImageDataModule,
     TensorBatchDataset,
@@ -184,6 +185,10 @@ class CIFAR10DataModule(ImageDataModule):
         augment: bool = True,
         crop_padding: int = 4,
         hflip: bool = True,
+        rand_augment: int | None = None,
+        random_erasing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         download: bool = True,
@@ -200,7 +205,10 @@ class CIFAR10DataModule(ImageDataModule):
             raise SFTError(f"data.val_size must be in 1..{TRAIN_SIZE - 1}, got {val_size}")
         check_few_label_args(train_fraction, samples_per_class)
         # the statistics used, as plain lists, so hparams round-trip through yaml
-        mean, std = self._init_transform(augment, crop_padding, hflip, mean, std)
+        augmentation = BatchAugmentation(
+            augment, crop_padding, hflip, rand_augment, random_erasing, mixup_alpha, cutmix_alpha
+        )
+        mean, std = self._init_transform(augmentation, mean, std)
         # logger=False: train.py logs the whole run config once
         self.save_hyperparameters(logger=False)
 

@@ -23,6 +23,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sft.contracts import IMAGENET, InputSpec
+from sft.data.augment import BatchAugmentation
 from sft.data.base import ImageDataModule, absolute_dir, check_batch_size
 from sft.data.image_decode import (
     DECODE_ERRORS,
@@ -341,6 +342,10 @@ class ImageFolderDataModule(ImageDataModule):
         augment: bool = True,
         crop_padding: int = 4,
         hflip: bool = True,
+        rand_augment: int | None = None,
+        random_erasing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         drop_last: bool = True,
@@ -366,7 +371,10 @@ class ImageFolderDataModule(ImageDataModule):
         ):
             raise SFTError(f"data.val_size must be an integer >= 1 or null, got {val_size!r}")
         check_few_label_args(train_fraction, samples_per_class)
-        mean, std = self._init_transform(augment, crop_padding, hflip, mean, std)
+        augmentation = BatchAugmentation(
+            augment, crop_padding, hflip, rand_augment, random_erasing, mixup_alpha, cutmix_alpha
+        )
+        mean, std = self._init_transform(augmentation, mean, std)
         # logger=False: train.py logs the whole run config once
         self.save_hyperparameters(logger=False)
 

@@ -623,7 +623,8 @@ class SFTClassifier(L.LightningModule):
             self.log("train/reg", reg, on_step=True, on_epoch=False)
         # update(), not forward(): only epoch values are logged, per-batch values would be
         # computed for nothing on every step
-        self.train_metrics.update(logits, y)
+        # soft labels (MixUp, CutMix): scored against each example's larger share
+        self.train_metrics.update(logits, y.argmax(-1) if y.is_floating_point() else y)
         # the mean over DDP ranks, as train/acc's (was: rank 0's batches alone)
         self.log("train/loss", logged, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
