@@ -8,6 +8,7 @@ Thresholds come from measurements on this data (see the comments at each test).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import pickle
 import urllib.error
@@ -234,6 +235,25 @@ def test_torch_hub_download_failure_is_one_clear_line(
     assert "pretrained=false" in message and "checkpoint=PATH" in message
     assert "Downloading" not in capfd.readouterr().err
     assert not (tmp_path / "hub").exists()
+
+
+def test_a_timm_train_checkpoint_gives_its_ema_weights(tmp_path: Path, caplog) -> None:
+    """timm's train.py saves `state_dict_ema` beside `state_dict`, and its load_checkpoint
+    reads the EMA weights; given as model.backbone.checkpoint, the live ones were loaded
+    without a word."""
+    live, ema = create_backbone("small_cnn", width=8), create_backbone("small_cnn", width=8)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(live.parameters(), ema.parameters(), strict=True)
+    )
+    path = tmp_path / "model_best.pth.tar"
+    torch.save(
+        {"epoch": 3, "state_dict": live.state_dict(), "state_dict_ema": ema.state_dict()}, path
+    )
+    with caplog.at_level(logging.INFO):
+        loaded = create_backbone("small_cnn", width=8, checkpoint=str(path))
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, ema.state_dict()[name]), name
+    assert f"backbone checkpoint {path}: its EMA weights (state_dict_ema)" in caplog.text
 
 
 def test_checkpoint_skips_the_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,8 @@ from sft.utils.checkpoint_io import (
 )
 from sft.utils.io import expand_home, missing_file
 from sft.utils.logs import first_few
+
+log = logging.getLogger(__name__)
 
 # Prefixes a saved state_dict may carry around the backbone's own keys: our LightningModule
 # stores the backbone as `backbone`, ResizeInput stores it as `body`, torch.compile adds
@@ -151,8 +154,17 @@ def _module_at(model: nn.Module, path: str) -> nn.Module | None:
     return module
 
 
+# the key of a timm train.py checkpoint's model EMA weights
+EMA_STATE = "state_dict_ema"
+
+
 def _extract_state_dict(obj: object, file: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+    if isinstance(obj, Mapping) and isinstance(obj.get(EMA_STATE), Mapping):
+        # timm's train.py saves its EMA weights beside the live ones; its load_checkpoint reads
+        # them by default (was: the live weights, without a word)
+        log.info(f"backbone checkpoint {file}: its EMA weights ({EMA_STATE}), as timm reads them")
+        obj = obj[EMA_STATE]
+    elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
         # A classifier checkpoint: keep only the backbone's part.
         if any(str(k).startswith(_LIGHTNING_PREFIX) for k in obj):
