@@ -313,3 +313,13 @@ def test_help_says_what_the_command_does_and_its_examples_compose(command, capsy
         args = [a.split(",")[0] for a in args if a != "job"] + ["--cfg", "job"]
         assert run_entry_point(main, [f"sft-{command}", *args]) == 0, (example, capsys.readouterr())
         assert "error:" not in capsys.readouterr().err, example
+
+
+def test_early_stopping_follows_the_best_checkpoints_metric(tmp_path):
+    """`callbacks.model_checkpoint.monitor=val/f1` (HF Trainer's metric_for_best_model) left
+    early stopping on val/acc: a run stopped on a metric it did not rank by."""
+    cfg = compose_config("train", ["callbacks.model_checkpoint.monitor=val/f1"], tmp_path)
+    assert cfg.callbacks.early_stopping.monitor == "val/f1"
+    assert cfg.callbacks.early_stopping.mode == "max"
+    cfg = compose_config("train", ["callbacks=[early_stopping]"], tmp_path)
+    assert cfg.callbacks.early_stopping.monitor == "val/acc"
