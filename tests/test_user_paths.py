@@ -1435,6 +1435,13 @@ def test_validation_between_optimizer_steps_is_warned(train_cfg, tmp_path, caplo
         run = ["+trainer.accumulate_grad_batches=4", *across, "test=false"]
         train(train_cfg(*run, "trainer.max_epochs=2", run_dir=tmp_path / "across"))
     caplog.clear()
+    # the interval a multiple of the steps, an epoch's batches not: said so (was: advice to
+    # validate at a multiple of 4 batches, which 8 is)
+    multiple = ["+trainer.val_check_interval=8", "trainer.check_val_every_n_epoch=null"]
+    with logs_warning(caplog, r"between steps .*; an epoch's 6 batches are no multiple of 4, "):
+        run = ["+trainer.accumulate_grad_batches=4", *multiple, "test=false"]
+        train(train_cfg(*run, "trainer.max_epochs=2", run_dir=tmp_path / "multiple"))
+    caplog.clear()
     # at steps; once an epoch (its last batch steps, 6 batches by 4); by wall time (was: a
     # TypeError at train start); over epochs at steps (6 batches by 3)
     timed = ['+trainer.val_check_interval="00:00:00:01"', "trainer.check_val_every_n_epoch=null"]

@@ -67,14 +67,25 @@ class MetricLines(Callback):
         else:
             at = {every} if every < batches else set()  # once an epoch: its last batch steps
         if any(position % per_step for position in at) and trainer.is_global_zero:
+            # the interval a multiple of the steps already: an epoch's batches are not, and the
+            # run-long count falls between steps in later epochs (was: the same advice, which
+            # the interval followed)
+            advice = (
+                f"validate at a multiple of {per_step} batches (the interval counts batches, "
+                "not optimizer steps)"
+                if every % per_step
+                else f"an epoch's {batches} batches are no multiple of {per_step}, so the "
+                "interval, counted over the run, falls between steps in later epochs: make "
+                f"an epoch a multiple of {per_step} batches (data.batch_size, data.drop_last), "
+                "or validate once an epoch (trainer.check_val_every_n_epoch=1)"
+            )
             rank_zero_warning(
                 log,
                 f"validation every {every} batches (trainer.val_check_interval="
                 f"{trainer.val_check_interval}) and an optimizer step every {per_step} "
                 f"(trainer.accumulate_grad_batches={per_step}): a validation between steps "
                 "scores the weights of the step before (several, the same weights, each counted "
-                "by early stopping's patience); validate at a multiple of "
-                f"{per_step} batches (the interval counts batches, not optimizer steps)",
+                f"by early stopping's patience); {advice}",
             )
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
