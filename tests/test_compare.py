@@ -383,6 +383,23 @@ def test_a_hand_edited_result_is_named_and_its_run_still_compared(
     assert [job for job, _ in read_results(sweep)] == ["1"]
 
 
+@pytest.mark.parametrize(
+    "written", ["- !!python/object/apply:os.system ['true']\n", "[unclosed\n", "seed: 0\n"]
+)
+def test_overrides_that_cannot_be_read_are_named_and_the_run_still_compared(
+    sweep, tmp_path, capsys, caplog, written
+):
+    """A run's .hydra/overrides.yaml with a YAML tag (a Python object), cut off, or not a list
+    (a run without result.json is labelled by it): a traceback. Named now, and the run is
+    labelled by the others' settings."""
+    broken = sweep / "0" / ".hydra" / "overrides.yaml"
+    broken.write_text(written)
+    main([str(sweep), "--png", str(tmp_path / "c.png")])
+    assert len(table_rows(capsys.readouterr().out)) == 2
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sft.compare"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {broken} cannot be read (")
+
+
 def test_a_run_without_tensorboard_events_is_named_as_left_out(sweep, tmp_path, capsys):
     """A run of logger=csv (result.json, csv/metrics.csv, no event files) was silently absent."""
     csv_run = tmp_path / "csv_run"
