@@ -160,7 +160,12 @@ def test_unknown_option_is_a_clear_error() -> None:
         (
             "timm",
             {"model_name": "resnet18", "drop_rate": 1.0},
-            "model.backbone.drop_rate must be in [0, 1), got 1.0",
+            "model.backbone.drop_rate: expected a float >= 0 and < 1, got 1.0",
+        ),
+        (
+            "timm",
+            {"model_name": "resnet18", "drop_path_rate": "abc"},
+            "model.backbone.drop_path_rate: expected a float >= 0 and < 1, got 'abc'",
         ),
     ],
 )

@@ -321,5 +321,8 @@ def test_early_stopping_follows_the_best_checkpoints_metric(tmp_path):
     cfg = compose_config("train", ["callbacks.model_checkpoint.monitor=val/f1"], tmp_path)
     assert cfg.callbacks.early_stopping.monitor == "val/f1"
     assert cfg.callbacks.early_stopping.mode == "max"
-    cfg = compose_config("train", ["callbacks=[early_stopping]"], tmp_path)
+    for others in (["callbacks=[early_stopping]"], ["callbacks.model_checkpoint.monitor=null"]):
+        cfg = compose_config("train", others, tmp_path)
+        assert cfg.callbacks.early_stopping.monitor == "val/acc"
+    cfg = compose_config("train", ["callbacks.model_checkpoint.monitor=step"], tmp_path)
     assert cfg.callbacks.early_stopping.monitor == "val/acc"

@@ -113,14 +113,27 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             # spelling)
             "train",
             ["trainer.max_grad_norm=1.0"],
-            "error: unknown config key 'trainer.max_grad_norm' (max_grad_norm, as HF Trainer "
-            "or timm names it, is trainer.gradient_clip_val here)",
+            "error: unknown config key 'trainer.max_grad_norm' (max_grad_norm (HF Trainer's "
+            "or timm's name) is set here by trainer.gradient_clip_val)",
         ),
         (
             "train",
             ["data.num_train_epochs=3"],
-            "error: unknown config key 'data.num_train_epochs' (num_train_epochs, as HF "
-            "Trainer or timm names it, is trainer.max_epochs here)",
+            "error: unknown config key 'data.num_train_epochs' (num_train_epochs (HF "
+            "Trainer's or timm's name) is set here by trainer.max_epochs)",
+        ),
+        (
+            # a top-level one, and a backbone option the config does not list
+            "train",
+            ["learning_rate=1e-3"],
+            "error: unknown config key 'learning_rate' (learning_rate (HF Trainer's or timm's "
+            "name) is set here by model.lr_backbone, with model.lr_head for the head)",
+        ),
+        (
+            "train",
+            ["+drop_path=0.1"],
+            "error: unknown config key 'drop_path': sft-train reads no such setting (drop_path "
+            "(HF Trainer's or timm's name) is set here by +model.backbone.drop_path_rate)",
         ),
         (
             # several settings begin with the name: all of them (was: lr_head alone)
@@ -1765,6 +1778,7 @@ def test_a_checkpoint_whose_code_cannot_be_imported_is_one_line(checkpoint, tmp_
         # a module that acts as it is imported, refused before it is (was: imported to see
         # what it names; a package's __main__ runs its program)
         ("head", {"_target_": "this.Zen"}),
+        ("head", {"_target_": "test.autotest.X"}),  # would run CPython's test suite
     ],
 )
 def test_a_checkpoint_naming_code_to_run_is_refused(checkpoint, tmp_path, where, target):
@@ -1789,7 +1803,7 @@ def test_a_checkpoint_naming_code_to_run_is_refused(checkpoint, tmp_path, where,
         assert str(err.value).startswith(f"checkpoint {crafted}: {shown}"), err.value
         assert "refused, as building it would run whatever the file names" in str(err.value)
     assert precious.read_text() == "precious"
-    assert "this" not in sys.modules
+    assert "this" not in sys.modules and "test.autotest" not in sys.modules
 
 
 WRITE_MARKER = (

@@ -645,6 +645,8 @@ def test_a_checkpoint_that_turns_remote_code_on_needs_the_users_word(
     cfg = compose_config("eval", [f"ckpt_path={crafted}"], tmp_path / "eval")
     with pytest.raises(SFTError, match="give this command trust_remote_code=true"):
         evaluate(cfg)
+    settings["trust_remote_code"] = True  # (1 is no setting sft saves: its builder refuses it)
+    torch.save(state, crafted)
     assert load_bundle(crafted, trust_remote_code=True).class_names
 
 

@@ -36,9 +36,11 @@ def _defined_elsewhere(hook: object) -> bool:
     return not module.startswith(("sft.", "lightning."))
 
 
-# metrics logged as training runs (sft's model's train/...; LearningRateMonitor's lr-...): left
-# to Lightning; any other name is validation's (`eval_f1`, HF's: was a traceback after an epoch)
+# metrics logged as training runs (sft's model's train/...; LearningRateMonitor's lr-...) and
+# the step and epoch ModelCheckpoint may rank by: left to Lightning; any other name must be
+# logged by validation's end (`eval_f1`, HF's: was a traceback after an epoch)
 _TRAINING_METRICS = ("train/", "lr-")
+_COUNTERS = ("step", "epoch")
 # where a LightningModule logs training metrics: a model of the user's may log other names there
 _TRAINING_HOOKS = ("training_step", "on_train_batch_end", "on_train_epoch_end")
 
@@ -46,6 +48,8 @@ _TRAINING_HOOKS = ("training_step", "on_train_batch_end", "on_train_epoch_end")
 def _monitored(callback: Callback) -> str | None:
     monitor = getattr(callback, "monitor", None)
     if not isinstance(monitor, str) or monitor.startswith(_TRAINING_METRICS):
+        return None
+    if monitor in _COUNTERS:
         return None
     return monitor
 
@@ -86,7 +90,8 @@ class MonitoredMetricsCheck(Callback):
             return
         logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
         monitor = _monitored(self.watched)
-        if not logged or monitor is None or monitor in logged:
+        # any metric logged by now counts (a callback of the user's logging `val_ece`)
+        if not logged or monitor is None or monitor in trainer.callback_metrics:
             return
         hooks = _TRAINING_HOOKS if not monitor.startswith("val/") else ()
         if any(_defined_elsewhere(getattr(type(pl_module), h)) for h in hooks):

@@ -130,6 +130,11 @@ class ImageBatchTransform:
         mixes = [(v2.MixUp, aug.mixup_alpha), (v2.CutMix, aug.cutmix_alpha)]
         mixes = [(mix, alpha) for mix, alpha in mixes if alpha]
         if train and mixes:
+            if num_classes is None:  # (a datamodule of one's own; was: torchvision's error)
+                raise SFTError(
+                    "data.mixup_alpha, data.cutmix_alpha: MixUp and CutMix give soft labels over "
+                    "the classes, and this datamodule sets no num_classes"
+                )
             # one of them per batch, each as likely (timm's switch_prob 0.5)
             mix, alpha = mixes[int(torch.randint(len(mixes), ()))]
             x, y = mix(alpha=alpha, num_classes=num_classes)(x, y)

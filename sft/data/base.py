@@ -204,9 +204,12 @@ class ImageDataModule(SFTDataModule):
 
     def _init_transform(
         self,
-        augmentation: BatchAugmentation,
+        augment: bool,
+        crop_padding: int,
+        hflip: bool,
         mean: Sequence[float] | None,
         std: Sequence[float] | None,
+        **more: Any,
     ) -> tuple[list[float], list[float]]:
         """Build `self.transform`; returns the (mean, std) it uses, as plain lists for hparams."""
         if (mean is None) != (std is None):
@@ -217,6 +220,8 @@ class ImageDataModule(SFTDataModule):
         self._normalization_given = mean is not None
         if mean is None:
             mean, std = self.dataset_normalization.mean, self.dataset_normalization.std
+        # `more`: BatchAugmentation's other settings (rand_augment, mixup_alpha, ...)
+        augmentation = BatchAugmentation(augment, crop_padding, hflip, **more)
         self.transform = ImageBatchTransform(augmentation, mean, std)
         return list(self.transform.mean), list(self.transform.std)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import shutil
 import socket
 import tarfile
 import urllib.error
@@ -16,7 +15,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from sft.contracts import CIFAR10
-from sft.data.augment import BatchAugmentation
 from sft.data.base import (
     ImageDataModule,
     TensorBatchDataset,
@@ -137,6 +135,18 @@ def _first_missing(path: Path) -> Path | None:
     return missing
 
 
+def _remove_empty(folder: Path, outermost: Path) -> None:
+    """`folder` and the folders above it up to `outermost`, each while empty: what a download
+    made and nothing wrote in (another job's download into the same new folder is kept)."""
+    for path in (folder, *folder.parents):
+        try:
+            path.rmdir()
+        except OSError:  # not empty, or gone
+            return
+        if path == outermost:
+            return
+
+
 def download_cifar10(data_dir: Path) -> None:
     """Fetch and extract the official archive into `data_dir`; one-line SFTError on failure."""
     from torchvision.datasets.utils import download_and_extract_archive
@@ -147,8 +157,8 @@ def download_cifar10(data_dir: Path) -> None:
     try:
         download_and_extract_archive(URL, str(data_dir), md5=MD5, remove_finished=True)
     except (urllib.error.URLError, OSError, RuntimeError, tarfile.TarError, EOFError) as e:
-        if created is not None:  # no empty data dir (or half an archive) left by a failure
-            shutil.rmtree(created, ignore_errors=True)
+        if created is not None:  # no empty data dir left by a failure
+            _remove_empty(data_dir, created)
         raise SFTError(
             f"CIFAR-10 not found at {data_dir / FOLDER} and downloading {URL} failed "
             f"({type(e).__name__}: {e}); put the python-format CIFAR-10 folder '{FOLDER}' under "
@@ -205,10 +215,17 @@ class CIFAR10DataModule(ImageDataModule):
             raise SFTError(f"data.val_size must be in 1..{TRAIN_SIZE - 1}, got {val_size}")
         check_few_label_args(train_fraction, samples_per_class)
         # the statistics used, as plain lists, so hparams round-trip through yaml
-        augmentation = BatchAugmentation(
-            augment, crop_padding, hflip, rand_augment, random_erasing, mixup_alpha, cutmix_alpha
+        mean, std = self._init_transform(
+            augment,
+            crop_padding,
+            hflip,
+            mean,
+            std,
+            rand_augment=rand_augment,
+            random_erasing=random_erasing,
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
         )
-        mean, std = self._init_transform(augmentation, mean, std)
         # logger=False: train.py logs the whole run config once
         self.save_hyperparameters(logger=False)
 

@@ -23,7 +23,6 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sft.contracts import IMAGENET, InputSpec
-from sft.data.augment import BatchAugmentation
 from sft.data.base import ImageDataModule, absolute_dir, check_batch_size
 from sft.data.image_decode import (
     DECODE_ERRORS,
@@ -371,10 +370,17 @@ class ImageFolderDataModule(ImageDataModule):
         ):
             raise SFTError(f"data.val_size must be an integer >= 1 or null, got {val_size!r}")
         check_few_label_args(train_fraction, samples_per_class)
-        augmentation = BatchAugmentation(
-            augment, crop_padding, hflip, rand_augment, random_erasing, mixup_alpha, cutmix_alpha
+        mean, std = self._init_transform(
+            augment,
+            crop_padding,
+            hflip,
+            mean,
+            std,
+            rand_augment=rand_augment,
+            random_erasing=random_erasing,
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
         )
-        mean, std = self._init_transform(augmentation, mean, std)
         # logger=False: train.py logs the whole run config once
         self.save_hyperparameters(logger=False)
 

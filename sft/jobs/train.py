@@ -52,7 +52,6 @@ from sft.runs.recorded_job import run_recorded
 from sft.runs.result import RunRecorder, RunResult, earlier_test_metrics, run_overrides
 from sft.runs.resume import (
     ResumePoint,
-    check_not_trained_past,
     check_resume_checkpoint,
     check_training_left,
     continue_csv_logs,
@@ -154,10 +153,12 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
             if kept
             else "keep_freed_memory=true: not applied (the C library is not glibc, or refused it)"
         )
+    # the size images are decoded to, as given (a continued run takes its checkpoint's)
+    image_size_given = cfg.data.get("image_size")
     # ckpt_path=, or last.ckpt of the run resume= continues: read once, here
     start = resume_point(cfg) if cfg.get("train") else None
     if start and start.continues_run:
-        check_not_trained_past(start.path, start.checkpoint, cfg.trainer)
+        check_training_left(start.path, start.checkpoint, cfg.trainer, continued=True)
         keep_trained_inputs(cfg.data, start.checkpoint, start.path)
     if start and cfg.get("adapter") and cfg.adapter.get("init_from"):
         # the adapters' weights are the checkpoint's: the peft folder is not read again, and
@@ -188,12 +189,13 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     datamodule.configure_input(model.input_spec)  # the backbone's normalisation, modality
     decoded = getattr(datamodule, "image_size", None)
     resized_to = (cfg.model.get("backbone") or {}).get("input_size")
-    if cfg.data.get("image_size") and isinstance(resized_to, int) and decoded != resized_to:
+    if image_size_given and isinstance(resized_to, int) and decoded != resized_to:
         # (was: no word; the model's input size is what it trains and predicts at)
-        log.warning(
+        rank_zero_warning(
+            log,
             f"data.image_size={decoded}: images are decoded at {decoded} px, and the model "
             f"resizes them to {resized_to} px (model.backbone.input_size), the size it trains "
-            f"and predicts at: set model.backbone.input_size={decoded} to train at {decoded} px"
+            f"and predicts at: set model.backbone.input_size={decoded} to train at {decoded} px",
         )
     if cfg.data.get("image_size", 0) is None and decoded is not None:
         cfg.data.image_size = decoded  # config_resolved.yaml: the size decoded to

@@ -1137,6 +1137,24 @@ class SFTClassifier(L.LightningModule):
             groups += self._backbone_groups()
         return groups
 
+    def _warn_max_steps_cut_short(self) -> None:
+        """Lightning stops at whichever of max_epochs and max_steps comes first (was: no word;
+        HF Trainer's max_steps overrides its epochs). Not under fast_dev_run, which sets
+        max_steps itself."""
+        trainer = self._trainer  # None: called outside a Trainer (tests, a user's own loop)
+        if trainer is None or trainer.fast_dev_run:
+            return
+        if trainer.max_steps > 0 and trainer.max_epochs not in (None, -1):
+            steps = int(trainer.estimated_stepping_batches)
+            if steps < trainer.max_steps:
+                rank_zero_warning(
+                    log,
+                    f"trainer.max_steps={trainer.max_steps}: trainer.max_epochs="
+                    f"{trainer.max_epochs} ends the run first, after {steps} optimizer "
+                    f"step{'s' * (steps != 1)} (the run stops at whichever comes first); set "
+                    "trainer.max_epochs=-1 to train for max_steps",
+                )
+
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         groups = self.optimizer_groups()
@@ -1159,19 +1177,7 @@ class SFTClassifier(L.LightningModule):
         self._configured_groups = [
             {k: group[k] for k in sorted(taken) if k in group} for group in optimizer.param_groups
         ]
-        trainer = self.trainer
-        if trainer.max_steps > 0 and trainer.max_epochs not in (None, -1):
-            # Lightning stops at whichever comes first (was: no word; HF's max_steps overrides
-            # its epochs)
-            steps = trainer.estimated_stepping_batches
-            if steps < trainer.max_steps:
-                rank_zero_warning(
-                    log,
-                    f"trainer.max_steps={trainer.max_steps}: trainer.max_epochs="
-                    f"{trainer.max_epochs} ends the run first, after {int(steps)} optimizer "
-                    "steps (the run stops at whichever comes first); set trainer.max_epochs=-1 "
-                    "to train for max_steps",
-                )
+        self._warn_max_steps_cut_short()
         if hp.scheduler is None:
             if hp.warmup_ratio:  # here, in training (was: no word; at __init__, also in sft-eval)
                 rank_zero_warning(
@@ -1181,7 +1187,7 @@ class SFTClassifier(L.LightningModule):
                     "that is meant",
                 )
             return {"optimizer": optimizer}
-        total = trainer.estimated_stepping_batches
+        total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):  # (was: an OverflowError traceback)
             raise SFTError(
                 f"model.scheduler ({str(hp.scheduler.get('_target_')).rpartition('.')[2]}) "

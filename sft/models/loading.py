@@ -119,20 +119,17 @@ def unbuildable_targets(settings: Iterable[tuple[str, Any]]) -> list[tuple[str, 
     return refused
 
 
-# modules that act as they are imported: a package's `__main__` runs its program (`venv`
-# makes a virtual environment, `unittest` runs the tests it finds), `antigravity` opens a
-# browser; importing a target to see what it is would run them
-_ACTS_ON_IMPORT = ("antigravity", "this", "idlelib", "turtledemo")
-
-
 def _acts_on_import(target: str) -> bool:
-    """Whether importing what `target` names could import such a module (one imported already,
-    a notebook's `__main__`, runs nothing again)."""
+    """Whether `target` names what is refused before importing it: anything of Python's own
+    library, where nothing sft builds is and some modules act as they are imported (`test.
+    autotest` runs CPython's tests, `antigravity` opens a browser), and a package's
+    `__main__` (`venv.__main__` makes a virtual environment). A module imported already (a
+    notebook's `__main__`) runs nothing again."""
     parts = target.split(".")
+    if parts[0] in sys.stdlib_module_names or parts[0] == "test":  # (the list leaves test out)
+        return True
     for i, part in enumerate(parts):
-        if ".".join(parts[: i + 1]) in sys.modules:
-            continue
-        if part.startswith("__") or (i == 0 and part in _ACTS_ON_IMPORT):
+        if ".".join(parts[: i + 1]) not in sys.modules and part.startswith("__"):
             return True
     return False
 

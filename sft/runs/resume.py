@@ -177,46 +177,42 @@ CHANGEABLE_SETTINGS = (
 )
 
 
-def check_training_left(path: Path, checkpoint: dict[str, Any], trainer: Any) -> None:
+def check_training_left(
+    path: Path, checkpoint: dict[str, Any], trainer: Any, continued: bool = False
+) -> None:
     """A new run from `checkpoint` (`ckpt_path=`) continues its loop: one whose epochs or steps
     already reach trainer.max_epochs / max_steps would train nothing (was: reported as a
-    completed run)."""
+    completed run). A run continued in its directory (`continued`, `resume=`) may end where it
+    stands (its own budget: a finished run kept), not before (was: nothing trained, exit status
+    0, and its result.json rewritten with the lower budget beside its higher steps)."""
     epochs = trained_epochs(checkpoint)
     steps = checkpoint.get("global_step")
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+
+    def ends_by(limit: Any, done: Any) -> bool:
+        if not (isinstance(limit, int) and isinstance(done, int) and limit >= 0):
+            return False
+        return limit < done if continued else limit <= done
+
     reached = None
-    if isinstance(epochs, int) and isinstance(max_epochs, int) and 0 <= max_epochs <= epochs:
+    if ends_by(max_epochs, epochs):
         reached = f"trainer.max_epochs={max_epochs}"
-    elif isinstance(steps, int) and isinstance(max_steps, int) and 0 <= max_steps <= steps:
+    elif ends_by(max_steps, steps):
         reached = f"trainer.max_steps={max_steps}"
-    if reached:
-        trained = f"{epochs} epoch{'s' * (epochs != 1)}" if isinstance(epochs, int) else "its"
+    if not reached:
+        return
+    trained = f"{epochs} epoch{'s' * (epochs != 1)}" if isinstance(epochs, int) else "its"
+    trained += f" ({steps} step{'s' * (steps != 1)})"
+    if continued:
         raise SFTError(
-            f"ckpt_path={path} has trained {trained} ({steps} step{'s' * (steps != 1)}), which "
-            f"reaches {reached}: the run from it would train nothing; raise "
-            f"{reached.split('=')[0]} (it counts the checkpoint's epochs and steps too)"
+            f"{path} has trained {trained}, past {reached}: a run is continued to a budget of "
+            "at least what it has trained (its own budget leaves it as it is)"
         )
-
-
-def check_not_trained_past(path: Path, checkpoint: dict[str, Any], trainer: Any) -> None:
-    """A run continued (`resume=`) with trainer.max_epochs or max_steps below what its
-    checkpoint has trained: SFTError (was: nothing trained, exit status 0, and the run's
-    result.json rewritten with the lower budget beside its higher steps)."""
-    epochs = trained_epochs(checkpoint)
-    steps = checkpoint.get("global_step")
-    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
-    past = None
-    if isinstance(epochs, int) and isinstance(max_epochs, int) and 0 <= max_epochs < epochs:
-        past = f"trainer.max_epochs={max_epochs}"
-    elif isinstance(steps, int) and isinstance(max_steps, int) and 0 <= max_steps < steps:
-        past = f"trainer.max_steps={max_steps}"
-    if past:
-        trained = f"{epochs} epoch{'s' * (epochs != 1)} ({steps} steps)"
-        raise SFTError(
-            f"{path} has trained {trained if isinstance(epochs, int) else f'{steps} steps'}, past "
-            f"{past}: a run is continued to a budget of at least what it has trained (its own "
-            "budget leaves it as it is)"
-        )
+    raise SFTError(
+        f"ckpt_path={path} has trained {trained}, which reaches {reached}: the run from it "
+        f"would train nothing; raise {reached.split('=')[0]} (it counts the checkpoint's epochs "
+        "and steps too)"
+    )
 
 
 def trained_epochs(checkpoint: dict[str, Any]) -> int | None:

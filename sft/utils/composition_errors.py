@@ -303,8 +303,11 @@ def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -
     elsewhere = [k for k in keys if k.partition(".")[0] == top and k.rpartition(".")[2] == name]
     if parent and elsewhere:
         return f"did you mean '{elsewhere[0]}'?"
-    if (known := NAMED_ELSEWHERE.get(name)) and known.partition(" ")[0] in keys:
-        return f"{name}, as HF Trainer or timm names it, is {known} here"
+    if known := NAMED_ELSEWHERE.get(name):
+        setting = re.match(r"[\w.]+", known).group()
+        if setting in keys or setting.rpartition(".")[0] in keys:  # (a backbone's: added)
+            added = "" if setting in keys else "+"
+            return f"{name} (HF Trainer's or timm's name) is set here by {added}{known}"
     close = nearest_names(key, siblings) or difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
     if close and close[0] in groups:
         return f"did you mean the config group {close[0]}=<option>?"

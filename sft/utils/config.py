@@ -43,6 +43,7 @@ def register_resolvers() -> None:
     `${sft_direction:<metric>}` (hparams_search): minimize for a loss, else maximize.
     `${sft_config_groups:<choices>}` (conf/hydra, --help): see `config_groups`.
     `${sft_product:<a>,<b>}` (conf/experiment/_fixed_steps): a * b.
+    `${sft_ranked_by:<monitor>}` (conf/callbacks/early_stopping): see `ranked_by`.
     """
     if not OmegaConf.has_resolver("sft_root"):
         OmegaConf.register_new_resolver("sft_root", work_root)
@@ -63,6 +64,10 @@ def register_resolvers() -> None:
         # a checkpoint's or early stopping's mode follows its monitor (conf/callbacks): a
         # `monitor=val/loss` kept `mode: max`, and the worst loss was the best checkpoint
         OmegaConf.register_new_resolver("sft_mode", lambda metric: metric_mode(str(metric)))
+    if not OmegaConf.has_resolver("sft_ranked_by"):
+        # conf/callbacks/early_stopping: the validation metric the best checkpoint is ranked
+        # by, else val/acc (a checkpoint callback without a metric, or ranking by step)
+        OmegaConf.register_new_resolver("sft_ranked_by", ranked_by)
     if not OmegaConf.has_resolver("sft_product"):
         # conf/experiment/_fixed_steps: an optimizer step's batches (Lightning's validation
         # interval counts batches) times the steps
@@ -97,6 +102,15 @@ def config_groups(choices: Mapping[str, Any] | None = None, config_name: str = "
         f"{group}: {', '.join(o for o in options[group] if not o.startswith('_'))}"
         for group in sorted(groups)
     )
+
+
+def ranked_by(monitor: Any) -> str:
+    """`monitor` where it names a validation metric, else val/acc: what early stopping watches
+    beside a checkpoint callback ranking by `monitor` (null: none; step or epoch; a training
+    metric)."""
+    if not isinstance(monitor, str) or monitor in ("step", "epoch"):
+        return "val/acc"
+    return "val/acc" if monitor.startswith(("train/", "lr-")) else monitor
 
 
 def metric_mode(metric: str) -> str:

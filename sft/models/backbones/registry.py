@@ -277,14 +277,15 @@ def _check_options(name: str, builder: BackboneBuilder, kwargs: dict[str, object
     params = inspect.signature(builder).parameters
     # each option its builder annotates: its type and range (was: `drop_path_rate=abc` a
     # TypeError in Hydra's block; 1.5, a RuntimeError at the first training step)
-    hints = typing.get_type_hints(builder, include_extras=True)
+    try:
+        hints = typing.get_type_hints(builder, include_extras=True)
+    except Exception:  # an annotation not evaluable here (a name imported for type checkers)
+        hints = {}
     for key, value in kwargs.items():
-        if key in hints and key in params:
-            check_value(value, hints[key], f"model.backbone.{key}")
-    for key in DROP_RATES:  # timm's, given through a builder that passes options on
-        value = kwargs.get(key)
-        if key not in hints and isinstance(value, int | float) and not 0 <= value < 1:
-            raise SFTError(f"model.backbone.{key} must be in [0, 1), got {value!r}")
+        # timm's drop rates, also where a builder passes its options on (timm's own)
+        hint = hints.get(key) if key in params else DropRate if key in DROP_RATES else None
+        if hint is not None:
+            check_value(value, hint, f"model.backbone.{key}")
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     accepted = [p for p in params if p != "pretrained"]
