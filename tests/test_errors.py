@@ -1433,9 +1433,10 @@ def test_an_interpolation_override_is_recorded_as_written(tmp_path, monkeypatch,
         # was: Lightning's line, after a whole training epoch
         (
             "callbacks.model_checkpoint.monitor=val/los",
-            "error: ModelCheckpoint monitors 'val/los', which validation does not log (did you "
-            "mean 'val/loss'? it logs val/acc, val/acc_best, val/f1, val/loss): set the "
-            "callback's monitor (callbacks.<name>.monitor=...) to one of them",
+            # early stopping follows it: both named
+            "error: EarlyStopping and ModelCheckpoint monitor 'val/los', which validation does "
+            "not log (did you mean 'val/loss'? it logs val/acc, val/acc_best, val/f1, "
+            "val/loss): set the callback's monitor (callbacks.<name>.monitor=...) to one of them",
         ),
         # a value Lightning's callbacks refuse, naming the callback (was: Hydra's "Error in
         # call to target" block around Lightning's message)
@@ -1549,6 +1550,8 @@ def test_a_metric_a_users_callback_adds_at_validation_end_can_be_monitored(
         "+callbacks.custom._target_=helpers.probes.AddsValidationMetric",
         "+callbacks.custom.name=val/custom",
         "callbacks.model_checkpoint.monitor=val/custom",
+        # early stopping, which reads it before the user's callback adds it, on another metric
+        "callbacks.early_stopping.monitor=val/acc",
         "trainer.num_sanity_val_steps=0",
         "trainer.max_epochs=1",
         "test=false",

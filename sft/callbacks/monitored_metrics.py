@@ -57,21 +57,29 @@ def _monitored(callback: Callback) -> str | None:
 def with_monitored_metrics_checks(callbacks: list[Callback]) -> list[Callback]:
     """`callbacks` with a MonitoredMetricsCheck for each one monitoring a validation metric: right
     before it, or, for a Checkpoint, at the end (Lightning runs checkpoints after the others)."""
+
+    def check(callback: Callback) -> MonitoredMetricsCheck:
+        # the others watching the same metric: early stopping follows the checkpoint's
+        monitor = _monitored(callback)
+        same = [c for c in callbacks if c is not callback and _monitored(c) == monitor]
+        return MonitoredMetricsCheck(callback, same)
+
     placed: list[Callback] = []
     for callback in callbacks:
         if _monitored(callback) and not isinstance(callback, Checkpoint):
-            placed.append(MonitoredMetricsCheck(callback))
+            placed.append(check(callback))
         placed.append(callback)
     checkpoints = [c for c in callbacks if _monitored(c) and isinstance(c, Checkpoint)]
-    return placed + [MonitoredMetricsCheck(c) for c in checkpoints]
+    return placed + [check(c) for c in checkpoints]
 
 
 class MonitoredMetricsCheck(Callback):
     """At the end of the sanity check (else of the first validation): SFTError when `watched`
     monitors a validation metric that validation did not log."""
 
-    def __init__(self, watched: Callback) -> None:
+    def __init__(self, watched: Callback, same: list[Callback] | None = None) -> None:
         self.watched = watched
+        self.same = same or []  # other callbacks that monitor the same metric, named with it
         self.checked = False
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -102,8 +110,9 @@ class MonitoredMetricsCheck(Callback):
         # a callback sft adds for a setting of the run (OptunaPruning: optimized_metric)
         if setting := getattr(self.watched, "monitor_setting", None):
             raise SFTError(f"{setting}={monitor}: validation does not log it {logs}")
+        names = list(dict.fromkeys(type(c).__name__ for c in [self.watched, *self.same]))
+        verb = "monitors" if len(names) == 1 else "monitor"
         raise SFTError(
-            f"{type(self.watched).__name__} monitors '{monitor}', which validation does not "
-            f"log {logs}: set the callback's monitor (callbacks.<name>.monitor=...) to one of "
-            "them"
+            f"{' and '.join(names)} {verb} '{monitor}', which validation does not log {logs}: "
+            "set the callback's monitor (callbacks.<name>.monitor=...) to one of them"
         )
