@@ -201,6 +201,17 @@ def _command_line(argv: list[str]) -> Iterator[None]:
             hydra.initialize(kept)
 
 
+@contextlib.contextmanager
+def _one_run_only() -> Iterator[None]:
+    """The command's checks told that this call runs one run (a config that makes it a sweep
+    is refused before any job)."""
+    token = ONE_RUN_ONLY.set(True)
+    try:
+        yield
+    finally:
+        ONE_RUN_ONLY.reset(token)
+
+
 # a folder of one's own configs (`--config-dir <folder>`), which a run may name from Python too
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
@@ -233,8 +244,8 @@ def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -
         )
     errors = _ErrorLine(sys.stderr)
     status = 0
-    one_run = ONE_RUN_ONLY.set(True)
     with (
+        _one_run_only(),
         _command_line([f"sft-{command}", *overrides]),
         recorders_made() as recorders,
         logging_restored(),
@@ -247,8 +258,6 @@ def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -
             status = exc.code if isinstance(exc.code, int) else 1
         except Exception as exc:  # HYDRA_FULL_ERROR=1 (or a debugger): Hydra raises it itself
             status, raised = 1, exc
-        finally:
-            ONE_RUN_ONLY.reset(one_run)
     if len(recorders) > 1:  # a config set hydra.mode=MULTIRUN, under HYDRA_FULL_ERROR=1
         raise SFTError(
             f"sft-{command} ran {len(recorders)} jobs (a sweep: hydra.mode=MULTIRUN in a config); "

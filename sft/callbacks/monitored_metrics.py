@@ -1,5 +1,5 @@
 """A check that every callback monitoring a validation metric names one the run logs (any name
-but a training metric's: `train/...`, `lr-...`).
+but a training metric's, `train/...` and `lr-...`, or the step and epoch).
 
 Lightning looks a callback's `monitor` up only when it first reads it: after a whole training
 epoch (or `trainer.val_check_interval` of one), where ModelCheckpoint's miss is an error and
@@ -49,9 +49,7 @@ def _monitored(callback: Callback) -> str | None:
     monitor = getattr(callback, "monitor", None)
     if not isinstance(monitor, str) or monitor.startswith(_TRAINING_METRICS):
         return None
-    if monitor in _COUNTERS:
-        return None
-    return monitor
+    return None if monitor in _COUNTERS else monitor
 
 
 def with_monitored_metrics_checks(callbacks: list[Callback]) -> list[Callback]:

@@ -540,8 +540,8 @@ def keep_trained_inputs(data_cfg: DictConfig, checkpoint: dict[str, Any], path: 
             kept = list(value) if isinstance(value, list | tuple) else [value]
             if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in kept):
                 raise SFTError(
-                    f"checkpoint {path}: data.{key}={value!r:.60} is not what sft saves there (numbers): "
-                    "this checkpoint cannot be continued"
+                    f"checkpoint {path}: data.{key}={value!r:.60} is not what sft saves there "
+                    "(numbers): this checkpoint cannot be continued"
                 )
             with open_dict(data_cfg):
                 data_cfg[key] = kept if isinstance(value, list | tuple) else value
