@@ -20,6 +20,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import Checkpoint
 
 from sft.errors import SFTError
+from sft.utils.config import is_validation_metric
 
 # where a LightningModule logs validation metrics
 _VALIDATION_HOOKS = (
@@ -36,20 +37,15 @@ def _defined_elsewhere(hook: object) -> bool:
     return not module.startswith(("sft.", "lightning."))
 
 
-# metrics logged as training runs (sft's model's train/...; LearningRateMonitor's lr-...) and
-# the step and epoch ModelCheckpoint may rank by: left to Lightning; any other name must be
-# logged by validation's end (`eval_f1`, HF's: was a traceback after an epoch)
-_TRAINING_METRICS = ("train/", "lr-")
-_COUNTERS = ("step", "epoch")
 # where a LightningModule logs training metrics: a model of the user's may log other names there
 _TRAINING_HOOKS = ("training_step", "on_train_batch_end", "on_train_epoch_end")
 
 
 def _monitored(callback: Callback) -> str | None:
+    # the others (training metrics, step, epoch) are left to Lightning; any other name must be
+    # logged by validation's end (`eval_f1`, HF's: was a traceback after an epoch)
     monitor = getattr(callback, "monitor", None)
-    if not isinstance(monitor, str) or monitor.startswith(_TRAINING_METRICS):
-        return None
-    return None if monitor in _COUNTERS else monitor
+    return monitor if is_validation_metric(monitor) else None
 
 
 def with_monitored_metrics_checks(callbacks: list[Callback]) -> list[Callback]:

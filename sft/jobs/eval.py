@@ -12,6 +12,7 @@ import logging
 import os
 import pydoc
 import signal
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -240,13 +241,6 @@ def warn_scoring_training_data(
         )
 
 
-# what Lightning's `trainer.precision` reads as (what sft records a checkpoint trained at)
-LIGHTNING_PRECISIONS = (
-    "64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
-    "transformer-engine", "transformer-engine-float16",
-)  # fmt: skip
-
-
 def follow_trained_precision(trainer_cfg: DictConfig, checkpoint: Mapping[str, Any]) -> None:
     """`trainer.precision=auto` for a checkpoint: the precision it trained at, so the scores
     are those the run's own test gave (was: only 32-true and 64-true were followed; else auto
@@ -256,7 +250,9 @@ def follow_trained_precision(trainer_cfg: DictConfig, checkpoint: Mapping[str, A
     trained = str(checkpoint.get(TRAINED_PRECISION, ""))
     if str(trainer_cfg.get("precision")) != "auto" or not trained:
         return
-    if trained not in LIGHTNING_PRECISIONS:  # a value of the file's, put into the config
+    try:  # a value of the file's, put into the config: one of Lightning's precisions
+        check_value(trained, typing.get_type_hints(L.Trainer.__init__)["precision"], "precision")
+    except SFTError:
         log.warning(
             f"checkpoint: {TRAINED_PRECISION}={trained[:40]!r} is no precision: not followed"
         )

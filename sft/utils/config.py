@@ -104,13 +104,19 @@ def config_groups(choices: Mapping[str, Any] | None = None, config_name: str = "
     )
 
 
+def is_validation_metric(monitor: Any) -> bool:
+    """Whether a callback's `monitor` names a metric validation logs: any name but a training
+    metric's (sft's model's `train/...`, LearningRateMonitor's `lr-...`) or the step and epoch
+    ModelCheckpoint may rank by (null: none)."""
+    if not isinstance(monitor, str) or monitor in ("step", "epoch"):
+        return False
+    return not monitor.startswith(("train/", "lr-"))
+
+
 def ranked_by(monitor: Any) -> str:
     """`monitor` where it names a validation metric, else val/acc: what early stopping watches
-    beside a checkpoint callback ranking by `monitor` (null: none; step or epoch; a training
-    metric)."""
-    if not isinstance(monitor, str) or monitor in ("step", "epoch"):
-        return "val/acc"
-    return "val/acc" if monitor.startswith(("train/", "lr-")) else monitor
+    beside a checkpoint callback ranking by `monitor`."""
+    return monitor if is_validation_metric(monitor) else "val/acc"
 
 
 def metric_mode(metric: str) -> str:
