@@ -58,6 +58,16 @@ def local_or_hub_name(name: str) -> str:
 _TRUST_KEYS = {"model": "model.backbone.trust_remote_code", "tokenizer": "data.trust_remote_code"}
 
 
+def peft_merge_advice(adapter: str) -> str:
+    """What to do with a peft adapter (`adapter`, as the line names it) given where a whole
+    model belongs."""
+    return (
+        "LoRA weights without the model they adapt: merge it into its base model with peft "
+        f"(PeftModel.from_pretrained(AutoModel.from_pretrained(<base>), {adapter})"
+        ".merge_and_unload().save_pretrained(<folder>)) and give that folder"
+    )
+
+
 def _unloadable(what: str, path: str, exc: Exception) -> SFTError:
     """One line for files that were found but do not load as a `what`."""
     reason = " ".join(str(exc).split())
@@ -71,10 +81,7 @@ def _unloadable(what: str, path: str, exc: Exception) -> SFTError:
     if what == "model" and (local / "adapter_config.json").is_file():
         return SFTError(
             f"could not load {what} from {path}: it is a peft adapter folder "
-            "(adapter_config.json), LoRA weights without the model they adapt: merge it into "
-            "its base model with peft (PeftModel.from_pretrained(AutoModel.from_pretrained("
-            "<base>), <this folder>).merge_and_unload().save_pretrained(<folder>)) and give that "
-            "folder"
+            f"(adapter_config.json), {peft_merge_advice('<this folder>')}"
         )
     if what == "model" and local.is_dir() and not (local / "config.json").is_file():
         return SFTError(

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sft.errors import SFTError
+from sft.hub import peft_merge_advice
 from sft.utils.checkpoint_io import (
     SAVE_AT_DEFAULT_PROTOCOL,
     load_failure,
@@ -186,9 +187,7 @@ def _extract_state_dict(obj: object, file: Path) -> dict[str, torch.Tensor]:
 
 # a peft adapter (adapter_config.json + adapter_model.safetensors) given as a backbone's weights
 PEFT_ADAPTER_HINT = (
-    "it is a peft adapter, LoRA weights without the model they adapt: merge it into its base "
-    "model with peft (PeftModel.from_pretrained(AutoModel.from_pretrained(<base>), <adapter "
-    "folder>).merge_and_unload().save_pretrained(<folder>)) and give that folder as "
+    f"it is a peft adapter, {peft_merge_advice('<adapter folder>')} as "
     "model.backbone.model_name_or_path"
 )
 
