@@ -2007,6 +2007,7 @@ def test_a_backbone_an_installed_package_registers_is_known_to_every_command(
     sft-eval, -predict and -export said "unknown backbone". A package that lists the module as
     an `sft.backbones` entry point has it imported when a name is not known."""
     from sft.models.backbones import create_backbone, list_backbones, registry
+    from sft.utils import plugins
 
     (tmp_path / "my_plugin_backbones.py").write_text(PLUGIN_MODULE)
     info = tmp_path / "my_plugin-0.1.dist-info"
@@ -2015,7 +2016,7 @@ def test_a_backbone_an_installed_package_registers_is_known_to_every_command(
     (info / "entry_points.txt").write_text("[sft.backbones]\nplugin_cnn = my_plugin_backbones\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(plugins, "_loaded", set())
     state = torch.load(checkpoint, weights_only=True)
     state["hyper_parameters"]["backbone"]["name"] = "plugin_cnn"
     saved = tmp_path / "plugin.ckpt"
@@ -2027,7 +2028,7 @@ def test_a_backbone_an_installed_package_registers_is_known_to_every_command(
     (info / "entry_points.txt").write_text(
         "[sft.backbones]\nbroken = my_plugin_missing\nplugin_cnn = my_plugin_backbones\n"
     )
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(plugins, "_loaded", set())
     monkeypatch.setattr(registry, "_REGISTRY", {"small_cnn": registry._REGISTRY["small_cnn"]})
     monkeypatch.delitem(sys.modules, "my_plugin_backbones")  # imported again: registers again
     expected = r"^unknown backbone 'small_cn' \(did you mean 'small_cnn'"

@@ -21,7 +21,7 @@ import lightning as L
 import matplotlib
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import Container, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -44,6 +44,7 @@ from sft.models.loading import (
     load_classifier,
     trained_data_config,
 )
+from sft.models.metrics import check_metric_names
 from sft.runs.result import RunRecorder
 from sft.runs.resume import trained_epochs
 from sft.utils.checkpoint_io import read_checkpoint
@@ -359,6 +360,11 @@ def evaluate(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, 
     # (was: its tokenizer setting was instantiated unchecked)
     check_buildable_targets(checkpoint, cfg.ckpt_path)
     check_remote_code(checkpoint, cfg.ckpt_path, cfg.get("trust_remote_code") is True)
+    metrics = cfg.get("metrics")
+    metrics = OmegaConf.to_object(metrics) if isinstance(metrics, Container) else metrics
+    num_classes = checkpoint.get("hyper_parameters", {}).get("num_classes")
+    if metrics is not None and isinstance(num_classes, int):  # before the data is read
+        metrics = check_metric_names(metrics, num_classes, key="metrics")
     # before the config is printed: `data=` configs may interpolate the checkpoint's model
     data_cfg = data_config_for_checkpoint(cfg, checkpoint) if cfg.get("data") else None
     if data_cfg is not None and "_target_" not in data_cfg:
@@ -400,7 +406,7 @@ def evaluate(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, 
         with open_dict(cfg.trainer):
             cfg.trainer.limit_predict_batches = cfg.trainer[limit]
     print_and_save_config(cfg, cfg.paths.output_dir)
-    model = load_classifier(cfg.ckpt_path, checkpoint)
+    model = load_classifier(cfg.ckpt_path, checkpoint, metrics=metrics)
     datamodule.configure_input(model.input_spec)
     trainer = build_trainer(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")))
     # beside the trainer's own callbacks (`+trainer.callbacks=[...]`), not instead of them

@@ -19,8 +19,6 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import Container, OmegaConf
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from sft.contracts import (
     LOGGED_METRICS,
@@ -63,6 +61,7 @@ from sft.models.linear_probe import (
     extract_features,
     fit_logistic_regression,
 )
+from sft.models.metrics import check_metric_names, create_metrics
 from sft.models.norm_folding import (
     fold_frozen_norms,
     folded_activations,
@@ -214,6 +213,9 @@ class SFTClassifier(L.LightningModule):
     CPU, oneDNN's convolution backward against matrix products, and keep the faster
     (sft.models.pointwise_conv); timed like fast_depthwise, so false (or
     trainer.deterministic) for runs that repeat bit for bit.
+    metrics: the metrics logged for each split, by name (sft.models.metrics: acc, f1, top5,
+    binary_f1, precision, recall, mcc, auroc, ece; auroc and ece for validation and test only); None:
+    acc and f1. acc is always among them.
     """
 
     def __init__(
@@ -245,6 +247,7 @@ class SFTClassifier(L.LightningModule):
         fast_dropout: bool = True,
         fast_depthwise: bool = True,
         fast_pointwise: bool = True,
+        metrics: list[str] | None = None,
     ) -> None:
         super().__init__()
         for part, given in (("backbone", backbone), ("head", head)):
@@ -254,6 +257,8 @@ class SFTClassifier(L.LightningModule):
                     f"its _target_), which its checkpoints record to rebuild it, not a built "
                     f"{type(given).__qualname__}"
                 )
+        # before the backbone, whose weights take a while to load
+        metric_names = check_metric_names(metrics, num_classes)
         # Convert before save_hyperparameters(): it reads the current values of the init args.
         backbone, head, optimizer, scheduler, linear_probe, adapter = map(
             _plain, (backbone, head, optimizer, scheduler, linear_probe, adapter)
@@ -408,13 +413,10 @@ class SFTClassifier(L.LightningModule):
         # Persistent flag: a resumed or evaluated model must not be re-probed.
         self.register_buffer("linear_probe_done", torch.tensor(False))
 
-        metrics = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
-            }
+        metrics = create_metrics(metric_names, num_classes)
+        self.train_metrics = create_metrics(metric_names, num_classes, training=True).clone(
+            prefix="train/"
         )
-        self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_acc_best = Float32Max()

@@ -4,7 +4,7 @@ import contextlib
 import logging
 import pydoc
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -177,9 +177,14 @@ def importable_code(path: str | Path, whose: str = "model") -> Iterator[None]:
         ) from exc
 
 
-def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) -> SFTClassifier:
+def load_classifier(
+    path: str | Path,
+    checkpoint: dict[str, Any] | None = None,
+    metrics: Sequence[str] | None = None,
+) -> SFTClassifier:
     """The model of a training checkpoint, on CPU, in eval mode (`checkpoint`: the file's
-    contents when the caller has read them already, so a large file is loaded once)."""
+    contents when the caller has read them already, so a large file is loaded once; `metrics`:
+    the metrics to log instead of the run's, by name)."""
     checkpoint = checkpoint if checkpoint is not None else read_checkpoint(path)
     check_buildable_targets(checkpoint, path)
     hparams = dict(checkpoint["hyper_parameters"])
@@ -206,6 +211,8 @@ def load_classifier(path: str | Path, checkpoint: dict[str, Any] | None = None) 
     # compilation speeds up training; evaluating, predicting or exporting a few batches would
     # spend longer compiling than running (and export traces the plain module)
     hparams["compile"] = False
+    if metrics is not None:
+        hparams["metrics"] = list(metrics)
     cls = _model_class(checkpoint, path)
     try:
         # (was: training's lines, "model: N of N parameters train (100.00 %)", FastDropout's, in

@@ -8,7 +8,6 @@ is not part of it. Image backbones take a normalised float batch (B, 3, H, W); t
 from __future__ import annotations
 
 import difflib
-import importlib.metadata
 import inspect
 import logging
 import typing
@@ -23,6 +22,7 @@ from sft.contracts import IMAGENET, InputSpec, Modality, Normalization
 from sft.errors import SFTError
 from sft.utils.config_types import check_value
 from sft.utils.io import expand_home
+from sft.utils.plugins import load_plugins
 
 from .wrappers import ResizeInput, load_backbone_checkpoint
 
@@ -57,7 +57,6 @@ _REGISTRY: dict[str, BackboneEntry] = {}
 # installed packages' backbone modules, registered by their decorators once imported:
 # `[project.entry-points."sft.backbones"] my_net = "my_package.backbones"` in their pyproject
 ENTRY_POINT_GROUP = "sft.backbones"
-_plugins_loaded = False
 
 
 def _registered(name: object) -> BackboneEntry | None:
@@ -68,24 +67,8 @@ def _registered(name: object) -> BackboneEntry | None:
     if not isinstance(name, str):
         return None
     if name not in _REGISTRY:
-        _load_plugins()
+        load_plugins(ENTRY_POINT_GROUP, "backbone")
     return _REGISTRY.get(name)
-
-
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            entry_point.load()
-        except Exception as exc:  # named, and the other plugins still load
-            log.warning(
-                f"the backbone plugin {entry_point.name} = {entry_point.value!r} (an "
-                f"{ENTRY_POINT_GROUP} entry point of an installed package) fails to load, and "
-                f"its backbones are unknown: {type(exc).__name__}: {exc}"
-            )
 
 
 def register_backbone(
@@ -134,7 +117,7 @@ def register_backbone(
 
 def list_backbones(modality: Modality | None = None) -> list[str]:
     """Names accepted by `create_backbone`, sorted; only those of `modality` when given."""
-    _load_plugins()
+    load_plugins(ENTRY_POINT_GROUP, "backbone")
     return sorted(n for n, e in _REGISTRY.items() if modality in (None, e.modality))
 
 
