@@ -31,6 +31,7 @@ from sft.data.augment import (
     ImageBatchTransform,
     crop_flip,
     random_crop_flip,
+    random_resized_crop,
     to_float_normalized,
 )
 from sft.data.base import SFTDataModule, TensorBatchDataset
@@ -338,9 +339,82 @@ def test_timm_style_augmentation_of_a_training_batch() -> None:
         assert torch.equal(out, expected) and torch.equal(labels, y)
 
 
+def crop_boxes(crops: torch.Tensor) -> torch.Tensor:
+    """(left, top, width, height) of each crop of `coordinates()`, read from its pixels: a
+    bilinear resize keeps the coordinates linear, pixel j's centre at `left + (j + 0.5) width /
+    W`; read inside the crop, as the edge pixels of an enlarged crop are clamped."""
+    side = crops.shape[-1]
+    a, b = side // 4, 3 * side // 4
+    x, y = crops[:, 0, 0], crops[:, 1, :, 0]
+    bin_w, bin_h = (x[:, b] - x[:, a]) / (b - a), (y[:, b] - y[:, a]) / (b - a)
+    left, top = x[:, a] - (a + 0.5) * bin_w, y[:, a] - (a + 0.5) * bin_h
+    return torch.stack([left, top, bin_w * side, bin_h * side], dim=1)
+
+
+def coordinates(b: int, side: int = 32) -> torch.Tensor:
+    """Float images whose channel 0 holds each pixel centre's column coordinate, channel 1 its
+    row's (x + 0.5, y + 0.5)."""
+    centres = torch.arange(side, dtype=torch.float32) + 0.5
+    image = torch.stack([centres.expand(side, side), centres[:, None].expand(side, side)])
+    return torch.cat([image, image[:1]]).expand(b, -1, -1, -1).contiguous()
+
+
+def test_random_resized_crops_are_torchvisions_boxes_per_image() -> None:
+    """timm's and torchvision's RandomResizedCrop (timm's --scale, --ratio) was missing: each image
+    gets its own box, of an area fraction in crop_scale and an aspect ratio in crop_ratio, inside
+    the image, resized back to its side."""
+    torch.manual_seed(0)
+    boxes = crop_boxes(random_resized_crop(coordinates(256), (0.08, 1.0), (3 / 4, 4 / 3)))
+    left, top, width, height = boxes.unbind(1)
+    area = width * height / 32**2
+    assert (area > 0.08 - 1e-3).all() and (area < 1 + 1e-3).all()
+    assert area.min() < 0.2 and area.max() > 0.8  # drawn over the range
+    ratio = width / height
+    assert (ratio > 3 / 4 - 1e-3).all() and (ratio < 4 / 3 + 1e-3).all()
+    assert (left > -1e-3).all() and (top > -1e-3).all()
+    assert (left + width < 32 + 1e-3).all() and (top + height < 32 + 1e-3).all()
+    assert len({round(v, 2) for v in left.tolist()}) > 100  # one box per image
+    # the whole image: the image itself, uint8 unchanged
+    x = _images(4)
+    assert torch.equal(random_resized_crop(x, (1.0, 1.0), (1.0, 1.0)), x)
+    # no draw fits (a 2:1 to 3:1 box of 90 % of a square): the whole width, the ratio clamped
+    # to 2, centred, as torchvision falls back
+    fallback = crop_boxes(random_resized_crop(coordinates(4), (0.9, 1.0), (2.0, 3.0)))
+    expected = torch.tensor([0.0, 8.0, 32.0, 16.0]).expand(4, -1)
+    torch.testing.assert_close(fallback, expected, atol=1e-3, rtol=0)
+    # a training batch with crop_scale: cropped and flipped per image, following the seed
+    settings = BatchAugmentation(crop_scale=(0.08, 1.0))
+    transform = ImageBatchTransform(settings, CIFAR10_MEAN, CIFAR10_STD)
+    x, y = _images(16), torch.arange(16) % 10
+    torch.manual_seed(1)
+    out, _ = transform((x, y), train=True)
+    torch.manual_seed(1)
+    again, _ = transform((x, y), train=True)
+    plain, _ = transform((x, y), train=False)
+    assert torch.equal(out, again) and out.shape == plain.shape
+    assert all(not torch.equal(out[i], plain[i]) for i in range(16))
+
+
+def test_crop_settings_are_kept_as_plain_lists_a_checkpoint_loads(data_dir, tmp_path) -> None:
+    from omegaconf import ListConfig
+
+    dm = CIFAR10DataModule(data_dir=str(data_dir), crop_scale=ListConfig([0.08, 1]))
+    assert dm.hparams.crop_scale == [0.08, 1.0] and type(dm.hparams.crop_scale) is list
+    torch.save(dict(dm.hparams), tmp_path / "hparams.pt")
+    assert torch.load(tmp_path / "hparams.pt", weights_only=True)["crop_scale"] == [0.08, 1.0]
+
+
 @pytest.mark.parametrize(
     ("setting", "line"),
     [
+        (
+            {"crop_scale": [0.5, 0.1]},
+            "data.crop_scale must be [min, max], fractions of the image's area in (0, 1], min <= "
+            "max (e.g. [0.08, 1.0]), got [0.5, 0.1]",
+        ),
+        ({"crop_scale": [0, 1]}, "data.crop_scale must be [min, max]"),
+        ({"crop_scale": 0.5}, "data.crop_scale must be [min, max]"),
+        ({"crop_ratio": [1.0]}, "data.crop_ratio must be [min, max], aspect ratios"),
         ({"rand_augment": 31}, "data.rand_augment must be a magnitude from 0 to 30"),
         ({"random_erasing": 1.5}, "data.random_erasing must be a probability in [0, 1], got 1.5"),
         ({"mixup_alpha": -1}, "data.mixup_alpha must be a number >= 0 (0: none), got -1"),

@@ -2337,10 +2337,11 @@ def test_an_image_size_the_model_resizes_away_is_warned(tmp_path, caplog):
 
 
 def test_a_run_trains_on_timm_style_augmentation(train_cfg):
-    """RandAugment, random erasing, MixUp and CutMix with label smoothing: the loss takes the
-    batches' soft labels, train/acc scores each example's larger share, and validation and the
-    linear probe see the images as they are."""
+    """A random-resized crop, RandAugment, random erasing, MixUp and CutMix with label smoothing:
+    the loss takes the batches' soft labels, train/acc scores each example's larger share, and
+    validation and the linear probe see the images as they are."""
     cfg = train_cfg(
+        "data.crop_scale=[0.35,1]",
         "data.rand_augment=9",
         "data.random_erasing=0.25",
         "data.mixup_alpha=0.8",

@@ -8,11 +8,14 @@ device (which Lightning's `seed_everything` seeds), and crop + flip are one gath
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from omegaconf import ListConfig
+from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
 from sft.errors import SFTError
@@ -57,6 +60,61 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4, hflip: bool = True)
     return crop_flip(images, padding, shift_y, shift_x, flip)
 
 
+def random_resized_crop(
+    images: torch.Tensor, scale: Sequence[float], ratio: Sequence[float], attempts: int = 10
+) -> torch.Tensor:
+    """Per-sample random-resized crop of a (B, C, H, W) batch, resized back to H x W: torchvision's
+    RandomResizedCrop for each image, with its own box. A box covers a fraction of the image's
+    area drawn uniformly from `scale`, with an aspect ratio (width / height) drawn log-uniformly
+    from `ratio`; of `attempts` draws the first that fits is taken, else the whole image with its
+    ratio clamped to `ratio` (centred), as torchvision does. One `roi_align` call crops and
+    resizes every box bilinearly (boxes never exceed the image, so it only upsamples: one sample
+    per output pixel). Keeps dtype (uint8 rounded)."""
+    b, _, h, w = images.shape
+    dev = images.device
+    draws = torch.empty(b, attempts, device=dev)
+    area = h * w * draws.uniform_(scale[0], scale[1])
+    aspect = (
+        torch.empty(b, attempts, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1])).exp()
+    )
+    widths, heights = (area * aspect).sqrt(), (area / aspect).sqrt()
+    fits = (widths <= w) & (heights <= h)
+    first = fits.to(torch.uint8).argmax(1, keepdim=True)  # the first draw that fits
+    width, height = widths.gather(1, first)[:, 0], heights.gather(1, first)[:, 0]
+    # none fits: the whole image, narrowed to the nearest ratio allowed
+    whole_w = min(float(w), h * ratio[1])
+    whole_h = min(float(h), w / ratio[0])
+    found = fits.any(1)
+    width = torch.where(found, width, torch.full_like(width, whole_w))
+    height = torch.where(found, height, torch.full_like(height, whole_h))
+    left = torch.where(found, torch.rand(b, device=dev) * (w - width), (w - width) / 2)
+    top = torch.where(found, torch.rand(b, device=dev) * (h - height), (h - height) / 2)
+    index = torch.arange(b, device=dev, dtype=width.dtype)
+    boxes = torch.stack([index, left, top, left + width, top + height], dim=1)
+    crops = roi_align(
+        images.float(), boxes, output_size=(h, w), spatial_scale=1.0, sampling_ratio=1, aligned=True
+    )
+    if images.dtype == torch.uint8:
+        return crops.round_().clamp_(0, 255).to(torch.uint8)
+    return crops.to(images.dtype)
+
+
+def random_flip(images: torch.Tensor) -> torch.Tensor:
+    """Mirror each image of a (B, C, H, W) batch horizontally with probability 0.5."""
+    flip = torch.rand(images.shape[0], device=images.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+def number_list(value: object) -> object:
+    """A config's list of numbers as a plain list (hparams that checkpoints keep must not be
+    ListConfig); anything else as it is, for the checks to name."""
+    if isinstance(value, ListConfig | list | tuple) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    ):
+        return [float(v) for v in value]
+    return value
+
+
 def to_float_normalized(
     images: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
@@ -79,6 +137,9 @@ class BatchAugmentation:
     augment: bool = True  # the random crop (of the image zero-padded by crop_padding) and flip
     crop_padding: int = 4
     hflip: bool = True
+    # a random-resized crop instead of the padded one: [min, max] fraction of the image's area
+    crop_scale: Sequence[float] | None = None
+    crop_ratio: Sequence[float] = (3 / 4, 4 / 3)  # its aspect ratios (width / height)
     rand_augment: int | None = None  # torchvision's RandAugment magnitude (2 ops), per image
     random_erasing: float = 0.0  # the probability an image has a rectangle erased
     mixup_alpha: float = 0.0  # MixUp's Beta(alpha, alpha); 0: none
@@ -120,7 +181,10 @@ class ImageBatchTransform:
     ) -> tuple:
         x, y = batch[0], batch[1]
         aug = self.augmentation
-        if train and aug.augment:
+        if train and aug.augment and aug.crop_scale is not None:
+            x = random_resized_crop(x, aug.crop_scale, aug.crop_ratio)
+            x = random_flip(x) if aug.hflip else x
+        elif train and aug.augment:
             x = random_crop_flip(x, aug.crop_padding, aug.hflip)
         if train and self.rand_augment is not None:
             x = torch.stack([self.rand_augment(image) for image in x])
@@ -148,6 +212,22 @@ def check_augment_args(
     crop_padding = augmentation.crop_padding
     if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
         raise SFTError(f"data.crop_padding must be an integer >= 0, got {crop_padding!r}")
+    ranges = (
+        ("crop_scale", augmentation.crop_scale, 1, "fractions of the image's area in (0, 1]"),
+        ("crop_ratio", augmentation.crop_ratio, None, "aspect ratios (width / height) above 0"),
+    )
+    for key, pair, most, what in ranges:
+        if pair is None and key == "crop_scale":
+            continue
+        numbers = isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2
+        numbers = numbers and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in pair
+        )
+        if not numbers or not 0 < pair[0] <= pair[1] or (most is not None and pair[1] > most):
+            example = "[0.08, 1.0]" if key == "crop_scale" else "[0.75, 1.333]"
+            raise SFTError(
+                f"data.{key} must be [min, max], {what}, min <= max (e.g. {example}), got {pair!r}"
+            )
     magnitude = augmentation.rand_augment
     if magnitude is not None and (
         isinstance(magnitude, bool) or not isinstance(magnitude, int) or not 0 <= magnitude <= 30

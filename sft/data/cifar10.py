@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sft.contracts import CIFAR10
+from sft.data.augment import number_list
 from sft.data.base import (
     ImageDataModule,
     TensorBatchDataset,
@@ -195,6 +196,8 @@ class CIFAR10DataModule(ImageDataModule):
         augment: bool = True,
         crop_padding: int = 4,
         hflip: bool = True,
+        crop_scale: Sequence[float] | None = None,
+        crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
         rand_augment: int | None = None,
         random_erasing: float = 0.0,
         mixup_alpha: float = 0.0,
@@ -214,6 +217,7 @@ class CIFAR10DataModule(ImageDataModule):
         if not 0 < val_size < TRAIN_SIZE:
             raise SFTError(f"data.val_size must be in 1..{TRAIN_SIZE - 1}, got {val_size}")
         check_few_label_args(train_fraction, samples_per_class)
+        crop_scale, crop_ratio = number_list(crop_scale), number_list(crop_ratio)
         # the statistics used, as plain lists, so hparams round-trip through yaml
         mean, std = self._init_transform(
             augment,
@@ -221,6 +225,8 @@ class CIFAR10DataModule(ImageDataModule):
             hflip,
             mean,
             std,
+            crop_scale=crop_scale,
+            crop_ratio=crop_ratio,
             rand_augment=rand_augment,
             random_erasing=random_erasing,
             mixup_alpha=mixup_alpha,

@@ -23,6 +23,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sft.contracts import IMAGENET, InputSpec
+from sft.data.augment import number_list
 from sft.data.base import ImageDataModule, absolute_dir, check_batch_size
 from sft.data.image_decode import (
     DECODE_ERRORS,
@@ -341,6 +342,8 @@ class ImageFolderDataModule(ImageDataModule):
         augment: bool = True,
         crop_padding: int = 4,
         hflip: bool = True,
+        crop_scale: Sequence[float] | None = None,
+        crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
         rand_augment: int | None = None,
         random_erasing: float = 0.0,
         mixup_alpha: float = 0.0,
@@ -370,12 +373,15 @@ class ImageFolderDataModule(ImageDataModule):
         ):
             raise SFTError(f"data.val_size must be an integer >= 1 or null, got {val_size!r}")
         check_few_label_args(train_fraction, samples_per_class)
+        crop_scale, crop_ratio = number_list(crop_scale), number_list(crop_ratio)
         mean, std = self._init_transform(
             augment,
             crop_padding,
             hflip,
             mean,
             std,
+            crop_scale=crop_scale,
+            crop_ratio=crop_ratio,
             rand_augment=rand_augment,
             random_erasing=random_erasing,
             mixup_alpha=mixup_alpha,
