@@ -243,6 +243,31 @@ def test_a_run_continued_on_other_training_data_is_warned(tmp_path, token_cache,
         edited.load_state_dict(state)
 
 
+def test_a_cache_file_of_another_user_is_not_read(tmp_path, monkeypatch, caplog):
+    """Whoever could write to a shared cache folder could change the labels a run trained on:
+    a cache file owned by another user (not root) is tokenised afresh, with a warning."""
+    import os
+
+    _tiny_tsv(tmp_path / "d", [("good", "1"), ("bad", "0"), ("fine", "1"), ("awful", "0")])
+    cache = tmp_path / "cache"
+    first = make_dm(tmp_path / "d", cache, batch_size=2)
+    first.setup("fit")
+    path = first.cache_files["train"]
+    poisoned = torch.load(path, weights_only=True)
+    poisoned["labels"] = 1 - poisoned["labels"]
+    torch.save(poisoned, path)
+    if os.getuid() == 0:
+        os.chown(path, 4242, -1)
+    else:  # a file of this user, read as by another
+        real = os.getuid()
+        monkeypatch.setattr(os, "getuid", lambda: real + 1)
+    again = make_dm(tmp_path / "d", cache, batch_size=2)
+    with logs_warning(caplog, r"belongs to another user \(uid \d+\), who could have changed"):
+        again.setup("fit")
+    assert not again.cache_hits["train"]
+    assert again.train_data.labels.tolist() == first.train_data.labels.tolist()
+
+
 def test_token_cache_misses_on_changes(tmp_path):
     rows = [("a fine film", "1"), ("a dull film", "0"), ('"quoted" words', "1")]
     _tiny_tsv(tmp_path / "d", rows)

@@ -218,9 +218,27 @@ def save_split(split: TokenizedSplit, path: Path) -> None:
     atomic_torch_save(split.state(), path)
 
 
+def foreign_owner(path: Path) -> int | None:
+    """The owner of `path` where it is neither this user nor root (None otherwise, and where
+    the system has no file owners): whoever owns a cache file can change the labels and tokens
+    a run trains on, which nothing else in the file would show."""
+    if not hasattr(os, "getuid"):
+        return None
+    owner = path.stat().st_uid
+    return owner if owner not in (os.getuid(), 0) else None
+
+
 def load_split(path: Path) -> TokenizedSplit | None:
-    """The cached split, or None when absent or unreadable (it is then rebuilt)."""
+    """The cached split, or None when absent, unreadable or another user's (it is then
+    rebuilt)."""
     if not path.is_file():
+        return None
+    owner = foreign_owner(path)
+    if owner is not None:  # (was: read, whoever wrote it, in a cache folder others can write)
+        log.warning(
+            f"tokens: cache file {path} belongs to another user (uid {owner}), who could have "
+            "changed its labels or tokens: not read; tokenizing again"
+        )
         return None
     try:
         return TokenizedSplit.from_state(load_weights_only(path))
