@@ -473,6 +473,32 @@ def test_resume_auto_picks_the_run_with_the_newest_last_checkpoint(tmp_path):
     assert cfg.hydra.output_subdir == ".hydra"
 
 
+def test_resume_auto_prefers_the_newest_run_with_the_commands_settings(tmp_path, caplog):
+    """Two interrupted runs of one experiment with other learning rates: resume=auto with one's
+    settings continued whichever checkpointed last, with the other's settings from then on
+    (a warning named them). It now continues the newest run of the same settings, where one
+    is, else the newest."""
+    exp = tmp_path / "outputs" / "train" / "exp"
+    common = [f"paths.log_dir={tmp_path / 'outputs'}", "name=exp"]
+    runs = {}
+    for n, lr in enumerate(["0.1", "0.01", "0.1"]):  # the 0.1 runs: the first and the last
+        run = make_run(exp, f"2026-01-0{n + 1}_00-00-00", mtime=2_000_000_000 + n)
+        RunResult(
+            status="interrupted", output_dir=str(run), overrides=[*common, f"model.lr_head={lr}"]
+        ).write()
+        runs[n] = run
+    os.utime(runs[1] / "checkpoints" / "last.ckpt", (2_000_000_100, 2_000_000_100))  # newest
+    with caplog.at_level(logging.INFO, logger="sft.runs.directories"):
+        cfg = run_start_config([*common, "model.lr_head=1e-1", "resume=auto"])
+    assert cfg.hydra.run.dir == str(runs[2].resolve())  # 1e-1 is 0.1: the same setting
+    assert "the newest run with this command's settings (1 newer run has others)" in caplog.text
+    cfg = run_start_config([*common, "model.lr_head=0.01", "resume=auto"])
+    assert cfg.hydra.run.dir == str(runs[1].resolve())
+    # no run of these settings: the newest, as before (its other settings are warned about)
+    cfg = run_start_config([*common, "model.lr_head=0.5", "resume=auto"])
+    assert cfg.hydra.run.dir == str(runs[1].resolve())
+
+
 def test_a_run_directory_given_on_the_command_line_is_used_as_given(tmp_path):
     given = tmp_path / "mine"
     cfg = run_start_config([f"hydra.run.dir={given}"])

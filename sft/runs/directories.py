@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from sft.runs.result import (
     RESULT_FILE,
     RunResult,
     command_task,
+    differing_continued_overrides,
     differing_overrides,
     overrides_key,
     record_file,
@@ -79,12 +81,27 @@ def trainer_last_checkpoint(trainer: Trainer) -> Path:
     return last_checkpoint(trainer.default_root_dir)
 
 
-def latest_resumable_run(experiment_dir: str | Path) -> Path | None:
-    """The run directory under `experiment_dir` whose last.ckpt was written most recently."""
+def latest_resumable_run(
+    experiment_dir: str | Path, overrides: Sequence[str] | None = None
+) -> Path | None:
+    """The run directory under `experiment_dir` whose last.ckpt was written most recently; given
+    the command's `overrides`, the newest of the runs whose result.json records the same
+    settings where there is one (was: the newest whatever its settings, e.g. a run of another
+    learning rate interrupted later; it then continued with this command's, with a warning)."""
     candidates = list(Path(experiment_dir).glob(f"*/{LAST_CHECKPOINT.as_posix()}"))
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: p.stat().st_mtime).parents[1]
+    runs = [p.parents[1] for p in sorted(candidates, key=lambda p: -p.stat().st_mtime)]
+    if not runs or overrides is None:
+        return runs[0] if runs else None
+    for newer, run in enumerate(runs):
+        recorded = recorded_overrides(run / RESULT_FILE)
+        if recorded is not None and differing_continued_overrides(overrides, recorded) == ([], []):
+            if newer:
+                log.info(
+                    f"resume=auto: {run}, the newest run with this command's settings ({newer} "
+                    f"newer {'run has' if newer == 1 else 'runs have'} others)"
+                )
+            return run
+    return runs[0]
 
 
 def reserve_fresh_dir(base: str | Path) -> Path:
@@ -101,13 +118,16 @@ def reserve_fresh_dir(base: str | Path) -> Path:
     raise SFTError(f"could not find a free run directory next to {base}")
 
 
-def choose_run_dir(resume: str | None, fresh: str | Path) -> Path:
-    """The directory of a run whose fresh directory would be `fresh` (see the module docstring).
-    SFTError for a `resume=` path that is not a directory, before any directory is made."""
+def choose_run_dir(
+    resume: str | None, fresh: str | Path, overrides: Sequence[str] | None = None
+) -> Path:
+    """The directory of a run whose fresh directory would be `fresh` (see the module docstring;
+    `overrides`: the command's, which resume=auto prefers a run of). SFTError for a `resume=`
+    path that is not a directory, before any directory is made."""
     fresh = Path(fresh)
     found = None
     if resume == "auto":
-        found = latest_resumable_run(fresh.parent)
+        found = latest_resumable_run(fresh.parent, overrides)
     elif resume is not None:
         found = resumed_run_dir(resume)
     return (found if found is not None else reserve_fresh_dir(fresh)).resolve()
@@ -498,7 +518,8 @@ class RunDirectory(Callback):
         else:
             # one error line and exit 1 here: Hydra would print its own report, after making
             # a run directory for a run that cannot start
-            chosen = report_user_errors(lambda: choose_run_dir(resume, given))
+            overrides = run_overrides(as_written(hydra_cfg.overrides.task))
+            chosen = report_user_errors(lambda: choose_run_dir(resume, given, overrides))
         if not is_rank_process():
             report_user_errors(lambda: hold_run_dir(chosen))
             self._held = chosen
