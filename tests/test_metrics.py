@@ -173,3 +173,26 @@ def test_a_metric_an_installed_package_registers_is_known_by_name(tmp_path, monk
     logits = torch.tensor([[3.0, 2.0, 1.0], [3.0, 1.0, 2.0]])
     model.val_metrics.update(logits, torch.tensor([1, 1]))
     assert model.val_metrics.compute()["val/top2"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("metric", "mode"),
+    [
+        ("val/ece", "min"),
+        ("val/loss", "min"),
+        ("val/error_rate", "min"),
+        ("val/acc", "max"),
+        ("val/top5", "max"),
+        ("val/precision", "max"),
+        ("val/mcc", "max"),
+    ],
+)
+def test_checkpoints_and_early_stopping_rank_a_calibration_error_lowest_first(
+    tmp_path, metric, mode
+):
+    """val/ece is better lower: the best checkpoint was the worst calibrated (mode max)."""
+    cfg = compose_config(
+        "train", [*FAST, f"callbacks.model_checkpoint.monitor={metric}"], tmp_path / "run"
+    )
+    assert cfg.callbacks.model_checkpoint.mode == mode
+    assert cfg.callbacks.early_stopping.mode == mode

@@ -120,9 +120,13 @@ def ranked_by(monitor: Any) -> str:
 
 
 def metric_mode(metric: str) -> str:
-    """ "min" for a loss (its name says so), "max" for everything else: how sweeps, Optuna's
-    direction and sft-compare rank runs by a metric unless told otherwise."""
-    return "min" if "loss" in metric.lower() else "max"
+    """ "min" for a loss or an error (its name says so), "max" for everything else: how
+    checkpoints, early stopping, sweeps, Optuna's direction and sft-compare rank by a metric
+    unless told otherwise (was: val/ece ranked highest first)."""
+    name = metric.lower()
+    # `ece`: model.metrics' expected calibration error, as a word (not "piece")
+    lower = "loss" in name or "error" in name or "ece" in re.split(r"[^a-z0-9]+", name)
+    return "min" if lower else "max"
 
 
 def config_subdir(run_dir: str) -> str:
