@@ -4,6 +4,7 @@ split, and a mistake in the list as one line before anything is built."""
 import itertools
 import json
 import logging
+import math
 import re
 
 import pytest
@@ -66,6 +67,24 @@ def test_each_metric_is_scikit_learns(num_classes):
     assert computed("ece", logits, labels) == pytest.approx(ece, abs=1e-5)
 
 
+def test_edge_cases_are_scikit_learns():
+    """A class absent from a split's labels has no AUROC (torchmetrics' macro average counted it
+    as 0); a model predicting one class has a Matthews correlation of 0 (torchmetrics' two-class
+    fallback gave +-0.026 on CoLA's validation split sizes)."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(4, (200,), generator=generator)  # class 4 of 5 never a label
+    logits = torch.randn(200, 5, generator=generator)
+    logits[torch.arange(200), labels] += 1.0
+    probs, y = logits.softmax(1).numpy(), labels.numpy()
+    present = [skm.roc_auc_score(y == c, probs[:, c]) for c in range(4)]
+    assert computed("auroc", logits, labels) == pytest.approx(sum(present) / 4, abs=1e-5)
+    one_class = torch.tensor([1] * 721 + [0] * 322)
+    always_1 = torch.tensor([[0.0, 1.0]]).expand(len(one_class), -1)
+    assert computed("mcc", always_1, one_class) == 0.0
+    assert skm.matthews_corrcoef(one_class.numpy(), always_1.argmax(1).numpy()) == 0.0
+    assert math.isnan(computed("auroc", logits[:10], torch.zeros(10, dtype=torch.long)))
+
+
 def test_a_run_logs_the_listed_metrics_for_each_split_and_eval_scores_them(
     tmp_path, monkeypatch, capsys
 ):
@@ -86,7 +105,7 @@ def test_a_run_logs_the_listed_metrics_for_each_split_and_eval_scores_them(
     scored = evaluate(compose_config("eval", [f"ckpt_path={best}", *cpu], tmp_path / "eval"))
     assert {"test/top5", "test/mcc", "test/auroc"} <= set(scored) and "test/ece" not in scored
     # others than the run logged
-    others = [f"ckpt_path={best}", "metrics=[acc,ece]", *cpu]
+    others = [f"ckpt_path={best}", "metrics=[ece]", *cpu]  # acc is always scored
     scored = evaluate(compose_config("eval", others, tmp_path / "eval2"))
     assert {"test/acc", "test/ece"} <= set(scored) and "test/top5" not in scored
     status, stderr = run_main(
@@ -106,6 +125,7 @@ def test_a_run_logs_the_listed_metrics_for_each_split_and_eval_scores_them(
         (["f1"], 2, "model.metrics: ['f1'] leaves out 'acc'"),
         (["acc", "f1", "acc"], 2, "model.metrics: 'acc' is listed twice"),
         ("acc", 2, "model.metrics: expected a list of metric names"),
+        ({"a": 1}, 2, "model.metrics: expected a list of metric names"),
     ],
 )
 def test_a_mistake_in_the_list_is_named(names, num_classes, expected):
@@ -196,3 +216,38 @@ def test_checkpoints_and_early_stopping_rank_a_calibration_error_lowest_first(
     )
     assert cfg.callbacks.model_checkpoint.mode == mode
     assert cfg.callbacks.early_stopping.mode == mode
+
+
+def test_a_monitored_metric_model_metrics_does_not_list_is_named_before_training(
+    tmp_path, monkeypatch, capsys
+):
+    args = [*FAST, "model.metrics=[acc,f1]", "callbacks.model_checkpoint.monitor=val/mcc"]
+    status, stderr = run_main("train", args, tmp_path, monkeypatch, capsys)
+    assert_one_error_line(
+        status,
+        stderr,
+        "EarlyStopping and ModelCheckpoint monitor 'val/mcc', which this run does not log: "
+        "model.metrics does not list mcc (model.metrics=[acc,f1,mcc])",
+    )
+    assert "Sanity Checking" not in stderr and "sanity check" not in stderr
+
+
+def test_a_checkpoint_naming_a_metric_not_installed_here_still_loads(tmp_path, caplog):
+    """A run that logged a plugin's metric: its checkpoint predicts and exports where the plugin
+    is not installed (was: "no metric named ..."), the metric left out with a warning."""
+    from lightning.pytorch import Trainer
+
+    from sft.models import load_classifier
+
+    model = SFTClassifier(backbone=SMALL_CNN, num_classes=3)
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    path = tmp_path / "plugin.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=True)
+    state["hyper_parameters"]["metrics"] = ["acc", "top2"]
+    torch.save(state, path)
+    with caplog.at_level(logging.WARNING):
+        loaded = load_classifier(path)
+    assert "its run logged top2, which no installed package registers" in caplog.text
+    assert set(loaded.val_metrics) == {"val/acc"}

@@ -44,7 +44,7 @@ from sft.models.loading import (
     load_classifier,
     trained_data_config,
 )
-from sft.models.metrics import check_metric_names
+from sft.models.metrics import check_metric_names, is_name_list
 from sft.runs.result import RunRecorder
 from sft.runs.resume import trained_epochs
 from sft.utils.checkpoint_io import read_checkpoint
@@ -364,6 +364,8 @@ def evaluate(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, 
     metrics = OmegaConf.to_object(metrics) if isinstance(metrics, Container) else metrics
     num_classes = checkpoint.get("hyper_parameters", {}).get("num_classes")
     if metrics is not None and isinstance(num_classes, int):  # before the data is read
+        if is_name_list(metrics) and "acc" not in metrics:  # always scored, as in training
+            metrics = ["acc", *metrics]
         metrics = check_metric_names(metrics, num_classes, key="metrics")
     # before the config is printed: `data=` configs may interpolate the checkpoint's model
     data_cfg = data_config_for_checkpoint(cfg, checkpoint) if cfg.get("data") else None

@@ -61,7 +61,12 @@ from sft.models.linear_probe import (
     extract_features,
     fit_logistic_regression,
 )
-from sft.models.metrics import check_metric_names, create_metrics
+from sft.models.metrics import (
+    DEFAULT_METRICS,
+    check_metric_names,
+    create_metrics,
+    unregistered,
+)
 from sft.models.norm_folding import (
     fold_frozen_norms,
     folded_activations,
@@ -896,6 +901,8 @@ class SFTClassifier(L.LightningModule):
             # Lightning casts them after this hook under trainer.precision=bf16-true (hashed at
             # the first save, they were the bf16-rounded ones, and every reader refused them)
             self._base_hash = self._frozen_weights_hash()
+        if stage == "fit":
+            self._check_monitors_logged()
         datamodule = self._datamodule()
         if getattr(datamodule, "input_configured", True) is False and self.input_spec.modality:
             # sft's entry points call it; a user's own script with a plain Trainer may not
@@ -931,6 +938,29 @@ class SFTClassifier(L.LightningModule):
             raise SFTError(
                 f"model.num_classes={self.hparams.num_classes} but the data has {counted} "
                 f"({type(datamodule).__name__}); {fix}"
+            )
+
+    def _check_monitors_logged(self) -> None:
+        """SFTError for a callback monitoring one of model.metrics' metrics this model does not
+        log, before anything runs (was: named after the sanity check, with no word of
+        model.metrics)."""
+        hooks = ("validation_step", "on_validation_epoch_end", "on_validation_end")
+        if any(getattr(type(self), h) is not getattr(SFTClassifier, h) for h in hooks):
+            return  # a subclass's own validation may log it
+        logged = set(self.val_metrics) | set(self.test_metrics)
+        watching: dict[str, list[str]] = {}
+        for callback in self.trainer.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            split, _, name = str(monitor).partition("/")
+            if split in ("val", "test") and monitor not in logged and not unregistered([name]):
+                watching.setdefault(monitor, []).append(type(callback).__name__)
+        for monitor, names in watching.items():
+            name = monitor.partition("/")[2]
+            listed = [*(self.hparams.get("metrics") or DEFAULT_METRICS), name]
+            verb = "monitors" if len(names) == 1 else "monitor"
+            raise SFTError(
+                f"{' and '.join(dict.fromkeys(names))} {verb} '{monitor}', which this run does "
+                f"not log: model.metrics does not list {name} (model.metrics=[{','.join(listed)}])"
             )
 
     def _frozen_weights_hash(self) -> str:

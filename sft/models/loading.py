@@ -25,6 +25,7 @@ from sft.models.adapters import (
 )
 from sft.models.backbones import create_backbone, local_paths_read, resolve_input_spec
 from sft.models.classifier import SFTClassifier
+from sft.models.metrics import is_name_list, unregistered
 from sft.utils.checkpoint_io import (
     check_no_interpolations,
     checkpoint_settings,
@@ -213,6 +214,15 @@ def load_classifier(
     hparams["compile"] = False
     if metrics is not None:
         hparams["metrics"] = list(metrics)
+    elif is_name_list(hparams.get("metrics")) and (unknown := unregistered(hparams["metrics"])):
+        # a metric of a plugin not installed here: nothing predicting or exporting needs it
+        # (was: "no metric named ..." for sft-predict and sft-export too)
+        log.warning(
+            f"checkpoint {path}: its run logged {', '.join(unknown)}, which no installed "
+            "package registers (an sft.metrics plugin): left out (sft-eval's metrics=[...] "
+            "chooses the metrics to score)"
+        )
+        hparams["metrics"] = [m for m in hparams["metrics"] if m not in unknown]
     cls = _model_class(checkpoint, path)
     try:
         # (was: training's lines, "model: N of N parameters train (100.00 %)", FastDropout's, in
