@@ -243,29 +243,54 @@ def test_a_run_continued_on_other_training_data_is_warned(tmp_path, token_cache,
         edited.load_state_dict(state)
 
 
-def test_a_cache_file_of_another_user_is_not_read(tmp_path, monkeypatch, caplog):
-    """Whoever could write to a shared cache folder could change the labels a run trained on:
-    a cache file owned by another user (not root) is tokenised afresh, with a warning."""
+def test_a_cache_file_of_another_user_a_link_or_another_keys_is_not_read(
+    tmp_path, monkeypatch, caplog
+):
+    """Whoever could write to a shared cache folder could change the labels a run trained on: a
+    cache file owned by another user (not root), a link, or a file of another key (renamed) is
+    not read; this user's own file takes its place."""
     import os
 
     _tiny_tsv(tmp_path / "d", [("good", "1"), ("bad", "0"), ("fine", "1"), ("awful", "0")])
     cache = tmp_path / "cache"
     first = make_dm(tmp_path / "d", cache, batch_size=2)
     first.setup("fit")
+    truth = first.train_data.labels.tolist()
     path = first.cache_files["train"]
     poisoned = torch.load(path, weights_only=True)
     poisoned["labels"] = 1 - poisoned["labels"]
+
+    def read_again() -> TextClassificationDataModule:
+        dm = make_dm(tmp_path / "d", cache, batch_size=2)
+        dm.setup("fit")
+        assert dm.train_data.labels.tolist() == truth
+        return dm
+
+    # a file of another key, renamed onto this one's name
+    torch.save({**poisoned, "key": "another"}, path)
+    with logs_warning(caplog, r"holds another split's tokens; tokenizing again"):
+        assert not read_again().cache_hits["train"]
+    # a link to a poisoned file
+    elsewhere = tmp_path / "elsewhere.pt"
+    torch.save(poisoned, elsewhere)
+    path.unlink()
+    path.symlink_to(elsewhere)
+    with logs_warning(caplog, r"is a link, who could have changed its labels or tokens: not read"):
+        linked = read_again()
+    own = linked.cache_files["train"]
+    assert own.name.endswith(f"-uid{os.getuid()}.pt") and own.is_file()
+    assert read_again().cache_hits["train"]  # this user's own file, from then on
+    # another user's file
+    path.unlink()
     torch.save(poisoned, path)
+    own.unlink()
     if os.getuid() == 0:
         os.chown(path, 4242, -1)
     else:  # a file of this user, read as by another
         real = os.getuid()
         monkeypatch.setattr(os, "getuid", lambda: real + 1)
-    again = make_dm(tmp_path / "d", cache, batch_size=2)
     with logs_warning(caplog, r"belongs to another user \(uid \d+\), who could have changed"):
-        again.setup("fit")
-    assert not again.cache_hits["train"]
-    assert again.train_data.labels.tolist() == first.train_data.labels.tolist()
+        assert not read_again().cache_hits["train"]
 
 
 def test_token_cache_misses_on_changes(tmp_path):

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
@@ -39,8 +40,9 @@ log = logging.getLogger(__name__)
 # warnings are kept, and said on a hit too; 5: with the count of texts cut at max_length; 6: the
 # warning on CSV-quoted texts in a file read without quoting, and -1 test labels as unlabelled;
 # 7: the warning on blank lines of a one-column file; 8: a Hugging Face ClassLabel read by its
-# names, null texts empty, JSON arrays, JSONL blank lines warned about and keys written twice).
-CACHE_VERSION = 8
+# names, null texts empty, JSON arrays, JSONL blank lines warned about and keys written twice;
+# 9: the cache key kept in the file).
+CACHE_VERSION = 9
 # Rows per tokenizer call: bounds the Python lists alive at once on large user files.
 TOKENIZE_CHUNK = 8192
 
@@ -212,42 +214,77 @@ def tokenize(tokenizer: Any, examples: TextExamples, max_length: int) -> Tokeniz
     )
 
 
-def save_split(split: TokenizedSplit, path: Path) -> None:
+def save_split(split: TokenizedSplit, path: Path, key: str) -> None:
     """Atomic: readers see the old file, no file, or the whole new one (also when ranks on
-    several hosts share one cache folder)."""
-    atomic_torch_save(split.state(), path)
+    several hosts share one cache folder). `key`: the cache key, kept in the file too."""
+    atomic_torch_save({**split.state(), "key": key}, path)
 
 
-def foreign_owner(path: Path) -> int | None:
-    """The owner of `path` where it is neither this user nor root (None otherwise, and where
-    the system has no file owners): whoever owns a cache file can change the labels and tokens
-    a run trains on, which nothing else in the file would show."""
+def _foreign_owner(status: os.stat_result) -> int | None:
+    """The owner of a file of `status` where it is neither this user nor root; None otherwise,
+    and where the system has no file owners."""
     if not hasattr(os, "getuid"):
         return None
-    owner = path.stat().st_uid
-    return owner if owner not in (os.getuid(), 0) else None
+    return status.st_uid if status.st_uid not in (os.getuid(), 0) else None
 
 
-def load_split(path: Path) -> TokenizedSplit | None:
-    """The cached split, or None when absent, unreadable or another user's (it is then
-    rebuilt)."""
-    if not path.is_file():
-        return None
-    owner = foreign_owner(path)
-    if owner is not None:  # (was: read, whoever wrote it, in a cache folder others can write)
-        log.warning(
-            f"tokens: cache file {path} belongs to another user (uid {owner}), who could have "
-            "changed its labels or tokens: not read; tokenizing again"
-        )
-        return None
+def cache_path(cache_dir: Path, name: str, key: str) -> Path:
+    """`<cache_dir>/<name>-<key>.pt`; where that is a link or another user's file, this user's
+    own `<name>-<key>-uid<N>.pt`, with a warning: whoever owns a cache file can change the labels
+    and tokens a run trains on, which nothing in it would show (was: read, whoever wrote it, in
+    a cache folder others can write to; and rewritten by each user in turn)."""
+    path = cache_dir / f"{name}-{key}.pt"
     try:
-        return TokenizedSplit.from_state(load_weights_only(path))
-    except Exception as e:
-        # not torch's whole message: it advises loading the file unsafely, or filing an issue
-        log.warning(
-            f"tokens: cache file {path} is unreadable ({load_failure(e)}); tokenizing again"
-        )
+        status = path.lstat()
+    except OSError:  # none yet (or unreadable: said when it is read)
+        return path
+    if stat.S_ISLNK(status.st_mode):
+        why = "is a link"
+    elif (owner := _foreign_owner(status)) is not None:
+        why = f"belongs to another user (uid {owner})"
+    else:
+        return path
+    own = path.with_name(f"{name}-{key}-uid{os.getuid()}.pt")
+    log.warning(
+        f"tokens: cache file {path} {why}, who could have changed its labels or tokens: not "
+        f"read; this user's cache of it is {own.name}"
+    )
+    return own
+
+
+def load_split(path: Path, key: str) -> TokenizedSplit | None:
+    """The cached split of `key`, or None when absent, unreadable, a link, another user's or of
+    another key (a file renamed): it is then rebuilt."""
+    # opened once, without following a link, and its owner read from the open file: no file
+    # swapped in between the check and the read
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
         return None
+    except OSError as e:
+        log.warning(f"tokens: cache file {path} cannot be opened ({e}); tokenizing again")
+        return None
+    with os.fdopen(fd, "rb") as file:
+        owner = _foreign_owner(os.fstat(file.fileno()))
+        if owner is not None:
+            log.warning(
+                f"tokens: cache file {path} belongs to another user (uid {owner}), who could "
+                "have changed its labels or tokens: not read; tokenizing again"
+            )
+            return None
+        try:
+            state = load_weights_only(file)
+            split = TokenizedSplit.from_state(state)
+        except Exception as e:
+            # not torch's whole message: it advises loading the file unsafely, or filing an issue
+            log.warning(
+                f"tokens: cache file {path} is unreadable ({load_failure(e)}); tokenizing again"
+            )
+            return None
+    if state.get("key") != key:
+        log.warning(f"tokens: cache file {path} holds another split's tokens; tokenizing again")
+        return None
+    return split
 
 
 def cached_tokenize(
@@ -266,14 +303,14 @@ def cached_tokenize(
     key = cache_key(
         {**key_parts, "tokenizer": tokenizer_digest(tokenizer), "max_length": max_length}
     )
-    path = cache_dir / f"{name}-{key}.pt"
-    split = load_split(path)
+    path = cache_path(cache_dir, name, key)
+    split = load_split(path, key)
     if split is not None:
         log.info(f"tokens: cache hit {path}")
         return split, path, True
     split = tokenize(tokenizer, read(), max_length)
     try:
-        save_split(split, path)
+        save_split(split, path, key)
     except (OSError, SFTError) as e:  # a read-only or full cache costs time, not correctness
         log.warning(f"tokens: could not write the cache {path} ({e}); set data.cache_dir")
     else:

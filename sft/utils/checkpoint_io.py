@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
@@ -28,8 +28,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_weights_only(path: str | Path, mmap: bool = False) -> Any:
-    """`torch.load(path, weights_only=True)` on the CPU, without torch's warnings about a
+def load_weights_only(path: str | Path | BinaryIO, mmap: bool = False) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU (`path`: or a file open for reading), without torch's warnings about a
     TorchScript archive or a pickle protocol above 2: the errors sft raises for them say so.
     `mmap`: tensors are read when used (a checkpoint's counters alone, not its weights)."""
     with warnings.catch_warnings():
