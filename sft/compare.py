@@ -30,8 +30,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from sft import entry_points
-from sft.errors import SFTError, first_line, report_user_errors
-from sft.runs.result import RESULT_FILE, UNFINISHED, RunResult, override_settings, run_overrides
+from sft.errors import SFTError, report_user_errors
+from sft.runs.result import (
+    RESULT_FILE,
+    UNFINISHED,
+    RunResult,
+    override_settings,
+    run_overrides,
+    started_overrides,
+)
 from sft.utils.config import metric_mode
 from sft.utils.io import atomic_write, check_not_a_folder, check_not_written
 from sft.utils.logs import first_few
@@ -267,22 +274,10 @@ def _overrides(run_dir: Path, result: RunResult | None) -> list[str]:
     if result is not None:
         overrides = result.overrides
     else:  # a run from before result.json, or whose record is not readable
-        overrides_file = run_dir / ".hydra" / "overrides.yaml"
         try:
-            # unresolved: a sweeper's overrides may hold ${hydra:...}, which only Hydra resolves
-            overrides = (
-                OmegaConf.to_container(OmegaConf.load(overrides_file), resolve=False)
-                if overrides_file.is_file()
-                else []
-            )
-        except Exception as e:  # hand-edited, or a YAML tag OmegaConf refuses (was: traceback)
-            overrides = e
-        if not isinstance(overrides, list):
-            why = first_line(overrides) if isinstance(overrides, Exception) else "not a list"
-            log.warning(
-                f"warning: {overrides_file} cannot be read ({why}): the run is labelled "
-                "without its overrides"
-            )
+            overrides = started_overrides(run_dir) or []
+        except SFTError as e:  # (was: a traceback)
+            log.warning(f"warning: {e}: the run is labelled without its overrides")
             overrides = []
     return [o for o in run_overrides([str(o) for o in overrides]) if not o.startswith("resume=")]
 

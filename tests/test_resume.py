@@ -491,9 +491,22 @@ def test_resume_auto_prefers_the_newest_run_with_the_commands_settings(tmp_path,
     with caplog.at_level(logging.INFO, logger="sft.runs.directories"):
         cfg = run_start_config([*common, "model.lr_head=1e-1", "resume=auto"])
     assert cfg.hydra.run.dir == str(runs[2].resolve())  # 1e-1 is 0.1: the same setting
-    assert "the newest run with this command's settings (1 newer run has others)" in caplog.text
+    assert "the newest run with this command's settings (1 newer run has other settings" in (
+        caplog.text
+    )
     cfg = run_start_config([*common, "model.lr_head=0.01", "resume=auto"])
     assert cfg.hydra.run.dir == str(runs[1].resolve())
+    # continued for longer: the run length tells no runs apart
+    cfg = run_start_config([*common, "model.lr_head=0.1", "trainer.max_epochs=9", "resume=auto"])
+    assert cfg.hydra.run.dir == str(runs[2].resolve())
+    # a run killed before it wrote result.json: the overrides Hydra recorded as it started
+    (runs[2] / "result.json").unlink()
+    (runs[2] / ".hydra").mkdir(exist_ok=True)
+    (runs[2] / ".hydra" / "overrides.yaml").write_text(
+        "".join(f"- {o}\n" for o in [*common, "model.lr_head=0.1"])
+    )
+    cfg = run_start_config([*common, "model.lr_head=0.1", "resume=auto"])
+    assert cfg.hydra.run.dir == str(runs[2].resolve())
     # no run of these settings: the newest, as before (its other settings are warned about)
     cfg = run_start_config([*common, "model.lr_head=0.5", "resume=auto"])
     assert cfg.hydra.run.dir == str(runs[1].resolve())

@@ -43,6 +43,7 @@ from sft.runs.result import (
     recorded_overrides,
     run_overrides,
     same_overrides,
+    started_overrides,
 )
 from sft.utils.config import (
     MULTIRUN_RECORD,
@@ -54,6 +55,7 @@ from sft.utils.config import (
 )
 from sft.utils.ddp_ranks import is_job_rank, is_rank_process
 from sft.utils.io import expand_home, file_in_the_way
+from sft.utils.overrides import override_key
 
 if TYPE_CHECKING:
     from lightning.pytorch import Trainer
@@ -81,24 +83,43 @@ def trainer_last_checkpoint(trainer: Trainer) -> Path:
     return last_checkpoint(trainer.default_root_dir)
 
 
+# settings a continued run changes to train for longer or shorter: not what tells runs apart
+RUN_LENGTH = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")
+
+
+def _same_settings(run_dir: Path, overrides: Sequence[str]) -> bool | None:
+    """Whether the run of `run_dir` was given `overrides`' settings, its length aside (from its
+    result.json, else the overrides Hydra recorded as it started: a run killed before it wrote
+    one); None where neither can be read."""
+    try:
+        recorded = recorded_overrides(run_dir / RESULT_FILE) or started_overrides(run_dir)
+    except SFTError:
+        recorded = None
+    if recorded is None:
+        return None
+    now, then = ([o for o in x if override_key(o) not in RUN_LENGTH] for x in (overrides, recorded))
+    return differing_continued_overrides(now, then) == ([], [])
+
+
 def latest_resumable_run(
     experiment_dir: str | Path, overrides: Sequence[str] | None = None
 ) -> Path | None:
     """The run directory under `experiment_dir` whose last.ckpt was written most recently; given
-    the command's `overrides`, the newest of the runs whose result.json records the same
-    settings where there is one (was: the newest whatever its settings, e.g. a run of another
-    learning rate interrupted later; it then continued with this command's, with a warning)."""
+    the command's `overrides`, the newest of the runs given the same settings (its length
+    aside: trainer.max_epochs=... continues a run for longer) where there is one (was: the
+    newest whatever its settings, e.g. a run of another learning rate interrupted later; it
+    then continued with this command's, with a warning)."""
     candidates = list(Path(experiment_dir).glob(f"*/{LAST_CHECKPOINT.as_posix()}"))
     runs = [p.parents[1] for p in sorted(candidates, key=lambda p: -p.stat().st_mtime)]
     if not runs or overrides is None:
         return runs[0] if runs else None
     for newer, run in enumerate(runs):
-        recorded = recorded_overrides(run / RESULT_FILE)
-        if recorded is not None and differing_continued_overrides(overrides, recorded) == ([], []):
+        if _same_settings(run, overrides):
             if newer:
                 log.info(
                     f"resume=auto: {run}, the newest run with this command's settings ({newer} "
-                    f"newer {'run has' if newer == 1 else 'runs have'} others)"
+                    f"newer {'run has' if newer == 1 else 'runs have'} other settings or no "
+                    "readable record of them)"
                 )
             return run
     return runs[0]

@@ -35,6 +35,7 @@ from sft.errors import (
     SFTError,
     TrainingInterrupted,
     find_user_error,
+    first_line,
     worker_message,
 )
 from sft.utils.config import task_overrides
@@ -266,6 +267,23 @@ def recorded_overrides(path: Path) -> list[str] | None:
     except SFTError as e:
         log.warning(f"{e}: not checked against it")
         return None
+
+
+def started_overrides(run_dir: Path) -> list[str] | None:
+    """The overrides Hydra recorded as the run started (`.hydra/overrides.yaml`, its first
+    part's: a run killed before it wrote result.json has this record only), unresolved (a
+    sweeper's may hold ${hydra:...}); None without the file; SFTError saying why one cannot be
+    read (hand-edited, a YAML tag OmegaConf refuses, not a list)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as e:
+        raise SFTError(f"{path} cannot be read ({first_line(e)})") from e
+    if not isinstance(overrides, list):
+        raise SFTError(f"{path} cannot be read (not a list)")
+    return [str(o) for o in overrides]
 
 
 # the lists of the recorders made while sft.api runs a command in this process
