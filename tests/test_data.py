@@ -402,6 +402,16 @@ def test_crop_settings_are_kept_as_plain_lists_a_checkpoint_loads(data_dir, tmp_
     assert dm.hparams.crop_scale == [0.08, 1.0] and type(dm.hparams.crop_scale) is list
     torch.save(dict(dm.hparams), tmp_path / "hparams.pt")
     assert torch.load(tmp_path / "hparams.pt", weights_only=True)["crop_scale"] == [0.08, 1.0]
+    # the random-resized crop pads nothing: a padding the padded crop refuses is left unused
+    unpadded = CIFAR10DataModule(
+        data_dir=str(data_dir),
+        samples_per_class=2,
+        batch_size=4,
+        crop_padding=40,
+        crop_scale=[0.5, 1.0],
+    )
+    unpadded.setup("fit")
+    assert unpadded.train_dataloader() is not None
 
 
 @pytest.mark.parametrize(

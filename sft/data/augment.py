@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from omegaconf import ListConfig
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
@@ -103,16 +102,6 @@ def random_flip(images: torch.Tensor) -> torch.Tensor:
     """Mirror each image of a (B, C, H, W) batch horizontally with probability 0.5."""
     flip = torch.rand(images.shape[0], device=images.device) < 0.5
     return torch.where(flip[:, None, None, None], images.flip(3), images)
-
-
-def number_list(value: object) -> object:
-    """A config's list of numbers as a plain list (hparams that checkpoints keep must not be
-    ListConfig); anything else as it is, for the checks to name."""
-    if isinstance(value, ListConfig | list | tuple) and all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in value
-    ):
-        return [float(v) for v in value]
-    return value
 
 
 def to_float_normalized(
@@ -205,6 +194,18 @@ class ImageBatchTransform:
         return (x, y, *batch[2:])
 
 
+def _check_range(
+    key: str, pair: object, what: str, example: str, most: float | None = None
+) -> None:
+    """SFTError unless `pair` is [min, max] numbers with 0 < min <= max (<= `most`)."""
+    numbers = isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2
+    numbers = numbers and all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
+    if not numbers or not 0 < pair[0] <= pair[1] or (most is not None and pair[1] > most):
+        raise SFTError(
+            f"data.{key} must be [min, max], {what}, min <= max (e.g. {example}), got {pair!r}"
+        )
+
+
 def check_augment_args(
     augmentation: BatchAugmentation, mean: Sequence[float], std: Sequence[float]
 ) -> None:
@@ -212,22 +213,20 @@ def check_augment_args(
     crop_padding = augmentation.crop_padding
     if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
         raise SFTError(f"data.crop_padding must be an integer >= 0, got {crop_padding!r}")
-    ranges = (
-        ("crop_scale", augmentation.crop_scale, 1, "fractions of the image's area in (0, 1]"),
-        ("crop_ratio", augmentation.crop_ratio, None, "aspect ratios (width / height) above 0"),
-    )
-    for key, pair, most, what in ranges:
-        if pair is None and key == "crop_scale":
-            continue
-        numbers = isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2
-        numbers = numbers and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in pair
+    if augmentation.crop_scale is not None:
+        _check_range(
+            "crop_scale",
+            augmentation.crop_scale,
+            "fractions of the image's area in (0, 1]",
+            "[0.08, 1.0]",
+            most=1,
         )
-        if not numbers or not 0 < pair[0] <= pair[1] or (most is not None and pair[1] > most):
-            example = "[0.08, 1.0]" if key == "crop_scale" else "[0.75, 1.333]"
-            raise SFTError(
-                f"data.{key} must be [min, max], {what}, min <= max (e.g. {example}), got {pair!r}"
-            )
+    _check_range(
+        "crop_ratio",
+        augmentation.crop_ratio,
+        "aspect ratios (width / height) above 0",
+        "[0.75, 1.333]",
+    )
     magnitude = augmentation.rand_augment
     if magnitude is not None and (
         isinstance(magnitude, bool) or not isinstance(magnitude, int) or not 0 <= magnitude <= 30

@@ -238,8 +238,11 @@ class ImageDataModule(SFTDataModule):
         # what trains only (sft-eval scores what trained with it), at the side the images are
         # decoded to, known by now (was: accepted, and at 100 px of padding around 16 px
         # images 97 % of the crops held padding only)
-        padding = self.transform.augmentation.crop_padding
-        if self.transform.augmentation.augment and padding >= self.image_size:
+        augmentation = self.transform.augmentation
+        padding = augmentation.crop_padding
+        # (data.crop_scale's crop pads nothing)
+        padded = augmentation.augment and augmentation.crop_scale is None
+        if padded and padding >= self.image_size:
             raise SFTError(
                 f"data.crop_padding={padding} must be below the image side, {self.image_size} "
                 "px: a random crop of the padded image could hold padding only (CIFAR-10's "

@@ -15,7 +15,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from sft.contracts import CIFAR10
-from sft.data.augment import number_list
 from sft.data.base import (
     ImageDataModule,
     TensorBatchDataset,
@@ -30,6 +29,7 @@ from sft.data.subsets import (
     warn_classes_without_examples,
 )
 from sft.errors import SFTError
+from sft.utils.config_types import number_list
 from sft.utils.io import expand_home
 from sft.utils.logs import rank_zero_warning
 

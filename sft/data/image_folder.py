@@ -23,7 +23,6 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from sft.contracts import IMAGENET, InputSpec
-from sft.data.augment import number_list
 from sft.data.base import ImageDataModule, absolute_dir, check_batch_size
 from sft.data.image_decode import (
     DECODE_ERRORS,
@@ -52,6 +51,7 @@ from sft.data.subsets import (
     warn_classes_without_examples,
 )
 from sft.errors import SFTError
+from sft.utils.config_types import number_list
 from sft.utils.io import expand_home
 from sft.utils.logs import first_few, rank_zero_warning
 

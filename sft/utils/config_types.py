@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge, Gt, Interval
 from hydra.utils import get_object
 from lightning.pytorch import Trainer
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
@@ -61,6 +61,16 @@ _MISSING_BOUNDS: dict[Any, dict[str, Any]] = {
         "precision": typing.get_type_hints(Trainer.__init__)["precision"] | Literal["auto"],
     },
 }
+
+
+def number_list(value: object) -> object:
+    """A config's list of numbers as a plain list of floats (hparams that checkpoints keep must
+    not be ListConfig); anything else as it is, for the checks to name."""
+    if isinstance(value, ListConfig | list | tuple) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    ):
+        return [float(v) for v in value]
+    return value
 
 
 def check_has_target(node: DictConfig | Mapping | None, where: str, example: str) -> None:
