@@ -949,7 +949,7 @@ class SFTClassifier(L.LightningModule):
             return  # a subclass's own validation may log it
         logged = set(self.val_metrics) | set(self.test_metrics)
         watching: dict[str, list[str]] = {}
-        for callback in self.trainer.callbacks:
+        for callback in getattr(self.trainer, "callbacks", []):
             monitor = getattr(callback, "monitor", None)
             split, _, name = str(monitor).partition("/")
             if split in ("val", "test") and monitor not in logged and not unregistered([name]):
