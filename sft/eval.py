@@ -38,9 +38,13 @@ def main(cfg: DictConfig) -> None:
         # override and a checkpoint that is not there are answered in about a second
         check_checkpoint_file(checkpoint_path(cfg.ckpt_path))
         with log_levels_kept():  # Lightning's import resets its loggers' levels
+            from sft.data.resumable import end_loader_workers
             from sft.jobs.eval import evaluate
 
-        return evaluate(cfg, recorder)
+        try:
+            return evaluate(cfg, recorder)
+        finally:  # however it ends (a failed job of a sweep goes on)
+            end_loader_workers()
 
     run_recorded(job, recorder)
 

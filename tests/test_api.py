@@ -109,3 +109,28 @@ def test_a_run_from_python_reads_configs_of_ones_own(tmp_path):
     assert not (tmp_path / "s").exists()
     with pytest.raises(SFTError, match=r"^--cfg: sft\.api runs one run"):
         api.train(f"--config-dir={tmp_path / 'conf'}", "--cfg", "job")
+
+
+def test_a_failed_runs_data_loader_workers_end_with_it(tmp_path, data_dir):
+    """A run from Python that failed after its loaders' workers started: they lived on while its
+    error was held (a notebook holds the last one; a sweep, each failed job's), 600 MB each."""
+    import multiprocessing
+
+    from conftest import TINY_BERT
+
+    text = [
+        "experiment=sst2_minilm",
+        "model.backbone.pretrained=false",
+        f"model.backbone.config_overrides={TINY_BERT}",
+        "model.linear_probe=null",
+        "trainer.precision=32-true",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "data.samples_per_class=20",
+        "data.num_workers=2",
+    ]
+    typo = "callbacks.early_stopping.monitor=val/accc"  # said after the sanity check
+    with pytest.raises(api.RunFailed, match="val/accc") as failed:
+        api.train(*text, typo, f"hydra.run.dir={tmp_path / 'run'}")
+    assert failed.value.record.status == "failed"
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]

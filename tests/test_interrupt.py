@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import FAST, run_entry_point, run_module
+from conftest import FAST, TINY_BERT, run_entry_point, run_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from test_resume import TESTS_DIR, only_run_dir, run_train_cli
 
@@ -69,6 +69,49 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(
         train(train_cfg(*QUICK, f"resume={run_dir}", run_dir=run_dir))
     assert f"resuming {run_dir} from {last} (epoch 0, step 4)" in caplog.text
     assert torch.load(last, weights_only=True)["global_step"] == 2 * 6
+
+
+def test_sigterm_to_the_process_group_with_data_loader_workers_saves_a_checkpoint(
+    tmp_path, data_dir
+):
+    """`timeout` and a cluster's preemption signal the whole process group: torch's workers died
+    of SIGTERM while the main process finished its batch, whose validation then failed
+    ("DataLoader worker ... exited unexpectedly"), status 1 and no last.ckpt. Nor may the
+    workers, which now outlast the signal, keep the process from exiting."""
+    text = [  # a 2-layer BERT on 200 SST-2 phrases, its loaders with 2 workers each
+        "experiment=sst2_minilm",
+        "model.backbone.pretrained=false",
+        f"model.backbone.config_overrides={TINY_BERT}",
+        "model.linear_probe=null",
+        "trainer.precision=32-true",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "data.samples_per_class=100",
+        "trainer.limit_val_batches=1",
+        "data.num_workers=2",
+    ]
+    term = [
+        "+callbacks.term._target_=helpers.faults.SignalAtStep",
+        "+callbacks.term.step=3",
+        "+callbacks.term.signal=SIGTERM",
+        "+callbacks.term.to_group=true",
+    ]
+    path = os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+    argv = [*text, *QUICK, f"paths.log_dir={tmp_path}", "name=group", *term]
+    result = subprocess.run(
+        [sys.executable, "-m", "sft.train", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+        start_new_session=True,  # its own process group, which the callback signals
+    )
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = only_run_dir(tmp_path / "train" / "group") / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 4
 
 
 def test_sigterm_during_the_sanity_check_stops_after_the_first_batch_with_a_checkpoint(

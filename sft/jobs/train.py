@@ -42,6 +42,7 @@ from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
 from sft.callbacks.timer import with_max_time_timer
 from sft.contracts import datamodule_gaps, not_a_datamodule, unrecorded_settings
 from sft.data import SFTDataModule
+from sft.data.resumable import end_loader_workers
 from sft.errors import SFTError
 from sft.models import SFTClassifier
 from sft.models.backbones import backbone_speed_hints, resolve_input_spec
@@ -570,7 +571,10 @@ def train_job(cfg: DictConfig, recorder: RunRecorder) -> float | None:
         # logs nothing new, and returned None to its sweeper: a failed Optuna trial)
         return metrics
 
-    metrics = run_recorded(run, recorder)
+    try:
+        metrics = run_recorded(run, recorder)
+    finally:  # however it ends (a failed job of a sweep goes on, sft.api holds its error)
+        end_loader_workers()
     if metrics is None:  # a failed sweep job: the sweep goes on
         return None
     return metrics.get(name) if name else None

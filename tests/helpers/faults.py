@@ -18,7 +18,8 @@ class SignalAtStep(Callback):
     that started this one instead, from rank 0 (ddp_spawn's main process, which `kill <pid>`
     reaches alone); `times`: that many, 50 ms apart (one signal delivered twice, as `timeout`
     delivers it to a process and its group); `batch_idx`: at that batch of the epoch only (a
-    batch of a gradient accumulation after the first)."""
+    batch of a gradient accumulation after the first); `to_group`: to this process's whole
+    process group (its DataLoader workers too), as `timeout` and a cluster's preemption send it."""
 
     def __init__(
         self,
@@ -27,12 +28,14 @@ class SignalAtStep(Callback):
         to_parent: bool = False,
         times: int = 1,
         batch_idx: int | None = None,
+        to_group: bool = False,
     ) -> None:
         self.step = step
         self.signum = getattr(signal_module, signal)
         self.to_parent = to_parent
         self.times = times
         self.batch_idx = batch_idx
+        self.to_group = to_group
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -42,7 +45,10 @@ class SignalAtStep(Callback):
         if trainer.global_step == self.step and not (self.to_parent and trainer.global_rank):
             for i in range(self.times):
                 time.sleep(0.05 if i else 0)
-                os.kill(os.getppid() if self.to_parent else os.getpid(), self.signum)
+                if self.to_group:
+                    os.killpg(os.getpgrp(), self.signum)
+                else:
+                    os.kill(os.getppid() if self.to_parent else os.getpid(), self.signum)
 
 
 class MarkAtStep(Callback):
