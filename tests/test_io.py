@@ -97,3 +97,36 @@ def test_a_new_only_write_keeps_a_file_that_appeared_while_it_was_written(tmp_pa
     fresh = tmp_path / "fresh.csv"
     atomic_write(fresh, lambda f: f.write("id,pred\n"), text=True, new_only=True)
     assert fresh.read_text() == "id,pred\n"
+
+
+def test_ctrl_c_during_a_write_that_raises_over_it_stays_a_ctrl_c(tmp_path):
+    """A second Ctrl-C while a checkpoint was saved: torch's zip writer, cut short, raised its
+    own RuntimeError over the KeyboardInterrupt, and the run was recorded as failed with a
+    traceback instead of stopping as a Ctrl-C does."""
+
+    def write(f) -> None:
+        try:
+            f.write(b"half a checkpoint")
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "last.ckpt", write)
+    assert list(tmp_path.iterdir()) == []  # nor its temporary
+
+
+def test_a_resumed_run_removes_the_unfinished_checkpoint_files_of_a_killed_one(tmp_path, caplog):
+    """A run killed while saving a checkpoint left its hidden temporary (up to a checkpoint's
+    size, 360 MB for MiniLM) in checkpoints/, which nothing ever removed."""
+    import logging
+
+    from test_resume import make_run, run_start_config
+
+    run = make_run(tmp_path / "outputs" / "train" / "exp", "2026-01-01_00-00-00", mtime=2e9)
+    unfinished = run / "checkpoints" / ".last.ckpt.k2v9x1.tmp"
+    unfinished.write_bytes(b"cut short")
+    with caplog.at_level(logging.INFO, logger="sft.runs.directories"):
+        run_start_config([f"paths.log_dir={tmp_path / 'outputs'}", f"resume={run}"])
+    assert not unfinished.exists() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert "removed 1 unfinished checkpoint file(s) of a run killed while saving" in caplog.text

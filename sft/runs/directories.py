@@ -54,7 +54,8 @@ from sft.utils.config import (
     hydra_quoted,
 )
 from sft.utils.ddp_ranks import is_job_rank, is_rank_process
-from sft.utils.io import expand_home, file_in_the_way
+from sft.utils.io import expand_home, file_in_the_way, remove_unfinished_writes
+from sft.utils.logs import first_few
 from sft.utils.overrides import override_key
 
 if TYPE_CHECKING:
@@ -544,6 +545,12 @@ class RunDirectory(Callback):
         if not is_rank_process():
             report_user_errors(lambda: hold_run_dir(chosen))
             self._held = chosen
+            # held: no other run writes there now
+            if removed := remove_unfinished_writes(chosen / "checkpoints"):
+                log.info(
+                    f"removed {len(removed)} unfinished checkpoint file(s) of a run killed "
+                    f"while saving: {first_few([p.name for p in removed], 3)}"
+                )
         with read_write(hydra_cfg), open_dict(hydra_cfg):
             hydra_cfg.run.dir = str(chosen)
             if not _overridden("hydra.output_subdir", hydra_cfg):  # e.g. null: DDP ranks > 0

@@ -10,6 +10,7 @@ keeps a command from replacing results an earlier one wrote.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -155,6 +156,11 @@ def atomic_write(
     except BaseException as exc:
         full = isinstance(exc, Exception) and _out_of_space(exc, path.parent)
         Path(tmp).unlink(missing_ok=True)
+        interrupt = _interrupt_in(exc)
+        if interrupt is not None and interrupt is not exc:
+            # a second Ctrl-C while a checkpoint was saved: torch's zip writer, cut short, raised
+            # its own error over it ("unexpected pos"), which then read as a failed run
+            raise interrupt from None
         if full:
             raise SFTError(
                 f"{path} could not be written: its disk is full ({exc}); free some space or "
@@ -166,6 +172,33 @@ def atomic_write(
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     _fsync_dir(path.parent)
+
+
+def _interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt `exc` is, or was raised while handling, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__context__
+    return None
+
+
+UNFINISHED_WRITE = ".*.tmp"  # atomic_write's temporary files: `.<name>.<random>.tmp`
+
+
+def remove_unfinished_writes(folder: Path) -> list[Path]:
+    """Remove the temporary files of atomic writes into `folder` that never finished (a process
+    killed while it wrote, e.g. a checkpoint: up to its whole size each, never removed). Only
+    for a folder no other process writes to (a run directory its lock holds)."""
+    removed = []
+    for tmp in folder.glob(UNFINISHED_WRITE) if folder.is_dir() else []:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 def _link_new(tmp: str, path: Path) -> None:
