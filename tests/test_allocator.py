@@ -18,9 +18,11 @@ glibc_only = pytest.mark.skipif(
 # faults of 10 such steps after 10 warm-up ones (the heap settles), in a fresh process
 STEPS = """
 import resource, sys, torch
-from sft.utils.allocator import keep_freed_memory
-if sys.argv[1] == "keep" and not keep_freed_memory():
+from sft.utils.allocator import give_back_freed_memory, keep_freed_memory
+if sys.argv[1] in ("keep", "given_back") and not keep_freed_memory():
     sys.exit(3)  # refused by this C library
+if sys.argv[1] == "given_back":
+    give_back_freed_memory()
 for _ in range(10):
     torch.ones(16 * 2**20)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -45,6 +47,8 @@ def test_freed_memory_is_reused_without_faulting_pages_back_in():
     assert page_faults("default") > 8 * pages
     # kept: the steps reuse the pages of the ones before
     assert page_faults("keep") < pages
+    # given back as a run from sft.api ends (was: kept for the rest of the process)
+    assert page_faults("given_back") > 8 * pages
 
 
 @pytest.mark.parametrize("keep", [True, False])

@@ -65,7 +65,7 @@ from sft.runs.resume import (
     return_spawned_progress,
 )
 from sft.runs.tensorboard_hparams import TensorBoardHParams
-from sft.utils.allocator import keep_freed_memory
+from sft.utils.allocator import give_back_freed_memory, keep_freed_memory
 from sft.utils.config import (
     as_written,
     config_dir_arguments,
@@ -575,6 +575,7 @@ def train_job(cfg: DictConfig, recorder: RunRecorder) -> float | None:
         metrics = run_recorded(run, recorder)
     finally:  # however it ends (a failed job of a sweep goes on, sft.api holds its error)
         end_loader_workers()
+        give_back_freed_memory()
     if metrics is None:  # a failed sweep job: the sweep goes on
         return None
     return metrics.get(name) if name else None
