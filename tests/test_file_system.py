@@ -176,7 +176,7 @@ def test_a_full_token_cache_costs_time_not_the_run(tmp_path, monkeypatch, caplog
     only warned."""
     from sft.data import token_cache
 
-    def full(split, path):
+    def full(split, path, key):
         raise SFTError(f"{path} could not be written: its disk is full")
 
     monkeypatch.setattr(token_cache, "save_split", full)

@@ -945,11 +945,13 @@ class SFTClassifier(L.LightningModule):
         log, before anything runs (was: named after the sanity check, with no word of
         model.metrics)."""
         hooks = ("validation_step", "on_validation_epoch_end", "on_validation_end")
-        if any(getattr(type(self), h) is not getattr(SFTClassifier, h) for h in hooks):
-            return  # a subclass's own validation may log it
+        if self._trainer is None or any(
+            getattr(type(self), h) is not getattr(SFTClassifier, h) for h in hooks
+        ):
+            return  # set up without a trainer, or a subclass's own validation may log it
         logged = set(self.val_metrics) | set(self.test_metrics)
         watching: dict[str, list[str]] = {}
-        for callback in getattr(self.trainer, "callbacks", []):
+        for callback in getattr(self._trainer, "callbacks", []):
             monitor = getattr(callback, "monitor", None)
             split, _, name = str(monitor).partition("/")
             if split in ("val", "test") and monitor not in logged and not unregistered([name]):
