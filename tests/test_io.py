@@ -3,6 +3,7 @@
 import errno
 import os
 import shutil
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -115,6 +116,16 @@ def test_ctrl_c_during_a_write_that_raises_over_it_stays_a_ctrl_c(tmp_path):
         atomic_write(tmp_path / "last.ckpt", write)
     assert list(tmp_path.iterdir()) == []  # nor its temporary
 
+    # a write failing while a Ctrl-C is handled (its record written) stays its own error
+    def fails(f) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output error"):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            atomic_write(tmp_path / "result.json", fails)
+
 
 def test_a_resumed_run_removes_the_unfinished_checkpoint_files_of_a_killed_one(tmp_path, caplog):
     """A run killed while saving a checkpoint left its hidden temporary (up to a checkpoint's
@@ -126,7 +137,14 @@ def test_a_resumed_run_removes_the_unfinished_checkpoint_files_of_a_killed_one(t
     run = make_run(tmp_path / "outputs" / "train" / "exp", "2026-01-01_00-00-00", mtime=2e9)
     unfinished = run / "checkpoints" / ".last.ckpt.k2v9x1.tmp"
     unfinished.write_bytes(b"cut short")
+    an_hour_ago = time.time() - 3600
+    os.utime(unfinished, (an_hour_ago, an_hour_ago))
+    # one still being written (recently changed: a run this one's lock did not keep out, on a
+    # file system without locks) is left alone
+    under_way = run / "checkpoints" / ".epoch_001.ckpt.a8c3q0.tmp"
+    under_way.write_bytes(b"being written")
     with caplog.at_level(logging.INFO, logger="sft.runs.directories"):
         run_start_config([f"paths.log_dir={tmp_path / 'outputs'}", f"resume={run}"])
     assert not unfinished.exists() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert under_way.exists()
     assert "removed 1 unfinished checkpoint file(s) of a run killed while saving" in caplog.text

@@ -16,9 +16,10 @@ fresh pass, with a warning.
 
 from __future__ import annotations
 
-import atexit
 import logging
+import os
 import signal
+import threading
 import weakref
 from collections.abc import Iterator, Sized
 from typing import Any
@@ -82,18 +83,29 @@ def split_loader(data: Any, split: str, **kwargs: Any) -> DataLoader:
     loader = loader_cls(data, generator=generator, **kwargs)
     if with_workers:
         _LOADERS_WITH_WORKERS.add(loader)
-        _end_workers_at_exit()
     return loader
 
 
 def outlast_stop_signals(worker_id: int) -> None:
-    """In each DataLoader worker: SIGTERM ignored. torch's worker loop installs a handler that
-    dies of it, so a SIGTERM to the whole process group (`timeout`, a cluster's preemption)
-    killed the workers while the main process stopped after its batch, whose validation then
-    failed ("DataLoader worker ... exited unexpectedly"): status 1 and no last.ckpt. The main
-    process ends them (`end_loader_workers`), and they exit when it dies (torch's watchdog of
-    the parent process)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """In each DataLoader worker: a SIGTERM from another process than the worker's parent is
+    passed over. torch's worker dies of it, so a SIGTERM to the whole process group (`timeout`,
+    a cluster's preemption) killed the workers while the main process stopped after its batch,
+    whose validation then failed ("DataLoader worker ... exited unexpectedly"): status 1 and no
+    last.ckpt. The parent's SIGTERM (torch's shutdown, multiprocessing's exit, a DDP rank's end)
+    ends the worker at once, as torch's own handler does; the worker exits when its parent dies
+    (torch's watchdog). The signal is blocked and taken by a thread (`sigwaitinfo` tells who sent
+    it); where the system has no sigwaitinfo (macOS), torch's handler stays."""
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def exit_on_parents_sigterm() -> None:
+        while True:
+            if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+                os._exit(0)
+
+    threading.Thread(target=exit_on_parents_sigterm, name="sft-sigterm", daemon=True).start()
 
 
 # the loaders of split_loader with worker processes, whose workers end_loader_workers ends
@@ -102,30 +114,10 @@ _LOADERS_WITH_WORKERS: weakref.WeakSet[DataLoader] = weakref.WeakSet()
 
 def end_loader_workers() -> None:
     """End the worker processes of the loaders split_loader made, as Lightning ends a finished
-    loop's; kill any that did not end (a worker stuck in a batch: it ignores torch's SIGTERM, see
-    `outlast_stop_signals`). A job calls it as it ends, however it ends (was: a failed run's
-    persistent workers lived on while its exception was held, as a notebook or a sweep holds
-    it), and so does the process's exit: multiprocessing's exit function terminates and then
-    waits for its children, forever for one that ignores the signal."""
+    loop's. A job calls it as it ends, however it ends (was: a failed run's persistent workers
+    lived on while its exception was held, as a notebook or a sweep holds it)."""
     for loader in list(_LOADERS_WITH_WORKERS):
-        iterator = getattr(loader, "_iterator", None)
         _shutdown_workers_and_reset_iterator(loader)
-        for worker in getattr(iterator, "_workers", []):
-            if worker.is_alive():
-                worker.kill()
-                worker.join(timeout=5)
-
-
-_ending_workers_at_exit = False
-
-
-def _end_workers_at_exit() -> None:
-    """end_loader_workers at exit, registered after multiprocessing's exit function (imported
-    with torch) so that it runs before it."""
-    global _ending_workers_at_exit
-    if not _ending_workers_at_exit:
-        _ending_workers_at_exit = True
-        atexit.register(end_loader_workers)
 
 
 def _resumable(sampler: Any) -> bool:

@@ -574,8 +574,10 @@ def train_job(cfg: DictConfig, recorder: RunRecorder) -> float | None:
     try:
         metrics = run_recorded(run, recorder)
     finally:  # however it ends (a failed job of a sweep goes on, sft.api holds its error)
-        end_loader_workers()
-        give_back_freed_memory()
+        try:
+            end_loader_workers()
+        finally:
+            give_back_freed_memory()
     if metrics is None:  # a failed sweep job: the sweep goes on
         return None
     return metrics.get(name) if name else None

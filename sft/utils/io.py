@@ -14,7 +14,9 @@ import contextlib
 import errno
 import os
 import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -144,6 +146,7 @@ def atomic_write(
     except OSError as exc:  # named by the file it was for, not its temporary's name
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
+    handling = sys.exc_info()[1]  # an exception being handled already (a Ctrl-C recorded)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb") as f:
             write(f)
@@ -156,7 +159,7 @@ def atomic_write(
     except BaseException as exc:
         full = isinstance(exc, Exception) and _out_of_space(exc, path.parent)
         Path(tmp).unlink(missing_ok=True)
-        interrupt = _interrupt_in(exc)
+        interrupt = _interrupt_in(exc, handling)
         if interrupt is not None and interrupt is not exc:
             # a second Ctrl-C while a checkpoint was saved: torch's zip writer, cut short, raised
             # its own error over it ("unexpected pos"), which then read as a failed run
@@ -174,11 +177,12 @@ def atomic_write(
     _fsync_dir(path.parent)
 
 
-def _interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
-    """The KeyboardInterrupt `exc` is, or was raised while handling, if any."""
+def _interrupt_in(exc: BaseException, outer: BaseException | None) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt `exc` is, or was raised while handling, if any; not one from before
+    the write (`outer`: handled when it began, e.g. the Ctrl-C whose record is written)."""
     seen: set[int] = set()
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
+    while current is not None and current is not outer and id(current) not in seen:
         if isinstance(current, KeyboardInterrupt):
             return current
         seen.add(id(current))
@@ -189,15 +193,22 @@ def _interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
 UNFINISHED_WRITE = ".*.tmp"  # atomic_write's temporary files: `.<name>.<random>.tmp`
 
 
+# a temporary file left this long unchanged is no write still under way
+ABANDONED_AFTER_S = 600
+
+
 def remove_unfinished_writes(folder: Path) -> list[Path]:
     """Remove the temporary files of atomic writes into `folder` that never finished (a process
-    killed while it wrote, e.g. a checkpoint: up to its whole size each, never removed). Only
-    for a folder no other process writes to (a run directory its lock holds)."""
+    killed while it wrote, e.g. a checkpoint: up to its whole size each, never removed): those
+    unchanged for ABANDONED_AFTER_S, for a folder no other process should write to (a run
+    directory its lock holds, where the file system has locks)."""
     removed = []
+    now = time.time()
     for tmp in folder.glob(UNFINISHED_WRITE) if folder.is_dir() else []:
         with contextlib.suppress(OSError):
-            tmp.unlink()
-            removed.append(tmp)
+            if now - tmp.stat().st_mtime > ABANDONED_AFTER_S:
+                tmp.unlink()
+                removed.append(tmp)
     return removed
 
 

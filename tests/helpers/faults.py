@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -45,8 +47,9 @@ class SignalAtStep(Callback):
         if trainer.global_step == self.step and not (self.to_parent and trainer.global_rank):
             for i in range(self.times):
                 time.sleep(0.05 if i else 0)
-                if self.to_group:
-                    os.killpg(os.getpgrp(), self.signum)
+                if self.to_group:  # from another process, as `timeout` or a cluster sends it
+                    signal_group = f"import os; os.killpg({os.getpgrp()}, {int(self.signum)})"
+                    subprocess.run([sys.executable, "-c", signal_group], check=False)
                 else:
                     os.kill(os.getppid() if self.to_parent else os.getpid(), self.signum)
 
