@@ -30,6 +30,19 @@ EXPERIMENTS = sorted(
 # A 2-layer BERT built in the test (random weights, MiniLM's tokenizer): +model.backbone.config_overrides=
 TINY_BERT = "{num_hidden_layers:2,hidden_size:32,num_attention_heads:2,intermediate_size:64}"
 
+# The SST-2 recipe on that 2-layer BERT, its loaders with 2 worker processes each (add
+# data.samples_per_class=<n>)
+TINY_TEXT_WITH_WORKERS = [
+    "experiment=sst2_minilm",
+    "model.backbone.pretrained=false",
+    f"model.backbone.config_overrides={TINY_BERT}",
+    "model.linear_probe=null",
+    "trainer.precision=32-true",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "data.num_workers=2",
+]
+
 # The packaged EfficientNet-Lite0 recipe, one batch of each loop (debug=fdr), no test.
 EFFNET_ONE_BATCH = [
     "experiment=cifar10_effnet_lite0_quick",

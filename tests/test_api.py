@@ -116,19 +116,9 @@ def test_a_failed_runs_data_loader_workers_end_with_it(tmp_path, data_dir):
     error was held (a notebook holds the last one; a sweep, each failed job's), 600 MB each."""
     import multiprocessing
 
-    from conftest import TINY_BERT
+    from conftest import TINY_TEXT_WITH_WORKERS
 
-    text = [
-        "experiment=sst2_minilm",
-        "model.backbone.pretrained=false",
-        f"model.backbone.config_overrides={TINY_BERT}",
-        "model.linear_probe=null",
-        "trainer.precision=32-true",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        "data.samples_per_class=20",
-        "data.num_workers=2",
-    ]
+    text = [*TINY_TEXT_WITH_WORKERS, "data.samples_per_class=20"]
     typo = "callbacks.early_stopping.monitor=val/accc"  # said after the sanity check
     with pytest.raises(api.RunFailed, match="val/accc") as failed:
         api.train(*text, typo, f"hydra.run.dir={tmp_path / 'run'}")

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import FAST, TINY_BERT, run_entry_point, run_module
+from conftest import FAST, TINY_TEXT_WITH_WORKERS, run_entry_point, run_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from test_resume import TESTS_DIR, only_run_dir, run_train_cli
 
@@ -78,18 +78,8 @@ def test_sigterm_to_the_process_group_with_data_loader_workers_saves_a_checkpoin
     of SIGTERM while the main process finished its batch, whose validation then failed
     ("DataLoader worker ... exited unexpectedly"), status 1 and no last.ckpt. Nor may the
     workers, which now outlast the signal, keep the process from exiting."""
-    text = [  # a 2-layer BERT on 200 SST-2 phrases, its loaders with 2 workers each
-        "experiment=sst2_minilm",
-        "model.backbone.pretrained=false",
-        f"model.backbone.config_overrides={TINY_BERT}",
-        "model.linear_probe=null",
-        "trainer.precision=32-true",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        "data.samples_per_class=100",
-        "trainer.limit_val_batches=1",
-        "data.num_workers=2",
-    ]
+    # a 2-layer BERT on 200 SST-2 phrases
+    text = [*TINY_TEXT_WITH_WORKERS, "data.samples_per_class=100", "trainer.limit_val_batches=1"]
     term = [
         "+callbacks.term._target_=helpers.faults.SignalAtStep",
         "+callbacks.term.step=3",
