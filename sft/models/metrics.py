@@ -10,7 +10,6 @@ plugins are) or one imported before the model is built.
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from sft.errors import SFTError
 from sft.utils.plugins import load_plugins
+from sft.utils.suggest import did_you_mean, nearest_names
 
 MetricFactory = Callable[[int], Metric]
 # installed packages' metric modules: `[project.entry-points."sft.metrics"] my = "my_package.x"`
@@ -149,8 +149,8 @@ def check_metric_names(
     unknown = unregistered(names)
     for name in names:
         if name in unknown:
-            close = difflib.get_close_matches(name, metric_names(), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = nearest_names(name, metric_names(), n=1)
+            hint = f" ({did_you_mean([repr(close[0])])})" if close else ""
             raise SFTError(
                 f"{key}: no metric named {name!r}{hint}; known: {', '.join(metric_names())}"
             )
