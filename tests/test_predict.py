@@ -733,6 +733,48 @@ def test_predict_probs_of_no_inputs_is_no_rows(kind, ckpts):
     assert probs.dtype == torch.float32
 
 
+def test_texts_are_batched_by_length_and_predicted_in_input_order(ckpts, data_dir, monkeypatch):
+    """A file's texts in its own order padded each batch to the longest text among them (a
+    batch of short texts beside one long one); texts of like length now share a batch, the
+    longest first, and each row of the output is still its input's."""
+    bundle = load_bundle(ckpts["text"])
+    long_texts = [sentence for sentence, _ in dev_rows(data_dir, 40) if len(sentence) > 150][:2]
+    texts = [long_texts[0], "fine", long_texts[1], "bad"]
+    widths = []
+    collate = bundle.collate
+
+    def recorded(features):
+        batch = collate(features)
+        widths.append(batch["input_ids"].shape[1])
+        return batch
+
+    monkeypatch.setattr(bundle, "collate", recorded)
+    together = predict_probs(bundle, TextInputs(["0", "1", "2", "3"], texts), batch_size=2)
+    assert widths[0] > 20 and widths[1] <= 4, widths  # the long pair, then the short one
+    alone = torch.cat([predict_probs(bundle, TextInputs(["0"], [t]), batch_size=1) for t in texts])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+
+
+def test_sft_predict_shows_its_progress_on_a_terminal_only(ckpts, data_dir, monkeypatch):
+    """sft-predict said nothing until every input was predicted (a long file: minutes without a
+    word); a progress bar now counts the inputs on a terminal, and nothing is drawn in a log
+    file or pipe (carriage returns)."""
+    bundle = load_bundle(ckpts["text"])
+    texts = [sentence for sentence, _ in dev_rows(data_dir, 5)]
+    inputs = TextInputs([str(i) for i in range(5)], texts)
+    for terminal in (True, False):
+        stderr = io.StringIO()
+        stderr.isatty = lambda terminal=terminal: terminal
+        monkeypatch.setattr("sys.stderr", stderr)
+        predict_probs(bundle, inputs, batch_size=2, progress=True)
+        assert ("predicting: 100%" in stderr.getvalue() and "5/5" in stderr.getvalue()) is terminal
+    stderr = io.StringIO()
+    stderr.isatty = lambda: True
+    monkeypatch.setattr("sys.stderr", stderr)
+    predict_probs(bundle, inputs, batch_size=2)  # sft.api's predictor: no bar
+    assert stderr.getvalue() == ""
+
+
 def test_a_predictor_from_python_matches_sft_predict(ckpts, data_dir, tmp_path):
     """Predictions from Python on inputs held in memory (texts, PIL images) were possible only
     through internals, and a PIL image was an AttributeError: sft.api's predictor gives what

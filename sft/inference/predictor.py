@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
+from tqdm import tqdm
 
 from sft.data.image_decode import ImageDecoder
 from sft.errors import SFTError
@@ -29,24 +33,52 @@ def check_batch_size(batch_size: Any) -> None:
         raise SFTError(f"batch_size must be an integer > 0, got {batch_size!r}")
 
 
+def longest_first(features: list[dict[str, Any]]) -> list[int]:
+    """The order in which texts are batched: by token count, longest first. Each batch pads to
+    its own longest text, so texts of like length share one (a file in its own order padded a
+    batch of short texts to the one long text among them), and a batch too large for memory
+    fails at once rather than at the end, as transformers' group_by_length puts its longest
+    batch first."""
+    return sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+
+
 @torch.no_grad()
 def predict_probs(
-    bundle: InferenceBundle, inputs: TextInputs | ImageInputs, batch_size: int = 64
+    bundle: InferenceBundle,
+    inputs: TextInputs | ImageInputs,
+    batch_size: int = 64,
+    progress: bool = False,
 ) -> torch.Tensor:
-    """Softmax probabilities (N, num_classes), float32 on CPU, in input order."""
+    """Softmax probabilities (N, num_classes), float32 on CPU, in input order. `progress`: a
+    progress bar on a terminal (sft-predict's; tqdm's, which leaves other outputs alone)."""
     check_batch_size(batch_size)
-    out = [torch.empty(0, len(bundle.class_names))]  # no inputs: no rows
-    if isinstance(inputs, TextInputs):
-        check_modality(bundle, "text", str(inputs.source))
-        # the tokenizer refuses an empty list
-        features = bundle.tokenize(inputs.texts, inputs.pairs) if inputs.texts else []
-        for start in range(0, len(features), batch_size):
-            batch = bundle.collate(features[start : start + batch_size])
-            out.append(bundle.logits(batch).softmax(-1).cpu())
-    else:
-        check_modality(bundle, "image", str(inputs.paths[0]) if inputs.paths else "(no images)")
-        decode = ImageDecoder(bundle.image_size)
-        for start in range(0, len(inputs), batch_size):
-            images = torch.stack([decode(p) for p in inputs.paths[start : start + batch_size]])
-            out.append(bundle.logits(bundle.image_inputs(images)).softmax(-1).cpu())
-    return torch.cat(out)
+    probs = torch.empty(len(inputs), len(bundle.class_names))  # no inputs: no rows
+    bar = tqdm(
+        total=len(inputs), desc="predicting", unit=" inputs", disable=None if progress else True
+    )
+    with bar:
+        if isinstance(inputs, TextInputs):
+            check_modality(bundle, "text", str(inputs.source))
+            # the tokenizer refuses an empty list
+            features = bundle.tokenize(inputs.texts, inputs.pairs) if inputs.texts else []
+            order = longest_first(features)
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                batch = bundle.collate([features[i] for i in rows])
+                probs[rows] = bundle.logits(batch).softmax(-1).cpu()
+                bar.update(len(rows))
+        else:
+            check_modality(bundle, "image", str(inputs.paths[0]) if inputs.paths else "(no images)")
+            decode = ImageDecoder(bundle.image_size)
+            # PIL releases the GIL while it decodes: a batch's files on every core. Images given
+            # decoded (sft.api) one at a time: one image object given twice, not loaded yet,
+            # would be read by two threads at once.
+            files = not any(isinstance(p, Image.Image) for p in inputs.paths)
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                mapped = pool.map if files else map
+                for start in range(0, len(inputs), batch_size):
+                    images = list(mapped(decode, inputs.paths[start : start + batch_size]))
+                    logits = bundle.logits(bundle.image_inputs(torch.stack(images)))
+                    probs[start : start + len(images)] = logits.softmax(-1).cpu()
+                    bar.update(len(images))
+    return probs

@@ -155,7 +155,7 @@ def predict(cfg: DictConfig) -> Path:
     if glue:
         # the name is GLUE's: another file name in the same folder would not help
         check_not_written(submission, "output folder (or glue_submission=false)")
-    probs = predict_probs(bundle, inputs, cfg.batch_size)
+    probs = predict_probs(bundle, inputs, cfg.batch_size, progress=True)
 
     texts, pairs = (inputs.texts, inputs.pairs) if isinstance(inputs, TextInputs) else (None, None)
     rows = prediction_rows(inputs.ids, probs, bundle.class_names, texts, pairs)
