@@ -766,3 +766,28 @@ def test_overrides_are_compared_by_setting(a, b, same):
     from sft.runs.result import same_overrides
 
     assert same_overrides(a, b) is same
+
+
+def test_sweeps_started_in_the_same_second_get_a_directory_each(tmp_path, monkeypatch, capsys):
+    """The default sweep directory is named by the second it starts in: a second sweep of the
+    experiment started in the same second (a script starting several) was refused, the
+    directory holding another sweep's jobs. It now takes `<time>_1`, as a single run does."""
+    import datetime
+
+    import hydra.core.utils
+
+    class SameSecond(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 12, 7, 12, 0, 0)
+
+    monkeypatch.setattr(hydra.core.utils, "datetime", SameSecond)  # Hydra's ${now:} resolver
+    monkeypatch.setenv("SFT_OUTPUT_DIR", str(tmp_path))
+    for seeds in ("seed=1,2", "seed=3"):
+        code, err = run_sft_train(capsys, "-m", *TINY, "trainer.max_epochs=1", seeds, "name=same")
+        assert code == 0, err[-2000:]
+    sweeps = tmp_path / "train" / "same" / "multiruns"
+    first, second = "2026-12-07_12-00-00", "2026-12-07_12-00-00_1"
+    assert sorted(p.name for p in sweeps.iterdir()) == [first, second]
+    assert sorted(dict(read_results(sweeps / first))) == ["0", "1"]
+    assert [r.overrides[-2:] for _, r in read_results(sweeps / second)] == [["seed=3", "name=same"]]

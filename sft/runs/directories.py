@@ -490,10 +490,16 @@ class RunDirectory(Callback):
         home_expanded = os.path.expanduser(given) != given
         sweep_dir = expand_home(given)
         report_user_errors(lambda: check_can_be_made(sweep_dir, "hydra.sweep.dir"))
-        if home_expanded:
+        default_dir = not _overridden("hydra.sweep.dir", config.hydra)
+        if default_dir and not is_rank_process():
+            # the default directory, named by the second: a sweep started in the same second
+            # as another of the experiment's (a script starting several) takes the next free
+            # name, <time>_1, as a single run does (was: refused, the other sweep's directory
+            # being in use). A sweep started by hand on each node shares the first one's.
+            sweep_dir = report_user_errors(lambda: reserve_fresh_dir(sweep_dir))
+        if home_expanded or default_dir:
             with read_write(config.hydra):
                 config.hydra.sweep.dir = str(sweep_dir)
-        if home_expanded or not _overridden("hydra.sweep.dir", config.hydra):
             # Each job's config is composed again with its overrides (Hydra's load_sweep_config),
             # and ${name} in the default sweep directory became each job's: a sweep over
             # experiments wrote one sweep directory per experiment, and the summary of this one
