@@ -635,6 +635,20 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["ckpt_path=x.ckpt", "debug=fdr"],
             "error: debug=...: sft-eval chooses none by default: write +debug=...",
         ),
+        # a mapping for a list, a list for a mapping (was: Hydra's four lines, "Cannot merge
+        # DictConfig with ListConfig")
+        (
+            "train",
+            ["model.metrics={a:1}"],
+            "error: model.metrics={a:1}: model.metrics is a list, not a mapping: give a list, "
+            "model.metrics=[...]",
+        ),
+        (
+            "train",
+            ["model.head=[a]"],
+            "error: model.head=[a]: model.head is a mapping, not a list: set its keys, "
+            "model.head.<setting>=...",
+        ),
     ],
 )
 def test_command_line_mistake_is_one_line_with_a_suggestion(

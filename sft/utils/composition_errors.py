@@ -140,6 +140,21 @@ def describe_composition_error(
             f"cannot delete '{key}': its config is typed and keeps every key; set it instead: "
             + (_emptied(key, config_name, overrides, loader))
         )
+    if (
+        MERGE_FAILED.match(message)
+        and isinstance(exc.__cause__, ConfigTypeError)
+        and str(exc.__cause__).startswith("Cannot merge ")
+    ):
+        # `model.metrics={a:1}` for a list, `model.head=[a]` for a mapping (was: Hydra's four
+        # lines, "Cannot merge DictConfig with ListConfig")
+        key = str(exc.__cause__.full_key)
+        given = next((o for o in overrides if override_key(o) == key), key)
+        value = given.partition("=")[2].lstrip()
+        if value.startswith("{"):
+            return f"{given}: {key} is a list, not a mapping: give a list, {key}=[...]"
+        if value.startswith("["):
+            return f"{given}: {key} is a mapping, not a list: set its keys, {key}.<setting>=..."
+        return f"{given}: {key} cannot take this value ({str(exc.__cause__).splitlines()[0]})"
     if MERGE_FAILED.match(message) and isinstance(exc.__cause__, ValidationError):
         # a value of the wrong type for a typed key (Hydra's own settings, e.g. a sweeper's)
         cause = exc.__cause__
