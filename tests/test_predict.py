@@ -755,23 +755,23 @@ def test_texts_are_batched_by_length_and_predicted_in_input_order(ckpts, data_di
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
 
 
-def test_sft_predict_shows_its_progress_on_a_terminal_only(ckpts, data_dir, monkeypatch):
+def test_sft_predict_shows_its_progress_on_a_terminal_only(ckpts, data_dir, tmp_path, monkeypatch):
     """sft-predict said nothing until every input was predicted (a long file: minutes without a
     word); a progress bar now counts the inputs on a terminal, and nothing is drawn in a log
     file or pipe (carriage returns)."""
-    bundle = load_bundle(ckpts["text"])
     texts = [sentence for sentence, _ in dev_rows(data_dir, 5)]
-    inputs = TextInputs([str(i) for i in range(5)], texts)
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     for terminal in (True, False):
         stderr = io.StringIO()
         stderr.isatty = lambda terminal=terminal: terminal
         monkeypatch.setattr("sys.stderr", stderr)
-        predict_probs(bundle, inputs, batch_size=2, progress=True)
-        assert ("predicting: 100%" in stderr.getvalue() and "5/5" in stderr.getvalue()) is terminal
+        run_predict(ckpts["text"], tmp_path / "in.txt", tmp_path / f"{terminal}", "batch_size=2")
+        drawn = stderr.getvalue()
+        assert ("predicting: 100%" in drawn and "5/5" in drawn) is terminal, drawn
     stderr = io.StringIO()
     stderr.isatty = lambda: True
     monkeypatch.setattr("sys.stderr", stderr)
-    predict_probs(bundle, inputs, batch_size=2)  # sft.api's predictor: no bar
+    predict_probs(load_bundle(ckpts["text"]), TextInputs(["0"], texts[:1]))  # sft.api's: no bar
     assert stderr.getvalue() == ""
 
 

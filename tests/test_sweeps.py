@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, run_entry_point
+from conftest import CONF_DIR, FAST, run_entry_point
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from inference_checkpoints import image_checkpoint
@@ -791,3 +792,32 @@ def test_sweeps_started_in_the_same_second_get_a_directory_each(tmp_path, monkey
     assert sorted(p.name for p in sweeps.iterdir()) == [first, second]
     assert sorted(dict(read_results(sweeps / first))) == ["0", "1"]
     assert [r.overrides[-2:] for _, r in read_results(sweeps / second)] == [["seed=3", "name=same"]]
+
+
+def test_only_a_sweep_directory_named_by_the_time_is_replaced_and_a_refused_one_is_removed(
+    tmp_path, monkeypatch
+):
+    """An Optuna search's config names its directory by the study (`.../optuna/<study>`), so
+    that the same command again continues the study: it stays the directory of every run of
+    that command. A directory reserved for a sweep that is then refused (its sweeper's checks
+    come after) is removed again, as one that Hydra would have made."""
+    from hydra import compose, initialize_config_dir
+
+    from sft.runs.directories import RunDirectory
+
+    monkeypatch.setenv("SFT_OUTPUT_DIR", str(tmp_path))
+    for overrides in (["hparams_search=sst2_minilm_optuna"], []):
+        dirs = []
+        for _ in range(2):
+            GlobalHydra.instance().clear()
+            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+                cfg = compose("train", overrides=overrides, return_hydra_config=True)
+                callback = RunDirectory()
+                callback.on_multirun_start(cfg)
+                dirs.append(Path(cfg.hydra.sweep.dir))
+                callback.on_multirun_end(cfg)  # refused here: no job ran
+        if overrides:
+            assert dirs[0] == dirs[1] == tmp_path / "train/sst2_minilm/optuna/sst2_minilm_optuna"
+        else:
+            assert dirs[0].parent == tmp_path / "train/default/multiruns"
+            assert not any(d.exists() for d in dirs)

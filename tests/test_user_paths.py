@@ -2003,9 +2003,18 @@ def test_a_relative_data_dir_is_found_by_sft_eval_from_another_directory(tmp_pat
 
 
 @pytest.mark.parametrize("multirun", [[], ["-m"]])
-@pytest.mark.parametrize("name", ["../../escape", "exp/../../../escape", "", "."])
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("../../escape", "is a folder under paths.log_dir/<task>/"),
+        ("exp/../../../escape", "is a folder under paths.log_dir/<task>/"),
+        ("", "is a folder under paths.log_dir/<task>/"),
+        (".", "is a folder under paths.log_dir/<task>/"),
+        ("[a]", "is one folder name, not a list or mapping"),  # (was: a folder named ['a'])
+    ],
+)
 def test_a_run_name_cannot_put_the_run_outside_the_log_dir(
-    tmp_path, monkeypatch, capsys, name, multirun
+    tmp_path, monkeypatch, capsys, name, why, multirun
 ):
     """`name=` is a folder under paths.log_dir/<task>/: one naming '..' is refused before
     anything is made (was: `name=../../escape` wrote the run outside it), as is an empty one
@@ -2014,11 +2023,12 @@ def test_a_run_name_cannot_put_the_run_outside_the_log_dir(
     logs = tmp_path / "a" / "outputs"
     argv = ["sft-train", *multirun, *FAST, f"paths.log_dir={logs}", f"name={name}"]
     assert run_entry_point(train_module.main, argv) == 1
+    shown = "['a']" if name == "[a]" else name
     assert (
         capsys.readouterr()
         .err.strip()
         .splitlines()[-1]
-        .startswith(f"error: name={name}: a run's name is a folder under paths.log_dir/<task>/")
+        .startswith(f"error: name={shown}: a run's name {why}")
     )
     assert not (tmp_path / "a" / "escape").exists() and not logs.exists()
 

@@ -52,6 +52,7 @@ from sft.data.subsets import (
 )
 from sft.errors import SFTError
 from sft.utils.config_types import number_list
+from sft.utils.hardware import usable_cpus
 from sft.utils.io import expand_home
 from sft.utils.logs import first_few, rank_zero_warning
 
@@ -162,7 +163,7 @@ def undecodable(paths: Sequence[str | Path], size: int) -> list[tuple[str, str]]
     paths = [str(p) for p in paths]
     quiet_large_image_warning()
     # PIL releases the GIL while decoding: threads use every core
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
         errors = list(pool.map(lambda p: _decode_error(p, size), paths, chunksize=64))
     return [(p, e) for p, e in zip(paths, errors, strict=True) if e is not None]
 

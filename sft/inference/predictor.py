@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from sft.data.image_decode import ImageDecoder
 from sft.errors import SFTError
 from sft.inference.bundle import InferenceBundle
 from sft.inference.inputs import ImageInputs, TextInputs
+from sft.utils.hardware import usable_cpus
 
 
 def check_modality(bundle: InferenceBundle, kind: str, what: str) -> None:
@@ -53,14 +53,20 @@ def predict_probs(
     progress bar on a terminal (sft-predict's; tqdm's, which leaves other outputs alone)."""
     check_batch_size(batch_size)
     probs = torch.empty(len(inputs), len(bundle.class_names))  # no inputs: no rows
+    text = isinstance(inputs, TextInputs)
+    if text:
+        check_modality(bundle, "text", str(inputs.source))
+        # the tokenizer refuses an empty list
+        features = bundle.tokenize(inputs.texts, inputs.pairs) if inputs.texts else []
+    else:
+        check_modality(bundle, "image", str(inputs.paths[0]) if inputs.paths else "(no images)")
+    # drawn once the inputs are checked and tokenised: their warnings and errors on lines of
+    # their own
     bar = tqdm(
         total=len(inputs), desc="predicting", unit=" inputs", disable=None if progress else True
     )
     with bar:
-        if isinstance(inputs, TextInputs):
-            check_modality(bundle, "text", str(inputs.source))
-            # the tokenizer refuses an empty list
-            features = bundle.tokenize(inputs.texts, inputs.pairs) if inputs.texts else []
+        if text:
             order = longest_first(features)
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
@@ -68,13 +74,12 @@ def predict_probs(
                 probs[rows] = bundle.logits(batch).softmax(-1).cpu()
                 bar.update(len(rows))
         else:
-            check_modality(bundle, "image", str(inputs.paths[0]) if inputs.paths else "(no images)")
             decode = ImageDecoder(bundle.image_size)
             # PIL releases the GIL while it decodes: a batch's files on every core. Images given
             # decoded (sft.api) one at a time: one image object given twice, not loaded yet,
             # would be read by two threads at once.
             files = not any(isinstance(p, Image.Image) for p in inputs.paths)
-            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            with ThreadPoolExecutor(max_workers=min(batch_size, usable_cpus())) as pool:
                 mapped = pool.map if files else map
                 for start in range(0, len(inputs), batch_size):
                     images = list(mapped(decode, inputs.paths[start : start + batch_size]))

@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
 from sft.errors import RunInTheWay, SFTError, report_user_errors
 from sft.runs.lock import hold, holder, release
@@ -443,6 +443,8 @@ def check_run_name(name: Any) -> None:
     `name=.` among the experiments' folders). None: a config without the key (a user's)."""
     if name is None:
         return
+    if isinstance(name, ListConfig | DictConfig | list | dict):  # (was: a folder named ['a'])
+        raise SFTError(f"name={name}: a run's name is one folder name, not a list or mapping")
     parts = Path(str(name)).parts  # none for "" and "."
     if ".." in parts or not parts:
         raise SFTError(
@@ -472,6 +474,11 @@ def hold_run_dir(run_dir: Path) -> None:
     hold(run_dir, "hydra.run.dir")
 
 
+def _named_by_time(sweep: DictConfig) -> bool:
+    """The sweep directory's setting, as configured, names it by the time (`${now:...}`)."""
+    return "${now:" in str(OmegaConf.to_container(sweep, resolve=False).get("dir"))
+
+
 class RunDirectory(Callback):
     """Hydra callback: settles `hydra.run.dir` and `hydra.output_subdir` of a single run, and
     refuses `resume=` in a multirun before its sweep directory is made. A run's or sweep's
@@ -491,11 +498,14 @@ class RunDirectory(Callback):
         sweep_dir = expand_home(given)
         report_user_errors(lambda: check_can_be_made(sweep_dir, "hydra.sweep.dir"))
         default_dir = not _overridden("hydra.sweep.dir", config.hydra)
-        if default_dir and not is_rank_process():
-            # the default directory, named by the second: a sweep started in the same second
-            # as another of the experiment's (a script starting several) takes the next free
-            # name, <time>_1, as a single run does (was: refused, the other sweep's directory
-            # being in use). A sweep started by hand on each node shares the first one's.
+        # a directory named by the second it starts in (the default): a sweep started in the
+        # same second as another of the experiment's (a script starting several) takes the next
+        # free name, <time>_1, as a single run does (was: refused, the other sweep's directory
+        # being in use). One named otherwise, by a config (an Optuna search's, which the same
+        # command continues), is used as named; so is the first node's by the others of a
+        # sweep started by hand on each node.
+        reserved = default_dir and _named_by_time(config.hydra.sweep) and not is_rank_process()
+        if reserved:
             sweep_dir = report_user_errors(lambda: reserve_fresh_dir(sweep_dir))
         if home_expanded or default_dir:
             with read_write(config.hydra):
@@ -512,7 +522,7 @@ class RunDirectory(Callback):
         if not _overridden("hydra.sweep.subdir", config.hydra):
             report_user_errors(lambda: check_jobs_already_there(sweep_dir, config))
         if not is_rank_process():  # a sweep started by hand on each node: the first holds it
-            report_user_errors(lambda: hold(sweep_dir, "hydra.sweep.dir"))
+            report_user_errors(lambda: hold(sweep_dir, "hydra.sweep.dir", made=reserved))
             self._held = sweep_dir
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

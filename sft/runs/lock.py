@@ -69,13 +69,14 @@ def holder(folder: str | Path) -> str | None:
     return who or None
 
 
-def hold(folder: str | Path, setting: str) -> None:
+def hold(folder: str | Path, setting: str, made: bool = False) -> None:
     """Mark `folder` in use by this process until `release(folder)` or the process ends;
-    SFTError naming the process that holds it, and `setting` to give instead."""
+    SFTError naming the process that holds it, and `setting` to give instead. `made`: this
+    process has just made the folder (removed again on release if nothing was written there)."""
     folder = Path(folder).resolve()
     if folder in _held:
         return
-    made = not folder.exists()
+    made = made or not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # (the run directory's checks find most of these first)

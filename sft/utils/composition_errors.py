@@ -149,12 +149,17 @@ def describe_composition_error(
         # lines, "Cannot merge DictConfig with ListConfig")
         key = str(exc.__cause__.full_key)
         given = next((o for o in overrides if override_key(o) == key), key)
-        value = given.partition("=")[2].lstrip()
-        if value.startswith("{"):
+        value = given.partition("=")[2].strip()
+        # a value nested deeper (`model={metrics:{a:1}}`) failed at a key within `key`
+        flat = not any(c in value[1:-1] for c in "{}[]")
+        if flat and value.startswith("{"):
             return f"{given}: {key} is a list, not a mapping: give a list, {key}=[...]"
-        if value.startswith("["):
+        if flat and value.startswith("["):
             return f"{given}: {key} is a mapping, not a list: set its keys, {key}.<setting>=..."
-        return f"{given}: {key} cannot take this value ({str(exc.__cause__).splitlines()[0]})"
+        return (
+            f"{given}: a mapping given where the config has a list, or a list where it has a "
+            f"mapping ({str(exc.__cause__).splitlines()[0]})"
+        )
     if MERGE_FAILED.match(message) and isinstance(exc.__cause__, ValidationError):
         # a value of the wrong type for a typed key (Hydra's own settings, e.g. a sweeper's)
         cause = exc.__cause__

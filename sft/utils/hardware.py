@@ -44,6 +44,15 @@ def cpu_flags() -> frozenset[str]:
     return frozenset((_cpuinfo("flags") or "").split())
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's, taskset's or a cluster
+    job's share), not the host's `os.cpu_count()`."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def cpu_model() -> str:
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
