@@ -34,7 +34,8 @@ train: data
 	$(BIN)/sft-train experiment=$(EXPERIMENT) $(ARGS)
 
 # Test processes (pytest-xdist): one per CPU this process may use (nproc), at most 4; each file's
-# tests stay in one process (--dist loadfile), which builds its tiny models once. (xdist's own
+# tests stay in one process (--dist loadfile), which builds its tiny models once, and files are
+# handed out in the order tests/conftest.py gives them, the longest first (--no-loadscope-reorder). (xdist's own
 # `-n auto` counts the host's cores through psutil, beyond a container's.) Each process, and the
 # runs it starts, gets its share of the cores as torch threads (OMP_NUM_THREADS): two processes
 # of 2 threads on 2 cores wait on each other's OpenMP threads. The whole suite on 2 AMD EPYC
@@ -43,7 +44,7 @@ train: data
 # in two of 1 thread with 1,172 tests (2026-12-04; 7.1-7.7 min on a 2-core AMX Xeon).
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 TEST_THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); w=$$(( $(TEST_WORKERS) > 1 ? $(TEST_WORKERS) : 1 )); echo $$(( n / w > 0 ? n / w : 1 )))
-PYTEST := OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: data
 	$(PYTEST) -m "not slow" $(ARGS)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, logs_warning, run_entry_point, run_module
+from conftest import compose_config, logs_warning, run_entry_point
 from inference_checkpoints import image_checkpoint, text_checkpoint
 from omegaconf import OmegaConf
 from PIL import Image
@@ -401,7 +401,7 @@ def test_inputs_are_read_as_in_training_and_settings_that_do_not_apply_are_refus
         predict_module.read_inputs(cfg, bundle)
 
 
-def test_inputs_of_the_wrong_modality(ckpts, tmp_path):
+def test_inputs_of_the_wrong_modality(ckpts, tmp_path, capsys):
     (tmp_path / "a.txt").write_text("hello\n")
     with pytest.raises(SFTError, match="is an image model"):
         run_predict(ckpts["image"], tmp_path / "a.txt", tmp_path / "run")
@@ -412,17 +412,14 @@ def test_inputs_of_the_wrong_modality(ckpts, tmp_path):
         run_predict(ckpts["text"], tmp_path / "texts", tmp_path / "run2")
     # the command line: one `error:` line, no traceback
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
-    result = run_module(
-        "sft.predict",
-        f"ckpt_path={ckpts['text']}",
-        f"inputs={tmp_path / 'x.png'}",
-        f"hydra.run.dir={tmp_path / 'cli'}",
-        timeout=300,
-    )
-    assert result.returncode == 1, result.stderr[-2000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: inputs=") and "text model" in last, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+    argv = [f"ckpt_path={ckpts['text']}", f"inputs={tmp_path / 'x.png'}"]
+    capsys.readouterr()
+    argv.append(f"hydra.run.dir={tmp_path / 'cli'}")
+    assert run_entry_point(sft.predict.main, ["sft-predict", *argv]) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: inputs=") and "text model" in last, err[-2000:]
+    assert "Traceback" not in err
 
 
 def test_predictions_already_written_are_never_replaced(ckpts, tmp_path):

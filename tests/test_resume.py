@@ -12,13 +12,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import CONF_DIR, FAST, logs_warning, run_module
+from conftest import CONF_DIR, FAST, logs_warning, run_entry_point, run_module
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import sft.train
 import sft.utils.checkpoint_io as checkpoint_io
 from sft.errors import SFTError
 from sft.jobs.train import train
@@ -1066,13 +1067,14 @@ def test_a_resumed_run_keeps_the_checkpoint_it_started_from_in_its_record(tmp_pa
     ]
 
 
-def test_resuming_a_run_that_logged_no_metric_keeps_its_command(tmp_path):
+def test_resuming_a_run_that_logged_no_metric_keeps_its_command(tmp_path, monkeypatch):
     """A run whose record holds no metric (stopped before it logged one) and that was resumed:
     the resume wrote its own command over the run's `.hydra/` (was: taken as a run replacing
     one that failed before logging), so sft-compare labelled the run with the resume's
     settings and the original command was lost."""
+    monkeypatch.chdir(tmp_path)
     task = [*FAST, "trainer.max_epochs=1", "test=false", f"paths.log_dir={tmp_path}", "name=r"]
-    assert run_train_cli(*task, cwd=tmp_path).returncode == 0
+    assert run_entry_point(sft.train.main, ["sft-train", *task]) == 0
     run_dir = only_run_dir(tmp_path / "train" / "r")
     record = json.loads((run_dir / "result.json").read_text())
     record.update(status="interrupted", metrics={})
@@ -1080,8 +1082,7 @@ def test_resuming_a_run_that_logged_no_metric_keeps_its_command(tmp_path):
     typed = (run_dir / ".hydra" / "overrides.yaml").read_text()
 
     again = [*task[:-1], "name=r", "trainer.max_epochs=2", f"resume={run_dir}"]
-    result = run_train_cli(*again, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_entry_point(sft.train.main, ["sft-train", *again]) == 0
     assert (run_dir / ".hydra" / "overrides.yaml").read_text() == typed
     (resumed,) = (run_dir / ".hydra").glob("resumed_*")
     assert f"resume={run_dir}" in (resumed / "overrides.yaml").read_text()
@@ -1201,16 +1202,19 @@ def test_a_run_from_a_checkpoint_past_its_schedules_end_says_so(
         train(train_cfg(*scheduled, *fewer, f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}"))
 
 
-def test_a_run_continued_to_a_budget_below_its_steps_is_refused(tmp_path):
+def test_a_run_continued_to_a_budget_below_its_steps_is_refused(tmp_path, monkeypatch, capsys):
     """`resume=` with trainer.max_steps below the steps the run has trained trained nothing,
     exited 0, and rewrote result.json with the lower budget beside the higher steps."""
-    task = [*FAST, "trainer.max_epochs=-1", "test=false", f"paths.log_dir={tmp_path}", "name=r"]
-    assert run_train_cli(*task, "+trainer.max_steps=4", cwd=tmp_path).returncode == 0
+    monkeypatch.chdir(tmp_path)
+    task = ["sft-train", *FAST, "trainer.max_epochs=-1", "test=false", f"paths.log_dir={tmp_path}"]
+    task.append("name=r")
+    assert run_entry_point(sft.train.main, [*task, "+trainer.max_steps=4"]) == 0
     run_dir = only_run_dir(tmp_path / "train" / "r")
     record = (run_dir / "result.json").read_text()
-    result = run_train_cli(*task, "+trainer.max_steps=2", f"resume={run_dir}", cwd=tmp_path)
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
+    capsys.readouterr()
+    argv = [*task, "+trainer.max_steps=2", f"resume={run_dir}"]
+    assert run_entry_point(sft.train.main, argv) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: {run_dir / 'checkpoints' / 'last.ckpt'} has trained 0 epochs (4 steps), past "
         "trainer.max_steps=2: a run is continued to a budget of at least what it has trained "
         "(its own budget leaves it as it is)"

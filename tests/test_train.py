@@ -358,7 +358,8 @@ def test_eval_scores_a_full_precision_checkpoint_in_its_precision(tmp_path, capl
     """A ResNet-18 trained at trainer.precision=32-true, scored by sft-eval's default auto: in
     bf16-mixed on a CPU with bf16 units, the family's pick (test/acc 0.449 for the run's own
     0.453), whatever training used."""
-    run = [*FAST[2:], "trainer.max_epochs=1", "+trainer.limit_test_batches=2"]
+    run = [*FAST[2:], "trainer.max_epochs=1", "data.val_size=64", "+trainer.limit_test_batches=2"]
+    run += ["+trainer.limit_train_batches=2", "data.eval_batch_size=32"]
     metrics = train(compose_config("train", [*run, "trainer.precision=32-true"], tmp_path / "t"))
     best = next((tmp_path / "t" / "checkpoints").glob("epoch_*.ckpt"))
     scoring = [f"ckpt_path={best}", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
@@ -418,12 +419,12 @@ def test_the_validation_loss_adds_up_in_fp32_under_bf16_true(train_cfg, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("val_check_interval", [1.0, 0.5])
-def test_ddp_sim_runs_two_processes(train_cfg, val_check_interval, tmp_path):
+def test_ddp_sim_runs_two_processes(train_cfg, tmp_path):
     """The ranks train in spawned processes: the run's record counts their epochs and the test
     logs after their last step (was: 0 epochs in result.json, test/acc at step 0; with validation
     within the epoch, last.ckpt is saved before the last epoch and step are counted: one epoch
-    short in result.json, or the test logged at the last validation's step)."""
+    short in result.json, or the test logged at the last validation's step). One run that
+    validates twice an epoch checks both."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from sft.runs.result import RunRecorder
@@ -431,7 +432,7 @@ def test_ddp_sim_runs_two_processes(train_cfg, val_check_interval, tmp_path):
     cfg = train_cfg(
         "trainer=ddp_sim",
         "trainer.max_epochs=2",
-        f"+trainer.val_check_interval={val_check_interval}",
+        "+trainer.val_check_interval=0.5",
         "trainer.enable_progress_bar=false",
         "data.val_size=101",  # ranks of 51 and 50 examples
         "+callbacks.ranks._target_=helpers.probes.RecordRankMetric",
