@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import FAST, TINY_TEXT_WITH_WORKERS, run_entry_point, run_module
+from helpers.environment import environment_kept
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from test_resume import TESTS_DIR, only_run_dir, run_train_cli
 
@@ -163,19 +164,40 @@ def test_the_resume_hint_of_a_ddp_rank_keeps_the_overrides(monkeypatch, tmp_path
     assert stop.value.code == 130 and stop.value.message is None  # rank 0 alone says it
 
 
-@pytest.mark.parametrize(
-    ("signame", "status", "times"), [("SIGTERM", 143, 1), ("SIGINT", 130, 1), ("SIGINT", 130, 2)]
-)
+def check_ranks_stopped_with_a_checkpoint(
+    result: subprocess.CompletedProcess, experiment_dir: Path, signame: str, status: int
+) -> Path:
+    """A trainer=ddp_sim run (under `experiment_dir`) whose main process alone got `signame` as
+    the batch after step 3 started: it exited with `status` and no traceback, its ranks saved
+    last.ckpt at one step, which its last line and result.json name; its run directory."""
+    assert result.returncode == status, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    run_dir = only_run_dir(experiment_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert step in (4, 5)  # the batch it came in, or the next: its ranks agree on one
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"interrupted by {signame} at epoch ") and (
+        f" step {step}: saved {last}; resume with: sft-train " in message
+    ), message
+    record = json.loads((run_dir / "result.json").read_text())
+    assert (record["status"], record["steps"], record["error"]) == ("interrupted", step, message)
+    return run_dir
+
+
+# SIGTERM's case is test_an_interrupted_ddp_spawn_run_keeps_its_metrics_command_and_curves's run
+@pytest.mark.parametrize(("signame", "status", "times"), [("SIGINT", 130, 1), ("SIGINT", 130, 2)])
 def test_a_signal_to_ddp_spawns_main_process_alone_stops_its_ranks_with_a_checkpoint(
     signame, status, times, tmp_path, data_dir
 ):
     """trainer=ddp_sim (ddp_spawn): the ranks train in processes the main one spawned, and a
     signal sent to that one alone (`kill <pid>`, `timeout`, `docker stop`) did not reach them.
-    SIGTERM ended it at once, without a line, and the ranks lost every checkpoint; SIGINT was
-    passed over by the ranks, which trained to the end while the line (and result.json) said
-    "before the first training step: nothing to save". One SIGINT delivered twice (`timeout -s
-    INT`: to the process, then its group) was a second Ctrl-C: "at once (a second Ctrl-C): not
-    saved", while the ranks saved a later step."""
+    SIGTERM ended it at once, without a line, and the ranks lost every checkpoint (checked by
+    test_an_interrupted_ddp_spawn_run_keeps_its_metrics_command_and_curves, which stops its run
+    so); SIGINT was passed over by the ranks, which trained to the end while the line (and
+    result.json) said "before the first training step: nothing to save". One SIGINT delivered
+    twice (`timeout -s INT`: to the process, then its group) was a second Ctrl-C: "at once (a
+    second Ctrl-C): not saved", while the ranks saved a later step."""
     name = f"spawn_{signame}_{times}"
     result = run_train_cli(
         *FAST,
@@ -191,42 +213,38 @@ def test_a_signal_to_ddp_spawns_main_process_alone_stops_its_ranks_with_a_checkp
         f"+callbacks.term.times={times}",
         cwd=tmp_path,
     )
-    assert result.returncode == status, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    run_dir = only_run_dir(tmp_path / "train" / name)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    step = torch.load(last, weights_only=True)["global_step"]
-    assert step in (4, 5)  # the batch it came in, or the next: its ranks agree on one
-    message = result.stderr.strip().splitlines()[-1]
-    assert message.startswith(f"interrupted by {signame} at epoch ") and (
-        f" step {step}: saved {last}; resume with: sft-train " in message
-    ), message
-    record = json.loads((run_dir / "result.json").read_text())
-    assert (record["status"], record["steps"], record["error"]) == ("interrupted", step, message)
+    check_ranks_stopped_with_a_checkpoint(result, tmp_path / "train" / name, signame, status)
 
 
 def test_an_interrupted_ddp_spawn_run_keeps_its_metrics_command_and_curves(tmp_path, data_dir):
-    """trainer=ddp_sim stopped after its first validation, then resumed:
+    """trainer=ddp_sim stopped after its first validation by SIGTERM to its main process alone
+    (`kill <pid>`), then resumed:
+    - SIGTERM ended the main process at once, without a line, and the ranks, which it did not
+      reach, lost every checkpoint (this run is the SIGTERM case of
+      test_a_signal_to_ddp_spawns_main_process_alone_stops_its_ranks_with_a_checkpoint);
     - its result.json had no metrics (its ranks send the main process none when stopped), so it
       counted as a run that failed before logging, and
     - the resume wrote its own command over the run's `.hydra/` (not in `.hydra/resumed_*/`);
     - the test's spawned processes marked the resumed step again in TensorBoard, which then
-      dropped every point the resumed fit logged (sft-compare showed no validation)."""
+      dropped every point the resumed fit logged (sft-compare showed no validation).
+    The resume runs in this process (its ranks and the test's are spawned all the same)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import sft.train
 
     task = [*FAST, "trainer=ddp_sim", "trainer.max_epochs=3", f"paths.log_dir={tmp_path}"]
     task += ["name=spawned", "callbacks.step_checkpoint.every_n_train_steps=2"]
-    stop = ["+callbacks.term._target_=helpers.faults.SignalAtStep", "+callbacks.term.step=4"]
+    stop = ["+callbacks.term._target_=helpers.faults.SignalAtStep", "+callbacks.term.step=3"]
     stop += ["+callbacks.term.signal=SIGTERM", "+callbacks.term.to_parent=true"]
     result = run_train_cli(*task, *stop, cwd=tmp_path)
-    assert result.returncode == 143, result.stderr[-3000:]
-    run_dir = only_run_dir(tmp_path / "train" / "spawned")
+    run_dir = check_ranks_stopped_with_a_checkpoint(
+        result, tmp_path / "train" / "spawned", "SIGTERM", 143
+    )
     record = json.loads((run_dir / "result.json").read_text())
-    assert record["status"] == "interrupted"
     assert {"val/acc", "val/acc_best", "val/loss"} <= set(record["metrics"]), record["metrics"]
 
-    result = run_train_cli(*task, f"resume={run_dir}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    with environment_kept():
+        assert run_entry_point(sft.train.main, ["sft-train", *task, f"resume={run_dir}"]) == 0
     assert "resume=" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
     (resumed,) = (run_dir / ".hydra").glob("resumed_*")
     assert f"resume={run_dir}" in (resumed / "overrides.yaml").read_text()
@@ -267,19 +285,43 @@ def test_a_signal_to_ddp_spawns_main_process_after_its_ranks_last_check_stops_th
     assert json.loads((run_dir / "result.json").read_text())["status"] == "interrupted"
 
 
-def test_an_interrupted_run_records_the_epochs_and_metrics_it_reached(tmp_path, data_dir):
-    """result.json of a run interrupted in its second epoch: interrupted (was: failed, as a crash), with the epoch it completed
-    and the metrics of its first validation (was: epochs 0 and no metrics, so sft-compare and
-    sweep summaries showed nothing of what it did)."""
-    result = run_sigterm_at(8, "stopped", tmp_path)
+def test_an_interrupted_run_records_what_it_reached_and_its_hint_names_its_config_dir(
+    tmp_path, data_dir
+):
+    """A run of the user's own configs (--config-dir) interrupted in its second epoch:
+    - its result.json: interrupted (was: failed, as a crash), with the epoch it completed and
+      the metrics of its first validation (was: epochs 0 and no metrics, so sft-compare and
+      sweep summaries showed nothing of what it did);
+    - the resume command it was told lacked --config-dir, which failed when pasted ("unknown
+      option 'mine' for group 'experiment'")."""
+    conf = tmp_path / "conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "mine.yaml").write_text("# @package _global_\nname: mine\n")
+    result = run_train_cli(
+        "--config-dir",
+        str(tmp_path / "conf"),
+        "experiment=mine",
+        *FAST,
+        *QUICK,
+        f"paths.log_dir={tmp_path}",
+        "+callbacks.term._target_=helpers.faults.SignalAtStep",
+        "+callbacks.term.step=8",
+        "+callbacks.term.signal=SIGTERM",
+        cwd=tmp_path,
+    )
     assert result.returncode == 143, result.stderr[-3000:]
-    record = json.loads((only_run_dir(tmp_path / "train" / "stopped") / "result.json").read_text())
+    run_dir = only_run_dir(tmp_path / "train" / "mine")
+    record = json.loads((run_dir / "result.json").read_text())
     assert (
         record["status"] == "interrupted" and "interrupted by SIGTERM at epoch 1" in record["error"]
     )
     assert record["epochs"] == 1
     assert f" step {record['steps']}: saved " in record["error"]  # the steps its line says
     assert {"val/acc", "val/acc_best", "val/loss"} <= set(record["metrics"])
+
+    message = result.stderr.strip().splitlines()[-1]
+    assert f"; resume with: sft-train --config-dir {tmp_path / 'conf'} experiment=mine " in message
+    assert message.endswith(f" resume={run_dir}"), message
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits(train_cfg, tmp_path, data_dir):
@@ -371,9 +413,12 @@ def test_a_signal_before_training_says_nothing_was_saved(tmp_path, data_dir, sig
 
 def test_ctrl_c_before_a_resumed_run_trains_says_its_checkpoint_is_kept(tmp_path, data_dir):
     """Ctrl-C while a resumed run sets up its data: "before the first training step: nothing
-    to save", as if the run's last.ckpt, which stays as it was, were lost."""
-    first = run_train_cli(*FAST, *QUICK, f"paths.log_dir={tmp_path}", "name=again", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    to save", as if the run's last.ckpt, which stays as it was, were lost. The run to resume is
+    trained in this process: only the resumed one is signalled."""
+    import sft.train
+
+    first = ["sft-train", *FAST, *QUICK, f"paths.log_dir={tmp_path}", "name=again"]
+    assert run_entry_point(sft.train.main, first) == 0
     run_dir = only_run_dir(tmp_path / "train" / "again")
     message, _ = run_with_signals(
         tmp_path, "again", "hook=setup", overrides=["trainer.max_epochs=3", f"resume={run_dir}"]
@@ -493,31 +538,6 @@ def test_ctrl_c_while_the_last_checkpoints_are_saved_still_stops(tmp_path, data_
     )
     assert message.startswith("interrupted by SIGINT at epoch "), message
     assert f"saved {run_dir / 'checkpoints' / 'last.ckpt'}; resume with: sft-train " in message
-
-
-def test_the_resume_hint_of_a_run_with_its_own_config_dir_names_it(tmp_path, data_dir):
-    """A run of the user's own configs (--config-dir) was told a resume command without it,
-    which failed when pasted ("unknown option 'mine' for group 'experiment'")."""
-    conf = tmp_path / "conf" / "experiment"
-    conf.mkdir(parents=True)
-    (conf / "mine.yaml").write_text("# @package _global_\nname: mine\n")
-    result = run_train_cli(
-        "--config-dir",
-        str(tmp_path / "conf"),
-        "experiment=mine",
-        *FAST,
-        *QUICK,
-        f"paths.log_dir={tmp_path}",
-        "+callbacks.term._target_=helpers.faults.SignalAtStep",
-        "+callbacks.term.step=3",
-        "+callbacks.term.signal=SIGTERM",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 143, result.stderr[-3000:]
-    message = result.stderr.strip().splitlines()[-1]
-    run_dir = only_run_dir(tmp_path / "train" / "mine")
-    assert f"; resume with: sft-train --config-dir {tmp_path / 'conf'} experiment=mine " in message
-    assert message.endswith(f" resume={run_dir}"), message
 
 
 def test_an_interrupted_sweep_job_says_how_to_continue_the_sweep(tmp_path, data_dir):

@@ -13,7 +13,8 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import FAST, run_module
+from conftest import FAST, run_entry_point, run_module
+from helpers.environment import environment_kept
 from optuna.trial import TrialState
 
 from sft.callbacks.optuna_pruning import open_storage
@@ -108,33 +109,30 @@ OPTUNA = [
 
 @pytest.mark.slow
 def test_optuna_trials_run_two_at_a_time_against_one_study(tmp_path, data_dir):
+    """4 trials, 2 at a time on Ray, against one study (the journal file): the first 2 run at
+    once, the second batch's trials are numbered on, in job directories of their numbers (Ray is
+    given its jobs from number 2), and no trial repeats another's parameters. A search run again
+    resumes its study the same way (the same sweeper and storage; its launcher is given the jobs
+    from their trial numbers, as here): test_optuna_sweeper's
+    test_rerun_resumes_the_study_with_new_trials_in_new_job_dirs."""
     sweep = tmp_path / "sweep"
     args = ["sft.train", "-m", *RAY, *ONE_EPOCH, *OPTUNA, f"hydra.sweep.dir={sweep}"]
     # (was flaky: a tiny trial could end before the other's worker had started)
-    first = run_module(
-        *args, *rendezvous(tmp_path / "met"), "hydra.sweeper.n_trials=2", env=with_helpers()
+    result = run_module(
+        *args, *rendezvous(tmp_path / "met"), "hydra.sweeper.n_trials=4", env=with_helpers()
     )
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:]
     storage = f"journal://{sweep / 'optuna.journal'}"
-    study = optuna.load_study(study_name="parallel", storage=open_storage(storage))
-    assert [t.number for t in study.trials] == [0, 1]
-    assert all(t.state == TrialState.COMPLETE for t in study.trials)
-    results = dict(read_results(sweep))
-    assert sorted(results) == ["0", "1"]
-    assert max(r.started_at for r in results.values()) < min(
-        r.ended_at for r in results.values()
-    ), "the two trials did not run at once"
-
-    # the study resumes (with the same fixed overrides: a study resumes only with those)
-    again = run_module(
-        *args, *rendezvous(tmp_path / "met"), "hydra.sweeper.n_trials=2", env=with_helpers()
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
     study = optuna.load_study(study_name="parallel", storage=open_storage(storage))
     assert [t.number for t in study.trials] == list(range(4))
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     assert len({t.params["model.lr_head"] for t in study.trials}) == 4, "a trial was repeated"
-    assert sorted(dict(read_results(sweep))) == [str(n) for n in range(4)]
+    results = dict(read_results(sweep))
+    assert sorted(results) == [str(n) for n in range(4)]
+    first = [results[job] for job in "01"]
+    assert max(r.started_at for r in first) < min(r.ended_at for r in first), (
+        "the two trials did not run at once"
+    )
 
 
 EXACT = [
@@ -148,11 +146,14 @@ EXACT = [
 
 @pytest.mark.slow
 def test_a_job_signalled_for_its_time_limit_is_requeued_and_resumes_exactly(
-    train_cfg, tmp_path, data_dir
+    train_cfg, tmp_path, monkeypatch, data_dir
 ):
     """A submitit job (local executor, as on SLURM) gets USR2, submitit's time-limit and
     preemption signal, at step 7: it saves last.ckpt, submitit requeues it, the requeued job
-    continues in its directory and ends with the weights of an uninterrupted run."""
+    continues in its directory and ends with the weights of an uninterrupted run. The sweep
+    runs in this process (sft-train's main); the job, signalled and requeued, in its own."""
+    import sft.train
+
     sweep = tmp_path / "sweep"
     marker = tmp_path / "signalled"
     signal = [
@@ -161,17 +162,9 @@ def test_a_job_signalled_for_its_time_limit_is_requeued_and_resumes_exactly(
         "+callbacks.signal.signal=SIGUSR2",
         f"+callbacks.signal.marker={marker}",
     ]
-    result = run_module(
-        "sft.train",
-        "-m",
-        "hydra/launcher=local_jobs",
-        *EXACT,
-        *signal,
-        "seed=0",
-        f"hydra.sweep.dir={sweep}",
-        env=with_helpers(),
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    monkeypatch.setenv("PYTHONPATH", with_helpers()["PYTHONPATH"])  # the job's, for the callback
+    argv = ["sft-train", "-m", "hydra/launcher=local_jobs", *EXACT, *signal, "seed=0"]
+    assert run_entry_point(sft.train.main, [*argv, f"hydra.sweep.dir={sweep}"]) == 0
     assert marker.exists()
     job = sweep / "0"
     (log,) = job.glob("*.log")
@@ -365,14 +358,18 @@ def test_a_csv_logger_copied_to_another_process_continues_the_runs_metrics(tmp_p
 
 
 @pytest.mark.slow
-def test_a_ddp_spawn_run_records_its_progress_and_csv_metrics(tmp_path):
+def test_a_ddp_spawn_run_records_its_progress_and_csv_metrics(tmp_path, monkeypatch):
     """trainer=ddp_sim logger=csv: the test, in new processes, ended in a traceback ("dict
     contains fields not in fieldnames") after deleting the fit's rows of metrics.csv, and the
     run was recorded as failed. Without a last.ckpt (callbacks=none, as the label-efficiency
-    studies run) its result.json said 0 epochs and 0 steps."""
+    studies run) its result.json said 0 epochs and 0 steps. sft-train runs in this process (its
+    ranks and the test's are spawned all the same)."""
+    import sft.train
+
+    monkeypatch.setenv("SFT_OUTPUT_DIR", str(tmp_path))
     run = tmp_path / "run"
-    result = run_module(
-        "sft.train",
+    argv = [
+        "sft-train",
         *FAST,
         "data.samples_per_class=8",
         "data.val_size=64",
@@ -382,9 +379,9 @@ def test_a_ddp_spawn_run_records_its_progress_and_csv_metrics(tmp_path):
         "logger=csv",
         "callbacks=none",
         f"hydra.run.dir={run}",
-        env={**os.environ, "SFT_OUTPUT_DIR": str(tmp_path)},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    ]
+    with environment_kept():
+        assert run_entry_point(sft.train.main, argv) == 0
     rows = (run / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     assert {"val/acc", "train/loss_epoch", "test/acc"} <= set(header)
@@ -398,10 +395,12 @@ def test_a_ddp_spawn_run_records_its_progress_and_csv_metrics(tmp_path):
 
 
 @pytest.mark.slow
-def test_gradual_unfreezing_under_ddp_names_the_strategy_it_needs(tmp_path):
+def test_gradual_unfreezing_under_ddp_names_the_strategy_it_needs(tmp_path, monkeypatch):
     """callbacks=backbone_unfreeze under trainer=ddp_sim: DDP's "parameters that were not used
     in producing the loss" as the ranks' traceback; now one line naming the strategy, with
-    which the run trains."""
+    which the run trains (in this process: its ranks are spawned all the same)."""
+    import sft.train
+
     args = [
         *FAST,
         "data.samples_per_class=8",
@@ -421,8 +420,10 @@ def test_gradual_unfreezing_under_ddp_names_the_strategy_it_needs(tmp_path):
     )
     assert "Traceback" not in refused.stderr
     strategy = "trainer.strategy=ddp_spawn_find_unused_parameters_true"
-    told = run_module("sft.train", *args, strategy, f"hydra.run.dir={tmp_path / 'b'}", env=env)
-    assert told.returncode == 0, told.stderr[-3000:]
+    monkeypatch.setenv("SFT_OUTPUT_DIR", str(tmp_path))
+    told = ["sft-train", *args, strategy, f"hydra.run.dir={tmp_path / 'b'}"]
+    with environment_kept():
+        assert run_entry_point(sft.train.main, told) == 0
 
 
 @pytest.mark.slow
