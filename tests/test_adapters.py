@@ -387,6 +387,29 @@ def test_an_adapter_on_a_depthwise_convolution_is_refused_before_training():
         SFTClassifier(backbone=EFFNET, num_classes=10, adapter=adapter)
 
 
+def test_same_padded_convolutions_take_adapters_that_pad_as_they_do_and_merge():
+    """timm's Conv2dSame (EfficientNet-Lite's strided convolutions) takes no padding_mode, which
+    peft 0.22 passes when it builds a conv adapter's A: adapter=lora failed on
+    EfficientNet-Lite0."""
+    from timm.layers import Conv2dSame
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(Conv2dSame(3, 8, 3, stride=2), torch.nn.ReLU())
+    reference = copy.deepcopy(model)
+    add_lora(model, LoraSettings(r=2), "same_padded")
+    layer = model[0]
+    assert type(layer.get_base_layer()) is Conv2dSame  # its own class back after injection
+    assert type(layer.lora_A["default"]) is Conv2dSame  # pads as the base does
+    torch.nn.init.normal_(layer.lora_B["default"].weight)
+    x = torch.randn(2, 3, 15, 16)  # SAME pads the two sides differently
+    with torch.no_grad():
+        adapted = model(x)
+        merged = merge_adapters(copy.deepcopy(model))
+        assert type(merged[0]) is Conv2dSame
+        assert (merged(x) - adapted).abs().max() <= 1e-5
+        assert (adapted - reference(x)).abs().max() > 1e-3
+
+
 def test_an_adapter_config_of_ones_own_may_leave_out_settings():
     """An adapter config without `r` (its default) was a KeyError('r') traceback."""
     adapter = {"_target_": "sft.models.adapters.LoraSettings", "alpha": 8}

@@ -10,13 +10,16 @@ backbone's own names plus `<layer>.lora_A/B.default.weight`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import re
 import typing
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Literal
@@ -200,7 +203,8 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
         with warnings.catch_warnings():
             # a grouped convolution's: said below, as the error it is
             warnings.filterwarnings("ignore", "Merging is not supported", UserWarning)
-            inject_adapter_in_model(config, backbone)
+            with convs_peft_can_copy(backbone):
+                inject_adapter_in_model(config, backbone)
     except (ValueError, TypeError, NotImplementedError) as exc:
         reason = " ".join(str(exc).split())[:300]
         # peft names the layer by its whole repr (a BertEmbeddings' is a screenful): by its class
@@ -230,6 +234,45 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
             for parameter in module.parameters(recurse=False):
                 parameter.requires_grad_(True)
     return backbone
+
+
+def _takes_padding_mode(conv_class: type) -> bool:
+    parameters = inspect.signature(conv_class.__init__).parameters.values()
+    return any(p.name == "padding_mode" or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+@functools.cache
+def _dropping_padding_mode(conv_class: type) -> type:
+    """A subclass of `conv_class` whose construction drops `padding_mode` (zeros: what a conv
+    class without the argument pads with) and returns a plain `conv_class` instance."""
+
+    def __new__(cls: type, *args: object, padding_mode: str = "zeros", **kwargs: object):
+        if padding_mode != "zeros":
+            raise ValueError(f"{conv_class.__name__} pads with zeros, not {padding_mode}")
+        return conv_class(*args, **kwargs)  # not a `cls`: Python skips `cls.__init__`
+
+    return type(conv_class.__name__, (conv_class,), {"__new__": __new__})
+
+
+@contextmanager
+def convs_peft_can_copy(backbone: nn.Module) -> Iterator[None]:
+    """While peft injects adapters: peft (0.22 on) builds a conv adapter's A as
+    `type(base)(..., padding_mode=base.padding_mode)`, to keep the base's geometry, which a conv
+    class whose constructor takes no padding_mode refuses: timm's SAME-padding Conv2dSame
+    (EfficientNet-Lite's strided convolutions; was: adapter=lora failed on EfficientNet-Lite0).
+    Such a conv is of a subclass meanwhile that drops the argument, so A is a `Conv2dSame` and
+    pads as its base does; each conv gets its own class back after."""
+    swapped = []
+    for module in backbone.modules():
+        conv_class = type(module)
+        if isinstance(module, nn.modules.conv._ConvNd) and not _takes_padding_mode(conv_class):
+            module.__class__ = _dropping_padding_mode(conv_class)
+            swapped.append((module, conv_class))
+    try:
+        yield
+    finally:
+        for module, conv_class in swapped:
+            module.__class__ = conv_class
 
 
 # where PeftModel names the model it wraps, in its saved adapters
