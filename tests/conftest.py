@@ -149,6 +149,18 @@ def _logging_state() -> dict[logging.Logger, tuple]:
 
 
 @pytest.fixture(autouse=True)
+def _environment_as_it_was() -> Iterator[None]:
+    """Every test: `os.environ` as it was before. A trainer=ddp_sim run in the test's process
+    leaves Lightning's MASTER_PORT (the port its ranks met on) set, and a later test's DDP runs,
+    subprocesses too, inherited it and met on that port instead of a free one."""
+    before = dict(os.environ)
+    yield
+    for name in set(os.environ) - set(before):
+        del os.environ[name]
+    os.environ.update(before)
+
+
+@pytest.fixture(autouse=True)
 def _deterministic_algorithms_as_they_were() -> Iterator[None]:
     """Every test: torch's deterministic-algorithms mode as it was before. Lightning sets it for
     a run of `trainer.deterministic=true` and leaves it on, and sft then keeps torch's own

@@ -17,7 +17,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import FAST, TINY_TEXT_WITH_WORKERS, run_entry_point, run_module
-from helpers.environment import environment_kept
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from test_resume import TESTS_DIR, only_run_dir, run_train_cli
 
@@ -243,8 +242,7 @@ def test_an_interrupted_ddp_spawn_run_keeps_its_metrics_command_and_curves(tmp_p
     record = json.loads((run_dir / "result.json").read_text())
     assert {"val/acc", "val/acc_best", "val/loss"} <= set(record["metrics"]), record["metrics"]
 
-    with environment_kept():
-        assert run_entry_point(sft.train.main, ["sft-train", *task, f"resume={run_dir}"]) == 0
+    assert run_entry_point(sft.train.main, ["sft-train", *task, f"resume={run_dir}"]) == 0
     assert "resume=" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
     (resumed,) = (run_dir / ".hydra").glob("resumed_*")
     assert f"resume={run_dir}" in (resumed / "overrides.yaml").read_text()

@@ -14,7 +14,6 @@ import optuna
 import pytest
 import torch
 from conftest import FAST, run_entry_point, run_module
-from helpers.environment import environment_kept
 from optuna.trial import TrialState
 
 from sft.callbacks.optuna_pruning import open_storage
@@ -380,8 +379,7 @@ def test_a_ddp_spawn_run_records_its_progress_and_csv_metrics(tmp_path, monkeypa
         "callbacks=none",
         f"hydra.run.dir={run}",
     ]
-    with environment_kept():
-        assert run_entry_point(sft.train.main, argv) == 0
+    assert run_entry_point(sft.train.main, argv) == 0
     rows = (run / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     assert {"val/acc", "train/loss_epoch", "test/acc"} <= set(header)
@@ -422,8 +420,7 @@ def test_gradual_unfreezing_under_ddp_names_the_strategy_it_needs(tmp_path, monk
     strategy = "trainer.strategy=ddp_spawn_find_unused_parameters_true"
     monkeypatch.setenv("SFT_OUTPUT_DIR", str(tmp_path))
     told = ["sft-train", *args, strategy, f"hydra.run.dir={tmp_path / 'b'}"]
-    with environment_kept():
-        assert run_entry_point(sft.train.main, told) == 0
+    assert run_entry_point(sft.train.main, told) == 0
 
 
 @pytest.mark.slow
