@@ -649,6 +649,24 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: model.head=[a]: model.head is a mapping, not a list: set its keys, "
             "model.head.<setting>=...",
         ),
+        # nested, or with brackets inside (were: a line that named no key)
+        (
+            "train",
+            ["model={metrics:{a:1}}"],
+            "error: model={metrics:{a:1}}: model.metrics is a list, not a mapping: give a list, "
+            "model.metrics=[...]",
+        ),
+        (
+            "train",
+            ["model.metrics={a:[1]}"],
+            "error: model.metrics={a:[1]}: model.metrics is a list, not a mapping",
+        ),
+        (
+            "train",
+            ["model={head:[a]}"],
+            "error: model={head:[a]}: model.head is a mapping, not a list: set its keys, "
+            "model.head.<setting>=...",
+        ),
     ],
 )
 def test_command_line_mistake_is_one_line_with_a_suggestion(

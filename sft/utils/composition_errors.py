@@ -145,17 +145,18 @@ def describe_composition_error(
         and isinstance(exc.__cause__, ConfigTypeError)
         and str(exc.__cause__).startswith("Cannot merge ")
     ):
-        # `model.metrics={a:1}` for a list, `model.head=[a]` for a mapping (was: Hydra's four
-        # lines, "Cannot merge DictConfig with ListConfig")
-        key = str(exc.__cause__.full_key)
+        # `model.metrics={a:1}` for a list, `model.head=[a]` for a mapping, `model={metrics:
+        # {a:1}}` deeper (was: Hydra's four lines, "Cannot merge DictConfig with ListConfig")
+        key = str(exc.__cause__.full_key)  # the override's key, however deep the mismatch
         given = next((o for o in overrides if override_key(o) == key), key)
-        value = given.partition("=")[2].strip()
-        # a value nested deeper (`model={metrics:{a:1}}`) failed at a key within `key`
-        flat = not any(c in value[1:-1] for c in "{}[]")
-        if flat and value.startswith("{"):
-            return f"{given}: {key} is a list, not a mapping: give a list, {key}=[...]"
-        if flat and value.startswith("["):
-            return f"{given}: {key} is a mapping, not a list: set its keys, {key}.<setting>=..."
+        others = [o for o in overrides if o != given]
+        if (cfg := _composed(config_name, others, loader)) is not None and (
+            found := _list_or_mapping_mismatch(_node_at(cfg, key), _override_value(given), key)
+        ):
+            where, is_list = found
+            if is_list:
+                return f"{given}: {where} is a list, not a mapping: give a list, {where}=[...]"
+            return f"{given}: {where} is a mapping, not a list: set its keys, {where}.<setting>=..."
         return (
             f"{given}: a mapping given where the config has a list, or a list where it has a "
             f"mapping ({str(exc.__cause__).splitlines()[0]})"
@@ -190,17 +191,59 @@ def describe_composition_error(
 _ABSENT = object()
 
 
+def _composed(config_name: str, overrides: list[str], loader: Any) -> DictConfig | None:
+    """The config composed with `overrides`; None where they do not compose (that mistake is
+    said once the one reported is fixed)."""
+    try:
+        return loader.load_configuration(config_name, overrides, RunMode.RUN)
+    except Exception:
+        return None
+
+
 def _composed_without_deletions(
     config_name: str, overrides: list[str], loader: Any, key: str
 ) -> Any:
     """The value of `key` in the config composed without the `~key` overrides; `_ABSENT` where
-    the key is not there (or the others do not compose: that mistake is said once it is fixed)."""
-    kept = [o for o in overrides if not o.startswith("~")]
+    the key is not there (or the others do not compose)."""
+    cfg = _composed(config_name, [o for o in overrides if not o.startswith("~")], loader)
+    return _ABSENT if cfg is None else OmegaConf.select(cfg, key, default=_ABSENT)
+
+
+def _override_value(override: str) -> Any:
+    """The value an override gives, as Python (a dict for `{...}`, a list for `[...]`); None
+    for one that does not parse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     try:
-        cfg = loader.load_configuration(config_name, kept, RunMode.RUN)
+        return OverridesParser.create().parse_override(override).value()
     except Exception:
-        return _ABSENT
-    return OmegaConf.select(cfg, key, default=_ABSENT)
+        return None
+
+
+def _node_at(cfg: DictConfig, key: str) -> Any:
+    """The config node at the dotted `key`, its interpolations unresolved; None where absent."""
+    node: Any = cfg
+    for name in key.split("."):
+        node = node._get_node(name) if OmegaConf.is_dict(node) and name in node else None
+    return node
+
+
+def _list_or_mapping_mismatch(node: Any, value: Any, key: str) -> tuple[str, bool] | None:
+    """Where `value`, merged into the config `node` at `key`, gives a mapping for a list or a
+    list for a mapping: the full key and whether the config has a list there. A list replaces
+    a list whole, so the search stops at lists."""
+    if isinstance(value, dict):
+        if OmegaConf.is_list(node):
+            return key, True
+        if OmegaConf.is_dict(node):
+            for name, inner in value.items():
+                # the node, not its value: an interpolation is not resolved
+                child = node._get_node(name) if name in node else None
+                if found := _list_or_mapping_mismatch(child, inner, f"{key}.{name}"):
+                    return found
+    elif isinstance(value, list) and OmegaConf.is_dict(node):
+        return key, False
+    return None
 
 
 def _emptied(key: str, config_name: str, overrides: list[str], loader: Any) -> str:
