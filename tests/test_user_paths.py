@@ -1259,6 +1259,53 @@ def test_an_export_checks_its_parity_on_a_folder_of_test_images_alone(tmp_path):
     assert (export(cfg) / "model.pt").is_file()
 
 
+def test_a_centre_cropped_model_predicts_evaluates_and_exports_as_it_trained(tmp_path):
+    """data.crop_pct (timm's: the centre of the shorter side, aspect kept) and
+    data.interpolation: images were only squashed whole, with a bilinear filter. sft-predict,
+    sft-eval and sft-export's metadata decode as the model trained."""
+    from PIL import Image
+
+    from sft.data.image_decode import ImageDecoder
+    from sft.inference.bundle import load_bundle
+    from sft.inference.inputs import ImageInputs
+    from sft.inference.predictor import predict_probs
+    from sft.jobs.export import export
+
+    root = two_class_tree(tmp_path / "tree", per_class=6)
+    run = tmp_path / "run"
+    data = [*folder_data(root), "data.crop_pct=1.0", "data.interpolation=bicubic"]
+    train(compose_config("train", [*data, *SMALL_CNN, "trainer.max_epochs=1"], run))
+    last = run / "checkpoints" / "last.ckpt"
+
+    # a wide image: its centre square is the ant colour, its sides the bee's
+    wide = Image.new("RGB", (60, 20), (200, 0, 60))
+    wide.paste((0, 0, 60), (20, 0, 40, 20))
+    bundle = load_bundle(last)
+    cropped = ImageDecoder(16, crop_pct=1.0, interpolation="bicubic")(wide)
+    assert (cropped.float() - ImageDecoder(16)(wide).float()).abs().max() > 50
+    probs = predict_probs(bundle, ImageInputs(["wide"], [wide]))
+    with torch.no_grad():
+        expected = bundle.logits(bundle.image_inputs(cropped[None])).softmax(-1)
+    torch.testing.assert_close(probs, expected)
+
+    unset = [o for o in folder_data(root) if not o.startswith("data.image_size=")]
+    evaluate(compose_config("eval", [f"ckpt_path={last}", *unset], tmp_path / "eval"))
+    decoded = OmegaConf.load(tmp_path / "eval" / "config_resolved.yaml").data
+    assert (decoded.crop_pct, decoded.interpolation) == (1.0, "bicubic")
+
+    shutil.copytree(root / "train", tmp_path / "moved" / "test")
+    cfg = compose_config(
+        "export",
+        [f"ckpt_path={last}", "formats=[torchscript]", f"+data.data_dir={tmp_path / 'moved'}"],
+        tmp_path / "export",
+    )
+    metadata = json.loads((export(cfg) / "metadata.json").read_text())
+    assert metadata["image_preparation"] == (
+        "the shorter side resized to 16 px and the centre cropped to 16 x 16 px (bicubic, "
+        "antialiased)"
+    )
+
+
 def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog):
     """README: `test/` is optional. sft-train skips testing with a line saying so, and sft-eval
     scores, predicts and draws the confusion matrix of validation (was: `error: image folder

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sft.contracts import InputSpec, Modality, Normalization, check_class_indices
 from sft.data.augment import BatchAugmentation, ImageBatchTransform
+from sft.data.image_decode import ImageDecoder
 from sft.data.resumable import ResumableRandomSampler
 from sft.errors import SFTError
 from sft.utils.io import expand_home
@@ -201,6 +202,11 @@ class ImageDataModule(SFTDataModule):
     modality = "image"
     dataset_normalization: ClassVar[Normalization]
     image_size: int  # side of the square images the loaders yield (inference decodes to it)
+
+    def image_decoder(self) -> ImageDecoder:
+        """How an image file becomes this data's input square: sft-predict decodes files with
+        it for a model trained on this data (arrays of one size: squashed to it)."""
+        return ImageDecoder(self.image_size)
 
     def _init_transform(
         self,

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from annotated_types import Interval
 from PIL import Image
 from torchvision.transforms import v2
 
 from sft.errors import SFTError, denied_access
+
+# data.crop_pct: the centre's share of the shorter side, as timm's crop_pct; None: the whole image
+CropShare = Annotated[float, Interval(gt=0, le=1)] | None
+Interpolation = Literal["bilinear", "bicubic"]
 
 # what PIL raises for a file it cannot decode
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -29,18 +36,43 @@ quiet_large_image_warning()
 
 
 class ImageDecoder:
-    """Decode an image file to RGB and resize it to `size` x `size` (antialiased), uint8 CHW.
+    """Decode an image file to RGB and resize it to `size` x `size` (antialiased), uint8 CHW:
+    the whole image squashed to the square, or with `crop_pct` its centre, as timm's eval
+    transform takes it (the shorter side resized to `size / crop_pct`, then the centre `size` x
+    `size`: aspect kept; 1.0 crops only the longer side).
 
     The image-folder datasets use it as their loader (in the DataLoader workers: picklable),
-    and sft-predict / sft-export decode the user's images with it at the training resolution.
+    and sft-predict / sft-export decode the user's images with it as the model was trained.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(
+        self, size: int, crop_pct: CropShare = None, interpolation: Interpolation = "bilinear"
+    ) -> None:
         quiet_large_image_warning()
         self.size = int(size)
-        self.resize = v2.Compose(
-            [v2.Resize((self.size, self.size), antialias=True), v2.PILToTensor()]
+        self.crop_pct = crop_pct
+        self.interpolation = interpolation
+        mode = v2.InterpolationMode(interpolation)
+        resize = (
+            [v2.Resize((self.size, self.size), interpolation=mode, antialias=True)]
+            if crop_pct is None
+            else [
+                # timm's transforms_factory: floor(size / crop_pct) for the shorter side
+                v2.Resize(math.floor(self.size / crop_pct), interpolation=mode, antialias=True),
+                v2.CenterCrop(self.size),
+            ]
         )
+        self.resize = v2.Compose([*resize, v2.PILToTensor()])
+
+    def describe(self) -> str:
+        """How an image becomes the model's input square, in words (export metadata, logs)."""
+        how = (
+            "the whole image squashed to"
+            if self.crop_pct is None
+            else f"the shorter side resized to {math.floor(self.size / self.crop_pct)} px and "
+            "the centre cropped to"
+        )
+        return f"{how} {self.size} x {self.size} px ({self.interpolation}, antialiased)"
 
     def __call__(self, path: str | os.PathLike | Image.Image) -> torch.Tensor:
         if isinstance(path, Image.Image):  # decoded already (sft.api's predictor)

@@ -26,7 +26,9 @@ from sft.contracts import IMAGENET, InputSpec
 from sft.data.base import ImageDataModule, absolute_dir, check_batch_size
 from sft.data.image_decode import (
     DECODE_ERRORS,
+    CropShare,
     ImageDecoder,
+    Interpolation,
     check_mode,
     decode_error_text,
     quiet_large_image_warning,
@@ -51,7 +53,7 @@ from sft.data.subsets import (
     warn_classes_without_examples,
 )
 from sft.errors import SFTError
-from sft.utils.config_types import number_list
+from sft.utils.config_types import check_value, number_list
 from sft.utils.hardware import usable_cpus
 from sft.utils.io import expand_home
 from sft.utils.logs import first_few, rank_zero_warning
@@ -328,6 +330,8 @@ class ImageFolderDataModule(ImageDataModule):
         self,
         data_dir: str,
         image_size: int | None = None,
+        crop_pct: CropShare = None,
+        interpolation: Interpolation = "bilinear",
         train_dir: str = "train",
         val_dir: str | None = "val",
         test_dir: str | None = "test",
@@ -358,6 +362,10 @@ class ImageFolderDataModule(ImageDataModule):
         data_dir = absolute_dir(data_dir)
         if image_size is not None:
             check_batch_size("image_size", image_size)
+        # as from a config (checked against these annotations before the run): a datamodule
+        # built in Python gets the same line
+        check_value(crop_pct, CropShare, "data.crop_pct")
+        check_value(interpolation, Interpolation, "data.interpolation")
         check_batch_size("batch_size", batch_size)
         if eval_batch_size is not None:
             check_batch_size("eval_batch_size", eval_batch_size)
@@ -408,8 +416,10 @@ class ImageFolderDataModule(ImageDataModule):
         self.samples_per_class = samples_per_class
         self.drop_last = drop_last
         self.skip_bad_files = skip_bad_files
+        self.crop_pct = None if crop_pct is None else float(crop_pct)
+        self.interpolation = interpolation
         # PIL decode -> resize -> uint8 CHW tensor, per sample in the workers.
-        self.decode = ImageDecoder(self.image_size)
+        self.decode = self.image_decoder()
         self.train_data: Dataset | None = None
         self.val_data: Dataset | None = None
         self.test_data: Dataset | None = None
@@ -428,11 +438,15 @@ class ImageFolderDataModule(ImageDataModule):
         if self._image_size_given or spec.image_size is None:
             return
         self.image_size = self.hparams.image_size = int(spec.image_size)
-        self.decode = ImageDecoder(self.image_size)
+        self.decode = self.image_decoder()
         rank_zero_info(
             f"data.image_size=null: images are decoded at {self.image_size}x{self.image_size}, "
             "the size the model's backbone takes"
         )
+
+    def image_decoder(self) -> ImageDecoder:
+        """How this data's images become the model's input squares (sft-predict's too)."""
+        return ImageDecoder(self.image_size, self.crop_pct, self.interpolation)
 
     @property
     def has_labelled_test(self) -> bool:

@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sft.contracts import ClassificationData, Modality
+from sft.data.image_decode import ImageDecoder
 from sft.data.text import TextClassificationDataModule
 from sft.data.tokenize import count_cut, cut_note, encode_texts
 from sft.errors import SFTError
@@ -42,6 +43,12 @@ class InferenceBundle:
     def image_size(self) -> int:
         """Side of the square images the model was trained on."""
         return int(self.datamodule.image_size)
+
+    def image_decoder(self) -> ImageDecoder:
+        """Image files decoded as the model's training images were (side, centre crop,
+        interpolation); squashed to the side for a datamodule of one's own that does not say."""
+        decoder = getattr(self.datamodule, "image_decoder", None)
+        return decoder() if callable(decoder) else ImageDecoder(self.image_size)
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -14,7 +14,15 @@ from sft.utils.logs import rank_zero_warning
 
 log = logging.getLogger(__name__)
 
-MODEL_INPUT_KEYS = ("mean", "std", "image_size", "tokenizer", "max_length")
+MODEL_INPUT_KEYS = (
+    "mean",
+    "std",
+    "image_size",
+    "crop_pct",
+    "interpolation",
+    "tokenizer",
+    "max_length",
+)
 
 
 def warn_model_input_changes(settings: Mapping[str, Any], trained: Mapping[str, Any]) -> None:

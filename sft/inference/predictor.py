@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from sft.data.image_decode import ImageDecoder
 from sft.errors import SFTError
 from sft.inference.bundle import InferenceBundle
 from sft.inference.inputs import ImageInputs, TextInputs
@@ -74,7 +73,7 @@ def predict_probs(
                 probs[rows] = bundle.logits(batch).softmax(-1).cpu()
                 bar.update(len(rows))
         else:
-            decode = ImageDecoder(bundle.image_size)
+            decode = bundle.image_decoder()
             # PIL releases the GIL while it decodes: a batch's files on every core. Images given
             # decoded (sft.api) one at a time: one image object given twice, not loaded yet,
             # would be read by two threads at once.

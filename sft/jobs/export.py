@@ -185,6 +185,8 @@ def metadata(bundle: InferenceBundle, files: dict[str, str], diffs: dict[str, fl
         mean, std = bundle.mean_std
         meta.update(
             image_size=bundle.image_size,
+            # what a service does to an image file before the model, as in training
+            image_preparation=bundle.image_decoder().describe(),
             input_format="float32 (batch, 3, image_size, image_size), RGB in [0, 1]",
             normalization={"mean": list(mean), "std": list(std), "note": "inside the model"},
         )
