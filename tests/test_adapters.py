@@ -387,6 +387,43 @@ def test_an_adapter_on_a_depthwise_convolution_is_refused_before_training():
         SFTClassifier(backbone=EFFNET, num_classes=10, adapter=adapter)
 
 
+def test_modules_to_save_train_whole_beside_the_adapters():
+    """adapter.modules_to_save, peft's option: named backbone modules train whole at
+    lr_backbone, the default targets leave them out, and a module named as a target too, or a
+    name that matches nothing, is one line (was: no such setting)."""
+    backbone = {
+        "_target_": "sft.models.backbones.create_backbone",
+        "name": "huggingface",
+        "model_name_or_path": "minilm",
+        "config_overrides": TINY,
+    }
+    adapter = {**LORA, "modules_to_save": ["layer.1.output"]}
+    model = SFTClassifier(backbone=backbone, num_classes=2, adapter=adapter, lr_backbone=0.01)
+    trainable = [n for n, p in model.backbone.named_parameters() if p.requires_grad]
+    whole = [n for n in trainable if ".layer.1.output." in n]
+    assert {n.rpartition("layer.1.output.")[2] for n in whole} == {
+        "dense.weight",
+        "dense.bias",
+        "LayerNorm.weight",
+        "LayerNorm.bias",
+    }
+    assert all(is_adapter_parameter(n) for n in trainable if n not in whole)
+    assert any("layer.1.intermediate.dense.lora_A" in n for n in trainable)  # adapted still
+    model.trainer = None
+    groups = model.configure_optimizers()["optimizer"].param_groups
+    own = [g for g in groups if g["name"].startswith("backbone")]  # weights, then no-decay ones
+    assert {g["lr"] for g in own} == {0.01}
+    assert sum(len(g["params"]) for g in own) == len(whole)
+
+    with pytest.raises(SFTError, match=r"^adapter\.modules_to_save: 'nothing' match\(es\) no"):
+        SFTClassifier(
+            backbone=backbone, num_classes=2, adapter={**adapter, "modules_to_save": ["nothing"]}
+        )
+    both = {**adapter, "target_modules": ["dense"]}
+    with pytest.raises(SFTError, match=r"hold\(s\) adapters too \(adapter\.target_modules\)"):
+        SFTClassifier(backbone=backbone, num_classes=2, adapter=both)
+
+
 def test_same_padded_convolutions_take_adapters_that_pad_as_they_do_and_merge():
     """timm's Conv2dSame (EfficientNet-Lite's strided convolutions) takes no padding_mode, which
     peft 0.22 passes when it builds a conv adapter's A: adapter=lora failed on

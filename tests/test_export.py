@@ -556,8 +556,8 @@ def test_a_lora_run_exports_a_peft_adapter_folder_for_its_base(ckpts, tmp_path, 
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(resolve_model_name("minilm")).save_pretrained(folder)
-    lora = ["adapter=lora", "adapter.r=4", "model.lr_adapter=0.05", "model.linear_probe=null"]
-    last = train_on_backbone_folder(folder, tmp_path / "train", *lora)
+    lora_run = ["adapter=lora", "adapter.r=4", "model.lr_adapter=0.05", "model.linear_probe=null"]
+    last = train_on_backbone_folder(folder, tmp_path / "train", *lora_run)
     out = run_export(last, tmp_path / "run", "formats=[peft]")
     saved = PeftConfig.from_pretrained(out / "peft")
     assert saved.base_model_name_or_path == str(folder) and saved.r == 4
@@ -593,6 +593,34 @@ def test_a_lora_run_exports_a_peft_adapter_folder_for_its_base(ckpts, tmp_path, 
             num_classes=2,
             adapter={**adapter, "r": 8, "init_from": str(out / "peft")},
         )
+    # modules trained whole (adapter.modules_to_save) go into the folder as peft's own (the
+    # export's parity check loads it back), and a run started from it reads them
+    saving = [
+        *lora_run,
+        "adapter.modules_to_save=[encoder.layer.1.output]",
+        "model.lr_backbone=0.05",
+    ]
+    last = train_on_backbone_folder(folder, tmp_path / "train_saved", *saving)
+    out = run_export(last, tmp_path / "run_saved", "formats=[peft]")
+    assert PeftConfig.from_pretrained(out / "peft").modules_to_save == ["encoder.layer.1.output"]
+    weights = load_file(out / "peft" / "adapter_model.safetensors")
+    dense = "encoder.layer.1.output.dense.weight"
+    assert not torch.equal(
+        weights[f"base_model.model.{dense}"], BertModel.from_pretrained(folder).state_dict()[dense]
+    )  # trained
+    assert json.loads((out / "metadata.json").read_text())["parity_max_abs_diff"]["peft"] < ATOL
+    folder_start = {**adapter, "init_from": str(out / "peft")}
+    with pytest.raises(SFTError, match=r"set adapter\.modules_to_save=\[encoder\.layer\.1\.out"):
+        SFTClassifier(backbone=backbone, num_classes=2, adapter=folder_start)
+    started = SFTClassifier(
+        backbone=backbone,
+        num_classes=2,
+        adapter={**folder_start, "modules_to_save": ["encoder.layer.1.output"]},
+    )
+    trained = read_checkpoint(last)["state_dict"]
+    for key, value in started.state_dict().items():
+        if ".lora_" in key or ".layer.1.output." in key:
+            torch.testing.assert_close(value, trained[key], rtol=0, atol=0, msg=key)
     with pytest.raises(SFTError, match=r"^formats=\[peft\]: a LoRA adapter file would not repro"):
         run_export(ckpts["text_lora"], tmp_path / "refused", "formats=[peft]")
     assert not (tmp_path / "refused" / "export").exists()

@@ -16,7 +16,7 @@ from torch import nn
 
 from sft.errors import SFTError, first_line
 from sft.inference.bundle import InferenceBundle
-from sft.models.adapters import adapter_layers, merge_adapters
+from sft.models.adapters import adapter_layers, merge_adapters, modules_saved
 from sft.models.backbones.huggingface import HFEncoder, encoder_class, pool
 from sft.utils.io import atomic_write
 
@@ -303,6 +303,14 @@ def export_peft(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple
     encoder = bundle.model.backbone  # HFEncoder: the transformers model is its `model`
     inner = encoder.wrapped_prefix
     state = get_peft_model_state_dict(encoder, adapter_name="default")
+    # modules trained whole: peft's file holds them by their own weights' names
+    names = bundle.model.hparams["adapter"].get("modules_to_save") or []
+    saved = modules_saved(encoder, names, str(bundle.trained_backbone.get("name")))
+    state |= {
+        f"{module}.{name}": parameter
+        for module in saved
+        for name, parameter in encoder.get_submodule(module).named_parameters()
+    }
     weights = {
         # PeftModel's names: `base_model.model.<module of the transformers model>...`
         "base_model.model." + name.removeprefix(inner): tensor.detach().cpu().contiguous()
@@ -310,6 +318,7 @@ def export_peft(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple
     }
     config = copy.copy(encoder.peft_config["default"])
     config.target_modules = sorted(name.removeprefix(inner) for name in adapter_layers(encoder))
+    config.modules_to_save = sorted(name.removeprefix(inner) for name in saved) or None
     # an alias (the packaged MiniLM) as its hub id: the folder is used elsewhere
     config.base_model_name_or_path = ALIASES[base][1] if base in ALIASES else base
     config.inference_mode = True

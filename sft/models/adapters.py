@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import torch
 from annotated_types import Gt, Interval
@@ -65,6 +65,9 @@ class LoraSettings:
     target_modules: Sequence[str] | str | None = None
     bias: Literal["none", "all", "lora_only"] = "none"
     train_norms: bool = False
+    # backbone modules (names or name suffixes) that train whole, at lr_backbone, beside the
+    # adapters: peft's modules_to_save (e.g. the pooler, the embeddings, the last block)
+    modules_to_save: Sequence[str] | None = None
     save_only_trainable: bool = False
     # peft's variants: rank-stabilised scaling alpha / sqrt(r); DoRA's learned magnitude per
     # output (both start at the pretrained model, and merge)
@@ -138,7 +141,12 @@ def _matches(name: str, target: str) -> bool:
     return name == target or name.endswith(f".{target}")
 
 
-def check_targets(backbone: nn.Module, targets: Sequence[str] | str, backbone_name: str) -> None:
+def check_targets(
+    backbone: nn.Module,
+    targets: Sequence[str] | str,
+    backbone_name: str,
+    key: str = "adapter.target_modules",
+) -> None:
     """One line for a target that matches no module, listing the names that exist."""
     names = [name for name, _ in backbone.named_modules() if name]
     if isinstance(targets, str):
@@ -155,7 +163,7 @@ def check_targets(backbone: nn.Module, targets: Sequence[str] | str, backbone_na
             else ""
         )
         raise SFTError(
-            f"adapter.target_modules: {', '.join(map(repr, missing))} match(es) no module of "
+            f"{key}: {', '.join(map(repr, missing))} match(es) no module of "
             f"backbone {backbone_name!r}{regex}; its modules ({len(names)}): "
             f"{first_few(names, 20)}"
         )
@@ -168,11 +176,14 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
 
     targets = settings.target_modules
     inner = getattr(backbone, "wrapped_prefix", "")  # a transformers model inside a wrapper
+    saved = modules_saved(backbone, settings.modules_to_save or [], backbone_name)
     start = read_peft_adapter(settings, inner) if settings.init_from else None
-    if start is not None and targets is None:
-        targets = start[0]
+    if start is not None:
+        check_saved_modules(backbone, saved, start, inner, str(settings.init_from))
+        if targets is None:
+            targets = start.targets
     if targets == ALL_LINEAR:  # the backbone's Linear layers (the head is not in it)
-        names = linear_layers(backbone)
+        names = [n for n in linear_layers(backbone) if not within(n, saved)]
         if not names:
             raise SFTError(
                 f"adapter.target_modules={ALL_LINEAR}: backbone {backbone_name!r} has no Linear "
@@ -180,7 +191,7 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
             )
         targets = exactly(names)
     elif targets is None:
-        names = default_targets(backbone)
+        names = [n for n in default_targets(backbone) if not within(n, saved)]
         if not names:
             raise SFTError(
                 f"adapter=lora: backbone {backbone_name!r} has no Linear or Conv2d layer to adapt; "
@@ -215,8 +226,17 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
             )
         raise SFTError(f"adapter=lora cannot wrap backbone {backbone_name!r}: {reason}") from exc
     check_mergeable(backbone, backbone_name)
+    if both := [name for name in adapter_layers(backbone) if within(name, saved)]:
+        raise SFTError(
+            f"adapter.modules_to_save: {first_few(both, 3)} hold(s) adapters too "
+            "(adapter.target_modules): a module trains whole or through adapters, not both; "
+            "leave it out of one of them"
+        )
+    for name in saved:  # all of its weights, as peft's copy of it trains
+        for parameter in backbone.get_submodule(name).parameters():
+            parameter.requires_grad_(True)
     if start is not None:
-        load_peft_weights(backbone, start[1], str(settings.init_from))
+        load_peft_weights(backbone, start.weights, saved, str(settings.init_from))
     freed = [n for n, p in backbone.named_parameters() if p.requires_grad and n.endswith(".bias")]
     if settings.bias != "none" and not freed:
         log.warning(
@@ -275,18 +295,43 @@ def convs_peft_can_copy(backbone: nn.Module) -> Iterator[None]:
             module.__class__ = conv_class
 
 
+def modules_saved(backbone: nn.Module, names: Sequence[str], backbone_name: str) -> list[str]:
+    """The backbone modules `adapter.modules_to_save` names (whole names or name ends), the
+    outermost of nested ones; SFTError for a name that matches none."""
+    if not names:
+        return []
+    check_targets(backbone, list(names), backbone_name, key="adapter.modules_to_save")
+    found: list[str] = []
+    for name, _ in backbone.named_modules():
+        if name and any(_matches(name, n) for n in names) and not within(name, found):
+            found.append(name)
+    return found
+
+
+def within(name: str, modules: Sequence[str]) -> bool:
+    """Whether module `name` is one of `modules` or inside one."""
+    return any(name == m or name.startswith(f"{m}.") for m in modules)
+
+
 # where PeftModel names the model it wraps, in its saved adapters
 PEFT_MODEL_NAMES = "base_model.model."
 PEFT_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 
-def read_peft_adapter(
-    settings: LoraSettings, inner: str
-) -> tuple[Sequence[str] | str, dict[str, torch.Tensor]]:
-    """The target modules (in the backbone's names: `inner` before the transformers model's) and
-    the weights of the peft LoRA adapter folder `settings.init_from`; SFTError for a folder that
-    holds none, or an adapter of other settings than `settings` (which must say them: the run's
-    record and checkpoints keep them)."""
+class PeftStart(NamedTuple):
+    """What a peft LoRA adapter folder holds, in the backbone's names (`inner` before the
+    transformers model's): its target modules, its weights (the adapters', and those of the
+    modules it trains whole), and those modules as its config names them (the model's names)."""
+
+    targets: Sequence[str] | str
+    weights: dict[str, torch.Tensor]
+    modules_to_save: list[str]
+
+
+def read_peft_adapter(settings: LoraSettings, inner: str) -> PeftStart:
+    """The peft LoRA adapter folder `settings.init_from`; SFTError for a folder that holds none,
+    or an adapter of other settings than `settings` (which must say them: the run's record and
+    checkpoints keep them)."""
     from peft import LoraConfig
 
     path = str(settings.init_from)
@@ -326,7 +371,7 @@ def read_peft_adapter(
             "weights it adapts; convert it to a plain LoRA adapter first (peft's "
             "path_initial_model_for_weight_conversion when saving)"
         )
-    extras = [k for k in ("rank_pattern", "alpha_pattern", "modules_to_save") if config.get(k)]
+    extras = [k for k in ("rank_pattern", "alpha_pattern") if config.get(k)]
     if extras or config.get("bias", "none") != "none":
         raise SFTError(
             f"adapter.init_from={path}: the adapter there uses "
@@ -345,17 +390,50 @@ def read_peft_adapter(
         state = load_file(str(weights))
     else:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    return targets, {inner + k.removeprefix(PEFT_MODEL_NAMES): v for k, v in state.items()}
+    weights = {inner + k.removeprefix(PEFT_MODEL_NAMES): v for k, v in state.items()}
+    return PeftStart(targets, weights, list(config.get("modules_to_save") or []))
 
 
-def load_peft_weights(backbone: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
-    """A peft adapter's weights into the adapters just injected into `backbone`; SFTError when
-    they are not exactly those adapters' (other layers, other shapes)."""
+def check_saved_modules(
+    backbone: nn.Module, saved: list[str], start: PeftStart, inner: str, path: str
+) -> None:
+    """SFTError unless this run trains whole (adapter.modules_to_save) the modules the peft
+    folder does: its weights of them are read into them, and no others would train."""
+    names = [name for name, _ in backbone.named_modules() if name.startswith(inner)]
+    # peft matches its modules_to_save as name ends of the transformers model's modules
+    theirs = [
+        name
+        for name in names
+        if any(_matches(name.removeprefix(inner), module) for module in start.modules_to_save)
+    ]
+    if sorted(theirs) != sorted(saved):
+        given = f"[{','.join(start.modules_to_save)}]" if start.modules_to_save else "null"
+        raise SFTError(
+            f"adapter.init_from={path}: the adapter there trains "
+            f"{'modules ' + given if start.modules_to_save else 'no module'} whole "
+            f"(modules_to_save), this run {first_few(saved, 3) if saved else 'none'}: set "
+            f"adapter.modules_to_save={given}"
+        )
+
+
+def load_peft_weights(
+    backbone: nn.Module, state: dict[str, torch.Tensor], saved: list[str], path: str
+) -> None:
+    """A peft adapter's weights into the adapters just injected into `backbone` and into the
+    modules it trains whole (`saved`); SFTError when they are not exactly those (other layers,
+    other shapes)."""
     from peft import set_peft_model_state_dict
     from peft.utils import get_peft_model_state_dict
 
     # the names peft saves these adapters under (DoRA's magnitudes, an Embedding's A and B too)
-    ours = set(get_peft_model_state_dict(backbone, adapter_name="default"))
+    adapters = set(get_peft_model_state_dict(backbone, adapter_name="default"))
+    # a module to save, by its own weights' names (peft's file drops its wrapper's)
+    whole = {
+        f"{module}.{name}": parameter
+        for module in saved
+        for name, parameter in backbone.get_submodule(module).named_parameters()
+    }
+    ours = adapters | set(whole)
     missing, unexpected = sorted(ours - set(state)), sorted(set(state) - ours)
     if missing or unexpected:
         raise SFTError(
@@ -368,7 +446,12 @@ def load_peft_weights(backbone: nn.Module, state: dict[str, torch.Tensor], path:
             + "): was it made for this backbone, with these adapter.target_modules?"
         )
     try:
-        set_peft_model_state_dict(backbone, state, adapter_name="default")
+        set_peft_model_state_dict(
+            backbone, {k: v for k, v in state.items() if k in adapters}, adapter_name="default"
+        )
+        with torch.no_grad():
+            for name, parameter in whole.items():
+                parameter.copy_(state[name])
     except RuntimeError as exc:  # shapes
         raise SFTError(f"adapter.init_from={path}: {first_line(exc)}") from exc
 

@@ -114,9 +114,12 @@ def check_optimizer_settings(optimizer: Mapping | None) -> None:
 
 def own_weights_train(freeze_backbone: bool, adapter: Mapping | None) -> bool:
     """Whether the backbone's own weights train (at lr_backbone): under adapters only where the
-    adapter settings unfreeze them (norms, biases)."""
+    adapter settings unfreeze them (norms, biases, modules to save)."""
     return not freeze_backbone and (
-        adapter is None or bool(adapter.get("train_norms")) or adapter.get("bias", "none") != "none"
+        adapter is None
+        or bool(adapter.get("train_norms"))
+        or adapter.get("bias", "none") != "none"
+        or bool(adapter.get("modules_to_save"))
     )
 
 
