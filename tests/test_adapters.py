@@ -18,7 +18,13 @@ from sft.inference.deployable import folded_head
 from sft.jobs.eval import evaluate
 from sft.jobs.train import train
 from sft.models import SFTClassifier, load_classifier
-from sft.models.adapters import LoraSettings, add_lora, is_adapter_parameter, merge_adapters
+from sft.models.adapters import (
+    LoraSettings,
+    adapter_layers,
+    add_lora,
+    is_adapter_parameter,
+    merge_adapters,
+)
 from sft.models.backbones import create_backbone
 from sft.models.classifier import check_decoupled_pull
 from sft.utils.checkpoint_io import read_checkpoint
@@ -385,6 +391,33 @@ def test_an_adapter_on_a_depthwise_convolution_is_refused_before_training():
     adapter = {**LORA, "r": 32, "target_modules": ["blocks.0.0.conv_dw"]}
     with pytest.raises(SFTError, match=r"a grouped \(depthwise\) convolution \(groups=32\)"):
         SFTClassifier(backbone=EFFNET, num_classes=10, adapter=adapter)
+
+
+def test_convolutions_of_their_own_are_not_adapted():
+    """timm's weight-standardised StdConv2d (BiT, NFNet) computes with a function of its
+    weight, so an adapter's B A would train but not merge: the default targets leave it out,
+    and naming it is one line (was, under peft 0.22's SAME-padding fix: adapted, then
+    sft-export's parity check failed)."""
+    from timm.layers import StdConv2d
+
+    model = torch.nn.Sequential(StdConv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 1))
+    add_lora(model, LoraSettings(r=2), "bit_like")
+    assert adapter_layers(model) == ["1"]
+    with pytest.raises(SFTError, match=r"matches 0, a StdConv2d of backbone 'bit_like', a conv"):
+        add_lora(
+            torch.nn.Sequential(StdConv2d(3, 8, 3)), LoraSettings(target_modules=["0"]), "bit_like"
+        )
+
+
+def test_dora_trains_a_channels_last_cnn():
+    """adapter.use_dora=true failed on every channels_last CNN (the image models' default):
+    peft's DoRA reshapes its conv adapters' weights with .view, which a channels_last weight
+    refuses."""
+    adapter = {**LORA, "use_dora": True}
+    model = SFTClassifier(backbone=SMALL_CNN, num_classes=10, adapter=adapter, channels_last=True)
+    images = torch.rand(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    model(images).sum().backward()
+    assert any(p.grad is not None for n, p in model.named_parameters() if "magnitude" in n)
 
 
 def test_modules_to_save_train_whole_beside_the_adapters():

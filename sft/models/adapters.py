@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import json
 import logging
 import re
@@ -105,12 +104,30 @@ class LoraSettings:
         return settings
 
 
+@functools.cache
+def same_padded_convs() -> tuple[type, ...]:
+    """timm's TF-SAME convolutions: they pad, then run torch's convolution of their weight."""
+    try:
+        from timm.layers.conv2d_same import Conv2dSame, Conv2dSameExport
+    except ImportError:  # without timm (sft[vision]) its layers cannot be in the model
+        return ()
+    return Conv2dSame, Conv2dSameExport
+
+
+def mergeable_conv(module: nn.Module) -> bool:
+    """A convolution that is torch's of its weight (padded first, for timm's SAME ones), into
+    which an adapter's B A merges; not one computing with a function of its weight (timm's
+    weight-standardised StdConv2d of BiT and NFNet models)."""
+    return type(module) in (nn.Conv1d, nn.Conv2d, nn.Conv3d, *same_padded_convs())
+
+
 def default_targets(backbone: nn.Module) -> list[str]:
-    """Every Linear and every Conv2d without groups (peft cannot merge grouped ones)."""
+    """Every Linear and every mergeable Conv2d without groups (peft cannot merge grouped ones)."""
     return [
         name
         for name, module in backbone.named_modules()
-        if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)
+        if isinstance(module, nn.Linear)
+        or (isinstance(module, nn.Conv2d) and mergeable_conv(module) and module.groups == 1)
     ]
 
 
@@ -201,6 +218,7 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
     else:
         targets = targets if isinstance(targets, str) else list(targets)
         check_targets(backbone, targets, backbone_name)
+        check_mergeable_targets(backbone, targets, backbone_name)
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
@@ -256,11 +274,6 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
     return backbone
 
 
-def _takes_padding_mode(conv_class: type) -> bool:
-    parameters = inspect.signature(conv_class.__init__).parameters.values()
-    return any(p.name == "padding_mode" or p.kind is p.VAR_KEYWORD for p in parameters)
-
-
 @functools.cache
 def _dropping_padding_mode(conv_class: type) -> type:
     """A subclass of `conv_class` whose construction drops `padding_mode` (zeros: what a conv
@@ -277,15 +290,16 @@ def _dropping_padding_mode(conv_class: type) -> type:
 @contextmanager
 def convs_peft_can_copy(backbone: nn.Module) -> Iterator[None]:
     """While peft injects adapters: peft (0.22 on) builds a conv adapter's A as
-    `type(base)(..., padding_mode=base.padding_mode)`, to keep the base's geometry, which a conv
-    class whose constructor takes no padding_mode refuses: timm's SAME-padding Conv2dSame
+    `type(base)(..., padding_mode=base.padding_mode)`, to keep the base's geometry, which
+    timm's SAME-padding Conv2dSame refuses: its constructor takes no padding_mode
     (EfficientNet-Lite's strided convolutions; was: adapter=lora failed on EfficientNet-Lite0).
     Such a conv is of a subclass meanwhile that drops the argument, so A is a `Conv2dSame` and
-    pads as its base does; each conv gets its own class back after."""
+    pads as its base does; each conv gets its own class back after. Other convolutions of
+    their own are not adapted (`check_mergeable_targets`)."""
     swapped = []
     for module in backbone.modules():
         conv_class = type(module)
-        if isinstance(module, nn.modules.conv._ConvNd) and not _takes_padding_mode(conv_class):
+        if conv_class in same_padded_convs():
             module.__class__ = _dropping_padding_mode(conv_class)
             swapped.append((module, conv_class))
     try:
@@ -456,6 +470,27 @@ def load_peft_weights(
         raise SFTError(f"adapter.init_from={path}: {first_line(exc)}") from exc
 
 
+def check_mergeable_targets(
+    backbone: nn.Module, targets: Sequence[str] | str, backbone_name: str
+) -> None:
+    """SFTError for a target convolution that is not torch's (or timm's SAME-padded one), before
+    peft wraps it: it computes with a function of its weight, so its adapter would train but
+    not merge (was: timm's StdConv2d trained, then sft-export's parity check failed)."""
+    for name, module in backbone.named_modules():
+        matched = (
+            re.fullmatch(targets, name) is not None
+            if isinstance(targets, str)
+            else any(_matches(name, t) for t in targets)
+        )
+        if matched and isinstance(module, nn.modules.conv._ConvNd) and not mergeable_conv(module):
+            raise SFTError(
+                f"adapter.target_modules matches {name}, a {type(module).__name__} of backbone "
+                f"{backbone_name!r}, a convolution of its own, not torch's: an adapter's B A "
+                "merges only into torch's (and timm's SAME-padded ones), so sft-export could not "
+                "fold it: leave it out (null adapts every Linear and plain Conv2d)"
+            )
+
+
 def check_mergeable(backbone: nn.Module, backbone_name: str) -> None:
     """SFTError for an adapter on a grouped (depthwise) convolution: peft trains it but cannot
     merge it into its layer, so sft-export could not fold it (was: a run that trained, then
@@ -471,6 +506,18 @@ def check_mergeable(backbone: nn.Module, backbone_name: str) -> None:
                 "cannot merge into it (sft-export could not fold it): leave it out (null adapts "
                 "every Linear and non-grouped Conv2d)"
             )
+
+
+def adapters_in_contiguous_layout(module: nn.Module) -> None:
+    """The adapters' weights back in the contiguous layout after `module` went channels_last:
+    peft's DoRA reshapes its conv adapters' weights with `.view`, which a channels_last weight
+    refuses (was: adapter.use_dora=true failed on every channels_last CNN)."""
+    from peft.tuners.lora import LoraLayer
+
+    for layer in module.modules():
+        if isinstance(layer, LoraLayer):
+            for parameter in [*layer.lora_A.parameters(), *layer.lora_B.parameters()]:
+                parameter.data = parameter.data.contiguous()
 
 
 def is_adapter_parameter(name: str) -> bool:

@@ -37,6 +37,7 @@ from sft.models.adapters import (
     BASE_WEIGHTS,
     LoraSettings,
     adapter_layers,
+    adapters_in_contiguous_layout,
     add_lora,
     check_base_weights,
     exactly,
@@ -378,6 +379,8 @@ class SFTClassifier(L.LightningModule):
             )
         if self.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
+            if adapter is not None and adapter.get("use_dora"):
+                adapters_in_contiguous_layout(self.backbone)
         for key, value in (("fast_depthwise", fast_depthwise), ("fast_pointwise", fast_pointwise)):
             if not isinstance(value, bool):
                 raise SFTError(f"model.{key}: expected true or false, got {value!r}")
