@@ -661,6 +661,18 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["model.metrics={a:[1]}"],
             "error: model.metrics={a:[1]}: model.metrics is a list, not a mapping",
         ),
+        # the override Hydra names, not another of the key (was: `model=effnet_lite0_fused`
+        # blamed), and with another mistake beside it (was: the line that names no key)
+        (
+            "train",
+            ["model=effnet_lite0_fused", "model={metrics:{a:1}}"],
+            "error: model={metrics:{a:1}}: model.metrics is a list, not a mapping",
+        ),
+        (
+            "train",
+            ["model.metrics={a:1}", "model.head=[a]"],
+            "error: model.metrics={a:1}: model.metrics is a list, not a mapping",
+        ),
         (
             "train",
             ["model={head:[a]}"],

@@ -148,9 +148,21 @@ def describe_composition_error(
         # `model.metrics={a:1}` for a list, `model.head=[a]` for a mapping, `model={metrics:
         # {a:1}}` deeper (was: Hydra's four lines, "Cannot merge DictConfig with ListConfig")
         key = str(exc.__cause__.full_key)  # the override's key, however deep the mismatch
-        given = next((o for o in overrides if override_key(o) == key), key)
-        others = [o for o in overrides if o != given]
-        if (cfg := _composed(config_name, others, loader)) is not None and (
+        # the one Hydra names (`model=<option> 'model={...}'` share the key): the config as
+        # the others make it, else as the overrides before it did (another may be wrong too)
+        failed = message.splitlines()[0].removeprefix("Error merging override ").strip()
+        at = next(
+            (i for i, o in enumerate(overrides) if o == failed),
+            next((i for i, o in enumerate(overrides) if override_key(o) == key), None),
+        )
+        given = key if at is None else overrides[at]
+        cfg = (
+            None
+            if at is None
+            else _composed(config_name, overrides[:at] + overrides[at + 1 :], loader)
+            or _composed(config_name, overrides[:at], loader)
+        )
+        if cfg is not None and (
             found := _list_or_mapping_mismatch(_node_at(cfg, key), _override_value(given), key)
         ):
             where, is_list = found
