@@ -1301,8 +1301,7 @@ def test_a_centre_cropped_model_predicts_evaluates_and_exports_as_it_trained(tmp
     )
     metadata = json.loads((export(cfg) / "metadata.json").read_text())
     assert metadata["image_preparation"] == (
-        "the shorter side resized to 16 px and the centre cropped to 16 x 16 px (bicubic, "
-        "antialiased)"
+        "its centre square (1 of the shorter side) resized to 16 x 16 px (bicubic, antialiased)"
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from typing import Annotated, Literal
@@ -15,7 +14,8 @@ from torchvision.transforms import v2
 
 from sft.errors import SFTError, denied_access
 
-# data.crop_pct: the centre's share of the shorter side, as timm's crop_pct; None: the whole image
+# data.crop_pct: the centre square's share of the shorter side, as timm's crop_pct; None: the
+# whole image
 CropShare = Annotated[float, Interval(gt=0, le=1)] | None
 Interpolation = Literal["bilinear", "bicubic"]
 
@@ -37,9 +37,9 @@ quiet_large_image_warning()
 
 class ImageDecoder:
     """Decode an image file to RGB and resize it to `size` x `size` (antialiased), uint8 CHW:
-    the whole image squashed to the square, or with `crop_pct` its centre, as timm's eval
-    transform takes it (the shorter side resized to `size / crop_pct`, then the centre `size` x
-    `size`: aspect kept; 1.0 crops only the longer side).
+    the whole image squashed to the square, or with `crop_pct` its centre square, as timm's
+    eval transform takes it (the shorter side resized to `size / crop_pct`, then the centre
+    `size` x `size`: aspect kept; 1.0 crops only the longer side).
 
     The image-folder datasets use it as their loader (in the DataLoader workers: picklable),
     and sft-predict / sft-export decode the user's images with it as the model was trained.
@@ -52,27 +52,31 @@ class ImageDecoder:
         self.size = int(size)
         self.crop_pct = crop_pct
         self.interpolation = interpolation
-        mode = v2.InterpolationMode(interpolation)
-        resize = (
-            [v2.Resize((self.size, self.size), interpolation=mode, antialias=True)]
-            if crop_pct is None
-            else [
-                # timm's transforms_factory: floor(size / crop_pct) for the shorter side
-                v2.Resize(math.floor(self.size / crop_pct), interpolation=mode, antialias=True),
-                v2.CenterCrop(self.size),
-            ]
-        )
-        self.resize = v2.Compose([*resize, v2.PILToTensor()])
+        self._filter = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[
+            interpolation
+        ]
 
     def describe(self) -> str:
         """How an image becomes the model's input square, in words (export metadata, logs)."""
         how = (
             "the whole image squashed to"
             if self.crop_pct is None
-            else f"the shorter side resized to {math.floor(self.size / self.crop_pct)} px and "
-            "the centre cropped to"
+            else f"its centre square ({self.crop_pct:g} of the shorter side) resized to"
         )
         return f"{how} {self.size} x {self.size} px ({self.interpolation}, antialiased)"
+
+    def resize(self, image: Image.Image) -> torch.Tensor:
+        """`image` (RGB) as the (3, size, size) uint8 tensor. PIL's resize filters antialias
+        when they shrink, as torchvision's Resize of a PIL image does (it calls this)."""
+        box = None
+        if self.crop_pct is not None:
+            # the centre square first, then one resize: timm's resize-then-crop without
+            # resizing all of a long image (a 3000 x 2 strip to a 256-px shorter side: 1.2 GB)
+            side = min(image.size) * self.crop_pct
+            left, top = (image.width - side) / 2, (image.height - side) / 2
+            box = (left, top, left + side, top + side)
+        resized = image.resize((self.size, self.size), self._filter, box=box)
+        return v2.functional.pil_to_tensor(resized)
 
     def __call__(self, path: str | os.PathLike | Image.Image) -> torch.Tensor:
         if isinstance(path, Image.Image):  # decoded already (sft.api's predictor)
