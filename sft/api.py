@@ -47,6 +47,7 @@ from sft.runs.result import (
     recorders_made,
 )
 from sft.utils.cli import ONE_RUN_ONLY
+from sft.utils.ddp_ranks import launcher_environment_restored
 from sft.utils.logs import logging_restored
 
 
@@ -249,6 +250,8 @@ def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -
         _command_line([f"sft-{command}", *overrides]),
         recorders_made() as recorders,
         logging_restored(),
+        # Lightning's DDP launcher sets MASTER_PORT and the like in this process (trainer=ddp_sim)
+        launcher_environment_restored(),
         contextlib.redirect_stderr(errors),
     ):
         raised: Exception | None = None

@@ -1,6 +1,7 @@
 """sft's commands from Python (sft.api): the command line's run, its record returned."""
 
 import logging
+import os
 import threading
 
 import pytest
@@ -51,6 +52,17 @@ def test_runs_from_python_return_their_records_and_leave_nothing_running(tmp_pat
         api.train(*RUN, "foo.bar=1")
     assert logging.getLogger().handlers == handlers
     assert threading.active_count() == threads
+
+
+@pytest.mark.slow
+def test_a_ddp_run_from_python_leaves_no_port_for_the_next(tmp_path, monkeypatch):
+    """Lightning's DDP launcher sets MASTER_PORT in the calling process, and the notebook's
+    next DDP run (and the processes it started) met on that port, not a free one."""
+    for name in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    record = api.train(*RUN, "trainer=ddp_sim", "test=false", f"hydra.run.dir={tmp_path}")
+    assert record.status == "completed"
+    assert "MASTER_PORT" not in os.environ and "WORLD_SIZE" not in os.environ
 
 
 def test_a_run_from_python_under_hydra_full_error_ends_alike(tmp_path, monkeypatch):

@@ -31,9 +31,17 @@ def ranks_join(run_dir: str, arguments: Sequence[str]) -> Iterator[None]:
     `run_dir`; `resume=<run_dir>` among them where the job continues its last.ckpt). After it,
     the environment is as before: the next job's ranks meet on a port of their own, and a later
     run of the process is not this job."""
-    names = (JOB_ENV, *LAUNCHER_ENV)
-    before = {name: os.environ.get(name) for name in names}
-    os.environ[JOB_ENV] = json.dumps({"run_dir": run_dir, "arguments": list(arguments)})
+    with launcher_environment_restored():
+        os.environ[JOB_ENV] = json.dumps({"run_dir": run_dir, "arguments": list(arguments)})
+        yield
+
+
+@contextmanager
+def launcher_environment_restored() -> Iterator[None]:
+    """The DDP launcher's variables (and a multirun job's) as they were before the block: a
+    later run of this process, or a process it starts, meets on a free port of its own rather
+    than the block's run's."""
+    before = {name: os.environ.get(name) for name in (JOB_ENV, *LAUNCHER_ENV)}
     try:
         yield
     finally:
