@@ -213,6 +213,9 @@ def _one_run_only() -> Iterator[None]:
         ONE_RUN_ONLY.reset(token)
 
 
+# what Lightning's seed_everything sets: its DDP ranks and DataLoader workers seed from them
+LIGHTNING_SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+
 # a folder of one's own configs (`--config-dir <folder>`), which a run may name from Python too
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
@@ -250,8 +253,9 @@ def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -
         _command_line([f"sft-{command}", *overrides]),
         recorders_made() as recorders,
         logging_restored(),
-        # Lightning's DDP launcher sets MASTER_PORT and the like in this process (trainer=ddp_sim)
-        launcher_environment_restored(),
+        # Lightning's DDP launcher sets MASTER_PORT and the like in this process (trainer=ddp_sim),
+        # and seed_everything its seed, which a later run with seed=null would take up
+        launcher_environment_restored(also=LIGHTNING_SEED_ENV),
         contextlib.redirect_stderr(errors),
     ):
         raised: Exception | None = None

@@ -195,7 +195,7 @@ def test_adapters_need_a_trainable_backbone_and_layers_to_adapt():
         match=r"but it is frozen \(model\.freeze_backbone=true, as method=linear_probe sets\): for LoRA, method=lora or lp_lora",
     ):
         SFTClassifier(backbone=SMALL_CNN, num_classes=10, adapter=LORA, freeze_backbone=True)
-    with pytest.raises(SFTError, match="'pooling' has no Linear or Conv2d layer to adapt"):
+    with pytest.raises(SFTError, match="'pooling' has no Linear or Conv2d layer whose adapter"):
         add_lora(torch.nn.AdaptiveAvgPool2d(1), LoraSettings(), "pooling")
 
 
@@ -470,6 +470,10 @@ def test_same_padded_convolutions_take_adapters_that_pad_as_they_do_and_merge():
     layer = model[0]
     assert type(layer.get_base_layer()) is Conv2dSame  # its own class back after injection
     assert type(layer.lora_A["default"]) is Conv2dSame  # pads as the base does
+    # DoRA with dropout convolves through _conv_forward, without the SAME padding
+    with pytest.raises(SFTError, match=r"^adapter\.use_dora=true with adapter\.dropout=0\.1: "):
+        same = torch.nn.Sequential(Conv2dSame(3, 8, 3, stride=2))
+        add_lora(same, LoraSettings(r=2, use_dora=True, dropout=0.1), "same_padded")
     torch.nn.init.normal_(layer.lora_B["default"].weight)
     x = torch.randn(2, 3, 15, 16)  # SAME pads the two sides differently
     with torch.no_grad():
@@ -644,6 +648,55 @@ def test_adapters_start_from_a_peft_folder_of_dora_and_embedding_adapters(tmp_pa
     (tmp_path / "adapter_config.json").write_text(json.dumps(pissa))
     with pytest.raises(SFTError, match=r"init_lora_weights=pissa, which changes the base weights"):
         add_lora(EmbeddingNet(), LoraSettings(**from_folder), "net")
+
+
+class NestedNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = torch.nn.Sequential()
+        self.block.add_module("norm", torch.nn.LayerNorm(4))
+        self.block.add_module("lin", torch.nn.Linear(4, 4))
+        self.norm = torch.nn.LayerNorm(4)
+        self.head = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.block(x)))
+
+
+def test_a_peft_folder_of_nested_modules_to_save_starts_them(tmp_path):
+    """A peft folder whose modules_to_save name modules inside others (`norm` is also
+    `block.norm`) was refused, asking for the setting given; one naming a module this
+    backbone lacks (BERT's pooler, which sft leaves out) was said as other adapters."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    config = LoraConfig(
+        r=2, lora_alpha=4, target_modules=["head"], modules_to_save=["block", "norm"]
+    )
+    peft_model = get_peft_model(NestedNet(), config)
+    with torch.no_grad():
+        for parameter in peft_model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.5)
+    peft_model.save_pretrained(tmp_path)
+    settings = {"r": 2, "alpha": 4.0, "init_from": str(tmp_path)}
+    started = NestedNet()
+    add_lora(started, LoraSettings(**settings, modules_to_save=["block", "norm"]), "net")
+    weights = load_file(tmp_path / "adapter_model.safetensors")
+    ours = {**started.state_dict(), **get_peft_model_state_dict(started, adapter_name="default")}
+    assert len(weights) == 8
+    for key, value in weights.items():  # the module's weights, the adapters' by peft's names
+        torch.testing.assert_close(ours[key.removeprefix("base_model.model.")], value)
+    saved = json.loads((tmp_path / "adapter_config.json").read_text())
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({**saved, "modules_to_save": ["pooler"]})
+    )
+    with pytest.raises(SFTError, match=r"trains pooler whole \(modules_to_save\), which this"):
+        add_lora(NestedNet(), LoraSettings(**settings), "net")
 
 
 def test_a_run_started_from_a_peft_folder_of_some_layers_loads_and_continues(train_cfg, tmp_path):

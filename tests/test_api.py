@@ -57,12 +57,14 @@ def test_runs_from_python_return_their_records_and_leave_nothing_running(tmp_pat
 @pytest.mark.slow
 def test_a_ddp_run_from_python_leaves_no_port_for_the_next(tmp_path, monkeypatch):
     """Lightning's DDP launcher sets MASTER_PORT in the calling process, and the notebook's
-    next DDP run (and the processes it started) met on that port, not a free one."""
-    for name in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK"):
+    next DDP run (and the processes it started) met on that port, not a free one; its seed
+    stayed set too, which a later run with seed=null took up."""
+    names = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+    for name in names:
         monkeypatch.delenv(name, raising=False)
     record = api.train(*RUN, "trainer=ddp_sim", "test=false", f"hydra.run.dir={tmp_path}")
     assert record.status == "completed"
-    assert "MASTER_PORT" not in os.environ and "WORLD_SIZE" not in os.environ
+    assert not set(names) & set(os.environ)
 
 
 def test_a_run_from_python_under_hydra_full_error_ends_alike(tmp_path, monkeypatch):

@@ -65,7 +65,7 @@ class LoraSettings:
     bias: Literal["none", "all", "lora_only"] = "none"
     train_norms: bool = False
     # backbone modules (names or name suffixes) that train whole, at lr_backbone, beside the
-    # adapters: peft's modules_to_save (e.g. the pooler, the embeddings, the last block)
+    # adapters: peft's modules_to_save (e.g. the embeddings, the last block)
     modules_to_save: Sequence[str] | None = None
     save_only_trainable: bool = False
     # peft's variants: rank-stabilised scaling alpha / sqrt(r); DoRA's learned magnitude per
@@ -211,8 +211,11 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
         names = [n for n in default_targets(backbone) if not within(n, saved)]
         if not names:
             raise SFTError(
-                f"adapter=lora: backbone {backbone_name!r} has no Linear or Conv2d layer to adapt; "
-                "name its layers in adapter.target_modules"
+                f"adapter=lora: backbone {backbone_name!r} has no Linear or Conv2d layer whose "
+                "adapter could merge into it"
+                + (" outside adapter.modules_to_save" if saved else "")
+                + " (depthwise convolutions and convolutions of their own, such as timm's "
+                "StdConv2d, are left out): fine-tune it without adapters"
             )
         targets = exactly(names)
     else:
@@ -244,6 +247,8 @@ def add_lora(backbone: nn.Module, settings: LoraSettings, backbone_name: str) ->
             )
         raise SFTError(f"adapter=lora cannot wrap backbone {backbone_name!r}: {reason}") from exc
     check_mergeable(backbone, backbone_name)
+    if settings.use_dora and settings.dropout > 0:
+        check_dora_dropout(backbone, settings.dropout)
     if both := [name for name in adapter_layers(backbone) if within(name, saved)]:
         raise SFTError(
             f"adapter.modules_to_save: {first_few(both, 3)} hold(s) adapters too "
@@ -415,11 +420,23 @@ def check_saved_modules(
     folder does: its weights of them are read into them, and no others would train."""
     names = [name for name, _ in backbone.named_modules() if name.startswith(inner)]
     # peft matches its modules_to_save as name ends of the transformers model's modules
-    theirs = [
-        name
-        for name in names
-        if any(_matches(name.removeprefix(inner), module) for module in start.modules_to_save)
+    absent = [
+        module
+        for module in start.modules_to_save
+        if not any(_matches(name.removeprefix(inner), module) for name in names)
     ]
+    if absent:
+        raise SFTError(
+            f"adapter.init_from={path}: the adapter there trains {', '.join(absent)} whole "
+            "(modules_to_save), which this backbone has no module of (sft's Hugging Face "
+            "backbones leave out the pooler, which their pooling does not use): an adapter "
+            "without them starts this run"
+        )
+    theirs: list[str] = []  # the outermost, as modules_saved gives this run's
+    for name in names:
+        matched = any(_matches(name.removeprefix(inner), m) for m in start.modules_to_save)
+        if matched and not within(name, theirs):
+            theirs.append(name)
     if sorted(theirs) != sorted(saved):
         given = f"[{','.join(start.modules_to_save)}]" if start.modules_to_save else "null"
         raise SFTError(
@@ -518,6 +535,24 @@ def adapters_in_contiguous_layout(module: nn.Module) -> None:
         if isinstance(layer, LoraLayer):
             for parameter in [*layer.lora_A.parameters(), *layer.lora_B.parameters()]:
                 parameter.data = parameter.data.contiguous()
+
+
+def check_dora_dropout(backbone: nn.Module, dropout: float) -> None:
+    """SFTError for DoRA with dropout on timm's SAME-padded convolutions: peft's DoRA then
+    convolves the dropped-out input through `_conv_forward`, which does not pad as their
+    forward does (was: a shape error on EfficientNet-Lite0's stem, said as the image size)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, layer in backbone.named_modules():
+        if (
+            isinstance(layer, BaseTunerLayer)
+            and type(layer.get_base_layer()) in same_padded_convs()
+        ):
+            raise SFTError(
+                f"adapter.use_dora=true with adapter.dropout={dropout}: peft's DoRA convolves "
+                f"{name}, timm's SAME-padded Conv2dSame, without its padding then; set "
+                "adapter.dropout=0, or leave it out of adapter.target_modules"
+            )
 
 
 def is_adapter_parameter(name: str) -> bool:

@@ -37,11 +37,11 @@ def ranks_join(run_dir: str, arguments: Sequence[str]) -> Iterator[None]:
 
 
 @contextmanager
-def launcher_environment_restored() -> Iterator[None]:
-    """The DDP launcher's variables (and a multirun job's) as they were before the block: a
-    later run of this process, or a process it starts, meets on a free port of its own rather
-    than the block's run's."""
-    before = {name: os.environ.get(name) for name in (JOB_ENV, *LAUNCHER_ENV)}
+def launcher_environment_restored(also: Sequence[str] = ()) -> Iterator[None]:
+    """The DDP launcher's variables (and a multirun job's, and those named in `also`) as they
+    were before the block: a later run of this process, or a process it starts, meets on a
+    free port of its own rather than the block's run's."""
+    before = {name: os.environ.get(name) for name in (JOB_ENV, *LAUNCHER_ENV, *also)}
     try:
         yield
     finally:
