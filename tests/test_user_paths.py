@@ -1147,6 +1147,16 @@ def test_a_run_cut_short_by_max_steps_ends_cleanly(train_cfg):
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.parametrize("limit", ["0", "0.0"])
+def test_no_training_batch_skips_the_linear_probe_with_a_warning(train_cfg, caplog, limit):
+    """trainer.limit_train_batches=0 with the default linear probe: torch.cat's ValueError
+    traceback from the probe's empty feature list (0.0 probed a batch, training on none)."""
+    cfg = train_cfg(f"+trainer.limit_train_batches={limit}", "model.linear_probe={}", "test=false")
+    train(cfg)
+    assert "no training batch is read, so the linear probe does not run" in caplog.text
+    assert "linear probe: base head fitted" not in caplog.text
+
+
 def test_one_class_of_training_data_is_not_fixed_by_num_classes_1(tmp_path):
     """An image folder with one class folder: the error said `set model.num_classes=1`, which
     the type check then refuses (num_classes >= 2)."""

@@ -1079,7 +1079,15 @@ class SFTClassifier(L.LightningModule):
             datamodule = self._datamodule()
             if datamodule is None:
                 raise SFTError("model.linear_probe needs a datamodule (its probe_dataloader)")
-            self.initialise_base_head(datamodule)
+            if self._probe_batch_limit() == 0:
+                # (was: torch.cat's ValueError traceback from the probe's empty feature list)
+                rank_zero_warning(
+                    log,
+                    "trainer.limit_train_batches=0: no training batch is read, so the linear "
+                    "probe does not run and the base head keeps its initial weights",
+                )
+            else:
+                self.initialise_base_head(datamodule)
         # Lightning keeps every module in the mode it finds it (HF's from_pretrained returns
         # eval mode): every module trains here, after the probe (which switches the backbone to
         # eval and back); train()'s rules (a frozen backbone, frozen norm statistics) apply in
@@ -1132,8 +1140,8 @@ class SFTClassifier(L.LightningModule):
     def _probe_batch_limit(self) -> int | None:
         """Probe batches allowed by the trainer's train-batch limit (fast_dev_run, limit_train_batches)."""
         limit = self.trainer.limit_train_batches if self._trainer is not None else 1.0
-        if isinstance(limit, int):
-            return limit
+        if isinstance(limit, int) or limit == 0:  # 0.0 reads none either
+            return int(limit)
         return (
             None
             if limit >= 1.0
