@@ -92,6 +92,16 @@ def run_export(ckpt, out_dir, *overrides):
     return export(cfg)
 
 
+def test_an_onnx_opset_the_exporter_does_not_write_is_one_line(ckpts, tmp_path):
+    """onnx.opset=17 (or 30) under the dynamo exporter wrote an opset-18 file, printed
+    onnxscript's traceback and ended with exit status 0."""
+    with pytest.raises(SFTError, match=r"^onnx\.opset=17: torch's dynamo exporter .* writes opset"):
+        run_export(ckpts["image"], tmp_path / "a", "formats=[onnx]", "onnx.opset=17")
+    with pytest.raises(SFTError, match=r"^onnx\.opset=30: the exporter wrote opset 18 instead"):
+        run_export(ckpts["image"], tmp_path / "b", "formats=[onnx]", "onnx.opset=30")
+    assert not any((tmp_path / "b" / "export").iterdir())  # nothing written is left
+
+
 @pytest.mark.parametrize("kind", ["image", "image_lora"])
 def test_image_export_equals_the_checkpoint_without_sft(kind, ckpts, tmp_path, capsys):
     """With LoRA the exported model is plain: the adapters merged into the weights."""

@@ -78,6 +78,10 @@ def export_torchscript(
     return path, run
 
 
+# torch's dynamo ONNX exporter writes this opset or a later one (it converts down no further)
+DYNAMO_MIN_OPSET = 18
+
+
 def export_onnx(
     module: nn.Module,
     args: tuple[torch.Tensor, ...],
@@ -91,7 +95,14 @@ def export_onnx(
     dynamo=True is torch's default exporter (torch.export + onnxscript); dynamo=False the
     deprecated TorchScript-based one, several times faster to run on small models.
     """
+    if dynamo and opset is not None and opset < DYNAMO_MIN_OPSET:
+        # (was: an opset-18 file written, exit status 0, and onnxscript's traceback printed)
+        raise SFTError(
+            f"onnx.opset={opset}: torch's dynamo exporter (onnx.dynamo=true) writes opset "
+            f"{DYNAMO_MIN_OPSET} or later; onnx.dynamo=false exports older opsets"
+        )
     try:
+        import onnx
         import onnxruntime as ort
 
         if dynamo:
@@ -131,6 +142,20 @@ def export_onnx(
                 raise
             reason = first_line(exc)
             raise SFTError(f"onnx.opset={opset}: the ONNX exporter refused it ({reason})") from exc
+    written = next(
+        (
+            o.version
+            for o in onnx.load(str(path), load_external_data=False).opset_import
+            if not o.domain
+        ),
+        None,
+    )
+    if opset is not None and written != opset:  # the exporter chose another, with a warning
+        raise SFTError(
+            f"onnx.opset={opset}: the exporter wrote opset {written} instead (the dynamo "
+            "exporter converts to the opsets onnxscript supports): choose another, or leave "
+            "onnx.opset out"
+        )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def run(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
