@@ -691,6 +691,30 @@ def test_command_line_mistake_is_one_line_with_a_suggestion(
     assert not (tmp_path / "run").exists(), "nothing may run"
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["experiment=sst2_minilm", "data=image_folder"],
+            "error: the model's backbone takes text inputs but ImageFolderDataModule gives "
+            "images: pair a text backbone with a text datamodule",
+        ),
+        (
+            ["experiment=cifar10_effnet_lite0_quick", "data=sst2"],
+            "error: the model's backbone takes image inputs but TextClassificationDataModule "
+            "gives texts: pair an image backbone with an image datamodule",
+        ),
+    ],
+)
+def test_an_experiment_with_data_of_the_other_modality_is_said_first(
+    args, expected, tmp_path, monkeypatch, capsys
+):
+    """An experiment's text settings under image data: was its data.max_length named as a key
+    the image data lacks, whose advice led only to the modality error."""
+    status, stderr = run_main("train", args, tmp_path, monkeypatch, capsys)
+    assert assert_one_error_line(status, stderr) == expected
+
+
 CHECKPOINT_FILE = "the path of one checkpoint file (<run>/checkpoints/last.ckpt)"
 INPUTS = "one file, or one folder of images (put several files in a folder)"
 

@@ -88,11 +88,7 @@ class SFTDataModule(L.LightningDataModule):
             and self.modality is not None
             and spec.modality != self.modality
         ):
-            raise SFTError(
-                f"the model's backbone takes {spec.modality} inputs but {type(self).__name__} "
-                f"gives {self.modality}s: pair a {spec.modality} backbone with a {spec.modality} "
-                "datamodule"
-            )
+            raise SFTError(modality_mismatch(spec.modality, type(self).__name__, self.modality))
 
     def eval_sampler(self, data: Dataset | None) -> Sampler | None:
         """Under DDP, this rank's share of a validation/test split with every example once
@@ -188,6 +184,15 @@ class SFTDataModule(L.LightningDataModule):
         # Lightning converts a batch to the run's float type (trainer.precision=64-true,
         # bf16-true) before this hook: the floats made here (images from uint8) get it too
         return trainer.precision_plugin.convert_input(batch) if trainer is not None else batch
+
+
+def modality_mismatch(backbone_takes: Modality, datamodule: str, gives: Modality) -> str:
+    """The line for a backbone paired with data of the other modality."""
+    kind = f"{'an' if backbone_takes == 'image' else 'a'} {backbone_takes}"
+    return (
+        f"the model's backbone takes {backbone_takes} inputs but {datamodule} gives {gives}s: "
+        f"pair {kind} backbone with {kind} datamodule"
+    )
 
 
 class ImageDataModule(SFTDataModule):

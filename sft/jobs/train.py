@@ -6,6 +6,7 @@ import inspect
 import logging
 import math
 import os
+import pydoc
 import re
 import warnings
 from collections.abc import Iterator, Mapping
@@ -42,10 +43,11 @@ from sft.callbacks.spawned_rank_logging import SpawnedRankLogging
 from sft.callbacks.timer import with_max_time_timer
 from sft.contracts import datamodule_gaps, not_a_datamodule, unrecorded_settings
 from sft.data import SFTDataModule
+from sft.data.base import modality_mismatch
 from sft.data.resumable import end_loader_workers
 from sft.errors import SFTError
 from sft.models import SFTClassifier
-from sft.models.backbones import backbone_speed_hints, resolve_input_spec
+from sft.models.backbones import backbone_modality, backbone_speed_hints, resolve_input_spec
 from sft.models.classifier import check_decoupled_pull, check_optimizer_settings
 from sft.models.loading import check_class_names, warn_unloadable_targets
 from sft.runs.directories import is_grid
@@ -136,6 +138,7 @@ def train(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, Any
     check_has_target(
         cfg.model.get("backbone"), "model.backbone", "sft.models.backbones.create_backbone"
     )
+    check_modalities(cfg.data, cfg.model.get("backbone"))
     for key in ("data", "model", "trainer", "adapter"):
         check_config_types(cfg.get(key), key)
     # the model builds its backbone from these settings alone: a value it needs is named (was:
@@ -526,6 +529,25 @@ def check_same_modality(start: ResumePoint, model: SFTClassifier) -> None:
             f"checkpoint {start.path} is of {model_of[kind]}, and this run trains "
             f"{model_of[wanted]}: give a checkpoint of {model_of[wanted]}"
         )
+
+
+def check_modalities(data_cfg: DictConfig, backbone_cfg: DictConfig | None) -> None:
+    """SFTError for a registered backbone paired with data of the other modality, read from
+    their configs, before either's settings are checked (was, for `experiment=sst2_minilm
+    data=image_folder`: the experiment's text settings named as keys the image data lacks).
+    Classes and names the configs do not resolve to are left to the checks after."""
+    data_class = pydoc.locate(str(data_cfg.get("_target_")))
+    gives = getattr(data_class, "modality", None)
+    name = (backbone_cfg or {}).get("name")
+    builds = str((backbone_cfg or {}).get("_target_")) == "sft.models.backbones.create_backbone"
+    if gives is None or not builds or not isinstance(name, str):
+        return
+    try:
+        takes = backbone_modality(name)
+    except SFTError:  # an unknown backbone: said where it is built
+        return
+    if takes != gives:
+        raise SFTError(modality_mismatch(takes, data_class.__name__, gives))
 
 
 def keep_trained_inputs(data_cfg: DictConfig, checkpoint: dict[str, Any], path: Path) -> None:
