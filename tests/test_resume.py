@@ -575,6 +575,14 @@ def test_resume_mistakes_are_one_line_errors(train_cfg, tmp_path):
         f"resume={last} is a file: resume={empty} continues the run that holds it; "
         f"ckpt_path={last} starts a new run from it"
     )
+    # a run's own files and its checkpoints folder (were: told that ckpt_path= would start a
+    # run from config_resolved.yaml; ".../checkpoints/checkpoints/last.ckpt does not exist")
+    (empty / "config_resolved.yaml").write_text("seed: 0\n")
+    with pytest.raises(SFTError, match=r"is a file: resume= takes a run directory$"):
+        train(train_cfg(f"resume={empty / 'config_resolved.yaml'}", run_dir=tmp_path / "fresh"))
+    last.unlink()
+    with pytest.raises(SFTError, match=rf"\(resume={empty}: the run that holds this folder\)$"):
+        train(train_cfg(f"resume={empty / 'checkpoints'}", run_dir=tmp_path / "fresh"))
 
 
 RECORDED = ["experiment=mine", "data.samples_per_class=20", "model.lr_head=0.01", "~model.backbone"]

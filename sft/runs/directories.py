@@ -163,13 +163,11 @@ def resumed_run_dir(resume: str) -> Path:
     run_dir = expand_home(str(resume))
     if run_dir.is_file():
         in_run = run_dir.parent.name == "checkpoints"  # <run>/checkpoints/last.ckpt
-        continues = (
-            f"resume={run_dir.parent.parent} continues the run that holds it"
-            if in_run
-            else "resume= takes a run directory"
-        )
+        if not in_run:  # (was: told that ckpt_path= would start a run from config_resolved.yaml)
+            raise SFTError(f"resume={resume} is a file: resume= takes a run directory")
         raise SFTError(
-            f"resume={resume} is a file: {continues}; ckpt_path={resume} starts a new run from it"
+            f"resume={resume} is a file: resume={run_dir.parent.parent} continues the run that "
+            f"holds it; ckpt_path={resume} starts a new run from it"
         )
     if not run_dir.is_dir():
         raise SFTError(f"resume={resume}: no such run directory")
@@ -188,7 +186,10 @@ def resumed_run_dir(resume: str) -> Path:
             f"resume={resume}: {last} is a link to {os.readlink(last)}, which is not there"
         )
     if not last.is_file():
-        raise SFTError(f"resume={resume}: {last} does not exist, nothing to resume from")
+        # `<run>/checkpoints` given for the run (was: ".../checkpoints/checkpoints/last.ckpt")
+        whose = run_dir.parent if run_dir.name == "checkpoints" else None
+        hint = f" (resume={whose}: the run that holds this folder)" if whose else ""
+        raise SFTError(f"resume={resume}: {last} does not exist, nothing to resume from{hint}")
     return run_dir
 
 
