@@ -23,7 +23,7 @@ import collections
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,8 @@ class Predictor:
             if image
             else isinstance(inputs, str) or (self.pairs and _is_pair(inputs))
         )
-        inputs = [inputs] if one else list(inputs)
+        # one input of another type is named below (was: list()'s TypeError for a number)
+        inputs = [inputs] if one or not isinstance(inputs, Iterable) else list(inputs)
         ids = [str(i) for i in range(len(inputs))]
         if image:
             wrong = [i for i in inputs if not isinstance(i, str | os.PathLike | Image.Image)]

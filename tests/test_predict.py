@@ -792,6 +792,8 @@ def test_a_predictor_from_python_matches_sft_predict(ckpts, data_dir, tmp_path):
     assert got.predicted == [r["pred_name"] for r in written]
     with pytest.raises(SFTError, match="this model classifies single texts: give strings"):
         predictor([("a", "b")])
+    with pytest.raises(SFTError, match=r"give strings, got 123$"):
+        predictor(123)
     # one text is one input (was: a prediction per character)
     one = predictor(texts[0])
     assert one.probs.shape == (1, len(names))
