@@ -250,9 +250,11 @@ def test_lora_run_resumes_exactly_from_a_small_checkpoint(train_cfg, tmp_path, d
     from helpers.faults import Crash
 
     small = [*LORA_RUN, "adapter.save_only_trainable=true"]
-    # small_cnn's base weights are random: said at the start (was: silent until sft-predict)
+    # small_cnn's base weights are random: said at the start (was: silent until sft-predict),
+    # and that the adapters train on frozen random weights (was: without a word)
     with logs_warning(caplog, r"only a process seeded like this run rebuilds"):
         train(train_cfg(*EXACT, *small, run_dir=tmp_path / "reference"))
+    assert "adapters on a backbone that loads no weights" in caplog.text
     run_dir = tmp_path / "run"
     crash = ["+callbacks.crash._target_=helpers.faults.CrashAtStep", "+callbacks.crash.step=7"]
     with pytest.raises(Crash):

@@ -1075,6 +1075,14 @@ class SFTClassifier(L.LightningModule):
                 "with, but it loads no weights (pretrained=false, no checkpoint): they stay at "
                 "their initial values; set model.freeze_norm_stats=false to learn them",
             )
+        if self.hparams.adapter is not None and "name" in backbone and not loads_weights:
+            # (was: 2-8 % of adapters trained on frozen random weights, without a word)
+            rank_zero_warning(
+                log,
+                "adapter=lora trains adapters on a backbone that loads no weights "
+                "(pretrained=false, no checkpoint): its random weights stay frozen; set "
+                "model.backbone.pretrained=true, or train without adapters",
+            )
         if self.hparams.linear_probe is not None and not bool(self.linear_probe_done):
             datamodule = self._datamodule()
             if datamodule is None:
