@@ -1373,10 +1373,19 @@ def test_image_folder_without_test_folder_trains_and_evaluates(tmp_path, caplog)
     assert len(rows) == len(list((other / "val").rglob("*.png")))
     assert all(row["id"].startswith("val/") for row in rows)
     # neither: what to name
+    (tmp_path / "empty").mkdir()
     with pytest.raises(SFTError, match=r"sft-eval scores data\.test_dir \(test\), or without"):
         evaluate(
             compose_config(
-                "eval", [f"ckpt_path={ckpt}", *folder_data(tmp_path / "none")], out / "5"
+                "eval", [f"ckpt_path={ckpt}", *folder_data(tmp_path / "empty")], out / "5"
+            )
+        )
+    # no such data folder at all (moved): that folder named (was: told to name a test folder
+    # under it)
+    with pytest.raises(SFTError, match=r"none \(data\.data_dir\) does not exist; expected"):
+        evaluate(
+            compose_config(
+                "eval", [f"ckpt_path={ckpt}", *folder_data(tmp_path / "none")], out / "6"
             )
         )
 

@@ -710,6 +710,12 @@ class ImageFolderDataModule(ImageDataModule):
         message = (
             f"image folder {train_path} does not exist; expected {train_path}/<class>/<images>"
         )
+        if not self.root.is_dir():  # moved or misnamed (was, in sft-eval: "name a test folder
+            # under it")
+            return (
+                f"image folder {self.root} (data.data_dir) does not exist; expected "
+                f"{self.root}/{self.train_dir}/<class>/<images>"
+            )
         if self.model_class_names is not None:  # sft-eval without a test folder
             return (
                 f"{message}: sft-eval scores data.test_dir ({self.test_dir}), or without it "
