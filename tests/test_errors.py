@@ -697,12 +697,14 @@ def test_command_line_mistake_is_one_line_with_a_suggestion(
         (
             ["experiment=sst2_minilm", "data=image_folder"],
             "error: the model's backbone takes text inputs but ImageFolderDataModule gives "
-            "images: pair a text backbone with a text datamodule",
+            "images: pair a text backbone with a text datamodule (image data: an image model "
+            "such as model=effnet_lite0_fused)",
         ),
         (
             ["experiment=cifar10_effnet_lite0_quick", "data=sst2"],
             "error: the model's backbone takes image inputs but TextClassificationDataModule "
-            "gives texts: pair an image backbone with an image datamodule",
+            "gives texts: pair an image backbone with an image datamodule (text data: a text "
+            "model such as model=minilm_fused)",
         ),
     ],
 )

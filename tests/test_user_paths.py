@@ -1001,12 +1001,13 @@ def test_a_finished_run_recovered_from_an_unreadable_last_checkpoint_resumes_aga
             "error: trainer: Requirement 'transformer_engine>=0.11.0' not met. HINT: Try running "
             "`pip install -U 'transformer_engine>=0.11.0'`",
         ),
-        # text data with an image model (was: omegaconf's InterpolationKeyError traceback)
+        # text data with an image model (was: omegaconf's InterpolationKeyError traceback, then
+        # a line on the interpolation the text data reads)
         (
             "data=sst2",
-            "error: data.tokenizer: Interpolation key 'model.backbone.model_name_or_path' not "
-            "found: this data config reads a setting of the model config, which it lacks; choose "
-            "a model for this kind of input (text data: a text model such as model=minilm_fused)",
+            "error: the model's backbone takes image inputs but TextClassificationDataModule "
+            "gives texts: pair an image backbone with an image datamodule (text data: a text "
+            "model such as model=minilm_fused)",
         ),
         # a device count Lightning refuses, callbacks that are no callback configs (were:
         # Hydra's multi-line report, a TypeError traceback)

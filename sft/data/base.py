@@ -186,12 +186,19 @@ class SFTDataModule(L.LightningDataModule):
         return trainer.precision_plugin.convert_input(batch) if trainer is not None else batch
 
 
+# a model config of sft's for each kind of input, as an example
+MODEL_FOR = {
+    "text": "a text model such as model=minilm_fused",
+    "image": "an image model such as model=effnet_lite0_fused",
+}
+
+
 def modality_mismatch(backbone_takes: Modality, datamodule: str, gives: Modality) -> str:
     """The line for a backbone paired with data of the other modality."""
     kind = f"{'an' if backbone_takes == 'image' else 'a'} {backbone_takes}"
     return (
         f"the model's backbone takes {backbone_takes} inputs but {datamodule} gives {gives}s: "
-        f"pair {kind} backbone with {kind} datamodule"
+        f"pair {kind} backbone with {kind} datamodule ({gives} data: {MODEL_FOR[gives]})"
     )
 
 
