@@ -717,6 +717,20 @@ def test_an_experiment_with_data_of_the_other_modality_is_said_first(
     assert assert_one_error_line(status, stderr) == expected
 
 
+def test_a_datamodule_whose_module_fails_to_import_is_one_line(tmp_path, monkeypatch, capsys):
+    """The modality check read the data's class first, and pydoc's ErrorDuringImport of a
+    module that fails to import was a traceback."""
+    (tmp_path / "broken_data.py").write_text("import no_such_module_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    status, stderr = run_main(
+        "train", ["data._target_=broken_data.Data"], tmp_path, monkeypatch, capsys
+    )
+    assert assert_one_error_line(status, stderr).startswith(
+        "error: data._target_: cannot import 'broken_data.Data'; importing it raised "
+        "ModuleNotFoundError"
+    )
+
+
 CHECKPOINT_FILE = "the path of one checkpoint file (<run>/checkpoints/last.ckpt)"
 INPUTS = "one file, or one folder of images (put several files in a folder)"
 

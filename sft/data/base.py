@@ -198,7 +198,8 @@ def modality_mismatch(backbone_takes: Modality, datamodule: str, gives: Modality
     kind = f"{'an' if backbone_takes == 'image' else 'a'} {backbone_takes}"
     return (
         f"the model's backbone takes {backbone_takes} inputs but {datamodule} gives {gives}s: "
-        f"pair {kind} backbone with {kind} datamodule ({gives} data: {MODEL_FOR[gives]})"
+        f"pair {kind} backbone with {kind} datamodule "
+        f"({gives} data: {MODEL_FOR.get(gives, f'a {gives} model')})"
     )
 
 

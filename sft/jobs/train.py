@@ -536,7 +536,10 @@ def check_modalities(data_cfg: DictConfig, backbone_cfg: DictConfig | None) -> N
     their configs, before either's settings are checked (was, for `experiment=sst2_minilm
     data=image_folder`: the experiment's text settings named as keys the image data lacks).
     Classes and names the configs do not resolve to are left to the checks after."""
-    data_class = pydoc.locate(str(data_cfg.get("_target_")))
+    try:
+        data_class = pydoc.locate(str(data_cfg.get("_target_")))
+    except pydoc.ErrorDuringImport:  # its module fails to import: said where it is built
+        return
     gives = getattr(data_class, "modality", None)
     name = (backbone_cfg or {}).get("name")
     builds = str((backbone_cfg or {}).get("_target_")) == "sft.models.backbones.create_backbone"
