@@ -16,7 +16,12 @@ from torch import nn
 
 from sft.errors import SFTError, first_line
 from sft.inference.bundle import InferenceBundle
-from sft.models.adapters import adapter_layers, merge_adapters, modules_saved
+from sft.models.adapters import (
+    adapter_layers,
+    merge_adapters,
+    modules_saved,
+    saved_module_parameters,
+)
 from sft.models.backbones.huggingface import HFEncoder, encoder_class, pool
 from sft.utils.io import atomic_write
 
@@ -331,11 +336,7 @@ def export_peft(bundle: InferenceBundle, head: nn.Module, folder: Path) -> tuple
     # modules trained whole: peft's file holds them by their own weights' names
     names = bundle.model.hparams["adapter"].get("modules_to_save") or []
     saved = modules_saved(encoder, names, str(bundle.trained_backbone.get("name")))
-    state |= {
-        f"{module}.{name}": parameter
-        for module in saved
-        for name, parameter in encoder.get_submodule(module).named_parameters()
-    }
+    state |= saved_module_parameters(encoder, saved)
     weights = {
         # PeftModel's names: `base_model.model.<module of the transformers model>...`
         "base_model.model." + name.removeprefix(inner): tensor.detach().cpu().contiguous()

@@ -327,6 +327,16 @@ def modules_saved(backbone: nn.Module, names: Sequence[str], backbone_name: str)
     return found
 
 
+def saved_module_parameters(backbone: nn.Module, saved: Sequence[str]) -> dict[str, nn.Parameter]:
+    """The weights of the modules trained whole, by their own names in `backbone`: as peft's
+    adapter file holds them (it drops its wrapper's names)."""
+    return {
+        f"{module}.{name}": parameter
+        for module in saved
+        for name, parameter in backbone.get_submodule(module).named_parameters()
+    }
+
+
 def within(name: str, modules: Sequence[str]) -> bool:
     """Whether module `name` is one of `modules` or inside one."""
     return any(name == m or name.startswith(f"{m}.") for m in modules)
@@ -458,12 +468,7 @@ def load_peft_weights(
 
     # the names peft saves these adapters under (DoRA's magnitudes, an Embedding's A and B too)
     adapters = set(get_peft_model_state_dict(backbone, adapter_name="default"))
-    # a module to save, by its own weights' names (peft's file drops its wrapper's)
-    whole = {
-        f"{module}.{name}": parameter
-        for module in saved
-        for name, parameter in backbone.get_submodule(module).named_parameters()
-    }
+    whole = saved_module_parameters(backbone, saved)
     ours = adapters | set(whole)
     missing, unexpected = sorted(ours - set(state)), sorted(set(state) - ours)
     if missing or unexpected:
