@@ -320,9 +320,17 @@ def modules_saved(backbone: nn.Module, names: Sequence[str], backbone_name: str)
     if not names:
         return []
     check_targets(backbone, list(names), backbone_name, key="adapter.modules_to_save")
+    return outermost_matches(backbone, names)
+
+
+def outermost_matches(backbone: nn.Module, patterns: Sequence[str], prefix: str = "") -> list[str]:
+    """The modules of `backbone` under `prefix` whose names without it match one of `patterns`
+    (whole names or name ends, as peft matches), the outermost of nested ones."""
     found: list[str] = []
     for name, _ in backbone.named_modules():
-        if name and any(_matches(name, n) for n in names) and not within(name, found):
+        if not name.startswith(prefix) or not (own := name.removeprefix(prefix)):
+            continue
+        if any(_matches(own, p) for p in patterns) and not within(name, found):
             found.append(name)
     return found
 
@@ -428,13 +436,8 @@ def check_saved_modules(
 ) -> None:
     """SFTError unless this run trains whole (adapter.modules_to_save) the modules the peft
     folder does: its weights of them are read into them, and no others would train."""
-    names = [name for name, _ in backbone.named_modules() if name.startswith(inner)]
     # peft matches its modules_to_save as name ends of the transformers model's modules
-    absent = [
-        module
-        for module in start.modules_to_save
-        if not any(_matches(name.removeprefix(inner), module) for name in names)
-    ]
+    absent = [m for m in start.modules_to_save if not outermost_matches(backbone, [m], inner)]
     if absent:
         raise SFTError(
             f"adapter.init_from={path}: the adapter there trains {', '.join(absent)} whole "
@@ -442,11 +445,7 @@ def check_saved_modules(
             "backbones leave out the pooler, which their pooling does not use): an adapter "
             "without them starts this run"
         )
-    theirs: list[str] = []  # the outermost, as modules_saved gives this run's
-    for name in names:
-        matched = any(_matches(name.removeprefix(inner), m) for m in start.modules_to_save)
-        if matched and not within(name, theirs):
-            theirs.append(name)
+    theirs = outermost_matches(backbone, start.modules_to_save, inner)  # as modules_saved's
     if sorted(theirs) != sorted(saved):
         given = f"[{','.join(start.modules_to_save)}]" if start.modules_to_save else "null"
         raise SFTError(
