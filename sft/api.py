@@ -35,7 +35,7 @@ from PIL import Image
 from sft.data.image_folder import first_bad, undecodable
 from sft.errors import SFTError, find_user_error
 from sft.inference.bundle import InferenceBundle, load_bundle
-from sft.inference.inputs import ImageInputs, TextInputs
+from sft.inference.inputs import ImageInputs, TextInputs, warn_empty_texts
 from sft.inference.predictor import predict_probs
 from sft.runs.result import (
     COMPLETED,
@@ -134,6 +134,8 @@ class Predictor:
                     f"this model classifies single texts: give strings, got {wrong[0]!r:.60}"
                 )
             texts, pairs = inputs, None
+        # as sft-predict warns of a file's (was: predicted without a word)
+        warn_empty_texts(Path("(python)"), texts, pairs, list(range(len(texts))), row="input")
         probs = predict_probs(
             self.bundle, TextInputs(ids, texts, pairs, Path("(python)")), batch_size
         )

@@ -772,7 +772,7 @@ def test_sft_predict_shows_its_progress_on_a_terminal_only(ckpts, data_dir, tmp_
     assert stderr.getvalue() == ""
 
 
-def test_a_predictor_from_python_matches_sft_predict(ckpts, data_dir, tmp_path):
+def test_a_predictor_from_python_matches_sft_predict(ckpts, data_dir, tmp_path, caplog):
     """Predictions from Python on inputs held in memory (texts, PIL images) were possible only
     through internals, and a PIL image was an AttributeError: sft.api's predictor gives what
     sft-predict writes for the same inputs in files."""
@@ -798,6 +798,14 @@ def test_a_predictor_from_python_matches_sft_predict(ckpts, data_dir, tmp_path):
     one = predictor(texts[0])
     assert one.probs.shape == (1, len(names))
     torch.testing.assert_close(one.probs[0], got.probs[0])
+
+    # empty texts are predicted with sft-predict's warning, named by position (was: no word)
+    with caplog.at_level(logging.WARNING, logger="sft.inference.inputs"):
+        assert predictor([texts[0], " ", "", texts[1]]).probs.shape[0] == 4
+    assert caplog.messages == [
+        "inputs=(python): 2 of 4 texts are empty or whitespace-only (inputs 1, 2); their "
+        "predictions are of no words"
+    ]
 
     folder = tmp_path / "images"
     folder.mkdir()

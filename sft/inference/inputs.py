@@ -143,7 +143,7 @@ def read_texts(
         own = _own_ids(path, table)
         ids = own or [str(n) for n in table.lines]
         out = TextInputs(ids, table.texts, table.pairs, path, has_index=own is not None)
-        _warn_empty_texts(path, table)
+        warn_empty_texts(path, table.texts, table.pairs, table.lines)
     if not out.texts:
         raise SFTError(f"inputs={path}: holds no texts")
     return out
@@ -200,25 +200,27 @@ def _stdin_lines() -> Iterable[tuple[int, str]]:
             yield number, line
 
 
-def _warn_empty_texts(path: Path, table: TextExamples) -> None:
-    """A warning naming the rows whose text is empty or whitespace-only (as training warns):
-    they are predicted, from the special tokens alone, so their row stays in the output."""
-    pairs = table.pairs or [None] * len(table.texts)
+def warn_empty_texts(
+    source: Path, texts: list[str], pairs: list[str] | None, rows: list, row: str = "line"
+) -> None:
+    """A warning naming the `rows` (a file's line numbers; sft.api's input positions, `row`
+    "input") whose text is empty or whitespace-only (as training warns): they are predicted,
+    from the special tokens alone, so their row stays in the output."""
     empty = [
-        line
-        for line, text, pair in zip(table.lines, table.texts, pairs, strict=True)
+        at
+        for at, text, pair in zip(rows, texts, pairs or [None] * len(texts), strict=True)
         if not text.strip() or (pair is not None and not pair.strip())
     ]
     if empty:
-        lines = "line" if len(empty) == 1 else "lines"
+        named = row if len(empty) == 1 else f"{row}s"
         what, of = (
             ("pairs have an empty or whitespace-only text", "of one text or none")
-            if table.pairs
+            if pairs
             else ("texts are empty or whitespace-only", "of no words")
         )
         log.warning(
-            f"inputs={path}: {len(empty)} of {len(table.texts)} {what} "
-            f"({lines} {first_few(empty, 5)}); their predictions are {of}"
+            f"inputs={source}: {len(empty)} of {len(texts)} {what} "
+            f"({named} {first_few(empty, 5)}); their predictions are {of}"
         )
 
 
