@@ -792,6 +792,34 @@ def test_a_layer_that_fails_on_the_first_batchs_size_is_one_line() -> None:
     )
 
 
+def test_a_first_batch_error_not_of_its_size_keeps_its_traceback() -> None:
+    """A registered backbone's first-batch RuntimeError of another cause (here a float type)
+    was said as "refused 64x64 images ...; set model.backbone.input_size", which no size
+    mends: it is raised as it is, as it fails at the model's own size too."""
+    from sft.models import SFTClassifier
+    from sft.models.backbones import inner_model
+
+    backbone = {
+        "_target_": "sft.models.backbones.create_backbone",
+        "name": "timm",
+        "model_name": "test_convnext",
+        "input_size": 64,
+    }
+    model = SFTClassifier(backbone=backbone, num_classes=2).train()
+
+    def wrong_type(module: torch.nn.Module, args: tuple) -> None:
+        raise RuntimeError("expected scalar type Float but found BFloat16")
+
+    stem = inner_model(model.backbone).stem
+    hook = stem.register_forward_pre_hook(wrong_type)
+    modes = [m.training for m in model.modules()]
+    with pytest.raises(RuntimeError, match=r"^expected scalar type Float but found BFloat16$"):
+        model(torch.randn(2, 3, 32, 32))
+    assert [m.training for m in model.modules()] == modes  # the try at its own size in eval
+    hook.remove()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 2)
+
+
 def test_in_chans_other_than_three_is_refused() -> None:
     with pytest.raises(SFTError) as err:
         create_backbone("timm", model_name="test_convnext", in_chans=1)

@@ -52,6 +52,7 @@ from sft.models.backbones import (
     inner_model,
     resolve_input_spec,
 )
+from sft.models.backbones.size_probe import fails_for_size
 from sft.models.depthwise_conv import route_depthwise_convs
 from sft.models.fast_dropout import use_fast_dropout
 from sft.models.fp32_metrics import Float32Max, Float32Mean
@@ -536,10 +537,12 @@ class SFTClassifier(L.LightningModule):
     def _image_features(self, images: torch.Tensor) -> torch.Tensor:
         """The backbone on a batch of images; on the first batch, a model of create_backbone's
         made for other input sizes fails as one line saying how to resize: timm's fixed-size
-        models assert the size, others fail in a layer (a RuntimeError). Later batches have the
-        first one's size, so their errors are not about it. A backbone class of the user's own
-        keeps its error and traceback: there it is more often a bug in its forward (a bad
-        `view`, an assert) than a size, and model.backbone.input_size is not its setting."""
+        models assert the size, others fail in a layer (a RuntimeError). Whether the size was
+        the cause is tried (`fails_for_size`): other errors keep their traceback (was: any
+        RuntimeError said as the size). Later batches have the first one's size, so their
+        errors are not about it. A backbone class of the user's own keeps its error and
+        traceback: there it is more often a bug in its forward (a bad `view`, an assert) than
+        a size, and model.backbone.input_size is not its setting."""
         if self._images_ran:
             return self.backbone(images)
         try:
@@ -554,6 +557,10 @@ class SFTClassifier(L.LightningModule):
             if get_object(str(self.hparams.backbone.get("_target_"))) is not create_backbone:
                 raise
             size = getattr(self.backbone, "size", None)  # ResizeInput's (input_size)
+            if not fails_for_size(
+                self.backbone, self.hparams.backbone, images, size or images.shape[-1]
+            ):
+                raise
             seen = (
                 f"{size}x{size} images (model.backbone.input_size={size})"
                 if size
