@@ -2117,6 +2117,38 @@ def test_the_confusion_matrix_is_drawn_without_a_layout_warning(tmp_path):
     assert (tmp_path / "cm.png").stat().st_size > 1000
 
 
+def test_class_names_the_default_font_lacks_are_drawn_or_said_once(tmp_path, caplog):
+    """Class names in other scripts gave matplotlib's "Glyph ... missing from font(s) DejaVu
+    Sans" warning per character, and boxes, even where an installed font has them: an
+    installed font that has them draws them (STIXGeneral, shipped with matplotlib, has the
+    watch sign), and characters no font has are said in one line."""
+    import warnings
+    from types import SimpleNamespace
+
+    from sft.jobs.eval import save_confusion_matrix
+    from sft.utils.fonts import families_drawing
+
+    families, undrawn = families_drawing(["\u231a watch", "cat"])
+    assert "STIXGeneral" in families and undrawn == ""
+    names = ["\u231a watch", "\u6b63\u9762", "\u8d1f\u9762"]  # the last two: Chinese
+    probs = torch.softmax(torch.randn(30, 3, generator=torch.Generator().manual_seed(0)), 1)
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="sft.jobs.eval"):
+        warnings.filterwarnings("error", category=UserWarning)
+        save_confusion_matrix(
+            tmp_path / "cm.png", probs, torch.arange(30) % 3, names, SimpleNamespace(loggers=[])
+        )
+    assert (tmp_path / "cm.png").stat().st_size > 1000
+    said = [m for m in caplog.messages if "no installed font" in m]
+    if "\u6b63" in families_drawing(names)[1]:  # no CJK font installed (this machine)
+        assert said == [
+            f"{tmp_path / 'cm.png'}: no installed font has the characters "
+            "'\u6b63\u8d1f\u9762' of class names: they are drawn as boxes (install a font that "
+            "has them, e.g. Noto Sans CJK)"
+        ]
+    else:
+        assert said == []
+
+
 def test_the_confusion_matrix_of_many_or_dollar_named_classes_reaches_tensorboard(tmp_path):
     """Class names with `$$` (price tiers) raised matplotlib's math-text ParseException after
     scoring; with 40+ classes the figure never reached TensorBoard (added to the writer the

@@ -13,6 +13,7 @@ import os
 import pydoc
 import signal
 import typing
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -50,6 +51,7 @@ from sft.runs.resume import trained_epochs
 from sft.utils.checkpoint_io import read_checkpoint
 from sft.utils.config import print_and_save_config, task_overrides
 from sft.utils.config_types import Seed, check_config_types, check_value
+from sft.utils.fonts import families_drawing
 from sft.utils.hardware import check_accelerator, has_bf16, resolve_auto_precision, uses_gpu
 from sft.utils.instantiate import (
     answers_ctrl_c,
@@ -113,20 +115,30 @@ def save_confusion_matrix(
     metric = MulticlassConfusionMatrix(num_classes=len(names))
     metric.update(probs, labels)
     count = len(names)
-    # a count in each cell up to CELL_COUNTS_UP_TO classes: matplotlib drew 150 classes' 22,500
-    # in ~110 s and 4 GB; `$` escaped: names are drawn as text, not math (`$$` raised)
-    fig, _ = metric.plot(
-        labels=[name.replace("$", r"\$") for name in names], add_text=count <= CELL_COUNTS_UP_TO
-    )
-    # torchmetrics' figure lays itself out (constrained) when saved: tight_layout() warned
-    fig.set_size_inches(min(max(6, 0.6 * count), 40), min(max(5, 0.5 * count), 34))
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    for logger in trainer.loggers:
-        if hasattr(logger.experiment, "add_figure"):
-            logger.experiment.add_figure("test/confusion_matrix", fig)
-            # the logger's writer was closed as the test ended: add_figure opened another,
-            # which nothing closed, and a large figure never reached its file
-            logger.experiment.close()
+    families, undrawn = families_drawing(names)
+    if undrawn:  # one line, not matplotlib's warning per character
+        log.warning(
+            f"{path}: no installed font has the characters {undrawn[:20]!r} of class names: "
+            "they are drawn as boxes (install a font that has them, e.g. Noto Sans CJK)"
+        )
+    with matplotlib.rc_context({"font.family": families}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Glyph .* missing from font", UserWarning)
+        # a count in each cell up to CELL_COUNTS_UP_TO classes: matplotlib drew 150 classes'
+        # 22,500 in ~110 s and 4 GB; `$` escaped: names are drawn as text, not math (`$$`
+        # raised)
+        fig, _ = metric.plot(
+            labels=[name.replace("$", r"\$") for name in names],
+            add_text=count <= CELL_COUNTS_UP_TO,
+        )
+        # torchmetrics' figure lays itself out (constrained) when saved: tight_layout() warned
+        fig.set_size_inches(min(max(6, 0.6 * count), 40), min(max(5, 0.5 * count), 34))
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+        for logger in trainer.loggers:
+            if hasattr(logger.experiment, "add_figure"):
+                logger.experiment.add_figure("test/confusion_matrix", fig)
+                # the logger's writer was closed as the test ended: add_figure opened another,
+                # which nothing closed, and a large figure never reached its file
+                logger.experiment.close()
     return metric.compute()
 
 
