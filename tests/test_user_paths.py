@@ -1789,6 +1789,13 @@ def test_a_run_directory_given_twice_is_refused_before_hydra_writes_in_it(
         .startswith(f"error: {run_dir} already holds a run's {found}")
     )
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return
+    # resume=auto there has no last.ckpt to continue: it is refused as a new run (was: trained
+    # afresh over the run's checkpoints and record)
+    assert run_entry_point(train_module.main, [*argv, "resume=auto"]) == 1
+    assert f"error: {run_dir} already holds a run's {found}" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 @contextlib.contextmanager

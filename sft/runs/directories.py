@@ -550,7 +550,11 @@ class RunDirectory(Callback):
             # config and log there
             if is_job_rank():
                 pass  # a DDP rank of a multirun job, in the directory its job checked
-            elif "resume" in config and resume is None:
+            elif "resume" in config and (
+                resume is None or (resume == "auto" and not last_checkpoint(given).is_file())
+            ):
+                # resume=auto there without last.ckpt starts afresh: over a run without one
+                # (a best checkpoint, a record) as a new run would (was: written over)
                 report_user_errors(lambda: check_nothing_to_overwrite(given))
             elif command_task(hydra_cfg) == "eval":  # (task_name: debug with +debug=...)
                 report_user_errors(lambda: check_not_a_training_run(given))

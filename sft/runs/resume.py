@@ -130,7 +130,7 @@ def resume_point(cfg: DictConfig) -> ResumePoint | None:
         )
     if not last.is_file():
         log.info(
-            f"resume=auto: no run under {output_dir.parent} has {LAST_CHECKPOINT}: starting fresh in {output_dir}"
+            f"resume=auto: no run to continue has {LAST_CHECKPOINT}: starting fresh in {output_dir}"
         )
         return None
     warn_other_overrides(output_dir)
