@@ -792,10 +792,12 @@ def test_a_layer_that_fails_on_the_first_batchs_size_is_one_line() -> None:
     )
 
 
-def test_a_first_batch_error_not_of_its_size_keeps_its_traceback() -> None:
-    """A registered backbone's first-batch RuntimeError of another cause (here a float type)
-    was said as "refused 64x64 images ...; set model.backbone.input_size", which no size
-    mends: it is raised as it is, as it fails at the model's own size too."""
+@pytest.mark.parametrize("when", ["always", "training", "batch"])
+def test_a_first_batch_error_not_of_its_size_keeps_its_traceback(when: str) -> None:
+    """A registered backbone's first-batch RuntimeError of another cause (a float type; one
+    of training mode, or of a batch of many) was said as "refused 64x64 images ...; set
+    model.backbone.input_size", which no size mends: it is raised as it is, as one image at
+    that size fails in eval mode too, or none does."""
     from sft.models import SFTClassifier
     from sft.models.backbones import inner_model
 
@@ -808,16 +810,59 @@ def test_a_first_batch_error_not_of_its_size_keeps_its_traceback() -> None:
     model = SFTClassifier(backbone=backbone, num_classes=2).train()
 
     def wrong_type(module: torch.nn.Module, args: tuple) -> None:
-        raise RuntimeError("expected scalar type Float but found BFloat16")
+        fails = {"always": True, "training": module.training, "batch": len(args[0]) > 1}
+        if fails[when]:
+            raise RuntimeError("expected scalar type Float but found BFloat16")
 
     stem = inner_model(model.backbone).stem
     hook = stem.register_forward_pre_hook(wrong_type)
     modes = [m.training for m in model.modules()]
     with pytest.raises(RuntimeError, match=r"^expected scalar type Float but found BFloat16$"):
         model(torch.randn(2, 3, 32, 32))
-    assert [m.training for m in model.modules()] == modes  # the try at its own size in eval
+    assert [m.training for m in model.modules()] == modes  # the tries run in eval mode
     hook.remove()
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 2)
+
+
+def test_a_model_built_for_a_size_is_tried_at_that_size() -> None:
+    """The size tried is the one the model is built for: a torchvision ViT's image_size option
+    (was: 224, where it fails too, so its size error was raised as torchvision's assert), or
+    its weights' (SWAG's 384, at which a model rebuilt without downloading them is built too:
+    was 224, which their position embedding did not fit); non-square images are compared
+    whole."""
+    from sft.models import SFTClassifier
+    from sft.models.backbones import resolve_input_spec
+
+    swag = {"name": "torchvision", "model_name": "vit_b_16", "weights": "IMAGENET1K_SWAG_E2E_V1"}
+    assert resolve_input_spec(swag).image_size == 384
+    assert create_backbone(**swag).image_size == 384
+    assert resolve_input_spec({**swag, "image_size": 64}).image_size == 64
+    assert (
+        resolve_input_spec({"name": "timm", "model_name": "vit_tiny_patch16_224"}).image_size == 224
+    )
+    assert (
+        resolve_input_spec(
+            {"name": "timm", "model_name": "test_vit", "img_size": [48, 48]}
+        ).image_size
+        == 48
+    )
+
+    vit = {"_target_": "sft.models.backbones.create_backbone", "name": "torchvision"}
+    model = SFTClassifier(
+        backbone={**vit, "model_name": "vit_b_16", "image_size": 64}, num_classes=2
+    )
+    with torch.no_grad(), pytest.raises(SFTError) as err:
+        model.eval()(torch.randn(1, 3, 32, 32))
+    assert single_line(err).startswith(
+        "model.backbone: VisionTransformer refused images at the data's size "
+        "(model.backbone.input_size=null) (Wrong image height! Expected 64 but got 32!)"
+    )
+    timm_vit = {"_target_": "sft.models.backbones.create_backbone", "name": "timm"}
+    model = SFTClassifier(
+        backbone={**timm_vit, "model_name": "vit_tiny_patch16_224"}, num_classes=2
+    )
+    with torch.no_grad(), pytest.raises(SFTError, match="refused images at the data's size"):
+        model.eval()(torch.randn(1, 3, 160, 224))  # its width is its own
 
 
 def test_in_chans_other_than_three_is_refused() -> None:

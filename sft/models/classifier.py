@@ -557,9 +557,8 @@ class SFTClassifier(L.LightningModule):
             if get_object(str(self.hparams.backbone.get("_target_"))) is not create_backbone:
                 raise
             size = getattr(self.backbone, "size", None)  # ResizeInput's (input_size)
-            if not fails_for_size(
-                self.backbone, self.hparams.backbone, images, size or images.shape[-1]
-            ):
+            failed_at = (size, size) if size else tuple(images.shape[-2:])
+            if not fails_for_size(self.backbone, self.hparams.backbone, images, failed_at):
                 raise
             seen = (
                 f"{size}x{size} images (model.backbone.input_size={size})"

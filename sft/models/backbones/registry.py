@@ -11,7 +11,7 @@ import difflib
 import inspect
 import logging
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, NamedTuple
 
@@ -144,6 +144,15 @@ def resolve_input_spec(backbone_cfg: Mapping | None) -> InputSpec:
         return InputSpec(entry.modality, image_size=size)
     norm = entry.normalization
     return InputSpec(entry.modality, norm(cfg) if callable(norm) else norm, image_size=size)
+
+
+def square_side(value: object) -> int | None:
+    """A builder's image-size option as one side: an int, or a sequence of equal ints (an
+    `(h, w)` of two sides, or anything else, is None)."""
+    sides = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    if sides and all(isinstance(s, int) and not isinstance(s, bool) for s in sides):
+        return sides[0] if len(set(sides)) == 1 else None
+    return None
 
 
 def config_as_saved(backbone_cfg: dict) -> dict:

@@ -20,7 +20,7 @@ from sft.errors import SFTError
 from sft.hub import hub_unreachable
 
 from .build_errors import download_failure, model_build_errors, url_unreachable
-from .registry import libraries_having, register_backbone
+from .registry import libraries_having, register_backbone, square_side
 from .wrappers import REMOVED_HEADS, import_timm
 
 # weights files timm looks for in a hub repository, in its order
@@ -42,7 +42,10 @@ def _weights_normalization(cfg: Mapping) -> Normalization | None:
 
 
 def _image_size(cfg: Mapping) -> int:
-    """The side of the named model's pretrained input (timm's `input_size`), else 224."""
+    """The side the model is built for: its `img_size` option (fixed-size models), else its
+    pretrained input's (timm's `input_size`), else 224."""
+    if (built := square_side(cfg.get("img_size"))) is not None:
+        return built
     try:
         timm = import_timm("timm")
     except SFTError:

@@ -21,7 +21,7 @@ from sft.contracts import Normalization
 from sft.errors import SFTError
 
 from .build_errors import download_failure, model_build_errors, url_unreachable
-from .registry import libraries_having, register_backbone
+from .registry import libraries_having, register_backbone, square_side
 from .wrappers import REMOVED_HEADS
 
 # GoogLeNet's and Inception v3's auxiliary classifiers: their outputs come with the features
@@ -54,8 +54,36 @@ def _weights_normalization(cfg: Mapping) -> Normalization | None:
     return Normalization(tuple(transforms.mean), tuple(transforms.std))
 
 
+# models whose builder takes its image size from the weights it loads (the weights' min_size:
+# ViT's SWAG weights are at 384 or 518): set always, so that a model rebuilt without them is
+# built as it trained (was: at 224, which its position embedding did not fit)
+_SIZED_BY_WEIGHTS = ("vit_",)
+
+
+def _weights_size(model_name: str, weights: WeightsEnum) -> dict[str, int]:
+    """The `image_size` builder option of a model sized by its weights ({} for others)."""
+    if not model_name.startswith(_SIZED_BY_WEIGHTS):
+        return {}
+    return {"image_size": weights.meta["min_size"][0]}
+
+
+def _image_size(cfg: Mapping) -> int:
+    """The side the model is built for: its `image_size` option, else its weights' (a ViT's),
+    else 224."""
+    if (built := square_side(cfg.get("image_size"))) is not None:
+        return built
+    name = cfg.get("model_name")
+    if name not in _classification_models():
+        return 224
+    try:
+        weights = _weights(name, cfg.get("weights", "DEFAULT"))
+    except SFTError:  # unknown weights: the builder names them
+        return 224
+    return _weights_size(name, weights).get("image_size", 224)
+
+
 # Not measured per model: no speed hints (model.channels_last / trainer.precision set them).
-@register_backbone("torchvision", normalization=_weights_normalization)
+@register_backbone("torchvision", normalization=_weights_normalization, image_size=_image_size)
 def torchvision_model(
     pretrained: bool = False,
     model_name: str | None = None,
@@ -69,7 +97,11 @@ def torchvision_model(
     if not isinstance(model_name, str) or model_name not in known:
         raise _unknown_model(model_name, known)
     chosen = _weights(model_name, weights)
-    built_with = {**_WEIGHTS_OPTIONS.get(model_name, {}), **options}
+    built_with = {
+        **_WEIGHTS_OPTIONS.get(model_name, {}),
+        **_weights_size(model_name, chosen),
+        **options,
+    }
     cache = os.path.join(torch.hub.get_dir(), "checkpoints")
 
     def download_failed(err: OSError) -> SFTError:
