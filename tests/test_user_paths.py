@@ -2132,11 +2132,16 @@ def test_class_names_the_default_font_lacks_are_drawn_or_said_once(tmp_path, cap
     import warnings
     from types import SimpleNamespace
 
+    import matplotlib
+
     from sft.jobs.eval import save_confusion_matrix
     from sft.utils.fonts import families_drawing
 
     families, undrawn = families_drawing(["\u231a watch", "cat"])
     assert "STIXGeneral" in families and undrawn == ""
+    # a user's own fallback list is read whole (was: its first font alone)
+    with matplotlib.rc_context({"font.family": ["DejaVu Sans", "STIXGeneral"]}):
+        assert families_drawing(["\u231a watch"]) == (["DejaVu Sans", "STIXGeneral"], "")
     names = ["\u231a watch", "\u6b63\u9762", "\u8d1f\u9762"]  # the last two: Chinese
     probs = torch.softmax(torch.randn(30, 3, generator=torch.Generator().manual_seed(0)), 1)
     with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="sft.jobs.eval"):

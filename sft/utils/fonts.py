@@ -33,9 +33,15 @@ def families_drawing(texts: Iterable[str]) -> tuple[list[str], str]:
     from matplotlib import font_manager, rcParams
 
     families = list(rcParams["font.family"])
-    default = font_manager.findfont(font_manager.FontProperties(family=families))
     missing = {ord(c) for text in texts for c in text if not c.isspace()}
-    missing -= _characters(default)
+    for family in families:  # a user's list of fallbacks (matplotlib's way to add fonts)
+        try:
+            path = font_manager.findfont(
+                font_manager.FontProperties(family=[family]), fallback_to_default=False
+            )
+        except ValueError:  # not installed: matplotlib passes over it
+            continue
+        missing -= _characters(path)
     for font in font_manager.fontManager.ttflist:
         if not missing:
             break
