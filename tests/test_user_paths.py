@@ -379,6 +379,38 @@ def test_eval_into_a_training_runs_directory_is_refused_before_writing(
     assert (run / "config_resolved.yaml").read_text() == resolved
 
 
+def test_eval_into_a_scored_evals_directory_is_refused_with_its_predictions_gone(
+    checkpoints, tmp_path, capsys
+):
+    """An sft-eval run's directory, its predictions.csv moved away, given to sft-eval again:
+    its scores.json and confusion_matrix.png were replaced by the second run's."""
+    import sft.eval
+
+    scored = tmp_path / "eval"
+    argv = ["sft-eval", "trainer.enable_progress_bar=false", f"hydra.run.dir={scored}"]
+    again = [*argv, f"ckpt_path={checkpoints['image']}"]
+    assert run_entry_point(sft.eval.main, again) == 0
+    (scored / "predictions.csv").rename(tmp_path / "kept.csv")
+    before = {p: p.read_bytes() for p in scored.rglob("*") if p.is_file()}
+    assert (scored / "confusion_matrix.png") in before
+    assert run_entry_point(sft.eval.main, again) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (
+        f"error: {scored} holds an evaluation's scores ({scored / 'scores.json'}): give sft-eval "
+        "another hydra.run.dir (results already written are never replaced)"
+    )
+    assert {p: p.read_bytes() for p in scored.rglob("*") if p.is_file()} == before
+    # its scores moved too: the confusion matrix left is not written over either
+    (scored / "scores.json").unlink()
+    assert run_entry_point(sft.eval.main, again) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {scored / 'confusion_matrix.png'} already exists: give another hydra.run.dir "
+        "(results already written are never replaced)"
+    )
+    png = scored / "confusion_matrix.png"
+    assert png.read_bytes() == before[png]
+
+
 def test_training_into_an_evals_directory_is_refused_before_writing(checkpoints, tmp_path, capsys):
     """`sft-train ... hydra.run.dir=<an sft-eval run>` replaced the eval's
     config_resolved.yaml and added training events to its TensorBoard."""

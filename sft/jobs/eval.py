@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 # the settings that name a test split (text files, image folders), and why one scores nothing
 _TEST_KEYS = {"test_split": "it has no labels", "test_dir": "no such folder"}
 PREDICTIONS = "predictions.csv"
+CONFUSION_MATRIX = "confusion_matrix.png"
 
 
 def write_predictions(
@@ -132,7 +133,7 @@ def save_confusion_matrix(
         )
         # torchmetrics' figure lays itself out (constrained) when saved: tight_layout() warned
         fig.set_size_inches(min(max(6, 0.6 * count), 40), min(max(5, 0.5 * count), 34))
-        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), new_only=True)
         for logger in trainer.loggers:
             if hasattr(logger.experiment, "add_figure"):
                 logger.experiment.add_figure("test/confusion_matrix", fig)
@@ -364,7 +365,8 @@ def evaluate(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, 
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
-    check_not_written(out / PREDICTIONS, "hydra.run.dir")  # the run directory given twice
+    for written in (PREDICTIONS, CONFUSION_MATRIX):  # the run directory given twice
+        check_not_written(out / written, "hydra.run.dir")
     checkpoint = read_checkpoint(checkpoint_path(cfg.ckpt_path))
     if recorder is not None:
         recorder.scored_checkpoint(trained_epochs(checkpoint), checkpoint.get("global_step"))
@@ -473,7 +475,7 @@ def evaluate(cfg: DictConfig, recorder: RunRecorder | None = None) -> dict[str, 
     # the predicted split is labelled (a labelled test split, or validation without one)
     written = "predictions"
     if bool((labels >= 0).all()):
-        save_confusion_matrix(out / "confusion_matrix.png", probs, labels, names, trainer)
+        save_confusion_matrix(out / CONFUSION_MATRIX, probs, labels, names, trainer)
         written += " and confusion matrix"
     log.info(f"metrics: {metric_text(metrics)}; {written} in {out}")  # as sft-train's line
     return metrics

@@ -34,6 +34,7 @@ from sft.errors import RunInTheWay, SFTError, report_user_errors
 from sft.runs.lock import hold, holder, release
 from sft.runs.result import (
     RESULT_FILE,
+    SCORES_FILE,
     RunResult,
     command_task,
     differing_continued_overrides,
@@ -253,7 +254,8 @@ def check_not_a_training_run(output_dir: Path) -> None:
     """sft-eval's `hydra.run.dir`: SFTError for a directory that holds a training run (its
     checkpoints or record), before Hydra writes there (was: the run's config_resolved.yaml
     replaced by the eval's, its TensorBoard given the eval's events). An eval's own directory
-    holds neither: one that failed may be run again (its predictions.csv is never replaced)."""
+    holds neither: one that failed may be run again (its predictions.csv is never replaced),
+    one that scored may not (was: its scores replaced once its predictions.csv was moved)."""
     for pattern in RUN_FILES:
         written = sorted(output_dir.glob(pattern))
         if written:
@@ -261,6 +263,12 @@ def check_not_a_training_run(output_dir: Path) -> None:
                 f"{output_dir} holds a training run ({written[0]}): give sft-eval another "
                 "hydra.run.dir (a run's files are never replaced)"
             )
+    scores = output_dir / SCORES_FILE
+    if scores.is_file() and _worth_keeping(scores):
+        raise SFTError(
+            f"{output_dir} holds an evaluation's scores ({scores}): give sft-eval another "
+            "hydra.run.dir (results already written are never replaced)"
+        )
 
 
 def _worth_keeping(record: Path) -> bool:
