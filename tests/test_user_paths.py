@@ -1914,7 +1914,7 @@ def test_a_finished_run_resumed_keeps_its_recorded_metrics(tmp_path, monkeypatch
     jobs) trains nothing more and tests again: its result.json kept only the test metrics (was:
     val/acc_best and every other metric of the run dropped, so sweep summaries lost them), nor
     its epochs (a run ended by max_steps inside its first epoch went from 1 to 0; it completed
-    none, and both parts record 0)."""
+    none, and both parts record 0); nor its resolved config (was: the resume's)."""
     run_dir = tmp_path / "run"
     monkeypatch.chdir(tmp_path)
     argv = ["sft-train", *FAST, *length, "+trainer.limit_test_batches=1"]
@@ -1922,7 +1922,13 @@ def test_a_finished_run_resumed_keeps_its_recorded_metrics(tmp_path, monkeypatch
     before = json.loads((run_dir / "result.json").read_text())
     first = before["metrics"]
     assert {"val/acc_best", "test/acc"} <= set(first)
+    resolved = (run_dir / "config_resolved.yaml").read_text()
     assert run_entry_point(train_module.main, [*argv, f"resume={run_dir}"]) == 0
+    # the first part's resolved config is kept, the resume's beside its Hydra config (was:
+    # written over)
+    assert (run_dir / "config_resolved.yaml").read_text() == resolved
+    (part,) = (run_dir / ".hydra").glob("resumed_*/config_resolved.yaml")
+    assert f"resume: {run_dir}" in part.read_text()
     again = json.loads((run_dir / "result.json").read_text())
     assert again["status"] == "completed" and again["metrics"] == first
     completed = 1 if length == ["trainer.max_epochs=1"] else 0

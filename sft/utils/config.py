@@ -19,6 +19,8 @@ from hydra.types import RunMode
 from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's, without loading it
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from sft.utils.io import atomic_write_text
+
 # The checkout (holding pyproject.toml, conf/, sft/, tests/) when sft runs from one.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # The configs ship inside the package (sft/conf: in a checkout a link to the top-level conf/).
@@ -233,14 +235,29 @@ CONFIG_FILE = "config_resolved.yaml"  # each run's resolved config, in its direc
 
 @rank_zero_only
 def print_and_save_config(cfg: DictConfig, output_dir: str | Path) -> None:
-    """Print the resolved config and write it as `config_resolved.yaml` in the run directory.
+    """Print the resolved config and write it as `config_resolved.yaml` in the run directory;
+    a resumed run's (a sweep job's re-run), beside its Hydra config in `.hydra/resumed_<time>/`,
+    so that the first part's is kept (was: written over, the first settings lost).
 
     Hydra's own `.hydra/config.yaml` keeps interpolations; this file records the values used.
     """
     text = OmegaConf.to_yaml(cfg, resolve=True)
     rich.print(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(output_dir) / CONFIG_FILE).write_text(text)
+    folder = Path(output_dir)
+    if (folder / CONFIG_FILE).is_file() and (subdir := _resumed_config_subdir()) is not None:
+        folder = folder / subdir
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / CONFIG_FILE, text)  # whole or not there
+
+
+def _resumed_config_subdir() -> str | None:
+    """Where Hydra saves this run's config when it continues a run's directory
+    (`.hydra/resumed_<time>`, config_subdir); None for a new run, or outside Hydra."""
+    try:
+        subdir = HydraConfig.get().output_subdir
+    except ValueError:
+        return None
+    return subdir if subdir and Path(subdir).parent == Path(".hydra") else None
 
 
 @contextlib.contextmanager
