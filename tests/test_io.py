@@ -100,6 +100,30 @@ def test_a_new_only_write_keeps_a_file_that_appeared_while_it_was_written(tmp_pa
     assert fresh.read_text() == "id,pred\n"
 
 
+def test_a_new_only_write_keeps_a_file_where_hard_links_fail(tmp_path, monkeypatch):
+    """On a file system without hard links (vfat: EPERM), a file written meanwhile was
+    replaced, as if new_only were not asked."""
+    import errno
+
+    def no_links(source, target) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "predictions.csv"
+
+    def write(f) -> None:
+        path.write_text("my precious results")
+        f.write("id,pred\n")
+
+    with pytest.raises(SFTError, match=r"predictions.csv was written by another command"):
+        atomic_write(path, write, text=True, new_only=True)
+    assert path.read_text() == "my precious results"
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]
+    fresh = tmp_path / "fresh.csv"
+    atomic_write(fresh, lambda f: f.write("id,pred\n"), text=True, new_only=True)
+    assert fresh.read_text() == "id,pred\n"
+
+
 def test_ctrl_c_during_a_write_that_raises_over_it_stays_a_ctrl_c(tmp_path):
     """A second Ctrl-C while a checkpoint was saved: torch's zip writer, cut short, raised its
     own RuntimeError over the KeyboardInterrupt, and the run was recorded as failed with a

@@ -213,18 +213,28 @@ def remove_unfinished_writes(folder: Path) -> list[Path]:
 
 
 def _link_new(tmp: str, path: Path) -> None:
-    """Move `tmp` to `path` where no file is there (a hard link fails on an existing name)."""
+    """Move `tmp` to `path` where no file is there (a hard link fails on an existing name; on a
+    file system without hard links, vfat or some network mounts, the name is taken first with
+    an exclusive create, then replaced: was replaced whatever was there)."""
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise SFTError(
-            f"{path} was written by another command while this one ran: not written over; give "
-            "this one another output path"
-        ) from None
-    except OSError:  # a file system without hard links: replaced, as before
+        raise _written_meanwhile(path) from None
+    except OSError:
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            raise _written_meanwhile(path) from None
         os.replace(tmp, path)
         return
     os.unlink(tmp)
+
+
+def _written_meanwhile(path: Path) -> SFTError:
+    return SFTError(
+        f"{path} was written by another command while this one ran: not written over; give "
+        "this one another output path"
+    )
 
 
 # torch's zip writer reports a full disk as "RuntimeError: [enforce fail at
