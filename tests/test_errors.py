@@ -365,6 +365,23 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             ["trainer.max_epochs=[1"],
             "error: cannot parse override 'trainer.max_epochs=[1'",
         ),
+        # several in one argument, a quoted "$ARGS" (was: told to quote the value, which made
+        # the rest of the argument max_epochs' string value)
+        (
+            "train",
+            ["trainer.max_epochs=3 ~model.linear_probe"],
+            "error: cannot parse override 'trainer.max_epochs=3 ~model.linear_probe': "
+            "LexerNoViableAltException: trainer.max_epochs=3 ~model.linear_probe; it holds 2 "
+            "overrides: give each as an argument of its own (trainer.max_epochs=3 "
+            "~model.linear_probe, not in one pair of quotes)",
+        ),
+        # (was: the grammar's LexerNoViableAltException alone)
+        (
+            "train",
+            ["model.lr_head =0.1"],
+            "error: cannot parse override 'model.lr_head =0.1': LexerNoViableAltException: "
+            "model.lr_head =0.1; no spaces around '=': model.lr_head=0.1",
+        ),
         # a base of the group's options (was: a traceback for the value it leaves unset)
         (
             "train",

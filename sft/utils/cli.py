@@ -65,6 +65,7 @@ from sft.utils.overrides import (
     multirun_flag_first,
     override_key,
     quoting_hint,
+    spacing_hint,
 )
 from sft.utils.sweep_checks import check_swept_value_types, representative_overrides
 
@@ -156,7 +157,8 @@ def check_overrides(
     except OverrideParseException as exc:
         reason = " ".join(exc.message.splitlines()[0].split())
         raise OverrideMistake(
-            f"cannot parse override '{exc.override}': {reason}{quoting_hint(exc.override)}"
+            f"cannot parse override '{exc.override}': {reason}"
+            + (spacing_hint(exc.override) or quoting_hint(exc.override))
         ) from exc
     for override in parsed:
         check_not_a_hydra_sweep(override)

@@ -37,6 +37,28 @@ QUOTED = "()[]{}=:~!#^&;<>`"
 PATH_STARTS = ("/", "~", ".")
 
 
+# a key as overrides write it: `+`/`++`/`~` before it, groups with `/` and `@` (hydra/sweeper)
+OVERRIDE_KEY = r"(?:\+{1,2}|~)?[\w.@/-]+"
+
+
+def spacing_hint(override: str) -> str:
+    """A hint for an override with spaces Hydra's grammar takes as its end: several overrides
+    in one argument (a quoted "$ARGS"), or a space around `=` (were: told to quote the value,
+    which made the rest of the argument a string, or the grammar's LexerNoViableAltException)."""
+    words = override.split()
+    plain = [rf"{OVERRIDE_KEY}=\S*", r"~[\w.@/-]+"]
+    if len(words) > 1 and all(any(re.fullmatch(p, w) for p in plain) for w in words):
+        return (
+            f"; it holds {len(words)} overrides: give each as an argument of its own "
+            f"({' '.join(words)}, not in one pair of quotes)"
+        )
+    key, sep, value = override.partition("=")
+    spaced = key != key.rstrip() or value != value.lstrip()
+    if sep and spaced and re.fullmatch(OVERRIDE_KEY, key.strip()):
+        return f"; no spaces around '=': {key.strip()}={value.strip()}"
+    return ""
+
+
 def quoting_hint(override: str) -> str:
     """How to quote a value that holds characters of Hydra's override grammar, a file name
     such as `my reviews (1).csv` or `a=b.csv`; not for a list, a dict or a sweep function."""
