@@ -52,14 +52,16 @@ from sft.utils.logs import logging_restored
 
 
 def train(*overrides: str) -> RunResult:
-    """`sft-train <overrides>`: the run's record (status completed), its metrics the final ones."""
+    """`sft-train <overrides>` (or one list of them): the run's record (status completed), its
+    metrics the final ones."""
     from sft.train import main
 
     return _run("train", main, overrides)
 
 
 def evaluate(*overrides: str) -> RunResult:
-    """`sft-eval <overrides>` (`ckpt_path=` and any others): its record, scores.json's."""
+    """`sft-eval <overrides>` (`ckpt_path=` and any others; or one list of them): its record,
+    scores.json's."""
     from sft.eval import main
 
     return _run("eval", main, overrides)
@@ -239,10 +241,31 @@ def _not_one_run(overrides: tuple[str, ...]) -> str | None:
     return None
 
 
+def _as_overrides(command: str, given: tuple[Any, ...]) -> tuple[str, ...]:
+    """The call's overrides, each a string; one list (or tuple) of them is taken as they are
+    (were: AttributeError for a list, a path or None)."""
+    if len(given) == 1 and isinstance(given[0], list | tuple):
+        given = tuple(given[0])
+    for override in given:
+        if not isinstance(override, str):
+            example = (
+                f' (a checkpoint? "ckpt_path={override}")'
+                if isinstance(override, os.PathLike) and command == "eval"
+                else ""
+            )
+            raise SFTError(
+                f"sft.api.{'evaluate' if command == 'eval' else command}: overrides are strings "
+                f'such as "seed=1" (as arguments, or one list of them); got '
+                f"{type(override).__name__} {override!r:.60}{example}"
+            )
+    return given
+
+
 def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -> RunResult:
     """The command's run; its exception raised again where the run had one: KeyboardInterrupt
     for a run Ctrl-C or a signal stopped, RunFailed for a mistake or failure the command says in
     its `error:` line, the error itself for a bug (Hydra had turned it into exit status 1)."""
+    overrides = _as_overrides(command, overrides)
     if refused := _not_one_run(overrides):
         raise SFTError(
             f"{refused}: sft.api runs one run, from overrides (and --config-dir) alone; a sweep "

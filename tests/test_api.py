@@ -25,7 +25,8 @@ def test_runs_from_python_return_their_records_and_leave_nothing_running(tmp_pat
     assert first.output_dir == str(tmp_path / "a")
     assert (tmp_path / "a" / "result.json").is_file() and (tmp_path / "a" / "train.log").is_file()
     assert 0 <= first.metrics["test/acc"] <= 1
-    second = api.train(*RUN, "seed=1", f"hydra.run.dir={tmp_path / 'b'}")
+    # one list of overrides is taken as they are (was: AttributeError)
+    second = api.train([*RUN, "seed=1", f"hydra.run.dir={tmp_path / 'b'}"])
     assert second.overrides[-1] == "seed=1" and second.output_dir == str(tmp_path / "b")
     scored = api.evaluate(
         f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}",
@@ -40,6 +41,11 @@ def test_runs_from_python_return_their_records_and_leave_nothing_running(tmp_pat
     # a run's own failure: its record's error
     with pytest.raises(SFTError, match=r"holds a run"):
         api.train(*RUN, f"hydra.run.dir={tmp_path / 'a'}")
+    # a path or None for an override (were: AttributeError)
+    with pytest.raises(SFTError, match=r'got PosixPath .* \(a checkpoint\? "ckpt_path='):
+        api.evaluate(tmp_path / "a" / "checkpoints" / "last.ckpt")
+    with pytest.raises(SFTError, match=r'^sft\.api\.train: overrides are strings such as "seed=1"'):
+        api.train(None)
     with pytest.raises(SFTError, match=r"^-m: sft\.api runs one run"):
         api.train("-m", "seed=1,2")
     # a sweep through Hydra's mode: refused too (was: run, the last job's record returned)
