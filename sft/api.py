@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
@@ -94,7 +95,7 @@ class Predictor:
         """`inputs`: a list of them, or one (a text, a pair, an image or an image file)."""
         image = self.bundle.modality == "image"
         one = (
-            isinstance(inputs, str | os.PathLike | Image.Image)
+            isinstance(inputs, str | os.PathLike | Image.Image) or _is_image_array(inputs)
             if image
             else isinstance(inputs, str) or (self.pairs and _is_pair(inputs))
         )
@@ -102,13 +103,20 @@ class Predictor:
         inputs = [inputs] if one or not isinstance(inputs, Iterable) else list(inputs)
         ids = [str(i) for i in range(len(inputs))]
         if image:
+            # numpy's (height, width[, channels]) uint8 images, as PIL and OpenCV give them
+            inputs = [_array_image(i) if isinstance(i, np.ndarray) else i for i in inputs]
             wrong = [i for i in inputs if not isinstance(i, str | os.PathLike | Image.Image)]
             if wrong:
                 raise SFTError(
-                    f"this model classifies images: give PIL images or image files, got "
-                    f"{type(wrong[0]).__name__} {wrong[0]!r:.60}"
+                    "this model classifies images: give PIL images, uint8 arrays or image "
+                    f"files, got {type(wrong[0]).__name__} {_short(wrong[0])}"
                 )
             images = [i if isinstance(i, Image.Image) else Path(i) for i in inputs]
+            if folders := [i for i in images if isinstance(i, Path) and i.is_dir()]:
+                raise SFTError(
+                    f"{folders[0]}: a folder; give image files (sft-predict inputs=<folder> "
+                    "predicts a folder's images)"
+                )
             missing = [i for i in images if isinstance(i, Path) and not i.is_file()]
             if missing:
                 raise SFTError(f"{missing[0]}: no such image file (give PIL images or files)")
@@ -126,14 +134,14 @@ class Predictor:
             if wrong:
                 raise SFTError(
                     "this model classifies sentence pairs: give (text, text_pair) tuples of "
-                    f"strings, got {wrong[0]!r:.60}"
+                    f"strings, got {_short(wrong[0])}"
                 )
             texts, pairs = [t for t, _ in inputs], [p for _, p in inputs]
         else:
             wrong = [i for i in inputs if not isinstance(i, str)]
             if wrong:
                 raise SFTError(
-                    f"this model classifies single texts: give strings, got {wrong[0]!r:.60}"
+                    f"this model classifies single texts: give strings, got {_short(wrong[0])}"
                 )
             texts, pairs = inputs, None
         # as sft-predict warns of a file's (was: predicted without a word)
@@ -142,6 +150,30 @@ class Predictor:
             self.bundle, TextInputs(ids, texts, pairs, Path("(python)")), batch_size
         )
         return Predictions(probs, self.class_names)
+
+
+def _short(value: Any) -> str:
+    """`value`'s repr on one line, cut at 60 characters (an array's ran over many)."""
+    return f"{' '.join(repr(value).split()):.60}"
+
+
+def _is_image_array(value: Any) -> bool:
+    """One image as a numpy array: (height, width) or (height, width, channels)."""
+    return isinstance(value, np.ndarray) and value.ndim in (2, 3)
+
+
+def _array_image(array: np.ndarray) -> Image.Image:
+    """A uint8 (height, width), (height, width, 1, 3 or 4) array as the PIL image it holds;
+    SFTError for others (floats: on which scale?)."""
+    shape = array.shape
+    if array.dtype != np.uint8 or not (
+        array.ndim == 2 or (array.ndim == 3 and shape[-1] in (1, 3, 4))
+    ):
+        raise SFTError(
+            "an image array is uint8, (height, width) or (height, width, 3) in RGB order, as "
+            f"numpy.asarray of a PIL image gives it; got {array.dtype} {shape}"
+        )
+    return Image.fromarray(array[..., 0] if array.ndim == 3 and shape[-1] == 1 else array)
 
 
 def _is_pair(value: Any) -> bool:
@@ -256,7 +288,7 @@ def _as_overrides(command: str, given: tuple[Any, ...]) -> tuple[str, ...]:
             raise SFTError(
                 f"sft.api.{'evaluate' if command == 'eval' else command}: overrides are strings "
                 f'such as "seed=1" (as arguments, or one list of them); got '
-                f"{type(override).__name__} {override!r:.60}{example}"
+                f"{type(override).__name__} {_short(override)}{example}"
             )
     return given
 

@@ -839,5 +839,18 @@ def test_a_predictor_from_python_matches_sft_predict(ckpts, data_dir, tmp_path, 
     torch.testing.assert_close(predictor(images[1]).probs[0], from_memory.probs[1])
     torch.testing.assert_close(predictor(str(folder / "2.png")).probs[0], from_memory.probs[2])
     for wrong in ([torch.zeros(3, 8, 8)], [None]):
-        with pytest.raises(SFTError, match="this model classifies images: give PIL images or"):
+        with pytest.raises(SFTError, match="this model classifies images: give PIL images,"):
             predictor(wrong)
+    # numpy's uint8 images, one or a list (were: "give PIL images", the array over many lines)
+    arrays = [np.asarray(i) for i in images]
+    torch.testing.assert_close(predictor(arrays).probs, from_memory.probs)
+    torch.testing.assert_close(predictor(arrays[1]).probs[0], from_memory.probs[1])
+    with pytest.raises(SFTError) as err:
+        predictor(arrays[0].astype("float32"))
+    assert str(err.value) == (
+        "an image array is uint8, (height, width) or (height, width, 3) in RGB order, as "
+        "numpy.asarray of a PIL image gives it; got float32 (32, 35, 3)"
+    )
+    # a folder (was: "no such image file")
+    with pytest.raises(SFTError, match=r"images: a folder; give image files \(sft-predict inputs"):
+        predictor(folder)
