@@ -375,6 +375,26 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "overrides: give each as an argument of its own (trainer.max_epochs=3 "
             "~model.linear_probe, not in one pair of quotes)",
         ),
+        # timm's and HF's flags, and Lightning's (were: argparse's usage block, exit status 2)
+        (
+            "train",
+            ["--lr", "0.1"],
+            "error: --lr: sft-train takes Hydra overrides, key=value, and Hydra's flags (--help); "
+            "--lr is set here by model.lr_backbone, with model.lr_head for the head (e.g. "
+            "model.lr_backbone=0.1)",
+        ),
+        (
+            "train",
+            ["--max_epochs=3"],
+            "error: --max_epochs: sft-train takes Hydra overrides, key=value, and Hydra's flags "
+            "(--help); --max_epochs is set here by trainer.max_epochs (e.g. trainer.max_epochs=3)",
+        ),
+        (
+            "predict",
+            ["--batch-size", "8"],
+            "error: --batch-size: sft-predict takes Hydra overrides, key=value, and Hydra's flags "
+            "(--help)",
+        ),
         # (was: the grammar's LexerNoViableAltException alone)
         (
             "train",

@@ -34,7 +34,11 @@ from hydra.version import setbase
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from sft.utils.composition_errors import describe_composition_error, unresolvable_message
+from sft.utils.composition_errors import (
+    describe_composition_error,
+    flag_mistake,
+    unresolvable_message,
+)
 from sft.utils.config import CONF_DIR, hydra_config_of
 from sft.utils.config_files import (
     check_config_file_keys,
@@ -150,6 +154,8 @@ def check_overrides(
             f"--config-name={args.config_name} is sft-{args.config_name}'s config: run "
             f"sft-{args.config_name} (sft-{config_name} runs {config_name})"
         )
+    if any(a.startswith("-") for a in unknown):
+        raise OverrideMistake(flag_mistake(unknown, argv, config_name))
     if unknown or any(getattr(args, flag, None) for flag in HYDRA_HANDLES):
         return
     try:

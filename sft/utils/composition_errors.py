@@ -4,7 +4,7 @@ file that is not valid YAML. Each function returns the line, or None for what it
 
 import difflib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import yaml
@@ -352,7 +352,51 @@ NAMED_ELSEWHERE = {
     "drop_path": "model.backbone.drop_path_rate",
     "img_size": "model.backbone.input_size",
     "weight_decay": "model.weight_decay",
+    # timm train.py's and HF examples' flags, as keys (`--batch-size` -> batch_size)
+    "lr": "model.lr_backbone, with model.lr_head for the head",
+    "batch_size": "data.batch_size",
+    "max_steps": "trainer.max_steps",
+    "amp": "trainer.precision=bf16-mixed",
+    "channels_last": "model.channels_last",
+    "layer_decay": "model.layer_decay",
+    "checkpoint_hist": "callbacks.model_checkpoint.save_top_k",
+    "opt": "model.optimizer._target_",
+    "initial_checkpoint": "+model.backbone.checkpoint",
+    "aa": "data.rand_augment",
+    "reprob": "data.random_erasing",
+    "mixup": "data.mixup_alpha",
+    "cutmix": "data.cutmix_alpha",
+    "num_classes": "model.num_classes",
+    "data_dir": "data.data_dir",
+    "workers": "data.num_workers",
+    "output_dir": "hydra.run.dir",
+    "output": "hydra.run.dir",
+    "seed": "seed",
 }
+
+
+def flag_mistake(unknown: Sequence[str], argv: Sequence[str], config_name: str) -> str:
+    """The line for a flag Hydra's parser does not know (`--lr 0.1`, as timm's train.py and
+    HF's example scripts take settings; was: argparse's usage block and exit status 2): the
+    key that sets it, for sft-train."""
+    flag = next(a for a in unknown if a.startswith("-"))
+    written, _, value = flag.partition("=")
+    name = written.lstrip("-").replace("-", "_")
+    at = list(argv).index(flag) if flag in argv else -1
+    if not value and 0 <= at < len(argv) - 1 and not argv[at + 1].startswith("-"):
+        value = argv[at + 1] if "=" not in argv[at + 1] else ""
+    line = (
+        f"{written}: sft-{config_name} takes Hydra overrides, key=value, and Hydra's flags (--help)"
+    )
+    known = None
+    if config_name == "train":  # (Lightning's Trainer arguments: `--max_epochs=3`)
+        trainer = f"trainer.{name}" if name in trainer_arguments() else None
+        known = NAMED_ELSEWHERE.get(name) or trainer
+    if known is None:
+        return line
+    setting = re.match(r"[+\w.]+", known).group()
+    example = f" (e.g. {setting}={value})" if value and "=" not in known.split(",")[0] else ""
+    return f"{line}; {written} is set here by {known}{example}"
 
 
 def closest_key(key: str, config_name: str, overrides: list[str], loader: Any) -> str | None:
