@@ -583,6 +583,25 @@ def test_resume_mistakes_are_one_line_errors(train_cfg, tmp_path):
     last.unlink()
     with pytest.raises(SFTError, match=rf"\(resume={empty}: the run that holds this folder\)$"):
         train(train_cfg(f"resume={empty / 'checkpoints'}", run_dir=tmp_path / "fresh"))
+    # what a folder without last.ckpt is instead (were: "does not exist" alone): a run with
+    # other checkpoints, a sweep's, an sft-eval run's
+    best = last.parent / "epoch_000.ckpt"
+    best.write_bytes(b"")
+    with pytest.raises(SFTError) as info:
+        train(train_cfg(f"resume={empty}", run_dir=empty))
+    assert str(info.value).endswith(
+        f"nothing to resume from (ckpt_path={best}, its newest checkpoint, starts a new run from it)"
+    )
+    best.unlink()
+    for record, said in (
+        ("multirun.yaml", f"({empty} is a sweep's: re-run the sweep with hydra.sweep.dir={empty},"),
+        ("scores.json", f"({empty} is an sft-eval run's: it trained nothing)"),
+    ):
+        (empty / record).write_text("{}")
+        with pytest.raises(SFTError) as info:
+            train(train_cfg(f"resume={empty}", run_dir=empty))
+        assert f"nothing to resume from {said}" in str(info.value)
+        (empty / record).unlink()
 
 
 RECORDED = ["experiment=mine", "data.samples_per_class=20", "model.lr_head=0.01", "~model.backbone"]

@@ -187,11 +187,29 @@ def resumed_run_dir(resume: str) -> Path:
             f"resume={resume}: {last} is a link to {os.readlink(last)}, which is not there"
         )
     if not last.is_file():
-        # `<run>/checkpoints` given for the run (was: ".../checkpoints/checkpoints/last.ckpt")
-        whose = run_dir.parent if run_dir.name == "checkpoints" else None
-        hint = f" (resume={whose}: the run that holds this folder)" if whose else ""
-        raise SFTError(f"resume={resume}: {last} does not exist, nothing to resume from{hint}")
+        raise SFTError(
+            f"resume={resume}: {last} does not exist, nothing to resume from{_no_run_hint(run_dir)}"
+        )
     return run_dir
+
+
+def _no_run_hint(run_dir: Path) -> str:
+    """What a folder without last.ckpt given to resume= is instead: a run's checkpoints
+    folder, a sweep's or an sft-eval's directory, or a run with other checkpoints, which
+    start a new run (was: "does not exist" alone)."""
+    if run_dir.name == "checkpoints":  # (was: ".../checkpoints/checkpoints/last.ckpt")
+        return f" (resume={run_dir.parent}: the run that holds this folder)"
+    if (run_dir / MULTIRUN_RECORD).is_file():
+        return (
+            f" ({run_dir} is a sweep's: re-run the sweep with hydra.sweep.dir={run_dir}, whose "
+            f"jobs continue from their own last.ckpt, or resume one job: resume={run_dir}/<job>)"
+        )
+    if (run_dir / SCORES_FILE).is_file():
+        return f" ({run_dir} is an sft-eval run's: it trained nothing)"
+    saved = sorted(last_checkpoint(run_dir).parent.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if saved:
+        return f" (ckpt_path={saved[-1]}, its newest checkpoint, starts a new run from it)"
+    return ""
 
 
 def _overridden(key: str, hydra_cfg: DictConfig) -> bool:
