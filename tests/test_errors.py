@@ -754,6 +754,16 @@ def test_an_experiment_with_data_of_the_other_modality_is_said_first(
     assert assert_one_error_line(status, stderr) == expected
 
 
+def test_null_for_no_step_limit_names_minus_one(tmp_path, monkeypatch, capsys):
+    """trainer.max_steps=null, as "no limit" is written elsewhere: was "expected an integer"
+    alone, with no word of Lightning's -1."""
+    status, stderr = run_main("train", ["trainer.max_steps=null"], tmp_path, monkeypatch, capsys)
+    assert assert_one_error_line(status, stderr) == (
+        "error: trainer.max_steps: expected an integer, got None; -1 is no limit, its default: "
+        "trainer.max_steps=-1"
+    )
+
+
 def test_a_datamodule_whose_module_fails_to_import_is_one_line(tmp_path, monkeypatch, capsys):
     """The modality check read the data's class first, and pydoc's ErrorDuringImport of a
     module that fails to import was a traceback."""

@@ -152,9 +152,23 @@ def check_config_types(node: DictConfig | Mapping | None, where: str, whole: boo
             continue
         if key.startswith("_") or key not in hints or _is_config(value):
             continue
-        check_value(value, hints[key], f"{where}.{key}")
+        try:
+            check_value(value, hints[key], f"{where}.{key}")
+        except SFTError as err:
+            if value is None and _default(target, key) == -1:  # Lightning's max_steps
+                raise SFTError(f"{err}; -1 is no limit, its default: {where}.{key}=-1") from None
+            raise
     if pydoc.locate(target) is Trainer:
         _check_validation_schedule(values, where)
+
+
+def _default(target: str, name: str) -> Any:
+    """The default of parameter `name` of `target` (inspect's `empty` when none or unknown)."""
+    try:
+        parameter = inspect.signature(pydoc.locate(target)).parameters.get(name)
+    except (TypeError, ValueError):
+        return inspect.Parameter.empty
+    return inspect.Parameter.empty if parameter is None else parameter.default
 
 
 def _check_validation_schedule(values: Mapping, where: str) -> None:
