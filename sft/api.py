@@ -23,7 +23,7 @@ import collections
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ from sft.utils.ddp_ranks import launcher_environment_restored
 from sft.utils.logs import logging_restored
 
 
-def train(*overrides: str) -> RunResult:
+def train(*overrides: str | Sequence[str]) -> RunResult:
     """`sft-train <overrides>` (or one list of them): the run's record (status completed), its
     metrics the final ones."""
     from sft.train import main
@@ -60,7 +60,7 @@ def train(*overrides: str) -> RunResult:
     return _run("train", main, overrides)
 
 
-def evaluate(*overrides: str) -> RunResult:
+def evaluate(*overrides: str | Sequence[str]) -> RunResult:
     """`sft-eval <overrides>` (`ckpt_path=` and any others; or one list of them): its record,
     scores.json's."""
     from sft.eval import main
@@ -103,7 +103,8 @@ class Predictor:
         inputs = [inputs] if one or not isinstance(inputs, Iterable) else list(inputs)
         ids = [str(i) for i in range(len(inputs))]
         if image:
-            # numpy's (height, width[, channels]) uint8 images, as PIL and OpenCV give them
+            # numpy uint8 images, (height, width[, channels]) in RGB order, as numpy.asarray of a
+            # PIL image gives them (OpenCV's are BGR: reversed first)
             inputs = [_array_image(i) if isinstance(i, np.ndarray) else i for i in inputs]
             wrong = [i for i in inputs if not isinstance(i, str | os.PathLike | Image.Image)]
             if wrong:

@@ -389,6 +389,19 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: --max_epochs: sft-train takes Hydra overrides, key=value, and Hydra's flags "
             "(--help); --max_epochs is set here by trainer.max_epochs (e.g. trainer.max_epochs=3)",
         ),
+        # no example where the flag's value is not the setting's (a name, not a class)
+        (
+            "train",
+            ["--opt", "adamw"],
+            "--opt is set here by model.optimizer._target_ (a torch.optim class)\n",
+        ),
+        # timm's --initial-checkpoint as a key added: refused, not run without it (the flags'
+        # names are not offered for keys: a regression read `+` as no key and ran)
+        (
+            "train",
+            ["+initial_checkpoint=/w.pth"],
+            "error: unknown config key 'initial_checkpoint': sft-train reads no such setting\n",
+        ),
         (
             "predict",
             ["--batch-size", "8"],

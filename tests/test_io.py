@@ -123,6 +123,15 @@ def test_a_new_only_write_keeps_a_file_where_hard_links_fail(tmp_path, monkeypat
     atomic_write(fresh, lambda f: f.write("id,pred\n"), text=True, new_only=True)
     assert fresh.read_text() == "id,pred\n"
 
+    # a rename that fails there leaves neither the name it took nor the temporary file
+    def failing_rename(source, target) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", failing_rename)
+    with pytest.raises(OSError):
+        atomic_write(tmp_path / "later.csv", lambda f: f.write("id\n"), text=True, new_only=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.csv", "predictions.csv"]
+
 
 def test_ctrl_c_during_a_write_that_raises_over_it_stays_a_ctrl_c(tmp_path):
     """A second Ctrl-C while a checkpoint was saved: torch's zip writer, cut short, raised its

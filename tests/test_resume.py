@@ -585,6 +585,7 @@ def test_resume_mistakes_are_one_line_errors(train_cfg, tmp_path):
         train(train_cfg(f"resume={empty / 'checkpoints'}", run_dir=tmp_path / "fresh"))
     # what a folder without last.ckpt is instead (were: "does not exist" alone): a run with
     # other checkpoints, a sweep's, an sft-eval run's
+    (last.parent / "gone.ckpt").symlink_to(tmp_path / "nowhere.ckpt")  # passed over
     best = last.parent / "epoch_000.ckpt"
     best.write_bytes(b"")
     with pytest.raises(SFTError) as info:

@@ -206,10 +206,18 @@ def _no_run_hint(run_dir: Path) -> str:
         )
     if (run_dir / SCORES_FILE).is_file():
         return f" ({run_dir} is an sft-eval run's: it trained nothing)"
-    saved = sorted(last_checkpoint(run_dir).parent.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    saved = [(t, p) for p in last_checkpoint(run_dir).parent.glob("*.ckpt") if (t := _mtime(p))]
     if saved:
-        return f" (ckpt_path={saved[-1]}, its newest checkpoint, starts a new run from it)"
+        return f" (ckpt_path={max(saved)[1]}, its newest checkpoint, starts a new run from it)"
     return ""
+
+
+def _mtime(path: Path) -> float | None:
+    """When the file `path` was written; None for a folder, a dangling link or one unreadable."""
+    try:
+        return path.stat().st_mtime if path.is_file() else None
+    except OSError:
+        return None
 
 
 def _overridden(key: str, hydra_cfg: DictConfig) -> bool:

@@ -352,7 +352,13 @@ NAMED_ELSEWHERE = {
     "drop_path": "model.backbone.drop_path_rate",
     "img_size": "model.backbone.input_size",
     "weight_decay": "model.weight_decay",
-    # timm train.py's and HF examples' flags, as keys (`--batch-size` -> batch_size)
+}
+
+
+# flags of timm's train.py and HF's example scripts (as keys: `--batch-size` -> batch_size)
+# beyond NAMED_ELSEWHERE's keys; read for flags alone (`seed` is sft's own key, `lr` a key of
+# torch's optimizers)
+FLAGS_ELSEWHERE = {
     "lr": "model.lr_backbone, with model.lr_head for the head",
     "batch_size": "data.batch_size",
     "max_steps": "trainer.max_steps",
@@ -360,9 +366,10 @@ NAMED_ELSEWHERE = {
     "channels_last": "model.channels_last",
     "layer_decay": "model.layer_decay",
     "checkpoint_hist": "callbacks.model_checkpoint.save_top_k",
-    "opt": "model.optimizer._target_",
+    "opt": "model.optimizer._target_ (a torch.optim class)",
     "initial_checkpoint": "+model.backbone.checkpoint",
-    "aa": "data.rand_augment",
+    "drop_path": "+model.backbone.drop_path_rate (timm models)",
+    "aa": "data.rand_augment (a magnitude)",
     "reprob": "data.random_erasing",
     "mixup": "data.mixup_alpha",
     "cutmix": "data.cutmix_alpha",
@@ -373,6 +380,18 @@ NAMED_ELSEWHERE = {
     "output": "hydra.run.dir",
     "seed": "seed",
 }
+# the flags whose value is the setting's value too (e.g. not --opt adamw, --sched cosine,
+# --warmup-steps 500: a class, a schedule's name, a count for a fraction)
+FLAG_VALUE_CARRIES = {
+    *("lr", "learning_rate", "batch_size", "per_device_train_batch_size", "epochs"),
+    *("num_train_epochs", "max_steps", "weight_decay", "max_grad_norm", "clip_grad"),
+    *("gradient_accumulation_steps", "grad_accum_steps", "logging_steps", "smoothing"),
+    *("label_smoothing_factor", "layer_decay", "reprob", "mixup", "cutmix", "num_classes"),
+    *("data_dir", "workers", "dataloader_num_workers", "data_seed", "seed", "output_dir"),
+    "output",
+}
+# Lightning's Trainer arguments that sft sets through config groups, not trainer.<name>
+SET_BY_GROUPS = {"logger": "logger=<option>", "callbacks": "callbacks=<option>"}
 
 
 def flag_mistake(unknown: Sequence[str], argv: Sequence[str], config_name: str) -> str:
@@ -391,11 +410,19 @@ def flag_mistake(unknown: Sequence[str], argv: Sequence[str], config_name: str) 
     known = None
     if config_name == "train":  # (Lightning's Trainer arguments: `--max_epochs=3`)
         trainer = f"trainer.{name}" if name in trainer_arguments() else None
-        known = NAMED_ELSEWHERE.get(name) or trainer
+        known = (
+            FLAGS_ELSEWHERE.get(name)
+            or NAMED_ELSEWHERE.get(name)
+            or SET_BY_GROUPS.get(name)
+            or trainer
+        )
     if known is None:
         return line
-    setting = re.match(r"[+\w.]+", known).group()
-    example = f" (e.g. {setting}={value})" if value and "=" not in known.split(",")[0] else ""
+    carries = name in FLAG_VALUE_CARRIES or (known == trainer and name not in SET_BY_GROUPS)
+    example = ""
+    if carries and value and not value.startswith(("~", "+", "-")):
+        setting = re.match(r"[+\w.]+", known).group()
+        example = f" (e.g. {setting}={value})"
     return f"{line}; {written} is set here by {known}{example}"
 
 

@@ -155,7 +155,8 @@ def check_config_types(node: DictConfig | Mapping | None, where: str, whole: boo
         try:
             check_value(value, hints[key], f"{where}.{key}")
         except SFTError as err:
-            if value is None and _default(target, key) == -1:  # Lightning's max_steps
+            # Lightning's max_steps (not torch schedules' last_epoch, -1 for none run yet)
+            if value is None and pydoc.locate(target) is Trainer and _default(target, key) == -1:
                 raise SFTError(f"{err}; -1 is no limit, its default: {where}.{key}=-1") from None
             raise
     if pydoc.locate(target) is Trainer:

@@ -225,7 +225,12 @@ def _link_new(tmp: str, path: Path) -> None:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             raise _written_meanwhile(path) from None
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:  # the empty name taken is not left to refuse the next try
+            if path.stat().st_size == 0:
+                path.unlink()
+            raise
         return
     os.unlink(tmp)
 

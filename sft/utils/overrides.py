@@ -47,16 +47,30 @@ def spacing_hint(override: str) -> str:
     which made the rest of the argument a string, or the grammar's LexerNoViableAltException)."""
     words = override.split()
     plain = [rf"{OVERRIDE_KEY}=\S*", r"~[\w.@/-]+"]
-    if len(words) > 1 and all(any(re.fullmatch(p, w) for p in plain) for w in words):
+    if (
+        len(words) > 1
+        and all(any(re.fullmatch(p, w) for p in plain) for w in words)
+        and _parses(words)
+    ):
         return (
             f"; it holds {len(words)} overrides: give each as an argument of its own "
             f"({' '.join(words)}, not in one pair of quotes)"
         )
     key, sep, value = override.partition("=")
     spaced = key != key.rstrip() or value != value.lstrip()
-    if sep and spaced and re.fullmatch(OVERRIDE_KEY, key.strip()):
-        return f"; no spaces around '=': {key.strip()}={value.strip()}"
+    unspaced = f"{key.strip()}={value.strip()}"
+    if sep and spaced and re.fullmatch(OVERRIDE_KEY, key.strip()) and _parses([unspaced]):
+        return f"; no spaces around '=': {unspaced}"
     return ""
+
+
+def _parses(overrides: list[str]) -> bool:
+    """Whether Hydra's grammar reads each of `overrides` (a hint's fix must be one)."""
+    try:
+        OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException:
+        return False
+    return True
 
 
 def quoting_hint(override: str) -> str:
