@@ -191,24 +191,52 @@ def load_predictor(ckpt_path: str | Path, device: str = "cpu") -> Predictor:
     return Predictor(load_bundle(ckpt_path, device))
 
 
+ERROR_PREFIX = "error: "
+
+
 class _ErrorLine:
-    """A text stream that writes through to `stream` and keeps the last `error:` line, and the
-    last lines written (Hydra's own errors have no `error:`)."""
+    """A text stream that writes through to `stream`, but for the `error:` line, which the
+    call raises (was: shown twice in a notebook, printed and raised); it keeps that line, and
+    the last lines written (Hydra's own errors have no `error:`)."""
 
     def __init__(self, stream) -> None:
         self.stream, self.error, self._line = stream, None, ""
         self.last: collections.deque[str] = collections.deque(maxlen=8)
+        self._held = ""  # the start of a line that may be the error line
+        self._passing = False  # the current line is being written through
 
     def write(self, text: str) -> int:
         self._line += text
         *lines, self._line = self._line.split("\n")
         for line in lines:
-            if line.startswith("error: "):
-                self.error = line.removeprefix("error: ")
+            if line.startswith(ERROR_PREFIX):
+                self.error = line.removeprefix(ERROR_PREFIX)
             # an error's own lines: not a log line, a detail or Hydra's advice
             if line.strip() and not line.startswith(("[", " ", "\t", "Set the environment")):
                 self.last.append(line.strip())
-        return self.stream.write(text)
+        for piece in text.splitlines(keepends=True):
+            ends = piece.endswith("\n")
+            if self._passing:
+                self.stream.write(piece)
+            else:
+                self._held += piece
+                start = self._held.rstrip("\n")
+                if not (start.startswith(ERROR_PREFIX) or ERROR_PREFIX.startswith(start)):
+                    self.stream.write(self._held)  # no error line: through, and the rest of it
+                    self._held, self._passing = "", not ends
+                elif ends:  # the error line (or an empty one, written through)
+                    if not start:
+                        self.stream.write(self._held)
+                    self._held = ""
+            if ends:
+                self._passing = False
+        return len(text)
+
+    def release(self) -> None:
+        """Write what is held of a last line that did not end (not an error line after all)."""
+        if self._held and not self._held.startswith(ERROR_PREFIX):
+            self.stream.write(self._held)
+        self._held = ""
 
     def __getattr__(self, name: str):  # flush, isatty, encoding, fileno...
         return getattr(self.stream, name)
@@ -324,6 +352,7 @@ def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -
             status = exc.code if isinstance(exc.code, int) else 1
         except Exception as exc:  # HYDRA_FULL_ERROR=1 (or a debugger): Hydra raises it itself
             status, raised = 1, exc
+        errors.release()
     if len(recorders) > 1:  # a config set hydra.mode=MULTIRUN, under HYDRA_FULL_ERROR=1
         raise SFTError(
             f"sft-{command} ran {len(recorders)} jobs (a sweep: hydra.mode=MULTIRUN in a config); "

@@ -14,7 +14,7 @@ LIMITS = ["+trainer.limit_test_batches=2"]
 RUN = [*FAST, "trainer.max_steps=2", "data.val_size=64", *LIMITS]
 
 
-def test_runs_from_python_return_their_records_and_leave_nothing_running(tmp_path):
+def test_runs_from_python_return_their_records_and_leave_nothing_running(tmp_path, capsys):
     """A notebook's runs, one after another: each as sft-train would run it (its run directory,
     result.json, train.log), its record returned; a mistake is the command's error line,
     raised; what a run sets up (log handlers, writer threads) does not outlive it."""
@@ -36,8 +36,10 @@ def test_runs_from_python_return_their_records_and_leave_nothing_running(tmp_pat
     )
     assert (scored.task, scored.steps) == ("eval", 2)
     assert scored.metrics["test/acc"] == pytest.approx(first.metrics["test/acc"])
+    capsys.readouterr()
     with pytest.raises(SFTError, match=r"^unknown config key 'trainer\.max_step' \(did you mean"):
         api.train(*RUN, "trainer.max_step=3", f"hydra.run.dir={tmp_path / 'c'}")
+    assert "error:" not in capsys.readouterr().err  # raised, not printed too (was: both)
     # a run's own failure: its record's error
     with pytest.raises(SFTError, match=r"holds a run"):
         api.train(*RUN, f"hydra.run.dir={tmp_path / 'a'}")
