@@ -90,6 +90,9 @@ def test_each_job_directory_is_self_contained(grid_sweep):
         assert result["optimized_metric"] == "val/acc_best"
         assert set(result["metrics"]) >= {"val/acc_best", "val/acc", "test/acc", "test/loss"}
         assert "model.backbone.width=" in " ".join(result["overrides"])
+        # as typed (were: Hydra's basic sweeper's `~model.backbone=null` and `=False`)
+        assert result["overrides"][0] == "~model.backbone"
+        assert "trainer.enable_progress_bar=false" in result["overrides"]
         assert (job_dir / ".hydra" / "config.yaml").is_file()
         assert (job_dir / "config_resolved.yaml").is_file()
         assert (job_dir / "checkpoints" / "last.ckpt").is_file()

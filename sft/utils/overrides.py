@@ -171,9 +171,20 @@ def accept_checkpoint_data_settings(argv: Sequence[str], adds: Sequence[str] | N
 
 
 def as_typed(overrides: Sequence[str]) -> list[str]:
-    """The overrides as the user typed them: without the `++` that `accept_trainer_arguments`
-    put before Trainer arguments (for result.json and sweep summaries)."""
-    return [o[2:] if o.startswith("++") and _is_trainer_argument(o[2:]) else o for o in overrides]
+    """The overrides as the user typed them (for result.json and sweep summaries): without the
+    `++` that `accept_trainer_arguments` put before Trainer arguments, and as written before
+    Hydra's basic sweeper wrote each job's anew (`~key` as `~key=null`, `false` as `False`)."""
+    typed = []
+    for override in overrides:
+        if override.startswith("++") and _is_trainer_argument(override[2:]):
+            override = override[2:]
+        key, _, value = override.partition("=")
+        if key.startswith("~") and value == "null":
+            override = key
+        elif value in ("True", "False"):
+            override = f"{key}={value.lower()}"
+        typed.append(override)
+    return typed
 
 
 def _is_trainer_argument(arg: str) -> bool:
