@@ -389,6 +389,19 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "error: --max_epochs: sft-train takes Hydra overrides, key=value, and Hydra's flags "
             "(--help); --max_epochs is set here by trainer.max_epochs (e.g. trainer.max_epochs=3)",
         ),
+        # argparse's own refusals (were: its usage block and exit status 2)
+        (
+            "train",
+            ["--config", "my.yaml"],
+            "error: ambiguous option: --config could match --config-path, --config-name, "
+            "--config-dir\n",
+        ),
+        (
+            "train",
+            ["-c", "args.yaml"],
+            "error: argument --cfg/-c: invalid choice: 'args.yaml' (choose from 'job', 'hydra', "
+            "'all')\n",
+        ),
         # no example where the flag's value is not the setting's (a name, not a class)
         (
             "train",

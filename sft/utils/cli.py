@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import (  # hydra.main's own parser and search path: same behaviour
@@ -112,7 +112,7 @@ def check_overrides(
     Sweep overrides (`a=1,2`, `choice(...)`, `range(...)`, `glob(...)`) are checked with their
     first value (every value for a config group); other sweeps (`interval(...)`) are left out.
     """
-    args, unknown = get_args_parser().parse_known_args(list(argv))
+    args, unknown = _hydra_arguments(argv)
     # Hydra raises a ValueError (a traceback) for more than one of these
     modes = [
         flag
@@ -366,6 +366,19 @@ def config_search(config_dir: str, extra_dir: str | None) -> Iterator[None]:
         yield
     finally:
         GlobalHydra.instance().clear()
+
+
+def _hydra_arguments(argv: Sequence[str]) -> tuple[Any, list[str]]:
+    """`argv` as Hydra's parser reads it: its options, and what it does not know; its own
+    refusals (an ambiguous `--config`, `-c <file>` for --cfg) as OverrideMistake (was:
+    argparse's usage block and exit status 2)."""
+    parser = get_args_parser()
+
+    def refuse(message: str) -> NoReturn:
+        raise OverrideMistake(message)
+
+    parser.error = refuse  # type: ignore[method-assign]
+    return parser.parse_known_args(list(argv))
 
 
 def accept_settings_of_swept_groups(
