@@ -375,6 +375,18 @@ def assert_one_error_line(status: int | str | None, stderr: str, *fragments: str
             "overrides: give each as an argument of its own (trainer.max_epochs=3 "
             "~model.linear_probe, not in one pair of quotes)",
         ),
+        # `key = 3` unquoted: three arguments (was: "Error parsing override" alone)
+        (
+            "train",
+            ["trainer.max_epochs", "=", "3"],
+            "error: cannot parse override 'trainer.max_epochs': Error parsing override "
+            "'trainer.max_epochs'; no spaces around '=': trainer.max_epochs=3\n",
+        ),
+        (
+            "train",
+            ["trainer.max_epochs=", "3"],
+            "; no spaces around '=': trainer.max_epochs=3\n",
+        ),
         # timm's and HF's flags, and Lightning's (were: argparse's usage block, exit status 2)
         (
             "train",

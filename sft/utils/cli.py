@@ -164,7 +164,7 @@ def check_overrides(
         reason = " ".join(exc.message.splitlines()[0].split())
         raise OverrideMistake(
             f"cannot parse override '{exc.override}': {reason}"
-            + (spacing_hint(exc.override) or quoting_hint(exc.override))
+            + (spacing_hint(exc.override, args.overrides) or quoting_hint(exc.override))
         ) from exc
     for override in parsed:
         check_not_a_hydra_sweep(override)

@@ -41,10 +41,24 @@ PATH_STARTS = ("/", "~", ".")
 OVERRIDE_KEY = r"(?:\+{1,2}|~)?[\w.@/-]+"
 
 
-def spacing_hint(override: str) -> str:
+def spacing_hint(override: str, given: Sequence[str] = ()) -> str:
     """A hint for an override with spaces Hydra's grammar takes as its end: several overrides
-    in one argument (a quoted "$ARGS"), or a space around `=` (were: told to quote the value,
-    which made the rest of the argument a string, or the grammar's LexerNoViableAltException)."""
+    in one argument (a quoted "$ARGS"), or a space around `=`, in it or between it and its
+    neighbours among the arguments `given` (`key = 3` unquoted: three arguments) (were: told
+    to quote the value, which made the rest of the argument a string, or the grammar's
+    LexerNoViableAltException, or "Error parsing override" alone)."""
+    if override in given:
+        at = list(given).index(override)
+        before, after = given[at - 1] if at else "", list(given[at + 1 : at + 3])
+        joined = None
+        if "=" not in override and after[:1] == ["="] and len(after) == 2:
+            joined = f"{override}={after[1]}"
+        elif "=" not in override and after and after[0].startswith("="):
+            joined = override + after[0]
+        elif before.endswith("=") and "=" not in override:
+            joined = before + override
+        if joined and re.fullmatch(rf"{OVERRIDE_KEY}=\S+", joined) and _parses([joined]):
+            return f"; no spaces around '=': {as_typed([joined])[0]}"
     words = override.split()
     plain = [rf"{OVERRIDE_KEY}=\S*", r"~[\w.@/-]+"]
     if (
