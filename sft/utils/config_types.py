@@ -165,11 +165,8 @@ def check_config_types(node: DictConfig | Mapping | None, where: str, whole: boo
 
 def _default(target: str, name: str) -> Any:
     """The default of parameter `name` of `target` (inspect's `empty` when none or unknown)."""
-    try:
-        parameter = inspect.signature(pydoc.locate(target)).parameters.get(name)
-    except (TypeError, ValueError):
-        return inspect.Parameter.empty
-    return inspect.Parameter.empty if parameter is None else parameter.default
+    params = _parameters(target) or []
+    return next((p.default for p in params if p.name == name), inspect.Parameter.empty)
 
 
 def _check_validation_schedule(values: Mapping, where: str) -> None:

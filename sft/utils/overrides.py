@@ -203,13 +203,8 @@ def as_typed(overrides: Sequence[str]) -> list[str]:
 
 def _is_trainer_argument(arg: str) -> bool:
     match = TRAINER_OVERRIDE.match(arg)
-    if not match or match.group(1) not in trainer_arguments():
-        return False
-    try:  # one that does not parse is reported as the user typed it
-        OverridesParser.create().parse_overrides([arg])
-    except OverrideParseException:
-        return False
-    return True
+    # one that does not parse is reported as the user typed it
+    return bool(match) and match.group(1) in trainer_arguments() and _parses([arg])
 
 
 MULTIRUN_FLAGS = ("-m", "--multirun")

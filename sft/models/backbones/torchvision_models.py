@@ -41,16 +41,24 @@ def _classification_models() -> list[str]:
     return list_models(module=torchvision.models)
 
 
-def _weights_normalization(cfg: Mapping) -> Normalization | None:
-    """The mean and std of the named weights' transforms (None when unknown: the builder then
-    names what is wrong)."""
+def _chosen_weights(cfg: Mapping) -> WeightsEnum | None:
+    """The weights a backbone config names (None for an unknown model or weights: the builder
+    then names what is wrong)."""
     name = cfg.get("model_name")
     if name not in _classification_models():
         return None
     try:
-        transforms = _weights(name, cfg.get("weights", "DEFAULT")).transforms()
+        return _weights(name, cfg.get("weights", "DEFAULT"))
     except SFTError:
         return None
+
+
+def _weights_normalization(cfg: Mapping) -> Normalization | None:
+    """The mean and std of the named weights' transforms (None when unknown)."""
+    weights = _chosen_weights(cfg)
+    if weights is None:
+        return None
+    transforms = weights.transforms()
     return Normalization(tuple(transforms.mean), tuple(transforms.std))
 
 
@@ -72,14 +80,10 @@ def _image_size(cfg: Mapping) -> int:
     else 224."""
     if (built := square_side(cfg.get("image_size"))) is not None:
         return built
-    name = cfg.get("model_name")
-    if name not in _classification_models():
+    weights = _chosen_weights(cfg)
+    if weights is None:
         return 224
-    try:
-        weights = _weights(name, cfg.get("weights", "DEFAULT"))
-    except SFTError:  # unknown weights: the builder names them
-        return 224
-    return _weights_size(name, weights).get("image_size", 224)
+    return _weights_size(cfg["model_name"], weights).get("image_size", 224)
 
 
 # Not measured per model: no speed hints (model.channels_last / trainer.precision set them).
