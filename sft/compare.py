@@ -412,7 +412,7 @@ def write_csv(rows: list[Row], metric: str, path: Path) -> None:
     header += ["epochs", "status", "path"]
 
     def write(f: IO) -> None:
-        writer = csv.writer(f)
+        writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
         for row in rows:
             writer.writerow(["" if value is None else value for value in astuple(row)])

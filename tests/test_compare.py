@@ -64,6 +64,7 @@ def test_two_runs_are_ranked_by_the_metric_with_curves_and_csv(sweep, tmp_path, 
     with (tmp_path / "runs.csv").open() as f:
         table = list(csv.DictReader(f))
     assert [r["run"] for r in table] == ["model.lr_head=0.1", "model.lr_head=0.01"]
+    assert b"\r" not in (tmp_path / "runs.csv").read_bytes()  # LF, as summary.csv (was: CRLF)
     assert float(table[0]["val/acc best"]) == pytest.approx(0.6)
     assert float(table[1]["test/acc"]) == pytest.approx(0.53)
 

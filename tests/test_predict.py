@@ -110,6 +110,8 @@ def test_text_inputs_of_every_kind_match_the_training_pipeline(
     }
     results = {k: read_csv(p) for k, p in out.items() if p.suffix == ".csv"}
     results["jsonl"] = json.loads(out["jsonl"].read_text())
+    # lines end as sft-eval's and the sweep summary's do (was: CRLF, the csv module's default)
+    assert b"\r" not in out["txt"].read_bytes()
     assert out["txt"] == tmp_path / "txt" / "predictions.csv"
 
     # ids: line numbers (the blank line counts, and a warning says it is left out), the index

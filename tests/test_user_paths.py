@@ -100,7 +100,7 @@ def test_eval_a_text_checkpoint_on_named_data(checkpoints, tmp_path):
     )
     metrics = evaluate(cfg)
     assert 0.0 <= metrics["val/acc"] <= 1.0
-    assert (tmp_path / "predictions.csv").is_file()
+    assert b"\r" not in (tmp_path / "predictions.csv").read_bytes()  # LF (was: CRLF)
 
 
 def test_eval_caches_tokens_where_this_machine_does(checkpoints, tmp_path, monkeypatch):

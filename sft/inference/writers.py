@@ -53,7 +53,7 @@ def write_predictions(path: Path, rows: list[dict], fmt: str) -> None:
         return
 
     def write_csv(f) -> None:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         # probabilities as sft-eval's predictions.csv writes them (was: 9e-05 beside 0.000086)
         writer.writerows(

@@ -85,7 +85,7 @@ def write_predictions(
     preds = probs.argmax(-1)
 
     def write(f: IO[str]) -> None:
-        writer = csv.writer(f)
+        writer = csv.writer(f, lineterminator="\n")  # as summary.csv (was: CRLF)
         writer.writerow(
             [
                 "index",
