@@ -243,10 +243,10 @@ class _ErrorLine:
 
 
 class RunFailed(SFTError):
-    """A run that failed: its `error:` line, and its record (`record`: status, metrics logged
-    so far, output_dir) where it had begun."""
+    """A run that had begun and failed: its `error:` line, and its record (`record`: status,
+    metrics logged so far, output_dir). A mistake said before a run began is an SFTError."""
 
-    def __init__(self, message: str, record: RunResult | None) -> None:
+    def __init__(self, message: str, record: RunResult) -> None:
         super().__init__(message)
         self.record = record
 
@@ -374,7 +374,10 @@ def _run(command: str, main: Callable[[], object], overrides: tuple[str, ...]) -
         or (str(user_error) if user_error is not None else None)
         or " ".join(errors.last)  # e.g. Hydra's "Could not override ..."
     )
-    raise RunFailed(error or f"sft-{command} ended with exit status {status}", record) from stop
+    error = error or f"sft-{command} ended with exit status {status}"
+    if record is None:  # a mistake said before any run began: nothing to hold (README)
+        raise SFTError(error) from stop
+    raise RunFailed(error, record) from stop
 
 
 def _record(recorders: list[RunRecorder]) -> RunResult | None:

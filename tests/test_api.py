@@ -55,9 +55,11 @@ def test_runs_from_python_return_their_records_and_leave_nothing_running(tmp_pat
         api.train(*RUN, "hydra.mode=MULTIRUN", "seed=1,2")
     with pytest.raises(SFTError, match=r"^\+\+hydra\.mode=MULTIRUN: sft\.api runs one run"):
         api.train(*RUN, "++hydra.mode=MULTIRUN", "seed=1,2")
-    # Hydra's own error, which has no `error:` line: its lines (was: "exit status 1" alone)
-    with pytest.raises(api.RunFailed, match=r"^Could not override 'foo\.bar'\. To append"):
+    # Hydra's own error, which has no `error:` line: its lines (was: "exit status 1" alone);
+    # an SFTError, as no run began (was: a RunFailed whose record was None)
+    with pytest.raises(SFTError, match=r"^Could not override 'foo\.bar'\. To append") as setup:
         api.train(*RUN, "foo.bar=1")
+    assert not isinstance(setup.value, api.RunFailed)
     assert logging.getLogger().handlers == handlers
     assert threading.active_count() == threads
 
