@@ -2026,14 +2026,17 @@ def test_a_checkpoints_settings_that_would_build_code_in_a_config_are_refused(
     assert not marker.exists()
 
 
+# trainer.plugins of one's own (here none) in place of sft's atomic checkpoint saves: Lightning
+# read the file as written, record and all, past sft's checks (was: precious/ deleted)
+@pytest.mark.parametrize("plugins", [[], ["trainer.plugins=null"]])
 def test_a_continued_run_deletes_no_file_its_checkpoints_record_names_elsewhere(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, plugins
 ):
     """The checkpoint callback's record names the files Lightning deletes as better ones are
     saved; one edited to name `<checkpoints>/../../<file>`, or a file through a link out of the
     folder, had a continued run delete that file (a folder: the whole tree), without a word."""
     run = tmp_path / "run"
-    first = [*FAST, "trainer.max_epochs=1", "test=false"]
+    first = [*FAST, "trainer.max_epochs=1", "test=false", *plugins]
     assert run_main("train", first, tmp_path, monkeypatch, capsys)[0] == 0
     precious = tmp_path / "precious"
     precious.mkdir()
@@ -2050,7 +2053,7 @@ def test_a_continued_run_deletes_no_file_its_checkpoints_record_names_elsewhere(
         best_model_score=torch.tensor(-1.0),
     )
     torch.save(state, last)
-    again = [*FAST, "trainer.max_epochs=2", "test=false", f"resume={run}"]
+    again = [*FAST, "trainer.max_epochs=2", "test=false", f"resume={run}", *plugins]
     status, stderr = run_main("train", again, tmp_path, monkeypatch, capsys)
     assert status == 0, stderr[-2000:]
     assert (precious / "notes.txt").read_text() == "precious"

@@ -50,8 +50,8 @@ from sft.runs.result import (
 )
 from sft.utils.checkpoint_io import (
     SAVE_AT_DEFAULT_PROTOCOL,
-    AtomicCheckpointIO,
     check_no_interpolations,
+    hand_over,
     load_failure,
     load_weights_only,
     read_checkpoint,
@@ -82,9 +82,7 @@ class ResumePoint:
         """Give the contents to `trainer`'s checkpoint plugin, which `trainer.fit(ckpt_path=...)`
         then loads instead of the file, and drop them here (a model's and optimizer's state
         is not held twice while training); returns the path for `ckpt_path`."""
-        checkpoint_io = trainer.strategy.checkpoint_io
-        if isinstance(checkpoint_io, AtomicCheckpointIO):
-            checkpoint_io.hand_over(self.path, self.checkpoint)
+        hand_over(trainer.strategy, self.path, self.checkpoint)
         self.checkpoint = {}
         return str(self.path)
 

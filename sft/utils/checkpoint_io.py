@@ -3,7 +3,7 @@
 Lightning's TorchCheckpointIO writes through an fsspec transaction, which on a local disk moves a
 temp file into place but does not fsync it: after a crash or power loss the new name can point
 at an empty or partial file. `AtomicCheckpointIO` saves with `atomic_torch_save`
-instead. Loads are always `weights_only`.
+instead. Loads are always `weights_only`. `hand_over` gives Lightning a checkpoint read already.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies import Strategy
 
 from sft.contracts import MODEL_TARGET, TRAINED_PRECISION
 from sft.errors import SFTError
@@ -138,25 +140,7 @@ def load_failure(exc: Exception) -> str:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """TorchCheckpointIO whose local saves are atomic (remote paths keep Lightning's way).
-
-    `hand_over(path, checkpoint)`: a checkpoint the caller has read already (the resume
-    checks, torchtune's "read once, hand the dict on"); Lightning's next load of that path
-    gets it instead of reading the file again.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._handed_over: tuple[str, dict[str, Any]] | None = None
-
-    def hand_over(self, path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
-        self._handed_over = (os.path.abspath(path), checkpoint)
-
-    def load_checkpoint(self, path: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
-        if self._handed_over is not None and self._handed_over[0] == os.path.abspath(path):
-            checkpoint, self._handed_over = self._handed_over[1], None
-            return checkpoint
-        return super().load_checkpoint(path, **kwargs)
+    """TorchCheckpointIO whose local saves are atomic (remote paths keep Lightning's way)."""
 
     def save_checkpoint(
         self,
@@ -170,3 +154,38 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         atomic_torch_save(checkpoint, path)
+
+
+class _HandedOver(CheckpointIO):
+    """The strategy's own checkpoint plugin, for one load: of `path`, that load returns the
+    checkpoint the caller has read and checked already (a new run's record dropped, a moved
+    run's paths followed; torchtune's "read once, hand the dict on"), then the plugin is put
+    back. Any plugin is wrapped (was: the handover went to AtomicCheckpointIO only, so with
+    trainer.plugins of one's own Lightning read the file as written, those checks undone).
+    Lightning's _WrappingCheckpointIO is private, hence a plain CheckpointIO."""
+
+    def __init__(self, strategy: Strategy, path: str | os.PathLike, checkpoint: dict) -> None:
+        super().__init__()
+        self._strategy, self._plugin = strategy, strategy.checkpoint_io
+        self._path, self._checkpoint = os.path.abspath(path), checkpoint
+
+    def load_checkpoint(self, path: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+        self._strategy.checkpoint_io = self._plugin
+        if os.path.abspath(path) == self._path:
+            return self._checkpoint
+        return self._plugin.load_checkpoint(path, **kwargs)
+
+    def save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        self._plugin.save_checkpoint(*args, **kwargs)
+
+    def remove_checkpoint(self, path: str | os.PathLike) -> None:
+        self._plugin.remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        self._plugin.teardown()
+
+
+def hand_over(strategy: Strategy, path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
+    """Have `strategy`'s next load of `path` (trainer.fit(ckpt_path=path)) return `checkpoint`
+    instead of reading the file again."""
+    strategy.checkpoint_io = _HandedOver(strategy, path, checkpoint)
