@@ -642,7 +642,14 @@ def test_a_study_job_run_again_sets_its_earlier_logs_aside(tmp_path, capsys):
     record = RunResult.read(sweep / "0" / "result.json")
     record.status, record.error = "interrupted", "interrupted by SIGINT"  # it did not finish
     record.write()
+    first_config = (sweep / "0" / "config_resolved.yaml").read_text()
     assert run_sft_train(capsys, *grid)[0] == 0
+    # the job dir's resolved config is this run's, the earlier one's is kept with its logs (was:
+    # this run's in .hydra/resumed_<time>/, as a resumed run's)
+    assert (sweep / "0" / "config_resolved.yaml").is_file()
+    assert not list((sweep / "0" / ".hydra").glob("*/config_resolved.yaml"))
+    (kept_config,) = (sweep / "0" / ".replaced_logs").glob("*/config_resolved.yaml")
+    assert kept_config.read_text() == first_config
     now = sorted((sweep / "0" / "tensorboard").rglob("events.out.tfevents.*"))
     assert now and not set(first) & set(now)  # only the new run's events
     kept = list((sweep / "0" / ".replaced_logs").glob("*/tensorboard"))

@@ -57,7 +57,7 @@ from sft.utils.checkpoint_io import (
     read_checkpoint,
     saved_at_protocol_4_or_5,
 )
-from sft.utils.config import task_overrides
+from sft.utils.config import CONFIG_FILE, task_overrides
 from sft.utils.ddp_ranks import is_job_rank
 from sft.utils.io import atomic_write, checkpoint_path, unused_name
 
@@ -510,8 +510,15 @@ def set_aside_earlier_logs(logger_cfg: DictConfig | None, output_dir: Path) -> N
     """A sweep job run again from the start in its directory (it saved no last.ckpt: a study's)
     replaces its record; its earlier run's TensorBoard and CSV logs stayed beside the new ones,
     and sft-compare showed that run's best as this one's. They move to
-    `<job dir>/.replaced_logs/<time>/` (sft-compare skips hidden folders)."""
+    `<job dir>/.replaced_logs/<time>/` (sft-compare skips hidden folders), with the earlier
+    run's config_resolved.yaml, so that the one in the job dir is this run's (was: this run's
+    went to `.hydra/resumed_<time>/`, as a resumed run's)."""
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    earlier_config = output_dir / CONFIG_FILE
+    if earlier_config.is_file():
+        kept = output_dir / REPLACED_LOGS / stamp / CONFIG_FILE
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        earlier_config.rename(kept)
     for entry in (logger_cfg or {}).values():
         folder = logger_folder(entry) if entry else None
         if folder is None or not folder.is_dir() or not any(folder.iterdir()):
