@@ -240,6 +240,32 @@ def test_a_searched_key_the_configs_lack_keeps_its_plus():
         "+model.extra=2",
         "+model.lr_head=0.01",
     ]
+    # the command line fixing (or searching) a key the config adds: added still, as Hydra
+    # composes `+key=a key=b` (was: `model.extra=5`, which does not compose)
+    fixed = build_search_space(
+        params, ["model.extra=5", "+model.b=1", "model.b=tag(int,interval(1,3))"]
+    )
+    assert fixed.trial_overrides({"model.b": 2}) == ["+model.extra=5", "+model.b=2"]
+
+
+def test_search_values_are_the_ones_hydra_sweeps():
+    """Each was another: a quoted choice refused, range(0,1,0.3)'s 0.9 never drawn, 1.5 drawn
+    as 1 below tag(int,interval(1.5,8)), a step of 0 taken as 1, a plain list value refused."""
+    space = build_search_space(
+        {"model.metrics": ["acc", "f1"], "d": {"type": "int", "low": 1, "high": 3}},
+        ["x='a b',c", "z=range(0,1,0.3)", "w=tag(int,interval(1.5,8))"],
+    )
+    assert space.distributions == {
+        "d": IntDistribution(1, 3),
+        "x": CategoricalDistribution(["a b", "c"]),
+        "z": FloatDistribution(0.0, 0.9, step=0.3),
+        "w": IntDistribution(2, 8),
+    }
+    assert space.trial_overrides({"d": 1, "x": "a b", "z": 0.9, "w": 2})[0] == (
+        "model.metrics=[acc,f1]"
+    )
+    with pytest.raises(SFTError, match=r"^hydra\.sweeper\.params\.d: ValueError: `step > 0`"):
+        build_search_space({"d": {"type": "int", "low": 1, "high": 3, "step": 0}}, [])
 
 
 @pytest.mark.parametrize(
@@ -478,6 +504,31 @@ def test_a_search_on_a_validation_metric_without_validation_is_refused(
             "the search space does not fit: trainer.max_epochs: expected an integer or null, got "
             "1.0; an interval draws floats, tag(int,interval(a,b)) integers",
         ),
+        # the config's enqueued trial outside the space searched now (was: Optuna's ValueError
+        # traceback, its trial left RUNNING in the study, so never run)
+        (
+            "model.head.branch=choice(mlp,none)",
+            "hydra.sweeper.enqueue_trials: model.head.branch='linear' is not in the search "
+            "space, which draws one of ['mlp', 'none']",
+        ),
+        (
+            "model.lr_head=tag(log,interval(1e-2,1e-1))",
+            "hydra.sweeper.enqueue_trials: model.lr_head=0.001 is not in the search space, "
+            "which draws numbers from 0.01 to 0.1",
+        ),
+        # a value Optuna refuses (was: Hydra's InstantiationException traceback, after the
+        # study was made)
+        (
+            "hydra.sweeper.pruner.n_startup_trials=-1",
+            "hydra.sweeper.pruner: Number of startup trials cannot be negative, but got "
+            "n_startup_trials=-1.",
+        ),
+        # the pruner read val/loss as the study's accuracy (was: the lowest losses pruned)
+        (
+            "hydra.sweeper.monitor=val/loss",
+            "hydra.sweeper.monitor=val/loss is better lower, but the study is to maximize "
+            "(hydra.sweeper.direction, by default from optimized_metric=val/acc_best): ",
+        ),
         (
             "hydra.callbacks.sweep_summary.mode=maximum",
             "hydra.callbacks.sweep_summary.mode must be min, max or null, not 'maximum'",
@@ -642,6 +693,22 @@ def test_a_trial_diverging_where_earlier_ones_did_is_pruned_without_numpys_warni
     assert [str(w.message) for w in recwarn] == []
 
 
+def test_the_samplers_own_seed_is_the_one_it_samples_with(tmp_path, capsys, data_dir):
+    """`+hydra.sweeper.sampler.seed=123`, as hydra-optuna-sweeper's users set it, was replaced by
+    the sweeper's seed (0)."""
+    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "hydra.sweeper.n_trials=1"]
+    argv += ["+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]
+    argv += ["trainer.max_epochs=1", "hydra.sweeper.enqueue_trials=[]"]
+    argv += ["hydra/sweeper/sampler=random", "+hydra.sweeper.sampler.seed=123"]
+    sweep = tmp_path / "sweep"
+    assert run_entry_point(main, [*argv, f"hydra.sweep.dir={sweep}"]) == 0, capsys.readouterr().err[
+        -2000:
+    ]
+    (trial,) = load_study(sweep, "cifar10_optuna").trials
+    expected = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=123))
+    assert trial.params == expected.ask(trial.distributions).params
+
+
 def test_a_searched_key_fixed_on_the_command_line_is_left_out_of_the_enqueued_trial(
     tmp_path, capsys, monkeypatch, data_dir
 ):
@@ -683,6 +750,9 @@ def test_a_study_rerun_with_other_fixed_overrides_is_refused(tmp_path, capsys, m
     argv.append(f"hydra.sweep.dir={tmp_path}")
     assert run_entry_point(main, argv) == 0
     assert run_entry_point(main, argv) == 0  # the same settings: resumed
+    # ... also written otherwise (was: refused, as `=cpu then, ='cpu' now`)
+    respelled = [o.replace("accelerator=cpu", "accelerator='cpu'") for o in argv]
+    assert run_entry_point(main, respelled) == 0, capsys.readouterr().err[-2000:]
     written = (tmp_path / "multirun.yaml").read_text()
 
     code = run_entry_point(main, [*argv, "data.samples_per_class=20", "model.lr_head=0.1"])
@@ -717,6 +787,9 @@ def test_a_trial_that_ended_before_its_batch_was_stopped_keeps_its_value(
 
     def stopping_second_jobs(self, *args, **kwargs):
         launcher = instantiate(self, *args, **kwargs)
+        # in the place of one that runs a batch's jobs at once (the basic launcher's are
+        # launched one by one)
+        launcher.__class__ = type("AtOnceLauncher", (type(launcher),), {})
         launch = launcher.launch
 
         def second_job_stopped(job_overrides, initial_job_idx):
@@ -740,17 +813,56 @@ def test_a_trial_that_ended_before_its_batch_was_stopped_keeps_its_value(
     assert trials[0].value is not None
 
 
+def test_a_trial_run_before_ctrl_c_in_a_batch_under_the_basic_launcher_keeps_its_value(
+    tmp_path, monkeypatch, data_dir
+):
+    """hydra.sweeper.n_jobs=2 with Hydra's basic launcher, which runs a batch's jobs in turn:
+    Ctrl-C in the second job lost the first's value (both told FAIL), as the launcher returns
+    none of a launch it was stopped in."""
+    from hydra.core.plugins import Plugins
+
+    instantiate = Plugins.instantiate_launcher
+
+    def stopping_job_1(self, *args, **kwargs):
+        launcher = instantiate(self, *args, **kwargs)
+        launch = launcher.launch
+
+        def in_turn_until_job_1(job_overrides, initial_job_idx):
+            ended = []
+            for number, overrides in enumerate(job_overrides, initial_job_idx):
+                if number == 1:
+                    raise KeyboardInterrupt
+                ended += launch([overrides], number)
+            return ended
+
+        launcher.launch = in_turn_until_job_1
+        return launcher
+
+    monkeypatch.setattr(Plugins, "instantiate_launcher", stopping_job_1)
+    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "trainer.max_epochs=1"]
+    argv += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
+    argv += ["+trainer.limit_train_batches=1", f"hydra.sweep.dir={tmp_path}"]
+    with pytest.raises(KeyboardInterrupt):
+        run_entry_point(main, argv)
+    trials = load_study(tmp_path, "cifar10_optuna").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[0].value is not None
+
+
 def test_results_count_a_repeated_trial_apart_from_those_that_ran(tmp_path):
     """A trial that repeats finished parameters is told their result without running; the
     results file counted it complete (3 complete beside summary.md's 2 jobs)."""
     from hydra_plugins.sft_optuna_sweeper._sweep import repeat, write_results
 
     study = optuna.create_study(direction="maximize")
+    space = build_search_space({}, ["+x=1,2"])
     for value in (0.5, 0.7):
-        trial = study.ask({"x": CategoricalDistribution([1, 2])})
+        trial = study.ask(space.distributions)
         study.tell(trial, value)
-    repeat(study, study.ask({"x": CategoricalDistribution([1, 2])}), 1)
-    write_results(study, tmp_path / "results.yaml", "memory")
+    repeat(study, study.ask(space.distributions), 1)
+    write_results(study, tmp_path / "results.yaml", "memory", space)
     results = OmegaConf.load(tmp_path / "results.yaml")
     assert dict(results.n_trials) == {"complete": 2, "repeated": 1}
     assert results.best_value == 0.7
+    # as the best trial's job got it (was: x=..., which Hydra refuses for a key configs lack)
+    assert list(results.best_overrides) == [f"+x={results.best_params.x}"]

@@ -18,7 +18,13 @@ from omegaconf import OmegaConf
 
 from sft import eval as eval_module
 from sft.runs.result import COMPLETED, FAILED, INTERRUPTED, RunResult
-from sft.runs.sweep_summary import SweepSummary, read_results, summary_rows, write_summary
+from sft.runs.sweep_summary import (
+    SweepSummary,
+    read_results,
+    summary_rows,
+    sweep_mode,
+    write_summary,
+)
 from sft.train import main
 
 # A few batches of everything: the sweep tests check bookkeeping, not learning.
@@ -244,6 +250,12 @@ def test_summary_reads_any_job_layout_and_minimises_losses(tmp_path):
         "best",
         "",
     ]
+    # an Optuna search set to maximise a loss: its summary ranks as the search did (was: by the
+    # metric's name, so summary.md's best was not Optuna's best trial); the summary's own mode
+    # first
+    search = OmegaConf.create({"sweeper": {"direction": "maximize"}})
+    assert sweep_mode(search, None) == "max" and sweep_mode(search, "min") == "min"
+    assert sweep_mode(OmegaConf.create({"sweeper": {}}), None) is None  # a grid: by the name
     assert len(list(csv.DictReader((tmp_path / "summary.csv").open()))) == 4
     assert (
         "Best: job lr=0.1/seed=1 (val/loss = 0.1000, minimised)"

@@ -4,6 +4,7 @@ override strings for each trial."""
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -11,6 +12,7 @@ from hydra.core.override_parser.types import (
     ChoiceSweep,
     IntervalSweep,
     Override,
+    QuotedString,
     RangeSweep,
     Transformer,
 )
@@ -42,11 +44,12 @@ class SearchSpace:
 
     def trial_overrides(self, params: Mapping[str, Any]) -> list[str]:
         """The overrides of one trial: the fixed ones, then `key=value` per sampled parameter."""
-        sampled = [
-            f"{self.adds.get(key, '')}{key}={format_value(params[key])}"
-            for key in self.distributions
-        ]
+        sampled = self.sampled_overrides({key: params[key] for key in self.distributions})
         return [line for _, line in self.fixed] + sampled
+
+    def sampled_overrides(self, params: Mapping[str, Any]) -> list[str]:
+        """`key=value` per sampled parameter, with the `+` of a key the configs lack."""
+        return [f"{self.adds.get(k, '')}{k}={format_value(v)}" for k, v in params.items()]
 
     def example_params(self) -> dict[str, Any]:
         """A value of each distribution (its low end, or first choice): the overrides of a
@@ -64,16 +67,25 @@ class SearchSpace:
         add: str = "",
     ):
         """The latest value of `key` wins: a distribution (`add`: its `+` or `++`), or a fixed
-        override `line`."""
+        override `line`. A key an earlier value adds (`+key`) is added by the latest too, as
+        Hydra composes `+key=a key=b` (was: `key=b` alone, which does not compose)."""
+        earlier = self.adds.pop(key, None) or next(
+            (_add_prefix(old) for k, old in self.fixed if k == key and _add_prefix(old)), ""
+        )
         self.distributions.pop(key, None)
-        self.adds.pop(key, None)
-        if add:
-            self.adds[key] = add
+        add = add or earlier
         self.fixed = [(k, old) for k, old in self.fixed if k != key or old.startswith("~")]
         if dist is not None:
             self.distributions[key] = dist
+            if add:
+                self.adds[key] = add
         if line is not None:
-            self.fixed.append((key, line))
+            self.fixed.append((key, line if _add_prefix(line) else add + line))
+
+
+def _add_prefix(line: str) -> str:
+    """The `+` or `++` an override line starts with ("" for none)."""
+    return line[: len(line) - len(line.lstrip("+"))]
 
 
 def build_search_space(params: Mapping[str, Any], arguments: Iterable[str]) -> SearchSpace:
@@ -125,15 +137,21 @@ def distribution_from_override(override: Override) -> BaseDistribution:
     key = override.get_key_element()
     if isinstance(value, ChoiceSweep):
         choices = list(override.sweep_iterator(transformer=Transformer.identity))
+        # a quoted choice of `'a b',c` is kept quoted by the identity (choice() unquotes it)
+        choices = [c.text if isinstance(c, QuotedString) else c for c in choices]
         return CategoricalDistribution(_scalar_choices(key, choices))
     if isinstance(value, RangeSweep):
         values = list(override.sweep_iterator(transformer=Transformer.identity))
         if not values:
             raise SFTError(f"{override.input_line}: the range is empty")
-        low, high, step = min(values), max(values), abs(value.step)
         if all(isinstance(v, int) for v in values):
-            return IntDistribution(low, high, step=int(step))
-        return FloatDistribution(float(low), float(high), step=float(step))
+            return IntDistribution(min(values), max(values), step=abs(int(value.step)))
+        # the ends in decimal: Hydra's last value of range(0,1,0.3) is 0.8999999999999999, which
+        # Optuna's step then left out (was: 0.9 never drawn)
+        first = Decimal(repr(value.start))
+        last = first + (len(values) - 1) * Decimal(repr(value.step))
+        low, high = sorted((float(first), float(last)))
+        return FloatDistribution(low, high, step=abs(float(value.step)))
     if isinstance(value, IntervalSweep):
         assert value.start is not None and value.end is not None
         log = "log" in value.tags
@@ -141,7 +159,9 @@ def distribution_from_override(override: Override) -> BaseDistribution:
             # tag(int, ...), or Hydra's int(interval(...)), which makes the bounds integers
             # (was: read as a float interval, so an integer setting got 8.359...)
             if "int" in value.tags or all(isinstance(v, int) for v in (value.start, value.end)):
-                return IntDistribution(int(value.start), int(value.end), log=log)
+                # the integers inside the bounds (was: 1.5 truncated to 1, below the interval)
+                low, high = math.ceil(value.start), math.floor(value.end)
+                return IntDistribution(low, high, log=log)
             return FloatDistribution(value.start, value.end, log=log)
         except ValueError as exc:  # Optuna's: low > high, a log scale from 0 or below
             raise SFTError(f"{override.input_line}: {exc}") from None
@@ -168,7 +188,7 @@ def distribution_from_dict(key: str, spec: Mapping[str, Any]) -> BaseDistributio
             return IntDistribution(
                 int(spec["low"]),
                 int(spec["high"]),
-                step=int(spec.get("step") or 1),
+                step=int(spec.get("step", 1)),  # step 0: Optuna's refusal (was: taken as 1)
                 log=bool(spec.get("log", False)),
             )
         return FloatDistribution(
@@ -188,6 +208,20 @@ def _scalar_choices(key: str, choices: list[Any]) -> list[CategoricalChoiceType]
     return choices
 
 
+def outside(dist: BaseDistribution, value: Any) -> str | None:
+    """What `dist` draws, when `value` is not one of its values (an enqueued trial's); None for
+    a value it holds. Bounds and choices only: Optuna takes an enqueued value between steps."""
+    if isinstance(dist, CategoricalDistribution):
+        return None if value in dist.choices else f"one of {list(dist.choices)}"
+    assert isinstance(dist, FloatDistribution | IntDistribution)
+    kind = "integers" if isinstance(dist, IntDistribution) else "numbers"
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(dist, IntDistribution) and number and value != int(value):
+        number = False
+    inside = number and dist.low <= value <= dist.high
+    return None if inside else f"{kind} from {dist.low} to {dist.high}"
+
+
 def format_value(value: Any) -> str:
     """`value` as the right-hand side of an override that parses back to the same value."""
     if value is None:
@@ -198,6 +232,12 @@ def format_value(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple):  # a plain list in params (`model.metrics: [acc, f1]`)
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return (
+            "{" + ",".join(f"{format_value(k)}:{format_value(v)}" for k, v in value.items()) + "}"
+        )
     if isinstance(value, str):
         parser = OverridesParser.create()
         quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

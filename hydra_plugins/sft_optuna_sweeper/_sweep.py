@@ -1,6 +1,7 @@
 """One Optuna sweep: ask a batch of trials, run them as Hydra jobs, tell Optuna how each ended,
 then write `optimization_results.yaml` in the sweep directory."""
 
+import inspect
 import logging
 import math
 import re
@@ -12,9 +13,10 @@ from typing import Any
 import optuna
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import HydraException
+from hydra.errors import HydraException, InstantiationException
+from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
@@ -24,6 +26,7 @@ from hydra_plugins.sft_optuna_sweeper._search_space import (
     SearchSpace,
     build_search_space,
     format_value,
+    outside,
 )
 from sft.callbacks.optuna_pruning import (
     JOURNAL_SCHEME,
@@ -38,10 +41,11 @@ from sft.runs.result import (
     RESULT_FILE,
     UNFINISHED,
     RunResult,
+    differing_overrides,
     run_overrides,
 )
 from sft.utils.composition_errors import describe_composition_error
-from sft.utils.config import MULTIRUN_RECORD
+from sft.utils.config import MULTIRUN_RECORD, metric_mode
 from sft.utils.config_types import check_config_types
 from sft.utils.instantiate import runs_validation
 from sft.utils.sweep_checks import TYPED_SECTIONS
@@ -55,6 +59,7 @@ LEGACY_DB = "optuna.db"
 RESULTS_FILE = "optimization_results.yaml"
 PRUNING_CALLBACK = "sft.callbacks.optuna_pruning.OptunaPruning"
 # trial user attributes the sweeper sets
+BASIC_LAUNCHER_MODULE = "hydra._internal.core_plugins.basic_launcher"
 OUTPUT_DIR = "output_dir"
 DUPLICATE_OF = "duplicate_of"
 # a trial told FAIL because a signal stopped it (Optuna has no state for it)
@@ -109,6 +114,18 @@ class OptunaSweep:
         # callback warned in every trial that it was never logged)
         self.unprunable = monitor if str(monitor).startswith("test/") else None
         self.monitor = None if self.unprunable else monitor
+        mode = metric_mode(str(self.monitor)) if self.monitor else None
+        if mode is not None and mode != {"maximize": "max", "minimize": "min"}[direction]:
+            # Optuna's pruners read every reported value the study's way (was: a search on
+            # accuracy monitoring val/loss pruned its trials of lowest loss)
+            better = "lower" if mode == "min" else "higher"
+            raise SFTError(
+                f"hydra.sweeper.monitor={self.monitor} is better {better}, but the study is to "
+                f"{direction} (hydra.sweeper.direction, by default from optimized_metric="
+                f"{config.get('optimized_metric')}): Optuna's pruner would read its values the "
+                "study's way and stop the best trials; monitor a metric that goes the study's "
+                "way, or leave hydra.sweeper.monitor unset (the optimized_metric)"
+            )
         self.sampler_config = sampler
         # null: no pruning (was: a traceback from instantiate, after the study was created)
         self.pruner_config = pruner if pruner is not None else OmegaConf.create(NO_PRUNER)
@@ -131,6 +148,8 @@ class OptunaSweep:
             )
         storage = self.storage or default_storage(sweep_dir)
         # refusals first: nothing is written, no study made, for a sweep that cannot run
+        check_config_types(self.sampler_config, "hydra.sweeper.sampler")
+        check_config_types(self.pruner_config, "hydra.sweeper.pruner")
         enqueued = self.enqueued_params(space)
         # every trial has the same keys: one trial's config composing checks them all, once,
         # with one line for a bad key (composing each job twice would cost a lot)
@@ -182,7 +201,7 @@ class OptunaSweep:
             # also for an interrupted search: the trials it finished (was: the file of the run
             # before, naming its best)
             keep_another_studys_results(sweep_dir / RESULTS_FILE, self.study_name)
-            write_results(study, sweep_dir / RESULTS_FILE, storage)
+            write_results(study, sweep_dir / RESULTS_FILE, storage, space)
         return returns
 
     def enqueued_params(self, space: SearchSpace) -> list[dict[str, Any]]:
@@ -200,6 +219,14 @@ class OptunaSweep:
             if dropped:
                 log.info(f"Enqueued trial {params}: {dropped} fixed for every trial, left out")
             kept = {k: v for k, v in params.items() if k in space.distributions}
+            for key, value in kept.items():
+                # (was: Optuna's ValueError traceback from study.ask, the trial left RUNNING in
+                # the study for good, so never run)
+                if (expected := outside(space.distributions[key], value)) is not None:
+                    raise SFTError(
+                        f"hydra.sweeper.enqueue_trials: {key}={value!r} is not in the search "
+                        f"space, which draws {expected}"
+                    )
             if kept:
                 trials.append(kept)
         return trials
@@ -210,7 +237,7 @@ class OptunaSweep:
         """Create the study or load it (and its number of trials); the sampler's seed moves on
         with the study's size. A study is resumed only with the `fixed` overrides (every trial's)
         it was created with: trials of other settings would be compared as if they were alike."""
-        pruner = instantiate(self.pruner_config)
+        pruner = build_optuna_part(self.pruner_config, "hydra.sweeper.pruner")
         try:
             study = optuna.create_study(
                 storage=open_storage(storage),
@@ -238,8 +265,14 @@ class OptunaSweep:
         check_fixed_overrides(study, storage, fixed)
         check_distributions(study, storage, space)
         n_before = len(study.trials)
-        seed = None if self.seed is None else self.seed + n_before
-        study.sampler = instantiate(self.sampler_config, seed=seed)
+        # the sampler's own seed (hydra.sweeper.sampler.seed, as hydra-optuna-sweeper users set
+        # it) before the sweeper's (was: replaced by it); none for a sampler that takes none
+        own = self.sampler_config.get("seed")
+        base = own if own is not None else self.seed
+        seed = (
+            {} if base is None or not takes_seed(self.sampler_config) else {"seed": base + n_before}
+        )
+        study.sampler = build_optuna_part(self.sampler_config, "hydra.sweeper.sampler", **seed)
         # the jobs' pruning callbacks build the same pruner from the study (only storage is shared)
         study.set_user_attr(PRUNER_CONFIG, OmegaConf.to_container(self.pruner_config, resolve=True))
         for params in enqueued:
@@ -272,8 +305,12 @@ class OptunaSweep:
 
         overrides = {t.number: self.trial_overrides(t.params, space, storage) for t in to_run}
         returns = []
-        # job number = trial number: a re-run's jobs get new directories
-        for chunk in consecutive_runs(to_run):
+        # job number = trial number: a re-run's jobs get new directories. Hydra's basic
+        # launcher runs a launch's jobs one after another and, stopped by a signal, returns
+        # none of them: one job per launch, each told as it ends (was: n_jobs=2 and Ctrl-C in
+        # the second job told the first, completed, FAIL)
+        chunks = ([t] for t in sorted(to_run, key=lambda t: t.number))
+        for chunk in chunks if runs_jobs_in_turn(self.launcher) else consecutive_runs(to_run):
             try:
                 results = self.launcher.launch(
                     [overrides[t.number] for t in chunk], initial_job_idx=chunk[0].number
@@ -405,10 +442,14 @@ def check_fixed_overrides(study: optuna.Study, storage: str, fixed: list[str]) -
     when it was run with others (a study made before they were recorded is taken as it is)."""
     recorded = study.user_attrs.get(FIXED_OVERRIDES)
     if recorded is None:
-        study.set_user_attr(FIXED_OVERRIDES, sorted(fixed))
+        # in order: `~key` before `+key=...` is another setting than after (studies recorded
+        # before this kept them sorted)
+        study.set_user_attr(FIXED_OVERRIDES, list(fixed))
         return
-    then = [o for o in recorded if o not in fixed]
-    now = [o for o in fixed if o not in recorded]
+    if sorted(recorded) == sorted(fixed):
+        return
+    # the same settings however written (was: model.lr_head=1e-2 then =0.01 refused)
+    then, now = differing_overrides(recorded, fixed)
     if then or now:
         raise SFTError(
             f"study '{study.study_name}' in {storage} was run with other fixed overrides: "
@@ -429,6 +470,13 @@ def default_storage(sweep_dir: Path) -> str:
 
 def params_key(params: dict[str, Any]) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+
+def runs_jobs_in_turn(launcher: Launcher) -> bool:
+    """Whether `launcher` is Hydra's basic one. By name: Hydra's plugin scan runs the launcher
+    modules anew, so their classes are not those an import here gets."""
+    kind = type(launcher)
+    return (kind.__module__, kind.__name__) == (BASIC_LAUNCHER_MODULE, "BasicLauncher")
 
 
 def consecutive_runs(trials: list[Trial]) -> Iterator[list[Trial]]:
@@ -530,8 +578,28 @@ def _counted_state(trial: FrozenTrial) -> str:
     return trial.state.name.lower()
 
 
-def write_results(study: optuna.Study, path: Path, storage: str) -> None:
-    """optimization_results.yaml: the best trial, the study's storage and trial counts."""
+def build_optuna_part(config: DictConfig, where: str, **kwargs: Any) -> Any:
+    """The sampler or pruner `config` makes; a value Optuna refuses is one error line (was:
+    Hydra's InstantiationException traceback)."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        raise SFTError(f"{where}: {' '.join(str(cause).split())}") from exc
+
+
+def takes_seed(config: DictConfig) -> bool:
+    """Whether the class `config` makes takes a `seed` (TPE, random, CMA-ES... do; Optuna's
+    PartialFixedSampler does not)."""
+    try:
+        return "seed" in inspect.signature(get_object(str(config._target_))).parameters
+    except (TypeError, ValueError):  # no signature to read: no seed given
+        return False
+
+
+def write_results(study: optuna.Study, path: Path, storage: str, space: SearchSpace) -> None:
+    """optimization_results.yaml: the best trial (its overrides with the `+` of a key the configs
+    lack, as its job got them; was: without), the study's storage and trial counts."""
     trials = study.get_trials(deepcopy=False)
     completed = [t for t in trials if t.state == TrialState.COMPLETE]
     best: FrozenTrial | None = study.best_trial if completed else None
@@ -543,9 +611,7 @@ def write_results(study: optuna.Study, path: Path, storage: str) -> None:
         "best_trial": best.number if best else None,
         "best_value": best.value if best else None,
         "best_params": dict(best.params) if best else None,
-        "best_overrides": [f"{k}={format_value(v)}" for k, v in best.params.items()]
-        if best
-        else None,
+        "best_overrides": space.sampled_overrides(best.params) if best else None,
         "best_output_dir": best.user_attrs.get(OUTPUT_DIR) if best else None,
         # a trial that repeated finished parameters is told their result without running: as
         # "repeated" (was: counted complete, where summary.md counts the jobs that ran); one a

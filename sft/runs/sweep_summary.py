@@ -115,6 +115,20 @@ def optimized_metric(results: list[tuple[str, RunResult]]) -> str | None:
     return max(sorted(set(names)), key=names.count) if names else None
 
 
+def sweep_mode(hydra_cfg: DictConfig, mode: str | None) -> str | None:
+    """`mode` (hydra.callbacks.sweep_summary.mode), else the way a sweeper that has one ranks
+    (the Optuna sweeper's hydra.sweeper.direction, which a search may set otherwise than its
+    metric's name says: was, summary.md's best job another than Optuna's best trial), else None
+    (by the metric's name)."""
+    if mode is not None:
+        return mode
+    try:
+        direction = OmegaConf.select(hydra_cfg, "sweeper.direction")
+    except OmegaConfBaseException:  # an interpolation outside the job's config
+        return None
+    return {"maximize": "max", "minimize": "min"}.get(str(direction))
+
+
 def summary_rows(results: list[tuple[str, RunResult]], mode: str | None = None) -> list[dict]:
     """The table: one dict per job, columns in display order; the best completed job marked.
     Beside the optimized metric: the test metrics, and every metric of an sft-eval job (the
@@ -347,7 +361,7 @@ def write_summary_of_stopped_sweep(hydra_cfg: DictConfig, hint: str | None) -> N
             continue
         try:
             stopped = (str(hydra_cfg.job.num), hint)
-            write_summary(hydra_cfg.sweep.dir, callback.get("mode"), stopped)
+            write_summary(hydra_cfg.sweep.dir, sweep_mode(hydra_cfg, callback.get("mode")), stopped)
         except (OSError, SFTError) as e:  # the interrupt is what the job reports
             log.warning(f"the sweep summary could not be written: {e}")
         else:
@@ -413,7 +427,7 @@ class SweepSummary(Callback):
                     overrides=run_overrides(job_return.overrides or []),
                     error=one_line_error(exc),
                 ).write(record)
-        write_summary(config.hydra.sweep.dir, self.mode)
+        write_summary(config.hydra.sweep.dir, sweep_mode(config.hydra, self.mode))
 
     def unrecorded_failure(self, config: DictConfig, job_dir: Path) -> Path | None:
         """Where a failed job that left no record of this run is recorded: its result.json if it
@@ -432,7 +446,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = write_summary(sweep_dir, self.mode)
+        rows = write_summary(sweep_dir, sweep_mode(config.hydra, self.mode))
         failed = [row["job"] for row in rows if row["status"] in UNFINISHED]
         before = self.records_before
         rewritten = {
