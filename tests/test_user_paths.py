@@ -379,6 +379,30 @@ def test_eval_into_a_training_runs_directory_is_refused_before_writing(
     assert (run / "config_resolved.yaml").read_text() == resolved
 
 
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_predict_and_export_into_a_training_runs_directory_are_refused(
+    checkpoints, tmp_path, capsys, command
+):
+    """As sft-eval's: they wrote their files into the training run, with a
+    `.hydra/resumed_<time>/` of theirs, as if the run had been resumed."""
+    import importlib
+
+    run = shutil.copytree(checkpoints["image"].parent.parent, tmp_path / "run")
+    before = sorted(p for p in run.rglob("*"))
+    argv = [f"sft-{command}", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]
+    argv.append(f"hydra.run.dir={run}")
+    if command == "predict":
+        argv.append(f"inputs={tmp_path / 'x.png'}")
+    module = importlib.import_module(f"sft.{command}")
+    assert run_entry_point(module.main, argv) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (
+        f"error: {run} holds a training run ({run / 'checkpoints' / 'epoch_000.ckpt'}): give "
+        f"sft-{command} another hydra.run.dir (a run's files are never replaced)"
+    )
+    assert sorted(p for p in run.rglob("*")) == before
+
+
 def test_eval_into_a_scored_evals_directory_is_refused_with_its_predictions_gone(
     checkpoints, tmp_path, capsys
 ):

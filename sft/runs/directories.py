@@ -232,6 +232,8 @@ def _overridden(key: str, hydra_cfg: DictConfig) -> bool:
 # what a run leaves in its directory that a new run there would replace: sft's checkpoints,
 # and (`retry=False`) Lightning's own (without sft's callbacks, in the logger's folder, e.g.
 # tensorboard/checkpoints/) and its record (all a run without checkpoints leaves)
+# the commands that read a trained checkpoint, each in a run directory of its own
+COMMANDS_AFTER_TRAINING = ("eval", "predict", "export")
 RUN_FILES = {
     f"{LAST_CHECKPOINT.parent}/*.ckpt": ("checkpoints", True),
     f"*/{LAST_CHECKPOINT.parent}/*.ckpt": ("checkpoints", False),
@@ -276,23 +278,25 @@ def check_nothing_to_overwrite(output_dir: Path, retry: bool = False) -> None:
             )
 
 
-def check_not_a_training_run(output_dir: Path) -> None:
-    """sft-eval's `hydra.run.dir`: SFTError for a directory that holds a training run (its
-    checkpoints or record), before Hydra writes there (was: the run's config_resolved.yaml
-    replaced by the eval's, its TensorBoard given the eval's events). An eval's own directory
-    holds neither: one that failed may be run again (its predictions.csv is never replaced),
-    one that scored may not (was: its scores replaced once its predictions.csv was moved)."""
+def check_not_a_training_run(output_dir: Path, command: str) -> None:
+    """The `hydra.run.dir` of sft-eval, sft-predict or sft-export (`command`): SFTError for a
+    directory that holds a training run (its checkpoints or record), before Hydra writes there
+    (was: the run's config_resolved.yaml replaced by the eval's, its TensorBoard given the
+    eval's events; predictions and exports mixed in with a `.hydra/resumed_<time>/` of theirs,
+    as if the run had been resumed). An eval's own directory holds neither: one that failed may
+    be run again (its predictions.csv is never replaced), one that scored may not (was: its
+    scores replaced once its predictions.csv was moved)."""
     for pattern in RUN_FILES:
         written = sorted(output_dir.glob(pattern))
         if written:
             raise SFTError(
-                f"{output_dir} holds a training run ({written[0]}): give sft-eval another "
+                f"{output_dir} holds a training run ({written[0]}): give sft-{command} another "
                 "hydra.run.dir (a run's files are never replaced)"
             )
     scores = output_dir / SCORES_FILE
     if scores.is_file() and _worth_keeping(scores):
         raise SFTError(
-            f"{output_dir} holds an evaluation's scores ({scores}): give sft-eval another "
+            f"{output_dir} holds an evaluation's scores ({scores}): give sft-{command} another "
             "hydra.run.dir (results already written are never replaced)"
         )
 
@@ -590,8 +594,9 @@ class RunDirectory(Callback):
                 # resume=auto there without last.ckpt starts afresh: over a run without one
                 # (a best checkpoint, a record) as a new run would (was: written over)
                 report_user_errors(lambda: check_nothing_to_overwrite(given))
-            elif command_task(hydra_cfg) == "eval":  # (task_name: debug with +debug=...)
-                report_user_errors(lambda: check_not_a_training_run(given))
+            elif (job := OmegaConf.select(hydra_cfg, "job.name")) in COMMANDS_AFTER_TRAINING:
+                # (job.name: the entry point's module; task_name is debug with +debug=...)
+                report_user_errors(lambda: check_not_a_training_run(given, job))
         else:
             # one error line and exit 1 here: Hydra would print its own report, after making
             # a run directory for a run that cannot start
