@@ -2305,7 +2305,10 @@ def test_bad_checkpoint_through_the_entry_points(
     [
         (
             [*FAST, "model.num_classes=3"],
-            "trained with model.num_classes=10, this run has model.num_classes=3",
+            # a new run for another task: the way to it (was: "resume with the same settings")
+            "trained with model.num_classes=10, this run has model.num_classes=3: ckpt_path= "
+            "continues the whole model as it was; set the model settings it was trained with, or "
+            "start a new run from its backbone, with a new head, with +model.backbone.checkpoint=",
         ),
         (  # the default model: resnet18 with the CIFAR stem
             FAST[2:],

@@ -670,9 +670,23 @@ def check_resume_checkpoint(point: ResumePoint, model: torch.nn.Module) -> None:
     current = dict(getattr(model, "hparams", {}))
     for key, value_of in SETUP_KEYS:
         if value_of(saved) != value_of(current):
+            if point.continues_run:
+                advice = "resume with the same model settings"
+            else:
+                advice = (
+                    "ckpt_path= continues the whole model as it was; set the model settings it "
+                    "was trained with"
+                )
+                # another task from its backbone is a new run from that (was: "resume", said
+                # to a new run, without the way to it)
+                if key == "num_classes" and _built_by_create_backbone(current):
+                    advice += (
+                        ", or start a new run from its backbone, with a new head, with "
+                        f"+model.backbone.checkpoint={path} instead of ckpt_path="
+                    )
             raise SFTError(
                 f"checkpoint {path} was trained with model.{key}={value_of(saved)!r}, this run has "
-                f"model.{key}={value_of(current)!r}: resume with the same model settings"
+                f"model.{key}={value_of(current)!r}: {advice}"
             )
     for keys, meaning in CHANGEABLE_SETTINGS:
         changed = [
