@@ -1023,17 +1023,17 @@ def test_user_mistakes(tmp_path, token_cache):
     (d / "train.tsv").write_text("sentence\tsentence\tlabel\ngood\tbad\t1\n")
     _error(make_dm(d, token_cache), r"train\.tsv: the column 'sentence' appears 2 times")
     _tiny_tsv(d, [("good", "1"), ("bad", "0")])
-    # the checkpoint commands add the setting (was: only "set data.data_dir", which they refuse)
+    # data.data_dir= is the way in every command (was: a `+data.data_dir=` hint of sft-eval,
+    # predict and export, in sft-train's line too)
     _error(
         make_dm(tmp_path / "nowhere", token_cache),
-        r"nowhere/train\.tsv does not exist \(no folder .*; set data\.data_dir or SFT_DATA_DIR, or "
-        r"for a checkpoint's data in sft-eval/predict/export, \+data\.data_dir=<where it is now>\)$",
+        r"nowhere/train\.tsv does not exist \(no folder .*; set data\.data_dir or SFT_DATA_DIR\)$",
     )
     # a packaged config's folder, missing where no local copy was linked (make data): where to
     # get it (was: the same line, and no way to the files)
     _error(
         make_dm(tmp_path / "sst2", token_cache),
-        r"sst2/train\.tsv does not exist \(no folder .*<where it is now>; if it is to hold the packaged dataset, GLUE SST-2: "
+        r"sst2/train\.tsv does not exist \(no folder .*SFT_DATA_DIR; if it is to hold the packaged dataset, GLUE SST-2: "
         r"unzip train\.tsv, dev\.tsv and test\.tsv of https://dl\.fbaipublicfiles\.com/glue/data/"
         r"SST-2\.zip there, or read the Hugging Face dataset with data=hf_dataset \(stanfordnlp/sst2\)\)$",
     )

@@ -30,12 +30,11 @@ def _dir_hint(path: Path) -> str:
     if path.parent.is_dir():
         files = sorted(p.name for p in path.parent.iterdir())[:10]
         return f" (its folder holds: {', '.join(files) or 'nothing'})"
-    # sft-eval/predict/export read a checkpoint's data: there the setting is added, with +
+    # data.data_dir= is also how sft-eval/predict/export read a checkpoint's data where it is
+    # now (was: a hint of those commands, with a `+` they do not need, in sft-train's line too)
     get = SOURCES.get(path.parent.name)
-    return (
-        f" (no folder {path.parent}; set data.data_dir or SFT_DATA_DIR, or for a checkpoint's "
-        "data in sft-eval/predict/export, +data.data_dir=<where it is now>"
-        + (f"; if it is to hold the packaged dataset, {get})" if get else ")")
+    return f" (no folder {path.parent}; set data.data_dir or SFT_DATA_DIR" + (
+        f"; if it is to hold the packaged dataset, {get})" if get else ")"
     )
 
 
