@@ -120,6 +120,9 @@ def test_a_run_logs_the_listed_metrics_for_each_split_and_eval_scores_them(
     ("names", "num_classes", "expected"),
     [
         (["acc", "top_5"], 10, "model.metrics: no metric named 'top_5' (did you mean 'top5'?)"),
+        # matched against the names other tools give them too (was: 'auroc', then 'recall')
+        (["acuracy"], 2, "model.metrics: no metric named 'acuracy' (did you mean 'acc'?)"),
+        (["matthews"], 2, "model.metrics: no metric named 'matthews' (did you mean 'mcc'?)"),
         (["acc", "top5"], 3, "model.metrics: top5 is defined for at least 6 classes"),
         (["acc", "binary_f1"], 3, "model.metrics: binary_f1 is defined for exactly 2 classes"),
         (["f1"], 2, "model.metrics: ['f1'] leaves out 'acc'"),

@@ -38,6 +38,16 @@ ENTRY_POINT_GROUP = "sft.metrics"
 # sft-compare's columns read val/acc and test/acc
 REQUIRED = "acc"
 DEFAULT_METRICS = ("acc", "f1")
+# these metrics' names in HF evaluate, scikit-learn and torchmetrics: a mistyped name is matched
+# against them too (was: `acuracy` -> 'auroc', nearer to it than `acc`)
+NAMED_ELSEWHERE = {
+    "accuracy": "acc",
+    "f1_score": "f1",
+    "top_k_accuracy": "top5",
+    "matthews_corrcoef": "mcc",
+    "roc_auc": "auroc",
+    "calibration_error": "ece",
+}
 
 
 @dataclass(frozen=True)
@@ -149,7 +159,8 @@ def check_metric_names(
     unknown = unregistered(names)
     for name in names:
         if name in unknown:
-            close = nearest_names(name, metric_names(), n=1)
+            close = nearest_names(name, [*metric_names(), *NAMED_ELSEWHERE], n=1)
+            close = [NAMED_ELSEWHERE.get(c, c) for c in close]
             hint = f" ({did_you_mean([repr(close[0])])})" if close else ""
             raise SFTError(
                 f"{key}: no metric named {name!r}{hint}; known: {', '.join(metric_names())}"
