@@ -42,6 +42,7 @@ from sft.runs.result import (
 from sft.utils.config import metric_mode
 from sft.utils.io import atomic_write, check_not_a_folder, check_not_written
 from sft.utils.logs import first_few
+from sft.utils.suggest import nearest_names
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +360,9 @@ def summarize(runs: list[Run], metric: str, mode: str) -> list[Row]:
         tags = sorted({t for r in runs for t in r.scalars})
         # e.g. sft-eval's runs given alone: test/... only (was: no word of --metric)
         alike = [t for t in tags if t.rpartition("/")[2] == metric.rpartition("/")[2]]
-        example = (alike or [t for t in tags if t != "epoch"] or tags)[0]
+        # a mistyped one first (was: val/acc_bset -> e.g. train/acc, the first tag)
+        close = nearest_names(metric, tags, n=1)
+        example = (close or alike or [t for t in tags if t != "epoch"] or tags)[0]
         raise SFTError(
             f"no run logged '{metric}'; scalars found: {', '.join(tags)}: compare on one of "
             f"them with --metric (e.g. --metric {example})"

@@ -258,6 +258,10 @@ def test_unknown_metric_names_the_logged_ones(sweep, capsys):
         main([str(sweep), "--metric", "val/acc1"])
     err = capsys.readouterr().err
     assert "'val/acc1'" in err and "val/acc_best" in err and "Traceback" not in err
+    # the example is the one mistyped (was: the first scalar, train/acc)
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--metric", "val/acc_bset"])
+    assert capsys.readouterr().err.strip().endswith("(e.g. --metric val/acc_best)")
 
 
 def test_sft_eval_runs_given_alone_are_pointed_to_their_metric(tmp_path, capsys):
