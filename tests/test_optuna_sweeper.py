@@ -749,6 +749,8 @@ def test_a_study_rerun_with_other_fixed_overrides_is_refused(tmp_path, capsys, m
     argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "hydra.sweeper.n_trials=0"]
     argv.append(f"hydra.sweep.dir={tmp_path}")
     assert run_entry_point(main, argv) == 0
+    # the study alone: its enqueued trial is not left waiting (was: `waiting: 1`)
+    assert load_study(tmp_path, "cifar10_optuna").trials == []
     assert run_entry_point(main, argv) == 0  # the same settings: resumed
     # ... also written otherwise (was: refused, as `=cpu then, ='cpu' now`)
     respelled = [o.replace("accelerator=cpu", "accelerator='cpu'") for o in argv]

@@ -275,7 +275,8 @@ class OptunaSweep:
         study.sampler = build_optuna_part(self.sampler_config, "hydra.sweeper.sampler", **seed)
         # the jobs' pruning callbacks build the same pruner from the study (only storage is shared)
         study.set_user_attr(PRUNER_CONFIG, OmegaConf.to_container(self.pruner_config, resolve=True))
-        for params in enqueued:
+        # none for a run of no trials, which would leave them waiting (was: `waiting: 1`)
+        for params in enqueued if self.n_trials > 0 else []:
             # again where its run was interrupted (was: never run, since Optuna's
             # skip_if_exists counts any trial of its parameters, a failed one too)
             if not any(
