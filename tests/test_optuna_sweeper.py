@@ -775,20 +775,39 @@ def test_a_study_rerun_with_other_fixed_overrides_is_refused(tmp_path, capsys, m
     assert run_entry_point(main, earlier) == 0
 
 
+def a_batch_of_two_stopped_in_its_second_job(tmp_path, monkeypatch, stopping) -> None:
+    """A search of 2 trials asked together (hydra.sweeper.n_jobs=2) whose launcher
+    `stopping(launcher)` makes stop in job 1: trial 0 keeps its value, trial 1 fails."""
+    from hydra.core.plugins import Plugins
+
+    instantiate = Plugins.instantiate_launcher
+
+    def stopping_launcher(self, *args, **kwargs):
+        launcher = instantiate(self, *args, **kwargs)
+        stopping(launcher)
+        return launcher
+
+    # (Hydra's plugin scan loads the launcher modules anew: their classes are not this test's)
+    monkeypatch.setattr(Plugins, "instantiate_launcher", stopping_launcher)
+    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "trainer.max_epochs=1"]
+    argv += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
+    argv += ["+trainer.limit_train_batches=1", f"hydra.sweep.dir={tmp_path}"]
+    with pytest.raises(KeyboardInterrupt):
+        run_entry_point(main, argv)
+    trials = load_study(tmp_path, "cifar10_optuna").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[0].value is not None
+
+
 def test_a_trial_that_ended_before_its_batch_was_stopped_keeps_its_value(
     tmp_path, monkeypatch, data_dir
 ):
     """A signal stops a batch of two trials that run at once (hydra.sweeper.n_jobs=2 under
     local_jobs or ray) after one of them had ended: the launcher raises the other's stop with
     the ended job attached, and that trial keeps its value (was: both told FAIL)."""
-    from hydra.core.plugins import Plugins
-
     from sft.errors import ENDED_JOBS
 
-    instantiate = Plugins.instantiate_launcher
-
-    def stopping_second_jobs(self, *args, **kwargs):
-        launcher = instantiate(self, *args, **kwargs)
+    def at_once_stopped(launcher):
         # in the place of one that runs a batch's jobs at once (the basic launcher's are
         # launched one by one)
         launcher.__class__ = type("AtOnceLauncher", (type(launcher),), {})
@@ -801,18 +820,8 @@ def test_a_trial_that_ended_before_its_batch_was_stopped_keeps_its_value(
             raise stop
 
         launcher.launch = second_job_stopped
-        return launcher
 
-    # (Hydra's plugin scan loads the launcher modules anew: their classes are not this test's)
-    monkeypatch.setattr(Plugins, "instantiate_launcher", stopping_second_jobs)
-    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "trainer.max_epochs=1"]
-    argv += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
-    argv += ["+trainer.limit_train_batches=1", f"hydra.sweep.dir={tmp_path}"]
-    with pytest.raises(KeyboardInterrupt):
-        run_entry_point(main, argv)
-    trials = load_study(tmp_path, "cifar10_optuna").trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
-    assert trials[0].value is not None
+    a_batch_of_two_stopped_in_its_second_job(tmp_path, monkeypatch, at_once_stopped)
 
 
 def test_a_trial_run_before_ctrl_c_in_a_batch_under_the_basic_launcher_keeps_its_value(
@@ -821,12 +830,8 @@ def test_a_trial_run_before_ctrl_c_in_a_batch_under_the_basic_launcher_keeps_its
     """hydra.sweeper.n_jobs=2 with Hydra's basic launcher, which runs a batch's jobs in turn:
     Ctrl-C in the second job lost the first's value (both told FAIL), as the launcher returns
     none of a launch it was stopped in."""
-    from hydra.core.plugins import Plugins
 
-    instantiate = Plugins.instantiate_launcher
-
-    def stopping_job_1(self, *args, **kwargs):
-        launcher = instantiate(self, *args, **kwargs)
+    def in_turn_stopped(launcher):
         launch = launcher.launch
 
         def in_turn_until_job_1(job_overrides, initial_job_idx):
@@ -838,17 +843,8 @@ def test_a_trial_run_before_ctrl_c_in_a_batch_under_the_basic_launcher_keeps_its
             return ended
 
         launcher.launch = in_turn_until_job_1
-        return launcher
 
-    monkeypatch.setattr(Plugins, "instantiate_launcher", stopping_job_1)
-    argv = ["sft-train", "-m", *TINY, "hparams_search=cifar10_optuna", "trainer.max_epochs=1"]
-    argv += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
-    argv += ["+trainer.limit_train_batches=1", f"hydra.sweep.dir={tmp_path}"]
-    with pytest.raises(KeyboardInterrupt):
-        run_entry_point(main, argv)
-    trials = load_study(tmp_path, "cifar10_optuna").trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
-    assert trials[0].value is not None
+    a_batch_of_two_stopped_in_its_second_job(tmp_path, monkeypatch, in_turn_stopped)
 
 
 def test_results_count_a_repeated_trial_apart_from_those_that_ran(tmp_path):
