@@ -160,6 +160,28 @@ def test_a_search_goes_the_way_its_metric_is_better(search, metric, direction):
     assert OmegaConf.select(cfg, "hydra.sweeper.direction") == direction
 
 
+@pytest.mark.parametrize(
+    ("monitor", "metric", "direction", "refused"),
+    [
+        ("val/loss", "val/acc_best", "maximize", True),
+        ("val/acc", "val/loss", "minimize", True),
+        # a direction set by hand for a metric whose name does not say: no monitor, or one of
+        # its kind, runs (was, briefly: every such search refused)
+        (None, "val/perplexity", "minimize", False),
+        ("val/loss", "val/perplexity", "minimize", False),
+        ("val/perplexity", "val/loss", "minimize", False),
+    ],
+)
+def test_a_monitor_against_the_studys_direction_is_refused(monitor, metric, direction, refused):
+    from hydra_plugins.sft_optuna_sweeper._sweep import check_monitor
+
+    if refused:
+        with pytest.raises(SFTError, match=rf"^hydra\.sweeper\.monitor={monitor} is better"):
+            check_monitor(monitor, metric, direction)
+    else:
+        check_monitor(monitor, metric, direction)
+
+
 @pytest.mark.parametrize("search", ["cifar10_optuna", "sst2_minilm_optuna"])
 def test_a_shipped_search_tries_its_experiments_own_settings_first(search):
     """A shipped search's first trial is its experiment's own settings, inside the space
@@ -286,6 +308,10 @@ def test_trial_values_are_written_as_overrides_that_parse_back():
     for value in [1e-5, 0.1, 3, True, None, "mlp", "1", "true", "null", "a,b", "it's", "val/acc"]:
         parsed = parser.parse_override(f"k={format_value(value)}").value()
         assert parsed == value and type(parsed) is type(value), (value, format_value(value))
+    for value in [["acc", "a b"], {"a": 1, "b": [None, True]}, []]:  # plain values in params
+        assert parser.parse_override(f"k={format_value(value)}").value() == value
+    with pytest.raises(SFTError, match=r"cannot write \{'1': 2\} as an override value"):
+        format_value({"1": 2})  # no key of Hydra's grammar reads back as the text '1'
 
 
 @pytest.mark.slow

@@ -1027,13 +1027,14 @@ def test_user_mistakes(tmp_path, token_cache):
     # predict and export, in sft-train's line too)
     _error(
         make_dm(tmp_path / "nowhere", token_cache),
-        r"nowhere/train\.tsv does not exist \(no folder .*; set data\.data_dir or SFT_DATA_DIR\)$",
+        r"nowhere/train\.tsv does not exist \(no folder .*; set data\.data_dir \(sft-train: or "
+        r"SFT_DATA_DIR\)\)$",
     )
     # a packaged config's folder, missing where no local copy was linked (make data): where to
     # get it (was: the same line, and no way to the files)
     _error(
         make_dm(tmp_path / "sst2", token_cache),
-        r"sst2/train\.tsv does not exist \(no folder .*SFT_DATA_DIR; if it is to hold the packaged dataset, GLUE SST-2: "
+        r"sst2/train\.tsv does not exist \(no folder .*SFT_DATA_DIR\); if it is to hold the packaged dataset, GLUE SST-2: "
         r"unzip train\.tsv, dev\.tsv and test\.tsv of https://dl\.fbaipublicfiles\.com/glue/data/"
         r"SST-2\.zip there, or read the Hugging Face dataset with data=hf_dataset \(stanfordnlp/sst2\)\)$",
     )

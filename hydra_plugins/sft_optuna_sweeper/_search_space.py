@@ -232,19 +232,20 @@ def format_value(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else str(value)
-    if isinstance(value, list | tuple):  # a plain list in params (`model.metrics: [acc, f1]`)
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return (
-            "{" + ",".join(f"{format_value(k)}:{format_value(v)}" for k, v in value.items()) + "}"
-        )
-    if isinstance(value, str):
-        parser = OverridesParser.create()
+    if isinstance(value, list):  # a plain list in params (`model.metrics: [acc, f1]`)
+        candidates = ["[" + ",".join(format_value(v) for v in value) + "]"]
+    elif isinstance(value, dict):
+        candidates = ["{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"]
+    elif isinstance(value, str):
         quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        for text in (value, quoted):
-            try:
-                if parser.parse_override(f"k={text}").value() == value:
-                    return text
-            except HydraException:
-                continue
+        candidates = [value, quoted]
+    else:
+        candidates = []
+    parser = OverridesParser.create()
+    for text in candidates:  # the first that parses back to `value` ({1: 2}'s key does not)
+        try:
+            if parser.parse_override(f"k={text}").value() == value:
+                return text
+        except HydraException:
+            continue
     raise SFTError(f"cannot write {value!r} as an override value")

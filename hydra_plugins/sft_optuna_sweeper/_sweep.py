@@ -109,23 +109,12 @@ class OptunaSweep:
         self.n_trials = n_trials
         self.n_jobs = n_jobs
         self.seed = seed
+        check_monitor(monitor, config.get("optimized_metric"), direction)
         monitor = monitor or config.get("optimized_metric")
         # a test metric is logged once, after training: nothing to prune on (was: the pruning
         # callback warned in every trial that it was never logged)
         self.unprunable = monitor if str(monitor).startswith("test/") else None
         self.monitor = None if self.unprunable else monitor
-        mode = metric_mode(str(self.monitor)) if self.monitor else None
-        if mode is not None and mode != {"maximize": "max", "minimize": "min"}[direction]:
-            # Optuna's pruners read every reported value the study's way (was: a search on
-            # accuracy monitoring val/loss pruned its trials of lowest loss)
-            better = "lower" if mode == "min" else "higher"
-            raise SFTError(
-                f"hydra.sweeper.monitor={self.monitor} is better {better}, but the study is to "
-                f"{direction} (hydra.sweeper.direction, by default from optimized_metric="
-                f"{config.get('optimized_metric')}): Optuna's pruner would read its values the "
-                "study's way and stop the best trials; monitor a metric that goes the study's "
-                "way, or leave hydra.sweeper.monitor unset (the optimized_metric)"
-            )
         self.sampler_config = sampler
         # null: no pruning (was: a traceback from instantiate, after the study was created)
         self.pruner_config = pruner if pruner is not None else OmegaConf.create(NO_PRUNER)
@@ -577,6 +566,32 @@ def _counted_state(trial: FrozenTrial) -> str:
     if trial.state == TrialState.FAIL and trial.user_attrs.get(STOPPED):
         return STOPPED
     return trial.state.name.lower()
+
+
+def check_monitor(monitor: str | None, optimized_metric: str | None, direction: str) -> None:
+    """SFTError for a `hydra.sweeper.monitor` of one's own that goes against the study's
+    direction: Optuna's pruners read every reported value the study's way (was: a search on
+    accuracy monitoring val/loss pruned its trials of lowest loss). Judged by the name where it
+    says (a loss, error or ece is lower-better, sft's metrics higher-better); a name that does
+    not (val/perplexity) is taken as given."""
+    if not monitor or monitor == optimized_metric:
+        return
+    from sft.models.metrics import metric_names  # late: torchmetrics, for Optuna sweeps only
+
+    mode = metric_mode(str(monitor))
+    if mode == "max" and str(monitor).rpartition("/")[2].removesuffix("_best") not in (
+        metric_names()
+    ):
+        return
+    if mode != {"maximize": "max", "minimize": "min"}[direction]:
+        better = "lower" if mode == "min" else "higher"
+        raise SFTError(
+            f"hydra.sweeper.monitor={monitor} is better {better}, but the study is to "
+            f"{direction} (hydra.sweeper.direction, by default from optimized_metric="
+            f"{optimized_metric}): Optuna's pruner would read its values the study's way and "
+            "stop the best trials; monitor a metric that goes the study's way, or leave "
+            "hydra.sweeper.monitor unset (the optimized_metric)"
+        )
 
 
 def build_optuna_part(config: DictConfig, where: str, **kwargs: Any) -> Any:

@@ -159,8 +159,10 @@ def check_metric_names(
     unknown = unregistered(names)
     for name in names:
         if name in unknown:
-            close = nearest_names(name, [*metric_names(), *NAMED_ELSEWHERE], n=1)
-            close = [NAMED_ELSEWHERE.get(c, c) for c in close]
+            # (a name a plugin registers is its own metric, not another tool's name for one)
+            elsewhere = {k: v for k, v in NAMED_ELSEWHERE.items() if k not in metric_names()}
+            close = nearest_names(name, [*metric_names(), *elsewhere], n=1)
+            close = [elsewhere.get(c, c) for c in close]
             hint = f" ({did_you_mean([repr(close[0])])})" if close else ""
             raise SFTError(
                 f"{key}: no metric named {name!r}{hint}; known: {', '.join(metric_names())}"

@@ -31,9 +31,10 @@ def _dir_hint(path: Path) -> str:
         files = sorted(p.name for p in path.parent.iterdir())[:10]
         return f" (its folder holds: {', '.join(files) or 'nothing'})"
     # data.data_dir= is also how sft-eval/predict/export read a checkpoint's data where it is
-    # now (was: a hint of those commands, with a `+` they do not need, in sft-train's line too)
+    # now (was: a hint of those commands, with a `+` they do not need, in sft-train's line too);
+    # they read the folder the checkpoint records, whatever SFT_DATA_DIR says
     get = SOURCES.get(path.parent.name)
-    return f" (no folder {path.parent}; set data.data_dir or SFT_DATA_DIR" + (
+    return f" (no folder {path.parent}; set data.data_dir (sft-train: or SFT_DATA_DIR)" + (
         f"; if it is to hold the packaged dataset, {get})" if get else ")"
     )
 
