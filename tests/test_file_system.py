@@ -113,8 +113,8 @@ def test_predictions_cut_short_by_a_full_disk_leave_no_file(tmp_path, monkeypatc
     re-run was then refused over."""
     real_writer = __import__("csv").writer
 
-    def writer_that_fills_the_disk(f):
-        w = real_writer(f)
+    def writer_that_fills_the_disk(f, **options):
+        w = real_writer(f, **options)
         rows = []
 
         class Writer:
