@@ -268,6 +268,9 @@ def test_a_searched_key_the_configs_lack_keeps_its_plus():
         params, ["model.extra=5", "+model.b=1", "model.b=tag(int,interval(1,3))"]
     )
     assert fixed.trial_overrides({"model.b": 2}) == ["+model.extra=5", "+model.b=2"]
+    # ... unless deleted in between, which Hydra then refuses a plain override of
+    deleted = build_search_space({}, ["+model.x=1", "~model.x", "model.x=3"])
+    assert deleted.trial_overrides({}) == ["~model.x", "model.x=3"]
 
 
 def test_search_values_are_the_ones_hydra_sweeps():

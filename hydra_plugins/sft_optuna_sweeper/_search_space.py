@@ -69,9 +69,10 @@ class SearchSpace:
         """The latest value of `key` wins: a distribution (`add`: its `+` or `++`), or a fixed
         override `line`. A key an earlier value adds (`+key`) is added by the latest too, as
         Hydra composes `+key=a key=b` (was: `key=b` alone, which does not compose)."""
-        earlier = self.adds.pop(key, None) or next(
-            (_add_prefix(old) for k, old in self.fixed if k == key and _add_prefix(old)), ""
-        )
+        # the last word on the key: a delete after an add (`+k=1 ~k k=3`) ends it, as Hydra
+        # then refuses `k=3` for a key the config lacks
+        last = next((old for k, old in reversed(self.fixed) if k == key), "")
+        earlier = self.adds.pop(key, None) or _add_prefix(last)
         self.distributions.pop(key, None)
         add = add or earlier
         self.fixed = [(k, old) for k, old in self.fixed if k != key or old.startswith("~")]
