@@ -605,6 +605,15 @@ def test_sentence_pair_predictions_carry_both_texts(tmp_path, caplog):
         f"inputs={tmp_path / 'in.tsv'}: 1 of 2 pairs have an empty or whitespace-only text "
         "(line 3); their predictions are of one text or none"
     ) in caplog.messages
+    # the checkpoint's data read as single texts: refused, as sft-eval refuses it (was: the
+    # pair model predicted, or was exported, as a single-text one)
+    with pytest.raises(SFTError, match=r"^data\.text_pair_column=null: this model classifies "):
+        run_predict(
+            run / "checkpoints" / "last.ckpt",
+            tmp_path / "in.tsv",
+            tmp_path / "single",
+            "+data.text_pair_column=null",
+        )
 
 
 def test_a_checkpoint_of_a_users_datamodule_is_refused_in_one_line(tmp_path):

@@ -17,7 +17,7 @@ from sft.data.image_decode import ImageDecoder
 from sft.data.text import TextClassificationDataModule
 from sft.data.tokenize import count_cut, cut_note, encode_texts
 from sft.errors import SFTError
-from sft.inference.model_inputs import warn_model_input_changes
+from sft.inference.model_inputs import check_text_pairs, warn_model_input_changes
 from sft.models.classifier import SFTClassifier
 from sft.models.loading import check_remote_code, datamodule_from_checkpoint, load_classifier
 from sft.utils.checkpoint_io import read_checkpoint
@@ -102,7 +102,11 @@ def load_bundle(
     checkpoint = read_checkpoint(ckpt_path)
     check_remote_code(checkpoint, ckpt_path, trust_remote_code)
     model = load_classifier(ckpt_path, checkpoint).to(resolve_device(device))
-    warn_model_input_changes(data or {}, checkpoint.get("datamodule_hyper_parameters", {}))
+    trained_data = checkpoint.get("datamodule_hyper_parameters", {})
+    warn_model_input_changes(data or {}, trained_data)
+    # as sft-eval (was: `+data.text_pair_column=` scored a single-text model on pairs, and a
+    # pair model's `=null` exported it as a single-text one)
+    check_text_pairs(data or {}, trained_data)
     datamodule = datamodule_from_checkpoint(ckpt_path, checkpoint=checkpoint, **(data or {}))
     datamodule.configure_input(model.input_spec)
     modality = model.input_spec.modality or datamodule.modality
