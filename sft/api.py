@@ -33,6 +33,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
+from sft.data.image_decode import check_mode
 from sft.data.image_folder import first_bad, undecodable
 from sft.errors import SFTError, find_user_error
 from sft.inference.bundle import InferenceBundle, load_bundle
@@ -128,6 +129,13 @@ class Predictor:
                 raise SFTError(
                     f"{len(bad)} of {len(files)} image files cannot be decoded: {first_bad(bad)}"
                 )
+            # images decoded already, as files are (was: a ValueError for PIL modes I and F)
+            for position, image in enumerate(images):
+                if isinstance(image, Image.Image):
+                    try:
+                        check_mode(image)
+                    except ValueError as exc:
+                        raise SFTError(f"image {position}: {exc}") from None
             probs = predict_probs(self.bundle, ImageInputs(ids, images), batch_size)
             return Predictions(probs, self.class_names)
         if self.pairs:

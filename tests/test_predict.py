@@ -862,6 +862,9 @@ def test_a_predictor_from_python_matches_sft_predict(ckpts, data_dir, tmp_path, 
         "an image array is uint8, (height, width) or (height, width, 3) in RGB order, as "
         "numpy.asarray of a PIL image gives it; got float32 (32, 35, 3)"
     )
+    # pixels of no known 8-bit scale, as in files (was: a ValueError)
+    with pytest.raises(SFTError, match=r"^image 1: integer pixels \(PIL mode I\) have no known"):
+        predictor([images[0], images[1].convert("I")])
     # a folder (was: "no such image file")
     with pytest.raises(SFTError, match=r"images: a folder; give image files \(sft-predict inputs"):
         predictor(folder)
