@@ -463,6 +463,14 @@ def test_outputs_that_cannot_be_what_was_asked(ckpts, tmp_path, monkeypatch):
             ckpts["text"], tmp_path / "a.txt", tmp_path / "run", f"output={tmp_path}/p.json"
         )
     assert not (tmp_path / "p.json").exists()
+    # the suffix read whatever its case, and a format sft-predict does not write refused (were:
+    # csv rows written into p.JSON and p.tsv)
+    for name, said in (("p.JSON", r"names a \.json file but"), ("p.tsv", r"a tab-separated file")):
+        with pytest.raises(SFTError, match=said):
+            run_predict(
+                ckpts["text"], tmp_path / "a.txt", tmp_path / "run", f"output={tmp_path}/{name}"
+            )
+        assert not (tmp_path / name).exists()
     three_classes = dataclasses.replace(load_bundle(ckpts["text"]), class_names=["a", "b", "c"])
     monkeypatch.setattr(predict_module, "load_bundle", lambda *args: three_classes)
     with pytest.raises(SFTError, match=r"glue_submission=true writes SST-2's binary labels, but"):

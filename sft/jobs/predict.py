@@ -40,6 +40,8 @@ from sft.utils.logs import log_to_files
 
 log = logging.getLogger(__name__)
 FORMATS = ("csv", "json")
+# output suffixes of formats sft-predict does not write
+OTHER_FORMATS = {"tsv": "tab-separated", "jsonl": "JSON Lines"}
 
 
 def is_sst2_test_file(path: Path) -> bool:
@@ -120,7 +122,12 @@ def predict(cfg: DictConfig) -> Path:
     check_batch_size(cfg.batch_size)  # before the checkpoint and the inputs are read
     default = Path(cfg.paths.output_dir) / f"predictions.{cfg.format}"
     out = expand_home(str(cfg.output or default))
-    named = out.suffix.lstrip(".")
+    named = out.suffix.lstrip(".").lower()  # (was: p.JSON written as csv)
+    if named in OTHER_FORMATS:  # (was: comma-separated rows in a .tsv)
+        raise SFTError(
+            f"output={out} names a {OTHER_FORMATS[named]} file, but sft-predict writes "
+            f"{' or '.join(FORMATS)}: give a .{cfg.format} output"
+        )
     if named in FORMATS and named != cfg.format:
         raise SFTError(
             f"output={out} names a .{named} file but format={cfg.format}: set format={named}, or "
