@@ -45,10 +45,11 @@ from transformers import AutoModel, AutoTokenizer
 sentences = json.load(open(sys.argv[3]))
 tok = AutoTokenizer.from_pretrained(f"{export_dir}/tokenizer")
 enc = tok(sentences, padding=True, truncation=True, return_tensors="pt")
-ids, mask = enc["input_ids"], enc["attention_mask"]
 scripted = torch.jit.load(f"{export_dir}/model.pt")
 session = ort.InferenceSession(f"{export_dir}/model.onnx", providers=["CPUExecutionProvider"])
-onnx_out = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+# the tokenizer's output as it is, as HF users pass it on (was: token_type_ids too, which
+# neither model takes)
+onnx_out = session.run(["logits"], {k: v.numpy() for k, v in enc.items()})[0]
 
 hf = f"{export_dir}/hf"
 hf_tok = AutoTokenizer.from_pretrained(hf)
@@ -58,7 +59,7 @@ m = enc["attention_mask"].unsqueeze(-1).float()
 head = load_file(f"{hf}/classifier_head.safetensors")
 assert json.load(open(f"{hf}/sft_head.json"))["pooling"] == "mean"
 out = {
-    "torchscript": scripted(ids, mask),
+    "torchscript": scripted(**enc),
     "onnx": torch.from_numpy(onnx_out),
     "hf": ((hidden * m).sum(1) / m.sum(1)) @ head["weight"].T + head["bias"],
 }

@@ -180,11 +180,15 @@ def save_tokenizer(bundle: InferenceBundle, folder: Path) -> None:
     tokenizer = bundle.datamodule.tokenizer
     max_length = bundle.datamodule.max_length
     backend = getattr(tokenizer, "backend_tokenizer", None)  # a fast tokenizer's
-    saved = (tokenizer.model_max_length, dict(tokenizer.init_kwargs))
+    saved = (tokenizer.model_max_length, dict(tokenizer.init_kwargs), tokenizer.model_input_names)
     saved_backend = (backend.truncation, backend.padding) if backend is not None else None
     tokenizer.model_max_length = max_length
     if "max_length" in tokenizer.init_kwargs:  # a stray call default in tokenizer_config.json
         tokenizer.init_kwargs["max_length"] = max_length
+    # what the exported models take (pair models are not exported): `tok(texts)` passes on as
+    # it is (was: BERT's token_type_ids too, which onnxruntime refused as an unknown input)
+    # (save_pretrained writes the init_kwargs' keys, each with the attribute's value)
+    tokenizer.model_input_names = tokenizer.init_kwargs["model_input_names"] = input_names("text")
     if backend is not None:
         backend.enable_truncation(max_length)
         # a batch padded to its longest text, one text not at all (was: every text to 128)
@@ -199,7 +203,7 @@ def save_tokenizer(bundle: InferenceBundle, folder: Path) -> None:
     try:
         tokenizer.save_pretrained(folder)
     finally:
-        tokenizer.model_max_length, tokenizer.init_kwargs = saved
+        tokenizer.model_max_length, tokenizer.init_kwargs, tokenizer.model_input_names = saved
         if saved_backend is not None:
             truncation, padding = saved_backend
             backend.no_truncation()
