@@ -23,7 +23,7 @@ import collections
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,10 +193,17 @@ def _is_pair(value: Any) -> bool:
     )
 
 
-def load_predictor(ckpt_path: str | Path, device: str = "cpu") -> Predictor:
+def load_predictor(
+    ckpt_path: str | Path,
+    device: str = "cpu",
+    data: Mapping[str, Any] | None = None,
+    trust_remote_code: bool = False,
+) -> Predictor:
     """The model of a training checkpoint (as sft-predict loads it: weights-only, checked),
-    for predictions from Python; load once, call on many inputs."""
-    return Predictor(load_bundle(ckpt_path, device))
+    for predictions from Python; load once, call on many inputs. `data`: settings of the
+    checkpoint's data to change, as sft-predict's `+data.<key>=` (`{"max_length": 128}`);
+    `trust_remote_code`: as sft-predict's, for a checkpoint trained with it (were: neither)."""
+    return Predictor(load_bundle(ckpt_path, device, data, trust_remote_code))
 
 
 ERROR_PREFIX = "error: "

@@ -818,6 +818,16 @@ def test_a_predictor_from_python_matches_sft_predict(ckpts, data_dir, tmp_path, 
     assert one.probs.shape == (1, len(names))
     torch.testing.assert_close(one.probs[0], got.probs[0])
 
+    # the checkpoint's data settings changed as sft-predict's +data.<key>= changes them (was:
+    # no way to from Python)
+    run_predict(ckpts["text"], tmp_path / "in.txt", tmp_path / "short_run", "+data.max_length=4")
+    short_written = read_csv(tmp_path / "short_run" / "predictions.csv")
+    short = api.load_predictor(ckpts["text"], data={"max_length": 4})(texts, batch_size=4)
+    expected = torch.tensor([[float(r[f"prob_{n}"]) for n in names] for r in short_written])
+    torch.testing.assert_close(short.probs, expected, atol=1e-6, rtol=0)
+    assert not torch.allclose(short.probs, got.probs)  # 4 tokens are not the whole texts
+    caplog.clear()
+
     # empty texts are predicted with sft-predict's warning, named by position (was: no word)
     with caplog.at_level(logging.WARNING, logger="sft.inference.inputs"):
         assert predictor([texts[0], " ", "", texts[1]]).probs.shape[0] == 4
