@@ -749,3 +749,34 @@ def test_a_second_signal_after_the_first_ones_save_says_the_checkpoint_holds_thi
     assert kept_step(last, 14) == f"not saved; {last} holds step 13, an earlier one"
     last.write_bytes(b"not a checkpoint")
     assert kept_step(last, 14) == f"not saved; {last} holds an earlier step"
+
+
+def test_a_signal_that_comes_mid_write_to_the_console_is_said_without_a_traceback(capsys):
+    """The "received SIGINT" line, logged from the signal handler while this thread was
+    writing to the console: the second write into the same stream is a RuntimeError
+    ("reentrant call", seen under Ray's stream wrapper), which logging printed as a traceback
+    (a sweep's job failed its no-traceback check). That console's copy is dropped; the run's
+    log file keeps the line."""
+
+    class MidWrite:  # the console stream, interrupted in its write
+        def write(self, text):
+            raise RuntimeError("reentrant call inside <_io.BufferedWriter name=1>")
+
+        def flush(self):
+            pass
+
+    console, kept = logging.StreamHandler(MidWrite()), []
+    log_file = logging.Handler()
+    log_file.emit = lambda record: kept.append(record.getMessage())
+    logger = logging.getLogger("sft.callbacks.graceful_interrupt")
+    for handler in (console, log_file):
+        logger.addHandler(handler)
+    try:
+        callback = GracefulInterrupt()
+        callback._handling_pid = os.getpid()
+        callback._handler(signal.SIGINT, None)
+    finally:
+        for handler in (console, log_file):
+            logger.removeHandler(handler)
+    assert "Traceback" not in capsys.readouterr().err
+    assert kept == ["received SIGINT: stopping after this batch"]

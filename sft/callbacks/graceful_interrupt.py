@@ -45,7 +45,7 @@ from sft.utils.checkpoint_io import load_weights_only
 from sft.utils.config import RUN_START, config_dir_arguments, hydra_path, task_overrides
 from sft.utils.instantiate import answers_ctrl_c
 from sft.utils.overrides import as_typed
-from sft.utils.signals import is_second_ctrl_c, signal_handlers
+from sft.utils.signals import is_second_ctrl_c, signal_handlers, warn_in_handler
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class GracefulInterrupt(Callback):
         if self._received is not None:
             return  # the first, delivered twice
         self._received, self._received_at = signum, time.monotonic()
-        log.warning(f"received {signal.Signals(signum).name}: stopping after this batch")
+        warn_in_handler(log, f"received {signal.Signals(signum).name}: stopping after this batch")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._received, self._waiting = None, False
@@ -291,7 +291,9 @@ def relayed_to_spawned_ranks(trainer: L.Trainer) -> Iterator[None]:
         relayed.value, received_at = signum, time.monotonic()
         for callback in callbacks:  # a second Ctrl-C's line says it was one
             callback._received = signum
-        log.warning(f"received {signal.Signals(signum).name}: the ranks stop after this batch")
+        warn_in_handler(
+            log, f"received {signal.Signals(signum).name}: the ranks stop after this batch"
+        )
 
     for callback in callbacks:
         callback._relayed = relayed

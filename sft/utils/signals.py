@@ -24,6 +24,18 @@ def is_second_ctrl_c(signum: int, first: int | None, first_at: float) -> bool:
     return first is not None and signum == signal.SIGINT and not twice
 
 
+def warn_in_handler(logger: logging.Logger, message: str) -> None:
+    """`logger.warning(message)` from a signal handler. The handler may have stopped this thread
+    mid-write to the console, and a write to that stream again is a RuntimeError ("reentrant
+    call") that logging printed as a traceback (seen under Ray's stream wrapper): that
+    handler's copy of the line is dropped instead; the others (the run's log file) keep it."""
+    raising, logging.raiseExceptions = logging.raiseExceptions, False
+    try:
+        logger.warning(message)
+    finally:
+        logging.raiseExceptions = raising
+
+
 @contextmanager
 def signal_handlers(handlers: Mapping[int, Any]) -> Iterator[None]:
     """`handlers` ({signal: handler}) in place for the block, the earlier ones back after it;
