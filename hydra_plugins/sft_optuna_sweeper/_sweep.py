@@ -45,7 +45,7 @@ from sft.runs.result import (
     run_overrides,
 )
 from sft.utils.composition_errors import describe_composition_error
-from sft.utils.config import MULTIRUN_RECORD, metric_mode
+from sft.utils.config import MULTIRUN_RECORD, direction_mode, metric_mode
 from sft.utils.config_types import check_config_types
 from sft.utils.instantiate import runs_validation
 from sft.utils.sweep_checks import TYPED_SECTIONS
@@ -58,8 +58,8 @@ JOURNAL_FILE = "optuna.journal"
 LEGACY_DB = "optuna.db"
 RESULTS_FILE = "optimization_results.yaml"
 PRUNING_CALLBACK = "sft.callbacks.optuna_pruning.OptunaPruning"
-# trial user attributes the sweeper sets
 BASIC_LAUNCHER_MODULE = "hydra._internal.core_plugins.basic_launcher"
+# trial user attributes the sweeper sets
 OUTPUT_DIR = "output_dir"
 DUPLICATE_OF = "duplicate_of"
 # a trial told FAIL because a signal stopped it (Optuna has no state for it)
@@ -583,7 +583,7 @@ def check_monitor(monitor: str | None, optimized_metric: str | None, direction: 
         metric_names()
     ):
         return
-    if mode != {"maximize": "max", "minimize": "min"}[direction]:
+    if mode != direction_mode(direction):
         better = "lower" if mode == "min" else "higher"
         raise SFTError(
             f"hydra.sweeper.monitor={monitor} is better {better}, but the study is to "

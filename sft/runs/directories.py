@@ -229,11 +229,11 @@ def _overridden(key: str, hydra_cfg: DictConfig) -> bool:
     )
 
 
+# the commands that read a trained checkpoint, each in a run directory of its own
+COMMANDS_AFTER_TRAINING = ("eval", "predict", "export")
 # what a run leaves in its directory that a new run there would replace: sft's checkpoints,
 # and (`retry=False`) Lightning's own (without sft's callbacks, in the logger's folder, e.g.
 # tensorboard/checkpoints/) and its record (all a run without checkpoints leaves)
-# the commands that read a trained checkpoint, each in a run directory of its own
-COMMANDS_AFTER_TRAINING = ("eval", "predict", "export")
 RUN_FILES = {
     f"{LAST_CHECKPOINT.parent}/*.ckpt": ("checkpoints", True),
     f"*/{LAST_CHECKPOINT.parent}/*.ckpt": ("checkpoints", False),

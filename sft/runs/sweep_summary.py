@@ -47,7 +47,7 @@ from sft.runs.result import (
     record_file,
     run_overrides,
 )
-from sft.utils.config import MULTIRUN_RECORD
+from sft.utils.config import MULTIRUN_RECORD, direction_mode
 from sft.utils.config import metric_mode as named_mode
 from sft.utils.io import atomic_write_text
 from sft.utils.overrides import override_key
@@ -126,7 +126,7 @@ def sweep_mode(hydra_cfg: DictConfig, mode: str | None) -> str | None:
         direction = OmegaConf.select(hydra_cfg, "sweeper.direction")
     except OmegaConfBaseException:  # an interpolation outside the job's config
         return None
-    return {"maximize": "max", "minimize": "min"}.get(str(direction))
+    return direction_mode(direction)
 
 
 def summary_rows(results: list[tuple[str, RunResult]], mode: str | None = None) -> list[dict]:

@@ -131,6 +131,12 @@ def metric_mode(metric: str) -> str:
     return "min" if lower else "max"
 
 
+def direction_mode(direction: str) -> str | None:
+    """ "max" or "min" for a sweeper's direction, "maximize" or "minimize" (the inverse of
+    `${sft_direction:}`); None for anything else."""
+    return {"maximize": "max", "minimize": "min"}.get(str(direction))
+
+
 def config_subdir(run_dir: str) -> str:
     """Where Hydra saves a run's config in `run_dir` (`${sft_config_subdir:...}`, conf/hydra):
     `.hydra` for a new run; `.hydra/resumed_<time>` when the directory holds a run's config
